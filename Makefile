@@ -1,0 +1,57 @@
+# SPDX-License-Identifier: MIT
+# Thin wrapper over Meson/Ninja. `make deps` installs the Debian packages
+# (as root); `make run` builds and runs vramd on the demo config; `make test`
+# runs every test: unit, fake-driver, fuzz corpus and integration tests in a
+# normal build, all of them again under ASan+UBSan, and the unit tests under
+# valgrind.
+
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+CONFIG     ?= examples/demo.yaml
+MESON_OPTS ?=
+
+DEB_PACKAGES = build-essential pkg-config meson ninja-build \
+	libevent-dev libjansson-dev libfyaml-dev libcmocka-dev \
+	python3 python3-pytest python3-requests valgrind wrk curl
+
+.PHONY: all build deps run test test-normal test-asan test-valgrind bench clean
+
+all: build
+
+deps:
+	@if [ "$$(id -u)" != 0 ]; then echo "make deps installs Debian packages: run it as root" >&2; exit 1; fi
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES)
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) $(MESON_OPTS)
+
+$(ASAN_BUILD)/build.ninja:
+	meson setup $(ASAN_BUILD) -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug $(MESON_OPTS)
+
+build: $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+run: build
+	./$(BUILD)/src/daemon/bin/vramd --config $(CONFIG)
+
+test: test-normal test-asan test-valgrind
+	@echo "all test suites passed"
+
+test-normal: build
+	meson test -C $(BUILD) --print-errorlogs --num-processes 2
+
+test-asan: $(ASAN_BUILD)/build.ninja
+	ninja -C $(ASAN_BUILD)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		meson test -C $(ASAN_BUILD) --print-errorlogs --num-processes 2
+
+test-valgrind: build
+	meson test -C $(BUILD) --suite unit --print-errorlogs --num-processes 2 \
+		--wrapper 'valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --error-exitcode=1'
+
+bench: build
+	./bench/run-all.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

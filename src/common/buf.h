@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A growable byte buffer with a hard maximum, for everything whose size a
+ * client controls (request bodies, log tails, protocol frames). Appending
+ * past the maximum fails with -E2BIG and leaves the buffer as it was.
+ * The data is always NUL-terminated (the NUL is not counted in len).
+ */
+#ifndef VRAM_BUF_H
+#define VRAM_BUF_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+struct vram_buf {
+	char *data; /* owned; NULL until the first append */
+	size_t len; /* bytes, without the trailing NUL */
+	size_t cap; /* bytes allocated */
+	size_t max; /* bytes; appends beyond this fail */
+};
+
+void vram_buf_init(struct vram_buf *b, size_t max_bytes);
+void vram_buf_done(struct vram_buf *b);
+void vram_buf_reset(struct vram_buf *b);
+
+/* Return 0, -E2BIG (would exceed max) or -ENOMEM. */
+int vram_buf_append(struct vram_buf *b, const void *data, size_t len);
+int vram_buf_puts(struct vram_buf *b, const char *s);
+int vram_buf_printf(struct vram_buf *b, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+int vram_buf_vprintf(struct vram_buf *b, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
+
+/* Hands the data to the caller (caller frees; never NULL unless out of
+ * memory) and resets the buffer. */
+char *vram_buf_take(struct vram_buf *b);
+
+#endif

@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Logging sink: a threshold and one FILE. The daemon is single-threaded on
+ * its event loop, but worker-pool threads may log too, so a line is written
+ * with one fprintf under the stdio lock.
+ */
+#include "common/log.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+static enum vram_log_level log_level = VRAM_LOG_INFO;
+static FILE *log_file; /* NULL means stderr; owned when not NULL */
+
+static const char *const level_names[] = {
+	[VRAM_LOG_ERROR] = "error",
+	[VRAM_LOG_WARN] = "warn",
+	[VRAM_LOG_INFO] = "info",
+	[VRAM_LOG_DEBUG] = "debug",
+};
+
+int vram_log_init(enum vram_log_level level, const char *path)
+{
+	log_level = level;
+	vram_log_done();
+	if (!path || !*path || strcmp(path, "-") == 0)
+		return 0;
+	FILE *f = fopen(path, "ae");
+	if (!f)
+		return -errno;
+	setvbuf(f, NULL, _IOLBF, 0);
+	log_file = f;
+	return 0;
+}
+
+void vram_log_done(void)
+{
+	if (log_file) {
+		fclose(log_file);
+		log_file = NULL;
+	}
+}
+
+int vram_log_level_parse(const char *s, enum vram_log_level *ret_level)
+{
+	for (size_t i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++) {
+		if (strcmp(s, level_names[i]) == 0) {
+			*ret_level = (enum vram_log_level)i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+void vram_log_set_level(enum vram_log_level level) { log_level = level; }
+enum vram_log_level vram_log_get_level(void) { return log_level; }
+bool vram_log_enabled(enum vram_log_level level) { return level <= log_level; }
+
+void vram_logv(enum vram_log_level level, const char *fmt, va_list ap)
+{
+	if (!vram_log_enabled(level))
+		return;
+	char msg[2048];
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+
+	struct timespec ts;
+	struct tm tm;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	localtime_r(&ts.tv_sec, &tm);
+	char when[32];
+	strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+
+	FILE *out = log_file ? log_file : stderr;
+	fprintf(out, "%s.%03ld %-5s %s\n", when, ts.tv_nsec / 1000000L,
+		level_names[level], msg);
+}
+
+void vram_log(enum vram_log_level level, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vram_logv(level, fmt, ap);
+	va_end(ap);
+}
+
+int vram_log_errno(enum vram_log_level level, int err, const char *fmt, ...)
+{
+	if (vram_log_enabled(level)) {
+		char msg[1536];
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(msg, sizeof(msg), fmt, ap);
+		va_end(ap);
+		vram_log(level, "%s: %s", msg, strerror(err < 0 ? -err : err));
+	}
+	return err;
+}

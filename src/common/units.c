@@ -1,0 +1,282 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Parsing and formatting of sizes, fractions and durations. Parsing is strict:
+ * the whole string must be consumed, and a negative, NaN or overflowing value
+ * is an error, because these values come from users' configs.
+ */
+#include "common/units.h"
+
+#include <ctype.h>
+#include <inttypes.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* Reads a non-negative decimal number (digits with an optional fraction). */
+static int parse_number(const char **p, double *ret)
+{
+	const char *s = *p;
+	const char *start = s;
+	bool seen_digit = false;
+	while (isdigit((unsigned char)*s)) {
+		s++;
+		seen_digit = true;
+	}
+	if (*s == '.') {
+		s++;
+		while (isdigit((unsigned char)*s)) {
+			s++;
+			seen_digit = true;
+		}
+	}
+	if (!seen_digit)
+		return -EINVAL;
+	char tmp[64];
+	size_t n = (size_t)(s - start);
+	if (n >= sizeof(tmp))
+		return -ERANGE;
+	memcpy(tmp, start, n);
+	tmp[n] = '\0';
+	errno = 0;
+	double v = strtod(tmp, NULL);
+	if (errno || !isfinite(v))
+		return -ERANGE;
+	*ret = v;
+	*p = s;
+	return 0;
+}
+
+static const struct {
+	const char *suffix;
+	uint64_t mult;
+} size_suffixes[] = {
+	{ "", 1 },         { "B", 1 },
+	{ "KiB", VRAM_KiB }, { "MiB", VRAM_MiB }, { "GiB", VRAM_GiB }, { "TiB", VRAM_TiB },
+	{ "K", VRAM_KiB },   { "M", VRAM_MiB },   { "G", VRAM_GiB },   { "T", VRAM_TiB },
+	{ "kB", 1000 },    { "KB", 1000 },    { "MB", 1000000 },
+	{ "GB", UINT64_C(1000000000) }, { "TB", UINT64_C(1000000000000) },
+};
+
+int vram_units_parse_bytes(const char *s, uint64_t *ret_bytes)
+{
+	if (!s)
+		return -EINVAL;
+	const char *p = s;
+	double v;
+	int r = parse_number(&p, &v);
+	if (r < 0)
+		return r;
+	while (*p == ' ')
+		p++;
+	for (size_t i = 0; i < sizeof(size_suffixes) / sizeof(size_suffixes[0]); i++) {
+		if (strcmp(p, size_suffixes[i].suffix) != 0)
+			continue;
+		double bytes = v * (double)size_suffixes[i].mult;
+		if (bytes >= 18446744073709551615.0)
+			return -ERANGE;
+		if (size_suffixes[i].mult == 1 && v != floor(v))
+			return -EINVAL; /* "1.5" bytes makes no sense */
+		*ret_bytes = (uint64_t)llround(bytes);
+		return 0;
+	}
+	return -EINVAL;
+}
+
+int vram_units_parse_mem(const char *s, struct vram_mem *ret_mem)
+{
+	if (!s)
+		return -EINVAL;
+	/* A bare number with a decimal point, or "1", in (0,1] is a fraction. */
+	bool has_unit = false;
+	for (const char *p = s; *p; p++)
+		if (isalpha((unsigned char)*p))
+			has_unit = true;
+	if (!has_unit && strchr(s, '.')) {
+		const char *p = s;
+		double v;
+		int r = parse_number(&p, &v);
+		if (r < 0)
+			return r;
+		if (*p)
+			return -EINVAL;
+		if (!(v > 0.0 && v <= 1.0))
+			return -ERANGE;
+		*ret_mem = (struct vram_mem){ .is_fraction = true, .fraction = v };
+		return 0;
+	}
+	uint64_t bytes;
+	int r = vram_units_parse_bytes(s, &bytes);
+	if (r < 0)
+		return r;
+	*ret_mem = (struct vram_mem){ .is_fraction = false, .bytes = bytes };
+	return 0;
+}
+
+static const struct {
+	const char *suffix;
+	uint64_t ms;
+} duration_suffixes[] = {
+	{ "ms", 1 }, { "s", 1000 }, { "m", 60000 }, { "h", 3600000 }, { "d", 86400000 },
+};
+
+int vram_units_parse_duration_ms(const char *s, uint64_t *ret_ms)
+{
+	if (!s || !*s)
+		return -EINVAL;
+	if (strcasecmp(s, "never") == 0 || strcasecmp(s, "off") == 0) {
+		*ret_ms = VRAM_DURATION_NEVER;
+		return 0;
+	}
+	const char *p = s;
+	double total = 0;
+	bool any = false;
+	while (*p) {
+		double v;
+		int r = parse_number(&p, &v);
+		if (r < 0)
+			return r;
+		size_t n = 0;
+		while (isalpha((unsigned char)p[n]))
+			n++;
+		if (n == 0) {
+			if (any || p[0] != '\0')
+				return -EINVAL; /* "1h30" or trailing junk */
+			total += v * 1000.0; /* bare number: seconds */
+		} else {
+			bool found = false;
+			for (size_t i = 0; i < sizeof(duration_suffixes) / sizeof(duration_suffixes[0]); i++) {
+				if (strlen(duration_suffixes[i].suffix) == n &&
+				    strncmp(p, duration_suffixes[i].suffix, n) == 0) {
+					total += v * (double)duration_suffixes[i].ms;
+					found = true;
+					break;
+				}
+			}
+			if (!found)
+				return -EINVAL;
+			p += n;
+		}
+		any = true;
+	}
+	if (total >= 1.8e19)
+		return -ERANGE;
+	*ret_ms = (uint64_t)llround(total);
+	return 0;
+}
+
+uint64_t vram_mem_resolve(const struct vram_mem *mem, uint64_t total_bytes)
+{
+	if (!mem->is_fraction)
+		return mem->bytes;
+	return (uint64_t)((double)total_bytes * mem->fraction);
+}
+
+char *vram_units_format_bytes(uint64_t bytes, char *buf, size_t size)
+{
+	static const char *const names[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+	double v = (double)bytes;
+	size_t i = 0;
+	while (v >= 1024.0 && i + 1 < sizeof(names) / sizeof(names[0])) {
+		v /= 1024.0;
+		i++;
+	}
+	if (i == 0)
+		snprintf(buf, size, "%" PRIu64 "B", bytes);
+	else if (v == floor(v))
+		snprintf(buf, size, "%.0f%s", v, names[i]);
+	else
+		snprintf(buf, size, "%.1f%s", v, names[i]);
+	return buf;
+}
+
+char *vram_units_format_duration_ms(uint64_t ms, char *buf, size_t size)
+{
+	if (ms == VRAM_DURATION_NEVER) {
+		snprintf(buf, size, "never");
+		return buf;
+	}
+	if (ms % 1000 != 0) {
+		if (ms < 1000)
+			snprintf(buf, size, "%" PRIu64 "ms", ms);
+		else
+			snprintf(buf, size, "%.1fs", (double)ms / 1000.0);
+		return buf;
+	}
+	uint64_t s = ms / 1000;
+	uint64_t h = s / 3600, m = (s % 3600) / 60, sec = s % 60;
+	size_t n = 0;
+	buf[0] = '\0';
+	if (h)
+		n += (size_t)snprintf(buf + n, n < size ? size - n : 0, "%" PRIu64 "h", h);
+	if (m)
+		n += (size_t)snprintf(buf + n, n < size ? size - n : 0, "%" PRIu64 "m", m);
+	if (sec || (!h && !m))
+		snprintf(buf + n, n < size ? size - n : 0, "%" PRIu64 "s", sec);
+	return buf;
+}
+
+char *vram_units_format_mem(const struct vram_mem *mem, char *buf, size_t size)
+{
+	if (mem->is_fraction) {
+		snprintf(buf, size, "%g", mem->fraction);
+		return buf;
+	}
+	return vram_units_format_bytes(mem->bytes, buf, size);
+}
+
+int vram_units_parse_gpu_list(const char *s, uint64_t *ret_sizes, size_t max)
+{
+	if (!s || !*s)
+		return -EINVAL;
+	char *copy = strdup(s);
+	if (!copy)
+		return -ENOMEM;
+	int r = 0;
+	size_t n = 0;
+	uint64_t tmp[256];
+	if (max > 256)
+		max = 256;
+	char *save = NULL;
+	for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		while (*tok == ' ')
+			tok++;
+		unsigned long count = 1;
+		char *x = strchr(tok, 'x');
+		const char *size_s = tok;
+		if (x) {
+			char *end;
+			errno = 0;
+			count = strtoul(tok, &end, 10);
+			if (end != x || errno || count == 0 || count > 256) {
+				r = -EINVAL;
+				goto out_free;
+			}
+			size_s = x + 1;
+		}
+		uint64_t bytes;
+		r = vram_units_parse_bytes(size_s, &bytes);
+		if (r < 0 || bytes == 0) {
+			r = -EINVAL;
+			goto out_free;
+		}
+		for (unsigned long i = 0; i < count; i++) {
+			if (n >= max) {
+				r = -E2BIG;
+				goto out_free;
+			}
+			tmp[n++] = bytes;
+		}
+	}
+	if (n == 0) {
+		r = -EINVAL;
+		goto out_free;
+	}
+	memcpy(ret_sizes, tmp, n * sizeof(uint64_t));
+	r = (int)n;
+out_free:
+	free(copy);
+	return r;
+}

@@ -1,0 +1,212 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vramd's configuration: YAML (libfyaml) → struct vram_config.
+ *
+ * The loader validates everything up front and resolves `defaults:` into each
+ * workload, so runtime code reads final values and never re-checks them.
+ * Every error names file:line:col, the key and what was expected; an unknown
+ * key gets a "did you mean". The struct is plain data once loaded: it is
+ * never mutated by the daemon (runtime changes such as an idle timeout set
+ * through the API live in the workload's runtime object).
+ */
+#ifndef VRAM_CONFIG_H
+#define VRAM_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/units.h"
+
+#define VRAM_CONFIG_MAX_WORKLOADS 1024
+#define VRAM_CONFIG_MAX_GPUS 64
+#define VRAM_CONFIG_MAX_REPLICAS 64
+#define VRAM_CONFIG_MAX_ARGS 256
+#define VRAM_CONFIG_NAME_MAX 63 /* workload names: [A-Za-z0-9._-], 1..63 chars */
+
+/* Where a value stood in the file, for runtime errors that point back. */
+struct vram_src_pos {
+	unsigned line; /* 1-based; 0 when unknown (defaults, overrides) */
+	unsigned col;  /* 1-based */
+};
+
+enum vram_gpu_backend_kind {
+	VRAM_GPU_BACKEND_AUTO = 0, /* nvml when the driver loads and shows a GPU, else sim */
+	VRAM_GPU_BACKEND_NVML,
+	VRAM_GPU_BACKEND_SIM,
+};
+
+enum vram_placement {
+	VRAM_PLACEMENT_PACK = 0,  /* fill used GPUs first; keep whole GPUs free */
+	VRAM_PLACEMENT_SPREAD,    /* replicas/workloads on distinct GPUs where possible */
+	VRAM_PLACEMENT_MOST_FREE, /* the GPUs with the most free memory */
+};
+
+enum vram_fallback {
+	VRAM_FALLBACK_NONE = 0,  /* refuse when it doesn't fit */
+	VRAM_FALLBACK_SHARE,     /* fewer GPUs than asked (GPUs shared by the instances) */
+	VRAM_FALLBACK_CPU,       /* run without GPUs (CUDA_VISIBLE_DEVICES="") */
+	VRAM_FALLBACK_EXCLUSIVE, /* share: mps only: run without MPS, one per GPU */
+};
+
+enum vram_start_mode {
+	VRAM_START_LAZY = 0, /* on the first request or an explicit start */
+	VRAM_START_EAGER,    /* when the daemon starts */
+};
+
+enum vram_health_kind {
+	VRAM_HEALTH_HTTP = 0, /* GET health.path on the port, 2xx = healthy */
+	VRAM_HEALTH_TCP,      /* a TCP connect to the port succeeds */
+	VRAM_HEALTH_NONE,     /* healthy as soon as it is spawned */
+};
+
+enum vram_engine_kind {
+	VRAM_ENGINE_AUTO = 0,        /* hook, then checkpoint, then restart */
+	VRAM_ENGINE_HOOK,
+	VRAM_ENGINE_CHECKPOINT,
+	VRAM_ENGINE_RESTART,
+	VRAM_ENGINE_HOOK_CHECKPOINT, /* hook moves the data, checkpoint frees the rest */
+	VRAM_ENGINE_SIM,             /* simulated GPUs only */
+};
+
+enum vram_restart_policy {
+	VRAM_RESTART_ON_FAILURE = 0, /* restart after a crash (non-zero exit or signal) */
+	VRAM_RESTART_ALWAYS,         /* restart after any exit not asked for */
+	VRAM_RESTART_NEVER,
+};
+
+enum vram_share_kind {
+	VRAM_SHARE_NONE = 0,
+	VRAM_SHARE_MPS,
+};
+
+enum vram_gpus_kind {
+	VRAM_GPUS_COUNT = 0, /* `gpus: N`: N GPUs chosen by the planner (0 = CPU only) */
+	VRAM_GPUS_LIST,      /* `gpus: [0, 2]`: exactly these GPU indices */
+	VRAM_GPUS_ANY,       /* `gpus: any`: one GPU, whichever fits */
+};
+
+struct vram_gpu_request {
+	enum vram_gpus_kind kind;
+	unsigned count;  /* GPUs per instance (for LIST: n_pins; for ANY: 1) */
+	unsigned *pins;  /* owned; GPU indices, for LIST */
+	size_t n_pins;
+};
+
+struct vram_idle {
+	uint64_t offload_after_ms; /* ms idle before offload; VRAM_DURATION_NEVER = off */
+	uint64_t release_after_ms; /* ms idle before release (stop); VRAM_DURATION_NEVER = off */
+};
+
+struct vram_health {
+	enum vram_health_kind kind;
+	char *path;             /* owned; HTTP path beginning with '/', for HTTP */
+	uint64_t interval_ms;   /* ms between probes while starting */
+	uint64_t timeout_ms;    /* ms one probe may take */
+	uint64_t start_timeout_ms; /* ms from spawn to healthy before the start fails */
+};
+
+struct vram_workload_config {
+	char *name;              /* owned; the key under `workloads:` */
+	struct vram_src_pos pos; /* of the key */
+
+	char **cmd;              /* owned; argv, NULL-terminated; ${VAR} left unexpanded */
+	size_t n_cmd;
+	char **env;              /* owned; "KEY=VALUE" strings, NULL-terminated */
+	size_t n_env;
+	char *cwd;               /* owned; NULL = the daemon's working directory */
+
+	struct vram_gpu_request gpus;
+	struct vram_mem memory;  /* per GPU; bytes == 0 && !is_fraction means "not declared" */
+	unsigned replicas;       /* >= 1 */
+	char **avoid;            /* owned; names of workloads not to share a GPU with, NULL-terminated */
+	size_t n_avoid;
+	enum vram_placement placement;
+	enum vram_fallback fallback;
+	enum vram_start_mode start;
+	struct vram_health health;
+	unsigned port;           /* 0 = auto (allocated by the daemon) */
+	struct vram_idle idle;
+	int priority;            /* higher wins; idle lower-priority workloads are evicted first */
+	enum vram_engine_kind offload;
+	enum vram_restart_policy restart;
+	uint64_t restart_backoff_max_ms; /* ms; backoff doubles from 1 s up to this */
+	uint64_t stop_grace_ms;  /* ms between SIGTERM and SIGKILL */
+	char **models;           /* owned; OpenAI "model" names routed here, NULL-terminated */
+	size_t n_models;
+	enum vram_share_kind share;
+	unsigned compute_percent; /* MPS active thread percentage; 0 = not set */
+	unsigned max_concurrency; /* gateway in-flight limit; 0 = unlimited */
+	unsigned queue_max;       /* gateway requests waiting for start/restore */
+	uint64_t queue_timeout_ms; /* ms a request waits for start/restore */
+};
+
+struct vram_sim_gpu_config {
+	char *name;      /* owned; e.g. "Simulated GPU" */
+	uint64_t memory; /* bytes */
+};
+
+struct vram_config {
+	char *path; /* owned; the file it was loaded from, or the name given to parse */
+
+	struct {
+		char *listen;    /* owned; "HOST:PORT"; default "127.0.0.1:8600" */
+		char *socket;    /* owned; Unix socket path for vramctl; default <state_dir>/vramd.sock */
+		char *state_dir; /* owned; logs, sockets, MPS dirs; default /run/vramd as root, else $XDG_RUNTIME_DIR/vramd or /tmp/vramd-$UID */
+		char *log;       /* owned; daemon log file; NULL = stderr */
+		char *log_level; /* owned; error|warn|info|debug; default info */
+		char *token;     /* owned; bearer token, required when listen is not loopback */
+		uint64_t workload_log_max_bytes; /* bytes per workload log before rotation */
+		unsigned workload_log_keep;      /* rotated files kept */
+		unsigned port_range_start;       /* first port for `port: auto` */
+	} daemon;
+
+	struct {
+		enum vram_gpu_backend_kind backend;
+		uint64_t reserve; /* bytes kept free on every GPU */
+		struct vram_sim_gpu_config *sim; /* owned array */
+		size_t n_sim;
+	} gpus;
+
+	struct vram_workload_config *workloads; /* owned array, in file order */
+	size_t n_workloads;
+};
+
+/* Command-line overrides applied after the file is read (NULL = keep). */
+struct vram_config_overrides {
+	const char *listen;   /* --listen HOST:PORT */
+	const char *sim_gpus; /* --gpus 2x80GiB: forces the sim backend with these GPUs */
+	const char *state_dir;
+};
+
+/*
+ * Loads and validates a file. On success *ret_config is set (caller frees
+ * with vram_config_free) and returns 0. On failure returns -errno (-EINVAL
+ * for any content error) and, if ret_error is not NULL, sets *ret_error to a
+ * message (caller frees) such as
+ *   "demo.yaml:12:5: workloads.llm.memory: expected a size like 24GiB or a fraction like 0.8, got \"lots\""
+ * One message may hold several errors, one per line.
+ */
+int vram_config_load(const char *path, const struct vram_config_overrides *ov,
+		     struct vram_config **ret_config, char **ret_error);
+
+/* The same from a string; name is used in error messages in place of a path. */
+int vram_config_parse(const char *text, size_t len, const char *name,
+		      const struct vram_config_overrides *ov,
+		      struct vram_config **ret_config, char **ret_error);
+
+/* Accepts NULL and half-built configs. */
+void vram_config_free(struct vram_config *config);
+
+/* Borrowed, valid while config lives; NULL if there is no such workload. */
+const struct vram_workload_config *vram_config_find(const struct vram_config *config,
+						    const char *name);
+
+/* Names for enums, as written in the YAML. */
+const char *vram_placement_name(enum vram_placement p);
+const char *vram_fallback_name(enum vram_fallback f);
+const char *vram_engine_name(enum vram_engine_kind e);
+const char *vram_restart_name(enum vram_restart_policy r);
+const char *vram_gpu_backend_name(enum vram_gpu_backend_kind b);
+
+#endif

@@ -1,0 +1,121 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The manager: vramd's runtime state and the one entry point through which
+ * the REST API, the gateway, MCP and timers change it. It owns the config,
+ * the GPU backend, the workloads (their state machines, processes, timers)
+ * and the ledger, and it runs on the daemon's single libevent loop.
+ *
+ * Actions are asynchronous: vram_manager_act() validates and begins the
+ * action, then calls the callback exactly once from the event loop when the
+ * workload reaches the target state or the action fails. A waiter can be
+ * cancelled (its HTTP client went away) and its callback is then never called;
+ * the action itself goes on.
+ */
+#ifndef VRAM_MANAGER_H
+#define VRAM_MANAGER_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "gpu/gpu.h"
+
+struct event_base;
+struct vram_manager;
+struct vram_manager_waiter;
+struct vram_manager_sub;
+
+enum vram_action {
+	VRAM_ACTION_START = 0, /* stopped/failed → ready */
+	VRAM_ACTION_STOP,      /* any → stopped (SIGTERM, then SIGKILL) */
+	VRAM_ACTION_OFFLOAD,   /* ready → offloaded */
+	VRAM_ACTION_RESTORE,   /* offloaded → ready */
+	VRAM_ACTION_RELEASE,   /* ready/offloaded → stopped, frees GPU and host memory */
+};
+
+struct vram_action_result {
+	int error;            /* 0, or -errno */
+	int http_status;      /* 200 on success; 409 wrong state, 503 no room, 500 … on error */
+	const char *workload; /* borrowed, valid during the callback */
+	const char *state;    /* state name reached */
+	double seconds;       /* wall time of the action */
+	uint64_t bytes;       /* bytes moved (offload/restore), 0 if none */
+	const char *engine;   /* engine used, or NULL */
+	char message[1024];   /* what happened, or why it failed */
+};
+
+typedef void (*vram_action_cb)(const struct vram_action_result *res, void *arg);
+
+/*
+ * Creates the manager. Takes ownership of cfg and gpus (freed by
+ * vram_manager_free, also on failure). base is borrowed and outlives it.
+ * Returns 0 or -errno.
+ */
+int vram_manager_new(struct event_base *base, struct vram_config *cfg, struct vram_gpus *gpus,
+		     struct vram_manager **ret);
+/* Starts eager workloads and the periodic tick. Returns 0 or -errno. */
+int vram_manager_run(struct vram_manager *m);
+/*
+ * Stops every workload (SIGTERM to each process group, SIGKILL after its
+ * grace) and calls done(arg) from the loop once all children are reaped.
+ */
+void vram_manager_shutdown(struct vram_manager *m, void (*done)(void *arg), void *arg);
+void vram_manager_free(struct vram_manager *m);
+
+const struct vram_config *vram_manager_config(const struct vram_manager *m);
+
+/*
+ * Begins an action on a workload. Returns 0 and calls cb later (exactly once
+ * unless the waiter is cancelled); if ret_waiter is not NULL it receives a
+ * handle valid until cb runs or it is cancelled. Returns, without calling cb:
+ *   -ENOENT unknown workload,
+ *   -EBUSY  wrong state for this action (err says which state and what is allowed),
+ *   -ENOSPC no room on the GPUs (err has the planner's numbers),
+ * with a message in err.
+ * An action that finds the workload already in its target state succeeds at once
+ * (cb still runs from the loop).
+ */
+int vram_manager_act(struct vram_manager *m, const char *name, enum vram_action action,
+		     vram_action_cb cb, void *arg, struct vram_manager_waiter **ret_waiter,
+		     char *err, size_t err_size);
+void vram_manager_waiter_cancel(struct vram_manager_waiter *w);
+
+/*
+ * Sets idle timeouts of one workload (name) or of all (name NULL). A field
+ * left at VRAM_IDLE_KEEP is not changed. Returns 0, -ENOENT or -EINVAL (err).
+ */
+#define VRAM_IDLE_KEEP (UINT64_MAX - 1)
+int vram_manager_set_idle(struct vram_manager *m, const char *name, uint64_t offload_after_ms,
+			  uint64_t release_after_ms, char *err, size_t err_size);
+
+/* New references; NULL on out of memory (or, for one workload, if unknown). */
+json_t *vram_manager_status_json(struct vram_manager *m);
+json_t *vram_manager_gpus_json(struct vram_manager *m);
+json_t *vram_manager_workload_json(struct vram_manager *m, const char *name);
+/* The TTS-style status object keyed by workload name (see docs/api.md). */
+json_t *vram_manager_compat_status_json(struct vram_manager *m);
+
+/* Path of a workload's current log file (borrowed), NULL if unknown. */
+const char *vram_manager_log_path(struct vram_manager *m, const char *name);
+
+/*
+ * Event stream of state changes. cb(event, data, arg) is called from the loop
+ * with event "state" and data {"workload", "from", "to", "reason", "time"}
+ * (borrowed for the call). Returns 0 or -ENOMEM; unsubscribe accepts NULL.
+ */
+typedef void (*vram_event_cb)(const char *event, json_t *data, void *arg);
+int vram_manager_subscribe(struct vram_manager *m, vram_event_cb cb, void *arg,
+			   struct vram_manager_sub **ret_sub);
+void vram_manager_unsubscribe(struct vram_manager_sub *sub);
+
+/*
+ * Request accounting for the gateway: a workload with requests in flight is
+ * never offloaded or stopped by a timer; idle time counts from the end of
+ * the last request. Returns 0 or -ENOENT.
+ */
+int vram_manager_request_begin(struct vram_manager *m, const char *name);
+int vram_manager_request_end(struct vram_manager *m, const char *name);
+
+#endif
