@@ -1,0 +1,135 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The workload lifecycle: states, the events that move between them, and the
+ * runtime object that the manager, the policy and the offload engines share.
+ *
+ *   stopped ──start──▶ starting ──healthy──▶ ready ◀──restored── restoring
+ *                                             │  ▲                   ▲
+ *                                       offload  offload failed      │ restore
+ *                                             ▼  │                   │
+ *                                          offloading ──offloaded──▶ offloaded
+ *   any running state ──stop──▶ stopping ──exited──▶ stopped
+ *   an unexpected exit, or a failed start/restore ──▶ failed ──start (backoff)──▶ starting
+ *
+ * vram_wl_transition() is the whole table as a pure function, so the rules
+ * are testable without a daemon; the manager applies it and refuses what it
+ * refuses.
+ */
+#ifndef VRAM_WORKLOAD_H
+#define VRAM_WORKLOAD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "config/config.h"
+#include "core/plan.h"
+
+enum vram_wl_state {
+	VRAM_WL_STOPPED = 0, /* no process, nothing held */
+	VRAM_WL_STARTING,    /* spawned (or waiting for room), not healthy yet */
+	VRAM_WL_READY,       /* healthy, memory on its GPUs */
+	VRAM_WL_OFFLOADING,  /* an engine is moving its memory off the GPUs */
+	VRAM_WL_OFFLOADED,   /* GPU memory freed; parked in host RAM (or stopped, for restart) */
+	VRAM_WL_RESTORING,   /* an engine is bringing it back */
+	VRAM_WL_STOPPING,    /* SIGTERM sent, waiting for the process group to exit */
+	VRAM_WL_FAILED,      /* start/restore failed or it crashed; see last_error */
+	VRAM_WL_N_STATES,
+};
+
+enum vram_wl_event {
+	VRAM_WL_EV_START = 0,          /* start asked (API, gateway, eager, restart after backoff) */
+	VRAM_WL_EV_HEALTHY,            /* every instance passed its health check */
+	VRAM_WL_EV_START_FAILED,       /* spawn error, start timeout, no room */
+	VRAM_WL_EV_OFFLOAD,            /* offload asked (API or idle timer) */
+	VRAM_WL_EV_OFFLOADED,          /* the engine finished the offload */
+	VRAM_WL_EV_OFFLOAD_FAILED,     /* the engine could not offload; the process is intact */
+	VRAM_WL_EV_RESTORE,            /* restore asked (API, gateway) */
+	VRAM_WL_EV_RESTORED,           /* the engine finished the restore */
+	VRAM_WL_EV_RESTORE_FAILED,     /* the engine failed half-way: the process is not usable */
+	VRAM_WL_EV_RESTORE_ABORTED,    /* the restore did not begin (no room): still offloaded */
+	VRAM_WL_EV_STOP,               /* stop or release asked (API, idle timer, shutdown) */
+	VRAM_WL_EV_EXITED,             /* every process exited, as asked or cleanly by itself */
+	VRAM_WL_EV_CRASH,              /* a process exited unexpectedly (non-zero, signal) */
+	VRAM_WL_N_EVENTS,
+};
+
+/*
+ * The state reached from `from` on `ev`, or -EINVAL when the event is not
+ * allowed in that state. Pure.
+ */
+int vram_wl_transition(enum vram_wl_state from, enum vram_wl_event ev);
+
+/* "stopped", "starting", … as shown in status; "?" for out-of-range values. */
+const char *vram_wl_state_name(enum vram_wl_state s);
+const char *vram_wl_event_name(enum vram_wl_event ev);
+/* Parses a state name. Returns 0 or -EINVAL. */
+int vram_wl_state_parse(const char *s, enum vram_wl_state *ret_state);
+
+/* True for the states in which nothing is in progress (stopped, ready, offloaded, failed). */
+bool vram_wl_state_settled(enum vram_wl_state s);
+/* True when the workload's instances hold their GPU memory in state s. */
+bool vram_wl_state_on_gpu(enum vram_wl_state s);
+
+struct vram_child;      /* daemon/supervise.h */
+struct vram_health_probe; /* daemon/supervise.h */
+struct vram_engine;     /* core/engine.h */
+struct vram_job;        /* core/engine.h */
+struct vram_logfile;    /* daemon/logfile.h */
+struct event;
+
+/* One process of a workload (a workload has `replicas` of them). */
+struct vram_instance {
+	unsigned replica;
+	struct vram_child *child;  /* owned by the supervisor; NULL when no process */
+	pid_t pid;                 /* 0 when no process */
+	unsigned port;             /* TCP port passed as PORT; 0 when not assigned yet */
+	unsigned gpus[VRAM_PLAN_MAX_GPUS]; /* GPU indices assigned (CUDA_VISIBLE_DEVICES) */
+	size_t n_gpus;             /* 0 = CPU */
+	uint64_t bytes_per_gpu;    /* bytes charged on each of its GPUs while resident */
+	bool resident;             /* its GPU memory is held now */
+	bool healthy;              /* passed the health check since the last spawn */
+	bool stop_requested;       /* an exit now is expected, not a crash */
+	struct vram_health_probe *probe; /* in-flight health probe, or NULL */
+};
+
+/*
+ * A workload at run time. The config part is borrowed from the manager's
+ * config (which never changes); everything else is owned here.
+ */
+struct vram_workload {
+	const struct vram_workload_config *cfg; /* borrowed */
+	size_t index;                /* position in the config */
+	enum vram_wl_state state;
+	uint64_t state_since_ms;     /* monotonic ms of the last state change */
+
+	struct vram_instance *instances; /* owned array of cfg->replicas */
+	size_t n_instances;
+
+	uint64_t offload_after_ms;   /* ms idle before offload; VRAM_DURATION_NEVER = off */
+	uint64_t release_after_ms;   /* ms idle before release; VRAM_DURATION_NEVER = off */
+	unsigned in_flight;          /* requests being served now (gateway) */
+	uint64_t last_used_ms;       /* monotonic ms: end of the last request, or became ready */
+
+	const struct vram_engine *engine; /* chosen offload engine */
+	char engine_why[160];        /* why that engine was chosen */
+	struct vram_job *job;        /* offload/restore in progress, or NULL */
+	uint64_t offloaded_bytes;    /* bytes parked in host RAM now */
+	double last_action_seconds;  /* wall time of the last offload/restore */
+
+	unsigned restarts;           /* restarts after a crash or failed start */
+	unsigned backoff_step;       /* consecutive failures; delay = 1 s << step, capped */
+	struct event *retry_timer;   /* restart after backoff, or NULL */
+	struct event *start_timer;   /* start/restore timeout, or NULL */
+	struct event *probe_timer;   /* next health probe round, or NULL */
+	bool awaiting_room;          /* start/restore waits for evicted workloads */
+	bool retry_pending;          /* a restart after backoff is scheduled */
+	bool evicting;               /* being offloaded/released to make room for another */
+	char last_error[512];        /* "" when none */
+	char log_tail[2048];         /* last lines of the log at the last failure */
+	char *log_path;              /* owned */
+	struct vram_logfile *log;    /* owned; daemon/logfile.h */
+};
+
+#endif

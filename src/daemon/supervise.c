@@ -1,0 +1,445 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Process supervision on the daemon's single loop. A child is spawned with
+ * posix_spawnp (no shell) in a new process group, with signal mask and
+ * dispositions reset, stdin on /dev/null and stdout/stderr on a pipe that the
+ * loop copies into the workload's log file. SIGCHLD is an evsignal: its
+ * callback reaps with waitpid(-1, WNOHANG) until nothing is left, drains the
+ * child's pipe, sends SIGKILL to whatever is left of its group (helpers must
+ * not outlive the workload and keep GPU memory) and reports the status.
+ */
+#include "daemon/supervise.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "common/log.h"
+
+extern char **environ;
+
+struct vram_child {
+	struct vram_supervisor *s;
+	struct vram_child *next;
+	pid_t pid;
+	int out_fd;               /* read end of the output pipe, -1 once closed */
+	struct event *out_ev;     /* readable output */
+	struct event *kill_timer; /* SIGKILL after grace */
+	struct vram_logfile *log; /* borrowed */
+	bool stopping;            /* SIGTERM sent */
+	bool escalated;           /* SIGKILL sent after the grace ran out */
+	vram_child_exit_cb cb;
+	void *arg;
+};
+
+struct vram_supervisor {
+	struct event_base *base; /* borrowed */
+	struct event *sigchld;
+	struct vram_child *children; /* not reaped yet */
+	size_t n_children;
+};
+
+/* ---- ${VAR} substitution ---- */
+
+static const char *env_lookup(char *const *env, const char *name, size_t name_len)
+{
+	const char *found = NULL;
+	for (size_t i = 0; env && env[i]; i++) {
+		if (strncmp(env[i], name, name_len) == 0 && env[i][name_len] == '=')
+			found = env[i] + name_len + 1; /* later entries win */
+	}
+	return found;
+}
+
+int vram_subst_vars(const char *in, char *const *env, char **ret, char *err, size_t err_size)
+{
+	size_t cap = strlen(in) + 1, len = 0;
+	char *out = malloc(cap);
+	if (!out)
+		return -ENOMEM;
+	for (const char *p = in; *p;) {
+		const char *piece = p;
+		size_t piece_len = 1;
+		if (p[0] == '$' && p[1] == '$') {
+			p += 2;
+		} else if (p[0] == '$' && p[1] == '{') {
+			const char *end = strchr(p + 2, '}');
+			if (!end) {
+				snprintf(err, err_size, "unterminated ${ in \"%s\"", in);
+				free(out);
+				return -EINVAL;
+			}
+			size_t name_len = (size_t)(end - (p + 2));
+			piece = env_lookup(env, p + 2, name_len);
+			if (!piece || name_len == 0) {
+				snprintf(err, err_size, "${%.*s} is not set", (int)name_len, p + 2);
+				free(out);
+				return -ENOENT;
+			}
+			piece_len = strlen(piece);
+			p = end + 1;
+		} else {
+			p++;
+		}
+		if (len + piece_len + 1 > VRAM_SUBST_MAX) {
+			snprintf(err, err_size, "\"%s\" is longer than %d bytes once expanded", in,
+				 VRAM_SUBST_MAX);
+			free(out);
+			return -E2BIG;
+		}
+		if (len + piece_len + 1 > cap) {
+			size_t ncap = (len + piece_len + 1) * 2;
+			char *n = realloc(out, ncap);
+			if (!n) {
+				free(out);
+				return -ENOMEM;
+			}
+			out = n;
+			cap = ncap;
+		}
+		memcpy(out + len, piece, piece_len);
+		len += piece_len;
+	}
+	out[len] = '\0';
+	*ret = out;
+	return 0;
+}
+
+/* ---- children ---- */
+
+static void child_unlink(struct vram_child *c)
+{
+	struct vram_supervisor *s = c->s;
+	for (struct vram_child **pp = &s->children; *pp; pp = &(*pp)->next) {
+		if (*pp == c) {
+			*pp = c->next;
+			s->n_children--;
+			return;
+		}
+	}
+}
+
+static void child_close_output(struct vram_child *c)
+{
+	if (c->out_ev) {
+		event_free(c->out_ev);
+		c->out_ev = NULL;
+	}
+	if (c->out_fd >= 0) {
+		close(c->out_fd);
+		c->out_fd = -1;
+	}
+}
+
+static void child_free(struct vram_child *c)
+{
+	child_close_output(c);
+	if (c->kill_timer)
+		event_free(c->kill_timer);
+	free(c);
+}
+
+/* Copies what the pipe holds now into the log. Returns false at EOF or on error. */
+static bool child_drain_output(struct vram_child *c)
+{
+	char buf[8192];
+	for (;;) {
+		ssize_t n = read(c->out_fd, buf, sizeof(buf));
+		if (n > 0) {
+			if (c->log)
+				(void)vram_logfile_write(c->log, buf, (size_t)n);
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return true;
+		return false;
+	}
+}
+
+static void on_output(evutil_socket_t fd, short what, void *arg)
+{
+	struct vram_child *c = arg;
+	if (!child_drain_output(c))
+		child_close_output(c);
+}
+
+static void on_kill_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct vram_child *c = arg;
+	vram_debug("pid %d did not exit within its grace: SIGKILL to its group", (int)c->pid);
+	c->escalated = true;
+	(void)kill(-c->pid, SIGKILL);
+}
+
+static void on_sigchld(evutil_socket_t sig, short what, void *arg)
+{
+	struct vram_supervisor *s = arg;
+	for (;;) {
+		int status;
+		pid_t pid = waitpid(-1, &status, WNOHANG);
+		if (pid < 0 && errno == EINTR)
+			continue;
+		if (pid <= 0)
+			break;
+		struct vram_child *c = s->children;
+		while (c && c->pid != pid)
+			c = c->next;
+		if (!c) {
+			vram_debug("reaped pid %d, not a workload process", (int)pid);
+			continue;
+		}
+		if (c->out_fd >= 0)
+			(void)child_drain_output(c);
+		/* whatever the leader left behind in its group goes with it */
+		(void)kill(-pid, SIGKILL);
+		child_unlink(c);
+		if (c->cb)
+			c->cb(c, status, c->arg);
+		child_free(c);
+	}
+}
+
+int vram_supervisor_new(struct event_base *base, struct vram_supervisor **ret)
+{
+	struct vram_supervisor *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->base = base;
+	s->sigchld = evsignal_new(base, SIGCHLD, on_sigchld, s);
+	if (!s->sigchld || evsignal_add(s->sigchld, NULL) < 0) {
+		vram_supervisor_free(s);
+		return -ENOMEM;
+	}
+	*ret = s;
+	return 0;
+}
+
+void vram_supervisor_free(struct vram_supervisor *s)
+{
+	if (!s)
+		return;
+	while (s->children) {
+		struct vram_child *c = s->children;
+		s->children = c->next;
+		(void)kill(-c->pid, SIGKILL);
+		while (waitpid(c->pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		child_free(c);
+	}
+	if (s->sigchld)
+		event_free(s->sigchld);
+	free(s);
+}
+
+size_t vram_supervisor_live(const struct vram_supervisor *s)
+{
+	return s->n_children;
+}
+
+/* The daemon's environment with sp->env on top (same key: replaced). Array freed by caller. */
+static char **build_env(char *const *extra)
+{
+	size_t n_base = 0, n_extra = 0;
+	while (environ && environ[n_base])
+		n_base++;
+	while (extra && extra[n_extra])
+		n_extra++;
+	char **env = calloc(n_base + n_extra + 1, sizeof(*env));
+	if (!env)
+		return NULL;
+	size_t n = 0;
+	for (size_t i = 0; i < n_base; i++)
+		env[n++] = environ[i];
+	for (size_t i = 0; i < n_extra; i++) {
+		const char *eq = strchr(extra[i], '=');
+		size_t key_len = eq ? (size_t)(eq - extra[i]) : strlen(extra[i]);
+		size_t j;
+		for (j = 0; j < n; j++) {
+			if (strncmp(env[j], extra[i], key_len) == 0 && env[j][key_len] == '=')
+				break;
+		}
+		env[j] = extra[i];
+		if (j == n)
+			n++;
+	}
+	env[n] = NULL;
+	return env;
+}
+
+static void free_argv(char **argv)
+{
+	for (size_t i = 0; argv && argv[i]; i++)
+		free(argv[i]);
+	free(argv);
+}
+
+int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp,
+			  vram_child_exit_cb cb, void *arg, struct vram_child **ret,
+			  char *err, size_t err_size)
+{
+	int r;
+	size_t argc = 0;
+	if (err_size)
+		err[0] = '\0';
+	while (sp->argv && sp->argv[argc])
+		argc++;
+	if (argc == 0) {
+		snprintf(err, err_size, "empty command");
+		return -EINVAL;
+	}
+
+	char **env = build_env(sp->env);
+	char **argv = calloc(argc + 1, sizeof(*argv));
+	int pipefd[2] = {-1, -1};
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	bool have_fa = false, have_attr = false;
+	struct vram_child *c = NULL;
+	if (!env || !argv) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < argc; i++) {
+		char why[256];
+		r = vram_subst_vars(sp->argv[i], env, &argv[i], why, sizeof(why));
+		if (r < 0) {
+			snprintf(err, err_size, "cmd[%zu]: %s", i, r == -ENOMEM ? "out of memory" : why);
+			goto out;
+		}
+	}
+
+	if (pipe2(pipefd, O_CLOEXEC) < 0) {
+		r = -errno;
+		snprintf(err, err_size, "pipe: %s", strerror(errno));
+		goto out;
+	}
+	r = -ENOMEM;
+	if (posix_spawn_file_actions_init(&fa) != 0)
+		goto out;
+	have_fa = true;
+	if (posix_spawnattr_init(&attr) != 0)
+		goto out;
+	have_attr = true;
+
+	if (posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0) ||
+	    posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1) ||
+	    posix_spawn_file_actions_adddup2(&fa, pipefd[1], 2))
+		goto out;
+	if (sp->cwd && posix_spawn_file_actions_addchdir_np(&fa, sp->cwd))
+		goto out;
+
+	sigset_t none, all;
+	sigemptyset(&none);
+	sigfillset(&all);
+	sigdelset(&all, SIGKILL);
+	sigdelset(&all, SIGSTOP);
+	if (posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+						    POSIX_SPAWN_SETSIGDEF) ||
+	    posix_spawnattr_setpgroup(&attr, 0) || posix_spawnattr_setsigmask(&attr, &none) ||
+	    posix_spawnattr_setsigdefault(&attr, &all))
+		goto out;
+
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		goto out;
+	c->s = s;
+	c->out_fd = -1;
+	c->log = sp->log;
+	c->cb = cb;
+	c->arg = arg;
+	c->kill_timer = evtimer_new(s->base, on_kill_timer, c);
+	if (!c->kill_timer)
+		goto out;
+
+	pid_t pid;
+	int e = posix_spawnp(&pid, argv[0], &fa, &attr, argv, env);
+	if (e != 0) {
+		r = -e;
+		snprintf(err, err_size, "cmd[0] %s: %s", argv[0], strerror(e));
+		goto out;
+	}
+	close(pipefd[1]);
+	pipefd[1] = -1;
+	c->pid = pid;
+	c->out_fd = pipefd[0];
+	pipefd[0] = -1;
+	(void)fcntl(c->out_fd, F_SETFL, fcntl(c->out_fd, F_GETFL) | O_NONBLOCK);
+	c->out_ev = event_new(s->base, c->out_fd, EV_READ | EV_PERSIST, on_output, c);
+	if (!c->out_ev || event_add(c->out_ev, NULL) < 0) {
+		/* the process runs; without its output it is still supervised */
+		child_close_output(c);
+	}
+	c->next = s->children;
+	s->children = c;
+	s->n_children++;
+	*ret = c;
+	c = NULL;
+	r = 0;
+
+out:
+	if (r == -ENOMEM && err[0] == '\0')
+		snprintf(err, err_size, "out of memory");
+	if (c)
+		child_free(c);
+	if (have_attr)
+		posix_spawnattr_destroy(&attr);
+	if (have_fa)
+		posix_spawn_file_actions_destroy(&fa);
+	if (pipefd[0] >= 0)
+		close(pipefd[0]);
+	if (pipefd[1] >= 0)
+		close(pipefd[1]);
+	free_argv(argv);
+	free(env);
+	return r;
+}
+
+pid_t vram_child_pid(const struct vram_child *c)
+{
+	return c->pid;
+}
+
+void vram_child_stop(struct vram_child *c, uint64_t grace_ms)
+{
+	if (c->stopping)
+		return;
+	c->stopping = true;
+	(void)kill(-c->pid, SIGTERM);
+	struct timeval tv = {.tv_sec = (time_t)(grace_ms / 1000),
+			     .tv_usec = (suseconds_t)(grace_ms % 1000) * 1000};
+	evtimer_add(c->kill_timer, &tv);
+}
+
+void vram_child_kill(struct vram_child *c)
+{
+	c->stopping = true;
+	(void)kill(-c->pid, SIGKILL);
+}
+
+bool vram_child_escalated(const struct vram_child *c)
+{
+	return c->escalated;
+}
+
+char *vram_wait_status_format(int wait_status, char *buf, size_t size)
+{
+	if (WIFEXITED(wait_status))
+		snprintf(buf, size, "exited with status %d", WEXITSTATUS(wait_status));
+	else if (WIFSIGNALED(wait_status))
+		snprintf(buf, size, "killed by signal %d (%s)%s", WTERMSIG(wait_status),
+			 strsignal(WTERMSIG(wait_status)),
+			 WCOREDUMP(wait_status) ? ", core dumped" : "");
+	else
+		snprintf(buf, size, "wait status 0x%x", (unsigned)wait_status);
+	return buf;
+}

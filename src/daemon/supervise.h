@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The supervisor: spawns workload processes (argv, never a shell) each in its
+ * own process group, pipes their stdout/stderr into a size-bounded rotating
+ * log file, reaps them on SIGCHLD with waitpid(-1, WNOHANG) in a loop, and
+ * stops them with SIGTERM to the group followed by SIGKILL after a grace.
+ * Also here: the health probe (HTTP GET or TCP connect, non-blocking on the
+ * loop) and the log file. Restart policy and backoff live in the manager,
+ * which knows the workload's state; this module only runs processes.
+ */
+#ifndef VRAM_SUPERVISE_H
+#define VRAM_SUPERVISE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "config/config.h"
+
+struct event_base;
+
+/* ---- log file (logfile.c) ---- */
+
+struct vram_logfile;
+
+#define VRAM_LOGFILE_TAIL_MAX 4096 /* bytes of recent output kept in memory */
+
+/*
+ * Opens (appends to) path, creating missing parent directories. Once the file
+ * would grow past max_bytes it is rotated: path → path.1 → … → path.keep
+ * (keep 0: truncated in place). Caller frees with vram_logfile_close.
+ * Returns 0 or -errno.
+ */
+int vram_logfile_open(const char *path, uint64_t max_bytes, unsigned keep,
+		      struct vram_logfile **ret);
+/* Appends bytes. Returns 0 or -errno (the data is then still kept in the tail). */
+int vram_logfile_write(struct vram_logfile *l, const void *data, size_t len);
+/* Writes a line "[vramd] <text>\n" (for start/exit notes). */
+int vram_logfile_note(struct vram_logfile *l, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/*
+ * Copies up to size-1 of the most recent bytes (starting at a line boundary
+ * when it can) into buf, NUL-terminated. Returns the length.
+ */
+size_t vram_logfile_tail(const struct vram_logfile *l, char *buf, size_t size);
+const char *vram_logfile_path(const struct vram_logfile *l); /* borrowed */
+uint64_t vram_logfile_size(const struct vram_logfile *l);   /* bytes in the current file */
+void vram_logfile_close(struct vram_logfile *l);             /* accepts NULL */
+
+/* ---- processes (supervise.c) ---- */
+
+struct vram_supervisor;
+struct vram_child;
+
+/* Maximum length of one argument or variable after ${VAR} substitution. */
+#define VRAM_SUBST_MAX 65536
+
+/*
+ * Replaces ${NAME} in `in` with NAME's value from env ("KEY=VALUE" strings,
+ * NULL-terminated; a later entry wins). "$$" gives a literal '$'. Sets
+ * *ret (caller frees). Returns 0, -ENOENT (a variable is not set; err names
+ * it), -EINVAL (an unterminated "${") or -ENOMEM.
+ */
+int vram_subst_vars(const char *in, char *const *env, char **ret, char *err, size_t err_size);
+
+/* Creates the supervisor and installs the SIGCHLD handler on base. Returns 0 or -errno. */
+int vram_supervisor_new(struct event_base *base, struct vram_supervisor **ret);
+/*
+ * Kills (SIGKILL to each group) and reaps every child still running, without
+ * calling their exit callbacks, then frees. Accepts NULL.
+ */
+void vram_supervisor_free(struct vram_supervisor *s);
+/* Number of children not reaped yet. */
+size_t vram_supervisor_live(const struct vram_supervisor *s);
+
+struct vram_spawn {
+	char *const *argv;  /* borrowed; NULL-terminated, ${VAR} substituted from the final env */
+	char *const *env;   /* borrowed; "KEY=VALUE" set on top of the daemon's environment */
+	const char *cwd;    /* borrowed; NULL = the daemon's working directory */
+	struct vram_logfile *log; /* borrowed; outlives the child; stdout and stderr go here */
+};
+
+/*
+ * Called once from the loop when the child is reaped, with the waitpid status.
+ * The child is freed when the callback returns.
+ */
+typedef void (*vram_child_exit_cb)(struct vram_child *c, int wait_status, void *arg);
+
+/*
+ * Spawns a child in its own process group. On success *ret is a handle owned
+ * by the supervisor, valid until the exit callback returns. Returns 0, or
+ * -errno with a message in err ("cmd[0] vllm: No such file or directory",
+ * "cmd[3]: ${PORT} is not set").
+ */
+int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp,
+			  vram_child_exit_cb cb, void *arg, struct vram_child **ret,
+			  char *err, size_t err_size);
+pid_t vram_child_pid(const struct vram_child *c);
+/*
+ * SIGTERM to the child's process group, then SIGKILL to the group after
+ * grace_ms if it has not been reaped. Calling it again does not restart the
+ * grace period.
+ */
+void vram_child_stop(struct vram_child *c, uint64_t grace_ms);
+/* SIGKILL to the group now. */
+void vram_child_kill(struct vram_child *c);
+/* Whether the child was sent SIGKILL because its grace ran out. */
+bool vram_child_escalated(const struct vram_child *c);
+
+/* "exited with status 3", "killed by signal 9 (Killed)". Returns buf. */
+char *vram_wait_status_format(int wait_status, char *buf, size_t size);
+
+/* ---- health probe (health.c) ---- */
+
+struct vram_health_probe;
+
+/* ok: healthy; why: a reason when not ("connection refused", "HTTP 503", "timed out"). */
+typedef void (*vram_probe_cb)(bool ok, const char *why, void *arg);
+
+/*
+ * Probes 127.0.0.1:port once: HTTP GET path (2xx = healthy) or a TCP connect.
+ * cb is called exactly once from the loop, never from inside this call,
+ * unless the probe is cancelled first. The probe frees itself after cb.
+ * Returns 0 or -errno.
+ */
+int vram_health_probe_start(struct event_base *base, enum vram_health_kind kind, const char *path,
+			    unsigned port, uint64_t timeout_ms, vram_probe_cb cb, void *arg,
+			    struct vram_health_probe **ret);
+/* Cancels and frees; cb is not called. Accepts NULL. */
+void vram_health_probe_cancel(struct vram_health_probe *p);
+
+#endif
