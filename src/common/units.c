@@ -94,7 +94,7 @@ int vram_units_parse_mem(const char *s, struct vram_mem *ret_mem)
 	for (const char *p = s; *p; p++)
 		if (isalpha((unsigned char)*p))
 			has_unit = true;
-	if (!has_unit && strchr(s, '.')) {
+	if (!has_unit && (strchr(s, '.') || strcmp(s, "1") == 0)) {
 		const char *p = s;
 		double v;
 		int r = parse_number(&p, &v);

@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The bounded buffer: it grows up to its maximum and no further, a refused
+ * append leaves the contents as they were, and the data stays terminated.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "common/buf.h"
+
+static void test_append_and_take(void **state)
+{
+	struct vram_buf b;
+	vram_buf_init(&b, 1024);
+	assert_null(b.data);
+	assert_int_equal(b.len, 0);
+	assert_int_equal(vram_buf_puts(&b, "hello"), 0);
+	assert_int_equal(vram_buf_append(&b, ", world", 7), 0);
+	assert_int_equal(vram_buf_append(&b, NULL, 0), 0);
+	assert_int_equal(b.len, 12);
+	assert_string_equal(b.data, "hello, world");
+
+	char *s = vram_buf_take(&b);
+	assert_string_equal(s, "hello, world");
+	free(s);
+	/* Taken: empty again, the maximum kept. */
+	assert_null(b.data);
+	assert_int_equal(b.len, 0);
+	assert_int_equal(b.max, 1024);
+	s = vram_buf_take(&b);
+	assert_string_equal(s, "");
+	free(s);
+	vram_buf_done(&b);
+}
+
+static void test_max_is_enforced(void **state)
+{
+	struct vram_buf b;
+	vram_buf_init(&b, 10);
+	assert_int_equal(vram_buf_puts(&b, "0123456789"), 0);
+	assert_int_equal(b.len, 10);
+	assert_int_equal(vram_buf_puts(&b, "x"), -E2BIG);
+	assert_int_equal(b.len, 10);
+	assert_string_equal(b.data, "0123456789");
+	assert_true(b.cap <= 11);
+	vram_buf_reset(&b);
+	assert_int_equal(b.len, 0);
+	assert_string_equal(b.data, "");
+	assert_int_equal(vram_buf_puts(&b, "01234567890"), -E2BIG);
+	assert_int_equal(b.len, 0);
+	assert_string_equal(b.data, "");
+	/* A length that would wrap around is refused, not wrapped. */
+	assert_int_equal(vram_buf_append(&b, "x", SIZE_MAX), -E2BIG);
+	vram_buf_done(&b);
+	vram_buf_done(NULL);
+}
+
+static void test_printf(void **state)
+{
+	struct vram_buf b;
+	vram_buf_init(&b, 16);
+	assert_int_equal(vram_buf_printf(&b, "%d-%s", 42, "ab"), 0);
+	assert_string_equal(b.data, "42-ab");
+	assert_int_equal(vram_buf_printf(&b, "%s", "0123456789"), 0);
+	assert_int_equal(b.len, 15);
+	assert_int_equal(vram_buf_printf(&b, "%s", "xy"), -E2BIG);
+	assert_int_equal(b.len, 15);
+	assert_string_equal(b.data, "42-ab0123456789");
+	assert_int_equal(vram_buf_printf(&b, "%s", "z"), 0);
+	assert_int_equal(b.len, 16);
+	vram_buf_done(&b);
+}
+
+static void test_growth(void **state)
+{
+	struct vram_buf b;
+	vram_buf_init(&b, 100000);
+	for (int i = 0; i < 10000; i++)
+		assert_int_equal(vram_buf_append(&b, "abcdefghij", 10), 0);
+	assert_int_equal(b.len, 100000);
+	assert_int_equal(b.data[b.len], '\0');
+	assert_memory_equal(b.data + 99990, "abcdefghij", 10);
+	assert_int_equal(vram_buf_append(&b, "a", 1), -E2BIG);
+	vram_buf_done(&b);
+	assert_null(b.data);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_append_and_take),
+		cmocka_unit_test(test_max_is_enforced),
+		cmocka_unit_test(test_printf),
+		cmocka_unit_test(test_growth),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
