@@ -23,6 +23,8 @@
 #define VRAM_CONFIG_MAX_REPLICAS 64
 #define VRAM_CONFIG_MAX_ARGS 256
 #define VRAM_CONFIG_NAME_MAX 63 /* workload names: [A-Za-z0-9._-], 1..63 chars */
+#define VRAM_CONFIG_MAX_FILE_BYTES (1024 * 1024) /* bytes; larger files are refused */
+#define VRAM_CONFIG_MAX_ERRORS 20 /* errors listed in one message; the rest are counted */
 
 /* Where a value stood in the file, for runtime errors that point back. */
 struct vram_src_pos {
@@ -208,5 +210,8 @@ const char *vram_fallback_name(enum vram_fallback f);
 const char *vram_engine_name(enum vram_engine_kind e);
 const char *vram_restart_name(enum vram_restart_policy r);
 const char *vram_gpu_backend_name(enum vram_gpu_backend_kind b);
+const char *vram_start_mode_name(enum vram_start_mode s);
+const char *vram_share_name(enum vram_share_kind s);
+const char *vram_health_kind_name(enum vram_health_kind h); /* "http", "tcp", "none" */
 
 #endif

@@ -1,0 +1,1732 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The configuration loader: a positioned YAML tree (yaml.c) is walked once,
+ * section by section, into struct vram_config. Each level has a table of
+ * its keys; an unknown key is reported with the closest valid one. Values
+ * are parsed by small typed helpers that report "expected WHAT, got WHAT" at
+ * the value's line:col. Errors are collected (the first VRAM_CONFIG_MAX_ERRORS
+ * are kept) so that one run shows everything wrong with a file. `defaults:`
+ * is parsed into a workload template that every workload starts from, so
+ * runtime code reads final values.
+ */
+#include "config/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+#include "common/strutil.h"
+#include "config/yaml.h"
+
+#define ERRORS_MAX_BYTES (64 * 1024)
+#define PATH_MAX_LEN 512
+#define GOT_MAX_LEN 48 /* characters of a bad value quoted back in a message */
+
+/* One collected error; messages are sorted by position before they are
+ * handed out, because cross-workload checks run after the walk. */
+struct config_error {
+	unsigned line, col; /* 1-based; 0 = no position (options), sorted last */
+	unsigned seq;       /* order of detection, to keep the sort stable */
+	char *text;         /* owned; the whole line */
+};
+
+struct ctx {
+	const char *name;       /* borrowed; file name for messages */
+	struct config_error errs[VRAM_CONFIG_MAX_ERRORS];
+	unsigned n_errs;        /* all errors found, kept or not */
+	bool oom;
+	char path[PATH_MAX_LEN]; /* dotted key path of the value being read */
+	size_t path_len;
+	struct vram_config *cfg; /* borrowed; being filled */
+	struct vram_workload_config defaults; /* template from `defaults:` */
+	const struct vram_ynode *listen_at;   /* where daemon.listen was set */
+};
+
+/* ---- errors and key paths ---- */
+
+static void report(struct ctx *c, unsigned line, unsigned col, const char *path,
+		   const char *fmt, va_list ap)
+{
+	struct vram_buf b;
+	unsigned i = c->n_errs++;
+	if (i >= VRAM_CONFIG_MAX_ERRORS)
+		return;
+	vram_buf_init(&b, 4096);
+	if (line)
+		vram_buf_printf(&b, "%s:%u:%u: ", c->name, line, col);
+	else
+		vram_buf_printf(&b, "%s: ", c->name);
+	if (path && *path)
+		vram_buf_printf(&b, "%s: ", path);
+	vram_buf_vprintf(&b, fmt, ap);
+	c->errs[i] = (struct config_error){ .line = line, .col = col, .seq = i };
+	c->errs[i].text = vram_buf_take(&b);
+	if (!c->errs[i].text)
+		c->oom = true;
+}
+
+static void report_at(struct ctx *c, unsigned line, unsigned col, const char *path,
+		      const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void report_at(struct ctx *c, unsigned line, unsigned col, const char *path,
+		      const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	report(c, line, col, path, fmt, ap);
+	va_end(ap);
+}
+
+static int error_cmp(const void *a, const void *b)
+{
+	const struct config_error *x = a, *y = b;
+	/* Errors without a position (command-line options) go last. */
+	unsigned xl = x->line ? x->line : UINT_MAX, yl = y->line ? y->line : UINT_MAX;
+	if (xl != yl)
+		return xl < yl ? -1 : 1;
+	if (x->col != y->col)
+		return x->col < y->col ? -1 : 1;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* An error at node at (NULL: no position), for the current key path. */
+static void fail(struct ctx *c, const struct vram_ynode *at, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void fail(struct ctx *c, const struct vram_ynode *at, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	report(c, at ? at->line : 0, at ? at->col : 0, c->path, fmt, ap);
+	va_end(ap);
+}
+
+/* An error about a command-line override, which has no position. */
+static void fail_option(struct ctx *c, const char *option, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void fail_option(struct ctx *c, const char *option, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	report(c, 0, 0, option, fmt, ap);
+	va_end(ap);
+}
+
+static size_t path_push(struct ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static size_t path_push(struct ctx *c, const char *fmt, ...)
+{
+	size_t old = c->path_len;
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(c->path + old, sizeof(c->path) - old, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		c->path_len += (size_t)n < sizeof(c->path) - old ? (size_t)n : sizeof(c->path) - old - 1;
+	return old;
+}
+
+static size_t path_push_key(struct ctx *c, const char *key)
+{
+	return path_push(c, "%s%s", c->path_len ? "." : "", key);
+}
+
+static void path_pop(struct ctx *c, size_t old)
+{
+	c->path_len = old;
+	c->path[old] = '\0';
+}
+
+/* What a value was, for "got ...": a quoted, shortened scalar or its kind. */
+static const char *describe(const struct vram_ynode *v, char *buf, size_t size)
+{
+	switch (v->type) {
+	case VRAM_YNODE_NULL:
+		return "nothing";
+	case VRAM_YNODE_MAP:
+		return "a mapping";
+	case VRAM_YNODE_SEQ:
+		return "a list";
+	case VRAM_YNODE_SCALAR:
+		break;
+	}
+	size_t o = 0;
+	buf[o++] = '"';
+	const char *s = v->text;
+	size_t i;
+	for (i = 0; s[i] && i < GOT_MAX_LEN && o + 5 < size; i++)
+		buf[o++] = isprint((unsigned char)s[i]) ? s[i] : '?';
+	if (s[i] && o + 5 < size) {
+		memcpy(buf + o, "...", 3);
+		o += 3;
+	}
+	buf[o++] = '"';
+	buf[o] = '\0';
+	return buf;
+}
+
+#define GOT(v) describe((v), (char[GOT_MAX_LEN + 8]){ 0 }, GOT_MAX_LEN + 8)
+
+static char *xstrdup(struct ctx *c, const char *s)
+{
+	char *p = strdup(s);
+	if (!p)
+		c->oom = true;
+	return p;
+}
+
+static void free_strv(char **v)
+{
+	if (!v)
+		return;
+	for (char **p = v; *p; p++)
+		free(*p);
+	free(v);
+}
+
+/* ---- typed values ---- */
+
+/* The scalar text of v, or NULL after reporting "expected WHAT, got ...". */
+static const char *want_scalar(struct ctx *c, const struct vram_ynode *v, const char *expected)
+{
+	if (v->type == VRAM_YNODE_SCALAR)
+		return v->text;
+	fail(c, v, "expected %s, got %s", expected, GOT(v));
+	return NULL;
+}
+
+static bool parse_ll(const char *s, long long *ret)
+{
+	if (!*s || isspace((unsigned char)*s))
+		return false;
+	char *end;
+	errno = 0;
+	long long v = strtoll(s, &end, 10);
+	if (errno || *end)
+		return false;
+	*ret = v;
+	return true;
+}
+
+static bool get_int(struct ctx *c, const struct vram_ynode *v, long long lo, long long hi,
+		    long long *ret)
+{
+	char expected[96];
+	snprintf(expected, sizeof(expected), "a whole number from %lld to %lld", lo, hi);
+	const char *s = want_scalar(c, v, expected);
+	long long n;
+	if (!s)
+		return false;
+	if (!parse_ll(s, &n) || n < lo || n > hi) {
+		fail(c, v, "expected %s, got %s", expected, GOT(v));
+		return false;
+	}
+	*ret = n;
+	return true;
+}
+
+static void get_unsigned(struct ctx *c, const struct vram_ynode *v, unsigned lo, unsigned hi,
+			 unsigned *ret)
+{
+	long long n;
+	if (get_int(c, v, lo, hi, &n))
+		*ret = (unsigned)n;
+}
+
+static bool get_bool(struct ctx *c, const struct vram_ynode *v, bool *ret)
+{
+	const char *s = want_scalar(c, v, "true or false");
+	if (!s)
+		return false;
+	if (strcmp(s, "true") == 0 || strcmp(s, "yes") == 0) {
+		*ret = true;
+		return true;
+	}
+	if (strcmp(s, "false") == 0 || strcmp(s, "no") == 0) {
+		*ret = false;
+		return true;
+	}
+	fail(c, v, "expected true or false, got %s", GOT(v));
+	return false;
+}
+
+/* allow_never: "never"/"off" is accepted as VRAM_DURATION_NEVER. */
+static void get_duration(struct ctx *c, const struct vram_ynode *v, bool allow_never,
+			 uint64_t min_ms, uint64_t *ret_ms)
+{
+	const char *expected = allow_never ? "a duration like 90s, 10m or 1h, or never"
+					   : "a duration like 500ms, 90s, 10m or 1h";
+	const char *s = want_scalar(c, v, expected);
+	uint64_t ms;
+	if (!s)
+		return;
+	if (vram_units_parse_duration_ms(s, &ms) < 0 ||
+	    (ms == VRAM_DURATION_NEVER && !allow_never)) {
+		fail(c, v, "expected %s, got %s", expected, GOT(v));
+		return;
+	}
+	if (ms != VRAM_DURATION_NEVER && ms < min_ms) {
+		char buf[32];
+		fail(c, v, "too short, expected at least %s, got %s",
+		     vram_units_format_duration_ms(min_ms, buf, sizeof(buf)), GOT(v));
+		return;
+	}
+	*ret_ms = ms;
+}
+
+static void get_bytes(struct ctx *c, const struct vram_ynode *v, bool allow_zero, uint64_t *ret)
+{
+	static const char expected[] = "a size like 512MiB or 24GiB";
+	const char *s = want_scalar(c, v, expected);
+	uint64_t bytes;
+	if (!s)
+		return;
+	if (vram_units_parse_bytes(s, &bytes) < 0 || (!allow_zero && bytes == 0)) {
+		fail(c, v, "expected %s, got %s", expected, GOT(v));
+		return;
+	}
+	*ret = bytes;
+}
+
+static void get_mem(struct ctx *c, const struct vram_ynode *v, struct vram_mem *ret)
+{
+	static const char expected[] = "a size like 24GiB or a fraction like 0.8";
+	const char *s = want_scalar(c, v, expected);
+	struct vram_mem mem;
+	if (!s)
+		return;
+	if (vram_units_parse_mem(s, &mem) < 0 || (!mem.is_fraction && mem.bytes == 0)) {
+		fail(c, v, "expected %s, got %s", expected, GOT(v));
+		return;
+	}
+	*ret = mem;
+}
+
+/* Picks one of names (as written in YAML). Returns the index or -1. */
+static int get_choice(struct ctx *c, const struct vram_ynode *v, const char *const *names,
+		      size_t n)
+{
+	char expected[160] = "one of ";
+	for (size_t i = 0; i < n; i++) {
+		strncat(expected, names[i], sizeof(expected) - strlen(expected) - 1);
+		if (i + 1 < n)
+			strncat(expected, ", ", sizeof(expected) - strlen(expected) - 1);
+	}
+	const char *s = want_scalar(c, v, expected);
+	if (!s)
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(s, names[i]) == 0)
+			return (int)i;
+	const char *near = vram_str_closest(s, names, n);
+	if (near)
+		fail(c, v, "expected %s, got %s (did you mean '%s'?)", expected, GOT(v), near);
+	else
+		fail(c, v, "expected %s, got %s", expected, GOT(v));
+	return -1;
+}
+
+#define CHOICE(c, v, names, ret)                                                   \
+	do {                                                                       \
+		int i_ = get_choice((c), (v), (names), sizeof(names) / sizeof((names)[0])); \
+		if (i_ >= 0)                                                       \
+			*(ret) = i_;                                               \
+	} while (0)
+
+/* Replaces *slot with a copy of a non-empty string value. */
+static void get_string(struct ctx *c, const struct vram_ynode *v, char **slot)
+{
+	const char *s = want_scalar(c, v, "a non-empty string");
+	if (!s)
+		return;
+	if (!*s) {
+		fail(c, v, "expected a non-empty string, got \"\"");
+		return;
+	}
+	char *p = xstrdup(c, s);
+	if (!p)
+		return;
+	free(*slot);
+	*slot = p;
+}
+
+/* Replaces *slot (NULL-terminated, count in *ret_n) with a list of strings. */
+static void get_string_list(struct ctx *c, const struct vram_ynode *v, size_t max,
+			    const char *expected, char ***slot, size_t *ret_n)
+{
+	if (v->type != VRAM_YNODE_SEQ) {
+		fail(c, v, "expected %s, got %s", expected, GOT(v));
+		return;
+	}
+	if (v->n_items > max) {
+		fail(c, v, "%zu entries, expected at most %zu", v->n_items, max);
+		return;
+	}
+	char **list = calloc(v->n_items + 1, sizeof(*list));
+	if (!list) {
+		c->oom = true;
+		return;
+	}
+	bool ok = true;
+	for (size_t i = 0; i < v->n_items; i++) {
+		const struct vram_ynode *it = v->items[i];
+		size_t mark = path_push(c, "[%zu]", i);
+		const char *s = want_scalar(c, it, "a string");
+		if (s && !*s) {
+			fail(c, it, "expected a non-empty string, got \"\"");
+			s = NULL;
+		}
+		path_pop(c, mark);
+		if (!s) {
+			ok = false;
+			continue;
+		}
+		list[i] = xstrdup(c, s);
+		if (!list[i]) {
+			ok = false;
+			break;
+		}
+	}
+	if (!ok) {
+		for (size_t i = 0; i < v->n_items; i++)
+			free(list[i]);
+		free(list);
+		return;
+	}
+	free_strv(*slot);
+	*slot = list;
+	*ret_n = v->n_items;
+}
+
+/* ---- key tables ---- */
+
+typedef void (*key_fn)(struct ctx *c, const struct vram_ynode *v, void *target);
+
+struct key_def {
+	const char *key;
+	key_fn fn;        /* NULL: only recorded in at[] */
+	bool in_defaults; /* workload keys: may also appear under `defaults:` */
+};
+
+enum walk_mode { WALK_ALL, WALK_DEFAULTS };
+
+/*
+ * Walks the mapping map with the key table defs, calling each key's handler
+ * with target. at[i] (n_defs entries, may be NULL) receives the value node
+ * of defs[i] when present. A NULL node (an empty section) is accepted.
+ */
+static void walk_map(struct ctx *c, const struct vram_ynode *map, const struct key_def *defs,
+		     size_t n_defs, void *target, enum walk_mode mode,
+		     const struct vram_ynode **at)
+{
+	if (map->type == VRAM_YNODE_NULL)
+		return;
+	if (map->type != VRAM_YNODE_MAP) {
+		fail(c, map, "expected a mapping of keys to values, got %s", GOT(map));
+		return;
+	}
+	const char *names[64];
+	size_t n_names = 0;
+	for (size_t i = 0; i < n_defs && n_names < 64; i++)
+		if (mode == WALK_ALL || defs[i].in_defaults)
+			names[n_names++] = defs[i].key;
+
+	for (size_t p = 0; p < vram_ynode_pairs(map); p++) {
+		const struct vram_ynode *k = vram_ynode_key(map, p);
+		const struct vram_ynode *v = vram_ynode_value(map, p);
+		size_t mark = path_push_key(c, k->text);
+		size_t i;
+		for (i = 0; i < n_defs; i++)
+			if (strcmp(defs[i].key, k->text) == 0)
+				break;
+		if (i == n_defs) {
+			const char *near = vram_str_closest(k->text, names, n_names);
+			if (near) {
+				fail(c, k, "unknown key '%s', did you mean '%s'?", k->text, near);
+			} else {
+				char list[512] = "";
+				for (size_t j = 0; j < n_names; j++) {
+					strncat(list, names[j], sizeof(list) - strlen(list) - 1);
+					if (j + 1 < n_names)
+						strncat(list, ", ", sizeof(list) - strlen(list) - 1);
+				}
+				fail(c, k, "unknown key '%s', expected one of: %s", k->text, list);
+			}
+		} else if (mode == WALK_DEFAULTS && !defs[i].in_defaults) {
+			fail(c, k, "'%s' cannot have a default, expected it under each workload",
+			     k->text);
+		} else {
+			if (at)
+				at[i] = v;
+			if (defs[i].fn)
+				defs[i].fn(c, v, target);
+		}
+		path_pop(c, mark);
+	}
+}
+
+#define N_KEYS(defs) (sizeof(defs) / sizeof((defs)[0]))
+
+/* ---- names ---- */
+
+static const char *const placement_names[] = {
+	[VRAM_PLACEMENT_PACK] = "pack",
+	[VRAM_PLACEMENT_SPREAD] = "spread",
+	[VRAM_PLACEMENT_MOST_FREE] = "most-free",
+};
+static const char *const fallback_names[] = {
+	[VRAM_FALLBACK_NONE] = "none",
+	[VRAM_FALLBACK_SHARE] = "share",
+	[VRAM_FALLBACK_CPU] = "cpu",
+	[VRAM_FALLBACK_EXCLUSIVE] = "exclusive",
+};
+static const char *const start_names[] = {
+	[VRAM_START_LAZY] = "lazy",
+	[VRAM_START_EAGER] = "eager",
+};
+static const char *const engine_names[] = {
+	[VRAM_ENGINE_AUTO] = "auto",
+	[VRAM_ENGINE_HOOK] = "hook",
+	[VRAM_ENGINE_CHECKPOINT] = "checkpoint",
+	[VRAM_ENGINE_RESTART] = "restart",
+	[VRAM_ENGINE_HOOK_CHECKPOINT] = "hook+checkpoint",
+	[VRAM_ENGINE_SIM] = "sim",
+};
+static const char *const restart_names[] = {
+	[VRAM_RESTART_ON_FAILURE] = "on-failure",
+	[VRAM_RESTART_ALWAYS] = "always",
+	[VRAM_RESTART_NEVER] = "never",
+};
+static const char *const share_names[] = {
+	[VRAM_SHARE_NONE] = "none",
+	[VRAM_SHARE_MPS] = "mps",
+};
+static const char *const backend_names[] = {
+	[VRAM_GPU_BACKEND_AUTO] = "auto",
+	[VRAM_GPU_BACKEND_NVML] = "nvml",
+	[VRAM_GPU_BACKEND_SIM] = "sim",
+};
+static const char *const log_level_names[] = { "error", "warn", "info", "debug" };
+
+#define NAME_OF(table, v) \
+	((size_t)(v) < sizeof(table) / sizeof((table)[0]) ? (table)[(v)] : "unknown")
+
+const char *vram_placement_name(enum vram_placement p) { return NAME_OF(placement_names, p); }
+const char *vram_fallback_name(enum vram_fallback f) { return NAME_OF(fallback_names, f); }
+const char *vram_engine_name(enum vram_engine_kind e) { return NAME_OF(engine_names, e); }
+const char *vram_restart_name(enum vram_restart_policy r) { return NAME_OF(restart_names, r); }
+const char *vram_gpu_backend_name(enum vram_gpu_backend_kind b) { return NAME_OF(backend_names, b); }
+const char *vram_start_mode_name(enum vram_start_mode s) { return NAME_OF(start_names, s); }
+const char *vram_share_name(enum vram_share_kind s) { return NAME_OF(share_names, s); }
+
+const char *vram_health_kind_name(enum vram_health_kind h)
+{
+	static const char *const names[] = {
+		[VRAM_HEALTH_HTTP] = "http",
+		[VRAM_HEALTH_TCP] = "tcp",
+		[VRAM_HEALTH_NONE] = "none",
+	};
+	return NAME_OF(names, h);
+}
+
+/* ---- workload keys ---- */
+
+#define WL(target) ((struct vram_workload_config *)(target))
+
+static void wl_cmd(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	struct vram_workload_config *w = WL(t);
+	if (v->type == VRAM_YNODE_SCALAR) {
+		fail(c, v, "commands are argv lists and never pass through a shell, "
+			   "expected a list like [python3, server.py], got %s", GOT(v));
+		return;
+	}
+	if (v->type == VRAM_YNODE_SEQ && v->n_items == 0) {
+		fail(c, v, "empty command, expected a list like [python3, server.py]");
+		return;
+	}
+	get_string_list(c, v, VRAM_CONFIG_MAX_ARGS, "an argv list like [python3, server.py]",
+			&w->cmd, &w->n_cmd);
+}
+
+static bool env_name_ok(const char *s)
+{
+	if (!*s || isdigit((unsigned char)*s))
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && *s != '_')
+			return false;
+	return true;
+}
+
+static void wl_env(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	struct vram_workload_config *w = WL(t);
+	if (v->type == VRAM_YNODE_NULL)
+		return;
+	if (v->type != VRAM_YNODE_MAP) {
+		fail(c, v, "expected a mapping like {HF_HOME: /data/hf}, got %s", GOT(v));
+		return;
+	}
+	size_t n = vram_ynode_pairs(v);
+	if (n > VRAM_CONFIG_MAX_ARGS) {
+		fail(c, v, "%zu variables, expected at most %d", n, VRAM_CONFIG_MAX_ARGS);
+		return;
+	}
+	char **env = calloc(n + 1, sizeof(*env));
+	if (!env) {
+		c->oom = true;
+		return;
+	}
+	bool ok = true;
+	for (size_t i = 0; i < n; i++) {
+		const struct vram_ynode *k = vram_ynode_key(v, i);
+		const struct vram_ynode *val = vram_ynode_value(v, i);
+		size_t mark = path_push_key(c, k->text);
+		const char *s = val->type == VRAM_YNODE_NULL ? "" : want_scalar(c, val, "a string");
+		if (!env_name_ok(k->text)) {
+			fail(c, k, "invalid variable name, expected letters, digits and _, got %s",
+			     GOT(k));
+			s = NULL;
+		}
+		path_pop(c, mark);
+		if (!s) {
+			ok = false;
+			continue;
+		}
+		size_t len = strlen(k->text) + 1 + strlen(s) + 1;
+		env[i] = malloc(len);
+		if (!env[i]) {
+			c->oom = true;
+			ok = false;
+			break;
+		}
+		snprintf(env[i], len, "%s=%s", k->text, s);
+	}
+	if (!ok) {
+		for (size_t i = 0; i < n; i++)
+			free(env[i]);
+		free(env);
+		return;
+	}
+	free_strv(w->env);
+	w->env = env;
+	w->n_env = n;
+}
+
+static void wl_cwd(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_string(c, v, &WL(t)->cwd);
+}
+
+static void wl_gpus(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	struct vram_workload_config *w = WL(t);
+	static const char expected[] =
+		"a GPU count like 1, a list of GPU indices like [0, 2], or any";
+	long long n;
+
+	if (v->type == VRAM_YNODE_SCALAR && strcmp(v->text, "any") == 0) {
+		free(w->gpus.pins);
+		w->gpus = (struct vram_gpu_request){ .kind = VRAM_GPUS_ANY, .count = 1 };
+		return;
+	}
+	if (v->type == VRAM_YNODE_SCALAR) {
+		if (!parse_ll(v->text, &n) || n < 0 || n > VRAM_CONFIG_MAX_GPUS) {
+			fail(c, v, "expected %s (a count from 0 to %d), got %s", expected,
+			     VRAM_CONFIG_MAX_GPUS, GOT(v));
+			return;
+		}
+		free(w->gpus.pins);
+		w->gpus = (struct vram_gpu_request){ .kind = VRAM_GPUS_COUNT, .count = (unsigned)n };
+		return;
+	}
+	if (v->type != VRAM_YNODE_SEQ) {
+		fail(c, v, "expected %s, got %s", expected, GOT(v));
+		return;
+	}
+	if (v->n_items == 0) {
+		fail(c, v, "an empty GPU list, expected indices like [0, 2], or gpus: 0 for CPU only");
+		return;
+	}
+	if (v->n_items > VRAM_CONFIG_MAX_GPUS) {
+		fail(c, v, "%zu GPUs, expected at most %d", v->n_items, VRAM_CONFIG_MAX_GPUS);
+		return;
+	}
+	unsigned *pins = calloc(v->n_items, sizeof(*pins));
+	if (!pins) {
+		c->oom = true;
+		return;
+	}
+	bool ok = true;
+	for (size_t i = 0; i < v->n_items; i++) {
+		const struct vram_ynode *it = v->items[i];
+		size_t mark = path_push(c, "[%zu]", i);
+		if (it->type != VRAM_YNODE_SCALAR || !parse_ll(it->text, &n) || n < 0 ||
+		    n >= VRAM_CONFIG_MAX_GPUS) {
+			fail(c, it, "expected a GPU index from 0 to %d, got %s",
+			     VRAM_CONFIG_MAX_GPUS - 1, GOT(it));
+			ok = false;
+		} else {
+			pins[i] = (unsigned)n;
+			for (size_t j = 0; j < i; j++) {
+				if (pins[j] == pins[i]) {
+					fail(c, it, "GPU %u is listed twice, expected each GPU once",
+					     pins[i]);
+					ok = false;
+					break;
+				}
+			}
+		}
+		path_pop(c, mark);
+	}
+	if (!ok) {
+		free(pins);
+		return;
+	}
+	free(w->gpus.pins);
+	w->gpus = (struct vram_gpu_request){
+		.kind = VRAM_GPUS_LIST, .count = (unsigned)v->n_items,
+		.pins = pins, .n_pins = v->n_items,
+	};
+}
+
+static void wl_memory(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_mem(c, v, &WL(t)->memory);
+}
+
+static void wl_replicas(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_unsigned(c, v, 1, VRAM_CONFIG_MAX_REPLICAS, &WL(t)->replicas);
+}
+
+static void wl_avoid(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	struct vram_workload_config *w = WL(t);
+	get_string_list(c, v, VRAM_CONFIG_MAX_WORKLOADS, "a list of workload names like [llm]",
+			&w->avoid, &w->n_avoid);
+}
+
+static void wl_placement(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	CHOICE(c, v, placement_names, &WL(t)->placement);
+}
+
+static void wl_fallback(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	CHOICE(c, v, fallback_names, &WL(t)->fallback);
+}
+
+static void wl_start(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	CHOICE(c, v, start_names, &WL(t)->start);
+}
+
+#define HEALTH(target) ((struct vram_health *)(target))
+
+static void health_path(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	struct vram_health *h = HEALTH(t);
+	const char *s = want_scalar(c, v, "an HTTP path like /health");
+	if (!s)
+		return;
+	if (s[0] != '/') {
+		fail(c, v, "expected an HTTP path like /health, got %s", GOT(v));
+		return;
+	}
+	char *p = xstrdup(c, s);
+	if (!p)
+		return;
+	free(h->path);
+	h->path = p;
+	h->kind = VRAM_HEALTH_HTTP;
+}
+
+static void health_tcp(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	struct vram_health *h = HEALTH(t);
+	bool tcp;
+	if (!get_bool(c, v, &tcp) || !tcp)
+		return;
+	free(h->path);
+	h->path = NULL;
+	h->kind = VRAM_HEALTH_TCP;
+}
+
+static void health_interval(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_duration(c, v, false, 10, &HEALTH(t)->interval_ms);
+}
+
+static void health_timeout(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_duration(c, v, false, 10, &HEALTH(t)->timeout_ms);
+}
+
+static void health_start_timeout(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_duration(c, v, false, 100, &HEALTH(t)->start_timeout_ms);
+}
+
+static const struct key_def health_keys[] = {
+	{ "path", health_path, true },
+	{ "tcp", health_tcp, true },
+	{ "interval", health_interval, true },
+	{ "timeout", health_timeout, true },
+	{ "start_timeout", health_start_timeout, true },
+};
+
+static void wl_health(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	struct vram_health *h = &WL(t)->health;
+	if (v->type == VRAM_YNODE_MAP) {
+		const struct vram_ynode *at[N_KEYS(health_keys)] = { 0 };
+		walk_map(c, v, health_keys, N_KEYS(health_keys), h, WALK_ALL, at);
+		bool tcp = false;
+		if (at[0] && at[1] && at[1]->type == VRAM_YNODE_SCALAR &&
+		    strcmp(at[1]->text, "true") == 0)
+			tcp = true;
+		if (tcp) {
+			size_t mark = path_push_key(c, "tcp");
+			fail(c, at[1], "both path and tcp are set, expected one of them");
+			path_pop(c, mark);
+		}
+		return;
+	}
+	const char *s = want_scalar(c, v, "an HTTP path like /health, tcp or none");
+	if (!s)
+		return;
+	if (strcmp(s, "tcp") == 0 || strcmp(s, "none") == 0) {
+		free(h->path);
+		h->path = NULL;
+		h->kind = s[0] == 't' ? VRAM_HEALTH_TCP : VRAM_HEALTH_NONE;
+		return;
+	}
+	if (s[0] != '/') {
+		fail(c, v, "expected an HTTP path like /health, tcp or none, got %s", GOT(v));
+		return;
+	}
+	health_path(c, v, h);
+}
+
+static void wl_port(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	long long n;
+	static const char expected[] = "auto or a port from 1 to 65535";
+	const char *s = want_scalar(c, v, expected);
+	if (!s)
+		return;
+	if (strcmp(s, "auto") == 0) {
+		WL(t)->port = 0;
+		return;
+	}
+	if (!parse_ll(s, &n) || n < 1 || n > 65535) {
+		fail(c, v, "expected %s, got %s", expected, GOT(v));
+		return;
+	}
+	WL(t)->port = (unsigned)n;
+}
+
+#define IDLE(target) ((struct vram_idle *)(target))
+
+static void idle_offload_after(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_duration(c, v, true, 0, &IDLE(t)->offload_after_ms);
+}
+
+static void idle_release_after(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_duration(c, v, true, 0, &IDLE(t)->release_after_ms);
+}
+
+static const struct key_def idle_keys[] = {
+	{ "offload_after", idle_offload_after, true },
+	{ "release_after", idle_release_after, true },
+};
+
+static void wl_idle(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	struct vram_idle *idle = &WL(t)->idle;
+	if (v->type == VRAM_YNODE_SCALAR && (strcmp(v->text, "never") == 0 ||
+					     strcmp(v->text, "off") == 0)) {
+		idle->offload_after_ms = idle->release_after_ms = VRAM_DURATION_NEVER;
+		return;
+	}
+	if (v->type != VRAM_YNODE_MAP) {
+		fail(c, v, "expected a mapping like {offload_after: 10m, release_after: 1h}, "
+			   "or never, got %s", GOT(v));
+		return;
+	}
+	walk_map(c, v, idle_keys, N_KEYS(idle_keys), idle, WALK_ALL, NULL);
+}
+
+static void wl_priority(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	long long n;
+	if (get_int(c, v, -1000000, 1000000, &n))
+		WL(t)->priority = (int)n;
+}
+
+static void wl_offload(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	CHOICE(c, v, engine_names, &WL(t)->offload);
+}
+
+static void restart_policy(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	CHOICE(c, v, restart_names, &WL(t)->restart);
+}
+
+static void restart_backoff_max(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_duration(c, v, false, 1000, &WL(t)->restart_backoff_max_ms);
+}
+
+static const struct key_def restart_keys[] = {
+	{ "policy", restart_policy, true },
+	{ "backoff_max", restart_backoff_max, true },
+};
+
+static void wl_restart(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	if (v->type == VRAM_YNODE_MAP)
+		walk_map(c, v, restart_keys, N_KEYS(restart_keys), t, WALK_ALL, NULL);
+	else
+		restart_policy(c, v, t);
+}
+
+static void wl_stop_grace(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_duration(c, v, false, 0, &WL(t)->stop_grace_ms);
+}
+
+static void wl_models(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	struct vram_workload_config *w = WL(t);
+	get_string_list(c, v, VRAM_CONFIG_MAX_ARGS, "a list of model names like [Qwen/Qwen2.5-7B]",
+			&w->models, &w->n_models);
+}
+
+static void wl_share(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	CHOICE(c, v, share_names, &WL(t)->share);
+}
+
+static void wl_compute(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	static const char expected[] = "a percentage from 1 to 100 like 50%";
+	const char *s = want_scalar(c, v, expected);
+	char num[32];
+	long long n;
+	if (!s)
+		return;
+	size_t len = strlen(s);
+	if (len == 0 || len >= sizeof(num)) {
+		fail(c, v, "expected %s, got %s", expected, GOT(v));
+		return;
+	}
+	memcpy(num, s, len + 1);
+	if (num[len - 1] == '%')
+		num[len - 1] = '\0';
+	if (!parse_ll(num, &n) || n < 1 || n > 100) {
+		fail(c, v, "expected %s, got %s", expected, GOT(v));
+		return;
+	}
+	WL(t)->compute_percent = (unsigned)n;
+}
+
+static void wl_max_concurrency(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_unsigned(c, v, 0, 65535, &WL(t)->max_concurrency);
+}
+
+static void wl_queue_max(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_unsigned(c, v, 0, 65535, &WL(t)->queue_max);
+}
+
+static void wl_queue_timeout(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_duration(c, v, false, 0, &WL(t)->queue_timeout_ms);
+}
+
+enum {
+	K_CMD, K_ENV, K_CWD, K_GPUS, K_MEMORY, K_REPLICAS, K_AVOID, K_PLACEMENT,
+	K_FALLBACK, K_START, K_HEALTH, K_PORT, K_IDLE, K_PRIORITY, K_OFFLOAD,
+	K_RESTART, K_STOP_GRACE, K_MODELS, K_SHARE, K_COMPUTE, K_MAX_CONCURRENCY,
+	K_QUEUE_MAX, K_QUEUE_TIMEOUT, N_WL_KEYS
+};
+
+static const struct key_def workload_keys[N_WL_KEYS] = {
+	[K_CMD] = { "cmd", wl_cmd, false },
+	[K_ENV] = { "env", wl_env, false },
+	[K_CWD] = { "cwd", wl_cwd, false },
+	[K_GPUS] = { "gpus", wl_gpus, false },
+	[K_MEMORY] = { "memory", wl_memory, false },
+	[K_REPLICAS] = { "replicas", wl_replicas, false },
+	[K_AVOID] = { "avoid", wl_avoid, false },
+	[K_PLACEMENT] = { "placement", wl_placement, true },
+	[K_FALLBACK] = { "fallback", wl_fallback, true },
+	[K_START] = { "start", wl_start, true },
+	[K_HEALTH] = { "health", wl_health, true },
+	[K_PORT] = { "port", wl_port, false },
+	[K_IDLE] = { "idle", wl_idle, true },
+	[K_PRIORITY] = { "priority", wl_priority, true },
+	[K_OFFLOAD] = { "offload", wl_offload, true },
+	[K_RESTART] = { "restart", wl_restart, true },
+	[K_STOP_GRACE] = { "stop_grace", wl_stop_grace, true },
+	[K_MODELS] = { "models", wl_models, false },
+	[K_SHARE] = { "share", wl_share, false },
+	[K_COMPUTE] = { "compute", wl_compute, false },
+	[K_MAX_CONCURRENCY] = { "max_concurrency", wl_max_concurrency, true },
+	[K_QUEUE_MAX] = { "queue_max", wl_queue_max, true },
+	[K_QUEUE_TIMEOUT] = { "queue_timeout", wl_queue_timeout, true },
+};
+
+/* The values a workload has when neither it nor `defaults:` says otherwise. */
+static void workload_builtin_defaults(struct vram_workload_config *w)
+{
+	*w = (struct vram_workload_config){
+		.gpus = { .kind = VRAM_GPUS_COUNT, .count = 1 },
+		.replicas = 1,
+		.placement = VRAM_PLACEMENT_PACK,
+		.fallback = VRAM_FALLBACK_NONE,
+		.start = VRAM_START_LAZY,
+		.health = {
+			.kind = VRAM_HEALTH_TCP,
+			.interval_ms = 500,
+			.timeout_ms = 2000,
+			.start_timeout_ms = 120000,
+		},
+		.idle = { .offload_after_ms = 10 * 60000, .release_after_ms = 3600000 },
+		.offload = VRAM_ENGINE_AUTO,
+		.restart = VRAM_RESTART_ON_FAILURE,
+		.restart_backoff_max_ms = 60000,
+		.stop_grace_ms = 10000,
+		.queue_max = 64,
+		.queue_timeout_ms = 120000,
+	};
+}
+
+static void workload_done(struct vram_workload_config *w)
+{
+	free(w->name);
+	free_strv(w->cmd);
+	free_strv(w->env);
+	free(w->cwd);
+	free(w->gpus.pins);
+	free_strv(w->avoid);
+	free(w->health.path);
+	free_strv(w->models);
+}
+
+static bool workload_name_ok(const char *s)
+{
+	size_t len = strlen(s);
+	if (len < 1 || len > VRAM_CONFIG_NAME_MAX)
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && *s != '.' && *s != '_' && *s != '-')
+			return false;
+	return true;
+}
+
+/* Checks that need several keys of one workload; at[] holds their nodes. */
+static void workload_check(struct ctx *c, const struct vram_ynode *key,
+			   struct vram_workload_config *w, const struct vram_ynode *const *at)
+{
+	size_t mark;
+
+	if (!at[K_CMD])
+		fail(c, key, "missing key 'cmd', expected an argv list like [python3, server.py]");
+
+	bool cpu_only = w->gpus.kind == VRAM_GPUS_COUNT && w->gpus.count == 0;
+	if (cpu_only && at[K_MEMORY]) {
+		mark = path_push_key(c, "memory");
+		fail(c, at[K_MEMORY], "GPU memory for a CPU-only workload (gpus: 0), "
+				      "expected no memory or gpus of 1 or more");
+		path_pop(c, mark);
+	}
+	if (!cpu_only && !at[K_MEMORY] && !w->memory.is_fraction && w->memory.bytes == 0)
+		w->memory = (struct vram_mem){ .is_fraction = true, .fraction = 1.0 };
+
+	if (w->fallback == VRAM_FALLBACK_EXCLUSIVE && w->share != VRAM_SHARE_MPS) {
+		mark = path_push_key(c, "fallback");
+		fail(c, at[K_FALLBACK] ? at[K_FALLBACK] : key,
+		     "exclusive only applies to share: mps, expected none, share or cpu");
+		path_pop(c, mark);
+	}
+	if (at[K_COMPUTE] && w->share != VRAM_SHARE_MPS) {
+		mark = path_push_key(c, "compute");
+		fail(c, at[K_COMPUTE], "a compute share needs share: mps, expected share: mps "
+				       "next to it");
+		path_pop(c, mark);
+	}
+	if (w->port && w->replicas > 1) {
+		mark = path_push_key(c, "port");
+		fail(c, at[K_PORT], "a fixed port cannot serve %u replicas, expected port: auto",
+		     w->replicas);
+		path_pop(c, mark);
+	}
+}
+
+static void parse_workloads(struct ctx *c, const struct vram_ynode *v,
+			    const struct vram_ynode ***ret_at)
+{
+	struct vram_config *cfg = c->cfg;
+	if (v->type == VRAM_YNODE_NULL)
+		return;
+	if (v->type != VRAM_YNODE_MAP) {
+		fail(c, v, "expected a mapping of workload names to workloads, got %s", GOT(v));
+		return;
+	}
+	size_t n = vram_ynode_pairs(v);
+	if (n > VRAM_CONFIG_MAX_WORKLOADS) {
+		fail(c, v, "%zu workloads, expected at most %d", n, VRAM_CONFIG_MAX_WORKLOADS);
+		return;
+	}
+	if (n == 0)
+		return;
+	cfg->workloads = calloc(n, sizeof(*cfg->workloads));
+	const struct vram_ynode **at = calloc(n * N_WL_KEYS, sizeof(*at));
+	if (!cfg->workloads || !at) {
+		free(at);
+		c->oom = true;
+		return;
+	}
+	*ret_at = at;
+
+	for (size_t i = 0; i < n && !c->oom; i++) {
+		const struct vram_ynode *k = vram_ynode_key(v, i);
+		const struct vram_ynode *body = vram_ynode_value(v, i);
+		struct vram_workload_config *w = &cfg->workloads[i];
+		size_t mark = path_push_key(c, k->text);
+
+		/* Start from the defaults; the only owned field there is the
+		 * health path. */
+		*w = c->defaults;
+		w->health.path = NULL;
+		cfg->n_workloads++;
+		if (c->defaults.health.path)
+			w->health.path = xstrdup(c, c->defaults.health.path);
+		w->name = xstrdup(c, k->text);
+		w->pos = (struct vram_src_pos){ k->line, k->col };
+
+		if (!workload_name_ok(k->text))
+			fail(c, k, "invalid workload name, expected 1 to %d characters of "
+				   "A-Z a-z 0-9 . _ -, got %s", VRAM_CONFIG_NAME_MAX, GOT(k));
+
+		if (body->type != VRAM_YNODE_MAP) {
+			fail(c, body->type == VRAM_YNODE_NULL ? k : body,
+			     "expected a mapping with at least cmd, got %s", GOT(body));
+		} else {
+			walk_map(c, body, workload_keys, N_WL_KEYS, w, WALK_ALL, at + i * N_WL_KEYS);
+			workload_check(c, k, w, at + i * N_WL_KEYS);
+		}
+		path_pop(c, mark);
+	}
+}
+
+/* Checks across workloads: avoid names, models and fixed ports. */
+static void check_workloads(struct ctx *c, const struct vram_ynode *const *all_at)
+{
+	const struct vram_config *cfg = c->cfg;
+	const char **names = calloc(cfg->n_workloads + 1, sizeof(*names));
+	if (!names) {
+		c->oom = true;
+		return;
+	}
+	for (size_t i = 0; i < cfg->n_workloads; i++)
+		names[i] = cfg->workloads[i].name ? cfg->workloads[i].name : "";
+
+	for (size_t i = 0; i < cfg->n_workloads; i++) {
+		const struct vram_workload_config *w = &cfg->workloads[i];
+		const struct vram_ynode *const *at = all_at + i * N_WL_KEYS;
+		size_t mark = path_push(c, "workloads.%s", names[i]);
+
+		for (size_t a = 0; a < w->n_avoid; a++) {
+			const char *other = w->avoid[a];
+			size_t m2 = path_push(c, ".avoid[%zu]", a);
+			const struct vram_ynode *node = at[K_AVOID]->items[a];
+			if (strcmp(other, names[i]) == 0) {
+				fail(c, node, "a workload cannot avoid itself, expected another "
+					      "workload's name");
+			} else if (!vram_config_find(cfg, other)) {
+				const char *near = vram_str_closest(other, names, cfg->n_workloads);
+				if (near)
+					fail(c, node, "unknown workload '%s', did you mean '%s'?",
+					     other, near);
+				else
+					fail(c, node, "unknown workload '%s', expected the name "
+						      "of a workload in this file", other);
+			}
+			path_pop(c, m2);
+		}
+
+		for (size_t m = 0; m < w->n_models; m++) {
+			const char *model = w->models[m];
+			const struct vram_ynode *node = at[K_MODELS]->items[m];
+			const char *owner = NULL;
+			for (size_t j = 0; j <= i && !owner; j++) {
+				const struct vram_workload_config *o = &cfg->workloads[j];
+				size_t upto = j == i ? m : o->n_models;
+				for (size_t k = 0; k < upto; k++)
+					if (strcmp(o->models[k], model) == 0)
+						owner = names[j];
+			}
+			if (owner) {
+				size_t m2 = path_push(c, ".models[%zu]", m);
+				fail(c, node, "model '%s' is already routed to workload '%s', "
+					      "expected each model name once", model, owner);
+				path_pop(c, m2);
+			}
+		}
+
+		for (size_t j = 0; w->port && j < i; j++) {
+			if (cfg->workloads[j].port == w->port) {
+				size_t m2 = path_push(c, ".port");
+				fail(c, at[K_PORT], "port %u is already used by workload '%s', "
+						    "expected a free port or auto",
+				     w->port, names[j]);
+				path_pop(c, m2);
+				break;
+			}
+		}
+		path_pop(c, mark);
+	}
+	free(names);
+}
+
+/* ---- daemon and gpus sections ---- */
+
+#define CFG(target) ((struct vram_config *)(target))
+
+/* "HOST:PORT" with a non-empty host ([v6] in brackets) and a port 1..65535.
+ * Copies the host into host (size bytes) when valid. */
+static bool listen_split(const char *s, char *host, size_t size)
+{
+	const char *colon = strrchr(s, ':');
+	if (!colon || colon == s)
+		return false;
+	size_t hlen = (size_t)(colon - s);
+	if (hlen >= size)
+		return false;
+	if (s[0] == '[') {
+		if (hlen < 3 || s[hlen - 1] != ']')
+			return false;
+	} else if (memchr(s, ':', hlen)) {
+		return false; /* a bare IPv6 address: needs brackets */
+	}
+	long long port;
+	if (!parse_ll(colon + 1, &port) || port < 1 || port > 65535 || colon[1] == '+' ||
+	    colon[1] == '-')
+		return false;
+	memcpy(host, s, hlen);
+	host[hlen] = '\0';
+	return true;
+}
+
+static bool listen_is_loopback(const char *listen)
+{
+	char host[256];
+	if (!listen_split(listen, host, sizeof(host)))
+		return false;
+	return strncmp(host, "127.", 4) == 0 || strcmp(host, "localhost") == 0 ||
+	       strcmp(host, "[::1]") == 0;
+}
+
+static const char listen_expected[] = "HOST:PORT like 127.0.0.1:8600 or [::1]:8600";
+
+static void d_listen(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	char host[256];
+	const char *s = want_scalar(c, v, listen_expected);
+	if (!s)
+		return;
+	if (!listen_split(s, host, sizeof(host))) {
+		fail(c, v, "expected %s, got %s", listen_expected, GOT(v));
+		return;
+	}
+	get_string(c, v, &CFG(t)->daemon.listen);
+	c->listen_at = v;
+}
+
+static void d_socket(struct ctx *c, const struct vram_ynode *v, void *t) { get_string(c, v, &CFG(t)->daemon.socket); }
+static void d_state_dir(struct ctx *c, const struct vram_ynode *v, void *t) { get_string(c, v, &CFG(t)->daemon.state_dir); }
+static void d_log(struct ctx *c, const struct vram_ynode *v, void *t) { get_string(c, v, &CFG(t)->daemon.log); }
+static void d_token(struct ctx *c, const struct vram_ynode *v, void *t) { get_string(c, v, &CFG(t)->daemon.token); }
+
+static void d_log_level(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	int i = get_choice(c, v, log_level_names, sizeof(log_level_names) / sizeof(log_level_names[0]));
+	if (i >= 0)
+		get_string(c, v, &CFG(t)->daemon.log_level);
+}
+
+static void d_workload_log_max(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_bytes(c, v, false, &CFG(t)->daemon.workload_log_max_bytes);
+}
+
+static void d_workload_log_keep(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_unsigned(c, v, 0, 100, &CFG(t)->daemon.workload_log_keep);
+}
+
+static void d_port_range_start(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_unsigned(c, v, 1, 65535, &CFG(t)->daemon.port_range_start);
+}
+
+static const struct key_def daemon_keys[] = {
+	{ "listen", d_listen, false },
+	{ "socket", d_socket, false },
+	{ "state_dir", d_state_dir, false },
+	{ "log", d_log, false },
+	{ "log_level", d_log_level, false },
+	{ "token", d_token, false },
+	{ "workload_log_max", d_workload_log_max, false },
+	{ "workload_log_keep", d_workload_log_keep, false },
+	{ "port_range_start", d_port_range_start, false },
+};
+
+static void g_backend(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	CHOICE(c, v, backend_names, &CFG(t)->gpus.backend);
+}
+
+static void g_reserve(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_bytes(c, v, true, &CFG(t)->gpus.reserve);
+}
+
+static void free_sim(struct vram_config *cfg)
+{
+	for (size_t i = 0; i < cfg->gpus.n_sim; i++)
+		free(cfg->gpus.sim[i].name);
+	free(cfg->gpus.sim);
+	cfg->gpus.sim = NULL;
+	cfg->gpus.n_sim = 0;
+}
+
+static const char sim_gpu_name[] = "Simulated GPU";
+
+/* Replaces the sim list with n GPUs of the given sizes. Returns false on OOM. */
+static bool set_sim_sizes(struct ctx *c, const uint64_t *sizes, size_t n)
+{
+	struct vram_sim_gpu_config *sim = calloc(n, sizeof(*sim));
+	if (!sim) {
+		c->oom = true;
+		return false;
+	}
+	free_sim(c->cfg);
+	c->cfg->gpus.sim = sim;
+	for (size_t i = 0; i < n; i++) {
+		sim[i].memory = sizes[i];
+		sim[i].name = xstrdup(c, sim_gpu_name);
+		c->cfg->gpus.n_sim++;
+		if (!sim[i].name)
+			return false;
+	}
+	return true;
+}
+
+struct sim_entry {
+	char *name;      /* owned */
+	uint64_t memory; /* bytes */
+};
+
+static void sim_name(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_string(c, v, &((struct sim_entry *)t)->name);
+}
+
+static void sim_memory(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_bytes(c, v, false, &((struct sim_entry *)t)->memory);
+}
+
+static const struct key_def sim_keys[] = {
+	{ "name", sim_name, false },
+	{ "memory", sim_memory, false },
+};
+
+static void g_sim(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	static const char expected[] =
+		"a list like 2x80GiB or 1x24GiB,1x80GiB, or a list of {name, memory}";
+	struct vram_config *cfg = CFG(t);
+
+	if (v->type == VRAM_YNODE_SCALAR) {
+		uint64_t sizes[VRAM_CONFIG_MAX_GPUS];
+		int n = vram_units_parse_gpu_list(v->text, sizes, VRAM_CONFIG_MAX_GPUS);
+		if (n == -ENOMEM)
+			c->oom = true;
+		else if (n == -E2BIG)
+			fail(c, v, "too many GPUs, expected at most %d", VRAM_CONFIG_MAX_GPUS);
+		else if (n < 0)
+			fail(c, v, "expected %s, got %s", expected, GOT(v));
+		else
+			set_sim_sizes(c, sizes, (size_t)n);
+		return;
+	}
+	if (v->type != VRAM_YNODE_SEQ) {
+		fail(c, v, "expected %s, got %s", expected, GOT(v));
+		return;
+	}
+	if (v->n_items > VRAM_CONFIG_MAX_GPUS) {
+		fail(c, v, "%zu GPUs, expected at most %d", v->n_items, VRAM_CONFIG_MAX_GPUS);
+		return;
+	}
+	struct vram_sim_gpu_config *sim = calloc(v->n_items ? v->n_items : 1, sizeof(*sim));
+	if (!sim) {
+		c->oom = true;
+		return;
+	}
+	free_sim(cfg);
+	cfg->gpus.sim = sim;
+	for (size_t i = 0; i < v->n_items; i++) {
+		const struct vram_ynode *it = v->items[i];
+		struct sim_entry e = { 0 };
+		const struct vram_ynode *at[N_KEYS(sim_keys)] = { 0 };
+		size_t mark = path_push(c, "[%zu]", i);
+		if (it->type != VRAM_YNODE_MAP)
+			fail(c, it, "expected {name: ..., memory: 80GiB}, got %s", GOT(it));
+		else
+			walk_map(c, it, sim_keys, N_KEYS(sim_keys), &e, WALK_ALL, at);
+		if (it->type == VRAM_YNODE_MAP && !at[1])
+			fail(c, it, "missing key 'memory', expected a size like 80GiB");
+		path_pop(c, mark);
+		sim[i].name = e.name ? e.name : xstrdup(c, sim_gpu_name);
+		sim[i].memory = e.memory;
+		cfg->gpus.n_sim++;
+	}
+}
+
+static const struct key_def gpus_keys[] = {
+	{ "backend", g_backend, false },
+	{ "reserve", g_reserve, false },
+	{ "sim", g_sim, false },
+};
+
+/* ---- top level, overrides, final defaults ---- */
+
+enum { T_DAEMON, T_GPUS, T_DEFAULTS, T_WORKLOADS, N_TOP_KEYS };
+
+static const struct key_def top_keys[N_TOP_KEYS] = {
+	[T_DAEMON] = { "daemon", NULL, false },
+	[T_GPUS] = { "gpus", NULL, false },
+	[T_DEFAULTS] = { "defaults", NULL, false },
+	[T_WORKLOADS] = { "workloads", NULL, false },
+};
+
+static void section(struct ctx *c, const struct vram_ynode *v, const char *key,
+		    const struct key_def *defs, size_t n_defs, void *target, enum walk_mode mode)
+{
+	if (!v)
+		return;
+	size_t mark = path_push_key(c, key);
+	walk_map(c, v, defs, n_defs, target, mode, NULL);
+	path_pop(c, mark);
+}
+
+static void apply_overrides(struct ctx *c, const struct vram_config_overrides *ov)
+{
+	struct vram_config *cfg = c->cfg;
+	if (!ov)
+		return;
+	if (ov->listen) {
+		char host[256];
+		if (!listen_split(ov->listen, host, sizeof(host))) {
+			fail_option(c, "--listen", "expected %s, got \"%s\"", listen_expected,
+				    ov->listen);
+		} else {
+			char *p = xstrdup(c, ov->listen);
+			if (p) {
+				free(cfg->daemon.listen);
+				cfg->daemon.listen = p;
+				c->listen_at = NULL;
+			}
+		}
+	}
+	if (ov->sim_gpus) {
+		uint64_t sizes[VRAM_CONFIG_MAX_GPUS];
+		int n = vram_units_parse_gpu_list(ov->sim_gpus, sizes, VRAM_CONFIG_MAX_GPUS);
+		if (n == -ENOMEM) {
+			c->oom = true;
+		} else if (n < 0) {
+			fail_option(c, "--gpus", "expected a list like 2x80GiB or 1x24GiB,1x80GiB "
+				    "(at most %d GPUs), got \"%s\"", VRAM_CONFIG_MAX_GPUS,
+				    ov->sim_gpus);
+		} else if (set_sim_sizes(c, sizes, (size_t)n)) {
+			cfg->gpus.backend = VRAM_GPU_BACKEND_SIM;
+		}
+	}
+	if (ov->state_dir) {
+		if (!*ov->state_dir) {
+			fail_option(c, "--state-dir", "expected a directory, got \"\"");
+		} else {
+			char *p = xstrdup(c, ov->state_dir);
+			if (p) {
+				free(cfg->daemon.state_dir);
+				cfg->daemon.state_dir = p;
+			}
+		}
+	}
+}
+
+/* /run/vramd as root, else $XDG_RUNTIME_DIR/vramd, else /tmp/vramd-$UID. */
+static char *default_state_dir(void)
+{
+	char buf[PATH_MAX];
+	const char *xdg = secure_getenv("XDG_RUNTIME_DIR");
+	if (geteuid() == 0)
+		snprintf(buf, sizeof(buf), "/run/vramd");
+	else if (xdg && xdg[0] == '/')
+		snprintf(buf, sizeof(buf), "%s/vramd", xdg);
+	else
+		snprintf(buf, sizeof(buf), "/tmp/vramd-%u", (unsigned)geteuid());
+	return strdup(buf);
+}
+
+static void finish_daemon(struct ctx *c)
+{
+	struct vram_config *cfg = c->cfg;
+	if (!cfg->daemon.listen)
+		cfg->daemon.listen = xstrdup(c, "127.0.0.1:8600");
+	if (!cfg->daemon.log_level)
+		cfg->daemon.log_level = xstrdup(c, "info");
+	if (!cfg->daemon.state_dir && !(cfg->daemon.state_dir = default_state_dir()))
+		c->oom = true;
+	if (!cfg->daemon.socket && cfg->daemon.state_dir) {
+		size_t len = strlen(cfg->daemon.state_dir) + sizeof("/vramd.sock");
+		cfg->daemon.socket = malloc(len);
+		if (cfg->daemon.socket)
+			snprintf(cfg->daemon.socket, len, "%s/vramd.sock", cfg->daemon.state_dir);
+		else
+			c->oom = true;
+	}
+	if (cfg->daemon.listen && !cfg->daemon.token && !listen_is_loopback(cfg->daemon.listen)) {
+		if (c->listen_at) {
+			size_t mark = path_push(c, "daemon.listen");
+			fail(c, c->listen_at, "%s is not a loopback address and daemon.token is "
+			     "not set, expected a token or a listen address like 127.0.0.1:8600",
+			     cfg->daemon.listen);
+			path_pop(c, mark);
+		} else {
+			fail_option(c, "--listen", "%s is not a loopback address and daemon.token "
+				    "is not set, expected a token or a listen address like "
+				    "127.0.0.1:8600", cfg->daemon.listen);
+		}
+	}
+	if (cfg->gpus.backend == VRAM_GPU_BACKEND_SIM && cfg->gpus.n_sim == 0)
+		fail_option(c, "gpus.backend", "sim needs GPUs, expected gpus.sim like 2x80GiB "
+			    "or --gpus 2x80GiB");
+}
+
+void vram_config_free(struct vram_config *config)
+{
+	if (!config)
+		return;
+	free(config->path);
+	free(config->daemon.listen);
+	free(config->daemon.socket);
+	free(config->daemon.state_dir);
+	free(config->daemon.log);
+	free(config->daemon.log_level);
+	free(config->daemon.token);
+	free_sim(config);
+	for (size_t i = 0; i < config->n_workloads; i++)
+		workload_done(&config->workloads[i]);
+	free(config->workloads);
+	free(config);
+}
+
+const struct vram_workload_config *vram_config_find(const struct vram_config *config,
+						    const char *name)
+{
+	if (!config || !name)
+		return NULL;
+	for (size_t i = 0; i < config->n_workloads; i++)
+		if (config->workloads[i].name && strcmp(config->workloads[i].name, name) == 0)
+			return &config->workloads[i];
+	return NULL;
+}
+
+/* Hands the collected messages, sorted by position, to the caller as one
+ * string with a line per error (nothing when ret_error is NULL). */
+static void take_errors(struct ctx *c, char **ret_error)
+{
+	unsigned kept = c->n_errs < VRAM_CONFIG_MAX_ERRORS ? c->n_errs : VRAM_CONFIG_MAX_ERRORS;
+	struct vram_buf b;
+
+	if (!ret_error)
+		return;
+	vram_buf_init(&b, ERRORS_MAX_BYTES);
+	qsort(c->errs, kept, sizeof(c->errs[0]), error_cmp);
+	for (unsigned i = 0; i < kept; i++)
+		vram_buf_printf(&b, "%s%s", i ? "\n" : "", c->errs[i].text ? c->errs[i].text : "");
+	if (c->n_errs > kept)
+		vram_buf_printf(&b, "\n%s: %u more errors not shown", c->name, c->n_errs - kept);
+	*ret_error = vram_buf_take(&b);
+}
+
+static void set_error(char **ret_error, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_error(char **ret_error, const char *fmt, ...)
+{
+	if (!ret_error)
+		return;
+	struct vram_buf b;
+	vram_buf_init(&b, ERRORS_MAX_BYTES);
+	va_list ap;
+	va_start(ap, fmt);
+	vram_buf_vprintf(&b, fmt, ap);
+	va_end(ap);
+	*ret_error = vram_buf_take(&b);
+}
+
+int vram_config_parse(const char *text, size_t len, const char *name,
+		      const struct vram_config_overrides *ov,
+		      struct vram_config **ret_config, char **ret_error)
+{
+	struct ctx c = { .name = name ? name : "<config>" };
+	struct vram_ynode *root = NULL;
+	const struct vram_ynode **wl_at = NULL;
+	struct vram_yaml_error yerr;
+	int r;
+
+	if (ret_error)
+		*ret_error = NULL;
+	if (len > VRAM_CONFIG_MAX_FILE_BYTES) {
+		set_error(ret_error, "%s: the file is %zu bytes, expected at most %d bytes",
+			  c.name, len, VRAM_CONFIG_MAX_FILE_BYTES);
+		return -EFBIG;
+	}
+
+	workload_builtin_defaults(&c.defaults);
+	c.cfg = calloc(1, sizeof(*c.cfg));
+	if (!c.cfg)
+		return -ENOMEM;
+	c.cfg->path = xstrdup(&c, c.name);
+	c.cfg->daemon.workload_log_max_bytes = 10 * VRAM_MiB;
+	c.cfg->daemon.workload_log_keep = 3;
+	c.cfg->daemon.port_range_start = 18000;
+
+	r = vram_yaml_parse(text ? text : "", text ? len : 0, &root, &yerr);
+	if (r == -EINVAL) {
+		report_at(&c, yerr.line, yerr.col, yerr.path, "%s", yerr.msg);
+		goto out_errors;
+	}
+	if (r < 0)
+		goto out_free;
+
+	const struct vram_ynode *top[N_TOP_KEYS] = { 0 };
+	if (root && root->type != VRAM_YNODE_NULL) {
+		if (root->type != VRAM_YNODE_MAP)
+			fail(&c, root, "expected a mapping with daemon, gpus, defaults and "
+				       "workloads, got %s", GOT(root));
+		else
+			walk_map(&c, root, top_keys, N_TOP_KEYS, NULL, WALK_ALL, top);
+	}
+	section(&c, top[T_DAEMON], "daemon", daemon_keys, N_KEYS(daemon_keys), c.cfg, WALK_ALL);
+	section(&c, top[T_GPUS], "gpus", gpus_keys, N_KEYS(gpus_keys), c.cfg, WALK_ALL);
+	section(&c, top[T_DEFAULTS], "defaults", workload_keys, N_WL_KEYS, &c.defaults,
+		WALK_DEFAULTS);
+	if (top[T_WORKLOADS]) {
+		size_t mark = path_push_key(&c, "workloads");
+		parse_workloads(&c, top[T_WORKLOADS], &wl_at);
+		path_pop(&c, mark);
+	}
+	if (wl_at && !c.oom)
+		check_workloads(&c, wl_at);
+	apply_overrides(&c, ov);
+	if (!c.oom)
+		finish_daemon(&c);
+
+	if (c.oom) {
+		r = -ENOMEM;
+		goto out_free;
+	}
+	if (c.n_errs)
+		goto out_errors;
+
+	*ret_config = c.cfg;
+	c.cfg = NULL;
+	r = 0;
+	goto out_free;
+
+out_errors:
+	take_errors(&c, ret_error);
+	r = -EINVAL;
+out_free:
+	free(wl_at);
+	free(c.defaults.health.path);
+	vram_ynode_free(root);
+	vram_config_free(c.cfg);
+	for (unsigned i = 0; i < c.n_errs && i < VRAM_CONFIG_MAX_ERRORS; i++)
+		free(c.errs[i].text);
+	return r;
+}
+
+int vram_config_load(const char *path, const struct vram_config_overrides *ov,
+		     struct vram_config **ret_config, char **ret_error)
+{
+	char *text = NULL;
+	size_t len = 0;
+	struct stat st;
+	int r;
+
+	if (ret_error)
+		*ret_error = NULL;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		r = -errno;
+		set_error(ret_error, "%s: cannot open: %s", path, strerror(-r));
+		return r;
+	}
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+		set_error(ret_error, "%s: cannot stat: %s", path, strerror(-r));
+		goto out_close;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		r = -EISDIR;
+		set_error(ret_error, "%s: is a directory, expected a YAML file", path);
+		goto out_close;
+	}
+	/* Read at most one byte past the limit, whatever fstat says, so that
+	 * pipes and growing files are bounded too. */
+	text = malloc(VRAM_CONFIG_MAX_FILE_BYTES + 1);
+	if (!text) {
+		r = -ENOMEM;
+		goto out_close;
+	}
+	while (len <= VRAM_CONFIG_MAX_FILE_BYTES) {
+		ssize_t n = read(fd, text + len, VRAM_CONFIG_MAX_FILE_BYTES + 1 - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = -errno;
+			set_error(ret_error, "%s: cannot read: %s", path, strerror(-r));
+			goto out_free;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	r = vram_config_parse(text, len, path, ov, ret_config, ret_error);
+
+out_free:
+	free(text);
+out_close:
+	close(fd);
+	return r;
+}
