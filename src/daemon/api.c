@@ -1,0 +1,1095 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * REST routes over the manager; see api.h. Every handler validates all of
+ * its input before it asks the manager for anything, so that a refused call
+ * changes nothing.
+ */
+#include "daemon/api.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "common/log.h"
+#include "common/units.h"
+#include "daemon/http.h"
+#include "daemon/manager.h"
+
+struct pending;
+struct sse_client;
+
+struct vram_api {
+	struct event_base *base;  /* borrowed */
+	struct vram_manager *m;   /* borrowed */
+	struct pending *pending;  /* requests waiting for actions (list) */
+	size_t n_pending;
+	struct sse_client *sse;   /* event-stream clients (list) */
+	size_t n_sse;
+	uint64_t sse_next_id;
+	bool closing;
+};
+
+struct vram_api_call {
+	struct vram_api *api;
+	struct evhttp_request *req;
+	const struct vram_api_match *match;
+	struct evkeyvalq query;
+	char *body; /* owned, NUL-terminated; "" when none */
+	size_t body_len;
+	int body_error; /* 0, or -E2BIG when the body was over the limit */
+};
+
+/* ---------------------------------------------------------------- routes */
+
+static int h_healthz(struct vram_api_call *c, json_t **ret);
+static int h_status(struct vram_api_call *c, json_t **ret);
+static int h_workload(struct vram_api_call *c, json_t **ret);
+static int h_action(struct vram_api_call *c, json_t **ret);
+static int h_idle(struct vram_api_call *c, json_t **ret);
+static int h_logs(struct vram_api_call *c, json_t **ret);
+static int h_events(struct vram_api_call *c, json_t **ret);
+static int h_compat_status(struct vram_api_call *c, json_t **ret);
+static int h_compat_action(struct vram_api_call *c, json_t **ret);
+static int h_compat_timeout(struct vram_api_call *c, json_t **ret);
+
+static const struct vram_api_route routes[] = {
+	{ VRAM_API_GET, "/healthz", h_healthz, 0 },
+	{ VRAM_API_GET, "/api/status", h_status, 0 },
+	{ VRAM_API_GET, "/api/workloads/{name}", h_workload, 0 },
+	{ VRAM_API_POST, "/api/workloads/{name}/start", h_action, VRAM_ACTION_START },
+	{ VRAM_API_POST, "/api/workloads/{name}/stop", h_action, VRAM_ACTION_STOP },
+	{ VRAM_API_POST, "/api/workloads/{name}/offload", h_action, VRAM_ACTION_OFFLOAD },
+	{ VRAM_API_POST, "/api/workloads/{name}/restore", h_action, VRAM_ACTION_RESTORE },
+	{ VRAM_API_POST, "/api/workloads/{name}/release", h_action, VRAM_ACTION_RELEASE },
+	{ VRAM_API_PUT, "/api/workloads/{name}/idle", h_idle, 0 },
+	{ VRAM_API_GET, "/api/workloads/{name}/logs", h_logs, 0 },
+	{ VRAM_API_GET, "/api/events", h_events, 0 },
+	{ VRAM_API_GET, "/api/gpu/status", h_compat_status, 0 },
+	{ VRAM_API_POST, "/api/gpu/offload", h_compat_action, VRAM_ACTION_OFFLOAD },
+	{ VRAM_API_POST, "/api/gpu/release", h_compat_action, VRAM_ACTION_RELEASE },
+	{ VRAM_API_POST, "/api/gpu/timeout", h_compat_timeout, 0 },
+};
+
+static const char *const action_names[] = {
+	[VRAM_ACTION_START] = "start",
+	[VRAM_ACTION_STOP] = "stop",
+	[VRAM_ACTION_OFFLOAD] = "offload",
+	[VRAM_ACTION_RESTORE] = "restore",
+	[VRAM_ACTION_RELEASE] = "release",
+};
+
+/*
+ * Matches one pattern against a path, segment by segment. A {name} segment
+ * takes any non-empty segment; it is URL-decoded into name.
+ * Returns true on a match.
+ */
+static bool pattern_match(const char *pattern, const char *path, char *name, size_t name_size)
+{
+	const char *p = pattern, *s = path;
+	name[0] = '\0';
+	while (*p && *s) {
+		if (*p != '/' || *s != '/')
+			return false;
+		p++;
+		s++;
+		const char *pend = strchr(p, '/');
+		const char *send = strchr(s, '/');
+		size_t plen = pend ? (size_t)(pend - p) : strlen(p);
+		size_t slen = send ? (size_t)(send - s) : strlen(s);
+		if (plen == 6 && memcmp(p, "{name}", 6) == 0) {
+			if (slen == 0)
+				return false;
+			char raw[VRAM_API_NAME_MAX * 3 + 1];
+			if (slen >= sizeof(raw))
+				return false;
+			memcpy(raw, s, slen);
+			raw[slen] = '\0';
+			size_t dlen = 0;
+			char *dec = evhttp_uridecode(raw, 0, &dlen);
+			if (!dec)
+				return false;
+			bool ok = dlen > 0 && dlen < name_size && strlen(dec) == dlen &&
+				  !strchr(dec, '/');
+			if (ok)
+				memcpy(name, dec, dlen + 1);
+			free(dec);
+			if (!ok)
+				return false;
+		} else if (plen != slen || memcmp(p, s, plen) != 0) {
+			return false;
+		}
+		p += plen;
+		s += slen;
+	}
+	return *p == '\0' && *s == '\0';
+}
+
+int vram_api_route_find(enum vram_api_method method, const char *path, struct vram_api_match *ret,
+			unsigned *ret_allowed)
+{
+	unsigned allowed = 0;
+	struct vram_api_match m;
+	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+		if (!pattern_match(routes[i].pattern, path, m.name, sizeof(m.name)))
+			continue;
+		if (routes[i].method & method) {
+			m.route = &routes[i];
+			*ret = m;
+			return 0;
+		}
+		allowed |= routes[i].method;
+	}
+	if (ret_allowed)
+		*ret_allowed = allowed;
+	return allowed ? -EPERM : -ENOENT;
+}
+
+char *vram_api_methods_format(unsigned mask, char *buf, size_t size)
+{
+	static const struct {
+		unsigned bit;
+		const char *name;
+	} names[] = { { VRAM_API_GET, "GET" }, { VRAM_API_POST, "POST" }, { VRAM_API_PUT, "PUT" },
+		      { VRAM_API_DELETE, "DELETE" } };
+	size_t off = 0;
+	buf[0] = '\0';
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (!(mask & names[i].bit))
+			continue;
+		int n = snprintf(buf + off, size - off, "%s%s", off ? ", " : "", names[i].name);
+		if (n < 0 || (size_t)n >= size - off)
+			break;
+		off += (size_t)n;
+	}
+	return buf;
+}
+
+/* ------------------------------------------------------ input validation */
+
+int vram_api_parse_object(const char *body, size_t len, bool required, json_t **ret_obj, char *msg,
+			  size_t msg_size)
+{
+	size_t i = 0;
+	while (i < len && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r' || body[i] == '\n'))
+		i++;
+	if (i == len) {
+		if (required) {
+			snprintf(msg, msg_size, "a JSON object body is required");
+			return 400;
+		}
+		*ret_obj = NULL;
+		return 0;
+	}
+	json_error_t jerr;
+	json_t *obj = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!obj) {
+		snprintf(msg, msg_size, "invalid JSON at line %d, column %d: %s", jerr.line, jerr.column,
+			 jerr.text);
+		return 400;
+	}
+	if (!json_is_object(obj)) {
+		json_decref(obj);
+		snprintf(msg, msg_size, "the body must be a JSON object");
+		return 400;
+	}
+	*ret_obj = obj;
+	return 0;
+}
+
+int vram_api_check_fields(json_t *obj, const char *const *allowed, char *msg, size_t msg_size)
+{
+	const char *key;
+	json_t *v;
+	json_object_foreach(obj, key, v) {
+		bool known = false;
+		for (const char *const *a = allowed; *a; a++)
+			if (strcmp(*a, key) == 0)
+				known = true;
+		if (known)
+			continue;
+		size_t off = (size_t)snprintf(msg, msg_size, "unknown field \"%s\" (expected ", key);
+		for (const char *const *a = allowed; *a && off < msg_size; a++)
+			off += (size_t)snprintf(msg + off, msg_size - off, "%s\"%s\"",
+						a == allowed ? "" : ", ", *a);
+		if (off < msg_size)
+			snprintf(msg + off, msg_size - off, ")");
+		return 400;
+	}
+	return 0;
+}
+
+int vram_api_duration_field(json_t *value, const char *field, uint64_t *ret_ms, char *msg,
+			    size_t msg_size)
+{
+	if (json_is_null(value)) {
+		*ret_ms = VRAM_DURATION_NEVER;
+		return 0;
+	}
+	if (json_is_number(value)) {
+		double s = json_number_value(value);
+		if (!isfinite(s) || s < 0 || s > 1e12) {
+			snprintf(msg, msg_size, "%s: expected a number of seconds >= 0, got %g", field, s);
+			return 400;
+		}
+		*ret_ms = (uint64_t)llround(s * 1000.0);
+		return 0;
+	}
+	if (json_is_string(value)) {
+		uint64_t ms;
+		if (vram_units_parse_duration_ms(json_string_value(value), &ms) < 0) {
+			snprintf(msg, msg_size,
+				 "%s: expected a duration like \"10m\", \"90s\", \"1h\" or \"never\", got \"%.64s\"",
+				 field, json_string_value(value));
+			return 400;
+		}
+		*ret_ms = ms;
+		return 0;
+	}
+	snprintf(msg, msg_size, "%s: expected a number of seconds or a duration string like \"10m\"",
+		 field);
+	return 400;
+}
+
+/* Parses the body as an object (or none) and checks its keys. */
+static int call_object(struct vram_api_call *c, bool required, const char *const *allowed,
+		       json_t **ret_obj, json_t **ret_err)
+{
+	char msg[512];
+	if (c->body_error == -E2BIG) {
+		snprintf(msg, sizeof(msg), "the request body is over %d bytes", VRAM_HTTP_BODY_MAX);
+		*ret_err = vram_http_error_json(413, NULL, msg);
+		return 413;
+	}
+	json_t *obj;
+	int st = vram_api_parse_object(c->body, c->body_len, required, &obj, msg, sizeof(msg));
+	if (st) {
+		*ret_err = vram_http_error_json(st, NULL, msg);
+		return st;
+	}
+	if (obj && allowed && (st = vram_api_check_fields(obj, allowed, msg, sizeof(msg)))) {
+		json_decref(obj);
+		*ret_err = vram_http_error_json(st, NULL, msg);
+		return st;
+	}
+	*ret_obj = obj;
+	return 0;
+}
+
+static int error_out(json_t **ret, int status, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static int error_out(json_t **ret, int status, const char *code, const char *fmt, ...)
+{
+	char msg[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	*ret = vram_http_error_json(status, code, msg);
+	return status;
+}
+
+/* Maps what vram_manager_act and friends return to an HTTP status. */
+static int status_of_errno(int err)
+{
+	switch (err) {
+	case -ENOENT: return 404;
+	case -EBUSY: return 409;
+	case -ENOSPC: return 503;
+	case -EINVAL: return 400;
+	default: return 500;
+	}
+}
+
+static const char *code_of_errno(int err)
+{
+	switch (err) {
+	case -ENOENT: return "not_found";
+	case -EBUSY: return "wrong_state";
+	case -ENOSPC: return "no_room";
+	case -EINVAL: return "bad_request";
+	default: return "internal";
+	}
+}
+
+static int unknown_workload(json_t **ret, const char *name)
+{
+	return error_out(ret, 404, "not_found", "unknown workload \"%s\"", name);
+}
+
+/* ----------------------------------------------------------- plain reads */
+
+static int h_healthz(struct vram_api_call *c, json_t **ret)
+{
+	*ret = json_pack("{s:s}", "status", "ok");
+	return 200;
+}
+
+static int h_status(struct vram_api_call *c, json_t **ret)
+{
+	*ret = vram_manager_status_json(c->api->m);
+	return 200;
+}
+
+static int h_workload(struct vram_api_call *c, json_t **ret)
+{
+	*ret = vram_manager_workload_json(c->api->m, c->match->name);
+	if (!*ret)
+		return unknown_workload(ret, c->match->name);
+	return 200;
+}
+
+static int h_compat_status(struct vram_api_call *c, json_t **ret)
+{
+	*ret = vram_manager_compat_status_json(c->api->m);
+	return 200;
+}
+
+/* Current state name of a workload ("" if unknown), into buf. */
+static const char *workload_state(struct vram_api *api, const char *name, char *buf, size_t size)
+{
+	json_t *w = vram_manager_workload_json(api->m, name);
+	const char *s = w ? json_string_value(json_object_get(w, "state")) : NULL;
+	snprintf(buf, size, "%s", s ? s : "");
+	json_decref(w);
+	return buf;
+}
+
+/* ---------------------------------------------------- actions that wait */
+
+/*
+ * A request waiting for one or more actions (several for the compatibility
+ * routes that act on every workload). Freed when the last outcome has been
+ * sent, or when the client goes away (the waiters are cancelled then).
+ */
+struct pending_item {
+	struct pending *p;
+	struct vram_manager_waiter *waiter; /* NULL once its callback ran */
+	char name[VRAM_CONFIG_NAME_MAX + 1];
+};
+
+struct pending {
+	struct vram_api *api;
+	struct evhttp_request *req;
+	struct pending *prev, *next;
+	enum vram_action action;
+	bool compat;         /* reply in the TTS-style shape */
+	size_t n_items, n_left;
+	json_t *results;     /* array of result objects, in the order they came */
+	int worst_status;    /* first failure's status, 200 when all succeeded */
+	json_t *first_error; /* error object of the first failure */
+	struct pending_item items[];
+};
+
+static json_t *result_json(const struct vram_action_result *res, enum vram_action action)
+{
+	return json_pack("{s:s, s:s, s:s?, s:f, s:I, s:s?, s:s, s:b}", "workload",
+			 res->workload ? res->workload : "", "action", action_names[action], "state",
+			 res->state, "seconds", res->seconds, "bytes", (json_int_t)res->bytes,
+			 "engine", res->engine, "message", res->message, "ok", res->error == 0);
+}
+
+static void pending_unlink(struct pending *p)
+{
+	struct vram_api *api = p->api;
+	if (p->prev)
+		p->prev->next = p->next;
+	else
+		api->pending = p->next;
+	if (p->next)
+		p->next->prev = p->prev;
+	api->n_pending--;
+}
+
+static void pending_free(struct pending *p)
+{
+	json_decref(p->results);
+	json_decref(p->first_error);
+	free(p);
+}
+
+static void pending_reply(struct pending *p)
+{
+	json_t *body;
+	int status = p->worst_status;
+	if (p->compat) {
+		char msg[256];
+		if (status == 200)
+			snprintf(msg, sizeof(msg), "%s done for %zu workload(s)",
+				 action_names[p->action], p->n_items);
+		else
+			snprintf(msg, sizeof(msg), "%s failed: %s", action_names[p->action],
+				 json_string_value(json_object_get(p->first_error, "message")));
+		/* The TTS apps answer 200 with success false; keep that. */
+		body = json_pack("{s:b, s:s, s:O}", "success", status == 200, "message", msg,
+				 "results", p->results);
+		status = 200;
+	} else if (status == 200) {
+		body = json_incref(json_array_get(p->results, 0));
+	} else {
+		json_t *err = json_deep_copy(p->first_error);
+		json_t *res = json_array_get(p->results, 0);
+		if (err && res) {
+			json_object_set(err, "workload", json_object_get(res, "workload"));
+			json_object_set(err, "action", json_object_get(res, "action"));
+			json_object_set(err, "state", json_object_get(res, "state"));
+		}
+		body = json_pack("{s:o}", "error", err);
+	}
+	vram_http_reply_json(p->req, status, body);
+	json_decref(body);
+}
+
+static void on_action_done(const struct vram_action_result *res, void *arg)
+{
+	struct pending_item *it = arg;
+	struct pending *p = it->p;
+	it->waiter = NULL;
+	json_array_append_new(p->results, result_json(res, p->action));
+	if (res->error && p->worst_status == 200) {
+		p->worst_status = res->http_status >= 400 ? res->http_status
+							  : status_of_errno(res->error);
+		p->first_error = json_pack("{s:s, s:s}", "code",
+					   res->http_status == 409 ? "wrong_state"
+								   : vram_http_error_code(p->worst_status),
+					   "message", res->message);
+	}
+	if (--p->n_left > 0)
+		return;
+	pending_unlink(p);
+	vram_http_unwatch(p->req);
+	pending_reply(p);
+	pending_free(p);
+}
+
+/* The client went away: the request is gone; drop the waiters, not the actions. */
+static void on_pending_close(struct evhttp_connection *evcon, void *arg)
+{
+	struct pending *p = arg;
+	for (size_t i = 0; i < p->n_items; i++)
+		if (p->items[i].waiter) {
+			vram_manager_waiter_cancel(p->items[i].waiter);
+			p->items[i].waiter = NULL;
+		}
+	pending_unlink(p);
+	pending_free(p);
+}
+
+static struct pending *pending_new(struct vram_api *api, struct evhttp_request *req,
+				   enum vram_action action, size_t n_items)
+{
+	struct pending *p = calloc(1, sizeof(*p) + n_items * sizeof(p->items[0]));
+	if (!p)
+		return NULL;
+	p->results = json_array();
+	if (!p->results) {
+		free(p);
+		return NULL;
+	}
+	p->api = api;
+	p->req = req;
+	p->action = action;
+	p->n_items = n_items;
+	p->n_left = n_items;
+	p->worst_status = 200;
+	for (size_t i = 0; i < n_items; i++)
+		p->items[i].p = p;
+	return p;
+}
+
+static void pending_link(struct pending *p)
+{
+	struct vram_api *api = p->api;
+	p->next = api->pending;
+	if (api->pending)
+		api->pending->prev = p;
+	api->pending = p;
+	api->n_pending++;
+}
+
+static void on_action_ignored(const struct vram_action_result *res, void *arg)
+{
+	vram_debug("%s %s (not waited for): %s", res->workload ? res->workload : "?",
+		   res->state ? res->state : "?", res->message);
+}
+
+static int h_action(struct vram_api_call *c, json_t **ret)
+{
+	struct vram_api *api = c->api;
+	enum vram_action action = (enum vram_action)c->match->route->arg;
+	const char *name = c->match->name;
+	static const char *const no_fields[] = { NULL };
+	json_t *obj;
+	int st = call_object(c, false, no_fields, &obj, ret);
+	if (st)
+		return st;
+	json_decref(obj);
+
+	bool wait = true;
+	const char *w = evhttp_find_header(&c->query, "wait");
+	if (w) {
+		if (strcmp(w, "0") == 0 || strcmp(w, "false") == 0)
+			wait = false;
+		else if (strcmp(w, "1") != 0 && strcmp(w, "true") != 0)
+			return error_out(ret, 400, NULL, "wait: expected 0 or 1, got \"%.32s\"", w);
+	}
+	if (wait && api->n_pending >= VRAM_API_PENDING_MAX)
+		return error_out(ret, 503, "busy", "too many requests waiting for actions (%d)",
+				 VRAM_API_PENDING_MAX);
+
+	char err[1024] = "";
+	if (!wait) {
+		int r = vram_manager_act(api->m, name, action, on_action_ignored, NULL, NULL, err,
+					 sizeof(err));
+		if (r < 0)
+			return error_out(ret, status_of_errno(r), code_of_errno(r), "%s",
+					 *err ? err : strerror(-r));
+		char state[32];
+		*ret = json_pack("{s:s, s:s, s:s, s:b}", "workload", name, "action",
+				 action_names[action], "state", workload_state(api, name, state, sizeof(state)),
+				 "accepted", 1);
+		return 202;
+	}
+
+	struct pending *p = pending_new(api, c->req, action, 1);
+	if (!p)
+		return error_out(ret, 500, NULL, "out of memory");
+	snprintf(p->items[0].name, sizeof(p->items[0].name), "%.63s", name);
+	int r = vram_manager_act(api->m, name, action, on_action_done, &p->items[0],
+				 &p->items[0].waiter, err, sizeof(err));
+	if (r < 0) {
+		pending_free(p);
+		return error_out(ret, status_of_errno(r), code_of_errno(r), "%s",
+				 *err ? err : strerror(-r));
+	}
+	pending_link(p);
+	vram_http_watch_close(c->req, on_pending_close, p);
+	return 0;
+}
+
+/*
+ * TTS-style offload/release: of the workload named in {"workload": ...}, or
+ * of every workload in a state the action applies to. Replies
+ * {"success": bool, "message": "...", "results": [...]}.
+ */
+static int h_compat_action(struct vram_api_call *c, json_t **ret)
+{
+	struct vram_api *api = c->api;
+	enum vram_action action = (enum vram_action)c->match->route->arg;
+	static const char *const fields[] = { "workload", NULL };
+	json_t *obj;
+	int st = call_object(c, false, fields, &obj, ret);
+	if (st)
+		return st;
+	const char *only = NULL;
+	json_t *wv = obj ? json_object_get(obj, "workload") : NULL;
+	if (wv && !json_is_null(wv)) {
+		if (!json_is_string(wv)) {
+			json_decref(obj);
+			return error_out(ret, 400, NULL, "workload: expected a workload name (string)");
+		}
+		only = json_string_value(wv);
+	}
+	if (api->n_pending >= VRAM_API_PENDING_MAX) {
+		json_decref(obj);
+		return error_out(ret, 503, "busy", "too many requests waiting for actions (%d)",
+				 VRAM_API_PENDING_MAX);
+	}
+
+	/* Which workloads: the one named, or all that hold GPU memory (or any). */
+	json_t *names = json_array();
+	if (only) {
+		json_t *w = vram_manager_workload_json(api->m, only);
+		if (!w) {
+			json_decref(names);
+			int r = unknown_workload(ret, only);
+			json_decref(obj);
+			return r;
+		}
+		json_decref(w);
+		json_array_append_new(names, json_string(only));
+	} else {
+		json_t *status = vram_manager_status_json(api->m);
+		json_t *wls = json_object_get(status, "workloads");
+		size_t i;
+		json_t *w;
+		json_array_foreach(wls, i, w) {
+			const char *state = json_string_value(json_object_get(w, "state"));
+			const char *n = json_string_value(json_object_get(w, "name"));
+			if (!state || !n)
+				continue;
+			bool applies = action == VRAM_ACTION_OFFLOAD
+					       ? strcmp(state, "ready") == 0
+					       : (strcmp(state, "ready") == 0 ||
+						  strcmp(state, "offloaded") == 0);
+			if (applies)
+				json_array_append_new(names, json_string(n));
+		}
+		json_decref(status);
+	}
+	json_decref(obj);
+	obj = NULL;
+
+	size_t n = json_array_size(names);
+	if (n == 0) {
+		json_decref(names);
+		*ret = json_pack("{s:b, s:s, s:[]}", "success", 1, "message",
+				 action == VRAM_ACTION_OFFLOAD ? "no workload to offload"
+							       : "no workload to release",
+				 "results");
+		return 200;
+	}
+	struct pending *p = pending_new(api, c->req, action, n);
+	if (!p) {
+		json_decref(names);
+		return error_out(ret, 500, NULL, "out of memory");
+	}
+	p->compat = true;
+	size_t started = 0;
+	char err[1024];
+	for (size_t i = 0; i < n; i++) {
+		struct pending_item *it = &p->items[i];
+		snprintf(it->name, sizeof(it->name), "%s", json_string_value(json_array_get(names, i)));
+		err[0] = '\0';
+		int r = vram_manager_act(api->m, it->name, action, on_action_done, it, &it->waiter, err,
+					 sizeof(err));
+		if (r < 0) {
+			/* Recorded as a failed result; the others go on. */
+			it->waiter = NULL;
+			json_array_append_new(p->results,
+					      json_pack("{s:s, s:s, s:b, s:s}", "workload", it->name,
+							"action", action_names[action], "ok", 0,
+							"message", *err ? err : strerror(-r)));
+			if (p->worst_status == 200) {
+				p->worst_status = status_of_errno(r);
+				p->first_error = json_pack("{s:s, s:s}", "code", code_of_errno(r),
+							   "message", *err ? err : strerror(-r));
+			}
+			p->n_left--;
+			continue;
+		}
+		started++;
+	}
+	json_decref(names);
+	if (started == 0) {
+		/* Nothing under way: answer now. */
+		pending_reply(p);
+		pending_free(p);
+		return 0;
+	}
+	pending_link(p);
+	vram_http_watch_close(c->req, on_pending_close, p);
+	return 0;
+}
+
+/* ----------------------------------------------------------- idle timers */
+
+static int h_idle(struct vram_api_call *c, json_t **ret)
+{
+	static const char *const fields[] = { "offload_after", "release_after", NULL };
+	json_t *obj;
+	int st = call_object(c, true, fields, &obj, ret);
+	if (st)
+		return st;
+	uint64_t offload_ms = VRAM_IDLE_KEEP, release_ms = VRAM_IDLE_KEEP;
+	char msg[512];
+	json_t *v;
+	if ((v = json_object_get(obj, "offload_after")) &&
+	    (st = vram_api_duration_field(v, "offload_after", &offload_ms, msg, sizeof(msg))))
+		goto out_bad;
+	if ((v = json_object_get(obj, "release_after")) &&
+	    (st = vram_api_duration_field(v, "release_after", &release_ms, msg, sizeof(msg))))
+		goto out_bad;
+	if (offload_ms == VRAM_IDLE_KEEP && release_ms == VRAM_IDLE_KEEP) {
+		st = 400;
+		snprintf(msg, sizeof(msg), "expected \"offload_after\" and/or \"release_after\"");
+		goto out_bad;
+	}
+	json_decref(obj);
+	char err[1024] = "";
+	int r = vram_manager_set_idle(c->api->m, c->match->name, offload_ms, release_ms, err,
+				      sizeof(err));
+	if (r < 0)
+		return error_out(ret, status_of_errno(r), code_of_errno(r), "%s",
+				 *err ? err : strerror(-r));
+	*ret = vram_manager_workload_json(c->api->m, c->match->name);
+	return 200;
+
+out_bad:
+	json_decref(obj);
+	*ret = vram_http_error_json(st, NULL, msg);
+	return st;
+}
+
+static int h_compat_timeout(struct vram_api_call *c, json_t **ret)
+{
+	static const char *const fields[] = { "timeout", "workload", NULL };
+	json_t *obj;
+	int st = call_object(c, true, fields, &obj, ret);
+	if (st)
+		return st;
+	char msg[512];
+	uint64_t ms;
+	json_t *t = json_object_get(obj, "timeout");
+	json_t *wv = json_object_get(obj, "workload");
+	const char *name = NULL;
+	if (!t) {
+		st = 400;
+		snprintf(msg, sizeof(msg), "timeout: required (seconds of idle time before release)");
+		goto out_bad;
+	}
+	if (json_is_null(t)) {
+		st = 400;
+		snprintf(msg, sizeof(msg), "timeout: expected a number of seconds or a duration string");
+		goto out_bad;
+	}
+	if ((st = vram_api_duration_field(t, "timeout", &ms, msg, sizeof(msg))))
+		goto out_bad;
+	if (wv && !json_is_null(wv)) {
+		if (!json_is_string(wv)) {
+			st = 400;
+			snprintf(msg, sizeof(msg), "workload: expected a workload name (string)");
+			goto out_bad;
+		}
+		name = json_string_value(wv);
+	}
+	/* The TTS apps treat 0 as "never release". */
+	if (ms == 0)
+		ms = VRAM_DURATION_NEVER;
+	char err[1024] = "";
+	int r = vram_manager_set_idle(c->api->m, name, VRAM_IDLE_KEEP, ms, err, sizeof(err));
+	if (r < 0) {
+		json_decref(obj);
+		return error_out(ret, status_of_errno(r), code_of_errno(r), "%s",
+				 *err ? err : strerror(-r));
+	}
+	json_t *tv = ms == VRAM_DURATION_NEVER ? json_integer(0) : json_real((double)ms / 1000.0);
+	char fmt[32];
+	snprintf(msg, sizeof(msg), "idle release timeout set to %s",
+		 ms == VRAM_DURATION_NEVER ? "never"
+					   : vram_units_format_duration_ms(ms, fmt, sizeof(fmt)));
+	*ret = json_pack("{s:b, s:s, s:o, s:s?}", "success", 1, "message", msg, "timeout", tv,
+			 "workload", name);
+	json_decref(obj);
+	return 200;
+
+out_bad:
+	json_decref(obj);
+	*ret = vram_http_error_json(st, NULL, msg);
+	return st;
+}
+
+/* ------------------------------------------------------------------ logs */
+
+static int h_logs(struct vram_api_call *c, json_t **ret)
+{
+	long tail = VRAM_API_LOG_TAIL_DEFAULT;
+	const char *ts = evhttp_find_header(&c->query, "tail");
+	if (ts) {
+		char *end;
+		errno = 0;
+		tail = strtol(ts, &end, 10);
+		if (errno || end == ts || *end || tail < 0 || tail > VRAM_API_LOG_TAIL_MAX)
+			return error_out(ret, 400, NULL, "tail: expected a number of lines 0..%d, got \"%.32s\"",
+					 VRAM_API_LOG_TAIL_MAX, ts);
+	}
+	json_t *w = vram_manager_workload_json(c->api->m, c->match->name);
+	if (!w)
+		return unknown_workload(ret, c->match->name);
+	json_decref(w);
+	const char *path = vram_manager_log_path(c->api->m, c->match->name);
+
+	char *text = NULL;
+	size_t len = 0;
+	int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+	if (fd >= 0) {
+		struct stat st;
+		if (fstat(fd, &st) == 0 && st.st_size > 0) {
+			off_t size = st.st_size;
+			size_t want = size > VRAM_API_LOG_BYTES_MAX ? VRAM_API_LOG_BYTES_MAX : (size_t)size;
+			text = malloc(want + 1);
+			if (text) {
+				ssize_t n = pread(fd, text, want, size - (off_t)want);
+				len = n > 0 ? (size_t)n : 0;
+			}
+		}
+		close(fd);
+	}
+	/* Keep the last `tail` lines (a last line without '\n' counts). */
+	size_t start = 0;
+	if (text) {
+		long lines = 0;
+		size_t i = len;
+		if (i > 0 && text[i - 1] == '\n')
+			i--;
+		while (i > 0) {
+			if (text[i - 1] == '\n' && ++lines == tail)
+				break;
+			i--;
+		}
+		start = tail == 0 ? len : i;
+	}
+	vram_http_reply_text(c->req, 200, text ? text + start : "", text ? len - start : 0);
+	free(text);
+	return 0;
+}
+
+/* ------------------------------------------------------- event stream */
+
+struct sse_client {
+	struct vram_api *api;
+	struct evhttp_request *req;
+	struct vram_manager_sub *sub;
+	struct event *keepalive;
+	struct sse_client *prev, *next;
+};
+
+static void sse_unlink_free(struct sse_client *s)
+{
+	struct vram_api *api = s->api;
+	vram_manager_unsubscribe(s->sub);
+	if (s->keepalive)
+		event_free(s->keepalive);
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		api->sse = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	api->n_sse--;
+	free(s);
+}
+
+static void on_sse_close(struct evhttp_connection *evcon, void *arg)
+{
+	sse_unlink_free(arg);
+}
+
+/* Sends text as one chunk; a client that does not keep up is dropped. */
+static void sse_send(struct sse_client *s, const char *text, size_t len)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(s->req);
+	struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+	if (bev && evbuffer_get_length(bufferevent_get_output(bev)) > VRAM_API_SSE_BACKLOG_MAX) {
+		vram_warn("Dropping an event-stream client: over %d bytes behind",
+			  VRAM_API_SSE_BACKLOG_MAX);
+		/* Frees the connection; on_sse_close frees s. */
+		evhttp_connection_free(evcon);
+		return;
+	}
+	struct evbuffer *buf = evbuffer_new();
+	if (!buf)
+		return;
+	evbuffer_add(buf, text, len);
+	evhttp_send_reply_chunk(s->req, buf);
+	evbuffer_free(buf);
+}
+
+static void on_sse_event(const char *event, json_t *data, void *arg)
+{
+	struct sse_client *s = arg;
+	char *text = json_dumps(data, JSON_COMPACT);
+	if (!text)
+		return;
+	char head[128];
+	int hl = snprintf(head, sizeof(head), "id: %llu\nevent: %s\ndata: ",
+			  (unsigned long long)++s->api->sse_next_id, event);
+	size_t tl = strlen(text);
+	char *msg = malloc((size_t)hl + tl + 3);
+	if (msg) {
+		memcpy(msg, head, (size_t)hl);
+		memcpy(msg + hl, text, tl);
+		memcpy(msg + hl + tl, "\n\n", 3);
+		sse_send(s, msg, (size_t)hl + tl + 2);
+	}
+	free(msg);
+	free(text);
+}
+
+static void on_sse_keepalive(evutil_socket_t fd, short what, void *arg)
+{
+	static const char ka[] = ": keepalive\n\n";
+	sse_send(arg, ka, sizeof(ka) - 1);
+}
+
+static int h_events(struct vram_api_call *c, json_t **ret)
+{
+	struct vram_api *api = c->api;
+	if (api->n_sse >= VRAM_API_SSE_MAX)
+		return error_out(ret, 503, "busy", "too many event-stream clients (%d)",
+				 VRAM_API_SSE_MAX);
+	struct sse_client *s = calloc(1, sizeof(*s));
+	if (!s)
+		return error_out(ret, 500, NULL, "out of memory");
+	s->api = api;
+	s->req = c->req;
+	s->keepalive = event_new(api->base, -1, EV_PERSIST, on_sse_keepalive, s);
+	if (!s->keepalive || vram_manager_subscribe(api->m, on_sse_event, s, &s->sub) < 0) {
+		if (s->keepalive)
+			event_free(s->keepalive);
+		free(s);
+		return error_out(ret, 500, NULL, "out of memory");
+	}
+	s->next = api->sse;
+	if (api->sse)
+		api->sse->prev = s;
+	api->sse = s;
+	api->n_sse++;
+
+	struct evkeyvalq *oh = evhttp_request_get_output_headers(c->req);
+	evhttp_add_header(oh, "Content-Type", "text/event-stream");
+	evhttp_add_header(oh, "Cache-Control", "no-cache");
+	evhttp_add_header(oh, "X-Accel-Buffering", "no");
+	evhttp_send_reply_start(c->req, 200, "OK");
+	struct evhttp_connection *evcon = evhttp_request_get_connection(c->req);
+	evhttp_connection_set_closecb(evcon, on_sse_close, s);
+	/*
+	 * evhttp keeps reading during a streamed reply to notice the client
+	 * closing, under the idle timeout; a quiet stream is not idle. A client
+	 * that stops reading is caught by the write timeout and the backlog cap.
+	 */
+	struct timeval write_tv = { 30, 0 };
+	bufferevent_set_timeouts(evhttp_connection_get_bufferevent(evcon), NULL, &write_tv);
+	struct timeval ka_tv = { VRAM_API_SSE_KEEPALIVE_S, 0 };
+	event_add(s->keepalive, &ka_tv);
+	static const char hello[] = "retry: 2000\n: vramd events\n\n";
+	sse_send(s, hello, sizeof(hello) - 1);
+	return 0;
+}
+
+/* ------------------------------------------------------------ dispatch */
+
+static enum vram_api_method method_of(struct evhttp_request *req)
+{
+	switch (evhttp_request_get_command(req)) {
+	case EVHTTP_REQ_GET:
+	case EVHTTP_REQ_HEAD: return VRAM_API_GET;
+	case EVHTTP_REQ_POST: return VRAM_API_POST;
+	case EVHTTP_REQ_PUT: return VRAM_API_PUT;
+	case EVHTTP_REQ_DELETE: return VRAM_API_DELETE;
+	default: return VRAM_API_OTHER;
+	}
+}
+
+void vram_api_handle(struct evhttp_request *req, bool trusted, void *arg)
+{
+	struct vram_api *api = arg;
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+	if (!path || !*path)
+		path = "/";
+	if (api->closing) {
+		vram_http_reply_error(req, 503, "shutting_down", "vramd is shutting down");
+		return;
+	}
+
+	struct vram_api_match match;
+	unsigned allowed = 0;
+	int r = vram_api_route_find(method_of(req), path, &match, &allowed);
+	if (r == -ENOENT) {
+		vram_http_reply_error(req, 404, NULL, "no route %.200s", path);
+		return;
+	}
+	if (r == -EPERM) {
+		char methods[64];
+		vram_api_methods_format(allowed, methods, sizeof(methods));
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", methods);
+		vram_http_reply_error(req, 405, NULL, "%.200s allows %s", path, methods);
+		return;
+	}
+
+	struct vram_api_call c = { .api = api, .req = req, .match = &match };
+	TAILQ_INIT(&c.query);
+	const char *q = uri ? evhttp_uri_get_query(uri) : NULL;
+	if (q && evhttp_parse_query_str(q, &c.query) < 0) {
+		vram_http_reply_error(req, 400, NULL, "malformed query string");
+		return;
+	}
+	static char empty[] = "";
+	c.body = empty;
+	char *body = NULL;
+	r = vram_http_body(req, VRAM_HTTP_BODY_MAX, &body, &c.body_len);
+	if (r == 0)
+		c.body = body;
+	else
+		c.body_error = r;
+	if (r == -ENOMEM) {
+		evhttp_clear_headers(&c.query);
+		vram_http_reply_error(req, 500, NULL, "out of memory");
+		return;
+	}
+
+	json_t *out = NULL;
+	int status = match.route->handler(&c, &out);
+	if (status > 0) {
+		if (out)
+			vram_http_reply_json(req, status, out);
+		else
+			vram_http_reply_error(req, 500, NULL, "out of memory");
+	}
+	json_decref(out);
+	free(body);
+	evhttp_clear_headers(&c.query);
+}
+
+/* ---------------------------------------------------------- lifecycle */
+
+int vram_api_new(struct event_base *base, struct vram_manager *m, struct vram_api **ret)
+{
+	struct vram_api *api = calloc(1, sizeof(*api));
+	if (!api)
+		return -ENOMEM;
+	api->base = base;
+	api->m = m;
+	*ret = api;
+	return 0;
+}
+
+void vram_api_close_clients(struct vram_api *api)
+{
+	if (!api)
+		return;
+	api->closing = true;
+	while (api->sse) {
+		struct sse_client *s = api->sse;
+		struct evhttp_connection *evcon = evhttp_request_get_connection(s->req);
+		if (evcon)
+			evhttp_connection_set_closecb(evcon, NULL, NULL);
+		evhttp_send_reply_end(s->req);
+		sse_unlink_free(s);
+	}
+	while (api->pending) {
+		struct pending *p = api->pending;
+		for (size_t i = 0; i < p->n_items; i++)
+			if (p->items[i].waiter) {
+				vram_manager_waiter_cancel(p->items[i].waiter);
+				p->items[i].waiter = NULL;
+			}
+		pending_unlink(p);
+		vram_http_unwatch(p->req);
+		vram_http_reply_error(p->req, 503, "shutting_down",
+				      "vramd is shutting down; the %s goes on or stops with it",
+				      action_names[p->action]);
+		pending_free(p);
+	}
+}
+
+void vram_api_free(struct vram_api *api)
+{
+	if (!api)
+		return;
+	vram_api_close_clients(api);
+	free(api);
+}

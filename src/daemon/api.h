@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The REST API: a table of routes {method, path pattern, handler} over the
+ * manager. A handler returns an HTTP status and fills a JSON body, or
+ * returns 0 when it has taken the request over (an action that waits for
+ * its outcome, the event stream, a text reply).
+ *
+ * Routes (docs/api.md has each with an example):
+ *   GET  /healthz
+ *   GET  /api/status
+ *   GET  /api/workloads/{name}
+ *   POST /api/workloads/{name}/start|stop|offload|restore|release  [?wait=0]
+ *   PUT  /api/workloads/{name}/idle      {"offload_after": "10m", "release_after": 3600}
+ *   GET  /api/workloads/{name}/logs      [?tail=N]
+ *   GET  /api/events                     server-sent events
+ *   GET  /api/gpu/status, POST /api/gpu/offload|release|timeout   (TTS-style)
+ *
+ * A call that is refused (bad JSON, unknown field, unknown workload, wrong
+ * state) changes nothing.
+ */
+#ifndef VRAM_API_H
+#define VRAM_API_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct evhttp_request;
+struct vram_manager;
+struct vram_api;
+struct vram_api_call;
+
+#define VRAM_API_SSE_MAX 64            /* event-stream clients at once */
+#define VRAM_API_SSE_BACKLOG_MAX (1024 * 1024) /* bytes queued to one slow client before it is dropped */
+#define VRAM_API_SSE_KEEPALIVE_S 15    /* s between keep-alive comments */
+#define VRAM_API_LOG_TAIL_DEFAULT 100  /* lines */
+#define VRAM_API_LOG_TAIL_MAX 10000    /* lines */
+#define VRAM_API_LOG_BYTES_MAX (1024 * 1024) /* bytes of a log reply */
+#define VRAM_API_PENDING_MAX 1024      /* requests waiting for an action at once */
+
+enum vram_api_method {
+	VRAM_API_GET = 1 << 0,
+	VRAM_API_POST = 1 << 1,
+	VRAM_API_PUT = 1 << 2,
+	VRAM_API_DELETE = 1 << 3,
+	VRAM_API_OTHER = 1 << 4,
+};
+
+/*
+ * Returns an HTTP status and sets *ret_body (a new reference, sent as JSON),
+ * or returns 0 when the handler replies itself (now or later).
+ */
+typedef int (*vram_api_handler)(struct vram_api_call *call, json_t **ret_body);
+
+struct vram_api_route {
+	enum vram_api_method method;
+	const char *pattern; /* "/api/workloads/{name}/start": {name} matches one path segment */
+	vram_api_handler handler;
+	int arg; /* handler-specific (the action of an action route) */
+};
+
+#define VRAM_API_NAME_MAX 255 /* bytes of a {name} segment, decoded */
+
+struct vram_api_match {
+	const struct vram_api_route *route; /* borrowed, static */
+	char name[VRAM_API_NAME_MAX + 1];   /* the {name} segment, URL-decoded; "" if none */
+};
+
+/*
+ * Finds the route for method and path (no query string). Returns 0 and fills
+ * *ret; -ENOENT when no pattern matches the path (404); -EPERM when a pattern
+ * matches but not for this method (405), with the methods that would be
+ * allowed in *ret_allowed (a mask of enum vram_api_method; may be NULL).
+ * HEAD matches as GET.
+ */
+int vram_api_route_find(enum vram_api_method method, const char *path, struct vram_api_match *ret,
+			unsigned *ret_allowed);
+
+/* Writes "GET, POST" for a mask into buf; returns buf. */
+char *vram_api_methods_format(unsigned mask, char *buf, size_t size);
+
+/*
+ * Parses a request body as a JSON object. An empty body gives *ret_obj NULL
+ * when !required. Returns 0, or 400 / 413 with a message in msg ("invalid
+ * JSON at line 1, column 9: ...", "the body must be a JSON object").
+ */
+int vram_api_parse_object(const char *body, size_t len, bool required, json_t **ret_obj, char *msg,
+			  size_t msg_size);
+
+/*
+ * Checks that obj has only keys from allowed (NULL-terminated). Returns 0 or
+ * 400 with msg naming the first unknown key.
+ */
+int vram_api_check_fields(json_t *obj, const char *const *allowed, char *msg, size_t msg_size);
+
+/*
+ * Reads a duration field: a number of seconds (>= 0), a string like "10m" or
+ * "never"/"off", or null (never). Returns 0 with *ret_ms (VRAM_DURATION_NEVER
+ * for never), or 400 with msg naming the field.
+ */
+int vram_api_duration_field(json_t *value, const char *field, uint64_t *ret_ms, char *msg,
+			    size_t msg_size);
+
+/*
+ * Creates the API over manager m (borrowed; outlives the API until
+ * vram_api_free). Returns 0 or -ENOMEM.
+ */
+int vram_api_new(struct event_base *base, struct vram_manager *m, struct vram_api **ret);
+/*
+ * Ends every event stream (a last chunk) and cancels every waiting action's
+ * waiter, replying 503 to its client. Call before the manager shuts down its
+ * workloads' streams for good, or at exit. Idempotent.
+ */
+void vram_api_close_clients(struct vram_api *api);
+/* Calls vram_api_close_clients and frees. Accepts NULL. */
+void vram_api_free(struct vram_api *api);
+
+/* The request callback for vram_http_new (arg is the struct vram_api). */
+void vram_api_handle(struct evhttp_request *req, bool trusted, void *arg);
+
+#endif

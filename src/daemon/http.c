@@ -1,0 +1,468 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * HTTP server plumbing on evhttp: listeners, limits, token, reply helpers.
+ * See http.h. Routing lives in api.c; this file knows nothing of routes.
+ */
+#include "daemon/http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "common/log.h"
+
+#define VRAM_HTTP_MAX_LISTENERS 8
+
+struct listener {
+	struct vram_http *owner;
+	struct evhttp *evh; /* owned */
+	bool trusted;       /* Unix socket: no token asked */
+};
+
+struct vram_http {
+	struct event_base *base; /* borrowed */
+	vram_http_cb cb;
+	void *cb_arg;
+	char *token; /* owned; NULL = none */
+	size_t body_max;
+	struct listener listeners[VRAM_HTTP_MAX_LISTENERS];
+	size_t n_listeners;
+	char *unix_path; /* owned; socket file to remove at free */
+};
+
+const char *vram_http_reason(int status)
+{
+	switch (status) {
+	case 200: return "OK";
+	case 202: return "Accepted";
+	case 204: return "No Content";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 409: return "Conflict";
+	case 413: return "Payload Too Large";
+	case 500: return "Internal Server Error";
+	case 503: return "Service Unavailable";
+	case 504: return "Gateway Timeout";
+	default: return "Error";
+	}
+}
+
+const char *vram_http_error_code(int status)
+{
+	switch (status) {
+	case 400: return "bad_request";
+	case 401: return "unauthorized";
+	case 403: return "forbidden";
+	case 404: return "not_found";
+	case 405: return "method_not_allowed";
+	case 409: return "conflict";
+	case 413: return "payload_too_large";
+	case 503: return "unavailable";
+	case 504: return "timeout";
+	default: return status >= 500 ? "internal" : "error";
+	}
+}
+
+json_t *vram_http_error_json(int status, const char *code, const char *message)
+{
+	return json_pack("{s:{s:s, s:s}}", "error", "code", code ? code : vram_http_error_code(status),
+			 "message", message ? message : vram_http_reason(status));
+}
+
+static void free_dumped(const void *data, size_t len, void *arg)
+{
+	free((void *)data);
+}
+
+void vram_http_reply_json(struct evhttp_request *req, int status, json_t *body)
+{
+	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	struct evbuffer *out = evhttp_request_get_output_buffer(req);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
+	if (!text) {
+		static const char oom[] =
+			"{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}\n";
+		evbuffer_add(out, oom, sizeof(oom) - 1);
+		evhttp_send_reply(req, 500, vram_http_reason(500), NULL);
+		return;
+	}
+	size_t len = strlen(text);
+	text[len] = '\n'; /* replaces the NUL: the buffer is sent by length */
+	if (evbuffer_add_reference(out, text, len + 1, free_dumped, NULL) < 0)
+		free(text);
+	evhttp_send_reply(req, status, vram_http_reason(status), NULL);
+}
+
+void vram_http_reply_text(struct evhttp_request *req, int status, const char *text, size_t len)
+{
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+			  "text/plain; charset=utf-8");
+	evbuffer_add(evhttp_request_get_output_buffer(req), text, len);
+	evhttp_send_reply(req, status, vram_http_reason(status), NULL);
+}
+
+void vram_http_reply_error(struct evhttp_request *req, int status, const char *code, const char *fmt,
+			   ...)
+{
+	char message[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(message, sizeof(message), fmt, ap);
+	va_end(ap);
+	json_t *body = vram_http_error_json(status, code, message);
+	vram_http_reply_json(req, status, body);
+	json_decref(body);
+}
+
+int vram_http_body(struct evhttp_request *req, size_t body_max, char **ret_body, size_t *ret_len)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	size_t len = evbuffer_get_length(in);
+	if (len > body_max)
+		return -E2BIG;
+	char *body = malloc(len + 1);
+	if (!body)
+		return -ENOMEM;
+	if (len && evbuffer_copyout(in, body, len) != (ev_ssize_t)len) {
+		free(body);
+		return -EIO;
+	}
+	body[len] = '\0';
+	*ret_body = body;
+	*ret_len = len;
+	return 0;
+}
+
+bool vram_http_token_ok(const char *authorization, const char *token)
+{
+	if (!token || !*token)
+		return true;
+	if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
+		return false;
+	const char *given = authorization + 7;
+	while (*given == ' ')
+		given++;
+	size_t glen = strlen(given), tlen = strlen(token);
+	/* Constant time in the token's content; the length is not a secret worth hiding. */
+	unsigned char diff = glen != tlen;
+	for (size_t i = 0; i < tlen; i++)
+		diff |= (unsigned char)token[i] ^ (unsigned char)(i < glen ? given[i] : 0);
+	return diff == 0;
+}
+
+int vram_http_split_hostport(const char *hostport, char *host, size_t host_size, unsigned *ret_port)
+{
+	if (!hostport || !*hostport)
+		return -EINVAL;
+	const char *colon;
+	const char *hstart = hostport;
+	size_t hlen;
+	if (hostport[0] == '[') {
+		const char *close = strchr(hostport, ']');
+		if (!close || close[1] != ':')
+			return -EINVAL;
+		hstart = hostport + 1;
+		hlen = (size_t)(close - hstart);
+		colon = close + 1;
+	} else {
+		colon = strrchr(hostport, ':');
+		if (!colon || memchr(hostport, ':', (size_t)(colon - hostport)))
+			return -EINVAL;
+		hlen = (size_t)(colon - hostport);
+	}
+	if (hlen == 0 || hlen >= host_size)
+		return -EINVAL;
+	const char *p = colon + 1;
+	if (!*p)
+		return -EINVAL;
+	unsigned long port = 0;
+	for (; *p; p++) {
+		if (*p < '0' || *p > '9')
+			return -EINVAL;
+		port = port * 10 + (unsigned long)(*p - '0');
+		if (port > 65535)
+			return -EINVAL;
+	}
+	memcpy(host, hstart, hlen);
+	host[hlen] = '\0';
+	*ret_port = (unsigned)port;
+	return 0;
+}
+
+bool vram_http_host_is_loopback(const char *host)
+{
+	if (!host)
+		return false;
+	if (strcmp(host, "localhost") == 0 || strcmp(host, "::1") == 0)
+		return true;
+	struct in_addr a;
+	if (inet_pton(AF_INET, host, &a) == 1)
+		return (ntohl(a.s_addr) >> 24) == 127;
+	return false;
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+	struct listener *l = arg;
+	struct vram_http *h = l->owner;
+	if (!l->trusted && h->token) {
+		const char *auth =
+			evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+		if (!vram_http_token_ok(auth, h->token)) {
+			evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
+					  "Bearer");
+			vram_http_reply_error(req, 401, NULL,
+					      "this API needs \"Authorization: Bearer <token>\" (daemon.token)");
+			return;
+		}
+	}
+	h->cb(req, l->trusted, h->cb_arg);
+}
+
+int vram_http_new(struct event_base *base, const struct vram_http_options *opt, vram_http_cb cb,
+		  void *arg, struct vram_http **ret)
+{
+	struct vram_http *h = calloc(1, sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	h->base = base;
+	h->cb = cb;
+	h->cb_arg = arg;
+	h->body_max = opt && opt->body_max ? opt->body_max : VRAM_HTTP_BODY_MAX;
+	if (opt && opt->token && *opt->token) {
+		h->token = strdup(opt->token);
+		if (!h->token) {
+			free(h);
+			return -ENOMEM;
+		}
+	}
+	*ret = h;
+	return 0;
+}
+
+static struct listener *listener_add(struct vram_http *h, bool trusted)
+{
+	if (h->n_listeners == VRAM_HTTP_MAX_LISTENERS)
+		return NULL;
+	struct evhttp *evh = evhttp_new(h->base);
+	if (!evh)
+		return NULL;
+	/* The hard limit; vram_http_body applies the smaller one with a JSON reply. */
+	size_t hard = h->body_max > VRAM_HTTP_HARD_BODY_MAX ? h->body_max : VRAM_HTTP_HARD_BODY_MAX;
+	evhttp_set_max_body_size(evh, (ev_ssize_t)hard);
+	evhttp_set_max_headers_size(evh, VRAM_HTTP_HEADERS_MAX);
+	evhttp_set_timeout(evh, VRAM_HTTP_IDLE_TIMEOUT_S);
+	/* Accept every method so that routes answer a wrong one with a JSON 405. */
+	evhttp_set_allowed_methods(evh, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+						EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+						EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+	struct listener *l = &h->listeners[h->n_listeners];
+	*l = (struct listener){ .owner = h, .evh = evh, .trusted = trusted };
+	evhttp_set_gencb(evh, on_request, l);
+	return l;
+}
+
+static void listener_drop_last(struct vram_http *h)
+{
+	h->n_listeners--;
+	evhttp_free(h->listeners[h->n_listeners].evh);
+	h->listeners[h->n_listeners].evh = NULL;
+}
+
+int vram_http_bind_tcp(struct vram_http *h, const char *hostport, unsigned *ret_port, char *err,
+		       size_t err_size)
+{
+	char host[256];
+	unsigned port;
+	if (vram_http_split_hostport(hostport, host, sizeof(host), &port) < 0) {
+		snprintf(err, err_size, "bad listen address \"%s\": expected HOST:PORT", hostport);
+		return -EINVAL;
+	}
+	struct listener *l = listener_add(h, false);
+	if (!l) {
+		snprintf(err, err_size, "out of memory or too many listeners");
+		return -ENOMEM;
+	}
+	h->n_listeners++;
+	struct evhttp_bound_socket *bs = evhttp_bind_socket_with_handle(l->evh, host, (ev_uint16_t)port);
+	if (!bs) {
+		int e = errno ? errno : EADDRNOTAVAIL;
+		snprintf(err, err_size, "cannot listen on %s: %s", hostport, strerror(e));
+		listener_drop_last(h);
+		return -e;
+	}
+	if (ret_port) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		*ret_port = port;
+		if (getsockname(evhttp_bound_socket_get_fd(bs), (struct sockaddr *)&ss, &sl) == 0) {
+			if (ss.ss_family == AF_INET)
+				*ret_port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+			else if (ss.ss_family == AF_INET6)
+				*ret_port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+		}
+	}
+	return 0;
+}
+
+/* Removes a socket file nobody accepts on. Returns 0 (gone or removed) or -errno. */
+static int remove_stale_socket(const char *path, char *err, size_t err_size)
+{
+	struct stat st;
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISSOCK(st.st_mode)) {
+		snprintf(err, err_size, "%s exists and is not a socket", path);
+		return -EEXIST;
+	}
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	int r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	int e = errno;
+	close(fd);
+	if (r == 0) {
+		snprintf(err, err_size, "%s is in use: another vramd is running", path);
+		return -EADDRINUSE;
+	}
+	if (e != ECONNREFUSED && e != ENOENT) {
+		snprintf(err, err_size, "cannot probe %s: %s", path, strerror(e));
+		return -e;
+	}
+	if (unlink(path) < 0 && errno != ENOENT) {
+		snprintf(err, err_size, "cannot remove stale socket %s: %s", path, strerror(errno));
+		return -errno;
+	}
+	return 0;
+}
+
+int vram_http_bind_unix(struct vram_http *h, const char *path, char *err, size_t err_size)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	size_t plen = strlen(path);
+	if (plen == 0 || plen >= sizeof(sa.sun_path)) {
+		snprintf(err, err_size, "socket path \"%s\" is empty or longer than %zu bytes", path,
+			 sizeof(sa.sun_path) - 1);
+		return -ENAMETOOLONG;
+	}
+	memcpy(sa.sun_path, path, plen + 1);
+	snprintf(err, err_size, "cannot use %s", path);
+	int r = remove_stale_socket(path, err, err_size);
+	if (r < 0)
+		return r;
+
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0) {
+		r = -errno;
+		snprintf(err, err_size, "socket: %s", strerror(errno));
+		return r;
+	}
+	/* Created 0600 from the start: no window where others could connect. */
+	mode_t old = umask(0177);
+	r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+	int e = errno;
+	umask(old);
+	if (r < 0) {
+		snprintf(err, err_size, "cannot bind %s: %s", path, strerror(e));
+		close(fd);
+		return -e;
+	}
+	if (chmod(path, 0600) < 0 || listen(fd, 128) < 0) {
+		e = errno;
+		snprintf(err, err_size, "cannot listen on %s: %s", path, strerror(e));
+		goto out_unlink;
+	}
+	struct listener *l = listener_add(h, true);
+	if (!l) {
+		e = ENOMEM;
+		snprintf(err, err_size, "out of memory or too many listeners");
+		goto out_unlink;
+	}
+	h->n_listeners++;
+	if (!evhttp_accept_socket_with_handle(l->evh, fd)) {
+		e = errno ? errno : EINVAL;
+		snprintf(err, err_size, "cannot accept on %s", path);
+		listener_drop_last(h);
+		goto out_unlink;
+	}
+	free(h->unix_path);
+	h->unix_path = strdup(path);
+	return 0;
+
+out_unlink:
+	unlink(path);
+	close(fd);
+	return -e;
+}
+
+void vram_http_free(struct vram_http *h)
+{
+	if (!h)
+		return;
+	for (size_t i = 0; i < h->n_listeners; i++)
+		evhttp_free(h->listeners[i].evh);
+	if (h->unix_path)
+		unlink(h->unix_path);
+	free(h->unix_path);
+	free(h->token);
+	free(h);
+}
+
+void vram_http_watch_close(struct evhttp_request *req,
+			   void (*closecb)(struct evhttp_connection *, void *), void *arg)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	if (!evcon)
+		return;
+	evhttp_connection_set_closecb(evcon, closecb, arg);
+	/*
+	 * evhttp stops reading once a request is in, so a client that goes away
+	 * is not noticed until the reply. Read again, with no read callback (data
+	 * stays queued, at most 64 KiB, for the next request) and no timeout:
+	 * an EOF then reaches evhttp's event callback, which frees the
+	 * connection and runs closecb.
+	 */
+	struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
+	bufferevent_data_cb rcb, wcb;
+	bufferevent_event_cb ecb;
+	void *cbarg;
+	bufferevent_getcb(bev, &rcb, &wcb, &ecb, &cbarg);
+	bufferevent_setcb(bev, NULL, wcb, ecb, cbarg);
+	bufferevent_set_timeouts(bev, NULL, NULL);
+	bufferevent_setwatermark(bev, EV_READ, 0, 64 * 1024);
+	bufferevent_enable(bev, EV_READ);
+}
+
+void vram_http_unwatch(struct evhttp_request *req)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	if (!evcon)
+		return;
+	evhttp_connection_set_closecb(evcon, NULL, NULL);
+	struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
+	bufferevent_disable(bev, EV_READ);
+	bufferevent_setwatermark(bev, EV_READ, 0, 0);
+	evhttp_connection_set_timeout(evcon, VRAM_HTTP_IDLE_TIMEOUT_S);
+}

@@ -1,0 +1,122 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vramd's HTTP server on libevent's evhttp: listeners (TCP and a Unix
+ * socket), limits on what a client may send, the bearer-token check, and the
+ * reply helpers every route uses (JSON bodies, the JSON error shape
+ * {"error": {"code": "...", "message": "..."}}).
+ *
+ * One evhttp instance per listener, so that each knows whether it is the
+ * Unix socket (trusted by its 0600 permissions: no token asked) or TCP.
+ * All of them hand requests to one callback.
+ */
+#ifndef VRAM_HTTP_H
+#define VRAM_HTTP_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+struct event_base;
+struct evhttp_request;
+struct evhttp_connection;
+struct vram_http;
+
+/* A request body above this is refused by libevent itself (413, its own page). */
+#define VRAM_HTTP_HARD_BODY_MAX (1024 * 1024)     /* bytes */
+/* A request body above this is refused with a JSON 413 by vram_http_body. */
+#define VRAM_HTTP_BODY_MAX (64 * 1024)            /* bytes */
+#define VRAM_HTTP_HEADERS_MAX (16 * 1024)         /* bytes, request line + headers */
+#define VRAM_HTTP_IDLE_TIMEOUT_S 60               /* s a keep-alive connection may sit idle */
+#define VRAM_HTTP_MAX_CONNECTIONS 1024
+
+/*
+ * Called for every request that passed the limits and the token check.
+ * trusted: it came through the Unix socket.
+ */
+typedef void (*vram_http_cb)(struct evhttp_request *req, bool trusted, void *arg);
+
+struct vram_http_options {
+	const char *token; /* borrowed, copied; NULL or "" = no token required */
+	size_t body_max;   /* bytes; 0 = VRAM_HTTP_BODY_MAX */
+};
+
+/*
+ * Creates a server on base (borrowed, outlives it). cb(arg) handles requests.
+ * Returns 0 or -errno; *ret set on success (free with vram_http_free).
+ */
+int vram_http_new(struct event_base *base, const struct vram_http_options *opt, vram_http_cb cb,
+		  void *arg, struct vram_http **ret);
+/*
+ * Frees the server: closes listeners and every open connection (their close
+ * callbacks run, so waiters and subscriptions are dropped). Removes the Unix
+ * socket file it created. Accepts NULL.
+ */
+void vram_http_free(struct vram_http *h);
+
+/*
+ * Listens on "HOST:PORT" (IPv4, IPv6 in brackets, or a name). Port 0 picks a
+ * free port; *ret_port (may be NULL) receives the port bound. Returns 0 or
+ * -errno with a reason in err.
+ */
+int vram_http_bind_tcp(struct vram_http *h, const char *hostport, unsigned *ret_port, char *err,
+		       size_t err_size);
+/*
+ * Listens on a Unix socket at path with mode 0600. A stale socket file (no
+ * one accepting on it) is removed first; a live one is -EADDRINUSE; a file
+ * that is not a socket is -EEXIST. Returns 0 or -errno with a reason in err.
+ */
+int vram_http_bind_unix(struct vram_http *h, const char *path, char *err, size_t err_size);
+
+/*
+ * Splits "HOST:PORT" / "[v6]:PORT" into host (NUL-terminated, brackets
+ * removed) and port. Returns 0 or -EINVAL.
+ */
+int vram_http_split_hostport(const char *hostport, char *host, size_t host_size, unsigned *ret_port);
+/* True for 127.0.0.0/8, ::1 and "localhost". */
+bool vram_http_host_is_loopback(const char *host);
+
+/*
+ * Checks an Authorization header against token: "Bearer <token>", compared in
+ * constant time. A NULL or empty token accepts everything.
+ */
+bool vram_http_token_ok(const char *authorization, const char *token);
+
+/* "Bad Request", … for a status; "Error" for one it does not know. */
+const char *vram_http_reason(int status);
+/* The error code string for a status: "bad_request", "not_found", … */
+const char *vram_http_error_code(int status);
+
+/*
+ * Builds {"error": {"code": code, "message": message}} (new reference;
+ * NULL on out of memory). code NULL = vram_http_error_code(status).
+ */
+json_t *vram_http_error_json(int status, const char *code, const char *message);
+
+/* Sends body (borrowed) as JSON with status. A NULL body sends 500. */
+void vram_http_reply_json(struct evhttp_request *req, int status, json_t *body);
+/* Sends text as text/plain with status. */
+void vram_http_reply_text(struct evhttp_request *req, int status, const char *text, size_t len);
+/* Sends the JSON error shape; code NULL = from status. */
+void vram_http_reply_error(struct evhttp_request *req, int status, const char *code, const char *fmt,
+			   ...) __attribute__((format(printf, 4, 5)));
+
+/*
+ * Copies the request body into a NUL-terminated string (caller frees) and its
+ * length into *ret_len. Returns 0, -E2BIG (over the body limit of the server
+ * that got it) or -ENOMEM.
+ */
+int vram_http_body(struct evhttp_request *req, size_t body_max, char **ret_body, size_t *ret_len);
+
+/*
+ * Lets a request wait for an event that may take long (an action, an event
+ * stream): drops the connection's idle timeout and watches it for the client
+ * closing, so that closecb(arg) runs when it goes away (the request is then
+ * freed by libevent and must not be touched). Call vram_http_unwatch before
+ * replying.
+ */
+void vram_http_watch_close(struct evhttp_request *req,
+			   void (*closecb)(struct evhttp_connection *, void *), void *arg);
+/* Undoes vram_http_watch_close; the connection gets its idle timeout back. */
+void vram_http_unwatch(struct evhttp_request *req);
+
+#endif

@@ -1,0 +1,329 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vramd: loads the config, opens the GPUs, creates the manager, serves the
+ * REST API on TCP and on a Unix socket, and on SIGTERM/SIGINT stops every
+ * workload before it exits.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "common/log.h"
+#include "config/config.h"
+#include "daemon/api.h"
+#include "daemon/http.h"
+#include "daemon/manager.h"
+#include "gpu/gpu.h"
+
+#ifndef VRAM_VERSION
+#define VRAM_VERSION "unknown"
+#endif
+
+/* s the daemon waits for the manager to stop its workloads before it gives up. */
+#define SHUTDOWN_GUARD_S 120
+
+struct daemon {
+	struct event_base *base;
+	struct vram_manager *m;
+	struct vram_api *api;
+	struct vram_http *http;
+	struct event *sig_term, *sig_int, *sig_hup, *guard;
+	bool stopping;
+};
+
+static void usage(FILE *f)
+{
+	fputs("Usage: vramd --config FILE [--listen HOST:PORT] [--gpus 2x80GiB]\n"
+	      "             [--state-dir DIR] [--log-level error|warn|info|debug]\n"
+	      "       vramd --check-config FILE [--gpus ...]\n"
+	      "       vramd --help | --version\n"
+	      "\n"
+	      "Places AI model services on GPUs, caps their memory, starts them on\n"
+	      "demand and parks idle ones in host RAM.\n"
+	      "\n"
+	      "  -c, --config FILE        the YAML config to run\n"
+	      "      --check-config FILE  validate FILE, print its errors (file:line:col), exit\n"
+	      "  -l, --listen HOST:PORT   API address (overrides daemon.listen)\n"
+	      "  -g, --gpus LIST          simulated GPUs, e.g. 2x80GiB or 1x24GiB,1x80GiB\n"
+	      "  -s, --state-dir DIR      logs and sockets (overrides daemon.state_dir)\n"
+	      "  -L, --log-level LEVEL    error, warn, info or debug\n"
+	      "  -h, --help               this text\n"
+	      "  -V, --version            print the version\n",
+	      f);
+}
+
+/* Creates dir and its parents, the last with mode 0700. Returns 0 or -errno. */
+static int mkdir_state(const char *dir)
+{
+	char path[PATH_MAX];
+	size_t len = strlen(dir);
+	if (len == 0 || len >= sizeof(path))
+		return -ENAMETOOLONG;
+	memcpy(path, dir, len + 1);
+	for (char *p = path + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(path, 0755) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(path, 0700) < 0) {
+		if (errno != EEXIST)
+			return -errno;
+		struct stat st;
+		if (stat(path, &st) < 0)
+			return -errno;
+		if (!S_ISDIR(st.st_mode))
+			return -ENOTDIR;
+	}
+	return 0;
+}
+
+static void on_stopped(void *arg)
+{
+	struct daemon *d = arg;
+	vram_info("All workloads stopped; exiting");
+	event_base_loopbreak(d->base);
+}
+
+static void on_guard(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+	vram_err("Workloads did not stop within %d s; exiting anyway", SHUTDOWN_GUARD_S);
+	event_base_loopbreak(d->base);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct daemon *d = arg;
+	if (sig == SIGHUP) {
+		vram_info("SIGHUP: reloading the config is not supported yet; restart vramd to apply changes");
+		return;
+	}
+	if (d->stopping) {
+		vram_info("%s: already stopping the workloads", strsignal((int)sig));
+		return;
+	}
+	d->stopping = true;
+	vram_info("%s: stopping all workloads", strsignal((int)sig));
+	vram_api_close_clients(d->api);
+	struct timeval tv = { SHUTDOWN_GUARD_S, 0 };
+	d->guard = evtimer_new(d->base, on_guard, d);
+	if (d->guard)
+		evtimer_add(d->guard, &tv);
+	vram_manager_shutdown(d->m, on_stopped, d);
+}
+
+/* Loads the config; prints its errors (file:line:col) to stderr. Returns 0 or -errno. */
+static int load_config(const char *path, const struct vram_config_overrides *ov,
+		       struct vram_config **ret)
+{
+	char *error = NULL;
+	int r = vram_config_load(path, ov, ret, &error);
+	if (r < 0) {
+		if (error)
+			fprintf(stderr, "%s\n", error);
+		else
+			fprintf(stderr, "%s: %s\n", path, strerror(-r));
+	}
+	free(error);
+	return r;
+}
+
+static int check_config(const char *path, const struct vram_config_overrides *ov)
+{
+	struct vram_config *cfg = NULL;
+	if (load_config(path, ov, &cfg) < 0)
+		return 1;
+	size_t instances = 0;
+	for (size_t i = 0; i < cfg->n_workloads; i++)
+		instances += cfg->workloads[i].replicas;
+	printf("ok: %s: %zu workload%s (%zu instance%s), gpus backend %s\n", path, cfg->n_workloads,
+	       cfg->n_workloads == 1 ? "" : "s", instances, instances == 1 ? "" : "s",
+	       vram_gpu_backend_name(cfg->gpus.backend));
+	vram_config_free(cfg);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "check-config", required_argument, NULL, 'C' },
+		{ "listen", required_argument, NULL, 'l' },
+		{ "gpus", required_argument, NULL, 'g' },
+		{ "state-dir", required_argument, NULL, 's' },
+		{ "log-level", required_argument, NULL, 'L' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ 0 },
+	};
+	const char *config_path = NULL, *check_path = NULL, *log_level = NULL;
+	struct vram_config_overrides ov = { 0 };
+	int c;
+	while ((c = getopt_long(argc, argv, "c:l:g:s:L:hV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c': config_path = optarg; break;
+		case 'C': check_path = optarg; break;
+		case 'l': ov.listen = optarg; break;
+		case 'g': ov.sim_gpus = optarg; break;
+		case 's': ov.state_dir = optarg; break;
+		case 'L': log_level = optarg; break;
+		case 'h': usage(stdout); return 0;
+		case 'V': printf("vramd %s\n", VRAM_VERSION); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "vramd: unexpected argument \"%s\"\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	enum vram_log_level level = VRAM_LOG_INFO;
+	if (log_level && vram_log_level_parse(log_level, &level) < 0) {
+		fprintf(stderr, "vramd: --log-level: expected error, warn, info or debug, got \"%s\"\n",
+			log_level);
+		return 2;
+	}
+	if (check_path)
+		return check_config(check_path, &ov);
+	if (!config_path) {
+		fprintf(stderr, "vramd: --config FILE is required\n");
+		usage(stderr);
+		return 2;
+	}
+	vram_log_init(level, NULL);
+
+	int ret = 1;
+	struct daemon d = { 0 };
+	struct vram_config *cfg = NULL;
+	struct vram_gpus *gpus = NULL;
+	char note[1024] = "", err[1024] = "";
+	int r = load_config(config_path, &ov, &cfg);
+	if (r < 0)
+		return 1;
+	if (!log_level && cfg->daemon.log_level &&
+	    vram_log_level_parse(cfg->daemon.log_level, &level) < 0)
+		level = VRAM_LOG_INFO;
+	r = vram_log_init(level, cfg->daemon.log);
+	if (r < 0)
+		vram_log_errno(VRAM_LOG_WARN, r, "Failed to open log file %s, logging to stderr",
+			       cfg->daemon.log);
+
+	const char *listen = cfg->daemon.listen ? cfg->daemon.listen : "127.0.0.1:8600";
+	char host[256];
+	unsigned port;
+	if (vram_http_split_hostport(listen, host, sizeof(host), &port) < 0) {
+		vram_err("Failed to parse daemon.listen \"%s\": expected HOST:PORT", listen);
+		goto out_config;
+	}
+	if (!vram_http_host_is_loopback(host) && !(cfg->daemon.token && *cfg->daemon.token)) {
+		vram_err("Refusing to listen on %s without daemon.token: only loopback addresses may go without one",
+			 listen);
+		goto out_config;
+	}
+	if (cfg->daemon.state_dir && (r = mkdir_state(cfg->daemon.state_dir)) < 0) {
+		vram_log_errno(VRAM_LOG_ERROR, r, "Failed to create state directory %s",
+			       cfg->daemon.state_dir);
+		goto out_config;
+	}
+	char socket_path[PATH_MAX];
+	if (cfg->daemon.socket)
+		snprintf(socket_path, sizeof(socket_path), "%s", cfg->daemon.socket);
+	else
+		snprintf(socket_path, sizeof(socket_path), "%s/vramd.sock",
+			 cfg->daemon.state_dir ? cfg->daemon.state_dir : ".");
+
+	signal(SIGPIPE, SIG_IGN);
+	d.base = event_base_new();
+	if (!d.base) {
+		vram_err("Failed to create the event loop");
+		goto out_config;
+	}
+	r = vram_gpu_open(cfg, &gpus, note, sizeof(note));
+	if (r < 0) {
+		vram_log_errno(VRAM_LOG_ERROR, r, "Failed to open the GPUs (%s)", note);
+		goto out_base;
+	}
+	vram_info("GPUs: %s", note);
+	/* The manager owns cfg and gpus from here, also when it fails. */
+	struct vram_config *cfg_owned = cfg;
+	cfg = NULL;
+	r = vram_manager_new(d.base, cfg_owned, gpus, &d.m);
+	gpus = NULL;
+	if (r < 0) {
+		vram_log_errno(VRAM_LOG_ERROR, r, "Failed to create the manager");
+		goto out_base;
+	}
+	const struct vram_config *rcfg = vram_manager_config(d.m);
+	if (vram_api_new(d.base, d.m, &d.api) < 0) {
+		vram_err("Failed to create the API: out of memory");
+		goto out_manager;
+	}
+	struct vram_http_options hopt = { .token = rcfg->daemon.token };
+	if (vram_http_new(d.base, &hopt, vram_api_handle, d.api, &d.http) < 0) {
+		vram_err("Failed to create the HTTP server: out of memory");
+		goto out_api;
+	}
+	unsigned bound_port = 0;
+	if ((r = vram_http_bind_tcp(d.http, listen, &bound_port, err, sizeof(err))) < 0) {
+		vram_err("Failed to listen: %s", err);
+		goto out_http;
+	}
+	if ((r = vram_http_bind_unix(d.http, socket_path, err, sizeof(err))) < 0) {
+		vram_err("Failed to listen on the control socket: %s", err);
+		goto out_http;
+	}
+	vram_info("Listening on http://%s%s%s:%u and %s", strchr(host, ':') ? "[" : "", host,
+		  strchr(host, ':') ? "]" : "", bound_port, socket_path);
+
+	d.sig_term = evsignal_new(d.base, SIGTERM, on_signal, &d);
+	d.sig_int = evsignal_new(d.base, SIGINT, on_signal, &d);
+	d.sig_hup = evsignal_new(d.base, SIGHUP, on_signal, &d);
+	if (!d.sig_term || !d.sig_int || !d.sig_hup || evsignal_add(d.sig_term, NULL) < 0 ||
+	    evsignal_add(d.sig_int, NULL) < 0 || evsignal_add(d.sig_hup, NULL) < 0) {
+		vram_err("Failed to install signal handlers");
+		goto out_signals;
+	}
+	if ((r = vram_manager_run(d.m)) < 0) {
+		vram_log_errno(VRAM_LOG_ERROR, r, "Failed to start the workloads");
+		goto out_signals;
+	}
+	vram_info("vramd %s ready with %zu workload%s", VRAM_VERSION, rcfg->n_workloads,
+		  rcfg->n_workloads == 1 ? "" : "s");
+	event_base_dispatch(d.base);
+	ret = d.stopping ? 0 : 1;
+
+out_signals:
+	if (d.guard)
+		event_free(d.guard);
+	if (d.sig_term)
+		event_free(d.sig_term);
+	if (d.sig_int)
+		event_free(d.sig_int);
+	if (d.sig_hup)
+		event_free(d.sig_hup);
+out_http:
+	vram_api_close_clients(d.api);
+	vram_http_free(d.http);
+out_api:
+	vram_api_free(d.api);
+out_manager:
+	vram_manager_free(d.m);
+out_base:
+	vram_gpu_close(gpus);
+	event_base_free(d.base);
+out_config:
+	vram_config_free(cfg);
+	vram_log_done();
+	return ret;
+}
