@@ -1,0 +1,485 @@
+/* SPDX-License-Identifier: MIT */
+/* vramctl's command line and commands; see ctl.h. */
+#include "ctl/ctl.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/units.h"
+#include "config/config.h"
+#include "core/plan.h"
+#include "ctl/client.h"
+#include "ctl/table.h"
+
+#define CTL_MAX_ARGS 16
+#define CTL_STATUS_TIMEOUT_MS 10000      /* ms for reads */
+#define CTL_ACTION_TIMEOUT_MS (15 * 60000) /* ms an action may take (a slow start) */
+
+struct ctl {
+	const char *url;
+	const char *gpus;
+	bool json;
+	bool no_wait;
+	bool offload; /* timeout: set offload_after rather than release_after */
+	long tail;
+	long timeout_s; /* 0 = the command's default */
+	const char *args[CTL_MAX_ARGS];
+	size_t n_args;
+};
+
+static void usage(FILE *f)
+{
+	fputs("Usage: vramctl [--url URL] COMMAND [ARGS]\n"
+	      "\n"
+	      "Commands:\n"
+	      "  status [--json]                      GPUs and workloads at a glance\n"
+	      "  plan CONFIG --gpus 4x40GiB [--json]  where the config's workloads would go (no daemon)\n"
+	      "  start NAME                           start a workload and wait until it is ready\n"
+	      "  stop NAME                            stop it\n"
+	      "  offload NAME                         park its GPU memory in host RAM\n"
+	      "  restore NAME                         bring it back onto the GPUs\n"
+	      "  release NAME                         stop it and free GPU and host memory\n"
+	      "  timeout NAME DURATION [--offload]    idle time before release (or offload): 10m, 1h, never\n"
+	      "  logs NAME [-n LINES]                 the end of the workload's log\n"
+	      "\n"
+	      "Options:\n"
+	      "  --url URL        the daemon: http://HOST:PORT or a socket path\n"
+	      "                   (default $VRAMD_URL, else the daemon's default socket)\n"
+	      "  --json           print the daemon's JSON as is\n"
+	      "  --no-wait        actions: return once the action is accepted\n"
+	      "  --timeout SECS   give up waiting for the daemon after SECS\n"
+	      "  -h, --help       this text\n"
+	      "\n"
+	      "The token for a daemon that asks for one is read from $VRAMD_TOKEN.\n"
+	      "Exit status: 0 ok, 1 failed, 2 usage.\n",
+	      f);
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, "vramctl: ");
+	vfprintf(stderr, fmt, ap);
+	fprintf(stderr, "\nTry 'vramctl --help'.\n");
+	va_end(ap);
+	return VRAM_CTL_EXIT_USAGE;
+}
+
+/* Parses the whole command line; options may come anywhere. Returns 0 or an exit code. */
+static int parse_args(int argc, char **argv, struct ctl *c)
+{
+	*c = (struct ctl){ .tail = -1 };
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		const char *val = NULL;
+		const char *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
+		char opt[32];
+		if (eq) {
+			size_t n = (size_t)(eq - a);
+			if (n >= sizeof(opt))
+				return usage_error("unknown option %s", a);
+			memcpy(opt, a, n);
+			opt[n] = '\0';
+			val = eq + 1;
+			a = opt;
+		}
+#define TAKE_VALUE()                                                              \
+	do {                                                                          \
+		if (!val) {                                                               \
+			if (i + 1 >= argc)                                                    \
+				return usage_error("%s needs a value", a);                        \
+			val = argv[++i];                                                      \
+		}                                                                         \
+	} while (0)
+		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+			usage(stdout);
+			return -1;
+		} else if (strcmp(a, "--url") == 0) {
+			TAKE_VALUE();
+			c->url = val;
+		} else if (strcmp(a, "--gpus") == 0) {
+			TAKE_VALUE();
+			c->gpus = val;
+		} else if (strcmp(a, "--json") == 0) {
+			c->json = true;
+		} else if (strcmp(a, "--no-wait") == 0) {
+			c->no_wait = true;
+		} else if (strcmp(a, "--offload") == 0) {
+			c->offload = true;
+		} else if (strcmp(a, "-n") == 0 || strcmp(a, "--tail") == 0 || strcmp(a, "--lines") == 0) {
+			TAKE_VALUE();
+			char *end;
+			errno = 0;
+			c->tail = strtol(val, &end, 10);
+			if (errno || end == val || *end || c->tail < 0)
+				return usage_error("-n: expected a number of lines, got \"%s\"", val);
+		} else if (strcmp(a, "--timeout") == 0) {
+			TAKE_VALUE();
+			char *end;
+			errno = 0;
+			c->timeout_s = strtol(val, &end, 10);
+			if (errno || end == val || *end || c->timeout_s <= 0 || c->timeout_s > 86400)
+				return usage_error("--timeout: expected seconds (1..86400), got \"%s\"", val);
+		} else if (a[0] == '-' && a[1] != '\0') {
+			return usage_error("unknown option %s", argv[i]);
+		} else {
+			if (c->n_args == CTL_MAX_ARGS)
+				return usage_error("too many arguments (%s)", a);
+			c->args[c->n_args++] = a;
+		}
+#undef TAKE_VALUE
+	}
+	return 0;
+}
+
+static int connect_url(const struct ctl *c, struct vram_client_url *url)
+{
+	char err[512], def[VRAM_CLIENT_PATH_MAX];
+	const char *where = c->url;
+	if (!where || !*where)
+		where = getenv("VRAMD_URL");
+	if (!where || !*where)
+		where = vram_client_default_socket(def, sizeof(def));
+	if (vram_client_parse_url(where, url, err, sizeof(err)) < 0) {
+		fprintf(stderr, "vramctl: %s\n", err);
+		return VRAM_CTL_EXIT_USAGE;
+	}
+	return 0;
+}
+
+/*
+ * One request. Returns 0 with *resp filled (any HTTP status), or an exit
+ * code after printing why it could not talk to the daemon.
+ */
+static int call(const struct ctl *c, const char *method, const char *path, const char *body,
+		int default_timeout_ms, struct vram_client_response *resp)
+{
+	struct vram_client_url url;
+	int r = connect_url(c, &url);
+	if (r)
+		return r;
+	char err[1024];
+	int timeout_ms = c->timeout_s > 0 ? (int)(c->timeout_s * 1000) : default_timeout_ms;
+	r = vram_client_request(&url, method, path, body, getenv("VRAMD_TOKEN"), timeout_ms, resp, err,
+				sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "vramctl: %s\n", err);
+		if (url.is_unix && !c->url && !getenv("VRAMD_URL"))
+			fprintf(stderr, "vramctl: is vramd running? Point to it with --url or VRAMD_URL.\n");
+		return VRAM_CTL_EXIT_FAILED;
+	}
+	return 0;
+}
+
+/* Prints the daemon's error message for a failed reply; returns EXIT_FAILED. */
+static int report_error(const char *what, const struct vram_client_response *resp)
+{
+	json_t *j = json_loadb(resp->body, resp->body_len, 0, NULL);
+	const char *msg = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
+	if (!msg)
+		msg = json_string_value(json_object_get(j, "message"));
+	if (msg)
+		fprintf(stderr, "vramctl: %s: %s\n", what, msg);
+	else
+		fprintf(stderr, "vramctl: %s: HTTP %d %.*s\n", what, resp->status,
+			(int)(resp->body_len > 300 ? 300 : resp->body_len), resp->body);
+	json_decref(j);
+	return VRAM_CTL_EXIT_FAILED;
+}
+
+/* Workload names go into paths: keep them to what the config allows. */
+static bool name_ok(const char *name)
+{
+	size_t n = strlen(name);
+	if (n == 0 || n > VRAM_CONFIG_NAME_MAX)
+		return false;
+	for (const char *p = name; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+		      *p == '.' || *p == '_' || *p == '-'))
+			return false;
+	return true;
+}
+
+static int cmd_status(const struct ctl *c)
+{
+	if (c->n_args != 1)
+		return usage_error("status takes no arguments (got %s)", c->args[1]);
+	struct vram_client_response resp;
+	int r = call(c, "GET", "/api/status", NULL, CTL_STATUS_TIMEOUT_MS, &resp);
+	if (r)
+		return r;
+	if (resp.status != 200) {
+		r = report_error("status", &resp);
+		vram_client_response_done(&resp);
+		return r;
+	}
+	if (c->json) {
+		fwrite(resp.body, 1, resp.body_len, stdout);
+		if (resp.body_len && resp.body[resp.body_len - 1] != '\n')
+			putchar('\n');
+		vram_client_response_done(&resp);
+		return 0;
+	}
+	json_error_t jerr;
+	json_t *j = json_loadb(resp.body, resp.body_len, 0, &jerr);
+	vram_client_response_done(&resp);
+	if (!j) {
+		fprintf(stderr, "vramctl: status: the daemon sent invalid JSON: %s\n", jerr.text);
+		return VRAM_CTL_EXIT_FAILED;
+	}
+	char *text = vram_table_status(j);
+	json_decref(j);
+	if (!text) {
+		fprintf(stderr, "vramctl: out of memory\n");
+		return VRAM_CTL_EXIT_FAILED;
+	}
+	fputs(text, stdout);
+	free(text);
+	return 0;
+}
+
+char *vram_ctl_action_line(const char *workload, const char *action, double seconds, uint64_t bytes,
+			   const char *engine, char *buf, unsigned size)
+{
+	static const struct {
+		const char *action, *done;
+	} past[] = { { "start", "started" },     { "stop", "stopped" },
+		     { "offload", "offloaded" }, { "restore", "restored" },
+		     { "release", "released" } };
+	const char *done = action;
+	for (size_t i = 0; i < sizeof(past) / sizeof(past[0]); i++)
+		if (strcmp(past[i].action, action) == 0)
+			done = past[i].done;
+	char b[32];
+	int n = snprintf(buf, size, "%s: %s in %.2f s", workload, done, seconds);
+	if (n > 0 && (unsigned)n < size && bytes > 0)
+		n += snprintf(buf + n, size - (unsigned)n, " (%s)",
+			      vram_units_format_bytes(bytes, b, sizeof(b)));
+	if (n > 0 && (unsigned)n < size && engine && *engine && strcmp(action, "offload") == 0)
+		snprintf(buf + n, size - (unsigned)n, " via %s", engine);
+	return buf;
+}
+
+static int cmd_action(const struct ctl *c, const char *action)
+{
+	if (c->n_args != 2)
+		return usage_error("%s needs one workload name", action);
+	const char *name = c->args[1];
+	if (!name_ok(name))
+		return usage_error("\"%s\" is not a workload name", name);
+	char path[256];
+	snprintf(path, sizeof(path), "/api/workloads/%s/%s%s", name, action,
+		 c->no_wait ? "?wait=0" : "");
+	struct vram_client_response resp;
+	int r = call(c, "POST", path, NULL, CTL_ACTION_TIMEOUT_MS, &resp);
+	if (r)
+		return r;
+	if (resp.status != 200 && resp.status != 202) {
+		char what[128];
+		snprintf(what, sizeof(what), "%s %s", action, name);
+		r = report_error(what, &resp);
+		vram_client_response_done(&resp);
+		return r;
+	}
+	if (c->json) {
+		fwrite(resp.body, 1, resp.body_len, stdout);
+		vram_client_response_done(&resp);
+		return 0;
+	}
+	json_t *j = json_loadb(resp.body, resp.body_len, 0, NULL);
+	int status = resp.status;
+	vram_client_response_done(&resp);
+	if (status == 202) {
+		const char *state = json_string_value(json_object_get(j, "state"));
+		printf("%s: %s accepted (now %s)\n", name, action, state ? state : "?");
+	} else {
+		char line[512];
+		json_t *bytes = json_object_get(j, "bytes");
+		const char *msg = json_string_value(json_object_get(j, "message"));
+		printf("%s\n", vram_ctl_action_line(
+				       name, action, json_number_value(json_object_get(j, "seconds")),
+				       json_is_integer(bytes) ? (uint64_t)json_integer_value(bytes) : 0,
+				       json_string_value(json_object_get(j, "engine")), line,
+				       sizeof(line)));
+		if (msg && *msg)
+			fprintf(stderr, "%s: %s\n", name, msg);
+	}
+	json_decref(j);
+	return 0;
+}
+
+static int cmd_timeout(const struct ctl *c)
+{
+	if (c->n_args != 3)
+		return usage_error("%s", "timeout needs a workload name and a duration (10m, 1h, never)");
+	const char *name = c->args[1], *dur = c->args[2];
+	if (!name_ok(name))
+		return usage_error("\"%s\" is not a workload name", name);
+	uint64_t ms;
+	if (vram_units_parse_duration_ms(dur, &ms) < 0)
+		return usage_error("\"%s\" is not a duration (like 90s, 10m, 1h or never)", dur);
+	const char *field = c->offload ? "offload_after" : "release_after";
+	json_t *body = json_pack("{s:s}", field, dur);
+	char *text = json_dumps(body, JSON_COMPACT);
+	json_decref(body);
+	if (!text)
+		return VRAM_CTL_EXIT_FAILED;
+	char path[256];
+	snprintf(path, sizeof(path), "/api/workloads/%s/idle", name);
+	struct vram_client_response resp;
+	int r = call(c, "PUT", path, text, CTL_STATUS_TIMEOUT_MS, &resp);
+	free(text);
+	if (r)
+		return r;
+	if (resp.status != 200) {
+		char what[128];
+		snprintf(what, sizeof(what), "timeout %s", name);
+		r = report_error(what, &resp);
+	} else if (c->json) {
+		fwrite(resp.body, 1, resp.body_len, stdout);
+	} else {
+		char b[32];
+		printf("%s: %s after %s idle\n", name, c->offload ? "offload" : "release",
+		       vram_units_format_duration_ms(ms, b, sizeof(b)));
+	}
+	vram_client_response_done(&resp);
+	return r;
+}
+
+static int cmd_logs(const struct ctl *c)
+{
+	if (c->n_args != 2)
+		return usage_error("%s", "logs needs one workload name");
+	const char *name = c->args[1];
+	if (!name_ok(name))
+		return usage_error("\"%s\" is not a workload name", name);
+	char path[256];
+	if (c->tail >= 0)
+		snprintf(path, sizeof(path), "/api/workloads/%s/logs?tail=%ld", name, c->tail);
+	else
+		snprintf(path, sizeof(path), "/api/workloads/%s/logs", name);
+	struct vram_client_response resp;
+	int r = call(c, "GET", path, NULL, CTL_STATUS_TIMEOUT_MS, &resp);
+	if (r)
+		return r;
+	if (resp.status != 200) {
+		char what[128];
+		snprintf(what, sizeof(what), "logs %s", name);
+		r = report_error(what, &resp);
+	} else {
+		fwrite(resp.body, 1, resp.body_len, stdout);
+	}
+	vram_client_response_done(&resp);
+	return r;
+}
+
+static int cmd_plan(const struct ctl *c)
+{
+	if (c->n_args != 2)
+		return usage_error("%s", "plan needs a config file: vramctl plan CONFIG --gpus 4x40GiB");
+	const char *path = c->args[1];
+	struct vram_config_overrides ov = { .sim_gpus = c->gpus };
+	struct vram_config *cfg = NULL;
+	char *error = NULL;
+	int r = vram_config_load(path, &ov, &cfg, &error);
+	if (r < 0) {
+		fprintf(stderr, "%s\n", error ? error : strerror(-r));
+		free(error);
+		return VRAM_CTL_EXIT_FAILED;
+	}
+	free(error);
+
+	struct vram_plan_gpu gpus[VRAM_PLAN_MAX_GPUS];
+	size_t n_gpus = 0;
+	if (c->gpus) {
+		uint64_t sizes[VRAM_PLAN_MAX_GPUS];
+		int n = vram_units_parse_gpu_list(c->gpus, sizes, VRAM_PLAN_MAX_GPUS);
+		if (n <= 0) {
+			vram_config_free(cfg);
+			return usage_error("--gpus: expected a list like 4x40GiB or 1x24GiB,1x80GiB, got \"%s\"",
+					   c->gpus);
+		}
+		for (int i = 0; i < n; i++) {
+			gpus[n_gpus] = (struct vram_plan_gpu){ .index = (unsigned)i, .total = sizes[i],
+							       .reserve = cfg->gpus.reserve };
+			/* Same size, same model: the planner moves only between alike GPUs. */
+			char b[32];
+			snprintf(gpus[n_gpus].name, sizeof(gpus[n_gpus].name), "%s GPU",
+				 vram_units_format_bytes(sizes[i], b, sizeof(b)));
+			n_gpus++;
+		}
+	} else {
+		for (size_t i = 0; i < cfg->gpus.n_sim && n_gpus < VRAM_PLAN_MAX_GPUS; i++) {
+			gpus[n_gpus] = (struct vram_plan_gpu){ .index = (unsigned)i,
+							       .total = cfg->gpus.sim[i].memory,
+							       .reserve = cfg->gpus.reserve };
+			snprintf(gpus[n_gpus].name, sizeof(gpus[n_gpus].name), "%s",
+				 cfg->gpus.sim[i].name ? cfg->gpus.sim[i].name : "GPU");
+			n_gpus++;
+		}
+	}
+	if (n_gpus == 0) {
+		vram_config_free(cfg);
+		return usage_error("%s", "plan needs --gpus (like 4x40GiB) or simulated GPUs in the config");
+	}
+	struct vram_plan_table *t = NULL;
+	r = vram_plan_config(cfg, gpus, n_gpus, &t);
+	if (r < 0) {
+		fprintf(stderr, "vramctl: plan: %s\n", strerror(-r));
+		vram_config_free(cfg);
+		return VRAM_CTL_EXIT_FAILED;
+	}
+	char *text = c->json ? vram_plan_table_json(t) : vram_plan_table_format(t);
+	if (text) {
+		fputs(text, stdout);
+		if (*text && text[strlen(text) - 1] != '\n')
+			putchar('\n');
+	}
+	/* A plan that refuses a workload is a failed plan for scripts. */
+	int ret = text ? VRAM_CTL_EXIT_OK : VRAM_CTL_EXIT_FAILED;
+	for (size_t i = 0; i < t->n_rows; i++)
+		if (t->rows[i].result.outcome == VRAM_PLAN_REFUSED)
+			ret = VRAM_CTL_EXIT_FAILED;
+	free(text);
+	vram_plan_table_free(t);
+	vram_config_free(cfg);
+	return ret;
+}
+
+int vram_ctl_main(int argc, char **argv)
+{
+	struct ctl c;
+	int r = parse_args(argc, argv, &c);
+	if (r < 0)
+		return VRAM_CTL_EXIT_OK; /* --help */
+	if (r)
+		return r;
+	if (c.n_args == 0) {
+		usage(stderr);
+		return VRAM_CTL_EXIT_USAGE;
+	}
+	const char *cmd = c.args[0];
+	if (strcmp(cmd, "status") == 0)
+		return cmd_status(&c);
+	if (strcmp(cmd, "plan") == 0)
+		return cmd_plan(&c);
+	if (strcmp(cmd, "start") == 0 || strcmp(cmd, "stop") == 0 || strcmp(cmd, "offload") == 0 ||
+	    strcmp(cmd, "restore") == 0 || strcmp(cmd, "release") == 0)
+		return cmd_action(&c, cmd);
+	if (strcmp(cmd, "timeout") == 0)
+		return cmd_timeout(&c);
+	if (strcmp(cmd, "logs") == 0)
+		return cmd_logs(&c);
+	if (strcmp(cmd, "help") == 0) {
+		usage(stdout);
+		return VRAM_CTL_EXIT_OK;
+	}
+	return usage_error("unknown command \"%s\"", cmd);
+}
