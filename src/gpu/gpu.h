@@ -64,6 +64,17 @@ struct vram_gpu_backend {
 extern const struct vram_gpu_backend vram_gpu_backend_nvml;
 extern const struct vram_gpu_backend vram_gpu_backend_sim;
 
+/* The backend called name ("nvml", "sim"), or NULL. Borrowed, static. */
+const struct vram_gpu_backend *vram_gpu_backend_find(const char *name);
+
+/*
+ * nvml loads the library named by the environment variable
+ * VRAM_NVML_LIBRARY (a path) when it is set, and nothing else; otherwise
+ * libnvidia-ml.so.1, then libnvidia-ml.so. For drivers installed outside the
+ * loader's path, and for the tests' fake library.
+ */
+#define VRAM_NVML_LIBRARY_ENV "VRAM_NVML_LIBRARY"
+
 struct vram_gpus; /* opaque: an opened backend */
 
 /*
