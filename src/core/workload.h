@@ -81,6 +81,7 @@ struct event;
 
 /* One process of a workload (a workload has `replicas` of them). */
 struct vram_instance {
+	struct vram_workload *owner; /* back pointer */
 	unsigned replica;
 	struct vram_child *child;  /* owned by the supervisor; NULL when no process */
 	pid_t pid;                 /* 0 when no process */
@@ -127,6 +128,13 @@ struct vram_workload {
 	bool retry_pending;          /* a restart after backoff is scheduled */
 	bool evicting;               /* being offloaded/released to make room for another */
 	char last_error[512];        /* "" when none */
+	int last_errno;              /* -errno of the last failure (-ENOSPC: no room), 0 when none */
+	uint64_t last_bytes;         /* bytes moved by the last offload/restore */
+	uint64_t ready_since_ms;     /* monotonic ms it last became ready */
+	uint64_t retry_at_ms;        /* monotonic ms of the scheduled restart, when retry_pending */
+	unsigned next_port_rr;       /* round-robin position for endpoint lookups */
+	void *ctx;                   /* the manager */
+	char last_probe[128];        /* why the last health probe failed */
 	char log_tail[2048];         /* last lines of the log at the last failure */
 	char *log_path;              /* owned */
 	struct vram_logfile *log;    /* owned; daemon/logfile.h */

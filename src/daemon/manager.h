@@ -118,4 +118,13 @@ void vram_manager_unsubscribe(struct vram_manager_sub *sub);
 int vram_manager_request_begin(struct vram_manager *m, const char *name);
 int vram_manager_request_end(struct vram_manager *m, const char *name);
 
+/*
+ * For the gateway. find_model: the workload serving an OpenAI "model" name
+ * (*ret_name borrowed, valid while the manager lives); returns 0 or -ENOENT.
+ * endpoint: the loopback port of a healthy instance of a ready workload,
+ * round-robin over replicas; returns 0, -ENOENT, or -EAGAIN (not ready).
+ */
+int vram_manager_find_model(struct vram_manager *m, const char *model, const char **ret_name);
+int vram_manager_endpoint(struct vram_manager *m, const char *name, unsigned *ret_port);
+
 #endif

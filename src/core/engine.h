@@ -1,0 +1,151 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Offload engines: one interface, several implementations, listed in one
+ * explicit array (vram_engines). An engine moves a workload's GPU memory out
+ * (offload) and back (restore). Engines are asynchronous: offload/restore
+ * begin a job and return; the engine later calls vram_job_complete() from the
+ * loop (a timer, a reaped child, a worker-pool completion, a hook message),
+ * and the job's owner hears about it from the next loop turn. Blocking work
+ * goes to host->workers, never onto the loop.
+ *
+ * Engines now: restart (stop the process; start it again on restore) and sim
+ * (simulated GPUs: frees and takes back the simulated memory at a realistic
+ * rate). hook and checkpoint add themselves to the array when they land.
+ */
+#ifndef VRAM_ENGINE_H
+#define VRAM_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "core/workload.h"
+
+struct event;
+struct event_base;
+struct vram_gpus;
+struct vram_workers;
+struct vram_job;
+
+/* What the daemon lends to engines. */
+struct vram_engine_host {
+	struct event_base *base;      /* the loop */
+	struct vram_gpus *gpus;       /* the GPU backend */
+	struct vram_workers *workers; /* for blocking work */
+	void *ctx;                    /* passed back to the functions below */
+	/*
+	 * Stops every process of w (SIGTERM to its group, SIGKILL after the
+	 * grace) and completes job once all are reaped. Returns 0 or -errno.
+	 */
+	int (*stop_processes)(void *ctx, struct vram_workload *w, struct vram_job *job);
+	/*
+	 * Spawns w's processes on the GPUs assigned in w->instances and
+	 * completes job once all are healthy (or failed). Returns 0 or -errno.
+	 */
+	int (*spawn_processes)(void *ctx, struct vram_workload *w, struct vram_job *job);
+};
+
+enum vram_job_kind {
+	VRAM_JOB_OFFLOAD = 0,
+	VRAM_JOB_RESTORE,
+};
+
+struct vram_job;
+typedef void (*vram_job_done_cb)(struct vram_job *job, void *arg);
+
+struct vram_job {
+	enum vram_job_kind kind;
+	const struct vram_engine *engine;     /* borrowed */
+	struct vram_workload *w;              /* borrowed; outlives the job */
+	const struct vram_engine_host *host;  /* borrowed */
+
+	/* results, set by vram_job_complete() */
+	bool completed;
+	int error;               /* 0 or -errno */
+	bool process_lost;       /* the process is gone or unusable (restore half done) */
+	uint64_t bytes;          /* bytes moved */
+	double seconds;          /* wall time from start to completion */
+	char message[512];
+
+	/* engine-private state: the engine frees it before it completes the job, or in cancel() */
+	void *priv;
+
+	/* owner's */
+	vram_job_done_cb done;
+	void *done_arg;
+	struct event *done_ev;   /* delivers the completion on the next loop turn */
+	uint64_t started_ms;     /* monotonic ms */
+};
+
+struct vram_engine {
+	const char *name;
+	enum vram_engine_kind kind;
+	/* The process lives on while offloaded (sim, hook, checkpoint); false for restart. */
+	bool keeps_process;
+	/* Whether this engine can take w on this host; if not, why (one line). */
+	bool (*supports)(const struct vram_workload *w, const struct vram_engine_host *host,
+			 char *why, size_t why_size);
+	/* Begins moving w's GPU memory out. Returns 0 (completion follows) or -errno. */
+	int (*offload)(struct vram_workload *w, struct vram_job *job);
+	/*
+	 * Begins bringing w back onto the GPUs now assigned in w->instances
+	 * (the planner may have picked others than before, for engines that
+	 * can move). Returns 0 (completion follows) or -errno.
+	 */
+	int (*restore)(struct vram_workload *w, struct vram_job *job);
+	/* Abandons the job's work and frees job->priv; no completion follows. May be NULL. */
+	void (*cancel)(struct vram_job *job);
+};
+
+extern const struct vram_engine vram_engine_restart;
+extern const struct vram_engine vram_engine_sim;
+
+/* Every engine in this build, NULL-terminated. */
+extern const struct vram_engine *const vram_engines[];
+
+/* By kind; NULL when this build has none of that kind. */
+const struct vram_engine *vram_engine_find(enum vram_engine_kind kind);
+
+/*
+ * Chooses the engine for w: the configured one, or for `offload: auto` hook,
+ * then checkpoint, then restart (the sim engine on simulated GPUs). Never
+ * NULL: restart takes anything. Writes why it was chosen (for status).
+ */
+const struct vram_engine *vram_engine_select(const struct vram_workload *w,
+					     const struct vram_engine_host *host, char *why,
+					     size_t why_size);
+
+/*
+ * Creates a job (caller frees with vram_job_free, or it is freed by
+ * vram_job_cancel). done(job, arg) is called once from the loop after the
+ * engine completes it. Returns NULL on out of memory.
+ */
+struct vram_job *vram_job_new(enum vram_job_kind kind, const struct vram_engine *engine,
+			      struct vram_workload *w, const struct vram_engine_host *host,
+			      vram_job_done_cb done, void *done_arg);
+/* Calls the engine's offload or restore. Returns its result. */
+int vram_job_start(struct vram_job *job);
+/*
+ * For engines: records the result and schedules done() for the next loop
+ * turn. A second call is ignored. message may be NULL.
+ */
+void vram_job_complete(struct vram_job *job, int error, uint64_t bytes, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* Stops the engine's work (engine cancel), and frees the job; done() is not called. */
+void vram_job_cancel(struct vram_job *job);
+void vram_job_free(struct vram_job *job); /* accepts NULL */
+
+/* Bytes w's instances hold on GPUs when resident. */
+uint64_t vram_workload_gpu_bytes(const struct vram_workload *w);
+
+/*
+ * Sim engine tuning: the simulated copy rate (bytes per second, > 0) for
+ * offload and restore. Default 50 GB/s, like the hook on PCIe gen5.
+ */
+void vram_engine_sim_set_rate(uint64_t offload_bytes_per_s, uint64_t restore_bytes_per_s);
+
+/* Monotonic clock in ms, used by jobs, the policy and the manager. */
+uint64_t vram_now_ms(void);
+
+#endif

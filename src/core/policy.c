@@ -1,0 +1,195 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Idle timers and eviction. The timers are a pure function of the workload
+ * and the time, evaluated by the manager's periodic tick; eviction turns the
+ * runtime into the planner's ledger so that placement decisions at run time
+ * and in `vramctl plan` come from the same code.
+ */
+#include "core/policy.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/units.h"
+
+uint64_t vram_policy_idle_ms(const struct vram_workload *w, uint64_t now_ms)
+{
+	if (w->in_flight > 0 || now_ms < w->last_used_ms)
+		return 0;
+	return now_ms - w->last_used_ms;
+}
+
+enum vram_idle_action vram_policy_idle_action(const struct vram_workload *w, uint64_t now_ms)
+{
+	if (w->in_flight > 0 || w->evicting)
+		return VRAM_IDLE_NONE;
+	if (w->state != VRAM_WL_READY && w->state != VRAM_WL_OFFLOADED)
+		return VRAM_IDLE_NONE;
+	uint64_t idle = vram_policy_idle_ms(w, now_ms);
+	if (w->release_after_ms != VRAM_DURATION_NEVER && idle >= w->release_after_ms)
+		return VRAM_IDLE_RELEASE;
+	if (w->state == VRAM_WL_READY && w->offload_after_ms != VRAM_DURATION_NEVER &&
+	    idle >= w->offload_after_ms)
+		return VRAM_IDLE_OFFLOAD;
+	return VRAM_IDLE_NONE;
+}
+
+bool vram_policy_evictable(const struct vram_workload *w)
+{
+	return w->state == VRAM_WL_READY && w->in_flight == 0 && !w->evicting && !w->job;
+}
+
+static int add_resident(struct vram_policy_ledger *l, struct vram_workload *owner,
+			const struct vram_instance *in, bool evictable)
+{
+	if (l->n_residents == l->cap) {
+		size_t ncap = l->cap ? l->cap * 2 : 16;
+		struct vram_plan_resident *r = realloc(l->residents, ncap * sizeof(*r));
+		if (!r)
+			return -ENOMEM;
+		l->residents = r;
+		struct vram_workload **o = realloc(l->owners, ncap * sizeof(*o));
+		if (!o)
+			return -ENOMEM;
+		l->owners = o;
+		l->cap = ncap;
+	}
+	struct vram_plan_resident *r = &l->residents[l->n_residents];
+	memset(r, 0, sizeof(*r));
+	r->name = owner->cfg->name;
+	r->replica = in->replica;
+	r->n_gpus = in->n_gpus;
+	memcpy(r->gpus, in->gpus, in->n_gpus * sizeof(in->gpus[0]));
+	r->bytes_per_gpu = in->bytes_per_gpu;
+	r->priority = owner->cfg->priority;
+	r->evictable = evictable;
+	r->last_used_ms = owner->last_used_ms;
+	l->owners[l->n_residents] = owner;
+	l->n_residents++;
+	l->ledger.residents = l->residents;
+	l->ledger.n_residents = l->n_residents;
+	return 0;
+}
+
+/* Bytes managed instances account for on GPU index, measured when the backend can. */
+static uint64_t managed_on(const struct vram_gpu_info *info, struct vram_workload *const *ws,
+			   size_t n_ws)
+{
+	uint64_t sum = 0;
+	for (size_t k = 0; k < n_ws; k++) {
+		const struct vram_workload *w = ws[k];
+		for (size_t i = 0; i < w->n_instances; i++) {
+			const struct vram_instance *in = &w->instances[i];
+			bool on_this = false;
+			for (size_t g = 0; g < in->n_gpus; g++)
+				on_this |= in->gpus[g] == info->index;
+			if (!on_this)
+				continue;
+			if (info->procs_valid && in->pid > 0) {
+				for (size_t p = 0; p < info->n_procs; p++) {
+					if (info->procs[p].pid == in->pid &&
+					    info->procs[p].used_bytes != UINT64_MAX)
+						sum += info->procs[p].used_bytes;
+				}
+			} else if (in->resident) {
+				sum += in->bytes_per_gpu;
+			}
+		}
+	}
+	return sum;
+}
+
+int vram_policy_ledger_build(struct vram_policy_ledger *l, const struct vram_gpu_info *infos,
+			     size_t n_gpus, uint64_t reserve, struct vram_workload *const *ws,
+			     size_t n_ws, const struct vram_workload *exclude)
+{
+	memset(l, 0, sizeof(*l));
+	if (n_gpus > VRAM_PLAN_MAX_GPUS)
+		n_gpus = VRAM_PLAN_MAX_GPUS;
+	for (size_t i = 0; i < n_gpus; i++) {
+		struct vram_plan_gpu *g = &l->gpus[i];
+		g->index = infos[i].index;
+		snprintf(g->name, sizeof(g->name), "%s", infos[i].name);
+		g->total = infos[i].mem_total;
+		g->reserve = reserve;
+		uint64_t managed = managed_on(&infos[i], ws, n_ws);
+		g->unmanaged = infos[i].mem_used > managed ? infos[i].mem_used - managed : 0;
+	}
+	l->n_gpus = n_gpus;
+	l->ledger.gpus = l->gpus;
+	l->ledger.n_gpus = n_gpus;
+	for (size_t k = 0; k < n_ws; k++) {
+		struct vram_workload *w = ws[k];
+		if (w == exclude)
+			continue;
+		for (size_t i = 0; i < w->n_instances; i++) {
+			const struct vram_instance *in = &w->instances[i];
+			if (!in->resident || in->n_gpus == 0)
+				continue;
+			int r = add_resident(l, w, in, vram_policy_evictable(w));
+			if (r < 0) {
+				vram_policy_ledger_done(l);
+				return r;
+			}
+		}
+	}
+	return 0;
+}
+
+void vram_policy_ledger_done(struct vram_policy_ledger *l)
+{
+	free(l->residents);
+	free(l->owners);
+	l->residents = NULL;
+	l->owners = NULL;
+	l->n_residents = l->cap = 0;
+}
+
+int vram_policy_place(struct vram_policy_ledger *l, const struct vram_workload *w,
+		      bool allow_evict, bool prefer_current, struct vram_policy_placement *ret)
+{
+	memset(ret, 0, sizeof(*ret));
+	size_t base_residents = l->n_residents;
+	int r = 0;
+	for (size_t i = 0; i < w->n_instances && i < VRAM_CONFIG_MAX_REPLICAS; i++) {
+		const struct vram_instance *in = &w->instances[i];
+		struct vram_plan_request req = {
+			.wl = w->cfg,
+			.replica = (unsigned)i,
+			.prefer = prefer_current && in->n_gpus ? in->gpus : NULL,
+			.n_prefer = prefer_current ? in->n_gpus : 0,
+			.allow_evict = allow_evict,
+		};
+		struct vram_plan_result *res = &ret->results[i];
+		r = vram_plan_place(&l->ledger, &req, res);
+		ret->n_results = i + 1;
+		if (res->message[0])
+			snprintf(ret->message, sizeof(ret->message), "%s", res->message);
+		if (r < 0)
+			break;
+		for (size_t v = 0; v < res->n_victims; v++) {
+			struct vram_workload *victim = l->owners[res->victims[v]];
+			bool seen = false;
+			for (size_t k = 0; k < ret->n_victims; k++)
+				seen |= ret->victims[k] == victim;
+			if (!seen && ret->n_victims < VRAM_PLAN_MAX_VICTIMS)
+				ret->victims[ret->n_victims++] = victim;
+		}
+		/* the placed instance holds its memory for the next replica's plan */
+		if (res->n_gpus > 0) {
+			struct vram_instance placed = *in;
+			placed.n_gpus = res->n_gpus;
+			memcpy(placed.gpus, res->gpus, res->n_gpus * sizeof(res->gpus[0]));
+			placed.bytes_per_gpu = res->bytes_per_gpu;
+			r = add_resident(l, (struct vram_workload *)w, &placed, false);
+			if (r < 0)
+				break;
+		}
+	}
+	/* hand the ledger back as it was */
+	l->n_residents = base_residents;
+	l->ledger.n_residents = base_residents;
+	return r;
+}

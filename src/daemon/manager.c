@@ -1,0 +1,1730 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The manager: every workload's state machine, processes, timers and engine
+ * jobs, on the daemon's one loop. All changes go through set_state(), which
+ * applies the lifecycle table (core/workload.c), tells subscribers, resolves
+ * the waiters of actions and pokes the "kick" event so that work waiting for
+ * a change (a start waiting for evicted memory, shutdown waiting for the last
+ * child) is reconsidered on the next loop turn rather than re-entrantly.
+ *
+ * Callbacks to callers (action results) are always delivered from the loop,
+ * never from inside vram_manager_act().
+ */
+#include "daemon/manager.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "common/log.h"
+#include "common/units.h"
+#include "core/engine.h"
+#include "core/plan.h"
+#include "core/policy.h"
+#include "core/workload.h"
+#include "daemon/supervise.h"
+#include "daemon/workers.h"
+
+#define TICK_MS 500                 /* period of the manager's tick */
+#define BACKOFF_BASE_MS 1000        /* first restart delay; doubles per failure */
+#define BACKOFF_RESET_MS 30000      /* ready this long: the next crash starts from 1 s again */
+#define RETRY_WAIT_EXIT_MS 100      /* restart due while processes still exit: look again */
+#define PORT_SEARCH_SPAN 2000       /* ports tried above port_range_start */
+#define DEFAULT_PORT_RANGE 20000
+#define WORKERS_THREADS 2
+#define SIM_RATE_ENV "VRAMD_SIM_BANDWIDTH" /* bytes per second for the sim engine, e.g. 2GiB */
+
+struct vram_manager_waiter {
+	struct vram_manager *m;
+	struct vram_manager_waiter *next;
+	struct vram_workload *w;
+	enum vram_action action;
+	enum vram_wl_state target;
+	vram_action_cb cb;
+	void *arg;
+	struct event *ev;      /* delivers the result from the loop */
+	bool resolved;
+	uint64_t started_ms;
+	struct vram_action_result res;
+};
+
+struct vram_manager_sub {
+	struct vram_manager *m;
+	struct vram_manager_sub *next;
+	vram_event_cb cb;
+	void *arg;
+};
+
+struct vram_manager {
+	struct event_base *base; /* borrowed */
+	struct vram_config *cfg; /* owned */
+	struct vram_gpus *gpus;  /* owned */
+	struct vram_supervisor *sup;
+	struct vram_workers *workers;
+	struct vram_engine_host host;
+	struct vram_workload *ws; /* owned array, config order */
+	struct vram_workload **wptrs;
+	size_t n_ws;
+	struct vram_manager_waiter *waiters;
+	struct vram_manager_sub *subs;
+	struct event *tick;
+	struct event *kick;
+	bool running;
+	bool shutting_down;
+	void (*shutdown_done)(void *arg);
+	void *shutdown_arg;
+	char *state_dir; /* owned */
+};
+
+static int set_state(struct vram_manager *m, struct vram_workload *w, enum vram_wl_event ev,
+		     const char *reason);
+static void stop_workload(struct vram_manager *m, struct vram_workload *w, const char *reason);
+static int begin_start(struct vram_manager *m, struct vram_workload *w, const char *reason,
+		       char *err, size_t err_size);
+
+static void kick(struct vram_manager *m)
+{
+	event_active(m->kick, 0, 0);
+}
+
+static struct timeval ms_tv(uint64_t ms)
+{
+	struct timeval tv = {.tv_sec = (time_t)(ms / 1000),
+			     .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+	return tv;
+}
+
+static double wall_now(void)
+{
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
+static struct vram_workload *find(struct vram_manager *m, const char *name)
+{
+	for (size_t i = 0; name && i < m->n_ws; i++) {
+		if (strcmp(m->ws[i].cfg->name, name) == 0)
+			return &m->ws[i];
+	}
+	return NULL;
+}
+
+static bool any_process(const struct vram_workload *w)
+{
+	for (size_t i = 0; i < w->n_instances; i++) {
+		if (w->instances[i].child)
+			return true;
+	}
+	return false;
+}
+
+static void fmt_error(struct vram_workload *w, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void fmt_error(struct vram_workload *w, int err, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(w->last_error, sizeof(w->last_error), fmt, ap);
+	va_end(ap);
+	w->last_errno = err;
+}
+
+/* ---- events and waiters ---- */
+
+static void emit(struct vram_manager *m, struct vram_workload *w, enum vram_wl_state from,
+		 const char *reason)
+{
+	if (!m->subs)
+		return;
+	json_t *data = json_pack("{s:s,s:s,s:s,s:s,s:f}", "workload", w->cfg->name, "from",
+				 vram_wl_state_name(from), "to", vram_wl_state_name(w->state),
+				 "reason", reason ? reason : "", "time", wall_now());
+	if (!data)
+		return;
+	for (struct vram_manager_sub *s = m->subs, *next; s; s = next) {
+		next = s->next;
+		s->cb("state", data, s->arg);
+	}
+	json_decref(data);
+}
+
+static void waiter_unlink(struct vram_manager_waiter *wt)
+{
+	for (struct vram_manager_waiter **pp = &wt->m->waiters; *pp; pp = &(*pp)->next) {
+		if (*pp == wt) {
+			*pp = wt->next;
+			return;
+		}
+	}
+}
+
+static void waiter_free(struct vram_manager_waiter *wt)
+{
+	if (wt->ev)
+		event_free(wt->ev);
+	free(wt);
+}
+
+static void on_waiter(evutil_socket_t fd, short what, void *arg)
+{
+	struct vram_manager_waiter *wt = arg;
+	waiter_unlink(wt);
+	wt->cb(&wt->res, wt->arg);
+	waiter_free(wt);
+}
+
+static const char *action_verb(enum vram_action a)
+{
+	static const char *const verbs[] = {"start", "stop", "offload", "restore", "release"};
+	return (unsigned)a < sizeof(verbs) / sizeof(verbs[0]) ? verbs[a] : "?";
+}
+
+/* Fills the result from the workload's state and schedules the callback. */
+static void waiter_resolve(struct vram_manager_waiter *wt, bool ok)
+{
+	struct vram_workload *w = wt->w;
+	struct vram_action_result *res = &wt->res;
+	wt->resolved = true;
+	res->workload = w->cfg->name;
+	res->state = vram_wl_state_name(w->state);
+	res->seconds = (double)(vram_now_ms() - wt->started_ms) / 1000.0;
+	res->engine = w->engine ? w->engine->name : NULL;
+	if (ok) {
+		res->error = 0;
+		res->http_status = 200;
+		if (wt->action == VRAM_ACTION_OFFLOAD || wt->action == VRAM_ACTION_RESTORE)
+			res->bytes = w->last_bytes;
+		char size[32];
+		if (res->bytes)
+			snprintf(res->message, sizeof(res->message), "%s is %s (%s %s in %.2fs with %s)",
+				 w->cfg->name, res->state,
+				 wt->action == VRAM_ACTION_OFFLOAD ? "offloaded" : "restored",
+				 vram_units_format_bytes(res->bytes, size, sizeof(size)), res->seconds,
+				 res->engine ? res->engine : "?");
+		else
+			snprintf(res->message, sizeof(res->message), "%s is %s", w->cfg->name,
+				 res->state);
+	} else if (w->last_errno == -ENOSPC) {
+		res->error = -ENOSPC;
+		res->http_status = 503;
+		snprintf(res->message, sizeof(res->message), "%s", w->last_error);
+	} else if (w->state == VRAM_WL_FAILED || (w->state == wt->target && w->last_error[0]) ||
+		   w->last_errno) {
+		res->error = w->last_errno ? w->last_errno : -EIO;
+		res->http_status = 500;
+		snprintf(res->message, sizeof(res->message), "%s failed to %s: %s", w->cfg->name,
+			 action_verb(wt->action), w->last_error[0] ? w->last_error : "unknown error");
+	} else {
+		res->error = -ECANCELED;
+		res->http_status = 409;
+		snprintf(res->message, sizeof(res->message),
+			 "%s is %s: another action changed it before it could %s", w->cfg->name,
+			 res->state, action_verb(wt->action));
+	}
+	event_active(wt->ev, 0, 0);
+}
+
+static void resolve_waiters(struct vram_manager *m, struct vram_workload *w)
+{
+	for (struct vram_manager_waiter *wt = m->waiters; wt; wt = wt->next) {
+		if (wt->w != w || wt->resolved)
+			continue;
+		if (w->state == wt->target)
+			waiter_resolve(wt, true);
+		else if (vram_wl_state_settled(w->state))
+			waiter_resolve(wt, false);
+	}
+}
+
+static int set_state(struct vram_manager *m, struct vram_workload *w, enum vram_wl_event ev,
+		     const char *reason)
+{
+	int to = vram_wl_transition(w->state, ev);
+	if (to < 0) {
+		vram_debug("%s: event %s not allowed in state %s", w->cfg->name,
+			   vram_wl_event_name(ev), vram_wl_state_name(w->state));
+		return to;
+	}
+	enum vram_wl_state from = w->state;
+	uint64_t now = vram_now_ms();
+	w->state = (enum vram_wl_state)to;
+	w->state_since_ms = now;
+	if (w->state == VRAM_WL_READY) {
+		w->last_used_ms = now;
+		w->ready_since_ms = now;
+	}
+	if (vram_wl_state_settled(w->state))
+		w->evicting = false;
+	if (from != w->state) {
+		vram_info("%s: %s -> %s%s%s", w->cfg->name, vram_wl_state_name(from),
+			  vram_wl_state_name(w->state), reason && reason[0] ? ": " : "",
+			  reason ? reason : "");
+		if (w->log)
+			vram_logfile_note(w->log, "%s -> %s%s%s", vram_wl_state_name(from),
+					  vram_wl_state_name(w->state), reason && reason[0] ? ": " : "",
+					  reason ? reason : "");
+		emit(m, w, from, reason);
+	}
+	resolve_waiters(m, w);
+	kick(m);
+	return 0;
+}
+
+/* ---- ports ---- */
+
+static bool port_taken(struct vram_manager *m, unsigned port)
+{
+	for (size_t k = 0; k < m->n_ws; k++) {
+		const struct vram_workload *w = &m->ws[k];
+		if (w->cfg->port && port >= w->cfg->port && port < w->cfg->port + w->n_instances)
+			return true;
+		for (size_t i = 0; i < w->n_instances; i++) {
+			if (w->instances[i].port == port)
+				return true;
+		}
+	}
+	return false;
+}
+
+static bool port_bindable(unsigned port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	int one = 1;
+	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	bool ok = bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0;
+	close(fd);
+	return ok;
+}
+
+/* Gives every instance of w a port: the configured one (+ replica), or a free one. */
+static int assign_ports(struct vram_manager *m, struct vram_workload *w, char *err, size_t err_size)
+{
+	unsigned first = m->cfg->daemon.port_range_start ? m->cfg->daemon.port_range_start
+							  : DEFAULT_PORT_RANGE;
+	for (size_t i = 0; i < w->n_instances; i++) {
+		struct vram_instance *in = &w->instances[i];
+		if (in->port)
+			continue;
+		if (w->cfg->port) {
+			in->port = w->cfg->port + (unsigned)i;
+			continue;
+		}
+		for (unsigned p = first; p < first + PORT_SEARCH_SPAN && p <= 65535; p++) {
+			if (!port_taken(m, p) && port_bindable(p)) {
+				in->port = p;
+				break;
+			}
+		}
+		if (!in->port) {
+			snprintf(err, err_size, "%s: no free port in %u..%u", w->cfg->name, first,
+				 first + PORT_SEARCH_SPAN - 1);
+			return -EADDRINUSE;
+		}
+	}
+	return 0;
+}
+
+/* ---- processes ---- */
+
+static void on_child_exit(struct vram_child *c, int status, void *arg);
+
+static int sim_charge(struct vram_manager *m, struct vram_instance *in, bool on)
+{
+	if (!vram_gpu_is_sim(m->gpus))
+		return 0;
+	int r = 0;
+	for (size_t g = 0; g < in->n_gpus; g++) {
+		int e = vram_gpu_sim_charge(m->gpus, in->gpus[g], in->pid, on ? in->bytes_per_gpu : 0);
+		if (e < 0 && r == 0)
+			r = e;
+	}
+	return r;
+}
+
+static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	char *s = NULL;
+	if (vasprintf(&s, fmt, ap) < 0)
+		s = NULL;
+	va_end(ap);
+	return s;
+}
+
+/* The environment a workload instance gets on top of the daemon's. Caller frees (strv). */
+static char **instance_env(struct vram_manager *m, struct vram_workload *w, struct vram_instance *in)
+{
+	size_t n = w->cfg->n_env + 10;
+	char **env = calloc(n, sizeof(*env));
+	if (!env)
+		return NULL;
+	size_t k = 0;
+	for (size_t i = 0; i < w->cfg->n_env; i++)
+		env[k++] = strdup(w->cfg->env[i]);
+
+	char uuids[VRAM_PLAN_MAX_GPUS * (VRAM_GPU_UUID_MAX + 1)] = "";
+	size_t len = 0;
+	for (size_t g = 0; g < in->n_gpus; g++) {
+		struct vram_gpu_info info;
+		const char *id = NULL;
+		char idx[16];
+		if (vram_gpu_query(m->gpus, in->gpus[g], &info) == 0 && info.uuid[0])
+			id = info.uuid;
+		else
+			id = (snprintf(idx, sizeof(idx), "%u", in->gpus[g]), idx);
+		len += (size_t)snprintf(uuids + len, sizeof(uuids) - len, "%s%s", g ? "," : "", id);
+		if (len >= sizeof(uuids))
+			len = sizeof(uuids) - 1;
+	}
+	env[k++] = xasprintf("CUDA_VISIBLE_DEVICES=%s", uuids);
+	env[k++] = xasprintf("CUDA_DEVICE_ORDER=PCI_BUS_ID");
+	env[k++] = xasprintf("PORT=%u", in->port);
+	env[k++] = xasprintf("GPU_COUNT=%zu", in->n_gpus);
+	env[k++] = xasprintf("VRAM_WORKLOAD=%s", w->cfg->name);
+	env[k++] = xasprintf("VRAM_REPLICA=%u", in->replica);
+	if (in->n_gpus && in->bytes_per_gpu)
+		env[k++] = xasprintf("VRAM_MEMORY_LIMIT=%" PRIu64, in->bytes_per_gpu);
+	bool ok = true;
+	for (size_t i = 0; i < k; i++)
+		ok &= env[i] != NULL;
+	if (!ok) {
+		for (size_t i = 0; i < k; i++)
+			free(env[i]);
+		free(env);
+		return NULL;
+	}
+	return env;
+}
+
+static void strv_free(char **v)
+{
+	for (size_t i = 0; v && v[i]; i++)
+		free(v[i]);
+	free(v);
+}
+
+static int spawn_instance(struct vram_manager *m, struct vram_workload *w, struct vram_instance *in,
+			  char *err, size_t err_size)
+{
+	char **env = instance_env(m, w, in);
+	if (!env) {
+		snprintf(err, err_size, "out of memory");
+		return -ENOMEM;
+	}
+	struct vram_spawn sp = {
+		.argv = w->cfg->cmd,
+		.env = env,
+		.cwd = w->cfg->cwd,
+		.log = w->log,
+	};
+	struct vram_child *c;
+	int r = vram_supervisor_spawn(m->sup, &sp, on_child_exit, w, &c, err, err_size);
+	strv_free(env);
+	if (r < 0)
+		return r;
+	in->child = c;
+	in->pid = vram_child_pid(c);
+	in->healthy = false;
+	in->stop_requested = false;
+	in->resident = in->n_gpus > 0;
+	(void)sim_charge(m, in, true);
+	if (w->log)
+		vram_logfile_note(w->log, "replica %u: pid %d, port %u, %zu GPU(s)", in->replica,
+				  (int)in->pid, in->port, in->n_gpus);
+	return 0;
+}
+
+static void cancel_timers(struct vram_workload *w)
+{
+	evtimer_del(w->start_timer);
+	evtimer_del(w->probe_timer);
+	for (size_t i = 0; i < w->n_instances; i++) {
+		vram_health_probe_cancel(w->instances[i].probe);
+		w->instances[i].probe = NULL;
+	}
+}
+
+/* SIGTERM (SIGKILL after the grace) to every process of w; exits are expected. */
+static void stop_processes(struct vram_workload *w)
+{
+	for (size_t i = 0; i < w->n_instances; i++) {
+		struct vram_instance *in = &w->instances[i];
+		if (!in->child)
+			continue;
+		in->stop_requested = true;
+		vram_child_stop(in->child, w->cfg->stop_grace_ms);
+	}
+}
+
+static void kill_processes(struct vram_workload *w)
+{
+	for (size_t i = 0; i < w->n_instances; i++) {
+		struct vram_instance *in = &w->instances[i];
+		if (!in->child)
+			continue;
+		in->stop_requested = true;
+		vram_child_kill(in->child);
+	}
+}
+
+/* Spawns every instance and starts the health checks. On failure nothing is left running. */
+static int start_processes(struct vram_manager *m, struct vram_workload *w, char *err,
+			   size_t err_size)
+{
+	int r = assign_ports(m, w, err, err_size);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < w->n_instances; i++) {
+		r = spawn_instance(m, w, &w->instances[i], err, err_size);
+		if (r < 0) {
+			kill_processes(w);
+			return r;
+		}
+	}
+	struct timeval tv = ms_tv(w->cfg->health.start_timeout_ms);
+	evtimer_add(w->start_timer, &tv);
+	tv = ms_tv(w->cfg->health.kind == VRAM_HEALTH_NONE ? 0 : w->cfg->health.interval_ms);
+	evtimer_add(w->probe_timer, &tv);
+	return 0;
+}
+
+/* Restart after a failure, with the delay doubling from 1 s up to restart_backoff_max. */
+static void schedule_retry(struct vram_manager *m, struct vram_workload *w)
+{
+	if (m->shutting_down || w->cfg->restart == VRAM_RESTART_NEVER)
+		return;
+	uint64_t delay = BACKOFF_BASE_MS;
+	for (unsigned i = 0; i < w->backoff_step && delay < w->cfg->restart_backoff_max_ms; i++)
+		delay *= 2;
+	if (delay > w->cfg->restart_backoff_max_ms)
+		delay = w->cfg->restart_backoff_max_ms;
+	w->backoff_step++;
+	w->retry_pending = true;
+	w->retry_at_ms = vram_now_ms() + delay;
+	struct timeval tv = ms_tv(delay);
+	evtimer_add(w->retry_timer, &tv);
+	vram_info("%s: restarting in %" PRIu64 " ms", w->cfg->name, delay);
+}
+
+/* A process died, or a start/restore did not become healthy: go to failed. */
+static void fail_workload(struct vram_manager *m, struct vram_workload *w, enum vram_wl_event ev,
+			  bool retry)
+{
+	if (w->log)
+		vram_logfile_tail(w->log, w->log_tail, sizeof(w->log_tail));
+	cancel_timers(w);
+	w->awaiting_room = false;
+	if (w->job) {
+		vram_job_cancel(w->job);
+		w->job = NULL;
+	}
+	stop_processes(w);
+	w->offloaded_bytes = 0;
+	if (w->state != VRAM_WL_FAILED)
+		set_state(m, w, ev, w->last_error);
+	if (retry && !w->retry_pending)
+		schedule_retry(m, w);
+}
+
+static void on_child_exit(struct vram_child *c, int status, void *arg)
+{
+	struct vram_workload *w = arg;
+	struct vram_manager *m = w->ctx;
+	pid_t pid = vram_child_pid(c);
+	struct vram_instance *in = NULL;
+	for (size_t i = 0; i < w->n_instances; i++) {
+		if (w->instances[i].child == c)
+			in = &w->instances[i];
+	}
+	if (!in)
+		return;
+	char how[96];
+	vram_wait_status_format(status, how, sizeof(how));
+	(void)sim_charge(m, in, false);
+	in->child = NULL;
+	in->pid = 0;
+	in->resident = false;
+	in->healthy = false;
+	vram_health_probe_cancel(in->probe);
+	in->probe = NULL;
+	bool expected = in->stop_requested;
+	in->stop_requested = false;
+	if (w->log)
+		vram_logfile_note(w->log, "replica %u (pid %d) %s%s", in->replica, (int)pid, how,
+				  expected ? "" : " unexpectedly");
+	bool all_gone = !any_process(w);
+
+	if (expected) {
+		if (!all_gone)
+			return;
+		if (w->state == VRAM_WL_STOPPING) {
+			w->offloaded_bytes = 0;
+			set_state(m, w, VRAM_WL_EV_EXITED, "stopped");
+		} else if (w->state == VRAM_WL_OFFLOADING && w->job && !w->engine->keeps_process) {
+			vram_job_complete(w->job, 0, w->last_bytes, "processes stopped");
+		}
+		kick(m);
+		return;
+	}
+
+	if (w->state == VRAM_WL_STOPPING) {
+		if (all_gone)
+			set_state(m, w, VRAM_WL_EV_EXITED, how);
+		return;
+	}
+	bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+	if (clean && w->state == VRAM_WL_READY && w->cfg->restart != VRAM_RESTART_ALWAYS) {
+		/* it finished by itself: not a failure, and on-failure does not restart it */
+		fmt_error(w, 0, "replica %u (pid %d) %s", in->replica, (int)pid, how);
+		if (all_gone) {
+			set_state(m, w, VRAM_WL_EV_EXITED, w->last_error);
+		} else {
+			set_state(m, w, VRAM_WL_EV_STOP, w->last_error);
+			stop_processes(w);
+		}
+		return;
+	}
+	fmt_error(w, -ECHILD, "replica %u (pid %d) %s while %s", in->replica, (int)pid, how,
+		  vram_wl_state_name(w->state));
+	bool retry = w->cfg->restart == VRAM_RESTART_ALWAYS || !clean ||
+		     w->state != VRAM_WL_READY;
+	if (w->ready_since_ms && vram_now_ms() - w->ready_since_ms >= BACKOFF_RESET_MS &&
+	    w->state == VRAM_WL_READY)
+		w->backoff_step = 0;
+	fail_workload(m, w, w->state == VRAM_WL_STARTING ? VRAM_WL_EV_START_FAILED
+							 : VRAM_WL_EV_CRASH, retry);
+}
+
+static void on_all_healthy(struct vram_manager *m, struct vram_workload *w)
+{
+	cancel_timers(w);
+	if (w->state == VRAM_WL_STARTING) {
+		w->last_error[0] = '\0';
+		w->last_errno = 0;
+		set_state(m, w, VRAM_WL_EV_HEALTHY, "healthy");
+	} else if (w->state == VRAM_WL_RESTORING && w->job) {
+		vram_job_complete(w->job, 0, vram_workload_gpu_bytes(w), "started again");
+	}
+}
+
+static void on_probe(bool ok, const char *why, void *arg)
+{
+	struct vram_instance *in = arg;
+	struct vram_workload *w = in->owner;
+	struct vram_manager *m = w->ctx;
+	in->probe = NULL;
+	if (!ok) {
+		snprintf(w->last_probe, sizeof(w->last_probe), "%s", why);
+		return;
+	}
+	in->healthy = true;
+	for (size_t i = 0; i < w->n_instances; i++) {
+		if (!w->instances[i].healthy)
+			return;
+	}
+	on_all_healthy(m, w);
+}
+
+static void on_probe_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct vram_workload *w = arg;
+	struct vram_manager *m = w->ctx;
+	for (size_t i = 0; i < w->n_instances; i++) {
+		struct vram_instance *in = &w->instances[i];
+		if (!in->child || in->healthy || in->probe)
+			continue;
+		int r = vram_health_probe_start(m->base, w->cfg->health.kind, w->cfg->health.path,
+						in->port, w->cfg->health.timeout_ms, on_probe, in,
+						&in->probe);
+		if (r < 0)
+			in->probe = NULL;
+	}
+	struct timeval tv = ms_tv(w->cfg->health.interval_ms);
+	evtimer_add(w->probe_timer, &tv);
+}
+
+static void on_start_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct vram_workload *w = arg;
+	struct vram_manager *m = w->ctx;
+	char dur[32];
+	const char *probe = w->last_probe;
+	vram_units_format_duration_ms(w->cfg->health.start_timeout_ms, dur, sizeof(dur));
+	if (w->awaiting_room) {
+		fmt_error(w, -ENOSPC, "no room on the GPUs within %s: evicted workloads did not free enough",
+			  dur);
+	} else {
+		fmt_error(w, -ETIMEDOUT, "not healthy within %s%s%s", dur, probe[0] ? " (last probe: " : "",
+			  probe[0] ? probe : "");
+		if (probe[0])
+			strncat(w->last_error, ")", sizeof(w->last_error) - strlen(w->last_error) - 1);
+	}
+	if (w->state == VRAM_WL_RESTORING && w->job && !w->engine->keeps_process) {
+		struct vram_job *job = w->job;
+		job->process_lost = true;
+		kill_processes(w);
+		cancel_timers(w);
+		vram_job_complete(job, w->last_errno, 0, "%s", w->last_error);
+		return;
+	}
+	kill_processes(w);
+	fail_workload(m, w, w->state == VRAM_WL_STARTING ? VRAM_WL_EV_START_FAILED
+							 : VRAM_WL_EV_RESTORE_FAILED,
+		      w->last_errno != -ENOSPC);
+}
+
+static void on_retry_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct vram_workload *w = arg;
+	struct vram_manager *m = w->ctx;
+	if (w->state != VRAM_WL_FAILED || m->shutting_down) {
+		w->retry_pending = false;
+		return;
+	}
+	if (any_process(w)) {
+		struct timeval tv = ms_tv(RETRY_WAIT_EXIT_MS);
+		evtimer_add(w->retry_timer, &tv);
+		return;
+	}
+	w->retry_pending = false;
+	w->restarts++;
+	char err[512];
+	int r = begin_start(m, w, "restart after failure", err, sizeof(err));
+	if (r < 0) {
+		fmt_error(w, r, "restart: %s", err);
+		vram_warn("Failed to restart %s: %s", w->cfg->name, err);
+		schedule_retry(m, w);
+	}
+}
+
+/* ---- engine host ---- */
+
+static int host_stop_processes(void *ctx, struct vram_workload *w, struct vram_job *job)
+{
+	w->last_bytes = vram_workload_gpu_bytes(w);
+	if (!any_process(w)) {
+		vram_job_complete(job, 0, w->last_bytes, "no process to stop");
+		return 0;
+	}
+	stop_processes(w);
+	return 0;
+}
+
+static int host_spawn_processes(void *ctx, struct vram_workload *w, struct vram_job *job)
+{
+	struct vram_manager *m = ctx;
+	char err[512];
+	int r = start_processes(m, w, err, sizeof(err));
+	if (r < 0) {
+		job->process_lost = true;
+		vram_job_complete(job, r, 0, "%s", err);
+	}
+	return 0;
+}
+
+/* ---- placement ---- */
+
+static int gpu_infos(struct vram_manager *m, struct vram_gpu_info **ret, size_t *ret_n)
+{
+	size_t n = vram_gpu_count(m->gpus);
+	if (n > VRAM_PLAN_MAX_GPUS)
+		n = VRAM_PLAN_MAX_GPUS;
+	struct vram_gpu_info *infos = calloc(n ? n : 1, sizeof(*infos));
+	if (!infos)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		if (vram_gpu_query(m->gpus, (unsigned)i, &infos[i]) < 0) {
+			infos[i].index = (unsigned)i;
+			infos[i].mem_total = 0;
+		}
+	}
+	*ret = infos;
+	*ret_n = n;
+	return 0;
+}
+
+/*
+ * Plans w's instances. On success writes the assignment into w (GPUs, bytes)
+ * and the victims to evict into *ret_victims. Returns 0, -ENOSPC/-EINVAL (err).
+ */
+static int plan_workload(struct vram_manager *m, struct vram_workload *w, bool allow_evict,
+			 bool prefer_current, struct vram_policy_placement *pl, char *err,
+			 size_t err_size)
+{
+	struct vram_gpu_info *infos;
+	size_t n;
+	int r = gpu_infos(m, &infos, &n);
+	if (r < 0)
+		return r;
+	struct vram_policy_ledger l;
+	r = vram_policy_ledger_build(&l, infos, n, m->cfg->gpus.reserve, m->wptrs, m->n_ws, w);
+	free(infos);
+	if (r < 0)
+		return r;
+	r = vram_policy_place(&l, w, allow_evict, prefer_current, pl);
+	vram_policy_ledger_done(&l);
+	if (r < 0) {
+		snprintf(err, err_size, "%s", pl->message[0] ? pl->message : "does not fit");
+		return r == -EINVAL ? -EINVAL : -ENOSPC;
+	}
+	for (size_t i = 0; i < w->n_instances && i < pl->n_results; i++) {
+		struct vram_instance *in = &w->instances[i];
+		const struct vram_plan_result *res = &pl->results[i];
+		in->n_gpus = res->n_gpus;
+		memcpy(in->gpus, res->gpus, res->n_gpus * sizeof(res->gpus[0]));
+		in->bytes_per_gpu = res->n_gpus ? res->bytes_per_gpu : 0;
+	}
+	if (pl->message[0])
+		vram_info("%s: %s", w->cfg->name, pl->message);
+	return 0;
+}
+
+static void begin_offload(struct vram_manager *m, struct vram_workload *w, const char *reason);
+
+/* Makes room for w: offloads (or, for engines that cannot, stops) each victim. */
+static void evict(struct vram_manager *m, struct vram_workload *w,
+		  const struct vram_policy_placement *pl)
+{
+	for (size_t v = 0; v < pl->n_victims; v++) {
+		struct vram_workload *victim = pl->victims[v];
+		if (victim->state != VRAM_WL_READY)
+			continue;
+		char reason[160];
+		snprintf(reason, sizeof(reason), "evicted to make room for %s", w->cfg->name);
+		victim->evicting = true;
+		begin_offload(m, victim, reason);
+	}
+}
+
+static int begin_start(struct vram_manager *m, struct vram_workload *w, const char *reason,
+		       char *err, size_t err_size)
+{
+	w->engine = vram_engine_select(w, &m->host, w->engine_why, sizeof(w->engine_why));
+	struct vram_policy_placement *pl = calloc(1, sizeof(*pl));
+	if (!pl)
+		return -ENOMEM;
+	int r = plan_workload(m, w, true, false, pl, err, err_size);
+	if (r < 0)
+		goto out;
+	r = assign_ports(m, w, err, err_size);
+	if (r < 0)
+		goto out;
+	w->offloaded_bytes = 0;
+	if (pl->n_victims > 0) {
+		w->awaiting_room = true;
+		set_state(m, w, VRAM_WL_EV_START, "waiting for evicted workloads to free memory");
+		struct timeval tv = ms_tv(w->cfg->health.start_timeout_ms);
+		evtimer_add(w->start_timer, &tv);
+		evict(m, w, pl);
+		goto out;
+	}
+	set_state(m, w, VRAM_WL_EV_START, reason);
+	char why[512];
+	r = start_processes(m, w, why, sizeof(why));
+	if (r < 0) {
+		fmt_error(w, r, "%s", why);
+		set_state(m, w, VRAM_WL_EV_START_FAILED, w->last_error);
+		r = 0; /* reported through the state, not as a refusal */
+	}
+out:
+	free(pl);
+	return r;
+}
+
+static void on_job_done(struct vram_job *job, void *arg)
+{
+	struct vram_workload *w = arg;
+	struct vram_manager *m = w->ctx;
+	w->job = NULL;
+	w->last_action_seconds = job->seconds;
+	if (job->kind == VRAM_JOB_OFFLOAD) {
+		if (job->error) {
+			fmt_error(w, job->error, "offload with %s failed: %s", job->engine->name,
+				  job->message);
+			if (job->process_lost)
+				fail_workload(m, w, VRAM_WL_EV_CRASH, true);
+			else
+				set_state(m, w, VRAM_WL_EV_OFFLOAD_FAILED, w->last_error);
+		} else {
+			w->last_bytes = job->bytes;
+			w->offloaded_bytes = job->engine->keeps_process ? job->bytes : 0;
+			set_state(m, w, VRAM_WL_EV_OFFLOADED, job->message);
+		}
+	} else {
+		if (job->error) {
+			fmt_error(w, job->error, "restore with %s failed: %s", job->engine->name,
+				  job->message);
+			if (job->process_lost || job->engine->keeps_process) {
+				fail_workload(m, w, VRAM_WL_EV_RESTORE_FAILED, true);
+			} else {
+				set_state(m, w, VRAM_WL_EV_RESTORE_ABORTED, w->last_error);
+			}
+		} else {
+			w->last_bytes = job->bytes;
+			w->offloaded_bytes = 0;
+			w->last_error[0] = '\0';
+			w->last_errno = 0;
+			set_state(m, w, VRAM_WL_EV_RESTORED, job->message);
+		}
+	}
+	vram_job_free(job);
+}
+
+static void begin_offload(struct vram_manager *m, struct vram_workload *w, const char *reason)
+{
+	struct vram_job *job = vram_job_new(VRAM_JOB_OFFLOAD, w->engine, w, &m->host, on_job_done, w);
+	if (!job) {
+		fmt_error(w, -ENOMEM, "out of memory");
+		return;
+	}
+	w->last_bytes = vram_workload_gpu_bytes(w);
+	w->job = job;
+	set_state(m, w, VRAM_WL_EV_OFFLOAD, reason);
+	int r = vram_job_start(job);
+	if (r < 0) {
+		w->job = NULL;
+		vram_job_free(job);
+		fmt_error(w, r, "offload with %s could not begin: %s", w->engine->name, strerror(-r));
+		set_state(m, w, VRAM_WL_EV_OFFLOAD_FAILED, w->last_error);
+	}
+}
+
+static void run_restore_job(struct vram_manager *m, struct vram_workload *w)
+{
+	struct vram_job *job = vram_job_new(VRAM_JOB_RESTORE, w->engine, w, &m->host, on_job_done, w);
+	if (!job) {
+		fmt_error(w, -ENOMEM, "out of memory");
+		set_state(m, w, VRAM_WL_EV_RESTORE_ABORTED, w->last_error);
+		return;
+	}
+	w->job = job;
+	int r = vram_job_start(job);
+	if (r < 0) {
+		w->job = NULL;
+		vram_job_free(job);
+		fmt_error(w, r, "restore with %s could not begin: %s", w->engine->name, strerror(-r));
+		set_state(m, w, VRAM_WL_EV_RESTORE_ABORTED, w->last_error);
+	}
+}
+
+static int begin_restore(struct vram_manager *m, struct vram_workload *w, const char *reason,
+			 char *err, size_t err_size)
+{
+	struct vram_policy_placement *pl = calloc(1, sizeof(*pl));
+	if (!pl)
+		return -ENOMEM;
+	int r = plan_workload(m, w, true, true, pl, err, err_size);
+	if (r < 0)
+		goto out;
+	set_state(m, w, VRAM_WL_EV_RESTORE,
+		  pl->n_victims ? "waiting for evicted workloads to free memory" : reason);
+	if (pl->n_victims > 0) {
+		w->awaiting_room = true;
+		struct timeval tv = ms_tv(w->cfg->health.start_timeout_ms);
+		evtimer_add(w->start_timer, &tv);
+		evict(m, w, pl);
+		goto out;
+	}
+	run_restore_job(m, w);
+out:
+	free(pl);
+	return r;
+}
+
+/* Start/restore waiting for evicted memory: go ahead once it fits. */
+static void retry_awaiting(struct vram_manager *m, struct vram_workload *w)
+{
+	struct vram_policy_placement *pl = calloc(1, sizeof(*pl));
+	char err[VRAM_PLAN_MSG_MAX];
+	if (!pl)
+		return;
+	int r = plan_workload(m, w, false, w->state == VRAM_WL_RESTORING, pl, err, sizeof(err));
+	free(pl);
+	if (r < 0) {
+		/* still evicting someone: wait for the next change */
+		for (size_t k = 0; k < m->n_ws; k++) {
+			if (m->ws[k].evicting)
+				return;
+		}
+		evtimer_del(w->start_timer);
+		w->awaiting_room = false;
+		fmt_error(w, -ENOSPC, "%s", err);
+		if (w->state == VRAM_WL_STARTING)
+			set_state(m, w, VRAM_WL_EV_START_FAILED, w->last_error);
+		else
+			set_state(m, w, VRAM_WL_EV_RESTORE_ABORTED, w->last_error);
+		return;
+	}
+	w->awaiting_room = false;
+	if (w->state == VRAM_WL_RESTORING) {
+		evtimer_del(w->start_timer);
+		run_restore_job(m, w);
+		return;
+	}
+	char why[512];
+	r = start_processes(m, w, why, sizeof(why));
+	if (r < 0) {
+		evtimer_del(w->start_timer);
+		fmt_error(w, r, "%s", why);
+		set_state(m, w, VRAM_WL_EV_START_FAILED, w->last_error);
+	}
+}
+
+static void on_kick(evutil_socket_t fd, short what, void *arg)
+{
+	struct vram_manager *m = arg;
+	for (size_t k = 0; k < m->n_ws; k++) {
+		struct vram_workload *w = &m->ws[k];
+		if (w->awaiting_room && !m->shutting_down)
+			retry_awaiting(m, w);
+	}
+	if (m->shutting_down && m->shutdown_done && vram_supervisor_live(m->sup) == 0) {
+		void (*done)(void *) = m->shutdown_done;
+		m->shutdown_done = NULL;
+		done(m->shutdown_arg);
+	}
+}
+
+/* Stops w whatever it is doing (stop, release, idle release, shutdown). */
+static void stop_workload(struct vram_manager *m, struct vram_workload *w, const char *reason)
+{
+	if (w->state == VRAM_WL_STOPPED)
+		return;
+	cancel_timers(w);
+	evtimer_del(w->retry_timer);
+	w->retry_pending = false;
+	w->awaiting_room = false;
+	if (w->job) {
+		vram_job_cancel(w->job);
+		w->job = NULL;
+	}
+	w->offloaded_bytes = 0;
+	if (w->state != VRAM_WL_STOPPING)
+		set_state(m, w, VRAM_WL_EV_STOP, reason);
+	if (!any_process(w)) {
+		set_state(m, w, VRAM_WL_EV_EXITED, "no process left");
+		return;
+	}
+	stop_processes(w);
+}
+
+/* ---- the tick ---- */
+
+/*
+ * Every TICK_MS:
+ *   1. idle timers: offload workloads idle past offload_after, release those
+ *      idle past release_after (never one with a request in flight);
+ *   2. restart backoff: a workload ready for BACKOFF_RESET_MS starts its next
+ *      backoff from 1 s again;
+ *   3. room: workloads waiting for evicted memory look again (also done on
+ *      every state change through the kick event).
+ */
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct vram_manager *m = arg;
+	uint64_t now = vram_now_ms();
+	for (size_t k = 0; k < m->n_ws && !m->shutting_down; k++) {
+		struct vram_workload *w = &m->ws[k];
+		char reason[96], dur[32];
+		vram_units_format_duration_ms(vram_policy_idle_ms(w, now), dur, sizeof(dur));
+		switch (vram_policy_idle_action(w, now)) {
+		case VRAM_IDLE_OFFLOAD:
+			snprintf(reason, sizeof(reason), "idle for %s", dur);
+			begin_offload(m, w, reason);
+			break;
+		case VRAM_IDLE_RELEASE:
+			snprintf(reason, sizeof(reason), "idle for %s: released", dur);
+			stop_workload(m, w, reason);
+			break;
+		case VRAM_IDLE_NONE:
+			break;
+		}
+		if (w->state == VRAM_WL_READY && w->backoff_step &&
+		    now - w->ready_since_ms >= BACKOFF_RESET_MS)
+			w->backoff_step = 0;
+	}
+	kick(m);
+}
+
+/* ---- construction ---- */
+
+static const char *default_state_dir(char *buf, size_t size)
+{
+	const char *xdg = getenv("XDG_RUNTIME_DIR");
+	if (getuid() == 0)
+		snprintf(buf, size, "/run/vramd");
+	else if (xdg && xdg[0])
+		snprintf(buf, size, "%s/vramd", xdg);
+	else
+		snprintf(buf, size, "/tmp/vramd-%u", (unsigned)getuid());
+	return buf;
+}
+
+static int workload_init(struct vram_manager *m, struct vram_workload *w, size_t index)
+{
+	const struct vram_workload_config *cfg = &m->cfg->workloads[index];
+	w->cfg = cfg;
+	w->index = index;
+	w->ctx = m;
+	w->state = VRAM_WL_STOPPED;
+	w->state_since_ms = vram_now_ms();
+	w->last_used_ms = w->state_since_ms;
+	w->offload_after_ms = cfg->idle.offload_after_ms;
+	w->release_after_ms = cfg->idle.release_after_ms;
+	w->n_instances = cfg->replicas ? cfg->replicas : 1;
+	w->instances = calloc(w->n_instances, sizeof(*w->instances));
+	if (!w->instances)
+		return -ENOMEM;
+	for (size_t i = 0; i < w->n_instances; i++) {
+		w->instances[i].owner = w;
+		w->instances[i].replica = (unsigned)i;
+	}
+	w->retry_timer = evtimer_new(m->base, on_retry_timer, w);
+	w->start_timer = evtimer_new(m->base, on_start_timer, w);
+	w->probe_timer = evtimer_new(m->base, on_probe_timer, w);
+	if (!w->retry_timer || !w->start_timer || !w->probe_timer)
+		return -ENOMEM;
+	w->engine = vram_engine_select(w, &m->host, w->engine_why, sizeof(w->engine_why));
+	w->log_path = xasprintf("%s/logs/%s.log", m->state_dir, cfg->name);
+	if (!w->log_path)
+		return -ENOMEM;
+	int r = vram_logfile_open(w->log_path, m->cfg->daemon.workload_log_max_bytes
+					      ? m->cfg->daemon.workload_log_max_bytes
+					      : 10 * VRAM_MiB,
+				  m->cfg->daemon.workload_log_keep, &w->log);
+	if (r < 0) {
+		vram_warn("Failed to open the log %s: %s; %s's output is dropped", w->log_path,
+			  strerror(-r), cfg->name);
+		w->log = NULL;
+	}
+	return 0;
+}
+
+static void workload_done(struct vram_workload *w)
+{
+	if (w->job)
+		vram_job_cancel(w->job);
+	for (size_t i = 0; w->instances && i < w->n_instances; i++)
+		vram_health_probe_cancel(w->instances[i].probe);
+	if (w->retry_timer)
+		event_free(w->retry_timer);
+	if (w->start_timer)
+		event_free(w->start_timer);
+	if (w->probe_timer)
+		event_free(w->probe_timer);
+	vram_logfile_close(w->log);
+	free(w->log_path);
+	free(w->instances);
+}
+
+int vram_manager_new(struct event_base *base, struct vram_config *cfg, struct vram_gpus *gpus,
+		     struct vram_manager **ret)
+{
+	struct vram_manager *m = calloc(1, sizeof(*m));
+	if (!m) {
+		vram_config_free(cfg);
+		vram_gpu_close(gpus);
+		return -ENOMEM;
+	}
+	m->base = base;
+	m->cfg = cfg;
+	m->gpus = gpus;
+	int r = -ENOMEM;
+	char dir[256];
+	m->state_dir = strdup(cfg->daemon.state_dir ? cfg->daemon.state_dir
+						    : default_state_dir(dir, sizeof(dir)));
+	m->tick = event_new(base, -1, EV_PERSIST, on_tick, m);
+	m->kick = event_new(base, -1, 0, on_kick, m);
+	if (!m->state_dir || !m->tick || !m->kick)
+		goto out_free;
+	r = vram_supervisor_new(base, &m->sup);
+	if (r < 0)
+		goto out_free;
+	r = vram_workers_new(base, WORKERS_THREADS, &m->workers);
+	if (r < 0)
+		goto out_free;
+	m->host = (struct vram_engine_host){
+		.base = base,
+		.gpus = gpus,
+		.workers = m->workers,
+		.ctx = m,
+		.stop_processes = host_stop_processes,
+		.spawn_processes = host_spawn_processes,
+	};
+	const char *rate = getenv(SIM_RATE_ENV);
+	uint64_t bps;
+	if (rate && vram_units_parse_bytes(rate, &bps) == 0 && bps > 0)
+		vram_engine_sim_set_rate(bps, bps);
+
+	r = -ENOMEM;
+	m->n_ws = cfg->n_workloads;
+	m->ws = calloc(m->n_ws ? m->n_ws : 1, sizeof(*m->ws));
+	m->wptrs = calloc(m->n_ws ? m->n_ws : 1, sizeof(*m->wptrs));
+	if (!m->ws || !m->wptrs)
+		goto out_free;
+	for (size_t i = 0; i < m->n_ws; i++) {
+		m->wptrs[i] = &m->ws[i];
+		r = workload_init(m, &m->ws[i], i);
+		if (r < 0)
+			goto out_free;
+	}
+	*ret = m;
+	return 0;
+
+out_free:
+	vram_manager_free(m);
+	return r;
+}
+
+int vram_manager_run(struct vram_manager *m)
+{
+	if (m->running)
+		return 0;
+	struct timeval tv = ms_tv(TICK_MS);
+	if (event_add(m->tick, &tv) < 0)
+		return -ENOMEM;
+	m->running = true;
+	for (size_t k = 0; k < m->n_ws; k++) {
+		struct vram_workload *w = &m->ws[k];
+		if (w->cfg->start != VRAM_START_EAGER)
+			continue;
+		char err[VRAM_PLAN_MSG_MAX];
+		int r = begin_start(m, w, "eager start", err, sizeof(err));
+		if (r < 0) {
+			fmt_error(w, r, "%s", err);
+			vram_err("Failed to start %s: %s", w->cfg->name, err);
+		}
+	}
+	return 0;
+}
+
+void vram_manager_shutdown(struct vram_manager *m, void (*done)(void *arg), void *arg)
+{
+	m->shutting_down = true;
+	m->shutdown_done = done;
+	m->shutdown_arg = arg;
+	evtimer_del(m->tick);
+	for (size_t k = 0; k < m->n_ws; k++)
+		stop_workload(m, &m->ws[k], "vramd is shutting down");
+	kick(m);
+}
+
+void vram_manager_free(struct vram_manager *m)
+{
+	if (!m)
+		return;
+	while (m->waiters) {
+		struct vram_manager_waiter *wt = m->waiters;
+		m->waiters = wt->next;
+		waiter_free(wt);
+	}
+	while (m->subs) {
+		struct vram_manager_sub *s = m->subs;
+		m->subs = s->next;
+		free(s);
+	}
+	/* children first: their output goes into the workloads' log files */
+	vram_supervisor_free(m->sup);
+	for (size_t i = 0; m->ws && i < m->n_ws; i++)
+		workload_done(&m->ws[i]);
+	vram_workers_free(m->workers);
+	free(m->ws);
+	free(m->wptrs);
+	if (m->tick)
+		event_free(m->tick);
+	if (m->kick)
+		event_free(m->kick);
+	free(m->state_dir);
+	vram_gpu_close(m->gpus);
+	vram_config_free(m->cfg);
+	free(m);
+}
+
+const struct vram_config *vram_manager_config(const struct vram_manager *m)
+{
+	return m->cfg;
+}
+
+/* ---- actions ---- */
+
+static int wrong_state(struct vram_workload *w, enum vram_action a, char *err, size_t err_size)
+{
+	static const char *const allowed[] = {
+		[VRAM_ACTION_START] = "stopped, failed or offloaded (or already starting/ready)",
+		[VRAM_ACTION_STOP] = "any state",
+		[VRAM_ACTION_OFFLOAD] = "ready (or already offloading/offloaded)",
+		[VRAM_ACTION_RESTORE] = "offloaded (or already restoring/ready)",
+		[VRAM_ACTION_RELEASE] = "ready or offloaded (or already stopping/stopped)",
+	};
+	snprintf(err, err_size, "%s is %s; %s is allowed when it is %s", w->cfg->name,
+		 vram_wl_state_name(w->state), action_verb(a), allowed[a]);
+	return -EBUSY;
+}
+
+static void list_names(struct vram_manager *m, char *buf, size_t size)
+{
+	size_t len = 0;
+	buf[0] = '\0';
+	for (size_t k = 0; k < m->n_ws && len + 1 < size; k++)
+		len += (size_t)snprintf(buf + len, size - len, "%s%s", k ? ", " : "",
+					m->ws[k].cfg->name);
+}
+
+int vram_manager_act(struct vram_manager *m, const char *name, enum vram_action action,
+		     vram_action_cb cb, void *arg, struct vram_manager_waiter **ret_waiter,
+		     char *err, size_t err_size)
+{
+	struct vram_workload *w = find(m, name);
+	if (!w) {
+		char names[512];
+		list_names(m, names, sizeof(names));
+		snprintf(err, err_size, "no workload named \"%s\" (known: %s)", name ? name : "",
+			 names[0] ? names : "none");
+		return -ENOENT;
+	}
+	if ((unsigned)action > VRAM_ACTION_RELEASE) {
+		snprintf(err, err_size, "unknown action");
+		return -EINVAL;
+	}
+	if (m->shutting_down) {
+		snprintf(err, err_size, "vramd is shutting down");
+		return -EBUSY;
+	}
+	struct vram_manager_waiter *wt = calloc(1, sizeof(*wt));
+	if (!wt) {
+		snprintf(err, err_size, "out of memory");
+		return -ENOMEM;
+	}
+	wt->m = m;
+	wt->w = w;
+	wt->action = action;
+	wt->cb = cb;
+	wt->arg = arg;
+	wt->started_ms = vram_now_ms();
+	wt->ev = event_new(m->base, -1, 0, on_waiter, wt);
+	if (!wt->ev) {
+		free(wt);
+		snprintf(err, err_size, "out of memory");
+		return -ENOMEM;
+	}
+	wt->target = action == VRAM_ACTION_OFFLOAD                                    ? VRAM_WL_OFFLOADED
+		     : action == VRAM_ACTION_STOP || action == VRAM_ACTION_RELEASE ? VRAM_WL_STOPPED
+										   : VRAM_WL_READY;
+	/* registered first: a change made below resolves it (from the loop) */
+	wt->next = m->waiters;
+	m->waiters = wt;
+
+	int r = 0;
+	enum vram_wl_state s = w->state;
+	char why[96];
+	snprintf(why, sizeof(why), "%s asked", action_verb(action));
+	if (s == wt->target) {
+		waiter_resolve(wt, true);
+		snprintf(wt->res.message, sizeof(wt->res.message), "%s is already %s", w->cfg->name,
+			 vram_wl_state_name(s));
+		wt->res.bytes = 0;
+		goto out;
+	}
+	switch (action) {
+	case VRAM_ACTION_START:
+		if (s == VRAM_WL_STARTING || s == VRAM_WL_RESTORING)
+			break;
+		if (s == VRAM_WL_STOPPED || s == VRAM_WL_FAILED) {
+			evtimer_del(w->retry_timer);
+			w->retry_pending = false;
+			w->backoff_step = 0;
+			r = begin_start(m, w, why, err, err_size);
+		} else if (s == VRAM_WL_OFFLOADED) {
+			r = begin_restore(m, w, why, err, err_size);
+		} else {
+			r = wrong_state(w, action, err, err_size);
+		}
+		break;
+	case VRAM_ACTION_STOP:
+		if (s != VRAM_WL_STOPPING)
+			stop_workload(m, w, why);
+		break;
+	case VRAM_ACTION_OFFLOAD:
+		if (s == VRAM_WL_OFFLOADING)
+			break;
+		if (s == VRAM_WL_READY)
+			begin_offload(m, w, why);
+		else
+			r = wrong_state(w, action, err, err_size);
+		break;
+	case VRAM_ACTION_RESTORE:
+		if (s == VRAM_WL_RESTORING)
+			break;
+		if (s == VRAM_WL_OFFLOADED)
+			r = begin_restore(m, w, why, err, err_size);
+		else
+			r = wrong_state(w, action, err, err_size);
+		break;
+	case VRAM_ACTION_RELEASE:
+		if (s == VRAM_WL_STOPPING)
+			break;
+		if (s == VRAM_WL_READY || s == VRAM_WL_OFFLOADED)
+			stop_workload(m, w, why);
+		else
+			r = wrong_state(w, action, err, err_size);
+		break;
+	}
+out:
+	if (r < 0) {
+		waiter_unlink(wt);
+		waiter_free(wt);
+		return r;
+	}
+	if (ret_waiter)
+		*ret_waiter = wt;
+	return 0;
+}
+
+void vram_manager_waiter_cancel(struct vram_manager_waiter *wt)
+{
+	if (!wt)
+		return;
+	waiter_unlink(wt);
+	waiter_free(wt);
+}
+
+int vram_manager_set_idle(struct vram_manager *m, const char *name, uint64_t offload_after_ms,
+			  uint64_t release_after_ms, char *err, size_t err_size)
+{
+	struct vram_workload *w = NULL;
+	if (name) {
+		w = find(m, name);
+		if (!w) {
+			snprintf(err, err_size, "no workload named \"%s\"", name);
+			return -ENOENT;
+		}
+	}
+	for (size_t k = 0; k < m->n_ws; k++) {
+		struct vram_workload *x = &m->ws[k];
+		if (w && x != w)
+			continue;
+		if (offload_after_ms != VRAM_IDLE_KEEP)
+			x->offload_after_ms = offload_after_ms;
+		if (release_after_ms != VRAM_IDLE_KEEP)
+			x->release_after_ms = release_after_ms;
+	}
+	return 0;
+}
+
+int vram_manager_request_begin(struct vram_manager *m, const char *name)
+{
+	struct vram_workload *w = find(m, name);
+	if (!w)
+		return -ENOENT;
+	w->in_flight++;
+	w->last_used_ms = vram_now_ms();
+	return 0;
+}
+
+int vram_manager_request_end(struct vram_manager *m, const char *name)
+{
+	struct vram_workload *w = find(m, name);
+	if (!w)
+		return -ENOENT;
+	if (w->in_flight > 0)
+		w->in_flight--;
+	w->last_used_ms = vram_now_ms();
+	return 0;
+}
+
+int vram_manager_find_model(struct vram_manager *m, const char *model, const char **ret_name)
+{
+	for (size_t k = 0; model && k < m->n_ws; k++) {
+		const struct vram_workload_config *c = m->ws[k].cfg;
+		for (size_t i = 0; i < c->n_models; i++) {
+			if (strcmp(c->models[i], model) == 0) {
+				*ret_name = c->name;
+				return 0;
+			}
+		}
+	}
+	return -ENOENT;
+}
+
+int vram_manager_endpoint(struct vram_manager *m, const char *name, unsigned *ret_port)
+{
+	struct vram_workload *w = find(m, name);
+	if (!w)
+		return -ENOENT;
+	if (w->state != VRAM_WL_READY)
+		return -EAGAIN;
+	for (size_t n = 0; n < w->n_instances; n++) {
+		struct vram_instance *in = &w->instances[w->next_port_rr++ % w->n_instances];
+		if (in->child && in->healthy && in->port) {
+			*ret_port = in->port;
+			return 0;
+		}
+	}
+	return -EAGAIN;
+}
+
+/* ---- status ---- */
+
+static json_t *duration_json(uint64_t ms)
+{
+	if (ms == VRAM_DURATION_NEVER || ms == VRAM_IDLE_KEEP)
+		return json_null();
+	return json_real((double)ms / 1000.0);
+}
+
+static json_t *gpu_refs_json(struct vram_manager *m, const struct vram_instance *in)
+{
+	json_t *a = json_array();
+	for (size_t g = 0; a && g < in->n_gpus; g++) {
+		struct vram_gpu_info info;
+		const char *uuid = vram_gpu_query(m->gpus, in->gpus[g], &info) == 0 ? info.uuid : "";
+		json_array_append_new(a, json_pack("{s:i,s:s}", "index", (int)in->gpus[g], "uuid", uuid));
+	}
+	return a;
+}
+
+static json_t *workload_json(struct vram_manager *m, struct vram_workload *w)
+{
+	uint64_t now = vram_now_ms();
+	const struct vram_workload_config *c = w->cfg;
+	char declared[32];
+	vram_units_format_mem(&c->memory, declared, sizeof(declared));
+	bool declared_set = c->memory.is_fraction || c->memory.bytes;
+
+	json_t *instances = json_array();
+	uint64_t resident = 0;
+	for (size_t i = 0; instances && i < w->n_instances; i++) {
+		const struct vram_instance *in = &w->instances[i];
+		if (in->resident)
+			resident += in->bytes_per_gpu * in->n_gpus;
+		json_array_append_new(instances,
+			json_pack("{s:i,s:o,s:o,s:o,s:I,s:b}", "replica", (int)in->replica, "pid",
+				  in->pid ? json_integer(in->pid) : json_null(), "port",
+				  in->port ? json_integer(in->port) : json_null(), "gpus",
+				  gpu_refs_json(m, in), "bytes_per_gpu", (json_int_t)in->bytes_per_gpu,
+				  "healthy", in->healthy));
+	}
+	const struct vram_instance *first = &w->instances[0];
+	json_t *models = json_array();
+	for (size_t i = 0; models && i < c->n_models; i++)
+		json_array_append_new(models, json_string(c->models[i]));
+
+	json_t *o = json_pack(
+		"{s:s,s:s,s:f,s:o,s:o,s:o,s:i,s:o,s:{s:o,s:I,s:I,s:I},s:f,s:i,s:{s:o,s:o},"
+		"s:{s:o,s:s,s:f},s:o,s:o,s:i,s:o,s:i,s:s,s:s,s:o,s:o}",
+		"name", c->name,
+		"state", vram_wl_state_name(w->state),
+		"state_seconds", (double)(now - w->state_since_ms) / 1000.0,
+		"gpus", gpu_refs_json(m, first),
+		"pid", first->pid ? json_integer(first->pid) : json_null(),
+		"port", first->port ? json_integer(first->port) : json_null(),
+		"replicas", (int)w->n_instances,
+		"instances", instances ? instances : json_array(),
+		"memory",
+		"declared", declared_set ? json_string(declared) : json_null(),
+		"per_gpu_bytes", (json_int_t)first->bytes_per_gpu,
+		"gpu_bytes", (json_int_t)resident,
+		"offloaded_bytes", (json_int_t)w->offloaded_bytes,
+		"idle_seconds", (double)vram_policy_idle_ms(w, now) / 1000.0,
+		"in_flight", (int)w->in_flight,
+		"timeouts",
+		"offload_after_seconds", duration_json(w->offload_after_ms),
+		"release_after_seconds", duration_json(w->release_after_ms),
+		"engine",
+		"name", w->engine ? json_string(w->engine->name) : json_null(),
+		"why", w->engine_why,
+		"last_seconds", w->last_action_seconds,
+		"last_error", w->last_error[0] ? json_string(w->last_error) : json_null(),
+		"log_tail", w->state == VRAM_WL_FAILED && w->log_tail[0] ? json_string(w->log_tail)
+									 : json_null(),
+		"restarts", (int)w->restarts,
+		"next_restart_seconds",
+		w->retry_pending ? json_real((double)(w->retry_at_ms > now ? w->retry_at_ms - now : 0) /
+					     1000.0)
+				 : json_null(),
+		"priority", c->priority,
+		"start", c->start == VRAM_START_EAGER ? "eager" : "lazy",
+		"log", w->log_path ? w->log_path : "",
+		"models", models ? models : json_array(),
+		"in_transition", json_boolean(!vram_wl_state_settled(w->state)));
+	return o;
+}
+
+static const char *owner_of(struct vram_manager *m, pid_t pid, unsigned *ret_replica)
+{
+	for (size_t k = 0; pid > 0 && k < m->n_ws; k++) {
+		for (size_t i = 0; i < m->ws[k].n_instances; i++) {
+			if (m->ws[k].instances[i].pid == pid) {
+				*ret_replica = (unsigned)i;
+				return m->ws[k].cfg->name;
+			}
+		}
+	}
+	return NULL;
+}
+
+json_t *vram_manager_gpus_json(struct vram_manager *m)
+{
+	json_t *a = json_array();
+	unsigned n = vram_gpu_count(m->gpus);
+	for (unsigned i = 0; a && i < n; i++) {
+		struct vram_gpu_info info;
+		if (vram_gpu_query(m->gpus, i, &info) < 0)
+			continue;
+		json_t *procs = json_array();
+		for (size_t p = 0; procs && info.procs_valid && p < info.n_procs; p++) {
+			unsigned replica = 0;
+			const char *owner = owner_of(m, info.procs[p].pid, &replica);
+			json_array_append_new(procs,
+				json_pack("{s:i,s:o,s:o,s:o}", "pid", (int)info.procs[p].pid,
+					  "used_bytes",
+					  info.procs[p].used_bytes == UINT64_MAX
+						  ? json_null()
+						  : json_integer((json_int_t)info.procs[p].used_bytes),
+					  "workload", owner ? json_string(owner) : json_null(),
+					  "replica", owner ? json_integer(replica) : json_null()));
+		}
+		json_t *g = json_pack(
+			"{s:i,s:s,s:s,s:s,s:{s:I,s:I,s:I,s:I},s:o,s:o,s:o}", "index", (int)info.index,
+			"name", info.name, "uuid", info.uuid, "pci_bus_id", info.pci_bus_id, "memory",
+			"total", (json_int_t)info.mem_total, "used", (json_int_t)info.mem_used, "free",
+			(json_int_t)info.mem_free, "reserve", (json_int_t)m->cfg->gpus.reserve,
+			"utilization_percent",
+			info.util_percent < 0 ? json_null() : json_integer(info.util_percent),
+			"processes", info.procs_valid && procs ? procs : json_null(),
+			"backend", json_string(vram_gpu_backend_name_of(m->gpus)));
+		if (!info.procs_valid)
+			json_decref(procs);
+		if (g)
+			json_array_append_new(a, g);
+	}
+	return a;
+}
+
+json_t *vram_manager_workload_json(struct vram_manager *m, const char *name)
+{
+	struct vram_workload *w = find(m, name);
+	return w ? workload_json(m, w) : NULL;
+}
+
+json_t *vram_manager_status_json(struct vram_manager *m)
+{
+	json_t *ws = json_array();
+	for (size_t k = 0; ws && k < m->n_ws; k++) {
+		json_t *o = workload_json(m, &m->ws[k]);
+		if (o)
+			json_array_append_new(ws, o);
+	}
+	json_t *gpus = vram_manager_gpus_json(m);
+	if (!ws || !gpus) {
+		json_decref(ws);
+		json_decref(gpus);
+		return NULL;
+	}
+	return json_pack("{s:o,s:o,s:s}", "gpus", gpus, "workloads", ws, "backend",
+			 vram_gpu_backend_name_of(m->gpus));
+}
+
+json_t *vram_manager_compat_status_json(struct vram_manager *m)
+{
+	json_t *o = json_object();
+	uint64_t now = vram_now_ms();
+	const double gib = (double)VRAM_GiB;
+	for (size_t k = 0; o && k < m->n_ws; k++) {
+		struct vram_workload *w = &m->ws[k];
+		const char *location = "unloaded";
+		bool on_gpu = false, running = any_process(w);
+		for (size_t i = 0; i < w->n_instances; i++)
+			on_gpu |= w->instances[i].resident && w->instances[i].n_gpus > 0;
+		if (on_gpu)
+			location = "GPU";
+		else if (running || w->state == VRAM_WL_OFFLOADED)
+			location = "CPU";
+		json_t *mem = json_object();
+		for (size_t i = 0; mem && i < w->n_instances; i++) {
+			const struct vram_instance *in = &w->instances[i];
+			for (size_t g = 0; g < in->n_gpus; g++) {
+				struct vram_gpu_info info;
+				if (vram_gpu_query(m->gpus, in->gpus[g], &info) < 0)
+					continue;
+				uint64_t used = in->resident ? in->bytes_per_gpu : 0;
+				for (size_t p = 0; info.procs_valid && p < info.n_procs; p++) {
+					if (in->pid > 0 && info.procs[p].pid == in->pid &&
+					    info.procs[p].used_bytes != UINT64_MAX)
+						used = info.procs[p].used_bytes;
+				}
+				char key[32];
+				snprintf(key, sizeof(key), "GPU_%u", in->gpus[g]);
+				json_object_set_new(mem, key,
+					json_pack("{s:f,s:f,s:f}", "allocated_gb", (double)used / gib,
+						  "reserved_gb",
+						  (double)(in->resident ? in->bytes_per_gpu : 0) / gib,
+						  "total_gb", (double)info.mem_total / gib));
+			}
+		}
+		bool monitor = w->offload_after_ms != VRAM_DURATION_NEVER ||
+			       w->release_after_ms != VRAM_DURATION_NEVER;
+		json_object_set_new(o, w->cfg->name,
+			json_pack("{s:s,s:s,s:f,s:o,s:b,s:o,s:s}", "model_name",
+				  w->cfg->n_models ? w->cfg->models[0] : w->cfg->name, "location",
+				  location, "idle_time_seconds",
+				  (double)vram_policy_idle_ms(w, now) / 1000.0,
+				  "idle_timeout_seconds", duration_json(w->release_after_ms),
+				  "monitor_running", monitor, "gpu_memory", mem ? mem : json_object(),
+				  "state", vram_wl_state_name(w->state)));
+	}
+	return o;
+}
+
+const char *vram_manager_log_path(struct vram_manager *m, const char *name)
+{
+	struct vram_workload *w = find(m, name);
+	return w ? w->log_path : NULL;
+}
+
+int vram_manager_subscribe(struct vram_manager *m, vram_event_cb cb, void *arg,
+			   struct vram_manager_sub **ret_sub)
+{
+	struct vram_manager_sub *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->m = m;
+	s->cb = cb;
+	s->arg = arg;
+	s->next = m->subs;
+	m->subs = s;
+	if (ret_sub)
+		*ret_sub = s;
+	return 0;
+}
+
+void vram_manager_unsubscribe(struct vram_manager_sub *sub)
+{
+	if (!sub)
+		return;
+	for (struct vram_manager_sub **pp = &sub->m->subs; *pp; pp = &(*pp)->next) {
+		if (*pp == sub) {
+			*pp = sub->next;
+			break;
+		}
+	}
+	free(sub);
+}
