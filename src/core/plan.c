@@ -133,7 +133,7 @@ struct gpu_state {
 	uint64_t total;         /* bytes */
 	uint64_t free;          /* bytes, after reserve, unmanaged and residents */
 	unsigned n_residents;   /* managed instances on it */
-	unsigned n_same;        /* instances of the request's workload on it */
+	unsigned n_same;        /* instances of the request's workload on it (counted for spread only) */
 	bool in_use;            /* residents or unmanaged memory */
 	bool other_model;       /* excluded by same_model_as */
 	bool preferred;         /* listed in req->prefer */
@@ -203,10 +203,17 @@ static void planner_init(struct planner *p, const struct vram_plan_ledger *l,
 			p->g[pos].preferred = true;
 	}
 	const char *me = p->wl->name;
+	bool spread = p->wl->placement == VRAM_PLACEMENT_SPREAD;
 	for (size_t i = 0; i < l->n_residents; i++) {
 		const struct vram_plan_resident *r = &l->residents[i];
-		bool same = r->name && strcmp(r->name, me) == 0;
-		bool avoid = !same && r->name &&
+		/* Names are compared only where the answer is used (spread counts
+		 * siblings, avoid lists); this loop runs for every resident on
+		 * every placement. Names usually come from one config: the
+		 * pointer is tried first. */
+		bool check_avoid = r->name && (p->wl->n_avoid || r->avoid);
+		bool same = (spread || check_avoid) &&
+			    (r->name == me || (r->name && strcmp(r->name, me) == 0));
+		bool avoid = check_avoid && !same &&
 			     (name_in(r->name, p->wl->avoid, p->wl->n_avoid) ||
 			      name_in_null_terminated(me, r->avoid));
 		for (size_t j = 0; j < r->n_gpus; j++) {
@@ -244,7 +251,7 @@ static int cmp_victim_key(const void *a, const void *b)
 static bool may_evict(const struct planner *p, const struct vram_plan_resident *r)
 {
 	return r->evictable && r->n_gpus > 0 && r->priority <= p->wl->priority &&
-	       !(r->name && strcmp(r->name, p->wl->name) == 0);
+	       !(r->name == p->wl->name || (r->name && strcmp(r->name, p->wl->name) == 0));
 }
 
 /* Builds the eviction order once per request. Out of memory leaves it empty:
