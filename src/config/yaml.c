@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <libfyaml.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -259,6 +260,71 @@ static int on_event(struct builder *b, struct fy_event *ev)
 	}
 }
 
+/* Length of the valid UTF-8 sequence at p (n bytes left), or 0. Overlong
+ * forms, surrogates and code points past U+10FFFF are invalid. */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+	unsigned char c = p[0];
+	size_t len;
+	uint32_t cp;
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf) {
+		len = 2;
+		cp = c & 0x1f;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		len = 3;
+		cp = c & 0x0f;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		len = 4;
+		cp = c & 0x07;
+	} else {
+		return 0;
+	}
+	if (n < len)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (p[i] & 0x3f);
+	}
+	if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
+	    (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return len;
+}
+
+/*
+ * The text must be UTF-8 without NUL bytes. Checked before libfyaml sees it:
+ * besides giving a clear message, this keeps malformed bytes away from the
+ * scanner (libfyaml 0.7.12 loops forever on "%" followed by a stray byte).
+ */
+static bool check_text(struct builder *b, const char *text, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)text;
+	unsigned line = 1, col = 1;
+	for (size_t i = 0; i < len;) {
+		if (p[i] == '\0') {
+			builder_fail(b, line, col, "a NUL byte, expected a UTF-8 text file");
+			return false;
+		}
+		size_t n = utf8_len(p + i, len - i);
+		if (n == 0) {
+			builder_fail(b, line, col, "invalid UTF-8 byte 0x%02x, expected a UTF-8 "
+				     "text file", p[i]);
+			return false;
+		}
+		if (p[i] == '\n') {
+			line++;
+			col = 1;
+		} else {
+			col++;
+		}
+		i += n;
+	}
+	return true;
+}
+
 /* Diagnostics are collected, never printed; this sink only exists because
  * libfyaml wants one when fp is NULL. */
 static void diag_discard(struct fy_diag *diag, void *user, const char *buf, size_t len)
@@ -291,6 +357,8 @@ int vram_yaml_parse(const char *text, size_t len, struct vram_ynode **ret_root,
 	int r;
 
 	*ret_error = (struct vram_yaml_error){ 0 };
+	if (!check_text(&b, text, len))
+		return -EINVAL;
 
 	struct fy_diag_cfg dcfg;
 	fy_diag_cfg_default(&dcfg);
