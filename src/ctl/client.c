@@ -98,13 +98,14 @@ int vram_client_parse_url(const char *s, struct vram_client_url *ret, char *err,
 
 char *vram_client_default_socket(char *buf, size_t size)
 {
+	/* The same rule as the config's default state_dir. */
 	const char *xdg = getenv("XDG_RUNTIME_DIR");
-	if (getuid() == 0)
+	if (geteuid() == 0)
 		snprintf(buf, size, "/run/vramd/vramd.sock");
-	else if (xdg && *xdg)
+	else if (xdg && xdg[0] == '/')
 		snprintf(buf, size, "%s/vramd/vramd.sock", xdg);
 	else
-		snprintf(buf, size, "/tmp/vramd-%u/vramd.sock", (unsigned)getuid());
+		snprintf(buf, size, "/tmp/vramd-%u/vramd.sock", (unsigned)geteuid());
 	return buf;
 }
 

@@ -235,10 +235,9 @@ static void render_gpus(json_t *gpus, struct table *t)
 		const char *name = json_string_value(GET(g, "name"));
 		table_set(t, 1, name ? name : "-");
 		uint64_t total = 0, used = 0, free_b = 0;
-		bool have_total = get_u64(GET(g, "memory.total", "memory_total", "mem_total", "total"), &total);
-		bool have_used = get_u64(GET(g, "memory.used", "memory_used", "mem_used", "used"), &used);
-		if (!have_used && have_total &&
-		    get_u64(GET(g, "memory.free", "memory_free", "mem_free", "free"), &free_b))
+		bool have_total = get_u64(GET(g, "memory.total"), &total);
+		bool have_used = get_u64(GET(g, "memory.used"), &used);
+		if (!have_used && have_total && get_u64(GET(g, "memory.free"), &free_b))
 			used = free_b <= total ? total - free_b : 0, have_used = true;
 		if (have_total) {
 			vram_units_format_bytes(used, a, sizeof(a));
@@ -253,22 +252,22 @@ static void render_gpus(json_t *gpus, struct table *t)
 		} else {
 			table_set(t, 2, "-");
 		}
-		json_t *util = GET(g, "util_percent", "utilization", "util");
+		json_t *util = GET(g, "utilization_percent");
 		if (json_is_integer(util) && json_integer_value(util) >= 0)
 			snprintf(buf, sizeof(buf), "%lld%%", (long long)json_integer_value(util));
 		else
 			snprintf(buf, sizeof(buf), "-");
 		table_set(t, 3, buf);
 		/* Processes as gpustat shows them: name(memory). */
-		json_t *procs = GET(g, "processes", "procs");
+		json_t *procs = GET(g, "processes");
 		size_t off = 0, j;
 		json_t *p;
 		buf[0] = '\0';
 		json_array_foreach(procs, j, p) {
-			const char *who = json_string_value(GET(p, "workload", "name"));
+			const char *who = json_string_value(GET(p, "workload"));
 			json_t *pid = GET(p, "pid");
 			uint64_t bytes = 0;
-			bool hb = get_u64(GET(p, "used_bytes", "memory", "bytes", "used"), &bytes);
+			bool hb = get_u64(GET(p, "used_bytes"), &bytes);
 			char who_buf[32];
 			if (!who) {
 				snprintf(who_buf, sizeof(who_buf), "pid %lld",
@@ -310,27 +309,32 @@ static void render_workloads(json_t *wls, struct table *t, struct vram_buf *note
 		table_set(t, 2, buf);
 		format_pids(w, buf, sizeof(buf));
 		table_set(t, 3, buf);
-		uint64_t bytes;
-		json_t *mem = GET(w, "memory.bytes", "memory_bytes", "memory.used", "memory");
-		if (get_u64(mem, &bytes) && bytes > 0)
-			table_set(t, 4, vram_units_format_bytes(bytes, buf, sizeof(buf)));
-		else if (get_u64(mem, &bytes))
-			table_set(t, 4, "-");
+		/* GPU memory held now; what is parked in host RAM is marked "host". */
+		uint64_t gpu_bytes = 0, host_bytes = 0;
+		get_u64(GET(w, "memory.gpu_bytes"), &gpu_bytes);
+		get_u64(GET(w, "memory.offloaded_bytes"), &host_bytes);
+		if (gpu_bytes > 0)
+			vram_units_format_bytes(gpu_bytes, buf, sizeof(buf));
+		else if (host_bytes > 0)
+			snprintf(buf, sizeof(buf), "%s host", vram_units_format_bytes(host_bytes, a, sizeof(a)));
 		else
-			table_set(t, 4, json_is_string(mem) ? json_string_value(mem) : "-");
-		json_t *idle = GET(w, "idle_seconds", "idle.seconds");
-		table_set(t, 5, vram_table_format_seconds(json_is_number(idle) ? json_number_value(idle) : -1,
+			snprintf(buf, sizeof(buf), "-");
+		table_set(t, 4, buf);
+		/* Idle time means something only while it holds memory. */
+		json_t *idle = GET(w, "idle_seconds");
+		bool holds = state && (strcmp(state, "ready") == 0 || strcmp(state, "offloaded") == 0);
+		table_set(t, 5, vram_table_format_seconds(holds && json_is_number(idle) ? json_number_value(idle) : -1,
 							  buf, sizeof(buf)));
-		const char *engine = json_string_value(GET(w, "engine"));
+		const char *engine = json_string_value(GET(w, "engine.name", "engine"));
 		table_set(t, 6, engine ? engine : "-");
 		/* offload/release timeouts: "10m/1h", "never" for off. */
-		json_t *off_s = GET(w, "offload_after_seconds", "idle.offload_after_seconds", "timeouts.offload_after_seconds");
-		json_t *rel_s = GET(w, "release_after_seconds", "idle.release_after_seconds", "timeouts.release_after_seconds");
+		json_t *off_s = GET(w, "timeouts.offload_after_seconds");
+		json_t *rel_s = GET(w, "timeouts.release_after_seconds");
 		snprintf(buf, sizeof(buf), "%s/%s",
 			 json_is_number(off_s) ? vram_table_format_seconds(json_number_value(off_s), a, sizeof(a)) : "never",
 			 json_is_number(rel_s) ? vram_table_format_seconds(json_number_value(rel_s), b, sizeof(b)) : "never");
 		table_set(t, 7, buf);
-		const char *err = json_string_value(GET(w, "last_error", "error"));
+		const char *err = json_string_value(GET(w, "last_error"));
 		if (err && *err && name)
 			vram_buf_printf(notes, "%s: %s\n", name, err);
 	}

@@ -324,9 +324,21 @@ static const char *code_of_errno(int err)
 	}
 }
 
-static int unknown_workload(json_t **ret, const char *name)
+/* The same words as the manager's own refusal of an unknown name. */
+static int unknown_workload(struct vram_api *api, json_t **ret, const char *name)
 {
-	return error_out(ret, 404, "not_found", "unknown workload \"%s\"", name);
+	const struct vram_config *cfg = vram_manager_config(api->m);
+	char known[512] = "";
+	size_t off = 0;
+	for (size_t i = 0; cfg && i < cfg->n_workloads && off < sizeof(known); i++) {
+		int n = snprintf(known + off, sizeof(known) - off, "%s%s", i ? ", " : "",
+				 cfg->workloads[i].name);
+		if (n < 0)
+			break;
+		off += (size_t)n;
+	}
+	return error_out(ret, 404, "not_found", "no workload named \"%.64s\" (known: %s)", name,
+			 known[0] ? known : "none");
 }
 
 /* ----------------------------------------------------------- plain reads */
@@ -347,7 +359,7 @@ static int h_workload(struct vram_api_call *c, json_t **ret)
 {
 	*ret = vram_manager_workload_json(c->api->m, c->match->name);
 	if (!*ret)
-		return unknown_workload(ret, c->match->name);
+		return unknown_workload(c->api, ret, c->match->name);
 	return 200;
 }
 
@@ -614,7 +626,7 @@ static int h_compat_action(struct vram_api_call *c, json_t **ret)
 		json_t *w = vram_manager_workload_json(api->m, only);
 		if (!w) {
 			json_decref(names);
-			int r = unknown_workload(ret, only);
+			int r = unknown_workload(api, ret, only);
 			json_decref(obj);
 			return r;
 		}
@@ -807,7 +819,7 @@ static int h_logs(struct vram_api_call *c, json_t **ret)
 	}
 	json_t *w = vram_manager_workload_json(c->api->m, c->match->name);
 	if (!w)
-		return unknown_workload(ret, c->match->name);
+		return unknown_workload(c->api, ret, c->match->name);
 	json_decref(w);
 	const char *path = vram_manager_log_path(c->api->m, c->match->name);
 

@@ -75,16 +75,16 @@ static void test_default_socket(void **state)
 	char *saved = old ? strdup(old) : NULL;
 	setenv("XDG_RUNTIME_DIR", "/run/user/1234", 1);
 	vram_client_default_socket(buf, sizeof(buf));
-	if (getuid() == 0)
+	if (geteuid() == 0)
 		assert_string_equal(buf, "/run/vramd/vramd.sock");
 	else
 		assert_string_equal(buf, "/run/user/1234/vramd/vramd.sock");
 	unsetenv("XDG_RUNTIME_DIR");
 	vram_client_default_socket(buf, sizeof(buf));
-	if (getuid() == 0)
+	if (geteuid() == 0)
 		snprintf(want, sizeof(want), "/run/vramd/vramd.sock");
 	else
-		snprintf(want, sizeof(want), "/tmp/vramd-%u/vramd.sock", (unsigned)getuid());
+		snprintf(want, sizeof(want), "/tmp/vramd-%u/vramd.sock", (unsigned)geteuid());
 	assert_string_equal(buf, want);
 	if (saved)
 		setenv("XDG_RUNTIME_DIR", saved, 1);
@@ -169,17 +169,25 @@ static void test_seconds(void **state)
 	assert_string_equal(vram_table_format_seconds(2 * 86400 + 4 * 3600, buf, sizeof(buf)), "2d04h");
 }
 
+/* The shape of GET /api/status (trimmed to what the table reads). */
 static const char status_json[] =
 	"{\"gpus\": ["
 	" {\"index\": 0, \"name\": \"Simulated GPU\", \"memory\": {\"total\": 85899345920, \"used\": 51539607552, \"free\": 34359738368},"
-	"  \"util_percent\": -1, \"processes\": [{\"pid\": 4242, \"workload\": \"llm\", \"used_bytes\": 51539607552}]},"
+	"  \"utilization_percent\": null, \"processes\": [{\"pid\": 4242, \"workload\": \"llm\", \"used_bytes\": 51539607552}]},"
 	" {\"index\": 1, \"name\": \"Simulated GPU\", \"memory\": {\"total\": 85899345920, \"used\": 0, \"free\": 85899345920},"
-	"  \"util_percent\": 37, \"processes\": []}"
+	"  \"utilization_percent\": 37, \"processes\": []}"
 	"], \"workloads\": ["
-	" {\"name\": \"llm\", \"state\": \"ready\", \"gpus\": [0], \"pid\": 4242, \"memory\": {\"bytes\": 51539607552},"
-	"  \"idle_seconds\": 45.2, \"engine\": \"sim\", \"offload_after_seconds\": 600, \"release_after_seconds\": 3600},"
-	" {\"name\": \"embed\", \"state\": \"failed\", \"gpus\": [], \"pid\": null, \"memory\": {\"bytes\": 0},"
-	"  \"idle_seconds\": null, \"engine\": null, \"last_error\": \"exited with status 3\"}"
+	" {\"name\": \"llm\", \"state\": \"ready\", \"gpus\": [{\"index\": 0, \"uuid\": \"GPU-sim-0\"}], \"pid\": 4242,"
+	"  \"memory\": {\"gpu_bytes\": 51539607552, \"offloaded_bytes\": 0},"
+	"  \"idle_seconds\": 45.2, \"engine\": {\"name\": \"sim\"},"
+	"  \"timeouts\": {\"offload_after_seconds\": 600, \"release_after_seconds\": 3600}},"
+	" {\"name\": \"tts\", \"state\": \"offloaded\", \"gpus\": [], \"pid\": 77,"
+	"  \"memory\": {\"gpu_bytes\": 0, \"offloaded_bytes\": 2147483648},"
+	"  \"idle_seconds\": 700, \"engine\": {\"name\": \"sim\"},"
+	"  \"timeouts\": {\"offload_after_seconds\": 0, \"release_after_seconds\": null}},"
+	" {\"name\": \"embed\", \"state\": \"failed\", \"gpus\": [], \"pid\": null, \"memory\": {\"gpu_bytes\": 0},"
+	"  \"idle_seconds\": 12, \"engine\": {\"name\": null}, \"timeouts\": {},"
+	"  \"last_error\": \"exited with status 3\"}"
 	"]}";
 
 static void test_status_table(void **state)
@@ -212,6 +220,12 @@ static void test_status_table(void **state)
 		assert_non_null(q);
 		p = q + strlen(want[i]);
 	}
+	/* Parked in host RAM. */
+	row = strstr(text, "\ntts ");
+	assert_non_null(row);
+	assert_non_null(strstr(row, "2GiB host"));
+	assert_non_null(strstr(row, "11m"));
+	assert_non_null(strstr(row, "0s/never"));
 	/* The failed one shows dashes for what it does not have, and its error below. */
 	row = strstr(text, "\nembed ");
 	assert_non_null(row);
