@@ -136,6 +136,12 @@ int vram_logfile_write(struct vram_logfile *l, const void *data, size_t len)
 	const char *p = data;
 	int r = 0;
 	tail_add(l, p, len);
+	/* a write that fits in an empty file is not split across two files */
+	if (l->fd >= 0 && l->size > 0 && len <= l->max_bytes && l->size + len > l->max_bytes) {
+		r = rotate(l);
+		if (r < 0)
+			return r;
+	}
 	while (len > 0) {
 		if (l->fd < 0 || l->size >= l->max_bytes) {
 			r = rotate(l);

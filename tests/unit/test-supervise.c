@@ -1,0 +1,302 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Supervisor tests with real children (/bin/sh): the environment and ${VAR}
+ * substitution they get, their own process group, output into a rotating
+ * log, SIGTERM then SIGKILL for a child that ignores SIGTERM, exit statuses,
+ * spawn errors, and the health probe against a port with nobody listening.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "daemon/supervise.h"
+
+struct ctx {
+	struct event_base *base;
+	struct vram_supervisor *sup;
+	char dir[64];
+	char log_path[128];
+	struct vram_logfile *log;
+	int exits;
+	int status;
+	pid_t pid;
+};
+
+static int setup(void **state)
+{
+	struct ctx *c = calloc(1, sizeof(*c));
+	assert_non_null(c);
+	snprintf(c->dir, sizeof(c->dir), "/tmp/vram-test-supervise-XXXXXX");
+	assert_non_null(mkdtemp(c->dir));
+	snprintf(c->log_path, sizeof(c->log_path), "%s/logs/w.log", c->dir);
+	c->base = event_base_new();
+	assert_non_null(c->base);
+	assert_int_equal(vram_supervisor_new(c->base, &c->sup), 0);
+	assert_int_equal(vram_logfile_open(c->log_path, 1 << 20, 2, &c->log), 0);
+	*state = c;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct ctx *c = *state;
+	vram_supervisor_free(c->sup);
+	vram_logfile_close(c->log);
+	event_base_free(c->base);
+	char cmd[160];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", c->dir);
+	if (system(cmd) != 0)
+		return -1;
+	free(c);
+	return 0;
+}
+
+static void on_exit_cb(struct vram_child *child, int status, void *arg)
+{
+	struct ctx *c = arg;
+	c->exits++;
+	c->status = status;
+	c->pid = vram_child_pid(child);
+}
+
+static void on_guard(evutil_socket_t fd, short what, void *arg)
+{
+	event_base_loopbreak(arg);
+}
+
+/* Runs the loop until a child exits or 5 s pass. */
+static void run_until_exit(struct ctx *c)
+{
+	struct timeval tv = {5, 0};
+	struct event *guard = evtimer_new(c->base, on_guard, c->base);
+	evtimer_add(guard, &tv);
+	int before = c->exits;
+	while (c->exits == before && evtimer_pending(guard, NULL))
+		event_base_loop(c->base, EVLOOP_ONCE);
+	event_free(guard);
+	assert_int_equal(c->exits, before + 1);
+}
+
+static char *read_file(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return NULL;
+	char *buf = calloc(1, 65536);
+	size_t n = fread(buf, 1, 65535, f);
+	buf[n] = '\0';
+	fclose(f);
+	return buf;
+}
+
+static void test_env_pgroup_and_log(void **state)
+{
+	struct ctx *c = *state;
+	char *argv[] = {"/bin/sh", "-c",
+			"echo \"cvd=[$CUDA_VISIBLE_DEVICES] port=$PORT extra=$EXTRA\"; "
+			"echo \"arg=$0\"; echo \"pgid=$(cut -d' ' -f5 /proc/$$$$/stat) pid=$$$$\"; "
+			"echo oops >&2; exit 3",
+			"${PORT}-$$-${EXTRA}", NULL};
+	char *env[] = {"CUDA_VISIBLE_DEVICES=GPU-a,GPU-b", "PORT=8123", "EXTRA=x", "EXTRA=y", NULL};
+	struct vram_spawn sp = {.argv = argv, .env = env, .log = c->log};
+	struct vram_child *child;
+	char err[256];
+	assert_int_equal(vram_supervisor_spawn(c->sup, &sp, on_exit_cb, c, &child, err, sizeof(err)), 0);
+	pid_t pid = vram_child_pid(child);
+	assert_true(pid > 0);
+	assert_int_equal(vram_supervisor_live(c->sup), 1);
+	run_until_exit(c);
+	assert_int_equal(vram_supervisor_live(c->sup), 0);
+	assert_true(WIFEXITED(c->status));
+	assert_int_equal(WEXITSTATUS(c->status), 3);
+
+	char *text = read_file(c->log_path);
+	assert_non_null(text);
+	assert_non_null(strstr(text, "cvd=[GPU-a,GPU-b] port=8123 extra=y")); /* later entry wins */
+	assert_non_null(strstr(text, "arg=8123-$-y"));                        /* ${VAR} and $$ */
+	assert_non_null(strstr(text, "oops"));                                /* stderr too */
+	char expect[64];
+	snprintf(expect, sizeof(expect), "pgid=%d pid=%d", (int)pid, (int)pid); /* own group */
+	assert_non_null(strstr(text, expect));
+	free(text);
+
+	char tail[64];
+	vram_logfile_tail(c->log, tail, sizeof(tail));
+	assert_non_null(strstr(tail, "oops"));
+	char how[64];
+	assert_string_equal(vram_wait_status_format(c->status, how, sizeof(how)),
+			    "exited with status 3");
+}
+
+static void test_sigterm_then_sigkill(void **state)
+{
+	struct ctx *c = *state;
+	/* ignores SIGTERM, and has a child of its own in the same group */
+	char *argv[] = {"/bin/sh", "-c", "trap '' TERM; sleep 30 & while :; do sleep 0.05; done", NULL};
+	struct vram_spawn sp = {.argv = argv, .log = c->log};
+	struct vram_child *child;
+	char err[256];
+	assert_int_equal(vram_supervisor_spawn(c->sup, &sp, on_exit_cb, c, &child, err, sizeof(err)), 0);
+	pid_t pid = vram_child_pid(child);
+	usleep(100 * 1000);
+	vram_child_stop(child, 200);
+	vram_child_stop(child, 10000); /* a second stop does not extend the grace */
+	run_until_exit(c);
+	assert_true(WIFSIGNALED(c->status));
+	assert_int_equal(WTERMSIG(c->status), SIGKILL);
+	/* nobody is left in its group (the orphaned sleep is reaped by init) */
+	for (int i = 0; i < 100 && kill(-pid, 0) == 0; i++)
+		usleep(20 * 1000);
+	assert_int_equal(kill(-pid, 0), -1);
+	assert_int_equal(errno, ESRCH);
+}
+
+static void test_sigterm_obeyed(void **state)
+{
+	struct ctx *c = *state;
+	char *argv[] = {"/bin/sleep", "30", NULL};
+	struct vram_spawn sp = {.argv = argv, .log = c->log};
+	struct vram_child *child;
+	char err[256];
+	assert_int_equal(vram_supervisor_spawn(c->sup, &sp, on_exit_cb, c, &child, err, sizeof(err)), 0);
+	vram_child_stop(child, 5000);
+	run_until_exit(c);
+	assert_true(WIFSIGNALED(c->status));
+	assert_int_equal(WTERMSIG(c->status), SIGTERM);
+}
+
+static void test_spawn_errors(void **state)
+{
+	struct ctx *c = *state;
+	struct vram_child *child = NULL;
+	char err[256];
+	char *missing[] = {"/nonexistent/model-server", NULL};
+	struct vram_spawn sp = {.argv = missing, .log = c->log};
+	assert_int_equal(vram_supervisor_spawn(c->sup, &sp, on_exit_cb, c, &child, err, sizeof(err)),
+			 -ENOENT);
+	assert_non_null(strstr(err, "/nonexistent/model-server"));
+	char *unset[] = {"/bin/true", "--port", "${NOT_SET_ANYWHERE}", NULL};
+	sp.argv = unset;
+	assert_int_equal(vram_supervisor_spawn(c->sup, &sp, on_exit_cb, c, &child, err, sizeof(err)),
+			 -ENOENT);
+	assert_string_equal(err, "cmd[2]: ${NOT_SET_ANYWHERE} is not set");
+	assert_int_equal(vram_supervisor_live(c->sup), 0);
+}
+
+static void test_subst(void **state)
+{
+	char *env[] = {"A=1", "B=two", NULL};
+	char *out = NULL, err[128];
+	assert_int_equal(vram_subst_vars("x${A}y${B}$${A}", env, &out, err, sizeof(err)), 0);
+	assert_string_equal(out, "x1ytwo${A}");
+	free(out);
+	assert_int_equal(vram_subst_vars("${A", env, &out, err, sizeof(err)), -EINVAL);
+	assert_int_equal(vram_subst_vars("${}", env, &out, err, sizeof(err)), -ENOENT);
+	assert_int_equal(vram_subst_vars("plain", NULL, &out, err, sizeof(err)), 0);
+	assert_string_equal(out, "plain");
+	free(out);
+}
+
+static void test_log_rotation(void **state)
+{
+	struct ctx *c = *state;
+	char path[160], rotated[176];
+	snprintf(path, sizeof(path), "%s/rot/r.log", c->dir);
+	struct vram_logfile *l;
+	assert_int_equal(vram_logfile_open(path, 100, 2, &l), 0);
+	char line[40];
+	for (int i = 0; i < 20; i++) {
+		int n = snprintf(line, sizeof(line), "line %02d ...........\n", i); /* 20 bytes */
+		assert_int_equal(vram_logfile_write(l, line, (size_t)n), 0);
+	}
+	/* 400 bytes written, 100 per file, 2 rotated kept: the last 300 bytes survive */
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	assert_true(st.st_size <= 100);
+	for (int i = 1; i <= 2; i++) {
+		snprintf(rotated, sizeof(rotated), "%s.%d", path, i);
+		assert_int_equal(stat(rotated, &st), 0);
+		assert_int_equal(st.st_size, 100);
+	}
+	snprintf(rotated, sizeof(rotated), "%s.3", path);
+	assert_int_equal(stat(rotated, &st), -1);
+	char *cur = read_file(path);
+	assert_non_null(strstr(cur, "line 19"));
+	free(cur);
+	snprintf(rotated, sizeof(rotated), "%s.2", path);
+	char *old = read_file(rotated);
+	assert_non_null(strstr(old, "line 05"));
+	assert_null(strstr(old, "line 04"));
+	free(old);
+	/* the in-memory tail starts on a line boundary */
+	char tail[50];
+	vram_logfile_tail(l, tail, sizeof(tail));
+	assert_string_equal(tail, "line 18 ...........\nline 19 ...........\n");
+	vram_logfile_close(l);
+}
+
+struct probe_result {
+	int calls;
+	bool ok;
+	char why[128];
+};
+
+static void on_probe(bool ok, const char *why, void *arg)
+{
+	struct probe_result *p = arg;
+	p->calls++;
+	p->ok = ok;
+	snprintf(p->why, sizeof(p->why), "%s", why);
+}
+
+static void test_probe_refused(void **state)
+{
+	struct ctx *c = *state;
+	struct probe_result res = {0};
+	struct vram_health_probe *p;
+	/* port 1 on loopback: nobody listens there in a test environment */
+	assert_int_equal(vram_health_probe_start(c->base, VRAM_HEALTH_HTTP, "/health", 1, 1000,
+						 on_probe, &res, &p), 0);
+	assert_int_equal(res.calls, 0); /* never from inside the call */
+	while (res.calls == 0)
+		event_base_loop(c->base, EVLOOP_ONCE);
+	assert_int_equal(res.calls, 1);
+	assert_false(res.ok);
+	assert_non_null(strstr(res.why, "port 1"));
+
+	/* a cancelled probe never calls back */
+	res.calls = 0;
+	assert_int_equal(vram_health_probe_start(c->base, VRAM_HEALTH_TCP, NULL, 1, 1000, on_probe,
+						 &res, &p), 0);
+	vram_health_probe_cancel(p);
+	event_base_loop(c->base, EVLOOP_NONBLOCK);
+	assert_int_equal(res.calls, 0);
+}
+
+int main(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_env_pgroup_and_log, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sigterm_then_sigkill, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sigterm_obeyed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_spawn_errors, setup, teardown),
+		cmocka_unit_test(test_subst),
+		cmocka_unit_test_setup_teardown(test_log_rotation, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_probe_refused, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,145 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Lifecycle table tests: the paths a user sees (lazy start, idle offload and
+ * restore, release), crashes in every running state including during start
+ * and during offload, and every transition the table must refuse.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <string.h>
+
+#include "core/workload.h"
+
+/* Applies events in order from `from` and returns the final state (or -EINVAL). */
+static int walk(enum vram_wl_state from, const enum vram_wl_event *evs, size_t n)
+{
+	int s = (int)from;
+	for (size_t i = 0; i < n && s >= 0; i++)
+		s = vram_wl_transition((enum vram_wl_state)s, evs[i]);
+	return s;
+}
+
+static void test_happy_path(void **state)
+{
+	const enum vram_wl_event evs[] = {
+		VRAM_WL_EV_START, VRAM_WL_EV_HEALTHY, VRAM_WL_EV_OFFLOAD, VRAM_WL_EV_OFFLOADED,
+		VRAM_WL_EV_RESTORE, VRAM_WL_EV_RESTORED, VRAM_WL_EV_STOP, VRAM_WL_EV_EXITED,
+	};
+	const enum vram_wl_state expect[] = {
+		VRAM_WL_STARTING, VRAM_WL_READY, VRAM_WL_OFFLOADING, VRAM_WL_OFFLOADED,
+		VRAM_WL_RESTORING, VRAM_WL_READY, VRAM_WL_STOPPING, VRAM_WL_STOPPED,
+	};
+	int s = VRAM_WL_STOPPED;
+	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++) {
+		s = vram_wl_transition((enum vram_wl_state)s, evs[i]);
+		assert_int_equal(s, expect[i]);
+	}
+}
+
+static void test_crash_during_start(void **state)
+{
+	assert_int_equal(vram_wl_transition(VRAM_WL_STARTING, VRAM_WL_EV_CRASH), VRAM_WL_FAILED);
+	assert_int_equal(vram_wl_transition(VRAM_WL_STARTING, VRAM_WL_EV_START_FAILED),
+			 VRAM_WL_FAILED);
+	/* and the restart after backoff begins from failed */
+	assert_int_equal(vram_wl_transition(VRAM_WL_FAILED, VRAM_WL_EV_START), VRAM_WL_STARTING);
+}
+
+static void test_crash_during_offload(void **state)
+{
+	const enum vram_wl_event evs[] = {VRAM_WL_EV_START, VRAM_WL_EV_HEALTHY, VRAM_WL_EV_OFFLOAD,
+					  VRAM_WL_EV_CRASH};
+	assert_int_equal(walk(VRAM_WL_STOPPED, evs, 4), VRAM_WL_FAILED);
+	/* an offload the engine refused leaves it usable */
+	assert_int_equal(vram_wl_transition(VRAM_WL_OFFLOADING, VRAM_WL_EV_OFFLOAD_FAILED),
+			 VRAM_WL_READY);
+}
+
+static void test_crash_in_other_states(void **state)
+{
+	assert_int_equal(vram_wl_transition(VRAM_WL_READY, VRAM_WL_EV_CRASH), VRAM_WL_FAILED);
+	assert_int_equal(vram_wl_transition(VRAM_WL_OFFLOADED, VRAM_WL_EV_CRASH), VRAM_WL_FAILED);
+	assert_int_equal(vram_wl_transition(VRAM_WL_RESTORING, VRAM_WL_EV_CRASH), VRAM_WL_FAILED);
+	/* dying while being stopped is what was asked for */
+	assert_int_equal(vram_wl_transition(VRAM_WL_STOPPING, VRAM_WL_EV_CRASH), VRAM_WL_STOPPED);
+	/* nothing runs in stopped: a crash there is a bug */
+	assert_int_equal(vram_wl_transition(VRAM_WL_STOPPED, VRAM_WL_EV_CRASH), -EINVAL);
+}
+
+static void test_restore_outcomes(void **state)
+{
+	assert_int_equal(vram_wl_transition(VRAM_WL_RESTORING, VRAM_WL_EV_RESTORE_FAILED),
+			 VRAM_WL_FAILED);
+	assert_int_equal(vram_wl_transition(VRAM_WL_RESTORING, VRAM_WL_EV_RESTORE_ABORTED),
+			 VRAM_WL_OFFLOADED);
+}
+
+static void test_stop_allowed_and_refused(void **state)
+{
+	const enum vram_wl_state ok[] = {VRAM_WL_STARTING, VRAM_WL_READY, VRAM_WL_OFFLOADING,
+					  VRAM_WL_OFFLOADED, VRAM_WL_RESTORING, VRAM_WL_FAILED};
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+		assert_int_equal(vram_wl_transition(ok[i], VRAM_WL_EV_STOP), VRAM_WL_STOPPING);
+	assert_int_equal(vram_wl_transition(VRAM_WL_STOPPED, VRAM_WL_EV_STOP), -EINVAL);
+	assert_int_equal(vram_wl_transition(VRAM_WL_STOPPING, VRAM_WL_EV_STOP), -EINVAL);
+}
+
+static void test_refused(void **state)
+{
+	/* offload only from ready, restore only from offloaded, start only from stopped/failed */
+	for (int s = 0; s < VRAM_WL_N_STATES; s++) {
+		int off = vram_wl_transition((enum vram_wl_state)s, VRAM_WL_EV_OFFLOAD);
+		int res = vram_wl_transition((enum vram_wl_state)s, VRAM_WL_EV_RESTORE);
+		int start = vram_wl_transition((enum vram_wl_state)s, VRAM_WL_EV_START);
+		assert_int_equal(off, s == VRAM_WL_READY ? VRAM_WL_OFFLOADING : -EINVAL);
+		assert_int_equal(res, s == VRAM_WL_OFFLOADED ? VRAM_WL_RESTORING : -EINVAL);
+		assert_int_equal(start, s == VRAM_WL_STOPPED || s == VRAM_WL_FAILED
+						? VRAM_WL_STARTING : -EINVAL);
+		assert_int_equal(vram_wl_transition((enum vram_wl_state)s, VRAM_WL_EV_HEALTHY),
+				 s == VRAM_WL_STARTING ? VRAM_WL_READY : -EINVAL);
+	}
+	assert_int_equal(vram_wl_transition(VRAM_WL_N_STATES, VRAM_WL_EV_START), -EINVAL);
+	assert_int_equal(vram_wl_transition(VRAM_WL_READY, VRAM_WL_N_EVENTS), -EINVAL);
+}
+
+static void test_names(void **state)
+{
+	for (int s = 0; s < VRAM_WL_N_STATES; s++) {
+		enum vram_wl_state back;
+		const char *name = vram_wl_state_name((enum vram_wl_state)s);
+		assert_string_not_equal(name, "?");
+		assert_int_equal(vram_wl_state_parse(name, &back), 0);
+		assert_int_equal(back, s);
+	}
+	assert_string_equal(vram_wl_state_name(VRAM_WL_OFFLOADED), "offloaded");
+	assert_string_equal(vram_wl_state_name(VRAM_WL_N_STATES), "?");
+	enum vram_wl_state untouched = VRAM_WL_READY;
+	assert_int_equal(vram_wl_state_parse("parked", &untouched), -EINVAL);
+	assert_int_equal(untouched, VRAM_WL_READY);
+	for (int e = 0; e < VRAM_WL_N_EVENTS; e++)
+		assert_string_not_equal(vram_wl_event_name((enum vram_wl_event)e), "?");
+	assert_true(vram_wl_state_settled(VRAM_WL_FAILED));
+	assert_false(vram_wl_state_settled(VRAM_WL_OFFLOADING));
+	assert_true(vram_wl_state_on_gpu(VRAM_WL_READY));
+	assert_false(vram_wl_state_on_gpu(VRAM_WL_OFFLOADED));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_happy_path),
+		cmocka_unit_test(test_crash_during_start),
+		cmocka_unit_test(test_crash_during_offload),
+		cmocka_unit_test(test_crash_in_other_states),
+		cmocka_unit_test(test_restore_outcomes),
+		cmocka_unit_test(test_stop_allowed_and_refused),
+		cmocka_unit_test(test_refused),
+		cmocka_unit_test(test_names),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
