@@ -5,7 +5,9 @@
  *   nvml — libnvidia-ml.so.1 loaded with dlopen (no link-time dependency);
  *   sim  — simulated GPUs from the config or `--gpus 2x80GiB`, whose used
  *          memory is whatever the daemon charges to them for the workloads
- *          placed there (vram_gpu_sim_charge).
+ *          placed there (vram_gpu_sim_charge). With an empty gpus.sim list
+ *          (auto falling back) there are two 80GiB GPUs named "Simulated
+ *          GPU"; UUIDs are "GPU-sim-<index as 4 hex digits>-0000-0000-000000000000".
  * `auto` opens nvml and falls back to sim when the driver does not load or
  * shows no GPU; the reason is returned so that the caller logs one clear line.
  * A metric that a backend cannot read is marked invalid (-1, false), never 0.
@@ -57,7 +59,8 @@ struct vram_gpu_backend {
 	unsigned (*count)(void *ctx);
 	/* Fills *ret_info for GPU index. Returns 0 or -errno. */
 	int (*query)(void *ctx, unsigned index, struct vram_gpu_info *ret_info);
-	/* sim only (NULL for others): sets the bytes owner pid holds on GPU index; 0 removes. */
+	/* sim only (NULL for others): sets the bytes owner pid holds on GPU index; 0 removes.
+	 * -ENOSPC beyond the GPU's total, -E2BIG past VRAM_GPU_MAX_PROCS pids, -ENODEV bad index. */
 	int (*sim_charge)(void *ctx, unsigned index, pid_t pid, uint64_t bytes);
 };
 
