@@ -1,0 +1,259 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Engine tests: `offload: auto` selection and the reason recorded for it;
+ * the sim engine moving simulated GPU memory out and back at its rate, with
+ * completion always from a later loop turn; cancellation; and the worker
+ * pool that asynchronous engines use for blocking work.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "core/engine.h"
+#include "daemon/workers.h"
+#include "gpu/gpu.h"
+
+#define GiB VRAM_GiB
+
+struct fixture {
+	struct event_base *base;
+	struct vram_config *cfg;
+	struct vram_gpus *gpus;
+	struct vram_engine_host host;
+	struct vram_workload w;
+	struct vram_instance in;
+	int done_calls;
+	struct vram_job *done_job;
+};
+
+static const char cfg_text[] =
+	"gpus: { backend: sim, reserve: 0, sim: 2x24GiB }\n"
+	"workloads:\n"
+	"  w: { cmd: [w], memory: 4GiB }\n"
+	"  r: { cmd: [r], memory: 4GiB, offload: restart }\n"
+	"  h: { cmd: [h], memory: 4GiB, offload: hook }\n";
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	char *err = NULL, note[256];
+	if (vram_config_parse(cfg_text, strlen(cfg_text), "engine.yaml", NULL, &f->cfg, &err) < 0)
+		fail_msg("%s", err);
+	assert_int_equal(vram_gpu_open(f->cfg, &f->gpus, note, sizeof(note)), 0);
+	f->base = event_base_new();
+	f->host = (struct vram_engine_host){.base = f->base, .gpus = f->gpus};
+	f->w.cfg = &f->cfg->workloads[0];
+	f->w.instances = &f->in;
+	f->w.n_instances = 1;
+	f->in.owner = &f->w;
+	f->in.pid = 4242;
+	f->in.n_gpus = 1;
+	f->in.gpus[0] = 1;
+	f->in.bytes_per_gpu = 4 * GiB;
+	f->in.resident = true;
+	assert_int_equal(vram_gpu_sim_charge(f->gpus, 1, 4242, 4 * GiB), 0);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	vram_gpu_close(f->gpus);
+	vram_config_free(f->cfg);
+	event_base_free(f->base);
+	free(f);
+	return 0;
+}
+
+static uint64_t used(struct fixture *f, unsigned i)
+{
+	struct vram_gpu_info info;
+	assert_int_equal(vram_gpu_query(f->gpus, i, &info), 0);
+	return info.mem_used;
+}
+
+static void test_select(void **state)
+{
+	struct fixture *f = *state;
+	char why[160];
+	/* auto on simulated GPUs: sim */
+	assert_ptr_equal(vram_engine_select(&f->w, &f->host, why, sizeof(why)), &vram_engine_sim);
+	assert_string_equal(why, "auto: simulated GPUs");
+	/* asked for restart: restart, even on sim */
+	struct vram_workload r = f->w;
+	r.cfg = &f->cfg->workloads[1];
+	assert_ptr_equal(vram_engine_select(&r, &f->host, why, sizeof(why)), &vram_engine_restart);
+	assert_non_null(strstr(why, "configured"));
+	/* asked for hook, which this build lacks: sim stands in on simulated GPUs */
+	struct vram_workload h = f->w;
+	h.cfg = &f->cfg->workloads[2];
+	const struct vram_engine *e = vram_engine_select(&h, &f->host, why, sizeof(why));
+	if (vram_engine_find(VRAM_ENGINE_HOOK) == NULL) {
+		assert_ptr_equal(e, &vram_engine_sim);
+		assert_non_null(strstr(why, "hook"));
+	}
+	/* no simulated GPUs: auto falls through to restart and says why */
+	struct vram_engine_host real = f->host;
+	real.gpus = NULL;
+	e = vram_engine_select(&f->w, &real, why, sizeof(why));
+	if (vram_engine_find(VRAM_ENGINE_HOOK) == NULL &&
+	    vram_engine_find(VRAM_ENGINE_CHECKPOINT) == NULL) {
+		assert_ptr_equal(e, &vram_engine_restart);
+		assert_non_null(strstr(why, "auto: restart"));
+		assert_non_null(strstr(why, "hook"));
+		assert_non_null(strstr(why, "checkpoint"));
+	}
+	assert_ptr_equal(vram_engine_find(VRAM_ENGINE_RESTART), &vram_engine_restart);
+	bool listed = false;
+	for (size_t i = 0; vram_engines[i]; i++)
+		listed |= vram_engines[i] == &vram_engine_sim;
+	assert_true(listed);
+}
+
+static void on_done(struct vram_job *job, void *arg)
+{
+	struct fixture *f = arg;
+	f->done_calls++;
+	f->done_job = job;
+}
+
+static void run_until_done(struct fixture *f, int calls)
+{
+	for (int i = 0; i < 1000 && f->done_calls < calls; i++)
+		event_base_loop(f->base, EVLOOP_ONCE);
+	assert_int_equal(f->done_calls, calls);
+}
+
+static void test_sim_offload_restore(void **state)
+{
+	struct fixture *f = *state;
+	vram_engine_sim_set_rate(16 * GiB, 8 * GiB); /* 0.25 s out, 0.5 s in */
+	assert_int_equal(used(f, 1), 4 * GiB);
+
+	struct vram_job *job = vram_job_new(VRAM_JOB_OFFLOAD, &vram_engine_sim, &f->w, &f->host,
+					    on_done, f);
+	assert_non_null(job);
+	assert_int_equal(vram_job_start(job), 0);
+	assert_int_equal(f->done_calls, 0);
+	assert_int_equal(used(f, 1), 4 * GiB); /* freed when the copy is done */
+	run_until_done(f, 1);
+	assert_ptr_equal(f->done_job, job);
+	assert_int_equal(job->error, 0);
+	assert_int_equal(job->bytes, 4 * GiB);
+	assert_true(job->seconds >= 0.2 && job->seconds < 1.0);
+	assert_int_equal(used(f, 1), 0);
+	assert_false(f->in.resident);
+	vram_job_free(job);
+
+	/* restore onto another GPU: the planner moved it to GPU 0 */
+	f->in.gpus[0] = 0;
+	job = vram_job_new(VRAM_JOB_RESTORE, &vram_engine_sim, &f->w, &f->host, on_done, f);
+	assert_int_equal(vram_job_start(job), 0);
+	assert_int_equal(used(f, 0), 4 * GiB); /* claimed when the copy begins */
+	run_until_done(f, 2);
+	assert_int_equal(job->bytes, 4 * GiB);
+	assert_true(job->seconds >= 0.45);
+	assert_true(f->in.resident);
+	assert_int_equal(used(f, 1), 0);
+	vram_job_free(job);
+}
+
+static void test_cancel(void **state)
+{
+	struct fixture *f = *state;
+	vram_engine_sim_set_rate(GiB, GiB); /* 4 s: cancelled long before */
+	struct vram_job *job = vram_job_new(VRAM_JOB_OFFLOAD, &vram_engine_sim, &f->w, &f->host,
+					    on_done, f);
+	assert_int_equal(vram_job_start(job), 0);
+	vram_job_cancel(job);
+	event_base_loop(f->base, EVLOOP_NONBLOCK);
+	assert_int_equal(f->done_calls, 0);
+	assert_int_equal(used(f, 1), 4 * GiB);
+}
+
+static void test_complete_once_and_deferred(void **state)
+{
+	struct fixture *f = *state;
+	struct vram_job *job = vram_job_new(VRAM_JOB_OFFLOAD, &vram_engine_restart, &f->w, &f->host,
+					    on_done, f);
+	vram_job_complete(job, -EIO, 0, "broke: %d", 7);
+	vram_job_complete(job, 0, 99, "ignored");
+	assert_int_equal(f->done_calls, 0);
+	run_until_done(f, 1);
+	assert_int_equal(job->error, -EIO);
+	assert_string_equal(job->message, "broke: 7");
+	/* restart without a host to stop processes cannot begin */
+	assert_int_equal(vram_engine_restart.offload(&f->w, job), -EOPNOTSUPP);
+	vram_job_free(job);
+}
+
+struct work_item {
+	pthread_t thread;
+	bool ran;
+	bool done_on_loop;
+	pthread_t loop_thread;
+};
+
+static void work_fn(void *arg)
+{
+	struct work_item *it = arg;
+	it->thread = pthread_self();
+	usleep(10000);
+	it->ran = true;
+}
+
+static void work_done(void *arg)
+{
+	struct work_item *it = arg;
+	it->done_on_loop = pthread_equal(pthread_self(), it->loop_thread) && it->ran;
+}
+
+static void test_workers(void **state)
+{
+	struct fixture *f = *state;
+	struct vram_workers *w;
+	assert_int_equal(vram_workers_new(f->base, 2, &w), 0);
+	struct work_item items[5];
+	memset(items, 0, sizeof(items));
+	for (int i = 0; i < 5; i++) {
+		items[i].loop_thread = pthread_self();
+		assert_int_equal(vram_workers_submit(w, work_fn, work_done, &items[i]), 0);
+	}
+	for (int n = 0; n < 500; n++) {
+		bool all = true;
+		for (int i = 0; i < 5; i++)
+			all &= items[i].done_on_loop;
+		if (all)
+			break;
+		event_base_loop(f->base, EVLOOP_ONCE);
+	}
+	for (int i = 0; i < 5; i++) {
+		assert_true(items[i].done_on_loop);
+		assert_false(pthread_equal(items[i].thread, pthread_self()));
+	}
+	vram_workers_free(w);
+	vram_workers_free(NULL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_select, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sim_offload_restore, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_complete_once_and_deferred, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_workers, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

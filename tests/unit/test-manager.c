@@ -1,0 +1,438 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The manager end to end on simulated GPUs with the demo model server:
+ * start → ready → offload → offloaded → restore → ready → release, with the
+ * simulated GPU memory following each step; wrong-state and unknown-workload
+ * errors; a kill -9 followed by a restart with backoff; idle offload that a
+ * request in flight holds off; eviction of an idle workload to make room;
+ * events; shutdown with no child left.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "core/engine.h"
+#include "daemon/manager.h"
+
+#define GiB VRAM_GiB
+#define DEMO VRAM_BUILD_ROOT "/src/demo/vram-demo-server"
+
+struct ctx {
+	struct event_base *base;
+	struct vram_manager *m;
+	char dir[64];
+	/* last action result */
+	int results;
+	struct vram_action_result res;
+	char res_state[32];
+	/* events */
+	int n_events;
+	char events[64][64]; /* "name:from>to" */
+	bool shut_down;
+};
+
+/* Two 24 GiB GPUs, or one 10 GiB GPU for the eviction test. */
+static void start_manager(struct ctx *c, const char *gpus, const char *extra_workload)
+{
+	char text[4096];
+	snprintf(text, sizeof(text),
+		 "daemon: { state_dir: %s, port_range_start: 23100 }\n"
+		 "gpus: { backend: sim, reserve: 0, sim: %s }\n"
+		 "defaults:\n"
+		 "  idle: { offload_after: never, release_after: never }\n"
+		 "  restart: { policy: on-failure, backoff_max: 4s }\n"
+		 "  stop_grace: 2s\n"
+		 "  health: { path: /health, interval: 50ms, start_timeout: 10s }\n"
+		 "workloads:\n"
+		 "  demo:\n"
+		 "    cmd: [%s, --port, \"${PORT}\", --model, demo, --memory, 4GiB, --load-time, 150ms]\n"
+		 "    memory: 4GiB\n"
+		 "    models: [demo-model]\n"
+		 "%s",
+		 c->dir, gpus, DEMO, extra_workload ? extra_workload : "");
+	struct vram_config *cfg = NULL;
+	char *err = NULL;
+	if (vram_config_parse(text, strlen(text), "test.yaml", NULL, &cfg, &err) < 0)
+		fail_msg("config: %s", err);
+	struct vram_gpus *g = NULL;
+	char note[256];
+	assert_int_equal(vram_gpu_open(cfg, &g, note, sizeof(note)), 0);
+	assert_true(vram_gpu_is_sim(g));
+	assert_int_equal(vram_manager_new(c->base, cfg, g, &c->m), 0);
+	assert_int_equal(vram_manager_run(c->m), 0);
+}
+
+static void on_event(const char *event, json_t *data, void *arg)
+{
+	struct ctx *c = arg;
+	assert_string_equal(event, "state");
+	if (c->n_events < 64)
+		snprintf(c->events[c->n_events++], sizeof(c->events[0]), "%s:%s>%s",
+			 json_string_value(json_object_get(data, "workload")),
+			 json_string_value(json_object_get(data, "from")),
+			 json_string_value(json_object_get(data, "to")));
+}
+
+static int setup(void **state)
+{
+	struct ctx *c = calloc(1, sizeof(*c));
+	assert_non_null(c);
+	snprintf(c->dir, sizeof(c->dir), "/tmp/vram-test-manager-XXXXXX");
+	assert_non_null(mkdtemp(c->dir));
+	c->base = event_base_new();
+	assert_non_null(c->base);
+	/* 4 GiB at 16 GiB/s: offload and restore take a quarter second */
+	vram_engine_sim_set_rate(16 * GiB, 16 * GiB);
+	*state = c;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct ctx *c = *state;
+	vram_manager_free(c->m);
+	event_base_free(c->base);
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", c->dir);
+	if (system(cmd) != 0)
+		return -1;
+	free(c);
+	return 0;
+}
+
+static void on_result(const struct vram_action_result *res, void *arg)
+{
+	struct ctx *c = arg;
+	c->results++;
+	c->res = *res;
+	snprintf(c->res_state, sizeof(c->res_state), "%s", res->state);
+	c->res.state = c->res_state;
+	c->res.workload = NULL;
+	c->res.engine = NULL;
+}
+
+static void on_guard(evutil_socket_t fd, short what, void *arg)
+{
+	*(bool *)arg = true;
+}
+
+/* Runs the loop until cond(c) holds or seconds pass; returns cond(c). */
+static bool run_until(struct ctx *c, bool (*cond)(struct ctx *, const void *), const void *arg,
+		      double seconds)
+{
+	bool expired = false;
+	struct event *guard = evtimer_new(c->base, on_guard, &expired);
+	struct timeval tv = {(time_t)seconds, (suseconds_t)((seconds - (time_t)seconds) * 1e6)};
+	evtimer_add(guard, &tv);
+	while (!cond(c, arg) && !expired)
+		event_base_loop(c->base, EVLOOP_ONCE);
+	event_free(guard);
+	return cond(c, arg);
+}
+
+static bool have_results(struct ctx *c, const void *arg)
+{
+	return c->results >= *(const int *)arg;
+}
+
+static const char *state_of(struct ctx *c, const char *name, char *buf, size_t size)
+{
+	json_t *w = vram_manager_workload_json(c->m, name);
+	assert_non_null(w);
+	snprintf(buf, size, "%s", json_string_value(json_object_get(w, "state")));
+	json_decref(w);
+	return buf;
+}
+
+static bool in_state(struct ctx *c, const void *arg)
+{
+	const char *const *want = arg; /* {name, state} */
+	char buf[32];
+	return strcmp(state_of(c, want[0], buf, sizeof(buf)), want[1]) == 0;
+}
+
+static json_int_t wl_int(struct ctx *c, const char *name, const char *key)
+{
+	json_t *w = vram_manager_workload_json(c->m, name);
+	json_int_t v = json_integer_value(json_object_get(w, key));
+	json_decref(w);
+	return v;
+}
+
+static uint64_t gpu_used(struct ctx *c, unsigned index)
+{
+	json_t *g = vram_manager_gpus_json(c->m);
+	json_t *mem = json_object_get(json_array_get(g, index), "memory");
+	uint64_t used = (uint64_t)json_integer_value(json_object_get(mem, "used"));
+	json_decref(g);
+	return used;
+}
+
+/* Acts and waits for the callback; returns the result's http_status. */
+static int act_wait(struct ctx *c, const char *name, enum vram_action a)
+{
+	char err[1024];
+	int want = c->results + 1;
+	int r = vram_manager_act(c->m, name, a, on_result, c, NULL, err, sizeof(err));
+	if (r < 0)
+		fail_msg("act %d on %s: %d %s", (int)a, name, r, err);
+	assert_int_equal(c->results, want - 1); /* never from inside act */
+	assert_true(run_until(c, have_results, &want, 15));
+	return c->res.http_status;
+}
+
+static void test_lifecycle(void **state)
+{
+	struct ctx *c = *state;
+	start_manager(c, "2x24GiB", NULL);
+	struct vram_manager_sub *sub;
+	assert_int_equal(vram_manager_subscribe(c->m, on_event, c, &sub), 0);
+	char buf[32];
+	assert_string_equal(state_of(c, "demo", buf, sizeof(buf)), "stopped"); /* lazy */
+	assert_int_equal(gpu_used(c, 0) + gpu_used(c, 1), 0);
+
+	assert_int_equal(act_wait(c, "demo", VRAM_ACTION_START), 200);
+	assert_string_equal(c->res.state, "ready");
+	pid_t pid = (pid_t)wl_int(c, "demo", "pid");
+	assert_true(pid > 0);
+	assert_int_equal(kill(pid, 0), 0);
+	assert_int_equal(gpu_used(c, 0), 4 * GiB);
+	unsigned port = 0;
+	assert_int_equal(vram_manager_endpoint(c->m, "demo", &port), 0);
+	assert_int_equal(port, (unsigned)wl_int(c, "demo", "port"));
+	const char *by_model = NULL;
+	assert_int_equal(vram_manager_find_model(c->m, "demo-model", &by_model), 0);
+	assert_string_equal(by_model, "demo");
+	const char *log = vram_manager_log_path(c->m, "demo");
+	assert_non_null(strstr(log, "/logs/demo.log"));
+
+	/* offload: offloading is observable, then the GPU memory is free, the process alive */
+	char err[512];
+	int want = c->results + 1;
+	assert_int_equal(vram_manager_act(c->m, "demo", VRAM_ACTION_OFFLOAD, on_result, c, NULL, err,
+					  sizeof(err)), 0);
+	assert_string_equal(state_of(c, "demo", buf, sizeof(buf)), "offloading");
+	assert_true(run_until(c, have_results, &want, 10));
+	assert_int_equal(c->res.http_status, 200);
+	assert_string_equal(c->res.state, "offloaded");
+	assert_int_equal(c->res.bytes, 4 * GiB);
+	assert_true(c->res.seconds >= 0.2);
+	assert_int_equal(gpu_used(c, 0), 0);
+	assert_int_equal(kill(pid, 0), 0);
+	json_t *compat = vram_manager_compat_status_json(c->m);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(compat, "demo"),
+							      "location")), "CPU");
+	json_decref(compat);
+
+	/* wrong state: restore is the way back, offload again succeeds at once */
+	assert_int_equal(vram_manager_act(c->m, "demo", VRAM_ACTION_RELEASE, on_result, c, NULL, err,
+					  sizeof(err)), 0); /* release is allowed from offloaded */
+	vram_manager_waiter_cancel(NULL);
+	assert_true(run_until(c, have_results, &(int){c->results + 1}, 10));
+	assert_string_equal(c->res.state, "stopped");
+	assert_int_equal(act_wait(c, "demo", VRAM_ACTION_START), 200);
+	pid = (pid_t)wl_int(c, "demo", "pid");
+	assert_int_equal(act_wait(c, "demo", VRAM_ACTION_OFFLOAD), 200);
+	assert_int_equal(act_wait(c, "demo", VRAM_ACTION_RESTORE), 200);
+	assert_string_equal(c->res.state, "ready");
+	assert_int_equal(c->res.bytes, 4 * GiB);
+	assert_int_equal(gpu_used(c, 0), 4 * GiB);
+	assert_int_equal((pid_t)wl_int(c, "demo", "pid"), pid); /* the same process came back */
+
+	assert_int_equal(act_wait(c, "demo", VRAM_ACTION_RELEASE), 200);
+	assert_string_equal(c->res.state, "stopped");
+	assert_int_equal(gpu_used(c, 0), 0);
+	for (int i = 0; i < 50 && kill(pid, 0) == 0; i++)
+		usleep(10000);
+	assert_int_equal(kill(pid, 0), -1);
+
+	/* the event stream saw every change, in order */
+	const char *expect[] = {
+		"demo:stopped>starting", "demo:starting>ready", "demo:ready>offloading",
+		"demo:offloading>offloaded", "demo:offloaded>stopping", "demo:stopping>stopped",
+	};
+	assert_true(c->n_events >= 6);
+	for (size_t i = 0; i < 6; i++)
+		assert_string_equal(c->events[i], expect[i]);
+	assert_string_equal(c->events[c->n_events - 1], "demo:stopping>stopped");
+	vram_manager_unsubscribe(sub);
+}
+
+static void test_errors(void **state)
+{
+	struct ctx *c = *state;
+	start_manager(c, "2x24GiB", NULL);
+	char err[512];
+	assert_int_equal(vram_manager_act(c->m, "nope", VRAM_ACTION_START, on_result, c, NULL, err,
+					  sizeof(err)), -ENOENT);
+	assert_non_null(strstr(err, "nope"));
+	assert_non_null(strstr(err, "demo")); /* names what exists */
+	assert_int_equal(vram_manager_act(c->m, "demo", VRAM_ACTION_OFFLOAD, on_result, c, NULL, err,
+					  sizeof(err)), -EBUSY);
+	assert_string_equal(err, "demo is stopped; offload is allowed when it is ready "
+				 "(or already offloading/offloaded)");
+	assert_int_equal(vram_manager_act(c->m, "demo", VRAM_ACTION_RESTORE, on_result, c, NULL, err,
+					  sizeof(err)), -EBUSY);
+	assert_non_null(strstr(err, "stopped"));
+	assert_int_equal(vram_manager_act(c->m, "demo", VRAM_ACTION_RELEASE, on_result, c, NULL, err,
+					  sizeof(err)), 0); /* already stopped: succeeds */
+	assert_true(run_until(c, have_results, &(int){1}, 5));
+	assert_int_equal(c->res.http_status, 200);
+	assert_string_equal(c->res.message, "demo is already stopped");
+	assert_int_equal(vram_manager_set_idle(c->m, "nope", 1, 1, err, sizeof(err)), -ENOENT);
+	assert_int_equal(vram_manager_request_begin(c->m, "nope"), -ENOENT);
+
+	/* a cancelled waiter is never called, the action goes on */
+	struct vram_manager_waiter *wt = NULL;
+	assert_int_equal(vram_manager_act(c->m, "demo", VRAM_ACTION_START, on_result, c, &wt, err,
+					  sizeof(err)), 0);
+	vram_manager_waiter_cancel(wt);
+	const char *ready[] = {"demo", "ready"};
+	assert_true(run_until(c, in_state, ready, 10));
+	assert_int_equal(c->results, 1);
+	/* starting while starting/ready is fine; offload while starting is not */
+}
+
+static bool restarted(struct ctx *c, const void *arg)
+{
+	return wl_int(c, "demo", "restarts") >= 1 && in_state(c, (const char *[]){"demo", "ready"});
+}
+
+static void test_crash_restarts_with_backoff(void **state)
+{
+	struct ctx *c = *state;
+	start_manager(c, "2x24GiB", NULL);
+	assert_int_equal(act_wait(c, "demo", VRAM_ACTION_START), 200);
+	pid_t pid = (pid_t)wl_int(c, "demo", "pid");
+	kill(pid, SIGKILL);
+	const char *failed[] = {"demo", "failed"};
+	assert_true(run_until(c, in_state, failed, 5));
+	json_t *w = vram_manager_workload_json(c->m, "demo");
+	assert_non_null(strstr(json_string_value(json_object_get(w, "last_error")),
+			       "killed by signal 9"));
+	assert_non_null(strstr(json_string_value(json_object_get(w, "log_tail")), "loaded"));
+	assert_true(json_real_value(json_object_get(w, "next_restart_seconds")) > 0.5);
+	json_decref(w);
+	assert_int_equal(gpu_used(c, 0), 0);
+	/* 1 s of backoff, not at once */
+	const char *ready[] = {"demo", "ready"};
+	assert_false(run_until(c, in_state, ready, 0.6));
+	assert_true(run_until(c, restarted, NULL, 5));
+	pid_t again = (pid_t)wl_int(c, "demo", "pid");
+	assert_true(again > 0 && again != pid);
+	assert_int_equal(gpu_used(c, 0), 4 * GiB);
+
+	/* the second crash waits twice as long */
+	kill(again, SIGKILL);
+	assert_true(run_until(c, in_state, failed, 5));
+	w = vram_manager_workload_json(c->m, "demo");
+	assert_true(json_real_value(json_object_get(w, "next_restart_seconds")) > 1.5);
+	json_decref(w);
+	/* an explicit stop cancels the pending restart */
+	assert_int_equal(act_wait(c, "demo", VRAM_ACTION_STOP), 200);
+	assert_false(run_until(c, in_state, ready, 2.5));
+	assert_string_equal(c->res.state, "stopped");
+}
+
+static void test_idle_offload_waits_for_requests(void **state)
+{
+	struct ctx *c = *state;
+	start_manager(c, "2x24GiB", NULL);
+	assert_int_equal(act_wait(c, "demo", VRAM_ACTION_START), 200);
+	char err[256];
+	assert_int_equal(vram_manager_request_begin(c->m, "demo"), 0);
+	assert_int_equal(vram_manager_set_idle(c->m, NULL, 200, VRAM_IDLE_KEEP, err, sizeof(err)), 0);
+	const char *offloaded[] = {"demo", "offloaded"};
+	/* a request in flight: several ticks pass and nothing happens */
+	assert_false(run_until(c, in_state, offloaded, 1.2));
+	assert_int_equal(vram_manager_request_end(c->m, "demo"), 0);
+	assert_true(run_until(c, in_state, offloaded, 3));
+	assert_int_equal(gpu_used(c, 0), 0);
+	/* release_after then stops it */
+	assert_int_equal(vram_manager_set_idle(c->m, "demo", VRAM_IDLE_KEEP, 300, err, sizeof(err)), 0);
+	const char *stopped[] = {"demo", "stopped"};
+	assert_true(run_until(c, in_state, stopped, 3));
+	json_t *w = vram_manager_workload_json(c->m, "demo");
+	json_t *t = json_object_get(w, "timeouts");
+	assert_true(json_real_value(json_object_get(t, "offload_after_seconds")) == 0.2);
+	assert_true(json_real_value(json_object_get(t, "release_after_seconds")) == 0.3);
+	json_decref(w);
+}
+
+static void test_eviction(void **state)
+{
+	struct ctx *c = *state;
+	/* one 10 GiB GPU: demo (4 GiB) and big (8 GiB) do not fit together */
+	char big[512];
+	snprintf(big, sizeof(big),
+		 "  big:\n"
+		 "    cmd: [%s, --port, \"${PORT}\", --load-time, 50ms]\n"
+		 "    memory: 8GiB\n",
+		 DEMO);
+	start_manager(c, "1x10GiB", big);
+	assert_int_equal(act_wait(c, "demo", VRAM_ACTION_START), 200);
+	assert_int_equal(act_wait(c, "big", VRAM_ACTION_START), 200);
+	char buf[32];
+	assert_string_equal(state_of(c, "demo", buf, sizeof(buf)), "offloaded"); /* evicted */
+	assert_int_equal(gpu_used(c, 0), 8 * GiB);
+	/* big is busy now: demo cannot come back, and says why with numbers */
+	assert_int_equal(vram_manager_request_begin(c->m, "big"), 0);
+	char err[1024];
+	assert_int_equal(vram_manager_act(c->m, "demo", VRAM_ACTION_RESTORE, on_result, c, NULL, err,
+					  sizeof(err)), -ENOSPC);
+	assert_non_null(strstr(err, "GPU0"));
+	assert_string_equal(state_of(c, "demo", buf, sizeof(buf)), "offloaded"); /* unchanged */
+	assert_int_equal(vram_manager_request_end(c->m, "big"), 0);
+	assert_int_equal(act_wait(c, "demo", VRAM_ACTION_RESTORE), 200);
+	assert_string_equal(state_of(c, "big", buf, sizeof(buf)), "offloaded");
+}
+
+static void on_shut_down(void *arg)
+{
+	((struct ctx *)arg)->shut_down = true;
+}
+
+static bool is_shut_down(struct ctx *c, const void *arg)
+{
+	return c->shut_down;
+}
+
+static void test_shutdown(void **state)
+{
+	struct ctx *c = *state;
+	start_manager(c, "2x24GiB", NULL);
+	assert_int_equal(act_wait(c, "demo", VRAM_ACTION_START), 200);
+	pid_t pid = (pid_t)wl_int(c, "demo", "pid");
+	vram_manager_shutdown(c->m, on_shut_down, c);
+	assert_true(run_until(c, is_shut_down, NULL, 5));
+	assert_int_equal(kill(pid, 0), -1);
+	char err[256];
+	assert_int_equal(vram_manager_act(c->m, "demo", VRAM_ACTION_START, on_result, c, NULL, err,
+					  sizeof(err)), -EBUSY);
+}
+
+int main(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_lifecycle, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_crash_restarts_with_backoff, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_idle_offload_waits_for_requests, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_eviction, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_shutdown, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
