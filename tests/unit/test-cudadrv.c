@@ -20,7 +20,11 @@
 
 #include <cmocka.h>
 
+#include "core/engine.h"
 #include "gpu/cudadrv.h"
+
+/* Not in the engine array until the array lists it. */
+extern const struct vram_engine vram_engine_checkpoint;
 
 /* A machine of n GPUs of one model; GPU i has UUID bytes all equal to i+1. */
 static void make_devs(struct vram_cuda_device *devs, size_t n, const char *model)
@@ -364,6 +368,36 @@ static void test_proc_tree_of_real_processes(void **state)
 	assert_int_equal(vram_proc_tree(root, got, 64, &n), -ESRCH);
 }
 
+/* The checkpoint engine says why it cannot take a workload. */
+static void test_engine_refuses_with_reasons(void **state)
+{
+	struct vram_workload_config cfg = { .name = "llm" };
+	struct vram_workload w = { .cfg = &cfg };
+	struct vram_engine_host host = { 0 };
+	char why[256];
+
+	cfg.gpus.kind = VRAM_GPUS_COUNT;
+	cfg.gpus.count = 1;
+	cfg.share = VRAM_SHARE_MPS;
+	assert_false(vram_engine_checkpoint.supports(&w, &host, why, sizeof(why)));
+	assert_non_null(strstr(why, "MPS clients"));
+
+	cfg.share = VRAM_SHARE_NONE;
+	cfg.gpus.count = 0;
+	assert_false(vram_engine_checkpoint.supports(&w, &host, why, sizeof(why)));
+	assert_non_null(strstr(why, "no GPU"));
+
+	/* No driver on this machine (forced, so that the test means the same on a GPU host). */
+	cfg.gpus.count = 1;
+	host.workers = (struct vram_workers *)&host; /* only tested for presence */
+	setenv("VRAM_LIBCUDA", "/nonexistent/libcuda.so.1", 1);
+	assert_false(vram_engine_checkpoint.supports(&w, &host, why, sizeof(why)));
+	assert_non_null(strstr(why, "/nonexistent/libcuda.so.1"));
+	unsetenv("VRAM_LIBCUDA");
+	assert_string_equal(vram_engine_checkpoint.name, "checkpoint");
+	assert_true(vram_engine_checkpoint.keeps_process);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -375,6 +409,7 @@ int main(void)
 		cmocka_unit_test(test_open_without_driver),
 		cmocka_unit_test(test_uuid_format_and_parse),
 		cmocka_unit_test(test_proc_tree_of_real_processes),
+		cmocka_unit_test(test_engine_refuses_with_reasons),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
