@@ -40,6 +40,19 @@ struct vram_api {
 	size_t n_sse;
 	uint64_t sse_next_id;
 	bool closing;
+	struct status_blob *status;    /* the last /api/status reply, or NULL */
+	uint64_t status_built_ms;      /* ms, monotonic, when it was built */
+	struct vram_manager_sub *status_sub; /* state changes drop it */
+};
+
+/*
+ * The text of a /api/status reply, shared by every reply sent from it
+ * (evbuffer references) and freed with the last of them.
+ */
+struct status_blob {
+	unsigned refs;
+	size_t len; /* bytes */
+	char data[];
 };
 
 struct vram_api_call {
@@ -349,10 +362,72 @@ static int h_healthz(struct vram_api_call *c, json_t **ret)
 	return 200;
 }
 
+static uint64_t monotonic_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void status_blob_unref(const void *data, size_t len, void *arg)
+{
+	struct status_blob *b = arg;
+	if (--b->refs == 0)
+		free(b);
+}
+
+static void status_drop(struct vram_api *api)
+{
+	if (api->status)
+		status_blob_unref(NULL, 0, api->status);
+	api->status = NULL;
+}
+
+static void on_state_change(const char *event, json_t *data, void *arg)
+{
+	status_drop(arg);
+}
+
+/*
+ * The status of many workloads is costly to build and is what dashboards
+ * and scripts poll, so one text serves every request for up to
+ * VRAM_API_STATUS_MAX_AGE_MS; any state change or change made through the
+ * API drops it at once. Only the idle seconds and measured memory can be
+ * that much behind.
+ */
 static int h_status(struct vram_api_call *c, json_t **ret)
 {
-	*ret = vram_manager_status_json(c->api->m);
-	return 200;
+	struct vram_api *api = c->api;
+	uint64_t now = monotonic_ms();
+	if (api->status && now - api->status_built_ms >= VRAM_API_STATUS_MAX_AGE_MS)
+		status_drop(api);
+	if (!api->status) {
+		json_t *j = vram_manager_status_json(api->m);
+		char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+		json_decref(j);
+		size_t len = text ? strlen(text) : 0;
+		struct status_blob *b = text ? malloc(sizeof(*b) + len + 1) : NULL;
+		if (!b) {
+			free(text);
+			return error_out(ret, 500, NULL, "out of memory");
+		}
+		b->refs = 1;
+		b->len = len + 1;
+		memcpy(b->data, text, len);
+		b->data[len] = '\n';
+		free(text);
+		api->status = b;
+		api->status_built_ms = now;
+	}
+	struct status_blob *b = api->status;
+	b->refs++;
+	evhttp_add_header(evhttp_request_get_output_headers(c->req), "Content-Type",
+			  "application/json");
+	if (evbuffer_add_reference(evhttp_request_get_output_buffer(c->req), b->data, b->len,
+				   status_blob_unref, b) < 0)
+		b->refs--;
+	evhttp_send_reply(c->req, 200, "OK", NULL);
+	return 0;
 }
 
 static int h_workload(struct vram_api_call *c, json_t **ret)
@@ -568,6 +643,7 @@ static int h_action(struct vram_api_call *c, json_t **ret)
 		if (r < 0)
 			return error_out(ret, status_of_errno(r), code_of_errno(r), "%s",
 					 *err ? err : strerror(-r));
+		status_drop(api);
 		char state[32];
 		*ret = json_pack("{s:s, s:s, s:s, s:b}", "workload", name, "action",
 				 action_names[action], "state", workload_state(api, name, state, sizeof(state)),
@@ -586,6 +662,7 @@ static int h_action(struct vram_api_call *c, json_t **ret)
 		return error_out(ret, status_of_errno(r), code_of_errno(r), "%s",
 				 *err ? err : strerror(-r));
 	}
+	status_drop(api);
 	pending_link(p);
 	vram_http_watch_close(c->req, on_pending_close, p);
 	return 0;
@@ -695,6 +772,7 @@ static int h_compat_action(struct vram_api_call *c, json_t **ret)
 		started++;
 	}
 	json_decref(names);
+	status_drop(api);
 	if (started == 0) {
 		/* Nothing under way: answer now. */
 		pending_reply(p);
@@ -736,6 +814,7 @@ static int h_idle(struct vram_api_call *c, json_t **ret)
 	if (r < 0)
 		return error_out(ret, status_of_errno(r), code_of_errno(r), "%s",
 				 *err ? err : strerror(-r));
+	status_drop(c->api);
 	*ret = vram_manager_workload_json(c->api->m, c->match->name);
 	return 200;
 
@@ -787,6 +866,7 @@ static int h_compat_timeout(struct vram_api_call *c, json_t **ret)
 		return error_out(ret, status_of_errno(r), code_of_errno(r), "%s",
 				 *err ? err : strerror(-r));
 	}
+	status_drop(c->api);
 	json_t *tv = ms == VRAM_DURATION_NEVER ? json_integer(0) : json_real((double)ms / 1000.0);
 	char fmt[32];
 	snprintf(msg, sizeof(msg), "idle release timeout set to %s",
@@ -1065,6 +1145,10 @@ int vram_api_new(struct event_base *base, struct vram_manager *m, struct vram_ap
 		return -ENOMEM;
 	api->base = base;
 	api->m = m;
+	if (vram_manager_subscribe(m, on_state_change, api, &api->status_sub) < 0) {
+		free(api);
+		return -ENOMEM;
+	}
 	*ret = api;
 	return 0;
 }
@@ -1103,5 +1187,7 @@ void vram_api_free(struct vram_api *api)
 	if (!api)
 		return;
 	vram_api_close_clients(api);
+	vram_manager_unsubscribe(api->status_sub);
+	status_drop(api);
 	free(api);
 }

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -29,6 +30,7 @@
 #include "common/log.h"
 
 #define VRAM_HTTP_MAX_LISTENERS 8
+#define VRAM_HTTP_MAX_SINGLE_WRITE (256 * 1024) /* bytes handed to one write(2) */
 
 struct listener {
 	struct vram_http *owner;
@@ -221,10 +223,30 @@ bool vram_http_host_is_loopback(const char *host)
 	return false;
 }
 
+/*
+ * Replies leave in one write; with Nagle's algorithm the last partial segment
+ * of a large one waits for the client's delayed ACK (40 ms). evhttp 2.1 has
+ * no hook at accept, so this runs for each request (a repeat is harmless
+ * and cheap).
+ */
+static void tune_connection(struct evhttp_request *req, bool trusted)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+	evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
+	int one = 1;
+	if (fd >= 0 && !trusted)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/* A status reply is tens of KiB: one write, not libevent's 16 KiB pieces. */
+	if (bev)
+		bufferevent_set_max_single_write(bev, VRAM_HTTP_MAX_SINGLE_WRITE);
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
 	struct listener *l = arg;
 	struct vram_http *h = l->owner;
+	tune_connection(req, l->trusted);
 	if (!l->trusted && h->token) {
 		const char *auth =
 			evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
