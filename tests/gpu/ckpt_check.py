@@ -86,9 +86,11 @@ def gpu_mem_of(pid):
     index = {u.strip(): int(i) for i, u in (l.split(",") for l in uuids.strip().splitlines())}
     held = {}
     for line in out.strip().splitlines():
-        p, u, m = [s.strip() for s in line.split(",")]
-        if int(p) == pid:
-            held[index.get(u, -1)] = held.get(index.get(u, -1), 0) + int(m)
+        parts = [s.strip() for s in line.split(",")]
+        if len(parts) != 3 or not parts[0].isdigit() or int(parts[0]) != pid:
+            continue
+        mib = int(parts[2]) if parts[2].isdigit() else 0
+        held[index.get(parts[1], -1)] = held.get(index.get(parts[1], -1), 0) + mib
     return held
 
 
