@@ -790,11 +790,9 @@ static void wl_health(struct ctx *c, const struct vram_ynode *v, void *t)
 	if (v->type == VRAM_YNODE_MAP) {
 		const struct vram_ynode *at[N_KEYS(health_keys)] = { 0 };
 		walk_map(c, v, health_keys, N_KEYS(health_keys), h, WALK_ALL, at);
-		bool tcp = false;
+		/* Both given: whichever came last won in the walk; say so instead. */
 		if (at[0] && at[1] && at[1]->type == VRAM_YNODE_SCALAR &&
-		    strcmp(at[1]->text, "true") == 0)
-			tcp = true;
-		if (tcp) {
+		    (strcmp(at[1]->text, "true") == 0 || strcmp(at[1]->text, "yes") == 0)) {
 			size_t mark = path_push_key(c, "tcp");
 			fail(c, at[1], "both path and tcp are set, expected one of them");
 			path_pop(c, mark);

@@ -540,6 +540,9 @@ static void test_error_values(void **state)
 	expect_error(WL_A "    health: {path: /h, tcp: true}\n",
 		     "t.yaml:4:29: workloads.a.health.tcp: both path and tcp are set, expected "
 		     "one of them");
+	expect_error(WL_A "    health: {tcp: yes, path: /h}\n",
+		     "t.yaml:4:19: workloads.a.health.tcp: both path and tcp are set, expected "
+		     "one of them");
 	expect_error(WL_A "    health: {tcp: maybe}\n",
 		     "t.yaml:4:19: workloads.a.health.tcp: expected true or false, got \"maybe\"");
 	expect_error(WL_A "    env: [A=1]\n",
