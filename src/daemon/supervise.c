@@ -283,6 +283,39 @@ static void free_argv(char **argv)
 	free(argv);
 }
 
+/*
+ * Whether argv[0] names an executable, the way posix_spawnp will look for it
+ * (relative paths from the child's working directory, bare names on PATH).
+ * Checked up front so that a missing program is an error of the spawn, not
+ * a child that exits 127, whatever the C library does.
+ */
+static int check_executable(const char *file, const char *cwd)
+{
+	char full[4096];
+	if (strchr(file, '/')) {
+		if (file[0] != '/' && cwd)
+			snprintf(full, sizeof(full), "%s/%s", cwd, file);
+		else
+			snprintf(full, sizeof(full), "%s", file);
+		return access(full, X_OK) == 0 ? 0 : -errno;
+	}
+	const char *path = getenv("PATH");
+	if (!path || !path[0])
+		path = "/usr/local/bin:/usr/bin:/bin";
+	int r = -ENOENT;
+	for (const char *p = path; *p;) {
+		const char *end = strchr(p, ':');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		snprintf(full, sizeof(full), "%.*s/%s", (int)len, len ? p : ".", file);
+		if (access(full, X_OK) == 0)
+			return 0;
+		if (errno == EACCES)
+			r = -EACCES;
+		p += len + (end ? 1 : 0);
+	}
+	return r;
+}
+
 int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp,
 			  vram_child_exit_cb cb, void *arg, struct vram_child **ret,
 			  char *err, size_t err_size)
@@ -318,6 +351,11 @@ int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp
 		}
 	}
 
+	r = check_executable(argv[0], sp->cwd);
+	if (r < 0) {
+		snprintf(err, err_size, "cmd[0] %s: %s", argv[0], strerror(-r));
+		goto out;
+	}
 	if (pipe2(pipefd, O_CLOEXEC) < 0) {
 		r = -errno;
 		snprintf(err, err_size, "pipe: %s", strerror(errno));

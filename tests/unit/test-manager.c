@@ -399,6 +399,67 @@ static void test_eviction(void **state)
 	assert_string_equal(state_of(c, "big", buf, sizeof(buf)), "offloaded");
 }
 
+static void test_restart_engine(void **state)
+{
+	struct ctx *c = *state;
+	char cpu[512];
+	snprintf(cpu, sizeof(cpu),
+		 "  cpu:\n"
+		 "    cmd: [%s, --port, \"${PORT}\", --load-time, 50ms]\n"
+		 "    gpus: 0\n"
+		 "    offload: restart\n"
+		 "    health: { tcp: true, interval: 50ms }\n",
+		 DEMO);
+	start_manager(c, "2x24GiB", cpu);
+	assert_int_equal(act_wait(c, "cpu", VRAM_ACTION_START), 200);
+	pid_t pid = (pid_t)wl_int(c, "cpu", "pid");
+	json_t *w = vram_manager_workload_json(c->m, "cpu");
+	assert_string_equal(json_string_value(json_object_get(json_object_get(w, "engine"), "name")),
+			    "restart");
+	assert_int_equal(json_array_size(json_object_get(w, "gpus")), 0);
+	json_decref(w);
+	/* offload with restart: the process goes, the state says offloaded */
+	assert_int_equal(act_wait(c, "cpu", VRAM_ACTION_OFFLOAD), 200);
+	assert_string_equal(c->res.state, "offloaded");
+	for (int i = 0; i < 50 && kill(pid, 0) == 0; i++)
+		usleep(10000);
+	assert_int_equal(kill(pid, 0), -1);
+	assert_int_equal(wl_int(c, "cpu", "pid"), 0);
+	/* restore starts it again and waits for its health check */
+	assert_int_equal(act_wait(c, "cpu", VRAM_ACTION_RESTORE), 200);
+	assert_string_equal(c->res.state, "ready");
+	pid_t again = (pid_t)wl_int(c, "cpu", "pid");
+	assert_true(again > 0 && again != pid);
+	assert_int_equal(wl_int(c, "cpu", "restarts"), 0); /* not a crash */
+	/* the CPU workload holds no GPU memory */
+	json_t *compat = vram_manager_compat_status_json(c->m);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(compat, "cpu"),
+							      "location")), "CPU");
+	json_decref(compat);
+}
+
+static void test_start_failure(void **state)
+{
+	struct ctx *c = *state;
+	/* exits with status 3 before it is healthy: failed, with the status and the log tail */
+	char bad[512];
+	snprintf(bad, sizeof(bad),
+		 "  bad:\n"
+		 "    cmd: [%s, --port, \"${PORT}\", --load-time, 5s, --fail-after, 100ms]\n"
+		 "    memory: 1GiB\n"
+		 "    restart: { policy: never }\n",
+		 DEMO);
+	start_manager(c, "2x24GiB", bad);
+	assert_int_equal(act_wait(c, "bad", VRAM_ACTION_START), 500);
+	assert_string_equal(c->res.state, "failed");
+	assert_non_null(strstr(c->res.message, "exited with status 3"));
+	json_t *w = vram_manager_workload_json(c->m, "bad");
+	assert_non_null(strstr(json_string_value(json_object_get(w, "log_tail")), "--fail-after"));
+	assert_true(json_is_null(json_object_get(w, "next_restart_seconds"))); /* policy never */
+	json_decref(w);
+	assert_int_equal(gpu_used(c, 0) + gpu_used(c, 1), 0);
+}
+
 static void on_shut_down(void *arg)
 {
 	((struct ctx *)arg)->shut_down = true;
@@ -432,6 +493,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_crash_restarts_with_backoff, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idle_offload_waits_for_requests, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_eviction, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_restart_engine, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_start_failure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shutdown, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
