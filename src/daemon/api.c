@@ -403,7 +403,7 @@ static int h_status(struct vram_api_call *c, json_t **ret)
 		status_drop(api);
 	if (!api->status) {
 		json_t *j = vram_manager_status_json(api->m);
-		char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+		char *text = j ? json_dumps(j, VRAM_HTTP_JSON_FLAGS) : NULL;
 		json_decref(j);
 		size_t len = text ? strlen(text) : 0;
 		struct status_blob *b = text ? malloc(sizeof(*b) + len + 1) : NULL;
@@ -565,6 +565,7 @@ static void on_action_done(const struct vram_action_result *res, void *arg)
 static void on_pending_close(struct evhttp_connection *evcon, void *arg)
 {
 	struct pending *p = arg;
+	vram_http_release_detached(p->req);
 	for (size_t i = 0; i < p->n_items; i++)
 		if (p->items[i].waiter) {
 			vram_manager_waiter_cancel(p->items[i].waiter);
@@ -966,7 +967,9 @@ static void sse_unlink_free(struct sse_client *s)
 
 static void on_sse_close(struct evhttp_connection *evcon, void *arg)
 {
-	sse_unlink_free(arg);
+	struct sse_client *s = arg;
+	vram_http_release_detached(s->req);
+	sse_unlink_free(s);
 }
 
 /* Sends text as one chunk; a client that does not keep up is dropped. */
@@ -992,7 +995,7 @@ static void sse_send(struct sse_client *s, const char *text, size_t len)
 static void on_sse_event(const char *event, json_t *data, void *arg)
 {
 	struct sse_client *s = arg;
-	char *text = json_dumps(data, JSON_COMPACT);
+	char *text = json_dumps(data, VRAM_HTTP_JSON_FLAGS);
 	if (!text)
 		return;
 	char head[128];

@@ -98,7 +98,7 @@ static void free_dumped(const void *data, size_t len, void *arg)
 
 void vram_http_reply_json(struct evhttp_request *req, int status, json_t *body)
 {
-	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	char *text = body ? json_dumps(body, VRAM_HTTP_JSON_FLAGS) : NULL;
 	struct evbuffer *out = evhttp_request_get_output_buffer(req);
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
 	if (!text) {
@@ -351,15 +351,23 @@ int vram_http_bind_tcp(struct vram_http *h, const char *hostport, unsigned *ret_
 static int remove_stale_socket(const char *path, char *err, size_t err_size)
 {
 	struct stat st;
-	if (lstat(path, &st) < 0)
-		return errno == ENOENT ? 0 : -errno;
+	if (lstat(path, &st) < 0) {
+		int e = errno;
+		if (e == ENOENT)
+			return 0;
+		snprintf(err, err_size, "cannot use %s: %s", path, strerror(e));
+		return -e;
+	}
 	if (!S_ISSOCK(st.st_mode)) {
 		snprintf(err, err_size, "%s exists and is not a socket", path);
 		return -EEXIST;
 	}
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
+	if (fd < 0) {
+		int e = errno;
+		snprintf(err, err_size, "socket: %s", strerror(e));
+		return -e;
+	}
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	memcpy(sa.sun_path, path, strlen(path) + 1);
 	int r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
@@ -390,7 +398,6 @@ int vram_http_bind_unix(struct vram_http *h, const char *path, char *err, size_t
 		return -ENAMETOOLONG;
 	}
 	memcpy(sa.sun_path, path, plen + 1);
-	snprintf(err, err_size, "cannot use %s", path);
 	int r = remove_stale_socket(path, err, err_size);
 	if (r < 0)
 		return r;
@@ -475,6 +482,12 @@ void vram_http_watch_close(struct evhttp_request *req,
 	bufferevent_set_timeouts(bev, NULL, NULL);
 	bufferevent_setwatermark(bev, EV_READ, 0, 64 * 1024);
 	bufferevent_enable(bev, EV_READ);
+}
+
+void vram_http_release_detached(struct evhttp_request *req)
+{
+	if (!evhttp_request_get_connection(req))
+		evhttp_request_free(req);
 }
 
 void vram_http_unwatch(struct evhttp_request *req)

@@ -27,7 +27,8 @@ struct vram_http;
 #define VRAM_HTTP_BODY_MAX (64 * 1024)            /* bytes */
 #define VRAM_HTTP_HEADERS_MAX (16 * 1024)         /* bytes, request line + headers */
 #define VRAM_HTTP_IDLE_TIMEOUT_S 60               /* s a keep-alive connection may sit idle */
-#define VRAM_HTTP_MAX_CONNECTIONS 1024
+/* Replies: compact, and 0.455 rather than 0.45500000000000002. */
+#define VRAM_HTTP_JSON_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(15))
 
 /*
  * Called for every request that passed the limits and the token check.
@@ -116,6 +117,15 @@ int vram_http_body(struct evhttp_request *req, size_t body_max, char **ret_body,
  */
 void vram_http_watch_close(struct evhttp_request *req,
 			   void (*closecb)(struct evhttp_connection *, void *), void *arg);
+/*
+ * For close callbacks: when the client goes away in the middle of a reply
+ * that was not finished (a waiting action, an event stream), libevent
+ * detaches the request from the connection and leaves it to its user; this
+ * frees it then. Otherwise (the server itself is closing the connection)
+ * libevent frees it and this does nothing.
+ */
+void vram_http_release_detached(struct evhttp_request *req);
+
 /* Undoes vram_http_watch_close; the connection gets its idle timeout back. */
 void vram_http_unwatch(struct evhttp_request *req);
 
