@@ -1388,9 +1388,17 @@ int vram_mps_client_env(const struct vram_mps_client *c, char ***ret_env)
 
 	if (!d)
 		return -ENOENT;
-	env = calloc(5, sizeof(*env));
+	env = calloc(6, sizeof(*env));
 	if (!env)
 		return -ENOMEM;
+	/*
+	 * The server's own device set, spelled the same way: frameworks count
+	 * GPUs through NVML when CUDA_VISIBLE_DEVICES is unset (PyTorch does),
+	 * see every GPU of the machine and then ask the server for one it does
+	 * not serve.
+	 */
+	if (asprintf(&env[k++], "CUDA_VISIBLE_DEVICES=%s", d->visible) < 0)
+		goto out_nomem;
 	if (asprintf(&env[k++], "CUDA_MPS_PIPE_DIRECTORY=%s", d->pipe_dir) < 0)
 		goto out_nomem;
 	if (asprintf(&env[k++], "CUDA_MPS_LOG_DIRECTORY=%s", d->log_dir) < 0)

@@ -10,8 +10,10 @@
  * and CUDA_VISIBLE_DEVICES set to that set for the daemon. Clients get the
  * same pipe and log directories, CUDA_MPS_PINNED_DEVICE_MEM_LIMIT
  * ("0=2G,1=2G": device indices as the client sees them through the server,
- * 0..n-1) and CUDA_MPS_ACTIVE_THREAD_PERCENTAGE. A client must run WITHOUT
- * CUDA_VISIBLE_DEVICES: the server already narrows and renumbers the devices.
+ * 0..n-1), CUDA_MPS_ACTIVE_THREAD_PERCENTAGE, and the daemon's own
+ * CUDA_VISIBLE_DEVICES: without it, frameworks that count GPUs through NVML
+ * (PyTorch) see every GPU of the machine and ask the server for devices it
+ * does not serve (seen on 2 x H200: "device=1, num_gpus=1").
  *
  * The control daemon is started on the first client of its GPU set and told
  * to quit (`echo quit | nvidia-cuda-mps-control`) when the last client is

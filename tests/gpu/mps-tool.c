@@ -111,7 +111,8 @@ static void print_status(struct vram_mps *m, const char *label)
 	json_decref(st);
 }
 
-/* environ without CUDA_VISIBLE_DEVICES, plus add[] and WORKER_ROLE. */
+/* environ without its CUDA_VISIBLE_DEVICES, plus add[] (which sets the MPS
+ * daemon's) and WORKER_ROLE. */
 static char **client_environ(char **add, int role)
 {
 	size_t n = 0, k = 0, extra = 0;

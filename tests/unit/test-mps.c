@@ -302,15 +302,16 @@ static void test_clients_share_one_daemon_which_quits_with_the_last(void **state
 	ctl = control_pid(f, 1);
 	assert_true(ctl > 0 && alive(ctl));
 
-	/* What the client gets; CUDA_VISIBLE_DEVICES is not among them. */
+	/* What the client gets: the daemon's device set, its dirs, its caps. */
 	assert_int_equal(vram_mps_client_env(c1, &env), 0);
+	assert_string_equal(env[0], "CUDA_VISIBLE_DEVICES=GPU-11111111-2222-3333-4444-555555555555");
 	snprintf(expect, sizeof(expect), "CUDA_MPS_PIPE_DIRECTORY=%s/mps/gpu1/pipe", f->dir);
-	assert_string_equal(env[0], expect);
-	snprintf(expect, sizeof(expect), "CUDA_MPS_LOG_DIRECTORY=%s/mps/gpu1/log", f->dir);
 	assert_string_equal(env[1], expect);
-	assert_string_equal(env[2], "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT=0=2G");
-	assert_string_equal(env[3], "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=40");
-	assert_null(env[4]);
+	snprintf(expect, sizeof(expect), "CUDA_MPS_LOG_DIRECTORY=%s/mps/gpu1/log", f->dir);
+	assert_string_equal(env[2], expect);
+	assert_string_equal(env[3], "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT=0=2G");
+	assert_string_equal(env[4], "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=40");
+	assert_null(env[5]);
 	vram_mps_env_free(env);
 
 	/* A second client of the same GPU: no second daemon. */
@@ -320,7 +321,7 @@ static void test_clients_share_one_daemon_which_quits_with_the_last(void **state
 	assert_int_equal(vram_mps_client_new(f->mps, &spec, on_event, &s2, &c2, err, sizeof(err)), 0);
 	assert_true(run_until(f->base, &s2.n_ready));
 	assert_int_equal(vram_mps_client_env(c2, &env), 0);
-	assert_null(env[2]); /* no cap, no compute share asked */
+	assert_null(env[3]); /* no cap, no compute share asked */
 	vram_mps_env_free(env);
 	log = calls(f, "gpu1");
 	assert_int_equal(count_lines_starting(log, "start "), 1);
