@@ -43,12 +43,16 @@ struct ctx {
 	bool shut_down;
 };
 
-/* Two 24 GiB GPUs, or one 10 GiB GPU for the eviction test. */
+/*
+ * Two 24 GiB GPUs, or one 10 GiB GPU for the eviction test. Ports for the
+ * demo servers come from a range that depends on the pid, so that several
+ * build directories can run this test at the same time.
+ */
 static void start_manager(struct ctx *c, const char *gpus, const char *extra_workload)
 {
 	char text[4096];
 	snprintf(text, sizeof(text),
-		 "daemon: { state_dir: %s, port_range_start: 23100 }\n"
+		 "daemon: { state_dir: %s, port_range_start: %u }\n"
 		 "gpus: { backend: sim, reserve: 0, sim: %s }\n"
 		 "defaults:\n"
 		 "  idle: { offload_after: never, release_after: never }\n"
@@ -61,7 +65,8 @@ static void start_manager(struct ctx *c, const char *gpus, const char *extra_wor
 		 "    memory: 4GiB\n"
 		 "    models: [demo-model]\n"
 		 "%s",
-		 c->dir, gpus, DEMO, extra_workload ? extra_workload : "");
+		 c->dir, 24000u + (unsigned)(getpid() % 400) * 100u, gpus, DEMO,
+		 extra_workload ? extra_workload : "");
 	struct vram_config *cfg = NULL;
 	char *err = NULL;
 	if (vram_config_parse(text, strlen(text), "test.yaml", NULL, &cfg, &err) < 0)
@@ -190,6 +195,8 @@ static int act_wait(struct ctx *c, const char *name, enum vram_action a)
 		fail_msg("act %d on %s: %d %s", (int)a, name, r, err);
 	assert_int_equal(c->results, want - 1); /* never from inside act */
 	assert_true(run_until(c, have_results, &want, 15));
+	if (c->res.http_status != 200)
+		print_message("%s\n", c->res.message);
 	return c->res.http_status;
 }
 
