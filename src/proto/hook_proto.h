@@ -1,0 +1,362 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The protocol between libvram.so (inside a workload process) and vramd, over
+ * a Unix stream socket (VRAM_HOOK_SOCKET). Header-only, so that the hook can
+ * use it without linking vramd's library.
+ *
+ * Every message is a 16-byte header followed by a payload whose length is
+ * fixed by the message type. All integers are little-endian; strings are
+ * fixed-size fields that must contain a NUL. The encoder writes every byte
+ * explicitly (no struct is copied to the wire), and the decoder rejects
+ * anything that is not exactly a message of this version: wrong magic or
+ * version, unknown type, a length that does not match the type, a device
+ * count above VRAM_HOOK_PROTO_MAX_DEVICES, an unterminated string, an unknown
+ * operation or state.
+ *
+ * Conversation: the hook connects and sends HELLO, then USAGE whenever its
+ * numbers change (at most once a second) and in answer to PING. vramd sends
+ * OFFLOAD or RESTORE; the hook answers each with one RESULT carrying the same
+ * request_id.
+ */
+#ifndef VRAM_HOOK_PROTO_H
+#define VRAM_HOOK_PROTO_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define VRAM_HOOK_PROTO_MAGIC 0x4b485256u /* "VRHK" on the wire */
+#define VRAM_HOOK_PROTO_VERSION 1
+#define VRAM_HOOK_PROTO_MAX_DEVICES 16
+#define VRAM_HOOK_PROTO_NAME_MAX 64   /* bytes, NUL included */
+#define VRAM_HOOK_PROTO_TEXT_MAX 256  /* bytes, NUL included */
+#define VRAM_HOOK_PROTO_HEADER_SIZE 16
+#define VRAM_HOOK_PROTO_MAX_MESSAGE 2048 /* bytes, header included */
+
+enum vram_hook_msg_type {
+	VRAM_HOOK_MSG_HELLO = 1,   /* hook -> vramd */
+	VRAM_HOOK_MSG_USAGE = 2,   /* hook -> vramd */
+	VRAM_HOOK_MSG_OFFLOAD = 3, /* vramd -> hook */
+	VRAM_HOOK_MSG_RESTORE = 4, /* vramd -> hook */
+	VRAM_HOOK_MSG_RESULT = 5,  /* hook -> vramd, answers OFFLOAD/RESTORE */
+	VRAM_HOOK_MSG_PING = 6,    /* vramd -> hook, answered by USAGE */
+};
+
+enum vram_hook_state {
+	VRAM_HOOK_STATE_RUNNING = 0,
+	VRAM_HOOK_STATE_OFFLOADING = 1,
+	VRAM_HOOK_STATE_OFFLOADED = 2,
+	VRAM_HOOK_STATE_RESTORING = 3,
+};
+
+/* OFFLOAD flags. */
+#define VRAM_HOOK_OFFLOAD_DROP_HOST 0x1u /* free the host buffers after the next restore */
+
+struct vram_hook_proto_dev {
+	uint32_t index;          /* CUDA device ordinal in the process */
+	uint8_t uuid[16];
+	uint64_t physical;       /* bytes, the device's memory */
+	uint64_t cap;            /* bytes, 0 = no cap */
+	uint64_t used;           /* bytes charged to the process, context included */
+	uint64_t resident;       /* bytes on the device now (used minus offloaded) */
+	uint64_t nonmovable;     /* bytes that an offload cannot move */
+};
+
+struct vram_hook_proto_hello {
+	uint32_t pid;
+	uint32_t ndev;           /* <= VRAM_HOOK_PROTO_MAX_DEVICES */
+	char workload[VRAM_HOOK_PROTO_NAME_MAX];
+	struct vram_hook_proto_dev dev[VRAM_HOOK_PROTO_MAX_DEVICES];
+};
+
+struct vram_hook_proto_usage {
+	uint32_t state;          /* enum vram_hook_state */
+	uint32_t ndev;
+	struct vram_hook_proto_dev dev[VRAM_HOOK_PROTO_MAX_DEVICES];
+};
+
+struct vram_hook_proto_command {
+	uint32_t request_id;
+	uint32_t flags;          /* VRAM_HOOK_OFFLOAD_* */
+};
+
+struct vram_hook_proto_result {
+	uint32_t request_id;
+	uint32_t op;             /* VRAM_HOOK_MSG_OFFLOAD or VRAM_HOOK_MSG_RESTORE */
+	int32_t status;          /* 0 or -errno */
+	uint32_t state;          /* enum vram_hook_state after the operation */
+	uint64_t bytes;          /* bytes moved */
+	uint64_t nonmovable;     /* bytes that stayed on the device */
+	uint64_t missing;        /* bytes of device memory a failed restore lacked */
+	uint64_t usec;           /* duration */
+	char text[VRAM_HOOK_PROTO_TEXT_MAX]; /* error or summary, for people */
+};
+
+struct vram_hook_proto_msg {
+	uint16_t type;           /* enum vram_hook_msg_type */
+	uint32_t seq;            /* sender's counter, for logs */
+	union {
+		struct vram_hook_proto_hello hello;
+		struct vram_hook_proto_usage usage;
+		struct vram_hook_proto_command command;
+		struct vram_hook_proto_result result;
+	} u;
+};
+
+#define VRAM_HOOK_PROTO_DEV_SIZE (4 + 16 + 5 * 8)
+#define VRAM_HOOK_PROTO_HELLO_SIZE \
+	(8 + VRAM_HOOK_PROTO_NAME_MAX + VRAM_HOOK_PROTO_MAX_DEVICES * VRAM_HOOK_PROTO_DEV_SIZE)
+#define VRAM_HOOK_PROTO_USAGE_SIZE (8 + VRAM_HOOK_PROTO_MAX_DEVICES * VRAM_HOOK_PROTO_DEV_SIZE)
+#define VRAM_HOOK_PROTO_COMMAND_SIZE 8
+#define VRAM_HOOK_PROTO_RESULT_SIZE (16 + 4 * 8 + VRAM_HOOK_PROTO_TEXT_MAX)
+#define VRAM_HOOK_PROTO_PING_SIZE 0
+
+_Static_assert(VRAM_HOOK_PROTO_HEADER_SIZE + VRAM_HOOK_PROTO_HELLO_SIZE <= VRAM_HOOK_PROTO_MAX_MESSAGE,
+	       "hello fits");
+_Static_assert(VRAM_HOOK_PROTO_HEADER_SIZE + VRAM_HOOK_PROTO_USAGE_SIZE <= VRAM_HOOK_PROTO_MAX_MESSAGE,
+	       "usage fits");
+
+/* Payload length of a message type, or -1 for an unknown type. */
+static inline long vram_hook_proto_payload_size(uint16_t type)
+{
+	switch (type) {
+	case VRAM_HOOK_MSG_HELLO: return VRAM_HOOK_PROTO_HELLO_SIZE;
+	case VRAM_HOOK_MSG_USAGE: return VRAM_HOOK_PROTO_USAGE_SIZE;
+	case VRAM_HOOK_MSG_OFFLOAD:
+	case VRAM_HOOK_MSG_RESTORE: return VRAM_HOOK_PROTO_COMMAND_SIZE;
+	case VRAM_HOOK_MSG_RESULT: return VRAM_HOOK_PROTO_RESULT_SIZE;
+	case VRAM_HOOK_MSG_PING: return VRAM_HOOK_PROTO_PING_SIZE;
+	default: return -1;
+	}
+}
+
+/* ---- little-endian cursor helpers (bounds are checked by the callers) */
+
+static inline uint8_t *vram_hook_proto_put32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+	return p + 4;
+}
+
+static inline uint8_t *vram_hook_proto_put64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+	return p + 8;
+}
+
+static inline uint8_t *vram_hook_proto_putstr(uint8_t *p, const char *s, size_t field)
+{
+	size_t n = strnlen(s, field - 1);
+	memcpy(p, s, n);
+	memset(p + n, 0, field - n);
+	return p + field;
+}
+
+static inline const uint8_t *vram_hook_proto_get32(const uint8_t *p, uint32_t *v)
+{
+	*v = 0;
+	for (int i = 0; i < 4; i++)
+		*v |= (uint32_t)p[i] << (8 * i);
+	return p + 4;
+}
+
+static inline const uint8_t *vram_hook_proto_get64(const uint8_t *p, uint64_t *v)
+{
+	*v = 0;
+	for (int i = 0; i < 8; i++)
+		*v |= (uint64_t)p[i] << (8 * i);
+	return p + 8;
+}
+
+/* Copies a fixed string field; false if it holds no NUL. */
+static inline bool vram_hook_proto_getstr(const uint8_t *p, char *out, size_t field)
+{
+	if (!memchr(p, 0, field))
+		return false;
+	memcpy(out, p, field);
+	return true;
+}
+
+static inline uint8_t *vram_hook_proto_put_devs(uint8_t *p, const struct vram_hook_proto_dev *dev, uint32_t ndev)
+{
+	for (uint32_t i = 0; i < VRAM_HOOK_PROTO_MAX_DEVICES; i++) {
+		struct vram_hook_proto_dev zero = { 0 };
+		const struct vram_hook_proto_dev *d = i < ndev ? &dev[i] : &zero;
+		p = vram_hook_proto_put32(p, d->index);
+		memcpy(p, d->uuid, 16);
+		p += 16;
+		p = vram_hook_proto_put64(p, d->physical);
+		p = vram_hook_proto_put64(p, d->cap);
+		p = vram_hook_proto_put64(p, d->used);
+		p = vram_hook_proto_put64(p, d->resident);
+		p = vram_hook_proto_put64(p, d->nonmovable);
+	}
+	return p;
+}
+
+static inline const uint8_t *vram_hook_proto_get_devs(const uint8_t *p, struct vram_hook_proto_dev *dev)
+{
+	for (uint32_t i = 0; i < VRAM_HOOK_PROTO_MAX_DEVICES; i++) {
+		struct vram_hook_proto_dev *d = &dev[i];
+		p = vram_hook_proto_get32(p, &d->index);
+		memcpy(d->uuid, p, 16);
+		p += 16;
+		p = vram_hook_proto_get64(p, &d->physical);
+		p = vram_hook_proto_get64(p, &d->cap);
+		p = vram_hook_proto_get64(p, &d->used);
+		p = vram_hook_proto_get64(p, &d->resident);
+		p = vram_hook_proto_get64(p, &d->nonmovable);
+	}
+	return p;
+}
+
+/*
+ * Encodes m into buf (cap bytes). Returns the number of bytes written, or
+ * -EINVAL (unknown type, too many devices) or -ENOBUFS (cap too small).
+ */
+static inline long vram_hook_proto_encode(const struct vram_hook_proto_msg *m, uint8_t *buf, size_t cap)
+{
+	long payload = vram_hook_proto_payload_size(m->type);
+	if (payload < 0)
+		return -EINVAL;
+	if (cap < (size_t)(VRAM_HOOK_PROTO_HEADER_SIZE + payload))
+		return -ENOBUFS;
+	uint8_t *p = buf;
+	p = vram_hook_proto_put32(p, VRAM_HOOK_PROTO_MAGIC);
+	p[0] = VRAM_HOOK_PROTO_VERSION & 0xff;
+	p[1] = VRAM_HOOK_PROTO_VERSION >> 8;
+	p[2] = (uint8_t)(m->type & 0xff);
+	p[3] = (uint8_t)(m->type >> 8);
+	p += 4;
+	p = vram_hook_proto_put32(p, (uint32_t)payload);
+	p = vram_hook_proto_put32(p, m->seq);
+	switch (m->type) {
+	case VRAM_HOOK_MSG_HELLO:
+		if (m->u.hello.ndev > VRAM_HOOK_PROTO_MAX_DEVICES)
+			return -EINVAL;
+		p = vram_hook_proto_put32(p, m->u.hello.pid);
+		p = vram_hook_proto_put32(p, m->u.hello.ndev);
+		p = vram_hook_proto_putstr(p, m->u.hello.workload, VRAM_HOOK_PROTO_NAME_MAX);
+		p = vram_hook_proto_put_devs(p, m->u.hello.dev, m->u.hello.ndev);
+		break;
+	case VRAM_HOOK_MSG_USAGE:
+		if (m->u.usage.ndev > VRAM_HOOK_PROTO_MAX_DEVICES)
+			return -EINVAL;
+		p = vram_hook_proto_put32(p, m->u.usage.state);
+		p = vram_hook_proto_put32(p, m->u.usage.ndev);
+		p = vram_hook_proto_put_devs(p, m->u.usage.dev, m->u.usage.ndev);
+		break;
+	case VRAM_HOOK_MSG_OFFLOAD:
+	case VRAM_HOOK_MSG_RESTORE:
+		p = vram_hook_proto_put32(p, m->u.command.request_id);
+		p = vram_hook_proto_put32(p, m->u.command.flags);
+		break;
+	case VRAM_HOOK_MSG_RESULT:
+		p = vram_hook_proto_put32(p, m->u.result.request_id);
+		p = vram_hook_proto_put32(p, m->u.result.op);
+		p = vram_hook_proto_put32(p, (uint32_t)m->u.result.status);
+		p = vram_hook_proto_put32(p, m->u.result.state);
+		p = vram_hook_proto_put64(p, m->u.result.bytes);
+		p = vram_hook_proto_put64(p, m->u.result.nonmovable);
+		p = vram_hook_proto_put64(p, m->u.result.missing);
+		p = vram_hook_proto_put64(p, m->u.result.usec);
+		p = vram_hook_proto_putstr(p, m->u.result.text, VRAM_HOOK_PROTO_TEXT_MAX);
+		break;
+	default:
+		break;
+	}
+	return (long)(p - buf);
+}
+
+/*
+ * Decodes one message from the start of buf (len bytes). Returns the number
+ * of bytes it used (> 0), 0 if buf holds only part of a message so far, or
+ * -EBADMSG if the bytes are not a valid message (the stream cannot be
+ * resynchronized: close it). ret_m is written only on success.
+ */
+static inline long vram_hook_proto_decode(const uint8_t *buf, size_t len, struct vram_hook_proto_msg *ret_m)
+{
+	if (len < VRAM_HOOK_PROTO_HEADER_SIZE) {
+		/* Reject a bad magic as early as it can be seen. */
+		for (size_t i = 0; i < len && i < 4; i++)
+			if (buf[i] != (uint8_t)(VRAM_HOOK_PROTO_MAGIC >> (8 * i)))
+				return -EBADMSG;
+		return 0;
+	}
+	uint32_t magic, length, seq;
+	const uint8_t *p = vram_hook_proto_get32(buf, &magic);
+	uint16_t version = (uint16_t)(p[0] | p[1] << 8);
+	uint16_t type = (uint16_t)(p[2] | p[3] << 8);
+	p += 4;
+	p = vram_hook_proto_get32(p, &length);
+	p = vram_hook_proto_get32(p, &seq);
+	if (magic != VRAM_HOOK_PROTO_MAGIC || version != VRAM_HOOK_PROTO_VERSION)
+		return -EBADMSG;
+	long want = vram_hook_proto_payload_size(type);
+	if (want < 0 || length != (uint32_t)want)
+		return -EBADMSG;
+	if (len < VRAM_HOOK_PROTO_HEADER_SIZE + length)
+		return 0;
+
+	struct vram_hook_proto_msg m;
+	memset(&m, 0, sizeof(m));
+	m.type = type;
+	m.seq = seq;
+	switch (type) {
+	case VRAM_HOOK_MSG_HELLO:
+		p = vram_hook_proto_get32(p, &m.u.hello.pid);
+		p = vram_hook_proto_get32(p, &m.u.hello.ndev);
+		if (m.u.hello.ndev > VRAM_HOOK_PROTO_MAX_DEVICES)
+			return -EBADMSG;
+		if (!vram_hook_proto_getstr(p, m.u.hello.workload, VRAM_HOOK_PROTO_NAME_MAX))
+			return -EBADMSG;
+		p += VRAM_HOOK_PROTO_NAME_MAX;
+		p = vram_hook_proto_get_devs(p, m.u.hello.dev);
+		break;
+	case VRAM_HOOK_MSG_USAGE:
+		p = vram_hook_proto_get32(p, &m.u.usage.state);
+		p = vram_hook_proto_get32(p, &m.u.usage.ndev);
+		if (m.u.usage.ndev > VRAM_HOOK_PROTO_MAX_DEVICES || m.u.usage.state > VRAM_HOOK_STATE_RESTORING)
+			return -EBADMSG;
+		p = vram_hook_proto_get_devs(p, m.u.usage.dev);
+		break;
+	case VRAM_HOOK_MSG_OFFLOAD:
+	case VRAM_HOOK_MSG_RESTORE:
+		p = vram_hook_proto_get32(p, &m.u.command.request_id);
+		p = vram_hook_proto_get32(p, &m.u.command.flags);
+		break;
+	case VRAM_HOOK_MSG_RESULT: {
+		uint32_t status;
+		p = vram_hook_proto_get32(p, &m.u.result.request_id);
+		p = vram_hook_proto_get32(p, &m.u.result.op);
+		p = vram_hook_proto_get32(p, &status);
+		m.u.result.status = (int32_t)status;
+		p = vram_hook_proto_get32(p, &m.u.result.state);
+		p = vram_hook_proto_get64(p, &m.u.result.bytes);
+		p = vram_hook_proto_get64(p, &m.u.result.nonmovable);
+		p = vram_hook_proto_get64(p, &m.u.result.missing);
+		p = vram_hook_proto_get64(p, &m.u.result.usec);
+		if (m.u.result.op != VRAM_HOOK_MSG_OFFLOAD && m.u.result.op != VRAM_HOOK_MSG_RESTORE)
+			return -EBADMSG;
+		if (m.u.result.state > VRAM_HOOK_STATE_RESTORING || m.u.result.status > 0)
+			return -EBADMSG;
+		if (!vram_hook_proto_getstr(p, m.u.result.text, VRAM_HOOK_PROTO_TEXT_MAX))
+			return -EBADMSG;
+		p += VRAM_HOOK_PROTO_TEXT_MAX;
+		break;
+	}
+	case VRAM_HOOK_MSG_PING:
+	default:
+		break;
+	}
+	if ((size_t)(p - buf) != VRAM_HOOK_PROTO_HEADER_SIZE + length)
+		return -EBADMSG;
+	*ret_m = m;
+	return (long)(VRAM_HOOK_PROTO_HEADER_SIZE + length);
+}
+
+#endif
