@@ -1,0 +1,232 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Internals of libvram.so shared by its modules: the table of real driver
+ * entry points, the wrappers' common helpers, accounting, the gate and the
+ * offload engine. Nothing here is exported; the only exported symbols are the
+ * cu* wrappers and dlsym (see libvram.map).
+ *
+ * Modules: interpose.c (symbol resolution, dlsym, cuGetProcAddress, plain
+ * gated wrappers, log), alloc.c (allocations and VMM tracking), limit.c
+ * (caps, cuMemGetInfo), suspend.c (gate, offload, restore), chan.c (vramd
+ * channel and the per-process control socket).
+ */
+#ifndef VRAM_HOOK_H
+#define VRAM_HOOK_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "hook/cuda_api.h"
+
+#define VRAM_HOOK_EXPORT __attribute__((visibility("default")))
+#define VRAM_HOOK_MAX_DEVICES 16
+#define VRAM_HOOK_MAX_ACCESS 8
+
+#define vram_hook_likely(x) __builtin_expect(!!(x), 1)
+#define vram_hook_unlikely(x) __builtin_expect(!!(x), 0)
+
+/*
+ * Every entry point the hook exports and wraps. A wrapper is handed out in
+ * place of the real function only when the driver returned exactly the
+ * function of that name.
+ */
+#define VRAM_HOOK_WRAPPED(X) \
+	X(cuInit) X(cuGetProcAddress) X(cuGetProcAddress_v2) \
+	X(cuMemGetInfo_v2) X(cuDeviceTotalMem_v2) \
+	X(cuDevicePrimaryCtxRetain) X(cuCtxCreate_v2) X(cuCtxCreate_v4) X(cuCtxDestroy_v2) \
+	X(cuMemAlloc_v2) X(cuMemAllocPitch_v2) X(cuMemFree_v2) X(cuMemAllocManaged) \
+	X(cuArrayCreate_v2) X(cuArrayDestroy) \
+	X(cuIpcGetMemHandle) X(cuIpcOpenMemHandle) X(cuIpcOpenMemHandle_v2) X(cuIpcCloseMemHandle) \
+	X(cuMemCreate) X(cuMemRelease) X(cuMemMap) X(cuMemUnmap) X(cuMemSetAccess) \
+	X(cuMemRetainAllocationHandle) X(cuMemGetAllocationPropertiesFromHandle) \
+	X(cuMemExportToShareableHandle) X(cuMemImportFromShareableHandle) \
+	X(cuMemAllocAsync) X(cuMemAllocAsync_ptsz) X(cuMemAllocFromPoolAsync) \
+	X(cuMemAllocFromPoolAsync_ptsz) X(cuMemFreeAsync) X(cuMemFreeAsync_ptsz) \
+	X(cuMemcpy) X(cuMemcpy_ptds) X(cuMemcpyAsync) X(cuMemcpyAsync_ptsz) \
+	X(cuMemcpyHtoD_v2) X(cuMemcpyHtoD_v2_ptds) X(cuMemcpyDtoH_v2) X(cuMemcpyDtoH_v2_ptds) \
+	X(cuMemcpyDtoD_v2) X(cuMemcpyDtoD_v2_ptds) X(cuMemcpyHtoDAsync_v2) X(cuMemcpyHtoDAsync_v2_ptsz) \
+	X(cuMemcpyDtoHAsync_v2) X(cuMemcpyDtoHAsync_v2_ptsz) X(cuMemcpyDtoDAsync_v2) \
+	X(cuMemcpyDtoDAsync_v2_ptsz) X(cuMemcpy2D_v2) X(cuMemcpy2D_v2_ptds) X(cuMemcpy2DAsync_v2) \
+	X(cuMemcpy2DAsync_v2_ptsz) X(cuMemcpyPeer) X(cuMemcpyPeerAsync) \
+	X(cuMemsetD8_v2) X(cuMemsetD8_v2_ptds) X(cuMemsetD32_v2) X(cuMemsetD32_v2_ptds) \
+	X(cuMemsetD8Async) X(cuMemsetD8Async_ptsz) X(cuMemsetD32Async) X(cuMemsetD32Async_ptsz) \
+	X(cuLaunchKernel) X(cuLaunchKernel_ptsz) X(cuLaunchKernelEx) X(cuLaunchKernelEx_ptsz) \
+	X(cuLaunchCooperativeKernel) X(cuLaunchCooperativeKernel_ptsz) \
+	X(cuGraphLaunch) X(cuGraphLaunch_ptsz)
+
+/* Entry points the hook calls but does not wrap. */
+#define VRAM_HOOK_CALLED(X) \
+	X(cuDeviceGetCount) X(cuDeviceGetAttribute) X(cuDeviceGetUuid_v2) X(cuCtxGetDevice) \
+	X(cuCtxSetCurrent) X(cuCtxGetCurrent) X(cuCtxPushCurrent_v2) X(cuCtxPopCurrent_v2) \
+	X(cuCtxSynchronize) X(cuMemAddressReserve) X(cuMemAddressFree) \
+	X(cuMemGetAllocationGranularity) X(cuMemGetAddressRange_v2) X(cuMemHostAlloc) \
+	X(cuMemFreeHost) X(cuStreamCreate) X(cuStreamSynchronize) X(cuDeviceGetDefaultMemPool) \
+	X(cuMemPoolTrimTo)
+
+enum vram_hook_sym {
+#define VRAM_HOOK_X(n) VRAM_HOOK_SYM_##n,
+	VRAM_HOOK_WRAPPED(VRAM_HOOK_X)
+	VRAM_HOOK_NWRAPPED_MARK,
+	VRAM_HOOK_CALLED(VRAM_HOOK_X)
+#undef VRAM_HOOK_X
+	VRAM_HOOK_NSYMS,
+};
+#define VRAM_HOOK_NWRAPPED ((int)VRAM_HOOK_NWRAPPED_MARK)
+
+/* The driver's functions by enum vram_hook_sym; NULL where it has none. */
+extern void *vram_hook_real_fn[VRAM_HOOK_NSYMS];
+extern _Atomic bool vram_hook_resolved;
+
+/* Resolves the real driver once. Returns true when the driver was found. */
+bool vram_hook_resolve_slow(void);
+static inline bool vram_hook_resolve(void)
+{
+	if (vram_hook_likely(atomic_load_explicit(&vram_hook_resolved, memory_order_acquire)))
+		return true;
+	return vram_hook_resolve_slow();
+}
+
+/* The real function of a wrapped or called symbol, typed like it. */
+#define VRAM_REAL(name) ((__typeof__(&name))vram_hook_real_fn[VRAM_HOOK_SYM_##name])
+
+/* Calls the real function, or returns CUDA_ERROR_NOT_FOUND if there is none. */
+#define VRAM_CALL_REAL(name, ...) \
+	(vram_hook_resolve() && VRAM_REAL(name) ? VRAM_REAL(name)(__VA_ARGS__) : CUDA_ERROR_NOT_FOUND)
+
+/* ---- log (interpose.c): VRAM_HOOK_LOG file, never the app's stdio */
+
+enum vram_hook_log_level { VRAM_HOOK_LOG_ERROR, VRAM_HOOK_LOG_WARN, VRAM_HOOK_LOG_INFO, VRAM_HOOK_LOG_DEBUG };
+void vram_hook_log(enum vram_hook_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Parses "20GiB", "512MiB", "1.5G", "123" into bytes. Returns 0 or -EINVAL. */
+int vram_hook_parse_bytes(const char *s, uint64_t *ret_bytes);
+
+/* ---- accounting and caps (limit.c) */
+
+struct vram_hook_usage {
+	_Atomic uint64_t used;        /* bytes charged: allocations + context */
+	_Atomic uint64_t nonmovable;  /* bytes of used that an offload cannot move */
+	_Atomic uint64_t offloaded;   /* bytes of used that now live in host buffers */
+	uint64_t cap;                 /* bytes, 0 = none */
+	uint64_t physical;            /* bytes, the device's memory (0 until known) */
+};
+extern struct vram_hook_usage vram_hook_usage[VRAM_HOOK_MAX_DEVICES];
+extern int vram_hook_ndev;            /* devices seen by the process */
+
+/* Reads VRAM_MEMORY_LIMIT once the driver is initialized. */
+void vram_hook_limit_init(void);
+/* Charges bytes to dev. Returns 0, or -ENOMEM when the cap would be passed.
+ * An out-of-range dev is not charged (returns 0). */
+int vram_hook_charge(int dev, uint64_t bytes);
+/* Charges regardless of the cap (memory that already exists). */
+void vram_hook_charge_force(int dev, uint64_t bytes);
+void vram_hook_uncharge(int dev, uint64_t bytes);
+void vram_hook_nonmovable_add(int dev, uint64_t bytes);
+void vram_hook_nonmovable_sub(int dev, uint64_t bytes);
+/* Charges the context's own memory once per context. */
+void vram_hook_context_created(int dev);
+void vram_hook_context_destroyed(int dev);
+/* Waits for the work of every context created with cuCtxCreate. */
+void vram_hook_contexts_synchronize(void);
+
+/* ---- the gate (suspend.c) */
+
+struct vram_hook_gate_slot {
+	_Atomic int inflight;         /* gated calls of the owning thread in progress */
+	_Atomic int taken;
+};
+extern _Atomic int vram_hook_gate_closed;
+/* The calling thread's slot; slow path on the first call of a thread. */
+struct vram_hook_gate_slot *vram_hook_gate_slot_slow(void);
+void vram_hook_gate_wait(struct vram_hook_gate_slot *slot);
+extern _Thread_local struct vram_hook_gate_slot *vram_hook_gate_mine;
+
+/*
+ * Entered by every app call that touches device memory or allocates it;
+ * blocks while the process is offloaded. Cost when open: one store and one
+ * load on the thread's own cache line.
+ */
+static inline struct vram_hook_gate_slot *vram_hook_gate_enter(void)
+{
+	struct vram_hook_gate_slot *s = vram_hook_gate_mine;
+	if (vram_hook_unlikely(!s))
+		s = vram_hook_gate_slot_slow();
+	atomic_fetch_add_explicit(&s->inflight, 1, memory_order_seq_cst);
+	if (vram_hook_unlikely(atomic_load_explicit(&vram_hook_gate_closed, memory_order_seq_cst)))
+		vram_hook_gate_wait(s);
+	return s;
+}
+
+static inline void vram_hook_gate_leave(struct vram_hook_gate_slot *s)
+{
+	atomic_fetch_sub_explicit(&s->inflight, 1, memory_order_release);
+}
+
+/* ---- allocation tracking (alloc.c) */
+
+struct vram_hook_phys;
+
+struct vram_hook_map {
+	CUdeviceptr va;
+	uint64_t size;                /* bytes */
+	uint64_t offset;              /* bytes into the physical allocation */
+	struct vram_hook_phys *phys;
+	CUmemAccessDesc access[VRAM_HOOK_MAX_ACCESS];
+	unsigned naccess;
+	struct vram_hook_map *next_in_phys;
+};
+
+/* Physical memory under a handle of ours. */
+struct vram_hook_phys {
+	uint64_t magic;
+	CUmemGenericAllocationHandle real; /* 0 while offloaded */
+	uint64_t size;                /* bytes */
+	int dev;                      /* -1: not device memory (not charged, not moved) */
+	CUmemAllocationProp prop;
+	unsigned app_refs;            /* handles the app (or a cuMemAlloc of ours) holds */
+	unsigned nmaps;
+	bool movable;
+	bool imported;
+	bool offloaded;
+	void *host;                   /* pinned copy, size bytes; kept across restores */
+	struct vram_hook_map *maps;
+	struct vram_hook_phys *prev, *next;
+};
+
+extern pthread_mutex_t vram_hook_lock;      /* guards every table in alloc.c */
+extern struct vram_hook_phys *vram_hook_phys_list;
+
+/* Bytes still on the device that an offload leaves (pools, managed, ...). */
+uint64_t vram_hook_nonmovable_total(void);
+
+/* ---- offload engine (suspend.c) */
+
+struct vram_hook_op_result {
+	int status;                   /* 0 or -errno */
+	uint64_t bytes;               /* bytes moved */
+	uint64_t nonmovable;          /* bytes that stayed on the device */
+	uint64_t missing;             /* bytes a failed restore lacked */
+	uint64_t usec;
+	char text[256];
+};
+
+enum vram_hook_state_e { VRAM_HOOK_RUNNING, VRAM_HOOK_OFFLOADING, VRAM_HOOK_OFFLOADED, VRAM_HOOK_RESTORING };
+extern _Atomic int vram_hook_state;
+
+void vram_hook_offload(bool drop_host, struct vram_hook_op_result *ret);
+void vram_hook_restore(struct vram_hook_op_result *ret);
+void vram_hook_suspend_atfork_prepare(void);
+void vram_hook_suspend_atfork_parent(void);
+void vram_hook_suspend_atfork_child(void);
+
+/* ---- channel (chan.c) */
+
+/* Starts the control thread once (after the first successful cuInit). */
+void vram_hook_chan_start(void);
+void vram_hook_chan_atfork_child(void);
+/* Tells the channel that usage changed (cheap). */
+extern _Atomic unsigned vram_hook_usage_seq;
+
+#endif

@@ -1,0 +1,660 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Offload and restore of the process's device memory, and the gate that
+ * keeps the program away from its memory while it is in host RAM.
+ *
+ * Gate: every wrapper that touches or allocates device memory enters the
+ * gate, which costs one atomic increment on a counter owned by the calling
+ * thread and one load of the shared "closed" flag. An offload closes the
+ * gate, waits until no thread is inside, then synchronizes the contexts, so
+ * no work is in flight. Threads that arrive later sleep until the restore
+ * opens the gate again.
+ *
+ * Offload: every movable physical allocation is copied to a pinned host
+ * buffer, in 64 MiB chunks spread over several streams per device; then each
+ * of its mappings is unmapped and the physical memory released. The virtual
+ * address ranges stay reserved. Host buffers are kept after a restore, so
+ * the next offload runs at link speed; VRAM_HOOK_KEEP_HOST=0 (or the
+ * drop-host flag of a command) frees them. The first offload allocates the
+ * buffers on a second thread while the copies of the buffers already
+ * allocated run.
+ *
+ * Restore: first all physical memory is created; if the device cannot give
+ * it, nothing is mapped, the process stays offloaded and the error says how
+ * many bytes were missing. Then every mapping is recreated at its address
+ * with the access it had, the data is copied back, and the gate opens.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "hook/hook.h"
+
+#define GATE_SLOTS 4096
+#define COPY_STREAMS 4
+#define COPY_CHUNK (64ull << 20)   /* bytes */
+#define DRAIN_TIMEOUT_MS 30000
+
+struct padded_slot {
+	struct vram_hook_gate_slot s;
+	char pad[64 - sizeof(struct vram_hook_gate_slot)];
+};
+
+_Atomic int vram_hook_gate_closed;
+_Atomic int vram_hook_state = VRAM_HOOK_RUNNING;
+_Thread_local struct vram_hook_gate_slot *vram_hook_gate_mine;
+
+static struct padded_slot slots[GATE_SLOTS];  /* slot 0 is shared by overflow threads */
+static _Atomic int slots_high = 1;             /* slots in use are below this */
+static pthread_mutex_t slot_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_key_t slot_key;
+static pthread_once_t slot_key_once = PTHREAD_ONCE_INIT;
+
+static pthread_mutex_t gate_mutex = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
+static pthread_mutex_t suspend_mutex = PTHREAD_MUTEX_INITIALIZER; /* one offload/restore at a time */
+
+static void slot_release(void *arg)
+{
+	struct vram_hook_gate_slot *s = arg;
+	if (s != &slots[0].s)
+		atomic_store(&s->taken, 0);
+}
+
+static void slot_key_create(void)
+{
+	pthread_key_create(&slot_key, slot_release);
+}
+
+struct vram_hook_gate_slot *vram_hook_gate_slot_slow(void)
+{
+	pthread_once(&slot_key_once, slot_key_create);
+	struct vram_hook_gate_slot *mine = &slots[0].s;
+	pthread_mutex_lock(&slot_lock);
+	for (int i = 1; i < GATE_SLOTS; i++) {
+		if (!atomic_load(&slots[i].s.taken)) {
+			atomic_store(&slots[i].s.taken, 1);
+			mine = &slots[i].s;
+			if (i >= atomic_load(&slots_high))
+				atomic_store(&slots_high, i + 1);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&slot_lock);
+	vram_hook_gate_mine = mine;
+	pthread_setspecific(slot_key, mine);
+	return mine;
+}
+
+void vram_hook_gate_wait(struct vram_hook_gate_slot *s)
+{
+	for (;;) {
+		atomic_fetch_sub(&s->inflight, 1);
+		pthread_mutex_lock(&gate_mutex);
+		pthread_cond_broadcast(&gate_cond); /* the offload may wait for us */
+		while (atomic_load(&vram_hook_gate_closed))
+			pthread_cond_wait(&gate_cond, &gate_mutex);
+		pthread_mutex_unlock(&gate_mutex);
+		atomic_fetch_add(&s->inflight, 1);
+		if (!atomic_load(&vram_hook_gate_closed))
+			return;
+	}
+}
+
+static bool gate_busy(void)
+{
+	int high = atomic_load(&slots_high);
+	for (int i = 0; i < high; i++)
+		if (atomic_load(&slots[i].s.inflight) > 0)
+			return true;
+	return false;
+}
+
+static void gate_open(void)
+{
+	pthread_mutex_lock(&gate_mutex);
+	atomic_store(&vram_hook_gate_closed, 0);
+	pthread_cond_broadcast(&gate_cond);
+	pthread_mutex_unlock(&gate_mutex);
+}
+
+/* Closes the gate and waits for the calls inside. Returns 0 or -EBUSY. */
+static int gate_close(int timeout_ms)
+{
+	struct timespec deadline;
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += timeout_ms / 1000;
+	deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+	if (deadline.tv_nsec >= 1000000000) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000;
+	}
+	atomic_store(&vram_hook_gate_closed, 1);
+	pthread_mutex_lock(&gate_mutex);
+	while (gate_busy()) {
+		struct timespec now, step;
+		clock_gettime(CLOCK_REALTIME, &now);
+		if (now.tv_sec > deadline.tv_sec || (now.tv_sec == deadline.tv_sec && now.tv_nsec >= deadline.tv_nsec)) {
+			pthread_mutex_unlock(&gate_mutex);
+			gate_open();
+			return -EBUSY;
+		}
+		step = now;
+		step.tv_nsec += 1000000;
+		if (step.tv_nsec >= 1000000000) {
+			step.tv_sec++;
+			step.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&gate_cond, &gate_mutex, &step);
+	}
+	pthread_mutex_unlock(&gate_mutex);
+	return 0;
+}
+
+/* ------------------------------------------------------- device contexts */
+
+struct dev_ctx {
+	CUcontext ctx;                 /* the device's primary context, retained once */
+	CUstream streams[COPY_STREAMS];
+	bool ready;
+};
+static struct dev_ctx devctx[VRAM_HOOK_MAX_DEVICES];
+
+/* Makes dev's primary context current on this thread, with copy streams. */
+static int use_device(int dev)
+{
+	struct dev_ctx *d = &devctx[dev];
+	if (!d->ready) {
+		if (VRAM_REAL(cuDevicePrimaryCtxRetain)(&d->ctx, dev) != CUDA_SUCCESS)
+			return -ENODEV;
+		if (VRAM_REAL(cuCtxSetCurrent)(d->ctx) != CUDA_SUCCESS)
+			return -ENODEV;
+		for (int i = 0; i < COPY_STREAMS; i++)
+			if (VRAM_REAL(cuStreamCreate)(&d->streams[i], CU_STREAM_NON_BLOCKING) != CUDA_SUCCESS)
+				return -ENOMEM;
+		d->ready = true;
+	}
+	return VRAM_REAL(cuCtxSetCurrent)(d->ctx) == CUDA_SUCCESS ? 0 : -ENODEV;
+}
+
+static int sync_device_streams(int dev)
+{
+	int err = 0;
+	if (use_device(dev) < 0)
+		return -ENODEV;
+	for (int i = 0; i < COPY_STREAMS; i++)
+		if (VRAM_REAL(cuStreamSynchronize)(devctx[dev].streams[i]) != CUDA_SUCCESS)
+			err = -EIO;
+	return err;
+}
+
+static uint64_t now_usec(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* ------------------------------------------------------------ work lists */
+
+struct item {
+	struct vram_hook_phys *phys;
+	CUdeviceptr va;                /* where the whole allocation is mapped */
+	bool temp_va;                  /* va was mapped for the copy only */
+	CUmemGenericAllocationHandle fresh; /* restore: the new physical memory */
+};
+
+/* A mapping that covers the whole of p, or 0. */
+static CUdeviceptr full_mapping(const struct vram_hook_phys *p)
+{
+	for (const struct vram_hook_map *m = p->maps; m; m = m->next_in_phys)
+		if (m->offset == 0 && m->size == p->size)
+			return m->va;
+	return 0;
+}
+
+/* Maps handle somewhere for a copy, when the program has no full mapping. */
+static int temp_map(struct item *it, CUmemGenericAllocationHandle handle)
+{
+	struct vram_hook_phys *p = it->phys;
+	CUmemAccessDesc acc = { { CU_MEM_LOCATION_TYPE_DEVICE, p->dev }, CU_MEM_ACCESS_FLAGS_PROT_READWRITE };
+	CUdeviceptr va = 0;
+	if (VRAM_REAL(cuMemAddressReserve)(&va, p->size, 0, 0, 0) != CUDA_SUCCESS)
+		return -ENOMEM;
+	if (VRAM_REAL(cuMemMap)(va, p->size, 0, handle, 0) != CUDA_SUCCESS)
+		goto out_free;
+	if (VRAM_REAL(cuMemSetAccess)(va, p->size, &acc, 1) != CUDA_SUCCESS)
+		goto out_unmap;
+	it->va = va;
+	it->temp_va = true;
+	return 0;
+out_unmap:
+	VRAM_REAL(cuMemUnmap)(va, p->size);
+out_free:
+	VRAM_REAL(cuMemAddressFree)(va, p->size);
+	return -EIO;
+}
+
+static void temp_unmap(struct item *it)
+{
+	if (!it->temp_va)
+		return;
+	VRAM_REAL(cuMemUnmap)(it->va, it->phys->size);
+	VRAM_REAL(cuMemAddressFree)(it->va, it->phys->size);
+	it->temp_va = false;
+	it->va = 0;
+}
+
+/* Issues the chunked copies of one item on its device's streams. */
+static int copy_item(struct item *it, bool to_host, unsigned *rr)
+{
+	struct vram_hook_phys *p = it->phys;
+	if (use_device(p->dev) < 0)
+		return -ENODEV;
+	for (uint64_t off = 0; off < p->size; off += COPY_CHUNK) {
+		uint64_t len = p->size - off < COPY_CHUNK ? p->size - off : COPY_CHUNK;
+		CUstream s = devctx[p->dev].streams[(*rr)++ % COPY_STREAMS];
+		CUresult r = to_host
+			? VRAM_REAL(cuMemcpyDtoHAsync_v2)((char *)p->host + off, it->va + off, len, s)
+			: VRAM_REAL(cuMemcpyHtoDAsync_v2)(it->va + off, (char *)p->host + off, len, s);
+		if (r != CUDA_SUCCESS)
+			return -EIO;
+	}
+	return 0;
+}
+
+static int sync_all_streams(void)
+{
+	int err = 0;
+	for (int d = 0; d < VRAM_HOOK_MAX_DEVICES; d++)
+		if (devctx[d].ready && sync_device_streams(d) < 0)
+			err = -EIO;
+	return err;
+}
+
+/* Pinned buffers allocated on a second thread while copies run. */
+struct host_alloc_job {
+	struct item *items;
+	size_t n;
+	_Atomic size_t ready;          /* items[0..ready) have host buffers */
+	_Atomic int error;             /* -ENOMEM: stopped */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	CUcontext ctx;
+};
+
+static void *host_alloc_main(void *arg)
+{
+	struct host_alloc_job *job = arg;
+	VRAM_REAL(cuCtxSetCurrent)(job->ctx);
+	for (size_t i = 0; i < job->n; i++) {
+		struct vram_hook_phys *p = job->items[i].phys;
+		if (!p->host) {
+			void *h = NULL;
+			if (VRAM_REAL(cuMemHostAlloc)(&h, p->size, CU_MEMHOSTALLOC_PORTABLE) != CUDA_SUCCESS || !h) {
+				atomic_store(&job->error, -ENOMEM);
+				break;
+			}
+			p->host = h;
+		}
+		pthread_mutex_lock(&job->lock);
+		atomic_store(&job->ready, i + 1);
+		pthread_cond_broadcast(&job->cond);
+		pthread_mutex_unlock(&job->lock);
+	}
+	pthread_mutex_lock(&job->lock);
+	pthread_cond_broadcast(&job->cond);
+	pthread_mutex_unlock(&job->lock);
+	return NULL;
+}
+
+static bool keep_host_default(void)
+{
+	const char *s = secure_getenv("VRAM_HOOK_KEEP_HOST");
+	return !(s && s[0] == '0');
+}
+
+static bool drop_host_after_restore;
+
+static double gbps(uint64_t bytes, uint64_t usec)
+{
+	return usec ? (double)bytes / (double)usec / 1000.0 : 0.0;
+}
+
+/* ---------------------------------------------------------------- offload */
+
+void vram_hook_offload(bool drop_host, struct vram_hook_op_result *ret)
+{
+	struct item *items = NULL;
+	size_t n = 0;
+	uint64_t start = now_usec(), bytes = 0;
+	int err;
+
+	memset(ret, 0, sizeof(*ret));
+	pthread_mutex_lock(&suspend_mutex);
+	if (atomic_load(&vram_hook_state) != VRAM_HOOK_RUNNING) {
+		ret->status = -EALREADY;
+		snprintf(ret->text, sizeof(ret->text), "Failed to offload: the process is already offloaded");
+		goto out_unlock;
+	}
+	if (!vram_hook_resolve()) {
+		ret->status = -ENODEV;
+		snprintf(ret->text, sizeof(ret->text), "Failed to offload: the CUDA driver is not loaded");
+		goto out_unlock;
+	}
+	atomic_store(&vram_hook_state, VRAM_HOOK_OFFLOADING);
+	err = gate_close(DRAIN_TIMEOUT_MS);
+	if (err < 0) {
+		ret->status = err;
+		snprintf(ret->text, sizeof(ret->text),
+			 "Failed to offload: CUDA calls of the program did not finish within %d ms", DRAIN_TIMEOUT_MS);
+		atomic_store(&vram_hook_state, VRAM_HOOK_RUNNING);
+		goto out_unlock;
+	}
+
+	pthread_mutex_lock(&vram_hook_lock);
+	for (struct vram_hook_phys *p = vram_hook_phys_list; p; p = p->next)
+		if (p->movable && p->real && p->dev >= 0)
+			n++;
+	items = n ? calloc(n, sizeof(*items)) : NULL;
+	if (n && !items) {
+		err = -ENOMEM;
+		snprintf(ret->text, sizeof(ret->text), "Failed to offload: out of host memory for bookkeeping");
+		goto out_abort;
+	}
+	n = 0;
+	for (struct vram_hook_phys *p = vram_hook_phys_list; p; p = p->next)
+		if (p->movable && p->real && p->dev >= 0)
+			items[n++].phys = p;
+
+	/* Nothing may be in flight on the device when its memory goes. */
+	for (int d = 0; d < VRAM_HOOK_MAX_DEVICES; d++) {
+		bool used = atomic_load(&vram_hook_usage[d].used) > 0;
+		if (!used || use_device(d) < 0)
+			continue;
+		VRAM_REAL(cuCtxSynchronize)();
+		CUmemoryPool pool;
+		if (VRAM_REAL(cuDeviceGetDefaultMemPool)(&pool, d) == CUDA_SUCCESS)
+			VRAM_REAL(cuMemPoolTrimTo)(pool, 0);
+	}
+	vram_hook_contexts_synchronize();
+
+	for (size_t i = 0; i < n; i++) {
+		items[i].va = full_mapping(items[i].phys);
+		if (!items[i].va && temp_map(&items[i], items[i].phys->real) < 0) {
+			err = -EIO;
+			snprintf(ret->text, sizeof(ret->text), "Failed to offload: cannot map memory for copying");
+			goto out_abort;
+		}
+	}
+
+	/* Copies start as soon as each buffer exists. */
+	struct host_alloc_job job = { .items = items, .n = n };
+	pthread_mutex_init(&job.lock, NULL);
+	pthread_cond_init(&job.cond, NULL);
+	job.ctx = n && use_device(items[0].phys->dev) == 0 ? devctx[items[0].phys->dev].ctx : NULL;
+	pthread_t th;
+	bool threaded = n && pthread_create(&th, NULL, host_alloc_main, &job) == 0;
+	if (!threaded)
+		host_alloc_main(&job);
+	unsigned rr = 0;
+	err = 0;
+	for (size_t i = 0; i < n && !err; i++) {
+		pthread_mutex_lock(&job.lock);
+		while (atomic_load(&job.ready) <= i && !atomic_load(&job.error))
+			pthread_cond_wait(&job.cond, &job.lock);
+		pthread_mutex_unlock(&job.lock);
+		if (atomic_load(&job.ready) <= i) {
+			err = -ENOMEM;
+			break;
+		}
+		err = copy_item(&items[i], true, &rr);
+		bytes += items[i].phys->size;
+	}
+	if (threaded)
+		pthread_join(th, NULL);
+	pthread_mutex_destroy(&job.lock);
+	pthread_cond_destroy(&job.cond);
+	if (sync_all_streams() < 0 && !err)
+		err = -EIO;
+	if (err) {
+		uint64_t need = 0;
+		for (size_t i = 0; i < n; i++)
+			if (!items[i].phys->host)
+				need += items[i].phys->size;
+		if (err == -ENOMEM)
+			snprintf(ret->text, sizeof(ret->text),
+				 "Failed to offload: could not allocate %llu bytes of pinned host memory",
+				 (unsigned long long)need);
+		else
+			snprintf(ret->text, sizeof(ret->text), "Failed to offload: a copy to host memory failed");
+		goto out_abort;
+	}
+
+	/* All data is safe in host memory: give the device memory back. */
+	for (size_t i = 0; i < n; i++) {
+		struct vram_hook_phys *p = items[i].phys;
+		temp_unmap(&items[i]);
+		for (struct vram_hook_map *m = p->maps; m; m = m->next_in_phys)
+			if (VRAM_REAL(cuMemUnmap)(m->va, m->size) != CUDA_SUCCESS)
+				vram_hook_log(VRAM_HOOK_LOG_WARN, "unmap of %#llx failed during offload",
+					      (unsigned long long)m->va);
+		VRAM_REAL(cuMemRelease)(p->real);
+		p->real = 0;
+		p->offloaded = true;
+		atomic_fetch_add(&vram_hook_usage[p->dev].offloaded, p->size);
+	}
+	pthread_mutex_unlock(&vram_hook_lock);
+
+	drop_host_after_restore = drop_host || !keep_host_default();
+	atomic_store(&vram_hook_state, VRAM_HOOK_OFFLOADED);
+	atomic_fetch_add(&vram_hook_usage_seq, 1);
+	ret->bytes = bytes;
+	ret->nonmovable = vram_hook_nonmovable_total();
+	ret->usec = now_usec() - start;
+	snprintf(ret->text, sizeof(ret->text),
+		 "offloaded %llu bytes in %.3f s (%.1f GB/s); %llu bytes stay on the device "
+		 "(context, pools, managed, IPC, exported)",
+		 (unsigned long long)bytes, (double)ret->usec / 1e6, gbps(bytes, ret->usec),
+		 (unsigned long long)ret->nonmovable);
+	vram_hook_log(VRAM_HOOK_LOG_INFO, "%s", ret->text);
+	free(items);
+	pthread_mutex_unlock(&suspend_mutex);
+	return;
+
+out_abort:
+	for (size_t i = 0; i < n; i++)
+		temp_unmap(&items[i]);
+	pthread_mutex_unlock(&vram_hook_lock);
+	free(items);
+	ret->status = err;
+	ret->usec = now_usec() - start;
+	vram_hook_log(VRAM_HOOK_LOG_ERROR, "%s", ret->text);
+	atomic_store(&vram_hook_state, VRAM_HOOK_RUNNING);
+	gate_open();
+out_unlock:
+	pthread_mutex_unlock(&suspend_mutex);
+}
+
+/* ---------------------------------------------------------------- restore */
+
+static void free_fresh(struct item *items, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (items[i].fresh)
+			VRAM_REAL(cuMemRelease)(items[i].fresh);
+		items[i].fresh = 0;
+	}
+}
+
+/* Bytes of free device memory, or 0 if unknown. */
+static uint64_t device_free(int dev)
+{
+	size_t f = 0, t = 0;
+	if (use_device(dev) < 0 || VRAM_REAL(cuMemGetInfo_v2)(&f, &t) != CUDA_SUCCESS)
+		return 0;
+	return f;
+}
+
+void vram_hook_restore(struct vram_hook_op_result *ret)
+{
+	struct item *items = NULL;
+	size_t n = 0, mapped_upto = 0;
+	uint64_t start = now_usec(), bytes = 0;
+	int err = 0;
+
+	memset(ret, 0, sizeof(*ret));
+	pthread_mutex_lock(&suspend_mutex);
+	if (atomic_load(&vram_hook_state) != VRAM_HOOK_OFFLOADED) {
+		ret->status = -EALREADY;
+		snprintf(ret->text, sizeof(ret->text), "Failed to restore: the process is not offloaded");
+		pthread_mutex_unlock(&suspend_mutex);
+		return;
+	}
+	atomic_store(&vram_hook_state, VRAM_HOOK_RESTORING);
+	pthread_mutex_lock(&vram_hook_lock);
+	for (struct vram_hook_phys *p = vram_hook_phys_list; p; p = p->next)
+		if (p->offloaded)
+			n++;
+	items = n ? calloc(n, sizeof(*items)) : NULL;
+	if (n && !items) {
+		err = -ENOMEM;
+		snprintf(ret->text, sizeof(ret->text), "Failed to restore: out of host memory for bookkeeping");
+		goto out_fail;
+	}
+	n = 0;
+	for (struct vram_hook_phys *p = vram_hook_phys_list; p; p = p->next)
+		if (p->offloaded)
+			items[n++].phys = p;
+
+	/* 1. All physical memory first: a shortage changes nothing. */
+	for (size_t i = 0; i < n; i++) {
+		struct vram_hook_phys *p = items[i].phys;
+		if (VRAM_REAL(cuMemCreate)(&items[i].fresh, p->size, &p->prop, 0) == CUDA_SUCCESS)
+			continue;
+		items[i].fresh = 0;
+		free_fresh(items, n);
+		uint64_t need = 0;
+		for (size_t j = 0; j < n; j++)
+			if (items[j].phys->dev == p->dev)
+				need += items[j].phys->size;
+		uint64_t avail = device_free(p->dev);
+		ret->missing = need > avail ? need - avail : p->size;
+		err = -ENOMEM;
+		snprintf(ret->text, sizeof(ret->text),
+			 "Failed to restore: device %d needs %llu bytes but has %llu free (%llu bytes missing); "
+			 "the process stays offloaded",
+			 p->dev, (unsigned long long)need, (unsigned long long)avail,
+			 (unsigned long long)ret->missing);
+		goto out_fail;
+	}
+
+	/* 2. Mappings at the same addresses, with the access they had. */
+	for (mapped_upto = 0; mapped_upto < n; mapped_upto++) {
+		struct item *it = &items[mapped_upto];
+		struct vram_hook_phys *p = it->phys;
+		for (struct vram_hook_map *m = p->maps; m; m = m->next_in_phys) {
+			if (VRAM_REAL(cuMemMap)(m->va, m->size, m->offset, it->fresh, 0) != CUDA_SUCCESS ||
+			    (m->naccess && VRAM_REAL(cuMemSetAccess)(m->va, m->size, m->access, m->naccess) !=
+						   CUDA_SUCCESS)) {
+				/* Undo this item's mappings made so far. */
+				for (struct vram_hook_map *u = p->maps; u != m; u = u->next_in_phys)
+					VRAM_REAL(cuMemUnmap)(u->va, u->size);
+				VRAM_REAL(cuMemUnmap)(m->va, m->size);
+				err = -EIO;
+				snprintf(ret->text, sizeof(ret->text),
+					 "Failed to restore: cannot map %#llx again", (unsigned long long)m->va);
+				goto out_unmap;
+			}
+		}
+		it->va = full_mapping(p);
+		if (!it->va && temp_map(it, it->fresh) < 0) {
+			for (struct vram_hook_map *u = p->maps; u; u = u->next_in_phys)
+				VRAM_REAL(cuMemUnmap)(u->va, u->size);
+			err = -EIO;
+			snprintf(ret->text, sizeof(ret->text), "Failed to restore: cannot map memory for copying");
+			goto out_unmap;
+		}
+	}
+
+	/* 3. The data. */
+	unsigned rr = 0;
+	for (size_t i = 0; i < n && !err; i++) {
+		err = copy_item(&items[i], false, &rr);
+		bytes += items[i].phys->size;
+	}
+	if (sync_all_streams() < 0 && !err)
+		err = -EIO;
+	for (size_t i = 0; i < n; i++)
+		temp_unmap(&items[i]);
+	if (err) {
+		snprintf(ret->text, sizeof(ret->text), "Failed to restore: a copy to the device failed");
+		goto out_unmap;
+	}
+
+	for (size_t i = 0; i < n; i++) {
+		struct vram_hook_phys *p = items[i].phys;
+		p->real = items[i].fresh;
+		p->offloaded = false;
+		atomic_fetch_sub(&vram_hook_usage[p->dev].offloaded, p->size);
+		if (drop_host_after_restore && p->host) {
+			VRAM_REAL(cuMemFreeHost)(p->host);
+			p->host = NULL;
+		}
+	}
+	pthread_mutex_unlock(&vram_hook_lock);
+	free(items);
+	ret->bytes = bytes;
+	ret->nonmovable = vram_hook_nonmovable_total();
+	ret->usec = now_usec() - start;
+	snprintf(ret->text, sizeof(ret->text), "restored %llu bytes in %.3f s (%.1f GB/s)",
+		 (unsigned long long)bytes, (double)ret->usec / 1e6, gbps(bytes, ret->usec));
+	vram_hook_log(VRAM_HOOK_LOG_INFO, "%s", ret->text);
+	atomic_store(&vram_hook_state, VRAM_HOOK_RUNNING);
+	atomic_fetch_add(&vram_hook_usage_seq, 1);
+	gate_open();
+	pthread_mutex_unlock(&suspend_mutex);
+	return;
+
+out_unmap:
+	for (size_t i = 0; i < mapped_upto; i++) {
+		temp_unmap(&items[i]);
+		for (struct vram_hook_map *m = items[i].phys->maps; m; m = m->next_in_phys)
+			VRAM_REAL(cuMemUnmap)(m->va, m->size);
+	}
+	free_fresh(items, n);
+out_fail:
+	pthread_mutex_unlock(&vram_hook_lock);
+	free(items);
+	ret->status = err;
+	ret->usec = now_usec() - start;
+	vram_hook_log(VRAM_HOOK_LOG_ERROR, "%s", ret->text);
+	atomic_store(&vram_hook_state, VRAM_HOOK_OFFLOADED);
+	pthread_mutex_unlock(&suspend_mutex);
+}
+
+/* ------------------------------------------------------------------- fork */
+
+void vram_hook_suspend_atfork_prepare(void)
+{
+	pthread_mutex_lock(&suspend_mutex);
+	pthread_mutex_lock(&vram_hook_lock);
+}
+
+void vram_hook_suspend_atfork_parent(void)
+{
+	pthread_mutex_unlock(&vram_hook_lock);
+	pthread_mutex_unlock(&suspend_mutex);
+}
+
+void vram_hook_suspend_atfork_child(void)
+{
+	pthread_mutex_unlock(&vram_hook_lock);
+	pthread_mutex_unlock(&suspend_mutex);
+	/* The child cannot use the parent's CUDA state; it must not block on it. */
+	atomic_store(&vram_hook_gate_closed, 0);
+	for (int d = 0; d < VRAM_HOOK_MAX_DEVICES; d++)
+		devctx[d].ready = false;
+}
