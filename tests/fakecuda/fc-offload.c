@@ -1,0 +1,390 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Offload and restore through the control socket, checked by the bytes:
+ *  1. every layout a framework produces (cuMemAlloc, pitch, expandable
+ *     segments with one access call over several mappings, one physical
+ *     allocation mapped twice, one mapped only in part, one not mapped at
+ *     all) comes back with the same content at the same addresses, while
+ *     managed and pool memory stay and are reported;
+ *  2. a launch made while offloaded waits for the restore;
+ *  3. a restore without enough device memory fails cleanly, says how much
+ *     was missing, and succeeds once memory is back;
+ *  4. threads that keep launching, copying and allocating see the right
+ *     checksums across N offload/restore cycles.
+ * Usage: fc-offload layouts | fc-offload stress N (run the stress with
+ * VRAM_FAKE_GRANULARITY=64KiB so that each cycle moves little data).
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+
+#include "fc-test.h"
+
+#define CTX (64 * MiB)
+
+static CUfunction k_fill, k_checksum;
+static CUcontext g_ctx;
+
+static uint64_t expected(uint32_t seed, size_t n)
+{
+	uint64_t sum = 0;
+	for (size_t i = 0; i < n; i++)
+		sum += (uint64_t)(i + 1) * (uint32_t)(seed + (uint32_t)i);
+	return sum;
+}
+
+static void fill(CUdeviceptr p, uint32_t seed, size_t bytes, CUstream s)
+{
+	size_t n = bytes / 4;
+	void *args[] = { &p, &seed, &n };
+	CK(cuLaunchKernel(k_fill, 1, 1, 1, 32, 1, 1, 0, s, args, NULL));
+}
+
+/* Checksum of bytes at p; out is 8 bytes of device memory for the result. */
+static uint64_t checksum(CUdeviceptr p, size_t bytes, CUdeviceptr out, CUstream s)
+{
+	size_t n = bytes / 4;
+	void *args[] = { &p, &n, &out };
+	uint64_t res = 0;
+	CK(cuLaunchKernel_ptsz(k_checksum, 1, 1, 1, 32, 1, 1, 0, s, args, NULL));
+	CK(cuMemcpyDtoHAsync_v2(&res, out, sizeof(res), s));
+	CK(cuStreamSynchronize(s));
+	return res;
+}
+
+static void ctl_ok(const char *cmd, char *out, size_t cap)
+{
+	fc_ctl(cmd, out, cap);
+	if (strncmp(out, "ok ", 3) != 0) {
+		fprintf(stderr, "%s: %s\n", cmd, out);
+		abort();
+	}
+}
+
+/* ------------------------------------------------------------ layouts */
+
+struct region {
+	CUdeviceptr va;
+	size_t bytes;
+	uint32_t seed;
+};
+
+static CUmemAllocationProp dev_prop(void)
+{
+	CUmemAllocationProp prop;
+	memset(&prop, 0, sizeof(prop));
+	prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
+	prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+	prop.location.id = 0;
+	return prop;
+}
+
+static void set_rw(CUdeviceptr va, size_t size)
+{
+	CUmemAccessDesc acc = { { CU_MEM_LOCATION_TYPE_DEVICE, 0 }, CU_MEM_ACCESS_FLAGS_PROT_READWRITE };
+	CK(cuMemSetAccess(va, size, &acc, 1));
+}
+
+static atomic_int late_launch_done;
+static CUdeviceptr late_ptr;
+
+static void *late_launcher(void *arg)
+{
+	(void)arg;
+	CK(cuCtxSetCurrent(g_ctx));
+	fill(late_ptr, 777, 2 * MiB, NULL);
+	CK(cuCtxSynchronize());
+	atomic_store(&late_launch_done, 1);
+	return NULL;
+}
+
+static void test_layouts(void)
+{
+	char out[1024];
+	CUmemAllocationProp prop = dev_prop();
+	struct region r[16];
+	int nr = 0;
+	CUdeviceptr res;
+	CK(cuMemAlloc_v2(&res, 8)); /* result slot: 2 MiB, movable too */
+
+	CUdeviceptr a1, a2, pitched;
+	size_t pitch;
+	CK(cuMemAlloc_v2(&a1, MiB));
+	CK(cuMemAlloc_v2(&a2, 5 * MiB));
+	CK(cuMemAllocPitch_v2(&pitched, &pitch, 4096, 256, 4));
+	r[nr++] = (struct region){ a1, MiB, 11 };
+	r[nr++] = (struct region){ a2, 5 * MiB, 12 };
+	r[nr++] = (struct region){ pitched, pitch * 256, 13 };
+
+	/* Expandable segment: four 2 MiB chunks, one access call for all. */
+	CUdeviceptr seg;
+	CUmemGenericAllocationHandle hs[4];
+	CK(cuMemAddressReserve(&seg, 32 * MiB, 0, 0, 0));
+	for (int i = 0; i < 4; i++) {
+		CK(cuMemCreate(&hs[i], 2 * MiB, &prop, 0));
+		CK(cuMemMap(seg + (CUdeviceptr)i * 2 * MiB, 2 * MiB, 0, hs[i], 0));
+	}
+	set_rw(seg, 8 * MiB);
+	r[nr++] = (struct region){ seg, 8 * MiB, 14 };
+
+	/* One physical allocation mapped twice. */
+	CUdeviceptr alias;
+	CUmemGenericAllocationHandle ha;
+	CK(cuMemAddressReserve(&alias, 8 * MiB, 0, 0, 0));
+	CK(cuMemCreate(&ha, 4 * MiB, &prop, 0));
+	CK(cuMemMap(alias, 4 * MiB, 0, ha, 0));
+	CK(cuMemMap(alias + 4 * MiB, 4 * MiB, 0, ha, 0));
+	set_rw(alias, 8 * MiB);
+	r[nr++] = (struct region){ alias, 4 * MiB, 15 };
+
+	/* Mapped only in part: its first half is reachable through no mapping. */
+	CUdeviceptr part;
+	CUmemGenericAllocationHandle hp;
+	CK(cuMemAddressReserve(&part, 4 * MiB, 0, 0, 0));
+	CK(cuMemCreate(&hp, 4 * MiB, &prop, 0));
+	CK(cuMemMap(part, 4 * MiB, 0, hp, 0));
+	set_rw(part, 4 * MiB);
+	fill(part, 16, 4 * MiB, NULL);
+	CK(cuCtxSynchronize());
+	CK(cuMemUnmap(part, 4 * MiB));
+	CK(cuMemMap(part + 2 * MiB, 2 * MiB, 2 * MiB, hp, 0));
+	set_rw(part + 2 * MiB, 2 * MiB);
+
+	/* Not mapped at all, but holding data. */
+	CUdeviceptr loose;
+	CUmemGenericAllocationHandle hl;
+	CK(cuMemAddressReserve(&loose, 2 * MiB, 0, 0, 0));
+	CK(cuMemCreate(&hl, 2 * MiB, &prop, 0));
+	CK(cuMemMap(loose, 2 * MiB, 0, hl, 0));
+	set_rw(loose, 2 * MiB);
+	fill(loose, 17, 2 * MiB, NULL);
+	CK(cuCtxSynchronize());
+	CK(cuMemUnmap(loose, 2 * MiB));
+
+	/* Memory that stays. */
+	CUdeviceptr managed, pooled;
+	CK(cuMemAllocManaged(&managed, MiB, CU_MEM_ATTACH_GLOBAL));
+	CK(cuMemAllocAsync(&pooled, MiB, NULL));
+	CK(cuMemsetD32_v2(managed, 0xabcdef01, MiB / 4));
+
+	for (int i = 0; i < nr; i++)
+		fill(r[i].va, r[i].seed, r[i].bytes, NULL);
+	CK(cuCtxSynchronize());
+	for (int i = 0; i < nr; i++)
+		CHECK_EQ_U64(checksum(r[i].va, r[i].bytes, res, NULL), expected(r[i].seed, r[i].bytes / 4));
+
+	const uint64_t movable = 2 * MiB /* res */ + 2 * MiB + 6 * MiB + 2 * MiB + 8 * MiB + 4 * MiB + 4 * MiB +
+				 2 * MiB;
+	const uint64_t stays = CTX + 2 * MiB;
+	const uint64_t fake_stays = CTX + 4 * MiB; /* the fake rounds each to 2 MiB */
+
+	for (int round = 0; round < 2; round++) {
+		ctl_ok("offload", out, sizeof(out));
+		CHECK_EQ_U64(fc_field(out, "bytes="), movable);
+		CHECK_EQ_U64(fc_field(out, "nonmovable="), stays);
+		CHECK(strstr(out, "state=offloaded"));
+		CHECK_EQ_U64(fc_used(0), fake_stays);
+		CHECK(!fc_is_mapped(a1) && !fc_is_mapped(seg + 6 * MiB) && !fc_is_mapped(alias + 4 * MiB));
+		CHECK(!fc_is_mapped(part + 2 * MiB));
+		CHECK(fc_is_mapped(managed));
+
+		if (round == 0) {
+			/* A launch while offloaded waits at the gate. */
+			late_ptr = a1;
+			pthread_t th;
+			CHECK(pthread_create(&th, NULL, late_launcher, NULL) == 0);
+			usleep(100 * 1000);
+			CHECK(!atomic_load(&late_launch_done));
+			ctl_ok("restore", out, sizeof(out));
+			pthread_join(th, NULL);
+			CHECK(atomic_load(&late_launch_done));
+			r[0].seed = 777;
+			r[0].bytes = MiB;
+			/* fill() wrote 2 MiB from a1: the whole physical allocation */
+		} else {
+			/* Not enough device memory: stays offloaded, says what is missing. */
+			fc_set_available(0, fc_used(0) + 10 * MiB);
+			fc_ctl("restore", out, sizeof(out));
+			CHECK(strncmp(out, "error restore", 13) == 0);
+			CHECK(strstr(out, "state=offloaded"));
+			CHECK(strstr(out, "missing"));
+			CHECK_EQ_U64(fc_field(out, "missing="), movable - 10 * MiB);
+			CHECK_EQ_U64(fc_used(0), fake_stays);
+			fc_ctl("offload", out, sizeof(out));
+			CHECK(strncmp(out, "error offload", 13) == 0);
+			fc_set_available(0, 0);
+			ctl_ok("restore", out, sizeof(out));
+		}
+		CHECK_EQ_U64(fc_field(out, "bytes="), movable);
+		CHECK_EQ_U64(fc_used(0), fake_stays + movable);
+		for (int i = 0; i < nr; i++)
+			CHECK_EQ_U64(checksum(r[i].va, r[i].bytes, res, NULL), expected(r[i].seed, r[i].bytes / 4));
+		CHECK_EQ_U64(checksum(alias + 4 * MiB, 4 * MiB, res, NULL), expected(15, MiB));
+		/* The second half of the partly mapped allocation. */
+		uint64_t want = 0;
+		for (size_t i = 0; i < MiB / 2; i++)
+			want += (uint64_t)(i + 1) * (uint32_t)(16u + (uint32_t)(MiB / 2 + i));
+		CHECK_EQ_U64(checksum(part + 2 * MiB, 2 * MiB, res, NULL), want);
+		uint32_t m;
+		CK(cuMemcpyDtoH_v2(&m, managed + 1000, 4));
+		CHECK(m == 0xabcdef01);
+	}
+
+	/* The loose allocation kept its data too. */
+	CK(cuMemMap(loose, 2 * MiB, 0, hl, 0));
+	set_rw(loose, 2 * MiB);
+	CHECK_EQ_U64(checksum(loose, 2 * MiB, res, NULL), expected(17, MiB / 2));
+	/* So did the unmapped half of the partial one. */
+	CK(cuMemUnmap(part + 2 * MiB, 2 * MiB));
+	CK(cuMemMap(part, 4 * MiB, 0, hp, 0));
+	set_rw(part, 4 * MiB);
+	CHECK_EQ_U64(checksum(part, 4 * MiB, res, NULL), expected(16, MiB));
+
+	/* Clean up; everything is uncharged. */
+	CK(cuMemUnmap(loose, 2 * MiB));
+	CK(cuMemUnmap(part, 4 * MiB));
+	CK(cuMemUnmap(alias, 8 * MiB));
+	CK(cuMemUnmap(seg, 8 * MiB));
+	CK(cuMemRelease(hl));
+	CK(cuMemRelease(hp));
+	CK(cuMemRelease(ha));
+	for (int i = 0; i < 4; i++)
+		CK(cuMemRelease(hs[i]));
+	CK(cuMemAddressFree(loose, 2 * MiB));
+	CK(cuMemAddressFree(part, 4 * MiB));
+	CK(cuMemAddressFree(alias, 8 * MiB));
+	CK(cuMemAddressFree(seg, 32 * MiB));
+	CK(cuMemFree_v2(a1));
+	CK(cuMemFree_v2(a2));
+	CK(cuMemFree_v2(pitched));
+	CK(cuMemFree_v2(res));
+	CK(cuMemFree_v2(managed));
+	CK(cuMemFreeAsync(pooled, NULL));
+	CK(cuCtxSynchronize());
+	CHECK_EQ_U64(fc_hook_used(0), CTX);
+	CHECK_EQ_U64(fc_used(0), CTX);
+}
+
+/* ----------------------------------------------------------------- stress */
+
+#define WORKERS 4
+#define WBUF (64 * 1024)          /* bytes per worker buffer */
+static atomic_int stop;
+static atomic_long iterations[WORKERS];
+
+struct worker {
+	int id;
+	CUdeviceptr buf;          /* cuMemAlloc, WBUF bytes */
+	CUdeviceptr seg;          /* a VMM chunk, WBUF bytes */
+};
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	CUstream s;
+	CK(cuCtxSetCurrent(g_ctx));
+	CK(cuStreamCreate(&s, CU_STREAM_NON_BLOCKING));
+	uint32_t seed = (uint32_t)w->id * 1000003u;
+	while (!atomic_load(&stop)) {
+		seed = seed * 1664525u + 1013904223u;
+		/* data in buf, result in the last 8 bytes of seg */
+		fill(w->buf, seed, WBUF, s);
+		uint64_t got = checksum(w->buf, WBUF, w->seg + WBUF - 8, s);
+		if (got != expected(seed, WBUF / 4)) {
+			fprintf(stderr, "worker %d: checksum %llu, expected %llu\n", w->id,
+				(unsigned long long)got, (unsigned long long)expected(seed, WBUF / 4));
+			abort();
+		}
+		/* copies through the host too */
+		uint32_t probe[4];
+		CK(cuMemcpyDtoH_v2(probe, w->buf + 4096, sizeof(probe)));
+		CHECK(probe[0] == seed + 1024 && probe[3] == seed + 1027);
+		if (atomic_load(&iterations[w->id]) % 8 == 0) {
+			CUdeviceptr scratch;
+			CK(cuMemAlloc_v2(&scratch, WBUF));
+			CK(cuMemsetD8Async(scratch, 7, WBUF, s));
+			CK(cuStreamSynchronize(s));
+			CK(cuMemFree_v2(scratch));
+		}
+		atomic_fetch_add(&iterations[w->id], 1);
+	}
+	return NULL;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void test_stress(int cycles)
+{
+	char out[1024];
+	struct worker w[WORKERS];
+	pthread_t th[WORKERS];
+	CUmemAllocationProp prop = dev_prop();
+	CUdeviceptr seg;
+	CUmemGenericAllocationHandle h[WORKERS];
+	CK(cuMemAddressReserve(&seg, WORKERS * WBUF, 0, 0, 0));
+	for (int i = 0; i < WORKERS; i++) {
+		w[i].id = i;
+		CK(cuMemAlloc_v2(&w[i].buf, WBUF));
+		CK(cuMemCreate(&h[i], WBUF, &prop, 0));
+		w[i].seg = seg + (CUdeviceptr)i * WBUF;
+		CK(cuMemMap(w[i].seg, WBUF, 0, h[i], 0));
+	}
+	set_rw(seg, WORKERS * WBUF);
+	for (int i = 0; i < WORKERS; i++)
+		CHECK(pthread_create(&th[i], NULL, worker_main, &w[i]) == 0);
+
+	double t0 = now_s();
+	long before[WORKERS];
+	for (int c = 0; c < cycles; c++) {
+		if (c == cycles / 2)
+			for (int i = 0; i < WORKERS; i++)
+				before[i] = atomic_load(&iterations[i]);
+		ctl_ok(c % 100 == 7 ? "offload drop-host" : "offload", out, sizeof(out));
+		CHECK(!fc_is_mapped(w[c % WORKERS].buf));
+		CHECK_EQ_U64(fc_used(0), CTX);
+		ctl_ok("restore", out, sizeof(out));
+	}
+	double t1 = now_s();
+	/* Let the workers run a little after the last restore. */
+	usleep(20 * 1000);
+	atomic_store(&stop, 1);
+	long total = 0;
+	for (int i = 0; i < WORKERS; i++) {
+		pthread_join(th[i], NULL);
+		CHECK(atomic_load(&iterations[i]) > before[i]); /* everyone kept working */
+		total += atomic_load(&iterations[i]);
+	}
+	printf("stress: %d cycles in %.2f s (%.2f ms each), %ld checked launches\n", cycles, t1 - t0,
+	       (t1 - t0) * 1000 / cycles, total);
+	for (int i = 0; i < WORKERS; i++) {
+		CK(cuMemFree_v2(w[i].buf));
+		CK(cuMemUnmap(w[i].seg, WBUF));
+		CK(cuMemRelease(h[i]));
+	}
+	CK(cuMemAddressFree(seg, WORKERS * WBUF));
+	CHECK_EQ_U64(fc_hook_used(0), CTX);
+}
+
+int main(int argc, char **argv)
+{
+	const char *mode = argc > 1 ? argv[1] : "layouts";
+	int cycles = argc > 2 ? atoi(argv[2]) : 1000;
+	g_ctx = fc_setup(0);
+	CUmodule mod;
+	CK(cuModuleLoadData(&mod, "fake-kernels"));
+	CK(cuModuleGetFunction(&k_fill, mod, "fill"));
+	CK(cuModuleGetFunction(&k_checksum, mod, "checksum"));
+	if (!strcmp(mode, "layouts"))
+		test_layouts();
+	else if (!strcmp(mode, "stress"))
+		test_stress(cycles);
+	else
+		return 2;
+	printf("offload %s: ok\n", mode);
+	return 0;
+}
