@@ -51,6 +51,11 @@ static void *const wrapper_fn[VRAM_HOOK_NWRAPPED] = {
 #undef VRAM_HOOK_X
 };
 
+/* dlsym runs before everything else in the process, sanitizer runtimes
+ * included (they look up their own targets with it), so its path is never
+ * instrumented. */
+#define VRAM_HOOK_EARLY __attribute__((no_sanitize_address, no_sanitize_undefined))
+
 typedef void *(*dlsym_fn)(void *, const char *);
 static dlsym_fn real_dlsym;
 static pthread_once_t real_dlsym_once = PTHREAD_ONCE_INIT;
@@ -58,7 +63,7 @@ static pthread_mutex_t resolve_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool resolve_failed;
 static _Thread_local bool resolving; /* the driver's constructors may call dlsym */
 
-static void find_real_dlsym(void)
+VRAM_HOOK_EARLY static void find_real_dlsym(void)
 {
 	static const char *const versions[] = { "GLIBC_2.34", "GLIBC_2.2.5", "GLIBC_2.17", "GLIBC_2.0" };
 	for (size_t i = 0; i < sizeof(versions) / sizeof(versions[0]) && !real_dlsym; i++)
@@ -127,14 +132,28 @@ static void *substitute(void *fn)
 
 /*
  * dlsym(RTLD_NEXT, ...) must search after the object that called dlsym, not
- * after us: walk the link maps that follow the caller's.
+ * after us. For an object loaded before us (the program, a sanitizer
+ * runtime preloaded first) the answer is what follows us, or our own
+ * definition; for one loaded after us, walk the link maps that follow it.
  */
-static void *next_after(const void *caller, const char *name)
+VRAM_HOOK_EARLY static void *next_after(const void *caller, const char *name)
 {
 	Dl_info info;
-	struct link_map *lm = NULL;
-	if (!dladdr1(caller, &info, (void **)&lm, RTLD_DL_LINKMAP) || !lm)
+	struct link_map *lm = NULL, *self = NULL;
+	if (!dladdr1(caller, &info, (void **)&lm, RTLD_DL_LINKMAP) || !lm ||
+	    !dladdr1((void *)&next_after, &info, (void **)&self, RTLD_DL_LINKMAP) || !self)
 		return real_dlsym(RTLD_NEXT, name);
+	bool before_us = false;
+	for (struct link_map *l = lm->l_next; l; l = l->l_next)
+		if (l == self)
+			before_us = true;
+	if (before_us) {
+		void *own = real_dlsym(RTLD_DEFAULT, name);
+		struct link_map *owner = NULL;
+		if (own && dladdr1(own, &info, (void **)&owner, RTLD_DL_LINKMAP) && owner == self)
+			return own;
+		return real_dlsym(RTLD_NEXT, name);
+	}
 	/* A link map is not a dlsym handle: reopen each object to get one. */
 	for (lm = lm->l_next; lm; lm = lm->l_next) {
 		if (!lm->l_name || !lm->l_name[0])
@@ -144,17 +163,18 @@ static void *next_after(const void *caller, const char *name)
 			continue;
 		void *s = real_dlsym(h, name);
 		struct link_map *owner = NULL;
-		bool mine = s && dladdr1(s, &info, (void **)&owner, RTLD_DL_LINKMAP) && owner == lm;
+		bool found = s && dladdr1(s, &info, (void **)&owner, RTLD_DL_LINKMAP) && owner == lm;
 		dlclose(h);
-		if (mine)
+		if (found)
 			return s;
 	}
 	return NULL;
 }
 
-VRAM_HOOK_EXPORT void *dlsym(void *handle, const char *name)
+VRAM_HOOK_EARLY VRAM_HOOK_EXPORT void *dlsym(void *handle, const char *name)
 {
-	pthread_once(&real_dlsym_once, find_real_dlsym);
+	if (!real_dlsym)
+		find_real_dlsym(); /* idempotent; no lock this early */
 	if (!real_dlsym)
 		return NULL;
 	void *r = handle == RTLD_NEXT ? next_after(__builtin_return_address(0), name)
