@@ -1,0 +1,444 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * /metrics in the Prometheus text format; see metrics.h. One scrape is
+ * built into one buffer and sent in one reply.
+ */
+#include "daemon/metrics.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <jansson.h>
+
+#include "common/buf.h"
+#include "core/workload.h"
+#include "daemon/http.h"
+#include "daemon/manager.h"
+
+/* s: offloads and restores take from milliseconds (hook) to a minute (checkpoint, restart). */
+static const double action_bounds[] = { 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120 };
+/* s: gateway requests, from a cached answer to a long generation. */
+static const double request_bounds[] = { 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+					  0.5,   1,     2.5,  5,     10,   30,  60 };
+#define N_OF(a) (sizeof(a) / sizeof((a)[0]))
+
+enum code_class { CC_1XX, CC_2XX, CC_3XX, CC_4XX, CC_5XX, CC_CLOSED, CC_N };
+static const char *const code_class_names[CC_N] = { "1xx", "2xx", "3xx", "4xx", "5xx",
+						    "client_closed" };
+
+struct wl_metrics {
+	uint64_t offloads, restores, evictions;
+	double offloading_since, restoring_since; /* s, wall clock of the event; 0 = none */
+	struct vram_histogram offload_seconds, restore_seconds;
+	uint64_t requests[CC_N];
+	struct vram_histogram request_seconds;
+	unsigned queue_depth;
+};
+
+struct vram_metrics {
+	struct vram_manager *m; /* borrowed */
+	struct vram_manager_sub *sub;
+	const struct vram_config *cfg; /* borrowed from the manager */
+	struct wl_metrics *wls; /* owned; one per workload, then one for requests with no workload */
+	size_t n_wls;
+};
+
+/* ---------------------------------------------------------- text helpers */
+
+void vram_histogram_init(struct vram_histogram *h, const double *bounds, size_t n_bounds)
+{
+	memset(h, 0, sizeof(*h));
+	h->bounds = bounds;
+	h->n_bounds = n_bounds < VRAM_HISTOGRAM_BUCKETS_MAX ? n_bounds : VRAM_HISTOGRAM_BUCKETS_MAX;
+}
+
+void vram_histogram_observe(struct vram_histogram *h, double value)
+{
+	if (isnan(value))
+		return;
+	for (size_t i = 0; i < h->n_bounds; i++) {
+		if (value <= h->bounds[i]) {
+			h->buckets[i]++;
+			break;
+		}
+	}
+	h->count++;
+	h->sum += value;
+}
+
+int vram_metrics_escape_label(struct vram_buf *out, const char *value)
+{
+	for (const char *p = value; *p; p++) {
+		const char *rep = *p == '\\' ? "\\\\" : *p == '"' ? "\\\"" : *p == '\n' ? "\\n" : NULL;
+		int r = rep ? vram_buf_puts(out, rep) : vram_buf_append(out, p, 1);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+int vram_histogram_write(struct vram_buf *out, const char *name, const char *labels,
+			 const struct vram_histogram *h)
+{
+	const char *sep = labels && *labels ? "," : "";
+	const char *lb = labels ? labels : "";
+	uint64_t cum = 0;
+	int r = 0;
+	for (size_t i = 0; r == 0 && i < h->n_bounds; i++) {
+		cum += h->buckets[i];
+		r = vram_buf_printf(out, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, lb, sep, h->bounds[i],
+				    (unsigned long long)cum);
+	}
+	if (r == 0)
+		r = vram_buf_printf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, lb, sep,
+				    (unsigned long long)h->count);
+	if (r == 0)
+		r = vram_buf_printf(out, "%s_sum{%s} %.17g\n%s_count{%s} %llu\n", name, lb, h->sum,
+				    name, lb, (unsigned long long)h->count);
+	return r;
+}
+
+static int meta(struct vram_buf *out, const char *name, const char *type, const char *help)
+{
+	return vram_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* name{key="value"} number, the value escaped. */
+static int sample1(struct vram_buf *out, const char *name, const char *key, const char *value,
+		   double number)
+{
+	int r = vram_buf_printf(out, "%s{%s=\"", name, key);
+	if (r == 0)
+		r = vram_metrics_escape_label(out, value);
+	if (r == 0)
+		r = vram_buf_printf(out, "\"} %.17g\n", number);
+	return r;
+}
+
+/* workload="escaped" into a small buffer, for histograms. */
+static int wl_labels(struct vram_buf *lb, const char *workload)
+{
+	vram_buf_reset(lb);
+	int r = vram_buf_puts(lb, "workload=\"");
+	if (r == 0)
+		r = vram_metrics_escape_label(lb, workload);
+	if (r == 0)
+		r = vram_buf_puts(lb, "\"");
+	return r;
+}
+
+/* ------------------------------------------------------------ counters */
+
+static struct wl_metrics *wl_of(struct vram_metrics *mx, const char *name)
+{
+	if (!mx || !name)
+		return NULL;
+	for (size_t i = 0; i < mx->cfg->n_workloads; i++)
+		if (strcmp(mx->cfg->workloads[i].name, name) == 0)
+			return &mx->wls[i];
+	return &mx->wls[mx->cfg->n_workloads];
+}
+
+static void on_state(const char *event, json_t *data, void *arg)
+{
+	struct vram_metrics *mx = arg;
+	const char *name = json_string_value(json_object_get(data, "workload"));
+	const char *from = json_string_value(json_object_get(data, "from"));
+	const char *to = json_string_value(json_object_get(data, "to"));
+	const char *reason = json_string_value(json_object_get(data, "reason"));
+	double t = json_number_value(json_object_get(data, "time"));
+	struct wl_metrics *w = wl_of(mx, name);
+	if (!w || w == &mx->wls[mx->cfg->n_workloads] || !from || !to)
+		return;
+	if (strcmp(to, "offloading") == 0) {
+		w->offloading_since = t;
+		if (reason && strncmp(reason, "evicted", 7) == 0)
+			w->evictions++;
+	} else if (strcmp(from, "offloading") == 0 && strcmp(to, "offloaded") == 0) {
+		w->offloads++;
+		if (w->offloading_since > 0)
+			vram_histogram_observe(&w->offload_seconds, t - w->offloading_since);
+	}
+	if (strcmp(to, "restoring") == 0) {
+		w->restoring_since = t;
+	} else if (strcmp(from, "restoring") == 0 && strcmp(to, "ready") == 0) {
+		w->restores++;
+		if (w->restoring_since > 0)
+			vram_histogram_observe(&w->restore_seconds, t - w->restoring_since);
+	}
+}
+
+void vram_metrics_gateway_request(struct vram_metrics *mx, const char *workload, int status,
+				  double seconds)
+{
+	struct wl_metrics *w = wl_of(mx, workload);
+	if (!w)
+		return;
+	enum code_class cc = status <= 0 ? CC_CLOSED : status < 200 ? CC_1XX : status < 300 ? CC_2XX
+			   : status < 400 ? CC_3XX : status < 500 ? CC_4XX : CC_5XX;
+	w->requests[cc]++;
+	vram_histogram_observe(&w->request_seconds, seconds);
+}
+
+void vram_metrics_gateway_queue(struct vram_metrics *mx, const char *workload, unsigned depth)
+{
+	struct wl_metrics *w = wl_of(mx, workload);
+	if (w)
+		w->queue_depth = depth;
+}
+
+/* ------------------------------------------------------------- render */
+
+static double num(json_t *obj, const char *key)
+{
+	json_t *v = json_object_get(obj, key);
+	return json_is_number(v) ? json_number_value(v) : NAN;
+}
+
+static int render_gpus(struct vram_metrics *mx, struct vram_buf *out)
+{
+	static const struct {
+		const char *name, *key, *help;
+	} rows[] = {
+		{ "vram_gpu_memory_total_bytes", "total", "Memory of the GPU." },
+		{ "vram_gpu_memory_used_bytes", "used", "Memory in use on the GPU, by any process." },
+		{ "vram_gpu_memory_reserved_bytes", "reserve",
+		  "Memory vramd keeps free on the GPU (gpus.reserve)." },
+	};
+	json_t *gpus = vram_manager_gpus_json(mx->m);
+	if (!gpus)
+		return -ENOMEM;
+	int r = 0;
+	for (size_t k = 0; r == 0 && k < N_OF(rows); k++) {
+		r = meta(out, rows[k].name, "gauge", rows[k].help);
+		size_t i;
+		json_t *g;
+		json_array_foreach(gpus, i, g) {
+			double v = num(json_object_get(g, "memory"), rows[k].key);
+			if (r < 0 || isnan(v))
+				continue; /* not known: left out, never 0 */
+			char idx[16];
+			snprintf(idx, sizeof(idx), "%d", (int)json_integer_value(json_object_get(g, "index")));
+			r = vram_buf_printf(out, "%s{gpu=\"%s\",name=\"", rows[k].name, idx);
+			if (r == 0)
+				r = vram_metrics_escape_label(out, json_string_value(json_object_get(g, "name")) ?: "");
+			if (r == 0)
+				r = vram_buf_printf(out, "\"} %.17g\n", v);
+		}
+	}
+	json_decref(gpus);
+	return r;
+}
+
+static int render_workloads(struct vram_metrics *mx, struct vram_buf *out, struct vram_buf *lb)
+{
+	size_t n = mx->cfg->n_workloads;
+	json_t **ws = calloc(n ? n : 1, sizeof(*ws));
+	if (!ws)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		ws[i] = vram_manager_workload_json(mx->m, mx->cfg->workloads[i].name);
+	int r = meta(out, "vram_workload_state", "gauge",
+		     "1 for the state the workload is in, 0 for the others.");
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		const char *state = json_string_value(json_object_get(ws[i], "state"));
+		for (int s = 0; r == 0 && s < VRAM_WL_N_STATES; s++) {
+			const char *sn = vram_wl_state_name((enum vram_wl_state)s);
+			r = wl_labels(lb, mx->cfg->workloads[i].name);
+			if (r == 0)
+				r = vram_buf_printf(out, "vram_workload_state{%s,state=\"%s\"} %d\n",
+						    lb->data, sn, state && strcmp(state, sn) == 0);
+		}
+	}
+	static const struct {
+		const char *name, *type, *group, *key, *help;
+	} rows[] = {
+		{ "vram_workload_gpu_memory_bytes", "gauge", "memory", "gpu_bytes",
+		  "GPU memory the workload holds, over all its GPUs and replicas." },
+		{ "vram_workload_host_memory_bytes", "gauge", "memory", "offloaded_bytes",
+		  "Host memory holding the workload's offloaded GPU memory." },
+		{ "vram_workload_restarts_total", "counter", NULL, "restarts",
+		  "Restarts after a crash or a failed start." },
+		{ "vram_workload_in_flight_requests", "gauge", NULL, "in_flight",
+		  "Gateway requests sent to the workload and not finished." },
+	};
+	for (size_t k = 0; r == 0 && k < N_OF(rows); k++) {
+		r = meta(out, rows[k].name, rows[k].type, rows[k].help);
+		for (size_t i = 0; r == 0 && i < n; i++) {
+			json_t *obj = rows[k].group ? json_object_get(ws[i], rows[k].group) : ws[i];
+			double v = num(obj, rows[k].key);
+			if (!isnan(v))
+				r = sample1(out, rows[k].name, "workload", mx->cfg->workloads[i].name, v);
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		json_decref(ws[i]);
+	free(ws);
+	return r;
+}
+
+static int render_counters(struct vram_metrics *mx, struct vram_buf *out, struct vram_buf *lb)
+{
+	size_t n = mx->cfg->n_workloads;
+	static const struct {
+		const char *name, *help;
+		size_t offset;
+	} counters[] = {
+		{ "vram_workload_offloads_total", "Offloads finished.",
+		  offsetof(struct wl_metrics, offloads) },
+		{ "vram_workload_restores_total", "Restores finished.",
+		  offsetof(struct wl_metrics, restores) },
+		{ "vram_evictions_total", "Offloads begun to make room for another workload.",
+		  offsetof(struct wl_metrics, evictions) },
+	};
+	int r = 0;
+	for (size_t k = 0; r == 0 && k < N_OF(counters); k++) {
+		r = meta(out, counters[k].name, "counter", counters[k].help);
+		for (size_t i = 0; r == 0 && i < n; i++) {
+			uint64_t v = *(const uint64_t *)((const char *)&mx->wls[i] + counters[k].offset);
+			r = sample1(out, counters[k].name, "workload", mx->cfg->workloads[i].name,
+				    (double)v);
+		}
+	}
+	static const struct {
+		const char *name, *help;
+		size_t offset;
+	} hists[] = {
+		{ "vram_workload_offload_duration_seconds", "Time from the start of an offload to its end.",
+		  offsetof(struct wl_metrics, offload_seconds) },
+		{ "vram_workload_restore_duration_seconds",
+		  "Time from the start of a restore (waiting for room included) to ready.",
+		  offsetof(struct wl_metrics, restore_seconds) },
+	};
+	for (size_t k = 0; r == 0 && k < N_OF(hists); k++) {
+		r = meta(out, hists[k].name, "histogram", hists[k].help);
+		for (size_t i = 0; r == 0 && i < n; i++) {
+			r = wl_labels(lb, mx->cfg->workloads[i].name);
+			if (r == 0)
+				r = vram_histogram_write(out, hists[k].name, lb->data,
+					(const struct vram_histogram *)((const char *)&mx->wls[i] +
+									hists[k].offset));
+		}
+	}
+	/* Gateway: one more row for requests that named no known workload. */
+	if (r == 0)
+		r = meta(out, "vram_gateway_requests_total", "counter",
+			 "Gateway requests by workload (\"\" when none matched) and status class "
+			 "(client_closed: the client went away first).");
+	for (size_t i = 0; r == 0 && i <= n; i++) {
+		r = wl_labels(lb, i < n ? mx->cfg->workloads[i].name : "");
+		for (int c = 0; r == 0 && c < CC_N; c++)
+			if (mx->wls[i].requests[c] || c == CC_2XX)
+				r = vram_buf_printf(out, "vram_gateway_requests_total{%s,code=\"%s\"} %llu\n",
+						    lb->data, code_class_names[c],
+						    (unsigned long long)mx->wls[i].requests[c]);
+	}
+	if (r == 0)
+		r = meta(out, "vram_gateway_request_duration_seconds", "histogram",
+			 "Time from a gateway request's arrival to the end of its response.");
+	for (size_t i = 0; r == 0 && i <= n; i++) {
+		r = wl_labels(lb, i < n ? mx->cfg->workloads[i].name : "");
+		if (r == 0)
+			r = vram_histogram_write(out, "vram_gateway_request_duration_seconds", lb->data,
+						 &mx->wls[i].request_seconds);
+	}
+	if (r == 0)
+		r = meta(out, "vram_gateway_queue_depth", "gauge",
+			 "Gateway requests waiting for the workload to start or restore.");
+	for (size_t i = 0; r == 0 && i < n; i++)
+		r = sample1(out, "vram_gateway_queue_depth", "workload", mx->cfg->workloads[i].name,
+			    mx->wls[i].queue_depth);
+	return r;
+}
+
+int vram_metrics_render(struct vram_metrics *mx, struct vram_buf *out)
+{
+	struct vram_buf lb;
+	vram_buf_init(&lb, 4096);
+	int r = render_gpus(mx, out);
+	if (r == 0)
+		r = render_workloads(mx, out, &lb);
+	if (r == 0)
+		r = render_counters(mx, out, &lb);
+	vram_buf_done(&lb);
+	return r;
+}
+
+static void free_text(const void *data, size_t len, void *arg)
+{
+	free((void *)data);
+}
+
+void vram_metrics_handle(struct vram_metrics *mx, struct evhttp_request *req)
+{
+	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+	if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET");
+		vram_http_reply_error(req, 405, NULL, "/metrics allows GET");
+		return;
+	}
+	struct vram_buf out;
+	vram_buf_init(&out, VRAM_METRICS_TEXT_MAX);
+	int r = vram_metrics_render(mx, &out);
+	if (r < 0) {
+		vram_buf_done(&out);
+		vram_http_reply_error(req, 500, NULL, "could not build the metrics: %s", strerror(-r));
+		return;
+	}
+	size_t len = out.len;
+	char *text = vram_buf_take(&out);
+	if (!text) {
+		vram_http_reply_error(req, 500, NULL, "out of memory");
+		return;
+	}
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+			  "text/plain; version=0.0.4; charset=utf-8");
+	if (evbuffer_add_reference(evhttp_request_get_output_buffer(req), text, len, free_text,
+				   NULL) < 0)
+		free(text);
+	evhttp_send_reply(req, 200, vram_http_reason(200), NULL);
+}
+
+/* ---------------------------------------------------------- lifecycle */
+
+int vram_metrics_new(struct vram_manager *m, struct vram_metrics **ret)
+{
+	struct vram_metrics *mx = calloc(1, sizeof(*mx));
+	if (!mx)
+		return -ENOMEM;
+	mx->m = m;
+	mx->cfg = vram_manager_config(m);
+	mx->n_wls = mx->cfg->n_workloads + 1;
+	mx->wls = calloc(mx->n_wls, sizeof(*mx->wls));
+	if (!mx->wls)
+		goto out_free;
+	for (size_t i = 0; i < mx->n_wls; i++) {
+		vram_histogram_init(&mx->wls[i].offload_seconds, action_bounds, N_OF(action_bounds));
+		vram_histogram_init(&mx->wls[i].restore_seconds, action_bounds, N_OF(action_bounds));
+		vram_histogram_init(&mx->wls[i].request_seconds, request_bounds, N_OF(request_bounds));
+	}
+	if (vram_manager_subscribe(m, on_state, mx, &mx->sub) < 0)
+		goto out_free;
+	*ret = mx;
+	return 0;
+
+out_free:
+	free(mx->wls);
+	free(mx);
+	return -ENOMEM;
+}
+
+void vram_metrics_free(struct vram_metrics *mx)
+{
+	if (!mx)
+		return;
+	vram_manager_unsubscribe(mx->sub);
+	free(mx->wls);
+	free(mx);
+}
