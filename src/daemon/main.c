@@ -19,8 +19,10 @@
 #include "common/log.h"
 #include "config/config.h"
 #include "daemon/api.h"
+#include "daemon/gateway.h"
 #include "daemon/http.h"
 #include "daemon/manager.h"
+#include "daemon/metrics.h"
 #include "gpu/gpu.h"
 
 #ifndef VRAM_VERSION
@@ -34,6 +36,8 @@ struct daemon {
 	struct event_base *base;
 	struct vram_manager *m;
 	struct vram_api *api;
+	struct vram_metrics *metrics;
+	struct vram_gateway *gw;
 	struct vram_http *http;
 	struct event *sig_term, *sig_int, *sig_hup, *guard;
 	bool stopping;
@@ -115,6 +119,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	}
 	d->stopping = true;
 	vram_info("%s: stopping all workloads", strsignal((int)sig));
+	vram_gateway_close_clients(d->gw);
 	vram_api_close_clients(d->api);
 	struct timeval tv = { SHUTDOWN_GUARD_S, 0 };
 	d->guard = evtimer_new(d->base, on_guard, d);
@@ -269,10 +274,17 @@ int main(int argc, char **argv)
 		vram_err("Failed to create the API: out of memory");
 		goto out_manager;
 	}
-	struct vram_http_options hopt = { .token = rcfg->daemon.token };
-	if (vram_http_new(d.base, &hopt, vram_api_handle, d.api, &d.http) < 0) {
+	if (vram_metrics_new(d.m, &d.metrics) < 0 ||
+	    vram_gateway_new(d.base, d.m, d.api, d.metrics, &d.gw) < 0) {
+		vram_err("Failed to create the gateway: out of memory");
+		goto out_gateway;
+	}
+	/* The gateway takes /v1, /w and /metrics and hands the rest to the API. */
+	struct vram_http_options hopt = { .token = rcfg->daemon.token,
+					  .body_max = VRAM_GATEWAY_BODY_MAX };
+	if (vram_http_new(d.base, &hopt, vram_gateway_handle, d.gw, &d.http) < 0) {
 		vram_err("Failed to create the HTTP server: out of memory");
-		goto out_api;
+		goto out_gateway;
 	}
 	unsigned bound_port = 0;
 	if ((r = vram_http_bind_tcp(d.http, listen, &bound_port, err, sizeof(err))) < 0) {
@@ -313,9 +325,12 @@ out_signals:
 	if (d.sig_hup)
 		event_free(d.sig_hup);
 out_http:
+	vram_gateway_close_clients(d.gw);
 	vram_api_close_clients(d.api);
 	vram_http_free(d.http);
-out_api:
+out_gateway:
+	vram_gateway_free(d.gw);
+	vram_metrics_free(d.metrics);
 	vram_api_free(d.api);
 out_manager:
 	vram_manager_free(d.m);

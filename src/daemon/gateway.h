@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The gateway: an HTTP reverse proxy in front of the workloads, on the
+ * daemon's loop. /v1/... goes to the workload that lists the request's OpenAI
+ * "model" (JSON body, urlencoded or multipart form, or ?model=), /w/{name}/...
+ * to a workload by name with the prefix removed; GET /v1/models lists every
+ * model without starting anything. A request for a workload that is not
+ * ready waits in a bounded per-workload queue while the manager starts or
+ * restores it. Responses stream through as they arrive, with backpressure;
+ * a client that goes away cancels its upstream request.
+ *
+ * vram_gateway_handle is the HTTP server's callback: it takes the gateway's
+ * paths and /metrics and hands every other request to the REST API.
+ */
+#ifndef VRAM_GATEWAY_H
+#define VRAM_GATEWAY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct event_base;
+struct evhttp_request;
+struct evkeyvalq;
+struct vram_api;
+struct vram_manager;
+struct vram_metrics;
+struct vram_gateway;
+
+#define VRAM_GATEWAY_BODY_MAX (16u * 1024 * 1024)         /* bytes of a request body */
+#define VRAM_GATEWAY_RESPONSE_MAX (4ull * 1024 * 1024 * 1024) /* bytes of one upstream response */
+#define VRAM_GATEWAY_HEADERS_COUNT_MAX 100                 /* request or response header lines */
+#define VRAM_GATEWAY_UP_HEADERS_MAX (64 * 1024)           /* bytes of upstream status + headers */
+#define VRAM_GATEWAY_BACKLOG_MAX (1024 * 1024) /* bytes queued to a client before upstream reads pause */
+#define VRAM_GATEWAY_UPSTREAM_TIMEOUT_S 600    /* s an upstream may stay silent */
+#define VRAM_GATEWAY_IDLE_CONNS_MAX 64         /* idle upstream connections kept per workload */
+#define VRAM_GATEWAY_RETRY_AFTER_S 1           /* Retry-After on 503 and 429 */
+#define VRAM_GATEWAY_MODEL_MAX 256             /* bytes of a model name */
+
+/*
+ * Creates the gateway over manager m, the API api (for other paths) and
+ * metrics mx (may be NULL); all borrowed and outliving the gateway.
+ * Returns 0 or -ENOMEM.
+ */
+int vram_gateway_new(struct event_base *base, struct vram_manager *m, struct vram_api *api,
+		     struct vram_metrics *mx, struct vram_gateway **ret);
+/*
+ * Answers every waiting request 503 and cancels every request in flight
+ * (closing its client). Call before the manager shuts down. Idempotent.
+ */
+void vram_gateway_close_clients(struct vram_gateway *gw);
+/* Calls vram_gateway_close_clients and frees. Accepts NULL. */
+void vram_gateway_free(struct vram_gateway *gw);
+
+/* The request callback for vram_http_new (arg is the struct vram_gateway). */
+void vram_gateway_handle(struct evhttp_request *req, bool trusted, void *arg);
+
+/*
+ * Finds the OpenAI "model" of a request: in a JSON object body, an
+ * application/x-www-form-urlencoded or multipart/form-data body (by
+ * content_type, may be NULL), else in the query string (may be NULL).
+ * Copies it into ret (NUL-terminated). Returns 0, -ENOENT when there is
+ * none, -E2BIG when it does not fit in size.
+ */
+int vram_gateway_find_model(const char *content_type, const char *body, size_t len,
+			    const char *query, char *ret, size_t size);
+
+/*
+ * True for a header that belongs to one connection only (RFC 9110 §7.6.1):
+ * Connection, Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding,
+ * Upgrade, and every name listed in the message's Connection header
+ * (connection, may be NULL). Names compare without case.
+ */
+bool vram_gateway_hop_by_hop(const char *name, const char *connection);
+
+/*
+ * Copies headers from src to dst without hop-by-hop ones. Returns the number
+ * copied, or -E2BIG when src has more than VRAM_GATEWAY_HEADERS_COUNT_MAX.
+ */
+int vram_gateway_copy_headers(const struct evkeyvalq *src, struct evkeyvalq *dst);
+
+#endif
