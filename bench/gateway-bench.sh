@@ -1,0 +1,114 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# The gateway's cost: wrk straight at a fixed-response backend
+# (bench-http-backend, run by vramd as a workload) and through the gateway
+# (/w/bench/...), side by side in one run. Added latency is the p50
+# difference with one connection; throughput is compared with many.
+#
+#   bench/gateway-bench.sh [BUILD_DIR] [DURATION_S] [CONNECTIONS]
+#
+# Targets (issue: gateway): p50 added <= 50 us, throughput >= 80 % of
+# direct on a 2-core machine. On two or more cores wrk runs on the last core
+# and vramd and the backend share the others.
+set -eu
+
+BUILD=${1:-build}
+DURATION=${2:-5}
+CONNS=${3:-32}
+VRAMD=$BUILD/src/daemon/bin/vramd
+BACKEND=$BUILD/bench/bench-http-backend
+
+command -v wrk >/dev/null || { echo "gateway-bench: wrk is not installed (apt-get install wrk)" >&2; exit 1; }
+[ -x "$VRAMD" ] || { echo "gateway-bench: $VRAMD is not built" >&2; exit 1; }
+[ -x "$BACKEND" ] || { echo "gateway-bench: $BACKEND is not built" >&2; exit 1; }
+BACKEND=$(cd "$(dirname "$BACKEND")" && pwd)/$(basename "$BACKEND")
+
+DIR=$(mktemp -d /tmp/vramd-gwbench-XXXXXX)
+PID=
+cleanup() {
+	if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
+		kill -TERM "$PID"
+		wait "$PID" 2>/dev/null || true
+	fi
+	rm -rf "$DIR"
+}
+trap cleanup EXIT INT TERM
+
+cat >"$DIR/bench.yaml" <<EOC
+daemon:
+  log_level: warn
+gpus:
+  reserve: 0
+defaults:
+  idle: { offload_after: never, release_after: never }
+  stop_grace: 1s
+workloads:
+  bench:
+    cmd: [$BACKEND, --port, "\${PORT}"]
+    gpus: 1
+    memory: 1GiB
+    health: { tcp: true }
+    models: [bench-model]
+EOC
+
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+URL=http://127.0.0.1:$PORT
+
+NCPU=$(nproc)
+PIN_D=
+PIN_W=
+if [ "$NCPU" -ge 2 ] && command -v taskset >/dev/null; then
+	PIN_D="taskset -c 0-$((NCPU - 2))"
+	PIN_W="taskset -c $((NCPU - 1))"
+fi
+
+$PIN_D "$VRAMD" --config "$DIR/bench.yaml" --listen "127.0.0.1:$PORT" --gpus 1x80GiB \
+	--state-dir "$DIR/state" 2>"$DIR/vramd.log" &
+PID=$!
+
+n=0
+until curl -sf "$URL/healthz" >/dev/null 2>&1; do
+	n=$((n + 1))
+	if [ $n -gt 100 ] || ! kill -0 "$PID" 2>/dev/null; then
+		echo "gateway-bench: vramd did not come up:" >&2
+		cat "$DIR/vramd.log" >&2
+		exit 1
+	fi
+	sleep 0.1
+done
+# The first request starts the backend (lazy start through the gateway).
+curl -sf "$URL/w/bench/" >/dev/null || { echo "gateway-bench: the backend did not start" >&2; cat "$DIR/vramd.log" >&2; exit 1; }
+BPORT=$(curl -sf "$URL/api/workloads/bench" | python3 -c 'import json,sys; print(json.load(sys.stdin)["port"])')
+DIRECT=http://127.0.0.1:$BPORT/v1/bench
+GATEWAY=$URL/w/bench/v1/bench
+
+# "45.00us" / "1.20ms" / "2.00s" -> microseconds
+to_us() {
+	echo "$1" | awk '{ v = $1 + 0; if ($1 ~ /us$/) print v; else if ($1 ~ /ms$/) print v * 1000; else if ($1 ~ /s$/) print v * 1000000; else print v }'
+}
+run_wrk() { # url conns -> "rps p50_us"
+	out=$($PIN_W wrk -t1 -c"$2" -d"${DURATION}s" --latency "$1")
+	if echo "$out" | grep -q 'Non-2xx\|Socket errors'; then
+		echo "gateway-bench: wrk reported errors for $1:" >&2
+		echo "$out" >&2
+	fi
+	rps=$(echo "$out" | awk '/^Requests\/sec:/ { print $2 }')
+	p50=$(echo "$out" | awk '$1 == "50%" { print $2 }')
+	echo "$rps $(to_us "$p50")"
+}
+
+$PIN_W wrk -t1 -c"$CONNS" -d1s "$GATEWAY" >/dev/null # warm-up
+set -- $(run_wrk "$DIRECT" 1);         D1_RPS=$1; D1_P50=$2
+set -- $(run_wrk "$GATEWAY" 1);        G1_RPS=$1; G1_P50=$2
+set -- $(run_wrk "$DIRECT" "$CONNS");  DN_RPS=$1; DN_P50=$2
+set -- $(run_wrk "$GATEWAY" "$CONNS"); GN_RPS=$1; GN_P50=$2
+
+echo "gateway-bench: fixed ~30-byte JSON reply, wrk -t1 -d${DURATION}s, $NCPU cores${PIN_W:+, wrk pinned to core $((NCPU - 1))}"
+printf 'gateway-bench: %-10s %-8s %12s %10s\n' path conns requests/s p50
+printf 'gateway-bench: %-10s %-8s %12s %8sus\n' direct 1 "$D1_RPS" "$D1_P50"
+printf 'gateway-bench: %-10s %-8s %12s %8sus\n' gateway 1 "$G1_RPS" "$G1_P50"
+printf 'gateway-bench: %-10s %-8s %12s %8sus\n' direct "$CONNS" "$DN_RPS" "$DN_P50"
+printf 'gateway-bench: %-10s %-8s %12s %8sus\n' gateway "$CONNS" "$GN_RPS" "$GN_P50"
+awk -v d="$D1_P50" -v g="$G1_P50" -v dr="$DN_RPS" -v gr="$GN_RPS" 'BEGIN {
+	printf "gateway-bench: added latency p50 %.1f us (target <= 50 us); throughput %.0f %% of direct with %s connections (target >= 80 %%)\n", g - d, 100 * gr / dr, "'"$CONNS"'"
+}'
