@@ -41,8 +41,35 @@ bool vram_policy_evictable(const struct vram_workload *w)
 	return w->state == VRAM_WL_READY && w->in_flight == 0 && !w->evicting && !w->job;
 }
 
+/* Bytes the process of `in` uses on GPU info->index as the backend sees it; 0 if unknown. */
+static uint64_t measured_on(const struct vram_gpu_info *info, const struct vram_instance *in)
+{
+	uint64_t sum = 0;
+	if (!info || !info->procs_valid || in->pid <= 0)
+		return 0;
+	for (size_t p = 0; p < info->n_procs; p++) {
+		if (info->procs[p].pid == in->pid && info->procs[p].used_bytes != UINT64_MAX)
+			sum += info->procs[p].used_bytes;
+	}
+	return sum;
+}
+
+static const struct vram_gpu_info *info_of(const struct vram_gpu_info *infos, size_t n, unsigned index)
+{
+	for (size_t i = 0; infos && i < n; i++) {
+		if (infos[i].index == index)
+			return &infos[i];
+	}
+	return NULL;
+}
+
+/*
+ * Appends a resident for `in`. Its bytes on each GPU are the larger of what it
+ * was given there and what its process uses there (infos may be NULL).
+ */
 static int add_resident(struct vram_policy_ledger *l, struct vram_workload *owner,
-			const struct vram_instance *in, bool evictable)
+			const struct vram_instance *in, bool evictable,
+			const struct vram_gpu_info *infos, size_t n_infos)
 {
 	if (l->n_residents == l->cap) {
 		size_t ncap = l->cap ? l->cap * 2 : 16;
@@ -54,15 +81,34 @@ static int add_resident(struct vram_policy_ledger *l, struct vram_workload *owne
 		if (!o)
 			return -ENOMEM;
 		l->owners = o;
+		uint64_t *b = realloc(l->bytes, ncap * VRAM_PLAN_MAX_GPUS * sizeof(*b));
+		if (!b)
+			return -ENOMEM;
+		l->bytes = b;
 		l->cap = ncap;
+		/* the bytes moved: point every resident at its row again */
+		for (size_t i = 0; i < l->n_residents; i++) {
+			if (l->residents[i].bytes_on_gpu)
+				l->residents[i].bytes_on_gpu = &l->bytes[i * VRAM_PLAN_MAX_GPUS];
+		}
 	}
 	struct vram_plan_resident *r = &l->residents[l->n_residents];
+	uint64_t *bytes = &l->bytes[l->n_residents * VRAM_PLAN_MAX_GPUS];
 	memset(r, 0, sizeof(*r));
 	r->name = owner->cfg->name;
 	r->replica = in->replica;
 	r->n_gpus = in->n_gpus;
 	memcpy(r->gpus, in->gpus, in->n_gpus * sizeof(in->gpus[0]));
-	r->bytes_per_gpu = in->bytes_per_gpu;
+	r->bytes_per_gpu = 0;
+	for (size_t g = 0; g < in->n_gpus; g++) {
+		uint64_t given = in->bytes_on_gpu[g] ? in->bytes_on_gpu[g] : in->bytes_per_gpu;
+		uint64_t used = measured_on(info_of(infos, n_infos, in->gpus[g]), in);
+		bytes[g] = used > given ? used : given;
+		if (bytes[g] > r->bytes_per_gpu)
+			r->bytes_per_gpu = bytes[g];
+	}
+	r->bytes_on_gpu = bytes;
+	r->avoid = (const char *const *)owner->cfg->avoid;
 	r->priority = owner->cfg->priority;
 	r->evictable = evictable;
 	r->last_used_ms = owner->last_used_ms;
@@ -87,15 +133,10 @@ static uint64_t managed_on(const struct vram_gpu_info *info, struct vram_workloa
 				on_this |= in->gpus[g] == info->index;
 			if (!on_this)
 				continue;
-			if (info->procs_valid && in->pid > 0) {
-				for (size_t p = 0; p < info->n_procs; p++) {
-					if (info->procs[p].pid == in->pid &&
-					    info->procs[p].used_bytes != UINT64_MAX)
-						sum += info->procs[p].used_bytes;
-				}
-			} else if (in->resident) {
+			if (info->procs_valid && in->pid > 0)
+				sum += measured_on(info, in);
+			else if (in->resident)
 				sum += in->bytes_per_gpu;
-			}
 		}
 	}
 	return sum;
@@ -128,7 +169,7 @@ int vram_policy_ledger_build(struct vram_policy_ledger *l, const struct vram_gpu
 			const struct vram_instance *in = &w->instances[i];
 			if (!in->resident || in->n_gpus == 0)
 				continue;
-			int r = add_resident(l, w, in, vram_policy_evictable(w));
+			int r = add_resident(l, w, in, vram_policy_evictable(w), infos, n_gpus);
 			if (r < 0) {
 				vram_policy_ledger_done(l);
 				return r;
@@ -142,26 +183,72 @@ void vram_policy_ledger_done(struct vram_policy_ledger *l)
 {
 	free(l->residents);
 	free(l->owners);
+	free(l->bytes);
 	l->residents = NULL;
 	l->owners = NULL;
+	l->bytes = NULL;
 	l->n_residents = l->cap = 0;
 }
 
+/* The model name of GPU index in the ledger, NULL when unknown. */
+static const char *model_of(const struct vram_policy_ledger *l, unsigned index)
+{
+	for (size_t i = 0; i < l->n_gpus; i++) {
+		if (l->gpus[i].index == index)
+			return l->gpus[i].name;
+	}
+	return NULL;
+}
+
+/* Takes every resident of victim out of the memory count (it is about to free it all). */
+static void drop_victim(struct vram_policy_ledger *l, const struct vram_workload *victim)
+{
+	for (size_t i = 0; i < l->n_residents; i++) {
+		if (l->owners[i] != victim)
+			continue;
+		l->residents[i].bytes_per_gpu = 0;
+		l->residents[i].bytes_on_gpu = NULL;
+		l->residents[i].evictable = false;
+	}
+}
+
 int vram_policy_place(struct vram_policy_ledger *l, const struct vram_workload *w,
-		      bool allow_evict, bool prefer_current, struct vram_policy_placement *ret)
+		      bool allow_evict, enum vram_policy_where where, struct vram_policy_placement *ret)
 {
 	memset(ret, 0, sizeof(*ret));
 	size_t base_residents = l->n_residents;
+	/* victims are dropped from the ledger as they are chosen: keep the residents to hand back */
+	struct vram_plan_resident *saved = NULL;
+	if (base_residents) {
+		saved = malloc(base_residents * sizeof(*saved));
+		if (!saved)
+			return -ENOMEM;
+		memcpy(saved, l->residents, base_residents * sizeof(*saved));
+	}
 	int r = 0;
 	for (size_t i = 0; i < w->n_instances && i < VRAM_CONFIG_MAX_REPLICAS; i++) {
 		const struct vram_instance *in = &w->instances[i];
+		bool had = where != VRAM_PLACE_ANY && in->n_gpus > 0;
+		struct vram_workload_config pinned;
 		struct vram_plan_request req = {
 			.wl = w->cfg,
 			.replica = (unsigned)i,
-			.prefer = prefer_current && in->n_gpus ? in->gpus : NULL,
-			.n_prefer = prefer_current ? in->n_gpus : 0,
+			.prefer = had ? in->gpus : NULL,
+			.n_prefer = had ? in->n_gpus : 0,
 			.allow_evict = allow_evict,
 		};
+		if (had && where == VRAM_PLACE_SAME_MODEL)
+			req.same_model_as = model_of(l, in->gpus[0]);
+		if (had && where == VRAM_PLACE_SAME_GPUS) {
+			/* its process keeps its device memory addresses: only these GPUs, all of them */
+			pinned = *w->cfg;
+			pinned.gpus.kind = VRAM_GPUS_LIST;
+			pinned.gpus.pins = (unsigned *)in->gpus;
+			pinned.gpus.n_pins = in->n_gpus;
+			pinned.gpus.count = (unsigned)in->n_gpus;
+			pinned.fallback = VRAM_FALLBACK_NONE;
+			req.wl = &pinned;
+		}
 		struct vram_plan_result *res = &ret->results[i];
 		r = vram_plan_place(&l->ledger, &req, res);
 		ret->n_results = i + 1;
@@ -176,19 +263,27 @@ int vram_policy_place(struct vram_policy_ledger *l, const struct vram_workload *
 				seen |= ret->victims[k] == victim;
 			if (!seen && ret->n_victims < VRAM_PLAN_MAX_VICTIMS)
 				ret->victims[ret->n_victims++] = victim;
+			drop_victim(l, victim);
 		}
 		/* the placed instance holds its memory for the next replica's plan */
 		if (res->n_gpus > 0) {
 			struct vram_instance placed = *in;
 			placed.n_gpus = res->n_gpus;
 			memcpy(placed.gpus, res->gpus, res->n_gpus * sizeof(res->gpus[0]));
+			memcpy(placed.bytes_on_gpu, res->bytes, res->n_gpus * sizeof(res->bytes[0]));
 			placed.bytes_per_gpu = res->bytes_per_gpu;
-			r = add_resident(l, (struct vram_workload *)w, &placed, false);
+			placed.pid = 0;
+			r = add_resident(l, (struct vram_workload *)w, &placed, false, NULL, 0);
 			if (r < 0)
 				break;
 		}
 	}
 	/* hand the ledger back as it was */
+	if (saved)
+		memcpy(l->residents, saved, base_residents * sizeof(*saved));
+	free(saved);
+	for (size_t i = 0; i < base_residents; i++)
+		l->residents[i].bytes_on_gpu = &l->bytes[i * VRAM_PLAN_MAX_GPUS]; /* l->bytes may have moved */
 	l->n_residents = base_residents;
 	l->ledger.n_residents = base_residents;
 	return r;

@@ -42,6 +42,7 @@ struct vram_policy_ledger {
 	size_t n_gpus;
 	struct vram_plan_resident *residents; /* owned */
 	struct vram_workload **owners;        /* owned array; owners[i] holds residents[i] */
+	uint64_t *bytes;                      /* owned; residents[i].bytes_on_gpu, VRAM_PLAN_MAX_GPUS each */
 	size_t n_residents, cap;
 	struct vram_plan_ledger ledger;       /* points into the arrays above */
 };
@@ -50,8 +51,11 @@ struct vram_policy_ledger {
  * Builds the ledger: GPUs from infos (n_gpus of them, reserve bytes kept free
  * on each), residents from every resident instance of ws[] except those of
  * `exclude` (the workload being placed; may be NULL). Memory on a GPU that no
- * managed instance accounts for is "unmanaged". Release with
- * vram_policy_ledger_done. Returns 0 or -ENOMEM.
+ * managed instance accounts for is "unmanaged". Each resident carries its
+ * owner's `avoid:` list (anti-affinity is symmetric) and, per GPU, the larger
+ * of the bytes it was given there and the bytes its process uses there (when
+ * the backend lists processes). Release with vram_policy_ledger_done.
+ * Returns 0 or -ENOMEM.
  */
 int vram_policy_ledger_build(struct vram_policy_ledger *l, const struct vram_gpu_info *infos,
 			     size_t n_gpus, uint64_t reserve, struct vram_workload *const *ws,
@@ -67,13 +71,25 @@ struct vram_policy_placement {
 	char message[VRAM_PLAN_MSG_MAX]; /* the planner's note (fallback) or refusal */
 };
 
+/* Where the instances of a workload may go. */
+enum vram_policy_where {
+	VRAM_PLACE_ANY = 0,     /* wherever the planner likes (a fresh start) */
+	VRAM_PLACE_PREFER,      /* the GPUs each instance had first, else anywhere (restart engine) */
+	VRAM_PLACE_SAME_MODEL,  /* the GPUs it had first, else other GPUs of the same model
+				 * (a kept process that can move: checkpoint) */
+	VRAM_PLACE_SAME_GPUS,   /* only the GPUs each instance had (a kept process that cannot move: hook) */
+};
+
 /*
- * Plans every instance of w, one after the other (each placed one counts for
- * the next). prefer_current: prefer the GPUs each instance had. Returns 0
- * (ret->victims may be non-empty when allow_evict), -ENOSPC or -EINVAL with
- * ret->message. Does not change w or the ledger's caller-visible residents.
+ * Plans every instance of w, one after the other: each placed one counts for
+ * the next, and the residents of a workload chosen as victim for one are
+ * taken out of the ledger before the next is planned (its memory is freed
+ * once, for whichever instance needs it). Returns 0 (ret->victims may be
+ * non-empty when allow_evict), -ENOSPC or -EINVAL with ret->message. Does not
+ * change w or the ledger's caller-visible residents. ret->results[i].victims
+ * index the ledger as instance i saw it: use ret->victims.
  */
 int vram_policy_place(struct vram_policy_ledger *l, const struct vram_workload *w,
-		      bool allow_evict, bool prefer_current, struct vram_policy_placement *ret);
+		      bool allow_evict, enum vram_policy_where where, struct vram_policy_placement *ret);
 
 #endif

@@ -89,6 +89,7 @@ struct vram_instance {
 	unsigned gpus[VRAM_PLAN_MAX_GPUS]; /* GPU indices assigned (CUDA_VISIBLE_DEVICES) */
 	size_t n_gpus;             /* 0 = CPU */
 	uint64_t bytes_per_gpu;    /* bytes charged on each of its GPUs while resident */
+	uint64_t bytes_on_gpu[VRAM_PLAN_MAX_GPUS]; /* bytes given on gpus[i] (a fraction differs by GPU size); 0 = bytes_per_gpu */
 	bool resident;             /* its GPU memory is held now */
 	bool healthy;              /* passed the health check since the last spawn */
 	bool stop_requested;       /* an exit now is expected, not a crash */
