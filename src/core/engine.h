@@ -8,9 +8,11 @@
  * and the job's owner hears about it from the next loop turn. Blocking work
  * goes to host->workers, never onto the loop.
  *
- * Engines now: restart (stop the process; start it again on restore) and sim
- * (simulated GPUs: frees and takes back the simulated memory at a realistic
- * rate). hook and checkpoint add themselves to the array when they land.
+ * Engines now: checkpoint (the driver's process checkpoint: frees everything,
+ * context included, and can restore onto other GPUs of the same model),
+ * restart (stop the process; start it again on restore) and sim (simulated
+ * GPUs: frees and takes back the simulated memory at a realistic rate). The
+ * hook engine takes its place in the array, before checkpoint, when it lands.
  */
 #ifndef VRAM_ENGINE_H
 #define VRAM_ENGINE_H
@@ -83,6 +85,13 @@ struct vram_engine {
 	enum vram_engine_kind kind;
 	/* The process lives on while offloaded (sim, hook, checkpoint); false for restart. */
 	bool keeps_process;
+	/*
+	 * A kept process may come back on other GPUs of the same model than it
+	 * left (checkpoint, sim). An engine that keeps its process and cannot
+	 * move (hook) is restored onto the GPUs it left; one that keeps no
+	 * process (restart) starts wherever the planner puts it.
+	 */
+	bool can_move;
 	/* Whether this engine can take w on this host; if not, why (one line). */
 	bool (*supports)(const struct vram_workload *w, const struct vram_engine_host *host,
 			 char *why, size_t why_size);
@@ -98,6 +107,7 @@ struct vram_engine {
 	void (*cancel)(struct vram_job *job);
 };
 
+extern const struct vram_engine vram_engine_checkpoint;
 extern const struct vram_engine vram_engine_restart;
 extern const struct vram_engine vram_engine_sim;
 

@@ -127,6 +127,22 @@ static bool still_checkpointed(pid_t pid)
 	return vram_cudadrv_get_state(drv, pid, &st, &e) == 0 && st == VRAM_CUDA_PROC_CHECKPOINTED;
 }
 
+/*
+ * After a failed driver call on pid: a process the driver left in its FAILED
+ * state is unusable (the workload is restarted per its policy); says so.
+ */
+static void check_failed(struct ckpt_job *cj, struct part *p, pid_t pid, const char *what)
+{
+	enum vram_cuda_proc_state st;
+	struct vram_cuda_error e;
+
+	if (vram_cudadrv_get_state(drv, pid, &st, &e) < 0 || st != VRAM_CUDA_PROC_FAILED)
+		return;
+	p->lost = true;
+	snprintf(cj->message, sizeof(cj->message), "process %d is in the FAILED checkpoint state after: %s",
+		 (int)pid, what);
+}
+
 static void offload_part(struct ckpt_job *cj, struct part *p)
 {
 	struct vram_cuda_error e;
@@ -157,6 +173,7 @@ out_restore:
 	/* Put back what was taken, so the workload goes on running as before. */
 	set_first_error(cj, r, e.message);
 	p->error = r;
+	check_failed(cj, p, p->pids[done], e.message);
 	for (size_t i = 0; i < done; i++) {
 		struct vram_cuda_error e2;
 
@@ -168,6 +185,7 @@ out_unlock:
 	if (r < 0) {
 		set_first_error(cj, r, e.message);
 		p->error = r;
+		check_failed(cj, p, p->pids[locked], e.message);
 	}
 	for (size_t i = 0; i < locked; i++) {
 		struct vram_cuda_error e2;
@@ -199,15 +217,8 @@ out_fail:
 	p->error = r;
 	/* Untouched when nothing was restored and the driver left it checkpointed. */
 	p->lost = restored > 0 || !still_checkpointed(p->pids[restored]);
-	if (p->lost) {
-		enum vram_cuda_proc_state st;
-		struct vram_cuda_error e2;
-
-		if (vram_cudadrv_get_state(drv, p->pids[restored], &st, &e2) == 0 && st == VRAM_CUDA_PROC_FAILED)
-			snprintf(cj->message, sizeof(cj->message),
-				 "process %d is in the FAILED checkpoint state after: %s", (int)p->pids[restored],
-				 e.message);
-	}
+	if (p->lost)
+		check_failed(cj, p, p->pids[restored], e.message);
 	return;
 out_fail_unlock:
 	set_first_error(cj, r, e.message);
@@ -573,6 +584,7 @@ const struct vram_engine vram_engine_checkpoint = {
 	.name = "checkpoint",
 	.kind = VRAM_ENGINE_CHECKPOINT,
 	.keeps_process = true,
+	.can_move = true,
 	.supports = ckpt_supports,
 	.offload = ckpt_offload,
 	.restore = ckpt_restore,

@@ -115,6 +115,7 @@ const struct vram_engine vram_engine_sim = {
 	.name = "sim",
 	.kind = VRAM_ENGINE_SIM,
 	.keeps_process = true,
+	.can_move = true, /* the charge follows the GPUs assigned, as checkpoint's restore does */
 	.supports = sim_supports,
 	.offload = sim_offload,
 	.restore = sim_restore,

@@ -766,7 +766,7 @@ static int gpu_infos(struct vram_manager *m, struct vram_gpu_info **ret, size_t 
  * and the victims to evict into *ret_victims. Returns 0, -ENOSPC/-EINVAL (err).
  */
 static int plan_workload(struct vram_manager *m, struct vram_workload *w, bool allow_evict,
-			 bool prefer_current, struct vram_policy_placement *pl, char *err,
+			 enum vram_policy_where where, struct vram_policy_placement *pl, char *err,
 			 size_t err_size)
 {
 	struct vram_gpu_info *infos;
@@ -779,7 +779,7 @@ static int plan_workload(struct vram_manager *m, struct vram_workload *w, bool a
 	free(infos);
 	if (r < 0)
 		return r;
-	r = vram_policy_place(&l, w, allow_evict, prefer_current, pl);
+	r = vram_policy_place(&l, w, allow_evict, where, pl);
 	vram_policy_ledger_done(&l);
 	if (r < 0) {
 		snprintf(err, err_size, "%s", pl->message[0] ? pl->message : "does not fit");
@@ -790,6 +790,7 @@ static int plan_workload(struct vram_manager *m, struct vram_workload *w, bool a
 		const struct vram_plan_result *res = &pl->results[i];
 		in->n_gpus = res->n_gpus;
 		memcpy(in->gpus, res->gpus, res->n_gpus * sizeof(res->gpus[0]));
+		memcpy(in->bytes_on_gpu, res->bytes, res->n_gpus * sizeof(res->bytes[0]));
 		in->bytes_per_gpu = res->n_gpus ? res->bytes_per_gpu : 0;
 	}
 	if (pl->message[0])
@@ -821,7 +822,7 @@ static int begin_start(struct vram_manager *m, struct vram_workload *w, const ch
 	struct vram_policy_placement *pl = calloc(1, sizeof(*pl));
 	if (!pl)
 		return -ENOMEM;
-	int r = plan_workload(m, w, true, false, pl, err, err_size);
+	int r = plan_workload(m, w, true, VRAM_PLACE_ANY, pl, err, err_size);
 	if (r < 0)
 		goto out;
 	r = assign_ports(m, w, err, err_size);
@@ -925,15 +926,64 @@ static void run_restore_job(struct vram_manager *m, struct vram_workload *w)
 	}
 }
 
+/*
+ * Where a restore may put w: a process that stays alive while offloaded comes
+ * back on its own GPUs, or, with an engine that can move it (checkpoint), on
+ * other GPUs of the same model when its own have no room; a restarted one
+ * goes wherever the planner finds room, its own GPUs first.
+ */
+static enum vram_policy_where restore_where(const struct vram_workload *w)
+{
+	if (!w->engine || !w->engine->keeps_process)
+		return VRAM_PLACE_PREFER;
+	return w->engine->can_move ? VRAM_PLACE_SAME_MODEL : VRAM_PLACE_SAME_GPUS;
+}
+
+/* "GPU 1 (was GPU 0)" into buf when the plan moved an instance; "" otherwise. */
+static void describe_move(const struct vram_workload *w, const unsigned (*old)[VRAM_PLAN_MAX_GPUS],
+			  const size_t *old_n, char *buf, size_t size)
+{
+	buf[0] = '\0';
+	for (size_t i = 0; i < w->n_instances; i++) {
+		const struct vram_instance *in = &w->instances[i];
+		if (in->n_gpus == old_n[i] && memcmp(in->gpus, old[i], old_n[i] * sizeof(unsigned)) == 0)
+			continue;
+		size_t len = strlen(buf);
+		len += (size_t)snprintf(buf + len, size - len, "%sreplica %u onto GPU", len ? "; " : "",
+					in->replica);
+		for (size_t g = 0; g < in->n_gpus && len < size; g++)
+			len += (size_t)snprintf(buf + len, size - len, "%s%u", g ? "," : " ", in->gpus[g]);
+		for (size_t g = 0; g < old_n[i] && len < size; g++)
+			len += (size_t)snprintf(buf + len, size - len, "%s%u", g ? "," : " (was GPU ",
+						old[i][g]);
+		if (old_n[i] && len < size)
+			snprintf(buf + len, size - len, ")");
+	}
+}
+
 static int begin_restore(struct vram_manager *m, struct vram_workload *w, const char *reason,
 			 char *err, size_t err_size)
 {
 	struct vram_policy_placement *pl = calloc(1, sizeof(*pl));
-	if (!pl)
-		return -ENOMEM;
-	int r = plan_workload(m, w, true, true, pl, err, err_size);
+	unsigned (*old)[VRAM_PLAN_MAX_GPUS] = calloc(w->n_instances, sizeof(*old));
+	size_t *old_n = calloc(w->n_instances, sizeof(*old_n));
+	char why[512];
+	int r = -ENOMEM;
+	if (!pl || !old || !old_n)
+		goto out;
+	for (size_t i = 0; i < w->n_instances; i++) {
+		old_n[i] = w->instances[i].n_gpus;
+		memcpy(old[i], w->instances[i].gpus, old_n[i] * sizeof(unsigned));
+	}
+	r = plan_workload(m, w, true, restore_where(w), pl, err, err_size);
 	if (r < 0)
 		goto out;
+	describe_move(w, old, old_n, why, sizeof(why));
+	if (why[0] && !pl->n_victims) {
+		size_t len = strlen(why);
+		snprintf(why + len, sizeof(why) - len, ": %s", reason);
+		reason = why;
+	}
 	set_state(m, w, VRAM_WL_EV_RESTORE,
 		  pl->n_victims ? "waiting for evicted workloads to free memory" : reason);
 	if (pl->n_victims > 0) {
@@ -946,6 +996,8 @@ static int begin_restore(struct vram_manager *m, struct vram_workload *w, const 
 	run_restore_job(m, w);
 out:
 	free(pl);
+	free(old);
+	free(old_n);
 	return r;
 }
 
@@ -956,7 +1008,9 @@ static void retry_awaiting(struct vram_manager *m, struct vram_workload *w)
 	char err[VRAM_PLAN_MSG_MAX];
 	if (!pl)
 		return;
-	int r = plan_workload(m, w, false, w->state == VRAM_WL_RESTORING, pl, err, sizeof(err));
+	int r = plan_workload(m, w, false,
+			      w->state == VRAM_WL_RESTORING ? restore_where(w) : VRAM_PLACE_ANY, pl, err,
+			      sizeof(err));
 	free(pl);
 	if (r < 0) {
 		/* still evicting someone: wait for the next change */

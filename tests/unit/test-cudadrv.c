@@ -23,9 +23,6 @@
 #include "core/engine.h"
 #include "gpu/cudadrv.h"
 
-/* Not in the engine array until the array lists it. */
-extern const struct vram_engine vram_engine_checkpoint;
-
 /* A machine of n GPUs of one model; GPU i has UUID bytes all equal to i+1. */
 static void make_devs(struct vram_cuda_device *devs, size_t n, const char *model)
 {

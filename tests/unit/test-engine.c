@@ -41,7 +41,9 @@ static const char cfg_text[] =
 	"workloads:\n"
 	"  w: { cmd: [w], memory: 4GiB }\n"
 	"  r: { cmd: [r], memory: 4GiB, offload: restart }\n"
-	"  h: { cmd: [h], memory: 4GiB, offload: hook }\n";
+	"  h: { cmd: [h], memory: 4GiB, offload: hook }\n"
+	"  c: { cmd: [c], memory: 4GiB, offload: checkpoint }\n"
+	"  m: { cmd: [m], memory: 4GiB, share: mps }\n";
 
 static int setup(void **state)
 {
@@ -246,10 +248,54 @@ static void test_workers(void **state)
 	vram_workers_free(NULL);
 }
 
+/*
+ * Real GPUs without a driver that has the checkpoint API (VRAM_LIBCUDA points
+ * nowhere, see main): auto and `offload: checkpoint` fall back to restart and
+ * say why; share: mps is refused by checkpoint for its own reason.
+ */
+static void test_select_without_checkpoint_driver(void **state)
+{
+	struct fixture *f = *state;
+	char why[160];
+	struct vram_workers *workers;
+	assert_int_equal(vram_workers_new(f->base, 1, &workers), 0);
+	struct vram_engine_host real = {.base = f->base, .gpus = NULL, .workers = workers};
+
+	assert_ptr_equal(vram_engine_find(VRAM_ENGINE_CHECKPOINT), &vram_engine_checkpoint);
+	const struct vram_engine *e = vram_engine_select(&f->w, &real, why, sizeof(why));
+	assert_ptr_equal(e, &vram_engine_restart);
+	assert_non_null(strstr(why, "auto: restart"));
+	assert_non_null(strstr(why, "checkpoint: "));
+	assert_non_null(strstr(why, "no-such-dir")); /* the loader's reason names the library */
+
+	struct vram_workload c = f->w;
+	c.cfg = &f->cfg->workloads[3];
+	e = vram_engine_select(&c, &real, why, sizeof(why));
+	assert_ptr_equal(e, &vram_engine_restart);
+	assert_non_null(strstr(why, "restart (configured checkpoint: "));
+
+	struct vram_workload m = f->w;
+	m.cfg = &f->cfg->workloads[4];
+	e = vram_engine_select(&m, &real, why, sizeof(why));
+	assert_ptr_equal(e, &vram_engine_restart);
+	assert_non_null(strstr(why, "MPS clients cannot be checkpointed"));
+
+	/* on simulated GPUs, sim stands in for checkpoint */
+	e = vram_engine_select(&c, &f->host, why, sizeof(why));
+	assert_ptr_equal(e, &vram_engine_sim);
+	assert_non_null(strstr(why, "checkpoint"));
+	assert_true(vram_engine_checkpoint.keeps_process && vram_engine_checkpoint.can_move);
+	assert_false(vram_engine_restart.keeps_process);
+	vram_workers_free(workers);
+}
+
 int main(void)
 {
+	/* before the checkpoint engine first looks for the driver */
+	setenv("VRAM_LIBCUDA", "/no-such-dir/libcuda.so.1", 1);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_select, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_select_without_checkpoint_driver, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sim_offload_restore, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_complete_once_and_deferred, setup, teardown),

@@ -41,6 +41,7 @@ struct ctx {
 	int n_events;
 	char events[64][64]; /* "name:from>to" */
 	bool shut_down;
+	struct vram_gpus *gpus; /* borrowed from the manager */
 };
 
 /*
@@ -75,6 +76,7 @@ static void start_manager(struct ctx *c, const char *gpus, const char *extra_wor
 	char note[256];
 	assert_int_equal(vram_gpu_open(cfg, &g, note, sizeof(note)), 0);
 	assert_true(vram_gpu_is_sim(g));
+	c->gpus = g;
 	assert_int_equal(vram_manager_new(c->base, cfg, g, &c->m), 0);
 	assert_int_equal(vram_manager_run(c->m), 0);
 }
@@ -467,6 +469,48 @@ static void test_start_failure(void **state)
 	assert_int_equal(gpu_used(c, 0) + gpu_used(c, 1), 0);
 }
 
+/*
+ * A kept process comes back on another GPU of the same model when its own has
+ * no room, and status shows where it is now.
+ */
+static void test_restore_onto_another_gpu(void **state)
+{
+	struct ctx *c = *state;
+	char moving[512];
+	snprintf(moving, sizeof(moving),
+		 "  moving:\n"
+		 "    cmd: [%s, --port, \"${PORT}\", --load-time, 50ms]\n"
+		 "    memory: 4GiB\n"
+		 "    offload: checkpoint\n",
+		 DEMO);
+	start_manager(c, "2x24GiB", moving);
+	assert_int_equal(act_wait(c, "moving", VRAM_ACTION_START), 200);
+	json_t *w = vram_manager_workload_json(c->m, "moving");
+	json_t *g0 = json_array_get(json_object_get(w, "gpus"), 0);
+	assert_int_equal(json_integer_value(json_object_get(g0, "index")), 0);
+	char uuid0[96];
+	snprintf(uuid0, sizeof(uuid0), "%s", json_string_value(json_object_get(g0, "uuid")));
+	json_decref(w);
+	assert_int_equal(act_wait(c, "moving", VRAM_ACTION_OFFLOAD), 200);
+	assert_int_equal(gpu_used(c, 0), 0);
+	/* something vramd does not manage fills GPU0 */
+	assert_int_equal(vram_gpu_sim_charge(c->gpus, 0, 999999, 22 * GiB), 0);
+	assert_int_equal(act_wait(c, "moving", VRAM_ACTION_RESTORE), 200);
+	assert_string_equal(c->res.state, "ready");
+	w = vram_manager_workload_json(c->m, "moving");
+	json_t *g = json_array_get(json_object_get(w, "gpus"), 0);
+	assert_int_equal(json_integer_value(json_object_get(g, "index")), 1);
+	const char *uuid1 = json_string_value(json_object_get(g, "uuid"));
+	assert_non_null(uuid1);
+	assert_true(uuid1[0] && strcmp(uuid1, uuid0) != 0);
+	json_t *in0 = json_array_get(json_object_get(w, "instances"), 0);
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(json_object_get(in0, "gpus"), 0),
+							    "index")), 1);
+	json_decref(w);
+	assert_int_equal(gpu_used(c, 1), 4 * GiB);
+	assert_int_equal(gpu_used(c, 0), 22 * GiB);
+}
+
 static void on_shut_down(void *arg)
 {
 	((struct ctx *)arg)->shut_down = true;
@@ -503,6 +547,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_restart_engine, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_start_failure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shutdown, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_restore_onto_another_gpu, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
