@@ -77,6 +77,7 @@ struct vram_health_probe; /* daemon/supervise.h */
 struct vram_engine;     /* core/engine.h */
 struct vram_job;        /* core/engine.h */
 struct vram_logfile;    /* daemon/logfile.h */
+struct vram_mps_client; /* daemon/mps.h */
 struct event;
 
 /* One process of a workload (a workload has `replicas` of them). */
@@ -94,6 +95,7 @@ struct vram_instance {
 	bool healthy;              /* passed the health check since the last spawn */
 	bool stop_requested;       /* an exit now is expected, not a crash */
 	struct vram_health_probe *probe; /* in-flight health probe, or NULL */
+	struct vram_mps_client *mps_client; /* its MPS client from before spawn until its process is gone, or NULL */
 };
 
 /*
@@ -139,6 +141,8 @@ struct vram_workload {
 	char log_tail[2048];         /* last lines of the log at the last failure */
 	char *log_path;              /* owned */
 	struct vram_logfile *log;    /* owned; daemon/logfile.h */
+	bool use_mps;                /* this run goes through MPS (share: mps and MPS is there) */
+	char mps_note[256];          /* why share: mps runs without MPS (fallback: exclusive); "" when it does not */
 };
 
 #endif

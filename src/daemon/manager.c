@@ -33,6 +33,7 @@
 #include "core/plan.h"
 #include "core/policy.h"
 #include "core/workload.h"
+#include "daemon/mps.h"
 #include "daemon/supervise.h"
 #include "daemon/workers.h"
 
@@ -44,6 +45,7 @@
 #define DEFAULT_PORT_RANGE 20000
 #define WORKERS_THREADS 2
 #define SIM_RATE_ENV "VRAMD_SIM_BANDWIDTH" /* bytes per second for the sim engine, e.g. 2GiB */
+#define MPS_REFRESH_TICKS 10        /* ask the MPS daemons for their servers every 10 ticks (5 s) */
 
 struct vram_manager_waiter {
 	struct vram_manager *m;
@@ -85,6 +87,9 @@ struct vram_manager {
 	void (*shutdown_done)(void *arg);
 	void *shutdown_arg;
 	char *state_dir; /* owned */
+	struct vram_mps *mps; /* owned; MPS control daemons for share: mps */
+	unsigned ticks;       /* ticks since start, for jobs that run every few ticks */
+	bool mps_quitting;    /* shutdown: waiting for the MPS daemons to quit */
 };
 
 static int set_state(struct vram_manager *m, struct vram_workload *w, enum vram_wl_event ev,
@@ -92,6 +97,8 @@ static int set_state(struct vram_manager *m, struct vram_workload *w, enum vram_
 static void stop_workload(struct vram_manager *m, struct vram_workload *w, const char *reason);
 static int begin_start(struct vram_manager *m, struct vram_workload *w, const char *reason,
 		       char *err, size_t err_size);
+static void fail_workload(struct vram_manager *m, struct vram_workload *w, enum vram_wl_event ev,
+			  bool retry);
 
 static void kick(struct vram_manager *m)
 {
@@ -369,10 +376,18 @@ static char *xasprintf(const char *fmt, ...)
 	return s;
 }
 
-/* The environment a workload instance gets on top of the daemon's. Caller frees (strv). */
-static char **instance_env(struct vram_manager *m, struct vram_workload *w, struct vram_instance *in)
+/*
+ * The environment a workload instance gets on top of the daemon's, then
+ * extra (NULL-terminated, may be NULL; copied; the MPS client's variables,
+ * whose CUDA_VISIBLE_DEVICES wins). Caller frees (strv).
+ */
+static char **instance_env(struct vram_manager *m, struct vram_workload *w, struct vram_instance *in,
+			   char *const *extra)
 {
-	size_t n = w->cfg->n_env + 10;
+	size_t n_extra = 0;
+	while (extra && extra[n_extra])
+		n_extra++;
+	size_t n = w->cfg->n_env + 10 + n_extra;
 	char **env = calloc(n, sizeof(*env));
 	if (!env)
 		return NULL;
@@ -402,6 +417,8 @@ static char **instance_env(struct vram_manager *m, struct vram_workload *w, stru
 	env[k++] = xasprintf("VRAM_REPLICA=%u", in->replica);
 	if (in->n_gpus && in->bytes_per_gpu)
 		env[k++] = xasprintf("VRAM_MEMORY_LIMIT=%" PRIu64, in->bytes_per_gpu);
+	for (size_t i = 0; i < n_extra; i++)
+		env[k++] = strdup(extra[i]);
 	bool ok = true;
 	for (size_t i = 0; i < k; i++)
 		ok &= env[i] != NULL;
@@ -424,7 +441,13 @@ static void strv_free(char **v)
 static int spawn_instance(struct vram_manager *m, struct vram_workload *w, struct vram_instance *in,
 			  char *err, size_t err_size)
 {
-	char **env = instance_env(m, w, in);
+	char **mps_env = NULL;
+	if (in->mps_client && vram_mps_client_env(in->mps_client, &mps_env) < 0) {
+		snprintf(err, err_size, "out of memory");
+		return -ENOMEM;
+	}
+	char **env = instance_env(m, w, in, mps_env);
+	vram_mps_env_free(mps_env);
 	if (!env) {
 		snprintf(err, err_size, "out of memory");
 		return -ENOMEM;
@@ -442,6 +465,8 @@ static int spawn_instance(struct vram_manager *m, struct vram_workload *w, struc
 		return r;
 	in->child = c;
 	in->pid = vram_child_pid(c);
+	if (in->mps_client)
+		vram_mps_client_set_pid(in->mps_client, in->pid);
 	in->healthy = false;
 	in->stop_requested = false;
 	in->resident = in->n_gpus > 0;
@@ -485,7 +510,125 @@ static void kill_processes(struct vram_workload *w)
 	}
 }
 
-/* Spawns every instance and starts the health checks. On failure nothing is left running. */
+/* ---- MPS ---- */
+
+/* Lets go of the MPS clients of instances that have no process (the last one makes the daemon quit). */
+static void mps_detach_idle(struct vram_workload *w)
+{
+	for (size_t i = 0; i < w->n_instances; i++) {
+		struct vram_instance *in = &w->instances[i];
+		if (in->mps_client && !in->child) {
+			vram_mps_client_free(in->mps_client);
+			in->mps_client = NULL;
+		}
+	}
+}
+
+/*
+ * Decides whether this run of w goes through MPS. Returns 0, or -ENOENT with
+ * the message when share: mps cannot run here and no fallback allows it.
+ */
+static int mps_decide(struct vram_manager *m, struct vram_workload *w, char *err, size_t err_size)
+{
+	char why[256] = "";
+	w->use_mps = false;
+	w->mps_note[0] = '\0';
+	if (w->cfg->share != VRAM_SHARE_MPS)
+		return 0;
+	if (vram_mps_available(m->mps, why, sizeof(why))) {
+		w->use_mps = true;
+		return 0;
+	}
+	if (w->cfg->fallback == VRAM_FALLBACK_EXCLUSIVE) {
+		snprintf(w->mps_note, sizeof(w->mps_note), "fallback exclusive: running without MPS (%s)", why);
+		return 0;
+	}
+	snprintf(err, err_size, "share: mps needs %s; set fallback: exclusive to run without MPS", why);
+	return -ENOENT;
+}
+
+static void mps_fail(struct vram_manager *m, struct vram_workload *w, int error, const char *what,
+		     const char *message)
+{
+	/* the first line in last_error, everything (the MPS log tail) in log_tail */
+	size_t first = strcspn(message, "\n");
+	fmt_error(w, error, "%s: %.*s", what, (int)(first < 400 ? first : 400), message);
+	if (w->state == VRAM_WL_RESTORING && w->job && !w->engine->keeps_process) {
+		struct vram_job *job = w->job;
+		job->process_lost = true;
+		kill_processes(w);
+		cancel_timers(w);
+		mps_detach_idle(w);
+		vram_job_complete(job, error, 0, "%s", w->last_error);
+	} else {
+		kill_processes(w);
+		fail_workload(m, w, w->state == VRAM_WL_STARTING ? VRAM_WL_EV_START_FAILED : VRAM_WL_EV_CRASH,
+			      true);
+	}
+	snprintf(w->log_tail, sizeof(w->log_tail), "%s", message);
+}
+
+static void on_mps_event(struct vram_mps_client *c, enum vram_mps_event ev, const char *message, void *arg)
+{
+	struct vram_instance *in = arg;
+	struct vram_workload *w = in->owner;
+	struct vram_manager *m = w->ctx;
+	char err[512];
+
+	switch (ev) {
+	case VRAM_MPS_READY:
+		if (in->child || (w->state != VRAM_WL_STARTING && w->state != VRAM_WL_RESTORING))
+			return;
+		int r = spawn_instance(m, w, in, err, sizeof(err));
+		if (r < 0)
+			mps_fail(m, w, r, "spawn", err);
+		break;
+	case VRAM_MPS_FAILED:
+		mps_fail(m, w, -EIO, "the MPS control daemon could not start", message);
+		break;
+	case VRAM_MPS_CRASHED:
+		if (vram_wl_state_settled(w->state) && w->state != VRAM_WL_READY && w->state != VRAM_WL_OFFLOADED)
+			return;
+		mps_fail(m, w, -EPIPE, "the MPS control daemon died", message);
+		break;
+	}
+}
+
+/* Creates the MPS client of an instance; the process is spawned on READY. */
+static int mps_attach(struct vram_manager *m, struct vram_workload *w, struct vram_instance *in,
+		      char *err, size_t err_size)
+{
+	char owner[160];
+	char ids[VRAM_PLAN_MAX_GPUS][VRAM_GPU_UUID_MAX];
+	const char *id_ptrs[VRAM_PLAN_MAX_GPUS];
+	bool have_ids = true;
+	for (size_t g = 0; g < in->n_gpus; g++) {
+		struct vram_gpu_info info;
+		if (vram_gpu_query(m->gpus, in->gpus[g], &info) < 0 || !info.uuid[0]) {
+			have_ids = false;
+			ids[g][0] = '\0';
+		} else {
+			snprintf(ids[g], sizeof(ids[g]), "%s", info.uuid);
+		}
+		id_ptrs[g] = ids[g];
+	}
+	snprintf(owner, sizeof(owner), "%s#%u", w->cfg->name, in->replica);
+	struct vram_mps_client_spec spec = {
+		.owner = owner,
+		.gpus = in->gpus,
+		.gpu_ids = have_ids ? id_ptrs : NULL,
+		.n_gpus = in->n_gpus,
+		.mem_limit_bytes = in->bytes_per_gpu,
+		.compute_percent = w->cfg->compute_percent,
+	};
+	return vram_mps_client_new(m->mps, &spec, on_mps_event, in, &in->mps_client, err, err_size);
+}
+
+/*
+ * Spawns every instance and starts the health checks; an instance that uses
+ * MPS is spawned once its MPS control daemon runs. On failure nothing is left
+ * running.
+ */
 static int start_processes(struct vram_manager *m, struct vram_workload *w, char *err,
 			   size_t err_size)
 {
@@ -493,9 +636,14 @@ static int start_processes(struct vram_manager *m, struct vram_workload *w, char
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < w->n_instances; i++) {
-		r = spawn_instance(m, w, &w->instances[i], err, err_size);
+		struct vram_instance *in = &w->instances[i];
+		if (w->use_mps && in->n_gpus > 0)
+			r = mps_attach(m, w, in, err, err_size);
+		else
+			r = spawn_instance(m, w, in, err, err_size);
 		if (r < 0) {
 			kill_processes(w);
+			mps_detach_idle(w);
 			return r;
 		}
 	}
@@ -537,6 +685,7 @@ static void fail_workload(struct vram_manager *m, struct vram_workload *w, enum 
 		w->job = NULL;
 	}
 	stop_processes(w);
+	mps_detach_idle(w);
 	w->offloaded_bytes = 0;
 	if (w->state != VRAM_WL_FAILED)
 		set_state(m, w, ev, w->last_error);
@@ -561,6 +710,8 @@ static void on_child_exit(struct vram_child *c, int status, void *arg)
 	(void)sim_charge(m, in, false);
 	in->child = NULL;
 	in->pid = 0;
+	vram_mps_client_free(in->mps_client); /* the last one makes its MPS daemon quit */
+	in->mps_client = NULL;
 	in->resident = false;
 	in->healthy = false;
 	vram_health_probe_cancel(in->probe);
@@ -819,6 +970,14 @@ static int begin_start(struct vram_manager *m, struct vram_workload *w, const ch
 		       char *err, size_t err_size)
 {
 	w->engine = vram_engine_select(w, &m->host, w->engine_why, sizeof(w->engine_why));
+	char why[512];
+	if (mps_decide(m, w, why, sizeof(why)) < 0) {
+		/* a clear failed state (visible in status), not a refusal: nothing to retry */
+		fmt_error(w, -ENOENT, "%s", why);
+		set_state(m, w, VRAM_WL_EV_START, reason);
+		set_state(m, w, VRAM_WL_EV_START_FAILED, w->last_error);
+		return 0;
+	}
 	struct vram_policy_placement *pl = calloc(1, sizeof(*pl));
 	if (!pl)
 		return -ENOMEM;
@@ -838,7 +997,6 @@ static int begin_start(struct vram_manager *m, struct vram_workload *w, const ch
 		goto out;
 	}
 	set_state(m, w, VRAM_WL_EV_START, reason);
-	char why[512];
 	r = start_processes(m, w, why, sizeof(why));
 	if (r < 0) {
 		fmt_error(w, r, "%s", why);
@@ -1042,6 +1200,15 @@ static void retry_awaiting(struct vram_manager *m, struct vram_workload *w)
 	}
 }
 
+static void on_mps_quit(void *arg)
+{
+	struct vram_manager *m = arg;
+	void (*done)(void *) = m->shutdown_done;
+	m->shutdown_done = NULL;
+	if (done)
+		done(m->shutdown_arg);
+}
+
 static void on_kick(evutil_socket_t fd, short what, void *arg)
 {
 	struct vram_manager *m = arg;
@@ -1050,10 +1217,11 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
 		if (w->awaiting_room && !m->shutting_down)
 			retry_awaiting(m, w);
 	}
-	if (m->shutting_down && m->shutdown_done && vram_supervisor_live(m->sup) == 0) {
-		void (*done)(void *) = m->shutdown_done;
-		m->shutdown_done = NULL;
-		done(m->shutdown_arg);
+	if (m->shutting_down && m->shutdown_done && !m->mps_quitting &&
+	    vram_supervisor_live(m->sup) == 0) {
+		/* every client is gone: the MPS daemons quit, then shutdown is done */
+		m->mps_quitting = true;
+		vram_mps_shutdown(m->mps, on_mps_quit, m);
 	}
 }
 
@@ -1071,6 +1239,7 @@ static void stop_workload(struct vram_manager *m, struct vram_workload *w, const
 		w->job = NULL;
 	}
 	w->offloaded_bytes = 0;
+	mps_detach_idle(w);
 	if (w->state != VRAM_WL_STOPPING)
 		set_state(m, w, VRAM_WL_EV_STOP, reason);
 	if (!any_process(w)) {
@@ -1089,8 +1258,20 @@ static void stop_workload(struct vram_manager *m, struct vram_workload *w, const
  *   2. restart backoff: a workload ready for BACKOFF_RESET_MS starts its next
  *      backoff from 1 s again;
  *   3. room: workloads waiting for evicted memory look again (also done on
- *      every state change through the kick event).
+ *      every state change through the kick event);
+ *   4. MPS: every MPS_REFRESH_TICKS, the running MPS daemons are asked for
+ *      their servers and clients (for status).
  */
+static void on_mps_refreshed(int result, const char *message, void *arg)
+{
+}
+
+static bool on_reaped_other(pid_t pid, int wait_status, void *arg)
+{
+	struct vram_manager *m = arg;
+	return m->mps && vram_mps_child_reaped(m->mps, pid, wait_status);
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct vram_manager *m = arg;
@@ -1115,6 +1296,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 		    now - w->ready_since_ms >= BACKOFF_RESET_MS)
 			w->backoff_step = 0;
 	}
+	if (++m->ticks % MPS_REFRESH_TICKS == 0 && !m->shutting_down)
+		(void)vram_mps_refresh(m->mps, on_mps_refreshed, m);
 	kick(m);
 }
 
@@ -1176,8 +1359,10 @@ static void workload_done(struct vram_workload *w)
 {
 	if (w->job)
 		vram_job_cancel(w->job);
-	for (size_t i = 0; w->instances && i < w->n_instances; i++)
+	for (size_t i = 0; w->instances && i < w->n_instances; i++) {
 		vram_health_probe_cancel(w->instances[i].probe);
+		vram_mps_client_free(w->instances[i].mps_client);
+	}
 	if (w->retry_timer)
 		event_free(w->retry_timer);
 	if (w->start_timer)
@@ -1215,6 +1400,12 @@ int vram_manager_new(struct event_base *base, struct vram_config *cfg, struct vr
 	r = vram_workers_new(base, WORKERS_THREADS, &m->workers);
 	if (r < 0)
 		goto out_free;
+	/* MPS binaries missing is no error here: only a share: mps workload that starts says so */
+	struct vram_mps_options mps_opt = {.state_dir = m->state_dir};
+	r = vram_mps_new(base, &mps_opt, &m->mps);
+	if (r < 0)
+		goto out_free;
+	vram_supervisor_set_reaped_other(m->sup, on_reaped_other, m);
 	m->host = (struct vram_engine_host){
 		.base = base,
 		.gpus = gpus,
@@ -1300,6 +1491,7 @@ void vram_manager_free(struct vram_manager *m)
 	for (size_t i = 0; m->ws && i < m->n_ws; i++)
 		workload_done(&m->ws[i]);
 	vram_workers_free(m->workers);
+	vram_mps_free(m->mps); /* after the workloads: they let go of their clients */
 	free(m->ws);
 	free(m->wptrs);
 	if (m->tick)
@@ -1315,6 +1507,11 @@ void vram_manager_free(struct vram_manager *m)
 const struct vram_config *vram_manager_config(const struct vram_manager *m)
 {
 	return m->cfg;
+}
+
+struct vram_mps *vram_manager_mps(struct vram_manager *m)
+{
+	return m->mps;
 }
 
 /* ---- actions ---- */
@@ -1555,6 +1752,28 @@ static json_t *gpu_refs_json(struct vram_manager *m, const struct vram_instance 
 	return a;
 }
 
+/* null for share: none; else whether MPS is used, why not, and each instance's client. */
+static json_t *workload_mps_json(const struct vram_workload *w)
+{
+	if (w->cfg->share != VRAM_SHARE_MPS)
+		return json_null();
+	json_t *clients = json_array();
+	for (size_t i = 0; clients && i < w->n_instances; i++) {
+		const struct vram_instance *in = &w->instances[i];
+		if (!in->mps_client)
+			continue;
+		json_t *c = vram_mps_client_status_json(in->mps_client);
+		if (c) {
+			json_object_set_new(c, "replica", json_integer(in->replica));
+			json_array_append_new(clients, c);
+		}
+	}
+	return json_pack("{s:b,s:o,s:o,s:o}", "used", w->use_mps, "why",
+			 w->mps_note[0] ? json_string(w->mps_note) : json_null(), "compute_percent",
+			 w->cfg->compute_percent ? json_integer(w->cfg->compute_percent) : json_null(),
+			 "clients", clients ? clients : json_array());
+}
+
 static json_t *workload_json(struct vram_manager *m, struct vram_workload *w)
 {
 	uint64_t now = vram_now_ms();
@@ -1619,6 +1838,8 @@ static json_t *workload_json(struct vram_manager *m, struct vram_workload *w)
 		"log", w->log_path ? w->log_path : "",
 		"models", models ? models : json_array(),
 		"in_transition", json_boolean(!vram_wl_state_settled(w->state)));
+	if (o)
+		json_object_set_new(o, "mps", workload_mps_json(w));
 	return o;
 }
 
@@ -1693,8 +1914,9 @@ json_t *vram_manager_status_json(struct vram_manager *m)
 		json_decref(gpus);
 		return NULL;
 	}
-	return json_pack("{s:o,s:o,s:s}", "gpus", gpus, "workloads", ws, "backend",
-			 vram_gpu_backend_name_of(m->gpus));
+	json_t *mps = vram_mps_status_json(m->mps);
+	return json_pack("{s:o,s:o,s:s,s:o}", "gpus", gpus, "workloads", ws, "backend",
+			 vram_gpu_backend_name_of(m->gpus), "mps", mps ? mps : json_null());
 }
 
 json_t *vram_manager_compat_status_json(struct vram_manager *m)

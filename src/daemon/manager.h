@@ -26,6 +26,7 @@ struct event_base;
 struct vram_manager;
 struct vram_manager_waiter;
 struct vram_manager_sub;
+struct vram_mps; /* daemon/mps.h */
 
 enum vram_action {
 	VRAM_ACTION_START = 0, /* stopped/failed → ready */
@@ -65,6 +66,8 @@ void vram_manager_shutdown(struct vram_manager *m, void (*done)(void *arg), void
 void vram_manager_free(struct vram_manager *m);
 
 const struct vram_config *vram_manager_config(const struct vram_manager *m);
+/* The MPS control daemons (borrowed, valid while the manager lives): for vramctl mps. */
+struct vram_mps *vram_manager_mps(struct vram_manager *m);
 
 /*
  * Begins an action on a workload. Returns 0 and calls cb later (exactly once

@@ -1681,6 +1681,41 @@ out_nomem:
 	return NULL;
 }
 
+json_t *vram_mps_client_status_json(const struct vram_mps_client *c)
+{
+	const struct mps_daemon *d = c->d;
+	json_t *o = json_object(), *gpus = json_array();
+	pid_t server = 0;
+	char limit[1024] = "";
+
+	if (!o || !gpus) {
+		json_decref(o);
+		json_decref(gpus);
+		return NULL;
+	}
+	for (size_t i = 0; d && i < d->n_servers; i++) {
+		for (size_t j = 0; j < d->servers[i].n_clients; j++)
+			if (c->pid > 0 && d->servers[i].clients[j] == c->pid)
+				server = d->servers[i].pid;
+	}
+	/* One server per daemon is the usual case: its clients may not be listed yet. */
+	if (!server && d && d->n_servers == 1)
+		server = d->servers[0].pid;
+	for (size_t i = 0; d && i < d->n_gpus; i++)
+		json_array_append_new(gpus, json_integer(d->gpus[i]));
+	if (c->mem_limit_bytes && d)
+		vram_mps_format_mem_limit(c->mem_limit_bytes, d->n_gpus, limit, sizeof(limit));
+	json_object_set_new(o, "owner", json_string(c->owner));
+	json_object_set_new(o, "pid", c->pid > 0 ? json_integer(c->pid) : json_null());
+	json_object_set_new(o, "gpus", gpus);
+	json_object_set_new(o, "daemon", d ? json_string(state_name(d->state)) : json_null());
+	json_object_set_new(o, "control_pid", d && d->control_pid > 0 ? json_integer(d->control_pid) : json_null());
+	json_object_set_new(o, "server_pid", server > 0 ? json_integer(server) : json_null());
+	json_object_set_new(o, "mem_limit", limit[0] ? json_string(limit) : json_null());
+	json_object_set_new(o, "compute_percent", c->compute_percent ? json_integer(c->compute_percent) : json_null());
+	return o;
+}
+
 static void maybe_shutdown_done(struct vram_mps *m)
 {
 	struct timeval zero = { 0, 0 };

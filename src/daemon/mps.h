@@ -175,6 +175,15 @@ int vram_mps_refresh(struct vram_mps *m, vram_mps_done_cb cb, void *arg);
 json_t *vram_mps_status_json(const struct vram_mps *m);
 
 /*
+ * One client's part of the status, for its workload (new reference; NULL on
+ * out of memory):
+ * {"owner": str, "pid": int|null, "gpus": [0], "daemon": "starting|running|…",
+ *  "control_pid": int|null, "server_pid": int|null (from the last refresh),
+ *  "mem_limit": "0=2G"|null, "compute_percent": int|null}
+ */
+json_t *vram_mps_client_status_json(const struct vram_mps_client *c);
+
+/*
  * Formats CUDA_MPS_PINNED_DEVICE_MEM_LIMIT's value for n_gpus devices as the
  * client sees them: "0=2G,1=2G" (whole GiB), else MiB ("0=1536M"). Returns 0
  * or -E2BIG.

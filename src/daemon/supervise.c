@@ -44,6 +44,8 @@ struct vram_supervisor {
 	struct event_base *base; /* borrowed */
 	struct event *sigchld;
 	struct vram_child *children; /* not reaped yet */
+	vram_reaped_cb reaped_other; /* pids that are not children of ours; may be NULL */
+	void *reaped_other_arg;
 	size_t n_children;
 };
 
@@ -195,7 +197,8 @@ static void on_sigchld(evutil_socket_t sig, short what, void *arg)
 		while (c && c->pid != pid)
 			c = c->next;
 		if (!c) {
-			vram_debug("reaped pid %d, not a workload process", (int)pid);
+			if (!s->reaped_other || !s->reaped_other(pid, status, s->reaped_other_arg))
+				vram_debug("reaped pid %d, not a workload process", (int)pid);
 			continue;
 		}
 		if (c->out_fd >= 0)
@@ -480,4 +483,10 @@ char *vram_wait_status_format(int wait_status, char *buf, size_t size)
 	else
 		snprintf(buf, size, "wait status 0x%x", (unsigned)wait_status);
 	return buf;
+}
+
+void vram_supervisor_set_reaped_other(struct vram_supervisor *s, vram_reaped_cb cb, void *arg)
+{
+	s->reaped_other = cb;
+	s->reaped_other_arg = arg;
 }

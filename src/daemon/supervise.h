@@ -74,6 +74,15 @@ void vram_supervisor_free(struct vram_supervisor *s);
 /* Number of children not reaped yet. */
 size_t vram_supervisor_live(const struct vram_supervisor *s);
 
+/*
+ * The reaper collects every child of the daemon (waitpid(-1)); a pid that is
+ * not a workload process goes to cb (for modules that spawn commands of
+ * their own, such as the MPS control commands), which returns whether it
+ * knew the pid. cb NULL: such pids are dropped.
+ */
+typedef bool (*vram_reaped_cb)(pid_t pid, int wait_status, void *arg);
+void vram_supervisor_set_reaped_other(struct vram_supervisor *s, vram_reaped_cb cb, void *arg);
+
 struct vram_spawn {
 	char *const *argv;  /* borrowed; NULL-terminated, ${VAR} substituted from the final env */
 	char *const *env;   /* borrowed; "KEY=VALUE" set on top of the daemon's environment */

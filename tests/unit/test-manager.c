@@ -5,7 +5,11 @@
  * simulated GPU memory following each step; wrong-state and unknown-workload
  * errors; a kill -9 followed by a restart with backoff; idle offload that a
  * request in flight holds off; eviction of an idle workload to make room;
- * events; shutdown with no child left.
+ * events; shutdown with no child left; share: mps against a stand-in
+ * nvidia-cuda-mps-control (one daemon for both replicas, each client with its
+ * MPS variables, the daemon quits with the workload; a crash fails the
+ * workload with the MPS log and restarts it; fallback exclusive without the
+ * binary, and a clear failure without the fallback).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -28,6 +32,7 @@
 
 #define GiB VRAM_GiB
 #define DEMO VRAM_BUILD_ROOT "/src/demo/vram-demo-server"
+#define FAKE_MPS VRAM_SOURCE_ROOT "/tests/unit/data/mps-fake-control"
 
 struct ctx {
 	struct event_base *base;
@@ -511,6 +516,191 @@ static void test_restore_onto_another_gpu(void **state)
 	assert_int_equal(gpu_used(c, 0), 22 * GiB);
 }
 
+/* ---- share: mps ---- */
+
+static char *slurp_file(const char *path, size_t *ret_len)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return NULL;
+	char *buf = calloc(1, 1 << 16);
+	size_t n = buf ? fread(buf, 1, (1 << 16) - 1, f) : 0;
+	fclose(f);
+	if (ret_len)
+		*ret_len = n;
+	return buf;
+}
+
+/* The value of name in the environment of pid, or "" (static buffer). */
+static const char *env_of(pid_t pid, const char *name)
+{
+	static char val[512];
+	char path[64];
+	size_t len = 0;
+	snprintf(path, sizeof(path), "/proc/%d/environ", (int)pid);
+	char *env = slurp_file(path, &len);
+	val[0] = '\0';
+	for (size_t off = 0; env && off < len; off += strlen(env + off) + 1) {
+		size_t n = strlen(name);
+		if (strncmp(env + off, name, n) == 0 && env[off + n] == '=')
+			snprintf(val, sizeof(val), "%s", env + off + n + 1);
+	}
+	free(env);
+	return val;
+}
+
+static json_t *mps_daemons(struct ctx *c)
+{
+	json_t *st = vram_manager_status_json(c->m);
+	json_t *d = json_incref(json_object_get(json_object_get(st, "mps"), "daemons"));
+	json_decref(st);
+	return d;
+}
+
+static bool no_mps_daemon(struct ctx *c, const void *arg)
+{
+	json_t *d = mps_daemons(c);
+	size_t n = json_array_size(d);
+	json_decref(d);
+	return n == 0;
+}
+
+static const char mps_workload[] =
+	"  rerank:\n"
+	"    cmd: [" DEMO ", --port, \"${PORT}\", --load-time, 50ms]\n"
+	"    memory: 2GiB\n"
+	"    gpus: [0]\n"
+	"    replicas: 2\n"
+	"    share: mps\n"
+	"    compute: 50\n";
+
+static void test_mps_two_replicas_one_daemon(void **state)
+{
+	struct ctx *c = *state;
+	setenv("VRAM_MPS_CONTROL", FAKE_MPS, 1);
+	start_manager(c, "2x24GiB", mps_workload);
+	assert_int_equal(act_wait(c, "rerank", VRAM_ACTION_START), 200);
+
+	json_t *d = mps_daemons(c);
+	assert_int_equal(json_array_size(d), 1);
+	json_t *d0 = json_array_get(d, 0);
+	assert_string_equal(json_string_value(json_object_get(d0, "state")), "running");
+	pid_t ctl = (pid_t)json_integer_value(json_object_get(d0, "control_pid"));
+	assert_true(ctl > 0);
+	assert_int_equal(json_array_size(json_object_get(d0, "clients")), 2);
+	char pipe_dir[512];
+	snprintf(pipe_dir, sizeof(pipe_dir), "%s", json_string_value(json_object_get(d0, "pipe_dir")));
+	json_decref(d);
+
+	json_t *w = vram_manager_workload_json(c->m, "rerank");
+	json_t *mps = json_object_get(w, "mps");
+	assert_true(json_is_true(json_object_get(mps, "used")));
+	json_t *clients = json_object_get(mps, "clients");
+	assert_int_equal(json_array_size(clients), 2);
+	for (size_t i = 0; i < 2; i++) {
+		json_t *cl = json_array_get(clients, i);
+		pid_t pid = (pid_t)json_integer_value(json_object_get(cl, "pid"));
+		assert_true(pid > 0);
+		assert_int_equal(json_integer_value(json_object_get(cl, "control_pid")), ctl);
+		assert_string_equal(json_string_value(json_object_get(cl, "mem_limit")), "0=2G");
+		assert_int_equal(json_integer_value(json_object_get(cl, "compute_percent")), 50);
+		/* what the process really got */
+		assert_string_equal(env_of(pid, "CUDA_MPS_PIPE_DIRECTORY"), pipe_dir);
+		assert_string_equal(env_of(pid, "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"), "0=2G");
+		assert_string_equal(env_of(pid, "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"), "50");
+		assert_non_null(strstr(env_of(pid, "CUDA_VISIBLE_DEVICES"), "GPU-"));
+	}
+	json_decref(w);
+	char path[512];
+	snprintf(path, sizeof(path), "%s/mps/gpu0/log/calls.log", c->dir);
+	char *calls = slurp_file(path, NULL);
+	assert_non_null(calls);
+	assert_non_null(strstr(calls, "start args=-d"));
+	assert_null(strstr(strstr(calls, "start args=-d") + 1, "start args=-d")); /* once */
+	free(calls);
+
+	/* the workload stops: its clients go, and the daemon quits with the last */
+	assert_int_equal(act_wait(c, "rerank", VRAM_ACTION_STOP), 200);
+	assert_true(run_until(c, no_mps_daemon, NULL, 10));
+	for (int i = 0; i < 200 && kill(ctl, 0) == 0; i++)
+		usleep(10000);
+	assert_int_equal(kill(ctl, 0), -1);
+	unsetenv("VRAM_MPS_CONTROL");
+}
+
+static bool mps_crashed_and_back(struct ctx *c, const void *arg)
+{
+	return wl_int(c, "rerank", "restarts") >= 1 && in_state(c, (const char *const[]){"rerank", "ready"});
+}
+
+static void test_mps_crash_fails_and_restarts(void **state)
+{
+	struct ctx *c = *state;
+	setenv("VRAM_MPS_CONTROL", FAKE_MPS, 1);
+	start_manager(c, "2x24GiB", mps_workload);
+	assert_int_equal(vram_manager_subscribe(c->m, on_event, c, NULL), 0);
+	assert_int_equal(act_wait(c, "rerank", VRAM_ACTION_START), 200);
+	json_t *d = mps_daemons(c);
+	pid_t ctl = (pid_t)json_integer_value(json_object_get(json_array_get(d, 0), "control_pid"));
+	json_decref(d);
+	assert_true(ctl > 0);
+	kill(ctl, SIGKILL);
+	const char *failed[] = {"rerank", "failed"};
+	assert_true(run_until(c, in_state, failed, 10));
+	json_t *w = vram_manager_workload_json(c->m, "rerank");
+	assert_non_null(strstr(json_string_value(json_object_get(w, "last_error")), "MPS control daemon died"));
+	assert_non_null(strstr(json_string_value(json_object_get(w, "log_tail")), "[fake] control daemon"));
+	assert_false(json_is_null(json_object_get(w, "next_restart_seconds"))); /* on-failure */
+	json_decref(w);
+	/* restarted per its policy, with a new MPS daemon */
+	assert_true(run_until(c, mps_crashed_and_back, NULL, 15));
+	d = mps_daemons(c);
+	pid_t again = (pid_t)json_integer_value(json_object_get(json_array_get(d, 0), "control_pid"));
+	json_decref(d);
+	assert_true(again > 0 && again != ctl);
+	assert_int_equal(act_wait(c, "rerank", VRAM_ACTION_STOP), 200);
+	assert_true(run_until(c, no_mps_daemon, NULL, 10));
+	unsetenv("VRAM_MPS_CONTROL");
+}
+
+static void test_mps_missing(void **state)
+{
+	struct ctx *c = *state;
+	char two[1024];
+	snprintf(two, sizeof(two),
+		 "%s"
+		 "    fallback: exclusive\n"
+		 "  strict:\n"
+		 "    cmd: [%s, --port, \"${PORT}\", --load-time, 50ms]\n"
+		 "    memory: 2GiB\n"
+		 "    share: mps\n",
+		 mps_workload, DEMO);
+	setenv("VRAM_MPS_CONTROL", "/no-such-dir/nvidia-cuda-mps-control", 1);
+	start_manager(c, "2x24GiB", two);
+	/* fallback exclusive: runs, without MPS, and says so */
+	assert_int_equal(act_wait(c, "rerank", VRAM_ACTION_START), 200);
+	json_t *w = vram_manager_workload_json(c->m, "rerank");
+	json_t *mps = json_object_get(w, "mps");
+	assert_true(json_is_false(json_object_get(mps, "used")));
+	assert_non_null(strstr(json_string_value(json_object_get(mps, "why")), "fallback exclusive"));
+	pid_t pid = (pid_t)json_integer_value(json_object_get(w, "pid"));
+	assert_true(pid > 0);
+	assert_string_equal(env_of(pid, "CUDA_MPS_PIPE_DIRECTORY"), "");
+	json_decref(w);
+	/* no fallback: a clear failed state */
+	assert_int_equal(act_wait(c, "strict", VRAM_ACTION_START), 500);
+	assert_string_equal(c->res.state, "failed");
+	assert_non_null(strstr(c->res.message, "share: mps needs"));
+	assert_non_null(strstr(c->res.message, "set fallback: exclusive to run without MPS"));
+	w = vram_manager_workload_json(c->m, "strict");
+	assert_true(json_is_null(json_object_get(w, "next_restart_seconds")));
+	json_decref(w);
+	json_t *st = vram_manager_status_json(c->m);
+	assert_true(json_is_false(json_object_get(json_object_get(st, "mps"), "available")));
+	json_decref(st);
+	unsetenv("VRAM_MPS_CONTROL");
+}
+
 static void on_shut_down(void *arg)
 {
 	((struct ctx *)arg)->shut_down = true;
@@ -548,6 +738,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_start_failure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shutdown, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restore_onto_another_gpu, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_mps_two_replicas_one_daemon, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_mps_crash_fails_and_restarts, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_mps_missing, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
