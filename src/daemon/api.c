@@ -27,6 +27,7 @@
 #include "common/units.h"
 #include "daemon/http.h"
 #include "daemon/manager.h"
+#include "daemon/mcp.h"
 
 struct pending;
 struct sse_client;
@@ -43,6 +44,7 @@ struct vram_api {
 	struct status_blob *status;    /* the last /api/status reply, or NULL */
 	uint64_t status_built_ms;      /* ms, monotonic, when it was built */
 	struct vram_manager_sub *status_sub; /* state changes drop it */
+	struct vram_mcp *mcp;          /* the MCP server at /mcp */
 };
 
 /*
@@ -77,6 +79,10 @@ static int h_events(struct vram_api_call *c, json_t **ret);
 static int h_compat_status(struct vram_api_call *c, json_t **ret);
 static int h_compat_action(struct vram_api_call *c, json_t **ret);
 static int h_compat_timeout(struct vram_api_call *c, json_t **ret);
+static int h_mcp(struct vram_api_call *c, json_t **ret);
+static int compat_act(struct vram_api *api, struct evhttp_request *req, enum vram_action action,
+		      const char *only, vram_api_compat_cb cb, void *cb_arg, struct pending **ret_p,
+		      json_t **ret);
 
 static const struct vram_api_route routes[] = {
 	{ VRAM_API_GET, "/healthz", h_healthz, 0 },
@@ -94,6 +100,7 @@ static const struct vram_api_route routes[] = {
 	{ VRAM_API_POST, "/api/gpu/offload", h_compat_action, VRAM_ACTION_OFFLOAD },
 	{ VRAM_API_POST, "/api/gpu/release", h_compat_action, VRAM_ACTION_RELEASE },
 	{ VRAM_API_POST, "/api/gpu/timeout", h_compat_timeout, 0 },
+	{ VRAM_API_GET | VRAM_API_POST | VRAM_API_DELETE, "/mcp", h_mcp, 0 },
 };
 
 static const char *const action_names[] = {
@@ -477,10 +484,12 @@ struct pending {
 	json_t *results;     /* array of result objects, in the order they came */
 	int worst_status;    /* first failure's status, 200 when all succeeded */
 	json_t *first_error; /* error object of the first failure */
+	vram_api_compat_cb cb; /* instead of req: who gets the compat reply */
+	void *cb_arg;
 	struct pending_item items[];
 };
 
-static json_t *result_json(const struct vram_action_result *res, enum vram_action action)
+json_t *vram_api_action_result_json(const struct vram_action_result *res, enum vram_action action)
 {
 	return json_pack("{s:s, s:s, s:s?, s:f, s:I, s:s?, s:s, s:b}", "workload",
 			 res->workload ? res->workload : "", "action", action_names[action], "state",
@@ -507,7 +516,8 @@ static void pending_free(struct pending *p)
 	free(p);
 }
 
-static void pending_reply(struct pending *p)
+/* The reply to a pending request once every outcome is in (new reference). */
+static json_t *pending_body(struct pending *p, int *ret_status)
 {
 	json_t *body;
 	int status = p->worst_status;
@@ -535,7 +545,18 @@ static void pending_reply(struct pending *p)
 		}
 		body = json_pack("{s:o}", "error", err);
 	}
-	vram_http_reply_json(p->req, status, body);
+	*ret_status = status;
+	return body;
+}
+
+static void pending_reply(struct pending *p)
+{
+	int status;
+	json_t *body = pending_body(p, &status);
+	if (p->cb)
+		p->cb(status, body, p->cb_arg);
+	else
+		vram_http_reply_json(p->req, status, body);
 	json_decref(body);
 }
 
@@ -544,7 +565,7 @@ static void on_action_done(const struct vram_action_result *res, void *arg)
 	struct pending_item *it = arg;
 	struct pending *p = it->p;
 	it->waiter = NULL;
-	json_array_append_new(p->results, result_json(res, p->action));
+	json_array_append_new(p->results, vram_api_action_result_json(res, p->action));
 	if (res->error && p->worst_status == 200) {
 		p->worst_status = res->http_status >= 400 ? res->http_status
 							  : status_of_errno(res->error);
@@ -556,7 +577,8 @@ static void on_action_done(const struct vram_action_result *res, void *arg)
 	if (--p->n_left > 0)
 		return;
 	pending_unlink(p);
-	vram_http_unwatch(p->req);
+	if (p->req)
+		vram_http_unwatch(p->req);
 	pending_reply(p);
 	pending_free(p);
 }
@@ -566,13 +588,7 @@ static void on_pending_close(struct evhttp_connection *evcon, void *arg)
 {
 	struct pending *p = arg;
 	vram_http_release_detached(p->req);
-	for (size_t i = 0; i < p->n_items; i++)
-		if (p->items[i].waiter) {
-			vram_manager_waiter_cancel(p->items[i].waiter);
-			p->items[i].waiter = NULL;
-		}
-	pending_unlink(p);
-	pending_free(p);
+	vram_api_compat_cancel((struct vram_api_compat *)p);
 }
 
 static struct pending *pending_new(struct vram_api *api, struct evhttp_request *req,
@@ -683,17 +699,51 @@ static int h_compat_action(struct vram_api_call *c, json_t **ret)
 	int st = call_object(c, false, fields, &obj, ret);
 	if (st)
 		return st;
-	const char *only = NULL;
 	json_t *wv = obj ? json_object_get(obj, "workload") : NULL;
-	if (wv && !json_is_null(wv)) {
-		if (!json_is_string(wv)) {
-			json_decref(obj);
-			return error_out(ret, 400, NULL, "workload: expected a workload name (string)");
-		}
-		only = json_string_value(wv);
-	}
-	if (api->n_pending >= VRAM_API_PENDING_MAX) {
+	if (wv && !json_is_null(wv) && !json_is_string(wv)) {
 		json_decref(obj);
+		return error_out(ret, 400, NULL, "workload: expected a workload name (string)");
+	}
+	st = compat_act(api, c->req, action, json_string_value(wv), NULL, NULL, NULL, ret);
+	json_decref(obj);
+	return st;
+}
+
+int vram_api_compat_act(struct vram_api *api, enum vram_action action, const char *only,
+			vram_api_compat_cb cb, void *arg, struct vram_api_compat **ret_handle,
+			json_t **ret_body)
+{
+	struct pending *p = NULL;
+	int st = compat_act(api, NULL, action, only, cb, arg, &p, ret_body);
+	if (st == 0)
+		*ret_handle = (struct vram_api_compat *)p;
+	return st;
+}
+
+void vram_api_compat_cancel(struct vram_api_compat *h)
+{
+	struct pending *p = (struct pending *)h;
+	if (!p)
+		return;
+	for (size_t i = 0; i < p->n_items; i++)
+		if (p->items[i].waiter) {
+			vram_manager_waiter_cancel(p->items[i].waiter);
+			p->items[i].waiter = NULL;
+		}
+	pending_unlink(p);
+	pending_free(p);
+}
+
+/*
+ * The compat offload/release for the workload only (NULL = all it applies
+ * to). The outcome goes to req, or to cb when req is NULL (then *ret_p gets
+ * the handle). Returns a status with *ret set when answered at once, or 0.
+ */
+static int compat_act(struct vram_api *api, struct evhttp_request *req, enum vram_action action,
+		      const char *only, vram_api_compat_cb cb, void *cb_arg, struct pending **ret_p,
+		      json_t **ret)
+{
+	if (api->n_pending >= VRAM_API_PENDING_MAX) {
 		return error_out(ret, 503, "busy", "too many requests waiting for actions (%d)",
 				 VRAM_API_PENDING_MAX);
 	}
@@ -704,9 +754,7 @@ static int h_compat_action(struct vram_api_call *c, json_t **ret)
 		json_t *w = vram_manager_workload_json(api->m, only);
 		if (!w) {
 			json_decref(names);
-			int r = unknown_workload(api, ret, only);
-			json_decref(obj);
-			return r;
+			return unknown_workload(api, ret, only);
 		}
 		json_decref(w);
 		json_array_append_new(names, json_string(only));
@@ -729,9 +777,6 @@ static int h_compat_action(struct vram_api_call *c, json_t **ret)
 		}
 		json_decref(status);
 	}
-	json_decref(obj);
-	obj = NULL;
-
 	size_t n = json_array_size(names);
 	if (n == 0) {
 		json_decref(names);
@@ -741,12 +786,14 @@ static int h_compat_action(struct vram_api_call *c, json_t **ret)
 				 "results");
 		return 200;
 	}
-	struct pending *p = pending_new(api, c->req, action, n);
+	struct pending *p = pending_new(api, req, action, n);
 	if (!p) {
 		json_decref(names);
 		return error_out(ret, 500, NULL, "out of memory");
 	}
 	p->compat = true;
+	p->cb = cb;
+	p->cb_arg = cb_arg;
 	size_t started = 0;
 	char err[1024];
 	for (size_t i = 0; i < n; i++) {
@@ -776,12 +823,21 @@ static int h_compat_action(struct vram_api_call *c, json_t **ret)
 	status_drop(api);
 	if (started == 0) {
 		/* Nothing under way: answer now. */
-		pending_reply(p);
+		int st = 0;
+		if (cb)
+			*ret = pending_body(p, &st);
+		else
+			pending_reply(p);
 		pending_free(p);
-		return 0;
+		if (cb && !*ret)
+			return error_out(ret, 500, NULL, "out of memory");
+		return st;
 	}
 	pending_link(p);
-	vram_http_watch_close(c->req, on_pending_close, p);
+	if (req)
+		vram_http_watch_close(req, on_pending_close, p);
+	else
+		*ret_p = p;
 	return 0;
 }
 
@@ -832,6 +888,14 @@ static int h_compat_timeout(struct vram_api_call *c, json_t **ret)
 	int st = call_object(c, true, fields, &obj, ret);
 	if (st)
 		return st;
+	st = vram_api_compat_timeout(c->api, obj, ret);
+	json_decref(obj);
+	return st;
+}
+
+int vram_api_compat_timeout(struct vram_api *api, json_t *obj, json_t **ret)
+{
+	int st;
 	char msg[512];
 	uint64_t ms;
 	json_t *t = json_object_get(obj, "timeout");
@@ -861,13 +925,11 @@ static int h_compat_timeout(struct vram_api_call *c, json_t **ret)
 	if (ms == 0)
 		ms = VRAM_DURATION_NEVER;
 	char err[1024] = "";
-	int r = vram_manager_set_idle(c->api->m, name, VRAM_IDLE_KEEP, ms, err, sizeof(err));
-	if (r < 0) {
-		json_decref(obj);
+	int r = vram_manager_set_idle(api->m, name, VRAM_IDLE_KEEP, ms, err, sizeof(err));
+	if (r < 0)
 		return error_out(ret, status_of_errno(r), code_of_errno(r), "%s",
 				 *err ? err : strerror(-r));
-	}
-	status_drop(c->api);
+	status_drop(api);
 	json_t *tv = ms == VRAM_DURATION_NEVER ? json_integer(0) : json_real((double)ms / 1000.0);
 	char fmt[32];
 	snprintf(msg, sizeof(msg), "idle release timeout set to %s",
@@ -875,13 +937,19 @@ static int h_compat_timeout(struct vram_api_call *c, json_t **ret)
 					   : vram_units_format_duration_ms(ms, fmt, sizeof(fmt)));
 	*ret = json_pack("{s:b, s:s, s:o, s:s?}", "success", 1, "message", msg, "timeout", tv,
 			 "workload", name);
-	json_decref(obj);
 	return 200;
 
 out_bad:
-	json_decref(obj);
 	*ret = vram_http_error_json(st, NULL, msg);
 	return st;
+}
+
+/* ------------------------------------------------------------------- MCP */
+
+static int h_mcp(struct vram_api_call *c, json_t **ret)
+{
+	vram_mcp_handle_http(c->api->mcp, c->req, c->body, c->body_len, c->body_error);
+	return 0;
 }
 
 /* ------------------------------------------------------------------ logs */
@@ -1152,6 +1220,11 @@ int vram_api_new(struct event_base *base, struct vram_manager *m, struct vram_ap
 		free(api);
 		return -ENOMEM;
 	}
+	if (vram_mcp_new(base, m, api, &api->mcp) < 0) {
+		vram_manager_unsubscribe(api->status_sub);
+		free(api);
+		return -ENOMEM;
+	}
 	*ret = api;
 	return 0;
 }
@@ -1161,6 +1234,7 @@ void vram_api_close_clients(struct vram_api *api)
 	if (!api)
 		return;
 	api->closing = true;
+	vram_mcp_close_clients(api->mcp);
 	while (api->sse) {
 		struct sse_client *s = api->sse;
 		struct evhttp_connection *evcon = evhttp_request_get_connection(s->req);
@@ -1177,10 +1251,18 @@ void vram_api_close_clients(struct vram_api *api)
 				p->items[i].waiter = NULL;
 			}
 		pending_unlink(p);
-		vram_http_unwatch(p->req);
-		vram_http_reply_error(p->req, 503, "shutting_down",
-				      "vramd is shutting down; the %s goes on or stops with it",
-				      action_names[p->action]);
+		char msg[128];
+		snprintf(msg, sizeof(msg), "vramd is shutting down; the %s goes on or stops with it",
+			 action_names[p->action]);
+		if (p->cb) {
+			json_t *body = json_pack("{s:b, s:s, s:[]}", "success", 0, "message", msg,
+						 "results");
+			p->cb(503, body, p->cb_arg);
+			json_decref(body);
+		} else {
+			vram_http_unwatch(p->req);
+			vram_http_reply_error(p->req, 503, "shutting_down", "%s", msg);
+		}
 		pending_free(p);
 	}
 }
@@ -1190,6 +1272,7 @@ void vram_api_free(struct vram_api *api)
 	if (!api)
 		return;
 	vram_api_close_clients(api);
+	vram_mcp_free(api->mcp);
 	vram_manager_unsubscribe(api->status_sub);
 	status_drop(api);
 	free(api);

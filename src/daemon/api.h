@@ -14,6 +14,7 @@
  *   GET  /api/workloads/{name}/logs      [?tail=N]
  *   GET  /api/events                     server-sent events
  *   GET  /api/gpu/status, POST /api/gpu/offload|release|timeout   (TTS-style)
+ *   POST /mcp (GET, DELETE)              the MCP server, see mcp.h
  *
  * A call that is refused (bad JSON, unknown field, unknown workload, wrong
  * state) changes nothing.
@@ -25,6 +26,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "daemon/manager.h"
 
 struct event_base;
 struct evhttp_request;
@@ -117,6 +120,32 @@ int vram_api_new(struct event_base *base, struct vram_manager *m, struct vram_ap
 void vram_api_close_clients(struct vram_api *api);
 /* Calls vram_api_close_clients and frees. Accepts NULL. */
 void vram_api_free(struct vram_api *api);
+
+/*
+ * The compatibility routes' logic, for other front ends (MCP) that must mean
+ * the same thing.
+ *
+ * vram_api_compat_act: offload or release the workload only (NULL = every
+ * workload the action applies to). Returns an HTTP status with *ret_body set
+ * (new reference) when it is answered at once (nothing to do, unknown
+ * workload, busy); or 0, and later calls cb(status, body, arg) exactly once
+ * (body borrowed for the call, the shape of POST /api/gpu/offload) unless
+ * the handle is cancelled first; *ret_handle is valid until then.
+ */
+struct vram_api_compat;
+typedef void (*vram_api_compat_cb)(int status, json_t *body, void *arg);
+int vram_api_compat_act(struct vram_api *api, enum vram_action action, const char *only,
+			vram_api_compat_cb cb, void *arg, struct vram_api_compat **ret_handle,
+			json_t **ret_body);
+/* Drops the waiters (the actions go on); cb is not called. Accepts NULL. */
+void vram_api_compat_cancel(struct vram_api_compat *h);
+/*
+ * POST /api/gpu/timeout with its arguments {"timeout", "workload"} (borrowed,
+ * keys already checked). Returns an HTTP status; *ret_body is a new reference.
+ */
+int vram_api_compat_timeout(struct vram_api *api, json_t *args, json_t **ret_body);
+/* One action outcome as the REST API reports it (new reference). */
+json_t *vram_api_action_result_json(const struct vram_action_result *res, enum vram_action action);
 
 /* The request callback for vram_http_new (arg is the struct vram_api). */
 void vram_api_handle(struct evhttp_request *req, bool trusted, void *arg);

@@ -1,0 +1,1125 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The MCP server; see mcp.h. Messages are checked in the order JSON-RPC
+ * asks (parse, shape, method, params) and each failure has its own code, so
+ * that a client can tell a broken message from a broken call. A tool that
+ * runs but fails (unknown workload, wrong state, no room) answers a result
+ * with isError and a sentence a person can act on.
+ */
+#include "daemon/mcp.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "common/log.h"
+#include "common/units.h"
+#include "config/config.h"
+#include "core/plan.h"
+#include "daemon/api.h"
+#include "daemon/http.h"
+#include "daemon/manager.h"
+
+const char *const vram_mcp_versions[] = { "2025-06-18", "2025-11-25", VRAM_MCP_VERSION_STATELESS,
+					  NULL };
+#define LATEST_VERSION VRAM_MCP_VERSION_STATELESS
+#ifndef VRAM_VERSION
+#define VRAM_VERSION "unknown"
+#endif
+#define META_VERSION_KEY "io.modelcontextprotocol/protocolVersion"
+
+struct session {
+	char id[VRAM_MCP_SESSION_ID_LEN + 1];
+	char version[16];
+	uint64_t last_used_ms; /* ms, monotonic */
+	struct session *prev, *next;
+};
+
+struct vram_mcp {
+	struct event_base *base;  /* borrowed */
+	struct vram_manager *m;   /* borrowed, may be NULL */
+	struct vram_api *api;     /* borrowed, may be NULL */
+	json_t *tools;            /* the tools/list array */
+	struct session *sessions; /* most recently used first */
+	size_t n_sessions;
+	struct vram_mcp_call *calls; /* waiting tool calls (list) */
+	size_t n_calls;
+	struct http_wait *http;   /* HTTP requests waiting for a call (list) */
+	bool closing;
+};
+
+struct vram_mcp_call {
+	struct vram_mcp *mcp;
+	struct vram_mcp_call *prev, *next;
+	json_t *id;
+	vram_mcp_reply_cb cb;
+	void *arg;
+	enum vram_action action;
+	char workload[VRAM_CONFIG_NAME_MAX + 1];
+	unsigned wait_s;
+	struct vram_manager_waiter *waiter; /* a workload action, or NULL */
+	struct vram_api_compat *compat;     /* a compat offload/release, or NULL */
+	struct event *timer;                /* the wait bound */
+};
+
+/* ------------------------------------------------------------- revisions */
+
+bool vram_mcp_version_supported(const char *version)
+{
+	for (size_t i = 0; version && vram_mcp_versions[i]; i++)
+		if (strcmp(version, vram_mcp_versions[i]) == 0)
+			return true;
+	return false;
+}
+
+const char *vram_mcp_negotiate(const char *requested)
+{
+	for (size_t i = 0; requested && vram_mcp_versions[i]; i++)
+		if (strcmp(requested, vram_mcp_versions[i]) == 0)
+			return vram_mcp_versions[i];
+	return LATEST_VERSION;
+}
+
+bool vram_mcp_version_has_session(const char *version)
+{
+	return version && strcmp(version, VRAM_MCP_VERSION_STATELESS) != 0;
+}
+
+/* SEP-1303 (2025-11-25): bad tool arguments are a tool result, not a protocol error. */
+static bool args_errors_are_results(const char *version)
+{
+	return strcmp(version, "2025-06-18") != 0;
+}
+
+/* ------------------------------------------------------------------ tools */
+
+enum tool_kind {
+	TOOL_GPU_STATUS,
+	TOOL_COMPAT_ACTION,
+	TOOL_GPU_TIMEOUT,
+	TOOL_LIST,
+	TOOL_ACTION,
+	TOOL_PLAN,
+};
+
+struct tool {
+	const char *name;
+	const char *title;
+	const char *description;
+	const char *input_schema;  /* JSON text */
+	const char *output_schema; /* JSON text */
+	enum tool_kind kind;
+	enum vram_action action;
+};
+
+#define WORKLOAD_OPT "\"workload\": {\"type\": \"string\", \"description\": \"a workload name; all when left out\"}"
+#define WORKLOAD_REQ "\"workload\": {\"type\": \"string\", \"description\": \"the workload name (see list_workloads)\"}"
+#define WAIT_PROP                                                                          \
+	"\"timeout\": {\"type\": \"number\", \"minimum\": 1, \"maximum\": 3600, "              \
+	"\"description\": \"seconds to wait for the outcome (default 300); the action goes on after\"}"
+#define COMPAT_OUT                                                                         \
+	"{\"type\": \"object\", \"properties\": {\"success\": {\"type\": \"boolean\"}, "       \
+	"\"message\": {\"type\": \"string\"}, \"results\": {\"type\": \"array\"}}, "           \
+	"\"required\": [\"success\", \"message\"]}"
+#define ACTION_OUT                                                                         \
+	"{\"type\": \"object\", \"properties\": {\"workload\": {\"type\": \"string\"}, "       \
+	"\"action\": {\"type\": \"string\"}, \"state\": {\"type\": \"string\"}, "              \
+	"\"seconds\": {\"type\": \"number\"}, \"bytes\": {\"type\": \"integer\"}, "            \
+	"\"message\": {\"type\": \"string\"}, \"ok\": {\"type\": \"boolean\"}}, "              \
+	"\"required\": [\"workload\", \"action\", \"state\", \"ok\"]}"
+
+static const struct tool tools[] = {
+	{ "get_gpu_status", "GPU status",
+	  "Each workload's state, where its memory is (gpu, cpu or unloaded), its GPU memory in GiB "
+	  "and idle timers: the same object as GET /api/gpu/status.",
+	  "{\"type\": \"object\", \"properties\": {}, \"additionalProperties\": false}",
+	  "{\"type\": \"object\", \"additionalProperties\": {\"type\": \"object\"}}",
+	  TOOL_GPU_STATUS, 0 },
+	{ "offload_gpu", "Offload to host RAM",
+	  "Park a workload's GPU memory in host RAM (or every ready workload's when no workload is "
+	  "given); it is restored on its next request. Same as POST /api/gpu/offload.",
+	  "{\"type\": \"object\", \"properties\": {" WORKLOAD_OPT "}, \"additionalProperties\": false}",
+	  COMPAT_OUT, TOOL_COMPAT_ACTION, VRAM_ACTION_OFFLOAD },
+	{ "release_gpu", "Release GPU and host memory",
+	  "Stop a workload and free its GPU and host memory (or every loaded workload's when no "
+	  "workload is given); it starts again on its next request. Same as POST /api/gpu/release.",
+	  "{\"type\": \"object\", \"properties\": {" WORKLOAD_OPT "}, \"additionalProperties\": false}",
+	  COMPAT_OUT, TOOL_COMPAT_ACTION, VRAM_ACTION_RELEASE },
+	{ "update_gpu_timeout", "Set the idle release timeout",
+	  "Seconds of idle time before a workload (or every workload) is released; 0 means never. "
+	  "Same as POST /api/gpu/timeout.",
+	  "{\"type\": \"object\", \"properties\": {\"timeout\": {\"type\": [\"number\", \"string\"], "
+	  "\"description\": \"seconds (0 = never), or a duration like \\\"10m\\\" or \\\"never\\\"\"}, "
+	  WORKLOAD_OPT "}, \"required\": [\"timeout\"], \"additionalProperties\": false}",
+	  "{\"type\": \"object\", \"properties\": {\"success\": {\"type\": \"boolean\"}, "
+	  "\"message\": {\"type\": \"string\"}, \"timeout\": {\"type\": \"number\"}, "
+	  "\"workload\": {\"type\": \"string\"}}, \"required\": [\"success\", \"timeout\"]}",
+	  TOOL_GPU_TIMEOUT, 0 },
+	{ "list_workloads", "List workloads",
+	  "The GPUs and every workload with its state, placement, memory, idle timers and the "
+	  "models it serves: the same as GET /api/status.",
+	  "{\"type\": \"object\", \"properties\": {}, \"additionalProperties\": false}",
+	  "{\"type\": \"object\", \"properties\": {\"gpus\": {\"type\": \"array\"}, "
+	  "\"workloads\": {\"type\": \"array\"}}, \"required\": [\"gpus\", \"workloads\"]}",
+	  TOOL_LIST, 0 },
+	{ "start_workload", "Start a workload",
+	  "Start a stopped workload and wait until it is ready (bounded by timeout).",
+	  "{\"type\": \"object\", \"properties\": {" WORKLOAD_REQ ", " WAIT_PROP "}, "
+	  "\"required\": [\"workload\"], \"additionalProperties\": false}",
+	  ACTION_OUT, TOOL_ACTION, VRAM_ACTION_START },
+	{ "stop_workload", "Stop a workload",
+	  "Stop a workload (SIGTERM, then SIGKILL after its grace) and wait until it has stopped.",
+	  "{\"type\": \"object\", \"properties\": {" WORKLOAD_REQ ", " WAIT_PROP "}, "
+	  "\"required\": [\"workload\"], \"additionalProperties\": false}",
+	  ACTION_OUT, TOOL_ACTION, VRAM_ACTION_STOP },
+	{ "restore_workload", "Restore a workload",
+	  "Bring an offloaded workload back onto its GPUs and wait until it is ready.",
+	  "{\"type\": \"object\", \"properties\": {" WORKLOAD_REQ ", " WAIT_PROP "}, "
+	  "\"required\": [\"workload\"], \"additionalProperties\": false}",
+	  ACTION_OUT, TOOL_ACTION, VRAM_ACTION_RESTORE },
+	{ "plan", "Plan placement (dry run)",
+	  "Where every workload would go if all started at once, changing nothing: the daemon's "
+	  "config on its GPUs, or on hypothetical GPUs (\"4x40GiB\"), or another config (YAML text).",
+	  "{\"type\": \"object\", \"properties\": {\"gpus\": {\"type\": \"string\", "
+	  "\"description\": \"hypothetical GPUs like \\\"4x40GiB\\\" or \\\"1x24GiB,1x80GiB\\\"\"}, "
+	  "\"config\": {\"type\": \"string\", \"description\": \"a config file's text (YAML)\"}}, "
+	  "\"additionalProperties\": false}",
+	  "{\"type\": \"object\", \"properties\": {\"gpus\": {\"type\": \"array\"}, "
+	  "\"workloads\": {\"type\": \"array\"}, \"fits\": {\"type\": \"boolean\"}}, "
+	  "\"required\": [\"gpus\", \"workloads\", \"fits\"]}",
+	  TOOL_PLAN, 0 },
+};
+#define N_TOOLS (sizeof(tools) / sizeof(tools[0]))
+
+static const char *const action_verbs[] = {
+	[VRAM_ACTION_START] = "start",
+	[VRAM_ACTION_STOP] = "stop",
+	[VRAM_ACTION_OFFLOAD] = "offload",
+	[VRAM_ACTION_RESTORE] = "restore",
+	[VRAM_ACTION_RELEASE] = "release",
+};
+
+static const struct tool *tool_find(const char *name)
+{
+	for (size_t i = 0; i < N_TOOLS; i++)
+		if (strcmp(tools[i].name, name) == 0)
+			return &tools[i];
+	return NULL;
+}
+
+static const char *type_name(json_t *v)
+{
+	switch (json_typeof(v)) {
+	case JSON_OBJECT: return "object";
+	case JSON_ARRAY: return "array";
+	case JSON_STRING: return "string";
+	case JSON_INTEGER:
+	case JSON_REAL: return "number";
+	case JSON_TRUE:
+	case JSON_FALSE: return "boolean";
+	default: return "null";
+	}
+}
+
+static bool type_ok(json_t *v, const char *type)
+{
+	if (strcmp(type, "number") == 0)
+		return json_is_number(v);
+	if (strcmp(type, "integer") == 0)
+		return json_is_integer(v);
+	return strcmp(type, type_name(v)) == 0;
+}
+
+/*
+ * Checks args against one of our input schemas (the subset they use: type,
+ * properties, required, additionalProperties false, minimum, maximum).
+ * Returns true, or false with a message naming the argument.
+ */
+static bool args_valid(json_t *schema, json_t *args, char *msg, size_t msg_size)
+{
+	json_t *props = json_object_get(schema, "properties");
+	const char *key;
+	json_t *v;
+	json_object_foreach(args, key, v) {
+		json_t *p = json_object_get(props, key);
+		if (!p) {
+			size_t off = (size_t)snprintf(msg, msg_size, "unknown argument \"%.64s\" (expected ",
+						      key);
+			const char *k2;
+			json_t *p2;
+			bool first = true;
+			json_object_foreach(props, k2, p2) {
+				if (off >= msg_size)
+					break;
+				off += (size_t)snprintf(msg + off, msg_size - off, "%s\"%s\"",
+							first ? "" : ", ", k2);
+				first = false;
+			}
+			if (off < msg_size)
+				snprintf(msg + off, msg_size - off, "%s)", first ? "none" : "");
+			return false;
+		}
+		json_t *t = json_object_get(p, "type");
+		bool ok = false;
+		if (json_is_string(t)) {
+			ok = type_ok(v, json_string_value(t));
+		} else {
+			size_t i;
+			json_t *ti;
+			json_array_foreach(t, i, ti)
+				ok = ok || type_ok(v, json_string_value(ti));
+		}
+		if (!ok) {
+			char want[64] = "";
+			if (json_is_string(t))
+				snprintf(want, sizeof(want), "%s", json_string_value(t));
+			else
+				snprintf(want, sizeof(want), "%s or %s",
+					 json_string_value(json_array_get(t, 0)),
+					 json_string_value(json_array_get(t, 1)));
+			snprintf(msg, msg_size, "%s: expected a %s, got %s", key, want, type_name(v));
+			return false;
+		}
+		json_t *min = json_object_get(p, "minimum"), *max = json_object_get(p, "maximum");
+		if (json_is_number(v) &&
+		    ((min && json_number_value(v) < json_number_value(min)) ||
+		     (max && json_number_value(v) > json_number_value(max)) ||
+		     !isfinite(json_number_value(v)))) {
+			snprintf(msg, msg_size, "%s: expected a number from %g to %g, got %g", key,
+				 json_number_value(min), json_number_value(max), json_number_value(v));
+			return false;
+		}
+	}
+	size_t i;
+	json_t *r;
+	json_array_foreach(json_object_get(schema, "required"), i, r) {
+		if (!json_object_get(args, json_string_value(r))) {
+			snprintf(msg, msg_size, "%s: required", json_string_value(r));
+			return false;
+		}
+	}
+	return true;
+}
+
+/* ---------------------------------------------------------------- replies */
+
+/* result is borrowed. */
+static json_t *response(json_t *id, json_t *result)
+{
+	return json_pack("{s:s, s:O, s:O}", "jsonrpc", "2.0", "id", id ? id : json_null(), "result",
+			 result);
+}
+
+static json_t *error_response(json_t *id, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static json_t *error_response(json_t *id, int code, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return json_pack("{s:s, s:O, s:{s:i, s:s}}", "jsonrpc", "2.0", "id", id ? id : json_null(),
+			 "error", "code", code, "message", msg);
+}
+
+/*
+ * A tools/call result. structured (stolen, may be NULL) also goes into the
+ * text block as JSON unless text is given.
+ */
+static json_t *tool_result(json_t *structured, bool is_error, const char *text)
+{
+	char *dumped = NULL;
+	if (!text)
+		text = dumped = structured ? json_dumps(structured, VRAM_HTTP_JSON_FLAGS) : NULL;
+	json_t *r = json_pack("{s:[{s:s, s:s}], s:b}", "content", "type", "text", "text",
+			      text ? text : "", "isError", is_error);
+	if (r && structured)
+		json_object_set(r, "structuredContent", structured);
+	json_decref(structured);
+	free(dumped);
+	return r;
+}
+
+static json_t *tool_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static json_t *tool_error(const char *fmt, ...)
+{
+	char msg[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return tool_result(NULL, true, msg);
+}
+
+/* The message of a REST error body {"error": {"message"}}, or a fallback. */
+static const char *rest_message(json_t *body)
+{
+	const char *msg = json_string_value(json_object_get(json_object_get(body, "error"), "message"));
+	if (!msg)
+		msg = json_string_value(json_object_get(body, "message"));
+	return msg ? msg : "failed";
+}
+
+/* A compat route's reply as a tool result: isError unless it says success. */
+static json_t *compat_result(int status, json_t *body)
+{
+	if (status != 200 || !json_is_true(json_object_get(body, "success")))
+		return tool_error("%s", rest_message(body));
+	return tool_result(json_incref(body), false, NULL);
+}
+
+/* ------------------------------------------------------- calls that wait */
+
+static void call_unlink(struct vram_mcp_call *c)
+{
+	struct vram_mcp *mcp = c->mcp;
+	if (c->prev)
+		c->prev->next = c->next;
+	else if (mcp->calls == c)
+		mcp->calls = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->prev = c->next = NULL;
+	mcp->n_calls--;
+}
+
+static void call_free(struct vram_mcp_call *c)
+{
+	if (c->timer)
+		event_free(c->timer);
+	json_decref(c->id);
+	free(c);
+}
+
+/* Sends the result of a waiting call and frees it. result is stolen. */
+static void call_finish(struct vram_mcp_call *c, json_t *result)
+{
+	call_unlink(c);
+	json_t *resp = result ? response(c->id, result) : NULL;
+	if (!resp)
+		resp = error_response(c->id, VRAM_MCP_INTERNAL_ERROR, "out of memory");
+	c->cb(resp, c->arg);
+	json_decref(resp);
+	json_decref(result);
+	call_free(c);
+}
+
+/* Stops waiting for the action's outcome; the action goes on. */
+static void call_stop_waiting(struct vram_mcp_call *c)
+{
+	if (c->waiter)
+		vram_manager_waiter_cancel(c->waiter);
+	c->waiter = NULL;
+	if (c->compat)
+		vram_api_compat_cancel(c->compat);
+	c->compat = NULL;
+}
+
+void vram_mcp_call_cancel(struct vram_mcp_call *c)
+{
+	if (!c)
+		return;
+	call_stop_waiting(c);
+	call_unlink(c);
+	call_free(c);
+}
+
+static void on_action_done(const struct vram_action_result *res, void *arg)
+{
+	struct vram_mcp_call *c = arg;
+	c->waiter = NULL;
+	json_t *out = vram_api_action_result_json(res, c->action);
+	json_t *result = res->error ? tool_error("%s %s failed: %s", action_verbs[c->action],
+						 c->workload, res->message)
+				    : tool_result(out, false, NULL);
+	if (res->error)
+		json_decref(out);
+	call_finish(c, result);
+}
+
+static void on_compat_done(int status, json_t *body, void *arg)
+{
+	struct vram_mcp_call *c = arg;
+	c->compat = NULL;
+	call_finish(c, compat_result(status, body));
+}
+
+static void on_wait_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct vram_mcp_call *c = arg;
+	call_stop_waiting(c);
+	call_finish(c, tool_error("the %s of %s is not done after %u s; it goes on (see list_workloads)",
+				  action_verbs[c->action], c->workload[0] ? c->workload : "workloads",
+				  c->wait_s));
+}
+
+/* ------------------------------------------------------------ tool bodies */
+
+/* Builds the planner's GPUs from a "4x40GiB" list, or from the daemon's GPUs. */
+static int plan_gpus(struct vram_mcp *mcp, const char *list, uint64_t reserve,
+		     struct vram_plan_gpu *gpus, size_t *ret_n, char *msg, size_t msg_size)
+{
+	size_t n = 0;
+	if (list) {
+		uint64_t sizes[VRAM_PLAN_MAX_GPUS];
+		int k = vram_units_parse_gpu_list(list, sizes, VRAM_PLAN_MAX_GPUS);
+		if (k <= 0) {
+			snprintf(msg, msg_size,
+				 "gpus: expected a list like \"4x40GiB\" or \"1x24GiB,1x80GiB\", got \"%.64s\"",
+				 list);
+			return -EINVAL;
+		}
+		for (int i = 0; i < k; i++, n++) {
+			char b[32];
+			gpus[n] = (struct vram_plan_gpu){ .index = (unsigned)i, .total = sizes[i],
+							  .reserve = reserve };
+			snprintf(gpus[n].name, sizeof(gpus[n].name), "%s GPU",
+				 vram_units_format_bytes(sizes[i], b, sizeof(b)));
+		}
+	} else {
+		json_t *a = vram_manager_gpus_json(mcp->m);
+		size_t i;
+		json_t *g;
+		json_array_foreach(a, i, g) {
+			if (n >= VRAM_PLAN_MAX_GPUS)
+				break;
+			json_t *mem = json_object_get(g, "memory");
+			gpus[n] = (struct vram_plan_gpu){
+				.index = (unsigned)json_integer_value(json_object_get(g, "index")),
+				.total = (uint64_t)json_integer_value(json_object_get(mem, "total")),
+				.reserve = reserve,
+			};
+			const char *name = json_string_value(json_object_get(g, "name"));
+			snprintf(gpus[n].name, sizeof(gpus[n].name), "%s", name ? name : "GPU");
+			n++;
+		}
+		json_decref(a);
+	}
+	if (n == 0) {
+		snprintf(msg, msg_size, "no GPUs to plan on: give gpus, like \"4x40GiB\"");
+		return -EINVAL;
+	}
+	*ret_n = n;
+	return 0;
+}
+
+static json_t *run_plan(struct vram_mcp *mcp, json_t *args)
+{
+	const char *list = json_string_value(json_object_get(args, "gpus"));
+	json_t *text = json_object_get(args, "config");
+	struct vram_config *own = NULL;
+	const struct vram_config *cfg = NULL;
+	json_t *result = NULL;
+	if (text) {
+		char *error = NULL;
+		int r = vram_config_parse(json_string_value(text), json_string_length(text), "config",
+					  NULL, &own, &error);
+		if (r < 0) {
+			result = tool_error("config: %s", error ? error : strerror(-r));
+			free(error);
+			return result;
+		}
+		free(error);
+		cfg = own;
+	} else if (mcp->m) {
+		cfg = vram_manager_config(mcp->m);
+	}
+	if (!cfg)
+		return tool_error("no config to plan: give config");
+
+	struct vram_plan_gpu gpus[VRAM_PLAN_MAX_GPUS];
+	size_t n = 0;
+	char msg[512];
+	struct vram_plan_table *t = NULL;
+	if (plan_gpus(mcp, list, cfg->gpus.reserve, gpus, &n, msg, sizeof(msg)) < 0) {
+		result = tool_error("%s", msg);
+		goto out;
+	}
+	int r = vram_plan_config(cfg, gpus, n, &t);
+	if (r < 0) {
+		result = tool_error("plan: %s", strerror(-r));
+		goto out;
+	}
+	char *js = vram_plan_table_json(t);
+	char *table = vram_plan_table_format(t);
+	json_t *plan = js ? json_loads(js, 0, NULL) : NULL;
+	if (plan) {
+		bool fits = true;
+		for (size_t i = 0; i < t->n_rows; i++)
+			if (t->rows[i].result.outcome == VRAM_PLAN_REFUSED)
+				fits = false;
+		json_object_set_new(plan, "fits", json_boolean(fits));
+		result = tool_result(plan, false, table);
+	} else {
+		result = tool_error("plan: out of memory");
+	}
+	free(js);
+	free(table);
+out:
+	vram_plan_table_free(t);
+	vram_config_free(own);
+	return result;
+}
+
+/*
+ * Runs a tool whose arguments passed their schema. Returns the result (new
+ * reference), or NULL when c now waits (c has been linked; c->cb runs later).
+ */
+static json_t *run_tool(struct vram_mcp *mcp, const struct tool *t, json_t *args,
+			struct vram_mcp_call *c)
+{
+	if (!mcp->m || (!mcp->api && (t->kind == TOOL_COMPAT_ACTION || t->kind == TOOL_GPU_TIMEOUT)))
+		return t->kind == TOOL_PLAN ? run_plan(mcp, args) : tool_error("no daemon state here");
+	switch (t->kind) {
+	case TOOL_GPU_STATUS: {
+		json_t *s = vram_manager_compat_status_json(mcp->m);
+		return s ? tool_result(s, false, NULL) : tool_error("out of memory");
+	}
+	case TOOL_LIST: {
+		json_t *s = vram_manager_status_json(mcp->m);
+		return s ? tool_result(s, false, NULL) : tool_error("out of memory");
+	}
+	case TOOL_GPU_TIMEOUT: {
+		json_t *body = NULL;
+		int st = vram_api_compat_timeout(mcp->api, args, &body);
+		json_t *r = compat_result(st, body);
+		json_decref(body);
+		return r;
+	}
+	case TOOL_PLAN:
+		return run_plan(mcp, args);
+	case TOOL_COMPAT_ACTION:
+	case TOOL_ACTION:
+		break;
+	}
+
+	/* Actions that take time. */
+	if (mcp->n_calls >= VRAM_MCP_CALLS_MAX)
+		return tool_error("too many tool calls waiting for actions (%d); try again later",
+				  VRAM_MCP_CALLS_MAX);
+	const char *name = json_string_value(json_object_get(args, "workload"));
+	json_t *tv = json_object_get(args, "timeout");
+	c->action = t->action;
+	c->wait_s = tv ? (unsigned)ceil(json_number_value(tv)) : VRAM_MCP_WAIT_DEFAULT_S;
+	snprintf(c->workload, sizeof(c->workload), "%s", name ? name : "");
+	c->timer = evtimer_new(mcp->base, on_wait_timeout, c);
+	if (!c->timer)
+		return tool_error("out of memory");
+	/* Linked first: a callback may run before the action call returns. */
+	c->next = mcp->calls;
+	if (mcp->calls)
+		mcp->calls->prev = c;
+	mcp->calls = c;
+	mcp->n_calls++;
+
+	int r;
+	char err[1024] = "";
+	json_t *now = NULL;
+	if (t->kind == TOOL_COMPAT_ACTION) {
+		r = vram_api_compat_act(mcp->api, t->action, name, on_compat_done, c, &c->compat, &now);
+		if (r > 0) {
+			call_unlink(c);
+			json_t *res = compat_result(r, now);
+			json_decref(now);
+			return res;
+		}
+	} else {
+		r = vram_manager_act(mcp->m, name, t->action, on_action_done, c, &c->waiter, err,
+				     sizeof(err));
+		if (r < 0) {
+			call_unlink(c);
+			return tool_error("%s", *err ? err : strerror(-r));
+		}
+	}
+	struct timeval tv_wait = { (time_t)c->wait_s, 0 };
+	evtimer_add(c->timer, &tv_wait);
+	return NULL;
+}
+
+/* ------------------------------------------------------------- dispatch */
+
+static json_t *initialize_result(const char *version)
+{
+	return json_pack("{s:s, s:{s:{s:b}}, s:{s:s, s:s, s:s}, s:s}", "protocolVersion", version,
+			 "capabilities", "tools", "listChanged", 0, "serverInfo", "name", "vramd",
+			 "title", "vramd GPU workload manager", "version", VRAM_VERSION,
+			 "instructions",
+			 "vramd places model services on GPUs, starts them on first request, parks "
+			 "idle ones in host RAM and restores them on demand. Use list_workloads or "
+			 "get_gpu_status first; workload names come from there.");
+}
+
+int vram_mcp_dispatch(struct vram_mcp *mcp, json_t *msg, const char *version, vram_mcp_reply_cb cb,
+		      void *arg, struct vram_mcp_call **ret_call)
+{
+	json_t *resp = NULL, *result = NULL;
+	json_t *id = json_object_get(msg, "id");
+	if (!json_is_object(msg)) {
+		resp = error_response(NULL, VRAM_MCP_INVALID_REQUEST,
+				      json_is_array(msg) ? "batches are not supported in MCP %s"
+							 : "a JSON-RPC message must be an object (MCP %s)",
+				      version);
+		goto out_reply;
+	}
+	if (id && !json_is_string(id) && !json_is_integer(id)) {
+		resp = error_response(NULL, VRAM_MCP_INVALID_REQUEST,
+				      "id: expected a string or an integer, got %s", type_name(id));
+		goto out_reply;
+	}
+	const char *jsonrpc = json_string_value(json_object_get(msg, "jsonrpc"));
+	if (!jsonrpc || strcmp(jsonrpc, "2.0") != 0) {
+		resp = error_response(id, VRAM_MCP_INVALID_REQUEST, "jsonrpc: expected \"2.0\"");
+		goto out_reply;
+	}
+	json_t *mv = json_object_get(msg, "method");
+	if (!mv) {
+		/* A response to a request of ours: we send none; nothing to say. */
+		if (id && (json_object_get(msg, "result") || json_object_get(msg, "error")))
+			goto out_reply;
+		resp = error_response(id, VRAM_MCP_INVALID_REQUEST, "method: required");
+		goto out_reply;
+	}
+	if (!json_is_string(mv)) {
+		resp = error_response(id, VRAM_MCP_INVALID_REQUEST, "method: expected a string");
+		goto out_reply;
+	}
+	const char *method = json_string_value(mv);
+	json_t *params = json_object_get(msg, "params");
+	if (!id) {
+		/* Notifications (initialized, cancelled, …) need no answer. */
+		vram_debug("MCP notification %s", method);
+		goto out_reply;
+	}
+	if (params && !json_is_object(params)) {
+		resp = error_response(id, VRAM_MCP_INVALID_PARAMS, "params: expected an object");
+		goto out_reply;
+	}
+
+	if (strcmp(method, "initialize") == 0) {
+		json_t *pv = json_object_get(params, "protocolVersion");
+		if (!json_is_string(pv)) {
+			resp = error_response(id, VRAM_MCP_INVALID_PARAMS,
+					      "protocolVersion: required (a revision like \"%s\")",
+					      LATEST_VERSION);
+			goto out_reply;
+		}
+		result = initialize_result(vram_mcp_negotiate(json_string_value(pv)));
+	} else if (strcmp(method, "server/discover") == 0) {
+		result = initialize_result(version);
+		json_t *sv = json_array();
+		for (size_t i = 0; vram_mcp_versions[i]; i++)
+			json_array_append_new(sv, json_string(vram_mcp_versions[i]));
+		json_object_set_new(result, "supportedVersions", sv);
+	} else if (strcmp(method, "ping") == 0) {
+		result = json_object();
+	} else if (strcmp(method, "tools/list") == 0) {
+		result = json_pack("{s:O}", "tools", mcp->tools);
+	} else if (strcmp(method, "tools/call") == 0) {
+		json_t *nv = json_object_get(params, "name");
+		json_t *args = json_object_get(params, "arguments");
+		if (!json_is_string(nv)) {
+			resp = error_response(id, VRAM_MCP_INVALID_PARAMS, "name: required (a tool name)");
+			goto out_reply;
+		}
+		const struct tool *t = tool_find(json_string_value(nv));
+		if (!t) {
+			char names[512];
+			size_t off = 0;
+			for (size_t i = 0; i < N_TOOLS && off < sizeof(names); i++)
+				off += (size_t)snprintf(names + off, sizeof(names) - off, "%s%s",
+							i ? ", " : "", tools[i].name);
+			resp = error_response(id, VRAM_MCP_INVALID_PARAMS, "unknown tool \"%.64s\" (tools: %s)",
+					      json_string_value(nv), names);
+			goto out_reply;
+		}
+		if (args && !json_is_object(args) && !json_is_null(args)) {
+			resp = error_response(id, VRAM_MCP_INVALID_PARAMS,
+					      "arguments: expected an object, got %s", type_name(args));
+			goto out_reply;
+		}
+		json_t *empty = json_object();
+		if (!json_is_object(args))
+			args = empty;
+		char why[1024];
+		json_t *schema = json_object_get(json_array_get(mcp->tools, (size_t)(t - tools)),
+						 "inputSchema");
+		if (!args_valid(schema, args, why, sizeof(why))) {
+			json_decref(empty);
+			if (args_errors_are_results(version))
+				result = tool_error("%s: %s", t->name, why);
+			else
+				resp = error_response(id, VRAM_MCP_INVALID_PARAMS, "%s: %s", t->name, why);
+			goto out_reply;
+		}
+		struct vram_mcp_call *c = calloc(1, sizeof(*c));
+		if (!c) {
+			json_decref(empty);
+			resp = error_response(id, VRAM_MCP_INTERNAL_ERROR, "out of memory");
+			goto out_reply;
+		}
+		c->mcp = mcp;
+		c->id = json_incref(id);
+		c->cb = cb;
+		c->arg = arg;
+		result = run_tool(mcp, t, args, c);
+		json_decref(empty);
+		if (!result) {
+			if (ret_call)
+				*ret_call = c;
+			return 1;
+		}
+		call_free(c);
+	} else {
+		resp = error_response(id, VRAM_MCP_METHOD_NOT_FOUND, "method not found: %.64s", method);
+		goto out_reply;
+	}
+	if (!result)
+		resp = error_response(id, VRAM_MCP_INTERNAL_ERROR, "out of memory");
+
+out_reply:
+	if (result) {
+		resp = response(id, result);
+		json_decref(result);
+	}
+	cb(resp, arg);
+	json_decref(resp);
+	return 0;
+}
+
+/* ------------------------------------------------------ streamable HTTP */
+
+/* An HTTP request waiting for its call. */
+struct http_wait {
+	struct vram_mcp *mcp;
+	struct evhttp_request *req;
+	struct vram_mcp_call *call;
+	struct http_wait *prev, *next;
+	bool linked;
+};
+
+static uint64_t monotonic_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static struct session *session_find(struct vram_mcp *mcp, const char *id)
+{
+	for (struct session *s = mcp->sessions; s; s = s->next)
+		if (strcmp(s->id, id) == 0)
+			return s;
+	return NULL;
+}
+
+static void session_unlink(struct vram_mcp *mcp, struct session *s)
+{
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		mcp->sessions = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	s->prev = s->next = NULL;
+	mcp->n_sessions--;
+}
+
+static void session_push(struct vram_mcp *mcp, struct session *s)
+{
+	s->next = mcp->sessions;
+	if (mcp->sessions)
+		mcp->sessions->prev = s;
+	mcp->sessions = s;
+	mcp->n_sessions++;
+	s->last_used_ms = monotonic_ms();
+}
+
+/* A new session for version; the least recently used one goes when full. */
+static struct session *session_new(struct vram_mcp *mcp, const char *version)
+{
+	if (mcp->n_sessions >= VRAM_MCP_SESSIONS_MAX) {
+		struct session *last = mcp->sessions;
+		while (last && last->next)
+			last = last->next;
+		if (last) {
+			session_unlink(mcp, last);
+			free(last);
+		}
+	}
+	struct session *s = calloc(1, sizeof(*s));
+	unsigned char raw[VRAM_MCP_SESSION_ID_LEN / 2];
+	if (!s || getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw)) {
+		free(s);
+		return NULL;
+	}
+	for (size_t i = 0; i < sizeof(raw); i++)
+		snprintf(s->id + 2 * i, 3, "%02x", raw[i]);
+	snprintf(s->version, sizeof(s->version), "%s", version);
+	session_push(mcp, s);
+	return s;
+}
+
+/* A transport-level refusal: the HTTP status, with a JSON-RPC error body. */
+static void http_refuse(struct evhttp_request *req, int status, json_t *id, int code,
+			const char *msg)
+{
+	json_t *body = error_response(id, code, "%s", msg);
+	vram_http_reply_json(req, status, body);
+	json_decref(body);
+}
+
+/* Browsers send Origin; only pages served from loopback may call us. */
+static bool origin_ok(const char *origin)
+{
+	if (!origin)
+		return true;
+	const char *p = strstr(origin, "://");
+	if (!p)
+		return false;
+	p += 3;
+	char host[256];
+	size_t n;
+	if (*p == '[') {
+		const char *e = strchr(p, ']');
+		if (!e)
+			return false;
+		p++;
+		n = (size_t)(e - p);
+	} else {
+		n = strcspn(p, ":/");
+	}
+	if (n == 0 || n >= sizeof(host))
+		return false;
+	memcpy(host, p, n);
+	host[n] = '\0';
+	return vram_http_host_is_loopback(host);
+}
+
+static void http_wait_free(struct http_wait *w)
+{
+	struct vram_mcp *mcp = w->mcp;
+	if (w->linked) {
+		if (w->prev)
+			w->prev->next = w->next;
+		else
+			mcp->http = w->next;
+		if (w->next)
+			w->next->prev = w->prev;
+	}
+	free(w);
+}
+
+static void on_http_reply(json_t *resp, void *arg)
+{
+	struct http_wait *w = arg;
+	if (w->linked)
+		vram_http_unwatch(w->req);
+	if (resp)
+		vram_http_reply_json(w->req, 200, resp);
+	else
+		evhttp_send_reply(w->req, 202, "Accepted", NULL);
+	http_wait_free(w);
+}
+
+static void on_http_close(struct evhttp_connection *evcon, void *arg)
+{
+	struct http_wait *w = arg;
+	vram_http_release_detached(w->req);
+	vram_mcp_call_cancel(w->call);
+	http_wait_free(w);
+}
+
+void vram_mcp_handle_http(struct vram_mcp *mcp, struct evhttp_request *req, const char *body,
+			  size_t body_len, int body_error)
+{
+	struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+	if (!origin_ok(evhttp_find_header(in, "Origin"))) {
+		http_refuse(req, 403, NULL, VRAM_MCP_INVALID_REQUEST,
+			    "Origin not allowed: only pages served from loopback may call /mcp");
+		return;
+	}
+	const char *sid = evhttp_find_header(in, "Mcp-Session-Id");
+	const char *hv = evhttp_find_header(in, "MCP-Protocol-Version");
+	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+	if (cmd == EVHTTP_REQ_DELETE) {
+		struct session *s = sid ? session_find(mcp, sid) : NULL;
+		if (!s) {
+			http_refuse(req, sid ? 404 : 400, NULL, VRAM_MCP_INVALID_REQUEST,
+				    sid ? "no such session" : "Mcp-Session-Id: required");
+			return;
+		}
+		session_unlink(mcp, s);
+		free(s);
+		evhttp_send_reply(req, 204, "No Content", NULL);
+		return;
+	}
+	if (cmd != EVHTTP_REQ_POST) {
+		evhttp_add_header(out, "Allow", "POST, DELETE");
+		http_refuse(req, 405, NULL, VRAM_MCP_INVALID_REQUEST,
+			    "vramd offers no server-initiated stream: POST messages to /mcp");
+		return;
+	}
+	if (body_error == -E2BIG) {
+		char msg[128];
+		snprintf(msg, sizeof(msg), "the message is over %d bytes", VRAM_HTTP_BODY_MAX);
+		http_refuse(req, 413, NULL, VRAM_MCP_INVALID_REQUEST, msg);
+		return;
+	}
+	json_error_t jerr;
+	json_t *msg = json_loadb(body, body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+	if (!msg) {
+		char text[512];
+		snprintf(text, sizeof(text), "parse error at line %d, column %d: %s", jerr.line,
+			 jerr.column, jerr.text);
+		http_refuse(req, 400, NULL, VRAM_MCP_PARSE_ERROR, text);
+		return;
+	}
+	json_t *id = json_object_get(msg, "id");
+	const char *method = json_string_value(json_object_get(msg, "method"));
+	const char *version = NULL;
+	char text[256];
+	if (hv && !vram_mcp_version_supported(hv)) {
+		snprintf(text, sizeof(text),
+			 "unsupported MCP-Protocol-Version \"%.32s\" (supported: 2025-06-18, 2025-11-25, %s)",
+			 hv, VRAM_MCP_VERSION_STATELESS);
+		http_refuse(req, 400, id, VRAM_MCP_INVALID_REQUEST, text);
+		goto out;
+	}
+	if (method && strcmp(method, "initialize") == 0) {
+		const char *want = json_string_value(
+			json_object_get(json_object_get(msg, "params"), "protocolVersion"));
+		version = vram_mcp_negotiate(want);
+		if (want && vram_mcp_version_has_session(version)) {
+			struct session *s = session_new(mcp, version);
+			if (!s) {
+				http_refuse(req, 500, id, VRAM_MCP_INTERNAL_ERROR, "out of memory");
+				goto out;
+			}
+			evhttp_add_header(out, "Mcp-Session-Id", s->id);
+		}
+	} else if (sid) {
+		struct session *s = session_find(mcp, sid);
+		if (!s) {
+			http_refuse(req, 404, id, VRAM_MCP_INVALID_REQUEST,
+				    "no such session (it ended or was dropped): initialize again");
+			goto out;
+		}
+		if (hv && strcmp(hv, s->version) != 0) {
+			snprintf(text, sizeof(text),
+				 "MCP-Protocol-Version \"%s\" differs from the session's \"%s\"", hv,
+				 s->version);
+			http_refuse(req, 400, id, VRAM_MCP_INVALID_REQUEST, text);
+			goto out;
+		}
+		session_unlink(mcp, s);
+		session_push(mcp, s);
+		version = s->version;
+	} else {
+		const char *mv = json_string_value(json_object_get(
+			json_object_get(json_object_get(msg, "params"), "_meta"), META_VERSION_KEY));
+		if ((hv && strcmp(hv, VRAM_MCP_VERSION_STATELESS) == 0) ||
+		    (!hv && mv && strcmp(mv, VRAM_MCP_VERSION_STATELESS) == 0)) {
+			version = VRAM_MCP_VERSION_STATELESS;
+		} else {
+			http_refuse(req, 400, id, VRAM_MCP_INVALID_REQUEST,
+				    "Mcp-Session-Id: required (initialize first), or MCP-Protocol-Version: "
+				    VRAM_MCP_VERSION_STATELESS " for a stateless request");
+			goto out;
+		}
+	}
+
+	struct http_wait *w = calloc(1, sizeof(*w));
+	if (!w) {
+		http_refuse(req, 500, id, VRAM_MCP_INTERNAL_ERROR, "out of memory");
+		goto out;
+	}
+	w->mcp = mcp;
+	w->req = req;
+	if (vram_mcp_dispatch(mcp, msg, version, on_http_reply, w, &w->call) == 1) {
+		w->linked = true;
+		w->next = mcp->http;
+		if (mcp->http)
+			mcp->http->prev = w;
+		mcp->http = w;
+		vram_http_watch_close(req, on_http_close, w);
+	}
+out:
+	json_decref(msg);
+}
+
+/* ------------------------------------------------------------- lifecycle */
+
+int vram_mcp_new(struct event_base *base, struct vram_manager *m, struct vram_api *api,
+		 struct vram_mcp **ret)
+{
+	struct vram_mcp *mcp = calloc(1, sizeof(*mcp));
+	if (!mcp)
+		return -ENOMEM;
+	mcp->base = base;
+	mcp->m = m;
+	mcp->api = api;
+	mcp->tools = json_array();
+	int r = mcp->tools ? 0 : -ENOMEM;
+	for (size_t i = 0; !r && i < N_TOOLS; i++) {
+		json_t *in = json_loads(tools[i].input_schema, 0, NULL);
+		json_t *outs = json_loads(tools[i].output_schema, 0, NULL);
+		json_t *t = in && outs ? json_pack("{s:s, s:s, s:s, s:O, s:O}", "name", tools[i].name,
+						   "title", tools[i].title, "description",
+						   tools[i].description, "inputSchema", in,
+						   "outputSchema", outs)
+				       : NULL;
+		if (!t || json_array_append_new(mcp->tools, t) < 0)
+			r = in && outs ? -ENOMEM : -EINVAL;
+		json_decref(in);
+		json_decref(outs);
+	}
+	if (r < 0) {
+		vram_mcp_free(mcp);
+		return r;
+	}
+	*ret = mcp;
+	return 0;
+}
+
+void vram_mcp_close_clients(struct vram_mcp *mcp)
+{
+	if (!mcp)
+		return;
+	mcp->closing = true;
+	while (mcp->calls) {
+		struct vram_mcp_call *c = mcp->calls;
+		call_stop_waiting(c);
+		call_finish(c, tool_error("vramd is shutting down; the %s goes on or stops with it",
+					  action_verbs[c->action]));
+	}
+}
+
+void vram_mcp_free(struct vram_mcp *mcp)
+{
+	if (!mcp)
+		return;
+	vram_mcp_close_clients(mcp);
+	while (mcp->sessions) {
+		struct session *s = mcp->sessions;
+		session_unlink(mcp, s);
+		free(s);
+	}
+	json_decref(mcp->tools);
+	free(mcp);
+}
+
+json_t *vram_mcp_tools(struct vram_mcp *mcp)
+{
+	return mcp->tools;
+}

@@ -1,0 +1,96 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The MCP server: JSON-RPC 2.0 with the Model Context Protocol's lifecycle
+ * and tools, over the streamable HTTP transport at /mcp (vramctl mcp
+ * bridges stdio to it). The tools are thin: the GPU tools share the logic of
+ * the REST compatibility routes (api.h), the workload tools are manager
+ * actions, and plan is the planner's dry run.
+ *
+ * Revisions: 2025-06-18 and 2025-11-25 (a session made by initialize, its
+ * id in the Mcp-Session-Id header), and 2026-07-28 (stateless: no session,
+ * each request names its revision in the MCP-Protocol-Version header or in
+ * params._meta). None of them has JSON-RPC batches.
+ *
+ * The core (vram_mcp_dispatch) knows nothing of HTTP, so that tests and
+ * other transports drive it with parsed messages.
+ */
+#ifndef VRAM_MCP_H
+#define VRAM_MCP_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+struct event_base;
+struct evhttp_request;
+struct vram_manager;
+struct vram_api;
+struct vram_mcp;
+struct vram_mcp_call;
+
+#define VRAM_MCP_SESSIONS_MAX 64         /* sessions kept; the least recently used goes first */
+#define VRAM_MCP_CALLS_MAX 256           /* tool calls waiting for an action at once */
+#define VRAM_MCP_WAIT_DEFAULT_S 300      /* s a start/stop/restore tool waits by default */
+#define VRAM_MCP_WAIT_MAX_S 3600         /* s at most */
+#define VRAM_MCP_SESSION_ID_LEN 32       /* hex characters */
+
+/* JSON-RPC and MCP error codes. */
+enum {
+	VRAM_MCP_PARSE_ERROR = -32700,
+	VRAM_MCP_INVALID_REQUEST = -32600,
+	VRAM_MCP_METHOD_NOT_FOUND = -32601,
+	VRAM_MCP_INVALID_PARAMS = -32602,
+	VRAM_MCP_INTERNAL_ERROR = -32603,
+};
+
+/* The revisions served, newest last; and the stateless one. */
+extern const char *const vram_mcp_versions[];
+#define VRAM_MCP_VERSION_STATELESS "2026-07-28"
+
+/* True when version (may be NULL) is one we speak. */
+bool vram_mcp_version_supported(const char *version);
+/* The revision to answer a client asking for requested (may be NULL):
+ * requested itself if supported, else our latest. Static string. */
+const char *vram_mcp_negotiate(const char *requested);
+/* True for revisions where initialize makes a session. */
+bool vram_mcp_version_has_session(const char *version);
+
+/*
+ * Creates the server. base, m and api are borrowed and outlive it (m and
+ * api may be NULL in tests: tools that need them then fail). Returns 0,
+ * -ENOMEM, or -EINVAL if a built-in schema does not parse.
+ */
+int vram_mcp_new(struct event_base *base, struct vram_manager *m, struct vram_api *api,
+		 struct vram_mcp **ret);
+/* Answers every waiting call ("vramd is shutting down"). Idempotent. */
+void vram_mcp_close_clients(struct vram_mcp *mcp);
+/* Calls vram_mcp_close_clients and frees. Accepts NULL. */
+void vram_mcp_free(struct vram_mcp *mcp);
+
+/* The tools/list array (borrowed, valid while mcp lives). */
+json_t *vram_mcp_tools(struct vram_mcp *mcp);
+
+/*
+ * Handles one JSON-RPC message (borrowed) under revision version (a
+ * supported one). cb(response, arg) is called exactly once, with the
+ * response (borrowed for the call) or NULL when the message needs none (a
+ * notification, a response). Returns 0 when cb has already run, or 1 when it
+ * runs later from the loop; *ret_call (may be NULL) then gets a handle valid
+ * until cb runs, for vram_mcp_call_cancel.
+ */
+typedef void (*vram_mcp_reply_cb)(json_t *response, void *arg);
+int vram_mcp_dispatch(struct vram_mcp *mcp, json_t *msg, const char *version, vram_mcp_reply_cb cb,
+		      void *arg, struct vram_mcp_call **ret_call);
+/* Forgets a waiting call: cb is never called; actions under way go on. */
+void vram_mcp_call_cancel(struct vram_mcp_call *call);
+
+/*
+ * The streamable HTTP transport for one request to /mcp: POST carries a
+ * message, GET is 405 (no server-initiated stream), DELETE ends a session.
+ * body is borrowed (body_error -E2BIG when it was over the limit). Always
+ * replies, now or later.
+ */
+void vram_mcp_handle_http(struct vram_mcp *mcp, struct evhttp_request *req, const char *body,
+			  size_t body_len, int body_error);
+
+#endif
