@@ -27,6 +27,7 @@
 #include "common/units.h"
 #include "daemon/http.h"
 #include "daemon/manager.h"
+#include "daemon/mps.h"
 #include "daemon/mcp.h"
 
 struct pending;
@@ -80,6 +81,8 @@ static int h_compat_status(struct vram_api_call *c, json_t **ret);
 static int h_compat_action(struct vram_api_call *c, json_t **ret);
 static int h_compat_timeout(struct vram_api_call *c, json_t **ret);
 static int h_mcp(struct vram_api_call *c, json_t **ret);
+static int h_mps_status(struct vram_api_call *c, json_t **ret);
+static int h_mps_change(struct vram_api_call *c, json_t **ret);
 static int compat_act(struct vram_api *api, struct evhttp_request *req, enum vram_action action,
 		      const char *only, vram_api_compat_cb cb, void *cb_arg, struct pending **ret_p,
 		      json_t **ret);
@@ -101,6 +104,9 @@ static const struct vram_api_route routes[] = {
 	{ VRAM_API_POST, "/api/gpu/release", h_compat_action, VRAM_ACTION_RELEASE },
 	{ VRAM_API_POST, "/api/gpu/timeout", h_compat_timeout, 0 },
 	{ VRAM_API_GET | VRAM_API_POST | VRAM_API_DELETE, "/mcp", h_mcp, 0 },
+	{ VRAM_API_GET, "/api/mps", h_mps_status, 0 },
+	{ VRAM_API_POST, "/api/mps/start", h_mps_change, 1 },
+	{ VRAM_API_POST, "/api/mps/stop", h_mps_change, 0 },
 };
 
 static const char *const action_names[] = {
@@ -443,6 +449,63 @@ static int h_workload(struct vram_api_call *c, json_t **ret)
 	if (!*ret)
 		return unknown_workload(c->api, ret, c->match->name);
 	return 200;
+}
+
+/* ------------------------------------------------------------------ MPS */
+
+static int h_mps_status(struct vram_api_call *c, json_t **ret)
+{
+	*ret = vram_mps_status_json(vram_manager_mps(c->api->m));
+	return *ret ? 200 : error_out(ret, 500, NULL, "out of memory");
+}
+
+/*
+ * POST /api/mps/start {"gpus": [0]} and /api/mps/stop {"gpus": [0], "force": false}.
+ * Answers once the change has begun (202) with the MPS status; the daemon's
+ * state in /api/mps tells when it has happened.
+ */
+static int h_mps_change(struct vram_api_call *c, json_t **ret)
+{
+	static const char *const fields[] = { "gpus", "force", NULL };
+	bool start = c->match->route->arg == 1;
+	unsigned gpus[VRAM_MPS_MAX_GPUS];
+	size_t n = 0;
+	json_t *obj = NULL, *v;
+	char err[512];
+	int st = call_object(c, false, fields, &obj, ret);
+	if (st)
+		return st;
+	v = obj ? json_object_get(obj, "gpus") : NULL;
+	if (v && !json_is_array(v)) {
+		json_decref(obj);
+		return error_out(ret, 400, NULL, "gpus must be an array of GPU indices");
+	}
+	for (size_t i = 0; v && i < json_array_size(v); i++) {
+		json_t *g = json_array_get(v, i);
+		if (!json_is_integer(g) || json_integer_value(g) < 0 || n == VRAM_MPS_MAX_GPUS ||
+		    json_integer_value(g) >= VRAM_MPS_MAX_GPUS) {
+			json_decref(obj);
+			return error_out(ret, 400, NULL, "gpus must hold at most %d GPU indices (0..%d)",
+					 VRAM_MPS_MAX_GPUS, VRAM_MPS_MAX_GPUS - 1);
+		}
+		gpus[n++] = (unsigned)json_integer_value(g);
+	}
+	v = obj ? json_object_get(obj, "force") : NULL;
+	if (v && !json_is_boolean(v)) {
+		json_decref(obj);
+		return error_out(ret, 400, NULL, "force must be true or false");
+	}
+	bool force = v && json_is_true(v);
+	json_decref(obj);
+	if (start && n == 0)
+		gpus[n++] = 0;
+	int r = start ? vram_manager_mps_start(c->api->m, gpus, n, err, sizeof(err))
+		      : vram_manager_mps_stop(c->api->m, gpus, n, force, err, sizeof(err));
+	if (r < 0)
+		return error_out(ret, r == -EBUSY ? 409 : r == -EINVAL ? 400 : r == -ENOENT ? 404 : 500,
+				 NULL, "%s", err);
+	*ret = vram_mps_status_json(vram_manager_mps(c->api->m));
+	return *ret ? 202 : error_out(ret, 500, NULL, "out of memory");
 }
 
 static int h_compat_status(struct vram_api_call *c, json_t **ret)

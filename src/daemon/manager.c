@@ -1514,6 +1514,59 @@ struct vram_mps *vram_manager_mps(struct vram_manager *m)
 	return m->mps;
 }
 
+static void on_mps_by_hand(int result, const char *message, void *arg)
+{
+	if (result < 0)
+		vram_warn("MPS: %s", message);
+}
+
+/* Checks GPU indices against the machine. Returns 0 or -EINVAL with err. */
+static int check_gpus(struct vram_manager *m, const unsigned *gpus, size_t n, char *err, size_t err_size)
+{
+	unsigned count = vram_gpu_count(m->gpus);
+	for (size_t i = 0; i < n; i++) {
+		if (gpus[i] >= count) {
+			snprintf(err, err_size, "no GPU %u: this machine has %u (0..%u)", gpus[i], count,
+				 count ? count - 1 : 0);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+int vram_manager_mps_start(struct vram_manager *m, const unsigned *gpus, size_t n, char *err, size_t err_size)
+{
+	char ids[VRAM_MPS_MAX_GPUS][VRAM_GPU_UUID_MAX];
+	const char *id_ptrs[VRAM_MPS_MAX_GPUS];
+	bool have_ids = true;
+	if (n == 0 || n > VRAM_MPS_MAX_GPUS) {
+		snprintf(err, err_size, "1 to %d GPUs", VRAM_MPS_MAX_GPUS);
+		return -EINVAL;
+	}
+	int r = check_gpus(m, gpus, n, err, err_size);
+	if (r < 0)
+		return r;
+	for (size_t g = 0; g < n; g++) {
+		struct vram_gpu_info info;
+		ids[g][0] = '\0';
+		if (vram_gpu_query(m->gpus, gpus[g], &info) == 0 && info.uuid[0])
+			snprintf(ids[g], sizeof(ids[g]), "%s", info.uuid);
+		else
+			have_ids = false;
+		id_ptrs[g] = ids[g];
+	}
+	return vram_mps_start(m->mps, gpus, have_ids ? id_ptrs : NULL, n, on_mps_by_hand, NULL, err, err_size);
+}
+
+int vram_manager_mps_stop(struct vram_manager *m, const unsigned *gpus, size_t n, bool force, char *err,
+			  size_t err_size)
+{
+	int r = check_gpus(m, gpus, n, err, err_size);
+	if (r < 0)
+		return r;
+	return vram_mps_stop(m->mps, n ? gpus : NULL, n, force, on_mps_by_hand, NULL, err, err_size);
+}
+
 /* ---- actions ---- */
 
 static int wrong_state(struct vram_workload *w, enum vram_action a, char *err, size_t err_size)

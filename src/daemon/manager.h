@@ -68,6 +68,17 @@ void vram_manager_free(struct vram_manager *m);
 const struct vram_config *vram_manager_config(const struct vram_manager *m);
 /* The MPS control daemons (borrowed, valid while the manager lives): for vramctl mps. */
 struct vram_mps *vram_manager_mps(struct vram_manager *m);
+/*
+ * By hand (vramctl mps start|stop): starts the MPS control daemon of a GPU
+ * set (kept without clients), or quits it (n 0: every daemon; refused with
+ * -EBUSY while clients use it unless force). Both return at once; the change
+ * shows in vram_mps_status_json. Returns 0 or -errno with err: -EINVAL (no
+ * such GPU), -ENOENT (no MPS binary, or no daemon to stop), -EBUSY.
+ */
+int vram_manager_mps_start(struct vram_manager *m, const unsigned *gpus, size_t n, char *err,
+			   size_t err_size);
+int vram_manager_mps_stop(struct vram_manager *m, const unsigned *gpus, size_t n, bool force, char *err,
+			  size_t err_size);
 
 /*
  * Begins an action on a workload. Returns 0 and calls cb later (exactly once
