@@ -126,7 +126,33 @@ void vram_client_response_done(struct vram_client_response *r)
 		return;
 	free(r->content_type);
 	free(r->body);
+	free(r->headers);
 	*r = (struct vram_client_response){ 0 };
+}
+
+const char *vram_client_response_header(const struct vram_client_response *r, const char *name,
+					char *buf, size_t size)
+{
+	size_t nlen = strlen(name);
+	for (const char *p = r->headers; p && *p;) {
+		const char *eol = strchr(p, '\n');
+		size_t n = eol ? (size_t)(eol - p) : strlen(p);
+		if (n > nlen && strncasecmp(p, name, nlen) == 0 && p[nlen] == ':') {
+			const char *v = p + nlen + 1;
+			while (v < p + n && (*v == ' ' || *v == '\t'))
+				v++;
+			size_t vlen = (size_t)(p + n - v);
+			while (vlen > 0 && (v[vlen - 1] == '\r' || v[vlen - 1] == ' '))
+				vlen--;
+			if (vlen >= size)
+				return NULL;
+			memcpy(buf, v, vlen);
+			buf[vlen] = '\0';
+			return buf;
+		}
+		p = eol ? eol + 1 : p + n;
+	}
+	return NULL;
 }
 
 /* Finds "\r\n" (or a bare "\n") from p; returns the line length, or -1. */
@@ -188,6 +214,7 @@ int vram_client_parse_response(const char *raw, size_t len, struct vram_client_r
 		return -EPROTO;
 	}
 	p = next;
+	const char *headers_start = p;
 	struct vram_client_response r = { .status = status };
 	long long content_length = -1;
 	bool chunked = false;
@@ -198,6 +225,7 @@ int vram_client_parse_response(const char *raw, size_t len, struct vram_client_r
 			goto out_proto;
 		}
 		if (n == 0) {
+			r.headers = strndup(headers_start, (size_t)(p - headers_start));
 			p = next;
 			break;
 		}
@@ -244,6 +272,7 @@ int vram_client_parse_response(const char *raw, size_t len, struct vram_client_r
 		if (e != -EPROTO)
 			snprintf(err, err_size, "%s", strerror(-e));
 		free(r.content_type);
+		free(r.headers);
 		return e;
 	}
 	r.body_len = body.len;
@@ -253,6 +282,7 @@ int vram_client_parse_response(const char *raw, size_t len, struct vram_client_r
 
 out_proto:
 	free(r.content_type);
+	free(r.headers);
 	return -EPROTO;
 }
 
@@ -335,6 +365,15 @@ int vram_client_request(const struct vram_client_url *url, const char *method, c
 			const char *json_body, const char *token, int timeout_ms,
 			struct vram_client_response *ret, char *err, size_t err_size)
 {
+	return vram_client_request_headers(url, method, path, NULL, json_body, token, timeout_ms,
+					   ret, err, err_size);
+}
+
+int vram_client_request_headers(const struct vram_client_url *url, const char *method,
+				const char *path, const char *headers, const char *json_body,
+				const char *token, int timeout_ms, struct vram_client_response *ret,
+				char *err, size_t err_size)
+{
 	long long deadline = timeout_ms > 0 ? now_ms() + timeout_ms : 0;
 	int fd = connect_to(url, err, err_size);
 	if (fd < 0)
@@ -349,6 +388,8 @@ int vram_client_request(const struct vram_client_url *url, const char *method, c
 				method, url->prefix, path, url->is_unix ? "localhost" : url->host);
 	if (!r && token && *token)
 		r = vram_buf_printf(&req, "Authorization: Bearer %s\r\n", token);
+	if (!r && headers)
+		r = vram_buf_puts(&req, headers);
 	if (!r && json_body)
 		r = vram_buf_printf(&req, "Content-Type: application/json\r\nContent-Length: %zu\r\n",
 				    body_len);

@@ -43,9 +43,16 @@ struct vram_client_response {
 	char *content_type;  /* owned; NULL if none */
 	char *body;          /* owned; NUL-terminated */
 	size_t body_len;     /* bytes */
+	char *headers;       /* owned; the header lines as received ("Name: value\r\n"…) */
 };
 
 void vram_client_response_done(struct vram_client_response *r);
+/*
+ * The value of header name (case-insensitive) copied into buf, or NULL when
+ * the response has none or it does not fit.
+ */
+const char *vram_client_response_header(const struct vram_client_response *r, const char *name,
+					char *buf, size_t size);
 
 /*
  * Parses a complete HTTP/1.1 response (status line, headers, then a body by
@@ -64,5 +71,10 @@ int vram_client_parse_response(const char *raw, size_t len, struct vram_client_r
 int vram_client_request(const struct vram_client_url *url, const char *method, const char *path,
 			const char *json_body, const char *token, int timeout_ms,
 			struct vram_client_response *ret, char *err, size_t err_size);
+/* The same with extra header lines ("Name: value\r\n"…, or NULL). */
+int vram_client_request_headers(const struct vram_client_url *url, const char *method,
+				const char *path, const char *headers, const char *json_body,
+				const char *token, int timeout_ms, struct vram_client_response *ret,
+				char *err, size_t err_size);
 
 #endif

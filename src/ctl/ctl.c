@@ -14,6 +14,7 @@
 #include "config/config.h"
 #include "core/plan.h"
 #include "ctl/client.h"
+#include "ctl/mcp.h"
 #include "ctl/table.h"
 
 #define CTL_MAX_ARGS 16
@@ -46,6 +47,7 @@ static void usage(FILE *f)
 	      "  release NAME                         stop it and free GPU and host memory\n"
 	      "  timeout NAME DURATION [--offload]    idle time before release (or offload): 10m, 1h, never\n"
 	      "  logs NAME [-n LINES]                 the end of the workload's log\n"
+	      "  mcp                                  MCP over stdio, bridged to the daemon's /mcp\n"
 	      "\n"
 	      "Options:\n"
 	      "  --url URL        the daemon: http://HOST:PORT or a socket path\n"
@@ -477,6 +479,16 @@ int vram_ctl_main(int argc, char **argv)
 		return cmd_timeout(&c);
 	if (strcmp(cmd, "logs") == 0)
 		return cmd_logs(&c);
+	if (strcmp(cmd, "mcp") == 0) {
+		struct vram_client_url url;
+		if (c.n_args != 1)
+			return usage_error("%s", "mcp takes no arguments");
+		if ((r = connect_url(&c, &url)))
+			return r;
+		return vram_ctl_mcp(&url, getenv("VRAMD_TOKEN"),
+				    c.timeout_s > 0 ? (int)(c.timeout_s * 1000) : CTL_ACTION_TIMEOUT_MS,
+				    stdin, stdout);
+	}
 	if (strcmp(cmd, "help") == 0) {
 		usage(stdout);
 		return VRAM_CTL_EXIT_OK;

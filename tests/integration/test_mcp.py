@@ -1,0 +1,170 @@
+# SPDX-License-Identifier: MIT
+"""MCP conversations with the official MCP TypeScript SDK client, over
+streamable HTTP at /mcp and over stdio through `vramctl mcp`: every tool,
+with good and bad arguments; and the HTTP transport's rules (sessions,
+revisions, Origin) with plain requests."""
+import requests
+
+from conftest import DEFAULT_CONFIG, VRAMCTL
+from jsclients import run_node
+
+TOOLS = ["get_gpu_status", "offload_gpu", "release_gpu", "update_gpu_timeout",
+         "list_workloads", "start_workload", "stop_workload", "restore_workload", "plan"]
+
+
+def by_call(out):
+    """The calls in the order the script made them, as (tool, args, record)."""
+    return [(c["tool"], c["args"], c) for c in out["calls"]]
+
+
+def check_conversation(d, out):
+    assert [t["name"] for t in out["tools"]] == TOOLS
+    assert all(t["hasOutputSchema"] for t in out["tools"])
+    tools = {t["name"]: t for t in out["tools"]}
+    assert tools["start_workload"]["required"] == ["workload"]
+    assert tools["update_gpu_timeout"]["required"] == ["timeout"]
+    assert out["server"]["name"] == "vramd"
+
+    calls = by_call(out)
+    for tool, args, rec in calls[:11]:
+        assert "error" not in rec, (tool, args, rec)
+        assert rec["isError"] is False, (tool, args, rec)
+
+    status, listing, plan_own, plan_small = [c[2] for c in calls[:4]]
+    assert set(status["structured"]) == {"chat", "embed"}
+    assert status["structured"]["embed"]["location"] == "unloaded"
+    assert [w["name"] for w in listing["structured"]["workloads"]] == ["chat", "embed"]
+    assert plan_own["structured"]["fits"] is True
+    # One 16GiB GPU cannot hold the 20GiB chat workload.
+    assert plan_small["structured"]["fits"] is False
+    assert "refused" in plan_small["text"]
+
+    start, timeout, offload, restore, release, start2, stop = [c[2] for c in calls[4:11]]
+    assert start["structured"]["state"] == "ready"
+    assert timeout["structured"]["timeout"] == 600
+    assert offload["structured"]["results"][0]["state"] == "offloaded"
+    assert offload["structured"]["results"][0]["bytes"] == 4 * 2**30
+    assert restore["structured"]["state"] == "ready"
+    assert release["structured"]["results"][0]["state"] == "stopped"
+    assert start2["structured"]["state"] == "ready"
+    assert stop["structured"]["state"] == "stopped"
+    assert d.state("embed") == "stopped"
+    assert d.workload("embed")["timeouts"]["release_after_seconds"] == 600
+
+    bad = {(c[0], str(c[1])): c[2] for c in calls[11:]}
+    assert bad[("start_workload", "{}")]["isError"] is True
+    assert bad[("start_workload", "{}")]["text"] == "start_workload: workload: required"
+    assert bad[("start_workload", "{'workload': 'no-such-model'}")]["text"] == \
+        'no workload named "no-such-model" (known: chat, embed)'
+    wrong_state = bad[("restore_workload", "{'workload': 'embed'}")]
+    assert wrong_state["isError"] is True and "embed is stopped" in wrong_state["text"]
+    assert "got \"soon\"" in bad[("update_gpu_timeout", "{'timeout': 'soon'}")]["text"]
+    assert bad[("offload_gpu", "{'workload': 42}")]["text"] == \
+        "offload_gpu: workload: expected a string, got number"
+    assert bad[("plan", "{'gpus': 'lots'}")]["isError"] is True
+    unknown = bad[("no_such_tool", "{}")]
+    assert unknown["error"]["code"] == -32602
+    assert "no_such_tool" in unknown["error"]["message"]
+
+
+def test_mcp_sdk_over_http(daemon):
+    d = daemon()
+    out = run_node("mcp-client.mjs", "--http", d.url + "/mcp")
+    assert out["transport"] == "http"
+    assert out["protocolVersion"] == "2025-11-25"
+    assert len(out["sessionId"]) == 32
+    check_conversation(d, out)
+
+
+def test_mcp_sdk_over_stdio_through_vramctl(daemon):
+    d = daemon()
+    out = run_node("mcp-client.mjs", "--stdio", VRAMCTL, "--url", d.sock)
+    assert out["transport"] == "stdio"
+    check_conversation(d, out)
+
+
+def rpc(method, id=1, **params):
+    msg = {"jsonrpc": "2.0", "method": method, "params": params}
+    if id is not None:
+        msg["id"] = id
+    return msg
+
+
+def test_mcp_http_sessions_revisions_and_origin(daemon):
+    d = daemon()
+    url = d.url + "/mcp"
+    init = rpc("initialize", protocolVersion="2025-06-18", capabilities={},
+               clientInfo={"name": "t", "version": "1"})
+    r = requests.post(url, json=init, timeout=10)
+    assert r.status_code == 200
+    assert r.json()["result"]["protocolVersion"] == "2025-06-18"
+    sid = r.headers["Mcp-Session-Id"]
+    h = {"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-06-18"}
+
+    r = requests.post(url, json=rpc("notifications/initialized", id=None), headers=h, timeout=10)
+    assert r.status_code == 202 and r.text == ""
+    r = requests.post(url, json=rpc("ping"), headers=h, timeout=10)
+    assert r.json() == {"jsonrpc": "2.0", "id": 1, "result": {}}
+    # 2025-06-18: bad arguments are a protocol error.
+    r = requests.post(url, json=rpc("tools/call", name="start_workload", arguments={}),
+                      headers=h, timeout=10)
+    assert r.json()["error"]["code"] == -32602
+
+    # No session, another session's revision, an unknown session.
+    r = requests.post(url, json=rpc("ping"), timeout=10)
+    assert r.status_code == 400 and "Mcp-Session-Id" in r.json()["error"]["message"]
+    r = requests.post(url, json=rpc("ping"),
+                      headers={**h, "MCP-Protocol-Version": "2025-11-25"}, timeout=10)
+    assert r.status_code == 400
+    r = requests.post(url, json=rpc("ping"),
+                      headers={**h, "MCP-Protocol-Version": "2099-01-01"}, timeout=10)
+    assert r.status_code == 400 and "unsupported" in r.json()["error"]["message"]
+    r = requests.post(url, json=rpc("ping"), headers={**h, "Mcp-Session-Id": "0" * 32},
+                      timeout=10)
+    assert r.status_code == 404
+
+    # Parse errors, batches.
+    r = requests.post(url, data=b"{nope", headers={**h, "Content-Type": "application/json"},
+                      timeout=10)
+    assert r.status_code == 400 and r.json()["error"]["code"] == -32700
+    r = requests.post(url, json=[rpc("ping")], headers=h, timeout=10)
+    assert r.json()["error"]["code"] == -32600
+
+    # No server-initiated stream; browsers from elsewhere are refused.
+    r = requests.get(url, headers=h, timeout=10)
+    assert r.status_code == 405
+    r = requests.post(url, json=rpc("ping"), headers={**h, "Origin": "https://evil.example"},
+                      timeout=10)
+    assert r.status_code == 403
+    r = requests.post(url, json=rpc("ping"), headers={**h, "Origin": f"{d.url}"}, timeout=10)
+    assert r.status_code == 200
+
+    # The stateless revision: no session, each request names its revision.
+    r = requests.post(url, json=rpc("tools/call", name="get_gpu_status", arguments={}),
+                      headers={"MCP-Protocol-Version": "2026-07-28"}, timeout=10)
+    assert r.status_code == 200 and "Mcp-Session-Id" not in r.headers
+    assert r.json()["result"]["structuredContent"]["chat"]["state"] == "stopped"
+    r = requests.post(url, json=rpc("initialize", protocolVersion="2026-07-28"), timeout=10)
+    assert r.json()["result"]["protocolVersion"] == "2026-07-28"
+    assert "Mcp-Session-Id" not in r.headers
+
+    # DELETE ends the session.
+    assert requests.delete(url, headers=h, timeout=10).status_code == 204
+    r = requests.post(url, json=rpc("ping"), headers=h, timeout=10)
+    assert r.status_code == 404
+
+
+def test_mcp_start_waits_and_times_out(daemon):
+    """A start that takes longer than the tool's timeout answers isError and goes on."""
+    d = daemon(DEFAULT_CONFIG.replace("--load-time, 100ms", "--load-time, 3s"))
+    url = d.url + "/mcp"
+    h = {"MCP-Protocol-Version": "2026-07-28"}
+    r = requests.post(url, json=rpc("tools/call", name="start_workload",
+                                    arguments={"workload": "embed", "timeout": 1}),
+                      headers=h, timeout=30)
+    res = r.json()["result"]
+    assert res["isError"] is True
+    assert "not done after 1 s" in res["content"][0]["text"]
+    assert d.state("embed") == "starting"
+    d.wait_state("embed", "ready", timeout=15)
+
