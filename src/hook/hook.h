@@ -141,7 +141,13 @@ extern _Atomic int vram_hook_gate_closed;
 /* The calling thread's slot; slow path on the first call of a thread. */
 struct vram_hook_gate_slot *vram_hook_gate_slot_slow(void);
 void vram_hook_gate_wait(struct vram_hook_gate_slot *slot);
-extern _Thread_local struct vram_hook_gate_slot *vram_hook_gate_mine;
+/*
+ * initial-exec: the hook is preloaded at start-up, so its TLS sits in the
+ * static block and a gated call reads it with one instruction instead of a
+ * __tls_get_addr call.
+ */
+#define VRAM_HOOK_TLS _Thread_local __attribute__((tls_model("initial-exec")))
+extern VRAM_HOOK_TLS struct vram_hook_gate_slot *vram_hook_gate_mine;
 
 /*
  * Entered by every app call that touches device memory or allocates it;

@@ -61,7 +61,7 @@ static dlsym_fn real_dlsym;
 static pthread_once_t real_dlsym_once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t resolve_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool resolve_failed;
-static _Thread_local bool resolving; /* the driver's constructors may call dlsym */
+static VRAM_HOOK_TLS bool resolving; /* the driver's constructors may call dlsym */
 
 VRAM_HOOK_EARLY static void find_real_dlsym(void)
 {

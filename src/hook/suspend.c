@@ -44,7 +44,7 @@ struct padded_slot {
 
 _Atomic int vram_hook_gate_closed;
 _Atomic int vram_hook_state = VRAM_HOOK_RUNNING;
-_Thread_local struct vram_hook_gate_slot *vram_hook_gate_mine;
+VRAM_HOOK_TLS struct vram_hook_gate_slot *vram_hook_gate_mine;
 
 static struct padded_slot slots[GATE_SLOTS];  /* slot 0 is shared by overflow threads */
 static _Atomic int slots_high = 1;             /* slots in use are below this */

@@ -150,7 +150,14 @@ def bench(args):
     out.append(f"free_after_warm_offload={res['warm_offload_free_after']}")
     out.append(f"torch_to_cpu_s={to_cpu:.3f} torch_to_cpu_GBps={total / to_cpu / 1e9:.1f}")
     out.append(f"torch_to_cuda_s={to_cuda:.3f} torch_to_cuda_GBps={total / to_cuda / 1e9:.1f}")
-    del back
+    del back, host
+    # The first offload's floor: pinning the same amount of host memory from
+    # nothing (cudaHostAlloc faults every page in), timed in this process.
+    t = time.perf_counter()
+    pinned = [torch.empty(256 << 20, dtype=torch.uint8, pin_memory=True) for _ in range(n * 4)]
+    pin_s = time.perf_counter() - t
+    del pinned
+    out.append(f"pinned_alloc_s={pin_s:.3f} pinned_alloc_GBps={total / pin_s / 1e9:.2f}")
     print(" ".join(out))
 
 
