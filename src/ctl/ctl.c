@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/units.h"
 #include "config/config.h"
@@ -27,6 +28,7 @@ struct ctl {
 	bool json;
 	bool no_wait;
 	bool offload; /* timeout: set offload_after rather than release_after */
+	bool force;   /* mps stop: even with workers attached */
 	long tail;
 	long timeout_s; /* 0 = the command's default */
 	const char *args[CTL_MAX_ARGS];
@@ -48,6 +50,8 @@ static void usage(FILE *f)
 	      "  timeout NAME DURATION [--offload]    idle time before release (or offload): 10m, 1h, never\n"
 	      "  logs NAME [-n LINES]                 the end of the workload's log\n"
 	      "  mcp                                  MCP over stdio, bridged to the daemon's /mcp\n"
+	      "  mps status|start|stop [--gpus 0,1] [--force]\n"
+	      "                                       MPS control daemons: show, start, stop (--force: with workers)\n"
 	      "\n"
 	      "Options:\n"
 	      "  --url URL        the daemon: http://HOST:PORT or a socket path\n"
@@ -115,6 +119,8 @@ static int parse_args(int argc, char **argv, struct ctl *c)
 			c->no_wait = true;
 		} else if (strcmp(a, "--offload") == 0) {
 			c->offload = true;
+		} else if (strcmp(a, "--force") == 0) {
+			c->force = true;
 		} else if (strcmp(a, "-n") == 0 || strcmp(a, "--tail") == 0 || strcmp(a, "--lines") == 0) {
 			TAKE_VALUE();
 			char *end;
@@ -455,6 +461,225 @@ static int cmd_plan(const struct ctl *c)
 	return ret;
 }
 
+/* ---- mps ---- */
+
+#define CTL_MPS_WAIT_MS 30000 /* ms to wait for an MPS daemon to start or quit */
+
+/* "0,1" into a JSON array of GPU indices; NULL (with a usage error printed) if malformed. */
+static json_t *mps_gpu_list(const char *s, int *ret_exit)
+{
+	json_t *a = json_array();
+	const char *p = s;
+	while (a && *p) {
+		char *end;
+		errno = 0;
+		long v = strtol(p, &end, 10);
+		if (errno || end == p || v < 0 || v > 63 || (*end && *end != ',')) {
+			json_decref(a);
+			*ret_exit = usage_error("--gpus: expected GPU indices like 0 or 0,1, got \"%s\"", s);
+			return NULL;
+		}
+		json_array_append_new(a, json_integer(v));
+		p = *end ? end + 1 : end;
+	}
+	if (!a)
+		*ret_exit = VRAM_CTL_EXIT_FAILED;
+	return a;
+}
+
+/* GET /api/mps, parsed; NULL with an exit code. */
+static json_t *mps_get(const struct ctl *c, int *ret_exit)
+{
+	struct vram_client_response resp;
+	*ret_exit = call(c, "GET", "/api/mps", NULL, CTL_STATUS_TIMEOUT_MS, &resp);
+	if (*ret_exit)
+		return NULL;
+	if (resp.status != 200) {
+		*ret_exit = report_error("mps status", &resp);
+		vram_client_response_done(&resp);
+		return NULL;
+	}
+	json_t *j = json_loadb(resp.body, resp.body_len, 0, NULL);
+	vram_client_response_done(&resp);
+	if (!j) {
+		fprintf(stderr, "vramctl: mps: the daemon sent invalid JSON\n");
+		*ret_exit = VRAM_CTL_EXIT_FAILED;
+	}
+	return j;
+}
+
+/* The daemon of exactly these GPUs in an /api/mps reply, or NULL. */
+static json_t *mps_find(json_t *st, json_t *gpus)
+{
+	size_t i;
+	json_t *d;
+	json_array_foreach(json_object_get(st, "daemons"), i, d) {
+		if (json_equal(json_object_get(d, "gpus"), gpus))
+			return d;
+	}
+	return NULL;
+}
+
+static void mps_gpus_text(json_t *gpus, char *buf, size_t size)
+{
+	size_t i, len = 0;
+	json_t *g;
+	buf[0] = '\0';
+	json_array_foreach(gpus, i, g) {
+		int n = snprintf(buf + len, size - len, "%s%lld", i ? "," : "", (long long)json_integer_value(g));
+		if (n < 0 || (size_t)n >= size - len)
+			break;
+		len += (size_t)n;
+	}
+}
+
+static void mps_print(json_t *st)
+{
+	size_t i, k;
+	json_t *d, *cl;
+	if (json_is_true(json_object_get(st, "available")))
+		printf("MPS control: %s\n", json_string_value(json_object_get(st, "control")));
+	else
+		printf("MPS not available: %s\n", json_string_value(json_object_get(st, "why")));
+	if (json_array_size(json_object_get(st, "daemons")) == 0) {
+		printf("no MPS daemon running\n");
+		return;
+	}
+	printf("%-8s %-9s %-8s %-8s %s\n", "GPUS", "STATE", "CONTROL", "SERVERS", "CLIENTS");
+	json_array_foreach(json_object_get(st, "daemons"), i, d) {
+		char gpus[128], servers[128] = "-";
+		size_t len = 0;
+		json_t *sv;
+		mps_gpus_text(json_object_get(d, "gpus"), gpus, sizeof(gpus));
+		json_array_foreach(json_object_get(d, "servers"), k, sv) {
+			int n = snprintf(servers + len, sizeof(servers) - len, "%s%lld", k ? "," : "",
+					 (long long)json_integer_value(json_object_get(sv, "pid")));
+			if (n < 0 || (size_t)n >= sizeof(servers) - len)
+				break;
+			len += (size_t)n;
+		}
+		json_t *pid = json_object_get(d, "control_pid");
+		printf("%-8s %-9s %-8lld %-8s %zu%s\n", gpus, json_string_value(json_object_get(d, "state")),
+		       json_is_integer(pid) ? (long long)json_integer_value(pid) : 0LL, servers,
+		       json_array_size(json_object_get(d, "clients")),
+		       json_is_true(json_object_get(d, "manual")) ? " (started by hand)" : "");
+		json_array_foreach(json_object_get(d, "clients"), k, cl) {
+			json_t *cpid = json_object_get(cl, "pid"), *pct = json_object_get(cl, "compute_percent");
+			const char *lim = json_string_value(json_object_get(cl, "mem_limit"));
+			char compute[16] = "-";
+			if (json_is_integer(pct))
+				snprintf(compute, sizeof(compute), "%lld%%", (long long)json_integer_value(pct));
+			printf("  %-20s pid %-8lld memory %-10s compute %s\n",
+			       json_string_value(json_object_get(cl, "owner")),
+			       json_is_integer(cpid) ? (long long)json_integer_value(cpid) : 0LL, lim ? lim : "-",
+			       compute);
+		}
+		const char *err = json_string_value(json_object_get(d, "error"));
+		if (err)
+			printf("  error: %s\n%s\n", err, json_string_value(json_object_get(d, "log_tail")));
+	}
+}
+
+static int cmd_mps(const struct ctl *c)
+{
+	const char *sub = c->n_args >= 2 ? c->args[1] : NULL;
+	int r = 0;
+	if (!sub || c->n_args != 2 ||
+	    (strcmp(sub, "status") && strcmp(sub, "start") && strcmp(sub, "stop")))
+		return usage_error("%s", "mps needs one of status, start, stop");
+	if (strcmp(sub, "status") == 0) {
+		if (c->json) {
+			struct vram_client_response resp;
+			r = call(c, "GET", "/api/mps", NULL, CTL_STATUS_TIMEOUT_MS, &resp);
+			if (r)
+				return r;
+			if (resp.status != 200)
+				r = report_error("mps status", &resp);
+			else
+				fwrite(resp.body, 1, resp.body_len, stdout);
+			vram_client_response_done(&resp);
+			return r;
+		}
+		json_t *st = mps_get(c, &r);
+		if (!st)
+			return r;
+		mps_print(st);
+		json_decref(st);
+		return 0;
+	}
+	bool start = strcmp(sub, "start") == 0;
+	json_t *gpus = c->gpus ? mps_gpu_list(c->gpus, &r) : json_array();
+	if (!gpus)
+		return r ? r : VRAM_CTL_EXIT_FAILED;
+	if (start && json_array_size(gpus) == 0)
+		json_array_append_new(gpus, json_integer(0));
+	json_t *body = json_pack("{s:O}", "gpus", gpus);
+	if (!start && c->force)
+		json_object_set_new(body, "force", json_true());
+	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	json_decref(body);
+	struct vram_client_response resp;
+	r = text ? call(c, "POST", start ? "/api/mps/start" : "/api/mps/stop", text, CTL_STATUS_TIMEOUT_MS, &resp)
+		 : VRAM_CTL_EXIT_FAILED;
+	free(text);
+	if (r) {
+		json_decref(gpus);
+		return r;
+	}
+	if (resp.status != 202 && resp.status != 200) {
+		r = report_error(start ? "mps start" : "mps stop", &resp);
+		vram_client_response_done(&resp);
+		json_decref(gpus);
+		return r;
+	}
+	vram_client_response_done(&resp);
+	char what[128];
+	if (json_array_size(gpus))
+		mps_gpus_text(gpus, what, sizeof(what));
+	else
+		snprintf(what, sizeof(what), "every GPU");
+	/* wait until the daemon runs (start) or is gone (stop) */
+	for (int waited = 0; !c->no_wait; waited += 100) {
+		json_t *st = mps_get(c, &r);
+		if (!st)
+			break;
+		json_t *d = json_array_size(gpus) ? mps_find(st, gpus)
+						  : json_array_get(json_object_get(st, "daemons"), 0);
+		const char *state = d ? json_string_value(json_object_get(d, "state")) : NULL;
+		if (start && state && strcmp(state, "running") == 0) {
+			printf("MPS on GPU %s: running (control pid %lld)\n", what,
+			       (long long)json_integer_value(json_object_get(d, "control_pid")));
+			json_decref(st);
+			break;
+		}
+		if (start && state && (strcmp(state, "failed") == 0 || strcmp(state, "crashed") == 0)) {
+			fprintf(stderr, "vramctl: mps start: %s\n%s\n",
+				json_string_value(json_object_get(d, "error")),
+				json_string_value(json_object_get(d, "log_tail")));
+			json_decref(st);
+			r = VRAM_CTL_EXIT_FAILED;
+			break;
+		}
+		if (!start && !d) {
+			printf("MPS on %s%s: stopped\n", json_array_size(gpus) ? "GPU " : "", what);
+			json_decref(st);
+			break;
+		}
+		json_decref(st);
+		if (waited >= CTL_MPS_WAIT_MS) {
+			fprintf(stderr, "vramctl: mps %s: not done after %d s (now %s)\n", sub,
+				CTL_MPS_WAIT_MS / 1000, state ? state : "gone");
+			r = VRAM_CTL_EXIT_FAILED;
+			break;
+		}
+		usleep(100000);
+	}
+	if (c->no_wait)
+		printf("MPS on %s: %s asked\n", what, sub);
+	json_decref(gpus);
+	return r;
+}
+
 int vram_ctl_main(int argc, char **argv)
 {
 	struct ctl c;
@@ -477,6 +702,8 @@ int vram_ctl_main(int argc, char **argv)
 		return cmd_action(&c, cmd);
 	if (strcmp(cmd, "timeout") == 0)
 		return cmd_timeout(&c);
+	if (strcmp(cmd, "mps") == 0)
+		return cmd_mps(&c);
 	if (strcmp(cmd, "logs") == 0)
 		return cmd_logs(&c);
 	if (strcmp(cmd, "mcp") == 0) {

@@ -64,7 +64,15 @@ def test_mps_workload_and_by_hand(daemon, fake_mps):
         assert env[b"CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] == b"0=2G"
         assert env[b"CUDA_MPS_PIPE_DIRECTORY"].decode() == dm["pipe_dir"]
 
-    # by hand: another GPU set, then gone again
+    # vramctl mps status: the daemon and both capped clients
+    r = d.ctl("mps", "status", check=0)
+    assert "running" in r.stdout and str(dm["control_pid"]) in r.stdout, r.stdout
+    assert "rerank#0" in r.stdout and "rerank#1" in r.stdout and "0=2G" in r.stdout, r.stdout
+    assert "40%" in r.stdout, r.stdout
+    r = d.ctl("mps", "status", "--json", check=0)
+    assert '"daemons"' in r.stdout
+
+    # by hand: another GPU set, then gone again (REST, then vramctl)
     r = d.post("/api/mps/start", json={"gpus": [1]})
     assert r.status_code == 202, r.text
     wait_for(lambda: any(x["gpus"] == [1] and x["state"] == "running" for x in daemons(d)),
@@ -72,6 +80,16 @@ def test_mps_workload_and_by_hand(daemon, fake_mps):
     r = d.post("/api/mps/stop", json={"gpus": [1]})
     assert r.status_code == 202, r.text
     wait_for(lambda: not any(x["gpus"] == [1] for x in daemons(d)), what="MPS on GPU 1 to quit")
+    r = d.ctl("mps", "start", "--gpus", "1", check=0)
+    assert "MPS on GPU 1: running" in r.stdout, r.stdout
+    assert any(x["gpus"] == [1] and x["manual"] for x in daemons(d))
+    r = d.ctl("mps", "stop", "--gpus", "1", check=0)
+    assert "stopped" in r.stdout
+    assert not any(x["gpus"] == [1] for x in daemons(d))
+    r = d.ctl("mps", "stop", "--gpus", "0", check=1)
+    assert "--force" in r.stderr or "force" in r.stderr, r.stderr
+    d.ctl("mps", "start", "--gpus", "x", check=2)
+    d.ctl("mps", "frob", check=2)
     # clients attached: refused unless forced; an unknown GPU is named
     r = d.post("/api/mps/stop", json={"gpus": [0]})
     assert r.status_code == 409, r.text
