@@ -234,8 +234,7 @@ static void phys_destroy(struct vram_hook_phys *p)
 		if (p->offloaded)
 			atomic_fetch_sub(&vram_hook_usage[p->dev].offloaded, p->size);
 	}
-	if (p->host)
-		VRAM_REAL(cuMemFreeHost)(p->host);
+	vram_hook_host_free(p);
 	table_del(&phys_table, (uint64_t)(uintptr_t)p);
 	if (p->prev)
 		p->prev->next = p->next;

@@ -62,7 +62,8 @@
 	X(cuCtxSetCurrent) X(cuCtxGetCurrent) X(cuCtxPushCurrent_v2) X(cuCtxPopCurrent_v2) \
 	X(cuCtxSynchronize) X(cuMemAddressReserve) X(cuMemAddressFree) \
 	X(cuMemGetAllocationGranularity) X(cuMemGetAddressRange_v2) X(cuMemHostAlloc) \
-	X(cuMemFreeHost) X(cuStreamCreate) X(cuStreamSynchronize) X(cuDeviceGetDefaultMemPool) \
+	X(cuMemFreeHost) X(cuMemHostRegister_v2) X(cuMemHostUnregister) \
+	X(cuStreamCreate) X(cuStreamSynchronize) X(cuDeviceGetDefaultMemPool) \
 	X(cuMemPoolTrimTo)
 
 enum vram_hook_sym {
@@ -197,6 +198,7 @@ struct vram_hook_phys {
 	bool imported;
 	bool offloaded;
 	void *host;                   /* pinned copy, size bytes; kept across restores */
+	uint64_t host_piece;          /* bytes per cuMemHostRegister range of host; 0: cuMemHostAlloc */
 	struct vram_hook_map *maps;
 	struct vram_hook_phys *prev, *next;
 };
@@ -221,6 +223,8 @@ struct vram_hook_op_result {
 enum vram_hook_state_e { VRAM_HOOK_RUNNING, VRAM_HOOK_OFFLOADING, VRAM_HOOK_OFFLOADED, VRAM_HOOK_RESTORING };
 extern _Atomic int vram_hook_state;
 
+/* Frees p's pinned host buffer, however it was made; p->host becomes NULL. */
+void vram_hook_host_free(struct vram_hook_phys *p);
 void vram_hook_offload(bool drop_host, struct vram_hook_op_result *ret);
 void vram_hook_restore(struct vram_hook_op_result *ret);
 void vram_hook_suspend_atfork_prepare(void);

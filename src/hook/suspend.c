@@ -15,9 +15,9 @@
  * of its mappings is unmapped and the physical memory released. The virtual
  * address ranges stay reserved. Host buffers are kept after a restore, so
  * the next offload runs at link speed; VRAM_HOOK_KEEP_HOST=0 (or the
- * drop-host flag of a command) frees them. The first offload allocates the
- * buffers on a second thread while the copies of the buffers already
- * allocated run.
+ * drop-host flag of a command) frees them. The first offload makes the
+ * buffers in pieces on several threads and copies each piece as soon as it
+ * is pinned (see "pinned buffers" below).
  *
  * Restore: first all physical memory is created; if the device cannot give
  * it, nothing is mapped, the process stays offloaded and the error says how
@@ -25,10 +25,13 @@
  * with the access it had, the data is copied back, and the gate opens.
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "hook/hook.h"
 
@@ -247,22 +250,35 @@ static void temp_unmap(struct item *it)
 	it->va = 0;
 }
 
-/* Issues the chunked copies of one item on its device's streams. */
-static int copy_item(struct item *it, bool to_host, unsigned *rr)
+/* Bytes per asynchronous copy of p: never across two pinned ranges. */
+static uint64_t copy_step(const struct vram_hook_phys *p)
+{
+	return p->host_piece && p->host_piece < COPY_CHUNK ? p->host_piece : COPY_CHUNK;
+}
+
+/* Issues the copies of [off, off + len) of an item between the device and
+ * host (the item's whole buffer), in chunks over its device's streams. */
+static int copy_range(struct item *it, void *host, uint64_t off, uint64_t len, bool to_host, unsigned *rr)
 {
 	struct vram_hook_phys *p = it->phys;
+	uint64_t step = copy_step(p), end = off + len;
 	if (use_device(p->dev) < 0)
 		return -ENODEV;
-	for (uint64_t off = 0; off < p->size; off += COPY_CHUNK) {
-		uint64_t len = p->size - off < COPY_CHUNK ? p->size - off : COPY_CHUNK;
+	for (; off < end; off += step) {
+		uint64_t n = end - off < step ? end - off : step;
 		CUstream s = devctx[p->dev].streams[(*rr)++ % COPY_STREAMS];
 		CUresult r = to_host
-			? VRAM_REAL(cuMemcpyDtoHAsync_v2)((char *)p->host + off, it->va + off, len, s)
-			: VRAM_REAL(cuMemcpyHtoDAsync_v2)(it->va + off, (char *)p->host + off, len, s);
+			? VRAM_REAL(cuMemcpyDtoHAsync_v2)((char *)host + off, it->va + off, n, s)
+			: VRAM_REAL(cuMemcpyHtoDAsync_v2)(it->va + off, (char *)host + off, n, s);
 		if (r != CUDA_SUCCESS)
 			return -EIO;
 	}
 	return 0;
+}
+
+static int copy_item(struct item *it, bool to_host, unsigned *rr)
+{
+	return copy_range(it, it->phys->host, 0, it->phys->size, to_host, rr);
 }
 
 static int sync_all_streams(void)
@@ -274,40 +290,321 @@ static int sync_all_streams(void)
 	return err;
 }
 
-/* Pinned buffers allocated on a second thread while copies run. */
-struct host_alloc_job {
-	struct item *items;
-	size_t n;
-	_Atomic size_t ready;          /* items[0..ready) have host buffers */
-	_Atomic int error;             /* -ENOMEM: stopped */
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	CUcontext ctx;
+/* ------------------------------------------------------- pinned buffers */
+
+/*
+ * The first offload of an allocation needs a pinned host buffer, and in a VM
+ * getting one is bound by first touch of host memory (~2 GB/s from one
+ * thread), far below the link. So buffers are made in pieces by several
+ * threads at once, and each piece goes to the copy engine the moment it is
+ * pinned, while the other threads still fault theirs in.
+ *
+ * Two ways to make a buffer (VRAM_HOOK_PIN_METHOD):
+ *  - register (default): one anonymous mapping per allocation, aligned for
+ *    huge pages; each piece is faulted in by a worker (MADV_POPULATE_WRITE,
+ *    else one store per page) and pinned with cuMemHostRegister on its own.
+ *    Copies never cross a piece, so each runs from one pinned range.
+ *  - hostalloc: one cuMemHostAlloc per allocation, allocations spread over
+ *    the workers.
+ */
+#define PIN_PIECE_DEFAULT (256ull << 20) /* bytes */
+#define PIN_THREADS_MAX 64
+#define HUGE_PAGE (2ull << 20)            /* bytes */
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+#define CU_MEMHOSTREGISTER_PORTABLE 0x01
+
+_Static_assert((PIN_PIECE_DEFAULT & (PIN_PIECE_DEFAULT - 1)) == 0 &&
+	       (COPY_CHUNK & (COPY_CHUNK - 1)) == 0, "pieces and chunks nest");
+
+enum pin_method { PIN_REGISTER, PIN_HOSTALLOC };
+
+struct pin_settings {
+	enum pin_method method;
+	unsigned threads;
+	uint64_t piece;                /* bytes, a power of two >= the page */
 };
 
-static void *host_alloc_main(void *arg)
+static uint64_t page_size(void)
 {
-	struct host_alloc_job *job = arg;
-	VRAM_REAL(cuCtxSetCurrent)(job->ctx);
-	for (size_t i = 0; i < job->n; i++) {
-		struct vram_hook_phys *p = job->items[i].phys;
-		if (!p->host) {
+	long p = sysconf(_SC_PAGESIZE);
+	return p > 0 ? (uint64_t)p : 4096;
+}
+
+static struct pin_settings pin_settings(void)
+{
+	struct pin_settings ps = { PIN_REGISTER, 8, PIN_PIECE_DEFAULT };
+	const char *m = secure_getenv("VRAM_HOOK_PIN_METHOD");
+	if (m && !strcmp(m, "hostalloc"))
+		ps.method = PIN_HOSTALLOC;
+	cpu_set_t cpus;
+	if (sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && CPU_COUNT(&cpus) > 0 &&
+	    (unsigned)CPU_COUNT(&cpus) < ps.threads)
+		ps.threads = (unsigned)CPU_COUNT(&cpus);
+	const char *t = secure_getenv("VRAM_HOOK_PIN_THREADS");
+	if (t && *t) {
+		long v = strtol(t, NULL, 10);
+		if (v >= 1 && v <= PIN_THREADS_MAX)
+			ps.threads = (unsigned)v;
+	}
+	uint64_t piece;
+	const char *pc = secure_getenv("VRAM_HOOK_PIN_PIECE");
+	if (pc && vram_hook_parse_bytes(pc, &piece) == 0 && piece >= page_size()) {
+		while (piece & (piece - 1))
+			piece &= piece - 1; /* round down to a power of two */
+		ps.piece = piece;
+	}
+	return ps;
+}
+
+void vram_hook_host_free(struct vram_hook_phys *p)
+{
+	if (!p->host)
+		return;
+	if (p->host_piece) {
+		for (uint64_t off = 0; off < p->size; off += p->host_piece)
+			VRAM_REAL(cuMemHostUnregister)((char *)p->host + off);
+		munmap(p->host, p->size);
+	} else {
+		VRAM_REAL(cuMemFreeHost)(p->host);
+	}
+	p->host = NULL;
+	p->host_piece = 0;
+}
+
+/* Reserves size bytes of host memory, 2 MiB aligned so that the kernel can
+ * back it with huge pages, not inherited by a child. Nothing is touched. */
+static void *host_map(uint64_t size)
+{
+	uint64_t len = size + HUGE_PAGE;
+	char *raw = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (raw == MAP_FAILED)
+		return NULL;
+	char *start = (char *)(((uintptr_t)raw + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
+	if (start > raw)
+		munmap(raw, (size_t)(start - raw));
+	if (raw + len > start + size)
+		munmap(start + size, (size_t)(raw + len - (start + size)));
+	madvise(start, size, MADV_HUGEPAGE);
+	madvise(start, size, MADV_DONTFORK); /* pinned pages must not turn copy-on-write */
+	return start;
+}
+
+/* Faults [p, p + len) in; the kernel does it in one call where it can. */
+static void host_populate(char *p, uint64_t len)
+{
+	if (madvise(p, len, MADV_POPULATE_WRITE) == 0)
+		return;
+	uint64_t step = page_size();
+	for (uint64_t off = 0; off < len; off += step)
+		((volatile char *)p)[off] = 0;
+}
+
+/* One piece of a pinned buffer, made by a worker. */
+struct pin_unit {
+	uint32_t item;                 /* index into the job's items */
+	uint64_t offset, len;          /* bytes into the allocation */
+	_Atomic int state;             /* 0 pending, 1 pinned, -1 failed */
+};
+
+struct pin_job {
+	struct item *items;
+	void **host;                   /* per item: the buffer being made, or NULL */
+	struct pin_unit *units;
+	size_t nunits;
+	_Atomic size_t next;           /* next unit a worker takes */
+	_Atomic int failed;            /* a unit failed: workers stop */
+	enum pin_method method;
+	uint64_t piece;                /* bytes */
+	CUcontext ctx;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+};
+
+static void *pin_worker(void *arg)
+{
+	struct pin_job *job = arg;
+	if (job->ctx)
+		VRAM_REAL(cuCtxSetCurrent)(job->ctx);
+	for (;;) {
+		size_t u = atomic_fetch_add(&job->next, 1);
+		if (u >= job->nunits || atomic_load(&job->failed))
+			break;
+		struct pin_unit *un = &job->units[u];
+		int state = 1;
+		if (job->method == PIN_HOSTALLOC) {
 			void *h = NULL;
-			if (VRAM_REAL(cuMemHostAlloc)(&h, p->size, CU_MEMHOSTALLOC_PORTABLE) != CUDA_SUCCESS || !h) {
-				atomic_store(&job->error, -ENOMEM);
-				break;
-			}
-			p->host = h;
+			if (VRAM_REAL(cuMemHostAlloc)(&h, un->len, CU_MEMHOSTALLOC_PORTABLE) != CUDA_SUCCESS || !h)
+				state = -1;
+			else
+				job->host[un->item] = h;
+		} else {
+			char *base = (char *)job->host[un->item] + un->offset;
+			host_populate(base, un->len);
+			if (VRAM_REAL(cuMemHostRegister_v2)(base, un->len, CU_MEMHOSTREGISTER_PORTABLE) != CUDA_SUCCESS)
+				state = -1;
 		}
 		pthread_mutex_lock(&job->lock);
-		atomic_store(&job->ready, i + 1);
+		atomic_store(&un->state, state);
+		if (state < 0)
+			atomic_store(&job->failed, 1);
 		pthread_cond_broadcast(&job->cond);
 		pthread_mutex_unlock(&job->lock);
 	}
-	pthread_mutex_lock(&job->lock);
-	pthread_cond_broadcast(&job->cond);
-	pthread_mutex_unlock(&job->lock);
 	return NULL;
+}
+
+/* Waits until unit u is pinned. Returns false when it failed or will never
+ * be made. */
+static bool pin_wait(struct pin_job *job, size_t u)
+{
+	struct pin_unit *un = &job->units[u];
+	pthread_mutex_lock(&job->lock);
+	while (atomic_load(&un->state) == 0 && !atomic_load(&job->failed))
+		pthread_cond_wait(&job->cond, &job->lock);
+	pthread_mutex_unlock(&job->lock);
+	return atomic_load(&un->state) > 0;
+}
+
+/*
+ * After the workers are gone: hands each complete buffer to its allocation,
+ * and takes apart the ones that are not complete.
+ */
+static void pin_finish(struct pin_job *job, size_t nitems)
+{
+	size_t u = 0;
+	for (size_t i = 0; i < nitems; i++) {
+		if (!job->host[i])
+			continue;
+		struct vram_hook_phys *p = job->items[i].phys;
+		bool complete = true;
+		while (u < job->nunits && job->units[u].item < i)
+			u++;
+		size_t first = u;
+		while (u < job->nunits && job->units[u].item == i) {
+			if (atomic_load(&job->units[u].state) <= 0)
+				complete = false;
+			u++;
+		}
+		if (complete) {
+			p->host = job->host[i];
+			p->host_piece = job->method == PIN_REGISTER ? job->piece : 0;
+			continue;
+		}
+		if (job->method == PIN_REGISTER) {
+			for (size_t k = first; k < u; k++)
+				if (atomic_load(&job->units[k].state) > 0)
+					VRAM_REAL(cuMemHostUnregister)((char *)job->host[i] + job->units[k].offset);
+			munmap(job->host[i], p->size);
+		} else {
+			VRAM_REAL(cuMemFreeHost)(job->host[i]);
+		}
+	}
+}
+
+struct pin_stats {
+	uint64_t bytes;                /* of new pinned buffers */
+	size_t pieces;
+	unsigned threads;
+};
+
+/*
+ * Copies every item to its host buffer, making the buffers that do not exist
+ * yet on worker threads while the copies of the ready pieces run. The copies
+ * are issued, not waited for. Returns 0, -ENOMEM (no pinned memory) or -EIO;
+ * bytes counts what was issued.
+ */
+static int offload_copy_out(struct item *items, size_t n, struct pin_stats *ret_stats, uint64_t *ret_bytes)
+{
+	struct pin_settings ps = pin_settings();
+	struct pin_job job = { .items = items, .method = ps.method, .piece = ps.piece };
+	pthread_t workers[PIN_THREADS_MAX];
+	unsigned nworkers = 0;
+	unsigned rr = 0;
+	int err = 0;
+
+	for (size_t i = 0; i < n; i++)
+		if (!items[i].phys->host)
+			job.nunits += ps.method == PIN_HOSTALLOC ? 1 : (items[i].phys->size + ps.piece - 1) / ps.piece;
+	if (job.nunits) {
+		job.host = calloc(n, sizeof(*job.host));
+		job.units = calloc(job.nunits, sizeof(*job.units));
+		if (!job.host || !job.units) {
+			err = -ENOMEM;
+			goto out_free;
+		}
+	}
+	size_t u = 0;
+	for (size_t i = 0; i < n && job.nunits; i++) {
+		struct vram_hook_phys *p = items[i].phys;
+		if (p->host)
+			continue;
+		if (ps.method == PIN_HOSTALLOC) {
+			job.units[u++] = (struct pin_unit){ .item = (uint32_t)i, .offset = 0, .len = p->size };
+			continue;
+		}
+		job.host[i] = host_map(p->size);
+		if (!job.host[i]) {
+			err = -ENOMEM;
+			goto out_finish;
+		}
+		for (uint64_t off = 0; off < p->size; off += ps.piece)
+			job.units[u++] = (struct pin_unit){ .item = (uint32_t)i, .offset = off,
+							    .len = p->size - off < ps.piece ? p->size - off : ps.piece };
+		ret_stats->bytes += p->size;
+	}
+	if (ps.method == PIN_HOSTALLOC)
+		for (size_t k = 0; k < job.nunits; k++)
+			ret_stats->bytes += job.units[k].len;
+	ret_stats->pieces = job.nunits;
+
+	pthread_mutex_init(&job.lock, NULL);
+	pthread_cond_init(&job.cond, NULL);
+	if (job.nunits) {
+		job.ctx = use_device(items[0].phys->dev) == 0 ? devctx[items[0].phys->dev].ctx : NULL;
+		unsigned want = ps.threads < job.nunits ? ps.threads : (unsigned)job.nunits;
+		while (nworkers < want && pthread_create(&workers[nworkers], NULL, pin_worker, &job) == 0)
+			nworkers++;
+		if (!nworkers)
+			pin_worker(&job); /* no thread to be had: make them all first */
+	}
+	ret_stats->threads = nworkers ? nworkers : (job.nunits ? 1 : 0);
+
+	/* Items in order; within a new buffer, piece by piece as they come. */
+	u = 0;
+	for (size_t i = 0; i < n && !err; i++) {
+		struct vram_hook_phys *p = items[i].phys;
+		if (p->host) {
+			err = copy_item(&items[i], true, &rr);
+			*ret_bytes += p->size;
+			continue;
+		}
+		for (; u < job.nunits && job.units[u].item == i && !err; u++) {
+			if (!pin_wait(&job, u)) {
+				err = -ENOMEM;
+				break;
+			}
+			err = copy_range(&items[i], job.host[i], job.units[u].offset, job.units[u].len, true, &rr);
+			*ret_bytes += job.units[u].len;
+		}
+	}
+	if (err)
+		atomic_store(&job.failed, 1);
+	for (unsigned w = 0; w < nworkers; w++)
+		pthread_join(workers[w], NULL);
+	pthread_mutex_destroy(&job.lock);
+	pthread_cond_destroy(&job.cond);
+	/* A buffer that is taken apart must have no copy left into it. */
+	if (err)
+		sync_all_streams();
+out_finish:
+	if (job.nunits)
+		pin_finish(&job, n);
+out_free:
+	free(job.units);
+	free(job.host);
+	return err;
 }
 
 static bool keep_host_default(void)
@@ -390,33 +687,9 @@ void vram_hook_offload(bool drop_host, struct vram_hook_op_result *ret)
 		}
 	}
 
-	/* Copies start as soon as each buffer exists. */
-	struct host_alloc_job job = { .items = items, .n = n };
-	pthread_mutex_init(&job.lock, NULL);
-	pthread_cond_init(&job.cond, NULL);
-	job.ctx = n && use_device(items[0].phys->dev) == 0 ? devctx[items[0].phys->dev].ctx : NULL;
-	pthread_t th;
-	bool threaded = n && pthread_create(&th, NULL, host_alloc_main, &job) == 0;
-	if (!threaded)
-		host_alloc_main(&job);
-	unsigned rr = 0;
-	err = 0;
-	for (size_t i = 0; i < n && !err; i++) {
-		pthread_mutex_lock(&job.lock);
-		while (atomic_load(&job.ready) <= i && !atomic_load(&job.error))
-			pthread_cond_wait(&job.cond, &job.lock);
-		pthread_mutex_unlock(&job.lock);
-		if (atomic_load(&job.ready) <= i) {
-			err = -ENOMEM;
-			break;
-		}
-		err = copy_item(&items[i], true, &rr);
-		bytes += items[i].phys->size;
-	}
-	if (threaded)
-		pthread_join(th, NULL);
-	pthread_mutex_destroy(&job.lock);
-	pthread_cond_destroy(&job.cond);
+	/* Copies start as soon as each piece of a new buffer is pinned. */
+	struct pin_stats pinned = { 0 };
+	err = offload_copy_out(items, n, &pinned, &bytes);
 	if (sync_all_streams() < 0 && !err)
 		err = -EIO;
 	if (err) {
@@ -424,6 +697,7 @@ void vram_hook_offload(bool drop_host, struct vram_hook_op_result *ret)
 		for (size_t i = 0; i < n; i++)
 			if (!items[i].phys->host)
 				need += items[i].phys->size;
+
 		if (err == -ENOMEM)
 			snprintf(ret->text, sizeof(ret->text),
 				 "Failed to offload: could not allocate %llu bytes of pinned host memory",
@@ -454,11 +728,15 @@ void vram_hook_offload(bool drop_host, struct vram_hook_op_result *ret)
 	ret->bytes = bytes;
 	ret->nonmovable = vram_hook_nonmovable_total();
 	ret->usec = now_usec() - start;
-	snprintf(ret->text, sizeof(ret->text),
-		 "offloaded %llu bytes in %.3f s (%.1f GB/s); %llu bytes stay on the device "
-		 "(context, pools, managed, IPC, exported)",
-		 (unsigned long long)bytes, (double)ret->usec / 1e6, gbps(bytes, ret->usec),
-		 (unsigned long long)ret->nonmovable);
+	int len = snprintf(ret->text, sizeof(ret->text),
+			   "offloaded %llu bytes in %.3f s (%.1f GB/s); %llu bytes stay on the device "
+			   "(context, pools, managed, IPC, exported)",
+			   (unsigned long long)bytes, (double)ret->usec / 1e6, gbps(bytes, ret->usec),
+			   (unsigned long long)ret->nonmovable);
+	if (pinned.bytes && len > 0 && (size_t)len < sizeof(ret->text))
+		snprintf(ret->text + len, sizeof(ret->text) - (size_t)len,
+			 "; pinned %llu new bytes in %zu pieces on %u threads", (unsigned long long)pinned.bytes,
+			 pinned.pieces, pinned.threads);
 	vram_hook_log(VRAM_HOOK_LOG_INFO, "%s", ret->text);
 	free(items);
 	pthread_mutex_unlock(&suspend_mutex);
@@ -599,10 +877,8 @@ void vram_hook_restore(struct vram_hook_op_result *ret)
 		p->real = items[i].fresh;
 		p->offloaded = false;
 		atomic_fetch_sub(&vram_hook_usage[p->dev].offloaded, p->size);
-		if (drop_host_after_restore && p->host) {
-			VRAM_REAL(cuMemFreeHost)(p->host);
-			p->host = NULL;
-		}
+		if (drop_host_after_restore)
+			vram_hook_host_free(p);
 	}
 	pthread_mutex_unlock(&vram_hook_lock);
 	free(items);

@@ -47,6 +47,9 @@ FAKE_EXPORT int fakecuda_live_phys(void);
 FAKE_EXPORT int fakecuda_unknown_frees(void);
 FAKE_EXPORT int fakecuda_is_mapped(CUdeviceptr p);
 FAKE_EXPORT void *fakecuda_self_sym(const char *exact_name);
+FAKE_EXPORT int fakecuda_host_registered(void);
+FAKE_EXPORT long fakecuda_unpinned_copies(void);
+FAKE_EXPORT void fakecuda_set_register_limit(int live);
 
 /* ---------------------------------------------------------------- state */
 
@@ -1075,17 +1078,105 @@ FAKE_EXPORT CUresult cuMemFreeHost(void *p)
 	return CUDA_ERROR_INVALID_VALUE;
 }
 
+/*
+ * Registered host ranges, checked like the driver does: a range may not
+ * overlap one already registered, and only the base of a registration
+ * unregisters it.
+ */
+struct fake_reg {
+	uintptr_t base;
+	size_t size;            /* bytes */
+};
+static struct fake_reg *regs;
+static size_t nregs, capregs;
+static atomic_long fake_unpinned;
+static int reg_limit = -1;      /* live registrations allowed; -1: no limit */
+
 FAKE_EXPORT CUresult cuMemHostRegister_v2(void *p, size_t bytesize, unsigned int Flags)
 {
 	(void)Flags;
 	NEED_CTX();
-	return p && bytesize ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+	if (!p || !bytesize)
+		return CUDA_ERROR_INVALID_VALUE;
+	uintptr_t b = (uintptr_t)p;
+	pthread_mutex_lock(&fake_lock);
+	for (size_t i = 0; i < nregs; i++) {
+		if (b < regs[i].base + regs[i].size && regs[i].base < b + bytesize) {
+			pthread_mutex_unlock(&fake_lock);
+			return CUDA_ERROR_INVALID_VALUE; /* the driver: already registered */
+		}
+	}
+	if (reg_limit >= 0 && nregs >= (size_t)reg_limit) {
+		pthread_mutex_unlock(&fake_lock);
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	}
+	regs = grow(regs, &capregs, nregs + 1, sizeof(*regs));
+	regs[nregs++] = (struct fake_reg){ b, bytesize };
+	pthread_mutex_unlock(&fake_lock);
+	return CUDA_SUCCESS;
 }
 
 FAKE_EXPORT CUresult cuMemHostUnregister(void *p)
 {
 	NEED_INIT();
-	return p ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+	pthread_mutex_lock(&fake_lock);
+	for (size_t i = 0; i < nregs; i++) {
+		if (regs[i].base == (uintptr_t)p) {
+			regs[i] = regs[--nregs];
+			pthread_mutex_unlock(&fake_lock);
+			return CUDA_SUCCESS;
+		}
+	}
+	pthread_mutex_unlock(&fake_lock);
+	return CUDA_ERROR_INVALID_VALUE; /* the driver: not registered */
+}
+
+/* Whether [p, p + n) lies in one pinned block: one cuMemHostAlloc or one
+ * registration. A copy that crosses from one into the next is staged by the
+ * real driver at pageable speed. */
+static bool host_pinned(const void *p, size_t n)
+{
+	uintptr_t b = (uintptr_t)p;
+	bool ok = false;
+	pthread_mutex_lock(&fake_lock);
+	for (size_t i = 0; i < nregs && !ok; i++)
+		ok = b >= regs[i].base && b + n <= regs[i].base + regs[i].size;
+	for (size_t i = 0; i < nresvs && !ok; i++) {
+		if (!(resvs[i].size >> 63))
+			continue;
+		uintptr_t base = (uintptr_t)resvs[i].va, size = resvs[i].size & ~(1ull << 63);
+		ok = b >= base && b + n <= base + size;
+	}
+	pthread_mutex_unlock(&fake_lock);
+	return ok;
+}
+
+static void count_unpinned(const void *host, size_t n)
+{
+	if (n && !host_pinned(host, n))
+		atomic_fetch_add(&fake_unpinned, 1);
+}
+
+FAKE_EXPORT int fakecuda_host_registered(void)
+{
+	pthread_mutex_lock(&fake_lock);
+	int n = (int)nregs;
+	pthread_mutex_unlock(&fake_lock);
+	return n;
+}
+
+/* Makes cuMemHostRegister fail once live registrations exist (-1: never). */
+FAKE_EXPORT void fakecuda_set_register_limit(int live)
+{
+	pthread_mutex_lock(&fake_lock);
+	reg_limit = live;
+	pthread_mutex_unlock(&fake_lock);
+}
+
+/* Asynchronous host copies so far whose host side was not pinned. */
+FAKE_EXPORT long fakecuda_unpinned_copies(void)
+{
+	return atomic_load(&fake_unpinned);
 }
 
 static size_t format_bytes(CUarray_format f)
@@ -1521,10 +1612,10 @@ FAKE_EXPORT CUresult cuMemcpyDtoH_v2(void *dst, CUdeviceptr src, size_t n) { ret
 FAKE_EXPORT CUresult cuMemcpyDtoH_v2_ptds(void *dst, CUdeviceptr src, size_t n) { return copy_sync(dst, DP(src), n); }
 FAKE_EXPORT CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t n) { return copy_sync(DP(dst), DP(src), n); }
 FAKE_EXPORT CUresult cuMemcpyDtoD_v2_ptds(CUdeviceptr dst, CUdeviceptr src, size_t n) { return copy_sync(DP(dst), DP(src), n); }
-FAKE_EXPORT CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void *src, size_t n, CUstream h) { return copy_async(DP(dst), src, n, h); }
-FAKE_EXPORT CUresult cuMemcpyHtoDAsync_v2_ptsz(CUdeviceptr dst, const void *src, size_t n, CUstream h) { return copy_async(DP(dst), src, n, h); }
-FAKE_EXPORT CUresult cuMemcpyDtoHAsync_v2(void *dst, CUdeviceptr src, size_t n, CUstream h) { return copy_async(dst, DP(src), n, h); }
-FAKE_EXPORT CUresult cuMemcpyDtoHAsync_v2_ptsz(void *dst, CUdeviceptr src, size_t n, CUstream h) { return copy_async(dst, DP(src), n, h); }
+FAKE_EXPORT CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void *src, size_t n, CUstream h) { count_unpinned(src, n); return copy_async(DP(dst), src, n, h); }
+FAKE_EXPORT CUresult cuMemcpyHtoDAsync_v2_ptsz(CUdeviceptr dst, const void *src, size_t n, CUstream h) { count_unpinned(src, n); return copy_async(DP(dst), src, n, h); }
+FAKE_EXPORT CUresult cuMemcpyDtoHAsync_v2(void *dst, CUdeviceptr src, size_t n, CUstream h) { count_unpinned(dst, n); return copy_async(dst, DP(src), n, h); }
+FAKE_EXPORT CUresult cuMemcpyDtoHAsync_v2_ptsz(void *dst, CUdeviceptr src, size_t n, CUstream h) { count_unpinned(dst, n); return copy_async(dst, DP(src), n, h); }
 FAKE_EXPORT CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream h) { return copy_async(DP(dst), DP(src), n, h); }
 FAKE_EXPORT CUresult cuMemcpyDtoDAsync_v2_ptsz(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream h) { return copy_async(DP(dst), DP(src), n, h); }
 FAKE_EXPORT CUresult cuMemcpyPeer(CUdeviceptr dst, CUcontext dc, CUdeviceptr src, CUcontext sc, size_t n)

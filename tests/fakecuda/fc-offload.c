@@ -10,9 +10,16 @@
  *  3. a restore without enough device memory fails cleanly, says how much
  *     was missing, and succeeds once memory is back;
  *  4. threads that keep launching, copying and allocating see the right
- *     checksums across N offload/restore cycles.
+ *     checksums across N offload/restore cycles;
+ *  5. the first offload makes its pinned buffers in pieces on several
+ *     threads and copies each piece as it comes: the bytes come back, every
+ *     copy runs from pinned memory, warm offloads make no new buffers,
+ *     buffers are freed with their allocation or on drop-host, and running
+ *     out of pinned memory half-way leaves the process running and intact.
  * Usage: fc-offload layouts | fc-offload stress N (run the stress with
- * VRAM_FAKE_GRANULARITY=64KiB so that each cycle moves little data).
+ * VRAM_FAKE_GRANULARITY=64KiB so that each cycle moves little data) |
+ * fc-offload pieces register|hostalloc (with VRAM_HOOK_PIN_PIECE=1MiB,
+ * VRAM_HOOK_PIN_THREADS=4 and VRAM_HOOK_PIN_METHOD set to the same method).
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -370,6 +377,136 @@ static void test_stress(int cycles)
 	CHECK_EQ_U64(fc_hook_used(0), CTX);
 }
 
+/* ------------------------------------------------------------- pieces */
+
+#define PIECE MiB
+#define NPIECE_REGIONS 6
+
+static void check_regions(const struct region *r, int nr, CUdeviceptr res)
+{
+	for (int i = 0; i < nr; i++)
+		CHECK_EQ_U64(checksum(r[i].va, r[i].bytes, res, NULL), expected(r[i].seed, r[i].bytes / 4));
+}
+
+static void fill_regions(struct region *r, int nr, uint32_t seed)
+{
+	for (int i = 0; i < nr; i++) {
+		r[i].seed = seed + (uint32_t)i;
+		fill(r[i].va, r[i].seed, r[i].bytes, NULL);
+	}
+	CK(cuCtxSynchronize());
+}
+
+/* "pinned N new bytes in P pieces on T threads" of an offload answer; 0 when
+ * the offload made no new buffer. */
+static unsigned long long pinned_pieces(const char *answer, unsigned *ret_threads)
+{
+	const char *p = strstr(answer, "; pinned ");
+	if (!p)
+		return 0;
+	const char *in = strstr(p, " in ");
+	CHECK(in);
+	unsigned long long pieces = strtoull(in + 4, NULL, 10);
+	const char *on = strstr(in, " on ");
+	CHECK(on);
+	*ret_threads = (unsigned)strtoul(on + 4, NULL, 10);
+	return pieces;
+}
+
+static void test_pieces(bool registered)
+{
+	char out[1024];
+	CUmemAllocationProp prop = dev_prop();
+	struct region r[NPIECE_REGIONS];
+	CUdeviceptr res;
+	unsigned threads = 0;
+	CK(cuMemAlloc_v2(&res, 8));
+
+	/* Sizes in 2 MiB units: several pieces each, one not a whole piece
+	 * count of copy chunks. */
+	static const size_t sizes[] = { 2 * MiB, 6 * MiB, 10 * MiB, 12 * MiB, 14 * MiB };
+	int nr = 0;
+	size_t expect_pieces = 2 * MiB / PIECE; /* the result slot */
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		CK(cuMemAlloc_v2(&r[nr].va, sizes[i]));
+		r[nr++].bytes = sizes[i];
+		expect_pieces += registered ? sizes[i] / PIECE : 1;
+	}
+	/* VMM memory mapped only in part: copied through a mapping of its own. */
+	CUdeviceptr part;
+	CUmemGenericAllocationHandle hp;
+	CK(cuMemAddressReserve(&part, 8 * MiB, 0, 0, 0));
+	CK(cuMemCreate(&hp, 8 * MiB, &prop, 0));
+	CK(cuMemMap(part, 4 * MiB, 4 * MiB, hp, 0));
+	set_rw(part, 4 * MiB);
+	r[nr++] = (struct region){ part, 4 * MiB, 0 };
+	expect_pieces += registered ? 8 * MiB / PIECE : 1;
+	if (!registered)
+		expect_pieces = expect_pieces - (2 * MiB / PIECE) + 1;
+	CHECK(nr == NPIECE_REGIONS);
+
+	fill_regions(r, nr, 100);
+	check_regions(r, nr, res);
+
+	/* First offload: new buffers, in pieces, on several threads. */
+	long unpinned = fc_unpinned_copies();
+	ctl_ok("offload", out, sizeof(out));
+	CHECK_EQ_U64(pinned_pieces(out, &threads), expect_pieces);
+	CHECK(threads == 4);
+	CHECK_EQ_U64(fc_unpinned_copies(), unpinned);
+	CHECK_EQ_U64(fc_host_registered(), registered ? expect_pieces : 0);
+	ctl_ok("restore", out, sizeof(out));
+	check_regions(r, nr, res);
+
+	/* Warm: the same buffers, no new ones; new contents come back. */
+	fill_regions(r, nr, 200);
+	unpinned = fc_unpinned_copies();
+	ctl_ok("offload", out, sizeof(out));
+	CHECK_EQ_U64(pinned_pieces(out, &threads), 0);
+	ctl_ok("restore", out, sizeof(out));
+	CHECK_EQ_U64(fc_unpinned_copies(), unpinned);
+	check_regions(r, nr, res);
+
+	/* A freed allocation takes its buffer with it. */
+	CK(cuMemFree_v2(r[1].va));
+	r[1] = r[--nr];
+	if (registered)
+		CHECK_EQ_U64(fc_host_registered(), expect_pieces - 6 * MiB / PIECE);
+
+	/* drop-host: every buffer is gone after the restore. */
+	ctl_ok("offload drop-host", out, sizeof(out));
+	ctl_ok("restore", out, sizeof(out));
+	CHECK_EQ_U64(fc_host_registered(), 0);
+	check_regions(r, nr, res);
+
+	/* Out of pinned memory half-way: the offload fails, the process runs on
+	 * with its memory, and the next offload completes the buffers. */
+	if (registered) {
+		fc_set_register_limit(5);
+		fc_ctl("offload", out, sizeof(out));
+		CHECK(strncmp(out, "error offload", 13) == 0);
+		CHECK(strstr(out, "pinned host memory"));
+		CHECK(fc_host_registered() <= 5);
+		fill_regions(r, nr, 300);
+		check_regions(r, nr, res);
+		fc_set_register_limit(-1);
+		ctl_ok("offload", out, sizeof(out));
+		CHECK(pinned_pieces(out, &threads) > 0);
+		ctl_ok("restore", out, sizeof(out));
+		check_regions(r, nr, res);
+	}
+
+	for (int i = 0; i < nr; i++)
+		if (r[i].va != part)
+			CK(cuMemFree_v2(r[i].va));
+	CK(cuMemUnmap(part, 4 * MiB));
+	CK(cuMemRelease(hp));
+	CK(cuMemAddressFree(part, 8 * MiB));
+	CK(cuMemFree_v2(res));
+	CHECK_EQ_U64(fc_host_registered(), 0);
+	CHECK_EQ_U64(fc_hook_used(0), CTX);
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "layouts";
@@ -383,6 +520,8 @@ int main(int argc, char **argv)
 		test_layouts();
 	else if (!strcmp(mode, "stress"))
 		test_stress(cycles);
+	else if (!strcmp(mode, "pieces"))
+		test_pieces(argc < 3 || strcmp(argv[2], "hostalloc") != 0);
 	else
 		return 2;
 	printf("offload %s: ok\n", mode);

@@ -91,6 +91,21 @@ static inline int fc_is_mapped(CUdeviceptr p)
 	return ((int (*)(CUdeviceptr))fc_sym("fakecuda_is_mapped"))(p);
 }
 
+static inline int fc_host_registered(void)
+{
+	return ((int (*)(void))fc_sym("fakecuda_host_registered"))();
+}
+
+static inline long fc_unpinned_copies(void)
+{
+	return ((long (*)(void))fc_sym("fakecuda_unpinned_copies"))();
+}
+
+static inline void fc_set_register_limit(int live)
+{
+	((void (*)(int))fc_sym("fakecuda_set_register_limit"))(live);
+}
+
 static inline void *fc_self_sym(const char *exact)
 {
 	return ((void *(*)(const char *))fc_sym("fakecuda_self_sym"))(exact);
