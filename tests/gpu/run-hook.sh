@@ -5,8 +5,11 @@
 #   tests/gpu/run-hook.sh /path/to/build-hook/src/hook/libvram.so
 # or VRAM_HOOK_LIB=/path/to/libvram.so tests/gpu/run-hook.sh
 # Optional: BENCH_GIB (default 20), CAP_GIB (default 10), CYCLES (default 20),
-# STEP_TIMEOUT (seconds per step, default 240). Results and the hook log go to
-# $OUT when it is set.
+# STEP_TIMEOUT (seconds per step, default 240), PIN_VARIANTS (default
+# "default hostalloc"; also threads1), BENCH_CPU (core for the overhead runs,
+# default 2), ROUNDS (alternations, default 5), LAUNCHES (default 1000000),
+# INFER (inference iterations, default 20000). Needs nvcc and taskset.
+# Results and the hook log go to $OUT when it is set.
 set -u
 HOOK=${1:-${VRAM_HOOK_LIB:-}}
 [ -n "$HOOK" ] && [ -e "$HOOK" ] || { echo "usage: $0 /path/to/libvram.so" >&2; exit 2; }
@@ -46,25 +49,57 @@ run cap LD_PRELOAD="$HOOK" VRAM_MEMORY_LIMIT="${CAP_GIB:-10}GiB" \
 	"$PY" "$HERE/hook_check.py" cap --cap-gib "${CAP_GIB:-10}"
 run cap-expandable LD_PRELOAD="$HOOK" VRAM_MEMORY_LIMIT="${CAP_GIB:-10}GiB" \
 	PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True "$PY" "$HERE/hook_check.py" cap --cap-gib "${CAP_GIB:-10}"
-run bench-offload LD_PRELOAD="$HOOK" "$PY" "$HERE/hook_check.py" bench --size-gib "${BENCH_GIB:-20}"
-# Overhead: with and without the hook alternated three times; medians.
-for i in 1 2 3; do
-	run overhead-without-$i "$PY" "$HERE/hook_check.py" overhead
-	run overhead-with-$i LD_PRELOAD="$HOOK" "$PY" "$HERE/hook_check.py" overhead
+# First offload: the default way of making pinned buffers, then the
+# alternatives (PIN_VARIANTS: default, hostalloc, threads1 = one thread).
+for v in ${PIN_VARIANTS:-default hostalloc}; do
+	case $v in
+	default) set -- ;;
+	hostalloc) set -- VRAM_HOOK_PIN_METHOD=hostalloc ;;
+	threads1) set -- VRAM_HOOK_PIN_THREADS=1 ;;
+	*) echo "unknown pin variant $v" >&2; continue ;;
+	esac
+	name=bench-offload; [ "$v" = default ] || name=bench-offload-$v
+	run "$name" LD_PRELOAD="$HOOK" "$@" "$PY" "$HERE/hook_check.py" bench --size-gib "${BENCH_GIB:-20}"
+done
+
+# Overhead, each process pinned to one core (BENCH_CPU, default 2), without
+# and with the hook alternated ROUNDS times (default 5): launch_bench (1M
+# empty-kernel launches through the runtime API, cudaMalloc/cudaFree pairs)
+# and the torch inference loop.
+CPU=${BENCH_CPU:-2}
+ROUNDS=${ROUNDS:-5}
+BENCH="$WORK/launch_bench"
+if ! nvcc -O2 -arch=sm_90 -o "$BENCH" "$HERE/launch_bench.cu"; then
+	FAILS=$((FAILS + 1))
+	echo "launch-bench-build FAIL" >>"$RESULTS"
+fi
+i=1
+while [ $i -le "$ROUNDS" ]; do
+	if [ -x "$BENCH" ]; then
+		run launch-without-$i taskset -c "$CPU" "$BENCH" "${LAUNCHES:-1000000}"
+		run launch-with-$i LD_PRELOAD="$HOOK" taskset -c "$CPU" "$BENCH" "${LAUNCHES:-1000000}"
+	fi
+	run infer-without-$i taskset -c "$CPU" "$PY" "$HERE/hook_check.py" overhead --launches 0 --infer "${INFER:-20000}"
+	run infer-with-$i LD_PRELOAD="$HOOK" taskset -c "$CPU" "$PY" "$HERE/hook_check.py" overhead \
+		--launches 0 --infer "${INFER:-20000}"
+	i=$((i + 1))
 done
 
 echo
 echo "== summary (hook log: $LOG)"
 column -t "$RESULTS" 2>/dev/null || cat "$RESULTS"
-grep '^overhead-' "$RESULTS" | awk '
-	{ hook = ($1 ~ /^overhead-with-/); for (i = 2; i <= NF; i++) { split($i, kv, "=");
-	  if (kv[1] == "launch_s") l[hook, ++nl[hook]] = kv[2]; if (kv[1] == "infer_s") f[hook, ++nf[hook]] = kv[2]; } }
-	function med(a, h, n,   i, j, t, v) { for (i = 1; i <= n; i++) v[i] = a[h, i];
-	  for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t; }
-	  return v[int((n + 1) / 2)] }
-	END { if (nl[0] && nl[1]) {
-	  lw = med(l, 0, nl[0]); lh = med(l, 1, nl[1]); fw = med(f, 0, nf[0]); fh = med(f, 1, nf[1]);
-	  printf "overhead (median of %d alternated runs): launches %.3fs -> %.3fs (%+.2f%%), inference %.3fs -> %.3fs (%+.2f%%) (target <= 1%%)\n",
-	    nl[0], lw, lh, (lh / lw - 1) * 100, fw, fh, (fh / fw - 1) * 100 } }'
+# Median and spread ((max - min) / median) of each figure, without -> with.
+grep -E '^(launch|infer)-with' "$RESULTS" | awk '
+	{ hook = ($1 ~ /-with-/); for (i = 2; i <= NF; i++) { split($i, kv, "=");
+	  if (kv[1] == "launch_ns" || kv[1] == "alloc_us" || kv[1] == "infer_s") v[kv[1], hook, ++n[kv[1], hook]] = kv[2] } }
+	function stat(k, h,   i, j, t, a, m) { m = n[k, h]; for (i = 1; i <= m; i++) a[i] = v[k, h, i] + 0;
+	  for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t; }
+	  med = (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2; spread = med ? (a[m] - a[1]) / med * 100 : 0 }
+	function show(k, label, unit, fmt,   w, ws, h, hs) { if (!n[k, 0] || !n[k, 1]) { printf "%s: no data; ", label; return }
+	  stat(k, 0); w = med; ws = spread; stat(k, 1); h = med; hs = spread
+	  printf "%s " fmt " -> " fmt " %s (%+.2f%%; spread %.1f%% / %.1f%%); ", label, w, h, unit, (h / w - 1) * 100, ws, hs }
+	END { printf "overhead (median of %d alternated runs each, one core): ", n["launch_ns", 0] ? n["launch_ns", 0] : n["infer_s", 0]
+	  show("launch_ns", "launches", "ns/launch", "%.1f"); show("alloc_us", "alloc+free", "us/pair", "%.2f")
+	  show("infer_s", "inference", "s", "%.3f"); printf "target <= 1%% (a difference below the spread is noise)\n" }'
 echo "failures: $FAILS"
 [ $FAILS -eq 0 ]
