@@ -1261,6 +1261,7 @@ static void d_socket(struct ctx *c, const struct vram_ynode *v, void *t) { get_s
 static void d_state_dir(struct ctx *c, const struct vram_ynode *v, void *t) { get_string(c, v, &CFG(t)->daemon.state_dir); }
 static void d_log(struct ctx *c, const struct vram_ynode *v, void *t) { get_string(c, v, &CFG(t)->daemon.log); }
 static void d_token(struct ctx *c, const struct vram_ynode *v, void *t) { get_string(c, v, &CFG(t)->daemon.token); }
+static void d_hook_library(struct ctx *c, const struct vram_ynode *v, void *t) { get_string(c, v, &CFG(t)->daemon.hook_library); }
 
 static void d_log_level(struct ctx *c, const struct vram_ynode *v, void *t)
 {
@@ -1294,6 +1295,7 @@ static const struct key_def daemon_keys[] = {
 	{ "workload_log_max", d_workload_log_max, false },
 	{ "workload_log_keep", d_workload_log_keep, false },
 	{ "port_range_start", d_port_range_start, false },
+	{ "hook_library", d_hook_library, false },
 };
 
 static void g_backend(struct ctx *c, const struct vram_ynode *v, void *t)
@@ -1541,6 +1543,7 @@ void vram_config_free(struct vram_config *config)
 	free(config->daemon.log);
 	free(config->daemon.log_level);
 	free(config->daemon.token);
+	free(config->daemon.hook_library);
 	free_sim(config);
 	for (size_t i = 0; i < config->n_workloads; i++)
 		workload_done(&config->workloads[i]);

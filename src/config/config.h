@@ -161,6 +161,7 @@ struct vram_config {
 		uint64_t workload_log_max_bytes; /* bytes per workload log before rotation */
 		unsigned workload_log_keep;      /* rotated files kept */
 		unsigned port_range_start;       /* first port for `port: auto` */
+		char *hook_library; /* owned; libvram.so; NULL = next to vramd (<prefix>/lib/vramd, or the build tree) */
 	} daemon;
 
 	struct {

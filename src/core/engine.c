@@ -20,7 +20,8 @@
 
 const struct vram_engine *const vram_engines[] = {
 	&vram_engine_sim,
-	/* hook goes here: `offload: auto` tries it before checkpoint */
+	&vram_engine_hook, /* `offload: auto` tries it before checkpoint */
+	&vram_engine_hook_checkpoint,
 	&vram_engine_checkpoint,
 	&vram_engine_restart,
 	NULL,

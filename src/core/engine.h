@@ -10,9 +10,11 @@
  *
  * Engines now: checkpoint (the driver's process checkpoint: frees everything,
  * context included, and can restore onto other GPUs of the same model),
- * restart (stop the process; start it again on restore) and sim (simulated
- * GPUs: frees and takes back the simulated memory at a realistic rate). The
- * hook engine takes its place in the array, before checkpoint, when it lands.
+ * restart (stop the process; start it again on restore), sim (simulated
+ * GPUs: frees and takes back the simulated memory at a realistic rate), hook
+ * (libvram.so in every process of the workload moves its memory to host RAM
+ * over the hook channel) and hook+checkpoint (the hook moves the data, then
+ * the checkpoint engine frees the rest, context included).
  */
 #ifndef VRAM_ENGINE_H
 #define VRAM_ENGINE_H
@@ -27,6 +29,7 @@
 struct event;
 struct event_base;
 struct vram_gpus;
+struct vram_hookchan;
 struct vram_workers;
 struct vram_job;
 
@@ -35,6 +38,8 @@ struct vram_engine_host {
 	struct event_base *base;      /* the loop */
 	struct vram_gpus *gpus;       /* the GPU backend */
 	struct vram_workers *workers; /* for blocking work */
+	struct vram_hookchan *hookchan; /* daemon/hookchan.h; NULL when there is none */
+	bool hook_library;            /* libvram.so was found: processes are spawned with it */
 	void *ctx;                    /* passed back to the functions below */
 	/*
 	 * Stops every process of w (SIGTERM to its group, SIGKILL after the
@@ -66,6 +71,7 @@ struct vram_job {
 	bool completed;
 	int error;               /* 0 or -errno */
 	bool process_lost;       /* the process is gone or unusable (restore half done) */
+	bool still_offloaded;    /* a failed restore left the process intact and offloaded */
 	uint64_t bytes;          /* bytes moved */
 	double seconds;          /* wall time from start to completion */
 	char message[512];
@@ -108,6 +114,8 @@ struct vram_engine {
 };
 
 extern const struct vram_engine vram_engine_checkpoint;
+extern const struct vram_engine vram_engine_hook;
+extern const struct vram_engine vram_engine_hook_checkpoint;
 extern const struct vram_engine vram_engine_restart;
 extern const struct vram_engine vram_engine_sim;
 

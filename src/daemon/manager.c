@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <limits.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -33,6 +34,7 @@
 #include "core/plan.h"
 #include "core/policy.h"
 #include "core/workload.h"
+#include "daemon/hookchan.h"
 #include "daemon/mps.h"
 #include "daemon/supervise.h"
 #include "daemon/workers.h"
@@ -90,6 +92,8 @@ struct vram_manager {
 	struct vram_mps *mps; /* owned; MPS control daemons for share: mps */
 	unsigned ticks;       /* ticks since start, for jobs that run every few ticks */
 	bool mps_quitting;    /* shutdown: waiting for the MPS daemons to quit */
+	struct vram_hookchan *hookchan; /* owned; NULL when the socket could not be opened */
+	char *hook_library;   /* owned; libvram.so to preload, NULL when not found */
 };
 
 static int set_state(struct vram_manager *m, struct vram_workload *w, enum vram_wl_event ev,
@@ -376,6 +380,13 @@ static char *xasprintf(const char *fmt, ...)
 	return s;
 }
 
+/* Whether w's processes are spawned with libvram.so: its engine is the hook's. */
+static bool uses_hook(const struct vram_manager *m, const struct vram_workload *w)
+{
+	return m->hook_library && m->hookchan && w->engine &&
+	       (w->engine->kind == VRAM_ENGINE_HOOK || w->engine->kind == VRAM_ENGINE_HOOK_CHECKPOINT);
+}
+
 /*
  * The environment a workload instance gets on top of the daemon's, then
  * extra (NULL-terminated, may be NULL; copied; the MPS client's variables,
@@ -387,7 +398,7 @@ static char **instance_env(struct vram_manager *m, struct vram_workload *w, stru
 	size_t n_extra = 0;
 	while (extra && extra[n_extra])
 		n_extra++;
-	size_t n = w->cfg->n_env + 10 + n_extra;
+	size_t n = w->cfg->n_env + 12 + n_extra;
 	char **env = calloc(n, sizeof(*env));
 	if (!env)
 		return NULL;
@@ -417,6 +428,16 @@ static char **instance_env(struct vram_manager *m, struct vram_workload *w, stru
 	env[k++] = xasprintf("VRAM_REPLICA=%u", in->replica);
 	if (in->n_gpus && in->bytes_per_gpu)
 		env[k++] = xasprintf("VRAM_MEMORY_LIMIT=%" PRIu64, in->bytes_per_gpu);
+	if (uses_hook(m, w)) {
+		/* the workload's own LD_PRELOAD, else the daemon's, stays after ours */
+		const char *pre = getenv("LD_PRELOAD");
+		for (size_t i = 0; i < w->cfg->n_env; i++)
+			if (strncmp(w->cfg->env[i], "LD_PRELOAD=", 11) == 0)
+				pre = w->cfg->env[i] + 11;
+		env[k++] = pre && *pre ? xasprintf("LD_PRELOAD=%s:%s", m->hook_library, pre)
+				       : xasprintf("LD_PRELOAD=%s", m->hook_library);
+		env[k++] = xasprintf("VRAM_HOOK_SOCKET=%s", vram_hookchan_path(m->hookchan));
+	}
 	for (size_t i = 0; i < n_extra; i++)
 		env[k++] = strdup(extra[i]);
 	bool ok = true;
@@ -1031,7 +1052,7 @@ static void on_job_done(struct vram_job *job, void *arg)
 		if (job->error) {
 			fmt_error(w, job->error, "restore with %s failed: %s", job->engine->name,
 				  job->message);
-			if (job->process_lost || job->engine->keeps_process) {
+			if (job->process_lost || (job->engine->keeps_process && !job->still_offloaded)) {
 				fail_workload(m, w, VRAM_WL_EV_RESTORE_FAILED, true);
 			} else {
 				set_state(m, w, VRAM_WL_EV_RESTORE_ABORTED, w->last_error);
@@ -1374,6 +1395,57 @@ static void workload_done(struct vram_workload *w)
 	free(w->instances);
 }
 
+/*
+ * libvram.so: daemon.hook_library, else next to the vramd binary: installed
+ * (<prefix>/bin/vramd, <prefix>/lib/vramd/libvram.so) or in the build tree
+ * (src/daemon/bin/vramd, src/hook/libvram.so). Caller frees; NULL if none.
+ */
+static char *find_hook_library(const struct vram_config *cfg)
+{
+	if (cfg->daemon.hook_library) {
+		if (access(cfg->daemon.hook_library, R_OK) == 0)
+			return strdup(cfg->daemon.hook_library);
+		vram_warn("daemon.hook_library %s: %s; workloads run without the hook",
+			  cfg->daemon.hook_library, strerror(errno));
+		return NULL;
+	}
+	char exe[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n <= 0)
+		return NULL;
+	exe[n] = '\0';
+	char *slash = strrchr(exe, '/');
+	if (!slash)
+		return NULL;
+	*slash = '\0';
+	static const char *const rel[] = {"../lib/vramd/libvram.so", "../../hook/libvram.so"};
+	for (size_t i = 0; i < sizeof(rel) / sizeof(rel[0]); i++) {
+		char *p = xasprintf("%s/%s", exe, rel[i]);
+		char real[PATH_MAX];
+		if (p && access(p, R_OK) == 0 && realpath(p, real)) {
+			free(p);
+			return strdup(real);
+		}
+		free(p);
+	}
+	return NULL;
+}
+
+/* The hook channel (state_dir/hook.sock) and the library; vramd runs on without them. */
+static void open_hook(struct vram_manager *m)
+{
+	m->hook_library = find_hook_library(m->cfg);
+	char *path = xasprintf("%s/hook.sock", m->state_dir);
+	int r = path ? vram_hookchan_new(m->base, path, &m->hookchan) : -ENOMEM;
+	if (r < 0) {
+		vram_warn("Failed to open the hook channel %s: %s; the hook engine is off", path ? path : "",
+			  strerror(-r));
+		m->hookchan = NULL;
+	}
+	free(path);
+	vram_debug("hook library: %s", m->hook_library ? m->hook_library : "none found");
+}
+
 int vram_manager_new(struct event_base *base, struct vram_config *cfg, struct vram_gpus *gpus,
 		     struct vram_manager **ret)
 {
@@ -1406,10 +1478,13 @@ int vram_manager_new(struct event_base *base, struct vram_config *cfg, struct vr
 	if (r < 0)
 		goto out_free;
 	vram_supervisor_set_reaped_other(m->sup, on_reaped_other, m);
+	open_hook(m);
 	m->host = (struct vram_engine_host){
 		.base = base,
 		.gpus = gpus,
 		.workers = m->workers,
+		.hookchan = m->hookchan,
+		.hook_library = m->hook_library != NULL,
 		.ctx = m,
 		.stop_processes = host_stop_processes,
 		.spawn_processes = host_spawn_processes,
@@ -1492,6 +1567,8 @@ void vram_manager_free(struct vram_manager *m)
 		workload_done(&m->ws[i]);
 	vram_workers_free(m->workers);
 	vram_mps_free(m->mps); /* after the workloads: they let go of their clients */
+	vram_hookchan_free(m->hookchan); /* after the workloads: their jobs let go of requests */
+	free(m->hook_library);
 	free(m->ws);
 	free(m->wptrs);
 	if (m->tick)
@@ -1827,6 +1904,31 @@ static json_t *workload_mps_json(const struct vram_workload *w)
 			 "clients", clients ? clients : json_array());
 }
 
+/*
+ * null when no process of w ever spoke to the hook channel; else its hooked
+ * processes, the measured bytes (which beat the declared memory) and a
+ * warning when a cap did not parse.
+ */
+static json_t *workload_hook_json(struct vram_manager *m, const struct vram_workload *w)
+{
+	if (!m->hookchan)
+		return json_null();
+	json_t *procs = vram_hookchan_workload_json(m->hookchan, w->cfg->name);
+	if (!procs || json_array_size(procs) == 0) {
+		json_decref(procs);
+		return json_null();
+	}
+	uint64_t used = 0, nonmovable = 0;
+	size_t n = vram_hookchan_usage(m->hookchan, w->cfg->name, &used, &nonmovable);
+	bool bad_limit = vram_hookchan_limit_invalid(m->hookchan, w->cfg->name);
+	return json_pack("{s:o,s:o,s:I,s:o}", "processes", procs, "measured_bytes",
+			 n ? json_integer((json_int_t)used) : json_null(), "nonmovable_bytes",
+			 (json_int_t)nonmovable, "warning",
+			 bad_limit ? json_string("a process could not parse VRAM_MEMORY_LIMIT and runs "
+						 "without a cap (see its hook log)")
+				   : json_null());
+}
+
 static json_t *workload_json(struct vram_manager *m, struct vram_workload *w)
 {
 	uint64_t now = vram_now_ms();
@@ -1893,6 +1995,8 @@ static json_t *workload_json(struct vram_manager *m, struct vram_workload *w)
 		"in_transition", json_boolean(!vram_wl_state_settled(w->state)));
 	if (o)
 		json_object_set_new(o, "mps", workload_mps_json(w));
+	if (o)
+		json_object_set_new(o, "hook", workload_hook_json(m, w));
 	return o;
 }
 

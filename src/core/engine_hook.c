@@ -1,0 +1,382 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The hook engine: every process of the workload runs with libvram.so and is
+ * registered on the hook channel under the workload's name. Offload sends
+ * OFFLOAD to each of them and completes when all have answered: the bytes
+ * are summed, the time is the slowest process's, errors are joined. The
+ * process keeps its context (about 0.5 GiB) and its virtual addresses, so it
+ * comes back on the GPUs it left (can_move is false).
+ *
+ * A workload is offloaded or restored as a whole: when some processes
+ * succeed and others fail, the ones that succeeded are taken back (restored
+ * after a failed offload, offloaded again after a failed restore) before the
+ * job reports the failure, so the workload is never left half parked. A
+ * restore that failed for lack of memory leaves every process intact and
+ * offloaded (job->still_offloaded), with the hook's message.
+ *
+ * hook+checkpoint: the hook moves the data at link speed, then the
+ * checkpoint engine frees what is left, CUDA context included. Restore runs
+ * the checkpoint restore, then the hook restore.
+ */
+#include "core/engine.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/units.h"
+#include "daemon/hookchan.h"
+
+#define MAX_PROCS 64 /* hooked processes of one workload in one job */
+
+enum phase {
+	PHASE_MAIN = 0,  /* the asked operation on every process */
+	PHASE_ROLLBACK,  /* the opposite operation on those that succeeded */
+	PHASE_CKPT,      /* the checkpoint engine's part (hook+checkpoint) */
+};
+
+struct hook_job;
+
+struct slot {
+	struct hook_job *hj;
+	pid_t pid;
+	struct vram_hookchan_req *req; /* in flight, or NULL */
+	bool ok;
+	struct vram_hookchan_result res;
+};
+
+struct hook_job {
+	struct vram_job *job;
+	bool with_ckpt;
+	enum phase phase;
+	enum vram_hookchan_op op;  /* of the running hook phase */
+	struct slot slots[MAX_PROCS];
+	size_t n;
+	size_t pending;
+	struct vram_job *inner;    /* the checkpoint engine's job, or NULL */
+	/* the main phase's outcome */
+	int error;
+	bool lost;
+	bool intact;               /* every failed process is still offloaded (restore) */
+	uint64_t bytes, nonmovable, missing;
+	uint64_t ckpt_bytes;
+	char errors[400];
+	char ckpt_note[200];
+};
+
+static bool wants_gpus(const struct vram_workload *w)
+{
+	return w->cfg->gpus.kind != VRAM_GPUS_COUNT || w->cfg->gpus.count > 0;
+}
+
+static bool hook_supports(const struct vram_workload *w, const struct vram_engine_host *host, char *why,
+			  size_t why_size)
+{
+	const char *no = NULL;
+	if (!host->hookchan)
+		no = "the hook channel is not open";
+	else if (vram_hookchan_pids(host->hookchan, w->cfg->name, NULL, 0) > 0)
+		return true;
+	else if (!host->hook_library)
+		no = "libvram.so was not found (daemon.hook_library) and no process of it is hooked";
+	else if (w->cfg->offload == VRAM_ENGINE_AUTO && !wants_gpus(w))
+		no = "it uses no GPU";
+	if (!no)
+		return true;
+	if (why)
+		snprintf(why, why_size, "%s", no);
+	return false;
+}
+
+static bool hook_ckpt_supports(const struct vram_workload *w, const struct vram_engine_host *host,
+			       char *why, size_t why_size)
+{
+	return hook_supports(w, host, why, why_size) &&
+	       vram_engine_checkpoint.supports(w, host, why, why_size);
+}
+
+static void set_resident(struct vram_workload *w, bool on)
+{
+	for (size_t i = 0; i < w->n_instances; i++)
+		if (w->instances[i].pid > 0)
+			w->instances[i].resident = on;
+}
+
+static void hj_free(struct hook_job *hj)
+{
+	for (size_t i = 0; i < hj->n; i++)
+		vram_hookchan_cancel(hj->slots[i].req);
+	if (hj->inner)
+		vram_job_cancel(hj->inner);
+	free(hj);
+}
+
+/* Frees hj and completes its job with the main phase's outcome. */
+static void finish(struct hook_job *hj)
+{
+	struct vram_job *job = hj->job;
+	job->priv = NULL;
+	bool offload = job->kind == VRAM_JOB_OFFLOAD;
+	char moved[32], stuck[32];
+	vram_units_format_bytes(hj->bytes, moved, sizeof(moved));
+	vram_units_format_bytes(hj->nonmovable, stuck, sizeof(stuck));
+	if (hj->error) {
+		job->process_lost = hj->lost;
+		job->still_offloaded = !offload && !hj->lost && hj->intact && !hj->with_ckpt;
+		struct hook_job copy = *hj;
+		free(hj);
+		vram_job_complete(job, copy.error, 0, "%s%s%s", copy.errors,
+				  copy.ckpt_note[0] ? "; " : "", copy.ckpt_note);
+		return;
+	}
+	struct hook_job copy = *hj;
+	free(hj);
+	set_resident(job->w, !offload);
+	char procs[48] = "";
+	if (copy.n > 1)
+		snprintf(procs, sizeof(procs), " from %zu processes", copy.n);
+	char extra[96] = "";
+	if (copy.nonmovable && offload)
+		snprintf(extra, sizeof(extra), ", %s could not move (IPC/managed)", stuck);
+	vram_job_complete(job, 0, copy.bytes + copy.ckpt_bytes, "%s %s%s%s%s%s", moved,
+			  offload ? "offloaded" : "restored", procs, extra,
+			  copy.ckpt_note[0] ? "; " : "", copy.ckpt_note);
+}
+
+/* Appends "pid N<what>: text" to the joined errors. */
+static void add_error(struct hook_job *hj, pid_t pid, const char *what, const char *text)
+{
+	size_t len = strlen(hj->errors);
+	if (len + 1 >= sizeof(hj->errors))
+		return;
+	snprintf(hj->errors + len, sizeof(hj->errors) - len, "%s", len ? "; " : "");
+	len = strlen(hj->errors);
+	snprintf(hj->errors + len, sizeof(hj->errors) - len, "pid %d%s: %s", (int)pid, what, text);
+}
+
+static void on_proc_done(const struct vram_hookchan_result *res, void *arg);
+static void phase_done(struct hook_job *hj);
+static void start_ckpt(struct hook_job *hj);
+
+/* Sends op to every process, or only to those that succeeded in the main phase. */
+static void run_phase(struct hook_job *hj, enum phase phase, enum vram_hookchan_op op, bool only_ok)
+{
+	hj->phase = phase;
+	hj->op = op;
+	hj->pending = 0;
+	struct vram_hookchan *hc = hj->job->host->hookchan;
+	for (size_t i = 0; i < hj->n; i++)
+		if (!only_ok || hj->slots[i].ok)
+			hj->pending++;
+	size_t todo = hj->pending;
+	if (todo == 0) {
+		phase_done(hj);
+		return;
+	}
+	/* the last answer may free hj: the loop stops right after it is sent */
+	for (size_t i = 0; todo > 0; i++) {
+		struct slot *s = &hj->slots[i];
+		if (only_ok && !s->ok)
+			continue;
+		todo--;
+		int r = vram_hookchan_send(hc, s->pid, op, 0, on_proc_done, s, &s->req);
+		if (r < 0) {
+			struct vram_hookchan_result res = {.pid = s->pid, .status = r};
+			snprintf(res.text, sizeof(res.text), "%s",
+				 r == -ENOENT ? "not connected to the hook channel" : strerror(-r));
+			s->req = NULL;
+			on_proc_done(&res, s); /* may finish hj: touch nothing after the last */
+		}
+	}
+}
+
+static void phase_done(struct hook_job *hj)
+{
+	bool offload = hj->job->kind == VRAM_JOB_OFFLOAD;
+	if (hj->phase == PHASE_ROLLBACK) {
+		finish(hj);
+		return;
+	}
+	/* PHASE_MAIN */
+	size_t n_ok = 0;
+	for (size_t i = 0; i < hj->n; i++)
+		n_ok += hj->slots[i].ok;
+	if (!hj->error) {
+		if (hj->with_ckpt && offload)
+			start_ckpt(hj);
+		else
+			finish(hj);
+		return;
+	}
+	if (n_ok == 0) {
+		finish(hj);
+		return;
+	}
+	/* take back the processes that made it, so the workload stays whole */
+	run_phase(hj, PHASE_ROLLBACK, offload ? VRAM_HOOKCHAN_RESTORE : VRAM_HOOKCHAN_OFFLOAD, true);
+}
+
+static void on_proc_done(const struct vram_hookchan_result *res, void *arg)
+{
+	struct slot *s = arg;
+	struct hook_job *hj = s->hj;
+	s->req = NULL;
+	if (hj->phase == PHASE_MAIN) {
+		s->res = *res;
+		s->ok = res->status == 0;
+		if (s->ok) {
+			hj->bytes += res->bytes;
+			hj->nonmovable += res->nonmovable;
+		} else {
+			if (!hj->error)
+				hj->error = res->status;
+			hj->missing += res->missing;
+			if (res->status == -EPIPE)
+				hj->lost = true;
+			if (res->state != 2 /* VRAM_HOOK_STATE_OFFLOADED */)
+				hj->intact = false;
+			add_error(hj, res->pid, "", res->text[0] ? res->text : strerror(-res->status));
+		}
+	} else if (res->status != 0) {
+		/* a process that cannot be taken back is half parked: restart it */
+		hj->lost = true;
+		add_error(hj, res->pid, " could not be taken back", res->text[0] ? res->text : strerror(-res->status));
+	}
+	if (--hj->pending == 0)
+		phase_done(hj);
+}
+
+/* ---- hook+checkpoint ---- */
+
+/* The checkpoint part failed: after an offload the hook part is undone. */
+static void ckpt_failed(struct hook_job *hj, int error, bool lost)
+{
+	hj->error = error;
+	hj->lost = lost;
+	if (hj->job->kind == VRAM_JOB_OFFLOAD)
+		run_phase(hj, PHASE_ROLLBACK, VRAM_HOOKCHAN_RESTORE, true);
+	else
+		finish(hj);
+}
+
+static void on_inner_done(struct vram_job *inner, void *arg)
+{
+	struct hook_job *hj = arg;
+	hj->inner = NULL;
+	int error = inner->error;
+	bool lost = inner->process_lost;
+	uint64_t bytes = inner->bytes;
+	snprintf(hj->ckpt_note, sizeof(hj->ckpt_note), "checkpoint: %.180s", inner->message);
+	vram_job_free(inner);
+	if (error) {
+		ckpt_failed(hj, error, lost);
+		return;
+	}
+	hj->ckpt_bytes = bytes;
+	if (hj->job->kind == VRAM_JOB_OFFLOAD)
+		finish(hj);
+	else
+		run_phase(hj, PHASE_MAIN, VRAM_HOOKCHAN_RESTORE, false);
+}
+
+static void start_ckpt(struct hook_job *hj)
+{
+	hj->phase = PHASE_CKPT;
+	struct vram_job *job = hj->job;
+	hj->inner = vram_job_new(job->kind, &vram_engine_checkpoint, job->w, job->host, on_inner_done, hj);
+	int r = hj->inner ? vram_job_start(hj->inner) : -ENOMEM;
+	if (r < 0) {
+		vram_job_free(hj->inner);
+		hj->inner = NULL;
+		snprintf(hj->ckpt_note, sizeof(hj->ckpt_note), "checkpoint could not begin: %s", strerror(-r));
+		ckpt_failed(hj, r, false);
+	}
+}
+
+/* ---- engine entry points ---- */
+
+static int begin(struct vram_workload *w, struct vram_job *job, bool with_ckpt)
+{
+	struct vram_hookchan *hc = job->host->hookchan;
+	if (!hc)
+		return -ENOTCONN;
+	pid_t pids[MAX_PROCS];
+	size_t n = vram_hookchan_pids(hc, w->cfg->name, pids, MAX_PROCS);
+	if (n == 0) {
+		vram_job_complete(job, -ENOTCONN, 0,
+				  "no process of %s is connected to the hook (none has initialized CUDA "
+				  "with libvram.so loaded)", w->cfg->name);
+		return 0;
+	}
+	if (n > MAX_PROCS)
+		n = MAX_PROCS;
+	struct hook_job *hj = calloc(1, sizeof(*hj));
+	if (!hj)
+		return -ENOMEM;
+	hj->job = job;
+	hj->with_ckpt = with_ckpt;
+	hj->intact = true;
+	hj->n = n;
+	for (size_t i = 0; i < n; i++) {
+		hj->slots[i].hj = hj;
+		hj->slots[i].pid = pids[i];
+	}
+	job->priv = hj;
+	if (with_ckpt && job->kind == VRAM_JOB_RESTORE)
+		start_ckpt(hj);
+	else
+		run_phase(hj, PHASE_MAIN,
+			  job->kind == VRAM_JOB_OFFLOAD ? VRAM_HOOKCHAN_OFFLOAD : VRAM_HOOKCHAN_RESTORE,
+			  false);
+	return 0;
+}
+
+static int hook_offload(struct vram_workload *w, struct vram_job *job)
+{
+	return begin(w, job, false);
+}
+
+static int hook_restore(struct vram_workload *w, struct vram_job *job)
+{
+	return begin(w, job, false);
+}
+
+static int hook_ckpt_offload(struct vram_workload *w, struct vram_job *job)
+{
+	return begin(w, job, true);
+}
+
+static int hook_ckpt_restore(struct vram_workload *w, struct vram_job *job)
+{
+	return begin(w, job, true);
+}
+
+static void hook_cancel(struct vram_job *job)
+{
+	if (job->priv)
+		hj_free(job->priv);
+	job->priv = NULL;
+}
+
+const struct vram_engine vram_engine_hook = {
+	.name = "hook",
+	.kind = VRAM_ENGINE_HOOK,
+	.keeps_process = true,
+	.can_move = false, /* the process keeps its context on the GPU it left */
+	.supports = hook_supports,
+	.offload = hook_offload,
+	.restore = hook_restore,
+	.cancel = hook_cancel,
+};
+
+const struct vram_engine vram_engine_hook_checkpoint = {
+	.name = "hook+checkpoint",
+	.kind = VRAM_ENGINE_HOOK_CHECKPOINT,
+	.keeps_process = true,
+	.can_move = false, /* the hook's virtual addresses stay where they were */
+	.supports = hook_ckpt_supports,
+	.offload = hook_ckpt_offload,
+	.restore = hook_ckpt_restore,
+	.cancel = hook_cancel,
+};

@@ -1,0 +1,555 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The hook channel on the daemon's loop. Each connection reads into a buffer
+ * of one maximum message; every complete message is decoded with the
+ * protocol header's decoder, and anything it rejects closes the connection
+ * (the stream cannot be resynchronized). The first message must be HELLO;
+ * its pid must be the peer's (SO_PEERCRED), so one process cannot speak for
+ * another. A process has at most one command in flight: the hook runs them
+ * one at a time anyway.
+ */
+#include "daemon/hookchan.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "common/log.h"
+#include "proto/hook_proto.h"
+
+struct conn;
+
+struct proc {
+	struct proc *next;
+	pid_t pid;
+	char workload[VRAM_HOOK_PROTO_NAME_MAX];
+	struct conn *conn;  /* NULL once disconnected */
+	unsigned state;     /* enum vram_hook_state */
+	unsigned ndev;
+	uint64_t used, resident, nonmovable, cap; /* bytes */
+	bool limit_invalid;
+};
+
+struct vram_hookchan_req {
+	struct vram_hookchan *hc;
+	struct conn *conn;
+	uint32_t id;
+	enum vram_hookchan_op op;
+	vram_hookchan_done_cb cb;
+	void *arg;
+	struct event *timer;
+	uint64_t sent_ms;
+};
+
+struct conn {
+	struct conn *next;
+	struct vram_hookchan *hc;
+	int fd;
+	pid_t peer;         /* from SO_PEERCRED; 0 if unknown */
+	struct event *ev;
+	struct proc *proc;  /* NULL until HELLO */
+	struct vram_hookchan_req *req; /* in flight, or NULL */
+	size_t len;
+	uint8_t buf[VRAM_HOOK_PROTO_MAX_MESSAGE];
+};
+
+struct vram_hookchan {
+	struct event_base *base;
+	char *path;
+	int fd;
+	struct event *accept_ev;
+	struct conn *conns;
+	size_t n_conns;
+	struct proc *procs; /* registration order */
+	size_t n_procs;
+	uint32_t next_id;
+	uint32_t seq;
+};
+
+const char *vram_hookchan_path(const struct vram_hookchan *hc)
+{
+	return hc->path;
+}
+
+/* ---- processes ---- */
+
+static bool pid_alive(pid_t pid)
+{
+	return pid > 0 && (kill(pid, 0) == 0 || errno != ESRCH);
+}
+
+static void proc_unlink(struct vram_hookchan *hc, struct proc *p)
+{
+	for (struct proc **pp = &hc->procs; *pp; pp = &(*pp)->next)
+		if (*pp == p) {
+			*pp = p->next;
+			hc->n_procs--;
+			free(p);
+			return;
+		}
+}
+
+/* Drops disconnected processes that have exited; then the oldest disconnected beyond the bound. */
+static void procs_prune(struct vram_hookchan *hc)
+{
+	struct proc *p = hc->procs;
+	while (p) {
+		struct proc *next = p->next;
+		if (!p->conn && !pid_alive(p->pid))
+			proc_unlink(hc, p);
+		p = next;
+	}
+	p = hc->procs;
+	while (p && hc->n_procs > VRAM_HOOKCHAN_MAX_PROCS) {
+		struct proc *next = p->next;
+		if (!p->conn)
+			proc_unlink(hc, p);
+		p = next;
+	}
+}
+
+static struct proc *proc_find(struct vram_hookchan *hc, pid_t pid)
+{
+	for (struct proc *p = hc->procs; p; p = p->next)
+		if (p->pid == pid)
+			return p;
+	return NULL;
+}
+
+static void proc_set_devs(struct proc *p, const struct vram_hook_proto_dev *dev, uint32_t ndev)
+{
+	p->ndev = ndev;
+	p->used = p->resident = p->nonmovable = p->cap = 0;
+	for (uint32_t i = 0; i < ndev; i++) {
+		p->used += dev[i].used;
+		p->resident += dev[i].resident;
+		p->nonmovable += dev[i].nonmovable;
+		if (dev[i].cap > p->cap)
+			p->cap = dev[i].cap;
+	}
+}
+
+/* ---- requests ---- */
+
+/* Detaches req, frees it, then tells its owner. */
+static void req_finish(struct vram_hookchan_req *req, struct vram_hookchan_result *res)
+{
+	vram_hookchan_done_cb cb = req->cb;
+	void *arg = req->arg;
+	if (req->conn && req->conn->req == req)
+		req->conn->req = NULL;
+	res->seconds = res->seconds > 0 ? res->seconds : 0;
+	event_free(req->timer);
+	free(req);
+	if (cb)
+		cb(res, arg);
+}
+
+/* Fails req with "<why> the <offload|restore>". */
+static void req_fail(struct vram_hookchan_req *req, pid_t pid, int status, const char *why)
+{
+	struct vram_hookchan_result res = {.pid = pid, .status = status};
+	snprintf(res.text, sizeof(res.text), "%s the %s", why,
+		 req->op == VRAM_HOOKCHAN_OFFLOAD ? "offload" : "restore");
+	req_finish(req, &res);
+}
+
+static void on_req_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct vram_hookchan_req *req = arg;
+	pid_t pid = req->conn && req->conn->proc ? req->conn->proc->pid : 0;
+	req_fail(req, pid, -ETIMEDOUT, "the hook took too long to answer");
+}
+
+void vram_hookchan_cancel(struct vram_hookchan_req *req)
+{
+	if (!req)
+		return;
+	if (req->conn && req->conn->req == req)
+		req->conn->req = NULL;
+	event_free(req->timer);
+	free(req);
+}
+
+/* ---- connections ---- */
+
+static void conn_close(struct conn *c, const char *why)
+{
+	struct vram_hookchan *hc = c->hc;
+	for (struct conn **pp = &hc->conns; *pp; pp = &(*pp)->next)
+		if (*pp == c) {
+			*pp = c->next;
+			hc->n_conns--;
+			break;
+		}
+	struct vram_hookchan_req *req = c->req;
+	pid_t pid = c->proc ? c->proc->pid : c->peer;
+	if (c->proc) {
+		c->proc->conn = NULL;
+		vram_info("hook: process %d (%s) disconnected%s%s", (int)pid, c->proc->workload,
+			  why ? ": " : "", why ? why : "");
+	} else if (why) {
+		vram_debug("hook: connection closed: %s", why);
+	}
+	event_free(c->ev);
+	close(c->fd);
+	free(c);
+	if (req) {
+		req->conn = NULL;
+		req_fail(req, pid, -EPIPE, "the process went away during");
+	}
+}
+
+static int conn_send(struct conn *c, const struct vram_hook_proto_msg *m)
+{
+	uint8_t buf[VRAM_HOOK_PROTO_MAX_MESSAGE];
+	long n = vram_hook_proto_encode(m, buf, sizeof(buf));
+	if (n < 0)
+		return (int)n;
+	ssize_t w = send(c->fd, buf, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (w != n)
+		return w < 0 ? -errno : -EIO;
+	return 0;
+}
+
+static int on_hello(struct conn *c, const struct vram_hook_proto_hello *h)
+{
+	struct vram_hookchan *hc = c->hc;
+	if (c->proc)
+		return -EPROTO; /* a second hello */
+	if (h->pid == 0 || (c->peer > 0 && (pid_t)h->pid != c->peer)) {
+		vram_warn("hook: a process said it was pid %u but is %d; closing", h->pid, (int)c->peer);
+		return -EPERM;
+	}
+	struct proc *p = proc_find(hc, (pid_t)h->pid);
+	if (p && p->conn) {
+		/* the same process again: the new connection wins */
+		p->conn->proc = NULL;
+		conn_close(p->conn, "replaced by a new connection");
+	}
+	if (!p) {
+		procs_prune(hc);
+		p = calloc(1, sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		struct proc **tail = &hc->procs;
+		while (*tail)
+			tail = &(*tail)->next;
+		*tail = p;
+		hc->n_procs++;
+	}
+	p->pid = (pid_t)h->pid;
+	snprintf(p->workload, sizeof(p->workload), "%s", h->workload);
+	p->conn = c;
+	p->state = VRAM_HOOK_STATE_RUNNING;
+	proc_set_devs(p, h->dev, h->ndev);
+	c->proc = p;
+	vram_info("hook: process %d registered for %s (%u device(s))", (int)p->pid,
+		  p->workload[0] ? p->workload : "(no workload)", h->ndev);
+	procs_prune(hc);
+	return 0;
+}
+
+static void on_result(struct conn *c, const struct vram_hook_proto_result *r)
+{
+	struct vram_hookchan_req *req = c->req;
+	c->proc->state = r->state;
+	if (!req || req->id != r->request_id ||
+	    r->op != (req->op == VRAM_HOOKCHAN_OFFLOAD ? VRAM_HOOK_MSG_OFFLOAD : VRAM_HOOK_MSG_RESTORE)) {
+		vram_debug("hook: process %d: result %u answers nothing in flight", (int)c->proc->pid,
+			   r->request_id);
+		return;
+	}
+	struct vram_hookchan_result res = {
+		.pid = c->proc->pid,
+		.status = r->status,
+		.state = r->state,
+		.bytes = r->bytes,
+		.nonmovable = r->nonmovable,
+		.missing = r->missing,
+		.seconds = (double)r->usec / 1e6,
+	};
+	snprintf(res.text, sizeof(res.text), "%s", r->text);
+	req_finish(req, &res);
+}
+
+/* Handles one decoded message. Returns 0, or -errno to close the connection. */
+static int conn_handle(struct conn *c, const struct vram_hook_proto_msg *m)
+{
+	if (m->type == VRAM_HOOK_MSG_HELLO)
+		return on_hello(c, &m->u.hello);
+	if (!c->proc)
+		return -EPROTO; /* nothing before hello */
+	switch (m->type) {
+	case VRAM_HOOK_MSG_USAGE:
+		c->proc->state = m->u.usage.state;
+		proc_set_devs(c->proc, m->u.usage.dev, m->u.usage.ndev);
+		return 0;
+	case VRAM_HOOK_MSG_RESULT:
+		on_result(c, &m->u.result);
+		return 0;
+	default:
+		return -EPROTO; /* commands go the other way */
+	}
+}
+
+static void on_conn_read(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	ssize_t n = recv(fd, c->buf + c->len, sizeof(c->buf) - c->len, MSG_DONTWAIT);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		conn_close(c, n < 0 ? strerror(errno) : NULL);
+		return;
+	}
+	c->len += (size_t)n;
+	size_t off = 0;
+	while (off < c->len) {
+		struct vram_hook_proto_msg m;
+		long used = vram_hook_proto_decode(c->buf + off, c->len - off, &m);
+		if (used == 0)
+			break;
+		if (used < 0) {
+			vram_warn("hook: process %d sent a malformed message; closing",
+				  c->proc ? (int)c->proc->pid : (int)c->peer);
+			conn_close(c, "malformed message");
+			return;
+		}
+		off += (size_t)used;
+		int r = conn_handle(c, &m);
+		if (r < 0) {
+			conn_close(c, strerror(-r));
+			return;
+		}
+	}
+	memmove(c->buf, c->buf + off, c->len - off);
+	c->len -= off;
+}
+
+static void on_accept(evutil_socket_t fd, short what, void *arg)
+{
+	struct vram_hookchan *hc = arg;
+	int cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	if (cfd < 0)
+		return;
+	if (hc->n_conns >= VRAM_HOOKCHAN_MAX_CONNS) {
+		vram_warn("hook: %d processes connected already; refusing another", VRAM_HOOKCHAN_MAX_CONNS);
+		close(cfd);
+		return;
+	}
+	struct conn *c = calloc(1, sizeof(*c));
+	if (!c) {
+		close(cfd);
+		return;
+	}
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
+		c->peer = cred.pid;
+	c->hc = hc;
+	c->fd = cfd;
+	c->ev = event_new(hc->base, cfd, EV_READ | EV_PERSIST, on_conn_read, c);
+	if (!c->ev || event_add(c->ev, NULL) < 0) {
+		if (c->ev)
+			event_free(c->ev);
+		close(cfd);
+		free(c);
+		return;
+	}
+	c->next = hc->conns;
+	hc->conns = c;
+	hc->n_conns++;
+}
+
+/* ---- public ---- */
+
+int vram_hookchan_new(struct event_base *base, const char *path, struct vram_hookchan **ret)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	struct vram_hookchan *hc = calloc(1, sizeof(*hc));
+	if (!hc)
+		return -ENOMEM;
+	hc->base = base;
+	hc->fd = -1;
+	hc->next_id = 1;
+	int r = -ENOMEM;
+	hc->path = strdup(path);
+	if (!hc->path)
+		goto out_free;
+	hc->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (hc->fd < 0) {
+		r = -errno;
+		goto out_free;
+	}
+	(void)unlink(path);
+	if (bind(hc->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(path, 0600) < 0 ||
+	    listen(hc->fd, 64) < 0) {
+		r = -errno;
+		goto out_free;
+	}
+	hc->accept_ev = event_new(base, hc->fd, EV_READ | EV_PERSIST, on_accept, hc);
+	if (!hc->accept_ev || event_add(hc->accept_ev, NULL) < 0) {
+		r = -ENOMEM;
+		goto out_free;
+	}
+	*ret = hc;
+	return 0;
+
+out_free:
+	vram_hookchan_free(hc);
+	return r;
+}
+
+void vram_hookchan_free(struct vram_hookchan *hc)
+{
+	if (!hc)
+		return;
+	while (hc->conns) {
+		struct conn *c = hc->conns;
+		if (c->req) {
+			c->req->cb = NULL; /* nobody is listening any more */
+			c->req->conn = NULL;
+			vram_hookchan_cancel(c->req);
+			c->req = NULL;
+		}
+		if (c->proc)
+			c->proc->conn = NULL;
+		hc->conns = c->next;
+		event_free(c->ev);
+		close(c->fd);
+		free(c);
+	}
+	while (hc->procs) {
+		struct proc *p = hc->procs;
+		hc->procs = p->next;
+		free(p);
+	}
+	if (hc->accept_ev)
+		event_free(hc->accept_ev);
+	if (hc->fd >= 0) {
+		close(hc->fd);
+		if (hc->path)
+			(void)unlink(hc->path);
+	}
+	free(hc->path);
+	free(hc);
+}
+
+size_t vram_hookchan_pids(struct vram_hookchan *hc, const char *workload, pid_t *pids, size_t max)
+{
+	size_t n = 0;
+	for (struct proc *p = hc->procs; p; p = p->next) {
+		if (!p->conn || strcmp(p->workload, workload) != 0)
+			continue;
+		if (n < max)
+			pids[n] = p->pid;
+		n++;
+	}
+	return n;
+}
+
+size_t vram_hookchan_usage(struct vram_hookchan *hc, const char *workload, uint64_t *ret_used,
+			   uint64_t *ret_nonmovable)
+{
+	size_t n = 0;
+	uint64_t used = 0, nonmovable = 0;
+	for (struct proc *p = hc->procs; p; p = p->next) {
+		if (!p->conn || strcmp(p->workload, workload) != 0)
+			continue;
+		used += p->used;
+		nonmovable += p->nonmovable;
+		n++;
+	}
+	if (ret_used)
+		*ret_used = used;
+	if (ret_nonmovable)
+		*ret_nonmovable = nonmovable;
+	return n;
+}
+
+bool vram_hookchan_limit_invalid(struct vram_hookchan *hc, const char *workload)
+{
+	for (struct proc *p = hc->procs; p; p = p->next)
+		if (p->limit_invalid && strcmp(p->workload, workload) == 0)
+			return true;
+	return false;
+}
+
+json_t *vram_hookchan_workload_json(struct vram_hookchan *hc, const char *workload)
+{
+	static const char *const states[] = {"running", "offloading", "offloaded", "restoring"};
+	procs_prune(hc);
+	json_t *a = json_array();
+	for (struct proc *p = hc->procs; a && p; p = p->next) {
+		if (strcmp(p->workload, workload) != 0)
+			continue;
+		json_array_append_new(a, json_pack("{s:i,s:b,s:s,s:i,s:I,s:I,s:I,s:o,s:b}",
+			"pid", (int)p->pid, "connected", p->conn != NULL,
+			"state", states[p->state & 3], "devices", (int)p->ndev,
+			"used_bytes", (json_int_t)p->used, "resident_bytes", (json_int_t)p->resident,
+			"nonmovable_bytes", (json_int_t)p->nonmovable,
+			"cap_bytes", p->cap ? json_integer((json_int_t)p->cap) : json_null(),
+			"limit_invalid", p->limit_invalid));
+	}
+	return a;
+}
+
+int vram_hookchan_send(struct vram_hookchan *hc, pid_t pid, enum vram_hookchan_op op, unsigned flags,
+		       vram_hookchan_done_cb cb, void *arg, struct vram_hookchan_req **ret_req)
+{
+	struct proc *p = proc_find(hc, pid);
+	if (!p || !p->conn)
+		return -ENOENT;
+	struct conn *c = p->conn;
+	if (c->req)
+		return -EBUSY;
+	struct vram_hookchan_req *req = calloc(1, sizeof(*req));
+	if (!req)
+		return -ENOMEM;
+	req->timer = evtimer_new(hc->base, on_req_timeout, req);
+	if (!req->timer) {
+		free(req);
+		return -ENOMEM;
+	}
+	req->hc = hc;
+	req->conn = c;
+	req->id = hc->next_id++;
+	if (hc->next_id == 0)
+		hc->next_id = 1;
+	req->op = op;
+	req->cb = cb;
+	req->arg = arg;
+
+	struct vram_hook_proto_msg m;
+	memset(&m, 0, sizeof(m));
+	m.type = op == VRAM_HOOKCHAN_OFFLOAD ? VRAM_HOOK_MSG_OFFLOAD : VRAM_HOOK_MSG_RESTORE;
+	m.seq = hc->seq++;
+	m.u.command.request_id = req->id;
+	m.u.command.flags = flags;
+	int r = conn_send(c, &m);
+	if (r < 0) {
+		event_free(req->timer);
+		free(req);
+		conn_close(c, "could not send a command");
+		return r;
+	}
+	struct timeval tv = {.tv_sec = VRAM_HOOKCHAN_TIMEOUT_MS / 1000};
+	evtimer_add(req->timer, &tv);
+	c->req = req;
+	if (ret_req)
+		*ret_req = req;
+	return 0;
+}

@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The daemon side of the hook channel: a Unix socket (state_dir/hook.sock,
+ * mode 0600) on the event loop to which libvram.so connects from inside each
+ * hooked process (src/proto/hook_proto.h). Every process registers with its
+ * pid and workload name (VRAM_WORKLOAD), so a workload of several processes
+ * is offloaded and restored as a whole by the hook engine. The channel keeps
+ * each process's last usage (bytes, non-movable bytes, cap), sends OFFLOAD
+ * and RESTORE commands and delivers their results through callbacks.
+ *
+ * A process that disconnects stays listed (connected: false) until it exits
+ * or connects again; a command in flight to it fails at once.
+ */
+#ifndef VRAM_HOOKCHAN_H
+#define VRAM_HOOKCHAN_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct event_base;
+struct vram_hookchan;
+struct vram_hookchan_req;
+
+#define VRAM_HOOKCHAN_MAX_CONNS 256      /* hooked processes connected at once */
+#define VRAM_HOOKCHAN_MAX_PROCS 512      /* processes listed (connected or not) */
+#define VRAM_HOOKCHAN_TIMEOUT_MS 600000  /* ms an offload or restore may take */
+
+enum vram_hookchan_op {
+	VRAM_HOOKCHAN_OFFLOAD = 0,
+	VRAM_HOOKCHAN_RESTORE,
+};
+
+/* A hooked process as last reported. */
+struct vram_hookchan_proc_info {
+	pid_t pid;
+	char workload[64];
+	bool connected;
+	unsigned state;          /* enum vram_hook_state */
+	unsigned ndev;
+	uint64_t used;           /* bytes charged on all its devices, context included */
+	uint64_t resident;       /* bytes on the devices now */
+	uint64_t nonmovable;     /* bytes an offload cannot move */
+	uint64_t cap;            /* bytes, the largest per-device cap; 0 = none */
+	bool limit_invalid;      /* its VRAM_MEMORY_LIMIT did not parse: it runs uncapped */
+};
+
+/* What one process answered. */
+struct vram_hookchan_result {
+	pid_t pid;
+	int status;              /* 0 or -errno; -EPIPE: the process went away */
+	unsigned state;          /* enum vram_hook_state after the operation */
+	uint64_t bytes;          /* bytes moved */
+	uint64_t nonmovable;     /* bytes that stayed on the device */
+	uint64_t missing;        /* bytes a failed restore lacked */
+	double seconds;
+	char text[256];          /* summary or error, for people */
+};
+
+typedef void (*vram_hookchan_done_cb)(const struct vram_hookchan_result *res, void *arg);
+
+/*
+ * Listens on path (an old socket there is replaced; mode 0600). base is
+ * borrowed and outlives the channel. Returns 0 or -errno.
+ */
+int vram_hookchan_new(struct event_base *base, const char *path, struct vram_hookchan **ret);
+/* Closes every connection and removes the socket file. Accepts NULL. */
+void vram_hookchan_free(struct vram_hookchan *hc);
+/* The socket path (borrowed, valid while hc lives). */
+const char *vram_hookchan_path(const struct vram_hookchan *hc);
+
+/*
+ * The pids of workload's connected processes, at most max, in registration
+ * order. Returns how many there are (may exceed max).
+ */
+size_t vram_hookchan_pids(struct vram_hookchan *hc, const char *workload, pid_t *pids, size_t max);
+/*
+ * Sums of workload's connected processes (bytes used, non-movable bytes).
+ * Returns how many processes were counted.
+ */
+size_t vram_hookchan_usage(struct vram_hookchan *hc, const char *workload, uint64_t *ret_used,
+			   uint64_t *ret_nonmovable);
+/* Every listed process of workload, as a JSON array (new reference; NULL on out of memory). */
+json_t *vram_hookchan_workload_json(struct vram_hookchan *hc, const char *workload);
+/* True when a process of workload reported an unparsable VRAM_MEMORY_LIMIT. */
+bool vram_hookchan_limit_invalid(struct vram_hookchan *hc, const char *workload);
+
+/*
+ * Sends op to the connected process pid (flags: VRAM_HOOK_OFFLOAD_*). cb
+ * runs once, later, from the loop, with its answer or an error (the process
+ * went away, timeout). ret_req, if not NULL, receives a handle valid until
+ * cb runs or it is cancelled. Returns 0, -ENOENT (no such connected
+ * process), -EBUSY (a command is already in flight to it) or -errno.
+ */
+int vram_hookchan_send(struct vram_hookchan *hc, pid_t pid, enum vram_hookchan_op op, unsigned flags,
+		       vram_hookchan_done_cb cb, void *arg, struct vram_hookchan_req **ret_req);
+/* Forgets a request: cb is not called. Accepts NULL. */
+void vram_hookchan_cancel(struct vram_hookchan_req *req);
+
+#endif
