@@ -15,6 +15,7 @@
 #include "config/config.h"
 #include "core/plan.h"
 #include "ctl/client.h"
+#include "ctl/hookctl.h"
 #include "ctl/mcp.h"
 #include "ctl/table.h"
 
@@ -31,6 +32,7 @@ struct ctl {
 	bool force;   /* mps stop: even with workers attached */
 	long tail;
 	long timeout_s; /* 0 = the command's default */
+	long pid;       /* offload|restore|status --pid: a hooked process by hand; 0 = none */
 	const char *args[CTL_MAX_ARGS];
 	size_t n_args;
 };
@@ -46,6 +48,8 @@ static void usage(FILE *f)
 	      "  stop NAME                            stop it\n"
 	      "  offload NAME                         park its GPU memory in host RAM\n"
 	      "  restore NAME                         bring it back onto the GPUs\n"
+	      "  offload|restore|status --pid N       a process running with libvram.so, through its\n"
+	      "                                       control socket (VRAM_CONTROL), without vramd\n"
 	      "  release NAME                         stop it and free GPU and host memory\n"
 	      "  timeout NAME DURATION [--offload]    idle time before release (or offload): 10m, 1h, never\n"
 	      "  logs NAME [-n LINES]                 the end of the workload's log\n"
@@ -128,6 +132,13 @@ static int parse_args(int argc, char **argv, struct ctl *c)
 			c->tail = strtol(val, &end, 10);
 			if (errno || end == val || *end || c->tail < 0)
 				return usage_error("-n: expected a number of lines, got \"%s\"", val);
+		} else if (strcmp(a, "--pid") == 0) {
+			TAKE_VALUE();
+			char *end;
+			errno = 0;
+			c->pid = strtol(val, &end, 10);
+			if (errno || end == val || *end || c->pid <= 0 || c->pid > 4194304)
+				return usage_error("--pid: expected a process id, got \"%s\"", val);
 		} else if (strcmp(a, "--timeout") == 0) {
 			TAKE_VALUE();
 			char *end;
@@ -693,6 +704,14 @@ int vram_ctl_main(int argc, char **argv)
 		return VRAM_CTL_EXIT_USAGE;
 	}
 	const char *cmd = c.args[0];
+	if (c.pid && (strcmp(cmd, "offload") == 0 || strcmp(cmd, "restore") == 0 ||
+		      strcmp(cmd, "status") == 0)) {
+		if (c.n_args != 1)
+			return usage_error("%s --pid takes no workload name", cmd);
+		return vram_hookctl_command((pid_t)c.pid, cmd);
+	}
+	if (c.pid)
+		return usage_error("--pid goes with offload, restore or status (not %s)", cmd);
 	if (strcmp(cmd, "status") == 0)
 		return cmd_status(&c);
 	if (strcmp(cmd, "plan") == 0)
