@@ -336,7 +336,17 @@ static int assign_ports(struct vram_manager *m, struct vram_workload *w, char *e
 			in->port = w->cfg->port + (unsigned)i;
 			continue;
 		}
-		for (unsigned p = first; p < first + PORT_SEARCH_SPAN && p <= 65535; p++) {
+		/*
+		 * The scan starts at an offset taken from our pid and wraps, so
+		 * that several daemons on one host (tests, a second user) do not
+		 * all race for the first ports of the range.
+		 */
+		unsigned span = PORT_SEARCH_SPAN;
+		if (first + span > 65536)
+			span = 65536 - first;
+		unsigned offset = (unsigned)getpid() * 61u % span;
+		for (unsigned k = 0; k < span; k++) {
+			unsigned p = first + (offset + k) % span;
 			if (!port_taken(m, p) && port_bindable(p)) {
 				in->port = p;
 				break;
@@ -731,6 +741,8 @@ static void on_child_exit(struct vram_child *c, int status, void *arg)
 	(void)sim_charge(m, in, false);
 	in->child = NULL;
 	in->pid = 0;
+	if (!w->cfg->port)
+		in->port = 0; /* auto: the next start takes a port that is free then */
 	vram_mps_client_free(in->mps_client); /* the last one makes its MPS daemon quit */
 	in->mps_client = NULL;
 	in->resident = false;
