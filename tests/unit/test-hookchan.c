@@ -1,0 +1,354 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The daemon side of the hook channel over a real Unix socket: registration,
+ * usage, a command and its result, several processes of one workload,
+ * a process gone mid-offload, and bad input (garbage, a wrong length, a
+ * pid that is not the peer's, a command sent by the hook) closing only the
+ * offending connection.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <event2/event.h>
+
+#include "daemon/hookchan.h"
+#include "proto/hook_proto.h"
+
+struct fixture {
+	struct event_base *base;
+	struct vram_hookchan *hc;
+	char dir[64];
+	char path[128];
+};
+
+struct got {
+	int calls;
+	struct vram_hookchan_result res;
+};
+
+static void on_done(const struct vram_hookchan_result *res, void *arg)
+{
+	struct got *g = arg;
+	g->calls++;
+	g->res = *res;
+}
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	assert_non_null(f);
+	snprintf(f->dir, sizeof(f->dir), "/tmp/hookchan-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	snprintf(f->path, sizeof(f->path), "%s/hook.sock", f->dir);
+	f->base = event_base_new();
+	assert_non_null(f->base);
+	assert_int_equal(vram_hookchan_new(f->base, f->path, &f->hc), 0);
+	signal(SIGPIPE, SIG_IGN);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	vram_hookchan_free(f->hc);
+	assert_int_equal(access(f->path, F_OK), -1); /* the socket file is gone */
+	event_base_free(f->base);
+	rmdir(f->dir);
+	free(f);
+	return 0;
+}
+
+static void spin(struct fixture *f)
+{
+	for (int i = 0; i < 20; i++) {
+		event_base_loop(f->base, EVLOOP_NONBLOCK);
+		usleep(2000);
+	}
+}
+
+static int dial(struct fixture *f)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	assert_true(strlen(f->path) < sizeof(sa.sun_path));
+	memcpy(sa.sun_path, f->path, strlen(f->path) + 1);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	return fd;
+}
+
+static void send_msg(int fd, const struct vram_hook_proto_msg *m)
+{
+	uint8_t buf[VRAM_HOOK_PROTO_MAX_MESSAGE];
+	long n = vram_hook_proto_encode(m, buf, sizeof(buf));
+	assert_true(n > 0);
+	assert_int_equal(write(fd, buf, (size_t)n), n);
+}
+
+static void hello(int fd, pid_t pid, const char *workload, uint64_t used)
+{
+	struct vram_hook_proto_msg m;
+	memset(&m, 0, sizeof(m));
+	m.type = VRAM_HOOK_MSG_HELLO;
+	m.u.hello.pid = (uint32_t)pid;
+	m.u.hello.ndev = 1;
+	snprintf(m.u.hello.workload, sizeof(m.u.hello.workload), "%s", workload);
+	m.u.hello.dev[0].used = used;
+	m.u.hello.dev[0].resident = used;
+	m.u.hello.dev[0].nonmovable = 1 << 20;
+	m.u.hello.dev[0].cap = 8ull << 30;
+	send_msg(fd, &m);
+}
+
+/* Reads one message from the daemon. */
+static void recv_msg(int fd, struct vram_hook_proto_msg *m)
+{
+	uint8_t buf[VRAM_HOOK_PROTO_MAX_MESSAGE];
+	size_t len = 0;
+	for (;;) {
+		ssize_t n = read(fd, buf + len, sizeof(buf) - len);
+		assert_true(n > 0);
+		len += (size_t)n;
+		long used = vram_hook_proto_decode(buf, len, m);
+		assert_true(used >= 0);
+		if (used > 0)
+			return;
+	}
+}
+
+static bool closed_by_daemon(int fd)
+{
+	char c;
+	return read(fd, &c, 1) == 0;
+}
+
+static void test_register_usage_and_command(void **state)
+{
+	struct fixture *f = *state;
+	int fd = dial(f);
+	hello(fd, getpid(), "llm", 3ull << 30);
+	spin(f);
+	pid_t pids[4];
+	assert_int_equal(vram_hookchan_pids(f->hc, "llm", pids, 4), 1);
+	assert_int_equal(pids[0], getpid());
+	assert_int_equal(vram_hookchan_pids(f->hc, "other", pids, 4), 0);
+	uint64_t used, nonmovable;
+	assert_int_equal(vram_hookchan_usage(f->hc, "llm", &used, &nonmovable), 1);
+	assert_int_equal(used, 3ull << 30);
+	assert_int_equal(nonmovable, 1 << 20);
+
+	/* usage replaces the numbers */
+	struct vram_hook_proto_msg m;
+	memset(&m, 0, sizeof(m));
+	m.type = VRAM_HOOK_MSG_USAGE;
+	m.u.usage.ndev = 1;
+	m.u.usage.dev[0].used = 5ull << 30;
+	send_msg(fd, &m);
+	spin(f);
+	vram_hookchan_usage(f->hc, "llm", &used, NULL);
+	assert_int_equal(used, 5ull << 30);
+
+	/* a command reaches the hook; its result reaches the callback */
+	struct got g = {0};
+	assert_int_equal(vram_hookchan_send(f->hc, getpid(), VRAM_HOOKCHAN_OFFLOAD, VRAM_HOOK_OFFLOAD_DROP_HOST,
+					    on_done, &g, NULL), 0);
+	assert_int_equal(vram_hookchan_send(f->hc, getpid(), VRAM_HOOKCHAN_RESTORE, 0, on_done, &g, NULL),
+			 -EBUSY);
+	struct vram_hook_proto_msg cmd;
+	recv_msg(fd, &cmd);
+	assert_int_equal(cmd.type, VRAM_HOOK_MSG_OFFLOAD);
+	assert_int_equal(cmd.u.command.flags, VRAM_HOOK_OFFLOAD_DROP_HOST);
+
+	/* a result for another request is ignored */
+	memset(&m, 0, sizeof(m));
+	m.type = VRAM_HOOK_MSG_RESULT;
+	m.u.result.request_id = cmd.u.command.request_id + 100;
+	m.u.result.op = VRAM_HOOK_MSG_OFFLOAD;
+	send_msg(fd, &m);
+	spin(f);
+	assert_int_equal(g.calls, 0);
+
+	m.u.result.request_id = cmd.u.command.request_id;
+	m.u.result.state = VRAM_HOOK_STATE_OFFLOADED;
+	m.u.result.bytes = 4ull << 30;
+	m.u.result.nonmovable = 1 << 20;
+	m.u.result.usec = 80000;
+	snprintf(m.u.result.text, sizeof(m.u.result.text), "offloaded");
+	send_msg(fd, &m);
+	spin(f);
+	assert_int_equal(g.calls, 1);
+	assert_int_equal(g.res.status, 0);
+	assert_int_equal(g.res.pid, getpid());
+	assert_int_equal(g.res.bytes, 4ull << 30);
+	assert_true(g.res.seconds > 0.07 && g.res.seconds < 0.09);
+	assert_string_equal(g.res.text, "offloaded");
+
+	json_t *j = vram_hookchan_workload_json(f->hc, "llm");
+	assert_int_equal(json_array_size(j), 1);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(j, 0), "state")), "offloaded");
+	assert_true(json_is_true(json_object_get(json_array_get(j, 0), "connected")));
+	json_decref(j);
+
+	/* unknown pid */
+	assert_int_equal(vram_hookchan_send(f->hc, 1, VRAM_HOOKCHAN_RESTORE, 0, on_done, &g, NULL), -ENOENT);
+	close(fd);
+	spin(f);
+	assert_int_equal(vram_hookchan_pids(f->hc, "llm", pids, 4), 0);
+	/* still listed, disconnected, while the process lives */
+	j = vram_hookchan_workload_json(f->hc, "llm");
+	assert_int_equal(json_array_size(j), 1);
+	assert_true(json_is_false(json_object_get(json_array_get(j, 0), "connected")));
+	json_decref(j);
+}
+
+static void test_gone_mid_offload(void **state)
+{
+	struct fixture *f = *state;
+	int fd = dial(f);
+	hello(fd, getpid(), "tts", 1 << 30);
+	spin(f);
+	struct got g = {0};
+	assert_int_equal(vram_hookchan_send(f->hc, getpid(), VRAM_HOOKCHAN_OFFLOAD, 0, on_done, &g, NULL), 0);
+	close(fd);
+	spin(f);
+	assert_int_equal(g.calls, 1);
+	assert_int_equal(g.res.status, -EPIPE);
+	assert_non_null(strstr(g.res.text, "went away"));
+
+	/* it comes back: registered again; a cancelled request never calls back */
+	fd = dial(f);
+	hello(fd, getpid(), "tts", 1 << 30);
+	spin(f);
+	struct vram_hookchan_req *req;
+	assert_int_equal(vram_hookchan_send(f->hc, getpid(), VRAM_HOOKCHAN_RESTORE, 0, on_done, &g, &req), 0);
+	vram_hookchan_cancel(req);
+	close(fd);
+	spin(f);
+	assert_int_equal(g.calls, 1);
+}
+
+static void test_several_processes(void **state)
+{
+	struct fixture *f = *state;
+	int go[2];
+	assert_int_equal(pipe(go), 0);
+	pid_t kids[3];
+	for (int i = 0; i < 3; i++) {
+		kids[i] = fork();
+		assert_true(kids[i] >= 0);
+		if (kids[i] == 0) {
+			close(go[1]);
+			int fd = dial(f);
+			hello(fd, getpid(), "rerank", (uint64_t)(i + 1) << 30);
+			char c;
+			(void)!read(go[0], &c, 1); /* until the parent is done */
+			_exit(0);
+		}
+	}
+	close(go[0]);
+	for (int t = 0; t < 200 && vram_hookchan_pids(f->hc, "rerank", NULL, 0) < 3; t++)
+		spin(f);
+	pid_t pids[8];
+	assert_int_equal(vram_hookchan_pids(f->hc, "rerank", pids, 8), 3);
+	uint64_t used;
+	assert_int_equal(vram_hookchan_usage(f->hc, "rerank", &used, NULL), 3);
+	assert_int_equal(used, 6ull << 30);
+	close(go[1]);
+	for (int i = 0; i < 3; i++)
+		waitpid(kids[i], NULL, 0);
+	spin(f);
+	assert_int_equal(vram_hookchan_pids(f->hc, "rerank", pids, 8), 0);
+	json_t *j = vram_hookchan_workload_json(f->hc, "rerank"); /* exited: no longer listed */
+	assert_int_equal(json_array_size(j), 0);
+	json_decref(j);
+}
+
+static void test_bad_input(void **state)
+{
+	struct fixture *f = *state;
+	/* garbage */
+	int fd = dial(f);
+	assert_int_equal(write(fd, "GET / HTTP/1.1\r\n\r\n", 18), 18);
+	spin(f);
+	assert_true(closed_by_daemon(fd));
+	close(fd);
+
+	/* a header announcing an oversized payload */
+	fd = dial(f);
+	uint8_t hdr[VRAM_HOOK_PROTO_HEADER_SIZE] = {0};
+	vram_hook_proto_put32(hdr, VRAM_HOOK_PROTO_MAGIC);
+	hdr[4] = VRAM_HOOK_PROTO_VERSION;
+	hdr[6] = VRAM_HOOK_MSG_HELLO;
+	vram_hook_proto_put32(hdr + 8, 1u << 30);
+	assert_int_equal(write(fd, hdr, sizeof(hdr)), (ssize_t)sizeof(hdr));
+	spin(f);
+	assert_true(closed_by_daemon(fd));
+	close(fd);
+
+	/* usage before hello */
+	fd = dial(f);
+	struct vram_hook_proto_msg m;
+	memset(&m, 0, sizeof(m));
+	m.type = VRAM_HOOK_MSG_USAGE;
+	send_msg(fd, &m);
+	spin(f);
+	assert_true(closed_by_daemon(fd));
+	close(fd);
+
+	/* a pid that is not the peer's */
+	fd = dial(f);
+	hello(fd, getpid() + 1, "spoof", 1);
+	spin(f);
+	assert_true(closed_by_daemon(fd));
+	close(fd);
+	assert_int_equal(vram_hookchan_pids(f->hc, "spoof", NULL, 0), 0);
+
+	/* a command from the hook's side, after a good hello */
+	fd = dial(f);
+	hello(fd, getpid(), "ok", 1);
+	memset(&m, 0, sizeof(m));
+	m.type = VRAM_HOOK_MSG_OFFLOAD;
+	send_msg(fd, &m);
+	spin(f);
+	assert_true(closed_by_daemon(fd));
+	close(fd);
+
+	/* a second hello on one connection */
+	fd = dial(f);
+	hello(fd, getpid(), "ok", 1);
+	hello(fd, getpid(), "ok", 1);
+	spin(f);
+	assert_true(closed_by_daemon(fd));
+	close(fd);
+
+	/* the channel still serves a good process */
+	fd = dial(f);
+	hello(fd, getpid(), "fine", 1);
+	spin(f);
+	assert_int_equal(vram_hookchan_pids(f->hc, "fine", NULL, 0), 1);
+	close(fd);
+	spin(f);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_register_usage_and_command, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_gone_mid_offload, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_several_processes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
