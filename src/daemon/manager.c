@@ -419,12 +419,9 @@ static char **instance_env(struct vram_manager *m, struct vram_workload *w, stru
 	char uuids[VRAM_PLAN_MAX_GPUS * (VRAM_GPU_UUID_MAX + 1)] = "";
 	size_t len = 0;
 	for (size_t g = 0; g < in->n_gpus; g++) {
-		struct vram_gpu_info info;
-		const char *id = NULL;
 		char idx[16];
-		if (vram_gpu_query(m->gpus, in->gpus[g], &info) == 0 && info.uuid[0])
-			id = info.uuid;
-		else
+		const char *id = vram_gpu_uuid(m->gpus, in->gpus[g]);
+		if (!id)
 			id = (snprintf(idx, sizeof(idx), "%u", in->gpus[g]), idx);
 		len += (size_t)snprintf(uuids + len, sizeof(uuids) - len, "%s%s", g ? "," : "", id);
 		if (len >= sizeof(uuids))
@@ -634,8 +631,8 @@ static int mps_attach(struct vram_manager *m, struct vram_workload *w, struct vr
 	const char *id_ptrs[VRAM_PLAN_MAX_GPUS];
 	bool have_ids = true;
 	for (size_t g = 0; g < in->n_gpus; g++) {
-		struct vram_gpu_info info;
-		if (vram_gpu_query(m->gpus, in->gpus[g], &info) < 0 || !info.uuid[0]) {
+		const char *uuid = vram_gpu_uuid(m->gpus, in->gpus[g]);
+		if (!uuid) {
 			have_ids = false;
 			ids[g][0] = '\0';
 		} else {
@@ -1636,10 +1633,10 @@ int vram_manager_mps_start(struct vram_manager *m, const unsigned *gpus, size_t 
 	if (r < 0)
 		return r;
 	for (size_t g = 0; g < n; g++) {
-		struct vram_gpu_info info;
+		const char *uuid = vram_gpu_uuid(m->gpus, gpus[g]);
 		ids[g][0] = '\0';
-		if (vram_gpu_query(m->gpus, gpus[g], &info) == 0 && info.uuid[0])
-			snprintf(ids[g], sizeof(ids[g]), "%s", info.uuid);
+		if (uuid)
+			snprintf(ids[g], sizeof(ids[g]), "%s", uuid);
 		else
 			have_ids = false;
 		id_ptrs[g] = ids[g];
@@ -1887,8 +1884,9 @@ static json_t *gpu_refs_json(struct vram_manager *m, const struct vram_instance 
 {
 	json_t *a = json_array();
 	for (size_t g = 0; a && g < in->n_gpus; g++) {
-		struct vram_gpu_info info;
-		const char *uuid = vram_gpu_query(m->gpus, in->gpus[g], &info) == 0 ? info.uuid : "";
+		const char *uuid = vram_gpu_uuid(m->gpus, in->gpus[g]);
+		if (!uuid)
+			uuid = "";
 		json_array_append_new(a, json_pack("{s:i,s:s}", "index", (int)in->gpus[g], "uuid", uuid));
 	}
 	return a;

@@ -24,6 +24,9 @@ static const struct vram_gpu_backend *const backends[] = {
 struct vram_gpus {
 	const struct vram_gpu_backend *backend; /* one of backends[] */
 	void *ctx;                              /* owned by the backend */
+	/* UUIDs read once: they do not change while the driver is loaded, and a
+	 * full query (several NVML calls) per lookup would make status slow. */
+	char uuid[VRAM_GPU_MAX][VRAM_GPU_UUID_MAX]; /* "" until first asked */
 };
 
 const struct vram_gpu_backend *vram_gpu_backend_find(const char *name)
@@ -183,6 +186,19 @@ unsigned vram_gpu_count(const struct vram_gpus *g)
 int vram_gpu_query(struct vram_gpus *g, unsigned index, struct vram_gpu_info *ret_info)
 {
 	return g->backend->query(g->ctx, index, ret_info);
+}
+
+const char *vram_gpu_uuid(struct vram_gpus *g, unsigned index)
+{
+	if (index >= VRAM_GPU_MAX || index >= vram_gpu_count(g))
+		return NULL;
+	if (!g->uuid[index][0]) {
+		struct vram_gpu_info info;
+		if (vram_gpu_query(g, index, &info) < 0 || !info.uuid[0])
+			return NULL;
+		snprintf(g->uuid[index], sizeof(g->uuid[index]), "%s", info.uuid);
+	}
+	return g->uuid[index];
 }
 
 int vram_gpu_sim_charge(struct vram_gpus *g, unsigned index, pid_t pid, uint64_t bytes)

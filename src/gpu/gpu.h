@@ -95,6 +95,9 @@ const char *vram_gpu_backend_name_of(const struct vram_gpus *g);
 bool vram_gpu_is_sim(const struct vram_gpus *g);
 unsigned vram_gpu_count(const struct vram_gpus *g);
 int vram_gpu_query(struct vram_gpus *g, unsigned index, struct vram_gpu_info *ret_info);
+/* The GPU's UUID, read once and cached (borrowed, valid while g lives);
+ * NULL when index is out of range or the backend cannot say. */
+const char *vram_gpu_uuid(struct vram_gpus *g, unsigned index);
 /* -EOPNOTSUPP on a real backend. */
 int vram_gpu_sim_charge(struct vram_gpus *g, unsigned index, pid_t pid, uint64_t bytes);
 
