@@ -398,6 +398,25 @@ static bool uses_hook(const struct vram_manager *m, const struct vram_workload *
 }
 
 /*
+ * "LD_PRELOAD=<hook>:<pre>", except that a sanitizer runtime at the head of
+ * pre stays first (it refuses to start otherwise). Caller frees.
+ */
+static char *preload_with_hook(const char *hook, const char *pre)
+{
+	if (!pre || !*pre)
+		return xasprintf("LD_PRELOAD=%s", hook);
+	size_t first = strcspn(pre, ": ");
+	const char *base = pre;
+	for (const char *p = pre; p < pre + first; p++)
+		if (*p == '/')
+			base = p + 1;
+	if (strncmp(base, "libasan", 7) == 0 || strncmp(base, "libclang_rt.asan", 16) == 0)
+		return pre[first] ? xasprintf("LD_PRELOAD=%.*s:%s:%s", (int)first, pre, hook, pre + first + 1)
+				  : xasprintf("LD_PRELOAD=%s:%s", pre, hook);
+	return xasprintf("LD_PRELOAD=%s:%s", hook, pre);
+}
+
+/*
  * The environment a workload instance gets on top of the daemon's, then
  * extra (NULL-terminated, may be NULL; copied; the MPS client's variables,
  * whose CUDA_VISIBLE_DEVICES wins). Caller frees (strv).
@@ -441,8 +460,7 @@ static char **instance_env(struct vram_manager *m, struct vram_workload *w, stru
 		for (size_t i = 0; i < w->cfg->n_env; i++)
 			if (strncmp(w->cfg->env[i], "LD_PRELOAD=", 11) == 0)
 				pre = w->cfg->env[i] + 11;
-		env[k++] = pre && *pre ? xasprintf("LD_PRELOAD=%s:%s", m->hook_library, pre)
-				       : xasprintf("LD_PRELOAD=%s", m->hook_library);
+		env[k++] = preload_with_hook(m->hook_library, pre);
 		env[k++] = xasprintf("VRAM_HOOK_SOCKET=%s", vram_hookchan_path(m->hookchan));
 	}
 	for (size_t i = 0; i < n_extra; i++)

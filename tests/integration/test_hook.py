@@ -1,0 +1,162 @@
+# SPDX-License-Identifier: MIT
+"""The hook engine through the real vramd, on the fake CUDA driver.
+
+fc-server (tests/fakecuda) fills 64 MiB of "device" memory with a pattern and
+answers /health and /check; vramd preloads libvram.so into it (offload: hook)
+and moves that memory out and back over the hook channel. The same program,
+started by hand with LD_PRELOAD and VRAM_CONTROL, is offloaded with
+`vramctl offload --pid`.
+"""
+import os
+import subprocess
+import tempfile
+import time
+
+import requests
+
+from conftest import BUILD, VRAMCTL, free_port, pid_alive, wait_for
+
+FAKECUDA = os.path.join(BUILD, "tests", "fakecuda")
+SERVER = os.path.join(FAKECUDA, "fc-server")
+LIBVRAM = os.path.join(BUILD, "src", "hook", "libvram.so")
+MIB = 1 << 20
+
+# In the sanitizer build fc-server and libvram.so are instrumented: the
+# runtime is preloaded first (vramd keeps it there) and leaks are not checked
+# in a server that is killed rather than exiting.
+ASAN_OPTIONS = "detect_leaks=0"
+
+
+def sanitizer_runtime():
+    out = subprocess.run(["ldd", SERVER], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        if "libasan" in line and "=>" in line:
+            return line.split("=>")[1].split()[0]
+    return ""
+
+
+ASAN_RT = sanitizer_runtime()
+
+CONFIG = """
+daemon:
+  log_level: debug
+gpus:
+  reserve: 0
+defaults:
+  idle: { offload_after: never, release_after: never }
+  stop_grace: 3s
+workloads:
+  fcs:
+    cmd: [@server@]
+    gpus: 1
+    memory: 1GiB
+    health: /health
+    offload: hook
+    env:
+      LD_LIBRARY_PATH: @fakecuda@
+      VRAM_HOOK_CONTEXT_MEMORY: 64MiB
+      VRAM_FAKE_CONTEXT_MEMORY: 64MiB
+      VRAM_HOOK_LOG: "{workdir}/hook.log"
+      FC_SERVER_MIB: "64"
+      ASAN_OPTIONS: "@asan@"
+      LD_PRELOAD: "@asan_rt@"
+""".replace("@server@", SERVER).replace("@fakecuda@", FAKECUDA).replace("@asan@", ASAN_OPTIONS).replace(
+    "@asan_rt@", ASAN_RT)
+
+
+def check(port):
+    return requests.get(f"http://127.0.0.1:{port}/check", timeout=30)
+
+
+def test_hook_engine_offload_restore(daemon):
+    d = daemon(CONFIG)
+    d.ctl("start", "fcs", check=0)
+    w = d.workload("fcs")
+    assert w["engine"]["name"] == "hook", w["engine"]
+    pid = w["pid"]
+    hook = wait_for(lambda: d.workload("fcs")["hook"], what="the hook to register")
+    procs = hook["processes"]
+    assert [p["pid"] for p in procs] == [pid]
+    assert procs[0]["connected"] and procs[0]["state"] == "running"
+    assert procs[0]["cap_bytes"] == 1 << 30            # VRAM_MEMORY_LIMIT from memory: 1GiB
+    assert procs[0]["used_bytes"] == 128 * MIB           # 64 MiB data + 64 MiB context
+    assert hook["measured_bytes"] == 128 * MIB
+    env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+    assert any(e.startswith(b"LD_PRELOAD=") and b"libvram.so" in e for e in env)
+
+    r = d.ctl("offload", "fcs", check=0)
+    assert "64MiB" in r.stdout and "via hook" in r.stdout, r.stdout
+    w = d.workload("fcs")
+    assert w["state"] == "offloaded"
+    assert w["memory"]["offloaded_bytes"] == 64 * MIB            # what the hook moved, not the declared 1GiB
+    assert w["pid"] == pid                               # the process lives on
+    p = wait_for(lambda: [x for x in d.workload("fcs")["hook"]["processes"]
+                          if x["resident_bytes"] == 64 * MIB], what="usage after offload")[0]
+    assert p["state"] == "offloaded"
+
+    r = d.ctl("restore", "fcs", check=0)
+    assert d.state("fcs") == "ready"
+    c = check(w["port"])
+    assert c.status_code == 200 and c.text == f"ok {64 * MIB}", c.text
+
+    # offload twice in a row, then restore: still the same bytes
+    d.ctl("offload", "fcs", check=0)
+    d.ctl("offload", "fcs", check=0)
+    d.ctl("restore", "fcs", check=0)
+    assert check(w["port"]).text == f"ok {64 * MIB}"
+
+
+def test_hook_engine_process_without_hook_fails_clearly(daemon):
+    # the hook channel knows nothing of a workload whose process never loads the driver
+    cfg = CONFIG.replace("cmd: [{}]".format(SERVER),
+                         "cmd: [{demo}, --port, \"${PORT}\", --model, x, --memory, 1GiB]")
+    d = daemon(cfg)
+    d.ctl("start", "fcs", check=0)
+    r = d.ctl("offload", "fcs")
+    assert r.returncode == 1
+    assert "no process of fcs is connected to the hook" in r.stderr, r.stderr
+    assert d.state("fcs") == "ready"
+
+
+def test_vramctl_offload_by_pid():
+    workdir = tempfile.mkdtemp(prefix="vramd-pid-")
+    port = free_port()
+    env = dict(os.environ, PORT=str(port), LD_PRELOAD=(ASAN_RT + " " + LIBVRAM).strip(), LD_LIBRARY_PATH=FAKECUDA,
+               VRAM_CONTROL=os.path.join(workdir, "ctl-%p.sock"), VRAM_HOOK_CONTEXT_MEMORY="64MiB",
+               VRAM_FAKE_CONTEXT_MEMORY="64MiB", FC_SERVER_MIB="32", ASAN_OPTIONS=ASAN_OPTIONS)
+    proc = subprocess.Popen([SERVER], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        sock = os.path.join(workdir, f"ctl-{proc.pid}.sock")
+        wait_for(lambda: os.path.exists(sock), what="the control socket")
+
+        def listening():
+            try:
+                return check(port).status_code == 200
+            except requests.ConnectionError:
+                return False
+        wait_for(listening, what="fc-server to listen")
+
+        def ctl(*args):
+            return subprocess.run([VRAMCTL] + list(args), capture_output=True, text=True, timeout=60)
+
+        r = ctl("offload", "--pid", str(proc.pid))
+        assert r.returncode == 0, r.stderr
+        assert f"offloaded {32 * MIB} bytes" in r.stdout, r.stdout
+        r = ctl("status", "--pid", str(proc.pid))
+        assert r.returncode == 0 and "state=offloaded" in r.stdout, r.stdout
+        r = ctl("restore", "--pid", str(proc.pid))
+        assert r.returncode == 0, r.stderr
+        c = check(port)
+        assert c.status_code == 200 and c.text == f"ok {32 * MIB}", c.text
+        # restoring what is not offloaded fails, with the hook's words
+        r = ctl("restore", "--pid", str(proc.pid))
+        assert r.returncode == 1 and "not offloaded" in r.stderr, r.stderr
+        # a process without the hook
+        r = ctl("offload", "--pid", str(os.getpid()))
+        assert r.returncode == 1 and "VRAM_CONTROL" in r.stderr, r.stderr
+        r = ctl("offload", "mywl", "--pid", str(proc.pid))
+        assert r.returncode == 2
+    finally:
+        proc.kill()
+        proc.wait()
+        assert not pid_alive(proc.pid)
