@@ -135,13 +135,23 @@ void vram_hook_contexts_synchronize(void);
 /* ---- the gate (suspend.c) */
 
 struct vram_hook_gate_slot {
-	_Atomic int inflight;         /* gated calls of the owning thread in progress */
+	_Atomic int inflight;         /* gated calls of the owning thread(s) in progress */
 	_Atomic int taken;
+	bool shared;                  /* slot of the threads beyond the table: atomic updates */
 };
 extern _Atomic int vram_hook_gate_closed;
+/*
+ * true once the process is registered for membarrier(PRIVATE_EXPEDITED)
+ * (before the control thread exists, so before any offload): then the
+ * offload forces the barrier on every thread and a gated call needs only a
+ * compiler barrier; otherwise the call pays a full fence.
+ */
+extern _Atomic bool vram_hook_gate_asym;
 /* The calling thread's slot; slow path on the first call of a thread. */
 struct vram_hook_gate_slot *vram_hook_gate_slot_slow(void);
 void vram_hook_gate_wait(struct vram_hook_gate_slot *slot);
+/* Registers for membarrier; called once at the first successful cuInit. */
+void vram_hook_gate_init(void);
 /*
  * initial-exec: the hook is preloaded at start-up, so its TLS sits in the
  * static block and a gated call reads it with one instruction instead of a
@@ -152,23 +162,39 @@ extern VRAM_HOOK_TLS struct vram_hook_gate_slot *vram_hook_gate_mine;
 
 /*
  * Entered by every app call that touches device memory or allocates it;
- * blocks while the process is offloaded. Cost when open: one store and one
- * load on the thread's own cache line.
+ * blocks while the process is offloaded. Only its own thread writes a slot
+ * (but the shared one), so the count is a plain store, no locked
+ * instruction. The store must be visible before "closed" is read (the
+ * offload does the reverse): a compiler barrier when the offload issues
+ * membarrier, a full fence otherwise.
  */
 static inline struct vram_hook_gate_slot *vram_hook_gate_enter(void)
 {
 	struct vram_hook_gate_slot *s = vram_hook_gate_mine;
 	if (vram_hook_unlikely(!s))
 		s = vram_hook_gate_slot_slow();
-	atomic_fetch_add_explicit(&s->inflight, 1, memory_order_seq_cst);
-	if (vram_hook_unlikely(atomic_load_explicit(&vram_hook_gate_closed, memory_order_seq_cst)))
+	if (vram_hook_likely(!s->shared)) {
+		int n = atomic_load_explicit(&s->inflight, memory_order_relaxed);
+		atomic_store_explicit(&s->inflight, n + 1, memory_order_relaxed);
+		if (vram_hook_likely(atomic_load_explicit(&vram_hook_gate_asym, memory_order_relaxed)))
+			atomic_signal_fence(memory_order_seq_cst);
+		else
+			atomic_thread_fence(memory_order_seq_cst);
+	} else {
+		atomic_fetch_add_explicit(&s->inflight, 1, memory_order_seq_cst);
+	}
+	if (vram_hook_unlikely(atomic_load_explicit(&vram_hook_gate_closed, memory_order_relaxed)))
 		vram_hook_gate_wait(s);
 	return s;
 }
 
 static inline void vram_hook_gate_leave(struct vram_hook_gate_slot *s)
 {
-	atomic_fetch_sub_explicit(&s->inflight, 1, memory_order_release);
+	if (vram_hook_likely(!s->shared))
+		atomic_store_explicit(&s->inflight, atomic_load_explicit(&s->inflight, memory_order_relaxed) - 1,
+				      memory_order_release);
+	else
+		atomic_fetch_sub_explicit(&s->inflight, 1, memory_order_release);
 }
 
 /* ---- allocation tracking (alloc.c) */

@@ -98,11 +98,11 @@ bool vram_hook_resolve_slow(void)
 	for (int i = 0; i < VRAM_HOOK_NSYMS; i++) {
 		if (!sym_names[i][0])
 			continue;
-		vram_hook_real_fn[i] = real_dlsym(lib, sym_names[i]);
+		void *fn = real_dlsym(lib, sym_names[i]);
 		/* A driver without this entry point: the wrapper answers
-		 * "not found" instead of calling NULL. */
-		if (!vram_hook_real_fn[i])
-			vram_hook_real_fn[i] = (void *)missing_entry_point;
+		 * "not found" instead of calling NULL. Gated wrappers read the
+		 * table without the lock. */
+		__atomic_store_n(&vram_hook_real_fn[i], fn ? fn : (void *)missing_entry_point, __ATOMIC_RELEASE);
 	}
 	resolving = false;
 	atomic_store_explicit(&vram_hook_resolved, true, memory_order_release);
@@ -227,6 +227,7 @@ static void atfork_child(void)
 static void start_after_init(void)
 {
 	vram_hook_limit_init();
+	vram_hook_gate_init(); /* before the control thread, so before any offload */
 	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 	vram_hook_chan_start();
 }
@@ -241,13 +242,23 @@ VRAM_HOOK_EXPORT CUresult cuInit(unsigned int flags)
 
 /* ------------------------------------------------- gated pass-through */
 
+/*
+ * The table entry is NULL exactly until the driver is resolved (a missing
+ * entry point gets missing_entry_point), so one load of it replaces the
+ * "resolved" flag on the hot path.
+ */
 #define VRAM_GATED(name, params, args)                                         \
 	VRAM_HOOK_EXPORT CUresult name params                                  \
 	{                                                                      \
-		if (vram_hook_unlikely(!vram_hook_resolve() || !VRAM_REAL(name))) \
-			return CUDA_ERROR_NOT_FOUND;                           \
+		__typeof__(&name) fn_ = (__typeof__(&name))__atomic_load_n(    \
+			&vram_hook_real_fn[VRAM_HOOK_SYM_##name], __ATOMIC_ACQUIRE); \
+		if (vram_hook_unlikely(!fn_)) {                                \
+			if (!vram_hook_resolve() || !VRAM_REAL(name))          \
+				return CUDA_ERROR_NOT_FOUND;                   \
+			fn_ = VRAM_REAL(name);                                 \
+		}                                                              \
 		struct vram_hook_gate_slot *gate_ = vram_hook_gate_enter();    \
-		CUresult r_ = VRAM_REAL(name) args;                            \
+		CUresult r_ = fn_ args;                                        \
 		vram_hook_gate_leave(gate_);                                   \
 		return r_;                                                     \
 	}

@@ -4,9 +4,11 @@
  * keeps the program away from its memory while it is in host RAM.
  *
  * Gate: every wrapper that touches or allocates device memory enters the
- * gate, which costs one atomic increment on a counter owned by the calling
- * thread and one load of the shared "closed" flag. An offload closes the
- * gate, waits until no thread is inside, then synchronizes the contexts, so
+ * gate, which costs a plain increment of a counter owned by the calling
+ * thread and one load of the shared "closed" flag; the offload closes the
+ * gate and issues membarrier so that the two are ordered on every thread
+ * (a full fence per call where membarrier is missing). It then
+ * waits until no thread is inside, then synchronizes the contexts, so
  * no work is in flight. Threads that arrive later sleep until the restore
  * opens the gate again.
  *
@@ -25,11 +27,13 @@
  * with the access it had, the data is copied back, and the gate opens.
  */
 #include <errno.h>
+#include <linux/membarrier.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -46,10 +50,11 @@ struct padded_slot {
 };
 
 _Atomic int vram_hook_gate_closed;
+_Atomic bool vram_hook_gate_asym;
 _Atomic int vram_hook_state = VRAM_HOOK_RUNNING;
 VRAM_HOOK_TLS struct vram_hook_gate_slot *vram_hook_gate_mine;
 
-static struct padded_slot slots[GATE_SLOTS];  /* slot 0 is shared by overflow threads */
+static struct padded_slot slots[GATE_SLOTS] = { [0].s.shared = true }; /* slot 0: overflow threads */
 static _Atomic int slots_high = 1;             /* slots in use are below this */
 static pthread_mutex_t slot_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_key_t slot_key;
@@ -123,7 +128,19 @@ static void gate_open(void)
 	pthread_mutex_unlock(&gate_mutex);
 }
 
-/* Closes the gate and waits for the calls inside. Returns 0 or -EBUSY. */
+void vram_hook_gate_init(void)
+{
+	const char *s = secure_getenv("VRAM_HOOK_MEMBARRIER");
+	if (s && s[0] == '0')
+		return;
+	if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0)
+		atomic_store(&vram_hook_gate_asym, true);
+	vram_hook_log(VRAM_HOOK_LOG_DEBUG, "gate: %s", atomic_load(&vram_hook_gate_asym)
+		      ? "membarrier at offload, no fence per call" : "a full fence per call");
+}
+
+/* Closes the gate and waits for the calls inside. Returns 0, -EBUSY (calls
+ * did not finish in time) or -EIO (the barrier failed). */
 static int gate_close(int timeout_ms)
 {
 	struct timespec deadline;
@@ -135,6 +152,13 @@ static int gate_close(int timeout_ms)
 		deadline.tv_nsec -= 1000000000;
 	}
 	atomic_store(&vram_hook_gate_closed, 1);
+	/* Every thread passes a full barrier now: a call that entered without a
+	 * fence has its count visible below, or sees the gate closed. */
+	if (atomic_load(&vram_hook_gate_asym) &&
+	    syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0) {
+		gate_open();
+		return -EIO;
+	}
 	pthread_mutex_lock(&gate_mutex);
 	while (gate_busy()) {
 		struct timespec now, step;
@@ -645,8 +669,12 @@ void vram_hook_offload(bool drop_host, struct vram_hook_op_result *ret)
 	err = gate_close(DRAIN_TIMEOUT_MS);
 	if (err < 0) {
 		ret->status = err;
-		snprintf(ret->text, sizeof(ret->text),
-			 "Failed to offload: CUDA calls of the program did not finish within %d ms", DRAIN_TIMEOUT_MS);
+		if (err == -EIO)
+			snprintf(ret->text, sizeof(ret->text), "Failed to offload: membarrier failed");
+		else
+			snprintf(ret->text, sizeof(ret->text),
+				 "Failed to offload: CUDA calls of the program did not finish within %d ms",
+				 DRAIN_TIMEOUT_MS);
 		atomic_store(&vram_hook_state, VRAM_HOOK_RUNNING);
 		goto out_unlock;
 	}
