@@ -138,7 +138,7 @@ static void finish(struct hook_job *hj)
 		snprintf(procs, sizeof(procs), " from %zu processes", copy.n);
 	char extra[96] = "";
 	if (copy.nonmovable && offload)
-		snprintf(extra, sizeof(extra), ", %s could not move (IPC/managed)", stuck);
+		snprintf(extra, sizeof(extra), ", %s stayed on the GPU (context, IPC/managed)", stuck);
 	vram_job_complete(job, 0, copy.bytes + copy.ckpt_bytes, "%s %s%s%s%s%s", moved,
 			  offload ? "offloaded" : "restored", procs, extra,
 			  copy.ckpt_note[0] ? "; " : "", copy.ckpt_note);

@@ -654,7 +654,7 @@ static int mps_attach(struct vram_manager *m, struct vram_workload *w, struct vr
 			have_ids = false;
 			ids[g][0] = '\0';
 		} else {
-			snprintf(ids[g], sizeof(ids[g]), "%s", info.uuid);
+			snprintf(ids[g], sizeof(ids[g]), "%s", uuid);
 		}
 		id_ptrs[g] = ids[g];
 	}
