@@ -14,7 +14,7 @@ DEB_PACKAGES = build-essential pkg-config meson ninja-build \
 	libevent-dev libjansson-dev libfyaml-dev libcmocka-dev \
 	python3 python3-pytest python3-requests valgrind wrk curl
 
-.PHONY: all build deps run test test-normal test-asan test-valgrind bench clean
+.PHONY: all build deps test-clients run test test-normal test-asan test-valgrind bench clean
 
 all: build
 
@@ -24,6 +24,12 @@ deps:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES)
 	@# Node.js for the npm clients of the integration tests, unless one is there.
 	command -v node >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm
+	$(MAKE) test-clients
+
+# The npm clients the integration tests drive vramd with (the MCP SDK and the
+# openai package), pinned by tests/integration/js/package-lock.json.
+test-clients:
+	npm ci --no-audit --no-fund --prefix tests/integration/js
 
 $(BUILD)/build.ninja:
 	meson setup $(BUILD) $(MESON_OPTS)
