@@ -495,12 +495,19 @@ static CUresult vmm_free(struct vram_hook_phys *p, CUdeviceptr va)
 	/* cuMemFree waits for the device; unmapping under running work would fault. */
 	VRAM_CALL_REAL(cuCtxSynchronize);
 	uint64_t size = p->size;
-	CUresult r = VRAM_REAL(cuMemUnmap)(va, size);
-	VRAM_REAL(cuMemAddressFree)(va, size);
+	/*
+	 * The record goes in the same hold of the lock as the address range:
+	 * once the range is free, another thread's cuMemAlloc can reserve it
+	 * again and record its own mapping at va, which a lookup made after
+	 * that would find and remove instead of ours, leaving p listed with a
+	 * mapping that no longer exists for the next offload to copy from.
+	 */
 	pthread_mutex_lock(&vram_hook_lock);
 	struct vram_hook_map *m = table_get(&map_table, va);
+	CUresult r = VRAM_REAL(cuMemUnmap)(va, size);
+	VRAM_REAL(cuMemAddressFree)(va, size);
 	p->app_refs--;
-	if (m)
+	if (m && m->phys == p)
 		map_remove(m); /* destroys p: no handle, no mapping left */
 	else
 		phys_maybe_destroy(p);

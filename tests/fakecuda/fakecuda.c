@@ -144,6 +144,7 @@ static size_t fake_available[FAKE_MAX_DEVICES]; /* bytes, can shrink for tests *
 static _Atomic size_t fake_used_bytes[FAKE_MAX_DEVICES];
 static size_t fake_ctx_mem = 64u << 20;
 static size_t fake_granularity = 2u << 20; /* bytes, VRAM_FAKE_GRANULARITY */
+static unsigned fake_address_free_delay_us; /* VRAM_FAKE_ADDRESS_FREE_DELAY_US */
 static struct CUctx_st *fake_primary[FAKE_MAX_DEVICES];
 static struct fake_pool fake_default_pool[FAKE_MAX_DEVICES];
 static _Thread_local struct CUctx_st *fake_current;
@@ -201,6 +202,11 @@ static void fake_setup(void)
 	fake_granularity = parse_size(getenv("VRAM_FAKE_GRANULARITY"), 2u << 20);
 	if (fake_granularity < 4096 || (fake_granularity & (fake_granularity - 1)))
 		fake_granularity = 2u << 20;
+	/* Holds cuMemAddressFree after the range is free again, so that a
+	 * test can reserve it from another thread before the call returns. */
+	s = getenv("VRAM_FAKE_ADDRESS_FREE_DELAY_US");
+	if (s && atoi(s) > 0)
+		fake_address_free_delay_us = (unsigned)atoi(s);
 	for (int i = 0; i < fake_ndev; i++) {
 		fake_total[i] = total;
 		fake_available[i] = total;
@@ -735,6 +741,8 @@ FAKE_EXPORT CUresult cuMemAddressFree(CUdeviceptr ptr, size_t size)
 		}
 	}
 	pthread_mutex_unlock(&fake_lock);
+	if (r == CUDA_SUCCESS && fake_address_free_delay_us)
+		usleep(fake_address_free_delay_us);
 	return r;
 }
 

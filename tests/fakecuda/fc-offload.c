@@ -16,10 +16,17 @@
  *     copy runs from pinned memory, warm offloads make no new buffers,
  *     buffers are freed with their allocation or on drop-host, and running
  *     out of pinned memory half-way leaves the process running and intact.
+ *  6. an allocation freed on one thread while another allocates and gets
+ *     the same address range: the second keeps its mapping on record, the
+ *     first leaves none behind, and an offload and restore afterwards move
+ *     only live memory.
  * Usage: fc-offload layouts | fc-offload stress N (run the stress with
  * VRAM_FAKE_GRANULARITY=64KiB so that each cycle moves little data) |
  * fc-offload pieces register|hostalloc (with VRAM_HOOK_PIN_PIECE=1MiB,
- * VRAM_HOOK_PIN_THREADS=4 and VRAM_HOOK_PIN_METHOD set to the same method).
+ * VRAM_HOOK_PIN_THREADS=4 and VRAM_HOOK_PIN_METHOD set to the same method) |
+ * fc-offload reuse (with VRAM_FAKE_GRANULARITY=64KiB and
+ * VRAM_FAKE_ADDRESS_FREE_DELAY_US set, so that a free lingers after the
+ * range is given back).
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -507,6 +514,60 @@ static void test_pieces(bool registered)
 	CHECK_EQ_U64(fc_hook_used(0), CTX);
 }
 
+/* ------------------------------------------------------------- reuse */
+
+#define REUSE_TRIES 64
+static CUdeviceptr reuse_victim;
+
+static void *reuse_freer(void *arg)
+{
+	(void)arg;
+	CK(cuCtxSetCurrent(g_ctx));
+	CK(cuMemFree_v2(reuse_victim));
+	return NULL;
+}
+
+/*
+ * cuMemFree gives the address range back to the driver; a cuMemAlloc on
+ * another thread may reserve the same range before the free returns. The
+ * free must then forget its own mapping, not the new allocation's, or the
+ * next offload copies from (and the restore maps at) a range nobody owns.
+ */
+static void test_reuse(void)
+{
+	char out[1024];
+	CUdeviceptr res, keep[REUSE_TRIES];
+	int nkeep = 0, reused = 0;
+	CK(cuMemAlloc_v2(&res, 8));
+	for (int round = 0; round < 8; round++) {
+		CK(cuMemAlloc_v2(&reuse_victim, WBUF));
+		fill(reuse_victim, 5, WBUF, NULL);
+		CK(cuCtxSynchronize());
+		pthread_t th;
+		CHECK(pthread_create(&th, NULL, reuse_freer, NULL) == 0);
+		/* The range is free again while the free still runs. */
+		usleep(50 * 1000);
+		CUdeviceptr b = 0;
+		CK(cuMemAlloc_v2(&b, WBUF));
+		pthread_join(th, NULL);
+		reused += b == reuse_victim;
+		fill(b, 100u + (uint32_t)round, WBUF, NULL);
+		keep[nkeep++] = b;
+	}
+	printf("reuse: the freed range came back %d of 8 times\n", reused);
+	CK(cuCtxSynchronize());
+	CHECK_EQ_U64(fc_hook_used(0), CTX + (uint64_t)(nkeep + 1) * WBUF);
+	ctl_ok("offload", out, sizeof(out));
+	CHECK_EQ_U64(fc_field(out, "bytes="), (uint64_t)(nkeep + 1) * WBUF);
+	ctl_ok("restore", out, sizeof(out));
+	for (int i = 0; i < nkeep; i++)
+		CHECK_EQ_U64(checksum(keep[i], WBUF, res, NULL), expected(100u + (uint32_t)i, WBUF / 4));
+	for (int i = 0; i < nkeep; i++)
+		CK(cuMemFree_v2(keep[i]));
+	CK(cuMemFree_v2(res));
+	CHECK_EQ_U64(fc_hook_used(0), CTX);
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "layouts";
@@ -520,6 +581,8 @@ int main(int argc, char **argv)
 		test_layouts();
 	else if (!strcmp(mode, "stress"))
 		test_stress(cycles);
+	else if (!strcmp(mode, "reuse"))
+		test_reuse();
 	else if (!strcmp(mode, "pieces"))
 		test_pieces(argc < 3 || strcmp(argv[2], "hostalloc") != 0);
 	else
