@@ -37,6 +37,7 @@ struct proc {
 	unsigned ndev;
 	uint64_t used, resident, nonmovable, cap; /* bytes */
 	bool limit_invalid;
+	char limit_text[VRAM_HOOK_PROTO_LIMIT_TEXT_MAX]; /* printable ASCII; "" unless limit_invalid */
 };
 
 struct vram_hookchan_req {
@@ -55,6 +56,7 @@ struct conn {
 	struct vram_hookchan *hc;
 	int fd;
 	pid_t peer;         /* from SO_PEERCRED; 0 if unknown */
+	uint16_t version;   /* protocol version of its HELLO, used for the answers; 0 until then */
 	struct event *ev;
 	struct proc *proc;  /* NULL until HELLO */
 	struct vram_hookchan_req *req; /* in flight, or NULL */
@@ -209,10 +211,13 @@ static void conn_close(struct conn *c, const char *why)
 	}
 }
 
+/* Sends m in the version the hook spoke, so that older hooks understand it. */
 static int conn_send(struct conn *c, const struct vram_hook_proto_msg *m)
 {
 	uint8_t buf[VRAM_HOOK_PROTO_MAX_MESSAGE];
-	long n = vram_hook_proto_encode(m, buf, sizeof(buf));
+	struct vram_hook_proto_msg out = *m;
+	out.version = c->version;
+	long n = vram_hook_proto_encode(&out, buf, sizeof(buf));
 	if (n < 0)
 		return (int)n;
 	ssize_t w = send(c->fd, buf, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -221,7 +226,16 @@ static int conn_send(struct conn *c, const struct vram_hook_proto_msg *m)
 	return 0;
 }
 
-static int on_hello(struct conn *c, const struct vram_hook_proto_hello *h)
+/* Copies the hook's text of a bad limit, with anything unprintable as '?'. */
+static void copy_printable(char *out, const char *in, size_t cap)
+{
+	size_t i = 0;
+	for (; i + 1 < cap && in[i]; i++)
+		out[i] = in[i] >= 0x20 && in[i] < 0x7f ? in[i] : '?';
+	out[i] = '\0';
+}
+
+static int on_hello(struct conn *c, uint16_t version, const struct vram_hook_proto_hello *h)
 {
 	struct vram_hookchan *hc = c->hc;
 	if (c->proc)
@@ -252,9 +266,15 @@ static int on_hello(struct conn *c, const struct vram_hook_proto_hello *h)
 	p->conn = c;
 	p->state = VRAM_HOOK_STATE_RUNNING;
 	proc_set_devs(p, h->dev, h->ndev);
+	p->limit_invalid = (h->flags & VRAM_HOOK_HELLO_LIMIT_INVALID) != 0;
+	copy_printable(p->limit_text, p->limit_invalid ? h->limit_text : "", sizeof(p->limit_text));
 	c->proc = p;
-	vram_info("hook: process %d registered for %s (%u device(s))", (int)p->pid,
-		  p->workload[0] ? p->workload : "(no workload)", h->ndev);
+	c->version = version;
+	vram_info("hook: process %d registered for %s (%u device(s), protocol %u)", (int)p->pid,
+		  p->workload[0] ? p->workload : "(no workload)", h->ndev, (unsigned)version);
+	if (p->limit_invalid)
+		vram_warn("hook: process %d (%s): VRAM_MEMORY_LIMIT \"%s\" did not parse; it runs without a cap",
+			  (int)p->pid, p->workload, p->limit_text);
 	procs_prune(hc);
 	return 0;
 }
@@ -286,7 +306,7 @@ static void on_result(struct conn *c, const struct vram_hook_proto_result *r)
 static int conn_handle(struct conn *c, const struct vram_hook_proto_msg *m)
 {
 	if (m->type == VRAM_HOOK_MSG_HELLO)
-		return on_hello(c, &m->u.hello);
+		return on_hello(c, m->version, &m->u.hello);
 	if (!c->proc)
 		return -EPROTO; /* nothing before hello */
 	switch (m->type) {
@@ -486,6 +506,30 @@ bool vram_hookchan_limit_invalid(struct vram_hookchan *hc, const char *workload)
 		if (p->limit_invalid && strcmp(p->workload, workload) == 0)
 			return true;
 	return false;
+}
+
+json_t *vram_hookchan_warning_json(struct vram_hookchan *hc, const char *workload)
+{
+	const struct proc *first = NULL;
+	size_t more = 0;
+	for (const struct proc *p = hc->procs; p; p = p->next) {
+		if (!p->limit_invalid || strcmp(p->workload, workload) != 0)
+			continue;
+		if (first)
+			more++;
+		else
+			first = p;
+	}
+	if (!first)
+		return json_null();
+	char text[2 * VRAM_HOOK_PROTO_LIMIT_TEXT_MAX];
+	int n = snprintf(text, sizeof(text),
+			 "pid %d: VRAM_MEMORY_LIMIT \"%s\" is not a size or fraction: running without a cap",
+			 (int)first->pid, first->limit_text);
+	if (more && n > 0 && (size_t)n < sizeof(text))
+		snprintf(text + n, sizeof(text) - (size_t)n, " (and %zu more process%s)", more,
+			 more == 1 ? "" : "es");
+	return json_string(text);
 }
 
 json_t *vram_hookchan_workload_json(struct vram_hookchan *hc, const char *workload)

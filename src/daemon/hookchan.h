@@ -86,6 +86,12 @@ size_t vram_hookchan_usage(struct vram_hookchan *hc, const char *workload, uint6
 json_t *vram_hookchan_workload_json(struct vram_hookchan *hc, const char *workload);
 /* True when a process of workload reported an unparsable VRAM_MEMORY_LIMIT. */
 bool vram_hookchan_limit_invalid(struct vram_hookchan *hc, const char *workload);
+/*
+ * The warning for workload's status (new reference): a JSON string naming
+ * the first process whose VRAM_MEMORY_LIMIT did not parse, its text and how
+ * many more did the same; JSON null when none did; NULL on out of memory.
+ */
+json_t *vram_hookchan_warning_json(struct vram_hookchan *hc, const char *workload);
 
 /*
  * Sends op to the connected process pid (flags: VRAM_HOOK_OFFLOAD_*). cb

@@ -8,7 +8,8 @@
  *    (at most once a second) and runs the OFFLOAD/RESTORE commands it
  *    receives, answering each with a RESULT (src/proto/hook_proto.h). When
  *    vramd goes away the caps keep working and the hook reconnects every
- *    second or two.
+ *    second or two. A VRAM_MEMORY_LIMIT that did not parse is flagged in
+ *    every HELLO, so vramd can warn about it.
  *
  *  - VRAM_CONTROL: a socket of the process's own ("%p" in the path becomes
  *    the pid), mode 0600, for offloading by hand without vramd. One command
@@ -177,6 +178,11 @@ static void daemon_connect(void)
 	const char *w = secure_getenv("VRAM_WORKLOAD");
 	snprintf(m.u.hello.workload, sizeof(m.u.hello.workload), "%s", w ? w : "");
 	fill_devs(m.u.hello.dev, &m.u.hello.ndev);
+	const char *bad_limit = vram_hook_limit_invalid_text();
+	if (bad_limit) {
+		m.u.hello.flags |= VRAM_HOOK_HELLO_LIMIT_INVALID;
+		snprintf(m.u.hello.limit_text, sizeof(m.u.hello.limit_text), "%s", bad_limit);
+	}
 	if (daemon_send(&m) == 0)
 		vram_hook_log(VRAM_HOOK_LOG_INFO, "connected to vramd at %s", daemon_path);
 }

@@ -118,6 +118,9 @@ extern int vram_hook_ndev;            /* devices seen by the process */
 
 /* Reads VRAM_MEMORY_LIMIT once the driver is initialized. */
 void vram_hook_limit_init(void);
+/* The VRAM_MEMORY_LIMIT that did not parse (borrowed, cut to 127 bytes), or
+ * NULL when it parsed or is unset. Valid after vram_hook_limit_init(). */
+const char *vram_hook_limit_invalid_text(void);
 /* Charges bytes to dev. Returns 0, or -ENOMEM when the cap would be passed.
  * An out-of-range dev is not charged (returns 0). */
 int vram_hook_charge(int dev, uint64_t bytes);

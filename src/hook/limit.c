@@ -7,7 +7,8 @@
  * VRAM_MEMORY_LIMIT sets the cap: "20GiB" (bytes, units K/M/G/T, KiB..TiB,
  * KB..TB), "0.8" (a fraction of the device), or per device
  * "0=20GiB,1=0.5" (devices not named have no cap). A value that does not
- * parse leaves the process without a cap and says so once in the hook log.
+ * parse leaves the process without a cap and says so once in the hook log;
+ * the hello to vramd carries it too, so that vramd's status shows it.
  *
  * cuMemGetInfo_v2 and cuDeviceTotalMem_v2 report the cap, so frameworks
  * that size caches from free memory size them to it: total = min(cap,
@@ -16,6 +17,7 @@
  * the usual size on current GPUs) is charged once per context.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,6 +28,8 @@ int vram_hook_ndev;
 _Atomic unsigned vram_hook_usage_seq;
 
 static uint64_t context_bytes = 512ull << 20;
+/* The setting that did not parse, for vramd's status; "" when it parsed. */
+static char invalid_limit[128];
 static _Atomic bool primary_charged[VRAM_HOOK_MAX_DEVICES];
 
 static bool dev_ok(int dev)
@@ -171,6 +175,7 @@ void vram_hook_limit_init(void)
 		vram_hook_log(VRAM_HOOK_LOG_ERROR,
 			      "Ignoring VRAM_MEMORY_LIMIT=\"%s\": expected bytes (20GiB), a fraction (0.8) "
 			      "or a per-device list (0=20GiB,1=0.5); running without a cap", limit);
+		snprintf(invalid_limit, sizeof(invalid_limit), "%s", limit);
 		return;
 	}
 	for (int d = 0; d < VRAM_HOOK_MAX_DEVICES; d++) {
@@ -178,6 +183,11 @@ void vram_hook_limit_init(void)
 		if (caps[d])
 			vram_hook_log(VRAM_HOOK_LOG_INFO, "device %d: cap %llu bytes", d, (unsigned long long)caps[d]);
 	}
+}
+
+const char *vram_hook_limit_invalid_text(void)
+{
+	return invalid_limit[0] ? invalid_limit : NULL;
 }
 
 /* --------------------------------------------------------------- wrappers */

@@ -8,10 +8,17 @@
  * fixed by the message type. All integers are little-endian; strings are
  * fixed-size fields that must contain a NUL. The encoder writes every byte
  * explicitly (no struct is copied to the wire), and the decoder rejects
- * anything that is not exactly a message of this version: wrong magic or
- * version, unknown type, a length that does not match the type, a device
- * count above VRAM_HOOK_PROTO_MAX_DEVICES, an unterminated string, an unknown
- * operation or state.
+ * anything that is not exactly a message of a version it knows: wrong magic
+ * or version, unknown type, a length that does not match the type and
+ * version, a device count above VRAM_HOOK_PROTO_MAX_DEVICES, an unterminated
+ * string, an unknown operation or state, an unknown hello flag.
+ *
+ * Versions: 2 (current) adds to HELLO a flags word and the text of a
+ * VRAM_MEMORY_LIMIT that did not parse; every other message is the same as
+ * in 1. The decoder accepts both and says which it read (msg.version); the
+ * encoder writes msg.version (0 = current), so vramd answers a version-1
+ * hook in version 1 and hooks loaded before an upgrade keep working. A
+ * version-2 hook needs a vramd that knows version 2.
  *
  * Conversation: the hook connects and sends HELLO, then USAGE whenever its
  * numbers change (at most once a second) and in answer to PING. vramd sends
@@ -28,10 +35,12 @@
 #include <string.h>
 
 #define VRAM_HOOK_PROTO_MAGIC 0x4b485256u /* "VRHK" on the wire */
-#define VRAM_HOOK_PROTO_VERSION 1
+#define VRAM_HOOK_PROTO_VERSION 2     /* written by default */
+#define VRAM_HOOK_PROTO_VERSION_MIN 1 /* oldest still read and written */
 #define VRAM_HOOK_PROTO_MAX_DEVICES 16
 #define VRAM_HOOK_PROTO_NAME_MAX 64   /* bytes, NUL included */
 #define VRAM_HOOK_PROTO_TEXT_MAX 256  /* bytes, NUL included */
+#define VRAM_HOOK_PROTO_LIMIT_TEXT_MAX 128 /* bytes, NUL included */
 #define VRAM_HOOK_PROTO_HEADER_SIZE 16
 #define VRAM_HOOK_PROTO_MAX_MESSAGE 2048 /* bytes, header included */
 
@@ -54,6 +63,10 @@ enum vram_hook_state {
 /* OFFLOAD flags. */
 #define VRAM_HOOK_OFFLOAD_DROP_HOST 0x1u /* free the host buffers after the next restore */
 
+/* HELLO flags (version 2). */
+#define VRAM_HOOK_HELLO_LIMIT_INVALID 0x1u /* VRAM_MEMORY_LIMIT did not parse: no cap; see limit_text */
+#define VRAM_HOOK_HELLO_KNOWN_FLAGS VRAM_HOOK_HELLO_LIMIT_INVALID
+
 struct vram_hook_proto_dev {
 	uint32_t index;          /* CUDA device ordinal in the process */
 	uint8_t uuid[16];
@@ -69,6 +82,9 @@ struct vram_hook_proto_hello {
 	uint32_t ndev;           /* <= VRAM_HOOK_PROTO_MAX_DEVICES */
 	char workload[VRAM_HOOK_PROTO_NAME_MAX];
 	struct vram_hook_proto_dev dev[VRAM_HOOK_PROTO_MAX_DEVICES];
+	/* version 2; zero when read from version 1 */
+	uint32_t flags;          /* VRAM_HOOK_HELLO_* */
+	char limit_text[VRAM_HOOK_PROTO_LIMIT_TEXT_MAX]; /* the unparsed VRAM_MEMORY_LIMIT, cut to fit */
 };
 
 struct vram_hook_proto_usage {
@@ -95,6 +111,7 @@ struct vram_hook_proto_result {
 };
 
 struct vram_hook_proto_msg {
+	uint16_t version;        /* on encode: 0 = VRAM_HOOK_PROTO_VERSION; on decode: as read */
 	uint16_t type;           /* enum vram_hook_msg_type */
 	uint32_t seq;            /* sender's counter, for logs */
 	union {
@@ -106,8 +123,9 @@ struct vram_hook_proto_msg {
 };
 
 #define VRAM_HOOK_PROTO_DEV_SIZE (4 + 16 + 5 * 8)
-#define VRAM_HOOK_PROTO_HELLO_SIZE \
+#define VRAM_HOOK_PROTO_HELLO_V1_SIZE \
 	(8 + VRAM_HOOK_PROTO_NAME_MAX + VRAM_HOOK_PROTO_MAX_DEVICES * VRAM_HOOK_PROTO_DEV_SIZE)
+#define VRAM_HOOK_PROTO_HELLO_SIZE (VRAM_HOOK_PROTO_HELLO_V1_SIZE + 4 + VRAM_HOOK_PROTO_LIMIT_TEXT_MAX)
 #define VRAM_HOOK_PROTO_USAGE_SIZE (8 + VRAM_HOOK_PROTO_MAX_DEVICES * VRAM_HOOK_PROTO_DEV_SIZE)
 #define VRAM_HOOK_PROTO_COMMAND_SIZE 8
 #define VRAM_HOOK_PROTO_RESULT_SIZE (16 + 4 * 8 + VRAM_HOOK_PROTO_TEXT_MAX)
@@ -118,11 +136,17 @@ _Static_assert(VRAM_HOOK_PROTO_HEADER_SIZE + VRAM_HOOK_PROTO_HELLO_SIZE <= VRAM_
 _Static_assert(VRAM_HOOK_PROTO_HEADER_SIZE + VRAM_HOOK_PROTO_USAGE_SIZE <= VRAM_HOOK_PROTO_MAX_MESSAGE,
 	       "usage fits");
 
-/* Payload length of a message type, or -1 for an unknown type. */
-static inline long vram_hook_proto_payload_size(uint16_t type)
+static inline bool vram_hook_proto_version_ok(uint16_t version)
+{
+	return version >= VRAM_HOOK_PROTO_VERSION_MIN && version <= VRAM_HOOK_PROTO_VERSION;
+}
+
+/* Payload length of a message type in a known version, or -1 for an unknown type. */
+static inline long vram_hook_proto_payload_size(uint16_t version, uint16_t type)
 {
 	switch (type) {
-	case VRAM_HOOK_MSG_HELLO: return VRAM_HOOK_PROTO_HELLO_SIZE;
+	case VRAM_HOOK_MSG_HELLO:
+		return version >= 2 ? VRAM_HOOK_PROTO_HELLO_SIZE : VRAM_HOOK_PROTO_HELLO_V1_SIZE;
 	case VRAM_HOOK_MSG_USAGE: return VRAM_HOOK_PROTO_USAGE_SIZE;
 	case VRAM_HOOK_MSG_OFFLOAD:
 	case VRAM_HOOK_MSG_RESTORE: return VRAM_HOOK_PROTO_COMMAND_SIZE;
@@ -215,20 +239,25 @@ static inline const uint8_t *vram_hook_proto_get_devs(const uint8_t *p, struct v
 }
 
 /*
- * Encodes m into buf (cap bytes). Returns the number of bytes written, or
- * -EINVAL (unknown type, too many devices) or -ENOBUFS (cap too small).
+ * Encodes m into buf (cap bytes) in version m->version (0: the current one).
+ * Returns the number of bytes written, or -EINVAL (unknown version or type,
+ * too many devices, hello flags that the version cannot carry) or -ENOBUFS
+ * (cap too small).
  */
 static inline long vram_hook_proto_encode(const struct vram_hook_proto_msg *m, uint8_t *buf, size_t cap)
 {
-	long payload = vram_hook_proto_payload_size(m->type);
+	uint16_t version = m->version ? m->version : VRAM_HOOK_PROTO_VERSION;
+	if (!vram_hook_proto_version_ok(version))
+		return -EINVAL;
+	long payload = vram_hook_proto_payload_size(version, m->type);
 	if (payload < 0)
 		return -EINVAL;
 	if (cap < (size_t)(VRAM_HOOK_PROTO_HEADER_SIZE + payload))
 		return -ENOBUFS;
 	uint8_t *p = buf;
 	p = vram_hook_proto_put32(p, VRAM_HOOK_PROTO_MAGIC);
-	p[0] = VRAM_HOOK_PROTO_VERSION & 0xff;
-	p[1] = VRAM_HOOK_PROTO_VERSION >> 8;
+	p[0] = (uint8_t)(version & 0xff);
+	p[1] = (uint8_t)(version >> 8);
 	p[2] = (uint8_t)(m->type & 0xff);
 	p[3] = (uint8_t)(m->type >> 8);
 	p += 4;
@@ -242,6 +271,13 @@ static inline long vram_hook_proto_encode(const struct vram_hook_proto_msg *m, u
 		p = vram_hook_proto_put32(p, m->u.hello.ndev);
 		p = vram_hook_proto_putstr(p, m->u.hello.workload, VRAM_HOOK_PROTO_NAME_MAX);
 		p = vram_hook_proto_put_devs(p, m->u.hello.dev, m->u.hello.ndev);
+		if (version < 2) {
+			if (m->u.hello.flags)
+				return -EINVAL;
+			break;
+		}
+		p = vram_hook_proto_put32(p, m->u.hello.flags);
+		p = vram_hook_proto_putstr(p, m->u.hello.limit_text, VRAM_HOOK_PROTO_LIMIT_TEXT_MAX);
 		break;
 	case VRAM_HOOK_MSG_USAGE:
 		if (m->u.usage.ndev > VRAM_HOOK_PROTO_MAX_DEVICES)
@@ -294,9 +330,9 @@ static inline long vram_hook_proto_decode(const uint8_t *buf, size_t len, struct
 	p += 4;
 	p = vram_hook_proto_get32(p, &length);
 	p = vram_hook_proto_get32(p, &seq);
-	if (magic != VRAM_HOOK_PROTO_MAGIC || version != VRAM_HOOK_PROTO_VERSION)
+	if (magic != VRAM_HOOK_PROTO_MAGIC || !vram_hook_proto_version_ok(version))
 		return -EBADMSG;
-	long want = vram_hook_proto_payload_size(type);
+	long want = vram_hook_proto_payload_size(version, type);
 	if (want < 0 || length != (uint32_t)want)
 		return -EBADMSG;
 	if (len < VRAM_HOOK_PROTO_HEADER_SIZE + length)
@@ -304,6 +340,7 @@ static inline long vram_hook_proto_decode(const uint8_t *buf, size_t len, struct
 
 	struct vram_hook_proto_msg m;
 	memset(&m, 0, sizeof(m));
+	m.version = version;
 	m.type = type;
 	m.seq = seq;
 	switch (type) {
@@ -316,6 +353,14 @@ static inline long vram_hook_proto_decode(const uint8_t *buf, size_t len, struct
 			return -EBADMSG;
 		p += VRAM_HOOK_PROTO_NAME_MAX;
 		p = vram_hook_proto_get_devs(p, m.u.hello.dev);
+		if (version < 2)
+			break;
+		p = vram_hook_proto_get32(p, &m.u.hello.flags);
+		if (m.u.hello.flags & ~VRAM_HOOK_HELLO_KNOWN_FLAGS)
+			return -EBADMSG;
+		if (!vram_hook_proto_getstr(p, m.u.hello.limit_text, VRAM_HOOK_PROTO_LIMIT_TEXT_MAX))
+			return -EBADMSG;
+		p += VRAM_HOOK_PROTO_LIMIT_TEXT_MAX;
 		break;
 	case VRAM_HOOK_MSG_USAGE:
 		p = vram_hook_proto_get32(p, &m.u.usage.state);

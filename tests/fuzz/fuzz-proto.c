@@ -29,7 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		 * zeroes those, so compare decoded values instead of bytes. */
 		struct vram_hook_proto_msg m2;
 		if (e != n || vram_hook_proto_decode(again, (size_t)e, &m2) != e || m2.type != m.type ||
-		    m2.seq != m.seq)
+		    m2.version != m.version || m2.seq != m.seq)
 			abort();
 		off += (size_t)n;
 	}

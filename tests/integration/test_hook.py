@@ -8,6 +8,8 @@ started by hand with LD_PRELOAD and VRAM_CONTROL, is offloaded with
 `vramctl offload --pid`.
 """
 import os
+import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -160,3 +162,134 @@ def test_vramctl_offload_by_pid():
         proc.kill()
         proc.wait()
         assert not pid_alive(proc.pid)
+
+
+def test_hook_unparsable_limit_warns(daemon):
+    # vramd sets VRAM_MEMORY_LIMIT; the workload's launcher replaces it with one that does not parse
+    cfg = CONFIG.replace("cmd: [{}]".format(SERVER),
+                         'cmd: [/bin/sh, -c, "VRAM_MEMORY_LIMIT=lots exec {}"]'.format(SERVER))
+    d = daemon(cfg)
+    d.ctl("start", "fcs", check=0)
+    w = d.workload("fcs")
+    pid = w["pid"]
+    hook = wait_for(lambda: d.workload("fcs")["hook"], what="the hook to register")
+    assert hook["warning"] == (f'pid {pid}: VRAM_MEMORY_LIMIT "lots" is not a size or fraction: '
+                               "running without a cap"), hook
+    procs = hook["processes"]
+    assert procs[0]["pid"] == pid and procs[0]["limit_invalid"] is True
+    assert procs[0]["cap_bytes"] is None
+    # the workload runs, uncapped, and still offloads
+    assert check(w["port"]).text == f"ok {64 * MIB}"
+    r = d.ctl("offload", "fcs", check=0)
+    assert "64MiB" in r.stdout, r.stdout
+    d.ctl("restore", "fcs", check=0)
+    assert check(w["port"]).text == f"ok {64 * MIB}"
+    # one clear line in the hook log, none on the program's output
+    log = open(os.path.join(d.workdir, "hook.log")).read()
+    assert log.count('Ignoring VRAM_MEMORY_LIMIT="lots"') == 1, log
+    out = d.get("/api/workloads/fcs/logs")
+    assert out.status_code == 200 and "VRAM_MEMORY_LIMIT" not in out.text, out.text
+    st = d.status()
+    assert [x for x in st["workloads"] if x["name"] == "fcs"][0]["hook"]["warning"] == hook["warning"]
+
+
+# The hook channel's wire format (src/proto/hook_proto.h), enough to stand in for vramd.
+PROTO_MAGIC = 0x4b485256
+MSG_HELLO, MSG_USAGE, MSG_OFFLOAD, MSG_RESTORE, MSG_RESULT = 1, 2, 3, 4, 5
+
+
+def recv_exact(conn, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = conn.recv(n - len(buf))
+        assert chunk, "the hook closed the connection"
+        buf += chunk
+    return buf
+
+
+def recv_msg(conn):
+    magic, version, mtype, length, _seq = struct.unpack("<IHHII", recv_exact(conn, 16))
+    assert magic == PROTO_MAGIC and version == 2, (magic, version)
+    return mtype, recv_exact(conn, length)
+
+
+def send_command(conn, mtype, request_id):
+    conn.sendall(struct.pack("<IHHIIII", PROTO_MAGIC, 2, mtype, 8, request_id, request_id, 0))
+
+
+def wait_result(conn, request_id):
+    while True:
+        mtype, payload = recv_msg(conn)
+        if mtype == MSG_RESULT:
+            rid, _op, status, _state, moved = struct.unpack_from("<IIiIQ", payload)
+            assert rid == request_id
+            return status, moved
+
+
+def hook_listener(path):
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(4)
+    srv.settimeout(20)
+    return srv
+
+
+def accept_hello(srv, pid):
+    conn, _ = srv.accept()
+    conn.settimeout(20)
+    mtype, payload = recv_msg(conn)
+    assert mtype == MSG_HELLO
+    hello_pid, ndev = struct.unpack_from("<II", payload)
+    assert hello_pid == pid and ndev == 1
+    # the first device's cap: after pid, ndev, workload name, index and uuid, physical
+    cap, = struct.unpack_from("<Q", payload, 8 + 64 + 4 + 16 + 8)
+    return conn, cap
+
+
+def test_hook_survives_vramd_and_reconnects():
+    """vramd gone: the program runs on with its cap; the hook reconnects to the same socket and offloads."""
+    workdir = tempfile.mkdtemp(prefix="vramd-rc-")
+    path = os.path.join(workdir, "hook.sock")
+    port = free_port()
+    srv = hook_listener(path)
+    env = dict(os.environ, PORT=str(port), LD_PRELOAD=(ASAN_RT + " " + LIBVRAM).strip(), LD_LIBRARY_PATH=FAKECUDA,
+               VRAM_HOOK_SOCKET=path, VRAM_WORKLOAD="fcs", VRAM_MEMORY_LIMIT="256MiB",
+               VRAM_CONTROL=os.path.join(workdir, "ctl-%p.sock"), VRAM_HOOK_CONTEXT_MEMORY="64MiB",
+               VRAM_FAKE_CONTEXT_MEMORY="64MiB", FC_SERVER_MIB="32", ASAN_OPTIONS=ASAN_OPTIONS)
+    proc = subprocess.Popen([SERVER], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        conn, cap = accept_hello(srv, proc.pid)
+        assert cap == 256 * MIB
+
+        # vramd goes away
+        conn.close()
+        srv.close()
+        os.unlink(path)
+        time.sleep(1.5)
+        assert proc.poll() is None
+
+        def listening():
+            try:
+                return check(port).status_code == 200
+            except requests.ConnectionError:
+                return False
+        wait_for(listening, what="fc-server to listen")
+        assert check(port).text == f"ok {32 * MIB}"
+        r = subprocess.run([VRAMCTL, "status", "--pid", str(proc.pid)], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0 and f"cap:{256 * MIB}" in r.stdout, r.stdout + r.stderr
+
+        # vramd comes back on the same socket: the hook says hello again and obeys
+        srv = hook_listener(path)
+        conn, cap = accept_hello(srv, proc.pid)
+        assert cap == 256 * MIB
+        send_command(conn, MSG_OFFLOAD, 7)
+        assert wait_result(conn, 7) == (0, 32 * MIB)
+        send_command(conn, MSG_RESTORE, 8)
+        assert wait_result(conn, 8) == (0, 32 * MIB)
+        assert check(port).text == f"ok {32 * MIB}"
+        conn.close()
+    finally:
+        srv.close()
+        proc.kill()
+        proc.wait()

@@ -2,7 +2,8 @@
 /*
  * The daemon side of the hook channel over a real Unix socket: registration,
  * usage, a command and its result, several processes of one workload,
- * a process gone mid-offload, and bad input (garbage, a wrong length, a
+ * a process gone mid-offload, a hook of the previous protocol version, the
+ * warning for an unparsable VRAM_MEMORY_LIMIT, and bad input (garbage, a wrong length, a
  * pid that is not the peer's, a command sent by the hook) closing only the
  * offending connection.
  */
@@ -275,6 +276,93 @@ static void test_several_processes(void **state)
 	json_decref(j);
 }
 
+/* A hello flagged with an unparsable VRAM_MEMORY_LIMIT becomes the workload's warning. */
+static void test_limit_invalid_warning(void **state)
+{
+	struct fixture *f = *state;
+	int good = dial(f);
+	hello(good, getpid(), "llm", 1 << 30);
+	spin(f);
+	json_t *w = vram_hookchan_warning_json(f->hc, "llm");
+	assert_true(json_is_null(w));
+	json_decref(w);
+	assert_false(vram_hookchan_limit_invalid(f->hc, "llm"));
+	close(good);
+	spin(f);
+
+	/* the same process reconnects with a bad limit (and a control character in it) */
+	int fd = dial(f);
+	struct vram_hook_proto_msg m;
+	memset(&m, 0, sizeof(m));
+	m.type = VRAM_HOOK_MSG_HELLO;
+	m.u.hello.pid = (uint32_t)getpid();
+	m.u.hello.ndev = 1;
+	snprintf(m.u.hello.workload, sizeof(m.u.hello.workload), "llm");
+	m.u.hello.flags = VRAM_HOOK_HELLO_LIMIT_INVALID;
+	snprintf(m.u.hello.limit_text, sizeof(m.u.hello.limit_text), "lots\n");
+	send_msg(fd, &m);
+	spin(f);
+	assert_true(vram_hookchan_limit_invalid(f->hc, "llm"));
+	w = vram_hookchan_warning_json(f->hc, "llm");
+	char want[160];
+	snprintf(want, sizeof(want),
+		 "pid %d: VRAM_MEMORY_LIMIT \"lots?\" is not a size or fraction: running without a cap",
+		 (int)getpid());
+	assert_string_equal(json_string_value(w), want);
+	json_decref(w);
+	json_t *procs = vram_hookchan_workload_json(f->hc, "llm");
+	assert_true(json_is_true(json_object_get(json_array_get(procs, 0), "limit_invalid")));
+	json_decref(procs);
+	/* other workloads are not warned */
+	w = vram_hookchan_warning_json(f->hc, "other");
+	assert_true(json_is_null(w));
+	json_decref(w);
+	close(fd);
+	spin(f);
+}
+
+/* A version-1 hook registers and gets its commands in version 1. */
+static void test_version_1_hook(void **state)
+{
+	struct fixture *f = *state;
+	int fd = dial(f);
+	struct vram_hook_proto_msg m;
+	memset(&m, 0, sizeof(m));
+	m.version = 1;
+	m.type = VRAM_HOOK_MSG_HELLO;
+	m.u.hello.pid = (uint32_t)getpid();
+	m.u.hello.ndev = 1;
+	snprintf(m.u.hello.workload, sizeof(m.u.hello.workload), "old");
+	m.u.hello.dev[0].used = 2ull << 30;
+	send_msg(fd, &m);
+	spin(f);
+	assert_int_equal(vram_hookchan_pids(f->hc, "old", NULL, 0), 1);
+	json_t *w = vram_hookchan_warning_json(f->hc, "old");
+	assert_true(json_is_null(w));
+	json_decref(w);
+
+	struct got g = {0};
+	assert_int_equal(vram_hookchan_send(f->hc, getpid(), VRAM_HOOKCHAN_OFFLOAD, 0, on_done, &g, NULL), 0);
+	struct vram_hook_proto_msg cmd;
+	recv_msg(fd, &cmd);
+	assert_int_equal(cmd.version, 1);
+	assert_int_equal(cmd.type, VRAM_HOOK_MSG_OFFLOAD);
+	memset(&m, 0, sizeof(m));
+	m.version = 1;
+	m.type = VRAM_HOOK_MSG_RESULT;
+	m.u.result.request_id = cmd.u.command.request_id;
+	m.u.result.op = VRAM_HOOK_MSG_OFFLOAD;
+	m.u.result.state = VRAM_HOOK_STATE_OFFLOADED;
+	m.u.result.bytes = 1ull << 30;
+	send_msg(fd, &m);
+	spin(f);
+	assert_int_equal(g.calls, 1);
+	assert_int_equal(g.res.status, 0);
+	assert_int_equal(g.res.bytes, 1ull << 30);
+	close(fd);
+	spin(f);
+}
+
 static void test_bad_input(void **state)
 {
 	struct fixture *f = *state;
@@ -349,6 +437,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_gone_mid_offload, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_several_processes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_limit_invalid_warning, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_version_1_hook, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -79,7 +79,7 @@ static void test_wire_layout_is_fixed(void **state)
 	m.u.command.flags = VRAM_HOOK_OFFLOAD_DROP_HOST;
 	uint8_t buf[64];
 	assert_int_equal(vram_hook_proto_encode(&m, buf, sizeof(buf)), 24);
-	static const uint8_t want[24] = { 'V', 'R', 'H', 'K', 1, 0, 3, 0, 8, 0, 0, 0, 4, 3, 2, 1,
+	static const uint8_t want[24] = { 'V', 'R', 'H', 'K', 2, 0, 3, 0, 8, 0, 0, 0, 4, 3, 2, 1,
 					  0x0d, 0x0c, 0x0b, 0x0a, 1, 0, 0, 0 };
 	assert_memory_equal(buf, want, sizeof(want));
 }
@@ -124,7 +124,9 @@ static void test_rejects_bad_input(void **state)
 	assert_int_equal(vram_hook_proto_decode(bad, (size_t)n, &out), -EBADMSG);
 	assert_int_equal(vram_hook_proto_decode(bad, 1, &out), -EBADMSG);
 	memcpy(bad, buf, (size_t)n);
-	bad[4] = 2; /* version */
+	bad[4] = VRAM_HOOK_PROTO_VERSION + 1; /* a version from the future */
+	assert_int_equal(vram_hook_proto_decode(bad, (size_t)n, &out), -EBADMSG);
+	bad[4] = 0;
 	assert_int_equal(vram_hook_proto_decode(bad, (size_t)n, &out), -EBADMSG);
 	memcpy(bad, buf, (size_t)n);
 	bad[6] = 77; /* type */
@@ -154,6 +156,92 @@ static void test_rejects_bad_input(void **state)
 	assert_int_equal(vram_hook_proto_encode(&m, buf, sizeof(buf)), -EINVAL);
 }
 
+static void test_hello_limit_invalid(void **state)
+{
+	(void)state;
+	struct vram_hook_proto_msg m;
+	memset(&m, 0, sizeof(m));
+	m.type = VRAM_HOOK_MSG_HELLO;
+	m.u.hello.pid = 1234;
+	m.u.hello.ndev = 1;
+	strcpy(m.u.hello.workload, "llm");
+	m.u.hello.flags = VRAM_HOOK_HELLO_LIMIT_INVALID;
+	strcpy(m.u.hello.limit_text, "lots");
+	long n;
+	struct vram_hook_proto_msg out = roundtrip(&m, &n);
+	assert_int_equal(n, VRAM_HOOK_PROTO_HEADER_SIZE + VRAM_HOOK_PROTO_HELLO_SIZE);
+	assert_int_equal(out.version, VRAM_HOOK_PROTO_VERSION);
+	assert_int_equal(out.u.hello.flags, VRAM_HOOK_HELLO_LIMIT_INVALID);
+	assert_string_equal(out.u.hello.limit_text, "lots");
+	assert_string_equal(out.u.hello.workload, "llm");
+
+	/* The text is cut to its field and stays terminated. */
+	memset(m.u.hello.limit_text, 'x', sizeof(m.u.hello.limit_text));
+	out = roundtrip(&m, &n);
+	assert_int_equal(strlen(out.u.hello.limit_text), VRAM_HOOK_PROTO_LIMIT_TEXT_MAX - 1);
+
+	/* An unknown flag or an unterminated text is refused. */
+	uint8_t buf[VRAM_HOOK_PROTO_MAX_MESSAGE];
+	strcpy(m.u.hello.limit_text, "lots");
+	n = vram_hook_proto_encode(&m, buf, sizeof(buf));
+	size_t flags_at = VRAM_HOOK_PROTO_HEADER_SIZE + VRAM_HOOK_PROTO_HELLO_V1_SIZE;
+	buf[flags_at] |= 0x2;
+	assert_int_equal(vram_hook_proto_decode(buf, (size_t)n, &out), -EBADMSG);
+	buf[flags_at] &= (uint8_t)~0x2u;
+	memset(buf + flags_at + 4, 'a', VRAM_HOOK_PROTO_LIMIT_TEXT_MAX);
+	assert_int_equal(vram_hook_proto_decode(buf, (size_t)n, &out), -EBADMSG);
+}
+
+/* A hook of version 1 (loaded before an upgrade) still speaks to vramd. */
+static void test_hello_version_1(void **state)
+{
+	(void)state;
+	struct vram_hook_proto_msg m;
+	memset(&m, 0, sizeof(m));
+	m.version = 1;
+	m.type = VRAM_HOOK_MSG_HELLO;
+	m.u.hello.pid = 77;
+	m.u.hello.ndev = 1;
+	strcpy(m.u.hello.workload, "old");
+	m.u.hello.dev[0].cap = 1ull << 30;
+	long n;
+	struct vram_hook_proto_msg out = roundtrip(&m, &n);
+	assert_int_equal(n, VRAM_HOOK_PROTO_HEADER_SIZE + VRAM_HOOK_PROTO_HELLO_V1_SIZE);
+	assert_int_equal(out.version, 1);
+	assert_int_equal(out.u.hello.pid, 77);
+	assert_string_equal(out.u.hello.workload, "old");
+	assert_int_equal(out.u.hello.dev[0].cap, 1ull << 30);
+	assert_int_equal(out.u.hello.flags, 0);
+	assert_string_equal(out.u.hello.limit_text, "");
+
+	/* The bytes on the wire say version 1, and a version-2 length is refused for it. */
+	uint8_t buf[VRAM_HOOK_PROTO_MAX_MESSAGE];
+	n = vram_hook_proto_encode(&m, buf, sizeof(buf));
+	assert_int_equal(buf[4], 1);
+	assert_int_equal(buf[5], 0);
+	vram_hook_proto_put32(buf + 8, VRAM_HOOK_PROTO_HELLO_SIZE);
+	assert_int_equal(vram_hook_proto_decode(buf, sizeof(buf), &out), -EBADMSG);
+
+	/* Version 1 cannot carry the flag: refused rather than dropped. */
+	m.u.hello.flags = VRAM_HOOK_HELLO_LIMIT_INVALID;
+	assert_int_equal(vram_hook_proto_encode(&m, buf, sizeof(buf)), -EINVAL);
+	m.version = VRAM_HOOK_PROTO_VERSION + 1;
+	m.u.hello.flags = 0;
+	assert_int_equal(vram_hook_proto_encode(&m, buf, sizeof(buf)), -EINVAL);
+
+	/* Other messages are the same in version 1, and encoded so on request. */
+	memset(&m, 0, sizeof(m));
+	m.version = 1;
+	m.type = VRAM_HOOK_MSG_OFFLOAD;
+	m.u.command.request_id = 5;
+	n = vram_hook_proto_encode(&m, buf, sizeof(buf));
+	assert_int_equal(n, VRAM_HOOK_PROTO_HEADER_SIZE + VRAM_HOOK_PROTO_COMMAND_SIZE);
+	assert_int_equal(buf[4], 1);
+	assert_int_equal(vram_hook_proto_decode(buf, (size_t)n, &out), n);
+	assert_int_equal(out.version, 1);
+	assert_int_equal(out.u.command.request_id, 5);
+}
+
 static void test_long_strings_are_cut(void **state)
 {
 	(void)state;
@@ -175,6 +263,8 @@ int main(void)
 		cmocka_unit_test(test_partial_and_stream),
 		cmocka_unit_test(test_rejects_bad_input),
 		cmocka_unit_test(test_long_strings_are_cut),
+		cmocka_unit_test(test_hello_limit_invalid),
+		cmocka_unit_test(test_hello_version_1),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
