@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -35,6 +36,10 @@ struct ctl {
 	long pid;       /* offload|restore|status --pid: a hooked process by hand; 0 = none */
 	const char *args[CTL_MAX_ARGS];
 	size_t n_args;
+	const char *name;   /* run --name */
+	const char *memory; /* run --memory */
+	char **cmd;         /* run: the words after --; borrowed from argv */
+	size_t n_cmd;
 };
 
 static void usage(FILE *f)
@@ -53,6 +58,9 @@ static void usage(FILE *f)
 	      "  release NAME                         stop it and free GPU and host memory\n"
 	      "  timeout NAME DURATION [--offload]    idle time before release (or offload): 10m, 1h, never\n"
 	      "  logs NAME [-n LINES]                 the end of the workload's log\n"
+	      "  run [--name N] [--memory 20GiB] [--gpus N] -- CMD ARGS...\n"
+	      "                                       run a command with libvram.so as an ad-hoc\n"
+	      "                                       workload; its output here, its exit status\n"
 	      "  mcp                                  MCP over stdio, bridged to the daemon's /mcp\n"
 	      "  mps status|start|stop [--gpus 0,1] [--force]\n"
 	      "                                       MPS control daemons: show, start, stop (--force: with workers)\n"
@@ -146,6 +154,16 @@ static int parse_args(int argc, char **argv, struct ctl *c)
 			c->timeout_s = strtol(val, &end, 10);
 			if (errno || end == val || *end || c->timeout_s <= 0 || c->timeout_s > 86400)
 				return usage_error("--timeout: expected seconds (1..86400), got \"%s\"", val);
+		} else if (strcmp(a, "--name") == 0) {
+			TAKE_VALUE();
+			c->name = val;
+		} else if (strcmp(a, "--memory") == 0) {
+			TAKE_VALUE();
+			c->memory = val;
+		} else if (strcmp(a, "--") == 0) {
+			c->cmd = argv + i + 1;
+			c->n_cmd = (size_t)(argc - i - 1);
+			break;
 		} else if (a[0] == '-' && a[1] != '\0') {
 			return usage_error("unknown option %s", argv[i]);
 		} else {
@@ -691,6 +709,222 @@ static int cmd_mps(const struct ctl *c)
 	return r;
 }
 
+/* ---- run ---- */
+
+#define CTL_RUN_POLL_US 200000 /* µs between looks at the log and the state */
+
+/* Not passed to an ad-hoc workload: vramctl's own settings and what vramd sets itself. */
+static const char *const run_env_denied[] = {
+	"VRAMD_URL", "VRAMD_TOKEN", "VRAM_HOOK_SOCKET", "VRAM_CONTROL", "VRAM_WORKLOAD",
+	"VRAM_REPLICA", "VRAM_MEMORY_LIMIT", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER",
+	"PORT", "GPU_COUNT", NULL,
+};
+
+extern char **environ;
+static volatile sig_atomic_t run_signal;
+
+static void on_run_signal(int sig)
+{
+	run_signal = sig;
+}
+
+/* The caller's environment less run_env_denied, as a JSON object; NULL on out of memory. */
+static json_t *run_env(void)
+{
+	json_t *env = json_object();
+	for (char **e = environ; env && e && *e; e++) {
+		const char *eq = strchr(*e, '=');
+		if (!eq || eq == *e)
+			continue;
+		char key[256];
+		size_t n = (size_t)(eq - *e);
+		if (n >= sizeof(key))
+			continue;
+		memcpy(key, *e, n);
+		key[n] = '\0';
+		bool denied = false;
+		for (size_t i = 0; run_env_denied[i]; i++)
+			denied |= strcmp(key, run_env_denied[i]) == 0;
+		if (!denied)
+			json_object_set_new(env, key, json_string(eq + 1));
+	}
+	return env;
+}
+
+/*
+ * Prints what the log gained since *offset, less vramd's own notes, whole
+ * lines only unless flush. partial holds an unfinished line between calls.
+ */
+static void run_follow(const struct ctl *c, const char *name, long long *offset, char *partial,
+		       size_t partial_size, bool flush)
+{
+	char path[256];
+	snprintf(path, sizeof(path), "/api/workloads/%s/logs?offset=%lld", name, *offset);
+	struct vram_client_response resp;
+	if (call(c, "GET", path, NULL, CTL_STATUS_TIMEOUT_MS, &resp))
+		return;
+	if (resp.status != 200) {
+		vram_client_response_done(&resp);
+		return;
+	}
+	char next[32];
+	if (vram_client_response_header(&resp, "X-Log-Next-Offset", next, sizeof(next)))
+		*offset = strtoll(next, NULL, 10);
+	size_t have = strlen(partial);
+	const char *p = resp.body, *end = resp.body + resp.body_len;
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		if (!nl) {
+			size_t n = (size_t)(end - p);
+			if (have + n >= partial_size) {
+				fwrite(partial, 1, have, stdout);
+				have = 0;
+			}
+			if (n >= partial_size) {
+				fwrite(p, 1, n, stdout);
+			} else {
+				memcpy(partial + have, p, n);
+				have += n;
+			}
+			break;
+		}
+		bool note = have == 0 && strncmp(p, "[vramd] ", 8) == 0;
+		if (!note) {
+			fwrite(partial, 1, have, stdout);
+			fwrite(p, 1, (size_t)(nl + 1 - p), stdout);
+		}
+		have = 0;
+		p = nl + 1;
+	}
+	if (flush && have) {
+		fwrite(partial, 1, have, stdout);
+		have = 0;
+	}
+	partial[have] = '\0';
+	fflush(stdout);
+	vram_client_response_done(&resp);
+}
+
+/* The workload's JSON, NULL when it cannot be read. Caller frees (decref). */
+static json_t *run_get(const struct ctl *c, const char *name)
+{
+	char path[256];
+	snprintf(path, sizeof(path), "/api/workloads/%s", name);
+	struct vram_client_response resp;
+	if (call(c, "GET", path, NULL, CTL_STATUS_TIMEOUT_MS, &resp))
+		return NULL;
+	json_t *j = resp.status == 200 ? json_loadb(resp.body, resp.body_len, 0, NULL) : NULL;
+	vram_client_response_done(&resp);
+	return j;
+}
+
+static int cmd_run(const struct ctl *c)
+{
+	if (c->n_cmd == 0)
+		return usage_error("%s", "run needs a command: vramctl run [--memory 20GiB] -- CMD ARGS...");
+	if (c->n_args != 1)
+		return usage_error("run takes its command after -- (got %s)", c->args[1]);
+	if (c->name && !name_ok(c->name))
+		return usage_error("\"%s\" is not a workload name", c->name);
+	struct vram_mem mem;
+	if (c->memory && vram_units_parse_mem(c->memory, &mem) < 0)
+		return usage_error("--memory: expected a size like 20GiB or a fraction like 0.8, got \"%s\"",
+				   c->memory);
+	long gpus = -1;
+	if (c->gpus) {
+		char *end;
+		errno = 0;
+		gpus = strtol(c->gpus, &end, 10);
+		if (errno || end == c->gpus || *end || gpus < 0 || gpus > VRAM_CONFIG_MAX_GPUS)
+			return usage_error("--gpus: expected a number of GPUs, got \"%s\"", c->gpus);
+	}
+	char cwd[4096];
+	json_t *cmd = json_array();
+	for (size_t i = 0; cmd && i < c->n_cmd; i++)
+		json_array_append_new(cmd, json_string(c->cmd[i]));
+	json_t *body = json_pack("{s:o,s:o}", "cmd", cmd, "env", run_env());
+	if (!body)
+		return VRAM_CTL_EXIT_FAILED;
+	if (getcwd(cwd, sizeof(cwd)))
+		json_object_set_new(body, "cwd", json_string(cwd));
+	if (c->name)
+		json_object_set_new(body, "name", json_string(c->name));
+	if (c->memory)
+		json_object_set_new(body, "memory", json_string(c->memory));
+	if (gpus >= 0)
+		json_object_set_new(body, "gpus", json_integer(gpus));
+	char *text = json_dumps(body, JSON_COMPACT);
+	json_decref(body);
+	if (!text)
+		return VRAM_CTL_EXIT_FAILED;
+
+	/* signals from here on become a stop of the workload */
+	struct sigaction sa = { .sa_handler = on_run_signal };
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+
+	struct vram_client_response resp;
+	int r = call(c, "POST", "/api/workloads", text, CTL_ACTION_TIMEOUT_MS, &resp);
+	free(text);
+	if (r)
+		return r;
+	if (resp.status != 201) {
+		r = report_error("run", &resp);
+		vram_client_response_done(&resp);
+		return r;
+	}
+	json_t *j = json_loadb(resp.body, resp.body_len, 0, NULL);
+	vram_client_response_done(&resp);
+	char name[VRAM_CONFIG_NAME_MAX + 1];
+	snprintf(name, sizeof(name), "%s", json_string_value(json_object_get(j, "name")) ?: "");
+	json_decref(j);
+	if (!name[0])
+		return VRAM_CTL_EXIT_FAILED;
+
+	long long offset = 0;
+	char partial[4096] = "";
+	bool stop_sent = false;
+	int exit_code = VRAM_CTL_EXIT_FAILED;
+	for (;;) {
+		if (run_signal && !stop_sent) {
+			char path[256];
+			snprintf(path, sizeof(path), "/api/workloads/%s/stop?wait=0", name);
+			if (call(c, "POST", path, NULL, CTL_STATUS_TIMEOUT_MS, &resp) == 0)
+				vram_client_response_done(&resp);
+			stop_sent = true;
+		}
+		run_follow(c, name, &offset, partial, sizeof(partial), false);
+		json_t *w = run_get(c, name);
+		if (!w) {
+			fprintf(stderr, "vramctl: run %s: the workload is gone\n", name);
+			break;
+		}
+		const char *state = json_string_value(json_object_get(w, "state"));
+		json_t *ex = json_object_get(w, "exit");
+		bool ended = state && (strcmp(state, "stopped") == 0 || strcmp(state, "failed") == 0) &&
+			     json_is_null(json_object_get(w, "pid"));
+		if (ended) {
+			run_follow(c, name, &offset, partial, sizeof(partial), true);
+			if (json_is_object(ex)) {
+				exit_code = (int)json_integer_value(json_object_get(ex, "status"));
+			} else {
+				const char *why = json_string_value(json_object_get(w, "last_error"));
+				fprintf(stderr, "vramctl: run %s: %s\n", name, why ? why : state);
+			}
+			json_decref(w);
+			break;
+		}
+		json_decref(w);
+		usleep(CTL_RUN_POLL_US);
+	}
+	char path[256];
+	snprintf(path, sizeof(path), "/api/workloads/%s", name);
+	if (call(c, "DELETE", path, NULL, CTL_STATUS_TIMEOUT_MS, &resp) == 0)
+		vram_client_response_done(&resp);
+	return exit_code;
+}
+
 int vram_ctl_main(int argc, char **argv)
 {
 	struct ctl c;
@@ -712,6 +946,8 @@ int vram_ctl_main(int argc, char **argv)
 	}
 	if (c.pid)
 		return usage_error("--pid goes with offload, restore or status (not %s)", cmd);
+	if (c.cmd && strcmp(cmd, "run") != 0)
+		return usage_error("%s takes no command after --", cmd);
 	if (strcmp(cmd, "status") == 0)
 		return cmd_status(&c);
 	if (strcmp(cmd, "plan") == 0)
@@ -725,6 +961,8 @@ int vram_ctl_main(int argc, char **argv)
 		return cmd_mps(&c);
 	if (strcmp(cmd, "logs") == 0)
 		return cmd_logs(&c);
+	if (strcmp(cmd, "run") == 0)
+		return cmd_run(&c);
 	if (strcmp(cmd, "mcp") == 0) {
 		struct vram_client_url url;
 		if (c.n_args != 1)

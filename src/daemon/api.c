@@ -74,6 +74,8 @@ static int h_healthz(struct vram_api_call *c, json_t **ret);
 static int h_status(struct vram_api_call *c, json_t **ret);
 static int h_workload(struct vram_api_call *c, json_t **ret);
 static int h_action(struct vram_api_call *c, json_t **ret);
+static int h_create(struct vram_api_call *c, json_t **ret);
+static int h_remove(struct vram_api_call *c, json_t **ret);
 static int h_idle(struct vram_api_call *c, json_t **ret);
 static int h_logs(struct vram_api_call *c, json_t **ret);
 static int h_events(struct vram_api_call *c, json_t **ret);
@@ -91,6 +93,8 @@ static const struct vram_api_route routes[] = {
 	{ VRAM_API_GET, "/healthz", h_healthz, 0 },
 	{ VRAM_API_GET, "/api/status", h_status, 0 },
 	{ VRAM_API_GET, "/api/workloads/{name}", h_workload, 0 },
+	{ VRAM_API_POST, "/api/workloads", h_create, 0 },
+	{ VRAM_API_DELETE, "/api/workloads/{name}", h_remove, 0 },
 	{ VRAM_API_POST, "/api/workloads/{name}/start", h_action, VRAM_ACTION_START },
 	{ VRAM_API_POST, "/api/workloads/{name}/stop", h_action, VRAM_ACTION_STOP },
 	{ VRAM_API_POST, "/api/workloads/{name}/offload", h_action, VRAM_ACTION_OFFLOAD },
@@ -692,10 +696,17 @@ static void on_action_ignored(const struct vram_action_result *res, void *arg)
 		   res->state ? res->state : "?", res->message);
 }
 
+static int run_action(struct vram_api_call *c, enum vram_action action, json_t **ret);
+
 static int h_action(struct vram_api_call *c, json_t **ret)
 {
+	return run_action(c, (enum vram_action)c->match->route->arg, ret);
+}
+
+/* Begins action on the {name} workload; replies when it is done (or at once with ?wait=0). */
+static int run_action(struct vram_api_call *c, enum vram_action action, json_t **ret)
+{
 	struct vram_api *api = c->api;
-	enum vram_action action = (enum vram_action)c->match->route->arg;
 	const char *name = c->match->name;
 	static const char *const no_fields[] = { NULL };
 	json_t *obj;
@@ -1017,6 +1028,40 @@ static int h_mcp(struct vram_api_call *c, json_t **ret)
 
 /* ------------------------------------------------------------------ logs */
 
+/*
+ * The log from offset to its end, at most VRAM_API_LOG_BYTES_MAX; from the
+ * start when the file is shorter than offset (it was rotated).
+ */
+static int logs_from(struct vram_api_call *c, const char *path, off_t offset)
+{
+	char *text = NULL;
+	size_t len = 0;
+	off_t size = 0;
+	int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+	if (fd >= 0) {
+		struct stat st;
+		if (fstat(fd, &st) == 0)
+			size = st.st_size;
+		if (offset > size)
+			offset = 0;
+		size_t want = (size_t)(size - offset);
+		if (want > VRAM_API_LOG_BYTES_MAX)
+			want = VRAM_API_LOG_BYTES_MAX;
+		text = malloc(want + 1);
+		if (text && want) {
+			ssize_t n = pread(fd, text, want, offset);
+			len = n > 0 ? (size_t)n : 0;
+		}
+		close(fd);
+	}
+	char end[32];
+	snprintf(end, sizeof(end), "%lld", (long long)offset + (long long)len);
+	evhttp_add_header(evhttp_request_get_output_headers(c->req), "X-Log-Next-Offset", end);
+	vram_http_reply_text(c->req, 200, text ? text : "", len);
+	free(text);
+	return 0;
+}
+
 static int h_logs(struct vram_api_call *c, json_t **ret)
 {
 	long tail = VRAM_API_LOG_TAIL_DEFAULT;
@@ -1029,11 +1074,23 @@ static int h_logs(struct vram_api_call *c, json_t **ret)
 			return error_out(ret, 400, NULL, "tail: expected a number of lines 0..%d, got \"%.32s\"",
 					 VRAM_API_LOG_TAIL_MAX, ts);
 	}
+	/* ?offset=N: the bytes from N on (for following a log); X-Log-Next-Offset says where to go on */
+	long long offset = -1;
+	const char *os = evhttp_find_header(&c->query, "offset");
+	if (os) {
+		char *end;
+		errno = 0;
+		offset = strtoll(os, &end, 10);
+		if (errno || end == os || *end || offset < 0)
+			return error_out(ret, 400, NULL, "offset: expected a byte offset, got \"%.32s\"", os);
+	}
 	json_t *w = vram_manager_workload_json(c->api->m, c->match->name);
 	if (!w)
 		return unknown_workload(c->api, ret, c->match->name);
 	json_decref(w);
 	const char *path = vram_manager_log_path(c->api->m, c->match->name);
+	if (offset >= 0)
+		return logs_from(c, path, (off_t)offset);
 
 	char *text = NULL;
 	size_t len = 0;
@@ -1068,6 +1125,139 @@ static int h_logs(struct vram_api_call *c, json_t **ret)
 	vram_http_reply_text(c->req, 200, text ? text + start : "", text ? len - start : 0);
 	free(text);
 	return 0;
+}
+
+/* --------------------------------------------------- ad-hoc workloads */
+
+/*
+ * POST /api/workloads {"name"?, "cmd": [...], "memory"?, "gpus"?, "env"?, "cwd"?}:
+ * starts a command as an ad-hoc workload; 201 with its status once spawned.
+ */
+static int h_create(struct vram_api_call *c, json_t **ret)
+{
+	static const char *const fields[] = { "name", "cmd", "memory", "gpus", "env", "cwd", NULL };
+	json_t *obj;
+	int st = call_object(c, true, fields, &obj, ret);
+	if (st)
+		return st;
+	struct vram_adhoc_spec spec = { 0 };
+	const char **cmd = NULL, **env = NULL;
+	json_t *jname = json_object_get(obj, "name"), *jcmd = json_object_get(obj, "cmd");
+	json_t *jmem = json_object_get(obj, "memory"), *jgpus = json_object_get(obj, "gpus");
+	json_t *jenv = json_object_get(obj, "env"), *jcwd = json_object_get(obj, "cwd");
+	if (jname && !json_is_null(jname)) {
+		if (!json_is_string(jname)) {
+			st = error_out(ret, 400, NULL, "name: expected a string");
+			goto out;
+		}
+		spec.name = json_string_value(jname);
+	}
+	size_t n = json_array_size(jcmd);
+	if (!json_is_array(jcmd) || n == 0 || n > VRAM_CONFIG_MAX_ARGS) {
+		st = error_out(ret, 400, NULL, "cmd: expected a list of 1..%d strings",
+			       VRAM_CONFIG_MAX_ARGS);
+		goto out;
+	}
+	cmd = calloc(n + 1, sizeof(*cmd));
+	if (!cmd) {
+		st = error_out(ret, 500, NULL, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		cmd[i] = json_string_value(json_array_get(jcmd, i));
+		if (!cmd[i]) {
+			st = error_out(ret, 400, NULL, "cmd[%zu]: expected a string", i);
+			goto out;
+		}
+	}
+	spec.cmd = cmd;
+	if (jmem && !json_is_null(jmem) &&
+	    (!json_is_string(jmem) || vram_units_parse_mem(json_string_value(jmem), &spec.memory) < 0)) {
+		st = error_out(ret, 400, NULL,
+			       "memory: expected a size like 20GiB or a fraction like 0.8");
+		goto out;
+	}
+	if (jgpus && !json_is_null(jgpus)) {
+		if (!json_is_integer(jgpus) || json_integer_value(jgpus) < 0 ||
+		    json_integer_value(jgpus) > VRAM_CONFIG_MAX_GPUS) {
+			st = error_out(ret, 400, NULL, "gpus: expected a number of GPUs 0..%d",
+				       VRAM_CONFIG_MAX_GPUS);
+			goto out;
+		}
+		spec.gpus = (unsigned)json_integer_value(jgpus);
+		spec.gpus_set = true;
+	}
+	if (jcwd && !json_is_null(jcwd)) {
+		if (!json_is_string(jcwd)) {
+			st = error_out(ret, 400, NULL, "cwd: expected a string");
+			goto out;
+		}
+		spec.cwd = json_string_value(jcwd);
+	}
+	if (jenv && !json_is_null(jenv)) {
+		size_t ne = json_object_size(jenv), k = 0;
+		if (!json_is_object(jenv) || ne > VRAM_MANAGER_ADHOC_MAX_ENV) {
+			st = error_out(ret, 400, NULL, "env: expected an object of at most %d strings",
+				       VRAM_MANAGER_ADHOC_MAX_ENV);
+			goto out;
+		}
+		env = calloc(ne + 1, sizeof(*env));
+		if (!env) {
+			st = error_out(ret, 500, NULL, "out of memory");
+			goto out;
+		}
+		const char *key;
+		json_t *val;
+		json_object_foreach(jenv, key, val) {
+			char *kv = NULL;
+			if (!json_is_string(val) || !*key || strchr(key, '=')) {
+				st = error_out(ret, 400, NULL, "env.%.64s: expected a string", key);
+				goto out;
+			}
+			if (asprintf(&kv, "%s=%s", key, json_string_value(val)) < 0) {
+				st = error_out(ret, 500, NULL, "out of memory");
+				goto out;
+			}
+			env[k++] = kv;
+		}
+		spec.env = env;
+	}
+
+	char err[1024] = "";
+	const char *name = NULL;
+	int r = vram_manager_add_adhoc(c->api->m, &spec, &name, err, sizeof(err));
+	if (r < 0) {
+		int status = r == -EINVAL ? 400 : r == -EEXIST ? 409
+				  : r == -EAGAIN || r == -ENOSPC || r == -EBUSY ? 503 : 500;
+		const char *code = r == -EEXIST ? "name_taken" : r == -EAGAIN ? "no_slot"
+				   : r == -ENOSPC ? "no_room" : NULL;
+		st = error_out(ret, status, code, "%s", *err ? err : strerror(-r));
+		goto out;
+	}
+	status_drop(c->api);
+	*ret = vram_manager_workload_json(c->api->m, name);
+	st = *ret ? 201 : error_out(ret, 500, NULL, "out of memory");
+out:
+	for (size_t i = 0; env && env[i]; i++)
+		free((char *)env[i]);
+	free(env);
+	free(cmd);
+	json_decref(obj);
+	return st;
+}
+
+/* DELETE /api/workloads/{name}: stops an ad-hoc workload and removes it (replies once stopped). */
+static int h_remove(struct vram_api_call *c, json_t **ret)
+{
+	char err[1024] = "";
+	int r = vram_manager_remove_adhoc(c->api->m, c->match->name, err, sizeof(err));
+	if (r == -ENOENT)
+		return unknown_workload(c->api, ret, c->match->name);
+	if (r < 0)
+		return error_out(ret, r == -EPERM ? 409 : 500, r == -EPERM ? "not_adhoc" : NULL, "%s",
+				 *err ? err : strerror(-r));
+	status_drop(c->api);
+	return run_action(c, VRAM_ACTION_STOP, ret);
 }
 
 /* ------------------------------------------------------- event stream */

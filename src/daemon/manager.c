@@ -70,6 +70,16 @@ struct vram_manager_sub {
 	void *arg;
 };
 
+/* An ad-hoc workload's own config and what it left when it ended. */
+struct adhoc {
+	bool used;           /* the slot holds a workload */
+	bool removing;       /* freed once it has exited and nothing refers to it */
+	bool exited;         /* its process ended since the last start */
+	int wait_status;     /* waitpid status of that end */
+	uint64_t finished_ms; /* monotonic ms it ended */
+	struct vram_workload_config cfg; /* owned */
+};
+
 struct vram_manager {
 	struct event_base *base; /* borrowed */
 	struct vram_config *cfg; /* owned */
@@ -77,9 +87,13 @@ struct vram_manager {
 	struct vram_supervisor *sup;
 	struct vram_workers *workers;
 	struct vram_engine_host host;
-	struct vram_workload *ws; /* owned array, config order */
-	struct vram_workload **wptrs;
-	size_t n_ws;
+	struct vram_workload *ws; /* owned array: config order, then the ad-hoc slots */
+	struct vram_workload **wptrs; /* the live workloads (n_live), for the planner */
+	size_t n_ws;          /* config workloads + VRAM_MANAGER_ADHOC_MAX slots */
+	size_t n_cfg;         /* config workloads, ws[0..n_cfg) */
+	size_t n_live;
+	struct adhoc adhoc[VRAM_MANAGER_ADHOC_MAX]; /* for ws[n_cfg + i] */
+	unsigned adhoc_seq;   /* numbers "run-<n>" names */
 	struct vram_manager_waiter *waiters;
 	struct vram_manager_sub *subs;
 	struct event *tick;
@@ -104,6 +118,9 @@ static int begin_start(struct vram_manager *m, struct vram_workload *w, const ch
 static void fail_workload(struct vram_manager *m, struct vram_workload *w, enum vram_wl_event ev,
 			  bool retry);
 
+static void adhoc_reap(struct vram_manager *m);
+static void adhoc_cfg_done(struct vram_workload_config *c);
+
 static void kick(struct vram_manager *m)
 {
 	event_active(m->kick, 0, 0);
@@ -123,10 +140,23 @@ static double wall_now(void)
 	return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
 }
 
+/* A free ad-hoc slot has no config; every walk over ws skips it. */
+static bool live(const struct vram_workload *w)
+{
+	return w->cfg != NULL;
+}
+
+/* The ad-hoc record of w, NULL for a workload of the config. */
+static struct adhoc *adhoc_of(struct vram_manager *m, const struct vram_workload *w)
+{
+	size_t k = (size_t)(w - m->ws);
+	return k >= m->n_cfg && k < m->n_ws ? &m->adhoc[k - m->n_cfg] : NULL;
+}
+
 static struct vram_workload *find(struct vram_manager *m, const char *name)
 {
 	for (size_t i = 0; name && i < m->n_ws; i++) {
-		if (strcmp(m->ws[i].cfg->name, name) == 0)
+		if (live(&m->ws[i]) && strcmp(m->ws[i].cfg->name, name) == 0)
 			return &m->ws[i];
 	}
 	return NULL;
@@ -191,9 +221,11 @@ static void waiter_free(struct vram_manager_waiter *wt)
 static void on_waiter(evutil_socket_t fd, short what, void *arg)
 {
 	struct vram_manager_waiter *wt = arg;
+	struct vram_manager *m = wt->m;
 	waiter_unlink(wt);
 	wt->cb(&wt->res, wt->arg);
 	waiter_free(wt);
+	kick(m); /* an ad-hoc workload this waiter held may be freed now */
 }
 
 static const char *action_verb(enum vram_action a)
@@ -299,6 +331,8 @@ static bool port_taken(struct vram_manager *m, unsigned port)
 {
 	for (size_t k = 0; k < m->n_ws; k++) {
 		const struct vram_workload *w = &m->ws[k];
+		if (!live(w))
+			continue;
 		if (w->cfg->port && port >= w->cfg->port && port < w->cfg->port + w->n_instances)
 			return true;
 		for (size_t i = 0; i < w->n_instances; i++) {
@@ -511,6 +545,9 @@ static int spawn_instance(struct vram_manager *m, struct vram_workload *w, struc
 		return r;
 	in->child = c;
 	in->pid = vram_child_pid(c);
+	struct adhoc *a = adhoc_of(m, w);
+	if (a)
+		a->exited = false;
 	if (in->mps_client)
 		vram_mps_client_set_pid(in->mps_client, in->pid);
 	in->healthy = false;
@@ -756,6 +793,12 @@ static void on_child_exit(struct vram_child *c, int status, void *arg)
 	(void)sim_charge(m, in, false);
 	in->child = NULL;
 	in->pid = 0;
+	struct adhoc *a = adhoc_of(m, w);
+	if (a) {
+		a->exited = true;
+		a->wait_status = status;
+		a->finished_ms = vram_now_ms();
+	}
 	if (!w->cfg->port)
 		in->port = 0; /* auto: the next start takes a port that is free then */
 	vram_mps_client_free(in->mps_client); /* the last one makes its MPS daemon quit */
@@ -974,7 +1017,7 @@ static int plan_workload(struct vram_manager *m, struct vram_workload *w, bool a
 	if (r < 0)
 		return r;
 	struct vram_policy_ledger l;
-	r = vram_policy_ledger_build(&l, infos, n, m->cfg->gpus.reserve, m->wptrs, m->n_ws, w);
+	r = vram_policy_ledger_build(&l, infos, n, m->cfg->gpus.reserve, m->wptrs, m->n_live, w);
 	free(infos);
 	if (r < 0)
 		return r;
@@ -1262,9 +1305,10 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
 	struct vram_manager *m = arg;
 	for (size_t k = 0; k < m->n_ws; k++) {
 		struct vram_workload *w = &m->ws[k];
-		if (w->awaiting_room && !m->shutting_down)
+		if (live(w) && w->awaiting_room && !m->shutting_down)
 			retry_awaiting(m, w);
 	}
+	adhoc_reap(m);
 	if (m->shutting_down && m->shutdown_done && !m->mps_quitting &&
 	    vram_supervisor_live(m->sup) == 0) {
 		/* every client is gone: the MPS daemons quit, then shutdown is done */
@@ -1326,6 +1370,12 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	uint64_t now = vram_now_ms();
 	for (size_t k = 0; k < m->n_ws && !m->shutting_down; k++) {
 		struct vram_workload *w = &m->ws[k];
+		if (!live(w))
+			continue;
+		struct adhoc *a = adhoc_of(m, w);
+		if (a && a->exited && vram_wl_state_settled(w->state) && !any_process(w) &&
+		    now - a->finished_ms >= VRAM_MANAGER_ADHOC_LINGER_MS)
+			a->removing = true;
 		char reason[96], dur[32];
 		vram_units_format_duration_ms(vram_policy_idle_ms(w, now), dur, sizeof(dur));
 		switch (vram_policy_idle_action(w, now)) {
@@ -1363,9 +1413,10 @@ static const char *default_state_dir(char *buf, size_t size)
 	return buf;
 }
 
-static int workload_init(struct vram_manager *m, struct vram_workload *w, size_t index)
+/* fresh: the log starts empty (an ad-hoc name used before must not show the old output). */
+static int workload_init(struct vram_manager *m, struct vram_workload *w,
+			 const struct vram_workload_config *cfg, size_t index, bool fresh)
 {
-	const struct vram_workload_config *cfg = &m->cfg->workloads[index];
 	w->cfg = cfg;
 	w->index = index;
 	w->ctx = m;
@@ -1391,6 +1442,8 @@ static int workload_init(struct vram_manager *m, struct vram_workload *w, size_t
 	w->log_path = xasprintf("%s/logs/%s.log", m->state_dir, cfg->name);
 	if (!w->log_path)
 		return -ENOMEM;
+	if (fresh)
+		(void)unlink(w->log_path);
 	int r = vram_logfile_open(w->log_path, m->cfg->daemon.workload_log_max_bytes
 					      ? m->cfg->daemon.workload_log_max_bytes
 					      : 10 * VRAM_MiB,
@@ -1420,6 +1473,238 @@ static void workload_done(struct vram_workload *w)
 	vram_logfile_close(w->log);
 	free(w->log_path);
 	free(w->instances);
+}
+
+/* ---- ad-hoc workloads ---- */
+
+static void adhoc_cfg_done(struct vram_workload_config *c)
+{
+	free(c->name);
+	strv_free(c->cmd);
+	strv_free(c->env);
+	free(c->cwd);
+	memset(c, 0, sizeof(*c));
+}
+
+static void rebuild_live(struct vram_manager *m)
+{
+	m->n_live = 0;
+	for (size_t k = 0; k < m->n_ws; k++)
+		if (live(&m->ws[k]))
+			m->wptrs[m->n_live++] = &m->ws[k];
+}
+
+/* Whether w has ended and nothing holds it: no process, job, request or waiter. */
+static bool adhoc_finished(struct vram_manager *m, struct vram_workload *w)
+{
+	if ((w->state != VRAM_WL_STOPPED && w->state != VRAM_WL_FAILED) || any_process(w) ||
+	    w->job || w->in_flight || w->awaiting_room || w->retry_pending)
+		return false;
+	for (struct vram_manager_waiter *wt = m->waiters; wt; wt = wt->next)
+		if (wt->w == w)
+			return false;
+	return true;
+}
+
+static void adhoc_free_slot(struct vram_manager *m, struct vram_workload *w)
+{
+	struct adhoc *a = adhoc_of(m, w);
+	vram_info("%s: removed", w->cfg->name);
+	workload_done(w);
+	memset(w, 0, sizeof(*w));
+	adhoc_cfg_done(&a->cfg);
+	memset(a, 0, sizeof(*a));
+	rebuild_live(m);
+}
+
+/* Frees the slots of removed ad-hoc workloads that have ended (from the kick). */
+static void adhoc_reap(struct vram_manager *m)
+{
+	for (size_t i = 0; m->ws && i < VRAM_MANAGER_ADHOC_MAX; i++) {
+		struct vram_workload *w = &m->ws[m->n_cfg + i];
+		if (m->adhoc[i].used && m->adhoc[i].removing && adhoc_finished(m, w))
+			adhoc_free_slot(m, w);
+	}
+}
+
+/* A free slot; else the one that ended longest ago is freed for reuse. NULL if none. */
+static struct vram_workload *adhoc_slot(struct vram_manager *m)
+{
+	struct vram_workload *oldest = NULL;
+	for (size_t i = 0; i < VRAM_MANAGER_ADHOC_MAX; i++) {
+		if (!m->adhoc[i].used)
+			return &m->ws[m->n_cfg + i];
+	}
+	for (size_t i = 0; i < VRAM_MANAGER_ADHOC_MAX; i++) {
+		struct vram_workload *w = &m->ws[m->n_cfg + i];
+		if (adhoc_finished(m, w) && (!oldest || w->state_since_ms < oldest->state_since_ms))
+			oldest = w;
+	}
+	if (oldest)
+		adhoc_free_slot(m, oldest);
+	return oldest;
+}
+
+static bool adhoc_name_ok(const char *name)
+{
+	size_t n = strlen(name);
+	if (n == 0 || n > VRAM_CONFIG_NAME_MAX)
+		return false;
+	for (const char *p = name; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+		      *p == '.' || *p == '_' || *p == '-'))
+			return false;
+	return true;
+}
+
+/* Copies a NULL-terminated list; NULL on out of memory. Caller frees (strv). */
+static char **strv_copy(const char *const *v, size_t n)
+{
+	char **out = calloc(n + 1, sizeof(*out));
+	for (size_t i = 0; out && i < n; i++) {
+		out[i] = strdup(v[i]);
+		if (!out[i]) {
+			strv_free(out);
+			return NULL;
+		}
+	}
+	return out;
+}
+
+int vram_manager_add_adhoc(struct vram_manager *m, const struct vram_adhoc_spec *spec,
+			   const char **ret_name, char *err, size_t err_size)
+{
+	if (m->shutting_down) {
+		snprintf(err, err_size, "vramd is shutting down");
+		return -EBUSY;
+	}
+	size_t n_cmd = 0, n_env = 0;
+	while (spec->cmd && spec->cmd[n_cmd])
+		n_cmd++;
+	if (n_cmd == 0 || !spec->cmd[0][0] || n_cmd > VRAM_CONFIG_MAX_ARGS) {
+		snprintf(err, err_size, "cmd: expected a command of 1..%d words", VRAM_CONFIG_MAX_ARGS);
+		return -EINVAL;
+	}
+	for (; spec->env && spec->env[n_env]; n_env++) {
+		const char *eq = strchr(spec->env[n_env], '=');
+		if (!eq || eq == spec->env[n_env]) {
+			snprintf(err, err_size, "env: expected KEY=VALUE, got \"%.64s\"", spec->env[n_env]);
+			return -EINVAL;
+		}
+	}
+	if (n_env > VRAM_MANAGER_ADHOC_MAX_ENV) {
+		snprintf(err, err_size, "env: more than %d variables", VRAM_MANAGER_ADHOC_MAX_ENV);
+		return -EINVAL;
+	}
+	if (spec->cwd && spec->cwd[0] != '/') {
+		snprintf(err, err_size, "cwd: expected an absolute path, got \"%.64s\"", spec->cwd);
+		return -EINVAL;
+	}
+	unsigned gpus = spec->gpus_set ? spec->gpus
+				       : (spec->memory.bytes || spec->memory.is_fraction) ? 1 : 0;
+	if (gpus > VRAM_PLAN_MAX_GPUS) {
+		snprintf(err, err_size, "gpus: expected 0..%d, got %u", VRAM_PLAN_MAX_GPUS, gpus);
+		return -EINVAL;
+	}
+	char name[VRAM_CONFIG_NAME_MAX + 1];
+	if (spec->name && spec->name[0]) {
+		if (!adhoc_name_ok(spec->name)) {
+			snprintf(err, err_size,
+				 "name: expected 1..%d of A-Z a-z 0-9 . _ -, got \"%.64s\"",
+				 VRAM_CONFIG_NAME_MAX, spec->name);
+			return -EINVAL;
+		}
+		if (find(m, spec->name)) {
+			snprintf(err, err_size, "a workload named \"%s\" exists", spec->name);
+			return -EEXIST;
+		}
+		snprintf(name, sizeof(name), "%s", spec->name);
+	} else {
+		do
+			snprintf(name, sizeof(name), "run-%u", ++m->adhoc_seq);
+		while (find(m, name));
+	}
+	struct vram_workload *w = adhoc_slot(m);
+	if (!w) {
+		snprintf(err, err_size, "all %d ad-hoc workload slots are in use; remove one first",
+			 VRAM_MANAGER_ADHOC_MAX);
+		return -EAGAIN;
+	}
+	size_t k = (size_t)(w - m->ws);
+	struct adhoc *a = &m->adhoc[k - m->n_cfg];
+	struct vram_workload_config *c = &a->cfg;
+	*c = (struct vram_workload_config){
+		.name = strdup(name),
+		.cmd = strv_copy(spec->cmd, n_cmd),
+		.n_cmd = n_cmd,
+		.env = strv_copy(spec->env, n_env),
+		.n_env = n_env,
+		.cwd = spec->cwd ? strdup(spec->cwd) : NULL,
+		.gpus = {.kind = VRAM_GPUS_COUNT, .count = gpus},
+		.memory = spec->memory,
+		.replicas = 1,
+		.placement = VRAM_PLACEMENT_PACK,
+		.fallback = VRAM_FALLBACK_NONE,
+		.start = VRAM_START_EAGER,
+		.health = {.kind = VRAM_HEALTH_NONE, .interval_ms = 500, .timeout_ms = 2000,
+			   .start_timeout_ms = 120000},
+		.idle = {.offload_after_ms = VRAM_DURATION_NEVER,
+			 .release_after_ms = VRAM_DURATION_NEVER},
+		.offload = VRAM_ENGINE_HOOK,
+		.restart = VRAM_RESTART_NEVER,
+		.restart_backoff_max_ms = 60000,
+		.stop_grace_ms = 10000,
+		.share = VRAM_SHARE_NONE,
+		.queue_max = 64,
+		.queue_timeout_ms = 120000,
+	};
+	int r = -ENOMEM;
+	if (!c->name || !c->cmd || !c->env || (spec->cwd && !c->cwd)) {
+		snprintf(err, err_size, "out of memory");
+		goto out_free;
+	}
+	r = workload_init(m, w, c, k, true);
+	if (r < 0) {
+		snprintf(err, err_size, "out of memory");
+		goto out_free;
+	}
+	a->used = true;
+	rebuild_live(m);
+	r = begin_start(m, w, "run by hand", err, err_size);
+	if (r < 0) {
+		adhoc_free_slot(m, w);
+		return r;
+	}
+	if (ret_name)
+		*ret_name = c->name;
+	return 0;
+
+out_free:
+	workload_done(w);
+	memset(w, 0, sizeof(*w));
+	adhoc_cfg_done(c);
+	memset(a, 0, sizeof(*a));
+	return r;
+}
+
+int vram_manager_remove_adhoc(struct vram_manager *m, const char *name, char *err, size_t err_size)
+{
+	struct vram_workload *w = find(m, name);
+	if (!w) {
+		snprintf(err, err_size, "no workload named \"%s\"", name ? name : "");
+		return -ENOENT;
+	}
+	struct adhoc *a = adhoc_of(m, w);
+	if (!a) {
+		snprintf(err, err_size, "%s comes from the config; only ad-hoc workloads can be removed "
+			 "(stop it instead)", name);
+		return -EPERM;
+	}
+	a->removing = true;
+	if ((w->state != VRAM_WL_STOPPED && w->state != VRAM_WL_FAILED) || any_process(w))
+		stop_workload(m, w, "removed");
+	kick(m);
+	return 0;
 }
 
 /*
@@ -1522,14 +1807,16 @@ int vram_manager_new(struct event_base *base, struct vram_config *cfg, struct vr
 		vram_engine_sim_set_rate(bps, bps);
 
 	r = -ENOMEM;
-	m->n_ws = cfg->n_workloads;
-	m->ws = calloc(m->n_ws ? m->n_ws : 1, sizeof(*m->ws));
-	m->wptrs = calloc(m->n_ws ? m->n_ws : 1, sizeof(*m->wptrs));
+	m->n_cfg = cfg->n_workloads;
+	m->n_ws = m->n_cfg + VRAM_MANAGER_ADHOC_MAX;
+	m->ws = calloc(m->n_ws, sizeof(*m->ws));
+	m->wptrs = calloc(m->n_ws, sizeof(*m->wptrs));
 	if (!m->ws || !m->wptrs)
 		goto out_free;
-	for (size_t i = 0; i < m->n_ws; i++) {
+	for (size_t i = 0; i < m->n_cfg; i++) {
 		m->wptrs[i] = &m->ws[i];
-		r = workload_init(m, &m->ws[i], i);
+		m->n_live = i + 1;
+		r = workload_init(m, &m->ws[i], &cfg->workloads[i], i, false);
 		if (r < 0)
 			goto out_free;
 	}
@@ -1551,7 +1838,7 @@ int vram_manager_run(struct vram_manager *m)
 	m->running = true;
 	for (size_t k = 0; k < m->n_ws; k++) {
 		struct vram_workload *w = &m->ws[k];
-		if (w->cfg->start != VRAM_START_EAGER)
+		if (!live(w) || w->cfg->start != VRAM_START_EAGER)
 			continue;
 		char err[VRAM_PLAN_MSG_MAX];
 		int r = begin_start(m, w, "eager start", err, sizeof(err));
@@ -1570,7 +1857,8 @@ void vram_manager_shutdown(struct vram_manager *m, void (*done)(void *arg), void
 	m->shutdown_arg = arg;
 	evtimer_del(m->tick);
 	for (size_t k = 0; k < m->n_ws; k++)
-		stop_workload(m, &m->ws[k], "vramd is shutting down");
+		if (live(&m->ws[k]))
+			stop_workload(m, &m->ws[k], "vramd is shutting down");
 	kick(m);
 }
 
@@ -1592,6 +1880,8 @@ void vram_manager_free(struct vram_manager *m)
 	vram_supervisor_free(m->sup);
 	for (size_t i = 0; m->ws && i < m->n_ws; i++)
 		workload_done(&m->ws[i]);
+	for (size_t i = 0; i < VRAM_MANAGER_ADHOC_MAX; i++)
+		adhoc_cfg_done(&m->adhoc[i].cfg);
 	vram_workers_free(m->workers);
 	vram_mps_free(m->mps); /* after the workloads: they let go of their clients */
 	vram_hookchan_free(m->hookchan); /* after the workloads: their jobs let go of requests */
@@ -1692,8 +1982,9 @@ static void list_names(struct vram_manager *m, char *buf, size_t size)
 	size_t len = 0;
 	buf[0] = '\0';
 	for (size_t k = 0; k < m->n_ws && len + 1 < size; k++)
-		len += (size_t)snprintf(buf + len, size - len, "%s%s", k ? ", " : "",
-					m->ws[k].cfg->name);
+		if (live(&m->ws[k]))
+			len += (size_t)snprintf(buf + len, size - len, "%s%s", len ? ", " : "",
+						m->ws[k].cfg->name);
 }
 
 int vram_manager_act(struct vram_manager *m, const char *name, enum vram_action action,
@@ -1827,7 +2118,7 @@ int vram_manager_set_idle(struct vram_manager *m, const char *name, uint64_t off
 	}
 	for (size_t k = 0; k < m->n_ws; k++) {
 		struct vram_workload *x = &m->ws[k];
-		if (w && x != w)
+		if (!live(x) || (w && x != w))
 			continue;
 		if (offload_after_ms != VRAM_IDLE_KEEP)
 			x->offload_after_ms = offload_after_ms;
@@ -1862,6 +2153,8 @@ int vram_manager_find_model(struct vram_manager *m, const char *model, const cha
 {
 	for (size_t k = 0; model && k < m->n_ws; k++) {
 		const struct vram_workload_config *c = m->ws[k].cfg;
+		if (!c)
+			continue;
 		for (size_t i = 0; i < c->n_models; i++) {
 			if (strcmp(c->models[i], model) == 0) {
 				*ret_name = c->name;
@@ -1948,9 +2241,23 @@ static json_t *workload_hook_json(struct vram_manager *m, const struct vram_work
 	}
 	uint64_t used = 0, nonmovable = 0;
 	size_t n = vram_hookchan_usage(m->hookchan, w->cfg->name, &used, &nonmovable);
+	bool bad_limit = vram_hookchan_limit_invalid(m->hookchan, w->cfg->name);
 	return json_pack("{s:o,s:o,s:I,s:o}", "processes", procs, "measured_bytes",
 			 n ? json_integer((json_int_t)used) : json_null(), "nonmovable_bytes",
-			 (json_int_t)nonmovable, "warning", vram_hookchan_warning_json(m->hookchan, w->cfg->name));
+			 (json_int_t)nonmovable, "warning",
+			 bad_limit ? json_string("a process could not parse VRAM_MEMORY_LIMIT and runs "
+						 "without a cap (see its hook log)")
+				   : json_null());
+}
+
+/* How an ad-hoc workload's process ended; "status" is what a shell would say (128+signal). */
+static json_t *exit_json(int wait_status)
+{
+	if (WIFSIGNALED(wait_status))
+		return json_pack("{s:n,s:i,s:i}", "code", "signal", WTERMSIG(wait_status), "status",
+				 128 + WTERMSIG(wait_status));
+	int code = WIFEXITED(wait_status) ? WEXITSTATUS(wait_status) : 1;
+	return json_pack("{s:i,s:n,s:i}", "code", code, "signal", "status", code);
 }
 
 static json_t *workload_json(struct vram_manager *m, struct vram_workload *w)
@@ -2021,13 +2328,18 @@ static json_t *workload_json(struct vram_manager *m, struct vram_workload *w)
 		json_object_set_new(o, "mps", workload_mps_json(w));
 	if (o)
 		json_object_set_new(o, "hook", workload_hook_json(m, w));
+	struct adhoc *a = adhoc_of(m, w);
+	if (o)
+		json_object_set_new(o, "adhoc", json_boolean(a != NULL));
+	if (o && a)
+		json_object_set_new(o, "exit", a->exited ? exit_json(a->wait_status) : json_null());
 	return o;
 }
 
 static const char *owner_of(struct vram_manager *m, pid_t pid, unsigned *ret_replica)
 {
 	for (size_t k = 0; pid > 0 && k < m->n_ws; k++) {
-		for (size_t i = 0; i < m->ws[k].n_instances; i++) {
+		for (size_t i = 0; live(&m->ws[k]) && i < m->ws[k].n_instances; i++) {
 			if (m->ws[k].instances[i].pid == pid) {
 				*ret_replica = (unsigned)i;
 				return m->ws[k].cfg->name;
@@ -2085,6 +2397,8 @@ json_t *vram_manager_status_json(struct vram_manager *m)
 {
 	json_t *ws = json_array();
 	for (size_t k = 0; ws && k < m->n_ws; k++) {
+		if (!live(&m->ws[k]))
+			continue;
 		json_t *o = workload_json(m, &m->ws[k]);
 		if (o)
 			json_array_append_new(ws, o);
@@ -2107,6 +2421,8 @@ json_t *vram_manager_compat_status_json(struct vram_manager *m)
 	const double gib = (double)VRAM_GiB;
 	for (size_t k = 0; o && k < m->n_ws; k++) {
 		struct vram_workload *w = &m->ws[k];
+		if (!live(w))
+			continue;
 		const char *location = "unloaded";
 		bool on_gpu = false, running = any_process(w);
 		for (size_t i = 0; i < w->n_instances; i++)

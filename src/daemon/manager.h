@@ -104,6 +104,47 @@ void vram_manager_waiter_cancel(struct vram_manager_waiter *w);
 int vram_manager_set_idle(struct vram_manager *m, const char *name, uint64_t offload_after_ms,
 			  uint64_t release_after_ms, char *err, size_t err_size);
 
+/*
+ * Ad-hoc workloads (vramctl run, POST /api/workloads): commands started by
+ * hand rather than from the config. They take one of VRAM_MANAGER_ADHOC_MAX
+ * slots reserved in the workload array when the manager is made (the array
+ * never moves, so pointers held by jobs and waiters stay valid). An ad-hoc
+ * workload runs with offload: hook, restart: never, health: none and no idle
+ * timers, and starts at once. Once it has exited it stays in status with its
+ * exit status ("adhoc": true, "exit") until it is removed, until
+ * VRAM_MANAGER_ADHOC_LINGER_MS have passed, or until its slot is needed by a
+ * new one; the slot is freed only when no job or waiter refers to it.
+ */
+#define VRAM_MANAGER_ADHOC_MAX 16
+#define VRAM_MANAGER_ADHOC_LINGER_MS (10 * 60 * 1000) /* ms a finished one stays in status */
+#define VRAM_MANAGER_ADHOC_MAX_ENV 4096 /* environment entries */
+
+struct vram_adhoc_spec {
+	const char *name;         /* NULL or "": "run-<n>" */
+	const char *const *cmd;   /* argv, NULL-terminated, at least one word; copied */
+	const char *const *env;   /* "KEY=VALUE", NULL-terminated, or NULL; copied */
+	const char *cwd;          /* NULL: the daemon's working directory; copied */
+	struct vram_mem memory;   /* per GPU; zero: not declared */
+	unsigned gpus;            /* GPUs (0 = CPU only) */
+	bool gpus_set;            /* false: 1 when memory is declared, else 0 */
+};
+
+/*
+ * Creates an ad-hoc workload and starts it. On success *ret_name (may be
+ * NULL) receives its name (borrowed, valid until it is removed). Returns 0,
+ * or with a message in err: -EINVAL (bad name, command or environment),
+ * -EEXIST (name taken), -EAGAIN (no free slot), -ENOSPC (no room on the
+ * GPUs), -EBUSY (shutting down), -ENOMEM.
+ */
+int vram_manager_add_adhoc(struct vram_manager *m, const struct vram_adhoc_spec *spec,
+			   const char **ret_name, char *err, size_t err_size);
+/*
+ * Stops an ad-hoc workload (if it runs) and removes it once it has exited
+ * and nothing refers to it. Returns 0, -ENOENT, or -EPERM for a workload of
+ * the config (err says so).
+ */
+int vram_manager_remove_adhoc(struct vram_manager *m, const char *name, char *err, size_t err_size);
+
 /* New references; NULL on out of memory (or, for one workload, if unknown). */
 json_t *vram_manager_status_json(struct vram_manager *m);
 json_t *vram_manager_gpus_json(struct vram_manager *m);

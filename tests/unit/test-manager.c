@@ -725,6 +725,90 @@ static void test_shutdown(void **state)
 					  sizeof(err)), -EBUSY);
 }
 
+static bool adhoc_exited(struct ctx *c, const void *arg)
+{
+	json_t *w = vram_manager_workload_json(c->m, arg);
+	bool done = w && json_is_object(json_object_get(w, "exit"));
+	json_decref(w);
+	return done;
+}
+
+static bool adhoc_gone(struct ctx *c, const void *arg)
+{
+	json_t *w = vram_manager_workload_json(c->m, arg);
+	json_decref(w);
+	return w == NULL;
+}
+
+/* Ad-hoc workloads: added and started, shown with their exit, removed, slots reused, refusals. */
+static void test_adhoc(void **state)
+{
+	struct ctx *c = *state;
+	start_manager(c, "1x24GiB", NULL);
+	char err[512];
+	const char *name = NULL;
+	const char *const exit3[] = {"/bin/sh", "-c", "exit 3", NULL};
+	struct vram_adhoc_spec spec = {.cmd = exit3};
+	assert_int_equal(vram_manager_add_adhoc(c->m, &spec, &name, err, sizeof(err)), 0);
+	assert_string_equal(name, "run-1");
+	assert_true(run_until(c, adhoc_exited, "run-1", 5));
+	json_t *w = vram_manager_workload_json(c->m, "run-1");
+	assert_true(json_is_true(json_object_get(w, "adhoc")));
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(w, "exit"), "status")), 3);
+	assert_string_equal(json_string_value(json_object_get(w, "state")), "failed");
+	json_decref(w);
+	w = vram_manager_workload_json(c->m, "demo");
+	assert_true(json_is_false(json_object_get(w, "adhoc")));
+	assert_null(json_object_get(w, "exit"));
+	json_decref(w);
+
+	/* refusals: name taken, bad name, no command, configured workload not removable */
+	spec.name = "demo";
+	assert_int_equal(vram_manager_add_adhoc(c->m, &spec, NULL, err, sizeof(err)), -EEXIST);
+	assert_non_null(strstr(err, "demo"));
+	spec.name = "no/slash";
+	assert_int_equal(vram_manager_add_adhoc(c->m, &spec, NULL, err, sizeof(err)), -EINVAL);
+	const char *const empty[] = {NULL};
+	struct vram_adhoc_spec bad = {.cmd = empty};
+	assert_int_equal(vram_manager_add_adhoc(c->m, &bad, NULL, err, sizeof(err)), -EINVAL);
+	assert_int_equal(vram_manager_remove_adhoc(c->m, "demo", err, sizeof(err)), -EPERM);
+	assert_int_equal(vram_manager_remove_adhoc(c->m, "nope", err, sizeof(err)), -ENOENT);
+	/* more memory than the GPU has: no room, and no slot kept */
+	struct vram_adhoc_spec big = {.cmd = exit3, .name = "big", .memory = {.bytes = 100 * GiB}};
+	assert_int_equal(vram_manager_add_adhoc(c->m, &big, NULL, err, sizeof(err)), -ENOSPC);
+	assert_null(vram_manager_workload_json(c->m, "big"));
+
+	/* a running one is stopped and removed; the name is free again */
+	const char *const sleeper[] = {"/bin/sleep", "30", NULL};
+	struct vram_adhoc_spec s2 = {.cmd = sleeper, .name = "sleepy"};
+	assert_int_equal(vram_manager_add_adhoc(c->m, &s2, NULL, err, sizeof(err)), 0);
+	pid_t pid = (pid_t)wl_int(c, "sleepy", "pid");
+	assert_true(pid > 0);
+	assert_int_equal(vram_manager_remove_adhoc(c->m, "sleepy", err, sizeof(err)), 0);
+	assert_true(run_until(c, adhoc_gone, "sleepy", 5));
+	assert_int_equal(kill(pid, 0), -1);
+	assert_int_equal(vram_manager_remove_adhoc(c->m, "run-1", err, sizeof(err)), 0);
+	assert_true(run_until(c, adhoc_gone, "run-1", 5));
+
+	/* every slot taken by a running one: refused; a finished one is reused */
+	char names[VRAM_MANAGER_ADHOC_MAX][16];
+	for (int i = 0; i < VRAM_MANAGER_ADHOC_MAX; i++) {
+		snprintf(names[i], sizeof(names[i]), "s%d", i);
+		struct vram_adhoc_spec s = {.cmd = i == 0 ? exit3 : sleeper, .name = names[i]};
+		assert_int_equal(vram_manager_add_adhoc(c->m, &s, NULL, err, sizeof(err)), 0);
+	}
+	struct vram_adhoc_spec one_more = {.cmd = sleeper};
+	assert_true(run_until(c, adhoc_exited, "s0", 5));
+	assert_int_equal(vram_manager_add_adhoc(c->m, &one_more, &name, err, sizeof(err)), 0);
+	assert_null(vram_manager_workload_json(c->m, "s0")); /* its slot went to the new one */
+	assert_int_equal(vram_manager_add_adhoc(c->m, &one_more, NULL, err, sizeof(err)), -EAGAIN);
+	json_t *st = vram_manager_status_json(c->m);
+	assert_int_equal(json_array_size(json_object_get(st, "workloads")), 1 + VRAM_MANAGER_ADHOC_MAX);
+	json_decref(st);
+	vram_manager_shutdown(c->m, on_shut_down, c);
+	assert_true(run_until(c, is_shut_down, NULL, 10));
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -737,6 +821,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_restart_engine, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_start_failure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shutdown, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_adhoc, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restore_onto_another_gpu, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mps_two_replicas_one_daemon, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mps_crash_fails_and_restarts, setup, teardown),
