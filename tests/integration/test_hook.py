@@ -76,7 +76,9 @@ def test_hook_engine_offload_restore(daemon):
     w = d.workload("fcs")
     assert w["engine"]["name"] == "hook", w["engine"]
     pid = w["pid"]
-    hook = wait_for(lambda: d.workload("fcs")["hook"], what="the hook to register")
+    # Registration comes with the hello; the numbers with the first usage report.
+    hook = wait_for(lambda: (lambda h: h if h and h["processes"] and h["measured_bytes"] else None)(
+        d.workload("fcs")["hook"]), what="the hook to register and report its usage")
     procs = hook["processes"]
     assert [p["pid"] for p in procs] == [pid]
     assert procs[0]["connected"] and procs[0]["state"] == "running"
