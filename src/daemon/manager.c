@@ -2241,13 +2241,9 @@ static json_t *workload_hook_json(struct vram_manager *m, const struct vram_work
 	}
 	uint64_t used = 0, nonmovable = 0;
 	size_t n = vram_hookchan_usage(m->hookchan, w->cfg->name, &used, &nonmovable);
-	bool bad_limit = vram_hookchan_limit_invalid(m->hookchan, w->cfg->name);
 	return json_pack("{s:o,s:o,s:I,s:o}", "processes", procs, "measured_bytes",
 			 n ? json_integer((json_int_t)used) : json_null(), "nonmovable_bytes",
-			 (json_int_t)nonmovable, "warning",
-			 bad_limit ? json_string("a process could not parse VRAM_MEMORY_LIMIT and runs "
-						 "without a cap (see its hook log)")
-				   : json_null());
+			 (json_int_t)nonmovable, "warning", vram_hookchan_warning_json(m->hookchan, w->cfg->name));
 }
 
 /* How an ad-hoc workload's process ended; "status" is what a shell would say (128+signal). */
