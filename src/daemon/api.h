@@ -42,7 +42,7 @@ struct vram_api_call;
 #define VRAM_API_LOG_TAIL_MAX 10000    /* lines */
 #define VRAM_API_LOG_BYTES_MAX (1024 * 1024) /* bytes of a log reply */
 #define VRAM_API_PENDING_MAX 1024      /* requests waiting for an action at once */
-#define VRAM_API_STATUS_MAX_AGE_MS 100 /* ms one /api/status text may be served */
+#define VRAM_API_STATUS_MAX_AGE_MS 1000 /* ms one /api/status text may be served */
 
 enum vram_api_method {
 	VRAM_API_GET = 1 << 0,
