@@ -11,6 +11,7 @@
 # direct on a 2-core machine. On two or more cores wrk runs on the last core
 # and vramd and the backend share the others.
 set -eu
+. "$(dirname "$0")/lib/vramd.sh"
 
 BUILD=${1:-build}
 DURATION=${2:-5}
@@ -51,9 +52,6 @@ workloads:
     models: [bench-model]
 EOC
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-URL=http://127.0.0.1:$PORT
-
 NCPU=$(nproc)
 PIN_D=
 PIN_W=
@@ -62,20 +60,7 @@ if [ "$NCPU" -ge 2 ] && command -v taskset >/dev/null; then
 	PIN_W="taskset -c $((NCPU - 1))"
 fi
 
-$PIN_D "$VRAMD" --config "$DIR/bench.yaml" --listen "127.0.0.1:$PORT" --gpus 1x80GiB \
-	--state-dir "$DIR/state" 2>"$DIR/vramd.log" &
-PID=$!
-
-n=0
-until curl -sf "$URL/healthz" >/dev/null 2>&1; do
-	n=$((n + 1))
-	if [ $n -gt 100 ] || ! kill -0 "$PID" 2>/dev/null; then
-		echo "gateway-bench: vramd did not come up:" >&2
-		cat "$DIR/vramd.log" >&2
-		exit 1
-	fi
-	sleep 0.1
-done
+bench_start_vramd gateway-bench 1x80GiB
 # The first request starts the backend (lazy start through the gateway).
 curl -sf "$URL/w/bench/" >/dev/null || { echo "gateway-bench: the backend did not start" >&2; cat "$DIR/vramd.log" >&2; exit 1; }
 BPORT=$(curl -sf "$URL/api/workloads/bench" | python3 -c 'import json,sys; print(json.load(sys.stdin)["port"])')

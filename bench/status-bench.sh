@@ -12,6 +12,7 @@
 # each, 8 per GPU), all started before the measurement, so that the status
 # carries 64 pids and 64 GPU processes. BENCH_LAZY=1 leaves them stopped.
 set -eu
+. "$(dirname "$0")/lib/vramd.sh"
 
 BUILD=${1:-build}
 DURATION=${2:-10}
@@ -53,9 +54,6 @@ trap cleanup EXIT INT TERM
 	done
 } >"$DIR/bench.yaml"
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-URL=http://127.0.0.1:$PORT
-
 NCPU=$(nproc)
 PIN_D=
 PIN_W=
@@ -64,20 +62,7 @@ if [ "$NCPU" -ge 2 ] && command -v taskset >/dev/null; then
 	PIN_W="taskset -c 1"
 fi
 
-$PIN_D "$VRAMD" --config "$DIR/bench.yaml" --listen "127.0.0.1:$PORT" --gpus 8x80GiB \
-	--state-dir "$DIR/state" 2>"$DIR/vramd.log" &
-PID=$!
-
-n=0
-until curl -sf "$URL/healthz" >/dev/null 2>&1; do
-	n=$((n + 1))
-	if [ $n -gt 100 ] || ! kill -0 "$PID" 2>/dev/null; then
-		echo "status-bench: vramd did not come up:" >&2
-		cat "$DIR/vramd.log" >&2
-		exit 1
-	fi
-	sleep 0.1
-done
+bench_start_vramd status-bench 8x80GiB
 
 if [ "${BENCH_LAZY:-0}" != 1 ]; then
 	i=0
