@@ -113,14 +113,6 @@ static const struct vram_api_route routes[] = {
 	{ VRAM_API_POST, "/api/mps/stop", h_mps_change, 0 },
 };
 
-static const char *const action_names[] = {
-	[VRAM_ACTION_START] = "start",
-	[VRAM_ACTION_STOP] = "stop",
-	[VRAM_ACTION_OFFLOAD] = "offload",
-	[VRAM_ACTION_RESTORE] = "restore",
-	[VRAM_ACTION_RELEASE] = "release",
-};
-
 /*
  * Matches one pattern against a path, segment by segment. A {name} segment
  * takes any non-empty segment; it is URL-decoded into name.
@@ -559,7 +551,7 @@ struct pending {
 json_t *vram_api_action_result_json(const struct vram_action_result *res, enum vram_action action)
 {
 	return json_pack("{s:s, s:s, s:s?, s:f, s:I, s:s?, s:s, s:b}", "workload",
-			 res->workload ? res->workload : "", "action", action_names[action], "state",
+			 res->workload ? res->workload : "", "action", vram_action_name(action), "state",
 			 res->state, "seconds", res->seconds, "bytes", (json_int_t)res->bytes,
 			 "engine", res->engine, "message", res->message, "ok", res->error == 0);
 }
@@ -592,9 +584,9 @@ static json_t *pending_body(struct pending *p, int *ret_status)
 		char msg[256];
 		if (status == 200)
 			snprintf(msg, sizeof(msg), "%s done for %zu workload(s)",
-				 action_names[p->action], p->n_items);
+				 vram_action_name(p->action), p->n_items);
 		else
-			snprintf(msg, sizeof(msg), "%s failed: %s", action_names[p->action],
+			snprintf(msg, sizeof(msg), "%s failed: %s", vram_action_name(p->action),
 				 json_string_value(json_object_get(p->first_error, "message")));
 		/* The TTS apps answer 200 with success false; keep that. */
 		body = json_pack("{s:b, s:s, s:O}", "success", status == 200, "message", msg,
@@ -737,7 +729,7 @@ static int run_action(struct vram_api_call *c, enum vram_action action, json_t *
 		status_drop(api);
 		char state[32];
 		*ret = json_pack("{s:s, s:s, s:s, s:b}", "workload", name, "action",
-				 action_names[action], "state", workload_state(api, name, state, sizeof(state)),
+				 vram_action_name(action), "state", workload_state(api, name, state, sizeof(state)),
 				 "accepted", 1);
 		return 202;
 	}
@@ -881,7 +873,7 @@ static int compat_act(struct vram_api *api, struct evhttp_request *req, enum vra
 			it->waiter = NULL;
 			json_array_append_new(p->results,
 					      json_pack("{s:s, s:s, s:b, s:s}", "workload", it->name,
-							"action", action_names[action], "ok", 0,
+							"action", vram_action_name(action), "ok", 0,
 							"message", *err ? err : strerror(-r)));
 			if (p->worst_status == 200) {
 				p->worst_status = status_of_errno(r);
@@ -1506,7 +1498,7 @@ void vram_api_close_clients(struct vram_api *api)
 		pending_unlink(p);
 		char msg[128];
 		snprintf(msg, sizeof(msg), "vramd is shutting down; the %s goes on or stops with it",
-			 action_names[p->action]);
+			 vram_action_name(p->action));
 		if (p->cb) {
 			json_t *body = json_pack("{s:b, s:s, s:[]}", "success", 0, "message", msg,
 						 "results");

@@ -7,6 +7,7 @@
  * log tail without reading files back.
  */
 #include "daemon/supervise.h"
+#include "common/fsutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -27,27 +28,6 @@ struct vram_logfile {
 	size_t tail_start;   /* index of the oldest byte */
 	size_t tail_len;     /* bytes in the ring */
 };
-
-/* Creates every missing parent directory of path (0755). */
-static int make_parents(const char *path)
-{
-	char *copy = strdup(path);
-	if (!copy)
-		return -ENOMEM;
-	int r = 0;
-	for (char *p = copy + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(copy, 0755) < 0 && errno != EEXIST) {
-			r = -errno;
-			break;
-		}
-		*p = '/';
-	}
-	free(copy);
-	return r;
-}
 
 static int open_current(struct vram_logfile *l, bool truncate)
 {
@@ -73,7 +53,7 @@ int vram_logfile_open(const char *path, uint64_t max_bytes, unsigned keep,
 	int r = -ENOMEM;
 	if (!l->path)
 		goto out_free;
-	r = make_parents(path);
+	r = vram_mkdir_p(path, 0755, 0);
 	if (r < 0)
 		goto out_free;
 	r = open_current(l, false);

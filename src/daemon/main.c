@@ -16,6 +16,7 @@
 
 #include <event2/event.h>
 
+#include "common/fsutil.h"
 #include "common/log.h"
 #include "config/config.h"
 #include "daemon/api.h"
@@ -62,34 +63,6 @@ static void usage(FILE *f)
 	      "  -h, --help               this text\n"
 	      "  -V, --version            print the version\n",
 	      f);
-}
-
-/* Creates dir and its parents, the last with mode 0700. Returns 0 or -errno. */
-static int mkdir_state(const char *dir)
-{
-	char path[PATH_MAX];
-	size_t len = strlen(dir);
-	if (len == 0 || len >= sizeof(path))
-		return -ENAMETOOLONG;
-	memcpy(path, dir, len + 1);
-	for (char *p = path + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(path, 0755) < 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	if (mkdir(path, 0700) < 0) {
-		if (errno != EEXIST)
-			return -errno;
-		struct stat st;
-		if (stat(path, &st) < 0)
-			return -errno;
-		if (!S_ISDIR(st.st_mode))
-			return -ENOTDIR;
-	}
-	return 0;
 }
 
 static void on_stopped(void *arg)
@@ -236,7 +209,7 @@ int main(int argc, char **argv)
 			 listen);
 		goto out_config;
 	}
-	if (cfg->daemon.state_dir && (r = mkdir_state(cfg->daemon.state_dir)) < 0) {
+	if (cfg->daemon.state_dir && (r = vram_mkdir_p(cfg->daemon.state_dir, 0755, 0700)) < 0) {
 		vram_log_errno(VRAM_LOG_ERROR, r, "Failed to create state directory %s",
 			       cfg->daemon.state_dir);
 		goto out_config;

@@ -228,10 +228,16 @@ static void on_waiter(evutil_socket_t fd, short what, void *arg)
 	kick(m); /* an ad-hoc workload this waiter held may be freed now */
 }
 
-static const char *action_verb(enum vram_action a)
+const char *vram_action_name(enum vram_action action)
 {
-	static const char *const verbs[] = {"start", "stop", "offload", "restore", "release"};
-	return (unsigned)a < sizeof(verbs) / sizeof(verbs[0]) ? verbs[a] : "?";
+	static const char *const names[] = {
+		[VRAM_ACTION_START] = "start",
+		[VRAM_ACTION_STOP] = "stop",
+		[VRAM_ACTION_OFFLOAD] = "offload",
+		[VRAM_ACTION_RESTORE] = "restore",
+		[VRAM_ACTION_RELEASE] = "release",
+	};
+	return (unsigned)action < sizeof(names) / sizeof(names[0]) ? names[action] : "?";
 }
 
 /* Fills the result from the workload's state and schedules the callback. */
@@ -268,13 +274,13 @@ static void waiter_resolve(struct vram_manager_waiter *wt, bool ok)
 		res->error = w->last_errno ? w->last_errno : -EIO;
 		res->http_status = 500;
 		snprintf(res->message, sizeof(res->message), "%s failed to %s: %s", w->cfg->name,
-			 action_verb(wt->action), w->last_error[0] ? w->last_error : "unknown error");
+			 vram_action_name(wt->action), w->last_error[0] ? w->last_error : "unknown error");
 	} else {
 		res->error = -ECANCELED;
 		res->http_status = 409;
 		snprintf(res->message, sizeof(res->message),
 			 "%s is %s: another action changed it before it could %s", w->cfg->name,
-			 res->state, action_verb(wt->action));
+			 res->state, vram_action_name(wt->action));
 	}
 	event_active(wt->ev, 0, 0);
 }
@@ -1973,7 +1979,7 @@ static int wrong_state(struct vram_workload *w, enum vram_action a, char *err, s
 		[VRAM_ACTION_RELEASE] = "ready or offloaded (or already stopping/stopped)",
 	};
 	snprintf(err, err_size, "%s is %s; %s is allowed when it is %s", w->cfg->name,
-		 vram_wl_state_name(w->state), action_verb(a), allowed[a]);
+		 vram_wl_state_name(w->state), vram_action_name(a), allowed[a]);
 	return -EBUSY;
 }
 
@@ -2034,7 +2040,7 @@ int vram_manager_act(struct vram_manager *m, const char *name, enum vram_action 
 	int r = 0;
 	enum vram_wl_state s = w->state;
 	char why[96];
-	snprintf(why, sizeof(why), "%s asked", action_verb(action));
+	snprintf(why, sizeof(why), "%s asked", vram_action_name(action));
 	if (s == wt->target) {
 		waiter_resolve(wt, true);
 		snprintf(wt->res.message, sizeof(wt->res.message), "%s is already %s", w->cfg->name,

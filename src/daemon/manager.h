@@ -36,6 +36,9 @@ enum vram_action {
 	VRAM_ACTION_RELEASE,   /* ready/offloaded → stopped, frees GPU and host memory */
 };
 
+/* "start", "stop", "offload", "restore", "release"; "?" for anything else. */
+const char *vram_action_name(enum vram_action action);
+
 struct vram_action_result {
 	int error;            /* 0, or -errno */
 	int http_status;      /* 200 on success; 409 wrong state, 503 no room, 500 … on error */

@@ -200,14 +200,6 @@ static const struct tool tools[] = {
 };
 #define N_TOOLS (sizeof(tools) / sizeof(tools[0]))
 
-static const char *const action_verbs[] = {
-	[VRAM_ACTION_START] = "start",
-	[VRAM_ACTION_STOP] = "stop",
-	[VRAM_ACTION_OFFLOAD] = "offload",
-	[VRAM_ACTION_RESTORE] = "restore",
-	[VRAM_ACTION_RELEASE] = "release",
-};
-
 static const struct tool *tool_find(const char *name)
 {
 	for (size_t i = 0; i < N_TOOLS; i++)
@@ -439,7 +431,7 @@ static void on_action_done(const struct vram_action_result *res, void *arg)
 	struct vram_mcp_call *c = arg;
 	c->waiter = NULL;
 	json_t *out = vram_api_action_result_json(res, c->action);
-	json_t *result = res->error ? tool_error("%s %s failed: %s", action_verbs[c->action],
+	json_t *result = res->error ? tool_error("%s %s failed: %s", vram_action_name(c->action),
 						 c->workload, res->message)
 				    : tool_result(out, false, NULL);
 	if (res->error)
@@ -459,7 +451,7 @@ static void on_wait_timeout(evutil_socket_t fd, short what, void *arg)
 	struct vram_mcp_call *c = arg;
 	call_stop_waiting(c);
 	call_finish(c, tool_error("the %s of %s is not done after %u s; it goes on (see list_workloads)",
-				  action_verbs[c->action], c->workload[0] ? c->workload : "workloads",
+				  vram_action_name(c->action), c->workload[0] ? c->workload : "workloads",
 				  c->wait_s));
 }
 
@@ -1101,7 +1093,7 @@ void vram_mcp_close_clients(struct vram_mcp *mcp)
 		struct vram_mcp_call *c = mcp->calls;
 		call_stop_waiting(c);
 		call_finish(c, tool_error("vramd is shutting down; the %s goes on or stops with it",
-					  action_verbs[c->action]));
+					  vram_action_name(c->action)));
 	}
 }
 

@@ -32,6 +32,7 @@
 
 #include <event2/event.h>
 
+#include "common/fsutil.h"
 #include "common/log.h"
 
 extern char **environ;
@@ -177,27 +178,6 @@ static struct timeval tv_ms(uint64_t ms)
 	struct timeval tv = { .tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000 };
 
 	return tv;
-}
-
-static int mkdir_p(const char *path, mode_t mode)
-{
-	char buf[PATH_MAX];
-	size_t len = strlen(path);
-
-	if (len == 0 || len >= sizeof(buf))
-		return -ENAMETOOLONG;
-	memcpy(buf, path, len + 1);
-	for (char *p = buf + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(buf, mode) < 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	if (mkdir(buf, mode) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
 }
 
 /* ---- finding the program ---- */
@@ -1142,9 +1122,9 @@ static int get_daemon(struct vram_mps *m, const unsigned *gpus, const char *cons
 		return -ENAMETOOLONG;
 	}
 	snprintf(d->log_dir, sizeof(d->log_dir), "%s/log", d->dir);
-	r = mkdir_p(d->pipe_dir, 0755);
+	r = vram_mkdir_p(d->pipe_dir, 0755, 0755);
 	if (r == 0)
-		r = mkdir_p(d->log_dir, 0755);
+		r = vram_mkdir_p(d->log_dir, 0755, 0755);
 	if (r < 0) {
 		snprintf(err, err_size, "cannot create %s: %s", d->dir, strerror(-r));
 		free(d->visible);
