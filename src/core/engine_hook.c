@@ -169,17 +169,17 @@ static void run_phase(struct hook_job *hj, enum phase phase, enum vram_hookchan_
 	for (size_t i = 0; i < hj->n; i++)
 		if (!only_ok || hj->slots[i].ok)
 			hj->pending++;
-	size_t todo = hj->pending;
-	if (todo == 0) {
+	size_t remaining = hj->pending;
+	if (remaining == 0) {
 		phase_done(hj);
 		return;
 	}
 	/* the last answer may free hj: the loop stops right after it is sent */
-	for (size_t i = 0; todo > 0; i++) {
+	for (size_t i = 0; remaining > 0; i++) {
 		struct slot *s = &hj->slots[i];
 		if (only_ok && !s->ok)
 			continue;
-		todo--;
+		remaining--;
 		int r = vram_hookchan_send(hc, s->pid, op, 0, on_proc_done, s, &s->req);
 		if (r < 0) {
 			struct vram_hookchan_result res = {.pid = s->pid, .status = r};
