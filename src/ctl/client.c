@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "common/buf.h"
+#include "common/version.h"
 
 int vram_client_parse_url(const char *s, struct vram_client_url *ret, char *err, size_t err_size)
 {
@@ -383,7 +384,7 @@ int vram_client_request_headers(const struct vram_client_url *url, const char *m
 	size_t body_len = json_body ? strlen(json_body) : 0;
 	vram_buf_init(&req, body_len + 64 * 1024);
 	int r = vram_buf_printf(&req,
-				"%s %s%s HTTP/1.1\r\nHost: %s\r\nUser-Agent: vramctl\r\n"
+				"%s %s%s HTTP/1.1\r\nHost: %s\r\nUser-Agent: vramctl/" VRAM_VERSION "\r\n"
 				"Accept: application/json\r\nConnection: close\r\n",
 				method, url->prefix, path, url->is_unix ? "localhost" : url->host);
 	if (!r && token && *token)

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/units.h"
+#include "common/version.h"
 #include "config/config.h"
 #include "core/plan.h"
 #include "ctl/client.h"
@@ -72,6 +73,7 @@ static void usage(FILE *f)
 	      "  --no-wait        actions: return once the action is accepted\n"
 	      "  --timeout SECS   give up waiting for the daemon after SECS\n"
 	      "  -h, --help       this text\n"
+	      "  -V, --version    print the version\n"
 	      "\n"
 	      "The token for a daemon that asks for one is read from $VRAMD_TOKEN.\n"
 	      "Exit status: 0 ok, 1 failed, 2 usage.\n",
@@ -118,6 +120,9 @@ static int parse_args(int argc, char **argv, struct ctl *c)
 	} while (0)
 		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
 			usage(stdout);
+			return -1;
+		} else if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
+			printf("vramctl %s\n", VRAM_VERSION);
 			return -1;
 		} else if (strcmp(a, "--url") == 0) {
 			TAKE_VALUE();
@@ -930,7 +935,7 @@ int vram_ctl_main(int argc, char **argv)
 	struct ctl c;
 	int r = parse_args(argc, argv, &c);
 	if (r < 0)
-		return VRAM_CTL_EXIT_OK; /* --help */
+		return VRAM_CTL_EXIT_OK; /* --help, --version */
 	if (r)
 		return r;
 	if (c.n_args == 0) {

@@ -18,6 +18,7 @@
 
 #include "common/fsutil.h"
 #include "common/log.h"
+#include "common/version.h"
 #include "config/config.h"
 #include "daemon/api.h"
 #include "daemon/gateway.h"
@@ -25,10 +26,6 @@
 #include "daemon/manager.h"
 #include "daemon/metrics.h"
 #include "gpu/gpu.h"
-
-#ifndef VRAM_VERSION
-#define VRAM_VERSION "unknown"
-#endif
 
 /* s the daemon waits for the manager to stop its workloads before it gives up. */
 #define SHUTDOWN_GUARD_S 120

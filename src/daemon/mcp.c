@@ -23,6 +23,7 @@
 
 #include "common/log.h"
 #include "common/units.h"
+#include "common/version.h"
 #include "config/config.h"
 #include "core/plan.h"
 #include "daemon/api.h"
@@ -32,9 +33,6 @@
 const char *const vram_mcp_versions[] = { "2025-06-18", "2025-11-25", VRAM_MCP_VERSION_STATELESS,
 					  NULL };
 #define LATEST_VERSION VRAM_MCP_VERSION_STATELESS
-#ifndef VRAM_VERSION
-#define VRAM_VERSION "unknown"
-#endif
 #define META_VERSION_KEY "io.modelcontextprotocol/protocolVersion"
 
 struct session {

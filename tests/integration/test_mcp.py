@@ -3,13 +3,31 @@
 streamable HTTP at /mcp and over stdio through `vramctl mcp`: every tool,
 with good and bad arguments; and the HTTP transport's rules (sessions,
 revisions, Origin) with plain requests."""
+import os
+import re
+import subprocess
+
 import requests
 
-from conftest import DEFAULT_CONFIG, VRAMCTL
+from conftest import DEFAULT_CONFIG, SOURCE, VRAMCTL, VRAMD
 from jsclients import run_node
 
 TOOLS = ["get_gpu_status", "offload_gpu", "release_gpu", "update_gpu_timeout",
          "list_workloads", "start_workload", "stop_workload", "restore_workload", "plan"]
+
+
+def project_version():
+    """The project() version in meson.build."""
+    with open(os.path.join(SOURCE, "meson.build")) as f:
+        return re.search(r"^\s*version:\s*'([^']+)'", f.read(), re.M).group(1)
+
+
+def test_every_binary_reports_the_project_version():
+    v = project_version()
+    assert subprocess.run([VRAMD, "--version"], capture_output=True, text=True,
+                          check=True).stdout == f"vramd {v}\n"
+    assert subprocess.run([VRAMCTL, "--version"], capture_output=True, text=True,
+                          check=True).stdout == f"vramctl {v}\n"
 
 
 def by_call(out):
@@ -24,6 +42,7 @@ def check_conversation(d, out):
     assert tools["start_workload"]["required"] == ["workload"]
     assert tools["update_gpu_timeout"]["required"] == ["timeout"]
     assert out["server"]["name"] == "vramd"
+    assert out["server"]["version"] == project_version()
 
     calls = by_call(out)
     for tool, args, rec in calls[:11]:

@@ -16,6 +16,7 @@
 #include <jansson.h>
 #include <string.h>
 
+#include "common/version.h"
 #include "daemon/mcp.h"
 
 struct fixture {
@@ -107,6 +108,11 @@ static void test_initialize(void **state)
 	assert_non_null(json_object_get(json_object_get(res, "capabilities"), "tools"));
 	assert_string_equal(
 		json_string_value(json_object_get(json_object_get(res, "serverInfo"), "name")), "vramd");
+	/* The project() version of meson.build, not a placeholder. */
+	assert_string_equal(
+		json_string_value(json_object_get(json_object_get(res, "serverInfo"), "version")),
+		VRAM_VERSION);
+	assert_string_not_equal(VRAM_VERSION, "unknown");
 	assert_int_equal(json_integer_value(json_object_get(r, "id")), 1);
 
 	r = send_msg(f, "2025-11-25",
