@@ -151,6 +151,19 @@ static _Atomic uint64_t granularity[VRAM_HOOK_MAX_DEVICES]; /* bytes, 0 until as
 static _Atomic int pitch_align;                              /* bytes, 0 until asked */
 static int vmm_alloc_enabled = -1;                           /* VRAM_HOOK_VMM_ALLOC */
 
+/*
+ * A zeroed record. Not calloc: glibc's calloc (2.36 at least) skips the
+ * per-thread cache, so every cuMemAlloc + cuMemFree pair went through the
+ * arena (and its consolidation) twice; malloc reuses the chunks just freed.
+ */
+static void *record_new(size_t size)
+{
+	void *r = malloc(size);
+	if (r)
+		memset(r, 0, size);
+	return r;
+}
+
 static uint64_t round_up(uint64_t v, uint64_t a)
 {
 	return (v + a - 1) / a * a;
@@ -200,7 +213,7 @@ static struct vram_hook_phys *phys_lookup(CUmemGenericAllocationHandle h)
 static struct vram_hook_phys *phys_new(CUmemGenericAllocationHandle real, uint64_t size, int dev,
 				       const CUmemAllocationProp *prop, bool movable)
 {
-	struct vram_hook_phys *p = calloc(1, sizeof(*p));
+	struct vram_hook_phys *p = record_new(sizeof(*p));
 	if (!p)
 		return NULL;
 	p->magic = PHYS_MAGIC;
@@ -264,7 +277,7 @@ static void phys_pin(struct vram_hook_phys *p)
 /* Called with vram_hook_lock held. */
 static struct vram_hook_map *map_add(CUdeviceptr va, uint64_t size, uint64_t offset, struct vram_hook_phys *p)
 {
-	struct vram_hook_map *m = calloc(1, sizeof(*m));
+	struct vram_hook_map *m = record_new(sizeof(*m));
 	if (!m)
 		return NULL;
 	m->va = va;
