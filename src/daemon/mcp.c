@@ -21,6 +21,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include "common/base64.h"
 #include "common/log.h"
 #include "common/units.h"
 #include "common/version.h"
@@ -30,10 +31,20 @@
 #include "daemon/http.h"
 #include "daemon/manager.h"
 
-const char *const vram_mcp_versions[] = { "2025-06-18", "2025-11-25", VRAM_MCP_VERSION_STATELESS,
-					  NULL };
-#define LATEST_VERSION VRAM_MCP_VERSION_STATELESS
+const char *const vram_mcp_versions[] = { "2025-06-18", VRAM_MCP_VERSION_HANDSHAKE_LATEST,
+					  VRAM_MCP_VERSION_STATELESS, NULL };
+#define SUPPORTED_TEXT "2025-06-18, 2025-11-25, 2026-07-28"
+/* The per-request fields of 2026-07-28, in params._meta and result._meta. */
 #define META_VERSION_KEY "io.modelcontextprotocol/protocolVersion"
+#define META_CAPABILITIES_KEY "io.modelcontextprotocol/clientCapabilities"
+#define META_SERVER_INFO_KEY "io.modelcontextprotocol/serverInfo"
+/* ms a 2026-07-28 client may cache tools/list and server/discover: they are
+ * fixed for the life of the daemon, and a newer vramd may change them. */
+#define LIST_TTL_MS 600000
+#define INSTRUCTIONS                                                                   \
+	"vramd places model services on GPUs, starts them on first request, parks idle "  \
+	"ones in host RAM and restores them on demand. Use list_workloads or "            \
+	"get_gpu_status first; workload names come from there."
 
 struct session {
 	char id[VRAM_MCP_SESSION_ID_LEN + 1];
@@ -59,6 +70,7 @@ struct vram_mcp_call {
 	struct vram_mcp *mcp;
 	struct vram_mcp_call *prev, *next;
 	json_t *id;
+	const char *version; /* static: an entry of vram_mcp_versions */
 	vram_mcp_reply_cb cb;
 	void *arg;
 	enum vram_action action;
@@ -71,25 +83,34 @@ struct vram_mcp_call {
 
 /* ------------------------------------------------------------- revisions */
 
-bool vram_mcp_version_supported(const char *version)
+/* Our static copy of a supported version, or NULL. */
+static const char *version_static(const char *version)
 {
 	for (size_t i = 0; version && vram_mcp_versions[i]; i++)
 		if (strcmp(version, vram_mcp_versions[i]) == 0)
-			return true;
-	return false;
+			return vram_mcp_versions[i];
+	return NULL;
 }
 
 const char *vram_mcp_negotiate(const char *requested)
 {
-	for (size_t i = 0; requested && vram_mcp_versions[i]; i++)
-		if (strcmp(requested, vram_mcp_versions[i]) == 0)
-			return vram_mcp_versions[i];
-	return LATEST_VERSION;
+	const char *v = version_static(requested);
+	return v && vram_mcp_version_has_session(v) ? v : VRAM_MCP_VERSION_HANDSHAKE_LATEST;
 }
 
 bool vram_mcp_version_has_session(const char *version)
 {
 	return version && strcmp(version, VRAM_MCP_VERSION_STATELESS) != 0;
+}
+
+static bool is_stateless(const char *version)
+{
+	return !vram_mcp_version_has_session(version);
+}
+
+bool vram_mcp_version_supported(const char *version)
+{
+	return version_static(version) != NULL;
 }
 
 /* SEP-1303 (2025-11-25): bad tool arguments are a tool result, not a protocol error. */
@@ -309,30 +330,89 @@ static json_t *response(json_t *id, json_t *result)
 			 result);
 }
 
-static json_t *error_response(json_t *id, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static json_t *error_response(json_t *id, int code, const char *fmt, ...)
+/* An error response; data (stolen, may be NULL) becomes error.data. */
+static json_t *error_response_data(json_t *id, int code, json_t *data, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static json_t *error_response_data(json_t *id, int code, json_t *data, const char *fmt, ...)
 {
 	char msg[1024];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	return json_pack("{s:s, s:O, s:{s:i, s:s}}", "jsonrpc", "2.0", "id", id ? id : json_null(),
-			 "error", "code", code, "message", msg);
+	json_t *r = json_pack("{s:s, s:O, s:{s:i, s:s}}", "jsonrpc", "2.0", "id",
+			      id ? id : json_null(), "error", "code", code, "message", msg);
+	if (r && data)
+		json_object_set(json_object_get(r, "error"), "data", data);
+	json_decref(data);
+	return r;
+}
+
+#define error_response(id, code, ...) error_response_data(id, code, NULL, __VA_ARGS__)
+
+/* MCP 2026-07-28's UnsupportedProtocolVersionError, for any revision we do not speak. */
+static json_t *unsupported_version(json_t *id, const char *requested)
+{
+	json_t *supported = json_array();
+	for (size_t i = 0; supported && vram_mcp_versions[i]; i++)
+		json_array_append_new(supported, json_string(vram_mcp_versions[i]));
+	json_t *data = supported ? json_pack("{s:o, s:s}", "supported", supported, "requested",
+					     requested)
+				 : NULL;
+	return error_response_data(id, VRAM_MCP_UNSUPPORTED_VERSION, data,
+				   "Unsupported protocol version \"%.32s\" (supported: " SUPPORTED_TEXT
+				   ")",
+				   requested);
+}
+
+static json_t *server_info(void)
+{
+	return json_pack("{s:s, s:s, s:s}", "name", "vramd", "title", "vramd GPU workload manager",
+			 "version", VRAM_VERSION);
 }
 
 /*
- * A tools/call result. structured (stolen, may be NULL) also goes into the
- * text block as JSON unless text is given.
+ * What every result carries from 2026-07-28 on: resultType, and the server
+ * in _meta. result may be NULL (out of memory: the caller answers that).
+ */
+static void result_finish(json_t *result, const char *version)
+{
+	if (!result || !is_stateless(version))
+		return;
+	json_object_set_new(result, "resultType", json_string("complete"));
+	json_t *meta = json_object_get(result, "_meta");
+	if (!meta) {
+		meta = json_object();
+		json_object_set_new(result, "_meta", meta);
+	}
+	json_object_set_new(meta, META_SERVER_INFO_KEY, server_info());
+}
+
+/* tools/list and server/discover may be cached (2026-07-28, CacheableResult). */
+static void result_cacheable(json_t *result, const char *version)
+{
+	if (!result || !is_stateless(version))
+		return;
+	json_object_set_new(result, "ttlMs", json_integer(LIST_TTL_MS));
+	json_object_set_new(result, "cacheScope", json_string("public"));
+}
+
+/*
+ * A tools/call result. structured (stolen, may be NULL) goes into
+ * structuredContent and, as JSON, into a text block, as the tools page of
+ * each revision asks for compatibility; text, when given, is a text block
+ * for a person before it (plan's table).
  */
 static json_t *tool_result(json_t *structured, bool is_error, const char *text)
 {
-	char *dumped = NULL;
-	if (!text)
-		text = dumped = structured ? json_dumps(structured, VRAM_HTTP_JSON_FLAGS) : NULL;
-	json_t *r = json_pack("{s:[{s:s, s:s}], s:b}", "content", "type", "text", "text",
-			      text ? text : "", "isError", is_error);
+	char *dumped = structured ? json_dumps(structured, VRAM_HTTP_JSON_FLAGS) : NULL;
+	json_t *content = json_array();
+	json_t *r = content ? json_pack("{s:o, s:b}", "content", content, "isError", is_error) : NULL;
+	if (r && text)
+		json_array_append_new(content, json_pack("{s:s, s:s}", "type", "text", "text", text));
+	if (r && (dumped || !text))
+		json_array_append_new(content, json_pack("{s:s, s:s}", "type", "text", "text",
+							 dumped ? dumped : ""));
 	if (r && structured)
 		json_object_set(r, "structuredContent", structured);
 	json_decref(structured);
@@ -395,6 +475,7 @@ static void call_free(struct vram_mcp_call *c)
 static void call_finish(struct vram_mcp_call *c, json_t *result)
 {
 	call_unlink(c);
+	result_finish(result, c->version);
 	json_t *resp = result ? response(c->id, result) : NULL;
 	if (!resp)
 		resp = error_response(c->id, VRAM_MCP_INTERNAL_ERROR, "out of memory");
@@ -640,13 +721,48 @@ static json_t *run_tool(struct vram_mcp *mcp, const struct tool *t, json_t *args
 
 static json_t *initialize_result(const char *version)
 {
-	return json_pack("{s:s, s:{s:{s:b}}, s:{s:s, s:s, s:s}, s:s}", "protocolVersion", version,
-			 "capabilities", "tools", "listChanged", 0, "serverInfo", "name", "vramd",
-			 "title", "vramd GPU workload manager", "version", VRAM_VERSION,
-			 "instructions",
-			 "vramd places model services on GPUs, starts them on first request, parks "
-			 "idle ones in host RAM and restores them on demand. Use list_workloads or "
-			 "get_gpu_status first; workload names come from there.");
+	json_t *r = json_pack("{s:s, s:{s:{s:b}}, s:s}", "protocolVersion", version, "capabilities",
+			      "tools", "listChanged", 0, "instructions", INSTRUCTIONS);
+	if (r)
+		json_object_set_new(r, "serverInfo", server_info());
+	return r;
+}
+
+/* 2026-07-28's DiscoverResult: every revision we speak, what we offer. */
+static json_t *discover_result(void)
+{
+	json_t *sv = json_array();
+	for (size_t i = 0; sv && vram_mcp_versions[i]; i++)
+		json_array_append_new(sv, json_string(vram_mcp_versions[i]));
+	json_t *r = sv ? json_pack("{s:o, s:{s:{s:b}}, s:s}", "supportedVersions", sv,
+				   "capabilities", "tools", "listChanged", 0, "instructions",
+				   INSTRUCTIONS)
+		       : NULL;
+	result_cacheable(r, VRAM_MCP_VERSION_STATELESS);
+	return r;
+}
+
+/*
+ * 2026-07-28: a request carries its revision and the client's capabilities
+ * in params._meta. Returns NULL when it does, else the error response (new
+ * reference): -32602 for a missing field, -32022 for another revision.
+ */
+static json_t *stateless_meta_error(json_t *msg)
+{
+	json_t *id = json_object_get(msg, "id");
+	json_t *meta = json_object_get(json_object_get(msg, "params"), "_meta");
+	json_t *pv = json_object_get(meta, META_VERSION_KEY);
+	if (!json_is_string(pv))
+		return error_response(id, VRAM_MCP_INVALID_PARAMS,
+				      "params._meta[\"" META_VERSION_KEY "\"]: required (\"%s\")",
+				      VRAM_MCP_VERSION_STATELESS);
+	if (strcmp(json_string_value(pv), VRAM_MCP_VERSION_STATELESS) != 0)
+		return unsupported_version(id, json_string_value(pv));
+	if (!json_is_object(json_object_get(meta, META_CAPABILITIES_KEY)))
+		return error_response(id, VRAM_MCP_INVALID_PARAMS,
+				      "params._meta[\"" META_CAPABILITIES_KEY
+				      "\"]: required (an object, {} for none)");
+	return NULL;
 }
 
 int vram_mcp_dispatch(struct vram_mcp *mcp, json_t *msg, const char *version, vram_mcp_reply_cb cb,
@@ -654,6 +770,9 @@ int vram_mcp_dispatch(struct vram_mcp *mcp, json_t *msg, const char *version, vr
 {
 	json_t *resp = NULL, *result = NULL;
 	json_t *id = json_object_get(msg, "id");
+	version = version_static(version);
+	if (!version)
+		version = VRAM_MCP_VERSION_HANDSHAKE_LATEST; /* not reached: callers check */
 	if (!json_is_object(msg)) {
 		resp = error_response(NULL, VRAM_MCP_INVALID_REQUEST,
 				      json_is_array(msg) ? "batches are not supported in MCP %s"
@@ -694,26 +813,37 @@ int vram_mcp_dispatch(struct vram_mcp *mcp, json_t *msg, const char *version, vr
 		resp = error_response(id, VRAM_MCP_INVALID_PARAMS, "params: expected an object");
 		goto out_reply;
 	}
+	bool handshake = strcmp(method, "initialize") == 0;
+	if (is_stateless(version) && !handshake && (resp = stateless_meta_error(msg)))
+		goto out_reply;
 
-	if (strcmp(method, "initialize") == 0) {
+	if (handshake) {
+		/* Always a handshake revision: initialize selects one (2026-07-28 has none). */
 		json_t *pv = json_object_get(params, "protocolVersion");
 		if (!json_is_string(pv)) {
 			resp = error_response(id, VRAM_MCP_INVALID_PARAMS,
 					      "protocolVersion: required (a revision like \"%s\")",
-					      LATEST_VERSION);
+					      VRAM_MCP_VERSION_HANDSHAKE_LATEST);
 			goto out_reply;
 		}
-		result = initialize_result(vram_mcp_negotiate(json_string_value(pv)));
-	} else if (strcmp(method, "server/discover") == 0) {
+		version = vram_mcp_negotiate(json_string_value(pv));
 		result = initialize_result(version);
-		json_t *sv = json_array();
-		for (size_t i = 0; vram_mcp_versions[i]; i++)
-			json_array_append_new(sv, json_string(vram_mcp_versions[i]));
-		json_object_set_new(result, "supportedVersions", sv);
-	} else if (strcmp(method, "ping") == 0) {
+	} else if (strcmp(method, "server/discover") == 0) {
+		result = discover_result();
+	} else if (strcmp(method, "ping") == 0 && !is_stateless(version)) {
+		/* 2026-07-28 removed ping: method not found there. */
 		result = json_object();
 	} else if (strcmp(method, "tools/list") == 0) {
+		json_t *cursor = json_object_get(params, "cursor");
+		if (cursor && !json_is_null(cursor)) {
+			/* The pagination page: an invalid cursor is -32602. */
+			resp = error_response(id, VRAM_MCP_INVALID_PARAMS,
+					      "cursor: not one of ours (every tool comes in one "
+					      "page, without nextCursor)");
+			goto out_reply;
+		}
 		result = json_pack("{s:O}", "tools", mcp->tools);
+		result_cacheable(result, version);
 	} else if (strcmp(method, "tools/call") == 0) {
 		json_t *nv = json_object_get(params, "name");
 		json_t *args = json_object_get(params, "arguments");
@@ -759,6 +889,7 @@ int vram_mcp_dispatch(struct vram_mcp *mcp, json_t *msg, const char *version, vr
 		}
 		c->mcp = mcp;
 		c->id = json_incref(id);
+		c->version = version;
 		c->cb = cb;
 		c->arg = arg;
 		result = run_tool(mcp, t, args, c);
@@ -778,6 +909,7 @@ int vram_mcp_dispatch(struct vram_mcp *mcp, json_t *msg, const char *version, vr
 
 out_reply:
 	if (result) {
+		result_finish(result, version);
 		resp = response(id, result);
 		json_decref(result);
 	}
@@ -794,6 +926,8 @@ struct http_wait {
 	struct evhttp_request *req;
 	struct vram_mcp_call *call;
 	struct http_wait *prev, *next;
+	struct session *new_session; /* made by this initialize, or NULL */
+	bool stateless;              /* served under 2026-07-28 */
 	bool linked;
 };
 
@@ -868,6 +1002,13 @@ static void http_refuse(struct evhttp_request *req, int status, json_t *id, int 
 	json_decref(body);
 }
 
+/* The same with a built error response (stolen). */
+static void http_refuse_with(struct evhttp_request *req, int status, json_t *body)
+{
+	vram_http_reply_json(req, status, body);
+	json_decref(body);
+}
+
 /* Browsers send Origin; only pages served from loopback may call us. */
 static bool origin_ok(const char *origin)
 {
@@ -909,13 +1050,41 @@ static void http_wait_free(struct http_wait *w)
 	free(w);
 }
 
+/*
+ * The HTTP status of a JSON-RPC response: 400 for an error that answers no
+ * request (the message could not be read as one: the transport pages say an
+ * unacceptable message gets an HTTP error); from 2026-07-28 on, 404 for an
+ * unknown method and 400 for the errors its transport page lists; else 200.
+ */
+static int http_status_of(json_t *resp, bool stateless)
+{
+	json_t *err = json_object_get(resp, "error");
+	if (!err)
+		return 200;
+	if (json_is_null(json_object_get(resp, "id")))
+		return 400;
+	json_int_t code = json_integer_value(json_object_get(err, "code"));
+	if (stateless && code == VRAM_MCP_METHOD_NOT_FOUND)
+		return 404;
+	if (stateless && (code == VRAM_MCP_HEADER_MISMATCH || code == VRAM_MCP_UNSUPPORTED_VERSION))
+		return 400;
+	return 200;
+}
+
 static void on_http_reply(json_t *resp, void *arg)
 {
 	struct http_wait *w = arg;
+	struct vram_mcp *mcp = w->mcp;
 	if (w->linked)
 		vram_http_unwatch(w->req);
+	if (w->new_session && (!resp || json_object_get(resp, "error"))) {
+		/* initialize failed: the session it made goes. */
+		evhttp_remove_header(evhttp_request_get_output_headers(w->req), "Mcp-Session-Id");
+		session_unlink(mcp, w->new_session);
+		free(w->new_session);
+	}
 	if (resp)
-		vram_http_reply_json(w->req, 200, resp);
+		vram_http_reply_json(w->req, http_status_of(resp, w->stateless), resp);
 	else
 		evhttp_send_reply(w->req, 202, "Accepted", NULL);
 	http_wait_free(w);
@@ -927,6 +1096,90 @@ static void on_http_close(struct evhttp_connection *evcon, void *arg)
 	vram_http_release_detached(w->req);
 	vram_mcp_call_cancel(w->call);
 	http_wait_free(w);
+}
+
+/* Header values are ASCII, so the "=?base64?...?=" form carries any other text. */
+#define HEADER_B64_PREFIX "=?base64?"
+#define HEADER_B64_SUFFIX "?="
+#define HEADER_VALUE_MAX 1024 /* bytes of a decoded Mcp-Name we compare */
+
+/* True when header value hv stands for the body's text (borrowed, may be NULL). */
+static bool header_matches(const char *hv, const char *text)
+{
+	if (!text)
+		return false;
+	size_t n = strlen(hv), pre = strlen(HEADER_B64_PREFIX), suf = strlen(HEADER_B64_SUFFIX);
+	if (n < pre + suf || strncmp(hv, HEADER_B64_PREFIX, pre) != 0 ||
+	    strcmp(hv + n - suf, HEADER_B64_SUFFIX) != 0)
+		return strcmp(hv, text) == 0;
+	char decoded[HEADER_VALUE_MAX];
+	size_t len;
+	if (vram_base64_decode(hv + pre, n - pre - suf, decoded, sizeof(decoded), &len) < 0)
+		return false;
+	return len == strlen(text) && memcmp(decoded, text, len) == 0;
+}
+
+/* The body field that Mcp-Name mirrors for method, or NULL when it has none. */
+static const char *name_field(const char *method)
+{
+	if (strcmp(method, "tools/call") == 0 || strcmp(method, "prompts/get") == 0)
+		return "name";
+	if (strcmp(method, "resources/read") == 0)
+		return "uri";
+	return NULL;
+}
+
+/*
+ * The checks of 2026-07-28's Streamable HTTP "Server Validation": the
+ * MCP-Protocol-Version, Mcp-Method and Mcp-Name headers are there and say
+ * what the body says; then the request's own _meta. Returns NULL, or the
+ * error response (new reference) to send with 400.
+ */
+static json_t *stateless_http_error(struct evkeyvalq *in, json_t *msg)
+{
+	json_t *id = json_object_get(msg, "id");
+	const char *hv = evhttp_find_header(in, "MCP-Protocol-Version");
+	if (!hv)
+		return error_response(id, VRAM_MCP_HEADER_MISMATCH,
+				      "Header mismatch: MCP-Protocol-Version is required (%s)",
+				      VRAM_MCP_VERSION_STATELESS);
+	/* The revision gives no header rules for notifications. */
+	if (!json_is_object(msg) || !id)
+		return NULL;
+	json_t *params = json_object_get(msg, "params");
+	const char *mv = json_string_value(
+		json_object_get(json_object_get(params, "_meta"), META_VERSION_KEY));
+	if (mv && strcmp(mv, hv) != 0)
+		return error_response(id, VRAM_MCP_HEADER_MISMATCH,
+				      "Header mismatch: MCP-Protocol-Version \"%.32s\" is not the "
+				      "body's \"%.32s\"",
+				      hv, mv);
+	json_t *err = stateless_meta_error(msg);
+	if (err)
+		return err;
+	const char *method = json_string_value(json_object_get(msg, "method"));
+	const char *hm = evhttp_find_header(in, "Mcp-Method");
+	if (!method)
+		return NULL; /* dispatch says what is wrong with it */
+	if (!hm || strcmp(hm, method) != 0)
+		return error_response(id, VRAM_MCP_HEADER_MISMATCH,
+				      hm ? "Header mismatch: Mcp-Method \"%.64s\" is not the body's "
+					   "method \"%.64s\""
+					 : "Header mismatch: Mcp-Method is required (the body's "
+					   "method, \"%.64s\")",
+				      hm ? hm : method, method);
+	const char *field = name_field(method);
+	const char *name = field ? json_string_value(json_object_get(params, field)) : NULL;
+	const char *hn = evhttp_find_header(in, "Mcp-Name");
+	if (name && !hn)
+		return error_response(id, VRAM_MCP_HEADER_MISMATCH,
+				      "Header mismatch: Mcp-Name is required for %s (params.%s)",
+				      method, field);
+	if (name && !header_matches(hn, name))
+		return error_response(id, VRAM_MCP_HEADER_MISMATCH,
+				      "Header mismatch: Mcp-Name \"%.64s\" is not params.%s \"%.64s\"",
+				      hn, field, name);
+	return NULL;
 }
 
 void vram_mcp_handle_http(struct vram_mcp *mcp, struct evhttp_request *req, const char *body,
@@ -941,8 +1194,9 @@ void vram_mcp_handle_http(struct vram_mcp *mcp, struct evhttp_request *req, cons
 	}
 	const char *sid = evhttp_find_header(in, "Mcp-Session-Id");
 	const char *hv = evhttp_find_header(in, "MCP-Protocol-Version");
+	bool stateless = hv && strcmp(hv, VRAM_MCP_VERSION_STATELESS) == 0;
 	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
-	if (cmd == EVHTTP_REQ_DELETE) {
+	if (cmd == EVHTTP_REQ_DELETE && !stateless) {
 		struct session *s = sid ? session_find(mcp, sid) : NULL;
 		if (!s) {
 			http_refuse(req, sid ? 404 : 400, NULL, VRAM_MCP_INVALID_REQUEST,
@@ -955,9 +1209,12 @@ void vram_mcp_handle_http(struct vram_mcp *mcp, struct evhttp_request *req, cons
 		return;
 	}
 	if (cmd != EVHTTP_REQ_POST) {
-		evhttp_add_header(out, "Allow", "POST, DELETE");
+		evhttp_add_header(out, "Allow", stateless ? "POST" : "POST, DELETE");
 		http_refuse(req, 405, NULL, VRAM_MCP_INVALID_REQUEST,
-			    "vramd offers no server-initiated stream: POST messages to /mcp");
+			    stateless ? "MCP 2026-07-28 has no session to end and no stream "
+					"to open: POST messages to /mcp"
+				      : "vramd offers no server-initiated stream: POST messages "
+					"to /mcp");
 		return;
 	}
 	if (body_error == -E2BIG) {
@@ -977,28 +1234,45 @@ void vram_mcp_handle_http(struct vram_mcp *mcp, struct evhttp_request *req, cons
 	}
 	json_t *id = json_object_get(msg, "id");
 	const char *method = json_string_value(json_object_get(msg, "method"));
+	const char *mv = json_string_value(
+		json_object_get(json_object_get(json_object_get(msg, "params"), "_meta"),
+				META_VERSION_KEY));
 	const char *version = NULL;
+	struct session *new_session = NULL;
 	char text[256];
-	if (hv && !vram_mcp_version_supported(hv)) {
-		snprintf(text, sizeof(text),
-			 "unsupported MCP-Protocol-Version \"%.32s\" (supported: 2025-06-18, 2025-11-25, %s)",
-			 hv, VRAM_MCP_VERSION_STATELESS);
-		http_refuse(req, 400, id, VRAM_MCP_INVALID_REQUEST, text);
+	bool initialize = method && strcmp(method, "initialize") == 0;
+	if (hv && !initialize && !vram_mcp_version_supported(hv)) {
+		http_refuse_with(req, 400, unsupported_version(id, hv));
 		goto out;
 	}
-	if (method && strcmp(method, "initialize") == 0) {
+	if (initialize) {
+		/* initialize selects a handshake revision and a session (2026-07-28 has none). */
 		const char *want = json_string_value(
 			json_object_get(json_object_get(msg, "params"), "protocolVersion"));
 		version = vram_mcp_negotiate(want);
-		if (want && vram_mcp_version_has_session(version)) {
-			struct session *s = session_new(mcp, version);
-			if (!s) {
+		if (want && (json_is_string(id) || json_is_integer(id))) {
+			new_session = session_new(mcp, version);
+			if (!new_session) {
 				http_refuse(req, 500, id, VRAM_MCP_INTERNAL_ERROR, "out of memory");
 				goto out;
 			}
-			evhttp_add_header(out, "Mcp-Session-Id", s->id);
+			evhttp_add_header(out, "Mcp-Session-Id", new_session->id);
 		}
-	} else if (sid) {
+	} else if (stateless || (!hv && !sid && mv)) {
+		/* Stateless: a session id is ignored, none is made. */
+		json_t *err = stateless_http_error(in, msg);
+		if (err) {
+			http_refuse_with(req, 400, err);
+			goto out;
+		}
+		version = VRAM_MCP_VERSION_STATELESS;
+		stateless = true;
+	} else if (!sid) {
+		http_refuse(req, 400, id, VRAM_MCP_INVALID_REQUEST,
+			    "Mcp-Session-Id: required (initialize first), or MCP-Protocol-Version: "
+			    VRAM_MCP_VERSION_STATELESS " with params._meta for a stateless request");
+		goto out;
+	} else {
 		struct session *s = session_find(mcp, sid);
 		if (!s) {
 			http_refuse(req, 404, id, VRAM_MCP_INVALID_REQUEST,
@@ -1015,27 +1289,21 @@ void vram_mcp_handle_http(struct vram_mcp *mcp, struct evhttp_request *req, cons
 		session_unlink(mcp, s);
 		session_push(mcp, s);
 		version = s->version;
-	} else {
-		const char *mv = json_string_value(json_object_get(
-			json_object_get(json_object_get(msg, "params"), "_meta"), META_VERSION_KEY));
-		if ((hv && strcmp(hv, VRAM_MCP_VERSION_STATELESS) == 0) ||
-		    (!hv && mv && strcmp(mv, VRAM_MCP_VERSION_STATELESS) == 0)) {
-			version = VRAM_MCP_VERSION_STATELESS;
-		} else {
-			http_refuse(req, 400, id, VRAM_MCP_INVALID_REQUEST,
-				    "Mcp-Session-Id: required (initialize first), or MCP-Protocol-Version: "
-				    VRAM_MCP_VERSION_STATELESS " for a stateless request");
-			goto out;
-		}
 	}
 
 	struct http_wait *w = calloc(1, sizeof(*w));
 	if (!w) {
+		if (new_session) {
+			session_unlink(mcp, new_session);
+			free(new_session);
+		}
 		http_refuse(req, 500, id, VRAM_MCP_INTERNAL_ERROR, "out of memory");
 		goto out;
 	}
 	w->mcp = mcp;
 	w->req = req;
+	w->stateless = stateless;
+	w->new_session = new_session;
 	if (vram_mcp_dispatch(mcp, msg, version, on_http_reply, w, &w->call) == 1) {
 		w->linked = true;
 		w->next = mcp->http;

@@ -7,9 +7,11 @@
  * actions, and plan is the planner's dry run.
  *
  * Revisions: 2025-06-18 and 2025-11-25 (a session made by initialize, its
- * id in the Mcp-Session-Id header), and 2026-07-28 (stateless: no session,
- * each request names its revision in the MCP-Protocol-Version header or in
- * params._meta). None of them has JSON-RPC batches.
+ * id in the Mcp-Session-Id header), and 2026-07-28 (stateless: no
+ * initialize and no session; each request carries its revision and the
+ * client's capabilities in params._meta, mirrored on HTTP by the
+ * MCP-Protocol-Version, Mcp-Method and Mcp-Name headers, and each result
+ * says resultType and who answered). None of them has JSON-RPC batches.
  *
  * The core (vram_mcp_dispatch) knows nothing of HTTP, so that tests and
  * other transports drive it with parsed messages.
@@ -34,23 +36,32 @@ struct vram_mcp_call;
 #define VRAM_MCP_WAIT_MAX_S 3600         /* s at most */
 #define VRAM_MCP_SESSION_ID_LEN 32       /* hex characters */
 
-/* JSON-RPC and MCP error codes. */
+/* JSON-RPC error codes, and those MCP 2026-07-28 defines (its -32020..-32099). */
 enum {
 	VRAM_MCP_PARSE_ERROR = -32700,
 	VRAM_MCP_INVALID_REQUEST = -32600,
 	VRAM_MCP_METHOD_NOT_FOUND = -32601,
 	VRAM_MCP_INVALID_PARAMS = -32602,
 	VRAM_MCP_INTERNAL_ERROR = -32603,
+	VRAM_MCP_HEADER_MISMATCH = -32020,
+	VRAM_MCP_UNSUPPORTED_VERSION = -32022,
 };
 
-/* The revisions served, newest last; and the stateless one. */
+/* The revisions served, oldest first, NULL-terminated; and the stateless one. */
 extern const char *const vram_mcp_versions[];
 #define VRAM_MCP_VERSION_STATELESS "2026-07-28"
+/* The newest revision with an initialize handshake. */
+#define VRAM_MCP_VERSION_HANDSHAKE_LATEST "2025-11-25"
 
 /* True when version (may be NULL) is one we speak. */
 bool vram_mcp_version_supported(const char *version);
-/* The revision to answer a client asking for requested (may be NULL):
- * requested itself if supported, else our latest. Static string. */
+/*
+ * The revision initialize answers a client asking for requested (may be
+ * NULL): requested itself if it is one with a handshake (2025-06-18,
+ * 2025-11-25), else VRAM_MCP_VERSION_HANDSHAKE_LATEST; the client decides
+ * whether to go on. 2026-07-28 has no initialize, so asking for it there
+ * gets 2025-11-25 too. Static string.
+ */
 const char *vram_mcp_negotiate(const char *requested);
 /* True for revisions where initialize makes a session. */
 bool vram_mcp_version_has_session(const char *version);
@@ -72,11 +83,13 @@ json_t *vram_mcp_tools(struct vram_mcp *mcp);
 
 /*
  * Handles one JSON-RPC message (borrowed) under revision version (a
- * supported one). cb(response, arg) is called exactly once, with the
- * response (borrowed for the call) or NULL when the message needs none (a
- * notification, a response). Returns 0 when cb has already run, or 1 when it
- * runs later from the loop; *ret_call (may be NULL) then gets a handle valid
- * until cb runs, for vram_mcp_call_cancel.
+ * supported one; under 2026-07-28 a request whose params._meta lacks
+ * protocolVersion or clientCapabilities is refused with -32602, one naming
+ * another revision with -32022). cb(response, arg) is called exactly once,
+ * with the response (borrowed for the call) or NULL when the message needs
+ * none (a notification, a response). Returns 0 when cb has already run, or
+ * 1 when it runs later from the loop; *ret_call (may be NULL) then gets a
+ * handle valid until cb runs, for vram_mcp_call_cancel.
  */
 typedef void (*vram_mcp_reply_cb)(json_t *response, void *arg);
 int vram_mcp_dispatch(struct vram_mcp *mcp, json_t *msg, const char *version, vram_mcp_reply_cb cb,
@@ -87,8 +100,11 @@ void vram_mcp_call_cancel(struct vram_mcp_call *call);
 /*
  * The streamable HTTP transport for one request to /mcp: POST carries a
  * message, GET is 405 (no server-initiated stream), DELETE ends a session.
- * body is borrowed (body_error -E2BIG when it was over the limit). Always
- * replies, now or later.
+ * A request with "MCP-Protocol-Version: 2026-07-28" is served statelessly
+ * (Mcp-Session-Id ignored) after its headers are checked against its body;
+ * any other request but initialize needs a session. body is borrowed
+ * (body_error -E2BIG when it was over the limit). Always replies, now or
+ * later.
  */
 void vram_mcp_handle_http(struct vram_mcp *mcp, struct evhttp_request *req, const char *body,
 			  size_t body_len, int body_error);

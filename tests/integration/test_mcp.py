@@ -3,6 +3,7 @@
 streamable HTTP at /mcp and over stdio through `vramctl mcp`: every tool,
 with good and bad arguments; and the HTTP transport's rules (sessions,
 revisions, Origin) with plain requests."""
+import base64
 import os
 import re
 import subprocess
@@ -137,17 +138,24 @@ def test_mcp_http_sessions_revisions_and_origin(daemon):
     assert r.status_code == 400
     r = requests.post(url, json=rpc("ping"),
                       headers={**h, "MCP-Protocol-Version": "2099-01-01"}, timeout=10)
-    assert r.status_code == 400 and "unsupported" in r.json()["error"]["message"]
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == -32022
+    assert r.json()["error"]["data"] == {"supported": ["2025-06-18", "2025-11-25", "2026-07-28"],
+                                         "requested": "2099-01-01"}
+    # A cursor tools/list never handed out.
+    r = requests.post(url, json=rpc("tools/list", cursor="x"), headers=h, timeout=10)
+    assert r.json()["error"]["code"] == -32602
     r = requests.post(url, json=rpc("ping"), headers={**h, "Mcp-Session-Id": "0" * 32},
                       timeout=10)
     assert r.status_code == 404
 
-    # Parse errors, batches.
+    # Parse errors, batches (none since 2025-06-18): not a request to answer, so 400.
     r = requests.post(url, data=b"{nope", headers={**h, "Content-Type": "application/json"},
                       timeout=10)
     assert r.status_code == 400 and r.json()["error"]["code"] == -32700
     r = requests.post(url, json=[rpc("ping")], headers=h, timeout=10)
-    assert r.json()["error"]["code"] == -32600
+    assert r.status_code == 400 and r.json()["error"]["code"] == -32600
+    assert r.json()["id"] is None
 
     # No server-initiated stream; browsers from elsewhere are refused.
     r = requests.get(url, headers=h, timeout=10)
@@ -158,14 +166,17 @@ def test_mcp_http_sessions_revisions_and_origin(daemon):
     r = requests.post(url, json=rpc("ping"), headers={**h, "Origin": f"{d.url}"}, timeout=10)
     assert r.status_code == 200
 
-    # The stateless revision: no session, each request names its revision.
-    r = requests.post(url, json=rpc("tools/call", name="get_gpu_status", arguments={}),
-                      headers={"MCP-Protocol-Version": "2026-07-28"}, timeout=10)
-    assert r.status_code == 200 and "Mcp-Session-Id" not in r.headers
-    assert r.json()["result"]["structuredContent"]["chat"]["state"] == "stopped"
-    r = requests.post(url, json=rpc("initialize", protocolVersion="2026-07-28"), timeout=10)
-    assert r.json()["result"]["protocolVersion"] == "2026-07-28"
-    assert "Mcp-Session-Id" not in r.headers
+    # initialize always makes a session of a revision with a handshake: asked
+    # for one it does not know, or for 2026-07-28 (which has no initialize),
+    # it answers 2025-11-25 and the client decides.
+    for asked in ("2026-07-28", "2099-01-01"):
+        r = requests.post(url, json=rpc("initialize", protocolVersion=asked), timeout=10)
+        assert r.json()["result"]["protocolVersion"] == "2025-11-25"
+        assert len(r.headers["Mcp-Session-Id"]) == 32
+    # A failed initialize leaves no session behind.
+    r = requests.post(url, json={**rpc("initialize", protocolVersion="2025-11-25"),
+                                 "jsonrpc": "1.0"}, timeout=10)
+    assert r.json()["error"]["code"] == -32600 and "Mcp-Session-Id" not in r.headers
 
     # DELETE ends the session.
     assert requests.delete(url, headers=h, timeout=10).status_code == 204
@@ -173,14 +184,95 @@ def test_mcp_http_sessions_revisions_and_origin(daemon):
     assert r.status_code == 404
 
 
+META_2026 = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+             "io.modelcontextprotocol/clientCapabilities": {},
+             "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"}}
+
+
+def modern(method, id=1, **params):
+    """A 2026-07-28 request and the headers its transport page asks for."""
+    msg = rpc(method, id, **params, _meta=META_2026)
+    headers = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": method}
+    if "name" in params:
+        headers["Mcp-Name"] = params["name"]
+    return msg, headers
+
+
+def test_mcp_http_stateless_revision(daemon):
+    """2026-07-28 (https://modelcontextprotocol.io/specification/2026-07-28): no
+    initialize, no session; the headers mirror the body and are checked."""
+    d = daemon()
+    url = d.url + "/mcp"
+
+    msg, h = modern("server/discover")
+    r = requests.post(url, json=msg, headers=h, timeout=10)
+    assert r.status_code == 200 and "Mcp-Session-Id" not in r.headers
+    res = r.json()["result"]
+    assert res["supportedVersions"] == ["2025-06-18", "2025-11-25", "2026-07-28"]
+    assert res["resultType"] == "complete" and res["cacheScope"] == "public"
+    assert res["_meta"]["io.modelcontextprotocol/serverInfo"]["version"] == project_version()
+
+    msg, h = modern("tools/call", name="get_gpu_status", arguments={})
+    # A session id from an older revision is ignored.
+    r = requests.post(url, json=msg, headers={**h, "Mcp-Session-Id": "0" * 32}, timeout=10)
+    assert r.status_code == 200 and "Mcp-Session-Id" not in r.headers
+    res = r.json()["result"]
+    assert res["structuredContent"]["chat"]["state"] == "stopped"
+    assert res["resultType"] == "complete"
+    # Mcp-Name in the base64 form a client uses for text a header cannot carry.
+    r = requests.post(url, json=msg, timeout=10, headers={
+        **h, "Mcp-Name": "=?base64?" + base64.b64encode(b"get_gpu_status").decode() + "?="})
+    assert r.status_code == 200 and r.json()["result"]["isError"] is False
+
+    def refused(msg, headers, status, code):
+        r = requests.post(url, json=msg, headers=headers, timeout=10)
+        assert r.status_code == status, r.text
+        assert r.json()["error"]["code"] == code, r.text
+        assert r.json()["id"] == msg.get("id")
+        return r.json()["error"]
+
+    # Server Validation: headers missing or saying something else than the body.
+    del h["Mcp-Method"]
+    assert "Mcp-Method" in refused(msg, h, 400, -32020)["message"]
+    h["Mcp-Method"] = "tools/list"
+    refused(msg, h, 400, -32020)
+    h["Mcp-Method"] = "tools/call"
+    e = refused(msg, {**h, "Mcp-Name": "plan"}, 400, -32020)
+    assert "plan" in e["message"] and "get_gpu_status" in e["message"]
+    refused(msg, {k: v for k, v in h.items() if k != "Mcp-Name"}, 400, -32020)
+    refused(msg, {k: v for k, v in h.items() if k != "MCP-Protocol-Version"}, 400, -32020)
+    # The revision: one we do not speak, or the body saying another.
+    e = refused(msg, {**h, "MCP-Protocol-Version": "1900-01-01"}, 400, -32022)
+    assert e["data"]["requested"] == "1900-01-01" and "2026-07-28" in e["data"]["supported"]
+    other = {**msg, "params": {**msg["params"], "_meta": {
+        **META_2026, "io.modelcontextprotocol/protocolVersion": "2025-11-25"}}}
+    refused(other, h, 400, -32020)
+    # _meta must carry the revision and the client's capabilities.
+    bare = rpc("tools/call", name="get_gpu_status", arguments={})
+    assert "protocolVersion" in refused(bare, h, 400, -32602)["message"]
+    no_caps = {**msg, "params": {**msg["params"], "_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28"}}}
+    assert "clientCapabilities" in refused(no_caps, h, 400, -32602)["message"]
+    # Unknown methods are 404 with -32601; ping is gone in 2026-07-28.
+    for method in ("resources/list", "ping"):
+        msg, h = modern(method)
+        refused(msg, h, 404, -32601)
+    # No stream to open, no session to end.
+    assert requests.get(url, headers=h, timeout=10).status_code == 405
+    assert requests.delete(url, headers=h, timeout=10).status_code == 405
+    # A notification is accepted as is.
+    r = requests.post(url, json=rpc("notifications/cancelled", id=None, requestId=5,
+                                    _meta=META_2026), headers=h, timeout=10)
+    assert r.status_code == 202 and r.text == ""
+
+
 def test_mcp_start_waits_and_times_out(daemon):
     """A start that takes longer than the tool's timeout answers isError and goes on."""
     d = daemon(DEFAULT_CONFIG.replace("--load-time, 100ms", "--load-time, 3s"))
     url = d.url + "/mcp"
-    h = {"MCP-Protocol-Version": "2026-07-28"}
-    r = requests.post(url, json=rpc("tools/call", name="start_workload",
-                                    arguments={"workload": "embed", "timeout": 1}),
-                      headers=h, timeout=30)
+    msg, h = modern("tools/call", name="start_workload",
+                    arguments={"workload": "embed", "timeout": 1})
+    r = requests.post(url, json=msg, headers=h, timeout=30)
     res = r.json()["result"]
     assert res["isError"] is True
     assert "not done after 1 s" in res["content"][0]["text"]

@@ -14,6 +14,7 @@
 
 #include <event2/event.h>
 #include <jansson.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "common/version.h"
@@ -83,11 +84,13 @@ static void test_negotiate(void **state)
 {
 	assert_string_equal(vram_mcp_negotiate("2025-06-18"), "2025-06-18");
 	assert_string_equal(vram_mcp_negotiate("2025-11-25"), "2025-11-25");
-	assert_string_equal(vram_mcp_negotiate("2026-07-28"), "2026-07-28");
-	/* Older or unknown: our latest, and the client decides whether to go on. */
-	assert_string_equal(vram_mcp_negotiate("2024-11-05"), "2026-07-28");
-	assert_string_equal(vram_mcp_negotiate("2025-03-26"), "2026-07-28");
-	assert_string_equal(vram_mcp_negotiate(NULL), "2026-07-28");
+	/* Older or unknown: our latest with a handshake, and the client decides
+	 * whether to go on; 2026-07-28 has no initialize to answer with it. */
+	assert_string_equal(vram_mcp_negotiate("2024-11-05"), "2025-11-25");
+	assert_string_equal(vram_mcp_negotiate("2025-03-26"), "2025-11-25");
+	assert_string_equal(vram_mcp_negotiate("2099-01-01"), "2025-11-25");
+	assert_string_equal(vram_mcp_negotiate("2026-07-28"), "2025-11-25");
+	assert_string_equal(vram_mcp_negotiate(NULL), "2025-11-25");
 	assert_true(vram_mcp_version_supported("2025-11-25"));
 	assert_false(vram_mcp_version_supported("2025-03-26"));
 	assert_false(vram_mcp_version_supported(NULL));
@@ -119,20 +122,96 @@ static void test_initialize(void **state)
 		     "{\"jsonrpc\":\"2.0\",\"id\":\"a\",\"method\":\"initialize\",\"params\":"
 		     "{\"protocolVersion\":\"2024-11-05\"}}");
 	res = json_object_get(r, "result");
-	assert_string_equal(json_string_value(json_object_get(res, "protocolVersion")), "2026-07-28");
+	assert_string_equal(json_string_value(json_object_get(res, "protocolVersion")), "2025-11-25");
 	assert_string_equal(json_string_value(json_object_get(r, "id")), "a");
+	/* Results of handshake revisions have no resultType. */
+	assert_null(json_object_get(res, "resultType"));
 
 	r = send_msg(f, "2025-11-25", "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"initialize\"}");
 	assert_int_equal(error_code(r), VRAM_MCP_INVALID_PARAMS);
 	assert_non_null(strstr(error_message(r), "protocolVersion"));
 
-	/* The stateless revision describes itself on request. */
-	r = send_msg(f, "2026-07-28", "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"server/discover\"}");
-	res = json_object_get(r, "result");
-	assert_int_equal(json_array_size(json_object_get(res, "supportedVersions")), 3);
-
 	r = send_msg(f, "2025-11-25", "{\"jsonrpc\":\"2.0\",\"id\":4,\"method\":\"ping\"}");
 	assert_true(json_is_object(json_object_get(r, "result")));
+}
+
+#define META_2026                                                                  \
+	"\"_meta\":{\"io.modelcontextprotocol/protocolVersion\":\"2026-07-28\","       \
+	"\"io.modelcontextprotocol/clientCapabilities\":{}}"
+
+/* The server's version in a 2026-07-28 result's _meta. */
+static const char *result_server_version(json_t *res)
+{
+	json_t *info = json_object_get(json_object_get(res, "_meta"),
+				       "io.modelcontextprotocol/serverInfo");
+	return json_string_value(json_object_get(info, "version"));
+}
+
+static void test_stateless(void **state)
+{
+	struct fixture *f = *state;
+	const char *v = "2026-07-28";
+	/* server/discover: the revisions, what we offer, how long it holds. */
+	json_t *r = send_msg(f, v, "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"server/discover\","
+				   "\"params\":{" META_2026 "}}");
+	json_t *res = json_object_get(r, "result");
+	json_t *sv = json_object_get(res, "supportedVersions");
+	assert_int_equal(json_array_size(sv), 3);
+	assert_string_equal(json_string_value(json_array_get(sv, 2)), "2026-07-28");
+	assert_non_null(json_object_get(json_object_get(res, "capabilities"), "tools"));
+	assert_string_equal(json_string_value(json_object_get(res, "resultType")), "complete");
+	assert_true(json_integer_value(json_object_get(res, "ttlMs")) > 0);
+	assert_string_equal(json_string_value(json_object_get(res, "cacheScope")), "public");
+	assert_string_equal(result_server_version(res), VRAM_VERSION);
+
+	/* Every request names its revision and capabilities in _meta. */
+	r = send_msg(f, v, "{\"jsonrpc\":\"2.0\",\"id\":4,\"method\":\"tools/list\"}");
+	assert_int_equal(error_code(r), VRAM_MCP_INVALID_PARAMS);
+	assert_non_null(strstr(error_message(r), "io.modelcontextprotocol/protocolVersion"));
+	r = send_msg(f, v, "{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"tools/list\",\"params\":"
+			   "{\"_meta\":{\"io.modelcontextprotocol/protocolVersion\":\"2026-07-28\"}}}");
+	assert_int_equal(error_code(r), VRAM_MCP_INVALID_PARAMS);
+	assert_non_null(strstr(error_message(r), "clientCapabilities"));
+	r = send_msg(f, v, "{\"jsonrpc\":\"2.0\",\"id\":6,\"method\":\"tools/list\",\"params\":"
+			   "{\"_meta\":{\"io.modelcontextprotocol/protocolVersion\":\"1900-01-01\","
+			   "\"io.modelcontextprotocol/clientCapabilities\":{}}}}");
+	assert_int_equal(error_code(r), VRAM_MCP_UNSUPPORTED_VERSION);
+	json_t *data = json_object_get(json_object_get(r, "error"), "data");
+	assert_string_equal(json_string_value(json_object_get(data, "requested")), "1900-01-01");
+	assert_int_equal(json_array_size(json_object_get(data, "supported")), 3);
+
+	/* tools/list may be cached; a result says what it is and who sent it. */
+	r = send_msg(f, v, "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"tools/list\",\"params\":{"
+			   META_2026 "}}");
+	res = json_object_get(r, "result");
+	assert_int_equal(json_array_size(json_object_get(res, "tools")), 9);
+	assert_true(json_integer_value(json_object_get(res, "ttlMs")) > 0);
+	assert_string_equal(json_string_value(json_object_get(res, "resultType")), "complete");
+	r = send_msg(f, v, "{\"jsonrpc\":\"2.0\",\"id\":8,\"method\":\"tools/call\",\"params\":{"
+			   "\"name\":\"plan\",\"arguments\":{\"gpus\":\"1x24GiB\"}," META_2026 "}}");
+	res = json_object_get(r, "result");
+	assert_true(json_is_true(json_object_get(res, "isError")));
+	assert_string_equal(json_string_value(json_object_get(res, "resultType")), "complete");
+	assert_string_equal(result_server_version(res), VRAM_VERSION);
+
+	/* 2026-07-28 removed ping. */
+	r = send_msg(f, v, "{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"ping\",\"params\":{"
+			   META_2026 "}}");
+	assert_int_equal(error_code(r), VRAM_MCP_METHOD_NOT_FOUND);
+}
+
+/* tools/list hands out no cursors, so any cursor is an invalid one. */
+static void test_tools_list_cursor(void **state)
+{
+	struct fixture *f = *state;
+	json_t *r = send_msg(f, "2025-11-25", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":"
+					      "\"tools/list\",\"params\":{\"cursor\":\"abc\"}}");
+	assert_int_equal(error_code(r), VRAM_MCP_INVALID_PARAMS);
+	assert_non_null(strstr(error_message(r), "cursor"));
+	r = send_msg(f, "2025-11-25", "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/list\","
+				      "\"params\":{}}");
+	assert_null(json_object_get(json_object_get(r, "result"), "nextCursor"));
+	assert_int_equal(json_array_size(json_object_get(json_object_get(r, "result"), "tools")), 9);
 }
 
 static void test_jsonrpc_errors(void **state)
@@ -200,9 +279,10 @@ static json_t *call_tool(struct fixture *f, const char *version, const char *nam
 			 const char *args)
 {
 	char text[4096];
+	bool stateless = strcmp(version, "2026-07-28") == 0;
 	snprintf(text, sizeof(text),
-		 "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"tools/call\",\"params\":{\"name\":\"%s\"%s%s}}",
-		 name, args ? ",\"arguments\":" : "", args ? args : "");
+		 "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"tools/call\",\"params\":{\"name\":\"%s\"%s%s%s}}",
+		 name, args ? ",\"arguments\":" : "", args ? args : "", stateless ? "," META_2026 : "");
 	return send_msg(f, version, text);
 }
 
@@ -283,10 +363,16 @@ static void test_plan(void **state)
 	}
 	assert_int_equal(refused, 1);
 	assert_int_equal(fits, 1);
-	/* The text is the table a person reads. */
-	const char *text = json_string_value(
-		json_object_get(json_array_get(json_object_get(res, "content"), 0), "text"));
+	/* The text is the table a person reads, then the JSON (for clients
+	 * that do not read structuredContent). */
+	json_t *content = json_object_get(res, "content");
+	assert_int_equal(json_array_size(content), 2);
+	const char *text = json_string_value(json_object_get(json_array_get(content, 0), "text"));
 	assert_non_null(strstr(text, "refused"));
+	json_t *again = json_loads(
+		json_string_value(json_object_get(json_array_get(content, 1), "text")), 0, NULL);
+	assert_true(json_equal(again, sc));
+	json_decref(again);
 
 	text = tool_error_text(call_tool(f, "2025-11-25", "plan",
 					 "{\"gpus\":\"lots\",\"config\":\"workloads: {}\\n\"}"));
@@ -305,7 +391,9 @@ int main(void)
 		cmocka_unit_test(test_negotiate),
 		cmocka_unit_test_setup_teardown(test_initialize, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_jsonrpc_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stateless, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tools_list, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tools_list_cursor, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tool_arguments, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_plan, setup, teardown),
 	};
