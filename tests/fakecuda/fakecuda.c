@@ -11,6 +11,13 @@
  * launch returns. A module loaded with cuModuleLoadData offers a few named
  * kernels: fill, checksum, add, sleep.
  *
+ * Asynchronous copies can be slowed down, and a copy or a cuMemMap made to
+ * fail, on request (fakecuda_set_copy_delay, fakecuda_fail_copy,
+ * fakecuda_fail_map), and the fake counts the VMM calls made while copies
+ * are still queued (fakecuda_calls_during_copies), so that tests can see
+ * that the hook overlaps its bookkeeping with its copies and that it undoes
+ * half-done work.
+ *
  * Device size: VRAM_FAKE_MEMORY (bytes, default 4 GiB per device), VMM
  * granularity: VRAM_FAKE_GRANULARITY (default 2 MiB), count:
  * VRAM_FAKE_DEVICES (default 1, at most 8), context overhead:
@@ -50,6 +57,10 @@ FAKE_EXPORT void *fakecuda_self_sym(const char *exact_name);
 FAKE_EXPORT int fakecuda_host_registered(void);
 FAKE_EXPORT long fakecuda_unpinned_copies(void);
 FAKE_EXPORT void fakecuda_set_register_limit(int live);
+FAKE_EXPORT void fakecuda_set_copy_delay(unsigned usec);
+FAKE_EXPORT void fakecuda_fail_copy(long nth);
+FAKE_EXPORT void fakecuda_fail_map(long nth);
+FAKE_EXPORT long fakecuda_calls_during_copies(const char *call);
 
 /* ---------------------------------------------------------------- state */
 
@@ -92,8 +103,9 @@ struct fake_pool {
 struct fake_op {
 	void (*run)(struct fake_op *op);
 	struct fake_op *next;
+	struct fake_stream *stream;     /* where it runs */
 	union {
-		struct { void *dst; const void *src; size_t n; } copy;
+		struct { void *dst; const void *src; size_t n; bool fail; } copy;
 		struct { void *dst; uint32_t value; size_t n; int width; } set;
 		struct { int kind; uint64_t a, b, c, d; } kernel;
 		struct { struct fake_event *ev; } event;
@@ -108,6 +120,7 @@ struct fake_stream {
 	struct fake_op *head, *tail;
 	bool busy;
 	bool quit;
+	CUresult error;         /* of a failed op, until cuStreamSynchronize reports it */
 	struct fake_stream *next_all;
 };
 
@@ -115,6 +128,7 @@ struct fake_event {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	bool done;
+	CUresult error;         /* the stream's error when the event ran */
 };
 
 struct CUctx_st {
@@ -151,6 +165,20 @@ static _Thread_local struct CUctx_st *fake_current;
 static struct fake_stream *fake_streams;
 static _Atomic int fake_live_phys_count;
 static _Atomic int fake_unknown_free_count;
+/* Testing knobs and counters of copies and VMM calls. */
+static atomic_long fake_copies_pending;     /* asynchronous copies queued or running */
+static atomic_uint fake_copy_delay_us;      /* added to each asynchronous copy */
+static atomic_long fake_copy_fail_in;       /* the copy that many from now fails; 0: none */
+static atomic_long fake_map_fail_in;        /* the cuMemMap that many from now fails; 0: none */
+enum { DURING_CREATE, DURING_MAP, DURING_UNMAP, DURING_RELEASE, DURING_N };
+static const char *const during_names[DURING_N] = { "cuMemCreate", "cuMemMap", "cuMemUnmap", "cuMemRelease" };
+static atomic_long fake_during_copies[DURING_N]; /* calls made while a copy was pending */
+
+static void note_call(int which)
+{
+	if (atomic_load(&fake_copies_pending) > 0)
+		atomic_fetch_add(&fake_during_copies[which], 1);
+}
 
 /* Growable arrays guarded by fake_lock. */
 static struct fake_map *maps;
@@ -305,6 +333,7 @@ static CUresult enqueue(CUstream h, struct fake_op *op)
 		return CUDA_ERROR_INVALID_CONTEXT;
 	}
 	op->next = NULL;
+	op->stream = s;
 	pthread_mutex_lock(&s->lock);
 	if (s->tail)
 		s->tail->next = op;
@@ -764,6 +793,7 @@ FAKE_EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t si
 	} else {
 		return CUDA_ERROR_INVALID_VALUE;
 	}
+	note_call(DURING_CREATE);
 	struct fake_phys *p = phys_new(size, dev, prop);
 	if (!p)
 		return CUDA_ERROR_OUT_OF_MEMORY;
@@ -776,6 +806,7 @@ FAKE_EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle handle)
 	NEED_INIT();
 	if (!handle)
 		return CUDA_ERROR_INVALID_VALUE;
+	note_call(DURING_RELEASE);
 	pthread_mutex_lock(&fake_lock);
 	phys_unref((struct fake_phys *)(uintptr_t)handle);
 	pthread_mutex_unlock(&fake_lock);
@@ -789,6 +820,10 @@ FAKE_EXPORT CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset, CUmem
 	NEED_INIT();
 	if (!handle)
 		return CUDA_ERROR_INVALID_HANDLE;
+	note_call(DURING_MAP);
+	long fail = atomic_load(&fake_map_fail_in);
+	if (fail > 0 && atomic_fetch_sub(&fake_map_fail_in, 1) == 1)
+		return CUDA_ERROR_OUT_OF_MEMORY;
 	pthread_mutex_lock(&fake_lock);
 	/* Mapped without access, as on the GPU: cuMemSetAccess grants it. */
 	CUresult r = do_map(ptr, size, offset, (struct fake_phys *)(uintptr_t)handle, PROT_NONE);
@@ -799,6 +834,7 @@ FAKE_EXPORT CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset, CUmem
 FAKE_EXPORT CUresult cuMemUnmap(CUdeviceptr ptr, size_t size)
 {
 	NEED_INIT();
+	note_call(DURING_UNMAP);
 	pthread_mutex_lock(&fake_lock);
 	CUresult r = do_unmap(ptr, size);
 	pthread_mutex_unlock(&fake_lock);
@@ -1463,7 +1499,12 @@ FAKE_EXPORT CUresult cuStreamSynchronize(CUstream hStream)
 	if (!s)
 		return CUDA_ERROR_INVALID_HANDLE;
 	stream_sync(s);
-	return CUDA_SUCCESS;
+	/* A failed copy is reported once, then the stream works again. */
+	pthread_mutex_lock(&s->lock);
+	CUresult r = s->error;
+	s->error = CUDA_SUCCESS;
+	pthread_mutex_unlock(&s->lock);
+	return r;
 }
 
 FAKE_EXPORT CUresult cuStreamSynchronize_ptsz(CUstream hStream)
@@ -1511,7 +1552,11 @@ FAKE_EXPORT CUresult cuEventDestroy_v2(CUevent hEvent)
 static void run_event(struct fake_op *op)
 {
 	struct fake_event *e = op->u.event.ev;
+	pthread_mutex_lock(&op->stream->lock);
+	CUresult error = op->stream->error;
+	pthread_mutex_unlock(&op->stream->lock);
 	pthread_mutex_lock(&e->lock);
+	e->error = error;
 	e->done = true;
 	pthread_cond_broadcast(&e->cond);
 	pthread_mutex_unlock(&e->lock);
@@ -1525,6 +1570,7 @@ FAKE_EXPORT CUresult cuEventRecord(CUevent hEvent, CUstream hStream)
 	struct fake_event *e = (struct fake_event *)hEvent;
 	pthread_mutex_lock(&e->lock);
 	e->done = false;
+	e->error = CUDA_SUCCESS;
 	pthread_mutex_unlock(&e->lock);
 	struct fake_op *op = op_new(run_event);
 	op->u.event.ev = e;
@@ -1536,12 +1582,15 @@ FAKE_EXPORT CUresult cuEventRecord_ptsz(CUevent hEvent, CUstream hStream)
 	return cuEventRecord(hEvent, hStream);
 }
 
-static void event_wait(struct fake_event *e)
+/* Returns the error of the stream's work before the event. */
+static CUresult event_wait(struct fake_event *e)
 {
 	pthread_mutex_lock(&e->lock);
 	while (!e->done)
 		pthread_cond_wait(&e->cond, &e->lock);
+	CUresult r = e->error;
 	pthread_mutex_unlock(&e->lock);
+	return r;
 }
 
 FAKE_EXPORT CUresult cuEventSynchronize(CUevent hEvent)
@@ -1549,8 +1598,7 @@ FAKE_EXPORT CUresult cuEventSynchronize(CUevent hEvent)
 	NEED_INIT();
 	if (!hEvent)
 		return CUDA_ERROR_INVALID_HANDLE;
-	event_wait((struct fake_event *)hEvent);
-	return CUDA_SUCCESS;
+	return event_wait((struct fake_event *)hEvent);
 }
 
 FAKE_EXPORT CUresult cuEventQuery(CUevent hEvent)
@@ -1560,14 +1608,14 @@ FAKE_EXPORT CUresult cuEventQuery(CUevent hEvent)
 		return CUDA_ERROR_INVALID_HANDLE;
 	struct fake_event *e = (struct fake_event *)hEvent;
 	pthread_mutex_lock(&e->lock);
-	bool done = e->done;
+	CUresult r = e->done ? e->error : CUDA_ERROR_NOT_READY;
 	pthread_mutex_unlock(&e->lock);
-	return done ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY;
+	return r;
 }
 
 static void run_wait_event(struct fake_op *op)
 {
-	event_wait(op->u.event.ev);
+	(void)event_wait(op->u.event.ev);
 }
 
 FAKE_EXPORT CUresult cuStreamWaitEvent(CUstream hStream, CUevent hEvent, unsigned int Flags)
@@ -1585,7 +1633,18 @@ FAKE_EXPORT CUresult cuStreamWaitEvent(CUstream hStream, CUevent hEvent, unsigne
 
 static void run_copy(struct fake_op *op)
 {
-	memmove(op->u.copy.dst, op->u.copy.src, op->u.copy.n);
+	unsigned delay = atomic_load(&fake_copy_delay_us);
+	if (delay)
+		usleep(delay);
+	if (op->u.copy.fail) {
+		/* Reported by the events after it and by cuStreamSynchronize. */
+		pthread_mutex_lock(&op->stream->lock);
+		op->stream->error = CUDA_ERROR_ILLEGAL_ADDRESS;
+		pthread_mutex_unlock(&op->stream->lock);
+	} else {
+		memmove(op->u.copy.dst, op->u.copy.src, op->u.copy.n);
+	}
+	atomic_fetch_sub(&fake_copies_pending, 1);
 }
 
 static CUresult copy_async(void *dst, const void *src, size_t n, CUstream h)
@@ -1597,7 +1656,13 @@ static CUresult copy_async(void *dst, const void *src, size_t n, CUstream h)
 	op->u.copy.dst = dst;
 	op->u.copy.src = src;
 	op->u.copy.n = n;
-	return enqueue(h, op);
+	long fail = atomic_load(&fake_copy_fail_in);
+	op->u.copy.fail = fail > 0 && atomic_fetch_sub(&fake_copy_fail_in, 1) == 1;
+	atomic_fetch_add(&fake_copies_pending, 1);
+	CUresult r = enqueue(h, op);
+	if (r != CUDA_SUCCESS)
+		atomic_fetch_sub(&fake_copies_pending, 1);
+	return r;
 }
 
 static CUresult copy_sync(void *dst, const void *src, size_t n)
@@ -2044,6 +2109,39 @@ FAKE_EXPORT int fakecuda_live_phys(void)
 FAKE_EXPORT int fakecuda_unknown_frees(void)
 {
 	return atomic_load(&fake_unknown_free_count);
+}
+
+/* Adds usec to every asynchronous copy from now on (0: none). */
+FAKE_EXPORT void fakecuda_set_copy_delay(unsigned usec)
+{
+	atomic_store(&fake_copy_delay_us, usec);
+}
+
+/* The nth copy made from now on (1: the next) fails when it runs: it copies
+ * nothing, and the events recorded after it on its stream and the next
+ * cuStreamSynchronize of the stream return CUDA_ERROR_ILLEGAL_ADDRESS.
+ * 0 cancels. */
+FAKE_EXPORT void fakecuda_fail_copy(long nth)
+{
+	atomic_store(&fake_copy_fail_in, nth);
+}
+
+/* The nth cuMemMap from now on (1: the next) fails with
+ * CUDA_ERROR_OUT_OF_MEMORY. 0 cancels. */
+FAKE_EXPORT void fakecuda_fail_map(long nth)
+{
+	atomic_store(&fake_map_fail_in, nth);
+}
+
+/* How many calls of cuMemCreate, cuMemMap, cuMemUnmap or cuMemRelease (by
+ * name) were made while an asynchronous copy was queued or running; -1 for
+ * another name. */
+FAKE_EXPORT long fakecuda_calls_during_copies(const char *call)
+{
+	for (int i = 0; i < DURING_N; i++)
+		if (!strcmp(call, during_names[i]))
+			return atomic_load(&fake_during_copies[i]);
+	return -1;
 }
 
 FAKE_EXPORT int fakecuda_is_mapped(CUdeviceptr p)

@@ -106,6 +106,26 @@ static inline void fc_set_register_limit(int live)
 	((void (*)(int))fc_sym("fakecuda_set_register_limit"))(live);
 }
 
+static inline void fc_set_copy_delay(unsigned usec)
+{
+	((void (*)(unsigned))fc_sym("fakecuda_set_copy_delay"))(usec);
+}
+
+static inline void fc_fail_copy(long nth)
+{
+	((void (*)(long))fc_sym("fakecuda_fail_copy"))(nth);
+}
+
+static inline void fc_fail_map(long nth)
+{
+	((void (*)(long))fc_sym("fakecuda_fail_map"))(nth);
+}
+
+static inline long fc_calls_during_copies(const char *call)
+{
+	return ((long (*)(const char *))fc_sym("fakecuda_calls_during_copies"))(call);
+}
+
 static inline void *fc_self_sym(const char *exact)
 {
 	return ((void *(*)(const char *))fc_sym("fakecuda_self_sym"))(exact);
