@@ -64,7 +64,7 @@
 	X(cuMemGetAllocationGranularity) X(cuMemGetAddressRange_v2) X(cuMemHostAlloc) \
 	X(cuMemFreeHost) X(cuMemHostRegister_v2) X(cuMemHostUnregister) \
 	X(cuStreamCreate) X(cuStreamSynchronize) X(cuDeviceGetDefaultMemPool) \
-	X(cuMemPoolTrimTo)
+	X(cuMemPoolTrimTo) X(cuEventCreate) X(cuEventRecord) X(cuEventSynchronize)
 
 enum vram_hook_sym {
 #define VRAM_HOOK_X(n) VRAM_HOOK_SYM_##n,

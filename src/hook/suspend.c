@@ -13,18 +13,33 @@
  * opens the gate again.
  *
  * Offload: every movable physical allocation is copied to a pinned host
- * buffer, in 64 MiB chunks spread over several streams per device; then each
- * of its mappings is unmapped and the physical memory released. The virtual
- * address ranges stay reserved. Host buffers are kept after a restore, so
- * the next offload runs at link speed; VRAM_HOOK_KEEP_HOST=0 (or the
- * drop-host flag of a command) frees them. The first offload makes the
- * buffers in pieces on several threads and copies each piece as soon as it
- * is pinned (see "pinned buffers" below).
+ * buffer, in chunks (256 MiB) over two streams per device, and each of its
+ * mappings is then unmapped and the physical memory released. The virtual
+ * address ranges stay reserved. When every allocation already has its
+ * buffer (every offload but the first), the release runs behind the copies:
+ * an allocation's memory goes as soon as its own copies are done, while the
+ * later ones still copy (see "release behind the copies"). The first offload
+ * makes the buffers in pieces on several threads and copies each piece as
+ * soon as it is pinned (see "pinned buffers" below); pinning can still fail
+ * half-way, so it releases nothing before every copy is done. Host buffers
+ * are kept after a restore, so the next offload runs at link speed;
+ * VRAM_HOOK_KEEP_HOST=0 (or the drop-host flag of a command) frees them.
  *
- * Restore: first all physical memory is created; if the device cannot give
- * it, nothing is mapped, the process stays offloaded and the error says how
- * many bytes were missing. Then every mapping is recreated at its address
- * with the access it had, the data is copied back, and the gate opens.
+ * Restore: allocation by allocation, physical memory is created, mapped at
+ * the addresses it had with the access it had, and its copies are issued;
+ * the copies of one allocation run while the next is created and mapped.
+ * If the device cannot give the memory (or a mapping fails), everything
+ * done so far is undone once the copies in flight have finished: the
+ * process stays offloaded with its host copies, and the error says how many
+ * bytes were missing. Otherwise the gate opens once every copy is done.
+ *
+ * An offload whose copies fail after some allocations were released brings
+ * those back from their host copies, and the process runs on; if even that
+ * fails, the process stays offloaded and a restore brings the rest back.
+ *
+ * Each answer says where the time went (struct phases): for an offload
+ * "[ms: drain= sync= copy= release= tail=]", for a restore
+ * "[ms: create= map= head= copy= tail=]".
  */
 #include <errno.h>
 #include <linux/membarrier.h>
@@ -40,8 +55,6 @@
 #include "hook/hook.h"
 
 #define GATE_SLOTS 4096
-#define COPY_STREAMS 4
-#define COPY_CHUNK (64ull << 20)   /* bytes */
 #define DRAIN_TIMEOUT_MS 30000
 
 struct padded_slot {
@@ -182,9 +195,23 @@ static int gate_close(int timeout_ms)
 
 /* ------------------------------------------------------- device contexts */
 
+/*
+ * Copies: one copy engine per direction fills the PCIe link (55 GB/s each
+ * way on the H100, the same with one stream or four), so two streams are
+ * enough to keep one copy queued behind the running one, and large chunks
+ * keep the per-copy cost out of sight. VRAM_HOOK_COPY_STREAMS and
+ * VRAM_HOOK_COPY_CHUNK change both for measurements and tests.
+ */
+#define COPY_STREAMS_MAX 4
+#define COPY_STREAMS_DEFAULT 2
+#define COPY_CHUNK_DEFAULT (256ull << 20) /* bytes */
+#define COPY_CHUNK_MIN (64ull << 10)      /* bytes */
+#define TICKETS 64                        /* runs of copies whose release is pending, at most */
+
 struct dev_ctx {
 	CUcontext ctx;                 /* the device's primary context, retained once */
-	CUstream streams[COPY_STREAMS];
+	CUstream streams[COPY_STREAMS_MAX];
+	CUevent done[TICKETS][COPY_STREAMS_MAX]; /* per ticket slot and stream, made when first needed */
 	bool ready;
 };
 static struct dev_ctx devctx[VRAM_HOOK_MAX_DEVICES];
@@ -198,7 +225,7 @@ static int use_device(int dev)
 			return -ENODEV;
 		if (VRAM_REAL(cuCtxSetCurrent)(d->ctx) != CUDA_SUCCESS)
 			return -ENODEV;
-		for (int i = 0; i < COPY_STREAMS; i++)
+		for (int i = 0; i < COPY_STREAMS_MAX; i++)
 			if (VRAM_REAL(cuStreamCreate)(&d->streams[i], CU_STREAM_NON_BLOCKING) != CUDA_SUCCESS)
 				return -ENOMEM;
 		d->ready = true;
@@ -211,7 +238,7 @@ static int sync_device_streams(int dev)
 	int err = 0;
 	if (use_device(dev) < 0)
 		return -ENODEV;
-	for (int i = 0; i < COPY_STREAMS; i++)
+	for (int i = 0; i < COPY_STREAMS_MAX; i++)
 		if (VRAM_REAL(cuStreamSynchronize)(devctx[dev].streams[i]) != CUDA_SUCCESS)
 			err = -EIO;
 	return err;
@@ -222,6 +249,14 @@ static uint64_t now_usec(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* The largest power of two that is <= v (v > 0). */
+static uint64_t pow2_floor(uint64_t v)
+{
+	while (v & (v - 1))
+		v &= v - 1;
+	return v;
 }
 
 /* ------------------------------------------------------------ work lists */
@@ -274,35 +309,61 @@ static void temp_unmap(struct item *it)
 	it->va = 0;
 }
 
-/* Bytes per asynchronous copy of p: never across two pinned ranges. */
-static uint64_t copy_step(const struct vram_hook_phys *p)
+/* How copies are cut and spread over the streams, for one operation. */
+struct copier {
+	unsigned streams;              /* streams used per device, 1..COPY_STREAMS_MAX */
+	uint64_t chunk;                /* bytes per copy at most, a power of two */
+	unsigned next;                 /* round robin over the streams */
+	unsigned used;                 /* bit mask: streams given a copy since the last ticket */
+};
+
+static struct copier copier_new(void)
 {
-	return p->host_piece && p->host_piece < COPY_CHUNK ? p->host_piece : COPY_CHUNK;
+	struct copier cp = { .streams = COPY_STREAMS_DEFAULT, .chunk = COPY_CHUNK_DEFAULT };
+	const char *s = secure_getenv("VRAM_HOOK_COPY_STREAMS");
+	if (s && *s) {
+		long v = strtol(s, NULL, 10);
+		if (v >= 1 && v <= COPY_STREAMS_MAX)
+			cp.streams = (unsigned)v;
+	}
+	uint64_t chunk;
+	const char *c = secure_getenv("VRAM_HOOK_COPY_CHUNK");
+	if (c && vram_hook_parse_bytes(c, &chunk) == 0 && chunk >= COPY_CHUNK_MIN)
+		cp.chunk = pow2_floor(chunk);
+	return cp;
+}
+
+/* Bytes per asynchronous copy of p: never across two pinned ranges. */
+static uint64_t copy_step(const struct vram_hook_phys *p, const struct copier *cp)
+{
+	return p->host_piece && p->host_piece < cp->chunk ? p->host_piece : cp->chunk;
 }
 
 /* Issues the copies of [off, off + len) of an item between the device and
  * host (the item's whole buffer), in chunks over its device's streams. */
-static int copy_range(struct item *it, void *host, uint64_t off, uint64_t len, bool to_host, unsigned *rr)
+static int copy_range(struct item *it, void *host, uint64_t off, uint64_t len, bool to_host, struct copier *cp)
 {
 	struct vram_hook_phys *p = it->phys;
-	uint64_t step = copy_step(p), end = off + len;
+	uint64_t step = copy_step(p, cp), end = off + len;
 	if (use_device(p->dev) < 0)
 		return -ENODEV;
 	for (; off < end; off += step) {
 		uint64_t n = end - off < step ? end - off : step;
-		CUstream s = devctx[p->dev].streams[(*rr)++ % COPY_STREAMS];
+		unsigned si = cp->next++ % cp->streams;
+		CUstream s = devctx[p->dev].streams[si];
 		CUresult r = to_host
 			? VRAM_REAL(cuMemcpyDtoHAsync_v2)((char *)host + off, it->va + off, n, s)
 			: VRAM_REAL(cuMemcpyHtoDAsync_v2)(it->va + off, (char *)host + off, n, s);
 		if (r != CUDA_SUCCESS)
 			return -EIO;
+		cp->used |= 1u << si;
 	}
 	return 0;
 }
 
-static int copy_item(struct item *it, bool to_host, unsigned *rr)
+static int copy_item(struct item *it, bool to_host, struct copier *cp)
 {
-	return copy_range(it, it->phys->host, 0, it->phys->size, to_host, rr);
+	return copy_range(it, it->phys->host, 0, it->phys->size, to_host, cp);
 }
 
 static int sync_all_streams(void)
@@ -340,7 +401,7 @@ static int sync_all_streams(void)
 #define CU_MEMHOSTREGISTER_PORTABLE 0x01
 
 _Static_assert((PIN_PIECE_DEFAULT & (PIN_PIECE_DEFAULT - 1)) == 0 &&
-	       (COPY_CHUNK & (COPY_CHUNK - 1)) == 0, "pieces and chunks nest");
+	       (COPY_CHUNK_DEFAULT & (COPY_CHUNK_DEFAULT - 1)) == 0, "pieces and chunks nest");
 
 enum pin_method { PIN_REGISTER, PIN_HOSTALLOC };
 
@@ -374,11 +435,8 @@ static struct pin_settings pin_settings(void)
 	}
 	uint64_t piece;
 	const char *pc = secure_getenv("VRAM_HOOK_PIN_PIECE");
-	if (pc && vram_hook_parse_bytes(pc, &piece) == 0 && piece >= page_size()) {
-		while (piece & (piece - 1))
-			piece &= piece - 1; /* round down to a power of two */
-		ps.piece = piece;
-	}
+	if (pc && vram_hook_parse_bytes(pc, &piece) == 0 && piece >= page_size())
+		ps.piece = pow2_floor(piece);
 	return ps;
 }
 
@@ -539,13 +597,13 @@ struct pin_stats {
  * are issued, not waited for. Returns 0, -ENOMEM (no pinned memory) or -EIO;
  * bytes counts what was issued.
  */
-static int offload_copy_out(struct item *items, size_t n, struct pin_stats *ret_stats, uint64_t *ret_bytes)
+static int offload_copy_out(struct item *items, size_t n, struct copier *cp, struct pin_stats *ret_stats,
+			    uint64_t *ret_bytes)
 {
 	struct pin_settings ps = pin_settings();
 	struct pin_job job = { .items = items, .method = ps.method, .piece = ps.piece };
 	pthread_t workers[PIN_THREADS_MAX];
 	unsigned nworkers = 0;
-	unsigned rr = 0;
 	int err = 0;
 
 	for (size_t i = 0; i < n; i++)
@@ -600,7 +658,7 @@ static int offload_copy_out(struct item *items, size_t n, struct pin_stats *ret_
 	for (size_t i = 0; i < n && !err; i++) {
 		struct vram_hook_phys *p = items[i].phys;
 		if (p->host) {
-			err = copy_item(&items[i], true, &rr);
+			err = copy_item(&items[i], true, cp);
 			*ret_bytes += p->size;
 			continue;
 		}
@@ -609,7 +667,7 @@ static int offload_copy_out(struct item *items, size_t n, struct pin_stats *ret_
 				err = -ENOMEM;
 				break;
 			}
-			err = copy_range(&items[i], job.host[i], job.units[u].offset, job.units[u].len, true, &rr);
+			err = copy_range(&items[i], job.host[i], job.units[u].offset, job.units[u].len, true, cp);
 			*ret_bytes += job.units[u].len;
 		}
 	}
@@ -644,13 +702,321 @@ static double gbps(uint64_t bytes, uint64_t usec)
 	return usec ? (double)bytes / (double)usec / 1000.0 : 0.0;
 }
 
+/* ------------------------------------------------------ phase timings */
+
+/*
+ * Where an offload or a restore spent its time, reported in its answer.
+ * Offload: drain (closing the gate: the program's calls finishing) + sync
+ * (listing, synchronizing the contexts, trimming pools, mapping for copies)
+ * + copy (first copy issued to every copy seen done) + tail (after the
+ * copies) = the total; release is the time in cuMemUnmap and cuMemRelease,
+ * behind the copies but for what falls into tail. Restore: head (up to the
+ * first copy: the first allocation created and mapped) + copy + tail = the
+ * total; create and map are the time in cuMemCreate and in mapping, most of
+ * it behind the copies.
+ */
+struct phases {
+	uint64_t start;                /* usec, monotonic */
+	uint64_t first_copy;           /* usec: the first copy issued; 0: none yet */
+	uint64_t copies_done;          /* usec: every copy seen done; 0: not yet */
+	uint64_t drain_us;
+	uint64_t release_us;
+	uint64_t create_us;
+	uint64_t map_us;
+};
+
+static double ms(uint64_t usec)
+{
+	return (double)usec / 1000.0;
+}
+
+/* Writes "[ms: ...]" of an operation that ended at end (usec) to out;
+ * returns what snprintf returns. */
+static int phases_format(char *out, size_t cap, const struct phases *ph, bool offload, uint64_t end)
+{
+	uint64_t first = ph->first_copy ? ph->first_copy : end;
+	uint64_t done = ph->copies_done > first ? ph->copies_done : first;
+	uint64_t before = first - ph->start;
+	if (offload)
+		return snprintf(out, cap, "[ms: drain=%.1f sync=%.1f copy=%.1f release=%.1f tail=%.1f]",
+				ms(ph->drain_us), ms(before > ph->drain_us ? before - ph->drain_us : 0),
+				ms(done - first), ms(ph->release_us), ms(end > done ? end - done : 0));
+	return snprintf(out, cap, "[ms: create=%.1f map=%.1f head=%.1f copy=%.1f tail=%.1f]", ms(ph->create_us),
+			ms(ph->map_us), ms(before), ms(done - first), ms(end > done ? end - done : 0));
+}
+
+/* ------------------------------------------------ release behind the copies */
+
+/* Gives the device memory of an item whose copy is in host memory back. */
+static void release_item(struct item *it)
+{
+	struct vram_hook_phys *p = it->phys;
+	temp_unmap(it);
+	for (struct vram_hook_map *m = p->maps; m; m = m->next_in_phys)
+		if (VRAM_REAL(cuMemUnmap)(m->va, m->size) != CUDA_SUCCESS)
+			vram_hook_log(VRAM_HOOK_LOG_WARN, "unmap of %#llx failed during offload",
+				      (unsigned long long)m->va);
+	VRAM_REAL(cuMemRelease)(p->real);
+	p->real = 0;
+	p->offloaded = true;
+	atomic_fetch_add(&vram_hook_usage[p->dev].offloaded, p->size);
+}
+
+/*
+ * A warm offload issues its copies item by item without waiting, and cuts
+ * them into tickets: runs of items on one device worth a chunk or more,
+ * each closed by an event on every stream that got one of its copies.
+ * Streams run in order, so once a ticket's events are done its items are in
+ * host memory, and their device memory goes while the copies of later
+ * tickets still run. Tickets are released in order, so the released items
+ * are always the first of the list. At most TICKETS are pending; issuing
+ * waits for the oldest when all are taken, with TICKETS - 1 chunks still
+ * queued (a quarter of a second of copies at the default chunk).
+ */
+struct ticket {
+	size_t end;                    /* its items end here and start at the previous ticket's end */
+	int dev;
+	unsigned streams;              /* bit mask: the streams with an event */
+};
+
+struct release_pipe {
+	struct item *items;
+	struct copier *cp;
+	struct ticket ring[TICKETS];
+	unsigned head, count;          /* slot of the oldest pending ticket; pending tickets */
+	size_t issued;                 /* items whose copies are all issued */
+	size_t released;               /* items released: items[0, released) */
+	uint64_t open_bytes;           /* bytes issued since the last ticket */
+	int open_dev;                  /* their device; -1: none */
+	uint64_t release_us;           /* in release_item */
+	uint64_t copies_done;          /* usec: the last ticket seen done */
+};
+
+/* Waits for the oldest ticket and releases its items. Returns 0, or -EIO
+ * when one of its copies failed (nothing of it is released). */
+static int pipe_release_oldest(struct release_pipe *pp)
+{
+	struct ticket *t = &pp->ring[pp->head];
+	for (unsigned s = 0; s < COPY_STREAMS_MAX; s++)
+		if ((t->streams & (1u << s)) &&
+		    VRAM_REAL(cuEventSynchronize)(devctx[t->dev].done[pp->head][s]) != CUDA_SUCCESS)
+			return -EIO;
+	uint64_t t0 = now_usec();
+	pp->copies_done = t0;
+	for (; pp->released < t->end; pp->released++)
+		release_item(&pp->items[pp->released]);
+	pp->release_us += now_usec() - t0;
+	pp->head = (pp->head + 1) % TICKETS;
+	pp->count--;
+	return 0;
+}
+
+/* Closes the open ticket with an event behind its copies on each stream it
+ * used. Returns 0, -EIO or -ENODEV. */
+static int pipe_close(struct release_pipe *pp)
+{
+	if (pp->open_dev < 0)
+		return 0;
+	if (pp->count == TICKETS) {
+		int err = pipe_release_oldest(pp);
+		if (err < 0)
+			return err;
+	}
+	unsigned slot = (pp->head + pp->count) % TICKETS;
+	struct dev_ctx *d = &devctx[pp->open_dev];
+	if (use_device(pp->open_dev) < 0)
+		return -ENODEV;
+	for (unsigned s = 0; s < COPY_STREAMS_MAX; s++) {
+		if (!(pp->cp->used & (1u << s)))
+			continue;
+		if (!d->done[slot][s] &&
+		    VRAM_REAL(cuEventCreate)(&d->done[slot][s], CU_EVENT_DISABLE_TIMING) != CUDA_SUCCESS) {
+			d->done[slot][s] = NULL;
+			return -EIO;
+		}
+		if (VRAM_REAL(cuEventRecord)(d->done[slot][s], d->streams[s]) != CUDA_SUCCESS)
+			return -EIO;
+	}
+	pp->ring[slot] = (struct ticket){ .end = pp->issued, .dev = pp->open_dev, .streams = pp->cp->used };
+	pp->count++;
+	pp->cp->used = 0;
+	pp->open_bytes = 0;
+	pp->open_dev = -1;
+	return 0;
+}
+
+/*
+ * Warm offload: every item has its host buffer, so only a copy can fail.
+ * Issues the copies item by item, closes a ticket whenever a chunk's worth
+ * is issued or the device changes, then waits for the tickets in turn and
+ * releases their items. Returns 0 or -EIO; bytes counts what was issued.
+ * On failure, items[0, pp->released) are released and copies may still run.
+ */
+static int offload_pipelined(struct release_pipe *pp, size_t n, uint64_t *ret_bytes)
+{
+	int err = 0;
+	for (size_t i = 0; i < n && !err; i++) {
+		struct vram_hook_phys *p = pp->items[i].phys;
+		if (pp->open_dev >= 0 && pp->open_dev != p->dev && (err = pipe_close(pp)) < 0)
+			break;
+		err = copy_item(&pp->items[i], true, pp->cp);
+		if (err < 0)
+			break;
+		*ret_bytes += p->size;
+		pp->issued = i + 1;
+		pp->open_dev = p->dev;
+		pp->open_bytes += p->size;
+		if (pp->open_bytes >= pp->cp->chunk)
+			err = pipe_close(pp);
+	}
+	if (!err)
+		err = pipe_close(pp);
+	while (!err && pp->count)
+		err = pipe_release_oldest(pp);
+	return err < 0 ? -EIO : 0;
+}
+
+/* ------------------------------------------------ mapping for a restore */
+
+static void free_fresh(struct item *items, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (items[i].fresh)
+			VRAM_REAL(cuMemRelease)(items[i].fresh);
+		items[i].fresh = 0;
+	}
+}
+
+/* Unmaps p's mappings from the first up to stop (NULL: all). */
+static void unmap_upto(struct vram_hook_phys *p, const struct vram_hook_map *stop)
+{
+	for (struct vram_hook_map *m = p->maps; m != stop; m = m->next_in_phys)
+		VRAM_REAL(cuMemUnmap)(m->va, m->size);
+}
+
+/* Maps it->fresh at every address it had, with the access it had, and sets
+ * where to copy: a full mapping, else one of its own. Returns 0, or -EIO
+ * with nothing of it mapped and why (cap bytes) saying what failed. */
+static int map_item(struct item *it, char *why, size_t cap)
+{
+	struct vram_hook_phys *p = it->phys;
+	for (struct vram_hook_map *m = p->maps; m; m = m->next_in_phys) {
+		if (VRAM_REAL(cuMemMap)(m->va, m->size, m->offset, it->fresh, 0) != CUDA_SUCCESS ||
+		    (m->naccess && VRAM_REAL(cuMemSetAccess)(m->va, m->size, m->access, m->naccess) != CUDA_SUCCESS)) {
+			unmap_upto(p, m);
+			VRAM_REAL(cuMemUnmap)(m->va, m->size); /* mapped, but without its access */
+			snprintf(why, cap, "cannot map %#llx again", (unsigned long long)m->va);
+			return -EIO;
+		}
+	}
+	it->va = full_mapping(p);
+	it->temp_va = false;
+	if (!it->va && temp_map(it, it->fresh) < 0) {
+		unmap_upto(p, NULL);
+		snprintf(why, cap, "cannot map memory for copying");
+		return -EIO;
+	}
+	return 0;
+}
+
+/* Bytes of free device memory, or 0 if unknown. */
+static uint64_t device_free(int dev)
+{
+	size_t f = 0, t = 0;
+	if (use_device(dev) < 0 || VRAM_REAL(cuMemGetInfo_v2)(&f, &t) != CUDA_SUCCESS)
+		return 0;
+	return f;
+}
+
+/*
+ * Brings items[0, n) back to the device: for each in turn, new physical
+ * memory, its mappings, then its copies, so that the copies of one run while
+ * the next is created and mapped. Returns 0 (the items are on the device
+ * again), or with everything undone (the items stay offloaded, their host
+ * copies untouched): -ENOMEM (the device has too little memory;
+ * *ret_missing says how many bytes) or -EIO; why (cap bytes) then says
+ * what failed.
+ */
+static int restore_items(struct item *items, size_t n, struct copier *cp, struct phases *ph, char *why,
+			 size_t cap, uint64_t *ret_missing)
+{
+	size_t mapped = 0; /* items[0, mapped) have their memory and mappings */
+	int err = 0, short_dev = -1;
+	uint64_t short_size = 0;
+
+	while (mapped < n && !err) {
+		struct item *it = &items[mapped];
+		struct vram_hook_phys *p = it->phys;
+		uint64_t t0 = now_usec();
+		CUresult r = VRAM_REAL(cuMemCreate)(&it->fresh, p->size, &p->prop, 0);
+		uint64_t t1 = now_usec();
+		ph->create_us += t1 - t0;
+		if (r != CUDA_SUCCESS) {
+			it->fresh = 0;
+			short_dev = p->dev;
+			short_size = p->size;
+			err = -ENOMEM;
+			break;
+		}
+		err = map_item(it, why, cap);
+		ph->map_us += now_usec() - t1;
+		if (err < 0)
+			break;
+		mapped++;
+		if (!ph->first_copy)
+			ph->first_copy = now_usec();
+		if (copy_item(it, false, cp) < 0) {
+			snprintf(why, cap, "a copy to the device failed");
+			err = -EIO;
+		}
+	}
+	/* Nothing may copy into memory that is mapped away below. */
+	if (sync_all_streams() < 0 && !err) {
+		snprintf(why, cap, "a copy to the device failed");
+		err = -EIO;
+	}
+	ph->copies_done = now_usec();
+	for (size_t i = 0; i < mapped; i++)
+		temp_unmap(&items[i]);
+	if (err) {
+		for (size_t i = 0; i < mapped; i++)
+			unmap_upto(items[i].phys, NULL);
+		free_fresh(items, n);
+		if (err == -ENOMEM) {
+			uint64_t need = 0;
+			for (size_t j = 0; j < n; j++)
+				if (items[j].phys->dev == short_dev)
+					need += items[j].phys->size;
+			uint64_t avail = device_free(short_dev);
+			*ret_missing = need > avail ? need - avail : short_size;
+			snprintf(why, cap, "device %d needs %llu bytes but has %llu free (%llu bytes missing)",
+				 short_dev, (unsigned long long)need, (unsigned long long)avail,
+				 (unsigned long long)*ret_missing);
+		}
+		return err;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct vram_hook_phys *p = items[i].phys;
+		p->real = items[i].fresh;
+		items[i].fresh = 0;
+		p->offloaded = false;
+		atomic_fetch_sub(&vram_hook_usage[p->dev].offloaded, p->size);
+	}
+	return 0;
+}
+
 /* ---------------------------------------------------------------- offload */
 
 void vram_hook_offload(bool drop_host, struct vram_hook_op_result *ret)
 {
 	struct item *items = NULL;
 	size_t n = 0;
-	uint64_t start = now_usec(), bytes = 0;
+	struct phases ph = { .start = now_usec() };
+	struct copier cp = copier_new();
+	struct release_pipe pipe = { .cp = &cp, .open_dev = -1 };
+	struct pin_stats pinned = { 0 };
+	uint64_t bytes = 0;
+	bool warm = true;
 	int err;
 
 	memset(ret, 0, sizeof(*ret));
@@ -667,6 +1033,7 @@ void vram_hook_offload(bool drop_host, struct vram_hook_op_result *ret)
 	}
 	atomic_store(&vram_hook_state, VRAM_HOOK_OFFLOADING);
 	err = gate_close(DRAIN_TIMEOUT_MS);
+	ph.drain_us = now_usec() - ph.start;
 	if (err < 0) {
 		ret->status = err;
 		if (err == -EIO)
@@ -713,60 +1080,103 @@ void vram_hook_offload(bool drop_host, struct vram_hook_op_result *ret)
 			snprintf(ret->text, sizeof(ret->text), "Failed to offload: cannot map memory for copying");
 			goto out_abort;
 		}
+		warm = warm && items[i].phys->host;
 	}
 
-	/* Copies start as soon as each piece of a new buffer is pinned. */
-	struct pin_stats pinned = { 0 };
-	err = offload_copy_out(items, n, &pinned, &bytes);
-	if (sync_all_streams() < 0 && !err)
-		err = -EIO;
+	pipe.items = items;
+	ph.first_copy = now_usec();
+	if (warm) {
+		err = offload_pipelined(&pipe, n, &bytes);
+		ph.copies_done = pipe.copies_done;
+		ph.release_us = pipe.release_us;
+	} else {
+		/* Copies start as soon as each piece of a new buffer is pinned.
+		 * Pinning may fail after the first copies, when the process must
+		 * run on with all of its memory: nothing goes before the end. */
+		err = offload_copy_out(items, n, &cp, &pinned, &bytes);
+		if (sync_all_streams() < 0 && !err)
+			err = -EIO;
+		ph.copies_done = now_usec();
+		for (size_t i = 0; i < n && !err; i++)
+			release_item(&items[i]);
+		ph.release_us = err ? 0 : now_usec() - ph.copies_done;
+	}
 	if (err) {
-		uint64_t need = 0;
+		uint64_t need = 0, back = 0;
+		/* Nothing may still copy into a buffer or out of memory given back. */
+		sync_all_streams();
 		for (size_t i = 0; i < n; i++)
 			if (!items[i].phys->host)
 				need += items[i].phys->size;
+		for (size_t i = 0; i < pipe.released; i++)
+			back += items[i].phys->size;
 
-		if (err == -ENOMEM)
+		if (err == -ENOMEM) {
 			snprintf(ret->text, sizeof(ret->text),
 				 "Failed to offload: could not allocate %llu bytes of pinned host memory",
 				 (unsigned long long)need);
-		else
+		} else if (!pipe.released) {
 			snprintf(ret->text, sizeof(ret->text), "Failed to offload: a copy to host memory failed");
+		} else {
+			/* Bring back what went already, from its complete host copy. */
+			struct phases again = { .start = now_usec() };
+			char why[100];
+			uint64_t missing = 0;
+			if (restore_items(items, pipe.released, &cp, &again, why, sizeof(why), &missing) < 0) {
+				snprintf(ret->text, sizeof(ret->text),
+					 "Failed to offload: a copy failed; the %llu bytes given back could not "
+					 "come back (%s): the process stays offloaded",
+					 (unsigned long long)back, why);
+				ret->missing = missing;
+				goto out_partial;
+			}
+			snprintf(ret->text, sizeof(ret->text),
+				 "Failed to offload: a copy to host memory failed; the %llu bytes given back "
+				 "already were brought back", (unsigned long long)back);
+		}
 		goto out_abort;
-	}
-
-	/* All data is safe in host memory: give the device memory back. */
-	for (size_t i = 0; i < n; i++) {
-		struct vram_hook_phys *p = items[i].phys;
-		temp_unmap(&items[i]);
-		for (struct vram_hook_map *m = p->maps; m; m = m->next_in_phys)
-			if (VRAM_REAL(cuMemUnmap)(m->va, m->size) != CUDA_SUCCESS)
-				vram_hook_log(VRAM_HOOK_LOG_WARN, "unmap of %#llx failed during offload",
-					      (unsigned long long)m->va);
-		VRAM_REAL(cuMemRelease)(p->real);
-		p->real = 0;
-		p->offloaded = true;
-		atomic_fetch_add(&vram_hook_usage[p->dev].offloaded, p->size);
 	}
 	pthread_mutex_unlock(&vram_hook_lock);
 
 	drop_host_after_restore = drop_host || !keep_host_default();
 	atomic_store(&vram_hook_state, VRAM_HOOK_OFFLOADED);
 	atomic_fetch_add(&vram_hook_usage_seq, 1);
+	uint64_t end = now_usec();
+	char phase_text[96];
+	phases_format(phase_text, sizeof(phase_text), &ph, true, end);
 	ret->bytes = bytes;
 	ret->nonmovable = vram_hook_nonmovable_total();
-	ret->usec = now_usec() - start;
+	ret->usec = end - ph.start;
 	int len = snprintf(ret->text, sizeof(ret->text),
-			   "offloaded %llu bytes in %.3f s (%.1f GB/s); %llu bytes stay on the device "
+			   "offloaded %llu bytes in %.3f s (%.1f GB/s) %s; %llu bytes stay on the device "
 			   "(context, pools, managed, IPC, exported)",
-			   (unsigned long long)bytes, (double)ret->usec / 1e6, gbps(bytes, ret->usec),
+			   (unsigned long long)bytes, (double)ret->usec / 1e6, gbps(bytes, ret->usec), phase_text,
 			   (unsigned long long)ret->nonmovable);
 	if (pinned.bytes && len > 0 && (size_t)len < sizeof(ret->text))
 		snprintf(ret->text + len, sizeof(ret->text) - (size_t)len,
 			 "; pinned %llu new bytes in %zu pieces on %u threads", (unsigned long long)pinned.bytes,
 			 pinned.pieces, pinned.threads);
 	vram_hook_log(VRAM_HOOK_LOG_INFO, "%s", ret->text);
+	vram_hook_log(VRAM_HOOK_LOG_DEBUG, "offload: %zu allocations, %s, %u streams, %llu-byte chunks", n,
+		      warm ? "released behind the copies" : "new buffers, released after the copies", cp.streams,
+		      (unsigned long long)cp.chunk);
 	free(items);
+	pthread_mutex_unlock(&suspend_mutex);
+	return;
+
+out_partial:
+	/* Some memory is in host buffers only: the gate stays closed until a
+	 * restore brings it back; the rest never left the device. */
+	for (size_t i = 0; i < n; i++)
+		temp_unmap(&items[i]);
+	pthread_mutex_unlock(&vram_hook_lock);
+	free(items);
+	ret->status = err;
+	ret->usec = now_usec() - ph.start;
+	vram_hook_log(VRAM_HOOK_LOG_ERROR, "%s", ret->text);
+	drop_host_after_restore = drop_host || !keep_host_default();
+	atomic_store(&vram_hook_state, VRAM_HOOK_OFFLOADED);
+	atomic_fetch_add(&vram_hook_usage_seq, 1);
 	pthread_mutex_unlock(&suspend_mutex);
 	return;
 
@@ -776,7 +1186,7 @@ out_abort:
 	pthread_mutex_unlock(&vram_hook_lock);
 	free(items);
 	ret->status = err;
-	ret->usec = now_usec() - start;
+	ret->usec = now_usec() - ph.start;
 	vram_hook_log(VRAM_HOOK_LOG_ERROR, "%s", ret->text);
 	atomic_store(&vram_hook_state, VRAM_HOOK_RUNNING);
 	gate_open();
@@ -786,29 +1196,14 @@ out_unlock:
 
 /* ---------------------------------------------------------------- restore */
 
-static void free_fresh(struct item *items, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		if (items[i].fresh)
-			VRAM_REAL(cuMemRelease)(items[i].fresh);
-		items[i].fresh = 0;
-	}
-}
-
-/* Bytes of free device memory, or 0 if unknown. */
-static uint64_t device_free(int dev)
-{
-	size_t f = 0, t = 0;
-	if (use_device(dev) < 0 || VRAM_REAL(cuMemGetInfo_v2)(&f, &t) != CUDA_SUCCESS)
-		return 0;
-	return f;
-}
-
 void vram_hook_restore(struct vram_hook_op_result *ret)
 {
 	struct item *items = NULL;
-	size_t n = 0, mapped_upto = 0;
-	uint64_t start = now_usec(), bytes = 0;
+	size_t n = 0;
+	struct phases ph = { .start = now_usec() };
+	struct copier cp = copier_new();
+	uint64_t bytes = 0;
+	char why[200];
 	int err = 0;
 
 	memset(ret, 0, sizeof(*ret));
@@ -835,86 +1230,26 @@ void vram_hook_restore(struct vram_hook_op_result *ret)
 		if (p->offloaded)
 			items[n++].phys = p;
 
-	/* 1. All physical memory first: a shortage changes nothing. */
-	for (size_t i = 0; i < n; i++) {
-		struct vram_hook_phys *p = items[i].phys;
-		if (VRAM_REAL(cuMemCreate)(&items[i].fresh, p->size, &p->prop, 0) == CUDA_SUCCESS)
-			continue;
-		items[i].fresh = 0;
-		free_fresh(items, n);
-		uint64_t need = 0;
-		for (size_t j = 0; j < n; j++)
-			if (items[j].phys->dev == p->dev)
-				need += items[j].phys->size;
-		uint64_t avail = device_free(p->dev);
-		ret->missing = need > avail ? need - avail : p->size;
-		err = -ENOMEM;
-		snprintf(ret->text, sizeof(ret->text),
-			 "Failed to restore: device %d needs %llu bytes but has %llu free (%llu bytes missing); "
-			 "the process stays offloaded",
-			 p->dev, (unsigned long long)need, (unsigned long long)avail,
-			 (unsigned long long)ret->missing);
+	err = restore_items(items, n, &cp, &ph, why, sizeof(why), &ret->missing);
+	if (err < 0) {
+		snprintf(ret->text, sizeof(ret->text), "Failed to restore: %s; the process stays offloaded", why);
 		goto out_fail;
 	}
-
-	/* 2. Mappings at the same addresses, with the access they had. */
-	for (mapped_upto = 0; mapped_upto < n; mapped_upto++) {
-		struct item *it = &items[mapped_upto];
-		struct vram_hook_phys *p = it->phys;
-		for (struct vram_hook_map *m = p->maps; m; m = m->next_in_phys) {
-			if (VRAM_REAL(cuMemMap)(m->va, m->size, m->offset, it->fresh, 0) != CUDA_SUCCESS ||
-			    (m->naccess && VRAM_REAL(cuMemSetAccess)(m->va, m->size, m->access, m->naccess) !=
-						   CUDA_SUCCESS)) {
-				/* Undo this item's mappings made so far. */
-				for (struct vram_hook_map *u = p->maps; u != m; u = u->next_in_phys)
-					VRAM_REAL(cuMemUnmap)(u->va, u->size);
-				VRAM_REAL(cuMemUnmap)(m->va, m->size);
-				err = -EIO;
-				snprintf(ret->text, sizeof(ret->text),
-					 "Failed to restore: cannot map %#llx again", (unsigned long long)m->va);
-				goto out_unmap;
-			}
-		}
-		it->va = full_mapping(p);
-		if (!it->va && temp_map(it, it->fresh) < 0) {
-			for (struct vram_hook_map *u = p->maps; u; u = u->next_in_phys)
-				VRAM_REAL(cuMemUnmap)(u->va, u->size);
-			err = -EIO;
-			snprintf(ret->text, sizeof(ret->text), "Failed to restore: cannot map memory for copying");
-			goto out_unmap;
-		}
-	}
-
-	/* 3. The data. */
-	unsigned rr = 0;
-	for (size_t i = 0; i < n && !err; i++) {
-		err = copy_item(&items[i], false, &rr);
-		bytes += items[i].phys->size;
-	}
-	if (sync_all_streams() < 0 && !err)
-		err = -EIO;
-	for (size_t i = 0; i < n; i++)
-		temp_unmap(&items[i]);
-	if (err) {
-		snprintf(ret->text, sizeof(ret->text), "Failed to restore: a copy to the device failed");
-		goto out_unmap;
-	}
-
 	for (size_t i = 0; i < n; i++) {
-		struct vram_hook_phys *p = items[i].phys;
-		p->real = items[i].fresh;
-		p->offloaded = false;
-		atomic_fetch_sub(&vram_hook_usage[p->dev].offloaded, p->size);
+		bytes += items[i].phys->size;
 		if (drop_host_after_restore)
-			vram_hook_host_free(p);
+			vram_hook_host_free(items[i].phys);
 	}
 	pthread_mutex_unlock(&vram_hook_lock);
 	free(items);
+	uint64_t end = now_usec();
+	char phase_text[96];
+	phases_format(phase_text, sizeof(phase_text), &ph, false, end);
 	ret->bytes = bytes;
 	ret->nonmovable = vram_hook_nonmovable_total();
-	ret->usec = now_usec() - start;
-	snprintf(ret->text, sizeof(ret->text), "restored %llu bytes in %.3f s (%.1f GB/s)",
-		 (unsigned long long)bytes, (double)ret->usec / 1e6, gbps(bytes, ret->usec));
+	ret->usec = end - ph.start;
+	snprintf(ret->text, sizeof(ret->text), "restored %llu bytes in %.3f s (%.1f GB/s) %s",
+		 (unsigned long long)bytes, (double)ret->usec / 1e6, gbps(bytes, ret->usec), phase_text);
 	vram_hook_log(VRAM_HOOK_LOG_INFO, "%s", ret->text);
 	atomic_store(&vram_hook_state, VRAM_HOOK_RUNNING);
 	atomic_fetch_add(&vram_hook_usage_seq, 1);
@@ -922,18 +1257,11 @@ void vram_hook_restore(struct vram_hook_op_result *ret)
 	pthread_mutex_unlock(&suspend_mutex);
 	return;
 
-out_unmap:
-	for (size_t i = 0; i < mapped_upto; i++) {
-		temp_unmap(&items[i]);
-		for (struct vram_hook_map *m = items[i].phys->maps; m; m = m->next_in_phys)
-			VRAM_REAL(cuMemUnmap)(m->va, m->size);
-	}
-	free_fresh(items, n);
 out_fail:
 	pthread_mutex_unlock(&vram_hook_lock);
 	free(items);
 	ret->status = err;
-	ret->usec = now_usec() - start;
+	ret->usec = now_usec() - ph.start;
 	vram_hook_log(VRAM_HOOK_LOG_ERROR, "%s", ret->text);
 	atomic_store(&vram_hook_state, VRAM_HOOK_OFFLOADED);
 	pthread_mutex_unlock(&suspend_mutex);
@@ -959,6 +1287,6 @@ void vram_hook_suspend_atfork_child(void)
 	pthread_mutex_unlock(&suspend_mutex);
 	/* The child cannot use the parent's CUDA state; it must not block on it. */
 	atomic_store(&vram_hook_gate_closed, 0);
-	for (int d = 0; d < VRAM_HOOK_MAX_DEVICES; d++)
-		devctx[d].ready = false;
+	/* Its streams and events are the parent's. */
+	memset(devctx, 0, sizeof(devctx));
 }

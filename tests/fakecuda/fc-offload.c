@@ -20,13 +20,21 @@
  *     the same address range: the second keeps its mapping on record, the
  *     first leaves none behind, and an offload and restore afterwards move
  *     only live memory.
+ *  7. the offload releases each allocation's memory while later copies still
+ *     run, and the restore creates and maps allocations while earlier ones
+ *     copy; a restore that runs out of device memory or fails to map half
+ *     way undoes what it did and keeps the host copies; an offload whose
+ *     copy fails after allocations were released brings them back, or stays
+ *     offloaded when even that fails; the answers carry phase timings.
  * Usage: fc-offload layouts | fc-offload stress N (run the stress with
  * VRAM_FAKE_GRANULARITY=64KiB so that each cycle moves little data) |
  * fc-offload pieces register|hostalloc (with VRAM_HOOK_PIN_PIECE=1MiB,
  * VRAM_HOOK_PIN_THREADS=4 and VRAM_HOOK_PIN_METHOD set to the same method) |
  * fc-offload reuse (with VRAM_FAKE_GRANULARITY=64KiB and
  * VRAM_FAKE_ADDRESS_FREE_DELAY_US set, so that a free lingers after the
- * range is given back).
+ * range is given back) | fc-offload pipeline (with VRAM_FAKE_GRANULARITY,
+ * VRAM_HOOK_COPY_CHUNK=64KiB and VRAM_HOOK_COPY_STREAMS=2, so that every
+ * allocation is a release ticket of its own, more than the hook keeps).
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -568,6 +576,137 @@ static void test_reuse(void)
 	CHECK_EQ_U64(fc_hook_used(0), CTX);
 }
 
+/* ------------------------------------------------------------- pipeline */
+
+#define PIPE_BIG 4
+#define PIPE_SMALL 96
+#define PIPE_REGIONS (PIPE_BIG + PIPE_SMALL)
+#define PIPE_SMALL_BYTES (64 * 1024)
+
+static void check_unmapped(const struct region *r, int nr)
+{
+	for (int i = 0; i < nr; i++)
+		CHECK(!fc_is_mapped(r[i].va));
+}
+
+/*
+ * The copies are slowed down (200 us each) so that they are still running
+ * when the hook does its other work: the fake counts the VMM calls made
+ * while a copy was pending. Allocations are listed newest first, so the
+ * small ones go first and the big ones after them.
+ */
+static void test_pipeline(void)
+{
+	char out[1024];
+	static struct region r[PIPE_REGIONS];
+	CUdeviceptr res;
+	unsigned threads = 0;
+	CK(cuMemAlloc_v2(&res, 8));
+	for (int i = 0; i < PIPE_REGIONS; i++) {
+		r[i].bytes = i < PIPE_BIG ? 4 * MiB : PIPE_SMALL_BYTES;
+		CK(cuMemAlloc_v2(&r[i].va, r[i].bytes));
+	}
+	const uint64_t movable = PIPE_SMALL_BYTES /* res */ + PIPE_BIG * 4 * MiB + PIPE_SMALL * PIPE_SMALL_BYTES;
+
+	fill_regions(r, PIPE_REGIONS, 100);
+	ctl_ok("offload", out, sizeof(out));
+	CHECK(pinned_pieces(out, &threads) > 0);
+	ctl_ok("restore", out, sizeof(out));
+	check_regions(r, PIPE_REGIONS, res);
+	int registered = fc_host_registered();
+
+	/* Warm: memory goes while later copies run, comes while earlier ones run. */
+	fc_set_copy_delay(200);
+	fill_regions(r, PIPE_REGIONS, 200);
+	long unmaps = fc_calls_during_copies("cuMemUnmap"), releases = fc_calls_during_copies("cuMemRelease");
+	ctl_ok("offload", out, sizeof(out));
+	CHECK_EQ_U64(fc_field(out, "bytes="), movable);
+	CHECK(strstr(out, "[ms: drain="));
+	CHECK(strstr(out, " copy=") && strstr(out, " release=") && strstr(out, " tail="));
+	CHECK(fc_calls_during_copies("cuMemUnmap") > unmaps);
+	CHECK(fc_calls_during_copies("cuMemRelease") > releases);
+	CHECK_EQ_U64(fc_used(0), CTX);
+	check_unmapped(r, PIPE_REGIONS);
+	long creates = fc_calls_during_copies("cuMemCreate"), maps = fc_calls_during_copies("cuMemMap");
+	ctl_ok("restore", out, sizeof(out));
+	CHECK_EQ_U64(fc_field(out, "bytes="), movable);
+	CHECK(strstr(out, "[ms: create=") && strstr(out, " head="));
+	CHECK(fc_calls_during_copies("cuMemCreate") > creates);
+	CHECK(fc_calls_during_copies("cuMemMap") > maps);
+	check_regions(r, PIPE_REGIONS, res);
+
+	/* Out of device memory half-way through the restore: the allocations
+	 * made so far, copies in flight, are given back; the host copies stay. */
+	fill_regions(r, PIPE_REGIONS, 300);
+	ctl_ok("offload", out, sizeof(out));
+	fc_set_available(0, fc_used(0) + MiB);
+	creates = fc_calls_during_copies("cuMemCreate");
+	fc_ctl("restore", out, sizeof(out));
+	CHECK(strncmp(out, "error restore", 13) == 0);
+	CHECK(strstr(out, "state=offloaded"));
+	CHECK_EQ_U64(fc_field(out, "missing="), movable - MiB);
+	CHECK(fc_calls_during_copies("cuMemCreate") > creates);
+	CHECK_EQ_U64(fc_used(0), CTX);
+	check_unmapped(r, PIPE_REGIONS);
+	CHECK(fc_host_registered() == registered);
+	fc_set_available(0, 0);
+	ctl_ok("restore", out, sizeof(out));
+	check_regions(r, PIPE_REGIONS, res);
+
+	/* A mapping fails half-way: the same. */
+	fill_regions(r, PIPE_REGIONS, 400);
+	ctl_ok("offload", out, sizeof(out));
+	fc_fail_map(30);
+	fc_ctl("restore", out, sizeof(out));
+	CHECK(strncmp(out, "error restore", 13) == 0);
+	CHECK(strstr(out, "state=offloaded") && strstr(out, "cannot map"));
+	CHECK_EQ_U64(fc_used(0), CTX);
+	check_unmapped(r, PIPE_REGIONS);
+	ctl_ok("restore", out, sizeof(out));
+	check_regions(r, PIPE_REGIONS, res);
+
+	/* A copy fails after the small allocations and one big one were
+	 * released: they come back from their host copies, the process runs on. */
+	fill_regions(r, PIPE_REGIONS, 500);
+	releases = fc_calls_during_copies("cuMemRelease");
+	fc_fail_copy(200);
+	fc_ctl("offload", out, sizeof(out));
+	CHECK(strncmp(out, "error offload", 13) == 0);
+	CHECK(strstr(out, "state=running") && strstr(out, "brought back"));
+	CHECK(fc_calls_during_copies("cuMemRelease") > releases);
+	CHECK_EQ_U64(fc_used(0), CTX + movable);
+	check_regions(r, PIPE_REGIONS, res);
+	ctl_ok("offload", out, sizeof(out));
+	ctl_ok("restore", out, sizeof(out));
+	check_regions(r, PIPE_REGIONS, res);
+
+	/* The same, and bringing them back fails too: the process stays
+	 * offloaded, and a restore brings everything back. */
+	fill_regions(r, PIPE_REGIONS, 600);
+	fc_fail_copy(200);
+	fc_fail_map(1);
+	fc_ctl("offload", out, sizeof(out));
+	CHECK(strncmp(out, "error offload", 13) == 0);
+	CHECK(strstr(out, "state=offloaded") && strstr(out, "could not come back"));
+	CHECK(fc_used(0) < CTX + movable);
+	ctl_ok("restore", out, sizeof(out));
+	CHECK(fc_field(out, "bytes=") < movable);
+	CHECK_EQ_U64(fc_used(0), CTX + movable);
+	check_regions(r, PIPE_REGIONS, res);
+	fc_set_copy_delay(0);
+	ctl_ok("offload", out, sizeof(out));
+	CHECK_EQ_U64(fc_field(out, "bytes="), movable);
+	ctl_ok("restore", out, sizeof(out));
+	check_regions(r, PIPE_REGIONS, res);
+	CHECK(fc_host_registered() == registered);
+
+	for (int i = 0; i < PIPE_REGIONS; i++)
+		CK(cuMemFree_v2(r[i].va));
+	CK(cuMemFree_v2(res));
+	CHECK_EQ_U64(fc_host_registered(), 0);
+	CHECK_EQ_U64(fc_hook_used(0), CTX);
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "layouts";
@@ -583,6 +722,8 @@ int main(int argc, char **argv)
 		test_stress(cycles);
 	else if (!strcmp(mode, "reuse"))
 		test_reuse();
+	else if (!strcmp(mode, "pipeline"))
+		test_pipeline();
 	else if (!strcmp(mode, "pieces"))
 		test_pieces(argc < 3 || strcmp(argv[2], "hostalloc") != 0);
 	else
