@@ -7,14 +7,19 @@ Modes:
                cycles driven through the VRAM_CONTROL socket of this process
   cap          with VRAM_MEMORY_LIMIT set, torch reports the cap and runs out
                of memory near it
-  bench        holds SIZE GiB of random data; measures first offload, warm
-               offload and restore, next to torch .to('cpu')/.to('cuda')
+  bench        holds SIZE GiB of random data; measures first offload, then
+               --warm-rounds warm offloads and restores (median, min, max,
+               and where the time went: the hook's phase timings), the GPU
+               memory left while offloaded against what the context held
+               before the data, next to torch .to('cpu')/.to('cuda')
   overhead     times tiny kernel launches from Python (--launches, 0 to skip)
                and an inference loop (median of 10 rounds, scaled to --infer)
-Every mode prints one line 'RESULT key=value ...' for the summary table.
+Every mode prints one line 'RESULT key=value ...' for the summary table;
+bench also prints one 'PHASES ...' line per offload and restore.
 """
 import argparse
 import os
+import re
 import socket
 import sys
 import time
@@ -41,6 +46,9 @@ def ctl(cmd):
             fields[k] = v
     fields["ok"] = line.startswith("ok ")
     fields["line"] = line
+    # "[ms: drain=0.0 sync=1.2 copy=390.1 ...]" in the text: where the time went
+    m = re.search(r"\[ms: ([^\]]*)\]", line)
+    fields["phases"] = {k: float(v) for k, v in (kv.split("=", 1) for kv in m.group(1).split())} if m else {}
     return fields
 
 
@@ -117,22 +125,49 @@ def cap(args):
     print(f"RESULT mode=cap cap={limit} reported_total={total} reported_free={free} allocated_before_oom={got} ok=1")
 
 
+def device_used():
+    free, total = torch.cuda.mem_get_info()
+    return total - free
+
+
+def phases_text(label, r):
+    """One PHASES line: the total, each phase in ms, and the link rate of the copy phase."""
+    b, s = int(r["bytes"]), max(int(r["usec"]), 1) / 1e6
+    ph = r["phases"]
+    parts = " ".join(f"{k}={v:.1f}" for k, v in ph.items())
+    copy = ph.get("copy", 0.0)
+    link = f" copy_GBps={b / (copy / 1e3) / 1e9:.1f}" if copy > 0 else ""
+    return f"PHASES {label} bytes={b} total_ms={s * 1e3:.1f} GBps={b / s / 1e9:.1f} {parts}{link}"
+
+
 def bench(args):
     n = args.size_gib
+    # What the context and the kernels take before any data: the floor of
+    # what an offload can leave on the device.
+    warm = torch.randint(0, 100, (1 << 18,), dtype=torch.int32, device="cuda")
+    int(warm.to(torch.int64).sum().item())
+    del warm
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    used_at_start = device_used()
     chunks = [torch.randint(-2**31, 2**31 - 1, (256 << 18,), dtype=torch.int32, device="cuda") for _ in range(n * 4)]
     torch.cuda.synchronize()
     total = sum(c.numel() * 4 for c in chunks)
     sums = [int(c.to(torch.int64).sum().item()) for c in chunks[:4]]
-    res = {}
-    for label, cmd in (("first_offload", "offload"), ("restore1", "restore"),
-                       ("warm_offload", "offload"), ("restore", "restore")):
-        t = time.perf_counter()
+    res, rounds = {}, {"warm_offload": [], "restore": []}
+    steps = [("first_offload", "offload"), ("restore1", "restore")]
+    steps += [(label, cmd) for _ in range(args.warm_rounds)
+              for label, cmd in (("warm_offload", "offload"), ("restore", "restore"))]
+    for i, (label, cmd) in enumerate(steps):
         r = ctl(cmd)
-        wall = time.perf_counter() - t
         assert r["ok"], r["line"]
-        res[label] = (int(r["bytes"]), int(r["usec"]) / 1e6, wall)
-        if label.endswith("offload"):
-            res[label + "_free_after"] = torch.cuda.mem_get_info()[0]
+        if label == "warm_offload":
+            r["used_after"] = device_used()
+        print(phases_text(label if label not in rounds else f"{label}#{len(rounds[label]) + 1}", r), flush=True)
+        if label in rounds:
+            rounds[label].append(r)
+        else:
+            res[label] = r
     assert [int(c.to(torch.int64).sum().item()) for c in chunks[:4]] == sums
     t = time.perf_counter()
     host = [c.to("cpu") for c in chunks]
@@ -145,10 +180,20 @@ def bench(args):
     torch.cuda.synchronize()
     to_cuda = time.perf_counter() - t
     out = [f"RESULT mode=bench bytes={total}"]
-    for k in ("first_offload", "warm_offload", "restore"):
-        b, s, w = res[k]
-        out.append(f"{k}_s={s:.3f} {k}_GBps={b / s / 1e9:.1f}")
-    out.append(f"free_after_warm_offload={res['warm_offload_free_after']}")
+    first_s = int(res["first_offload"]["usec"]) / 1e6
+    out.append(f"first_offload_s={first_s:.3f} first_offload_GBps={total / first_s / 1e9:.1f}")
+    for k, rs in rounds.items():
+        # the median round, and the spread over the rounds
+        rs = sorted(rs, key=lambda r: int(r["usec"]))
+        med = rs[len(rs) // 2]
+        s_med, s_min, s_max = (int(x["usec"]) / 1e6 for x in (med, rs[0], rs[-1]))
+        out.append(f"{k}_s={s_med:.3f} {k}_GBps={total / s_med / 1e9:.1f} {k}_min_s={s_min:.3f} "
+                   f"{k}_max_s={s_max:.3f} {k}_rounds={len(rs)}")
+        out.append(f"{k}_ms=" + ",".join(f"{p}:{v:.1f}" for p, v in med["phases"].items()))
+    used_after = max(r["used_after"] for r in rounds["warm_offload"])
+    out.append(f"device_used_at_start={used_at_start} device_used_after_warm_offload={used_after} "
+               f"left_beyond_start={used_after - used_at_start} "
+               f"hook_nonmovable={rounds['warm_offload'][-1]['nonmovable']}")
     out.append(f"torch_to_cpu_s={to_cpu:.3f} torch_to_cpu_GBps={total / to_cpu / 1e9:.1f}")
     out.append(f"torch_to_cuda_s={to_cuda:.3f} torch_to_cuda_GBps={total / to_cuda / 1e9:.1f}")
     del back, host
@@ -160,7 +205,7 @@ def bench(args):
     del pinned
     out.append(f"pinned_alloc_s={pin_s:.3f} pinned_alloc_GBps={total / pin_s / 1e9:.2f}")
     # Above 1: the first offload (allocation and copy) beat pinning alone.
-    out.append(f"first_offload_vs_pinned_alloc={pin_s / res['first_offload'][1]:.2f}")
+    out.append(f"first_offload_vs_pinned_alloc={pin_s / first_s:.2f}")
     print(" ".join(out))
 
 
@@ -200,6 +245,7 @@ def main():
     p.add_argument("--graph", action="store_true")
     p.add_argument("--cap-gib", type=int, default=10)
     p.add_argument("--size-gib", type=int, default=20)
+    p.add_argument("--warm-rounds", type=int, default=5)
     p.add_argument("--launches", type=int, default=1000000)
     p.add_argument("--infer", type=int, default=2000)
     args = p.parse_args()

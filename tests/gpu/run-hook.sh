@@ -8,8 +8,11 @@
 # STEP_TIMEOUT (seconds per step, default 240), PIN_VARIANTS (default
 # "default hostalloc"; also threads1), BENCH_CPU (core for the overhead runs,
 # default 2), ROUNDS (alternations, default 5), LAUNCHES (default 1000000),
-# INFER (inference iterations, default 20000). Needs nvcc and taskset.
-# Results and the hook log go to $OUT when it is set.
+# INFER (inference iterations, default 20000), WARM_ROUNDS (warm offloads and
+# restores per bench run, default 5). Needs nvcc and taskset.
+# Results and the hook log go to $OUT when it is set; the bench steps' phase
+# timings (where each offload and restore spent its time, from the hook's
+# answers) are shown with each step and again at the end (phases.txt).
 set -u
 HOOK=${1:-${VRAM_HOOK_LIB:-}}
 [ -n "$HOOK" ] && [ -e "$HOOK" ] || { echo "usage: $0 /path/to/libvram.so" >&2; exit 2; }
@@ -20,15 +23,18 @@ WORK=$(mktemp -d)
 [ -n "${OUT:-}" ] && WORK=$OUT
 LOG="$WORK/hook.log"
 RESULTS="$WORK/results.txt"
+PHASES="$WORK/phases.txt"
 FAILS=0
 : >"$RESULTS"
+: >"$PHASES"
 
 run() { # name, env..., -- args
 	name=$1; shift
 	echo "== $name"
 	out=$(timeout "${STEP_TIMEOUT:-240}" env VRAM_CONTROL="$WORK/ctl-%p.sock" VRAM_HOOK_LOG="$LOG" "$@" 2>&1)
 	rc=$?
-	echo "$out" | tail -5
+	echo "$out" | grep -v '^PHASES' | tail -5
+	echo "$out" | grep '^PHASES' | sed "s/^PHASES /$name: /" | tee -a "$PHASES"
 	line=$(echo "$out" | grep '^RESULT' | tail -1)
 	if [ $rc -ne 0 ] || [ -z "$line" ]; then
 		FAILS=$((FAILS + 1))
@@ -59,7 +65,8 @@ for v in ${PIN_VARIANTS:-default hostalloc}; do
 	*) echo "unknown pin variant $v" >&2; continue ;;
 	esac
 	name=bench-offload; [ "$v" = default ] || name=bench-offload-$v
-	run "$name" LD_PRELOAD="$HOOK" "$@" "$PY" "$HERE/hook_check.py" bench --size-gib "${BENCH_GIB:-20}"
+	run "$name" LD_PRELOAD="$HOOK" "$@" "$PY" "$HERE/hook_check.py" bench --size-gib "${BENCH_GIB:-20}" \
+		--warm-rounds "${WARM_ROUNDS:-5}"
 done
 
 # Overhead, each process pinned to one core (BENCH_CPU, default 2), without
@@ -88,6 +95,12 @@ done
 echo
 echo "== summary (hook log: $LOG)"
 column -t "$RESULTS" 2>/dev/null || cat "$RESULTS"
+if [ -s "$PHASES" ]; then
+	echo
+	echo "== where offloads and restores spent their time (ms; offload: drain + sync + copy + tail = total,"
+	echo "   release overlaps copy; restore: head + copy + tail = total, create and map overlap copy)"
+	column -t "$PHASES" 2>/dev/null || cat "$PHASES"
+fi
 # Median and spread ((max - min) / median) of each figure, without -> with.
 grep -E '^(launch|infer)-with' "$RESULTS" | awk '
 	{ hook = ($1 ~ /-with-/); for (i = 2; i <= NF; i++) { split($i, kv, "=");
