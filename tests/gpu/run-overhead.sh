@@ -42,7 +42,7 @@ ROWS="$WORK/rows.jsonl"
 BENCH="$WORK/launch_bench"
 CPU=${BENCH_CPU:-2}
 COORD=${COORD_CPU:-3}
-PAIRS="$PY $HERE/overhead_pairs.py"
+PAIRS="$HERE/overhead_pairs.py"
 FAILS=0
 : >"$ROWS"
 export VRAM_CONTROL="$WORK/ctl-%p.sock" VRAM_HOOK_LOG="$WORK/hook.log" \
@@ -63,7 +63,7 @@ step() { # name, command...: output in $WORK/name.txt, errors in name.err
 }
 
 summarize_ab() { # file, label
-	$PAIRS ab "$1" --label "$2" --rows "$ROWS" || { FAILS=$((FAILS + 1)); echo "reading $1 FAILED"; }
+	"$PY" "$PAIRS" ab "$1" --label "$2" --rows "$ROWS" || { FAILS=$((FAILS + 1)); echo "reading $1 FAILED"; }
 }
 
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1
@@ -81,21 +81,21 @@ step ab-plain-alloc env LD_PRELOAD="$HOOK" VRAM_HOOK_VMM_ALLOC=0 taskset -c "$CP
 	summarize_ab "$WORK/ab-plain-alloc.txt" "one process, VRAM_HOOK_VMM_ALLOC=0"
 
 R=${ROUNDS:-256}
-step turns-runtime taskset -c "$COORD" $PAIRS turns --hook "$HOOK" --cpu "$CPU" --rounds "$R" \
+step turns-runtime taskset -c "$COORD" "$PY" "$PAIRS" turns --hook "$HOOK" --cpu "$CPU" --rounds "$R" \
 	--label "two processes, runtime API" --rows "$ROWS" \
 	--job "<<<>>> launch" launch "${LAUNCHES_PER_ROUND:-4096}" 256 ns 1% \
 	--job "cudaMalloc + cudaFree" alloc "${ALLOCS_PER_ROUND:-64}" 8 us 1us \
 	-- "$BENCH" serve
-step turns-torch taskset -c "$COORD" $PAIRS turns --hook "$HOOK" --cpu "$CPU" --rounds "${INFER_ROUNDS:-160}" \
+step turns-torch taskset -c "$COORD" "$PY" "$PAIRS" turns --hook "$HOOK" --cpu "$CPU" --rounds "${INFER_ROUNDS:-160}" \
 	--round-s "${INFER_ROUND_S:-0.06}" --label "two processes, torch" --rows "$ROWS" \
-	--job "MLP step" mlp auto 20 ms 1% \
-	--job "transformer step" transformer auto 5 ms 1% \
+	--job "MLP step" mlp auto 20 us 1% \
+	--job "transformer step" transformer auto 5 us 1% \
 	-- "$PY" "$HERE/infer_bench.py"
 
 echo
 echo "== summary (raw pairs, logs and the hook log in $WORK)"
 grep -h '^AB ' "$WORK/ab.txt" 2>/dev/null
 grep -h '^workers ready' "$WORK"/turns-*.err 2>/dev/null
-$PAIRS table "$ROWS"
+"$PY" "$PAIRS" table "$ROWS"
 echo "failures: $FAILS"
 [ $FAILS -eq 0 ]
