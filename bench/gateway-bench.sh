@@ -8,8 +8,13 @@
 #   bench/gateway-bench.sh [BUILD_DIR] [DURATION_S] [CONNECTIONS]
 #
 # Targets (issue: gateway): p50 added <= 50 us, throughput >= 80 % of
-# direct on a 2-core machine. On two or more cores wrk runs on the last core
-# and vramd and the backend share the others.
+# direct on a 2-core machine. Two placements are measured, each direct and
+# through the gateway:
+#  - shared: nothing pinned; wrk, vramd and the backend share every core, as
+#    they would on a small machine;
+#  - split (two or more cores): wrk alone on the last core, vramd and the
+#    backend on the others. Through the gateway the server side then runs
+#    two processes where the direct path runs one on the same cores.
 set -eu
 . "$(dirname "$0")/lib/vramd.sh"
 
@@ -55,11 +60,6 @@ EOC
 NCPU=$(nproc)
 PIN_D=
 PIN_W=
-if [ "$NCPU" -ge 2 ] && command -v taskset >/dev/null; then
-	PIN_D="taskset -c 0-$((NCPU - 2))"
-	PIN_W="taskset -c $((NCPU - 1))"
-fi
-
 bench_start_vramd gateway-bench 1x80GiB
 # The first request starts the backend (lazy start through the gateway).
 curl -sf "$URL/w/bench/" >/dev/null || { echo "gateway-bench: the backend did not start" >&2; cat "$DIR/vramd.log" >&2; exit 1; }
@@ -82,18 +82,39 @@ run_wrk() { # url conns -> "rps p50_us"
 	echo "$rps $(to_us "$p50")"
 }
 
-$PIN_W wrk -t1 -c"$CONNS" -d1s "$GATEWAY" >/dev/null # warm-up
-set -- $(run_wrk "$DIRECT" 1);         D1_RPS=$1; D1_P50=$2
-set -- $(run_wrk "$GATEWAY" 1);        G1_RPS=$1; G1_P50=$2
-set -- $(run_wrk "$DIRECT" "$CONNS");  DN_RPS=$1; DN_P50=$2
-set -- $(run_wrk "$GATEWAY" "$CONNS"); GN_RPS=$1; GN_P50=$2
+BACKEND_PID=$(pgrep -f "^$BACKEND --port $BPORT" | head -n 1)
 
-echo "gateway-bench: fixed ~30-byte JSON reply, wrk -t1 -d${DURATION}s, $NCPU cores${PIN_W:+, wrk pinned to core $((NCPU - 1))}"
-printf 'gateway-bench: %-10s %-8s %12s %10s\n' path conns requests/s p50
-printf 'gateway-bench: %-10s %-8s %12s %8sus\n' direct 1 "$D1_RPS" "$D1_P50"
-printf 'gateway-bench: %-10s %-8s %12s %8sus\n' gateway 1 "$G1_RPS" "$G1_P50"
-printf 'gateway-bench: %-10s %-8s %12s %8sus\n' direct "$CONNS" "$DN_RPS" "$DN_P50"
-printf 'gateway-bench: %-10s %-8s %12s %8sus\n' gateway "$CONNS" "$GN_RPS" "$GN_P50"
-awk -v d="$D1_P50" -v g="$G1_P50" -v dr="$DN_RPS" -v gr="$GN_RPS" 'BEGIN {
-	printf "gateway-bench: added latency p50 %.1f us (target <= 50 us); throughput %.0f %% of direct with %s connections (target >= 80 %%)\n", g - d, 100 * gr / dr, "'"$CONNS"'"
-}'
+# Pins vramd (all its threads) and the backend to the cores in $1, wrk to $2
+# ("" = anywhere).
+place() {
+	if command -v taskset >/dev/null; then
+		taskset -a -pc "$1" "$PID" >/dev/null
+		[ -n "$BACKEND_PID" ] && taskset -a -pc "$1" "$BACKEND_PID" >/dev/null
+	fi
+	PIN_W=${2:+taskset -c $2}
+}
+
+measure() { # placement
+	L=$1
+	$PIN_W wrk -t1 -c"$CONNS" -d1s "$GATEWAY" >/dev/null # warm-up
+	set -- $(run_wrk "$DIRECT" 1);         D1_RPS=$1; D1_P50=$2
+	set -- $(run_wrk "$GATEWAY" 1);        G1_RPS=$1; G1_P50=$2
+	set -- $(run_wrk "$DIRECT" "$CONNS");  DN_RPS=$1; DN_P50=$2
+	set -- $(run_wrk "$GATEWAY" "$CONNS"); GN_RPS=$1; GN_P50=$2
+	printf 'gateway-bench: %-8s %-10s %-8s %12s %10s\n' placement path conns requests/s p50
+	printf 'gateway-bench: %-8s %-10s %-8s %12s %8sus\n' "$L" direct 1 "$D1_RPS" "$D1_P50"
+	printf 'gateway-bench: %-8s %-10s %-8s %12s %8sus\n' "$L" gateway 1 "$G1_RPS" "$G1_P50"
+	printf 'gateway-bench: %-8s %-10s %-8s %12s %8sus\n' "$L" direct "$CONNS" "$DN_RPS" "$DN_P50"
+	printf 'gateway-bench: %-8s %-10s %-8s %12s %8sus\n' "$L" gateway "$CONNS" "$GN_RPS" "$GN_P50"
+	awk -v d="$D1_P50" -v g="$G1_P50" -v dr="$DN_RPS" -v gr="$GN_RPS" -v l="$L" -v c="$CONNS" 'BEGIN {
+		printf "gateway-bench: %s: added latency p50 %.1f us (target <= 50 us); throughput %.0f %% of direct with %s connections (target >= 80 %%)\n", l, g - d, 100 * gr / dr, c
+	}'
+}
+
+echo "gateway-bench: fixed ~30-byte JSON reply, wrk -t1 -d${DURATION}s, $NCPU cores"
+place "0-$((NCPU - 1))" ""
+measure shared
+if [ "$NCPU" -ge 2 ]; then
+	place "0-$((NCPU - 2))" "$((NCPU - 1))"
+	measure split
+fi

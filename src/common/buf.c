@@ -48,6 +48,41 @@ static int buf_reserve(struct vram_buf *b, size_t extra)
 	return 0;
 }
 
+int vram_buf_space(struct vram_buf *b, size_t want, char **ret_p, size_t *ret_avail)
+{
+	if (b->len >= b->max)
+		return -E2BIG;
+	if (want > b->max - b->len)
+		want = b->max - b->len;
+	if (want == 0)
+		want = 1;
+	int r = buf_reserve(b, want);
+	if (r < 0)
+		return r;
+	*ret_p = b->data + b->len;
+	*ret_avail = b->cap - 1 - b->len;
+	if (*ret_avail > b->max - b->len)
+		*ret_avail = b->max - b->len;
+	return 0;
+}
+
+void vram_buf_commit(struct vram_buf *b, size_t n)
+{
+	b->len += n;
+	b->data[b->len] = '\0';
+}
+
+void vram_buf_consume(struct vram_buf *b, size_t n)
+{
+	if (n >= b->len) {
+		vram_buf_reset(b);
+		return;
+	}
+	memmove(b->data, b->data + n, b->len - n);
+	b->len -= n;
+	b->data[b->len] = '\0';
+}
+
 int vram_buf_append(struct vram_buf *b, const void *data, size_t len)
 {
 	int r = buf_reserve(b, len);

@@ -30,6 +30,19 @@ int vram_buf_printf(struct vram_buf *b, const char *fmt, ...)
 int vram_buf_vprintf(struct vram_buf *b, const char *fmt, va_list ap)
 	__attribute__((format(printf, 2, 0)));
 
+/*
+ * For reading straight into the buffer: makes room for up to want more bytes
+ * (fewer when the maximum leaves fewer, never 0) and returns where they go
+ * in *ret_p and how many fit in *ret_avail. Write there, then call
+ * vram_buf_commit with the count written. Returns 0, -E2BIG (full) or
+ * -ENOMEM.
+ */
+int vram_buf_space(struct vram_buf *b, size_t want, char **ret_p, size_t *ret_avail);
+/* Counts n bytes written after vram_buf_space (n <= the space given). */
+void vram_buf_commit(struct vram_buf *b, size_t n);
+/* Drops the first n bytes (n <= len), moving the rest to the front. */
+void vram_buf_consume(struct vram_buf *b, size_t n);
+
 /* Hands the data to the caller (caller frees; never NULL unless out of
  * memory) and resets the buffer. */
 char *vram_buf_take(struct vram_buf *b);

@@ -1,47 +1,101 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The gateway's reverse proxy; see gateway.h. The upstream side is libevent's
- * HTTP client: a pool of keep-alive connections per workload, the response
- * headers taken as soon as they arrive (header callback) and the body handed
- * to the client chunk by chunk (chunked callback), so that server-sent events
- * pass through as they are written. When more than VRAM_GATEWAY_BACKLOG_MAX
- * bytes wait for a slow client, reading from the upstream pauses until the
- * client has taken them.
+ * The gateway's front end and reverse proxy; see gateway.h.
  *
- * A request lives in one of two places: its workload's queue (waiting for a
- * start or restore, under the queue timeout) or the active list (sent
+ * Connections. A client connection (struct gw_client) reads requests with
+ * h1.c; one request at a time is in service, pipelined ones wait in its
+ * input buffer. An upstream connection (struct gw_up) goes to one workload
+ * port, or to the API socket, and carries one request at a time; kept-alive
+ * ones wait in their pool. Both keep a persistent read event, so that a peer
+ * that closes is seen at once, and add a write event only while bytes wait:
+ * a proxied request usually costs one read and one write on each side and no
+ * change to the epoll set.
+ *
+ * Requests. A request (struct gw_req) lives in its workload's queue (waiting
+ * for a start or restore, under the queue timeout) or the active list (sent
  * upstream). Every way out of either goes through finish(), which does the
- * accounting (manager in-flight count, metrics) once.
+ * accounting (manager in-flight count, metrics) once and breaks off an
+ * upstream connection that is still busy with it.
+ *
+ * Freeing. client_drop, up_close, finish and fail_req may free what they are
+ * given (and, for client_drop, its request and upstream): their callers
+ * return right after. Inside client_process a drop is deferred (c->dead)
+ * until the loop is out of the client's buffers.
+ *
+ * Timeouts are checked by one sweep a second over the connections, not by a
+ * timer per request (two heap operations each on the hot path).
  */
 #include "daemon/gateway.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/queue.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
+#include <jansson.h>
 
+#include "common/buf.h"
 #include "common/log.h"
 #include "daemon/api.h"
+#include "daemon/h1.h"
 #include "daemon/http.h"
 #include "daemon/manager.h"
 #include "daemon/metrics.h"
 
-struct gw_req;
+#define GW_READ_MAX (32 * 1024) /* bytes asked of one read(2) */
+#define GW_LISTENERS_MAX 8
+#define GW_SWEEP_S 1            /* s between timeout sweeps */
+#define GW_LINGER_S 2           /* s a closing client may keep sending before it is cut */
+#define GW_CHUNK_SLACK (1024 * 1024) /* bytes of chunked framing allowed on top of a body */
+/* bytes queued to a client: the backlog limit plus what one upstream read adds */
+#define GW_CLIENT_OUT_MAX (VRAM_GATEWAY_BACKLOG_MAX + 2 * GW_READ_MAX + VRAM_GATEWAY_UP_HEADERS_MAX)
 
-/* One keep-alive connection to one upstream port. */
-struct gw_conn {
-	struct evhttp_connection *evcon; /* owned */
-	unsigned port;
-	struct gw_conn *next; /* in the workload's idle list */
+struct gw_req;
+struct gw_pool;
+
+/* A connection to an upstream: a workload's port, or the API socket (port 0). */
+struct gw_up {
+	struct vram_gateway *gw;
+	struct gw_pool *pool;      /* where it waits when idle */
+	unsigned port;             /* 0: the API socket */
+	int fd;                    /* owned */
+	struct event *rev;         /* persistent: responses and closes */
+	struct event *wev;         /* while connecting or while the request waits */
+	struct vram_buf in;        /* response bytes not handled yet */
+	struct gw_req *req;        /* in service; NULL when idle */
+	struct gw_up *prev, *next; /* in the pool's idle list */
+	time_t stamp;              /* s, coarse monotonic: last progress */
+	bool connecting;
+	bool reused;               /* carried an earlier request */
+	bool got_bytes;            /* bytes of the current response arrived */
+	bool head_done;            /* its response head was handled */
+	bool keep_alive;           /* reusable once the response ends */
+	bool paused;               /* reads stopped: the client is behind */
+	enum vram_h1_body body;
+	uint64_t left;             /* bytes of a length-framed body still to come */
+	uint64_t total;            /* bytes of the current body so far */
+	struct vram_h1_chunked ck;
+};
+
+struct gw_pool {
+	struct gw_up *idle; /* most recently used first */
+	unsigned n_idle;
 };
 
 struct gw_wl {
@@ -52,8 +106,62 @@ struct gw_wl {
 	unsigned in_flight;                     /* requests sent upstream */
 	struct vram_manager_waiter *waiter;     /* the start/restore being waited for */
 	bool retry_wake;                        /* act was refused (busy): retry on a state change */
-	struct gw_conn *idle;                   /* idle upstream connections */
-	unsigned n_idle;
+	struct gw_pool pool;
+};
+
+struct gw_client {
+	struct vram_gateway *gw;
+	struct gw_client *prev, *next; /* every client */
+	int fd;                        /* owned */
+	struct event *rev;             /* persistent */
+	struct event *wev;             /* while out has bytes */
+	struct vram_buf in;            /* received, not served yet */
+	struct vram_buf out;           /* to send; out_off bytes of it sent */
+	size_t out_off;
+	struct vram_buf body;          /* a chunked request body, decoded */
+	struct vram_h1_chunked ck;
+	size_t ck_scanned;             /* bytes after the head that ck has seen */
+	struct gw_req *req;            /* the request in service */
+	char peer[INET6_ADDRSTRLEN];   /* TCP peer address; "" for the Unix socket */
+	time_t stamp;                  /* s: start of the request being read, or of idleness */
+	time_t out_stamp;              /* s: last write progress */
+	bool trusted;                  /* the Unix socket: no token asked */
+	bool processing;               /* inside client_process */
+	bool dead;                     /* dropped while processing: freed on the way out */
+	bool closing;                  /* no more requests: close once out is sent */
+	bool lingering;                /* write side shut; reading until EOF */
+	bool continue_sent;            /* "100 Continue" sent for the request being read */
+	bool read_paused;              /* the input buffer is full */
+};
+
+enum gw_phase { GW_QUEUED, GW_PROXYING };
+
+struct gw_req {
+	struct vram_gateway *gw;
+	struct gw_wl *wl;            /* NULL: relayed to the API */
+	struct gw_client *c;         /* borrowed; it points back through c->req */
+	struct gw_req *prev, *next;  /* queue or active list */
+	enum gw_phase phase;
+	struct event *timeout;       /* queue timeout; owned */
+	struct gw_up *up;            /* while proxying */
+	struct vram_buf wire;        /* the request as it goes upstream */
+	size_t sent;                 /* bytes of wire written */
+	struct timespec started;
+	int status;                  /* the response's, once known */
+	int minor;                   /* the client's HTTP/1.minor */
+	bool keep_alive;             /* the client allows another request */
+	bool head_request;
+	bool replying;               /* the response head went to the client */
+	bool dechunk;                /* chunked upstream body decoded for an HTTP/1.0 client */
+	bool close_after;            /* the client connection ends with this response */
+	bool retried;                /* resent once after a kept-alive connection failed */
+};
+
+struct gw_listener {
+	struct vram_gateway *gw;
+	struct evconnlistener *l; /* owned */
+	bool trusted;
+	char *path;               /* owned; Unix socket file to remove, or NULL */
 };
 
 struct vram_gateway {
@@ -62,32 +170,30 @@ struct vram_gateway {
 	struct vram_api *api;      /* borrowed */
 	struct vram_metrics *mx;   /* borrowed, may be NULL */
 	struct vram_manager_sub *sub;
+	char *token;               /* owned; NULL = none */
+	char *api_socket;          /* owned */
 	struct gw_wl *wls;         /* owned array, config order */
 	size_t n_wls;
-	struct gw_req *active;     /* requests sent upstream (list) */
+	struct gw_pool api_pool;
+	struct gw_req *active;     /* requests sent upstream */
+	struct gw_client *clients;
+	unsigned n_clients;
+	struct gw_listener listeners[GW_LISTENERS_MAX];
+	size_t n_listeners;
+	struct event *sweep;       /* owned */
+	struct vram_buf head;      /* a response head being built */
+	struct vram_buf dechunked; /* body bytes decoded for an HTTP/1.0 client */
 	bool closing;
 };
 
-enum gw_phase { GW_QUEUED, GW_PROXYING };
-
-struct gw_req {
-	struct vram_gateway *gw;
-	struct gw_wl *wl;
-	struct evhttp_request *req;  /* the client's; libevent's */
-	struct gw_req *prev, *next;  /* queue or active list */
-	enum gw_phase phase;
-	struct event *timeout;       /* queue timeout; owned */
-	struct gw_conn *conn;        /* upstream connection while proxying */
-	struct evhttp_request *up;   /* upstream request; libevent's */
-	char *uri;                   /* owned; upstream request-target */
-	struct timespec started;
-	bool replying;               /* the reply to the client has started */
-	bool paused;                 /* upstream reads paused for backpressure */
-	enum evhttp_request_error up_error;
-	bool up_failed;
-};
-
 /* ------------------------------------------------------------ helpers */
+
+static time_t now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return ts.tv_sec;
+}
 
 static double seconds_since(const struct timespec *t0)
 {
@@ -121,57 +227,6 @@ static void list_known(struct vram_gateway *gw, bool models, char *buf, size_t s
 	}
 	if (len >= size)
 		buf[size - 1] = '\0';
-}
-
-bool vram_gateway_hop_by_hop(const char *name, const char *connection)
-{
-	static const char *const fixed[] = { "Connection", "Keep-Alive", "Proxy-Connection", "TE",
-					     "Trailer", "Transfer-Encoding", "Upgrade" };
-	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
-		if (strcasecmp(name, fixed[i]) == 0)
-			return true;
-	size_t nlen = strlen(name);
-	for (const char *p = connection; p && *p;) {
-		while (*p == ' ' || *p == '\t' || *p == ',')
-			p++;
-		const char *end = p;
-		while (*end && *end != ',')
-			end++;
-		const char *tail = end;
-		while (tail > p && (tail[-1] == ' ' || tail[-1] == '\t'))
-			tail--;
-		if ((size_t)(tail - p) == nlen && nlen && strncasecmp(p, name, nlen) == 0)
-			return true;
-		p = end;
-	}
-	return false;
-}
-
-int vram_gateway_copy_headers(const struct evkeyvalq *src, struct evkeyvalq *dst)
-{
-	const char *connection = NULL;
-	int n = 0;
-	const struct evkeyval *kv;
-	TAILQ_FOREACH(kv, src, next) {
-		if (++n > VRAM_GATEWAY_HEADERS_COUNT_MAX)
-			return -E2BIG;
-		if (strcasecmp(kv->key, "Connection") == 0)
-			connection = kv->value;
-	}
-	/* Several Connection lines are one list (RFC 9110 §5.3): check each. */
-	int copied = 0;
-	TAILQ_FOREACH(kv, src, next) {
-		bool drop = vram_gateway_hop_by_hop(kv->key, connection);
-		const struct evkeyval *c;
-		TAILQ_FOREACH(c, src, next)
-			if (!drop && c->value != connection && strcasecmp(c->key, "Connection") == 0)
-				drop = vram_gateway_hop_by_hop(kv->key, c->value);
-		if (drop)
-			continue;
-		if (evhttp_add_header(dst, kv->key, kv->value) == 0)
-			copied++;
-	}
-	return copied;
 }
 
 /* ----------------------------------------------------- model extraction */
@@ -324,67 +379,159 @@ int vram_gateway_find_model(const char *content_type, const char *body, size_t l
 	return r;
 }
 
-/* --------------------------------------------------- upstream connections */
+/* ------------------------------------------------------- client output */
 
-static struct gw_conn *conn_get(struct gw_wl *wl, unsigned port)
-{
-	struct vram_gateway *gw = wl->gw;
-	struct gw_conn *c = NULL;
-	for (struct gw_conn **pp = &wl->idle; *pp; pp = &(*pp)->next) {
-		if ((*pp)->port == port) {
-			c = *pp;
-			*pp = c->next;
-			wl->n_idle--;
-			c->next = NULL;
-			return c;
-		}
-	}
-	c = calloc(1, sizeof(*c));
-	if (!c)
-		return NULL;
-	c->port = port;
-	c->evcon = evhttp_connection_base_new(gw->base, NULL, "127.0.0.1", (unsigned short)port);
-	if (!c->evcon) {
-		free(c);
-		return NULL;
-	}
-	evhttp_connection_set_timeout(c->evcon, VRAM_GATEWAY_UPSTREAM_TIMEOUT_S);
-	evhttp_connection_set_max_headers_size(c->evcon, VRAM_GATEWAY_UP_HEADERS_MAX);
-	evhttp_connection_set_max_body_size(c->evcon, (ev_ssize_t)VRAM_GATEWAY_RESPONSE_MAX);
-	evhttp_connection_set_retries(c->evcon, 0);
-	return c;
-}
+static void client_drop(struct gw_client *c);
+static void client_next(struct gw_client *c);
+static void up_resume(struct gw_up *up);
 
-static void conn_free(struct gw_conn *c)
+static size_t client_pending(const struct gw_client *c)
 {
-	if (!c)
-		return;
-	evhttp_connection_free(c->evcon);
-	free(c);
+	return c->out.len - c->out_off;
 }
 
 /*
- * Back to the idle list. Never frees here: this runs inside the connection's
- * own callbacks. Extra connections are trimmed when one is taken.
+ * Sends n pieces to c: written at once when nothing waits, the rest queued
+ * for the write event. Returns 0, or -errno after dropping c (the client is
+ * gone or too far behind): the caller returns without touching c, its
+ * request or that request's upstream.
  */
-static void conn_put(struct gw_wl *wl, struct gw_conn *c)
+static int client_sendv(struct gw_client *c, struct iovec *iov, int n)
 {
-	c->next = wl->idle;
-	wl->idle = c;
-	wl->n_idle++;
+	size_t total = 0, done = 0;
+	for (int i = 0; i < n; i++)
+		total += iov[i].iov_len;
+	if (total == 0)
+		return 0;
+	if (client_pending(c) == 0) {
+		struct msghdr msg = { .msg_iov = iov, .msg_iovlen = (size_t)n };
+		ssize_t w;
+		do
+			w = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+		while (w < 0 && errno == EINTR);
+		if (w < 0 && errno != EAGAIN) {
+			int e = errno;
+			client_drop(c);
+			return -e;
+		}
+		done = w > 0 ? (size_t)w : 0;
+		c->out_stamp = now_s();
+	}
+	if (done == total)
+		return 0;
+	if (client_pending(c) == 0) {
+		vram_buf_reset(&c->out);
+		c->out_off = 0;
+	}
+	for (int i = 0; i < n; i++) {
+		size_t len = iov[i].iov_len;
+		if (done >= len) {
+			done -= len;
+			continue;
+		}
+		if (vram_buf_append(&c->out, (const char *)iov[i].iov_base + done, len - done) < 0) {
+			client_drop(c);
+			return -ENOBUFS;
+		}
+		done = 0;
+	}
+	event_add(c->wev, NULL);
+	return 0;
 }
 
-/* Frees idle connections beyond the cap (or all); not from their callbacks. */
-static void conns_trim(struct gw_wl *wl, unsigned keep)
+static int client_send(struct gw_client *c, const void *p, size_t n)
 {
-	while (wl->n_idle > keep) {
-		struct gw_conn **pp = &wl->idle;
-		while ((*pp)->next)
-			pp = &(*pp)->next;
-		conn_free(*pp);
-		*pp = NULL;
-		wl->n_idle--;
+	struct iovec iov = { (void *)p, n };
+	return client_sendv(c, &iov, 1);
+}
+
+/* Ends the connection once what is queued is sent: the write side is shut
+ * and the rest of what the client sends is read and dropped (a close with
+ * unread data would reset the connection and could lose the response). */
+static void client_close_soon(struct gw_client *c)
+{
+	c->closing = true;
+	if (client_pending(c) > 0 || c->lingering)
+		return;
+	if (shutdown(c->fd, SHUT_WR) < 0) {
+		client_drop(c);
+		return;
 	}
+	c->lingering = true;
+	c->stamp = now_s();
+	if (c->read_paused) {
+		c->read_paused = false;
+		event_add(c->rev, NULL);
+	}
+}
+
+static void client_on_write(evutil_socket_t fd, short what, void *arg)
+{
+	struct gw_client *c = arg;
+	size_t pending = client_pending(c);
+	ssize_t w = pending ? send(fd, c->out.data + c->out_off, pending, MSG_NOSIGNAL) : 0;
+	if (w < 0 && errno != EAGAIN && errno != EINTR) {
+		client_drop(c);
+		return;
+	}
+	if (w > 0) {
+		c->out_off += (size_t)w;
+		c->out_stamp = now_s();
+	}
+	if (client_pending(c) > 0) {
+		event_add(c->wev, NULL);
+		return;
+	}
+	vram_buf_reset(&c->out);
+	c->out_off = 0;
+	if (c->req && c->req->up && c->req->up->paused)
+		up_resume(c->req->up);
+	if (c->closing && !c->req)
+		client_close_soon(c);
+}
+
+/* A complete response with a body, as the gateway's own. */
+static int client_reply(struct gw_client *c, int status, const char *extra, const char *ctype,
+			const char *body, size_t len, bool close)
+{
+	char head[1024];
+	int n = snprintf(head, sizeof(head),
+			 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n",
+			 status, vram_http_reason(status), ctype, len, extra ? extra : "",
+			 close ? "Connection: close\r\n" : "");
+	struct iovec iov[2] = { { head, (size_t)n }, { (void *)body, len } };
+	int r = client_sendv(c, iov, 2);
+	if (r == 0 && close)
+		client_close_soon(c);
+	return r;
+}
+
+/*
+ * Replies with the JSON error shape; retry_after > 0 adds Retry-After.
+ * Returns like client_sendv.
+ */
+static int client_error(struct gw_client *c, int status, const char *code, int retry_after,
+			bool close, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static int client_error(struct gw_client *c, int status, const char *code, int retry_after,
+			bool close, const char *fmt, ...)
+{
+	char message[1536], extra[96] = "";
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(message, sizeof(message), fmt, ap);
+	va_end(ap);
+	if (retry_after > 0)
+		snprintf(extra, sizeof(extra), "Retry-After: %d\r\n", retry_after);
+	if (status == 401)
+		snprintf(extra, sizeof(extra), "WWW-Authenticate: Bearer\r\n");
+	json_t *body = vram_http_error_json(status, code, message);
+	char *text = body ? json_dumps(body, VRAM_HTTP_JSON_FLAGS) : NULL;
+	json_decref(body);
+	static const char oom[] = "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
+	int r = client_reply(c, text ? status : 500, extra, "application/json", text ? text : oom,
+			     text ? strlen(text) : sizeof(oom) - 1, close);
+	free(text);
+	return r;
 }
 
 /* ------------------------------------------------------------ requests */
@@ -416,10 +563,12 @@ static void active_unlink(struct gw_req *r)
 	r->prev = r->next = NULL;
 }
 
+static void up_close(struct gw_up *up);
+
 /*
  * Takes r out of its list, does the accounting for a request that ended with
- * status (0 = the client went away) and frees r. The client request is not
- * touched.
+ * status (0 = the client went away), breaks off its upstream connection if
+ * it still has one, detaches it from its client and frees it.
  */
 static void finish(struct gw_req *r, int status)
 {
@@ -429,248 +578,559 @@ static void finish(struct gw_req *r, int status)
 		queue_unlink(r);
 	} else {
 		active_unlink(r);
-		wl->in_flight--;
-		vram_manager_request_end(gw->m, wl->cfg->name);
-		if (r->conn)
-			conn_put(wl, r->conn);
+		if (wl) {
+			wl->in_flight--;
+			vram_manager_request_end(gw->m, wl->cfg->name);
+		}
 	}
-	vram_metrics_gateway_request(gw->mx, wl->cfg->name, status, seconds_since(&r->started));
+	if (r->up) {
+		/* Closing it is how the upstream learns that nobody waits any more. */
+		r->up->req = NULL;
+		up_close(r->up);
+	}
+	if (wl)
+		vram_metrics_gateway_request(gw->mx, wl->cfg->name, status,
+					     seconds_since(&r->started));
 	if (r->timeout)
 		event_free(r->timeout);
-	free(r->uri);
+	if (r->c)
+		r->c->req = NULL;
+	vram_buf_done(&r->wire);
 	free(r);
 }
 
-static void reply_error(struct evhttp_request *req, int status, const char *code, int retry_after,
-			const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-static void reply_error(struct evhttp_request *req, int status, const char *code, int retry_after,
-			const char *fmt, ...)
+/* Answers a request whose response has not started, and finishes it. */
+static void fail_req(struct gw_req *r, int status, const char *code, int retry_after,
+		     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void fail_req(struct gw_req *r, int status, const char *code, int retry_after,
+		     const char *fmt, ...)
 {
 	char message[1536];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(message, sizeof(message), fmt, ap);
 	va_end(ap);
-	if (retry_after > 0) {
-		char ra[16];
-		snprintf(ra, sizeof(ra), "%d", retry_after);
-		evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", ra);
-	}
-	vram_http_reply_error(req, status, code, "%s", message);
-}
-
-/* Answers a request that has not been replied to yet and finishes it. */
-static void fail_req(struct gw_req *r, int status, const char *code, int retry_after,
-		     const char *message)
-{
-	struct evhttp_request *req = r->req;
-	vram_http_unwatch(req);
+	struct gw_client *c = r->c;
+	bool close = !r->keep_alive;
 	finish(r, status);
-	reply_error(req, status, code, retry_after, "%s", message);
+	if (client_error(c, status, code, retry_after, close, "%s", message) == 0 && !close)
+		client_next(c);
 }
 
-static void drain(struct gw_wl *wl, bool after_wake);
+/* ---------------------------------------------------------- upstreams */
 
-static void on_client_close(struct evhttp_connection *evcon, void *arg)
+static void up_on_read(evutil_socket_t fd, short what, void *arg);
+static void up_on_write(evutil_socket_t fd, short what, void *arg);
+
+static void pool_remove(struct gw_up *up)
 {
-	struct gw_req *r = arg;
-	struct evhttp_request *req = r->req;
-	if (r->phase == GW_PROXYING && r->up) {
-		/* Closes the upstream connection: the server sees the client leave. */
-		evhttp_cancel_request(r->up);
-		r->up = NULL;
-	}
-	struct gw_wl *wl = r->wl;
-	bool was_proxying = r->phase == GW_PROXYING;
-	finish(r, 0);
-	vram_http_release_detached(req);
-	if (was_proxying)
-		drain(wl, false);
+	struct gw_pool *p = up->pool;
+	if (up->prev)
+		up->prev->next = up->next;
+	else
+		p->idle = up->next;
+	if (up->next)
+		up->next->prev = up->prev;
+	up->prev = up->next = NULL;
+	p->n_idle--;
 }
 
-static void on_client_drained(struct evhttp_connection *evcon, void *arg)
+/* Closes and frees up; it must not carry a request (see finish). */
+static void up_close(struct gw_up *up)
 {
-	struct gw_req *r = arg;
-	if (r->paused && r->conn) {
-		r->paused = false;
-		bufferevent_enable(evhttp_connection_get_bufferevent(r->conn->evcon), EV_READ);
-	}
-}
-
-static void start_reply(struct gw_req *r, int code, const char *reason)
-{
-	struct evhttp_request *req = r->req;
-	vram_http_unwatch(req);
-	evhttp_send_reply_start(req, code, reason && *reason ? reason : vram_http_reason(code));
-	r->replying = true;
-	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-	if (!evcon)
+	if (!up)
 		return;
-	/*
-	 * evhttp reads during a streamed reply and notices the client closing;
-	 * a quiet stream (a model thinking) is not an idle connection. A client
-	 * that stops reading is caught by the write timeout.
-	 */
-	evhttp_connection_set_closecb(evcon, on_client_close, r);
-	struct timeval write_tv = { VRAM_GATEWAY_UPSTREAM_TIMEOUT_S, 0 };
-	bufferevent_set_timeouts(evhttp_connection_get_bufferevent(evcon), NULL, &write_tv);
+	if (!up->req && (up->prev || up->next || (up->pool && up->pool->idle == up)))
+		pool_remove(up);
+	if (up->rev)
+		event_free(up->rev);
+	if (up->wev)
+		event_free(up->wev);
+	if (up->fd >= 0)
+		close(up->fd);
+	vram_buf_done(&up->in);
+	free(up);
 }
 
-static int on_up_headers(struct evhttp_request *up, void *arg)
+/* Closes every idle connection of p beyond keep, oldest first. */
+static void pool_trim(struct gw_pool *p, unsigned keep)
 {
-	struct gw_req *r = arg;
-	struct evkeyvalq *oh = evhttp_request_get_output_headers(r->req);
-	if (vram_gateway_copy_headers(evhttp_request_get_input_headers(up), oh) < 0) {
-		evhttp_clear_headers(oh);
-		r->up_failed = true;
-		return -1; /* the done callback answers 502 */
+	while (p->n_idle > keep) {
+		struct gw_up *last = p->idle;
+		while (last->next)
+			last = last->next;
+		up_close(last);
 	}
-	evhttp_add_header(oh, "Via", "1.1 vramd");
-	start_reply(r, evhttp_request_get_response_code(up), evhttp_request_get_response_code_line(up));
+}
+
+static void pool_put(struct gw_up *up)
+{
+	struct gw_pool *p = up->pool;
+	up->reused = true;
+	if (up->paused)
+		up_resume(up);
+	up->prev = NULL;
+	up->next = p->idle;
+	if (p->idle)
+		p->idle->prev = up;
+	p->idle = up;
+	p->n_idle++;
+	pool_trim(p, VRAM_GATEWAY_IDLE_CONNS_MAX);
+}
+
+static struct gw_up *pool_take(struct gw_pool *p, unsigned port)
+{
+	for (struct gw_up *up = p->idle; up; up = up->next) {
+		if (up->port == port) {
+			pool_remove(up);
+			return up;
+		}
+	}
+	return NULL;
+}
+
+/* Connects to port on 127.0.0.1, or to the API socket for port 0. Returns NULL with errno. */
+static struct gw_up *up_open(struct vram_gateway *gw, struct gw_pool *pool, unsigned port)
+{
+	struct gw_up *up = calloc(1, sizeof(*up));
+	if (!up)
+		return NULL;
+	up->gw = gw;
+	up->pool = pool;
+	up->port = port;
+	vram_buf_init(&up->in, VRAM_GATEWAY_UP_HEADERS_MAX + GW_READ_MAX);
+	int r;
+	if (port) {
+		up->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (up->fd < 0)
+			goto out_free;
+		int one = 1;
+		setsockopt(up->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+					  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+		r = connect(up->fd, (struct sockaddr *)&sa, sizeof(sa));
+	} else {
+		up->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (up->fd < 0)
+			goto out_free;
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", gw->api_socket);
+		r = connect(up->fd, (struct sockaddr *)&sa, sizeof(sa));
+	}
+	if (r < 0 && errno != EINPROGRESS)
+		goto out_close;
+	up->connecting = r < 0;
+	up->rev = event_new(gw->base, up->fd, EV_READ | EV_PERSIST, up_on_read, up);
+	up->wev = event_new(gw->base, up->fd, EV_WRITE, up_on_write, up);
+	if (!up->rev || !up->wev || event_add(up->rev, NULL) < 0) {
+		errno = ENOMEM;
+		goto out_close;
+	}
+	return up;
+
+out_close:;
+	int e = errno;
+	up_close(up);
+	errno = e;
+	return NULL;
+out_free:
+	e = errno;
+	vram_buf_done(&up->in);
+	free(up);
+	errno = e;
+	return NULL;
+}
+
+static void up_resume(struct gw_up *up)
+{
+	up->paused = false;
+	up->stamp = now_s();
+	event_add(up->rev, NULL);
+}
+
+/* Writes what is left of the request. Returns 0 or -errno. */
+static int up_flush(struct gw_up *up)
+{
+	struct gw_req *r = up->req;
+	while (r->sent < r->wire.len) {
+		ssize_t w = send(up->fd, r->wire.data + r->sent, r->wire.len - r->sent, MSG_NOSIGNAL);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN) {
+				event_add(up->wev, NULL);
+				return 0;
+			}
+			return -errno;
+		}
+		r->sent += (size_t)w;
+		up->stamp = now_s();
+	}
 	return 0;
 }
 
-static void send_body(struct gw_req *r, struct evbuffer *in)
+static void send_upstream(struct gw_req *r, unsigned port);
+static void drain(struct gw_wl *wl, bool after_wake);
+
+static const char *upstream_name(const struct gw_req *r, char *buf, size_t size)
 {
-	if (evbuffer_get_length(in) == 0)
+	if (!r->wl)
+		snprintf(buf, size, "the API server (%s)", r->gw->api_socket);
+	else
+		snprintf(buf, size, "the upstream of %s (127.0.0.1:%u)", r->wl->cfg->name,
+			 r->up ? r->up->port : 0);
+	return buf;
+}
+
+/*
+ * The upstream connection failed (why: what it did). Before any response a
+ * request that went out on a kept-alive connection is sent once more on a
+ * new one (the server may have closed it just then); otherwise the client
+ * gets a 502, or, in the middle of a response, its connection is closed
+ * after what it has been sent (the length or the chunking shows the cut).
+ */
+static void up_fail(struct gw_up *up, const char *why)
+{
+	struct gw_req *r = up->req;
+	if (!r) {
+		up_close(up);
 		return;
-	evhttp_send_reply_chunk_with_cb(r->req, in, on_client_drained, r);
-	struct evhttp_connection *evcon = evhttp_request_get_connection(r->req);
-	if (!evcon || !r->conn)
-		return;
-	struct bufferevent *cbev = evhttp_connection_get_bufferevent(evcon);
-	if (evbuffer_get_length(bufferevent_get_output(cbev)) > VRAM_GATEWAY_BACKLOG_MAX) {
-		r->paused = true;
-		bufferevent_disable(evhttp_connection_get_bufferevent(r->conn->evcon), EV_READ);
 	}
-}
-
-static void on_up_chunk(struct evhttp_request *up, void *arg)
-{
-	struct gw_req *r = arg;
-	if (r->replying)
-		send_body(r, evhttp_request_get_input_buffer(up));
-}
-
-static void on_up_error(enum evhttp_request_error error, void *arg)
-{
-	struct gw_req *r = arg;
-	r->up_failed = true;
-	r->up_error = error;
-}
-
-static const char *up_error_text(enum evhttp_request_error e)
-{
-	switch (e) {
-	case EVREQ_HTTP_TIMEOUT: return "timed out";
-	case EVREQ_HTTP_EOF: return "closed the connection";
-	case EVREQ_HTTP_INVALID_HEADER: return "sent an invalid or too large header";
-	case EVREQ_HTTP_BUFFER_ERROR: return "could not be reached";
-	case EVREQ_HTTP_DATA_TOO_LONG: return "sent a response over the size limit";
-	default: return "failed";
-	}
-}
-
-static void on_up_done(struct evhttp_request *up, void *arg)
-{
-	struct gw_req *r = arg;
-	struct gw_wl *wl = r->wl;
-	struct evhttp_request *req = r->req;
+	char who[PATH_MAX + 64];
+	upstream_name(r, who, sizeof(who));
+	unsigned port = up->port;
+	bool retry = up->reused && !up->got_bytes && !r->retried && !r->replying;
+	up->req = NULL;
 	r->up = NULL;
-	bool ok = up && !r->up_failed && evhttp_request_get_response_code(up) > 0;
-	if (!r->replying) {
-		char msg[512];
-		snprintf(msg, sizeof(msg), "the upstream of %s (127.0.0.1:%u) %s", wl->cfg->name,
-			 r->conn ? r->conn->port : 0,
-			 r->up_failed ? up_error_text(r->up_error) : "sent no response");
-		fail_req(r, 502, "bad_gateway", 0, msg);
-	} else {
-		int status = up ? evhttp_request_get_response_code(up) : 502;
-		if (ok)
-			send_body(r, evhttp_request_get_input_buffer(up));
-		vram_http_unwatch(req);
-		finish(r, ok ? status : 502);
-		/* A broken upstream ends the reply early; the length or the chunking shows it. */
-		evhttp_send_reply_end(req);
+	up_close(up);
+	if (retry) {
+		r->retried = true;
+		send_upstream(r, port);
+		return;
 	}
-	drain(wl, false);
+	struct gw_wl *wl = r->wl;
+	if (!r->replying) {
+		fail_req(r, 502, "bad_gateway", 0, "%s %s", who, why);
+	} else {
+		struct gw_client *c = r->c;
+		vram_debug("gateway: %s %s in the middle of a response", who, why);
+		finish(r, 502);
+		client_close_soon(c);
+	}
+	if (wl)
+		drain(wl, false);
 }
 
-/* Sends r upstream to port. On failure answers the client. */
+/* The response ended: the connection goes back to its pool, the client on. */
+static void up_done(struct gw_up *up)
+{
+	struct gw_req *r = up->req;
+	struct gw_client *c = r->c;
+	struct gw_wl *wl = r->wl;
+	bool close = r->close_after;
+	up->req = NULL;
+	r->up = NULL;
+	if (up->keep_alive && up->in.len == 0 && !up->gw->closing)
+		pool_put(up);
+	else
+		up_close(up);
+	finish(r, r->status);
+	if (close)
+		client_close_soon(c);
+	else
+		client_next(c);
+	if (wl)
+		drain(wl, false);
+}
+
+/* Appends "name: value\r\n" (no printf: this runs for every header of every request). */
+static int put_field(struct vram_buf *b, struct vram_h1_span name, struct vram_h1_span value)
+{
+	int e = vram_buf_append(b, name.p, name.n);
+	if (e == 0)
+		e = vram_buf_append(b, ": ", 2);
+	if (e == 0)
+		e = vram_buf_append(b, value.p, value.n);
+	if (e == 0)
+		e = vram_buf_append(b, "\r\n", 2);
+	return e;
+}
+
+/* A vram_h1_data_fn that appends to the struct vram_buf at arg. */
+static int append_to_buf(void *arg, const char *p, size_t n)
+{
+	return vram_buf_append(arg, p, n);
+}
+
+/* The response head for the client, from the upstream's head h. */
+static int build_response_head(struct gw_req *r, const struct vram_h1_head *h, struct vram_buf *b)
+{
+	vram_buf_reset(b);
+	int e = vram_buf_printf(b, "HTTP/1.1 %d %.*s\r\n", h->status, (int)h->reason.n, h->reason.p);
+	bool has_via = false;
+	for (size_t i = 0; i < h->nh && e == 0; i++) {
+		const struct vram_h1_header *hd = &h->h[i];
+		if (vram_h1_hop_by_hop(h, hd->name))
+			continue;
+		if (vram_h1_span_eq(hd->name, "Via")) {
+			has_via = true;
+			continue;
+		}
+		if (h->body == VRAM_H1_BODY_CHUNKED && vram_h1_span_eq(hd->name, "Content-Length"))
+			continue;
+		e = put_field(b, hd->name, hd->value);
+	}
+	if (e == 0 && has_via) {
+		e = vram_buf_puts(b, "Via: ");
+		for (size_t i = 0; i < h->nh && e == 0; i++)
+			if (vram_h1_span_eq(h->h[i].name, "Via"))
+				e = vram_buf_printf(b, "%.*s, ", (int)h->h[i].value.n, h->h[i].value.p);
+		if (e == 0)
+			e = vram_buf_puts(b, "1.1 vramd\r\n");
+	} else if (e == 0) {
+		e = vram_buf_puts(b, "Via: 1.1 vramd\r\n");
+	}
+	r->close_after = !r->keep_alive || h->body == VRAM_H1_BODY_CLOSE;
+	if (e == 0 && h->body == VRAM_H1_BODY_CHUNKED) {
+		if (r->minor >= 1) {
+			e = vram_buf_puts(b, "Transfer-Encoding: chunked\r\n");
+		} else {
+			r->dechunk = true; /* HTTP/1.0 has no chunks: the body runs to the close */
+			r->close_after = true;
+		}
+	}
+	if (e == 0 && r->close_after)
+		e = vram_buf_puts(b, "Connection: close\r\n");
+	else if (e == 0 && r->minor == 0)
+		e = vram_buf_puts(b, "Connection: keep-alive\r\n");
+	if (e == 0)
+		e = vram_buf_puts(b, "\r\n");
+	return e;
+}
+
+/* Handles what up->in holds: the response head once, then body bytes. */
+static void up_process(struct gw_up *up)
+{
+	struct vram_gateway *gw = up->gw;
+	struct gw_req *r = up->req;
+	size_t pos = 0;
+	bool send_head = false;
+	while (!up->head_done) {
+		struct vram_h1_head h;
+		int hl = vram_h1_parse_response(up->in.data + pos, up->in.len - pos,
+						VRAM_GATEWAY_UP_HEADERS_MAX, r->head_request, &h);
+		if (hl == 0) {
+			if (pos)
+				vram_buf_consume(&up->in, pos);
+			return;
+		}
+		if (hl < 0) {
+			up_fail(up, hl == -EMSGSIZE ? "sent a response head over 64 KiB"
+				    : hl == -E2BIG ? "sent more than 100 header lines"
+						   : "sent a response that is not valid HTTP/1.1");
+			return;
+		}
+		pos += (size_t)hl;
+		if (h.status == 101) {
+			up_fail(up, "switched protocols, which the gateway does not carry");
+			return;
+		}
+		if (h.status < 200)
+			continue; /* an interim response: the real one follows */
+		if (build_response_head(r, &h, &gw->head) < 0) {
+			up_fail(up, "sent a response head the gateway could not copy");
+			return;
+		}
+		up->head_done = true;
+		up->body = h.body;
+		up->left = h.content_length;
+		up->keep_alive = h.keep_alive;
+		memset(&up->ck, 0, sizeof(up->ck));
+		r->status = h.status;
+		send_head = true;
+	}
+
+	const char *bp = up->in.data + pos;
+	size_t avail = up->in.len - pos, take = 0;
+	bool end = false;
+	struct iovec iov[2];
+	int n = 0;
+	if (send_head)
+		iov[n++] = (struct iovec){ gw->head.data, gw->head.len };
+	switch (up->body) {
+	case VRAM_H1_BODY_NONE:
+		end = true;
+		break;
+	case VRAM_H1_BODY_LENGTH:
+		take = (uint64_t)avail < up->left ? avail : (size_t)up->left;
+		up->left -= take;
+		end = up->left == 0;
+		break;
+	case VRAM_H1_BODY_CLOSE:
+		take = avail;
+		break;
+	case VRAM_H1_BODY_CHUNKED: {
+		vram_buf_reset(&gw->dechunked);
+		ssize_t s = vram_h1_chunked_scan(&up->ck, bp, avail, &end,
+						 r->dechunk ? append_to_buf : NULL, &gw->dechunked);
+		if (s < 0) {
+			up_fail(up, "sent a broken chunked body");
+			return;
+		}
+		take = (size_t)s;
+		break;
+	}
+	}
+	up->total += take;
+	if (up->total > VRAM_GATEWAY_RESPONSE_MAX) {
+		up_fail(up, "sent a response over the size limit");
+		return;
+	}
+	if (r->dechunk && gw->dechunked.len)
+		iov[n++] = (struct iovec){ gw->dechunked.data, gw->dechunked.len };
+	else if (!r->dechunk && take)
+		iov[n++] = (struct iovec){ (void *)bp, take };
+	if (end && pos + take < up->in.len)
+		up->keep_alive = false; /* bytes beyond the response: not a connection to reuse */
+	if (send_head)
+		r->replying = true;
+	struct gw_client *c = r->c;
+	if (client_sendv(c, iov, n) < 0)
+		return; /* c, r and up are gone */
+	vram_buf_consume(&up->in, pos + take);
+	if (end) {
+		up_done(up);
+		return;
+	}
+	if (client_pending(c) > VRAM_GATEWAY_BACKLOG_MAX && !up->paused) {
+		up->paused = true;
+		event_del(up->rev);
+	}
+}
+
+static void up_on_read(evutil_socket_t fd, short what, void *arg)
+{
+	struct gw_up *up = arg;
+	char *p;
+	size_t avail;
+	if (vram_buf_space(&up->in, GW_READ_MAX, &p, &avail) < 0) {
+		up_fail(up, "sent a response head over 64 KiB");
+		return;
+	}
+	ssize_t n = recv(fd, p, avail, 0);
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EINTR)
+			return;
+		up_fail(up, strerror(errno));
+		return;
+	}
+	if (!up->req) {
+		/* An idle connection closed, or sent what nobody asked for. */
+		up_close(up);
+		return;
+	}
+	if (n == 0) {
+		if (up->head_done && up->body == VRAM_H1_BODY_CLOSE) {
+			up->keep_alive = false;
+			up_done(up);
+		} else {
+			up_fail(up, up->got_bytes ? "closed the connection in the middle of a response"
+						  : "closed the connection without a response");
+		}
+		return;
+	}
+	vram_buf_commit(&up->in, (size_t)n);
+	up->stamp = now_s();
+	up->got_bytes = true;
+	up_process(up);
+}
+
+static void up_on_write(evutil_socket_t fd, short what, void *arg)
+{
+	struct gw_up *up = arg;
+	if (up->connecting) {
+		int err = 0;
+		socklen_t len = sizeof(err);
+		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+			err = errno;
+		if (err) {
+			char why[160];
+			snprintf(why, sizeof(why), "could not be reached: %s", strerror(err));
+			up_fail(up, why);
+			return;
+		}
+		up->connecting = false;
+	}
+	if (!up->req)
+		return;
+	int r = up_flush(up);
+	if (r < 0) {
+		char why[160];
+		snprintf(why, sizeof(why), "stopped taking the request: %s", strerror(-r));
+		up_fail(up, why);
+	}
+}
+
+/* Sends r (proxying) on a kept-alive connection to port, or a new one. */
+static void send_upstream(struct gw_req *r, unsigned port)
+{
+	struct vram_gateway *gw = r->gw;
+	struct gw_pool *pool = r->wl ? &r->wl->pool : &gw->api_pool;
+	struct gw_up *up = r->retried ? NULL : pool_take(pool, port);
+	if (!up)
+		up = up_open(gw, pool, port);
+	if (!up) {
+		char who[PATH_MAX + 64];
+		fail_req(r, 502, "bad_gateway", 0, "%s could not be reached: %s",
+			 upstream_name(r, who, sizeof(who)), strerror(errno));
+		return;
+	}
+	up->req = r;
+	r->up = up;
+	r->sent = 0;
+	up->head_done = up->got_bytes = false;
+	up->total = 0;
+	up->stamp = now_s();
+	if (up->connecting) {
+		event_add(up->wev, NULL);
+		return;
+	}
+	int e = up_flush(up);
+	if (e < 0) {
+		char why[160];
+		snprintf(why, sizeof(why), "did not take the request: %s", strerror(-e));
+		up_fail(up, why);
+	}
+}
+
+/* r leaves the queue (if it was there) and goes upstream to port. */
 static void forward(struct gw_req *r, unsigned port)
 {
 	struct vram_gateway *gw = r->gw;
 	struct gw_wl *wl = r->wl;
-	struct evhttp_request *req = r->req;
 	if (r->timeout)
 		event_del(r->timeout);
-	if (r->phase == GW_QUEUED)
+	if (r->phase == GW_QUEUED && wl)
 		queue_unlink(r);
 	r->phase = GW_PROXYING;
+	r->prev = NULL;
 	r->next = gw->active;
 	if (gw->active)
 		gw->active->prev = r;
 	gw->active = r;
-	wl->in_flight++;
-	vram_manager_request_begin(gw->m, wl->cfg->name);
-
-	conns_trim(wl, VRAM_GATEWAY_IDLE_CONNS_MAX);
-	r->conn = conn_get(wl, port);
-	struct evhttp_request *up = r->conn ? evhttp_request_new(on_up_done, r) : NULL;
-	if (!up) {
-		fail_req(r, 500, NULL, 0, "out of memory");
-		return;
+	if (wl) {
+		wl->in_flight++;
+		vram_manager_request_begin(gw->m, wl->cfg->name);
 	}
-	evhttp_request_set_header_cb(up, on_up_headers);
-	evhttp_request_set_chunked_cb(up, on_up_chunk);
-	evhttp_request_set_error_cb(up, on_up_error);
-
-	struct evkeyvalq *ih = evhttp_request_get_input_headers(req);
-	struct evkeyvalq *uh = evhttp_request_get_output_headers(up);
-	vram_gateway_copy_headers(ih, uh); /* the count was checked on arrival */
-	evhttp_remove_header(uh, "Content-Length");
-	evhttp_remove_header(uh, "Expect"); /* the body is here already */
-	struct evbuffer *body = evhttp_request_get_input_buffer(req);
-	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
-	size_t blen = evbuffer_get_length(body);
-	if (blen > 0 || cmd == EVHTTP_REQ_POST || cmd == EVHTTP_REQ_PUT || cmd == EVHTTP_REQ_PATCH) {
-		char cl[24];
-		snprintf(cl, sizeof(cl), "%zu", blen);
-		evhttp_add_header(uh, "Content-Length", cl);
-	}
-	char *peer = NULL;
-	ev_uint16_t peer_port = 0;
-	struct evhttp_connection *cevcon = evhttp_request_get_connection(req);
-	if (cevcon)
-		evhttp_connection_get_peer(cevcon, &peer, &peer_port);
-	if (peer && *peer && strchr("0123456789abcdefABCDEF:", peer[0])) {
-		const char *xff = evhttp_find_header(ih, "X-Forwarded-For");
-		char v[512];
-		if (xff)
-			snprintf(v, sizeof(v), "%s, %s", xff, peer);
-		else
-			snprintf(v, sizeof(v), "%s", peer);
-		evhttp_remove_header(uh, "X-Forwarded-For");
-		evhttp_add_header(uh, "X-Forwarded-For", v);
-	}
-	const char *via = evhttp_find_header(ih, "Via");
-	char v[512];
-	snprintf(v, sizeof(v), "%s%s1.1 vramd", via ? via : "", via ? ", " : "");
-	evhttp_remove_header(uh, "Via");
-	evhttp_add_header(uh, "Via", v);
-	evbuffer_add_buffer(evhttp_request_get_output_buffer(up), body);
-
-	r->up = up;
-	if (evhttp_make_request(r->conn->evcon, up, cmd, r->uri) < 0) {
-		r->up = NULL; /* libevent freed it */
-		fail_req(r, 502, "bad_gateway", 0, "could not send the request upstream");
-	}
+	send_upstream(r, port);
 }
+
+/* ---------------------------------------------- waking workloads, queues */
 
 static void fail_queue(struct gw_wl *wl, const char *message)
 {
 	while (wl->qhead)
-		fail_req(wl->qhead, 503, "unavailable", VRAM_GATEWAY_RETRY_AFTER_S, message);
+		fail_req(wl->qhead, 503, "unavailable", VRAM_GATEWAY_RETRY_AFTER_S, "%s", message);
 }
 
 static void on_woken(const struct vram_action_result *res, void *arg)
@@ -737,10 +1197,9 @@ static void drain(struct gw_wl *wl, bool after_wake)
 static void on_queue_timeout(evutil_socket_t fd, short what, void *arg)
 {
 	struct gw_req *r = arg;
-	char msg[512];
-	snprintf(msg, sizeof(msg), "%s did not become ready within %.1fs (queue_timeout)",
-		 r->wl->cfg->name, (double)r->wl->cfg->queue_timeout_ms / 1000.0);
-	fail_req(r, 503, "unavailable", VRAM_GATEWAY_RETRY_AFTER_S, msg);
+	fail_req(r, 503, "unavailable", VRAM_GATEWAY_RETRY_AFTER_S,
+		 "%s did not become ready within %.1fs (queue_timeout)", r->wl->cfg->name,
+		 (double)r->wl->cfg->queue_timeout_ms / 1000.0);
 }
 
 static void on_state(const char *event, json_t *data, void *arg)
@@ -753,9 +1212,9 @@ static void on_state(const char *event, json_t *data, void *arg)
 	if (strcmp(to, "ready") != 0) {
 		/* Its processes may change: connections to old ports are useless. */
 		if (wl->in_flight == 0)
-			conns_trim(wl, 0);
+			pool_trim(&wl->pool, 0);
 		if (wl->retry_wake && (strcmp(to, "offloaded") == 0 || strcmp(to, "stopped") == 0 ||
-				       strcmp(to, "failed") == 0 || strcmp(to, "ready") == 0))
+				       strcmp(to, "failed") == 0))
 			wake(wl);
 		return;
 	}
@@ -763,79 +1222,121 @@ static void on_state(const char *event, json_t *data, void *arg)
 		drain(wl, false);
 }
 
-/* -------------------------------------------------------------- routes */
+/* ------------------------------------------------------------- routes */
 
-static void reply_models(struct vram_gateway *gw, struct evhttp_request *req, const char *one)
+/* Builds r->wire: the request for the upstream, with target and body. */
+static int build_request(struct gw_req *r, const struct vram_h1_head *h, const char *target,
+			 const char *body, size_t blen)
 {
-	json_t *data = json_array();
-	json_t *found = NULL;
-	for (size_t i = 0; data && i < gw->n_wls; i++) {
-		const struct vram_workload_config *c = gw->wls[i].cfg;
-		for (size_t k = 0; k < c->n_models; k++) {
-			json_t *m = json_pack("{s:s,s:s,s:i,s:s}", "id", c->models[k], "object",
-					      "model", "created", 0, "owned_by", c->name);
-			if (one && !found && strcmp(one, c->models[k]) == 0)
-				found = json_incref(m);
-			json_array_append_new(data, m);
-		}
+	struct gw_client *c = r->c;
+	struct vram_buf *b = &r->wire;
+	vram_buf_init(b, h->len + strlen(target) + 1024 + blen);
+	int e = vram_buf_printf(b, "%.*s %s HTTP/1.1\r\n", (int)h->method.n, h->method.p, target);
+	bool has_host = false;
+	for (size_t i = 0; i < h->nh && e == 0; i++) {
+		struct vram_h1_span n = h->h[i].name, v = h->h[i].value;
+		if (vram_h1_hop_by_hop(h, n) || vram_h1_span_eq(n, "Content-Length") ||
+		    vram_h1_span_eq(n, "Expect") || vram_h1_span_eq(n, "Via") ||
+		    vram_h1_span_eq(n, "X-Forwarded-For"))
+			continue;
+		has_host |= vram_h1_span_eq(n, "Host");
+		e = put_field(b, n, v);
 	}
-	if (one) {
-		if (found) {
-			vram_http_reply_json(req, 200, found);
-		} else {
-			char known[1024];
-			list_known(gw, true, known, sizeof(known));
-			reply_error(req, 404, "model_not_found", 0,
-				    "no workload serves model \"%.256s\" (known: %s)", one,
-				    known[0] ? known : "none");
-		}
-		json_decref(found);
-		json_decref(data);
+	if (e == 0 && !has_host)
+		e = vram_buf_puts(b, "Host: localhost\r\n");
+	bool with_body = vram_h1_span_eq(h->method, "POST") || vram_h1_span_eq(h->method, "PUT") ||
+			 vram_h1_span_eq(h->method, "PATCH");
+	if (e == 0 && (blen || with_body))
+		e = vram_buf_printf(b, "Content-Length: %zu\r\n", blen);
+	/* Via and X-Forwarded-For: the earlier hops' values, then ours. */
+	for (int k = 0; k < 2 && e == 0; k++) {
+		const char *name = k == 0 ? "Via" : "X-Forwarded-For";
+		const char *ours = k == 0 ? "1.1 vramd" : c->peer;
+		if (!*ours)
+			continue;
+		e = vram_buf_printf(b, "%s: ", name);
+		for (size_t i = 0; i < h->nh && e == 0; i++)
+			if (vram_h1_span_eq(h->h[i].name, name))
+				e = vram_buf_printf(b, "%.*s, ", (int)h->h[i].value.n, h->h[i].value.p);
+		if (e == 0)
+			e = vram_buf_printf(b, "%s\r\n", ours);
+	}
+	if (e == 0)
+		e = vram_buf_puts(b, "\r\n");
+	if (e == 0)
+		e = vram_buf_append(b, body, blen);
+	return e;
+}
+
+/* A new request of c (not linked anywhere yet); NULL when out of memory. */
+static struct gw_req *req_new(struct gw_client *c, struct gw_wl *wl, const struct vram_h1_head *h,
+			      const char *target, const char *body, size_t blen,
+			      const struct timespec *started)
+{
+	struct gw_req *r = calloc(1, sizeof(*r));
+	if (!r)
+		return NULL;
+	r->gw = c->gw;
+	r->wl = wl;
+	r->c = c;
+	r->started = *started;
+	r->minor = h->minor;
+	r->keep_alive = h->keep_alive;
+	r->head_request = vram_h1_span_eq(h->method, "HEAD");
+	if (build_request(r, h, target, body, blen) < 0) {
+		vram_buf_done(&r->wire);
+		free(r);
+		return NULL;
+	}
+	return r;
+}
+
+/* Relays a request for the REST API, /mcp or /metrics to the evhttp server. */
+static void relay_api(struct gw_client *c, const struct vram_h1_head *h, const char *target,
+		      const char *body, size_t blen, const struct timespec *started)
+{
+	struct gw_req *r = req_new(c, NULL, h, target, body, blen, started);
+	if (!r) {
+		client_error(c, 500, NULL, 0, true, "out of memory");
 		return;
 	}
-	json_t *body = json_pack("{s:s,s:o}", "object", "list", "data", data ? data : json_array());
-	vram_http_reply_json(req, 200, body);
-	json_decref(body);
+	c->req = r;
+	r->phase = GW_PROXYING; /* linked by forward */
+	forward(r, 0);
 }
 
 /*
- * Admits a request for wl with upstream request-target uri (takes ownership):
- * sends it now, queues it, or refuses it (429, 503).
+ * Admits a request for wl: sends it now, queues it, or refuses it (429,
+ * 503). target: the upstream request-target.
  */
-static void admit(struct vram_gateway *gw, struct gw_wl *wl, struct evhttp_request *req, char *uri,
-		  const struct timespec *started)
+static void admit(struct gw_client *c, struct gw_wl *wl, const struct vram_h1_head *h,
+		  const char *target, const char *body, size_t blen, const struct timespec *started)
 {
+	struct vram_gateway *gw = c->gw;
 	unsigned port = 0;
 	int ready = vram_manager_endpoint(gw->m, wl->cfg->name, &port);
 	unsigned max = wl->cfg->max_concurrency;
 	if (ready == 0 && !wl->qhead && max && wl->in_flight >= max) {
-		free(uri);
 		vram_metrics_gateway_request(gw->mx, wl->cfg->name, 429, seconds_since(started));
-		reply_error(req, 429, "too_many_requests", VRAM_GATEWAY_RETRY_AFTER_S,
-			    "%s has %u requests in flight, its max_concurrency", wl->cfg->name, max);
+		client_error(c, 429, "too_many_requests", VRAM_GATEWAY_RETRY_AFTER_S, !h->keep_alive,
+			     "%s has %u requests in flight, its max_concurrency", wl->cfg->name, max);
 		return;
 	}
 	if (ready < 0 && wl->n_queued >= wl->cfg->queue_max) {
-		free(uri);
 		vram_metrics_gateway_request(gw->mx, wl->cfg->name, 503, seconds_since(started));
-		reply_error(req, 503, "unavailable", VRAM_GATEWAY_RETRY_AFTER_S,
-			    "%s is not ready and its queue is full (queue_max %u)", wl->cfg->name,
-			    wl->cfg->queue_max);
+		client_error(c, 503, "unavailable", VRAM_GATEWAY_RETRY_AFTER_S, !h->keep_alive,
+			     "%s is not ready and its queue is full (queue_max %u)", wl->cfg->name,
+			     wl->cfg->queue_max);
 		return;
 	}
-	struct gw_req *r = calloc(1, sizeof(*r));
+	struct gw_req *r = req_new(c, wl, h, target, body, blen, started);
 	if (!r) {
-		free(uri);
-		vram_http_reply_error(req, 500, NULL, "out of memory");
+		client_error(c, 500, NULL, 0, true, "out of memory");
 		return;
 	}
-	r->gw = gw;
-	r->wl = wl;
-	r->req = req;
-	r->uri = uri;
-	r->started = *started;
-	r->phase = GW_QUEUED;
+	c->req = r;
 	/* Linked as queued first, so that every path out goes through finish(). */
+	r->phase = GW_QUEUED;
 	r->prev = wl->qtail;
 	if (wl->qtail)
 		wl->qtail->next = r;
@@ -843,7 +1344,6 @@ static void admit(struct vram_gateway *gw, struct gw_wl *wl, struct evhttp_reque
 		wl->qhead = r;
 	wl->qtail = r;
 	wl->n_queued++;
-	vram_http_watch_close(req, on_client_close, r);
 	if (ready == 0 && wl->qhead == r) {
 		forward(r, port);
 		return;
@@ -863,11 +1363,57 @@ static void admit(struct vram_gateway *gw, struct gw_wl *wl, struct evhttp_reque
 		wake(wl);
 }
 
-/* /w/{name}[/rest]: the workload by name, the rest as the upstream target. */
-static void route_by_name(struct vram_gateway *gw, struct evhttp_request *req, const char *raw_uri,
-			  const struct timespec *started)
+static void reply_json(struct gw_client *c, int status, json_t *body, bool close)
 {
-	const char *seg = raw_uri + 3;
+	char *text = body ? json_dumps(body, VRAM_HTTP_JSON_FLAGS) : NULL;
+	if (!text) {
+		client_error(c, 500, NULL, 0, true, "out of memory");
+		return;
+	}
+	client_reply(c, status, NULL, "application/json", text, strlen(text), close);
+	free(text);
+}
+
+static void reply_models(struct gw_client *c, const char *one, bool close)
+{
+	struct vram_gateway *gw = c->gw;
+	json_t *data = json_array();
+	json_t *found = NULL;
+	for (size_t i = 0; data && i < gw->n_wls; i++) {
+		const struct vram_workload_config *cfg = gw->wls[i].cfg;
+		for (size_t k = 0; k < cfg->n_models; k++) {
+			json_t *m = json_pack("{s:s,s:s,s:i,s:s}", "id", cfg->models[k], "object",
+					      "model", "created", 0, "owned_by", cfg->name);
+			if (one && !found && strcmp(one, cfg->models[k]) == 0)
+				found = json_incref(m);
+			json_array_append_new(data, m);
+		}
+	}
+	if (one) {
+		if (found) {
+			reply_json(c, 200, found, close);
+		} else {
+			char known[1024];
+			list_known(gw, true, known, sizeof(known));
+			client_error(c, 404, "model_not_found", 0, close,
+				     "no workload serves model \"%.256s\" (known: %s)", one,
+				     known[0] ? known : "none");
+		}
+		json_decref(found);
+		json_decref(data);
+		return;
+	}
+	json_t *body = json_pack("{s:s,s:o}", "object", "list", "data", data ? data : json_array());
+	reply_json(c, 200, body, close);
+	json_decref(body);
+}
+
+/* /w/{name}[/rest]: the workload by name, the rest as the upstream target. */
+static void route_by_name(struct gw_client *c, const struct vram_h1_head *h, const char *target,
+			  const char *body, size_t blen, const struct timespec *started)
+{
+	struct vram_gateway *gw = c->gw;
+	const char *seg = target + 3;
 	size_t seglen = strcspn(seg, "/?");
 	char name[VRAM_API_NAME_MAX + 1];
 	size_t dlen = 0;
@@ -880,7 +1426,7 @@ static void route_by_name(struct vram_gateway *gw, struct evhttp_request *req, c
 	}
 	if (!dec || dlen == 0 || dlen >= sizeof(name) || strlen(dec) != dlen) {
 		free(dec);
-		reply_error(req, 404, NULL, 0, "expected /w/<workload>/<path>");
+		client_error(c, 404, NULL, 0, !h->keep_alive, "expected /w/<workload>/<path>");
 		return;
 	}
 	memcpy(name, dec, dlen + 1);
@@ -889,125 +1435,499 @@ static void route_by_name(struct vram_gateway *gw, struct evhttp_request *req, c
 	if (!wl) {
 		char known[1024];
 		list_known(gw, false, known, sizeof(known));
-		reply_error(req, 404, NULL, 0, "no workload named \"%s\" (known: %s)", name,
-			    known[0] ? known : "none");
+		client_error(c, 404, NULL, 0, !h->keep_alive, "no workload named \"%s\" (known: %s)",
+			     name, known[0] ? known : "none");
 		return;
 	}
 	const char *rest = seg + seglen;
-	char *uri = NULL;
-	if (*rest == '/')
-		uri = strdup(rest);
-	else if (asprintf(&uri, "/%s", rest) < 0)
-		uri = NULL;
-	if (!uri) {
-		vram_http_reply_error(req, 500, NULL, "out of memory");
-		return;
-	}
-	admit(gw, wl, req, uri, started);
+	char up_target[VRAM_HTTP_HEADERS_MAX + 2];
+	snprintf(up_target, sizeof(up_target), "%s%s", *rest == '/' ? "" : "/", rest);
+	admit(c, wl, h, up_target, body, blen, started);
 }
 
 /* /v1/...: the workload serving the request's model. */
-static void route_by_model(struct vram_gateway *gw, struct evhttp_request *req, const char *raw_uri,
-			   const char *path, const struct timespec *started)
+static void route_by_model(struct gw_client *c, const struct vram_h1_head *h, const char *target,
+			   const char *path, const char *query, const char *body, size_t blen,
+			   const struct timespec *started)
 {
-	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
-	bool get = cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD;
+	struct vram_gateway *gw = c->gw;
+	bool close = !h->keep_alive;
+	bool get = vram_h1_span_eq(h->method, "GET") || vram_h1_span_eq(h->method, "HEAD");
 	if (get && strcmp(path, "/v1/models") == 0) {
-		reply_models(gw, req, NULL);
+		reply_models(c, NULL, close);
 		return;
 	}
 	if (get && strncmp(path, "/v1/models/", 11) == 0 && path[11]) {
 		char *one = evhttp_uridecode(path + 11, 0, NULL);
-		reply_models(gw, req, one ? one : path + 11);
+		reply_models(c, one ? one : path + 11, close);
 		free(one);
 		return;
 	}
-	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-	struct evbuffer *in = evhttp_request_get_input_buffer(req);
-	size_t len = evbuffer_get_length(in);
-	const char *body = len ? (const char *)evbuffer_pullup(in, -1) : "";
-	const char *ctype = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
+	char ctype[512] = "";
+	const struct vram_h1_header *ct = vram_h1_find(h, "Content-Type");
+	if (ct && ct->value.n < sizeof(ctype)) {
+		memcpy(ctype, ct->value.p, ct->value.n);
+		ctype[ct->value.n] = '\0';
+	}
 	char model[VRAM_GATEWAY_MODEL_MAX];
-	int r = vram_gateway_find_model(ctype, body ? body : "", body ? len : 0,
-					uri ? evhttp_uri_get_query(uri) : NULL, model, sizeof(model));
+	int r = vram_gateway_find_model(ctype[0] ? ctype : NULL, body, blen, query, model,
+					sizeof(model));
 	char known[1024];
-	list_known(gw, true, known, sizeof(known));
 	if (r == -ENOENT || r == -E2BIG) {
-		reply_error(req, 400, NULL, 0,
-			    "%s names no model: give one in a JSON \"model\" field, a form field or "
-			    "?model= (known: %s)", path, known[0] ? known : "none");
+		list_known(gw, true, known, sizeof(known));
+		client_error(c, 400, NULL, 0, close,
+			     "%s names no model: give one in a JSON \"model\" field, a form field or "
+			     "?model= (known: %s)", path, known[0] ? known : "none");
 		return;
 	}
 	if (r < 0) {
-		vram_http_reply_error(req, 500, NULL, "out of memory");
+		client_error(c, 500, NULL, 0, true, "out of memory");
 		return;
 	}
 	const char *name = NULL;
-	if (vram_manager_find_model(gw->m, model, &name) < 0 || !(name && wl_by_name(gw, name))) {
+	struct gw_wl *wl = NULL;
+	if (vram_manager_find_model(gw->m, model, &name) == 0 && name)
+		wl = wl_by_name(gw, name);
+	if (!wl) {
+		list_known(gw, true, known, sizeof(known));
 		vram_metrics_gateway_request(gw->mx, "", 404, seconds_since(started));
-		reply_error(req, 404, "model_not_found", 0,
-			    "no workload serves model \"%s\" (known: %s)", model,
-			    known[0] ? known : "none");
+		client_error(c, 404, "model_not_found", 0, close,
+			     "no workload serves model \"%s\" (known: %s)", model,
+			     known[0] ? known : "none");
 		return;
 	}
-	char *target = strdup(raw_uri);
-	if (!target) {
-		vram_http_reply_error(req, 500, NULL, "out of memory");
-		return;
-	}
-	admit(gw, wl_by_name(gw, name), req, target, started);
+	admit(c, wl, h, target, body, blen, started);
 }
+
+/* Serves one complete request of c: head h, body (blen bytes, NUL after). */
+static void dispatch(struct gw_client *c, const struct vram_h1_head *h, const char *body,
+		     size_t blen)
+{
+	struct vram_gateway *gw = c->gw;
+	struct timespec started;
+	clock_gettime(CLOCK_MONOTONIC, &started);
+	bool close = !h->keep_alive;
+
+	/* The origin form of the target: "http://host/p" is "/p" (RFC 9112 §3.2.2). */
+	const char *t = h->target.p;
+	size_t tlen = h->target.n;
+	if (tlen > 7 && (strncasecmp(t, "http://", 7) == 0 || strncasecmp(t, "https://", 8) == 0)) {
+		const char *auth = memchr(t, ':', tlen) + 3;
+		const char *slash = memchr(auth, '/', tlen - (size_t)(auth - t));
+		tlen = slash ? tlen - (size_t)(slash - t) : 0;
+		t = slash ? slash : "/";
+		if (!tlen)
+			tlen = 1;
+	}
+	if (t[0] != '/' && !(tlen == 1 && t[0] == '*')) {
+		client_error(c, 400, NULL, 0, true, "the request target must be a path, not \"%.*s\"",
+			     (int)(h->target.n > 200 ? 200 : h->target.n), h->target.p);
+		return;
+	}
+	char target[VRAM_HTTP_HEADERS_MAX + 1];
+	memcpy(target, t, tlen);
+	target[tlen] = '\0';
+	char path[VRAM_HTTP_HEADERS_MAX + 1];
+	size_t plen = strcspn(target, "?#");
+	memcpy(path, target, plen);
+	path[plen] = '\0';
+	const char *query = target[plen] == '?' ? target + plen + 1 : NULL;
+
+	if (!c->trusted && gw->token) {
+		const struct vram_h1_header *a = vram_h1_find(h, "Authorization");
+		char auth[1024] = "";
+		if (a && a->value.n < sizeof(auth)) {
+			memcpy(auth, a->value.p, a->value.n);
+			auth[a->value.n] = '\0';
+		}
+		if (!vram_http_token_ok(a ? auth : NULL, gw->token)) {
+			client_error(c, 401, NULL, 0, close,
+				     "this API needs \"Authorization: Bearer <token>\" (daemon.token)");
+			return;
+		}
+	}
+	bool v1 = strncmp(path, "/v1/", 4) == 0 || strcmp(path, "/v1") == 0;
+	bool by_name = strncmp(path, "/w/", 3) == 0;
+	if (!v1 && !by_name) {
+		relay_api(c, h, target, body, blen, &started);
+		return;
+	}
+	if (gw->closing) {
+		client_error(c, 503, "shutting_down", 0, true, "vramd is shutting down");
+		return;
+	}
+	if (by_name)
+		route_by_name(c, h, target, body, blen, &started);
+	else
+		route_by_model(c, h, target, path, query, body, blen, &started);
+}
+
+/* ------------------------------------------------------- client input */
+
+/* A request head is read; its body is still coming: "100 Continue" if asked. */
+static int maybe_continue(struct gw_client *c, const struct vram_h1_head *h)
+{
+	if (!h->expect_continue || c->continue_sent || h->minor < 1)
+		return 0;
+	c->continue_sent = true;
+	static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+	return client_send(c, cont, sizeof(cont) - 1);
+}
+
+/* An error for a request that could not be read: answered, then the connection ends. */
+static void bad_request(struct gw_client *c, int r)
+{
+	switch (r) {
+	case -EMSGSIZE:
+		client_error(c, 431, NULL, 0, true, "the request head is over %d bytes",
+			     VRAM_HTTP_HEADERS_MAX);
+		break;
+	case -E2BIG:
+		client_error(c, 431, "too_many_headers", 0, true, "more than %d header lines",
+			     VRAM_H1_HEADERS_MAX);
+		break;
+	case -EPROTONOSUPPORT:
+		client_error(c, 505, NULL, 0, true, "only HTTP/1.0 and HTTP/1.1 are served");
+		break;
+	default:
+		client_error(c, 400, NULL, 0, true,
+			     "the request is not valid HTTP/1.1 (or its length is ambiguous)");
+	}
+}
+
+/* Serves the complete requests in c->in, one at a time. */
+static void client_process(struct gw_client *c)
+{
+	c->processing = true;
+	while (!c->dead && !c->req && !c->closing && c->in.len) {
+		size_t lead = 0;
+		while (lead < c->in.len && (c->in.data[lead] == '\r' || c->in.data[lead] == '\n'))
+			lead++;
+		if (lead) {
+			vram_buf_consume(&c->in, lead);
+			continue;
+		}
+		struct vram_h1_head h;
+		int hl = vram_h1_parse_request(c->in.data, c->in.len, VRAM_HTTP_HEADERS_MAX, &h);
+		if (hl == 0)
+			break;
+		if (hl < 0) {
+			bad_request(c, hl);
+			break;
+		}
+		const char *body = "";
+		size_t blen = 0, total = (size_t)hl;
+		if (h.body == VRAM_H1_BODY_LENGTH) {
+			if (h.content_length > VRAM_GATEWAY_BODY_MAX) {
+				client_error(c, 413, NULL, 0, true, "the request body is over %u bytes",
+					     VRAM_GATEWAY_BODY_MAX);
+				break;
+			}
+			if (c->in.len - (size_t)hl < h.content_length) {
+				maybe_continue(c, &h);
+				break;
+			}
+			body = c->in.data + hl;
+			blen = (size_t)h.content_length;
+			total += blen;
+		} else if (h.body == VRAM_H1_BODY_CHUNKED) {
+			bool done = false;
+			size_t from = (size_t)hl + c->ck_scanned;
+			ssize_t s = vram_h1_chunked_scan(&c->ck, c->in.data + from, c->in.len - from,
+							 &done, append_to_buf, &c->body);
+			if (s == -E2BIG) {
+				client_error(c, 413, NULL, 0, true, "the request body is over %u bytes",
+					     VRAM_GATEWAY_BODY_MAX);
+				break;
+			}
+			if (s < 0) {
+				bad_request(c, -EBADMSG);
+				break;
+			}
+			c->ck_scanned += (size_t)s;
+			if (!done) {
+				maybe_continue(c, &h);
+				break;
+			}
+			body = c->body.data ? c->body.data : "";
+			blen = c->body.len;
+			total += c->ck_scanned;
+		}
+		dispatch(c, &h, body, blen);
+		if (c->dead)
+			break;
+		vram_buf_consume(&c->in, total);
+		vram_buf_reset(&c->body);
+		memset(&c->ck, 0, sizeof(c->ck));
+		c->ck_scanned = 0;
+		c->continue_sent = false;
+		c->stamp = now_s();
+	}
+	c->processing = false;
+	if (c->dead) {
+		c->dead = false;
+		client_drop(c);
+		return;
+	}
+	if (c->read_paused && !c->req) {
+		c->read_paused = false;
+		event_add(c->rev, NULL);
+	}
+}
+
+/* The request in service ended: on to the next one if it is already here. */
+static void client_next(struct gw_client *c)
+{
+	c->stamp = now_s();
+	if (c->read_paused) {
+		c->read_paused = false;
+		event_add(c->rev, NULL);
+	}
+	/* Not served from here: a long pipeline must not recurse. */
+	if (c->in.len && !c->processing)
+		event_active(c->rev, EV_READ, 0);
+}
+
+static void client_on_read(evutil_socket_t fd, short what, void *arg)
+{
+	struct gw_client *c = arg;
+	char *p;
+	size_t avail;
+	if (c->lingering) {
+		char drop[4096];
+		ssize_t n = recv(fd, drop, sizeof(drop), 0);
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+			client_drop(c);
+		return;
+	}
+	if (vram_buf_space(&c->in, GW_READ_MAX, &p, &avail) < 0) {
+		if (!c->req) {
+			/* Only a chunked body with too much framing gets here. */
+			client_error(c, 413, NULL, 0, true, "the request is over %u bytes",
+				     (unsigned)c->in.max);
+			return;
+		}
+		/* A request in service, and the client has sent on: wait for it. */
+		c->read_paused = true;
+		event_del(c->rev);
+		return;
+	}
+	ssize_t n = recv(fd, p, avail, 0);
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EINTR) {
+			if (!c->req && c->in.len)
+				client_process(c); /* woken by client_next */
+			return;
+		}
+		client_drop(c);
+		return;
+	}
+	if (n == 0) {
+		/* The client is gone: whatever it asked for is cancelled. */
+		client_drop(c);
+		return;
+	}
+	if (c->in.len == 0 && !c->req)
+		c->stamp = now_s();
+	vram_buf_commit(&c->in, (size_t)n);
+	if (!c->req && !c->closing)
+		client_process(c);
+}
+
+static void client_drop(struct gw_client *c)
+{
+	if (c->processing) {
+		c->dead = true;
+		return;
+	}
+	struct vram_gateway *gw = c->gw;
+	if (c->req) {
+		struct gw_req *r = c->req;
+		struct gw_wl *wl = r->wl;
+		bool was_proxying = r->phase == GW_PROXYING;
+		r->c = NULL;
+		finish(r, 0);
+		if (was_proxying && wl)
+			drain(wl, false);
+	}
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		gw->clients = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	gw->n_clients--;
+	event_free(c->rev);
+	event_free(c->wev);
+	close(c->fd);
+	vram_buf_done(&c->in);
+	vram_buf_done(&c->out);
+	vram_buf_done(&c->body);
+	free(c);
+}
+
+/* ---------------------------------------------------------- listeners */
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
+		      void *arg)
+{
+	struct gw_listener *gl = arg;
+	struct vram_gateway *gw = gl->gw;
+	if (gw->closing || gw->n_clients >= VRAM_GATEWAY_CLIENTS_MAX) {
+		vram_debug("gateway: refusing a connection (%s)",
+			 gw->closing ? "shutting down" : "too many clients");
+		close(fd);
+		return;
+	}
+	struct gw_client *c = calloc(1, sizeof(*c));
+	if (!c) {
+		close(fd);
+		return;
+	}
+	c->gw = gw;
+	c->fd = fd;
+	c->trusted = gl->trusted;
+	vram_buf_init(&c->in, VRAM_HTTP_HEADERS_MAX + VRAM_GATEWAY_BODY_MAX + GW_CHUNK_SLACK);
+	vram_buf_init(&c->out, GW_CLIENT_OUT_MAX);
+	vram_buf_init(&c->body, VRAM_GATEWAY_BODY_MAX);
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, c->peer, sizeof(c->peer));
+	else if (sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)sa)->sin6_addr, c->peer,
+			  sizeof(c->peer));
+	if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6) {
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	}
+	c->rev = event_new(gw->base, fd, EV_READ | EV_PERSIST, client_on_read, c);
+	c->wev = event_new(gw->base, fd, EV_WRITE, client_on_write, c);
+	if (!c->rev || !c->wev || event_add(c->rev, NULL) < 0) {
+		if (c->rev)
+			event_free(c->rev);
+		if (c->wev)
+			event_free(c->wev);
+		close(fd);
+		free(c);
+		return;
+	}
+	c->stamp = c->out_stamp = now_s();
+	c->next = gw->clients;
+	if (gw->clients)
+		gw->clients->prev = c;
+	gw->clients = c;
+	gw->n_clients++;
+}
+
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+	int e = EVUTIL_SOCKET_ERROR();
+	vram_warn("gateway: accepting a connection failed: %s", evutil_socket_error_to_string(e));
+}
+
+static int listener_add(struct vram_gateway *gw, int fd, bool trusted, const char *path, char *err,
+			size_t err_size)
+{
+	if (gw->n_listeners == GW_LISTENERS_MAX) {
+		snprintf(err, err_size, "too many listeners");
+		close(fd);
+		return -ENOSPC;
+	}
+	struct gw_listener *gl = &gw->listeners[gw->n_listeners];
+	*gl = (struct gw_listener){ .gw = gw, .trusted = trusted };
+	gl->path = path ? strdup(path) : NULL;
+	gl->l = evconnlistener_new(gw->base, on_accept, gl,
+				   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
+	if (!gl->l || (path && !gl->path)) {
+		snprintf(err, err_size, "out of memory");
+		if (gl->l)
+			evconnlistener_free(gl->l);
+		else
+			close(fd);
+		free(gl->path);
+		return -ENOMEM;
+	}
+	evconnlistener_set_error_cb(gl->l, on_accept_error);
+	gw->n_listeners++;
+	return 0;
+}
+
+int vram_gateway_listen_tcp(struct vram_gateway *gw, const char *hostport, unsigned *ret_port,
+			    char *err, size_t err_size)
+{
+	int fd = vram_http_listen_tcp(hostport, ret_port, err, err_size);
+	return fd < 0 ? fd : listener_add(gw, fd, false, NULL, err, err_size);
+}
+
+int vram_gateway_listen_unix(struct vram_gateway *gw, const char *path, char *err, size_t err_size)
+{
+	int fd = vram_http_listen_unix(path, err, err_size);
+	if (fd < 0)
+		return fd;
+	int r = listener_add(gw, fd, true, path, err, err_size);
+	if (r < 0)
+		unlink(path);
+	return r;
+}
+
+/* ------------------------------------------------------------- sweep */
+
+/*
+ * Once a second: clients idle or slow to send a request past the idle
+ * timeout, clients that stopped reading a response, lingering closes, and
+ * upstreams of workloads silent past the upstream timeout. (Relayed API
+ * requests have no upstream timeout: an event stream may be quiet for long.)
+ */
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+	struct vram_gateway *gw = arg;
+	time_t now = now_s();
+	for (struct gw_client *c = gw->clients, *next; c; c = next) {
+		next = c->next;
+		if (c->lingering) {
+			if (now - c->stamp > GW_LINGER_S)
+				client_drop(c);
+		} else if (client_pending(c) > 0) {
+			if (now - c->out_stamp > VRAM_GATEWAY_UPSTREAM_TIMEOUT_S)
+				client_drop(c);
+		} else if (!c->req && now - c->stamp > VRAM_HTTP_IDLE_TIMEOUT_S) {
+			if (c->in.len && !c->closing)
+				client_error(c, 408, NULL, 0, true, "the request did not arrive within %ds",
+					     VRAM_HTTP_IDLE_TIMEOUT_S);
+			else
+				client_drop(c);
+		}
+	}
+	for (struct gw_req *r = gw->active, *next; r; r = next) {
+		next = r->next;
+		if (r->wl && r->up && !r->up->paused &&
+		    now - r->up->stamp > VRAM_GATEWAY_UPSTREAM_TIMEOUT_S) {
+			char why[64];
+			snprintf(why, sizeof(why), "sent nothing for %ds", VRAM_GATEWAY_UPSTREAM_TIMEOUT_S);
+			up_fail(r->up, why);
+			next = gw->active; /* the list may have changed: start over */
+		}
+	}
+}
+
+/* ----------------------------------------- the evhttp side (relayed) */
 
 void vram_gateway_handle(struct evhttp_request *req, bool trusted, void *arg)
 {
 	struct vram_gateway *gw = arg;
-	const char *raw_uri = evhttp_request_get_uri(req);
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
 	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
-	if (!raw_uri || raw_uri[0] != '/' || !path)
-		goto api;
-	bool v1 = strncmp(path, "/v1/", 4) == 0 || strcmp(path, "/v1") == 0;
-	bool by_name = strncmp(raw_uri, "/w/", 3) == 0;
-	if (strcmp(path, "/metrics") == 0 && gw->mx) {
+	if (path && strcmp(path, "/metrics") == 0 && gw->mx) {
 		vram_metrics_handle(gw->mx, req);
 		return;
 	}
-	if (!v1 && !by_name)
-		goto api;
-
-	struct timespec started;
-	clock_gettime(CLOCK_MONOTONIC, &started);
-	if (gw->closing) {
-		vram_http_reply_error(req, 503, "shutting_down", "vramd is shutting down");
-		return;
-	}
-	int n = 0;
-	const struct evkeyval *kv;
-	TAILQ_FOREACH(kv, evhttp_request_get_input_headers(req), next)
-		n++;
-	if (n > VRAM_GATEWAY_HEADERS_COUNT_MAX) {
-		vram_http_reply_error(req, 431, "too_many_headers", "more than %d header lines",
-				      VRAM_GATEWAY_HEADERS_COUNT_MAX);
-		return;
-	}
-	if (evbuffer_get_length(evhttp_request_get_input_buffer(req)) > VRAM_GATEWAY_BODY_MAX) {
-		vram_http_reply_error(req, 413, NULL, "the request body is over %u bytes",
-				      VRAM_GATEWAY_BODY_MAX);
-		return;
-	}
-	if (by_name)
-		route_by_name(gw, req, raw_uri, &started);
-	else
-		route_by_model(gw, req, raw_uri, path, &started);
-	return;
-api:
 	vram_api_handle(req, trusted, gw->api);
 }
 
 /* ---------------------------------------------------------- lifecycle */
 
 int vram_gateway_new(struct event_base *base, struct vram_manager *m, struct vram_api *api,
-		     struct vram_metrics *mx, struct vram_gateway **ret)
+		     struct vram_metrics *mx, const char *token, const char *api_socket,
+		     struct vram_gateway **ret)
 {
 	struct vram_gateway *gw = calloc(1, sizeof(*gw));
 	if (!gw)
@@ -1017,9 +1937,16 @@ int vram_gateway_new(struct event_base *base, struct vram_manager *m, struct vra
 	gw->m = m;
 	gw->api = api;
 	gw->mx = mx;
+	vram_buf_init(&gw->head, VRAM_GATEWAY_UP_HEADERS_MAX + 4096);
+	vram_buf_init(&gw->dechunked, GW_READ_MAX + VRAM_GATEWAY_UP_HEADERS_MAX);
+	gw->token = token && *token ? strdup(token) : NULL;
+	gw->api_socket = strdup(api_socket);
 	gw->n_wls = cfg->n_workloads;
 	gw->wls = calloc(gw->n_wls ? gw->n_wls : 1, sizeof(*gw->wls));
-	if (!gw->wls)
+	gw->sweep = event_new(base, -1, EV_PERSIST, on_sweep, gw);
+	struct timeval tv = { GW_SWEEP_S, 0 };
+	if (!gw->wls || !gw->api_socket || (token && *token && !gw->token) || !gw->sweep ||
+	    event_add(gw->sweep, &tv) < 0)
 		goto out_free;
 	for (size_t i = 0; i < gw->n_wls; i++) {
 		gw->wls[i].gw = gw;
@@ -1031,7 +1958,11 @@ int vram_gateway_new(struct event_base *base, struct vram_manager *m, struct vra
 	return 0;
 
 out_free:
+	if (gw->sweep)
+		event_free(gw->sweep);
 	free(gw->wls);
+	free(gw->token);
+	free(gw->api_socket);
 	free(gw);
 	return -ENOMEM;
 }
@@ -1041,6 +1972,8 @@ void vram_gateway_close_clients(struct vram_gateway *gw)
 	if (!gw)
 		return;
 	gw->closing = true;
+	for (size_t i = 0; i < gw->n_listeners; i++)
+		evconnlistener_disable(gw->listeners[i].l);
 	for (size_t i = 0; i < gw->n_wls; i++) {
 		struct gw_wl *wl = &gw->wls[i];
 		if (wl->waiter) {
@@ -1052,16 +1985,12 @@ void vram_gateway_close_clients(struct vram_gateway *gw)
 	}
 	while (gw->active) {
 		struct gw_req *r = gw->active;
-		struct evhttp_request *req = r->req;
-		if (r->up) {
-			evhttp_cancel_request(r->up);
-			r->up = NULL;
-		}
+		struct gw_client *c = r->c;
 		if (r->replying) {
-			vram_http_unwatch(req);
 			finish(r, 503);
-			evhttp_send_reply_end(req);
+			client_close_soon(c);
 		} else {
+			r->keep_alive = false;
 			fail_req(r, 503, "shutting_down", 0, "vramd is shutting down");
 		}
 	}
@@ -1073,8 +2002,22 @@ void vram_gateway_free(struct vram_gateway *gw)
 		return;
 	vram_gateway_close_clients(gw);
 	vram_manager_unsubscribe(gw->sub);
+	while (gw->clients)
+		client_drop(gw->clients);
 	for (size_t i = 0; i < gw->n_wls; i++)
-		conns_trim(&gw->wls[i], 0);
+		pool_trim(&gw->wls[i].pool, 0);
+	pool_trim(&gw->api_pool, 0);
+	for (size_t i = 0; i < gw->n_listeners; i++) {
+		evconnlistener_free(gw->listeners[i].l);
+		if (gw->listeners[i].path)
+			unlink(gw->listeners[i].path);
+		free(gw->listeners[i].path);
+	}
+	event_free(gw->sweep);
+	vram_buf_done(&gw->head);
+	vram_buf_done(&gw->dechunked);
 	free(gw->wls);
+	free(gw->token);
+	free(gw->api_socket);
 	free(gw);
 }

@@ -1,16 +1,23 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The gateway: an HTTP reverse proxy in front of the workloads, on the
- * daemon's loop. /v1/... goes to the workload that lists the request's OpenAI
- * "model" (JSON body, urlencoded or multipart form, or ?model=), /w/{name}/...
- * to a workload by name with the prefix removed; GET /v1/models lists every
- * model without starting anything. A request for a workload that is not
- * ready waits in a bounded per-workload queue while the manager starts or
- * restores it. Responses stream through as they arrive, with backpressure;
- * a client that goes away cancels its upstream request.
+ * The gateway: vramd's HTTP front end and a reverse proxy in front of the
+ * workloads, on the daemon's loop. It owns the public listeners (TCP and the
+ * control socket) and speaks HTTP/1.1 itself (h1.c), so that a proxied
+ * request costs one read and one write on each side:
+ *  - /v1/... goes to the workload that lists the request's OpenAI "model"
+ *    (JSON body, urlencoded or multipart form, or ?model=); GET /v1/models
+ *    lists every model without starting anything;
+ *  - /w/{name}/... goes to a workload by name, with the prefix removed;
+ *  - everything else (the REST API, /mcp, /metrics, the dashboard) is relayed
+ *    over kept-alive connections to the daemon's evhttp server, which listens
+ *    on a private Unix socket only the gateway uses.
+ * A request for a workload that is not ready waits in a bounded per-workload
+ * queue while the manager starts or restores it. Responses stream through as
+ * they arrive, with backpressure; a client that goes away cancels its
+ * upstream request.
  *
- * vram_gateway_handle is the HTTP server's callback: it takes the gateway's
- * paths and /metrics and hands every other request to the REST API.
+ * vram_gateway_handle is the evhttp server's callback for what the gateway
+ * relays: it serves /metrics and hands every other request to the REST API.
  */
 #ifndef VRAM_GATEWAY_H
 #define VRAM_GATEWAY_H
@@ -20,7 +27,6 @@
 
 struct event_base;
 struct evhttp_request;
-struct evkeyvalq;
 struct vram_api;
 struct vram_manager;
 struct vram_metrics;
@@ -35,20 +41,34 @@ struct vram_gateway;
 #define VRAM_GATEWAY_IDLE_CONNS_MAX 64         /* idle upstream connections kept per workload */
 #define VRAM_GATEWAY_RETRY_AFTER_S 1           /* Retry-After on 503 and 429 */
 #define VRAM_GATEWAY_MODEL_MAX 256             /* bytes of a model name */
+#define VRAM_GATEWAY_CLIENTS_MAX 4096          /* client connections at once */
 
 /*
- * Creates the gateway over manager m, the API api (for other paths) and
- * metrics mx (may be NULL); all borrowed and outliving the gateway.
- * Returns 0 or -ENOMEM.
+ * Creates the gateway over manager m, the API api (for relayed paths) and
+ * metrics mx (may be NULL); all borrowed and outliving the gateway. token
+ * (borrowed, copied; NULL or "" = none) is asked of clients on TCP
+ * listeners. api_socket (copied) is where the evhttp server listens for
+ * relayed requests. Returns 0 or -ENOMEM.
  */
 int vram_gateway_new(struct event_base *base, struct vram_manager *m, struct vram_api *api,
-		     struct vram_metrics *mx, struct vram_gateway **ret);
+		     struct vram_metrics *mx, const char *token, const char *api_socket,
+		     struct vram_gateway **ret);
+/*
+ * Listens on "HOST:PORT" (clients must give the token, if any) or on a Unix
+ * socket at path (mode 0600, trusted: no token). *ret_port (may be NULL)
+ * receives the TCP port bound. Return 0 or -errno with a reason in err.
+ */
+int vram_gateway_listen_tcp(struct vram_gateway *gw, const char *hostport, unsigned *ret_port,
+			    char *err, size_t err_size);
+int vram_gateway_listen_unix(struct vram_gateway *gw, const char *path, char *err,
+			     size_t err_size);
 /*
  * Answers every waiting request 503 and cancels every request in flight
- * (closing its client). Call before the manager shuts down. Idempotent.
+ * (closing its client); stops accepting. Call before the manager shuts down.
+ * Idempotent.
  */
 void vram_gateway_close_clients(struct vram_gateway *gw);
-/* Calls vram_gateway_close_clients and frees. Accepts NULL. */
+/* Calls vram_gateway_close_clients, closes every connection and frees. Accepts NULL. */
 void vram_gateway_free(struct vram_gateway *gw);
 
 /* The request callback for vram_http_new (arg is the struct vram_gateway). */
@@ -63,19 +83,5 @@ void vram_gateway_handle(struct evhttp_request *req, bool trusted, void *arg);
  */
 int vram_gateway_find_model(const char *content_type, const char *body, size_t len,
 			    const char *query, char *ret, size_t size);
-
-/*
- * True for a header that belongs to one connection only (RFC 9110 §7.6.1):
- * Connection, Keep-Alive, Proxy-Connection, TE, Trailer, Transfer-Encoding,
- * Upgrade, and every name listed in the message's Connection header
- * (connection, may be NULL). Names compare without case.
- */
-bool vram_gateway_hop_by_hop(const char *name, const char *connection);
-
-/*
- * Copies headers from src to dst without hop-by-hop ones. Returns the number
- * copied, or -E2BIG when src has more than VRAM_GATEWAY_HEADERS_COUNT_MAX.
- */
-int vram_gateway_copy_headers(const struct evkeyvalq *src, struct evkeyvalq *dst);
 
 #endif

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netdb.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -61,10 +62,16 @@ const char *vram_http_reason(int status)
 	case 404: return "Not Found";
 	case 405: return "Method Not Allowed";
 	case 409: return "Conflict";
+	case 408: return "Request Timeout";
 	case 413: return "Payload Too Large";
+	case 414: return "URI Too Long";
+	case 429: return "Too Many Requests";
+	case 431: return "Request Header Fields Too Large";
 	case 500: return "Internal Server Error";
+	case 502: return "Bad Gateway";
 	case 503: return "Service Unavailable";
 	case 504: return "Gateway Timeout";
+	case 505: return "HTTP Version Not Supported";
 	default: return "Error";
 	}
 }
@@ -78,7 +85,11 @@ const char *vram_http_error_code(int status)
 	case 404: return "not_found";
 	case 405: return "method_not_allowed";
 	case 409: return "conflict";
+	case 408: return "request_timeout";
 	case 413: return "payload_too_large";
+	case 429: return "too_many_requests";
+	case 431: return "headers_too_large";
+	case 502: return "bad_gateway";
 	case 503: return "unavailable";
 	case 504: return "timeout";
 	default: return status >= 500 ? "internal" : "error";
@@ -311,40 +322,56 @@ static void listener_drop_last(struct vram_http *h)
 	h->listeners[h->n_listeners].evh = NULL;
 }
 
-int vram_http_bind_tcp(struct vram_http *h, const char *hostport, unsigned *ret_port, char *err,
-		       size_t err_size)
+int vram_http_listen_tcp(const char *hostport, unsigned *ret_port, char *err, size_t err_size)
 {
-	char host[256];
+	char host[256], portstr[8];
 	unsigned port;
 	if (vram_http_split_hostport(hostport, host, sizeof(host), &port) < 0) {
 		snprintf(err, err_size, "bad listen address \"%s\": expected HOST:PORT", hostport);
 		return -EINVAL;
 	}
-	struct listener *l = listener_add(h, false);
-	if (!l) {
-		snprintf(err, err_size, "out of memory or too many listeners");
-		return -ENOMEM;
+	snprintf(portstr, sizeof(portstr), "%u", port);
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+	struct addrinfo *ai = NULL;
+	int g = getaddrinfo(host, portstr, &hints, &ai);
+	if (g != 0) {
+		snprintf(err, err_size, "cannot listen on %s: %s", hostport, gai_strerror(g));
+		return -EADDRNOTAVAIL;
 	}
-	h->n_listeners++;
-	struct evhttp_bound_socket *bs = evhttp_bind_socket_with_handle(l->evh, host, (ev_uint16_t)port);
-	if (!bs) {
-		int e = errno ? errno : EADDRNOTAVAIL;
+	int e = EADDRNOTAVAIL;
+	int fd = -1;
+	for (struct addrinfo *a = ai; a; a = a->ai_next) {
+		fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
+		if (fd < 0) {
+			e = errno;
+			continue;
+		}
+		int one = 1;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0)
+			break;
+		e = errno;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(ai);
+	if (fd < 0) {
 		snprintf(err, err_size, "cannot listen on %s: %s", hostport, strerror(e));
-		listener_drop_last(h);
 		return -e;
 	}
 	if (ret_port) {
 		struct sockaddr_storage ss;
 		socklen_t sl = sizeof(ss);
 		*ret_port = port;
-		if (getsockname(evhttp_bound_socket_get_fd(bs), (struct sockaddr *)&ss, &sl) == 0) {
+		if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
 			if (ss.ss_family == AF_INET)
 				*ret_port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
 			else if (ss.ss_family == AF_INET6)
 				*ret_port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
 		}
 	}
-	return 0;
+	return fd;
 }
 
 /* Removes a socket file nobody accepts on. Returns 0 (gone or removed) or -errno. */
@@ -388,7 +415,7 @@ static int remove_stale_socket(const char *path, char *err, size_t err_size)
 	return 0;
 }
 
-int vram_http_bind_unix(struct vram_http *h, const char *path, char *err, size_t err_size)
+int vram_http_listen_unix(const char *path, char *err, size_t err_size)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	size_t plen = strlen(path);
@@ -418,32 +445,56 @@ int vram_http_bind_unix(struct vram_http *h, const char *path, char *err, size_t
 		close(fd);
 		return -e;
 	}
-	if (chmod(path, 0600) < 0 || listen(fd, 128) < 0) {
+	if (chmod(path, 0600) < 0 || listen(fd, SOMAXCONN) < 0) {
 		e = errno;
 		snprintf(err, err_size, "cannot listen on %s: %s", path, strerror(e));
-		goto out_unlink;
+		unlink(path);
+		close(fd);
+		return -e;
 	}
-	struct listener *l = listener_add(h, true);
+	return fd;
+}
+
+/* Hands the listening socket fd (taken) to a new evhttp instance. */
+static int listener_accept(struct vram_http *h, int fd, bool trusted, char *err, size_t err_size)
+{
+	struct listener *l = listener_add(h, trusted);
 	if (!l) {
-		e = ENOMEM;
 		snprintf(err, err_size, "out of memory or too many listeners");
-		goto out_unlink;
+		close(fd);
+		return -ENOMEM;
 	}
 	h->n_listeners++;
 	if (!evhttp_accept_socket_with_handle(l->evh, fd)) {
-		e = errno ? errno : EINVAL;
-		snprintf(err, err_size, "cannot accept on %s", path);
+		int e = errno ? errno : EINVAL;
+		snprintf(err, err_size, "cannot accept connections: %s", strerror(e));
 		listener_drop_last(h);
-		goto out_unlink;
+		close(fd);
+		return -e;
+	}
+	return 0;
+}
+
+int vram_http_bind_tcp(struct vram_http *h, const char *hostport, unsigned *ret_port, char *err,
+		       size_t err_size)
+{
+	int fd = vram_http_listen_tcp(hostport, ret_port, err, err_size);
+	return fd < 0 ? fd : listener_accept(h, fd, false, err, err_size);
+}
+
+int vram_http_bind_unix(struct vram_http *h, const char *path, char *err, size_t err_size)
+{
+	int fd = vram_http_listen_unix(path, err, err_size);
+	if (fd < 0)
+		return fd;
+	int r = listener_accept(h, fd, true, err, err_size);
+	if (r < 0) {
+		unlink(path);
+		return r;
 	}
 	free(h->unix_path);
 	h->unix_path = strdup(path);
 	return 0;
-
-out_unlink:
-	unlink(path);
-	close(fd);
-	return -e;
 }
 
 void vram_http_free(struct vram_http *h)

@@ -69,6 +69,19 @@ int vram_http_bind_tcp(struct vram_http *h, const char *hostport, unsigned *ret_
 int vram_http_bind_unix(struct vram_http *h, const char *path, char *err, size_t err_size);
 
 /*
+ * Opens a listening TCP socket (non-blocking, close-on-exec) on "HOST:PORT";
+ * *ret_port (may be NULL) receives the port bound. Returns the socket (caller
+ * closes) or -errno with a reason in err.
+ */
+int vram_http_listen_tcp(const char *hostport, unsigned *ret_port, char *err, size_t err_size);
+/*
+ * Opens a listening Unix socket at path, mode 0600, the way
+ * vram_http_bind_unix describes. Returns the socket (caller closes and
+ * unlinks path) or -errno with a reason in err.
+ */
+int vram_http_listen_unix(const char *path, char *err, size_t err_size);
+
+/*
  * Splits "HOST:PORT" / "[v6]:PORT" into host (NUL-terminated, brackets
  * removed) and port. Returns 0 or -EINVAL.
  */

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -244,24 +245,40 @@ int main(int argc, char **argv)
 		vram_err("Failed to create the API: out of memory");
 		goto out_manager;
 	}
+	/*
+	 * The gateway owns the public listeners and speaks HTTP/1.1 itself; what
+	 * is not /v1 or /w it relays to the evhttp server (REST API, /mcp,
+	 * /metrics), which listens only on a private socket next to the control
+	 * socket.
+	 */
+	char api_socket[PATH_MAX];
+	if ((size_t)snprintf(api_socket, sizeof(api_socket), "%s.api", socket_path) >=
+	    sizeof(((struct sockaddr_un *)0)->sun_path)) {
+		vram_err("Failed to place the API socket: %s.api is too long for a socket path",
+			 socket_path);
+		goto out_manager;
+	}
 	if (vram_metrics_new(d.m, &d.metrics) < 0 ||
-	    vram_gateway_new(d.base, d.m, d.api, d.metrics, &d.gw) < 0) {
+	    vram_gateway_new(d.base, d.m, d.api, d.metrics, rcfg->daemon.token, api_socket,
+			     &d.gw) < 0) {
 		vram_err("Failed to create the gateway: out of memory");
 		goto out_gateway;
 	}
-	/* The gateway takes /v1, /w and /metrics and hands the rest to the API. */
-	struct vram_http_options hopt = { .token = rcfg->daemon.token,
-					  .body_max = VRAM_GATEWAY_BODY_MAX };
+	struct vram_http_options hopt = { .body_max = VRAM_GATEWAY_BODY_MAX };
 	if (vram_http_new(d.base, &hopt, vram_gateway_handle, d.gw, &d.http) < 0) {
 		vram_err("Failed to create the HTTP server: out of memory");
 		goto out_gateway;
 	}
+	if ((r = vram_http_bind_unix(d.http, api_socket, err, sizeof(err))) < 0) {
+		vram_err("Failed to listen on the API socket: %s", err);
+		goto out_http;
+	}
 	unsigned bound_port = 0;
-	if ((r = vram_http_bind_tcp(d.http, listen, &bound_port, err, sizeof(err))) < 0) {
+	if ((r = vram_gateway_listen_tcp(d.gw, listen, &bound_port, err, sizeof(err))) < 0) {
 		vram_err("Failed to listen: %s", err);
 		goto out_http;
 	}
-	if ((r = vram_http_bind_unix(d.http, socket_path, err, sizeof(err))) < 0) {
+	if ((r = vram_gateway_listen_unix(d.gw, socket_path, err, sizeof(err))) < 0) {
 		vram_err("Failed to listen on the control socket: %s", err);
 		goto out_http;
 	}

@@ -92,6 +92,31 @@ static void test_growth(void **state)
 	assert_null(b.data);
 }
 
+static void test_space_commit_consume(void **state)
+{
+	struct vram_buf b;
+	vram_buf_init(&b, 10);
+	char *p;
+	size_t avail;
+	assert_int_equal(vram_buf_space(&b, 100, &p, &avail), 0);
+	assert_int_equal(avail, 10); /* the maximum bounds the space */
+	memcpy(p, "abcdef", 6);
+	vram_buf_commit(&b, 6);
+	assert_string_equal(b.data, "abcdef");
+	vram_buf_consume(&b, 2);
+	assert_string_equal(b.data, "cdef");
+	assert_int_equal(b.len, 4);
+	assert_int_equal(vram_buf_space(&b, 3, &p, &avail), 0);
+	assert_true(avail >= 3 && avail <= 6);
+	memcpy(p, "ghijkl", 6);
+	vram_buf_commit(&b, 6);
+	assert_int_equal(vram_buf_space(&b, 1, &p, &avail), -E2BIG);
+	vram_buf_consume(&b, 99);
+	assert_int_equal(b.len, 0);
+	assert_string_equal(b.data, "");
+	vram_buf_done(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -99,6 +124,7 @@ int main(void)
 		cmocka_unit_test(test_max_is_enforced),
 		cmocka_unit_test(test_printf),
 		cmocka_unit_test(test_growth),
+		cmocka_unit_test(test_space_commit_consume),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The gateway's pure parts: where a request's model is found (JSON, forms,
- * the query) and which headers stay on one connection (RFC 9110 §7.6.1).
+ * The gateway's pure part: where a request's model is found (JSON, forms,
+ * the query). The HTTP framing is tested in test-h1.c, the proxy itself in
+ * tests/integration/test_gateway.py.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -10,12 +11,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/queue.h>
 
 #include <cmocka.h>
-
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 
 #include "daemon/gateway.h"
 
@@ -95,60 +92,11 @@ static void test_model_from_forms(void **state)
 	assert_int_equal(model_of(NULL, "", NULL, m, sizeof(m)), -ENOENT);
 }
 
-static void test_hop_by_hop(void **state)
-{
-	const char *fixed[] = { "Connection", "keep-alive", "Proxy-Connection", "te", "Trailer",
-				"TRANSFER-ENCODING", "Upgrade" };
-	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
-		assert_true(vram_gateway_hop_by_hop(fixed[i], NULL));
-	assert_false(vram_gateway_hop_by_hop("Content-Type", NULL));
-	assert_false(vram_gateway_hop_by_hop("Content-Length", "close"));
-	/* Names listed in Connection, with spaces and empty items. */
-	assert_true(vram_gateway_hop_by_hop("X-Secret", "close, x-secret"));
-	assert_true(vram_gateway_hop_by_hop("X-Other", " ,X-Other ,"));
-	assert_false(vram_gateway_hop_by_hop("X-Secre", "x-secret"));
-	assert_false(vram_gateway_hop_by_hop("X-Secret-2", "x-secret"));
-}
-
-static void test_copy_headers(void **state)
-{
-	struct evkeyvalq src, dst;
-	TAILQ_INIT(&src);
-	TAILQ_INIT(&dst);
-	evhttp_add_header(&src, "Host", "example");
-	evhttp_add_header(&src, "Connection", "keep-alive, X-Drop");
-	evhttp_add_header(&src, "connection", "X-Drop-Too");
-	evhttp_add_header(&src, "Keep-Alive", "timeout=5");
-	evhttp_add_header(&src, "X-Drop", "1");
-	evhttp_add_header(&src, "X-Drop-Too", "1");
-	evhttp_add_header(&src, "Transfer-Encoding", "chunked");
-	evhttp_add_header(&src, "Authorization", "Bearer t");
-	evhttp_add_header(&src, "X-Keep", "1");
-	assert_int_equal(vram_gateway_copy_headers(&src, &dst), 3);
-	assert_string_equal(evhttp_find_header(&dst, "Host"), "example");
-	assert_string_equal(evhttp_find_header(&dst, "Authorization"), "Bearer t");
-	assert_string_equal(evhttp_find_header(&dst, "X-Keep"), "1");
-	assert_null(evhttp_find_header(&dst, "X-Drop"));
-	assert_null(evhttp_find_header(&dst, "X-Drop-Too"));
-	assert_null(evhttp_find_header(&dst, "Connection"));
-	assert_null(evhttp_find_header(&dst, "Transfer-Encoding"));
-	evhttp_clear_headers(&dst);
-
-	/* Too many lines: refused, nothing copied. */
-	for (int i = 0; i < VRAM_GATEWAY_HEADERS_COUNT_MAX; i++)
-		evhttp_add_header(&src, "X-Many", "1");
-	assert_int_equal(vram_gateway_copy_headers(&src, &dst), -E2BIG);
-	assert_null(TAILQ_FIRST(&dst));
-	evhttp_clear_headers(&src);
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_model_from_json),
 		cmocka_unit_test(test_model_from_forms),
-		cmocka_unit_test(test_hop_by_hop),
-		cmocka_unit_test(test_copy_headers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
