@@ -5,8 +5,10 @@
 #   tests/gpu/run-hook.sh /path/to/build-hook/src/hook/libvram.so
 # or VRAM_HOOK_LIB=/path/to/libvram.so tests/gpu/run-hook.sh
 # Optional: BENCH_GIB (default 20), CAP_GIB (default 10), CYCLES (default 20),
-# STEP_TIMEOUT (seconds per step, default 240), PIN_VARIANTS (default
-# "default hostalloc"; also threads1), BENCH_CPU (core for the overhead runs,
+# STEP_TIMEOUT (seconds per step, default 240), PIN_VARIANTS (bench runs,
+# default "default hostalloc"; also threads1, and copy-4x64M = the copies as
+# they were cut before, four streams of 64 MiB chunks, copy-1x256M = one
+# stream), BENCH_CPU (core for the overhead runs,
 # default 2), ROUNDS (alternations, default 5), LAUNCHES (default 1000000),
 # INFER (inference iterations, default 20000), WARM_ROUNDS (warm offloads and
 # restores per bench run, default 5). Needs nvcc and taskset.
@@ -56,12 +58,15 @@ run cap LD_PRELOAD="$HOOK" VRAM_MEMORY_LIMIT="${CAP_GIB:-10}GiB" \
 run cap-expandable LD_PRELOAD="$HOOK" VRAM_MEMORY_LIMIT="${CAP_GIB:-10}GiB" \
 	PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True "$PY" "$HERE/hook_check.py" cap --cap-gib "${CAP_GIB:-10}"
 # First offload: the default way of making pinned buffers, then the
-# alternatives (PIN_VARIANTS: default, hostalloc, threads1 = one thread).
+# alternatives (PIN_VARIANTS: default, hostalloc, threads1 = one thread;
+# copy-4x64M and copy-1x256M change how the copies are cut instead).
 for v in ${PIN_VARIANTS:-default hostalloc}; do
 	case $v in
 	default) set -- ;;
 	hostalloc) set -- VRAM_HOOK_PIN_METHOD=hostalloc ;;
 	threads1) set -- VRAM_HOOK_PIN_THREADS=1 ;;
+	copy-4x64M) set -- VRAM_HOOK_COPY_STREAMS=4 VRAM_HOOK_COPY_CHUNK=64MiB ;;
+	copy-1x256M) set -- VRAM_HOOK_COPY_STREAMS=1 VRAM_HOOK_COPY_CHUNK=256MiB ;;
 	*) echo "unknown pin variant $v" >&2; continue ;;
 	esac
 	name=bench-offload; [ "$v" = default ] || name=bench-offload-$v
