@@ -8,8 +8,11 @@
  *    (at most once a second) and runs the OFFLOAD/RESTORE commands it
  *    receives, answering each with a RESULT (src/proto/hook_proto.h). When
  *    vramd goes away the caps keep working and the hook reconnects every
- *    second or two. A VRAM_MEMORY_LIMIT that did not parse is flagged in
- *    every HELLO, so vramd can warn about it.
+ *    second or two, to whichever vramd listens on the same path then; each
+ *    connection starts with HELLO and a USAGE carrying the current state
+ *    (a process the previous vramd offloaded shows as offloaded in the
+ *    next). A VRAM_MEMORY_LIMIT that did not parse is flagged in every
+ *    HELLO, so vramd can warn about it.
  *
  *  - VRAM_CONTROL: a socket of the process's own ("%p" in the path becomes
  *    the pid), mode 0600, for offloading by hand without vramd. One command
@@ -183,8 +186,14 @@ static void daemon_connect(void)
 		m.u.hello.flags |= VRAM_HOOK_HELLO_LIMIT_INVALID;
 		snprintf(m.u.hello.limit_text, sizeof(m.u.hello.limit_text), "%s", bad_limit);
 	}
-	if (daemon_send(&m) == 0)
-		vram_hook_log(VRAM_HOOK_LOG_INFO, "connected to vramd at %s", daemon_path);
+	if (daemon_send(&m) != 0)
+		return;
+	vram_hook_log(VRAM_HOOK_LOG_INFO, "connected to vramd at %s", daemon_path);
+	/*
+	 * HELLO has no state: a vramd that restarted while the process was
+	 * offloaded learns it from this USAGE, not from the next change.
+	 */
+	send_usage();
 }
 
 static void run_command(uint16_t op, uint32_t flags, struct vram_hook_op_result *res)
