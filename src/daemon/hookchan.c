@@ -7,6 +7,14 @@
  * its pid must be the peer's (SO_PEERCRED), so one process cannot speak for
  * another. A process has at most one command in flight: the hook runs them
  * one at a time anyway.
+ *
+ * A process that started before the channel opened cannot have been spawned
+ * by this vramd: it is a survivor of an earlier vramd (its hook reconnects
+ * to the same socket when vramd comes back) or was started by hand. Such a
+ * process is listed as external and left out of the workload's pids and
+ * usage, so that the workload's engine never moves the memory of a process
+ * that is not one of its instances; it is driven by pid instead. The start
+ * time is the process's, from /proc/<pid>/stat, in clock ticks since boot.
  */
 #include "daemon/hookchan.h"
 
@@ -19,12 +27,15 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 
 #include "common/log.h"
 #include "proto/hook_proto.h"
+
+_Static_assert(VRAM_HOOKCHAN_NAME_MAX == VRAM_HOOK_PROTO_NAME_MAX, "workload names as on the wire");
 
 struct conn;
 
@@ -38,6 +49,7 @@ struct proc {
 	uint64_t used, resident, nonmovable, cap; /* bytes */
 	bool limit_invalid;
 	char limit_text[VRAM_HOOK_PROTO_LIMIT_TEXT_MAX]; /* printable ASCII; "" unless limit_invalid */
+	bool external;      /* started before the channel opened: not spawned by this vramd */
 };
 
 struct vram_hookchan_req {
@@ -75,6 +87,7 @@ struct vram_hookchan {
 	size_t n_procs;
 	uint32_t next_id;
 	uint32_t seq;
+	uint64_t opened_ticks; /* clock ticks since boot when it opened; 0 if unknown */
 };
 
 const char *vram_hookchan_path(const struct vram_hookchan *hc)
@@ -117,6 +130,57 @@ static void procs_prune(struct vram_hookchan *hc)
 			proc_unlink(hc, p);
 		p = next;
 	}
+}
+
+/* Clock ticks since boot now, the clock of /proc/<pid>/stat's starttime. Returns 0 if unknown. */
+static uint64_t boot_ticks_now(void)
+{
+	struct timespec ts;
+	long hz = sysconf(_SC_CLK_TCK);
+	if (hz <= 0 || clock_gettime(CLOCK_BOOTTIME, &ts) < 0)
+		return 0;
+	return (uint64_t)ts.tv_sec * (uint64_t)hz + (uint64_t)ts.tv_nsec / (1000000000u / (uint64_t)hz);
+}
+
+/* The start time of pid in clock ticks since boot (field 22 of /proc/<pid>/stat). Returns 0 or -errno. */
+static int proc_start_ticks(pid_t pid, uint64_t *ret_ticks)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	/* the name in parentheses may hold anything: count fields after the last ')' */
+	char *p = strrchr(buf, ')');
+	if (!p)
+		return -EINVAL;
+	unsigned field = 2; /* the name */
+	while (*p && field < 22) {
+		if (*p++ == ' ')
+			field++;
+	}
+	char *end;
+	errno = 0;
+	unsigned long long ticks = strtoull(p, &end, 10);
+	if (field != 22 || end == p || errno)
+		return -EINVAL;
+	*ret_ticks = ticks;
+	return 0;
+}
+
+/*
+ * Whether pid started before hc opened, so that this vramd cannot have
+ * spawned it. An unknown start time counts as not; so does the daemon's own
+ * process (it never loads the hook; tests speak for a hook from it).
+ */
+static bool started_before(const struct vram_hookchan *hc, pid_t pid)
+{
+	uint64_t start = 0;
+	return hc->opened_ticks && pid != getpid() && proc_start_ticks(pid, &start) == 0 &&
+	       start < hc->opened_ticks;
 }
 
 static struct proc *proc_find(struct vram_hookchan *hc, pid_t pid)
@@ -268,10 +332,12 @@ static int on_hello(struct conn *c, uint16_t version, const struct vram_hook_pro
 	proc_set_devs(p, h->dev, h->ndev);
 	p->limit_invalid = (h->flags & VRAM_HOOK_HELLO_LIMIT_INVALID) != 0;
 	copy_printable(p->limit_text, p->limit_invalid ? h->limit_text : "", sizeof(p->limit_text));
+	p->external = started_before(hc, p->pid);
 	c->proc = p;
 	c->version = version;
-	vram_info("hook: process %d registered for %s (%u device(s), protocol %u)", (int)p->pid,
-		  p->workload[0] ? p->workload : "(no workload)", h->ndev, (unsigned)version);
+	vram_info("hook: process %d registered for %s (%u device(s), protocol %u)%s", (int)p->pid,
+		  p->workload[0] ? p->workload : "(no workload)", h->ndev, (unsigned)version,
+		  p->external ? "; it started before this vramd, so it is external: offload and restore it by pid" : "");
 	if (p->limit_invalid)
 		vram_warn("hook: process %d (%s): VRAM_MEMORY_LIMIT \"%s\" did not parse; it runs without a cap",
 			  (int)p->pid, p->workload, p->limit_text);
@@ -405,6 +471,7 @@ int vram_hookchan_new(struct event_base *base, const char *path, struct vram_hoo
 	hc->base = base;
 	hc->fd = -1;
 	hc->next_id = 1;
+	hc->opened_ticks = boot_ticks_now();
 	int r = -ENOMEM;
 	hc->path = strdup(path);
 	if (!hc->path)
@@ -468,11 +535,18 @@ void vram_hookchan_free(struct vram_hookchan *hc)
 	free(hc);
 }
 
-size_t vram_hookchan_pids(struct vram_hookchan *hc, const char *workload, pid_t *pids, size_t max)
+/* Whether p is one of workload's connected processes, of this vramd's (external false) or not. */
+static bool proc_matches(const struct proc *p, const char *workload, bool external)
+{
+	return p->conn && p->external == external && strcmp(p->workload, workload) == 0;
+}
+
+static size_t collect_pids(struct vram_hookchan *hc, const char *workload, bool external, pid_t *pids,
+			   size_t max)
 {
 	size_t n = 0;
 	for (struct proc *p = hc->procs; p; p = p->next) {
-		if (!p->conn || strcmp(p->workload, workload) != 0)
+		if (!proc_matches(p, workload, external))
 			continue;
 		if (n < max)
 			pids[n] = p->pid;
@@ -481,13 +555,23 @@ size_t vram_hookchan_pids(struct vram_hookchan *hc, const char *workload, pid_t 
 	return n;
 }
 
+size_t vram_hookchan_pids(struct vram_hookchan *hc, const char *workload, pid_t *pids, size_t max)
+{
+	return collect_pids(hc, workload, false, pids, max);
+}
+
+size_t vram_hookchan_external_pids(struct vram_hookchan *hc, const char *workload, pid_t *pids, size_t max)
+{
+	return collect_pids(hc, workload, true, pids, max);
+}
+
 size_t vram_hookchan_usage(struct vram_hookchan *hc, const char *workload, uint64_t *ret_used,
 			   uint64_t *ret_nonmovable)
 {
 	size_t n = 0;
 	uint64_t used = 0, nonmovable = 0;
 	for (struct proc *p = hc->procs; p; p = p->next) {
-		if (!p->conn || strcmp(p->workload, workload) != 0)
+		if (!proc_matches(p, workload, false))
 			continue;
 		used += p->used;
 		nonmovable += p->nonmovable;
@@ -498,6 +582,28 @@ size_t vram_hookchan_usage(struct vram_hookchan *hc, const char *workload, uint6
 	if (ret_nonmovable)
 		*ret_nonmovable = nonmovable;
 	return n;
+}
+
+int vram_hookchan_proc(struct vram_hookchan *hc, pid_t pid, struct vram_hookchan_proc_info *ret)
+{
+	procs_prune(hc);
+	const struct proc *p = proc_find(hc, pid);
+	if (!p)
+		return -ENOENT;
+	*ret = (struct vram_hookchan_proc_info){
+		.pid = p->pid,
+		.connected = p->conn != NULL,
+		.state = p->state,
+		.ndev = p->ndev,
+		.used = p->used,
+		.resident = p->resident,
+		.nonmovable = p->nonmovable,
+		.cap = p->cap,
+		.limit_invalid = p->limit_invalid,
+		.external = p->external,
+	};
+	snprintf(ret->workload, sizeof(ret->workload), "%s", p->workload);
+	return 0;
 }
 
 bool vram_hookchan_limit_invalid(struct vram_hookchan *hc, const char *workload)
@@ -532,23 +638,48 @@ json_t *vram_hookchan_warning_json(struct vram_hookchan *hc, const char *workloa
 	return json_string(text);
 }
 
-json_t *vram_hookchan_workload_json(struct vram_hookchan *hc, const char *workload)
+const char *vram_hookchan_state_name(unsigned state)
 {
 	static const char *const states[] = {"running", "offloading", "offloaded", "restoring"};
+	return states[state & 3];
+}
+
+/* One listed process; with_workload adds its workload's name. New reference, NULL on out of memory. */
+static json_t *proc_json(const struct proc *p, bool with_workload)
+{
+	json_t *o = json_pack("{s:i,s:b,s:s,s:i,s:I,s:I,s:I,s:o,s:b,s:b}",
+		"pid", (int)p->pid, "connected", p->conn != NULL,
+		"state", vram_hookchan_state_name(p->state), "devices", (int)p->ndev,
+		"used_bytes", (json_int_t)p->used, "resident_bytes", (json_int_t)p->resident,
+		"nonmovable_bytes", (json_int_t)p->nonmovable,
+		"cap_bytes", p->cap ? json_integer((json_int_t)p->cap) : json_null(),
+		"limit_invalid", p->limit_invalid, "external", p->external);
+	if (o && with_workload)
+		json_object_set_new(o, "workload", json_string(p->workload));
+	return o;
+}
+
+/* Listed processes of workload (every one when workload is NULL), as a JSON array. */
+static json_t *procs_json(struct vram_hookchan *hc, const char *workload)
+{
 	procs_prune(hc);
 	json_t *a = json_array();
 	for (struct proc *p = hc->procs; a && p; p = p->next) {
-		if (strcmp(p->workload, workload) != 0)
+		if (workload && strcmp(p->workload, workload) != 0)
 			continue;
-		json_array_append_new(a, json_pack("{s:i,s:b,s:s,s:i,s:I,s:I,s:I,s:o,s:b}",
-			"pid", (int)p->pid, "connected", p->conn != NULL,
-			"state", states[p->state & 3], "devices", (int)p->ndev,
-			"used_bytes", (json_int_t)p->used, "resident_bytes", (json_int_t)p->resident,
-			"nonmovable_bytes", (json_int_t)p->nonmovable,
-			"cap_bytes", p->cap ? json_integer((json_int_t)p->cap) : json_null(),
-			"limit_invalid", p->limit_invalid));
+		json_array_append_new(a, proc_json(p, !workload));
 	}
 	return a;
+}
+
+json_t *vram_hookchan_workload_json(struct vram_hookchan *hc, const char *workload)
+{
+	return procs_json(hc, workload);
+}
+
+json_t *vram_hookchan_json(struct vram_hookchan *hc)
+{
+	return procs_json(hc, NULL);
 }
 
 int vram_hookchan_send(struct vram_hookchan *hc, pid_t pid, enum vram_hookchan_op op, unsigned flags,

@@ -10,6 +10,12 @@
  *
  * A process that disconnects stays listed (connected: false) until it exits
  * or connects again; a command in flight to it fails at once.
+ *
+ * A process that started before the channel opened (a survivor of a vramd
+ * that was killed or restarted, whose hook reconnected) is external: it is
+ * listed under its workload but is not one of the workload's processes for
+ * vram_hookchan_pids() and vram_hookchan_usage(), so the workload's engine
+ * never touches it; it is offloaded and restored by pid.
  */
 #ifndef VRAM_HOOKCHAN_H
 #define VRAM_HOOKCHAN_H
@@ -27,6 +33,7 @@ struct vram_hookchan_req;
 #define VRAM_HOOKCHAN_MAX_CONNS 256      /* hooked processes connected at once */
 #define VRAM_HOOKCHAN_MAX_PROCS 512      /* processes listed (connected or not) */
 #define VRAM_HOOKCHAN_TIMEOUT_MS 600000  /* ms an offload or restore may take */
+#define VRAM_HOOKCHAN_NAME_MAX 64        /* bytes of a workload name, NUL included (the protocol's) */
 
 enum vram_hookchan_op {
 	VRAM_HOOKCHAN_OFFLOAD = 0,
@@ -36,7 +43,7 @@ enum vram_hookchan_op {
 /* A hooked process as last reported. */
 struct vram_hookchan_proc_info {
 	pid_t pid;
-	char workload[64];
+	char workload[VRAM_HOOKCHAN_NAME_MAX];
 	bool connected;
 	unsigned state;          /* enum vram_hook_state */
 	unsigned ndev;
@@ -45,6 +52,7 @@ struct vram_hookchan_proc_info {
 	uint64_t nonmovable;     /* bytes an offload cannot move */
 	uint64_t cap;            /* bytes, the largest per-device cap; 0 = none */
 	bool limit_invalid;      /* its VRAM_MEMORY_LIMIT did not parse: it runs uncapped */
+	bool external;           /* started before the channel opened: not spawned by this vramd */
 };
 
 /* What one process answered. */
@@ -72,18 +80,30 @@ void vram_hookchan_free(struct vram_hookchan *hc);
 const char *vram_hookchan_path(const struct vram_hookchan *hc);
 
 /*
- * The pids of workload's connected processes, at most max, in registration
- * order. Returns how many there are (may exceed max).
+ * The pids of workload's connected processes that are not external, at most
+ * max, in registration order. Returns how many there are (may exceed max).
  */
 size_t vram_hookchan_pids(struct vram_hookchan *hc, const char *workload, pid_t *pids, size_t max);
+/* The same for workload's connected external processes. */
+size_t vram_hookchan_external_pids(struct vram_hookchan *hc, const char *workload, pid_t *pids, size_t max);
 /*
- * Sums of workload's connected processes (bytes used, non-movable bytes).
- * Returns how many processes were counted.
+ * Sums of workload's connected processes that are not external (bytes used,
+ * non-movable bytes). Returns how many processes were counted.
  */
 size_t vram_hookchan_usage(struct vram_hookchan *hc, const char *workload, uint64_t *ret_used,
 			   uint64_t *ret_nonmovable);
-/* Every listed process of workload, as a JSON array (new reference; NULL on out of memory). */
+/* The listed process pid into *ret. Returns 0 or -ENOENT. */
+int vram_hookchan_proc(struct vram_hookchan *hc, pid_t pid, struct vram_hookchan_proc_info *ret);
+/* "running", "offloading", "offloaded", "restoring" for an enum vram_hook_state (static string). */
+const char *vram_hookchan_state_name(unsigned state);
+/*
+ * Every listed process of workload, as a JSON array of {pid, connected,
+ * state, devices, used_bytes, resident_bytes, nonmovable_bytes, cap_bytes,
+ * limit_invalid, external} (new reference; NULL on out of memory).
+ */
 json_t *vram_hookchan_workload_json(struct vram_hookchan *hc, const char *workload);
+/* Every listed process of every workload, the same objects with "workload" added. */
+json_t *vram_hookchan_json(struct vram_hookchan *hc);
 /* True when a process of workload reported an unparsable VRAM_MEMORY_LIMIT. */
 bool vram_hookchan_limit_invalid(struct vram_hookchan *hc, const char *workload);
 /*

@@ -3,7 +3,8 @@
  * The daemon side of the hook channel over a real Unix socket: registration,
  * usage, a command and its result, several processes of one workload,
  * a process gone mid-offload, a hook of the previous protocol version, the
- * warning for an unparsable VRAM_MEMORY_LIMIT, and bad input (garbage, a wrong length, a
+ * warning for an unparsable VRAM_MEMORY_LIMIT, a process from before the
+ * channel opened (external), and bad input (garbage, a wrong length, a
  * pid that is not the peer's, a command sent by the hook) closing only the
  * offending connection.
  */
@@ -430,6 +431,75 @@ static void test_bad_input(void **state)
 	spin(f);
 }
 
+/*
+ * A process that started before the channel opened (a survivor of a killed
+ * vramd, whose hook reconnects to the new one) is listed as external and
+ * found by pid, but it is not one of its workload's processes.
+ */
+static void test_external_process(void **state)
+{
+	struct fixture *f = *state;
+	int go[2];
+	assert_int_equal(pipe(go), 0);
+	pid_t kid = fork();
+	assert_true(kid >= 0);
+	if (kid == 0) {
+		close(go[1]);
+		char c;
+		(void)!read(go[0], &c, 1); /* once the channel is open again */
+		int fd = dial(f);
+		hello(fd, getpid(), "llm", 2ull << 30);
+		(void)!read(go[0], &c, 1); /* until the parent is done */
+		_exit(0);
+	}
+	close(go[0]);
+	/* the channel reopens after the process started, as a restarted vramd's does */
+	usleep(50000); /* several clock ticks */
+	vram_hookchan_free(f->hc);
+	assert_int_equal(vram_hookchan_new(f->base, f->path, &f->hc), 0);
+	assert_int_equal(write(go[1], "x", 1), 1);
+	for (int t = 0; t < 200 && vram_hookchan_external_pids(f->hc, "llm", NULL, 0) == 0; t++)
+		spin(f);
+	pid_t pids[4];
+	assert_int_equal(vram_hookchan_external_pids(f->hc, "llm", pids, 4), 1);
+	assert_int_equal(pids[0], kid);
+	assert_int_equal(vram_hookchan_pids(f->hc, "llm", pids, 4), 0);
+	assert_int_equal(vram_hookchan_usage(f->hc, "llm", NULL, NULL), 0);
+
+	struct vram_hookchan_proc_info info;
+	assert_int_equal(vram_hookchan_proc(f->hc, kid, &info), 0);
+	assert_true(info.external && info.connected);
+	assert_string_equal(info.workload, "llm");
+	assert_int_equal(info.used, 2ull << 30);
+	assert_int_equal(vram_hookchan_proc(f->hc, kid + 100000, &info), -ENOENT);
+
+	json_t *j = vram_hookchan_workload_json(f->hc, "llm");
+	assert_int_equal(json_array_size(j), 1);
+	assert_true(json_is_true(json_object_get(json_array_get(j, 0), "external")));
+	json_decref(j);
+	j = vram_hookchan_json(f->hc);
+	assert_int_equal(json_array_size(j), 1);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(j, 0), "workload")), "llm");
+	json_decref(j);
+
+	/* a process of the workload started after the channel opened is its own */
+	int fd = dial(f);
+	hello(fd, getpid(), "llm", 1 << 30);
+	spin(f);
+	assert_int_equal(vram_hookchan_pids(f->hc, "llm", pids, 4), 1);
+	assert_int_equal(pids[0], getpid());
+	assert_int_equal(vram_hookchan_external_pids(f->hc, "llm", NULL, 0), 1);
+	uint64_t used;
+	assert_int_equal(vram_hookchan_usage(f->hc, "llm", &used, NULL), 1);
+	assert_int_equal(used, 1 << 30);
+	assert_int_equal(vram_hookchan_proc(f->hc, getpid(), &info), 0);
+	assert_false(info.external);
+	close(fd);
+	close(go[1]);
+	waitpid(kid, NULL, 0);
+	spin(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -439,6 +509,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_limit_invalid_warning, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_version_1_hook, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_external_process, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
