@@ -55,7 +55,8 @@ static void usage(FILE *f)
 	      "  offload NAME                         park its GPU memory in host RAM\n"
 	      "  restore NAME                         bring it back onto the GPUs\n"
 	      "  offload|restore|status --pid N       a process running with libvram.so, through its\n"
-	      "                                       control socket (VRAM_CONTROL), without vramd\n"
+	      "                                       control socket (VRAM_CONTROL), without vramd;\n"
+	      "                                       without one, through vramd's hook channel\n"
 	      "  release NAME                         stop it and free GPU and host memory\n"
 	      "  timeout NAME DURATION [--offload]    idle time before release (or offload): 10m, 1h, never\n"
 	      "  logs NAME [-n LINES]                 the end of the workload's log\n"
@@ -355,6 +356,97 @@ static int cmd_action(const struct ctl *c, const char *action)
 	}
 	json_decref(j);
 	return 0;
+}
+
+/* status --pid N through vramd: the process as its hook last reported it. */
+static int pid_status(const struct ctl *c)
+{
+	struct vram_client_response resp;
+	int r = call(c, "GET", "/api/hook/processes", NULL, CTL_STATUS_TIMEOUT_MS, &resp);
+	if (r) {
+		fprintf(stderr, "vramctl: status --pid %ld: it has no VRAM_CONTROL socket either\n", c->pid);
+		return r;
+	}
+	if (resp.status != 200) {
+		r = report_error("status --pid", &resp);
+		vram_client_response_done(&resp);
+		return r;
+	}
+	json_t *all = json_loadb(resp.body, resp.body_len, 0, NULL);
+	vram_client_response_done(&resp);
+	json_t *p = NULL, *it;
+	size_t i;
+	json_array_foreach(all, i, it)
+		if (json_integer_value(json_object_get(it, "pid")) == c->pid)
+			p = it;
+	r = VRAM_CTL_EXIT_OK;
+	if (!p) {
+		fprintf(stderr, "vramctl: status --pid %ld: not connected to vramd's hook channel, and it "
+			"has no VRAM_CONTROL socket (is it running with libvram.so?)\n", c->pid);
+		r = VRAM_CTL_EXIT_FAILED;
+	} else if (c->json) {
+		json_dumpf(p, stdout, JSON_COMPACT);
+		putchar('\n');
+	} else {
+		json_t *cap = json_object_get(p, "cap_bytes");
+		printf("pid=%ld workload=%s state=%s connected=%s external=%s used=%lld resident=%lld "
+		       "nonmovable=%lld cap=%lld\n", c->pid,
+		       json_string_value(json_object_get(p, "workload")) ?: "",
+		       json_string_value(json_object_get(p, "state")) ?: "?",
+		       json_is_true(json_object_get(p, "connected")) ? "yes" : "no",
+		       json_is_true(json_object_get(p, "external")) ? "yes" : "no",
+		       (long long)json_integer_value(json_object_get(p, "used_bytes")),
+		       (long long)json_integer_value(json_object_get(p, "resident_bytes")),
+		       (long long)json_integer_value(json_object_get(p, "nonmovable_bytes")),
+		       json_is_integer(cap) ? (long long)json_integer_value(cap) : 0LL);
+	}
+	json_decref(all);
+	return r;
+}
+
+/*
+ * offload|restore|status --pid N: through the process's own control socket
+ * when it has one (VRAM_CONTROL; works without vramd), else through vramd,
+ * which reaches every process connected to its hook channel (one from
+ * before a vramd restart included).
+ */
+static int cmd_pid(const struct ctl *c, const char *op)
+{
+	char sock[VRAM_CLIENT_PATH_MAX];
+	int r = vram_hookctl_socket_path((pid_t)c->pid, sock, sizeof(sock));
+	if (r != -ENOENT && r != -EACCES)
+		return vram_hookctl_command((pid_t)c->pid, op);
+	if (strcmp(op, "status") == 0)
+		return pid_status(c);
+	char path[96];
+	snprintf(path, sizeof(path), "/api/hook/processes/%ld/%s%s", c->pid, op, c->no_wait ? "?wait=0" : "");
+	struct vram_client_response resp;
+	r = call(c, "POST", path, NULL, CTL_ACTION_TIMEOUT_MS, &resp);
+	if (r) {
+		fprintf(stderr, "vramctl: %s --pid %ld: it has no VRAM_CONTROL socket either\n", op, c->pid);
+		return r;
+	}
+	char what[64];
+	snprintf(what, sizeof(what), "%s --pid %ld", op, c->pid);
+	if (resp.status != 200 && resp.status != 202) {
+		r = report_error(what, &resp);
+		if (resp.status == 404)
+			fprintf(stderr, "vramctl: %s: it has no VRAM_CONTROL socket either "
+				"(is it running with libvram.so?)\n", what);
+		vram_client_response_done(&resp);
+		return r;
+	}
+	if (c->json) {
+		fwrite(resp.body, 1, resp.body_len, stdout);
+		putchar('\n');
+	} else {
+		json_t *j = json_loadb(resp.body, resp.body_len, 0, NULL);
+		const char *msg = json_string_value(json_object_get(j, "message"));
+		printf("%s\n", resp.status == 202 ? "accepted" : msg ? msg : "done");
+		json_decref(j);
+	}
+	vram_client_response_done(&resp);
+	return VRAM_CTL_EXIT_OK;
 }
 
 static int cmd_timeout(const struct ctl *c)
@@ -947,7 +1039,7 @@ int vram_ctl_main(int argc, char **argv)
 		      strcmp(cmd, "status") == 0)) {
 		if (c.n_args != 1)
 			return usage_error("%s --pid takes no workload name", cmd);
-		return vram_hookctl_command((pid_t)c.pid, cmd);
+		return cmd_pid(&c, cmd);
 	}
 	if (c.pid)
 		return usage_error("--pid goes with offload, restore or status (not %s)", cmd);

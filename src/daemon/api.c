@@ -66,6 +66,7 @@ struct vram_api_call {
 	char *body; /* owned, NUL-terminated; "" when none */
 	size_t body_len;
 	int body_error; /* 0, or -E2BIG when the body was over the limit */
+	pid_t pid; /* an action on a hooked process: its pid (the {name} of the route); 0 otherwise */
 };
 
 /* ---------------------------------------------------------------- routes */
@@ -85,6 +86,9 @@ static int h_compat_timeout(struct vram_api_call *c, json_t **ret);
 static int h_mcp(struct vram_api_call *c, json_t **ret);
 static int h_mps_status(struct vram_api_call *c, json_t **ret);
 static int h_mps_change(struct vram_api_call *c, json_t **ret);
+static int h_hook_processes(struct vram_api_call *c, json_t **ret);
+static int h_hook_action(struct vram_api_call *c, json_t **ret);
+static int run_action(struct vram_api_call *c, enum vram_action action, json_t **ret);
 static int compat_act(struct vram_api *api, struct evhttp_request *req, enum vram_action action,
 		      const char *only, vram_api_compat_cb cb, void *cb_arg, struct pending **ret_p,
 		      json_t **ret);
@@ -111,6 +115,9 @@ static const struct vram_api_route routes[] = {
 	{ VRAM_API_GET, "/api/mps", h_mps_status, 0 },
 	{ VRAM_API_POST, "/api/mps/start", h_mps_change, 1 },
 	{ VRAM_API_POST, "/api/mps/stop", h_mps_change, 0 },
+	{ VRAM_API_GET, "/api/hook/processes", h_hook_processes, 0 },
+	{ VRAM_API_POST, "/api/hook/processes/{name}/offload", h_hook_action, VRAM_ACTION_OFFLOAD },
+	{ VRAM_API_POST, "/api/hook/processes/{name}/restore", h_hook_action, VRAM_ACTION_RESTORE },
 };
 
 /*
@@ -447,6 +454,28 @@ static int h_workload(struct vram_api_call *c, json_t **ret)
 	return 200;
 }
 
+/* --------------------------------------------------- hooked processes */
+
+/* Every process connected (or once connected) to the hook channel, with its workload. */
+static int h_hook_processes(struct vram_api_call *c, json_t **ret)
+{
+	*ret = vram_manager_hook_json(c->api->m);
+	return *ret ? 200 : error_out(ret, 500, NULL, "out of memory");
+}
+
+/* Offload or restore of one hooked process by pid, e.g. one from before a vramd restart. */
+static int h_hook_action(struct vram_api_call *c, json_t **ret)
+{
+	const char *s = c->match->name;
+	char *end;
+	errno = 0;
+	long pid = strtol(s, &end, 10);
+	if (errno || end == s || *end || s[0] < '0' || s[0] > '9' || pid <= 0 || pid > 4194304)
+		return error_out(ret, 400, "bad_request", "expected a process id, got \"%.32s\"", s);
+	c->pid = (pid_t)pid;
+	return run_action(c, (enum vram_action)c->match->route->arg, ret);
+}
+
 /* ------------------------------------------------------------------ MPS */
 
 static int h_mps_status(struct vram_api_call *c, json_t **ret)
@@ -550,10 +579,13 @@ struct pending {
 
 json_t *vram_api_action_result_json(const struct vram_action_result *res, enum vram_action action)
 {
-	return json_pack("{s:s, s:s, s:s?, s:f, s:I, s:s?, s:s, s:b}", "workload",
-			 res->workload ? res->workload : "", "action", vram_action_name(action), "state",
-			 res->state, "seconds", res->seconds, "bytes", (json_int_t)res->bytes,
-			 "engine", res->engine, "message", res->message, "ok", res->error == 0);
+	json_t *o = json_pack("{s:s, s:s, s:s?, s:f, s:I, s:s?, s:s, s:b}", "workload",
+			      res->workload ? res->workload : "", "action", vram_action_name(action), "state",
+			      res->state, "seconds", res->seconds, "bytes", (json_int_t)res->bytes,
+			      "engine", res->engine, "message", res->message, "ok", res->error == 0);
+	if (o && res->pid > 0)
+		json_object_set_new(o, "pid", json_integer(res->pid));
+	return o;
 }
 
 static void pending_unlink(struct pending *p)
@@ -688,14 +720,25 @@ static void on_action_ignored(const struct vram_action_result *res, void *arg)
 		   res->state ? res->state : "?", res->message);
 }
 
-static int run_action(struct vram_api_call *c, enum vram_action action, json_t **ret);
-
 static int h_action(struct vram_api_call *c, json_t **ret)
 {
 	return run_action(c, (enum vram_action)c->match->route->arg, ret);
 }
 
-/* Begins action on the {name} workload; replies when it is done (or at once with ?wait=0). */
+/* Begins action on a workload (name), or on a hooked process (pid > 0). */
+static int begin_action(struct vram_api *api, const char *name, pid_t pid, enum vram_action action,
+			vram_action_cb cb, void *arg, struct vram_manager_waiter **ret_waiter, char *err,
+			size_t err_size)
+{
+	if (pid > 0)
+		return vram_manager_hook_act(api->m, pid, action, cb, arg, ret_waiter, err, err_size);
+	return vram_manager_act(api->m, name, action, cb, arg, ret_waiter, err, err_size);
+}
+
+/*
+ * Begins action on the {name} workload, or on the hooked process c->pid;
+ * replies when it is done (or at once with ?wait=0).
+ */
 static int run_action(struct vram_api_call *c, enum vram_action action, json_t **ret)
 {
 	struct vram_api *api = c->api;
@@ -721,12 +764,17 @@ static int run_action(struct vram_api_call *c, enum vram_action action, json_t *
 
 	char err[1024] = "";
 	if (!wait) {
-		int r = vram_manager_act(api->m, name, action, on_action_ignored, NULL, NULL, err,
-					 sizeof(err));
+		int r = begin_action(api, name, c->pid, action, on_action_ignored, NULL, NULL, err,
+				     sizeof(err));
 		if (r < 0)
 			return error_out(ret, status_of_errno(r), code_of_errno(r), "%s",
 					 *err ? err : strerror(-r));
 		status_drop(api);
+		if (c->pid > 0) {
+			*ret = json_pack("{s:i, s:s, s:b}", "pid", (int)c->pid, "action",
+					 vram_action_name(action), "accepted", 1);
+			return 202;
+		}
 		char state[32];
 		*ret = json_pack("{s:s, s:s, s:s, s:b}", "workload", name, "action",
 				 vram_action_name(action), "state", workload_state(api, name, state, sizeof(state)),
@@ -738,8 +786,8 @@ static int run_action(struct vram_api_call *c, enum vram_action action, json_t *
 	if (!p)
 		return error_out(ret, 500, NULL, "out of memory");
 	snprintf(p->items[0].name, sizeof(p->items[0].name), "%.63s", name);
-	int r = vram_manager_act(api->m, name, action, on_action_done, &p->items[0],
-				 &p->items[0].waiter, err, sizeof(err));
+	int r = begin_action(api, name, c->pid, action, on_action_done, &p->items[0], &p->items[0].waiter,
+			     err, sizeof(err));
 	if (r < 0) {
 		pending_free(p);
 		return error_out(ret, status_of_errno(r), code_of_errno(r), "%s",

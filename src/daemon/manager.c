@@ -61,6 +61,9 @@ struct vram_manager_waiter {
 	bool resolved;
 	uint64_t started_ms;
 	struct vram_action_result res;
+	/* an action on one hooked process by pid (w is NULL): */
+	struct vram_hookchan_req *hook_req; /* in flight, or NULL */
+	char hook_workload[VRAM_HOOKCHAN_NAME_MAX]; /* the process's workload, for res.workload */
 };
 
 struct vram_manager_sub {
@@ -213,9 +216,33 @@ static void waiter_unlink(struct vram_manager_waiter *wt)
 
 static void waiter_free(struct vram_manager_waiter *wt)
 {
+	vram_hookchan_cancel(wt->hook_req);
 	if (wt->ev)
 		event_free(wt->ev);
 	free(wt);
+}
+
+static void on_waiter(evutil_socket_t fd, short what, void *arg);
+
+/* A waiter for action on w (NULL: on a hooked process), not linked yet. NULL on out of memory. */
+static struct vram_manager_waiter *waiter_new(struct vram_manager *m, struct vram_workload *w,
+					      enum vram_action action, vram_action_cb cb, void *arg)
+{
+	struct vram_manager_waiter *wt = calloc(1, sizeof(*wt));
+	if (!wt)
+		return NULL;
+	wt->m = m;
+	wt->w = w;
+	wt->action = action;
+	wt->cb = cb;
+	wt->arg = arg;
+	wt->started_ms = vram_now_ms();
+	wt->ev = event_new(m->base, -1, 0, on_waiter, wt);
+	if (!wt->ev) {
+		free(wt);
+		return NULL;
+	}
+	return wt;
 }
 
 static void on_waiter(evutil_socket_t fd, short what, void *arg)
@@ -1983,6 +2010,25 @@ static int wrong_state(struct vram_workload *w, enum vram_action a, char *err, s
 	return -EBUSY;
 }
 
+/*
+ * A workload's external processes (from before this vramd started) are not
+ * its instances, so a refused offload or restore of the workload says how to
+ * reach them. Appends to err.
+ */
+static void hint_external(struct vram_manager *m, const struct vram_workload *w, enum vram_action action,
+			  char *err, size_t err_size)
+{
+	pid_t pid;
+	size_t n = m->hookchan ? vram_hookchan_external_pids(m->hookchan, w->cfg->name, &pid, 1) : 0;
+	size_t len = strlen(err);
+	if (n == 0 || len + 1 >= err_size)
+		return;
+	snprintf(err + len, err_size - len,
+		 "; %zu process%s of %s from before this vramd started %s still connected, not managed "
+		 "as its instance: vramctl %s --pid %d",
+		 n, n == 1 ? "" : "es", w->cfg->name, n == 1 ? "is" : "are", vram_action_name(action), (int)pid);
+}
+
 static void list_names(struct vram_manager *m, char *buf, size_t size)
 {
 	size_t len = 0;
@@ -2013,20 +2059,8 @@ int vram_manager_act(struct vram_manager *m, const char *name, enum vram_action 
 		snprintf(err, err_size, "vramd is shutting down");
 		return -EBUSY;
 	}
-	struct vram_manager_waiter *wt = calloc(1, sizeof(*wt));
+	struct vram_manager_waiter *wt = waiter_new(m, w, action, cb, arg);
 	if (!wt) {
-		snprintf(err, err_size, "out of memory");
-		return -ENOMEM;
-	}
-	wt->m = m;
-	wt->w = w;
-	wt->action = action;
-	wt->cb = cb;
-	wt->arg = arg;
-	wt->started_ms = vram_now_ms();
-	wt->ev = event_new(m->base, -1, 0, on_waiter, wt);
-	if (!wt->ev) {
-		free(wt);
 		snprintf(err, err_size, "out of memory");
 		return -ENOMEM;
 	}
@@ -2094,6 +2128,8 @@ int vram_manager_act(struct vram_manager *m, const char *name, enum vram_action 
 	}
 out:
 	if (r < 0) {
+		if (r == -EBUSY && (action == VRAM_ACTION_OFFLOAD || action == VRAM_ACTION_RESTORE))
+			hint_external(m, w, action, err, err_size);
 		waiter_unlink(wt);
 		waiter_free(wt);
 		return r;
@@ -2109,6 +2145,86 @@ void vram_manager_waiter_cancel(struct vram_manager_waiter *wt)
 		return;
 	waiter_unlink(wt);
 	waiter_free(wt);
+}
+
+/* ---- hooked processes by pid ---- */
+
+/* The hook answered (or the process went away): the result of a waiter by pid. */
+static void on_hook_done(const struct vram_hookchan_result *r, void *arg)
+{
+	struct vram_manager_waiter *wt = arg;
+	struct vram_action_result *res = &wt->res;
+	struct vram_hookchan_proc_info info;
+	wt->hook_req = NULL;
+	wt->resolved = true;
+	res->workload = wt->hook_workload;
+	res->pid = r->pid;
+	/* the state as last reported (a process that went away keeps its last one) */
+	res->state = vram_hookchan_proc(wt->m->hookchan, r->pid, &info) == 0 ? vram_hookchan_state_name(info.state)
+									    : NULL;
+	res->seconds = r->seconds;
+	res->bytes = r->status == 0 ? r->bytes : 0;
+	res->engine = "hook";
+	res->error = r->status;
+	res->http_status = r->status == 0 ? 200
+			   : r->status == -EALREADY ? 409
+			   : r->missing ? 503 : 500;
+	snprintf(res->message, sizeof(res->message), "pid %d (%s): %s", (int)r->pid,
+		 wt->hook_workload[0] ? wt->hook_workload : "no workload",
+		 r->text[0] ? r->text : strerror(-r->status));
+	event_active(wt->ev, 0, 0);
+}
+
+int vram_manager_hook_act(struct vram_manager *m, pid_t pid, enum vram_action action, vram_action_cb cb,
+			  void *arg, struct vram_manager_waiter **ret_waiter, char *err, size_t err_size)
+{
+	if (action != VRAM_ACTION_OFFLOAD && action != VRAM_ACTION_RESTORE) {
+		snprintf(err, err_size, "only offload and restore are done by pid");
+		return -EINVAL;
+	}
+	if (m->shutting_down) {
+		snprintf(err, err_size, "vramd is shutting down");
+		return -EBUSY;
+	}
+	struct vram_hookchan_proc_info info;
+	if (!m->hookchan || vram_hookchan_proc(m->hookchan, pid, &info) < 0 || !info.connected) {
+		snprintf(err, err_size, "no process %d is connected to vramd's hook channel%s", (int)pid,
+			 m->hookchan ? "" : " (it is not open)");
+		return -ENOENT;
+	}
+	/* never one process of a workload that vramd runs: that would leave it half parked */
+	if (!info.external && find(m, info.workload)) {
+		snprintf(err, err_size, "process %d is one of workload %s's, which vramd runs: %s the workload "
+			 "(vramctl %s %s)", (int)pid, info.workload, vram_action_name(action),
+			 vram_action_name(action), info.workload);
+		return -EBUSY;
+	}
+	struct vram_manager_waiter *wt = waiter_new(m, NULL, action, cb, arg);
+	if (!wt) {
+		snprintf(err, err_size, "out of memory");
+		return -ENOMEM;
+	}
+	snprintf(wt->hook_workload, sizeof(wt->hook_workload), "%s", info.workload);
+	int r = vram_hookchan_send(m->hookchan, pid,
+				   action == VRAM_ACTION_OFFLOAD ? VRAM_HOOKCHAN_OFFLOAD : VRAM_HOOKCHAN_RESTORE, 0,
+				   on_hook_done, wt, &wt->hook_req);
+	if (r < 0) {
+		waiter_free(wt);
+		snprintf(err, err_size, "%s", r == -EBUSY ? "an offload or restore of it is running already"
+					    : r == -ENOMEM ? "out of memory"
+					    : "it could not be sent the command: it went away");
+		return r == -EBUSY || r == -ENOMEM ? r : -ENOENT;
+	}
+	wt->next = m->waiters;
+	m->waiters = wt;
+	if (ret_waiter)
+		*ret_waiter = wt;
+	return 0;
+}
+
+json_t *vram_manager_hook_json(struct vram_manager *m)
+{
+	return m->hookchan ? vram_hookchan_json(m->hookchan) : json_array();
 }
 
 int vram_manager_set_idle(struct vram_manager *m, const char *name, uint64_t offload_after_ms,

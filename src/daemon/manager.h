@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "config/config.h"
 #include "gpu/gpu.h"
@@ -48,6 +49,7 @@ struct vram_action_result {
 	uint64_t bytes;       /* bytes moved (offload/restore), 0 if none */
 	const char *engine;   /* engine used, or NULL */
 	char message[1024];   /* what happened, or why it failed */
+	pid_t pid;            /* the process of an action by pid (vram_manager_hook_act); 0 otherwise */
 };
 
 typedef void (*vram_action_cb)(const struct vram_action_result *res, void *arg);
@@ -98,6 +100,23 @@ int vram_manager_act(struct vram_manager *m, const char *name, enum vram_action 
 		     vram_action_cb cb, void *arg, struct vram_manager_waiter **ret_waiter,
 		     char *err, size_t err_size);
 void vram_manager_waiter_cancel(struct vram_manager_waiter *w);
+
+/*
+ * Offload or restore one process that runs with libvram.so and is connected
+ * to the hook channel, by pid: for a process vramd did not start, such as a
+ * survivor of a vramd restart whose hook reconnected (external in status).
+ * The workload's state does not change. cb and the waiter work as for
+ * vram_manager_act; the result has pid, the process's workload, its state
+ * as the hook reports it ("running", "offloaded", ...), engine "hook" and
+ * the hook's text in message. Returns, without calling cb: -EINVAL (another
+ * action), -ENOENT (no such connected process), -EBUSY (a process of a
+ * workload vramd runs: act on the workload; or a command to it is running;
+ * or shutting down), -ENOMEM, with a message in err.
+ */
+int vram_manager_hook_act(struct vram_manager *m, pid_t pid, enum vram_action action, vram_action_cb cb,
+			  void *arg, struct vram_manager_waiter **ret_waiter, char *err, size_t err_size);
+/* Every process listed on the hook channel, with its workload (new reference; NULL on out of memory). */
+json_t *vram_manager_hook_json(struct vram_manager *m);
 
 /*
  * Sets idle timeouts of one workload (name) or of all (name NULL). A field
