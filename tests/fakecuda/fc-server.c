@@ -6,6 +6,9 @@
  *   GET /health  200 "ok"
  *   GET /check   200 "ok <bytes>" when the device memory still holds the
  *                pattern, 500 "mismatch at <offset>" otherwise
+ *   GET /alloc/N 200 "ok <bytes>" when cuMemAlloc gives N MiB more (freed at
+ *                once), 507 "cuMemAlloc: error <CUresult>" when it refuses
+ *                (over the hook's cap)
  * and anything else with 404. Without PORT it exits at once with status
  * FC_SERVER_EXIT (default 0) after the check: for `vramctl run`.
  */
@@ -82,6 +85,18 @@ static void serve(int fd)
 		} else {
 			snprintf(body, sizeof(body), "mismatch at %ld", bad);
 			answer(fd, 500, body);
+		}
+	} else if (strncmp(req, "GET /alloc/", 11) == 0) {
+		size_t bytes = (size_t)strtoul(req + 11, NULL, 10) * MiB;
+		CUdeviceptr extra;
+		CUresult r = cuMemAlloc_v2(&extra, bytes);
+		if (r == CUDA_SUCCESS) {
+			CK(cuMemFree_v2(extra));
+			snprintf(body, sizeof(body), "ok %zu", bytes);
+			answer(fd, 200, body);
+		} else {
+			snprintf(body, sizeof(body), "cuMemAlloc: error %d", (int)r);
+			answer(fd, 507, body);
 		}
 	} else {
 		answer(fd, 404, "not found");
