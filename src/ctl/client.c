@@ -362,6 +362,31 @@ static int connect_to(const struct vram_client_url *url, char *err, size_t err_s
 	return -e;
 }
 
+int vram_client_format_request(struct vram_buf *out, const struct vram_client_url *url,
+			       const char *method, const char *path, const char *headers,
+			       const char *json_body, const char *token)
+{
+	size_t body_len = json_body ? strlen(json_body) : 0;
+	int r = vram_buf_printf(out,
+				"%s %s%s HTTP/1.1\r\nHost: %s\r\nUser-Agent: vramctl/" VRAM_VERSION "\r\n"
+				"Accept: application/json\r\nConnection: close\r\n",
+				method, url->prefix, path, url->is_unix ? "localhost" : url->host);
+	if (!r && token && *token)
+		r = vram_buf_printf(out, "Authorization: Bearer %s\r\n", token);
+	if (!r && headers)
+		r = vram_buf_puts(out, headers);
+	if (!r && json_body)
+		r = vram_buf_printf(out, "Content-Type: application/json\r\nContent-Length: %zu\r\n",
+				    body_len);
+	else if (!r && strcmp(method, "GET") != 0)
+		r = vram_buf_puts(out, "Content-Length: 0\r\n");
+	if (!r)
+		r = vram_buf_puts(out, "\r\n");
+	if (!r && json_body)
+		r = vram_buf_append(out, json_body, body_len);
+	return r;
+}
+
 int vram_client_request(const struct vram_client_url *url, const char *method, const char *path,
 			const char *json_body, const char *token, int timeout_ms,
 			struct vram_client_response *ret, char *err, size_t err_size)
@@ -381,25 +406,8 @@ int vram_client_request_headers(const struct vram_client_url *url, const char *m
 		return fd;
 
 	struct vram_buf req;
-	size_t body_len = json_body ? strlen(json_body) : 0;
-	vram_buf_init(&req, body_len + 64 * 1024);
-	int r = vram_buf_printf(&req,
-				"%s %s%s HTTP/1.1\r\nHost: %s\r\nUser-Agent: vramctl/" VRAM_VERSION "\r\n"
-				"Accept: application/json\r\nConnection: close\r\n",
-				method, url->prefix, path, url->is_unix ? "localhost" : url->host);
-	if (!r && token && *token)
-		r = vram_buf_printf(&req, "Authorization: Bearer %s\r\n", token);
-	if (!r && headers)
-		r = vram_buf_puts(&req, headers);
-	if (!r && json_body)
-		r = vram_buf_printf(&req, "Content-Type: application/json\r\nContent-Length: %zu\r\n",
-				    body_len);
-	else if (!r && strcmp(method, "GET") != 0)
-		r = vram_buf_puts(&req, "Content-Length: 0\r\n");
-	if (!r)
-		r = vram_buf_puts(&req, "\r\n");
-	if (!r && json_body)
-		r = vram_buf_append(&req, json_body, body_len);
+	vram_buf_init(&req, (json_body ? strlen(json_body) : 0) + VRAM_CLIENT_HEAD_MAX);
+	int r = vram_client_format_request(&req, url, method, path, headers, json_body, token);
 	if (r < 0) {
 		snprintf(err, err_size, "request too large");
 		goto out;

@@ -12,6 +12,9 @@
 
 #define VRAM_CLIENT_RESPONSE_MAX (64u * 1024 * 1024) /* bytes of a response accepted */
 #define VRAM_CLIENT_PATH_MAX 108 /* sun_path */
+#define VRAM_CLIENT_HEAD_MAX (64u * 1024) /* bytes of a request's line and headers */
+
+struct vram_buf;
 
 struct vram_client_url {
 	bool is_unix;
@@ -76,5 +79,13 @@ int vram_client_request_headers(const struct vram_client_url *url, const char *m
 				const char *path, const char *headers, const char *json_body,
 				const char *token, int timeout_ms, struct vram_client_response *ret,
 				char *err, size_t err_size);
+/*
+ * Appends the HTTP/1.1 request that vram_client_request_headers sends
+ * (Connection: close, so the reply ends at end of stream) to out. Returns 0,
+ * or -E2BIG / -ENOMEM from the buffer.
+ */
+int vram_client_format_request(struct vram_buf *out, const struct vram_client_url *url,
+			       const char *method, const char *path, const char *headers,
+			       const char *json_body, const char *token);
 
 #endif

@@ -4,13 +4,18 @@ streamable HTTP at /mcp and over stdio through `vramctl mcp`: every tool,
 with good and bad arguments; and the HTTP transport's rules (sessions,
 revisions, Origin) with plain requests."""
 import base64
+import json
 import os
+import queue
 import re
 import subprocess
+import threading
+import time
 
+import pytest
 import requests
 
-from conftest import DEFAULT_CONFIG, SOURCE, VRAMCTL, VRAMD
+from conftest import DEFAULT_CONFIG, SOURCE, VRAMCTL, VRAMD, free_port
 from jsclients import run_node
 
 TOOLS = ["get_gpu_status", "offload_gpu", "release_gpu", "update_gpu_timeout",
@@ -279,3 +284,138 @@ def test_mcp_start_waits_and_times_out(daemon):
     assert d.state("embed") == "starting"
     d.wait_state("embed", "ready", timeout=15)
 
+
+
+SLOW_EMBED = DEFAULT_CONFIG.replace("--load-time, 100ms", "--load-time, 3s")
+
+
+class Bridge:
+    """`vramctl mcp` as an MCP client starts it: lines to its stdin, replies
+    read from its stdout on a thread, each with the time it came."""
+
+    def __init__(self, d, url=None):
+        self.p = subprocess.Popen([VRAMCTL, "--url", url or d.sock, "mcp"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.replies = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.p.stdout:
+            self.replies.put((time.monotonic(), json.loads(line)))
+        self.replies.put((time.monotonic(), None))
+
+    def send(self, msg):
+        self.p.stdin.write((msg if isinstance(msg, str) else json.dumps(msg)) + "\n")
+        self.p.stdin.flush()
+
+    def recv(self, timeout=30):
+        return self.replies.get(timeout=timeout)
+
+    def close(self):
+        self.p.stdin.close()
+        assert self.p.wait(timeout=30) == 0
+        assert self.recv()[1] is None, "a reply after the end"
+
+    def initialize(self):
+        self.send(rpc("initialize", id=0, protocolVersion="2025-11-25", capabilities={},
+                      clientInfo={"name": "t", "version": "1"}))
+        assert self.recv()[1]["result"]["protocolVersion"] == "2025-11-25"
+        self.send(rpc("notifications/initialized", id=None))
+
+
+def call(id, tool, **args):
+    return rpc("tools/call", id=id, name=tool, arguments=args)
+
+
+def test_vramctl_mcp_answers_a_quick_request_while_a_slow_one_waits(daemon):
+    d = daemon(SLOW_EMBED)
+    b = Bridge(d)
+    b.initialize()
+    sent = time.monotonic()
+    b.send(call(1, "start_workload", workload="embed", timeout=60))
+    # The start is under way (its reply waits 3 s for the workload) when the listing goes.
+    d.wait_state("embed", "starting", timeout=2)
+    b.send(call(2, "list_workloads"))
+    at, first = b.recv()
+    assert first["id"] == 2, first
+    assert at - sent < 2.0
+    states = {w["name"]: w["state"] for w in first["result"]["structuredContent"]["workloads"]}
+    assert states["embed"] == "starting"
+    at, second = b.recv()
+    assert second["id"] == 1 and second["result"]["structuredContent"]["state"] == "ready"
+    assert at - sent >= 2.5
+
+    # The stateless revision through the bridge: it adds the headers 2026-07-28 asks for.
+    b.send(rpc("tools/call", id=3, name="get_gpu_status", arguments={}, _meta=META_2026))
+    res = b.recv()[1]["result"]
+    assert res["resultType"] == "complete"
+    assert res["structuredContent"]["embed"]["location"] == "GPU"
+    b.send(rpc("server/discover", id=4, _meta=META_2026))
+    assert "2026-07-28" in b.recv()[1]["result"]["supportedVersions"]
+    b.close()
+
+
+def test_vramctl_mcp_sdk_client_concurrent_calls(daemon):
+    """The SDK client's own concurrency, through the bridge."""
+    d = daemon(SLOW_EMBED)
+    out = run_node("mcp-concurrent.mjs", "--stdio", VRAMCTL, "--url", d.sock)
+    assert out["order"] == ["list_workloads", "start_workload"], out
+    assert out["ms"]["list_workloads"] < 2000 <= out["ms"]["start_workload"], out
+    # The two went on separate connections: the listing may have come before the start.
+    listing = out["results"]["list_workloads"]["structured"]["workloads"]
+    assert {w["name"]: w["state"] for w in listing}["embed"] in ("stopped", "starting")
+    assert out["results"]["start_workload"]["structured"]["state"] == "ready"
+
+
+def test_vramctl_mcp_bounds_and_cancellation(daemon):
+    d = daemon(SLOW_EMBED)
+    b = Bridge(d)
+    b.initialize()
+
+    # A line over 1 MiB is dropped, answered with id null; the next one is served.
+    b.send("[" + " " * (1024 * 1024) + "]")
+    b.send(rpc("ping", id=1))
+    err = b.recv()[1]
+    assert err["id"] is None and err["error"]["code"] == -32600
+    assert str(1024 * 1024) in err["error"]["message"]
+    assert b.recv()[1] == {"jsonrpc": "2.0", "id": 1, "result": {}}
+
+    # 32 requests in flight at most: the 33rd is refused at once, the others go on.
+    for i in range(100, 133):
+        b.send(call(i, "start_workload", workload="embed", timeout=60))
+    at, busy = b.recv(timeout=10)
+    assert busy["id"] == 132 and busy["error"]["code"] == -31000
+    assert "32" in busy["error"]["message"]
+    ids = sorted(b.recv()[1]["id"] for _ in range(32))
+    assert ids == list(range(100, 132))
+
+    # notifications/cancelled drops a request in flight: no reply for it; the start goes on.
+    b.send(call(200, "stop_workload", workload="embed"))
+    assert b.recv()[1]["result"]["structuredContent"]["state"] == "stopped"
+    b.send(call(201, "start_workload", workload="embed", timeout=60))
+    d.wait_state("embed", "starting", timeout=10)
+    b.send(rpc("notifications/cancelled", id=None, requestId=201))
+    b.send(rpc("ping", id=202))
+    assert b.recv()[1]["id"] == 202
+    d.wait_state("embed", "ready", timeout=15)
+    with pytest.raises(queue.Empty):
+        b.recv(timeout=1)
+    b.close()
+
+
+def test_vramctl_mcp_over_tcp(daemon):
+    d = daemon()
+    port = d.url.rsplit(":", 1)[1]
+    # "localhost" may name ::1 first, where vramd does not listen: the next address serves.
+    b = Bridge(d, f"http://localhost:{port}")
+    b.initialize()
+    b.send(rpc("ping", id=1))
+    assert b.recv()[1] == {"jsonrpc": "2.0", "id": 1, "result": {}}
+    b.close()
+    # Nothing listening: each request is answered with the reason.
+    b = Bridge(d, f"http://127.0.0.1:{free_port()}")
+    b.send(rpc("ping", id="a"))
+    err = b.recv()[1]
+    assert err["id"] == "a" and err["error"]["code"] == -32603
+    assert "cannot connect to vramd at http://127.0.0.1:" in err["error"]["message"]
+    b.close()
