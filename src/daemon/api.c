@@ -411,9 +411,9 @@ static void on_state_change(const char *event, json_t *data, void *arg)
  * API drops it at once. Only the idle seconds and measured memory can be
  * that much behind.
  */
-static int h_status(struct vram_api_call *c, json_t **ret)
+/* The current status text (built if there is none or it is too old); NULL when out of memory. */
+static struct status_blob *status_blob(struct vram_api *api)
 {
-	struct vram_api *api = c->api;
 	uint64_t now = monotonic_ms();
 	if (api->status && now - api->status_built_ms >= VRAM_API_STATUS_MAX_AGE_MS)
 		status_drop(api);
@@ -425,7 +425,7 @@ static int h_status(struct vram_api_call *c, json_t **ret)
 		struct status_blob *b = text ? malloc(sizeof(*b) + len + 1) : NULL;
 		if (!b) {
 			free(text);
-			return error_out(ret, 500, NULL, "out of memory");
+			return NULL;
 		}
 		b->refs = 1;
 		b->len = len + 1;
@@ -435,7 +435,24 @@ static int h_status(struct vram_api_call *c, json_t **ret)
 		api->status = b;
 		api->status_built_ms = now;
 	}
-	struct status_blob *b = api->status;
+	return api->status;
+}
+
+int vram_api_status_text(struct vram_api *api, const char **ret_text, size_t *ret_len)
+{
+	struct status_blob *b = status_blob(api);
+	if (!b)
+		return -ENOMEM;
+	*ret_text = b->data;
+	*ret_len = b->len;
+	return 0;
+}
+
+static int h_status(struct vram_api_call *c, json_t **ret)
+{
+	struct status_blob *b = status_blob(c->api);
+	if (!b)
+		return error_out(ret, 500, NULL, "out of memory");
 	b->refs++;
 	evhttp_add_header(evhttp_request_get_output_headers(c->req), "Content-Type",
 			  "application/json");

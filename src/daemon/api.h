@@ -150,4 +150,12 @@ json_t *vram_api_action_result_json(const struct vram_action_result *res, enum v
 /* The request callback for vram_http_new (arg is the struct vram_api). */
 void vram_api_handle(struct evhttp_request *req, bool trusted, void *arg);
 
+/*
+ * The body GET /api/status answers with (JSON and a newline), for the
+ * gateway's front end to send without a trip through evhttp. The text is
+ * borrowed: valid until control goes back to the event loop. Returns 0 or
+ * -ENOMEM.
+ */
+int vram_api_status_text(struct vram_api *api, const char **ret_text, size_t *ret_len);
+
 #endif

@@ -1548,6 +1548,18 @@ static void dispatch(struct gw_client *c, const struct vram_h1_head *h, const ch
 	}
 	bool v1 = strncmp(path, "/v1/", 4) == 0 || strcmp(path, "/v1") == 0;
 	bool by_name = strncmp(path, "/w/", 3) == 0;
+	if (!query && strcmp(path, "/api/status") == 0 && vram_h1_span_eq(h->method, "GET")) {
+		/*
+		 * What dashboards and scripts poll, served here from the API's
+		 * rendered text: a relay hop through evhttp would double its cost.
+		 */
+		const char *text;
+		size_t len;
+		if (vram_api_status_text(gw->api, &text, &len) == 0) {
+			client_reply(c, 200, NULL, "application/json", text, len, close);
+			return;
+		}
+	}
 	if (!v1 && !by_name) {
 		relay_api(c, h, target, body, blen, &started);
 		return;
