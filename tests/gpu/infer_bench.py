@@ -12,9 +12,15 @@ ends every request, so a round's time holds all its work):
                feed-forward), batch 8 x 64 tokens
 Both are built and warmed up (kernels chosen, caching allocator filled)
 before READY; each request then runs WARM untimed steps and N timed ones.
+
+  infer_bench.py count STEPS   (with tests/gpu/cucount.so preloaded first)
+prints, for each model, the driver entry points one step calls and how
+often, and which of them reach a wrapper of libvram.so.
 """
+import ctypes
 import os
 import sys
+import tempfile
 
 import torch
 
@@ -31,6 +37,30 @@ def loop(model, x):
     return run
 
 
+def count(jobs, steps):
+    """Calls per step of each entry point, through cucount.so's stubs."""
+    try:
+        lib = ctypes.CDLL(None)
+        reset, dump = lib.cucount_reset, lib.cucount_dump
+    except AttributeError:
+        sys.exit("count: tests/gpu/cucount.so is not preloaded")
+    dump.argtypes = [ctypes.c_char_p]
+    for name, run in jobs.items():
+        reset()
+        run(steps)  # ends with torch.cuda.synchronize(), counted once in all
+        with tempfile.NamedTemporaryFile("r", suffix=".cucount") as f:
+            if dump(f.name.encode()) != 0:
+                sys.exit(f"count: cannot write {f.name}")
+            rows = [line.rstrip("\n").split("\t") for line in f]
+        rows.sort(key=lambda r: -int(r[0]))
+        total = sum(int(r[0]) for r in rows)
+        hooked = sum(int(r[0]) for r in rows if r[2].startswith("libvram"))
+        print(f"COUNT {name}: {total / steps:.1f} driver calls per step, {hooked / steps:.1f} of them "
+              f"through libvram.so ({steps} steps)")
+        for calls, entry, owner, symbol in rows:
+            print(f"COUNT {name}: {int(calls) / steps:10.2f}  {entry:32} {owner:16} {symbol}")
+
+
 def main():
     torch.manual_seed(0)
     torch.set_num_threads(1)  # the process is pinned to one core
@@ -44,6 +74,9 @@ def main():
     }
     for run in jobs.values():
         run(200)
+    if sys.argv[1:2] == ["count"]:
+        count(jobs, int(sys.argv[2]) if len(sys.argv) > 2 else 100)
+        return
     serve(jobs, info=f"torch={torch.__version__} gpu={torch.cuda.get_device_name().replace(' ', '_')}")
 
 
