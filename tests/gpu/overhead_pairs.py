@@ -25,10 +25,27 @@ shrinks as 1/sqrt(n) and which a few pairs hit by a hiccup cannot move.
       N auto: sized so that one round takes about S seconds. UNIT (ns, us,
       ms) is that of the per-call figures; TARGET is what the hook may cost:
       "1%" of the wall time, or an added time per call ("1us").
+      --sessions K: K process pairs one after the other, R/K rounds each;
+      --control: as many A/A pairs (both without the hook) in between, whose
+      ratio is the method's own bias (see "Bias" below).
   overhead_pairs.py table ROWS     the summary of every row so far (Markdown)
   overhead_pairs.py selftest [--hook LIB]
       the statistics on synthetic data, and turns with a dummy worker
   overhead_pairs.py dummy          that worker (25 % more work with the hook)
+
+Bias. Two processes of the same program are not equally fast: where ASLR
+put the stack, the heap and the libraries, how the environment shifts the
+stack, which GPU addresses the context got, all fixed for a process's life,
+can make one of them a few percent faster than the other for as long as
+both live. Pairs of rounds cannot cancel that, and the pair-level interval,
+which treats every pair as independent, does not include it. So turns can
+start K process pairs in turn (--sessions) and, with --control, as many A/A
+pairs whose two processes both run without the hook: the spread of the A/A
+ratios from one process pair to the next is the bias, and the with/without
+interval over process pairs (a t interval on the per-process-pair medians,
+its variance pooled with that of the A/A medians, which are centred on 0)
+is the one that holds it. A row with a control takes its verdict from that
+interval.
 
 A worker speaks the protocol of serve() below: "READY hook=0|1 ..." once,
 then one answer line per request line.
@@ -75,6 +92,30 @@ def median_ci(xs, level=0.95):
     return s[k - 1], s[n - k]
 
 
+# 97.5 % quantiles of Student's t by degrees of freedom (df beyond the
+# table: the next lower entry, which is conservative).
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
+        10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110,
+        18: 2.101, 19: 2.093, 20: 2.086, 25: 2.060, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
+
+
+def process_pair_ci(ab, aa):
+    """95 % interval of the with/without ratio over process pairs: ab, the
+    per-process-pair median ratios with and without the hook; aa, those of
+    the A/A pairs (true ratio 0, so each adds a degree of freedom to the
+    variance of the process-level bias). (mean, lo, hi); NaNs when there
+    are not enough."""
+    k = len(ab)
+    df = (k - 1) + len(aa)
+    if k < 1 or df < 1:
+        return math.nan, math.nan, math.nan
+    m = sum(ab) / k
+    var = (sum((x - m) ** 2 for x in ab) + sum(x * x for x in aa)) / df
+    t = T975[max(d for d in T975 if d <= df)]
+    half = t * math.sqrt(var / k)
+    return m, m - half, m + half
+
+
 def spread_pct(xs):
     """(max - min) / median, in %: what a comparison of whole runs faces."""
     m = median(xs)
@@ -110,9 +151,11 @@ def summarize(pairs, unit, target):
 
 
 def verdict(row, target):
-    """Whether the 95 % interval lies below the target, above it, or across."""
+    """Whether the 95 % interval lies below the target, above it, or across
+    (for a % target, the interval over process pairs where there is one)."""
     if target.endswith("%"):
-        limit, (lo, hi), shown = float(target[:-1]), row["wall_pct_ci"], f"{target[:-1]} %"
+        ci = row.get("pp_wall_pct_ci") or row["wall_pct_ci"]
+        limit, (lo, hi), shown = float(target[:-1]), ci, f"{target[:-1]} %"
     else:
         unit = target.lstrip("0123456789.")
         if unit not in UNITS:
@@ -146,6 +189,25 @@ def format_row(r):
             f"{r['wall_pct']:+.2f} % [{wlo:+.2f}, {whi:+.2f}] | {r['cpu_pct']:+.2f} % [{clo:+.2f}, {chi:+.2f}] | "
             f"{r['spread_without_pct']:.0f} % | {r['verdict']} |")
 
+
+def format_control(r):
+    """The bias control of a row that has one (Markdown), else None."""
+    if "aa_wall_pct" not in r:
+        return None
+    lo, hi = r["wall_pct_ci"]
+    alo, ahi = r["aa_wall_pct_ci"]
+    m, plo, phi = r["pp_wall_pct"], *r["pp_wall_pct_ci"]
+    per = " ".join(f"{x:+.2f}" for x in r["pp_ab"])
+    per_aa = " ".join(f"{x:+.2f}" for x in r["pp_aa"])
+    return (f"| {r['label']} | {len(r['pp_ab'])} + {len(r['pp_aa'])} × {r['rounds_per_pair']} | "
+            f"{r['wall_pct']:+.2f} % [{lo:+.2f}, {hi:+.2f}] | {r['aa_wall_pct']:+.2f} % [{alo:+.2f}, {ahi:+.2f}] | "
+            f"{per} | {per_aa} | {m:+.2f} % [{plo:+.2f}, {phi:+.2f}] | {r['verdict']} |")
+
+
+CONTROL_HEAD = ("| measurement | process pairs with/without + A/A × rounds | with / without − 1, pairs pooled "
+                "[95 % CI] | A/A (both without), pairs pooled [95 % CI] | with / without per process pair (%) "
+                "| A/A per process pair (%) | with / without over process pairs [95 % CI] | target |\n"
+                + "|---" * 8 + "|")
 
 TABLE_HEAD = ("| measurement | pairs | calls per side | without (median per call) | with | added per call "
               "[95 % CI] | wall time, with / without − 1 [95 % CI] | CPU time [95 % CI] | spread of the "
@@ -244,39 +306,85 @@ def calibrate(worker, command, warm, round_s):
         n *= 10 if t < round_s / 100 else 3
 
 
+def open_pair(args, control):
+    """Starts the two workers of one process pair, both at once: (a, b), a
+    without the hook, b with it (or, for a control, without it too)."""
+    prefix = ["taskset", "-c", str(args.cpu)] if args.cpu is not None else []
+    env_without, env_with = side_env(args.hook)
+    a = Worker(prefix + args.worker, env_without, "without")
+    b = Worker(prefix + args.worker, env_without if control else env_with, "without too" if control else "with")
+    try:
+        t0 = time.monotonic()
+        for w in (a, b):
+            w.wait_ready()
+        want = "0" if control else "1"
+        if a.info.get("hook") != "0" or b.info.get("hook") != want:
+            raise RuntimeError(f"the hook is not where it belongs: {a.side} {a.info}, {b.side} {b.info}")
+        print(f"{'A/A' if control else 'with/without'} workers ready in {time.monotonic() - t0:.1f} s: "
+              f"{a.side} {a.info}, {b.side} {b.info}", file=sys.stderr, flush=True)
+    except BaseException:
+        for w in (a, b):
+            w.close()
+        raise
+    return a, b
+
+
 def cmd_turns(args):
     if not args.worker:
         sys.exit("turns: the worker command goes after --")
-    prefix = ["taskset", "-c", str(args.cpu)] if args.cpu is not None else []
-    env_without, env_with = side_env(args.hook)
-    without = Worker(prefix + args.worker, env_without, "without")
-    with_hook = Worker(prefix + args.worker, env_with, "with")
-    try:
-        for w in (without, with_hook):
-            w.wait_ready()
-        if without.info.get("hook") != "0" or with_hook.info.get("hook") != "1":
-            raise RuntimeError(f"the hook is not where it belongs: without {without.info}, with {with_hook.info}")
-        print(f"workers ready: without {without.info}, with {with_hook.info}", file=sys.stderr)
-        for name, command, n, warm, unit, target in args.job:
-            warm = int(warm)
-            if unit not in UNITS:
-                raise RuntimeError(f"job {name}: unit {unit} is not one of {', '.join(UNITS)}")
-            n = calibrate(without, command, warm, args.round_s) if n == "auto" else int(n)
-            pairs = []
-            for i in range(args.rounds):
-                with_first = i % 2
-                order = (with_hook, without) if with_first else (without, with_hook)
-                got = {w.side: w.request(command, n, warm) for w in order}
-                pairs.append({"calls": n, "with_first": with_first,
-                              "wall_with": got["with"][0], "wall_without": got["without"][0],
-                              "cpu_with": got["with"][1], "cpu_without": got["without"][1]})
-            row = summarize(pairs, unit, target)
-            row["label"] = f"{args.label}: {name}"
-            row["entry"] = with_hook.info.get("launch_entry", "")
-            emit(row, args.rows)
-    finally:
-        for w in (without, with_hook):
-            w.close()
+    k = max(1, args.sessions)
+    per_pair = max(1, args.rounds // k)
+    kinds = [False, True] if args.control else [False]  # control?
+    pairs = {(job[0], c): [] for job in args.job for c in kinds}
+    medians = {(job[0], c): [] for job in args.job for c in kinds}
+    n_of = {}
+    entry = ""
+    for session in range(k):
+        # The kinds alternate ABBA over sessions, so that a drift of the
+        # machine over the run weighs on both alike.
+        for control in (kinds if session % 2 == 0 else kinds[::-1]):
+            a, b = open_pair(args, control)
+            try:
+                if not control:
+                    entry = b.info.get("launch_entry", entry)
+                for name, command, n, warm, unit, target in args.job:
+                    warm = int(warm)
+                    if unit not in UNITS:
+                        raise RuntimeError(f"job {name}: unit {unit} is not one of {', '.join(UNITS)}")
+                    if name not in n_of:  # sized once, in the first pair, for all
+                        n_of[name] = calibrate(a, command, warm, args.round_s) if n == "auto" else int(n)
+                    got_pairs = []
+                    for i in range(per_pair):
+                        b_first = i % 2
+                        order = (b, a) if b_first else (a, b)
+                        got = {w: w.request(command, n_of[name], warm) for w in order}
+                        got_pairs.append({"calls": n_of[name], "with_first": b_first,
+                                          "wall_with": got[b][0], "wall_without": got[a][0],
+                                          "cpu_with": got[b][1], "cpu_without": got[a][1]})
+                    pairs[(name, control)] += got_pairs
+                    medians[(name, control)].append(
+                        median([(p["wall_with"] / p["wall_without"] - 1) * 100 for p in got_pairs]))
+            finally:
+                for w in (a, b):
+                    w.close()
+    for name, command, n, warm, unit, target in args.job:
+        row = summarize(pairs[(name, False)], unit, target)
+        row["label"] = f"{args.label}: {name}"
+        row["entry"] = entry
+        row["process_pairs"] = k
+        row["rounds_per_pair"] = per_pair
+        if args.control:
+            aa = summarize(pairs[(name, True)], unit, target)
+            row["aa_wall_pct"], row["aa_wall_pct_ci"] = aa["wall_pct"], aa["wall_pct_ci"]
+            row["aa_cpu_pct"], row["aa_cpu_pct_ci"] = aa["cpu_pct"], aa["cpu_pct_ci"]
+            row["pp_ab"], row["pp_aa"] = medians[(name, False)], medians[(name, True)]
+            m, lo, hi = process_pair_ci(row["pp_ab"], row["pp_aa"])
+            row["pp_wall_pct"], row["pp_wall_pct_ci"] = m, (lo, hi)
+            row["verdict"] = verdict(row, target)
+        emit(row, args.rows)
+        control_line = format_control(row)
+        if control_line:
+            print(control_line)
 
 
 # ----------------------------------------------------------- workers
@@ -355,6 +463,13 @@ def selftest(args):
     for p in pairs:
         p["wall_with"] *= 1.025
     assert summarize(pairs, "ns", "1%")["verdict"] == "> 1 %"
+    # The interval over process pairs: four with/without pairs at +2 % each
+    # give an interval around +2 % as wide as the A/A spread says.
+    m, lo, hi = process_pair_ci([2.5, 1.5, 2.0, 2.0], [0.5, -0.5, 0.0, 0.0])
+    assert m == 2.0 and 1.0 < lo < 2.0 < hi < 3.0, (m, lo, hi)
+    assert math.isnan(process_pair_ci([], [])[1])
+    row = dict(summarize(pairs, "ns", "1%"), pp_wall_pct_ci=(1.2, 3.0))
+    assert verdict(row, "1%") == "> 1 %"
     # parse_ab on launch_bench's format.
     header, by_kind = parse_ab(["AB hook=1 launch_with=/x/libvram.so launch_without=/y/libcuda.so.1",
                                 "PAIR launch 4096 0 10 9 8 7", "PAIR alloc 32 1 5 6 7 8", "noise"])
@@ -371,6 +486,7 @@ def selftest(args):
     rows = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"overhead-selftest-{os.getpid()}.jsonl")
     me = os.path.abspath(__file__)
     cmd = [sys.executable, me, "turns", "--hook", args.hook, "--rounds", "24", "--round-s", "0.02",
+           "--sessions", "2", "--control",
            "--label", "dummy", "--rows", rows, "--job", "spin", "spin", "auto", "1000", "us", "1%",
            "--", sys.executable, me, "dummy"]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -379,6 +495,9 @@ def selftest(args):
     os.unlink(rows)
     lo, hi = row["cpu_pct_ci"]
     assert row["pairs"] == 24 and 10 < row["cpu_pct"] < 45 and lo > 0, row
+    # The A/A pairs run the dummy without the hook on both sides.
+    alo, ahi = row["aa_cpu_pct_ci"]
+    assert len(row["pp_ab"]) == len(row["pp_aa"]) == 2 and -10 < row["aa_cpu_pct"] < 10, row
     print(f"turns: ok (25 % more work with the hook: CPU time {row['cpu_pct']:+.1f} % [{lo:+.1f}, {hi:+.1f}], "
           f"wall {row['wall_pct']:+.1f} %)")
 
@@ -397,6 +516,8 @@ def main():
     t.add_argument("--cpu", type=int)
     t.add_argument("--rounds", type=int, default=64)
     t.add_argument("--round-s", type=float, default=0.25)
+    t.add_argument("--sessions", type=int, default=1, help="process pairs, one after the other")
+    t.add_argument("--control", action="store_true", help="A/A process pairs (both without the hook) too")
     t.add_argument("--job", nargs=6, action="append", required=True,
                    metavar=("NAME", "COMMAND", "N", "WARM", "UNIT", "TARGET"))
     t.add_argument("--label", default="two processes")
@@ -415,10 +536,17 @@ def main():
     elif args.cmd == "turns":
         cmd_turns(args)
     elif args.cmd == "table":
-        print(TABLE_HEAD)
         with open(args.rows) as f:
-            for line in f:
-                print(format_row(json.loads(line)))
+            rows = [json.loads(line) for line in f]
+        print(TABLE_HEAD)
+        for r in rows:
+            print(format_row(r))
+        controls = [c for c in map(format_control, rows) if c]
+        if controls:
+            print("\nBias control: with/without against A/A (both processes without the hook), "
+                  "over process pairs started one after the other")
+            print(CONTROL_HEAD)
+            print("\n".join(controls))
     elif args.cmd == "selftest":
         selftest(args)
     else:
