@@ -862,34 +862,34 @@ static int append_to_buf(void *arg, const char *p, size_t n)
 	return vram_buf_append(arg, p, n);
 }
 
+/* Appends "name: <every value of name in h>, ours\r\n" (Via, X-Forwarded-For). */
+static int put_hop_list(struct vram_buf *b, const struct vram_h1_head *h, const char *name,
+			const char *ours)
+{
+	int e = vram_buf_printf(b, "%s: ", name);
+	for (size_t i = 0; i < h->nh && e == 0; i++)
+		if (vram_h1_span_eq(h->h[i].name, name))
+			e = vram_buf_printf(b, "%.*s, ", (int)h->h[i].value.n, h->h[i].value.p);
+	if (e == 0)
+		e = vram_buf_printf(b, "%s\r\n", ours);
+	return e;
+}
+
 /* The response head for the client, from the upstream's head h. */
 static int build_response_head(struct gw_req *r, const struct vram_h1_head *h, struct vram_buf *b)
 {
 	vram_buf_reset(b);
 	int e = vram_buf_printf(b, "HTTP/1.1 %d %.*s\r\n", h->status, (int)h->reason.n, h->reason.p);
-	bool has_via = false;
 	for (size_t i = 0; i < h->nh && e == 0; i++) {
 		const struct vram_h1_header *hd = &h->h[i];
-		if (vram_h1_hop_by_hop(h, hd->name))
+		if (vram_h1_hop_by_hop(h, hd->name) || vram_h1_span_eq(hd->name, "Via"))
 			continue;
-		if (vram_h1_span_eq(hd->name, "Via")) {
-			has_via = true;
-			continue;
-		}
 		if (h->body == VRAM_H1_BODY_CHUNKED && vram_h1_span_eq(hd->name, "Content-Length"))
 			continue;
 		e = put_field(b, hd->name, hd->value);
 	}
-	if (e == 0 && has_via) {
-		e = vram_buf_puts(b, "Via: ");
-		for (size_t i = 0; i < h->nh && e == 0; i++)
-			if (vram_h1_span_eq(h->h[i].name, "Via"))
-				e = vram_buf_printf(b, "%.*s, ", (int)h->h[i].value.n, h->h[i].value.p);
-		if (e == 0)
-			e = vram_buf_puts(b, "1.1 vramd\r\n");
-	} else if (e == 0) {
-		e = vram_buf_puts(b, "Via: 1.1 vramd\r\n");
-	}
+	if (e == 0)
+		e = put_hop_list(b, h, "Via", "1.1 vramd");
 	r->close_after = !r->keep_alive || h->body == VRAM_H1_BODY_CLOSE;
 	if (e == 0 && h->body == VRAM_H1_BODY_CHUNKED) {
 		if (r->minor >= 1) {
@@ -1248,19 +1248,11 @@ static int build_request(struct gw_req *r, const struct vram_h1_head *h, const c
 			 vram_h1_span_eq(h->method, "PATCH");
 	if (e == 0 && (blen || with_body))
 		e = vram_buf_printf(b, "Content-Length: %zu\r\n", blen);
-	/* Via and X-Forwarded-For: the earlier hops' values, then ours. */
-	for (int k = 0; k < 2 && e == 0; k++) {
-		const char *name = k == 0 ? "Via" : "X-Forwarded-For";
-		const char *ours = k == 0 ? "1.1 vramd" : c->peer;
-		if (!*ours)
-			continue;
-		e = vram_buf_printf(b, "%s: ", name);
-		for (size_t i = 0; i < h->nh && e == 0; i++)
-			if (vram_h1_span_eq(h->h[i].name, name))
-				e = vram_buf_printf(b, "%.*s, ", (int)h->h[i].value.n, h->h[i].value.p);
-		if (e == 0)
-			e = vram_buf_printf(b, "%s\r\n", ours);
-	}
+	/* The earlier hops' values, then ours (no address for the Unix socket). */
+	if (e == 0)
+		e = put_hop_list(b, h, "Via", "1.1 vramd");
+	if (e == 0 && c->peer[0])
+		e = put_hop_list(b, h, "X-Forwarded-For", c->peer);
 	if (e == 0)
 		e = vram_buf_puts(b, "\r\n");
 	if (e == 0)
