@@ -862,16 +862,48 @@ static int append_to_buf(void *arg, const char *p, size_t n)
 	return vram_buf_append(arg, p, n);
 }
 
+/* Appends the decimal digits of v. */
+static int put_u64(struct vram_buf *b, uint64_t v)
+{
+	char d[20];
+	size_t n = 0;
+	do {
+		d[sizeof(d) - 1 - n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	return vram_buf_append(b, d + sizeof(d) - n, n);
+}
+
+/* Appends "name: v\r\n". */
+static int put_field_u64(struct vram_buf *b, const char *name, uint64_t v)
+{
+	int e = vram_buf_puts(b, name);
+	if (e == 0)
+		e = vram_buf_append(b, ": ", 2);
+	if (e == 0)
+		e = put_u64(b, v);
+	if (e == 0)
+		e = vram_buf_append(b, "\r\n", 2);
+	return e;
+}
+
 /* Appends "name: <every value of name in h>, ours\r\n" (Via, X-Forwarded-For). */
 static int put_hop_list(struct vram_buf *b, const struct vram_h1_head *h, const char *name,
 			const char *ours)
 {
-	int e = vram_buf_printf(b, "%s: ", name);
-	for (size_t i = 0; i < h->nh && e == 0; i++)
-		if (vram_h1_span_eq(h->h[i].name, name))
-			e = vram_buf_printf(b, "%.*s, ", (int)h->h[i].value.n, h->h[i].value.p);
+	int e = vram_buf_puts(b, name);
 	if (e == 0)
-		e = vram_buf_printf(b, "%s\r\n", ours);
+		e = vram_buf_append(b, ": ", 2);
+	for (size_t i = 0; i < h->nh && e == 0; i++)
+		if (vram_h1_span_eq(h->h[i].name, name)) {
+			e = vram_buf_append(b, h->h[i].value.p, h->h[i].value.n);
+			if (e == 0)
+				e = vram_buf_append(b, ", ", 2);
+		}
+	if (e == 0)
+		e = vram_buf_puts(b, ours);
+	if (e == 0)
+		e = vram_buf_append(b, "\r\n", 2);
 	return e;
 }
 
@@ -879,7 +911,15 @@ static int put_hop_list(struct vram_buf *b, const struct vram_h1_head *h, const 
 static int build_response_head(struct gw_req *r, const struct vram_h1_head *h, struct vram_buf *b)
 {
 	vram_buf_reset(b);
-	int e = vram_buf_printf(b, "HTTP/1.1 %d %.*s\r\n", h->status, (int)h->reason.n, h->reason.p);
+	int e = vram_buf_append(b, "HTTP/1.1 ", 9);
+	if (e == 0)
+		e = put_u64(b, (uint64_t)h->status);
+	if (e == 0)
+		e = vram_buf_append(b, " ", 1);
+	if (e == 0)
+		e = vram_buf_append(b, h->reason.p, h->reason.n);
+	if (e == 0)
+		e = vram_buf_append(b, "\r\n", 2);
 	for (size_t i = 0; i < h->nh && e == 0; i++) {
 		const struct vram_h1_header *hd = &h->h[i];
 		if (vram_h1_hop_by_hop(h, hd->name) || vram_h1_span_eq(hd->name, "Via"))
@@ -1231,7 +1271,13 @@ static int build_request(struct gw_req *r, const struct vram_h1_head *h, const c
 	struct gw_client *c = r->c;
 	struct vram_buf *b = &r->wire;
 	vram_buf_init(b, h->len + strlen(target) + 1024 + blen);
-	int e = vram_buf_printf(b, "%.*s %s HTTP/1.1\r\n", (int)h->method.n, h->method.p, target);
+	int e = vram_buf_append(b, h->method.p, h->method.n);
+	if (e == 0)
+		e = vram_buf_append(b, " ", 1);
+	if (e == 0)
+		e = vram_buf_puts(b, target);
+	if (e == 0)
+		e = vram_buf_append(b, " HTTP/1.1\r\n", 11);
 	bool has_host = false;
 	for (size_t i = 0; i < h->nh && e == 0; i++) {
 		struct vram_h1_span n = h->h[i].name, v = h->h[i].value;
@@ -1247,7 +1293,7 @@ static int build_request(struct gw_req *r, const struct vram_h1_head *h, const c
 	bool with_body = vram_h1_span_eq(h->method, "POST") || vram_h1_span_eq(h->method, "PUT") ||
 			 vram_h1_span_eq(h->method, "PATCH");
 	if (e == 0 && (blen || with_body))
-		e = vram_buf_printf(b, "Content-Length: %zu\r\n", blen);
+		e = put_field_u64(b, "Content-Length", blen);
 	/* The earlier hops' values, then ours (no address for the Unix socket). */
 	if (e == 0)
 		e = put_hop_list(b, h, "Via", "1.1 vramd");
