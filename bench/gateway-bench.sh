@@ -12,7 +12,11 @@
 #   be off by 15 %).
 #
 # Targets (issue: gateway): p50 added <= 50 us, throughput >= 80 % of
-# direct on a 2-core machine. Two placements are measured, each direct and
+# direct on a 2-core machine. Next to them, the floor: bench-relay, a proxy
+# that does no work at all (one upstream connection per client, bytes
+# copied both ways), once with epoll and once with io_uring, measured in the
+# same round. No user-space proxy over the kernel's sockets can beat it on
+# that machine, so it shows how much of the gap is the gateway's own. Two placements are measured, each direct and
 # through the gateway:
 #  - shared: nothing pinned; wrk, vramd and the backend share every core, as
 #    they would on a small machine;
@@ -27,15 +31,19 @@ DURATION=${2:-5}
 CONNS=${3:-32}
 VRAMD=$BUILD/src/daemon/bin/vramd
 BACKEND=$BUILD/bench/bench-http-backend
+RELAY=$BUILD/bench/bench-relay
 
 command -v wrk >/dev/null || { echo "gateway-bench: wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 [ -x "$VRAMD" ] || { echo "gateway-bench: $VRAMD is not built" >&2; exit 1; }
 [ -x "$BACKEND" ] || { echo "gateway-bench: $BACKEND is not built" >&2; exit 1; }
+[ -x "$RELAY" ] || { echo "gateway-bench: $RELAY is not built" >&2; exit 1; }
 BACKEND=$(cd "$(dirname "$BACKEND")" && pwd)/$(basename "$BACKEND")
 
 DIR=$(mktemp -d /tmp/vramd-gwbench-XXXXXX)
 PID=
+RELAY_PIDS=
 cleanup() {
+	for p in $RELAY_PIDS; do kill "$p" 2>/dev/null || true; done
 	if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
 		kill -TERM "$PID"
 		wait "$PID" 2>/dev/null || true
@@ -88,12 +96,34 @@ run_wrk() { # url conns -> "rps p50_us"
 
 BACKEND_PID=$(pgrep -f "^$BACKEND --port $BPORT" | head -n 1)
 
+# The zero-work relays in front of the same backend ("-" when a mode is not built).
+start_relay() { # mode -> URL or "-"
+	"$RELAY" --mode "$1" --listen 0 --to "$BPORT" >"$DIR/relay-$1" 2>&1 &
+	_p=$!
+	RELAY_PIDS="$RELAY_PIDS $_p"
+	_n=0
+	while ! grep -q '^port ' "$DIR/relay-$1" && kill -0 "$_p" 2>/dev/null && [ $_n -lt 50 ]; do
+		sleep 0.1
+		_n=$((_n + 1))
+	done
+	_port=$(awk '/^port / { print $2 }' "$DIR/relay-$1")
+	if [ -n "$_port" ] && kill -0 "$_p" 2>/dev/null; then
+		echo "http://127.0.0.1:$_port/v1/bench"
+	else
+		echo "gateway-bench: no $1 relay: $(cat "$DIR/relay-$1")" >&2
+		echo -
+	fi
+}
+RELAY_EPOLL=$(start_relay epoll)
+RELAY_URING=$(start_relay uring)
+
 # Pins vramd (all its threads) and the backend to the cores in $1, wrk to $2
 # ("" = anywhere).
 place() {
 	if command -v taskset >/dev/null; then
 		taskset -a -pc "$1" "$PID" >/dev/null
 		[ -n "$BACKEND_PID" ] && taskset -a -pc "$1" "$BACKEND_PID" >/dev/null
+		for p in $RELAY_PIDS; do taskset -a -pc "$1" "$p" >/dev/null 2>&1 || true; done
 	fi
 	PIN_W=${2:+taskset -c $2}
 }
@@ -110,13 +140,21 @@ measure() { # placement
 	printf 'gateway-bench: %-8s %-10s %-8s %12s %8sus\n' "$L" gateway 1 "$G1_RPS" "$G1_P50"
 	printf 'gateway-bench: %-8s %-10s %-8s %12s %8sus\n' "$L" direct "$CONNS" "$DN_RPS" "$DN_P50"
 	printf 'gateway-bench: %-8s %-10s %-8s %12s %8sus\n' "$L" gateway "$CONNS" "$GN_RPS" "$GN_P50"
+	RE_RPS=0 RU_RPS=0
+	[ "$RELAY_EPOLL" = - ] || { set -- $(run_wrk "$RELAY_EPOLL" "$CONNS"); RE_RPS=$1; }
+	[ "$RELAY_URING" = - ] || { set -- $(run_wrk "$RELAY_URING" "$CONNS"); RU_RPS=$1; }
+	printf 'gateway-bench: %-8s %-10s %-8s %12s\n' "$L" relay-epoll "$CONNS" "$RE_RPS"
+	printf 'gateway-bench: %-8s %-10s %-8s %12s\n' "$L" relay-uring "$CONNS" "$RU_RPS"
 	awk -v d="$D1_P50" -v g="$G1_P50" -v dr="$DN_RPS" -v gr="$GN_RPS" -v l="$L" -v c="$CONNS" 'BEGIN {
 		printf "gateway-bench: %s: added latency p50 %.1f us (target <= 50 us); throughput %.0f %% of direct with %s connections (target >= 80 %%)\n", l, g - d, 100 * gr / dr, c
 	}' | tee -a "$DIR/ratios"
+	awk -v dr="$DN_RPS" -v gr="$GN_RPS" -v re="$RE_RPS" -v ru="$RU_RPS" -v l="$L" 'BEGIN {
+		printf "gateway-bench: %s floor: epoll relay %.0f %% of direct, io_uring relay %.0f %% of direct, gateway %.0f %% of the epoll relay\n", l, 100 * re / dr, 100 * ru / dr, (re > 0 ? 100 * gr / re : 0)
+	}' | tee -a "$DIR/ratios"
 }
 
-median() { # placement field -> median of that field over the rounds
-	grep "gateway-bench: $1:" "$DIR/ratios" | awk -v f="$2" '{ print $f }' | sort -n |
+median() { # "placement:" or "placement floor:", field -> median of that field over the rounds
+	grep "gateway-bench: $1" "$DIR/ratios" | awk -v f="$2" '{ print $f }' | sort -n |
 		awk '{ v[NR] = $1 } END { if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
@@ -135,6 +173,7 @@ done
 if [ "$ROUNDS" -gt 1 ]; then
 	for l in shared split; do
 		grep -q "gateway-bench: $l:" "$DIR/ratios" || continue
-		echo "gateway-bench: $l, median of $ROUNDS rounds: added latency p50 $(median $l 6) us; throughput $(median $l 13) % of direct"
+		echo "gateway-bench: $l, median of $ROUNDS rounds: added latency p50 $(median "$l:" 6) us; throughput $(median "$l:" 13) % of direct"
+		echo "gateway-bench: $l, median of $ROUNDS rounds: epoll relay $(median "$l floor:" 6) % of direct, io_uring relay $(median "$l floor:" 12) % of direct, gateway $(median "$l floor:" 18) % of the epoll relay"
 	done
 fi
