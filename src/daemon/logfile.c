@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Per-workload log files with size-bounded rotation. Workload output comes
- * through a pipe that the daemon reads, so the daemon decides how big a file
- * gets: no file ever exceeds max_bytes, and at most `keep` rotated files are
- * kept. The last few KiB also stay in memory so that a failure can carry the
- * log tail without reading files back.
+ * through its output relay (relay.c) to the daemon, which writes it here; once
+ * the daemon is gone, the relay writes here itself with this same code. So the
+ * writer, not the workload, decides how big a file gets: no file ever exceeds
+ * max_bytes, and at most `keep` rotated files are kept. The last few KiB also
+ * stay in memory so that a failure can carry the log tail without reading
+ * files back.
  */
 #include "daemon/supervise.h"
 #include "common/fsutil.h"
@@ -187,6 +189,16 @@ const char *vram_logfile_path(const struct vram_logfile *l)
 uint64_t vram_logfile_size(const struct vram_logfile *l)
 {
 	return l->size;
+}
+
+uint64_t vram_logfile_max_bytes(const struct vram_logfile *l)
+{
+	return l->max_bytes;
+}
+
+unsigned vram_logfile_keep(const struct vram_logfile *l)
+{
+	return l->keep;
 }
 
 void vram_logfile_close(struct vram_logfile *l)

@@ -26,6 +26,7 @@
 #include "daemon/http.h"
 #include "daemon/manager.h"
 #include "daemon/metrics.h"
+#include "daemon/relay.h"
 #include "gpu/gpu.h"
 
 /* s the daemon waits for the manager to stop its workloads before it gives up. */
@@ -132,6 +133,12 @@ static int check_config(const char *path, const struct vram_config_overrides *ov
 
 int main(int argc, char **argv)
 {
+	/* vramd run again as a workload's output relay (relay.h): nothing else is set up */
+	if (vram_relay_requested(argc, argv))
+		return vram_relay_main(argc, argv);
+	/* the kernel's link to this very binary, even if the file is replaced meanwhile */
+	vram_relay_set_program("/proc/self/exe");
+
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "check-config", required_argument, NULL, 'C' },

@@ -2,40 +2,61 @@
 /*
  * Process supervision on the daemon's single loop. A child is spawned with
  * posix_spawnp (no shell) in a new process group, with signal mask and
- * dispositions reset, stdin on /dev/null and stdout/stderr on a pipe that the
- * loop copies into the workload's log file. SIGCHLD is an evsignal: its
- * callback reaps with waitpid(-1, WNOHANG) until nothing is left, drains the
- * child's pipe, sends SIGKILL to whatever is left of its group (helpers must
- * not outlive the workload and keep GPU memory) and reports the status.
+ * dispositions reset, stdin on /dev/null and stdout/stderr on a pipe read by
+ * its output relay (relay.c), a small process that passes the output on
+ * through a second pipe that the loop copies into the workload's log file.
+ * The relay, not the daemon, holds the workload's pipe, so a workload that
+ * writes after the daemon died does not get EPIPE: the relay then writes the
+ * log file itself. Without a relay program (or when one cannot start) the
+ * loop reads the workload's pipe directly.
+ *
+ * SIGCHLD is an evsignal: its callback reaps with waitpid(-1, WNOHANG) until
+ * nothing is left, sends SIGKILL to whatever is left of the child's group
+ * (helpers must not outlive the workload and keep GPU memory), and reports
+ * the status once the relay has passed on the last output (its pipe ends)
+ * or FINISH_WAIT_MS have passed, whichever comes first. Relays are reaped
+ * by the same loop.
  */
 #include "daemon/supervise.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 
 #include "common/log.h"
+#include "daemon/relay.h"
 
 extern char **environ;
+
+/* ms the exit callback waits after the reap for the relay to pass on the last output */
+#define FINISH_WAIT_MS 250
 
 struct vram_child {
 	struct vram_supervisor *s;
 	struct vram_child *next;
-	pid_t pid;
-	int out_fd;               /* read end of the output pipe, -1 once closed */
-	struct event *out_ev;     /* readable output */
-	struct event *kill_timer; /* SIGKILL after grace */
-	struct vram_logfile *log; /* borrowed */
-	bool stopping;            /* SIGTERM sent */
-	bool escalated;           /* SIGKILL sent after the grace ran out */
+	pid_t pid;                  /* the workload process (its group's id too) */
+	pid_t relay_pid;            /* its output relay until that is reaped; 0: none */
+	int out_fd;                 /* read end of the pipe from the relay (or from the child
+				       without one), -1 once closed */
+	bool out_ended;             /* out_fd reached end of file: every writer is gone */
+	struct event *out_ev;       /* readable output */
+	struct event *kill_timer;   /* SIGKILL after grace */
+	struct event *finish_timer; /* exit callback FINISH_WAIT_MS after the reap at the latest */
+	struct vram_logfile *log;   /* borrowed */
+	bool stopping;              /* SIGTERM sent */
+	bool escalated;             /* SIGKILL sent after the grace ran out */
+	bool reaped;                /* waitpid returned pid: it may be reused, nothing is sent to it */
+	int wait_status;            /* waitpid's status, once reaped */
 	vram_child_exit_cb cb;
 	void *arg;
 };
@@ -43,10 +64,13 @@ struct vram_child {
 struct vram_supervisor {
 	struct event_base *base; /* borrowed */
 	struct event *sigchld;
-	struct vram_child *children; /* not reaped yet */
+	struct vram_child *children; /* exit callback not called yet */
 	vram_reaped_cb reaped_other; /* pids that are not children of ours; may be NULL */
 	void *reaped_other_arg;
 	size_t n_children;
+	pid_t *relays;               /* relays of finished children, not reaped yet */
+	size_t n_relays, relays_cap; /* each ends once its input does (or by SIGKILL) */
+	bool relay_warned;           /* "cannot start a relay" was logged */
 };
 
 /* ---- ${VAR} substitution ---- */
@@ -146,10 +170,15 @@ static void child_free(struct vram_child *c)
 	child_close_output(c);
 	if (c->kill_timer)
 		event_free(c->kill_timer);
+	if (c->finish_timer)
+		event_free(c->finish_timer);
 	free(c);
 }
 
-/* Copies what the pipe holds now into the log. Returns false at EOF or on error. */
+/*
+ * Copies what the pipe holds now into the log. Returns false at EOF (then
+ * out_ended is set) or on error.
+ */
 static bool child_drain_output(struct vram_child *c)
 {
 	char buf[8192];
@@ -164,23 +193,125 @@ static bool child_drain_output(struct vram_child *c)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			return true;
+		if (n == 0)
+			c->out_ended = true;
 		return false;
 	}
+}
+
+/* Remembers a relay whose child is gone, so that its exit is reaped quietly. */
+static void relay_keep(struct vram_supervisor *s, pid_t pid)
+{
+	if (s->n_relays == s->relays_cap) {
+		size_t ncap = s->relays_cap ? s->relays_cap * 2 : 8;
+		pid_t *n = realloc(s->relays, ncap * sizeof(*n));
+		if (!n)
+			return; /* it is then reaped as "not a workload process" */
+		s->relays = n;
+		s->relays_cap = ncap;
+	}
+	s->relays[s->n_relays++] = pid;
+}
+
+/* Whether pid is one of our relays; if so it is forgotten (reaped now). */
+static bool relay_reaped(struct vram_supervisor *s, pid_t pid, int status)
+{
+	for (struct vram_child *c = s->children; c; c = c->next) {
+		if (c->relay_pid != pid)
+			continue;
+		c->relay_pid = 0;
+		/* a workload that closes its stdout and stderr ends its relay early; that is fine */
+		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+			char how[96];
+			vram_warn("The output relay of pid %d %s; its output is lost from now on",
+				  (int)c->pid, vram_wait_status_format(status, how, sizeof(how)));
+		}
+		return true;
+	}
+	for (size_t i = 0; i < s->n_relays; i++) {
+		if (s->relays[i] == pid) {
+			s->relays[i] = s->relays[--s->n_relays];
+			return true;
+		}
+	}
+	return false;
+}
+
+/*
+ * Closes the output and hands the relay over to the supervisor's list. A
+ * relay whose input has not ended by now is held open by a process that
+ * left the group: it is sent SIGKILL, so that process's writes fail as they
+ * did before relays, and so that the relay does not take the closed pipe
+ * for the daemon's death and write into a log the next instance may use.
+ */
+static void child_release_output(struct vram_child *c)
+{
+	child_close_output(c);
+	if (c->relay_pid > 0) {
+		if (!c->out_ended)
+			(void)kill(c->relay_pid, SIGKILL);
+		relay_keep(c->s, c->relay_pid);
+		c->relay_pid = 0;
+	}
+}
+
+/* Reports a reaped child with the output it wrote up to now, and frees it. */
+static void child_finish(struct vram_child *c)
+{
+	if (c->out_fd >= 0)
+		(void)child_drain_output(c);
+	child_release_output(c);
+	child_unlink(c);
+	if (c->cb)
+		c->cb(c, c->wait_status, c->arg);
+	child_free(c);
 }
 
 static void on_output(evutil_socket_t fd, short what, void *arg)
 {
 	struct vram_child *c = arg;
-	if (!child_drain_output(c))
-		child_close_output(c);
+	if (child_drain_output(c))
+		return;
+	child_close_output(c);
+	if (c->reaped)
+		child_finish(c);
 }
 
 static void on_kill_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct vram_child *c = arg;
+	if (c->reaped)
+		return;
 	vram_debug("pid %d did not exit within its grace: SIGKILL to its group", (int)c->pid);
 	c->escalated = true;
 	(void)kill(-c->pid, SIGKILL);
+}
+
+static void on_finish_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct vram_child *c = arg;
+	vram_debug("the output of pid %d did not end within %d ms of its exit", (int)c->pid,
+		   FINISH_WAIT_MS);
+	child_finish(c);
+}
+
+static void child_reaped(struct vram_child *c, int status)
+{
+	c->reaped = true;
+	c->wait_status = status;
+	evtimer_del(c->kill_timer);
+	/* whatever the leader left behind in its group goes with it */
+	(void)kill(-c->pid, SIGKILL);
+	if (c->out_fd >= 0 && !child_drain_output(c))
+		child_close_output(c);
+	if (c->out_fd < 0) {
+		child_finish(c);
+		return;
+	}
+	/* the relay may still hold the last lines: they belong in the log before the report */
+	struct timeval tv = {0, FINISH_WAIT_MS * 1000};
+	if (evtimer_add(c->finish_timer, &tv) < 0)
+		child_finish(c);
 }
 
 static void on_sigchld(evutil_socket_t sig, short what, void *arg)
@@ -193,22 +324,18 @@ static void on_sigchld(evutil_socket_t sig, short what, void *arg)
 			continue;
 		if (pid <= 0)
 			break;
+		/* a reaped child's pid is free for reuse: it never matches again */
 		struct vram_child *c = s->children;
-		while (c && c->pid != pid)
+		while (c && (c->reaped || c->pid != pid))
 			c = c->next;
-		if (!c) {
-			if (!s->reaped_other || !s->reaped_other(pid, status, s->reaped_other_arg))
-				vram_debug("reaped pid %d, not a workload process", (int)pid);
+		if (c) {
+			child_reaped(c, status);
 			continue;
 		}
-		if (c->out_fd >= 0)
-			(void)child_drain_output(c);
-		/* whatever the leader left behind in its group goes with it */
-		(void)kill(-pid, SIGKILL);
-		child_unlink(c);
-		if (c->cb)
-			c->cb(c, status, c->arg);
-		child_free(c);
+		if (relay_reaped(s, pid, status))
+			continue;
+		if (!s->reaped_other || !s->reaped_other(pid, status, s->reaped_other_arg))
+			vram_debug("reaped pid %d, not a workload process", (int)pid);
 	}
 }
 
@@ -227,18 +354,65 @@ int vram_supervisor_new(struct event_base *base, struct vram_supervisor **ret)
 	return 0;
 }
 
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Copies c's output into its log until it ends or deadline (CLOCK_MONOTONIC ms) passes. */
+static void child_drain_until(struct vram_child *c, uint64_t deadline)
+{
+	while (c->out_fd >= 0) {
+		if (!child_drain_output(c)) {
+			child_close_output(c);
+			return;
+		}
+		uint64_t now = now_ms();
+		if (now >= deadline)
+			return;
+		struct pollfd pfd = {.fd = c->out_fd, .events = POLLIN};
+		if (poll(&pfd, 1, (int)(deadline - now)) < 0 && errno != EINTR)
+			return;
+	}
+}
+
 void vram_supervisor_free(struct vram_supervisor *s)
 {
 	if (!s)
 		return;
-	while (s->children) {
-		struct vram_child *c = s->children;
-		s->children = c->next;
+	for (struct vram_child *c = s->children; c; c = c->next) {
+		if (c->reaped)
+			continue;
 		(void)kill(-c->pid, SIGKILL);
 		while (waitpid(c->pid, NULL, 0) < 0 && errno == EINTR)
 			;
+		c->reaped = true;
+	}
+	/* with every writer gone the relays pass on the rest and exit; not forever */
+	uint64_t deadline = now_ms() + FINISH_WAIT_MS;
+	for (struct vram_child *c = s->children; c; c = c->next)
+		child_drain_until(c, deadline);
+	while (s->children) {
+		struct vram_child *c = s->children;
+		s->children = c->next;
+		child_release_output(c);
 		child_free(c);
 	}
+	deadline = now_ms() + FINISH_WAIT_MS;
+	while (s->n_relays > 0 && now_ms() < deadline) {
+		for (size_t i = 0; i < s->n_relays;) {
+			pid_t r = waitpid(s->relays[i], NULL, WNOHANG);
+			if (r != 0 && !(r < 0 && errno == EINTR))
+				s->relays[i] = s->relays[--s->n_relays]; /* reaped, or not ours */
+			else
+				i++;
+		}
+		if (s->n_relays > 0)
+			(void)poll(NULL, 0, 5);
+	}
+	free(s->relays);
 	if (s->sigchld)
 		event_free(s->sigchld);
 	free(s);
@@ -319,6 +493,43 @@ static int check_executable(const char *file, const char *cwd)
 	return r;
 }
 
+int vram_spawnattr_init(posix_spawnattr_t *attr, short flags)
+{
+	if (posix_spawnattr_init(attr) != 0)
+		return -ENOMEM;
+	sigset_t none, all;
+	sigemptyset(&none);
+	sigfillset(&all);
+	sigdelset(&all, SIGKILL);
+	sigdelset(&all, SIGSTOP);
+	if (posix_spawnattr_setflags(attr, flags | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF) ||
+	    ((flags & POSIX_SPAWN_SETPGROUP) && posix_spawnattr_setpgroup(attr, 0)) ||
+	    posix_spawnattr_setsigmask(attr, &none) || posix_spawnattr_setsigdefault(attr, &all)) {
+		posix_spawnattr_destroy(attr);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/*
+ * Starts a relay reading child_out (the read end of the child's pipe; the
+ * caller still closes it). Sets *ret_pid. Returns the read end of the pipe
+ * from the relay (caller closes) or -errno.
+ */
+static int start_relay(const struct vram_logfile *log, int child_out, pid_t *ret_pid)
+{
+	int fds[2];
+	if (pipe2(fds, O_CLOEXEC) < 0)
+		return -errno;
+	int r = vram_relay_spawn(log, child_out, fds[1], ret_pid);
+	close(fds[1]);
+	if (r < 0) {
+		close(fds[0]);
+		return r;
+	}
+	return fds[0];
+}
+
 int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp,
 			  vram_child_exit_cb cb, void *arg, struct vram_child **ret,
 			  char *err, size_t err_size)
@@ -368,7 +579,7 @@ int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp
 	if (posix_spawn_file_actions_init(&fa) != 0)
 		goto out;
 	have_fa = true;
-	if (posix_spawnattr_init(&attr) != 0)
+	if (vram_spawnattr_init(&attr, POSIX_SPAWN_SETPGROUP) < 0)
 		goto out;
 	have_attr = true;
 
@@ -377,17 +588,6 @@ int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp
 	    posix_spawn_file_actions_adddup2(&fa, pipefd[1], 2))
 		goto out;
 	if (sp->cwd && posix_spawn_file_actions_addchdir_np(&fa, sp->cwd))
-		goto out;
-
-	sigset_t none, all;
-	sigemptyset(&none);
-	sigfillset(&all);
-	sigdelset(&all, SIGKILL);
-	sigdelset(&all, SIGSTOP);
-	if (posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-						    POSIX_SPAWN_SETSIGDEF) ||
-	    posix_spawnattr_setpgroup(&attr, 0) || posix_spawnattr_setsigmask(&attr, &none) ||
-	    posix_spawnattr_setsigdefault(&attr, &all))
 		goto out;
 
 	c = calloc(1, sizeof(*c));
@@ -399,7 +599,8 @@ int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp
 	c->cb = cb;
 	c->arg = arg;
 	c->kill_timer = evtimer_new(s->base, on_kill_timer, c);
-	if (!c->kill_timer)
+	c->finish_timer = evtimer_new(s->base, on_finish_timer, c);
+	if (!c->kill_timer || !c->finish_timer)
 		goto out;
 
 	pid_t pid;
@@ -414,6 +615,18 @@ int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp
 	c->pid = pid;
 	c->out_fd = pipefd[0];
 	pipefd[0] = -1;
+	if (vram_relay_program()) {
+		int relay_out = start_relay(sp->log, c->out_fd, &c->relay_pid);
+		if (relay_out >= 0) {
+			close(c->out_fd);
+			c->out_fd = relay_out;
+		} else if (!s->relay_warned) {
+			s->relay_warned = true;
+			vram_warn("Failed to start an output relay (%s): workloads write into a pipe "
+				  "vramd reads, and one that writes after vramd died gets EPIPE",
+				  strerror(-relay_out));
+		}
+	}
 	(void)fcntl(c->out_fd, F_SETFL, fcntl(c->out_fd, F_GETFL) | O_NONBLOCK);
 	c->out_ev = event_new(s->base, c->out_fd, EV_READ | EV_PERSIST, on_output, c);
 	if (!c->out_ev || event_add(c->out_ev, NULL) < 0) {
@@ -450,9 +663,14 @@ pid_t vram_child_pid(const struct vram_child *c)
 	return c->pid;
 }
 
+pid_t vram_child_relay_pid(const struct vram_child *c)
+{
+	return c->relay_pid;
+}
+
 void vram_child_stop(struct vram_child *c, uint64_t grace_ms)
 {
-	if (c->stopping)
+	if (c->stopping || c->reaped)
 		return;
 	c->stopping = true;
 	(void)kill(-c->pid, SIGTERM);
@@ -463,6 +681,8 @@ void vram_child_stop(struct vram_child *c, uint64_t grace_ms)
 
 void vram_child_kill(struct vram_child *c)
 {
+	if (c->reaped)
+		return;
 	c->stopping = true;
 	(void)kill(-c->pid, SIGKILL);
 }

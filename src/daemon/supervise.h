@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The supervisor: spawns workload processes (argv, never a shell) each in its
- * own process group, pipes their stdout/stderr into a size-bounded rotating
- * log file, reaps them on SIGCHLD with waitpid(-1, WNOHANG) in a loop, and
+ * own process group, passes their stdout/stderr through an output relay
+ * (relay.h: so that they can keep writing after the daemon died) into a
+ * size-bounded rotating log file, reaps them on SIGCHLD with
+ * waitpid(-1, WNOHANG) in a loop, and
  * stops them with SIGTERM to the group followed by SIGKILL after a grace.
  * Also here: the health probe (HTTP GET or TCP connect, non-blocking on the
  * loop) and the log file. Restart policy and backoff live in the manager,
@@ -13,6 +15,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <spawn.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -46,6 +49,8 @@ int vram_logfile_note(struct vram_logfile *l, const char *fmt, ...)
 size_t vram_logfile_tail(const struct vram_logfile *l, char *buf, size_t size);
 const char *vram_logfile_path(const struct vram_logfile *l); /* borrowed */
 uint64_t vram_logfile_size(const struct vram_logfile *l);   /* bytes in the current file */
+uint64_t vram_logfile_max_bytes(const struct vram_logfile *l); /* bytes per file */
+unsigned vram_logfile_keep(const struct vram_logfile *l);      /* rotated files kept */
 void vram_logfile_close(struct vram_logfile *l);             /* accepts NULL */
 
 /* ---- processes (supervise.c) ---- */
@@ -68,10 +73,12 @@ int vram_subst_vars(const char *in, char *const *env, char **ret, char *err, siz
 int vram_supervisor_new(struct event_base *base, struct vram_supervisor **ret);
 /*
  * Kills (SIGKILL to each group) and reaps every child still running, without
- * calling their exit callbacks, then frees. Accepts NULL.
+ * calling their exit callbacks, copies what their relays still pass on into
+ * the logs (250 ms at most), reaps the relays that are done by then, and
+ * frees. Accepts NULL.
  */
 void vram_supervisor_free(struct vram_supervisor *s);
-/* Number of children not reaped yet. */
+/* Number of children whose exit callback has not been called yet. */
 size_t vram_supervisor_live(const struct vram_supervisor *s);
 
 /*
@@ -91,8 +98,10 @@ struct vram_spawn {
 };
 
 /*
- * Called once from the loop when the child is reaped, with the waitpid status.
- * The child is freed when the callback returns.
+ * Called once from the loop after the child is reaped, with the waitpid
+ * status, once its output is in the log: when its relay's pipe ends, or at
+ * the latest 250 ms after the reap (a process that left the group may hold
+ * the output open). The child is freed when the callback returns.
  */
 typedef void (*vram_child_exit_cb)(struct vram_child *c, int wait_status, void *arg);
 
@@ -106,16 +115,27 @@ int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp
 			  vram_child_exit_cb cb, void *arg, struct vram_child **ret,
 			  char *err, size_t err_size);
 pid_t vram_child_pid(const struct vram_child *c);
+/* The child's output relay, 0 when there is none (or it is reaped already). */
+pid_t vram_child_relay_pid(const struct vram_child *c);
 /*
  * SIGTERM to the child's process group, then SIGKILL to the group after
  * grace_ms if it has not been reaped. Calling it again does not restart the
- * grace period.
+ * grace period. Once the child is reaped (its exit callback may still be
+ * pending) it and vram_child_kill send nothing: the pid may be reused.
  */
 void vram_child_stop(struct vram_child *c, uint64_t grace_ms);
 /* SIGKILL to the group now. */
 void vram_child_kill(struct vram_child *c);
 /* Whether the child was sent SIGKILL because its grace ran out. */
 bool vram_child_escalated(const struct vram_child *c);
+
+/*
+ * Initializes attr for a child with an empty signal mask and every signal at
+ * its default disposition (nothing of the daemon's handling carries over),
+ * plus flags (POSIX_SPAWN_SETPGROUP: a new group; POSIX_SPAWN_SETSID: a new
+ * session). Caller destroys attr once this returned 0. Returns 0 or -ENOMEM.
+ */
+int vram_spawnattr_init(posix_spawnattr_t *attr, short flags);
 
 /* "exited with status 3", "killed by signal 9 (Killed)". Returns buf. */
 char *vram_wait_status_format(int wait_status, char *buf, size_t size);

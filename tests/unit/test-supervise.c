@@ -2,8 +2,11 @@
 /*
  * Supervisor tests with real children (/bin/sh): the environment and ${VAR}
  * substitution they get, their own process group, output into a rotating
- * log, SIGTERM then SIGKILL for a child that ignores SIGTERM, exit statuses,
- * spawn errors, and the health probe against a port with nobody listening.
+ * log through the output relay (this binary run again, as vramd is), the
+ * last output in the log before the exit is reported, SIGTERM then SIGKILL
+ * for a child that ignores SIGTERM, exit statuses, spawn errors, the direct
+ * pipe when no relay can start, and the health probe against a port with
+ * nobody listening.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,10 +21,12 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 
+#include "daemon/relay.h"
 #include "daemon/supervise.h"
 
 struct ctx {
@@ -33,6 +38,8 @@ struct ctx {
 	int exits;
 	int status;
 	pid_t pid;
+	bool escalated;
+	char tail_at_exit[VRAM_LOGFILE_TAIL_MAX]; /* the log's tail when the exit was reported */
 };
 
 static int setup(void **state)
@@ -53,6 +60,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct ctx *c = *state;
+	vram_relay_set_program("/proc/self/exe"); /* whatever a test set */
 	vram_supervisor_free(c->sup);
 	vram_logfile_close(c->log);
 	event_base_free(c->base);
@@ -70,6 +78,8 @@ static void on_exit_cb(struct vram_child *child, int status, void *arg)
 	c->exits++;
 	c->status = status;
 	c->pid = vram_child_pid(child);
+	c->escalated = vram_child_escalated(child);
+	vram_logfile_tail(c->log, c->tail_at_exit, sizeof(c->tail_at_exit));
 }
 
 static void on_guard(evutil_socket_t fd, short what, void *arg)
@@ -90,14 +100,29 @@ static void run_until_exit(struct ctx *c)
 	assert_int_equal(c->exits, before + 1);
 }
 
+/* Spawns argv with its output into c->log; the exit goes to on_exit_cb. */
+static struct vram_child *spawn(struct ctx *c, char **argv)
+{
+	struct vram_spawn sp = {.argv = argv, .log = c->log};
+	struct vram_child *child = NULL;
+	char err[256];
+	int r = vram_supervisor_spawn(c->sup, &sp, on_exit_cb, c, &child, err, sizeof(err));
+	if (r < 0)
+		fail_msg("spawn: %s", err);
+	return child;
+}
+
 static char *read_file(const char *path)
 {
 	FILE *f = fopen(path, "r");
 	if (!f)
 		return NULL;
-	char *buf = calloc(1, 65536);
-	size_t n = fread(buf, 1, 65535, f);
-	buf[n] = '\0';
+	struct stat st;
+	size_t size = fstat(fileno(f), &st) == 0 ? (size_t)st.st_size : 0;
+	char *buf = calloc(1, size + 1);
+	size_t n = buf ? fread(buf, 1, size, f) : 0;
+	if (buf)
+		buf[n] = '\0';
 	fclose(f);
 	return buf;
 }
@@ -141,15 +166,151 @@ static void test_env_pgroup_and_log(void **state)
 			    "exited with status 3");
 }
 
+/* Whether pid runs (a zombie does not). */
+static bool running(pid_t pid)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return false;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	const char *paren = strrchr(buf, ')');
+	return paren && paren[1] == ' ' && paren[2] != 'Z';
+}
+
+/* The process's name (comm), or "" when it is gone. */
+static void proc_comm(pid_t pid, char *buf, size_t size)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+	FILE *f = fopen(path, "r");
+	buf[0] = '\0';
+	if (f) {
+		if (fgets(buf, (int)size, f))
+			buf[strcspn(buf, "\n")] = '\0';
+		fclose(f);
+	}
+}
+
+static void test_relay_passes_all_output(void **state)
+{
+	struct ctx *c = *state;
+	/* far more than the pipes between child, relay and loop hold */
+	char *argv[] = {"/bin/sh", "-c",
+			"head -c 300000 /dev/zero | tr '\\0' x; echo; echo 'the last line'; exit 7",
+			NULL};
+	struct vram_child *child = spawn(c, argv);
+	pid_t relay = vram_child_relay_pid(child);
+	assert_true(relay > 0);
+	/* named so that `pkill vramd` leaves it alone, in a session of its own */
+	char comm[32];
+	for (int i = 0; i < 200; i++) {
+		proc_comm(relay, comm, sizeof(comm));
+		if (strcmp(comm, VRAM_RELAY_NAME) == 0)
+			break;
+		usleep(10 * 1000);
+	}
+	assert_string_equal(comm, VRAM_RELAY_NAME);
+	assert_int_equal(getsid(relay), relay);
+	run_until_exit(c);
+	assert_true(WIFEXITED(c->status));
+	assert_int_equal(WEXITSTATUS(c->status), 7);
+	assert_non_null(strstr(c->tail_at_exit, "the last line\n"));
+
+	char *text = read_file(c->log_path);
+	assert_non_null(text);
+	assert_int_equal(strspn(text, "x"), 300000); /* nothing lost or added on the way */
+	assert_string_equal(text + 300000, "\nthe last line\n");
+	free(text);
+	/* the relay ended with its input and was reaped by the loop */
+	for (int i = 0; i < 100 && kill(relay, 0) == 0; i++)
+		event_base_loop(c->base, EVLOOP_NONBLOCK), usleep(10 * 1000);
+	assert_int_equal(kill(relay, 0), -1);
+}
+
+static void test_relay_last_output_before_exit(void **state)
+{
+	struct ctx *c = *state;
+	char *argv[] = {"/bin/sh", "-c", "sleep 0.3; echo 'the last line'; exit 7", NULL};
+	struct vram_child *child = spawn(c, argv);
+	pid_t pid = vram_child_pid(child), relay = vram_child_relay_pid(child);
+	assert_true(relay > 0);
+	/* the relay lags: its last line is still in the child's pipe when the child is reaped */
+	assert_int_equal(kill(relay, SIGSTOP), 0);
+	while (c->exits == 0 && kill(pid, 0) == 0)
+		event_base_loop(c->base, EVLOOP_ONCE);
+	assert_int_equal(c->exits, 0); /* reaped, not reported before its output is in */
+	assert_int_equal(kill(relay, SIGCONT), 0);
+	run_until_exit(c);
+	assert_true(WIFEXITED(c->status));
+	assert_int_equal(WEXITSTATUS(c->status), 7);
+	assert_string_equal(c->tail_at_exit, "the last line\n");
+}
+
+static void test_relay_does_not_wait_for_leavers(void **state)
+{
+	struct ctx *c = *state;
+	/*
+	 * A process that leaves the group keeps the child's output open after the
+	 * child exits. The child waits until it has its own session (field 6 of
+	 * its stat), else the SIGKILL to the group could catch it before.
+	 */
+	char *argv[] = {"/bin/sh", "-c",
+			"setsid sleep 30 & l=$!; "
+			"until [ \"$(cut -d' ' -f6 /proc/$l/stat)\" = $l ]; do sleep 0.01; done; "
+			"echo \"leaver $l\"; exit 0",
+			NULL};
+	struct vram_child *child = spawn(c, argv);
+	pid_t pid = vram_child_pid(child), relay = vram_child_relay_pid(child);
+	assert_true(relay > 0);
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	/* reaped, not reported yet: stop and kill send nothing, its pid may be somebody's now */
+	while (c->exits == 0 && kill(pid, 0) == 0)
+		event_base_loop(c->base, EVLOOP_ONCE);
+	assert_int_equal(c->exits, 0);
+	vram_child_stop(child, 1);
+	vram_child_kill(child);
+	run_until_exit(c);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	double waited = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	assert_true(waited < 2.0);
+	assert_true(WIFEXITED(c->status));
+	assert_false(c->escalated);
+	int leaver = 0;
+	assert_non_null(strstr(c->tail_at_exit, "leaver "));
+	sscanf(strstr(c->tail_at_exit, "leaver ") + 7, "%d", &leaver);
+	assert_true(leaver > 0);
+	/* its relay was sent SIGKILL rather than left to write the log on its own */
+	for (int i = 0; i < 100 && kill(relay, 0) == 0; i++)
+		event_base_loop(c->base, EVLOOP_NONBLOCK), usleep(10 * 1000);
+	assert_int_equal(kill(relay, 0), -1);
+	assert_true(running(leaver));
+	(void)kill(leaver, SIGKILL);
+}
+
+static void test_no_relay_falls_back_to_a_pipe(void **state)
+{
+	struct ctx *c = *state;
+	const char *program = vram_relay_program();
+	vram_relay_set_program("/nonexistent/vramd");
+	char *argv[] = {"/bin/sh", "-c", "echo direct; exit 0", NULL};
+	struct vram_child *child = spawn(c, argv);
+	vram_relay_set_program(program);
+	assert_int_equal(vram_child_relay_pid(child), 0);
+	run_until_exit(c);
+	assert_non_null(strstr(c->tail_at_exit, "direct\n"));
+}
+
 static void test_sigterm_then_sigkill(void **state)
 {
 	struct ctx *c = *state;
 	/* ignores SIGTERM, and has a child of its own in the same group */
 	char *argv[] = {"/bin/sh", "-c", "trap '' TERM; sleep 30 & while :; do sleep 0.05; done", NULL};
-	struct vram_spawn sp = {.argv = argv, .log = c->log};
-	struct vram_child *child;
-	char err[256];
-	assert_int_equal(vram_supervisor_spawn(c->sup, &sp, on_exit_cb, c, &child, err, sizeof(err)), 0);
+	struct vram_child *child = spawn(c, argv);
 	pid_t pid = vram_child_pid(child);
 	usleep(100 * 1000);
 	vram_child_stop(child, 200);
@@ -168,10 +329,7 @@ static void test_sigterm_obeyed(void **state)
 {
 	struct ctx *c = *state;
 	char *argv[] = {"/bin/sleep", "30", NULL};
-	struct vram_spawn sp = {.argv = argv, .log = c->log};
-	struct vram_child *child;
-	char err[256];
-	assert_int_equal(vram_supervisor_spawn(c->sup, &sp, on_exit_cb, c, &child, err, sizeof(err)), 0);
+	struct vram_child *child = spawn(c, argv);
 	vram_child_stop(child, 5000);
 	run_until_exit(c);
 	assert_true(WIFSIGNALED(c->status));
@@ -286,11 +444,19 @@ static void test_probe_refused(void **state)
 	assert_int_equal(res.calls, 0);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	/* like vramd: this binary is the output relay of the children it spawns */
+	if (vram_relay_requested(argc, argv))
+		return vram_relay_main(argc, argv);
+	vram_relay_set_program("/proc/self/exe");
 	signal(SIGPIPE, SIG_IGN);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_env_pgroup_and_log, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_relay_passes_all_output, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_relay_last_output_before_exit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_relay_does_not_wait_for_leavers, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_no_relay_falls_back_to_a_pipe, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sigterm_then_sigkill, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sigterm_obeyed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_spawn_errors, setup, teardown),

@@ -1,0 +1,176 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The output relay (see relay.h for why it exists). Two halves: the relay
+ * process's loop (vram_relay_main), which copies its fd 0 to its fd 1 and,
+ * once fd 1 has no reader, into the log file through logfile.c, the same
+ * code and limits the daemon uses; and vram_relay_spawn, which the
+ * supervisor calls to start one next to each workload process. The relay
+ * never decides anything: it ends when the last writer of its input is gone.
+ */
+#include "daemon/relay.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "daemon/supervise.h"
+
+extern char **environ;
+
+/* Borrowed from main(); NULL: relays are off. */
+static const char *relay_program;
+
+bool vram_relay_requested(int argc, char *const *argv)
+{
+	return argc >= 2 && strcmp(argv[1], VRAM_RELAY_ARG) == 0;
+}
+
+void vram_relay_set_program(const char *exe)
+{
+	relay_program = exe;
+}
+
+const char *vram_relay_program(void)
+{
+	return relay_program;
+}
+
+/* ---- the relay process ---- */
+
+/* Decimal digits only, no sign, no overflow. Returns 0 or -EINVAL. */
+static int parse_u64(const char *s, uint64_t *ret)
+{
+	if (s[0] < '0' || s[0] > '9')
+		return -EINVAL;
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || *end)
+		return -EINVAL;
+	*ret = v;
+	return 0;
+}
+
+/* What the daemon left open without O_CLOEXEC must not live on in the relay. */
+static void close_inherited(void)
+{
+#ifdef SYS_close_range
+	if (syscall(SYS_close_range, 3U, ~0U, 0U) == 0)
+		return;
+#endif
+	long max = sysconf(_SC_OPEN_MAX);
+	for (long fd = 3; fd < (max > 0 && max < 65536 ? max : 65536); fd++)
+		(void)close((int)fd);
+}
+
+/* Writes len bytes to fd (blocking). Returns how many were written before a failure. */
+static size_t write_all(int fd, const char *data, size_t len)
+{
+	size_t done = 0;
+	while (done < len) {
+		ssize_t w = write(fd, data + done, len - done);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			break;
+		done += (size_t)w;
+	}
+	return done;
+}
+
+int vram_relay_main(int argc, char *const *argv)
+{
+	uint64_t max_bytes, keep;
+	/* vramd alone starts it, with a keep the config bounds to 100; this only refuses nonsense */
+	if (argc != 5 || parse_u64(argv[3], &max_bytes) < 0 || parse_u64(argv[4], &keep) < 0 ||
+	    keep > 1000)
+		return 2;
+	const char *path = argv[2];
+	(void)prctl(PR_SET_NAME, VRAM_RELAY_NAME, 0, 0, 0);
+	/* it ends at end of input, never by a signal sent to the daemon's group or terminal */
+	static const int ignored[] = {SIGPIPE, SIGINT, SIGHUP, SIGTERM};
+	for (size_t i = 0; i < sizeof(ignored) / sizeof(ignored[0]); i++)
+		(void)signal(ignored[i], SIG_IGN);
+	close_inherited();
+
+	static char buf[VRAM_RELAY_BUF_MAX];
+	bool daemon_gone = false;
+	struct vram_logfile *log = NULL; /* opened once the daemon is gone; NULL: drop */
+	int status = 0;
+	for (;;) {
+		ssize_t n = read(0, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			status = n < 0 ? 1 : 0;
+			break;
+		}
+		size_t sent = 0;
+		if (!daemon_gone) {
+			sent = write_all(1, buf, (size_t)n);
+			if (sent < (size_t)n) {
+				/* EPIPE: the daemon is gone. The workload must never block on us. */
+				daemon_gone = true;
+				(void)close(1);
+				if (path[0] && vram_logfile_open(path, max_bytes, (unsigned)keep, &log) == 0)
+					(void)vram_logfile_note(
+						log, "vramd is gone; the output relay writes here directly");
+			}
+		}
+		if (log && sent < (size_t)n)
+			(void)vram_logfile_write(log, buf + sent, (size_t)n - sent);
+	}
+	vram_logfile_close(log);
+	return status;
+}
+
+/* ---- starting one ---- */
+
+int vram_relay_spawn(const struct vram_logfile *log, int in_fd, int out_fd, pid_t *ret_pid)
+{
+	if (!relay_program)
+		return -ENOTSUP;
+	/* dup2 onto 0 and 1 in turn would clobber a source that is itself 0..2 */
+	if (in_fd < 3 || out_fd < 3)
+		return -EBADF;
+	char name[] = VRAM_RELAY_NAME, arg[] = VRAM_RELAY_ARG, max_s[24], keep_s[16];
+	snprintf(max_s, sizeof(max_s), "%" PRIu64, log ? vram_logfile_max_bytes(log) : (uint64_t)0);
+	snprintf(keep_s, sizeof(keep_s), "%u", log ? vram_logfile_keep(log) : 0U);
+	/* posix_spawn does not write to argv; the cast only matches its type */
+	char *const argv[] = {name, arg, (char *)(log ? vram_logfile_path(log) : ""), max_s,
+			      keep_s, NULL};
+
+	int r = -ENOMEM;
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	if (posix_spawn_file_actions_init(&fa) != 0)
+		return -ENOMEM;
+	if (vram_spawnattr_init(&attr, POSIX_SPAWN_SETSID) < 0)
+		goto out_destroy_fa;
+	if (posix_spawn_file_actions_adddup2(&fa, in_fd, 0) ||
+	    posix_spawn_file_actions_adddup2(&fa, out_fd, 1) ||
+	    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0))
+		goto out_destroy_attr;
+	pid_t pid;
+	int e = posix_spawn(&pid, relay_program, &fa, &attr, argv, environ);
+	if (e != 0) {
+		r = -e;
+		goto out_destroy_attr;
+	}
+	*ret_pid = pid;
+	r = 0;
+
+out_destroy_attr:
+	posix_spawnattr_destroy(&attr);
+out_destroy_fa:
+	posix_spawn_file_actions_destroy(&fa);
+	return r;
+}
