@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -161,8 +163,16 @@ int vram_health_probe_start(struct event_base *base, enum vram_health_kind kind,
 			     .tv_usec = (suseconds_t)(timeout_ms % 1000) * 1000};
 	evtimer_add(p->timer, &tv);
 
-	p->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	/* not libevent's socket: that one lacks O_CLOEXEC, and processes spawned meanwhile would keep it */
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		int r = -errno;
+		probe_free(p);
+		return r;
+	}
+	p->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (!p->bev) {
+		close(fd);
 		probe_free(p);
 		return -ENOMEM;
 	}

@@ -14,11 +14,15 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -444,6 +448,62 @@ static void test_probe_refused(void **state)
 	assert_int_equal(res.calls, 0);
 }
 
+/* Marks the descriptors this process has open (below 1024) in open_fds. */
+static void list_fds(bool open_fds[1024])
+{
+	memset(open_fds, 0, 1024 * sizeof(bool));
+	DIR *d = opendir("/proc/self/fd");
+	assert_non_null(d);
+	for (struct dirent *e; (e = readdir(d));) {
+		int fd = atoi(e->d_name);
+		if (e->d_name[0] != '.' && fd >= 0 && fd < 1024 && fd != dirfd(d))
+			open_fds[fd] = true;
+	}
+	closedir(d);
+}
+
+static void test_probe_socket_not_inherited(void **state)
+{
+	struct ctx *c = *state;
+	/* a port that takes connections and never answers keeps the probe open */
+	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(l >= 0);
+	struct sockaddr_in sin = {.sin_family = AF_INET};
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	socklen_t len = sizeof(sin);
+	assert_int_equal(bind(l, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_int_equal(listen(l, 4), 0);
+	assert_int_equal(getsockname(l, (struct sockaddr *)&sin, &len), 0);
+	static bool before[1024], during[1024];
+	list_fds(before);
+	struct probe_result res = {0};
+	struct vram_health_probe *p;
+	assert_int_equal(vram_health_probe_start(c->base, VRAM_HEALTH_HTTP, "/health",
+						 ntohs(sin.sin_port), 5000, on_probe, &res, &p), 0);
+	for (int i = 0; i < 10; i++)
+		event_base_loop(c->base, EVLOOP_NONBLOCK);
+	list_fds(during);
+
+	/* a workload started meanwhile does not hold the probe's socket */
+	char *argv[] = {"/bin/sh", "-c", "echo \" $(ls /proc/$$$$/fd | tr '\\n' ' ')\"", NULL};
+	(void)spawn(c, argv);
+	run_until_exit(c);
+	assert_non_null(strstr(c->tail_at_exit, " 0 1 ")); /* the listing is there */
+	int probe_fds = 0;
+	for (int fd = 3; fd < 1024; fd++) {
+		if (!during[fd] || before[fd])
+			continue;
+		probe_fds++;
+		char token[16];
+		snprintf(token, sizeof(token), " %d ", fd);
+		assert_null(strstr(c->tail_at_exit, token));
+	}
+	assert_true(probe_fds >= 1);
+	assert_int_equal(res.calls, 0);
+	vram_health_probe_cancel(p);
+	close(l);
+}
+
 int main(int argc, char **argv)
 {
 	/* like vramd: this binary is the output relay of the children it spawns */
@@ -463,6 +523,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_subst),
 		cmocka_unit_test_setup_teardown(test_log_rotation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_probe_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_probe_socket_not_inherited, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
