@@ -8,9 +8,8 @@ socket). That vramd did not start it: it lists it under its workload as
 external, never moves it as part of the workload, and offloads and restores
 it by pid (vramctl --pid, the REST API). fc-server's GET /alloc/N asks the
 process for N MiB more, so the tests see the cap from outside. fc-server
-writes nothing after it starts listening: a program that writes to its
-stdout (a pipe vramd read) once vramd is gone gets EPIPE or SIGPIPE, a limit
-docs/hook.md states.
+writes nothing after it starts listening; test_output_relay.py has a
+workload that goes on writing with vramd gone.
 """
 import os
 import shutil
