@@ -7,12 +7,14 @@
  * any user-space proxy over the kernel's sockets can reach there; the
  * gateway is judged against it as well as against direct.
  *
- *   bench-relay --mode epoll|uring --listen PORT --to PORT
+ *   bench-relay --mode epoll|batch|uring --listen PORT --to PORT
  *
  * epoll: one recv and one send per message, like the gateway.
- * uring: the same through io_uring (built when liburing is found), with
- *        every socket call of a loop iteration in one io_uring_enter and
- *        deferred task work, to show what batching the system calls gives.
+ * batch: epoll for readiness, but the recvs of one wake-up, and then the
+ *        sends they produce, go to the kernel in one io_uring_enter each.
+ * uring: completion-driven io_uring with no epoll at all: every socket call
+ *        of a loop iteration in one io_uring_enter, with deferred task work.
+ * batch and uring are built when liburing is found.
  * Prints "port N" once it listens. Never exits on its own.
  */
 #include <errno.h>
@@ -267,6 +269,73 @@ static int run_uring(int l)
 		io_uring_cq_advance(&ring, seen);
 	}
 }
+
+/*
+ * batch: epoll tells which sockets are ready, and the recvs of one wake-up,
+ * then the sends they produce, each go to the kernel in one io_uring_enter.
+ */
+static int run_batch(int l)
+{
+	int r = io_uring_queue_init(4096, &ring, 0);
+	if (r < 0) {
+		fprintf(stderr, "bench-relay: io_uring: %s\n", strerror(-r));
+		return 1;
+	}
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL }, evs[256];
+	epoll_ctl(ep, EPOLL_CTL_ADD, l, &ev);
+	for (;;) {
+		int n = epoll_wait(ep, evs, 256, -1), queued = 0;
+		for (int i = 0; i < n; i++) {
+			struct side *s = evs[i].data.ptr;
+			if (!s) {
+				int c = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+				struct side *a = c >= 0 ? pair_new(c, true) : NULL;
+				if (a) {
+					ep_watch(ep, a, EPOLL_CTL_ADD);
+					ep_watch(ep, a->peer, EPOLL_CTL_ADD);
+				}
+				continue;
+			}
+			if (s->closed || s->len)
+				continue;
+			ur_recv(s);
+			queued++;
+		}
+		while (queued > 0) {
+			io_uring_submit_and_wait(&ring, (unsigned)queued);
+			struct io_uring_cqe *c;
+			unsigned head, seen = 0;
+			queued = 0;
+			io_uring_for_each_cqe(&ring, head, c) {
+				seen++;
+				unsigned op = (unsigned)(c->user_data & 7);
+				struct side *s = (struct side *)(uintptr_t)(c->user_data & ~(uint64_t)7);
+				if (s->closed)
+					continue;
+				if (op == OP_RECV && c->res == -EAGAIN)
+					continue;
+				if (c->res <= 0) {
+					pair_close(s);
+				} else if (op == OP_RECV) {
+					s->off = 0;
+					s->len = (size_t)c->res;
+					ur_send(s);
+					queued++;
+				} else {
+					s->off += (size_t)c->res;
+					if (s->off < s->len) {
+						ur_send(s);
+						queued++;
+					} else {
+						s->off = s->len = 0;
+					}
+				}
+			}
+			io_uring_cq_advance(&ring, seen);
+		}
+	}
+}
 #endif
 
 int main(int argc, char **argv)
@@ -291,7 +360,7 @@ int main(int argc, char **argv)
 			to = v;
 	}
 	if (!mode || listen_port < 0 || to <= 0 || argc != 7) {
-		fprintf(stderr, "usage: bench-relay --mode epoll|uring --listen PORT --to PORT\n");
+		fprintf(stderr, "usage: bench-relay --mode epoll|batch|uring --listen PORT --to PORT\n");
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
@@ -303,12 +372,14 @@ int main(int argc, char **argv)
 #ifdef HAVE_LIBURING
 	if (strcmp(mode, "uring") == 0)
 		return run_uring(listen_on((unsigned)listen_port));
+	if (strcmp(mode, "batch") == 0)
+		return run_batch(listen_on((unsigned)listen_port));
 #else
-	if (strcmp(mode, "uring") == 0) {
+	if (strcmp(mode, "uring") == 0 || strcmp(mode, "batch") == 0) {
 		fprintf(stderr, "bench-relay: built without liburing\n");
 		return 3;
 	}
 #endif
-	fprintf(stderr, "bench-relay: --mode: expected epoll or uring, got \"%s\"\n", mode);
+	fprintf(stderr, "bench-relay: --mode: expected epoll, batch or uring, got \"%s\"\n", mode);
 	return 2;
 }

@@ -14,10 +14,11 @@
 # Targets (issue: gateway): p50 added <= 50 us, throughput >= 80 % of
 # direct on a 2-core machine. Next to them, the floor: bench-relay, a proxy
 # that does no work at all (one upstream connection per client, bytes
-# copied both ways), once with epoll and once with io_uring, measured in the
-# same round. No user-space proxy over the kernel's sockets can beat it on
-# that machine, so it shows how much of the gap is the gateway's own. Two placements are measured, each direct and
-# through the gateway:
+# copied both ways), in the same round three ways: epoll; epoll for
+# readiness with the socket calls of each wake-up batched through io_uring;
+# completion-driven io_uring. No user-space proxy over the kernel's sockets
+# does less, so it shows how much of the gap is the gateway's own. Two
+# placements are measured, each direct and through the gateway:
 #  - shared: nothing pinned; wrk, vramd and the backend share every core, as
 #    they would on a small machine;
 #  - split (two or more cores): wrk alone on the last core, vramd and the
@@ -96,8 +97,9 @@ run_wrk() { # url conns -> "rps p50_us"
 
 BACKEND_PID=$(pgrep -f "^$BACKEND --port $BPORT" | head -n 1)
 
-# The zero-work relays in front of the same backend ("-" when a mode is not built).
-start_relay() { # mode -> URL or "-"
+# The zero-work relays in front of the same backend. Sets RELAY_URL to its
+# URL, or to "-" when the mode is not built or fails.
+start_relay() { # mode
 	"$RELAY" --mode "$1" --listen 0 --to "$BPORT" >"$DIR/relay-$1" 2>&1 &
 	_p=$!
 	RELAY_PIDS="$RELAY_PIDS $_p"
@@ -108,14 +110,18 @@ start_relay() { # mode -> URL or "-"
 	done
 	_port=$(awk '/^port / { print $2 }' "$DIR/relay-$1")
 	if [ -n "$_port" ] && kill -0 "$_p" 2>/dev/null; then
-		echo "http://127.0.0.1:$_port/v1/bench"
+		RELAY_URL=http://127.0.0.1:$_port/v1/bench
 	else
 		echo "gateway-bench: no $1 relay: $(cat "$DIR/relay-$1")" >&2
-		echo -
+		RELAY_URL=-
 	fi
 }
-RELAY_EPOLL=$(start_relay epoll)
-RELAY_URING=$(start_relay uring)
+start_relay epoll
+RELAY_EPOLL=$RELAY_URL
+start_relay uring
+RELAY_URING=$RELAY_URL
+start_relay batch
+RELAY_BATCH=$RELAY_URL
 
 # Pins vramd (all its threads) and the backend to the cores in $1, wrk to $2
 # ("" = anywhere).
@@ -140,16 +146,18 @@ measure() { # placement
 	printf 'gateway-bench: %-8s %-10s %-8s %12s %8sus\n' "$L" gateway 1 "$G1_RPS" "$G1_P50"
 	printf 'gateway-bench: %-8s %-10s %-8s %12s %8sus\n' "$L" direct "$CONNS" "$DN_RPS" "$DN_P50"
 	printf 'gateway-bench: %-8s %-10s %-8s %12s %8sus\n' "$L" gateway "$CONNS" "$GN_RPS" "$GN_P50"
-	RE_RPS=0 RU_RPS=0
+	RE_RPS=0 RU_RPS=0 RB_RPS=0
 	[ "$RELAY_EPOLL" = - ] || { set -- $(run_wrk "$RELAY_EPOLL" "$CONNS"); RE_RPS=$1; }
 	[ "$RELAY_URING" = - ] || { set -- $(run_wrk "$RELAY_URING" "$CONNS"); RU_RPS=$1; }
+	[ "$RELAY_BATCH" = - ] || { set -- $(run_wrk "$RELAY_BATCH" "$CONNS"); RB_RPS=$1; }
 	printf 'gateway-bench: %-8s %-10s %-8s %12s\n' "$L" relay-epoll "$CONNS" "$RE_RPS"
+	printf 'gateway-bench: %-8s %-10s %-8s %12s\n' "$L" relay-batch "$CONNS" "$RB_RPS"
 	printf 'gateway-bench: %-8s %-10s %-8s %12s\n' "$L" relay-uring "$CONNS" "$RU_RPS"
 	awk -v d="$D1_P50" -v g="$G1_P50" -v dr="$DN_RPS" -v gr="$GN_RPS" -v l="$L" -v c="$CONNS" 'BEGIN {
 		printf "gateway-bench: %s: added latency p50 %.1f us (target <= 50 us); throughput %.0f %% of direct with %s connections (target >= 80 %%)\n", l, g - d, 100 * gr / dr, c
 	}' | tee -a "$DIR/ratios"
-	awk -v dr="$DN_RPS" -v gr="$GN_RPS" -v re="$RE_RPS" -v ru="$RU_RPS" -v l="$L" 'BEGIN {
-		printf "gateway-bench: %s floor: epoll relay %.0f %% of direct, io_uring relay %.0f %% of direct, gateway %.0f %% of the epoll relay\n", l, 100 * re / dr, 100 * ru / dr, (re > 0 ? 100 * gr / re : 0)
+	awk -v dr="$DN_RPS" -v gr="$GN_RPS" -v re="$RE_RPS" -v rb="$RB_RPS" -v ru="$RU_RPS" -v l="$L" 'BEGIN {
+		printf "gateway-bench: %s floor: epoll relay %.0f %% of direct, batch relay %.0f %% of direct, io_uring relay %.0f %% of direct, gateway %.0f %% of the epoll relay\n", l, 100 * re / dr, 100 * rb / dr, 100 * ru / dr, (re > 0 ? 100 * gr / re : 0)
 	}' | tee -a "$DIR/ratios"
 }
 
@@ -174,6 +182,6 @@ if [ "$ROUNDS" -gt 1 ]; then
 	for l in shared split; do
 		grep -q "gateway-bench: $l:" "$DIR/ratios" || continue
 		echo "gateway-bench: $l, median of $ROUNDS rounds: added latency p50 $(median "$l:" 6) us; throughput $(median "$l:" 13) % of direct"
-		echo "gateway-bench: $l, median of $ROUNDS rounds: epoll relay $(median "$l floor:" 6) % of direct, io_uring relay $(median "$l floor:" 12) % of direct, gateway $(median "$l floor:" 18) % of the epoll relay"
+		echo "gateway-bench: $l, median of $ROUNDS rounds: epoll relay $(median "$l floor:" 6) % of direct, batch relay $(median "$l floor:" 12) %, io_uring relay $(median "$l floor:" 18) %, gateway $(median "$l floor:" 23) % of the epoll relay"
 	done
 fi
