@@ -4,7 +4,9 @@ random data on its GPU with a checksum per chunk and answers
   GET /health          200 once the data is on the GPU
   GET /check           recomputes the checksums and runs a matmul: {"ok", "device", ...}
   GET /alloc?gib=X     tries to allocate X GiB more (for MPS caps): {"ok", "error"}
-Usage: gpu_holder.py --port PORT --gib N"""
+With --chatty S it also prints a numbered line to stdout every S seconds, as a
+server that logs would (for the check that it outlives vramd).
+Usage: gpu_holder.py --port PORT --gib N [--chatty S]"""
 import argparse
 import json
 import os
@@ -19,6 +21,7 @@ CHUNK = 256 << 20  # bytes
 p = argparse.ArgumentParser()
 p.add_argument("--port", type=int, required=True)
 p.add_argument("--gib", type=float, default=1.0)
+p.add_argument("--chatty", type=float, default=0.0)
 args = p.parse_args()
 
 lock = threading.Lock()
@@ -95,5 +98,15 @@ class H(BaseHTTPRequestHandler):
             self.reply(404, {"error": "not found"})
 
 
+def chatter():
+    n = 0
+    while True:
+        n += 1
+        print(f"gpu_holder: line {n}", flush=True)
+        threading.Event().wait(args.chatty)
+
+
 load()
+if args.chatty > 0:
+    threading.Thread(target=chatter, daemon=True).start()
 ThreadingHTTPServer(("127.0.0.1", args.port), H).serve_forever()
