@@ -86,6 +86,21 @@ static size_t write_all(int fd, const char *data, size_t len)
 	return done;
 }
 
+/*
+ * Leaves only the file name of the log path in the command line (arg is
+ * argv[2], rewritten in place): the state directory is often named after
+ * vramd, and `pkill -f vramd` must not take the relays with the daemon.
+ */
+static void hide_log_dir(char *arg)
+{
+	const char *base = strrchr(arg, '/');
+	if (!base)
+		return;
+	size_t n = strlen(arg), bn = strlen(base + 1);
+	memmove(arg, base + 1, bn);
+	memset(arg + bn, 0, n - bn);
+}
+
 int vram_relay_main(int argc, char *const *argv)
 {
 	uint64_t max_bytes, keep;
@@ -93,7 +108,10 @@ int vram_relay_main(int argc, char *const *argv)
 	if (argc != 5 || parse_u64(argv[3], &max_bytes) < 0 || parse_u64(argv[4], &keep) < 0 ||
 	    keep > 1000)
 		return 2;
-	const char *path = argv[2];
+	char *path = strdup(argv[2]);
+	if (!path)
+		return 1;
+	hide_log_dir(argv[2]);
 	(void)prctl(PR_SET_NAME, VRAM_RELAY_NAME, 0, 0, 0);
 	/* it ends at end of input, never by a signal sent to the daemon's group or terminal */
 	static const int ignored[] = {SIGPIPE, SIGINT, SIGHUP, SIGTERM};
@@ -129,6 +147,7 @@ int vram_relay_main(int argc, char *const *argv)
 			(void)vram_logfile_write(log, buf + sent, (size_t)n - sent);
 	}
 	vram_logfile_close(log);
+	free(path);
 	return status;
 }
 

@@ -81,6 +81,11 @@ def test_workload_keeps_running_and_logging_after_vramd_dies(daemon):
     relays = wait_for(lambda: children(d.proc.pid, "vram-relay"), what="the output relay")
     assert len(relays) == 1, relays  # one per workload process, not named vramd
     relay = relays[0]
+    # nothing on its command line for `pkill -f` to match: not the state directory
+    with open(f"/proc/{relay}/cmdline", "rb") as f:
+        cmdline = [a.decode() for a in f.read().split(b"\0") if a]
+    assert cmdline[:3] == ["vram-relay", "--output-relay", "chatty.log"], cmdline
+    assert d.workdir not in " ".join(cmdline), cmdline
 
     try:
         os.kill(d.proc.pid, signal.SIGKILL)
