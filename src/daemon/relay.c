@@ -25,8 +25,11 @@
 
 extern char **environ;
 
-/* Borrowed from main(); NULL: relays are off. */
+/* Borrowed from main(), or self_path; NULL: relays are off. */
 static const char *relay_program;
+/* "/proc/self/fd/N": the running binary, opened when it was set as "/proc/self/exe" */
+static char self_path[32];
+static int self_fd = -1;
 
 bool vram_relay_requested(int argc, char *const *argv)
 {
@@ -36,6 +39,24 @@ bool vram_relay_requested(int argc, char *const *argv)
 void vram_relay_set_program(const char *exe)
 {
 	relay_program = exe;
+	if (self_fd >= 0)
+		(void)close(self_fd);
+	self_fd = -1;
+	if (!exe || strcmp(exe, "/proc/self/exe") != 0)
+		return;
+	/*
+	 * The binary is opened now and relays are spawned through the open
+	 * file: "/proc/self/exe" would be resolved in the child at spawn time,
+	 * which under valgrind is valgrind's tool rather than the program (and
+	 * after an upgrade on disk, the running binary is the one that knows
+	 * its own relay arguments). The fd is close-on-exec, so neither
+	 * workloads nor relays keep it.
+	 */
+	self_fd = open(exe, O_RDONLY | O_CLOEXEC);
+	if (self_fd >= 0) {
+		snprintf(self_path, sizeof(self_path), "/proc/self/fd/%d", self_fd);
+		relay_program = self_path;
+	}
 }
 
 const char *vram_relay_program(void)
@@ -157,6 +178,9 @@ int vram_relay_spawn(const struct vram_logfile *log, int in_fd, int out_fd, pid_
 {
 	if (!relay_program)
 		return -ENOTSUP;
+	/* checked here: where spawning is emulated by fork (valgrind), exec errors never come back */
+	if (access(relay_program, X_OK) < 0)
+		return -errno;
 	/* dup2 onto 0 and 1 in turn would clobber a source that is itself 0..2 */
 	if (in_fd < 3 || out_fd < 3)
 		return -EBADF;
