@@ -652,13 +652,19 @@ static void up_close(struct gw_up *up)
 	free(up);
 }
 
-/* Closes every idle connection of p beyond keep, oldest first. */
-static void pool_trim(struct gw_pool *p, unsigned keep)
+/*
+ * Closes idle connections of p, oldest first, while there are more than keep
+ * or the oldest has sat unused for more than max_idle_s (0: no age limit).
+ */
+static void pool_trim(struct gw_pool *p, unsigned keep, time_t max_idle_s)
 {
-	while (p->n_idle > keep) {
+	time_t now = max_idle_s ? now_s() : 0;
+	while (p->n_idle > 0) {
 		struct gw_up *last = p->idle;
 		while (last->next)
 			last = last->next;
+		if (p->n_idle <= keep && (!max_idle_s || now - last->stamp <= max_idle_s))
+			break;
 		up_close(last);
 	}
 }
@@ -675,7 +681,7 @@ static void pool_put(struct gw_up *up)
 		p->idle->prev = up;
 	p->idle = up;
 	p->n_idle++;
-	pool_trim(p, VRAM_GATEWAY_IDLE_CONNS_MAX);
+	pool_trim(p, VRAM_GATEWAY_IDLE_CONNS_MAX, 0);
 }
 
 static struct gw_up *pool_take(struct gw_pool *p, unsigned port)
@@ -1252,7 +1258,7 @@ static void on_state(const char *event, json_t *data, void *arg)
 	if (strcmp(to, "ready") != 0) {
 		/* Its processes may change: connections to old ports are useless. */
 		if (wl->in_flight == 0)
-			pool_trim(&wl->pool, 0);
+			pool_trim(&wl->pool, 0, 0);
 		if (wl->retry_wake && (strcmp(to, "offloaded") == 0 || strcmp(to, "stopped") == 0 ||
 				       strcmp(to, "failed") == 0))
 			wake(wl);
@@ -1957,6 +1963,9 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 			next = gw->active; /* the list may have changed: start over */
 		}
 	}
+	for (size_t i = 0; i < gw->n_wls; i++)
+		pool_trim(&gw->wls[i].pool, VRAM_GATEWAY_IDLE_CONNS_MAX, VRAM_GATEWAY_UPSTREAM_IDLE_S);
+	pool_trim(&gw->api_pool, VRAM_GATEWAY_IDLE_CONNS_MAX, VRAM_GATEWAY_UPSTREAM_IDLE_S);
 }
 
 /* ----------------------------------------- the evhttp side (relayed) */
@@ -2055,8 +2064,8 @@ void vram_gateway_free(struct vram_gateway *gw)
 	while (gw->clients)
 		client_drop(gw->clients);
 	for (size_t i = 0; i < gw->n_wls; i++)
-		pool_trim(&gw->wls[i].pool, 0);
-	pool_trim(&gw->api_pool, 0);
+		pool_trim(&gw->wls[i].pool, 0, 0);
+	pool_trim(&gw->api_pool, 0, 0);
 	for (size_t i = 0; i < gw->n_listeners; i++) {
 		evconnlistener_free(gw->listeners[i].l);
 		if (gw->listeners[i].path)

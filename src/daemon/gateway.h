@@ -38,7 +38,14 @@ struct vram_gateway;
 #define VRAM_GATEWAY_UP_HEADERS_MAX (64 * 1024)           /* bytes of upstream status + headers */
 #define VRAM_GATEWAY_BACKLOG_MAX (1024 * 1024) /* bytes queued to a client before upstream reads pause */
 #define VRAM_GATEWAY_UPSTREAM_TIMEOUT_S 600    /* s an upstream may stay silent */
-#define VRAM_GATEWAY_IDLE_CONNS_MAX 64         /* idle upstream connections kept per workload */
+/*
+ * Idle upstream connections kept per workload. The pool only grows to the
+ * peak of concurrent requests; below this cap that peak is kept (a lower
+ * cap closed and reopened connections on every request once more were in
+ * flight), and connections unused for VRAM_GATEWAY_UPSTREAM_IDLE_S close.
+ */
+#define VRAM_GATEWAY_IDLE_CONNS_MAX 256
+#define VRAM_GATEWAY_UPSTREAM_IDLE_S 30 /* s an idle upstream connection is kept */
 #define VRAM_GATEWAY_RETRY_AFTER_S 1           /* Retry-After on 503 and 429 */
 #define VRAM_GATEWAY_MODEL_MAX 256             /* bytes of a model name */
 #define VRAM_GATEWAY_CLIENTS_MAX 4096          /* client connections at once */

@@ -6,11 +6,14 @@ body) as JSON, and the path picks how the response is framed:
   /close      no length: the body ends when the connection closes
   /early      a 103 Early Hints interim response before the real one
   /hop        hop-by-hop headers of its own, which must not reach the client
-anything else: Content-Length.
+  /slow       answers after 0.3 s (to hold many requests in flight at once)
+anything else: Content-Length. The JSON also carries "peer", the port the
+request came from (one per gateway-to-upstream connection).
     echo_server.py PORT
 """
 import json
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -26,9 +29,11 @@ class Handler(BaseHTTPRequestHandler):
         seen = json.dumps({
             "method": self.command, "target": self.path,
             "headers": [[k, v] for k, v in self.headers.items()],
-            "body": body.decode(errors="replace"),
+            "body": body.decode(errors="replace"), "peer": self.client_address[1],
         }).encode()
         path = self.path.split("?")[0]
+        if path == "/slow":
+            time.sleep(0.3)
         if path == "/early":
             self.wfile.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n")
         self.send_response(200)
@@ -61,5 +66,9 @@ class Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = handle_any
 
 
+class Server(ThreadingHTTPServer):
+    request_queue_size = 256  # many gateway connections may arrive at once
+
+
 if __name__ == "__main__":
-    ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+    Server(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()

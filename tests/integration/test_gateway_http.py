@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import sys
+import time
 
 import pytest
 
@@ -297,3 +298,48 @@ def test_token_on_tcp_not_on_the_control_socket(daemon):
     r = Reader(u)
     assert r.response()[0] == 200
     assert r.response()[0] == 200
+
+
+def test_upstream_connections_are_kept_for_the_peak_of_requests(echo):
+    """100 requests in flight at once, twice: the second round reuses the
+    connections of the first (a pool capped below the peak closed and
+    reopened connections on every request)."""
+    n = 100
+
+    def round_of_peers():
+        socks = [connect(echo) for _ in range(n)]
+        for s in socks:
+            s.sendall(request("GET", "/w/echo/slow"))
+        peers = set()
+        for s in socks:
+            status, _, body = Reader(s).response()
+            assert status == 200, body
+            peers.add(echoed(body)["peer"])
+            s.close()
+        return peers
+
+    first = round_of_peers()
+    assert len(first) == n  # all in flight together: one connection each
+    second = round_of_peers()
+    assert second <= first, f"{len(second - first)} new upstream connections"
+
+
+def test_idle_upstream_connections_are_closed(echo):
+    """An upstream connection unused for 30 s is closed by the gateway (the
+    sweep runs every second), so the next request opens a new one."""
+    s = connect(echo)
+    r = Reader(s)
+    s.sendall(request("GET", "/w/echo/a"))
+    status, _, body = r.response()
+    assert status == 200
+    before = echoed(body)["peer"]
+    s.sendall(request("GET", "/w/echo/b"))
+    assert echoed(r.response()[2])["peer"] == before  # kept alive and reused
+    s.close()
+    time.sleep(32.5)
+    s = connect(echo)
+    s.sendall(request("GET", "/w/echo/c"))
+    status, _, body = Reader(s).response()
+    assert status == 200
+    assert echoed(body)["peer"] != before
+    s.close()
