@@ -27,7 +27,11 @@
 #include "daemon/manager.h"
 #include "daemon/metrics.h"
 #include "daemon/relay.h"
+#include "daemon/supervise.h"
 #include "gpu/gpu.h"
+
+/* Descriptors the daemon asks for (its soft RLIMIT_NOFILE, up to the hard limit). */
+#define VRAM_NOFILE_WANT 65536
 
 /* s the daemon waits for the manager to stop its workloads before it gives up. */
 #define SHUTDOWN_GUARD_S 120
@@ -138,6 +142,8 @@ int main(int argc, char **argv)
 		return vram_relay_main(argc, argv);
 	/* the kernel's link to this very binary, even if the file is replaced meanwhile */
 	vram_relay_set_program("/proc/self/exe");
+	/* clients, upstream connections and workload pipes; children keep the old limit */
+	rlim_t nofile = vram_nofile_raise(VRAM_NOFILE_WANT);
 
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
@@ -304,6 +310,8 @@ int main(int argc, char **argv)
 		vram_log_errno(VRAM_LOG_ERROR, r, "Failed to start the workloads");
 		goto out_signals;
 	}
+	vram_debug("Descriptor limit: %llu (workloads get the one vramd started with)",
+		   (unsigned long long)nofile);
 	vram_info("vramd %s ready with %zu workload%s", VRAM_VERSION, rcfg->n_workloads,
 		  rcfg->n_workloads == 1 ? "" : "s");
 	event_base_dispatch(d.base);

@@ -13,6 +13,7 @@
  * stdout+stderr in a file next to the pipe directory, read once it exits.
  */
 #include "daemon/mps.h"
+#include "daemon/supervise.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -488,7 +489,7 @@ static int cmd_spawn(struct mps_daemon *d, enum cmd_kind kind, const char *text,
 		posix_spawnattr_setsigmask(&attr, &none);
 		posix_spawnattr_setsigdefault(&attr, &all);
 	}
-	r = -posix_spawn(&c->pid, m->control, &fa, &attr, argv, env);
+	r = -vram_spawn(&c->pid, m->control, false, &fa, &attr, argv, env);
 	posix_spawnattr_destroy(&attr);
 	posix_spawn_file_actions_destroy(&fa);
 	free_env(env);

@@ -203,7 +203,7 @@ int vram_relay_spawn(const struct vram_logfile *log, int in_fd, int out_fd, pid_
 	    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0))
 		goto out_destroy_attr;
 	pid_t pid;
-	int e = posix_spawn(&pid, relay_program, &fa, &attr, argv, environ);
+	int e = vram_spawn(&pid, relay_program, false, &fa, &attr, argv, environ);
 	if (e != 0) {
 		r = -e;
 		goto out_destroy_attr;

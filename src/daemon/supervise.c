@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -493,6 +494,46 @@ static int check_executable(const char *file, const char *cwd)
 	return r;
 }
 
+/* ---- the descriptor limit ---- */
+
+static struct rlimit child_nofile; /* what the daemon started with; valid once raised */
+static bool nofile_raised;
+
+rlim_t vram_nofile_raise(rlim_t want)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return 0;
+	rlim_t target = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want ? rl.rlim_max : want;
+	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= target)
+		return rl.rlim_cur;
+	if (!nofile_raised)
+		child_nofile = rl;
+	struct rlimit up = { .rlim_cur = target, .rlim_max = rl.rlim_max };
+	if (setrlimit(RLIMIT_NOFILE, &up) < 0)
+		return rl.rlim_cur;
+	nofile_raised = true;
+	return target;
+}
+
+int vram_spawn(pid_t *pid, const char *path, bool search, const posix_spawn_file_actions_t *fa,
+	       const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+	/*
+	 * The child gets the limit the daemon started with: a program may size
+	 * tables by it, or use select(). The daemon's own descriptors above it
+	 * stay valid while it is lowered; only new ones above it would fail.
+	 */
+	struct rlimit mine;
+	bool lowered = nofile_raised && getrlimit(RLIMIT_NOFILE, &mine) == 0 &&
+		       setrlimit(RLIMIT_NOFILE, &child_nofile) == 0;
+	int e = search ? posix_spawnp(pid, path, fa, attr, argv, envp)
+		       : posix_spawn(pid, path, fa, attr, argv, envp);
+	if (lowered)
+		(void)setrlimit(RLIMIT_NOFILE, &mine);
+	return e;
+}
+
 int vram_spawnattr_init(posix_spawnattr_t *attr, short flags)
 {
 	if (posix_spawnattr_init(attr) != 0)
@@ -604,7 +645,7 @@ int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp
 		goto out;
 
 	pid_t pid;
-	int e = posix_spawnp(&pid, argv[0], &fa, &attr, argv, env);
+	int e = vram_spawn(&pid, argv[0], true, &fa, &attr, argv, env);
 	if (e != 0) {
 		r = -e;
 		snprintf(err, err_size, "cmd[0] %s: %s", argv[0], strerror(e));

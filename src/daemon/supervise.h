@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <spawn.h>
 #include <stdint.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #include "config/config.h"
@@ -136,6 +137,19 @@ bool vram_child_escalated(const struct vram_child *c);
  * session). Caller destroys attr once this returned 0. Returns 0 or -ENOMEM.
  */
 int vram_spawnattr_init(posix_spawnattr_t *attr, short flags);
+
+/*
+ * Raises the daemon's soft RLIMIT_NOFILE to want, or to the hard limit when
+ * that is lower (a gateway with thousands of clients needs more than the
+ * usual 1024). Returns the soft limit now in force.
+ */
+rlim_t vram_nofile_raise(rlim_t want);
+/*
+ * posix_spawn (search: posix_spawnp) with the soft RLIMIT_NOFILE the daemon
+ * started with, not the raised one. Returns 0 or an errno value, as they do.
+ */
+int vram_spawn(pid_t *pid, const char *path, bool search, const posix_spawn_file_actions_t *fa,
+	       const posix_spawnattr_t *attr, char *const argv[], char *const envp[]);
 
 /* "exited with status 3", "killed by signal 9 (Killed)". Returns buf. */
 char *vram_wait_status_format(int wait_status, char *buf, size_t size);

@@ -7,6 +7,7 @@ directions, requests refused because they could be read two ways, and the
 token on TCP but not on the control socket."""
 import json
 import os
+import resource
 import socket
 import sys
 import time
@@ -343,3 +344,33 @@ def test_idle_upstream_connections_are_closed(echo):
     assert status == 200
     assert echoed(body)["peer"] != before
     s.close()
+
+
+def test_out_of_descriptors_pauses_accepting_instead_of_spinning(echo):
+    """With its descriptors used up, vramd neither spins on the listening
+    socket nor floods its log: one warning, little CPU, and the connections
+    that waited in the backlog are served once descriptors are free."""
+    pid = echo.proc.pid
+    in_use = len(os.listdir(f"/proc/{pid}/fd"))
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (in_use + 4, in_use + 4))
+
+    def cpu_s():
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    socks = [connect(echo) for _ in range(20)]  # the backlog takes them all
+    before = cpu_s()
+    time.sleep(2)
+    spent = cpu_s() - before
+    log = echo.log_text()
+    assert log.count("accepting a connection failed") == 1, log[-2000:]
+    assert "Too many open files" in log
+    assert spent < 0.5, f"{spent:.2f} s of CPU in 2 s"
+    for s in socks[:-1]:
+        s.close()
+    # the listeners come back: the connection that waited longest is served
+    last = socks[-1]
+    last.sendall(request("GET", "/healthz"))
+    assert Reader(last).response()[0] == 200
+    last.close()

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -503,6 +504,32 @@ static void test_probe_socket_not_inherited(void **state)
 	close(l);
 }
 
+static void test_children_keep_the_starting_nofile(void **state)
+{
+	struct ctx *c = *state;
+	struct rlimit orig;
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &orig), 0);
+	if (orig.rlim_max != RLIM_INFINITY && orig.rlim_max < 128)
+		skip();
+	struct rlimit low = { .rlim_cur = 64, .rlim_max = orig.rlim_max };
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	assert_int_equal(vram_nofile_raise(128), 128);
+	struct rlimit now;
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &now), 0);
+	assert_int_equal(now.rlim_cur, 128);
+	assert_int_equal(vram_nofile_raise(100), 128); /* never lowered */
+	char *argv[] = {"/bin/sh", "-c", "echo nofile=$(ulimit -n)", NULL};
+	spawn(c, argv);
+	run_until_exit(c);
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &now), 0);
+	assert_int_equal(now.rlim_cur, 128); /* the daemon's again after the spawn */
+	/* valgrind emulates the limit for its client, so a child sees the real one */
+	const char *pre = getenv("LD_PRELOAD");
+	if (!pre || !strstr(pre, "vgpreload"))
+		assert_non_null(strstr(c->tail_at_exit, "nofile=64\n"));
+	(void)setrlimit(RLIMIT_NOFILE, &orig);
+}
+
 int main(int argc, char **argv)
 {
 	/* like vramd: this binary is the output relay of the children it spawns */
@@ -523,6 +550,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_log_rotation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_probe_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_probe_socket_not_inherited, setup, teardown),
+		/* last: the raised limit stays for the rest of the process */
+		cmocka_unit_test_setup_teardown(test_children_keep_the_starting_nofile, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
