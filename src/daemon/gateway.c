@@ -38,7 +38,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/queue.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -63,8 +62,6 @@
 #define GW_LISTENERS_MAX 8
 #define GW_SWEEP_S 1            /* s between timeout sweeps */
 #define GW_LINGER_S 2           /* s a closing client may keep sending before it is cut */
-#define GW_ACCEPT_PAUSE_MS 100  /* ms the listeners rest after running out of descriptors */
-#define GW_ACCEPT_WARN_S 10     /* s between two warnings about failed accepts */
 #define GW_CHUNK_SLACK (1024 * 1024) /* bytes of chunked framing allowed on top of a body */
 /* bytes queued to a client: the backlog limit plus what one upstream read adds */
 #define GW_CLIENT_OUT_MAX (VRAM_GATEWAY_BACKLOG_MAX + 2 * GW_READ_MAX + VRAM_GATEWAY_UP_HEADERS_MAX)
@@ -165,6 +162,7 @@ struct gw_listener {
 	struct evconnlistener *l; /* owned */
 	bool trusted;
 	char *path;               /* owned; Unix socket file to remove, or NULL */
+	struct vram_accept_guard *guard; /* owned; NULL once closing */
 };
 
 struct vram_gateway {
@@ -184,8 +182,6 @@ struct vram_gateway {
 	struct gw_listener listeners[GW_LISTENERS_MAX];
 	size_t n_listeners;
 	struct event *sweep;       /* owned */
-	struct event *accept_resume; /* owned: listeners back on after a pause */
-	time_t accept_warned;      /* s, coarse monotonic: last accept warning */
 	struct vram_buf head;      /* a response head being built */
 	struct vram_buf dechunked; /* body bytes decoded for an HTTP/1.0 client */
 	bool closing;
@@ -1879,58 +1875,6 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	gw->n_clients++;
 }
 
-static void listeners_enable(struct vram_gateway *gw, bool on)
-{
-	for (size_t i = 0; i < gw->n_listeners; i++)
-		(void)(on ? evconnlistener_enable(gw->listeners[i].l)
-			  : evconnlistener_disable(gw->listeners[i].l));
-}
-
-static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
-{
-	struct vram_gateway *gw = arg;
-	if (!gw->closing)
-		listeners_enable(gw, true);
-}
-
-/* The soft descriptor limit as text ("?" when unknown); counting open ones would need a descriptor. */
-static void fd_limit(char *buf, size_t size)
-{
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
-		snprintf(buf, size, "%llu", (unsigned long long)rl.rlim_cur);
-	else
-		snprintf(buf, size, "?");
-}
-
-/*
- * A failed accept leaves the connection in the backlog, so the listening
- * socket stays readable: out of descriptors (or memory), the listeners rest
- * for GW_ACCEPT_PAUSE_MS rather than spin on it, and the warning comes at
- * most every GW_ACCEPT_WARN_S.
- */
-static void on_accept_error(struct evconnlistener *l, void *arg)
-{
-	struct gw_listener *gl = arg;
-	struct vram_gateway *gw = gl->gw;
-	int e = EVUTIL_SOCKET_ERROR();
-	bool exhausted = e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM;
-	time_t now = now_s();
-	if (!gw->accept_warned || now - gw->accept_warned >= GW_ACCEPT_WARN_S) {
-		gw->accept_warned = now;
-		char lim[32];
-		fd_limit(lim, sizeof(lim));
-		vram_warn("gateway: accepting a connection failed: %s (descriptor limit %s)%s",
-			  evutil_socket_error_to_string(e), lim,
-			  exhausted ? "; new connections wait in the backlog meanwhile" : "");
-	}
-	if (exhausted) {
-		listeners_enable(gw, false);
-		struct timeval tv = { .tv_sec = 0, .tv_usec = GW_ACCEPT_PAUSE_MS * 1000 };
-		evtimer_add(gw->accept_resume, &tv);
-	}
-}
-
 static int listener_add(struct vram_gateway *gw, int fd, bool trusted, const char *path, char *err,
 			size_t err_size)
 {
@@ -1953,7 +1897,8 @@ static int listener_add(struct vram_gateway *gw, int fd, bool trusted, const cha
 		free(gl->path);
 		return -ENOMEM;
 	}
-	evconnlistener_set_error_cb(gl->l, on_accept_error);
+	/* without it the listener would still work, only spin when out of descriptors */
+	gl->guard = vram_accept_guard_new(gw->base, gl->l, "gateway");
 	gw->n_listeners++;
 	return 0;
 }
@@ -2054,10 +1999,9 @@ int vram_gateway_new(struct event_base *base, struct vram_manager *m, struct vra
 	gw->n_wls = cfg->n_workloads;
 	gw->wls = calloc(gw->n_wls ? gw->n_wls : 1, sizeof(*gw->wls));
 	gw->sweep = event_new(base, -1, EV_PERSIST, on_sweep, gw);
-	gw->accept_resume = evtimer_new(base, on_accept_resume, gw);
 	struct timeval tv = { GW_SWEEP_S, 0 };
 	if (!gw->wls || !gw->api_socket || (token && *token && !gw->token) || !gw->sweep ||
-	    !gw->accept_resume || event_add(gw->sweep, &tv) < 0)
+	    event_add(gw->sweep, &tv) < 0)
 		goto out_free;
 	for (size_t i = 0; i < gw->n_wls; i++) {
 		gw->wls[i].gw = gw;
@@ -2071,8 +2015,6 @@ int vram_gateway_new(struct event_base *base, struct vram_manager *m, struct vra
 out_free:
 	if (gw->sweep)
 		event_free(gw->sweep);
-	if (gw->accept_resume)
-		event_free(gw->accept_resume);
 	free(gw->wls);
 	free(gw->token);
 	free(gw->api_socket);
@@ -2085,7 +2027,12 @@ void vram_gateway_close_clients(struct vram_gateway *gw)
 	if (!gw)
 		return;
 	gw->closing = true;
-	listeners_enable(gw, false);
+	for (size_t i = 0; i < gw->n_listeners; i++) {
+		/* first: a pause in progress would end by enabling the listener */
+		vram_accept_guard_free(gw->listeners[i].guard);
+		gw->listeners[i].guard = NULL;
+		evconnlistener_disable(gw->listeners[i].l);
+	}
 	for (size_t i = 0; i < gw->n_wls; i++) {
 		struct gw_wl *wl = &gw->wls[i];
 		if (wl->waiter) {
@@ -2126,8 +2073,6 @@ void vram_gateway_free(struct vram_gateway *gw)
 		free(gw->listeners[i].path);
 	}
 	event_free(gw->sweep);
-	if (gw->accept_resume)
-		event_free(gw->accept_resume);
 	vram_buf_done(&gw->head);
 	vram_buf_done(&gw->dechunked);
 	free(gw->wls);

@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -27,6 +29,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 
 #include "common/log.h"
 
@@ -37,6 +40,7 @@ struct listener {
 	struct vram_http *owner;
 	struct evhttp *evh; /* owned */
 	bool trusted;       /* Unix socket: no token asked */
+	struct vram_accept_guard *guard; /* owned; NULL if it could not be made */
 };
 
 struct vram_http {
@@ -318,8 +322,105 @@ static struct listener *listener_add(struct vram_http *h, bool trusted)
 static void listener_drop_last(struct vram_http *h)
 {
 	h->n_listeners--;
+	vram_accept_guard_free(h->listeners[h->n_listeners].guard);
+	h->listeners[h->n_listeners].guard = NULL;
 	evhttp_free(h->listeners[h->n_listeners].evh);
 	h->listeners[h->n_listeners].evh = NULL;
+}
+
+/* ---- accept errors ---- */
+
+#define ACCEPT_PAUSE_MS 100 /* ms a listener rests after running out of descriptors */
+#define ACCEPT_WARN_S 10    /* s between two warnings of one listener */
+#define ACCEPT_GUARDS_MAX 16
+
+struct vram_accept_guard {
+	struct evconnlistener *l; /* borrowed */
+	struct event *resume;     /* owned */
+	const char *what;         /* borrowed, static: "gateway", "API" */
+	time_t warned;            /* s, coarse monotonic: the last warning; 0: none yet */
+};
+
+/*
+ * libevent hands an error callback the accept callback's argument, which
+ * for evhttp's listeners is evhttp's own; guards are found by listener.
+ */
+static struct vram_accept_guard *guards[ACCEPT_GUARDS_MAX];
+
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct vram_accept_guard *g = arg;
+	evconnlistener_enable(g->l);
+}
+
+/*
+ * A failed accept leaves the connection in the backlog, so the listening
+ * socket stays readable: out of descriptors (or memory), the listener rests
+ * for ACCEPT_PAUSE_MS rather than spin on it, and warns at most every
+ * ACCEPT_WARN_S.
+ */
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+	struct vram_accept_guard *g = NULL;
+	for (size_t i = 0; i < ACCEPT_GUARDS_MAX && !g; i++)
+		if (guards[i] && guards[i]->l == l)
+			g = guards[i];
+	int e = EVUTIL_SOCKET_ERROR();
+	if (!g)
+		return;
+	bool exhausted = e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	if (!g->warned || ts.tv_sec - g->warned >= ACCEPT_WARN_S) {
+		g->warned = ts.tv_sec ? ts.tv_sec : 1;
+		struct rlimit rl;
+		char lim[32] = "?";
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+			snprintf(lim, sizeof(lim), "%llu", (unsigned long long)rl.rlim_cur);
+		vram_warn("%s: accepting a connection failed: %s (descriptor limit %s)%s", g->what,
+			  evutil_socket_error_to_string(e), lim,
+			  exhausted ? "; new connections wait in the backlog meanwhile" : "");
+	}
+	if (exhausted) {
+		evconnlistener_disable(l);
+		struct timeval tv = { .tv_sec = 0, .tv_usec = ACCEPT_PAUSE_MS * 1000 };
+		evtimer_add(g->resume, &tv);
+	}
+}
+
+struct vram_accept_guard *vram_accept_guard_new(struct event_base *base, struct evconnlistener *l,
+						const char *what)
+{
+	size_t slot = 0;
+	while (slot < ACCEPT_GUARDS_MAX && guards[slot])
+		slot++;
+	if (slot == ACCEPT_GUARDS_MAX)
+		return NULL;
+	struct vram_accept_guard *g = calloc(1, sizeof(*g));
+	if (!g)
+		return NULL;
+	g->l = l;
+	g->what = what;
+	g->resume = evtimer_new(base, on_accept_resume, g);
+	if (!g->resume) {
+		free(g);
+		return NULL;
+	}
+	guards[slot] = g;
+	evconnlistener_set_error_cb(l, on_accept_error);
+	return g;
+}
+
+void vram_accept_guard_free(struct vram_accept_guard *g)
+{
+	if (!g)
+		return;
+	for (size_t i = 0; i < ACCEPT_GUARDS_MAX; i++)
+		if (guards[i] == g)
+			guards[i] = NULL;
+	evconnlistener_set_error_cb(g->l, NULL);
+	event_free(g->resume);
+	free(g);
 }
 
 int vram_http_listen_tcp(const char *hostport, unsigned *ret_port, char *err, size_t err_size)
@@ -465,13 +566,16 @@ static int listener_accept(struct vram_http *h, int fd, bool trusted, char *err,
 		return -ENOMEM;
 	}
 	h->n_listeners++;
-	if (!evhttp_accept_socket_with_handle(l->evh, fd)) {
+	struct evhttp_bound_socket *bound = evhttp_accept_socket_with_handle(l->evh, fd);
+	if (!bound) {
 		int e = errno ? errno : EINVAL;
 		snprintf(err, err_size, "cannot accept connections: %s", strerror(e));
 		listener_drop_last(h);
 		close(fd);
 		return -e;
 	}
+	/* without it the listener would still work, only spin when out of descriptors */
+	l->guard = vram_accept_guard_new(h->base, evhttp_bound_socket_get_listener(bound), "API");
 	return 0;
 }
 
@@ -501,8 +605,10 @@ void vram_http_free(struct vram_http *h)
 {
 	if (!h)
 		return;
-	for (size_t i = 0; i < h->n_listeners; i++)
+	for (size_t i = 0; i < h->n_listeners; i++) {
+		vram_accept_guard_free(h->listeners[i].guard);
 		evhttp_free(h->listeners[i].evh);
+	}
 	if (h->unix_path)
 		unlink(h->unix_path);
 	free(h->unix_path);

@@ -20,6 +20,8 @@ struct event_base;
 struct evhttp_request;
 struct evhttp_connection;
 struct vram_http;
+struct evconnlistener;
+struct vram_accept_guard;
 
 /* A request body above this is refused by libevent itself (413, its own page). */
 #define VRAM_HTTP_HARD_BODY_MAX (1024 * 1024)     /* bytes */
@@ -85,6 +87,18 @@ int vram_http_listen_unix(const char *path, char *err, size_t err_size);
  * Splits "HOST:PORT" / "[v6]:PORT" into host (NUL-terminated, brackets
  * removed) and port. Returns 0 or -EINVAL.
  */
+/*
+ * Out of descriptors (or memory), a listener whose accept fails would find
+ * its socket readable again at once and spin. A guard installed on l makes
+ * it rest 100 ms at a time instead (connections wait in the backlog) and
+ * warns at most every 10 s, naming what ("gateway", "API"; static). At most
+ * 16 guards at once. Returns NULL when out of memory or slots. Free it before
+ * l, and before disabling l for good (a pause ends by enabling it).
+ */
+struct vram_accept_guard *vram_accept_guard_new(struct event_base *base, struct evconnlistener *l,
+						const char *what);
+void vram_accept_guard_free(struct vram_accept_guard *g); /* accepts NULL */
+
 int vram_http_split_hostport(const char *hostport, char *host, size_t host_size, unsigned *ret_port);
 /* True for 127.0.0.0/8, ::1 and "localhost". */
 bool vram_http_host_is_loopback(const char *host);
