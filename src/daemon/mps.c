@@ -477,20 +477,12 @@ static int cmd_spawn(struct mps_daemon *d, enum cmd_kind kind, const char *text,
 		posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
 	posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, c->out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 	posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
-	posix_spawnattr_init(&attr);
 	/* Its own process group: a Ctrl-C meant for vramd does not reach it. */
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-	posix_spawnattr_setpgroup(&attr, 0);
-	{
-		sigset_t none, all;
-
-		sigemptyset(&none);
-		sigfillset(&all);
-		posix_spawnattr_setsigmask(&attr, &none);
-		posix_spawnattr_setsigdefault(&attr, &all);
+	r = vram_spawnattr_init(&attr, POSIX_SPAWN_SETPGROUP);
+	if (r == 0) {
+		r = -vram_spawn(&c->pid, m->control, false, &fa, &attr, argv, env);
+		posix_spawnattr_destroy(&attr);
 	}
-	r = -vram_spawn(&c->pid, m->control, false, &fa, &attr, argv, env);
-	posix_spawnattr_destroy(&attr);
 	posix_spawn_file_actions_destroy(&fa);
 	free_env(env);
 	if (r < 0) {
