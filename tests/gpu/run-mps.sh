@@ -4,8 +4,9 @@
 # host from the repository root:  sh tests/gpu/run-mps.sh [GPU] [CAP_GIB]
 # mps-tool needs libevent and jansson: build it where they are installed
 # (the build host) and carry it, or let this script build it if it can:
-#   gcc -O2 -std=c11 -D_GNU_SOURCE -Isrc tests/gpu/mps-tool.c src/daemon/mps.c src/common/log.c \
+#   gcc -O2 -std=c11 -D_GNU_SOURCE -Isrc tests/gpu/mps-tool.c $MPS_SRC \
 #       -Wl,-Bstatic -levent_core -ljansson -Wl,-Bdynamic -lpthread -o build-gpu/mps-tool
+# with MPS_SRC as set below (mps.c spawns through the supervisor's helpers).
 # The result only needs libc. MPS wants root (or the GPU's owner) and, as
 # NVIDIA advises, the GPU in EXCLUSIVE_PROCESS mode (not required here).
 set -u
@@ -13,10 +14,11 @@ GPU=${1:-0}
 CAP=${2:-2}
 OUT=${OUT:-/tmp/vram-mps-results}
 TOOL=${MPS_TOOL:-build-gpu/mps-tool}
+MPS_SRC="src/daemon/mps.c src/daemon/supervise.c src/daemon/relay.c src/daemon/logfile.c src/common/fsutil.c src/common/log.c"
 mkdir -p "$OUT"
 if [ ! -x "$TOOL" ]; then
 	mkdir -p "$(dirname "$TOOL")"
-	gcc -O2 -std=c11 -D_GNU_SOURCE -Isrc tests/gpu/mps-tool.c src/daemon/mps.c src/common/log.c \
+	gcc -O2 -std=c11 -D_GNU_SOURCE -Isrc tests/gpu/mps-tool.c $MPS_SRC \
 		-Wl,-Bstatic -levent_core -ljansson -Wl,-Bdynamic -lpthread -o "$TOOL" ||
 		{ echo "cannot build mps-tool here: build it on the build host (see the top of this file)"; exit 1; }
 fi
