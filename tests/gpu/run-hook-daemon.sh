@@ -116,6 +116,8 @@ trap - EXIT
 echo
 echo "== summary"
 cat "$W/summary.txt"
-echo "left MPS daemons: $(pgrep -c nvidia-cuda-mps || true)"
+# the last client's quit is asynchronous: the control daemon goes within a few seconds
+for _ in $(seq 1 20); do pgrep nvidia-cuda-mps >/dev/null || break; sleep 0.5; done
+echo "left MPS daemons after 10 s at most: $(pgrep -c nvidia-cuda-mps || true)"
 echo "failures: $FAILS"
 [ $FAILS -eq 0 ]
