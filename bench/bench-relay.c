@@ -143,22 +143,36 @@ static bool ep_push(int ep, struct side *s)
 	return true;
 }
 
-static void run_epoll(int l)
+/* An epoll set watching the listening socket l (data.ptr NULL). */
+static int ep_new(int l)
 {
 	int ep = epoll_create1(EPOLL_CLOEXEC);
-	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL }, evs[256];
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
 	epoll_ctl(ep, EPOLL_CTL_ADD, l, &ev);
+	return ep;
+}
+
+/* Accepts one client of l and watches it and its new upstream connection. */
+static void ep_accept(int ep, int l)
+{
+	int c = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+	struct side *a = c >= 0 ? pair_new(c, true) : NULL;
+	if (a) {
+		ep_watch(ep, a, EPOLL_CTL_ADD);
+		ep_watch(ep, a->peer, EPOLL_CTL_ADD);
+	}
+}
+
+static void run_epoll(int l)
+{
+	int ep = ep_new(l);
+	struct epoll_event evs[256];
 	for (;;) {
 		int n = epoll_wait(ep, evs, 256, -1);
 		for (int i = 0; i < n; i++) {
 			struct side *s = evs[i].data.ptr;
 			if (!s) {
-				int c = accept4(l, NULL, NULL, SOCK_CLOEXEC);
-				struct side *a = c >= 0 ? pair_new(c, true) : NULL;
-				if (a) {
-					ep_watch(ep, a, EPOLL_CTL_ADD);
-					ep_watch(ep, a->peer, EPOLL_CTL_ADD);
-				}
+				ep_accept(ep, l);
 				continue;
 			}
 			if (s->closed)
@@ -281,20 +295,14 @@ static int run_batch(int l)
 		fprintf(stderr, "bench-relay: io_uring: %s\n", strerror(-r));
 		return 1;
 	}
-	int ep = epoll_create1(EPOLL_CLOEXEC);
-	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL }, evs[256];
-	epoll_ctl(ep, EPOLL_CTL_ADD, l, &ev);
+	int ep = ep_new(l);
+	struct epoll_event evs[256];
 	for (;;) {
 		int n = epoll_wait(ep, evs, 256, -1), queued = 0;
 		for (int i = 0; i < n; i++) {
 			struct side *s = evs[i].data.ptr;
 			if (!s) {
-				int c = accept4(l, NULL, NULL, SOCK_CLOEXEC);
-				struct side *a = c >= 0 ? pair_new(c, true) : NULL;
-				if (a) {
-					ep_watch(ep, a, EPOLL_CTL_ADD);
-					ep_watch(ep, a->peer, EPOLL_CTL_ADD);
-				}
+				ep_accept(ep, l);
 				continue;
 			}
 			if (s->closed || s->len)

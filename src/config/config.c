@@ -1026,7 +1026,7 @@ static void workload_done(struct vram_workload_config *w)
 	free_strv(w->models);
 }
 
-static bool workload_name_ok(const char *s)
+bool vram_config_name_ok(const char *s)
 {
 	size_t len = strlen(s);
 	if (len < 1 || len > VRAM_CONFIG_NAME_MAX)
@@ -1118,7 +1118,7 @@ static void parse_workloads(struct ctx *c, const struct vram_ynode *v,
 		w->name = xstrdup(c, k->text);
 		w->pos = (struct vram_src_pos){ k->line, k->col };
 
-		if (!workload_name_ok(k->text))
+		if (!vram_config_name_ok(k->text))
 			fail(c, k, "invalid workload name, expected 1 to %d characters of "
 				   "A-Z a-z 0-9 . _ -, got %s", VRAM_CONFIG_NAME_MAX, GOT(k));
 

@@ -201,6 +201,9 @@ int vram_config_parse(const char *text, size_t len, const char *name,
 /* Accepts NULL and half-built configs. */
 void vram_config_free(struct vram_config *config);
 
+/* Whether s is a valid workload name: 1..VRAM_CONFIG_NAME_MAX of [A-Za-z0-9._-]. */
+bool vram_config_name_ok(const char *s);
+
 /* Borrowed, valid while config lives; NULL if there is no such workload. */
 const struct vram_workload_config *vram_config_find(const struct vram_config *config,
 						    const char *name);

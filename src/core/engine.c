@@ -27,13 +27,6 @@ const struct vram_engine *const vram_engines[] = {
 	NULL,
 };
 
-uint64_t vram_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 const struct vram_engine *vram_engine_find(enum vram_engine_kind kind)
 {
 	for (size_t i = 0; vram_engines[i]; i++) {

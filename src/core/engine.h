@@ -23,6 +23,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/clock.h" /* vram_now_ms: jobs, the policy and the manager */
+
 #include "config/config.h"
 #include "core/workload.h"
 
@@ -162,8 +164,5 @@ uint64_t vram_workload_gpu_bytes(const struct vram_workload *w);
  * offload and restore. Default 50 GB/s, like the hook on PCIe gen5.
  */
 void vram_engine_sim_set_rate(uint64_t offload_bytes_per_s, uint64_t restore_bytes_per_s);
-
-/* Monotonic clock in ms, used by jobs, the policy and the manager. */
-uint64_t vram_now_ms(void);
 
 #endif

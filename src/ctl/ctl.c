@@ -237,19 +237,6 @@ static int report_error(const char *what, const struct vram_client_response *res
 	return VRAM_CTL_EXIT_FAILED;
 }
 
-/* Workload names go into paths: keep them to what the config allows. */
-static bool name_ok(const char *name)
-{
-	size_t n = strlen(name);
-	if (n == 0 || n > VRAM_CONFIG_NAME_MAX)
-		return false;
-	for (const char *p = name; *p; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-		      *p == '.' || *p == '_' || *p == '-'))
-			return false;
-	return true;
-}
-
 static int cmd_status(const struct ctl *c)
 {
 	if (c->n_args != 1)
@@ -315,7 +302,7 @@ static int cmd_action(const struct ctl *c, const char *action)
 	if (c->n_args != 2)
 		return usage_error("%s needs one workload name", action);
 	const char *name = c->args[1];
-	if (!name_ok(name))
+	if (!vram_config_name_ok(name))
 		return usage_error("\"%s\" is not a workload name", name);
 	char path[256];
 	snprintf(path, sizeof(path), "/api/workloads/%s/%s%s", name, action,
@@ -454,7 +441,7 @@ static int cmd_timeout(const struct ctl *c)
 	if (c->n_args != 3)
 		return usage_error("%s", "timeout needs a workload name and a duration (10m, 1h, never)");
 	const char *name = c->args[1], *dur = c->args[2];
-	if (!name_ok(name))
+	if (!vram_config_name_ok(name))
 		return usage_error("\"%s\" is not a workload name", name);
 	uint64_t ms;
 	if (vram_units_parse_duration_ms(dur, &ms) < 0)
@@ -492,7 +479,7 @@ static int cmd_logs(const struct ctl *c)
 	if (c->n_args != 2)
 		return usage_error("%s", "logs needs one workload name");
 	const char *name = c->args[1];
-	if (!name_ok(name))
+	if (!vram_config_name_ok(name))
 		return usage_error("\"%s\" is not a workload name", name);
 	char path[256];
 	if (c->tail >= 0)
@@ -921,7 +908,7 @@ static int cmd_run(const struct ctl *c)
 		return usage_error("%s", "run needs a command: vramctl run [--memory 20GiB] -- CMD ARGS...");
 	if (c->n_args != 1)
 		return usage_error("run takes its command after -- (got %s)", c->args[1]);
-	if (c->name && !name_ok(c->name))
+	if (c->name && !vram_config_name_ok(c->name))
 		return usage_error("\"%s\" is not a workload name", c->name);
 	struct vram_mem mem;
 	if (c->memory && vram_units_parse_mem(c->memory, &mem) < 0)

@@ -660,11 +660,12 @@ static void up_close(struct gw_up *up)
 static void pool_trim(struct gw_pool *p, unsigned keep, time_t max_idle_s)
 {
 	time_t now = max_idle_s ? now_s() : 0;
-	while (p->n_idle > 0) {
+	/* the count alone decides without a walk: pool_put runs for every response */
+	while (p->n_idle > keep || (p->n_idle > 0 && max_idle_s)) {
 		struct gw_up *last = p->idle;
 		while (last->next)
 			last = last->next;
-		if (p->n_idle <= keep && (!max_idle_s || now - last->stamp <= max_idle_s))
+		if (p->n_idle <= keep && now - last->stamp <= max_idle_s)
 			break;
 		up_close(last);
 	}

@@ -1578,18 +1578,6 @@ static struct vram_workload *adhoc_slot(struct vram_manager *m)
 	return oldest;
 }
 
-static bool adhoc_name_ok(const char *name)
-{
-	size_t n = strlen(name);
-	if (n == 0 || n > VRAM_CONFIG_NAME_MAX)
-		return false;
-	for (const char *p = name; *p; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-		      *p == '.' || *p == '_' || *p == '-'))
-			return false;
-	return true;
-}
-
 /* Copies a NULL-terminated list; NULL on out of memory. Caller frees (strv). */
 static char **strv_copy(const char *const *v, size_t n)
 {
@@ -1641,7 +1629,7 @@ int vram_manager_add_adhoc(struct vram_manager *m, const struct vram_adhoc_spec 
 	}
 	char name[VRAM_CONFIG_NAME_MAX + 1];
 	if (spec->name && spec->name[0]) {
-		if (!adhoc_name_ok(spec->name)) {
+		if (!vram_config_name_ok(spec->name)) {
 			snprintf(err, err_size,
 				 "name: expected 1..%d of A-Z a-z 0-9 . _ -, got \"%.64s\"",
 				 VRAM_CONFIG_NAME_MAX, spec->name);

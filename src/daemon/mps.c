@@ -13,7 +13,6 @@
  * stdout+stderr in a file next to the pipe directory, read once it exits.
  */
 #include "daemon/mps.h"
-#include "daemon/supervise.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -33,8 +32,10 @@
 
 #include <event2/event.h>
 
+#include "common/clock.h"
 #include "common/fsutil.h"
 #include "common/log.h"
+#include "daemon/supervise.h"
 
 extern char **environ;
 
@@ -165,14 +166,6 @@ static void daemon_step(struct mps_daemon *d);
 static void refresh_free(struct mps_refresh *rf);
 static void daemon_schedule_notify(struct mps_daemon *d);
 static void maybe_shutdown_done(struct vram_mps *m);
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static struct timeval tv_ms(uint64_t ms)
 {
@@ -909,7 +902,7 @@ static void quit_daemon(struct mps_daemon *d)
 	int r;
 
 	d->state = D_QUITTING;
-	d->deadline_ms = now_ms() + MPS_QUIT_GRACE_MS;
+	d->deadline_ms = vram_now_ms() + MPS_QUIT_GRACE_MS;
 	r = cmd_spawn(d, CMD_QUIT, "quit\n", 0, NULL, err, sizeof(err));
 	if (r < 0) {
 		vram_debug("mps %s: quit command failed (%s): sending SIGTERM", d->key, err);
@@ -972,7 +965,7 @@ static void on_wait(evutil_socket_t fd, short what, void *arg)
 			became_running(d, pid);
 			return;
 		}
-		if (now_ms() >= d->deadline_ms) {
+		if (vram_now_ms() >= d->deadline_ms) {
 			set_failure(d, D_FAILED,
 				    "the MPS control daemon for %s did not start: no %s in %s after %" PRIu64 " ms",
 				    d->key, MPS_PID_FILE, d->pipe_dir, d->m->start_timeout_ms);
@@ -985,7 +978,7 @@ static void on_wait(evutil_socket_t fd, short what, void *arg)
 		if (d->free_when_idle)
 			return;
 		if (d->control_pid > 0 && pid_alive(d->control_pid)) {
-			if (d->deadline_ms && now_ms() >= d->deadline_ms) {
+			if (d->deadline_ms && vram_now_ms() >= d->deadline_ms) {
 				vram_debug("mps %s: control daemon %d ignored quit: SIGTERM", d->key,
 					   (int)d->control_pid);
 				kill(d->control_pid, SIGTERM);
@@ -1218,7 +1211,7 @@ static void cmd_finished(struct mps_cmd *c)
 			daemon_schedule_notify(d);
 			break;
 		}
-		d->deadline_ms = now_ms() + m->start_timeout_ms;
+		d->deadline_ms = vram_now_ms() + m->start_timeout_ms;
 		arm_wait(d, 0);
 		break;
 	case CMD_QUIT:

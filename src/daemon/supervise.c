@@ -34,6 +34,7 @@
 
 #include <event2/event.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "daemon/relay.h"
 
@@ -355,13 +356,6 @@ int vram_supervisor_new(struct event_base *base, struct vram_supervisor **ret)
 	return 0;
 }
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* Copies c's output into its log until it ends or deadline (CLOCK_MONOTONIC ms) passes. */
 static void child_drain_until(struct vram_child *c, uint64_t deadline)
 {
@@ -370,7 +364,7 @@ static void child_drain_until(struct vram_child *c, uint64_t deadline)
 			child_close_output(c);
 			return;
 		}
-		uint64_t now = now_ms();
+		uint64_t now = vram_now_ms();
 		if (now >= deadline)
 			return;
 		struct pollfd pfd = {.fd = c->out_fd, .events = POLLIN};
@@ -392,7 +386,7 @@ void vram_supervisor_free(struct vram_supervisor *s)
 		c->reaped = true;
 	}
 	/* with every writer gone the relays pass on the rest and exit; not forever */
-	uint64_t deadline = now_ms() + FINISH_WAIT_MS;
+	uint64_t deadline = vram_now_ms() + FINISH_WAIT_MS;
 	for (struct vram_child *c = s->children; c; c = c->next)
 		child_drain_until(c, deadline);
 	while (s->children) {
@@ -401,8 +395,8 @@ void vram_supervisor_free(struct vram_supervisor *s)
 		child_release_output(c);
 		child_free(c);
 	}
-	deadline = now_ms() + FINISH_WAIT_MS;
-	while (s->n_relays > 0 && now_ms() < deadline) {
+	deadline = vram_now_ms() + FINISH_WAIT_MS;
+	while (s->n_relays > 0 && vram_now_ms() < deadline) {
 		for (size_t i = 0; i < s->n_relays;) {
 			pid_t r = waitpid(s->relays[i], NULL, WNOHANG);
 			if (r != 0 && !(r < 0 && errno == EINTR))

@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import threading
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -103,7 +104,7 @@ def chatter():
     while True:
         n += 1
         print(f"gpu_holder: line {n}", flush=True)
-        threading.Event().wait(args.chatty)
+        time.sleep(args.chatty)
 
 
 load()

@@ -15,15 +15,10 @@
 # Prints a summary; everything it wrote is under $OUT (or a temporary dir).
 set -u
 GIB=${1:-20}
-ROOT=$(pwd)
-RT="$ROOT/.rt/root/usr/lib/x86_64-linux-gnu"
-[ -d "$RT" ] && export LD_LIBRARY_PATH="$RT${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export CUDA_DEVICE_ORDER=PCI_BUS_ID
+. "$(dirname "$0")/daemon-lib.sh"
 W=${OUT:-$(mktemp -d /tmp/vhk.XXXXXX)}
 S=$(mktemp -d /tmp/vhs.XXXXXX) # short: sockets live under it
 PORT=${PORT:-18650}
-HOOK="$ROOT/build/src/hook/libvram.so"
-test -x build/src/daemon/bin/vramd && test -e "$HOOK" || { echo "build/ is missing vramd or libvram.so" >&2; exit 1; }
 MPS_WL=""
 if command -v nvidia-cuda-mps-control >/dev/null; then
 	MPS_WL="
@@ -55,13 +50,12 @@ workloads:
     offload: hook+checkpoint
     env: { VRAM_HOOK_LOG: $W/hook-hc.log }$MPS_WL
 EOF
-build/src/daemon/bin/vramd --config "$W/hook.yaml" --state-dir "$S/state" >"$W/vramd.log" 2>&1 &
+"$VRAMD" --config "$W/hook.yaml" --state-dir "$S/state" >"$W/vramd.log" 2>&1 &
 VPID=$!
 trap 'kill -TERM $VPID 2>/dev/null; wait $VPID 2>/dev/null' EXIT
 C="build/src/ctl/bin/vramctl --url http://127.0.0.1:$PORT"
 U="http://127.0.0.1:$PORT"
 for _ in $(seq 1 50); do curl -sf "$U/healthz" >/dev/null && break; sleep 0.2; done
-used() { nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits | awk -v p="$1" -F', ' '$1 == p { print $2 }'; }
 wl() { $C status --json | python3 -c "import json,sys; w=[x for x in json.load(sys.stdin)['workloads'] if x['name']=='$1'][0]; print($2)"; }
 FAILS=0
 row() { printf '%-34s %s\n' "$1" "$2" | tee -a "$W/summary.txt"; }

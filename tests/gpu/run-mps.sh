@@ -14,7 +14,7 @@ GPU=${1:-0}
 CAP=${2:-2}
 OUT=${OUT:-/tmp/vram-mps-results}
 TOOL=${MPS_TOOL:-build-gpu/mps-tool}
-MPS_SRC="src/daemon/mps.c src/daemon/supervise.c src/daemon/relay.c src/daemon/logfile.c src/common/fsutil.c src/common/log.c"
+MPS_SRC="src/daemon/mps.c src/daemon/supervise.c src/daemon/relay.c src/daemon/logfile.c src/common/fsutil.c src/common/clock.c src/common/log.c"
 mkdir -p "$OUT"
 if [ ! -x "$TOOL" ]; then
 	mkdir -p "$(dirname "$TOOL")"

@@ -16,16 +16,10 @@
 # Prints a summary; everything it wrote is under $OUT (or a temporary dir).
 set -u
 GIB=${1:-8}
-ROOT=$(pwd)
-RT="$ROOT/.rt/root/usr/lib/x86_64-linux-gnu"
-[ -d "$RT" ] && export LD_LIBRARY_PATH="$RT${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export CUDA_DEVICE_ORDER=PCI_BUS_ID
+. "$(dirname "$0")/daemon-lib.sh"
 W=${OUT:-$(mktemp -d /tmp/vsv.XXXXXX)}
 S=$(mktemp -d /tmp/vss.XXXXXX) # short: sockets live under it
 PORT=${PORT:-18660}
-HOOK="$ROOT/build/src/hook/libvram.so"
-VRAMD="$ROOT/build/src/daemon/bin/vramd"
-test -x "$VRAMD" && test -e "$HOOK" || { echo "build/ is missing vramd or libvram.so" >&2; exit 1; }
 cat >"$W/survive.yaml" <<EOF
 daemon: { listen: "127.0.0.1:$PORT", hook_library: $HOOK }
 gpus: { backend: nvml, reserve: 1GiB }
@@ -56,7 +50,6 @@ start_vramd() { # log file
 	for _ in $(seq 1 50); do curl -sf "$U/healthz" >/dev/null && return 0; sleep 0.2; done
 	return 1
 }
-used() { nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits | awk -v p="$1" -F', ' '$1 == p { print $2 }'; }
 lines() { grep -c '^gpu_holder: line' "$LOG" 2>/dev/null || echo 0; }
 FAILS=0
 row() { printf '%-40s %s\n' "$1" "$2" | tee -a "$W/summary.txt"; }
