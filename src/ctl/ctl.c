@@ -63,6 +63,7 @@ static void usage(FILE *f)
 	      "  run [--name N] [--memory 20GiB] [--gpus N] -- CMD ARGS...\n"
 	      "                                       run a command with libvram.so as an ad-hoc\n"
 	      "                                       workload; its output here, its exit status\n"
+	      "  reload                               read the daemon's config file again and apply it\n"
 	      "  mcp                                  MCP over stdio, bridged to the daemon's /mcp\n"
 	      "  mps status|start|stop [--gpus 0,1] [--force]\n"
 	      "                                       MPS control daemons: show, start, stop (--force: with workers)\n"
@@ -237,19 +238,29 @@ static int report_error(const char *what, const struct vram_client_response *res
 	return VRAM_CTL_EXIT_FAILED;
 }
 
+/* call() that also takes any answer but 200 as the failure of `what` (reported). */
+static int call_ok(const struct ctl *c, const char *method, const char *path, int timeout_ms,
+		   const char *what, struct vram_client_response *resp)
+{
+	int r = call(c, method, path, NULL, timeout_ms, resp);
+	if (r)
+		return r;
+	if (resp->status != 200) {
+		r = report_error(what, resp);
+		vram_client_response_done(resp);
+		return r;
+	}
+	return 0;
+}
+
 static int cmd_status(const struct ctl *c)
 {
 	if (c->n_args != 1)
 		return usage_error("status takes no arguments (got %s)", c->args[1]);
 	struct vram_client_response resp;
-	int r = call(c, "GET", "/api/status", NULL, CTL_STATUS_TIMEOUT_MS, &resp);
+	int r = call_ok(c, "GET", "/api/status", CTL_STATUS_TIMEOUT_MS, "status", &resp);
 	if (r)
 		return r;
-	if (resp.status != 200) {
-		r = report_error("status", &resp);
-		vram_client_response_done(&resp);
-		return r;
-	}
 	if (c->json) {
 		fwrite(resp.body, 1, resp.body_len, stdout);
 		if (resp.body_len && resp.body[resp.body_len - 1] != '\n')
@@ -1009,6 +1020,60 @@ static int cmd_run(const struct ctl *c)
 	return exit_code;
 }
 
+/* Names of a JSON array of strings, "a, b", into buf. */
+static const char *names_of(json_t *a, char *buf, size_t size)
+{
+	size_t off = 0;
+	buf[0] = '\0';
+	for (size_t i = 0; i < json_array_size(a) && off + 1 < size; i++) {
+		int n = snprintf(buf + off, size - off, "%s%s", i ? ", " : "",
+				 json_string_value(json_array_get(a, i)) ?: "?");
+		if (n < 0)
+			break;
+		off += (size_t)n;
+	}
+	return buf;
+}
+
+static int cmd_reload(const struct ctl *c)
+{
+	if (c->n_args != 1)
+		return usage_error("%s", "reload takes no arguments");
+	struct vram_client_response resp;
+	int r = call_ok(c, "POST", "/api/reload", CTL_STATUS_TIMEOUT_MS, "reload", &resp);
+	if (r)
+		return r;
+	if (c->json) {
+		fwrite(resp.body, 1, resp.body_len, stdout);
+		vram_client_response_done(&resp);
+		return 0;
+	}
+	json_t *j = json_loadb(resp.body, resp.body_len, 0, NULL);
+	vram_client_response_done(&resp);
+	char names[2048];
+	json_t *changed = json_object_get(j, "changed");
+	if (json_array_size(json_object_get(j, "added")))
+		printf("added: %s\n", names_of(json_object_get(j, "added"), names, sizeof(names)));
+	if (json_array_size(json_object_get(j, "removed")))
+		printf("removed (stops once its requests end): %s\n",
+		       names_of(json_object_get(j, "removed"), names, sizeof(names)));
+	for (size_t i = 0; i < json_array_size(changed); i++) {
+		json_t *o = json_array_get(changed, i);
+		const char *applies = json_string_value(json_object_get(o, "applies"));
+		printf("%s: %s changed: %s\n", json_string_value(json_object_get(o, "workload")) ?: "?",
+		       json_string_value(json_object_get(o, "keys")) ?: "?",
+		       applies && strcmp(applies, "restart") == 0
+			       ? "restarts once its requests in flight end"
+			       : "applied");
+	}
+	printf("reloaded: %zu added, %zu removed, %zu changed, %lld unchanged\n",
+	       json_array_size(json_object_get(j, "added")),
+	       json_array_size(json_object_get(j, "removed")), json_array_size(changed),
+	       (long long)json_integer_value(json_object_get(j, "unchanged")));
+	json_decref(j);
+	return 0;
+}
+
 int vram_ctl_main(int argc, char **argv)
 {
 	struct ctl c;
@@ -1047,6 +1112,8 @@ int vram_ctl_main(int argc, char **argv)
 		return cmd_logs(&c);
 	if (strcmp(cmd, "run") == 0)
 		return cmd_run(&c);
+	if (strcmp(cmd, "reload") == 0)
+		return cmd_reload(&c);
 	if (strcmp(cmd, "mcp") == 0) {
 		struct vram_client_url url;
 		if (c.n_args != 1)

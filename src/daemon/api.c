@@ -88,6 +88,7 @@ static int h_mps_status(struct vram_api_call *c, json_t **ret);
 static int h_mps_change(struct vram_api_call *c, json_t **ret);
 static int h_hook_processes(struct vram_api_call *c, json_t **ret);
 static int h_hook_action(struct vram_api_call *c, json_t **ret);
+static int h_reload(struct vram_api_call *c, json_t **ret);
 static int run_action(struct vram_api_call *c, enum vram_action action, json_t **ret);
 static int compat_act(struct vram_api *api, struct evhttp_request *req, enum vram_action action,
 		      const char *only, vram_api_compat_cb cb, void *cb_arg, struct pending **ret_p,
@@ -107,6 +108,7 @@ static const struct vram_api_route routes[] = {
 	{ VRAM_API_PUT, "/api/workloads/{name}/idle", h_idle, 0 },
 	{ VRAM_API_GET, "/api/workloads/{name}/logs", h_logs, 0 },
 	{ VRAM_API_GET, "/api/events", h_events, 0 },
+	{ VRAM_API_POST, "/api/reload", h_reload, 0 },
 	{ VRAM_API_GET, "/api/gpu/status", h_compat_status, 0 },
 	{ VRAM_API_POST, "/api/gpu/offload", h_compat_action, VRAM_ACTION_OFFLOAD },
 	{ VRAM_API_POST, "/api/gpu/release", h_compat_action, VRAM_ACTION_RELEASE },
@@ -491,6 +493,41 @@ static int h_hook_action(struct vram_api_call *c, json_t **ret)
 		return error_out(ret, 400, "bad_request", "expected a process id, got \"%.32s\"", s);
 	c->pid = (pid_t)pid;
 	return run_action(c, (enum vram_action)c->match->route->arg, ret);
+}
+
+/* --------------------------------------------------------------- reload */
+
+/*
+ * POST /api/reload: reads the config file again and applies it (see
+ * vram_manager_reload). 200 with what changed; 400 when the file does not
+ * load (its errors with file:line:col), 409 when it changes what needs a
+ * restart of vramd or clashes with ad-hoc workloads, 503 while shutting
+ * down. Nothing changes unless the answer is 200.
+ */
+static int h_reload(struct vram_api_call *c, json_t **ret)
+{
+	char err[4096];
+	json_t *report = NULL;
+	int r = vram_manager_reload_file(c->api->m, &report, err, sizeof(err));
+	if (r == 0) {
+		status_drop(c->api);
+		*ret = report;
+		return 200;
+	}
+	vram_warn("Config reload refused: %s", err);
+	switch (r) {
+	case -EPERM:
+		return error_out(ret, 409, "needs_restart", "%s", err);
+	case -EEXIST:
+	case -ENOSPC:
+		return error_out(ret, 409, "conflict", "%s", err);
+	case -EBUSY:
+		return error_out(ret, 503, "busy", "%s", err);
+	case -ENOMEM:
+		return error_out(ret, 500, NULL, "%s", err);
+	default:
+		return error_out(ret, 400, "bad_config", "%s", err);
+	}
 }
 
 /* ------------------------------------------------------------------ MPS */

@@ -86,7 +86,19 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
 	struct daemon *d = arg;
 	if (sig == SIGHUP) {
-		vram_info("SIGHUP: reloading the config is not supported yet; restart vramd to apply changes");
+		char err[4096];
+		json_t *report = NULL;
+		if (d->stopping)
+			return;
+		vram_info("SIGHUP: reading the config again");
+		if (vram_manager_reload_file(d->m, &report, err, sizeof(err)) < 0) {
+			vram_err("Config reload refused: %s", err);
+			return;
+		}
+		char *text = json_dumps(report, JSON_COMPACT);
+		vram_info("Config reloaded: %s", text ? text : "");
+		free(text);
+		json_decref(report);
 		return;
 	}
 	if (d->stopping) {
@@ -252,6 +264,10 @@ int main(int argc, char **argv)
 	if (r < 0) {
 		vram_log_errno(VRAM_LOG_ERROR, r, "Failed to create the manager");
 		goto out_base;
+	}
+	if (vram_manager_set_source(d.m, config_path, &ov, log_level != NULL) < 0) {
+		vram_err("Failed to create the manager: out of memory");
+		goto out_manager;
 	}
 	const struct vram_config *rcfg = vram_manager_config(d.m);
 	if (vram_api_new(d.base, d.m, &d.api) < 0) {

@@ -34,6 +34,7 @@
 #include "core/plan.h"
 #include "core/policy.h"
 #include "core/workload.h"
+#include "config/diff.h"
 #include "daemon/hookchan.h"
 #include "daemon/mps.h"
 #include "daemon/supervise.h"
@@ -63,6 +64,7 @@ struct vram_manager_waiter {
 	struct vram_action_result res;
 	/* an action on one hooked process by pid (w is NULL): */
 	struct vram_hookchan_req *hook_req; /* in flight, or NULL */
+	bool through_restart; /* a start asked while a reload's restart was pending: resolved after it */
 	char hook_workload[VRAM_HOOKCHAN_NAME_MAX]; /* the process's workload, for res.workload */
 };
 
@@ -71,6 +73,25 @@ struct vram_manager_sub {
 	struct vram_manager_sub *next;
 	vram_event_cb cb;
 	void *arg;
+};
+
+/*
+ * A workload of the config and what a reload left for it to do. Such work
+ * waits until no request is in flight and no action runs, so that a reload
+ * never cuts a request short.
+ */
+struct cfg_slot {
+	bool removing;   /* gone from the config: stopped, then freed */
+	bool start_after; /* start again once the restart is done */
+	const struct vram_workload_config *next; /* borrowed (m->cfg or a retired config): the
+						     settings it restarts with; NULL: none pending */
+	char keys[512];  /* the keys that changed, for status and the log */
+};
+
+/* A config replaced by a reload, kept while a workload still runs with it. */
+struct retired {
+	struct vram_config *cfg; /* owned */
+	struct retired *next;
 };
 
 /* An ad-hoc workload's own config and what it left when it ended. */
@@ -92,8 +113,13 @@ struct vram_manager {
 	struct vram_engine_host host;
 	struct vram_workload *ws; /* owned array: config order, then the ad-hoc slots */
 	struct vram_workload **wptrs; /* the live workloads (n_live), for the planner */
-	size_t n_ws;          /* config workloads + VRAM_MANAGER_ADHOC_MAX slots */
-	size_t n_cfg;         /* config workloads, ws[0..n_cfg) */
+	size_t n_ws;          /* n_cfg + VRAM_MANAGER_ADHOC_MAX slots */
+	size_t n_cfg;         /* slots for workloads of the config, ws[0..n_cfg): room for a reload */
+	struct cfg_slot *slots; /* owned; for ws[0..n_cfg) */
+	struct retired *retired; /* configs replaced by reloads, still in use */
+	char *cfg_path;       /* owned; the file a reload reads, or NULL */
+	char *ov_listen, *ov_sim_gpus, *ov_state_dir; /* owned; the command line's overrides */
+	bool keep_log_level;  /* the command line set it: a reload leaves it */
 	size_t n_live;
 	struct adhoc adhoc[VRAM_MANAGER_ADHOC_MAX]; /* for ws[n_cfg + i] */
 	unsigned adhoc_seq;   /* numbers "run-<n>" names */
@@ -122,6 +148,8 @@ static void fail_workload(struct vram_manager *m, struct vram_workload *w, enum 
 			  bool retry);
 
 static void adhoc_reap(struct vram_manager *m);
+static void reload_steps(struct vram_manager *m);
+static void retired_reap(struct vram_manager *m);
 static void adhoc_cfg_done(struct vram_workload_config *c);
 
 static void kick(struct vram_manager *m)
@@ -156,11 +184,26 @@ static struct adhoc *adhoc_of(struct vram_manager *m, const struct vram_workload
 	return k >= m->n_cfg && k < m->n_ws ? &m->adhoc[k - m->n_cfg] : NULL;
 }
 
+/* The reload record of w, NULL for an ad-hoc workload. */
+static struct cfg_slot *slot_of(struct vram_manager *m, const struct vram_workload *w)
+{
+	size_t k = (size_t)(w - m->ws);
+	return k < m->n_cfg ? &m->slots[k] : NULL;
+}
+
+/* A workload that a reload removed and that has not stopped yet. */
+static bool removing(struct vram_manager *m, const struct vram_workload *w)
+{
+	const struct cfg_slot *s = slot_of(m, w);
+	return s && s->removing;
+}
+
+/* Any live workload by name, also one being removed. */
 static struct vram_workload *find(struct vram_manager *m, const char *name)
 {
-	for (size_t i = 0; name && i < m->n_ws; i++) {
-		if (live(&m->ws[i]) && strcmp(m->ws[i].cfg->name, name) == 0)
-			return &m->ws[i];
+	for (size_t i = 0; name && i < m->n_live; i++) {
+		if (strcmp(m->wptrs[i]->cfg->name, name) == 0)
+			return m->wptrs[i];
 	}
 	return NULL;
 }
@@ -315,7 +358,7 @@ static void waiter_resolve(struct vram_manager_waiter *wt, bool ok)
 static void resolve_waiters(struct vram_manager *m, struct vram_workload *w)
 {
 	for (struct vram_manager_waiter *wt = m->waiters; wt; wt = wt->next) {
-		if (wt->w != w || wt->resolved)
+		if (wt->w != w || wt->resolved || wt->through_restart)
 			continue;
 		if (w->state == wt->target)
 			waiter_resolve(wt, true);
@@ -362,10 +405,8 @@ static int set_state(struct vram_manager *m, struct vram_workload *w, enum vram_
 
 static bool port_taken(struct vram_manager *m, unsigned port)
 {
-	for (size_t k = 0; k < m->n_ws; k++) {
-		const struct vram_workload *w = &m->ws[k];
-		if (!live(w))
-			continue;
+	for (size_t k = 0; k < m->n_live; k++) {
+		const struct vram_workload *w = m->wptrs[k];
 		if (w->cfg->port && port >= w->cfg->port && port < w->cfg->port + w->n_instances)
 			return true;
 		for (size_t i = 0; i < w->n_instances; i++) {
@@ -1342,6 +1383,8 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
 			retry_awaiting(m, w);
 	}
 	adhoc_reap(m);
+	reload_steps(m);
+	retired_reap(m);
 	if (m->shutting_down && m->shutdown_done && !m->mps_quitting &&
 	    vram_supervisor_live(m->sup) == 0) {
 		/* every client is gone: the MPS daemons quit, then shutdown is done */
@@ -1519,10 +1562,25 @@ static void adhoc_cfg_done(struct vram_workload_config *c)
 	memset(c, 0, sizeof(*c));
 }
 
+static int by_index(const void *a, const void *b)
+{
+	size_t x = (*(struct vram_workload *const *)a)->index;
+	size_t y = (*(struct vram_workload *const *)b)->index;
+	return x < y ? -1 : x > y;
+}
+
+/* The live list, in the order of the config, then workloads being removed, then ad-hoc ones. */
 static void rebuild_live(struct vram_manager *m)
 {
 	m->n_live = 0;
-	for (size_t k = 0; k < m->n_ws; k++)
+	for (size_t k = 0; k < m->n_cfg; k++)
+		if (live(&m->ws[k]) && !m->slots[k].removing)
+			m->wptrs[m->n_live++] = &m->ws[k];
+	qsort(m->wptrs, m->n_live, sizeof(*m->wptrs), by_index);
+	for (size_t k = 0; k < m->n_cfg; k++)
+		if (live(&m->ws[k]) && m->slots[k].removing)
+			m->wptrs[m->n_live++] = &m->ws[k];
+	for (size_t k = m->n_cfg; k < m->n_ws; k++)
 		if (live(&m->ws[k]))
 			m->wptrs[m->n_live++] = &m->ws[k];
 }
@@ -1728,6 +1786,409 @@ int vram_manager_remove_adhoc(struct vram_manager *m, const char *name, char *er
 	return 0;
 }
 
+/* ---- config reload ---- */
+
+/* begin_start; a refusal is logged and kept as w's last error. Returns 0 or -errno. */
+static int start_logged(struct vram_manager *m, struct vram_workload *w, const char *reason)
+{
+	char err[VRAM_PLAN_MSG_MAX];
+	int r = begin_start(m, w, reason, err, sizeof(err));
+	if (r < 0) {
+		fmt_error(w, r, "%s", err);
+		vram_err("Failed to start %s: %s", w->cfg->name, err);
+	}
+	return r;
+}
+
+/* Whether w runs with a workload of cfg (or will, after a pending restart). */
+static bool uses_config(struct vram_manager *m, const struct vram_config *cfg)
+{
+	const struct vram_workload_config *lo = cfg->workloads, *hi = lo + cfg->n_workloads;
+	for (size_t k = 0; k < m->n_live; k++) {
+		const struct vram_workload *w = m->wptrs[k];
+		const struct cfg_slot *s = slot_of(m, w);
+		if ((w->cfg >= lo && w->cfg < hi) || (s && s->next >= lo && s->next < hi))
+			return true;
+	}
+	return false;
+}
+
+/* Frees the replaced configs that no workload runs with any more (from the kick). */
+static void retired_reap(struct vram_manager *m)
+{
+	for (struct retired **p = &m->retired; *p;) {
+		struct retired *t = *p;
+		if (uses_config(m, t->cfg)) {
+			p = &t->next;
+			continue;
+		}
+		*p = t->next;
+		vram_config_free(t->cfg);
+		free(t);
+	}
+}
+
+/*
+ * Settings that apply to the running process: idle timers now (one set
+ * through the API stays unless the config changed that timer), the rest
+ * when next read.
+ */
+static void apply_live(struct vram_workload *w, const struct vram_workload_config *cfg, size_t index)
+{
+	if (cfg->idle.offload_after_ms != w->cfg->idle.offload_after_ms)
+		w->offload_after_ms = cfg->idle.offload_after_ms;
+	if (cfg->idle.release_after_ms != w->cfg->idle.release_after_ms)
+		w->release_after_ms = cfg->idle.release_after_ms;
+	w->cfg = cfg;
+	w->index = index;
+}
+
+/*
+ * Gives a stopped w the settings cfg (same name) in place: its instances,
+ * engine and idle timers. Returns 0 or -ENOMEM (w unchanged).
+ */
+static int workload_resettle(struct vram_manager *m, struct vram_workload *w,
+			     const struct vram_workload_config *cfg, size_t index)
+{
+	size_t n = cfg->replicas ? cfg->replicas : 1;
+	struct vram_instance *in = calloc(n, sizeof(*in));
+	if (!in)
+		return -ENOMEM;
+	for (size_t i = 0; i < w->n_instances; i++) {
+		vram_health_probe_cancel(w->instances[i].probe);
+		vram_mps_client_free(w->instances[i].mps_client);
+	}
+	free(w->instances);
+	w->instances = in;
+	w->n_instances = n;
+	for (size_t i = 0; i < n; i++) {
+		in[i].owner = w;
+		in[i].replica = (unsigned)i;
+	}
+	apply_live(w, cfg, index);
+	w->backoff_step = 0;
+	w->next_port_rr = 0;
+	w->engine = vram_engine_select(w, &m->host, w->engine_why, sizeof(w->engine_why));
+	return 0;
+}
+
+/* The start waiters held back by a pending restart take part from here on. */
+static void release_held_waiters(struct vram_manager *m, struct vram_workload *w)
+{
+	for (struct vram_manager_waiter *wt = m->waiters; wt; wt = wt->next)
+		if (wt->w == w)
+			wt->through_restart = false;
+}
+
+/*
+ * Carries a reload's pending work on w one step: once no request is in
+ * flight and no action runs, stops it, then (restart) gives it the new
+ * settings and starts it again, or (removal) frees its slot. From the kick.
+ */
+static void reload_step(struct vram_manager *m, struct vram_workload *w)
+{
+	struct cfg_slot *s = slot_of(m, w);
+	if (!s || (!s->next && !s->removing) || w->in_flight || w->job || m->shutting_down)
+		return;
+	if (!vram_wl_state_settled(w->state) || w->awaiting_room)
+		return; /* starting, restoring, offloading or stopping: wait for it to settle */
+	if (w->state != VRAM_WL_STOPPED || any_process(w)) {
+		if (w->state != VRAM_WL_FAILED || any_process(w)) {
+			stop_workload(m, w, s->removing ? "removed from the config"
+							: "the config changed: restarting");
+			return;
+		}
+	}
+	if (w->retry_pending) {
+		evtimer_del(w->retry_timer);
+		w->retry_pending = false;
+		s->start_after = s->start_after || !s->removing;
+	}
+	if (s->removing) {
+		for (struct vram_manager_waiter *wt = m->waiters; wt; wt = wt->next)
+			if (wt->w == w)
+				return; /* resolved on this loop turn: freed on a later kick */
+		vram_info("%s: removed", w->cfg->name);
+		workload_done(w);
+		memset(w, 0, sizeof(*w));
+		memset(s, 0, sizeof(*s));
+		rebuild_live(m);
+		return;
+	}
+	int r = workload_resettle(m, w, s->next, w->index);
+	if (r < 0) {
+		vram_err("%s: out of memory applying the new config; will try again", w->cfg->name);
+		return;
+	}
+	bool start = s->start_after || w->cfg->start == VRAM_START_EAGER;
+	vram_info("%s: now runs with the new config (%s)", w->cfg->name, s->keys);
+	s->next = NULL;
+	s->start_after = false;
+	s->keys[0] = '\0';
+	release_held_waiters(m, w);
+	if (!start || start_logged(m, w, "the config changed") < 0)
+		resolve_waiters(m, w);
+}
+
+static void reload_steps(struct vram_manager *m)
+{
+	for (size_t k = 0; k < m->n_cfg; k++)
+		if (live(&m->ws[k]) && (m->slots[k].next || m->slots[k].removing))
+			reload_step(m, &m->ws[k]);
+}
+
+/* The slot of the workload named `name` in the config (also one being removed), or NULL. */
+static struct vram_workload *find_cfg(struct vram_manager *m, const char *name)
+{
+	struct vram_workload *w = find(m, name);
+	return w && slot_of(m, w) ? w : NULL;
+}
+
+static bool str_same(const char *a, const char *b)
+{
+	return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+static int strv_json_append(json_t *a, const char *s)
+{
+	return json_array_append_new(a, json_string(s));
+}
+
+int vram_manager_reload(struct vram_manager *m, struct vram_config *cfg, json_t **ret_report,
+			char *err, size_t err_size)
+{
+	int r = -EINVAL;
+	char keys[512];
+	struct vram_workload **fresh = NULL; /* slots for the added workloads, in cfg order */
+	json_t *rep = NULL; /* the report for the caller */
+	json_t *ev = NULL;  /* the "reload" event: names added, removed, changed */
+	if (m->shutting_down) {
+		snprintf(err, err_size, "vramd is shutting down");
+		r = -EBUSY;
+		goto out_cfg;
+	}
+	if (!vram_diff_fixed(m->cfg, cfg, keys, sizeof(keys))) {
+		snprintf(err, err_size, "%s: changed %s, which only a restart of vramd applies; "
+			 "nothing was changed", cfg->path ? cfg->path : "config", keys);
+		r = -EPERM;
+		goto out_cfg;
+	}
+	/* Check everything before changing anything. */
+	size_t n_free = 0, n_new = 0;
+	for (size_t k = 0; k < m->n_cfg; k++)
+		n_free += !live(&m->ws[k]);
+	for (size_t i = 0; i < cfg->n_workloads; i++) {
+		const struct vram_workload_config *c = &cfg->workloads[i];
+		struct vram_workload *w = find(m, c->name);
+		if (w && !slot_of(m, w)) {
+			snprintf(err, err_size, "%s:%u:%u: workloads.%s: an ad-hoc workload has this name; "
+				 "remove it first (vramctl rm %s); nothing was changed",
+				 cfg->path ? cfg->path : "config", c->pos.line, c->pos.col, c->name, c->name);
+			r = -EEXIST;
+			goto out_cfg;
+		}
+		n_new += !w;
+	}
+	if (n_new > n_free) {
+		snprintf(err, err_size, "%zu new workloads, room for %zu while removed ones stop; "
+			 "nothing was changed", n_new, n_free);
+		r = -ENOSPC;
+		goto out_cfg;
+	}
+	r = -ENOMEM;
+	rep = json_pack("{s:[],s:[],s:[],s:[],s:i}", "added", "removed", "changed", "restarting",
+			"unchanged", 0);
+	ev = json_pack("{s:[],s:[],s:[]}", "added", "removed", "changed");
+	fresh = calloc(n_new ? n_new : 1, sizeof(*fresh));
+	if (!rep || !ev || !fresh)
+		goto out_err;
+	/* The new workloads' slots, made ready; undone if any fails. */
+	size_t j = 0, k = 0;
+	for (size_t i = 0; i < cfg->n_workloads; i++) {
+		if (find(m, cfg->workloads[i].name))
+			continue;
+		while (live(&m->ws[k]))
+			k++;
+		fresh[j] = &m->ws[k];
+		if (workload_init(m, fresh[j], &cfg->workloads[i], i, false) < 0) {
+			workload_done(fresh[j]);
+			memset(fresh[j], 0, sizeof(*fresh[j]));
+			while (j-- > 0) {
+				workload_done(fresh[j]);
+				memset(fresh[j], 0, sizeof(*fresh[j]));
+			}
+			goto out_err;
+		}
+		j++;
+		k++;
+	}
+
+	/* From here on nothing fails: the new config takes over. */
+	json_t *added = json_object_get(rep, "added"), *removed = json_object_get(rep, "removed");
+	json_t *changed = json_object_get(rep, "changed"), *restarting = json_object_get(rep, "restarting");
+	json_t *names_changed = json_object_get(ev, "changed");
+	json_int_t unchanged = 0;
+	for (size_t i = 0; i < cfg->n_workloads; i++) {
+		const struct vram_workload_config *c = &cfg->workloads[i];
+		struct vram_workload *w = find_cfg(m, c->name);
+		if (!w)
+			continue; /* one of fresh[] */
+		struct cfg_slot *s = slot_of(m, w);
+		s->removing = false;
+		enum vram_diff_kind kind = vram_diff_workload(w->cfg, c, keys, sizeof(keys));
+		bool idle = w->state == VRAM_WL_STOPPED || w->state == VRAM_WL_FAILED;
+		if (kind == VRAM_DIFF_PROCESS && idle && !any_process(w) && !w->job &&
+		    !w->retry_pending && workload_resettle(m, w, c, i) == 0) {
+			kind = VRAM_DIFF_LIVE; /* nothing runs: the new settings apply as they are */
+		} else if (kind == VRAM_DIFF_PROCESS) {
+			/* running (or about to): again after the restart; offloaded or being
+			 * stopped: on the next request */
+			s->start_after = s->start_after || w->retry_pending ||
+					 w->state == VRAM_WL_READY || w->state == VRAM_WL_STARTING ||
+					 w->state == VRAM_WL_RESTORING;
+			s->next = c;
+			snprintf(s->keys, sizeof(s->keys), "%s", keys);
+			w->index = i;
+			vram_info("%s: %s changed: restarts once its requests in flight end", c->name,
+				  keys);
+			strv_json_append(restarting, c->name);
+			strv_json_append(names_changed, c->name);
+			json_array_append_new(changed, json_pack("{s:s,s:s,s:s}", "workload", c->name,
+								 "keys", keys, "applies", "restart"));
+			continue;
+		} else {
+			apply_live(w, c, i);
+		}
+		if (s->next) {
+			/* an earlier reload's restart is no longer needed */
+			s->next = NULL;
+			s->start_after = false;
+			s->keys[0] = '\0';
+			release_held_waiters(m, w);
+		}
+		if (kind == VRAM_DIFF_SAME) {
+			unchanged++;
+			continue;
+		}
+		vram_info("%s: %s changed: applied", c->name, keys);
+		strv_json_append(names_changed, c->name);
+		json_array_append_new(changed, json_pack("{s:s,s:s,s:s}", "workload", c->name, "keys",
+							 keys, "applies", "now"));
+	}
+	json_object_set_new(rep, "unchanged", json_integer(unchanged));
+	/* Workloads gone from the new config stop once their requests end. */
+	for (size_t x = 0; x < m->n_cfg; x++) {
+		struct vram_workload *w = &m->ws[x];
+		if (!live(w) || m->slots[x].removing || vram_config_find(cfg, w->cfg->name))
+			continue;
+		m->slots[x].removing = true;
+		m->slots[x].next = NULL;
+		m->slots[x].start_after = false;
+		release_held_waiters(m, w);
+		vram_info("%s: removed from the config: stops once its requests in flight end",
+			  w->cfg->name);
+		strv_json_append(removed, w->cfg->name);
+	}
+	for (size_t y = 0; y < n_new; y++) {
+		vram_info("%s: added", fresh[y]->cfg->name);
+		strv_json_append(added, fresh[y]->cfg->name);
+	}
+	struct retired *t = malloc(sizeof(*t));
+	if (t) {
+		t->cfg = m->cfg;
+		t->next = m->retired;
+		m->retired = t;
+	} else {
+		/* cannot happen in practice; keeping the old config alive forever is the safe side */
+		vram_warn("out of memory: the replaced config is kept until vramd exits");
+	}
+	enum vram_log_level level;
+	if (!m->keep_log_level && !str_same(m->cfg->daemon.log_level, cfg->daemon.log_level) &&
+	    vram_log_level_parse(cfg->daemon.log_level ? cfg->daemon.log_level : "info", &level) == 0) {
+		vram_log_set_level(level);
+		vram_info("log level: %s", cfg->daemon.log_level ? cfg->daemon.log_level : "info");
+	}
+	m->cfg = cfg;
+	rebuild_live(m);
+	json_object_set(ev, "added", added);
+	json_object_set(ev, "removed", removed);
+	for (struct vram_manager_sub *sb = m->subs, *next; sb; sb = next) {
+		next = sb->next;
+		sb->cb("reload", ev, sb->arg);
+	}
+	json_decref(ev);
+	for (size_t y = 0; y < n_new; y++) {
+		if (fresh[y]->cfg->start == VRAM_START_EAGER)
+			start_logged(m, fresh[y], "added by a config reload");
+	}
+	free(fresh);
+	kick(m);
+	if (ret_report)
+		*ret_report = rep;
+	else
+		json_decref(rep);
+	return 0;
+
+out_err:
+	snprintf(err, err_size, "out of memory; nothing was changed");
+	json_decref(rep);
+	json_decref(ev);
+	free(fresh);
+out_cfg:
+	vram_config_free(cfg);
+	return r;
+}
+
+int vram_manager_set_source(struct vram_manager *m, const char *path,
+			    const struct vram_config_overrides *ov, bool keep_log_level)
+{
+	m->keep_log_level = keep_log_level;
+	char *p = path ? strdup(path) : NULL;
+	char *l = ov && ov->listen ? strdup(ov->listen) : NULL;
+	char *g = ov && ov->sim_gpus ? strdup(ov->sim_gpus) : NULL;
+	char *d = ov && ov->state_dir ? strdup(ov->state_dir) : NULL;
+	if ((path && !p) || (ov && ov->listen && !l) || (ov && ov->sim_gpus && !g) ||
+	    (ov && ov->state_dir && !d)) {
+		free(p);
+		free(l);
+		free(g);
+		free(d);
+		return -ENOMEM;
+	}
+	free(m->cfg_path);
+	free(m->ov_listen);
+	free(m->ov_sim_gpus);
+	free(m->ov_state_dir);
+	m->cfg_path = p;
+	m->ov_listen = l;
+	m->ov_sim_gpus = g;
+	m->ov_state_dir = d;
+	return 0;
+}
+
+int vram_manager_reload_file(struct vram_manager *m, json_t **ret_report, char *err,
+			     size_t err_size)
+{
+	if (!m->cfg_path) {
+		snprintf(err, err_size, "vramd was started without a config file to read again");
+		return -ENOENT;
+	}
+	struct vram_config_overrides ov = {
+		.listen = m->ov_listen, .sim_gpus = m->ov_sim_gpus, .state_dir = m->ov_state_dir,
+	};
+	struct vram_config *cfg = NULL;
+	char *msg = NULL;
+	int r = vram_config_load(m->cfg_path, &ov, &cfg, &msg);
+	if (r < 0) {
+		snprintf(err, err_size, "%s; nothing was changed",
+			 msg ? msg : "the config could not be read");
+		free(msg);
+		return r;
+	}
+	free(msg);
+	return vram_manager_reload(m, cfg, ret_report, err, err_size);
+}
+
 /*
  * libvram.so: daemon.hook_library, else next to the vramd binary: installed
  * (<prefix>/bin/vramd, <prefix>/lib/vramd/libvram.so) or in the build tree
@@ -1828,13 +2289,15 @@ int vram_manager_new(struct event_base *base, struct vram_config *cfg, struct vr
 		vram_engine_sim_set_rate(bps, bps);
 
 	r = -ENOMEM;
-	m->n_cfg = cfg->n_workloads;
+	/* room for every workload a reload may bring: untouched slots cost address space only */
+	m->n_cfg = VRAM_CONFIG_MAX_WORKLOADS;
 	m->n_ws = m->n_cfg + VRAM_MANAGER_ADHOC_MAX;
 	m->ws = calloc(m->n_ws, sizeof(*m->ws));
 	m->wptrs = calloc(m->n_ws, sizeof(*m->wptrs));
-	if (!m->ws || !m->wptrs)
+	m->slots = calloc(m->n_cfg, sizeof(*m->slots));
+	if (!m->ws || !m->wptrs || !m->slots)
 		goto out_free;
-	for (size_t i = 0; i < m->n_cfg; i++) {
+	for (size_t i = 0; i < cfg->n_workloads; i++) {
 		m->wptrs[i] = &m->ws[i];
 		m->n_live = i + 1;
 		r = workload_init(m, &m->ws[i], &cfg->workloads[i], i, false);
@@ -1859,14 +2322,8 @@ int vram_manager_run(struct vram_manager *m)
 	m->running = true;
 	for (size_t k = 0; k < m->n_ws; k++) {
 		struct vram_workload *w = &m->ws[k];
-		if (!live(w) || w->cfg->start != VRAM_START_EAGER)
-			continue;
-		char err[VRAM_PLAN_MSG_MAX];
-		int r = begin_start(m, w, "eager start", err, sizeof(err));
-		if (r < 0) {
-			fmt_error(w, r, "%s", err);
-			vram_err("Failed to start %s: %s", w->cfg->name, err);
-		}
+		if (live(w) && w->cfg->start == VRAM_START_EAGER)
+			start_logged(m, w, "eager start");
 	}
 	return 0;
 }
@@ -1909,6 +2366,17 @@ void vram_manager_free(struct vram_manager *m)
 	free(m->hook_library);
 	free(m->ws);
 	free(m->wptrs);
+	free(m->slots);
+	while (m->retired) {
+		struct retired *t = m->retired;
+		m->retired = t->next;
+		vram_config_free(t->cfg);
+		free(t);
+	}
+	free(m->cfg_path);
+	free(m->ov_listen);
+	free(m->ov_sim_gpus);
+	free(m->ov_state_dir);
 	if (m->tick)
 		event_free(m->tick);
 	if (m->kick)
@@ -2021,10 +2489,9 @@ static void list_names(struct vram_manager *m, char *buf, size_t size)
 {
 	size_t len = 0;
 	buf[0] = '\0';
-	for (size_t k = 0; k < m->n_ws && len + 1 < size; k++)
-		if (live(&m->ws[k]))
-			len += (size_t)snprintf(buf + len, size - len, "%s%s", len ? ", " : "",
-						m->ws[k].cfg->name);
+	for (size_t k = 0; k < m->n_live && len + 1 < size; k++)
+		len += (size_t)snprintf(buf + len, size - len, "%s%s", len ? ", " : "",
+					m->wptrs[k]->cfg->name);
 }
 
 int vram_manager_act(struct vram_manager *m, const char *name, enum vram_action action,
@@ -2047,6 +2514,12 @@ int vram_manager_act(struct vram_manager *m, const char *name, enum vram_action 
 		snprintf(err, err_size, "vramd is shutting down");
 		return -EBUSY;
 	}
+	struct cfg_slot *slot = slot_of(m, w);
+	if (slot && slot->removing && action != VRAM_ACTION_STOP && action != VRAM_ACTION_RELEASE) {
+		snprintf(err, err_size, "%s was removed from the config by a reload; it stops once its "
+			 "requests in flight end", name);
+		return -ENOENT;
+	}
 	struct vram_manager_waiter *wt = waiter_new(m, w, action, cb, arg);
 	if (!wt) {
 		snprintf(err, err_size, "out of memory");
@@ -2063,6 +2536,17 @@ int vram_manager_act(struct vram_manager *m, const char *name, enum vram_action 
 	enum vram_wl_state s = w->state;
 	char why[96];
 	snprintf(why, sizeof(why), "%s asked", vram_action_name(action));
+	if (slot && slot->next) {
+		if (action == VRAM_ACTION_START) {
+			/* a reload's restart is pending: ready means ready with the new settings */
+			wt->through_restart = true;
+			slot->start_after = true;
+			kick(m);
+			goto out;
+		}
+		if (action == VRAM_ACTION_STOP || action == VRAM_ACTION_RELEASE)
+			slot->start_after = false; /* asked to stop: it stays stopped after the restart */
+	}
 	if (s == wt->target) {
 		waiter_resolve(wt, true);
 		snprintf(wt->res.message, sizeof(wt->res.message), "%s is already %s", w->cfg->name,
@@ -2256,15 +2740,20 @@ int vram_manager_request_end(struct vram_manager *m, const char *name)
 	if (w->in_flight > 0)
 		w->in_flight--;
 	w->last_used_ms = vram_now_ms();
+	const struct cfg_slot *s = slot_of(m, w);
+	if (w->in_flight == 0 && s && (s->next || s->removing))
+		kick(m); /* a reload waited for this */
 	return 0;
 }
 
 int vram_manager_find_model(struct vram_manager *m, const char *model, const char **ret_name)
 {
-	for (size_t k = 0; model && k < m->n_ws; k++) {
-		const struct vram_workload_config *c = m->ws[k].cfg;
-		if (!c)
+	for (size_t k = 0; model && k < m->n_live; k++) {
+		const struct cfg_slot *s = slot_of(m, m->wptrs[k]);
+		if (s && s->removing)
 			continue;
+		/* a restart pending from a reload: its models route by the new settings already */
+		const struct vram_workload_config *c = s && s->next ? s->next : m->wptrs[k]->cfg;
 		for (size_t i = 0; i < c->n_models; i++) {
 			if (strcmp(c->models[i], model) == 0) {
 				*ret_name = c->name;
@@ -2278,9 +2767,11 @@ int vram_manager_find_model(struct vram_manager *m, const char *model, const cha
 int vram_manager_endpoint(struct vram_manager *m, const char *name, unsigned *ret_port)
 {
 	struct vram_workload *w = find(m, name);
-	if (!w)
+	if (!w || removing(m, w))
 		return -ENOENT;
-	if (w->state != VRAM_WL_READY)
+	const struct cfg_slot *s = slot_of(m, w);
+	/* a reload's restart waits for the requests in flight: new ones wait for the new process */
+	if (w->state != VRAM_WL_READY || (s && s->next))
 		return -EAGAIN;
 	for (size_t n = 0; n < w->n_instances; n++) {
 		struct vram_instance *in = &w->instances[w->next_port_rr++ % w->n_instances];
@@ -2439,16 +2930,24 @@ static json_t *workload_json(struct vram_manager *m, struct vram_workload *w)
 		json_object_set_new(o, "adhoc", json_boolean(a != NULL));
 	if (o && a)
 		json_object_set_new(o, "exit", a->exited ? exit_json(a->wait_status) : json_null());
+	/* what a config reload left for it to do: {"action": "restart"|"remove", "keys"} or null */
+	const struct cfg_slot *s = slot_of(m, w);
+	if (o)
+		json_object_set_new(o, "pending",
+				    s && s->removing ? json_pack("{s:s}", "action", "remove")
+				    : s && s->next   ? json_pack("{s:s,s:s}", "action", "restart",
+								 "keys", s->keys)
+						     : json_null());
 	return o;
 }
 
 static const char *owner_of(struct vram_manager *m, pid_t pid, unsigned *ret_replica)
 {
-	for (size_t k = 0; pid > 0 && k < m->n_ws; k++) {
-		for (size_t i = 0; live(&m->ws[k]) && i < m->ws[k].n_instances; i++) {
-			if (m->ws[k].instances[i].pid == pid) {
+	for (size_t k = 0; pid > 0 && k < m->n_live; k++) {
+		for (size_t i = 0; i < m->wptrs[k]->n_instances; i++) {
+			if (m->wptrs[k]->instances[i].pid == pid) {
 				*ret_replica = (unsigned)i;
-				return m->ws[k].cfg->name;
+				return m->wptrs[k]->cfg->name;
 			}
 		}
 	}
@@ -2502,10 +3001,8 @@ json_t *vram_manager_workload_json(struct vram_manager *m, const char *name)
 json_t *vram_manager_status_json(struct vram_manager *m)
 {
 	json_t *ws = json_array();
-	for (size_t k = 0; ws && k < m->n_ws; k++) {
-		if (!live(&m->ws[k]))
-			continue;
-		json_t *o = workload_json(m, &m->ws[k]);
+	for (size_t k = 0; ws && k < m->n_live; k++) {
+		json_t *o = workload_json(m, m->wptrs[k]);
 		if (o)
 			json_array_append_new(ws, o);
 	}
@@ -2525,10 +3022,8 @@ json_t *vram_manager_compat_status_json(struct vram_manager *m)
 	json_t *o = json_object();
 	uint64_t now = vram_now_ms();
 	const double gib = (double)VRAM_GiB;
-	for (size_t k = 0; o && k < m->n_ws; k++) {
-		struct vram_workload *w = &m->ws[k];
-		if (!live(w))
-			continue;
+	for (size_t k = 0; o && k < m->n_live; k++) {
+		struct vram_workload *w = m->wptrs[k];
 		const char *location = "unloaded";
 		bool on_gpu = false, running = any_process(w);
 		for (size_t i = 0; i < w->n_instances; i++)

@@ -119,6 +119,44 @@ int vram_manager_hook_act(struct vram_manager *m, pid_t pid, enum vram_action ac
 json_t *vram_manager_hook_json(struct vram_manager *m);
 
 /*
+ * Config reload. vram_manager_set_source records the file and command-line
+ * overrides the config came from (copied); vram_manager_reload_file reads
+ * that file again and applies it with vram_manager_reload, which takes
+ * ownership of cfg whatever it returns. daemon.log_level takes effect on a
+ * reload unless keep_log_level (the command line set the level).
+ *
+ * A reload is all or nothing. It changes nothing and returns, with the
+ * reason (file:line:col where there is one) in err: the config's own error
+ * from the loader (-EINVAL, -ENOENT, ...); -EPERM when it changes what only
+ * a restart of vramd applies (see config/diff.h); -EEXIST when a workload
+ * name is taken by an ad-hoc workload; -ENOSPC when removed workloads still
+ * hold the slots new ones need; -EBUSY while shutting down. Otherwise, at once:
+ *  - new workloads are added (eager ones start);
+ *  - changes that apply to a running process (idle timers, priority,
+ *    models, limits, health, restart policy, placement for the next start)
+ *    take effect;
+ *  - a workload whose process must change (cmd, env, cwd, gpus, memory,
+ *    replicas, port, offload, share) is restarted once no request is in
+ *    flight; meanwhile the gateway holds new requests for it, and a start
+ *    asked for it resolves when it is ready with the new settings. One that
+ *    was not running takes the new settings at once;
+ *  - a removed workload is stopped once no request is in flight, then
+ *    dropped from status.
+ * Subscribers get event "reload" with {"added", "removed", "changed"}
+ * (arrays of names) once vram_manager_config returns the new config;
+ * pointers into the previous config must not be kept past that call.
+ * *ret_report (new reference, may be NULL) receives {"added": [names],
+ * "removed": [names], "changed": [{"workload", "keys", "applies": "now" |
+ * "restart"}], "restarting": [names], "unchanged": N}. Returns 0 or -errno.
+ */
+int vram_manager_set_source(struct vram_manager *m, const char *path,
+			    const struct vram_config_overrides *ov, bool keep_log_level);
+int vram_manager_reload_file(struct vram_manager *m, json_t **ret_report, char *err,
+			     size_t err_size);
+int vram_manager_reload(struct vram_manager *m, struct vram_config *cfg, json_t **ret_report,
+			char *err, size_t err_size);
+
+/*
  * Sets idle timeouts of one workload (name) or of all (name NULL). A field
  * left at VRAM_IDLE_KEEP is not changed. Returns 0, -ENOENT or -EINVAL (err).
  */
