@@ -2,6 +2,9 @@
 /*
  * The Prometheus text format pieces: label values escaped as the format
  * says, histogram buckets cumulative and closed by +Inf equal to _count.
+ * Reloads of the config: a removed workload's counts leave the scrape, a
+ * changed one's go on, an added one's start from zero. (metrics.c is
+ * included to hand its subscriber the manager's "reload" event.)
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -13,8 +16,12 @@
 
 #include <cmocka.h>
 
+#include <event2/event.h>
+#include <jansson.h>
+
+
 #include "common/buf.h"
-#include "daemon/metrics.h"
+#include "daemon/metrics.c"
 
 static void test_escape_label(void **state)
 {
@@ -70,11 +77,102 @@ static void test_histogram(void **state)
 	vram_buf_done(&b);
 }
 
+/* The scrape, as a string to search (caller frees). */
+static char *scrape(struct vram_metrics *mx)
+{
+	struct vram_buf out;
+	vram_buf_init(&out, VRAM_METRICS_TEXT_MAX);
+	assert_int_equal(vram_metrics_render(mx, &out), 0);
+	char *text = vram_buf_take(&out);
+	assert_non_null(text);
+	return text;
+}
+
+static void reload(struct vram_metrics *mx, const char *diff)
+{
+	json_t *data = json_loads(diff, 0, NULL);
+	assert_non_null(data);
+	on_event("reload", data, mx);
+	json_decref(data);
+}
+
+static void test_reload(void **state)
+{
+	char dir[] = "/tmp/vram-test-metrics-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char text[1024];
+	snprintf(text, sizeof(text),
+		 "daemon: { state_dir: %s }\n"
+		 "gpus: { backend: sim, reserve: 0, sim: 1x24GiB }\n"
+		 "workloads:\n"
+		 "  a: { cmd: [/bin/true], memory: 1GiB }\n"
+		 "  b: { cmd: [/bin/true], memory: 1GiB }\n",
+		 dir);
+	struct vram_config *cfg = NULL;
+	char *err = NULL;
+	if (vram_config_parse(text, strlen(text), "test.yaml", NULL, &cfg, &err) < 0)
+		fail_msg("config: %s", err);
+	struct vram_gpus *gpus = NULL;
+	char note[256];
+	assert_int_equal(vram_gpu_open(cfg, &gpus, note, sizeof(note)), 0);
+	struct event_base *base = event_base_new();
+	struct vram_manager *m = NULL;
+	assert_int_equal(vram_manager_new(base, cfg, gpus, &m), 0);
+	struct vram_metrics *mx = NULL;
+	assert_int_equal(vram_metrics_new(m, &mx), 0);
+
+	vram_metrics_gateway_request(mx, "a", 200, 0.01);
+	vram_metrics_gateway_request(mx, "a", 200, 0.01);
+	vram_metrics_gateway_request(mx, "b", 502, 0.01);
+	vram_metrics_gateway_request(mx, "", 404, 0.01);
+	vram_metrics_gateway_queue(mx, "b", 3);
+	char *t = scrape(mx);
+	assert_non_null(strstr(t, "vram_gateway_requests_total{workload=\"a\",code=\"2xx\"} 2\n"));
+	assert_non_null(strstr(t, "vram_gateway_requests_total{workload=\"b\",code=\"5xx\"} 1\n"));
+	assert_non_null(strstr(t, "vram_gateway_queue_depth{workload=\"b\"} 3\n"));
+	free(t);
+
+	/* a changed, b removed: a counts on; b is no longer counted nor shown. */
+	reload(mx, "{\"added\": [], \"removed\": [\"b\"], \"changed\": [\"a\"]}");
+	vram_metrics_gateway_request(mx, "a", 200, 0.01);
+	vram_metrics_gateway_request(mx, "b", 502, 0.01);
+	t = scrape(mx);
+	assert_non_null(strstr(t, "vram_gateway_requests_total{workload=\"a\",code=\"2xx\"} 3\n"));
+	assert_null(strstr(t, "vram_gateway_requests_total{workload=\"b\""));
+	assert_null(strstr(t, "vram_gateway_queue_depth{workload=\"b\"}"));
+	assert_null(strstr(t, "vram_workload_offloads_total{workload=\"b\"}"));
+	/* the bucket for requests that matched no workload stays */
+	assert_non_null(strstr(t, "vram_gateway_requests_total{workload=\"\",code=\"4xx\"} 1\n"));
+	free(t);
+
+	/* b added back: from zero; state events count for it again. */
+	reload(mx, "{\"added\": [\"b\"], \"removed\": [], \"changed\": []}");
+	json_t *ev = json_pack("{s:s,s:s,s:s,s:s,s:f}", "workload", "b", "from", "offloading",
+			       "to", "offloaded", "reason", "idle", "time", 10.0);
+	on_event("state", ev, mx);
+	json_decref(ev);
+	t = scrape(mx);
+	assert_non_null(strstr(t, "vram_gateway_requests_total{workload=\"b\",code=\"2xx\"} 0\n"));
+	assert_null(strstr(t, "vram_gateway_requests_total{workload=\"b\",code=\"5xx\"}"));
+	assert_non_null(strstr(t, "vram_gateway_queue_depth{workload=\"b\"} 0\n"));
+	assert_non_null(strstr(t, "vram_workload_offloads_total{workload=\"b\"} 1\n"));
+	assert_non_null(strstr(t, "vram_gateway_requests_total{workload=\"a\",code=\"2xx\"} 3\n"));
+	free(t);
+
+	vram_metrics_free(mx);
+	vram_manager_free(m);
+	event_base_free(base);
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_escape_label),
 		cmocka_unit_test(test_histogram),
+		cmocka_unit_test(test_reload),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
