@@ -16,12 +16,9 @@
 
 #include <cmocka.h>
 
-#include <event2/event.h>
-#include <jansson.h>
-
-
 #include "common/buf.h"
 #include "daemon/metrics.c"
+#include "sim-manager.h"
 
 static void test_escape_label(void **state)
 {
@@ -90,36 +87,19 @@ static char *scrape(struct vram_metrics *mx)
 
 static void reload(struct vram_metrics *mx, const char *diff)
 {
-	json_t *data = json_loads(diff, 0, NULL);
-	assert_non_null(data);
-	on_event("reload", data, mx);
-	json_decref(data);
+	sim_manager_event(on_event, mx, "reload", diff);
 }
 
 static void test_reload(void **state)
 {
-	char dir[] = "/tmp/vram-test-metrics-XXXXXX";
-	assert_non_null(mkdtemp(dir));
-	char text[1024];
-	snprintf(text, sizeof(text),
-		 "daemon: { state_dir: %s }\n"
-		 "gpus: { backend: sim, reserve: 0, sim: 1x24GiB }\n"
-		 "workloads:\n"
-		 "  a: { cmd: [/bin/true], memory: 1GiB }\n"
-		 "  b: { cmd: [/bin/true], memory: 1GiB }\n",
-		 dir);
-	struct vram_config *cfg = NULL;
-	char *err = NULL;
-	if (vram_config_parse(text, strlen(text), "test.yaml", NULL, &cfg, &err) < 0)
-		fail_msg("config: %s", err);
-	struct vram_gpus *gpus = NULL;
-	char note[256];
-	assert_int_equal(vram_gpu_open(cfg, &gpus, note, sizeof(note)), 0);
-	struct event_base *base = event_base_new();
-	struct vram_manager *m = NULL;
-	assert_int_equal(vram_manager_new(base, cfg, gpus, &m), 0);
+	struct sim_manager sm;
+	sim_manager_new(&sm,
+			"workloads:\n"
+			"  a: { cmd: [/bin/true], memory: 1GiB }\n"
+			"  b: { cmd: [/bin/true], memory: 1GiB }\n",
+			false);
 	struct vram_metrics *mx = NULL;
-	assert_int_equal(vram_metrics_new(m, &mx), 0);
+	assert_int_equal(vram_metrics_new(sm.m, &mx), 0);
 
 	vram_metrics_gateway_request(mx, "a", 200, 0.01);
 	vram_metrics_gateway_request(mx, "a", 200, 0.01);
@@ -147,10 +127,9 @@ static void test_reload(void **state)
 
 	/* b added back: from zero; state events count for it again. */
 	reload(mx, "{\"added\": [\"b\"], \"removed\": [], \"changed\": []}");
-	json_t *ev = json_pack("{s:s,s:s,s:s,s:s,s:f}", "workload", "b", "from", "offloading",
-			       "to", "offloaded", "reason", "idle", "time", 10.0);
-	on_event("state", ev, mx);
-	json_decref(ev);
+	sim_manager_event(on_event, mx, "state",
+			  "{\"workload\": \"b\", \"from\": \"offloading\", \"to\": \"offloaded\", "
+			  "\"reason\": \"idle\", \"time\": 10.0}");
 	t = scrape(mx);
 	assert_non_null(strstr(t, "vram_gateway_requests_total{workload=\"b\",code=\"2xx\"} 0\n"));
 	assert_null(strstr(t, "vram_gateway_requests_total{workload=\"b\",code=\"5xx\"}"));
@@ -160,11 +139,7 @@ static void test_reload(void **state)
 	free(t);
 
 	vram_metrics_free(mx);
-	vram_manager_free(m);
-	event_base_free(base);
-	char cmd[128];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	assert_int_equal(system(cmd), 0);
+	sim_manager_free(&sm);
 }
 
 int main(void)
