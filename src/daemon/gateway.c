@@ -98,14 +98,25 @@ struct gw_pool {
 	unsigned n_idle;
 };
 
+/*
+ * A workload as the gateway serves it: its own copy of the config's name and
+ * limits, so that a reload may free the config it came from. Requests point
+ * at it (r->wl); one that a reload removed stays, out of the lookup, until
+ * the last of them has finished.
+ */
 struct gw_wl {
 	struct vram_gateway *gw;
-	const struct vram_workload_config *cfg; /* borrowed from the manager's config */
-	struct gw_req *qhead, *qtail;           /* waiting for start/restore, FIFO */
+	char name[VRAM_CONFIG_NAME_MAX + 1];
+	unsigned max_concurrency;           /* requests in flight at once; 0 = unlimited */
+	unsigned queue_max;                 /* requests waiting for start/restore */
+	uint64_t queue_timeout_ms;          /* ms a request waits; for those queued from now on */
+	struct gw_req *qhead, *qtail;       /* waiting for start/restore, FIFO */
 	unsigned n_queued;
-	unsigned in_flight;                     /* requests sent upstream */
-	struct vram_manager_waiter *waiter;     /* the start/restore being waited for */
-	bool retry_wake;                        /* act was refused (busy): retry on a state change */
+	unsigned in_flight;                 /* requests sent upstream */
+	struct vram_manager_waiter *waiter; /* the start/restore being waited for */
+	bool retry_wake;                    /* act was refused (busy): retry on a state change */
+	bool removed;                       /* by a reload: in gw->removed until in_flight is 0 */
+	struct gw_wl *next_removed;         /* in gw->removed */
 	struct gw_pool pool;
 };
 
@@ -173,8 +184,9 @@ struct vram_gateway {
 	struct vram_manager_sub *sub;
 	char *token;               /* owned; NULL = none */
 	char *api_socket;          /* owned */
-	struct gw_wl *wls;         /* owned array, config order */
-	size_t n_wls;
+	struct gw_wl **wls;        /* owned array of owned entries: the workloads served */
+	size_t n_wls, cap_wls;
+	struct gw_wl *removed;     /* owned list: removed by a reload, requests still in flight */
 	struct gw_pool api_pool;
 	struct gw_req *active;     /* requests sent upstream */
 	struct gw_client *clients;
@@ -203,21 +215,30 @@ static double seconds_since(const struct timespec *t0)
 	return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
-static struct gw_wl *wl_by_name(struct vram_gateway *gw, const char *name)
+/* The index of name in gw->wls, or -1. A scan: it runs for every request. */
+static ssize_t wl_index(const struct vram_gateway *gw, const char *name)
 {
 	for (size_t i = 0; i < gw->n_wls; i++)
-		if (strcmp(gw->wls[i].cfg->name, name) == 0)
-			return &gw->wls[i];
-	return NULL;
+		if (strcmp(gw->wls[i]->name, name) == 0)
+			return (ssize_t)i;
+	return -1;
+}
+
+/* Borrowed, valid until a reload removes it and its last request finishes. */
+static struct gw_wl *wl_by_name(struct vram_gateway *gw, const char *name)
+{
+	ssize_t i = name ? wl_index(gw, name) : -1;
+	return i < 0 ? NULL : gw->wls[i];
 }
 
 /* "a, b, c": every model name, or every workload name when models is false. */
 static void list_known(struct vram_gateway *gw, bool models, char *buf, size_t size)
 {
+	const struct vram_config *cfg = vram_manager_config(gw->m);
 	size_t len = 0;
 	buf[0] = '\0';
-	for (size_t i = 0; i < gw->n_wls && len + 1 < size; i++) {
-		const struct vram_workload_config *c = gw->wls[i].cfg;
+	for (size_t i = 0; i < cfg->n_workloads && len + 1 < size; i++) {
+		const struct vram_workload_config *c = &cfg->workloads[i];
 		if (!models) {
 			len += (size_t)snprintf(buf + len, size - len, "%s%s", len ? ", " : "", c->name);
 			continue;
@@ -550,7 +571,7 @@ static void queue_unlink(struct gw_req *r)
 		wl->qtail = r->prev;
 	r->prev = r->next = NULL;
 	wl->n_queued--;
-	vram_metrics_gateway_queue(r->gw->mx, wl->cfg->name, wl->n_queued);
+	vram_metrics_gateway_queue(r->gw->mx, wl->name, wl->n_queued);
 }
 
 static void active_unlink(struct gw_req *r)
@@ -565,11 +586,23 @@ static void active_unlink(struct gw_req *r)
 }
 
 static void up_close(struct gw_up *up);
+static void wl_release(struct gw_wl *wl);
+
+/*
+ * r's workload when there may be a queue to drain once r has finished: NULL
+ * for the API and for a workload a reload removed (it has no queue, and
+ * finish may free it).
+ */
+static struct gw_wl *wl_to_drain(const struct gw_req *r)
+{
+	return r->wl && !r->wl->removed ? r->wl : NULL;
+}
 
 /*
  * Takes r out of its list, does the accounting for a request that ended with
  * status (0 = the client went away), breaks off its upstream connection if
- * it still has one, detaches it from its client and frees it.
+ * it still has one, detaches it from its client and frees it. The last
+ * request of a workload a reload removed frees that workload too.
  */
 static void finish(struct gw_req *r, int status)
 {
@@ -581,7 +614,7 @@ static void finish(struct gw_req *r, int status)
 		active_unlink(r);
 		if (wl) {
 			wl->in_flight--;
-			vram_manager_request_end(gw->m, wl->cfg->name);
+			vram_manager_request_end(gw->m, wl->name);
 		}
 	}
 	if (r->up) {
@@ -590,7 +623,7 @@ static void finish(struct gw_req *r, int status)
 		up_close(r->up);
 	}
 	if (wl)
-		vram_metrics_gateway_request(gw->mx, wl->cfg->name, status,
+		vram_metrics_gateway_request(gw->mx, wl->name, status,
 					     seconds_since(&r->started));
 	if (r->timeout)
 		event_free(r->timeout);
@@ -598,6 +631,8 @@ static void finish(struct gw_req *r, int status)
 		r->c->req = NULL;
 	vram_buf_done(&r->wire);
 	free(r);
+	if (wl && wl->removed && wl->in_flight == 0 && !wl->qhead)
+		wl_release(wl);
 }
 
 /* Answers a request whose response has not started, and finishes it. */
@@ -785,7 +820,7 @@ static const char *upstream_name(const struct gw_req *r, char *buf, size_t size)
 	if (!r->wl)
 		snprintf(buf, size, "the API server (%s)", r->gw->api_socket);
 	else
-		snprintf(buf, size, "the upstream of %s (127.0.0.1:%u)", r->wl->cfg->name,
+		snprintf(buf, size, "the upstream of %s (127.0.0.1:%u)", r->wl->name,
 			 r->up ? r->up->port : 0);
 	return buf;
 }
@@ -816,7 +851,7 @@ static void up_fail(struct gw_up *up, const char *why)
 		send_upstream(r, port);
 		return;
 	}
-	struct gw_wl *wl = r->wl;
+	struct gw_wl *wl = wl_to_drain(r);
 	if (!r->replying) {
 		fail_req(r, 502, "bad_gateway", 0, "%s %s", who, why);
 	} else {
@@ -834,11 +869,14 @@ static void up_done(struct gw_up *up)
 {
 	struct gw_req *r = up->req;
 	struct gw_client *c = r->c;
-	struct gw_wl *wl = r->wl;
+	struct gw_wl *wl = wl_to_drain(r);
 	bool close = r->close_after;
+	/* a removed workload's pool goes with it: nothing more is sent there */
+	bool keep = up->keep_alive && up->in.len == 0 && !up->gw->closing &&
+		    !(r->wl && r->wl->removed);
 	up->req = NULL;
 	r->up = NULL;
-	if (up->keep_alive && up->in.len == 0 && !up->gw->closing)
+	if (keep)
 		pool_put(up);
 	else
 		up_close(up);
@@ -1168,17 +1206,18 @@ static void forward(struct gw_req *r, unsigned port)
 	gw->active = r;
 	if (wl) {
 		wl->in_flight++;
-		vram_manager_request_begin(gw->m, wl->cfg->name);
+		vram_manager_request_begin(gw->m, wl->name);
 	}
 	send_upstream(r, port);
 }
 
 /* ---------------------------------------------- waking workloads, queues */
 
-static void fail_queue(struct gw_wl *wl, const char *message)
+/* Answers every request in wl's queue 503 with code and message. */
+static void fail_queue(struct gw_wl *wl, const char *code, const char *message)
 {
 	while (wl->qhead)
-		fail_req(wl->qhead, 503, "unavailable", VRAM_GATEWAY_RETRY_AFTER_S, "%s", message);
+		fail_req(wl->qhead, 503, code, VRAM_GATEWAY_RETRY_AFTER_S, "%s", message);
 }
 
 static void on_woken(const struct vram_action_result *res, void *arg)
@@ -1187,8 +1226,8 @@ static void on_woken(const struct vram_action_result *res, void *arg)
 	wl->waiter = NULL;
 	if (res->error) {
 		char msg[1200];
-		snprintf(msg, sizeof(msg), "%s could not be started: %s", wl->cfg->name, res->message);
-		fail_queue(wl, msg);
+		snprintf(msg, sizeof(msg), "%s could not be started: %s", wl->name, res->message);
+		fail_queue(wl, "unavailable", msg);
 		return;
 	}
 	drain(wl, true);
@@ -1202,7 +1241,7 @@ static void wake(struct gw_wl *wl)
 		return;
 	char err[1024];
 	wl->retry_wake = false;
-	int r = vram_manager_act(gw->m, wl->cfg->name, VRAM_ACTION_START, on_woken, wl, &wl->waiter,
+	int r = vram_manager_act(gw->m, wl->name, VRAM_ACTION_START, on_woken, wl, &wl->waiter,
 				 err, sizeof(err));
 	if (r == -EBUSY) {
 		/* offloading or stopping: ask again when that is over */
@@ -1212,8 +1251,8 @@ static void wake(struct gw_wl *wl)
 	if (r < 0) {
 		wl->waiter = NULL;
 		char msg[1200];
-		snprintf(msg, sizeof(msg), "%s could not be started: %s", wl->cfg->name, err);
-		fail_queue(wl, msg);
+		snprintf(msg, sizeof(msg), "%s could not be started: %s", wl->name, err);
+		fail_queue(wl, "unavailable", msg);
 	}
 }
 
@@ -1222,17 +1261,17 @@ static void drain(struct gw_wl *wl, bool after_wake)
 {
 	struct vram_gateway *gw = wl->gw;
 	while (wl->qhead && !gw->closing) {
-		unsigned max = wl->cfg->max_concurrency;
+		unsigned max = wl->max_concurrency;
 		if (max && wl->in_flight >= max)
 			return;
 		unsigned port = 0;
-		int r = vram_manager_endpoint(gw->m, wl->cfg->name, &port);
+		int r = vram_manager_endpoint(gw->m, wl->name, &port);
 		if (r < 0) {
 			if (after_wake) {
 				char msg[512];
 				snprintf(msg, sizeof(msg), "%s is ready but none of its instances "
-					 "answers health checks", wl->cfg->name);
-				fail_queue(wl, msg);
+					 "answers health checks", wl->name);
+				fail_queue(wl, "unavailable", msg);
 			} else {
 				wake(wl);
 			}
@@ -1245,14 +1284,15 @@ static void drain(struct gw_wl *wl, bool after_wake)
 static void on_queue_timeout(evutil_socket_t fd, short what, void *arg)
 {
 	struct gw_req *r = arg;
+	/* the time waited: a reload since it was queued may have changed queue_timeout */
 	fail_req(r, 503, "unavailable", VRAM_GATEWAY_RETRY_AFTER_S,
-		 "%s did not become ready within %.1fs (queue_timeout)", r->wl->cfg->name,
-		 (double)r->wl->cfg->queue_timeout_ms / 1000.0);
+		 "%s did not become ready within %.1fs (queue_timeout)", r->wl->name,
+		 seconds_since(&r->started));
 }
 
-static void on_state(const char *event, json_t *data, void *arg)
+/* A workload changed state (data: see vram_manager_subscribe). */
+static void on_state(struct vram_gateway *gw, json_t *data)
 {
-	struct vram_gateway *gw = arg;
 	struct gw_wl *wl = wl_by_name(gw, json_string_value(json_object_get(data, "workload")));
 	const char *to = json_string_value(json_object_get(data, "to"));
 	if (!wl || !to)
@@ -1268,6 +1308,134 @@ static void on_state(const char *event, json_t *data, void *arg)
 	}
 	if (!wl->waiter)
 		drain(wl, false);
+}
+
+/* ------------------------------------------- the workloads, and reloads */
+
+static void wl_set_limits(struct gw_wl *wl, const struct vram_workload_config *c)
+{
+	wl->max_concurrency = c->max_concurrency;
+	wl->queue_max = c->queue_max;
+	wl->queue_timeout_ms = c->queue_timeout_ms;
+}
+
+/* Serves workload c (copied) from now on. Returns 0 or -ENOMEM. */
+static int wl_add(struct vram_gateway *gw, const struct vram_workload_config *c)
+{
+	if (gw->n_wls == gw->cap_wls) {
+		size_t cap = gw->cap_wls ? 2 * gw->cap_wls : 8;
+		struct gw_wl **wls = realloc(gw->wls, cap * sizeof(*wls));
+		if (!wls)
+			return -ENOMEM;
+		gw->wls = wls;
+		gw->cap_wls = cap;
+	}
+	struct gw_wl *wl = calloc(1, sizeof(*wl));
+	if (!wl)
+		return -ENOMEM;
+	wl->gw = gw;
+	snprintf(wl->name, sizeof(wl->name), "%s", c->name); /* the config checked its length */
+	wl_set_limits(wl, c);
+	gw->wls[gw->n_wls++] = wl;
+	return 0;
+}
+
+/* Frees wl and its idle connections; no request may refer to it. */
+static void wl_free(struct gw_wl *wl)
+{
+	if (wl->waiter)
+		vram_manager_waiter_cancel(wl->waiter);
+	pool_trim(&wl->pool, 0, 0);
+	free(wl);
+}
+
+/* Frees wl, removed by a reload, once its last request has finished. */
+static void wl_release(struct gw_wl *wl)
+{
+	struct gw_wl **p = &wl->gw->removed;
+	while (*p && *p != wl)
+		p = &(*p)->next_removed;
+	if (*p)
+		*p = wl->next_removed;
+	wl_free(wl);
+}
+
+/*
+ * A reload removed gw->wls[i]: its queue is answered 503, its start is no
+ * longer waited for, and it leaves the lookup, so that a new request for it
+ * gets the answer of any unknown workload. Requests in flight go on; the
+ * last of them to finish frees it (finish).
+ */
+static void wl_remove(struct vram_gateway *gw, size_t i)
+{
+	struct gw_wl *wl = gw->wls[i];
+	memmove(&gw->wls[i], &gw->wls[i + 1], (gw->n_wls - i - 1) * sizeof(*gw->wls));
+	gw->n_wls--;
+	if (wl->waiter) {
+		vram_manager_waiter_cancel(wl->waiter);
+		wl->waiter = NULL;
+	}
+	wl->retry_wake = false;
+	char msg[128];
+	snprintf(msg, sizeof(msg), "%s was removed from the config by a reload", wl->name);
+	fail_queue(wl, "removed", msg);
+	if (wl->in_flight == 0) {
+		wl_free(wl);
+		return;
+	}
+	wl->removed = true;
+	pool_trim(&wl->pool, 0, 0);
+	wl->next_removed = gw->removed;
+	gw->removed = wl;
+}
+
+/*
+ * The manager's config was replaced (data: {"added", "removed", "changed"},
+ * arrays of workload names; vram_manager_config is already the new one).
+ * Added workloads are served from now on; changed ones take their new
+ * limits in place, and requests already queued keep waiting (under the
+ * queue_timeout they were queued with); removed ones go (wl_remove). A name
+ * under "added" that is already served, or under "changed" that is not, is
+ * taken for what the config now says.
+ */
+static void on_reload(struct vram_gateway *gw, json_t *data)
+{
+	const struct vram_config *cfg = vram_manager_config(gw->m);
+	size_t k;
+	json_t *v;
+	json_array_foreach(json_object_get(data, "removed"), k, v) {
+		ssize_t i = json_is_string(v) ? wl_index(gw, json_string_value(v)) : -1;
+		if (i >= 0)
+			wl_remove(gw, (size_t)i);
+	}
+	static const char *const keys[] = { "added", "changed" };
+	for (size_t n = 0; n < sizeof(keys) / sizeof(keys[0]); n++) {
+		json_array_foreach(json_object_get(data, keys[n]), k, v) {
+			const char *name = json_string_value(v);
+			const struct vram_workload_config *c = name ? vram_config_find(cfg, name) : NULL;
+			if (!c)
+				continue;
+			struct gw_wl *wl = wl_by_name(gw, name);
+			if (!wl) {
+				if (wl_add(gw, c) < 0)
+					vram_warn("Failed to route requests to workload %s: out of memory",
+						  name);
+				continue;
+			}
+			wl_set_limits(wl, c);
+			/* a higher max_concurrency may let queued requests go now */
+			if (wl->qhead && !wl->waiter)
+				drain(wl, false);
+		}
+	}
+}
+
+static void on_event(const char *event, json_t *data, void *arg)
+{
+	if (strcmp(event, "state") == 0)
+		on_state(arg, data);
+	else if (strcmp(event, "reload") == 0)
+		on_reload(arg, data);
 }
 
 /* ------------------------------------------------------------- routes */
@@ -1360,19 +1528,19 @@ static void admit(struct gw_client *c, struct gw_wl *wl, const struct vram_h1_he
 {
 	struct vram_gateway *gw = c->gw;
 	unsigned port = 0;
-	int ready = vram_manager_endpoint(gw->m, wl->cfg->name, &port);
-	unsigned max = wl->cfg->max_concurrency;
+	int ready = vram_manager_endpoint(gw->m, wl->name, &port);
+	unsigned max = wl->max_concurrency;
 	if (ready == 0 && !wl->qhead && max && wl->in_flight >= max) {
-		vram_metrics_gateway_request(gw->mx, wl->cfg->name, 429, seconds_since(started));
+		vram_metrics_gateway_request(gw->mx, wl->name, 429, seconds_since(started));
 		client_error(c, 429, "too_many_requests", VRAM_GATEWAY_RETRY_AFTER_S, !h->keep_alive,
-			     "%s has %u requests in flight, its max_concurrency", wl->cfg->name, max);
+			     "%s has %u requests in flight, its max_concurrency", wl->name, max);
 		return;
 	}
-	if (ready < 0 && wl->n_queued >= wl->cfg->queue_max) {
-		vram_metrics_gateway_request(gw->mx, wl->cfg->name, 503, seconds_since(started));
+	if (ready < 0 && wl->n_queued >= wl->queue_max) {
+		vram_metrics_gateway_request(gw->mx, wl->name, 503, seconds_since(started));
 		client_error(c, 503, "unavailable", VRAM_GATEWAY_RETRY_AFTER_S, !h->keep_alive,
-			     "%s is not ready and its queue is full (queue_max %u)", wl->cfg->name,
-			     wl->cfg->queue_max);
+			     "%s is not ready and its queue is full (queue_max %u)", wl->name,
+			     wl->queue_max);
 		return;
 	}
 	struct gw_req *r = req_new(c, wl, h, target, body, blen, started);
@@ -1394,14 +1562,14 @@ static void admit(struct gw_client *c, struct gw_wl *wl, const struct vram_h1_he
 		forward(r, port);
 		return;
 	}
-	vram_metrics_gateway_queue(gw->mx, wl->cfg->name, wl->n_queued);
+	vram_metrics_gateway_queue(gw->mx, wl->name, wl->n_queued);
 	r->timeout = evtimer_new(gw->base, on_queue_timeout, r);
 	if (!r->timeout) {
 		fail_req(r, 500, NULL, 0, "out of memory");
 		return;
 	}
-	struct timeval tv = { (time_t)(wl->cfg->queue_timeout_ms / 1000),
-			      (suseconds_t)(wl->cfg->queue_timeout_ms % 1000) * 1000 };
+	struct timeval tv = { (time_t)(wl->queue_timeout_ms / 1000),
+			      (suseconds_t)(wl->queue_timeout_ms % 1000) * 1000 };
 	evtimer_add(r->timeout, &tv);
 	if (ready == 0)
 		drain(wl, false);
@@ -1423,10 +1591,11 @@ static void reply_json(struct gw_client *c, int status, json_t *body, bool close
 static void reply_models(struct gw_client *c, const char *one, bool close)
 {
 	struct vram_gateway *gw = c->gw;
+	const struct vram_config *config = vram_manager_config(gw->m);
 	json_t *data = json_array();
 	json_t *found = NULL;
-	for (size_t i = 0; data && i < gw->n_wls; i++) {
-		const struct vram_workload_config *cfg = gw->wls[i].cfg;
+	for (size_t i = 0; data && i < config->n_workloads; i++) {
+		const struct vram_workload_config *cfg = &config->workloads[i];
 		for (size_t k = 0; k < cfg->n_models; k++) {
 			json_t *m = json_pack("{s:s,s:s,s:i,s:s}", "id", cfg->models[k], "object",
 					      "model", "created", 0, "owned_by", cfg->name);
@@ -1801,7 +1970,7 @@ static void client_drop(struct gw_client *c)
 	struct vram_gateway *gw = c->gw;
 	if (c->req) {
 		struct gw_req *r = c->req;
-		struct gw_wl *wl = r->wl;
+		struct gw_wl *wl = wl_to_drain(r);
 		bool was_proxying = r->phase == GW_PROXYING;
 		r->c = NULL;
 		finish(r, 0);
@@ -1961,7 +2130,7 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 		}
 	}
 	for (size_t i = 0; i < gw->n_wls; i++)
-		pool_trim(&gw->wls[i].pool, VRAM_GATEWAY_IDLE_CONNS_MAX, VRAM_GATEWAY_UPSTREAM_IDLE_S);
+		pool_trim(&gw->wls[i]->pool, VRAM_GATEWAY_IDLE_CONNS_MAX, VRAM_GATEWAY_UPSTREAM_IDLE_S);
 	pool_trim(&gw->api_pool, VRAM_GATEWAY_IDLE_CONNS_MAX, VRAM_GATEWAY_UPSTREAM_IDLE_S);
 }
 
@@ -1981,6 +2150,21 @@ void vram_gateway_handle(struct evhttp_request *req, bool trusted, void *arg)
 
 /* ---------------------------------------------------------- lifecycle */
 
+/* Frees every workload entry, removed ones too: no request may be left. */
+static void wls_free(struct vram_gateway *gw)
+{
+	for (size_t i = 0; i < gw->n_wls; i++)
+		wl_free(gw->wls[i]);
+	free(gw->wls);
+	gw->wls = NULL;
+	gw->n_wls = gw->cap_wls = 0;
+	while (gw->removed) {
+		struct gw_wl *wl = gw->removed;
+		gw->removed = wl->next_removed;
+		wl_free(wl);
+	}
+}
+
 int vram_gateway_new(struct event_base *base, struct vram_manager *m, struct vram_api *api,
 		     struct vram_metrics *mx, const char *token, const char *api_socket,
 		     struct vram_gateway **ret)
@@ -1997,18 +2181,15 @@ int vram_gateway_new(struct event_base *base, struct vram_manager *m, struct vra
 	vram_buf_init(&gw->dechunked, GW_READ_MAX + VRAM_GATEWAY_UP_HEADERS_MAX);
 	gw->token = token && *token ? strdup(token) : NULL;
 	gw->api_socket = strdup(api_socket);
-	gw->n_wls = cfg->n_workloads;
-	gw->wls = calloc(gw->n_wls ? gw->n_wls : 1, sizeof(*gw->wls));
 	gw->sweep = event_new(base, -1, EV_PERSIST, on_sweep, gw);
 	struct timeval tv = { GW_SWEEP_S, 0 };
-	if (!gw->wls || !gw->api_socket || (token && *token && !gw->token) || !gw->sweep ||
+	if (!gw->api_socket || (token && *token && !gw->token) || !gw->sweep ||
 	    event_add(gw->sweep, &tv) < 0)
 		goto out_free;
-	for (size_t i = 0; i < gw->n_wls; i++) {
-		gw->wls[i].gw = gw;
-		gw->wls[i].cfg = &cfg->workloads[i];
-	}
-	if (vram_manager_subscribe(m, on_state, gw, &gw->sub) < 0)
+	for (size_t i = 0; i < cfg->n_workloads; i++)
+		if (wl_add(gw, &cfg->workloads[i]) < 0)
+			goto out_free;
+	if (vram_manager_subscribe(m, on_event, gw, &gw->sub) < 0)
 		goto out_free;
 	*ret = gw;
 	return 0;
@@ -2016,7 +2197,7 @@ int vram_gateway_new(struct event_base *base, struct vram_manager *m, struct vra
 out_free:
 	if (gw->sweep)
 		event_free(gw->sweep);
-	free(gw->wls);
+	wls_free(gw);
 	free(gw->token);
 	free(gw->api_socket);
 	free(gw);
@@ -2035,7 +2216,7 @@ void vram_gateway_close_clients(struct vram_gateway *gw)
 		evconnlistener_disable(gw->listeners[i].l);
 	}
 	for (size_t i = 0; i < gw->n_wls; i++) {
-		struct gw_wl *wl = &gw->wls[i];
+		struct gw_wl *wl = gw->wls[i];
 		if (wl->waiter) {
 			vram_manager_waiter_cancel(wl->waiter);
 			wl->waiter = NULL;
@@ -2064,8 +2245,7 @@ void vram_gateway_free(struct vram_gateway *gw)
 	vram_manager_unsubscribe(gw->sub);
 	while (gw->clients)
 		client_drop(gw->clients);
-	for (size_t i = 0; i < gw->n_wls; i++)
-		pool_trim(&gw->wls[i].pool, 0, 0);
+	wls_free(gw);
 	pool_trim(&gw->api_pool, 0, 0);
 	for (size_t i = 0; i < gw->n_listeners; i++) {
 		evconnlistener_free(gw->listeners[i].l);
@@ -2076,7 +2256,6 @@ void vram_gateway_free(struct vram_gateway *gw)
 	event_free(gw->sweep);
 	vram_buf_done(&gw->head);
 	vram_buf_done(&gw->dechunked);
-	free(gw->wls);
 	free(gw->token);
 	free(gw->api_socket);
 	free(gw);

@@ -16,6 +16,11 @@
  * they arrive, with backpressure; a client that goes away cancels its
  * upstream request.
  *
+ * The gateway follows reloads of the config (the manager's "reload" event):
+ * added workloads are served at once, changed ones take their new limits
+ * (max_concurrency, queue_max, queue_timeout) in place, and for a removed
+ * one the queued requests are answered 503 while those in flight finish.
+ *
  * vram_gateway_handle is the evhttp server's callback for what the gateway
  * relays: it serves /metrics and hands every other request to the REST API.
  */

@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "common/buf.h"
+#include "common/log.h"
 #include "core/workload.h"
 #include "daemon/http.h"
 #include "daemon/manager.h"
@@ -32,7 +33,9 @@ enum code_class { CC_1XX, CC_2XX, CC_3XX, CC_4XX, CC_5XX, CC_CLOSED, CC_N };
 static const char *const code_class_names[CC_N] = { "1xx", "2xx", "3xx", "4xx", "5xx",
 						    "client_closed" };
 
+/* What is counted for one workload, under a copy of its name. */
 struct wl_metrics {
+	char name[VRAM_CONFIG_NAME_MAX + 1]; /* "" for requests that matched no workload */
 	uint64_t offloads, restores, evictions;
 	double offloading_since, restoring_since; /* s, wall clock of the event; 0 = none */
 	struct vram_histogram offload_seconds, restore_seconds;
@@ -41,12 +44,16 @@ struct wl_metrics {
 	unsigned queue_depth;
 };
 
+/*
+ * Entries are found by name, never by a workload's place in the config: a
+ * reload adds, removes and reorders workloads (and frees the old config).
+ */
 struct vram_metrics {
-	struct vram_manager *m; /* borrowed */
+	struct vram_manager *m;  /* borrowed */
 	struct vram_manager_sub *sub;
-	const struct vram_config *cfg; /* borrowed from the manager */
-	struct wl_metrics *wls; /* owned; one per workload, then one for requests with no workload */
-	size_t n_wls;
+	struct wl_metrics *wls;  /* owned array: one per workload of the config, in no order */
+	size_t n_wls, cap_wls;
+	struct wl_metrics none;  /* gateway requests that matched no workload */
 };
 
 /* ---------------------------------------------------------- text helpers */
@@ -135,26 +142,89 @@ static int wl_labels(struct vram_buf *lb, const char *workload)
 
 /* ------------------------------------------------------------ counters */
 
+static void wl_init(struct wl_metrics *w, const char *name)
+{
+	memset(w, 0, sizeof(*w));
+	snprintf(w->name, sizeof(w->name), "%s", name); /* the config checked its length */
+	vram_histogram_init(&w->offload_seconds, action_bounds, N_OF(action_bounds));
+	vram_histogram_init(&w->restore_seconds, action_bounds, N_OF(action_bounds));
+	vram_histogram_init(&w->request_seconds, request_bounds, N_OF(request_bounds));
+}
+
+/* The entry of workload name, or NULL. A scan: the gateway calls it for every request. */
+static struct wl_metrics *wl_find(struct vram_metrics *mx, const char *name)
+{
+	for (size_t i = 0; i < mx->n_wls; i++)
+		if (strcmp(mx->wls[i].name, name) == 0)
+			return &mx->wls[i];
+	return NULL;
+}
+
+/* The entry for name, mx->none for "", NULL for a workload no longer counted. */
 static struct wl_metrics *wl_of(struct vram_metrics *mx, const char *name)
 {
 	if (!mx || !name)
 		return NULL;
-	for (size_t i = 0; i < mx->cfg->n_workloads; i++)
-		if (strcmp(mx->cfg->workloads[i].name, name) == 0)
-			return &mx->wls[i];
-	return &mx->wls[mx->cfg->n_workloads];
+	return name[0] ? wl_find(mx, name) : &mx->none;
 }
 
-static void on_state(const char *event, json_t *data, void *arg)
+/* Counts workload name from zero, unless it is counted already. Returns 0 or -ENOMEM. */
+static int wl_add(struct vram_metrics *mx, const char *name)
 {
-	struct vram_metrics *mx = arg;
+	if (wl_find(mx, name))
+		return 0;
+	if (mx->n_wls == mx->cap_wls) {
+		size_t cap = mx->cap_wls ? 2 * mx->cap_wls : 8;
+		struct wl_metrics *wls = realloc(mx->wls, cap * sizeof(*wls));
+		if (!wls)
+			return -ENOMEM;
+		mx->wls = wls;
+		mx->cap_wls = cap;
+	}
+	wl_init(&mx->wls[mx->n_wls++], name);
+	return 0;
+}
+
+static void wl_drop(struct vram_metrics *mx, const char *name)
+{
+	struct wl_metrics *w = wl_find(mx, name);
+	if (!w)
+		return;
+	size_t i = (size_t)(w - mx->wls);
+	memmove(&mx->wls[i], &mx->wls[i + 1], (mx->n_wls - i - 1) * sizeof(*mx->wls));
+	mx->n_wls--;
+}
+
+/*
+ * The config was replaced (data: {"added", "removed", "changed"}, arrays of
+ * workload names). Removed workloads stop being counted and leave the
+ * scrape; added ones start from zero; changed ones keep their counts.
+ */
+static void on_reload(struct vram_metrics *mx, json_t *data)
+{
+	size_t i;
+	json_t *v;
+	json_array_foreach(json_object_get(data, "removed"), i, v)
+		if (json_is_string(v))
+			wl_drop(mx, json_string_value(v));
+	static const char *const keys[] = { "added", "changed" };
+	for (size_t k = 0; k < N_OF(keys); k++)
+		json_array_foreach(json_object_get(data, keys[k]), i, v)
+			if (json_string_length(v) && wl_add(mx, json_string_value(v)) < 0)
+				vram_warn("Failed to count metrics of workload %s: out of memory",
+					  json_string_value(v));
+}
+
+/* A workload changed state (data: see vram_manager_subscribe). */
+static void on_state(struct vram_metrics *mx, json_t *data)
+{
 	const char *name = json_string_value(json_object_get(data, "workload"));
 	const char *from = json_string_value(json_object_get(data, "from"));
 	const char *to = json_string_value(json_object_get(data, "to"));
 	const char *reason = json_string_value(json_object_get(data, "reason"));
 	double t = json_number_value(json_object_get(data, "time"));
 	struct wl_metrics *w = wl_of(mx, name);
-	if (!w || w == &mx->wls[mx->cfg->n_workloads] || !from || !to)
+	if (!w || w == &mx->none || !from || !to)
 		return;
 	if (strcmp(to, "offloading") == 0) {
 		w->offloading_since = t;
@@ -172,6 +242,14 @@ static void on_state(const char *event, json_t *data, void *arg)
 		if (w->restoring_since > 0)
 			vram_histogram_observe(&w->restore_seconds, t - w->restoring_since);
 	}
+}
+
+static void on_event(const char *event, json_t *data, void *arg)
+{
+	if (strcmp(event, "state") == 0)
+		on_state(arg, data);
+	else if (strcmp(event, "reload") == 0)
+		on_reload(arg, data);
 }
 
 void vram_metrics_gateway_request(struct vram_metrics *mx, const char *workload, int status,
@@ -236,21 +314,23 @@ static int render_gpus(struct vram_metrics *mx, struct vram_buf *out)
 	return r;
 }
 
-static int render_workloads(struct vram_metrics *mx, struct vram_buf *out, struct vram_buf *lb)
+/* The gauges read from the manager, for every workload of the config (borrowed for the call). */
+static int render_workloads(struct vram_metrics *mx, const struct vram_config *cfg,
+			    struct vram_buf *out, struct vram_buf *lb)
 {
-	size_t n = mx->cfg->n_workloads;
+	size_t n = cfg->n_workloads;
 	json_t **ws = calloc(n ? n : 1, sizeof(*ws));
 	if (!ws)
 		return -ENOMEM;
 	for (size_t i = 0; i < n; i++)
-		ws[i] = vram_manager_workload_json(mx->m, mx->cfg->workloads[i].name);
+		ws[i] = vram_manager_workload_json(mx->m, cfg->workloads[i].name);
 	int r = meta(out, "vram_workload_state", "gauge",
 		     "1 for the state the workload is in, 0 for the others.");
 	for (size_t i = 0; r == 0 && i < n; i++) {
 		const char *state = json_string_value(json_object_get(ws[i], "state"));
 		for (int s = 0; r == 0 && s < VRAM_WL_N_STATES; s++) {
 			const char *sn = vram_wl_state_name((enum vram_wl_state)s);
-			r = wl_labels(lb, mx->cfg->workloads[i].name);
+			r = wl_labels(lb, cfg->workloads[i].name);
 			if (r == 0)
 				r = vram_buf_printf(out, "vram_workload_state{%s,state=\"%s\"} %d\n",
 						    lb->data, sn, state && strcmp(state, sn) == 0);
@@ -274,7 +354,7 @@ static int render_workloads(struct vram_metrics *mx, struct vram_buf *out, struc
 			json_t *obj = rows[k].group ? json_object_get(ws[i], rows[k].group) : ws[i];
 			double v = num(obj, rows[k].key);
 			if (!isnan(v))
-				r = sample1(out, rows[k].name, "workload", mx->cfg->workloads[i].name, v);
+				r = sample1(out, rows[k].name, "workload", cfg->workloads[i].name, v);
 		}
 	}
 	for (size_t i = 0; i < n; i++)
@@ -283,9 +363,22 @@ static int render_workloads(struct vram_metrics *mx, struct vram_buf *out, struc
 	return r;
 }
 
-static int render_counters(struct vram_metrics *mx, struct vram_buf *out, struct vram_buf *lb)
+/*
+ * What is counted here, for every workload of the config in its order (one
+ * whose entry could not be made is left out, not shown as 0), then, for the
+ * gateway's rows, for requests that matched no workload.
+ */
+static int render_counters(struct vram_metrics *mx, const struct vram_config *cfg,
+			   struct vram_buf *out, struct vram_buf *lb)
 {
-	size_t n = mx->cfg->n_workloads;
+	const struct wl_metrics **ws = calloc(cfg->n_workloads + 1, sizeof(*ws));
+	if (!ws)
+		return -ENOMEM;
+	size_t n = 0;
+	for (size_t i = 0; i < cfg->n_workloads; i++)
+		if ((ws[n] = wl_find(mx, cfg->workloads[i].name)))
+			n++;
+	ws[n] = &mx->none;
 	static const struct {
 		const char *name, *help;
 		size_t offset;
@@ -301,9 +394,8 @@ static int render_counters(struct vram_metrics *mx, struct vram_buf *out, struct
 	for (size_t k = 0; r == 0 && k < N_OF(counters); k++) {
 		r = meta(out, counters[k].name, "counter", counters[k].help);
 		for (size_t i = 0; r == 0 && i < n; i++) {
-			uint64_t v = *(const uint64_t *)((const char *)&mx->wls[i] + counters[k].offset);
-			r = sample1(out, counters[k].name, "workload", mx->cfg->workloads[i].name,
-				    (double)v);
+			uint64_t v = *(const uint64_t *)((const char *)ws[i] + counters[k].offset);
+			r = sample1(out, counters[k].name, "workload", ws[i]->name, (double)v);
 		}
 	}
 	static const struct {
@@ -319,10 +411,10 @@ static int render_counters(struct vram_metrics *mx, struct vram_buf *out, struct
 	for (size_t k = 0; r == 0 && k < N_OF(hists); k++) {
 		r = meta(out, hists[k].name, "histogram", hists[k].help);
 		for (size_t i = 0; r == 0 && i < n; i++) {
-			r = wl_labels(lb, mx->cfg->workloads[i].name);
+			r = wl_labels(lb, ws[i]->name);
 			if (r == 0)
 				r = vram_histogram_write(out, hists[k].name, lb->data,
-					(const struct vram_histogram *)((const char *)&mx->wls[i] +
+					(const struct vram_histogram *)((const char *)ws[i] +
 									hists[k].offset));
 		}
 	}
@@ -332,28 +424,29 @@ static int render_counters(struct vram_metrics *mx, struct vram_buf *out, struct
 			 "Gateway requests by workload (\"\" when none matched) and status class "
 			 "(client_closed: the client went away first).");
 	for (size_t i = 0; r == 0 && i <= n; i++) {
-		r = wl_labels(lb, i < n ? mx->cfg->workloads[i].name : "");
+		r = wl_labels(lb, ws[i]->name);
 		for (int c = 0; r == 0 && c < CC_N; c++)
-			if (mx->wls[i].requests[c] || c == CC_2XX)
+			if (ws[i]->requests[c] || c == CC_2XX)
 				r = vram_buf_printf(out, "vram_gateway_requests_total{%s,code=\"%s\"} %llu\n",
 						    lb->data, code_class_names[c],
-						    (unsigned long long)mx->wls[i].requests[c]);
+						    (unsigned long long)ws[i]->requests[c]);
 	}
 	if (r == 0)
 		r = meta(out, "vram_gateway_request_duration_seconds", "histogram",
 			 "Time from a gateway request's arrival to the end of its response.");
 	for (size_t i = 0; r == 0 && i <= n; i++) {
-		r = wl_labels(lb, i < n ? mx->cfg->workloads[i].name : "");
+		r = wl_labels(lb, ws[i]->name);
 		if (r == 0)
 			r = vram_histogram_write(out, "vram_gateway_request_duration_seconds", lb->data,
-						 &mx->wls[i].request_seconds);
+						 &ws[i]->request_seconds);
 	}
 	if (r == 0)
 		r = meta(out, "vram_gateway_queue_depth", "gauge",
 			 "Gateway requests waiting for the workload to start or restore.");
 	for (size_t i = 0; r == 0 && i < n; i++)
-		r = sample1(out, "vram_gateway_queue_depth", "workload", mx->cfg->workloads[i].name,
-			    mx->wls[i].queue_depth);
+		r = sample1(out, "vram_gateway_queue_depth", "workload", ws[i]->name,
+			    ws[i]->queue_depth);
+	free(ws);
 	return r;
 }
 
@@ -361,11 +454,13 @@ int vram_metrics_render(struct vram_metrics *mx, struct vram_buf *out)
 {
 	struct vram_buf lb;
 	vram_buf_init(&lb, 4096);
+	/* the config of now: a reload may have freed the one of the last scrape */
+	const struct vram_config *cfg = vram_manager_config(mx->m);
 	int r = render_gpus(mx, out);
 	if (r == 0)
-		r = render_workloads(mx, out, &lb);
+		r = render_workloads(mx, cfg, out, &lb);
 	if (r == 0)
-		r = render_counters(mx, out, &lb);
+		r = render_counters(mx, cfg, out, &lb);
 	vram_buf_done(&lb);
 	return r;
 }
@@ -413,17 +508,12 @@ int vram_metrics_new(struct vram_manager *m, struct vram_metrics **ret)
 	if (!mx)
 		return -ENOMEM;
 	mx->m = m;
-	mx->cfg = vram_manager_config(m);
-	mx->n_wls = mx->cfg->n_workloads + 1;
-	mx->wls = calloc(mx->n_wls, sizeof(*mx->wls));
-	if (!mx->wls)
-		goto out_free;
-	for (size_t i = 0; i < mx->n_wls; i++) {
-		vram_histogram_init(&mx->wls[i].offload_seconds, action_bounds, N_OF(action_bounds));
-		vram_histogram_init(&mx->wls[i].restore_seconds, action_bounds, N_OF(action_bounds));
-		vram_histogram_init(&mx->wls[i].request_seconds, request_bounds, N_OF(request_bounds));
-	}
-	if (vram_manager_subscribe(m, on_state, mx, &mx->sub) < 0)
+	wl_init(&mx->none, "");
+	const struct vram_config *cfg = vram_manager_config(m);
+	for (size_t i = 0; i < cfg->n_workloads; i++)
+		if (wl_add(mx, cfg->workloads[i].name) < 0)
+			goto out_free;
+	if (vram_manager_subscribe(m, on_event, mx, &mx->sub) < 0)
 		goto out_free;
 	*ret = mx;
 	return 0;

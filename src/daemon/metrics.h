@@ -5,6 +5,10 @@
  * scrape time; counters and histograms of things that happen (offloads,
  * restores, evictions, gateway requests) are kept here, fed by the manager's
  * state events and by the gateway. docs/api.md lists every metric.
+ *
+ * On a reload of the config (the manager's "reload" event) the counts of an
+ * added workload start from zero, those of a changed one go on, and those of
+ * a removed one are dropped.
  */
 #ifndef VRAM_METRICS_H
 #define VRAM_METRICS_H
@@ -53,7 +57,8 @@ void vram_metrics_free(struct vram_metrics *mx); /* accepts NULL */
 /*
  * From the gateway: a request for workload ("" when none was found) ended with
  * an HTTP status (0 = the client went away first) after seconds; the queue of
- * a workload is depth requests long. mx may be NULL (nothing is counted).
+ * a workload is depth requests long. mx may be NULL, and a workload that a
+ * reload removed is no longer counted (nothing is counted then).
  */
 void vram_metrics_gateway_request(struct vram_metrics *mx, const char *workload, int status,
 				  double seconds);

@@ -3,6 +3,13 @@
  * The gateway's pure part: where a request's model is found (JSON, forms,
  * the query). The HTTP framing is tested in test-h1.c, the proxy itself in
  * tests/integration/test_gateway.py.
+ *
+ * Reloads of the config, with the manager running demo model servers:
+ * removing a workload answers its queued request 503 "removed" while its
+ * request in flight streams to the end, after which its entry is freed; a
+ * new request for it is answered as for an unknown workload, until a reload
+ * adds it back. (gateway.c is included to hand its subscriber the manager's
+ * "reload" event and to look at its entries.)
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -14,7 +21,13 @@
 
 #include <cmocka.h>
 
-#include "daemon/gateway.h"
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "daemon/gateway.c"
+#include "sim-manager.h"
+
+#define DEMO VRAM_BUILD_ROOT "/src/demo/vram-demo-server"
 
 static int model_of(const char *ctype, const char *body, const char *query, char *out, size_t size)
 {
@@ -92,11 +105,179 @@ static void test_model_from_forms(void **state)
 	assert_int_equal(model_of(NULL, "", NULL, m, sizeof(m)), -ENOENT);
 }
 
+/* A blocking HTTP client on its own thread: one request, the response up to the close. */
+struct client {
+	const char *socket;   /* borrowed */
+	char request[1024];
+	char response[16384]; /* NUL-terminated */
+	size_t len;
+	pthread_t thread;
+	atomic_bool done;
+};
+
+static void *client_run(void *arg)
+{
+	struct client *cl = arg;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", cl->socket);
+	struct timeval tv = { 30, 0 };
+	if (fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+	    send(fd, cl->request, strlen(cl->request), MSG_NOSIGNAL) == (ssize_t)strlen(cl->request)) {
+		ssize_t n;
+		while (cl->len + 1 < sizeof(cl->response) &&
+		       (n = recv(fd, cl->response + cl->len, sizeof(cl->response) - 1 - cl->len, 0)) > 0)
+			cl->len += (size_t)n;
+	}
+	cl->response[cl->len] = '\0';
+	if (fd >= 0)
+		close(fd);
+	atomic_store(&cl->done, true);
+	return NULL;
+}
+
+static void client_start(struct client *cl, const char *socket, const char *method,
+			 const char *target, const char *body)
+{
+	memset(cl, 0, sizeof(*cl));
+	cl->socket = socket;
+	snprintf(cl->request, sizeof(cl->request),
+		 "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+		 "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+		 method, target, strlen(body), body);
+	assert_int_equal(pthread_create(&cl->thread, NULL, client_run, cl), 0);
+}
+
+struct reload_ctx {
+	struct event_base *base; /* borrowed */
+	struct vram_gateway *gw;
+	struct client *wait_for[2]; /* the loop runs until these are done */
+	int step;                   /* test_reload's: 0 waits to remove, 1 waits for the end */
+	time_t deadline;            /* s, monotonic */
+};
+
+static void reload(struct vram_gateway *gw, const char *diff)
+{
+	sim_manager_event(on_event, gw, "reload", diff);
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct reload_ctx *c = arg;
+	struct vram_gateway *gw = c->gw;
+	if (now_s() > c->deadline) {
+		event_base_loopbreak(c->base);
+		return;
+	}
+	if (c->step == 0) {
+		struct gw_wl *demo = wl_by_name(gw, "demo"), *slow = wl_by_name(gw, "slow");
+		if (!demo || !slow || demo->in_flight != 1 || slow->n_queued != 1)
+			return;
+		reload(gw, "{\"added\": [], \"removed\": [\"slow\", \"demo\"], \"changed\": []}");
+		/* slow had nothing in flight: freed now; demo waits for its request */
+		assert_int_equal(gw->n_wls, 0);
+		assert_ptr_equal(gw->removed, demo);
+		assert_null(demo->next_removed);
+		c->step = 1;
+		return;
+	}
+	for (size_t i = 0; i < 2; i++)
+		if (c->wait_for[i] && !atomic_load(&c->wait_for[i]->done))
+			return;
+	event_base_loopbreak(c->base);
+}
+
+/* Runs the loop until the clients in c->wait_for are done (30 s at most). */
+static void run_until_done(struct reload_ctx *c)
+{
+	struct event *tick = event_new(c->base, -1, EV_PERSIST, on_tick, c);
+	struct timeval tv = { 0, 20 * 1000 };
+	event_add(tick, &tv);
+	c->deadline = now_s() + 30;
+	event_base_dispatch(c->base);
+	event_free(tick);
+	for (size_t i = 0; i < 2; i++) {
+		if (!c->wait_for[i])
+			continue;
+		pthread_join(c->wait_for[i]->thread, NULL);
+		c->wait_for[i] = NULL;
+	}
+}
+
+static void test_reload(void **state)
+{
+	char text[2048];
+	snprintf(text, sizeof(text),
+		 "defaults:\n"
+		 "  idle: { offload_after: never, release_after: never }\n"
+		 "  stop_grace: 2s\n"
+		 "  health: { path: /health, interval: 50ms, start_timeout: 20s }\n"
+		 "workloads:\n"
+		 "  demo:\n"
+		 "    cmd: [%s, --port, \"${PORT}\", --model, demo, --load-time, 50ms, "
+		 "--chunks, \"4\", --chunk-delay, 250ms]\n"
+		 "    memory: 1GiB\n"
+		 "  slow:\n"
+		 "    cmd: [%s, --port, \"${PORT}\", --model, slow, --load-time, 10s]\n"
+		 "    memory: 1GiB\n",
+		 DEMO, DEMO);
+	struct sim_manager sm;
+	sim_manager_new(&sm, text, true);
+	struct reload_ctx c = { .base = sm.base };
+	char sock[128], api_sock[128], note[256];
+	snprintf(sock, sizeof(sock), "%s/gw.sock", sm.dir);
+	snprintf(api_sock, sizeof(api_sock), "%s/api.sock", sm.dir); /* nothing is relayed */
+	assert_int_equal(vram_gateway_new(c.base, sm.m, NULL, NULL, NULL, api_sock, &c.gw), 0);
+	assert_int_equal(vram_gateway_listen_unix(c.gw, sock, note, sizeof(note)), 0);
+
+	/* demo starts and streams for a second; slow's request waits for its load */
+	struct client stream, queued, again;
+	client_start(&stream, sock, "POST", "/w/demo/v1/chat/completions",
+		     "{\"model\": \"demo\", \"messages\": [], \"stream\": true}");
+	client_start(&queued, sock, "GET", "/w/slow/health", "");
+	c.wait_for[0] = &stream;
+	c.wait_for[1] = &queued;
+	run_until_done(&c);
+	assert_int_equal(c.step, 1);
+	assert_int_equal(c.gw->n_wls, 0);
+	assert_ptr_equal(c.gw->removed, NULL); /* freed after its last request */
+
+	assert_non_null(strstr(queued.response, "HTTP/1.1 503 "));
+	assert_non_null(strstr(queued.response, "\r\nRetry-After: 1\r\n"));
+	assert_non_null(strstr(queued.response, "{\"error\":{\"code\":\"removed\",\"message\":"
+						"\"slow was removed from the config by a reload\"}}"));
+	assert_non_null(strstr(stream.response, "HTTP/1.1 200 "));
+	assert_non_null(strstr(stream.response, "data: [DONE]"));
+
+	/* gone from the lookup: the answer of any unknown workload */
+	client_start(&again, sock, "GET", "/w/demo/health", "");
+	c.wait_for[0] = &again;
+	run_until_done(&c);
+	assert_non_null(strstr(again.response, "HTTP/1.1 404 "));
+	assert_non_null(strstr(again.response, "no workload named \\\"demo\\\""));
+
+	/* added back (it still runs): served again; a change keeps its entry */
+	reload(c.gw, "{\"added\": [\"demo\"], \"removed\": [], \"changed\": []}");
+	assert_int_equal(c.gw->n_wls, 1);
+	struct gw_wl *demo = c.gw->wls[0];
+	reload(c.gw, "{\"added\": [], \"removed\": [], \"changed\": [\"demo\"]}");
+	assert_int_equal(c.gw->n_wls, 1);
+	assert_ptr_equal(c.gw->wls[0], demo);
+	client_start(&again, sock, "GET", "/w/demo/health", "");
+	c.wait_for[0] = &again;
+	run_until_done(&c);
+	assert_non_null(strstr(again.response, "HTTP/1.1 200 "));
+
+	vram_gateway_free(c.gw);
+	sim_manager_free(&sm);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_model_from_json),
 		cmocka_unit_test(test_model_from_forms),
+		cmocka_unit_test(test_reload),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

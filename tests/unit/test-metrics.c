@@ -2,6 +2,9 @@
 /*
  * The Prometheus text format pieces: label values escaped as the format
  * says, histogram buckets cumulative and closed by +Inf equal to _count.
+ * Reloads of the config: a removed workload's counts leave the scrape, a
+ * changed one's go on, an added one's start from zero. (metrics.c is
+ * included to hand its subscriber the manager's "reload" event.)
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -14,7 +17,8 @@
 #include <cmocka.h>
 
 #include "common/buf.h"
-#include "daemon/metrics.h"
+#include "daemon/metrics.c"
+#include "sim-manager.h"
 
 static void test_escape_label(void **state)
 {
@@ -70,11 +74,80 @@ static void test_histogram(void **state)
 	vram_buf_done(&b);
 }
 
+/* The scrape, as a string to search (caller frees). */
+static char *scrape(struct vram_metrics *mx)
+{
+	struct vram_buf out;
+	vram_buf_init(&out, VRAM_METRICS_TEXT_MAX);
+	assert_int_equal(vram_metrics_render(mx, &out), 0);
+	char *text = vram_buf_take(&out);
+	assert_non_null(text);
+	return text;
+}
+
+static void reload(struct vram_metrics *mx, const char *diff)
+{
+	sim_manager_event(on_event, mx, "reload", diff);
+}
+
+static void test_reload(void **state)
+{
+	struct sim_manager sm;
+	sim_manager_new(&sm,
+			"workloads:\n"
+			"  a: { cmd: [/bin/true], memory: 1GiB }\n"
+			"  b: { cmd: [/bin/true], memory: 1GiB }\n",
+			false);
+	struct vram_metrics *mx = NULL;
+	assert_int_equal(vram_metrics_new(sm.m, &mx), 0);
+
+	vram_metrics_gateway_request(mx, "a", 200, 0.01);
+	vram_metrics_gateway_request(mx, "a", 200, 0.01);
+	vram_metrics_gateway_request(mx, "b", 502, 0.01);
+	vram_metrics_gateway_request(mx, "", 404, 0.01);
+	vram_metrics_gateway_queue(mx, "b", 3);
+	char *t = scrape(mx);
+	assert_non_null(strstr(t, "vram_gateway_requests_total{workload=\"a\",code=\"2xx\"} 2\n"));
+	assert_non_null(strstr(t, "vram_gateway_requests_total{workload=\"b\",code=\"5xx\"} 1\n"));
+	assert_non_null(strstr(t, "vram_gateway_queue_depth{workload=\"b\"} 3\n"));
+	free(t);
+
+	/* a changed, b removed: a counts on; b is no longer counted nor shown. */
+	reload(mx, "{\"added\": [], \"removed\": [\"b\"], \"changed\": [\"a\"]}");
+	vram_metrics_gateway_request(mx, "a", 200, 0.01);
+	vram_metrics_gateway_request(mx, "b", 502, 0.01);
+	t = scrape(mx);
+	assert_non_null(strstr(t, "vram_gateway_requests_total{workload=\"a\",code=\"2xx\"} 3\n"));
+	assert_null(strstr(t, "vram_gateway_requests_total{workload=\"b\""));
+	assert_null(strstr(t, "vram_gateway_queue_depth{workload=\"b\"}"));
+	assert_null(strstr(t, "vram_workload_offloads_total{workload=\"b\"}"));
+	/* the bucket for requests that matched no workload stays */
+	assert_non_null(strstr(t, "vram_gateway_requests_total{workload=\"\",code=\"4xx\"} 1\n"));
+	free(t);
+
+	/* b added back: from zero; state events count for it again. */
+	reload(mx, "{\"added\": [\"b\"], \"removed\": [], \"changed\": []}");
+	sim_manager_event(on_event, mx, "state",
+			  "{\"workload\": \"b\", \"from\": \"offloading\", \"to\": \"offloaded\", "
+			  "\"reason\": \"idle\", \"time\": 10.0}");
+	t = scrape(mx);
+	assert_non_null(strstr(t, "vram_gateway_requests_total{workload=\"b\",code=\"2xx\"} 0\n"));
+	assert_null(strstr(t, "vram_gateway_requests_total{workload=\"b\",code=\"5xx\"}"));
+	assert_non_null(strstr(t, "vram_gateway_queue_depth{workload=\"b\"} 0\n"));
+	assert_non_null(strstr(t, "vram_workload_offloads_total{workload=\"b\"} 1\n"));
+	assert_non_null(strstr(t, "vram_gateway_requests_total{workload=\"a\",code=\"2xx\"} 3\n"));
+	free(t);
+
+	vram_metrics_free(mx);
+	sim_manager_free(&sm);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_escape_label),
 		cmocka_unit_test(test_histogram),
+		cmocka_unit_test(test_reload),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
