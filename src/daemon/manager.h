@@ -235,7 +235,7 @@ int vram_manager_request_end(struct vram_manager *m, const char *name);
 
 /*
  * For the gateway. find_model: the workload serving an OpenAI "model" name
- * (*ret_name borrowed, valid while the manager lives); returns 0 or -ENOENT.
+ * (*ret_name borrowed, valid until the next config reload); returns 0 or -ENOENT.
  * endpoint: the loopback port of a healthy instance of a ready workload,
  * round-robin over replicas; returns 0, -ENOENT, or -EAGAIN (not ready).
  */
