@@ -238,14 +238,14 @@ static int report_error(const char *what, const struct vram_client_response *res
 	return VRAM_CTL_EXIT_FAILED;
 }
 
-/* call() that also takes any answer but 200 as the failure of `what` (reported). */
-static int call_ok(const struct ctl *c, const char *method, const char *path, int timeout_ms,
-		   const char *what, struct vram_client_response *resp)
+/* call() that also takes any status but `expect` as the failure of `what` (reported). */
+static int call_ok(const struct ctl *c, const char *method, const char *path, const char *body,
+		   int timeout_ms, int expect, const char *what, struct vram_client_response *resp)
 {
-	int r = call(c, method, path, NULL, timeout_ms, resp);
+	int r = call(c, method, path, body, timeout_ms, resp);
 	if (r)
 		return r;
-	if (resp->status != 200) {
+	if (resp->status != expect) {
 		r = report_error(what, resp);
 		vram_client_response_done(resp);
 		return r;
@@ -258,7 +258,7 @@ static int cmd_status(const struct ctl *c)
 	if (c->n_args != 1)
 		return usage_error("status takes no arguments (got %s)", c->args[1]);
 	struct vram_client_response resp;
-	int r = call_ok(c, "GET", "/api/status", CTL_STATUS_TIMEOUT_MS, "status", &resp);
+	int r = call_ok(c, "GET", "/api/status", NULL, CTL_STATUS_TIMEOUT_MS, 200, "status", &resp);
 	if (r)
 		return r;
 	if (c->json) {
@@ -960,15 +960,10 @@ static int cmd_run(const struct ctl *c)
 	sigaction(SIGTERM, &sa, NULL);
 
 	struct vram_client_response resp;
-	int r = call(c, "POST", "/api/workloads", text, CTL_ACTION_TIMEOUT_MS, &resp);
+	int r = call_ok(c, "POST", "/api/workloads", text, CTL_ACTION_TIMEOUT_MS, 201, "run", &resp);
 	free(text);
 	if (r)
 		return r;
-	if (resp.status != 201) {
-		r = report_error("run", &resp);
-		vram_client_response_done(&resp);
-		return r;
-	}
 	json_t *j = json_loadb(resp.body, resp.body_len, 0, NULL);
 	vram_client_response_done(&resp);
 	char name[VRAM_CONFIG_NAME_MAX + 1];
@@ -1040,7 +1035,7 @@ static int cmd_reload(const struct ctl *c)
 	if (c->n_args != 1)
 		return usage_error("%s", "reload takes no arguments");
 	struct vram_client_response resp;
-	int r = call_ok(c, "POST", "/api/reload", CTL_STATUS_TIMEOUT_MS, "reload", &resp);
+	int r = call_ok(c, "POST", "/api/reload", NULL, CTL_STATUS_TIMEOUT_MS, 200, "reload", &resp);
 	if (r)
 		return r;
 	if (c->json) {

@@ -1337,8 +1337,8 @@ static void retry_awaiting(struct vram_manager *m, struct vram_workload *w)
 	free(pl);
 	if (r < 0) {
 		/* still evicting someone: wait for the next change */
-		for (size_t k = 0; k < m->n_ws; k++) {
-			if (m->ws[k].evicting)
+		for (size_t k = 0; k < m->n_live; k++) {
+			if (m->wptrs[k]->evicting)
 				return;
 		}
 		evtimer_del(w->start_timer);
@@ -1377,9 +1377,9 @@ static void on_mps_quit(void *arg)
 static void on_kick(evutil_socket_t fd, short what, void *arg)
 {
 	struct vram_manager *m = arg;
-	for (size_t k = 0; k < m->n_ws; k++) {
-		struct vram_workload *w = &m->ws[k];
-		if (live(w) && w->awaiting_room && !m->shutting_down)
+	for (size_t k = 0; k < m->n_live; k++) {
+		struct vram_workload *w = m->wptrs[k];
+		if (w->awaiting_room && !m->shutting_down)
 			retry_awaiting(m, w);
 	}
 	adhoc_reap(m);
@@ -1444,10 +1444,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct vram_manager *m = arg;
 	uint64_t now = vram_now_ms();
-	for (size_t k = 0; k < m->n_ws && !m->shutting_down; k++) {
-		struct vram_workload *w = &m->ws[k];
-		if (!live(w))
-			continue;
+	for (size_t k = 0; k < m->n_live && !m->shutting_down; k++) {
+		struct vram_workload *w = m->wptrs[k];
 		struct adhoc *a = adhoc_of(m, w);
 		if (a && a->exited && vram_wl_state_settled(w->state) && !any_process(w) &&
 		    now - a->finished_ms >= VRAM_MANAGER_ADHOC_LINGER_MS)
@@ -1884,20 +1882,19 @@ static void release_held_waiters(struct vram_manager *m, struct vram_workload *w
  * Carries a reload's pending work on w one step: once no request is in
  * flight and no action runs, stops it, then (restart) gives it the new
  * settings and starts it again, or (removal) frees its slot. From the kick.
+ * Returns true when it freed the slot (the live list changed).
  */
-static void reload_step(struct vram_manager *m, struct vram_workload *w)
+static bool reload_step(struct vram_manager *m, struct vram_workload *w)
 {
 	struct cfg_slot *s = slot_of(m, w);
 	if (!s || (!s->next && !s->removing) || w->in_flight || w->job || m->shutting_down)
-		return;
+		return false;
 	if (!vram_wl_state_settled(w->state) || w->awaiting_room)
-		return; /* starting, restoring, offloading or stopping: wait for it to settle */
-	if (w->state != VRAM_WL_STOPPED || any_process(w)) {
-		if (w->state != VRAM_WL_FAILED || any_process(w)) {
-			stop_workload(m, w, s->removing ? "removed from the config"
-							: "the config changed: restarting");
-			return;
-		}
+		return false; /* starting, restoring, offloading or stopping: wait for it to settle */
+	if (any_process(w) || (w->state != VRAM_WL_STOPPED && w->state != VRAM_WL_FAILED)) {
+		stop_workload(m, w, s->removing ? "removed from the config"
+						: "the config changed: restarting");
+		return false;
 	}
 	if (w->retry_pending) {
 		evtimer_del(w->retry_timer);
@@ -1907,18 +1904,17 @@ static void reload_step(struct vram_manager *m, struct vram_workload *w)
 	if (s->removing) {
 		for (struct vram_manager_waiter *wt = m->waiters; wt; wt = wt->next)
 			if (wt->w == w)
-				return; /* resolved on this loop turn: freed on a later kick */
+				return false; /* resolved on this loop turn: freed on a later kick */
 		vram_info("%s: removed", w->cfg->name);
 		workload_done(w);
 		memset(w, 0, sizeof(*w));
 		memset(s, 0, sizeof(*s));
 		rebuild_live(m);
-		return;
+		return true;
 	}
-	int r = workload_resettle(m, w, s->next, w->index);
-	if (r < 0) {
+	if (workload_resettle(m, w, s->next, w->index) < 0) {
 		vram_err("%s: out of memory applying the new config; will try again", w->cfg->name);
-		return;
+		return false;
 	}
 	bool start = s->start_after || w->cfg->start == VRAM_START_EAGER;
 	vram_info("%s: now runs with the new config (%s)", w->cfg->name, s->keys);
@@ -1928,13 +1924,14 @@ static void reload_step(struct vram_manager *m, struct vram_workload *w)
 	release_held_waiters(m, w);
 	if (!start || start_logged(m, w, "the config changed") < 0)
 		resolve_waiters(m, w);
+	return false;
 }
 
 static void reload_steps(struct vram_manager *m)
 {
-	for (size_t k = 0; k < m->n_cfg; k++)
-		if (live(&m->ws[k]) && (m->slots[k].next || m->slots[k].removing))
-			reload_step(m, &m->ws[k]);
+	for (size_t k = 0; k < m->n_live; k++)
+		if (reload_step(m, m->wptrs[k]))
+			k = (size_t)-1; /* a removal reordered the list: from the start again */
 }
 
 /* The slot of the workload named `name` in the config (also one being removed), or NULL. */
@@ -1942,11 +1939,6 @@ static struct vram_workload *find_cfg(struct vram_manager *m, const char *name)
 {
 	struct vram_workload *w = find(m, name);
 	return w && slot_of(m, w) ? w : NULL;
-}
-
-static bool str_same(const char *a, const char *b)
-{
-	return a == b || (a && b && strcmp(a, b) == 0);
 }
 
 static int strv_json_append(json_t *a, const char *s)
@@ -2009,18 +2001,14 @@ int vram_manager_reload(struct vram_manager *m, struct vram_config *cfg, json_t 
 			continue;
 		while (live(&m->ws[k]))
 			k++;
-		fresh[j] = &m->ws[k];
-		if (workload_init(m, fresh[j], &cfg->workloads[i], i, false) < 0) {
-			workload_done(fresh[j]);
-			memset(fresh[j], 0, sizeof(*fresh[j]));
+		fresh[j++] = &m->ws[k++];
+		if (workload_init(m, fresh[j - 1], &cfg->workloads[i], i, false) < 0) {
 			while (j-- > 0) {
 				workload_done(fresh[j]);
 				memset(fresh[j], 0, sizeof(*fresh[j]));
 			}
 			goto out_err;
 		}
-		j++;
-		k++;
 	}
 
 	/* From here on nothing fails: the new config takes over. */
@@ -2103,8 +2091,9 @@ int vram_manager_reload(struct vram_manager *m, struct vram_config *cfg, json_t 
 		vram_warn("out of memory: the replaced config is kept until vramd exits");
 	}
 	enum vram_log_level level;
-	if (!m->keep_log_level && !str_same(m->cfg->daemon.log_level, cfg->daemon.log_level) &&
-	    vram_log_level_parse(cfg->daemon.log_level ? cfg->daemon.log_level : "info", &level) == 0) {
+	if (!m->keep_log_level &&
+	    vram_log_level_parse(cfg->daemon.log_level ? cfg->daemon.log_level : "info", &level) == 0 &&
+	    level != vram_log_get_level()) {
 		vram_log_set_level(level);
 		vram_info("log level: %s", cfg->daemon.log_level ? cfg->daemon.log_level : "info");
 	}
@@ -2320,10 +2309,9 @@ int vram_manager_run(struct vram_manager *m)
 	if (event_add(m->tick, &tv) < 0)
 		return -ENOMEM;
 	m->running = true;
-	for (size_t k = 0; k < m->n_ws; k++) {
-		struct vram_workload *w = &m->ws[k];
-		if (live(w) && w->cfg->start == VRAM_START_EAGER)
-			start_logged(m, w, "eager start");
+	for (size_t k = 0; k < m->n_live; k++) {
+		if (m->wptrs[k]->cfg->start == VRAM_START_EAGER)
+			start_logged(m, m->wptrs[k], "eager start");
 	}
 	return 0;
 }
@@ -2334,9 +2322,8 @@ void vram_manager_shutdown(struct vram_manager *m, void (*done)(void *arg), void
 	m->shutdown_done = done;
 	m->shutdown_arg = arg;
 	evtimer_del(m->tick);
-	for (size_t k = 0; k < m->n_ws; k++)
-		if (live(&m->ws[k]))
-			stop_workload(m, &m->ws[k], "vramd is shutting down");
+	for (size_t k = 0; k < m->n_live; k++)
+		stop_workload(m, m->wptrs[k], "vramd is shutting down");
 	kick(m);
 }
 
@@ -2710,9 +2697,9 @@ int vram_manager_set_idle(struct vram_manager *m, const char *name, uint64_t off
 			return -ENOENT;
 		}
 	}
-	for (size_t k = 0; k < m->n_ws; k++) {
-		struct vram_workload *x = &m->ws[k];
-		if (!live(x) || (w && x != w))
+	for (size_t k = 0; k < m->n_live; k++) {
+		struct vram_workload *x = m->wptrs[k];
+		if (w && x != w)
 			continue;
 		if (offload_after_ms != VRAM_IDLE_KEEP)
 			x->offload_after_ms = offload_after_ms;
