@@ -28,6 +28,7 @@
 
 #include <event2/event.h>
 
+#include "common/fsutil.h"
 #include "common/log.h"
 #include "common/units.h"
 #include "core/engine.h"
@@ -1524,7 +1525,7 @@ static int workload_init(struct vram_manager *m, struct vram_workload *w,
 				  m->cfg->daemon.workload_log_keep, &w->log);
 	if (r < 0) {
 		vram_warn("Failed to open the log %s: %s; %s's output is dropped", w->log_path,
-			  strerror(-r), cfg->name);
+			  vram_open_strerror(r), cfg->name);
 		w->log = NULL;
 	}
 	return 0;
