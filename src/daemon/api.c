@@ -23,7 +23,9 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include "common/fsutil.h"
 #include "common/log.h"
+#include "common/strutil.h"
 #include "common/units.h"
 #include "daemon/http.h"
 #include "daemon/manager.h"
@@ -1131,7 +1133,7 @@ static int logs_from(struct vram_api_call *c, const char *path, off_t offset)
 	char *text = NULL;
 	size_t len = 0;
 	off_t size = 0;
-	int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+	int fd = path ? vram_open_file(path, O_RDONLY, 0) : -1; /* not through a link */
 	if (fd >= 0) {
 		struct stat st;
 		if (fstat(fd, &st) == 0)
@@ -1188,7 +1190,7 @@ static int h_logs(struct vram_api_call *c, json_t **ret)
 
 	char *text = NULL;
 	size_t len = 0;
-	int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+	int fd = path ? vram_open_file(path, O_RDONLY, 0) : -1; /* not through a link */
 	if (fd >= 0) {
 		struct stat st;
 		if (fstat(fd, &st) == 0 && st.st_size > 0) {
@@ -1520,6 +1522,18 @@ void vram_api_handle(struct evhttp_request *req, bool trusted, void *arg)
 		return;
 	}
 
+	/*
+	 * Workload names are ASCII and pids are digits: a {name} that is not even
+	 * UTF-8 (a character cut by a client, or bytes of another encoding) names
+	 * nothing, and must not travel on into JSON, which refuses it.
+	 */
+	if (!vram_utf8_valid(match.name, strlen(match.name))) {
+		vram_http_reply_error(req, 400, NULL,
+				      "the name in %.200s is not valid UTF-8 (a cut or malformed "
+				      "character)",
+				      path);
+		return;
+	}
 	struct vram_api_call c = { .api = api, .req = req, .match = &match };
 	TAILQ_INIT(&c.query);
 	const char *q = uri ? evhttp_uri_get_query(uri) : NULL;

@@ -17,12 +17,14 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
 #include "common/base64.h"
 #include "common/log.h"
+#include "common/strutil.h"
 #include "common/units.h"
 #include "common/version.h"
 #include "config/config.h"
@@ -323,6 +325,19 @@ static bool args_valid(json_t *schema, json_t *args, char *msg, size_t msg_size)
 
 /* ---------------------------------------------------------------- replies */
 
+/*
+ * Formats a message into out (size bytes) as UTF-8. Messages quote what
+ * clients sent, cut with "%.64s" and the like, possibly inside a
+ * character; jansson refuses such text, and the reply would be lost.
+ */
+static void vformat_utf8(char *out, size_t size, const char *fmt, va_list ap)
+{
+	char raw[2048];
+	int n = vsnprintf(raw, sizeof(raw), fmt, ap);
+	size_t len = n < 0 ? 0 : (size_t)n < sizeof(raw) ? (size_t)n : sizeof(raw) - 1;
+	vram_utf8_sanitize(out, size, raw, len);
+}
+
 /* result is borrowed. */
 static json_t *response(json_t *id, json_t *result)
 {
@@ -338,7 +353,7 @@ static json_t *error_response_data(json_t *id, int code, json_t *data, const cha
 	char msg[1024];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	vformat_utf8(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	json_t *r = json_pack("{s:s, s:O, s:{s:i, s:s}}", "jsonrpc", "2.0", "id",
 			      id ? id : json_null(), "error", "code", code, "message", msg);
@@ -426,7 +441,7 @@ static json_t *tool_error(const char *fmt, ...)
 	char msg[2048];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	vformat_utf8(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	return tool_result(NULL, true, msg);
 }
@@ -928,6 +943,7 @@ struct http_wait {
 	struct http_wait *prev, *next;
 	struct session *new_session; /* made by this initialize, or NULL */
 	bool stateless;              /* served under 2026-07-28 */
+	bool request;                /* the message has an id and a method: it must be answered */
 	bool linked;
 };
 
@@ -1083,10 +1099,19 @@ static void on_http_reply(json_t *resp, void *arg)
 		session_unlink(mcp, w->new_session);
 		free(w->new_session);
 	}
-	if (resp)
+	if (resp) {
 		vram_http_reply_json(w->req, http_status_of(resp, w->stateless), resp);
-	else
+	} else if (w->request) {
+		/* no response could be built (out of memory): still an answer, never a bare 202 */
+		static const char oom[] = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,"
+					  "\"message\":\"out of memory\"}}\n";
+		evhttp_add_header(evhttp_request_get_output_headers(w->req), "Content-Type",
+				  "application/json");
+		evbuffer_add(evhttp_request_get_output_buffer(w->req), oom, sizeof(oom) - 1);
+		evhttp_send_reply(w->req, 500, "Internal Server Error", NULL);
+	} else {
 		evhttp_send_reply(w->req, 202, "Accepted", NULL);
+	}
 	http_wait_free(w);
 }
 
@@ -1303,6 +1328,7 @@ void vram_mcp_handle_http(struct vram_mcp *mcp, struct evhttp_request *req, cons
 	w->mcp = mcp;
 	w->req = req;
 	w->stateless = stateless;
+	w->request = id && json_object_get(msg, "method");
 	w->new_session = new_session;
 	if (vram_mcp_dispatch(mcp, msg, version, on_http_reply, w, &w->call) == 1) {
 		w->linked = true;
