@@ -273,8 +273,14 @@ int vram_api_duration_field(json_t *value, const char *field, uint64_t *ret_ms, 
 	}
 	if (json_is_number(value)) {
 		double s = json_number_value(value);
-		if (!isfinite(s) || s < 0 || s > 1e12) {
+		if (!isfinite(s) || s < 0) {
 			snprintf(msg, msg_size, "%s: expected a number of seconds >= 0, got %g", field, s);
+			return 400;
+		}
+		if (s > (double)(VRAM_DURATION_MAX_MS / 1000)) {
+			snprintf(msg, msg_size, "%s: out of range: at most " VRAM_DURATION_MAX_TEXT
+				 " (%llu s), got %g", field,
+				 (unsigned long long)(VRAM_DURATION_MAX_MS / 1000), s);
 			return 400;
 		}
 		*ret_ms = (uint64_t)llround(s * 1000.0);
@@ -282,7 +288,14 @@ int vram_api_duration_field(json_t *value, const char *field, uint64_t *ret_ms, 
 	}
 	if (json_is_string(value)) {
 		uint64_t ms;
-		if (vram_units_parse_duration_ms(json_string_value(value), &ms) < 0) {
+		int r = vram_units_parse_duration_ms(json_string_value(value), &ms);
+		if (r == -ERANGE) {
+			snprintf(msg, msg_size,
+				 "%s: out of range: at most " VRAM_DURATION_MAX_TEXT ", got \"%.64s\"",
+				 field, json_string_value(value));
+			return 400;
+		}
+		if (r < 0) {
 			snprintf(msg, msg_size,
 				 "%s: expected a duration like \"10m\", \"90s\", \"1h\" or \"never\", got \"%.64s\"",
 				 field, json_string_value(value));
