@@ -99,15 +99,44 @@ static int check_parents(const char *dir, uid_t euid, char *why, size_t why_size
 	return r;
 }
 
+/* The state directory itself: a directory of euid's that nobody else may write. */
+static int check_own_dir(const struct stat *st, uid_t euid, char *why, size_t why_size)
+{
+	if (S_ISLNK(st->st_mode)) {
+		snprintf(why, why_size, "is a symbolic link");
+		return -ELOOP;
+	}
+	if (!S_ISDIR(st->st_mode)) {
+		snprintf(why, why_size, "is not a directory");
+		return -ENOTDIR;
+	}
+	if (st->st_uid != euid) {
+		snprintf(why, why_size, "owned by uid %lu, expected %lu (vramd's user)",
+			 (unsigned long)st->st_uid, (unsigned long)euid);
+		return -EPERM;
+	}
+	if (st->st_mode & WRITABLE_BY_OTHERS) {
+		snprintf(why, why_size, "writable by group or others (mode %04o), expected 0700",
+			 (unsigned)(st->st_mode & 07777));
+		return -EPERM;
+	}
+	return 0;
+}
+
 int vram_mkdir_private(const char *path, char *why, size_t why_size)
 {
-	char parent[PATH_MAX];
+	char dir[PATH_MAX], parent[PATH_MAX];
 	size_t len = strlen(path);
 	uid_t euid = geteuid();
-	if (len == 0 || len >= sizeof(parent)) {
+	if (len == 0 || len >= sizeof(dir)) {
 		snprintf(why, why_size, "the path is empty or longer than %d bytes", PATH_MAX - 1);
 		return -ENAMETOOLONG;
 	}
+	/* without trailing slashes, which would make lstat follow a link */
+	memcpy(dir, path, len + 1);
+	while (len > 1 && dir[len - 1] == '/')
+		dir[--len] = '\0';
+	path = dir;
 	int r = vram_mkdir_p(path, 0755, 0);
 	if (r < 0) {
 		snprintf(why, why_size, "cannot create its parent directories: %s", strerror(-r));
@@ -118,30 +147,31 @@ int vram_mkdir_private(const char *path, char *why, size_t why_size)
 		snprintf(why, why_size, "cannot create it: %s", strerror(-r));
 		return r;
 	}
-	/* the checks look at what was opened, not at a name that could be swapped meanwhile */
+	/*
+	 * Checked by name first, so that one that vramd may not even open
+	 * (another user's, mode 0700) is named for what it is; then again on
+	 * what was opened, which no rename can swap any more.
+	 */
+	struct stat st;
+	if (lstat(path, &st) < 0) {
+		r = -errno;
+		snprintf(why, why_size, "cannot check it: %s", strerror(-r));
+		return r;
+	}
+	r = check_own_dir(&st, euid, why, why_size);
+	if (r < 0)
+		return r;
 	int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
 		r = -errno;
-		struct stat lst;
-		if (r == -ELOOP || (lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode))) {
-			snprintf(why, why_size, "is a symbolic link");
-			return -ELOOP;
-		}
-		snprintf(why, why_size, "%s", r == -ENOTDIR ? "is not a directory" : strerror(-r));
+		snprintf(why, why_size, "cannot open it: %s", strerror(-r));
 		return r;
 	}
-	struct stat st;
 	if (fstat(fd, &st) < 0) {
 		r = -errno;
 		snprintf(why, why_size, "cannot check it: %s", strerror(-r));
-	} else if (st.st_uid != euid) {
-		r = -EPERM;
-		snprintf(why, why_size, "owned by uid %lu, expected %lu (vramd's user)",
-			 (unsigned long)st.st_uid, (unsigned long)euid);
-	} else if (st.st_mode & WRITABLE_BY_OTHERS) {
-		r = -EPERM;
-		snprintf(why, why_size, "writable by group or others (mode %04o), expected 0700",
-			 (unsigned)(st.st_mode & 07777));
+	} else {
+		r = check_own_dir(&st, euid, why, why_size);
 	}
 	close(fd);
 	if (r < 0)
@@ -149,8 +179,6 @@ int vram_mkdir_private(const char *path, char *why, size_t why_size)
 
 	/* the directory it is in: "." for a bare name, "/" for a top-level one */
 	memcpy(parent, path, len + 1);
-	while (len > 1 && parent[len - 1] == '/')
-		parent[--len] = '\0';
 	char *slash = strrchr(parent, '/');
 	if (!slash)
 		snprintf(parent, sizeof(parent), ".");
