@@ -33,6 +33,7 @@
 #include <event2/event.h>
 
 #include "common/log.h"
+#include "common/strutil.h"
 #include "proto/hook_proto.h"
 
 _Static_assert(VRAM_HOOKCHAN_NAME_MAX == VRAM_HOOK_PROTO_NAME_MAX, "workload names as on the wire");
@@ -326,7 +327,8 @@ static int on_hello(struct conn *c, uint16_t version, const struct vram_hook_pro
 		hc->n_procs++;
 	}
 	p->pid = (pid_t)h->pid;
-	snprintf(p->workload, sizeof(p->workload), "%s", h->workload);
+	/* the process's VRAM_WORKLOAD, whatever it holds: it goes into JSON, which wants UTF-8 */
+	vram_utf8_sanitize(p->workload, sizeof(p->workload), h->workload, strlen(h->workload));
 	p->conn = c;
 	p->state = VRAM_HOOK_STATE_RUNNING;
 	proc_set_devs(p, h->dev, h->ndev);

@@ -159,3 +159,29 @@ def test_a_newline_in_an_mcp_method_stays_in_its_log_line(daemon):
     assert lines[0].endswith("MCP notification x\\ninjected line"), lines
     assert not any(l.startswith("injected line") for l in text.splitlines())
     assert "\x1b" not in text
+
+
+BAD_OUTPUT_CONFIG = """
+daemon:
+  log_level: debug
+gpus:
+  reserve: 0
+workloads:
+  latin1:
+    cmd: [python3, -c, "import sys; sys.stdout.buffer.write(b'caf\\\\xe9 \\\\xe2\\\\x82 end\\\\n'); sys.stdout.flush(); raise SystemExit(3)"]
+    gpus: 0
+    health: { tcp: true }
+    restart: never
+"""
+
+
+def test_workload_output_that_is_not_utf8_stays_in_status(daemon):
+    # A failed workload's log tail went into JSON as it was: jansson refused it,
+    # and the workload dropped out of /api/status (and its own route said 404).
+    d = daemon(BAD_OUTPUT_CONFIG)
+    r = d.ctl("start", "latin1")
+    assert r.returncode == 1, r.stdout
+    w = d.wait_state("latin1", "failed")
+    assert "caf\ufffd \ufffd\ufffd end\n" in w["log_tail"], w["log_tail"]
+    assert "exited with status 3" in w["last_error"], w
+    assert [x["name"] for x in d.status()["workloads"]] == ["latin1"]

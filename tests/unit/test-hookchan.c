@@ -328,6 +328,23 @@ static void test_gone_mid_offload(void **state)
 	assert_int_equal(g.calls, 1);
 }
 
+/* A process's VRAM_WORKLOAD that is not UTF-8 is listed, repaired, rather than lost from JSON. */
+static void test_workload_name_not_utf8(void **state)
+{
+	struct fixture *f = *state;
+	int fd = dial(f);
+	hello(fd, getpid(), "ab\xff", 1 << 20);
+	spin(f);
+	json_t *all = vram_hookchan_json(f->hc);
+	assert_int_equal(json_array_size(all), 1);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(all, 0), "workload")),
+			    "ab\xef\xbf\xbd");
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(all, 0), "pid")), getpid());
+	json_decref(all);
+	close(fd);
+	spin(f);
+}
+
 static void test_several_processes(void **state)
 {
 	struct fixture *f = *state;
@@ -594,6 +611,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_result_moves_resident_bytes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gone_mid_offload, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_several_processes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_workload_name_not_utf8, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_limit_invalid_warning, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_version_1_hook, setup, teardown),
