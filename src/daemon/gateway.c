@@ -1126,7 +1126,11 @@ static void up_on_read(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	vram_buf_commit(&up->in, (size_t)n);
-	up->stamp = now_s();
+	time_t now = now_s();
+	/* for the workload's liveness checks: bytes flow (a response's first, then once a second) */
+	if ((now != up->stamp || !up->got_bytes) && up->req->wl)
+		vram_manager_note_progress(up->gw->m, up->req->wl->name, up->port);
+	up->stamp = now;
 	up->got_bytes = true;
 	up_process(up);
 }
