@@ -312,17 +312,23 @@ bool vram_access_check_api(const struct vram_h1_head *h, struct vram_access *ret
 
 int vram_access_cors_headers(const char *origin, char *buf, size_t size)
 {
-	int n = 0;
-	if (origin && *origin)
-		n = snprintf(buf, size,
-			     "Access-Control-Allow-Origin: %s\r\n"
-			     "Vary: Origin\r\n"
-			     "Access-Control-Expose-Headers: Mcp-Session-Id, Mcp-Protocol-Version, "
-			     "Retry-After, WWW-Authenticate, Location\r\n",
-			     origin);
-	else if (size)
-		buf[0] = '\0';
-	return n < 0 || (size_t)n >= size ? -ENOSPC : n;
+	if (!origin || !*origin) {
+		if (size)
+			buf[0] = '\0';
+		return 0;
+	}
+	int n = snprintf(buf, size,
+			 "Access-Control-Allow-Origin: %s\r\n"
+			 "Vary: Origin\r\n"
+			 "Access-Control-Expose-Headers: Mcp-Session-Id, Mcp-Protocol-Version, "
+			 "Retry-After, WWW-Authenticate, Location\r\n",
+			 origin);
+	if (n < 0 || (size_t)n >= size) {
+		if (size)
+			buf[0] = '\0';
+		return -ENOSPC;
+	}
+	return n;
 }
 
 /* The value of Access-Control-Request-Headers when it is a plain list of names. */
@@ -353,7 +359,12 @@ int vram_access_preflight_headers(const char *origin, const struct vram_h1_head 
 			 "Access-Control-Max-Age: %d\r\n"
 			 "Vary: Origin, Access-Control-Request-Method, Access-Control-Request-Headers\r\n",
 			 origin, asked.n ? ", " : "", (int)asked.n, asked.p, VRAM_ACCESS_MAX_AGE_S);
-	return n < 0 || (size_t)n >= size ? -ENOSPC : n;
+	if (n < 0 || (size_t)n >= size) {
+		if (size)
+			buf[0] = '\0';
+		return -ENOSPC;
+	}
+	return n;
 }
 
 bool vram_access_is_cors_header(struct vram_h1_span name)
