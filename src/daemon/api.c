@@ -23,7 +23,9 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include "common/fsutil.h"
 #include "common/log.h"
+#include "common/strutil.h"
 #include "common/units.h"
 #include "daemon/http.h"
 #include "daemon/manager.h"
@@ -271,8 +273,14 @@ int vram_api_duration_field(json_t *value, const char *field, uint64_t *ret_ms, 
 	}
 	if (json_is_number(value)) {
 		double s = json_number_value(value);
-		if (!isfinite(s) || s < 0 || s > 1e12) {
+		if (!isfinite(s) || s < 0) {
 			snprintf(msg, msg_size, "%s: expected a number of seconds >= 0, got %g", field, s);
+			return 400;
+		}
+		if (s > (double)(VRAM_DURATION_MAX_MS / 1000)) {
+			snprintf(msg, msg_size, "%s: out of range: at most " VRAM_DURATION_MAX_TEXT
+				 " (%llu s), got %g", field,
+				 (unsigned long long)(VRAM_DURATION_MAX_MS / 1000), s);
 			return 400;
 		}
 		*ret_ms = (uint64_t)llround(s * 1000.0);
@@ -280,7 +288,14 @@ int vram_api_duration_field(json_t *value, const char *field, uint64_t *ret_ms, 
 	}
 	if (json_is_string(value)) {
 		uint64_t ms;
-		if (vram_units_parse_duration_ms(json_string_value(value), &ms) < 0) {
+		int r = vram_units_parse_duration_ms(json_string_value(value), &ms);
+		if (r == -ERANGE) {
+			snprintf(msg, msg_size,
+				 "%s: out of range: at most " VRAM_DURATION_MAX_TEXT ", got \"%.64s\"",
+				 field, json_string_value(value));
+			return 400;
+		}
+		if (r < 0) {
 			snprintf(msg, msg_size,
 				 "%s: expected a duration like \"10m\", \"90s\", \"1h\" or \"never\", got \"%.64s\"",
 				 field, json_string_value(value));
@@ -1131,7 +1146,7 @@ static int logs_from(struct vram_api_call *c, const char *path, off_t offset)
 	char *text = NULL;
 	size_t len = 0;
 	off_t size = 0;
-	int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+	int fd = path ? vram_open_file(path, O_RDONLY, 0) : -1; /* not through a link */
 	if (fd >= 0) {
 		struct stat st;
 		if (fstat(fd, &st) == 0)
@@ -1188,7 +1203,7 @@ static int h_logs(struct vram_api_call *c, json_t **ret)
 
 	char *text = NULL;
 	size_t len = 0;
-	int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+	int fd = path ? vram_open_file(path, O_RDONLY, 0) : -1; /* not through a link */
 	if (fd >= 0) {
 		struct stat st;
 		if (fstat(fd, &st) == 0 && st.st_size > 0) {
@@ -1520,6 +1535,18 @@ void vram_api_handle(struct evhttp_request *req, bool trusted, void *arg)
 		return;
 	}
 
+	/*
+	 * Workload names are ASCII and pids are digits: a {name} that is not even
+	 * UTF-8 (a character cut by a client, or bytes of another encoding) names
+	 * nothing, and must not travel on into JSON, which refuses it.
+	 */
+	if (!vram_utf8_valid(match.name, strlen(match.name))) {
+		vram_http_reply_error(req, 400, NULL,
+				      "the name in %.200s is not valid UTF-8 (a cut or malformed "
+				      "character)",
+				      path);
+		return;
+	}
 	struct vram_api_call c = { .api = api, .req = req, .match = &match };
 	TAILQ_INIT(&c.query);
 	const char *q = uri ? evhttp_uri_get_query(uri) : NULL;
