@@ -10,6 +10,13 @@
  * log file itself. Without a relay program (or when one cannot start) the
  * loop reads the workload's pipe directly.
  *
+ * A child that runs as another user (struct vram_creds) is forked instead,
+ * since posix_spawn cannot change its user; the child then calls only
+ * async-signal-safe functions (the daemon has worker threads) and tells the
+ * parent through a close-on-exec pipe which step failed, so that "cannot
+ * enter cwd as that user" is an error of the spawn, as a missing program
+ * is, not an exit status 127.
+ *
  * SIGCHLD is an evsignal: its callback reaps with waitpid(-1, WNOHANG) until
  * nothing is left, sends SIGKILL to whatever is left of the child's group
  * (helpers must not outlive the workload and keep GPU memory), and reports
@@ -22,12 +29,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -418,11 +427,15 @@ size_t vram_supervisor_live(const struct vram_supervisor *s)
 	return s->n_children;
 }
 
-/* The daemon's environment with sp->env on top (same key: replaced). Array freed by caller. */
-static char **build_env(char *const *extra)
+/*
+ * base (the daemon's environment, or only PATH=VRAM_SPAWN_DEFAULT_PATH) with
+ * extra on top (same key: replaced). Array freed by caller; the strings are
+ * borrowed.
+ */
+static char **build_env(char *const *base, char *const *extra)
 {
 	size_t n_base = 0, n_extra = 0;
-	while (environ && environ[n_base])
+	while (base && base[n_base])
 		n_base++;
 	while (extra && extra[n_extra])
 		n_extra++;
@@ -431,7 +444,7 @@ static char **build_env(char *const *extra)
 		return NULL;
 	size_t n = 0;
 	for (size_t i = 0; i < n_base; i++)
-		env[n++] = environ[i];
+		env[n++] = base[i];
 	for (size_t i = 0; i < n_extra; i++) {
 		const char *eq = strchr(extra[i], '=');
 		size_t key_len = eq ? (size_t)(eq - extra[i]) : strlen(extra[i]);
@@ -546,6 +559,201 @@ int vram_spawnattr_init(posix_spawnattr_t *attr, short flags)
 	return 0;
 }
 
+/* ---- a child that runs as another user ---- */
+
+/* The step a forked child failed at, sent to the parent before it exits. */
+enum spawn_step {
+	STEP_SETUP = 1, /* process group, descriptors, limits */
+	STEP_CREDS,     /* groups, group, user */
+	STEP_CWD,
+	STEP_EXEC,
+};
+
+struct spawn_failure {
+	int step;  /* enum spawn_step */
+	int error; /* errno */
+};
+
+/*
+ * Where a forked child looks for file, as execvp does but from the child's
+ * own PATH (env's): file itself when it holds a '/', else each directory of
+ * PATH in turn (an empty entry is the working directory). NULL-terminated;
+ * caller frees (free_argv). NULL on out of memory.
+ */
+static char **exec_candidates(const char *file, char *const *env)
+{
+	const char *path = NULL;
+	for (size_t i = 0; env && env[i]; i++)
+		if (strncmp(env[i], "PATH=", 5) == 0)
+			path = env[i] + 5;
+	if (!path)
+		path = VRAM_SPAWN_DEFAULT_PATH;
+	size_t n = 1;
+	for (const char *p = path; *p; p++)
+		n += *p == ':';
+	char **out = calloc(n + 1, sizeof(*out));
+	if (!out)
+		return NULL;
+	if (strchr(file, '/')) {
+		out[0] = strdup(file);
+		if (!out[0]) {
+			free(out);
+			return NULL;
+		}
+		return out;
+	}
+	size_t k = 0;
+	for (const char *p = path;; p++) {
+		const char *end = strchr(p, ':');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		if (asprintf(&out[k], "%.*s/%s", (int)len, len ? p : ".", file) < 0) {
+			out[k] = NULL;
+			free_argv(out);
+			return NULL;
+		}
+		k++;
+		if (!end)
+			break;
+		p = end;
+	}
+	return out;
+}
+
+/*
+ * The forked child: its own group, stdin on /dev/null, stdout and stderr on
+ * out_fd, the limits it started with, then the user, the working directory
+ * and the program. Only async-signal-safe calls. Never returns; on failure
+ * it writes a struct spawn_failure to report_fd and exits 127.
+ */
+static _Noreturn void child_as(int report_fd, int out_fd, const struct vram_creds *cr,
+			       const char *cwd, char *const *paths, char *const argv[],
+			       char *const env[])
+{
+	struct spawn_failure f = {.step = STEP_SETUP};
+	struct sigaction dfl = {.sa_handler = SIG_DFL};
+	sigset_t none;
+	sigemptyset(&none);
+	/* nothing of the daemon's handling carries over (SIGKILL, SIGSTOP: EINVAL, fine) */
+	for (int sig = 1; sig < NSIG; sig++)
+		(void)sigaction(sig, &dfl, NULL);
+	if (setpgid(0, 0) < 0)
+		goto fail;
+	int null_fd = open("/dev/null", O_RDONLY);
+	if (null_fd < 0 || (null_fd != 0 && dup2(null_fd, 0) < 0) || dup2(out_fd, 1) < 0 ||
+	    dup2(out_fd, 2) < 0)
+		goto fail;
+	if (null_fd > 2)
+		close(null_fd);
+	if (nofile_raised && setrlimit(RLIMIT_NOFILE, &child_nofile) < 0)
+		goto fail;
+	/*
+	 * The system calls, not the libc wrappers: those make every thread of a
+	 * process change with it, through signals, which is not for a child of
+	 * fork. Groups first, the user last: after it, nothing can be changed.
+	 */
+	f.step = STEP_CREDS;
+	if (syscall(SYS_setgroups, cr->n_groups, cr->groups) < 0 ||
+	    syscall(SYS_setresgid, cr->gid, cr->gid, cr->gid) < 0 ||
+	    syscall(SYS_setresuid, cr->uid, cr->uid, cr->uid) < 0)
+		goto fail;
+	f.step = STEP_CWD;
+	if (cwd && chdir(cwd) < 0)
+		goto fail;
+	if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
+		goto fail;
+	f.step = STEP_EXEC;
+	int error = ENOENT;
+	bool denied = false;
+	for (char *const *p = paths; *p; p++) {
+		execve(*p, argv, env);
+		if (errno == EACCES) {
+			denied = true;
+		} else if (errno != ENOENT && errno != ENOTDIR) {
+			error = errno;
+			break;
+		}
+	}
+	errno = error == ENOENT && denied ? EACCES : error;
+fail:
+	f.error = errno;
+	(void)!write(report_fd, &f, sizeof(f));
+	_exit(127);
+}
+
+/*
+ * Forks a child that runs argv as sp->creds (see child_as), output on
+ * out_fd. Returns 0 with *ret_pid once the program runs, or -errno with
+ * the step that failed, and as whom, in err.
+ */
+static int spawn_as(const struct vram_spawn *sp, char *const argv[], char *const env[], int out_fd,
+		    pid_t *ret_pid, char *err, size_t err_size)
+{
+	const struct vram_creds *cr = sp->creds;
+	char **paths = exec_candidates(argv[0], env);
+	int report[2] = {-1, -1};
+	int r = -ENOMEM;
+	if (!paths)
+		goto out;
+	if (pipe2(report, O_CLOEXEC) < 0) {
+		r = -errno;
+		snprintf(err, err_size, "pipe: %s", strerror(errno));
+		goto out;
+	}
+	/* no signal handler of the daemon's runs in the child before it resets them */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pid_t pid = fork();
+	if (pid == 0)
+		child_as(report[1], out_fd, cr, sp->cwd, paths, argv, env);
+	int fork_errno = errno;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	close(report[1]);
+	report[1] = -1;
+	if (pid < 0) {
+		r = -fork_errno;
+		snprintf(err, err_size, "fork: %s", strerror(fork_errno));
+		goto out;
+	}
+	/* end of file: the program runs (the pipe closed on exec) */
+	struct spawn_failure f;
+	ssize_t n;
+	while ((n = read(report[0], &f, sizeof(f))) < 0 && errno == EINTR)
+		;
+	if (n != (ssize_t)sizeof(f)) {
+		*ret_pid = pid;
+		r = 0;
+		goto out;
+	}
+	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+		;
+	r = f.error > 0 ? -f.error : -EIO;
+	switch (f.step) {
+	case STEP_CREDS:
+		snprintf(err, err_size, "cannot run as uid %u, gid %u and %zu group(s): %s",
+			 (unsigned)cr->uid, (unsigned)cr->gid, cr->n_groups, strerror(f.error));
+		break;
+	case STEP_CWD:
+		snprintf(err, err_size, "cwd %s: %s (as uid %u)", sp->cwd, strerror(f.error),
+			 (unsigned)cr->uid);
+		break;
+	case STEP_EXEC:
+		snprintf(err, err_size, "cmd[0] %s: %s (as uid %u)", argv[0], strerror(f.error),
+			 (unsigned)cr->uid);
+		break;
+	default:
+		snprintf(err, err_size, "setting up the process: %s", strerror(f.error));
+		break;
+	}
+out:
+	if (report[0] >= 0)
+		close(report[0]);
+	if (report[1] >= 0)
+		close(report[1]);
+	free_argv(paths);
+	return r;
+}
+
 /*
  * Starts a relay reading child_out (the read end of the child's pipe; the
  * caller still closes it). Sets *ret_pid. Returns the read end of the pipe
@@ -580,7 +788,8 @@ int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp
 		return -EINVAL;
 	}
 
-	char **env = build_env(sp->env);
+	static char *const default_path[] = {"PATH=" VRAM_SPAWN_DEFAULT_PATH, NULL};
+	char **env = build_env(sp->creds ? default_path : environ, sp->env);
 	char **argv = calloc(argc + 1, sizeof(*argv));
 	int pipefd[2] = {-1, -1};
 	posix_spawn_file_actions_t fa;
@@ -600,7 +809,8 @@ int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp
 		}
 	}
 
-	r = check_executable(argv[0], sp->cwd);
+	/* as another user, the child looks for it with that user's rights and says what failed */
+	r = sp->creds ? 0 : check_executable(argv[0], sp->cwd);
 	if (r < 0) {
 		snprintf(err, err_size, "cmd[0] %s: %s", argv[0], strerror(-r));
 		goto out;
@@ -639,11 +849,17 @@ int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp
 		goto out;
 
 	pid_t pid;
-	int e = vram_spawn(&pid, argv[0], true, &fa, &attr, argv, env);
-	if (e != 0) {
-		r = -e;
-		snprintf(err, err_size, "cmd[0] %s: %s", argv[0], strerror(e));
-		goto out;
+	if (sp->creds) {
+		r = spawn_as(sp, argv, env, pipefd[1], &pid, err, err_size);
+		if (r < 0)
+			goto out;
+	} else {
+		int e = vram_spawn(&pid, argv[0], true, &fa, &attr, argv, env);
+		if (e != 0) {
+			r = -e;
+			snprintf(err, err_size, "cmd[0] %s: %s", argv[0], strerror(e));
+			goto out;
+		}
 	}
 	close(pipefd[1]);
 	pipefd[1] = -1;

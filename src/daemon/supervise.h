@@ -91,12 +91,36 @@ size_t vram_supervisor_live(const struct vram_supervisor *s);
 typedef bool (*vram_reaped_cb)(pid_t pid, int wait_status, void *arg);
 void vram_supervisor_set_reaped_other(struct vram_supervisor *s, vram_reaped_cb cb, void *arg);
 
+/*
+ * A user a child runs as instead of the daemon's own. posix_spawn cannot
+ * change a child's user, so such a child is forked: it takes the groups,
+ * then the group, then the user (all three of real, effective and saved),
+ * and only then enters its working directory and looks up its program, so
+ * that the user's own permissions apply to both.
+ */
+struct vram_creds {
+	uid_t uid;
+	gid_t gid;           /* primary group */
+	const gid_t *groups; /* borrowed; supplementary groups */
+	size_t n_groups;
+};
+
 struct vram_spawn {
 	char *const *argv;  /* borrowed; NULL-terminated, ${VAR} substituted from the final env */
 	char *const *env;   /* borrowed; "KEY=VALUE" set on top of the daemon's environment */
 	const char *cwd;    /* borrowed; NULL = the daemon's working directory */
 	struct vram_logfile *log; /* borrowed; outlives the child; stdout and stderr go here */
+	/*
+	 * Borrowed; NULL: the child runs as the daemon. Otherwise it runs as
+	 * that user, and none of the daemon's environment is passed on (its
+	 * secrets are not the user's): the child gets env only, plus
+	 * PATH=VRAM_SPAWN_DEFAULT_PATH unless env sets PATH, which is then
+	 * where a bare cmd[0] is looked for.
+	 */
+	const struct vram_creds *creds;
 };
+
+#define VRAM_SPAWN_DEFAULT_PATH "/usr/local/bin:/usr/bin:/bin"
 
 /*
  * Called once from the loop after the child is reaped, with the waitpid
@@ -110,7 +134,8 @@ typedef void (*vram_child_exit_cb)(struct vram_child *c, int wait_status, void *
  * Spawns a child in its own process group. On success *ret is a handle owned
  * by the supervisor, valid until the exit callback returns. Returns 0, or
  * -errno with a message in err ("cmd[0] vllm: No such file or directory",
- * "cmd[3]: ${PORT} is not set").
+ * "cmd[3]: ${PORT} is not set"; with creds, what failed as whom: "cwd /root:
+ * Permission denied (as uid 1000)").
  */
 int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp,
 			  vram_child_exit_cb cb, void *arg, struct vram_child **ret,
