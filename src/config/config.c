@@ -15,12 +15,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pwd.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "common/buf.h"
@@ -50,6 +53,8 @@ struct ctx {
 	struct vram_config *cfg; /* borrowed; being filled */
 	struct vram_workload_config defaults; /* template from `defaults:` */
 	const struct vram_ynode *listen_at;   /* where daemon.listen was set */
+	const struct vram_ynode *socket_at;   /* where daemon.socket was set */
+	const struct vram_ynode *state_dir_at; /* where daemon.state_dir was set */
 };
 
 /* ---- errors and key paths ---- */
@@ -742,6 +747,19 @@ static void health_path(struct ctx *c, const struct vram_ynode *v, void *t)
 		fail(c, v, "expected an HTTP path like /health, got %s", GOT(v));
 		return;
 	}
+	for (const char *q = s; *q; q++) {
+		if ((unsigned char)*q <= ' ' || *q == 0x7f) {
+			fail(c, v, "a space or control character at byte %zu, expected an HTTP "
+				   "path like /health (percent-encode such characters)",
+			     (size_t)(q - s));
+			return;
+		}
+	}
+	if (strlen(s) > VRAM_HEALTH_PATH_MAX) {
+		fail(c, v, "%zu bytes, expected an HTTP path of at most %d bytes", strlen(s),
+		     VRAM_HEALTH_PATH_MAX);
+		return;
+	}
 	char *p = xstrdup(c, s);
 	if (!p)
 		return;
@@ -956,11 +974,21 @@ static void wl_queue_timeout(struct ctx *c, const struct vram_ynode *v, void *t)
 	get_duration(c, v, false, 0, &WL(t)->queue_timeout_ms);
 }
 
+static void wl_first_byte_timeout(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_duration(c, v, true, 1000, &WL(t)->first_byte_timeout_ms);
+}
+
+static void wl_stream_timeout(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_duration(c, v, true, 1000, &WL(t)->stream_timeout_ms);
+}
+
 enum {
 	K_CMD, K_ENV, K_CWD, K_GPUS, K_MEMORY, K_REPLICAS, K_AVOID, K_PLACEMENT,
 	K_FALLBACK, K_START, K_HEALTH, K_PORT, K_IDLE, K_PRIORITY, K_OFFLOAD,
 	K_RESTART, K_STOP_GRACE, K_MODELS, K_SHARE, K_COMPUTE, K_MAX_CONCURRENCY,
-	K_QUEUE_MAX, K_QUEUE_TIMEOUT, N_WL_KEYS
+	K_QUEUE_MAX, K_QUEUE_TIMEOUT, K_FIRST_BYTE_TIMEOUT, K_STREAM_TIMEOUT, N_WL_KEYS
 };
 
 static const struct key_def workload_keys[N_WL_KEYS] = {
@@ -987,6 +1015,8 @@ static const struct key_def workload_keys[N_WL_KEYS] = {
 	[K_MAX_CONCURRENCY] = { "max_concurrency", wl_max_concurrency, true },
 	[K_QUEUE_MAX] = { "queue_max", wl_queue_max, true },
 	[K_QUEUE_TIMEOUT] = { "queue_timeout", wl_queue_timeout, true },
+	[K_FIRST_BYTE_TIMEOUT] = { "first_byte_timeout", wl_first_byte_timeout, true },
+	[K_STREAM_TIMEOUT] = { "stream_timeout", wl_stream_timeout, true },
 };
 
 /* The values a workload has when neither it nor `defaults:` says otherwise. */
@@ -1011,6 +1041,8 @@ static void workload_builtin_defaults(struct vram_workload_config *w)
 		.stop_grace_ms = 10000,
 		.queue_max = 64,
 		.queue_timeout_ms = 120000,
+		.first_byte_timeout_ms = 300000,
+		.stream_timeout_ms = 600000,
 	};
 }
 
@@ -1257,8 +1289,17 @@ static void d_listen(struct ctx *c, const struct vram_ynode *v, void *t)
 	c->listen_at = v;
 }
 
-static void d_socket(struct ctx *c, const struct vram_ynode *v, void *t) { get_string(c, v, &CFG(t)->daemon.socket); }
-static void d_state_dir(struct ctx *c, const struct vram_ynode *v, void *t) { get_string(c, v, &CFG(t)->daemon.state_dir); }
+static void d_socket(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_string(c, v, &CFG(t)->daemon.socket);
+	c->socket_at = v;
+}
+
+static void d_state_dir(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_string(c, v, &CFG(t)->daemon.state_dir);
+	c->state_dir_at = v;
+}
 static void d_log(struct ctx *c, const struct vram_ynode *v, void *t) { get_string(c, v, &CFG(t)->daemon.log); }
 static void d_token(struct ctx *c, const struct vram_ynode *v, void *t) { get_string(c, v, &CFG(t)->daemon.token); }
 static void d_hook_library(struct ctx *c, const struct vram_ynode *v, void *t) { get_string(c, v, &CFG(t)->daemon.hook_library); }
@@ -1285,6 +1326,152 @@ static void d_port_range_start(struct ctx *c, const struct vram_ynode *v, void *
 	get_unsigned(c, v, 1, 65535, &CFG(t)->daemon.port_range_start);
 }
 
+/* A host name ([A-Za-z0-9.-], labels not starting with '-') or [IPv6]. */
+static bool host_ok(const char *h, size_t n)
+{
+	if (n == 0 || n > 253)
+		return false;
+	if (h[0] == '[') {
+		if (n < 3 || h[n - 1] != ']')
+			return false;
+		for (size_t i = 1; i + 1 < n; i++)
+			if (!isxdigit((unsigned char)h[i]) && h[i] != ':' && h[i] != '.')
+				return false;
+		return true;
+	}
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)h[i];
+		if (!isalnum(ch) && ch != '.' && ch != '-')
+			return false;
+		if (ch == '-' && (i == 0 || h[i - 1] == '.'))
+			return false;
+	}
+	return true;
+}
+
+/* ":PORT" (1..65535) or nothing, for n bytes at p. */
+static bool port_suffix_ok(const char *p, size_t n)
+{
+	if (n == 0)
+		return true;
+	if (p[0] != ':' || n < 2 || n > 6)
+		return false;
+	unsigned long port = 0;
+	for (size_t i = 1; i < n; i++) {
+		if (!isdigit((unsigned char)p[i]))
+			return false;
+		port = port * 10 + (unsigned long)(p[i] - '0');
+	}
+	return port >= 1 && port <= 65535;
+}
+
+/* Splits "host[:port]" at the port: the host's length. */
+static size_t host_len(const char *s)
+{
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+		return close ? (size_t)(close - s) + 1 : strlen(s);
+	}
+	return strcspn(s, ":");
+}
+
+static void lower_in_place(char *s)
+{
+	for (; *s; s++)
+		*s = (char)tolower((unsigned char)*s);
+}
+
+/* Checks every entry of a list just read with check(entry) and lower-cases it. */
+static void check_list(struct ctx *c, const struct vram_ynode *v, char **list, size_t n,
+		       bool (*check)(const char *), const char *expected)
+{
+	for (size_t i = 0; list && i < n; i++) {
+		if (check(list[i])) {
+			lower_in_place(list[i]);
+			continue;
+		}
+		size_t mark = path_push(c, "[%zu]", i);
+		fail(c, v->items[i], "expected %s, got \"%s\"", expected, list[i]);
+		path_pop(c, mark);
+	}
+}
+
+static bool allowed_host_ok(const char *s)
+{
+	size_t h = host_len(s);
+	return host_ok(s, h) && port_suffix_ok(s + h, strlen(s + h));
+}
+
+static void d_allowed_hosts(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	static const char expected[] = "a host name like gpu1.example.com or gpu1:8600";
+	struct vram_config *cfg = CFG(t);
+	get_string_list(c, v, VRAM_CONFIG_MAX_HOSTS, "a list of host names", &cfg->daemon.allowed_hosts,
+			&cfg->daemon.n_allowed_hosts);
+	check_list(c, v, cfg->daemon.allowed_hosts, cfg->daemon.n_allowed_hosts, allowed_host_ok,
+		   expected);
+}
+
+/* "http://host[:port]" or "https://host[:port]": an origin as browsers send it. */
+static bool origin_ok(const char *s)
+{
+	const char *rest;
+	if (strncasecmp(s, "http://", 7) == 0)
+		rest = s + 7;
+	else if (strncasecmp(s, "https://", 8) == 0)
+		rest = s + 8;
+	else
+		return false;
+	size_t h = host_len(rest);
+	return host_ok(rest, h) && port_suffix_ok(rest + h, strlen(rest + h));
+}
+
+static void cors_origins(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	static const char expected[] = "an origin like http://localhost:3000 or "
+				       "https://ui.example.com (scheme, host and port, no path)";
+	struct vram_config *cfg = CFG(t);
+	get_string_list(c, v, VRAM_CONFIG_MAX_HOSTS, "a list of origins", &cfg->daemon.cors_origins,
+			&cfg->daemon.n_cors_origins);
+	check_list(c, v, cfg->daemon.cors_origins, cfg->daemon.n_cors_origins, origin_ok,
+		   expected);
+}
+
+static const struct key_def cors_keys[] = {
+	{ "origins", cors_origins, false },
+};
+
+static void d_cors(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	walk_map(c, v, cors_keys, N_KEYS(cors_keys), t, WALK_ALL, NULL);
+}
+
+/* A user by name or uid; resolved now, so that a typo fails at load, not at the first run. */
+static void d_run_as(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	static const char expected[] = "a user name or uid that exists on this machine";
+	struct vram_config *cfg = CFG(t);
+	const char *s = want_scalar(c, v, expected);
+	if (!s)
+		return;
+	long long uid;
+	struct passwd pw, *found = NULL;
+	char buf[4096];
+	int e;
+	if (parse_ll(s, &uid) && uid >= 0 && uid < UINT32_MAX)
+		e = getpwuid_r((uid_t)uid, &pw, buf, sizeof(buf), &found);
+	else
+		e = getpwnam_r(s, &pw, buf, sizeof(buf), &found);
+	if (e != 0 || !found) {
+		fail(c, v, "no such user %s, expected %s", GOT(v), expected);
+		return;
+	}
+	get_string(c, v, &cfg->daemon.run_as);
+	cfg->daemon.has_run_as = cfg->daemon.run_as != NULL;
+	cfg->daemon.run_as_uid = pw.pw_uid;
+	cfg->daemon.run_as_gid = pw.pw_gid;
+}
+
 static const struct key_def daemon_keys[] = {
 	{ "listen", d_listen, false },
 	{ "socket", d_socket, false },
@@ -1296,6 +1483,9 @@ static const struct key_def daemon_keys[] = {
 	{ "workload_log_keep", d_workload_log_keep, false },
 	{ "port_range_start", d_port_range_start, false },
 	{ "hook_library", d_hook_library, false },
+	{ "allowed_hosts", d_allowed_hosts, false },
+	{ "cors", d_cors, false },
+	{ "run_as", d_run_as, false },
 };
 
 static void g_backend(struct ctx *c, const struct vram_ynode *v, void *t)
@@ -1497,6 +1687,55 @@ static char *default_state_dir(void)
 	return strdup(buf);
 }
 
+/*
+ * The control socket and the private API socket next to it
+ * (<socket>VRAM_CONFIG_API_SOCKET_SUFFIX) must fit in a sockaddr_un: a
+ * longer path would fail only when vramd starts.
+ */
+static void check_socket_path(struct ctx *c)
+{
+	const struct vram_config *cfg = c->cfg;
+	size_t max = sizeof(((struct sockaddr_un *)0)->sun_path) - 1 -
+		     (sizeof(VRAM_CONFIG_API_SOCKET_SUFFIX) - 1);
+	if (!cfg->daemon.socket || strlen(cfg->daemon.socket) <= max)
+		return;
+	const char *key = c->socket_at ? "daemon.socket" : "daemon.state_dir";
+	const struct vram_ynode *at = c->socket_at ? c->socket_at : c->state_dir_at;
+	char what[96];
+	snprintf(what, sizeof(what), "the control socket's path%s is %zu bytes",
+		 c->socket_at ? "" : " (<state_dir>/vramd.sock)", strlen(cfg->daemon.socket));
+	if (at) {
+		size_t mark = path_push(c, "%s", key);
+		fail(c, at, "%s, expected a path of at most %zu bytes (a Unix socket's limit)",
+		     what, max);
+		path_pop(c, mark);
+	} else {
+		fail_option(c, c->socket_at ? "daemon.socket" : "--state-dir",
+			    "%s, expected a path of at most %zu bytes (a Unix socket's limit)", what,
+			    max);
+	}
+}
+
+/* A workload's fixed port cannot be vramd's own: its requests would loop through vramd. */
+static void check_ports_against_listen(struct ctx *c, const struct vram_ynode *const *all_at)
+{
+	const struct vram_config *cfg = c->cfg;
+	char host[256];
+	if (!cfg->daemon.listen || !listen_split(cfg->daemon.listen, host, sizeof(host)))
+		return;
+	unsigned listen_port = (unsigned)strtoul(strrchr(cfg->daemon.listen, ':') + 1, NULL, 10);
+	for (size_t i = 0; i < cfg->n_workloads; i++) {
+		const struct vram_workload_config *w = &cfg->workloads[i];
+		if (w->port != listen_port)
+			continue;
+		size_t mark = path_push(c, "workloads.%s.port", w->name ? w->name : "");
+		fail(c, all_at[i * N_WL_KEYS + K_PORT],
+		     "port %u is vramd's own (daemon.listen %s), expected another port or auto",
+		     w->port, cfg->daemon.listen);
+		path_pop(c, mark);
+	}
+}
+
 static void finish_daemon(struct ctx *c)
 {
 	struct vram_config *cfg = c->cfg;
@@ -1530,6 +1769,7 @@ static void finish_daemon(struct ctx *c)
 	if (cfg->gpus.backend == VRAM_GPU_BACKEND_SIM && cfg->gpus.n_sim == 0)
 		fail_option(c, "gpus.backend", "sim needs GPUs, expected gpus.sim like 2x80GiB "
 			    "or --gpus 2x80GiB");
+	check_socket_path(c);
 }
 
 void vram_config_free(struct vram_config *config)
@@ -1544,6 +1784,9 @@ void vram_config_free(struct vram_config *config)
 	free(config->daemon.log_level);
 	free(config->daemon.token);
 	free(config->daemon.hook_library);
+	free_strv(config->daemon.allowed_hosts);
+	free_strv(config->daemon.cors_origins);
+	free(config->daemon.run_as);
 	free_sim(config);
 	for (size_t i = 0; i < config->n_workloads; i++)
 		workload_done(&config->workloads[i]);
@@ -1651,6 +1894,8 @@ int vram_config_parse(const char *text, size_t len, const char *name,
 	apply_overrides(&c, ov);
 	if (!c.oom)
 		finish_daemon(&c);
+	if (wl_at && !c.oom)
+		check_ports_against_listen(&c, wl_at);
 
 	if (c.oom) {
 		r = -ENOMEM;

@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "common/units.h"
 
@@ -24,7 +25,11 @@
 #define VRAM_CONFIG_MAX_ARGS 256
 #define VRAM_CONFIG_NAME_MAX 63 /* workload names: [A-Za-z0-9._-], 1..63 chars */
 #define VRAM_CONFIG_MAX_FILE_BYTES (1024 * 1024) /* bytes; larger files are refused */
-#define VRAM_CONFIG_MAX_ERRORS 20 /* errors listed in one message; the rest are counted */
+#define VRAM_CONFIG_MAX_HOSTS 64 /* entries of daemon.allowed_hosts and daemon.cors.origins */
+#define VRAM_CONFIG_MAX_ERRORS 20
+#define VRAM_HEALTH_PATH_MAX 1024 /* bytes of a health check path */
+/* The private API socket is the control socket's path with this appended. */
+#define VRAM_CONFIG_API_SOCKET_SUFFIX ".api" /* errors listed in one message; the rest are counted */
 
 /* Where a value stood in the file, for runtime errors that point back. */
 struct vram_src_pos {
@@ -141,6 +146,8 @@ struct vram_workload_config {
 	unsigned max_concurrency; /* gateway in-flight limit; 0 = unlimited */
 	unsigned queue_max;       /* gateway requests waiting for start/restore */
 	uint64_t queue_timeout_ms; /* ms a request waits for start/restore */
+	uint64_t first_byte_timeout_ms; /* ms from a request sent upstream to its first response byte */
+	uint64_t stream_timeout_ms;     /* ms a response, once begun, may stay silent */
 };
 
 struct vram_sim_gpu_config {
@@ -162,6 +169,17 @@ struct vram_config {
 		unsigned workload_log_keep;      /* rotated files kept */
 		unsigned port_range_start;       /* first port for `port: auto` */
 		char *hook_library; /* owned; libvram.so; NULL = next to vramd (<prefix>/lib/vramd, or the build tree) */
+		char **allowed_hosts;  /* owned, NULL-terminated; Host values accepted besides the
+					* listen address and loopback names: "name" or "name:port" */
+		size_t n_allowed_hosts;
+		char **cors_origins;   /* owned, NULL-terminated; browser origins allowed to call the
+					* API: "scheme://host[:port]", lower case, no path */
+		size_t n_cors_origins;
+		char *run_as;          /* owned; the user (name or uid, as written) ad-hoc workloads
+					* asked for over TCP run as; NULL = such requests are refused */
+		bool has_run_as;       /* run_as is set and was resolved: */
+		uid_t run_as_uid;      /*   its uid */
+		gid_t run_as_gid;      /*   its primary group */
 	} daemon;
 
 	struct {

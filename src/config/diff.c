@@ -79,6 +79,13 @@ bool vram_diff_fixed(const struct vram_config *a, const struct vram_config *b, c
 	      "daemon.workload_log_max");
 	FIXED(a->daemon.workload_log_keep == b->daemon.workload_log_keep, "daemon.workload_log_keep");
 	FIXED(a->daemon.port_range_start == b->daemon.port_range_start, "daemon.port_range_start");
+	FIXED(strv_eq(a->daemon.allowed_hosts, a->daemon.n_allowed_hosts, b->daemon.allowed_hosts,
+		      b->daemon.n_allowed_hosts),
+	      "daemon.allowed_hosts");
+	FIXED(strv_eq(a->daemon.cors_origins, a->daemon.n_cors_origins, b->daemon.cors_origins,
+		      b->daemon.n_cors_origins),
+	      "daemon.cors.origins");
+	FIXED(str_eq(a->daemon.run_as, b->daemon.run_as), "daemon.run_as");
 	FIXED(a->gpus.backend == b->gpus.backend, "gpus.backend");
 	bool sim = a->gpus.n_sim == b->gpus.n_sim;
 	for (size_t i = 0; sim && i < a->gpus.n_sim; i++)
@@ -137,6 +144,8 @@ enum vram_diff_kind vram_diff_workload(const struct vram_workload_config *a,
 	CHANGED(a->max_concurrency == b->max_concurrency, "max_concurrency", L);
 	CHANGED(a->queue_max == b->queue_max && a->queue_timeout_ms == b->queue_timeout_ms, "queue",
 		L);
+	CHANGED(a->first_byte_timeout_ms == b->first_byte_timeout_ms, "first_byte_timeout", L);
+	CHANGED(a->stream_timeout_ms == b->stream_timeout_ms, "stream_timeout", L);
 #undef P
 #undef L
 #undef CHANGED

@@ -281,10 +281,10 @@ int main(int argc, char **argv)
 	 * socket.
 	 */
 	char api_socket[PATH_MAX];
-	if ((size_t)snprintf(api_socket, sizeof(api_socket), "%s.api", socket_path) >=
-	    sizeof(((struct sockaddr_un *)0)->sun_path)) {
-		vram_err("Failed to place the API socket: %s.api is too long for a socket path",
-			 socket_path);
+	if ((size_t)snprintf(api_socket, sizeof(api_socket), "%s" VRAM_CONFIG_API_SOCKET_SUFFIX,
+			     socket_path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+		vram_err("Failed to place the API socket: %s" VRAM_CONFIG_API_SOCKET_SUFFIX
+			 " is too long for a socket path", socket_path);
 		goto out_manager;
 	}
 	if (vram_metrics_new(d.m, &d.metrics) < 0 ||

@@ -446,6 +446,88 @@ static void test_override_errors(void **state)
 
 /* ---- errors, one kind at a time ---- */
 
+static void test_access_keys(void **state)
+{
+	struct vram_config *cfg = parse_ok("daemon:\n"
+					   "  allowed_hosts: [GPU1.example.com, 'gpu1:8600', '[::1]:9']\n"
+					   "  cors: {origins: ['http://localhost:3000', 'HTTPS://UI.example.com']}\n"
+					   "  run_as: root\n" WL_A
+					   "    first_byte_timeout: 30s\n"
+					   "    stream_timeout: never\n");
+	assert_int_equal(cfg->daemon.n_allowed_hosts, 3);
+	assert_string_equal(cfg->daemon.allowed_hosts[0], "gpu1.example.com");
+	assert_string_equal(cfg->daemon.allowed_hosts[2], "[::1]:9");
+	assert_null(cfg->daemon.allowed_hosts[3]);
+	assert_int_equal(cfg->daemon.n_cors_origins, 2);
+	assert_string_equal(cfg->daemon.cors_origins[1], "https://ui.example.com");
+	assert_true(cfg->daemon.has_run_as);
+	assert_int_equal(cfg->daemon.run_as_uid, 0);
+	assert_int_equal(cfg->daemon.run_as_gid, 0);
+	assert_int_equal(cfg->workloads[0].first_byte_timeout_ms, 30000);
+	assert_int_equal(cfg->workloads[0].stream_timeout_ms, VRAM_DURATION_NEVER);
+	vram_config_free(cfg);
+
+	cfg = parse_ok("daemon:\n  run_as: '0'\n" WL_A);
+	assert_true(cfg->daemon.has_run_as);
+	assert_int_equal(cfg->daemon.run_as_uid, 0);
+	assert_int_equal(cfg->workloads[0].first_byte_timeout_ms, 300000);
+	assert_int_equal(cfg->workloads[0].stream_timeout_ms, 600000);
+	vram_config_free(cfg);
+	cfg = parse_ok(WL_A);
+	assert_false(cfg->daemon.has_run_as);
+	assert_null(cfg->daemon.allowed_hosts);
+	vram_config_free(cfg);
+
+	expect_error("daemon:\n  allowed_hosts: [ok.example, 'bad host']\n",
+		     "t.yaml:2:31: daemon.allowed_hosts[1]: expected a host name like "
+		     "gpu1.example.com or gpu1:8600, got \"bad host\"");
+	expect_error("daemon:\n  allowed_hosts: 'x:99999'\n",
+		     "t.yaml:2:18: daemon.allowed_hosts: expected a list of host names, got "
+		     "\"x:99999\"");
+	expect_error("daemon:\n  cors: {origins: ['http://a.example/path']}\n",
+		     "t.yaml:2:20: daemon.cors.origins[0]: expected an origin like "
+		     "http://localhost:3000 or https://ui.example.com (scheme, host and port, no "
+		     "path), got \"http://a.example/path\"");
+	expect_error("daemon:\n  cors: {origin: []}\n",
+		     "t.yaml:2:10: daemon.cors.origin: unknown key 'origin', did you mean "
+		     "'origins'?");
+	expect_error("daemon:\n  run_as: no-such-user-here\n",
+		     "t.yaml:2:11: daemon.run_as: no such user \"no-such-user-here\", expected a "
+		     "user name or uid that exists on this machine");
+	expect_error(WL_A "    first_byte_timeout: 10ms\n",
+		     "t.yaml:4:25: workloads.a.first_byte_timeout: too short, expected at least "
+		     "1s, got \"10ms\"");
+}
+
+/* What --check-config must refuse because it could never run. */
+static void test_error_cannot_work(void **state)
+{
+	char yaml[1024];
+	char longdir[200];
+	memset(longdir, 'd', sizeof(longdir) - 1);
+	longdir[0] = '/';
+	longdir[sizeof(longdir) - 1] = '\0';
+	snprintf(yaml, sizeof(yaml), "daemon:\n  socket: %s\n", longdir);
+	expect_error(yaml, "t.yaml:2:11: daemon.socket: the control socket's path is 199 bytes, "
+			   "expected a path of at most 103 bytes (a Unix socket's limit)");
+	snprintf(yaml, sizeof(yaml), "daemon:\n  state_dir: %s\n", longdir);
+	expect_error(yaml, "t.yaml:2:14: daemon.state_dir: the control socket's path "
+			   "(<state_dir>/vramd.sock) is 210 bytes, expected a path of at most 103 "
+			   "bytes (a Unix socket's limit)");
+	expect_error(WL_A "    health: \"/he\\r\\nX-Evil: 1\"\n",
+		     "t.yaml:4:13: workloads.a.health: a space or control character at byte 3, "
+		     "expected an HTTP path like /health (percent-encode such characters)");
+	expect_error(WL_A "    health: {path: \"/a b\"}\n",
+		     "t.yaml:4:20: workloads.a.health.path: a space or control character at byte "
+		     "2, expected an HTTP path like /health (percent-encode such characters)");
+	expect_error("daemon:\n  listen: 127.0.0.1:8600\n" WL_A "    port: 8600\n",
+		     "t.yaml:6:11: workloads.a.port: port 8600 is vramd's own (daemon.listen "
+		     "127.0.0.1:8600), expected another port or auto");
+	expect_error(WL_A "    port: 8600\n",
+		     "t.yaml:4:11: workloads.a.port: port 8600 is vramd's own (daemon.listen "
+		     "127.0.0.1:8600), expected another port or auto");
+}
+
 static void test_error_unknown_keys(void **state)
 {
 	expect_error(WL_A "    memroy: 1GiB\n",
@@ -456,7 +538,7 @@ static void test_error_unknown_keys(void **state)
 		     "t.yaml:4:5: workloads.a.zzzzzz: unknown key 'zzzzzz', expected one of: "
 		     "cmd, env, cwd, gpus, memory, replicas, avoid, placement, fallback, start, "
 		     "health, port, idle, priority, offload, restart, stop_grace, models, share, "
-		     "compute, max_concurrency, queue_max, queue_timeout");
+		     "compute, max_concurrency, queue_max, queue_timeout, first_byte_timeout, stream_timeout");
 	expect_error(WL_A "    idle: {offload_afer: 1m}\n",
 		     "t.yaml:4:12: workloads.a.idle.offload_afer: unknown key 'offload_afer', "
 		     "did you mean 'offload_after'?");
@@ -978,6 +1060,8 @@ int main(void)
 		cmocka_unit_test(test_examples_load),
 		cmocka_unit_test(test_names),
 		cmocka_unit_test(test_edit_distance),
+		cmocka_unit_test(test_access_keys),
+		cmocka_unit_test(test_error_cannot_work),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

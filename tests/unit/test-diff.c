@@ -114,6 +114,23 @@ static void test_workload_live(void **state)
 	assert_string_equal(keys, "idle.offload_after, models");
 }
 
+static void test_access_and_timeouts(void **state)
+{
+	char keys[256];
+	assert_int_equal(kind_of(BASE WL "    first_byte_timeout: 5s\n    stream_timeout: 1m\n", keys,
+				 sizeof(keys)),
+			 VRAM_DIFF_LIVE);
+	assert_string_equal(keys, "first_byte_timeout, stream_timeout");
+	struct vram_config *a = parse(BASE WL);
+	struct vram_config *b = parse("daemon: { listen: 127.0.0.1:8600, allowed_hosts: [gpu1], "
+				      "cors: { origins: ['http://ui:3000'] }, run_as: root }\n"
+				      "gpus: { backend: sim, sim: [ { name: g, memory: 24GiB } ] }\n" WL);
+	assert_false(vram_diff_fixed(a, b, keys, sizeof(keys)));
+	assert_string_equal(keys, "daemon.allowed_hosts, daemon.cors.origins, daemon.run_as");
+	vram_config_free(a);
+	vram_config_free(b);
+}
+
 static void test_workload_process(void **state)
 {
 	char keys[256];
@@ -143,6 +160,7 @@ int main(void)
 		cmocka_unit_test(test_workload_same),
 		cmocka_unit_test(test_workload_live),
 		cmocka_unit_test(test_workload_process),
+		cmocka_unit_test(test_access_and_timeouts),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
