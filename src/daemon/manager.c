@@ -2797,7 +2797,7 @@ int vram_manager_set_idle(struct vram_manager *m, const char *name, uint64_t off
 	}
 	for (size_t k = 0; k < m->n_live; k++) {
 		struct vram_workload *x = m->wptrs[k];
-		if (w && x != w)
+		if (w ? x != w : adhoc_of(m, x) != NULL)
 			continue;
 		if (offload_after_ms != VRAM_IDLE_KEEP)
 			x->offload_after_ms = offload_after_ms;

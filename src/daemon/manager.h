@@ -158,8 +158,10 @@ int vram_manager_reload(struct vram_manager *m, struct vram_config *cfg, json_t 
 			char *err, size_t err_size);
 
 /*
- * Sets idle timeouts of one workload (name) or of all (name NULL). A field
- * left at VRAM_IDLE_KEEP is not changed. Returns 0, -ENOENT or -EINVAL (err).
+ * Sets idle timeouts of one workload (name) or of all the config's (name
+ * NULL: an ad-hoc workload keeps its own, it belongs to the user who ran
+ * it). A field left at VRAM_IDLE_KEEP is not changed. Returns 0, -ENOENT or
+ * -EINVAL (err).
  */
 #define VRAM_IDLE_KEEP (UINT64_MAX - 1)
 int vram_manager_set_idle(struct vram_manager *m, const char *name, uint64_t offload_after_ms,

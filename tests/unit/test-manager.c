@@ -782,6 +782,14 @@ static void test_adhoc_runs_as_its_owner(void **state)
 	w = vram_manager_workload_json(c->m, "demo");
 	assert_true(json_is_null(json_object_get(w, "owner")));
 	json_decref(w);
+	/* idle timers set for all apply to the config's workloads, not to a user's command */
+	assert_int_equal(vram_manager_set_idle(c->m, NULL, VRAM_IDLE_KEEP, 1000, err, sizeof(err)), 0);
+	w = vram_manager_workload_json(c->m, "theirs");
+	assert_true(json_is_null(json_object_get(json_object_get(w, "timeouts"), "release_after_seconds")));
+	json_decref(w);
+	w = vram_manager_workload_json(c->m, "demo");
+	assert_true(json_real_value(json_object_get(json_object_get(w, "timeouts"), "release_after_seconds")) == 1.0);
+	json_decref(w);
 
 	/* without runas: vramd's own user */
 	spec = (struct vram_adhoc_spec){.cmd = who, .name = "ours"};
