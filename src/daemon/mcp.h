@@ -29,9 +29,11 @@ struct vram_manager;
 struct vram_api;
 struct vram_mcp;
 struct vram_mcp_call;
+struct vram_peer;
 
 #define VRAM_MCP_SESSIONS_MAX 64         /* sessions kept; the least recently used goes first */
 #define VRAM_MCP_CALLS_MAX 256           /* tool calls waiting for an action at once */
+#define VRAM_MCP_CALLS_UNIX_RESERVED 64  /* of them only for clients on the control socket */
 #define VRAM_MCP_WAIT_DEFAULT_S 300      /* s a start/stop/restore tool waits by default */
 #define VRAM_MCP_WAIT_MAX_S 3600         /* s at most */
 #define VRAM_MCP_SESSION_ID_LEN 32       /* hex characters */
@@ -103,10 +105,13 @@ void vram_mcp_call_cancel(struct vram_mcp_call *call);
  * A request with "MCP-Protocol-Version: 2026-07-28" is served statelessly
  * (Mcp-Session-Id ignored) after its headers are checked against its body;
  * any other request but initialize needs a session. body is borrowed
- * (body_error -E2BIG when it was over the limit). Always replies, now or
- * later.
+ * (body_error -E2BIG when it was over the limit). peer (borrowed for the
+ * call) is who sent it: tools act on another user's ad-hoc workload only as
+ * the REST routes would (vram_api_may_act), and a TCP client's waiting
+ * calls leave VRAM_MCP_CALLS_UNIX_RESERVED for the control socket. Always
+ * replies, now or later.
  */
 void vram_mcp_handle_http(struct vram_mcp *mcp, struct evhttp_request *req, const char *body,
-			  size_t body_len, int body_error);
+			  size_t body_len, int body_error, const struct vram_peer *peer);
 
 #endif
