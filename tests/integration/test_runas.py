@@ -40,6 +40,21 @@ pytestmark = pytest.mark.skipif(
     reason="needs root, useradd and setpriv: it makes users and runs vramctl as them")
 
 PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def job_env():
+    """The env of a command sent without vramctl: in the sanitizer build, its runtime first."""
+    return {"LD_PRELOAD": hk.ASAN_RT, "ASAN_OPTIONS": hk.ASAN_OPTIONS} if hk.ASAN_RT else {}
+
+
+def user_env(**extra):
+    """A small environment for a user's vramctl: no HOME, so that the command's comes from
+    vramd. In the sanitizer build libvram.so needs its runtime first, as in test_run."""
+    env = {"PATH": PATH, "ASAN_OPTIONS": hk.ASAN_OPTIONS, **extra}
+    if hk.ASAN_RT:
+        env["LD_PRELOAD"] = hk.ASAN_RT
+    return env
+
 CONFIG = """
 daemon:
   log_level: debug
@@ -78,7 +93,7 @@ class User:
 
     def run(self, *args, timeout=60, **kw):
         return subprocess.run(self.cmd(*args), capture_output=True, text=True, timeout=timeout,
-                              env={"PATH": PATH}, cwd="/", **kw)
+                              env=user_env(), cwd="/", **kw)
 
     def request(self, sock, method, path, json=None):
         """One HTTP request over a Unix socket, sent by a process of this user."""
@@ -170,7 +185,7 @@ def test_vramctl_run_runs_as_the_calling_user(vramd, users):
 
     # root asking gets root
     r = subprocess.run([VRAMCTL, "--url", d.sock, "run", "--", "sh", "-c", "id -u; id -g"],
-                       capture_output=True, text=True, timeout=60, env={"PATH": PATH})
+                       capture_output=True, text=True, timeout=60, env=user_env())
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["0", "0"], r.stdout
 
@@ -182,7 +197,7 @@ def test_a_command_is_its_users_alone(vramd, users):
     p = subprocess.Popen(alice.cmd(VRAMCTL, "--url", d.sock, "run", "--name", "alices", "--",
                                    "sleep", "60"),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env={"PATH": PATH}, cwd="/")
+                         env=user_env(), cwd="/")
     try:
         pid, w = running_pid(d, "alices")
         uids, gids = ids_of(pid)
@@ -239,11 +254,8 @@ def test_the_hook_reaches_a_users_command(vramd, users):
     control socket and is offloaded by its owner; the state directory stays vramd's."""
     alice, bob = users
     d = vramd()
-    env = {"PATH": PATH, "LD_LIBRARY_PATH": hk.FAKECUDA, "FC_SERVER_MIB": "64",
-           "VRAM_HOOK_CONTEXT_MEMORY": "64MiB", "VRAM_FAKE_CONTEXT_MEMORY": "64MiB",
-           "ASAN_OPTIONS": hk.ASAN_OPTIONS}
-    if hk.ASAN_RT:
-        env["LD_PRELOAD"] = hk.ASAN_RT
+    env = user_env(LD_LIBRARY_PATH=hk.FAKECUDA, FC_SERVER_MIB="64",
+                   VRAM_HOOK_CONTEXT_MEMORY="64MiB", VRAM_FAKE_CONTEXT_MEMORY="64MiB")
     p = subprocess.Popen(alice.cmd(VRAMCTL, "--url", d.sock, "run", "--name", "afcs",
                                    "--memory", "1GiB", "--", hk.SERVER),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -302,7 +314,7 @@ def test_tcp_with_the_token_runs_as_run_as(vramd, users):
                       timeout=30)
     assert r.status_code == 401, r.text
     assert d.get("/api/workloads/nope").status_code == 404
-    r = d.post("/api/workloads", json={"name": "tok", "cmd": ["sleep", "30"]})
+    r = d.post("/api/workloads", json={"name": "tok", "cmd": ["sleep", "30"], "env": job_env()})
     assert r.status_code == 201, r.text
     d.seen_pids.add(r.json()["pid"])
     assert ids_of(r.json()["pid"])[0] == [alice.uid] * 4
@@ -345,7 +357,8 @@ def test_api_decides_by_the_peer(vramd, users, tmp_path):
         assert r.status_code == 400 and "X-Vramd-Peer" in r.json()["error"]["message"], bad
 
     # on the socket: as the peer; the owner and token holders may act on it, others not
-    r = api(d, "POST", "/api/workloads", unix_peer(alice), {"name": "a1", "cmd": ["sleep", "30"]})
+    r = api(d, "POST", "/api/workloads", unix_peer(alice), {"name": "a1", "cmd": ["sleep", "30"],
+                                                          "env": job_env()})
     assert r.status_code == 201, r.text
     pid = r.json()["pid"]
     d.seen_pids.add(pid)
@@ -364,7 +377,7 @@ def test_api_decides_by_the_peer(vramd, users, tmp_path):
     assert r.status_code == 200, r.text
     assert not pid_alive(pid)
     # without the header: vramd itself (only its own user can open this socket)
-    r = api(d, "POST", "/api/workloads", None, {"name": "mine", "cmd": ["sleep", "30"]})
+    r = api(d, "POST", "/api/workloads", None, {"name": "mine", "cmd": ["sleep", "30"], "env": job_env()})
     assert r.status_code == 201 and r.json()["owner"]["uid"] == 0, r.text
     d.seen_pids.add(r.json()["pid"])
 
@@ -376,7 +389,7 @@ def test_api_runs_tcp_commands_as_run_as(vramd, users):
     r = api(d, "POST", "/api/workloads", tcp_peer(), {"name": "t0", "cmd": ["true"]})
     assert r.status_code == 403 and "daemon.token" in r.text, r.text
     r = api(d, "POST", "/api/workloads", tcp_peer(token=True),
-            {"name": "t1", "cmd": ["sleep", "30"]})
+            {"name": "t1", "cmd": ["sleep", "30"], "env": job_env()})
     assert r.status_code == 201, r.text
     d.seen_pids.add(r.json()["pid"])
     assert ids_of(r.json()["pid"])[0] == [alice.uid] * 4
