@@ -1036,8 +1036,10 @@ static int compat_act(struct vram_api *api, struct evhttp_request *req,
 					       : (strcmp(state, "ready") == 0 ||
 						  strcmp(state, "offloaded") == 0);
 			/* another user's command is theirs: "all" means all this client may touch */
-			if (applies && vram_api_may_act(api, peer, n, vram_action_name(action), refusal,
-							sizeof(refusal)))
+			if (applies && json_is_true(json_object_get(w, "adhoc")))
+				applies = vram_api_may_act(api, peer, n, vram_action_name(action), refusal,
+							   sizeof(refusal));
+			if (applies)
 				json_array_append_new(names, json_string(n));
 		}
 		json_decref(status);
