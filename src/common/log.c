@@ -3,13 +3,23 @@
  * Logging sink: a threshold and one FILE. The daemon is single-threaded on
  * its event loop, but worker-pool threads may log too, so a line is written
  * with one fprintf under the stdio lock.
+ *
+ * Messages carry client text (names, paths, MCP methods), so every message
+ * is escaped as a whole before it is written: a control character or a
+ * byte that is not UTF-8 becomes \n, \r, \t or \xNN, and one call is
+ * always one line, whatever its arguments held.
  */
 #include "common/log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+
+#include "common/fsutil.h"
+#include "common/strutil.h"
 
 static enum vram_log_level log_level = VRAM_LOG_INFO;
 static FILE *log_file; /* NULL means stderr; owned when not NULL */
@@ -27,9 +37,16 @@ int vram_log_init(enum vram_log_level level, const char *path)
 	vram_log_done();
 	if (!path || !*path || strcmp(path, "-") == 0)
 		return 0;
-	FILE *f = fopen(path, "ae");
-	if (!f)
-		return -errno;
+	/* not through a symbolic link someone put in its place; not inherited by children */
+	int fd = vram_open_file(path, O_WRONLY | O_APPEND | O_CREAT, 0644);
+	if (fd < 0)
+		return fd;
+	FILE *f = fdopen(fd, "a");
+	if (!f) {
+		int r = -errno;
+		close(fd);
+		return r;
+	}
 	setvbuf(f, NULL, _IOLBF, 0);
 	log_file = f;
 	return 0;
@@ -63,7 +80,11 @@ void vram_logv(enum vram_log_level level, const char *fmt, va_list ap)
 	if (!vram_log_enabled(level))
 		return;
 	char msg[2048];
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	int n = vsnprintf(msg, sizeof(msg), fmt, ap);
+	/* each byte becomes at most 4 ("\xNN"): the escaped text is never cut */
+	char line[4 * sizeof(msg)];
+	vram_str_escape_control(line, sizeof(line), msg,
+				n < 0 ? 0 : (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1);
 
 	struct timespec ts;
 	struct tm tm;
@@ -74,7 +95,7 @@ void vram_logv(enum vram_log_level level, const char *fmt, va_list ap)
 
 	FILE *out = log_file ? log_file : stderr;
 	fprintf(out, "%s.%03ld %-5s %s\n", when, ts.tv_nsec / 1000000L,
-		level_names[level], msg);
+		level_names[level], line);
 }
 
 void vram_log(enum vram_log_level level, const char *fmt, ...)

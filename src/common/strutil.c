@@ -58,3 +58,118 @@ const char *vram_str_closest(const char *word, const char *const *candidates, si
 		return NULL;
 	return best;
 }
+
+/* ---- UTF-8 ---- */
+
+size_t vram_utf8_char_len(const char *s, size_t len)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	if (len == 0)
+		return 0;
+	unsigned char c = u[0];
+	size_t n;
+	uint32_t cp;
+	if (c < 0x80)
+		return 1;
+	if (c < 0xc2) /* a continuation byte, or the overlong 0xc0/0xc1 */
+		return 0;
+	if (c < 0xe0) {
+		n = 2;
+		cp = c & 0x1f;
+	} else if (c < 0xf0) {
+		n = 3;
+		cp = c & 0x0f;
+	} else if (c < 0xf5) {
+		n = 4;
+		cp = c & 0x07;
+	} else {
+		return 0;
+	}
+	if (len < n)
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if ((u[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (u[i] & 0x3f);
+	}
+	/* overlong forms, surrogates, beyond Unicode */
+	if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || (cp >= 0xd800 && cp <= 0xdfff) ||
+	    cp > 0x10ffff)
+		return 0;
+	return n;
+}
+
+bool vram_utf8_valid(const char *s, size_t len)
+{
+	size_t i = 0;
+	while (i < len) {
+		size_t n = vram_utf8_char_len(s + i, len - i);
+		if (n == 0)
+			return false;
+		i += n;
+	}
+	return true;
+}
+
+/* Appends n bytes if they fit with a NUL after them. Returns false when they do not. */
+static bool put(char *out, size_t size, size_t *off, const char *p, size_t n)
+{
+	if (*off + n + 1 > size)
+		return false;
+	memcpy(out + *off, p, n);
+	*off += n;
+	return true;
+}
+
+size_t vram_utf8_sanitize(char *out, size_t size, const char *in, size_t len)
+{
+	static const char replacement[] = "\xef\xbf\xbd"; /* U+FFFD */
+	size_t off = 0, i = 0;
+	if (size == 0)
+		return 0;
+	while (i < len && in[i]) {
+		size_t n = vram_utf8_char_len(in + i, len - i);
+		bool ok = n ? put(out, size, &off, in + i, n)
+			    : put(out, size, &off, replacement, sizeof(replacement) - 1);
+		if (!ok)
+			break;
+		i += n ? n : 1;
+	}
+	out[off] = '\0';
+	return off;
+}
+
+size_t vram_str_escape_control(char *out, size_t size, const char *in, size_t len)
+{
+	size_t off = 0, i = 0;
+	if (size == 0)
+		return 0;
+	while (i < len) {
+		unsigned char c = (unsigned char)in[i];
+		size_t n = vram_utf8_char_len(in + i, len - i);
+		char esc[5];
+		bool ok;
+		if (n > 0 && c >= 0x20 && c != 0x7f) {
+			ok = put(out, size, &off, in + i, n);
+		} else {
+			n = 1;
+			if (c == '\n' || c == '\r' || c == '\t') {
+				esc[0] = '\\';
+				esc[1] = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
+				ok = put(out, size, &off, esc, 2);
+			} else {
+				static const char hex[] = "0123456789abcdef";
+				esc[0] = '\\';
+				esc[1] = 'x';
+				esc[2] = hex[c >> 4];
+				esc[3] = hex[c & 0xf];
+				ok = put(out, size, &off, esc, 4);
+			}
+		}
+		if (!ok)
+			break;
+		i += n;
+	}
+	out[off] = '\0';
+	return off;
+}

@@ -15,17 +15,33 @@
 #include <string.h>
 #include <strings.h>
 
+/*
+ * A non-negative decimal number as written: its value, and when it has no
+ * fraction its exact integer value, so that large whole numbers are not
+ * rounded through a double.
+ */
+struct number {
+	double value;
+	bool integral;   /* no '.' part: whole is exact */
+	uint64_t whole;  /* when integral */
+};
+
 /* Reads a non-negative decimal number (digits with an optional fraction). */
-static int parse_number(const char **p, double *ret)
+static int parse_number(const char **p, struct number *ret)
 {
 	const char *s = *p;
 	const char *start = s;
-	bool seen_digit = false;
+	bool seen_digit = false, integral = true, overflow = false;
+	uint64_t whole = 0;
 	while (isdigit((unsigned char)*s)) {
+		if (__builtin_mul_overflow(whole, 10, &whole) ||
+		    __builtin_add_overflow(whole, (uint64_t)(*s - '0'), &whole))
+			overflow = true;
 		s++;
 		seen_digit = true;
 	}
 	if (*s == '.') {
+		integral = false;
 		s++;
 		while (isdigit((unsigned char)*s)) {
 			s++;
@@ -34,6 +50,8 @@ static int parse_number(const char **p, double *ret)
 	}
 	if (!seen_digit)
 		return -EINVAL;
+	if (integral && overflow)
+		return -ERANGE;
 	char tmp[64];
 	size_t n = (size_t)(s - start);
 	if (n >= sizeof(tmp))
@@ -44,8 +62,29 @@ static int parse_number(const char **p, double *ret)
 	double v = strtod(tmp, NULL);
 	if (errno || !isfinite(v))
 		return -ERANGE;
-	*ret = v;
+	*ret = (struct number){ .value = v, .integral = integral, .whole = whole };
 	*p = s;
+	return 0;
+}
+
+/*
+ * num times unit, rounded to an integer, into *ret. Returns 0, or -ERANGE
+ * when the product is above max.
+ */
+static int scale(const struct number *num, uint64_t unit, uint64_t max, uint64_t *ret)
+{
+	uint64_t v;
+	if (num->integral) {
+		if (__builtin_mul_overflow(num->whole, unit, &v) || v > max)
+			return -ERANGE;
+		*ret = v;
+		return 0;
+	}
+	double d = num->value * (double)unit;
+	/* compared in double: max itself may not be representable, 2^64 is */
+	if (!(d < 0x1p64) || (uint64_t)d > max || (uint64_t)(d + 0.5) > max)
+		return -ERANGE;
+	*ret = (uint64_t)(d + 0.5);
 	return 0;
 }
 
@@ -65,8 +104,8 @@ int vram_units_parse_bytes(const char *s, uint64_t *ret_bytes)
 	if (!s)
 		return -EINVAL;
 	const char *p = s;
-	double v;
-	int r = parse_number(&p, &v);
+	struct number num;
+	int r = parse_number(&p, &num);
 	if (r < 0)
 		return r;
 	while (*p == ' ')
@@ -74,13 +113,9 @@ int vram_units_parse_bytes(const char *s, uint64_t *ret_bytes)
 	for (size_t i = 0; i < sizeof(size_suffixes) / sizeof(size_suffixes[0]); i++) {
 		if (strcmp(p, size_suffixes[i].suffix) != 0)
 			continue;
-		double bytes = v * (double)size_suffixes[i].mult;
-		if (bytes >= 18446744073709551615.0)
-			return -ERANGE;
-		if (size_suffixes[i].mult == 1 && v != floor(v))
+		if (size_suffixes[i].mult == 1 && !num.integral && num.value != floor(num.value))
 			return -EINVAL; /* "1.5" bytes makes no sense */
-		*ret_bytes = (uint64_t)llround(bytes);
-		return 0;
+		return scale(&num, size_suffixes[i].mult, VRAM_BYTES_MAX, ret_bytes);
 	}
 	return -EINVAL;
 }
@@ -96,15 +131,15 @@ int vram_units_parse_mem(const char *s, struct vram_mem *ret_mem)
 			has_unit = true;
 	if (!has_unit && (strchr(s, '.') || strcmp(s, "1") == 0)) {
 		const char *p = s;
-		double v;
-		int r = parse_number(&p, &v);
+		struct number num;
+		int r = parse_number(&p, &num);
 		if (r < 0)
 			return r;
 		if (*p)
 			return -EINVAL;
-		if (!(v > 0.0 && v <= 1.0))
+		if (!(num.value > 0.0 && num.value <= 1.0))
 			return -ERANGE;
-		*ret_mem = (struct vram_mem){ .is_fraction = true, .fraction = v };
+		*ret_mem = (struct vram_mem){ .is_fraction = true, .fraction = num.value };
 		return 0;
 	}
 	uint64_t bytes;
@@ -131,39 +166,40 @@ int vram_units_parse_duration_ms(const char *s, uint64_t *ret_ms)
 		return 0;
 	}
 	const char *p = s;
-	double total = 0;
+	uint64_t total = 0;
 	bool any = false;
 	while (*p) {
-		double v;
-		int r = parse_number(&p, &v);
+		struct number num;
+		int r = parse_number(&p, &num);
 		if (r < 0)
 			return r;
 		size_t n = 0;
 		while (isalpha((unsigned char)p[n]))
 			n++;
+		uint64_t unit = 0;
 		if (n == 0) {
 			if (any || p[0] != '\0')
 				return -EINVAL; /* "1h30" or trailing junk */
-			total += v * 1000.0; /* bare number: seconds */
+			unit = 1000; /* bare number: seconds */
 		} else {
-			bool found = false;
 			for (size_t i = 0; i < sizeof(duration_suffixes) / sizeof(duration_suffixes[0]); i++) {
 				if (strlen(duration_suffixes[i].suffix) == n &&
 				    strncmp(p, duration_suffixes[i].suffix, n) == 0) {
-					total += v * (double)duration_suffixes[i].ms;
-					found = true;
+					unit = duration_suffixes[i].ms;
 					break;
 				}
 			}
-			if (!found)
+			if (!unit)
 				return -EINVAL;
 			p += n;
 		}
+		uint64_t ms;
+		if (scale(&num, unit, VRAM_DURATION_MAX_MS, &ms) < 0 ||
+		    __builtin_add_overflow(total, ms, &total) || total > VRAM_DURATION_MAX_MS)
+			return -ERANGE;
 		any = true;
 	}
-	if (total >= 1.8e19)
-		return -ERANGE;
-	*ret_ms = (uint64_t)llround(total);
+	*ret_ms = total;
 	return 0;
 }
 

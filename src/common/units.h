@@ -7,8 +7,10 @@
  *   memory     a size, or a fraction of a device in (0, 1] ("0.8");
  *   durations  "90s", "10m", "1h", "1h30m", "250ms", a bare number is seconds;
  *              "never" / "off" is VRAM_DURATION_NEVER.
- * Parsers return 0 or -EINVAL (not this unit) / -ERANGE (too large) and leave
- * the output untouched on failure.
+ * Parsers return 0 or -EINVAL (not this unit) / -ERANGE (out of range: above
+ * VRAM_BYTES_MAX or VRAM_DURATION_MAX_MS) and leave the output untouched on
+ * failure. Whole numbers are exact however large; fractions go through a
+ * double.
  */
 #ifndef VRAM_UNITS_H
 #define VRAM_UNITS_H
@@ -18,6 +20,15 @@
 #include <stdint.h>
 
 #define VRAM_DURATION_NEVER UINT64_MAX
+/*
+ * The longest duration a config or a client may give: 100 years (of 365
+ * days), in ms. Far beyond any timer's use, and small enough that a
+ * duration added to a clock in ms, or turned into ns, cannot overflow.
+ */
+#define VRAM_DURATION_MAX_MS (UINT64_C(100) * 365 * 86400000)
+#define VRAM_DURATION_MAX_TEXT "100 years (36500d)" /* VRAM_DURATION_MAX_MS in words */
+/* The largest size in bytes; UINT64_MAX stands for "unknown" where sizes are measured. */
+#define VRAM_BYTES_MAX (UINT64_MAX - 1)
 
 #define VRAM_KiB (UINT64_C(1) << 10)
 #define VRAM_MiB (UINT64_C(1) << 20)

@@ -272,8 +272,13 @@ static void get_duration(struct ctx *c, const struct vram_ynode *v, bool allow_n
 	uint64_t ms;
 	if (!s)
 		return;
-	if (vram_units_parse_duration_ms(s, &ms) < 0 ||
-	    (ms == VRAM_DURATION_NEVER && !allow_never)) {
+	int r = vram_units_parse_duration_ms(s, &ms);
+	if (r == -ERANGE) {
+		fail(c, v, "out of range, expected at most " VRAM_DURATION_MAX_TEXT ", got %s",
+		     GOT(v));
+		return;
+	}
+	if (r < 0 || (ms == VRAM_DURATION_NEVER && !allow_never)) {
 		fail(c, v, "expected %s, got %s", expected, GOT(v));
 		return;
 	}
@@ -293,7 +298,12 @@ static void get_bytes(struct ctx *c, const struct vram_ynode *v, bool allow_zero
 	uint64_t bytes;
 	if (!s)
 		return;
-	if (vram_units_parse_bytes(s, &bytes) < 0 || (!allow_zero && bytes == 0)) {
+	int r = vram_units_parse_bytes(s, &bytes);
+	if (r == -ERANGE) {
+		fail(c, v, "out of range, expected a size below 16EiB, got %s", GOT(v));
+		return;
+	}
+	if (r < 0 || (!allow_zero && bytes == 0)) {
 		fail(c, v, "expected %s, got %s", expected, GOT(v));
 		return;
 	}

@@ -455,7 +455,10 @@ static int cmd_timeout(const struct ctl *c)
 	if (!vram_config_name_ok(name))
 		return usage_error("\"%s\" is not a workload name", name);
 	uint64_t ms;
-	if (vram_units_parse_duration_ms(dur, &ms) < 0)
+	int r = vram_units_parse_duration_ms(dur, &ms);
+	if (r == -ERANGE)
+		return usage_error("\"%s\" is out of range: at most " VRAM_DURATION_MAX_TEXT, dur);
+	if (r < 0)
 		return usage_error("\"%s\" is not a duration (like 90s, 10m, 1h or never)", dur);
 	const char *field = c->offload ? "offload_after" : "release_after";
 	json_t *body = json_pack("{s:s}", field, dur);
@@ -466,7 +469,7 @@ static int cmd_timeout(const struct ctl *c)
 	char path[256];
 	snprintf(path, sizeof(path), "/api/workloads/%s/idle", name);
 	struct vram_client_response resp;
-	int r = call(c, "PUT", path, text, CTL_STATUS_TIMEOUT_MS, &resp);
+	r = call(c, "PUT", path, text, CTL_STATUS_TIMEOUT_MS, &resp);
 	free(text);
 	if (r)
 		return r;

@@ -23,7 +23,9 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include "common/fsutil.h"
 #include "common/log.h"
+#include "common/strutil.h"
 #include "common/units.h"
 #include "daemon/http.h"
 #include "daemon/manager.h"
@@ -275,8 +277,14 @@ int vram_api_duration_field(json_t *value, const char *field, uint64_t *ret_ms, 
 	}
 	if (json_is_number(value)) {
 		double s = json_number_value(value);
-		if (!isfinite(s) || s < 0 || s > 1e12) {
+		if (!isfinite(s) || s < 0) {
 			snprintf(msg, msg_size, "%s: expected a number of seconds >= 0, got %g", field, s);
+			return 400;
+		}
+		if (s > (double)(VRAM_DURATION_MAX_MS / 1000)) {
+			snprintf(msg, msg_size, "%s: out of range: at most " VRAM_DURATION_MAX_TEXT
+				 " (%llu s), got %g", field,
+				 (unsigned long long)(VRAM_DURATION_MAX_MS / 1000), s);
 			return 400;
 		}
 		*ret_ms = (uint64_t)llround(s * 1000.0);
@@ -284,7 +292,14 @@ int vram_api_duration_field(json_t *value, const char *field, uint64_t *ret_ms, 
 	}
 	if (json_is_string(value)) {
 		uint64_t ms;
-		if (vram_units_parse_duration_ms(json_string_value(value), &ms) < 0) {
+		int r = vram_units_parse_duration_ms(json_string_value(value), &ms);
+		if (r == -ERANGE) {
+			snprintf(msg, msg_size,
+				 "%s: out of range: at most " VRAM_DURATION_MAX_TEXT ", got \"%.64s\"",
+				 field, json_string_value(value));
+			return 400;
+		}
+		if (r < 0) {
 			snprintf(msg, msg_size,
 				 "%s: expected a duration like \"10m\", \"90s\", \"1h\" or \"never\", got \"%.64s\"",
 				 field, json_string_value(value));
@@ -1223,7 +1238,7 @@ out_bad:
 
 static int h_mcp(struct vram_api_call *c, json_t **ret)
 {
-	vram_mcp_handle_http(c->api->mcp, c->req, c->body, c->body_len, c->body_error, &c->peer);
+	vram_mcp_handle_http(c->api->mcp, c->req, c->body, c->body_len, c->body_error);
 	return 0;
 }
 
@@ -1238,7 +1253,7 @@ static int logs_from(struct vram_api_call *c, const char *path, off_t offset)
 	char *text = NULL;
 	size_t len = 0;
 	off_t size = 0;
-	int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+	int fd = path ? vram_open_file(path, O_RDONLY, 0) : -1; /* not through a link */
 	if (fd >= 0) {
 		struct stat st;
 		if (fstat(fd, &st) == 0)
@@ -1298,7 +1313,7 @@ static int h_logs(struct vram_api_call *c, json_t **ret)
 
 	char *text = NULL;
 	size_t len = 0;
-	int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+	int fd = path ? vram_open_file(path, O_RDONLY, 0) : -1; /* not through a link */
 	if (fd >= 0) {
 		struct stat st;
 		if (fstat(fd, &st) == 0 && st.st_size > 0) {
@@ -1648,6 +1663,18 @@ void vram_api_handle(struct evhttp_request *req, bool trusted, void *arg)
 		return;
 	}
 
+	/*
+	 * Workload names are ASCII and pids are digits: a {name} that is not even
+	 * UTF-8 (a character cut by a client, or bytes of another encoding) names
+	 * nothing, and must not travel on into JSON, which refuses it.
+	 */
+	if (!vram_utf8_valid(match.name, strlen(match.name))) {
+		vram_http_reply_error(req, 400, NULL,
+				      "the name in %.200s is not valid UTF-8 (a cut or malformed "
+				      "character)",
+				      path);
+		return;
+	}
 	struct vram_api_call c = { .api = api, .req = req, .match = &match };
 	char why[512];
 	if (request_peer(req, &c.peer, why, sizeof(why)) < 0) {

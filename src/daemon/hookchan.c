@@ -38,6 +38,7 @@
 #include <event2/event.h>
 
 #include "common/log.h"
+#include "common/strutil.h"
 #include "proto/hook_proto.h"
 
 _Static_assert(VRAM_HOOKCHAN_NAME_MAX == VRAM_HOOK_PROTO_NAME_MAX, "workload names as on the wire");
@@ -347,7 +348,8 @@ static int on_hello(struct conn *c, uint16_t version, const struct vram_hook_pro
 		hc->n_procs++;
 	}
 	p->pid = (pid_t)h->pid;
-	snprintf(p->workload, sizeof(p->workload), "%s", h->workload);
+	/* the process's VRAM_WORKLOAD, whatever it holds: it goes into JSON, which wants UTF-8 */
+	vram_utf8_sanitize(p->workload, sizeof(p->workload), h->workload, strlen(h->workload));
 	p->conn = c;
 	p->state = VRAM_HOOK_STATE_RUNNING;
 	proc_set_devs(p, h->dev, h->ndev);
@@ -366,10 +368,31 @@ static int on_hello(struct conn *c, uint16_t version, const struct vram_hook_pro
 	return 0;
 }
 
+/*
+ * What a successful command moved, applied to the process's numbers at
+ * once: the hook's next USAGE comes up to a second later (it reports at
+ * most once a second), and whoever asked for the command reads the status
+ * as soon as it is answered. An offload takes bytes off the device, a
+ * restore puts them back; USAGE stays the source of truth and overwrites
+ * this when it comes.
+ */
+static void proc_apply_result(struct proc *p, const struct vram_hook_proto_result *r)
+{
+	if (r->status != 0)
+		return;
+	if (r->op == VRAM_HOOK_MSG_OFFLOAD) {
+		p->resident = p->resident > r->bytes ? p->resident - r->bytes : 0;
+	} else {
+		uint64_t room = p->used > p->resident ? p->used - p->resident : 0;
+		p->resident += r->bytes < room ? r->bytes : room;
+	}
+}
+
 static void on_result(struct conn *c, const struct vram_hook_proto_result *r)
 {
 	struct vram_hookchan_req *req = c->req;
 	c->proc->state = r->state;
+	proc_apply_result(c->proc, r);
 	if (!req || req->id != r->request_id ||
 	    r->op != (req->op == VRAM_HOOKCHAN_OFFLOAD ? VRAM_HOOK_MSG_OFFLOAD : VRAM_HOOK_MSG_RESTORE)) {
 		vram_debug("hook: process %d: result %u answers nothing in flight", (int)c->proc->pid,

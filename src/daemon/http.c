@@ -32,6 +32,7 @@
 #include <event2/listener.h>
 
 #include "common/log.h"
+#include "common/strutil.h"
 
 #define VRAM_HTTP_MAX_LISTENERS 8
 #define VRAM_HTTP_MAX_SINGLE_WRITE (256 * 1024) /* bytes handed to one write(2) */
@@ -100,8 +101,21 @@ const char *vram_http_error_code(int status)
 	}
 }
 
+/* bytes of an error message once repaired (an invalid byte becomes 3); longer ones are cut */
+#define ERROR_MESSAGE_MAX 4096
+
 json_t *vram_http_error_json(int status, const char *code, const char *message)
 {
+	/*
+	 * Messages quote what clients sent (names, paths, header values), often
+	 * cut to a length that may fall inside a character: jansson refuses
+	 * text that is not UTF-8, so it is repaired here rather than lost.
+	 */
+	char clean[ERROR_MESSAGE_MAX];
+	if (message && !vram_utf8_valid(message, strlen(message))) {
+		vram_utf8_sanitize(clean, sizeof(clean), message, strlen(message));
+		message = clean;
+	}
 	return json_pack("{s:{s:s, s:s}}", "error", "code", code ? code : vram_http_error_code(status),
 			 "message", message ? message : vram_http_reason(status));
 }

@@ -116,7 +116,9 @@ const char *vram_http_error_code(int status);
 
 /*
  * Builds {"error": {"code": code, "message": message}} (new reference;
- * NULL on out of memory). code NULL = vram_http_error_code(status).
+ * NULL on out of memory). code NULL = vram_http_error_code(status). A
+ * message that is not UTF-8 (client text, or text cut inside a character)
+ * has each bad byte replaced with U+FFFD.
  */
 json_t *vram_http_error_json(int status, const char *code, const char *message);
 

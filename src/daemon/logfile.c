@@ -31,12 +31,16 @@ struct vram_logfile {
 	size_t tail_len;     /* bytes in the ring */
 };
 
+/*
+ * Opens the current file, never through a symbolic link put in its place
+ * (the workload's output must not land in a file someone else chose).
+ */
 static int open_current(struct vram_logfile *l, bool truncate)
 {
-	int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (truncate ? O_TRUNC : O_APPEND);
-	l->fd = open(l->path, flags, 0644);
-	if (l->fd < 0)
-		return -errno;
+	int fd = vram_open_file(l->path, O_WRONLY | O_CREAT | (truncate ? O_TRUNC : O_APPEND), 0644);
+	if (fd < 0)
+		return fd;
+	l->fd = fd;
 	struct stat st;
 	l->size = fstat(l->fd, &st) == 0 ? (uint64_t)st.st_size : 0;
 	return 0;

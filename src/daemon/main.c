@@ -215,10 +215,23 @@ int main(int argc, char **argv)
 	if (!log_level && cfg->daemon.log_level &&
 	    vram_log_level_parse(cfg->daemon.log_level, &level) < 0)
 		level = VRAM_LOG_INFO;
+	/*
+	 * The state directory first: sockets, logs and the relays' files go
+	 * there, and the daemon log may too. The default /tmp/vramd-$UID can be
+	 * made by anyone before vramd starts, so one that is not vramd's own and
+	 * private is refused rather than used.
+	 */
+	if (cfg->daemon.state_dir &&
+	    (r = vram_mkdir_private(cfg->daemon.state_dir, err, sizeof(err))) < 0) {
+		vram_err("Refusing the state directory %s: %s; %s", cfg->daemon.state_dir, err,
+			 r == -EACCES ? "set daemon.state_dir to a directory elsewhere"
+				      : "remove it or set daemon.state_dir");
+		goto out_config;
+	}
 	r = vram_log_init(level, cfg->daemon.log);
 	if (r < 0)
-		vram_log_errno(VRAM_LOG_WARN, r, "Failed to open log file %s, logging to stderr",
-			       cfg->daemon.log);
+		vram_warn("Failed to open the log file %s: %s; logging to stderr", cfg->daemon.log,
+			  vram_open_strerror(r));
 
 	const char *listen = cfg->daemon.listen ? cfg->daemon.listen : "127.0.0.1:8600";
 	char host[256];
@@ -230,11 +243,6 @@ int main(int argc, char **argv)
 	if (!vram_http_host_is_loopback(host) && !(cfg->daemon.token && *cfg->daemon.token)) {
 		vram_err("Refusing to listen on %s without daemon.token: only loopback addresses may go without one",
 			 listen);
-		goto out_config;
-	}
-	if (cfg->daemon.state_dir && (r = vram_mkdir_p(cfg->daemon.state_dir, 0755, 0700)) < 0) {
-		vram_log_errno(VRAM_LOG_ERROR, r, "Failed to create state directory %s",
-			       cfg->daemon.state_dir);
 		goto out_config;
 	}
 	char socket_path[PATH_MAX];

@@ -28,7 +28,9 @@
 
 #include <event2/event.h>
 
+#include "common/fsutil.h"
 #include "common/log.h"
+#include "common/strutil.h"
 #include "common/units.h"
 #include "core/engine.h"
 #include "core/plan.h"
@@ -1596,7 +1598,7 @@ static int workload_init(struct vram_manager *m, struct vram_workload *w,
 				  m->cfg->daemon.workload_log_keep, &w->log);
 	if (r < 0) {
 		vram_warn("Failed to open the log %s: %s; %s's output is dropped", w->log_path,
-			  strerror(-r), cfg->name);
+			  vram_open_strerror(r), cfg->name);
 		w->log = NULL;
 	}
 	return 0;
@@ -2890,6 +2892,27 @@ static json_t *gpu_refs_json(struct vram_manager *m, const struct vram_instance 
 }
 
 /* null for share: none; else whether MPS is used, why not, and each instance's client. */
+/*
+ * A JSON string of text that may hold anything a workload wrote (its log
+ * tail, an error that quotes it): bytes that are not UTF-8, or a character
+ * the tail's ring cut, become U+FFFD, since jansson refuses such text and
+ * the whole workload would drop out of the status. NULL on out of memory.
+ */
+static json_t *text_json(const char *text)
+{
+	size_t len = strlen(text);
+	if (vram_utf8_valid(text, len))
+		return json_string(text);
+	size_t size = 3 * len + 1; /* each bad byte becomes 3 */
+	char *clean = malloc(size);
+	if (!clean)
+		return NULL;
+	vram_utf8_sanitize(clean, size, text, len);
+	json_t *j = json_string(clean);
+	free(clean);
+	return j;
+}
+
 static json_t *workload_mps_json(const struct vram_workload *w)
 {
 	if (w->cfg->share != VRAM_SHARE_MPS)
@@ -2906,7 +2929,7 @@ static json_t *workload_mps_json(const struct vram_workload *w)
 		}
 	}
 	return json_pack("{s:b,s:o,s:o,s:o}", "used", w->use_mps, "why",
-			 w->mps_note[0] ? json_string(w->mps_note) : json_null(), "compute_percent",
+			 w->mps_note[0] ? text_json(w->mps_note) : json_null(), "compute_percent",
 			 w->cfg->compute_percent ? json_integer(w->cfg->compute_percent) : json_null(),
 			 "clients", clients ? clients : json_array());
 }
@@ -2993,8 +3016,8 @@ static json_t *workload_json(struct vram_manager *m, struct vram_workload *w)
 		"name", w->engine ? json_string(w->engine->name) : json_null(),
 		"why", w->engine_why,
 		"last_seconds", w->last_action_seconds,
-		"last_error", w->last_error[0] ? json_string(w->last_error) : json_null(),
-		"log_tail", w->state == VRAM_WL_FAILED && w->log_tail[0] ? json_string(w->log_tail)
+		"last_error", w->last_error[0] ? text_json(w->last_error) : json_null(),
+		"log_tail", w->state == VRAM_WL_FAILED && w->log_tail[0] ? text_json(w->log_tail)
 									 : json_null(),
 		"restarts", (int)w->restarts,
 		"next_restart_seconds",

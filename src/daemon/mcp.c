@@ -17,12 +17,14 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
 #include "common/base64.h"
 #include "common/log.h"
+#include "common/strutil.h"
 #include "common/units.h"
 #include "common/version.h"
 #include "config/config.h"
@@ -47,9 +49,14 @@ const char *const vram_mcp_versions[] = { "2025-06-18", VRAM_MCP_VERSION_HANDSHA
 	"ones in host RAM and restores them on demand. Use list_workloads or "            \
 	"get_gpu_status first; workload names come from there."
 
+/* Who made a session: "uid 1000", "tcp 127.0.0.1" or "tcp 127.0.0.1 token". */
+#define OWNER_MAX (VRAM_PEER_ADDR_MAX + 16)
+
 struct session {
 	char id[VRAM_MCP_SESSION_ID_LEN + 1];
 	char version[16];
+	char owner[OWNER_MAX]; /* only this owner may use or end it */
+	bool tcp;              /* the owner came over TCP: counts against VRAM_MCP_SESSIONS_TCP_MAX */
 	uint64_t last_used_ms; /* ms, monotonic */
 	struct session *prev, *next;
 };
@@ -327,6 +334,19 @@ static bool args_valid(json_t *schema, json_t *args, char *msg, size_t msg_size)
 
 /* ---------------------------------------------------------------- replies */
 
+/*
+ * Formats a message into out (size bytes) as UTF-8. Messages quote what
+ * clients sent, cut with "%.64s" and the like, possibly inside a
+ * character; jansson refuses such text, and the reply would be lost.
+ */
+static void vformat_utf8(char *out, size_t size, const char *fmt, va_list ap)
+{
+	char raw[2048];
+	int n = vsnprintf(raw, sizeof(raw), fmt, ap);
+	size_t len = n < 0 ? 0 : (size_t)n < sizeof(raw) ? (size_t)n : sizeof(raw) - 1;
+	vram_utf8_sanitize(out, size, raw, len);
+}
+
 /* result is borrowed. */
 static json_t *response(json_t *id, json_t *result)
 {
@@ -342,7 +362,7 @@ static json_t *error_response_data(json_t *id, int code, json_t *data, const cha
 	char msg[1024];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	vformat_utf8(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	json_t *r = json_pack("{s:s, s:O, s:{s:i, s:s}}", "jsonrpc", "2.0", "id",
 			      id ? id : json_null(), "error", "code", code, "message", msg);
@@ -430,7 +450,7 @@ static json_t *tool_error(const char *fmt, ...)
 	char msg[2048];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	vformat_utf8(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	return tool_result(NULL, true, msg);
 }
@@ -954,6 +974,7 @@ struct http_wait {
 	struct http_wait *prev, *next;
 	struct session *new_session; /* made by this initialize, or NULL */
 	bool stateless;              /* served under 2026-07-28 */
+	bool request;                /* the message has an id and a method: it must be answered */
 	bool linked;
 };
 
@@ -964,11 +985,21 @@ static uint64_t monotonic_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static struct session *session_find(struct vram_mcp *mcp, const char *id)
+/* The owner text of a peer, into buf (OWNER_MAX bytes). */
+static void owner_of(const struct vram_peer *p, char *buf, size_t size)
+{
+	if (p->transport == VRAM_PEER_TCP)
+		snprintf(buf, size, "tcp %s%s", p->addr[0] ? p->addr : "-", p->token ? " token" : "");
+	else
+		snprintf(buf, size, "uid %lu", (unsigned long)p->uid);
+}
+
+/* The session id if owner made it; another owner's is not there for them. */
+static struct session *session_find(struct vram_mcp *mcp, const char *id, const char *owner)
 {
 	for (struct session *s = mcp->sessions; s; s = s->next)
 		if (strcmp(s->id, id) == 0)
-			return s;
+			return strcmp(s->owner, owner) == 0 ? s : NULL;
 	return NULL;
 }
 
@@ -994,29 +1025,88 @@ static void session_push(struct vram_mcp *mcp, struct session *s)
 	s->last_used_ms = monotonic_ms();
 }
 
-/* A new session for version; the least recently used one goes when full. */
-static struct session *session_new(struct vram_mcp *mcp, const char *version)
+/* The least recently used session of owner (NULL: any owner; tcp_only: TCP owners'), or NULL. */
+static struct session *session_lru(struct vram_mcp *mcp, const char *owner, bool tcp_only,
+				   size_t *ret_count)
 {
-	if (mcp->n_sessions >= VRAM_MCP_SESSIONS_MAX) {
-		struct session *last = mcp->sessions;
-		while (last && last->next)
-			last = last->next;
-		if (last) {
-			session_unlink(mcp, last);
-			free(last);
-		}
+	struct session *lru = NULL;
+	size_t n = 0;
+	for (struct session *s = mcp->sessions; s; s = s->next) {
+		if ((owner && strcmp(s->owner, owner) != 0) || (tcp_only && !s->tcp))
+			continue;
+		lru = s; /* most recently used first: the last one seen */
+		n++;
 	}
+	if (ret_count)
+		*ret_count = n;
+	return lru;
+}
+
+/*
+ * Which session must go before owner may have a new one, into *ret_victim
+ * (NULL: none). Returns 0, or -EBUSY with *ret_retry_s (s until a session
+ * of the full pool has been idle long enough to go) when none may.
+ */
+static int session_room(struct vram_mcp *mcp, const char *owner, bool tcp,
+			struct session **ret_victim, unsigned *ret_retry_s)
+{
+	size_t own, n_tcp;
+	struct session *own_lru = session_lru(mcp, owner, false, &own);
+	struct session *tcp_lru = session_lru(mcp, NULL, true, &n_tcp);
+	*ret_victim = NULL;
+	if (own >= VRAM_MCP_SESSIONS_PER_OWNER) {
+		*ret_victim = own_lru;
+		return 0;
+	}
+	bool tcp_full = tcp && n_tcp >= VRAM_MCP_SESSIONS_TCP_MAX;
+	if (mcp->n_sessions < VRAM_MCP_SESSIONS_MAX && !tcp_full)
+		return 0;
+	if (own_lru) {
+		*ret_victim = own_lru;
+		return 0;
+	}
+	/* another owner's, only once its owner has left it unused for long */
+	struct session *oldest = tcp_full ? tcp_lru : session_lru(mcp, NULL, false, NULL);
+	uint64_t idle_ms = monotonic_ms() - oldest->last_used_ms;
+	if (idle_ms >= (uint64_t)VRAM_MCP_SESSION_IDLE_S * 1000) {
+		*ret_victim = oldest;
+		return 0;
+	}
+	*ret_retry_s = (unsigned)(((uint64_t)VRAM_MCP_SESSION_IDLE_S * 1000 - idle_ms + 999) / 1000);
+	return -EBUSY;
+}
+
+/*
+ * A new session for version, made by owner, into *ret. Returns 0, -ENOMEM,
+ * or -EBUSY with *ret_retry_s when there is no room for it (see mcp.h).
+ */
+static int session_new(struct vram_mcp *mcp, const char *version, const char *owner, bool tcp,
+		       struct session **ret, unsigned *ret_retry_s)
+{
+	struct session *victim;
+	int r = session_room(mcp, owner, tcp, &victim, ret_retry_s);
+	if (r < 0)
+		return r;
 	struct session *s = calloc(1, sizeof(*s));
 	unsigned char raw[VRAM_MCP_SESSION_ID_LEN / 2];
 	if (!s || getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw)) {
 		free(s);
-		return NULL;
+		return -ENOMEM;
+	}
+	if (victim) {
+		vram_debug("MCP: session %.8s… of %s makes room for one of %s", victim->id,
+			   victim->owner, owner);
+		session_unlink(mcp, victim);
+		free(victim);
 	}
 	for (size_t i = 0; i < sizeof(raw); i++)
 		snprintf(s->id + 2 * i, 3, "%02x", raw[i]);
 	snprintf(s->version, sizeof(s->version), "%s", version);
+	snprintf(s->owner, sizeof(s->owner), "%s", owner);
+	s->tcp = tcp;
 	session_push(mcp, s);
-	return s;
+	*ret = s;
+	return 0;
 }
 
 /* A transport-level refusal: the HTTP status, with a JSON-RPC error body. */
@@ -1109,10 +1199,19 @@ static void on_http_reply(json_t *resp, void *arg)
 		session_unlink(mcp, w->new_session);
 		free(w->new_session);
 	}
-	if (resp)
+	if (resp) {
 		vram_http_reply_json(w->req, http_status_of(resp, w->stateless), resp);
-	else
+	} else if (w->request) {
+		/* no response could be built (out of memory): still an answer, never a bare 202 */
+		static const char oom[] = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,"
+					  "\"message\":\"out of memory\"}}\n";
+		evhttp_add_header(evhttp_request_get_output_headers(w->req), "Content-Type",
+				  "application/json");
+		evbuffer_add(evhttp_request_get_output_buffer(w->req), oom, sizeof(oom) - 1);
+		evhttp_send_reply(w->req, 500, "Internal Server Error", NULL);
+	} else {
 		evhttp_send_reply(w->req, 202, "Accepted", NULL);
+	}
 	http_wait_free(w);
 }
 
@@ -1209,7 +1308,7 @@ static json_t *stateless_http_error(struct evkeyvalq *in, json_t *msg)
 }
 
 void vram_mcp_handle_http(struct vram_mcp *mcp, struct evhttp_request *req, const char *body,
-			  size_t body_len, int body_error, const struct vram_peer *peer)
+			  size_t body_len, int body_error)
 {
 	struct evkeyvalq *in = evhttp_request_get_input_headers(req);
 	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
@@ -1218,12 +1317,24 @@ void vram_mcp_handle_http(struct vram_mcp *mcp, struct evhttp_request *req, cons
 			    "Origin not allowed: only pages served from loopback may call /mcp");
 		return;
 	}
+	/* who asks: the gateway says so; without its header, vramd's own user on the private socket */
+	struct vram_peer peer;
+	const char *ph = evhttp_find_header(in, VRAM_PEER_HEADER);
+	if (!ph) {
+		vram_peer_self(&peer);
+	} else if (vram_peer_parse(ph, &peer) < 0) {
+		http_refuse(req, 400, NULL, VRAM_MCP_INVALID_REQUEST,
+			    VRAM_PEER_HEADER ": not a peer identity (the gateway's header)");
+		return;
+	}
+	char owner[OWNER_MAX];
+	owner_of(&peer, owner, sizeof(owner));
 	const char *sid = evhttp_find_header(in, "Mcp-Session-Id");
 	const char *hv = evhttp_find_header(in, "MCP-Protocol-Version");
 	bool stateless = hv && strcmp(hv, VRAM_MCP_VERSION_STATELESS) == 0;
 	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
 	if (cmd == EVHTTP_REQ_DELETE && !stateless) {
-		struct session *s = sid ? session_find(mcp, sid) : NULL;
+		struct session *s = sid ? session_find(mcp, sid, owner) : NULL;
 		if (!s) {
 			http_refuse(req, sid ? 404 : 400, NULL, VRAM_MCP_INVALID_REQUEST,
 				    sid ? "no such session" : "Mcp-Session-Id: required");
@@ -1277,8 +1388,22 @@ void vram_mcp_handle_http(struct vram_mcp *mcp, struct evhttp_request *req, cons
 			json_object_get(json_object_get(msg, "params"), "protocolVersion"));
 		version = vram_mcp_negotiate(want);
 		if (want && (json_is_string(id) || json_is_integer(id))) {
-			new_session = session_new(mcp, version);
-			if (!new_session) {
+			unsigned retry_s = 0;
+			int r = session_new(mcp, version, owner, peer.transport == VRAM_PEER_TCP,
+					    &new_session, &retry_s);
+			if (r == -EBUSY) {
+				char wait[16];
+				snprintf(wait, sizeof(wait), "%u", retry_s);
+				evhttp_add_header(out, "Retry-After", wait);
+				snprintf(text, sizeof(text),
+					 "too many MCP sessions (%d, %d of them for TCP clients), none of "
+					 "them yours and none unused for %d s: try again in %u s",
+					 VRAM_MCP_SESSIONS_MAX, VRAM_MCP_SESSIONS_TCP_MAX,
+					 VRAM_MCP_SESSION_IDLE_S, retry_s);
+				http_refuse(req, 503, id, VRAM_MCP_INTERNAL_ERROR, text);
+				goto out;
+			}
+			if (r < 0) {
 				http_refuse(req, 500, id, VRAM_MCP_INTERNAL_ERROR, "out of memory");
 				goto out;
 			}
@@ -1299,7 +1424,7 @@ void vram_mcp_handle_http(struct vram_mcp *mcp, struct evhttp_request *req, cons
 			    VRAM_MCP_VERSION_STATELESS " with params._meta for a stateless request");
 		goto out;
 	} else {
-		struct session *s = session_find(mcp, sid);
+		struct session *s = session_find(mcp, sid, owner);
 		if (!s) {
 			http_refuse(req, 404, id, VRAM_MCP_INVALID_REQUEST,
 				    "no such session (it ended or was dropped): initialize again");
@@ -1329,8 +1454,9 @@ void vram_mcp_handle_http(struct vram_mcp *mcp, struct evhttp_request *req, cons
 	w->mcp = mcp;
 	w->req = req;
 	w->stateless = stateless;
+	w->request = id && json_object_get(msg, "method");
 	w->new_session = new_session;
-	mcp->peer = peer; /* for the tools; the dispatch reads it before it returns */
+	mcp->peer = &peer; /* for the tools; the dispatch reads it before it returns */
 	int dispatched = vram_mcp_dispatch(mcp, msg, version, on_http_reply, w, &w->call);
 	mcp->peer = NULL;
 	if (dispatched == 1) {

@@ -29,9 +29,19 @@ struct vram_manager;
 struct vram_api;
 struct vram_mcp;
 struct vram_mcp_call;
-struct vram_peer;
 
-#define VRAM_MCP_SESSIONS_MAX 64         /* sessions kept; the least recently used goes first */
+/*
+ * Sessions belong to who made them (the owner: a uid on the control socket,
+ * an address and whether it had the token on TCP); only the owner may use
+ * or end one. A new session never pushes out another owner's, unless that
+ * one has been idle for VRAM_MCP_SESSION_IDLE_S: past an owner's share its
+ * own least recently used goes, and when the table is full and the owner
+ * has none, the answer is 503 with Retry-After.
+ */
+#define VRAM_MCP_SESSIONS_MAX 64         /* sessions kept in all */
+#define VRAM_MCP_SESSIONS_PER_OWNER 16   /* an owner's 17th replaces its own least recently used */
+#define VRAM_MCP_SESSIONS_TCP_MAX 48     /* held by TCP clients together; the rest is the socket's */
+#define VRAM_MCP_SESSION_IDLE_S 600      /* s unused after which a session may make room for another owner's */
 #define VRAM_MCP_CALLS_MAX 256           /* tool calls waiting for an action at once */
 #define VRAM_MCP_CALLS_UNIX_RESERVED 64  /* of them only for clients on the control socket */
 #define VRAM_MCP_WAIT_DEFAULT_S 300      /* s a start/stop/restore tool waits by default */
@@ -104,14 +114,17 @@ void vram_mcp_call_cancel(struct vram_mcp_call *call);
  * message, GET is 405 (no server-initiated stream), DELETE ends a session.
  * A request with "MCP-Protocol-Version: 2026-07-28" is served statelessly
  * (Mcp-Session-Id ignored) after its headers are checked against its body;
- * any other request but initialize needs a session. body is borrowed
- * (body_error -E2BIG when it was over the limit). peer (borrowed for the
- * call) is who sent it: tools act on another user's ad-hoc workload only as
- * the REST routes would (vram_api_may_act), and a TCP client's waiting
- * calls leave VRAM_MCP_CALLS_UNIX_RESERVED for the control socket. Always
- * replies, now or later.
+ * any other request but initialize needs a session, and only the session's
+ * owner may use or end it (another owner gets 404, as for an unknown id).
+ * The owner is the X-Vramd-Peer header the gateway adds (peer.h); a request
+ * without it came over the private socket: vramd's own user. The same
+ * identity decides what the tools may do: they act on another user's
+ * ad-hoc workload only as the REST routes would (vram_api_may_act), and a
+ * TCP client's waiting calls leave VRAM_MCP_CALLS_UNIX_RESERVED for the
+ * control socket. body is borrowed (body_error -E2BIG when it was over the
+ * limit). Always replies, now or later.
  */
 void vram_mcp_handle_http(struct vram_mcp *mcp, struct evhttp_request *req, const char *body,
-			  size_t body_len, int body_error, const struct vram_peer *peer);
+			  size_t body_len, int body_error);
 
 #endif

@@ -250,7 +250,7 @@ static size_t append_tail(const char *path, const char *label, char *buf, size_t
 
 	if (off + 1 >= size)
 		return off;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return off;
 	if (fstat(fd, &st) < 0 || st.st_size == 0) {
@@ -468,7 +468,9 @@ static int cmd_spawn(struct mps_daemon *d, enum cmd_kind kind, const char *text,
 		posix_spawn_file_actions_adddup2(&fa, in[0], STDIN_FILENO);
 	else
 		posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, c->out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	/* the child's stdout: close-on-exec would close it, but never through a link */
+	posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, c->out_path,
+					 O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600);
 	posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
 	/* Its own process group: a Ctrl-C meant for vramd does not reach it. */
 	r = vram_spawnattr_init(&attr, POSIX_SPAWN_SETPGROUP);
@@ -538,7 +540,7 @@ static char *read_output(const char *path)
 
 	if (!buf)
 		return NULL;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd >= 0) {
 		n = read(fd, buf, MPS_OUTPUT_MAX);
 		close(fd);
@@ -833,7 +835,7 @@ static pid_t read_pid_file(const struct mps_daemon *d)
 	int fd;
 
 	snprintf(path, sizeof(path), "%s/" MPS_PID_FILE, d->pipe_dir);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return 0;
 	n = read(fd, buf, sizeof(buf) - 1);

@@ -195,6 +195,18 @@ static void test_duration_field(void **state)
 	assert_int_equal(vram_api_duration_field(v, "timeout", &ms, msg, sizeof(msg)), 400);
 	assert_non_null(strstr(msg, "timeout:"));
 	json_decref(v);
+	/* out of range, as a string or as seconds: said so, not wrapped around */
+	v = json_string("10000000000000000000ms");
+	assert_int_equal(vram_api_duration_field(v, "offload_after", &ms, msg, sizeof(msg)), 400);
+	assert_string_equal(msg, "offload_after: out of range: at most 100 years (36500d), got "
+				 "\"10000000000000000000ms\"");
+	json_decref(v);
+	v = json_real(1e19);
+	assert_int_equal(vram_api_duration_field(v, "timeout", &ms, msg, sizeof(msg)), 400);
+	assert_string_equal(msg, "timeout: out of range: at most 100 years (36500d) (3153600000 s), "
+				 "got 1e+19");
+	json_decref(v);
+	assert_int_equal(ms, 7);
 }
 
 /* TCP clients never take the share kept for the control socket; the socket may use all. */

@@ -494,6 +494,12 @@ static void test_access_keys(void **state)
 	expect_error("daemon:\n  run_as: no-such-user-here\n",
 		     "t.yaml:2:11: daemon.run_as: no such user \"no-such-user-here\", expected a "
 		     "user name or uid that exists on this machine");
+	expect_error(WL_A "    stop_grace: 10000000000000000000ms\n",
+		     "t.yaml:4:17: workloads.a.stop_grace: out of range, expected at most 100 years "
+		     "(36500d), got \"10000000000000000000ms\"");
+	expect_error("daemon:\n  workload_log_max: 99999999999999999999\n",
+		     "t.yaml:2:21: daemon.workload_log_max: out of range, expected a size below "
+		     "16EiB, got \"99999999999999999999\"");
 	expect_error(WL_A "    first_byte_timeout: 10ms\n",
 		     "t.yaml:4:25: workloads.a.first_byte_timeout: too short, expected at least "
 		     "1s, got \"10ms\"");

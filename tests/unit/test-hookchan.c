@@ -217,6 +217,93 @@ static void test_register_usage_and_command(void **state)
 	json_decref(j);
 }
 
+/* What the status says when the callback runs, that is, when the action's reply goes out. */
+struct seen {
+	struct vram_hookchan *hc;
+	int calls;
+	int status;
+	struct vram_hookchan_proc_info info;
+};
+
+static void on_done_look(const struct vram_hookchan_result *res, void *arg)
+{
+	struct seen *s = arg;
+	s->calls++;
+	s->status = res->status;
+	assert_int_equal(vram_hookchan_proc(s->hc, res->pid, &s->info), 0);
+}
+
+/* Sends op to the process and answers it as the hook would, without a USAGE after it. */
+static void command_and_result(struct fixture *f, int fd, struct seen *s, enum vram_hookchan_op op,
+			       int status, uint64_t bytes, unsigned state)
+{
+	assert_int_equal(vram_hookchan_send(f->hc, getpid(), op, 0, on_done_look, s, NULL), 0);
+	struct vram_hook_proto_msg cmd, m;
+	recv_msg(fd, &cmd);
+	memset(&m, 0, sizeof(m));
+	m.type = VRAM_HOOK_MSG_RESULT;
+	m.u.result.request_id = cmd.u.command.request_id;
+	m.u.result.op = cmd.type;
+	m.u.result.status = status;
+	m.u.result.state = state;
+	m.u.result.bytes = bytes;
+	send_msg(fd, &m);
+	spin(f);
+}
+
+/*
+ * The hook reports usage at most once a second, so a status read right
+ * after an offload or restore showed the old resident bytes for up to a
+ * second (test_hook_reconnect.py saw 64 MiB where 128 MiB was back). The
+ * result's bytes apply at once, before the caller hears of the result.
+ */
+static void test_result_moves_resident_bytes(void **state)
+{
+	struct fixture *f = *state;
+	const uint64_t MiB = 1 << 20;
+	int fd = dial(f);
+	hello(fd, getpid(), "llm", 128 * MiB);
+	spin(f);
+	struct seen s = { .hc = f->hc };
+
+	command_and_result(f, fd, &s, VRAM_HOOKCHAN_OFFLOAD, 0, 64 * MiB, VRAM_HOOK_STATE_OFFLOADED);
+	assert_int_equal(s.calls, 1);
+	assert_int_equal(s.info.state, VRAM_HOOK_STATE_OFFLOADED);
+	assert_int_equal(s.info.resident, 64 * MiB);
+	assert_int_equal(s.info.used, 128 * MiB);
+
+	/* a refused command moved nothing */
+	command_and_result(f, fd, &s, VRAM_HOOKCHAN_OFFLOAD, -EALREADY, 0, VRAM_HOOK_STATE_OFFLOADED);
+	assert_int_equal(s.calls, 2);
+	assert_int_equal(s.info.resident, 64 * MiB);
+
+	command_and_result(f, fd, &s, VRAM_HOOKCHAN_RESTORE, 0, 64 * MiB, VRAM_HOOK_STATE_RUNNING);
+	assert_int_equal(s.calls, 3);
+	assert_int_equal(s.info.state, VRAM_HOOK_STATE_RUNNING);
+	assert_int_equal(s.info.resident, 128 * MiB);
+
+	/* never below 0 nor above what the process uses */
+	command_and_result(f, fd, &s, VRAM_HOOKCHAN_OFFLOAD, 0, 512 * MiB, VRAM_HOOK_STATE_OFFLOADED);
+	assert_int_equal(s.info.resident, 0);
+	command_and_result(f, fd, &s, VRAM_HOOKCHAN_RESTORE, 0, 512 * MiB, VRAM_HOOK_STATE_RUNNING);
+	assert_int_equal(s.info.resident, 128 * MiB);
+
+	/* the hook's next USAGE is the truth again */
+	struct vram_hook_proto_msg m;
+	memset(&m, 0, sizeof(m));
+	m.type = VRAM_HOOK_MSG_USAGE;
+	m.u.usage.ndev = 1;
+	m.u.usage.dev[0].used = 128 * MiB;
+	m.u.usage.dev[0].resident = 100 * MiB;
+	send_msg(fd, &m);
+	spin(f);
+	struct vram_hookchan_proc_info info;
+	assert_int_equal(vram_hookchan_proc(f->hc, getpid(), &info), 0);
+	assert_int_equal(info.resident, 100 * MiB);
+	close(fd);
+	spin(f);
+}
+
 static void test_gone_mid_offload(void **state)
 {
 	struct fixture *f = *state;
@@ -241,6 +328,23 @@ static void test_gone_mid_offload(void **state)
 	close(fd);
 	spin(f);
 	assert_int_equal(g.calls, 1);
+}
+
+/* A process's VRAM_WORKLOAD that is not UTF-8 is listed, repaired, rather than lost from JSON. */
+static void test_workload_name_not_utf8(void **state)
+{
+	struct fixture *f = *state;
+	int fd = dial(f);
+	hello(fd, getpid(), "ab\xff", 1 << 20);
+	spin(f);
+	json_t *all = vram_hookchan_json(f->hc);
+	assert_int_equal(json_array_size(all), 1);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(all, 0), "workload")),
+			    "ab\xef\xbf\xbd");
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(all, 0), "pid")), getpid());
+	json_decref(all);
+	close(fd);
+	spin(f);
 }
 
 static void test_several_processes(void **state)
@@ -631,8 +735,10 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_register_usage_and_command, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_result_moves_resident_bytes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gone_mid_offload, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_several_processes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_workload_name_not_utf8, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_limit_invalid_warning, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_version_1_hook, setup, teardown),

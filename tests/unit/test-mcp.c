@@ -336,6 +336,32 @@ static void test_tool_arguments(void **state)
 	r = call_tool(f, "2025-06-18", "start_workload", "{}");
 	assert_int_equal(error_code(r), VRAM_MCP_INVALID_PARAMS);
 	assert_string_equal(error_message(r), "start_workload: workload: required");
+
+	/*
+	 * Client text quoted with "%.64s" is cut inside a character ('a' and
+	 * then 2-byte characters): jansson refused the message, the response
+	 * was NULL and HTTP answered an empty 202. Now it is an error with the
+	 * id, the cut character replaced with U+FFFD.
+	 */
+	char key[128] = "a";
+	for (int i = 0; i < 40; i++)
+		strcat(key, "\xc3\xa9");
+	char args[256], want[256];
+	snprintf(args, sizeof(args), "{\"%s\": 1}", key);
+	r = call_tool(f, "2025-06-18", "offload_gpu", args);
+	assert_non_null(r);
+	assert_int_equal(json_integer_value(json_object_get(r, "id")), 7);
+	assert_int_equal(error_code(r), VRAM_MCP_INVALID_PARAMS);
+	snprintf(want, sizeof(want), "offload_gpu: unknown argument \"%.63s\xef\xbf\xbd\" (expected \"workload\")",
+		 key);
+	assert_string_equal(error_message(r), want);
+	/* the same from 2025-11-25 on, as a tool result that has its text */
+	text = tool_error_text(call_tool(f, v, "offload_gpu", args));
+	assert_string_equal(text, want);
+	r = call_tool(f, v, key, "{}");
+	assert_int_equal(json_integer_value(json_object_get(r, "id")), 7);
+	assert_int_equal(error_code(r), VRAM_MCP_INVALID_PARAMS);
+	assert_non_null(strstr(error_message(r), "\xef\xbf\xbd\" (tools: "));
 }
 
 static void test_plan(void **state)

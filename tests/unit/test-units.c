@@ -140,6 +140,103 @@ static void test_durations(void **state)
 	assert_int_equal(v, 7);
 }
 
+/*
+ * Durations past VRAM_DURATION_MAX_MS are out of range, exactly at the
+ * bound and whatever the way to get there; before, 1e19 ms came back as
+ * 9223372036854775808 (llround of a value past INT64_MAX).
+ */
+static void test_duration_range(void **state)
+{
+	static const char *const out[] = {
+		"10000000000000000000ms", /* 1e19 ms, written out */
+		"9300000000000000000ms",  /* past INT64_MAX */
+		"18446744073709551615ms", /* UINT64_MAX: "never" must not be reachable by number */
+		"18446744073709551616ms", /* past UINT64_MAX */
+		"200000000000d",
+		"36500d1ms",              /* one ms past the bound */
+		"36501d",
+		"3153600000.001",         /* seconds, with a fraction */
+		"36499d24h1s",            /* the sum past the bound */
+		"876001h",
+		"99999999999999999999999999999999999999999999999999999999999999999999s", /* 70 digits */
+	};
+	for (size_t i = 0; i < sizeof(out) / sizeof(out[0]); i++) {
+		uint64_t v = 7;
+		int r = vram_units_parse_duration_ms(out[i], &v);
+		if (r != -ERANGE)
+			fail_msg("\"%s\" gave %d (%llu), not -ERANGE", out[i], r, (unsigned long long)v);
+		assert_int_equal(v, 7);
+	}
+	/* "1e19ms" is not a duration at all: no exponents */
+	uint64_t v = 7;
+	assert_int_equal(vram_units_parse_duration_ms("1e19ms", &v), -EINVAL);
+
+	static const struct {
+		const char *s;
+		uint64_t ms;
+	} ok[] = {
+		{ "36500d", VRAM_DURATION_MAX_MS },
+		{ "3153600000", VRAM_DURATION_MAX_MS }, /* seconds */
+		{ "3153599999999ms", VRAM_DURATION_MAX_MS - 1 },
+		{ "876000h", VRAM_DURATION_MAX_MS },
+		{ "36499d24h", VRAM_DURATION_MAX_MS },
+		{ "0.0005s", 1 },  /* rounded to the nearest ms */
+		{ "0.0004s", 0 },
+	};
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		v = 7;
+		if (vram_units_parse_duration_ms(ok[i].s, &v) != 0)
+			fail_msg("\"%s\" was refused", ok[i].s);
+		if (v != ok[i].ms)
+			fail_msg("\"%s\" gave %llu", ok[i].s, (unsigned long long)v);
+	}
+	/* the bound formats and parses back */
+	char buf[32];
+	vram_units_format_duration_ms(VRAM_DURATION_MAX_MS, buf, sizeof(buf));
+	assert_int_equal(vram_units_parse_duration_ms(buf, &v), 0);
+	assert_int_equal(v, VRAM_DURATION_MAX_MS);
+}
+
+/* Sizes are exact however large, and out of range past VRAM_BYTES_MAX. */
+static void test_bytes_range(void **state)
+{
+	static const char *const out[] = {
+		"17179869184GiB",        /* 2^64 */
+		"18446744073709551616",  /* 2^64 bytes */
+		"18447000TB",             /* past 2^64 in decimal units */
+		"16777216TiB",           /* 2^64 */
+		"18446744073709551615",  /* UINT64_MAX stands for "unknown" */
+		"99999999999999999999999",
+		"16777215.99999999999TiB", /* a fraction that rounds to 2^64 */
+	};
+	for (size_t i = 0; i < sizeof(out) / sizeof(out[0]); i++) {
+		uint64_t v = 7;
+		int r = vram_units_parse_bytes(out[i], &v);
+		if (r != -ERANGE && r != -EINVAL)
+			fail_msg("\"%s\" was accepted as %llu", out[i], (unsigned long long)v);
+		if (r != -ERANGE)
+			fail_msg("\"%s\" gave %d, not -ERANGE", out[i], r);
+		assert_int_equal(v, 7);
+	}
+	static const struct {
+		const char *s;
+		uint64_t bytes;
+	} ok[] = {
+		/* past INT64_MAX, which llround could not return; and exact, not via a double */
+		{ "15000000000GiB", UINT64_C(15000000000) * VRAM_GiB },
+		{ "9000000000000000001", UINT64_C(9000000000000000001) },
+		{ "18446744073709551614", VRAM_BYTES_MAX },
+		{ "16777215TiB", UINT64_C(16777215) * VRAM_TiB },
+	};
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		uint64_t v = 7;
+		if (vram_units_parse_bytes(ok[i].s, &v) != 0)
+			fail_msg("\"%s\" was refused", ok[i].s);
+		if (v != ok[i].bytes)
+			fail_msg("\"%s\" gave %llu", ok[i].s, (unsigned long long)v);
+	}
+}
+
 static void test_gpu_lists(void **state)
 {
 	uint64_t sizes[8] = { 0 };
@@ -235,6 +332,8 @@ int main(void)
 		cmocka_unit_test(test_bytes),
 		cmocka_unit_test(test_mem),
 		cmocka_unit_test(test_durations),
+		cmocka_unit_test(test_duration_range),
+		cmocka_unit_test(test_bytes_range),
 		cmocka_unit_test(test_gpu_lists),
 		cmocka_unit_test(test_format),
 		cmocka_unit_test(test_round_trip),
