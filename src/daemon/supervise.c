@@ -51,6 +51,15 @@ extern char **environ;
 
 /* ms the exit callback waits after the reap for the relay to pass on the last output */
 #define FINISH_WAIT_MS 250
+/*
+ * ms a spawn as another user waits for the child to run its program. The
+ * user's own file systems (a FUSE mount that never answers) could hold its
+ * chdir or exec for ever, and the loop must not wait with it: after this
+ * the spawn succeeds, and a failure that comes later goes into the log.
+ */
+#define SPAWN_SYNC_MS 250
+
+struct late_report;
 
 struct vram_child {
 	struct vram_supervisor *s;
@@ -64,6 +73,7 @@ struct vram_child {
 	struct event *kill_timer;   /* SIGKILL after grace */
 	struct event *finish_timer; /* exit callback FINISH_WAIT_MS after the reap at the latest */
 	struct vram_logfile *log;   /* borrowed */
+	struct late_report *late;   /* a spawn as another user not finished in time, or NULL */
 	bool stopping;              /* SIGTERM sent */
 	bool escalated;             /* SIGKILL sent after the grace ran out */
 	bool reaped;                /* waitpid returned pid: it may be reused, nothing is sent to it */
@@ -82,6 +92,7 @@ struct vram_supervisor {
 	pid_t *relays;               /* relays of finished children, not reaped yet */
 	size_t n_relays, relays_cap; /* each ends once its input does (or by SIGKILL) */
 	bool relay_warned;           /* "cannot start a relay" was logged */
+	uint64_t spawn_wait_ms;      /* SPAWN_SYNC_MS, or what a test set */
 };
 
 /* ---- ${VAR} substitution ---- */
@@ -176,8 +187,12 @@ static void child_close_output(struct vram_child *c)
 	}
 }
 
+static void late_report_free(struct late_report *l);
+static void late_report_read(struct vram_child *c);
+
 static void child_free(struct vram_child *c)
 {
+	late_report_free(c->late);
 	child_close_output(c);
 	if (c->kill_timer)
 		event_free(c->kill_timer);
@@ -269,6 +284,9 @@ static void child_release_output(struct vram_child *c)
 /* Reports a reaped child with the output it wrote up to now, and frees it. */
 static void child_finish(struct vram_child *c)
 {
+	/* why it never ran belongs in the log before its exit is reported */
+	if (c->late)
+		late_report_read(c);
 	if (c->out_fd >= 0)
 		(void)child_drain_output(c);
 	child_release_output(c);
@@ -356,6 +374,7 @@ int vram_supervisor_new(struct event_base *base, struct vram_supervisor **ret)
 	if (!s)
 		return -ENOMEM;
 	s->base = base;
+	s->spawn_wait_ms = SPAWN_SYNC_MS;
 	s->sigchld = evsignal_new(base, SIGCHLD, on_sigchld, s);
 	if (!s->sigchld || evsignal_add(s->sigchld, NULL) < 0) {
 		vram_supervisor_free(s);
@@ -680,13 +699,81 @@ fail:
 	_exit(127);
 }
 
+/* What a failed step means, for err or the log: "cwd /root: Permission denied (as uid 1000)". */
+static void failure_text(const struct spawn_failure *f, const struct vram_creds *cr, const char *cwd,
+			 const char *prog, char *buf, size_t size)
+{
+	switch (f->step) {
+	case STEP_CREDS:
+		snprintf(buf, size, "cannot run as uid %u, gid %u and %zu group(s): %s",
+			 (unsigned)cr->uid, (unsigned)cr->gid, cr->n_groups, strerror(f->error));
+		break;
+	case STEP_CWD:
+		snprintf(buf, size, "cwd %s: %s (as uid %u)", cwd, strerror(f->error),
+			 (unsigned)cr->uid);
+		break;
+	case STEP_EXEC:
+		snprintf(buf, size, "cmd[0] %s: %s (as uid %u)", prog, strerror(f->error),
+			 (unsigned)cr->uid);
+		break;
+	default:
+		snprintf(buf, size, "setting up the process: %s", strerror(f->error));
+		break;
+	}
+}
+
+/* The report pipe of a child that had not run its program when the spawn returned. */
+struct late_report {
+	int fd;                /* owned; the read end */
+	struct event *ev;      /* readable */
+	struct vram_creds cr;  /* groups not kept: only the count is told */
+	char *cwd, *prog;      /* owned; for the message */
+};
+
+static void late_report_free(struct late_report *l)
+{
+	if (!l)
+		return;
+	if (l->ev)
+		event_free(l->ev);
+	close(l->fd);
+	free(l->cwd);
+	free(l->prog);
+	free(l);
+}
+
+/* Reads what the child reported (a failed step goes into its log), and closes. */
+static void late_report_read(struct vram_child *c)
+{
+	struct late_report *l = c->late;
+	struct spawn_failure f;
+	ssize_t n = read(l->fd, &f, sizeof(f));
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return; /* nothing yet: the program may still be starting */
+	if (n == (ssize_t)sizeof(f) && c->log) {
+		char text[512];
+		failure_text(&f, &l->cr, l->cwd ? l->cwd : "", l->prog, text, sizeof(text));
+		(void)vram_logfile_note(c->log, "%s", text);
+	}
+	late_report_free(l);
+	c->late = NULL;
+}
+
+static void on_late_report(evutil_socket_t fd, short what, void *arg)
+{
+	late_report_read(arg);
+}
+
 /*
  * Forks a child that runs argv as sp->creds (see child_as), output on
  * out_fd. Returns 0 with *ret_pid once the program runs, or -errno with
- * the step that failed, and as whom, in err.
+ * the step that failed, and as whom, in err. When the child has neither run
+ * its program nor failed within SPAWN_SYNC_MS, returns 0 too, with the
+ * read end of its report pipe in *ret_late_fd (caller closes), else -1.
  */
-static int spawn_as(const struct vram_spawn *sp, char *const argv[], char *const env[], int out_fd,
-		    pid_t *ret_pid, char *err, size_t err_size)
+static int spawn_as(const struct vram_supervisor *s, const struct vram_spawn *sp, char *const argv[],
+		    char *const env[], int out_fd, pid_t *ret_pid, int *ret_late_fd, char *err,
+		    size_t err_size)
 {
 	const struct vram_creds *cr = sp->creds;
 	char **paths = exec_candidates(argv[0], env);
@@ -715,36 +802,30 @@ static int spawn_as(const struct vram_spawn *sp, char *const argv[], char *const
 		snprintf(err, err_size, "fork: %s", strerror(fork_errno));
 		goto out;
 	}
+	*ret_pid = pid;
+	*ret_late_fd = -1;
+	r = 0;
+	struct pollfd pfd = {.fd = report[0], .events = POLLIN};
+	int ready = 0;
+	while (s->spawn_wait_ms && (ready = poll(&pfd, 1, (int)s->spawn_wait_ms)) < 0 && errno == EINTR)
+		;
+	if (ready == 0) {
+		(void)fcntl(report[0], F_SETFL, O_NONBLOCK);
+		*ret_late_fd = report[0];
+		report[0] = -1;
+		goto out;
+	}
 	/* end of file: the program runs (the pipe closed on exec) */
 	struct spawn_failure f;
 	ssize_t n;
 	while ((n = read(report[0], &f, sizeof(f))) < 0 && errno == EINTR)
 		;
-	if (n != (ssize_t)sizeof(f)) {
-		*ret_pid = pid;
-		r = 0;
+	if (n != (ssize_t)sizeof(f))
 		goto out;
-	}
 	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
 		;
 	r = f.error > 0 ? -f.error : -EIO;
-	switch (f.step) {
-	case STEP_CREDS:
-		snprintf(err, err_size, "cannot run as uid %u, gid %u and %zu group(s): %s",
-			 (unsigned)cr->uid, (unsigned)cr->gid, cr->n_groups, strerror(f.error));
-		break;
-	case STEP_CWD:
-		snprintf(err, err_size, "cwd %s: %s (as uid %u)", sp->cwd, strerror(f.error),
-			 (unsigned)cr->uid);
-		break;
-	case STEP_EXEC:
-		snprintf(err, err_size, "cmd[0] %s: %s (as uid %u)", argv[0], strerror(f.error),
-			 (unsigned)cr->uid);
-		break;
-	default:
-		snprintf(err, err_size, "setting up the process: %s", strerror(f.error));
-		break;
-	}
+	failure_text(&f, cr, sp->cwd, argv[0], err, err_size);
 out:
 	if (report[0] >= 0)
 		close(report[0]);
@@ -752,6 +833,31 @@ out:
 		close(report[1]);
 	free_argv(paths);
 	return r;
+}
+
+/*
+ * Watches fd, the report pipe of c (spawned from sp, program prog), on the
+ * loop; takes fd. Returns 0 or -ENOMEM (fd closed).
+ */
+static int late_watch(struct vram_child *c, const struct vram_spawn *sp, const char *prog, int fd)
+{
+	struct late_report *l = calloc(1, sizeof(*l));
+	if (!l) {
+		close(fd);
+		return -ENOMEM;
+	}
+	l->fd = fd;
+	l->cr = *sp->creds;
+	l->cr.groups = NULL;
+	l->cwd = sp->cwd ? strdup(sp->cwd) : NULL;
+	l->prog = strdup(prog);
+	l->ev = event_new(c->s->base, fd, EV_READ | EV_PERSIST, on_late_report, c);
+	if (!l->prog || (sp->cwd && !l->cwd) || !l->ev || event_add(l->ev, NULL) < 0) {
+		late_report_free(l);
+		return -ENOMEM;
+	}
+	c->late = l;
+	return 0;
 }
 
 /*
@@ -850,9 +956,13 @@ int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp
 
 	pid_t pid;
 	if (sp->creds) {
-		r = spawn_as(sp, argv, env, pipefd[1], &pid, err, err_size);
+		int late_fd = -1;
+		r = spawn_as(s, sp, argv, env, pipefd[1], &pid, &late_fd, err, err_size);
 		if (r < 0)
 			goto out;
+		if (late_fd >= 0 && late_watch(c, sp, argv[0], late_fd) < 0)
+			vram_warn("Failed to watch the start of pid %d: out of memory; if it cannot run "
+				  "its program, its log will not say why", (int)pid);
 	} else {
 		int e = vram_spawn(&pid, argv[0], true, &fa, &attr, argv, env);
 		if (e != 0) {
@@ -954,6 +1064,11 @@ char *vram_wait_status_format(int wait_status, char *buf, size_t size)
 	else
 		snprintf(buf, size, "wait status 0x%x", (unsigned)wait_status);
 	return buf;
+}
+
+void vram_supervisor_set_spawn_wait(struct vram_supervisor *s, uint64_t ms)
+{
+	s->spawn_wait_ms = ms;
 }
 
 void vram_supervisor_set_reaped_other(struct vram_supervisor *s, vram_reaped_cb cb, void *arg)

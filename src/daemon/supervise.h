@@ -135,11 +135,17 @@ typedef void (*vram_child_exit_cb)(struct vram_child *c, int wait_status, void *
  * by the supervisor, valid until the exit callback returns. Returns 0, or
  * -errno with a message in err ("cmd[0] vllm: No such file or directory",
  * "cmd[3]: ${PORT} is not set"; with creds, what failed as whom: "cwd /root:
- * Permission denied (as uid 1000)").
+ * Permission denied (as uid 1000)"). With creds, the loop waits for the child
+ * to run its program at most the spawn wait (250 ms): the user's own file
+ * systems may hold its chdir or exec for ever. Past that the spawn
+ * succeeds, and a step that fails later is noted in the log before the
+ * exit (status 127) is reported.
  */
 int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp,
 			  vram_child_exit_cb cb, void *arg, struct vram_child **ret,
 			  char *err, size_t err_size);
+/* For tests: how long a spawn with creds waits for the child's program (ms; 0: not at all). */
+void vram_supervisor_set_spawn_wait(struct vram_supervisor *s, uint64_t ms);
 pid_t vram_child_pid(const struct vram_child *c);
 /* The child's output relay, 0 when there is none (or it is reaped already). */
 pid_t vram_child_relay_pid(const struct vram_child *c);

@@ -453,6 +453,34 @@ static void test_creds_errors_name_the_step(void **state)
 	assert_int_equal(WEXITSTATUS(c->status), 0);
 }
 
+/*
+ * A child that has not run its program when the spawn stops waiting (a
+ * user's file system may hold it): the spawn succeeds, and why the program
+ * never ran is in the log before its exit is reported. One that runs is
+ * unaffected.
+ */
+static void test_creds_late_failure_is_logged(void **state)
+{
+	struct ctx *c = *state;
+	if (geteuid() != 0)
+		skip();
+	vram_supervisor_set_spawn_wait(c->sup, 0); /* never wait: every outcome comes later */
+	struct vram_creds cr = {.uid = 65534, .gid = 65534};
+	char err[256], expect[256];
+	char *id[] = {"sh", "-c", "echo ran as $(id -u)", NULL};
+	assert_int_equal(spawn_as_user(c, id, c->dir, &cr, err, sizeof(err)), 0);
+	run_until_exit(c);
+	assert_int_equal(WEXITSTATUS(c->status), 127);
+	snprintf(expect, sizeof(expect), "[vramd] cwd %s: Permission denied (as uid 65534)", c->dir);
+	assert_non_null(strstr(c->tail_at_exit, expect));
+
+	assert_int_equal(spawn_as_user(c, id, "/", &cr, err, sizeof(err)), 0);
+	run_until_exit(c);
+	assert_int_equal(WEXITSTATUS(c->status), 0);
+	assert_non_null(strstr(c->tail_at_exit, "ran as 65534"));
+	assert_int_equal(vram_supervisor_live(c->sup), 0);
+}
+
 static void test_subst(void **state)
 {
 	char *env[] = {"A=1", "B=two", NULL};
@@ -643,6 +671,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_spawn_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_creds_run_as_the_user, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_creds_errors_name_the_step, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_creds_late_failure_is_logged, setup, teardown),
 		cmocka_unit_test(test_subst),
 		cmocka_unit_test_setup_teardown(test_log_rotation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_probe_refused, setup, teardown),
