@@ -29,6 +29,8 @@ import tempfile
 import time
 import resource
 
+import json
+
 import pytest
 import requests
 
@@ -332,6 +334,27 @@ def api(d, method, path, peer=None, json=None):
     return unix_request(d.sock + ".api", method, path, json_body=json, headers=headers)
 
 
+def mcp_call(tool, arguments, id=1):
+    """A stateless (2026-07-28) MCP tools/call: its body and headers."""
+    msg = {"jsonrpc": "2.0", "id": id, "method": "tools/call",
+           "params": {"name": tool, "arguments": arguments,
+                      "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                                "io.modelcontextprotocol/clientCapabilities": {}}}}
+    headers = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call",
+               "Mcp-Name": tool, "Content-Type": "application/json"}
+    return msg, headers
+
+
+def mcp_api(d, tool, arguments, peer=None):
+    """One MCP tool call on the private API socket as peer; its result object."""
+    msg, headers = mcp_call(tool, arguments)
+    if peer:
+        headers["X-Vramd-Peer"] = peer
+    r = unix_request(d.sock + ".api", "POST", "/mcp", json_body=msg, headers=headers)
+    assert r.status_code == 200, r.text
+    return r.json()["result"]
+
+
 def tcp_peer(token=False, addr="127.0.0.1"):
     return f"tcp addr={addr} token={1 if token else 0}"
 
@@ -370,6 +393,11 @@ def test_api_decides_by_the_peer(vramd, users, tmp_path):
         assert r.status_code == 403, r.text
         r = api(d, "POST", "/api/gpu/timeout", peer, {"timeout": 1, "workload": "a1"})
         assert r.status_code == 403, r.text
+    # the MCP tools follow the same rule
+    res = mcp_api(d, "stop_workload", {"workload": "a1"}, tcp_peer())
+    assert res["isError"] and "a1 runs as uid" in res["content"][0]["text"], res
+    res = mcp_api(d, "release_gpu", {"workload": "a1"}, unix_peer(bob))
+    assert res["isError"] and "may release it" in res["content"][0]["text"], res
     assert pid_alive(pid)
     # configured workloads stay everyone's
     assert api(d, "POST", "/api/workloads/quick/start", tcp_peer()).status_code == 200
@@ -424,6 +452,19 @@ def flood(connect, n, request):
     return socks
 
 
+def answer_complete(buf):
+    """Whether buf holds a whole answer's head, and its body when it says how long that is
+    (an event stream's answer is complete with its head)."""
+    head, sep, body = buf.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+    return True
+
+
 def statuses(socks, seconds):
     """(HTTP status, what came) of each socket's answer within seconds; None: still waiting."""
     got, bufs = {}, {s.fileno(): b"" for s in socks}
@@ -438,10 +479,11 @@ def statuses(socks, seconds):
         for fd, _ in poll.poll(left * 1000):
             data = os.read(fd, 65536)
             bufs[fd] += data
-            if b"\r\n\r\n" in bufs[fd] or not data:
-                poll.unregister(fd)
-                line = bufs[fd].split(b"\r\n", 1)[0].split()
-                got[fd] = (int(line[1]) if len(line) > 1 else 0, bufs[fd])
+            if data and not answer_complete(bufs[fd]):
+                continue
+            poll.unregister(fd)
+            line = bufs[fd].split(b"\r\n", 1)[0].split()
+            got[fd] = (int(line[1]) if len(line) > 1 else 0, bufs[fd])
     return [got.get(s.fileno()) for s in socks]
 
 
@@ -492,6 +534,23 @@ def test_api_keeps_the_owners_share(vramd, users, many_fds):
     head = f"Host: localhost\r\nX-Vramd-Peer: {tcp_peer()}\r\n"
     check_pending_share(d, connect, head)
     check_sse_share(d, connect, head)
+
+    # MCP tool calls that wait: TCP clients leave 64 of 256 to the socket
+    msg, headers = mcp_call("start_workload", {"workload": "slow", "timeout": 600})
+    body = json.dumps(msg).encode()
+    req = ("POST /mcp HTTP/1.1\r\nHost: localhost\r\n"
+           f"X-Vramd-Peer: {tcp_peer()}\r\nContent-Length: {len(body)}\r\n" +
+           "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode() + body
+    socks = flood(connect, 256 + 4, req)
+    try:
+        got = [g for g in statuses(socks, 5) if g is not None]
+        assert len(got) == 64 + 4, len(got)
+        assert all(b"64 of them kept for the control socket" in g[1] for g in got), got[0]
+        res = mcp_api(d, "start_workload", {"workload": "quick"})  # vramd's own user
+        assert not res["isError"], res
+    finally:
+        for s in socks:
+            s.close()
 
 
 def test_tcp_clients_cannot_lock_out_the_owner(vramd, users, many_fds):
