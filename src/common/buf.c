@@ -125,6 +125,23 @@ int vram_buf_printf(struct vram_buf *b, const char *fmt, ...)
 	return r;
 }
 
+void vram_buf_shrink(struct vram_buf *b, size_t cap_max)
+{
+	if (b->cap <= cap_max || b->len + 1 > cap_max)
+		return;
+	if (b->len == 0) {
+		vram_buf_done(b);
+		return;
+	}
+	char *p = malloc(cap_max);
+	if (!p)
+		return;
+	memcpy(p, b->data, b->len + 1);
+	free(b->data);
+	b->data = p;
+	b->cap = cap_max;
+}
+
 char *vram_buf_take(struct vram_buf *b)
 {
 	char *p = b->data;

@@ -43,6 +43,16 @@ void vram_buf_commit(struct vram_buf *b, size_t n);
 /* Drops the first n bytes (n <= len), moving the rest to the front. */
 void vram_buf_consume(struct vram_buf *b, size_t n);
 
+/*
+ * Gives memory back: when more than cap_max bytes are allocated and the data
+ * (with its NUL) fits in cap_max, the data moves to a fresh allocation of
+ * cap_max bytes (none when it is empty) and the large one is freed whole, so
+ * that a buffer a large message once grew does not stay large. Moving rather
+ * than shrinking in place leaves no small block pinning the middle of a large
+ * freed area. Out of memory, it keeps what it has.
+ */
+void vram_buf_shrink(struct vram_buf *b, size_t cap_max);
+
 /* Hands the data to the caller (caller frees; never NULL unless out of
  * memory) and resets the buffer. */
 char *vram_buf_take(struct vram_buf *b);

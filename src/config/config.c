@@ -551,6 +551,13 @@ const char *vram_health_kind_name(enum vram_health_kind h)
 	return NAME_OF(names, h);
 }
 
+static const char *const port_owner_names[] = {
+	[VRAM_PORT_OWNER_WORKLOAD] = "workload",
+	[VRAM_PORT_OWNER_ANY] = "any",
+};
+
+const char *vram_port_owner_name(enum vram_port_owner o) { return NAME_OF(port_owner_names, o); }
+
 /* ---- workload keys ---- */
 
 #define WL(target) ((struct vram_workload_config *)(target))
@@ -789,9 +796,10 @@ static void health_tcp(struct ctx *c, const struct vram_ynode *v, void *t)
 	h->kind = VRAM_HEALTH_TCP;
 }
 
+/* never: no liveness checks once ready (probes while starting still run every 500 ms) */
 static void health_interval(struct ctx *c, const struct vram_ynode *v, void *t)
 {
-	get_duration(c, v, false, 10, &HEALTH(t)->interval_ms);
+	get_duration(c, v, true, 10, &HEALTH(t)->interval_ms);
 }
 
 static void health_timeout(struct ctx *c, const struct vram_ynode *v, void *t)
@@ -804,12 +812,24 @@ static void health_start_timeout(struct ctx *c, const struct vram_ynode *v, void
 	get_duration(c, v, false, 100, &HEALTH(t)->start_timeout_ms);
 }
 
+static void health_failures(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_unsigned(c, v, 1, VRAM_HEALTH_FAILURES_MAX, &HEALTH(t)->failures);
+}
+
+static void health_port_owner(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	CHOICE(c, v, port_owner_names, &HEALTH(t)->port_owner);
+}
+
 static const struct key_def health_keys[] = {
 	{ "path", health_path, true },
 	{ "tcp", health_tcp, true },
 	{ "interval", health_interval, true },
 	{ "timeout", health_timeout, true },
 	{ "start_timeout", health_start_timeout, true },
+	{ "failures", health_failures, true },
+	{ "port_owner", health_port_owner, true },
 };
 
 static void wl_health(struct ctx *c, const struct vram_ynode *v, void *t)
@@ -1040,9 +1060,11 @@ static void workload_builtin_defaults(struct vram_workload_config *w)
 		.start = VRAM_START_LAZY,
 		.health = {
 			.kind = VRAM_HEALTH_TCP,
-			.interval_ms = 500,
+			.interval_ms = 10000,
 			.timeout_ms = 2000,
 			.start_timeout_ms = 120000,
+			.failures = 3,
+			.port_owner = VRAM_PORT_OWNER_WORKLOAD,
 		},
 		.idle = { .offload_after_ms = 10 * 60000, .release_after_ms = 3600000 },
 		.offload = VRAM_ENGINE_AUTO,

@@ -105,12 +105,23 @@ struct vram_idle {
 	uint64_t release_after_ms; /* ms idle before release (stop); VRAM_DURATION_NEVER = off */
 };
 
+/* Whose listener on a workload's port counts (health.port_owner). */
+enum vram_port_owner {
+	VRAM_PORT_OWNER_WORKLOAD = 0, /* a process of the workload's instance (the default) */
+	VRAM_PORT_OWNER_ANY,          /* anyone: not checked (a proxy such as docker-proxy holds it) */
+};
+
+#define VRAM_HEALTH_FAILURES_MAX 1000 /* health.failures */
+
 struct vram_health {
 	enum vram_health_kind kind;
 	char *path;             /* owned; HTTP path beginning with '/', for HTTP */
-	uint64_t interval_ms;   /* ms between probes while starting */
+	uint64_t interval_ms;   /* ms between liveness checks of a ready workload, VRAM_DURATION_NEVER
+				   = none; while starting, probes run every min(interval, 500 ms) */
 	uint64_t timeout_ms;    /* ms one probe may take */
 	uint64_t start_timeout_ms; /* ms from spawn to healthy before the start fails */
+	unsigned failures;      /* consecutive failed liveness checks before it is declared dead, >= 1 */
+	enum vram_port_owner port_owner;
 };
 
 struct vram_workload_config {
@@ -235,5 +246,6 @@ const char *vram_gpu_backend_name(enum vram_gpu_backend_kind b);
 const char *vram_start_mode_name(enum vram_start_mode s);
 const char *vram_share_name(enum vram_share_kind s);
 const char *vram_health_kind_name(enum vram_health_kind h); /* "http", "tcp", "none" */
+const char *vram_port_owner_name(enum vram_port_owner o); /* "workload", "any" */
 
 #endif

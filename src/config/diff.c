@@ -132,7 +132,9 @@ enum vram_diff_kind vram_diff_workload(const struct vram_workload_config *a,
 	CHANGED(a->health.kind == b->health.kind && str_eq(a->health.path, b->health.path) &&
 			a->health.interval_ms == b->health.interval_ms &&
 			a->health.timeout_ms == b->health.timeout_ms &&
-			a->health.start_timeout_ms == b->health.start_timeout_ms,
+			a->health.start_timeout_ms == b->health.start_timeout_ms &&
+			a->health.failures == b->health.failures &&
+			a->health.port_owner == b->health.port_owner,
 		"health", L);
 	CHANGED(a->idle.offload_after_ms == b->idle.offload_after_ms, "idle.offload_after", L);
 	CHANGED(a->idle.release_after_ms == b->idle.release_after_ms, "idle.release_after", L);

@@ -95,6 +95,9 @@ struct vram_instance {
 	bool healthy;              /* passed the health check since the last spawn */
 	bool stop_requested;       /* an exit now is expected, not a crash */
 	struct vram_health_probe *probe; /* in-flight health probe, or NULL */
+	unsigned live_failures;    /* liveness checks failed in a row since it became ready */
+	uint64_t progress_ms;      /* monotonic ms response bytes last came from it through the
+				      gateway; 0 = none since it became ready */
 	struct vram_mps_client *mps_client; /* its MPS client from before spawn until its process is gone, or NULL */
 };
 
@@ -138,6 +141,11 @@ struct vram_workload {
 	unsigned next_port_rr;       /* round-robin position for endpoint lookups */
 	void *ctx;                   /* the manager */
 	char last_probe[128];        /* why the last health probe failed */
+	uint64_t live_checked_ms;    /* monotonic ms of the last liveness check's result; 0 = none
+					since it became ready */
+	char live_why[128];          /* why the last failed liveness check failed; "" = none failing */
+	bool live_held;              /* checks failed past health.failures, but it is kept: a
+					request in flight progresses */
 	char log_tail[2048];         /* last lines of the log at the last failure */
 	char *log_path;              /* owned */
 	struct vram_logfile *log;    /* owned; daemon/logfile.h */

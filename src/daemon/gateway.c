@@ -24,6 +24,12 @@
  *
  * Timeouts are checked by one sweep a second over the connections, not by a
  * timer per request (two heap operations each on the hot path).
+ *
+ * Memory. Every byte a client makes the gateway hold is bounded: a head by
+ * VRAM_HTTP_HEADERS_MAX, a body by its route's limit and, for TCP clients,
+ * by the global body budget (body_hold), input sent ahead of an answer by
+ * VRAM_GATEWAY_IDLE_BUF_MAX, output by the backlog limit. Buffers a large
+ * message grew shrink back when it ends (client_rest).
  */
 #include "daemon/gateway.h"
 
@@ -44,25 +50,38 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sys/random.h>
+
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 #include <jansson.h>
+#include <malloc.h>
 
 #include "common/buf.h"
 #include "common/log.h"
+#include "common/units.h"
+#include "daemon/access.h"
 #include "daemon/api.h"
 #include "daemon/h1.h"
 #include "daemon/http.h"
 #include "daemon/manager.h"
 #include "daemon/metrics.h"
+#include "daemon/peer.h"
 
 #define GW_READ_MAX (32 * 1024) /* bytes asked of one read(2) */
 #define GW_LISTENERS_MAX 8
 #define GW_SWEEP_S 1            /* s between timeout sweeps */
 #define GW_LINGER_S 2           /* s a closing client may keep sending before it is cut */
 #define GW_CHUNK_SLACK (1024 * 1024) /* bytes of chunked framing allowed on top of a body */
+#define GW_REFUSE_WARN_S 10     /* s between two warnings about refused connections */
+/* slots of the per-address connection counts: a power of two, over twice the TCP clients */
+#define GW_ADDR_SLOTS 8192
+/* what the gateway relays, evhttp takes: it would answer a longer body with an HTML page */
+_Static_assert(VRAM_GATEWAY_API_BODY_MAX <= VRAM_HTTP_HARD_BODY_MAX, "API bodies over evhttp's limit");
+/* bytes from which glibc maps a block on its own (see vram_gateway_new) */
+#define GW_MMAP_THRESHOLD (512 * 1024)
 /* bytes queued to a client: the backlog limit plus what one upstream read adds */
 #define GW_CLIENT_OUT_MAX (VRAM_GATEWAY_BACKLOG_MAX + 2 * GW_READ_MAX + VRAM_GATEWAY_UP_HEADERS_MAX)
 
@@ -110,6 +129,9 @@ struct gw_wl {
 	unsigned max_concurrency;           /* requests in flight at once; 0 = unlimited */
 	unsigned queue_max;                 /* requests waiting for start/restore */
 	uint64_t queue_timeout_ms;          /* ms a request waits; for those queued from now on */
+	uint64_t first_byte_timeout_ms;     /* ms from sending a request to its first response byte;
+					     * VRAM_DURATION_NEVER = none */
+	uint64_t stream_timeout_ms;         /* ms a begun response may stay silent; NEVER = none */
 	struct gw_req *qhead, *qtail;       /* waiting for start/restore, FIFO */
 	unsigned n_queued;
 	unsigned in_flight;                 /* requests sent upstream */
@@ -120,8 +142,11 @@ struct gw_wl {
 	struct gw_pool pool;
 };
 
+struct gw_listener;
+
 struct gw_client {
 	struct vram_gateway *gw;
+	struct gw_listener *listener;  /* borrowed: where it came in */
 	struct gw_client *prev, *next; /* every client */
 	int fd;                        /* owned */
 	struct event *rev;             /* persistent */
@@ -133,7 +158,14 @@ struct gw_client {
 	struct vram_h1_chunked ck;
 	size_t ck_scanned;             /* bytes after the head that ck has seen */
 	struct gw_req *req;            /* the request in service */
-	char peer[INET6_ADDRSTRLEN];   /* TCP peer address; "" for the Unix socket */
+	struct vram_peer ident;        /* who it is: kernel credentials, or the TCP address
+					* (ident.addr) and, per request, whether the token came */
+	char local_addr[INET6_ADDRSTRLEN]; /* TCP: the address it came in on; "" for the Unix socket */
+	unsigned char addr_key[16];    /* TCP: ident.addr as counted per address (IPv4 mapped) */
+	char cors_origin[VRAM_ACCESS_ORIGIN_MAX]; /* the allowed Origin of the request being
+					* served, for its CORS headers; "" = none */
+	uint64_t held;                 /* bytes of the body budget the request being read holds */
+	size_t body_max;               /* bytes: the body limit of the request being read */
 	time_t stamp;                  /* s: start of the request being read, or of idleness */
 	time_t out_stamp;              /* s: last write progress */
 	bool trusted;                  /* the Unix socket: no token asked */
@@ -142,10 +174,17 @@ struct gw_client {
 	bool closing;                  /* no more requests: close once out is sent */
 	bool lingering;                /* write side shut; reading until EOF */
 	bool continue_sent;            /* "100 Continue" sent for the request being read */
+	bool admitted;                 /* the request being read passed the front door */
 	bool read_paused;              /* the input buffer is full */
 };
 
 enum gw_phase { GW_QUEUED, GW_PROXYING };
+
+/* TCP connections from one address; n == 0 marks a free slot. */
+struct gw_addr_count {
+	unsigned char addr[16]; /* IPv6, or IPv4 mapped (::ffff:a.b.c.d) */
+	unsigned n;
+};
 
 struct gw_req {
 	struct vram_gateway *gw;
@@ -158,6 +197,8 @@ struct gw_req {
 	struct vram_buf wire;        /* the request as it goes upstream */
 	size_t sent;                 /* bytes of wire written */
 	struct timespec started;
+	time_t sent_stamp;           /* s, coarse monotonic: sent upstream (the first-byte timeout) */
+	uint64_t held;               /* bytes of the body budget it holds until it finishes */
 	int status;                  /* the response's, once known */
 	int minor;                   /* the client's HTTP/1.minor */
 	bool keep_alive;             /* the client allows another request */
@@ -173,6 +214,8 @@ struct gw_listener {
 	struct evconnlistener *l; /* owned */
 	bool trusted;
 	char *path;               /* owned; Unix socket file to remove, or NULL */
+	char *host;               /* owned; TCP: the listen host, without brackets */
+	unsigned port;            /* TCP: the port bound */
 	struct vram_accept_guard *guard; /* owned; NULL once closing */
 };
 
@@ -191,6 +234,13 @@ struct vram_gateway {
 	struct gw_req *active;     /* requests sent upstream */
 	struct gw_client *clients;
 	unsigned n_clients;
+	unsigned n_tcp_clients;    /* of n_clients, from TCP listeners */
+	struct gw_addr_count *addrs; /* owned array of GW_ADDR_SLOTS: TCP connections per address */
+	uint32_t addr_seed;        /* of the hash: addresses chosen to collide cost more probes */
+	time_t refuse_warned;      /* s, coarse monotonic: the last warning about refused connections */
+	unsigned n_refused;        /* connections refused since that warning */
+	uint64_t body_bytes;       /* bytes of the body budget held, over every client and request */
+	uint64_t body_budget;      /* bytes: VRAM_GATEWAY_BODY_BUDGET or VRAMD_BODY_BUDGET */
 	struct gw_listener listeners[GW_LISTENERS_MAX];
 	size_t n_listeners;
 	struct event *sweep;       /* owned */
@@ -213,6 +263,24 @@ static double seconds_since(const struct timespec *t0)
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/*
+ * The body budget: c now holds bytes of it (0 releases what it held). Only
+ * TCP clients hold any; see VRAM_GATEWAY_BODY_BUDGET.
+ */
+static void body_hold(struct gw_client *c, uint64_t bytes)
+{
+	struct vram_gateway *gw = c->gw;
+	gw->body_bytes = gw->body_bytes - c->held + bytes;
+	c->held = bytes;
+}
+
+/* Whether c may hold bytes of the budget, in place of what it holds now. */
+static bool body_fits(const struct gw_client *c, uint64_t bytes)
+{
+	const struct vram_gateway *gw = c->gw;
+	return gw->body_bytes - c->held + bytes <= gw->body_budget;
 }
 
 /* The index of name in gw->wls, or -1. A scan: it runs for every request. */
@@ -405,6 +473,7 @@ int vram_gateway_find_model(const char *content_type, const char *body, size_t l
 
 static void client_drop(struct gw_client *c);
 static void client_next(struct gw_client *c);
+static void addr_release(struct vram_gateway *gw, const unsigned char key[16]);
 static void up_resume(struct gw_up *up);
 
 static size_t client_pending(const struct gw_client *c)
@@ -505,6 +574,7 @@ static void client_on_write(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	vram_buf_reset(&c->out);
+	vram_buf_shrink(&c->out, VRAM_GATEWAY_IDLE_BUF_MAX); /* a slow reader's backlog, gone */
 	c->out_off = 0;
 	if (c->req && c->req->up && c->req->up->paused)
 		up_resume(c->req->up);
@@ -516,10 +586,11 @@ static void client_on_write(evutil_socket_t fd, short what, void *arg)
 static int client_reply(struct gw_client *c, int status, const char *extra, const char *ctype,
 			const char *body, size_t len, bool close)
 {
-	char head[1024];
+	char cors[VRAM_ACCESS_HEADERS_MAX], head[1024 + VRAM_ACCESS_HEADERS_MAX];
+	vram_access_cors_headers(c->cors_origin, cors, sizeof(cors));
 	int n = snprintf(head, sizeof(head),
-			 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n",
-			 status, vram_http_reason(status), ctype, len, extra ? extra : "",
+			 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s%s\r\n",
+			 status, vram_http_reason(status), ctype, len, extra ? extra : "", cors,
 			 close ? "Connection: close\r\n" : "");
 	struct iovec iov[2] = { { head, (size_t)n }, { (void *)body, len } };
 	int r = client_sendv(c, iov, 2);
@@ -629,6 +700,7 @@ static void finish(struct gw_req *r, int status)
 		event_free(r->timeout);
 	if (r->c)
 		r->c->req = NULL;
+	gw->body_bytes -= r->held;
 	vram_buf_done(&r->wire);
 	free(r);
 	if (wl && wl->removed && wl->in_flight == 0 && !wl->qhead)
@@ -710,6 +782,7 @@ static void pool_put(struct gw_up *up)
 {
 	struct gw_pool *p = up->pool;
 	up->reused = true;
+	vram_buf_shrink(&up->in, VRAM_GATEWAY_IDLE_BUF_MAX);
 	if (up->paused)
 		up_resume(up);
 	up->prev = NULL;
@@ -826,13 +899,14 @@ static const char *upstream_name(const struct gw_req *r, char *buf, size_t size)
 }
 
 /*
- * The upstream connection failed (why: what it did). Before any response a
- * request that went out on a kept-alive connection is sent once more on a
- * new one (the server may have closed it just then); otherwise the client
- * gets a 502, or, in the middle of a response, its connection is closed
+ * The upstream connection failed or timed out (why: what it did). Before
+ * any response a failed request that went out on a kept-alive connection is
+ * sent once more on a new one (the server may have closed it just then);
+ * otherwise the client gets status with code (502 "bad_gateway", 504
+ * "timeout"), or, in the middle of a response, its connection is closed
  * after what it has been sent (the length or the chunking shows the cut).
  */
-static void up_fail(struct gw_up *up, const char *why)
+static void up_break(struct gw_up *up, int status, const char *code, const char *why)
 {
 	struct gw_req *r = up->req;
 	if (!r) {
@@ -842,7 +916,7 @@ static void up_fail(struct gw_up *up, const char *why)
 	char who[PATH_MAX + 64];
 	upstream_name(r, who, sizeof(who));
 	unsigned port = up->port;
-	bool retry = up->reused && !up->got_bytes && !r->retried && !r->replying;
+	bool retry = status == 502 && up->reused && !up->got_bytes && !r->retried && !r->replying;
 	up->req = NULL;
 	r->up = NULL;
 	up_close(up);
@@ -853,15 +927,20 @@ static void up_fail(struct gw_up *up, const char *why)
 	}
 	struct gw_wl *wl = wl_to_drain(r);
 	if (!r->replying) {
-		fail_req(r, 502, "bad_gateway", 0, "%s %s", who, why);
+		fail_req(r, status, code, 0, "%s %s", who, why);
 	} else {
 		struct gw_client *c = r->c;
 		vram_debug("gateway: %s %s in the middle of a response", who, why);
-		finish(r, 502);
+		finish(r, status);
 		client_close_soon(c);
 	}
 	if (wl)
 		drain(wl, false);
+}
+
+static void up_fail(struct gw_up *up, const char *why)
+{
+	up_break(up, 502, "bad_gateway", why);
 }
 
 /* The response ended: the connection goes back to its pool, the client on. */
@@ -968,7 +1047,9 @@ static int build_response_head(struct gw_req *r, const struct vram_h1_head *h, s
 		e = vram_buf_append(b, "\r\n", 2);
 	for (size_t i = 0; i < h->nh && e == 0; i++) {
 		const struct vram_h1_header *hd = &h->h[i];
-		if (vram_h1_hop_by_hop(h, hd->name) || vram_h1_span_eq(hd->name, "Via"))
+		/* vramd decides which origins may read a response, not the upstream */
+		if (vram_h1_hop_by_hop(h, hd->name) || vram_h1_span_eq(hd->name, "Via") ||
+		    vram_access_is_cors_header(hd->name))
 			continue;
 		if (h->body == VRAM_H1_BODY_CHUNKED && vram_h1_span_eq(hd->name, "Content-Length"))
 			continue;
@@ -976,6 +1057,12 @@ static int build_response_head(struct gw_req *r, const struct vram_h1_head *h, s
 	}
 	if (e == 0)
 		e = put_hop_list(b, h, "Via", "1.1 vramd");
+	if (e == 0 && r->c->cors_origin[0]) {
+		char cors[VRAM_ACCESS_HEADERS_MAX];
+		e = vram_access_cors_headers(r->c->cors_origin, cors, sizeof(cors));
+		if (e >= 0)
+			e = vram_buf_puts(b, cors);
+	}
 	r->close_after = !r->keep_alive || h->body == VRAM_H1_BODY_CLOSE;
 	if (e == 0 && h->body == VRAM_H1_BODY_CHUNKED) {
 		if (r->minor >= 1) {
@@ -1126,7 +1213,11 @@ static void up_on_read(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	vram_buf_commit(&up->in, (size_t)n);
-	up->stamp = now_s();
+	time_t now = now_s();
+	/* for the workload's liveness checks: bytes flow (a response's first, then once a second) */
+	if ((now != up->stamp || !up->got_bytes) && up->req->wl)
+		vram_manager_note_progress(up->gw->m, up->req->wl->name, up->port);
+	up->stamp = now;
 	up->got_bytes = true;
 	up_process(up);
 }
@@ -1174,6 +1265,7 @@ static void send_upstream(struct gw_req *r, unsigned port)
 	up->req = r;
 	r->up = up;
 	r->sent = 0;
+	r->sent_stamp = now_s();
 	up->head_done = up->got_bytes = false;
 	up->total = 0;
 	up->stamp = now_s();
@@ -1317,6 +1409,8 @@ static void wl_set_limits(struct gw_wl *wl, const struct vram_workload_config *c
 	wl->max_concurrency = c->max_concurrency;
 	wl->queue_max = c->queue_max;
 	wl->queue_timeout_ms = c->queue_timeout_ms;
+	wl->first_byte_timeout_ms = c->first_byte_timeout_ms;
+	wl->stream_timeout_ms = c->stream_timeout_ms;
 }
 
 /* Serves workload c (copied) from now on. Returns 0 or -ENOMEM. */
@@ -1440,14 +1534,36 @@ static void on_event(const char *event, json_t *data, void *arg)
 
 /* ------------------------------------------------------------- routes */
 
-/* Builds r->wire: the request for the upstream, with target and body. */
+/*
+ * True when v carries vramd's token, as "Bearer <token>" (an Authorization
+ * value) or bare (an X-Api-Key value); compared in constant time.
+ */
+static bool carries_token(const struct vram_gateway *gw, struct vram_h1_span v, bool bearer)
+{
+	if (!gw->token)
+		return false;
+	return bearer ? vram_http_token_ok_n(v.p, v.n, gw->token)
+		      : vram_http_token_equal(v.p, v.n, gw->token);
+}
+
+/*
+ * Builds r->wire: the request for the upstream, with target and body.
+ * Returns 0, -EMSGSIZE when the head for the API would pass what its server
+ * takes (VRAM_HTTP_RELAY_HEADERS_MAX), or -ENOMEM.
+ */
 static int build_request(struct gw_req *r, const struct vram_h1_head *h, const char *target,
 			 const char *body, size_t blen)
 {
 	struct gw_client *c = r->c;
+	struct vram_gateway *gw = r->gw;
 	struct vram_buf *b = &r->wire;
-	vram_buf_init(b, h->len + strlen(target) + 1024 + blen);
-	int e = vram_buf_append(b, h->method.p, h->method.n);
+	/* the head, what is added to it (at most about 1.3 KiB), the body: one allocation */
+	vram_buf_init(b, h->len + strlen(target) + 4096 + blen);
+	char *unused;
+	size_t room;
+	int e = vram_buf_space(b, b->max, &unused, &room);
+	if (e == 0)
+		e = vram_buf_append(b, h->method.p, h->method.n);
 	if (e == 0)
 		e = vram_buf_append(b, " ", 1);
 	if (e == 0)
@@ -1461,6 +1577,13 @@ static int build_request(struct gw_req *r, const struct vram_h1_head *h, const c
 		    vram_h1_span_eq(n, "Expect") || vram_h1_span_eq(n, "Via") ||
 		    vram_h1_span_eq(n, "X-Forwarded-For"))
 			continue;
+		/* Only the gateway says who asks, and only to the API. */
+		if (vram_h1_span_eq(n, VRAM_PEER_HEADER))
+			continue;
+		/* vramd's token goes no further than vramd: a squatter on a port must not get it. */
+		if ((vram_h1_span_eq(n, "Authorization") && carries_token(gw, v, true)) ||
+		    (vram_h1_span_eq(n, "X-Api-Key") && carries_token(gw, v, false)))
+			continue;
 		has_host |= vram_h1_span_eq(n, "Host");
 		e = put_field(b, n, v);
 	}
@@ -1473,16 +1596,24 @@ static int build_request(struct gw_req *r, const struct vram_h1_head *h, const c
 	/* The earlier hops' values, then ours (no address for the Unix socket). */
 	if (e == 0)
 		e = put_hop_list(b, h, "Via", "1.1 vramd");
-	if (e == 0 && c->peer[0])
-		e = put_hop_list(b, h, "X-Forwarded-For", c->peer);
+	if (e == 0 && c->ident.transport == VRAM_PEER_TCP && c->ident.addr[0])
+		e = put_hop_list(b, h, "X-Forwarded-For", c->ident.addr);
+	if (e == 0 && !r->wl) {
+		char peer[VRAM_PEER_TEXT_MAX];
+		int n = vram_peer_format(&c->ident, peer, sizeof(peer));
+		struct vram_h1_span name = { VRAM_PEER_HEADER, strlen(VRAM_PEER_HEADER) };
+		e = n < 0 ? n : put_field(b, name, (struct vram_h1_span){ peer, (size_t)n });
+	}
 	if (e == 0)
 		e = vram_buf_puts(b, "\r\n");
+	if (e == 0 && !r->wl && b->len > VRAM_HTTP_RELAY_HEADERS_MAX)
+		return -EMSGSIZE;
 	if (e == 0)
 		e = vram_buf_append(b, body, blen);
 	return e;
 }
 
-/* A new request of c (not linked anywhere yet); NULL when out of memory. */
+/* A new request of c (not linked anywhere yet); NULL with errno (see build_request). */
 static struct gw_req *req_new(struct gw_client *c, struct gw_wl *wl, const struct vram_h1_head *h,
 			      const char *target, const char *body, size_t blen,
 			      const struct timespec *started)
@@ -1497,9 +1628,11 @@ static struct gw_req *req_new(struct gw_client *c, struct gw_wl *wl, const struc
 	r->minor = h->minor;
 	r->keep_alive = h->keep_alive;
 	r->head_request = vram_h1_span_eq(h->method, "HEAD");
-	if (build_request(r, h, target, body, blen) < 0) {
+	int e = build_request(r, h, target, body, blen);
+	if (e < 0) {
 		vram_buf_done(&r->wire);
 		free(r);
+		errno = -e;
 		return NULL;
 	}
 	return r;
@@ -1510,6 +1643,11 @@ static void relay_api(struct gw_client *c, const struct vram_h1_head *h, const c
 		      const char *body, size_t blen, const struct timespec *started)
 {
 	struct gw_req *r = req_new(c, NULL, h, target, body, blen, started);
+	if (!r && errno == EMSGSIZE) {
+		client_error(c, 431, NULL, 0, true, "the request head, with the fields vramd adds, "
+			     "is over %d bytes", VRAM_HTTP_RELAY_HEADERS_MAX);
+		return;
+	}
 	if (!r) {
 		client_error(c, 500, NULL, 0, true, "out of memory");
 		return;
@@ -1714,7 +1852,50 @@ static void route_by_model(struct gw_client *c, const struct vram_h1_head *h, co
 	admit(c, wl, h, target, body, blen, started);
 }
 
-/* Serves one complete request of c: head h, body (blen bytes, NUL after). */
+/*
+ * The origin form of target t: "http://host/p?q" is "/p?q" (RFC 9112
+ * §3.2.2), "http://host" is "/". NULL for a target that is neither a path
+ * nor "*"; *ret_len gets the length.
+ */
+static const char *origin_form(struct vram_h1_span t, size_t *ret_len)
+{
+	const char *p = t.p;
+	size_t n = t.n;
+	if (n > 7 && (strncasecmp(p, "http://", 7) == 0 || strncasecmp(p, "https://", 8) == 0)) {
+		const char *auth = (const char *)memchr(p, ':', n) + 3;
+		const char *slash = memchr(auth, '/', n - (size_t)(auth - p));
+		n = slash ? n - (size_t)(slash - p) : 1;
+		p = slash ? slash : "/";
+	}
+	if (p[0] != '/' && !(n == 1 && p[0] == '*'))
+		return NULL;
+	*ret_len = n;
+	return p;
+}
+
+enum gw_route {
+	GW_ROUTE_API,   /* relayed to the evhttp server: the REST API, /mcp, /metrics */
+	GW_ROUTE_MODEL, /* /v1/...: by the request's model */
+	GW_ROUTE_NAME,  /* /w/{name}/...: by workload name */
+};
+
+/* The route of an origin-form target (n bytes at t). */
+static enum gw_route route_of(const char *t, size_t n)
+{
+	size_t plen = 0;
+	while (plen < n && t[plen] != '?' && t[plen] != '#')
+		plen++;
+	if (plen >= 3 && memcmp(t, "/v1", 3) == 0 && (plen == 3 || t[3] == '/'))
+		return GW_ROUTE_MODEL;
+	if (plen >= 3 && memcmp(t, "/w/", 3) == 0)
+		return GW_ROUTE_NAME;
+	return GW_ROUTE_API;
+}
+
+/*
+ * Serves one complete request of c that passed the front door: head h,
+ * body (blen bytes, NUL after).
+ */
 static void dispatch(struct gw_client *c, const struct vram_h1_head *h, const char *body,
 		     size_t blen)
 {
@@ -1723,22 +1904,8 @@ static void dispatch(struct gw_client *c, const struct vram_h1_head *h, const ch
 	clock_gettime(CLOCK_MONOTONIC, &started);
 	bool close = !h->keep_alive;
 
-	/* The origin form of the target: "http://host/p" is "/p" (RFC 9112 §3.2.2). */
-	const char *t = h->target.p;
-	size_t tlen = h->target.n;
-	if (tlen > 7 && (strncasecmp(t, "http://", 7) == 0 || strncasecmp(t, "https://", 8) == 0)) {
-		const char *auth = memchr(t, ':', tlen) + 3;
-		const char *slash = memchr(auth, '/', tlen - (size_t)(auth - t));
-		tlen = slash ? tlen - (size_t)(slash - t) : 0;
-		t = slash ? slash : "/";
-		if (!tlen)
-			tlen = 1;
-	}
-	if (t[0] != '/' && !(tlen == 1 && t[0] == '*')) {
-		client_error(c, 400, NULL, 0, true, "the request target must be a path, not \"%.*s\"",
-			     (int)(h->target.n > 200 ? 200 : h->target.n), h->target.p);
-		return;
-	}
+	size_t tlen = 0;
+	const char *t = origin_form(h->target, &tlen); /* the front door checked it */
 	char target[VRAM_HTTP_HEADERS_MAX + 1];
 	memcpy(target, t, tlen);
 	target[tlen] = '\0';
@@ -1748,21 +1915,7 @@ static void dispatch(struct gw_client *c, const struct vram_h1_head *h, const ch
 	path[plen] = '\0';
 	const char *query = target[plen] == '?' ? target + plen + 1 : NULL;
 
-	if (!c->trusted && gw->token) {
-		const struct vram_h1_header *a = vram_h1_find(h, "Authorization");
-		char auth[1024] = "";
-		if (a && a->value.n < sizeof(auth)) {
-			memcpy(auth, a->value.p, a->value.n);
-			auth[a->value.n] = '\0';
-		}
-		if (!vram_http_token_ok(a ? auth : NULL, gw->token)) {
-			client_error(c, 401, NULL, 0, close,
-				     "this API needs \"Authorization: Bearer <token>\" (daemon.token)");
-			return;
-		}
-	}
-	bool v1 = strncmp(path, "/v1/", 4) == 0 || strcmp(path, "/v1") == 0;
-	bool by_name = strncmp(path, "/w/", 3) == 0;
+	enum gw_route route = route_of(target, tlen);
 	if (!query && strcmp(path, "/api/status") == 0 && vram_h1_span_eq(h->method, "GET")) {
 		/*
 		 * What dashboards and scripts poll, served here from the API's
@@ -1775,7 +1928,7 @@ static void dispatch(struct gw_client *c, const struct vram_h1_head *h, const ch
 			return;
 		}
 	}
-	if (!v1 && !by_name) {
+	if (route == GW_ROUTE_API) {
 		relay_api(c, h, target, body, blen, &started);
 		return;
 	}
@@ -1783,7 +1936,7 @@ static void dispatch(struct gw_client *c, const struct vram_h1_head *h, const ch
 		client_error(c, 503, "shutting_down", 0, true, "vramd is shutting down");
 		return;
 	}
-	if (by_name)
+	if (route == GW_ROUTE_NAME)
 		route_by_name(c, h, target, body, blen, &started);
 	else
 		route_by_model(c, h, target, path, query, body, blen, &started);
@@ -1822,6 +1975,146 @@ static void bad_request(struct gw_client *c, int r)
 	}
 }
 
+/* What vram_access_check needs to know of c's listener. */
+static void access_listener(const struct gw_client *c, struct vram_access_listener *ret)
+{
+	const struct vram_gateway *gw = c->gw;
+	const struct gw_listener *tcp = c->trusted ? NULL : c->listener;
+	/* on the control socket, vramd's own origin is still its TCP listener's */
+	for (size_t i = 0; !tcp && i < gw->n_listeners; i++)
+		if (!gw->listeners[i].trusted)
+			tcp = &gw->listeners[i];
+	*ret = (struct vram_access_listener){ .unix_socket = c->trusted,
+					      .host = tcp ? tcp->host : NULL,
+					      .port = tcp ? tcp->port : 0,
+					      .local_addr = c->local_addr };
+}
+
+/* Answers an allowed CORS preflight: 204 and the CORS headers. Returns like client_sendv. */
+static int client_preflight(struct gw_client *c, const struct vram_h1_head *h, bool close)
+{
+	char cors[VRAM_ACCESS_HEADERS_MAX], head[VRAM_ACCESS_HEADERS_MAX + 64];
+	vram_access_preflight_headers(c->cors_origin, h, cors, sizeof(cors));
+	int n = snprintf(head, sizeof(head), "HTTP/1.1 204 No Content\r\n%s%s\r\n", cors,
+			 close ? "Connection: close\r\n" : "");
+	int r = client_send(c, head, (size_t)n);
+	if (r == 0 && close)
+		client_close_soon(c);
+	return r;
+}
+
+/* What the front door made of a request head. */
+enum gw_door {
+	GW_DOOR_CLOSED,   /* answered; the connection ends (c may be gone) */
+	GW_DOOR_ANSWERED, /* answered, and it had no body: on to the next request */
+	GW_DOOR_ADMITTED, /* its body may be read and the request served */
+};
+
+/*
+ * Refuses the request with head h: answered with the JSON error. A request
+ * with a body ends the connection (its body is not read); one without may
+ * be followed by another.
+ */
+static enum gw_door door_refuse(struct gw_client *c, const struct vram_h1_head *h, int status,
+				const char *code, int retry_after, const char *fmt, ...)
+	__attribute__((format(printf, 6, 7)));
+static enum gw_door door_refuse(struct gw_client *c, const struct vram_h1_head *h, int status,
+				const char *code, int retry_after, const char *fmt, ...)
+{
+	char message[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(message, sizeof(message), fmt, ap);
+	va_end(ap);
+	bool close = !h->keep_alive || h->body != VRAM_H1_BODY_NONE;
+	if (client_error(c, status, code, retry_after, close, "%s", message) < 0 || close)
+		return GW_DOOR_CLOSED;
+	return GW_DOOR_ANSWERED;
+}
+
+/*
+ * Everything decided from a request's head, before its body is read: the
+ * target's form, the browser rules (Host, Origin, preflights), the token on
+ * TCP, the API's methods and body type, the body's size against its route's
+ * limit and the body budget. A refused request is answered here.
+ */
+static enum gw_door front_door(struct gw_client *c, const struct vram_h1_head *h)
+{
+	struct vram_gateway *gw = c->gw;
+	c->cors_origin[0] = '\0';
+	c->ident.token = false;
+	size_t tlen;
+	const char *t = origin_form(h->target, &tlen);
+	if (!t) {
+		/* malformed: whatever follows on the connection cannot be trusted to be framed right */
+		client_error(c, 400, NULL, 0, true, "the request target must be a path, not \"%.*s\"",
+			     (int)(h->target.n > 200 ? 200 : h->target.n), h->target.p);
+		return GW_DOOR_CLOSED;
+	}
+
+	struct vram_access_listener l;
+	struct vram_access a;
+	access_listener(c, &l);
+	vram_access_check(&l, vram_manager_config(gw->m), h, &a);
+	if (a.verdict == VRAM_ACCESS_REFUSE)
+		return door_refuse(c, h, a.status, a.code, 0, "%s", a.message);
+	memcpy(c->cors_origin, a.origin, sizeof(a.origin));
+	if (a.verdict == VRAM_ACCESS_PREFLIGHT) {
+		/* before the token: a browser sends none with a preflight */
+		bool close = !h->keep_alive || h->body != VRAM_H1_BODY_NONE;
+		if (client_preflight(c, h, close) < 0 || close)
+			return GW_DOOR_CLOSED;
+		return GW_DOOR_ANSWERED;
+	}
+
+	if (!c->trusted && gw->token) {
+		const struct vram_h1_header *auth = vram_h1_find(h, "Authorization");
+		if (!auth || !carries_token(gw, auth->value, true))
+			return door_refuse(c, h, 401, NULL, 0, "this API needs \"Authorization: Bearer "
+					   "<token>\" (daemon.token)");
+		c->ident.token = true;
+	}
+
+	bool api = route_of(t, tlen) == GW_ROUTE_API;
+	if (api && !vram_access_check_api(h, &a))
+		return door_refuse(c, h, a.status, a.code, 0, "%s", a.message);
+	c->body_max = api ? VRAM_GATEWAY_API_BODY_MAX : VRAM_GATEWAY_BODY_MAX;
+	if (h->body != VRAM_H1_BODY_LENGTH)
+		return GW_DOOR_ADMITTED;
+	if (h->content_length > c->body_max)
+		return door_refuse(c, h, 413, NULL, 0, "the request body is over %zu bytes%s",
+				   c->body_max, api ? " (the API's limit)" : "");
+	if (c->trusted || h->content_length <= VRAM_GATEWAY_SMALL_BODY_MAX)
+		return GW_DOOR_ADMITTED;
+	if (!body_fits(c, h->content_length))
+		return door_refuse(c, h, 503, "busy", VRAM_GATEWAY_RETRY_AFTER_S,
+				   "the gateway holds %llu bytes of other request bodies, and a "
+				   "%llu-byte body would pass its budget of %llu bytes: try again",
+				   (unsigned long long)gw->body_bytes,
+				   (unsigned long long)h->content_length,
+				   (unsigned long long)gw->body_budget);
+	body_hold(c, h->content_length);
+	return GW_DOOR_ADMITTED;
+}
+
+/*
+ * The request that took the first consumed bytes of c->in is dispatched or
+ * answered: the state of one request is reset, and buffers a large one grew
+ * shrink back to what an idle connection keeps.
+ */
+static void client_rest(struct gw_client *c, size_t consumed)
+{
+	vram_buf_consume(&c->in, consumed);
+	vram_buf_shrink(&c->in, VRAM_GATEWAY_IDLE_BUF_MAX);
+	vram_buf_reset(&c->body);
+	vram_buf_shrink(&c->body, VRAM_GATEWAY_IDLE_BUF_MAX);
+	memset(&c->ck, 0, sizeof(c->ck));
+	c->ck_scanned = 0;
+	c->continue_sent = false;
+	c->admitted = false;
+	c->stamp = now_s();
+}
+
 /* Serves the complete requests in c->in, one at a time. */
 static void client_process(struct gw_client *c)
 {
@@ -1839,17 +2132,23 @@ static void client_process(struct gw_client *c)
 		if (hl == 0)
 			break;
 		if (hl < 0) {
+			c->cors_origin[0] = '\0';
 			bad_request(c, hl);
 			break;
+		}
+		if (!c->admitted) {
+			enum gw_door d = front_door(c, &h);
+			if (d == GW_DOOR_CLOSED)
+				break;
+			if (d == GW_DOOR_ANSWERED) {
+				client_rest(c, (size_t)hl);
+				continue;
+			}
+			c->admitted = true;
 		}
 		const char *body = "";
 		size_t blen = 0, total = (size_t)hl;
 		if (h.body == VRAM_H1_BODY_LENGTH) {
-			if (h.content_length > VRAM_GATEWAY_BODY_MAX) {
-				client_error(c, 413, NULL, 0, true, "the request body is over %u bytes",
-					     VRAM_GATEWAY_BODY_MAX);
-				break;
-			}
 			if (c->in.len - (size_t)hl < h.content_length) {
 				maybe_continue(c, &h);
 				break;
@@ -1862,9 +2161,9 @@ static void client_process(struct gw_client *c)
 			size_t from = (size_t)hl + c->ck_scanned;
 			ssize_t s = vram_h1_chunked_scan(&c->ck, c->in.data + from, c->in.len - from,
 							 &done, append_to_buf, &c->body);
-			if (s == -E2BIG) {
-				client_error(c, 413, NULL, 0, true, "the request body is over %u bytes",
-					     VRAM_GATEWAY_BODY_MAX);
+			if (s == -E2BIG || c->body.len > c->body_max) {
+				client_error(c, 413, NULL, 0, true, "the request body is over %zu bytes",
+					     c->body_max);
 				break;
 			}
 			if (s < 0) {
@@ -1872,6 +2171,18 @@ static void client_process(struct gw_client *c)
 				break;
 			}
 			c->ck_scanned += (size_t)s;
+			/* a chunked body counts as it arrives: its framing and what it decodes to */
+			uint64_t held = c->ck_scanned + c->body.len;
+			if (!c->trusted && held > VRAM_GATEWAY_SMALL_BODY_MAX) {
+				if (!body_fits(c, held)) {
+					client_error(c, 503, "busy", VRAM_GATEWAY_RETRY_AFTER_S, true,
+						     "the gateway holds %llu bytes of request bodies, its "
+						     "budget: this chunked body does not fit now",
+						     (unsigned long long)c->gw->body_bytes);
+					break;
+				}
+				body_hold(c, held);
+			}
 			if (!done) {
 				maybe_continue(c, &h);
 				break;
@@ -1883,12 +2194,14 @@ static void client_process(struct gw_client *c)
 		dispatch(c, &h, body, blen);
 		if (c->dead)
 			break;
-		vram_buf_consume(&c->in, total);
-		vram_buf_reset(&c->body);
-		memset(&c->ck, 0, sizeof(c->ck));
-		c->ck_scanned = 0;
-		c->continue_sent = false;
-		c->stamp = now_s();
+		/* the body's share of the budget goes with its request, or now */
+		if (c->req) {
+			c->req->held = c->held;
+			c->held = 0;
+		} else {
+			body_hold(c, 0);
+		}
+		client_rest(c, total);
 	}
 	c->processing = false;
 	if (c->dead) {
@@ -1925,6 +2238,12 @@ static void client_on_read(evutil_socket_t fd, short what, void *arg)
 		ssize_t n = recv(fd, drop, sizeof(drop), 0);
 		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
 			client_drop(c);
+		return;
+	}
+	if (c->req && c->in.len + GW_READ_MAX > VRAM_GATEWAY_IDLE_BUF_MAX) {
+		/* What a client sends ahead of an answer waits in the kernel, not here. */
+		c->read_paused = true;
+		event_del(c->rev);
 		return;
 	}
 	if (vram_buf_space(&c->in, GW_READ_MAX, &p, &avail) < 0) {
@@ -1984,6 +2303,11 @@ static void client_drop(struct gw_client *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	gw->n_clients--;
+	if (!c->trusted) {
+		gw->n_tcp_clients--;
+		addr_release(gw, c->addr_key);
+	}
+	body_hold(c, 0);
 	event_free(c->rev);
 	event_free(c->wev);
 	close(c->fd);
@@ -1995,15 +2319,124 @@ static void client_drop(struct gw_client *c)
 
 /* ---------------------------------------------------------- listeners */
 
+/* The home slot of an address in gw->addrs. */
+static size_t addr_slot(const struct vram_gateway *gw, const unsigned char key[16])
+{
+	uint32_t h = 2166136261u ^ gw->addr_seed; /* FNV-1a */
+	for (size_t i = 0; i < 16; i++) {
+		h ^= key[i];
+		h *= 16777619u;
+	}
+	return h & (GW_ADDR_SLOTS - 1);
+}
+
+/* The entry of key, or the free slot where it goes (the table is never full). */
+static struct gw_addr_count *addr_find(struct vram_gateway *gw, const unsigned char key[16])
+{
+	size_t i = addr_slot(gw, key);
+	while (gw->addrs[i].n && memcmp(gw->addrs[i].addr, key, 16) != 0)
+		i = (i + 1) & (GW_ADDR_SLOTS - 1);
+	return &gw->addrs[i];
+}
+
+/* One connection of key fewer; an address with none leaves the table. */
+static void addr_release(struct vram_gateway *gw, const unsigned char key[16])
+{
+	const size_t mask = GW_ADDR_SLOTS - 1;
+	struct gw_addr_count *e = addr_find(gw, key);
+	if (!e->n || --e->n)
+		return;
+	/* Linear probing without tombstones: later entries of the run move into the hole. */
+	size_t hole = (size_t)(e - gw->addrs);
+	for (size_t j = (hole + 1) & mask; gw->addrs[j].n; j = (j + 1) & mask) {
+		size_t home = addr_slot(gw, gw->addrs[j].addr);
+		if (((j - home) & mask) >= ((j - hole) & mask)) {
+			gw->addrs[hole] = gw->addrs[j];
+			gw->addrs[j].n = 0;
+			hole = j;
+		}
+	}
+}
+
+/*
+ * The text of a TCP address (IPv4-mapped IPv6 as IPv4) and the key it is
+ * counted under: the address, or for IPv6 its /64, which one host or one
+ * network usually has to itself.
+ */
+static void addr_of(const struct sockaddr *sa, char *text, size_t size, unsigned char key[16])
+{
+	static const unsigned char mapped[12] = { [10] = 0xff, [11] = 0xff };
+	memset(key, 0, 16);
+	text[0] = '\0';
+	if (sa->sa_family == AF_INET) {
+		memcpy(key, mapped, 12);
+		memcpy(key + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+		inet_ntop(AF_INET, key + 12, text, (socklen_t)size);
+	} else if (sa->sa_family == AF_INET6) {
+		memcpy(key, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+		if (memcmp(key, mapped, 12) == 0) {
+			inet_ntop(AF_INET, key + 12, text, (socklen_t)size);
+		} else {
+			inet_ntop(AF_INET6, key, text, (socklen_t)size);
+			memset(key + 8, 0, 8);
+		}
+	}
+}
+
+/* Closes a connection over a limit: a debug line each, a warning every GW_REFUSE_WARN_S. */
+static void refuse_connection(struct vram_gateway *gw, int fd, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void refuse_connection(struct vram_gateway *gw, int fd, const char *fmt, ...)
+{
+	close(fd);
+	char why[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	vram_debug("gateway: refusing a connection: %s", why);
+	gw->n_refused++;
+	time_t now = now_s();
+	if (gw->refuse_warned && now - gw->refuse_warned < GW_REFUSE_WARN_S)
+		return;
+	vram_warn("gateway: refused %u connection%s since the last warning, the last one: %s",
+		  gw->n_refused, gw->n_refused == 1 ? "" : "s", why);
+	gw->refuse_warned = now ? now : 1;
+	gw->n_refused = 0;
+}
+
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
 		      void *arg)
 {
 	struct gw_listener *gl = arg;
 	struct vram_gateway *gw = gl->gw;
-	if (gw->closing || gw->n_clients >= VRAM_GATEWAY_CLIENTS_MAX) {
-		vram_debug("gateway: refusing a connection (%s)",
-			 gw->closing ? "shutting down" : "too many clients");
+	bool tcp = !gl->trusted;
+	if (gw->closing) {
+		vram_debug("gateway: refusing a connection: shutting down");
 		close(fd);
+		return;
+	}
+	char addr[INET6_ADDRSTRLEN] = "";
+	unsigned char key[16];
+	struct gw_addr_count *count = NULL;
+	if (tcp) {
+		addr_of(sa, addr, sizeof(addr), key);
+		count = addr_find(gw, key);
+		if (gw->n_tcp_clients >= VRAM_GATEWAY_CLIENTS_MAX - VRAM_GATEWAY_UNIX_RESERVED ||
+		    gw->n_clients >= VRAM_GATEWAY_CLIENTS_MAX) {
+			refuse_connection(gw, fd, "%u TCP clients are connected, the most there may be "
+					  "(%u of %u kept for the control socket)", gw->n_tcp_clients,
+					  VRAM_GATEWAY_UNIX_RESERVED, VRAM_GATEWAY_CLIENTS_MAX);
+			return;
+		}
+		if (count->n >= VRAM_GATEWAY_CLIENTS_PER_ADDR_MAX) {
+			refuse_connection(gw, fd, "%s has %u connections open, the most one address may",
+					  addr, count->n);
+			return;
+		}
+	} else if (gw->n_clients >= VRAM_GATEWAY_CLIENTS_MAX) {
+		refuse_connection(gw, fd, "%u clients are connected, the most there may be",
+				  gw->n_clients);
 		return;
 	}
 	struct gw_client *c = calloc(1, sizeof(*c));
@@ -2012,19 +2445,32 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 		return;
 	}
 	c->gw = gw;
+	c->listener = gl;
 	c->fd = fd;
 	c->trusted = gl->trusted;
 	vram_buf_init(&c->in, VRAM_HTTP_HEADERS_MAX + VRAM_GATEWAY_BODY_MAX + GW_CHUNK_SLACK);
 	vram_buf_init(&c->out, GW_CLIENT_OUT_MAX);
 	vram_buf_init(&c->body, VRAM_GATEWAY_BODY_MAX);
-	if (sa->sa_family == AF_INET)
-		inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, c->peer, sizeof(c->peer));
-	else if (sa->sa_family == AF_INET6)
-		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)sa)->sin6_addr, c->peer,
-			  sizeof(c->peer));
-	if (sa->sa_family == AF_INET || sa->sa_family == AF_INET6) {
+	if (tcp) {
+		c->ident.transport = VRAM_PEER_TCP;
+		snprintf(c->ident.addr, sizeof(c->ident.addr), "%s", addr);
+		memcpy(c->addr_key, key, sizeof(key));
+		struct sockaddr_storage local;
+		socklen_t llen = sizeof(local);
+		unsigned char unused[16];
+		if (getsockname(fd, (struct sockaddr *)&local, &llen) == 0)
+			addr_of((struct sockaddr *)&local, c->local_addr, sizeof(c->local_addr), unused);
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	} else {
+		int r = vram_peer_from_unix_socket(fd, &c->ident);
+		if (r < 0) {
+			/* the kernel always knows the peer of a connected Unix socket */
+			vram_debug("gateway: refusing a connection: its credentials: %s", strerror(-r));
+			close(fd);
+			free(c);
+			return;
+		}
 	}
 	c->rev = event_new(gw->base, fd, EV_READ | EV_PERSIST, client_on_read, c);
 	c->wev = event_new(gw->base, fd, EV_WRITE, client_on_write, c);
@@ -2037,6 +2483,11 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 		free(c);
 		return;
 	}
+	if (tcp) {
+		memcpy(count->addr, key, sizeof(key));
+		count->n++;
+		gw->n_tcp_clients++;
+	}
 	c->stamp = c->out_stamp = now_s();
 	c->next = gw->clients;
 	if (gw->clients)
@@ -2045,8 +2496,9 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	gw->n_clients++;
 }
 
-static int listener_add(struct vram_gateway *gw, int fd, bool trusted, const char *path, char *err,
-			size_t err_size)
+/* Listens on fd (taken): a Unix socket at path, or TCP on host (copied) and port. */
+static int listener_add(struct vram_gateway *gw, int fd, bool trusted, const char *path,
+			const char *host, unsigned port, char *err, size_t err_size)
 {
 	if (gw->n_listeners == GW_LISTENERS_MAX) {
 		snprintf(err, err_size, "too many listeners");
@@ -2054,17 +2506,19 @@ static int listener_add(struct vram_gateway *gw, int fd, bool trusted, const cha
 		return -ENOSPC;
 	}
 	struct gw_listener *gl = &gw->listeners[gw->n_listeners];
-	*gl = (struct gw_listener){ .gw = gw, .trusted = trusted };
+	*gl = (struct gw_listener){ .gw = gw, .trusted = trusted, .port = port };
 	gl->path = path ? strdup(path) : NULL;
+	gl->host = host ? strdup(host) : NULL;
 	gl->l = evconnlistener_new(gw->base, on_accept, gl,
 				   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
-	if (!gl->l || (path && !gl->path)) {
+	if (!gl->l || (path && !gl->path) || (host && !gl->host)) {
 		snprintf(err, err_size, "out of memory");
 		if (gl->l)
 			evconnlistener_free(gl->l);
 		else
 			close(fd);
 		free(gl->path);
+		free(gl->host);
 		return -ENOMEM;
 	}
 	/* without it the listener would still work, only spin when out of descriptors */
@@ -2076,8 +2530,16 @@ static int listener_add(struct vram_gateway *gw, int fd, bool trusted, const cha
 int vram_gateway_listen_tcp(struct vram_gateway *gw, const char *hostport, unsigned *ret_port,
 			    char *err, size_t err_size)
 {
-	int fd = vram_http_listen_tcp(hostport, ret_port, err, err_size);
-	return fd < 0 ? fd : listener_add(gw, fd, false, NULL, err, err_size);
+	unsigned port = 0;
+	char host[256];
+	int fd = vram_http_listen_tcp(hostport, &port, err, err_size);
+	if (fd < 0)
+		return fd;
+	if (vram_http_split_hostport(hostport, host, sizeof(host), &(unsigned){ 0 }) < 0)
+		host[0] = '\0'; /* vram_http_listen_tcp split it already */
+	if (ret_port)
+		*ret_port = port;
+	return listener_add(gw, fd, false, NULL, host, port, err, err_size);
 }
 
 int vram_gateway_listen_unix(struct vram_gateway *gw, const char *path, char *err, size_t err_size)
@@ -2085,7 +2547,7 @@ int vram_gateway_listen_unix(struct vram_gateway *gw, const char *path, char *er
 	int fd = vram_http_listen_unix(path, err, err_size);
 	if (fd < 0)
 		return fd;
-	int r = listener_add(gw, fd, true, path, err, err_size);
+	int r = listener_add(gw, fd, true, path, NULL, 0, err, err_size);
 	if (r < 0)
 		unlink(path);
 	return r;
@@ -2096,8 +2558,9 @@ int vram_gateway_listen_unix(struct vram_gateway *gw, const char *path, char *er
 /*
  * Once a second: clients idle or slow to send a request past the idle
  * timeout, clients that stopped reading a response, lingering closes, and
- * upstreams of workloads silent past the upstream timeout. (Relayed API
- * requests have no upstream timeout: an event stream may be quiet for long.)
+ * upstreams of workloads past their first_byte_timeout (no response yet) or
+ * stream_timeout (silent in the middle of one). (Relayed API requests have
+ * no upstream timeout: an event stream may be quiet for long.)
  */
 static void on_sweep(evutil_socket_t fd, short what, void *arg)
 {
@@ -2109,7 +2572,7 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 			if (now - c->stamp > GW_LINGER_S)
 				client_drop(c);
 		} else if (client_pending(c) > 0) {
-			if (now - c->out_stamp > VRAM_GATEWAY_UPSTREAM_TIMEOUT_S)
+			if (now - c->out_stamp > VRAM_GATEWAY_CLIENT_STALL_S)
 				client_drop(c);
 		} else if (!c->req && now - c->stamp > VRAM_HTTP_IDLE_TIMEOUT_S) {
 			if (c->in.len && !c->closing)
@@ -2121,13 +2584,24 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 	}
 	for (struct gw_req *r = gw->active, *next; r; r = next) {
 		next = r->next;
-		if (r->wl && r->up && !r->up->paused &&
-		    now - r->up->stamp > VRAM_GATEWAY_UPSTREAM_TIMEOUT_S) {
-			char why[64];
-			snprintf(why, sizeof(why), "sent nothing for %ds", VRAM_GATEWAY_UPSTREAM_TIMEOUT_S);
-			up_fail(r->up, why);
-			next = gw->active; /* the list may have changed: start over */
-		}
+		struct gw_up *up = r->up;
+		if (!r->wl || !up || up->paused)
+			continue;
+		/* Until its first byte the upstream is thinking (prefill); after it, streaming. */
+		bool first = !up->got_bytes;
+		uint64_t limit_ms = first ? r->wl->first_byte_timeout_ms : r->wl->stream_timeout_ms;
+		time_t since = first ? r->sent_stamp : up->stamp;
+		if (limit_ms == VRAM_DURATION_NEVER || (uint64_t)(now - since) * 1000 <= limit_ms)
+			continue;
+		char why[128];
+		if (first)
+			snprintf(why, sizeof(why), "sent no response within %.1fs of the request "
+				 "(first_byte_timeout)", (double)limit_ms / 1000.0);
+		else
+			snprintf(why, sizeof(why), "sent nothing for %.1fs in the middle of its "
+				 "response (stream_timeout)", (double)limit_ms / 1000.0);
+		up_break(up, 504, "timeout", why);
+		next = gw->active; /* the list may have changed: start over */
 	}
 	for (size_t i = 0; i < gw->n_wls; i++)
 		pool_trim(&gw->wls[i]->pool, VRAM_GATEWAY_IDLE_CONNS_MAX, VRAM_GATEWAY_UPSTREAM_IDLE_S);
@@ -2181,9 +2655,32 @@ int vram_gateway_new(struct event_base *base, struct vram_manager *m, struct vra
 	vram_buf_init(&gw->dechunked, GW_READ_MAX + VRAM_GATEWAY_UP_HEADERS_MAX);
 	gw->token = token && *token ? strdup(token) : NULL;
 	gw->api_socket = strdup(api_socket);
+	gw->addrs = calloc(GW_ADDR_SLOTS, sizeof(*gw->addrs));
+	if (getrandom(&gw->addr_seed, sizeof(gw->addr_seed), GRND_NONBLOCK) < 0)
+		gw->addr_seed = (uint32_t)time(NULL); /* a weaker seed is still a seed */
+	gw->body_budget = VRAM_GATEWAY_BODY_BUDGET;
+	const char *budget = getenv("VRAMD_BODY_BUDGET");
+	uint64_t bytes;
+	if (budget && *budget) {
+		if (vram_units_parse_bytes(budget, &bytes) == 0 && bytes > 0)
+			gw->body_budget = bytes;
+		else
+			vram_warn("Ignoring VRAMD_BODY_BUDGET=\"%.64s\": expected a size like 64MiB; "
+				  "the request body budget stays %llu bytes", budget,
+				  (unsigned long long)gw->body_budget);
+	}
+	/*
+	 * Request bodies make buffers of up to 17 MiB that live for one request.
+	 * glibc raises its mmap threshold to the size of the largest block
+	 * freed, after which such buffers come from the heap, whose free space
+	 * goes back to the system only from its top: what a burst of large
+	 * bodies took would stay with vramd. A fixed threshold keeps large
+	 * blocks mapped on their own, and given back when freed.
+	 */
+	mallopt(M_MMAP_THRESHOLD, GW_MMAP_THRESHOLD);
 	gw->sweep = event_new(base, -1, EV_PERSIST, on_sweep, gw);
 	struct timeval tv = { GW_SWEEP_S, 0 };
-	if (!gw->api_socket || (token && *token && !gw->token) || !gw->sweep ||
+	if (!gw->api_socket || (token && *token && !gw->token) || !gw->addrs || !gw->sweep ||
 	    event_add(gw->sweep, &tv) < 0)
 		goto out_free;
 	for (size_t i = 0; i < cfg->n_workloads; i++)
@@ -2198,6 +2695,7 @@ out_free:
 	if (gw->sweep)
 		event_free(gw->sweep);
 	wls_free(gw);
+	free(gw->addrs);
 	free(gw->token);
 	free(gw->api_socket);
 	free(gw);
@@ -2252,10 +2750,12 @@ void vram_gateway_free(struct vram_gateway *gw)
 		if (gw->listeners[i].path)
 			unlink(gw->listeners[i].path);
 		free(gw->listeners[i].path);
+		free(gw->listeners[i].host);
 	}
 	event_free(gw->sweep);
 	vram_buf_done(&gw->head);
 	vram_buf_done(&gw->dechunked);
+	free(gw->addrs);
 	free(gw->token);
 	free(gw->api_socket);
 	free(gw);

@@ -16,9 +16,17 @@
  * they arrive, with backpressure; a client that goes away cancels its
  * upstream request.
  *
+ * Before anything else, the head of each request passes the front door:
+ * the Host and Origin rules for browsers (access.h), the token on TCP, and
+ * for the API a known method and JSON bodies; a refused request is answered
+ * and its connection closed without reading its body. The gateway tells the
+ * API who asks in one header (peer.h) and never hands vramd's token or that
+ * header to a workload.
+ *
  * The gateway follows reloads of the config (the manager's "reload" event):
  * added workloads are served at once, changed ones take their new limits
- * (max_concurrency, queue_max, queue_timeout) in place, and for a removed
+ * (max_concurrency, queue_max, queue_timeout, first_byte_timeout,
+ * stream_timeout) in place, and for a removed
  * one the queued requests are answered 503 while those in flight finish.
  *
  * vram_gateway_handle is the evhttp server's callback for what the gateway
@@ -42,7 +50,7 @@ struct vram_gateway;
 #define VRAM_GATEWAY_HEADERS_COUNT_MAX 100                 /* request or response header lines */
 #define VRAM_GATEWAY_UP_HEADERS_MAX (64 * 1024)           /* bytes of upstream status + headers */
 #define VRAM_GATEWAY_BACKLOG_MAX (1024 * 1024) /* bytes queued to a client before upstream reads pause */
-#define VRAM_GATEWAY_UPSTREAM_TIMEOUT_S 600    /* s an upstream may stay silent */
+#define VRAM_GATEWAY_CLIENT_STALL_S 600 /* s a client may leave a response unread before it is cut */
 /*
  * Idle upstream connections kept per workload. The pool only grows to the
  * peak of concurrent requests; below this cap that peak is kept (a lower
@@ -54,6 +62,35 @@ struct vram_gateway;
 #define VRAM_GATEWAY_RETRY_AFTER_S 1           /* Retry-After on 503 and 429 */
 #define VRAM_GATEWAY_MODEL_MAX 256             /* bytes of a model name */
 #define VRAM_GATEWAY_CLIENTS_MAX 4096          /* client connections at once */
+/*
+ * Of those, kept for the control socket: TCP clients, anonymous on a
+ * loopback listener, may hold the rest, never these, so that the owner's
+ * vramctl always gets in. One address may hold VRAM_GATEWAY_CLIENTS_PER_ADDR_MAX
+ * TCP connections. A connection over either limit is closed as it is
+ * accepted.
+ */
+#define VRAM_GATEWAY_UNIX_RESERVED 256
+#define VRAM_GATEWAY_CLIENTS_PER_ADDR_MAX 1024
+/*
+ * Bytes of buffer an idle client connection keeps, whatever it carried:
+ * buffers a large request or response grew go back to this size when it
+ * ends, and a client sending ahead while its request is served is read no
+ * further than this.
+ */
+#define VRAM_GATEWAY_IDLE_BUF_MAX (64 * 1024)
+/* bytes of a body relayed to the REST API (whose own limit is smaller; it answers that in JSON) */
+#define VRAM_GATEWAY_API_BODY_MAX (1024 * 1024)
+/*
+ * The request bodies TCP clients may have buffered in the gateway at once,
+ * over all connections (bytes). A body over VRAM_GATEWAY_SMALL_BODY_MAX
+ * counts from its head (its Content-Length; a chunked one as it arrives)
+ * until its request ends; a body that does not fit gets 503 "busy" with
+ * Retry-After, before it is read. Bodies on the control socket do not count.
+ * The environment variable VRAMD_BODY_BUDGET (bytes, read when vramd
+ * starts) replaces the value, for tests and for operators who want another.
+ */
+#define VRAM_GATEWAY_BODY_BUDGET (256ull * 1024 * 1024)
+#define VRAM_GATEWAY_SMALL_BODY_MAX (64 * 1024) /* bytes: bodies up to this do not count */
 
 /*
  * Creates the gateway over manager m, the API api (for relayed paths) and

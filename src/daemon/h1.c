@@ -180,14 +180,27 @@ static int parse_fields(const char *p, const char *end, struct vram_h1_head *h)
 	return 0;
 }
 
-/* Finds the head's end; returns its length, 0 (not yet) or -EMSGSIZE. */
+/*
+ * Finds the head's end; returns its length, 0 (not yet), -EMSGSIZE, or
+ * -EBADMSG for a CR or LF that is not part of a CRLF in the bytes of the
+ * head received so far. The last must be known before the head is complete:
+ * a sender that ends its lines with LF alone never sends the CRLF CRLF that
+ * completes a head, and would wait for the idle timeout instead of an answer.
+ */
 static int head_end(const char *buf, size_t len, size_t limit)
 {
 	size_t scan = len < limit ? len : limit;
 	const char *e = memmem(buf, scan, "\r\n\r\n", 4);
+	const char *end = e ? e + 4 : buf + scan;
+	for (const char *p = buf; (p = memchr(p, '\n', (size_t)(end - p))); p++)
+		if (p == buf || p[-1] != '\r')
+			return -EBADMSG;
+	for (const char *p = buf; (p = memchr(p, '\r', (size_t)(end - p))); p++)
+		if (p + 1 < end && p[1] != '\n')
+			return -EBADMSG;
 	if (!e)
 		return len >= limit ? -EMSGSIZE : 0;
-	return (int)(e - buf) + 4;
+	return (int)(end - buf);
 }
 
 int vram_h1_parse_request(const char *buf, size_t len, size_t limit, struct vram_h1_head *h)

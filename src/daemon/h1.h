@@ -58,7 +58,8 @@ struct vram_h1_head {
  * head's length in bytes (> 0) with h filled, 0 when it is not complete yet
  * and len < limit, or: -EMSGSIZE (no end within limit bytes), -E2BIG (more
  * than VRAM_H1_HEADERS_MAX lines), -EPROTONOSUPPORT (not HTTP/1.x), -EBADMSG
- * (malformed, or ambiguous framing). Spans in h point into buf.
+ * (malformed, or ambiguous framing; a bare LF or CR as soon as it is in the
+ * bytes of the head given, complete or not). Spans in h point into buf.
  */
 int vram_h1_parse_request(const char *buf, size_t len, size_t limit, struct vram_h1_head *h);
 

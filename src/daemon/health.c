@@ -21,6 +21,8 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "common/units.h"
+
 #define PROBE_STATUS_LINE_MAX 256 /* bytes read before giving up on a status line */
 
 struct vram_health_probe {
@@ -28,6 +30,7 @@ struct vram_health_probe {
 	enum vram_health_kind kind;
 	char *path;              /* owned */
 	unsigned port;
+	uint64_t timeout_ms;
 	struct bufferevent *bev;
 	struct event *timer;     /* overall timeout, or the deferred result */
 	bool finished;
@@ -62,9 +65,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct vram_health_probe *p = arg;
 	if (!p->finished) {
+		char dur[32];
 		p->result_ok = false;
-		snprintf(p->why, sizeof(p->why), "no answer on port %u within the probe timeout",
-			 p->port);
+		snprintf(p->why, sizeof(p->why), "no answer on port %u within %s", p->port,
+			 vram_units_format_duration_ms(p->timeout_ms, dur, sizeof(dur)));
 	}
 	probe_report(p);
 }
@@ -146,6 +150,7 @@ int vram_health_probe_start(struct event_base *base, enum vram_health_kind kind,
 	p->base = base;
 	p->kind = kind;
 	p->port = port;
+	p->timeout_ms = timeout_ms;
 	p->cb = cb;
 	p->arg = arg;
 	p->path = strdup(path && path[0] ? path : "/");

@@ -70,9 +70,11 @@ const char *vram_http_reason(int status)
 	case 408: return "Request Timeout";
 	case 413: return "Payload Too Large";
 	case 414: return "URI Too Long";
+	case 415: return "Unsupported Media Type";
 	case 429: return "Too Many Requests";
 	case 431: return "Request Header Fields Too Large";
 	case 500: return "Internal Server Error";
+	case 501: return "Not Implemented";
 	case 502: return "Bad Gateway";
 	case 503: return "Service Unavailable";
 	case 504: return "Gateway Timeout";
@@ -92,8 +94,10 @@ const char *vram_http_error_code(int status)
 	case 409: return "conflict";
 	case 408: return "request_timeout";
 	case 413: return "payload_too_large";
+	case 415: return "unsupported_media_type";
 	case 429: return "too_many_requests";
 	case 431: return "headers_too_large";
+	case 501: return "not_implemented";
 	case 502: return "bad_gateway";
 	case 503: return "unavailable";
 	case 504: return "timeout";
@@ -184,21 +188,31 @@ int vram_http_body(struct evhttp_request *req, size_t body_max, char **ret_body,
 	return 0;
 }
 
-bool vram_http_token_ok(const char *authorization, const char *token)
+bool vram_http_token_equal(const char *given, size_t len, const char *token)
+{
+	size_t tlen = strlen(token);
+	/* Constant time in the token's content; the length is not a secret worth hiding. */
+	unsigned char diff = len != tlen;
+	for (size_t i = 0; i < tlen; i++)
+		diff |= (unsigned char)token[i] ^ (unsigned char)(i < len ? given[i] : 0);
+	return diff == 0;
+}
+
+bool vram_http_token_ok_n(const char *authorization, size_t len, const char *token)
 {
 	if (!token || !*token)
 		return true;
-	if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
+	if (!authorization || len < 7 || strncasecmp(authorization, "Bearer ", 7) != 0)
 		return false;
-	const char *given = authorization + 7;
-	while (*given == ' ')
-		given++;
-	size_t glen = strlen(given), tlen = strlen(token);
-	/* Constant time in the token's content; the length is not a secret worth hiding. */
-	unsigned char diff = glen != tlen;
-	for (size_t i = 0; i < tlen; i++)
-		diff |= (unsigned char)token[i] ^ (unsigned char)(i < glen ? given[i] : 0);
-	return diff == 0;
+	size_t skip = 7;
+	while (skip < len && authorization[skip] == ' ')
+		skip++;
+	return vram_http_token_equal(authorization + skip, len - skip, token);
+}
+
+bool vram_http_token_ok(const char *authorization, const char *token)
+{
+	return vram_http_token_ok_n(authorization, authorization ? strlen(authorization) : 0, token);
 }
 
 int vram_http_split_hostport(const char *hostport, char *host, size_t host_size, unsigned *ret_port)
@@ -321,7 +335,8 @@ static struct listener *listener_add(struct vram_http *h, bool trusted)
 	/* The hard limit; vram_http_body applies the smaller one with a JSON reply. */
 	size_t hard = h->body_max > VRAM_HTTP_HARD_BODY_MAX ? h->body_max : VRAM_HTTP_HARD_BODY_MAX;
 	evhttp_set_max_body_size(evh, (ev_ssize_t)hard);
-	evhttp_set_max_headers_size(evh, VRAM_HTTP_HEADERS_MAX);
+	/* Above what the gateway relays: evhttp answers a longer head with an HTML page. */
+	evhttp_set_max_headers_size(evh, VRAM_HTTP_RELAY_HEADERS_MAX);
 	evhttp_set_timeout(evh, VRAM_HTTP_IDLE_TIMEOUT_S);
 	/* Accept every method so that routes answer a wrong one with a JSON 405. */
 	evhttp_set_allowed_methods(evh, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |

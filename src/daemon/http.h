@@ -28,6 +28,14 @@ struct vram_accept_guard;
 /* A request body above this is refused with a JSON 413 by vram_http_body. */
 #define VRAM_HTTP_BODY_MAX (64 * 1024)            /* bytes */
 #define VRAM_HTTP_HEADERS_MAX (16 * 1024)         /* bytes, request line + headers */
+/*
+ * The API server's limit on a head: what the gateway relays to it is a
+ * client's head of up to VRAM_HTTP_HEADERS_MAX plus the fields the gateway
+ * adds (Via, X-Forwarded-For, X-Vramd-Peer, Content-Length, Host; about
+ * 1.3 KiB at most), and evhttp answers a head over its limit with an HTML
+ * page, not JSON.
+ */
+#define VRAM_HTTP_RELAY_HEADERS_MAX (VRAM_HTTP_HEADERS_MAX + 8 * 1024) /* bytes */
 #define VRAM_HTTP_IDLE_TIMEOUT_S 60               /* s a keep-alive connection may sit idle */
 /* Replies: compact, and 0.455 rather than 0.45500000000000002. */
 #define VRAM_HTTP_JSON_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(15))
@@ -108,6 +116,10 @@ bool vram_http_host_is_loopback(const char *host);
  * constant time. A NULL or empty token accepts everything.
  */
 bool vram_http_token_ok(const char *authorization, const char *token);
+/* The same for len bytes at authorization (no NUL needed). */
+bool vram_http_token_ok_n(const char *authorization, size_t len, const char *token);
+/* True when the len bytes at given are token (not NULL), compared in constant time. */
+bool vram_http_token_equal(const char *given, size_t len, const char *token);
 
 /* "Bad Request", … for a status; "Error" for one it does not know. */
 const char *vram_http_reason(int status);

@@ -38,7 +38,9 @@
 #include "core/workload.h"
 #include "config/diff.h"
 #include "daemon/hookchan.h"
+#include "daemon/liveness.h"
 #include "daemon/mps.h"
+#include "daemon/portowner.h"
 #include "daemon/supervise.h"
 #include "daemon/workers.h"
 
@@ -387,6 +389,8 @@ static int set_state(struct vram_manager *m, struct vram_workload *w, enum vram_
 	if (w->state == VRAM_WL_READY) {
 		w->last_used_ms = now;
 		w->ready_since_ms = now;
+		if (from != VRAM_WL_READY)
+			vram_liveness_arm(w); /* the checks of a ready workload begin */
 	}
 	if (vram_wl_state_settled(w->state))
 		w->evicting = false;
@@ -880,7 +884,9 @@ static int start_processes(struct vram_manager *m, struct vram_workload *w, char
 	}
 	struct timeval tv = ms_tv(w->cfg->health.start_timeout_ms);
 	evtimer_add(w->start_timer, &tv);
-	tv = ms_tv(w->cfg->health.kind == VRAM_HEALTH_NONE ? 0 : w->cfg->health.interval_ms);
+	tv = ms_tv(w->cfg->health.kind == VRAM_HEALTH_NONE
+			   ? 0
+			   : vram_liveness_start_probe_ms(&w->cfg->health));
 	evtimer_add(w->probe_timer, &tv);
 	return 0;
 }
@@ -901,6 +907,14 @@ static void schedule_retry(struct vram_manager *m, struct vram_workload *w)
 	struct timeval tv = ms_tv(delay);
 	evtimer_add(w->retry_timer, &tv);
 	vram_info("%s: restarting in %" PRIu64 " ms", w->cfg->name, delay);
+}
+
+/* A workload that was ready for BACKOFF_RESET_MS starts its next backoff from 1 s again. */
+static void backoff_reset_if_settled(struct vram_workload *w)
+{
+	if (w->state == VRAM_WL_READY && w->backoff_step && w->ready_since_ms &&
+	    vram_now_ms() - w->ready_since_ms >= BACKOFF_RESET_MS)
+		w->backoff_step = 0;
 }
 
 /* A process died, or a start/restore did not become healthy: go to failed. */
@@ -996,9 +1010,7 @@ static void on_child_exit(struct vram_child *c, int status, void *arg)
 		  vram_wl_state_name(w->state));
 	bool retry = w->cfg->restart == VRAM_RESTART_ALWAYS || !clean ||
 		     w->state != VRAM_WL_READY;
-	if (w->ready_since_ms && vram_now_ms() - w->ready_since_ms >= BACKOFF_RESET_MS &&
-	    w->state == VRAM_WL_READY)
-		w->backoff_step = 0;
+	backoff_reset_if_settled(w);
 	fail_workload(m, w, w->state == VRAM_WL_STARTING ? VRAM_WL_EV_START_FAILED
 							 : VRAM_WL_EV_CRASH, retry);
 }
@@ -1015,6 +1027,64 @@ static void on_all_healthy(struct vram_manager *m, struct vram_workload *w)
 	}
 }
 
+/*
+ * A start or restore that cannot become healthy (it timed out, or its port
+ * is held by another process): kill what runs and fail, or hand the failure
+ * to the restore job, which fails the workload itself. The reason is in
+ * last_error.
+ */
+static void start_give_up(struct vram_manager *m, struct vram_workload *w)
+{
+	if (w->state == VRAM_WL_RESTORING && w->job && !w->engine->keeps_process) {
+		struct vram_job *job = w->job;
+		job->process_lost = true;
+		kill_processes(w);
+		cancel_timers(w);
+		vram_job_complete(job, w->last_errno, 0, "%s", w->last_error);
+		return;
+	}
+	kill_processes(w);
+	fail_workload(m, w, w->state == VRAM_WL_STARTING ? VRAM_WL_EV_START_FAILED
+							 : VRAM_WL_EV_RESTORE_FAILED,
+		      w->last_errno != -ENOSPC);
+}
+
+/*
+ * The probe of a starting instance was answered; whether by the instance is
+ * checked here (portowner.h), since the probe (and the gateway after it)
+ * reaches whatever listens on the port. A port held by another process
+ * fails the start with that process's name and pid; one that nothing holds
+ * any more is probed again. Returns whether the instance counts as healthy.
+ */
+static bool port_is_ours(struct vram_manager *m, struct vram_workload *w, struct vram_instance *in)
+{
+	if (w->cfg->health.port_owner == VRAM_PORT_OWNER_ANY || w->cfg->health.kind == VRAM_HEALTH_NONE)
+		return true;
+	struct vram_portowner po;
+	int r = vram_portowner_check(in->port, in->pid, &po);
+	if (r < 0) {
+		/* fail closed: the start times out with this as its last probe */
+		snprintf(w->last_probe, sizeof(w->last_probe), "who holds port %u cannot be read: %s",
+			 in->port, strerror(-r));
+		return false;
+	}
+	if (po.verdict == VRAM_PORTOWNER_OWNED)
+		return true;
+	if (po.verdict == VRAM_PORTOWNER_NONE) {
+		/* answered, yet nothing listens now: it closed meanwhile; probed again */
+		vram_portowner_describe(&po, in->port, w->cfg->name, w->last_probe,
+					sizeof(w->last_probe));
+		return false;
+	}
+	char msg[sizeof(w->last_error)];
+	vram_portowner_describe(&po, in->port, w->cfg->name, msg, sizeof(msg));
+	fmt_error(w, -EADDRINUSE, "%s", msg);
+	if (w->log)
+		vram_logfile_note(w->log, "replica %u: %s", in->replica, msg);
+	start_give_up(m, w);
+	return false;
+}
+
 static void on_probe(bool ok, const char *why, void *arg)
 {
 	struct vram_instance *in = arg;
@@ -1025,6 +1095,8 @@ static void on_probe(bool ok, const char *why, void *arg)
 		snprintf(w->last_probe, sizeof(w->last_probe), "%s", why);
 		return;
 	}
+	if (!port_is_ours(m, w, in))
+		return;
 	in->healthy = true;
 	for (size_t i = 0; i < w->n_instances; i++) {
 		if (!w->instances[i].healthy)
@@ -1033,21 +1105,58 @@ static void on_probe(bool ok, const char *why, void *arg)
 	on_all_healthy(m, w);
 }
 
+/* A liveness check of a ready instance ended (liveness.h). */
+static void on_live_probe(bool ok, const char *why, void *arg)
+{
+	struct vram_instance *in = arg;
+	struct vram_workload *w = in->owner;
+	struct vram_manager *m = w->ctx;
+	in->probe = NULL;
+	if (w->state != VRAM_WL_READY || !in->child)
+		return; /* begun before an offload or a stop: says nothing about now */
+	char reason[sizeof(w->last_error)];
+	switch (vram_liveness_record(w, in, ok, why, vram_now_ms(), reason, sizeof(reason))) {
+	case VRAM_LIVENESS_OK:
+	case VRAM_LIVENESS_FAILING:
+		return;
+	case VRAM_LIVENESS_HELD:
+		vram_debug("%s: replica %u fails its health check, kept: a request in flight progresses",
+			   w->cfg->name, in->replica);
+		return;
+	case VRAM_LIVENESS_DEAD:
+		break;
+	}
+	fmt_error(w, -ETIMEDOUT, "%s", reason);
+	backoff_reset_if_settled(w);
+	/* stop_processes also wakes a stopped (SIGSTOP) process, so that SIGTERM can end it */
+	fail_workload(m, w, VRAM_WL_EV_CRASH, true);
+}
+
+/*
+ * Probe rounds: while starting or restoring, every min(interval, 500 ms) for
+ * each instance not healthy yet; while ready, every interval for each
+ * instance (liveness). In other states the timer stops; becoming ready
+ * arms it again (set_state).
+ */
 static void on_probe_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct vram_workload *w = arg;
 	struct vram_manager *m = w->ctx;
+	const struct vram_health *h = &w->cfg->health;
+	bool live = w->state == VRAM_WL_READY;
+	if (live ? !vram_liveness_enabled(h)
+		 : w->state != VRAM_WL_STARTING && w->state != VRAM_WL_RESTORING)
+		return;
 	for (size_t i = 0; i < w->n_instances; i++) {
 		struct vram_instance *in = &w->instances[i];
-		if (!in->child || in->healthy || in->probe)
+		if (!in->child || in->probe || (in->healthy && !live))
 			continue;
-		int r = vram_health_probe_start(m->base, w->cfg->health.kind, w->cfg->health.path,
-						in->port, w->cfg->health.timeout_ms, on_probe, in,
-						&in->probe);
+		int r = vram_health_probe_start(m->base, h->kind, h->path, in->port, h->timeout_ms,
+						live ? on_live_probe : on_probe, in, &in->probe);
 		if (r < 0)
 			in->probe = NULL;
 	}
-	struct timeval tv = ms_tv(w->cfg->health.interval_ms);
+	struct timeval tv = ms_tv(live ? h->interval_ms : vram_liveness_start_probe_ms(h));
 	evtimer_add(w->probe_timer, &tv);
 }
 
@@ -1067,18 +1176,7 @@ static void on_start_timer(evutil_socket_t fd, short what, void *arg)
 		if (probe[0])
 			strncat(w->last_error, ")", sizeof(w->last_error) - strlen(w->last_error) - 1);
 	}
-	if (w->state == VRAM_WL_RESTORING && w->job && !w->engine->keeps_process) {
-		struct vram_job *job = w->job;
-		job->process_lost = true;
-		kill_processes(w);
-		cancel_timers(w);
-		vram_job_complete(job, w->last_errno, 0, "%s", w->last_error);
-		return;
-	}
-	kill_processes(w);
-	fail_workload(m, w, w->state == VRAM_WL_STARTING ? VRAM_WL_EV_START_FAILED
-							 : VRAM_WL_EV_RESTORE_FAILED,
-		      w->last_errno != -ENOSPC);
+	start_give_up(m, w);
 }
 
 static void on_retry_timer(evutil_socket_t fd, short what, void *arg)
@@ -1538,9 +1636,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 		case VRAM_IDLE_NONE:
 			break;
 		}
-		if (w->state == VRAM_WL_READY && w->backoff_step &&
-		    now - w->ready_since_ms >= BACKOFF_RESET_MS)
-			w->backoff_step = 0;
+		backoff_reset_if_settled(w);
 	}
 	if (++m->ticks % MPS_REFRESH_TICKS == 0 && !m->shutting_down)
 		(void)vram_mps_refresh(m->mps, on_mps_refreshed, m);
@@ -1937,8 +2033,14 @@ static void apply_live(struct vram_workload *w, const struct vram_workload_confi
 		w->offload_after_ms = cfg->idle.offload_after_ms;
 	if (cfg->idle.release_after_ms != w->cfg->idle.release_after_ms)
 		w->release_after_ms = cfg->idle.release_after_ms;
+	/* a ready workload's next check follows the new interval, not the one pending */
+	bool rearm = w->state == VRAM_WL_READY &&
+		     (cfg->health.interval_ms != w->cfg->health.interval_ms ||
+		      cfg->health.kind != w->cfg->health.kind);
 	w->cfg = cfg;
 	w->index = index;
+	if (rearm)
+		vram_liveness_arm(w);
 }
 
 /*
@@ -2833,6 +2935,20 @@ int vram_manager_request_end(struct vram_manager *m, const char *name)
 	return 0;
 }
 
+int vram_manager_note_progress(struct vram_manager *m, const char *name, unsigned port)
+{
+	struct vram_workload *w = find(m, name);
+	if (!w)
+		return -ENOENT;
+	for (size_t i = 0; i < w->n_instances; i++) {
+		if (w->instances[i].port == port && port) {
+			w->instances[i].progress_ms = vram_now_ms();
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
 int vram_manager_find_model(struct vram_manager *m, const char *model, const char **ret_name)
 {
 	for (size_t k = 0; model && k < m->n_live; k++) {
@@ -3033,6 +3149,8 @@ static json_t *workload_json(struct vram_manager *m, struct vram_workload *w)
 		json_object_set_new(o, "mps", workload_mps_json(w));
 	if (o)
 		json_object_set_new(o, "hook", workload_hook_json(m, w));
+	if (o)
+		json_object_set_new(o, "liveness", vram_liveness_json(w, now));
 	struct adhoc *a = adhoc_of(m, w);
 	if (o)
 		json_object_set_new(o, "adhoc", json_boolean(a != NULL));

@@ -245,6 +245,15 @@ void vram_manager_unsubscribe(struct vram_manager_sub *sub);
  */
 int vram_manager_request_begin(struct vram_manager *m, const char *name);
 int vram_manager_request_end(struct vram_manager *m, const char *name);
+/*
+ * For the gateway: response bytes came from the workload's instance on port
+ * (loopback). An instance that sends them while a request is in flight is
+ * not failed by its liveness checks (daemon/liveness.h). It looks the
+ * workload up by name, as request_begin does: call it for a response's first
+ * bytes, then at most about once a second per connection. Returns 0 or
+ * -ENOENT.
+ */
+int vram_manager_note_progress(struct vram_manager *m, const char *name, unsigned port);
 
 /*
  * For the gateway. find_model: the workload serving an OpenAI "model" name

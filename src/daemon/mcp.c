@@ -1125,33 +1125,6 @@ static void http_refuse_with(struct evhttp_request *req, int status, json_t *bod
 	json_decref(body);
 }
 
-/* Browsers send Origin; only pages served from loopback may call us. */
-static bool origin_ok(const char *origin)
-{
-	if (!origin)
-		return true;
-	const char *p = strstr(origin, "://");
-	if (!p)
-		return false;
-	p += 3;
-	char host[256];
-	size_t n;
-	if (*p == '[') {
-		const char *e = strchr(p, ']');
-		if (!e)
-			return false;
-		p++;
-		n = (size_t)(e - p);
-	} else {
-		n = strcspn(p, ":/");
-	}
-	if (n == 0 || n >= sizeof(host))
-		return false;
-	memcpy(host, p, n);
-	host[n] = '\0';
-	return vram_http_host_is_loopback(host);
-}
-
 static void http_wait_free(struct http_wait *w)
 {
 	struct vram_mcp *mcp = w->mcp;
@@ -1312,11 +1285,7 @@ void vram_mcp_handle_http(struct vram_mcp *mcp, struct evhttp_request *req, cons
 {
 	struct evkeyvalq *in = evhttp_request_get_input_headers(req);
 	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
-	if (!origin_ok(evhttp_find_header(in, "Origin"))) {
-		http_refuse(req, 403, NULL, VRAM_MCP_INVALID_REQUEST,
-			    "Origin not allowed: only pages served from loopback may call /mcp");
-		return;
-	}
+	/* Origin: the gateway's front door refuses other origins for every route (access.h). */
 	/* who asks: the gateway says so; without its header, vramd's own user on the private socket */
 	struct vram_peer peer;
 	const char *ph = evhttp_find_header(in, VRAM_PEER_HEADER);

@@ -347,6 +347,8 @@ static int render_workloads(struct vram_metrics *mx, const struct vram_config *c
 		  "Restarts after a crash or a failed start." },
 		{ "vram_workload_in_flight_requests", "gauge", NULL, "in_flight",
 		  "Gateway requests sent to the workload and not finished." },
+		{ "vram_workload_health_failures", "gauge", "liveness", "failures",
+		  "Liveness checks of the ready workload failed in a row (the most of its replicas)." },
 	};
 	for (size_t k = 0; r == 0 && k < N_OF(rows); k++) {
 		r = meta(out, rows[k].name, rows[k].type, rows[k].help);

@@ -1035,6 +1035,8 @@ void vram_child_stop(struct vram_child *c, uint64_t grace_ms)
 		return;
 	c->stopping = true;
 	(void)kill(-c->pid, SIGTERM);
+	/* a stopped process (SIGSTOP, a debugger gone) acts on SIGTERM only once it runs again */
+	(void)kill(-c->pid, SIGCONT);
 	struct timeval tv = {.tv_sec = (time_t)(grace_ms / 1000),
 			     .tv_usec = (suseconds_t)(grace_ms % 1000) * 1000};
 	evtimer_add(c->kill_timer, &tv);

@@ -150,8 +150,9 @@ pid_t vram_child_pid(const struct vram_child *c);
 /* The child's output relay, 0 when there is none (or it is reaped already). */
 pid_t vram_child_relay_pid(const struct vram_child *c);
 /*
- * SIGTERM to the child's process group, then SIGKILL to the group after
- * grace_ms if it has not been reaped. Calling it again does not restart the
+ * SIGTERM to the child's process group (and SIGCONT, so that a stopped
+ * process acts on it), then SIGKILL to the group after grace_ms if it has
+ * not been reaped. Calling it again does not restart the
  * grace period. Once the child is reaped (its exit callback may still be
  * pending) it and vram_child_kill send nothing: the pid may be reused.
  */

@@ -7,7 +7,10 @@
  * "stream": true as server-sent events sent over time.
  *
  *   vram-demo-server --port 8001 --model demo-a --memory 4GiB --load-time 2s
- *                    [--chunks 5] [--chunk-delay 200ms] [--fail-after 0s]
+ *                    [--chunks 5] [--chunk-delay 200ms] [--fail-after 0s] [--busy-health]
+ *
+ * --busy-health: /health answers 503 while a streamed answer is being sent,
+ * as a model server busy generating may fail its health route.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -40,6 +43,8 @@ struct demo {
 	unsigned chunks;          /* SSE chunks per streamed answer */
 	uint64_t chunk_delay_ms;  /* ms between chunks */
 	bool loaded;
+	bool busy_health;         /* /health fails while streaming */
+	unsigned streaming;       /* streamed answers being sent */
 	time_t created;
 	unsigned long requests;
 	char *buffer;             /* the small real allocation */
@@ -85,6 +90,10 @@ static void on_health(struct evhttp_request *req, void *arg)
 		send_json(req, 503, "Loading", json_pack("{s:s}", "status", "loading"));
 		return;
 	}
+	if (d->busy_health && d->streaming) {
+		send_json(req, 503, "Busy", json_pack("{s:s}", "status", "busy"));
+		return;
+	}
 	send_json(req, 200, "OK",
 		  json_pack("{s:s,s:s,s:I}", "status", "ok", "model", d->model, "memory_bytes",
 			    (json_int_t)d->memory));
@@ -128,6 +137,7 @@ static json_t *completion_body(struct demo *d, bool chat, const char *id, const 
 
 static void stream_free(struct stream *s)
 {
+	s->d->streaming--;
 	if (s->timer)
 		event_free(s->timer);
 	free(s);
@@ -214,6 +224,7 @@ static void on_completion(struct evhttp_request *req, struct demo *d, bool chat)
 		return;
 	}
 	s->d = d;
+	d->streaming++;
 	s->req = req;
 	s->chat = chat;
 	memcpy(s->id, id, sizeof(s->id));
@@ -275,7 +286,8 @@ static void on_fail(evutil_socket_t fd, short what, void *arg)
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: vram-demo-server --port N [--model NAME] [--memory 4GiB] [--load-time 2s]\n"
-		   "                        [--chunks N] [--chunk-delay 200ms] [--fail-after 10s]\n");
+		   "                        [--chunks N] [--chunk-delay 200ms] [--fail-after 10s]\n"
+		   "                        [--busy-health]\n");
 }
 
 static struct timeval ms_to_tv(uint64_t ms)
@@ -298,11 +310,12 @@ int main(int argc, char **argv)
 		{"chunks", required_argument, NULL, 'c'},
 		{"chunk-delay", required_argument, NULL, 'd'},
 		{"fail-after", required_argument, NULL, 'f'},
+		{"busy-health", no_argument, NULL, 'b'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
 	int opt;
-	while ((opt = getopt_long(argc, argv, "p:m:M:l:c:d:f:h", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "p:m:M:l:c:d:f:bh", opts, NULL)) != -1) {
 		char *end;
 		switch (opt) {
 		case 'p':
@@ -344,6 +357,9 @@ int main(int argc, char **argv)
 				fprintf(stderr, "--chunks: expected 1..%d\n", DEMO_CHUNKS_MAX);
 				return 2;
 			}
+			break;
+		case 'b':
+			d.busy_health = true;
 			break;
 		case 'h':
 			usage(stdout);

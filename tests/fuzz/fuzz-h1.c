@@ -4,13 +4,16 @@
  * parsed as a request head and as a response head, every span the parser
  * hands out must lie inside the input, and the bytes after a head are
  * scanned as a chunked body, whole and split at a point the first byte
- * picks, with the same outcome both ways.
+ * picks, with the same outcome both ways. A request head also goes through
+ * the front door's rules (daemon/access.c): Host, Origin and the preflight
+ * and CORS header lines they lead to, and the API's method and body type.
  */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/access.h"
 #include "daemon/h1.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -47,12 +50,36 @@ static int count_data(void *arg, const char *p, size_t n)
 	return 0;
 }
 
+/* The front door on a parsed request head: its texts stay NUL-terminated within bounds. */
+static void check_access(const struct vram_h1_head *h, bool unix_socket)
+{
+	struct vram_access_listener l = { .unix_socket = unix_socket, .host = "0.0.0.0",
+					  .port = 8600, .local_addr = "127.0.0.1" };
+	struct vram_access a;
+	vram_access_check(&l, NULL, h, &a);
+	if (!memchr(a.message, '\0', sizeof(a.message)) || !memchr(a.origin, '\0', sizeof(a.origin)))
+		abort();
+	if (a.verdict == VRAM_ACCESS_REFUSE && (!a.code || a.status < 400))
+		abort();
+	char hdr[VRAM_ACCESS_HEADERS_MAX];
+	if (a.verdict == VRAM_ACCESS_PREFLIGHT &&
+	    (vram_access_preflight_headers(a.origin, h, hdr, sizeof(hdr)) < 0 ||
+	     strlen(hdr) >= sizeof(hdr)))
+		abort();
+	if (vram_access_cors_headers(a.origin, hdr, sizeof(hdr)) < 0)
+		abort();
+	if (!vram_access_check_api(h, &a) && (a.status < 400 || !memchr(a.message, '\0', sizeof(a.message))))
+		abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	const char *buf = (const char *)data;
 	struct vram_h1_head h;
 	int r = vram_h1_parse_request(buf, size, 16384, &h);
 	check_head(&h, r, buf, size);
+	if (r > 0)
+		check_access(&h, size && (data[0] & 2));
 	r = vram_h1_parse_response(buf, size, 65536, size && (data[0] & 1), &h);
 	check_head(&h, r, buf, size);
 

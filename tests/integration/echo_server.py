@@ -7,6 +7,10 @@ body) as JSON, and the path picks how the response is framed:
   /early      a 103 Early Hints interim response before the real one
   /hop        hop-by-hop headers of its own, which must not reach the client
   /slow       answers after 0.3 s (to hold many requests in flight at once)
+  /cors       CORS headers of its own ("*"), which vramd replaces with its own
+  /silent     answers nothing for 30 s (a hung model server)
+  /drip       a chunked body in three parts 1.5 s apart (a slow token stream)
+  /stall      the head and one chunk, then nothing for 30 s
 anything else: Content-Length. The JSON also carries "peer", the port the
 request came from (one per gateway-to-upstream connection).
     echo_server.py PORT
@@ -34,10 +38,24 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path.split("?")[0]
         if path == "/slow":
             time.sleep(0.3)
+        if path == "/silent":
+            time.sleep(30)
         if path == "/early":
             self.wfile.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n")
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
+        if path in ("/drip", "/stall"):
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(3):
+                self.wfile.write(b"2\r\n%d\n\r\n" % i)
+                self.wfile.flush()
+                time.sleep(1.5 if path == "/drip" else 30)
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        if path == "/cors":
+            self.send_header("Access-Control-Allow-Origin", "*")
+            self.send_header("Access-Control-Allow-Credentials", "true")
         if path == "/chunked":
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()

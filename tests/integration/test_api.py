@@ -87,9 +87,11 @@ def test_refused_calls_change_nothing(daemon):
     before = stable_view(d.status())
 
     # Bad JSON: where it is wrong.
-    msg = error_of(d.put("/api/workloads/chat/idle", data='{"offload_after": '), 400, "bad_request")
+    JSON = {"Content-Type": "application/json"}
+    msg = error_of(d.put("/api/workloads/chat/idle", data='{"offload_after": ', headers=JSON),
+                   400, "bad_request")
     assert "invalid JSON at line 1, column" in msg
-    msg = error_of(d.put("/api/workloads/chat/idle", data='[1, 2]'), 400, "bad_request")
+    msg = error_of(d.put("/api/workloads/chat/idle", data='[1, 2]', headers=JSON), 400, "bad_request")
     assert msg == "the body must be a JSON object"
     # A field of the wrong type, an unknown field: named.
     msg = error_of(d.put("/api/workloads/chat/idle", json={"offload_after": True}), 400)
@@ -98,7 +100,7 @@ def test_refused_calls_change_nothing(daemon):
     assert "offload_after" in msg and '"soon"' in msg
     msg = error_of(d.put("/api/workloads/chat/idle", json={"offload_after": "10m", "sleep": 1}), 400)
     assert msg.startswith('unknown field "sleep"')
-    msg = error_of(d.post("/api/workloads/chat/start", data="{nope"), 400)
+    msg = error_of(d.post("/api/workloads/chat/start", data="{nope", headers=JSON), 400)
     assert "invalid JSON" in msg
     msg = error_of(d.post("/api/workloads/chat/start?wait=maybe"), 400)
     assert msg.startswith("wait:")
@@ -119,9 +121,9 @@ def test_refused_calls_change_nothing(daemon):
     assert "stopped" in msg
     error_of(d.post("/api/workloads/chat/restore"), 409, "wrong_state")
     # A body over the limit.
-    error_of(d.put("/api/workloads/chat/idle", data="x" * (100 * 1024)), 413, "payload_too_large")
+    error_of(d.put("/api/workloads/chat/idle", data="x" * (100 * 1024), headers=JSON), 413, "payload_too_large")
     # Compatibility routes refuse the same way.
-    error_of(d.post("/api/gpu/timeout", data="{"), 400)
+    error_of(d.post("/api/gpu/timeout", data="{", headers=JSON), 400)
     msg = error_of(d.post("/api/gpu/timeout", json={"timeout": "later"}), 400)
     assert msg.startswith("timeout:")
     error_of(d.post("/api/gpu/timeout", json={"timeout": 5, "workload": "nope"}), 404)
@@ -221,7 +223,7 @@ def test_events_stream(daemon):
 def test_client_going_away_does_not_stop_the_action(daemon):
     d = daemon()
     s = socket.create_connection(("127.0.0.1", d.port))
-    s.sendall(b"POST /api/workloads/chat/start HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    s.sendall(b"POST /api/workloads/chat/start HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n")
     time.sleep(0.05)
     s.close()
     d.wait_state("chat", "ready")

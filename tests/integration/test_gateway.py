@@ -203,7 +203,7 @@ def test_client_disconnect_cancels_upstream(daemon):
     assert chat(d, "a-model").status_code == 200
     body = json.dumps({"model": "a-model", "stream": True, "messages": []}).encode()
     s = socket.create_connection(("127.0.0.1", d.port))
-    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
               b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
     got = s.recv(4096)
     assert b"200 OK" in got

@@ -119,7 +119,7 @@ class Reader:
 
 
 def request(method, target, headers=(), body=b"", version="1.1"):
-    lines = [f"{method} {target} HTTP/{version}", "Host: t"] + list(headers)
+    lines = [f"{method} {target} HTTP/{version}", "Host: localhost"] + list(headers)
     if body:
         lines.append(f"Content-Length: {len(body)}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
@@ -181,7 +181,7 @@ def test_expect_100_continue(echo):
 
 def test_chunked_request_body_is_routed_and_sent_with_a_length(echo):
     s = connect(echo)
-    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
               b"Content-Type: application/json\r\n\r\n"
               b"9\r\n{\"model\":\r\nE;ext=1\r\n \"echo-model\"}\r\n0\r\nX-Trailer: 1\r\n\r\n")
     status, _, got = Reader(s).response()
@@ -255,7 +255,7 @@ def test_hop_by_hop_headers_stop_at_the_gateway(echo):
 
 
 @pytest.mark.parametrize("raw,status", [
-    (b"POST /v1/x HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+    (b"POST /v1/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
      b"0\r\n\r\n", 400),
     (b"POST /w/echo/ HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400),
     (b"GET /w/echo/ HTTP/1.1\r\nHost : t\r\n\r\n", 400),

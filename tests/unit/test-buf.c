@@ -117,6 +117,45 @@ static void test_space_commit_consume(void **state)
 	vram_buf_done(&b);
 }
 
+static void test_shrink(void **state)
+{
+	struct vram_buf b;
+	vram_buf_init(&b, 1 << 24);
+	char *p;
+	size_t avail;
+	/* A large message grew it; what is left of it fits the small size. */
+	assert_int_equal(vram_buf_space(&b, 1 << 20, &p, &avail), 0);
+	memset(p, 'x', 1 << 20);
+	vram_buf_commit(&b, 1 << 20);
+	assert_true(b.cap > (1 << 20));
+	vram_buf_consume(&b, (1 << 20) - 3);
+	vram_buf_shrink(&b, 4096);
+	assert_int_equal(b.cap, 4096);
+	assert_int_equal(b.len, 3);
+	assert_string_equal(b.data, "xxx");
+	/* It still grows afterwards. */
+	assert_int_equal(vram_buf_append(&b, "yz", 2), 0);
+	assert_string_equal(b.data, "xxxyz");
+	/* Small enough already, or more data than the small size: kept. */
+	vram_buf_shrink(&b, 4096);
+	assert_int_equal(b.cap, 4096);
+	assert_int_equal(vram_buf_space(&b, 10000, &p, &avail), 0);
+	memset(p, 'a', 10000);
+	vram_buf_commit(&b, 10000);
+	size_t cap = b.cap;
+	vram_buf_shrink(&b, 4096);
+	assert_int_equal(b.cap, cap);
+	assert_int_equal(b.len, 10005);
+	/* Empty: nothing stays allocated. */
+	vram_buf_reset(&b);
+	vram_buf_shrink(&b, 4096);
+	assert_null(b.data);
+	assert_int_equal(b.cap, 0);
+	assert_int_equal(vram_buf_append(&b, "q", 1), 0);
+	assert_string_equal(b.data, "q");
+	vram_buf_done(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -125,6 +164,7 @@ int main(void)
 		cmocka_unit_test(test_printf),
 		cmocka_unit_test(test_growth),
 		cmocka_unit_test(test_space_commit_consume),
+		cmocka_unit_test(test_shrink),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

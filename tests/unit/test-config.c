@@ -309,9 +309,11 @@ static void test_builtin_defaults(void **state)
 	assert_int_equal(w->start, VRAM_START_LAZY);
 	assert_int_equal(w->health.kind, VRAM_HEALTH_TCP);
 	assert_null(w->health.path);
-	assert_int_equal(w->health.interval_ms, 500);
+	assert_int_equal(w->health.interval_ms, 10000); /* the liveness period; starts probe every 500 ms */
 	assert_int_equal(w->health.timeout_ms, 2000);
 	assert_int_equal(w->health.start_timeout_ms, 120000);
+	assert_int_equal(w->health.failures, 3);
+	assert_int_equal(w->health.port_owner, VRAM_PORT_OWNER_WORKLOAD);
 	assert_int_equal(w->port, 0);
 	assert_int_equal(w->idle.offload_after_ms, 600000);
 	assert_int_equal(w->idle.release_after_ms, 3600000);
@@ -359,6 +361,63 @@ static void test_defaults_then_workload(void **state)
 	/* Each workload owns its copy of the default path. */
 	assert_ptr_not_equal(b->health.path, a->health.path);
 	vram_config_free(cfg);
+}
+
+/* The liveness keys: from defaults by key, per workload, never, and each mistake. */
+static void test_health_liveness_keys(void **state)
+{
+	struct vram_config *cfg = parse_ok(
+		"defaults:\n"
+		"  health: {interval: 30s, failures: 5}\n"
+		"workloads:\n"
+		"  a:\n"
+		"    cmd: [x]\n"
+		"    health: /health\n"
+		"  b:\n"
+		"    cmd: [y]\n"
+		"    health: {path: /ready, interval: 2s, timeout: 500ms, failures: 1, port_owner: any}\n"
+		"  c:\n"
+		"    cmd: [z]\n"
+		"    health: {tcp: true, interval: never}\n");
+	const struct vram_workload_config *a = vram_config_find(cfg, "a");
+	const struct vram_workload_config *b = vram_config_find(cfg, "b");
+	const struct vram_workload_config *c = vram_config_find(cfg, "c");
+	assert_int_equal(a->health.kind, VRAM_HEALTH_HTTP);
+	assert_int_equal(a->health.interval_ms, 30000);
+	assert_int_equal(a->health.failures, 5);
+	assert_int_equal(a->health.port_owner, VRAM_PORT_OWNER_WORKLOAD);
+	assert_int_equal(b->health.interval_ms, 2000);
+	assert_int_equal(b->health.timeout_ms, 500);
+	assert_int_equal(b->health.failures, 1);
+	assert_int_equal(b->health.port_owner, VRAM_PORT_OWNER_ANY);
+	assert_string_equal(vram_port_owner_name(b->health.port_owner), "any");
+	assert_int_equal(c->health.kind, VRAM_HEALTH_TCP);
+	assert_int_equal(c->health.interval_ms, VRAM_DURATION_NEVER);
+	assert_int_equal(c->health.failures, 5);
+	vram_config_free(cfg);
+
+	expect_error(WL_A "    health: {failures: 0}\n",
+		     "t.yaml:4:24: workloads.a.health.failures: expected a whole number from 1 to "
+		     "1000, got \"0\"");
+	expect_error(WL_A "    health: {failures: 1001}\n",
+		     "t.yaml:4:24: workloads.a.health.failures: expected a whole number from 1 to "
+		     "1000, got \"1001\"");
+	expect_error(WL_A "    health: {failures: three}\n",
+		     "t.yaml:4:24: workloads.a.health.failures: expected a whole number from 1 to "
+		     "1000, got \"three\"");
+	expect_error(WL_A "    health: {port_owner: nobody}\n",
+		     "t.yaml:4:26: workloads.a.health.port_owner: expected one of workload, any, "
+		     "got \"nobody\"");
+	expect_error(WL_A "    health: {failure: 2}\n",
+		     "t.yaml:4:14: workloads.a.health.failure: unknown key 'failure', did you "
+		     "mean 'failures'?");
+	expect_error(WL_A "    health: {interval: soon}\n",
+		     "t.yaml:4:24: workloads.a.health.interval: expected a duration like 90s, 10m "
+		     "or 1h, or never, got \"soon\"");
+	/* timeout and start_timeout stay durations without never */
+	expect_error(WL_A "    health: {timeout: never}\n",
+		     "t.yaml:4:23: workloads.a.health.timeout: expected a duration like 500ms, 90s, "
+		     "10m or 1h, got \"never\"");
 }
 
 static void test_empty_and_sparse_files(void **state)
@@ -1045,6 +1104,7 @@ int main(void)
 		cmocka_unit_test(test_full_config_round_trip),
 		cmocka_unit_test(test_builtin_defaults),
 		cmocka_unit_test(test_defaults_then_workload),
+		cmocka_unit_test(test_health_liveness_keys),
 		cmocka_unit_test(test_empty_and_sparse_files),
 		cmocka_unit_test(test_sim_gpu_string),
 		cmocka_unit_test(test_token_allows_public_listen),

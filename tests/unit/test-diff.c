@@ -152,6 +152,30 @@ static void test_workload_process(void **state)
 	assert_string_equal(vram_diff_kind_name(VRAM_DIFF_PROCESS), "process");
 }
 
+/* Each health key applies to the running process: a reload changes the checks, not the process. */
+static void test_health_keys_are_live(void **state)
+{
+	static const char *const lines[] = {
+		"    health: { interval: 2s }\n",
+		"    health: { failures: 5 }\n",
+		"    health: { timeout: 1s }\n",
+		"    health: { port_owner: any }\n",
+		"    health: { interval: never }\n",
+		"    health: /ready\n",
+	};
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+		char yaml[512], keys[256];
+		snprintf(yaml, sizeof(yaml), "%s%s", BASE WL, lines[i]);
+		assert_int_equal(kind_of(yaml, keys, sizeof(keys)), VRAM_DIFF_LIVE);
+		assert_string_equal(keys, "health");
+	}
+	/* the defaults written out: no change */
+	char keys[256];
+	assert_int_equal(kind_of(BASE WL "    health: { interval: 10s, failures: 3, port_owner: workload }\n",
+				 keys, sizeof(keys)),
+			 VRAM_DIFF_SAME);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -161,6 +185,7 @@ int main(void)
 		cmocka_unit_test(test_workload_live),
 		cmocka_unit_test(test_workload_process),
 		cmocka_unit_test(test_access_and_timeouts),
+		cmocka_unit_test(test_health_keys_are_live),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

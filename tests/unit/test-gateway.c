@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The gateway's pure part: where a request's model is found (JSON, forms,
- * the query). The HTTP framing is tested in test-h1.c, the proxy itself in
+ * the query), and the headers a request carries upstream (identity, token). The HTTP framing is tested in test-h1.c, the proxy itself in
  * tests/integration/test_gateway.py.
  *
  * Reloads of the config, with the manager running demo model servers:
@@ -272,12 +272,83 @@ static void test_reload(void **state)
 	sim_manager_free(&sm);
 }
 
+/* The request the gateway sends upstream for raw (a client's complete head). */
+static char *wire_for(struct vram_gateway *gw, struct gw_client *c, struct gw_wl *wl,
+		      const char *raw)
+{
+	struct vram_h1_head h;
+	assert_true(vram_h1_parse_request(raw, strlen(raw), 16384, &h) > 0);
+	struct gw_req r = { .gw = gw, .c = c, .wl = wl };
+	assert_int_equal(build_request(&r, &h, "/x", "", 0), 0);
+	return vram_buf_take(&r.wire);
+}
+
+static size_t count(const char *hay, const char *needle)
+{
+	size_t n = 0;
+	for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle))
+		n++;
+	return n;
+}
+
+/*
+ * What goes upstream: the API hears who asks from the gateway alone (a
+ * client's own X-Vramd-Peer is dropped), a workload never hears it, and
+ * vramd's token reaches neither, while other credentials pass unchanged.
+ */
+static void test_upstream_headers(void **state)
+{
+	struct vram_gateway gw = { .token = "s3cret" };
+	struct gw_client c = { .gw = &gw, .ident = { .transport = VRAM_PEER_TCP, .token = true } };
+	strcpy(c.ident.addr, "10.0.0.7");
+	struct gw_wl wl = { .gw = &gw, .name = "w" };
+	const char *forged = "GET /x HTTP/1.1\r\nHost: localhost\r\n"
+			     "X-Vramd-Peer: unix pid=1 uid=0 gid=0 groups=\r\n"
+			     "x-vramd-peer: unix pid=2 uid=0 gid=0 groups=\r\n"
+			     "Authorization: Bearer s3cret\r\nX-Api-Key: s3cret\r\n\r\n";
+	char *api = wire_for(&gw, &c, NULL, forged);
+	assert_int_equal(count(api, "X-Vramd-Peer: "), 1);
+	assert_non_null(strstr(api, "X-Vramd-Peer: tcp addr=10.0.0.7 token=1\r\n"));
+	assert_null(strstr(api, "uid=0"));
+	assert_null(strstr(api, "s3cret"));
+	free(api);
+	char *up = wire_for(&gw, &c, &wl, forged);
+	assert_null(strstr(up, "X-Vramd-Peer"));
+	assert_null(strstr(up, "x-vramd-peer"));
+	assert_null(strstr(up, "s3cret"));
+	assert_non_null(strstr(up, "X-Forwarded-For: 10.0.0.7\r\n"));
+	free(up);
+	/* However the token is spelled; and what is not the token passes. */
+	up = wire_for(&gw, &c, &wl, "GET /x HTTP/1.1\r\nauthorization: bearer   s3cret\r\n"
+			       "X-Api-Key: sk-upstream\r\n\r\n");
+	assert_null(strstr(up, "s3cret"));
+	assert_non_null(strstr(up, "X-Api-Key: sk-upstream\r\n"));
+	free(up);
+	up = wire_for(&gw, &c, &wl, "GET /x HTTP/1.1\r\nAuthorization: Bearer s3cret2\r\n"
+			       "X-Api-Key: s3cre\r\n\r\n");
+	assert_non_null(strstr(up, "Authorization: Bearer s3cret2\r\n"));
+	assert_non_null(strstr(up, "X-Api-Key: s3cre\r\n"));
+	free(up);
+	/* The control socket: the kernel's credentials, no address. */
+	struct gw_client u = { .gw = &gw, .trusted = true };
+	vram_peer_self(&u.ident);
+	api = wire_for(&gw, &u, NULL, "GET /x HTTP/1.1\r\nX-Vramd-Peer: tcp addr=1.2.3.4 token=1\r\n\r\n");
+	char want[VRAM_PEER_TEXT_MAX + 32];
+	snprintf(want, sizeof(want), "X-Vramd-Peer: unix pid=%ld uid=%lu ", (long)getpid(),
+		 (unsigned long)geteuid());
+	assert_non_null(strstr(api, want));
+	assert_int_equal(count(api, "X-Vramd-Peer"), 1);
+	assert_null(strstr(api, "X-Forwarded-For"));
+	free(api);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_model_from_json),
 		cmocka_unit_test(test_model_from_forms),
 		cmocka_unit_test(test_reload),
+		cmocka_unit_test(test_upstream_headers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

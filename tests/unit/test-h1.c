@@ -87,6 +87,15 @@ static void test_request_refused(void **state)
 	assert_int_equal(req("GET / HTTP/1.1\r\nHost : a\r\n\r\n", &h), -EBADMSG);
 	assert_int_equal(req("GET / HTTP/1.1\r\nX: a\r\n folded\r\n\r\n", &h), -EBADMSG);
 	assert_int_equal(req("GET / HTTP/1.1\r\nX: a\nY: b\r\n\r\n", &h), -EBADMSG);
+	/* Bare LF or CR: refused at once, not after waiting for a CRLF CRLF that never comes. */
+	assert_int_equal(req("GET / HTTP/1.1\n", &h), -EBADMSG);
+	assert_int_equal(req("GET / HTTP/1.1\nHost: a\n\n", &h), -EBADMSG);
+	assert_int_equal(req("GET / HTTP/1.1\r\nHost: a\n", &h), -EBADMSG);
+	assert_int_equal(req("GET / HTTP/1.1\r\nHost: a\rb", &h), -EBADMSG);
+	assert_int_equal(req("\nGET / HTTP/1.1\r\n", &h), -EBADMSG);
+	/* A CR at the end of what came so far may still be a CRLF; a LF in the body is data. */
+	assert_int_equal(req("GET / HTTP/1.1\r", &h), 0);
+	assert_true(req("POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\na\nb", &h) > 0);
 	assert_int_equal(req("GET / HTTP/1.1\r\nX: a\x01\r\n\r\n", &h), -EBADMSG);
 	assert_int_equal(req("GET / HTTP/1.1\r\n: a\r\n\r\n", &h), -EBADMSG);
 	/* Request lines. */
@@ -113,6 +122,8 @@ static int resp(const char *s, bool head_req, struct vram_h1_head *h)
 static void test_response_head(void **state)
 {
 	struct vram_h1_head h;
+	/* A bare LF is refused before the head is complete, as in requests. */
+	assert_int_equal(resp("HTTP/1.1 200 OK\n", false, &h), -EBADMSG);
 	assert_true(resp("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", false, &h) > 0);
 	assert_int_equal(h.status, 200);
 	assert_true(span_is(h.reason, "OK"));

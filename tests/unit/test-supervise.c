@@ -340,6 +340,33 @@ static void test_sigterm_obeyed(void **state)
 	assert_int_equal(WTERMSIG(c->status), SIGTERM);
 }
 
+/* A stopped (SIGSTOP) child acts on the SIGTERM at once, without waiting for the SIGKILL. */
+static void test_stopped_child_stops(void **state)
+{
+	struct ctx *c = *state;
+	char *argv[] = {"/bin/sleep", "30", NULL};
+	struct vram_child *child = spawn(c, argv);
+	pid_t pid = vram_child_pid(child);
+	assert_int_equal(kill(pid, SIGSTOP), 0);
+	char path[64], text[256] = "";
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	for (int i = 0; i < 100; i++) {
+		FILE *f = fopen(path, "r");
+		assert_non_null(f);
+		assert_non_null(fgets(text, sizeof(text), f));
+		fclose(f);
+		if (strstr(text, ") T "))
+			break;
+		usleep(10 * 1000);
+	}
+	assert_non_null(strstr(text, ") T ")); /* stopped */
+	vram_child_stop(child, 10000); /* the SIGKILL would come after the 5 s run_until_exit waits */
+	run_until_exit(c);
+	assert_true(WIFSIGNALED(c->status));
+	assert_int_equal(WTERMSIG(c->status), SIGTERM);
+	assert_false(c->escalated);
+}
+
 static void test_spawn_errors(void **state)
 {
 	struct ctx *c = *state;
@@ -668,6 +695,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_no_relay_falls_back_to_a_pipe, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sigterm_then_sigkill, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sigterm_obeyed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stopped_child_stops, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_spawn_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_creds_run_as_the_user, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_creds_errors_name_the_step, setup, teardown),
