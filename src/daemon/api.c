@@ -31,6 +31,7 @@
 #include "daemon/manager.h"
 #include "daemon/mps.h"
 #include "daemon/mcp.h"
+#include "daemon/runas.h"
 
 struct pending;
 struct sse_client;
@@ -40,8 +41,10 @@ struct vram_api {
 	struct vram_manager *m;   /* borrowed */
 	struct pending *pending;  /* requests waiting for actions (list) */
 	size_t n_pending;
+	size_t n_pending_tcp;     /* of them, TCP clients' */
 	struct sse_client *sse;   /* event-stream clients (list) */
 	size_t n_sse;
+	size_t n_sse_tcp;         /* of them, TCP clients' */
 	uint64_t sse_next_id;
 	bool closing;
 	struct status_blob *status;    /* the last /api/status reply, or NULL */
@@ -69,6 +72,7 @@ struct vram_api_call {
 	size_t body_len;
 	int body_error; /* 0, or -E2BIG when the body was over the limit */
 	pid_t pid; /* an action on a hooked process: its pid (the {name} of the route); 0 otherwise */
+	struct vram_peer peer; /* who asks (X-Vramd-Peer; vramd itself without it) */
 };
 
 /* ---------------------------------------------------------------- routes */
@@ -92,9 +96,9 @@ static int h_hook_processes(struct vram_api_call *c, json_t **ret);
 static int h_hook_action(struct vram_api_call *c, json_t **ret);
 static int h_reload(struct vram_api_call *c, json_t **ret);
 static int run_action(struct vram_api_call *c, enum vram_action action, json_t **ret);
-static int compat_act(struct vram_api *api, struct evhttp_request *req, enum vram_action action,
-		      const char *only, vram_api_compat_cb cb, void *cb_arg, struct pending **ret_p,
-		      json_t **ret);
+static int compat_act(struct vram_api *api, struct evhttp_request *req,
+		      const struct vram_peer *peer, enum vram_action action, const char *only,
+		      vram_api_compat_cb cb, void *cb_arg, struct pending **ret_p, json_t **ret);
 
 static const struct vram_api_route routes[] = {
 	{ VRAM_API_GET, "/healthz", h_healthz, 0 },
@@ -387,6 +391,80 @@ static int unknown_workload(struct vram_api *api, json_t **ret, const char *name
 			 known[0] ? known : "none");
 }
 
+/* ------------------------------------------------------------ who asks */
+
+bool vram_api_share_left(const struct vram_peer *peer, size_t n, size_t n_tcp, size_t max,
+			 size_t reserved)
+{
+	return n < max && (peer->transport != VRAM_PEER_TCP || n_tcp < max - reserved);
+}
+
+/* The refusal when peer has no share left: which share, and what is kept for whom. */
+static int share_refused(json_t **ret, const struct vram_peer *peer, const char *what, size_t max,
+			 size_t reserved)
+{
+	if (peer->transport == VRAM_PEER_TCP)
+		return error_out(ret, 503, "busy", "too many %s from TCP clients (%zu; the other %zu "
+				 "are kept for the control socket)", what, max - reserved, reserved);
+	return error_out(ret, 503, "busy", "too many %s (%zu)", what, max);
+}
+
+bool vram_api_may_act(struct vram_api *api, const struct vram_peer *peer, const char *workload,
+		      const char *what, char *msg, size_t msg_size)
+{
+	struct vram_peer self;
+	uid_t owner;
+	char user[VRAM_RUNAS_USER_MAX];
+	if (!workload || !vram_manager_adhoc_owner(api->m, workload, &owner, user, sizeof(user)))
+		return true;
+	if (!peer) {
+		vram_peer_self(&self);
+		peer = &self;
+	}
+	if (vram_runas_may_manage(peer, geteuid(), owner))
+		return true;
+	vram_runas_refusal(peer, workload, owner, user, what, msg, msg_size);
+	return false;
+}
+
+/* Whether c's client may act on workload; if not, *ret is the 403 and its status is returned. */
+static int check_may_act(struct vram_api_call *c, const char *workload, const char *what, json_t **ret)
+{
+	char msg[1024];
+	if (vram_api_may_act(c->api, &c->peer, workload, what, msg, sizeof(msg)))
+		return 0;
+	return error_out(ret, 403, "not_owner", "%s", msg);
+}
+
+/*
+ * Who sent req: the X-Vramd-Peer header the gateway adds (exactly one), or
+ * vramd itself without one. Returns 0, or -EINVAL with the reason in msg.
+ */
+static int request_peer(struct evhttp_request *req, struct vram_peer *ret, char *msg, size_t msg_size)
+{
+	const char *value = NULL;
+	struct evkeyval *h;
+	TAILQ_FOREACH(h, evhttp_request_get_input_headers(req), next) {
+		if (evutil_ascii_strcasecmp(h->key, VRAM_PEER_HEADER) != 0)
+			continue;
+		if (value) {
+			snprintf(msg, msg_size, VRAM_PEER_HEADER ": sent more than once");
+			return -EINVAL;
+		}
+		value = h->value;
+	}
+	if (!value) {
+		vram_peer_self(ret);
+		return 0;
+	}
+	if (vram_peer_parse(value, ret) < 0) {
+		snprintf(msg, msg_size, VRAM_PEER_HEADER ": expected \"unix pid=N uid=N gid=N groups=N,...\" "
+			 "or \"tcp addr=A token=0|1\", got \"%.128s\"", value);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 /* ----------------------------------------------------------- plain reads */
 
 static int h_healthz(struct vram_api_call *c, json_t **ret)
@@ -637,6 +715,7 @@ struct pending {
 	struct pending *prev, *next;
 	enum vram_action action;
 	bool compat;         /* reply in the TTS-style shape */
+	bool tcp;            /* a TCP client's: counted in n_pending_tcp */
 	size_t n_items, n_left;
 	json_t *results;     /* array of result objects, in the order they came */
 	int worst_status;    /* first failure's status, 200 when all succeeded */
@@ -667,6 +746,7 @@ static void pending_unlink(struct pending *p)
 	if (p->next)
 		p->next->prev = p->prev;
 	api->n_pending--;
+	api->n_pending_tcp -= p->tcp;
 }
 
 static void pending_free(struct pending *p)
@@ -752,7 +832,7 @@ static void on_pending_close(struct evhttp_connection *evcon, void *arg)
 }
 
 static struct pending *pending_new(struct vram_api *api, struct evhttp_request *req,
-				   enum vram_action action, size_t n_items)
+				   const struct vram_peer *peer, enum vram_action action, size_t n_items)
 {
 	struct pending *p = calloc(1, sizeof(*p) + n_items * sizeof(p->items[0]));
 	if (!p)
@@ -764,6 +844,7 @@ static struct pending *pending_new(struct vram_api *api, struct evhttp_request *
 	}
 	p->api = api;
 	p->req = req;
+	p->tcp = peer->transport == VRAM_PEER_TCP;
 	p->action = action;
 	p->n_items = n_items;
 	p->n_left = n_items;
@@ -781,6 +862,7 @@ static void pending_link(struct pending *p)
 		api->pending->prev = p;
 	api->pending = p;
 	api->n_pending++;
+	api->n_pending_tcp += p->tcp;
 }
 
 static void on_action_ignored(const struct vram_action_result *res, void *arg)
@@ -827,9 +909,12 @@ static int run_action(struct vram_api_call *c, enum vram_action action, json_t *
 		else if (strcmp(w, "1") != 0 && strcmp(w, "true") != 0)
 			return error_out(ret, 400, NULL, "wait: expected 0 or 1, got \"%.32s\"", w);
 	}
-	if (wait && api->n_pending >= VRAM_API_PENDING_MAX)
-		return error_out(ret, 503, "busy", "too many requests waiting for actions (%d)",
-				 VRAM_API_PENDING_MAX);
+	if (c->pid == 0 && (st = check_may_act(c, name, vram_action_name(action), ret)))
+		return st;
+	if (wait && !vram_api_share_left(&c->peer, api->n_pending, api->n_pending_tcp,
+					 VRAM_API_PENDING_MAX, VRAM_API_PENDING_UNIX_RESERVED))
+		return share_refused(ret, &c->peer, "requests waiting for actions", VRAM_API_PENDING_MAX,
+				     VRAM_API_PENDING_UNIX_RESERVED);
 
 	char err[1024] = "";
 	if (!wait) {
@@ -851,7 +936,7 @@ static int run_action(struct vram_api_call *c, enum vram_action action, json_t *
 		return 202;
 	}
 
-	struct pending *p = pending_new(api, c->req, action, 1);
+	struct pending *p = pending_new(api, c->req, &c->peer, action, 1);
 	if (!p)
 		return error_out(ret, 500, NULL, "out of memory");
 	snprintf(p->items[0].name, sizeof(p->items[0].name), "%.63s", name);
@@ -887,17 +972,22 @@ static int h_compat_action(struct vram_api_call *c, json_t **ret)
 		json_decref(obj);
 		return error_out(ret, 400, NULL, "workload: expected a workload name (string)");
 	}
-	st = compat_act(api, c->req, action, json_string_value(wv), NULL, NULL, NULL, ret);
+	st = compat_act(api, c->req, &c->peer, action, json_string_value(wv), NULL, NULL, NULL, ret);
 	json_decref(obj);
 	return st;
 }
 
-int vram_api_compat_act(struct vram_api *api, enum vram_action action, const char *only,
-			vram_api_compat_cb cb, void *arg, struct vram_api_compat **ret_handle,
-			json_t **ret_body)
+int vram_api_compat_act(struct vram_api *api, const struct vram_peer *peer, enum vram_action action,
+			const char *only, vram_api_compat_cb cb, void *arg,
+			struct vram_api_compat **ret_handle, json_t **ret_body)
 {
 	struct pending *p = NULL;
-	int st = compat_act(api, NULL, action, only, cb, arg, &p, ret_body);
+	struct vram_peer self;
+	if (!peer) {
+		vram_peer_self(&self);
+		peer = &self;
+	}
+	int st = compat_act(api, NULL, peer, action, only, cb, arg, &p, ret_body);
 	if (st == 0)
 		*ret_handle = (struct vram_api_compat *)p;
 	return st;
@@ -919,17 +1009,22 @@ void vram_api_compat_cancel(struct vram_api_compat *h)
 
 /*
  * The compat offload/release for the workload only (NULL = all it applies
- * to). The outcome goes to req, or to cb when req is NULL (then *ret_p gets
- * the handle). Returns a status with *ret set when answered at once, or 0.
+ * to, less the ad-hoc workloads peer may not act on). The outcome goes to
+ * req, or to cb when req is NULL (then *ret_p gets the handle). Returns a
+ * status with *ret set when answered at once, or 0.
  */
-static int compat_act(struct vram_api *api, struct evhttp_request *req, enum vram_action action,
-		      const char *only, vram_api_compat_cb cb, void *cb_arg, struct pending **ret_p,
-		      json_t **ret)
+static int compat_act(struct vram_api *api, struct evhttp_request *req,
+		      const struct vram_peer *peer, enum vram_action action, const char *only,
+		      vram_api_compat_cb cb, void *cb_arg, struct pending **ret_p, json_t **ret)
 {
-	if (api->n_pending >= VRAM_API_PENDING_MAX) {
-		return error_out(ret, 503, "busy", "too many requests waiting for actions (%d)",
-				 VRAM_API_PENDING_MAX);
-	}
+	char refusal[1024];
+	if (!vram_api_share_left(peer, api->n_pending, api->n_pending_tcp, VRAM_API_PENDING_MAX,
+				 VRAM_API_PENDING_UNIX_RESERVED))
+		return share_refused(ret, peer, "requests waiting for actions", VRAM_API_PENDING_MAX,
+				     VRAM_API_PENDING_UNIX_RESERVED);
+	if (only && !vram_api_may_act(api, peer, only, vram_action_name(action), refusal,
+				      sizeof(refusal)))
+		return error_out(ret, 403, "not_owner", "%s", refusal);
 
 	/* Which workloads: the one named, or all that hold GPU memory (or any). */
 	json_t *names = json_array();
@@ -955,6 +1050,10 @@ static int compat_act(struct vram_api *api, struct evhttp_request *req, enum vra
 					       ? strcmp(state, "ready") == 0
 					       : (strcmp(state, "ready") == 0 ||
 						  strcmp(state, "offloaded") == 0);
+			/* another user's command is theirs: "all" means all this client may touch */
+			if (applies && json_is_true(json_object_get(w, "adhoc")))
+				applies = vram_api_may_act(api, peer, n, vram_action_name(action), refusal,
+							   sizeof(refusal));
 			if (applies)
 				json_array_append_new(names, json_string(n));
 		}
@@ -969,7 +1068,7 @@ static int compat_act(struct vram_api *api, struct evhttp_request *req, enum vra
 				 "results");
 		return 200;
 	}
-	struct pending *p = pending_new(api, req, action, n);
+	struct pending *p = pending_new(api, req, peer, action, n);
 	if (!p) {
 		json_decref(names);
 		return error_out(ret, 500, NULL, "out of memory");
@@ -1030,7 +1129,10 @@ static int h_idle(struct vram_api_call *c, json_t **ret)
 {
 	static const char *const fields[] = { "offload_after", "release_after", NULL };
 	json_t *obj;
-	int st = call_object(c, true, fields, &obj, ret);
+	int st = check_may_act(c, c->match->name, "change the idle timers of", ret);
+	if (st)
+		return st;
+	st = call_object(c, true, fields, &obj, ret);
 	if (st)
 		return st;
 	uint64_t offload_ms = VRAM_IDLE_KEEP, release_ms = VRAM_IDLE_KEEP;
@@ -1071,6 +1173,11 @@ static int h_compat_timeout(struct vram_api_call *c, json_t **ret)
 	int st = call_object(c, true, fields, &obj, ret);
 	if (st)
 		return st;
+	const char *only = json_string_value(json_object_get(obj, "workload"));
+	if ((st = check_may_act(c, only, "change the idle timers of", ret))) {
+		json_decref(obj);
+		return st;
+	}
 	st = vram_api_compat_timeout(c->api, obj, ret);
 	json_decref(obj);
 	return st;
@@ -1197,6 +1304,9 @@ static int h_logs(struct vram_api_call *c, json_t **ret)
 	if (!w)
 		return unknown_workload(c->api, ret, c->match->name);
 	json_decref(w);
+	int refused = check_may_act(c, c->match->name, "read the log of", ret);
+	if (refused)
+		return refused;
 	const char *path = vram_manager_log_path(c->api->m, c->match->name);
 	if (offset >= 0)
 		return logs_from(c, path, (off_t)offset);
@@ -1245,11 +1355,21 @@ static int h_logs(struct vram_api_call *c, json_t **ret)
 static int h_create(struct vram_api_call *c, json_t **ret)
 {
 	static const char *const fields[] = { "name", "cmd", "memory", "gpus", "env", "cwd", NULL };
+	/* whom it would run as comes first: a client that may not run commands learns nothing more */
+	struct vram_runas runas;
+	struct vram_peer self;
+	char why[1024];
+	vram_peer_self(&self);
+	int r = vram_runas_for_peer(&c->peer, &self, vram_manager_config(c->api->m), &runas, why,
+				    sizeof(why));
+	if (r < 0)
+		return error_out(ret, r == -EPERM ? 403 : 500, r == -EPERM ? "cannot_run" : NULL, "%s",
+				 why);
 	json_t *obj;
 	int st = call_object(c, true, fields, &obj, ret);
 	if (st)
 		return st;
-	struct vram_adhoc_spec spec = { 0 };
+	struct vram_adhoc_spec spec = { .runas = &runas };
 	const char **cmd = NULL, **env = NULL;
 	json_t *jname = json_object_get(obj, "name"), *jcmd = json_object_get(obj, "cmd");
 	json_t *jmem = json_object_get(obj, "memory"), *jgpus = json_object_get(obj, "gpus");
@@ -1334,7 +1454,7 @@ static int h_create(struct vram_api_call *c, json_t **ret)
 
 	char err[1024] = "";
 	const char *name = NULL;
-	int r = vram_manager_add_adhoc(c->api->m, &spec, &name, err, sizeof(err));
+	r = vram_manager_add_adhoc(c->api->m, &spec, &name, err, sizeof(err));
 	if (r < 0) {
 		int status = r == -EINVAL ? 400 : r == -EEXIST ? 409
 				  : r == -EAGAIN || r == -ENOSPC || r == -EBUSY ? 503 : 500;
@@ -1359,6 +1479,9 @@ out:
 static int h_remove(struct vram_api_call *c, json_t **ret)
 {
 	char err[1024] = "";
+	int st = check_may_act(c, c->match->name, "remove", ret);
+	if (st)
+		return st;
 	int r = vram_manager_remove_adhoc(c->api->m, c->match->name, err, sizeof(err));
 	if (r == -ENOENT)
 		return unknown_workload(c->api, ret, c->match->name);
@@ -1377,6 +1500,7 @@ struct sse_client {
 	struct vram_manager_sub *sub;
 	struct event *keepalive;
 	struct sse_client *prev, *next;
+	bool tcp; /* a TCP client's: counted in n_sse_tcp */
 };
 
 static void sse_unlink_free(struct sse_client *s)
@@ -1392,6 +1516,7 @@ static void sse_unlink_free(struct sse_client *s)
 	if (s->next)
 		s->next->prev = s->prev;
 	api->n_sse--;
+	api->n_sse_tcp -= s->tcp;
 	free(s);
 }
 
@@ -1452,13 +1577,15 @@ static void on_sse_keepalive(evutil_socket_t fd, short what, void *arg)
 static int h_events(struct vram_api_call *c, json_t **ret)
 {
 	struct vram_api *api = c->api;
-	if (api->n_sse >= VRAM_API_SSE_MAX)
-		return error_out(ret, 503, "busy", "too many event-stream clients (%d)",
-				 VRAM_API_SSE_MAX);
+	if (!vram_api_share_left(&c->peer, api->n_sse, api->n_sse_tcp, VRAM_API_SSE_MAX,
+				 VRAM_API_SSE_UNIX_RESERVED))
+		return share_refused(ret, &c->peer, "event-stream clients", VRAM_API_SSE_MAX,
+				     VRAM_API_SSE_UNIX_RESERVED);
 	struct sse_client *s = calloc(1, sizeof(*s));
 	if (!s)
 		return error_out(ret, 500, NULL, "out of memory");
 	s->api = api;
+	s->tcp = c->peer.transport == VRAM_PEER_TCP;
 	s->req = c->req;
 	s->keepalive = event_new(api->base, -1, EV_PERSIST, on_sse_keepalive, s);
 	if (!s->keepalive || vram_manager_subscribe(api->m, on_sse_event, s, &s->sub) < 0) {
@@ -1472,6 +1599,7 @@ static int h_events(struct vram_api_call *c, json_t **ret)
 		api->sse->prev = s;
 	api->sse = s;
 	api->n_sse++;
+	api->n_sse_tcp += s->tcp;
 
 	struct evkeyvalq *oh = evhttp_request_get_output_headers(c->req);
 	evhttp_add_header(oh, "Content-Type", "text/event-stream");
@@ -1548,6 +1676,11 @@ void vram_api_handle(struct evhttp_request *req, bool trusted, void *arg)
 		return;
 	}
 	struct vram_api_call c = { .api = api, .req = req, .match = &match };
+	char why[512];
+	if (request_peer(req, &c.peer, why, sizeof(why)) < 0) {
+		vram_http_reply_error(req, 400, NULL, "%s", why);
+		return;
+	}
 	TAILQ_INIT(&c.query);
 	const char *q = uri ? evhttp_uri_get_query(uri) : NULL;
 	if (q && evhttp_parse_query_str(q, &c.query) < 0) {

@@ -18,6 +18,17 @@
  *
  * A call that is refused (bad JSON, unknown field, unknown workload, wrong
  * state) changes nothing.
+ *
+ * Who asks: the gateway sends every request on with the client's identity
+ * in the X-Vramd-Peer header (peer.h); a request without it came to the
+ * private API socket directly, which only vramd's own user can open, and
+ * counts as vramd itself on the control socket; one whose header does not
+ * parse is refused (400). The identity decides whom a command runs as
+ * (runas.h), who may act on an ad-hoc workload (its owner, root, token
+ * holders), and which share of the limits a client draws from: clients on
+ * the control socket have VRAM_API_PENDING_UNIX_RESERVED waiting actions
+ * and VRAM_API_SSE_UNIX_RESERVED event streams that TCP clients cannot
+ * take, so that anonymous clients never lock the machine's owner out.
  */
 #ifndef VRAM_API_H
 #define VRAM_API_H
@@ -28,6 +39,7 @@
 #include <stdint.h>
 
 #include "daemon/manager.h"
+#include "daemon/peer.h"
 
 struct event_base;
 struct evhttp_request;
@@ -36,12 +48,14 @@ struct vram_api;
 struct vram_api_call;
 
 #define VRAM_API_SSE_MAX 64            /* event-stream clients at once */
+#define VRAM_API_SSE_UNIX_RESERVED 16  /* of them only for clients on the control socket */
 #define VRAM_API_SSE_BACKLOG_MAX (1024 * 1024) /* bytes queued to one slow client before it is dropped */
 #define VRAM_API_SSE_KEEPALIVE_S 15    /* s between keep-alive comments */
 #define VRAM_API_LOG_TAIL_DEFAULT 100  /* lines */
 #define VRAM_API_LOG_TAIL_MAX 10000    /* lines */
 #define VRAM_API_LOG_BYTES_MAX (1024 * 1024) /* bytes of a log reply */
 #define VRAM_API_PENDING_MAX 1024      /* requests waiting for an action at once */
+#define VRAM_API_PENDING_UNIX_RESERVED 256 /* of them only for clients on the control socket */
 #define VRAM_API_STATUS_MAX_AGE_MS 1000 /* ms one /api/status text may be served */
 
 enum vram_api_method {
@@ -134,9 +148,14 @@ void vram_api_free(struct vram_api *api);
  */
 struct vram_api_compat;
 typedef void (*vram_api_compat_cb)(int status, json_t *body, void *arg);
-int vram_api_compat_act(struct vram_api *api, enum vram_action action, const char *only,
-			vram_api_compat_cb cb, void *arg, struct vram_api_compat **ret_handle,
-			json_t **ret_body);
+/*
+ * peer (borrowed for the call; NULL: vramd itself) is who asks: an ad-hoc
+ * workload it may not act on is refused when named (403) and left out
+ * otherwise, and its transport decides the share of waiting actions.
+ */
+int vram_api_compat_act(struct vram_api *api, const struct vram_peer *peer, enum vram_action action,
+			const char *only, vram_api_compat_cb cb, void *arg,
+			struct vram_api_compat **ret_handle, json_t **ret_body);
 /* Drops the waiters (the actions go on); cb is not called. Accepts NULL. */
 void vram_api_compat_cancel(struct vram_api_compat *h);
 /*
@@ -144,6 +163,22 @@ void vram_api_compat_cancel(struct vram_api_compat *h);
  * keys already checked). Returns an HTTP status; *ret_body is a new reference.
  */
 int vram_api_compat_timeout(struct vram_api *api, json_t *args, json_t **ret_body);
+/*
+ * Whether peer (NULL: vramd itself) may act on workload: anyone who reaches
+ * the API on a workload of the config; on an ad-hoc one, those runas.h
+ * names. When not, msg says who may and who asked (what is the verb:
+ * "stop", "offload", ...). An unknown workload counts as allowed (the
+ * action then says it is unknown).
+ */
+bool vram_api_may_act(struct vram_api *api, const struct vram_peer *peer, const char *workload,
+		      const char *what, char *msg, size_t msg_size);
+/*
+ * Whether peer may begin one more thing of a kind of which n are under way,
+ * n_tcp of them for TCP clients: at most max in all, and TCP clients never
+ * take the last `reserved`, which are kept for the control socket.
+ */
+bool vram_api_share_left(const struct vram_peer *peer, size_t n, size_t n_tcp, size_t max,
+			 size_t reserved);
 /* One action outcome as the REST API reports it (new reference). */
 json_t *vram_api_action_result_json(const struct vram_action_result *res, enum vram_action action);
 

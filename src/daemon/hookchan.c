@@ -15,6 +15,11 @@
  * usage, so that the workload's engine never moves the memory of a process
  * that is not one of its instances; it is driven by pid instead. The start
  * time is the process's, from /proc/<pid>/stat, in clock ticks since boot.
+ *
+ * A connection on the shared socket from a uid other than vramd's or
+ * root's is foreign: it is counted apart (so that other users cannot take
+ * the connections vramd's own workloads need) and may register only for
+ * what the authorize callback grants.
  */
 #include "daemon/hookchan.h"
 
@@ -69,6 +74,8 @@ struct conn {
 	struct vram_hookchan *hc;
 	int fd;
 	pid_t peer;         /* from SO_PEERCRED; 0 if unknown */
+	uid_t uid;          /* from SO_PEERCRED */
+	bool foreign;       /* on the shared socket, of a uid not vramd's nor root's */
 	uint16_t version;   /* protocol version of its HELLO, used for the answers; 0 until then */
 	struct event *ev;
 	struct proc *proc;  /* NULL until HELLO */
@@ -83,7 +90,13 @@ struct vram_hookchan {
 	int fd;
 	struct event *accept_ev;
 	struct conn *conns;
-	size_t n_conns;
+	size_t n_conns;     /* every connection, foreign ones included */
+	size_t n_foreign;
+	char *shared_path;  /* the shared socket, NULL until it listens */
+	int shared_fd;
+	struct event *shared_ev;
+	vram_hookchan_authorize_cb authorize;
+	void *authorize_arg;
 	struct proc *procs; /* registration order */
 	size_t n_procs;
 	uint32_t next_id;
@@ -256,6 +269,7 @@ static void conn_close(struct conn *c, const char *why)
 		if (*pp == c) {
 			*pp = c->next;
 			hc->n_conns--;
+			hc->n_foreign -= c->foreign;
 			break;
 		}
 	struct vram_hookchan_req *req = c->req;
@@ -307,6 +321,13 @@ static int on_hello(struct conn *c, uint16_t version, const struct vram_hook_pro
 		return -EPROTO; /* a second hello */
 	if (h->pid == 0 || (c->peer > 0 && (pid_t)h->pid != c->peer)) {
 		vram_warn("hook: a process said it was pid %u but is %d; closing", h->pid, (int)c->peer);
+		return -EPERM;
+	}
+	if (c->foreign && !hc->authorize(c->uid, h->workload, hc->authorize_arg)) {
+		char name[VRAM_HOOKCHAN_NAME_MAX];
+		copy_printable(name, h->workload, sizeof(name));
+		vram_warn("hook: process %d of uid %lu named workload \"%s\", which does not run as "
+			  "that user; closing", (int)c->peer, (unsigned long)c->uid, name);
 		return -EPERM;
 	}
 	struct proc *p = proc_find(hc, (pid_t)h->pid);
@@ -451,8 +472,22 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
 	int cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 	if (cfd < 0)
 		return;
-	if (hc->n_conns >= VRAM_HOOKCHAN_MAX_CONNS) {
-		vram_warn("hook: %d processes connected already; refusing another", VRAM_HOOKCHAN_MAX_CONNS);
+	struct ucred cred = { .uid = (uid_t)-1 };
+	socklen_t len = sizeof(cred);
+	bool known = getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0;
+	/* on hook.sock (vramd's own, mode 0600) only vramd's user or root can be connected */
+	bool foreign = fd == hc->shared_fd && !(known && (cred.uid == geteuid() || cred.uid == 0));
+	if (foreign && (!known || !hc->authorize(cred.uid, NULL, hc->authorize_arg))) {
+		vram_debug("hook: uid %lu has no workload that runs as it; closing its connection",
+			   (unsigned long)cred.uid);
+		close(cfd);
+		return;
+	}
+	if (foreign ? hc->n_foreign >= VRAM_HOOKCHAN_MAX_SHARED_CONNS
+		    : hc->n_conns - hc->n_foreign >= VRAM_HOOKCHAN_MAX_CONNS) {
+		vram_warn("hook: %d processes%s connected already; refusing another",
+			  foreign ? VRAM_HOOKCHAN_MAX_SHARED_CONNS : VRAM_HOOKCHAN_MAX_CONNS,
+			  foreign ? " of other users" : "");
 		close(cfd);
 		return;
 	}
@@ -461,10 +496,11 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
 		close(cfd);
 		return;
 	}
-	struct ucred cred;
-	socklen_t len = sizeof(cred);
-	if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
+	if (known) {
 		c->peer = cred.pid;
+		c->uid = cred.uid;
+	}
+	c->foreign = foreign;
 	c->hc = hc;
 	c->fd = cfd;
 	c->ev = event_new(hc->base, cfd, EV_READ | EV_PERSIST, on_conn_read, c);
@@ -478,49 +514,104 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
 	c->next = hc->conns;
 	hc->conns = c;
 	hc->n_conns++;
+	hc->n_foreign += foreign;
 }
 
 /* ---- public ---- */
 
-int vram_hookchan_new(struct event_base *base, const char *path, struct vram_hookchan **ret)
+/*
+ * A listening socket at path (an old one there is replaced) with mode,
+ * accepted on the loop into hc. Sets *ret_fd and *ret_ev. Returns 0 or
+ * -errno; on failure nothing is left open.
+ */
+static int listen_at(struct vram_hookchan *hc, const char *path, mode_t mode, int *ret_fd,
+		     struct event **ret_ev)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	if (strlen(path) >= sizeof(sa.sun_path))
 		return -ENAMETOOLONG;
 	memcpy(sa.sun_path, path, strlen(path) + 1);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	(void)unlink(path);
+	/* created 0600, opened up only once it is ours: no window for others to connect first */
+	mode_t old = umask(0177);
+	int r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+	umask(old);
+	if (r < 0) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
+	if (chmod(path, mode) < 0 || listen(fd, 64) < 0) {
+		r = -errno;
+		goto out_unlink;
+	}
+	struct event *ev = event_new(hc->base, fd, EV_READ | EV_PERSIST, on_accept, hc);
+	if (!ev || event_add(ev, NULL) < 0) {
+		if (ev)
+			event_free(ev);
+		r = -ENOMEM;
+		goto out_unlink;
+	}
+	*ret_fd = fd;
+	*ret_ev = ev;
+	return 0;
+
+out_unlink:
+	(void)unlink(path);
+	close(fd);
+	return r;
+}
+
+int vram_hookchan_new(struct event_base *base, const char *path, struct vram_hookchan **ret)
+{
 	struct vram_hookchan *hc = calloc(1, sizeof(*hc));
 	if (!hc)
 		return -ENOMEM;
 	hc->base = base;
 	hc->fd = -1;
+	hc->shared_fd = -1;
 	hc->next_id = 1;
 	hc->opened_ticks = boot_ticks_now();
 	int r = -ENOMEM;
 	hc->path = strdup(path);
 	if (!hc->path)
 		goto out_free;
-	hc->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (hc->fd < 0) {
-		r = -errno;
+	r = listen_at(hc, path, 0600, &hc->fd, &hc->accept_ev);
+	if (r < 0)
 		goto out_free;
-	}
-	(void)unlink(path);
-	if (bind(hc->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(path, 0600) < 0 ||
-	    listen(hc->fd, 64) < 0) {
-		r = -errno;
-		goto out_free;
-	}
-	hc->accept_ev = event_new(base, hc->fd, EV_READ | EV_PERSIST, on_accept, hc);
-	if (!hc->accept_ev || event_add(hc->accept_ev, NULL) < 0) {
-		r = -ENOMEM;
-		goto out_free;
-	}
 	*ret = hc;
 	return 0;
 
 out_free:
 	vram_hookchan_free(hc);
 	return r;
+}
+
+int vram_hookchan_listen_shared(struct vram_hookchan *hc, const char *path,
+				vram_hookchan_authorize_cb authorize, void *arg)
+{
+	if (hc->shared_path)
+		return 0;
+	char *copy = strdup(path);
+	if (!copy)
+		return -ENOMEM;
+	int r = listen_at(hc, path, 0666, &hc->shared_fd, &hc->shared_ev);
+	if (r < 0) {
+		free(copy);
+		return r;
+	}
+	hc->shared_path = copy;
+	hc->authorize = authorize;
+	hc->authorize_arg = arg;
+	return 0;
+}
+
+const char *vram_hookchan_shared_path(const struct vram_hookchan *hc)
+{
+	return hc->shared_path;
 }
 
 void vram_hookchan_free(struct vram_hookchan *hc)
@@ -554,6 +645,13 @@ void vram_hookchan_free(struct vram_hookchan *hc)
 		if (hc->path)
 			(void)unlink(hc->path);
 	}
+	if (hc->shared_ev)
+		event_free(hc->shared_ev);
+	if (hc->shared_fd >= 0) {
+		close(hc->shared_fd);
+		(void)unlink(hc->shared_path);
+	}
+	free(hc->shared_path);
 	free(hc->path);
 	free(hc);
 }

@@ -31,6 +31,7 @@ struct vram_hookchan;
 struct vram_hookchan_req;
 
 #define VRAM_HOOKCHAN_MAX_CONNS 256      /* hooked processes connected at once */
+#define VRAM_HOOKCHAN_MAX_SHARED_CONNS 64 /* of other users' processes on the shared socket, apart */
 #define VRAM_HOOKCHAN_MAX_PROCS 512      /* processes listed (connected or not) */
 #define VRAM_HOOKCHAN_TIMEOUT_MS 600000  /* ms an offload or restore may take */
 #define VRAM_HOOKCHAN_NAME_MAX 64        /* bytes of a workload name, NUL included (the protocol's) */
@@ -74,7 +75,35 @@ typedef void (*vram_hookchan_done_cb)(const struct vram_hookchan_result *res, vo
  * borrowed and outlives the channel. Returns 0 or -errno.
  */
 int vram_hookchan_new(struct event_base *base, const char *path, struct vram_hookchan **ret);
-/* Closes every connection and removes the socket file. Accepts NULL. */
+/*
+ * Whether a process of uid may use the shared socket: called with workload
+ * NULL when it connects (does uid have anything to register for?), and
+ * with the workload its HELLO names (VRAM_WORKLOAD). Returns whether to
+ * accept.
+ */
+typedef bool (*vram_hookchan_authorize_cb)(uid_t uid, const char *workload, void *arg);
+
+/*
+ * Listens also on path, mode 0666 (an old socket there is replaced), for
+ * hooked processes that run as other users than vramd's: hook.sock is in
+ * the state directory, which is vramd's alone, and stays so. Such a
+ * process's kernel credentials (SO_PEERCRED), not the socket's mode,
+ * decide what it may do: one of vramd's own user or root is served as on
+ * hook.sock; one of any other uid is closed unless authorize(uid, NULL)
+ * holds, and its HELLO is refused unless authorize(uid, workload) does, so
+ * that it can register only for what authorize grants (its user's own
+ * ad-hoc workloads), never for another user's or a configured workload. At
+ * most VRAM_HOOKCHAN_MAX_SHARED_CONNS such connections at once, apart from
+ * those of vramd's own processes. authorize and arg are borrowed and
+ * outlive hc. Once listening, another call returns 0 and changes nothing.
+ * Returns 0 or -errno.
+ */
+int vram_hookchan_listen_shared(struct vram_hookchan *hc, const char *path,
+				vram_hookchan_authorize_cb authorize, void *arg);
+/* The shared socket's path (borrowed, valid while hc lives), NULL until it listens. */
+const char *vram_hookchan_shared_path(const struct vram_hookchan *hc);
+
+/* Closes every connection and removes the socket files. Accepts NULL. */
 void vram_hookchan_free(struct vram_hookchan *hc);
 /* The socket path (borrowed, valid while hc lives). */
 const char *vram_hookchan_path(const struct vram_hookchan *hc);

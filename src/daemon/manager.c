@@ -101,6 +101,7 @@ struct retired {
 /* An ad-hoc workload's own config and what it left when it ended. */
 struct adhoc {
 	bool used;           /* the slot holds a workload */
+	struct vram_runas runas; /* who it runs as: its owner */
 	bool removing;       /* freed once it has exited and nothing refers to it */
 	bool exited;         /* its process ended since the last start */
 	int wait_status;     /* waitpid status of that end */
@@ -140,6 +141,7 @@ struct vram_manager {
 	unsigned ticks;       /* ticks since start, for jobs that run every few ticks */
 	bool mps_quitting;    /* shutdown: waiting for the MPS daemons to quit */
 	struct vram_hookchan *hookchan; /* owned; NULL when the socket could not be opened */
+	bool shared_hook_failed; /* the hook socket for other users could not be opened (logged once) */
 	char *hook_library;   /* owned; libvram.so to preload, NULL when not found */
 };
 
@@ -511,6 +513,58 @@ static bool uses_hook(const struct vram_manager *m, const struct vram_workload *
 	       (w->engine->kind == VRAM_ENGINE_HOOK || w->engine->kind == VRAM_ENGINE_HOOK_CHECKPOINT);
 }
 
+/* Who w runs as when that is not vramd itself, else NULL. */
+static const struct vram_runas *runs_as_other(struct vram_manager *m, const struct vram_workload *w)
+{
+	const struct adhoc *a = adhoc_of(m, w);
+	return a && !a->runas.as_daemon ? &a->runas : NULL;
+}
+
+/*
+ * A process of another user may register with the shared hook socket for
+ * the ad-hoc workloads that run as that user and have a process (workload
+ * NULL: for any of them).
+ */
+static bool hook_authorize(uid_t uid, const char *workload, void *arg)
+{
+	struct vram_manager *m = arg;
+	for (size_t k = 0; k < m->n_live; k++) {
+		struct vram_workload *w = m->wptrs[k];
+		const struct vram_runas *r = runs_as_other(m, w);
+		if (r && r->uid == uid && any_process(w) &&
+		    (!workload || strcmp(workload, w->cfg->name) == 0))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * The hook socket for w's processes: hook.sock, in the state directory,
+ * which is vramd's alone, for processes of vramd's own user or root; for
+ * another user, the shared one beside the control socket (hookchan.h),
+ * opened the first time it is needed, since that user must already reach
+ * the control socket's directory to ask for a command. NULL when the
+ * shared one cannot be opened (logged once; such commands then run
+ * without the hook).
+ */
+static const char *hook_socket_for(struct vram_manager *m, const struct vram_workload *w)
+{
+	const struct vram_runas *r = runs_as_other(m, w);
+	if (!r || r->uid == 0 || r->uid == geteuid())
+		return vram_hookchan_path(m->hookchan);
+	if (vram_hookchan_shared_path(m->hookchan) || m->shared_hook_failed)
+		return vram_hookchan_shared_path(m->hookchan);
+	char *path = xasprintf("%s" VRAM_MANAGER_SHARED_HOOK_SUFFIX, m->cfg->daemon.socket);
+	int r_listen = path ? vram_hookchan_listen_shared(m->hookchan, path, hook_authorize, m) : -ENOMEM;
+	if (r_listen < 0) {
+		m->shared_hook_failed = true;
+		vram_warn("Failed to open the hook socket for other users' commands %s: %s; their "
+			  "commands run without the hook", path ? path : "", strerror(-r_listen));
+	}
+	free(path);
+	return vram_hookchan_shared_path(m->hookchan);
+}
+
 /*
  * "LD_PRELOAD=<hook>:<pre>", except that a sanitizer runtime at the head of
  * pre stays first (it refuses to start otherwise). Caller frees.
@@ -541,11 +595,19 @@ static char **instance_env(struct vram_manager *m, struct vram_workload *w, stru
 	size_t n_extra = 0;
 	while (extra && extra[n_extra])
 		n_extra++;
-	size_t n = w->cfg->n_env + 12 + n_extra;
+	size_t n = w->cfg->n_env + 12 + VRAM_RUNAS_ENV_MAX + n_extra;
 	char **env = calloc(n, sizeof(*env));
 	if (!env)
 		return NULL;
 	size_t k = 0;
+	/* another user's command gets none of vramd's environment, so its HOME and names are set */
+	const struct vram_runas *r = runs_as_other(m, w);
+	int n_id = r ? vram_runas_identity_env(r, w->cfg->env, env) : 0;
+	if (n_id < 0) {
+		free(env);
+		return NULL;
+	}
+	k += (size_t)n_id;
 	for (size_t i = 0; i < w->cfg->n_env; i++)
 		env[k++] = strdup(w->cfg->env[i]);
 
@@ -568,14 +630,15 @@ static char **instance_env(struct vram_manager *m, struct vram_workload *w, stru
 	env[k++] = xasprintf("VRAM_REPLICA=%u", in->replica);
 	if (in->n_gpus && in->bytes_per_gpu)
 		env[k++] = xasprintf("VRAM_MEMORY_LIMIT=%" PRIu64, in->bytes_per_gpu);
-	if (uses_hook(m, w)) {
+	const char *hook_socket = uses_hook(m, w) ? hook_socket_for(m, w) : NULL;
+	if (hook_socket) {
 		/* the workload's own LD_PRELOAD, else the daemon's, stays after ours */
 		const char *pre = getenv("LD_PRELOAD");
 		for (size_t i = 0; i < w->cfg->n_env; i++)
 			if (strncmp(w->cfg->env[i], "LD_PRELOAD=", 11) == 0)
 				pre = w->cfg->env[i] + 11;
 		env[k++] = preload_with_hook(m->hook_library, pre);
-		env[k++] = xasprintf("VRAM_HOOK_SOCKET=%s", vram_hookchan_path(m->hookchan));
+		env[k++] = xasprintf("VRAM_HOOK_SOCKET=%s", hook_socket);
 	}
 	for (size_t i = 0; i < n_extra; i++)
 		env[k++] = strdup(extra[i]);
@@ -612,11 +675,17 @@ static int spawn_instance(struct vram_manager *m, struct vram_workload *w, struc
 		snprintf(err, err_size, "out of memory");
 		return -ENOMEM;
 	}
+	const struct vram_runas *as = runs_as_other(m, w);
+	struct vram_creds creds = {0};
+	if (as)
+		creds = (struct vram_creds){.uid = as->uid, .gid = as->gid, .groups = as->groups,
+					    .n_groups = as->n_groups};
 	struct vram_spawn sp = {
 		.argv = w->cfg->cmd,
 		.env = env,
 		.cwd = w->cfg->cwd,
 		.log = w->log,
+		.creds = as ? &creds : NULL,
 	};
 	struct vram_child *c;
 	int r = vram_supervisor_spawn(m->sup, &sp, on_child_exit, w, &c, err, err_size);
@@ -635,8 +704,11 @@ static int spawn_instance(struct vram_manager *m, struct vram_workload *w, struc
 	in->resident = in->n_gpus > 0;
 	(void)sim_charge(m, in, true);
 	if (w->log)
-		vram_logfile_note(w->log, "replica %u: pid %d, port %u, %zu GPU(s)", in->replica,
-				  (int)in->pid, in->port, in->n_gpus);
+		vram_logfile_note(w->log, "replica %u: pid %d, port %u, %zu GPU(s)%s%s%s", in->replica,
+				  (int)in->pid, in->port, in->n_gpus, as ? ", as user " : "",
+				  as ? as->user : "", uses_hook(m, w) && !hook_socket_for(m, w)
+					  ? ", without the hook: its socket for other users could not be opened"
+					  : "");
 	return 0;
 }
 
@@ -1808,6 +1880,18 @@ int vram_manager_add_adhoc(struct vram_manager *m, const struct vram_adhoc_spec 
 	size_t k = (size_t)(w - m->ws);
 	struct adhoc *a = &m->adhoc[k - m->n_cfg];
 	struct vram_workload_config *c = &a->cfg;
+	if (spec->runas) {
+		a->runas = *spec->runas;
+	} else {
+		/* an in-process caller: vramd itself, as before users were told apart */
+		struct vram_peer self;
+		vram_peer_self(&self);
+		char why[256];
+		if (vram_runas_for_peer(&self, &self, m->cfg, &a->runas, why, sizeof(why)) < 0) {
+			snprintf(err, err_size, "%s", why);
+			return -ENOMEM;
+		}
+	}
 	*c = (struct vram_workload_config){
 		.name = strdup(name),
 		.cmd = strv_copy(spec->cmd, n_cmd),
@@ -1880,6 +1964,20 @@ int vram_manager_remove_adhoc(struct vram_manager *m, const char *name, char *er
 		stop_workload(m, w, "removed");
 	kick(m);
 	return 0;
+}
+
+bool vram_manager_adhoc_owner(struct vram_manager *m, const char *name, uid_t *ret_uid, char *user,
+			      size_t size)
+{
+	struct vram_workload *w = find(m, name);
+	struct adhoc *a = w ? adhoc_of(m, w) : NULL;
+	if (!a)
+		return false;
+	if (ret_uid)
+		*ret_uid = a->runas.uid;
+	if (user)
+		snprintf(user, size, "%s", a->runas.user);
+	return true;
 }
 
 /* ---- config reload ---- */
@@ -2803,7 +2901,7 @@ int vram_manager_set_idle(struct vram_manager *m, const char *name, uint64_t off
 	}
 	for (size_t k = 0; k < m->n_live; k++) {
 		struct vram_workload *x = m->wptrs[k];
-		if (w && x != w)
+		if (w ? x != w : adhoc_of(m, x) != NULL)
 			continue;
 		if (offload_after_ms != VRAM_IDLE_KEEP)
 			x->offload_after_ms = offload_after_ms;
@@ -3058,6 +3156,12 @@ static json_t *workload_json(struct vram_manager *m, struct vram_workload *w)
 		json_object_set_new(o, "adhoc", json_boolean(a != NULL));
 	if (o && a)
 		json_object_set_new(o, "exit", a->exited ? exit_json(a->wait_status) : json_null());
+	/* whom an ad-hoc workload runs as, who alone (with root) may act on it */
+	if (o)
+		json_object_set_new(o, "owner",
+				    a ? json_pack("{s:I,s:I,s:s}", "uid", (json_int_t)a->runas.uid, "gid",
+						  (json_int_t)a->runas.gid, "user", a->runas.user)
+				      : json_null());
 	/* what a config reload left for it to do: {"action": "restart"|"remove", "keys"} or null */
 	const struct cfg_slot *s = slot_of(m, w);
 	if (o)

@@ -21,6 +21,7 @@
 #include <sys/types.h>
 
 #include "config/config.h"
+#include "daemon/runas.h"
 #include "gpu/gpu.h"
 
 struct event_base;
@@ -157,8 +158,10 @@ int vram_manager_reload(struct vram_manager *m, struct vram_config *cfg, json_t 
 			char *err, size_t err_size);
 
 /*
- * Sets idle timeouts of one workload (name) or of all (name NULL). A field
- * left at VRAM_IDLE_KEEP is not changed. Returns 0, -ENOENT or -EINVAL (err).
+ * Sets idle timeouts of one workload (name) or of all the config's (name
+ * NULL: an ad-hoc workload keeps its own, it belongs to the user who ran
+ * it). A field left at VRAM_IDLE_KEEP is not changed. Returns 0, -ENOENT or
+ * -EINVAL (err).
  */
 #define VRAM_IDLE_KEEP (UINT64_MAX - 1)
 int vram_manager_set_idle(struct vram_manager *m, const char *name, uint64_t offload_after_ms,
@@ -178,9 +181,12 @@ int vram_manager_set_idle(struct vram_manager *m, const char *name, uint64_t off
 #define VRAM_MANAGER_ADHOC_MAX 16
 #define VRAM_MANAGER_ADHOC_LINGER_MS (10 * 60 * 1000) /* ms a finished one stays in status */
 #define VRAM_MANAGER_ADHOC_MAX_ENV 4096 /* environment entries */
+/* The hook socket for processes of other users: the control socket's path with this appended. */
+#define VRAM_MANAGER_SHARED_HOOK_SUFFIX ".hook"
 
 struct vram_adhoc_spec {
 	const char *name;         /* NULL or "": "run-<n>" */
+	const struct vram_runas *runas; /* who it runs as (runas.h), copied; NULL: as vramd */
 	const char *const *cmd;   /* argv, NULL-terminated, at least one word; copied */
 	const char *const *env;   /* "KEY=VALUE", NULL-terminated, or NULL; copied */
 	const char *cwd;          /* NULL: the daemon's working directory; copied */
@@ -198,6 +204,13 @@ struct vram_adhoc_spec {
  */
 int vram_manager_add_adhoc(struct vram_manager *m, const struct vram_adhoc_spec *spec,
 			   const char **ret_name, char *err, size_t err_size);
+/*
+ * Whether name is an ad-hoc workload; if so, the uid it runs as (its owner)
+ * into *ret_uid and that user's name into user (size bytes), either may be
+ * NULL.
+ */
+bool vram_manager_adhoc_owner(struct vram_manager *m, const char *name, uid_t *ret_uid, char *user,
+			      size_t size);
 /*
  * Stops an ad-hoc workload (if it runs) and removes it once it has exited
  * and nothing refers to it. Returns 0, -ENOENT, or -EPERM for a workload of

@@ -70,6 +70,8 @@ struct vram_mcp {
 	size_t n_sessions;
 	struct vram_mcp_call *calls; /* waiting tool calls (list) */
 	size_t n_calls;
+	size_t n_calls_tcp;       /* of them, TCP clients' */
+	const struct vram_peer *peer; /* who sent the message being dispatched; NULL: vramd itself */
 	struct http_wait *http;   /* HTTP requests waiting for a call (list) */
 	bool closing;
 };
@@ -87,6 +89,7 @@ struct vram_mcp_call {
 	struct vram_manager_waiter *waiter; /* a workload action, or NULL */
 	struct vram_api_compat *compat;     /* a compat offload/release, or NULL */
 	struct event *timer;                /* the wait bound */
+	bool tcp;                           /* a TCP client's: counted in n_calls_tcp */
 };
 
 /* ------------------------------------------------------------- revisions */
@@ -482,6 +485,7 @@ static void call_unlink(struct vram_mcp_call *c)
 		c->next->prev = c->prev;
 	c->prev = c->next = NULL;
 	mcp->n_calls--;
+	mcp->n_calls_tcp -= c->tcp;
 }
 
 static void call_free(struct vram_mcp_call *c)
@@ -683,6 +687,11 @@ static json_t *run_tool(struct vram_mcp *mcp, const struct tool *t, json_t *args
 	}
 	case TOOL_GPU_TIMEOUT: {
 		json_t *body = NULL;
+		const char *only = json_string_value(json_object_get(args, "workload"));
+		char refusal[1024];
+		if (!vram_api_may_act(mcp->api, mcp->peer, only, "change the idle timers of", refusal,
+				      sizeof(refusal)))
+			return tool_error("%s", refusal);
 		int st = vram_api_compat_timeout(mcp->api, args, &body);
 		json_t *r = compat_result(st, body);
 		json_decref(body);
@@ -696,10 +705,23 @@ static json_t *run_tool(struct vram_mcp *mcp, const struct tool *t, json_t *args
 	}
 
 	/* Actions that take time. */
-	if (mcp->n_calls >= VRAM_MCP_CALLS_MAX)
-		return tool_error("too many tool calls waiting for actions (%d); try again later",
-				  VRAM_MCP_CALLS_MAX);
+	struct vram_peer self;
+	const struct vram_peer *peer = mcp->peer;
+	if (!peer) {
+		vram_peer_self(&self);
+		peer = &self;
+	}
+	if (!vram_api_share_left(peer, mcp->n_calls, mcp->n_calls_tcp, VRAM_MCP_CALLS_MAX,
+				 VRAM_MCP_CALLS_UNIX_RESERVED))
+		return tool_error("too many tool calls waiting for actions (%d, %d of them kept for the "
+				  "control socket); try again later", VRAM_MCP_CALLS_MAX,
+				  VRAM_MCP_CALLS_UNIX_RESERVED);
 	const char *name = json_string_value(json_object_get(args, "workload"));
+	char refusal[1024];
+	if (t->kind == TOOL_ACTION && !vram_api_may_act(mcp->api, peer, name,
+							vram_action_name(t->action), refusal,
+							sizeof(refusal)))
+		return tool_error("%s", refusal);
 	json_t *tv = json_object_get(args, "timeout");
 	c->action = t->action;
 	c->wait_s = tv ? (unsigned)ceil(json_number_value(tv)) : VRAM_MCP_WAIT_DEFAULT_S;
@@ -713,12 +735,15 @@ static json_t *run_tool(struct vram_mcp *mcp, const struct tool *t, json_t *args
 		mcp->calls->prev = c;
 	mcp->calls = c;
 	mcp->n_calls++;
+	c->tcp = peer->transport == VRAM_PEER_TCP;
+	mcp->n_calls_tcp += c->tcp;
 
 	int r;
 	char err[1024] = "";
 	json_t *now = NULL;
 	if (t->kind == TOOL_COMPAT_ACTION) {
-		r = vram_api_compat_act(mcp->api, t->action, name, on_compat_done, c, &c->compat, &now);
+		r = vram_api_compat_act(mcp->api, peer, t->action, name, on_compat_done, c, &c->compat,
+					&now);
 		if (r > 0) {
 			call_unlink(c);
 			json_t *res = compat_result(r, now);
@@ -1400,7 +1425,10 @@ void vram_mcp_handle_http(struct vram_mcp *mcp, struct evhttp_request *req, cons
 	w->stateless = stateless;
 	w->request = id && json_object_get(msg, "method");
 	w->new_session = new_session;
-	if (vram_mcp_dispatch(mcp, msg, version, on_http_reply, w, &w->call) == 1) {
+	mcp->peer = &peer; /* for the tools; the dispatch reads it before it returns */
+	int dispatched = vram_mcp_dispatch(mcp, msg, version, on_http_reply, w, &w->call);
+	mcp->peer = NULL;
+	if (dispatched == 1) {
 		w->linked = true;
 		w->next = mcp->http;
 		if (mcp->http)

@@ -43,6 +43,7 @@ struct vram_mcp_call;
 #define VRAM_MCP_SESSIONS_TCP_MAX 48     /* held by TCP clients together; the rest is the socket's */
 #define VRAM_MCP_SESSION_IDLE_S 600      /* s unused after which a session may make room for another owner's */
 #define VRAM_MCP_CALLS_MAX 256           /* tool calls waiting for an action at once */
+#define VRAM_MCP_CALLS_UNIX_RESERVED 64  /* of them only for clients on the control socket */
 #define VRAM_MCP_WAIT_DEFAULT_S 300      /* s a start/stop/restore tool waits by default */
 #define VRAM_MCP_WAIT_MAX_S 3600         /* s at most */
 #define VRAM_MCP_SESSION_ID_LEN 32       /* hex characters */
@@ -116,9 +117,12 @@ void vram_mcp_call_cancel(struct vram_mcp_call *call);
  * any other request but initialize needs a session, and only the session's
  * owner may use or end it (another owner gets 404, as for an unknown id).
  * The owner is the X-Vramd-Peer header the gateway adds (peer.h); a request
- * without it came over the private socket: vramd's own user. body is
- * borrowed (body_error -E2BIG when it was over the limit). Always replies,
- * now or later.
+ * without it came over the private socket: vramd's own user. The same
+ * identity decides what the tools may do: they act on another user's
+ * ad-hoc workload only as the REST routes would (vram_api_may_act), and a
+ * TCP client's waiting calls leave VRAM_MCP_CALLS_UNIX_RESERVED for the
+ * control socket. body is borrowed (body_error -E2BIG when it was over the
+ * limit). Always replies, now or later.
  */
 void vram_mcp_handle_http(struct vram_mcp *mcp, struct evhttp_request *req, const char *body,
 			  size_t body_len, int body_error);

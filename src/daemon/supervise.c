@@ -10,6 +10,13 @@
  * log file itself. Without a relay program (or when one cannot start) the
  * loop reads the workload's pipe directly.
  *
+ * A child that runs as another user (struct vram_creds) is forked instead,
+ * since posix_spawn cannot change its user; the child then calls only
+ * async-signal-safe functions (the daemon has worker threads) and tells the
+ * parent through a close-on-exec pipe which step failed, so that "cannot
+ * enter cwd as that user" is an error of the spawn, as a missing program
+ * is, not an exit status 127.
+ *
  * SIGCHLD is an evsignal: its callback reaps with waitpid(-1, WNOHANG) until
  * nothing is left, sends SIGKILL to whatever is left of the child's group
  * (helpers must not outlive the workload and keep GPU memory), and reports
@@ -22,12 +29,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -42,6 +51,15 @@ extern char **environ;
 
 /* ms the exit callback waits after the reap for the relay to pass on the last output */
 #define FINISH_WAIT_MS 250
+/*
+ * ms a spawn as another user waits for the child to run its program. The
+ * user's own file systems (a FUSE mount that never answers) could hold its
+ * chdir or exec for ever, and the loop must not wait with it: after this
+ * the spawn succeeds, and a failure that comes later goes into the log.
+ */
+#define SPAWN_SYNC_MS 250
+
+struct late_report;
 
 struct vram_child {
 	struct vram_supervisor *s;
@@ -55,6 +73,7 @@ struct vram_child {
 	struct event *kill_timer;   /* SIGKILL after grace */
 	struct event *finish_timer; /* exit callback FINISH_WAIT_MS after the reap at the latest */
 	struct vram_logfile *log;   /* borrowed */
+	struct late_report *late;   /* a spawn as another user not finished in time, or NULL */
 	bool stopping;              /* SIGTERM sent */
 	bool escalated;             /* SIGKILL sent after the grace ran out */
 	bool reaped;                /* waitpid returned pid: it may be reused, nothing is sent to it */
@@ -73,6 +92,7 @@ struct vram_supervisor {
 	pid_t *relays;               /* relays of finished children, not reaped yet */
 	size_t n_relays, relays_cap; /* each ends once its input does (or by SIGKILL) */
 	bool relay_warned;           /* "cannot start a relay" was logged */
+	uint64_t spawn_wait_ms;      /* SPAWN_SYNC_MS, or what a test set */
 };
 
 /* ---- ${VAR} substitution ---- */
@@ -167,8 +187,12 @@ static void child_close_output(struct vram_child *c)
 	}
 }
 
+static void late_report_free(struct late_report *l);
+static void late_report_read(struct vram_child *c);
+
 static void child_free(struct vram_child *c)
 {
+	late_report_free(c->late);
 	child_close_output(c);
 	if (c->kill_timer)
 		event_free(c->kill_timer);
@@ -260,6 +284,9 @@ static void child_release_output(struct vram_child *c)
 /* Reports a reaped child with the output it wrote up to now, and frees it. */
 static void child_finish(struct vram_child *c)
 {
+	/* why it never ran belongs in the log before its exit is reported */
+	if (c->late)
+		late_report_read(c);
 	if (c->out_fd >= 0)
 		(void)child_drain_output(c);
 	child_release_output(c);
@@ -347,6 +374,7 @@ int vram_supervisor_new(struct event_base *base, struct vram_supervisor **ret)
 	if (!s)
 		return -ENOMEM;
 	s->base = base;
+	s->spawn_wait_ms = SPAWN_SYNC_MS;
 	s->sigchld = evsignal_new(base, SIGCHLD, on_sigchld, s);
 	if (!s->sigchld || evsignal_add(s->sigchld, NULL) < 0) {
 		vram_supervisor_free(s);
@@ -418,11 +446,15 @@ size_t vram_supervisor_live(const struct vram_supervisor *s)
 	return s->n_children;
 }
 
-/* The daemon's environment with sp->env on top (same key: replaced). Array freed by caller. */
-static char **build_env(char *const *extra)
+/*
+ * base (the daemon's environment, or only PATH=VRAM_SPAWN_DEFAULT_PATH) with
+ * extra on top (same key: replaced). Array freed by caller; the strings are
+ * borrowed.
+ */
+static char **build_env(char *const *base, char *const *extra)
 {
 	size_t n_base = 0, n_extra = 0;
-	while (environ && environ[n_base])
+	while (base && base[n_base])
 		n_base++;
 	while (extra && extra[n_extra])
 		n_extra++;
@@ -431,7 +463,7 @@ static char **build_env(char *const *extra)
 		return NULL;
 	size_t n = 0;
 	for (size_t i = 0; i < n_base; i++)
-		env[n++] = environ[i];
+		env[n++] = base[i];
 	for (size_t i = 0; i < n_extra; i++) {
 		const char *eq = strchr(extra[i], '=');
 		size_t key_len = eq ? (size_t)(eq - extra[i]) : strlen(extra[i]);
@@ -546,6 +578,288 @@ int vram_spawnattr_init(posix_spawnattr_t *attr, short flags)
 	return 0;
 }
 
+/* ---- a child that runs as another user ---- */
+
+/* The step a forked child failed at, sent to the parent before it exits. */
+enum spawn_step {
+	STEP_SETUP = 1, /* process group, descriptors, limits */
+	STEP_CREDS,     /* groups, group, user */
+	STEP_CWD,
+	STEP_EXEC,
+};
+
+struct spawn_failure {
+	int step;  /* enum spawn_step */
+	int error; /* errno */
+};
+
+/*
+ * Where a forked child looks for file, as execvp does but from the child's
+ * own PATH (env's): file itself when it holds a '/', else each directory of
+ * PATH in turn (an empty entry is the working directory). NULL-terminated;
+ * caller frees (free_argv). NULL on out of memory.
+ */
+static char **exec_candidates(const char *file, char *const *env)
+{
+	const char *path = NULL;
+	for (size_t i = 0; env && env[i]; i++)
+		if (strncmp(env[i], "PATH=", 5) == 0)
+			path = env[i] + 5;
+	if (!path)
+		path = VRAM_SPAWN_DEFAULT_PATH;
+	size_t n = 1;
+	for (const char *p = path; *p; p++)
+		n += *p == ':';
+	char **out = calloc(n + 1, sizeof(*out));
+	if (!out)
+		return NULL;
+	if (strchr(file, '/')) {
+		out[0] = strdup(file);
+		if (!out[0]) {
+			free(out);
+			return NULL;
+		}
+		return out;
+	}
+	size_t k = 0;
+	for (const char *p = path;; p++) {
+		const char *end = strchr(p, ':');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		if (asprintf(&out[k], "%.*s/%s", (int)len, len ? p : ".", file) < 0) {
+			out[k] = NULL;
+			free_argv(out);
+			return NULL;
+		}
+		k++;
+		if (!end)
+			break;
+		p = end;
+	}
+	return out;
+}
+
+/*
+ * The forked child: its own group, stdin on /dev/null, stdout and stderr on
+ * out_fd, the limits it started with, then the user, the working directory
+ * and the program. Only async-signal-safe calls. Never returns; on failure
+ * it writes a struct spawn_failure to report_fd and exits 127.
+ */
+static _Noreturn void child_as(int report_fd, int out_fd, const struct vram_creds *cr,
+			       const char *cwd, char *const *paths, char *const argv[],
+			       char *const env[])
+{
+	struct spawn_failure f = {.step = STEP_SETUP};
+	struct sigaction dfl = {.sa_handler = SIG_DFL};
+	sigset_t none;
+	sigemptyset(&none);
+	/* nothing of the daemon's handling carries over (SIGKILL, SIGSTOP: EINVAL, fine) */
+	for (int sig = 1; sig < NSIG; sig++)
+		(void)sigaction(sig, &dfl, NULL);
+	if (setpgid(0, 0) < 0)
+		goto fail;
+	int null_fd = open("/dev/null", O_RDONLY);
+	if (null_fd < 0 || (null_fd != 0 && dup2(null_fd, 0) < 0) || dup2(out_fd, 1) < 0 ||
+	    dup2(out_fd, 2) < 0)
+		goto fail;
+	if (null_fd > 2)
+		close(null_fd);
+	if (nofile_raised && setrlimit(RLIMIT_NOFILE, &child_nofile) < 0)
+		goto fail;
+	/*
+	 * The system calls, not the libc wrappers: those make every thread of a
+	 * process change with it, through signals, which is not for a child of
+	 * fork. Groups first, the user last: after it, nothing can be changed.
+	 */
+	f.step = STEP_CREDS;
+	if (syscall(SYS_setgroups, cr->n_groups, cr->groups) < 0 ||
+	    syscall(SYS_setresgid, cr->gid, cr->gid, cr->gid) < 0 ||
+	    syscall(SYS_setresuid, cr->uid, cr->uid, cr->uid) < 0)
+		goto fail;
+	f.step = STEP_CWD;
+	if (cwd && chdir(cwd) < 0)
+		goto fail;
+	if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
+		goto fail;
+	f.step = STEP_EXEC;
+	int error = ENOENT;
+	bool denied = false;
+	for (char *const *p = paths; *p; p++) {
+		execve(*p, argv, env);
+		if (errno == EACCES) {
+			denied = true;
+		} else if (errno != ENOENT && errno != ENOTDIR) {
+			error = errno;
+			break;
+		}
+	}
+	errno = error == ENOENT && denied ? EACCES : error;
+fail:
+	f.error = errno;
+	(void)!write(report_fd, &f, sizeof(f));
+	_exit(127);
+}
+
+/* What a failed step means, for err or the log: "cwd /root: Permission denied (as uid 1000)". */
+static void failure_text(const struct spawn_failure *f, const struct vram_creds *cr, const char *cwd,
+			 const char *prog, char *buf, size_t size)
+{
+	switch (f->step) {
+	case STEP_CREDS:
+		snprintf(buf, size, "cannot run as uid %u, gid %u and %zu group(s): %s",
+			 (unsigned)cr->uid, (unsigned)cr->gid, cr->n_groups, strerror(f->error));
+		break;
+	case STEP_CWD:
+		snprintf(buf, size, "cwd %s: %s (as uid %u)", cwd, strerror(f->error),
+			 (unsigned)cr->uid);
+		break;
+	case STEP_EXEC:
+		snprintf(buf, size, "cmd[0] %s: %s (as uid %u)", prog, strerror(f->error),
+			 (unsigned)cr->uid);
+		break;
+	default:
+		snprintf(buf, size, "setting up the process: %s", strerror(f->error));
+		break;
+	}
+}
+
+/* The report pipe of a child that had not run its program when the spawn returned. */
+struct late_report {
+	int fd;                /* owned; the read end */
+	struct event *ev;      /* readable */
+	struct vram_creds cr;  /* groups not kept: only the count is told */
+	char *cwd, *prog;      /* owned; for the message */
+};
+
+static void late_report_free(struct late_report *l)
+{
+	if (!l)
+		return;
+	if (l->ev)
+		event_free(l->ev);
+	close(l->fd);
+	free(l->cwd);
+	free(l->prog);
+	free(l);
+}
+
+/* Reads what the child reported (a failed step goes into its log), and closes. */
+static void late_report_read(struct vram_child *c)
+{
+	struct late_report *l = c->late;
+	struct spawn_failure f;
+	ssize_t n = read(l->fd, &f, sizeof(f));
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return; /* nothing yet: the program may still be starting */
+	if (n == (ssize_t)sizeof(f) && c->log) {
+		char text[512];
+		failure_text(&f, &l->cr, l->cwd ? l->cwd : "", l->prog, text, sizeof(text));
+		(void)vram_logfile_note(c->log, "%s", text);
+	}
+	late_report_free(l);
+	c->late = NULL;
+}
+
+static void on_late_report(evutil_socket_t fd, short what, void *arg)
+{
+	late_report_read(arg);
+}
+
+/*
+ * Forks a child that runs argv as sp->creds (see child_as), output on
+ * out_fd. Returns 0 with *ret_pid once the program runs, or -errno with
+ * the step that failed, and as whom, in err. When the child has neither run
+ * its program nor failed within SPAWN_SYNC_MS, returns 0 too, with the
+ * read end of its report pipe in *ret_late_fd (caller closes), else -1.
+ */
+static int spawn_as(const struct vram_supervisor *s, const struct vram_spawn *sp, char *const argv[],
+		    char *const env[], int out_fd, pid_t *ret_pid, int *ret_late_fd, char *err,
+		    size_t err_size)
+{
+	const struct vram_creds *cr = sp->creds;
+	char **paths = exec_candidates(argv[0], env);
+	int report[2] = {-1, -1};
+	int r = -ENOMEM;
+	if (!paths)
+		goto out;
+	if (pipe2(report, O_CLOEXEC) < 0) {
+		r = -errno;
+		snprintf(err, err_size, "pipe: %s", strerror(errno));
+		goto out;
+	}
+	/* no signal handler of the daemon's runs in the child before it resets them */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pid_t pid = fork();
+	if (pid == 0)
+		child_as(report[1], out_fd, cr, sp->cwd, paths, argv, env);
+	int fork_errno = errno;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	close(report[1]);
+	report[1] = -1;
+	if (pid < 0) {
+		r = -fork_errno;
+		snprintf(err, err_size, "fork: %s", strerror(fork_errno));
+		goto out;
+	}
+	*ret_pid = pid;
+	*ret_late_fd = -1;
+	r = 0;
+	struct pollfd pfd = {.fd = report[0], .events = POLLIN};
+	int ready = 0;
+	while (s->spawn_wait_ms && (ready = poll(&pfd, 1, (int)s->spawn_wait_ms)) < 0 && errno == EINTR)
+		;
+	if (ready == 0) {
+		(void)fcntl(report[0], F_SETFL, O_NONBLOCK);
+		*ret_late_fd = report[0];
+		report[0] = -1;
+		goto out;
+	}
+	/* end of file: the program runs (the pipe closed on exec) */
+	struct spawn_failure f;
+	ssize_t n;
+	while ((n = read(report[0], &f, sizeof(f))) < 0 && errno == EINTR)
+		;
+	if (n != (ssize_t)sizeof(f))
+		goto out;
+	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+		;
+	r = f.error > 0 ? -f.error : -EIO;
+	failure_text(&f, cr, sp->cwd, argv[0], err, err_size);
+out:
+	if (report[0] >= 0)
+		close(report[0]);
+	if (report[1] >= 0)
+		close(report[1]);
+	free_argv(paths);
+	return r;
+}
+
+/*
+ * Watches fd, the report pipe of c (spawned from sp, program prog), on the
+ * loop; takes fd. Returns 0 or -ENOMEM (fd closed).
+ */
+static int late_watch(struct vram_child *c, const struct vram_spawn *sp, const char *prog, int fd)
+{
+	struct late_report *l = calloc(1, sizeof(*l));
+	if (!l) {
+		close(fd);
+		return -ENOMEM;
+	}
+	l->fd = fd;
+	l->cr = *sp->creds;
+	l->cr.groups = NULL;
+	l->cwd = sp->cwd ? strdup(sp->cwd) : NULL;
+	l->prog = strdup(prog);
+	l->ev = event_new(c->s->base, fd, EV_READ | EV_PERSIST, on_late_report, c);
+	if (!l->prog || (sp->cwd && !l->cwd) || !l->ev || event_add(l->ev, NULL) < 0) {
+		late_report_free(l);
+		return -ENOMEM;
+	}
+	c->late = l;
+	return 0;
+}
+
 /*
  * Starts a relay reading child_out (the read end of the child's pipe; the
  * caller still closes it). Sets *ret_pid. Returns the read end of the pipe
@@ -580,7 +894,8 @@ int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp
 		return -EINVAL;
 	}
 
-	char **env = build_env(sp->env);
+	static char *const default_path[] = {"PATH=" VRAM_SPAWN_DEFAULT_PATH, NULL};
+	char **env = build_env(sp->creds ? default_path : environ, sp->env);
 	char **argv = calloc(argc + 1, sizeof(*argv));
 	int pipefd[2] = {-1, -1};
 	posix_spawn_file_actions_t fa;
@@ -600,7 +915,8 @@ int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp
 		}
 	}
 
-	r = check_executable(argv[0], sp->cwd);
+	/* as another user, the child looks for it with that user's rights and says what failed */
+	r = sp->creds ? 0 : check_executable(argv[0], sp->cwd);
 	if (r < 0) {
 		snprintf(err, err_size, "cmd[0] %s: %s", argv[0], strerror(-r));
 		goto out;
@@ -639,11 +955,21 @@ int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp
 		goto out;
 
 	pid_t pid;
-	int e = vram_spawn(&pid, argv[0], true, &fa, &attr, argv, env);
-	if (e != 0) {
-		r = -e;
-		snprintf(err, err_size, "cmd[0] %s: %s", argv[0], strerror(e));
-		goto out;
+	if (sp->creds) {
+		int late_fd = -1;
+		r = spawn_as(s, sp, argv, env, pipefd[1], &pid, &late_fd, err, err_size);
+		if (r < 0)
+			goto out;
+		if (late_fd >= 0 && late_watch(c, sp, argv[0], late_fd) < 0)
+			vram_warn("Failed to watch the start of pid %d: out of memory; if it cannot run "
+				  "its program, its log will not say why", (int)pid);
+	} else {
+		int e = vram_spawn(&pid, argv[0], true, &fa, &attr, argv, env);
+		if (e != 0) {
+			r = -e;
+			snprintf(err, err_size, "cmd[0] %s: %s", argv[0], strerror(e));
+			goto out;
+		}
 	}
 	close(pipefd[1]);
 	pipefd[1] = -1;
@@ -740,6 +1066,11 @@ char *vram_wait_status_format(int wait_status, char *buf, size_t size)
 	else
 		snprintf(buf, size, "wait status 0x%x", (unsigned)wait_status);
 	return buf;
+}
+
+void vram_supervisor_set_spawn_wait(struct vram_supervisor *s, uint64_t ms)
+{
+	s->spawn_wait_ms = ms;
 }
 
 void vram_supervisor_set_reaped_other(struct vram_supervisor *s, vram_reaped_cb cb, void *arg)

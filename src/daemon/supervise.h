@@ -91,12 +91,36 @@ size_t vram_supervisor_live(const struct vram_supervisor *s);
 typedef bool (*vram_reaped_cb)(pid_t pid, int wait_status, void *arg);
 void vram_supervisor_set_reaped_other(struct vram_supervisor *s, vram_reaped_cb cb, void *arg);
 
+/*
+ * A user a child runs as instead of the daemon's own. posix_spawn cannot
+ * change a child's user, so such a child is forked: it takes the groups,
+ * then the group, then the user (all three of real, effective and saved),
+ * and only then enters its working directory and looks up its program, so
+ * that the user's own permissions apply to both.
+ */
+struct vram_creds {
+	uid_t uid;
+	gid_t gid;           /* primary group */
+	const gid_t *groups; /* borrowed; supplementary groups */
+	size_t n_groups;
+};
+
 struct vram_spawn {
 	char *const *argv;  /* borrowed; NULL-terminated, ${VAR} substituted from the final env */
 	char *const *env;   /* borrowed; "KEY=VALUE" set on top of the daemon's environment */
 	const char *cwd;    /* borrowed; NULL = the daemon's working directory */
 	struct vram_logfile *log; /* borrowed; outlives the child; stdout and stderr go here */
+	/*
+	 * Borrowed; NULL: the child runs as the daemon. Otherwise it runs as
+	 * that user, and none of the daemon's environment is passed on (its
+	 * secrets are not the user's): the child gets env only, plus
+	 * PATH=VRAM_SPAWN_DEFAULT_PATH unless env sets PATH, which is then
+	 * where a bare cmd[0] is looked for.
+	 */
+	const struct vram_creds *creds;
 };
+
+#define VRAM_SPAWN_DEFAULT_PATH "/usr/local/bin:/usr/bin:/bin"
 
 /*
  * Called once from the loop after the child is reaped, with the waitpid
@@ -110,11 +134,18 @@ typedef void (*vram_child_exit_cb)(struct vram_child *c, int wait_status, void *
  * Spawns a child in its own process group. On success *ret is a handle owned
  * by the supervisor, valid until the exit callback returns. Returns 0, or
  * -errno with a message in err ("cmd[0] vllm: No such file or directory",
- * "cmd[3]: ${PORT} is not set").
+ * "cmd[3]: ${PORT} is not set"; with creds, what failed as whom: "cwd /root:
+ * Permission denied (as uid 1000)"). With creds, the loop waits for the child
+ * to run its program at most the spawn wait (250 ms): the user's own file
+ * systems may hold its chdir or exec for ever. Past that the spawn
+ * succeeds, and a step that fails later is noted in the log before the
+ * exit (status 127) is reported.
  */
 int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp,
 			  vram_child_exit_cb cb, void *arg, struct vram_child **ret,
 			  char *err, size_t err_size);
+/* For tests: how long a spawn with creds waits for the child's program (ms; 0: not at all). */
+void vram_supervisor_set_spawn_wait(struct vram_supervisor *s, uint64_t ms);
 pid_t vram_child_pid(const struct vram_child *c);
 /* The child's output relay, 0 when there is none (or it is reaped already). */
 pid_t vram_child_relay_pid(const struct vram_child *c);

@@ -7,6 +7,7 @@ own state directory and control socket, waits until /healthz answers, and
 stops it (SIGTERM) at the end of the test, failing the test if it does not
 exit cleanly or leaves a workload process behind.
 """
+import http.client
 import json
 import os
 import signal
@@ -77,6 +78,47 @@ def wait_for(pred, timeout=10.0, interval=0.05, what="condition"):
         time.sleep(interval)
 
 
+class UnixResponse:
+    """The parts of a requests.Response that the tests read, for HTTP over a Unix socket."""
+
+    def __init__(self, status, headers, body):
+        self.status_code = status
+        self.headers = headers
+        self.content = body
+        self.text = body.decode(errors="replace")
+
+    def json(self):
+        return json.loads(self.text)
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path, timeout):
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self.unix_path)
+        self.sock = s
+
+
+def unix_request(path, method, url, json_body=None, headers=None, timeout=30):
+    """One HTTP request over the Unix socket at path (as vramctl sends them)."""
+    conn = _UnixConnection(path, timeout)
+    body = None
+    hdrs = dict(headers or {})
+    if json_body is not None:
+        body = json.dumps(json_body).encode()
+        hdrs.setdefault("Content-Type", "application/json")
+    try:
+        conn.request(method, url, body=body, headers=hdrs)
+        r = conn.getresponse()
+        return UnixResponse(r.status, dict(r.getheaders()), r.read())
+    finally:
+        conn.close()
+
+
 class Daemon:
     def __init__(self, workdir, config_path, port, sock, extra_args):
         self.workdir = workdir
@@ -121,6 +163,11 @@ class Daemon:
     def put(self, path, **kw):
         kw.setdefault("timeout", 30)
         return self.http.put(self.url + path, **kw)
+
+    def sock_request(self, method, path, json=None, headers=None, sock=None, timeout=30):
+        """An HTTP request over the control socket (or sock): the owner's way in."""
+        return unix_request(sock or self.sock, method, path, json_body=json, headers=headers,
+                            timeout=timeout)
 
     def status(self):
         r = self.get("/api/status")

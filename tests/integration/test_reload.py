@@ -63,13 +63,13 @@ def test_bad_file_and_fixed_keys_change_nothing(daemon):
 def test_adhoc_name_clash_is_refused(daemon):
     text = config({"name": "a"})
     d = daemon(text)
-    r = d.post("/api/workloads", json={"name": "b", "cmd": ["sleep", "30"]})
+    r = d.sock_request("POST", "/api/workloads", json={"name": "b", "cmd": ["sleep", "30"]})
     assert r.status_code in (200, 201, 202), r.text
     rewrite(d, config({"name": "a"}, {"name": "b"}))
     msg = error_of(d.post("/api/reload"), 409)
     assert "ad-hoc" in msg and "workloads.b" in msg and "vramd.yaml:" in msg
     assert d.workload("b")["adhoc"] is True
-    assert d.http.delete(d.url + "/api/workloads/b", timeout=10).status_code in (200, 202)
+    assert d.sock_request("DELETE", "/api/workloads/b").status_code in (200, 202)
 
 
 def test_live_changes_keep_the_process(daemon):

@@ -76,30 +76,34 @@ def test_run_with_the_hook_shows_in_status_and_stops_on_sigint(daemon):
 
 
 def test_create_refusals_and_delete(daemon):
+    # over the control socket: over TCP a command needs the token and daemon.run_as
+    # (test_runas.py)
     d = daemon()
-    r = d.post("/api/workloads", json={"name": "job", "cmd": ["sleep", "30"]})
+    r = d.sock_request("POST", "/api/workloads", json={"name": "job", "cmd": ["sleep", "30"]})
     assert r.status_code == 201, r.text
     w = r.json()
     assert w["name"] == "job" and w["adhoc"] is True and w["pid"]
     d.seen_pids.add(w["pid"])
     assert d.workload("job")["state"] in ("starting", "ready")
-    r = d.post("/api/workloads", json={"name": "job", "cmd": ["true"]})
+    r = d.sock_request("POST", "/api/workloads", json={"name": "job", "cmd": ["true"]})
     assert r.status_code == 409 and "job" in r.json()["error"]["message"]
     configured = d.status()["workloads"][0]["name"]
-    assert d.post("/api/workloads", json={"name": configured, "cmd": ["true"]}).status_code == 409
+    assert d.sock_request("POST", "/api/workloads",
+                          json={"name": configured, "cmd": ["true"]}).status_code == 409
     assert d.http.delete(d.url + f"/api/workloads/{configured}").status_code == 409
     for bad in ({"cmd": []}, {"cmd": "true"}, {"cmd": ["true"], "memory": "lots"},
                 {"cmd": ["true"], "gpus": -1}, {"cmd": ["true"], "name": "a/b"},
                 {"cmd": ["true"], "colour": "red"}, {"cmd": ["true"], "cwd": "relative"}):
-        r = d.post("/api/workloads", json=bad)
+        r = d.sock_request("POST", "/api/workloads", json=bad)
         assert r.status_code == 400, (bad, r.text)
-    assert d.post("/api/workloads", json={"cmd": ["true"], "memory": "10TiB"}).status_code == 503
+    assert d.sock_request("POST", "/api/workloads",
+                          json={"cmd": ["true"], "memory": "10TiB"}).status_code == 503
     r = subprocess.run([VRAMCTL, "--url", d.sock, "run", "--name", "job", "--", "true"],
                        env=hook_env(), capture_output=True, text=True, timeout=30)
     assert r.returncode == 1 and "exists" in r.stderr, r.stderr
-    r = d.http.delete(d.url + "/api/workloads/job", timeout=30)
+    r = d.sock_request("DELETE", "/api/workloads/job")
     assert r.status_code == 200, r.text
     assert d.get("/api/workloads/job").status_code == 404
     assert not [p for p in [w["pid"]] if os.path.exists(f"/proc/{p}") and
                 open(f"/proc/{p}/stat").read().split()[2] != "Z"]
-    assert d.http.delete(d.url + "/api/workloads/job").status_code == 404
+    assert d.sock_request("DELETE", "/api/workloads/job").status_code == 404

@@ -2,7 +2,8 @@
 /*
  * REST routing and input checks: which route a method and path reach (404
  * vs 405), workload names in paths, and the messages a bad body gets — they
- * say where the JSON is broken and name the field that is wrong.
+ * say where the JSON is broken and name the field that is wrong; the share
+ * of the limits kept for the control socket.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -208,6 +209,22 @@ static void test_duration_field(void **state)
 	assert_int_equal(ms, 7);
 }
 
+/* TCP clients never take the share kept for the control socket; the socket may use all. */
+static void test_share_left(void **state)
+{
+	struct vram_peer tcp = { .transport = VRAM_PEER_TCP }, sock = { .transport = VRAM_PEER_UNIX };
+	size_t max = VRAM_API_PENDING_MAX, kept = VRAM_API_PENDING_UNIX_RESERVED;
+	assert_true(vram_api_share_left(&tcp, 0, 0, max, kept));
+	assert_true(vram_api_share_left(&tcp, max - kept - 1, max - kept - 1, max, kept));
+	assert_false(vram_api_share_left(&tcp, max - kept, max - kept, max, kept));
+	assert_true(vram_api_share_left(&sock, max - kept, max - kept, max, kept));
+	assert_true(vram_api_share_left(&sock, max - 1, max - kept, max, kept));
+	assert_false(vram_api_share_left(&sock, max, max - kept, max, kept));
+	/* the socket's own requests do not count against TCP clients */
+	assert_true(vram_api_share_left(&tcp, max - 1, 10, max, kept));
+	assert_false(vram_api_share_left(&tcp, max, 10, max, kept));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -216,6 +233,7 @@ int main(void)
 		cmocka_unit_test(test_parse_object),
 		cmocka_unit_test(test_check_fields),
 		cmocka_unit_test(test_duration_field),
+		cmocka_unit_test(test_share_left),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,10 +6,11 @@
  * warning for an unparsable VRAM_MEMORY_LIMIT, a process from before the
  * channel opened (external), and bad input (garbage, a wrong length, a
  * pid that is not the peer's, a command sent by the hook) closing only the
- * offending connection.
+ * offending connection; the shared socket for other users' processes.
  */
 #include <errno.h>
 #include <setjmp.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -604,6 +606,131 @@ static void test_external_process(void **state)
 	spin(f);
 }
 
+/* Grants uid 65534 its workload "mine" only. */
+static bool authorize_nobody(uid_t uid, const char *workload, void *arg)
+{
+	int *calls = arg;
+	(*calls)++;
+	return uid == 65534 && (!workload || strcmp(workload, "mine") == 0);
+}
+
+/*
+ * Forks a process that, as uid and gid, connects n times to path (a HELLO
+ * for workload on the first connection unless workload is NULL), then waits
+ * for a byte on *ret_go and exits with how many of its connections the
+ * daemon had closed, or 255 when it could not connect.
+ */
+static pid_t foreign_process(const char *path, uid_t uid, const char *workload, int n, int *ret_go)
+{
+	int go[2];
+	assert_int_equal(pipe(go), 0);
+	pid_t kid = fork();
+	assert_true(kid >= 0);
+	if (kid > 0) {
+		close(go[0]);
+		*ret_go = go[1];
+		return kid;
+	}
+	close(go[1]);
+	if (setgid(uid) < 0 || setuid(uid) < 0)
+		_exit(254);
+	int fds[VRAM_HOOKCHAN_MAX_SHARED_CONNS + 8];
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	for (int i = 0; i < n; i++) {
+		fds[i] = socket(AF_UNIX, SOCK_STREAM, 0);
+		if (connect(fds[i], (struct sockaddr *)&sa, sizeof(sa)) < 0)
+			_exit(255);
+	}
+	if (workload)
+		hello(fds[0], getpid(), workload, 1 << 20);
+	char c;
+	(void)!read(go[0], &c, 1);
+	int closed = 0;
+	for (int i = 0; i < n; i++) {
+		struct pollfd pfd = {.fd = fds[i], .events = POLLIN};
+		closed += poll(&pfd, 1, 20) == 1 && read(fds[i], &c, 1) <= 0; /* EOF or reset */
+	}
+	_exit(closed);
+}
+
+/* Lets the child go on and returns its exit status. */
+static int finish(struct fixture *f, pid_t kid, int go)
+{
+	assert_int_equal(write(go, "x", 1), 1);
+	close(go);
+	int st = 0;
+	while (waitpid(kid, &st, WNOHANG) == 0)
+		spin(f);
+	assert_true(WIFEXITED(st));
+	return WEXITSTATUS(st);
+}
+
+/*
+ * The shared socket: another user's process reaches it where hook.sock is
+ * out of its reach, registers for its own workload only, is closed for any
+ * other (a configured workload's name) and when its uid has nothing to
+ * register for, and the connections of other users are bounded apart from
+ * those of vramd's own processes.
+ */
+static void test_shared_socket_other_users(void **state)
+{
+	struct fixture *f = *state;
+	if (geteuid() != 0)
+		skip(); /* processes of other users need root to make */
+	char shared[160];
+	snprintf(shared, sizeof(shared), "%s/shared.sock", f->dir);
+	int calls = 0;
+	assert_int_equal(vram_hookchan_listen_shared(f->hc, shared, authorize_nobody, &calls), 0);
+	assert_string_equal(vram_hookchan_shared_path(f->hc), shared);
+	assert_int_equal(vram_hookchan_listen_shared(f->hc, "/elsewhere", authorize_nobody, &calls), 0);
+	assert_string_equal(vram_hookchan_shared_path(f->hc), shared);
+	assert_int_equal(chmod(f->dir, 0755), 0); /* as the directory of a control socket others use */
+	int go;
+
+	/* hook.sock stays vramd's alone */
+	pid_t kid = foreign_process(f->path, 65534, NULL, 1, &go);
+	assert_int_equal(finish(f, kid, go), 255);
+
+	kid = foreign_process(shared, 65534, "mine", 1, &go);
+	pid_t pids[4];
+	for (int t = 0; t < 200 && vram_hookchan_pids(f->hc, "mine", pids, 4) == 0; t++)
+		spin(f);
+	assert_int_equal(vram_hookchan_pids(f->hc, "mine", pids, 4), 1);
+	assert_int_equal(pids[0], kid);
+	assert_int_equal(finish(f, kid, go), 0);
+
+	/* another workload's name: refused, and the connection closed */
+	kid = foreign_process(shared, 65534, "llm", 1, &go);
+	for (int t = 0; t < 10; t++)
+		spin(f);
+	assert_int_equal(vram_hookchan_pids(f->hc, "llm", pids, 4), 0);
+	assert_int_equal(finish(f, kid, go), 1);
+
+	/* a uid with nothing to register for is closed at once */
+	kid = foreign_process(shared, 65533, "mine", 1, &go);
+	for (int t = 0; t < 10; t++)
+		spin(f);
+	assert_int_equal(finish(f, kid, go), 1);
+	assert_int_equal(vram_hookchan_pids(f->hc, "mine", pids, 4), 0);
+
+	/* other users get their share; vramd's own processes are not refused for it */
+	kid = foreign_process(shared, 65534, NULL, VRAM_HOOKCHAN_MAX_SHARED_CONNS + 5, &go);
+	for (int t = 0; t < 20; t++)
+		spin(f);
+	int fd = dial(f);
+	hello(fd, getpid(), "llm", 1 << 20);
+	spin(f);
+	assert_int_equal(vram_hookchan_pids(f->hc, "llm", pids, 4), 1);
+	assert_int_equal(finish(f, kid, go), 5);
+	close(fd);
+	spin(f);
+	vram_hookchan_free(f->hc);
+	f->hc = NULL;
+	assert_int_equal(access(shared, F_OK), -1); /* removed with the channel */
+	assert_int_equal(vram_hookchan_new(f->base, f->path, &f->hc), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -616,6 +743,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_limit_invalid_warning, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_version_1_hook, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_external_process, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_shared_socket_other_users, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -740,6 +740,65 @@ static bool adhoc_gone(struct ctx *c, const void *arg)
 	return w == NULL;
 }
 
+/*
+ * An ad-hoc workload asked for by another user runs as that user, with its
+ * HOME and names where its environment does not set them, and status says
+ * whom it runs as; one asked for in-process runs as vramd.
+ */
+static void test_adhoc_runs_as_its_owner(void **state)
+{
+	struct ctx *c = *state;
+	if (geteuid() != 0)
+		skip(); /* only root starts processes as another user */
+	start_manager(c, "1x24GiB", NULL);
+	struct vram_runas nobody = {.uid = 65534, .gid = 65534, .groups = {65534}, .n_groups = 1};
+	snprintf(nobody.user, sizeof(nobody.user), "nobody");
+	snprintf(nobody.home, sizeof(nobody.home), "/nonexistent");
+	const char *const who[] = {"/bin/sh", "-c",
+				   "echo \"who=$(id -u):$(id -g) home=$HOME user=$USER logname=$LOGNAME\"",
+				   NULL};
+	const char *const env[] = {"LOGNAME=mine", NULL};
+	struct vram_adhoc_spec spec = {.cmd = who, .env = env, .name = "theirs", .runas = &nobody};
+	char err[512];
+	assert_int_equal(vram_manager_add_adhoc(c->m, &spec, NULL, err, sizeof(err)), 0);
+	assert_true(run_until(c, adhoc_exited, "theirs", 5));
+	json_t *w = vram_manager_workload_json(c->m, "theirs");
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(w, "exit"), "status")), 0);
+	json_t *owner = json_object_get(w, "owner");
+	assert_int_equal(json_integer_value(json_object_get(owner, "uid")), 65534);
+	assert_string_equal(json_string_value(json_object_get(owner, "user")), "nobody");
+	char *log = slurp_file(json_string_value(json_object_get(w, "log")), NULL);
+	json_decref(w);
+	assert_non_null(log);
+	assert_non_null(strstr(log, "who=65534:65534 home=/nonexistent user=nobody logname=mine\n"));
+	assert_non_null(strstr(log, ", as user nobody"));
+	free(log);
+	uid_t uid = 1;
+	char user[64] = "";
+	assert_true(vram_manager_adhoc_owner(c->m, "theirs", &uid, user, sizeof(user)));
+	assert_int_equal(uid, 65534);
+	assert_string_equal(user, "nobody");
+	assert_false(vram_manager_adhoc_owner(c->m, "demo", &uid, NULL, 0));
+	w = vram_manager_workload_json(c->m, "demo");
+	assert_true(json_is_null(json_object_get(w, "owner")));
+	json_decref(w);
+	/* idle timers set for all apply to the config's workloads, not to a user's command */
+	assert_int_equal(vram_manager_set_idle(c->m, NULL, VRAM_IDLE_KEEP, 1000, err, sizeof(err)), 0);
+	w = vram_manager_workload_json(c->m, "theirs");
+	assert_true(json_is_null(json_object_get(json_object_get(w, "timeouts"), "release_after_seconds")));
+	json_decref(w);
+	w = vram_manager_workload_json(c->m, "demo");
+	assert_true(json_real_value(json_object_get(json_object_get(w, "timeouts"), "release_after_seconds")) == 1.0);
+	json_decref(w);
+
+	/* without runas: vramd's own user */
+	spec = (struct vram_adhoc_spec){.cmd = who, .name = "ours"};
+	assert_int_equal(vram_manager_add_adhoc(c->m, &spec, NULL, err, sizeof(err)), 0);
+	assert_true(run_until(c, adhoc_exited, "ours", 5));
+	assert_true(vram_manager_adhoc_owner(c->m, "ours", &uid, NULL, 0));
+	assert_int_equal(uid, geteuid());
+}
+
 /* Ad-hoc workloads: added and started, shown with their exit, removed, slots reused, refusals. */
 static void test_adhoc(void **state)
 {
@@ -822,6 +881,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_start_failure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shutdown, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_adhoc, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_adhoc_runs_as_its_owner, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restore_onto_another_gpu, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mps_two_replicas_one_daemon, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mps_crash_fails_and_restarts, setup, teardown),

@@ -385,6 +385,129 @@ static void test_spawn_errors(void **state)
 	assert_int_equal(vram_supervisor_live(c->sup), 0);
 }
 
+/* Spawns argv as cr; returns what vram_supervisor_spawn returned, its message in err. */
+static int spawn_as_user(struct ctx *c, char **argv, const char *cwd, const struct vram_creds *cr,
+			 char *err, size_t err_size)
+{
+	struct vram_spawn sp = {.argv = argv, .cwd = cwd, .log = c->log, .creds = cr};
+	struct vram_child *child = NULL;
+	return vram_supervisor_spawn(c->sup, &sp, on_exit_cb, c, &child, err, err_size);
+}
+
+/*
+ * A child with credentials runs as that user, group and groups (all of real,
+ * effective and saved), in its own group, with none of the daemon's
+ * environment: a secret vramd holds in its own does not reach the user.
+ */
+static void test_creds_run_as_the_user(void **state)
+{
+	struct ctx *c = *state;
+	if (geteuid() != 0)
+		skip(); /* only root can start processes as another user */
+	static const gid_t groups[] = {65533, 4242};
+	struct vram_creds cr = {.uid = 65534, .gid = 65533, .groups = groups, .n_groups = 2};
+	setenv("VRAM_TEST_SECRET", "s3cret", 1);
+	char *argv[] = {"sh", "-c",
+			"echo \"ids=$(id -u) $(id -g) groups=$(id -G)\"; "
+			"echo \"secret=[$VRAM_TEST_SECRET] mine=$MINE path=$PATH cwd=$(pwd)\"; "
+			"grep -E '^(Uid|Gid):' /proc/$$$$/status; "
+			"echo \"pgid=$(cut -d' ' -f5 /proc/$$$$/stat) pid=$$$$\"",
+			NULL};
+	char *env[] = {"MINE=yes", NULL};
+	struct vram_spawn sp = {.argv = argv, .env = env, .cwd = "/", .log = c->log, .creds = &cr};
+	struct vram_child *child = NULL;
+	char err[256];
+	int r = vram_supervisor_spawn(c->sup, &sp, on_exit_cb, c, &child, err, sizeof(err));
+	unsetenv("VRAM_TEST_SECRET");
+	if (r < 0)
+		fail_msg("spawn: %s", err);
+	pid_t pid = vram_child_pid(child);
+	run_until_exit(c);
+	assert_true(WIFEXITED(c->status));
+	assert_int_equal(WEXITSTATUS(c->status), 0);
+	char *text = read_file(c->log_path);
+	assert_non_null(text);
+	assert_non_null(strstr(text, "ids=65534 65533 groups=65533 4242"));
+	assert_non_null(strstr(text, "Uid:\t65534\t65534\t65534\t65534"));
+	assert_non_null(strstr(text, "Gid:\t65533\t65533\t65533\t65533"));
+	assert_non_null(strstr(text, "secret=[] mine=yes path=" VRAM_SPAWN_DEFAULT_PATH " cwd=/\n"));
+	char expect[64];
+	snprintf(expect, sizeof(expect), "pgid=%d pid=%d", (int)pid, (int)pid);
+	assert_non_null(strstr(text, expect));
+	free(text);
+}
+
+/*
+ * The working directory and the program are looked up as the user: one the
+ * user may not enter or run is an error of the spawn that says so and as
+ * whom, not a child that exits 127; nothing is left running.
+ */
+static void test_creds_errors_name_the_step(void **state)
+{
+	struct ctx *c = *state;
+	if (geteuid() != 0)
+		skip();
+	struct vram_creds cr = {.uid = 65534, .gid = 65534};
+	char err[512], expect[512];
+	char *id[] = {"id", NULL};
+	/* c->dir is root's, mode 0700 */
+	assert_int_equal(spawn_as_user(c, id, c->dir, &cr, err, sizeof(err)), -EACCES);
+	snprintf(expect, sizeof(expect), "cwd %s: Permission denied (as uid 65534)", c->dir);
+	assert_string_equal(err, expect);
+
+	char script[160];
+	snprintf(script, sizeof(script), "%s/root-only.sh", c->dir);
+	FILE *f = fopen(script, "w");
+	assert_non_null(f);
+	fputs("#!/bin/sh\necho ran\n", f);
+	fclose(f);
+	assert_int_equal(chmod(script, 0700), 0);
+	assert_int_equal(chmod(c->dir, 0755), 0);
+	char *denied[] = {script, NULL};
+	assert_int_equal(spawn_as_user(c, denied, "/", &cr, err, sizeof(err)), -EACCES);
+	snprintf(expect, sizeof(expect), "cmd[0] %s: Permission denied (as uid 65534)", script);
+	assert_string_equal(err, expect);
+
+	char *missing[] = {"no-such-program-anywhere", NULL};
+	assert_int_equal(spawn_as_user(c, missing, "/", &cr, err, sizeof(err)), -ENOENT);
+	assert_string_equal(err, "cmd[0] no-such-program-anywhere: No such file or directory (as uid 65534)");
+	assert_int_equal(vram_supervisor_live(c->sup), 0);
+	assert_int_equal(c->exits, 0);
+	/* the same program runs as root, whose rights it needs */
+	struct vram_creds root = {.uid = 0, .gid = 0};
+	assert_int_equal(spawn_as_user(c, denied, "/", &root, err, sizeof(err)), 0);
+	run_until_exit(c);
+	assert_int_equal(WEXITSTATUS(c->status), 0);
+}
+
+/*
+ * A child that has not run its program when the spawn stops waiting (a
+ * user's file system may hold it): the spawn succeeds, and why the program
+ * never ran is in the log before its exit is reported. One that runs is
+ * unaffected.
+ */
+static void test_creds_late_failure_is_logged(void **state)
+{
+	struct ctx *c = *state;
+	if (geteuid() != 0)
+		skip();
+	vram_supervisor_set_spawn_wait(c->sup, 0); /* never wait: every outcome comes later */
+	struct vram_creds cr = {.uid = 65534, .gid = 65534};
+	char err[256], expect[256];
+	char *id[] = {"sh", "-c", "echo ran as $(id -u)", NULL};
+	assert_int_equal(spawn_as_user(c, id, c->dir, &cr, err, sizeof(err)), 0);
+	run_until_exit(c);
+	assert_int_equal(WEXITSTATUS(c->status), 127);
+	snprintf(expect, sizeof(expect), "[vramd] cwd %s: Permission denied (as uid 65534)", c->dir);
+	assert_non_null(strstr(c->tail_at_exit, expect));
+
+	assert_int_equal(spawn_as_user(c, id, "/", &cr, err, sizeof(err)), 0);
+	run_until_exit(c);
+	assert_int_equal(WEXITSTATUS(c->status), 0);
+	assert_non_null(strstr(c->tail_at_exit, "ran as 65534"));
+	assert_int_equal(vram_supervisor_live(c->sup), 0);
+}
+
 static void test_subst(void **state)
 {
 	char *env[] = {"A=1", "B=two", NULL};
@@ -574,6 +697,9 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_sigterm_obeyed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stopped_child_stops, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_spawn_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_creds_run_as_the_user, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_creds_errors_name_the_step, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_creds_late_failure_is_logged, setup, teardown),
 		cmocka_unit_test(test_subst),
 		cmocka_unit_test_setup_teardown(test_log_rotation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_probe_refused, setup, teardown),
