@@ -93,6 +93,7 @@ struct vram_instance {
 	uint64_t bytes_on_gpu[VRAM_PLAN_MAX_GPUS]; /* bytes given on gpus[i] (a fraction differs by GPU size); 0 = bytes_per_gpu */
 	bool resident;             /* its GPU memory is held now */
 	bool healthy;              /* passed the health check since the last spawn */
+	bool port_verified;        /* its port's listener was found to be its own since the last spawn */
 	bool stop_requested;       /* an exit now is expected, not a crash */
 	struct vram_health_probe *probe; /* in-flight health probe, or NULL */
 	unsigned live_failures;    /* liveness checks failed in a row since it became ready */

@@ -700,6 +700,7 @@ static int spawn_instance(struct vram_manager *m, struct vram_workload *w, struc
 	if (in->mps_client)
 		vram_mps_client_set_pid(in->mps_client, in->pid);
 	in->healthy = false;
+	in->port_verified = false;
 	in->stop_requested = false;
 	in->resident = in->n_gpus > 0;
 	(void)sim_charge(m, in, true);
@@ -1068,8 +1069,10 @@ static bool port_is_ours(struct vram_manager *m, struct vram_workload *w, struct
 			 in->port, strerror(-r));
 		return false;
 	}
-	if (po.verdict == VRAM_PORTOWNER_OWNED)
+	if (po.verdict == VRAM_PORTOWNER_OWNED) {
+		in->port_verified = true;
 		return true;
+	}
 	if (po.verdict == VRAM_PORTOWNER_NONE) {
 		/* answered, yet nothing listens now: it closed meanwhile; probed again */
 		vram_portowner_describe(&po, in->port, w->cfg->name, w->last_probe,
@@ -2967,6 +2970,39 @@ int vram_manager_find_model(struct vram_manager *m, const char *model, const cha
 	return -ENOENT;
 }
 
+/*
+ * A workload without a health probe (health: none, ad-hoc workloads) is
+ * ready at spawn, before anyone has looked at who listens on its port: the
+ * first request checks, so that a squatter never receives one. Nothing
+ * listening yet is let through (the connection is refused, 502, and the
+ * next request checks again); a foreign listener fails the workload with
+ * its name. Returns whether in may be sent the request.
+ */
+static bool endpoint_port_ours(struct vram_manager *m, struct vram_workload *w,
+			       struct vram_instance *in)
+{
+	if (in->port_verified || w->cfg->health.port_owner == VRAM_PORT_OWNER_ANY)
+		return true;
+	struct vram_portowner po;
+	int r = vram_portowner_check(in->port, in->pid, &po);
+	if (r == 0 && po.verdict == VRAM_PORTOWNER_OWNED)
+		in->port_verified = true;
+	if (r == 0 && po.verdict != VRAM_PORTOWNER_FOREIGN)
+		return true;
+	char msg[sizeof(w->last_error)];
+	if (r < 0)
+		snprintf(msg, sizeof(msg), "who holds port %u cannot be read: %s", in->port,
+			 strerror(-r));
+	else
+		vram_portowner_describe(&po, in->port, w->cfg->name, msg, sizeof(msg));
+	vram_warn("%s: %s; the request is not sent", w->cfg->name, msg);
+	fmt_error(w, -EADDRINUSE, "%s", msg);
+	if (w->log)
+		vram_logfile_note(w->log, "replica %u: %s", in->replica, msg);
+	fail_workload(m, w, VRAM_WL_EV_CRASH, true);
+	return false;
+}
+
 int vram_manager_endpoint(struct vram_manager *m, const char *name, unsigned *ret_port)
 {
 	struct vram_workload *w = find(m, name);
@@ -2979,6 +3015,8 @@ int vram_manager_endpoint(struct vram_manager *m, const char *name, unsigned *re
 	for (size_t n = 0; n < w->n_instances; n++) {
 		struct vram_instance *in = &w->instances[w->next_port_rr++ % w->n_instances];
 		if (in->child && in->healthy && in->port) {
+			if (!endpoint_port_ours(m, w, in))
+				return -EAGAIN;
 			*ret_port = in->port;
 			return 0;
 		}

@@ -188,3 +188,27 @@ def test_port_owner_any_accepts_a_proxy(daemon):
     finally:
         sq.stop()
         d.post("/api/workloads/a/stop", timeout=30)
+
+
+def test_a_workload_without_a_probe_checks_at_its_first_request(daemon):
+    # health: none (as ad-hoc workloads have) is ready at spawn, before anything could look at
+    # its port: the first request checks who listens there, and a squatter gets nothing
+    port = free_port()
+    text = config(f"port: {port}").replace("health: { path: /health, start_timeout: 30s }",
+                                           "health: none")
+    d = start(daemon, text)
+    sq = Squatter(d.workdir, port)
+    try:
+        r = d.post("/api/workloads/a/start", timeout=30)
+        assert r.status_code == 200, r.text
+        assert d.workload("a")["state"] == "ready"
+        r = d.post("/w/a/v1/chat/completions", headers=AUTH, timeout=30,
+                   json={"model": "a-model", "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code >= 500, r.text
+        w = wait_for(lambda: (lambda w: w if w["state"] == "failed" else None)(
+            d.workload("a")), timeout=15, what="a to fail")
+        assert w["last_error"].startswith(f"port {port} is held by {sq.comm} (pid {sq.proc.pid}"), w
+        assert sq.received() == b"", sq.received()
+        assert "the request is not sent" in d.log_text()
+    finally:
+        sq.stop()
