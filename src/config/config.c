@@ -14,6 +14,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <inttypes.h>
 #include <pwd.h>
 #include <limits.h>
@@ -55,6 +56,7 @@ struct ctx {
 	const struct vram_ynode *listen_at;   /* where daemon.listen was set */
 	const struct vram_ynode *socket_at;   /* where daemon.socket was set */
 	const struct vram_ynode *state_dir_at; /* where daemon.state_dir was set */
+	const struct vram_ynode *socket_mode_at; /* where daemon.socket_mode was set */
 };
 
 /* ---- errors and key paths ---- */
@@ -1504,6 +1506,54 @@ static void d_run_as(struct ctx *c, const struct vram_ynode *v, void *t)
 	cfg->daemon.run_as_gid = pw.pw_gid;
 }
 
+static void d_socket_mode(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	static const char expected[] = "0600 (vramd's user), 0660 (and socket_group) or 0666 "
+				       "(every local user)";
+	const char *s = want_scalar(c, v, expected);
+	if (!s)
+		return;
+	const char *digits = s[0] == '0' && s[1] ? s + 1 : s;
+	unsigned mode;
+	if (strcmp(digits, "600") == 0)
+		mode = 0600;
+	else if (strcmp(digits, "660") == 0)
+		mode = 0660;
+	else if (strcmp(digits, "666") == 0)
+		mode = 0666;
+	else {
+		fail(c, v, "expected %s, got %s", expected, GOT(v));
+		return;
+	}
+	CFG(t)->daemon.socket_mode = mode;
+	c->socket_mode_at = v;
+}
+
+/* A group by name or gid; resolved now, so that a typo fails at load. */
+static void d_socket_group(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	static const char expected[] = "a group name or gid that exists on this machine";
+	struct vram_config *cfg = CFG(t);
+	const char *s = want_scalar(c, v, expected);
+	if (!s)
+		return;
+	long long gid;
+	struct group gr, *found = NULL;
+	char buf[16384];
+	int e;
+	if (parse_ll(s, &gid) && gid >= 0 && gid < UINT32_MAX)
+		e = getgrgid_r((gid_t)gid, &gr, buf, sizeof(buf), &found);
+	else
+		e = getgrnam_r(s, &gr, buf, sizeof(buf), &found);
+	if (e != 0 || !found) {
+		fail(c, v, "no such group %s, expected %s", GOT(v), expected);
+		return;
+	}
+	get_string(c, v, &cfg->daemon.socket_group);
+	cfg->daemon.has_socket_group = cfg->daemon.socket_group != NULL;
+	cfg->daemon.socket_gid = gr.gr_gid;
+}
+
 static const struct key_def daemon_keys[] = {
 	{ "listen", d_listen, false },
 	{ "socket", d_socket, false },
@@ -1518,6 +1568,8 @@ static const struct key_def daemon_keys[] = {
 	{ "allowed_hosts", d_allowed_hosts, false },
 	{ "cors", d_cors, false },
 	{ "run_as", d_run_as, false },
+	{ "socket_mode", d_socket_mode, false },
+	{ "socket_group", d_socket_group, false },
 };
 
 static void g_backend(struct ctx *c, const struct vram_ynode *v, void *t)
@@ -1728,7 +1780,7 @@ static void check_socket_path(struct ctx *c)
 {
 	const struct vram_config *cfg = c->cfg;
 	size_t max = sizeof(((struct sockaddr_un *)0)->sun_path) - 1 -
-		     (sizeof(VRAM_CONFIG_API_SOCKET_SUFFIX) - 1);
+		     (sizeof(VRAM_CONFIG_HOOK_SOCKET_SUFFIX) - 1);
 	if (!cfg->daemon.socket || strlen(cfg->daemon.socket) <= max)
 		return;
 	const char *key = c->socket_at ? "daemon.socket" : "daemon.state_dir";
@@ -1746,6 +1798,40 @@ static void check_socket_path(struct ctx *c)
 			    "%s, expected a path of at most %zu bytes (a Unix socket's limit)", what,
 			    max);
 	}
+}
+
+/*
+ * A control socket other users may open must be outside the state
+ * directory, which is vramd's alone (0700): nobody else could reach it there.
+ */
+static void check_socket_access(struct ctx *c)
+{
+	struct vram_config *cfg = c->cfg;
+	if (cfg->daemon.has_socket_group && !cfg->daemon.socket_mode)
+		cfg->daemon.socket_mode = 0660;
+	if (!cfg->daemon.socket_mode)
+		cfg->daemon.socket_mode = 0600;
+	if (cfg->daemon.socket_mode == 0600 || !cfg->daemon.socket || !cfg->daemon.state_dir)
+		return;
+	size_t n = strlen(cfg->daemon.state_dir);
+	while (n > 1 && cfg->daemon.state_dir[n - 1] == '/')
+		n--;
+	if (strncmp(cfg->daemon.socket, cfg->daemon.state_dir, n) != 0 ||
+	    (cfg->daemon.socket[n] != '/' && n > 1))
+		return;
+#define INSIDE_MSG                                                                          \
+	"the control socket %s is inside the state directory, which only vramd's user may " \
+	"enter (0700), so a mode of %04o reaches nobody else; expected daemon.socket "      \
+	"outside it, like /run/vramd.sock"
+	if (c->socket_mode_at) {
+		size_t mark = path_push(c, "daemon.socket_mode");
+		fail(c, c->socket_mode_at, INSIDE_MSG, cfg->daemon.socket, cfg->daemon.socket_mode);
+		path_pop(c, mark);
+	} else {
+		fail_option(c, "daemon.socket_group", INSIDE_MSG, cfg->daemon.socket,
+			    cfg->daemon.socket_mode);
+	}
+#undef INSIDE_MSG
 }
 
 /* A workload's fixed port cannot be vramd's own: its requests would loop through vramd. */
@@ -1802,6 +1888,7 @@ static void finish_daemon(struct ctx *c)
 		fail_option(c, "gpus.backend", "sim needs GPUs, expected gpus.sim like 2x80GiB "
 			    "or --gpus 2x80GiB");
 	check_socket_path(c);
+	check_socket_access(c);
 }
 
 void vram_config_free(struct vram_config *config)
@@ -1819,6 +1906,7 @@ void vram_config_free(struct vram_config *config)
 	free_strv(config->daemon.allowed_hosts);
 	free_strv(config->daemon.cors_origins);
 	free(config->daemon.run_as);
+	free(config->daemon.socket_group);
 	free_sim(config);
 	for (size_t i = 0; i < config->n_workloads; i++)
 		workload_done(&config->workloads[i]);

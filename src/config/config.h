@@ -29,7 +29,9 @@
 #define VRAM_CONFIG_MAX_ERRORS 20
 #define VRAM_HEALTH_PATH_MAX 1024 /* bytes of a health check path */
 /* The private API socket is the control socket's path with this appended. */
-#define VRAM_CONFIG_API_SOCKET_SUFFIX ".api" /* errors listed in one message; the rest are counted */
+#define VRAM_CONFIG_API_SOCKET_SUFFIX ".api"
+/* The hook socket for other users' processes: the control socket's path with this appended. */
+#define VRAM_CONFIG_HOOK_SOCKET_SUFFIX ".hook" /* errors listed in one message; the rest are counted */
 
 /* Where a value stood in the file, for runtime errors that point back. */
 struct vram_src_pos {
@@ -188,6 +190,12 @@ struct vram_config {
 		size_t n_cors_origins;
 		char *run_as;          /* owned; the user (name or uid, as written) ad-hoc workloads
 					* asked for over TCP run as; NULL = such requests are refused */
+		unsigned socket_mode;  /* permission bits of the control socket: 0600 (default),
+					* 0660 or 0666 */
+		char *socket_group;    /* owned; the control socket's group (name or gid, as
+					* written); NULL = vramd's own group */
+		bool has_socket_group; /* socket_group is set and was resolved: */
+		gid_t socket_gid;      /*   its gid */
 		bool has_run_as;       /* run_as is set and was resolved: */
 		uid_t run_as_uid;      /*   its uid */
 		gid_t run_as_gid;      /*   its primary group */

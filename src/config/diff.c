@@ -86,6 +86,8 @@ bool vram_diff_fixed(const struct vram_config *a, const struct vram_config *b, c
 		      b->daemon.n_cors_origins),
 	      "daemon.cors.origins");
 	FIXED(str_eq(a->daemon.run_as, b->daemon.run_as), "daemon.run_as");
+	FIXED(a->daemon.socket_mode == b->daemon.socket_mode, "daemon.socket_mode");
+	FIXED(str_eq(a->daemon.socket_group, b->daemon.socket_group), "daemon.socket_group");
 	FIXED(a->gpus.backend == b->gpus.backend, "gpus.backend");
 	bool sim = a->gpus.n_sim == b->gpus.n_sim;
 	for (size_t i = 0; sim && i < a->gpus.n_sim; i++)

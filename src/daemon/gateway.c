@@ -2544,7 +2544,13 @@ int vram_gateway_listen_tcp(struct vram_gateway *gw, const char *hostport, unsig
 
 int vram_gateway_listen_unix(struct vram_gateway *gw, const char *path, char *err, size_t err_size)
 {
-	int fd = vram_http_listen_unix(path, err, err_size);
+	return vram_gateway_listen_unix_shared(gw, path, 0600, (gid_t)-1, err, err_size);
+}
+
+int vram_gateway_listen_unix_shared(struct vram_gateway *gw, const char *path, mode_t mode,
+				    gid_t gid, char *err, size_t err_size)
+{
+	int fd = vram_http_listen_unix_shared(path, mode, gid, err, err_size);
 	if (fd < 0)
 		return fd;
 	int r = listener_add(gw, fd, true, path, NULL, 0, err, err_size);

@@ -37,6 +37,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 struct event_base;
 struct evhttp_request;
@@ -111,6 +112,9 @@ int vram_gateway_listen_tcp(struct vram_gateway *gw, const char *hostport, unsig
 			    char *err, size_t err_size);
 int vram_gateway_listen_unix(struct vram_gateway *gw, const char *path, char *err,
 			     size_t err_size);
+/* The same with the socket file's mode and group (vram_http_listen_unix_shared). */
+int vram_gateway_listen_unix_shared(struct vram_gateway *gw, const char *path, mode_t mode,
+				    gid_t gid, char *err, size_t err_size);
 /*
  * Answers every waiting request 503 and cancels every request in flight
  * (closing its client); stops accepting. Call before the manager shuts down.

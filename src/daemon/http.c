@@ -585,6 +585,24 @@ int vram_http_listen_unix(const char *path, char *err, size_t err_size)
 	return fd;
 }
 
+int vram_http_listen_unix_shared(const char *path, mode_t mode, gid_t gid, char *err,
+				 size_t err_size)
+{
+	int fd = vram_http_listen_unix(path, err, err_size);
+	if (fd < 0 || (mode == 0600 && gid == (gid_t)-1))
+		return fd;
+	/* the group first: a 0660 socket with the wrong group would let that group in */
+	if ((gid != (gid_t)-1 && chown(path, (uid_t)-1, gid) < 0) || chmod(path, mode) < 0) {
+		int e = errno;
+		snprintf(err, err_size, "cannot give %s group %lu and mode %04o: %s", path,
+			 (unsigned long)gid, (unsigned)mode, strerror(e));
+		unlink(path);
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
 /* Hands the listening socket fd (taken) to a new evhttp instance. */
 static int listener_accept(struct vram_http *h, int fd, bool trusted, char *err, size_t err_size)
 {

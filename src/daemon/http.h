@@ -15,6 +15,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 struct event_base;
 struct evhttp_request;
@@ -90,6 +91,12 @@ int vram_http_listen_tcp(const char *hostport, unsigned *ret_port, char *err, si
  * unlinks path) or -errno with a reason in err.
  */
 int vram_http_listen_unix(const char *path, char *err, size_t err_size);
+/*
+ * The same, then gives the socket file group gid (unless it is (gid_t)-1)
+ * and mode (0600, 0660 or 0666): the socket is 0600 until both are set.
+ */
+int vram_http_listen_unix_shared(const char *path, mode_t mode, gid_t gid, char *err,
+				 size_t err_size);
 
 /*
  * Splits "HOST:PORT" / "[v6]:PORT" into host (NUL-terminated, brackets

@@ -315,7 +315,10 @@ int main(int argc, char **argv)
 		vram_err("Failed to listen: %s", err);
 		goto out_http;
 	}
-	if ((r = vram_gateway_listen_unix(d.gw, socket_path, err, sizeof(err))) < 0) {
+	if ((r = vram_gateway_listen_unix_shared(
+		     d.gw, socket_path, rcfg->daemon.socket_mode,
+		     rcfg->daemon.has_socket_group ? rcfg->daemon.socket_gid : (gid_t)-1, err,
+		     sizeof(err))) < 0) {
 		vram_err("Failed to listen on the control socket: %s", err);
 		goto out_http;
 	}

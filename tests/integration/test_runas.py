@@ -16,6 +16,7 @@ Two kinds of test:
 - API: against the private API socket (<socket>.api), with the X-Vramd-Peer
   header the gateway would send: the API's own rules, whatever the front end.
 """
+import grp
 import os
 import pwd
 import secrets
@@ -61,6 +62,7 @@ CONFIG = """
 daemon:
   log_level: debug
   socket: {ctl}/vramd.sock
+  socket_mode: 0666
 {extra}gpus:
   reserve: 0
 defaults:
@@ -139,8 +141,8 @@ def vramd(daemon):
         if token:
             d.http.headers["Authorization"] = f"Bearer {token}"
         d.wait_ready()
-        # vramd creates it 0600; the operator opens it to the machine's users
-        os.chmod(d.sock, 0o666)
+        # the operator opened it to the machine's users (daemon.socket_mode)
+        assert stat.S_IMODE(os.stat(d.sock).st_mode) == 0o666
         return d
 
     yield start
@@ -190,6 +192,33 @@ def test_vramctl_run_runs_as_the_calling_user(vramd, users):
                        capture_output=True, text=True, timeout=60, env=user_env())
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["0", "0"], r.stdout
+
+
+def test_the_socket_group_decides_who_may_connect(daemon, users):
+    """GATEWAY. daemon.socket_group: the socket is 0660 with that group; a member gets in,
+    another user is refused by the kernel."""
+    alice, bob = users
+    group = f"vrtg{secrets.token_hex(3)}"
+    subprocess.run(["groupadd", group], check=True, capture_output=True)
+    ctl = tempfile.mkdtemp(prefix="vrt-ctl-")
+    try:
+        subprocess.run(["usermod", "-a", "-G", group, alice.name], check=True,
+                       capture_output=True)
+        os.chmod(ctl, 0o755)
+        text = CONFIG.format(ctl=ctl, extra="", demo=DEMO).replace(
+            "  socket_mode: 0666\n", f"  socket_group: {group}\n")
+        d = daemon(text)
+        sock = os.path.join(ctl, "vramd.sock")
+        st = os.stat(sock)
+        assert stat.S_IMODE(st.st_mode) == 0o660
+        assert st.st_gid == grp.getgrnam(group).gr_gid
+        status, body = alice.request(sock, "GET", "/api/status")
+        assert status == 200, body
+        r = bob.run(VRAMCTL, "--url", sock, "status")
+        assert r.returncode != 0 and "Permission denied" in r.stderr, (r.stdout, r.stderr)
+    finally:
+        shutil.rmtree(ctl, ignore_errors=True)
+        subprocess.run(["groupdel", group], capture_output=True)
 
 
 def test_a_command_is_its_users_alone(vramd, users):

@@ -564,6 +564,42 @@ static void test_access_keys(void **state)
 		     "1s, got \"10ms\"");
 }
 
+static void test_socket_access(void **state)
+{
+	struct vram_config *cfg = parse_ok(WL_A);
+	assert_int_equal(cfg->daemon.socket_mode, 0600);
+	assert_false(cfg->daemon.has_socket_group);
+	vram_config_free(cfg);
+	cfg = parse_ok("daemon:\n  socket: /run/vramd.sock\n  socket_group: root\n" WL_A);
+	assert_int_equal(cfg->daemon.socket_mode, 0660);
+	assert_true(cfg->daemon.has_socket_group);
+	assert_int_equal(cfg->daemon.socket_gid, 0);
+	vram_config_free(cfg);
+	cfg = parse_ok("daemon:\n  socket: /run/vramd.sock\n  socket_mode: '666'\n" WL_A);
+	assert_int_equal(cfg->daemon.socket_mode, 0666);
+	vram_config_free(cfg);
+	cfg = parse_ok("daemon:\n  state_dir: /var/lib/vramd\n  socket_mode: 0600\n" WL_A);
+	assert_int_equal(cfg->daemon.socket_mode, 0600);
+	vram_config_free(cfg);
+
+	expect_error("daemon:\n  socket: /run/vramd.sock\n  socket_mode: 0777\n",
+		     "t.yaml:3:16: daemon.socket_mode: expected 0600 (vramd's user), 0660 (and "
+		     "socket_group) or 0666 (every local user), got \"0777\"");
+	expect_error("daemon:\n  socket_group: no-such-group-here\n",
+		     "t.yaml:2:17: daemon.socket_group: no such group \"no-such-group-here\", "
+		     "expected a group name or gid that exists on this machine");
+	expect_error("daemon:\n  state_dir: /var/lib/vramd/\n  socket_mode: 0666\n",
+		     "t.yaml:3:16: daemon.socket_mode: the control socket /var/lib/vramd//vramd.sock "
+		     "is inside the state directory, which only vramd's user may enter (0700), so a "
+		     "mode of 0666 reaches nobody else; expected daemon.socket outside it, like "
+		     "/run/vramd.sock");
+	expect_error("daemon:\n  state_dir: /var/lib/vramd\n  socket_group: root\n",
+		     "t.yaml: daemon.socket_group: the control socket /var/lib/vramd/vramd.sock is "
+		     "inside the state directory, which only vramd's user may enter (0700), so a "
+		     "mode of 0660 reaches nobody else; expected daemon.socket outside it, like "
+		     "/run/vramd.sock");
+}
+
 /* What --check-config must refuse because it could never run. */
 static void test_error_cannot_work(void **state)
 {
@@ -574,10 +610,10 @@ static void test_error_cannot_work(void **state)
 	longdir[sizeof(longdir) - 1] = '\0';
 	snprintf(yaml, sizeof(yaml), "daemon:\n  socket: %s\n", longdir);
 	expect_error(yaml, "t.yaml:2:11: daemon.socket: the control socket's path is 199 bytes, "
-			   "expected a path of at most 103 bytes (a Unix socket's limit)");
+			   "expected a path of at most 102 bytes (a Unix socket's limit)");
 	snprintf(yaml, sizeof(yaml), "daemon:\n  state_dir: %s\n", longdir);
 	expect_error(yaml, "t.yaml:2:14: daemon.state_dir: the control socket's path "
-			   "(<state_dir>/vramd.sock) is 210 bytes, expected a path of at most 103 "
+			   "(<state_dir>/vramd.sock) is 210 bytes, expected a path of at most 102 "
 			   "bytes (a Unix socket's limit)");
 	expect_error(WL_A "    health: \"/he\\r\\nX-Evil: 1\"\n",
 		     "t.yaml:4:13: workloads.a.health: a space or control character at byte 3, "
@@ -1128,6 +1164,7 @@ int main(void)
 		cmocka_unit_test(test_edit_distance),
 		cmocka_unit_test(test_access_keys),
 		cmocka_unit_test(test_error_cannot_work),
+		cmocka_unit_test(test_socket_access),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
