@@ -57,7 +57,6 @@
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 #include <jansson.h>
-#include <malloc.h>
 
 #include "common/buf.h"
 #include "common/log.h"
@@ -81,7 +80,6 @@
 /* what the gateway relays, evhttp takes: it would answer a longer body with an HTML page */
 _Static_assert(VRAM_GATEWAY_API_BODY_MAX <= VRAM_HTTP_HARD_BODY_MAX, "API bodies over evhttp's limit");
 /* bytes from which glibc maps a block on its own (see vram_gateway_new) */
-#define GW_MMAP_THRESHOLD (512 * 1024)
 /* bytes queued to a client: the backlog limit plus what one upstream read adds */
 #define GW_CLIENT_OUT_MAX (VRAM_GATEWAY_BACKLOG_MAX + 2 * GW_READ_MAX + VRAM_GATEWAY_UP_HEADERS_MAX)
 
@@ -2675,15 +2673,6 @@ int vram_gateway_new(struct event_base *base, struct vram_manager *m, struct vra
 				  "the request body budget stays %llu bytes", budget,
 				  (unsigned long long)gw->body_budget);
 	}
-	/*
-	 * Request bodies make buffers of up to 17 MiB that live for one request.
-	 * glibc raises its mmap threshold to the size of the largest block
-	 * freed, after which such buffers come from the heap, whose free space
-	 * goes back to the system only from its top: what a burst of large
-	 * bodies took would stay with vramd. A fixed threshold keeps large
-	 * blocks mapped on their own, and given back when freed.
-	 */
-	mallopt(M_MMAP_THRESHOLD, GW_MMAP_THRESHOLD);
 	gw->sweep = event_new(base, -1, EV_PERSIST, on_sweep, gw);
 	struct timeval tv = { GW_SWEEP_S, 0 };
 	if (!gw->api_socket || (token && *token && !gw->token) || !gw->addrs || !gw->sweep ||

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,9 @@
 
 /* Descriptors the daemon asks for (its soft RLIMIT_NOFILE, up to the hard limit). */
 #define VRAM_NOFILE_WANT 65536
+
+/* bytes: larger blocks are always mapped on their own (see main) */
+#define VRAM_MMAP_THRESHOLD (512 * 1024)
 
 /* s the daemon waits for the manager to stop its workloads before it gives up. */
 #define SHUTDOWN_GUARD_S 120
@@ -156,6 +160,15 @@ int main(int argc, char **argv)
 	vram_relay_set_program("/proc/self/exe");
 	/* clients, upstream connections and workload pipes; children keep the old limit */
 	rlim_t nofile = vram_nofile_raise(VRAM_NOFILE_WANT);
+	/*
+	 * The gateway's request bodies make buffers of up to 17 MiB that live
+	 * for one request. glibc raises its mmap threshold to the size of the
+	 * largest block freed, after which such buffers come from the heap,
+	 * whose free space goes back to the system only from its top: what a
+	 * burst of large bodies took would stay with vramd. A fixed threshold
+	 * keeps large blocks mapped on their own, and given back when freed.
+	 */
+	mallopt(M_MMAP_THRESHOLD, VRAM_MMAP_THRESHOLD);
 
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
