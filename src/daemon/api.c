@@ -1456,10 +1456,10 @@ static int h_create(struct vram_api_call *c, json_t **ret)
 	const char *name = NULL;
 	r = vram_manager_add_adhoc(c->api->m, &spec, &name, err, sizeof(err));
 	if (r < 0) {
-		int status = r == -EINVAL ? 400 : r == -EEXIST ? 409
+		int status = r == -EINVAL ? 400 : r == -EEXIST ? 409 : r == -EDQUOT ? 429
 				  : r == -EAGAIN || r == -ENOSPC || r == -EBUSY ? 503 : 500;
 		const char *code = r == -EEXIST ? "name_taken" : r == -EAGAIN ? "no_slot"
-				   : r == -ENOSPC ? "no_room" : NULL;
+				   : r == -EDQUOT ? "user_limit" : r == -ENOSPC ? "no_room" : NULL;
 		st = error_out(ret, status, code, "%s", *err ? err : strerror(-r));
 		goto out;
 	}

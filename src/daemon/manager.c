@@ -1874,6 +1874,20 @@ int vram_manager_add_adhoc(struct vram_manager *m, const struct vram_adhoc_spec 
 			snprintf(name, sizeof(name), "run-%u", ++m->adhoc_seq);
 		while (find(m, name));
 	}
+	if (spec->runas && !spec->runas->as_daemon && spec->runas->uid != 0) {
+		/* one user cannot take every slot from the others and the owner */
+		unsigned held = 0;
+		for (size_t i = 0; i < VRAM_MANAGER_ADHOC_MAX; i++)
+			held += m->adhoc[i].used && !m->adhoc[i].removing &&
+				m->adhoc[i].runas.uid == spec->runas->uid;
+		if (held >= VRAM_MANAGER_ADHOC_PER_USER_MAX) {
+			snprintf(err, err_size,
+				 "%s holds %u ad-hoc workloads, the most one user may; end one "
+				 "first (DELETE /api/workloads/NAME)",
+				 spec->runas->user, held);
+			return -EDQUOT;
+		}
+	}
 	struct vram_workload *w = adhoc_slot(m);
 	if (!w) {
 		snprintf(err, err_size, "all %d ad-hoc workload slots are in use; remove one first",

@@ -179,6 +179,8 @@ int vram_manager_set_idle(struct vram_manager *m, const char *name, uint64_t off
  * new one; the slot is freed only when no job or waiter refers to it.
  */
 #define VRAM_MANAGER_ADHOC_MAX 16
+/* ad-hoc workloads one user other than root or vramd's own may hold (running or not) */
+#define VRAM_MANAGER_ADHOC_PER_USER_MAX 4
 #define VRAM_MANAGER_ADHOC_LINGER_MS (10 * 60 * 1000) /* ms a finished one stays in status */
 #define VRAM_MANAGER_ADHOC_MAX_ENV 4096 /* environment entries */
 /* The hook socket for processes of other users: the control socket's path with this appended. */
@@ -199,7 +201,8 @@ struct vram_adhoc_spec {
  * Creates an ad-hoc workload and starts it. On success *ret_name (may be
  * NULL) receives its name (borrowed, valid until it is removed). Returns 0,
  * or with a message in err: -EINVAL (bad name, command or environment),
- * -EEXIST (name taken), -EAGAIN (no free slot), -ENOSPC (no room on the
+ * -EEXIST (name taken), -EAGAIN (no free slot), -EDQUOT (the user holds
+ * VRAM_MANAGER_ADHOC_PER_USER_MAX already), -ENOSPC (no room on the
  * GPUs), -EBUSY (shutting down), -ENOMEM.
  */
 int vram_manager_add_adhoc(struct vram_manager *m, const struct vram_adhoc_spec *spec,

@@ -221,6 +221,29 @@ def test_the_socket_group_decides_who_may_connect(daemon, users):
         subprocess.run(["groupdel", group], capture_output=True)
 
 
+def test_one_user_cannot_take_every_adhoc_slot(vramd, users):
+    """GATEWAY. A user holds at most 4 ad-hoc workloads; the owner still gets one."""
+    alice, _ = users
+    d = vramd()
+    for i in range(4):
+        status, body = alice.request(d.sock, "POST", "/api/workloads",
+                                     json={"name": f"a{i}", "cmd": ["sleep", "60"]})
+        assert status == 201, body
+    status, body = alice.request(d.sock, "POST", "/api/workloads",
+                                 json={"name": "a4", "cmd": ["sleep", "60"]})
+    assert status == 429, body
+    err = json.loads(body)["error"]
+    assert err["code"] == "user_limit"
+    assert err["message"] == (f"{alice.name} holds 4 ad-hoc workloads, the most one user may; "
+                              "end one first (DELETE /api/workloads/NAME)")
+    # the owner (root here) is not counted against alice's share
+    r = unix_request(d.sock, "POST", "/api/workloads", json_body={"name": "mine",
+                                                                  "cmd": ["sleep", "60"]})
+    assert r.status_code == 201, r.text
+    for name in ["a0", "a1", "a2", "a3", "mine"]:
+        unix_request(d.sock, "DELETE", f"/api/workloads/{name}")
+
+
 def test_a_command_is_its_users_alone(vramd, users):
     """GATEWAY."""
     alice, bob = users
