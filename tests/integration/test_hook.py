@@ -76,8 +76,11 @@ def test_hook_engine_offload_restore(daemon):
     w = d.workload("fcs")
     assert w["engine"]["name"] == "hook", w["engine"]
     pid = w["pid"]
-    # Registration comes with the hello; the numbers with the first usage report.
-    hook = wait_for(lambda: (lambda h: h if h and h["processes"] and h["measured_bytes"] else None)(
+    # Registration comes with the hello; the numbers with the usage reports, which the hook
+    # sends at most once a second: the first may come after the context and before the
+    # server's own 64 MiB, so wait for the report that has both.
+    hook = wait_for(lambda: (lambda h: h if h and h["processes"] and
+                             h["measured_bytes"] == 128 * MIB else None)(
         d.workload("fcs")["hook"]), what="the hook to register and report its usage")
     procs = hook["processes"]
     assert [p["pid"] for p in procs] == [pid]
