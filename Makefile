@@ -56,7 +56,7 @@ test-asan: $(ASAN_BUILD)/build.ninja
 
 test-valgrind: build
 	meson test -C $(BUILD) --suite unit --print-errorlogs --num-processes 2 \
-		--wrapper 'valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --error-exitcode=1'
+		--wrapper 'valgrind --quiet --child-silent-after-fork=yes --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --error-exitcode=1'
 
 bench: build
 	./bench/run-all.sh $(BUILD)

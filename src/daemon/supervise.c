@@ -957,7 +957,16 @@ int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp
 	pid_t pid;
 	if (sp->creds) {
 		int late_fd = -1;
+		/*
+		 * The forked child leaves through _exit with a copy of the daemon's
+		 * memory; c is the one block of it that nothing points to yet. Held
+		 * here, it stays reachable in the child too, for leak checkers that
+		 * follow fork (valgrind).
+		 */
+		static struct vram_child *volatile forking;
+		forking = c;
 		r = spawn_as(s, sp, argv, env, pipefd[1], &pid, &late_fd, err, err_size);
+		forking = NULL;
 		if (r < 0)
 			goto out;
 		if (late_fd >= 0 && late_watch(c, sp, argv[0], late_fd) < 0)
