@@ -29,6 +29,7 @@
 #include <event2/event.h>
 
 #include "common/fsutil.h"
+#include "common/list.h"
 #include "common/log.h"
 #include "common/strutil.h"
 #include "common/units.h"
@@ -56,7 +57,7 @@
 
 struct vram_manager_waiter {
 	struct vram_manager *m;
-	struct vram_manager_waiter *next;
+	struct vram_list link; /* on m->waiters */
 	struct vram_workload *w;
 	enum vram_action action;
 	enum vram_wl_state target;
@@ -73,18 +74,31 @@ struct vram_manager_waiter {
 };
 
 struct vram_manager_sub {
-	struct vram_manager *m;
-	struct vram_manager_sub *next;
+	struct vram_list link; /* on m->subs */
 	vram_event_cb cb;
 	void *arg;
 };
 
 /*
- * A workload of the config and what a reload left for it to do. Such work
- * waits until no request is in flight and no action runs, so that a reload
- * never cuts a request short.
+ * What the daemon keeps for one workload slot beside core's struct
+ * vram_workload (the same index in ws): its timers, whom it runs as, how its
+ * process last ended, and what a config reload left for it to do. Zeroed
+ * while the slot is free.
  */
-struct cfg_slot {
+struct mgr_slot {
+	struct event *retry_timer;  /* restart after backoff; owned */
+	struct event *start_timer;  /* start/restore timeout; owned */
+	struct event *probe_timer;  /* next health probe round; owned */
+	const struct vram_runas *runas; /* whom it runs as when that is not vramd itself
+					   (borrowed from its ad-hoc record), else NULL */
+	bool exited;          /* its process ended since the last spawn */
+	int wait_status;      /* waitpid status of that end */
+	uint64_t finished_ms; /* monotonic ms it ended */
+	/*
+	 * A workload of the config: what a reload left for it to do. Such work
+	 * waits until no request is in flight and no action runs, so that a
+	 * reload never cuts a request short. Always clear for an ad-hoc slot.
+	 */
 	bool removing;   /* gone from the config: stopped, then freed */
 	bool start_after; /* start again once the restart is done */
 	const struct vram_workload_config *next; /* borrowed (m->cfg or a retired config): the
@@ -94,18 +108,15 @@ struct cfg_slot {
 
 /* A config replaced by a reload, kept while a workload still runs with it. */
 struct retired {
+	struct vram_list link;   /* on m->retired */
 	struct vram_config *cfg; /* owned */
-	struct retired *next;
 };
 
-/* An ad-hoc workload's own config and what it left when it ended. */
+/* An ad-hoc workload's own config and owner. */
 struct adhoc {
 	bool used;           /* the slot holds a workload */
 	struct vram_runas runas; /* who it runs as: its owner */
 	bool removing;       /* freed once it has exited and nothing refers to it */
-	bool exited;         /* its process ended since the last start */
-	int wait_status;     /* waitpid status of that end */
-	uint64_t finished_ms; /* monotonic ms it ended */
 	struct vram_workload_config cfg; /* owned */
 };
 
@@ -120,16 +131,16 @@ struct vram_manager {
 	struct vram_workload **wptrs; /* the live workloads (n_live), for the planner */
 	size_t n_ws;          /* n_cfg + VRAM_MANAGER_ADHOC_MAX slots */
 	size_t n_cfg;         /* slots for workloads of the config, ws[0..n_cfg): room for a reload */
-	struct cfg_slot *slots; /* owned; for ws[0..n_cfg) */
-	struct retired *retired; /* configs replaced by reloads, still in use */
+	struct mgr_slot *slots; /* owned array of n_ws: what the daemon keeps beside each ws[k] */
+	struct vram_list retired; /* struct retired: configs replaced by reloads, still in use */
 	char *cfg_path;       /* owned; the file a reload reads, or NULL */
 	char *ov_listen, *ov_sim_gpus, *ov_state_dir; /* owned; the command line's overrides */
 	bool keep_log_level;  /* the command line set it: a reload leaves it */
 	size_t n_live;
 	struct adhoc adhoc[VRAM_MANAGER_ADHOC_MAX]; /* for ws[n_cfg + i] */
 	unsigned adhoc_seq;   /* numbers "run-<n>" names */
-	struct vram_manager_waiter *waiters;
-	struct vram_manager_sub *subs;
+	struct vram_list waiters; /* struct vram_manager_waiter, newest first */
+	struct vram_list subs;    /* struct vram_manager_sub, newest first */
 	struct event *tick;
 	struct event *kick;
 	bool running;
@@ -190,18 +201,22 @@ static struct adhoc *adhoc_of(struct vram_manager *m, const struct vram_workload
 	return k >= m->n_cfg && k < m->n_ws ? &m->adhoc[k - m->n_cfg] : NULL;
 }
 
-/* The reload record of w, NULL for an ad-hoc workload. */
-static struct cfg_slot *slot_of(struct vram_manager *m, const struct vram_workload *w)
+/* Whether w sits in an ad-hoc slot rather than one of the config's. */
+static bool is_adhoc(const struct vram_manager *m, const struct vram_workload *w)
 {
-	size_t k = (size_t)(w - m->ws);
-	return k < m->n_cfg ? &m->slots[k] : NULL;
+	return (size_t)(w - m->ws) >= m->n_cfg;
+}
+
+/* What the daemon keeps beside w. */
+static struct mgr_slot *slot_of(struct vram_manager *m, const struct vram_workload *w)
+{
+	return &m->slots[w - m->ws];
 }
 
 /* A workload that a reload removed and that has not stopped yet. */
 static bool removing(struct vram_manager *m, const struct vram_workload *w)
 {
-	const struct cfg_slot *s = slot_of(m, w);
-	return s && s->removing;
+	return slot_of(m, w)->removing;
 }
 
 /* Any live workload by name, also one being removed. */
@@ -239,15 +254,16 @@ static void fmt_error(struct vram_workload *w, int err, const char *fmt, ...)
 static void emit(struct vram_manager *m, struct vram_workload *w, enum vram_wl_state from,
 		 const char *reason)
 {
-	if (!m->subs)
+	if (vram_list_empty(&m->subs))
 		return;
 	json_t *data = json_pack("{s:s,s:s,s:s,s:s,s:f}", "workload", w->cfg->name, "from",
 				 vram_wl_state_name(from), "to", vram_wl_state_name(w->state),
 				 "reason", reason ? reason : "", "time", wall_now());
 	if (!data)
 		return;
-	for (struct vram_manager_sub *s = m->subs, *next; s; s = next) {
-		next = s->next;
+	struct vram_list *pos, *tmp;
+	vram_list_for_each_safe(pos, tmp, &m->subs) {
+		struct vram_manager_sub *s = vram_list_entry(pos, struct vram_manager_sub, link);
 		s->cb("state", data, s->arg);
 	}
 	json_decref(data);
@@ -255,12 +271,7 @@ static void emit(struct vram_manager *m, struct vram_workload *w, enum vram_wl_s
 
 static void waiter_unlink(struct vram_manager_waiter *wt)
 {
-	for (struct vram_manager_waiter **pp = &wt->m->waiters; *pp; pp = &(*pp)->next) {
-		if (*pp == wt) {
-			*pp = wt->next;
-			return;
-		}
-	}
+	vram_list_remove(&wt->link);
 }
 
 static void waiter_free(struct vram_manager_waiter *wt)
@@ -281,6 +292,7 @@ static struct vram_manager_waiter *waiter_new(struct vram_manager *m, struct vra
 	if (!wt)
 		return NULL;
 	wt->m = m;
+	vram_list_init(&wt->link);
 	wt->w = w;
 	wt->action = action;
 	wt->cb = cb;
@@ -363,7 +375,9 @@ static void waiter_resolve(struct vram_manager_waiter *wt, bool ok)
 
 static void resolve_waiters(struct vram_manager *m, struct vram_workload *w)
 {
-	for (struct vram_manager_waiter *wt = m->waiters; wt; wt = wt->next) {
+	struct vram_list *pos;
+	vram_list_for_each(pos, &m->waiters) {
+		struct vram_manager_waiter *wt = vram_list_entry(pos, struct vram_manager_waiter, link);
 		if (wt->w != w || wt->resolved || wt->through_restart)
 			continue;
 		if (w->state == wt->target)
@@ -371,6 +385,36 @@ static void resolve_waiters(struct vram_manager *m, struct vram_workload *w)
 		else if (vram_wl_state_settled(w->state))
 			waiter_resolve(wt, false);
 	}
+}
+
+/*
+ * w just became ready, or its health settings changed: the liveness checks
+ * forget earlier results and the next round is one interval from now (none
+ * when w is not checked).
+ */
+static void liveness_arm(struct vram_manager *m, struct vram_workload *w)
+{
+	vram_liveness_reset(w);
+	struct event *t = slot_of(m, w)->probe_timer;
+	if (!t)
+		return;
+	evtimer_del(t);
+	const struct vram_health *h = &w->cfg->health;
+	if (!vram_liveness_enabled(h))
+		return;
+	struct timeval tv = ms_tv(h->interval_ms);
+	evtimer_add(t, &tv);
+}
+
+/* Whether a waiter still refers to w (it may be resolved and not delivered yet). */
+static bool waiter_holds(struct vram_manager *m, const struct vram_workload *w)
+{
+	struct vram_list *pos;
+	vram_list_for_each(pos, &m->waiters) {
+		if (vram_list_entry(pos, struct vram_manager_waiter, link)->w == w)
+			return true;
+	}
+	return false;
 }
 
 static int set_state(struct vram_manager *m, struct vram_workload *w, enum vram_wl_event ev,
@@ -390,7 +434,7 @@ static int set_state(struct vram_manager *m, struct vram_workload *w, enum vram_
 		w->last_used_ms = now;
 		w->ready_since_ms = now;
 		if (from != VRAM_WL_READY)
-			vram_liveness_arm(w); /* the checks of a ready workload begin */
+			liveness_arm(m, w); /* the checks of a ready workload begin */
 	}
 	if (vram_wl_state_settled(w->state))
 		w->evicting = false;
@@ -516,8 +560,7 @@ static bool uses_hook(const struct vram_manager *m, const struct vram_workload *
 /* Who w runs as when that is not vramd itself, else NULL. */
 static const struct vram_runas *runs_as_other(struct vram_manager *m, const struct vram_workload *w)
 {
-	const struct adhoc *a = adhoc_of(m, w);
-	return a && !a->runas.as_daemon ? &a->runas : NULL;
+	return slot_of(m, w)->runas;
 }
 
 /*
@@ -694,9 +737,7 @@ static int spawn_instance(struct vram_manager *m, struct vram_workload *w, struc
 		return r;
 	in->child = c;
 	in->pid = vram_child_pid(c);
-	struct adhoc *a = adhoc_of(m, w);
-	if (a)
-		a->exited = false;
+	slot_of(m, w)->exited = false;
 	if (in->mps_client)
 		vram_mps_client_set_pid(in->mps_client, in->pid);
 	in->healthy = false;
@@ -713,10 +754,10 @@ static int spawn_instance(struct vram_manager *m, struct vram_workload *w, struc
 	return 0;
 }
 
-static void cancel_timers(struct vram_workload *w)
+static void cancel_timers(struct vram_manager *m, struct vram_workload *w)
 {
-	evtimer_del(w->start_timer);
-	evtimer_del(w->probe_timer);
+	evtimer_del(slot_of(m, w)->start_timer);
+	evtimer_del(slot_of(m, w)->probe_timer);
 	for (size_t i = 0; i < w->n_instances; i++) {
 		vram_health_probe_cancel(w->instances[i].probe);
 		w->instances[i].probe = NULL;
@@ -793,7 +834,7 @@ static void mps_fail(struct vram_manager *m, struct vram_workload *w, int error,
 		struct vram_job *job = w->job;
 		job->process_lost = true;
 		kill_processes(w);
-		cancel_timers(w);
+		cancel_timers(m, w);
 		mps_detach_idle(w);
 		vram_job_complete(job, error, 0, "%s", w->last_error);
 	} else {
@@ -884,11 +925,11 @@ static int start_processes(struct vram_manager *m, struct vram_workload *w, char
 		}
 	}
 	struct timeval tv = ms_tv(w->cfg->health.start_timeout_ms);
-	evtimer_add(w->start_timer, &tv);
+	evtimer_add(slot_of(m, w)->start_timer, &tv);
 	tv = ms_tv(w->cfg->health.kind == VRAM_HEALTH_NONE
 			   ? 0
 			   : vram_liveness_start_probe_ms(&w->cfg->health));
-	evtimer_add(w->probe_timer, &tv);
+	evtimer_add(slot_of(m, w)->probe_timer, &tv);
 	return 0;
 }
 
@@ -906,7 +947,7 @@ static void schedule_retry(struct vram_manager *m, struct vram_workload *w)
 	w->retry_pending = true;
 	w->retry_at_ms = vram_now_ms() + delay;
 	struct timeval tv = ms_tv(delay);
-	evtimer_add(w->retry_timer, &tv);
+	evtimer_add(slot_of(m, w)->retry_timer, &tv);
 	vram_info("%s: restarting in %" PRIu64 " ms", w->cfg->name, delay);
 }
 
@@ -924,7 +965,7 @@ static void fail_workload(struct vram_manager *m, struct vram_workload *w, enum 
 {
 	if (w->log)
 		vram_logfile_tail(w->log, w->log_tail, sizeof(w->log_tail));
-	cancel_timers(w);
+	cancel_timers(m, w);
 	w->awaiting_room = false;
 	if (w->job) {
 		vram_job_cancel(w->job);
@@ -956,12 +997,10 @@ static void on_child_exit(struct vram_child *c, int status, void *arg)
 	(void)sim_charge(m, in, false);
 	in->child = NULL;
 	in->pid = 0;
-	struct adhoc *a = adhoc_of(m, w);
-	if (a) {
-		a->exited = true;
-		a->wait_status = status;
-		a->finished_ms = vram_now_ms();
-	}
+	struct mgr_slot *slot = slot_of(m, w);
+	slot->exited = true;
+	slot->wait_status = status;
+	slot->finished_ms = vram_now_ms();
 	if (!w->cfg->port)
 		in->port = 0; /* auto: the next start takes a port that is free then */
 	vram_mps_client_free(in->mps_client); /* the last one makes its MPS daemon quit */
@@ -1018,7 +1057,7 @@ static void on_child_exit(struct vram_child *c, int status, void *arg)
 
 static void on_all_healthy(struct vram_manager *m, struct vram_workload *w)
 {
-	cancel_timers(w);
+	cancel_timers(m, w);
 	if (w->state == VRAM_WL_STARTING) {
 		w->last_error[0] = '\0';
 		w->last_errno = 0;
@@ -1040,7 +1079,7 @@ static void start_give_up(struct vram_manager *m, struct vram_workload *w)
 		struct vram_job *job = w->job;
 		job->process_lost = true;
 		kill_processes(w);
-		cancel_timers(w);
+		cancel_timers(m, w);
 		vram_job_complete(job, w->last_errno, 0, "%s", w->last_error);
 		return;
 	}
@@ -1160,7 +1199,7 @@ static void on_probe_timer(evutil_socket_t fd, short what, void *arg)
 			in->probe = NULL;
 	}
 	struct timeval tv = ms_tv(live ? h->interval_ms : vram_liveness_start_probe_ms(h));
-	evtimer_add(w->probe_timer, &tv);
+	evtimer_add(slot_of(m, w)->probe_timer, &tv);
 }
 
 static void on_start_timer(evutil_socket_t fd, short what, void *arg)
@@ -1192,7 +1231,7 @@ static void on_retry_timer(evutil_socket_t fd, short what, void *arg)
 	}
 	if (any_process(w)) {
 		struct timeval tv = ms_tv(RETRY_WAIT_EXIT_MS);
-		evtimer_add(w->retry_timer, &tv);
+		evtimer_add(slot_of(m, w)->retry_timer, &tv);
 		return;
 	}
 	w->retry_pending = false;
@@ -1332,7 +1371,7 @@ static int begin_start(struct vram_manager *m, struct vram_workload *w, const ch
 		w->awaiting_room = true;
 		set_state(m, w, VRAM_WL_EV_START, "waiting for evicted workloads to free memory");
 		struct timeval tv = ms_tv(w->cfg->health.start_timeout_ms);
-		evtimer_add(w->start_timer, &tv);
+		evtimer_add(slot_of(m, w)->start_timer, &tv);
 		evict(m, w, pl);
 		goto out;
 	}
@@ -1487,7 +1526,7 @@ static int begin_restore(struct vram_manager *m, struct vram_workload *w, const 
 	if (pl->n_victims > 0) {
 		w->awaiting_room = true;
 		struct timeval tv = ms_tv(w->cfg->health.start_timeout_ms);
-		evtimer_add(w->start_timer, &tv);
+		evtimer_add(slot_of(m, w)->start_timer, &tv);
 		evict(m, w, pl);
 		goto out;
 	}
@@ -1516,7 +1555,7 @@ static void retry_awaiting(struct vram_manager *m, struct vram_workload *w)
 			if (m->wptrs[k]->evicting)
 				return;
 		}
-		evtimer_del(w->start_timer);
+		evtimer_del(slot_of(m, w)->start_timer);
 		w->awaiting_room = false;
 		fmt_error(w, -ENOSPC, "%s", err);
 		if (w->state == VRAM_WL_STARTING)
@@ -1527,14 +1566,14 @@ static void retry_awaiting(struct vram_manager *m, struct vram_workload *w)
 	}
 	w->awaiting_room = false;
 	if (w->state == VRAM_WL_RESTORING) {
-		evtimer_del(w->start_timer);
+		evtimer_del(slot_of(m, w)->start_timer);
 		run_restore_job(m, w);
 		return;
 	}
 	char why[512];
 	r = start_processes(m, w, why, sizeof(why));
 	if (r < 0) {
-		evtimer_del(w->start_timer);
+		evtimer_del(slot_of(m, w)->start_timer);
 		fmt_error(w, r, "%s", why);
 		set_state(m, w, VRAM_WL_EV_START_FAILED, w->last_error);
 	}
@@ -1573,8 +1612,8 @@ static void stop_workload(struct vram_manager *m, struct vram_workload *w, const
 {
 	if (w->state == VRAM_WL_STOPPED)
 		return;
-	cancel_timers(w);
-	evtimer_del(w->retry_timer);
+	cancel_timers(m, w);
+	evtimer_del(slot_of(m, w)->retry_timer);
 	w->retry_pending = false;
 	w->awaiting_room = false;
 	if (w->job) {
@@ -1622,8 +1661,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	for (size_t k = 0; k < m->n_live && !m->shutting_down; k++) {
 		struct vram_workload *w = m->wptrs[k];
 		struct adhoc *a = adhoc_of(m, w);
-		if (a && a->exited && vram_wl_state_settled(w->state) && !any_process(w) &&
-		    now - a->finished_ms >= VRAM_MANAGER_ADHOC_LINGER_MS)
+		const struct mgr_slot *slot = slot_of(m, w);
+		if (a && slot->exited && vram_wl_state_settled(w->state) && !any_process(w) &&
+		    now - slot->finished_ms >= VRAM_MANAGER_ADHOC_LINGER_MS)
 			a->removing = true;
 		char reason[96], dur[32];
 		vram_units_format_duration_ms(vram_policy_idle_ms(w, now), dur, sizeof(dur));
@@ -1680,10 +1720,11 @@ static int workload_init(struct vram_manager *m, struct vram_workload *w,
 		w->instances[i].owner = w;
 		w->instances[i].replica = (unsigned)i;
 	}
-	w->retry_timer = evtimer_new(m->base, on_retry_timer, w);
-	w->start_timer = evtimer_new(m->base, on_start_timer, w);
-	w->probe_timer = evtimer_new(m->base, on_probe_timer, w);
-	if (!w->retry_timer || !w->start_timer || !w->probe_timer)
+	struct mgr_slot *slot = slot_of(m, w);
+	slot->retry_timer = evtimer_new(m->base, on_retry_timer, w);
+	slot->start_timer = evtimer_new(m->base, on_start_timer, w);
+	slot->probe_timer = evtimer_new(m->base, on_probe_timer, w);
+	if (!slot->retry_timer || !slot->start_timer || !slot->probe_timer)
 		return -ENOMEM;
 	w->engine = vram_engine_select(w, &m->host, w->engine_why, sizeof(w->engine_why));
 	w->log_path = xasprintf("%s/logs/%s.log", m->state_dir, cfg->name);
@@ -1703,23 +1744,27 @@ static int workload_init(struct vram_manager *m, struct vram_workload *w,
 	return 0;
 }
 
-static void workload_done(struct vram_workload *w)
+/* Frees what w holds and clears its slot (w and what the daemon keeps beside it). */
+static void workload_done(struct vram_manager *m, struct vram_workload *w)
 {
+	struct mgr_slot *slot = slot_of(m, w);
 	if (w->job)
 		vram_job_cancel(w->job);
 	for (size_t i = 0; w->instances && i < w->n_instances; i++) {
 		vram_health_probe_cancel(w->instances[i].probe);
 		vram_mps_client_free(w->instances[i].mps_client);
 	}
-	if (w->retry_timer)
-		event_free(w->retry_timer);
-	if (w->start_timer)
-		event_free(w->start_timer);
-	if (w->probe_timer)
-		event_free(w->probe_timer);
+	if (slot->retry_timer)
+		event_free(slot->retry_timer);
+	if (slot->start_timer)
+		event_free(slot->start_timer);
+	if (slot->probe_timer)
+		event_free(slot->probe_timer);
 	vram_logfile_close(w->log);
 	free(w->log_path);
 	free(w->instances);
+	memset(w, 0, sizeof(*w));
+	memset(slot, 0, sizeof(*slot));
 }
 
 /* ---- ad-hoc workloads ---- */
@@ -1762,18 +1807,14 @@ static bool adhoc_finished(struct vram_manager *m, struct vram_workload *w)
 	if ((w->state != VRAM_WL_STOPPED && w->state != VRAM_WL_FAILED) || any_process(w) ||
 	    w->job || w->in_flight || w->awaiting_room || w->retry_pending)
 		return false;
-	for (struct vram_manager_waiter *wt = m->waiters; wt; wt = wt->next)
-		if (wt->w == w)
-			return false;
-	return true;
+	return !waiter_holds(m, w);
 }
 
 static void adhoc_free_slot(struct vram_manager *m, struct vram_workload *w)
 {
 	struct adhoc *a = adhoc_of(m, w);
 	vram_info("%s: removed", w->cfg->name);
-	workload_done(w);
-	memset(w, 0, sizeof(*w));
+	workload_done(m, w);
 	adhoc_cfg_done(&a->cfg);
 	memset(a, 0, sizeof(*a));
 	rebuild_live(m);
@@ -1945,6 +1986,7 @@ int vram_manager_add_adhoc(struct vram_manager *m, const struct vram_adhoc_spec 
 		goto out_free;
 	}
 	a->used = true;
+	slot_of(m, w)->runas = a->runas.as_daemon ? NULL : &a->runas;
 	rebuild_live(m);
 	r = begin_start(m, w, "run by hand", err, err_size);
 	if (r < 0) {
@@ -1956,8 +1998,7 @@ int vram_manager_add_adhoc(struct vram_manager *m, const struct vram_adhoc_spec 
 	return 0;
 
 out_free:
-	workload_done(w);
-	memset(w, 0, sizeof(*w));
+	workload_done(m, w);
 	adhoc_cfg_done(c);
 	memset(a, 0, sizeof(*a));
 	return r;
@@ -2017,8 +2058,8 @@ static bool uses_config(struct vram_manager *m, const struct vram_config *cfg)
 	const struct vram_workload_config *lo = cfg->workloads, *hi = lo + cfg->n_workloads;
 	for (size_t k = 0; k < m->n_live; k++) {
 		const struct vram_workload *w = m->wptrs[k];
-		const struct cfg_slot *s = slot_of(m, w);
-		if ((w->cfg >= lo && w->cfg < hi) || (s && s->next >= lo && s->next < hi))
+		const struct mgr_slot *s = slot_of(m, w);
+		if ((w->cfg >= lo && w->cfg < hi) || (s->next >= lo && s->next < hi))
 			return true;
 	}
 	return false;
@@ -2027,13 +2068,12 @@ static bool uses_config(struct vram_manager *m, const struct vram_config *cfg)
 /* Frees the replaced configs that no workload runs with any more (from the kick). */
 static void retired_reap(struct vram_manager *m)
 {
-	for (struct retired **p = &m->retired; *p;) {
-		struct retired *t = *p;
-		if (uses_config(m, t->cfg)) {
-			p = &t->next;
+	struct vram_list *pos, *tmp;
+	vram_list_for_each_safe(pos, tmp, &m->retired) {
+		struct retired *t = vram_list_entry(pos, struct retired, link);
+		if (uses_config(m, t->cfg))
 			continue;
-		}
-		*p = t->next;
+		vram_list_remove(&t->link);
 		vram_config_free(t->cfg);
 		free(t);
 	}
@@ -2044,7 +2084,8 @@ static void retired_reap(struct vram_manager *m)
  * through the API stays unless the config changed that timer), the rest
  * when next read.
  */
-static void apply_live(struct vram_workload *w, const struct vram_workload_config *cfg, size_t index)
+static void apply_live(struct vram_manager *m, struct vram_workload *w,
+		       const struct vram_workload_config *cfg, size_t index)
 {
 	if (cfg->idle.offload_after_ms != w->cfg->idle.offload_after_ms)
 		w->offload_after_ms = cfg->idle.offload_after_ms;
@@ -2057,7 +2098,7 @@ static void apply_live(struct vram_workload *w, const struct vram_workload_confi
 	w->cfg = cfg;
 	w->index = index;
 	if (rearm)
-		vram_liveness_arm(w);
+		liveness_arm(m, w);
 }
 
 /*
@@ -2082,7 +2123,7 @@ static int workload_resettle(struct vram_manager *m, struct vram_workload *w,
 		in[i].owner = w;
 		in[i].replica = (unsigned)i;
 	}
-	apply_live(w, cfg, index);
+	apply_live(m, w, cfg, index);
 	w->backoff_step = 0;
 	w->next_port_rr = 0;
 	w->engine = vram_engine_select(w, &m->host, w->engine_why, sizeof(w->engine_why));
@@ -2092,9 +2133,12 @@ static int workload_resettle(struct vram_manager *m, struct vram_workload *w,
 /* The start waiters held back by a pending restart take part from here on. */
 static void release_held_waiters(struct vram_manager *m, struct vram_workload *w)
 {
-	for (struct vram_manager_waiter *wt = m->waiters; wt; wt = wt->next)
+	struct vram_list *pos;
+	vram_list_for_each(pos, &m->waiters) {
+		struct vram_manager_waiter *wt = vram_list_entry(pos, struct vram_manager_waiter, link);
 		if (wt->w == w)
 			wt->through_restart = false;
+	}
 }
 
 /*
@@ -2105,8 +2149,8 @@ static void release_held_waiters(struct vram_manager *m, struct vram_workload *w
  */
 static bool reload_step(struct vram_manager *m, struct vram_workload *w)
 {
-	struct cfg_slot *s = slot_of(m, w);
-	if (!s || (!s->next && !s->removing) || w->in_flight || w->job || m->shutting_down)
+	struct mgr_slot *s = slot_of(m, w);
+	if ((!s->next && !s->removing) || w->in_flight || w->job || m->shutting_down)
 		return false;
 	if (!vram_wl_state_settled(w->state) || w->awaiting_room)
 		return false; /* starting, restoring, offloading or stopping: wait for it to settle */
@@ -2116,18 +2160,15 @@ static bool reload_step(struct vram_manager *m, struct vram_workload *w)
 		return false;
 	}
 	if (w->retry_pending) {
-		evtimer_del(w->retry_timer);
+		evtimer_del(slot_of(m, w)->retry_timer);
 		w->retry_pending = false;
 		s->start_after = s->start_after || !s->removing;
 	}
 	if (s->removing) {
-		for (struct vram_manager_waiter *wt = m->waiters; wt; wt = wt->next)
-			if (wt->w == w)
-				return false; /* resolved on this loop turn: freed on a later kick */
+		if (waiter_holds(m, w))
+			return false; /* resolved on this loop turn: freed on a later kick */
 		vram_info("%s: removed", w->cfg->name);
-		workload_done(w);
-		memset(w, 0, sizeof(*w));
-		memset(s, 0, sizeof(*s));
+		workload_done(m, w); /* clears s too */
 		rebuild_live(m);
 		return true;
 	}
@@ -2157,7 +2198,7 @@ static void reload_steps(struct vram_manager *m)
 static struct vram_workload *find_cfg(struct vram_manager *m, const char *name)
 {
 	struct vram_workload *w = find(m, name);
-	return w && slot_of(m, w) ? w : NULL;
+	return w && !is_adhoc(m, w) ? w : NULL;
 }
 
 static int strv_json_append(json_t *a, const char *s)
@@ -2191,7 +2232,7 @@ int vram_manager_reload(struct vram_manager *m, struct vram_config *cfg, json_t 
 	for (size_t i = 0; i < cfg->n_workloads; i++) {
 		const struct vram_workload_config *c = &cfg->workloads[i];
 		struct vram_workload *w = find(m, c->name);
-		if (w && !slot_of(m, w)) {
+		if (w && is_adhoc(m, w)) {
 			snprintf(err, err_size, "%s:%u:%u: workloads.%s: an ad-hoc workload has this name; "
 				 "remove it first (vramctl rm %s); nothing was changed",
 				 cfg->path ? cfg->path : "config", c->pos.line, c->pos.col, c->name, c->name);
@@ -2223,8 +2264,7 @@ int vram_manager_reload(struct vram_manager *m, struct vram_config *cfg, json_t 
 		fresh[j++] = &m->ws[k++];
 		if (workload_init(m, fresh[j - 1], &cfg->workloads[i], i, false) < 0) {
 			while (j-- > 0) {
-				workload_done(fresh[j]);
-				memset(fresh[j], 0, sizeof(*fresh[j]));
+				workload_done(m, fresh[j]);
 			}
 			goto out_err;
 		}
@@ -2240,7 +2280,7 @@ int vram_manager_reload(struct vram_manager *m, struct vram_config *cfg, json_t 
 		struct vram_workload *w = find_cfg(m, c->name);
 		if (!w)
 			continue; /* one of fresh[] */
-		struct cfg_slot *s = slot_of(m, w);
+		struct mgr_slot *s = slot_of(m, w);
 		s->removing = false;
 		enum vram_diff_kind kind = vram_diff_workload(w->cfg, c, keys, sizeof(keys));
 		bool idle = w->state == VRAM_WL_STOPPED || w->state == VRAM_WL_FAILED;
@@ -2264,7 +2304,7 @@ int vram_manager_reload(struct vram_manager *m, struct vram_config *cfg, json_t 
 								 "keys", keys, "applies", "restart"));
 			continue;
 		} else {
-			apply_live(w, c, i);
+			apply_live(m, w, c, i);
 		}
 		if (s->next) {
 			/* an earlier reload's restart is no longer needed */
@@ -2303,8 +2343,7 @@ int vram_manager_reload(struct vram_manager *m, struct vram_config *cfg, json_t 
 	struct retired *t = malloc(sizeof(*t));
 	if (t) {
 		t->cfg = m->cfg;
-		t->next = m->retired;
-		m->retired = t;
+		vram_list_push_front(&m->retired, &t->link);
 	} else {
 		/* cannot happen in practice; keeping the old config alive forever is the safe side */
 		vram_warn("out of memory: the replaced config is kept until vramd exits");
@@ -2320,8 +2359,9 @@ int vram_manager_reload(struct vram_manager *m, struct vram_config *cfg, json_t 
 	rebuild_live(m);
 	json_object_set(ev, "added", added);
 	json_object_set(ev, "removed", removed);
-	for (struct vram_manager_sub *sb = m->subs, *next; sb; sb = next) {
-		next = sb->next;
+	struct vram_list *pos, *tmp;
+	vram_list_for_each_safe(pos, tmp, &m->subs) {
+		struct vram_manager_sub *sb = vram_list_entry(pos, struct vram_manager_sub, link);
 		sb->cb("reload", ev, sb->arg);
 	}
 	json_decref(ev);
@@ -2460,6 +2500,9 @@ int vram_manager_new(struct event_base *base, struct vram_config *cfg, struct vr
 	m->base = base;
 	m->cfg = cfg;
 	m->gpus = gpus;
+	vram_list_init(&m->waiters);
+	vram_list_init(&m->subs);
+	vram_list_init(&m->retired);
 	int r = -ENOMEM;
 	char dir[256];
 	m->state_dir = strdup(cfg->daemon.state_dir ? cfg->daemon.state_dir
@@ -2502,7 +2545,7 @@ int vram_manager_new(struct event_base *base, struct vram_config *cfg, struct vr
 	m->n_ws = m->n_cfg + VRAM_MANAGER_ADHOC_MAX;
 	m->ws = calloc(m->n_ws, sizeof(*m->ws));
 	m->wptrs = calloc(m->n_ws, sizeof(*m->wptrs));
-	m->slots = calloc(m->n_cfg, sizeof(*m->slots));
+	m->slots = calloc(m->n_ws, sizeof(*m->slots));
 	if (!m->ws || !m->wptrs || !m->slots)
 		goto out_free;
 	for (size_t i = 0; i < cfg->n_workloads; i++) {
@@ -2550,20 +2593,19 @@ void vram_manager_free(struct vram_manager *m)
 {
 	if (!m)
 		return;
-	while (m->waiters) {
-		struct vram_manager_waiter *wt = m->waiters;
-		m->waiters = wt->next;
-		waiter_free(wt);
+	struct vram_list *pos, *tmp;
+	vram_list_for_each_safe(pos, tmp, &m->waiters) {
+		vram_list_remove(pos);
+		waiter_free(vram_list_entry(pos, struct vram_manager_waiter, link));
 	}
-	while (m->subs) {
-		struct vram_manager_sub *s = m->subs;
-		m->subs = s->next;
-		free(s);
+	vram_list_for_each_safe(pos, tmp, &m->subs) {
+		vram_list_remove(pos);
+		free(vram_list_entry(pos, struct vram_manager_sub, link));
 	}
 	/* children first: their output goes into the workloads' log files */
 	vram_supervisor_free(m->sup);
-	for (size_t i = 0; m->ws && i < m->n_ws; i++)
-		workload_done(&m->ws[i]);
+	for (size_t i = 0; m->ws && m->slots && i < m->n_ws; i++)
+		workload_done(m, &m->ws[i]);
 	for (size_t i = 0; i < VRAM_MANAGER_ADHOC_MAX; i++)
 		adhoc_cfg_done(&m->adhoc[i].cfg);
 	vram_workers_free(m->workers);
@@ -2573,9 +2615,9 @@ void vram_manager_free(struct vram_manager *m)
 	free(m->ws);
 	free(m->wptrs);
 	free(m->slots);
-	while (m->retired) {
-		struct retired *t = m->retired;
-		m->retired = t->next;
+	vram_list_for_each_safe(pos, tmp, &m->retired) {
+		struct retired *t = vram_list_entry(pos, struct retired, link);
+		vram_list_remove(pos);
 		vram_config_free(t->cfg);
 		free(t);
 	}
@@ -2720,8 +2762,8 @@ int vram_manager_act(struct vram_manager *m, const char *name, enum vram_action 
 		snprintf(err, err_size, "vramd is shutting down");
 		return -EBUSY;
 	}
-	struct cfg_slot *slot = slot_of(m, w);
-	if (slot && slot->removing && action != VRAM_ACTION_STOP && action != VRAM_ACTION_RELEASE) {
+	struct mgr_slot *slot = slot_of(m, w);
+	if (slot->removing && action != VRAM_ACTION_STOP && action != VRAM_ACTION_RELEASE) {
 		snprintf(err, err_size, "%s was removed from the config by a reload; it stops once its "
 			 "requests in flight end", name);
 		return -ENOENT;
@@ -2735,14 +2777,13 @@ int vram_manager_act(struct vram_manager *m, const char *name, enum vram_action 
 		     : action == VRAM_ACTION_STOP || action == VRAM_ACTION_RELEASE ? VRAM_WL_STOPPED
 										   : VRAM_WL_READY;
 	/* registered first: a change made below resolves it (from the loop) */
-	wt->next = m->waiters;
-	m->waiters = wt;
+	vram_list_push_front(&m->waiters, &wt->link);
 
 	int r = 0;
 	enum vram_wl_state s = w->state;
 	char why[96];
 	snprintf(why, sizeof(why), "%s asked", vram_action_name(action));
-	if (slot && slot->next) {
+	if (slot->next) {
 		if (action == VRAM_ACTION_START) {
 			/* a reload's restart is pending: ready means ready with the new settings */
 			wt->through_restart = true;
@@ -2765,7 +2806,7 @@ int vram_manager_act(struct vram_manager *m, const char *name, enum vram_action 
 		if (s == VRAM_WL_STARTING || s == VRAM_WL_RESTORING)
 			break;
 		if (s == VRAM_WL_STOPPED || s == VRAM_WL_FAILED) {
-			evtimer_del(w->retry_timer);
+			evtimer_del(slot_of(m, w)->retry_timer);
 			w->retry_pending = false;
 			w->backoff_step = 0;
 			r = begin_start(m, w, why, err, err_size);
@@ -2893,8 +2934,7 @@ int vram_manager_hook_act(struct vram_manager *m, pid_t pid, enum vram_action ac
 					    : "it could not be sent the command: it went away");
 		return r == -EBUSY || r == -ENOMEM ? r : -ENOENT;
 	}
-	wt->next = m->waiters;
-	m->waiters = wt;
+	vram_list_push_front(&m->waiters, &wt->link);
 	if (ret_waiter)
 		*ret_waiter = wt;
 	return 0;
@@ -2918,7 +2958,7 @@ int vram_manager_set_idle(struct vram_manager *m, const char *name, uint64_t off
 	}
 	for (size_t k = 0; k < m->n_live; k++) {
 		struct vram_workload *x = m->wptrs[k];
-		if (w ? x != w : adhoc_of(m, x) != NULL)
+		if (w ? x != w : is_adhoc(m, x))
 			continue;
 		if (offload_after_ms != VRAM_IDLE_KEEP)
 			x->offload_after_ms = offload_after_ms;
@@ -2946,8 +2986,8 @@ int vram_manager_request_end(struct vram_manager *m, const char *name)
 	if (w->in_flight > 0)
 		w->in_flight--;
 	w->last_used_ms = vram_now_ms();
-	const struct cfg_slot *s = slot_of(m, w);
-	if (w->in_flight == 0 && s && (s->next || s->removing))
+	const struct mgr_slot *s = slot_of(m, w);
+	if (w->in_flight == 0 && (s->next || s->removing))
 		kick(m); /* a reload waited for this */
 	return 0;
 }
@@ -2969,11 +3009,11 @@ int vram_manager_note_progress(struct vram_manager *m, const char *name, unsigne
 int vram_manager_find_model(struct vram_manager *m, const char *model, const char **ret_name)
 {
 	for (size_t k = 0; model && k < m->n_live; k++) {
-		const struct cfg_slot *s = slot_of(m, m->wptrs[k]);
-		if (s && s->removing)
+		const struct mgr_slot *s = slot_of(m, m->wptrs[k]);
+		if (s->removing)
 			continue;
 		/* a restart pending from a reload: its models route by the new settings already */
-		const struct vram_workload_config *c = s && s->next ? s->next : m->wptrs[k]->cfg;
+		const struct vram_workload_config *c = s->next ? s->next : m->wptrs[k]->cfg;
 		for (size_t i = 0; i < c->n_models; i++) {
 			if (strcmp(c->models[i], model) == 0) {
 				*ret_name = c->name;
@@ -3022,9 +3062,9 @@ int vram_manager_endpoint(struct vram_manager *m, const char *name, unsigned *re
 	struct vram_workload *w = find(m, name);
 	if (!w || removing(m, w))
 		return -ENOENT;
-	const struct cfg_slot *s = slot_of(m, w);
+	const struct mgr_slot *s = slot_of(m, w);
 	/* a reload's restart waits for the requests in flight: new ones wait for the new process */
-	if (w->state != VRAM_WL_READY || (s && s->next))
+	if (w->state != VRAM_WL_READY || s->next)
 		return -EAGAIN;
 	for (size_t n = 0; n < w->n_instances; n++) {
 		struct vram_instance *in = &w->instances[w->next_port_rr++ % w->n_instances];
@@ -3204,10 +3244,11 @@ static json_t *workload_json(struct vram_manager *m, struct vram_workload *w)
 	if (o)
 		json_object_set_new(o, "liveness", vram_liveness_json(w, now));
 	struct adhoc *a = adhoc_of(m, w);
+	const struct mgr_slot *s = slot_of(m, w);
 	if (o)
 		json_object_set_new(o, "adhoc", json_boolean(a != NULL));
 	if (o && a)
-		json_object_set_new(o, "exit", a->exited ? exit_json(a->wait_status) : json_null());
+		json_object_set_new(o, "exit", s->exited ? exit_json(s->wait_status) : json_null());
 	/* whom an ad-hoc workload runs as, who alone (with root) may act on it */
 	if (o)
 		json_object_set_new(o, "owner",
@@ -3215,11 +3256,10 @@ static json_t *workload_json(struct vram_manager *m, struct vram_workload *w)
 						  (json_int_t)a->runas.gid, "user", a->runas.user)
 				      : json_null());
 	/* what a config reload left for it to do: {"action": "restart"|"remove", "keys"} or null */
-	const struct cfg_slot *s = slot_of(m, w);
 	if (o)
 		json_object_set_new(o, "pending",
-				    s && s->removing ? json_pack("{s:s}", "action", "remove")
-				    : s && s->next   ? json_pack("{s:s,s:s}", "action", "restart",
+				    s->removing ? json_pack("{s:s}", "action", "remove")
+				    : s->next   ? json_pack("{s:s,s:s}", "action", "restart",
 								 "keys", s->keys)
 						     : json_null());
 	return o;
@@ -3364,11 +3404,9 @@ int vram_manager_subscribe(struct vram_manager *m, vram_event_cb cb, void *arg,
 	struct vram_manager_sub *s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
-	s->m = m;
 	s->cb = cb;
 	s->arg = arg;
-	s->next = m->subs;
-	m->subs = s;
+	vram_list_push_front(&m->subs, &s->link);
 	if (ret_sub)
 		*ret_sub = s;
 	return 0;
@@ -3378,11 +3416,6 @@ void vram_manager_unsubscribe(struct vram_manager_sub *sub)
 {
 	if (!sub)
 		return;
-	for (struct vram_manager_sub **pp = &sub->m->subs; *pp; pp = &(*pp)->next) {
-		if (*pp == sub) {
-			*pp = sub->next;
-			break;
-		}
-	}
+	vram_list_remove(&sub->link);
 	free(sub);
 }
