@@ -89,8 +89,8 @@ struct mgr_slot {
 	struct event *retry_timer;  /* restart after backoff; owned */
 	struct event *start_timer;  /* start/restore timeout; owned */
 	struct event *probe_timer;  /* next health probe round; owned */
-	const struct vram_runas *runas; /* whom it runs as when that is not vramd itself
-					   (borrowed from its ad-hoc record), else NULL */
+	const struct vram_runas *owner; /* an ad-hoc workload's: whom it runs as, its owner
+					   (borrowed from its ad-hoc record); NULL for the config's */
 	bool exited;          /* its process ended since the last spawn */
 	int wait_status;      /* waitpid status of that end */
 	uint64_t finished_ms; /* monotonic ms it ended */
@@ -164,10 +164,22 @@ static int begin_start(struct vram_manager *m, struct vram_workload *w, const ch
 static void fail_workload(struct vram_manager *m, struct vram_workload *w, enum vram_wl_event ev,
 			  bool retry);
 
-static void adhoc_reap(struct vram_manager *m);
-static void reload_steps(struct vram_manager *m);
-static void retired_reap(struct vram_manager *m);
-static void adhoc_cfg_done(struct vram_workload_config *c);
+/*
+ * A feature on top of the manager (ad-hoc workloads, config reload): the
+ * jobs it runs on the manager's kick and tick and what it frees with it.
+ * Each may be NULL.
+ */
+struct mgr_feature {
+	const char *name;
+	void (*kick)(struct vram_manager *m);          /* after state changes, from the loop */
+	void (*tick)(struct vram_manager *m, uint64_t now_ms); /* every tick, before the idle timers */
+	void (*done)(struct vram_manager *m);          /* vram_manager_free, after the workloads */
+};
+
+static const struct mgr_feature adhoc_feature;
+static const struct mgr_feature reload_feature;
+/* The features, in the order their kick jobs run. */
+static const struct mgr_feature *const features[] = {&adhoc_feature, &reload_feature};
 
 static void kick(struct vram_manager *m)
 {
@@ -251,8 +263,22 @@ static void fmt_error(struct vram_workload *w, int err, const char *fmt, ...)
 
 /* ---- events and waiters ---- */
 
-static void emit(struct vram_manager *m, struct vram_workload *w, enum vram_wl_state from,
-		 const char *reason)
+/*
+ * Hands event (data borrowed for the call) to every subscriber, newest
+ * first; a subscriber may unsubscribe itself from its callback.
+ */
+static void emit(struct vram_manager *m, const char *event, json_t *data)
+{
+	struct vram_list *pos, *tmp;
+	vram_list_for_each_safe(pos, tmp, &m->subs) {
+		struct vram_manager_sub *s = vram_list_entry(pos, struct vram_manager_sub, link);
+		s->cb(event, data, s->arg);
+	}
+}
+
+/* The "state" event of w's change from `from`. */
+static void emit_state(struct vram_manager *m, struct vram_workload *w, enum vram_wl_state from,
+		       const char *reason)
 {
 	if (vram_list_empty(&m->subs))
 		return;
@@ -261,11 +287,7 @@ static void emit(struct vram_manager *m, struct vram_workload *w, enum vram_wl_s
 				 "reason", reason ? reason : "", "time", wall_now());
 	if (!data)
 		return;
-	struct vram_list *pos, *tmp;
-	vram_list_for_each_safe(pos, tmp, &m->subs) {
-		struct vram_manager_sub *s = vram_list_entry(pos, struct vram_manager_sub, link);
-		s->cb("state", data, s->arg);
-	}
+	emit(m, "state", data);
 	json_decref(data);
 }
 
@@ -446,7 +468,7 @@ static int set_state(struct vram_manager *m, struct vram_workload *w, enum vram_
 			vram_logfile_note(w->log, "%s -> %s%s%s", vram_wl_state_name(from),
 					  vram_wl_state_name(w->state), reason && reason[0] ? ": " : "",
 					  reason ? reason : "");
-		emit(m, w, from, reason);
+		emit_state(m, w, from, reason);
 	}
 	resolve_waiters(m, w);
 	kick(m);
@@ -560,7 +582,8 @@ static bool uses_hook(const struct vram_manager *m, const struct vram_workload *
 /* Who w runs as when that is not vramd itself, else NULL. */
 static const struct vram_runas *runs_as_other(struct vram_manager *m, const struct vram_workload *w)
 {
-	return slot_of(m, w)->runas;
+	const struct vram_runas *o = slot_of(m, w)->owner;
+	return o && !o->as_daemon ? o : NULL;
 }
 
 /*
@@ -1596,9 +1619,9 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
 		if (w->awaiting_room && !m->shutting_down)
 			retry_awaiting(m, w);
 	}
-	adhoc_reap(m);
-	reload_steps(m);
-	retired_reap(m);
+	for (size_t i = 0; i < sizeof(features) / sizeof(features[0]); i++)
+		if (features[i]->kick)
+			features[i]->kick(m);
 	if (m->shutting_down && m->shutdown_done && !m->mps_quitting &&
 	    vram_supervisor_live(m->sup) == 0) {
 		/* every client is gone: the MPS daemons quit, then shutdown is done */
@@ -1658,13 +1681,11 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct vram_manager *m = arg;
 	uint64_t now = vram_now_ms();
+	for (size_t i = 0; i < sizeof(features) / sizeof(features[0]) && !m->shutting_down; i++)
+		if (features[i]->tick)
+			features[i]->tick(m, now);
 	for (size_t k = 0; k < m->n_live && !m->shutting_down; k++) {
 		struct vram_workload *w = m->wptrs[k];
-		struct adhoc *a = adhoc_of(m, w);
-		const struct mgr_slot *slot = slot_of(m, w);
-		if (a && slot->exited && vram_wl_state_settled(w->state) && !any_process(w) &&
-		    now - slot->finished_ms >= VRAM_MANAGER_ADHOC_LINGER_MS)
-			a->removing = true;
 		char reason[96], dur[32];
 		vram_units_format_duration_ms(vram_policy_idle_ms(w, now), dur, sizeof(dur));
 		switch (vram_policy_idle_action(w, now)) {
@@ -1818,6 +1839,19 @@ static void adhoc_free_slot(struct vram_manager *m, struct vram_workload *w)
 	adhoc_cfg_done(&a->cfg);
 	memset(a, 0, sizeof(*a));
 	rebuild_live(m);
+}
+
+/* An ad-hoc workload that ended VRAM_MANAGER_ADHOC_LINGER_MS ago is removed (from the tick). */
+static void adhoc_tick(struct vram_manager *m, uint64_t now)
+{
+	for (size_t k = 0; k < m->n_live; k++) {
+		struct vram_workload *w = m->wptrs[k];
+		struct adhoc *a = adhoc_of(m, w);
+		const struct mgr_slot *slot = slot_of(m, w);
+		if (a && slot->exited && vram_wl_state_settled(w->state) && !any_process(w) &&
+		    now - slot->finished_ms >= VRAM_MANAGER_ADHOC_LINGER_MS)
+			a->removing = true;
+	}
 }
 
 /* Frees the slots of removed ad-hoc workloads that have ended (from the kick). */
@@ -1986,7 +2020,7 @@ int vram_manager_add_adhoc(struct vram_manager *m, const struct vram_adhoc_spec 
 		goto out_free;
 	}
 	a->used = true;
-	slot_of(m, w)->runas = a->runas.as_daemon ? NULL : &a->runas;
+	slot_of(m, w)->owner = &a->runas;
 	rebuild_live(m);
 	r = begin_start(m, w, "run by hand", err, err_size);
 	if (r < 0) {
@@ -2003,6 +2037,19 @@ out_free:
 	memset(a, 0, sizeof(*a));
 	return r;
 }
+
+static void adhoc_done(struct vram_manager *m)
+{
+	for (size_t i = 0; i < VRAM_MANAGER_ADHOC_MAX; i++)
+		adhoc_cfg_done(&m->adhoc[i].cfg);
+}
+
+static const struct mgr_feature adhoc_feature = {
+	.name = "adhoc",
+	.kick = adhoc_reap,
+	.tick = adhoc_tick,
+	.done = adhoc_done,
+};
 
 int vram_manager_remove_adhoc(struct vram_manager *m, const char *name, char *err, size_t err_size)
 {
@@ -2359,11 +2406,7 @@ int vram_manager_reload(struct vram_manager *m, struct vram_config *cfg, json_t 
 	rebuild_live(m);
 	json_object_set(ev, "added", added);
 	json_object_set(ev, "removed", removed);
-	struct vram_list *pos, *tmp;
-	vram_list_for_each_safe(pos, tmp, &m->subs) {
-		struct vram_manager_sub *sb = vram_list_entry(pos, struct vram_manager_sub, link);
-		sb->cb("reload", ev, sb->arg);
-	}
+	emit(m, "reload", ev);
 	json_decref(ev);
 	for (size_t y = 0; y < n_new; y++) {
 		if (fresh[y]->cfg->start == VRAM_START_EAGER)
@@ -2413,6 +2456,34 @@ int vram_manager_set_source(struct vram_manager *m, const char *path,
 	m->ov_state_dir = d;
 	return 0;
 }
+
+/* A reload's pending work goes on, then the configs nothing runs with any more are freed. */
+static void reload_kick(struct vram_manager *m)
+{
+	reload_steps(m);
+	retired_reap(m);
+}
+
+static void reload_done(struct vram_manager *m)
+{
+	struct vram_list *pos, *tmp;
+	vram_list_for_each_safe(pos, tmp, &m->retired) {
+		struct retired *t = vram_list_entry(pos, struct retired, link);
+		vram_list_remove(pos);
+		vram_config_free(t->cfg);
+		free(t);
+	}
+	free(m->cfg_path);
+	free(m->ov_listen);
+	free(m->ov_sim_gpus);
+	free(m->ov_state_dir);
+}
+
+static const struct mgr_feature reload_feature = {
+	.name = "reload",
+	.kick = reload_kick,
+	.done = reload_done,
+};
 
 int vram_manager_reload_file(struct vram_manager *m, json_t **ret_report, char *err,
 			     size_t err_size)
@@ -2606,8 +2677,9 @@ void vram_manager_free(struct vram_manager *m)
 	vram_supervisor_free(m->sup);
 	for (size_t i = 0; m->ws && m->slots && i < m->n_ws; i++)
 		workload_done(m, &m->ws[i]);
-	for (size_t i = 0; i < VRAM_MANAGER_ADHOC_MAX; i++)
-		adhoc_cfg_done(&m->adhoc[i].cfg);
+	for (size_t i = 0; i < sizeof(features) / sizeof(features[0]); i++)
+		if (features[i]->done)
+			features[i]->done(m);
 	vram_workers_free(m->workers);
 	vram_mps_free(m->mps); /* after the workloads: they let go of their clients */
 	vram_hookchan_free(m->hookchan); /* after the workloads: their jobs let go of requests */
@@ -2615,16 +2687,6 @@ void vram_manager_free(struct vram_manager *m)
 	free(m->ws);
 	free(m->wptrs);
 	free(m->slots);
-	vram_list_for_each_safe(pos, tmp, &m->retired) {
-		struct retired *t = vram_list_entry(pos, struct retired, link);
-		vram_list_remove(pos);
-		vram_config_free(t->cfg);
-		free(t);
-	}
-	free(m->cfg_path);
-	free(m->ov_listen);
-	free(m->ov_sim_gpus);
-	free(m->ov_state_dir);
 	if (m->tick)
 		event_free(m->tick);
 	if (m->kick)
@@ -3243,17 +3305,18 @@ static json_t *workload_json(struct vram_manager *m, struct vram_workload *w)
 		json_object_set_new(o, "hook", workload_hook_json(m, w));
 	if (o)
 		json_object_set_new(o, "liveness", vram_liveness_json(w, now));
-	struct adhoc *a = adhoc_of(m, w);
 	const struct mgr_slot *s = slot_of(m, w);
+	bool adhoc = is_adhoc(m, w);
 	if (o)
-		json_object_set_new(o, "adhoc", json_boolean(a != NULL));
-	if (o && a)
+		json_object_set_new(o, "adhoc", json_boolean(adhoc));
+	if (o && adhoc)
 		json_object_set_new(o, "exit", s->exited ? exit_json(s->wait_status) : json_null());
 	/* whom an ad-hoc workload runs as, who alone (with root) may act on it */
 	if (o)
 		json_object_set_new(o, "owner",
-				    a ? json_pack("{s:I,s:I,s:s}", "uid", (json_int_t)a->runas.uid, "gid",
-						  (json_int_t)a->runas.gid, "user", a->runas.user)
+				    s->owner ? json_pack("{s:I,s:I,s:s}", "uid", (json_int_t)s->owner->uid,
+							 "gid", (json_int_t)s->owner->gid, "user",
+							 s->owner->user)
 				      : json_null());
 	/* what a config reload left for it to do: {"action": "restart"|"remove", "keys"} or null */
 	if (o)
