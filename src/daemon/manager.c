@@ -725,12 +725,12 @@ void vram_manager_free(struct vram_manager *m)
 	free(m);
 }
 
+/* ---- MPS by hand (vramctl mps) ---- */
+
 struct vram_mps *vram_manager_mps(struct vram_manager *m)
 {
 	return m->mps;
 }
-
-/* ---- MPS by hand (vramctl mps) ---- */
 
 static void on_mps_by_hand(int result, const char *message, void *arg)
 {
