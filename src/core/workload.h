@@ -78,7 +78,6 @@ struct vram_engine;     /* core/engine.h */
 struct vram_job;        /* core/engine.h */
 struct vram_logfile;    /* daemon/logfile.h */
 struct vram_mps_client; /* daemon/mps.h */
-struct event;
 
 /* One process of a workload (a workload has `replicas` of them). */
 struct vram_instance {
@@ -128,9 +127,6 @@ struct vram_workload {
 
 	unsigned restarts;           /* restarts after a crash or failed start */
 	unsigned backoff_step;       /* consecutive failures; delay = 1 s << step, capped */
-	struct event *retry_timer;   /* restart after backoff, or NULL */
-	struct event *start_timer;   /* start/restore timeout, or NULL */
-	struct event *probe_timer;   /* next health probe round, or NULL */
 	bool awaiting_room;          /* start/restore waits for evicted workloads */
 	bool retry_pending;          /* a restart after backoff is scheduled */
 	bool evicting;               /* being offloaded/released to make room for another */

@@ -9,8 +9,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <event2/event.h>
-
 #include "common/units.h"
 
 uint64_t vram_liveness_start_probe_ms(const struct vram_health *h)
@@ -37,7 +35,7 @@ uint64_t vram_liveness_progress_window_ms(const struct vram_health *h)
 	return w < VRAM_LIVENESS_PROGRESS_MIN_MS ? VRAM_LIVENESS_PROGRESS_MIN_MS : w;
 }
 
-void vram_liveness_arm(struct vram_workload *w)
+void vram_liveness_reset(struct vram_workload *w)
 {
 	for (size_t i = 0; i < w->n_instances; i++) {
 		w->instances[i].live_failures = 0;
@@ -46,15 +44,6 @@ void vram_liveness_arm(struct vram_workload *w)
 	w->live_checked_ms = 0;
 	w->live_why[0] = '\0';
 	w->live_held = false;
-	if (!w->probe_timer)
-		return;
-	evtimer_del(w->probe_timer);
-	const struct vram_health *h = &w->cfg->health;
-	if (!vram_liveness_enabled(h))
-		return;
-	struct timeval tv = {.tv_sec = (time_t)(h->interval_ms / 1000),
-			     .tv_usec = (suseconds_t)(h->interval_ms % 1000) * 1000};
-	evtimer_add(w->probe_timer, &tv);
 }
 
 static bool any_failing(const struct vram_workload *w)

@@ -20,7 +20,7 @@
  *
  * The module keeps the per-instance count and the workload's last result
  * (core/workload.h) and decides; the manager runs the probes on its
- * probe_timer and does the failing.
+ * probe timer (one per workload, daemon side) and does the failing.
  */
 #ifndef VRAM_LIVENESS_H
 #define VRAM_LIVENESS_H
@@ -53,10 +53,10 @@ uint64_t vram_liveness_progress_window_ms(const struct vram_health *h);
 
 /*
  * w just became ready, or its health settings changed: forgets earlier
- * results and schedules the first check on w->probe_timer one interval from
- * now (or removes it when w is not checked).
+ * results. The manager then schedules the first check one interval from now
+ * (or none when w is not checked).
  */
-void vram_liveness_arm(struct vram_workload *w);
+void vram_liveness_reset(struct vram_workload *w);
 
 /*
  * Records the result of one check of in (ok, or why not) at now_ms and

@@ -41,7 +41,7 @@ static struct fixture *fixture_new(unsigned failures, uint64_t interval_ms)
 		f->in[i].replica = i;
 		f->in[i].pid = 4000 + (pid_t)i;
 	}
-	vram_liveness_arm(&f->w); /* no timer in a test: only the reset */
+	vram_liveness_reset(&f->w);
 	return f;
 }
 
@@ -99,7 +99,7 @@ static void test_dead_after_failures_in_a_row(void **state)
 	/* TCP, failures 1: the first failure */
 	f->cfg.health.kind = VRAM_HEALTH_TCP;
 	f->cfg.health.failures = 1;
-	vram_liveness_arm(&f->w);
+	vram_liveness_reset(&f->w);
 	assert_int_equal(vram_liveness_record(&f->w, &f->in[1], false, "port 20002: Connection refused",
 					      100, reason, sizeof(reason)),
 			 VRAM_LIVENESS_DEAD);
@@ -154,7 +154,7 @@ static void test_progress_keeps_it(void **state)
 	assert_false(f->w.live_held);
 
 	/* bytes came, but nothing is in flight now: dead */
-	vram_liveness_arm(&f->w);
+	vram_liveness_reset(&f->w);
 	f->w.in_flight = 0;
 	in->progress_ms = t;
 	assert_int_equal(vram_liveness_record(&f->w, in, false, "x", t, reason, sizeof(reason)),
@@ -162,7 +162,7 @@ static void test_progress_keeps_it(void **state)
 	assert_int_equal(vram_liveness_record(&f->w, in, false, "x", t + 1, reason, sizeof(reason)),
 			 VRAM_LIVENESS_DEAD);
 	/* a request in flight that never sent a byte does not keep a hung process */
-	vram_liveness_arm(&f->w);
+	vram_liveness_reset(&f->w);
 	f->w.in_flight = 3;
 	assert_int_equal(in->progress_ms, 0);
 	assert_int_equal(vram_liveness_record(&f->w, in, false, "x", t, reason, sizeof(reason)),

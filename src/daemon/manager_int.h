@@ -1,0 +1,302 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The manager's internal tier, shared by the files that make up the manager
+ * and by nothing else (the public API is daemon/manager.h). The manager is a
+ * house of floors; a file calls only the floors below its own, and a lower
+ * floor reaches an upper one only through a callback handed to it (a timer,
+ * a kick job, a feature's hooks), the way struct vram_engine_host works for
+ * the engines:
+ *
+ *   top       mgr_reload.c   config reload: diff, pending restarts, removals
+ *             mgr_adhoc.c    ad-hoc workloads (vramctl run): slots, owners
+ *             mgr_status.c   status, GPU and workload JSON
+ *             mgr_hookpid.c  offload/restore of a hooked process by pid
+ *             mgr_route.c    the gateway's questions: model, endpoint, requests
+ *   manager   manager.c      actions, start/offload/restore, placement and
+ *                            eviction, the tick and the kick, construction
+ *   instances mgr_instance.c ports, environment, spawn, exit, health and
+ *                            liveness probes, port ownership, backoff, MPS
+ *   registry  mgr_registry.c slots and the live list, lookup, set_state,
+ *                            waiters, events and subscribers
+ *
+ * Data is shared through struct vram_manager and struct mgr_slot below:
+ * every floor may read them; a field is written by the floor named at it.
+ * Internal functions are mgr_<what>() and return as the public ones do
+ * (0 or -errno).
+ */
+#ifndef VRAM_MANAGER_INT_H
+#define VRAM_MANAGER_INT_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/time.h>
+#include <sys/types.h>
+
+#include <event2/util.h>
+
+#include "common/list.h"
+#include "core/engine.h"
+#include "core/workload.h"
+#include "daemon/hookchan.h"
+#include "daemon/manager.h"
+#include "daemon/runas.h"
+
+struct event;
+
+/* ---- data ---- */
+
+/*
+ * A waiter of an action (registry): its result is delivered from the loop.
+ * w is NULL for an action on one hooked process by pid (mgr_hookpid.c).
+ */
+struct vram_manager_waiter {
+	struct vram_manager *m;
+	struct vram_list link; /* on m->waiters */
+	struct vram_workload *w;
+	enum vram_action action;
+	enum vram_wl_state target;
+	vram_action_cb cb;
+	void *arg;
+	struct event *ev;      /* delivers the result from the loop */
+	bool resolved;
+	uint64_t started_ms;
+	struct vram_action_result res;
+	/* an action on one hooked process by pid (w is NULL): */
+	struct vram_hookchan_req *hook_req; /* in flight, or NULL */
+	bool through_restart; /* a start asked while a reload's restart was pending: resolved after it */
+	char hook_workload[VRAM_HOOKCHAN_NAME_MAX]; /* the process's workload, for res.workload */
+};
+
+/*
+ * What the daemon keeps for one workload slot beside core's struct
+ * vram_workload (the same index in ws): its timers, whom it runs as, how its
+ * process last ended, and what a config reload left for it to do. Zeroed
+ * while the slot is free. Owned by the registry's slot array.
+ */
+struct mgr_slot {
+	/* made and freed by manager.c (mgr_workload_init/done), armed by the floors that use them */
+	struct event *retry_timer;  /* restart after backoff; owned */
+	struct event *start_timer;  /* start/restore timeout; owned */
+	struct event *probe_timer;  /* next health probe round; owned */
+	/* written by mgr_adhoc.c */
+	const struct vram_runas *owner; /* an ad-hoc workload's: whom it runs as, its owner
+					   (borrowed from its ad-hoc record); NULL for the config's */
+	/* written by mgr_instance.c */
+	bool exited;          /* its process ended since the last spawn */
+	int wait_status;      /* waitpid status of that end */
+	uint64_t finished_ms; /* monotonic ms it ended */
+	/*
+	 * A workload of the config: what a reload left for it to do (written by
+	 * mgr_reload.c; an action asked meanwhile decides start_after). Such
+	 * work waits until no request is in flight and no action runs, so that
+	 * a reload never cuts a request short. Always clear for an ad-hoc slot.
+	 */
+	bool removing;   /* gone from the config: stopped, then freed */
+	bool start_after; /* start again once the restart is done */
+	const struct vram_workload_config *next; /* borrowed (m->cfg or a retired config): the
+						     settings it restarts with; NULL: none pending */
+	char keys[512];  /* the keys that changed, for status and the log */
+};
+
+/* An ad-hoc workload's own config and owner (mgr_adhoc.c). */
+struct mgr_adhoc {
+	bool used;           /* the slot holds a workload */
+	struct vram_runas runas; /* who it runs as: its owner */
+	bool removing;       /* freed once it has exited and nothing refers to it */
+	struct vram_workload_config cfg; /* owned */
+};
+
+struct vram_manager {
+	/* manager.c: construction */
+	struct event_base *base; /* borrowed */
+	struct vram_config *cfg; /* owned; replaced by mgr_reload.c */
+	struct vram_gpus *gpus;  /* owned */
+	struct vram_supervisor *sup;
+	struct vram_workers *workers;
+	struct vram_engine_host host;
+	char *state_dir; /* owned */
+	struct vram_mps *mps; /* owned; MPS control daemons for share: mps */
+	struct vram_hookchan *hookchan; /* owned; NULL when the socket could not be opened */
+	char *hook_library;   /* owned; libvram.so to preload, NULL when not found */
+	struct event *tick;
+	bool running;
+	bool shutting_down;
+	void (*shutdown_done)(void *arg);
+	void *shutdown_arg;
+	unsigned ticks;       /* ticks since start, for jobs that run every few ticks */
+	bool mps_quitting;    /* shutdown: waiting for the MPS daemons to quit */
+
+	/* mgr_registry.c */
+	struct vram_workload *ws; /* owned array: config order, then the ad-hoc slots */
+	struct mgr_slot *slots; /* owned array of n_ws: what the daemon keeps beside each ws[k] */
+	struct vram_workload **wptrs; /* the live workloads (n_live), for the planner */
+	size_t n_ws;          /* n_cfg + VRAM_MANAGER_ADHOC_MAX slots */
+	size_t n_cfg;         /* slots for workloads of the config, ws[0..n_cfg): room for a reload */
+	size_t n_live;
+	struct vram_list waiters; /* struct vram_manager_waiter, newest first */
+	struct vram_list subs;    /* subscribers, newest first */
+	struct event *kick;
+
+	/* mgr_instance.c */
+	bool shared_hook_failed; /* the hook socket for other users could not be opened (logged once) */
+
+	/* mgr_adhoc.c */
+	struct mgr_adhoc adhoc[VRAM_MANAGER_ADHOC_MAX]; /* for ws[n_cfg + i] */
+	unsigned adhoc_seq;   /* numbers "run-<n>" names */
+
+	/* mgr_reload.c */
+	struct vram_list retired; /* configs replaced by reloads, still in use */
+	char *cfg_path;       /* owned; the file a reload reads, or NULL */
+	char *ov_listen, *ov_sim_gpus, *ov_state_dir; /* owned; the command line's overrides */
+	bool keep_log_level;  /* the command line set it: a reload leaves it */
+};
+
+/*
+ * A feature on the top floor that needs more than to be called: the jobs it
+ * runs on the manager's kick and tick and what it frees with it. Each may be
+ * NULL. manager.c lists them in one array.
+ */
+struct mgr_feature {
+	const char *name;
+	void (*init)(struct vram_manager *m);          /* vram_manager_new, first; cannot fail */
+	void (*kick)(struct vram_manager *m);          /* after state changes, from the loop */
+	void (*tick)(struct vram_manager *m, uint64_t now_ms); /* every tick, before the idle timers */
+	void (*done)(struct vram_manager *m);          /* vram_manager_free, after the workloads */
+};
+
+extern const struct mgr_feature mgr_adhoc_feature;  /* mgr_adhoc.c */
+extern const struct mgr_feature mgr_reload_feature; /* mgr_reload.c */
+
+static inline struct timeval mgr_tv(uint64_t ms)
+{
+	struct timeval tv = {.tv_sec = (time_t)(ms / 1000),
+			     .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+	return tv;
+}
+
+/* A free slot has no config; every walk over ws skips it. */
+static inline bool mgr_live(const struct vram_workload *w)
+{
+	return w->cfg != NULL;
+}
+
+/* Whether w sits in an ad-hoc slot rather than one of the config's. */
+static inline bool mgr_is_adhoc(const struct vram_manager *m, const struct vram_workload *w)
+{
+	return (size_t)(w - m->ws) >= m->n_cfg;
+}
+
+/* What the daemon keeps beside w. */
+static inline struct mgr_slot *mgr_slot(struct vram_manager *m, const struct vram_workload *w)
+{
+	return &m->slots[w - m->ws];
+}
+
+/* ---- registry: mgr_registry.c ---- */
+
+/*
+ * Allocates the slots (room for every workload a reload may bring, then the
+ * ad-hoc ones), the lists and the kick event, whose handler is on_kick
+ * (handed in by manager.c). Returns 0 or -ENOMEM; mgr_registry_done frees
+ * what was made.
+ */
+int mgr_registry_init(struct vram_manager *m,
+		      void (*on_kick)(evutil_socket_t fd, short what, void *arg));
+/* Frees the waiters (without calling them), subscribers, slots and the kick event. */
+void mgr_registry_done(struct vram_manager *m);
+/* Pokes the kick event: its jobs run on the next loop turn. */
+void mgr_kick(struct vram_manager *m);
+/* The live list, in the order of the config, then workloads being removed, then ad-hoc ones. */
+void mgr_rebuild_live(struct vram_manager *m);
+/* Any live workload by name, also one being removed; NULL if none. */
+struct vram_workload *mgr_find(struct vram_manager *m, const char *name);
+bool mgr_any_process(const struct vram_workload *w);
+/* Sets w's last error (the message) and errno. */
+void mgr_fmt_error(struct vram_workload *w, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/*
+ * Applies ev to w through the lifecycle table: logs, tells subscribers,
+ * resolves waiters and kicks. Returns 0 or -EINVAL (not allowed: nothing changes).
+ */
+int mgr_set_state(struct vram_manager *m, struct vram_workload *w, enum vram_wl_event ev,
+		  const char *reason);
+/* w became ready, or its health settings changed: liveness restarts, its probe timer is re-armed. */
+void mgr_liveness_arm(struct vram_manager *m, struct vram_workload *w);
+/* Hands event (data borrowed for the call) to every subscriber. */
+void mgr_emit(struct vram_manager *m, const char *event, json_t *data);
+
+/* A waiter for action on w (NULL: on a hooked process), not linked yet. NULL on out of memory. */
+struct vram_manager_waiter *mgr_waiter_new(struct vram_manager *m, struct vram_workload *w,
+					   enum vram_action action, vram_action_cb cb, void *arg);
+/* Links wt on the waiters (newest first). */
+void mgr_waiter_link(struct vram_manager *m, struct vram_manager_waiter *wt);
+/* Unlinks (when linked) and frees wt without calling it. */
+void mgr_waiter_free(struct vram_manager_waiter *wt);
+/* Fills the result from the workload's state and schedules the callback. */
+void mgr_waiter_resolve(struct vram_manager_waiter *wt, bool ok);
+/* Resolves the waiters of w whose target w reached, or that it cannot reach now. */
+void mgr_resolve_waiters(struct vram_manager *m, struct vram_workload *w);
+/* Whether a waiter still refers to w (it may be resolved and not delivered yet). */
+bool mgr_waiter_holds(struct vram_manager *m, const struct vram_workload *w);
+/* The start waiters held back by a pending restart of w take part from here on. */
+void mgr_release_held_waiters(struct vram_manager *m, struct vram_workload *w);
+
+/* ---- instances: mgr_instance.c ---- */
+
+/* Opens the hook channel (state_dir/hook.sock) and finds libvram.so; vramd runs on without them. */
+void mgr_open_hook(struct vram_manager *m);
+/* For the supervisor: a child it reaped that is not a workload's (an MPS daemon's). */
+bool mgr_on_reaped_other(pid_t pid, int wait_status, void *arg);
+/* Gives every instance of w a port: the configured one (+ replica), or a free one. */
+int mgr_assign_ports(struct vram_manager *m, struct vram_workload *w, char *err, size_t err_size);
+/* Decides whether this run of w goes through MPS: 0, or -ENOENT with the message. */
+int mgr_mps_decide(struct vram_manager *m, struct vram_workload *w, char *err, size_t err_size);
+/* Lets go of the MPS clients of instances that have no process. */
+void mgr_mps_detach_idle(struct vram_workload *w);
+/* Spawns every instance and starts the health checks; on failure nothing is left running. */
+int mgr_start_processes(struct vram_manager *m, struct vram_workload *w, char *err,
+			size_t err_size);
+/* SIGTERM (SIGKILL after the grace) to every process of w; exits are expected. */
+void mgr_stop_processes(struct vram_workload *w);
+/* Stops w's start timeout and health probes. */
+void mgr_cancel_timers(struct vram_manager *m, struct vram_workload *w);
+/* A process died, or a start/restore did not become healthy: go to failed (and retry). */
+void mgr_fail_workload(struct vram_manager *m, struct vram_workload *w, enum vram_wl_event ev,
+		       bool retry);
+/* Restart after a failure, with the delay doubling up to restart_backoff_max (retry timer). */
+void mgr_schedule_retry(struct vram_manager *m, struct vram_workload *w);
+/* A workload ready for a while starts its next backoff from 1 s again. */
+void mgr_backoff_reset_if_settled(struct vram_workload *w);
+/* Timer callbacks (arg: the workload), made by mgr_workload_init. */
+void mgr_on_probe_timer(evutil_socket_t fd, short what, void *arg);
+void mgr_on_start_timer(evutil_socket_t fd, short what, void *arg);
+/* For the gateway: whether in may be sent a request (its port's listener is its own). */
+bool mgr_endpoint_port_ours(struct vram_manager *m, struct vram_workload *w,
+			    struct vram_instance *in);
+/* vasprintf that returns the string (caller frees) or NULL. */
+char *mgr_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Frees a NULL-terminated list of strings (NULL accepted). */
+void mgr_strv_free(char **v);
+
+/* ---- the manager proper: manager.c ---- */
+
+/*
+ * Makes w in its slot from cfg (borrowed, outlives w): instances, timers,
+ * engine, log (fresh: starts empty). Returns 0 or -ENOMEM; on failure
+ * mgr_workload_done frees what was made.
+ */
+int mgr_workload_init(struct vram_manager *m, struct vram_workload *w,
+		      const struct vram_workload_config *cfg, size_t index, bool fresh);
+/* Frees what w holds and clears its slot (w and what the daemon keeps beside it). */
+void mgr_workload_done(struct vram_manager *m, struct vram_workload *w);
+/* Begins starting w (placement, eviction, spawn). Returns 0, or -ENOSPC/-EINVAL/... with err. */
+int mgr_begin_start(struct vram_manager *m, struct vram_workload *w, const char *reason,
+		    char *err, size_t err_size);
+/* mgr_begin_start; a refusal is logged and kept as w's last error. Returns 0 or -errno. */
+int mgr_start_logged(struct vram_manager *m, struct vram_workload *w, const char *reason);
+/* Stops w whatever it is doing (stop, release, idle release, shutdown). */
+void mgr_stop_workload(struct vram_manager *m, struct vram_workload *w, const char *reason);
+
+#endif
