@@ -3,7 +3,6 @@
  * The identity of an API client, read from the kernel and carried in one
  * header from the gateway to the API. See peer.h.
  */
-#define _GNU_SOURCE
 #include "daemon/peer.h"
 
 #include <errno.h>
