@@ -57,6 +57,12 @@ static int setup(void **state)
 	c->base = event_base_new();
 	assert_non_null(c->base);
 	assert_int_equal(vram_supervisor_new(c->base, &c->sup), 0);
+	/*
+	 * A spawn as another user answers at once when its child fails within the
+	 * wait; on a loaded machine (or under valgrind) a forked child may take
+	 * longer than the daemon's 250 ms, so the tests wait as long as it takes.
+	 */
+	vram_supervisor_set_spawn_wait(c->sup, 30000);
 	assert_int_equal(vram_logfile_open(c->log_path, 1 << 20, 2, &c->log), 0);
 	*state = c;
 	return 0;
