@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/workers.h"
+#include "common/workers.h"
 #include "gpu/cudadrv.h"
 #include "gpu/gpu.h"
 

@@ -42,7 +42,7 @@
 #include "daemon/mps.h"
 #include "daemon/portowner.h"
 #include "daemon/supervise.h"
-#include "daemon/workers.h"
+#include "common/workers.h"
 
 #define TICK_MS 500                 /* period of the manager's tick */
 #define BACKOFF_BASE_MS 1000        /* first restart delay; doubles per failure */

@@ -19,8 +19,8 @@
 
 #include <event2/event.h>
 
+#include "common/workers.h"
 #include "core/engine.h"
-#include "daemon/workers.h"
 #include "gpu/gpu.h"
 
 #define GiB VRAM_GiB

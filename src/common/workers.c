@@ -5,7 +5,7 @@
  * loop, written once per finished job to wake it. No libevent locking is
  * needed because only the loop thread touches libevent.
  */
-#include "daemon/workers.h"
+#include "common/workers.h"
 
 #include <errno.h>
 #include <fcntl.h>
