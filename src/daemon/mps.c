@@ -35,7 +35,7 @@
 #include "common/clock.h"
 #include "common/fsutil.h"
 #include "common/log.h"
-#include "daemon/supervise.h"
+#include "daemon/spawn.h"
 
 extern char **environ;
 
@@ -473,9 +473,9 @@ static int cmd_spawn(struct mps_daemon *d, enum cmd_kind kind, const char *text,
 					 O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600);
 	posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
 	/* Its own process group: a Ctrl-C meant for vramd does not reach it. */
-	r = vram_spawnattr_init(&attr, POSIX_SPAWN_SETPGROUP);
+	r = vram_spawn_attr_init(&attr, POSIX_SPAWN_SETPGROUP);
 	if (r == 0) {
-		r = -vram_spawn(&c->pid, m->control, false, &fa, &attr, argv, env);
+		r = -vram_spawn_posix(&c->pid, m->control, false, &fa, &attr, argv, env);
 		posix_spawnattr_destroy(&attr);
 	}
 	posix_spawn_file_actions_destroy(&fa);
