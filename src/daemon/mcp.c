@@ -29,10 +29,10 @@
 #include "common/version.h"
 #include "config/config.h"
 #include "core/plan.h"
-#include "daemon/api.h"
 #include "daemon/http.h"
 #include "daemon/manager.h"
 #include "daemon/peer.h"
+#include "daemon/waitact.h"
 
 const char *const vram_mcp_versions[] = { "2025-06-18", VRAM_MCP_VERSION_HANDSHAKE_LATEST,
 					  VRAM_MCP_VERSION_STATELESS, NULL };
@@ -64,7 +64,7 @@ struct session {
 struct vram_mcp {
 	struct event_base *base;  /* borrowed */
 	struct vram_manager *m;   /* borrowed, may be NULL */
-	struct vram_api *api;     /* borrowed, may be NULL */
+	struct vram_waitact *wa;  /* borrowed, may be NULL */
 	json_t *tools;            /* the tools/list array */
 	struct session *sessions; /* most recently used first */
 	size_t n_sessions;
@@ -87,7 +87,7 @@ struct vram_mcp_call {
 	char workload[VRAM_CONFIG_NAME_MAX + 1];
 	unsigned wait_s;
 	struct vram_manager_waiter *waiter; /* a workload action, or NULL */
-	struct vram_api_compat *compat;     /* a compat offload/release, or NULL */
+	struct vram_waitact_req *compat;    /* a compat offload/release, or NULL */
 	struct event *timer;                /* the wait bound */
 	bool tcp;                           /* a TCP client's: counted in n_calls_tcp */
 };
@@ -517,7 +517,7 @@ static void call_stop_waiting(struct vram_mcp_call *c)
 		vram_manager_waiter_cancel(c->waiter);
 	c->waiter = NULL;
 	if (c->compat)
-		vram_api_compat_cancel(c->compat);
+		vram_waitact_cancel(c->compat);
 	c->compat = NULL;
 }
 
@@ -534,7 +534,7 @@ static void on_action_done(const struct vram_action_result *res, void *arg)
 {
 	struct vram_mcp_call *c = arg;
 	c->waiter = NULL;
-	json_t *out = vram_api_action_result_json(res, c->action);
+	json_t *out = vram_waitact_result_json(res, c->action);
 	json_t *result = res->error ? tool_error("%s %s failed: %s", vram_action_name(c->action),
 						 c->workload, res->message)
 				    : tool_result(out, false, NULL);
@@ -674,7 +674,7 @@ out:
 static json_t *run_tool(struct vram_mcp *mcp, const struct tool *t, json_t *args,
 			struct vram_mcp_call *c)
 {
-	if (!mcp->m || (!mcp->api && (t->kind == TOOL_COMPAT_ACTION || t->kind == TOOL_GPU_TIMEOUT)))
+	if (!mcp->m || (!mcp->wa && (t->kind == TOOL_COMPAT_ACTION || t->kind == TOOL_GPU_TIMEOUT)))
 		return t->kind == TOOL_PLAN ? run_plan(mcp, args) : tool_error("no daemon state here");
 	switch (t->kind) {
 	case TOOL_GPU_STATUS: {
@@ -689,10 +689,10 @@ static json_t *run_tool(struct vram_mcp *mcp, const struct tool *t, json_t *args
 		json_t *body = NULL;
 		const char *only = json_string_value(json_object_get(args, "workload"));
 		char refusal[1024];
-		if (!vram_api_may_act(mcp->api, mcp->peer, only, "change the idle timers of", refusal,
-				      sizeof(refusal)))
+		if (!vram_waitact_may_act(mcp->wa, mcp->peer, only, "change the idle timers of", refusal,
+					  sizeof(refusal)))
 			return tool_error("%s", refusal);
-		int st = vram_api_compat_timeout(mcp->api, args, &body);
+		int st = vram_waitact_compat_timeout(mcp->wa, args, &body);
 		json_t *r = compat_result(st, body);
 		json_decref(body);
 		return r;
@@ -711,16 +711,16 @@ static json_t *run_tool(struct vram_mcp *mcp, const struct tool *t, json_t *args
 		vram_peer_self(&self);
 		peer = &self;
 	}
-	if (!vram_api_share_left(peer, mcp->n_calls, mcp->n_calls_tcp, VRAM_MCP_CALLS_MAX,
-				 VRAM_MCP_CALLS_UNIX_RESERVED))
+	if (!vram_peer_share_left(peer, mcp->n_calls, mcp->n_calls_tcp, VRAM_MCP_CALLS_MAX,
+				  VRAM_MCP_CALLS_UNIX_RESERVED))
 		return tool_error("too many tool calls waiting for actions (%d, %d of them kept for the "
 				  "control socket); try again later", VRAM_MCP_CALLS_MAX,
 				  VRAM_MCP_CALLS_UNIX_RESERVED);
 	const char *name = json_string_value(json_object_get(args, "workload"));
 	char refusal[1024];
-	if (t->kind == TOOL_ACTION && !vram_api_may_act(mcp->api, peer, name,
-							vram_action_name(t->action), refusal,
-							sizeof(refusal)))
+	if (t->kind == TOOL_ACTION && !vram_waitact_may_act(mcp->wa, peer, name,
+							    vram_action_name(t->action), refusal,
+							    sizeof(refusal)))
 		return tool_error("%s", refusal);
 	json_t *tv = json_object_get(args, "timeout");
 	c->action = t->action;
@@ -742,8 +742,8 @@ static json_t *run_tool(struct vram_mcp *mcp, const struct tool *t, json_t *args
 	char err[1024] = "";
 	json_t *now = NULL;
 	if (t->kind == TOOL_COMPAT_ACTION) {
-		r = vram_api_compat_act(mcp->api, peer, t->action, name, on_compat_done, c, &c->compat,
-					&now);
+		r = vram_waitact_compat(mcp->wa, NULL, peer, t->action, name, on_compat_done, c,
+					&c->compat, &now);
 		if (r > 0) {
 			call_unlink(c);
 			json_t *res = compat_result(r, now);
@@ -1442,7 +1442,7 @@ out:
 
 /* ------------------------------------------------------------- lifecycle */
 
-int vram_mcp_new(struct event_base *base, struct vram_manager *m, struct vram_api *api,
+int vram_mcp_new(struct event_base *base, struct vram_manager *m, struct vram_waitact *wa,
 		 struct vram_mcp **ret)
 {
 	struct vram_mcp *mcp = calloc(1, sizeof(*mcp));
@@ -1450,7 +1450,7 @@ int vram_mcp_new(struct event_base *base, struct vram_manager *m, struct vram_ap
 		return -ENOMEM;
 	mcp->base = base;
 	mcp->m = m;
-	mcp->api = api;
+	mcp->wa = wa;
 	mcp->tools = json_array();
 	int r = mcp->tools ? 0 : -ENOMEM;
 	for (size_t i = 0; !r && i < N_TOOLS; i++) {
