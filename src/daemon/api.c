@@ -24,6 +24,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "common/fsutil.h"
+#include "common/list.h"
 #include "common/log.h"
 #include "common/strutil.h"
 #include "common/units.h"
@@ -40,7 +41,7 @@ struct vram_api {
 	struct event_base *base;  /* borrowed */
 	struct vram_manager *m;   /* borrowed */
 	struct vram_waitact *wa;  /* actions clients wait for, shared with MCP */
-	struct sse_client *sse;   /* event-stream clients (list) */
+	struct vram_list sse;     /* event-stream clients (struct sse_client), newest first */
 	size_t n_sse;
 	size_t n_sse_tcp;         /* of them, TCP clients' */
 	uint64_t sse_next_id;
@@ -951,7 +952,7 @@ struct sse_client {
 	struct evhttp_request *req;
 	struct vram_manager_sub *sub;
 	struct event *keepalive;
-	struct sse_client *prev, *next;
+	struct vram_list link; /* in api->sse */
 	bool tcp; /* a TCP client's: counted in n_sse_tcp */
 };
 
@@ -961,12 +962,7 @@ static void sse_unlink_free(struct sse_client *s)
 	vram_manager_unsubscribe(s->sub);
 	if (s->keepalive)
 		event_free(s->keepalive);
-	if (s->prev)
-		s->prev->next = s->next;
-	else
-		api->sse = s->next;
-	if (s->next)
-		s->next->prev = s->prev;
+	vram_list_remove(&s->link);
 	api->n_sse--;
 	api->n_sse_tcp -= s->tcp;
 	free(s);
@@ -1049,10 +1045,7 @@ static int h_events(struct vram_api_call *c, json_t **ret)
 		free(s);
 		return vram_http_error_out(ret, 500, NULL, "out of memory");
 	}
-	s->next = api->sse;
-	if (api->sse)
-		api->sse->prev = s;
-	api->sse = s;
+	vram_list_push_front(&api->sse, &s->link);
 	api->n_sse++;
 	api->n_sse_tcp += s->tcp;
 
@@ -1178,6 +1171,7 @@ int vram_api_new(struct event_base *base, struct vram_manager *m, struct vram_ap
 		return -ENOMEM;
 	api->base = base;
 	api->m = m;
+	vram_list_init(&api->sse);
 	if (vram_manager_subscribe(m, on_state_change, api, &api->status_sub) < 0) {
 		free(api);
 		return -ENOMEM;
@@ -1203,8 +1197,8 @@ void vram_api_close_clients(struct vram_api *api)
 		return;
 	api->closing = true;
 	vram_mcp_close_clients(api->mcp);
-	while (api->sse) {
-		struct sse_client *s = api->sse;
+	while (!vram_list_empty(&api->sse)) {
+		struct sse_client *s = vram_list_entry(vram_list_first(&api->sse), struct sse_client, link);
 		struct evhttp_connection *evcon = evhttp_request_get_connection(s->req);
 		if (evcon)
 			evhttp_connection_set_closecb(evcon, NULL, NULL);

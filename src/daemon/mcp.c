@@ -23,6 +23,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "common/base64.h"
+#include "common/list.h"
 #include "common/log.h"
 #include "common/strutil.h"
 #include "common/units.h"
@@ -58,7 +59,7 @@ struct session {
 	char owner[OWNER_MAX]; /* only this owner may use or end it */
 	bool tcp;              /* the owner came over TCP: counts against VRAM_MCP_SESSIONS_TCP_MAX */
 	uint64_t last_used_ms; /* ms, monotonic */
-	struct session *prev, *next;
+	struct vram_list link; /* in mcp->sessions */
 };
 
 struct vram_mcp {
@@ -66,19 +67,19 @@ struct vram_mcp {
 	struct vram_manager *m;   /* borrowed, may be NULL */
 	struct vram_waitact *wa;  /* borrowed, may be NULL */
 	json_t *tools;            /* the tools/list array */
-	struct session *sessions; /* most recently used first */
+	struct vram_list sessions; /* struct session, most recently used first */
 	size_t n_sessions;
-	struct vram_mcp_call *calls; /* waiting tool calls (list) */
+	struct vram_list calls;   /* waiting tool calls (struct vram_mcp_call), newest first */
 	size_t n_calls;
 	size_t n_calls_tcp;       /* of them, TCP clients' */
 	const struct vram_peer *peer; /* who sent the message being dispatched; NULL: vramd itself */
-	struct http_wait *http;   /* HTTP requests waiting for a call (list) */
+	struct vram_list http;    /* HTTP requests waiting for a call (struct http_wait) */
 	bool closing;
 };
 
 struct vram_mcp_call {
 	struct vram_mcp *mcp;
-	struct vram_mcp_call *prev, *next;
+	struct vram_list link; /* in mcp->calls while it waits */
 	json_t *id;
 	const char *version; /* static: an entry of vram_mcp_versions */
 	vram_mcp_reply_cb cb;
@@ -477,13 +478,7 @@ static json_t *compat_result(int status, json_t *body)
 static void call_unlink(struct vram_mcp_call *c)
 {
 	struct vram_mcp *mcp = c->mcp;
-	if (c->prev)
-		c->prev->next = c->next;
-	else if (mcp->calls == c)
-		mcp->calls = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-	c->prev = c->next = NULL;
+	vram_list_remove(&c->link);
 	mcp->n_calls--;
 	mcp->n_calls_tcp -= c->tcp;
 }
@@ -730,10 +725,7 @@ static json_t *run_tool(struct vram_mcp *mcp, const struct tool *t, json_t *args
 	if (!c->timer)
 		return tool_error("out of memory");
 	/* Linked first: a callback may run before the action call returns. */
-	c->next = mcp->calls;
-	if (mcp->calls)
-		mcp->calls->prev = c;
-	mcp->calls = c;
+	vram_list_push_front(&mcp->calls, &c->link);
 	mcp->n_calls++;
 	c->tcp = peer->transport == VRAM_PEER_TCP;
 	mcp->n_calls_tcp += c->tcp;
@@ -934,6 +926,7 @@ int vram_mcp_dispatch(struct vram_mcp *mcp, json_t *msg, const char *version, vr
 			goto out_reply;
 		}
 		c->mcp = mcp;
+		vram_list_init(&c->link);
 		c->id = json_incref(id);
 		c->version = version;
 		c->cb = cb;
@@ -971,11 +964,10 @@ struct http_wait {
 	struct vram_mcp *mcp;
 	struct evhttp_request *req;
 	struct vram_mcp_call *call;
-	struct http_wait *prev, *next;
+	struct vram_list link;       /* in mcp->http while the call waits; on none otherwise */
 	struct session *new_session; /* made by this initialize, or NULL */
 	bool stateless;              /* served under 2026-07-28 */
 	bool request;                /* the message has an id and a method: it must be answered */
-	bool linked;
 };
 
 static uint64_t monotonic_ms(void)
@@ -997,30 +989,24 @@ static void owner_of(const struct vram_peer *p, char *buf, size_t size)
 /* The session id if owner made it; another owner's is not there for them. */
 static struct session *session_find(struct vram_mcp *mcp, const char *id, const char *owner)
 {
-	for (struct session *s = mcp->sessions; s; s = s->next)
+	struct vram_list *pos;
+	vram_list_for_each(pos, &mcp->sessions) {
+		struct session *s = vram_list_entry(pos, struct session, link);
 		if (strcmp(s->id, id) == 0)
 			return strcmp(s->owner, owner) == 0 ? s : NULL;
+	}
 	return NULL;
 }
 
 static void session_unlink(struct vram_mcp *mcp, struct session *s)
 {
-	if (s->prev)
-		s->prev->next = s->next;
-	else
-		mcp->sessions = s->next;
-	if (s->next)
-		s->next->prev = s->prev;
-	s->prev = s->next = NULL;
+	vram_list_remove(&s->link);
 	mcp->n_sessions--;
 }
 
 static void session_push(struct vram_mcp *mcp, struct session *s)
 {
-	s->next = mcp->sessions;
-	if (mcp->sessions)
-		mcp->sessions->prev = s;
-	mcp->sessions = s;
+	vram_list_push_front(&mcp->sessions, &s->link);
 	mcp->n_sessions++;
 	s->last_used_ms = monotonic_ms();
 }
@@ -1031,7 +1017,9 @@ static struct session *session_lru(struct vram_mcp *mcp, const char *owner, bool
 {
 	struct session *lru = NULL;
 	size_t n = 0;
-	for (struct session *s = mcp->sessions; s; s = s->next) {
+	struct vram_list *pos;
+	vram_list_for_each(pos, &mcp->sessions) {
+		struct session *s = vram_list_entry(pos, struct session, link);
 		if ((owner && strcmp(s->owner, owner) != 0) || (tcp_only && !s->tcp))
 			continue;
 		lru = s; /* most recently used first: the last one seen */
@@ -1127,15 +1115,7 @@ static void http_refuse_with(struct evhttp_request *req, int status, json_t *bod
 
 static void http_wait_free(struct http_wait *w)
 {
-	struct vram_mcp *mcp = w->mcp;
-	if (w->linked) {
-		if (w->prev)
-			w->prev->next = w->next;
-		else
-			mcp->http = w->next;
-		if (w->next)
-			w->next->prev = w->prev;
-	}
+	vram_list_remove(&w->link); /* nothing when it is on none */
 	free(w);
 }
 
@@ -1164,7 +1144,7 @@ static void on_http_reply(json_t *resp, void *arg)
 {
 	struct http_wait *w = arg;
 	struct vram_mcp *mcp = w->mcp;
-	if (w->linked)
+	if (vram_list_linked(&w->link))
 		vram_http_unwatch(w->req);
 	if (w->new_session && (!resp || json_object_get(resp, "error"))) {
 		/* initialize failed: the session it made goes. */
@@ -1421,6 +1401,7 @@ void vram_mcp_handle_http(struct vram_mcp *mcp, struct evhttp_request *req, cons
 		goto out;
 	}
 	w->mcp = mcp;
+	vram_list_init(&w->link);
 	w->req = req;
 	w->stateless = stateless;
 	w->request = id && json_object_get(msg, "method");
@@ -1429,11 +1410,7 @@ void vram_mcp_handle_http(struct vram_mcp *mcp, struct evhttp_request *req, cons
 	int dispatched = vram_mcp_dispatch(mcp, msg, version, on_http_reply, w, &w->call);
 	mcp->peer = NULL;
 	if (dispatched == 1) {
-		w->linked = true;
-		w->next = mcp->http;
-		if (mcp->http)
-			mcp->http->prev = w;
-		mcp->http = w;
+		vram_list_push_front(&mcp->http, &w->link);
 		vram_http_watch_close(req, on_http_close, w);
 	}
 out:
@@ -1451,6 +1428,9 @@ int vram_mcp_new(struct event_base *base, struct vram_manager *m, struct vram_wa
 	mcp->base = base;
 	mcp->m = m;
 	mcp->wa = wa;
+	vram_list_init(&mcp->sessions);
+	vram_list_init(&mcp->calls);
+	vram_list_init(&mcp->http);
 	mcp->tools = json_array();
 	int r = mcp->tools ? 0 : -ENOMEM;
 	for (size_t i = 0; !r && i < N_TOOLS; i++) {
@@ -1479,8 +1459,9 @@ void vram_mcp_close_clients(struct vram_mcp *mcp)
 	if (!mcp)
 		return;
 	mcp->closing = true;
-	while (mcp->calls) {
-		struct vram_mcp_call *c = mcp->calls;
+	while (!vram_list_empty(&mcp->calls)) {
+		struct vram_mcp_call *c = vram_list_entry(vram_list_first(&mcp->calls),
+							  struct vram_mcp_call, link);
 		call_stop_waiting(c);
 		call_finish(c, tool_error("vramd is shutting down; the %s goes on or stops with it",
 					  vram_action_name(c->action)));
@@ -1492,8 +1473,8 @@ void vram_mcp_free(struct vram_mcp *mcp)
 	if (!mcp)
 		return;
 	vram_mcp_close_clients(mcp);
-	while (mcp->sessions) {
-		struct session *s = mcp->sessions;
+	while (!vram_list_empty(&mcp->sessions)) {
+		struct session *s = vram_list_entry(vram_list_first(&mcp->sessions), struct session, link);
 		session_unlink(mcp, s);
 		free(s);
 	}

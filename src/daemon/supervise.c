@@ -39,6 +39,7 @@
 #include <event2/event.h>
 
 #include "common/clock.h"
+#include "common/list.h"
 #include "common/log.h"
 #include "daemon/relay.h"
 #include "daemon/spawn.h"
@@ -59,7 +60,7 @@ struct late_report;
 
 struct vram_child {
 	struct vram_supervisor *s;
-	struct vram_child *next;
+	struct vram_list link;      /* in s->children until its exit callback runs */
 	pid_t pid;                  /* the workload process (its group's id too) */
 	pid_t relay_pid;            /* its output relay until that is reaped; 0: none */
 	int out_fd;                 /* read end of the pipe from the relay (or from the child
@@ -81,7 +82,7 @@ struct vram_child {
 struct vram_supervisor {
 	struct event_base *base; /* borrowed */
 	struct event *sigchld;
-	struct vram_child *children; /* exit callback not called yet */
+	struct vram_list children;   /* struct vram_child whose exit callback has not run, newest first */
 	vram_reaped_cb reaped_other; /* pids that are not children of ours; may be NULL */
 	void *reaped_other_arg;
 	size_t n_children;
@@ -162,13 +163,10 @@ int vram_subst_vars(const char *in, char *const *env, char **ret, char *err, siz
 static void child_unlink(struct vram_child *c)
 {
 	struct vram_supervisor *s = c->s;
-	for (struct vram_child **pp = &s->children; *pp; pp = &(*pp)->next) {
-		if (*pp == c) {
-			*pp = c->next;
-			s->n_children--;
-			return;
-		}
-	}
+	if (!vram_list_linked(&c->link))
+		return;
+	vram_list_remove(&c->link);
+	s->n_children--;
 }
 
 static void child_close_output(struct vram_child *c)
@@ -238,7 +236,7 @@ static void relay_keep(struct vram_supervisor *s, pid_t pid)
 /* Whether pid is one of our relays; if so it is forgotten (reaped now). */
 static bool relay_reaped(struct vram_supervisor *s, pid_t pid, int status)
 {
-	for (struct vram_child *c = s->children; c; c = c->next) {
+	vram_list_for_each_entry(c, &s->children, struct vram_child, link) {
 		if (c->relay_pid != pid)
 			continue;
 		c->relay_pid = 0;
@@ -350,11 +348,14 @@ static void on_sigchld(evutil_socket_t sig, short what, void *arg)
 		if (pid <= 0)
 			break;
 		/* a reaped child's pid is free for reuse: it never matches again */
-		struct vram_child *c = s->children;
-		while (c && (c->reaped || c->pid != pid))
-			c = c->next;
-		if (c) {
-			child_reaped(c, status);
+		struct vram_child *found = NULL;
+		vram_list_for_each_entry(c, &s->children, struct vram_child, link)
+			if (!c->reaped && c->pid == pid) {
+				found = c;
+				break;
+			}
+		if (found) {
+			child_reaped(found, status);
 			continue;
 		}
 		if (relay_reaped(s, pid, status))
@@ -370,6 +371,7 @@ int vram_supervisor_new(struct event_base *base, struct vram_supervisor **ret)
 	if (!s)
 		return -ENOMEM;
 	s->base = base;
+	vram_list_init(&s->children);
 	s->spawn_wait_ms = SPAWN_SYNC_MS;
 	s->sigchld = evsignal_new(base, SIGCHLD, on_sigchld, s);
 	if (!s->sigchld || evsignal_add(s->sigchld, NULL) < 0) {
@@ -401,7 +403,7 @@ void vram_supervisor_free(struct vram_supervisor *s)
 {
 	if (!s)
 		return;
-	for (struct vram_child *c = s->children; c; c = c->next) {
+	vram_list_for_each_entry(c, &s->children, struct vram_child, link) {
 		if (c->reaped)
 			continue;
 		(void)kill(-c->pid, SIGKILL);
@@ -411,11 +413,12 @@ void vram_supervisor_free(struct vram_supervisor *s)
 	}
 	/* with every writer gone the relays pass on the rest and exit; not forever */
 	uint64_t deadline = vram_now_ms() + FINISH_WAIT_MS;
-	for (struct vram_child *c = s->children; c; c = c->next)
+	vram_list_for_each_entry(c, &s->children, struct vram_child, link)
 		child_drain_until(c, deadline);
-	while (s->children) {
-		struct vram_child *c = s->children;
-		s->children = c->next;
+	while (!vram_list_empty(&s->children)) {
+		struct vram_child *c = vram_list_entry(vram_list_first(&s->children), struct vram_child,
+						       link);
+		vram_list_remove(&c->link);
 		child_release_output(c);
 		child_free(c);
 	}
@@ -636,6 +639,7 @@ int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp
 	if (!c)
 		goto out;
 	c->s = s;
+	vram_list_init(&c->link);
 	c->out_fd = -1;
 	c->log = sp->log;
 	c->cb = cb;
@@ -686,8 +690,7 @@ int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp
 		/* the process runs; without its output it is still supervised */
 		child_close_output(c);
 	}
-	c->next = s->children;
-	s->children = c;
+	vram_list_push_front(&s->children, &c->link);
 	s->n_children++;
 	*ret = c;
 	c = NULL;

@@ -16,16 +16,15 @@
 
 #include <event2/http.h>
 
+#include "common/list.h"
 #include "common/log.h"
 #include "common/units.h"
 #include "daemon/http.h"
 #include "daemon/runas.h"
 
-struct pending;
-
 struct vram_waitact {
 	struct vram_manager *m;   /* borrowed */
-	struct pending *pending;  /* requests waiting for actions (list) */
+	struct vram_list pending; /* requests waiting for actions (struct pending), newest first */
 	size_t n_pending;
 	size_t n_pending_tcp;     /* of them, TCP clients' */
 	vram_waitact_changed_cb changed; /* may be NULL */
@@ -109,7 +108,7 @@ struct pending_item {
 struct pending {
 	struct vram_waitact *wa;
 	struct evhttp_request *req;
-	struct pending *prev, *next;
+	struct vram_list link;  /* in wa->pending */
 	enum vram_action action;
 	bool compat;         /* reply in the TTS-style shape */
 	bool tcp;            /* a TCP client's: counted in n_pending_tcp */
@@ -136,12 +135,7 @@ json_t *vram_waitact_result_json(const struct vram_action_result *res, enum vram
 static void pending_unlink(struct pending *p)
 {
 	struct vram_waitact *wa = p->wa;
-	if (p->prev)
-		p->prev->next = p->next;
-	else
-		wa->pending = p->next;
-	if (p->next)
-		p->next->prev = p->prev;
+	vram_list_remove(&p->link);
 	wa->n_pending--;
 	wa->n_pending_tcp -= p->tcp;
 }
@@ -240,6 +234,7 @@ static struct pending *pending_new(struct vram_waitact *wa, struct evhttp_reques
 		return NULL;
 	}
 	p->wa = wa;
+	vram_list_init(&p->link);
 	p->req = req;
 	p->tcp = peer->transport == VRAM_PEER_TCP;
 	p->action = action;
@@ -254,10 +249,7 @@ static struct pending *pending_new(struct vram_waitact *wa, struct evhttp_reques
 static void pending_link(struct pending *p)
 {
 	struct vram_waitact *wa = p->wa;
-	p->next = wa->pending;
-	if (wa->pending)
-		wa->pending->prev = p;
-	wa->pending = p;
+	vram_list_push_front(&wa->pending, &p->link);
 	wa->n_pending++;
 	wa->n_pending_tcp += p->tcp;
 }
@@ -517,6 +509,7 @@ int vram_waitact_new(struct vram_manager *m, vram_waitact_changed_cb changed_cb,
 	if (!wa)
 		return -ENOMEM;
 	wa->m = m;
+	vram_list_init(&wa->pending);
 	wa->changed = changed_cb;
 	wa->changed_arg = arg;
 	*ret = wa;
@@ -527,8 +520,8 @@ void vram_waitact_close(struct vram_waitact *wa)
 {
 	if (!wa)
 		return;
-	while (wa->pending) {
-		struct pending *p = wa->pending;
+	while (!vram_list_empty(&wa->pending)) {
+		struct pending *p = vram_list_entry(vram_list_first(&wa->pending), struct pending, link);
 		for (size_t i = 0; i < p->n_items; i++)
 			if (p->items[i].waiter) {
 				vram_manager_waiter_cancel(p->items[i].waiter);

@@ -72,11 +72,32 @@ static void test_remove_while_walking(void **state)
 	assert_int_equal(vram_list_count(&head), 0);
 }
 
+/* The typed walk sees every element in order, and none on an empty list. */
+static void test_for_each_entry(void **state)
+{
+	struct vram_list head;
+	struct item it[3] = { { 7 }, { 8 }, { 9 } };
+	vram_list_init(&head);
+	vram_list_for_each_entry(i, &head, struct item, link)
+		fail_msg("an empty list has element %d", i->value);
+	for (int i = 0; i < 3; i++)
+		vram_list_push_back(&head, &it[i].link);
+	int sum = 0, n = 0;
+	vram_list_for_each_entry(i, &head, const struct item, link) {
+		assert_int_equal(i->value, 7 + n);
+		sum += i->value;
+		n++;
+	}
+	assert_int_equal(n, 3);
+	assert_int_equal(sum, 24);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_order_and_remove),
 		cmocka_unit_test(test_remove_while_walking),
+		cmocka_unit_test(test_for_each_entry),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
