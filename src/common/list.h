@@ -79,6 +79,19 @@ static inline void vram_list_remove(struct vram_list *node)
 	vram_list_init(node);
 }
 
+/* Moves every node of from to the back of to, in order; from is left empty. */
+static inline void vram_list_move(struct vram_list *from, struct vram_list *to)
+{
+	if (vram_list_empty(from))
+		return;
+	struct vram_list *first = from->next, *last = from->prev;
+	first->prev = to->prev;
+	to->prev->next = first;
+	last->next = to;
+	to->prev = last;
+	vram_list_init(from);
+}
+
 /* The first or last node, or NULL when the list is empty. */
 static inline struct vram_list *vram_list_first(const struct vram_list *head)
 {

@@ -92,12 +92,39 @@ static void test_for_each_entry(void **state)
 	assert_int_equal(sum, 24);
 }
 
+/* Moving a list: every node, in order, to the back of another; the first left empty. */
+static void test_move(void **state)
+{
+	struct vram_list a, b;
+	struct item it[4] = { { 1 }, { 2 }, { 3 }, { 4 } };
+	char got[8];
+	vram_list_init(&a);
+	vram_list_init(&b);
+	vram_list_move(&a, &b); /* empty onto empty */
+	assert_true(vram_list_empty(&a) && vram_list_empty(&b));
+	vram_list_push_back(&a, &it[0].link);
+	vram_list_push_back(&a, &it[1].link);
+	vram_list_push_back(&b, &it[2].link);
+	vram_list_move(&a, &b);
+	assert_true(vram_list_empty(&a));
+	values(&b, got);
+	assert_string_equal(got, "312");
+	vram_list_push_back(&a, &it[3].link); /* the emptied head is usable again */
+	values(&a, got);
+	assert_string_equal(got, "4");
+	vram_list_move(&b, &a);
+	values(&a, got);
+	assert_string_equal(got, "4312");
+	assert_int_equal(vram_list_count(&b), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_order_and_remove),
 		cmocka_unit_test(test_remove_while_walking),
 		cmocka_unit_test(test_for_each_entry),
+		cmocka_unit_test(test_move),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
