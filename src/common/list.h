@@ -79,6 +79,19 @@ static inline void vram_list_remove(struct vram_list *node)
 	vram_list_init(node);
 }
 
+/* Moves every node of from to the back of to, in order; from is left empty. */
+static inline void vram_list_move(struct vram_list *from, struct vram_list *to)
+{
+	if (vram_list_empty(from))
+		return;
+	struct vram_list *first = from->next, *last = from->prev;
+	first->prev = to->prev;
+	to->prev->next = first;
+	last->next = to;
+	to->prev = last;
+	vram_list_init(from);
+}
+
 /* The first or last node, or NULL when the list is empty. */
 static inline struct vram_list *vram_list_first(const struct vram_list *head)
 {
@@ -97,6 +110,18 @@ static inline struct vram_list *vram_list_last(const struct vram_list *head)
 #define vram_list_for_each_safe(pos, tmp, head)                                      \
 	for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head);             \
 	     (pos) = (tmp), (tmp) = (pos)->next)
+
+/*
+ * Walks the elements: var, declared here as a type *, is each element of
+ * type type whose member node is on the list. The body must not remove var
+ * (use vram_list_for_each_safe for that).
+ *
+ *   vram_list_for_each_entry(r, &o->reqs, struct req, link)
+ *           total += r->size;
+ */
+#define vram_list_for_each_entry(var, head, type, member)                            \
+	for (type *var = vram_list_entry((head)->next, type, member);                \
+	     &var->member != (head); var = vram_list_entry(var->member.next, type, member))
 
 /* The number of nodes: a walk, for tests and limits on short lists. */
 static inline size_t vram_list_count(const struct vram_list *head)

@@ -422,15 +422,164 @@ static void get_string_list(struct ctx *c, const struct vram_ynode *v, size_t ma
 	*ret_n = v->n_items;
 }
 
+/* ---- how a reload tells a change: one comparison per key of the tables below ---- */
+
+static bool str_eq(const char *a, const char *b)
+{
+	return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/* NULL-terminated lists of n entries each. */
+static bool strv_eq(char *const *a, size_t na, char *const *b, size_t nb)
+{
+	if (na != nb)
+		return false;
+	for (size_t i = 0; i < na; i++)
+		if (!str_eq(a[i], b[i]))
+			return false;
+	return true;
+}
+
+/* Environments as sets: the order of `env:` entries does not change the process. */
+static bool env_eq(const struct vram_workload_config *a, const struct vram_workload_config *b)
+{
+	if (a->n_env != b->n_env)
+		return false;
+	for (size_t i = 0; i < a->n_env; i++) {
+		bool found = false;
+		for (size_t j = 0; !found && j < b->n_env; j++)
+			found = strcmp(a->env[i], b->env[j]) == 0;
+		if (!found)
+			return false;
+	}
+	return true;
+}
+
+static bool gpus_eq(const struct vram_gpu_request *a, const struct vram_gpu_request *b)
+{
+	if (a->kind != b->kind || a->count != b->count || a->n_pins != b->n_pins)
+		return false;
+	return a->n_pins == 0 || memcmp(a->pins, b->pins, a->n_pins * sizeof(*a->pins)) == 0;
+}
+
+static bool mem_eq(const struct vram_mem *a, const struct vram_mem *b)
+{
+	return a->is_fraction == b->is_fraction &&
+	       (a->is_fraction ? a->fraction == b->fraction : a->bytes == b->bytes);
+}
+
+/* same_<key>(a, b): whether two workloads, or two configs, agree on the key. */
+#define SAME_WL(key, expr)                                                                   \
+	static bool same_##key(const struct vram_workload_config *a,                         \
+			       const struct vram_workload_config *b)                         \
+	{                                                                                    \
+		return (expr);                                                               \
+	}
+#define SAME_CFG(key, expr)                                                                  \
+	static bool same_##key(const struct vram_config *a, const struct vram_config *b)     \
+	{                                                                                    \
+		return (expr);                                                               \
+	}
+
+SAME_WL(cmd, strv_eq(a->cmd, a->n_cmd, b->cmd, b->n_cmd))
+SAME_WL(env, env_eq(a, b))
+SAME_WL(cwd, str_eq(a->cwd, b->cwd))
+SAME_WL(gpus, gpus_eq(&a->gpus, &b->gpus))
+SAME_WL(memory, mem_eq(&a->memory, &b->memory))
+SAME_WL(replicas, a->replicas == b->replicas)
+SAME_WL(avoid, strv_eq(a->avoid, a->n_avoid, b->avoid, b->n_avoid))
+SAME_WL(placement, a->placement == b->placement)
+SAME_WL(fallback, a->fallback == b->fallback)
+SAME_WL(start, a->start == b->start)
+/* path and tcp both set the kind of check */
+SAME_WL(health_check, a->health.kind == b->health.kind && str_eq(a->health.path, b->health.path))
+SAME_WL(health_interval, a->health.interval_ms == b->health.interval_ms)
+SAME_WL(health_timeout, a->health.timeout_ms == b->health.timeout_ms)
+SAME_WL(health_start_timeout, a->health.start_timeout_ms == b->health.start_timeout_ms)
+SAME_WL(health_failures, a->health.failures == b->health.failures)
+SAME_WL(health_port_owner, a->health.port_owner == b->health.port_owner)
+SAME_WL(port, a->port == b->port)
+SAME_WL(idle_offload_after, a->idle.offload_after_ms == b->idle.offload_after_ms)
+SAME_WL(idle_release_after, a->idle.release_after_ms == b->idle.release_after_ms)
+SAME_WL(priority, a->priority == b->priority)
+SAME_WL(offload, a->offload == b->offload)
+SAME_WL(restart_policy, a->restart == b->restart)
+SAME_WL(restart_backoff_max, a->restart_backoff_max_ms == b->restart_backoff_max_ms)
+SAME_WL(stop_grace, a->stop_grace_ms == b->stop_grace_ms)
+SAME_WL(models, strv_eq(a->models, a->n_models, b->models, b->n_models))
+SAME_WL(share, a->share == b->share)
+SAME_WL(compute, a->compute_percent == b->compute_percent)
+SAME_WL(max_concurrency, a->max_concurrency == b->max_concurrency)
+SAME_WL(queue_max, a->queue_max == b->queue_max)
+SAME_WL(queue_timeout, a->queue_timeout_ms == b->queue_timeout_ms)
+SAME_WL(first_byte_timeout, a->first_byte_timeout_ms == b->first_byte_timeout_ms)
+SAME_WL(stream_timeout, a->stream_timeout_ms == b->stream_timeout_ms)
+
+SAME_CFG(listen, str_eq(a->daemon.listen, b->daemon.listen))
+SAME_CFG(socket, str_eq(a->daemon.socket, b->daemon.socket))
+SAME_CFG(state_dir, str_eq(a->daemon.state_dir, b->daemon.state_dir))
+SAME_CFG(log, str_eq(a->daemon.log, b->daemon.log))
+SAME_CFG(log_level, str_eq(a->daemon.log_level, b->daemon.log_level))
+SAME_CFG(token, str_eq(a->daemon.token, b->daemon.token))
+SAME_CFG(hook_library, str_eq(a->daemon.hook_library, b->daemon.hook_library))
+SAME_CFG(workload_log_max, a->daemon.workload_log_max_bytes == b->daemon.workload_log_max_bytes)
+SAME_CFG(workload_log_keep, a->daemon.workload_log_keep == b->daemon.workload_log_keep)
+SAME_CFG(port_range_start, a->daemon.port_range_start == b->daemon.port_range_start)
+SAME_CFG(allowed_hosts, strv_eq(a->daemon.allowed_hosts, a->daemon.n_allowed_hosts,
+				b->daemon.allowed_hosts, b->daemon.n_allowed_hosts))
+SAME_CFG(cors_origins, strv_eq(a->daemon.cors_origins, a->daemon.n_cors_origins,
+			       b->daemon.cors_origins, b->daemon.n_cors_origins))
+SAME_CFG(run_as, str_eq(a->daemon.run_as, b->daemon.run_as))
+SAME_CFG(socket_mode, a->daemon.socket_mode == b->daemon.socket_mode)
+SAME_CFG(socket_group, str_eq(a->daemon.socket_group, b->daemon.socket_group))
+SAME_CFG(backend, a->gpus.backend == b->gpus.backend)
+SAME_CFG(reserve, a->gpus.reserve == b->gpus.reserve)
+
+static bool same_sim(const struct vram_config *a, const struct vram_config *b)
+{
+	bool same = a->gpus.n_sim == b->gpus.n_sim;
+	for (size_t i = 0; same && i < a->gpus.n_sim; i++)
+		same = str_eq(a->gpus.sim[i].name, b->gpus.sim[i].name) &&
+		       a->gpus.sim[i].memory == b->gpus.sim[i].memory;
+	return same;
+}
+
+#undef SAME_WL
+#undef SAME_CFG
+
 /* ---- key tables ---- */
 
 typedef void (*key_fn)(struct ctx *c, const struct vram_ynode *v, void *target);
 
+/*
+ * One row declares a key completely: how it is read, whether `defaults:`
+ * may hold it, and what a reload does when its value changes (its class and
+ * how to tell a change), so that a key cannot be added without the reload
+ * knowing it (config/diff.c walks these rows; test-diff checks every one).
+ */
 struct key_def {
 	const char *key;
 	key_fn fn;        /* NULL: only recorded in at[] */
 	bool in_defaults; /* workload keys: may also appear under `defaults:` */
+	enum vram_reload reload; /* workload, daemon and gpus keys; VRAM_RELOAD_UNSET elsewhere */
+	/* Whether two workloads (workload keys) or two configs (daemon, gpus) agree on it. */
+	bool (*same_wl)(const struct vram_workload_config *a, const struct vram_workload_config *b);
+	bool (*same_cfg)(const struct vram_config *a, const struct vram_config *b);
+	/*
+	 * What a reload names when it changes, when not the key's path: one
+	 * name for a group of keys ("health" for each health key, "queue").
+	 * A mapping's keys (sub) take their parent's, unless they have their own.
+	 */
+	const char *reported;
+	const struct key_def *sub; /* a mapping's keys, each a key of its own for a reload */
+	size_t n_sub;
 };
+
+/* The reload part of a row: its class and comparison (same_<name>, above). */
+#define WL_PROCESS(name) .reload = VRAM_RELOAD_PROCESS, .same_wl = same_##name
+#define WL_LIVE(name) .reload = VRAM_RELOAD_LIVE, .same_wl = same_##name
+#define CFG_DAEMON(name) .reload = VRAM_RELOAD_DAEMON, .same_cfg = same_##name
+#define CFG_LIVE(name) .reload = VRAM_RELOAD_LIVE, .same_cfg = same_##name
 
 enum walk_mode { WALK_ALL, WALK_DEFAULTS };
 
@@ -825,13 +974,13 @@ static void health_port_owner(struct ctx *c, const struct vram_ynode *v, void *t
 }
 
 static const struct key_def health_keys[] = {
-	{ "path", health_path, true },
-	{ "tcp", health_tcp, true },
-	{ "interval", health_interval, true },
-	{ "timeout", health_timeout, true },
-	{ "start_timeout", health_start_timeout, true },
-	{ "failures", health_failures, true },
-	{ "port_owner", health_port_owner, true },
+	{ "path", health_path, true, WL_LIVE(health_check) },
+	{ "tcp", health_tcp, true, WL_LIVE(health_check) },
+	{ "interval", health_interval, true, WL_LIVE(health_interval) },
+	{ "timeout", health_timeout, true, WL_LIVE(health_timeout) },
+	{ "start_timeout", health_start_timeout, true, WL_LIVE(health_start_timeout) },
+	{ "failures", health_failures, true, WL_LIVE(health_failures) },
+	{ "port_owner", health_port_owner, true, WL_LIVE(health_port_owner) },
 };
 
 static void wl_health(struct ctx *c, const struct vram_ynode *v, void *t)
@@ -896,8 +1045,8 @@ static void idle_release_after(struct ctx *c, const struct vram_ynode *v, void *
 }
 
 static const struct key_def idle_keys[] = {
-	{ "offload_after", idle_offload_after, true },
-	{ "release_after", idle_release_after, true },
+	{ "offload_after", idle_offload_after, true, WL_LIVE(idle_offload_after) },
+	{ "release_after", idle_release_after, true, WL_LIVE(idle_release_after) },
 };
 
 static void wl_idle(struct ctx *c, const struct vram_ynode *v, void *t)
@@ -939,8 +1088,8 @@ static void restart_backoff_max(struct ctx *c, const struct vram_ynode *v, void 
 }
 
 static const struct key_def restart_keys[] = {
-	{ "policy", restart_policy, true },
-	{ "backoff_max", restart_backoff_max, true },
+	{ "policy", restart_policy, true, WL_LIVE(restart_policy) },
+	{ "backoff_max", restart_backoff_max, true, WL_LIVE(restart_backoff_max) },
 };
 
 static void wl_restart(struct ctx *c, const struct vram_ynode *v, void *t)
@@ -1023,32 +1172,41 @@ enum {
 	K_QUEUE_MAX, K_QUEUE_TIMEOUT, K_FIRST_BYTE_TIMEOUT, K_STREAM_TIMEOUT, N_WL_KEYS
 };
 
+/*
+ * A workload key's reload class: process (what the process is made of: a
+ * change needs a new process) or live (how vramd treats it: read at the
+ * moment it is needed, so the running process takes it as it is).
+ */
 static const struct key_def workload_keys[N_WL_KEYS] = {
-	[K_CMD] = { "cmd", wl_cmd, false },
-	[K_ENV] = { "env", wl_env, false },
-	[K_CWD] = { "cwd", wl_cwd, false },
-	[K_GPUS] = { "gpus", wl_gpus, false },
-	[K_MEMORY] = { "memory", wl_memory, false },
-	[K_REPLICAS] = { "replicas", wl_replicas, false },
-	[K_AVOID] = { "avoid", wl_avoid, false },
-	[K_PLACEMENT] = { "placement", wl_placement, true },
-	[K_FALLBACK] = { "fallback", wl_fallback, true },
-	[K_START] = { "start", wl_start, true },
-	[K_HEALTH] = { "health", wl_health, true },
-	[K_PORT] = { "port", wl_port, false },
-	[K_IDLE] = { "idle", wl_idle, true },
-	[K_PRIORITY] = { "priority", wl_priority, true },
-	[K_OFFLOAD] = { "offload", wl_offload, true },
-	[K_RESTART] = { "restart", wl_restart, true },
-	[K_STOP_GRACE] = { "stop_grace", wl_stop_grace, true },
-	[K_MODELS] = { "models", wl_models, false },
-	[K_SHARE] = { "share", wl_share, false },
-	[K_COMPUTE] = { "compute", wl_compute, false },
-	[K_MAX_CONCURRENCY] = { "max_concurrency", wl_max_concurrency, true },
-	[K_QUEUE_MAX] = { "queue_max", wl_queue_max, true },
-	[K_QUEUE_TIMEOUT] = { "queue_timeout", wl_queue_timeout, true },
-	[K_FIRST_BYTE_TIMEOUT] = { "first_byte_timeout", wl_first_byte_timeout, true },
-	[K_STREAM_TIMEOUT] = { "stream_timeout", wl_stream_timeout, true },
+	[K_CMD] = { "cmd", wl_cmd, false, WL_PROCESS(cmd) },
+	[K_ENV] = { "env", wl_env, false, WL_PROCESS(env) },
+	[K_CWD] = { "cwd", wl_cwd, false, WL_PROCESS(cwd) },
+	[K_GPUS] = { "gpus", wl_gpus, false, WL_PROCESS(gpus) },
+	[K_MEMORY] = { "memory", wl_memory, false, WL_PROCESS(memory) },
+	[K_REPLICAS] = { "replicas", wl_replicas, false, WL_PROCESS(replicas) },
+	[K_AVOID] = { "avoid", wl_avoid, false, WL_LIVE(avoid) },
+	[K_PLACEMENT] = { "placement", wl_placement, true, WL_LIVE(placement) },
+	[K_FALLBACK] = { "fallback", wl_fallback, true, WL_LIVE(fallback) },
+	[K_START] = { "start", wl_start, true, WL_LIVE(start) },
+	[K_HEALTH] = { "health", wl_health, true, .reported = "health", .sub = health_keys,
+		       .n_sub = N_KEYS(health_keys) },
+	[K_PORT] = { "port", wl_port, false, WL_PROCESS(port) },
+	[K_IDLE] = { "idle", wl_idle, true, .sub = idle_keys, .n_sub = N_KEYS(idle_keys) },
+	[K_PRIORITY] = { "priority", wl_priority, true, WL_LIVE(priority) },
+	[K_OFFLOAD] = { "offload", wl_offload, true, WL_PROCESS(offload) },
+	[K_RESTART] = { "restart", wl_restart, true, .reported = "restart", .sub = restart_keys,
+			.n_sub = N_KEYS(restart_keys) },
+	[K_STOP_GRACE] = { "stop_grace", wl_stop_grace, true, WL_LIVE(stop_grace) },
+	[K_MODELS] = { "models", wl_models, false, WL_LIVE(models) },
+	[K_SHARE] = { "share", wl_share, false, WL_PROCESS(share) },
+	[K_COMPUTE] = { "compute", wl_compute, false, WL_PROCESS(compute), .reported = "compute_percent" },
+	[K_MAX_CONCURRENCY] = { "max_concurrency", wl_max_concurrency, true, WL_LIVE(max_concurrency) },
+	[K_QUEUE_MAX] = { "queue_max", wl_queue_max, true, WL_LIVE(queue_max), .reported = "queue" },
+	[K_QUEUE_TIMEOUT] = { "queue_timeout", wl_queue_timeout, true, WL_LIVE(queue_timeout),
+			      .reported = "queue" },
+	[K_FIRST_BYTE_TIMEOUT] = { "first_byte_timeout", wl_first_byte_timeout, true,
+				   WL_LIVE(first_byte_timeout) },
+	[K_STREAM_TIMEOUT] = { "stream_timeout", wl_stream_timeout, true, WL_LIVE(stream_timeout) },
 };
 
 /* The values a workload has when neither it nor `defaults:` says otherwise. */
@@ -1472,7 +1630,7 @@ static void cors_origins(struct ctx *c, const struct vram_ynode *v, void *t)
 }
 
 static const struct key_def cors_keys[] = {
-	{ "origins", cors_origins, false },
+	{ "origins", cors_origins, false, CFG_DAEMON(cors_origins) },
 };
 
 static void d_cors(struct ctx *c, const struct vram_ynode *v, void *t)
@@ -1554,22 +1712,26 @@ static void d_socket_group(struct ctx *c, const struct vram_ynode *v, void *t)
 	cfg->daemon.socket_gid = gr.gr_gid;
 }
 
+/*
+ * A daemon key's reload class: daemon (it shapes vramd itself: a reload
+ * refuses to change it) or live (a reload applies it).
+ */
 static const struct key_def daemon_keys[] = {
-	{ "listen", d_listen, false },
-	{ "socket", d_socket, false },
-	{ "state_dir", d_state_dir, false },
-	{ "log", d_log, false },
-	{ "log_level", d_log_level, false },
-	{ "token", d_token, false },
-	{ "workload_log_max", d_workload_log_max, false },
-	{ "workload_log_keep", d_workload_log_keep, false },
-	{ "port_range_start", d_port_range_start, false },
-	{ "hook_library", d_hook_library, false },
-	{ "allowed_hosts", d_allowed_hosts, false },
-	{ "cors", d_cors, false },
-	{ "run_as", d_run_as, false },
-	{ "socket_mode", d_socket_mode, false },
-	{ "socket_group", d_socket_group, false },
+	{ "listen", d_listen, false, CFG_DAEMON(listen) },
+	{ "socket", d_socket, false, CFG_DAEMON(socket) },
+	{ "state_dir", d_state_dir, false, CFG_DAEMON(state_dir) },
+	{ "log", d_log, false, CFG_DAEMON(log) },
+	{ "log_level", d_log_level, false, CFG_LIVE(log_level) },
+	{ "token", d_token, false, CFG_DAEMON(token) },
+	{ "hook_library", d_hook_library, false, CFG_DAEMON(hook_library) },
+	{ "workload_log_max", d_workload_log_max, false, CFG_DAEMON(workload_log_max) },
+	{ "workload_log_keep", d_workload_log_keep, false, CFG_DAEMON(workload_log_keep) },
+	{ "port_range_start", d_port_range_start, false, CFG_DAEMON(port_range_start) },
+	{ "allowed_hosts", d_allowed_hosts, false, CFG_DAEMON(allowed_hosts) },
+	{ "cors", d_cors, false, .sub = cors_keys, .n_sub = N_KEYS(cors_keys) },
+	{ "run_as", d_run_as, false, CFG_DAEMON(run_as) },
+	{ "socket_mode", d_socket_mode, false, CFG_DAEMON(socket_mode) },
+	{ "socket_group", d_socket_group, false, CFG_DAEMON(socket_group) },
 };
 
 static void g_backend(struct ctx *c, const struct vram_ynode *v, void *t)
@@ -1686,10 +1848,68 @@ static void g_sim(struct ctx *c, const struct vram_ynode *v, void *t)
 }
 
 static const struct key_def gpus_keys[] = {
-	{ "backend", g_backend, false },
-	{ "reserve", g_reserve, false },
-	{ "sim", g_sim, false },
+	{ "backend", g_backend, false, CFG_DAEMON(backend) },
+	{ "reserve", g_reserve, false, CFG_LIVE(reserve) },
+	{ "sim", g_sim, false, CFG_DAEMON(sim) },
 };
+
+#undef WL_PROCESS
+#undef WL_LIVE
+#undef CFG_DAEMON
+#undef CFG_LIVE
+
+/* ---- the keys as a reload sees them ---- */
+
+/* One row as a reload key named prefix + key (parent: the row of its mapping, or NULL). */
+static void reload_key(const char *prefix, const struct key_def *parent, const struct key_def *d,
+		       struct vram_config_key *ret)
+{
+	*ret = (struct vram_config_key){ .reload = d->reload, .same_workload = d->same_wl,
+					 .same_config = d->same_cfg };
+	if (parent)
+		snprintf(ret->name, sizeof(ret->name), "%s%s.%s", prefix, parent->key, d->key);
+	else
+		snprintf(ret->name, sizeof(ret->name), "%s%s", prefix, d->key);
+	const char *reported = d->reported ? d->reported : parent ? parent->reported : NULL;
+	snprintf(ret->reported, sizeof(ret->reported), "%s", reported ? reported : ret->name);
+}
+
+/*
+ * The i-th key of defs (a mapping's keys in its place, each its own),
+ * named with prefix. Returns true and fills *ret, or false past the last,
+ * having counted the keys of defs off *i.
+ */
+static bool reload_key_at(const struct key_def *defs, size_t n_defs, const char *prefix, size_t *i,
+			  struct vram_config_key *ret)
+{
+	for (size_t k = 0; k < n_defs; k++) {
+		const struct key_def *d = &defs[k];
+		if (!d->sub) {
+			if ((*i)-- == 0) {
+				reload_key(prefix, NULL, d, ret);
+				return true;
+			}
+			continue;
+		}
+		if (*i < d->n_sub) {
+			reload_key(prefix, d, &d->sub[*i], ret);
+			return true;
+		}
+		*i -= d->n_sub;
+	}
+	return false;
+}
+
+bool vram_config_workload_key(size_t i, struct vram_config_key *ret)
+{
+	return reload_key_at(workload_keys, N_WL_KEYS, "", &i, ret);
+}
+
+bool vram_config_daemon_key(size_t i, struct vram_config_key *ret)
+{
+	return reload_key_at(daemon_keys, N_KEYS(daemon_keys), "daemon.", &i, ret) ||
+	       reload_key_at(gpus_keys, N_KEYS(gpus_keys), "gpus.", &i, ret);
+}
 
 /* ---- top level, overrides, final defaults ---- */
 

@@ -245,6 +245,44 @@ bool vram_config_name_ok(const char *s);
 const struct vram_workload_config *vram_config_find(const struct vram_config *config,
 						    const char *name);
 
+/*
+ * What a reload must do when a key's value changes. Each key's row in the
+ * loader's tables (config.c) declares its class next to how it is read, and
+ * config/diff.c walks the rows, so that no key can be added without the
+ * reload knowing it.
+ */
+enum vram_reload {
+	VRAM_RELOAD_UNSET = 0, /* not declared: a defect (test-diff checks every key) */
+	VRAM_RELOAD_LIVE,      /* a reload applies it as it is (timers, limits, routing, policy) */
+	VRAM_RELOAD_PROCESS,   /* a workload's: needs a new process (command, environment, GPUs) */
+	VRAM_RELOAD_DAEMON,    /* shapes vramd itself: a reload refuses to change it */
+};
+
+#define VRAM_CONFIG_KEY_NAME_MAX 64 /* bytes of a key's path, NUL included */
+
+/* A key as a reload sees it: one row of the loader's tables. */
+struct vram_config_key {
+	char name[VRAM_CONFIG_KEY_NAME_MAX];     /* its path: "cmd", "idle.offload_after",
+						    "daemon.cors.origins" */
+	char reported[VRAM_CONFIG_KEY_NAME_MAX]; /* what a reload names when it changes: the path,
+						    or its group's name ("health", "queue") */
+	enum vram_reload reload;
+	/* Whether two workloads agree on it: workload keys; NULL for the others. */
+	bool (*same_workload)(const struct vram_workload_config *a,
+			      const struct vram_workload_config *b);
+	/* Whether two configs agree on it: daemon and gpus keys; NULL for the others. */
+	bool (*same_config)(const struct vram_config *a, const struct vram_config *b);
+};
+
+/*
+ * The i-th (from 0) key of a workload, a mapping's keys each on their own
+ * ("health.interval"), in the order of the table, into *ret. Returns false
+ * past the last.
+ */
+bool vram_config_workload_key(size_t i, struct vram_config_key *ret);
+/* The same for the keys of the daemon: and gpus: sections ("daemon.listen", "gpus.sim"). */
+bool vram_config_daemon_key(size_t i, struct vram_config_key *ret);
+
 /* Names for enums, as written in the YAML. */
 const char *vram_placement_name(enum vram_placement p);
 const char *vram_fallback_name(enum vram_fallback f);

@@ -22,16 +22,17 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "common/clock.h" /* vram_now_ms: jobs, the policy and the manager */
 
 #include "config/config.h"
+#include "core/hookcmd.h"
 #include "core/workload.h"
 
 struct event;
 struct event_base;
 struct vram_gpus;
-struct vram_hookchan;
 struct vram_workers;
 struct vram_job;
 
@@ -40,8 +41,30 @@ struct vram_engine_host {
 	struct event_base *base;      /* the loop */
 	struct vram_gpus *gpus;       /* the GPU backend */
 	struct vram_workers *workers; /* for blocking work */
-	struct vram_hookchan *hookchan; /* daemon/hookchan.h; NULL when there is none */
 	bool hook_library;            /* libvram.so was found: processes are spawned with it */
+	/*
+	 * The hook channel, for the hook engines: the channel (NULL when it is
+	 * not open) is handed back to the three functions, which the daemon
+	 * sets to its own (daemon/hookchan.h), so that engines never call the
+	 * daemon themselves.
+	 */
+	struct vram_hookchan *hookchan;
+	/*
+	 * The pids of workload's processes registered on the channel (those
+	 * that started before it opened are not), at most max of them into
+	 * pids (may be NULL with max 0). Returns how many there are.
+	 */
+	size_t (*hook_pids)(struct vram_hookchan *hc, const char *workload, pid_t *pids, size_t max);
+	/*
+	 * Sends op to the process pid; cb runs once, later, from the loop,
+	 * with its answer or an error. *ret_req (may be NULL) is valid until
+	 * cb runs or it is cancelled. Returns 0, -ENOENT (pid is not
+	 * connected), -EBUSY (a command to it is in flight) or -errno.
+	 */
+	int (*hook_send)(struct vram_hookchan *hc, pid_t pid, enum vram_hookchan_op op, unsigned flags,
+			 vram_hookchan_done_cb cb, void *arg, struct vram_hookchan_req **ret_req);
+	/* Forgets a request: its cb is not called. Accepts NULL. */
+	void (*hook_cancel)(struct vram_hookchan_req *req);
 	void *ctx;                    /* passed back to the functions below */
 	/*
 	 * Stops every process of w (SIGTERM to its group, SIGKILL after the

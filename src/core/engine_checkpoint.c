@@ -21,7 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/workers.h"
+#include "common/list.h"
+#include "common/workers.h"
 #include "gpu/cudadrv.h"
 #include "gpu/gpu.h"
 
@@ -51,7 +52,7 @@ static bool driver_ready(char *why, size_t why_size)
 
 /* An instance as it was checkpointed. */
 struct saved {
-	struct saved *next;
+	struct vram_list link; /* in saved_list */
 	const struct vram_workload *w;
 	unsigned replica;
 	pid_t root;           /* the instance's process: another one means the entry is stale */
@@ -62,24 +63,21 @@ struct saved {
 	uint64_t bytes;
 };
 
-static struct saved *saved_list; /* loop only */
+static struct vram_list saved_list = { &saved_list, &saved_list }; /* struct saved; loop only */
 
 static struct saved *saved_find(const struct vram_workload *w, unsigned replica)
 {
-	for (struct saved *s = saved_list; s; s = s->next)
+	vram_list_for_each_entry(s, &saved_list, struct saved, link)
 		if (s->w == w && s->replica == replica)
 			return s;
 	return NULL;
 }
 
+/* s is on saved_list (saved_find found it). */
 static void saved_drop(struct saved *s)
 {
-	for (struct saved **p = &saved_list; *p; p = &(*p)->next)
-		if (*p == s) {
-			*p = s->next;
-			free(s);
-			return;
-		}
+	vram_list_remove(&s->link);
+	free(s);
 }
 
 /* One instance's part of a job. */
@@ -282,8 +280,7 @@ static void ckpt_done(void *arg)
 				memcpy(s->gpus, p->old_gpus, p->n_gpus * sizeof(unsigned));
 				s->n_gpus = p->n_gpus;
 				s->bytes = p->bytes;
-				s->next = saved_list;
-				saved_list = s;
+				vram_list_push_front(&saved_list, &s->link);
 			}
 			if (in)
 				in->resident = false;

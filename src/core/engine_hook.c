@@ -17,6 +17,9 @@
  * hook+checkpoint: the hook moves the data at link speed, then the
  * checkpoint engine frees what is left, CUDA context included. Restore runs
  * the checkpoint restore, then the hook restore.
+ *
+ * The hook channel is the daemon's (daemon/hookchan.c); the engines reach it
+ * only through the functions struct vram_engine_host lends them.
  */
 #include "core/engine.h"
 
@@ -26,7 +29,7 @@
 #include <string.h>
 
 #include "common/units.h"
-#include "daemon/hookchan.h"
+#include "proto/hook_proto.h"
 
 #define MAX_PROCS 64 /* hooked processes of one workload in one job */
 
@@ -70,13 +73,19 @@ static bool wants_gpus(const struct vram_workload *w)
 	return w->cfg->gpus.kind != VRAM_GPUS_COUNT || w->cfg->gpus.count > 0;
 }
 
+/* Whether host lends an open hook channel. */
+static bool have_channel(const struct vram_engine_host *host)
+{
+	return host->hookchan && host->hook_pids && host->hook_send && host->hook_cancel;
+}
+
 static bool hook_supports(const struct vram_workload *w, const struct vram_engine_host *host, char *why,
 			  size_t why_size)
 {
 	const char *no = NULL;
-	if (!host->hookchan)
+	if (!have_channel(host))
 		no = "the hook channel is not open";
-	else if (vram_hookchan_pids(host->hookchan, w->cfg->name, NULL, 0) > 0)
+	else if (host->hook_pids(host->hookchan, w->cfg->name, NULL, 0) > 0)
 		return true;
 	else if (!host->hook_library)
 		no = "libvram.so was not found (daemon.hook_library) and no process of it is hooked";
@@ -106,7 +115,7 @@ static void set_resident(struct vram_workload *w, bool on)
 static void hj_free(struct hook_job *hj)
 {
 	for (size_t i = 0; i < hj->n; i++)
-		vram_hookchan_cancel(hj->slots[i].req);
+		hj->job->host->hook_cancel(hj->slots[i].req);
 	if (hj->inner)
 		vram_job_cancel(hj->inner);
 	free(hj);
@@ -165,7 +174,7 @@ static void run_phase(struct hook_job *hj, enum phase phase, enum vram_hookchan_
 	hj->phase = phase;
 	hj->op = op;
 	hj->pending = 0;
-	struct vram_hookchan *hc = hj->job->host->hookchan;
+	const struct vram_engine_host *host = hj->job->host;
 	for (size_t i = 0; i < hj->n; i++)
 		if (!only_ok || hj->slots[i].ok)
 			hj->pending++;
@@ -180,7 +189,7 @@ static void run_phase(struct hook_job *hj, enum phase phase, enum vram_hookchan_
 		if (only_ok && !s->ok)
 			continue;
 		remaining--;
-		int r = vram_hookchan_send(hc, s->pid, op, 0, on_proc_done, s, &s->req);
+		int r = host->hook_send(host->hookchan, s->pid, op, 0, on_proc_done, s, &s->req);
 		if (r < 0) {
 			struct vram_hookchan_result res = {.pid = s->pid, .status = r};
 			snprintf(res.text, sizeof(res.text), "%s",
@@ -234,7 +243,7 @@ static void on_proc_done(const struct vram_hookchan_result *res, void *arg)
 			hj->missing += res->missing;
 			if (res->status == -EPIPE)
 				hj->lost = true;
-			if (res->state != 2 /* VRAM_HOOK_STATE_OFFLOADED */)
+			if (res->state != VRAM_HOOK_STATE_OFFLOADED)
 				hj->intact = false;
 			add_error(hj, res->pid, "", res->text[0] ? res->text : strerror(-res->status));
 		}
@@ -298,11 +307,11 @@ static void start_ckpt(struct hook_job *hj)
 
 static int begin(struct vram_workload *w, struct vram_job *job, bool with_ckpt)
 {
-	struct vram_hookchan *hc = job->host->hookchan;
-	if (!hc)
+	const struct vram_engine_host *host = job->host;
+	if (!have_channel(host))
 		return -ENOTCONN;
 	pid_t pids[MAX_PROCS];
-	size_t n = vram_hookchan_pids(hc, w->cfg->name, pids, MAX_PROCS);
+	size_t n = host->hook_pids(host->hookchan, w->cfg->name, pids, MAX_PROCS);
 	if (n == 0) {
 		vram_job_complete(job, -ENOTCONN, 0,
 				  "no process of %s is connected to the hook (none has initialized CUDA "

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The lifecycle table. Kept as one switch per event so that a reader sees,
- * for each thing that can happen, every state where it is allowed and where
- * it leads; anything not listed is refused with -EINVAL.
+ * The lifecycle table: every allowed (state, event) pair with the state it
+ * leads to, as data, so that a reader sees each rule on one line and the
+ * tests can walk the whole of it; anything not listed is refused with
+ * -EINVAL. The table is short (27 rows) and looked up once per state
+ * change, so a scan costs nothing worth an index.
  */
 #include "core/workload.h"
 
@@ -36,95 +38,59 @@ static const char *const event_names[VRAM_WL_N_EVENTS] = {
 	[VRAM_WL_EV_CRASH] = "crash",
 };
 
+#define S(x) VRAM_WL_##x
+#define E(x) VRAM_WL_EV_##x
+
+/*
+ * Every transition, grouped by event: (from, event) → to. A pair that is
+ * not here is refused. No pair appears twice (test-workload checks).
+ */
+const struct vram_wl_transition vram_wl_transitions[] = {
+	/* failed → starting is the restart after backoff (or an explicit start) */
+	{ S(STOPPED),    E(START),           S(STARTING) },
+	{ S(FAILED),     E(START),           S(STARTING) },
+	{ S(STARTING),   E(HEALTHY),         S(READY) },
+	{ S(STARTING),   E(START_FAILED),    S(FAILED) },
+	{ S(READY),      E(OFFLOAD),         S(OFFLOADING) },
+	{ S(OFFLOADING), E(OFFLOADED),       S(OFFLOADED) },
+	/* the engine gave up before touching anything: still usable */
+	{ S(OFFLOADING), E(OFFLOAD_FAILED),  S(READY) },
+	{ S(OFFLOADED),  E(RESTORE),         S(RESTORING) },
+	{ S(RESTORING),  E(RESTORED),        S(READY) },
+	{ S(RESTORING),  E(RESTORE_FAILED),  S(FAILED) },
+	{ S(RESTORING),  E(RESTORE_ABORTED), S(OFFLOADED) },
+	/* stop or release: from anything that runs or may run again */
+	{ S(STARTING),   E(STOP),            S(STOPPING) },
+	{ S(READY),      E(STOP),            S(STOPPING) },
+	{ S(OFFLOADING), E(STOP),            S(STOPPING) },
+	{ S(OFFLOADED),  E(STOP),            S(STOPPING) },
+	{ S(RESTORING),  E(STOP),            S(STOPPING) },
+	{ S(FAILED),     E(STOP),            S(STOPPING) },
+	{ S(STOPPING),   E(EXITED),          S(STOPPED) },
+	/* the server finished by itself, exit status 0 */
+	{ S(READY),      E(EXITED),          S(STOPPED) },
+	{ S(OFFLOADED),  E(EXITED),          S(STOPPED) },
+	{ S(STARTING),   E(CRASH),           S(FAILED) },
+	{ S(READY),      E(CRASH),           S(FAILED) },
+	{ S(OFFLOADING), E(CRASH),           S(FAILED) },
+	{ S(OFFLOADED),  E(CRASH),           S(FAILED) },
+	{ S(RESTORING),  E(CRASH),           S(FAILED) },
+	/* another replica of a failed workload */
+	{ S(FAILED),     E(CRASH),           S(FAILED) },
+	/* dying while being stopped is what was asked */
+	{ S(STOPPING),   E(CRASH),           S(STOPPED) },
+};
+
+#undef S
+#undef E
+
+const size_t vram_wl_n_transitions = sizeof(vram_wl_transitions) / sizeof(vram_wl_transitions[0]);
+
 int vram_wl_transition(enum vram_wl_state from, enum vram_wl_event ev)
 {
-	if ((unsigned)from >= VRAM_WL_N_STATES)
-		return -EINVAL;
-
-	switch (ev) {
-	case VRAM_WL_EV_START:
-		/* failed → starting is the restart after backoff (or an explicit start) */
-		if (from == VRAM_WL_STOPPED || from == VRAM_WL_FAILED)
-			return VRAM_WL_STARTING;
-		break;
-	case VRAM_WL_EV_HEALTHY:
-		if (from == VRAM_WL_STARTING)
-			return VRAM_WL_READY;
-		break;
-	case VRAM_WL_EV_START_FAILED:
-		if (from == VRAM_WL_STARTING)
-			return VRAM_WL_FAILED;
-		break;
-	case VRAM_WL_EV_OFFLOAD:
-		if (from == VRAM_WL_READY)
-			return VRAM_WL_OFFLOADING;
-		break;
-	case VRAM_WL_EV_OFFLOADED:
-		if (from == VRAM_WL_OFFLOADING)
-			return VRAM_WL_OFFLOADED;
-		break;
-	case VRAM_WL_EV_OFFLOAD_FAILED:
-		/* the engine gave up before touching anything: still usable */
-		if (from == VRAM_WL_OFFLOADING)
-			return VRAM_WL_READY;
-		break;
-	case VRAM_WL_EV_RESTORE:
-		if (from == VRAM_WL_OFFLOADED)
-			return VRAM_WL_RESTORING;
-		break;
-	case VRAM_WL_EV_RESTORED:
-		if (from == VRAM_WL_RESTORING)
-			return VRAM_WL_READY;
-		break;
-	case VRAM_WL_EV_RESTORE_FAILED:
-		if (from == VRAM_WL_RESTORING)
-			return VRAM_WL_FAILED;
-		break;
-	case VRAM_WL_EV_RESTORE_ABORTED:
-		if (from == VRAM_WL_RESTORING)
-			return VRAM_WL_OFFLOADED;
-		break;
-	case VRAM_WL_EV_STOP:
-		switch (from) {
-		case VRAM_WL_STARTING:
-		case VRAM_WL_READY:
-		case VRAM_WL_OFFLOADING:
-		case VRAM_WL_OFFLOADED:
-		case VRAM_WL_RESTORING:
-		case VRAM_WL_FAILED:
-			return VRAM_WL_STOPPING;
-		default:
-			break;
-		}
-		break;
-	case VRAM_WL_EV_EXITED:
-		switch (from) {
-		case VRAM_WL_STOPPING:
-		case VRAM_WL_READY:     /* the server finished by itself, exit status 0 */
-		case VRAM_WL_OFFLOADED:
-			return VRAM_WL_STOPPED;
-		default:
-			break;
-		}
-		break;
-	case VRAM_WL_EV_CRASH:
-		switch (from) {
-		case VRAM_WL_STARTING:
-		case VRAM_WL_READY:
-		case VRAM_WL_OFFLOADING:
-		case VRAM_WL_OFFLOADED:
-		case VRAM_WL_RESTORING:
-		case VRAM_WL_FAILED:   /* another replica of a failed workload */
-			return VRAM_WL_FAILED;
-		case VRAM_WL_STOPPING: /* dying while being stopped is what was asked */
-			return VRAM_WL_STOPPED;
-		default:
-			break;
-		}
-		break;
-	default:
-		break;
-	}
+	for (size_t i = 0; i < vram_wl_n_transitions; i++)
+		if (vram_wl_transitions[i].from == from && vram_wl_transitions[i].event == ev)
+			return (int)vram_wl_transitions[i].to;
 	return -EINVAL;
 }
 

@@ -11,9 +11,9 @@
  *   any running state ──stop──▶ stopping ──exited──▶ stopped
  *   an unexpected exit, or a failed start/restore ──▶ failed ──start (backoff)──▶ starting
  *
- * vram_wl_transition() is the whole table as a pure function, so the rules
- * are testable without a daemon; the manager applies it and refuses what it
- * refuses.
+ * vram_wl_transitions[] is the whole table, as data, and vram_wl_transition()
+ * looks it up, so the rules are testable without a daemon; the manager
+ * applies it and refuses what it refuses.
  */
 #ifndef VRAM_WORKLOAD_H
 #define VRAM_WORKLOAD_H
@@ -55,9 +55,20 @@ enum vram_wl_event {
 	VRAM_WL_N_EVENTS,
 };
 
+/* One allowed transition: on event in state from, the workload goes to to. */
+struct vram_wl_transition {
+	enum vram_wl_state from;
+	enum vram_wl_event event;
+	enum vram_wl_state to;
+};
+
+/* The whole table (core/workload.c), vram_wl_n_transitions rows; nothing else is allowed. */
+extern const struct vram_wl_transition vram_wl_transitions[];
+extern const size_t vram_wl_n_transitions;
+
 /*
- * The state reached from `from` on `ev`, or -EINVAL when the event is not
- * allowed in that state. Pure.
+ * The state reached from `from` on `ev` by the table, or -EINVAL when the
+ * event is not allowed in that state. Pure.
  */
 int vram_wl_transition(enum vram_wl_state from, enum vram_wl_event ev);
 

@@ -27,6 +27,7 @@
 
 #include "common/base64.h"
 #include "common/buf.h"
+#include "common/list.h"
 #include "ctl/ctl.h"
 
 #define META_VERSION_KEY "io.modelcontextprotocol/protocolVersion"
@@ -40,7 +41,7 @@ struct bridge;
 
 /* A line read while initialize was in flight, waiting for its session. */
 struct held {
-	struct held *next;
+	struct vram_list link; /* in b->held */
 	size_t len;   /* bytes, without the NUL */
 	char line[];  /* len bytes and a NUL */
 };
@@ -48,7 +49,7 @@ struct held {
 /* One message on its way to the daemon, and its reply coming back. */
 struct exchange {
 	struct bridge *b;
-	struct exchange *prev, *next;
+	struct vram_list link;       /* in b->exchanges */
 	json_t *id;                  /* the request's id (own reference); NULL for a notification */
 	bool initialize;
 	bool connected;
@@ -68,9 +69,9 @@ struct bridge {
 	struct bufferevent *in;
 	struct addrinfo *addrs;            /* TCP: the daemon's addresses, resolved once */
 	char resolve_error[300];           /* TCP: why there are none */
-	struct exchange *exchanges;        /* in flight */
+	struct vram_list exchanges;        /* struct exchange in flight, newest first */
 	size_t n_exchanges;
-	struct held *held, *held_tail;     /* waiting for initialize, oldest first */
+	struct vram_list held;             /* struct held waiting for initialize, oldest first */
 	size_t n_held;
 	bool initializing;                 /* an initialize is in flight */
 	bool discarding;                   /* inside a line over VRAM_CTL_MCP_LINE_MAX */
@@ -146,18 +147,16 @@ static void emit_error(struct bridge *b, json_t *id, int code, const char *fmt, 
 
 static void maybe_finish(struct bridge *b)
 {
-	if (b->in_done && !b->exchanges && !b->held)
+	if (b->in_done && vram_list_empty(&b->exchanges) && vram_list_empty(&b->held))
 		event_base_loopexit(b->base, NULL);
 }
 
 /* Forwards the lines that waited for initialize, in their order. */
 static void release_held(struct bridge *b)
 {
-	while (b->held && !b->initializing && !b->out_broken) {
-		struct held *h = b->held;
-		b->held = h->next;
-		if (!b->held)
-			b->held_tail = NULL;
+	while (!vram_list_empty(&b->held) && !b->initializing && !b->out_broken) {
+		struct held *h = vram_list_entry(vram_list_first(&b->held), struct held, link);
+		vram_list_remove(&h->link);
 		b->n_held--;
 		forward(b, h->line, h->len);
 		free(h);
@@ -168,12 +167,7 @@ static void release_held(struct bridge *b)
 static void exchange_free(struct exchange *ex)
 {
 	struct bridge *b = ex->b;
-	if (ex->prev)
-		ex->prev->next = ex->next;
-	else
-		b->exchanges = ex->next;
-	if (ex->next)
-		ex->next->prev = ex->prev;
+	vram_list_remove(&ex->link);
 	b->n_exchanges--;
 	if (ex->bev)
 		bufferevent_free(ex->bev);
@@ -429,10 +423,7 @@ static void exchange_start(struct bridge *b, json_t *msg, const char *line, size
 	ex->initialize = method && strcmp(method, "initialize") == 0;
 	vram_buf_init(&ex->request, len + VRAM_CLIENT_HEAD_MAX + HEADERS_MAX);
 	vram_buf_init(&ex->reply, VRAM_CLIENT_RESPONSE_MAX);
-	ex->next = b->exchanges;
-	if (b->exchanges)
-		b->exchanges->prev = ex;
-	b->exchanges = ex;
+	vram_list_push_front(&b->exchanges, &ex->link);
 	b->n_exchanges++;
 	if (ex->initialize)
 		b->initializing = true;
@@ -486,22 +477,19 @@ static void hold(struct bridge *b, const char *line, size_t len)
 		fprintf(stderr, "vramctl mcp: out of memory: a message was dropped\n");
 		return;
 	}
-	h->next = NULL;
 	h->len = len;
 	memcpy(h->line, line, len);
 	h->line[len] = '\0';
-	if (b->held_tail)
-		b->held_tail->next = h;
-	else
-		b->held = h;
-	b->held_tail = h;
+	vram_list_push_back(&b->held, &h->link);
 	b->n_held++;
 }
 
 /* Stops forwarding the request with id: its connection closes, no reply goes out. */
 static void cancel(struct bridge *b, json_t *id)
 {
-	for (struct exchange *ex = b->exchanges; id && ex; ex = ex->next) {
+	if (!id)
+		return;
+	vram_list_for_each_entry(ex, &b->exchanges, struct exchange, link) {
 		/* The initialize request is not to be cancelled (the lifecycle page). */
 		if (ex->id && !ex->initialize && json_equal(ex->id, id)) {
 			exchange_free(ex);
@@ -642,6 +630,8 @@ int vram_ctl_mcp(const struct vram_client_url *url, const char *token, int timeo
 	struct bridge b = { .url = url, .token = token, .timeout_ms = timeout_ms,
 			    .out_fd = fileno(out) };
 	int exit_code = VRAM_CTL_EXIT_FAILED;
+	vram_list_init(&b.exchanges);
+	vram_list_init(&b.held);
 	vram_client_url_format(url, b.where, sizeof(b.where));
 	fflush(out);
 	/* A closed stdout is an error from write, not a signal. */
@@ -674,15 +664,14 @@ int vram_ctl_mcp(const struct vram_client_url *url, const char *token, int timeo
 
 out:
 	/* Left over only when stdout broke. */
-	while (b.held) {
-		struct held *h = b.held;
-		b.held = h->next;
+	while (!vram_list_empty(&b.held)) {
+		struct held *h = vram_list_entry(vram_list_first(&b.held), struct held, link);
+		vram_list_remove(&h->link);
 		free(h);
 	}
-	b.held_tail = NULL;
 	b.in_done = false; /* no loopexit from the frees below */
-	while (b.exchanges) {
-		struct exchange *ex = b.exchanges;
+	while (!vram_list_empty(&b.exchanges)) {
+		struct exchange *ex = vram_list_entry(vram_list_first(&b.exchanges), struct exchange, link);
 		ex->initialize = false;
 		exchange_free(ex);
 	}

@@ -24,6 +24,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "common/fsutil.h"
+#include "common/list.h"
 #include "common/log.h"
 #include "common/strutil.h"
 #include "common/units.h"
@@ -32,17 +33,15 @@
 #include "daemon/mps.h"
 #include "daemon/mcp.h"
 #include "daemon/runas.h"
+#include "daemon/waitact.h"
 
-struct pending;
 struct sse_client;
 
 struct vram_api {
 	struct event_base *base;  /* borrowed */
 	struct vram_manager *m;   /* borrowed */
-	struct pending *pending;  /* requests waiting for actions (list) */
-	size_t n_pending;
-	size_t n_pending_tcp;     /* of them, TCP clients' */
-	struct sse_client *sse;   /* event-stream clients (list) */
+	struct vram_waitact *wa;  /* actions clients wait for, shared with MCP */
+	struct vram_list sse;     /* event-stream clients (struct sse_client), newest first */
 	size_t n_sse;
 	size_t n_sse_tcp;         /* of them, TCP clients' */
 	uint64_t sse_next_id;
@@ -96,9 +95,6 @@ static int h_hook_processes(struct vram_api_call *c, json_t **ret);
 static int h_hook_action(struct vram_api_call *c, json_t **ret);
 static int h_reload(struct vram_api_call *c, json_t **ret);
 static int run_action(struct vram_api_call *c, enum vram_action action, json_t **ret);
-static int compat_act(struct vram_api *api, struct evhttp_request *req,
-		      const struct vram_peer *peer, enum vram_action action, const char *only,
-		      vram_api_compat_cb cb, void *cb_arg, struct pending **ret_p, json_t **ret);
 
 static const struct vram_api_route routes[] = {
 	{ VRAM_API_GET, "/healthz", h_healthz, 0 },
@@ -268,51 +264,6 @@ int vram_api_check_fields(json_t *obj, const char *const *allowed, char *msg, si
 	return 0;
 }
 
-int vram_api_duration_field(json_t *value, const char *field, uint64_t *ret_ms, char *msg,
-			    size_t msg_size)
-{
-	if (json_is_null(value)) {
-		*ret_ms = VRAM_DURATION_NEVER;
-		return 0;
-	}
-	if (json_is_number(value)) {
-		double s = json_number_value(value);
-		if (!isfinite(s) || s < 0) {
-			snprintf(msg, msg_size, "%s: expected a number of seconds >= 0, got %g", field, s);
-			return 400;
-		}
-		if (s > (double)(VRAM_DURATION_MAX_MS / 1000)) {
-			snprintf(msg, msg_size, "%s: out of range: at most " VRAM_DURATION_MAX_TEXT
-				 " (%llu s), got %g", field,
-				 (unsigned long long)(VRAM_DURATION_MAX_MS / 1000), s);
-			return 400;
-		}
-		*ret_ms = (uint64_t)llround(s * 1000.0);
-		return 0;
-	}
-	if (json_is_string(value)) {
-		uint64_t ms;
-		int r = vram_units_parse_duration_ms(json_string_value(value), &ms);
-		if (r == -ERANGE) {
-			snprintf(msg, msg_size,
-				 "%s: out of range: at most " VRAM_DURATION_MAX_TEXT ", got \"%.64s\"",
-				 field, json_string_value(value));
-			return 400;
-		}
-		if (r < 0) {
-			snprintf(msg, msg_size,
-				 "%s: expected a duration like \"10m\", \"90s\", \"1h\" or \"never\", got \"%.64s\"",
-				 field, json_string_value(value));
-			return 400;
-		}
-		*ret_ms = ms;
-		return 0;
-	}
-	snprintf(msg, msg_size, "%s: expected a number of seconds or a duration string like \"10m\"",
-		 field);
-	return 400;
-}
-
 /* Parses the body as an object (or none) and checks its keys. */
 static int call_object(struct vram_api_call *c, bool required, const char *const *allowed,
 		       json_t **ret_obj, json_t **ret_err)
@@ -338,102 +289,15 @@ static int call_object(struct vram_api_call *c, bool required, const char *const
 	return 0;
 }
 
-static int error_out(json_t **ret, int status, const char *code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static int error_out(json_t **ret, int status, const char *code, const char *fmt, ...)
-{
-	char msg[2048];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	*ret = vram_http_error_json(status, code, msg);
-	return status;
-}
-
-/* Maps what vram_manager_act and friends return to an HTTP status. */
-static int status_of_errno(int err)
-{
-	switch (err) {
-	case -ENOENT: return 404;
-	case -EBUSY: return 409;
-	case -ENOSPC: return 503;
-	case -EINVAL: return 400;
-	default: return 500;
-	}
-}
-
-static const char *code_of_errno(int err)
-{
-	switch (err) {
-	case -ENOENT: return "not_found";
-	case -EBUSY: return "wrong_state";
-	case -ENOSPC: return "no_room";
-	case -EINVAL: return "bad_request";
-	default: return "internal";
-	}
-}
-
-/* The same words as the manager's own refusal of an unknown name. */
-static int unknown_workload(struct vram_api *api, json_t **ret, const char *name)
-{
-	const struct vram_config *cfg = vram_manager_config(api->m);
-	char known[512] = "";
-	size_t off = 0;
-	for (size_t i = 0; cfg && i < cfg->n_workloads && off < sizeof(known); i++) {
-		int n = snprintf(known + off, sizeof(known) - off, "%s%s", i ? ", " : "",
-				 cfg->workloads[i].name);
-		if (n < 0)
-			break;
-		off += (size_t)n;
-	}
-	return error_out(ret, 404, "not_found", "no workload named \"%.64s\" (known: %s)", name,
-			 known[0] ? known : "none");
-}
-
 /* ------------------------------------------------------------ who asks */
-
-bool vram_api_share_left(const struct vram_peer *peer, size_t n, size_t n_tcp, size_t max,
-			 size_t reserved)
-{
-	return n < max && (peer->transport != VRAM_PEER_TCP || n_tcp < max - reserved);
-}
-
-/* The refusal when peer has no share left: which share, and what is kept for whom. */
-static int share_refused(json_t **ret, const struct vram_peer *peer, const char *what, size_t max,
-			 size_t reserved)
-{
-	if (peer->transport == VRAM_PEER_TCP)
-		return error_out(ret, 503, "busy", "too many %s from TCP clients (%zu; the other %zu "
-				 "are kept for the control socket)", what, max - reserved, reserved);
-	return error_out(ret, 503, "busy", "too many %s (%zu)", what, max);
-}
-
-bool vram_api_may_act(struct vram_api *api, const struct vram_peer *peer, const char *workload,
-		      const char *what, char *msg, size_t msg_size)
-{
-	struct vram_peer self;
-	uid_t owner;
-	char user[VRAM_RUNAS_USER_MAX];
-	if (!workload || !vram_manager_adhoc_owner(api->m, workload, &owner, user, sizeof(user)))
-		return true;
-	if (!peer) {
-		vram_peer_self(&self);
-		peer = &self;
-	}
-	if (vram_runas_may_manage(peer, geteuid(), owner))
-		return true;
-	vram_runas_refusal(peer, workload, owner, user, what, msg, msg_size);
-	return false;
-}
 
 /* Whether c's client may act on workload; if not, *ret is the 403 and its status is returned. */
 static int check_may_act(struct vram_api_call *c, const char *workload, const char *what, json_t **ret)
 {
 	char msg[1024];
-	if (vram_api_may_act(c->api, &c->peer, workload, what, msg, sizeof(msg)))
+	if (vram_waitact_may_act(c->api->wa, &c->peer, workload, what, msg, sizeof(msg)))
 		return 0;
-	return error_out(ret, 403, "not_owner", "%s", msg);
+	return vram_http_error_out(ret, 403, "not_owner", "%s", msg);
 }
 
 /*
@@ -499,6 +363,12 @@ static void on_state_change(const char *event, json_t *data, void *arg)
 	status_drop(arg);
 }
 
+/* An action begun or idle timers set through waitact.c (REST or MCP): the status changed. */
+static void on_waitact_change(void *arg)
+{
+	status_drop(arg);
+}
+
 /*
  * The status of many workloads is costly to build and is what dashboards
  * and scripts poll, so one text serves every request for up to
@@ -547,7 +417,7 @@ static int h_status(struct vram_api_call *c, json_t **ret)
 {
 	struct status_blob *b = status_blob(c->api);
 	if (!b)
-		return error_out(ret, 500, NULL, "out of memory");
+		return vram_http_error_out(ret, 500, NULL, "out of memory");
 	b->refs++;
 	evhttp_add_header(evhttp_request_get_output_headers(c->req), "Content-Type",
 			  "application/json");
@@ -562,7 +432,7 @@ static int h_workload(struct vram_api_call *c, json_t **ret)
 {
 	*ret = vram_manager_workload_json(c->api->m, c->match->name);
 	if (!*ret)
-		return unknown_workload(c->api, ret, c->match->name);
+		return vram_waitact_unknown(c->api->wa, ret, c->match->name);
 	return 200;
 }
 
@@ -572,7 +442,7 @@ static int h_workload(struct vram_api_call *c, json_t **ret)
 static int h_hook_processes(struct vram_api_call *c, json_t **ret)
 {
 	*ret = vram_manager_hook_json(c->api->m);
-	return *ret ? 200 : error_out(ret, 500, NULL, "out of memory");
+	return *ret ? 200 : vram_http_error_out(ret, 500, NULL, "out of memory");
 }
 
 /* Offload or restore of one hooked process by pid, e.g. one from before a vramd restart. */
@@ -583,7 +453,8 @@ static int h_hook_action(struct vram_api_call *c, json_t **ret)
 	errno = 0;
 	long pid = strtol(s, &end, 10);
 	if (errno || end == s || *end || s[0] < '0' || s[0] > '9' || pid <= 0 || pid > 4194304)
-		return error_out(ret, 400, "bad_request", "expected a process id, got \"%.32s\"", s);
+		return vram_http_error_out(ret, 400, "bad_request",
+					   "expected a process id, got \"%.32s\"", s);
 	c->pid = (pid_t)pid;
 	return run_action(c, (enum vram_action)c->match->route->arg, ret);
 }
@@ -610,16 +481,16 @@ static int h_reload(struct vram_api_call *c, json_t **ret)
 	vram_warn("Config reload refused: %s", err);
 	switch (r) {
 	case -EPERM:
-		return error_out(ret, 409, "needs_restart", "%s", err);
+		return vram_http_error_out(ret, 409, "needs_restart", "%s", err);
 	case -EEXIST:
 	case -ENOSPC:
-		return error_out(ret, 409, "conflict", "%s", err);
+		return vram_http_error_out(ret, 409, "conflict", "%s", err);
 	case -EBUSY:
-		return error_out(ret, 503, "busy", "%s", err);
+		return vram_http_error_out(ret, 503, "busy", "%s", err);
 	case -ENOMEM:
-		return error_out(ret, 500, NULL, "%s", err);
+		return vram_http_error_out(ret, 500, NULL, "%s", err);
 	default:
-		return error_out(ret, 400, "bad_config", "%s", err);
+		return vram_http_error_out(ret, 400, "bad_config", "%s", err);
 	}
 }
 
@@ -628,7 +499,7 @@ static int h_reload(struct vram_api_call *c, json_t **ret)
 static int h_mps_status(struct vram_api_call *c, json_t **ret)
 {
 	*ret = vram_mps_status_json(vram_manager_mps(c->api->m));
-	return *ret ? 200 : error_out(ret, 500, NULL, "out of memory");
+	return *ret ? 200 : vram_http_error_out(ret, 500, NULL, "out of memory");
 }
 
 /*
@@ -650,22 +521,23 @@ static int h_mps_change(struct vram_api_call *c, json_t **ret)
 	v = obj ? json_object_get(obj, "gpus") : NULL;
 	if (v && !json_is_array(v)) {
 		json_decref(obj);
-		return error_out(ret, 400, NULL, "gpus must be an array of GPU indices");
+		return vram_http_error_out(ret, 400, NULL, "gpus must be an array of GPU indices");
 	}
 	for (size_t i = 0; v && i < json_array_size(v); i++) {
 		json_t *g = json_array_get(v, i);
 		if (!json_is_integer(g) || json_integer_value(g) < 0 || n == VRAM_MPS_MAX_GPUS ||
 		    json_integer_value(g) >= VRAM_MPS_MAX_GPUS) {
 			json_decref(obj);
-			return error_out(ret, 400, NULL, "gpus must hold at most %d GPU indices (0..%d)",
-					 VRAM_MPS_MAX_GPUS, VRAM_MPS_MAX_GPUS - 1);
+			return vram_http_error_out(ret, 400, NULL,
+						   "gpus must hold at most %d GPU indices (0..%d)",
+						   VRAM_MPS_MAX_GPUS, VRAM_MPS_MAX_GPUS - 1);
 		}
 		gpus[n++] = (unsigned)json_integer_value(g);
 	}
 	v = obj ? json_object_get(obj, "force") : NULL;
 	if (v && !json_is_boolean(v)) {
 		json_decref(obj);
-		return error_out(ret, 400, NULL, "force must be true or false");
+		return vram_http_error_out(ret, 400, NULL, "force must be true or false");
 	}
 	bool force = v && json_is_true(v);
 	json_decref(obj);
@@ -674,10 +546,11 @@ static int h_mps_change(struct vram_api_call *c, json_t **ret)
 	int r = start ? vram_manager_mps_start(c->api->m, gpus, n, err, sizeof(err))
 		      : vram_manager_mps_stop(c->api->m, gpus, n, force, err, sizeof(err));
 	if (r < 0)
-		return error_out(ret, r == -EBUSY ? 409 : r == -EINVAL ? 400 : r == -ENOENT ? 404 : 500,
-				 NULL, "%s", err);
+		return vram_http_error_out(ret,
+					   r == -EBUSY ? 409 : r == -EINVAL ? 400 : r == -ENOENT ? 404 : 500,
+					   NULL, "%s", err);
 	*ret = vram_mps_status_json(vram_manager_mps(c->api->m));
-	return *ret ? 202 : error_out(ret, 500, NULL, "out of memory");
+	return *ret ? 202 : vram_http_error_out(ret, 500, NULL, "out of memory");
 }
 
 static int h_compat_status(struct vram_api_call *c, json_t **ret)
@@ -686,204 +559,11 @@ static int h_compat_status(struct vram_api_call *c, json_t **ret)
 	return 200;
 }
 
-/* Current state name of a workload ("" if unknown), into buf. */
-static const char *workload_state(struct vram_api *api, const char *name, char *buf, size_t size)
-{
-	json_t *w = vram_manager_workload_json(api->m, name);
-	const char *s = w ? json_string_value(json_object_get(w, "state")) : NULL;
-	snprintf(buf, size, "%s", s ? s : "");
-	json_decref(w);
-	return buf;
-}
-
 /* ---------------------------------------------------- actions that wait */
-
-/*
- * A request waiting for one or more actions (several for the compatibility
- * routes that act on every workload). Freed when the last outcome has been
- * sent, or when the client goes away (the waiters are cancelled then).
- */
-struct pending_item {
-	struct pending *p;
-	struct vram_manager_waiter *waiter; /* NULL once its callback ran */
-	char name[VRAM_CONFIG_NAME_MAX + 1];
-};
-
-struct pending {
-	struct vram_api *api;
-	struct evhttp_request *req;
-	struct pending *prev, *next;
-	enum vram_action action;
-	bool compat;         /* reply in the TTS-style shape */
-	bool tcp;            /* a TCP client's: counted in n_pending_tcp */
-	size_t n_items, n_left;
-	json_t *results;     /* array of result objects, in the order they came */
-	int worst_status;    /* first failure's status, 200 when all succeeded */
-	json_t *first_error; /* error object of the first failure */
-	vram_api_compat_cb cb; /* instead of req: who gets the compat reply */
-	void *cb_arg;
-	struct pending_item items[];
-};
-
-json_t *vram_api_action_result_json(const struct vram_action_result *res, enum vram_action action)
-{
-	json_t *o = json_pack("{s:s, s:s, s:s?, s:f, s:I, s:s?, s:s, s:b}", "workload",
-			      res->workload ? res->workload : "", "action", vram_action_name(action), "state",
-			      res->state, "seconds", res->seconds, "bytes", (json_int_t)res->bytes,
-			      "engine", res->engine, "message", res->message, "ok", res->error == 0);
-	if (o && res->pid > 0)
-		json_object_set_new(o, "pid", json_integer(res->pid));
-	return o;
-}
-
-static void pending_unlink(struct pending *p)
-{
-	struct vram_api *api = p->api;
-	if (p->prev)
-		p->prev->next = p->next;
-	else
-		api->pending = p->next;
-	if (p->next)
-		p->next->prev = p->prev;
-	api->n_pending--;
-	api->n_pending_tcp -= p->tcp;
-}
-
-static void pending_free(struct pending *p)
-{
-	json_decref(p->results);
-	json_decref(p->first_error);
-	free(p);
-}
-
-/* The reply to a pending request once every outcome is in (new reference). */
-static json_t *pending_body(struct pending *p, int *ret_status)
-{
-	json_t *body;
-	int status = p->worst_status;
-	if (p->compat) {
-		char msg[256];
-		if (status == 200)
-			snprintf(msg, sizeof(msg), "%s done for %zu workload(s)",
-				 vram_action_name(p->action), p->n_items);
-		else
-			snprintf(msg, sizeof(msg), "%s failed: %s", vram_action_name(p->action),
-				 json_string_value(json_object_get(p->first_error, "message")));
-		/* The TTS apps answer 200 with success false; keep that. */
-		body = json_pack("{s:b, s:s, s:O}", "success", status == 200, "message", msg,
-				 "results", p->results);
-		status = 200;
-	} else if (status == 200) {
-		body = json_incref(json_array_get(p->results, 0));
-	} else {
-		json_t *err = json_deep_copy(p->first_error);
-		json_t *res = json_array_get(p->results, 0);
-		if (err && res) {
-			json_object_set(err, "workload", json_object_get(res, "workload"));
-			json_object_set(err, "action", json_object_get(res, "action"));
-			json_object_set(err, "state", json_object_get(res, "state"));
-		}
-		body = json_pack("{s:o}", "error", err);
-	}
-	*ret_status = status;
-	return body;
-}
-
-static void pending_reply(struct pending *p)
-{
-	int status;
-	json_t *body = pending_body(p, &status);
-	if (p->cb)
-		p->cb(status, body, p->cb_arg);
-	else
-		vram_http_reply_json(p->req, status, body);
-	json_decref(body);
-}
-
-static void on_action_done(const struct vram_action_result *res, void *arg)
-{
-	struct pending_item *it = arg;
-	struct pending *p = it->p;
-	it->waiter = NULL;
-	json_array_append_new(p->results, vram_api_action_result_json(res, p->action));
-	if (res->error && p->worst_status == 200) {
-		p->worst_status = res->http_status >= 400 ? res->http_status
-							  : status_of_errno(res->error);
-		p->first_error = json_pack("{s:s, s:s}", "code",
-					   res->http_status == 409 ? "wrong_state"
-								   : vram_http_error_code(p->worst_status),
-					   "message", res->message);
-	}
-	if (--p->n_left > 0)
-		return;
-	pending_unlink(p);
-	if (p->req)
-		vram_http_unwatch(p->req);
-	pending_reply(p);
-	pending_free(p);
-}
-
-/* The client went away: the request is gone; drop the waiters, not the actions. */
-static void on_pending_close(struct evhttp_connection *evcon, void *arg)
-{
-	struct pending *p = arg;
-	vram_http_release_detached(p->req);
-	vram_api_compat_cancel((struct vram_api_compat *)p);
-}
-
-static struct pending *pending_new(struct vram_api *api, struct evhttp_request *req,
-				   const struct vram_peer *peer, enum vram_action action, size_t n_items)
-{
-	struct pending *p = calloc(1, sizeof(*p) + n_items * sizeof(p->items[0]));
-	if (!p)
-		return NULL;
-	p->results = json_array();
-	if (!p->results) {
-		free(p);
-		return NULL;
-	}
-	p->api = api;
-	p->req = req;
-	p->tcp = peer->transport == VRAM_PEER_TCP;
-	p->action = action;
-	p->n_items = n_items;
-	p->n_left = n_items;
-	p->worst_status = 200;
-	for (size_t i = 0; i < n_items; i++)
-		p->items[i].p = p;
-	return p;
-}
-
-static void pending_link(struct pending *p)
-{
-	struct vram_api *api = p->api;
-	p->next = api->pending;
-	if (api->pending)
-		api->pending->prev = p;
-	api->pending = p;
-	api->n_pending++;
-	api->n_pending_tcp += p->tcp;
-}
-
-static void on_action_ignored(const struct vram_action_result *res, void *arg)
-{
-	vram_debug("%s %s (not waited for): %s", res->workload ? res->workload : "?",
-		   res->state ? res->state : "?", res->message);
-}
 
 static int h_action(struct vram_api_call *c, json_t **ret)
 {
 	return run_action(c, (enum vram_action)c->match->route->arg, ret);
-}
-
-/* Begins action on a workload (name), or on a hooked process (pid > 0). */
-static int begin_action(struct vram_api *api, const char *name, pid_t pid, enum vram_action action,
-			vram_action_cb cb, void *arg, struct vram_manager_waiter **ret_waiter, char *err,
-			size_t err_size)
-{
-	if (pid > 0)
-		return vram_manager_hook_act(api->m, pid, action, cb, arg, ret_waiter, err, err_size);
-	return vram_manager_act(api->m, name, action, cb, arg, ret_waiter, err, err_size);
 }
 
 /*
@@ -892,7 +572,6 @@ static int begin_action(struct vram_api *api, const char *name, pid_t pid, enum 
  */
 static int run_action(struct vram_api_call *c, enum vram_action action, json_t **ret)
 {
-	struct vram_api *api = c->api;
 	const char *name = c->match->name;
 	static const char *const no_fields[] = { NULL };
 	json_t *obj;
@@ -907,50 +586,12 @@ static int run_action(struct vram_api_call *c, enum vram_action action, json_t *
 		if (strcmp(w, "0") == 0 || strcmp(w, "false") == 0)
 			wait = false;
 		else if (strcmp(w, "1") != 0 && strcmp(w, "true") != 0)
-			return error_out(ret, 400, NULL, "wait: expected 0 or 1, got \"%.32s\"", w);
+			return vram_http_error_out(ret, 400, NULL,
+						   "wait: expected 0 or 1, got \"%.32s\"", w);
 	}
 	if (c->pid == 0 && (st = check_may_act(c, name, vram_action_name(action), ret)))
 		return st;
-	if (wait && !vram_api_share_left(&c->peer, api->n_pending, api->n_pending_tcp,
-					 VRAM_API_PENDING_MAX, VRAM_API_PENDING_UNIX_RESERVED))
-		return share_refused(ret, &c->peer, "requests waiting for actions", VRAM_API_PENDING_MAX,
-				     VRAM_API_PENDING_UNIX_RESERVED);
-
-	char err[1024] = "";
-	if (!wait) {
-		int r = begin_action(api, name, c->pid, action, on_action_ignored, NULL, NULL, err,
-				     sizeof(err));
-		if (r < 0)
-			return error_out(ret, status_of_errno(r), code_of_errno(r), "%s",
-					 *err ? err : strerror(-r));
-		status_drop(api);
-		if (c->pid > 0) {
-			*ret = json_pack("{s:i, s:s, s:b}", "pid", (int)c->pid, "action",
-					 vram_action_name(action), "accepted", 1);
-			return 202;
-		}
-		char state[32];
-		*ret = json_pack("{s:s, s:s, s:s, s:b}", "workload", name, "action",
-				 vram_action_name(action), "state", workload_state(api, name, state, sizeof(state)),
-				 "accepted", 1);
-		return 202;
-	}
-
-	struct pending *p = pending_new(api, c->req, &c->peer, action, 1);
-	if (!p)
-		return error_out(ret, 500, NULL, "out of memory");
-	snprintf(p->items[0].name, sizeof(p->items[0].name), "%.63s", name);
-	int r = begin_action(api, name, c->pid, action, on_action_done, &p->items[0], &p->items[0].waiter,
-			     err, sizeof(err));
-	if (r < 0) {
-		pending_free(p);
-		return error_out(ret, status_of_errno(r), code_of_errno(r), "%s",
-				 *err ? err : strerror(-r));
-	}
-	status_drop(api);
-	pending_link(p);
-	vram_http_watch_close(c->req, on_pending_close, p);
-	return 0;
+	return vram_waitact_act(c->api->wa, c->req, &c->peer, name, c->pid, action, wait, ret);
 }
 
 /*
@@ -960,7 +601,6 @@ static int run_action(struct vram_api_call *c, enum vram_action action, json_t *
  */
 static int h_compat_action(struct vram_api_call *c, json_t **ret)
 {
-	struct vram_api *api = c->api;
 	enum vram_action action = (enum vram_action)c->match->route->arg;
 	static const char *const fields[] = { "workload", NULL };
 	json_t *obj;
@@ -970,157 +610,13 @@ static int h_compat_action(struct vram_api_call *c, json_t **ret)
 	json_t *wv = obj ? json_object_get(obj, "workload") : NULL;
 	if (wv && !json_is_null(wv) && !json_is_string(wv)) {
 		json_decref(obj);
-		return error_out(ret, 400, NULL, "workload: expected a workload name (string)");
+		return vram_http_error_out(ret, 400, NULL,
+					   "workload: expected a workload name (string)");
 	}
-	st = compat_act(api, c->req, &c->peer, action, json_string_value(wv), NULL, NULL, NULL, ret);
+	st = vram_waitact_compat(c->api->wa, c->req, &c->peer, action, json_string_value(wv), NULL,
+				 NULL, NULL, ret);
 	json_decref(obj);
 	return st;
-}
-
-int vram_api_compat_act(struct vram_api *api, const struct vram_peer *peer, enum vram_action action,
-			const char *only, vram_api_compat_cb cb, void *arg,
-			struct vram_api_compat **ret_handle, json_t **ret_body)
-{
-	struct pending *p = NULL;
-	struct vram_peer self;
-	if (!peer) {
-		vram_peer_self(&self);
-		peer = &self;
-	}
-	int st = compat_act(api, NULL, peer, action, only, cb, arg, &p, ret_body);
-	if (st == 0)
-		*ret_handle = (struct vram_api_compat *)p;
-	return st;
-}
-
-void vram_api_compat_cancel(struct vram_api_compat *h)
-{
-	struct pending *p = (struct pending *)h;
-	if (!p)
-		return;
-	for (size_t i = 0; i < p->n_items; i++)
-		if (p->items[i].waiter) {
-			vram_manager_waiter_cancel(p->items[i].waiter);
-			p->items[i].waiter = NULL;
-		}
-	pending_unlink(p);
-	pending_free(p);
-}
-
-/*
- * The compat offload/release for the workload only (NULL = all it applies
- * to, less the ad-hoc workloads peer may not act on). The outcome goes to
- * req, or to cb when req is NULL (then *ret_p gets the handle). Returns a
- * status with *ret set when answered at once, or 0.
- */
-static int compat_act(struct vram_api *api, struct evhttp_request *req,
-		      const struct vram_peer *peer, enum vram_action action, const char *only,
-		      vram_api_compat_cb cb, void *cb_arg, struct pending **ret_p, json_t **ret)
-{
-	char refusal[1024];
-	if (!vram_api_share_left(peer, api->n_pending, api->n_pending_tcp, VRAM_API_PENDING_MAX,
-				 VRAM_API_PENDING_UNIX_RESERVED))
-		return share_refused(ret, peer, "requests waiting for actions", VRAM_API_PENDING_MAX,
-				     VRAM_API_PENDING_UNIX_RESERVED);
-	if (only && !vram_api_may_act(api, peer, only, vram_action_name(action), refusal,
-				      sizeof(refusal)))
-		return error_out(ret, 403, "not_owner", "%s", refusal);
-
-	/* Which workloads: the one named, or all that hold GPU memory (or any). */
-	json_t *names = json_array();
-	if (only) {
-		json_t *w = vram_manager_workload_json(api->m, only);
-		if (!w) {
-			json_decref(names);
-			return unknown_workload(api, ret, only);
-		}
-		json_decref(w);
-		json_array_append_new(names, json_string(only));
-	} else {
-		json_t *status = vram_manager_status_json(api->m);
-		json_t *wls = json_object_get(status, "workloads");
-		size_t i;
-		json_t *w;
-		json_array_foreach(wls, i, w) {
-			const char *state = json_string_value(json_object_get(w, "state"));
-			const char *n = json_string_value(json_object_get(w, "name"));
-			if (!state || !n)
-				continue;
-			bool applies = action == VRAM_ACTION_OFFLOAD
-					       ? strcmp(state, "ready") == 0
-					       : (strcmp(state, "ready") == 0 ||
-						  strcmp(state, "offloaded") == 0);
-			/* another user's command is theirs: "all" means all this client may touch */
-			if (applies && json_is_true(json_object_get(w, "adhoc")))
-				applies = vram_api_may_act(api, peer, n, vram_action_name(action), refusal,
-							   sizeof(refusal));
-			if (applies)
-				json_array_append_new(names, json_string(n));
-		}
-		json_decref(status);
-	}
-	size_t n = json_array_size(names);
-	if (n == 0) {
-		json_decref(names);
-		*ret = json_pack("{s:b, s:s, s:[]}", "success", 1, "message",
-				 action == VRAM_ACTION_OFFLOAD ? "no workload to offload"
-							       : "no workload to release",
-				 "results");
-		return 200;
-	}
-	struct pending *p = pending_new(api, req, peer, action, n);
-	if (!p) {
-		json_decref(names);
-		return error_out(ret, 500, NULL, "out of memory");
-	}
-	p->compat = true;
-	p->cb = cb;
-	p->cb_arg = cb_arg;
-	size_t started = 0;
-	char err[1024];
-	for (size_t i = 0; i < n; i++) {
-		struct pending_item *it = &p->items[i];
-		snprintf(it->name, sizeof(it->name), "%s", json_string_value(json_array_get(names, i)));
-		err[0] = '\0';
-		int r = vram_manager_act(api->m, it->name, action, on_action_done, it, &it->waiter, err,
-					 sizeof(err));
-		if (r < 0) {
-			/* Recorded as a failed result; the others go on. */
-			it->waiter = NULL;
-			json_array_append_new(p->results,
-					      json_pack("{s:s, s:s, s:b, s:s}", "workload", it->name,
-							"action", vram_action_name(action), "ok", 0,
-							"message", *err ? err : strerror(-r)));
-			if (p->worst_status == 200) {
-				p->worst_status = status_of_errno(r);
-				p->first_error = json_pack("{s:s, s:s}", "code", code_of_errno(r),
-							   "message", *err ? err : strerror(-r));
-			}
-			p->n_left--;
-			continue;
-		}
-		started++;
-	}
-	json_decref(names);
-	status_drop(api);
-	if (started == 0) {
-		/* Nothing under way: answer now. */
-		int st = 0;
-		if (cb)
-			*ret = pending_body(p, &st);
-		else
-			pending_reply(p);
-		pending_free(p);
-		if (cb && !*ret)
-			return error_out(ret, 500, NULL, "out of memory");
-		return st;
-	}
-	pending_link(p);
-	if (req)
-		vram_http_watch_close(req, on_pending_close, p);
-	else
-		*ret_p = p;
-	return 0;
 }
 
 /* ----------------------------------------------------------- idle timers */
@@ -1139,10 +635,10 @@ static int h_idle(struct vram_api_call *c, json_t **ret)
 	char msg[512];
 	json_t *v;
 	if ((v = json_object_get(obj, "offload_after")) &&
-	    (st = vram_api_duration_field(v, "offload_after", &offload_ms, msg, sizeof(msg))))
+	    (st = vram_http_duration_field(v, "offload_after", &offload_ms, msg, sizeof(msg))))
 		goto out_bad;
 	if ((v = json_object_get(obj, "release_after")) &&
-	    (st = vram_api_duration_field(v, "release_after", &release_ms, msg, sizeof(msg))))
+	    (st = vram_http_duration_field(v, "release_after", &release_ms, msg, sizeof(msg))))
 		goto out_bad;
 	if (offload_ms == VRAM_IDLE_KEEP && release_ms == VRAM_IDLE_KEEP) {
 		st = 400;
@@ -1154,8 +650,9 @@ static int h_idle(struct vram_api_call *c, json_t **ret)
 	int r = vram_manager_set_idle(c->api->m, c->match->name, offload_ms, release_ms, err,
 				      sizeof(err));
 	if (r < 0)
-		return error_out(ret, status_of_errno(r), code_of_errno(r), "%s",
-				 *err ? err : strerror(-r));
+		return vram_http_error_out(ret, vram_http_status_of_errno(r),
+					   vram_http_code_of_errno(r), "%s",
+					   *err ? err : strerror(-r));
 	status_drop(c->api);
 	*ret = vram_manager_workload_json(c->api->m, c->match->name);
 	return 200;
@@ -1178,59 +675,8 @@ static int h_compat_timeout(struct vram_api_call *c, json_t **ret)
 		json_decref(obj);
 		return st;
 	}
-	st = vram_api_compat_timeout(c->api, obj, ret);
+	st = vram_waitact_compat_timeout(c->api->wa, obj, ret);
 	json_decref(obj);
-	return st;
-}
-
-int vram_api_compat_timeout(struct vram_api *api, json_t *obj, json_t **ret)
-{
-	int st;
-	char msg[512];
-	uint64_t ms;
-	json_t *t = json_object_get(obj, "timeout");
-	json_t *wv = json_object_get(obj, "workload");
-	const char *name = NULL;
-	if (!t) {
-		st = 400;
-		snprintf(msg, sizeof(msg), "timeout: required (seconds of idle time before release)");
-		goto out_bad;
-	}
-	if (json_is_null(t)) {
-		st = 400;
-		snprintf(msg, sizeof(msg), "timeout: expected a number of seconds or a duration string");
-		goto out_bad;
-	}
-	if ((st = vram_api_duration_field(t, "timeout", &ms, msg, sizeof(msg))))
-		goto out_bad;
-	if (wv && !json_is_null(wv)) {
-		if (!json_is_string(wv)) {
-			st = 400;
-			snprintf(msg, sizeof(msg), "workload: expected a workload name (string)");
-			goto out_bad;
-		}
-		name = json_string_value(wv);
-	}
-	/* The TTS apps treat 0 as "never release". */
-	if (ms == 0)
-		ms = VRAM_DURATION_NEVER;
-	char err[1024] = "";
-	int r = vram_manager_set_idle(api->m, name, VRAM_IDLE_KEEP, ms, err, sizeof(err));
-	if (r < 0)
-		return error_out(ret, status_of_errno(r), code_of_errno(r), "%s",
-				 *err ? err : strerror(-r));
-	status_drop(api);
-	json_t *tv = ms == VRAM_DURATION_NEVER ? json_integer(0) : json_real((double)ms / 1000.0);
-	char fmt[32];
-	snprintf(msg, sizeof(msg), "idle release timeout set to %s",
-		 ms == VRAM_DURATION_NEVER ? "never"
-					   : vram_units_format_duration_ms(ms, fmt, sizeof(fmt)));
-	*ret = json_pack("{s:b, s:s, s:o, s:s?}", "success", 1, "message", msg, "timeout", tv,
-			 "workload", name);
-	return 200;
-
-out_bad:
-	*ret = vram_http_error_json(st, NULL, msg);
 	return st;
 }
 
@@ -1287,8 +733,9 @@ static int h_logs(struct vram_api_call *c, json_t **ret)
 		errno = 0;
 		tail = strtol(ts, &end, 10);
 		if (errno || end == ts || *end || tail < 0 || tail > VRAM_API_LOG_TAIL_MAX)
-			return error_out(ret, 400, NULL, "tail: expected a number of lines 0..%d, got \"%.32s\"",
-					 VRAM_API_LOG_TAIL_MAX, ts);
+			return vram_http_error_out(ret, 400, NULL,
+						   "tail: expected a number of lines 0..%d, got \"%.32s\"",
+						   VRAM_API_LOG_TAIL_MAX, ts);
 	}
 	/* ?offset=N: the bytes from N on (for following a log); X-Log-Next-Offset says where to go on */
 	long long offset = -1;
@@ -1298,11 +745,13 @@ static int h_logs(struct vram_api_call *c, json_t **ret)
 		errno = 0;
 		offset = strtoll(os, &end, 10);
 		if (errno || end == os || *end || offset < 0)
-			return error_out(ret, 400, NULL, "offset: expected a byte offset, got \"%.32s\"", os);
+			return vram_http_error_out(ret, 400, NULL,
+						   "offset: expected a byte offset, got \"%.32s\"",
+						   os);
 	}
 	json_t *w = vram_manager_workload_json(c->api->m, c->match->name);
 	if (!w)
-		return unknown_workload(c->api, ret, c->match->name);
+		return vram_waitact_unknown(c->api->wa, ret, c->match->name);
 	json_decref(w);
 	int refused = check_may_act(c, c->match->name, "read the log of", ret);
 	if (refused)
@@ -1363,8 +812,8 @@ static int h_create(struct vram_api_call *c, json_t **ret)
 	int r = vram_runas_for_peer(&c->peer, &self, vram_manager_config(c->api->m), &runas, why,
 				    sizeof(why));
 	if (r < 0)
-		return error_out(ret, r == -EPERM ? 403 : 500, r == -EPERM ? "cannot_run" : NULL, "%s",
-				 why);
+		return vram_http_error_out(ret, r == -EPERM ? 403 : 500,
+					   r == -EPERM ? "cannot_run" : NULL, "%s", why);
 	json_t *obj;
 	int st = call_object(c, true, fields, &obj, ret);
 	if (st)
@@ -1376,41 +825,42 @@ static int h_create(struct vram_api_call *c, json_t **ret)
 	json_t *jenv = json_object_get(obj, "env"), *jcwd = json_object_get(obj, "cwd");
 	if (jname && !json_is_null(jname)) {
 		if (!json_is_string(jname)) {
-			st = error_out(ret, 400, NULL, "name: expected a string");
+			st = vram_http_error_out(ret, 400, NULL, "name: expected a string");
 			goto out;
 		}
 		spec.name = json_string_value(jname);
 	}
 	size_t n = json_array_size(jcmd);
 	if (!json_is_array(jcmd) || n == 0 || n > VRAM_CONFIG_MAX_ARGS) {
-		st = error_out(ret, 400, NULL, "cmd: expected a list of 1..%d strings",
-			       VRAM_CONFIG_MAX_ARGS);
+		st = vram_http_error_out(ret, 400, NULL, "cmd: expected a list of 1..%d strings",
+					 VRAM_CONFIG_MAX_ARGS);
 		goto out;
 	}
 	cmd = calloc(n + 1, sizeof(*cmd));
 	if (!cmd) {
-		st = error_out(ret, 500, NULL, "out of memory");
+		st = vram_http_error_out(ret, 500, NULL, "out of memory");
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++) {
 		cmd[i] = json_string_value(json_array_get(jcmd, i));
 		if (!cmd[i]) {
-			st = error_out(ret, 400, NULL, "cmd[%zu]: expected a string", i);
+			st = vram_http_error_out(ret, 400, NULL, "cmd[%zu]: expected a string", i);
 			goto out;
 		}
 	}
 	spec.cmd = cmd;
 	if (jmem && !json_is_null(jmem) &&
 	    (!json_is_string(jmem) || vram_units_parse_mem(json_string_value(jmem), &spec.memory) < 0)) {
-		st = error_out(ret, 400, NULL,
-			       "memory: expected a size like 20GiB or a fraction like 0.8");
+		st = vram_http_error_out(ret, 400, NULL,
+					 "memory: expected a size like 20GiB or a fraction like 0.8");
 		goto out;
 	}
 	if (jgpus && !json_is_null(jgpus)) {
 		if (!json_is_integer(jgpus) || json_integer_value(jgpus) < 0 ||
 		    json_integer_value(jgpus) > VRAM_CONFIG_MAX_GPUS) {
-			st = error_out(ret, 400, NULL, "gpus: expected a number of GPUs 0..%d",
-				       VRAM_CONFIG_MAX_GPUS);
+			st = vram_http_error_out(ret, 400, NULL,
+						 "gpus: expected a number of GPUs 0..%d",
+						 VRAM_CONFIG_MAX_GPUS);
 			goto out;
 		}
 		spec.gpus = (unsigned)json_integer_value(jgpus);
@@ -1418,7 +868,7 @@ static int h_create(struct vram_api_call *c, json_t **ret)
 	}
 	if (jcwd && !json_is_null(jcwd)) {
 		if (!json_is_string(jcwd)) {
-			st = error_out(ret, 400, NULL, "cwd: expected a string");
+			st = vram_http_error_out(ret, 400, NULL, "cwd: expected a string");
 			goto out;
 		}
 		spec.cwd = json_string_value(jcwd);
@@ -1426,13 +876,14 @@ static int h_create(struct vram_api_call *c, json_t **ret)
 	if (jenv && !json_is_null(jenv)) {
 		size_t ne = json_object_size(jenv), k = 0;
 		if (!json_is_object(jenv) || ne > VRAM_MANAGER_ADHOC_MAX_ENV) {
-			st = error_out(ret, 400, NULL, "env: expected an object of at most %d strings",
-				       VRAM_MANAGER_ADHOC_MAX_ENV);
+			st = vram_http_error_out(ret, 400, NULL,
+						 "env: expected an object of at most %d strings",
+						 VRAM_MANAGER_ADHOC_MAX_ENV);
 			goto out;
 		}
 		env = calloc(ne + 1, sizeof(*env));
 		if (!env) {
-			st = error_out(ret, 500, NULL, "out of memory");
+			st = vram_http_error_out(ret, 500, NULL, "out of memory");
 			goto out;
 		}
 		const char *key;
@@ -1440,11 +891,12 @@ static int h_create(struct vram_api_call *c, json_t **ret)
 		json_object_foreach(jenv, key, val) {
 			char *kv = NULL;
 			if (!json_is_string(val) || !*key || strchr(key, '=')) {
-				st = error_out(ret, 400, NULL, "env.%.64s: expected a string", key);
+				st = vram_http_error_out(ret, 400, NULL,
+							 "env.%.64s: expected a string", key);
 				goto out;
 			}
 			if (asprintf(&kv, "%s=%s", key, json_string_value(val)) < 0) {
-				st = error_out(ret, 500, NULL, "out of memory");
+				st = vram_http_error_out(ret, 500, NULL, "out of memory");
 				goto out;
 			}
 			env[k++] = kv;
@@ -1460,12 +912,12 @@ static int h_create(struct vram_api_call *c, json_t **ret)
 				  : r == -EAGAIN || r == -ENOSPC || r == -EBUSY ? 503 : 500;
 		const char *code = r == -EEXIST ? "name_taken" : r == -EAGAIN ? "no_slot"
 				   : r == -EDQUOT ? "user_limit" : r == -ENOSPC ? "no_room" : NULL;
-		st = error_out(ret, status, code, "%s", *err ? err : strerror(-r));
+		st = vram_http_error_out(ret, status, code, "%s", *err ? err : strerror(-r));
 		goto out;
 	}
 	status_drop(c->api);
 	*ret = vram_manager_workload_json(c->api->m, name);
-	st = *ret ? 201 : error_out(ret, 500, NULL, "out of memory");
+	st = *ret ? 201 : vram_http_error_out(ret, 500, NULL, "out of memory");
 out:
 	for (size_t i = 0; env && env[i]; i++)
 		free((char *)env[i]);
@@ -1484,10 +936,11 @@ static int h_remove(struct vram_api_call *c, json_t **ret)
 		return st;
 	int r = vram_manager_remove_adhoc(c->api->m, c->match->name, err, sizeof(err));
 	if (r == -ENOENT)
-		return unknown_workload(c->api, ret, c->match->name);
+		return vram_waitact_unknown(c->api->wa, ret, c->match->name);
 	if (r < 0)
-		return error_out(ret, r == -EPERM ? 409 : 500, r == -EPERM ? "not_adhoc" : NULL, "%s",
-				 *err ? err : strerror(-r));
+		return vram_http_error_out(ret, r == -EPERM ? 409 : 500,
+					   r == -EPERM ? "not_adhoc" : NULL, "%s",
+					   *err ? err : strerror(-r));
 	status_drop(c->api);
 	return run_action(c, VRAM_ACTION_STOP, ret);
 }
@@ -1499,7 +952,7 @@ struct sse_client {
 	struct evhttp_request *req;
 	struct vram_manager_sub *sub;
 	struct event *keepalive;
-	struct sse_client *prev, *next;
+	struct vram_list link; /* in api->sse */
 	bool tcp; /* a TCP client's: counted in n_sse_tcp */
 };
 
@@ -1509,12 +962,7 @@ static void sse_unlink_free(struct sse_client *s)
 	vram_manager_unsubscribe(s->sub);
 	if (s->keepalive)
 		event_free(s->keepalive);
-	if (s->prev)
-		s->prev->next = s->next;
-	else
-		api->sse = s->next;
-	if (s->next)
-		s->next->prev = s->prev;
+	vram_list_remove(&s->link);
 	api->n_sse--;
 	api->n_sse_tcp -= s->tcp;
 	free(s);
@@ -1577,13 +1025,16 @@ static void on_sse_keepalive(evutil_socket_t fd, short what, void *arg)
 static int h_events(struct vram_api_call *c, json_t **ret)
 {
 	struct vram_api *api = c->api;
-	if (!vram_api_share_left(&c->peer, api->n_sse, api->n_sse_tcp, VRAM_API_SSE_MAX,
-				 VRAM_API_SSE_UNIX_RESERVED))
-		return share_refused(ret, &c->peer, "event-stream clients", VRAM_API_SSE_MAX,
-				     VRAM_API_SSE_UNIX_RESERVED);
+	if (!vram_peer_share_left(&c->peer, api->n_sse, api->n_sse_tcp, VRAM_API_SSE_MAX,
+				  VRAM_API_SSE_UNIX_RESERVED)) {
+		char msg[256];
+		vram_peer_share_refusal(&c->peer, "event-stream clients", VRAM_API_SSE_MAX,
+					VRAM_API_SSE_UNIX_RESERVED, msg, sizeof(msg));
+		return vram_http_error_out(ret, 503, "busy", "%s", msg);
+	}
 	struct sse_client *s = calloc(1, sizeof(*s));
 	if (!s)
-		return error_out(ret, 500, NULL, "out of memory");
+		return vram_http_error_out(ret, 500, NULL, "out of memory");
 	s->api = api;
 	s->tcp = c->peer.transport == VRAM_PEER_TCP;
 	s->req = c->req;
@@ -1592,12 +1043,9 @@ static int h_events(struct vram_api_call *c, json_t **ret)
 		if (s->keepalive)
 			event_free(s->keepalive);
 		free(s);
-		return error_out(ret, 500, NULL, "out of memory");
+		return vram_http_error_out(ret, 500, NULL, "out of memory");
 	}
-	s->next = api->sse;
-	if (api->sse)
-		api->sse->prev = s;
-	api->sse = s;
+	vram_list_push_front(&api->sse, &s->link);
 	api->n_sse++;
 	api->n_sse_tcp += s->tcp;
 
@@ -1723,11 +1171,18 @@ int vram_api_new(struct event_base *base, struct vram_manager *m, struct vram_ap
 		return -ENOMEM;
 	api->base = base;
 	api->m = m;
+	vram_list_init(&api->sse);
 	if (vram_manager_subscribe(m, on_state_change, api, &api->status_sub) < 0) {
 		free(api);
 		return -ENOMEM;
 	}
-	if (vram_mcp_new(base, m, api, &api->mcp) < 0) {
+	if (vram_waitact_new(m, on_waitact_change, api, &api->wa) < 0) {
+		vram_manager_unsubscribe(api->status_sub);
+		free(api);
+		return -ENOMEM;
+	}
+	if (vram_mcp_new(base, m, api->wa, &api->mcp) < 0) {
+		vram_waitact_free(api->wa);
 		vram_manager_unsubscribe(api->status_sub);
 		free(api);
 		return -ENOMEM;
@@ -1742,36 +1197,15 @@ void vram_api_close_clients(struct vram_api *api)
 		return;
 	api->closing = true;
 	vram_mcp_close_clients(api->mcp);
-	while (api->sse) {
-		struct sse_client *s = api->sse;
+	while (!vram_list_empty(&api->sse)) {
+		struct sse_client *s = vram_list_entry(vram_list_first(&api->sse), struct sse_client, link);
 		struct evhttp_connection *evcon = evhttp_request_get_connection(s->req);
 		if (evcon)
 			evhttp_connection_set_closecb(evcon, NULL, NULL);
 		evhttp_send_reply_end(s->req);
 		sse_unlink_free(s);
 	}
-	while (api->pending) {
-		struct pending *p = api->pending;
-		for (size_t i = 0; i < p->n_items; i++)
-			if (p->items[i].waiter) {
-				vram_manager_waiter_cancel(p->items[i].waiter);
-				p->items[i].waiter = NULL;
-			}
-		pending_unlink(p);
-		char msg[128];
-		snprintf(msg, sizeof(msg), "vramd is shutting down; the %s goes on or stops with it",
-			 vram_action_name(p->action));
-		if (p->cb) {
-			json_t *body = json_pack("{s:b, s:s, s:[]}", "success", 0, "message", msg,
-						 "results");
-			p->cb(503, body, p->cb_arg);
-			json_decref(body);
-		} else {
-			vram_http_unwatch(p->req);
-			vram_http_reply_error(p->req, 503, "shutting_down", "%s", msg);
-		}
-		pending_free(p);
-	}
+	vram_waitact_close(api->wa);
 }
 
 void vram_api_free(struct vram_api *api)
@@ -1780,6 +1214,7 @@ void vram_api_free(struct vram_api *api)
 		return;
 	vram_api_close_clients(api);
 	vram_mcp_free(api->mcp);
+	vram_waitact_free(api->wa);
 	vram_manager_unsubscribe(api->status_sub);
 	status_drop(api);
 	free(api);

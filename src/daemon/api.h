@@ -26,9 +26,12 @@
  * parse is refused (400). The identity decides whom a command runs as
  * (runas.h), who may act on an ad-hoc workload (its owner, root, token
  * holders), and which share of the limits a client draws from: clients on
- * the control socket have VRAM_API_PENDING_UNIX_RESERVED waiting actions
- * and VRAM_API_SSE_UNIX_RESERVED event streams that TCP clients cannot
- * take, so that anonymous clients never lock the machine's owner out.
+ * the control socket have VRAM_WAITACT_UNIX_RESERVED waiting actions
+ * (waitact.h) and VRAM_API_SSE_UNIX_RESERVED event streams that TCP clients
+ * cannot take, so that anonymous clients never lock the machine's owner out.
+ *
+ * Actions that wait, who may act, and the TTS-style routes' logic are in
+ * waitact.c, which the MCP server (mcp.h) shares; the API owns both.
  */
 #ifndef VRAM_API_H
 #define VRAM_API_H
@@ -54,8 +57,6 @@ struct vram_api_call;
 #define VRAM_API_LOG_TAIL_DEFAULT 100  /* lines */
 #define VRAM_API_LOG_TAIL_MAX 10000    /* lines */
 #define VRAM_API_LOG_BYTES_MAX (1024 * 1024) /* bytes of a log reply */
-#define VRAM_API_PENDING_MAX 1024      /* requests waiting for an action at once */
-#define VRAM_API_PENDING_UNIX_RESERVED 256 /* of them only for clients on the control socket */
 #define VRAM_API_STATUS_MAX_AGE_MS 1000 /* ms one /api/status text may be served */
 
 enum vram_api_method {
@@ -114,14 +115,6 @@ int vram_api_parse_object(const char *body, size_t len, bool required, json_t **
 int vram_api_check_fields(json_t *obj, const char *const *allowed, char *msg, size_t msg_size);
 
 /*
- * Reads a duration field: a number of seconds (>= 0), a string like "10m" or
- * "never"/"off", or null (never). Returns 0 with *ret_ms (VRAM_DURATION_NEVER
- * for never), or 400 with msg naming the field.
- */
-int vram_api_duration_field(json_t *value, const char *field, uint64_t *ret_ms, char *msg,
-			    size_t msg_size);
-
-/*
  * Creates the API over manager m (borrowed; outlives the API until
  * vram_api_free). Returns 0 or -ENOMEM.
  */
@@ -134,53 +127,6 @@ int vram_api_new(struct event_base *base, struct vram_manager *m, struct vram_ap
 void vram_api_close_clients(struct vram_api *api);
 /* Calls vram_api_close_clients and frees. Accepts NULL. */
 void vram_api_free(struct vram_api *api);
-
-/*
- * The compatibility routes' logic, for other front ends (MCP) that must mean
- * the same thing.
- *
- * vram_api_compat_act: offload or release the workload only (NULL = every
- * workload the action applies to). Returns an HTTP status with *ret_body set
- * (new reference) when it is answered at once (nothing to do, unknown
- * workload, busy); or 0, and later calls cb(status, body, arg) exactly once
- * (body borrowed for the call, the shape of POST /api/gpu/offload) unless
- * the handle is cancelled first; *ret_handle is valid until then.
- */
-struct vram_api_compat;
-typedef void (*vram_api_compat_cb)(int status, json_t *body, void *arg);
-/*
- * peer (borrowed for the call; NULL: vramd itself) is who asks: an ad-hoc
- * workload it may not act on is refused when named (403) and left out
- * otherwise, and its transport decides the share of waiting actions.
- */
-int vram_api_compat_act(struct vram_api *api, const struct vram_peer *peer, enum vram_action action,
-			const char *only, vram_api_compat_cb cb, void *arg,
-			struct vram_api_compat **ret_handle, json_t **ret_body);
-/* Drops the waiters (the actions go on); cb is not called. Accepts NULL. */
-void vram_api_compat_cancel(struct vram_api_compat *h);
-/*
- * POST /api/gpu/timeout with its arguments {"timeout", "workload"} (borrowed,
- * keys already checked). Returns an HTTP status; *ret_body is a new reference.
- */
-int vram_api_compat_timeout(struct vram_api *api, json_t *args, json_t **ret_body);
-/*
- * Whether peer (NULL: vramd itself) may act on workload: anyone who reaches
- * the API on a workload of the config; on an ad-hoc one, those runas.h
- * names. When not, msg says who may and who asked (what is the verb:
- * "stop", "offload", ...). An unknown workload counts as allowed (the
- * action then says it is unknown).
- */
-bool vram_api_may_act(struct vram_api *api, const struct vram_peer *peer, const char *workload,
-		      const char *what, char *msg, size_t msg_size);
-/*
- * Whether peer may begin one more thing of a kind of which n are under way,
- * n_tcp of them for TCP clients: at most max in all, and TCP clients never
- * take the last `reserved`, which are kept for the control socket.
- */
-bool vram_api_share_left(const struct vram_peer *peer, size_t n, size_t n_tcp, size_t max,
-			 size_t reserved);
-/* One action outcome as the REST API reports it (new reference). */
-json_t *vram_api_action_result_json(const struct vram_action_result *res, enum vram_action action);
 
 /* The request callback for vram_http_new (arg is the struct vram_api). */
 void vram_api_handle(struct evhttp_request *req, bool trusted, void *arg);

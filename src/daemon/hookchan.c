@@ -37,6 +37,7 @@
 
 #include <event2/event.h>
 
+#include "common/list.h"
 #include "common/log.h"
 #include "common/strutil.h"
 #include "proto/hook_proto.h"
@@ -46,7 +47,7 @@ _Static_assert(VRAM_HOOKCHAN_NAME_MAX == VRAM_HOOK_PROTO_NAME_MAX, "workload nam
 struct conn;
 
 struct proc {
-	struct proc *next;
+	struct vram_list link; /* in hc->procs */
 	pid_t pid;
 	char workload[VRAM_HOOK_PROTO_NAME_MAX];
 	struct conn *conn;  /* NULL once disconnected */
@@ -70,7 +71,7 @@ struct vram_hookchan_req {
 };
 
 struct conn {
-	struct conn *next;
+	struct vram_list link; /* in hc->conns */
 	struct vram_hookchan *hc;
 	int fd;
 	pid_t peer;         /* from SO_PEERCRED; 0 if unknown */
@@ -89,7 +90,7 @@ struct vram_hookchan {
 	char *path;
 	int fd;
 	struct event *accept_ev;
-	struct conn *conns;
+	struct vram_list conns; /* struct conn, newest first */
 	size_t n_conns;     /* every connection, foreign ones included */
 	size_t n_foreign;
 	char *shared_path;  /* the shared socket, NULL until it listens */
@@ -97,7 +98,7 @@ struct vram_hookchan {
 	struct event *shared_ev;
 	vram_hookchan_authorize_cb authorize;
 	void *authorize_arg;
-	struct proc *procs; /* registration order */
+	struct vram_list procs; /* struct proc, in registration order */
 	size_t n_procs;
 	uint32_t next_id;
 	uint32_t seq;
@@ -118,31 +119,26 @@ static bool pid_alive(pid_t pid)
 
 static void proc_unlink(struct vram_hookchan *hc, struct proc *p)
 {
-	for (struct proc **pp = &hc->procs; *pp; pp = &(*pp)->next)
-		if (*pp == p) {
-			*pp = p->next;
-			hc->n_procs--;
-			free(p);
-			return;
-		}
+	vram_list_remove(&p->link);
+	hc->n_procs--;
+	free(p);
 }
 
 /* Drops disconnected processes that have exited; then the oldest disconnected beyond the bound. */
 static void procs_prune(struct vram_hookchan *hc)
 {
-	struct proc *p = hc->procs;
-	while (p) {
-		struct proc *next = p->next;
+	struct vram_list *pos, *tmp;
+	vram_list_for_each_safe(pos, tmp, &hc->procs) {
+		struct proc *p = vram_list_entry(pos, struct proc, link);
 		if (!p->conn && !pid_alive(p->pid))
 			proc_unlink(hc, p);
-		p = next;
 	}
-	p = hc->procs;
-	while (p && hc->n_procs > VRAM_HOOKCHAN_MAX_PROCS) {
-		struct proc *next = p->next;
+	vram_list_for_each_safe(pos, tmp, &hc->procs) {
+		struct proc *p = vram_list_entry(pos, struct proc, link);
+		if (hc->n_procs <= VRAM_HOOKCHAN_MAX_PROCS)
+			break;
 		if (!p->conn)
 			proc_unlink(hc, p);
-		p = next;
 	}
 }
 
@@ -199,7 +195,7 @@ static bool started_before(const struct vram_hookchan *hc, pid_t pid)
 
 static struct proc *proc_find(struct vram_hookchan *hc, pid_t pid)
 {
-	for (struct proc *p = hc->procs; p; p = p->next)
+	vram_list_for_each_entry(p, &hc->procs, struct proc, link)
 		if (p->pid == pid)
 			return p;
 	return NULL;
@@ -265,13 +261,9 @@ void vram_hookchan_cancel(struct vram_hookchan_req *req)
 static void conn_close(struct conn *c, const char *why)
 {
 	struct vram_hookchan *hc = c->hc;
-	for (struct conn **pp = &hc->conns; *pp; pp = &(*pp)->next)
-		if (*pp == c) {
-			*pp = c->next;
-			hc->n_conns--;
-			hc->n_foreign -= c->foreign;
-			break;
-		}
+	vram_list_remove(&c->link);
+	hc->n_conns--;
+	hc->n_foreign -= c->foreign;
 	struct vram_hookchan_req *req = c->req;
 	pid_t pid = c->proc ? c->proc->pid : c->peer;
 	if (c->proc) {
@@ -341,10 +333,7 @@ static int on_hello(struct conn *c, uint16_t version, const struct vram_hook_pro
 		p = calloc(1, sizeof(*p));
 		if (!p)
 			return -ENOMEM;
-		struct proc **tail = &hc->procs;
-		while (*tail)
-			tail = &(*tail)->next;
-		*tail = p;
+		vram_list_push_back(&hc->procs, &p->link);
 		hc->n_procs++;
 	}
 	p->pid = (pid_t)h->pid;
@@ -511,8 +500,7 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
 		free(c);
 		return;
 	}
-	c->next = hc->conns;
-	hc->conns = c;
+	vram_list_push_front(&hc->conns, &c->link);
 	hc->n_conns++;
 	hc->n_foreign += foreign;
 }
@@ -571,6 +559,8 @@ int vram_hookchan_new(struct event_base *base, const char *path, struct vram_hoo
 	if (!hc)
 		return -ENOMEM;
 	hc->base = base;
+	vram_list_init(&hc->conns);
+	vram_list_init(&hc->procs);
 	hc->fd = -1;
 	hc->shared_fd = -1;
 	hc->next_id = 1;
@@ -618,8 +608,8 @@ void vram_hookchan_free(struct vram_hookchan *hc)
 {
 	if (!hc)
 		return;
-	while (hc->conns) {
-		struct conn *c = hc->conns;
+	while (!vram_list_empty(&hc->conns)) {
+		struct conn *c = vram_list_entry(vram_list_first(&hc->conns), struct conn, link);
 		if (c->req) {
 			c->req->cb = NULL; /* nobody is listening any more */
 			c->req->conn = NULL;
@@ -628,14 +618,14 @@ void vram_hookchan_free(struct vram_hookchan *hc)
 		}
 		if (c->proc)
 			c->proc->conn = NULL;
-		hc->conns = c->next;
+		vram_list_remove(&c->link);
 		event_free(c->ev);
 		close(c->fd);
 		free(c);
 	}
-	while (hc->procs) {
-		struct proc *p = hc->procs;
-		hc->procs = p->next;
+	while (!vram_list_empty(&hc->procs)) {
+		struct proc *p = vram_list_entry(vram_list_first(&hc->procs), struct proc, link);
+		vram_list_remove(&p->link);
 		free(p);
 	}
 	if (hc->accept_ev)
@@ -666,7 +656,7 @@ static size_t collect_pids(struct vram_hookchan *hc, const char *workload, bool 
 			   size_t max)
 {
 	size_t n = 0;
-	for (struct proc *p = hc->procs; p; p = p->next) {
+	vram_list_for_each_entry(p, &hc->procs, struct proc, link) {
 		if (!proc_matches(p, workload, external))
 			continue;
 		if (n < max)
@@ -691,7 +681,7 @@ size_t vram_hookchan_usage(struct vram_hookchan *hc, const char *workload, uint6
 {
 	size_t n = 0;
 	uint64_t used = 0, nonmovable = 0;
-	for (struct proc *p = hc->procs; p; p = p->next) {
+	vram_list_for_each_entry(p, &hc->procs, struct proc, link) {
 		if (!proc_matches(p, workload, false))
 			continue;
 		used += p->used;
@@ -729,7 +719,7 @@ int vram_hookchan_proc(struct vram_hookchan *hc, pid_t pid, struct vram_hookchan
 
 bool vram_hookchan_limit_invalid(struct vram_hookchan *hc, const char *workload)
 {
-	for (struct proc *p = hc->procs; p; p = p->next)
+	vram_list_for_each_entry(p, &hc->procs, struct proc, link)
 		if (p->limit_invalid && strcmp(p->workload, workload) == 0)
 			return true;
 	return false;
@@ -739,7 +729,7 @@ json_t *vram_hookchan_warning_json(struct vram_hookchan *hc, const char *workloa
 {
 	const struct proc *first = NULL;
 	size_t more = 0;
-	for (const struct proc *p = hc->procs; p; p = p->next) {
+	vram_list_for_each_entry(p, &hc->procs, const struct proc, link) {
 		if (!p->limit_invalid || strcmp(p->workload, workload) != 0)
 			continue;
 		if (first)
@@ -785,7 +775,9 @@ static json_t *procs_json(struct vram_hookchan *hc, const char *workload)
 {
 	procs_prune(hc);
 	json_t *a = json_array();
-	for (struct proc *p = hc->procs; a && p; p = p->next) {
+	vram_list_for_each_entry(p, &hc->procs, struct proc, link) {
+		if (!a)
+			break;
 		if (workload && strcmp(p->workload, workload) != 0)
 			continue;
 		json_array_append_new(a, proc_json(p, !workload));

@@ -26,20 +26,15 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "core/hookcmd.h" /* the command and its result, which the hook engines share */
+
 struct event_base;
-struct vram_hookchan;
-struct vram_hookchan_req;
 
 #define VRAM_HOOKCHAN_MAX_CONNS 256      /* hooked processes connected at once */
 #define VRAM_HOOKCHAN_MAX_SHARED_CONNS 64 /* of other users' processes on the shared socket, apart */
 #define VRAM_HOOKCHAN_MAX_PROCS 512      /* processes listed (connected or not) */
 #define VRAM_HOOKCHAN_TIMEOUT_MS 600000  /* ms an offload or restore may take */
 #define VRAM_HOOKCHAN_NAME_MAX 64        /* bytes of a workload name, NUL included (the protocol's) */
-
-enum vram_hookchan_op {
-	VRAM_HOOKCHAN_OFFLOAD = 0,
-	VRAM_HOOKCHAN_RESTORE,
-};
 
 /* A hooked process as last reported. */
 struct vram_hookchan_proc_info {
@@ -55,20 +50,6 @@ struct vram_hookchan_proc_info {
 	bool limit_invalid;      /* its VRAM_MEMORY_LIMIT did not parse: it runs uncapped */
 	bool external;           /* started before the channel opened: not spawned by this vramd */
 };
-
-/* What one process answered. */
-struct vram_hookchan_result {
-	pid_t pid;
-	int status;              /* 0 or -errno; -EPIPE: the process went away */
-	unsigned state;          /* enum vram_hook_state after the operation */
-	uint64_t bytes;          /* bytes moved */
-	uint64_t nonmovable;     /* bytes that stayed on the device */
-	uint64_t missing;        /* bytes a failed restore lacked */
-	double seconds;
-	char text[256];          /* summary or error, for people */
-};
-
-typedef void (*vram_hookchan_done_cb)(const struct vram_hookchan_result *res, void *arg);
 
 /*
  * Listens on path (an old socket there is replaced; mode 0600). base is

@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <netdb.h>
 #include <netinet/tcp.h>
@@ -33,6 +34,7 @@
 
 #include "common/log.h"
 #include "common/strutil.h"
+#include "common/units.h"
 
 #define VRAM_HTTP_MAX_LISTENERS 8
 #define VRAM_HTTP_MAX_SINGLE_WRITE (256 * 1024) /* bytes handed to one write(2) */
@@ -122,6 +124,84 @@ json_t *vram_http_error_json(int status, const char *code, const char *message)
 	}
 	return json_pack("{s:{s:s, s:s}}", "error", "code", code ? code : vram_http_error_code(status),
 			 "message", message ? message : vram_http_reason(status));
+}
+
+int vram_http_error_out(json_t **ret, int status, const char *code, const char *fmt, ...)
+{
+	char msg[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	*ret = vram_http_error_json(status, code, msg);
+	return status;
+}
+
+int vram_http_status_of_errno(int err)
+{
+	switch (err) {
+	case -ENOENT: return 404;
+	case -EBUSY: return 409;
+	case -ENOSPC: return 503;
+	case -EINVAL: return 400;
+	default: return 500;
+	}
+}
+
+const char *vram_http_code_of_errno(int err)
+{
+	switch (err) {
+	case -ENOENT: return "not_found";
+	case -EBUSY: return "wrong_state";
+	case -ENOSPC: return "no_room";
+	case -EINVAL: return "bad_request";
+	default: return "internal";
+	}
+}
+
+int vram_http_duration_field(json_t *value, const char *field, uint64_t *ret_ms, char *msg,
+			     size_t msg_size)
+{
+	if (json_is_null(value)) {
+		*ret_ms = VRAM_DURATION_NEVER;
+		return 0;
+	}
+	if (json_is_number(value)) {
+		double s = json_number_value(value);
+		if (!isfinite(s) || s < 0) {
+			snprintf(msg, msg_size, "%s: expected a number of seconds >= 0, got %g", field, s);
+			return 400;
+		}
+		if (s > (double)(VRAM_DURATION_MAX_MS / 1000)) {
+			snprintf(msg, msg_size, "%s: out of range: at most " VRAM_DURATION_MAX_TEXT
+				 " (%llu s), got %g", field,
+				 (unsigned long long)(VRAM_DURATION_MAX_MS / 1000), s);
+			return 400;
+		}
+		*ret_ms = (uint64_t)llround(s * 1000.0);
+		return 0;
+	}
+	if (json_is_string(value)) {
+		uint64_t ms;
+		int r = vram_units_parse_duration_ms(json_string_value(value), &ms);
+		if (r == -ERANGE) {
+			snprintf(msg, msg_size,
+				 "%s: out of range: at most " VRAM_DURATION_MAX_TEXT ", got \"%.64s\"",
+				 field, json_string_value(value));
+			return 400;
+		}
+		if (r < 0) {
+			snprintf(msg, msg_size,
+				 "%s: expected a duration like \"10m\", \"90s\", \"1h\" or \"never\", got \"%.64s\"",
+				 field, json_string_value(value));
+			return 400;
+		}
+		*ret_ms = ms;
+		return 0;
+	}
+	snprintf(msg, msg_size, "%s: expected a number of seconds or a duration string like \"10m\"",
+		 field);
+	return 400;
 }
 
 static void free_dumped(const void *data, size_t len, void *arg)

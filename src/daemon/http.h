@@ -15,6 +15,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 struct event_base;
@@ -140,6 +141,30 @@ const char *vram_http_error_code(int status);
  * has each bad byte replaced with U+FFFD.
  */
 json_t *vram_http_error_json(int status, const char *code, const char *message);
+
+/*
+ * Sets *ret to the error shape for status (code NULL = from status) with
+ * the formatted message, and returns status: `return vram_http_error_out(
+ * ret, 404, "not_found", "no workload %s", name);` in a handler.
+ */
+int vram_http_error_out(json_t **ret, int status, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/*
+ * The HTTP status and error code for what the manager's calls return:
+ * -ENOENT 404 not_found, -EBUSY 409 wrong_state, -ENOSPC 503 no_room,
+ * -EINVAL 400 bad_request, anything else 500 internal.
+ */
+int vram_http_status_of_errno(int err);
+const char *vram_http_code_of_errno(int err);
+
+/*
+ * Reads a duration field of a JSON body: a number of seconds (>= 0), a
+ * string like "10m" or "never"/"off", or null (never). Returns 0 with
+ * *ret_ms (VRAM_DURATION_NEVER for never), or 400 with msg naming the
+ * field.
+ */
+int vram_http_duration_field(json_t *value, const char *field, uint64_t *ret_ms, char *msg,
+			     size_t msg_size);
 
 /* Sends body (borrowed) as JSON with status. A NULL body sends 500. */
 void vram_http_reply_json(struct evhttp_request *req, int status, json_t *body);

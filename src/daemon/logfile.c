@@ -8,12 +8,13 @@
  * stay in memory so that a failure can carry the log tail without reading
  * files back.
  */
-#include "daemon/supervise.h"
+#include "daemon/logfile.h"
 #include "common/fsutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

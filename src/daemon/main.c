@@ -28,7 +28,7 @@
 #include "daemon/manager.h"
 #include "daemon/metrics.h"
 #include "daemon/relay.h"
-#include "daemon/supervise.h"
+#include "daemon/spawn.h"
 #include "gpu/gpu.h"
 
 /* Descriptors the daemon asks for (its soft RLIMIT_NOFILE, up to the hard limit). */
@@ -159,7 +159,7 @@ int main(int argc, char **argv)
 	/* the kernel's link to this very binary, even if the file is replaced meanwhile */
 	vram_relay_set_program("/proc/self/exe");
 	/* clients, upstream connections and workload pipes; children keep the old limit */
-	rlim_t nofile = vram_nofile_raise(VRAM_NOFILE_WANT);
+	rlim_t nofile = vram_spawn_nofile_raise(VRAM_NOFILE_WANT);
 	/*
 	 * The gateway's request bodies make buffers of up to 17 MiB that live
 	 * for one request. glibc raises its mmap threshold to the size of the

@@ -25,7 +25,7 @@
 #include "daemon/hookchan.h"
 #include "daemon/mps.h"
 #include "daemon/supervise.h"
-#include "daemon/workers.h"
+#include "common/workers.h"
 
 #define TICK_MS 500                 /* period of the manager's tick */
 #define RETRY_WAIT_EXIT_MS 100      /* restart due while processes still exit: look again */
@@ -650,6 +650,7 @@ int vram_manager_new(struct event_base *base, struct vram_config *cfg, struct vr
 		.gpus = gpus,
 		.workers = m->workers,
 		.hookchan = m->hookchan,
+		.hook_pids = vram_hookchan_pids, .hook_send = vram_hookchan_send, .hook_cancel = vram_hookchan_cancel,
 		.hook_library = m->hook_library != NULL,
 		.ctx = m,
 		.stop_processes = host_stop_processes,

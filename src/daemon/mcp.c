@@ -23,16 +23,17 @@
 #include <event2/keyvalq_struct.h>
 
 #include "common/base64.h"
+#include "common/list.h"
 #include "common/log.h"
 #include "common/strutil.h"
 #include "common/units.h"
 #include "common/version.h"
 #include "config/config.h"
 #include "core/plan.h"
-#include "daemon/api.h"
 #include "daemon/http.h"
 #include "daemon/manager.h"
 #include "daemon/peer.h"
+#include "daemon/waitact.h"
 
 const char *const vram_mcp_versions[] = { "2025-06-18", VRAM_MCP_VERSION_HANDSHAKE_LATEST,
 					  VRAM_MCP_VERSION_STATELESS, NULL };
@@ -58,27 +59,27 @@ struct session {
 	char owner[OWNER_MAX]; /* only this owner may use or end it */
 	bool tcp;              /* the owner came over TCP: counts against VRAM_MCP_SESSIONS_TCP_MAX */
 	uint64_t last_used_ms; /* ms, monotonic */
-	struct session *prev, *next;
+	struct vram_list link; /* in mcp->sessions */
 };
 
 struct vram_mcp {
 	struct event_base *base;  /* borrowed */
 	struct vram_manager *m;   /* borrowed, may be NULL */
-	struct vram_api *api;     /* borrowed, may be NULL */
+	struct vram_waitact *wa;  /* borrowed, may be NULL */
 	json_t *tools;            /* the tools/list array */
-	struct session *sessions; /* most recently used first */
+	struct vram_list sessions; /* struct session, most recently used first */
 	size_t n_sessions;
-	struct vram_mcp_call *calls; /* waiting tool calls (list) */
+	struct vram_list calls;   /* waiting tool calls (struct vram_mcp_call), newest first */
 	size_t n_calls;
 	size_t n_calls_tcp;       /* of them, TCP clients' */
 	const struct vram_peer *peer; /* who sent the message being dispatched; NULL: vramd itself */
-	struct http_wait *http;   /* HTTP requests waiting for a call (list) */
+	struct vram_list http;    /* HTTP requests waiting for a call (struct http_wait) */
 	bool closing;
 };
 
 struct vram_mcp_call {
 	struct vram_mcp *mcp;
-	struct vram_mcp_call *prev, *next;
+	struct vram_list link; /* in mcp->calls while it waits */
 	json_t *id;
 	const char *version; /* static: an entry of vram_mcp_versions */
 	vram_mcp_reply_cb cb;
@@ -87,7 +88,7 @@ struct vram_mcp_call {
 	char workload[VRAM_CONFIG_NAME_MAX + 1];
 	unsigned wait_s;
 	struct vram_manager_waiter *waiter; /* a workload action, or NULL */
-	struct vram_api_compat *compat;     /* a compat offload/release, or NULL */
+	struct vram_waitact_req *compat;    /* a compat offload/release, or NULL */
 	struct event *timer;                /* the wait bound */
 	bool tcp;                           /* a TCP client's: counted in n_calls_tcp */
 };
@@ -477,13 +478,7 @@ static json_t *compat_result(int status, json_t *body)
 static void call_unlink(struct vram_mcp_call *c)
 {
 	struct vram_mcp *mcp = c->mcp;
-	if (c->prev)
-		c->prev->next = c->next;
-	else if (mcp->calls == c)
-		mcp->calls = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-	c->prev = c->next = NULL;
+	vram_list_remove(&c->link);
 	mcp->n_calls--;
 	mcp->n_calls_tcp -= c->tcp;
 }
@@ -517,7 +512,7 @@ static void call_stop_waiting(struct vram_mcp_call *c)
 		vram_manager_waiter_cancel(c->waiter);
 	c->waiter = NULL;
 	if (c->compat)
-		vram_api_compat_cancel(c->compat);
+		vram_waitact_cancel(c->compat);
 	c->compat = NULL;
 }
 
@@ -534,7 +529,7 @@ static void on_action_done(const struct vram_action_result *res, void *arg)
 {
 	struct vram_mcp_call *c = arg;
 	c->waiter = NULL;
-	json_t *out = vram_api_action_result_json(res, c->action);
+	json_t *out = vram_waitact_result_json(res, c->action);
 	json_t *result = res->error ? tool_error("%s %s failed: %s", vram_action_name(c->action),
 						 c->workload, res->message)
 				    : tool_result(out, false, NULL);
@@ -674,7 +669,7 @@ out:
 static json_t *run_tool(struct vram_mcp *mcp, const struct tool *t, json_t *args,
 			struct vram_mcp_call *c)
 {
-	if (!mcp->m || (!mcp->api && (t->kind == TOOL_COMPAT_ACTION || t->kind == TOOL_GPU_TIMEOUT)))
+	if (!mcp->m || (!mcp->wa && (t->kind == TOOL_COMPAT_ACTION || t->kind == TOOL_GPU_TIMEOUT)))
 		return t->kind == TOOL_PLAN ? run_plan(mcp, args) : tool_error("no daemon state here");
 	switch (t->kind) {
 	case TOOL_GPU_STATUS: {
@@ -689,10 +684,10 @@ static json_t *run_tool(struct vram_mcp *mcp, const struct tool *t, json_t *args
 		json_t *body = NULL;
 		const char *only = json_string_value(json_object_get(args, "workload"));
 		char refusal[1024];
-		if (!vram_api_may_act(mcp->api, mcp->peer, only, "change the idle timers of", refusal,
-				      sizeof(refusal)))
+		if (!vram_waitact_may_act(mcp->wa, mcp->peer, only, "change the idle timers of", refusal,
+					  sizeof(refusal)))
 			return tool_error("%s", refusal);
-		int st = vram_api_compat_timeout(mcp->api, args, &body);
+		int st = vram_waitact_compat_timeout(mcp->wa, args, &body);
 		json_t *r = compat_result(st, body);
 		json_decref(body);
 		return r;
@@ -711,16 +706,16 @@ static json_t *run_tool(struct vram_mcp *mcp, const struct tool *t, json_t *args
 		vram_peer_self(&self);
 		peer = &self;
 	}
-	if (!vram_api_share_left(peer, mcp->n_calls, mcp->n_calls_tcp, VRAM_MCP_CALLS_MAX,
-				 VRAM_MCP_CALLS_UNIX_RESERVED))
+	if (!vram_peer_share_left(peer, mcp->n_calls, mcp->n_calls_tcp, VRAM_MCP_CALLS_MAX,
+				  VRAM_MCP_CALLS_UNIX_RESERVED))
 		return tool_error("too many tool calls waiting for actions (%d, %d of them kept for the "
 				  "control socket); try again later", VRAM_MCP_CALLS_MAX,
 				  VRAM_MCP_CALLS_UNIX_RESERVED);
 	const char *name = json_string_value(json_object_get(args, "workload"));
 	char refusal[1024];
-	if (t->kind == TOOL_ACTION && !vram_api_may_act(mcp->api, peer, name,
-							vram_action_name(t->action), refusal,
-							sizeof(refusal)))
+	if (t->kind == TOOL_ACTION && !vram_waitact_may_act(mcp->wa, peer, name,
+							    vram_action_name(t->action), refusal,
+							    sizeof(refusal)))
 		return tool_error("%s", refusal);
 	json_t *tv = json_object_get(args, "timeout");
 	c->action = t->action;
@@ -730,10 +725,7 @@ static json_t *run_tool(struct vram_mcp *mcp, const struct tool *t, json_t *args
 	if (!c->timer)
 		return tool_error("out of memory");
 	/* Linked first: a callback may run before the action call returns. */
-	c->next = mcp->calls;
-	if (mcp->calls)
-		mcp->calls->prev = c;
-	mcp->calls = c;
+	vram_list_push_front(&mcp->calls, &c->link);
 	mcp->n_calls++;
 	c->tcp = peer->transport == VRAM_PEER_TCP;
 	mcp->n_calls_tcp += c->tcp;
@@ -742,8 +734,8 @@ static json_t *run_tool(struct vram_mcp *mcp, const struct tool *t, json_t *args
 	char err[1024] = "";
 	json_t *now = NULL;
 	if (t->kind == TOOL_COMPAT_ACTION) {
-		r = vram_api_compat_act(mcp->api, peer, t->action, name, on_compat_done, c, &c->compat,
-					&now);
+		r = vram_waitact_compat(mcp->wa, NULL, peer, t->action, name, on_compat_done, c,
+					&c->compat, &now);
 		if (r > 0) {
 			call_unlink(c);
 			json_t *res = compat_result(r, now);
@@ -934,6 +926,7 @@ int vram_mcp_dispatch(struct vram_mcp *mcp, json_t *msg, const char *version, vr
 			goto out_reply;
 		}
 		c->mcp = mcp;
+		vram_list_init(&c->link);
 		c->id = json_incref(id);
 		c->version = version;
 		c->cb = cb;
@@ -971,11 +964,10 @@ struct http_wait {
 	struct vram_mcp *mcp;
 	struct evhttp_request *req;
 	struct vram_mcp_call *call;
-	struct http_wait *prev, *next;
+	struct vram_list link;       /* in mcp->http while the call waits; on none otherwise */
 	struct session *new_session; /* made by this initialize, or NULL */
 	bool stateless;              /* served under 2026-07-28 */
 	bool request;                /* the message has an id and a method: it must be answered */
-	bool linked;
 };
 
 static uint64_t monotonic_ms(void)
@@ -997,30 +989,24 @@ static void owner_of(const struct vram_peer *p, char *buf, size_t size)
 /* The session id if owner made it; another owner's is not there for them. */
 static struct session *session_find(struct vram_mcp *mcp, const char *id, const char *owner)
 {
-	for (struct session *s = mcp->sessions; s; s = s->next)
+	struct vram_list *pos;
+	vram_list_for_each(pos, &mcp->sessions) {
+		struct session *s = vram_list_entry(pos, struct session, link);
 		if (strcmp(s->id, id) == 0)
 			return strcmp(s->owner, owner) == 0 ? s : NULL;
+	}
 	return NULL;
 }
 
 static void session_unlink(struct vram_mcp *mcp, struct session *s)
 {
-	if (s->prev)
-		s->prev->next = s->next;
-	else
-		mcp->sessions = s->next;
-	if (s->next)
-		s->next->prev = s->prev;
-	s->prev = s->next = NULL;
+	vram_list_remove(&s->link);
 	mcp->n_sessions--;
 }
 
 static void session_push(struct vram_mcp *mcp, struct session *s)
 {
-	s->next = mcp->sessions;
-	if (mcp->sessions)
-		mcp->sessions->prev = s;
-	mcp->sessions = s;
+	vram_list_push_front(&mcp->sessions, &s->link);
 	mcp->n_sessions++;
 	s->last_used_ms = monotonic_ms();
 }
@@ -1031,7 +1017,9 @@ static struct session *session_lru(struct vram_mcp *mcp, const char *owner, bool
 {
 	struct session *lru = NULL;
 	size_t n = 0;
-	for (struct session *s = mcp->sessions; s; s = s->next) {
+	struct vram_list *pos;
+	vram_list_for_each(pos, &mcp->sessions) {
+		struct session *s = vram_list_entry(pos, struct session, link);
 		if ((owner && strcmp(s->owner, owner) != 0) || (tcp_only && !s->tcp))
 			continue;
 		lru = s; /* most recently used first: the last one seen */
@@ -1127,15 +1115,7 @@ static void http_refuse_with(struct evhttp_request *req, int status, json_t *bod
 
 static void http_wait_free(struct http_wait *w)
 {
-	struct vram_mcp *mcp = w->mcp;
-	if (w->linked) {
-		if (w->prev)
-			w->prev->next = w->next;
-		else
-			mcp->http = w->next;
-		if (w->next)
-			w->next->prev = w->prev;
-	}
+	vram_list_remove(&w->link); /* nothing when it is on none */
 	free(w);
 }
 
@@ -1164,7 +1144,7 @@ static void on_http_reply(json_t *resp, void *arg)
 {
 	struct http_wait *w = arg;
 	struct vram_mcp *mcp = w->mcp;
-	if (w->linked)
+	if (vram_list_linked(&w->link))
 		vram_http_unwatch(w->req);
 	if (w->new_session && (!resp || json_object_get(resp, "error"))) {
 		/* initialize failed: the session it made goes. */
@@ -1421,6 +1401,7 @@ void vram_mcp_handle_http(struct vram_mcp *mcp, struct evhttp_request *req, cons
 		goto out;
 	}
 	w->mcp = mcp;
+	vram_list_init(&w->link);
 	w->req = req;
 	w->stateless = stateless;
 	w->request = id && json_object_get(msg, "method");
@@ -1429,11 +1410,7 @@ void vram_mcp_handle_http(struct vram_mcp *mcp, struct evhttp_request *req, cons
 	int dispatched = vram_mcp_dispatch(mcp, msg, version, on_http_reply, w, &w->call);
 	mcp->peer = NULL;
 	if (dispatched == 1) {
-		w->linked = true;
-		w->next = mcp->http;
-		if (mcp->http)
-			mcp->http->prev = w;
-		mcp->http = w;
+		vram_list_push_front(&mcp->http, &w->link);
 		vram_http_watch_close(req, on_http_close, w);
 	}
 out:
@@ -1442,7 +1419,7 @@ out:
 
 /* ------------------------------------------------------------- lifecycle */
 
-int vram_mcp_new(struct event_base *base, struct vram_manager *m, struct vram_api *api,
+int vram_mcp_new(struct event_base *base, struct vram_manager *m, struct vram_waitact *wa,
 		 struct vram_mcp **ret)
 {
 	struct vram_mcp *mcp = calloc(1, sizeof(*mcp));
@@ -1450,7 +1427,10 @@ int vram_mcp_new(struct event_base *base, struct vram_manager *m, struct vram_ap
 		return -ENOMEM;
 	mcp->base = base;
 	mcp->m = m;
-	mcp->api = api;
+	mcp->wa = wa;
+	vram_list_init(&mcp->sessions);
+	vram_list_init(&mcp->calls);
+	vram_list_init(&mcp->http);
 	mcp->tools = json_array();
 	int r = mcp->tools ? 0 : -ENOMEM;
 	for (size_t i = 0; !r && i < N_TOOLS; i++) {
@@ -1479,8 +1459,9 @@ void vram_mcp_close_clients(struct vram_mcp *mcp)
 	if (!mcp)
 		return;
 	mcp->closing = true;
-	while (mcp->calls) {
-		struct vram_mcp_call *c = mcp->calls;
+	while (!vram_list_empty(&mcp->calls)) {
+		struct vram_mcp_call *c = vram_list_entry(vram_list_first(&mcp->calls),
+							  struct vram_mcp_call, link);
 		call_stop_waiting(c);
 		call_finish(c, tool_error("vramd is shutting down; the %s goes on or stops with it",
 					  vram_action_name(c->action)));
@@ -1492,8 +1473,8 @@ void vram_mcp_free(struct vram_mcp *mcp)
 	if (!mcp)
 		return;
 	vram_mcp_close_clients(mcp);
-	while (mcp->sessions) {
-		struct session *s = mcp->sessions;
+	while (!vram_list_empty(&mcp->sessions)) {
+		struct session *s = vram_list_entry(vram_list_first(&mcp->sessions), struct session, link);
 		session_unlink(mcp, s);
 		free(s);
 	}

@@ -3,7 +3,7 @@
  * The MCP server: JSON-RPC 2.0 with the Model Context Protocol's lifecycle
  * and tools, over the streamable HTTP transport at /mcp (vramctl mcp
  * bridges stdio to it). The tools are thin: the GPU tools share the logic of
- * the REST compatibility routes (api.h), the workload tools are manager
+ * the REST compatibility routes (waitact.h), the workload tools are manager
  * actions, and plan is the planner's dry run.
  *
  * Revisions: 2025-06-18 and 2025-11-25 (a session made by initialize, its
@@ -26,7 +26,7 @@
 struct event_base;
 struct evhttp_request;
 struct vram_manager;
-struct vram_api;
+struct vram_waitact;
 struct vram_mcp;
 struct vram_mcp_call;
 
@@ -79,11 +79,12 @@ const char *vram_mcp_negotiate(const char *requested);
 bool vram_mcp_version_has_session(const char *version);
 
 /*
- * Creates the server. base, m and api are borrowed and outlive it (m and
- * api may be NULL in tests: tools that need them then fail). Returns 0,
- * -ENOMEM, or -EINVAL if a built-in schema does not parse.
+ * Creates the server. base, m and wa (the waiting actions it shares with
+ * the REST API) are borrowed and outlive it (m and wa may be NULL in tests:
+ * tools that need them then fail). Returns 0, -ENOMEM, or -EINVAL if a
+ * built-in schema does not parse.
  */
-int vram_mcp_new(struct event_base *base, struct vram_manager *m, struct vram_api *api,
+int vram_mcp_new(struct event_base *base, struct vram_manager *m, struct vram_waitact *wa,
 		 struct vram_mcp **ret);
 /* Answers every waiting call ("vramd is shutting down"). Idempotent. */
 void vram_mcp_close_clients(struct vram_mcp *mcp);
@@ -119,7 +120,7 @@ void vram_mcp_call_cancel(struct vram_mcp_call *call);
  * The owner is the X-Vramd-Peer header the gateway adds (peer.h); a request
  * without it came over the private socket: vramd's own user. The same
  * identity decides what the tools may do: they act on another user's
- * ad-hoc workload only as the REST routes would (vram_api_may_act), and a
+ * ad-hoc workload only as the REST routes would (vram_waitact_may_act), and a
  * TCP client's waiting calls leave VRAM_MCP_CALLS_UNIX_RESERVED for the
  * control socket. body is borrowed (body_error -E2BIG when it was over the
  * limit). Always replies, now or later.

@@ -34,8 +34,9 @@
 
 #include "common/clock.h"
 #include "common/fsutil.h"
+#include "common/list.h"
 #include "common/log.h"
-#include "daemon/supervise.h"
+#include "daemon/spawn.h"
 
 extern char **environ;
 
@@ -67,7 +68,7 @@ struct mps_daemon;
 struct mps_refresh;
 
 struct mps_cmd {
-	struct mps_cmd *next; /* in the daemon's list */
+	struct vram_list link; /* in the daemon's cmds */
 	struct mps_daemon *d;
 	enum cmd_kind kind;
 	pid_t pid;
@@ -82,7 +83,7 @@ struct mps_cmd {
 };
 
 struct mps_waiter {
-	struct mps_waiter *next;
+	struct vram_list link; /* in the daemon's waiters */
 	vram_mps_done_cb cb;
 	void *arg;
 	bool for_stop; /* completes when the daemon is gone, not when it runs */
@@ -95,7 +96,7 @@ struct mps_server_info {
 };
 
 struct vram_mps_client {
-	struct vram_mps_client *next; /* in the daemon's list */
+	struct vram_list link; /* in the daemon's clients; on none once the daemon is gone */
 	struct mps_daemon *d;
 	char *owner;
 	pid_t pid;
@@ -108,7 +109,7 @@ struct vram_mps_client {
 };
 
 struct mps_daemon {
-	struct mps_daemon *next;
+	struct vram_list link; /* in m->daemons */
 	struct vram_mps *m;
 	unsigned gpus[VRAM_MPS_MAX_GPUS];
 	size_t n_gpus;
@@ -127,9 +128,9 @@ struct mps_daemon {
 	bool forced;          /* stopped by hand under clients: they get CRASHED */
 	bool free_when_idle;  /* quit done; freed when the last command ends */
 	unsigned cmd_seq;
-	struct mps_cmd *cmds; /* in flight */
-	struct vram_mps_client *clients;
-	struct mps_waiter *waiters;
+	struct vram_list cmds;    /* struct mps_cmd in flight, newest first */
+	struct vram_list clients; /* struct vram_mps_client, in the order they came */
+	struct vram_list waiters; /* struct mps_waiter, newest first */
 	struct mps_server_info servers[MPS_MAX_SERVERS];
 	size_t n_servers;
 	bool refreshed;
@@ -138,7 +139,7 @@ struct mps_daemon {
 };
 
 struct mps_refresh {
-	struct mps_refresh *next; /* in vram_mps.refreshes */
+	struct vram_list link; /* in vram_mps.refreshes */
 	struct vram_mps *m;
 	vram_mps_done_cb cb;
 	void *arg;
@@ -154,8 +155,8 @@ struct vram_mps {
 	char why[256];
 	uint64_t command_timeout_ms;
 	uint64_t start_timeout_ms;
-	struct mps_daemon *daemons;
-	struct mps_refresh *refreshes; /* not answered yet */
+	struct vram_list daemons;   /* struct mps_daemon, newest first */
+	struct vram_list refreshes; /* struct mps_refresh not answered yet, newest first */
 	void (*shutdown_done)(void *arg);
 	void *shutdown_arg;
 	bool shutting_down;
@@ -366,11 +367,7 @@ static void cmd_free(struct mps_cmd *c)
 
 static void cmd_unlink(struct mps_cmd *c)
 {
-	for (struct mps_cmd **p = &c->d->cmds; *p; p = &(*p)->next)
-		if (*p == c) {
-			*p = c->next;
-			return;
-		}
+	vram_list_remove(&c->link); /* nothing when it is on none */
 }
 
 static void cmd_finished(struct mps_cmd *c);
@@ -433,6 +430,7 @@ static int cmd_spawn(struct mps_daemon *d, enum cmd_kind kind, const char *text,
 	if (!c)
 		return -ENOMEM;
 	c->d = d;
+	vram_list_init(&c->link);
 	c->kind = kind;
 	c->about_pid = about_pid;
 	c->refresh = refresh;
@@ -473,9 +471,9 @@ static int cmd_spawn(struct mps_daemon *d, enum cmd_kind kind, const char *text,
 					 O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600);
 	posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
 	/* Its own process group: a Ctrl-C meant for vramd does not reach it. */
-	r = vram_spawnattr_init(&attr, POSIX_SPAWN_SETPGROUP);
+	r = vram_spawn_attr_init(&attr, POSIX_SPAWN_SETPGROUP);
 	if (r == 0) {
-		r = -vram_spawn(&c->pid, m->control, false, &fa, &attr, argv, env);
+		r = -vram_spawn_posix(&c->pid, m->control, false, &fa, &attr, argv, env);
 		posix_spawnattr_destroy(&attr);
 	}
 	posix_spawn_file_actions_destroy(&fa);
@@ -514,8 +512,7 @@ static int cmd_spawn(struct mps_daemon *d, enum cmd_kind kind, const char *text,
 
 		event_add(c->timeout_ev, &tv);
 	}
-	c->next = d->cmds;
-	d->cmds = c;
+	vram_list_push_front(&d->cmds, &c->link);
 	if (refresh)
 		refresh->outstanding++;
 	vram_debug("mps %s: ran %s %s (pid %d)", d->key, m->control, kind == CMD_START ? "-d" : text,
@@ -644,17 +641,11 @@ static void unwatch_control(struct mps_daemon *d)
 
 static void daemon_free(struct mps_daemon *d)
 {
-	struct vram_mps *m = d->m;
+	vram_list_remove(&d->link);
+	while (!vram_list_empty(&d->cmds)) {
+		struct mps_cmd *c = vram_list_entry(vram_list_first(&d->cmds), struct mps_cmd, link);
 
-	for (struct mps_daemon **p = &m->daemons; *p; p = &(*p)->next)
-		if (*p == d) {
-			*p = d->next;
-			break;
-		}
-	while (d->cmds) {
-		struct mps_cmd *c = d->cmds;
-
-		d->cmds = c->next;
+		vram_list_remove(&c->link);
 		kill(c->pid, SIGKILL);
 		waitpid(c->pid, NULL, 0);
 		/* A refresh waiting for it is dropped without its callback. */
@@ -662,19 +653,20 @@ static void daemon_free(struct mps_daemon *d)
 			refresh_free(c->refresh);
 		cmd_free(c);
 	}
-	while (d->clients) {
-		struct vram_mps_client *c = d->clients;
+	while (!vram_list_empty(&d->clients)) {
+		struct vram_mps_client *c = vram_list_entry(vram_list_first(&d->clients),
+							    struct vram_mps_client, link);
 
 		/* The caller still holds it; it no longer belongs to a daemon. */
-		d->clients = c->next;
+		vram_list_remove(&c->link);
 		c->d = NULL;
-		c->next = NULL;
 		c->dead = true;
 	}
-	while (d->waiters) {
-		struct mps_waiter *w = d->waiters;
+	while (!vram_list_empty(&d->waiters)) {
+		struct mps_waiter *w = vram_list_entry(vram_list_first(&d->waiters), struct mps_waiter,
+						       link);
 
-		d->waiters = w->next;
+		vram_list_remove(&w->link);
 		free(w);
 	}
 	unwatch_control(d);
@@ -690,7 +682,7 @@ static size_t live_refs(const struct mps_daemon *d)
 {
 	size_t n = d->manual ? 1 : 0;
 
-	for (const struct vram_mps_client *c = d->clients; c; c = c->next)
+	vram_list_for_each_entry(c, &d->clients, const struct vram_mps_client, link)
 		if (!c->dead)
 			n++;
 	return n;
@@ -715,7 +707,7 @@ static void on_notify(evutil_socket_t fd, short what, void *arg)
 	 */
 	while (again) {
 		again = false;
-		for (struct vram_mps_client *c = d->clients; c; c = c->next) {
+		vram_list_for_each_entry(c, &d->clients, struct vram_mps_client, link) {
 			enum vram_mps_event ev;
 			const char *msg;
 			char buf[VRAM_MPS_MSG_MAX];
@@ -741,12 +733,12 @@ static void on_notify(evutil_socket_t fd, short what, void *arg)
 		}
 	}
 	for (;;) {
-		struct mps_waiter **p, *w = NULL;
+		struct mps_waiter *w = NULL;
 		int result = 0;
 		const char *msg = "";
 
-		for (p = &d->waiters; *p; p = &(*p)->next) {
-			w = *p;
+		vram_list_for_each_entry(it, &d->waiters, struct mps_waiter, link) {
+			w = it;
 			if (!w->for_stop && settled(d)) {
 				result = d->state == D_RUNNING ? 0 : -EIO;
 				msg = d->state == D_RUNNING ? "MPS control daemon running" : d->error;
@@ -760,7 +752,7 @@ static void on_notify(evutil_socket_t fd, short what, void *arg)
 		}
 		if (!w)
 			break;
-		*p = w->next;
+		vram_list_remove(&w->link);
 		w->cb(result, msg, w->arg);
 		free(w);
 	}
@@ -777,16 +769,17 @@ static void daemon_schedule_notify(struct mps_daemon *d)
 /* Stop waiters complete when the daemon goes; called right before daemon_free. */
 static void finish_stop_waiters(struct mps_daemon *d, int result, const char *msg)
 {
-	struct mps_waiter **p = &d->waiters;
+	/* after each callback the walk goes on from the node before, whatever it did */
+	struct vram_list *before = &d->waiters;
 
-	while (*p) {
-		struct mps_waiter *w = *p;
+	while (before->next != &d->waiters) {
+		struct mps_waiter *w = vram_list_entry(before->next, struct mps_waiter, link);
 
 		if (!w->for_stop) {
-			p = &w->next;
+			before = &w->link;
 			continue;
 		}
-		*p = w->next;
+		vram_list_remove(&w->link);
 		w->cb(result, msg, w->arg);
 		free(w);
 	}
@@ -929,7 +922,7 @@ static void quit_complete(struct mps_daemon *d)
 		return;
 	}
 	finish_stop_waiters(d, 0, "MPS control daemon stopped");
-	if (d->cmds) {
+	if (!vram_list_empty(&d->cmds)) {
 		/* Refresh commands still out: freed when the last one ends. */
 		d->free_when_idle = true;
 		return;
@@ -989,7 +982,7 @@ static void on_wait(evutil_socket_t fd, short what, void *arg)
 			arm_wait(d, MPS_POLL_MS);
 			return;
 		}
-		if (d->cmds) {
+		if (!vram_list_empty(&d->cmds)) {
 			arm_wait(d, MPS_POLL_MS); /* the quit command itself is still out */
 			return;
 		}
@@ -1009,7 +1002,7 @@ static void daemon_step(struct mps_daemon *d)
 
 static struct mps_daemon *find_daemon(struct vram_mps *m, const unsigned *gpus, size_t n)
 {
-	for (struct mps_daemon *d = m->daemons; d; d = d->next) {
+	vram_list_for_each_entry(d, &m->daemons, struct mps_daemon, link) {
 		if (d->n_gpus != n)
 			continue;
 		if (memcmp(d->gpus, gpus, n * sizeof(*gpus)) == 0)
@@ -1054,7 +1047,7 @@ static int get_daemon(struct vram_mps *m, const unsigned *gpus, const char *cons
 		return r;
 	d = find_daemon(m, gpus, n);
 	/* One control daemon per GPU: refuse a set that overlaps a live one. */
-	for (struct mps_daemon *o = m->daemons; o; o = o->next) {
+	vram_list_for_each_entry(o, &m->daemons, struct mps_daemon, link) {
 		if (o == d || o->state == D_FAILED || o->state == D_CRASHED)
 			continue;
 		for (size_t i = 0; i < n; i++)
@@ -1075,6 +1068,10 @@ static int get_daemon(struct vram_mps *m, const unsigned *gpus, const char *cons
 	if (!d)
 		return -ENOMEM;
 	d->m = m;
+	vram_list_init(&d->link);
+	vram_list_init(&d->cmds);
+	vram_list_init(&d->clients);
+	vram_list_init(&d->waiters);
 	d->control_pidfd = -1;
 	d->n_gpus = n;
 	memcpy(d->gpus, gpus, n * sizeof(*gpus));
@@ -1132,8 +1129,7 @@ static int get_daemon(struct vram_mps *m, const unsigned *gpus, const char *cons
 	}
 	d->state = D_FAILED; /* not started yet: the caller starts it */
 	snprintf(d->error, sizeof(d->error), "not started");
-	d->next = m->daemons;
-	m->daemons = d;
+	vram_list_push_front(&m->daemons, &d->link);
 	*ret = d;
 	return 0;
 }
@@ -1161,11 +1157,7 @@ static void daemon_wanted(struct mps_daemon *d)
 
 static void refresh_free(struct mps_refresh *rf)
 {
-	for (struct mps_refresh **p = &rf->m->refreshes; *p; p = &(*p)->next)
-		if (*p == rf) {
-			*p = rf->next;
-			break;
-		}
+	vram_list_remove(&rf->link);
 	event_free(rf->ev);
 	free(rf);
 }
@@ -1253,7 +1245,7 @@ static void cmd_finished(struct mps_cmd *c)
 	cmd_free(c);
 	refresh_done_one(rf);
 	/* A quit that finished while refresh commands were still out. */
-	if (d->free_when_idle && !d->cmds) {
+	if (d->free_when_idle && vram_list_empty(&d->cmds)) {
 		daemon_free(d);
 		maybe_shutdown_done(m);
 	}
@@ -1261,8 +1253,8 @@ static void cmd_finished(struct mps_cmd *c)
 
 bool vram_mps_child_reaped(struct vram_mps *m, pid_t pid, int wait_status)
 {
-	for (struct mps_daemon *d = m->daemons; d; d = d->next)
-		for (struct mps_cmd *c = d->cmds; c; c = c->next)
+	vram_list_for_each_entry(d, &m->daemons, struct mps_daemon, link)
+		vram_list_for_each_entry(c, &d->cmds, struct mps_cmd, link)
 			if (c->pid == pid) {
 				c->wait_status = wait_status;
 				/* The pidfd (or poll) event finishes it with this status. */
@@ -1283,6 +1275,8 @@ int vram_mps_new(struct event_base *base, const struct vram_mps_options *opt, st
 	if (!m)
 		return -ENOMEM;
 	m->base = base;
+	vram_list_init(&m->daemons);
+	vram_list_init(&m->refreshes);
 	m->state_dir = strdup(opt->state_dir);
 	if (!m->state_dir) {
 		free(m);
@@ -1330,18 +1324,13 @@ int vram_mps_client_new(struct vram_mps *m, const struct vram_mps_client_spec *s
 		return -ENOMEM;
 	}
 	c->d = d;
+	vram_list_init(&c->link);
 	c->mem_limit_bytes = spec->mem_limit_bytes;
 	c->compute_percent = spec->compute_percent;
 	c->cb = cb;
 	c->arg = arg;
 	/* Appended: events go out in the order clients came. */
-	{
-		struct vram_mps_client **p = &d->clients;
-
-		while (*p)
-			p = &(*p)->next;
-		*p = c;
-	}
+	vram_list_push_back(&d->clients, &c->link);
 	daemon_wanted(d);
 	*ret = c;
 	return 0;
@@ -1409,13 +1398,8 @@ void vram_mps_client_free(struct vram_mps_client *c)
 	if (!c)
 		return;
 	d = c->d;
-	if (d) {
-		for (struct vram_mps_client **p = &d->clients; *p; p = &(*p)->next)
-			if (*p == c) {
-				*p = c->next;
-				break;
-			}
-	}
+	if (d)
+		vram_list_remove(&c->link);
 	free(c->owner);
 	free(c);
 	if (d) {
@@ -1434,8 +1418,7 @@ static int add_waiter(struct mps_daemon *d, vram_mps_done_cb cb, void *arg, bool
 	w->cb = cb;
 	w->arg = arg;
 	w->for_stop = for_stop;
-	w->next = d->waiters;
-	d->waiters = w;
+	vram_list_push_front(&d->waiters, &w->link);
 	return 0;
 }
 
@@ -1500,20 +1483,20 @@ int vram_mps_stop(struct vram_mps *m, const unsigned *gpus, size_t n_gpus, bool 
 	}
 	/* All: check first so that nothing stops when one refuses. */
 	if (!force)
-		for (d = m->daemons; d; d = d->next)
-			if ((d->state == D_RUNNING || d->state == D_STARTING) &&
-			    live_refs(d) - (d->manual ? 1 : 0) > 0) {
+		vram_list_for_each_entry(o, &m->daemons, struct mps_daemon, link)
+			if ((o->state == D_RUNNING || o->state == D_STARTING) &&
+			    live_refs(o) - (o->manual ? 1 : 0) > 0) {
 				snprintf(err, err_size, "the MPS control daemon for %s has clients: stop them "
 					 "first, or force",
-					 d->key);
+					 o->key);
 				return -EBUSY;
 			}
 	r = -ENOENT;
-	for (d = m->daemons; d; d = d->next) {
-		if (d->state != D_RUNNING && d->state != D_STARTING)
+	vram_list_for_each_entry(o, &m->daemons, struct mps_daemon, link) {
+		if (o->state != D_RUNNING && o->state != D_STARTING)
 			continue;
 		/* The callback goes with the first; the others just stop. */
-		r = stop_one(d, force, r == -ENOENT ? cb : NULL, arg, err, err_size);
+		r = stop_one(o, force, r == -ENOENT ? cb : NULL, arg, err, err_size);
 		if (r < 0)
 			return r;
 	}
@@ -1544,11 +1527,10 @@ int vram_mps_refresh(struct vram_mps *m, vram_mps_done_cb cb, void *arg)
 		free(rf);
 		return -ENOMEM;
 	}
-	rf->next = m->refreshes;
-	m->refreshes = rf;
+	vram_list_push_front(&m->refreshes, &rf->link);
 	/* Held by this call until all are spawned. */
 	rf->outstanding = 1;
-	for (struct mps_daemon *d = m->daemons; d; d = d->next) {
+	vram_list_for_each_entry(d, &m->daemons, struct mps_daemon, link) {
 		char err[256];
 
 		if (d->state != D_RUNNING)
@@ -1591,7 +1573,7 @@ json_t *vram_mps_status_json(const struct vram_mps *m)
 	json_object_set_new(root, "control", m->available ? json_string(m->control) : json_null());
 	if (!m->available)
 		json_object_set_new(root, "why", json_string(m->why));
-	for (const struct mps_daemon *d = m->daemons; d; d = d->next) {
+	vram_list_for_each_entry(d, &m->daemons, const struct mps_daemon, link) {
 		json_t *o = json_object(), *gpus = json_array(), *servers = json_array(), *clients = json_array();
 
 		if (!o || !gpus || !servers || !clients) {
@@ -1624,7 +1606,7 @@ json_t *vram_mps_status_json(const struct vram_mps *m)
 			json_object_set_new(o, "error", json_string(d->error));
 			json_object_set_new(o, "log_tail", json_string(d->log_tail));
 		}
-		for (const struct vram_mps_client *c = d->clients; c; c = c->next) {
+		vram_list_for_each_entry(c, &d->clients, const struct vram_mps_client, link) {
 			json_t *co = json_object();
 			char limit[1024] = "";
 
@@ -1690,7 +1672,7 @@ static void maybe_shutdown_done(struct vram_mps *m)
 
 	if (!m->shutting_down || !m->shutdown_done)
 		return;
-	for (struct mps_daemon *d = m->daemons; d; d = d->next)
+	vram_list_for_each_entry(d, &m->daemons, struct mps_daemon, link)
 		if (d->state != D_FAILED && d->state != D_CRASHED)
 			return;
 	event_add(m->shutdown_ev, &zero);
@@ -1713,8 +1695,8 @@ void vram_mps_shutdown(struct vram_mps *m, void (*done)(void *arg), void *arg)
 	m->shutdown_arg = arg;
 	if (!m->shutdown_ev)
 		m->shutdown_ev = evtimer_new(m->base, on_shutdown_done, m);
-	for (struct mps_daemon *d = m->daemons; d; d = d->next) {
-		for (struct vram_mps_client *c = d->clients; c; c = c->next)
+	vram_list_for_each_entry(d, &m->daemons, struct mps_daemon, link) {
+		vram_list_for_each_entry(c, &d->clients, struct vram_mps_client, link)
 			c->dead = true;
 		d->manual = false;
 		d->restart_after_quit = false;
@@ -1729,10 +1711,10 @@ void vram_mps_free(struct vram_mps *m)
 {
 	if (!m)
 		return;
-	while (m->daemons)
-		daemon_free(m->daemons);
-	while (m->refreshes)
-		refresh_free(m->refreshes);
+	while (!vram_list_empty(&m->daemons))
+		daemon_free(vram_list_entry(vram_list_first(&m->daemons), struct mps_daemon, link));
+	while (!vram_list_empty(&m->refreshes))
+		refresh_free(vram_list_entry(vram_list_first(&m->refreshes), struct mps_refresh, link));
 	if (m->shutdown_ev)
 		event_free(m->shutdown_ev);
 	free(m->state_dir);

@@ -158,3 +158,19 @@ void vram_peer_describe(const struct vram_peer *p, char *buf, size_t size)
 		snprintf(buf, size, "uid %lu (pid %ld) on the control socket", (unsigned long)p->uid,
 			 (long)p->pid);
 }
+
+bool vram_peer_share_left(const struct vram_peer *peer, size_t n, size_t n_tcp, size_t max,
+			  size_t reserved)
+{
+	return n < max && (peer->transport != VRAM_PEER_TCP || n_tcp < max - reserved);
+}
+
+void vram_peer_share_refusal(const struct vram_peer *peer, const char *what, size_t max,
+			     size_t reserved, char *buf, size_t size)
+{
+	if (peer->transport == VRAM_PEER_TCP)
+		snprintf(buf, size, "too many %s from TCP clients (%zu; the other %zu are kept for the "
+			 "control socket)", what, max - reserved, reserved);
+	else
+		snprintf(buf, size, "too many %s (%zu)", what, max);
+}

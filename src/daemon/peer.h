@@ -73,4 +73,20 @@ int vram_peer_parse(const char *value, struct vram_peer *ret);
 /* "uid 1000" or "127.0.0.1 (token)"-style text for logs and messages. */
 void vram_peer_describe(const struct vram_peer *p, char *buf, size_t size);
 
+/*
+ * The owner's share of a limit: whether peer may begin one more thing of a
+ * kind of which n are under way, n_tcp of them for TCP clients. At most max
+ * in all, and TCP clients never take the last `reserved`, which are kept
+ * for the control socket, so that anonymous clients never lock the
+ * machine's owner out.
+ */
+bool vram_peer_share_left(const struct vram_peer *peer, size_t n, size_t n_tcp, size_t max,
+			  size_t reserved);
+/*
+ * Why peer has no share left of max things called what ("event-stream
+ * clients"): which share, and what is kept for whom. Into buf.
+ */
+void vram_peer_share_refusal(const struct vram_peer *peer, const char *what, size_t max,
+			     size_t reserved, char *buf, size_t size);
+
 #endif

@@ -21,7 +21,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "daemon/supervise.h"
+#include "daemon/logfile.h"
+#include "daemon/spawn.h"
 
 extern char **environ;
 
@@ -52,11 +53,9 @@ void vram_relay_set_program(const char *exe)
 	 * its own relay arguments). The fd is close-on-exec, so neither
 	 * workloads nor relays keep it.
 	 */
-	self_fd = open(exe, O_RDONLY | O_CLOEXEC);
-	if (self_fd >= 0) {
-		snprintf(self_path, sizeof(self_path), "/proc/self/fd/%d", self_fd);
+	self_fd = vram_spawn_open_program(exe, self_path, sizeof(self_path));
+	if (self_fd >= 0)
 		relay_program = self_path;
-	}
 }
 
 const char *vram_relay_program(void)
@@ -196,14 +195,14 @@ int vram_relay_spawn(const struct vram_logfile *log, int in_fd, int out_fd, pid_
 	posix_spawnattr_t attr;
 	if (posix_spawn_file_actions_init(&fa) != 0)
 		return -ENOMEM;
-	if (vram_spawnattr_init(&attr, POSIX_SPAWN_SETSID) < 0)
+	if (vram_spawn_attr_init(&attr, POSIX_SPAWN_SETSID) < 0)
 		goto out_destroy_fa;
 	if (posix_spawn_file_actions_adddup2(&fa, in_fd, 0) ||
 	    posix_spawn_file_actions_adddup2(&fa, out_fd, 1) ||
 	    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0))
 		goto out_destroy_attr;
 	pid_t pid;
-	int e = vram_spawn(&pid, relay_program, false, &fa, &attr, argv, environ);
+	int e = vram_spawn_posix(&pid, relay_program, false, &fa, &attr, argv, environ);
 	if (e != 0) {
 		r = -e;
 		goto out_destroy_attr;

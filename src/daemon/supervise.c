@@ -10,12 +10,10 @@
  * log file itself. Without a relay program (or when one cannot start) the
  * loop reads the workload's pipe directly.
  *
- * A child that runs as another user (struct vram_creds) is forked instead,
- * since posix_spawn cannot change its user; the child then calls only
- * async-signal-safe functions (the daemon has worker threads) and tells the
- * parent through a close-on-exec pipe which step failed, so that "cannot
- * enter cwd as that user" is an error of the spawn, as a missing program
- * is, not an exit status 127.
+ * A child that runs as another user (struct vram_creds) is forked instead
+ * (spawn.c, which also holds what the relays and the MPS commands share);
+ * a step of its start that fails after the spawn returned is written into
+ * its log.
  *
  * SIGCHLD is an evsignal: its callback reaps with waitpid(-1, WNOHANG) until
  * nothing is left, sends SIGKILL to whatever is left of the child's group
@@ -29,14 +27,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -44,8 +39,10 @@
 #include <event2/event.h>
 
 #include "common/clock.h"
+#include "common/list.h"
 #include "common/log.h"
 #include "daemon/relay.h"
+#include "daemon/spawn.h"
 
 extern char **environ;
 
@@ -63,7 +60,7 @@ struct late_report;
 
 struct vram_child {
 	struct vram_supervisor *s;
-	struct vram_child *next;
+	struct vram_list link;      /* in s->children until its exit callback runs */
 	pid_t pid;                  /* the workload process (its group's id too) */
 	pid_t relay_pid;            /* its output relay until that is reaped; 0: none */
 	int out_fd;                 /* read end of the pipe from the relay (or from the child
@@ -85,7 +82,7 @@ struct vram_child {
 struct vram_supervisor {
 	struct event_base *base; /* borrowed */
 	struct event *sigchld;
-	struct vram_child *children; /* exit callback not called yet */
+	struct vram_list children;   /* struct vram_child whose exit callback has not run, newest first */
 	vram_reaped_cb reaped_other; /* pids that are not children of ours; may be NULL */
 	void *reaped_other_arg;
 	size_t n_children;
@@ -166,13 +163,10 @@ int vram_subst_vars(const char *in, char *const *env, char **ret, char *err, siz
 static void child_unlink(struct vram_child *c)
 {
 	struct vram_supervisor *s = c->s;
-	for (struct vram_child **pp = &s->children; *pp; pp = &(*pp)->next) {
-		if (*pp == c) {
-			*pp = c->next;
-			s->n_children--;
-			return;
-		}
-	}
+	if (!vram_list_linked(&c->link))
+		return;
+	vram_list_remove(&c->link);
+	s->n_children--;
 }
 
 static void child_close_output(struct vram_child *c)
@@ -242,7 +236,7 @@ static void relay_keep(struct vram_supervisor *s, pid_t pid)
 /* Whether pid is one of our relays; if so it is forgotten (reaped now). */
 static bool relay_reaped(struct vram_supervisor *s, pid_t pid, int status)
 {
-	for (struct vram_child *c = s->children; c; c = c->next) {
+	vram_list_for_each_entry(c, &s->children, struct vram_child, link) {
 		if (c->relay_pid != pid)
 			continue;
 		c->relay_pid = 0;
@@ -354,11 +348,14 @@ static void on_sigchld(evutil_socket_t sig, short what, void *arg)
 		if (pid <= 0)
 			break;
 		/* a reaped child's pid is free for reuse: it never matches again */
-		struct vram_child *c = s->children;
-		while (c && (c->reaped || c->pid != pid))
-			c = c->next;
-		if (c) {
-			child_reaped(c, status);
+		struct vram_child *found = NULL;
+		vram_list_for_each_entry(c, &s->children, struct vram_child, link)
+			if (!c->reaped && c->pid == pid) {
+				found = c;
+				break;
+			}
+		if (found) {
+			child_reaped(found, status);
 			continue;
 		}
 		if (relay_reaped(s, pid, status))
@@ -374,6 +371,7 @@ int vram_supervisor_new(struct event_base *base, struct vram_supervisor **ret)
 	if (!s)
 		return -ENOMEM;
 	s->base = base;
+	vram_list_init(&s->children);
 	s->spawn_wait_ms = SPAWN_SYNC_MS;
 	s->sigchld = evsignal_new(base, SIGCHLD, on_sigchld, s);
 	if (!s->sigchld || evsignal_add(s->sigchld, NULL) < 0) {
@@ -405,7 +403,7 @@ void vram_supervisor_free(struct vram_supervisor *s)
 {
 	if (!s)
 		return;
-	for (struct vram_child *c = s->children; c; c = c->next) {
+	vram_list_for_each_entry(c, &s->children, struct vram_child, link) {
 		if (c->reaped)
 			continue;
 		(void)kill(-c->pid, SIGKILL);
@@ -415,11 +413,12 @@ void vram_supervisor_free(struct vram_supervisor *s)
 	}
 	/* with every writer gone the relays pass on the rest and exit; not forever */
 	uint64_t deadline = vram_now_ms() + FINISH_WAIT_MS;
-	for (struct vram_child *c = s->children; c; c = c->next)
+	vram_list_for_each_entry(c, &s->children, struct vram_child, link)
 		child_drain_until(c, deadline);
-	while (s->children) {
-		struct vram_child *c = s->children;
-		s->children = c->next;
+	while (!vram_list_empty(&s->children)) {
+		struct vram_child *c = vram_list_entry(vram_list_first(&s->children), struct vram_child,
+						       link);
+		vram_list_remove(&c->link);
 		child_release_output(c);
 		child_free(c);
 	}
@@ -487,240 +486,8 @@ static void free_argv(char **argv)
 	free(argv);
 }
 
-/*
- * Whether argv[0] names an executable, the way posix_spawnp will look for it
- * (relative paths from the child's working directory, bare names on PATH).
- * Checked up front so that a missing program is an error of the spawn, not
- * a child that exits 127, whatever the C library does.
- */
-static int check_executable(const char *file, const char *cwd)
-{
-	char full[4096];
-	if (strchr(file, '/')) {
-		if (file[0] != '/' && cwd)
-			snprintf(full, sizeof(full), "%s/%s", cwd, file);
-		else
-			snprintf(full, sizeof(full), "%s", file);
-		return access(full, X_OK) == 0 ? 0 : -errno;
-	}
-	const char *path = getenv("PATH");
-	if (!path || !path[0])
-		path = "/usr/local/bin:/usr/bin:/bin";
-	int r = -ENOENT;
-	for (const char *p = path; *p;) {
-		const char *end = strchr(p, ':');
-		size_t len = end ? (size_t)(end - p) : strlen(p);
-		snprintf(full, sizeof(full), "%.*s/%s", (int)len, len ? p : ".", file);
-		if (access(full, X_OK) == 0)
-			return 0;
-		if (errno == EACCES)
-			r = -EACCES;
-		p += len + (end ? 1 : 0);
-	}
-	return r;
-}
 
-/* ---- the descriptor limit ---- */
 
-static struct rlimit child_nofile; /* what the daemon started with; valid once raised */
-static bool nofile_raised;
-
-rlim_t vram_nofile_raise(rlim_t want)
-{
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
-		return 0;
-	rlim_t target = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want ? rl.rlim_max : want;
-	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= target)
-		return rl.rlim_cur;
-	if (!nofile_raised)
-		child_nofile = rl;
-	struct rlimit up = { .rlim_cur = target, .rlim_max = rl.rlim_max };
-	if (setrlimit(RLIMIT_NOFILE, &up) < 0)
-		return rl.rlim_cur;
-	nofile_raised = true;
-	return target;
-}
-
-int vram_spawn(pid_t *pid, const char *path, bool search, const posix_spawn_file_actions_t *fa,
-	       const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
-{
-	/*
-	 * The child gets the limit the daemon started with: a program may size
-	 * tables by it, or use select(). The daemon's own descriptors above it
-	 * stay valid while it is lowered; only new ones above it would fail.
-	 */
-	struct rlimit mine;
-	bool lowered = nofile_raised && getrlimit(RLIMIT_NOFILE, &mine) == 0 &&
-		       setrlimit(RLIMIT_NOFILE, &child_nofile) == 0;
-	int e = search ? posix_spawnp(pid, path, fa, attr, argv, envp)
-		       : posix_spawn(pid, path, fa, attr, argv, envp);
-	if (lowered)
-		(void)setrlimit(RLIMIT_NOFILE, &mine);
-	return e;
-}
-
-int vram_spawnattr_init(posix_spawnattr_t *attr, short flags)
-{
-	if (posix_spawnattr_init(attr) != 0)
-		return -ENOMEM;
-	sigset_t none, all;
-	sigemptyset(&none);
-	sigfillset(&all);
-	sigdelset(&all, SIGKILL);
-	sigdelset(&all, SIGSTOP);
-	if (posix_spawnattr_setflags(attr, flags | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF) ||
-	    ((flags & POSIX_SPAWN_SETPGROUP) && posix_spawnattr_setpgroup(attr, 0)) ||
-	    posix_spawnattr_setsigmask(attr, &none) || posix_spawnattr_setsigdefault(attr, &all)) {
-		posix_spawnattr_destroy(attr);
-		return -ENOMEM;
-	}
-	return 0;
-}
-
-/* ---- a child that runs as another user ---- */
-
-/* The step a forked child failed at, sent to the parent before it exits. */
-enum spawn_step {
-	STEP_SETUP = 1, /* process group, descriptors, limits */
-	STEP_CREDS,     /* groups, group, user */
-	STEP_CWD,
-	STEP_EXEC,
-};
-
-struct spawn_failure {
-	int step;  /* enum spawn_step */
-	int error; /* errno */
-};
-
-/*
- * Where a forked child looks for file, as execvp does but from the child's
- * own PATH (env's): file itself when it holds a '/', else each directory of
- * PATH in turn (an empty entry is the working directory). NULL-terminated;
- * caller frees (free_argv). NULL on out of memory.
- */
-static char **exec_candidates(const char *file, char *const *env)
-{
-	const char *path = NULL;
-	for (size_t i = 0; env && env[i]; i++)
-		if (strncmp(env[i], "PATH=", 5) == 0)
-			path = env[i] + 5;
-	if (!path)
-		path = VRAM_SPAWN_DEFAULT_PATH;
-	size_t n = 1;
-	for (const char *p = path; *p; p++)
-		n += *p == ':';
-	char **out = calloc(n + 1, sizeof(*out));
-	if (!out)
-		return NULL;
-	if (strchr(file, '/')) {
-		out[0] = strdup(file);
-		if (!out[0]) {
-			free(out);
-			return NULL;
-		}
-		return out;
-	}
-	size_t k = 0;
-	for (const char *p = path;; p++) {
-		const char *end = strchr(p, ':');
-		size_t len = end ? (size_t)(end - p) : strlen(p);
-		if (asprintf(&out[k], "%.*s/%s", (int)len, len ? p : ".", file) < 0) {
-			out[k] = NULL;
-			free_argv(out);
-			return NULL;
-		}
-		k++;
-		if (!end)
-			break;
-		p = end;
-	}
-	return out;
-}
-
-/*
- * The forked child: its own group, stdin on /dev/null, stdout and stderr on
- * out_fd, the limits it started with, then the user, the working directory
- * and the program. Only async-signal-safe calls. Never returns; on failure
- * it writes a struct spawn_failure to report_fd and exits 127.
- */
-static _Noreturn void child_as(int report_fd, int out_fd, const struct vram_creds *cr,
-			       const char *cwd, char *const *paths, char *const argv[],
-			       char *const env[])
-{
-	struct spawn_failure f = {.step = STEP_SETUP};
-	struct sigaction dfl = {.sa_handler = SIG_DFL};
-	sigset_t none;
-	sigemptyset(&none);
-	/* nothing of the daemon's handling carries over (SIGKILL, SIGSTOP: EINVAL, fine) */
-	for (int sig = 1; sig < NSIG; sig++)
-		(void)sigaction(sig, &dfl, NULL);
-	if (setpgid(0, 0) < 0)
-		goto fail;
-	int null_fd = open("/dev/null", O_RDONLY);
-	if (null_fd < 0 || (null_fd != 0 && dup2(null_fd, 0) < 0) || dup2(out_fd, 1) < 0 ||
-	    dup2(out_fd, 2) < 0)
-		goto fail;
-	if (null_fd > 2)
-		close(null_fd);
-	if (nofile_raised && setrlimit(RLIMIT_NOFILE, &child_nofile) < 0)
-		goto fail;
-	/*
-	 * The system calls, not the libc wrappers: those make every thread of a
-	 * process change with it, through signals, which is not for a child of
-	 * fork. Groups first, the user last: after it, nothing can be changed.
-	 */
-	f.step = STEP_CREDS;
-	if (syscall(SYS_setgroups, cr->n_groups, cr->groups) < 0 ||
-	    syscall(SYS_setresgid, cr->gid, cr->gid, cr->gid) < 0 ||
-	    syscall(SYS_setresuid, cr->uid, cr->uid, cr->uid) < 0)
-		goto fail;
-	f.step = STEP_CWD;
-	if (cwd && chdir(cwd) < 0)
-		goto fail;
-	if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
-		goto fail;
-	f.step = STEP_EXEC;
-	int error = ENOENT;
-	bool denied = false;
-	for (char *const *p = paths; *p; p++) {
-		execve(*p, argv, env);
-		if (errno == EACCES) {
-			denied = true;
-		} else if (errno != ENOENT && errno != ENOTDIR) {
-			error = errno;
-			break;
-		}
-	}
-	errno = error == ENOENT && denied ? EACCES : error;
-fail:
-	f.error = errno;
-	(void)!write(report_fd, &f, sizeof(f));
-	_exit(127);
-}
-
-/* What a failed step means, for err or the log: "cwd /root: Permission denied (as uid 1000)". */
-static void failure_text(const struct spawn_failure *f, const struct vram_creds *cr, const char *cwd,
-			 const char *prog, char *buf, size_t size)
-{
-	switch (f->step) {
-	case STEP_CREDS:
-		snprintf(buf, size, "cannot run as uid %u, gid %u and %zu group(s): %s",
-			 (unsigned)cr->uid, (unsigned)cr->gid, cr->n_groups, strerror(f->error));
-		break;
-	case STEP_CWD:
-		snprintf(buf, size, "cwd %s: %s (as uid %u)", cwd, strerror(f->error),
-			 (unsigned)cr->uid);
-		break;
-	case STEP_EXEC:
-		snprintf(buf, size, "cmd[0] %s: %s (as uid %u)", prog, strerror(f->error),
-			 (unsigned)cr->uid);
-		break;
-	default:
-		snprintf(buf, size, "setting up the process: %s", strerror(f->error));
-		break;
-	}
-}
 
 /* The report pipe of a child that had not run its program when the spawn returned. */
 struct late_report {
@@ -746,15 +513,12 @@ static void late_report_free(struct late_report *l)
 static void late_report_read(struct vram_child *c)
 {
 	struct late_report *l = c->late;
-	struct spawn_failure f;
-	ssize_t n = read(l->fd, &f, sizeof(f));
-	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+	char text[512];
+	int r = vram_spawn_as_late(l->fd, &l->cr, l->cwd ? l->cwd : "", l->prog, text, sizeof(text));
+	if (r == -EAGAIN)
 		return; /* nothing yet: the program may still be starting */
-	if (n == (ssize_t)sizeof(f) && c->log) {
-		char text[512];
-		failure_text(&f, &l->cr, l->cwd ? l->cwd : "", l->prog, text, sizeof(text));
+	if (r > 0 && c->log)
 		(void)vram_logfile_note(c->log, "%s", text);
-	}
 	late_report_free(l);
 	c->late = NULL;
 }
@@ -764,76 +528,6 @@ static void on_late_report(evutil_socket_t fd, short what, void *arg)
 	late_report_read(arg);
 }
 
-/*
- * Forks a child that runs argv as sp->creds (see child_as), output on
- * out_fd. Returns 0 with *ret_pid once the program runs, or -errno with
- * the step that failed, and as whom, in err. When the child has neither run
- * its program nor failed within SPAWN_SYNC_MS, returns 0 too, with the
- * read end of its report pipe in *ret_late_fd (caller closes), else -1.
- */
-static int spawn_as(const struct vram_supervisor *s, const struct vram_spawn *sp, char *const argv[],
-		    char *const env[], int out_fd, pid_t *ret_pid, int *ret_late_fd, char *err,
-		    size_t err_size)
-{
-	const struct vram_creds *cr = sp->creds;
-	char **paths = exec_candidates(argv[0], env);
-	int report[2] = {-1, -1};
-	int r = -ENOMEM;
-	if (!paths)
-		goto out;
-	if (pipe2(report, O_CLOEXEC) < 0) {
-		r = -errno;
-		snprintf(err, err_size, "pipe: %s", strerror(errno));
-		goto out;
-	}
-	/* no signal handler of the daemon's runs in the child before it resets them */
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	pid_t pid = fork();
-	if (pid == 0)
-		child_as(report[1], out_fd, cr, sp->cwd, paths, argv, env);
-	int fork_errno = errno;
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	close(report[1]);
-	report[1] = -1;
-	if (pid < 0) {
-		r = -fork_errno;
-		snprintf(err, err_size, "fork: %s", strerror(fork_errno));
-		goto out;
-	}
-	*ret_pid = pid;
-	*ret_late_fd = -1;
-	r = 0;
-	struct pollfd pfd = {.fd = report[0], .events = POLLIN};
-	int ready = 0;
-	while (s->spawn_wait_ms && (ready = poll(&pfd, 1, (int)s->spawn_wait_ms)) < 0 && errno == EINTR)
-		;
-	if (ready == 0) {
-		(void)fcntl(report[0], F_SETFL, O_NONBLOCK);
-		*ret_late_fd = report[0];
-		report[0] = -1;
-		goto out;
-	}
-	/* end of file: the program runs (the pipe closed on exec) */
-	struct spawn_failure f;
-	ssize_t n;
-	while ((n = read(report[0], &f, sizeof(f))) < 0 && errno == EINTR)
-		;
-	if (n != (ssize_t)sizeof(f))
-		goto out;
-	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-		;
-	r = f.error > 0 ? -f.error : -EIO;
-	failure_text(&f, cr, sp->cwd, argv[0], err, err_size);
-out:
-	if (report[0] >= 0)
-		close(report[0]);
-	if (report[1] >= 0)
-		close(report[1]);
-	free_argv(paths);
-	return r;
-}
 
 /*
  * Watches fd, the report pipe of c (spawned from sp, program prog), on the
@@ -859,6 +553,15 @@ static int late_watch(struct vram_child *c, const struct vram_spawn *sp, const c
 	c->late = l;
 	return 0;
 }
+
+/*
+ * A child forked as another user (vram_spawn_as) that fails before exec
+ * leaves through _exit with a copy of the daemon's memory; the vram_child
+ * being spawned is the one block of it that nothing points to yet. Held
+ * here, it stays reachable in the child too, for leak checkers that follow
+ * fork (valgrind).
+ */
+static struct vram_child *volatile forking;
 
 /*
  * Starts a relay reading child_out (the read end of the child's pipe; the
@@ -916,7 +619,7 @@ int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp
 	}
 
 	/* as another user, the child looks for it with that user's rights and says what failed */
-	r = sp->creds ? 0 : check_executable(argv[0], sp->cwd);
+	r = sp->creds ? 0 : vram_spawn_check_executable(argv[0], sp->cwd);
 	if (r < 0) {
 		snprintf(err, err_size, "cmd[0] %s: %s", argv[0], strerror(-r));
 		goto out;
@@ -930,7 +633,7 @@ int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp
 	if (posix_spawn_file_actions_init(&fa) != 0)
 		goto out;
 	have_fa = true;
-	if (vram_spawnattr_init(&attr, POSIX_SPAWN_SETPGROUP) < 0)
+	if (vram_spawn_attr_init(&attr, POSIX_SPAWN_SETPGROUP) < 0)
 		goto out;
 	have_attr = true;
 
@@ -945,6 +648,7 @@ int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp
 	if (!c)
 		goto out;
 	c->s = s;
+	vram_list_init(&c->link);
 	c->out_fd = -1;
 	c->log = sp->log;
 	c->cb = cb;
@@ -957,15 +661,9 @@ int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp
 	pid_t pid;
 	if (sp->creds) {
 		int late_fd = -1;
-		/*
-		 * The forked child leaves through _exit with a copy of the daemon's
-		 * memory; c is the one block of it that nothing points to yet. Held
-		 * here, it stays reachable in the child too, for leak checkers that
-		 * follow fork (valgrind).
-		 */
-		static struct vram_child *volatile forking;
 		forking = c;
-		r = spawn_as(s, sp, argv, env, pipefd[1], &pid, &late_fd, err, err_size);
+		r = vram_spawn_as(sp->creds, sp->cwd, argv, env, pipefd[1], s->spawn_wait_ms, &pid,
+				  &late_fd, err, err_size);
 		forking = NULL;
 		if (r < 0)
 			goto out;
@@ -973,7 +671,7 @@ int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp
 			vram_warn("Failed to watch the start of pid %d: out of memory; if it cannot run "
 				  "its program, its log will not say why", (int)pid);
 	} else {
-		int e = vram_spawn(&pid, argv[0], true, &fa, &attr, argv, env);
+		int e = vram_spawn_posix(&pid, argv[0], true, &fa, &attr, argv, env);
 		if (e != 0) {
 			r = -e;
 			snprintf(err, err_size, "cmd[0] %s: %s", argv[0], strerror(e));
@@ -1003,8 +701,7 @@ int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp
 		/* the process runs; without its output it is still supervised */
 		child_close_output(c);
 	}
-	c->next = s->children;
-	s->children = c;
+	vram_list_push_front(&s->children, &c->link);
 	s->n_children++;
 	*ret = c;
 	c = NULL;

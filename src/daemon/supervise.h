@@ -21,38 +21,10 @@
 #include <sys/types.h>
 
 #include "config/config.h"
+#include "daemon/logfile.h"
+#include "daemon/spawn.h"
 
 struct event_base;
-
-/* ---- log file (logfile.c) ---- */
-
-struct vram_logfile;
-
-#define VRAM_LOGFILE_TAIL_MAX 4096 /* bytes of recent output kept in memory */
-
-/*
- * Opens (appends to) path, creating missing parent directories. Once the file
- * would grow past max_bytes it is rotated: path → path.1 → … → path.keep
- * (keep 0: truncated in place). Caller frees with vram_logfile_close.
- * Returns 0 or -errno.
- */
-int vram_logfile_open(const char *path, uint64_t max_bytes, unsigned keep,
-		      struct vram_logfile **ret);
-/* Appends bytes. Returns 0 or -errno (the data is then still kept in the tail). */
-int vram_logfile_write(struct vram_logfile *l, const void *data, size_t len);
-/* Writes a line "[vramd] <text>\n" (for start/exit notes). */
-int vram_logfile_note(struct vram_logfile *l, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-/*
- * Copies up to size-1 of the most recent bytes (starting at a line boundary
- * when it can) into buf, NUL-terminated. Returns the length.
- */
-size_t vram_logfile_tail(const struct vram_logfile *l, char *buf, size_t size);
-const char *vram_logfile_path(const struct vram_logfile *l); /* borrowed */
-uint64_t vram_logfile_size(const struct vram_logfile *l);   /* bytes in the current file */
-uint64_t vram_logfile_max_bytes(const struct vram_logfile *l); /* bytes per file */
-unsigned vram_logfile_keep(const struct vram_logfile *l);      /* rotated files kept */
-void vram_logfile_close(struct vram_logfile *l);             /* accepts NULL */
 
 /* ---- processes (supervise.c) ---- */
 
@@ -91,20 +63,6 @@ size_t vram_supervisor_live(const struct vram_supervisor *s);
 typedef bool (*vram_reaped_cb)(pid_t pid, int wait_status, void *arg);
 void vram_supervisor_set_reaped_other(struct vram_supervisor *s, vram_reaped_cb cb, void *arg);
 
-/*
- * A user a child runs as instead of the daemon's own. posix_spawn cannot
- * change a child's user, so such a child is forked: it takes the groups,
- * then the group, then the user (all three of real, effective and saved),
- * and only then enters its working directory and looks up its program, so
- * that the user's own permissions apply to both.
- */
-struct vram_creds {
-	uid_t uid;
-	gid_t gid;           /* primary group */
-	const gid_t *groups; /* borrowed; supplementary groups */
-	size_t n_groups;
-};
-
 struct vram_spawn {
 	char *const *argv;  /* borrowed; NULL-terminated, ${VAR} substituted from the final env */
 	char *const *env;   /* borrowed; "KEY=VALUE" set on top of the daemon's environment */
@@ -119,8 +77,6 @@ struct vram_spawn {
 	 */
 	const struct vram_creds *creds;
 };
-
-#define VRAM_SPAWN_DEFAULT_PATH "/usr/local/bin:/usr/bin:/bin"
 
 /*
  * Called once from the loop after the child is reaped, with the waitpid
@@ -161,27 +117,6 @@ void vram_child_stop(struct vram_child *c, uint64_t grace_ms);
 void vram_child_kill(struct vram_child *c);
 /* Whether the child was sent SIGKILL because its grace ran out. */
 bool vram_child_escalated(const struct vram_child *c);
-
-/*
- * Initializes attr for a child with an empty signal mask and every signal at
- * its default disposition (nothing of the daemon's handling carries over),
- * plus flags (POSIX_SPAWN_SETPGROUP: a new group; POSIX_SPAWN_SETSID: a new
- * session). Caller destroys attr once this returned 0. Returns 0 or -ENOMEM.
- */
-int vram_spawnattr_init(posix_spawnattr_t *attr, short flags);
-
-/*
- * Raises the daemon's soft RLIMIT_NOFILE to want, or to the hard limit when
- * that is lower (a gateway with thousands of clients needs more than the
- * usual 1024). Returns the soft limit now in force.
- */
-rlim_t vram_nofile_raise(rlim_t want);
-/*
- * posix_spawn (search: posix_spawnp) with the soft RLIMIT_NOFILE the daemon
- * started with, not the raised one. Returns 0 or an errno value, as they do.
- */
-int vram_spawn(pid_t *pid, const char *path, bool search, const posix_spawn_file_actions_t *fa,
-	       const posix_spawnattr_t *attr, char *const argv[], char *const envp[]);
 
 /* "exited with status 3", "killed by signal 9 (Killed)". Returns buf. */
 char *vram_wait_status_format(int wait_status, char *buf, size_t size);

@@ -18,7 +18,10 @@
 
 #include "common/units.h"
 #include "daemon/api.h"
+#include "daemon/http.h"
 #include "daemon/manager.h"
+#include "daemon/peer.h"
+#include "daemon/waitact.h"
 
 static const char *route_of(enum vram_api_method m, const char *path, char *name)
 {
@@ -157,52 +160,52 @@ static void test_duration_field(void **state)
 	json_t *v;
 
 	v = json_integer(300);
-	assert_int_equal(vram_api_duration_field(v, "timeout", &ms, msg, sizeof(msg)), 0);
+	assert_int_equal(vram_http_duration_field(v, "timeout", &ms, msg, sizeof(msg)), 0);
 	assert_int_equal(ms, 300000);
 	json_decref(v);
 	v = json_real(1.5);
-	assert_int_equal(vram_api_duration_field(v, "timeout", &ms, msg, sizeof(msg)), 0);
+	assert_int_equal(vram_http_duration_field(v, "timeout", &ms, msg, sizeof(msg)), 0);
 	assert_int_equal(ms, 1500);
 	json_decref(v);
 	v = json_string("10m");
-	assert_int_equal(vram_api_duration_field(v, "offload_after", &ms, msg, sizeof(msg)), 0);
+	assert_int_equal(vram_http_duration_field(v, "offload_after", &ms, msg, sizeof(msg)), 0);
 	assert_int_equal(ms, 600000);
 	json_decref(v);
 	v = json_string("never");
-	assert_int_equal(vram_api_duration_field(v, "offload_after", &ms, msg, sizeof(msg)), 0);
+	assert_int_equal(vram_http_duration_field(v, "offload_after", &ms, msg, sizeof(msg)), 0);
 	assert_true(ms == VRAM_DURATION_NEVER);
 	json_decref(v);
 	v = json_null();
 	ms = 0;
-	assert_int_equal(vram_api_duration_field(v, "offload_after", &ms, msg, sizeof(msg)), 0);
+	assert_int_equal(vram_http_duration_field(v, "offload_after", &ms, msg, sizeof(msg)), 0);
 	assert_true(ms == VRAM_DURATION_NEVER);
 
 	ms = 7;
 	v = json_integer(-1);
-	assert_int_equal(vram_api_duration_field(v, "release_after", &ms, msg, sizeof(msg)), 400);
+	assert_int_equal(vram_http_duration_field(v, "release_after", &ms, msg, sizeof(msg)), 400);
 	assert_non_null(strstr(msg, "release_after:"));
 	assert_int_equal(ms, 7); /* untouched on failure */
 	json_decref(v);
 	v = json_string("soon");
-	assert_int_equal(vram_api_duration_field(v, "release_after", &ms, msg, sizeof(msg)), 400);
+	assert_int_equal(vram_http_duration_field(v, "release_after", &ms, msg, sizeof(msg)), 400);
 	assert_non_null(strstr(msg, "release_after:"));
 	assert_non_null(strstr(msg, "\"soon\""));
 	json_decref(v);
 	v = json_true();
-	assert_int_equal(vram_api_duration_field(v, "release_after", &ms, msg, sizeof(msg)), 400);
+	assert_int_equal(vram_http_duration_field(v, "release_after", &ms, msg, sizeof(msg)), 400);
 	assert_non_null(strstr(msg, "release_after:"));
 	v = json_pack("[i]", 1);
-	assert_int_equal(vram_api_duration_field(v, "timeout", &ms, msg, sizeof(msg)), 400);
+	assert_int_equal(vram_http_duration_field(v, "timeout", &ms, msg, sizeof(msg)), 400);
 	assert_non_null(strstr(msg, "timeout:"));
 	json_decref(v);
 	/* out of range, as a string or as seconds: said so, not wrapped around */
 	v = json_string("10000000000000000000ms");
-	assert_int_equal(vram_api_duration_field(v, "offload_after", &ms, msg, sizeof(msg)), 400);
+	assert_int_equal(vram_http_duration_field(v, "offload_after", &ms, msg, sizeof(msg)), 400);
 	assert_string_equal(msg, "offload_after: out of range: at most 100 years (36500d), got "
 				 "\"10000000000000000000ms\"");
 	json_decref(v);
 	v = json_real(1e19);
-	assert_int_equal(vram_api_duration_field(v, "timeout", &ms, msg, sizeof(msg)), 400);
+	assert_int_equal(vram_http_duration_field(v, "timeout", &ms, msg, sizeof(msg)), 400);
 	assert_string_equal(msg, "timeout: out of range: at most 100 years (36500d) (3153600000 s), "
 				 "got 1e+19");
 	json_decref(v);
@@ -213,16 +216,16 @@ static void test_duration_field(void **state)
 static void test_share_left(void **state)
 {
 	struct vram_peer tcp = { .transport = VRAM_PEER_TCP }, sock = { .transport = VRAM_PEER_UNIX };
-	size_t max = VRAM_API_PENDING_MAX, kept = VRAM_API_PENDING_UNIX_RESERVED;
-	assert_true(vram_api_share_left(&tcp, 0, 0, max, kept));
-	assert_true(vram_api_share_left(&tcp, max - kept - 1, max - kept - 1, max, kept));
-	assert_false(vram_api_share_left(&tcp, max - kept, max - kept, max, kept));
-	assert_true(vram_api_share_left(&sock, max - kept, max - kept, max, kept));
-	assert_true(vram_api_share_left(&sock, max - 1, max - kept, max, kept));
-	assert_false(vram_api_share_left(&sock, max, max - kept, max, kept));
+	size_t max = VRAM_WAITACT_MAX, kept = VRAM_WAITACT_UNIX_RESERVED;
+	assert_true(vram_peer_share_left(&tcp, 0, 0, max, kept));
+	assert_true(vram_peer_share_left(&tcp, max - kept - 1, max - kept - 1, max, kept));
+	assert_false(vram_peer_share_left(&tcp, max - kept, max - kept, max, kept));
+	assert_true(vram_peer_share_left(&sock, max - kept, max - kept, max, kept));
+	assert_true(vram_peer_share_left(&sock, max - 1, max - kept, max, kept));
+	assert_false(vram_peer_share_left(&sock, max, max - kept, max, kept));
 	/* the socket's own requests do not count against TCP clients */
-	assert_true(vram_api_share_left(&tcp, max - 1, 10, max, kept));
-	assert_false(vram_api_share_left(&tcp, max, 10, max, kept));
+	assert_true(vram_peer_share_left(&tcp, max - 1, 10, max, kept));
+	assert_false(vram_peer_share_left(&tcp, max, 10, max, kept));
 }
 
 int main(void)

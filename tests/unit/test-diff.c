@@ -3,7 +3,8 @@
  * What a config reload may change: every daemon key but the log level and
  * the GPUs but the reserve need a restart of vramd; a workload's change is
  * "live" (applies to the running process) or "process" (needs a new one),
- * and the changed keys are named.
+ * and the changed keys are named. Every key of the loader's tables has a
+ * class and a comparison, and each key changed alone is reported with it.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -176,6 +177,204 @@ static void test_health_keys_are_live(void **state)
 			 VRAM_DIFF_SAME);
 }
 
+/*
+ * Every key of the loader's tables declares its reload class and how to
+ * tell a change: a key added without them fails here, before a reload can
+ * report "unchanged" for it and never apply it.
+ */
+static void test_every_key_declared(void **state)
+{
+	struct vram_config_key k;
+	size_t n = 0;
+	for (size_t i = 0; vram_config_workload_key(i, &k); i++, n++) {
+		if (k.reload != VRAM_RELOAD_LIVE && k.reload != VRAM_RELOAD_PROCESS)
+			fail_msg("workload key %s: no reload class (live or process)", k.name);
+		if (!k.same_workload || k.same_config)
+			fail_msg("workload key %s: no comparison of two workloads", k.name);
+		assert_true(k.name[0] && k.reported[0]);
+	}
+	assert_true(n >= 25);
+	n = 0;
+	for (size_t i = 0; vram_config_daemon_key(i, &k); i++, n++) {
+		if (k.reload != VRAM_RELOAD_LIVE && k.reload != VRAM_RELOAD_DAEMON)
+			fail_msg("daemon key %s: no reload class (live or daemon)", k.name);
+		if (!k.same_config || k.same_workload)
+			fail_msg("daemon key %s: no comparison of two configs", k.name);
+		assert_true(strncmp(k.name, "daemon.", 7) == 0 || strncmp(k.name, "gpus.", 5) == 0);
+	}
+	assert_true(n >= 18);
+}
+
+/* A change of one workload key: workload a as it is before and after. */
+struct wl_sample {
+	const char *key;
+	const char *before, *after; /* a's body, one key per line, 4 spaces in */
+};
+
+static const struct wl_sample wl_samples[] = {
+	{ "cmd", "", "    cmd: [serve2]\n" },
+	{ "env", "", "    env: { A: x }\n" },
+	{ "cwd", "", "    cwd: /tmp\n" },
+	{ "gpus", "", "    gpus: 2\n" },
+	{ "memory", "    memory: 4GiB\n", "    memory: 5GiB\n" },
+	{ "replicas", "", "    replicas: 2\n" },
+	{ "avoid", "", "    avoid: [b]\n" },
+	{ "placement", "", "    placement: spread\n" },
+	{ "fallback", "", "    fallback: share\n" },
+	{ "start", "", "    start: eager\n" },
+	{ "health.path", "", "    health: { path: /ready }\n" },
+	{ "health.tcp", "    health: /ready\n", "    health: { tcp: true }\n" },
+	{ "health.interval", "", "    health: { interval: 2s }\n" },
+	{ "health.timeout", "", "    health: { timeout: 1s }\n" },
+	{ "health.start_timeout", "", "    health: { start_timeout: 10s }\n" },
+	{ "health.failures", "", "    health: { failures: 5 }\n" },
+	{ "health.port_owner", "", "    health: { port_owner: any }\n" },
+	{ "port", "", "    port: 9000\n" },
+	{ "idle.offload_after", "", "    idle: { offload_after: 1m }\n" },
+	{ "idle.release_after", "", "    idle: { release_after: 2h }\n" },
+	{ "priority", "", "    priority: 5\n" },
+	{ "offload", "", "    offload: restart\n" },
+	{ "restart.policy", "", "    restart: never\n" },
+	{ "restart.backoff_max", "", "    restart: { backoff_max: 5m }\n" },
+	{ "stop_grace", "", "    stop_grace: 30s\n" },
+	{ "models", "", "    models: [m1]\n" },
+	{ "share", "", "    share: mps\n" },
+	{ "compute", "    share: mps\n", "    share: mps\n    compute: 50%\n" },
+	{ "max_concurrency", "", "    max_concurrency: 4\n" },
+	{ "queue_max", "", "    queue_max: 10\n" },
+	{ "queue_timeout", "", "    queue_timeout: 5s\n" },
+	{ "first_byte_timeout", "", "    first_byte_timeout: 5s\n" },
+	{ "stream_timeout", "", "    stream_timeout: 1m\n" },
+};
+
+/* Parses BASE with workloads b and a (a's body after cmd: [serve] unless it has a cmd). */
+static struct vram_config *parse_with(const char *body)
+{
+	char yaml[1024];
+	snprintf(yaml, sizeof(yaml), BASE "workloads:\n  b:\n    cmd: [other]\n  a:\n%s%s",
+		 strstr(body, "cmd:") ? "" : "    cmd: [serve]\n", body);
+	return parse(yaml);
+}
+
+/*
+ * Each workload key changed alone is reported under its name, with its
+ * class; every key has a sample here, so that a new key is tested too.
+ */
+static void test_each_workload_key_changed(void **state)
+{
+	const size_t n_samples = sizeof(wl_samples) / sizeof(wl_samples[0]);
+	bool used[sizeof(wl_samples) / sizeof(wl_samples[0])] = { false };
+	struct vram_config_key k;
+	for (size_t i = 0; vram_config_workload_key(i, &k); i++) {
+		const struct wl_sample *sm = NULL;
+		for (size_t j = 0; j < n_samples; j++)
+			if (strcmp(wl_samples[j].key, k.name) == 0) {
+				sm = &wl_samples[j];
+				used[j] = true;
+			}
+		if (!sm)
+			fail_msg("workload key %s has no sample in test-diff.c: add one to wl_samples", k.name);
+		struct vram_config *a = parse_with(sm->before);
+		struct vram_config *b = parse_with(sm->after);
+		char keys[256] = "junk";
+		enum vram_diff_kind kind = vram_diff_workload(vram_config_find(a, "a"),
+							      vram_config_find(b, "a"), keys, sizeof(keys));
+		if (strcmp(keys, k.reported) != 0)
+			fail_msg("%s changed: reported \"%s\", expected \"%s\"", k.name, keys, k.reported);
+		assert_int_equal(kind, k.reload == VRAM_RELOAD_PROCESS ? VRAM_DIFF_PROCESS : VRAM_DIFF_LIVE);
+		/* and the same config again: nothing */
+		assert_int_equal(vram_diff_workload(vram_config_find(b, "a"), vram_config_find(b, "a"),
+						    keys, sizeof(keys)),
+				 VRAM_DIFF_SAME);
+		assert_string_equal(keys, "");
+		vram_config_free(a);
+		vram_config_free(b);
+	}
+	for (size_t j = 0; j < n_samples; j++)
+		if (!used[j])
+			fail_msg("sample %s names no workload key", wl_samples[j].key);
+}
+
+/* A change of one daemon or gpus key: the daemon: and gpus: lines after it. */
+struct daemon_sample {
+	const char *key;
+	const char *after;
+	const char *before; /* NULL: DAEMON_LINE("") GPUS_LINE */
+};
+
+/*
+ * The daemon: line with a socket of its own (one derived from the state
+ * directory would change with it), and the gpus: line.
+ */
+#define DAEMON_LINE(extra) "daemon: { listen: 127.0.0.1:8600, log_level: info, socket: /tmp/t.sock" extra " }\n"
+#define GPUS_LINE "gpus: { backend: sim, reserve: 1GiB, sim: [ { name: g, memory: 24GiB } ] }\n"
+
+static const struct daemon_sample daemon_samples[] = {
+	{ "daemon.listen", "daemon: { listen: 127.0.0.1:8601, log_level: info, socket: /tmp/t.sock }\n"
+			   GPUS_LINE },
+	{ "daemon.socket", "daemon: { listen: 127.0.0.1:8600, log_level: info, socket: /tmp/u.sock }\n"
+			   GPUS_LINE },
+	{ "daemon.state_dir", DAEMON_LINE(", state_dir: /tmp/t-state") GPUS_LINE },
+	{ "daemon.log", DAEMON_LINE(", log: /tmp/t.log") GPUS_LINE },
+	{ "daemon.log_level", "daemon: { listen: 127.0.0.1:8600, log_level: debug, socket: /tmp/t.sock }\n"
+			      GPUS_LINE },
+	{ "daemon.token", DAEMON_LINE(", token: s3cret-t0ken-0123456789") GPUS_LINE },
+	{ "daemon.hook_library", DAEMON_LINE(", hook_library: /tmp/libvram.so") GPUS_LINE },
+	{ "daemon.workload_log_max", DAEMON_LINE(", workload_log_max: 1MiB") GPUS_LINE },
+	{ "daemon.workload_log_keep", DAEMON_LINE(", workload_log_keep: 9") GPUS_LINE },
+	{ "daemon.port_range_start", DAEMON_LINE(", port_range_start: 30000") GPUS_LINE },
+	{ "daemon.allowed_hosts", DAEMON_LINE(", allowed_hosts: [gpu1]") GPUS_LINE },
+	{ "daemon.cors.origins", DAEMON_LINE(", cors: { origins: ['http://ui:3000'] }") GPUS_LINE },
+	{ "daemon.run_as", DAEMON_LINE(", run_as: root") GPUS_LINE },
+	{ "daemon.socket_mode", DAEMON_LINE(", socket_mode: '0666'") GPUS_LINE },
+	/* a group makes the mode 0660 unless it is given */
+	{ "daemon.socket_group", DAEMON_LINE(", socket_mode: '0660', socket_group: 0") GPUS_LINE,
+	  DAEMON_LINE(", socket_mode: '0660'") GPUS_LINE },
+	{ "gpus.backend", DAEMON_LINE("") "gpus: { backend: auto, reserve: 1GiB, sim: [ { name: g, memory: 24GiB } ] }\n" },
+	{ "gpus.reserve", DAEMON_LINE("") "gpus: { backend: sim, reserve: 2GiB, sim: [ { name: g, memory: 24GiB } ] }\n" },
+	{ "gpus.sim", DAEMON_LINE("") "gpus: { backend: sim, reserve: 1GiB, sim: [ { name: g, memory: 48GiB } ] }\n" },
+};
+
+/* Each daemon or gpus key changed alone: refused under its name, or (live) let through. */
+static void test_each_daemon_key_changed(void **state)
+{
+	const size_t n_samples = sizeof(daemon_samples) / sizeof(daemon_samples[0]);
+	bool used[sizeof(daemon_samples) / sizeof(daemon_samples[0])] = { false };
+	struct vram_config_key k;
+	for (size_t i = 0; vram_config_daemon_key(i, &k); i++) {
+		const struct daemon_sample *sm = NULL;
+		for (size_t j = 0; j < n_samples; j++)
+			if (strcmp(daemon_samples[j].key, k.name) == 0) {
+				sm = &daemon_samples[j];
+				used[j] = true;
+			}
+		if (!sm)
+			fail_msg("key %s has no sample in test-diff.c: add one to daemon_samples", k.name);
+		char yaml[1024];
+		snprintf(yaml, sizeof(yaml), "%s" WL, sm->before ? sm->before : DAEMON_LINE("") GPUS_LINE);
+		struct vram_config *a = parse(yaml);
+		snprintf(yaml, sizeof(yaml), "%s" WL, sm->after);
+		struct vram_config *b = parse(yaml);
+		assert_false(k.same_config(a, b));
+		char keys[256] = "junk";
+		bool fixed = vram_diff_fixed(a, b, keys, sizeof(keys));
+		if (k.reload == VRAM_RELOAD_DAEMON) {
+			assert_false(fixed);
+			if (strcmp(keys, k.reported) != 0)
+				fail_msg("%s changed: reported \"%s\", expected \"%s\"", k.name, keys,
+					 k.reported);
+		} else {
+			assert_true(fixed);
+			assert_string_equal(keys, "");
+		}
+		vram_config_free(a);
+		vram_config_free(b);
+	}
+	for (size_t j = 0; j < n_samples; j++)
+		if (!used[j])
+			fail_msg("sample %s names no daemon or gpus key", daemon_samples[j].key);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -186,6 +385,9 @@ int main(void)
 		cmocka_unit_test(test_workload_process),
 		cmocka_unit_test(test_access_and_timeouts),
 		cmocka_unit_test(test_health_keys_are_live),
+		cmocka_unit_test(test_every_key_declared),
+		cmocka_unit_test(test_each_workload_key_changed),
+		cmocka_unit_test(test_each_daemon_key_changed),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,15 +13,17 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 
+#include "common/workers.h"
 #include "core/engine.h"
-#include "daemon/workers.h"
 #include "gpu/gpu.h"
+#include "proto/hook_proto.h"
 
 #define GiB VRAM_GiB
 
@@ -249,6 +251,115 @@ static void test_workers(void **state)
 }
 
 /*
+ * The hook engines through a channel of the test's own, lent the way the
+ * daemon lends its hook channel (struct vram_engine_host).
+ */
+struct fake_cmd {
+	pid_t pid;
+	enum vram_hookchan_op op;
+	vram_hookchan_done_cb cb;
+	void *arg;
+	bool live; /* sent, neither answered nor cancelled */
+};
+
+struct fake_chan {
+	pid_t pids[2];
+	struct fake_cmd sent[8];
+	size_t n_sent;
+};
+
+static size_t fake_pids(struct vram_hookchan *hc, const char *workload, pid_t *pids, size_t max)
+{
+	struct fake_chan *fc = (struct fake_chan *)(void *)hc;
+	for (size_t i = 0; i < 2 && i < max; i++)
+		pids[i] = fc->pids[i];
+	return strcmp(workload, "h") == 0 ? 2 : 0;
+}
+
+static int fake_send(struct vram_hookchan *hc, pid_t pid, enum vram_hookchan_op op, unsigned flags,
+		     vram_hookchan_done_cb cb, void *arg, struct vram_hookchan_req **ret_req)
+{
+	struct fake_chan *fc = (struct fake_chan *)(void *)hc;
+	assert_true(fc->n_sent < 8);
+	struct fake_cmd *c = &fc->sent[fc->n_sent++];
+	*c = (struct fake_cmd){.pid = pid, .op = op, .cb = cb, .arg = arg, .live = true};
+	if (ret_req)
+		*ret_req = (struct vram_hookchan_req *)(void *)c;
+	return 0;
+}
+
+static void fake_cancel(struct vram_hookchan_req *req)
+{
+	if (req)
+		((struct fake_cmd *)(void *)req)->live = false;
+}
+
+/* Answers the i-th command sent. */
+static void fake_answer(struct fake_chan *fc, size_t i, int status, unsigned state, uint64_t bytes,
+			const char *text)
+{
+	struct fake_cmd *c = &fc->sent[i];
+	assert_true(c->live);
+	c->live = false;
+	struct vram_hookchan_result res = {.pid = c->pid, .status = status, .state = state, .bytes = bytes};
+	snprintf(res.text, sizeof(res.text), "%s", text);
+	c->cb(&res, c->arg);
+}
+
+/*
+ * A restore that fails in one process of two: the other is offloaded
+ * again, so the workload is never half parked, and the job says whether
+ * the failed process is still offloaded (the hook's own state), which
+ * decides whether the workload stays offloaded or must be restarted.
+ */
+static void test_hook_restore_rolls_back(void **state)
+{
+	struct fixture *f = *state;
+	const unsigned after[] = {VRAM_HOOK_STATE_OFFLOADED, VRAM_HOOK_STATE_RUNNING};
+	for (size_t k = 0; k < 2; k++) {
+		struct fake_chan fc = {.pids = {101, 102}};
+		struct vram_engine_host host = f->host;
+		host.hookchan = (struct vram_hookchan *)(void *)&fc;
+		host.hook_pids = fake_pids;
+		host.hook_send = fake_send;
+		host.hook_cancel = fake_cancel;
+		struct vram_workload w = f->w;
+		w.cfg = &f->cfg->workloads[2];
+		char why[160];
+		assert_true(vram_engine_hook.supports(&w, &host, why, sizeof(why)));
+
+		f->done_calls = 0;
+		struct vram_job *job = vram_job_new(VRAM_JOB_RESTORE, &vram_engine_hook, &w, &host,
+						    on_done, f);
+		assert_int_equal(vram_job_start(job), 0);
+		assert_int_equal(fc.n_sent, 2);
+		assert_int_equal(fc.sent[0].op, VRAM_HOOKCHAN_RESTORE);
+		assert_int_equal(fc.sent[1].op, VRAM_HOOKCHAN_RESTORE);
+		fake_answer(&fc, 0, 0, VRAM_HOOK_STATE_RUNNING, GiB, "1 GiB restored");
+		fake_answer(&fc, 1, -ENOMEM, after[k], 0, "out of memory on device 0");
+		/* the process that came back goes out again */
+		assert_int_equal(fc.n_sent, 3);
+		assert_int_equal(fc.sent[2].pid, 101);
+		assert_int_equal(fc.sent[2].op, VRAM_HOOKCHAN_OFFLOAD);
+		assert_int_equal(f->done_calls, 0);
+		fake_answer(&fc, 2, 0, VRAM_HOOK_STATE_OFFLOADED, GiB, "1 GiB offloaded");
+		run_until_done(f, 1);
+		assert_int_equal(job->error, -ENOMEM);
+		assert_false(job->process_lost);
+		assert_int_equal(job->still_offloaded, after[k] == VRAM_HOOK_STATE_OFFLOADED);
+		assert_non_null(strstr(job->message, "pid 102: out of memory on device 0"));
+		vram_job_free(job);
+	}
+
+	/* no channel lent: the engine says so instead of calling anything */
+	struct vram_workload w = f->w;
+	w.cfg = &f->cfg->workloads[2];
+	char why[160];
+	assert_false(vram_engine_hook.supports(&w, &f->host, why, sizeof(why)));
+	assert_string_equal(why, "the hook channel is not open");
+}
+
+/*
  * Real GPUs without a driver that has the checkpoint API (VRAM_LIBCUDA points
  * nowhere, see main): auto and `offload: checkpoint` fall back to restart and
  * say why; share: mps is refused by checkpoint for its own reason.
@@ -300,6 +411,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_complete_once_and_deferred, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_workers, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hook_restore_rolls_back, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

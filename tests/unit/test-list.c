@@ -72,11 +72,59 @@ static void test_remove_while_walking(void **state)
 	assert_int_equal(vram_list_count(&head), 0);
 }
 
+/* The typed walk sees every element in order, and none on an empty list. */
+static void test_for_each_entry(void **state)
+{
+	struct vram_list head;
+	struct item it[3] = { { 7 }, { 8 }, { 9 } };
+	vram_list_init(&head);
+	vram_list_for_each_entry(i, &head, struct item, link)
+		fail_msg("an empty list has element %d", i->value);
+	for (int i = 0; i < 3; i++)
+		vram_list_push_back(&head, &it[i].link);
+	int sum = 0, n = 0;
+	vram_list_for_each_entry(i, &head, const struct item, link) {
+		assert_int_equal(i->value, 7 + n);
+		sum += i->value;
+		n++;
+	}
+	assert_int_equal(n, 3);
+	assert_int_equal(sum, 24);
+}
+
+/* Moving a list: every node, in order, to the back of another; the first left empty. */
+static void test_move(void **state)
+{
+	struct vram_list a, b;
+	struct item it[4] = { { 1 }, { 2 }, { 3 }, { 4 } };
+	char got[8];
+	vram_list_init(&a);
+	vram_list_init(&b);
+	vram_list_move(&a, &b); /* empty onto empty */
+	assert_true(vram_list_empty(&a) && vram_list_empty(&b));
+	vram_list_push_back(&a, &it[0].link);
+	vram_list_push_back(&a, &it[1].link);
+	vram_list_push_back(&b, &it[2].link);
+	vram_list_move(&a, &b);
+	assert_true(vram_list_empty(&a));
+	values(&b, got);
+	assert_string_equal(got, "312");
+	vram_list_push_back(&a, &it[3].link); /* the emptied head is usable again */
+	values(&a, got);
+	assert_string_equal(got, "4");
+	vram_list_move(&b, &a);
+	values(&a, got);
+	assert_string_equal(got, "4312");
+	assert_int_equal(vram_list_count(&b), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_order_and_remove),
 		cmocka_unit_test(test_remove_while_walking),
+		cmocka_unit_test(test_for_each_entry),
+		cmocka_unit_test(test_move),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

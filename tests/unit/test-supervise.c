@@ -669,11 +669,11 @@ static void test_children_keep_the_starting_nofile(void **state)
 		skip();
 	struct rlimit low = { .rlim_cur = 64, .rlim_max = orig.rlim_max };
 	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
-	assert_int_equal(vram_nofile_raise(128), 128);
+	assert_int_equal(vram_spawn_nofile_raise(128), 128);
 	struct rlimit now;
 	assert_int_equal(getrlimit(RLIMIT_NOFILE, &now), 0);
 	assert_int_equal(now.rlim_cur, 128);
-	assert_int_equal(vram_nofile_raise(100), 128); /* never lowered */
+	assert_int_equal(vram_spawn_nofile_raise(100), 128); /* never lowered */
 	char *argv[] = {"/bin/sh", "-c", "echo nofile=$(ulimit -n)", NULL};
 	spawn(c, argv);
 	run_until_exit(c);

@@ -2,7 +2,8 @@
 /*
  * Lifecycle table tests: the paths a user sees (lazy start, idle offload and
  * restore, release), crashes in every running state including during start
- * and during offload, and every transition the table must refuse.
+ * and during offload, every transition the table must refuse, and the whole
+ * table against a copy written out here.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -107,6 +108,78 @@ static void test_refused(void **state)
 	assert_int_equal(vram_wl_transition(VRAM_WL_READY, VRAM_WL_N_EVENTS), -EINVAL);
 }
 
+/*
+ * The table, written out here independently of core/workload.c: the
+ * module's table holds exactly these rows, each (state, event) pair once,
+ * and vram_wl_transition() accepts every listed transition and no other
+ * pair of all states and events. A rule changed in one place only fails.
+ */
+static void test_table_exact(void **state)
+{
+	static const struct vram_wl_transition expect[] = {
+		{VRAM_WL_STOPPED, VRAM_WL_EV_START, VRAM_WL_STARTING},
+		{VRAM_WL_FAILED, VRAM_WL_EV_START, VRAM_WL_STARTING},
+		{VRAM_WL_STARTING, VRAM_WL_EV_HEALTHY, VRAM_WL_READY},
+		{VRAM_WL_STARTING, VRAM_WL_EV_START_FAILED, VRAM_WL_FAILED},
+		{VRAM_WL_READY, VRAM_WL_EV_OFFLOAD, VRAM_WL_OFFLOADING},
+		{VRAM_WL_OFFLOADING, VRAM_WL_EV_OFFLOADED, VRAM_WL_OFFLOADED},
+		{VRAM_WL_OFFLOADING, VRAM_WL_EV_OFFLOAD_FAILED, VRAM_WL_READY},
+		{VRAM_WL_OFFLOADED, VRAM_WL_EV_RESTORE, VRAM_WL_RESTORING},
+		{VRAM_WL_RESTORING, VRAM_WL_EV_RESTORED, VRAM_WL_READY},
+		{VRAM_WL_RESTORING, VRAM_WL_EV_RESTORE_FAILED, VRAM_WL_FAILED},
+		{VRAM_WL_RESTORING, VRAM_WL_EV_RESTORE_ABORTED, VRAM_WL_OFFLOADED},
+		{VRAM_WL_STARTING, VRAM_WL_EV_STOP, VRAM_WL_STOPPING},
+		{VRAM_WL_READY, VRAM_WL_EV_STOP, VRAM_WL_STOPPING},
+		{VRAM_WL_OFFLOADING, VRAM_WL_EV_STOP, VRAM_WL_STOPPING},
+		{VRAM_WL_OFFLOADED, VRAM_WL_EV_STOP, VRAM_WL_STOPPING},
+		{VRAM_WL_RESTORING, VRAM_WL_EV_STOP, VRAM_WL_STOPPING},
+		{VRAM_WL_FAILED, VRAM_WL_EV_STOP, VRAM_WL_STOPPING},
+		{VRAM_WL_STOPPING, VRAM_WL_EV_EXITED, VRAM_WL_STOPPED},
+		{VRAM_WL_READY, VRAM_WL_EV_EXITED, VRAM_WL_STOPPED},
+		{VRAM_WL_OFFLOADED, VRAM_WL_EV_EXITED, VRAM_WL_STOPPED},
+		{VRAM_WL_STARTING, VRAM_WL_EV_CRASH, VRAM_WL_FAILED},
+		{VRAM_WL_READY, VRAM_WL_EV_CRASH, VRAM_WL_FAILED},
+		{VRAM_WL_OFFLOADING, VRAM_WL_EV_CRASH, VRAM_WL_FAILED},
+		{VRAM_WL_OFFLOADED, VRAM_WL_EV_CRASH, VRAM_WL_FAILED},
+		{VRAM_WL_RESTORING, VRAM_WL_EV_CRASH, VRAM_WL_FAILED},
+		{VRAM_WL_FAILED, VRAM_WL_EV_CRASH, VRAM_WL_FAILED},
+		{VRAM_WL_STOPPING, VRAM_WL_EV_CRASH, VRAM_WL_STOPPED},
+	};
+	const size_t n_expect = sizeof(expect) / sizeof(expect[0]);
+
+	/* the module's rows: the same set, no pair twice */
+	assert_int_equal(vram_wl_n_transitions, n_expect);
+	for (size_t i = 0; i < vram_wl_n_transitions; i++) {
+		const struct vram_wl_transition *t = &vram_wl_transitions[i];
+		size_t found = 0;
+		for (size_t j = 0; j < n_expect; j++)
+			found += expect[j].from == t->from && expect[j].event == t->event &&
+				 expect[j].to == t->to;
+		if (found != 1)
+			fail_msg("row %zu (%s --%s--> %s) is not in the expected table", i,
+				 vram_wl_state_name(t->from), vram_wl_event_name(t->event),
+				 vram_wl_state_name(t->to));
+		for (size_t j = 0; j < i; j++)
+			if (vram_wl_transitions[j].from == t->from && vram_wl_transitions[j].event == t->event)
+				fail_msg("%s on %s is listed twice", vram_wl_state_name(t->from),
+					 vram_wl_event_name(t->event));
+	}
+
+	/* every pair of every state and event: the listed target, or refused */
+	for (int s = 0; s < VRAM_WL_N_STATES; s++) {
+		for (int e = 0; e < VRAM_WL_N_EVENTS; e++) {
+			int want = -EINVAL;
+			for (size_t j = 0; j < n_expect; j++)
+				if ((int)expect[j].from == s && (int)expect[j].event == e)
+					want = (int)expect[j].to;
+			int got = vram_wl_transition((enum vram_wl_state)s, (enum vram_wl_event)e);
+			if (got != want)
+				fail_msg("%s on %s: got %d, expected %d", vram_wl_state_name((enum vram_wl_state)s),
+					 vram_wl_event_name((enum vram_wl_event)e), got, want);
+		}
+	}
+}
+
 static void test_names(void **state)
 {
 	for (int s = 0; s < VRAM_WL_N_STATES; s++) {
@@ -139,6 +212,7 @@ int main(void)
 		cmocka_unit_test(test_restore_outcomes),
 		cmocka_unit_test(test_stop_allowed_and_refused),
 		cmocka_unit_test(test_refused),
+		cmocka_unit_test(test_table_exact),
 		cmocka_unit_test(test_names),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

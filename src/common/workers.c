@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Worker pool: a mutex-protected queue of jobs for the threads, a list of
- * finished jobs for the loop, and a pipe whose read end is an event on the
- * loop, written once per finished job to wake it. No libevent locking is
- * needed because only the loop thread touches libevent.
+ * finished jobs for the loop (both common/list.h lists), and a pipe whose
+ * read end is an event on the loop, written once per finished job to wake
+ * it. No libevent locking is needed because only the loop thread touches
+ * libevent.
  */
-#include "daemon/workers.h"
+#include "common/workers.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -16,8 +17,10 @@
 
 #include <event2/event.h>
 
+#include "common/list.h"
+
 struct work {
-	struct work *next;
+	struct vram_list link; /* in queue or finished */
 	vram_work_fn fn;
 	vram_work_done_fn done;
 	void *arg;
@@ -30,9 +33,9 @@ struct vram_workers {
 	unsigned n_started;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	struct work *queue, *queue_tail; /* waiting for a thread */
+	struct vram_list queue;          /* struct work waiting for a thread, oldest first */
 	size_t queued;
-	struct work *finished;           /* waiting for the loop */
+	struct vram_list finished;       /* struct work waiting for the loop, in completion order */
 	bool stopping;
 	int wake[2];                     /* pipe: threads write, the loop reads */
 	struct event *wake_ev;
@@ -43,22 +46,19 @@ static void *thread_main(void *arg)
 	struct vram_workers *w = arg;
 	pthread_mutex_lock(&w->lock);
 	for (;;) {
-		while (!w->queue && !w->stopping)
+		while (vram_list_empty(&w->queue) && !w->stopping)
 			pthread_cond_wait(&w->cond, &w->lock);
 		if (w->stopping)
 			break;
-		struct work *job = w->queue;
-		w->queue = job->next;
-		if (!w->queue)
-			w->queue_tail = NULL;
+		struct work *job = vram_list_entry(vram_list_first(&w->queue), struct work, link);
+		vram_list_remove(&job->link);
 		w->queued--;
 		pthread_mutex_unlock(&w->lock);
 
 		job->fn(job->arg);
 
 		pthread_mutex_lock(&w->lock);
-		job->next = w->finished;
-		w->finished = job;
+		vram_list_push_back(&w->finished, &job->link);
 		char one = 1;
 		while (write(w->wake[1], &one, 1) < 0 && errno == EINTR)
 			;
@@ -73,24 +73,18 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 	char buf[64];
 	while (read(fd, buf, sizeof(buf)) > 0)
 		;
+	struct vram_list done;
+	vram_list_init(&done);
 	pthread_mutex_lock(&w->lock);
-	struct work *done = w->finished;
-	w->finished = NULL;
+	vram_list_move(&w->finished, &done);
 	pthread_mutex_unlock(&w->lock);
-	/* the list is newest first; run callbacks in completion order */
-	struct work *ordered = NULL;
-	while (done) {
-		struct work *next = done->next;
-		done->next = ordered;
-		ordered = done;
-		done = next;
-	}
-	while (ordered) {
-		struct work *next = ordered->next;
-		if (ordered->done)
-			ordered->done(ordered->arg);
-		free(ordered);
-		ordered = next;
+	/* callbacks in completion order */
+	while (!vram_list_empty(&done)) {
+		struct work *job = vram_list_entry(vram_list_first(&done), struct work, link);
+		vram_list_remove(&job->link);
+		if (job->done)
+			job->done(job->arg);
+		free(job);
 	}
 }
 
@@ -100,6 +94,8 @@ int vram_workers_new(struct event_base *base, unsigned n_threads, struct vram_wo
 	if (!w)
 		return -ENOMEM;
 	w->base = base;
+	vram_list_init(&w->queue);
+	vram_list_init(&w->finished);
 	w->n_threads = n_threads ? n_threads : 1;
 	w->wake[0] = w->wake[1] = -1;
 	pthread_mutex_init(&w->lock, NULL);
@@ -133,12 +129,12 @@ void vram_workers_free(struct vram_workers *w)
 	pthread_mutex_unlock(&w->lock);
 	for (unsigned i = 0; i < w->n_started; i++)
 		pthread_join(w->threads[i], NULL);
-	struct work *lists[2] = {w->queue, w->finished};
+	struct vram_list *lists[2] = {&w->queue, &w->finished};
 	for (int i = 0; i < 2; i++) {
-		while (lists[i]) {
-			struct work *next = lists[i]->next;
-			free(lists[i]);
-			lists[i] = next;
+		while (!vram_list_empty(lists[i])) {
+			struct work *job = vram_list_entry(vram_list_first(lists[i]), struct work, link);
+			vram_list_remove(&job->link);
+			free(job);
 		}
 	}
 	if (w->wake_ev)
@@ -178,11 +174,7 @@ int vram_workers_submit(struct vram_workers *w, vram_work_fn fn, vram_work_done_
 		if (e == 0)
 			w->n_started++;
 	}
-	if (w->queue_tail)
-		w->queue_tail->next = job;
-	else
-		w->queue = job;
-	w->queue_tail = job;
+	vram_list_push_back(&w->queue, &job->link);
 	w->queued++;
 	pthread_cond_signal(&w->cond);
 	job = NULL;

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * A small pool of threads for blocking work (driver checkpoint calls, waiting
- * on a hooked process) so that the daemon's single loop never blocks. Work
- * runs on a thread; its completion callback runs on the loop afterwards.
- * Threads start on the first submission, so a daemon that never needs them
- * has none.
+ * on a hooked process) so that a single-threaded libevent loop never blocks.
+ * Work runs on a thread; its completion callback runs on the loop afterwards.
+ * Threads start on the first submission, so a program that never needs them
+ * has none. Shared by the daemon and the offload engines (core/engine.h),
+ * which get the daemon's pool through struct vram_engine_host.
  */
 #ifndef VRAM_WORKERS_H
 #define VRAM_WORKERS_H

@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A command to one hooked process (offload or restore its GPU memory) and
+ * the process's answer: the part of the hook channel the hook engines use.
+ * The types live here, below both, so that the engines (core/engine_hook.c)
+ * can drive the channel through the three functions struct vram_engine_host
+ * lends them without including a daemon header, and the channel
+ * (daemon/hookchan.h) implements exactly these.
+ */
+#ifndef VRAM_HOOKCMD_H
+#define VRAM_HOOKCMD_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+struct vram_hookchan;     /* daemon/hookchan.h: the channel, opaque here */
+struct vram_hookchan_req; /* one command in flight, opaque */
+
+enum vram_hookchan_op {
+	VRAM_HOOKCHAN_OFFLOAD = 0,
+	VRAM_HOOKCHAN_RESTORE,
+};
+
+/* What one process answered. */
+struct vram_hookchan_result {
+	pid_t pid;
+	int status;              /* 0 or -errno; -EPIPE: the process went away */
+	unsigned state;          /* enum vram_hook_state (proto/hook_proto.h) after the operation */
+	uint64_t bytes;          /* bytes moved */
+	uint64_t nonmovable;     /* bytes that stayed on the device */
+	uint64_t missing;        /* bytes a failed restore lacked */
+	double seconds;
+	char text[256];          /* summary or error, for people */
+};
+
+/* Runs once, from the loop, with the answer (borrowed for the call). */
+typedef void (*vram_hookchan_done_cb)(const struct vram_hookchan_result *res, void *arg);
+
+#endif
