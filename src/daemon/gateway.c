@@ -13,14 +13,14 @@
  *
  * Requests. A request (struct gw_req) lives in its workload's queue (waiting
  * for a start or restore, under the queue timeout) or the active list (sent
- * upstream). Every way out of either goes through finish(), which does the
- * accounting (manager in-flight count, metrics) once and breaks off an
+ * upstream). Every way out of either goes through gw__finish(), which does
+ * the accounting (manager in-flight count, metrics) once and breaks off an
  * upstream connection that is still busy with it.
  *
- * Freeing. client_drop, up_close, finish and fail_req may free what they are
- * given (and, for client_drop, its request and upstream): their callers
- * return right after. Inside client_process a drop is deferred (c->dead)
- * until the loop is out of the client's buffers.
+ * Freeing. gw__client_drop, gw__up_close, gw__finish and gw__fail_req may
+ * free what they are given (and, for gw__client_drop, its request and
+ * upstream): their callers return right after. Inside client_process a
+ * drop is deferred (c->dead) until the loop is out of the client's buffers.
  *
  * Timeouts are checked by one sweep a second over the connections, not by a
  * timer per request (two heap operations each on the hot path).
@@ -249,14 +249,14 @@ struct vram_gateway {
 
 /* ------------------------------------------------------------ helpers */
 
-static time_t now_s(void)
+static time_t gw__now_s(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
 	return ts.tv_sec;
 }
 
-static double seconds_since(const struct timespec *t0)
+static double gw__seconds_since(const struct timespec *t0)
 {
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
@@ -291,7 +291,7 @@ static ssize_t wl_index(const struct vram_gateway *gw, const char *name)
 }
 
 /* Borrowed, valid until a reload removes it and its last request finishes. */
-static struct gw_wl *wl_by_name(struct vram_gateway *gw, const char *name)
+static struct gw_wl *gw__wl_by_name(struct vram_gateway *gw, const char *name)
 {
 	ssize_t i = name ? wl_index(gw, name) : -1;
 	return i < 0 ? NULL : gw->wls[i];
@@ -469,12 +469,12 @@ int vram_gateway_find_model(const char *content_type, const char *body, size_t l
 
 /* ------------------------------------------------------- client output */
 
-static void client_drop(struct gw_client *c);
-static void client_next(struct gw_client *c);
-static void addr_release(struct vram_gateway *gw, const unsigned char key[16]);
-static void up_resume(struct gw_up *up);
+static void gw__client_drop(struct gw_client *c);
+static void gw__client_next(struct gw_client *c);
+static void gw__addr_release(struct vram_gateway *gw, const unsigned char key[16]);
+static void gw__up_resume(struct gw_up *up);
 
-static size_t client_pending(const struct gw_client *c)
+static size_t gw__client_pending(const struct gw_client *c)
 {
 	return c->out.len - c->out_off;
 }
@@ -485,14 +485,14 @@ static size_t client_pending(const struct gw_client *c)
  * gone or too far behind): the caller returns without touching c, its
  * request or that request's upstream.
  */
-static int client_sendv(struct gw_client *c, struct iovec *iov, int n)
+static int gw__client_sendv(struct gw_client *c, struct iovec *iov, int n)
 {
 	size_t total = 0, done = 0;
 	for (int i = 0; i < n; i++)
 		total += iov[i].iov_len;
 	if (total == 0)
 		return 0;
-	if (client_pending(c) == 0) {
+	if (gw__client_pending(c) == 0) {
 		struct msghdr msg = { .msg_iov = iov, .msg_iovlen = (size_t)n };
 		ssize_t w;
 		do
@@ -500,15 +500,15 @@ static int client_sendv(struct gw_client *c, struct iovec *iov, int n)
 		while (w < 0 && errno == EINTR);
 		if (w < 0 && errno != EAGAIN) {
 			int e = errno;
-			client_drop(c);
+			gw__client_drop(c);
 			return -e;
 		}
 		done = w > 0 ? (size_t)w : 0;
-		c->out_stamp = now_s();
+		c->out_stamp = gw__now_s();
 	}
 	if (done == total)
 		return 0;
-	if (client_pending(c) == 0) {
+	if (gw__client_pending(c) == 0) {
 		vram_buf_reset(&c->out);
 		c->out_off = 0;
 	}
@@ -519,7 +519,7 @@ static int client_sendv(struct gw_client *c, struct iovec *iov, int n)
 			continue;
 		}
 		if (vram_buf_append(&c->out, (const char *)iov[i].iov_base + done, len - done) < 0) {
-			client_drop(c);
+			gw__client_drop(c);
 			return -ENOBUFS;
 		}
 		done = 0;
@@ -531,43 +531,43 @@ static int client_sendv(struct gw_client *c, struct iovec *iov, int n)
 static int client_send(struct gw_client *c, const void *p, size_t n)
 {
 	struct iovec iov = { (void *)p, n };
-	return client_sendv(c, &iov, 1);
+	return gw__client_sendv(c, &iov, 1);
 }
 
 /* Ends the connection once what is queued is sent: the write side is shut
  * and the rest of what the client sends is read and dropped (a close with
  * unread data would reset the connection and could lose the response). */
-static void client_close_soon(struct gw_client *c)
+static void gw__client_close_soon(struct gw_client *c)
 {
 	c->closing = true;
-	if (client_pending(c) > 0 || c->lingering)
+	if (gw__client_pending(c) > 0 || c->lingering)
 		return;
 	if (shutdown(c->fd, SHUT_WR) < 0) {
-		client_drop(c);
+		gw__client_drop(c);
 		return;
 	}
 	c->lingering = true;
-	c->stamp = now_s();
+	c->stamp = gw__now_s();
 	if (c->read_paused) {
 		c->read_paused = false;
 		event_add(c->rev, NULL);
 	}
 }
 
-static void client_on_write(evutil_socket_t fd, short what, void *arg)
+static void gw__client_on_write(evutil_socket_t fd, short what, void *arg)
 {
 	struct gw_client *c = arg;
-	size_t pending = client_pending(c);
+	size_t pending = gw__client_pending(c);
 	ssize_t w = pending ? send(fd, c->out.data + c->out_off, pending, MSG_NOSIGNAL) : 0;
 	if (w < 0 && errno != EAGAIN && errno != EINTR) {
-		client_drop(c);
+		gw__client_drop(c);
 		return;
 	}
 	if (w > 0) {
 		c->out_off += (size_t)w;
-		c->out_stamp = now_s();
+		c->out_stamp = gw__now_s();
 	}
-	if (client_pending(c) > 0) {
+	if (gw__client_pending(c) > 0) {
 		event_add(c->wev, NULL);
 		return;
 	}
@@ -575,14 +575,14 @@ static void client_on_write(evutil_socket_t fd, short what, void *arg)
 	vram_buf_shrink(&c->out, VRAM_GATEWAY_IDLE_BUF_MAX); /* a slow reader's backlog, gone */
 	c->out_off = 0;
 	if (c->req && c->req->up && c->req->up->paused)
-		up_resume(c->req->up);
+		gw__up_resume(c->req->up);
 	if (c->closing && !c->req)
-		client_close_soon(c);
+		gw__client_close_soon(c);
 }
 
 /* A complete response with a body, as the gateway's own. */
-static int client_reply(struct gw_client *c, int status, const char *extra, const char *ctype,
-			const char *body, size_t len, bool close)
+static int gw__client_reply(struct gw_client *c, int status, const char *extra, const char *ctype,
+			    const char *body, size_t len, bool close)
 {
 	char cors[VRAM_ACCESS_HEADERS_MAX], head[1024 + VRAM_ACCESS_HEADERS_MAX];
 	vram_access_cors_headers(c->cors_origin, cors, sizeof(cors));
@@ -591,20 +591,20 @@ static int client_reply(struct gw_client *c, int status, const char *extra, cons
 			 status, vram_http_reason(status), ctype, len, extra ? extra : "", cors,
 			 close ? "Connection: close\r\n" : "");
 	struct iovec iov[2] = { { head, (size_t)n }, { (void *)body, len } };
-	int r = client_sendv(c, iov, 2);
+	int r = gw__client_sendv(c, iov, 2);
 	if (r == 0 && close)
-		client_close_soon(c);
+		gw__client_close_soon(c);
 	return r;
 }
 
 /*
  * Replies with the JSON error shape; retry_after > 0 adds Retry-After.
- * Returns like client_sendv.
+ * Returns like gw__client_sendv.
  */
-static int client_error(struct gw_client *c, int status, const char *code, int retry_after,
-			bool close, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
-static int client_error(struct gw_client *c, int status, const char *code, int retry_after,
-			bool close, const char *fmt, ...)
+static int gw__client_error(struct gw_client *c, int status, const char *code, int retry_after,
+			    bool close, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static int gw__client_error(struct gw_client *c, int status, const char *code, int retry_after,
+			    bool close, const char *fmt, ...)
 {
 	char message[1536], extra[96] = "";
 	va_list ap;
@@ -619,8 +619,8 @@ static int client_error(struct gw_client *c, int status, const char *code, int r
 	char *text = body ? json_dumps(body, VRAM_HTTP_JSON_FLAGS) : NULL;
 	json_decref(body);
 	static const char oom[] = "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
-	int r = client_reply(c, text ? status : 500, extra, "application/json", text ? text : oom,
-			     text ? strlen(text) : sizeof(oom) - 1, close);
+	int r = gw__client_reply(c, text ? status : 500, extra, "application/json",
+				 text ? text : oom, text ? strlen(text) : sizeof(oom) - 1, close);
 	free(text);
 	return r;
 }
@@ -654,15 +654,15 @@ static void active_unlink(struct gw_req *r)
 	r->prev = r->next = NULL;
 }
 
-static void up_close(struct gw_up *up);
+static void gw__up_close(struct gw_up *up);
 static void wl_release(struct gw_wl *wl);
 
 /*
  * r's workload when there may be a queue to drain once r has finished: NULL
  * for the API and for a workload a reload removed (it has no queue, and
- * finish may free it).
+ * gw__finish may free it).
  */
-static struct gw_wl *wl_to_drain(const struct gw_req *r)
+static struct gw_wl *gw__wl_to_drain(const struct gw_req *r)
 {
 	return r->wl && !r->wl->removed ? r->wl : NULL;
 }
@@ -673,7 +673,7 @@ static struct gw_wl *wl_to_drain(const struct gw_req *r)
  * it still has one, detaches it from its client and frees it. The last
  * request of a workload a reload removed frees that workload too.
  */
-static void finish(struct gw_req *r, int status)
+static void gw__finish(struct gw_req *r, int status)
 {
 	struct vram_gateway *gw = r->gw;
 	struct gw_wl *wl = r->wl;
@@ -689,11 +689,11 @@ static void finish(struct gw_req *r, int status)
 	if (r->up) {
 		/* Closing it is how the upstream learns that nobody waits any more. */
 		r->up->req = NULL;
-		up_close(r->up);
+		gw__up_close(r->up);
 	}
 	if (wl)
 		vram_metrics_gateway_request(gw->mx, wl->name, status,
-					     seconds_since(&r->started));
+					     gw__seconds_since(&r->started));
 	if (r->timeout)
 		event_free(r->timeout);
 	if (r->c)
@@ -706,10 +706,10 @@ static void finish(struct gw_req *r, int status)
 }
 
 /* Answers a request whose response has not started, and finishes it. */
-static void fail_req(struct gw_req *r, int status, const char *code, int retry_after,
-		     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-static void fail_req(struct gw_req *r, int status, const char *code, int retry_after,
-		     const char *fmt, ...)
+static void gw__fail_req(struct gw_req *r, int status, const char *code, int retry_after,
+			 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void gw__fail_req(struct gw_req *r, int status, const char *code, int retry_after,
+			 const char *fmt, ...)
 {
 	char message[1536];
 	va_list ap;
@@ -718,9 +718,9 @@ static void fail_req(struct gw_req *r, int status, const char *code, int retry_a
 	va_end(ap);
 	struct gw_client *c = r->c;
 	bool close = !r->keep_alive;
-	finish(r, status);
-	if (client_error(c, status, code, retry_after, close, "%s", message) == 0 && !close)
-		client_next(c);
+	gw__finish(r, status);
+	if (gw__client_error(c, status, code, retry_after, close, "%s", message) == 0 && !close)
+		gw__client_next(c);
 }
 
 /* ---------------------------------------------------------- upstreams */
@@ -741,8 +741,8 @@ static void pool_remove(struct gw_up *up)
 	p->n_idle--;
 }
 
-/* Closes and frees up; it must not carry a request (see finish). */
-static void up_close(struct gw_up *up)
+/* Closes and frees up; it must not carry a request (see gw__finish). */
+static void gw__up_close(struct gw_up *up)
 {
 	if (!up)
 		return;
@@ -762,9 +762,9 @@ static void up_close(struct gw_up *up)
  * Closes idle connections of p, oldest first, while there are more than keep
  * or the oldest has sat unused for more than max_idle_s (0: no age limit).
  */
-static void pool_trim(struct gw_pool *p, unsigned keep, time_t max_idle_s)
+static void gw__pool_trim(struct gw_pool *p, unsigned keep, time_t max_idle_s)
 {
-	time_t now = max_idle_s ? now_s() : 0;
+	time_t now = max_idle_s ? gw__now_s() : 0;
 	/* the count alone decides without a walk: pool_put runs for every response */
 	while (p->n_idle > keep || (p->n_idle > 0 && max_idle_s)) {
 		struct gw_up *last = p->idle;
@@ -772,7 +772,7 @@ static void pool_trim(struct gw_pool *p, unsigned keep, time_t max_idle_s)
 			last = last->next;
 		if (p->n_idle <= keep && now - last->stamp <= max_idle_s)
 			break;
-		up_close(last);
+		gw__up_close(last);
 	}
 }
 
@@ -782,14 +782,14 @@ static void pool_put(struct gw_up *up)
 	up->reused = true;
 	vram_buf_shrink(&up->in, VRAM_GATEWAY_IDLE_BUF_MAX);
 	if (up->paused)
-		up_resume(up);
+		gw__up_resume(up);
 	up->prev = NULL;
 	up->next = p->idle;
 	if (p->idle)
 		p->idle->prev = up;
 	p->idle = up;
 	p->n_idle++;
-	pool_trim(p, VRAM_GATEWAY_IDLE_CONNS_MAX, 0);
+	gw__pool_trim(p, VRAM_GATEWAY_IDLE_CONNS_MAX, 0);
 }
 
 static struct gw_up *pool_take(struct gw_pool *p, unsigned port)
@@ -844,7 +844,7 @@ static struct gw_up *up_open(struct vram_gateway *gw, struct gw_pool *pool, unsi
 
 out_close:;
 	int e = errno;
-	up_close(up);
+	gw__up_close(up);
 	errno = e;
 	return NULL;
 out_free:
@@ -855,10 +855,10 @@ out_free:
 	return NULL;
 }
 
-static void up_resume(struct gw_up *up)
+static void gw__up_resume(struct gw_up *up)
 {
 	up->paused = false;
-	up->stamp = now_s();
+	up->stamp = gw__now_s();
 	event_add(up->rev, NULL);
 }
 
@@ -878,13 +878,13 @@ static int up_flush(struct gw_up *up)
 			return -errno;
 		}
 		r->sent += (size_t)w;
-		up->stamp = now_s();
+		up->stamp = gw__now_s();
 	}
 	return 0;
 }
 
-static void send_upstream(struct gw_req *r, unsigned port);
-static void drain(struct gw_wl *wl, bool after_wake);
+static void gw__send_upstream(struct gw_req *r, unsigned port);
+static void gw__drain(struct gw_wl *wl, bool after_wake);
 
 static const char *upstream_name(const struct gw_req *r, char *buf, size_t size)
 {
@@ -904,11 +904,11 @@ static const char *upstream_name(const struct gw_req *r, char *buf, size_t size)
  * "timeout"), or, in the middle of a response, its connection is closed
  * after what it has been sent (the length or the chunking shows the cut).
  */
-static void up_break(struct gw_up *up, int status, const char *code, const char *why)
+static void gw__up_break(struct gw_up *up, int status, const char *code, const char *why)
 {
 	struct gw_req *r = up->req;
 	if (!r) {
-		up_close(up);
+		gw__up_close(up);
 		return;
 	}
 	char who[PATH_MAX + 64];
@@ -917,28 +917,28 @@ static void up_break(struct gw_up *up, int status, const char *code, const char 
 	bool retry = status == 502 && up->reused && !up->got_bytes && !r->retried && !r->replying;
 	up->req = NULL;
 	r->up = NULL;
-	up_close(up);
+	gw__up_close(up);
 	if (retry) {
 		r->retried = true;
-		send_upstream(r, port);
+		gw__send_upstream(r, port);
 		return;
 	}
-	struct gw_wl *wl = wl_to_drain(r);
+	struct gw_wl *wl = gw__wl_to_drain(r);
 	if (!r->replying) {
-		fail_req(r, status, code, 0, "%s %s", who, why);
+		gw__fail_req(r, status, code, 0, "%s %s", who, why);
 	} else {
 		struct gw_client *c = r->c;
 		vram_debug("gateway: %s %s in the middle of a response", who, why);
-		finish(r, status);
-		client_close_soon(c);
+		gw__finish(r, status);
+		gw__client_close_soon(c);
 	}
 	if (wl)
-		drain(wl, false);
+		gw__drain(wl, false);
 }
 
 static void up_fail(struct gw_up *up, const char *why)
 {
-	up_break(up, 502, "bad_gateway", why);
+	gw__up_break(up, 502, "bad_gateway", why);
 }
 
 /* The response ended: the connection goes back to its pool, the client on. */
@@ -946,7 +946,7 @@ static void up_done(struct gw_up *up)
 {
 	struct gw_req *r = up->req;
 	struct gw_client *c = r->c;
-	struct gw_wl *wl = wl_to_drain(r);
+	struct gw_wl *wl = gw__wl_to_drain(r);
 	bool close = r->close_after;
 	/* a removed workload's pool goes with it: nothing more is sent there */
 	bool keep = up->keep_alive && up->in.len == 0 && !up->gw->closing &&
@@ -956,14 +956,14 @@ static void up_done(struct gw_up *up)
 	if (keep)
 		pool_put(up);
 	else
-		up_close(up);
-	finish(r, r->status);
+		gw__up_close(up);
+	gw__finish(r, r->status);
 	if (close)
-		client_close_soon(c);
+		gw__client_close_soon(c);
 	else
-		client_next(c);
+		gw__client_next(c);
 	if (wl)
-		drain(wl, false);
+		gw__drain(wl, false);
 }
 
 /* Appends "name: value\r\n" (no printf: this runs for every header of every request). */
@@ -980,7 +980,7 @@ static int put_field(struct vram_buf *b, struct vram_h1_span name, struct vram_h
 }
 
 /* A vram_h1_data_fn that appends to the struct vram_buf at arg. */
-static int append_to_buf(void *arg, const char *p, size_t n)
+static int gw__append_to_buf(void *arg, const char *p, size_t n)
 {
 	return vram_buf_append(arg, p, n);
 }
@@ -1143,7 +1143,8 @@ static void up_process(struct gw_up *up)
 	case VRAM_H1_BODY_CHUNKED: {
 		vram_buf_reset(&gw->dechunked);
 		ssize_t s = vram_h1_chunked_scan(&up->ck, bp, avail, &end,
-						 r->dechunk ? append_to_buf : NULL, &gw->dechunked);
+						 r->dechunk ? gw__append_to_buf : NULL,
+						 &gw->dechunked);
 		if (s < 0) {
 			up_fail(up, "sent a broken chunked body");
 			return;
@@ -1166,14 +1167,14 @@ static void up_process(struct gw_up *up)
 	if (send_head)
 		r->replying = true;
 	struct gw_client *c = r->c;
-	if (client_sendv(c, iov, n) < 0)
+	if (gw__client_sendv(c, iov, n) < 0)
 		return; /* c, r and up are gone */
 	vram_buf_consume(&up->in, pos + take);
 	if (end) {
 		up_done(up);
 		return;
 	}
-	if (client_pending(c) > VRAM_GATEWAY_BACKLOG_MAX && !up->paused) {
+	if (gw__client_pending(c) > VRAM_GATEWAY_BACKLOG_MAX && !up->paused) {
 		up->paused = true;
 		event_del(up->rev);
 	}
@@ -1197,7 +1198,7 @@ static void up_on_read(evutil_socket_t fd, short what, void *arg)
 	}
 	if (!up->req) {
 		/* An idle connection closed, or sent what nobody asked for. */
-		up_close(up);
+		gw__up_close(up);
 		return;
 	}
 	if (n == 0) {
@@ -1211,7 +1212,7 @@ static void up_on_read(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	vram_buf_commit(&up->in, (size_t)n);
-	time_t now = now_s();
+	time_t now = gw__now_s();
 	/* for the workload's liveness checks: bytes flow (a response's first, then once a second) */
 	if ((now != up->stamp || !up->got_bytes) && up->req->wl)
 		vram_manager_note_progress(up->gw->m, up->req->wl->name, up->port);
@@ -1247,7 +1248,7 @@ static void up_on_write(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Sends r (proxying) on a kept-alive connection to port, or a new one. */
-static void send_upstream(struct gw_req *r, unsigned port)
+static void gw__send_upstream(struct gw_req *r, unsigned port)
 {
 	struct vram_gateway *gw = r->gw;
 	struct gw_pool *pool = r->wl ? &r->wl->pool : &gw->api_pool;
@@ -1256,17 +1257,17 @@ static void send_upstream(struct gw_req *r, unsigned port)
 		up = up_open(gw, pool, port);
 	if (!up) {
 		char who[PATH_MAX + 64];
-		fail_req(r, 502, "bad_gateway", 0, "%s could not be reached: %s",
-			 upstream_name(r, who, sizeof(who)), strerror(errno));
+		gw__fail_req(r, 502, "bad_gateway", 0, "%s could not be reached: %s",
+			     upstream_name(r, who, sizeof(who)), strerror(errno));
 		return;
 	}
 	up->req = r;
 	r->up = up;
 	r->sent = 0;
-	r->sent_stamp = now_s();
+	r->sent_stamp = gw__now_s();
 	up->head_done = up->got_bytes = false;
 	up->total = 0;
-	up->stamp = now_s();
+	up->stamp = gw__now_s();
 	if (up->connecting) {
 		event_add(up->wev, NULL);
 		return;
@@ -1280,7 +1281,7 @@ static void send_upstream(struct gw_req *r, unsigned port)
 }
 
 /* r leaves the queue (if it was there) and goes upstream to port. */
-static void forward(struct gw_req *r, unsigned port)
+static void gw__forward(struct gw_req *r, unsigned port)
 {
 	struct vram_gateway *gw = r->gw;
 	struct gw_wl *wl = r->wl;
@@ -1298,7 +1299,7 @@ static void forward(struct gw_req *r, unsigned port)
 		wl->in_flight++;
 		vram_manager_request_begin(gw->m, wl->name);
 	}
-	send_upstream(r, port);
+	gw__send_upstream(r, port);
 }
 
 /* ---------------------------------------------- waking workloads, queues */
@@ -1307,7 +1308,7 @@ static void forward(struct gw_req *r, unsigned port)
 static void fail_queue(struct gw_wl *wl, const char *code, const char *message)
 {
 	while (wl->qhead)
-		fail_req(wl->qhead, 503, code, VRAM_GATEWAY_RETRY_AFTER_S, "%s", message);
+		gw__fail_req(wl->qhead, 503, code, VRAM_GATEWAY_RETRY_AFTER_S, "%s", message);
 }
 
 static void on_woken(const struct vram_action_result *res, void *arg)
@@ -1320,7 +1321,7 @@ static void on_woken(const struct vram_action_result *res, void *arg)
 		fail_queue(wl, "unavailable", msg);
 		return;
 	}
-	drain(wl, true);
+	gw__drain(wl, true);
 }
 
 /* Asks the manager to make wl ready for the requests in its queue. */
@@ -1347,7 +1348,7 @@ static void wake(struct gw_wl *wl)
 }
 
 /* Sends queued requests upstream while the workload is ready and under its limit. */
-static void drain(struct gw_wl *wl, bool after_wake)
+static void gw__drain(struct gw_wl *wl, bool after_wake)
 {
 	struct vram_gateway *gw = wl->gw;
 	while (wl->qhead && !gw->closing) {
@@ -1367,7 +1368,7 @@ static void drain(struct gw_wl *wl, bool after_wake)
 			}
 			return;
 		}
-		forward(wl->qhead, port);
+		gw__forward(wl->qhead, port);
 	}
 }
 
@@ -1375,29 +1376,29 @@ static void on_queue_timeout(evutil_socket_t fd, short what, void *arg)
 {
 	struct gw_req *r = arg;
 	/* the time waited: a reload since it was queued may have changed queue_timeout */
-	fail_req(r, 503, "unavailable", VRAM_GATEWAY_RETRY_AFTER_S,
-		 "%s did not become ready within %.1fs (queue_timeout)", r->wl->name,
-		 seconds_since(&r->started));
+	gw__fail_req(r, 503, "unavailable", VRAM_GATEWAY_RETRY_AFTER_S,
+		     "%s did not become ready within %.1fs (queue_timeout)", r->wl->name,
+		     gw__seconds_since(&r->started));
 }
 
 /* A workload changed state (data: see vram_manager_subscribe). */
 static void on_state(struct vram_gateway *gw, json_t *data)
 {
-	struct gw_wl *wl = wl_by_name(gw, json_string_value(json_object_get(data, "workload")));
+	struct gw_wl *wl = gw__wl_by_name(gw, json_string_value(json_object_get(data, "workload")));
 	const char *to = json_string_value(json_object_get(data, "to"));
 	if (!wl || !to)
 		return;
 	if (strcmp(to, "ready") != 0) {
 		/* Its processes may change: connections to old ports are useless. */
 		if (wl->in_flight == 0)
-			pool_trim(&wl->pool, 0, 0);
+			gw__pool_trim(&wl->pool, 0, 0);
 		if (wl->retry_wake && (strcmp(to, "offloaded") == 0 || strcmp(to, "stopped") == 0 ||
 				       strcmp(to, "failed") == 0))
 			wake(wl);
 		return;
 	}
 	if (!wl->waiter)
-		drain(wl, false);
+		gw__drain(wl, false);
 }
 
 /* ------------------------------------------- the workloads, and reloads */
@@ -1412,7 +1413,7 @@ static void wl_set_limits(struct gw_wl *wl, const struct vram_workload_config *c
 }
 
 /* Serves workload c (copied) from now on. Returns 0 or -ENOMEM. */
-static int wl_add(struct vram_gateway *gw, const struct vram_workload_config *c)
+static int gw__wl_add(struct vram_gateway *gw, const struct vram_workload_config *c)
 {
 	if (gw->n_wls == gw->cap_wls) {
 		size_t cap = gw->cap_wls ? 2 * gw->cap_wls : 8;
@@ -1437,7 +1438,7 @@ static void wl_free(struct gw_wl *wl)
 {
 	if (wl->waiter)
 		vram_manager_waiter_cancel(wl->waiter);
-	pool_trim(&wl->pool, 0, 0);
+	gw__pool_trim(&wl->pool, 0, 0);
 	free(wl);
 }
 
@@ -1456,7 +1457,7 @@ static void wl_release(struct gw_wl *wl)
  * A reload removed gw->wls[i]: its queue is answered 503, its start is no
  * longer waited for, and it leaves the lookup, so that a new request for it
  * gets the answer of any unknown workload. Requests in flight go on; the
- * last of them to finish frees it (finish).
+ * last of them to finish frees it (gw__finish).
  */
 static void wl_remove(struct vram_gateway *gw, size_t i)
 {
@@ -1476,7 +1477,7 @@ static void wl_remove(struct vram_gateway *gw, size_t i)
 		return;
 	}
 	wl->removed = true;
-	pool_trim(&wl->pool, 0, 0);
+	gw__pool_trim(&wl->pool, 0, 0);
 	wl->next_removed = gw->removed;
 	gw->removed = wl;
 }
@@ -1507,9 +1508,9 @@ static void on_reload(struct vram_gateway *gw, json_t *data)
 			const struct vram_workload_config *c = name ? vram_config_find(cfg, name) : NULL;
 			if (!c)
 				continue;
-			struct gw_wl *wl = wl_by_name(gw, name);
+			struct gw_wl *wl = gw__wl_by_name(gw, name);
 			if (!wl) {
-				if (wl_add(gw, c) < 0)
+				if (gw__wl_add(gw, c) < 0)
 					vram_warn("Failed to route requests to workload %s: out of memory",
 						  name);
 				continue;
@@ -1517,12 +1518,12 @@ static void on_reload(struct vram_gateway *gw, json_t *data)
 			wl_set_limits(wl, c);
 			/* a higher max_concurrency may let queued requests go now */
 			if (wl->qhead && !wl->waiter)
-				drain(wl, false);
+				gw__drain(wl, false);
 		}
 	}
 }
 
-static void on_event(const char *event, json_t *data, void *arg)
+static void gw__on_event(const char *event, json_t *data, void *arg)
 {
 	if (strcmp(event, "state") == 0)
 		on_state(arg, data);
@@ -1536,7 +1537,7 @@ static void on_event(const char *event, json_t *data, void *arg)
  * True when v carries vramd's token, as "Bearer <token>" (an Authorization
  * value) or bare (an X-Api-Key value); compared in constant time.
  */
-static bool carries_token(const struct vram_gateway *gw, struct vram_h1_span v, bool bearer)
+static bool gw__carries_token(const struct vram_gateway *gw, struct vram_h1_span v, bool bearer)
 {
 	if (!gw->token)
 		return false;
@@ -1549,8 +1550,8 @@ static bool carries_token(const struct vram_gateway *gw, struct vram_h1_span v, 
  * Returns 0, -EMSGSIZE when the head for the API would pass what its server
  * takes (VRAM_HTTP_RELAY_HEADERS_MAX), or -ENOMEM.
  */
-static int build_request(struct gw_req *r, const struct vram_h1_head *h, const char *target,
-			 const char *body, size_t blen)
+static int gw__build_request(struct gw_req *r, const struct vram_h1_head *h, const char *target,
+			     const char *body, size_t blen)
 {
 	struct gw_client *c = r->c;
 	struct vram_gateway *gw = r->gw;
@@ -1579,8 +1580,8 @@ static int build_request(struct gw_req *r, const struct vram_h1_head *h, const c
 		if (vram_h1_span_eq(n, VRAM_PEER_HEADER))
 			continue;
 		/* vramd's token goes no further than vramd: a squatter on a port must not get it. */
-		if ((vram_h1_span_eq(n, "Authorization") && carries_token(gw, v, true)) ||
-		    (vram_h1_span_eq(n, "X-Api-Key") && carries_token(gw, v, false)))
+		if ((vram_h1_span_eq(n, "Authorization") && gw__carries_token(gw, v, true)) ||
+		    (vram_h1_span_eq(n, "X-Api-Key") && gw__carries_token(gw, v, false)))
 			continue;
 		has_host |= vram_h1_span_eq(n, "Host");
 		e = put_field(b, n, v);
@@ -1611,10 +1612,10 @@ static int build_request(struct gw_req *r, const struct vram_h1_head *h, const c
 	return e;
 }
 
-/* A new request of c (not linked anywhere yet); NULL with errno (see build_request). */
-static struct gw_req *req_new(struct gw_client *c, struct gw_wl *wl, const struct vram_h1_head *h,
-			      const char *target, const char *body, size_t blen,
-			      const struct timespec *started)
+/* A new request of c (not linked anywhere yet); NULL with errno (see gw__build_request). */
+static struct gw_req *gw__req_new(struct gw_client *c, struct gw_wl *wl,
+				  const struct vram_h1_head *h, const char *target,
+				  const char *body, size_t blen, const struct timespec *started)
 {
 	struct gw_req *r = calloc(1, sizeof(*r));
 	if (!r)
@@ -1626,7 +1627,7 @@ static struct gw_req *req_new(struct gw_client *c, struct gw_wl *wl, const struc
 	r->minor = h->minor;
 	r->keep_alive = h->keep_alive;
 	r->head_request = vram_h1_span_eq(h->method, "HEAD");
-	int e = build_request(r, h, target, body, blen);
+	int e = gw__build_request(r, h, target, body, blen);
 	if (e < 0) {
 		vram_buf_done(&r->wire);
 		free(r);
@@ -1640,52 +1641,54 @@ static struct gw_req *req_new(struct gw_client *c, struct gw_wl *wl, const struc
 static void relay_api(struct gw_client *c, const struct vram_h1_head *h, const char *target,
 		      const char *body, size_t blen, const struct timespec *started)
 {
-	struct gw_req *r = req_new(c, NULL, h, target, body, blen, started);
+	struct gw_req *r = gw__req_new(c, NULL, h, target, body, blen, started);
 	if (!r && errno == EMSGSIZE) {
-		client_error(c, 431, NULL, 0, true, "the request head, with the fields vramd adds, "
-			     "is over %d bytes", VRAM_HTTP_RELAY_HEADERS_MAX);
+		gw__client_error(c, 431, NULL, 0, true, "the request head, with the fields vramd "
+				 "adds, is over %d bytes", VRAM_HTTP_RELAY_HEADERS_MAX);
 		return;
 	}
 	if (!r) {
-		client_error(c, 500, NULL, 0, true, "out of memory");
+		gw__client_error(c, 500, NULL, 0, true, "out of memory");
 		return;
 	}
 	c->req = r;
-	r->phase = GW_PROXYING; /* linked by forward */
-	forward(r, 0);
+	r->phase = GW_PROXYING; /* linked by gw__forward */
+	gw__forward(r, 0);
 }
 
 /*
  * Admits a request for wl: sends it now, queues it, or refuses it (429,
  * 503). target: the upstream request-target.
  */
-static void admit(struct gw_client *c, struct gw_wl *wl, const struct vram_h1_head *h,
-		  const char *target, const char *body, size_t blen, const struct timespec *started)
+static void gw__admit(struct gw_client *c, struct gw_wl *wl, const struct vram_h1_head *h,
+		      const char *target, const char *body, size_t blen,
+		      const struct timespec *started)
 {
 	struct vram_gateway *gw = c->gw;
 	unsigned port = 0;
 	int ready = vram_manager_endpoint(gw->m, wl->name, &port);
 	unsigned max = wl->max_concurrency;
 	if (ready == 0 && !wl->qhead && max && wl->in_flight >= max) {
-		vram_metrics_gateway_request(gw->mx, wl->name, 429, seconds_since(started));
-		client_error(c, 429, "too_many_requests", VRAM_GATEWAY_RETRY_AFTER_S, !h->keep_alive,
-			     "%s has %u requests in flight, its max_concurrency", wl->name, max);
+		vram_metrics_gateway_request(gw->mx, wl->name, 429, gw__seconds_since(started));
+		gw__client_error(c, 429, "too_many_requests", VRAM_GATEWAY_RETRY_AFTER_S,
+				 !h->keep_alive,
+				 "%s has %u requests in flight, its max_concurrency", wl->name, max);
 		return;
 	}
 	if (ready < 0 && wl->n_queued >= wl->queue_max) {
-		vram_metrics_gateway_request(gw->mx, wl->name, 503, seconds_since(started));
-		client_error(c, 503, "unavailable", VRAM_GATEWAY_RETRY_AFTER_S, !h->keep_alive,
-			     "%s is not ready and its queue is full (queue_max %u)", wl->name,
-			     wl->queue_max);
+		vram_metrics_gateway_request(gw->mx, wl->name, 503, gw__seconds_since(started));
+		gw__client_error(c, 503, "unavailable", VRAM_GATEWAY_RETRY_AFTER_S, !h->keep_alive,
+				 "%s is not ready and its queue is full (queue_max %u)", wl->name,
+				 wl->queue_max);
 		return;
 	}
-	struct gw_req *r = req_new(c, wl, h, target, body, blen, started);
+	struct gw_req *r = gw__req_new(c, wl, h, target, body, blen, started);
 	if (!r) {
-		client_error(c, 500, NULL, 0, true, "out of memory");
+		gw__client_error(c, 500, NULL, 0, true, "out of memory");
 		return;
 	}
 	c->req = r;
-	/* Linked as queued first, so that every path out goes through finish(). */
+	/* Linked as queued first, so that every path out goes through gw__finish(). */
 	r->phase = GW_QUEUED;
 	r->prev = wl->qtail;
 	if (wl->qtail)
@@ -1695,20 +1698,20 @@ static void admit(struct gw_client *c, struct gw_wl *wl, const struct vram_h1_he
 	wl->qtail = r;
 	wl->n_queued++;
 	if (ready == 0 && wl->qhead == r) {
-		forward(r, port);
+		gw__forward(r, port);
 		return;
 	}
 	vram_metrics_gateway_queue(gw->mx, wl->name, wl->n_queued);
 	r->timeout = evtimer_new(gw->base, on_queue_timeout, r);
 	if (!r->timeout) {
-		fail_req(r, 500, NULL, 0, "out of memory");
+		gw__fail_req(r, 500, NULL, 0, "out of memory");
 		return;
 	}
 	struct timeval tv = { (time_t)(wl->queue_timeout_ms / 1000),
 			      (suseconds_t)(wl->queue_timeout_ms % 1000) * 1000 };
 	evtimer_add(r->timeout, &tv);
 	if (ready == 0)
-		drain(wl, false);
+		gw__drain(wl, false);
 	else
 		wake(wl);
 }
@@ -1717,10 +1720,10 @@ static void reply_json(struct gw_client *c, int status, json_t *body, bool close
 {
 	char *text = body ? json_dumps(body, VRAM_HTTP_JSON_FLAGS) : NULL;
 	if (!text) {
-		client_error(c, 500, NULL, 0, true, "out of memory");
+		gw__client_error(c, 500, NULL, 0, true, "out of memory");
 		return;
 	}
-	client_reply(c, status, NULL, "application/json", text, strlen(text), close);
+	gw__client_reply(c, status, NULL, "application/json", text, strlen(text), close);
 	free(text);
 }
 
@@ -1746,9 +1749,9 @@ static void reply_models(struct gw_client *c, const char *one, bool close)
 		} else {
 			char known[1024];
 			list_known(gw, true, known, sizeof(known));
-			client_error(c, 404, "model_not_found", 0, close,
-				     "no workload serves model \"%.256s\" (known: %s)", one,
-				     known[0] ? known : "none");
+			gw__client_error(c, 404, "model_not_found", 0, close,
+					 "no workload serves model \"%.256s\" (known: %s)", one,
+					 known[0] ? known : "none");
 		}
 		json_decref(found);
 		json_decref(data);
@@ -1777,23 +1780,24 @@ static void route_by_name(struct gw_client *c, const struct vram_h1_head *h, con
 	}
 	if (!dec || dlen == 0 || dlen >= sizeof(name) || strlen(dec) != dlen) {
 		free(dec);
-		client_error(c, 404, NULL, 0, !h->keep_alive, "expected /w/<workload>/<path>");
+		gw__client_error(c, 404, NULL, 0, !h->keep_alive, "expected /w/<workload>/<path>");
 		return;
 	}
 	memcpy(name, dec, dlen + 1);
 	free(dec);
-	struct gw_wl *wl = wl_by_name(gw, name);
+	struct gw_wl *wl = gw__wl_by_name(gw, name);
 	if (!wl) {
 		char known[1024];
 		list_known(gw, false, known, sizeof(known));
-		client_error(c, 404, NULL, 0, !h->keep_alive, "no workload named \"%s\" (known: %s)",
-			     name, known[0] ? known : "none");
+		gw__client_error(c, 404, NULL, 0, !h->keep_alive,
+				 "no workload named \"%s\" (known: %s)", name,
+				 known[0] ? known : "none");
 		return;
 	}
 	const char *rest = seg + seglen;
 	char up_target[VRAM_HTTP_HEADERS_MAX + 2];
 	snprintf(up_target, sizeof(up_target), "%s%s", *rest == '/' ? "" : "/", rest);
-	admit(c, wl, h, up_target, body, blen, started);
+	gw__admit(c, wl, h, up_target, body, blen, started);
 }
 
 /* /v1/...: the workload serving the request's model. */
@@ -1826,28 +1830,28 @@ static void route_by_model(struct gw_client *c, const struct vram_h1_head *h, co
 	char known[1024];
 	if (r == -ENOENT || r == -E2BIG) {
 		list_known(gw, true, known, sizeof(known));
-		client_error(c, 400, NULL, 0, close,
-			     "%s names no model: give one in a JSON \"model\" field, a form field or "
-			     "?model= (known: %s)", path, known[0] ? known : "none");
+		gw__client_error(c, 400, NULL, 0, close,
+				 "%s names no model: give one in a JSON \"model\" field, a form "
+				 "field or ?model= (known: %s)", path, known[0] ? known : "none");
 		return;
 	}
 	if (r < 0) {
-		client_error(c, 500, NULL, 0, true, "out of memory");
+		gw__client_error(c, 500, NULL, 0, true, "out of memory");
 		return;
 	}
 	const char *name = NULL;
 	struct gw_wl *wl = NULL;
 	if (vram_manager_find_model(gw->m, model, &name) == 0 && name)
-		wl = wl_by_name(gw, name);
+		wl = gw__wl_by_name(gw, name);
 	if (!wl) {
 		list_known(gw, true, known, sizeof(known));
-		vram_metrics_gateway_request(gw->mx, "", 404, seconds_since(started));
-		client_error(c, 404, "model_not_found", 0, close,
-			     "no workload serves model \"%s\" (known: %s)", model,
-			     known[0] ? known : "none");
+		vram_metrics_gateway_request(gw->mx, "", 404, gw__seconds_since(started));
+		gw__client_error(c, 404, "model_not_found", 0, close,
+				 "no workload serves model \"%s\" (known: %s)", model,
+				 known[0] ? known : "none");
 		return;
 	}
-	admit(c, wl, h, target, body, blen, started);
+	gw__admit(c, wl, h, target, body, blen, started);
 }
 
 /*
@@ -1855,7 +1859,7 @@ static void route_by_model(struct gw_client *c, const struct vram_h1_head *h, co
  * §3.2.2), "http://host" is "/". NULL for a target that is neither a path
  * nor "*"; *ret_len gets the length.
  */
-static const char *origin_form(struct vram_h1_span t, size_t *ret_len)
+static const char *gw__origin_form(struct vram_h1_span t, size_t *ret_len)
 {
 	const char *p = t.p;
 	size_t n = t.n;
@@ -1878,7 +1882,7 @@ enum gw_route {
 };
 
 /* The route of an origin-form target (n bytes at t). */
-static enum gw_route route_of(const char *t, size_t n)
+static enum gw_route gw__route_of(const char *t, size_t n)
 {
 	size_t plen = 0;
 	while (plen < n && t[plen] != '?' && t[plen] != '#')
@@ -1894,8 +1898,8 @@ static enum gw_route route_of(const char *t, size_t n)
  * Serves one complete request of c that passed the front door: head h,
  * body (blen bytes, NUL after).
  */
-static void dispatch(struct gw_client *c, const struct vram_h1_head *h, const char *body,
-		     size_t blen)
+static void gw__dispatch(struct gw_client *c, const struct vram_h1_head *h, const char *body,
+			 size_t blen)
 {
 	struct vram_gateway *gw = c->gw;
 	struct timespec started;
@@ -1903,7 +1907,7 @@ static void dispatch(struct gw_client *c, const struct vram_h1_head *h, const ch
 	bool close = !h->keep_alive;
 
 	size_t tlen = 0;
-	const char *t = origin_form(h->target, &tlen); /* the front door checked it */
+	const char *t = gw__origin_form(h->target, &tlen); /* the front door checked it */
 	char target[VRAM_HTTP_HEADERS_MAX + 1];
 	memcpy(target, t, tlen);
 	target[tlen] = '\0';
@@ -1913,7 +1917,7 @@ static void dispatch(struct gw_client *c, const struct vram_h1_head *h, const ch
 	path[plen] = '\0';
 	const char *query = target[plen] == '?' ? target + plen + 1 : NULL;
 
-	enum gw_route route = route_of(target, tlen);
+	enum gw_route route = gw__route_of(target, tlen);
 	if (!query && strcmp(path, "/api/status") == 0 && vram_h1_span_eq(h->method, "GET")) {
 		/*
 		 * What dashboards and scripts poll, served here from the API's
@@ -1922,7 +1926,7 @@ static void dispatch(struct gw_client *c, const struct vram_h1_head *h, const ch
 		const char *text;
 		size_t len;
 		if (vram_api_status_text(gw->api, &text, &len) == 0) {
-			client_reply(c, 200, NULL, "application/json", text, len, close);
+			gw__client_reply(c, 200, NULL, "application/json", text, len, close);
 			return;
 		}
 	}
@@ -1931,7 +1935,7 @@ static void dispatch(struct gw_client *c, const struct vram_h1_head *h, const ch
 		return;
 	}
 	if (gw->closing) {
-		client_error(c, 503, "shutting_down", 0, true, "vramd is shutting down");
+		gw__client_error(c, 503, "shutting_down", 0, true, "vramd is shutting down");
 		return;
 	}
 	if (route == GW_ROUTE_NAME)
@@ -1957,19 +1961,19 @@ static void bad_request(struct gw_client *c, int r)
 {
 	switch (r) {
 	case -EMSGSIZE:
-		client_error(c, 431, NULL, 0, true, "the request head is over %d bytes",
-			     VRAM_HTTP_HEADERS_MAX);
+		gw__client_error(c, 431, NULL, 0, true, "the request head is over %d bytes",
+				 VRAM_HTTP_HEADERS_MAX);
 		break;
 	case -E2BIG:
-		client_error(c, 431, "too_many_headers", 0, true, "more than %d header lines",
-			     VRAM_H1_HEADERS_MAX);
+		gw__client_error(c, 431, "too_many_headers", 0, true, "more than %d header lines",
+				 VRAM_H1_HEADERS_MAX);
 		break;
 	case -EPROTONOSUPPORT:
-		client_error(c, 505, NULL, 0, true, "only HTTP/1.0 and HTTP/1.1 are served");
+		gw__client_error(c, 505, NULL, 0, true, "only HTTP/1.0 and HTTP/1.1 are served");
 		break;
 	default:
-		client_error(c, 400, NULL, 0, true,
-			     "the request is not valid HTTP/1.1 (or its length is ambiguous)");
+		gw__client_error(c, 400, NULL, 0, true,
+				 "the request is not valid HTTP/1.1 (or its length is ambiguous)");
 	}
 }
 
@@ -1988,7 +1992,7 @@ static void access_listener(const struct gw_client *c, struct vram_access_listen
 					      .local_addr = c->local_addr };
 }
 
-/* Answers an allowed CORS preflight: 204 and the CORS headers. Returns like client_sendv. */
+/* Answers an allowed CORS preflight: 204 and the CORS headers. Returns like gw__client_sendv. */
 static int client_preflight(struct gw_client *c, const struct vram_h1_head *h, bool close)
 {
 	char cors[VRAM_ACCESS_HEADERS_MAX], head[VRAM_ACCESS_HEADERS_MAX + 64];
@@ -1997,7 +2001,7 @@ static int client_preflight(struct gw_client *c, const struct vram_h1_head *h, b
 			 close ? "Connection: close\r\n" : "");
 	int r = client_send(c, head, (size_t)n);
 	if (r == 0 && close)
-		client_close_soon(c);
+		gw__client_close_soon(c);
 	return r;
 }
 
@@ -2025,7 +2029,7 @@ static enum gw_door door_refuse(struct gw_client *c, const struct vram_h1_head *
 	vsnprintf(message, sizeof(message), fmt, ap);
 	va_end(ap);
 	bool close = !h->keep_alive || h->body != VRAM_H1_BODY_NONE;
-	if (client_error(c, status, code, retry_after, close, "%s", message) < 0 || close)
+	if (gw__client_error(c, status, code, retry_after, close, "%s", message) < 0 || close)
 		return GW_DOOR_CLOSED;
 	return GW_DOOR_ANSWERED;
 }
@@ -2042,11 +2046,12 @@ static enum gw_door front_door(struct gw_client *c, const struct vram_h1_head *h
 	c->cors_origin[0] = '\0';
 	c->ident.token = false;
 	size_t tlen;
-	const char *t = origin_form(h->target, &tlen);
+	const char *t = gw__origin_form(h->target, &tlen);
 	if (!t) {
 		/* malformed: whatever follows on the connection cannot be trusted to be framed right */
-		client_error(c, 400, NULL, 0, true, "the request target must be a path, not \"%.*s\"",
-			     (int)(h->target.n > 200 ? 200 : h->target.n), h->target.p);
+		gw__client_error(c, 400, NULL, 0, true,
+				 "the request target must be a path, not \"%.*s\"",
+				 (int)(h->target.n > 200 ? 200 : h->target.n), h->target.p);
 		return GW_DOOR_CLOSED;
 	}
 
@@ -2067,13 +2072,13 @@ static enum gw_door front_door(struct gw_client *c, const struct vram_h1_head *h
 
 	if (!c->trusted && gw->token) {
 		const struct vram_h1_header *auth = vram_h1_find(h, "Authorization");
-		if (!auth || !carries_token(gw, auth->value, true))
+		if (!auth || !gw__carries_token(gw, auth->value, true))
 			return door_refuse(c, h, 401, NULL, 0, "this API needs \"Authorization: Bearer "
 					   "<token>\" (daemon.token)");
 		c->ident.token = true;
 	}
 
-	bool api = route_of(t, tlen) == GW_ROUTE_API;
+	bool api = gw__route_of(t, tlen) == GW_ROUTE_API;
 	if (api && !vram_access_check_api(h, &a))
 		return door_refuse(c, h, a.status, a.code, 0, "%s", a.message);
 	c->body_max = api ? VRAM_GATEWAY_API_BODY_MAX : VRAM_GATEWAY_BODY_MAX;
@@ -2110,7 +2115,7 @@ static void client_rest(struct gw_client *c, size_t consumed)
 	c->ck_scanned = 0;
 	c->continue_sent = false;
 	c->admitted = false;
-	c->stamp = now_s();
+	c->stamp = gw__now_s();
 }
 
 /* Serves the complete requests in c->in, one at a time. */
@@ -2158,10 +2163,10 @@ static void client_process(struct gw_client *c)
 			bool done = false;
 			size_t from = (size_t)hl + c->ck_scanned;
 			ssize_t s = vram_h1_chunked_scan(&c->ck, c->in.data + from, c->in.len - from,
-							 &done, append_to_buf, &c->body);
+							 &done, gw__append_to_buf, &c->body);
 			if (s == -E2BIG || c->body.len > c->body_max) {
-				client_error(c, 413, NULL, 0, true, "the request body is over %zu bytes",
-					     c->body_max);
+				gw__client_error(c, 413, NULL, 0, true,
+						 "the request body is over %zu bytes", c->body_max);
 				break;
 			}
 			if (s < 0) {
@@ -2173,10 +2178,11 @@ static void client_process(struct gw_client *c)
 			uint64_t held = c->ck_scanned + c->body.len;
 			if (!c->trusted && held > VRAM_GATEWAY_SMALL_BODY_MAX) {
 				if (!body_fits(c, held)) {
-					client_error(c, 503, "busy", VRAM_GATEWAY_RETRY_AFTER_S, true,
-						     "the gateway holds %llu bytes of request bodies, its "
-						     "budget: this chunked body does not fit now",
-						     (unsigned long long)c->gw->body_bytes);
+					gw__client_error(c, 503, "busy", VRAM_GATEWAY_RETRY_AFTER_S, true,
+							 "the gateway holds %llu bytes of request "
+							 "bodies, its budget: this chunked body does "
+							 "not fit now",
+							 (unsigned long long)c->gw->body_bytes);
 					break;
 				}
 				body_hold(c, held);
@@ -2189,7 +2195,7 @@ static void client_process(struct gw_client *c)
 			blen = c->body.len;
 			total += c->ck_scanned;
 		}
-		dispatch(c, &h, body, blen);
+		gw__dispatch(c, &h, body, blen);
 		if (c->dead)
 			break;
 		/* the body's share of the budget goes with its request, or now */
@@ -2204,7 +2210,7 @@ static void client_process(struct gw_client *c)
 	c->processing = false;
 	if (c->dead) {
 		c->dead = false;
-		client_drop(c);
+		gw__client_drop(c);
 		return;
 	}
 	if (c->read_paused && !c->req) {
@@ -2214,9 +2220,9 @@ static void client_process(struct gw_client *c)
 }
 
 /* The request in service ended: on to the next one if it is already here. */
-static void client_next(struct gw_client *c)
+static void gw__client_next(struct gw_client *c)
 {
-	c->stamp = now_s();
+	c->stamp = gw__now_s();
 	if (c->read_paused) {
 		c->read_paused = false;
 		event_add(c->rev, NULL);
@@ -2226,7 +2232,7 @@ static void client_next(struct gw_client *c)
 		event_active(c->rev, EV_READ, 0);
 }
 
-static void client_on_read(evutil_socket_t fd, short what, void *arg)
+static void gw__client_on_read(evutil_socket_t fd, short what, void *arg)
 {
 	struct gw_client *c = arg;
 	char *p;
@@ -2235,7 +2241,7 @@ static void client_on_read(evutil_socket_t fd, short what, void *arg)
 		char drop[4096];
 		ssize_t n = recv(fd, drop, sizeof(drop), 0);
 		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
-			client_drop(c);
+			gw__client_drop(c);
 		return;
 	}
 	if (c->req && c->in.len + GW_READ_MAX > VRAM_GATEWAY_IDLE_BUF_MAX) {
@@ -2247,8 +2253,8 @@ static void client_on_read(evutil_socket_t fd, short what, void *arg)
 	if (vram_buf_space(&c->in, GW_READ_MAX, &p, &avail) < 0) {
 		if (!c->req) {
 			/* Only a chunked body with too much framing gets here. */
-			client_error(c, 413, NULL, 0, true, "the request is over %u bytes",
-				     (unsigned)c->in.max);
+			gw__client_error(c, 413, NULL, 0, true, "the request is over %u bytes",
+					 (unsigned)c->in.max);
 			return;
 		}
 		/* A request in service, and the client has sent on: wait for it. */
@@ -2260,25 +2266,25 @@ static void client_on_read(evutil_socket_t fd, short what, void *arg)
 	if (n < 0) {
 		if (errno == EAGAIN || errno == EINTR) {
 			if (!c->req && c->in.len)
-				client_process(c); /* woken by client_next */
+				client_process(c); /* woken by gw__client_next */
 			return;
 		}
-		client_drop(c);
+		gw__client_drop(c);
 		return;
 	}
 	if (n == 0) {
 		/* The client is gone: whatever it asked for is cancelled. */
-		client_drop(c);
+		gw__client_drop(c);
 		return;
 	}
 	if (c->in.len == 0 && !c->req)
-		c->stamp = now_s();
+		c->stamp = gw__now_s();
 	vram_buf_commit(&c->in, (size_t)n);
 	if (!c->req && !c->closing)
 		client_process(c);
 }
 
-static void client_drop(struct gw_client *c)
+static void gw__client_drop(struct gw_client *c)
 {
 	if (c->processing) {
 		c->dead = true;
@@ -2287,12 +2293,12 @@ static void client_drop(struct gw_client *c)
 	struct vram_gateway *gw = c->gw;
 	if (c->req) {
 		struct gw_req *r = c->req;
-		struct gw_wl *wl = wl_to_drain(r);
+		struct gw_wl *wl = gw__wl_to_drain(r);
 		bool was_proxying = r->phase == GW_PROXYING;
 		r->c = NULL;
-		finish(r, 0);
+		gw__finish(r, 0);
 		if (was_proxying && wl)
-			drain(wl, false);
+			gw__drain(wl, false);
 	}
 	if (c->prev)
 		c->prev->next = c->next;
@@ -2303,7 +2309,7 @@ static void client_drop(struct gw_client *c)
 	gw->n_clients--;
 	if (!c->trusted) {
 		gw->n_tcp_clients--;
-		addr_release(gw, c->addr_key);
+		gw__addr_release(gw, c->addr_key);
 	}
 	body_hold(c, 0);
 	event_free(c->rev);
@@ -2338,7 +2344,7 @@ static struct gw_addr_count *addr_find(struct vram_gateway *gw, const unsigned c
 }
 
 /* One connection of key fewer; an address with none leaves the table. */
-static void addr_release(struct vram_gateway *gw, const unsigned char key[16])
+static void gw__addr_release(struct vram_gateway *gw, const unsigned char key[16])
 {
 	const size_t mask = GW_ADDR_SLOTS - 1;
 	struct gw_addr_count *e = addr_find(gw, key);
@@ -2394,7 +2400,7 @@ static void refuse_connection(struct vram_gateway *gw, int fd, const char *fmt, 
 	va_end(ap);
 	vram_debug("gateway: refusing a connection: %s", why);
 	gw->n_refused++;
-	time_t now = now_s();
+	time_t now = gw__now_s();
 	if (gw->refuse_warned && now - gw->refuse_warned < GW_REFUSE_WARN_S)
 		return;
 	vram_warn("gateway: refused %u connection%s since the last warning, the last one: %s",
@@ -2470,8 +2476,8 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 			return;
 		}
 	}
-	c->rev = event_new(gw->base, fd, EV_READ | EV_PERSIST, client_on_read, c);
-	c->wev = event_new(gw->base, fd, EV_WRITE, client_on_write, c);
+	c->rev = event_new(gw->base, fd, EV_READ | EV_PERSIST, gw__client_on_read, c);
+	c->wev = event_new(gw->base, fd, EV_WRITE, gw__client_on_write, c);
 	if (!c->rev || !c->wev || event_add(c->rev, NULL) < 0) {
 		if (c->rev)
 			event_free(c->rev);
@@ -2486,7 +2492,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 		count->n++;
 		gw->n_tcp_clients++;
 	}
-	c->stamp = c->out_stamp = now_s();
+	c->stamp = c->out_stamp = gw__now_s();
 	c->next = gw->clients;
 	if (gw->clients)
 		gw->clients->prev = c;
@@ -2569,21 +2575,22 @@ int vram_gateway_listen_unix_shared(struct vram_gateway *gw, const char *path, m
 static void on_sweep(evutil_socket_t fd, short what, void *arg)
 {
 	struct vram_gateway *gw = arg;
-	time_t now = now_s();
+	time_t now = gw__now_s();
 	for (struct gw_client *c = gw->clients, *next; c; c = next) {
 		next = c->next;
 		if (c->lingering) {
 			if (now - c->stamp > GW_LINGER_S)
-				client_drop(c);
-		} else if (client_pending(c) > 0) {
+				gw__client_drop(c);
+		} else if (gw__client_pending(c) > 0) {
 			if (now - c->out_stamp > VRAM_GATEWAY_CLIENT_STALL_S)
-				client_drop(c);
+				gw__client_drop(c);
 		} else if (!c->req && now - c->stamp > VRAM_HTTP_IDLE_TIMEOUT_S) {
 			if (c->in.len && !c->closing)
-				client_error(c, 408, NULL, 0, true, "the request did not arrive within %ds",
-					     VRAM_HTTP_IDLE_TIMEOUT_S);
+				gw__client_error(c, 408, NULL, 0, true,
+						 "the request did not arrive within %ds",
+						 VRAM_HTTP_IDLE_TIMEOUT_S);
 			else
-				client_drop(c);
+				gw__client_drop(c);
 		}
 	}
 	for (struct gw_req *r = gw->active, *next; r; r = next) {
@@ -2604,12 +2611,13 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 		else
 			snprintf(why, sizeof(why), "sent nothing for %.1fs in the middle of its "
 				 "response (stream_timeout)", (double)limit_ms / 1000.0);
-		up_break(up, 504, "timeout", why);
+		gw__up_break(up, 504, "timeout", why);
 		next = gw->active; /* the list may have changed: start over */
 	}
 	for (size_t i = 0; i < gw->n_wls; i++)
-		pool_trim(&gw->wls[i]->pool, VRAM_GATEWAY_IDLE_CONNS_MAX, VRAM_GATEWAY_UPSTREAM_IDLE_S);
-	pool_trim(&gw->api_pool, VRAM_GATEWAY_IDLE_CONNS_MAX, VRAM_GATEWAY_UPSTREAM_IDLE_S);
+		gw__pool_trim(&gw->wls[i]->pool, VRAM_GATEWAY_IDLE_CONNS_MAX,
+			      VRAM_GATEWAY_UPSTREAM_IDLE_S);
+	gw__pool_trim(&gw->api_pool, VRAM_GATEWAY_IDLE_CONNS_MAX, VRAM_GATEWAY_UPSTREAM_IDLE_S);
 }
 
 /* ----------------------------------------- the evhttp side (relayed) */
@@ -2629,7 +2637,7 @@ void vram_gateway_handle(struct evhttp_request *req, bool trusted, void *arg)
 /* ---------------------------------------------------------- lifecycle */
 
 /* Frees every workload entry, removed ones too: no request may be left. */
-static void wls_free(struct vram_gateway *gw)
+static void gw__wls_free(struct vram_gateway *gw)
 {
 	for (size_t i = 0; i < gw->n_wls; i++)
 		wl_free(gw->wls[i]);
@@ -2679,9 +2687,9 @@ int vram_gateway_new(struct event_base *base, struct vram_manager *m, struct vra
 	    event_add(gw->sweep, &tv) < 0)
 		goto out_free;
 	for (size_t i = 0; i < cfg->n_workloads; i++)
-		if (wl_add(gw, &cfg->workloads[i]) < 0)
+		if (gw__wl_add(gw, &cfg->workloads[i]) < 0)
 			goto out_free;
-	if (vram_manager_subscribe(m, on_event, gw, &gw->sub) < 0)
+	if (vram_manager_subscribe(m, gw__on_event, gw, &gw->sub) < 0)
 		goto out_free;
 	*ret = gw;
 	return 0;
@@ -2689,7 +2697,7 @@ int vram_gateway_new(struct event_base *base, struct vram_manager *m, struct vra
 out_free:
 	if (gw->sweep)
 		event_free(gw->sweep);
-	wls_free(gw);
+	gw__wls_free(gw);
 	free(gw->addrs);
 	free(gw->token);
 	free(gw->api_socket);
@@ -2715,17 +2723,17 @@ void vram_gateway_close_clients(struct vram_gateway *gw)
 			wl->waiter = NULL;
 		}
 		while (wl->qhead)
-			fail_req(wl->qhead, 503, "shutting_down", 0, "vramd is shutting down");
+			gw__fail_req(wl->qhead, 503, "shutting_down", 0, "vramd is shutting down");
 	}
 	while (gw->active) {
 		struct gw_req *r = gw->active;
 		struct gw_client *c = r->c;
 		if (r->replying) {
-			finish(r, 503);
-			client_close_soon(c);
+			gw__finish(r, 503);
+			gw__client_close_soon(c);
 		} else {
 			r->keep_alive = false;
-			fail_req(r, 503, "shutting_down", 0, "vramd is shutting down");
+			gw__fail_req(r, 503, "shutting_down", 0, "vramd is shutting down");
 		}
 	}
 }
@@ -2737,9 +2745,9 @@ void vram_gateway_free(struct vram_gateway *gw)
 	vram_gateway_close_clients(gw);
 	vram_manager_unsubscribe(gw->sub);
 	while (gw->clients)
-		client_drop(gw->clients);
-	wls_free(gw);
-	pool_trim(&gw->api_pool, 0, 0);
+		gw__client_drop(gw->clients);
+	gw__wls_free(gw);
+	gw__pool_trim(&gw->api_pool, 0, 0);
 	for (size_t i = 0; i < gw->n_listeners; i++) {
 		evconnlistener_free(gw->listeners[i].l);
 		if (gw->listeners[i].path)

@@ -158,19 +158,19 @@ struct reload_ctx {
 
 static void reload(struct vram_gateway *gw, const char *diff)
 {
-	sim_manager_event(on_event, gw, "reload", diff);
+	sim_manager_event(gw__on_event, gw, "reload", diff);
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct reload_ctx *c = arg;
 	struct vram_gateway *gw = c->gw;
-	if (now_s() > c->deadline) {
+	if (gw__now_s() > c->deadline) {
 		event_base_loopbreak(c->base);
 		return;
 	}
 	if (c->step == 0) {
-		struct gw_wl *demo = wl_by_name(gw, "demo"), *slow = wl_by_name(gw, "slow");
+		struct gw_wl *demo = gw__wl_by_name(gw, "demo"), *slow = gw__wl_by_name(gw, "slow");
 		if (!demo || !slow || demo->in_flight != 1 || slow->n_queued != 1)
 			return;
 		reload(gw, "{\"added\": [], \"removed\": [\"slow\", \"demo\"], \"changed\": []}");
@@ -193,7 +193,7 @@ static void run_until_done(struct reload_ctx *c)
 	struct event *tick = event_new(c->base, -1, EV_PERSIST, on_tick, c);
 	struct timeval tv = { 0, 20 * 1000 };
 	event_add(tick, &tv);
-	c->deadline = now_s() + 30;
+	c->deadline = gw__now_s() + 30;
 	event_base_dispatch(c->base);
 	event_free(tick);
 	for (size_t i = 0; i < 2; i++) {
@@ -279,7 +279,7 @@ static char *wire_for(struct vram_gateway *gw, struct gw_client *c, struct gw_wl
 	struct vram_h1_head h;
 	assert_true(vram_h1_parse_request(raw, strlen(raw), 16384, &h) > 0);
 	struct gw_req r = { .gw = gw, .c = c, .wl = wl };
-	assert_int_equal(build_request(&r, &h, "/x", "", 0), 0);
+	assert_int_equal(gw__build_request(&r, &h, "/x", "", 0), 0);
 	return vram_buf_take(&r.wire);
 }
 
