@@ -8,23 +8,27 @@
  * removing a workload answers its queued request 503 "removed" while its
  * request in flight streams to the end, after which its entry is freed; a
  * new request for it is answered as for an unknown workload, until a reload
- * adds it back. (gateway.c is included to hand its subscriber the manager's
- * "reload" event and to look at its entries.)
+ * adds it back. (gateway_int.h is included to hand its subscriber the
+ * manager's "reload" event and to look at its entries.)
  */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include <pthread.h>
 #include <stdatomic.h>
 
-#include "daemon/gateway.c"
+#include "daemon/gateway_int.h"
 #include "sim-manager.h"
 
 #define DEMO VRAM_BUILD_ROOT "/src/demo/vram-demo-server"
