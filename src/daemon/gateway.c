@@ -40,8 +40,9 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 {
 	struct vram_gateway *gw = arg;
 	time_t now = gw__now_s();
-	for (struct gw_client *c = gw->clients, *next; c; c = next) {
-		next = c->next;
+	struct vram_list *pos, *tmp;
+	vram_list_for_each_safe(pos, tmp, &gw->clients) {
+		struct gw_client *c = vram_list_entry(pos, struct gw_client, link);
 		if (c->lingering) {
 			if (now - c->stamp > GW_LINGER_S)
 				gw__client_drop(c);
@@ -57,8 +58,8 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 				gw__client_drop(c);
 		}
 	}
-	for (struct gw_req *r = gw->active, *next; r; r = next) {
-		next = r->next;
+	vram_list_for_each_safe(pos, tmp, &gw->active) {
+		struct gw_req *r = gw__req_of(pos);
 		struct gw_up *up = r->up;
 		if (!r->wl || !up || up->paused)
 			continue;
@@ -76,7 +77,7 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 			snprintf(why, sizeof(why), "sent nothing for %.1fs in the middle of its "
 				 "response (stream_timeout)", (double)limit_ms / 1000.0);
 		gw__up_break(up, 504, "timeout", why);
-		next = gw->active; /* the list may have changed: start over */
+		tmp = gw->active.next; /* the list may have changed: start over */
 	}
 	for (size_t i = 0; i < gw->n_wls; i++)
 		gw__pool_trim(&gw->wls[i]->pool, VRAM_GATEWAY_IDLE_CONNS_MAX,
@@ -112,6 +113,10 @@ int vram_gateway_new(struct event_base *base, struct vram_manager *m, struct vra
 	gw->m = m;
 	gw->api = api;
 	gw->mx = mx;
+	vram_list_init(&gw->active);
+	vram_list_init(&gw->clients);
+	vram_list_init(&gw->removed);
+	vram_list_init(&gw->api_pool.idle);
 	vram_buf_init(&gw->head, VRAM_GATEWAY_UP_HEADERS_MAX + 4096);
 	vram_buf_init(&gw->dechunked, GW_READ_MAX + VRAM_GATEWAY_UP_HEADERS_MAX);
 	gw->token = token && *token ? strdup(token) : NULL;
@@ -171,11 +176,12 @@ void vram_gateway_close_clients(struct vram_gateway *gw)
 			vram_manager_waiter_cancel(wl->waiter);
 			wl->waiter = NULL;
 		}
-		while (wl->qhead)
-			gw__fail_req(wl->qhead, 503, "shutting_down", 0, "vramd is shutting down");
+		while (!vram_list_empty(&wl->queue))
+			gw__fail_req(gw__req_of(wl->queue.next), 503, "shutting_down", 0,
+				     "vramd is shutting down");
 	}
-	while (gw->active) {
-		struct gw_req *r = gw->active;
+	while (!vram_list_empty(&gw->active)) {
+		struct gw_req *r = gw__req_of(gw->active.next);
 		struct gw_client *c = r->c;
 		if (r->replying) {
 			gw__finish(r, 503);
@@ -193,8 +199,8 @@ void vram_gateway_free(struct vram_gateway *gw)
 		return;
 	vram_gateway_close_clients(gw);
 	vram_manager_unsubscribe(gw->sub);
-	while (gw->clients)
-		gw__client_drop(gw->clients);
+	while (!vram_list_empty(&gw->clients))
+		gw__client_drop(vram_list_entry(gw->clients.next, struct gw_client, link));
 	gw__wls_free(gw);
 	gw__pool_trim(&gw->api_pool, 0, 0);
 	for (size_t i = 0; i < gw->n_listeners; i++) {

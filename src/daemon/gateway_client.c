@@ -554,12 +554,7 @@ void gw__client_drop(struct gw_client *c)
 		if (was_proxying && wl)
 			gw__drain(wl, false);
 	}
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		gw->clients = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
+	vram_list_remove(&c->link);
 	gw->n_clients--;
 	if (!c->trusted) {
 		gw->n_tcp_clients--;

@@ -65,6 +65,7 @@
 #include <jansson.h>
 
 #include "common/buf.h"
+#include "common/list.h"
 #include "daemon/access.h"
 #include "daemon/gateway.h"
 #include "daemon/h1.h"
@@ -92,7 +93,7 @@ struct gw_up {
 	struct event *wev;         /* while connecting or while the request waits */
 	struct vram_buf in;        /* response bytes not handled yet */
 	struct gw_req *req;        /* in service; NULL when idle */
-	struct gw_up *prev, *next; /* in the pool's idle list */
+	struct vram_list link;     /* in its pool's idle list while idle */
 	time_t stamp;              /* s, coarse monotonic: last progress */
 	bool connecting;
 	bool reused;               /* carried an earlier request */
@@ -107,7 +108,7 @@ struct gw_up {
 };
 
 struct gw_pool {
-	struct gw_up *idle; /* most recently used first */
+	struct vram_list idle; /* of struct gw_up (link), most recently used first */
 	unsigned n_idle;
 };
 
@@ -126,13 +127,14 @@ struct gw_wl {
 	uint64_t first_byte_timeout_ms;     /* ms from sending a request to its first response byte;
 					     * VRAM_DURATION_NEVER = none */
 	uint64_t stream_timeout_ms;         /* ms a begun response may stay silent; NEVER = none */
-	struct gw_req *qhead, *qtail;       /* waiting for start/restore, FIFO */
+	struct vram_list queue;             /* of struct gw_req (link): waiting for start/restore,
+					     * FIFO */
 	unsigned n_queued;
 	unsigned in_flight;                 /* requests sent upstream */
 	struct vram_manager_waiter *waiter; /* the start/restore being waited for */
 	bool retry_wake;                    /* act was refused (busy): retry on a state change */
 	bool removed;                       /* by a reload: in gw->removed until in_flight is 0 */
-	struct gw_wl *next_removed;         /* in gw->removed */
+	struct vram_list removed_link;      /* in gw->removed while removed */
 	struct gw_pool pool;
 };
 
@@ -141,7 +143,7 @@ struct gw_listener;
 struct gw_client {
 	struct vram_gateway *gw;
 	struct gw_listener *listener;  /* borrowed: where it came in */
-	struct gw_client *prev, *next; /* every client */
+	struct vram_list link;         /* in gw->clients */
 	int fd;                        /* owned */
 	struct event *rev;             /* persistent */
 	struct event *wev;             /* while out has bytes */
@@ -184,7 +186,7 @@ struct gw_req {
 	struct vram_gateway *gw;
 	struct gw_wl *wl;            /* NULL: relayed to the API */
 	struct gw_client *c;         /* borrowed; it points back through c->req */
-	struct gw_req *prev, *next;  /* queue or active list */
+	struct vram_list link;       /* in its workload's queue or in gw->active */
 	enum gw_phase phase;
 	struct event *timeout;       /* queue timeout; owned */
 	struct gw_up *up;            /* while proxying */
@@ -223,10 +225,11 @@ struct vram_gateway {
 	char *api_socket;          /* owned */
 	struct gw_wl **wls;        /* owned array of owned entries: the workloads served */
 	size_t n_wls, cap_wls;
-	struct gw_wl *removed;     /* owned list: removed by a reload, requests still in flight */
+	struct vram_list removed;  /* owned, of struct gw_wl (removed_link): removed by a reload,
+				   * requests still in flight */
 	struct gw_pool api_pool;
-	struct gw_req *active;     /* requests sent upstream */
-	struct gw_client *clients;
+	struct vram_list active;   /* of struct gw_req (link): requests sent upstream */
+	struct vram_list clients;  /* of struct gw_client (link): every client */
 	unsigned n_clients;
 	unsigned n_tcp_clients;    /* of n_clients, from TCP listeners */
 	struct gw_addr_count *addrs; /* owned array of GW_ADDR_SLOTS: TCP connections per address */
@@ -265,6 +268,12 @@ static inline double gw__seconds_since(const struct timespec *t0)
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* The request whose link is node: on a queue or the active list (head->next: the first). */
+static inline struct gw_req *gw__req_of(struct vram_list *node)
+{
+	return vram_list_entry(node, struct gw_req, link);
 }
 
 /* bytes queued to c, not sent yet */

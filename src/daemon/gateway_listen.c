@@ -199,10 +199,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 		gw->n_tcp_clients++;
 	}
 	c->stamp = c->out_stamp = gw__now_s();
-	c->next = gw->clients;
-	if (gw->clients)
-		gw->clients->prev = c;
-	gw->clients = c;
+	vram_list_push_front(&gw->clients, &c->link);
 	gw->n_clients++;
 }
 

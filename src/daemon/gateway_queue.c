@@ -40,28 +40,9 @@ struct gw_wl *gw__wl_by_name(struct vram_gateway *gw, const char *name)
 static void queue_unlink(struct gw_req *r)
 {
 	struct gw_wl *wl = r->wl;
-	if (r->prev)
-		r->prev->next = r->next;
-	else
-		wl->qhead = r->next;
-	if (r->next)
-		r->next->prev = r->prev;
-	else
-		wl->qtail = r->prev;
-	r->prev = r->next = NULL;
+	vram_list_remove(&r->link);
 	wl->n_queued--;
 	vram_metrics_gateway_queue(r->gw->mx, wl->name, wl->n_queued);
-}
-
-static void active_unlink(struct gw_req *r)
-{
-	if (r->prev)
-		r->prev->next = r->next;
-	else
-		r->gw->active = r->next;
-	if (r->next)
-		r->next->prev = r->prev;
-	r->prev = r->next = NULL;
 }
 
 static void wl_release(struct gw_wl *wl);
@@ -89,7 +70,7 @@ void gw__finish(struct gw_req *r, int status)
 	if (r->phase == GW_QUEUED) {
 		queue_unlink(r);
 	} else {
-		active_unlink(r);
+		vram_list_remove(&r->link);
 		if (wl) {
 			wl->in_flight--;
 			vram_manager_request_end(gw->m, wl->name);
@@ -110,7 +91,7 @@ void gw__finish(struct gw_req *r, int status)
 	gw->body_bytes -= r->held;
 	vram_buf_done(&r->wire);
 	free(r);
-	if (wl && wl->removed && wl->in_flight == 0 && !wl->qhead)
+	if (wl && wl->removed && wl->in_flight == 0 && vram_list_empty(&wl->queue))
 		wl_release(wl);
 }
 
@@ -140,11 +121,7 @@ void gw__forward(struct gw_req *r, unsigned port)
 	if (r->phase == GW_QUEUED && wl)
 		queue_unlink(r);
 	r->phase = GW_PROXYING;
-	r->prev = NULL;
-	r->next = gw->active;
-	if (gw->active)
-		gw->active->prev = r;
-	gw->active = r;
+	vram_list_push_front(&gw->active, &r->link);
 	if (wl) {
 		wl->in_flight++;
 		vram_manager_request_begin(gw->m, wl->name);
@@ -157,8 +134,9 @@ void gw__forward(struct gw_req *r, unsigned port)
 /* Answers every request in wl's queue 503 with code and message. */
 static void fail_queue(struct gw_wl *wl, const char *code, const char *message)
 {
-	while (wl->qhead)
-		gw__fail_req(wl->qhead, 503, code, VRAM_GATEWAY_RETRY_AFTER_S, "%s", message);
+	while (!vram_list_empty(&wl->queue))
+		gw__fail_req(gw__req_of(wl->queue.next), 503, code, VRAM_GATEWAY_RETRY_AFTER_S,
+			     "%s", message);
 }
 
 static void on_woken(const struct vram_action_result *res, void *arg)
@@ -178,7 +156,7 @@ static void on_woken(const struct vram_action_result *res, void *arg)
 static void wake(struct gw_wl *wl)
 {
 	struct vram_gateway *gw = wl->gw;
-	if (wl->waiter || !wl->qhead || gw->closing)
+	if (wl->waiter || vram_list_empty(&wl->queue) || gw->closing)
 		return;
 	char err[1024];
 	wl->retry_wake = false;
@@ -201,7 +179,7 @@ static void wake(struct gw_wl *wl)
 void gw__drain(struct gw_wl *wl, bool after_wake)
 {
 	struct vram_gateway *gw = wl->gw;
-	while (wl->qhead && !gw->closing) {
+	while (!vram_list_empty(&wl->queue) && !gw->closing) {
 		unsigned max = wl->max_concurrency;
 		if (max && wl->in_flight >= max)
 			return;
@@ -218,7 +196,7 @@ void gw__drain(struct gw_wl *wl, bool after_wake)
 			}
 			return;
 		}
-		gw__forward(wl->qhead, port);
+		gw__forward(gw__req_of(wl->queue.next), port);
 	}
 }
 
@@ -240,6 +218,7 @@ struct gw_req *gw__req_new(struct gw_client *c, struct gw_wl *wl,
 	if (!r)
 		return NULL;
 	r->gw = c->gw;
+	vram_list_init(&r->link); /* on no list until admitted or forwarded */
 	r->wl = wl;
 	r->c = c;
 	r->started = *started;
@@ -268,11 +247,11 @@ void gw__admit(struct gw_client *c, struct gw_wl *wl, const struct vram_h1_head 
 	unsigned port = 0;
 	int ready = vram_manager_endpoint(gw->m, wl->name, &port);
 	unsigned max = wl->max_concurrency;
-	if (ready == 0 && !wl->qhead && max && wl->in_flight >= max) {
+	if (ready == 0 && vram_list_empty(&wl->queue) && max && wl->in_flight >= max) {
 		vram_metrics_gateway_request(gw->mx, wl->name, 429, gw__seconds_since(started));
 		gw__client_error(c, 429, "too_many_requests", VRAM_GATEWAY_RETRY_AFTER_S,
-				 !h->keep_alive,
-				 "%s has %u requests in flight, its max_concurrency", wl->name, max);
+				 !h->keep_alive, "%s has %u requests in flight, its "
+				 "max_concurrency", wl->name, max);
 		return;
 	}
 	if (ready < 0 && wl->n_queued >= wl->queue_max) {
@@ -290,14 +269,9 @@ void gw__admit(struct gw_client *c, struct gw_wl *wl, const struct vram_h1_head 
 	c->req = r;
 	/* Linked as queued first, so that every path out goes through gw__finish(). */
 	r->phase = GW_QUEUED;
-	r->prev = wl->qtail;
-	if (wl->qtail)
-		wl->qtail->next = r;
-	else
-		wl->qhead = r;
-	wl->qtail = r;
+	vram_list_push_back(&wl->queue, &r->link);
 	wl->n_queued++;
-	if (ready == 0 && wl->qhead == r) {
+	if (ready == 0 && vram_list_first(&wl->queue) == &r->link) {
 		gw__forward(r, port);
 		return;
 	}
@@ -362,6 +336,9 @@ int gw__wl_add(struct vram_gateway *gw, const struct vram_workload_config *c)
 	if (!wl)
 		return -ENOMEM;
 	wl->gw = gw;
+	vram_list_init(&wl->queue);
+	vram_list_init(&wl->removed_link);
+	vram_list_init(&wl->pool.idle);
 	snprintf(wl->name, sizeof(wl->name), "%s", c->name); /* the config checked its length */
 	wl_set_limits(wl, c);
 	gw->wls[gw->n_wls++] = wl;
@@ -380,11 +357,7 @@ static void wl_free(struct gw_wl *wl)
 /* Frees wl, removed by a reload, once its last request has finished. */
 static void wl_release(struct gw_wl *wl)
 {
-	struct gw_wl **p = &wl->gw->removed;
-	while (*p && *p != wl)
-		p = &(*p)->next_removed;
-	if (*p)
-		*p = wl->next_removed;
+	vram_list_remove(&wl->removed_link);
 	wl_free(wl);
 }
 
@@ -413,8 +386,7 @@ static void wl_remove(struct vram_gateway *gw, size_t i)
 	}
 	wl->removed = true;
 	gw__pool_trim(&wl->pool, 0, 0);
-	wl->next_removed = gw->removed;
-	gw->removed = wl;
+	vram_list_push_front(&gw->removed, &wl->removed_link);
 }
 
 /* Frees every workload entry, removed ones too: no request may be left. */
@@ -425,9 +397,9 @@ void gw__wls_free(struct vram_gateway *gw)
 	free(gw->wls);
 	gw->wls = NULL;
 	gw->n_wls = gw->cap_wls = 0;
-	while (gw->removed) {
-		struct gw_wl *wl = gw->removed;
-		gw->removed = wl->next_removed;
+	while (!vram_list_empty(&gw->removed)) {
+		struct gw_wl *wl = vram_list_entry(gw->removed.next, struct gw_wl, removed_link);
+		vram_list_remove(&wl->removed_link);
 		wl_free(wl);
 	}
 }
@@ -467,7 +439,7 @@ static void on_reload(struct vram_gateway *gw, json_t *data)
 			}
 			wl_set_limits(wl, c);
 			/* a higher max_concurrency may let queued requests go now */
-			if (wl->qhead && !wl->waiter)
+			if (!vram_list_empty(&wl->queue) && !wl->waiter)
 				gw__drain(wl, false);
 		}
 	}

@@ -29,15 +29,8 @@ static void up_on_write(evutil_socket_t fd, short what, void *arg);
 
 static void pool_remove(struct gw_up *up)
 {
-	struct gw_pool *p = up->pool;
-	if (up->prev)
-		up->prev->next = up->next;
-	else
-		p->idle = up->next;
-	if (up->next)
-		up->next->prev = up->prev;
-	up->prev = up->next = NULL;
-	p->n_idle--;
+	vram_list_remove(&up->link);
+	up->pool->n_idle--;
 }
 
 /* Closes and frees up; it must not carry a request (see gw__finish). */
@@ -45,7 +38,7 @@ void gw__up_close(struct gw_up *up)
 {
 	if (!up)
 		return;
-	if (!up->req && (up->prev || up->next || (up->pool && up->pool->idle == up)))
+	if (vram_list_linked(&up->link))
 		pool_remove(up);
 	if (up->rev)
 		event_free(up->rev);
@@ -66,9 +59,7 @@ void gw__pool_trim(struct gw_pool *p, unsigned keep, time_t max_idle_s)
 	time_t now = max_idle_s ? gw__now_s() : 0;
 	/* the count alone decides without a walk: pool_put runs for every response */
 	while (p->n_idle > keep || (p->n_idle > 0 && max_idle_s)) {
-		struct gw_up *last = p->idle;
-		while (last->next)
-			last = last->next;
+		struct gw_up *last = vram_list_entry(p->idle.prev, struct gw_up, link);
 		if (p->n_idle <= keep && now - last->stamp <= max_idle_s)
 			break;
 		gw__up_close(last);
@@ -82,18 +73,16 @@ static void pool_put(struct gw_up *up)
 	vram_buf_shrink(&up->in, VRAM_GATEWAY_IDLE_BUF_MAX);
 	if (up->paused)
 		gw__up_resume(up);
-	up->prev = NULL;
-	up->next = p->idle;
-	if (p->idle)
-		p->idle->prev = up;
-	p->idle = up;
+	vram_list_push_front(&p->idle, &up->link);
 	p->n_idle++;
 	gw__pool_trim(p, VRAM_GATEWAY_IDLE_CONNS_MAX, 0);
 }
 
 static struct gw_up *pool_take(struct gw_pool *p, unsigned port)
 {
-	for (struct gw_up *up = p->idle; up; up = up->next) {
+	struct vram_list *pos;
+	vram_list_for_each(pos, &p->idle) {
+		struct gw_up *up = vram_list_entry(pos, struct gw_up, link);
 		if (up->port == port) {
 			pool_remove(up);
 			return up;
@@ -109,6 +98,7 @@ static struct gw_up *up_open(struct vram_gateway *gw, struct gw_pool *pool, unsi
 	if (!up)
 		return NULL;
 	up->gw = gw;
+	vram_list_init(&up->link);
 	up->pool = pool;
 	up->port = port;
 	vram_buf_init(&up->in, VRAM_GATEWAY_UP_HEADERS_MAX + GW_READ_MAX);

@@ -180,8 +180,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 		reload(gw, "{\"added\": [], \"removed\": [\"slow\", \"demo\"], \"changed\": []}");
 		/* slow had nothing in flight: freed now; demo waits for its request */
 		assert_int_equal(gw->n_wls, 0);
-		assert_ptr_equal(gw->removed, demo);
-		assert_null(demo->next_removed);
+		assert_ptr_equal(gw->removed.next, &demo->removed_link);
+		assert_ptr_equal(demo->removed_link.next, &gw->removed);
 		c->step = 1;
 		return;
 	}
@@ -244,7 +244,7 @@ static void test_reload(void **state)
 	run_until_done(&c);
 	assert_int_equal(c.step, 1);
 	assert_int_equal(c.gw->n_wls, 0);
-	assert_ptr_equal(c.gw->removed, NULL); /* freed after its last request */
+	assert_true(vram_list_empty(&c.gw->removed)); /* freed after its last request */
 
 	assert_non_null(strstr(queued.response, "HTTP/1.1 503 "));
 	assert_non_null(strstr(queued.response, "\r\nRetry-After: 1\r\n"));
