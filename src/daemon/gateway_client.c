@@ -188,18 +188,6 @@ int gw__client_error(struct gw_client *c, int status, const char *code, int retr
 
 /* ------------------------------------------------------- client input */
 
-/*
- * True when v carries vramd's token, as "Bearer <token>" (an Authorization
- * value) or bare (an X-Api-Key value); compared in constant time.
- */
-bool gw__carries_token(const struct vram_gateway *gw, struct vram_h1_span v, bool bearer)
-{
-	if (!gw->token)
-		return false;
-	return bearer ? vram_http_token_ok_n(v.p, v.n, gw->token)
-		      : vram_http_token_equal(v.p, v.n, gw->token);
-}
-
 /* A request head is read; its body is still coming: "100 Continue" if asked. */
 static int maybe_continue(struct gw_client *c, const struct vram_h1_head *h)
 {

@@ -46,10 +46,16 @@
  *    that go up and come back, streaming the response;
  *  - gateway_model.c: where a request names its model (pure);
  *  - gateway.c: new and free, the sweep, the evhttp side.
- * Each calls the ones below it; the calls back up are the ends of a
- * request: an upstream hands bytes to its client (gw__client_sendv) and
- * ends its request (gw__finish, gw__fail_req, gw__drain), a dropped client
- * ends its own.
+ * Calls go down this list, along a request's way. The calls back are of
+ * three kinds only: answering a client (gw__client_reply, _error, _sendv,
+ * _close_soon, _next: from the routes, the queue and the upstream), ending
+ * a request (gw__finish, gw__fail_req, gw__drain, gw__wl_to_drain: from the
+ * upstream and a dropped client), and a dropped client's address slot
+ * (gw__addr_release).
+ * gateway_model.c calls nothing of the gateway; gateway.c may call any.
+ * Only gateway_queue.c links and unlinks requests (queues, the active
+ * list), only gateway_upstream.c idle connections (pools); gateway.c walks
+ * the lists to time out and to close.
  */
 #ifndef VRAM_GATEWAY_INT_H
 #define VRAM_GATEWAY_INT_H
@@ -69,6 +75,7 @@
 #include "daemon/access.h"
 #include "daemon/gateway.h"
 #include "daemon/h1.h"
+#include "daemon/http.h"
 #include "daemon/manager.h"
 #include "daemon/peer.h"
 
@@ -288,6 +295,21 @@ static inline int gw__append_to_buf(void *arg, const char *p, size_t n)
 	return vram_buf_append(arg, p, n);
 }
 
+/*
+ * True when v carries vramd's token, as "Bearer <token>" (an Authorization
+ * value) or bare (an X-Api-Key value); compared in constant time. The
+ * front door asks it, and the request that goes upstream leaves such a
+ * header out.
+ */
+static inline bool gw__carries_token(const struct vram_gateway *gw, struct vram_h1_span v,
+				     bool bearer)
+{
+	if (!gw->token)
+		return false;
+	return bearer ? vram_http_token_ok_n(v.p, v.n, gw->token)
+		      : vram_http_token_equal(v.p, v.n, gw->token);
+}
+
 /* ---------------------------------------------------- gateway_listen.c */
 
 /* One TCP connection of key fewer; an address with none leaves the table. */
@@ -316,8 +338,6 @@ void gw__client_close_soon(struct gw_client *c);
 void gw__client_next(struct gw_client *c);
 /* Closes and frees c, its request and that request's upstream (deferred inside client_process). */
 void gw__client_drop(struct gw_client *c);
-/* Whether v carries vramd's token ("Bearer <token>" when bearer, else bare). */
-bool gw__carries_token(const struct vram_gateway *gw, struct vram_h1_span v, bool bearer);
 
 /* ----------------------------------------------------- gateway_route.c */
 
