@@ -275,41 +275,46 @@ stats() {
 }
 
 if [ "$MODE" = nginx ]; then
+	# Every gateway run sits between two nginx runs and is divided by their
+	# mean, so that a change of the machine's load during the run (other
+	# processes, frequency) moves both sides of its ratio. Which gateway
+	# comes first alternates from round to round.
 	ROUNDS=${ROUNDS:-5}
 	echo "gateway-bench: gateway against nginx, fixed ~30-byte JSON reply, wrk -t1 -c$CONNS -d${DURATION}s, $NCPU cores, nothing pinned, $ROUNDS rounds"
 	[ -z "$BASE" ] || echo "gateway-bench: gateway: $VRAMD; base: $BASE_VRAMD"
 	for u in "$GATEWAY" "$NGINX_URL" "$BASE_URL"; do
 		[ "$u" = - ] || wrk -t1 -c"$CONNS" -d1s "$u" >/dev/null # warm-up
 	done
+	run_one() { # who (nginx, gateway, base): one line "who requests/s" in $DIR/runs
+		case $1 in
+		nginx) _u=$NGINX_URL ;;
+		gateway) _u=$GATEWAY ;;
+		base) _u=$BASE_URL ;;
+		esac
+		set -- "$1" $(run_wrk "$_u" "$CONNS")
+		echo "$1 $2" >>"$DIR/runs"
+	}
+	: >"$DIR/runs"
 	i=0
 	while [ "$i" -lt "$ROUNDS" ]; do
-		# who goes first alternates, so that a drift in the machine's load favours neither
 		order=gateway
 		[ "$BASE_URL" = - ] || { [ $((i % 2)) -eq 0 ] && order="gateway base" || order="base gateway"; }
-		N1= G_RPS= B_RPS=
 		for who in $order; do
-			url=$GATEWAY
-			[ "$who" = base ] && url=$BASE_URL
-			set -- $(run_wrk "$url" "$CONNS")
-			[ "$who" = base ] && B_RPS=$1 || G_RPS=$1
-			set -- $(run_wrk "$NGINX_URL" "$CONNS")
-			[ -z "$N1" ] && N1=$1 || N2=$1
+			run_one nginx
+			run_one "$who"
 		done
-		[ "$BASE_URL" = - ] && N2=$N1
 		i=$((i + 1))
-		awk -v i="$i" -v o="$order" -v g="$G_RPS" -v b="${B_RPS:-0}" -v n1="$N1" -v n2="$N2" 'BEGIN {
-			n = (n1 + n2) / 2
-			printf "gateway-bench: round %d (%s, each then nginx): gateway %.0f/s, nginx %.0f and %.0f/s", i, o, g, n1, n2
-			if (b > 0) printf ", base %.0f/s", b
-			printf "\n"
-			printf "gateway-bench: vs-nginx gateway %.4f\n", g / n
-			if (b > 0) printf "gateway-bench: vs-nginx base %.4f\ngateway-bench: vs-nginx gateway/base %.4f\n", b / n, g / b
-		}' | tee -a "$DIR/ratios" | grep -v vs-nginx
+		echo "gateway-bench: round $i: $(tail -n "$((2 * $(echo "$order" | wc -w)))" "$DIR/runs" | awk '{ printf "%s%s %.0f/s", (NR > 1 ? ", " : ""), $1, $2 }'); load $(cut -d' ' -f1 /proc/loadavg)"
 	done
-	echo "gateway-bench: gateway / nginx, median (range) of $ROUNDS rounds: $(awk '$2 == "vs-nginx" && $3 == "gateway" { print $4 }' "$DIR/ratios" | stats)"
+	run_one nginx
+	# Each gateway run against the mean of the nginx runs around it.
+	awk '{ who[NR] = $1; rps[NR] = $2 }
+	     END { for (k = 2; k < NR; k++) if (who[k] != "nginx") printf "%s %.4f\n", who[k], 2 * rps[k] / (rps[k - 1] + rps[k + 1]) }' \
+		"$DIR/runs" >"$DIR/ratios"
+	echo "gateway-bench: gateway / nginx, median (range) of $ROUNDS rounds: $(awk '$1 == "gateway" { print $2 }' "$DIR/ratios" | stats)"
 	if [ "$BASE_URL" != - ]; then
-		echo "gateway-bench: base / nginx, median (range) of $ROUNDS rounds: $(awk '$2 == "vs-nginx" && $3 == "base" { print $4 }' "$DIR/ratios" | stats)"
-		echo "gateway-bench: gateway / base, median (range) of $ROUNDS rounds: $(awk '$2 == "vs-nginx" && $3 == "gateway/base" { print $4 }' "$DIR/ratios" | stats)"
+		echo "gateway-bench: base / nginx, median (range) of $ROUNDS rounds: $(awk '$1 == "base" { print $2 }' "$DIR/ratios" | stats)"
+		echo "gateway-bench: gateway / base (ratios to nginx, paired by round), median (range): $(awk '$1 == "gateway" { g[++ng] = $2 } $1 == "base" { b[++nb] = $2 } END { for (k = 1; k <= ng && k <= nb; k++) print g[k] / b[k] }' "$DIR/ratios" | stats)"
 	fi
 	exit 0
 fi
