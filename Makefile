@@ -12,7 +12,7 @@ MESON_OPTS ?=
 
 DEB_PACKAGES = build-essential pkg-config meson ninja-build \
 	libevent-dev libjansson-dev libfyaml-dev libcmocka-dev \
-	python3 python3-pytest python3-requests valgrind wrk curl liburing-dev
+	python3 python3-pytest python3-requests valgrind wrk curl liburing-dev nginx-light
 
 .PHONY: all build deps test-clients run test test-normal test-asan test-valgrind bench clean
 

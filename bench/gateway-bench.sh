@@ -10,6 +10,11 @@
 #   the median ratio at the end (the shared placement depends on how the
 #   scheduler spreads three busy processes over the cores, so one round can
 #   be off by 15 %).
+#   NGINX=0: leaves nginx out (by default it is measured when installed;
+#   NGINX=/path/to/nginx names the binary).
+#   MODE=nginx: only the gateway against nginx, in the shared placement;
+#   with BASE=OTHER_BUILD_DIR a second vramd, built from other sources, in
+#   front of the same backend process, in the same rounds (before/after).
 #
 # Targets (issue: gateway): p50 added <= 50 us, throughput >= 80 % of
 # direct on a 2-core machine. Next to them, the floor: bench-relay, a proxy
@@ -17,8 +22,20 @@
 # copied both ways), in the same round three ways: epoll; epoll for
 # readiness with the socket calls of each wake-up batched through io_uring;
 # completion-driven io_uring. No user-space proxy over the kernel's sockets
-# does less, so it shows how much of the gap is the gateway's own. Two
-# placements are measured, each direct and through the gateway:
+# does less, so it shows how much of the gap is the gateway's own.
+#
+# And a proxy that is not zero-work but is what the gateway would be
+# compared with: nginx (Debian's nginx-light) as a reverse proxy to the same
+# backend, one worker, upstream keep-alive (keepalive 64, HTTP/1.1, no
+# Connection header upstream), no access log; its config is written into
+# the run's temporary directory and it runs as a child of this script.
+# Target (issue 12): the gateway's throughput with CONNECTIONS connections
+# does not fall below what it was against nginx (0.97x on the 2-core dev
+# machine). In the default mode nginx is one more row of each round; in
+# MODE=nginx each round measures nginx next to each gateway, alternating
+# which goes first, and divides by the mean of the round's nginx runs.
+#
+# Two placements are measured, each direct and through the gateway:
 #  - shared: nothing pinned; wrk, vramd and the backend share every core, as
 #    they would on a small machine;
 #  - split (two or more cores): wrk alone on the last core, vramd and the
@@ -39,21 +56,43 @@ command -v wrk >/dev/null || { echo "gateway-bench: wrk is not installed (apt-ge
 [ -x "$BACKEND" ] || { echo "gateway-bench: $BACKEND is not built" >&2; exit 1; }
 [ -x "$RELAY" ] || { echo "gateway-bench: $RELAY is not built" >&2; exit 1; }
 BACKEND=$(cd "$(dirname "$BACKEND")" && pwd)/$(basename "$BACKEND")
+MODE=${MODE:-all}
+BASE=${BASE:-}
+BASE_VRAMD=
+if [ -n "$BASE" ]; then
+	[ "$MODE" = nginx ] || { echo "gateway-bench: BASE needs MODE=nginx" >&2; exit 1; }
+	BASE_VRAMD=$BASE/src/daemon/bin/vramd
+	[ -x "$BASE_VRAMD" ] || { echo "gateway-bench: $BASE_VRAMD is not built" >&2; exit 1; }
+fi
+NGINX=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
+[ "$NGINX" = 0 ] || [ -x "$NGINX" ] || {
+	[ "$MODE" = nginx ] && { echo "gateway-bench: nginx is not installed (apt-get install nginx-light)" >&2; exit 1; }
+	echo "gateway-bench: no nginx ($NGINX): its rows are left out (apt-get install nginx-light)" >&2
+	NGINX=0
+}
 
 DIR=$(mktemp -d /tmp/vramd-gwbench-XXXXXX)
 PID=
+BASE_PID=
+NGINX_PID=
 RELAY_PIDS=
+stop() { # pid: TERM, then wait for it
+	if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
+		kill -TERM "$1"
+		wait "$1" 2>/dev/null || true
+	fi
+}
 cleanup() {
 	for p in $RELAY_PIDS; do kill "$p" 2>/dev/null || true; done
-	if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
-		kill -TERM "$PID"
-		wait "$PID" 2>/dev/null || true
-	fi
+	stop "$NGINX_PID"
+	stop "$BASE_PID"
+	stop "$PID"
 	rm -rf "$DIR"
 }
 trap cleanup EXIT INT TERM
 
-cat >"$DIR/bench.yaml" <<EOC
+write_config() { # file, the workload's cmd, the rest of its lines
+	cat >"$1" <<EOC
 daemon:
   log_level: warn
 gpus:
@@ -63,12 +102,14 @@ defaults:
   stop_grace: 1s
 workloads:
   bench:
-    cmd: [$BACKEND, --port, "\${PORT}"]
+    cmd: $2
     gpus: 1
     memory: 1GiB
-    health: { tcp: true }
     models: [bench-model]
+$3
 EOC
+}
+write_config "$DIR/bench.yaml" "[$BACKEND, --port, \"\${PORT}\"]" "    health: { tcp: true }"
 
 NCPU=$(nproc)
 PIN_D=
@@ -97,6 +138,60 @@ run_wrk() { # url conns -> "rps p50_us"
 
 BACKEND_PID=$(pgrep -f "^$BACKEND --port $BPORT" | head -n 1)
 
+# nginx in front of the same backend. Sets NGINX_URL, or "-" without nginx.
+NGINX_URL=-
+if [ "$NGINX" != 0 ]; then
+	NPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+	mkdir -p "$DIR/nginx"
+	cat >"$DIR/nginx/nginx.conf" <<EOC
+worker_processes 1;
+daemon off;
+pid $DIR/nginx/nginx.pid;
+error_log $DIR/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+	access_log off;
+	client_body_temp_path $DIR/nginx/body;
+	proxy_temp_path $DIR/nginx/proxy;
+	fastcgi_temp_path $DIR/nginx/fastcgi;
+	uwsgi_temp_path $DIR/nginx/uwsgi;
+	scgi_temp_path $DIR/nginx/scgi;
+	upstream backend {
+		server 127.0.0.1:$BPORT;
+		keepalive 64;
+	}
+	server {
+		listen 127.0.0.1:$NPORT;
+		location / {
+			proxy_pass http://backend;
+			proxy_http_version 1.1;
+			proxy_set_header Connection "";
+		}
+	}
+}
+EOC
+	"$NGINX" -p "$DIR/nginx" -c "$DIR/nginx/nginx.conf" -e "$DIR/nginx/error.log" &
+	NGINX_PID=$!
+	bench_wait "gateway-bench: nginx" "http://127.0.0.1:$NPORT/v1/bench" "$NGINX_PID" "$DIR/nginx/error.log"
+	NGINX_URL=http://127.0.0.1:$NPORT/v1/bench
+	NGINX_PIDS="$NGINX_PID $(pgrep -P "$NGINX_PID" | tr '\n' ' ')"
+fi
+
+# The second vramd (BASE). Its workload is no process of its own (sleep) on
+# the port of the backend that the first vramd started, so that both
+# gateways and nginx reach one and the same backend process.
+BASE_URL=-
+if [ -n "$BASE" ]; then
+	write_config "$DIR/base.yaml" '[/bin/sleep, "100000"]' "    port: $BPORT
+    health: { tcp: true, port_owner: any }"
+	_url=$URL _port=$PORT _pid=$PID
+	VRAMD=$BASE_VRAMD bench_start_vramd gateway-bench 1x80GiB base
+	BASE_PID=$PID BASE_GATEWAY=$URL/w/bench/v1/bench
+	URL=$_url PORT=$_port PID=$_pid
+	curl -sf "$BASE_GATEWAY" >/dev/null || { echo "gateway-bench: the base gateway does not reach the backend" >&2; cat "$DIR/base.log" >&2; exit 1; }
+	BASE_URL=$BASE_GATEWAY
+fi
+
 # The zero-work relays in front of the same backend. Sets RELAY_URL to its
 # URL, or to "-" when the mode is not built or fails.
 start_relay() { # mode
@@ -116,12 +211,14 @@ start_relay() { # mode
 		RELAY_URL=-
 	fi
 }
-start_relay epoll
-RELAY_EPOLL=$RELAY_URL
-start_relay uring
-RELAY_URING=$RELAY_URL
-start_relay batch
-RELAY_BATCH=$RELAY_URL
+if [ "$MODE" != nginx ]; then
+	start_relay epoll
+	RELAY_EPOLL=$RELAY_URL
+	start_relay uring
+	RELAY_URING=$RELAY_URL
+	start_relay batch
+	RELAY_BATCH=$RELAY_URL
+fi
 
 # Pins vramd (all its threads) and the backend to the cores in $1, wrk to $2
 # ("" = anywhere).
@@ -129,7 +226,7 @@ place() {
 	if command -v taskset >/dev/null; then
 		taskset -a -pc "$1" "$PID" >/dev/null
 		[ -n "$BACKEND_PID" ] && taskset -a -pc "$1" "$BACKEND_PID" >/dev/null
-		for p in $RELAY_PIDS; do taskset -a -pc "$1" "$p" >/dev/null 2>&1 || true; done
+		for p in $RELAY_PIDS ${NGINX_PIDS:-}; do taskset -a -pc "$1" "$p" >/dev/null 2>&1 || true; done
 	fi
 	PIN_W=${2:+taskset -c $2}
 }
@@ -153,11 +250,17 @@ measure() { # placement
 	printf 'gateway-bench: %-8s %-10s %-8s %12s\n' "$L" relay-epoll "$CONNS" "$RE_RPS"
 	printf 'gateway-bench: %-8s %-10s %-8s %12s\n' "$L" relay-batch "$CONNS" "$RB_RPS"
 	printf 'gateway-bench: %-8s %-10s %-8s %12s\n' "$L" relay-uring "$CONNS" "$RU_RPS"
+	NG_RPS=0
+	[ "$NGINX_URL" = - ] || { set -- $(run_wrk "$NGINX_URL" "$CONNS"); NG_RPS=$1; }
+	printf 'gateway-bench: %-8s %-10s %-8s %12s\n' "$L" nginx "$CONNS" "$NG_RPS"
 	awk -v d="$D1_P50" -v g="$G1_P50" -v dr="$DN_RPS" -v gr="$GN_RPS" -v l="$L" -v c="$CONNS" 'BEGIN {
 		printf "gateway-bench: %s: added latency p50 %.1f us (target <= 50 us); throughput %.0f %% of direct with %s connections (target >= 80 %%)\n", l, g - d, 100 * gr / dr, c
 	}' | tee -a "$DIR/ratios"
 	awk -v dr="$DN_RPS" -v gr="$GN_RPS" -v re="$RE_RPS" -v rb="$RB_RPS" -v ru="$RU_RPS" -v l="$L" 'BEGIN {
 		printf "gateway-bench: %s floor: epoll relay %.0f %% of direct, batch relay %.0f %% of direct, io_uring relay %.0f %% of direct, gateway %.0f %% of the epoll relay\n", l, 100 * re / dr, 100 * rb / dr, 100 * ru / dr, (re > 0 ? 100 * gr / re : 0)
+	}' | tee -a "$DIR/ratios"
+	[ "$NGINX_URL" = - ] || awk -v dr="$DN_RPS" -v gr="$GN_RPS" -v nr="$NG_RPS" -v l="$L" 'BEGIN {
+		printf "gateway-bench: %s nginx: gateway %.3f x nginx; nginx %.0f %% of direct\n", l, gr / nr, 100 * nr / dr
 	}' | tee -a "$DIR/ratios"
 }
 
@@ -165,6 +268,81 @@ median() { # "placement:" or "placement floor:", field -> median of that field o
 	grep "gateway-bench: $1" "$DIR/ratios" | awk -v f="$2" '{ print $f }' | sort -n |
 		awk '{ v[NR] = $1 } END { if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
+
+# The median, min and max of the values (one a line) on stdin: "m (lo-hi)".
+stats() {
+	sort -n | awk '{ v[NR] = $1 } END { if (NR) printf "%.3f (%.3f-%.3f)", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2, v[1], v[NR] }'
+}
+
+if [ "$MODE" = nginx ]; then
+	# Every gateway run sits between two nginx runs and is divided by their
+	# mean, so that a change of the machine's load during the run (other
+	# processes, frequency) moves both sides of its ratio. Which gateway
+	# comes first alternates from round to round.
+	ROUNDS=${ROUNDS:-5}
+	echo "gateway-bench: gateway against nginx, fixed ~30-byte JSON reply, wrk -t1 -c$CONNS -d${DURATION}s, $NCPU cores, nothing pinned, $ROUNDS rounds"
+	[ -z "$BASE" ] || echo "gateway-bench: gateway: $VRAMD; base: $BASE_VRAMD"
+	for u in "$GATEWAY" "$NGINX_URL" "$BASE_URL"; do
+		[ "$u" = - ] || wrk -t1 -c"$CONNS" -d1s "$u" >/dev/null # warm-up
+	done
+	# What other processes took of the CPUs during a run, in cores: the
+	# machine's busy time less that of the daemons, nginx, the backend, this
+	# script and its children (wrk). A busy neighbour shows here.
+	OUR_PIDS="$PID $BASE_PID ${NGINX_PIDS:-} $BACKEND_PID"
+	cpu_ticks() { # "busy ours" in clock ticks, now
+		awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
+		for p in $OUR_PIDS; do sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null; done |
+			awk '{ s += $12 + $13 } END { print s + 0 }'
+		sed 's/^.*) //' "/proc/$$/stat" | awk '{ print $12 + $13 + $14 + $15 }'
+	}
+	TICK=$(getconf CLK_TCK)
+	run_one() { # who (nginx, gateway, base): one line "who requests/s other_cores" in $DIR/runs
+		case $1 in
+		nginx) _u=$NGINX_URL ;;
+		gateway) _u=$GATEWAY ;;
+		base) _u=$BASE_URL ;;
+		esac
+		_before=$(cpu_ticks | tr '\n' ' ')
+		_t0=$(date +%s.%N)
+		set -- "$1" $(run_wrk "$_u" "$CONNS")
+		_t1=$(date +%s.%N)
+		echo "$1 $2 $_before $(cpu_ticks | tr '\n' ' ')" | awk -v t="$TICK" -v s="$_t1 - $_t0" -v t0="$_t0" -v t1="$_t1" '{
+			printf "%s %s %.2f\n", $1, $2, (($6 - $3) - ($7 - $4) - ($8 - $5)) / t / (t1 - t0)
+		}' >>"$DIR/runs"
+	}
+	: >"$DIR/runs"
+	i=0
+	while [ "$i" -lt "$ROUNDS" ]; do
+		order=gateway
+		[ "$BASE_URL" = - ] || { [ $((i % 2)) -eq 0 ] && order="gateway base" || order="base gateway"; }
+		for who in $order; do
+			run_one nginx
+			run_one "$who"
+		done
+		i=$((i + 1))
+		echo "gateway-bench: round $i: $(tail -n "$((2 * $(echo "$order" | wc -w)))" "$DIR/runs" |
+			awk '{ printf "%s%s %.0f/s", (NR > 1 ? ", " : ""), $1, $2; if ($3 > m) m = $3 } END { printf "; other processes up to %.2f cores", m }')"
+	done
+	run_one nginx
+	# Each gateway run against the mean of the nginx runs around it, with the
+	# most other processes took during the three.
+	awk '{ who[NR] = $1; rps[NR] = $2; other[NR] = $3 }
+	     END { for (k = 2; k < NR; k++) if (who[k] != "nginx") {
+		m = other[k - 1]; if (other[k] > m) m = other[k]; if (other[k + 1] > m) m = other[k + 1]
+		printf "%s %.4f %.2f\n", who[k], 2 * rps[k] / (rps[k - 1] + rps[k + 1]), m } }' \
+		"$DIR/runs" >"$DIR/ratios"
+	# QUIET: the rounds in which other processes took at most this many cores
+	QUIET=${QUIET:-0.1}
+	summary() { # label, filter on the ratio lines ($1: who, $2: ratio, $3: other cores)
+		echo "gateway-bench: $1, median (range) of $(awk "$2 { n++ } END { print n + 0 }" "$DIR/ratios") rounds: $(awk "$2 { print \$2 }" "$DIR/ratios" | stats)"
+	}
+	for who in gateway base; do
+		grep -q "^$who " "$DIR/ratios" || continue
+		summary "$who / nginx" "\$1 == \"$who\""
+		summary "$who / nginx, rounds with other processes <= $QUIET cores" "\$1 == \"$who\" && \$3 <= $QUIET"
+	done
+	exit 0
+fi
 
 echo "gateway-bench: fixed ~30-byte JSON reply, wrk -t1 -d${DURATION}s, $NCPU cores"
 ROUNDS=${ROUNDS:-1}
@@ -183,5 +361,7 @@ if [ "$ROUNDS" -gt 1 ]; then
 		grep -q "gateway-bench: $l:" "$DIR/ratios" || continue
 		echo "gateway-bench: $l, median of $ROUNDS rounds: added latency p50 $(median "$l:" 6) us; throughput $(median "$l:" 13) % of direct"
 		echo "gateway-bench: $l, median of $ROUNDS rounds: epoll relay $(median "$l floor:" 6) % of direct, batch relay $(median "$l floor:" 12) %, io_uring relay $(median "$l floor:" 18) %, gateway $(median "$l floor:" 23) % of the epoll relay"
+		grep -q "gateway-bench: $l nginx:" "$DIR/ratios" &&
+			echo "gateway-bench: $l, median of $ROUNDS rounds: gateway $(median "$l nginx:" 5) x nginx; nginx $(median "$l nginx:" 9) % of direct"
 	done
 fi

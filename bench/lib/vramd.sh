@@ -1,21 +1,37 @@
 # SPDX-License-Identifier: MIT
 # Sourced by the bench scripts: starts vramd on a free loopback port with the
 # simulated GPUs given and waits until it answers.
-#   bench_start_vramd TAG GPUS
+#   bench_start_vramd TAG GPUS [NAME]
 # Needs VRAMD, DIR (holding bench.yaml) and PIN_D (a taskset prefix or empty);
-# sets PORT, URL and PID. On failure prints vramd's log and exits 1.
+# sets PORT, URL and PID. NAME (default bench) picks the config
+# $DIR/NAME.yaml, the state directory $DIR/NAME-state and the log
+# $DIR/NAME.log, so that a second vramd can run beside the first. On
+# failure prints vramd's log and exits 1.
 bench_start_vramd() {
+	_name=${3:-bench}
+	if [ "$_name" = bench ]; then
+		_state=$DIR/state _log=$DIR/vramd.log
+	else
+		_state=$DIR/$_name-state _log=$DIR/$_name.log
+	fi
 	PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 	URL=http://127.0.0.1:$PORT
-	$PIN_D "$VRAMD" --config "$DIR/bench.yaml" --listen "127.0.0.1:$PORT" --gpus "$2" \
-		--state-dir "$DIR/state" 2>"$DIR/vramd.log" &
+	$PIN_D "$VRAMD" --config "$DIR/$_name.yaml" --listen "127.0.0.1:$PORT" --gpus "$2" \
+		--state-dir "$_state" 2>"$_log" &
 	PID=$!
+	bench_wait "$1: vramd" "$URL/healthz" "$PID" "$_log"
+}
+
+# Waits up to 10 s for URL to answer 2xx while PID runs; else prints WHAT
+# "did not come up" and LOG, and exits 1.
+#   bench_wait WHAT URL PID LOG
+bench_wait() {
 	_n=0
-	until curl -sf "$URL/healthz" >/dev/null 2>&1; do
+	until curl -sf "$2" >/dev/null 2>&1; do
 		_n=$((_n + 1))
-		if [ $_n -gt 100 ] || ! kill -0 "$PID" 2>/dev/null; then
-			echo "$1: vramd did not come up:" >&2
-			cat "$DIR/vramd.log" >&2
+		if [ $_n -gt 100 ] || ! kill -0 "$3" 2>/dev/null; then
+			echo "$1 did not come up:" >&2
+			cat "$4" >&2
 			exit 1
 		fi
 		sleep 0.1

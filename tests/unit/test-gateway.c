@@ -8,23 +8,27 @@
  * removing a workload answers its queued request 503 "removed" while its
  * request in flight streams to the end, after which its entry is freed; a
  * new request for it is answered as for an unknown workload, until a reload
- * adds it back. (gateway.c is included to hand its subscriber the manager's
- * "reload" event and to look at its entries.)
+ * adds it back. (gateway_int.h is included to hand its subscriber the
+ * manager's "reload" event and to look at its entries.)
  */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include <pthread.h>
 #include <stdatomic.h>
 
-#include "daemon/gateway.c"
+#include "daemon/gateway_int.h"
 #include "sim-manager.h"
 
 #define DEMO VRAM_BUILD_ROOT "/src/demo/vram-demo-server"
@@ -158,26 +162,26 @@ struct reload_ctx {
 
 static void reload(struct vram_gateway *gw, const char *diff)
 {
-	sim_manager_event(on_event, gw, "reload", diff);
+	sim_manager_event(gw__on_event, gw, "reload", diff);
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct reload_ctx *c = arg;
 	struct vram_gateway *gw = c->gw;
-	if (now_s() > c->deadline) {
+	if (gw__now_s() > c->deadline) {
 		event_base_loopbreak(c->base);
 		return;
 	}
 	if (c->step == 0) {
-		struct gw_wl *demo = wl_by_name(gw, "demo"), *slow = wl_by_name(gw, "slow");
+		struct gw_wl *demo = gw__wl_by_name(gw, "demo"), *slow = gw__wl_by_name(gw, "slow");
 		if (!demo || !slow || demo->in_flight != 1 || slow->n_queued != 1)
 			return;
 		reload(gw, "{\"added\": [], \"removed\": [\"slow\", \"demo\"], \"changed\": []}");
 		/* slow had nothing in flight: freed now; demo waits for its request */
 		assert_int_equal(gw->n_wls, 0);
-		assert_ptr_equal(gw->removed, demo);
-		assert_null(demo->next_removed);
+		assert_ptr_equal(gw->removed.next, &demo->removed_link);
+		assert_ptr_equal(demo->removed_link.next, &gw->removed);
 		c->step = 1;
 		return;
 	}
@@ -193,7 +197,7 @@ static void run_until_done(struct reload_ctx *c)
 	struct event *tick = event_new(c->base, -1, EV_PERSIST, on_tick, c);
 	struct timeval tv = { 0, 20 * 1000 };
 	event_add(tick, &tv);
-	c->deadline = now_s() + 30;
+	c->deadline = gw__now_s() + 30;
 	event_base_dispatch(c->base);
 	event_free(tick);
 	for (size_t i = 0; i < 2; i++) {
@@ -240,7 +244,7 @@ static void test_reload(void **state)
 	run_until_done(&c);
 	assert_int_equal(c.step, 1);
 	assert_int_equal(c.gw->n_wls, 0);
-	assert_ptr_equal(c.gw->removed, NULL); /* freed after its last request */
+	assert_true(vram_list_empty(&c.gw->removed)); /* freed after its last request */
 
 	assert_non_null(strstr(queued.response, "HTTP/1.1 503 "));
 	assert_non_null(strstr(queued.response, "\r\nRetry-After: 1\r\n"));
@@ -279,7 +283,7 @@ static char *wire_for(struct vram_gateway *gw, struct gw_client *c, struct gw_wl
 	struct vram_h1_head h;
 	assert_true(vram_h1_parse_request(raw, strlen(raw), 16384, &h) > 0);
 	struct gw_req r = { .gw = gw, .c = c, .wl = wl };
-	assert_int_equal(build_request(&r, &h, "/x", "", 0), 0);
+	assert_int_equal(gw__build_request(&r, &h, "/x", "", 0), 0);
 	return vram_buf_take(&r.wire);
 }
 

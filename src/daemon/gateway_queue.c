@@ -1,0 +1,454 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The workloads the gateway serves and their requests (see gateway_int.h):
+ * admission (sent at once, queued, or refused), the queue while the manager
+ * starts or restores a workload, sending upstream under max_concurrency,
+ * how every request ends (gw__finish), and the manager's events: state
+ * changes drain or wake a queue, reloads add, change and remove workloads.
+ */
+#include "daemon/gateway_int.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "daemon/metrics.h"
+
+/* ------------------------------------------------------------- lookup */
+
+/* The index of name in gw->wls, or -1. A scan: it runs for every request. */
+static ssize_t wl_index(const struct vram_gateway *gw, const char *name)
+{
+	for (size_t i = 0; i < gw->n_wls; i++)
+		if (strcmp(gw->wls[i]->name, name) == 0)
+			return (ssize_t)i;
+	return -1;
+}
+
+/* Borrowed, valid until a reload removes it and its last request finishes. */
+struct gw_wl *gw__wl_by_name(struct vram_gateway *gw, const char *name)
+{
+	ssize_t i = name ? wl_index(gw, name) : -1;
+	return i < 0 ? NULL : gw->wls[i];
+}
+
+/* ------------------------------------------------------------ requests */
+
+static void queue_unlink(struct gw_req *r)
+{
+	struct gw_wl *wl = r->wl;
+	vram_list_remove(&r->link);
+	wl->n_queued--;
+	vram_metrics_gateway_queue(r->gw->mx, wl->name, wl->n_queued);
+}
+
+static void wl_release(struct gw_wl *wl);
+
+/*
+ * r's workload when there may be a queue to drain once r has finished: NULL
+ * for the API and for a workload a reload removed (it has no queue, and
+ * gw__finish may free it).
+ */
+struct gw_wl *gw__wl_to_drain(const struct gw_req *r)
+{
+	return r->wl && !r->wl->removed ? r->wl : NULL;
+}
+
+/*
+ * Takes r out of its list, does the accounting for a request that ended with
+ * status (0 = the client went away), breaks off its upstream connection if
+ * it still has one, detaches it from its client and frees it. The last
+ * request of a workload a reload removed frees that workload too.
+ */
+void gw__finish(struct gw_req *r, int status)
+{
+	struct vram_gateway *gw = r->gw;
+	struct gw_wl *wl = r->wl;
+	if (r->phase == GW_QUEUED) {
+		queue_unlink(r);
+	} else {
+		vram_list_remove(&r->link);
+		if (wl) {
+			wl->in_flight--;
+			vram_manager_request_end(gw->m, wl->name);
+		}
+	}
+	if (r->up) {
+		/* Closing it is how the upstream learns that nobody waits any more. */
+		r->up->req = NULL;
+		gw__up_close(r->up);
+	}
+	if (wl)
+		vram_metrics_gateway_request(gw->mx, wl->name, status,
+					     gw__seconds_since(&r->started));
+	if (r->timeout)
+		event_free(r->timeout);
+	if (r->c)
+		r->c->req = NULL;
+	gw->body_bytes -= r->held;
+	vram_buf_done(&r->wire);
+	free(r);
+	if (wl && wl->removed && wl->in_flight == 0 && vram_list_empty(&wl->queue))
+		wl_release(wl);
+}
+
+/* Answers a request whose response has not started, and finishes it. */
+void gw__fail_req(struct gw_req *r, int status, const char *code, int retry_after,
+		  const char *fmt, ...)
+{
+	char message[1536];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(message, sizeof(message), fmt, ap);
+	va_end(ap);
+	struct gw_client *c = r->c;
+	bool close = !r->keep_alive;
+	gw__finish(r, status);
+	if (gw__client_error(c, status, code, retry_after, close, "%s", message) == 0 && !close)
+		gw__client_next(c);
+}
+
+/* r leaves the queue (if it was there) and goes upstream to port. */
+void gw__forward(struct gw_req *r, unsigned port)
+{
+	struct vram_gateway *gw = r->gw;
+	struct gw_wl *wl = r->wl;
+	if (r->timeout)
+		event_del(r->timeout);
+	if (r->phase == GW_QUEUED && wl)
+		queue_unlink(r);
+	r->phase = GW_PROXYING;
+	vram_list_push_front(&gw->active, &r->link);
+	if (wl) {
+		wl->in_flight++;
+		vram_manager_request_begin(gw->m, wl->name);
+	}
+	gw__send_upstream(r, port);
+}
+
+/* ---------------------------------------------- waking workloads, queues */
+
+/* Answers every request in wl's queue 503 with code and message. */
+static void fail_queue(struct gw_wl *wl, const char *code, const char *message)
+{
+	while (!vram_list_empty(&wl->queue))
+		gw__fail_req(gw__req_of(wl->queue.next), 503, code, VRAM_GATEWAY_RETRY_AFTER_S,
+			     "%s", message);
+}
+
+static void on_woken(const struct vram_action_result *res, void *arg)
+{
+	struct gw_wl *wl = arg;
+	wl->waiter = NULL;
+	if (res->error) {
+		char msg[1200];
+		snprintf(msg, sizeof(msg), "%s could not be started: %s", wl->name, res->message);
+		fail_queue(wl, "unavailable", msg);
+		return;
+	}
+	gw__drain(wl, true);
+}
+
+/* Asks the manager to make wl ready for the requests in its queue. */
+static void wake(struct gw_wl *wl)
+{
+	struct vram_gateway *gw = wl->gw;
+	if (wl->waiter || vram_list_empty(&wl->queue) || gw->closing)
+		return;
+	char err[1024];
+	wl->retry_wake = false;
+	int r = vram_manager_act(gw->m, wl->name, VRAM_ACTION_START, on_woken, wl, &wl->waiter,
+				 err, sizeof(err));
+	if (r == -EBUSY) {
+		/* offloading or stopping: ask again when that is over */
+		wl->retry_wake = true;
+		return;
+	}
+	if (r < 0) {
+		wl->waiter = NULL;
+		char msg[1200];
+		snprintf(msg, sizeof(msg), "%s could not be started: %s", wl->name, err);
+		fail_queue(wl, "unavailable", msg);
+	}
+}
+
+/* Sends queued requests upstream while the workload is ready and under its limit. */
+void gw__drain(struct gw_wl *wl, bool after_wake)
+{
+	struct vram_gateway *gw = wl->gw;
+	while (!vram_list_empty(&wl->queue) && !gw->closing) {
+		unsigned max = wl->max_concurrency;
+		if (max && wl->in_flight >= max)
+			return;
+		unsigned port = 0;
+		int r = vram_manager_endpoint(gw->m, wl->name, &port);
+		if (r < 0) {
+			if (after_wake) {
+				char msg[512];
+				snprintf(msg, sizeof(msg), "%s is ready but none of its instances "
+					 "answers health checks", wl->name);
+				fail_queue(wl, "unavailable", msg);
+			} else {
+				wake(wl);
+			}
+			return;
+		}
+		gw__forward(gw__req_of(wl->queue.next), port);
+	}
+}
+
+static void on_queue_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct gw_req *r = arg;
+	/* the time waited: a reload since it was queued may have changed queue_timeout */
+	gw__fail_req(r, 503, "unavailable", VRAM_GATEWAY_RETRY_AFTER_S,
+		     "%s did not become ready within %.1fs (queue_timeout)", r->wl->name,
+		     gw__seconds_since(&r->started));
+}
+
+/* A new request of c (not linked anywhere yet); NULL with errno (see gw__build_request). */
+struct gw_req *gw__req_new(struct gw_client *c, struct gw_wl *wl,
+			   const struct vram_h1_head *h, const char *target,
+			   const char *body, size_t blen, const struct timespec *started)
+{
+	struct gw_req *r = calloc(1, sizeof(*r));
+	if (!r)
+		return NULL;
+	r->gw = c->gw;
+	vram_list_init(&r->link); /* on no list until admitted or forwarded */
+	r->wl = wl;
+	r->c = c;
+	r->started = *started;
+	r->minor = h->minor;
+	r->keep_alive = h->keep_alive;
+	r->head_request = vram_h1_span_eq(h->method, "HEAD");
+	int e = gw__build_request(r, h, target, body, blen);
+	if (e < 0) {
+		vram_buf_done(&r->wire);
+		free(r);
+		errno = -e;
+		return NULL;
+	}
+	return r;
+}
+
+/*
+ * Admits a request for wl: sends it now, queues it, or refuses it (429,
+ * 503). target: the upstream request-target.
+ */
+void gw__admit(struct gw_client *c, struct gw_wl *wl, const struct vram_h1_head *h,
+	       const char *target, const char *body, size_t blen,
+	       const struct timespec *started)
+{
+	struct vram_gateway *gw = c->gw;
+	unsigned port = 0;
+	int ready = vram_manager_endpoint(gw->m, wl->name, &port);
+	unsigned max = wl->max_concurrency;
+	if (ready == 0 && vram_list_empty(&wl->queue) && max && wl->in_flight >= max) {
+		vram_metrics_gateway_request(gw->mx, wl->name, 429, gw__seconds_since(started));
+		gw__client_error(c, 429, "too_many_requests", VRAM_GATEWAY_RETRY_AFTER_S,
+				 !h->keep_alive, "%s has %u requests in flight, its "
+				 "max_concurrency", wl->name, max);
+		return;
+	}
+	if (ready < 0 && wl->n_queued >= wl->queue_max) {
+		vram_metrics_gateway_request(gw->mx, wl->name, 503, gw__seconds_since(started));
+		gw__client_error(c, 503, "unavailable", VRAM_GATEWAY_RETRY_AFTER_S, !h->keep_alive,
+				 "%s is not ready and its queue is full (queue_max %u)", wl->name,
+				 wl->queue_max);
+		return;
+	}
+	struct gw_req *r = gw__req_new(c, wl, h, target, body, blen, started);
+	if (!r) {
+		gw__client_error(c, 500, NULL, 0, true, "out of memory");
+		return;
+	}
+	c->req = r;
+	/* Linked as queued first, so that every path out goes through gw__finish(). */
+	r->phase = GW_QUEUED;
+	vram_list_push_back(&wl->queue, &r->link);
+	wl->n_queued++;
+	if (ready == 0 && vram_list_first(&wl->queue) == &r->link) {
+		gw__forward(r, port);
+		return;
+	}
+	vram_metrics_gateway_queue(gw->mx, wl->name, wl->n_queued);
+	r->timeout = evtimer_new(gw->base, on_queue_timeout, r);
+	if (!r->timeout) {
+		gw__fail_req(r, 500, NULL, 0, "out of memory");
+		return;
+	}
+	struct timeval tv = { (time_t)(wl->queue_timeout_ms / 1000),
+			      (suseconds_t)(wl->queue_timeout_ms % 1000) * 1000 };
+	evtimer_add(r->timeout, &tv);
+	if (ready == 0)
+		gw__drain(wl, false);
+	else
+		wake(wl);
+}
+
+/* A workload changed state (data: see vram_manager_subscribe). */
+static void on_state(struct vram_gateway *gw, json_t *data)
+{
+	struct gw_wl *wl = gw__wl_by_name(gw, json_string_value(json_object_get(data, "workload")));
+	const char *to = json_string_value(json_object_get(data, "to"));
+	if (!wl || !to)
+		return;
+	if (strcmp(to, "ready") != 0) {
+		/* Its processes may change: connections to old ports are useless. */
+		if (wl->in_flight == 0)
+			gw__pool_trim(&wl->pool, 0, 0);
+		if (wl->retry_wake && (strcmp(to, "offloaded") == 0 || strcmp(to, "stopped") == 0 ||
+				       strcmp(to, "failed") == 0))
+			wake(wl);
+		return;
+	}
+	if (!wl->waiter)
+		gw__drain(wl, false);
+}
+
+/* ------------------------------------------- the workloads, and reloads */
+
+static void wl_set_limits(struct gw_wl *wl, const struct vram_workload_config *c)
+{
+	wl->max_concurrency = c->max_concurrency;
+	wl->queue_max = c->queue_max;
+	wl->queue_timeout_ms = c->queue_timeout_ms;
+	wl->first_byte_timeout_ms = c->first_byte_timeout_ms;
+	wl->stream_timeout_ms = c->stream_timeout_ms;
+}
+
+/* Serves workload c (copied) from now on. Returns 0 or -ENOMEM. */
+int gw__wl_add(struct vram_gateway *gw, const struct vram_workload_config *c)
+{
+	if (gw->n_wls == gw->cap_wls) {
+		size_t cap = gw->cap_wls ? 2 * gw->cap_wls : 8;
+		struct gw_wl **wls = realloc(gw->wls, cap * sizeof(*wls));
+		if (!wls)
+			return -ENOMEM;
+		gw->wls = wls;
+		gw->cap_wls = cap;
+	}
+	struct gw_wl *wl = calloc(1, sizeof(*wl));
+	if (!wl)
+		return -ENOMEM;
+	wl->gw = gw;
+	vram_list_init(&wl->queue);
+	vram_list_init(&wl->removed_link);
+	vram_list_init(&wl->pool.idle);
+	snprintf(wl->name, sizeof(wl->name), "%s", c->name); /* the config checked its length */
+	wl_set_limits(wl, c);
+	gw->wls[gw->n_wls++] = wl;
+	return 0;
+}
+
+/* Frees wl and its idle connections; no request may refer to it. */
+static void wl_free(struct gw_wl *wl)
+{
+	if (wl->waiter)
+		vram_manager_waiter_cancel(wl->waiter);
+	gw__pool_trim(&wl->pool, 0, 0);
+	free(wl);
+}
+
+/* Frees wl, removed by a reload, once its last request has finished. */
+static void wl_release(struct gw_wl *wl)
+{
+	vram_list_remove(&wl->removed_link);
+	wl_free(wl);
+}
+
+/*
+ * A reload removed gw->wls[i]: its queue is answered 503, its start is no
+ * longer waited for, and it leaves the lookup, so that a new request for it
+ * gets the answer of any unknown workload. Requests in flight go on; the
+ * last of them to finish frees it (gw__finish).
+ */
+static void wl_remove(struct vram_gateway *gw, size_t i)
+{
+	struct gw_wl *wl = gw->wls[i];
+	memmove(&gw->wls[i], &gw->wls[i + 1], (gw->n_wls - i - 1) * sizeof(*gw->wls));
+	gw->n_wls--;
+	if (wl->waiter) {
+		vram_manager_waiter_cancel(wl->waiter);
+		wl->waiter = NULL;
+	}
+	wl->retry_wake = false;
+	char msg[128];
+	snprintf(msg, sizeof(msg), "%s was removed from the config by a reload", wl->name);
+	fail_queue(wl, "removed", msg);
+	if (wl->in_flight == 0) {
+		wl_free(wl);
+		return;
+	}
+	wl->removed = true;
+	gw__pool_trim(&wl->pool, 0, 0);
+	vram_list_push_front(&gw->removed, &wl->removed_link);
+}
+
+/* Frees every workload entry, removed ones too: no request may be left. */
+void gw__wls_free(struct vram_gateway *gw)
+{
+	for (size_t i = 0; i < gw->n_wls; i++)
+		wl_free(gw->wls[i]);
+	free(gw->wls);
+	gw->wls = NULL;
+	gw->n_wls = gw->cap_wls = 0;
+	while (!vram_list_empty(&gw->removed)) {
+		struct gw_wl *wl = vram_list_entry(gw->removed.next, struct gw_wl, removed_link);
+		vram_list_remove(&wl->removed_link);
+		wl_free(wl);
+	}
+}
+
+/*
+ * The manager's config was replaced (data: {"added", "removed", "changed"},
+ * arrays of workload names; vram_manager_config is already the new one).
+ * Added workloads are served from now on; changed ones take their new
+ * limits in place, and requests already queued keep waiting (under the
+ * queue_timeout they were queued with); removed ones go (wl_remove). A name
+ * under "added" that is already served, or under "changed" that is not, is
+ * taken for what the config now says.
+ */
+static void on_reload(struct vram_gateway *gw, json_t *data)
+{
+	const struct vram_config *cfg = vram_manager_config(gw->m);
+	size_t k;
+	json_t *v;
+	json_array_foreach(json_object_get(data, "removed"), k, v) {
+		ssize_t i = json_is_string(v) ? wl_index(gw, json_string_value(v)) : -1;
+		if (i >= 0)
+			wl_remove(gw, (size_t)i);
+	}
+	static const char *const keys[] = { "added", "changed" };
+	for (size_t n = 0; n < sizeof(keys) / sizeof(keys[0]); n++) {
+		json_array_foreach(json_object_get(data, keys[n]), k, v) {
+			const char *name = json_string_value(v);
+			const struct vram_workload_config *c = name ? vram_config_find(cfg, name) : NULL;
+			if (!c)
+				continue;
+			struct gw_wl *wl = gw__wl_by_name(gw, name);
+			if (!wl) {
+				if (gw__wl_add(gw, c) < 0)
+					vram_warn("Failed to route requests to workload %s: out of memory",
+						  name);
+				continue;
+			}
+			wl_set_limits(wl, c);
+			/* a higher max_concurrency may let queued requests go now */
+			if (!vram_list_empty(&wl->queue) && !wl->waiter)
+				gw__drain(wl, false);
+		}
+	}
+}
+
+void gw__on_event(const char *event, json_t *data, void *arg)
+{
+	if (strcmp(event, "state") == 0)
+		on_state(arg, data);
+	else if (strcmp(event, "reload") == 0)
+		on_reload(arg, data);
+}
