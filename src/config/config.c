@@ -505,6 +505,8 @@ SAME_WL(priority, a->priority == b->priority)
 SAME_WL(offload, a->offload == b->offload)
 SAME_WL(restart_policy, a->restart == b->restart)
 SAME_WL(restart_backoff_max, a->restart_backoff_max_ms == b->restart_backoff_max_ms)
+SAME_WL(restart_limit, a->restart_limit == b->restart_limit)
+SAME_WL(restart_window, a->restart_window_ms == b->restart_window_ms)
 SAME_WL(stop_grace, a->stop_grace_ms == b->stop_grace_ms)
 SAME_WL(models, strv_eq(a->models, a->n_models, b->models, b->n_models))
 SAME_WL(share, a->share == b->share)
@@ -1087,9 +1089,22 @@ static void restart_backoff_max(struct ctx *c, const struct vram_ynode *v, void 
 	get_duration(c, v, false, 1000, &WL(t)->restart_backoff_max_ms);
 }
 
+static void restart_limit(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	/* bounded by the failures kept per workload; 0 = no limit */
+	get_unsigned(c, v, 0, VRAM_CONFIG_RESTART_LIMIT_MAX, &WL(t)->restart_limit);
+}
+
+static void restart_window(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_duration(c, v, false, 1, &WL(t)->restart_window_ms);
+}
+
 static const struct key_def restart_keys[] = {
 	{ "policy", restart_policy, true, WL_LIVE(restart_policy) },
 	{ "backoff_max", restart_backoff_max, true, WL_LIVE(restart_backoff_max) },
+	{ "limit", restart_limit, true, WL_LIVE(restart_limit) },
+	{ "window", restart_window, true, WL_LIVE(restart_window) },
 };
 
 static void wl_restart(struct ctx *c, const struct vram_ynode *v, void *t)
@@ -1230,6 +1245,8 @@ static void workload_builtin_defaults(struct vram_workload_config *w)
 		.offload = VRAM_ENGINE_AUTO,
 		.restart = VRAM_RESTART_ON_FAILURE,
 		.restart_backoff_max_ms = 60000,
+		.restart_limit = 5,
+		.restart_window_ms = 10000,
 		.stop_grace_ms = 10000,
 		.queue_max = 64,
 		.queue_timeout_ms = 120000,

@@ -27,6 +27,7 @@
 #define VRAM_CONFIG_MAX_FILE_BYTES (1024 * 1024) /* bytes; larger files are refused */
 #define VRAM_CONFIG_MAX_HOSTS 64 /* entries of daemon.allowed_hosts and daemon.cors.origins */
 #define VRAM_CONFIG_MAX_ERRORS 20
+#define VRAM_CONFIG_RESTART_LIMIT_MAX 100 /* restart.limit: failures kept per workload */
 #define VRAM_HEALTH_PATH_MAX 1024 /* bytes of a health check path */
 /* The private API socket is the control socket's path with this appended. */
 #define VRAM_CONFIG_API_SOCKET_SUFFIX ".api"
@@ -151,6 +152,9 @@ struct vram_workload_config {
 	enum vram_engine_kind offload;
 	enum vram_restart_policy restart;
 	uint64_t restart_backoff_max_ms; /* ms; backoff doubles from 1 s up to this */
+	unsigned restart_limit;  /* failed starts within restart_window that stop the retries;
+				    0 = no limit; <= VRAM_CONFIG_RESTART_LIMIT_MAX */
+	uint64_t restart_window_ms; /* ms of trying (waits between retries not counted) */
 	uint64_t stop_grace_ms;  /* ms between SIGTERM and SIGKILL */
 	char **models;           /* owned; OpenAI "model" names routed here, NULL-terminated */
 	size_t n_models;

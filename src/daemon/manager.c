@@ -897,6 +897,7 @@ int vram_manager_act(struct vram_manager *m, const char *name, enum vram_action 
 			evtimer_del(mgr_slot(m, w)->retry_timer);
 			w->retry_pending = false;
 			w->backoff_step = 0;
+			vram_startlimit_reset(&slot->start_limit);
 			r = mgr_begin_start(m, w, why, err, err_size);
 		} else if (s == VRAM_WL_OFFLOADED) {
 			r = begin_restore(m, w, why, err, err_size);

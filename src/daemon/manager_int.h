@@ -42,6 +42,7 @@
 #include "daemon/hookchan.h"
 #include "daemon/manager.h"
 #include "daemon/runas.h"
+#include "daemon/startlimit.h"
 
 struct event;
 
@@ -87,6 +88,7 @@ struct mgr_slot {
 	bool exited;          /* its process ended since the last spawn */
 	int wait_status;      /* waitpid status of that end */
 	uint64_t finished_ms; /* monotonic ms it ended */
+	struct vram_startlimit start_limit; /* failed starts; reset by a start asked for */
 	/*
 	 * A workload of the config: what a reload left for it to do (written by
 	 * mgr_reload.c; an action asked meanwhile decides start_after). Such

@@ -545,10 +545,32 @@ void mgr_fail_workload(struct vram_manager *m, struct vram_workload *w, enum vra
 		mgr_schedule_retry(m, w);
 }
 
+/*
+ * Records a failed start; at restart.limit of them within restart.window it
+ * says so in last_error and the log, and the workload stays failed until a
+ * start is asked for (startlimit.h).
+ */
+static bool mgr_start_limit_hit(struct vram_manager *m, struct vram_workload *w)
+{
+	const struct vram_workload_config *c = w->cfg;
+	if (!vram_startlimit_fail(&mgr_slot(m, w)->start_limit, c->restart_limit,
+				  c->restart_window_ms, vram_now_ms()))
+		return false;
+	char window[32];
+	snprintf(w->last_error, sizeof(w->last_error),
+		 "failed to start %u times within %s; start it again by hand or with a request",
+		 c->restart_limit, vram_units_format_duration_ms(c->restart_window_ms, window,
+								  sizeof(window)));
+	vram_warn("%s: %s", c->name, w->last_error);
+	return true;
+}
+
 /* Restart after a failure, with the delay doubling from 1 s up to restart_backoff_max. */
 void mgr_schedule_retry(struct vram_manager *m, struct vram_workload *w)
 {
 	if (m->shutting_down || w->cfg->restart == VRAM_RESTART_NEVER)
+		return;
+	if (mgr_start_limit_hit(m, w))
 		return;
 	uint64_t delay = BACKOFF_BASE_MS;
 	for (unsigned i = 0; i < w->backoff_step && delay < w->cfg->restart_backoff_max_ms; i++)
@@ -558,6 +580,7 @@ void mgr_schedule_retry(struct vram_manager *m, struct vram_workload *w)
 	w->backoff_step++;
 	w->retry_pending = true;
 	w->retry_at_ms = vram_now_ms() + delay;
+	vram_startlimit_waiting(&mgr_slot(m, w)->start_limit, delay);
 	struct timeval tv = mgr_tv(delay);
 	evtimer_add(mgr_slot(m, w)->retry_timer, &tv);
 	vram_info("%s: restarting in %" PRIu64 " ms", w->cfg->name, delay);

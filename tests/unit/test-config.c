@@ -321,6 +321,8 @@ static void test_builtin_defaults(void **state)
 	assert_int_equal(w->offload, VRAM_ENGINE_AUTO);
 	assert_int_equal(w->restart, VRAM_RESTART_ON_FAILURE);
 	assert_int_equal(w->restart_backoff_max_ms, 60000);
+	assert_int_equal(w->restart_limit, 5);
+	assert_int_equal(w->restart_window_ms, 10000);
 	assert_int_equal(w->stop_grace_ms, 10000);
 	assert_int_equal(w->share, VRAM_SHARE_NONE);
 	assert_int_equal(w->compute_percent, 0);
@@ -343,7 +345,7 @@ static void test_defaults_then_workload(void **state)
 		"defaults:\n" /* after workloads on purpose: order in the file does not matter */
 		"  idle: {offload_after: 1m}\n"
 		"  health: /ready\n"
-		"  restart: {backoff_max: 2m}\n");
+		"  restart: {backoff_max: 2m, limit: 0, window: 1m}\n");
 	const struct vram_workload_config *a = vram_config_find(cfg, "a");
 	const struct vram_workload_config *b = vram_config_find(cfg, "b");
 	assert_non_null(a);
@@ -354,6 +356,8 @@ static void test_defaults_then_workload(void **state)
 	assert_null(a->health.path);
 	assert_int_equal(a->restart, VRAM_RESTART_ON_FAILURE);
 	assert_int_equal(a->restart_backoff_max_ms, 120000);
+	assert_int_equal(a->restart_limit, 0);
+	assert_int_equal(a->restart_window_ms, 60000);
 	assert_int_equal(b->idle.offload_after_ms, 60000);
 	assert_int_equal(b->idle.release_after_ms, 3600000);
 	assert_int_equal(b->health.kind, VRAM_HEALTH_HTTP);
@@ -694,6 +698,12 @@ static void test_error_values(void **state)
 	expect_error(WL_A "    restart: {policy: sometimes}\n",
 		     "t.yaml:4:23: workloads.a.restart.policy: expected one of on-failure, "
 		     "always, never, got \"sometimes\"");
+	expect_error(WL_A "    restart: {limit: 101}\n",
+		     "t.yaml:4:22: workloads.a.restart.limit: expected a whole number from 0 to "
+		     "100, got \"101\"");
+	expect_error(WL_A "    restart: {window: 0}\n",
+		     "t.yaml:4:23: workloads.a.restart.window: too short, expected at least 1ms, "
+		     "got \"0\"");
 	expect_error(WL_A "    restart: {backoff_max: never}\n",
 		     "t.yaml:4:28: workloads.a.restart.backoff_max: expected a duration like "
 		     "500ms, 90s, 10m or 1h, got \"never\"");

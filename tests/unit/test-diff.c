@@ -236,6 +236,8 @@ static const struct wl_sample wl_samples[] = {
 	{ "offload", "", "    offload: restart\n" },
 	{ "restart.policy", "", "    restart: never\n" },
 	{ "restart.backoff_max", "", "    restart: { backoff_max: 5m }\n" },
+	{ "restart.limit", "", "    restart: { limit: 3 }\n" },
+	{ "restart.window", "", "    restart: { window: 1m }\n" },
 	{ "stop_grace", "", "    stop_grace: 30s\n" },
 	{ "models", "", "    models: [m1]\n" },
 	{ "share", "", "    share: mps\n" },
