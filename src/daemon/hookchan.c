@@ -39,6 +39,7 @@
 
 #include "common/list.h"
 #include "common/log.h"
+#include "common/proc.h"
 #include "common/strutil.h"
 #include "proto/hook_proto.h"
 
@@ -142,45 +143,6 @@ static void procs_prune(struct vram_hookchan *hc)
 	}
 }
 
-/* Clock ticks since boot now, the clock of /proc/<pid>/stat's starttime. Returns 0 if unknown. */
-static uint64_t boot_ticks_now(void)
-{
-	struct timespec ts;
-	long hz = sysconf(_SC_CLK_TCK);
-	if (hz <= 0 || clock_gettime(CLOCK_BOOTTIME, &ts) < 0)
-		return 0;
-	return (uint64_t)ts.tv_sec * (uint64_t)hz + (uint64_t)ts.tv_nsec / (1000000000u / (uint64_t)hz);
-}
-
-/* The start time of pid in clock ticks since boot (field 22 of /proc/<pid>/stat). Returns 0 or -errno. */
-static int proc_start_ticks(pid_t pid, uint64_t *ret_ticks)
-{
-	char path[64], buf[1024];
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	FILE *f = fopen(path, "re");
-	if (!f)
-		return -errno;
-	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = '\0';
-	/* the name in parentheses may hold anything: count fields after the last ')' */
-	char *p = strrchr(buf, ')');
-	if (!p)
-		return -EINVAL;
-	unsigned field = 2; /* the name */
-	while (*p && field < 22) {
-		if (*p++ == ' ')
-			field++;
-	}
-	char *end;
-	errno = 0;
-	unsigned long long ticks = strtoull(p, &end, 10);
-	if (field != 22 || end == p || errno)
-		return -EINVAL;
-	*ret_ticks = ticks;
-	return 0;
-}
-
 /*
  * Whether pid started before hc opened, so that this vramd cannot have
  * spawned it. An unknown start time counts as not; so does the daemon's own
@@ -189,7 +151,7 @@ static int proc_start_ticks(pid_t pid, uint64_t *ret_ticks)
 static bool started_before(const struct vram_hookchan *hc, pid_t pid)
 {
 	uint64_t start = 0;
-	return hc->opened_ticks && pid != getpid() && proc_start_ticks(pid, &start) == 0 &&
+	return hc->opened_ticks && pid != getpid() && vram_proc_start_ticks(pid, &start) == 0 &&
 	       start < hc->opened_ticks;
 }
 
@@ -564,7 +526,7 @@ int vram_hookchan_new(struct event_base *base, const char *path, struct vram_hoo
 	hc->fd = -1;
 	hc->shared_fd = -1;
 	hc->next_id = 1;
-	hc->opened_ticks = boot_ticks_now();
+	hc->opened_ticks = vram_proc_boot_ticks_now();
 	int r = -ENOMEM;
 	hc->path = strdup(path);
 	if (!hc->path)
