@@ -217,3 +217,27 @@ const char *vram_open_strerror(int err)
 	default: return strerror(err < 0 ? -err : err);
 	}
 }
+
+ssize_t vram_read_bounded(int fd, size_t limit, char **ret_text)
+{
+	char *text = malloc(limit + 1);
+	size_t len = 0;
+	if (!text)
+		return -ENOMEM;
+	while (len < limit) {
+		ssize_t n = read(fd, text + len, limit - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			int r = -errno;
+			free(text);
+			return r;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	text[len] = '\0';
+	*ret_text = text;
+	return (ssize_t)len;
+}

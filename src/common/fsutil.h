@@ -44,6 +44,16 @@ int vram_mkdir_private(const char *path, char *why, size_t why_size);
 int vram_open_file(const char *path, int flags, mode_t mode);
 
 /*
+ * Reads fd from where it is to its end, or to limit bytes, into a new
+ * buffer: *ret_text (caller frees) gets the bytes, and a '\0' after them.
+ * Reading to a limit rather than to fstat's size bounds pipes and files
+ * that grow meanwhile: a caller with a bound of max passes max + 1 and
+ * refuses a length over max. Returns the length, or -errno (-ENOMEM, or
+ * read's error); *ret_text is untouched on failure.
+ */
+ssize_t vram_read_bounded(int fd, size_t limit, char **ret_text);
+
+/*
  * The words for an error of vram_open_file ("is a symbolic link (not
  * followed)", "is not a regular file", else strerror). Static string.
  */

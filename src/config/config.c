@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "common/buf.h"
+#include "common/fsutil.h"
 #include "common/log.h"
 #include "common/strutil.h"
 #include "config/yaml.h"
@@ -2307,27 +2308,15 @@ int vram_config_load(const char *path, const struct vram_config_overrides *ov,
 	}
 	/* Read at most one byte past the limit, whatever fstat says, so that
 	 * pipes and growing files are bounded too. */
-	text = malloc(VRAM_CONFIG_MAX_FILE_BYTES + 1);
-	if (!text) {
-		r = -ENOMEM;
+	ssize_t n = vram_read_bounded(fd, VRAM_CONFIG_MAX_FILE_BYTES + 1, &text);
+	if (n < 0) {
+		r = (int)n;
+		if (r != -ENOMEM)
+			set_error(ret_error, "%s: cannot read: %s", path, strerror(-r));
 		goto out_close;
 	}
-	while (len <= VRAM_CONFIG_MAX_FILE_BYTES) {
-		ssize_t n = read(fd, text + len, VRAM_CONFIG_MAX_FILE_BYTES + 1 - len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			r = -errno;
-			set_error(ret_error, "%s: cannot read: %s", path, strerror(-r));
-			goto out_free;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
-	}
+	len = (size_t)n;
 	r = vram_config_parse(text, len, path, ov, ret_config, ret_error);
-
-out_free:
 	free(text);
 out_close:
 	close(fd);
