@@ -201,6 +201,7 @@ static void test_round_trip(void **state)
 	assert_int_equal(vram_statefile_read(path, &b, why, sizeof(why)), 0);
 	assert_int_equal(b.n_workloads, 0);
 	assert_int_equal(b.n_mps, 0);
+	vram_statefile_done(&b);
 }
 
 /* Reads path and expects r with exactly the sentence want (with %s for the path). */
