@@ -365,14 +365,13 @@ int vram_waitact_compat(struct vram_waitact *wa, struct evhttp_request *req,
 		size_t i;
 		json_t *w;
 		json_array_foreach(wls, i, w) {
-			const char *state = json_string_value(json_object_get(w, "state"));
 			const char *n = json_string_value(json_object_get(w, "name"));
-			if (!state || !n)
+			enum vram_wl_state state;
+			if (!n || vram_manager_state(wa->m, n, &state) < 0)
 				continue;
 			bool applies = action == VRAM_ACTION_OFFLOAD
-					       ? strcmp(state, "ready") == 0
-					       : (strcmp(state, "ready") == 0 ||
-						  strcmp(state, "offloaded") == 0);
+					       ? state == VRAM_WL_READY
+					       : state == VRAM_WL_READY || state == VRAM_WL_OFFLOADED;
 			/* another user's command is theirs: "all" means all this client may touch */
 			if (applies && json_is_true(json_object_get(w, "adhoc")))
 				applies = vram_waitact_may_act(wa, peer, n, vram_action_name(action),
