@@ -42,9 +42,21 @@ enum vram_action {
 /* "start", "stop", "offload", "restore", "release"; "?" for anything else. */
 const char *vram_action_name(enum vram_action action);
 
+/*
+ * How an action ended, for the caller to answer by (the API layer turns it
+ * into an HTTP status: waitact.h). The manager knows no HTTP.
+ */
+enum vram_action_outcome {
+	VRAM_OUTCOME_DONE = 0,  /* the target state was reached (or held already) */
+	VRAM_OUTCOME_NO_ROOM,   /* no room on the GPUs (error -ENOSPC) */
+	VRAM_OUTCOME_FAILED,    /* the action failed: error and message say why */
+	VRAM_OUTCOME_PREEMPTED, /* another action changed the workload first, or one on the process runs */
+	VRAM_OUTCOME_GONE,      /* by pid: the process went away before it answered */
+};
+
 struct vram_action_result {
 	int error;            /* 0, or -errno */
-	int http_status;      /* 200 on success; 409 wrong state, 503 no room, 500 … on error */
+	enum vram_action_outcome outcome; /* DONE exactly when error is 0 */
 	const char *workload; /* borrowed, valid during the callback */
 	const char *state;    /* state name reached */
 	double seconds;       /* wall time of the action */

@@ -332,7 +332,7 @@ void mgr_waiter_resolve(struct vram_manager_waiter *wt, bool ok)
 	res->engine = w->engine ? w->engine->name : NULL;
 	if (ok) {
 		res->error = 0;
-		res->http_status = 200;
+		res->outcome = VRAM_OUTCOME_DONE;
 		if (wt->action == VRAM_ACTION_OFFLOAD || wt->action == VRAM_ACTION_RESTORE)
 			res->bytes = w->last_bytes;
 		char size[32];
@@ -347,17 +347,17 @@ void mgr_waiter_resolve(struct vram_manager_waiter *wt, bool ok)
 				 res->state);
 	} else if (w->last_errno == -ENOSPC) {
 		res->error = -ENOSPC;
-		res->http_status = 503;
+		res->outcome = VRAM_OUTCOME_NO_ROOM;
 		snprintf(res->message, sizeof(res->message), "%s", w->last_error);
 	} else if (w->state == VRAM_WL_FAILED || (w->state == wt->target && w->last_error[0]) ||
 		   w->last_errno) {
 		res->error = w->last_errno ? w->last_errno : -EIO;
-		res->http_status = 500;
+		res->outcome = VRAM_OUTCOME_FAILED;
 		snprintf(res->message, sizeof(res->message), "%s failed to %s: %s", w->cfg->name,
 			 vram_action_name(wt->action), w->last_error[0] ? w->last_error : "unknown error");
 	} else {
 		res->error = -ECANCELED;
-		res->http_status = 409;
+		res->outcome = VRAM_OUTCOME_PREEMPTED;
 		snprintf(res->message, sizeof(res->message),
 			 "%s is %s: another action changed it before it could %s", w->cfg->name,
 			 res->state, vram_action_name(wt->action));

@@ -191,6 +191,22 @@ static void pending_reply(struct pending *p)
 	json_decref(body);
 }
 
+int vram_waitact_status_of(const struct vram_action_result *res)
+{
+	switch (res->outcome) {
+	case VRAM_OUTCOME_DONE:
+		return 200;
+	case VRAM_OUTCOME_PREEMPTED:
+		return 409;
+	case VRAM_OUTCOME_NO_ROOM:
+	case VRAM_OUTCOME_GONE:
+		return 503;
+	case VRAM_OUTCOME_FAILED:
+		break;
+	}
+	return 500;
+}
+
 static void on_action_done(const struct vram_action_result *res, void *arg)
 {
 	struct pending_item *it = arg;
@@ -198,11 +214,10 @@ static void on_action_done(const struct vram_action_result *res, void *arg)
 	it->waiter = NULL;
 	json_array_append_new(p->results, vram_waitact_result_json(res, p->action));
 	if (res->error && p->worst_status == 200) {
-		p->worst_status = res->http_status >= 400 ? res->http_status
-							  : vram_http_status_of_errno(res->error);
+		p->worst_status = vram_waitact_status_of(res);
 		p->first_error = json_pack("{s:s, s:s}", "code",
-					   res->http_status == 409 ? "wrong_state"
-								   : vram_http_error_code(p->worst_status),
+					   p->worst_status == 409 ? "wrong_state"
+								  : vram_http_error_code(p->worst_status),
 					   "message", res->message);
 	}
 	if (--p->n_left > 0)

@@ -29,6 +29,7 @@
 
 #include "core/engine.h"
 #include "daemon/manager.h"
+#include "daemon/waitact.h"
 
 #define GiB VRAM_GiB
 #define DEMO VRAM_BUILD_ROOT "/src/demo/vram-demo-server"
@@ -202,7 +203,7 @@ static uint64_t gpu_used(struct ctx *c, unsigned index)
 	return used;
 }
 
-/* Acts and waits for the callback; returns the result's http_status. */
+/* Acts and waits for the callback; returns the HTTP status the API answers it with. */
 static int act_wait(struct ctx *c, const char *name, enum vram_action a)
 {
 	char err[1024];
@@ -212,9 +213,9 @@ static int act_wait(struct ctx *c, const char *name, enum vram_action a)
 		fail_msg("act %d on %s: %d %s", (int)a, name, r, err);
 	assert_int_equal(c->results, want - 1); /* never from inside act */
 	assert_true(run_until(c, have_results, &want, 15));
-	if (c->res.http_status != 200)
+	if (vram_waitact_status_of(&c->res) != 200)
 		print_message("%s\n", c->res.message);
-	return c->res.http_status;
+	return vram_waitact_status_of(&c->res);
 }
 
 static void test_lifecycle(void **state)
@@ -249,7 +250,7 @@ static void test_lifecycle(void **state)
 					  sizeof(err)), 0);
 	assert_string_equal(state_of(c, "demo", buf, sizeof(buf)), "offloading");
 	assert_true(run_until(c, have_results, &want, 10));
-	assert_int_equal(c->res.http_status, 200);
+	assert_int_equal(vram_waitact_status_of(&c->res), 200);
 	assert_string_equal(c->res.state, "offloaded");
 	assert_int_equal(c->res.bytes, 4 * GiB);
 	assert_true(c->res.seconds >= 0.2);
@@ -313,7 +314,7 @@ static void test_errors(void **state)
 	assert_int_equal(vram_manager_act(c->m, "demo", VRAM_ACTION_RELEASE, on_result, c, NULL, err,
 					  sizeof(err)), 0); /* already stopped: succeeds */
 	assert_true(run_until(c, have_results, &(int){1}, 5));
-	assert_int_equal(c->res.http_status, 200);
+	assert_int_equal(vram_waitact_status_of(&c->res), 200);
 	assert_string_equal(c->res.message, "demo is already stopped");
 	assert_int_equal(vram_manager_set_idle(c->m, "nope", 1, 1, err, sizeof(err)), -ENOENT);
 	assert_int_equal(vram_manager_request_begin(c->m, "nope"), -ENOENT);
