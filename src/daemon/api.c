@@ -358,7 +358,7 @@ static void status_drop(struct vram_api *api)
 	api->status = NULL;
 }
 
-static void on_state_change(const char *event, json_t *data, void *arg)
+static void on_state_change(const struct vram_event *ev, void *arg)
 {
 	status_drop(arg);
 }
@@ -995,15 +995,59 @@ static void sse_send(struct sse_client *s, const char *text, size_t len)
 	evbuffer_free(buf);
 }
 
-static void on_sse_event(const char *event, json_t *data, void *arg)
+/* A JSON array of names (new reference; NULL on out of memory). */
+static json_t *names_json(const char *const *names, size_t n)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; a && i < n; i++) {
+		if (json_array_append_new(a, json_string(names[i])) < 0) {
+			json_decref(a);
+			return NULL;
+		}
+	}
+	return a;
+}
+
+/*
+ * The event stream's data of ev (new reference; NULL on out of memory),
+ * the one place a manager event becomes JSON (docs/api.md, GET /api/events):
+ * state: {"workload", "from", "to", "reason" (the sentence), "time" (s since
+ * the epoch)}; reload: {"added", "removed", "changed"} (names).
+ */
+static json_t *event_json(const struct vram_event *ev)
+{
+	switch (ev->kind) {
+	case VRAM_EVENT_STATE:
+		return json_pack("{s:s,s:s,s:s,s:s,s:f}", "workload", ev->workload, "from",
+				 vram_wl_state_name(ev->from), "to", vram_wl_state_name(ev->to),
+				 "reason", ev->text ? ev->text : "", "time", ev->wall_s);
+	case VRAM_EVENT_RELOAD: {
+		const struct vram_reload_summary *r = ev->reload;
+		return json_pack("{s:o,s:o,s:o}", "added", names_json(r->added, r->n_added), "removed",
+				 names_json(r->removed, r->n_removed), "changed",
+				 names_json(r->changed, r->n_changed));
+	}
+	}
+	return NULL;
+}
+
+/* The event's name on the stream ("event: state"). */
+static const char *event_name(enum vram_event_kind kind)
+{
+	return kind == VRAM_EVENT_RELOAD ? "reload" : "state";
+}
+
+static void on_sse_event(const struct vram_event *ev, void *arg)
 {
 	struct sse_client *s = arg;
-	char *text = json_dumps(data, VRAM_HTTP_JSON_FLAGS);
+	json_t *data = event_json(ev);
+	char *text = data ? json_dumps(data, VRAM_HTTP_JSON_FLAGS) : NULL;
+	json_decref(data);
 	if (!text)
 		return;
 	char head[128];
 	int hl = snprintf(head, sizeof(head), "id: %llu\nevent: %s\ndata: ",
-			  (unsigned long long)++s->api->sse_next_id, event);
+			  (unsigned long long)++s->api->sse_next_id, event_name(ev->kind));
 	size_t tl = strlen(text);
 	char *msg = malloc((size_t)hl + tl + 3);
 	if (msg) {

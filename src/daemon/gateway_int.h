@@ -358,7 +358,7 @@ int gw__wl_add(struct vram_gateway *gw, const struct vram_workload_config *c);
 /* Frees every workload entry, removed ones too: no request may be left. */
 void gw__wls_free(struct vram_gateway *gw);
 /* The manager's events (vram_manager_subscribe; arg: the gateway). */
-void gw__on_event(const char *event, json_t *data, void *arg);
+void gw__on_event(const struct vram_event *ev, void *arg);
 /* A new request of c, linked nowhere yet; NULL with errno (see gw__build_request). */
 struct gw_req *gw__req_new(struct gw_client *c, struct gw_wl *wl, const struct vram_h1_head *h,
 			   const char *target, const char *body, size_t blen,

@@ -290,19 +290,18 @@ void gw__admit(struct gw_client *c, struct gw_wl *wl, const struct vram_h1_head 
 		wake(wl);
 }
 
-/* A workload changed state (data: see vram_manager_subscribe). */
-static void on_state(struct vram_gateway *gw, json_t *data)
+/* A workload changed state. */
+static void on_state(struct vram_gateway *gw, const struct vram_event *ev)
 {
-	struct gw_wl *wl = gw__wl_by_name(gw, json_string_value(json_object_get(data, "workload")));
-	const char *to = json_string_value(json_object_get(data, "to"));
-	if (!wl || !to)
+	struct gw_wl *wl = gw__wl_by_name(gw, ev->workload);
+	if (!wl)
 		return;
-	if (strcmp(to, "ready") != 0) {
+	if (ev->to != VRAM_WL_READY) {
 		/* Its processes may change: connections to old ports are useless. */
 		if (wl->in_flight == 0)
 			gw__pool_trim(&wl->pool, 0, 0);
-		if (wl->retry_wake && (strcmp(to, "offloaded") == 0 || strcmp(to, "stopped") == 0 ||
-				       strcmp(to, "failed") == 0))
+		if (wl->retry_wake && (ev->to == VRAM_WL_OFFLOADED || ev->to == VRAM_WL_STOPPED ||
+				       ev->to == VRAM_WL_FAILED))
 			wake(wl);
 		return;
 	}
@@ -405,29 +404,29 @@ void gw__wls_free(struct vram_gateway *gw)
 }
 
 /*
- * The manager's config was replaced (data: {"added", "removed", "changed"},
- * arrays of workload names; vram_manager_config is already the new one).
- * Added workloads are served from now on; changed ones take their new
- * limits in place, and requests already queued keep waiting (under the
- * queue_timeout they were queued with); removed ones go (wl_remove). A name
- * under "added" that is already served, or under "changed" that is not, is
- * taken for what the config now says.
+ * The manager's config was replaced (sum: the names added, removed and
+ * changed; vram_manager_config is already the new one). Added workloads are
+ * served from now on; changed ones take their new limits in place, and
+ * requests already queued keep waiting (under the queue_timeout they were
+ * queued with); removed ones go (wl_remove). A name added that is already
+ * served, or changed that is not, is taken for what the config now says.
  */
-static void on_reload(struct vram_gateway *gw, json_t *data)
+static void on_reload(struct vram_gateway *gw, const struct vram_reload_summary *sum)
 {
 	const struct vram_config *cfg = vram_manager_config(gw->m);
-	size_t k;
-	json_t *v;
-	json_array_foreach(json_object_get(data, "removed"), k, v) {
-		ssize_t i = json_is_string(v) ? wl_index(gw, json_string_value(v)) : -1;
+	for (size_t k = 0; k < sum->n_removed; k++) {
+		ssize_t i = wl_index(gw, sum->removed[k]);
 		if (i >= 0)
 			wl_remove(gw, (size_t)i);
 	}
-	static const char *const keys[] = { "added", "changed" };
-	for (size_t n = 0; n < sizeof(keys) / sizeof(keys[0]); n++) {
-		json_array_foreach(json_object_get(data, keys[n]), k, v) {
-			const char *name = json_string_value(v);
-			const struct vram_workload_config *c = name ? vram_config_find(cfg, name) : NULL;
+	const struct {
+		const char *const *names;
+		size_t n;
+	} lists[] = { { sum->added, sum->n_added }, { sum->changed, sum->n_changed } };
+	for (size_t n = 0; n < sizeof(lists) / sizeof(lists[0]); n++) {
+		for (size_t k = 0; k < lists[n].n; k++) {
+			const char *name = lists[n].names[k];
+			const struct vram_workload_config *c = vram_config_find(cfg, name);
 			if (!c)
 				continue;
 			struct gw_wl *wl = gw__wl_by_name(gw, name);
@@ -445,10 +444,14 @@ static void on_reload(struct vram_gateway *gw, json_t *data)
 	}
 }
 
-void gw__on_event(const char *event, json_t *data, void *arg)
+void gw__on_event(const struct vram_event *ev, void *arg)
 {
-	if (strcmp(event, "state") == 0)
-		on_state(arg, data);
-	else if (strcmp(event, "reload") == 0)
-		on_reload(arg, data);
+	switch (ev->kind) {
+	case VRAM_EVENT_STATE:
+		on_state(arg, ev);
+		break;
+	case VRAM_EVENT_RELOAD:
+		on_reload(arg, ev->reload);
+		break;
+	}
 }

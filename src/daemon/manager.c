@@ -42,7 +42,8 @@ static const struct mgr_feature *const features[] = {&mgr_adhoc_feature, &mgr_re
 
 #define N_FEATURES (sizeof(features) / sizeof(features[0]))
 
-static void begin_offload(struct vram_manager *m, struct vram_workload *w, const char *reason);
+static void begin_offload(struct vram_manager *m, struct vram_workload *w,
+			  enum vram_event_reason reason, const char *text);
 
 /* ---- restart after backoff (the retry timer) ---- */
 
@@ -62,7 +63,7 @@ static void on_retry_timer(evutil_socket_t fd, short what, void *arg)
 	w->retry_pending = false;
 	w->restarts++;
 	char err[512];
-	int r = mgr_begin_start(m, w, "restart after failure", err, sizeof(err));
+	int r = mgr_begin_start(m, w, VRAM_REASON_RESTART, "restart after failure", err, sizeof(err));
 	if (r < 0) {
 		mgr_fmt_error(w, r, "restart: %s", err);
 		vram_warn("Failed to restart %s: %s", w->cfg->name, err);
@@ -161,25 +162,25 @@ static void evict(struct vram_manager *m, struct vram_workload *w,
 		struct vram_workload *victim = pl->victims[v];
 		if (victim->state != VRAM_WL_READY)
 			continue;
-		char reason[160];
-		snprintf(reason, sizeof(reason), "evicted to make room for %s", w->cfg->name);
+		char text[160];
+		snprintf(text, sizeof(text), "evicted to make room for %s", w->cfg->name);
 		victim->evicting = true;
-		begin_offload(m, victim, reason);
+		begin_offload(m, victim, VRAM_REASON_EVICTED, text);
 	}
 }
 
 /* ---- start, offload, restore, stop ---- */
 
-int mgr_begin_start(struct vram_manager *m, struct vram_workload *w, const char *reason,
-		    char *err, size_t err_size)
+int mgr_begin_start(struct vram_manager *m, struct vram_workload *w, enum vram_event_reason reason,
+		    const char *text, char *err, size_t err_size)
 {
 	w->engine = vram_engine_select(w, &m->host, w->engine_why, sizeof(w->engine_why));
 	char why[512];
 	if (mgr_mps_decide(m, w, why, sizeof(why)) < 0) {
 		/* a clear failed state (visible in status), not a refusal: nothing to retry */
 		mgr_fmt_error(w, -ENOENT, "%s", why);
-		mgr_set_state(m, w, VRAM_WL_EV_START, reason);
-		mgr_set_state(m, w, VRAM_WL_EV_START_FAILED, w->last_error);
+		mgr_set_state(m, w, VRAM_WL_EV_START, reason, text);
+		mgr_set_state(m, w, VRAM_WL_EV_START_FAILED, VRAM_REASON_MPS, w->last_error);
 		return 0;
 	}
 	struct vram_policy_placement *pl = calloc(1, sizeof(*pl));
@@ -194,17 +195,18 @@ int mgr_begin_start(struct vram_manager *m, struct vram_workload *w, const char 
 	w->offloaded_bytes = 0;
 	if (pl->n_victims > 0) {
 		w->awaiting_room = true;
-		mgr_set_state(m, w, VRAM_WL_EV_START, "waiting for evicted workloads to free memory");
+		mgr_set_state(m, w, VRAM_WL_EV_START, VRAM_REASON_WAIT_ROOM,
+			      "waiting for evicted workloads to free memory");
 		struct timeval tv = mgr_tv(w->cfg->health.start_timeout_ms);
 		evtimer_add(mgr_slot(m, w)->start_timer, &tv);
 		evict(m, w, pl);
 		goto out;
 	}
-	mgr_set_state(m, w, VRAM_WL_EV_START, reason);
+	mgr_set_state(m, w, VRAM_WL_EV_START, reason, text);
 	r = mgr_start_processes(m, w, why, sizeof(why));
 	if (r < 0) {
 		mgr_fmt_error(w, r, "%s", why);
-		mgr_set_state(m, w, VRAM_WL_EV_START_FAILED, w->last_error);
+		mgr_set_state(m, w, VRAM_WL_EV_START_FAILED, VRAM_REASON_START_FAILED, w->last_error);
 		r = 0; /* reported through the state, not as a refusal */
 	}
 out:
@@ -213,10 +215,11 @@ out:
 }
 
 /* begin_start; a refusal is logged and kept as w's last error. Returns 0 or -errno. */
-int mgr_start_logged(struct vram_manager *m, struct vram_workload *w, const char *reason)
+int mgr_start_logged(struct vram_manager *m, struct vram_workload *w, enum vram_event_reason reason,
+		     const char *text)
 {
 	char err[VRAM_PLAN_MSG_MAX];
-	int r = mgr_begin_start(m, w, reason, err, sizeof(err));
+	int r = mgr_begin_start(m, w, reason, text, err, sizeof(err));
 	if (r < 0) {
 		mgr_fmt_error(w, r, "%s", err);
 		vram_err("Failed to start %s: %s", w->cfg->name, err);
@@ -235,35 +238,39 @@ static void on_job_done(struct vram_job *job, void *arg)
 			mgr_fmt_error(w, job->error, "offload with %s failed: %s", job->engine->name,
 				      job->message);
 			if (job->process_lost)
-				mgr_fail_workload(m, w, VRAM_WL_EV_CRASH, true);
+				mgr_fail_workload(m, w, VRAM_WL_EV_CRASH, VRAM_REASON_OFFLOAD_FAILED, true);
 			else
-				mgr_set_state(m, w, VRAM_WL_EV_OFFLOAD_FAILED, w->last_error);
+				mgr_set_state(m, w, VRAM_WL_EV_OFFLOAD_FAILED, VRAM_REASON_OFFLOAD_FAILED,
+					      w->last_error);
 		} else {
 			w->last_bytes = job->bytes;
 			w->offloaded_bytes = job->engine->keeps_process ? job->bytes : 0;
-			mgr_set_state(m, w, VRAM_WL_EV_OFFLOADED, job->message);
+			mgr_set_state(m, w, VRAM_WL_EV_OFFLOADED, VRAM_REASON_OFFLOADED, job->message);
 		}
 	} else {
 		if (job->error) {
 			mgr_fmt_error(w, job->error, "restore with %s failed: %s", job->engine->name,
 				      job->message);
 			if (job->process_lost || (job->engine->keeps_process && !job->still_offloaded)) {
-				mgr_fail_workload(m, w, VRAM_WL_EV_RESTORE_FAILED, true);
+				mgr_fail_workload(m, w, VRAM_WL_EV_RESTORE_FAILED, VRAM_REASON_RESTORE_FAILED,
+						  true);
 			} else {
-				mgr_set_state(m, w, VRAM_WL_EV_RESTORE_ABORTED, w->last_error);
+				mgr_set_state(m, w, VRAM_WL_EV_RESTORE_ABORTED, VRAM_REASON_RESTORE_FAILED,
+					      w->last_error);
 			}
 		} else {
 			w->last_bytes = job->bytes;
 			w->offloaded_bytes = 0;
 			w->last_error[0] = '\0';
 			w->last_errno = 0;
-			mgr_set_state(m, w, VRAM_WL_EV_RESTORED, job->message);
+			mgr_set_state(m, w, VRAM_WL_EV_RESTORED, VRAM_REASON_RESTORED, job->message);
 		}
 	}
 	vram_job_free(job);
 }
 
-static void begin_offload(struct vram_manager *m, struct vram_workload *w, const char *reason)
+static void begin_offload(struct vram_manager *m, struct vram_workload *w,
+			  enum vram_event_reason reason, const char *text)
 {
 	struct vram_job *job = vram_job_new(VRAM_JOB_OFFLOAD, w->engine, w, &m->host, on_job_done, w);
 	if (!job) {
@@ -272,13 +279,13 @@ static void begin_offload(struct vram_manager *m, struct vram_workload *w, const
 	}
 	w->last_bytes = vram_workload_gpu_bytes(w);
 	w->job = job;
-	mgr_set_state(m, w, VRAM_WL_EV_OFFLOAD, reason);
+	mgr_set_state(m, w, VRAM_WL_EV_OFFLOAD, reason, text);
 	int r = vram_job_start(job);
 	if (r < 0) {
 		w->job = NULL;
 		vram_job_free(job);
 		mgr_fmt_error(w, r, "offload with %s could not begin: %s", w->engine->name, strerror(-r));
-		mgr_set_state(m, w, VRAM_WL_EV_OFFLOAD_FAILED, w->last_error);
+		mgr_set_state(m, w, VRAM_WL_EV_OFFLOAD_FAILED, VRAM_REASON_OFFLOAD_FAILED, w->last_error);
 	}
 }
 
@@ -287,7 +294,7 @@ static void run_restore_job(struct vram_manager *m, struct vram_workload *w)
 	struct vram_job *job = vram_job_new(VRAM_JOB_RESTORE, w->engine, w, &m->host, on_job_done, w);
 	if (!job) {
 		mgr_fmt_error(w, -ENOMEM, "out of memory");
-		mgr_set_state(m, w, VRAM_WL_EV_RESTORE_ABORTED, w->last_error);
+		mgr_set_state(m, w, VRAM_WL_EV_RESTORE_ABORTED, VRAM_REASON_RESTORE_FAILED, w->last_error);
 		return;
 	}
 	w->job = job;
@@ -296,7 +303,7 @@ static void run_restore_job(struct vram_manager *m, struct vram_workload *w)
 		w->job = NULL;
 		vram_job_free(job);
 		mgr_fmt_error(w, r, "restore with %s could not begin: %s", w->engine->name, strerror(-r));
-		mgr_set_state(m, w, VRAM_WL_EV_RESTORE_ABORTED, w->last_error);
+		mgr_set_state(m, w, VRAM_WL_EV_RESTORE_ABORTED, VRAM_REASON_RESTORE_FAILED, w->last_error);
 	}
 }
 
@@ -335,8 +342,8 @@ static void describe_move(const struct vram_workload *w, const unsigned (*old)[V
 	}
 }
 
-static int begin_restore(struct vram_manager *m, struct vram_workload *w, const char *reason,
-			 char *err, size_t err_size)
+static int begin_restore(struct vram_manager *m, struct vram_workload *w,
+			 enum vram_event_reason reason, const char *text, char *err, size_t err_size)
 {
 	struct vram_policy_placement *pl = calloc(1, sizeof(*pl));
 	unsigned (*old)[VRAM_PLAN_MAX_GPUS] = calloc(w->n_instances, sizeof(*old));
@@ -355,11 +362,14 @@ static int begin_restore(struct vram_manager *m, struct vram_workload *w, const 
 	describe_move(w, old, old_n, why, sizeof(why));
 	if (why[0] && !pl->n_victims) {
 		size_t len = strlen(why);
-		snprintf(why + len, sizeof(why) - len, ": %s", reason);
-		reason = why;
+		snprintf(why + len, sizeof(why) - len, ": %s", text);
+		text = why;
 	}
-	mgr_set_state(m, w, VRAM_WL_EV_RESTORE,
-		      pl->n_victims ? "waiting for evicted workloads to free memory" : reason);
+	if (pl->n_victims)
+		mgr_set_state(m, w, VRAM_WL_EV_RESTORE, VRAM_REASON_WAIT_ROOM,
+			      "waiting for evicted workloads to free memory");
+	else
+		mgr_set_state(m, w, VRAM_WL_EV_RESTORE, reason, text);
 	if (pl->n_victims > 0) {
 		w->awaiting_room = true;
 		struct timeval tv = mgr_tv(w->cfg->health.start_timeout_ms);
@@ -396,9 +406,9 @@ static void retry_awaiting(struct vram_manager *m, struct vram_workload *w)
 		w->awaiting_room = false;
 		mgr_fmt_error(w, -ENOSPC, "%s", err);
 		if (w->state == VRAM_WL_STARTING)
-			mgr_set_state(m, w, VRAM_WL_EV_START_FAILED, w->last_error);
+			mgr_set_state(m, w, VRAM_WL_EV_START_FAILED, VRAM_REASON_NO_ROOM, w->last_error);
 		else
-			mgr_set_state(m, w, VRAM_WL_EV_RESTORE_ABORTED, w->last_error);
+			mgr_set_state(m, w, VRAM_WL_EV_RESTORE_ABORTED, VRAM_REASON_NO_ROOM, w->last_error);
 		return;
 	}
 	w->awaiting_room = false;
@@ -412,12 +422,13 @@ static void retry_awaiting(struct vram_manager *m, struct vram_workload *w)
 	if (r < 0) {
 		evtimer_del(mgr_slot(m, w)->start_timer);
 		mgr_fmt_error(w, r, "%s", why);
-		mgr_set_state(m, w, VRAM_WL_EV_START_FAILED, w->last_error);
+		mgr_set_state(m, w, VRAM_WL_EV_START_FAILED, VRAM_REASON_START_FAILED, w->last_error);
 	}
 }
 
 /* Stops w whatever it is doing (stop, release, idle release, shutdown). */
-void mgr_stop_workload(struct vram_manager *m, struct vram_workload *w, const char *reason)
+void mgr_stop_workload(struct vram_manager *m, struct vram_workload *w,
+		       enum vram_event_reason reason, const char *text)
 {
 	if (w->state == VRAM_WL_STOPPED)
 		return;
@@ -432,9 +443,9 @@ void mgr_stop_workload(struct vram_manager *m, struct vram_workload *w, const ch
 	w->offloaded_bytes = 0;
 	mgr_mps_detach_idle(w);
 	if (w->state != VRAM_WL_STOPPING)
-		mgr_set_state(m, w, VRAM_WL_EV_STOP, reason);
+		mgr_set_state(m, w, VRAM_WL_EV_STOP, reason, text);
 	if (!mgr_any_process(w)) {
-		mgr_set_state(m, w, VRAM_WL_EV_EXITED, "no process left");
+		mgr_set_state(m, w, VRAM_WL_EV_EXITED, VRAM_REASON_STOPPED, "no process left");
 		return;
 	}
 	mgr_stop_processes(w);
@@ -505,16 +516,16 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 			features[i]->tick(m, now);
 	for (size_t k = 0; k < m->n_live && !m->shutting_down; k++) {
 		struct vram_workload *w = m->wptrs[k];
-		char reason[96], dur[32];
+		char text[96], dur[32];
 		vram_units_format_duration_ms(vram_policy_idle_ms(w, now), dur, sizeof(dur));
 		switch (vram_policy_idle_action(w, now)) {
 		case VRAM_IDLE_OFFLOAD:
-			snprintf(reason, sizeof(reason), "idle for %s", dur);
-			begin_offload(m, w, reason);
+			snprintf(text, sizeof(text), "idle for %s", dur);
+			begin_offload(m, w, VRAM_REASON_IDLE, text);
 			break;
 		case VRAM_IDLE_RELEASE:
-			snprintf(reason, sizeof(reason), "idle for %s: released", dur);
-			mgr_stop_workload(m, w, reason);
+			snprintf(text, sizeof(text), "idle for %s: released", dur);
+			mgr_stop_workload(m, w, VRAM_REASON_IDLE, text);
 			break;
 		case VRAM_IDLE_NONE:
 			break;
@@ -686,7 +697,7 @@ int vram_manager_run(struct vram_manager *m)
 	m->running = true;
 	for (size_t k = 0; k < m->n_live; k++) {
 		if (m->wptrs[k]->cfg->start == VRAM_START_EAGER)
-			mgr_start_logged(m, m->wptrs[k], "eager start");
+			mgr_start_logged(m, m->wptrs[k], VRAM_REASON_EAGER, "eager start");
 	}
 	return 0;
 }
@@ -698,7 +709,7 @@ void vram_manager_shutdown(struct vram_manager *m, void (*done)(void *arg), void
 	m->shutdown_arg = arg;
 	evtimer_del(m->tick);
 	for (size_t k = 0; k < m->n_live; k++)
-		mgr_stop_workload(m, m->wptrs[k], "vramd is shutting down");
+		mgr_stop_workload(m, m->wptrs[k], VRAM_REASON_SHUTDOWN, "vramd is shutting down");
 	mgr_kick(m);
 }
 
@@ -898,22 +909,22 @@ int vram_manager_act(struct vram_manager *m, const char *name, enum vram_action 
 			w->retry_pending = false;
 			w->backoff_step = 0;
 			vram_startlimit_reset(&slot->start_limit);
-			r = mgr_begin_start(m, w, why, err, err_size);
+			r = mgr_begin_start(m, w, VRAM_REASON_ASKED, why, err, err_size);
 		} else if (s == VRAM_WL_OFFLOADED) {
-			r = begin_restore(m, w, why, err, err_size);
+			r = begin_restore(m, w, VRAM_REASON_ASKED, why, err, err_size);
 		} else {
 			r = wrong_state(w, action, err, err_size);
 		}
 		break;
 	case VRAM_ACTION_STOP:
 		if (s != VRAM_WL_STOPPING)
-			mgr_stop_workload(m, w, why);
+			mgr_stop_workload(m, w, VRAM_REASON_ASKED, why);
 		break;
 	case VRAM_ACTION_OFFLOAD:
 		if (s == VRAM_WL_OFFLOADING)
 			break;
 		if (s == VRAM_WL_READY)
-			begin_offload(m, w, why);
+			begin_offload(m, w, VRAM_REASON_ASKED, why);
 		else
 			r = wrong_state(w, action, err, err_size);
 		break;
@@ -921,7 +932,7 @@ int vram_manager_act(struct vram_manager *m, const char *name, enum vram_action 
 		if (s == VRAM_WL_RESTORING)
 			break;
 		if (s == VRAM_WL_OFFLOADED)
-			r = begin_restore(m, w, why, err, err_size);
+			r = begin_restore(m, w, VRAM_REASON_ASKED, why, err, err_size);
 		else
 			r = wrong_state(w, action, err, err_size);
 		break;
@@ -929,7 +940,7 @@ int vram_manager_act(struct vram_manager *m, const char *name, enum vram_action 
 		if (s == VRAM_WL_STOPPING)
 			break;
 		if (s == VRAM_WL_READY || s == VRAM_WL_OFFLOADED)
-			mgr_stop_workload(m, w, why);
+			mgr_stop_workload(m, w, VRAM_REASON_ASKED, why);
 		else
 			r = wrong_state(w, action, err, err_size);
 		break;

@@ -21,6 +21,7 @@
 #include <sys/types.h>
 
 #include "config/config.h"
+#include "core/workload.h"
 #include "daemon/runas.h"
 #include "gpu/gpu.h"
 
@@ -41,9 +42,21 @@ enum vram_action {
 /* "start", "stop", "offload", "restore", "release"; "?" for anything else. */
 const char *vram_action_name(enum vram_action action);
 
+/*
+ * How an action ended, for the caller to answer by (the API layer turns it
+ * into an HTTP status: waitact.h). The manager knows no HTTP.
+ */
+enum vram_action_outcome {
+	VRAM_OUTCOME_DONE = 0,  /* the target state was reached (or held already) */
+	VRAM_OUTCOME_NO_ROOM,   /* no room on the GPUs (error -ENOSPC) */
+	VRAM_OUTCOME_FAILED,    /* the action failed: error and message say why */
+	VRAM_OUTCOME_PREEMPTED, /* another action changed the workload first, or one on the process runs */
+	VRAM_OUTCOME_GONE,      /* by pid: the process went away before it answered */
+};
+
 struct vram_action_result {
 	int error;            /* 0, or -errno */
-	int http_status;      /* 200 on success; 409 wrong state, 503 no room, 500 … on error */
+	enum vram_action_outcome outcome; /* DONE exactly when error is 0 */
 	const char *workload; /* borrowed, valid during the callback */
 	const char *state;    /* state name reached */
 	double seconds;       /* wall time of the action */
@@ -143,8 +156,8 @@ json_t *vram_manager_hook_json(struct vram_manager *m);
  *    was not running takes the new settings at once;
  *  - a removed workload is stopped once no request is in flight, then
  *    dropped from status.
- * Subscribers get event "reload" with {"added", "removed", "changed"}
- * (arrays of names) once vram_manager_config returns the new config;
+ * Subscribers get a VRAM_EVENT_RELOAD event with the names added, removed
+ * and changed once vram_manager_config returns the new config;
  * pointers into the previous config must not be kept past that call.
  * *ret_report (new reference, may be NULL) receives {"added": [names],
  * "removed": [names], "changed": [{"workload", "keys", "applies": "now" |
@@ -228,15 +241,84 @@ json_t *vram_manager_workload_json(struct vram_manager *m, const char *name);
 /* The TTS-style status object keyed by workload name (see docs/api.md). */
 json_t *vram_manager_compat_status_json(struct vram_manager *m);
 
+/* A live workload's state into *ret_state. Returns 0 or -ENOENT (no such workload). */
+int vram_manager_state(struct vram_manager *m, const char *name, enum vram_wl_state *ret_state);
+
 /* Path of a workload's current log file (borrowed), NULL if unknown. */
 const char *vram_manager_log_path(struct vram_manager *m, const char *name);
 
 /*
- * Event stream of state changes. cb(event, data, arg) is called from the loop
- * with event "state" and data {"workload", "from", "to", "reason", "time"}
- * (borrowed for the call). Returns 0 or -ENOMEM; unsubscribe accepts NULL.
+ * Events: what the manager tells its subscribers, as typed data. JSON is
+ * made from an event only where it leaves the process (GET /api/events).
+ *
+ * Why a workload changed state. Decisions are made on this, never on the
+ * human sentence that goes with it (struct vram_event's text), which may be
+ * reworded at will.
  */
-typedef void (*vram_event_cb)(const char *event, json_t *data, void *arg);
+enum vram_event_reason {
+	VRAM_REASON_OTHER = 0,      /* none of those below */
+	VRAM_REASON_ASKED,          /* an action asked (API, MCP, vramctl, the gateway): "start asked" */
+	VRAM_REASON_EAGER,          /* start: the config says start: eager, and vramd runs */
+	VRAM_REASON_RESTART,        /* start: again after a failure, once the backoff passed */
+	VRAM_REASON_RUN,            /* start: an ad-hoc workload run by hand */
+	VRAM_REASON_WAIT_ROOM,      /* start/restore waiting for evicted workloads to free memory */
+	VRAM_REASON_HEALTHY,        /* ready: every instance passed its health check */
+	VRAM_REASON_IDLE,           /* offload or release by an idle timer */
+	VRAM_REASON_EVICTED,        /* offload to make room for another workload */
+	VRAM_REASON_OFFLOADED,      /* offloaded: the engine finished (its message is the text) */
+	VRAM_REASON_RESTORED,       /* ready: the engine finished a restore */
+	VRAM_REASON_START_FAILED,   /* a start failed: the processes could not be spawned */
+	VRAM_REASON_OFFLOAD_FAILED, /* an offload failed or could not begin, or lost the process */
+	VRAM_REASON_RESTORE_FAILED, /* a restore failed or could not begin */
+	VRAM_REASON_NO_ROOM,        /* a start/restore found no room on the GPUs */
+	VRAM_REASON_TIMEOUT,        /* not healthy within health.start_timeout */
+	VRAM_REASON_CRASH,          /* a process exited unexpectedly */
+	VRAM_REASON_LIVENESS,       /* a ready workload failed its liveness checks */
+	VRAM_REASON_PORT_TAKEN,     /* its port is held by another process */
+	VRAM_REASON_MPS,            /* MPS refused it or its MPS server failed */
+	VRAM_REASON_STOPPED,        /* stopped: its processes exited after a stop */
+	VRAM_REASON_EXITED,         /* its processes finished by themselves, cleanly */
+	VRAM_REASON_RELOAD,         /* a config reload: a restart, removal or addition */
+	VRAM_REASON_REMOVED,        /* an ad-hoc workload was removed */
+	VRAM_REASON_SHUTDOWN,       /* vramd is shutting down */
+};
+
+enum vram_event_kind {
+	VRAM_EVENT_STATE = 0, /* a workload changed state */
+	VRAM_EVENT_RELOAD,    /* the config was replaced (vram_manager_config is the new one) */
+};
+
+/* What a reload changed: workload names (borrowed for the call). */
+struct vram_reload_summary {
+	const char *const *added;
+	size_t n_added;
+	const char *const *removed;
+	size_t n_removed;
+	const char *const *changed; /* applied now or restarting */
+	size_t n_changed;
+};
+
+struct vram_event {
+	enum vram_event_kind kind;
+	/* VRAM_EVENT_STATE: */
+	const char *workload;  /* borrowed for the call */
+	enum vram_wl_state from;
+	enum vram_wl_state to;
+	enum vram_event_reason reason;
+	const char *text;      /* the human sentence ("start asked"), "" if none; borrowed for the call */
+	uint64_t mono_ms;      /* when, ms of the monotonic clock (common/clock.h): for durations */
+	double wall_s;         /* when, s since the epoch: only for the JSON edge ("time") */
+	/* VRAM_EVENT_RELOAD: */
+	const struct vram_reload_summary *reload; /* borrowed for the call; NULL for other kinds */
+};
+
+/*
+ * Subscribes to the events: cb(ev, arg) is called from the loop, ev and
+ * what it points to borrowed for the call. Subscribers are called newest
+ * first; one may unsubscribe itself from its callback. Returns 0 or
+ * -ENOMEM; unsubscribe accepts NULL.
+ */
+typedef void (*vram_event_cb)(const struct vram_event *ev, void *arg);
 int vram_manager_subscribe(struct vram_manager *m, vram_event_cb cb, void *arg,
 			   struct vram_manager_sub **ret_sub);
 void vram_manager_unsubscribe(struct vram_manager_sub *sub);

@@ -220,14 +220,16 @@ void mgr_fmt_error(struct vram_workload *w, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /*
  * Applies ev to w through the lifecycle table: logs, tells subscribers,
- * resolves waiters and kicks. Returns 0 or -EINVAL (not allowed: nothing changes).
+ * resolves waiters and kicks. reason is why, for subscribers to decide on;
+ * text the same in words for people (logs, the event stream), borrowed,
+ * NULL for none. Returns 0 or -EINVAL (not allowed: nothing changes).
  */
 int mgr_set_state(struct vram_manager *m, struct vram_workload *w, enum vram_wl_event ev,
-		  const char *reason);
+		  enum vram_event_reason reason, const char *text);
 /* w became ready, or its health settings changed: liveness restarts, its probe timer is re-armed. */
 void mgr_liveness_arm(struct vram_manager *m, struct vram_workload *w);
-/* Hands event (data borrowed for the call) to every subscriber. */
-void mgr_emit(struct vram_manager *m, const char *event, json_t *data);
+/* Hands ev (borrowed for the call) to every subscriber. */
+void mgr_emit(struct vram_manager *m, const struct vram_event *ev);
 
 /* A waiter for action on w (NULL: on a hooked process), not linked yet. NULL on out of memory. */
 struct vram_manager_waiter *mgr_waiter_new(struct vram_manager *m, struct vram_workload *w,
@@ -266,7 +268,7 @@ void mgr_stop_processes(struct vram_workload *w);
 void mgr_cancel_timers(struct vram_manager *m, struct vram_workload *w);
 /* A process died, or a start/restore did not become healthy: go to failed (and retry). */
 void mgr_fail_workload(struct vram_manager *m, struct vram_workload *w, enum vram_wl_event ev,
-		       bool retry);
+		       enum vram_event_reason reason, bool retry);
 /* Restart after a failure, with the delay doubling up to restart_backoff_max (retry timer). */
 void mgr_schedule_retry(struct vram_manager *m, struct vram_workload *w);
 /* A workload ready for a while starts its next backoff from 1 s again. */
@@ -293,12 +295,17 @@ int mgr_workload_init(struct vram_manager *m, struct vram_workload *w,
 		      const struct vram_workload_config *cfg, size_t index, bool fresh);
 /* Frees what w holds and clears its slot (w and what the daemon keeps beside it). */
 void mgr_workload_done(struct vram_manager *m, struct vram_workload *w);
-/* Begins starting w (placement, eviction, spawn). Returns 0, or -ENOSPC/-EINVAL/... with err. */
-int mgr_begin_start(struct vram_manager *m, struct vram_workload *w, const char *reason,
-		    char *err, size_t err_size);
+/*
+ * Begins starting w (placement, eviction, spawn); reason and text say why
+ * (mgr_set_state). Returns 0, or -ENOSPC/-EINVAL/... with err.
+ */
+int mgr_begin_start(struct vram_manager *m, struct vram_workload *w, enum vram_event_reason reason,
+		    const char *text, char *err, size_t err_size);
 /* mgr_begin_start; a refusal is logged and kept as w's last error. Returns 0 or -errno. */
-int mgr_start_logged(struct vram_manager *m, struct vram_workload *w, const char *reason);
-/* Stops w whatever it is doing (stop, release, idle release, shutdown). */
-void mgr_stop_workload(struct vram_manager *m, struct vram_workload *w, const char *reason);
+int mgr_start_logged(struct vram_manager *m, struct vram_workload *w, enum vram_event_reason reason,
+		     const char *text);
+/* Stops w whatever it is doing (stop, release, idle release, shutdown); reason and text say why. */
+void mgr_stop_workload(struct vram_manager *m, struct vram_workload *w,
+		       enum vram_event_reason reason, const char *text);
 
 #endif

@@ -37,7 +37,8 @@ static const char *const code_class_names[CC_N] = { "1xx", "2xx", "3xx", "4xx", 
 struct wl_metrics {
 	char name[VRAM_CONFIG_NAME_MAX + 1]; /* "" for requests that matched no workload */
 	uint64_t offloads, restores, evictions;
-	double offloading_since, restoring_since; /* s, wall clock of the event; 0 = none */
+	/* ms of the monotonic clock when the offload/restore began (vram_event.mono_ms); 0 = none */
+	uint64_t offloading_since_ms, restoring_since_ms;
 	struct vram_histogram offload_seconds, restore_seconds;
 	uint64_t requests[CC_N];
 	struct vram_histogram request_seconds;
@@ -196,60 +197,70 @@ static void wl_drop(struct vram_metrics *mx, const char *name)
 }
 
 /*
- * The config was replaced (data: {"added", "removed", "changed"}, arrays of
- * workload names). Removed workloads stop being counted and leave the
- * scrape; added ones start from zero; changed ones keep their counts.
+ * The config was replaced (sum: the workload names added, removed and
+ * changed). Removed workloads stop being counted and leave the scrape;
+ * added ones start from zero; changed ones keep their counts.
  */
-static void on_reload(struct vram_metrics *mx, json_t *data)
+static void on_reload(struct vram_metrics *mx, const struct vram_reload_summary *sum)
 {
-	size_t i;
-	json_t *v;
-	json_array_foreach(json_object_get(data, "removed"), i, v)
-		if (json_is_string(v))
-			wl_drop(mx, json_string_value(v));
-	static const char *const keys[] = { "added", "changed" };
-	for (size_t k = 0; k < N_OF(keys); k++)
-		json_array_foreach(json_object_get(data, keys[k]), i, v)
-			if (json_string_length(v) && wl_add(mx, json_string_value(v)) < 0)
+	for (size_t i = 0; i < sum->n_removed; i++)
+		wl_drop(mx, sum->removed[i]);
+	const struct {
+		const char *const *names;
+		size_t n;
+	} lists[] = { { sum->added, sum->n_added }, { sum->changed, sum->n_changed } };
+	for (size_t k = 0; k < N_OF(lists); k++)
+		for (size_t i = 0; i < lists[k].n; i++)
+			if (lists[k].names[i][0] && wl_add(mx, lists[k].names[i]) < 0)
 				vram_warn("Failed to count metrics of workload %s: out of memory",
-					  json_string_value(v));
+					  lists[k].names[i]);
 }
 
-/* A workload changed state (data: see vram_manager_subscribe). */
-static void on_state(struct vram_metrics *mx, json_t *data)
+/* Seconds from since_ms to now_ms (monotonic), or a negative number when since_ms is none. */
+static double since_s(uint64_t since_ms, uint64_t now_ms)
 {
-	const char *name = json_string_value(json_object_get(data, "workload"));
-	const char *from = json_string_value(json_object_get(data, "from"));
-	const char *to = json_string_value(json_object_get(data, "to"));
-	const char *reason = json_string_value(json_object_get(data, "reason"));
-	double t = json_number_value(json_object_get(data, "time"));
-	struct wl_metrics *w = wl_of(mx, name);
-	if (!w || w == &mx->none || !from || !to)
+	return since_ms && now_ms >= since_ms ? (double)(now_ms - since_ms) / 1000.0 : -1.0;
+}
+
+/*
+ * A workload changed state. Evictions are told by the event's reason, not
+ * its words; durations come from the monotonic clock, so that a step of the
+ * wall clock does not skew them.
+ */
+static void on_state(struct vram_metrics *mx, const struct vram_event *ev)
+{
+	struct wl_metrics *w = wl_of(mx, ev->workload);
+	if (!w || w == &mx->none)
 		return;
-	if (strcmp(to, "offloading") == 0) {
-		w->offloading_since = t;
-		if (reason && strncmp(reason, "evicted", 7) == 0)
+	double s;
+	if (ev->to == VRAM_WL_OFFLOADING) {
+		w->offloading_since_ms = ev->mono_ms;
+		if (ev->reason == VRAM_REASON_EVICTED)
 			w->evictions++;
-	} else if (strcmp(from, "offloading") == 0 && strcmp(to, "offloaded") == 0) {
+	} else if (ev->from == VRAM_WL_OFFLOADING && ev->to == VRAM_WL_OFFLOADED) {
 		w->offloads++;
-		if (w->offloading_since > 0)
-			vram_histogram_observe(&w->offload_seconds, t - w->offloading_since);
+		if ((s = since_s(w->offloading_since_ms, ev->mono_ms)) >= 0)
+			vram_histogram_observe(&w->offload_seconds, s);
 	}
-	if (strcmp(to, "restoring") == 0) {
-		w->restoring_since = t;
-	} else if (strcmp(from, "restoring") == 0 && strcmp(to, "ready") == 0) {
+	if (ev->to == VRAM_WL_RESTORING) {
+		w->restoring_since_ms = ev->mono_ms;
+	} else if (ev->from == VRAM_WL_RESTORING && ev->to == VRAM_WL_READY) {
 		w->restores++;
-		if (w->restoring_since > 0)
-			vram_histogram_observe(&w->restore_seconds, t - w->restoring_since);
+		if ((s = since_s(w->restoring_since_ms, ev->mono_ms)) >= 0)
+			vram_histogram_observe(&w->restore_seconds, s);
 	}
 }
 
-static void on_event(const char *event, json_t *data, void *arg)
+static void on_event(const struct vram_event *ev, void *arg)
 {
-	if (strcmp(event, "state") == 0)
-		on_state(arg, data);
-	else if (strcmp(event, "reload") == 0)
-		on_reload(arg, data);
+	switch (ev->kind) {
+	case VRAM_EVENT_STATE:
+		on_state(arg, ev);
+		break;
+	case VRAM_EVENT_RELOAD:
+		on_reload(arg, ev->reload);
+		break;
+	}
 }
 
 void vram_metrics_gateway_request(struct vram_metrics *mx, const char *workload, int status,

@@ -233,7 +233,7 @@ int vram_manager_add_adhoc(struct vram_manager *m, const struct vram_adhoc_spec 
 	a->used = true;
 	mgr_slot(m, w)->owner = &a->runas;
 	mgr_rebuild_live(m);
-	r = mgr_begin_start(m, w, "run by hand", err, err_size);
+	r = mgr_begin_start(m, w, VRAM_REASON_RUN, "run by hand", err, err_size);
 	if (r < 0) {
 		adhoc_free_slot(m, w);
 		return r;
@@ -277,7 +277,7 @@ int vram_manager_remove_adhoc(struct vram_manager *m, const char *name, char *er
 	}
 	a->removing = true;
 	if ((w->state != VRAM_WL_STOPPED && w->state != VRAM_WL_FAILED) || mgr_any_process(w))
-		mgr_stop_workload(m, w, "removed");
+		mgr_stop_workload(m, w, VRAM_REASON_REMOVED, "removed");
 	mgr_kick(m);
 	return 0;
 }

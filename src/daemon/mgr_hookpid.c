@@ -31,9 +31,9 @@ static void on_hook_done(const struct vram_hookchan_result *r, void *arg)
 	res->bytes = r->status == 0 ? r->bytes : 0;
 	res->engine = "hook";
 	res->error = r->status;
-	res->http_status = r->status == 0 ? 200
-			   : r->status == -EALREADY ? 409
-			   : r->missing ? 503 : 500;
+	res->outcome = r->status == 0 ? VRAM_OUTCOME_DONE
+		       : r->status == -EALREADY ? VRAM_OUTCOME_PREEMPTED
+		       : r->missing ? VRAM_OUTCOME_GONE : VRAM_OUTCOME_FAILED;
 	snprintf(res->message, sizeof(res->message), "pid %d (%s): %s", (int)r->pid,
 		 wt->hook_workload[0] ? wt->hook_workload : "no workload",
 		 r->text[0] ? r->text : strerror(-r->status));

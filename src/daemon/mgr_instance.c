@@ -429,7 +429,7 @@ static void mps_fail(struct vram_manager *m, struct vram_workload *w, int error,
 	} else {
 		kill_processes(w);
 		mgr_fail_workload(m, w, w->state == VRAM_WL_STARTING ? VRAM_WL_EV_START_FAILED : VRAM_WL_EV_CRASH,
-				  true);
+				  VRAM_REASON_MPS, true);
 	}
 	snprintf(w->log_tail, sizeof(w->log_tail), "%s", message);
 }
@@ -526,7 +526,7 @@ int mgr_start_processes(struct vram_manager *m, struct vram_workload *w, char *e
 
 /* A process died, or a start/restore did not become healthy: go to failed. */
 void mgr_fail_workload(struct vram_manager *m, struct vram_workload *w, enum vram_wl_event ev,
-		       bool retry)
+		       enum vram_event_reason reason, bool retry)
 {
 	if (w->log)
 		vram_logfile_tail(w->log, w->log_tail, sizeof(w->log_tail));
@@ -540,7 +540,7 @@ void mgr_fail_workload(struct vram_manager *m, struct vram_workload *w, enum vra
 	mgr_mps_detach_idle(w);
 	w->offloaded_bytes = 0;
 	if (w->state != VRAM_WL_FAILED)
-		mgr_set_state(m, w, ev, w->last_error);
+		mgr_set_state(m, w, ev, reason, w->last_error);
 	if (retry && !w->retry_pending)
 		mgr_schedule_retry(m, w);
 }
@@ -637,7 +637,7 @@ static void on_child_exit(struct vram_child *c, int status, void *arg)
 			return;
 		if (w->state == VRAM_WL_STOPPING) {
 			w->offloaded_bytes = 0;
-			mgr_set_state(m, w, VRAM_WL_EV_EXITED, "stopped");
+			mgr_set_state(m, w, VRAM_WL_EV_EXITED, VRAM_REASON_STOPPED, "stopped");
 		} else if (w->state == VRAM_WL_OFFLOADING && w->job && !w->engine->keeps_process) {
 			vram_job_complete(w->job, 0, w->last_bytes, "processes stopped");
 		}
@@ -647,7 +647,7 @@ static void on_child_exit(struct vram_child *c, int status, void *arg)
 
 	if (w->state == VRAM_WL_STOPPING) {
 		if (all_gone)
-			mgr_set_state(m, w, VRAM_WL_EV_EXITED, how);
+			mgr_set_state(m, w, VRAM_WL_EV_EXITED, VRAM_REASON_STOPPED, how);
 		return;
 	}
 	bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
@@ -655,9 +655,9 @@ static void on_child_exit(struct vram_child *c, int status, void *arg)
 		/* it finished by itself: not a failure, and on-failure does not restart it */
 		mgr_fmt_error(w, 0, "replica %u (pid %d) %s", in->replica, (int)pid, how);
 		if (all_gone) {
-			mgr_set_state(m, w, VRAM_WL_EV_EXITED, w->last_error);
+			mgr_set_state(m, w, VRAM_WL_EV_EXITED, VRAM_REASON_EXITED, w->last_error);
 		} else {
-			mgr_set_state(m, w, VRAM_WL_EV_STOP, w->last_error);
+			mgr_set_state(m, w, VRAM_WL_EV_STOP, VRAM_REASON_EXITED, w->last_error);
 			mgr_stop_processes(w);
 		}
 		return;
@@ -668,7 +668,7 @@ static void on_child_exit(struct vram_child *c, int status, void *arg)
 		     w->state != VRAM_WL_READY;
 	mgr_backoff_reset_if_settled(w);
 	mgr_fail_workload(m, w, w->state == VRAM_WL_STARTING ? VRAM_WL_EV_START_FAILED
-							 : VRAM_WL_EV_CRASH, retry);
+							 : VRAM_WL_EV_CRASH, VRAM_REASON_CRASH, retry);
 }
 
 bool mgr_on_reaped_other(pid_t pid, int wait_status, void *arg)
@@ -685,7 +685,7 @@ static void on_all_healthy(struct vram_manager *m, struct vram_workload *w)
 	if (w->state == VRAM_WL_STARTING) {
 		w->last_error[0] = '\0';
 		w->last_errno = 0;
-		mgr_set_state(m, w, VRAM_WL_EV_HEALTHY, "healthy");
+		mgr_set_state(m, w, VRAM_WL_EV_HEALTHY, VRAM_REASON_HEALTHY, "healthy");
 	} else if (w->state == VRAM_WL_RESTORING && w->job) {
 		vram_job_complete(w->job, 0, vram_workload_gpu_bytes(w), "started again");
 	}
@@ -694,10 +694,11 @@ static void on_all_healthy(struct vram_manager *m, struct vram_workload *w)
 /*
  * A start or restore that cannot become healthy (it timed out, or its port
  * is held by another process): kill what runs and fail, or hand the failure
- * to the restore job, which fails the workload itself. The reason is in
- * last_error.
+ * to the restore job, which fails the workload itself. Why is reason
+ * (timeout, no room, port taken), in words in last_error.
  */
-static void start_give_up(struct vram_manager *m, struct vram_workload *w)
+static void start_give_up(struct vram_manager *m, struct vram_workload *w,
+			  enum vram_event_reason reason)
 {
 	if (w->state == VRAM_WL_RESTORING && w->job && !w->engine->keeps_process) {
 		struct vram_job *job = w->job;
@@ -710,7 +711,7 @@ static void start_give_up(struct vram_manager *m, struct vram_workload *w)
 	kill_processes(w);
 	mgr_fail_workload(m, w, w->state == VRAM_WL_STARTING ? VRAM_WL_EV_START_FAILED
 							 : VRAM_WL_EV_RESTORE_FAILED,
-		      w->last_errno != -ENOSPC);
+			  reason, w->last_errno != -ENOSPC);
 }
 
 /*
@@ -747,7 +748,7 @@ static bool port_is_ours(struct vram_manager *m, struct vram_workload *w, struct
 	mgr_fmt_error(w, -EADDRINUSE, "%s", msg);
 	if (w->log)
 		vram_logfile_note(w->log, "replica %u: %s", in->replica, msg);
-	start_give_up(m, w);
+	start_give_up(m, w, VRAM_REASON_PORT_TAKEN);
 	return false;
 }
 
@@ -795,7 +796,7 @@ static void on_live_probe(bool ok, const char *why, void *arg)
 	mgr_fmt_error(w, -ETIMEDOUT, "%s", reason);
 	mgr_backoff_reset_if_settled(w);
 	/* stop_processes also wakes a stopped (SIGSTOP) process, so that SIGTERM can end it */
-	mgr_fail_workload(m, w, VRAM_WL_EV_CRASH, true);
+	mgr_fail_workload(m, w, VRAM_WL_EV_CRASH, VRAM_REASON_LIVENESS, true);
 }
 
 /*
@@ -842,7 +843,7 @@ void mgr_on_start_timer(evutil_socket_t fd, short what, void *arg)
 		if (probe[0])
 			strncat(w->last_error, ")", sizeof(w->last_error) - strlen(w->last_error) - 1);
 	}
-	start_give_up(m, w);
+	start_give_up(m, w, w->awaiting_room ? VRAM_REASON_NO_ROOM : VRAM_REASON_TIMEOUT);
 }
 
 /*
@@ -874,7 +875,7 @@ bool mgr_endpoint_port_ours(struct vram_manager *m, struct vram_workload *w,
 	mgr_fmt_error(w, -EADDRINUSE, "%s", msg);
 	if (w->log)
 		vram_logfile_note(w->log, "replica %u: %s", in->replica, msg);
-	mgr_fail_workload(m, w, VRAM_WL_EV_CRASH, true);
+	mgr_fail_workload(m, w, VRAM_WL_EV_CRASH, VRAM_REASON_PORT_TAKEN, true);
 	return false;
 }
 

@@ -114,6 +114,15 @@ bool mgr_any_process(const struct vram_workload *w)
 	return false;
 }
 
+int vram_manager_state(struct vram_manager *m, const char *name, enum vram_wl_state *ret_state)
+{
+	struct vram_workload *w = mgr_find(m, name);
+	if (!w)
+		return -ENOENT;
+	*ret_state = w->state;
+	return 0;
+}
+
 const char *vram_manager_log_path(struct vram_manager *m, const char *name)
 {
 	struct vram_workload *w = mgr_find(m, name);
@@ -144,28 +153,32 @@ static double wall_now(void)
 }
 
 /* Newest first; a subscriber may unsubscribe itself from its callback. */
-void mgr_emit(struct vram_manager *m, const char *event, json_t *data)
+void mgr_emit(struct vram_manager *m, const struct vram_event *ev)
 {
 	struct vram_list *pos, *tmp;
 	vram_list_for_each_safe(pos, tmp, &m->subs) {
 		struct vram_manager_sub *s = vram_list_entry(pos, struct vram_manager_sub, link);
-		s->cb(event, data, s->arg);
+		s->cb(ev, s->arg);
 	}
 }
 
-/* The "state" event of w's change from `from`. */
+/* The state event of w's change from `from` at now_ms (monotonic). */
 static void emit_state(struct vram_manager *m, struct vram_workload *w, enum vram_wl_state from,
-		       const char *reason)
+		       enum vram_event_reason reason, const char *text, uint64_t now_ms)
 {
 	if (vram_list_empty(&m->subs))
 		return;
-	json_t *data = json_pack("{s:s,s:s,s:s,s:s,s:f}", "workload", w->cfg->name, "from",
-				 vram_wl_state_name(from), "to", vram_wl_state_name(w->state),
-				 "reason", reason ? reason : "", "time", wall_now());
-	if (!data)
-		return;
-	mgr_emit(m, "state", data);
-	json_decref(data);
+	struct vram_event ev = {
+		.kind = VRAM_EVENT_STATE,
+		.workload = w->cfg->name,
+		.from = from,
+		.to = w->state,
+		.reason = reason,
+		.text = text ? text : "",
+		.mono_ms = now_ms,
+		.wall_s = wall_now(),
+	};
+	mgr_emit(m, &ev);
 }
 
 int vram_manager_subscribe(struct vram_manager *m, vram_event_cb cb, void *arg,
@@ -193,7 +206,7 @@ void vram_manager_unsubscribe(struct vram_manager_sub *sub)
 /* ---- state changes ---- */
 
 int mgr_set_state(struct vram_manager *m, struct vram_workload *w, enum vram_wl_event ev,
-		  const char *reason)
+		  enum vram_event_reason reason, const char *text)
 {
 	int to = vram_wl_transition(w->state, ev);
 	if (to < 0) {
@@ -215,13 +228,13 @@ int mgr_set_state(struct vram_manager *m, struct vram_workload *w, enum vram_wl_
 		w->evicting = false;
 	if (from != w->state) {
 		vram_info("%s: %s -> %s%s%s", w->cfg->name, vram_wl_state_name(from),
-			  vram_wl_state_name(w->state), reason && reason[0] ? ": " : "",
-			  reason ? reason : "");
+			  vram_wl_state_name(w->state), text && text[0] ? ": " : "",
+			  text ? text : "");
 		if (w->log)
 			vram_logfile_note(w->log, "%s -> %s%s%s", vram_wl_state_name(from),
-					  vram_wl_state_name(w->state), reason && reason[0] ? ": " : "",
-					  reason ? reason : "");
-		emit_state(m, w, from, reason);
+					  vram_wl_state_name(w->state), text && text[0] ? ": " : "",
+					  text ? text : "");
+		emit_state(m, w, from, reason, text, now);
 	}
 	mgr_resolve_waiters(m, w);
 	mgr_kick(m);
@@ -319,7 +332,7 @@ void mgr_waiter_resolve(struct vram_manager_waiter *wt, bool ok)
 	res->engine = w->engine ? w->engine->name : NULL;
 	if (ok) {
 		res->error = 0;
-		res->http_status = 200;
+		res->outcome = VRAM_OUTCOME_DONE;
 		if (wt->action == VRAM_ACTION_OFFLOAD || wt->action == VRAM_ACTION_RESTORE)
 			res->bytes = w->last_bytes;
 		char size[32];
@@ -334,17 +347,17 @@ void mgr_waiter_resolve(struct vram_manager_waiter *wt, bool ok)
 				 res->state);
 	} else if (w->last_errno == -ENOSPC) {
 		res->error = -ENOSPC;
-		res->http_status = 503;
+		res->outcome = VRAM_OUTCOME_NO_ROOM;
 		snprintf(res->message, sizeof(res->message), "%s", w->last_error);
 	} else if (w->state == VRAM_WL_FAILED || (w->state == wt->target && w->last_error[0]) ||
 		   w->last_errno) {
 		res->error = w->last_errno ? w->last_errno : -EIO;
-		res->http_status = 500;
+		res->outcome = VRAM_OUTCOME_FAILED;
 		snprintf(res->message, sizeof(res->message), "%s failed to %s: %s", w->cfg->name,
 			 vram_action_name(wt->action), w->last_error[0] ? w->last_error : "unknown error");
 	} else {
 		res->error = -ECANCELED;
-		res->http_status = 409;
+		res->outcome = VRAM_OUTCOME_PREEMPTED;
 		snprintf(res->message, sizeof(res->message),
 			 "%s is %s: another action changed it before it could %s", w->cfg->name,
 			 res->state, vram_action_name(wt->action));

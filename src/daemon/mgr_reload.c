@@ -120,8 +120,8 @@ static bool reload_step(struct vram_manager *m, struct vram_workload *w)
 	if (!vram_wl_state_settled(w->state) || w->awaiting_room)
 		return false; /* starting, restoring, offloading or stopping: wait for it to settle */
 	if (mgr_any_process(w) || (w->state != VRAM_WL_STOPPED && w->state != VRAM_WL_FAILED)) {
-		mgr_stop_workload(m, w, s->removing ? "removed from the config"
-						: "the config changed: restarting");
+		mgr_stop_workload(m, w, VRAM_REASON_RELOAD,
+				  s->removing ? "removed from the config" : "the config changed: restarting");
 		return false;
 	}
 	if (w->retry_pending) {
@@ -147,7 +147,7 @@ static bool reload_step(struct vram_manager *m, struct vram_workload *w)
 	s->start_after = false;
 	s->keys[0] = '\0';
 	mgr_release_held_waiters(m, w);
-	if (!start || mgr_start_logged(m, w, "the config changed") < 0)
+	if (!start || mgr_start_logged(m, w, VRAM_REASON_RELOAD, "the config changed") < 0)
 		mgr_resolve_waiters(m, w);
 	return false;
 }
@@ -178,7 +178,8 @@ int vram_manager_reload(struct vram_manager *m, struct vram_config *cfg, json_t 
 	char keys[512];
 	struct vram_workload **fresh = NULL; /* slots for the added workloads, in cfg order */
 	json_t *rep = NULL; /* the report for the caller */
-	json_t *ev = NULL;  /* the "reload" event: names added, removed, changed */
+	const char **names = NULL; /* the reload event's names: added, then changed, then removed */
+	struct vram_reload_summary sum = { 0 }; /* the reload event, over names */
 	if (m->shutting_down) {
 		snprintf(err, err_size, "vramd is shutting down");
 		r = -EBUSY;
@@ -215,10 +216,14 @@ int vram_manager_reload(struct vram_manager *m, struct vram_config *cfg, json_t 
 	r = -ENOMEM;
 	rep = json_pack("{s:[],s:[],s:[],s:[],s:i}", "added", "removed", "changed", "restarting",
 			"unchanged", 0);
-	ev = json_pack("{s:[],s:[],s:[]}", "added", "removed", "changed");
 	fresh = calloc(n_new ? n_new : 1, sizeof(*fresh));
-	if (!rep || !ev || !fresh)
+	/* borrowed from the new config, and the old one (removed: retired, kept past the event) */
+	names = calloc(n_new + cfg->n_workloads + m->n_cfg + 1, sizeof(*names));
+	if (!rep || !fresh || !names)
 		goto out_err;
+	sum.added = names;
+	sum.changed = names + n_new;
+	sum.removed = names + n_new + cfg->n_workloads;
 	/* The new workloads' slots, made ready; undone if any fails. */
 	size_t j = 0, k = 0;
 	for (size_t i = 0; i < cfg->n_workloads; i++) {
@@ -238,7 +243,6 @@ int vram_manager_reload(struct vram_manager *m, struct vram_config *cfg, json_t 
 	/* From here on nothing fails: the new config takes over. */
 	json_t *added = json_object_get(rep, "added"), *removed = json_object_get(rep, "removed");
 	json_t *changed = json_object_get(rep, "changed"), *restarting = json_object_get(rep, "restarting");
-	json_t *names_changed = json_object_get(ev, "changed");
 	json_int_t unchanged = 0;
 	for (size_t i = 0; i < cfg->n_workloads; i++) {
 		const struct vram_workload_config *c = &cfg->workloads[i];
@@ -264,7 +268,7 @@ int vram_manager_reload(struct vram_manager *m, struct vram_config *cfg, json_t 
 			vram_info("%s: %s changed: restarts once its requests in flight end", c->name,
 				  keys);
 			strv_json_append(restarting, c->name);
-			strv_json_append(names_changed, c->name);
+			names[n_new + sum.n_changed++] = c->name;
 			json_array_append_new(changed, json_pack("{s:s,s:s,s:s}", "workload", c->name,
 								 "keys", keys, "applies", "restart"));
 			continue;
@@ -283,7 +287,7 @@ int vram_manager_reload(struct vram_manager *m, struct vram_config *cfg, json_t 
 			continue;
 		}
 		vram_info("%s: %s changed: applied", c->name, keys);
-		strv_json_append(names_changed, c->name);
+		names[n_new + sum.n_changed++] = c->name;
 		json_array_append_new(changed, json_pack("{s:s,s:s,s:s}", "workload", c->name, "keys",
 							 keys, "applies", "now"));
 	}
@@ -300,10 +304,12 @@ int vram_manager_reload(struct vram_manager *m, struct vram_config *cfg, json_t 
 		vram_info("%s: removed from the config: stops once its requests in flight end",
 			  w->cfg->name);
 		strv_json_append(removed, w->cfg->name);
+		names[n_new + cfg->n_workloads + sum.n_removed++] = w->cfg->name;
 	}
 	for (size_t y = 0; y < n_new; y++) {
 		vram_info("%s: added", fresh[y]->cfg->name);
 		strv_json_append(added, fresh[y]->cfg->name);
+		names[sum.n_added++] = fresh[y]->cfg->name;
 	}
 	struct retired *t = malloc(sizeof(*t));
 	if (t) {
@@ -322,14 +328,13 @@ int vram_manager_reload(struct vram_manager *m, struct vram_config *cfg, json_t 
 	}
 	m->cfg = cfg;
 	mgr_rebuild_live(m);
-	json_object_set(ev, "added", added);
-	json_object_set(ev, "removed", removed);
-	mgr_emit(m, "reload", ev);
-	json_decref(ev);
+	struct vram_event ev = { .kind = VRAM_EVENT_RELOAD, .reload = &sum };
+	mgr_emit(m, &ev);
 	for (size_t y = 0; y < n_new; y++) {
 		if (fresh[y]->cfg->start == VRAM_START_EAGER)
-			mgr_start_logged(m, fresh[y], "added by a config reload");
+			mgr_start_logged(m, fresh[y], VRAM_REASON_RELOAD, "added by a config reload");
 	}
+	free(names);
 	free(fresh);
 	mgr_kick(m);
 	if (ret_report)
@@ -341,7 +346,7 @@ int vram_manager_reload(struct vram_manager *m, struct vram_config *cfg, json_t 
 out_err:
 	snprintf(err, err_size, "out of memory; nothing was changed");
 	json_decref(rep);
-	json_decref(ev);
+	free(names);
 	free(fresh);
 out_cfg:
 	vram_config_free(cfg);

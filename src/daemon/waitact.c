@@ -191,6 +191,22 @@ static void pending_reply(struct pending *p)
 	json_decref(body);
 }
 
+int vram_waitact_status_of(const struct vram_action_result *res)
+{
+	switch (res->outcome) {
+	case VRAM_OUTCOME_DONE:
+		return 200;
+	case VRAM_OUTCOME_PREEMPTED:
+		return 409;
+	case VRAM_OUTCOME_NO_ROOM:
+	case VRAM_OUTCOME_GONE:
+		return 503;
+	case VRAM_OUTCOME_FAILED:
+		break;
+	}
+	return 500;
+}
+
 static void on_action_done(const struct vram_action_result *res, void *arg)
 {
 	struct pending_item *it = arg;
@@ -198,11 +214,10 @@ static void on_action_done(const struct vram_action_result *res, void *arg)
 	it->waiter = NULL;
 	json_array_append_new(p->results, vram_waitact_result_json(res, p->action));
 	if (res->error && p->worst_status == 200) {
-		p->worst_status = res->http_status >= 400 ? res->http_status
-							  : vram_http_status_of_errno(res->error);
+		p->worst_status = vram_waitact_status_of(res);
 		p->first_error = json_pack("{s:s, s:s}", "code",
-					   res->http_status == 409 ? "wrong_state"
-								   : vram_http_error_code(p->worst_status),
+					   p->worst_status == 409 ? "wrong_state"
+								  : vram_http_error_code(p->worst_status),
 					   "message", res->message);
 	}
 	if (--p->n_left > 0)
@@ -365,14 +380,13 @@ int vram_waitact_compat(struct vram_waitact *wa, struct evhttp_request *req,
 		size_t i;
 		json_t *w;
 		json_array_foreach(wls, i, w) {
-			const char *state = json_string_value(json_object_get(w, "state"));
 			const char *n = json_string_value(json_object_get(w, "name"));
-			if (!state || !n)
+			enum vram_wl_state state;
+			if (!n || vram_manager_state(wa->m, n, &state) < 0)
 				continue;
 			bool applies = action == VRAM_ACTION_OFFLOAD
-					       ? strcmp(state, "ready") == 0
-					       : (strcmp(state, "ready") == 0 ||
-						  strcmp(state, "offloaded") == 0);
+					       ? state == VRAM_WL_READY
+					       : state == VRAM_WL_READY || state == VRAM_WL_OFFLOADED;
 			/* another user's command is theirs: "all" means all this client may touch */
 			if (applies && json_is_true(json_object_get(w, "adhoc")))
 				applies = vram_waitact_may_act(wa, peer, n, vram_action_name(action),

@@ -68,6 +68,12 @@ bool vram_waitact_may_act(struct vram_waitact *wa, const struct vram_peer *peer,
 
 /* One action outcome as the REST API reports it (new reference). */
 json_t *vram_waitact_result_json(const struct vram_action_result *res, enum vram_action action);
+/*
+ * The HTTP status of an action's outcome: 200 done; 409 another action
+ * changed the workload first; 503 no room on the GPUs, or (by pid) the
+ * process went away; 500 failed.
+ */
+int vram_waitact_status_of(const struct vram_action_result *res);
 
 /*
  * The 404 for a workload name nothing knows, in the manager's own words,

@@ -2,8 +2,8 @@
 /*
  * For the unit tests of the manager's subscribers (the gateway, the
  * metrics): a manager on one simulated 24 GiB GPU, made from YAML text with
- * its state in a new temporary directory, and the manager's events handed
- * to a subscriber as the manager would hand them.
+ * its state in a new temporary directory, and the manager's reload event
+ * handed to a subscriber as the manager would hand it.
  */
 #ifndef VRAM_TEST_SIM_MANAGER_H
 #define VRAM_TEST_SIM_MANAGER_H
@@ -78,13 +78,38 @@ static inline void sim_manager_free(struct sim_manager *s)
 	assert_int_equal(system(cmd), 0);
 }
 
-/* Calls the subscriber cb(event, data, arg) with data parsed from json. */
-static inline void sim_manager_event(vram_event_cb cb, void *arg, const char *event,
-				     const char *json)
+/* The names of array key of obj into names (at most max); returns how many. */
+static inline size_t sim_manager_names(json_t *obj, const char *key, const char **names, size_t max)
+{
+	size_t i, n = 0;
+	json_t *v;
+	json_array_foreach(json_object_get(obj, key), i, v) {
+		assert_true(json_is_string(v) && n < max);
+		names[n++] = json_string_value(v);
+	}
+	return n;
+}
+
+/*
+ * Calls the subscriber cb with a reload event whose names come from json,
+ * {"added": [names], "removed": [names], "changed": [names]}: the event
+ * stream's form of it (docs/api.md).
+ */
+static inline void sim_manager_reload(vram_event_cb cb, void *arg, const char *json)
 {
 	json_t *data = json_loads(json, 0, NULL);
 	assert_non_null(data);
-	cb(event, data, arg);
+	const char *added[16], *removed[16], *changed[16];
+	struct vram_reload_summary sum = {
+		.added = added,
+		.n_added = sim_manager_names(data, "added", added, 16),
+		.removed = removed,
+		.n_removed = sim_manager_names(data, "removed", removed, 16),
+		.changed = changed,
+		.n_changed = sim_manager_names(data, "changed", changed, 16),
+	};
+	struct vram_event ev = { .kind = VRAM_EVENT_RELOAD, .reload = &sum };
+	cb(&ev, arg);
 	json_decref(data);
 }
 

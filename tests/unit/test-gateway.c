@@ -162,7 +162,7 @@ struct reload_ctx {
 
 static void reload(struct vram_gateway *gw, const char *diff)
 {
-	sim_manager_event(gw__on_event, gw, "reload", diff);
+	sim_manager_reload(gw__on_event, gw, diff);
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)

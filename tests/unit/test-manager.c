@@ -29,6 +29,7 @@
 
 #include "core/engine.h"
 #include "daemon/manager.h"
+#include "daemon/waitact.h"
 
 #define GiB VRAM_GiB
 #define DEMO VRAM_BUILD_ROOT "/src/demo/vram-demo-server"
@@ -45,6 +46,7 @@ struct ctx {
 	/* events */
 	int n_events;
 	char events[64][64]; /* "name:from>to" */
+	enum vram_event_reason reasons[64]; /* of events[] */
 	bool shut_down;
 	struct vram_gpus *gpus; /* borrowed from the manager */
 };
@@ -86,15 +88,24 @@ static void start_manager(struct ctx *c, const char *gpus, const char *extra_wor
 	assert_int_equal(vram_manager_run(c->m), 0);
 }
 
-static void on_event(const char *event, json_t *data, void *arg)
+static void on_event(const struct vram_event *ev, void *arg)
 {
 	struct ctx *c = arg;
-	assert_string_equal(event, "state");
-	if (c->n_events < 64)
-		snprintf(c->events[c->n_events++], sizeof(c->events[0]), "%s:%s>%s",
-			 json_string_value(json_object_get(data, "workload")),
-			 json_string_value(json_object_get(data, "from")),
-			 json_string_value(json_object_get(data, "to")));
+	assert_int_equal(ev->kind, VRAM_EVENT_STATE);
+	if (c->n_events < 64) {
+		c->reasons[c->n_events] = ev->reason;
+		snprintf(c->events[c->n_events++], sizeof(c->events[0]), "%s:%s>%s", ev->workload,
+			 vram_wl_state_name(ev->from), vram_wl_state_name(ev->to));
+	}
+}
+
+/* The reason of the first event "name:from>to" seen, or -1 if none. */
+static int reason_of(struct ctx *c, const char *event)
+{
+	for (int i = 0; i < c->n_events; i++)
+		if (strcmp(c->events[i], event) == 0)
+			return (int)c->reasons[i];
+	return -1;
 }
 
 static int setup(void **state)
@@ -192,7 +203,7 @@ static uint64_t gpu_used(struct ctx *c, unsigned index)
 	return used;
 }
 
-/* Acts and waits for the callback; returns the result's http_status. */
+/* Acts and waits for the callback; returns the HTTP status the API answers it with. */
 static int act_wait(struct ctx *c, const char *name, enum vram_action a)
 {
 	char err[1024];
@@ -202,9 +213,9 @@ static int act_wait(struct ctx *c, const char *name, enum vram_action a)
 		fail_msg("act %d on %s: %d %s", (int)a, name, r, err);
 	assert_int_equal(c->results, want - 1); /* never from inside act */
 	assert_true(run_until(c, have_results, &want, 15));
-	if (c->res.http_status != 200)
+	if (vram_waitact_status_of(&c->res) != 200)
 		print_message("%s\n", c->res.message);
-	return c->res.http_status;
+	return vram_waitact_status_of(&c->res);
 }
 
 static void test_lifecycle(void **state)
@@ -239,7 +250,7 @@ static void test_lifecycle(void **state)
 					  sizeof(err)), 0);
 	assert_string_equal(state_of(c, "demo", buf, sizeof(buf)), "offloading");
 	assert_true(run_until(c, have_results, &want, 10));
-	assert_int_equal(c->res.http_status, 200);
+	assert_int_equal(vram_waitact_status_of(&c->res), 200);
 	assert_string_equal(c->res.state, "offloaded");
 	assert_int_equal(c->res.bytes, 4 * GiB);
 	assert_true(c->res.seconds >= 0.2);
@@ -303,7 +314,7 @@ static void test_errors(void **state)
 	assert_int_equal(vram_manager_act(c->m, "demo", VRAM_ACTION_RELEASE, on_result, c, NULL, err,
 					  sizeof(err)), 0); /* already stopped: succeeds */
 	assert_true(run_until(c, have_results, &(int){1}, 5));
-	assert_int_equal(c->res.http_status, 200);
+	assert_int_equal(vram_waitact_status_of(&c->res), 200);
 	assert_string_equal(c->res.message, "demo is already stopped");
 	assert_int_equal(vram_manager_set_idle(c->m, "nope", 1, 1, err, sizeof(err)), -ENOENT);
 	assert_int_equal(vram_manager_request_begin(c->m, "nope"), -ENOENT);
@@ -397,9 +408,14 @@ static void test_eviction(void **state)
 		 DEMO);
 	start_manager(c, "1x10GiB", big);
 	assert_int_equal(act_wait(c, "demo", VRAM_ACTION_START), 200);
+	assert_int_equal(vram_manager_subscribe(c->m, on_event, c, NULL), 0);
 	assert_int_equal(act_wait(c, "big", VRAM_ACTION_START), 200);
 	char buf[32];
 	assert_string_equal(state_of(c, "demo", buf, sizeof(buf)), "offloaded"); /* evicted */
+	/* what metrics count evictions by, and why big waited */
+	assert_int_equal(reason_of(c, "demo:ready>offloading"), VRAM_REASON_EVICTED);
+	assert_int_equal(reason_of(c, "big:stopped>starting"), VRAM_REASON_WAIT_ROOM);
+	assert_int_equal(reason_of(c, "big:starting>ready"), VRAM_REASON_HEALTHY);
 	assert_int_equal(gpu_used(c, 0), 8 * GiB);
 	/* big is busy now: demo cannot come back, and says why with numbers */
 	assert_int_equal(vram_manager_request_begin(c->m, "big"), 0);

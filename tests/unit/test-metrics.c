@@ -3,8 +3,9 @@
  * The Prometheus text format pieces: label values escaped as the format
  * says, histogram buckets cumulative and closed by +Inf equal to _count.
  * Reloads of the config: a removed workload's counts leave the scrape, a
- * changed one's go on, an added one's start from zero. (metrics.c is
- * included to hand its subscriber the manager's "reload" event.)
+ * changed one's go on, an added one's start from zero. State events:
+ * evictions by their reason, durations by the monotonic clock. (metrics.c
+ * is included to hand its subscriber the manager's events.)
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -87,7 +88,7 @@ static char *scrape(struct vram_metrics *mx)
 
 static void reload(struct vram_metrics *mx, const char *diff)
 {
-	sim_manager_event(on_event, mx, "reload", diff);
+	sim_manager_reload(on_event, mx, diff);
 }
 
 static void test_reload(void **state)
@@ -127,9 +128,10 @@ static void test_reload(void **state)
 
 	/* b added back: from zero; state events count for it again. */
 	reload(mx, "{\"added\": [\"b\"], \"removed\": [], \"changed\": []}");
-	sim_manager_event(on_event, mx, "state",
-			  "{\"workload\": \"b\", \"from\": \"offloading\", \"to\": \"offloaded\", "
-			  "\"reason\": \"idle\", \"time\": 10.0}");
+	struct vram_event ev = { .kind = VRAM_EVENT_STATE, .workload = "b",
+				 .from = VRAM_WL_OFFLOADING, .to = VRAM_WL_OFFLOADED,
+				 .reason = VRAM_REASON_IDLE, .text = "idle", .wall_s = 10.0 };
+	on_event(&ev, mx);
 	t = scrape(mx);
 	assert_non_null(strstr(t, "vram_gateway_requests_total{workload=\"b\",code=\"2xx\"} 0\n"));
 	assert_null(strstr(t, "vram_gateway_requests_total{workload=\"b\",code=\"5xx\"}"));
@@ -142,12 +144,60 @@ static void test_reload(void **state)
 	sim_manager_free(&sm);
 }
 
+/* A state event of workload "a" at mono_ms, with wall-clock time wall_s. */
+static void state_event(struct vram_metrics *mx, enum vram_wl_state from, enum vram_wl_state to,
+			enum vram_event_reason reason, const char *text, uint64_t mono_ms,
+			double wall_s)
+{
+	struct vram_event ev = { .kind = VRAM_EVENT_STATE, .workload = "a", .from = from, .to = to,
+				 .reason = reason, .text = text, .mono_ms = mono_ms, .wall_s = wall_s };
+	on_event(&ev, mx);
+}
+
+/*
+ * Evictions are counted by the event's reason whatever its sentence says,
+ * and durations come from the monotonic clock: a wall clock stepped back
+ * in between (NTP) neither loses nor skews an observation.
+ */
+static void test_state_events(void **state)
+{
+	struct sim_manager sm;
+	sim_manager_new(&sm, "workloads:\n  a: { cmd: [/bin/true], memory: 1GiB }\n", false);
+	struct vram_metrics *mx = NULL;
+	assert_int_equal(vram_metrics_new(sm.m, &mx), 0);
+
+	/* an eviction in other words is one; an idle offload whose text says "evicted" is not */
+	state_event(mx, VRAM_WL_READY, VRAM_WL_OFFLOADING, VRAM_REASON_EVICTED, "made room for b",
+		    1000, 5000.0);
+	state_event(mx, VRAM_WL_OFFLOADING, VRAM_WL_OFFLOADED, VRAM_REASON_OFFLOADED, "done", 3500,
+		    4000.0);
+	state_event(mx, VRAM_WL_OFFLOADED, VRAM_WL_RESTORING, VRAM_REASON_ASKED, "restore asked",
+		    10000, 4100.0);
+	state_event(mx, VRAM_WL_RESTORING, VRAM_WL_READY, VRAM_REASON_RESTORED, "done", 10250,
+		    3000.0);
+	state_event(mx, VRAM_WL_READY, VRAM_WL_OFFLOADING, VRAM_REASON_IDLE, "evicted by the idle timer",
+		    20000, 3100.0);
+	char *t = scrape(mx);
+	assert_non_null(strstr(t, "vram_evictions_total{workload=\"a\"} 1\n"));
+	assert_non_null(strstr(t, "vram_workload_offloads_total{workload=\"a\"} 1\n"));
+	assert_non_null(strstr(t, "vram_workload_restores_total{workload=\"a\"} 1\n"));
+	assert_non_null(strstr(t, "vram_workload_offload_duration_seconds_sum{workload=\"a\"} 2.5\n"));
+	assert_non_null(strstr(t, "vram_workload_offload_duration_seconds_count{workload=\"a\"} 1\n"));
+	assert_non_null(strstr(t, "vram_workload_restore_duration_seconds_sum{workload=\"a\"} 0.25\n"));
+	assert_non_null(strstr(t, "vram_workload_restore_duration_seconds_count{workload=\"a\"} 1\n"));
+	free(t);
+
+	vram_metrics_free(mx);
+	sim_manager_free(&sm);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_escape_label),
 		cmocka_unit_test(test_histogram),
 		cmocka_unit_test(test_reload),
+		cmocka_unit_test(test_state_events),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
