@@ -406,7 +406,8 @@ int mgr_mps_decide(struct vram_manager *m, struct vram_workload *w, char *err, s
 		return 0;
 	}
 	if (w->cfg->fallback == VRAM_FALLBACK_EXCLUSIVE) {
-		snprintf(w->mps_note, sizeof(w->mps_note), "fallback exclusive: running without MPS (%s)", why);
+		snprintf(w->mps_note, sizeof(w->mps_note), "fallback exclusive: running without MPS (%.200s)",
+			 why);
 		return 0;
 	}
 	snprintf(err, err_size, "share: mps needs %s; set fallback: exclusive to run without MPS", why);

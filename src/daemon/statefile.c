@@ -466,12 +466,13 @@ static int read_instance(struct rd *rd, const char *where, json_t *o,
 	in->port = (unsigned)port;
 	json_t *st = json_object_get(o, "state");
 	const char *s = json_is_string(st) ? json_string_value(st) : "";
-	if (strcmp(s, "ready") == 0)
-		in->state = VRAM_STATEFILE_READY;
-	else if (strcmp(s, "offloaded") == 0)
-		in->state = VRAM_STATEFILE_OFFLOADED;
-	else
+	size_t k = 0;
+	while (k < sizeof(inst_state_names) / sizeof(inst_state_names[0]) &&
+	       strcmp(s, inst_state_names[k]) != 0)
+		k++;
+	if (k == sizeof(inst_state_names) / sizeof(inst_state_names[0]))
 		return bad(rd, where, "state", "expected \"ready\" or \"offloaded\"");
+	in->state = (enum vram_statefile_inst_state)k;
 	if (in->state == VRAM_STATEFILE_OFFLOADED)
 		return get_uint(rd, where, o, "offloaded_bytes", true, 0, INT64_MAX,
 				&in->offloaded_bytes);
