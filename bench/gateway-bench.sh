@@ -287,27 +287,34 @@ if [ "$MODE" = nginx ]; then
 	done
 	# What other processes took of the CPUs during a run, in cores: the
 	# machine's busy time less that of the daemons, nginx, the backend, this
-	# script and its children (wrk). A busy neighbour shows here.
+	# script and its children (wrk). A busy neighbour shows here. And the CPU
+	# time per request of the proxy measured, which a neighbour disturbs far
+	# less than its throughput.
 	OUR_PIDS="$PID $BASE_PID ${NGINX_PIDS:-} $BACKEND_PID"
-	cpu_ticks() { # "busy ours" in clock ticks, now
-		awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
-		for p in $OUR_PIDS; do sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null; done |
+	ticks_of() { # pids -> their user + system clock ticks
+		for p in "$@"; do sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null; done |
 			awk '{ s += $12 + $13 } END { print s + 0 }'
+	}
+	cpu_ticks() { # proxy pids -> "busy ours self proxy" in clock ticks, now
+		awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
+		ticks_of $OUR_PIDS
 		sed 's/^.*) //' "/proc/$$/stat" | awk '{ print $12 + $13 + $14 + $15 }'
+		ticks_of "$@"
 	}
 	TICK=$(getconf CLK_TCK)
-	run_one() { # who (nginx, gateway, base): one line "who requests/s other_cores" in $DIR/runs
+	run_one() { # who (nginx, gateway, base): "who requests/s other_cores proxy_us_per_request" in $DIR/runs
 		case $1 in
-		nginx) _u=$NGINX_URL ;;
-		gateway) _u=$GATEWAY ;;
-		base) _u=$BASE_URL ;;
+		nginx) _u=$NGINX_URL _p=$NGINX_PIDS ;;
+		gateway) _u=$GATEWAY _p=$PID ;;
+		base) _u=$BASE_URL _p=$BASE_PID ;;
 		esac
-		_before=$(cpu_ticks | tr '\n' ' ')
+		_before=$(cpu_ticks $_p | tr '\n' ' ')
 		_t0=$(date +%s.%N)
 		set -- "$1" $(run_wrk "$_u" "$CONNS")
 		_t1=$(date +%s.%N)
-		echo "$1 $2 $_before $(cpu_ticks | tr '\n' ' ')" | awk -v t="$TICK" -v s="$_t1 - $_t0" -v t0="$_t0" -v t1="$_t1" '{
-			printf "%s %s %.2f\n", $1, $2, (($6 - $3) - ($7 - $4) - ($8 - $5)) / t / (t1 - t0)
+		echo "$1 $2 $_before $(cpu_ticks $_p | tr '\n' ' ')" | awk -v t="$TICK" -v t0="$_t0" -v t1="$_t1" -v d="$DURATION" '{
+			printf "%s %s %.2f %.2f\n", $1, $2, (($7 - $3) - ($8 - $4) - ($9 - $5)) / t / (t1 - t0),
+				($10 - $6) / t * 1e6 / ($2 * d)
 		}' >>"$DIR/runs"
 	}
 	: >"$DIR/runs"
@@ -321,7 +328,7 @@ if [ "$MODE" = nginx ]; then
 		done
 		i=$((i + 1))
 		echo "gateway-bench: round $i: $(tail -n "$((2 * $(echo "$order" | wc -w)))" "$DIR/runs" |
-			awk '{ printf "%s%s %.0f/s", (NR > 1 ? ", " : ""), $1, $2; if ($3 > m) m = $3 } END { printf "; other processes up to %.2f cores", m }')"
+			awk '{ printf "%s%s %.0f/s %.1fus", (NR > 1 ? ", " : ""), $1, $2, $4; if ($3 > m) m = $3 } END { printf "; other processes up to %.2f cores", m }')"
 	done
 	run_one nginx
 	# Each gateway run against the mean of the nginx runs around it, with the
@@ -340,6 +347,10 @@ if [ "$MODE" = nginx ]; then
 		grep -q "^$who " "$DIR/ratios" || continue
 		summary "$who / nginx" "\$1 == \"$who\""
 		summary "$who / nginx, rounds with other processes <= $QUIET cores" "\$1 == \"$who\" && \$3 <= $QUIET"
+	done
+	for who in nginx gateway base; do
+		grep -q "^$who " "$DIR/runs" || continue
+		echo "gateway-bench: $who CPU us per request, median (range) of $(grep -c "^$who " "$DIR/runs") runs: $(awk -v w="$who" '$1 == w { print $4 }' "$DIR/runs" | stats)"
 	done
 	exit 0
 fi
