@@ -76,40 +76,16 @@ PID=
 BASE_PID=
 NGINX_PID=
 RELAY_PIDS=
-stop() { # pid: TERM, then wait for it
-	if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
-		kill -TERM "$1"
-		wait "$1" 2>/dev/null || true
-	fi
-}
 cleanup() {
 	for p in $RELAY_PIDS; do kill "$p" 2>/dev/null || true; done
-	stop "$NGINX_PID"
-	stop "$BASE_PID"
-	stop "$PID"
+	bench_stop "$NGINX_PID"
+	bench_stop "$BASE_PID"
+	bench_stop "$PID"
 	rm -rf "$DIR"
 }
 trap cleanup EXIT INT TERM
 
-write_config() { # file, the workload's cmd, the rest of its lines
-	cat >"$1" <<EOC
-daemon:
-  log_level: warn
-gpus:
-  reserve: 0
-defaults:
-  idle: { offload_after: never, release_after: never }
-  stop_grace: 1s
-workloads:
-  bench:
-    cmd: $2
-    gpus: 1
-    memory: 1GiB
-    models: [bench-model]
-$3
-EOC
-}
-write_config "$DIR/bench.yaml" "[$BACKEND, --port, \"\${PORT}\"]" "    health: { tcp: true }"
+bench_write_config "$DIR/bench.yaml" "[$BACKEND, --port, \"\${PORT}\"]" "    health: { tcp: true }"
 
 NCPU=$(nproc)
 PIN_D=
@@ -182,7 +158,7 @@ fi
 # gateways and nginx reach one and the same backend process.
 BASE_URL=-
 if [ -n "$BASE" ]; then
-	write_config "$DIR/base.yaml" '[/bin/sleep, "100000"]' "    port: $BPORT
+	bench_write_config "$DIR/base.yaml" '[/bin/sleep, "100000"]' "    port: $BPORT
     health: { tcp: true, port_owner: any }"
 	_url=$URL _port=$PORT _pid=$PID
 	VRAMD=$BASE_VRAMD bench_start_vramd gateway-bench 1x80GiB base
