@@ -32,8 +32,10 @@
 # Target (issue 12): the gateway's throughput with CONNECTIONS connections
 # does not fall below what it was against nginx (0.97x on the 2-core dev
 # machine). In the default mode nginx is one more row of each round; in
-# MODE=nginx each round measures nginx next to each gateway, alternating
-# which goes first, and divides by the mean of the round's nginx runs.
+# MODE=nginx every gateway run sits between two nginx runs and is divided
+# by their mean, which gateway goes first alternates by round, and each
+# run also gives what other processes took of the CPUs and the proxy's CPU
+# time per request (QUIET=cores: the rounds summed up apart as quiet).
 #
 # Two placements are measured, each direct and through the gateway:
 #  - shared: nothing pinned; wrk, vramd and the backend share every core, as
