@@ -32,8 +32,10 @@
 # Target (issue 12): the gateway's throughput with CONNECTIONS connections
 # does not fall below what it was against nginx (0.97x on the 2-core dev
 # machine). In the default mode nginx is one more row of each round; in
-# MODE=nginx each round measures nginx next to each gateway, alternating
-# which goes first, and divides by the mean of the round's nginx runs.
+# MODE=nginx every gateway run sits between two nginx runs and is divided
+# by their mean, which gateway goes first alternates by round, and each
+# run also gives what other processes took of the CPUs and the proxy's CPU
+# time per request (QUIET=cores: the rounds summed up apart as quiet).
 #
 # Two placements are measured, each direct and through the gateway:
 #  - shared: nothing pinned; wrk, vramd and the backend share every core, as
@@ -76,40 +78,16 @@ PID=
 BASE_PID=
 NGINX_PID=
 RELAY_PIDS=
-stop() { # pid: TERM, then wait for it
-	if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
-		kill -TERM "$1"
-		wait "$1" 2>/dev/null || true
-	fi
-}
 cleanup() {
 	for p in $RELAY_PIDS; do kill "$p" 2>/dev/null || true; done
-	stop "$NGINX_PID"
-	stop "$BASE_PID"
-	stop "$PID"
+	bench_stop "$NGINX_PID"
+	bench_stop "$BASE_PID"
+	bench_stop "$PID"
 	rm -rf "$DIR"
 }
 trap cleanup EXIT INT TERM
 
-write_config() { # file, the workload's cmd, the rest of its lines
-	cat >"$1" <<EOC
-daemon:
-  log_level: warn
-gpus:
-  reserve: 0
-defaults:
-  idle: { offload_after: never, release_after: never }
-  stop_grace: 1s
-workloads:
-  bench:
-    cmd: $2
-    gpus: 1
-    memory: 1GiB
-    models: [bench-model]
-$3
-EOC
-}
-write_config "$DIR/bench.yaml" "[$BACKEND, --port, \"\${PORT}\"]" "    health: { tcp: true }"
+bench_write_config "$DIR/bench.yaml" "[$BACKEND, --port, \"\${PORT}\"]" "    health: { tcp: true }"
 
 NCPU=$(nproc)
 PIN_D=
@@ -182,7 +160,7 @@ fi
 # gateways and nginx reach one and the same backend process.
 BASE_URL=-
 if [ -n "$BASE" ]; then
-	write_config "$DIR/base.yaml" '[/bin/sleep, "100000"]' "    port: $BPORT
+	bench_write_config "$DIR/base.yaml" '[/bin/sleep, "100000"]' "    port: $BPORT
     health: { tcp: true, port_owner: any }"
 	_url=$URL _port=$PORT _pid=$PID
 	VRAMD=$BASE_VRAMD bench_start_vramd gateway-bench 1x80GiB base

@@ -26,10 +26,7 @@ command -v wrk >/dev/null || { echo "status-bench: wrk is not installed (apt-get
 DIR=$(mktemp -d /tmp/vramd-bench-XXXXXX)
 PID=
 cleanup() {
-	if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
-		kill -TERM "$PID"
-		wait "$PID" 2>/dev/null || true
-	fi
+	bench_stop "$PID"
 	rm -rf "$DIR"
 }
 trap cleanup EXIT INT TERM

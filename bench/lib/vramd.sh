@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: MIT
 # Sourced by the bench scripts: starts vramd on a free loopback port with the
-# simulated GPUs given and waits until it answers.
+# simulated GPUs given and waits until it answers; writes the config of the
+# gateway benchmarks; stops what they started.
 #   bench_start_vramd TAG GPUS [NAME]
 # Needs VRAMD, DIR (holding bench.yaml) and PIN_D (a taskset prefix or empty);
 # sets PORT, URL and PID. NAME (default bench) picks the config
@@ -22,18 +23,49 @@ bench_start_vramd() {
 	bench_wait "$1: vramd" "$URL/healthz" "$PID" "$_log"
 }
 
-# Waits up to 10 s for URL to answer 2xx while PID runs; else prints WHAT
-# "did not come up" and LOG, and exits 1.
+# Waits up to BENCH_WAIT_S (default 10) s for URL to answer 2xx while PID
+# runs; else prints WHAT "did not come up" and LOG, and exits 1.
 #   bench_wait WHAT URL PID LOG
 bench_wait() {
 	_n=0
 	until curl -sf "$2" >/dev/null 2>&1; do
 		_n=$((_n + 1))
-		if [ $_n -gt 100 ] || ! kill -0 "$3" 2>/dev/null; then
+		if [ $_n -gt $((${BENCH_WAIT_S:-10} * 10)) ] || ! kill -0 "$3" 2>/dev/null; then
 			echo "$1 did not come up:" >&2
 			cat "$4" >&2
 			exit 1
 		fi
 		sleep 0.1
 	done
+}
+
+# Stops PID (TERM) and waits for it; nothing when it is empty or gone.
+#   bench_stop PID
+bench_stop() {
+	if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
+		kill -TERM "$1"
+		wait "$1" 2>/dev/null || true
+	fi
+}
+
+# The config of the gateway benchmarks: one workload, bench, run as CMD (a
+# YAML list), with the rest of its lines (each indented by four spaces).
+#   bench_write_config FILE CMD REST
+bench_write_config() {
+	cat >"$1" <<EOC
+daemon:
+  log_level: warn
+gpus:
+  reserve: 0
+defaults:
+  idle: { offload_after: never, release_after: never }
+  stop_grace: 1s
+workloads:
+  bench:
+    cmd: $2
+    gpus: 1
+    memory: 1GiB
+    models: [bench-model]
+$3
+EOC
 }
