@@ -12,9 +12,9 @@ MESON_OPTS ?=
 
 DEB_PACKAGES = build-essential pkg-config meson ninja-build \
 	libevent-dev libjansson-dev libfyaml-dev libcmocka-dev \
-	python3 python3-pytest python3-requests valgrind wrk curl liburing-dev nginx-light
+	python3 python3-pytest python3-requests valgrind wrk curl liburing-dev
 
-.PHONY: all build deps test-clients run test test-normal test-asan test-valgrind bench clean
+.PHONY: all build deps bench-deps test-clients run test test-normal test-asan test-valgrind bench clean
 
 all: build
 
@@ -57,6 +57,15 @@ test-asan: $(ASAN_BUILD)/build.ninja
 test-valgrind: build
 	meson test -C $(BUILD) --suite unit --print-errorlogs --num-processes 2 \
 		--wrapper 'valgrind --quiet --child-silent-after-fork=yes --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --error-exitcode=1'
+
+# What the gateway benchmark compares against: nginx as a reverse proxy
+# (without it, its rows are left out). The package's own service, which it
+# starts where services may start, is stopped and disabled again: the
+# benchmark runs an nginx of its own on loopback.
+bench-deps:
+	@if [ "$$(id -u)" != 0 ]; then echo "make bench-deps installs Debian packages: run it as root" >&2; exit 1; fi
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light
+	-systemctl disable --now nginx 2>/dev/null || service nginx stop 2>/dev/null || true
 
 bench: build
 	./bench/run-all.sh $(BUILD)
