@@ -43,19 +43,28 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 	struct vram_list *pos, *tmp;
 	vram_list_for_each_safe(pos, tmp, &gw->clients) {
 		struct gw_client *c = vram_list_entry(pos, struct gw_client, link);
+		bool drop = false;
 		if (c->lingering) {
-			if (now - c->stamp > GW_LINGER_S)
-				gw__client_drop(c);
+			drop = now - c->stamp > GW_LINGER_S;
 		} else if (gw__client_pending(c) > 0) {
-			if (now - c->out_stamp > VRAM_GATEWAY_CLIENT_STALL_S)
-				gw__client_drop(c);
+			drop = now - c->out_stamp > VRAM_GATEWAY_CLIENT_STALL_S;
 		} else if (!c->req && now - c->stamp > VRAM_HTTP_IDLE_TIMEOUT_S) {
 			if (c->in.len && !c->closing)
 				gw__client_error(c, 408, NULL, 0, true,
 						 "the request did not arrive within %ds",
 						 VRAM_HTTP_IDLE_TIMEOUT_S);
 			else
-				gw__client_drop(c);
+				drop = true;
+		}
+		if (drop) {
+			/*
+			 * Dropping a client with a request in flight drains its workload's
+			 * queue, which may end other clients, the next one included:
+			 * start over (only clients past their time are dropped, so the
+			 * walk ends).
+			 */
+			gw__client_drop(c);
+			tmp = gw->clients.next;
 		}
 	}
 	vram_list_for_each_safe(pos, tmp, &gw->active) {
