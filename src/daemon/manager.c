@@ -38,7 +38,8 @@
  * their kick jobs run. A feature that is only called (status, hook by pid,
  * the gateway's questions) is not listed.
  */
-static const struct mgr_feature *const features[] = {&mgr_adhoc_feature, &mgr_reload_feature};
+static const struct mgr_feature *const features[] = {&mgr_adhoc_feature, &mgr_reload_feature,
+						     &mgr_state_feature};
 
 #define N_FEATURES (sizeof(features) / sizeof(features[0]))
 

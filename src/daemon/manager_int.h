@@ -12,6 +12,7 @@
  *             mgr_status.c   status, GPU and workload JSON
  *             mgr_hookpid.c  offload/restore of a hooked process by pid
  *             mgr_route.c    the gateway's questions: model, endpoint, requests
+ *             mgr_state.c    the state file: written on change, read on start
  *   manager   manager.c      actions, start/offload/restore, placement and
  *                            eviction, the tick and the kick, construction
  *   instances mgr_instance.c ports, environment, spawn, exit, health and
@@ -170,6 +171,7 @@ struct mgr_feature {
 
 extern const struct mgr_feature mgr_adhoc_feature;  /* mgr_adhoc.c */
 extern const struct mgr_feature mgr_reload_feature; /* mgr_reload.c */
+extern const struct mgr_feature mgr_state_feature;  /* mgr_state.c */
 
 static inline struct timeval mgr_tv(uint64_t ms)
 {
