@@ -154,6 +154,13 @@ struct vram_manager {
 	char *cfg_path;       /* owned; the file a reload reads, or NULL */
 	char *ov_listen, *ov_sim_gpus, *ov_state_dir; /* owned; the command line's overrides */
 	bool keep_log_level;  /* the command line set it: a reload leaves it */
+
+	/* mgr_state.c */
+	bool state_read;      /* the previous vramd's state file was read */
+	bool state_written;   /* state_print is of a file written (or tried) */
+	bool state_removed;   /* a clean stop removed it: nothing is written any more */
+	uint64_t state_print; /* fingerprint of what was last written (or tried) */
+	uint64_t state_warned_ms; /* monotonic ms of the last failed write's warning; 0 = none */
 };
 
 /*

@@ -35,15 +35,6 @@
 #define STATE_FILE_NAME "state.json"
 #define WARN_EVERY_MS 60000 /* a failing write warns at most this often */
 
-/* The feature's own data: one per process, as the manager is. */
-static struct {
-	bool read_done;     /* the file of the previous vramd was read */
-	bool written;       /* last_print is of a file written (or tried) */
-	bool removed;       /* shutdown removed it: nothing is written any more */
-	uint64_t last_print; /* fingerprint of what was last written (or tried) */
-	uint64_t warned_ms;  /* monotonic ms of the last warning; 0 = none */
-} st;
-
 static int state_path(const struct vram_manager *m, char *buf, size_t size)
 {
 	int n = snprintf(buf, size, "%s/" STATE_FILE_NAME, m->state_dir);
@@ -219,8 +210,8 @@ static void write_now(struct vram_manager *m)
 		return;
 	}
 	uint64_t now = vram_now_ms();
-	if (st.warned_ms == 0 || now - st.warned_ms >= WARN_EVERY_MS) {
-		st.warned_ms = now;
+	if (m->state_warned_ms == 0 || now - m->state_warned_ms >= WARN_EVERY_MS) {
+		m->state_warned_ms = now;
 		vram_warn("Could not write the state file: %s; tried again on the next change", why);
 	}
 }
@@ -251,24 +242,19 @@ static void read_previous(struct vram_manager *m)
 static void remove_file(struct vram_manager *m)
 {
 	char path[4096];
-	st.removed = true;
+	m->state_removed = true;
 	if (state_path(m, path, sizeof(path)) < 0)
 		return;
 	if (unlink(path) < 0 && errno != ENOENT)
 		vram_warn("Could not remove the state file %s: %s", path, strerror(errno));
 }
 
-static void state_init(struct vram_manager *m)
-{
-	memset(&st, 0, sizeof(st));
-}
-
 static void state_kick(struct vram_manager *m)
 {
-	if (!m->running || st.removed)
+	if (!m->running || m->state_removed)
 		return;
-	if (!st.read_done) {
-		st.read_done = true;
+	if (!m->state_read) {
+		m->state_read = true;
 		read_previous(m);
 	}
 	if (m->shutting_down) {
@@ -278,22 +264,21 @@ static void state_kick(struct vram_manager *m)
 		return;
 	}
 	uint64_t print = fingerprint(m);
-	if (st.written && print == st.last_print)
+	if (m->state_written && print == m->state_print)
 		return;
-	st.written = true;
-	st.last_print = print;
+	m->state_written = true;
+	m->state_print = print;
 	write_now(m);
 }
 
 static void state_done(struct vram_manager *m)
 {
-	if (m->shutting_down && m->running && !st.removed)
+	if (m->shutting_down && m->running && !m->state_removed)
 		remove_file(m);
 }
 
 const struct mgr_feature mgr_state_feature = {
 	.name = "state",
-	.init = state_init,
 	.kick = state_kick,
 	.done = state_done,
 };

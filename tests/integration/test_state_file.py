@@ -94,3 +94,39 @@ def test_corrupt_state_file_is_ignored_with_one_line(daemon):
     assert "starting clean" in lines[0] and "state.json" in lines[0], lines[0]
     assert d.stop() == 0
     assert not os.path.exists(state_path(d))
+
+
+def test_requests_do_not_rewrite_the_state_file(daemon):
+    d = daemon()
+    r = d.post("/api/workloads/embed/start")
+    assert r.status_code == 200, r.text
+    wait_recorded(d, "embed", lambda w: bool(w.get("instances")), "embed to be recorded")
+    import time
+    time.sleep(1.2)  # two ticks: whatever the start left to write is written
+    before = os.stat(state_path(d))
+    for _ in range(20):
+        r = d.get("/w/embed/health")
+        assert r.status_code == 200, r.text
+    time.sleep(1.2)
+    after = os.stat(state_path(d))
+    # each write renames a new file over the old one: a new inode
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_failed_write_warns_once_and_is_retried_on_the_next_change(daemon):
+    d = daemon()
+    # the temporary file's name taken by a directory: every write fails
+    os.mkdir(state_path(d) + ".tmp")
+    r = d.post("/api/workloads/embed/start")
+    assert r.status_code == 200, r.text
+    wait_for(lambda: "Could not write the state file" in d.log_text(), 5,
+             what="the warning about the failed write")
+    r = d.post("/api/workloads/chat/start")
+    assert r.status_code == 200, r.text
+    os.rmdir(state_path(d) + ".tmp")
+    r = d.post("/api/workloads/chat/offload")
+    assert r.status_code == 200, r.text
+    wait_recorded(d, "chat", lambda w: w.get("instances") and w["instances"][0]["state"] == "offloaded",
+                  "the next change to be written")
+    lines = [l for l in d.log_text().splitlines() if "Could not write the state file" in l]
+    assert len(lines) == 1, lines
