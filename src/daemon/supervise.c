@@ -21,6 +21,11 @@
  * the status once the relay has passed on the last output (its pipe ends)
  * or FINISH_WAIT_MS have passed, whichever comes first. Relays are reaped
  * by the same loop.
+ *
+ * A process a previous vramd started is adopted through a pidfd: its exit is
+ * the pidfd becoming readable (vramd is not its parent, waitpid cannot see
+ * it), and its pid is trusted only while the pidfd says it lives, since a
+ * pid that nobody of ours holds as a zombie may be reused at once.
  */
 #include "daemon/supervise.h"
 
@@ -32,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -41,6 +47,7 @@
 #include "common/clock.h"
 #include "common/list.h"
 #include "common/log.h"
+#include "common/proc.h"
 #include "daemon/relay.h"
 #include "daemon/spawn.h"
 
@@ -73,8 +80,20 @@ struct vram_child {
 	struct late_report *late;   /* a spawn as another user not finished in time, or NULL */
 	bool stopping;              /* SIGTERM sent */
 	bool escalated;             /* SIGKILL sent after the grace ran out */
-	bool reaped;                /* waitpid returned pid: it may be reused, nothing is sent to it */
-	int wait_status;            /* waitpid's status, once reaped */
+	bool reaped;                /* it ended (waitpid returned pid, or its pidfd said so): its
+				       pid may be reused, nothing is sent to it */
+	int wait_status;            /* waitpid's status, once reaped (VRAM_WAIT_STATUS_UNKNOWN:
+				       an adopted process that is not our child) */
+	uint64_t start_ticks;       /* its start time (clock ticks since boot); 0: unknown */
+	uint64_t relay_start_ticks; /* the relay's; 0: unknown or none */
+	bool adopted;               /* taken back by vram_supervisor_adopt, not spawned here */
+	bool our_child;             /* waitpid reaps it: spawned, or adopted after an exec in place */
+	bool relay_our_child;       /* the same for its relay */
+	int pidfd;                  /* adopted: the process, -1 for a spawned one */
+	struct event *pidfd_ev;     /* adopted: readable once it ended */
+	int relay_pidfd;            /* adopted: its relay, -1 when none or once it ended */
+	struct event *relay_ev;     /* readable once the relay ended */
+	bool relay_ended;           /* the relay's pidfd said it ended */
 	vram_child_exit_cb cb;
 	void *arg;
 };
@@ -158,6 +177,61 @@ int vram_subst_vars(const char *in, char *const *env, char **ret, char *err, siz
 	return 0;
 }
 
+/* ---- pidfds ---- */
+
+/* The kernel's P_PIDFD for waitid (Linux 5.4); older C libraries lack the name. */
+#define WAIT_P_PIDFD ((idtype_t)3)
+
+/* A pidfd for pid (close-on-exec). Returns it or -errno (-ENOSYS: no pidfd_open). */
+static int pidfd_open_pid(pid_t pid)
+{
+#ifdef SYS_pidfd_open
+	int fd = (int)syscall(SYS_pidfd_open, pid, 0U);
+	return fd >= 0 ? fd : -errno;
+#else
+	return -ENOSYS;
+#endif
+}
+
+/* Whether the process behind pidfd has ended (a zombie has). */
+static bool pidfd_ended(int pidfd)
+{
+	struct pollfd p = {.fd = pidfd, .events = POLLIN};
+	int r;
+	while ((r = poll(&p, 1, 0)) < 0 && errno == EINTR)
+		;
+	return r > 0;
+}
+
+/* sig to the very process behind pidfd, never to a later holder of its pid. */
+static void pidfd_signal(int pidfd, int sig)
+{
+#ifdef SYS_pidfd_send_signal
+	(void)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0U);
+#endif
+}
+
+/* Whether the process behind pidfd is a child of ours, which waitid can reap. */
+static bool pidfd_is_child(int pidfd)
+{
+	siginfo_t si;
+	memset(&si, 0, sizeof(si));
+	return waitid(WAIT_P_PIDFD, (id_t)pidfd, &si, WEXITED | WNOHANG | WNOWAIT) == 0;
+}
+
+/* The waitpid status that waitid's si describes. */
+static int wait_status_of(const siginfo_t *si)
+{
+	switch (si->si_code) {
+	case CLD_EXITED:
+		return (si->si_status & 0xff) << 8;
+	case CLD_DUMPED:
+		return (si->si_status & 0x7f) | 0x80;
+	default: /* CLD_KILLED */
+		return si->si_status & 0x7f;
+	}
+}
+
 /* ---- children ---- */
 
 static void child_unlink(struct vram_child *c)
@@ -184,10 +258,28 @@ static void child_close_output(struct vram_child *c)
 static void late_report_free(struct late_report *l);
 static void late_report_read(struct vram_child *c);
 
+/* Stops watching the adopted child's relay (it ended, or the child is finished). */
+static void child_unwatch_relay(struct vram_child *c)
+{
+	if (c->relay_ev) {
+		event_free(c->relay_ev);
+		c->relay_ev = NULL;
+	}
+	if (c->relay_pidfd >= 0) {
+		close(c->relay_pidfd);
+		c->relay_pidfd = -1;
+	}
+}
+
 static void child_free(struct vram_child *c)
 {
 	late_report_free(c->late);
 	child_close_output(c);
+	child_unwatch_relay(c);
+	if (c->pidfd_ev)
+		event_free(c->pidfd_ev);
+	if (c->pidfd >= 0)
+		close(c->pidfd);
 	if (c->kill_timer)
 		event_free(c->kill_timer);
 	if (c->finish_timer)
@@ -237,7 +329,8 @@ static void relay_keep(struct vram_supervisor *s, pid_t pid)
 static bool relay_reaped(struct vram_supervisor *s, pid_t pid, int status)
 {
 	vram_list_for_each_entry(c, &s->children, struct vram_child, link) {
-		if (c->relay_pid != pid)
+		/* an adopted relay that is not ours may have ended, and its pid be a new child's */
+		if (c->relay_pid != pid || (c->adopted && !c->relay_our_child))
 			continue;
 		c->relay_pid = 0;
 		/* a workload that closes its stdout and stderr ends its relay early; that is fine */
@@ -268,11 +361,25 @@ static void child_release_output(struct vram_child *c)
 {
 	child_close_output(c);
 	if (c->relay_pid > 0) {
-		if (!c->out_ended)
-			(void)kill(c->relay_pid, SIGKILL);
-		relay_keep(c->s, c->relay_pid);
+		if (!c->out_ended && !c->relay_ended) {
+			/* an adopted relay's pid is trusted only through its pidfd */
+			if (c->relay_pidfd >= 0)
+				pidfd_signal(c->relay_pidfd, SIGKILL);
+			else if (!c->adopted)
+				(void)kill(c->relay_pid, SIGKILL);
+		}
+		/* only our children come back through waitpid */
+		if (!c->adopted || c->relay_our_child)
+			relay_keep(c->s, c->relay_pid);
 		c->relay_pid = 0;
 	}
+	child_unwatch_relay(c);
+}
+
+/* Whether output of c may still come: its pipe is open, or an adopted relay still runs. */
+static bool child_output_pending(const struct vram_child *c)
+{
+	return c->out_fd >= 0 || c->relay_pidfd >= 0;
 }
 
 /* Reports a reaped child with the output it wrote up to now, and frees it. */
@@ -296,8 +403,55 @@ static void on_output(evutil_socket_t fd, short what, void *arg)
 	if (child_drain_output(c))
 		return;
 	child_close_output(c);
-	if (c->reaped)
+	if (c->reaped && !child_output_pending(c))
 		child_finish(c);
+}
+
+/* The adopted child's relay ended: what the child wrote is in the log. */
+static void on_relay_ended(evutil_socket_t fd, short what, void *arg)
+{
+	struct vram_child *c = arg;
+	c->relay_ended = true;
+	child_unwatch_relay(c);
+	if (!c->relay_our_child) {
+		/* nobody of ours holds its pid now */
+		c->relay_pid = 0;
+		c->relay_start_ticks = 0;
+	}
+	if (c->reaped && !child_output_pending(c))
+		child_finish(c);
+}
+
+/*
+ * Sends sig to c's process group while its leader is known to hold the pid:
+ * a child of ours until it is reaped (its zombie keeps the pid), an adopted
+ * process that is not ours while its pidfd says it has not ended. Returns
+ * whether it was sent.
+ */
+static bool child_signal_group(struct vram_child *c, int sig)
+{
+	if (c->reaped)
+		return false;
+	if (!c->our_child && pidfd_ended(c->pidfd))
+		return false;
+	return kill(-c->pid, sig) == 0;
+}
+
+/*
+ * SIGKILL to what is left of the group of c, which ended. For an adopted
+ * process that was not ours, its pid may be free already: the group is
+ * signalled only when no process has that pid or it is still the same
+ * (a zombie its parent has not reaped). While a member of the group lives,
+ * the kernel does not hand its id to a new process.
+ */
+static void child_kill_leftovers(struct vram_child *c)
+{
+	if (!c->our_child) {
+		uint64_t ticks;
+		if (vram_proc_start_ticks(c->pid, &ticks) == 0 && ticks != c->start_ticks)
+			return;
+	}
+	(void)kill(-c->pid, SIGKILL);
 }
 
 static void on_kill_timer(evutil_socket_t fd, short what, void *arg)
@@ -307,7 +461,7 @@ static void on_kill_timer(evutil_socket_t fd, short what, void *arg)
 		return;
 	vram_debug("pid %d did not exit within its grace: SIGKILL to its group", (int)c->pid);
 	c->escalated = true;
-	(void)kill(-c->pid, SIGKILL);
+	child_signal_group(c, SIGKILL);
 }
 
 static void on_finish_timer(evutil_socket_t fd, short what, void *arg)
@@ -323,11 +477,13 @@ static void child_reaped(struct vram_child *c, int status)
 	c->reaped = true;
 	c->wait_status = status;
 	evtimer_del(c->kill_timer);
+	if (c->pidfd_ev)
+		event_del(c->pidfd_ev); /* an ended process's pidfd stays readable */
 	/* whatever the leader left behind in its group goes with it */
-	(void)kill(-c->pid, SIGKILL);
+	child_kill_leftovers(c);
 	if (c->out_fd >= 0 && !child_drain_output(c))
 		child_close_output(c);
-	if (c->out_fd < 0) {
+	if (!child_output_pending(c)) {
 		child_finish(c);
 		return;
 	}
@@ -350,7 +506,7 @@ static void on_sigchld(evutil_socket_t sig, short what, void *arg)
 		/* a reaped child's pid is free for reuse: it never matches again */
 		struct vram_child *found = NULL;
 		vram_list_for_each_entry(c, &s->children, struct vram_child, link)
-			if (!c->reaped && c->pid == pid) {
+			if (!c->reaped && c->our_child && c->pid == pid) {
 				found = c;
 				break;
 			}
@@ -382,19 +538,26 @@ int vram_supervisor_new(struct event_base *base, struct vram_supervisor **ret)
 	return 0;
 }
 
-/* Copies c's output into its log until it ends or deadline (CLOCK_MONOTONIC ms) passes. */
+/*
+ * Copies c's output into its log until it ends (an adopted relay that
+ * writes the file itself: until it exits) or deadline (CLOCK_MONOTONIC ms)
+ * passes.
+ */
 static void child_drain_until(struct vram_child *c, uint64_t deadline)
 {
-	while (c->out_fd >= 0) {
-		if (!child_drain_output(c)) {
+	while (child_output_pending(c)) {
+		if (c->out_fd >= 0 && !child_drain_output(c))
 			child_close_output(c);
-			return;
+		if (c->relay_pidfd >= 0 && pidfd_ended(c->relay_pidfd)) {
+			c->relay_ended = true;
+			child_unwatch_relay(c);
 		}
 		uint64_t now = vram_now_ms();
-		if (now >= deadline)
+		if (!child_output_pending(c) || now >= deadline)
 			return;
-		struct pollfd pfd = {.fd = c->out_fd, .events = POLLIN};
-		if (poll(&pfd, 1, (int)(deadline - now)) < 0 && errno != EINTR)
+		struct pollfd pfd[2] = {{.fd = c->out_fd, .events = POLLIN},
+					{.fd = c->relay_pidfd, .events = POLLIN}};
+		if (poll(pfd, 2, (int)(deadline - now)) < 0 && errno != EINTR)
 			return;
 	}
 }
@@ -406,9 +569,16 @@ void vram_supervisor_free(struct vram_supervisor *s)
 	vram_list_for_each_entry(c, &s->children, struct vram_child, link) {
 		if (c->reaped)
 			continue;
-		(void)kill(-c->pid, SIGKILL);
-		while (waitpid(c->pid, NULL, 0) < 0 && errno == EINTR)
-			;
+		bool sent = child_signal_group(c, SIGKILL);
+		if (c->our_child) {
+			while (waitpid(c->pid, NULL, 0) < 0 && errno == EINTR)
+				;
+		} else if (sent) {
+			/* not ours to reap: its end is the pidfd becoming readable */
+			struct pollfd pfd = {.fd = c->pidfd, .events = POLLIN};
+			while (poll(&pfd, 1, -1) < 0 && errno == EINTR)
+				;
+		}
 		c->reaped = true;
 	}
 	/* with every writer gone the relays pass on the rest and exit; not forever */
@@ -563,6 +733,37 @@ static int late_watch(struct vram_child *c, const struct vram_spawn *sp, const c
  */
 static struct vram_child *volatile forking;
 
+/* A child handle with nothing running yet (pid 0, no output); NULL when out of memory. */
+static struct vram_child *child_new(struct vram_supervisor *s, struct vram_logfile *log,
+				    vram_child_exit_cb cb, void *arg)
+{
+	struct vram_child *c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	c->s = s;
+	vram_list_init(&c->link);
+	c->out_fd = -1;
+	c->pidfd = -1;
+	c->relay_pidfd = -1;
+	c->log = log;
+	c->cb = cb;
+	c->arg = arg;
+	c->kill_timer = evtimer_new(s->base, on_kill_timer, c);
+	c->finish_timer = evtimer_new(s->base, on_finish_timer, c);
+	if (!c->kill_timer || !c->finish_timer) {
+		child_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* Adds c, which runs now, to the children whose exit is awaited. */
+static void child_link(struct vram_child *c)
+{
+	vram_list_push_front(&c->s->children, &c->link);
+	c->s->n_children++;
+}
+
 /*
  * Starts a relay reading child_out (the read end of the child's pipe; the
  * caller still closes it). Sets *ret_pid. Returns the read end of the pipe
@@ -644,19 +845,10 @@ int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp
 	if (sp->cwd && posix_spawn_file_actions_addchdir_np(&fa, sp->cwd))
 		goto out;
 
-	c = calloc(1, sizeof(*c));
+	c = child_new(s, sp->log, cb, arg);
 	if (!c)
 		goto out;
-	c->s = s;
-	vram_list_init(&c->link);
-	c->out_fd = -1;
-	c->log = sp->log;
-	c->cb = cb;
-	c->arg = arg;
-	c->kill_timer = evtimer_new(s->base, on_kill_timer, c);
-	c->finish_timer = evtimer_new(s->base, on_finish_timer, c);
-	if (!c->kill_timer || !c->finish_timer)
-		goto out;
+	c->our_child = true;
 
 	pid_t pid;
 	if (sp->creds) {
@@ -681,6 +873,8 @@ int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp
 	close(pipefd[1]);
 	pipefd[1] = -1;
 	c->pid = pid;
+	/* recorded for the state file; our unreaped child cannot be another process yet */
+	(void)vram_proc_start_ticks(pid, &c->start_ticks);
 	c->out_fd = pipefd[0];
 	pipefd[0] = -1;
 	if (vram_relay_program()) {
@@ -688,6 +882,7 @@ int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp
 		if (relay_out >= 0) {
 			close(c->out_fd);
 			c->out_fd = relay_out;
+			(void)vram_proc_start_ticks(c->relay_pid, &c->relay_start_ticks);
 		} else if (!s->relay_warned) {
 			s->relay_warned = true;
 			vram_warn("Failed to start an output relay (%s): workloads write into a pipe "
@@ -701,8 +896,7 @@ int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp
 		/* the process runs; without its output it is still supervised */
 		child_close_output(c);
 	}
-	vram_list_push_front(&s->children, &c->link);
-	s->n_children++;
+	child_link(c);
 	*ret = c;
 	c = NULL;
 	r = 0;
@@ -725,6 +919,174 @@ out:
 	return r;
 }
 
+/* ---- adoption ---- */
+
+/*
+ * A pidfd for the process at pid that started at start_ticks (what names it
+ * in err: "pid", "relay"). Opened first and checked after: whoever has the
+ * pid at the check is the process the pidfd holds, since the recorded one
+ * started before the pidfd was opened and a pid is reused only by a
+ * process that starts later. Returns the pidfd or -ESRCH (gone, or another
+ * process), -ENOSYS, -errno, with a sentence in err.
+ */
+static int open_recorded(pid_t pid, uint64_t start_ticks, const char *what, char *err,
+			 size_t err_size)
+{
+	int fd = pidfd_open_pid(pid);
+	if (fd == -ENOSYS) {
+		snprintf(err, err_size, "pidfd_open is not available on this kernel (Linux 5.3 or "
+			 "later is needed to adopt a process)");
+		return fd;
+	}
+	if (fd == -ESRCH) {
+		snprintf(err, err_size, "%s %d is gone", what, (int)pid);
+		return fd;
+	}
+	if (fd < 0) {
+		snprintf(err, err_size, "pidfd_open of %s %d: %s", what, (int)pid, strerror(-fd));
+		return fd;
+	}
+	uint64_t ticks = 0;
+	int r = vram_proc_start_ticks(pid, &ticks);
+	if (r == -ENOENT || r == -ESRCH) {
+		snprintf(err, err_size, "%s %d is gone", what, (int)pid);
+		r = -ESRCH;
+	} else if (r < 0) {
+		snprintf(err, err_size, "the start time of %s %d: %s", what, (int)pid, strerror(-r));
+	} else if (ticks != start_ticks) {
+		snprintf(err, err_size,
+			 "%s %d is another process now (started at tick %llu, the recorded one at %llu)",
+			 what, (int)pid, (unsigned long long)ticks, (unsigned long long)start_ticks);
+		r = -ESRCH;
+	}
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
+/* The adopted process ended (its pidfd is readable). */
+static void on_adopted_ended(evutil_socket_t fd, short what, void *arg)
+{
+	struct vram_child *c = arg;
+	if (c->reaped)
+		return;
+	int status = VRAM_WAIT_STATUS_UNKNOWN;
+	if (c->our_child) {
+		/*
+		 * Reaped here as well as by the SIGCHLD loop: one that ended while
+		 * vramd executed itself anew sent its SIGCHLD to nobody.
+		 */
+		siginfo_t si;
+		memset(&si, 0, sizeof(si));
+		if (waitid(WAIT_P_PIDFD, (id_t)c->pidfd, &si, WEXITED | WNOHANG) == 0) {
+			if (si.si_pid == 0)
+				return; /* not yet */
+			status = wait_status_of(&si);
+		}
+	}
+	child_reaped(c, status);
+}
+
+/*
+ * Watches the adopted child's relay when it still runs as recorded: the
+ * exit callback then waits for it as for a spawned child's pipe. One that
+ * does not is left out: there is nothing of it to wait for.
+ */
+static void adopt_relay(struct vram_child *c, const struct vram_adopt *a)
+{
+	char why[160];
+	int fd = open_recorded(a->relay_pid, a->relay_start_ticks, "relay", why, sizeof(why));
+	if (fd < 0) {
+		vram_debug("pid %d: its output relay is not watched: %s", (int)c->pid, why);
+		return;
+	}
+	if (pidfd_ended(fd)) {
+		close(fd);
+		return;
+	}
+	c->relay_ev = event_new(c->s->base, fd, EV_READ, on_relay_ended, c);
+	if (!c->relay_ev || event_add(c->relay_ev, NULL) < 0) {
+		/* its exit is then reported without waiting for the relay */
+		if (c->relay_ev)
+			event_free(c->relay_ev);
+		c->relay_ev = NULL;
+		close(fd);
+		return;
+	}
+	c->relay_pidfd = fd;
+	c->relay_our_child = pidfd_is_child(fd);
+	c->relay_pid = a->relay_pid;
+	c->relay_start_ticks = a->relay_start_ticks;
+}
+
+int vram_supervisor_adopt(struct vram_supervisor *s, const struct vram_adopt *a,
+			  vram_child_exit_cb cb, void *arg, struct vram_child **ret,
+			  char *err, size_t err_size)
+{
+	struct vram_child *c = NULL;
+	int r;
+	if (err_size)
+		err[0] = '\0';
+	if (a->pid <= 0) {
+		snprintf(err, err_size, "pid %d is not a process", (int)a->pid);
+		return -EINVAL;
+	}
+	int pidfd = open_recorded(a->pid, a->start_ticks, "pid", err, err_size);
+	if (pidfd < 0)
+		return pidfd;
+	bool ours = pidfd_is_child(pidfd);
+	/* a zombie of ours is taken: its exit status is ours to report */
+	if (!ours && pidfd_ended(pidfd)) {
+		snprintf(err, err_size, "pid %d has ended", (int)a->pid);
+		r = -ESRCH;
+		goto out;
+	}
+	pid_t pgid = getpgid(a->pid);
+	if (pgid < 0) {
+		r = -errno;
+		snprintf(err, err_size, "pid %d: %s", (int)a->pid,
+			 r == -ESRCH ? "gone" : strerror(-r));
+		goto out;
+	}
+	if (pgid != a->pid) {
+		/* stop and kill signal the group: one not its own would reach other processes */
+		snprintf(err, err_size, "pid %d is not the leader of its process group (%d)",
+			 (int)a->pid, (int)pgid);
+		r = -EINVAL;
+		goto out;
+	}
+	r = -ENOMEM;
+	c = child_new(s, a->log, cb, arg);
+	if (!c)
+		goto out;
+	c->adopted = true;
+	c->our_child = ours;
+	c->pid = a->pid;
+	c->start_ticks = a->start_ticks;
+	c->pidfd = pidfd;
+	pidfd = -1;
+	c->pidfd_ev = event_new(s->base, c->pidfd, EV_READ | EV_PERSIST, on_adopted_ended, c);
+	if (!c->pidfd_ev || event_add(c->pidfd_ev, NULL) < 0)
+		goto out;
+	if (a->relay_pid > 0)
+		adopt_relay(c, a);
+	child_link(c);
+	*ret = c;
+	c = NULL;
+	r = 0;
+
+out:
+	if (r == -ENOMEM && err_size && err[0] == '\0')
+		snprintf(err, err_size, "out of memory");
+	if (c)
+		child_free(c);
+	if (pidfd >= 0)
+		close(pidfd);
+	return r;
+}
+
 pid_t vram_child_pid(const struct vram_child *c)
 {
 	return c->pid;
@@ -740,9 +1102,9 @@ void vram_child_stop(struct vram_child *c, uint64_t grace_ms)
 	if (c->stopping || c->reaped)
 		return;
 	c->stopping = true;
-	(void)kill(-c->pid, SIGTERM);
+	child_signal_group(c, SIGTERM);
 	/* a stopped process (SIGSTOP, a debugger gone) acts on SIGTERM only once it runs again */
-	(void)kill(-c->pid, SIGCONT);
+	child_signal_group(c, SIGCONT);
 	struct timeval tv = {.tv_sec = (time_t)(grace_ms / 1000),
 			     .tv_usec = (suseconds_t)(grace_ms % 1000) * 1000};
 	evtimer_add(c->kill_timer, &tv);
@@ -753,7 +1115,7 @@ void vram_child_kill(struct vram_child *c)
 	if (c->reaped)
 		return;
 	c->stopping = true;
-	(void)kill(-c->pid, SIGKILL);
+	child_signal_group(c, SIGKILL);
 }
 
 bool vram_child_escalated(const struct vram_child *c)
@@ -761,9 +1123,26 @@ bool vram_child_escalated(const struct vram_child *c)
 	return c->escalated;
 }
 
+uint64_t vram_child_start_ticks(const struct vram_child *c)
+{
+	return c->start_ticks;
+}
+
+uint64_t vram_child_relay_start_ticks(const struct vram_child *c)
+{
+	return c->relay_start_ticks;
+}
+
+bool vram_child_adopted(const struct vram_child *c)
+{
+	return c->adopted;
+}
+
 char *vram_wait_status_format(int wait_status, char *buf, size_t size)
 {
-	if (WIFEXITED(wait_status))
+	if (wait_status == VRAM_WAIT_STATUS_UNKNOWN)
+		snprintf(buf, size, "ended (its exit status is unknown: this vramd did not start it)");
+	else if (WIFEXITED(wait_status))
 		snprintf(buf, size, "exited with status %d", WEXITSTATUS(wait_status));
 	else if (WIFSIGNALED(wait_status))
 		snprintf(buf, size, "killed by signal %d (%s)%s", WTERMSIG(wait_status),

@@ -6,6 +6,8 @@
  * size-bounded rotating log file, reaps them on SIGCHLD with
  * waitpid(-1, WNOHANG) in a loop, and
  * stops them with SIGTERM to the group followed by SIGKILL after a grace.
+ * A process a previous vramd started is adopted (vram_supervisor_adopt) and
+ * then handled like a spawned one, its exit seen through a pidfd.
  * Also here: the health probe (HTTP GET or TCP connect, non-blocking on the
  * loop) and the log file. Restart policy and backoff live in the manager,
  * which knows the workload's state; this module only runs processes.
@@ -118,7 +120,45 @@ void vram_child_kill(struct vram_child *c);
 /* Whether the child was sent SIGKILL because its grace ran out. */
 bool vram_child_escalated(const struct vram_child *c);
 
-/* "exited with status 3", "killed by signal 9 (Killed)". Returns buf. */
+/*
+ * The exit status given to the exit callback of an adopted process that is not
+ * this process's child: it ended, but how is unknown.
+ */
+#define VRAM_WAIT_STATUS_UNKNOWN (-1)
+
+struct vram_adopt {
+	pid_t pid;                  /* the process; leader of its own process group (pgid == pid) */
+	uint64_t start_ticks;       /* its start time as recorded (vram_proc_start_ticks) */
+	pid_t relay_pid;            /* its output relay, 0: none known */
+	uint64_t relay_start_ticks; /* the relay's start time as recorded */
+	struct vram_logfile *log;   /* borrowed, outlives the child, as in struct vram_spawn */
+};
+
+/*
+ * Takes back a running process that this daemon did not spawn (a previous
+ * vramd did): opens a pidfd (pidfd_open) and then checks the start time, so
+ * that a reused pid is never taken; watches the pidfd on the loop for its
+ * exit. When the process is in fact our child (vramd executed itself anew in
+ * place, its children stay its children), the reaper's waitpid status is
+ * used; otherwise the callback gets VRAM_WAIT_STATUS_UNKNOWN. The returned
+ * handle works with vram_child_pid/_stop/_kill/_escalated/_relay_pid like a
+ * spawned one (signals to the group only while the pidfd says the leader is
+ * alive). Returns 0 with *ret, -ESRCH (gone, or another process now has that
+ * pid: err says which), -ENOSYS (no pidfd_open on this kernel) or -errno.
+ */
+int vram_supervisor_adopt(struct vram_supervisor *s, const struct vram_adopt *a,
+			  vram_child_exit_cb cb, void *arg, struct vram_child **ret,
+			  char *err, size_t err_size);
+/* The child's start time and its relay's (0: unknown or none), for the state file. */
+uint64_t vram_child_start_ticks(const struct vram_child *c);
+uint64_t vram_child_relay_start_ticks(const struct vram_child *c);
+/* Whether the child was adopted rather than spawned by this supervisor. */
+bool vram_child_adopted(const struct vram_child *c);
+
+/*
+ * "exited with status 3", "killed by signal 9 (Killed)", "ended (its exit
+ * status is unknown: this vramd did not start it)". Returns buf.
+ */
 char *vram_wait_status_format(int wait_status, char *buf, size_t size);
 
 /* ---- health probe (health.c) ---- */
