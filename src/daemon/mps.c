@@ -4,7 +4,10 @@
  *
  * A daemon object goes starting → running → quitting → (freed), or ends in
  * failed / crashed, where it stays for status until a new client of the same
- * GPU set starts it again. Events to clients and callbacks of start/stop are
+ * GPU set starts it again. One taken back from a previous vramd
+ * (vram_mps_adopt) enters as running; until vram_mps_adopt_done it is held
+ * as one started by hand is, so that it waits for the clients of the
+ * processes taken back instead of quitting at once. Events to clients and callbacks of start/stop are
  * delivered from one zero-delay timer per daemon (notify_ev), never from
  * inside an API call, so callers may free clients from their callbacks.
  *
@@ -36,6 +39,7 @@
 #include "common/fsutil.h"
 #include "common/list.h"
 #include "common/log.h"
+#include "common/proc.h"
 #include "daemon/spawn.h"
 
 extern char **environ;
@@ -48,6 +52,7 @@ extern char **environ;
 #define MPS_POLL_MS 50             /* pid file wait, and liveness checks without pidfd */
 #define MPS_QUIT_GRACE_MS 5000     /* after quit, before SIGTERM to the control daemon */
 #define MPS_PID_FILE "nvidia-cuda-mps-control.pid"
+#define MPS_ENVIRON_MAX (256 * 1024) /* bytes of an adopted control daemon's environment read */
 
 enum daemon_state {
 	D_STARTING = 0,
@@ -118,12 +123,15 @@ struct mps_daemon {
 	char dir[128], pipe_dir[136], log_dir[136];
 	enum daemon_state state;
 	pid_t control_pid;    /* 0 = unknown */
+	uint64_t control_start_ticks; /* the control daemon's start time (clock ticks since boot); 0 = unknown */
 	int control_pidfd;
 	struct event *watch_ev;   /* control_pidfd readable, or a poll timer */
 	struct event *wait_ev;    /* pid file wait; quit grace */
 	struct event *notify_ev;  /* zero-delay: deliver events */
 	uint64_t deadline_ms;
 	bool manual;          /* started by hand: runs without clients */
+	bool adopt_pending;   /* taken back from a previous vramd: runs without clients until vram_mps_adopt_done */
+	bool visible_guessed; /* adopted without its CUDA_VISIBLE_DEVICES: the next client's GPU ids say it */
 	bool restart_after_quit;
 	bool forced;          /* stopped by hand under clients: they get CRASHED */
 	bool free_when_idle;  /* quit done; freed when the last command ends */
@@ -570,6 +578,7 @@ static size_t parse_pids(const char *s, pid_t *out, size_t max)
 static ssize_t read_proc(pid_t pid, const char *name, char *buf, size_t size)
 {
 	char path[64];
+	size_t len = 0;
 	ssize_t n;
 	int fd;
 
@@ -577,12 +586,22 @@ static ssize_t read_proc(pid_t pid, const char *name, char *buf, size_t size)
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -1;
-	n = read(fd, buf, size - 1);
+	/* environ comes a page per read */
+	while (len < size - 1) {
+		n = read(fd, buf + len, size - 1 - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			close(fd);
+			return -1;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
 	close(fd);
-	if (n < 0)
-		return -1;
-	buf[n] = '\0';
-	return n;
+	buf[len] = '\0';
+	return (ssize_t)len;
 }
 
 /* Alive and not a zombie (a daemon that died waits to be reaped by init). */
@@ -678,14 +697,21 @@ static void daemon_free(struct mps_daemon *d)
 	free(d);
 }
 
-static size_t live_refs(const struct mps_daemon *d)
+/* Clients that still hear from the daemon. */
+static size_t client_refs(const struct mps_daemon *d)
 {
-	size_t n = d->manual ? 1 : 0;
+	size_t n = 0;
 
 	vram_list_for_each_entry(c, &d->clients, const struct vram_mps_client, link)
 		if (!c->dead)
 			n++;
 	return n;
+}
+
+/* What keeps a daemon running: its clients, a start by hand, an adoption not yet done. */
+static size_t live_refs(const struct mps_daemon *d)
+{
+	return client_refs(d) + (d->manual ? 1 : 0) + (d->adopt_pending ? 1 : 0);
 }
 
 static bool settled(const struct mps_daemon *d)
@@ -819,15 +845,16 @@ static void watch_control(struct mps_daemon *d)
 	}
 }
 
-/* Reads the pid file. Returns the pid of a live control daemon, else 0. */
-static pid_t read_pid_file(const struct mps_daemon *d)
+/* The pid the pid file of a pipe directory names, else 0. */
+static pid_t pid_file_pid(const char *pipe_dir)
 {
 	char path[PATH_MAX], buf[32];
 	ssize_t n;
 	long v;
 	int fd;
 
-	snprintf(path, sizeof(path), "%s/" MPS_PID_FILE, d->pipe_dir);
+	if ((size_t)snprintf(path, sizeof(path), "%s/" MPS_PID_FILE, pipe_dir) >= sizeof(path))
+		return 0;
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return 0;
@@ -837,9 +864,17 @@ static pid_t read_pid_file(const struct mps_daemon *d)
 		return 0;
 	buf[n] = '\0';
 	v = strtol(buf, NULL, 10);
-	if (v <= 0 || !pid_alive((pid_t)v) || !is_mps_control((pid_t)v))
+	return v > 0 && v <= INT_MAX ? (pid_t)v : 0;
+}
+
+/* Reads the pid file. Returns the pid of a live control daemon, else 0. */
+static pid_t read_pid_file(const struct mps_daemon *d)
+{
+	pid_t pid = pid_file_pid(d->pipe_dir);
+
+	if (pid <= 0 || !pid_alive(pid) || !is_mps_control(pid))
 		return 0;
-	return (pid_t)v;
+	return pid;
 }
 
 static void on_wait(evutil_socket_t fd, short what, void *arg);
@@ -853,8 +888,12 @@ static void arm_wait(struct mps_daemon *d, uint64_t ms)
 
 static void became_running(struct mps_daemon *d, pid_t pid)
 {
+	uint64_t ticks;
+
 	d->state = D_RUNNING;
 	d->control_pid = pid;
+	/* For the state file: a later vramd takes back only this very process. */
+	d->control_start_ticks = vram_proc_start_ticks(pid, &ticks) == 0 ? ticks : 0;
 	d->error[0] = '\0';
 	d->log_tail[0] = '\0';
 	watch_control(d);
@@ -873,11 +912,16 @@ static void start_daemon(struct mps_daemon *d)
 	d->forced = false;
 	d->free_when_idle = false;
 	d->control_pid = 0;
+	d->control_start_ticks = 0;
 	d->n_servers = 0;
 	d->refreshed = false;
 	d->error[0] = '\0';
 	d->log_tail[0] = '\0';
-	/* A daemon left by a previous vramd with our pipe directory: take it over. */
+	/*
+	 * A daemon left by a previous vramd with our pipe directory that was
+	 * not taken back with vram_mps_adopt (not in the state file, or the file
+	 * was lost): take it over rather than fail on a pipe directory in use.
+	 */
 	pid = read_pid_file(d);
 	if (pid > 0) {
 		became_running(d, pid);
@@ -914,6 +958,7 @@ static void quit_complete(struct mps_daemon *d)
 
 	unwatch_control(d);
 	d->control_pid = 0;
+	d->control_start_ticks = 0;
 	d->forced = false;
 	event_del(d->wait_ev);
 	if (d->restart_after_quit && live_refs(d) > 0 && !m->shutting_down) {
@@ -942,6 +987,7 @@ static void on_control_gone(struct mps_daemon *d)
 		set_failure(d, D_CRASHED, "the MPS control daemon for %s (pid %d) exited unexpectedly",
 			    d->key, (int)d->control_pid);
 		d->control_pid = 0;
+		d->control_start_ticks = 0;
 		finish_stop_waiters(d, 0, "MPS control daemon already gone");
 		daemon_schedule_notify(d);
 	}
@@ -1026,12 +1072,43 @@ static int check_gpu_set(const unsigned *gpus, size_t n, char *err, size_t err_s
 	return 0;
 }
 
+/* The name of a GPU set, "gpu0-1": its directory under <state_dir>/mps. */
+static void key_of(const unsigned *gpus, size_t n, char *buf, size_t size)
+{
+	size_t off = (size_t)snprintf(buf, size, "gpu");
+
+	for (size_t i = 0; i < n && off < size; i++)
+		off += (size_t)snprintf(buf + off, size - off, "%s%u", i ? "-" : "", gpus[i]);
+}
+
+/*
+ * CUDA_VISIBLE_DEVICES of a GPU set's daemon: the UUIDs where known, else
+ * the indices. Returns a new string or NULL on out of memory.
+ */
+static char *visible_of(const unsigned *gpus, const char *const *gpu_ids, size_t n)
+{
+	size_t len = 1, off = 0;
+	char *v;
+
+	for (size_t i = 0; i < n; i++)
+		len += (gpu_ids && gpu_ids[i] ? strlen(gpu_ids[i]) : 12) + 1;
+	v = calloc(1, len);
+	if (!v)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		if (gpu_ids && gpu_ids[i])
+			off += (size_t)snprintf(v + off, len - off, "%s%s", i ? "," : "", gpu_ids[i]);
+		else
+			off += (size_t)snprintf(v + off, len - off, "%s%u", i ? "," : "", gpus[i]);
+	}
+	return v;
+}
+
 /* Finds or creates the daemon object of a GPU set. */
 static int get_daemon(struct vram_mps *m, const unsigned *gpus, const char *const *gpu_ids, size_t n,
 		      struct mps_daemon **ret, char *err, size_t err_size)
 {
 	struct mps_daemon *d;
-	size_t off;
 	int r;
 
 	if (!m->available) {
@@ -1060,6 +1137,16 @@ static int get_daemon(struct vram_mps *m, const unsigned *gpus, const char *cons
 				}
 	}
 	if (d) {
+		/* Adopted without its environment: the devices as this client names them. */
+		if (d->visible_guessed && gpu_ids) {
+			char *v = visible_of(gpus, gpu_ids, n);
+
+			if (!v)
+				return -ENOMEM;
+			free(d->visible);
+			d->visible = v;
+			d->visible_guessed = false;
+		}
 		*ret = d;
 		return 0;
 	}
@@ -1075,26 +1162,11 @@ static int get_daemon(struct vram_mps *m, const unsigned *gpus, const char *cons
 	d->control_pidfd = -1;
 	d->n_gpus = n;
 	memcpy(d->gpus, gpus, n * sizeof(*gpus));
-	off = (size_t)snprintf(d->key, sizeof(d->key), "gpu");
-	for (size_t i = 0; i < n; i++)
-		off += (size_t)snprintf(d->key + off, sizeof(d->key) - off, "%s%u", i ? "-" : "", gpus[i]);
-	{
-		size_t len = 1;
-
-		for (size_t i = 0; i < n; i++)
-			len += (gpu_ids && gpu_ids[i] ? strlen(gpu_ids[i]) : 12) + 1;
-		d->visible = calloc(1, len);
-		if (!d->visible) {
-			free(d);
-			return -ENOMEM;
-		}
-		off = 0;
-		for (size_t i = 0; i < n; i++) {
-			if (gpu_ids && gpu_ids[i])
-				off += (size_t)snprintf(d->visible + off, len - off, "%s%s", i ? "," : "", gpu_ids[i]);
-			else
-				off += (size_t)snprintf(d->visible + off, len - off, "%s%u", i ? "," : "", gpus[i]);
-		}
+	key_of(gpus, n, d->key, sizeof(d->key));
+	d->visible = visible_of(gpus, gpu_ids, n);
+	if (!d->visible) {
+		free(d);
+		return -ENOMEM;
 	}
 	if ((size_t)snprintf(d->dir, sizeof(d->dir), "%s/mps/%s", m->state_dir, d->key) >= sizeof(d->dir) ||
 	    (size_t)snprintf(d->pipe_dir, sizeof(d->pipe_dir), "%s/pipe", d->dir) > MPS_PIPE_DIR_MAX) {
@@ -1388,6 +1460,11 @@ void vram_mps_env_free(char **env)
 
 void vram_mps_client_set_pid(struct vram_mps_client *c, pid_t pid)
 {
+	/*
+	 * Given before READY, the process already runs (taken back from a
+	 * previous vramd): READY would tell the caller to spawn it again.
+	 */
+	c->notified_ready = true;
 	c->pid = pid;
 }
 
@@ -1442,7 +1519,7 @@ int vram_mps_start(struct vram_mps *m, const unsigned *gpus, const char *const *
 static int stop_one(struct mps_daemon *d, bool force, vram_mps_done_cb cb, void *arg, char *err,
 		    size_t err_size)
 {
-	size_t clients = live_refs(d) - (d->manual ? 1 : 0);
+	size_t clients = client_refs(d);
 
 	if (clients > 0 && !force) {
 		snprintf(err, err_size, "the MPS control daemon for %s has %zu client%s: stop them first, "
@@ -1453,6 +1530,7 @@ static int stop_one(struct mps_daemon *d, bool force, vram_mps_done_cb cb, void 
 	if (cb && add_waiter(d, cb, arg, true) < 0)
 		return -ENOMEM;
 	d->manual = false;
+	d->adopt_pending = false;
 	d->restart_after_quit = false;
 	if (clients > 0) {
 		/* Forced: the clients hear (from the loop) that their daemon is gone. */
@@ -1485,7 +1563,7 @@ int vram_mps_stop(struct vram_mps *m, const unsigned *gpus, size_t n_gpus, bool 
 	if (!force)
 		vram_list_for_each_entry(o, &m->daemons, struct mps_daemon, link)
 			if ((o->state == D_RUNNING || o->state == D_STARTING) &&
-			    live_refs(o) - (o->manual ? 1 : 0) > 0) {
+			    client_refs(o) > 0) {
 				snprintf(err, err_size, "the MPS control daemon for %s has clients: stop them "
 					 "first, or force",
 					 o->key);
@@ -1544,6 +1622,208 @@ int vram_mps_refresh(struct vram_mps *m, vram_mps_done_cb cb, void *arg)
 		event_add(rf->ev, &zero);
 	}
 	return 0;
+}
+
+/* ---- daemons of a previous vramd ---- */
+
+size_t vram_mps_daemons(const struct vram_mps *m, struct vram_mps_daemon_info *out, size_t max)
+{
+	size_t n = 0;
+
+	/* A quitting one still runs: a vramd that dies now leaves it to the next. */
+	vram_list_for_each_entry(d, &m->daemons, const struct mps_daemon, link) {
+		if ((d->state != D_RUNNING && d->state != D_QUITTING) || d->control_pid <= 0)
+			continue;
+		if (n < max) {
+			snprintf(out[n].pipe_dir, sizeof(out[n].pipe_dir), "%s", d->pipe_dir);
+			out[n].pid = d->control_pid;
+			out[n].start_ticks = d->control_start_ticks;
+		}
+		n++;
+	}
+	return n;
+}
+
+/*
+ * The GPU set of a pipe directory this module would use,
+ * <state_dir>/mps/gpu<i>[-<j>…]/pipe, spelled as this module spells it.
+ * The mps directory itself may be spelled otherwise (state_dir given with a
+ * trailing slash, or through a link) if it is the same directory. Returns
+ * 0 and fills gpus (VRAM_MPS_MAX_GPUS) and *ret_n, or -EINVAL.
+ */
+static int parse_pipe_dir(const struct vram_mps *m, const char *pipe_dir, unsigned *gpus, size_t *ret_n)
+{
+	char buf[PATH_MAX], ours[PATH_MAX], key[sizeof(((struct mps_daemon *)NULL)->key)];
+	char *slash, *name, *p;
+	size_t len = strnlen(pipe_dir, sizeof(buf)), n = 0;
+
+	if (len == 0 || len >= sizeof(buf))
+		return -EINVAL;
+	memcpy(buf, pipe_dir, len + 1);
+	slash = strrchr(buf, '/');
+	if (!slash || strcmp(slash, "/pipe") != 0)
+		return -EINVAL;
+	*slash = '\0';
+	slash = strrchr(buf, '/');
+	if (!slash)
+		return -EINVAL;
+	*slash = '\0';
+	name = slash + 1;
+	if (strncmp(name, "gpu", 3) != 0)
+		return -EINVAL;
+	for (p = name + 3;;) {
+		unsigned long v;
+		char *end;
+
+		if (*p < '0' || *p > '9' || n == VRAM_MPS_MAX_GPUS)
+			return -EINVAL;
+		errno = 0;
+		v = strtoul(p, &end, 10);
+		if (errno || v > UINT_MAX)
+			return -EINVAL;
+		gpus[n++] = (unsigned)v;
+		if (*end == '\0')
+			break;
+		if (*end != '-')
+			return -EINVAL;
+		p = end + 1;
+	}
+	/* "gpu01" or "gpu1-" is no directory of ours */
+	key_of(gpus, n, key, sizeof(key));
+	if (strcmp(key, name) != 0)
+		return -EINVAL;
+	if ((size_t)snprintf(ours, sizeof(ours), "%s/mps", m->state_dir) >= sizeof(ours))
+		return -EINVAL;
+	if (strcmp(buf, ours) != 0) {
+		char real_theirs[PATH_MAX], real_ours[PATH_MAX];
+
+		if (!realpath(buf, real_theirs) || !realpath(ours, real_ours) || strcmp(real_theirs, real_ours) != 0)
+			return -EINVAL;
+	}
+	*ret_n = n;
+	return 0;
+}
+
+/*
+ * Whether d is still the control daemon it was: alive, started when it
+ * did, named by its pipe directory's pid file, an MPS program. Returns 0 and
+ * its start ticks, or -ESRCH with why in err.
+ */
+static int check_adoptable(const struct vram_mps_daemon_info *d, uint64_t *ret_ticks, char *err, size_t err_size)
+{
+	uint64_t ticks = 0;
+	pid_t named;
+
+	if (d->pid <= 0 || !pid_alive(d->pid) || vram_proc_start_ticks(d->pid, &ticks) < 0) {
+		snprintf(err, err_size, "the MPS control daemon %d of %.300s is gone", (int)d->pid, d->pipe_dir);
+		return -ESRCH;
+	}
+	/* A reused pid always starts later. */
+	if (d->start_ticks && ticks != d->start_ticks) {
+		snprintf(err, err_size,
+			 "the MPS control daemon %d of %.300s is gone: pid %d is another process now (started at "
+			 "tick %" PRIu64 ", the daemon at %" PRIu64 ")",
+			 (int)d->pid, d->pipe_dir, (int)d->pid, ticks, d->start_ticks);
+		return -ESRCH;
+	}
+	named = pid_file_pid(d->pipe_dir);
+	if (named != d->pid || !is_mps_control(d->pid)) {
+		snprintf(err, err_size,
+			 "pid %d is not the MPS control daemon of %.300s (its %s names %d, and the process must run "
+			 "an MPS control program)",
+			 (int)d->pid, d->pipe_dir, MPS_PID_FILE, (int)named);
+		return -ESRCH;
+	}
+	*ret_ticks = ticks;
+	return 0;
+}
+
+/*
+ * The CUDA_VISIBLE_DEVICES a running control daemon was started with (new
+ * string), so that later clients name its devices as it does; NULL when it
+ * cannot be read (another user, out of memory) or is not set.
+ */
+static char *environ_visible(pid_t pid)
+{
+	char *buf = malloc(MPS_ENVIRON_MAX + 1), *v = NULL;
+	ssize_t n;
+
+	if (!buf)
+		return NULL;
+	n = read_proc(pid, "environ", buf, MPS_ENVIRON_MAX + 1);
+	/* Cut off at the limit: the last entry may be cut too, so it is not read. */
+	if (n == MPS_ENVIRON_MAX)
+		while (n > 0 && buf[n - 1] != '\0')
+			n--;
+	for (ssize_t off = 0; n > 0 && off < n; off += (ssize_t)strlen(buf + off) + 1)
+		if (!strncmp(buf + off, "CUDA_VISIBLE_DEVICES=", 21)) {
+			v = strdup(buf + off + 21);
+			break;
+		}
+	free(buf);
+	return v;
+}
+
+int vram_mps_adopt(struct vram_mps *m, const struct vram_mps_daemon_info *info, char *err, size_t err_size)
+{
+	unsigned gpus[VRAM_MPS_MAX_GPUS];
+	struct mps_daemon *d;
+	uint64_t ticks;
+	size_t n = 0;
+	char *visible;
+	int r;
+
+	if (parse_pipe_dir(m, info->pipe_dir, gpus, &n) < 0) {
+		snprintf(err, err_size,
+			 "%.300s is not an MPS pipe directory of this vramd (expected %.300s/mps/gpu<i>[-<j>...]/pipe)",
+			 info->pipe_dir, m->state_dir);
+		return -EINVAL;
+	}
+	/* Checked before a daemon object exists: a refusal leaves nothing behind in status. */
+	r = check_adoptable(info, &ticks, err, err_size);
+	if (r < 0)
+		return r;
+	d = find_daemon(m, gpus, n);
+	if (d && d->control_pid == info->pid && (d->state == D_RUNNING || d->state == D_QUITTING))
+		return 0; /* already ours */
+	r = get_daemon(m, gpus, NULL, n, &d, err, err_size);
+	if (r == -ENOMEM)
+		snprintf(err, err_size, "out of memory taking back the MPS control daemon of %.300s", info->pipe_dir);
+	if (r < 0)
+		return r;
+	if (d->state != D_FAILED && d->state != D_CRASHED) {
+		snprintf(err, err_size, "the MPS control daemon for %s is already %s here (pid %d)", d->key,
+			 d->state == D_STARTING ? "starting" : "running", (int)d->control_pid);
+		return -EBUSY;
+	}
+	visible = environ_visible(info->pid);
+	if (visible) {
+		free(d->visible);
+		d->visible = visible;
+	}
+	d->visible_guessed = !visible;
+	d->forced = false;
+	d->free_when_idle = false;
+	d->restart_after_quit = false;
+	d->n_servers = 0;
+	d->refreshed = false;
+	/* Held until vram_mps_adopt_done: the clients of its processes come first. */
+	d->adopt_pending = true;
+	became_running(d, info->pid);
+	vram_debug("mps %s: took back control daemon %d (started at tick %" PRIu64 ")", d->key, (int)info->pid,
+		   ticks);
+	return 0;
+}
+
+void vram_mps_adopt_done(struct vram_mps *m)
+{
+	/* daemon_step only starts a quit: no daemon object is freed under the walk. */
+	vram_list_for_each_entry(d, &m->daemons, struct mps_daemon, link) {
+		if (!d->adopt_pending)
+			continue;
+		d->adopt_pending = false;
+		daemon_step(d);
+	}
 }
 
 static const char *state_name(enum daemon_state s)
@@ -1699,6 +1979,7 @@ void vram_mps_shutdown(struct vram_mps *m, void (*done)(void *arg), void *arg)
 		vram_list_for_each_entry(c, &d->clients, struct vram_mps_client, link)
 			c->dead = true;
 		d->manual = false;
+		d->adopt_pending = false; /* adopted ones quit too */
 		d->restart_after_quit = false;
 		if (d->state == D_RUNNING)
 			quit_daemon(d);

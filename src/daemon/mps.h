@@ -21,6 +21,16 @@
  * watched: if it dies while clients use it, each client gets a "crashed"
  * event with the tail of the MPS logs.
  *
+ * Control daemons outlive vramd (a crash, SIGKILL, an upgrade in place), as
+ * the workload processes that use them do. vram_mps_daemons lists them for
+ * the state file; the next vramd takes each back with vram_mps_adopt
+ * instead of starting a second one on the same pipe directory, attaches the
+ * clients of the processes it took back (vram_mps_client_new, then at once
+ * vram_mps_client_set_pid: nothing is started and nothing is sent to the
+ * daemon, since a running process got its caps from its environment when it
+ * started), then calls vram_mps_adopt_done, which makes an adopted daemon
+ * without clients quit as one whose last client left.
+ *
  * Everything runs on the event loop without blocking: the control program is
  * spawned, fed its command on stdin, and its exit is watched through a pidfd
  * (a timer where pidfds are missing). The module reaps only the pids it
@@ -69,8 +79,9 @@ int vram_mps_find_control(const char *override, char *buf, size_t size);
 int vram_mps_new(struct event_base *base, const struct vram_mps_options *opt, struct vram_mps **ret);
 
 /*
- * Tells every control daemon to quit and waits for them (on the loop), then
- * calls done(arg) from the loop. Clients still attached get no more events.
+ * Tells every control daemon to quit (adopted ones too) and waits for them
+ * (on the loop), then calls done(arg) from the loop. Clients still attached
+ * get no more events.
  */
 void vram_mps_shutdown(struct vram_mps *m, void (*done)(void *arg), void *arg);
 /* Frees; control daemons still running are left running. Accepts NULL. */
@@ -125,7 +136,12 @@ int vram_mps_client_new(struct vram_mps *m, const struct vram_mps_client_spec *s
 int vram_mps_client_env(const struct vram_mps_client *c, char ***ret_env);
 void vram_mps_env_free(char **env);
 
-/* Records the client's pid once spawned (for status). */
+/*
+ * Records the client's pid once spawned (for status). Given before READY
+ * came, it says the process already runs (one taken back from a previous
+ * vramd): the client gets no READY, as there is nothing to spawn, and still
+ * gets CRASHED if its daemon dies. Nothing is sent to the control daemon.
+ */
 void vram_mps_client_set_pid(struct vram_mps_client *c, pid_t pid);
 
 /*
@@ -195,6 +211,32 @@ int vram_mps_format_mem_limit(uint64_t bytes, size_t n_gpus, char *buf, size_t s
  * directory, each under a "==> file <==" line. Returns the length written.
  */
 size_t vram_mps_log_tail(const char *log_dir, char *buf, size_t size);
+
+/* ---- control daemons of a previous vramd ---- */
+
+/* A running control daemon, for the state file. */
+struct vram_mps_daemon_info {
+	char pipe_dir[4096];   /* its CUDA_MPS_PIPE_DIRECTORY */
+	pid_t pid;             /* the control daemon's pid (from its pid file) */
+	uint64_t start_ticks;  /* its start time (src/common/proc.h vram_proc_start_ticks); 0 unknown */
+};
+/* Up to max running control daemons into out; returns how many there are. */
+size_t vram_mps_daemons(const struct vram_mps *m, struct vram_mps_daemon_info *out, size_t max);
+/*
+ * Takes back a control daemon a previous vramd started: pipe_dir must be one
+ * this module would use (under <state_dir>/mps/, its GPU set is read from
+ * the directory name), pid alive with the same start ticks and matching the
+ * pid file in pipe_dir. It is then this module's running daemon for that GPU
+ * set: watched as usual, clients attach to it without a start. Returns 0,
+ * -ESRCH (gone or another process), -EINVAL (not a pipe directory of ours)
+ * or -errno, with one sentence in err.
+ */
+int vram_mps_adopt(struct vram_mps *m, const struct vram_mps_daemon_info *d, char *err, size_t err_size);
+/*
+ * Adoption is over: an adopted daemon that no client attached to is told to
+ * quit, as one whose last client left.
+ */
+void vram_mps_adopt_done(struct vram_mps *m);
 
 /*
  * The daemon's SIGCHLD reaper may hand over the status of a pid it reaped;

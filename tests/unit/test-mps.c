@@ -6,7 +6,10 @@
  * CUDA_VISIBLE_DEVICES, clients get the right variables, the daemon quits
  * with its last client, a daemon that dies under its clients is reported
  * with its log, a start that fails says why, status shows servers and
- * clients, and stopping by hand respects clients unless forced.
+ * clients, and stopping by hand respects clients unless forced. A second
+ * module on the same state directory (the next vramd after a crash or an
+ * upgrade) takes back the first one's daemons instead of starting them
+ * again, refuses what is not such a daemon, and quits the ones nothing uses.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -25,6 +28,7 @@
 #include <event2/event.h>
 #include <jansson.h>
 
+#include "common/proc.h"
 #include "daemon/mps.h"
 
 #define FAKE VRAM_SOURCE_ROOT "/tests/unit/data/mps-fake-control"
@@ -591,6 +595,307 @@ static void test_shutdown_quits_every_daemon(void **state)
 	vram_mps_client_free(cb);
 }
 
+
+/* ---- a daemon of a previous vramd ---- */
+
+/* Starts the daemon of a GPU set through a client of f->mps; returns the client (ready). */
+static struct vram_mps_client *first_vramd_client(struct fixture *f, const unsigned *gpus, size_t n,
+						  const char *const *ids)
+{
+	struct vram_mps_client_spec spec = { .owner = "old", .gpus = gpus, .gpu_ids = ids, .n_gpus = n };
+	struct vram_mps_client *c = NULL;
+	struct seen s = { 0 };
+	char err[512] = "";
+
+	assert_int_equal(vram_mps_client_new(f->mps, &spec, on_event, &s, &c, err, sizeof(err)), 0);
+	assert_true(run_until(f->base, &s.n_ready));
+	return c;
+}
+
+/*
+ * The first vramd dies (its module freed: daemons left running, as after a
+ * crash) and the next one starts on the same state directory.
+ */
+static void next_vramd(struct fixture *f, struct vram_mps_client **old_clients, size_t n)
+{
+	struct vram_mps_options opt = { .state_dir = f->dir, .control_path = FAKE, .command_timeout_ms = 5000,
+					.start_timeout_ms = 3000 };
+
+	vram_mps_free(f->mps);
+	for (size_t i = 0; i < n; i++)
+		vram_mps_client_free(old_clients[i]);
+	f->mps = NULL;
+	assert_int_equal(vram_mps_new(f->base, &opt, &f->mps), 0);
+}
+
+static bool has_quit(struct fixture *f, const char *key)
+{
+	char *log = calls(f, key);
+	bool r = strstr(log, "cmd quit") != NULL;
+
+	free(log);
+	return r;
+}
+
+static void test_adopted_daemon_serves_clients_without_a_second_start(void **state)
+{
+	struct fixture *f = *state;
+	const unsigned gpus[] = { 1 };
+	const char *ids[] = { "GPU-11111111-2222-3333-4444-555555555555" };
+	struct vram_mps_daemon_info info[4], again[4];
+	struct vram_mps_client *old, *running = NULL, *fresh = NULL;
+	struct vram_mps_client_spec spec = {
+		.owner = "rerank#0", .gpus = gpus, .n_gpus = 1, .mem_limit_bytes = UINT64_C(2) << 30,
+	};
+	struct seen s_running = { 0 }, s_fresh = { 0 };
+	char err[512] = "", expect[1024], started[1024], **env = NULL, *log;
+	uint64_t ticks = 0;
+	json_t *st, *d;
+	pid_t ctl;
+
+	old = first_vramd_client(f, gpus, 1, ids);
+	ctl = control_pid(f, 1);
+	assert_true(ctl > 0);
+	/* What the state file records. */
+	assert_int_equal(vram_mps_daemons(f->mps, NULL, 0), 1);
+	assert_int_equal(vram_mps_daemons(f->mps, info, 4), 1);
+	snprintf(expect, sizeof(expect), "%s/mps/gpu1/pipe", f->dir);
+	assert_string_equal(info[0].pipe_dir, expect);
+	assert_int_equal(info[0].pid, ctl);
+	assert_int_equal(vram_proc_start_ticks(ctl, &ticks), 0);
+	assert_true(info[0].start_ticks == ticks && ticks > 0);
+	snprintf(started, sizeof(started),
+		 "start args=-d visible=%s pipe=%s/mps/gpu1/pipe log=%s/mps/gpu1/log\n", ids[0], f->dir, f->dir);
+
+	next_vramd(f, &old, 1);
+	assert_true(alive(ctl));
+	assert_int_equal(vram_mps_adopt(f->mps, &info[0], err, sizeof(err)), 0);
+	st = vram_mps_status_json(f->mps);
+	d = json_array_get(json_object_get(st, "daemons"), 0);
+	assert_string_equal(json_string_value(json_object_get(d, "state")), "running");
+	assert_int_equal(json_integer_value(json_object_get(d, "control_pid")), ctl);
+	json_decref(st);
+	/* The next state file records the same daemon. */
+	assert_int_equal(vram_mps_daemons(f->mps, again, 4), 1);
+	assert_string_equal(again[0].pipe_dir, info[0].pipe_dir);
+	assert_int_equal(again[0].pid, ctl);
+	assert_true(again[0].start_ticks == ticks);
+
+	/* The process that kept running under it: attached, given its pid, no READY. */
+	assert_int_equal(vram_mps_client_new(f->mps, &spec, on_event, &s_running, &running, err, sizeof(err)), 0);
+	vram_mps_client_set_pid(running, 4321);
+	/* A new process of the same GPU set: READY, from the daemon already there. */
+	spec.owner = "rerank#1";
+	assert_int_equal(vram_mps_client_new(f->mps, &spec, on_event, &s_fresh, &fresh, err, sizeof(err)), 0);
+	assert_true(run_until(f->base, &s_fresh.n_ready));
+	run_for(f->base, 200);
+	assert_int_equal(s_running.n_ready + s_running.n_failed + s_running.n_crashed, 0);
+	/* Nothing was started or told to the daemon: its record is the first start alone. */
+	log = calls(f, "gpu1");
+	assert_string_equal(log, started);
+	free(log);
+
+	/* New clients name the devices as the daemon was started with, read from it. */
+	assert_int_equal(vram_mps_client_env(fresh, &env), 0);
+	snprintf(expect, sizeof(expect), "CUDA_VISIBLE_DEVICES=%s", ids[0]);
+	assert_string_equal(env[0], expect);
+	snprintf(expect, sizeof(expect), "CUDA_MPS_PIPE_DIRECTORY=%s/mps/gpu1/pipe", f->dir);
+	assert_string_equal(env[1], expect);
+	assert_string_equal(env[3], "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT=0=2G");
+	vram_mps_env_free(env);
+	st = vram_mps_status_json(f->mps);
+	d = json_array_get(json_object_get(st, "daemons"), 0);
+	assert_int_equal(json_array_size(json_object_get(d, "clients")), 2);
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(json_object_get(d, "clients"), 0), "pid")),
+			 4321);
+	json_decref(st);
+
+	/* Adoption over: it has clients, so it stays. */
+	vram_mps_adopt_done(f->mps);
+	run_for(f->base, 300);
+	assert_true(alive(ctl));
+	assert_false(has_quit(f, "gpu1"));
+
+	/* And quits with its last client, as any daemon. */
+	vram_mps_client_free(running);
+	run_for(f->base, 200);
+	assert_true(alive(ctl));
+	vram_mps_client_free(fresh);
+	wait_dead(ctl);
+	assert_true(has_quit(f, "gpu1"));
+	assert_int_equal(s_running.n_crashed + s_fresh.n_crashed, 0);
+}
+
+static void test_adopt_refuses_what_is_not_that_daemon(void **state)
+{
+	struct fixture *f = *state;
+	const unsigned gpus[] = { 0 };
+	struct vram_mps_daemon_info info, bad;
+	struct vram_mps_client *old;
+	char err[512];
+	/* each under the state directory, or as it stands */
+	const struct {
+		bool under;
+		const char *path;
+	} not_ours[] = {
+		{ false, "/tmp/vram-mps-elsewhere/mps/gpu0/pipe" }, { true, "/mps/gpu0/log" },
+		{ true, "/mps/gpu00/pipe" }, { true, "/mps/gpux/pipe" }, { true, "/mps/gpu0-/pipe" },
+		{ true, "/mps/../gpu0/pipe" }, { true, "/gpu0/pipe" }, { false, "gpu0/pipe" },
+	};
+	uint64_t own_ticks = 0;
+	json_t *st;
+	pid_t ctl;
+
+	old = first_vramd_client(f, gpus, 1, NULL);
+	ctl = control_pid(f, 0);
+	assert_int_equal(vram_mps_daemons(f->mps, &info, 1), 1);
+	next_vramd(f, &old, 1);
+
+	/* The pid now belongs to a process started later. */
+	bad = info;
+	bad.start_ticks++;
+	err[0] = '\0';
+	assert_int_equal(vram_mps_adopt(f->mps, &bad, err, sizeof(err)), -ESRCH);
+	assert_non_null(strstr(err, "is another process now"));
+	/* A live process that is not the one the pid file names. */
+	bad = info;
+	bad.pid = getpid();
+	assert_int_equal(vram_proc_start_ticks(bad.pid, &own_ticks), 0);
+	bad.start_ticks = own_ticks;
+	assert_int_equal(vram_mps_adopt(f->mps, &bad, err, sizeof(err)), -ESRCH);
+	assert_non_null(strstr(err, "is not the MPS control daemon"));
+	/* Directories this module would not use. */
+	for (size_t i = 0; i < sizeof(not_ours) / sizeof(not_ours[0]); i++) {
+		bad = info;
+		snprintf(bad.pipe_dir, sizeof(bad.pipe_dir), "%s%s", not_ours[i].under ? f->dir : "",
+			 not_ours[i].path);
+		err[0] = '\0';
+		assert_int_equal(vram_mps_adopt(f->mps, &bad, err, sizeof(err)), -EINVAL);
+		assert_non_null(strstr(err, "is not an MPS pipe directory of this vramd"));
+		assert_non_null(strstr(err, bad.pipe_dir));
+	}
+	/* Refusals leave nothing behind, and the daemon was told nothing. */
+	assert_int_equal(n_daemons(f), 0);
+	assert_int_equal(vram_mps_daemons(f->mps, NULL, 0), 0);
+	assert_true(alive(ctl));
+	assert_false(has_quit(f, "gpu0"));
+
+	/* The same state directory spelled otherwise is still ours. */
+	bad = info;
+	snprintf(bad.pipe_dir, sizeof(bad.pipe_dir), "%s/./mps/gpu0/pipe", f->dir);
+	assert_int_equal(vram_mps_adopt(f->mps, &bad, err, sizeof(err)), 0);
+	assert_int_equal(control_pid(f, 0), ctl);
+
+	/* Once the daemon is dead, its record is refused. */
+	kill(ctl, SIGKILL);
+	wait_dead(ctl);
+	{
+		uint64_t deadline = now_ms() + 5000;
+
+		while (control_pid(f, 0) != 0 && now_ms() < deadline)
+			run_for(f->base, 20);
+	}
+	assert_int_equal(n_daemons(f), 1);
+	st = vram_mps_status_json(f->mps);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(st, "daemons"), 0),
+							      "state")),
+			    "crashed");
+	json_decref(st);
+	err[0] = '\0';
+	assert_int_equal(vram_mps_adopt(f->mps, &info, err, sizeof(err)), -ESRCH);
+	assert_non_null(strstr(err, "is gone"));
+}
+
+/*
+ * The first vramd runs the daemons of GPU a and GPU b; the next one takes
+ * both back. Their pids in *ret_a and *ret_b, their records in info[2].
+ */
+static void adopt_two(struct fixture *f, unsigned a, unsigned b, pid_t *ret_a, pid_t *ret_b,
+		      struct vram_mps_daemon_info *info)
+{
+	const unsigned ga[] = { a }, gb[] = { b };
+	struct vram_mps_client *old[2];
+	char err[512] = "";
+
+	old[0] = first_vramd_client(f, ga, 1, NULL);
+	old[1] = first_vramd_client(f, gb, 1, NULL);
+	*ret_a = control_pid(f, a);
+	*ret_b = control_pid(f, b);
+	assert_int_equal(vram_mps_daemons(f->mps, info, 2), 2);
+	next_vramd(f, old, 2);
+	assert_int_equal(vram_mps_adopt(f->mps, &info[0], err, sizeof(err)), 0);
+	assert_int_equal(vram_mps_adopt(f->mps, &info[1], err, sizeof(err)), 0);
+}
+
+static void test_adopt_done_quits_adopted_daemons_without_clients(void **state)
+{
+	struct fixture *f = *state;
+	const unsigned g0[] = { 0 };
+	struct vram_mps_client_spec spec = { .owner = "w#0", .gpus = g0, .n_gpus = 1 };
+	struct vram_mps_daemon_info info[2];
+	struct vram_mps_client *c = NULL;
+	struct seen s = { 0 };
+	char err[512];
+	pid_t p0, p1;
+
+	adopt_two(f, 0, 1, &p0, &p1, info);
+	/* Taken back twice: still one daemon. */
+	assert_int_equal(vram_mps_adopt(f->mps, &info[1], err, sizeof(err)), 0);
+	assert_int_equal(n_daemons(f), 2);
+
+	/* Until adoption is over, no client is no reason to quit. */
+	run_for(f->base, 300);
+	assert_true(alive(p0) && alive(p1));
+	assert_false(has_quit(f, "gpu0") || has_quit(f, "gpu1"));
+
+	assert_int_equal(vram_mps_client_new(f->mps, &spec, on_event, &s, &c, err, sizeof(err)), 0);
+	vram_mps_client_set_pid(c, 4321);
+	vram_mps_adopt_done(f->mps);
+	/* The one nothing uses quits through its pipe directory; the other stays. */
+	wait_dead(p1);
+	assert_true(has_quit(f, "gpu1"));
+	{
+		uint64_t deadline = now_ms() + 5000;
+
+		while (n_daemons(f) > 1 && now_ms() < deadline)
+			run_for(f->base, 20);
+	}
+	assert_int_equal(n_daemons(f), 1);
+	assert_true(alive(p0));
+	assert_false(has_quit(f, "gpu0"));
+	assert_int_equal(vram_mps_daemons(f->mps, info, 2), 1);
+	assert_int_equal(info[0].pid, p0);
+
+	vram_mps_client_free(c);
+	wait_dead(p0);
+	assert_int_equal(s.n_ready + s.n_crashed, 0);
+}
+
+static void test_shutdown_and_stop_quit_adopted_daemons(void **state)
+{
+	struct fixture *f = *state;
+	const unsigned g3[] = { 3 };
+	struct vram_mps_daemon_info info[2];
+	struct done stopped = { 0 };
+	char err[512] = "";
+	int done = 0;
+	pid_t p2, p3;
+
+	adopt_two(f, 2, 3, &p2, &p3, info);
+
+	/* By hand: an adopted daemon without clients stops without force. */
+	assert_int_equal(vram_mps_stop(f->mps, g3, 1, false, on_done, &stopped, err, sizeof(err)), 0);
+	assert_true(run_until(f->base, &stopped.calls));
+	assert_int_equal(stopped.result, 0);
+	wait_dead(p3);
+
+	/* At shutdown, before adoption is over. */
+	vram_mps_shutdown(f->mps, on_shutdown, &done);
+	assert_true(run_until(f->base, &done));
+	wait_dead(p2);
+	assert_true(has_quit(f, "gpu2"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -604,6 +909,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_manual_start_and_stop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unavailable, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shutdown_quits_every_daemon, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_adopted_daemon_serves_clients_without_a_second_start, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_adopt_refuses_what_is_not_that_daemon, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_adopt_done_quits_adopted_daemons_without_clients, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_shutdown_and_stop_quit_adopted_daemons, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
