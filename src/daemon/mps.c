@@ -7,9 +7,13 @@
  * GPU set starts it again. One taken back from a previous vramd
  * (vram_mps_adopt) enters as running; until vram_mps_adopt_done it is held
  * as one started by hand is, so that it waits for the clients of the
- * processes taken back instead of quitting at once. Events to clients and callbacks of start/stop are
- * delivered from one zero-delay timer per daemon (notify_ev), never from
- * inside an API call, so callers may free clients from their callbacks.
+ * processes taken back instead of quitting at once. vram_mps_adopt_done also
+ * takes back, to quit them, daemons running in pipe directories of ours
+ * that no record named.
+ *
+ * Events to clients and callbacks of start/stop are delivered from one
+ * zero-delay timer per daemon (notify_ev), never from inside an API call,
+ * so callers may free clients from their callbacks.
  *
  * A control command is nvidia-cuda-mps-control spawned with the command on
  * stdin (a pipe written before the spawn; commands are a few bytes) and
@@ -17,6 +21,7 @@
  */
 #include "daemon/mps.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -53,6 +58,7 @@ extern char **environ;
 #define MPS_QUIT_GRACE_MS 5000     /* after quit, before SIGTERM to the control daemon */
 #define MPS_PID_FILE "nvidia-cuda-mps-control.pid"
 #define MPS_ENVIRON_MAX (256 * 1024) /* bytes of an adopted control daemon's environment read */
+#define MPS_SCAN_MAX 256           /* entries of <state_dir>/mps looked at for unrecorded daemons */
 
 enum daemon_state {
 	D_STARTING = 0,
@@ -617,16 +623,31 @@ static bool pid_alive(pid_t pid)
 	return !(p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X'));
 }
 
-/* Whether pid runs an MPS control program (guards against a reused pid). */
-static bool is_mps_control(pid_t pid)
+static const char *base_name(const char *path)
 {
+	const char *slash = strrchr(path, '/');
+
+	return slash ? slash + 1 : path;
+}
+
+/*
+ * Whether pid runs an MPS control program (guards against a reused pid): a
+ * word of its command line is nvidia-cuda-mps-control or the control program
+ * of m, wherever it lies (a script's name comes after its interpreter's).
+ */
+static bool is_mps_control(const struct vram_mps *m, pid_t pid)
+{
+	const char *ours = base_name(m->control);
 	char buf[1024];
 	ssize_t n = read_proc(pid, "cmdline", buf, sizeof(buf));
 
-	for (ssize_t i = 0; i < n; i++)
-		if (buf[i] == '\0')
-			buf[i] = ' ';
-	return n > 0 && strstr(buf, "mps") != NULL;
+	for (ssize_t off = 0; n > 0 && off < n; off += (ssize_t)strlen(buf + off) + 1) {
+		const char *word = base_name(buf + off);
+
+		if (!strcmp(word, "nvidia-cuda-mps-control") || (*ours && !strcmp(word, ours)))
+			return true;
+	}
+	return false;
 }
 
 /* ---- daemon objects ---- */
@@ -872,7 +893,7 @@ static pid_t read_pid_file(const struct mps_daemon *d)
 {
 	pid_t pid = pid_file_pid(d->pipe_dir);
 
-	if (pid <= 0 || !pid_alive(pid) || !is_mps_control(pid))
+	if (pid <= 0 || !pid_alive(pid) || !is_mps_control(d->m, pid))
 		return 0;
 	return pid;
 }
@@ -1709,7 +1730,8 @@ static int parse_pipe_dir(const struct vram_mps *m, const char *pipe_dir, unsign
  * did, named by its pipe directory's pid file, an MPS program. Returns 0 and
  * its start ticks, or -ESRCH with why in err.
  */
-static int check_adoptable(const struct vram_mps_daemon_info *d, uint64_t *ret_ticks, char *err, size_t err_size)
+static int check_adoptable(const struct vram_mps *m, const struct vram_mps_daemon_info *d, uint64_t *ret_ticks,
+			   char *err, size_t err_size)
 {
 	uint64_t ticks = 0;
 	pid_t named;
@@ -1727,7 +1749,7 @@ static int check_adoptable(const struct vram_mps_daemon_info *d, uint64_t *ret_t
 		return -ESRCH;
 	}
 	named = pid_file_pid(d->pipe_dir);
-	if (named != d->pid || !is_mps_control(d->pid)) {
+	if (named != d->pid || !is_mps_control(m, d->pid)) {
 		snprintf(err, err_size,
 			 "pid %d is not the MPS control daemon of %.300s (its %s names %d, and the process must run "
 			 "an MPS control program)",
@@ -1780,7 +1802,7 @@ int vram_mps_adopt(struct vram_mps *m, const struct vram_mps_daemon_info *info, 
 		return -EINVAL;
 	}
 	/* Checked before a daemon object exists: a refusal leaves nothing behind in status. */
-	r = check_adoptable(info, &ticks, err, err_size);
+	r = check_adoptable(m, info, &ticks, err, err_size);
 	if (r < 0)
 		return r;
 	d = find_daemon(m, gpus, n);
@@ -1815,8 +1837,53 @@ int vram_mps_adopt(struct vram_mps *m, const struct vram_mps_daemon_info *info, 
 	return 0;
 }
 
+/*
+ * Daemons in pipe directories of ours that no record named (a crash between
+ * a daemon's start and the next state file, or a state file refused): taken
+ * back so that vram_mps_adopt_done quits them, as nothing attached to them.
+ */
+static void adopt_unrecorded(struct vram_mps *m)
+{
+	char mps_dir[PATH_MAX];
+	struct dirent *e;
+	size_t seen = 0;
+	DIR *dir;
+
+	if ((size_t)snprintf(mps_dir, sizeof(mps_dir), "%s/mps", m->state_dir) >= sizeof(mps_dir))
+		return;
+	dir = opendir(mps_dir);
+	if (!dir)
+		return;
+	while ((e = readdir(dir)) && seen++ < MPS_SCAN_MAX) {
+		struct vram_mps_daemon_info info = { .pid = 0 };
+		unsigned gpus[VRAM_MPS_MAX_GPUS];
+		char err[512];
+		size_t n = 0;
+
+		if (strncmp(e->d_name, "gpu", 3) != 0 ||
+		    (size_t)snprintf(info.pipe_dir, sizeof(info.pipe_dir), "%s/%s/pipe", mps_dir, e->d_name) >=
+			    sizeof(info.pipe_dir))
+			continue;
+		/* Known ones were adopted, or started here, already. */
+		if (parse_pipe_dir(m, info.pipe_dir, gpus, &n) < 0 || find_daemon(m, gpus, n))
+			continue;
+		info.pid = pid_file_pid(info.pipe_dir);
+		if (info.pid <= 0 || !pid_alive(info.pid))
+			continue;
+		/* start_ticks unknown: the pid file and the program name decide. */
+		if (vram_mps_adopt(m, &info, err, sizeof(err)) < 0)
+			vram_debug("mps: leaving %s alone: %s", info.pipe_dir, err);
+		else
+			vram_debug("mps: control daemon %d of %s was not recorded: it quits", (int)info.pid,
+				   info.pipe_dir);
+	}
+	closedir(dir);
+}
+
 void vram_mps_adopt_done(struct vram_mps *m)
 {
+	if (m->available && !m->shutting_down)
+		adopt_unrecorded(m);
 	/* daemon_step only starts a quit: no daemon object is freed under the walk. */
 	vram_list_for_each_entry(d, &m->daemons, struct mps_daemon, link) {
 		if (!d->adopt_pending)

@@ -29,7 +29,10 @@
  * vram_mps_client_set_pid: nothing is started and nothing is sent to the
  * daemon, since a running process got its caps from its environment when it
  * started), then calls vram_mps_adopt_done, which makes an adopted daemon
- * without clients quit as one whose last client left.
+ * without clients quit as one whose last client left. It does the same with
+ * a daemon found in a pipe directory of ours that no state file recorded
+ * (a crash right after its start, a state file refused), so the caller
+ * calls it once at every start, with or without a state file.
  *
  * Everything runs on the event loop without blocking: the control program is
  * spawned, fed its command on stdin, and its exit is watched through a pidfd

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -871,6 +872,61 @@ static void test_adopt_done_quits_adopted_daemons_without_clients(void **state)
 	assert_int_equal(s.n_ready + s.n_crashed, 0);
 }
 
+static void test_adopt_done_quits_unrecorded_daemons_of_ours(void **state)
+{
+	struct fixture *f = *state;
+	const unsigned g0[] = { 0 }, g1[] = { 1 };
+	struct vram_mps_client_spec spec = { .owner = "w#0", .gpus = g0, .n_gpus = 1 };
+	struct vram_mps_daemon_info info[2];
+	struct vram_mps_client *old[2], *c = NULL;
+	struct seen s = { 0 };
+	const struct vram_mps_daemon_info *rec0;
+	char err[512], path[512], text[32];
+	pid_t p0, p1, other;
+
+	old[0] = first_vramd_client(f, g0, 1, NULL);
+	old[1] = first_vramd_client(f, g1, 1, NULL);
+	p0 = control_pid(f, 0);
+	p1 = control_pid(f, 1);
+	assert_int_equal(vram_mps_daemons(f->mps, info, 2), 2);
+	/* A pid file of ours naming a process that is no MPS control program. */
+	other = fork();
+	assert_true(other >= 0);
+	if (other == 0) {
+		execlp("sleep", "sleep", "30", (char *)NULL);
+		_exit(127);
+	}
+	snprintf(path, sizeof(path), "%s/mps/gpu7", f->dir);
+	assert_int_equal(mkdir(path, 0755), 0);
+	snprintf(path, sizeof(path), "%s/mps/gpu7/pipe", f->dir);
+	assert_int_equal(mkdir(path, 0755), 0);
+	snprintf(path, sizeof(path), "%s/mps/gpu7/pipe/nvidia-cuda-mps-control.pid", f->dir);
+	snprintf(text, sizeof(text), "%d\n", (int)other);
+	write_file(path, text);
+
+	next_vramd(f, old, 2);
+	/* Only GPU 0's daemon was in the state file, and its process came back. */
+	rec0 = info[0].pid == p0 ? &info[0] : &info[1];
+	assert_int_equal(rec0->pid, p0);
+	assert_int_equal(vram_mps_adopt(f->mps, rec0, err, sizeof(err)), 0);
+	assert_int_equal(vram_mps_client_new(f->mps, &spec, on_event, &s, &c, err, sizeof(err)), 0);
+	vram_mps_client_set_pid(c, 4321);
+	run_for(f->base, 100);
+	vram_mps_adopt_done(f->mps);
+	/* The unrecorded one goes through its pipe directory; the rest stay. */
+	wait_dead(p1);
+	assert_true(has_quit(f, "gpu1"));
+	run_for(f->base, 300);
+	assert_true(alive(p0));
+	assert_false(has_quit(f, "gpu0"));
+	assert_true(alive(other));
+	kill(other, SIGKILL);
+	waitpid(other, NULL, 0);
+
+	vram_mps_client_free(c);
+	wait_dead(p0);
+}
+
 static void test_shutdown_and_stop_quit_adopted_daemons(void **state)
 {
 	struct fixture *f = *state;
@@ -914,6 +970,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_adopt_refuses_what_is_not_that_daemon, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_adopt_done_quits_adopted_daemons_without_clients, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_adopt_done_quits_unrecorded_daemons_of_ours, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shutdown_and_stop_quit_adopted_daemons, setup, teardown),
 	};
 
