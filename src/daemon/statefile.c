@@ -20,6 +20,7 @@
 static const char *const inst_state_names[] = {
 	[VRAM_STATEFILE_READY] = "ready",
 	[VRAM_STATEFILE_OFFLOADED] = "offloaded",
+	[VRAM_STATEFILE_STARTING] = "starting",
 };
 
 const char *vram_statefile_inst_state_name(enum vram_statefile_inst_state s)
@@ -53,6 +54,8 @@ void vram_statefile_done(struct vram_statefile *sf)
 		free(w->adhoc.owner.groups);
 		for (size_t j = 0; w->instances && j < w->n_instances; j++) {
 			free_strv(w->instances[j].gpu_uuids, w->instances[j].n_gpus);
+			free_strv(w->instances[j].cmdline, w->instances[j].n_cmdline);
+			free(w->instances[j].gpu_bytes);
 			free(w->instances[j].engine);
 		}
 		free(w->instances);
@@ -94,10 +97,29 @@ static bool put_ms(json_t *obj, const char *key, const struct vram_statefile_ms 
 	return put(obj, key, json_integer((json_int_t)v->ms));
 }
 
+static json_t *u64v_json(const uint64_t *v, size_t n)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; a && i < n; i++) {
+		if (json_array_append_new(a, json_integer((json_int_t)v[i])) < 0) {
+			json_decref(a);
+			return NULL;
+		}
+	}
+	return a;
+}
+
 static json_t *instance_json(const struct vram_statefile_instance *in)
 {
 	json_t *o = json_object();
-	if (!o || !put(o, "pid", json_integer(in->pid)) ||
+	if (!o || !put(o, "replica", json_integer(in->replica)) ||
+	    !put(o, "pid", json_integer(in->pid)) ||
+	    (in->n_cmdline && !put(o, "cmdline", strv_json(in->cmdline, in->n_cmdline))) ||
+	    (in->relay_pid > 0 && (!put(o, "relay_pid", json_integer(in->relay_pid)) ||
+				   !put(o, "relay_start_ticks",
+					json_integer((json_int_t)in->relay_start_ticks)))) ||
+	    (in->gpu_bytes && !put(o, "gpu_bytes", u64v_json(in->gpu_bytes, in->n_gpus))) ||
+	    (in->mps && !put(o, "mps", json_true())) ||
 	    !put(o, "start_ticks", json_integer((json_int_t)in->start_ticks)) ||
 	    !put(o, "pgid", json_integer(in->pgid)) || !put(o, "port", json_integer(in->port)) ||
 	    !put(o, "gpus", strv_json(in->gpu_uuids, in->n_gpus)) ||
@@ -421,6 +443,44 @@ static int get_ms(struct rd *rd, const char *where, json_t *obj, const char *key
 	return r;
 }
 
+/* An optional boolean. */
+static int get_bool(struct rd *rd, const char *where, json_t *obj, const char *key, bool *ret)
+{
+	json_t *v = json_object_get(obj, key);
+	if (!v)
+		return 0;
+	if (!json_is_boolean(v))
+		return bad(rd, where, key, "expected true or false, got %s", type_name(v));
+	*ret = json_is_true(v);
+	return 0;
+}
+
+/* An optional array of exactly n byte counts; *ret (caller frees) stays NULL when absent. */
+static int get_u64v(struct rd *rd, const char *where, json_t *obj, const char *key, size_t n,
+		    uint64_t **ret)
+{
+	json_t *a = json_object_get(obj, key);
+	if (!a)
+		return 0;
+	if (!json_is_array(a) || json_array_size(a) != n)
+		return bad(rd, where, key, "expected an array of %zu byte counts, one per GPU, got %s",
+			   n, json_is_array(a) ? "another count" : type_name(a));
+	uint64_t *v = calloc(n + 1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		json_t *e = json_array_get(a, i);
+		json_int_t x = json_is_integer(e) ? json_integer_value(e) : -1;
+		if (x < 0) {
+			free(v);
+			return bad(rd, where, key, "item %zu: expected a whole number of bytes", i);
+		}
+		v[i] = (uint64_t)x;
+	}
+	*ret = v;
+	return 0;
+}
+
 static bool name_ok(const char *s)
 {
 	size_t n = strlen(s);
@@ -444,10 +504,23 @@ static int want_object(struct rd *rd, const char *where, const char *key, json_t
 static int read_instance(struct rd *rd, const char *where, json_t *o,
 			 struct vram_statefile_instance *in)
 {
-	uint64_t pid = 0, pgid = 0, port = 0;
+	uint64_t pid = 0, pgid = 0, port = 0, replica = in->replica, relay = 0;
 	int r = want_object(rd, where, "", o);
 	if (r == 0)
+		r = get_uint(rd, where, o, "replica", false, 0, VRAM_STATEFILE_MAX_INSTANCES - 1,
+			     &replica);
+	if (r == 0)
 		r = get_uint(rd, where, o, "pid", true, 1, VRAM_STATEFILE_PID_MAX, &pid);
+	if (r == 0)
+		r = get_strv(rd, where, o, "cmdline", 0, VRAM_STATEFILE_MAX_ARGS,
+			     VRAM_STATEFILE_STRING_MAX, &in->cmdline, &in->n_cmdline);
+	if (r == 0)
+		r = get_uint(rd, where, o, "relay_pid", false, 1, VRAM_STATEFILE_PID_MAX, &relay);
+	if (r == 0 && relay)
+		r = get_uint(rd, where, o, "relay_start_ticks", true, 0, INT64_MAX,
+			     &in->relay_start_ticks);
+	if (r == 0)
+		r = get_bool(rd, where, o, "mps", &in->mps);
 	if (r == 0)
 		r = get_uint(rd, where, o, "start_ticks", true, 0, INT64_MAX, &in->start_ticks);
 	if (r == 0)
@@ -458,9 +531,13 @@ static int read_instance(struct rd *rd, const char *where, json_t *o,
 		r = get_strv(rd, where, o, "gpus", 0, VRAM_STATEFILE_MAX_GPUS, 128, &in->gpu_uuids,
 			     &in->n_gpus);
 	if (r == 0)
+		r = get_u64v(rd, where, o, "gpu_bytes", in->n_gpus, &in->gpu_bytes);
+	if (r == 0)
 		r = get_str(rd, where, o, "engine", false, 32, &in->engine);
 	if (r < 0)
 		return r;
+	in->replica = (unsigned)replica;
+	in->relay_pid = (pid_t)relay;
 	in->pid = (pid_t)pid;
 	in->pgid = (pid_t)pgid;
 	in->port = (unsigned)port;
@@ -471,7 +548,7 @@ static int read_instance(struct rd *rd, const char *where, json_t *o,
 	       strcmp(s, inst_state_names[k]) != 0)
 		k++;
 	if (k == sizeof(inst_state_names) / sizeof(inst_state_names[0]))
-		return bad(rd, where, "state", "expected \"ready\" or \"offloaded\"");
+		return bad(rd, where, "state", "expected \"ready\", \"offloaded\" or \"starting\"");
 	in->state = (enum vram_statefile_inst_state)k;
 	if (in->state == VRAM_STATEFILE_OFFLOADED)
 		return get_uint(rd, where, o, "offloaded_bytes", true, 0, INT64_MAX,
@@ -586,6 +663,7 @@ static int read_workload(struct rd *rd, const char *where, json_t *o,
 		char at[192];
 		sub(at, sizeof(at), where, ".instances", (long)i);
 		w->n_instances = i + 1; /* freed by done even half-filled */
+		w->instances[i].replica = (unsigned)i; /* when the file does not say */
 		if ((r = read_instance(rd, at, json_array_get(insts, i), &w->instances[i])) < 0)
 			return r;
 	}

@@ -47,8 +47,9 @@
 #define VRAM_STATEFILE_PID_MAX 4194304    /* the kernel's PID_MAX_LIMIT */
 
 enum vram_statefile_inst_state {
-	VRAM_STATEFILE_READY,     /* serving from GPU memory (or starting: adopted, then checked) */
+	VRAM_STATEFILE_READY,     /* serving from GPU memory */
 	VRAM_STATEFILE_OFFLOADED, /* its GPU memory parked in host RAM, restorable */
+	VRAM_STATEFILE_STARTING,  /* spawned, not healthy yet: adopted, then checked */
 };
 
 /* A runtime setting: not set (the config's value holds), or a value. */
@@ -58,12 +59,20 @@ struct vram_statefile_ms {
 };
 
 struct vram_statefile_instance {
+	unsigned replica;      /* which of the workload's instances, < VRAM_STATEFILE_MAX_INSTANCES */
 	pid_t pid;             /* 1..VRAM_STATEFILE_PID_MAX */
 	uint64_t start_ticks;  /* clock ticks since boot: /proc/<pid>/stat field 22 */
 	pid_t pgid;            /* its process group, 1..VRAM_STATEFILE_PID_MAX */
+	char **cmdline;        /* owned, n_cmdline words of /proc/<pid>/cmdline when written,
+				  NULL-terminated; none: not compared */
+	size_t n_cmdline;      /* <= VRAM_STATEFILE_MAX_ARGS */
+	pid_t relay_pid;       /* its output relay, 0: none */
+	uint64_t relay_start_ticks; /* the relay's start time, as start_ticks */
 	unsigned port;         /* 0: none */
 	char **gpu_uuids;      /* owned, n_gpus strings ("GPU-..."), NULL-terminated */
 	size_t n_gpus;
+	uint64_t *gpu_bytes;   /* owned, n_gpus bytes charged on each GPU, or NULL: not recorded */
+	bool mps;              /* it runs through an MPS control daemon */
 	char *engine;          /* owned; the offload engine's name ("hook"), NULL: none chosen */
 	enum vram_statefile_inst_state state;
 	uint64_t offloaded_bytes; /* bytes parked in host RAM, when offloaded */
@@ -147,7 +156,7 @@ int vram_statefile_read(const char *path, struct vram_statefile *ret, char *why,
 int vram_statefile_parse(const char *text, size_t size, const char *name,
 			 struct vram_statefile *ret, char *why, size_t why_size);
 
-/* The name of an instance state ("ready", "offloaded"). */
+/* The name of an instance state ("ready", "offloaded", "starting"). */
 const char *vram_statefile_inst_state_name(enum vram_statefile_inst_state s);
 
 #endif

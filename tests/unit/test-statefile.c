@@ -76,11 +76,15 @@ static void fill(struct vram_statefile *sf)
 	w->instances[0] = (struct vram_statefile_instance){
 		.pid = 4242, .start_ticks = 123456789, .pgid = 4242, .port = 8001,
 		.gpu_uuids = strv(uuids, 2), .n_gpus = 2, .engine = strdup("hook"),
-		.state = VRAM_STATEFILE_READY,
+		.state = VRAM_STATEFILE_READY, .cmdline = strv(cmd, 5), .n_cmdline = 5,
+		.relay_pid = 4241, .relay_start_ticks = 123456700, .mps = true,
 	};
+	w->instances[0].gpu_bytes = calloc(2, sizeof(uint64_t));
+	w->instances[0].gpu_bytes[0] = 8ull << 30;
+	w->instances[0].gpu_bytes[1] = 12ull << 30;
 	w->instances[1] = (struct vram_statefile_instance){
-		.pid = 4300, .start_ticks = 1, .pgid = 4300, .port = 0,
-		.gpu_uuids = strv(uuids, 0), .n_gpus = 0, .state = VRAM_STATEFILE_READY,
+		.replica = 1, .pid = 4300, .start_ticks = 1, .pgid = 4300, .port = 0,
+		.gpu_uuids = strv(uuids, 0), .n_gpus = 0, .state = VRAM_STATEFILE_STARTING,
 	};
 	w = &sf->workloads[1];
 	w->name = strdup("run-1");
@@ -138,8 +142,18 @@ static void assert_same(const struct vram_statefile *a, const struct vram_statef
 		assert_int_equal(x->n_instances, y->n_instances);
 		for (size_t j = 0; j < x->n_instances; j++) {
 			const struct vram_statefile_instance *p = &x->instances[j], *q = &y->instances[j];
+			assert_int_equal(p->replica, q->replica);
 			assert_int_equal(p->pid, q->pid);
 			assert_true(p->start_ticks == q->start_ticks);
+			assert_int_equal(p->n_cmdline, q->n_cmdline);
+			for (size_t k = 0; k < p->n_cmdline; k++)
+				assert_string_equal(p->cmdline[k], q->cmdline[k]);
+			assert_int_equal(p->relay_pid, q->relay_pid);
+			assert_true(p->relay_start_ticks == q->relay_start_ticks);
+			assert_int_equal(p->mps, q->mps);
+			assert_int_equal(p->gpu_bytes != NULL, q->gpu_bytes != NULL);
+			for (size_t k = 0; p->gpu_bytes && k < p->n_gpus; k++)
+				assert_true(p->gpu_bytes[k] == q->gpu_bytes[k]);
 			assert_int_equal(p->pgid, q->pgid);
 			assert_int_equal(p->port, q->port);
 			assert_int_equal(p->n_gpus, q->n_gpus);
@@ -293,7 +307,15 @@ static void test_bad_values(void **state)
 		  "workloads[0].instances[0].pid: expected a whole number from 1 to 4194304, got a "
 		  "string" },
 		{ HEAD "\"workloads\": [{\"name\": \"a\", \"instances\": [{" INST "\"state\": \"x\"}]}]}",
-		  "workloads[0].instances[0].state: expected \"ready\" or \"offloaded\"" },
+		  "workloads[0].instances[0].state: expected \"ready\", \"offloaded\" or \"starting\"" },
+		{ HEAD "\"workloads\": [{\"name\": \"a\", \"instances\": [{" INST
+		       "\"gpu_bytes\": [1], \"state\": \"ready\"}]}]}",
+		  "workloads[0].instances[0].gpu_bytes: expected an array of 0 byte counts, one per GPU, "
+		  "got another count" },
+		{ HEAD "\"workloads\": [{\"name\": \"a\", \"instances\": [{" INST
+		       "\"replica\": 64, \"state\": \"ready\"}]}]}",
+		  "workloads[0].instances[0].replica: expected a whole number from 0 to 63, got one out "
+		  "of range" },
 		{ HEAD "\"workloads\": [{\"name\": \"a\", \"instances\": [{" INST
 		       "\"state\": \"offloaded\"}]}]}",
 		  "workloads[0].instances[0].offloaded_bytes: missing" },
