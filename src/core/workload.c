@@ -36,6 +36,8 @@ static const char *const event_names[VRAM_WL_N_EVENTS] = {
 	[VRAM_WL_EV_STOP] = "stop",
 	[VRAM_WL_EV_EXITED] = "exited",
 	[VRAM_WL_EV_CRASH] = "crash",
+	[VRAM_WL_EV_ADOPTED_READY] = "adopted-ready",
+	[VRAM_WL_EV_ADOPTED_OFFLOADED] = "adopted-offloaded",
 };
 
 #define S(x) VRAM_WL_##x
@@ -79,6 +81,9 @@ const struct vram_wl_transition vram_wl_transitions[] = {
 	{ S(FAILED),     E(CRASH),           S(FAILED) },
 	/* dying while being stopped is what was asked */
 	{ S(STOPPING),   E(CRASH),           S(STOPPED) },
+	/* a new vramd takes back the processes of the one before (an adopted start is a start) */
+	{ S(STOPPED),    E(ADOPTED_READY),   S(READY) },
+	{ S(STOPPED),    E(ADOPTED_OFFLOADED), S(OFFLOADED) },
 };
 
 #undef S

@@ -52,6 +52,8 @@ enum vram_wl_event {
 	VRAM_WL_EV_STOP,               /* stop or release asked (API, idle timer, shutdown) */
 	VRAM_WL_EV_EXITED,             /* every process exited, as asked or cleanly by itself */
 	VRAM_WL_EV_CRASH,              /* a process exited unexpectedly (non-zero, signal) */
+	VRAM_WL_EV_ADOPTED_READY,      /* a new vramd took back its processes, serving */
+	VRAM_WL_EV_ADOPTED_OFFLOADED,  /* a new vramd took back its processes, parked */
 	VRAM_WL_N_EVENTS,
 };
 

@@ -999,8 +999,14 @@ static int cmd_run(const struct ctl *c)
 			     json_is_null(json_object_get(w, "pid"));
 		if (ended) {
 			run_follow(c, name, &offset, partial, sizeof(partial), true);
-			if (json_is_object(ex)) {
-				exit_code = (int)json_integer_value(json_object_get(ex, "status"));
+			json_t *st = json_is_object(ex) ? json_object_get(ex, "status") : NULL;
+			if (json_is_integer(st)) {
+				exit_code = (int)json_integer_value(st);
+			} else if (json_is_object(ex)) {
+				/* a process a restarted vramd took back is not its child */
+				fprintf(stderr, "vramctl: run %s: it ended; its exit status is unknown "
+						"(vramd was restarted while it ran)\n", name);
+				exit_code = 1;
 			} else {
 				const char *why = json_string_value(json_object_get(w, "last_error"));
 				fprintf(stderr, "vramctl: run %s: %s\n", name, why ? why : state);

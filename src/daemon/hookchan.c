@@ -104,6 +104,8 @@ struct vram_hookchan {
 	uint32_t next_id;
 	uint32_t seq;
 	uint64_t opened_ticks; /* clock ticks since boot when it opened; 0 if unknown */
+	pid_t *claimed;        /* owned; process groups claimed as ours (vram_hookchan_claim) */
+	size_t n_claimed, claimed_cap;
 };
 
 const char *vram_hookchan_path(const struct vram_hookchan *hc)
@@ -153,6 +155,62 @@ static bool started_before(const struct vram_hookchan *hc, pid_t pid)
 	uint64_t start = 0;
 	return hc->opened_ticks && pid != getpid() && vram_proc_start_ticks(pid, &start) == 0 &&
 	       start < hc->opened_ticks;
+}
+
+static bool group_claimed(const struct vram_hookchan *hc, pid_t pid)
+{
+	pid_t pgid = hc->n_claimed ? getpgid(pid) : -1;
+	for (size_t i = 0; pgid > 0 && i < hc->n_claimed; i++)
+		if (hc->claimed[i] == pgid)
+			return true;
+	return false;
+}
+
+/* Whether p is external: started before the channel, in no group claimed as ours. */
+static bool proc_external(const struct vram_hookchan *hc, pid_t pid)
+{
+	return started_before(hc, pid) && !group_claimed(hc, pid);
+}
+
+static void procs_reclassify(struct vram_hookchan *hc)
+{
+	vram_list_for_each_entry(p, &hc->procs, struct proc, link)
+		if (p->conn)
+			p->external = proc_external(hc, p->pid);
+}
+
+void vram_hookchan_claim(struct vram_hookchan *hc, pid_t pgid)
+{
+	if (!hc || pgid <= 0)
+		return;
+	for (size_t i = 0; i < hc->n_claimed; i++)
+		if (hc->claimed[i] == pgid)
+			return;
+	if (hc->n_claimed == hc->claimed_cap) {
+		size_t ncap = hc->claimed_cap ? hc->claimed_cap * 2 : 16;
+		pid_t *n = ncap <= VRAM_HOOKCHAN_MAX_PROCS ? realloc(hc->claimed, ncap * sizeof(*n))
+							   : NULL;
+		if (!n) {
+			vram_warn("hook: cannot claim process group %d as this vramd's: %zu claimed "
+				  "already; its processes are listed as external", (int)pgid,
+				  hc->n_claimed);
+			return;
+		}
+		hc->claimed = n;
+		hc->claimed_cap = ncap;
+	}
+	hc->claimed[hc->n_claimed++] = pgid;
+	procs_reclassify(hc);
+}
+
+void vram_hookchan_unclaim(struct vram_hookchan *hc, pid_t pgid)
+{
+	for (size_t i = 0; hc && i < hc->n_claimed; i++) {
+		if (hc->claimed[i] == pgid) {
+			hc->claimed[i] = hc->claimed[--hc->n_claimed];
+			return;
+		}
+	}
 }
 
 static struct proc *proc_find(struct vram_hookchan *hc, pid_t pid)
@@ -306,7 +364,7 @@ static int on_hello(struct conn *c, uint16_t version, const struct vram_hook_pro
 	proc_set_devs(p, h->dev, h->ndev);
 	p->limit_invalid = (h->flags & VRAM_HOOK_HELLO_LIMIT_INVALID) != 0;
 	copy_printable(p->limit_text, p->limit_invalid ? h->limit_text : "", sizeof(p->limit_text));
-	p->external = started_before(hc, p->pid);
+	p->external = proc_external(hc, p->pid);
 	c->proc = p;
 	c->version = version;
 	vram_info("hook: process %d registered for %s (%u device(s), protocol %u)%s", (int)p->pid,
@@ -590,6 +648,7 @@ void vram_hookchan_free(struct vram_hookchan *hc)
 		vram_list_remove(&p->link);
 		free(p);
 	}
+	free(hc->claimed);
 	if (hc->accept_ev)
 		event_free(hc->accept_ev);
 	if (hc->fd >= 0) {

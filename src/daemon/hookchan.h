@@ -94,6 +94,16 @@ const char *vram_hookchan_path(const struct vram_hookchan *hc);
  * max, in registration order. Returns how many there are (may exceed max).
  */
 size_t vram_hookchan_pids(struct vram_hookchan *hc, const char *workload, pid_t *pids, size_t max);
+/*
+ * Claims the process group pgid as this vramd's: its processes are not
+ * external even though they started before the channel opened (a workload
+ * process taken back from the previous vramd, mgr_adopt.c). Applies to the
+ * processes registered already and to those that register later, until
+ * vram_hookchan_unclaim(pgid). At most VRAM_HOOKCHAN_MAX_PROCS groups;
+ * beyond that the claim is dropped with a warning. Accepts hc NULL.
+ */
+void vram_hookchan_claim(struct vram_hookchan *hc, pid_t pgid);
+void vram_hookchan_unclaim(struct vram_hookchan *hc, pid_t pgid);
 /* The same for workload's connected external processes. */
 size_t vram_hookchan_external_pids(struct vram_hookchan *hc, const char *workload, pid_t *pids, size_t max);
 /*

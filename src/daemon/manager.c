@@ -38,8 +38,9 @@
  * their kick jobs run. A feature that is only called (status, hook by pid,
  * the gateway's questions) is not listed.
  */
+/* adopt before state: what it takes back is what the first state file written records */
 static const struct mgr_feature *const features[] = {&mgr_adhoc_feature, &mgr_reload_feature,
-						     &mgr_state_feature};
+						     &mgr_adopt_feature, &mgr_state_feature};
 
 #define N_FEATURES (sizeof(features) / sizeof(features[0]))
 
@@ -696,7 +697,14 @@ int vram_manager_run(struct vram_manager *m)
 	if (event_add(m->tick, &tv) < 0)
 		return -ENOMEM;
 	m->running = true;
+	/* adoption first: nothing the previous vramd left running is started twice */
+	for (size_t i = 0; i < N_FEATURES; i++)
+		if (features[i]->run)
+			features[i]->run(m);
 	for (size_t k = 0; k < m->n_live; k++) {
+		/* an ad-hoc workload starts when it is run, not here (one taken back ended) */
+		if (mgr_is_adhoc(m, m->wptrs[k]))
+			continue;
 		if (m->wptrs[k]->cfg->start == VRAM_START_EAGER)
 			mgr_start_logged(m, m->wptrs[k], VRAM_REASON_EAGER, "eager start");
 	}

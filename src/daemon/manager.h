@@ -78,6 +78,13 @@ int vram_manager_new(struct event_base *base, struct vram_config *cfg, struct vr
 /* Starts eager workloads and the periodic tick. Returns 0 or -errno. */
 int vram_manager_run(struct vram_manager *m);
 /*
+ * Before vramd executes itself anew in place (an upgrade): writes the state
+ * file now, synchronously, so that the new process takes back every
+ * workload. Nothing is stopped. Returns 0, or -errno with err: -EBUSY
+ * (shutting down) or the write's error; vramd then goes on as it was.
+ */
+int vram_manager_prepare_exec(struct vram_manager *m, char *err, size_t err_size);
+/*
  * Stops every workload (SIGTERM to each process group, SIGKILL after its
  * grace) and calls done(arg) from the loop once all children are reaped.
  */
@@ -281,6 +288,7 @@ enum vram_event_reason {
 	VRAM_REASON_RELOAD,         /* a config reload: a restart, removal or addition */
 	VRAM_REASON_REMOVED,        /* an ad-hoc workload was removed */
 	VRAM_REASON_SHUTDOWN,       /* vramd is shutting down */
+	VRAM_REASON_ADOPTED,        /* a new vramd took back the processes of the one before */
 };
 
 enum vram_event_kind {

@@ -87,6 +87,8 @@ struct mgr_slot {
 					   (borrowed from its ad-hoc record); NULL for the config's */
 	/* written by mgr_instance.c */
 	bool exited;          /* its process ended since the last spawn */
+	bool adopted;         /* its processes were taken back from the previous vramd, not
+				 spawned (written by mgr_adopt.c; cleared by the next spawn) */
 	int wait_status;      /* waitpid status of that end */
 	uint64_t finished_ms; /* monotonic ms it ended */
 	struct vram_startlimit start_limit; /* failed starts; reset by a start asked for */
@@ -156,7 +158,6 @@ struct vram_manager {
 	bool keep_log_level;  /* the command line set it: a reload leaves it */
 
 	/* mgr_state.c */
-	bool state_read;      /* the previous vramd's state file was read */
 	bool state_written;   /* state_print is of a file written (or tried) */
 	bool state_removed;   /* a clean stop removed it: nothing is written any more */
 	uint64_t state_print; /* fingerprint of what was last written (or tried) */
@@ -173,10 +174,12 @@ struct mgr_feature {
 	void (*init)(struct vram_manager *m);          /* vram_manager_new, first; cannot fail */
 	void (*kick)(struct vram_manager *m);          /* after state changes, from the loop */
 	void (*tick)(struct vram_manager *m, uint64_t now_ms); /* every tick, before the idle timers */
+	void (*run)(struct vram_manager *m);           /* vram_manager_run, before eager starts */
 	void (*done)(struct vram_manager *m);          /* vram_manager_free, after the workloads */
 };
 
 extern const struct mgr_feature mgr_adhoc_feature;  /* mgr_adhoc.c */
+extern const struct mgr_feature mgr_adopt_feature;  /* mgr_adopt.c */
 extern const struct mgr_feature mgr_reload_feature; /* mgr_reload.c */
 extern const struct mgr_feature mgr_state_feature;  /* mgr_state.c */
 
@@ -256,6 +259,18 @@ bool mgr_waiter_holds(struct vram_manager *m, const struct vram_workload *w);
 /* The start waiters held back by a pending restart of w take part from here on. */
 void mgr_release_held_waiters(struct vram_manager *m, struct vram_workload *w);
 
+/* ---- ad-hoc workloads: mgr_adhoc.c (top floor; for the others on it) ---- */
+
+/*
+ * Makes an ad-hoc workload called name from spec again, stopped, with its
+ * log kept: a workload the previous vramd ran (mgr_adopt.c). Returns it, or
+ * NULL with err.
+ */
+struct vram_adhoc_spec;
+struct vram_workload *mgr_adhoc_restore(struct vram_manager *m, const char *name,
+					const struct vram_adhoc_spec *spec, char *err,
+					size_t err_size);
+
 /* ---- instances: mgr_instance.c ---- */
 
 /* Opens the hook channel (state_dir/hook.sock) and finds libvram.so; vramd runs on without them. */
@@ -292,6 +307,20 @@ bool mgr_endpoint_port_ours(struct vram_manager *m, struct vram_workload *w,
 char *mgr_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Frees a NULL-terminated list of strings (NULL accepted). */
 void mgr_strv_free(char **v);
+
+/*
+ * Takes back the running process a into in (its pid, port and GPUs already
+ * set by the caller), watched by the supervisor as if spawned: its exit
+ * goes through the restart policy. resident: it holds its GPU memory now
+ * (charged on simulated GPUs); mps: it runs through the MPS control daemon
+ * of its GPUs (taken back before). Returns 0 or -errno with err.
+ */
+struct vram_adopt;
+int mgr_adopt_instance(struct vram_manager *m, struct vram_workload *w, struct vram_instance *in,
+		       const struct vram_adopt *a, bool resident, bool mps, char *err,
+		       size_t err_size);
+/* Arms w's start timeout and its first health probe (its processes run). */
+void mgr_arm_start_checks(struct vram_manager *m, struct vram_workload *w);
 
 /* ---- the manager proper: manager.c ---- */
 

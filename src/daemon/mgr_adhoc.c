@@ -107,13 +107,14 @@ static char **strv_copy(const char *const *v, size_t n)
 	return out;
 }
 
-int vram_manager_add_adhoc(struct vram_manager *m, const struct vram_adhoc_spec *spec,
-			   const char **ret_name, char *err, size_t err_size)
+/*
+ * Checks spec and makes its workload in a free ad-hoc slot, stopped (fresh:
+ * its log starts empty). Sets *ret_w. Returns 0 or -errno with err, as
+ * vram_manager_add_adhoc.
+ */
+static int adhoc_create(struct vram_manager *m, const struct vram_adhoc_spec *spec, bool fresh,
+			struct vram_workload **ret_w, char *err, size_t err_size)
 {
-	if (m->shutting_down) {
-		snprintf(err, err_size, "vramd is shutting down");
-		return -EBUSY;
-	}
 	size_t n_cmd = 0, n_env = 0;
 	while (spec->cmd && spec->cmd[n_cmd])
 		n_cmd++;
@@ -225,7 +226,7 @@ int vram_manager_add_adhoc(struct vram_manager *m, const struct vram_adhoc_spec 
 		snprintf(err, err_size, "out of memory");
 		goto out_free;
 	}
-	r = mgr_workload_init(m, w, c, k, true);
+	r = mgr_workload_init(m, w, c, k, fresh);
 	if (r < 0) {
 		snprintf(err, err_size, "out of memory");
 		goto out_free;
@@ -233,13 +234,7 @@ int vram_manager_add_adhoc(struct vram_manager *m, const struct vram_adhoc_spec 
 	a->used = true;
 	mgr_slot(m, w)->owner = &a->runas;
 	mgr_rebuild_live(m);
-	r = mgr_begin_start(m, w, VRAM_REASON_RUN, "run by hand", err, err_size);
-	if (r < 0) {
-		adhoc_free_slot(m, w);
-		return r;
-	}
-	if (ret_name)
-		*ret_name = c->name;
+	*ret_w = w;
 	return 0;
 
 out_free:
@@ -247,6 +242,44 @@ out_free:
 	adhoc_cfg_done(c);
 	memset(a, 0, sizeof(*a));
 	return r;
+}
+
+int vram_manager_add_adhoc(struct vram_manager *m, const struct vram_adhoc_spec *spec,
+			   const char **ret_name, char *err, size_t err_size)
+{
+	if (m->shutting_down) {
+		snprintf(err, err_size, "vramd is shutting down");
+		return -EBUSY;
+	}
+	struct vram_workload *w;
+	int r = adhoc_create(m, spec, true, &w, err, err_size);
+	if (r < 0)
+		return r;
+	r = mgr_begin_start(m, w, VRAM_REASON_RUN, "run by hand", err, err_size);
+	if (r < 0) {
+		adhoc_free_slot(m, w);
+		return r;
+	}
+	if (ret_name)
+		*ret_name = w->cfg->name;
+	return 0;
+}
+
+struct vram_workload *mgr_adhoc_restore(struct vram_manager *m, const char *name,
+					const struct vram_adhoc_spec *spec, char *err,
+					size_t err_size)
+{
+	struct vram_adhoc_spec named = *spec;
+	named.name = name;
+	struct vram_workload *w;
+	if (adhoc_create(m, &named, false, &w, err, err_size) < 0)
+		return NULL;
+	/* "run-<n>" names go on after the highest one taken back */
+	unsigned n;
+	char tail;
+	if (sscanf(name, "run-%u%c", &n, &tail) == 1 && n > m->adhoc_seq)
+		m->adhoc_seq = n;
+	return w;
 }
 
 static void adhoc_done(struct vram_manager *m)

@@ -325,6 +325,7 @@ static int spawn_instance(struct vram_manager *m, struct vram_workload *w, struc
 	in->child = c;
 	in->pid = vram_child_pid(c);
 	mgr_slot(m, w)->exited = false;
+	mgr_slot(m, w)->adopted = false;
 	if (in->mps_client)
 		vram_mps_client_set_pid(in->mps_client, in->pid);
 	in->healthy = false;
@@ -516,12 +517,57 @@ int mgr_start_processes(struct vram_manager *m, struct vram_workload *w, char *e
 			return r;
 		}
 	}
+	mgr_arm_start_checks(m, w);
+	return 0;
+}
+
+void mgr_arm_start_checks(struct vram_manager *m, struct vram_workload *w)
+{
 	struct timeval tv = mgr_tv(w->cfg->health.start_timeout_ms);
 	evtimer_add(mgr_slot(m, w)->start_timer, &tv);
 	tv = mgr_tv(w->cfg->health.kind == VRAM_HEALTH_NONE
 			   ? 0
 			   : vram_liveness_start_probe_ms(&w->cfg->health));
 	evtimer_add(mgr_slot(m, w)->probe_timer, &tv);
+}
+
+int mgr_adopt_instance(struct vram_manager *m, struct vram_workload *w, struct vram_instance *in,
+		       const struct vram_adopt *a, bool resident, bool mps, char *err,
+		       size_t err_size)
+{
+	int r;
+	if (mps) {
+		/* its control daemon was taken back first: the client attaches without a start */
+		w->use_mps = true;
+		r = mps_attach(m, w, in, err, err_size);
+		if (r < 0)
+			return r;
+	}
+	struct vram_child *c;
+	r = vram_supervisor_adopt(m->sup, a, on_child_exit, w, &c, err, err_size);
+	if (r < 0) {
+		vram_mps_client_free(in->mps_client);
+		in->mps_client = NULL;
+		return r;
+	}
+	in->child = c;
+	in->pid = vram_child_pid(c);
+	if (in->mps_client)
+		vram_mps_client_set_pid(in->mps_client, in->pid);
+	mgr_slot(m, w)->exited = false;
+	/* a ready one passed its checks under the previous vramd: the caller says so */
+	in->healthy = false;
+	in->port_verified = false;
+	in->stop_requested = false;
+	in->resident = resident && in->n_gpus > 0;
+	if (in->resident)
+		(void)sim_charge(m, in, true);
+	if (m->hookchan)
+		vram_hookchan_claim(m->hookchan, in->pid);
+	if (w->log)
+		vram_logfile_note(w->log, "replica %u: pid %d, port %u, %zu GPU(s), taken back from "
+				  "the previous vramd", in->replica, (int)in->pid, in->port,
+				  in->n_gpus);
 	return 0;
 }
 
@@ -618,6 +664,8 @@ static void on_child_exit(struct vram_child *c, int status, void *arg)
 	slot->exited = true;
 	slot->wait_status = status;
 	slot->finished_ms = vram_now_ms();
+	if (m->hookchan)
+		vram_hookchan_unclaim(m->hookchan, pid);
 	if (!w->cfg->port)
 		in->port = 0; /* auto: the next start takes a port that is free then */
 	vram_mps_client_free(in->mps_client); /* the last one makes its MPS daemon quit */

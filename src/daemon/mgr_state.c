@@ -10,9 +10,7 @@
  * part of it, so requests never cause a write. A failed write logs a warning
  * (at most one a minute) and is tried again on the next change.
  *
- * Read once, on the first kick after vram_manager_run: a missing file is
- * silent, a bad one gets one line and vramd starts clean, a good one one
- * line saying what it records. Adoption is not implemented yet.
+ * Read once, by mgr_adopt.c, when the manager starts running.
  *
  * On a deliberate stop (shutdown, once every child is gone) the file is
  * removed, so that a clean stop leaves nothing to adopt.
@@ -28,6 +26,7 @@
 #include "common/log.h"
 #include "common/proc.h"
 #include "common/clock.h"
+#include "daemon/mps.h"
 #include "daemon/statefile.h"
 #include "daemon/supervise.h"
 #include "gpu/gpu.h"
@@ -41,10 +40,33 @@ static int state_path(const struct vram_manager *m, char *buf, size_t size)
 	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
 }
 
-/* Whether an instance of w is recorded: w holds its GPU memory or parked it, with a process. */
+/*
+ * The state an instance of w is recorded in, or -1 when it is not recorded.
+ * A workload in the middle of an offload or restore is recorded as it was
+ * before it: the action has not finished as far as vramd knows, and the
+ * next vramd can ask again.
+ */
+static int recorded_as(const struct vram_workload *w, const struct vram_instance *in)
+{
+	if (in->pid <= 0)
+		return -1;
+	switch (w->state) {
+	case VRAM_WL_READY:
+	case VRAM_WL_OFFLOADING:
+		return VRAM_STATEFILE_READY;
+	case VRAM_WL_OFFLOADED:
+	case VRAM_WL_RESTORING:
+		return VRAM_STATEFILE_OFFLOADED;
+	case VRAM_WL_STARTING:
+		return VRAM_STATEFILE_STARTING;
+	default:
+		return -1;
+	}
+}
+
 static bool recorded(const struct vram_workload *w, const struct vram_instance *in)
 {
-	return (w->state == VRAM_WL_READY || w->state == VRAM_WL_OFFLOADED) && in->pid > 0;
+	return recorded_as(w, in) >= 0;
 }
 
 /* A setting is recorded as set when it differs from the config's (the API changed it). */
@@ -79,7 +101,8 @@ static uint64_t fingerprint(const struct vram_manager *m)
 		FNV_VAL(h, r.ms);
 		bool adhoc = mgr_is_adhoc(m, w);
 		FNV_VAL(h, adhoc);
-		FNV_VAL(h, w->state);
+		int as = w->n_instances ? recorded_as(w, &w->instances[0]) : -1;
+		FNV_VAL(h, as);
 		FNV_VAL(h, w->offloaded_bytes);
 		FNV_VAL(h, w->engine);
 		for (size_t i = 0; i < w->n_instances; i++) {
@@ -87,6 +110,8 @@ static uint64_t fingerprint(const struct vram_manager *m)
 			if (!recorded(w, in))
 				continue;
 			FNV_VAL(h, in->pid);
+			pid_t relay = in->child ? vram_child_relay_pid(in->child) : 0;
+			FNV_VAL(h, relay);
 			FNV_VAL(h, in->port);
 			FNV_VAL(h, in->n_gpus);
 			h = fnv(h, in->gpus, in->n_gpus * sizeof(in->gpus[0]));
@@ -95,17 +120,64 @@ static uint64_t fingerprint(const struct vram_manager *m)
 	return h;
 }
 
+/*
+ * The command line of pid into si (owned copies), so that the next vramd
+ * takes back only a process that still runs it. One that cannot be read (a
+ * zombie, a process of another user without access) is left unrecorded:
+ * the start time alone then decides. Returns 0 or -ENOMEM.
+ */
+static int read_cmdline(pid_t pid, struct vram_statefile_instance *si)
+{
+	static char buf[VRAM_PROC_CMDLINE_MAX];
+	ssize_t len = vram_proc_cmdline(pid, buf, sizeof(buf));
+	if (len <= 0)
+		return 0;
+	size_t n = 0;
+	for (ssize_t i = 0; i < len; i++)
+		n += buf[i] == '\0';
+	if (n == 0 || n > VRAM_STATEFILE_MAX_ARGS)
+		return 0;
+	si->cmdline = calloc(n + 1, sizeof(char *));
+	if (!si->cmdline)
+		return -ENOMEM;
+	for (const char *p = buf; p < buf + len && si->n_cmdline < n; p += strlen(p) + 1) {
+		if (strlen(p) > VRAM_STATEFILE_STRING_MAX)
+			break;
+		si->cmdline[si->n_cmdline] = strdup(p);
+		if (!si->cmdline[si->n_cmdline])
+			return -ENOMEM;
+		si->n_cmdline++;
+	}
+	if (si->n_cmdline < n) {
+		/* a word too long to record: the start time alone decides */
+		for (size_t a = 0; a < si->n_cmdline; a++)
+			free(si->cmdline[a]);
+		free(si->cmdline);
+		si->cmdline = NULL;
+		si->n_cmdline = 0;
+	}
+	return 0;
+}
+
 /* Frees what fill() allocated; the strings in sf are borrowed from the manager. */
 static void fill_free(struct vram_statefile *sf)
 {
 	for (size_t k = 0; k < sf->n_workloads; k++) {
 		struct vram_statefile_workload *sw = &sf->workloads[k];
-		for (size_t i = 0; i < sw->n_instances; i++)
+		for (size_t i = 0; i < sw->n_instances; i++) {
 			free(sw->instances[i].gpu_uuids);
+			free(sw->instances[i].gpu_bytes);
+			for (size_t a = 0; a < sw->instances[i].n_cmdline; a++)
+				free(sw->instances[i].cmdline[a]);
+			free(sw->instances[i].cmdline);
+		}
 		free(sw->instances);
 		free(sw->adhoc.owner.groups);
 	}
 	free(sf->workloads);
+	for (size_t i = 0; i < sf->n_mps; i++)
+		free(sf->mps[i].pipe_dir);
+	free(sf->mps);
 	memset(sf, 0, sizeof(*sf));
 }
 
@@ -166,13 +238,19 @@ static int fill(struct vram_manager *m, struct vram_statefile *sf)
 				continue; /* gone already: its exit is on its way */
 			struct vram_statefile_instance *si = &sw->instances[sw->n_instances++];
 			pid_t pgid = getpgid(in->pid);
+			si->replica = in->replica;
 			si->pid = in->pid;
 			si->start_ticks = ticks;
 			si->pgid = pgid > 0 ? pgid : in->pid; /* spawn makes each its own group */
+			if (read_cmdline(in->pid, si) < 0)
+				return -ENOMEM;
+			pid_t relay = in->child ? vram_child_relay_pid(in->child) : 0;
+			if (relay > 0 && vram_proc_start_ticks(relay, &si->relay_start_ticks) == 0)
+				si->relay_pid = relay;
 			si->port = in->port;
+			si->mps = in->mps_client != NULL;
 			si->engine = w->engine ? (char *)w->engine->name : NULL;
-			si->state = w->state == VRAM_WL_OFFLOADED ? VRAM_STATEFILE_OFFLOADED
-								  : VRAM_STATEFILE_READY;
+			si->state = (enum vram_statefile_inst_state)recorded_as(w, in);
 			/* the engines count a workload's bytes: shared evenly among its processes */
 			si->offloaded_bytes = si->state == VRAM_STATEFILE_OFFLOADED
 						      ? w->offloaded_bytes / n_with : 0;
@@ -180,35 +258,70 @@ static int fill(struct vram_manager *m, struct vram_statefile *sf)
 				si->gpu_uuids = calloc(in->n_gpus + 1, sizeof(char *));
 				if (!si->gpu_uuids)
 					return -ENOMEM;
+				si->gpu_bytes = calloc(in->n_gpus + 1, sizeof(uint64_t));
+				if (!si->gpu_bytes)
+					return -ENOMEM;
 				for (size_t g = 0; g < in->n_gpus; g++) {
 					const char *u = vram_gpu_uuid(m->gpus, in->gpus[g]);
 					if (!u)
 						continue;
+					si->gpu_bytes[si->n_gpus] = in->bytes_on_gpu[g]
+									    ? in->bytes_on_gpu[g]
+									    : in->bytes_per_gpu;
 					si->gpu_uuids[si->n_gpus++] = (char *)u;
 				}
 			}
 		}
 	}
-	/* MPS control daemons: not recorded yet (mps.h offers no list of them) */
+	/* MPS control daemons, so that the next vramd takes them back instead of starting more */
+	if (m->mps) {
+		struct vram_mps_daemon_info *d = calloc(VRAM_STATEFILE_MAX_MPS, sizeof(*d));
+		if (!d)
+			return -ENOMEM;
+		size_t n = vram_mps_daemons(m->mps, d, VRAM_STATEFILE_MAX_MPS);
+		if (n > VRAM_STATEFILE_MAX_MPS)
+			n = VRAM_STATEFILE_MAX_MPS;
+		sf->mps = n ? calloc(n, sizeof(*sf->mps)) : NULL;
+		for (size_t i = 0; sf->mps && i < n; i++) {
+			sf->mps[i].pipe_dir = strdup(d[i].pipe_dir);
+			if (!sf->mps[i].pipe_dir)
+				break;
+			sf->mps[i].pid = d[i].pid;
+			sf->mps[i].start_ticks = d[i].start_ticks;
+			sf->n_mps++;
+		}
+		free(d);
+		if (n && sf->n_mps < n)
+			return -ENOMEM;
+	}
 	return 0;
+}
+
+/* Writes the file now. Returns 0, or -errno with why (why_size bytes). */
+static int write_file(struct vram_manager *m, char *why, size_t why_size)
+{
+	char path[4096];
+	if (state_path(m, path, sizeof(path)) < 0) {
+		snprintf(why, why_size, "the state directory's path is too long");
+		return -ENAMETOOLONG;
+	}
+	struct vram_statefile sf;
+	int r = fill(m, &sf);
+	if (r == 0)
+		r = vram_statefile_write(path, &sf, why, why_size);
+	else
+		snprintf(why, why_size, "out of memory");
+	fill_free(&sf);
+	if (r == 0)
+		vram_debug("state file %s written", path);
+	return r;
 }
 
 static void write_now(struct vram_manager *m)
 {
-	char path[4096], why[512];
-	if (state_path(m, path, sizeof(path)) < 0)
+	char why[512];
+	if (write_file(m, why, sizeof(why)) == 0)
 		return;
-	struct vram_statefile sf;
-	int r = fill(m, &sf);
-	if (r == 0)
-		r = vram_statefile_write(path, &sf, why, sizeof(why));
-	else
-		snprintf(why, sizeof(why), "out of memory");
-	fill_free(&sf);
-	if (r == 0) {
-		vram_debug("state file %s written", path);
-		return;
-	}
 	uint64_t now = vram_now_ms();
 	if (m->state_warned_ms == 0 || now - m->state_warned_ms >= WARN_EVERY_MS) {
 		m->state_warned_ms = now;
@@ -216,27 +329,21 @@ static void write_now(struct vram_manager *m)
 	}
 }
 
-/* The file of the previous vramd: one line, then it is left to be overwritten. */
-static void read_previous(struct vram_manager *m)
+int vram_manager_prepare_exec(struct vram_manager *m, char *err, size_t err_size)
 {
-	char path[4096], why[512];
-	if (state_path(m, path, sizeof(path)) < 0)
-		return;
-	struct vram_statefile sf;
-	int r = vram_statefile_read(path, &sf, why, sizeof(why));
-	if (r == -ENOENT)
-		return;
-	if (r < 0) {
-		vram_warn("Ignoring the state file %s: %s; starting clean", path, why);
-		return;
+	if (m->shutting_down) {
+		snprintf(err, err_size, "vramd is shutting down");
+		return -EBUSY;
 	}
-	size_t n_proc = 0;
-	for (size_t k = 0; k < sf.n_workloads; k++)
-		n_proc += sf.workloads[k].n_instances;
-	vram_info("state file: %zu workloads, %zu processes recorded; adoption of running "
-		  "processes is not implemented yet, they are listed as external",
-		  sf.n_workloads, n_proc);
-	vram_statefile_done(&sf);
+	char why[512];
+	int r = write_file(m, why, sizeof(why));
+	if (r < 0) {
+		snprintf(err, err_size, "could not write the state file: %s", why);
+		return r;
+	}
+	m->state_written = true;
+	m->state_print = fingerprint(m);
+	return 0;
 }
 
 static void remove_file(struct vram_manager *m)
@@ -253,10 +360,6 @@ static void state_kick(struct vram_manager *m)
 {
 	if (!m->running || m->state_removed)
 		return;
-	if (!m->state_read) {
-		m->state_read = true;
-		read_previous(m);
-	}
 	if (m->shutting_down) {
 		/* a deliberate stop: once every process is gone, nothing is left to adopt */
 		if (vram_supervisor_live(m->sup) == 0)

@@ -17,6 +17,7 @@
 #include "daemon/hookchan.h"
 #include "daemon/liveness.h"
 #include "daemon/mps.h"
+#include "daemon/supervise.h"
 
 static json_t *duration_json(uint64_t ms)
 {
@@ -104,6 +105,8 @@ static json_t *workload_hook_json(struct vram_manager *m, const struct vram_work
 /* How an ad-hoc workload's process ended; "status" is what a shell would say (128+signal). */
 static json_t *exit_json(int wait_status)
 {
+	if (wait_status == VRAM_WAIT_STATUS_UNKNOWN) /* a process taken back: not our child */
+		return json_pack("{s:n,s:n,s:n}", "code", "signal", "status");
 	if (WIFSIGNALED(wait_status))
 		return json_pack("{s:n,s:i,s:i}", "code", "signal", WTERMSIG(wait_status), "status",
 				 128 + WTERMSIG(wait_status));
@@ -185,6 +188,9 @@ static json_t *workload_json(struct vram_manager *m, struct vram_workload *w)
 	bool adhoc = mgr_is_adhoc(m, w);
 	if (o)
 		json_object_set_new(o, "adhoc", json_boolean(adhoc));
+	/* its processes were taken back from the previous vramd (until it spawns anew) */
+	if (o)
+		json_object_set_new(o, "adopted", json_boolean(s->adopted));
 	if (o && adhoc)
 		json_object_set_new(o, "exit", s->exited ? exit_json(s->wait_status) : json_null());
 	/* whom an ad-hoc workload runs as, who alone (with root) may act on it */

@@ -10,8 +10,8 @@
 #  2. the process is still alive 3 s later, its output still reaches its log
 #     file (through the output relay, which now writes it), and the cap is
 #     still enforced (4 GiB more is refused, 1 GiB is granted);
-#  3. a new vramd on the same state directory sees its hook reconnect, lists
-#     it as an external process, and offloads and restores it by pid;
+#  3. a new vramd on the same state directory, its state file removed, sees
+#     its hook reconnect, lists it as an external process, and offloads and restores it by pid;
 #  4. the checksums of all its data are intact.
 # Prints a summary; everything it wrote is under $OUT (or a temporary dir).
 set -u
@@ -89,6 +89,9 @@ echo "$SMALL" | grep -q '"ok": *true'
 check "under the cap (1 GiB more)" $? "$SMALL"
 
 echo "== a new vramd"
+# without the state file: this vramd knows nothing of the process and drives
+# it by pid (run-adopt.sh has the vramd that takes it back from the file)
+rm -f "$S/state/state.json"
 start_vramd "$W/vramd-2.log" || { echo "the second vramd did not come up" >&2; cat "$W/vramd-2.log" >&2; exit 1; }
 T0=$(date +%s.%N)
 SEEN=1

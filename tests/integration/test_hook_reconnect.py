@@ -4,8 +4,8 @@
 The workload's process is vramd's child but not tied to it: it survives a
 SIGKILL of vramd with its cap still enforced by the hook, and its hook
 reconnects to the next vramd on the same state directory (the same hook
-socket). That vramd did not start it: it lists it under its workload as
-external, never moves it as part of the workload, and offloads and restores
+socket). A vramd that has no state file to take it back from did not start
+it: it lists it under its workload as external, never moves it as part of the workload, and offloads and restores
 it by pid (vramctl --pid, the REST API). fc-server's GET /alloc/N asks the
 process for N MiB more, so the tests see the cap from outside. fc-server
 writes nothing after it starts listening; test_output_relay.py has a
@@ -46,9 +46,13 @@ def sigkill(d):
     d.http.close()
 
 
-def restart(d):
-    """A new vramd on the same config and state directory: the same hook and control sockets."""
+def restart(d, forget=True):
+    """A new vramd on the same config and state directory: the same hook and control sockets.
+    forget: the state file is removed first, so that the new vramd knows nothing of the
+    process (test_adopt.py has the vramd that takes it back from the state file)."""
     shutil.copy(d.log_path, d.log_path + ".killed")  # the new one writes vramd.log afresh
+    if forget:
+        os.unlink(os.path.join(d.workdir, "state", "state.json"))
     d2 = Daemon(d.workdir, d.config_path, free_port(), d.sock, ["--gpus", "2x80GiB"])
     d2.wait_ready()
     return d2
@@ -167,7 +171,7 @@ def test_vramd_restart_hooked_process_reconnects_and_is_driven_by_pid(daemon):
         end_survivor(pid)
 
 
-def test_vramd_killed_while_offloaded_restart_restores_by_pid(daemon):
+def test_vramd_killed_while_offloaded_takes_it_back_and_restores(daemon):
     d = daemon(RESTART_CONFIG)
     pid, port = started_workload(d)
     r = d.ctl("offload", "fcs", check=0)
@@ -176,13 +180,18 @@ def test_vramd_killed_while_offloaded_restart_restores_by_pid(daemon):
     d2 = None
     try:
         sigkill(d)
-        d2 = restart(d)
+        d2 = restart(d, forget=False)
+        # taken back from the state file: its workload's, offloaded, with its bytes
+        w = d2.workload("fcs")
+        assert (w["state"], w["pid"], w["adopted"]) == ("offloaded", pid, True), w
+        assert w["memory"]["offloaded_bytes"] == 64 * MIB, w["memory"]
         # the hook says where it stands right after its hello, not at its next change (none comes)
         p = wait_for(lambda: hook_proc(d2, pid, connected=True, state="offloaded"), timeout=5,
                      interval=0.1, what="the reconnected hook to say it is offloaded")
-        assert p["resident_bytes"] == 64 * MIB and p["external"] is True, p
-        r = d2.post(f"/api/hook/processes/{pid}/restore")
-        assert r.status_code == 200 and r.json()["bytes"] == 64 * MIB, r.text
+        assert p["resident_bytes"] == 64 * MIB and p["external"] is False, p
+        r = d2.ctl("restore", "fcs", check=0)
+        assert "restored" in r.stdout, r.stdout
+        assert d2.state("fcs") == "ready"
         assert check(port).text == f"ok {64 * MIB}"
         assert_capped(port)
     finally:
