@@ -21,6 +21,7 @@ import requests
 from conftest import DEMO, Daemon, free_port, pid_alive, wait_for
 from test_hook import CONFIG as HOOK_CONFIG, check
 from test_hook_reconnect import sigkill
+from test_runas import job_env
 
 MIB = 1 << 20
 
@@ -235,7 +236,7 @@ def test_runtime_settings_and_adhoc_workloads_survive(daemon):
         d.ctl("start", "web", check=0)
         r = d.put("/api/workloads/web/idle", json={"offload_after": "7m", "release_after": "never"})
         assert r.status_code == 200, r.text
-        r = d.sock_request("POST", "/api/workloads", json={"cmd": ["sleep", "60"]})
+        r = d.sock_request("POST", "/api/workloads", json={"cmd": ["sleep", "60"], "env": job_env()})
         assert r.status_code == 201, r.text
         job = r.json()
         assert job["name"] == "run-1", job
@@ -252,7 +253,7 @@ def test_runtime_settings_and_adhoc_workloads_survive(daemon):
         assert j["pid"] == job["pid"] and j["owner"] == job["owner"], (j, job)
         assert processes_of("run-1") == [job["pid"]]
         # a new run after the restart does not take the name of one taken back
-        r = d2.sock_request("POST", "/api/workloads", json={"cmd": ["sleep", "60"]})
+        r = d2.sock_request("POST", "/api/workloads", json={"cmd": ["sleep", "60"], "env": job_env()})
         assert r.status_code == 201 and r.json()["name"] == "run-2", r.text
         # the one taken back is removed as any other, its process stopped
         r = d2.sock_request("DELETE", "/api/workloads/run-1")
