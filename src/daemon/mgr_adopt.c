@@ -18,8 +18,10 @@
  *     restorable) or starting (its health checks go on), as recorded;
  *   - when not every replica passes, none is taken: the ones that are ours
  *     are sent SIGTERM (their group), a pid that is another program now is
- *     never signalled, and the workload starts as configured (eager now, lazy
- *     on its next request).
+ *     never signalled, and the restart policy decides, as for a crash: with
+ *     on-failure or always it starts again at once (unless a process of ours
+ *     is still ending: then on its next request), with never it stays
+ *     stopped with the reason as its last error.
  * A recorded workload that the config no longer has gets its processes
  * stopped the same way. Every decision is one log line.
  */
@@ -274,16 +276,30 @@ static bool adopt_workload(struct vram_manager *m, struct vram_workload *w,
 	return true;
 
 refuse:
-	vram_warn("state file: %s is not taken back: %s; it starts as configured", name, why);
+	vram_warn("state file: %s is not taken back: %s", name, why);
+	bool ours_alive = false;
 	for (size_t i = 0; i < sw->n_instances; i++) {
 		char pwhy[128];
-		if (same_process(&sw->instances[i], pwhy, sizeof(pwhy)))
+		if (same_process(&sw->instances[i], pwhy, sizeof(pwhy))) {
 			stop_recorded(name, &sw->instances[i], "not every replica could be taken back");
-		else
+			ours_alive = true;
+		} else {
 			vram_info("state file: %s replica %u: %s; not taken back", name,
 				  sw->instances[i].replica, pwhy);
+		}
 	}
 	sum->refused += sw->n_instances;
+	/*
+	 * Its processes ended while no vramd watched them: a crash, for the
+	 * restart policy. An eager one is started by the eager starts anyway; one
+	 * whose processes of ours are still ending starts on its next request
+	 * (their port may not be free yet).
+	 */
+	mgr_fmt_error(w, -ECHILD, "not taken back from the previous vramd: %s", why);
+	if (!ours_alive && w->state == VRAM_WL_STOPPED && w->cfg->restart != VRAM_RESTART_NEVER &&
+	    w->cfg->start != VRAM_START_EAGER && !mgr_is_adhoc(m, w))
+		(void)mgr_start_logged(m, w, VRAM_REASON_RESTART,
+				       "restart: its process ended while vramd was down");
 	return false;
 }
 

@@ -290,7 +290,11 @@ def test_bad_state_files_adopt_nothing_wrongly(daemon):
         log = d2.log_text()
         assert f"parked replica 0: pid {decoy.pid} is another process now (its start time differs)" in log, log
         assert decoy.poll() is None, "a process that is not ours was signalled"
-        assert d2.state("parked") == "stopped"
+        # its process ended while no vramd watched: a crash, restarted by its policy (on-failure)
+        p = d2.wait_state("parked", "ready", timeout=10)
+        assert p["pid"] not in (old_pid, decoy.pid) and p["adopted"] is False, p
+        assert "parked: stopped -> starting: restart: its process ended while vramd was down" \
+            in d2.log_text(), d2.log_text()
         assert d2.workload("web")["pid"] == web_pid
         d2.stop()
         wait_for(lambda: not pid_alive(web_pid), 10, what="web to be stopped")
