@@ -48,6 +48,12 @@
 
 #define STATE_FILE_NAME "state.json"
 
+/* What was learnt about the MPS control daemons before the workloads. */
+struct adopt_ctx {
+	size_t mps_adopted; /* control daemons taken back */
+	bool mps_lost;      /* a recorded control daemon could not be taken back */
+};
+
 /* Counts for the summary line. */
 struct adopt_sum {
 	size_t ready, offloaded, starting; /* workloads taken back in each state */
@@ -201,7 +207,8 @@ static void place_instance(struct vram_manager *m, struct vram_instance *in,
 
 /* Takes w back from its record; on failure nothing of it is kept. Returns true when taken. */
 static bool adopt_workload(struct vram_manager *m, struct vram_workload *w,
-			   const struct vram_statefile_workload *sw, struct adopt_sum *sum)
+			   const struct vram_statefile_workload *sw, const struct adopt_ctx *ctx,
+			   struct adopt_sum *sum)
 {
 	char why[512];
 	const char *name = w->cfg->name;
@@ -213,6 +220,17 @@ static bool adopt_workload(struct vram_manager *m, struct vram_workload *w,
 	}
 	if (!check_workload(m, w, sw, why, sizeof(why)))
 		goto refuse;
+	/*
+	 * A process that runs through MPS lost its server with a control daemon
+	 * that was not taken back; attaching it would start a new daemon under it.
+	 */
+	for (size_t i = 0; i < sw->n_instances; i++) {
+		if (sw->instances[i].mps && (ctx->mps_lost || ctx->mps_adopted == 0 || !m->mps)) {
+			snprintf(why, sizeof(why), "replica %u runs through MPS and its control "
+				 "daemon was not taken back", sw->instances[i].replica);
+			goto refuse;
+		}
+	}
 	enum vram_statefile_inst_state st = sw->instances[0].state;
 	bool resident = st != VRAM_STATEFILE_OFFLOADED;
 	uint64_t parked = 0;
@@ -339,7 +357,22 @@ static struct vram_workload *restore_adhoc(struct vram_manager *m,
 	return w;
 }
 
+static void adopt_file(struct vram_manager *m);
+
 static void adopt_run(struct vram_manager *m)
+{
+	adopt_file(m);
+	/*
+	 * An MPS control daemon taken back that no workload uses any more, or one
+	 * in a pipe directory of ours that no state file recorded (a crash right
+	 * after its start, a refused file), is told to quit: at every start.
+	 */
+	if (m->mps)
+		vram_mps_adopt_done(m->mps);
+	mgr_kick(m);
+}
+
+static void adopt_file(struct vram_manager *m)
 {
 	char path[4096], why[512];
 	int n = snprintf(path, sizeof(path), "%s/" STATE_FILE_NAME, m->state_dir);
@@ -359,18 +392,22 @@ static void adopt_run(struct vram_manager *m)
 	vram_info("state file %s (written by vramd %s): %zu workloads, %zu processes recorded",
 		  path, sf.written_by[0] ? sf.written_by : "?", sf.n_workloads, n_proc);
 	struct adopt_sum sum = {0};
+	struct adopt_ctx ctx = {0};
 	/* MPS control daemons first: the clients of the workloads attach to them */
 	for (size_t k = 0; m->mps && k < sf.n_mps; k++) {
 		struct vram_mps_daemon_info d = {.pid = sf.mps[k].pid,
 						 .start_ticks = sf.mps[k].start_ticks};
 		snprintf(d.pipe_dir, sizeof(d.pipe_dir), "%s", sf.mps[k].pipe_dir);
 		char err[512];
-		if (vram_mps_adopt(m->mps, &d, err, sizeof(err)) < 0)
+		if (vram_mps_adopt(m->mps, &d, err, sizeof(err)) < 0) {
 			vram_warn("state file: the MPS control daemon of %s is not taken back: %s",
 				  d.pipe_dir, err);
-		else
+			ctx.mps_lost = true;
+		} else {
+			ctx.mps_adopted++;
 			vram_info("state file: took back the MPS control daemon of %s (pid %d)",
 				  d.pipe_dir, (int)d.pid);
+		}
 	}
 	for (size_t k = 0; k < sf.n_workloads; k++) {
 		const struct vram_statefile_workload *sw = &sf.workloads[k];
@@ -388,16 +425,12 @@ static void adopt_run(struct vram_manager *m)
 			continue;
 		}
 		apply_runtime(w, sw);
-		(void)adopt_workload(m, w, sw, &sum);
+		(void)adopt_workload(m, w, sw, &ctx, &sum);
 	}
 	vram_info("state file: took back %zu process(es): %zu workload(s) ready, %zu offloaded, "
 		  "%zu starting; %zu recorded process(es) not taken back",
 		  sum.processes, sum.ready, sum.offloaded, sum.starting, sum.refused);
-	/* a daemon taken back that no workload uses any more is told to quit */
-	if (m->mps)
-		vram_mps_adopt_done(m->mps);
 	vram_statefile_done(&sf);
-	mgr_kick(m);
 }
 
 const struct mgr_feature mgr_adopt_feature = {

@@ -321,3 +321,39 @@ def test_bad_state_files_adopt_nothing_wrongly(daemon):
         if d2 is not None and d2.proc.poll() is None:
             d2.stop()
         kill_all(["web", "parked"])
+
+
+def test_mps_workload_and_its_control_daemon_are_taken_back(daemon, monkeypatch):
+    from test_mps import CONFIG as MPS_CONFIG, FAKE
+    monkeypatch.setenv("VRAM_MPS_CONTROL", FAKE)
+    d = daemon(MPS_CONFIG, gpus="2x24GiB")
+    d2 = None
+    try:
+        r = d.post("/api/workloads/rerank/start")
+        assert r.status_code == 200, r.text
+        [dm] = d.status()["mps"]["daemons"]
+        pids = sorted(i["pid"] for i in d.workload("rerank")["instances"])
+        wait_for(lambda: (recorded(d, "rerank") or {}).get("instances") and
+                 state_file(d).get("mps"), 5, what="the state file to record rerank and MPS")
+        assert state_file(d)["mps"][0]["pid"] == dm["control_pid"], state_file(d)
+        calls = os.path.join(dm["log_dir"], "calls.log")
+        starts = open(calls).read().count("start args=-d")
+        assert starts == 1
+        sigkill(d)
+        d2 = Daemon(d.workdir, d.config_path, d.port, d.sock, ["--gpus", "2x24GiB"])
+        d2.wait_ready()
+        w = d2.workload("rerank")
+        assert w["state"] == "ready" and w["adopted"] is True, w
+        assert sorted(i["pid"] for i in w["instances"]) == pids
+        [dm2] = d2.status()["mps"]["daemons"]
+        assert dm2["control_pid"] == dm["control_pid"] and dm2["state"] == "running", dm2
+        assert sorted(c["pid"] for c in w["mps"]["clients"]) == pids, w["mps"]
+        # no second control daemon was started for the processes taken back
+        assert open(calls).read().count("start args=-d") == 1, open(calls).read()
+        # and the daemon quits with the workload's last process, as before
+        d2.ctl("stop", "rerank", check=0)
+        wait_for(lambda: not pid_alive(dm["control_pid"]), 10, what="the control daemon to quit")
+    finally:
+        if d2 is not None and d2.proc.poll() is None:
+            d2.stop()
+        kill_all(["rerank"])
