@@ -6,7 +6,8 @@
  * writer, not the workload, decides how big a file gets: no file ever exceeds
  * max_bytes, and at most `keep` rotated files are kept. The last few KiB also
  * stay in memory so that a failure can carry the log tail without reading
- * files back.
+ * files back. A hold keeps the daemon's writes in memory while a relay
+ * still writes the file, so that a file has one writer at a time.
  */
 #include "daemon/logfile.h"
 #include "common/fsutil.h"
@@ -30,6 +31,10 @@ struct vram_logfile {
 	char tail[VRAM_LOGFILE_TAIL_MAX]; /* ring of the latest bytes */
 	size_t tail_start;   /* index of the oldest byte */
 	size_t tail_len;     /* bytes in the ring */
+	unsigned holds;      /* vram_logfile_hold calls not released yet */
+	char *held;          /* owned; what was written while held, up to VRAM_LOGFILE_HOLD_MAX */
+	size_t held_len;     /* bytes in held */
+	uint64_t held_dropped; /* bytes written while held that did not fit */
 };
 
 /*
@@ -118,11 +123,23 @@ static void tail_add(struct vram_logfile *l, const char *data, size_t len)
 	}
 }
 
-int vram_logfile_write(struct vram_logfile *l, const void *data, size_t len)
+/* Keeps what is written while the file is held, up to VRAM_LOGFILE_HOLD_MAX bytes. */
+static void hold_add(struct vram_logfile *l, const char *data, size_t len)
 {
-	const char *p = data;
+	if (!l->held)
+		l->held = malloc(VRAM_LOGFILE_HOLD_MAX);
+	size_t room = l->held ? VRAM_LOGFILE_HOLD_MAX - l->held_len : 0;
+	size_t n = len < room ? len : room;
+	if (n > 0)
+		memcpy(l->held + l->held_len, data, n);
+	l->held_len += n;
+	l->held_dropped += len - n;
+}
+
+/* Appends to the file, rotating it as it fills. Returns 0 or -errno. */
+static int file_write(struct vram_logfile *l, const char *p, size_t len)
+{
 	int r = 0;
-	tail_add(l, p, len);
 	/* a write that fits in an empty file is not split across two files */
 	if (l->fd >= 0 && l->size > 0 && len <= l->max_bytes && l->size + len > l->max_bytes) {
 		r = rotate(l);
@@ -148,6 +165,43 @@ int vram_logfile_write(struct vram_logfile *l, const void *data, size_t len)
 		len -= (size_t)w;
 	}
 	return r;
+}
+
+int vram_logfile_write(struct vram_logfile *l, const void *data, size_t len)
+{
+	tail_add(l, data, len);
+	if (l->holds > 0) {
+		hold_add(l, data, len);
+		return 0;
+	}
+	return file_write(l, data, len);
+}
+
+void vram_logfile_hold(struct vram_logfile *l)
+{
+	l->holds++;
+}
+
+void vram_logfile_release(struct vram_logfile *l)
+{
+	if (l->holds == 0 || --l->holds > 0)
+		return;
+	/* the other writer appended and may have rotated: the file and its size are its now */
+	if (l->fd >= 0)
+		close(l->fd);
+	l->fd = -1;
+	(void)open_current(l, false);
+	if (l->held_len > 0)
+		(void)file_write(l, l->held, l->held_len);
+	free(l->held);
+	l->held = NULL;
+	l->held_len = 0;
+	uint64_t dropped = l->held_dropped;
+	l->held_dropped = 0;
+	if (dropped > 0)
+		(void)vram_logfile_note(l, "%llu bytes of output were dropped here while another "
+					"process wrote this file (at most %d are kept)",
+					(unsigned long long)dropped, VRAM_LOGFILE_HOLD_MAX);
 }
 
 int vram_logfile_note(struct vram_logfile *l, const char *fmt, ...)
@@ -212,6 +266,7 @@ void vram_logfile_close(struct vram_logfile *l)
 		return;
 	if (l->fd >= 0)
 		close(l->fd);
+	free(l->held);
 	free(l->path);
 	free(l);
 }

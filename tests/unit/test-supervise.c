@@ -33,6 +33,7 @@
 
 #include "daemon/relay.h"
 #include "daemon/supervise.h"
+#include "textfile.h"
 
 struct ctx {
 	struct event_base *base;
@@ -121,21 +122,6 @@ static struct vram_child *spawn(struct ctx *c, char **argv)
 	if (r < 0)
 		fail_msg("spawn: %s", err);
 	return child;
-}
-
-static char *read_file(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return NULL;
-	struct stat st;
-	size_t size = fstat(fileno(f), &st) == 0 ? (size_t)st.st_size : 0;
-	char *buf = calloc(1, size + 1);
-	size_t n = buf ? fread(buf, 1, size, f) : 0;
-	if (buf)
-		buf[n] = '\0';
-	fclose(f);
-	return buf;
 }
 
 static void test_env_pgroup_and_log(void **state)
@@ -566,6 +552,82 @@ static void test_log_rotation(void **state)
 	vram_logfile_close(l);
 }
 
+/*
+ * While a log is held (another process, a relay, writes the file), the
+ * daemon's writes stay in memory; the last release reopens the file, which
+ * the other writer may have rotated, and appends them with the limits
+ * counted afresh.
+ */
+static void test_log_hold(void **state)
+{
+	struct ctx *c = *state;
+	char path[160], rotated[176];
+	snprintf(path, sizeof(path), "%s/hold/h.log", c->dir);
+	snprintf(rotated, sizeof(rotated), "%s.1", path);
+	struct vram_logfile *l, *relay;
+	assert_int_equal(vram_logfile_open(path, 200, 1, &l), 0);
+	assert_int_equal(vram_logfile_write(l, "before\n", 7), 0);
+	vram_logfile_hold(l);
+	vram_logfile_hold(l); /* two relays write the file meanwhile */
+	assert_int_equal(vram_logfile_write(l, "held line .........\n", 20), 0);
+	assert_int_equal(vram_logfile_note(l, "adopted"), 0);
+	/* the other writer: 18 lines of 20 bytes rotate the file once, 180 bytes stay */
+	assert_int_equal(vram_logfile_open(path, 200, 1, &relay), 0);
+	char line[40];
+	for (int i = 0; i < 18; i++) {
+		int n = snprintf(line, sizeof(line), "line %02d ...........\n", i);
+		assert_int_equal(vram_logfile_write(relay, line, (size_t)n), 0);
+	}
+	vram_logfile_close(relay);
+	char *text = read_file(path);
+	assert_null(strstr(text, "held"));
+	free(text);
+	vram_logfile_release(l);
+	text = read_file(path);
+	assert_null(strstr(text, "held")); /* one hold is left */
+	free(text);
+	vram_logfile_release(l);
+	vram_logfile_release(l); /* one too many: nothing */
+	/* 180 + 36 bytes would pass 200: rotated with the size the other writer left */
+	text = read_file(path);
+	assert_string_equal(text, "held line .........\n[vramd] adopted\n");
+	free(text);
+	text = read_file(rotated);
+	assert_int_equal(strlen(text), 180);
+	assert_non_null(strstr(text, "line 09 ...........\n"));
+	assert_non_null(strstr(text, "line 17 ...........\n"));
+	free(text);
+	char tail[64];
+	vram_logfile_tail(l, tail, sizeof(tail));
+	assert_string_equal(tail, "before\nheld line .........\n[vramd] adopted\n");
+
+	/* past VRAM_LOGFILE_HOLD_MAX bytes: dropped, and one line says how many */
+	vram_logfile_close(l);
+	assert_int_equal(vram_logfile_open(path, 1 << 20, 1, &l), 0);
+	assert_int_equal(vram_logfile_write(l, "", 0), 0);
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	off_t before = st.st_size;
+	vram_logfile_hold(l);
+	static char chunk[1000];
+	memset(chunk, 'y', sizeof(chunk));
+	for (int i = 0; i < 70; i++)
+		assert_int_equal(vram_logfile_write(l, chunk, sizeof(chunk)), 0);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_size, before);
+	vram_logfile_release(l);
+	text = read_file(path);
+	assert_int_equal(strspn(text + before, "y"), VRAM_LOGFILE_HOLD_MAX);
+	char expect[200];
+	snprintf(expect, sizeof(expect),
+		 "[vramd] %d bytes of output were dropped here while another process wrote this "
+		 "file (at most %d are kept)\n",
+		 70000 - VRAM_LOGFILE_HOLD_MAX, VRAM_LOGFILE_HOLD_MAX);
+	assert_string_equal(text + before + VRAM_LOGFILE_HOLD_MAX, expect);
+	free(text);
+	vram_logfile_close(l);
+}
+
 struct probe_result {
 	int calls;
 	bool ok;
@@ -708,6 +770,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_creds_late_failure_is_logged, setup, teardown),
 		cmocka_unit_test(test_subst),
 		cmocka_unit_test_setup_teardown(test_log_rotation, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_log_hold, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_probe_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_probe_socket_not_inherited, setup, teardown),
 		/* last: the raised limit stays for the rest of the process */
