@@ -5,20 +5,24 @@
  * once fd 1 has no reader, into the log file through logfile.c, the same
  * code and limits the daemon uses; and vram_relay_spawn, which the
  * supervisor calls to start one next to each workload process. The relay
- * never decides anything: it ends when the last writer of its input is gone.
+ * never decides anything: it ends when the last writer of its input is gone,
+ * and hands the log over to a new vramd only when one asks.
  */
 #include "daemon/relay.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "daemon/logfile.h"
@@ -107,11 +111,11 @@ static size_t write_all(int fd, const char *data, size_t len)
 }
 
 /*
- * Leaves only the file name of the log path in the command line (arg is
- * argv[2], rewritten in place): the state directory is often named after
+ * Leaves only the file name of a path in the command line (arg is one of
+ * argv, rewritten in place): the state directory is often named after
  * vramd, and `pkill -f vramd` must not take the relays with the daemon.
  */
-static void hide_log_dir(char *arg)
+static void hide_dir(char *arg)
 {
 	const char *base = strrchr(arg, '/');
 	if (!base)
@@ -121,17 +125,116 @@ static void hide_log_dir(char *arg)
 	memset(arg + bn, 0, n - bn);
 }
 
+/* What the relay process's loop keeps. */
+struct relay {
+	char *path;               /* owned; the log file, "" for none */
+	uint64_t max_bytes;       /* the log's limits, as the daemon's */
+	unsigned keep;
+	char *sock_path;          /* owned; where a new vramd takes the log over, NULL: nowhere */
+	bool daemon_gone;         /* fd 1 has no reader: the relay writes the log itself */
+	struct vram_logfile *log; /* open while daemon_gone; NULL: no log, the output is dropped */
+};
+
+static volatile sig_atomic_t handover_asked; /* VRAM_RELAY_HANDOVER_SIGNAL came */
+
+static void on_handover_signal(int sig)
+{
+	(void)sig;
+	handover_asked = 1;
+}
+
+/*
+ * Puts /dev/null on fd 1 in place of a lost reader. fd 1 is never left
+ * closed, so that the log file or a socket never takes its number (if
+ * /dev/null cannot be opened, the lost reader stays: fd 1 is not written
+ * while the daemon is gone).
+ */
+static void stdout_to_null(void)
+{
+	int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	if (null < 0)
+		return;
+	(void)dup2(null, 1);
+	(void)close(null);
+}
+
+/* fd 1 lost its reader, the daemon: from now on the relay writes the log file. */
+static void lose_daemon(struct relay *r)
+{
+	r->daemon_gone = true;
+	stdout_to_null();
+	if (r->path[0] && vram_logfile_open(r->path, r->max_bytes, r->keep, &r->log) == 0)
+		(void)vram_logfile_note(r->log, "vramd is gone; the output relay writes here directly");
+}
+
+/* Whether fd 1, a pipe or socket, has lost its reader (the daemon died or executed itself anew). */
+static bool output_lost(void)
+{
+	struct pollfd p = {.fd = 1, .events = POLLOUT};
+	return poll(&p, 1, 0) > 0 && (p.revents & (POLLERR | POLLHUP | POLLNVAL));
+}
+
+/*
+ * A new vramd asks for the log: connects to r->sock_path, makes the
+ * connection fd 1, sends VRAM_RELAY_HANDED_OVER and closes the log. The
+ * relay's last write to the file came before the byte, and vramd writes
+ * the file only after it read the byte, so the file has one writer at a
+ * time and nothing is written twice. A relay whose daemon still reads fd 1
+ * has nothing to hand over. On a failure it stays on the file; the next
+ * signal tries again.
+ */
+static void hand_over(struct relay *r)
+{
+	if (!r->daemon_gone) {
+		if (!output_lost())
+			return;
+		lose_daemon(r);
+	}
+	/* non-blocking connect: a listener with a full backlog must not hold the workload up */
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return;
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	memcpy(sun.sun_path, r->sock_path, strlen(r->sock_path) + 1); /* fits: checked at start */
+	int fl;
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
+	    (fl = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0 ||
+	    dup2(fd, 1) < 0) {
+		(void)close(fd);
+		return;
+	}
+	(void)close(fd);
+	const char done = VRAM_RELAY_HANDED_OVER;
+	if (write_all(1, &done, 1) != 1) {
+		stdout_to_null();
+		return;
+	}
+	vram_logfile_close(r->log);
+	r->log = NULL;
+	r->daemon_gone = false;
+}
+
 int vram_relay_main(int argc, char *const *argv)
 {
-	uint64_t max_bytes, keep;
+	struct relay r = {0};
 	/* vramd alone starts it, with a keep the config bounds to 100; this only refuses nonsense */
-	if (argc != 5 || parse_u64(argv[3], &max_bytes) < 0 || parse_u64(argv[4], &keep) < 0 ||
-	    keep > 1000)
+	uint64_t keep;
+	if ((argc != 5 && argc != 6) || parse_u64(argv[3], &r.max_bytes) < 0 ||
+	    parse_u64(argv[4], &keep) < 0 || keep > 1000)
 		return 2;
-	char *path = strdup(argv[2]);
-	if (!path)
+	if (argc == 6 && strlen(argv[5]) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+		return 2;
+	r.keep = (unsigned)keep;
+	r.path = strdup(argv[2]);
+	if (argc == 6 && argv[5][0])
+		r.sock_path = strdup(argv[5]);
+	if (!r.path || (argc == 6 && argv[5][0] && !r.sock_path)) {
+		free(r.path);
 		return 1;
-	hide_log_dir(argv[2]);
+	}
+	hide_dir(argv[2]);
+	if (argc == 6)
+		hide_dir(argv[5]);
 	(void)prctl(PR_SET_NAME, VRAM_RELAY_NAME, 0, 0, 0);
 	/* it ends at end of input, never by a signal sent to the daemon's group or terminal */
 	static const int ignored[] = {SIGPIPE, SIGINT, SIGHUP, SIGTERM};
@@ -139,11 +242,39 @@ int vram_relay_main(int argc, char *const *argv)
 		(void)signal(ignored[i], SIG_IGN);
 	close_inherited();
 
+	/*
+	 * The handover signal is caught only with a socket to hand over to (vramd
+	 * signals only relays that catch it), and taken only while waiting for
+	 * input (ppoll): the copy in progress is never cut in two.
+	 */
+	sigset_t waiting;
+	if (r.sock_path) {
+		sigset_t sig;
+		sigemptyset(&sig);
+		sigaddset(&sig, VRAM_RELAY_HANDOVER_SIGNAL);
+		(void)sigprocmask(SIG_BLOCK, &sig, &waiting);
+		sigdelset(&waiting, VRAM_RELAY_HANDOVER_SIGNAL);
+		struct sigaction sa = {.sa_handler = on_handover_signal}; /* no SA_RESTART */
+		sigemptyset(&sa.sa_mask);
+		(void)sigaction(VRAM_RELAY_HANDOVER_SIGNAL, &sa, NULL);
+	}
+
 	static char buf[VRAM_RELAY_BUF_MAX];
-	bool daemon_gone = false;
-	struct vram_logfile *log = NULL; /* opened once the daemon is gone; NULL: drop */
 	int status = 0;
 	for (;;) {
+		if (handover_asked) {
+			handover_asked = 0;
+			hand_over(&r);
+		}
+		if (r.sock_path) {
+			struct pollfd p = {.fd = 0, .events = POLLIN};
+			if (ppoll(&p, 1, NULL, &waiting) < 0) {
+				if (errno == EINTR)
+					continue;
+				status = 1;
+				break;
+			}
+		}
 		ssize_t n = read(0, buf, sizeof(buf));
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -152,31 +283,30 @@ int vram_relay_main(int argc, char *const *argv)
 			break;
 		}
 		size_t sent = 0;
-		if (!daemon_gone) {
+		if (!r.daemon_gone) {
 			sent = write_all(1, buf, (size_t)n);
-			if (sent < (size_t)n) {
-				/* EPIPE: the daemon is gone. The workload must never block on us. */
-				daemon_gone = true;
-				(void)close(1);
-				if (path[0] && vram_logfile_open(path, max_bytes, (unsigned)keep, &log) == 0)
-					(void)vram_logfile_note(
-						log, "vramd is gone; the output relay writes here directly");
-			}
+			/* EPIPE: the daemon is gone. The workload must never block on us. */
+			if (sent < (size_t)n)
+				lose_daemon(&r);
 		}
-		if (log && sent < (size_t)n)
-			(void)vram_logfile_write(log, buf + sent, (size_t)n - sent);
+		if (r.log && sent < (size_t)n)
+			(void)vram_logfile_write(r.log, buf + sent, (size_t)n - sent);
 	}
-	vram_logfile_close(log);
-	free(path);
+	vram_logfile_close(r.log);
+	free(r.sock_path);
+	free(r.path);
 	return status;
 }
 
 /* ---- starting one ---- */
 
-int vram_relay_spawn(const struct vram_logfile *log, int in_fd, int out_fd, pid_t *ret_pid)
+int vram_relay_spawn(const struct vram_logfile *log, const char *sock_path, int in_fd, int out_fd,
+		     pid_t *ret_pid)
 {
 	if (!relay_program)
 		return -ENOTSUP;
+	if (sock_path && strlen(sock_path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+		return -ENAMETOOLONG;
 	/* checked here: where spawning is emulated by fork (valgrind), exec errors never come back */
 	if (access(relay_program, X_OK) < 0)
 		return -errno;
@@ -188,7 +318,7 @@ int vram_relay_spawn(const struct vram_logfile *log, int in_fd, int out_fd, pid_
 	snprintf(keep_s, sizeof(keep_s), "%u", log ? vram_logfile_keep(log) : 0U);
 	/* posix_spawn does not write to argv; the cast only matches its type */
 	char *const argv[] = {name, arg, (char *)(log ? vram_logfile_path(log) : ""), max_s,
-			      keep_s, NULL};
+			      keep_s, (char *)sock_path, NULL};
 
 	int r = -ENOMEM;
 	posix_spawn_file_actions_t fa;

@@ -26,6 +26,12 @@
  * the pidfd becoming readable (vramd is not its parent, waitpid cannot see
  * it), and its pid is trusted only while the pidfd says it lives, since a
  * pid that nobody of ours holds as a zombie may be reused at once.
+ *
+ * Its relay writes the log file itself since that vramd died. With a relay
+ * socket (vram_supervisor_relay_listen), the adoption holds the log and asks
+ * the relay to hand it over (relay.h): the relay connects, stops writing the
+ * file and says so with one byte; the log is then reopened, what was held
+ * written, and the connection read like a spawned child's relay pipe.
  */
 #include "daemon/supervise.h"
 
@@ -37,7 +43,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -62,6 +71,16 @@ extern char **environ;
  * the spawn succeeds, and a failure that comes later goes into the log.
  */
 #define SPAWN_SYNC_MS 250
+/*
+ * ms an adoption holds the log for the relay to hand it over. After that
+ * (a relay that cannot reach the socket, or is stopped) vramd writes the
+ * file too, as before relays could hand over, until the relay does.
+ */
+#define HANDOVER_WAIT_MS 2000
+/* Connections taken from the relay socket per loop turn, so that a flood cannot hold the loop */
+#define RELAY_ACCEPT_BATCH 32
+/* Bytes of /proc/PID/status read to find SigCgt (a relay has few groups: it is far shorter) */
+#define PROC_STATUS_MAX 16384
 
 struct late_report;
 
@@ -94,6 +113,10 @@ struct vram_child {
 	int relay_pidfd;            /* adopted: its relay, -1 when none or once it ended */
 	struct event *relay_ev;     /* readable once the relay ended */
 	bool relay_ended;           /* the relay's pidfd said it ended */
+	bool handing_over;          /* adopted: the relay was asked for the log, which is held */
+	struct event *handover_timer; /* the hold ends after HANDOVER_WAIT_MS */
+	int handover_fd;            /* the relay's connection until its byte came; -1: none */
+	struct event *handover_ev;  /* handover_fd readable */
 	vram_child_exit_cb cb;
 	void *arg;
 };
@@ -109,6 +132,9 @@ struct vram_supervisor {
 	size_t n_relays, relays_cap; /* each ends once its input does (or by SIGKILL) */
 	bool relay_warned;           /* "cannot start a relay" was logged */
 	uint64_t spawn_wait_ms;      /* SPAWN_SYNC_MS, or what a test set */
+	int listen_fd;               /* the relay socket, -1 when not listening */
+	struct event *listen_ev;     /* a relay connects */
+	char *listen_path;           /* owned; given to relays spawned while listening */
 };
 
 /* ---- ${VAR} substitution ---- */
@@ -203,11 +229,13 @@ static bool pidfd_ended(int pidfd)
 	return r > 0;
 }
 
-/* sig to the very process behind pidfd, never to a later holder of its pid. */
-static void pidfd_signal(int pidfd, int sig)
+/* sig to the very process behind pidfd, never to a later holder of its pid. Returns 0 or -errno. */
+static int pidfd_signal(int pidfd, int sig)
 {
 #ifdef SYS_pidfd_send_signal
-	(void)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0U);
+	return syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0U) == 0 ? 0 : -errno;
+#else
+	return -ENOSYS;
 #endif
 }
 
@@ -350,6 +378,138 @@ static bool relay_reaped(struct vram_supervisor *s, pid_t pid, int status)
 	return false;
 }
 
+/* ---- the relay's handover of the log ---- */
+
+static void on_output(evutil_socket_t fd, short what, void *arg);
+
+/* Ends the hold of c's log for its relay: the log is reopened and what was held written. */
+static void handover_release(struct vram_child *c)
+{
+	if (c->handover_timer) {
+		event_free(c->handover_timer);
+		c->handover_timer = NULL;
+	}
+	if (c->handing_over) {
+		c->handing_over = false;
+		if (c->log)
+			vram_logfile_release(c->log);
+	}
+}
+
+/* Ends c's handover, done or not: its connection, if not the output now, and the hold. */
+static void handover_end(struct vram_child *c)
+{
+	if (c->handover_ev) {
+		event_free(c->handover_ev);
+		c->handover_ev = NULL;
+	}
+	if (c->handover_fd >= 0) {
+		close(c->handover_fd);
+		c->handover_fd = -1;
+	}
+	handover_release(c);
+}
+
+/*
+ * Reads the relay's byte from its connection. Once it came, the relay no
+ * longer writes the file: the hold ends (the log is reopened and what was
+ * held written) and the connection is read as the relay's pipe would be.
+ * Returns false while the byte has not come yet.
+ */
+static bool handover_read(struct vram_child *c)
+{
+	char byte;
+	ssize_t n = read(c->handover_fd, &byte, 1);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return false;
+	if (n == 1 && byte == VRAM_RELAY_HANDED_OVER) {
+		struct event *ev = event_new(c->s->base, c->handover_fd, EV_READ | EV_PERSIST, on_output, c);
+		if (ev && event_add(ev, NULL) == 0) {
+			c->out_fd = c->handover_fd;
+			c->out_ev = ev;
+			c->out_ended = false;
+			c->handover_fd = -1;
+			vram_debug("The output relay %d of pid %d handed over %s", (int)c->relay_pid,
+				   (int)c->pid, c->log ? vram_logfile_path(c->log) : "its output");
+		} else if (ev) {
+			/* closed below: the relay's next write fails and it takes the file back */
+			event_free(ev);
+		}
+	} else {
+		vram_warn("The output relay %d of pid %d closed its connection without handing over "
+			  "its log: it goes on writing the file itself", (int)c->relay_pid, (int)c->pid);
+	}
+	handover_end(c);
+	return true;
+}
+
+/*
+ * Whether pid catches sig (/proc/PID/status, SigCgt). A relay started
+ * without a socket does not catch the handover signal, which would end it
+ * and with it the workload's output.
+ */
+static bool catches_signal(pid_t pid, int sig)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	char *buf = malloc(PROC_STATUS_MAX);
+	size_t len = 0;
+	while (buf && len < PROC_STATUS_MAX - 1) {
+		ssize_t n = read(fd, buf + len, PROC_STATUS_MAX - 1 - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	close(fd);
+	bool caught = false;
+	if (buf) {
+		buf[len] = '\0';
+		const char *line = strstr(buf, "\nSigCgt:");
+		if (line && sig >= 1 && sig <= 64) {
+			unsigned long long mask = strtoull(line + strlen("\nSigCgt:"), NULL, 16);
+			caught = (mask >> (sig - 1)) & 1;
+		}
+	}
+	free(buf);
+	return caught;
+}
+
+static void on_handover_timeout(evutil_socket_t fd, short what, void *arg);
+
+/*
+ * Holds the log of adopted child c and asks its relay, which writes the log
+ * itself, to hand it over. Only a relay that catches the signal is asked.
+ */
+static void handover_ask(struct vram_child *c)
+{
+	if (!catches_signal(c->relay_pid, VRAM_RELAY_HANDOVER_SIGNAL)) {
+		vram_info("The output relay %d of pid %d was started without a relay socket: it goes "
+			  "on writing the log itself, and vramd writes there too", (int)c->relay_pid,
+			  (int)c->pid);
+		return;
+	}
+	struct timeval tv = {HANDOVER_WAIT_MS / 1000, (HANDOVER_WAIT_MS % 1000) * 1000};
+	c->handover_timer = evtimer_new(c->s->base, on_handover_timeout, c);
+	if (!c->handover_timer || evtimer_add(c->handover_timer, &tv) < 0) {
+		handover_end(c);
+		return;
+	}
+	c->handing_over = true;
+	if (c->log)
+		vram_logfile_hold(c->log);
+	int r = pidfd_signal(c->relay_pidfd, VRAM_RELAY_HANDOVER_SIGNAL);
+	if (r < 0) {
+		vram_debug("pid %d: asking its relay %d for the log: %s", (int)c->pid,
+			   (int)c->relay_pid, strerror(-r));
+		handover_end(c);
+	}
+}
+
 /*
  * Closes the output and hands the relay over to the supervisor's list. A
  * relay whose input has not ended by now is held open by a process that
@@ -359,12 +519,13 @@ static bool relay_reaped(struct vram_supervisor *s, pid_t pid, int status)
  */
 static void child_release_output(struct vram_child *c)
 {
+	handover_end(c);
 	child_close_output(c);
 	if (c->relay_pid > 0) {
 		if (!c->out_ended && !c->relay_ended) {
 			/* an adopted relay's pid is trusted only through its pidfd */
 			if (c->relay_pidfd >= 0)
-				pidfd_signal(c->relay_pidfd, SIGKILL);
+				(void)pidfd_signal(c->relay_pidfd, SIGKILL);
 			else if (!c->adopted)
 				(void)kill(c->relay_pid, SIGKILL);
 		}
@@ -376,10 +537,13 @@ static void child_release_output(struct vram_child *c)
 	child_unwatch_relay(c);
 }
 
-/* Whether output of c may still come: its pipe is open, or an adopted relay still runs. */
+/*
+ * Whether output of c may still come: its pipe (or its relay's connection)
+ * is open, or an adopted relay still runs.
+ */
 static bool child_output_pending(const struct vram_child *c)
 {
-	return c->out_fd >= 0 || c->relay_pidfd >= 0;
+	return c->out_fd >= 0 || c->relay_pidfd >= 0 || c->handover_fd >= 0;
 }
 
 /* Reports a reaped child with the output it wrote up to now, and frees it. */
@@ -388,6 +552,9 @@ static void child_finish(struct vram_child *c)
 	/* why it never ran belongs in the log before its exit is reported */
 	if (c->late)
 		late_report_read(c);
+	/* a relay that handed over and ended at once: its last output is in the connection */
+	if (c->handover_fd >= 0)
+		(void)handover_read(c);
 	if (c->out_fd >= 0)
 		(void)child_drain_output(c);
 	child_release_output(c);
@@ -397,14 +564,37 @@ static void child_finish(struct vram_child *c)
 	child_free(c);
 }
 
+/* Reports c once it was reaped and its output is all in. */
+static void child_maybe_finish(struct vram_child *c)
+{
+	if (c->reaped && !child_output_pending(c))
+		child_finish(c);
+}
+
 static void on_output(evutil_socket_t fd, short what, void *arg)
 {
 	struct vram_child *c = arg;
 	if (child_drain_output(c))
 		return;
 	child_close_output(c);
-	if (c->reaped && !child_output_pending(c))
-		child_finish(c);
+	child_maybe_finish(c);
+}
+
+static void on_handover(evutil_socket_t fd, short what, void *arg)
+{
+	struct vram_child *c = arg;
+	if (handover_read(c))
+		child_maybe_finish(c);
+}
+
+static void on_handover_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct vram_child *c = arg;
+	/* one that connects later is still taken: it then stops writing the file */
+	vram_warn("The output relay %d of pid %d did not hand over %s within %d ms: until it "
+		  "does, it and vramd both write the file", (int)c->relay_pid, (int)c->pid,
+		  c->log ? vram_logfile_path(c->log) : "its output", HANDOVER_WAIT_MS);
+	handover_release(c);
 }
 
 /* The adopted child's relay ended: what the child wrote is in the log. */
@@ -418,8 +608,7 @@ static void on_relay_ended(evutil_socket_t fd, short what, void *arg)
 		c->relay_pid = 0;
 		c->relay_start_ticks = 0;
 	}
-	if (c->reaped && !child_output_pending(c))
-		child_finish(c);
+	child_maybe_finish(c);
 }
 
 /*
@@ -527,6 +716,7 @@ int vram_supervisor_new(struct event_base *base, struct vram_supervisor **ret)
 	if (!s)
 		return -ENOMEM;
 	s->base = base;
+	s->listen_fd = -1;
 	vram_list_init(&s->children);
 	s->spawn_wait_ms = SPAWN_SYNC_MS;
 	s->sigchld = evsignal_new(base, SIGCHLD, on_sigchld, s);
@@ -552,12 +742,15 @@ static void child_drain_until(struct vram_child *c, uint64_t deadline)
 			c->relay_ended = true;
 			child_unwatch_relay(c);
 		}
+		if (c->handover_fd >= 0)
+			(void)handover_read(c);
 		uint64_t now = vram_now_ms();
 		if (!child_output_pending(c) || now >= deadline)
 			return;
-		struct pollfd pfd[2] = {{.fd = c->out_fd, .events = POLLIN},
-					{.fd = c->relay_pidfd, .events = POLLIN}};
-		if (poll(pfd, 2, (int)(deadline - now)) < 0 && errno != EINTR)
+		struct pollfd pfd[3] = {{.fd = c->out_fd, .events = POLLIN},
+					{.fd = c->relay_pidfd, .events = POLLIN},
+					{.fd = c->handover_fd, .events = POLLIN}};
+		if (poll(pfd, 3, (int)(deadline - now)) < 0 && errno != EINTR)
 			return;
 	}
 }
@@ -607,7 +800,115 @@ void vram_supervisor_free(struct vram_supervisor *s)
 	free(s->relays);
 	if (s->sigchld)
 		event_free(s->sigchld);
+	if (s->listen_ev)
+		event_free(s->listen_ev);
+	if (s->listen_fd >= 0) {
+		close(s->listen_fd);
+		(void)unlink(s->listen_path); /* a relay finds nobody there and stays on its file */
+	}
+	free(s->listen_path);
 	free(s);
+}
+
+/*
+ * The adopted child whose relay is pid and has not handed over yet; NULL:
+ * none. One that connects after its hold ended is taken as well: it stops
+ * writing the file then, and what it sent would be lost if it were closed.
+ */
+static struct vram_child *handover_child(struct vram_supervisor *s, pid_t pid)
+{
+	vram_list_for_each_entry(c, &s->children, struct vram_child, link) {
+		/* while its pidfd says the relay lives, nobody else has its pid */
+		if (c->adopted && c->handover_fd < 0 && c->out_fd < 0 &&
+		    c->relay_pid == pid && c->relay_pidfd >= 0 && !pidfd_ended(c->relay_pidfd))
+			return c;
+	}
+	return NULL;
+}
+
+/* A connection on the relay socket: taken only from an adopted child's relay. */
+static void on_relay_connect(evutil_socket_t fd, short what, void *arg)
+{
+	struct vram_supervisor *s = arg;
+	for (int i = 0; i < RELAY_ACCEPT_BATCH; i++) {
+		int conn = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (conn < 0)
+			return;
+		struct ucred cr = {.pid = 0, .uid = (uid_t)-1};
+		socklen_t len = sizeof(cr);
+		struct vram_child *c = NULL;
+		if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cr, &len) == 0 && cr.uid == geteuid())
+			c = handover_child(s, cr.pid);
+		if (!c) {
+			vram_debug("Closed a connection to the relay socket: pid %d is not the relay of "
+				   "an adopted process", (int)cr.pid);
+			close(conn);
+			continue;
+		}
+		c->handover_fd = conn;
+		c->handover_ev = event_new(s->base, conn, EV_READ | EV_PERSIST, on_handover, c);
+		if (!c->handover_ev || event_add(c->handover_ev, NULL) < 0)
+			handover_end(c); /* the relay's next write fails and it takes the file back */
+	}
+}
+
+int vram_supervisor_relay_listen(struct vram_supervisor *s, const char *path)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	if (s->listen_fd >= 0)
+		return -EALREADY;
+	if (strlen(path) >= sizeof(sun.sun_path))
+		return -ENAMETOOLONG;
+	memcpy(sun.sun_path, path, strlen(path) + 1);
+	int r = -ENOMEM;
+	char *copy = strdup(path);
+	if (!copy)
+		return -ENOMEM;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0) {
+		r = -errno;
+		goto out_free;
+	}
+	/* a socket left by a vramd that died is replaced; anything else there is not ours */
+	struct stat st;
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			r = -EEXIST;
+			goto out_close;
+		}
+		if (unlink(path) < 0) {
+			r = -errno;
+			goto out_close;
+		}
+	}
+	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		r = -errno;
+		goto out_close;
+	}
+	/* the state directory is 0700 already; the socket is the daemon's alone as well */
+	if (chmod(path, 0600) < 0 || listen(fd, SOMAXCONN) < 0) {
+		r = -errno;
+		goto out_unlink;
+	}
+	s->listen_ev = event_new(s->base, fd, EV_READ | EV_PERSIST, on_relay_connect, s);
+	if (!s->listen_ev || event_add(s->listen_ev, NULL) < 0) {
+		if (s->listen_ev)
+			event_free(s->listen_ev);
+		s->listen_ev = NULL;
+		r = -ENOMEM;
+		goto out_unlink;
+	}
+	s->listen_fd = fd;
+	s->listen_path = copy;
+	return 0;
+
+out_unlink:
+	(void)unlink(path);
+out_close:
+	close(fd);
+out_free:
+	free(copy);
+	return r;
 }
 
 size_t vram_supervisor_live(const struct vram_supervisor *s)
@@ -745,6 +1046,7 @@ static struct vram_child *child_new(struct vram_supervisor *s, struct vram_logfi
 	c->out_fd = -1;
 	c->pidfd = -1;
 	c->relay_pidfd = -1;
+	c->handover_fd = -1;
 	c->log = log;
 	c->cb = cb;
 	c->arg = arg;
@@ -769,12 +1071,13 @@ static void child_link(struct vram_child *c)
  * caller still closes it). Sets *ret_pid. Returns the read end of the pipe
  * from the relay (caller closes) or -errno.
  */
-static int start_relay(const struct vram_logfile *log, int child_out, pid_t *ret_pid)
+static int start_relay(const struct vram_supervisor *s, const struct vram_logfile *log,
+		       int child_out, pid_t *ret_pid)
 {
 	int fds[2];
 	if (pipe2(fds, O_CLOEXEC) < 0)
 		return -errno;
-	int r = vram_relay_spawn(log, child_out, fds[1], ret_pid);
+	int r = vram_relay_spawn(log, s->listen_path, child_out, fds[1], ret_pid);
 	close(fds[1]);
 	if (r < 0) {
 		close(fds[0]);
@@ -878,7 +1181,7 @@ int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp
 	c->out_fd = pipefd[0];
 	pipefd[0] = -1;
 	if (vram_relay_program()) {
-		int relay_out = start_relay(sp->log, c->out_fd, &c->relay_pid);
+		int relay_out = start_relay(s, sp->log, c->out_fd, &c->relay_pid);
 		if (relay_out >= 0) {
 			close(c->out_fd);
 			c->out_fd = relay_out;
@@ -1072,6 +1375,8 @@ int vram_supervisor_adopt(struct vram_supervisor *s, const struct vram_adopt *a,
 		goto out;
 	if (a->relay_pid > 0)
 		adopt_relay(c, a);
+	if (c->relay_pidfd >= 0 && s->listen_fd >= 0)
+		handover_ask(c);
 	child_link(c);
 	*ret = c;
 	c = NULL;

@@ -53,6 +53,21 @@ int vram_supervisor_new(struct event_base *base, struct vram_supervisor **ret);
  * frees. Accepts NULL.
  */
 void vram_supervisor_free(struct vram_supervisor *s);
+/*
+ * Listens on a Unix socket at path (mode 0600; a stale socket there is
+ * replaced, anything else is -EEXIST) for output relays handing a log
+ * over to this daemon (relay.h). Relays spawned from now on are given the
+ * path; an adoption (vram_supervisor_adopt) with a live relay then holds
+ * the log (vram_logfile_hold) and asks the relay for it, and reads the
+ * child's output from the relay's connection once it handed over. The hold
+ * ends after 2 s at most, with a warning (a relay that hands over later is
+ * still taken). Only a relay that catches the signal is asked (one started
+ * without the socket would die of it). Only a connection from an adopted
+ * child's relay, as the daemon's user (SO_PEERCRED), is kept. Closed and
+ * removed by vram_supervisor_free. Returns 0, -EALREADY, -EEXIST (something
+ * that is not a socket is at path), -ENAMETOOLONG or -errno.
+ */
+int vram_supervisor_relay_listen(struct vram_supervisor *s, const char *path);
 /* Number of children whose exit callback has not been called yet. */
 size_t vram_supervisor_live(const struct vram_supervisor *s);
 
@@ -143,7 +158,10 @@ struct vram_adopt {
  * used; otherwise the callback gets VRAM_WAIT_STATUS_UNKNOWN. The returned
  * handle works with vram_child_pid/_stop/_kill/_escalated/_relay_pid like a
  * spawned one (signals to the group only while the pidfd says the leader is
- * alive). Returns 0 with *ret, -ESRCH (gone, or another process now has that
+ * alive). With a relay socket (vram_supervisor_relay_listen) and a live
+ * relay, the log is held and the relay asked to hand it over (see there):
+ * write the adoption's notes after this call, so that they are held too.
+ * Returns 0 with *ret, -ESRCH (gone, or another process now has that
  * pid: err says which), -ENOSYS (no pidfd_open on this kernel) or -errno.
  */
 int vram_supervisor_adopt(struct vram_supervisor *s, const struct vram_adopt *a,

@@ -10,7 +10,11 @@
  * kill reach the group only while the process lives, a pid that is
  * another process now or gone is refused, the relay's last output is in
  * the log before the exit is reported, and freeing the supervisor ends
- * adopted processes as it ends spawned ones.
+ * adopted processes as it ends spawned ones. Then the log's handover: the
+ * relay, which writes the log since its daemon died, hands it to the
+ * supervisor that adopted its workload, so that every line is in the log
+ * once and in order; a relay that cannot connect keeps the file and the
+ * hold ends after 2 s; a relay that cannot hand over is not asked.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,8 +29,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -36,6 +42,7 @@
 #include "common/proc.h"
 #include "daemon/relay.h"
 #include "daemon/supervise.h"
+#include "textfile.h"
 
 #define DAEMON_ARG "--test-daemon"
 #define GONE_NOTE "[vramd] vramd is gone; the output relay writes here directly\n"
@@ -68,6 +75,8 @@ struct ctx {
 	char dir[64];
 	char log_path[128];
 	char go_path[128];        /* the workloads wait for this file before their main part */
+	char stop_path[128];      /* the numbered workload stops at this file */
+	char sock_path[128];      /* the daemons' relay socket */
 	struct vram_logfile *log;
 	int exits;
 	int status;
@@ -85,6 +94,8 @@ static int setup(void **state)
 	assert_non_null(mkdtemp(c->dir));
 	snprintf(c->log_path, sizeof(c->log_path), "%s/logs/w.log", c->dir);
 	snprintf(c->go_path, sizeof(c->go_path), "%s/go", c->dir);
+	snprintf(c->stop_path, sizeof(c->stop_path), "%s/stop", c->dir);
+	snprintf(c->sock_path, sizeof(c->sock_path), "%s/relay.sock", c->dir);
 	c->base = event_base_new();
 	assert_non_null(c->base);
 	assert_int_equal(vram_supervisor_new(c->base, &c->sup), 0);
@@ -110,21 +121,6 @@ static int teardown(void **state)
 		return -1;
 	free(c);
 	return 0;
-}
-
-static char *read_file(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return NULL;
-	struct stat st;
-	size_t size = fstat(fileno(f), &st) == 0 ? (size_t)st.st_size : 0;
-	char *buf = calloc(1, size + 1);
-	size_t n = buf ? fread(buf, 1, size, f) : 0;
-	if (buf)
-		buf[n] = '\0';
-	fclose(f);
-	return buf;
 }
 
 static void on_exit_cb(struct vram_child *child, int status, void *arg)
@@ -232,10 +228,11 @@ struct started {
 
 /*
  * Runs this binary as a daemon (DAEMON_ARG) that spawns `sh -c script`
- * through its own supervisor into c->log_path, and reads back what it
- * spawned. The daemon runs until the test kills it.
+ * through its own supervisor into c->log_path, listening for relays at
+ * sock (NULL: not at all), and reads back what it spawned. The daemon runs
+ * until the test kills it.
  */
-static struct started start_daemon(struct ctx *c, const char *script)
+static struct started start_daemon_at(struct ctx *c, const char *script, const char *sock)
 {
 	int p[2];
 	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
@@ -243,7 +240,7 @@ static struct started start_daemon(struct ctx *c, const char *script)
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		dup2(p[1], 1);
-		execl(self_exe, "test-adopt", DAEMON_ARG, c->log_path, script, (char *)NULL);
+		execl(self_exe, "test-adopt", DAEMON_ARG, c->log_path, script, sock, (char *)NULL);
 		_exit(127);
 	}
 	close(p[1]);
@@ -269,18 +266,9 @@ static struct started start_daemon(struct ctx *c, const char *script)
 	return st;
 }
 
-/* Waits (5 s at most) until the log file holds text. */
-static void wait_for_log(struct ctx *c, const char *text)
+static struct started start_daemon(struct ctx *c, const char *script)
 {
-	bool found = false;
-	for (int i = 0; i < 500 && !found; i++) {
-		char *t = read_file(c->log_path);
-		found = t && strstr(t, text);
-		free(t);
-		if (!found)
-			usleep(10 * 1000);
-	}
-	assert_true(found);
+	return start_daemon_at(c, script, NULL);
 }
 
 /* The daemon dies as vramd would, by SIGKILL; its children are init's now. */
@@ -325,7 +313,7 @@ static void test_exit_of_an_adopted_process(void **state)
 		 "echo 'the last line'; exit 3",
 		 c->go_path);
 	struct started st = start_daemon(c, script);
-	wait_for_log(c, "started\n"); /* written by the daemon */
+	wait_for_text(c->log_path, "started\n"); /* written by the daemon */
 	kill_daemon(c);
 	struct vram_child *child = adopt(c, &st);
 	assert_true(vram_child_adopted(child));
@@ -531,9 +519,227 @@ static void test_spawned_children_record_start_ticks(void **state)
 }
 
 /*
- * The daemon of start_daemon: spawns `sh -c argv[3]` with its output into
- * the log at argv[2], writes "pid ticks relay relay_ticks" to stdout, and
- * runs its loop until it is killed.
+ * A workload that prints "line N" for N from 0: 50 lines at once, then,
+ * once the go file is there, a line every 3 ms until the stop file is.
+ */
+static void numbered_script(struct ctx *c, char *buf, size_t size)
+{
+	snprintf(buf, size,
+		 "i=0; while [ $i -lt 50 ]; do echo \"line $i\"; i=$((i+1)); done; "
+		 "while [ ! -e '%s' ]; do sleep 0.01; done; "
+		 "while [ ! -e '%s' ]; do echo \"line $i\"; i=$((i+1)); sleep 0.003; done",
+		 c->go_path, c->stop_path);
+}
+
+/*
+ * Asserts that text holds "line 0" to "line N-1", each once and in order,
+ * and nothing else but [vramd] notes; returns N.
+ */
+static int expect_numbered(const char *text)
+{
+	int next = 0;
+	for (const char *p = text; *p;) {
+		const char *nl = strchr(p, '\n');
+		assert_non_null(nl); /* whole lines only */
+		int n = -1, len = 0;
+		if (strncmp(p, "[vramd] ", 8) != 0) {
+			if (sscanf(p, "line %d%n", &n, &len) != 1 || p + len != nl)
+				fail_msg("not a numbered line: %.*s", (int)(nl - p), p);
+			if (n != next)
+				fail_msg("line %d where line %d belongs", n, next);
+			next++;
+		}
+		p = nl + 1;
+	}
+	return next;
+}
+
+/* Runs the loop for ms. */
+static void run_for(struct ctx *c, long ms)
+{
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	event_base_loopexit(c->base, &tv);
+	event_base_dispatch(c->base);
+}
+
+/*
+ * The numbered workload, started by a daemon listening at daemon_sock
+ * (NULL: not listening) that then died, adopted by c->sup listening at
+ * our_sock (NULL: not listening) with its relay stopped (SIGSTOP) first
+ * if stop_relay. What was started goes to *ret.
+ */
+static struct vram_child *adopt_numbered(struct ctx *c, const char *daemon_sock,
+					 const char *our_sock, bool stop_relay, struct started *ret)
+{
+	char script[512];
+	numbered_script(c, script, sizeof(script));
+	struct started st = start_daemon_at(c, script, daemon_sock);
+	wait_for_text(c->log_path, "line 49\n"); /* all written by the daemon: nothing left in its pipe */
+	kill_daemon(c);
+	go(c);
+	wait_for_text(c->log_path, GONE_NOTE);
+	wait_for_text(c->log_path, "line 80\n"); /* the relay writes the file now */
+	if (our_sock)
+		assert_int_equal(vram_supervisor_relay_listen(c->sup, our_sock), 0);
+	if (stop_relay)
+		assert_int_equal(kill(st.relay, SIGSTOP), 0);
+	struct vram_child *child = adopt(c, &st);
+	/* held until the relay handed over, or written at once */
+	assert_int_equal(vram_logfile_note(c->log, "adopted"), 0);
+	*ret = st;
+	return child;
+}
+
+static void stop_numbered(struct ctx *c)
+{
+	FILE *f = fopen(c->stop_path, "w");
+	assert_non_null(f);
+	fclose(f);
+	run_until_exit_within(c, 10);
+}
+
+/*
+ * The relay hands the log over to the supervisor that adopted its
+ * workload: the workload goes on printing, every line is in the log once
+ * and in order, the note written at the adoption comes after the relay's
+ * last line in the file, and from the handover on the supervisor writes
+ * what the workload prints (it is in its tail), the relay no longer. A
+ * connection from another process is not taken for the relay's.
+ */
+static void test_relay_hands_the_log_over(void **state)
+{
+	struct ctx *c = *state;
+	require_pidfd(c->sup);
+	struct started st;
+	(void)adopt_numbered(c, c->sock_path, c->sock_path, false, &st);
+	char *text = read_file(c->log_path);
+	assert_null(strstr(text, "[vramd] adopted")); /* held */
+	free(text);
+
+	/* somebody else connects first: closed, the handover goes on */
+	int other = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	memcpy(sun.sun_path, c->sock_path, strlen(c->sock_path) + 1);
+	assert_int_equal(connect(other, (struct sockaddr *)&sun, sizeof(sun)), 0);
+
+	run_for(c, 700);
+	char byte;
+	assert_int_equal(read(other, &byte, 1), 0); /* closed by the supervisor */
+	close(other);
+	assert_int_equal(kill(st.relay, 0), 0);
+	stop_numbered(c);
+	assert_int_equal(c->status, VRAM_WAIT_STATUS_UNKNOWN);
+
+	text = c->file_at_exit;
+	int n = expect_numbered(text);
+	const char *gone = strstr(text, GONE_NOTE);
+	assert_non_null(gone);
+	assert_null(strstr(gone + 1, GONE_NOTE));
+	const char *adopted = strstr(text, "[vramd] adopted\n");
+	assert_non_null(adopted);
+	assert_true(adopted > gone);
+	/* lines the relay wrote itself, between its note and the handover */
+	int by_relay = 0, first_after = -1;
+	for (const char *p = gone; p < adopted; p++)
+		by_relay += strncmp(p, "\nline ", 6) == 0;
+	assert_true(by_relay >= 30);
+	/* the workload went on after the handover, and its lines came to the supervisor */
+	assert_int_equal(sscanf(adopted + strlen("[vramd] adopted\n"), "line %d", &first_after), 1);
+	assert_true(n - first_after >= 50);
+	char tail[VRAM_LOGFILE_TAIL_MAX], last[32];
+	vram_logfile_tail(c->log, tail, sizeof(tail));
+	snprintf(last, sizeof(last), "\nline %d\n", n - 1);
+	assert_non_null(strstr(tail, last));
+	assert_non_null(strstr(tail, "[vramd] adopted\n"));
+}
+
+/*
+ * A relay that cannot reach the new supervisor's socket (it has the old
+ * one's path) stays on the file and loses nothing; the hold ends after
+ * 2 s, and the held note is written then.
+ */
+static void test_hold_ends_when_the_relay_cannot_connect(void **state)
+{
+	struct ctx *c = *state;
+	require_pidfd(c->sup);
+	char other_sock[160];
+	snprintf(other_sock, sizeof(other_sock), "%s/other.sock", c->dir);
+	struct started st;
+	(void)adopt_numbered(c, c->sock_path, other_sock, false, &st);
+	run_for(c, 1200);
+	char *text = read_file(c->log_path);
+	assert_null(strstr(text, "[vramd] adopted")); /* still held */
+	free(text);
+	run_for(c, 1300);
+	text = read_file(c->log_path);
+	assert_non_null(strstr(text, "[vramd] adopted\n"));
+	free(text);
+	assert_int_equal(kill(st.relay, 0), 0);
+	stop_numbered(c);
+	int n = expect_numbered(c->file_at_exit);
+	assert_true(n > 300);
+	/* the relay wrote them all, not the supervisor */
+	char tail[VRAM_LOGFILE_TAIL_MAX];
+	vram_logfile_tail(c->log, tail, sizeof(tail));
+	assert_null(strstr(tail, "line "));
+}
+
+/*
+ * A relay that hands over only after the hold ended (it was stopped) is
+ * still taken: the held note is written when the hold ends, and what the
+ * relay passes on from then comes to the supervisor, nothing lost.
+ */
+static void test_late_handover_is_taken(void **state)
+{
+	struct ctx *c = *state;
+	require_pidfd(c->sup);
+	struct started st;
+	(void)adopt_numbered(c, c->sock_path, c->sock_path, true, &st);
+	run_for(c, 2300);
+	char *text = read_file(c->log_path);
+	assert_non_null(strstr(text, "[vramd] adopted\n")); /* the hold ended */
+	free(text);
+	assert_int_equal(kill(st.relay, SIGCONT), 0);
+	run_for(c, 500);
+	stop_numbered(c);
+	int n = expect_numbered(c->file_at_exit);
+	const char *adopted = strstr(c->file_at_exit, "[vramd] adopted\n");
+	int first_after = -1;
+	assert_int_equal(sscanf(adopted + strlen("[vramd] adopted\n"), "line %d", &first_after), 1);
+	assert_true(n - first_after >= 100); /* the lines it kept while stopped, and more */
+	char tail[VRAM_LOGFILE_TAIL_MAX], last[32];
+	vram_logfile_tail(c->log, tail, sizeof(tail));
+	snprintf(last, sizeof(last), "\nline %d\n", n - 1);
+	assert_non_null(strstr(tail, last));
+}
+
+/*
+ * A relay started without a socket (by a daemon that did not listen, or
+ * an older vramd) does not catch the handover signal, which would end it
+ * and leave the workload writing into a pipe nobody reads: it is not
+ * asked, the log is not held, and both go on.
+ */
+static void test_relay_without_a_socket_is_not_asked(void **state)
+{
+	struct ctx *c = *state;
+	require_pidfd(c->sup);
+	struct started st;
+	(void)adopt_numbered(c, NULL, c->sock_path, false, &st);
+	char *text = read_file(c->log_path);
+	assert_non_null(strstr(text, "[vramd] adopted\n")); /* not held */
+	free(text);
+	run_for(c, 300);
+	assert_int_equal(kill(st.relay, 0), 0);
+	assert_int_equal(kill(st.pid, 0), 0);
+	stop_numbered(c);
+	assert_true(expect_numbered(c->file_at_exit) > 100);
+}
+
+/*
+ * The daemon of start_daemon: listens for relays at argv[4] if given,
+ * spawns `sh -c argv[3]` with its output into the log at argv[2], writes
+ * "pid ticks relay relay_ticks" to stdout, and runs its loop until it is
+ * killed.
  */
 static int daemon_main(int argc, char **argv)
 {
@@ -546,6 +752,8 @@ static int daemon_main(int argc, char **argv)
 	struct vram_logfile *log = NULL;
 	if (!base || vram_supervisor_new(base, &sup) < 0 ||
 	    vram_logfile_open(argv[2], 1 << 20, 2, &log) < 0)
+		return 1;
+	if (argc >= 5 && vram_supervisor_relay_listen(sup, argv[4]) < 0)
 		return 1;
 	char *cmd[] = {"/bin/sh", "-c", argv[3], NULL};
 	struct vram_spawn sp = {.argv = cmd, .log = log};
@@ -588,6 +796,12 @@ int main(int argc, char **argv)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_free_ends_adopted_processes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_spawned_children_record_start_ticks, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_relay_hands_the_log_over, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hold_ends_when_the_relay_cannot_connect, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_late_handover_is_taken, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_relay_without_a_socket_is_not_asked, setup,
 						teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
