@@ -645,7 +645,7 @@ static void test_relay_hands_the_log_over(void **state)
 	assert_true(by_relay >= 30);
 	/* the workload went on after the handover, and its lines came to the supervisor */
 	assert_int_equal(sscanf(adopted + strlen("[vramd] adopted\n"), "line %d", &first_after), 1);
-	assert_true(n - first_after >= 50);
+	assert_true(n - first_after >= 20);
 	char tail[VRAM_LOGFILE_TAIL_MAX], last[32];
 	vram_logfile_tail(c->log, tail, sizeof(tail));
 	snprintf(last, sizeof(last), "\nline %d\n", n - 1);
@@ -677,7 +677,7 @@ static void test_hold_ends_when_the_relay_cannot_connect(void **state)
 	assert_int_equal(kill(st.relay, 0), 0);
 	stop_numbered(c);
 	int n = expect_numbered(c->file_at_exit);
-	assert_true(n > 300);
+	assert_true(n > 150);
 	/* the relay wrote them all, not the supervisor */
 	char tail[VRAM_LOGFILE_TAIL_MAX];
 	vram_logfile_tail(c->log, tail, sizeof(tail));
@@ -706,7 +706,7 @@ static void test_late_handover_is_taken(void **state)
 	const char *adopted = strstr(c->file_at_exit, "[vramd] adopted\n");
 	int first_after = -1;
 	assert_int_equal(sscanf(adopted + strlen("[vramd] adopted\n"), "line %d", &first_after), 1);
-	assert_true(n - first_after >= 100); /* the lines it kept while stopped, and more */
+	assert_true(n - first_after >= 50); /* the lines it kept while stopped, and more */
 	char tail[VRAM_LOGFILE_TAIL_MAX], last[32];
 	vram_logfile_tail(c->log, tail, sizeof(tail));
 	snprintf(last, sizeof(last), "\nline %d\n", n - 1);
