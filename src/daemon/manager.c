@@ -658,6 +658,14 @@ int vram_manager_new(struct event_base *base, struct vram_config *cfg, struct vr
 		goto out_free;
 	vram_supervisor_set_reaped_other(m->sup, mgr_on_reaped_other, m);
 	mgr_open_hook(m);
+	/* before anything is spawned: relays started from now on can hand a log back to us */
+	char *relay_sock = mgr_asprintf("%s/relay.sock", m->state_dir);
+	r = relay_sock ? vram_supervisor_relay_listen(m->sup, relay_sock) : -ENOMEM;
+	if (r < 0)
+		vram_warn("Cannot listen on %s: %s; the output of workloads that outlive vramd stays "
+			  "with their relays", relay_sock ? relay_sock : "the relay socket",
+			  strerror(-r));
+	free(relay_sock);
 	m->host = (struct vram_engine_host){
 		.base = base,
 		.gpus = gpus,

@@ -61,9 +61,12 @@ def restart(d, wait=True):
     return d2
 
 
-def processes_of(name):
-    """Pids of live processes whose environment says VRAM_WORKLOAD=name."""
+def processes_of(name, *daemons):
+    """Pids of live processes whose environment says VRAM_WORKLOAD=name, in the session of
+    one of daemons (each vramd runs in a session of its own, which its workloads keep;
+    other tests on the machine may run workloads of the same name)."""
     want = f"VRAM_WORKLOAD={name}".encode()
+    sids = {x.proc.pid for x in daemons}
     out = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -72,13 +75,26 @@ def processes_of(name):
             with open(f"/proc/{entry}/environ", "rb") as f:
                 env = f.read().split(b"\0")
             with open(f"/proc/{entry}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    continue
+                fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
+            continue
+        if fields[0] == "Z" or int(fields[3]) not in sids:
             continue
         if want in env:
             out.append(int(entry))
     return sorted(out)
+
+
+def describe(pids):
+    """pid: command line, for a failed assertion."""
+    out = {}
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                out[p] = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            out[p] = "?"
+    return out
 
 
 def state_file(d):
@@ -102,9 +118,11 @@ def hook_connected(d, name, pid):
     return any(p["pid"] == pid and p["connected"] for p in hook["processes"])
 
 
-def kill_all(names):
+def kill_all(names, *daemons):
+    """Ends what the test's vramds left running of names (nobody's children now)."""
+    daemons = [x for x in daemons if x is not None]
     for n in names:
-        for pid in processes_of(n):
+        for pid in processes_of(n, *daemons):
             try:
                 os.killpg(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
@@ -165,7 +183,7 @@ def test_sigkill_under_load_every_workload_is_taken_back(daemon):
         for n in names:
             assert after[n]["pid"] == pids[n], (n, after[n])
             assert after[n]["adopted"] is True, (n, after[n])
-            assert processes_of(n) == [pids[n]], (n, processes_of(n))
+            assert processes_of(n, d, d2) == [pids[n]], (n, describe(processes_of(n, d, d2)))
         assert after["parked"]["memory"]["offloaded_bytes"] == before["parked"]["memory"]["offloaded_bytes"]
         assert after["web"]["port"] == before["web"]["port"]
         log = d2.log_text()
@@ -187,7 +205,7 @@ def test_sigkill_under_load_every_workload_is_taken_back(daemon):
         d2.ctl("restore", "parked", check=0)
         assert d2.workload("parked")["pid"] == pids["parked"]
         for n in names:
-            assert processes_of(n) == [pids[n]], (n, processes_of(n))
+            assert processes_of(n, d, d2) == [pids[n]], (n, processes_of(n, d, d2))
 
         # a deliberate stop is still a stop: SIGTERM ends every workload, adopted ones included
         assert d2.stop() == 0
@@ -199,7 +217,7 @@ def test_sigkill_under_load_every_workload_is_taken_back(daemon):
             wrk.kill()
         if d2 is not None and d2.proc.poll() is None:
             d2.stop()
-        kill_all(names)
+        kill_all(names, d, d2)
 
 
 def test_adopted_process_exit_is_noticed_and_restarted(daemon):
@@ -220,13 +238,13 @@ def test_adopted_process_exit_is_noticed_and_restarted(daemon):
                               else None)(d2.workload("web")), 15,
                      what="web to be started again after its adopted process died")
         assert w["adopted"] is False
-        assert processes_of("web") == [w["pid"]]
+        assert processes_of("web", d, d2) == [w["pid"]]
         log = d2.log_text()
         assert "its exit status is unknown" in log, log
     finally:
         if d2 is not None and d2.proc.poll() is None:
             d2.stop()
-        kill_all(["web"])
+        kill_all(["web"], d, d2)
 
 
 def test_runtime_settings_and_adhoc_workloads_survive(daemon):
@@ -251,7 +269,7 @@ def test_runtime_settings_and_adhoc_workloads_survive(daemon):
         j = d2.workload("run-1")
         assert j["adhoc"] is True and j["adopted"] is True and j["state"] == "ready", j
         assert j["pid"] == job["pid"] and j["owner"] == job["owner"], (j, job)
-        assert processes_of("run-1") == [job["pid"]]
+        assert processes_of("run-1", d, d2) == [job["pid"]]
         # a new run after the restart does not take the name of one taken back
         r = d2.sock_request("POST", "/api/workloads", json={"cmd": ["sleep", "60"], "env": job_env()})
         assert r.status_code == 201 and r.json()["name"] == "run-2", r.text
@@ -262,7 +280,7 @@ def test_runtime_settings_and_adhoc_workloads_survive(daemon):
     finally:
         if d2 is not None and d2.proc.poll() is None:
             d2.stop()
-        kill_all(["web", "run-1", "run-2"])
+        kill_all(["web", "run-1", "run-2"], d, d2)
 
 
 def test_bad_state_files_adopt_nothing_wrongly(daemon):
@@ -320,7 +338,7 @@ def test_bad_state_files_adopt_nothing_wrongly(daemon):
             decoy.kill()
         if d2 is not None and d2.proc.poll() is None:
             d2.stop()
-        kill_all(["web", "parked"])
+        kill_all(["web", "parked"], d, d2)
 
 
 def test_mps_workload_and_its_control_daemon_are_taken_back(daemon, monkeypatch):
@@ -356,4 +374,4 @@ def test_mps_workload_and_its_control_daemon_are_taken_back(daemon, monkeypatch)
     finally:
         if d2 is not None and d2.proc.poll() is None:
             d2.stop()
-        kill_all(["rerank"])
+        kill_all(["rerank"], d, d2)

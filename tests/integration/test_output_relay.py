@@ -146,3 +146,52 @@ def test_notes_and_failure_tail_through_the_relay(daemon):
     assert re.search(r"\[vramd\] replica 0 \(pid \d+\) exited with status 3 unexpectedly\n", text)
     # every relay is gone with its workload (none left for vramd to reap at exit)
     wait_for(lambda: not children(d.proc.pid, "vram-relay"), what="the relays to exit")
+
+
+def test_relay_hands_the_log_back_to_the_next_vramd(daemon):
+    """After SIGKILL the relay writes the log; the next vramd takes the process back and
+    the relay hands the log over: every tick once and in order, one writer again."""
+    from conftest import Daemon, free_port
+    d = daemon(CONFIG)
+    d.ctl("start", "chatty", check=0)
+    pid = d.workload("chatty")["pid"]
+    path = log_path(d, "chatty")
+    wait_for(lambda: len(ticks(read(path))) >= 5, what="ticks in the log")
+    wait_for(lambda: os.path.exists(os.path.join(d.workdir, "state", "state.json")),
+             what="the state file")
+    [relay] = wait_for(lambda: children(d.proc.pid, "vram-relay"), what="the output relay")
+    d2 = None
+    try:
+        os.kill(d.proc.pid, signal.SIGKILL)
+        d.proc.wait()
+        d.http.close()
+        wait_for(lambda: GONE_NOTE in read(path), what="the relay to write the log itself")
+        time.sleep(0.5)
+        d2 = Daemon(d.workdir, d.config_path, free_port(), d.sock, [])
+        d2.wait_ready()
+        w = d2.workload("chatty")
+        assert (w["state"], w["pid"], w["adopted"]) == ("ready", pid, True), w
+        # the relay took the new vramd's connection: its log fd is gone, the socket is its stdout
+        def handed_over():
+            fds = [os.readlink(f"/proc/{relay}/fd/{n}") for n in os.listdir(f"/proc/{relay}/fd")]
+            return not any(f.endswith("chatty.log") for f in fds) and \
+                any(f.startswith("socket:") for f in fds)
+        wait_for(handed_over, 5, what="the relay to hand the log over")
+        n = len(ticks(read(path)))
+        wait_for(lambda: len(ticks(read(path))) >= n + 10, what="ticks through the new vramd")
+        text = read(path)
+        assert text.count(GONE_NOTE) == 1, text[-2000:]
+        after = text.split(GONE_NOTE)[1]
+        t = ticks(after)
+        # from the relay's first line on: each tick once, in order, no gap across the handover
+        assert t == list(range(t[0], t[0] + len(t))), t
+        # the new vramd's note about the process it took back comes after the relay's lines
+        assert "taken back from the previous vramd" in after, after[-2000:]
+        assert pid_alive(relay)
+    finally:
+        if d2 is not None and d2.proc.poll() is None:
+            d2.stop()
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
