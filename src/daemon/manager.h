@@ -83,6 +83,13 @@ int vram_manager_run(struct vram_manager *m);
  */
 void vram_manager_shutdown(struct vram_manager *m, void (*done)(void *arg), void *arg);
 void vram_manager_free(struct vram_manager *m);
+/*
+ * Before a restart in place (upgrade.h): writes the state file now,
+ * synchronously, and makes the manager do nothing more, so that what the
+ * next image reads is what runs. No workload is stopped. Returns 0, or
+ * -errno with the reason in err (the restart is then called off).
+ */
+int vram_manager_prepare_exec(struct vram_manager *m, char *err, size_t err_size);
 
 const struct vram_config *vram_manager_config(const struct vram_manager *m);
 /* The MPS control daemons (borrowed, valid while the manager lives): for vramctl mps. */
