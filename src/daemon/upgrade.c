@@ -338,9 +338,9 @@ int vram_upgrade_check_fd(const struct vram_listen_fd *l, char *err, size_t err_
 	bool want_unix = role_is_unix(l->role);
 	if (want_unix != (domain == AF_UNIX) ||
 	    (!want_unix && domain != AF_INET && domain != AF_INET6)) {
-		snprintf(err, err_size, "descriptor %d is a %s socket, expected %s", fd,
-			 domain == AF_UNIX ? "Unix" : domain == AF_INET ? "IPv4"
-			 : domain == AF_INET6 ? "IPv6" : "non-IP",
+		snprintf(err, err_size, "descriptor %d is %s socket, expected %s", fd,
+			 domain == AF_UNIX ? "a Unix" : domain == AF_INET ? "an IPv4"
+			 : domain == AF_INET6 ? "an IPv6" : "a non-IP",
 			 want_unix ? "a Unix socket" : "TCP (IPv4 or IPv6)");
 		return -EAFNOSUPPORT;
 	}
