@@ -1137,8 +1137,7 @@ static int cmd_daemon(const struct ctl *c)
 		st = restart_state(&url, (int)(deadline - now));
 		if (st && json_integer_value(json_object_get(st, "restarts")) > before)
 			break;
-		const char *phase = json_string_value(json_object_get(st, "phase"));
-		if (st && phase && strcmp(phase, "idle") == 0 &&
+		if (st && json_is_false(json_object_get(st, "restarting")) &&
 		    json_is_true(json_object_get(st, "failed"))) {
 			const char *why = json_string_value(json_object_get(st, "last_error"));
 			fprintf(stderr, "vramctl: daemon restart: %s; vramd (pid %lld) runs on\n",
