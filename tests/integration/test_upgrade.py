@@ -19,7 +19,6 @@ import re
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import time
@@ -27,10 +26,8 @@ import time
 import pytest
 
 import conftest
-from conftest import DEMO, pid_alive, unix_request, wait_for
-from test_gateway_http import Reader, request
-
-ECHO = os.path.join(os.path.dirname(__file__), "echo_server.py")
+from conftest import pid_alive, wait_for
+from test_gateway_http import CONFIG as GATEWAY_HTTP_CONFIG, Reader, request
 
 DEMO_CONFIG = """
 daemon:
@@ -48,29 +45,13 @@ workloads:
     health: /health
 """
 
-ECHO_CONFIG = f"""
-daemon:
-  log_level: debug
-{{extra}}gpus:
-  reserve: 0
-defaults:
-  idle: {{{{ offload_after: never, release_after: never }}}}
-  stop_grace: 3s
-workloads:
-  echo:
-    cmd: [{sys.executable}, {ECHO}, "${{{{PORT}}}}"]
-    gpus: 1
-    memory: 1GiB
-    health: {{{{ tcp: true }}}}
-"""
-
-
 def demo_config(extra=""):
     return DEMO_CONFIG.format(extra=extra, demo="{demo}")
 
 
 def echo_config(extra=""):
-    return ECHO_CONFIG.format(extra=extra)
+    """The echo workload of the gateway's HTTP tests; extra: lines for daemon:."""
+    return GATEWAY_HTTP_CONFIG.format(token=extra)
 
 
 RESTARTED = re.compile(r"vramd (\S+) restarted in place \(pid (\d+), restart (\d+); "
