@@ -232,6 +232,7 @@ static int check_config(const char *path, const struct vram_config_overrides *ov
 	printf("ok: %s: %zu workload%s (%zu instance%s), gpus backend %s\n", path, cfg->n_workloads,
 	       cfg->n_workloads == 1 ? "" : "s", instances, instances == 1 ? "" : "s",
 	       vram_gpu_backend_name(cfg->gpus.backend));
+	vram_upgrade_check_note(stdout);
 	vram_config_free(cfg);
 	return 0;
 }
@@ -494,6 +495,10 @@ int main(int argc, char **argv)
 		vram_err("Failed to install signal handlers");
 		goto out_signals;
 	}
+	/* blocked across a restart in place until these handlers were there */
+	sigset_t handled;
+	vram_upgrade_signals(&handled);
+	pthread_sigmask(SIG_UNBLOCK, &handled, NULL);
 	if ((r = vram_manager_run(d.m)) < 0) {
 		vram_log_errno(VRAM_LOG_ERROR, r, "Failed to start the workloads");
 		goto out_signals;

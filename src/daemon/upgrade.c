@@ -522,6 +522,21 @@ void vram_upgrade_close_rest(struct vram_listen_fds *l)
 	l->n = 0;
 }
 
+void vram_upgrade_check_note(FILE *f)
+{
+	if (getenv(VRAM_UPGRADE_CHECK_ENV))
+		fprintf(f, VRAM_UPGRADE_CHECK_NOTE "%s\n", VRAM_VERSION);
+}
+
+void vram_upgrade_signals(sigset_t *ret)
+{
+	sigemptyset(ret);
+	sigaddset(ret, SIGTERM);
+	sigaddset(ret, SIGINT);
+	sigaddset(ret, SIGHUP);
+	sigaddset(ret, SIGUSR2);
+}
+
 int vram_upgrade_self_exe(char *buf, size_t size)
 {
 	static const char deleted[] = " (deleted)";
@@ -569,6 +584,8 @@ struct vram_upgrade {
 	struct vram_upgrade_host host;
 	char *exe;               /* owned */
 	char **argv;             /* owned, NULL-terminated */
+	char **check_env;        /* owned array (strings borrowed from environ, but the last):
+				  * the check's environment, built before each clone */
 	char *config, *listen, *gpus, *state_dir; /* owned; the last three may be NULL */
 	struct rlimit nofile;    /* the descriptor limit vramd started with */
 	bool has_nofile;
@@ -673,6 +690,31 @@ static const char *check_output(struct check *ck)
 
 static void drain_begin(struct vram_upgrade *up);
 
+/*
+ * Finds the line of vram_upgrade_check_note in the check's output, copies
+ * its version into version and takes the line out. Returns whether it was
+ * there.
+ */
+static bool check_take_note(struct check *ck, char *version, size_t size)
+{
+	const size_t nl = strlen(VRAM_UPGRADE_CHECK_NOTE);
+	for (char *line = ck->out; line && *line;) {
+		char *end = strchr(line, '\n');
+		size_t len = end ? (size_t)(end - line) : strlen(line);
+		if (len > nl && strncmp(line, VRAM_UPGRADE_CHECK_NOTE, nl) == 0) {
+			size_t vl = len - nl < size - 1 ? len - nl : size - 1;
+			memcpy(version, line + nl, vl);
+			version[vl] = '\0';
+			size_t rest = ck->out_len - (size_t)(line - ck->out) - len - (end ? 1 : 0);
+			memmove(line, line + len + (end ? 1 : 0), rest + 1);
+			ck->out_len -= len + (end ? 1 : 0);
+			return true;
+		}
+		line = end ? end + 1 : NULL;
+	}
+	return false;
+}
+
 /* The check ended (reaped, or left after SIGKILL): on to the drain, or the answer. */
 static void check_finish(struct vram_upgrade *up, bool reaped)
 {
@@ -697,7 +739,17 @@ static void check_finish(struct vram_upgrade *up, bool reaped)
 		return;
 	}
 	if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
-		vram_info("Restart in place: the binary on disk checked the config: %s", out);
+		char version[64];
+		if (!check_take_note(ck, version, sizeof(version))) {
+			snprintf(why, sizeof(why), "%s takes no listening sockets over (no \"%s...\" "
+				 "line from its --check-config: a vramd older than this one?); it would "
+				 "fail to listen where this one does: stop and start vramd instead",
+				 up->exe, VRAM_UPGRADE_CHECK_NOTE);
+			give_up(up, -EINVAL, why);
+			return;
+		}
+		vram_info("Restart in place: the binary on disk, vramd %s, checked the config: %s",
+			  version, check_output(ck));
 		drain_begin(up);
 		return;
 	}
@@ -749,8 +801,8 @@ static void child_report(int fd, const char *path, int e)
  * calls, and raw clones rather than fork(), whose handlers take locks that
  * another thread may have held at the copy.
  */
-static __attribute__((noreturn)) void check_child(const char *exe, char *const argv[], int devnull,
-						  int out_fd)
+static __attribute__((noreturn)) void check_child(const char *exe, char *const argv[],
+						  char *const env[], int devnull, int out_fd)
 {
 	struct sigaction dfl = { .sa_handler = SIG_DFL };
 	for (int s = 1; s < NSIG; s++)
@@ -764,7 +816,7 @@ static __attribute__((noreturn)) void check_child(const char *exe, char *const a
 		if (dup2(devnull, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(out_fd, 2) < 0)
 			_exit(127);
 		(void)sigprocmask(SIG_SETMASK, &none, NULL);
-		execve(exe, argv, environ);
+		execve(exe, argv, env);
 		child_report(2, exe, errno);
 		_exit(127);
 	}
@@ -783,6 +835,29 @@ static __attribute__((noreturn)) void check_child(const char *exe, char *const a
 		_exit(128 + WTERMSIG(st));
 	}
 	_exit(WIFEXITED(st) ? WEXITSTATUS(st) : 127);
+}
+
+/*
+ * The check's environment: vramd's own and VRAM_UPGRADE_CHECK_ENV=1, in
+ * up->check_env (the child may not allocate). Returns 0 or -ENOMEM.
+ */
+static int check_env_build(struct vram_upgrade *up)
+{
+	static char flag[] = VRAM_UPGRADE_CHECK_ENV "=1";
+	size_t n = 0;
+	while (environ && environ[n])
+		n++;
+	char **env = calloc(n + 2, sizeof(*env));
+	if (!env)
+		return -ENOMEM;
+	size_t k = 0, nl = strlen(VRAM_UPGRADE_CHECK_ENV);
+	for (size_t i = 0; i < n; i++)
+		if (!(strncmp(environ[i], VRAM_UPGRADE_CHECK_ENV, nl) == 0 && environ[i][nl] == '='))
+			env[k++] = environ[i];
+	env[k++] = flag;
+	free(up->check_env);
+	up->check_env = env;
+	return 0;
 }
 
 /* Starts the binary's --check-config. Returns 0 or -errno with err. */
@@ -812,6 +887,10 @@ static int check_start(struct vram_upgrade *up, char *err, size_t err_size)
 		snprintf(err, err_size, "cannot execute %s: %s", up->exe, strerror(e));
 		return -e;
 	}
+	if (check_env_build(up) < 0) {
+		snprintf(err, err_size, "out of memory");
+		return -ENOMEM;
+	}
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) < 0) {
 		int e = errno;
@@ -833,7 +912,7 @@ static int check_start(struct vram_upgrade *up, char *err, size_t err_size)
 	/* exit signal 0: see check_child */
 	long pid = syscall(SYS_clone, 0UL, NULL, NULL, NULL, NULL);
 	if (pid == 0)
-		check_child(up->exe, argv, devnull, p[1]);
+		check_child(up->exe, argv, up->check_env, devnull, p[1]);
 	int e = errno;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	close(devnull);
@@ -934,11 +1013,11 @@ static int exec_self(struct vram_upgrade *up, char *err, size_t err_size)
 		if (flags[i] >= 0)
 			(void)fcntl(l.fds[i].fd, F_SETFD, flags[i] & ~FD_CLOEXEC);
 	}
-	sigset_t none, old_mask;
-	sigemptyset(&none);
+	sigset_t handled, old_mask;
+	vram_upgrade_signals(&handled);
 	struct sigaction dfl = { .sa_handler = SIG_DFL }, old_pipe;
 	sigaction(SIGPIPE, &dfl, &old_pipe);
-	pthread_sigmask(SIG_SETMASK, &none, &old_mask);
+	pthread_sigmask(SIG_SETMASK, &handled, &old_mask);
 	/* the new image raises the descriptor limit itself, and hands the original on */
 	struct rlimit raised;
 	bool lowered = up->has_nofile && getrlimit(RLIMIT_NOFILE, &raised) == 0 &&
@@ -965,6 +1044,13 @@ static void run_exec(struct vram_upgrade *up)
 {
 	char err[1024], why[1100];
 	up->phase = PHASE_EXEC;
+	/* what is sure to fail is found before the manager is stopped for the exec */
+	if (access(up->exe, X_OK) < 0) {
+		int e = errno;
+		snprintf(why, sizeof(why), "cannot execute %s: %s", up->exe, strerror(e));
+		give_up(up, -e, why);
+		return;
+	}
 	int r = up->host.prepare_exec(up->host.arg, err, sizeof(err));
 	if (r < 0) {
 		snprintf(why, sizeof(why), "the manager could not write its state: %s",
@@ -1079,6 +1165,7 @@ void vram_upgrade_free(struct vram_upgrade *up)
 	for (size_t i = 0; up->argv && up->argv[i]; i++)
 		free(up->argv[i]);
 	free(up->argv);
+	free(up->check_env);
 	free(up->exe);
 	free(up->config);
 	free(up->listen);

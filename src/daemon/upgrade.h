@@ -12,16 +12,23 @@
  * The sequence (struct vram_upgrade):
  *  1. check: the binary on disk is run with --check-config and the same
  *     config file and overrides, for at most VRAM_UPGRADE_CHECK_S, off the
- *     loop; a failure is answered with its output and nothing changes;
+ *     loop; a failure is answered with its output and nothing changes. With
+ *     VRAM_UPGRADE_CHECK_ENV set, a binary that takes listeners over says
+ *     so in one more line (vram_upgrade_check_note); one that does not (an
+ *     older vramd) would fail to bind the sockets still open, and is
+ *     refused;
  *  2. drain: every listener stops accepting (the sockets stay open), the
  *     requests in flight finish, up to daemon.upgrade_drain; each answer
  *     from then on closes its connection, idle connections are closed;
  *     the request that asked is answered (202) when the drain begins;
  *  3. the manager writes its state (vram_manager_prepare_exec);
- *  4. the signal mask is cleared and SIGPIPE set back to its default,
- *     close-on-exec is cleared on the listeners, their descriptors and
- *     roles go into VRAM_UPGRADE_ENV, and the binary is executed. When
- *     execve fails, all of it is undone and vramd serves on.
+ *  4. the signal mask is cleared but for the signals vramd handles
+ *     (vram_upgrade_signals: one that comes before the new image has its
+ *     handlers waits for them instead of killing it; the new image
+ *     unblocks them), SIGPIPE is set back to its default, close-on-exec is
+ *     cleared on the listeners, their descriptors and roles go into
+ *     VRAM_UPGRADE_ENV, and the binary is executed. When execve fails, all
+ *     of it is undone and vramd serves on.
  * What drains and what the listeners are is the host's (struct
  * vram_upgrade_host, main.c: the gateway, the API, the manager); this
  * module calls nothing else of the daemon.
@@ -41,15 +48,20 @@
 #define VRAM_UPGRADE_H
 
 #include <jansson.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/resource.h>
 
 struct event_base;
 struct vram_upgrade;
 
 #define VRAM_UPGRADE_ENV "VRAMD_LISTEN_FDS"
+/* set for the check: the binary answers with vram_upgrade_check_note's line */
+#define VRAM_UPGRADE_CHECK_ENV "VRAMD_CHECK_FOR_RESTART"
+#define VRAM_UPGRADE_CHECK_NOTE "restart-in-place: " VRAM_UPGRADE_ENV " version "
 #define VRAM_UPGRADE_FDS_MAX 16          /* listeners handed over */
 #define VRAM_UPGRADE_ENV_MAX 4096        /* bytes of the variable's value */
 #define VRAM_UPGRADE_ADDR_MAX 264        /* bytes of an address, NUL included */
@@ -129,6 +141,19 @@ int vram_upgrade_take(struct vram_listen_fds *l, enum vram_listen_role role, con
  * each with a line in the log, and removes the socket files of Unix ones.
  */
 void vram_upgrade_close_rest(struct vram_listen_fds *l);
+
+/*
+ * For --check-config: when VRAM_UPGRADE_CHECK_ENV is set, writes the line
+ * that tells a restart in place that this binary takes listeners over
+ * ("restart-in-place: VRAMD_LISTEN_FDS version 0.2.0") to f.
+ */
+void vram_upgrade_check_note(FILE *f);
+/*
+ * The signals vramd handles on its loop (SIGTERM, SIGINT, SIGHUP,
+ * SIGUSR2), into *ret: blocked across the execve, unblocked by the new
+ * image once its handlers are in place.
+ */
+void vram_upgrade_signals(sigset_t *ret);
 
 /*
  * The binary on disk this process was started from: /proc/self/exe read

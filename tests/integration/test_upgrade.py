@@ -314,54 +314,74 @@ def test_restart_needs_the_owner_or_the_token(daemon):
     assert "Restart in place asked by TCP client 127.0.0.1 with the token: " in t.log_text()
 
 
-def test_exec_failure_is_logged_and_vramd_serves_on(daemon, monkeypatch):
-    workdir = os.path.join(os.path.dirname(conftest.VRAMD), "..", "..", "..")
-    copy_dir = os.path.join(os.path.abspath(workdir), "upgrade-test-bin")
-    os.makedirs(copy_dir, exist_ok=True)
-    binary = os.path.join(copy_dir, f"vramd-{os.getpid()}")
+def copied_binary(monkeypatch, tmp_path):
+    """vramd started from a copy of the binary, which the test may then replace."""
+    binary = str(tmp_path / "vramd")
     shutil.copy2(conftest.VRAMD, binary)
     monkeypatch.setattr(conftest, "VRAMD", binary)
+    return binary
+
+
+def test_binary_that_takes_no_sockets_over_is_refused(daemon, monkeypatch, tmp_path):
+    real = conftest.VRAMD
+    binary = copied_binary(monkeypatch, tmp_path)
+    d = daemon(demo_config())
+    # as a vramd before restarts in place: its check says nothing of the hand-over
+    os.unlink(binary)
+    with open(binary, "w") as f:
+        f.write(f"#!/bin/sh\nunset VRAMD_CHECK_FOR_RESTART\nexec {real} \"$@\"\n")
+    os.chmod(binary, 0o755)
+    r = d.sock_request("POST", "/api/daemon/restart")
+    assert r.status_code == 409, r.text
+    assert r.json()["error"]["code"] == "check_failed"
+    assert f"{binary} takes no listening sockets over" in r.json()["error"]["message"]
+    assert "stop and start vramd instead" in r.json()["error"]["message"]
+    assert "draining" not in d.log_text()
+    assert d.get("/healthz").status_code == 200 and d.proc.poll() is None
+
+
+@pytest.mark.parametrize("mode,why", [(0o644, "Permission denied"), (0o755, "Exec format error")])
+def test_exec_failure_is_logged_and_vramd_serves_on(daemon, monkeypatch, tmp_path, mode, why):
+    binary = copied_binary(monkeypatch, tmp_path)
     d = daemon(echo_config())
-    try:
-        s = socket.create_connection(("127.0.0.1", d.port), timeout=15)
-        s.sendall(request("GET", "/w/echo/warm"))
-        rs = Reader(s)
-        assert rs.response()[0] == 200
-        old_pids = conftest.pids_of(d.workload("echo"))
-        # a stream holds the drain while the binary on disk is replaced by a file
-        # that cannot be executed: the check passed, the execve fails
-        s.sendall(request("GET", "/w/echo/drip"))
-        assert rs.head()[0] == 200
-        ctl = subprocess.Popen([conftest.VRAMCTL, "--url", d.sock, "daemon", "restart"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        wait_for(lambda: "draining for up to" in d.log_text(), 10, what="the drain")
-        os.unlink(binary)
-        with open(binary, "w") as f:
-            f.write("not a program\n")
-        os.chmod(binary, 0o644)
-        out, err = ctl.communicate(timeout=60)
-        assert ctl.returncode == 1, out + err
-        assert f"cannot execute {binary}: Permission denied" in err, err
-        assert f"vramd (pid {d.proc.pid}) runs on" in err
-        log = d.log_text()
-        assert f"failed: cannot execute {binary}: Permission denied; vramd" in log, log
-        assert d.proc.poll() is None and "restarted in place" not in log
-        # the stream ended whole, and vramd accepts again, with the same pid
-        body = b""
-        while True:
-            n = int(rs.line(), 16)
-            if n == 0:
-                break
-            body += rs.exact(n)
-            rs.exact(2)
-        assert body == b"0\n1\n2\n"
-        assert d.get("/healthz").status_code == 200
-        st = restart_state(d)
-        assert st["pid"] == d.proc.pid and st["restarts"] == 0 and st["failed"] is True
-        assert "Permission denied" in st["last_error"]
-        forget_unadopted(d, old_pids)
-    finally:
-        shutil.rmtree(copy_dir, ignore_errors=True)
+    s = socket.create_connection(("127.0.0.1", d.port), timeout=15)
+    s.sendall(request("GET", "/w/echo/warm"))
+    rs = Reader(s)
+    assert rs.response()[0] == 200
+    old_pids = conftest.pids_of(d.workload("echo"))
+    # a stream holds the drain while the binary on disk is replaced by a file
+    # that cannot be executed: the check passed, the execve fails
+    s.sendall(request("GET", "/w/echo/drip"))
+    assert rs.head()[0] == 200
+    ctl = subprocess.Popen([conftest.VRAMCTL, "--url", d.sock, "daemon", "restart"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: "draining for up to" in d.log_text(), 10, what="the drain")
+    # unlinked and written anew, as a package manager puts a new binary in place
+    os.unlink(binary)
+    with open(binary, "w") as f:
+        f.write("not a program\n")
+    os.chmod(binary, mode)
+    out, err = ctl.communicate(timeout=60)
+    assert ctl.returncode == 1, out + err
+    assert f"cannot execute {binary}: {why}" in err, err
+    assert f"vramd (pid {d.proc.pid}) runs on" in err
+    log = d.log_text()
+    assert f"failed: cannot execute {binary}: {why}; vramd" in log, log
+    assert d.proc.poll() is None and "restarted in place" not in log
+    # the stream ended whole, and vramd accepts again, with the same pid
+    body = b""
+    while True:
+        n = int(rs.line(), 16)
+        if n == 0:
+            break
+        body += rs.exact(n)
+        rs.exact(2)
+    assert body == b"0\n1\n2\n"
+    assert d.get("/healthz").status_code == 200
+    st = restart_state(d)
+    assert st["pid"] == d.proc.pid and st["restarts"] == 0 and st["failed"] is True
+    assert why in st["last_error"]
+    forget_unadopted(d, old_pids)
 
 
 # ------------------------------------------------- the variable at start
@@ -468,6 +488,11 @@ def test_variable_never_reaches_workloads(daemon):
             env = f.read().split(b"\0")
         assert any(e.startswith(b"PORT=") for e in env)
         assert not any(e.startswith(b"VRAMD_LISTEN_FDS=") for e in env), env
+    # the signals it handles, blocked across the execve, are unblocked again
+    with open(f"/proc/{d.proc.pid}/status") as f:
+        blocked = int(re.search(r"SigBlk:\s+([0-9a-f]+)", f.read()).group(1), 16)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2):
+        assert not blocked & (1 << (sig - 1)), (sig, hex(blocked))
     # the sockets handed over are close-on-exec again in the new image
     fds = [int(n) for n in re.findall(r"\(fd (\d+)\)", handed)]
     assert len(fds) == 3
