@@ -1203,11 +1203,6 @@ int vram_upgrade_start(struct vram_upgrade *up, const char *who, uint64_t drain_
 	return 0;
 }
 
-bool vram_upgrade_busy(const struct vram_upgrade *up)
-{
-	return up && up->phase != PHASE_IDLE;
-}
-
 unsigned vram_upgrade_restarts(const struct vram_upgrade *up)
 {
 	return up->restarts;

@@ -227,8 +227,6 @@ int vram_upgrade_start(struct vram_upgrade *up, const char *who, uint64_t drain_
  * every connection anyway) and nothing is executed.
  */
 void vram_upgrade_cancel(struct vram_upgrade *up);
-/* Whether a restart is under way. */
-bool vram_upgrade_busy(const struct vram_upgrade *up);
 /* Restarts in place this process has been through. */
 unsigned vram_upgrade_restarts(const struct vram_upgrade *up);
 /*
