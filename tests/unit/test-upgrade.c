@@ -25,7 +25,9 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <event2/event.h>
 
+#include "common/clock.h"
 #include "daemon/upgrade.h"
 
 /* ---- helpers ---- */
@@ -315,6 +317,223 @@ static void test_self_exe(void **state)
 	assert_int_equal(vram_upgrade_self_exe(small, sizeof(small)), -ENAMETOOLONG);
 }
 
+
+/* ---- the sequence, with a host of the test's own ---- */
+
+struct fake_host {
+	unsigned begun, cut, ended, prepared;
+	size_t left;      /* what drain_left answers */
+	int prepare_r;    /* what prepare_exec returns */
+	unsigned answers;
+	int result;
+	char message[4096];
+};
+
+static void f_drain_begin(void *a) { ((struct fake_host *)a)->begun++; }
+static size_t f_drain_left(void *a, uint64_t grace) { (void)grace; return ((struct fake_host *)a)->left; }
+static void f_drain_cut(void *a) { ((struct fake_host *)a)->cut++; }
+static void f_drain_end(void *a) { ((struct fake_host *)a)->ended++; }
+
+static int f_prepare_exec(void *a, char *err, size_t size)
+{
+	struct fake_host *h = a;
+	h->prepared++;
+	snprintf(err, size, "the disk is full");
+	return h->prepare_r;
+}
+
+static int f_listeners(void *a, struct vram_listen_fds *ret)
+{
+	(void)a;
+	ret->n = 0;
+	return 0;
+}
+
+static void f_answer(int result, const char *message, void *arg)
+{
+	struct fake_host *h = arg;
+	h->answers++;
+	h->result = result;
+	snprintf(h->message, sizeof(h->message), "%s", message ? message : "");
+}
+
+/* A "binary" at sock_dir/name: a shell script with body. */
+static void script(const char *name, const char *body, char *path, size_t size)
+{
+	snprintf(path, size, "%s/%s", sock_dir, name);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fprintf(f, "#!/bin/sh\n%s", body);
+	fclose(f);
+	chmod(path, 0755);
+}
+
+static struct vram_upgrade *new_upgrade(struct event_base *base, const char *exe,
+					struct fake_host *h)
+{
+	static char *const argv[] = { "vramd", "--config", "c.yaml", NULL };
+	struct vram_upgrade_options opt = { .exe = exe, .argv = argv, .config = "c.yaml",
+					    .listen = "127.0.0.1:1", .gpus = "1x8GiB",
+					    .state_dir = "/tmp/s", .restarts = 4 };
+	struct vram_upgrade_host host = { .arg = h, .drain_begin = f_drain_begin,
+					  .drain_left = f_drain_left, .drain_cut = f_drain_cut,
+					  .drain_end = f_drain_end, .prepare_exec = f_prepare_exec,
+					  .listeners = f_listeners };
+	struct vram_upgrade *up;
+	assert_int_equal(vram_upgrade_new(base, &opt, &host, &up), 0);
+	return up;
+}
+
+/* Runs the loop until the restart is no longer under way (or 15 s). */
+static void run_idle(struct event_base *base, struct vram_upgrade *up)
+{
+	uint64_t end = vram_now_ms() + 15000;
+	for (;;) {
+		json_t *st = vram_upgrade_status_json(up, true);
+		bool busy = json_is_true(json_object_get(st, "restarting"));
+		json_decref(st);
+		if (!busy)
+			return;
+		assert_true(vram_now_ms() < end);
+		event_base_loop(base, EVLOOP_ONCE);
+	}
+}
+
+static const char *last_error(struct vram_upgrade *up, char *buf, size_t size)
+{
+	json_t *st = vram_upgrade_status_json(up, true);
+	assert_true(json_is_true(json_object_get(st, "failed")));
+	assert_int_equal(json_integer_value(json_object_get(st, "restarts")), 4);
+	snprintf(buf, size, "%s", json_string_value(json_object_get(st, "last_error")));
+	json_decref(st);
+	return buf;
+}
+
+static void test_failed_check_is_answered_with_its_output(void **state)
+{
+	(void)state;
+	struct event_base *base = event_base_new();
+	struct fake_host h = { 0 };
+	char exe[256], err[256], buf[4096];
+	script("bad-config", "echo \"args: $*\"; echo 'c.yaml:3:1: bogus: unknown key' >&2; exit 1\n",
+	       exe, sizeof(exe));
+	struct vram_upgrade *up = new_upgrade(base, exe, &h);
+	assert_int_equal(vram_upgrade_start(up, "the test", 1000, f_answer, &h, err, sizeof(err)), 0);
+	assert_int_equal(h.answers, 0); /* never from inside start */
+	assert_int_equal(vram_upgrade_start(up, "again", 1000, f_answer, &h, err, sizeof(err)), -EBUSY);
+	assert_non_null(strstr(err, "a restart in place asked by the test is under way (check)"));
+	run_idle(base, up);
+	assert_int_equal(h.answers, 1);
+	assert_int_equal(h.result, -EINVAL);
+	assert_non_null(strstr(h.message, "--check-config c.yaml failed (exit status 1): "));
+	assert_non_null(strstr(h.message, "args: --check-config c.yaml --listen 127.0.0.1:1 --gpus "
+				       "1x8GiB --state-dir /tmp/s"));
+	assert_non_null(strstr(h.message, "c.yaml:3:1: bogus: unknown key"));
+	assert_int_equal(h.begun, 0);
+	assert_int_equal(h.prepared, 0);
+	assert_non_null(strstr(last_error(up, buf, sizeof(buf)), "c.yaml:3:1: bogus: unknown key"));
+
+	/* a binary whose check passes but says nothing of the hand-over: too old */
+	script("old-vramd", "echo \"ok: $2\"\n", exe, sizeof(exe));
+	vram_upgrade_free(up);
+	up = new_upgrade(base, exe, &h);
+	assert_int_equal(vram_upgrade_start(up, "the test", 1000, f_answer, &h, err, sizeof(err)), 0);
+	run_idle(base, up);
+	assert_int_equal(h.result, -EINVAL);
+	assert_non_null(strstr(h.message, "takes no listening sockets over"));
+	assert_int_equal(h.begun, 0);
+
+	/* one that cannot be run at all: said at once */
+	chmod(exe, 0644);
+	assert_int_equal(vram_upgrade_start(up, "the test", 1000, f_answer, &h, err, sizeof(err)),
+			 -EACCES);
+	assert_non_null(strstr(err, "Permission denied"));
+	vram_upgrade_free(up);
+	event_base_free(base);
+}
+
+static const char good_check[] = "echo \"ok: $2\"; echo \"" VRAM_UPGRADE_CHECK_NOTE "9.9\"\n";
+
+static void test_manager_refusal_resumes(void **state)
+{
+	(void)state;
+	struct event_base *base = event_base_new();
+	struct fake_host h = { .prepare_r = -EIO };
+	char exe[256], err[256], buf[4096];
+	script("good", good_check, exe, sizeof(exe));
+	struct vram_upgrade *up = new_upgrade(base, exe, &h);
+	assert_int_equal(vram_upgrade_start(up, "the test", 1000, f_answer, &h, err, sizeof(err)), 0);
+	run_idle(base, up);
+	/* answered when the drain began, then called off: accepting again */
+	assert_int_equal(h.answers, 1);
+	assert_int_equal(h.result, 0);
+	assert_int_equal(h.begun, 1);
+	assert_int_equal(h.prepared, 1);
+	assert_int_equal(h.cut, 0);
+	assert_int_equal(h.ended, 1);
+	assert_string_equal(last_error(up, buf, sizeof(buf)),
+			    "the manager could not write its state: the disk is full");
+	vram_upgrade_free(up);
+	event_base_free(base);
+}
+
+static void test_drain_cut_when_its_time_is_up(void **state)
+{
+	(void)state;
+	struct event_base *base = event_base_new();
+	struct fake_host h = { .prepare_r = -EIO, .left = 3 };
+	char exe[256], err[256];
+	script("good", good_check, exe, sizeof(exe));
+	struct vram_upgrade *up = new_upgrade(base, exe, &h);
+	assert_int_equal(vram_upgrade_start(up, "the test", 100, NULL, NULL, err, sizeof(err)), 0);
+	uint64_t t0 = vram_now_ms();
+	run_idle(base, up);
+	uint64_t took = vram_now_ms() - t0;
+	/* the drain's 100 ms, then the flush's, then the exec (refused here) */
+	assert_true(took >= 100 + VRAM_UPGRADE_CUT_FLUSH_MS);
+	assert_true(took < 5000);
+	assert_int_equal(h.cut, 1);
+	assert_int_equal(h.prepared, 1);
+	assert_int_equal(h.ended, 1);
+	vram_upgrade_free(up);
+	event_base_free(base);
+}
+
+static void test_stop_during_the_check(void **state)
+{
+	(void)state;
+	struct event_base *base = event_base_new();
+	struct fake_host h = { 0 };
+	char exe[256], err[256], pidfile[300], cmd[400];
+	snprintf(pidfile, sizeof(pidfile), "%s/check.pid", sock_dir);
+	snprintf(cmd, sizeof(cmd), "echo $$ > %s; exec sleep 30\n", pidfile);
+	script("slow", cmd, exe, sizeof(exe));
+	struct vram_upgrade *up = new_upgrade(base, exe, &h);
+	assert_int_equal(vram_upgrade_start(up, "the test", 1000, f_answer, &h, err, sizeof(err)), 0);
+	long pid = 0;
+	for (int i = 0; i < 500 && pid <= 0; i++) {
+		event_base_loop(base, EVLOOP_NONBLOCK);
+		FILE *f = fopen(pidfile, "r");
+		if (f) {
+			if (fscanf(f, "%ld", &pid) != 1)
+				pid = 0;
+			fclose(f);
+		}
+		usleep(10000);
+	}
+	assert_true(pid > 0);
+	uint64_t t0 = vram_now_ms();
+	vram_upgrade_free(up);
+	assert_true(vram_now_ms() - t0 < 1000);
+	assert_int_equal(h.answers, 1);
+	assert_int_equal(h.result, -ECANCELED);
+	/* the binary went with it (its parent's group was killed) */
+	for (int i = 0; i < 200 && kill((pid_t)pid, 0) == 0; i++)
+		usleep(10000);
+	assert_int_equal(kill((pid_t)pid, 0), -1);
+	event_base_free(base);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -324,6 +543,10 @@ int main(void)
 		cmocka_unit_test(test_inherit_takes_the_variable_out_and_checks),
 		cmocka_unit_test(test_inherit_bad_variable_closes_listeners_only),
 		cmocka_unit_test(test_self_exe),
+		cmocka_unit_test(test_failed_check_is_answered_with_its_output),
+		cmocka_unit_test(test_manager_refusal_resumes),
+		cmocka_unit_test(test_drain_cut_when_its_time_is_up),
+		cmocka_unit_test(test_stop_during_the_check),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
