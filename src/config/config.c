@@ -528,6 +528,7 @@ SAME_CFG(hook_library, str_eq(a->daemon.hook_library, b->daemon.hook_library))
 SAME_CFG(workload_log_max, a->daemon.workload_log_max_bytes == b->daemon.workload_log_max_bytes)
 SAME_CFG(workload_log_keep, a->daemon.workload_log_keep == b->daemon.workload_log_keep)
 SAME_CFG(port_range_start, a->daemon.port_range_start == b->daemon.port_range_start)
+SAME_CFG(upgrade_drain, a->daemon.upgrade_drain_ms == b->daemon.upgrade_drain_ms)
 SAME_CFG(allowed_hosts, strv_eq(a->daemon.allowed_hosts, a->daemon.n_allowed_hosts,
 				b->daemon.allowed_hosts, b->daemon.n_allowed_hosts))
 SAME_CFG(cors_origins, strv_eq(a->daemon.cors_origins, a->daemon.n_cors_origins,
@@ -1536,6 +1537,11 @@ static void d_port_range_start(struct ctx *c, const struct vram_ynode *v, void *
 	get_unsigned(c, v, 1, 65535, &CFG(t)->daemon.port_range_start);
 }
 
+static void d_upgrade_drain(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_duration(c, v, false, 0, &CFG(t)->daemon.upgrade_drain_ms);
+}
+
 /* A host name ([A-Za-z0-9.-], labels not starting with '-') or [IPv6]. */
 static bool host_ok(const char *h, size_t n)
 {
@@ -1745,6 +1751,7 @@ static const struct key_def daemon_keys[] = {
 	{ "workload_log_max", d_workload_log_max, false, CFG_DAEMON(workload_log_max) },
 	{ "workload_log_keep", d_workload_log_keep, false, CFG_DAEMON(workload_log_keep) },
 	{ "port_range_start", d_port_range_start, false, CFG_DAEMON(port_range_start) },
+	{ "upgrade_drain", d_upgrade_drain, false, CFG_DAEMON(upgrade_drain) },
 	{ "allowed_hosts", d_allowed_hosts, false, CFG_DAEMON(allowed_hosts) },
 	{ "cors", d_cors, false, .sub = cors_keys, .n_sub = N_KEYS(cors_keys) },
 	{ "run_as", d_run_as, false, CFG_DAEMON(run_as) },
@@ -2221,6 +2228,7 @@ int vram_config_parse(const char *text, size_t len, const char *name,
 	c.cfg->daemon.workload_log_max_bytes = 10 * VRAM_MiB;
 	c.cfg->daemon.workload_log_keep = 3;
 	c.cfg->daemon.port_range_start = 18000;
+	c.cfg->daemon.upgrade_drain_ms = 10000;
 
 	r = vram_yaml_parse(text ? text : "", text ? len : 0, &root, &yerr);
 	if (r == -EINVAL) {

@@ -185,6 +185,8 @@ struct vram_config {
 		uint64_t workload_log_max_bytes; /* bytes per workload log before rotation */
 		unsigned workload_log_keep;      /* rotated files kept */
 		unsigned port_range_start;       /* first port for `port: auto` */
+		uint64_t upgrade_drain_ms;       /* ms a restart in place waits for the requests in
+						  * flight before it executes the new binary */
 		char *hook_library; /* owned; libvram.so; NULL = next to vramd (<prefix>/lib/vramd, or the build tree) */
 		char **allowed_hosts;  /* owned, NULL-terminated; Host values accepted besides the
 					* listen address and loopback names: "name" or "name:port" */

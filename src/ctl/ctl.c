@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/units.h"
 #include "common/version.h"
 #include "config/config.h"
@@ -24,6 +25,9 @@
 #define CTL_MAX_ARGS 16
 #define CTL_STATUS_TIMEOUT_MS 10000      /* ms for reads */
 #define CTL_ACTION_TIMEOUT_MS (15 * 60000) /* ms an action may take (a slow start) */
+/* ms a restart in place may take: the check (10 s at most), the drain (10 s by default), the start */
+#define CTL_RESTART_TIMEOUT_MS 60000
+#define CTL_RESTART_POLL_US 100000 /* us between two looks at a restart */
 
 struct ctl {
 	const char *url;
@@ -64,6 +68,9 @@ static void usage(FILE *f)
 	      "                                       run a command with libvram.so as an ad-hoc\n"
 	      "                                       workload; its output here, its exit status\n"
 	      "  reload                               read the daemon's config file again and apply it\n"
+	      "  daemon restart                       restart vramd in place from the binary on disk\n"
+	      "                                       (same pid, workloads and sockets); waits for the\n"
+	      "                                       new one to answer\n"
 	      "  mcp                                  MCP over stdio, bridged to the daemon's /mcp\n"
 	      "  mps status|start|stop [--gpus 0,1] [--force]\n"
 	      "                                       MPS control daemons: show, start, stop (--force: with workers)\n"
@@ -1078,6 +1085,104 @@ static int cmd_reload(const struct ctl *c)
 	return 0;
 }
 
+/* ---- daemon restart ---- */
+
+/*
+ * GET /api/daemon/restart, quietly: NULL while the daemon cannot be
+ * reached or answers nothing usable (it may be between two images).
+ */
+static json_t *restart_state(const struct vram_client_url *url, int timeout_ms)
+{
+	struct vram_client_response resp;
+	char err[512];
+	if (vram_client_request(url, "GET", "/api/daemon/restart", NULL, getenv("VRAMD_TOKEN"),
+				timeout_ms, &resp, err, sizeof(err)) < 0)
+		return NULL;
+	json_t *j = resp.status == 200 ? json_loadb(resp.body, resp.body_len, 0, NULL) : NULL;
+	vram_client_response_done(&resp);
+	return j;
+}
+
+/*
+ * vramctl daemon restart: asks for a restart in place, then waits until the
+ * new image answers (its count of restarts is one up) and /api/status
+ * answers too, or until the old one says why it did not happen.
+ */
+static int cmd_daemon(const struct ctl *c)
+{
+	if (c->n_args != 2 || strcmp(c->args[1], "restart") != 0)
+		return usage_error("%s", "daemon takes one command: restart");
+	uint64_t limit_ms = c->timeout_s > 0 ? (uint64_t)c->timeout_s * 1000 : CTL_RESTART_TIMEOUT_MS;
+	uint64_t deadline = vram_now_ms() + limit_ms;
+	struct vram_client_url url;
+	int r = connect_url(c, &url);
+	if (r)
+		return r;
+	struct vram_client_response resp;
+	r = call_ok(c, "POST", "/api/daemon/restart", NULL, (int)limit_ms, 202, "daemon restart", &resp);
+	if (r)
+		return r;
+	json_t *asked = json_loadb(resp.body, resp.body_len, 0, NULL);
+	vram_client_response_done(&resp);
+	json_int_t before = json_integer_value(json_object_get(asked, "restarts"));
+	json_int_t pid = json_integer_value(json_object_get(asked, "pid"));
+	char old_version[64];
+	snprintf(old_version, sizeof(old_version), "%s",
+		 json_string_value(json_object_get(asked, "version")) ?: "?");
+	json_decref(asked);
+	if (c->no_wait) {
+		printf("vramd (pid %lld) restarts in place\n", (long long)pid);
+		return 0;
+	}
+	/* new connections wait in the listeners' backlog while the old image drains */
+	json_t *st = NULL;
+	for (;;) {
+		uint64_t now = vram_now_ms();
+		if (now >= deadline)
+			break;
+		st = restart_state(&url, (int)(deadline - now));
+		if (st && json_integer_value(json_object_get(st, "restarts")) > before)
+			break;
+		if (st && json_is_false(json_object_get(st, "restarting")) &&
+		    json_is_true(json_object_get(st, "failed"))) {
+			const char *why = json_string_value(json_object_get(st, "last_error"));
+			fprintf(stderr, "vramctl: daemon restart: %s; vramd (pid %lld) runs on\n",
+				why ? why : "it failed (vramd's log says why)", (long long)pid);
+			json_decref(st);
+			return VRAM_CTL_EXIT_FAILED;
+		}
+		json_decref(st);
+		st = NULL;
+		usleep(CTL_RESTART_POLL_US);
+	}
+	if (!st) {
+		fprintf(stderr, "vramctl: daemon restart: no answer from the restarted vramd within %llu s\n",
+			(unsigned long long)(limit_ms / 1000));
+		return VRAM_CTL_EXIT_FAILED;
+	}
+	uint64_t now = vram_now_ms();
+	r = call_ok(c, "GET", "/api/status", NULL, now < deadline ? (int)(deadline - now) : 1000, 200,
+		    "daemon restart: status", &resp);
+	if (r) {
+		json_decref(st);
+		return r;
+	}
+	vram_client_response_done(&resp);
+	if (c->json) {
+		char *text = json_dumps(st, JSON_COMPACT);
+		if (text)
+			puts(text);
+		free(text);
+	} else {
+		printf("vramd restarted in place: pid %lld, version %s (was %s), restart %lld\n",
+		       (long long)json_integer_value(json_object_get(st, "pid")),
+		       json_string_value(json_object_get(st, "version")) ?: "?", old_version,
+		       (long long)json_integer_value(json_object_get(st, "restarts")));
+	}
+	json_decref(st);
+	return 0;
+}
+
 int vram_ctl_main(int argc, char **argv)
 {
 	struct ctl c;
@@ -1118,6 +1223,8 @@ int vram_ctl_main(int argc, char **argv)
 		return cmd_run(&c);
 	if (strcmp(cmd, "reload") == 0)
 		return cmd_reload(&c);
+	if (strcmp(cmd, "daemon") == 0)
+		return cmd_daemon(&c);
 	if (strcmp(cmd, "mcp") == 0) {
 		struct vram_client_url url;
 		if (c.n_args != 1)

@@ -33,6 +33,7 @@
 #include "daemon/mps.h"
 #include "daemon/mcp.h"
 #include "daemon/runas.h"
+#include "daemon/upgrade.h"
 #include "daemon/waitact.h"
 
 struct sse_client;
@@ -50,6 +51,7 @@ struct vram_api {
 	uint64_t status_built_ms;      /* ms, monotonic, when it was built */
 	struct vram_manager_sub *status_sub; /* state changes drop it */
 	struct vram_mcp *mcp;          /* the MCP server at /mcp */
+	struct vram_upgrade *upgrade;  /* borrowed; restart in place; NULL: not offered */
 };
 
 /*
@@ -94,6 +96,7 @@ static int h_mps_change(struct vram_api_call *c, json_t **ret);
 static int h_hook_processes(struct vram_api_call *c, json_t **ret);
 static int h_hook_action(struct vram_api_call *c, json_t **ret);
 static int h_reload(struct vram_api_call *c, json_t **ret);
+static int h_daemon_restart(struct vram_api_call *c, json_t **ret);
 static int run_action(struct vram_api_call *c, enum vram_action action, json_t **ret);
 
 static const struct vram_api_route routes[] = {
@@ -111,6 +114,7 @@ static const struct vram_api_route routes[] = {
 	{ VRAM_API_GET, "/api/workloads/{name}/logs", h_logs, 0 },
 	{ VRAM_API_GET, "/api/events", h_events, 0 },
 	{ VRAM_API_POST, "/api/reload", h_reload, 0 },
+	{ VRAM_API_GET | VRAM_API_POST, "/api/daemon/restart", h_daemon_restart, 0 },
 	{ VRAM_API_GET, "/api/gpu/status", h_compat_status, 0 },
 	{ VRAM_API_POST, "/api/gpu/offload", h_compat_action, VRAM_ACTION_OFFLOAD },
 	{ VRAM_API_POST, "/api/gpu/release", h_compat_action, VRAM_ACTION_RELEASE },
@@ -287,6 +291,17 @@ static int call_object(struct vram_api_call *c, bool required, const char *const
 	}
 	*ret_obj = obj;
 	return 0;
+}
+
+/* A body, if any, must be an empty JSON object. Returns 0, or a status with the error in *ret. */
+static int call_no_fields(struct vram_api_call *c, json_t **ret)
+{
+	static const char *const no_fields[] = { NULL };
+	json_t *obj;
+	int st = call_object(c, false, no_fields, &obj, ret);
+	if (st == 0)
+		json_decref(obj);
+	return st;
 }
 
 /* ------------------------------------------------------------ who asks */
@@ -494,6 +509,101 @@ static int h_reload(struct vram_api_call *c, json_t **ret)
 	}
 }
 
+/* ------------------------------------------------------ restart in place */
+
+/* A POST /api/daemon/restart waiting for the binary's check. */
+struct restart_call {
+	struct vram_api *api;
+	struct evhttp_request *req; /* NULL once the client went away */
+};
+
+static void on_restart_close(struct evhttp_connection *evcon, void *arg)
+{
+	struct restart_call *rc = arg;
+	vram_http_release_detached(rc->req);
+	rc->req = NULL; /* the restart goes on; its answer finds nobody */
+}
+
+static void on_restart_answer(int result, const char *message, void *arg)
+{
+	struct restart_call *rc = arg;
+	struct evhttp_request *req = rc->req;
+	struct vram_upgrade *up = rc->api->upgrade;
+	free(rc);
+	if (!req)
+		return;
+	vram_http_unwatch(req);
+	if (result == 0) {
+		json_t *body = vram_upgrade_status_json(up, false);
+		json_object_del(body, "last_error");
+		json_object_del(body, "failed");
+		vram_http_reply_json(req, 202, body);
+		json_decref(body);
+	} else if (result == -EINVAL) {
+		vram_http_reply_error(req, 409, "check_failed",
+				      "the restart was called off, vramd runs on unchanged: %s",
+				      message);
+	} else if (result == -ECANCELED) {
+		vram_http_reply_error(req, 503, "shutting_down", "%s", message);
+	} else {
+		vram_http_reply_error(req, 500, "restart_failed",
+				      "the restart was called off, vramd runs on unchanged: %s",
+				      message);
+	}
+}
+
+/*
+ * POST /api/daemon/restart: restart in place (upgrade.h). The binary on
+ * disk checks the config first; 202 {"restarting": true, "pid", "version",
+ * "restarts", ...} once it passed and the drain begins (the new image
+ * follows), 409 check_failed with the check's output, 409 restarting while
+ * one is under way, 403 for a client that may not, 500 when the check
+ * cannot be run. GET: where restarts stand (vramctl daemon restart waits
+ * on it); the last failure's text only for those who may restart.
+ */
+static int h_daemon_restart(struct vram_api_call *c, json_t **ret)
+{
+	struct vram_api *api = c->api;
+	if (!api->upgrade)
+		return vram_http_error_out(ret, 503, "unavailable",
+					   "this vramd cannot restart in place");
+	/* as the owner of the daemon's own processes: its user or root, or a token holder */
+	bool may = vram_runas_may_manage(&c->peer, geteuid(), geteuid());
+	if (evhttp_request_get_command(c->req) != EVHTTP_REQ_POST) {
+		*ret = vram_upgrade_status_json(api->upgrade, may);
+		return *ret ? 200 : vram_http_error_out(ret, 500, NULL, "out of memory");
+	}
+	char who[160];
+	vram_peer_describe(&c->peer, who, sizeof(who));
+	if (!may)
+		return vram_http_error_out(ret, 403, "forbidden",
+					   "only vramd's own user or root on the control socket, or a "
+					   "client with the daemon's token, may restart vramd; this "
+					   "request came from %s", who);
+	int st = call_no_fields(c, ret);
+	if (st)
+		return st;
+	struct restart_call *rc = calloc(1, sizeof(*rc));
+	if (!rc)
+		return vram_http_error_out(ret, 500, NULL, "out of memory");
+	rc->api = api;
+	rc->req = c->req;
+	char err[1024];
+	int r = vram_upgrade_start(api->upgrade, who,
+				   vram_manager_config(api->m)->daemon.upgrade_drain_ms,
+				   on_restart_answer, rc, err, sizeof(err));
+	if (r < 0) {
+		free(rc);
+		if (r == -EBUSY)
+			return vram_http_error_out(ret, 409, "restarting", "%s", err);
+		return vram_http_error_out(ret, 500, "restart_failed",
+					   "the restart was called off, vramd runs on unchanged: %s",
+					   err);
+	}
+	vram_http_watch_close(c->req, on_restart_close, rc);
+	return 0;
+}
+
 /* ------------------------------------------------------------------ MPS */
 
 static int h_mps_status(struct vram_api_call *c, json_t **ret)
@@ -573,12 +683,9 @@ static int h_action(struct vram_api_call *c, json_t **ret)
 static int run_action(struct vram_api_call *c, enum vram_action action, json_t **ret)
 {
 	const char *name = c->match->name;
-	static const char *const no_fields[] = { NULL };
-	json_t *obj;
-	int st = call_object(c, false, no_fields, &obj, ret);
+	int st = call_no_fields(c, ret);
 	if (st)
 		return st;
-	json_decref(obj);
 
 	bool wait = true;
 	const char *w = evhttp_find_header(&c->query, "wait");
@@ -1235,12 +1342,13 @@ int vram_api_new(struct event_base *base, struct vram_manager *m, struct vram_ap
 	return 0;
 }
 
-void vram_api_close_clients(struct vram_api *api)
+void vram_api_set_upgrade(struct vram_api *api, struct vram_upgrade *up)
 {
-	if (!api)
-		return;
-	api->closing = true;
-	vram_mcp_close_clients(api->mcp);
+	api->upgrade = up;
+}
+
+void vram_api_end_streams(struct vram_api *api)
+{
 	while (!vram_list_empty(&api->sse)) {
 		struct sse_client *s = vram_list_entry(vram_list_first(&api->sse), struct sse_client, link);
 		struct evhttp_connection *evcon = evhttp_request_get_connection(s->req);
@@ -1249,6 +1357,15 @@ void vram_api_close_clients(struct vram_api *api)
 		evhttp_send_reply_end(s->req);
 		sse_unlink_free(s);
 	}
+}
+
+void vram_api_close_clients(struct vram_api *api)
+{
+	if (!api)
+		return;
+	api->closing = true;
+	vram_mcp_close_clients(api->mcp);
+	vram_api_end_streams(api);
 	vram_waitact_close(api->wa);
 }
 

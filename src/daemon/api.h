@@ -13,6 +13,7 @@
  *   PUT  /api/workloads/{name}/idle      {"offload_after": "10m", "release_after": 3600}
  *   GET  /api/workloads/{name}/logs      [?tail=N]
  *   GET  /api/events                     server-sent events
+ *   POST /api/daemon/restart             restart in place (GET: where it stands)
  *   GET  /api/gpu/status, POST /api/gpu/offload|release|timeout   (TTS-style)
  *   POST /mcp (GET, DELETE)              the MCP server, see mcp.h
  *
@@ -127,6 +128,18 @@ int vram_api_new(struct event_base *base, struct vram_manager *m, struct vram_ap
 void vram_api_close_clients(struct vram_api *api);
 /* Calls vram_api_close_clients and frees. Accepts NULL. */
 void vram_api_free(struct vram_api *api);
+/*
+ * Ends every event stream (a last chunk), as a restart in place drains:
+ * a stream never ends by itself, and its client reconnects to the next
+ * image.
+ */
+void vram_api_end_streams(struct vram_api *api);
+/*
+ * Offers restart in place at /api/daemon/restart through up (borrowed,
+ * outlives the API, or NULL). Without it the route answers 503.
+ */
+struct vram_upgrade;
+void vram_api_set_upgrade(struct vram_api *api, struct vram_upgrade *up);
 
 /* The request callback for vram_http_new (arg is the struct vram_api). */
 void vram_api_handle(struct evhttp_request *req, bool trusted, void *arg);

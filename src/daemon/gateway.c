@@ -18,6 +18,7 @@
 #include <event2/http.h>
 #include <event2/listener.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/units.h"
 #include "daemon/api.h"
@@ -168,26 +169,37 @@ out_free:
 	return -ENOMEM;
 }
 
-void vram_gateway_close_clients(struct vram_gateway *gw)
+/* Every listener stops accepting; the sockets stay open (connections wait in the backlog). */
+static void listeners_pause(struct vram_gateway *gw)
 {
-	if (!gw)
-		return;
-	gw->closing = true;
 	for (size_t i = 0; i < gw->n_listeners; i++) {
 		/* first: a pause in progress would end by enabling the listener */
 		vram_accept_guard_free(gw->listeners[i].guard);
 		gw->listeners[i].guard = NULL;
 		evconnlistener_disable(gw->listeners[i].l);
 	}
+}
+
+/*
+ * Ends every request: those waiting for their workload and those in flight
+ * without a response get status 503 with code and message (retry_after > 0
+ * adds Retry-After) and their connection closes; a response under way is
+ * cut off where it is.
+ */
+static void end_requests(struct vram_gateway *gw, const char *code, int retry_after,
+			 const char *message)
+{
 	for (size_t i = 0; i < gw->n_wls; i++) {
 		struct gw_wl *wl = gw->wls[i];
 		if (wl->waiter) {
 			vram_manager_waiter_cancel(wl->waiter);
 			wl->waiter = NULL;
 		}
-		while (!vram_list_empty(&wl->queue))
-			gw__fail_req(gw__req_of(wl->queue.next), 503, "shutting_down", 0,
-				     "vramd is shutting down");
+		while (!vram_list_empty(&wl->queue)) {
+			struct gw_req *r = gw__req_of(wl->queue.next);
+			r->keep_alive = false;
+			gw__fail_req(r, 503, code, retry_after, "%s", message);
+		}
 	}
 	while (!vram_list_empty(&gw->active)) {
 		struct gw_req *r = gw__req_of(gw->active.next);
@@ -197,9 +209,126 @@ void vram_gateway_close_clients(struct vram_gateway *gw)
 			gw__client_close_soon(c);
 		} else {
 			r->keep_alive = false;
-			gw__fail_req(r, 503, "shutting_down", 0, "vramd is shutting down");
+			gw__fail_req(r, 503, code, retry_after, "%s", message);
 		}
 	}
+}
+
+void vram_gateway_close_clients(struct vram_gateway *gw)
+{
+	if (!gw)
+		return;
+	gw->closing = true;
+	listeners_pause(gw);
+	end_requests(gw, "shutting_down", 0, "vramd is shutting down");
+}
+
+/* ------------------------------------------------ restart in place */
+
+/* Calls fn on every request waiting for its workload or in flight. */
+static void for_each_request(struct vram_gateway *gw, void (*fn)(struct gw_req *r))
+{
+	struct vram_list *pos;
+	for (size_t i = 0; i < gw->n_wls; i++)
+		vram_list_for_each(pos, &gw->wls[i]->queue)
+			fn(gw__req_of(pos));
+	vram_list_for_each(pos, &gw->active)
+		fn(gw__req_of(pos));
+}
+
+/* A response not begun yet says "Connection: close", and its connection ends after it. */
+static void req_last_on_connection(struct gw_req *r)
+{
+	if (!r->replying)
+		r->keep_alive = false;
+}
+
+void vram_gateway_drain_begin(struct vram_gateway *gw)
+{
+	gw->draining = true;
+	listeners_pause(gw);
+	/*
+	 * A response whose head is out already said keep-alive: its connection
+	 * goes back to idle when it ends, and the next request on it is
+	 * answered with "Connection: close" (or, if none comes, it is closed
+	 * as idle by vram_gateway_drain_left).
+	 */
+	for_each_request(gw, req_last_on_connection);
+}
+
+size_t vram_gateway_drain_left(struct vram_gateway *gw, uint64_t idle_grace_ms)
+{
+	uint64_t now = vram_now_ms();
+	size_t left = 0;
+	struct vram_list *pos, *tmp;
+	vram_list_for_each_safe(pos, tmp, &gw->clients) {
+		struct gw_client *c = vram_list_entry(pos, struct gw_client, link);
+		/* answered and shut for writing: what the kernel holds still goes out after exec */
+		if (c->lingering)
+			continue;
+		/* a request in service or half read, an answer being sent */
+		if (c->req || c->in.len || gw__client_pending(c) > 0 || c->closing) {
+			left++;
+			continue;
+		}
+		/*
+		 * Idle: a request may be on its way (a client like wrk sends the
+		 * next one as soon as an answer is in), so the connection is left
+		 * open for idle_grace_ms before it is closed. It has no request, so
+		 * closing it (or dropping it when shutdown fails) ends nothing else.
+		 */
+		if (!c->drain_idle_ms)
+			c->drain_idle_ms = now ? now : 1;
+		if (now - c->drain_idle_ms < idle_grace_ms) {
+			left++;
+			continue;
+		}
+		gw__client_close_soon(c);
+	}
+	return left;
+}
+
+void vram_gateway_drain_cut(struct vram_gateway *gw)
+{
+	end_requests(gw, "restarting", VRAM_GATEWAY_RETRY_AFTER_S,
+		     "vramd is restarting in place and could not wait for this request "
+		     "(daemon.upgrade_drain); try again");
+	struct vram_list *pos, *tmp;
+	vram_list_for_each_safe(pos, tmp, &gw->clients) {
+		struct gw_client *c = vram_list_entry(pos, struct gw_client, link);
+		/* half-read requests and idle connections: no request, nothing else ends */
+		if (!c->lingering && !c->req)
+			gw__client_close_soon(c);
+	}
+}
+
+void vram_gateway_drain_end(struct vram_gateway *gw)
+{
+	gw->draining = false;
+	struct vram_list *pos;
+	vram_list_for_each(pos, &gw->clients)
+		vram_list_entry(pos, struct gw_client, link)->drain_idle_ms = 0;
+	if (gw->closing)
+		return;
+	for (size_t i = 0; i < gw->n_listeners; i++) {
+		evconnlistener_enable(gw->listeners[i].l);
+		if (!gw->listeners[i].guard)
+			gw->listeners[i].guard = vram_accept_guard_new(gw->base, gw->listeners[i].l,
+								       "gateway");
+	}
+}
+
+size_t vram_gateway_listener_count(const struct vram_gateway *gw)
+{
+	return gw->n_listeners;
+}
+
+int vram_gateway_listener_fd(const struct vram_gateway *gw, size_t i, bool *ret_unix)
+{
+	if (i >= gw->n_listeners)
+		return -ENOENT;
+	*ret_unix = gw->listeners[i].trusted;
+	return evconnlistener_get_fd(gw->listeners[i].l);
 }
 
 void vram_gateway_free(struct vram_gateway *gw)

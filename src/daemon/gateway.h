@@ -37,6 +37,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 struct event_base;
@@ -115,6 +116,39 @@ int vram_gateway_listen_unix(struct vram_gateway *gw, const char *path, char *er
 /* The same with the socket file's mode and group (vram_http_listen_unix_shared). */
 int vram_gateway_listen_unix_shared(struct vram_gateway *gw, const char *path, mode_t mode,
 				    gid_t gid, char *err, size_t err_size);
+/*
+ * The same on a listening socket handed over by the image before a
+ * restart in place (upgrade.h), instead of binding: fd (taken) is a TCP
+ * socket bound for hostport, or the control socket at path, whose file
+ * then gets mode and gid as the config has them now. Same returns.
+ */
+int vram_gateway_listen_tcp_fd(struct vram_gateway *gw, int fd, const char *hostport,
+			       unsigned *ret_port, char *err, size_t err_size);
+int vram_gateway_listen_unix_fd(struct vram_gateway *gw, int fd, const char *path, mode_t mode,
+				gid_t gid, char *err, size_t err_size);
+/* The listeners, to hand over: how many, and the socket of the i-th (*ret_unix: the control socket). */
+size_t vram_gateway_listener_count(const struct vram_gateway *gw);
+int vram_gateway_listener_fd(const struct vram_gateway *gw, size_t i, bool *ret_unix);
+
+/*
+ * The drain of a restart in place (upgrade.h). drain_begin: every listener
+ * stops accepting and its socket stays open, so that new connections wait
+ * in the kernel's backlog for the next image; every answer from now on
+ * says "Connection: close" and ends its connection, also one to a request
+ * that arrives on a kept-alive connection during the drain. A response
+ * whose head went out before goes on to its end (streams too).
+ * drain_left: what is still going on (requests waiting or in flight, half
+ * read, answers not yet handed to the kernel); a connection idle for
+ * idle_grace_ms is closed (its write side shut) and counts no more.
+ * drain_cut: the drain's time is up: the requests left are answered 503
+ * "restarting" with Retry-After, responses under way are cut, idle and
+ * half-read connections closed. drain_end: no restart after all: accepting
+ * again, keep-alive as before.
+ */
+void vram_gateway_drain_begin(struct vram_gateway *gw);
+size_t vram_gateway_drain_left(struct vram_gateway *gw, uint64_t idle_grace_ms);
+void vram_gateway_drain_cut(struct vram_gateway *gw);
+void vram_gateway_drain_end(struct vram_gateway *gw);
 /*
  * Answers every waiting request 503 and cancels every request in flight
  * (closing its client); stops accepting. Call before the manager shuts down.

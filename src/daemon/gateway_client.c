@@ -381,6 +381,10 @@ static void client_process(struct gw_client *c)
 			bad_request(c, hl);
 			break;
 		}
+		/* draining for a restart: answered, then the connection ends (a new one waits for
+		 * the next image in the kernel's backlog) */
+		if (c->gw->draining)
+			h.keep_alive = false;
 		if (!c->admitted) {
 			enum gw_door d = front_door(c, &h);
 			if (d == GW_DOOR_CLOSED)

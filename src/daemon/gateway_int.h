@@ -171,6 +171,8 @@ struct gw_client {
 	size_t body_max;               /* bytes: the body limit of the request being read */
 	time_t stamp;                  /* s: start of the request being read, or of idleness */
 	time_t out_stamp;              /* s: last write progress */
+	uint64_t drain_idle_ms;        /* ms, monotonic: idle since, as a drain saw it; 0: not
+					* seen idle (vram_gateway_drain_left) */
 	bool trusted;                  /* the Unix socket: no token asked */
 	bool processing;               /* inside client_process */
 	bool dead;                     /* dropped while processing: freed on the way out */
@@ -251,6 +253,7 @@ struct vram_gateway {
 	struct vram_buf head;      /* a response head being built */
 	struct vram_buf dechunked; /* body bytes decoded for an HTTP/1.0 client */
 	bool closing;
+	bool draining;             /* a restart in place: not accepting, every answer closes */
 };
 
 enum gw_route {

@@ -234,19 +234,43 @@ static int listener_add(struct vram_gateway *gw, int fd, bool trusted, const cha
 	return 0;
 }
 
-int vram_gateway_listen_tcp(struct vram_gateway *gw, const char *hostport, unsigned *ret_port,
-			    char *err, size_t err_size)
+/* Listens on the TCP socket fd (taken), bound for hostport. */
+static int listen_tcp_on(struct vram_gateway *gw, int fd, const char *hostport, unsigned port,
+			 unsigned *ret_port, char *err, size_t err_size)
 {
-	unsigned port = 0;
 	char host[256];
-	int fd = vram_http_listen_tcp(hostport, &port, err, err_size);
-	if (fd < 0)
-		return fd;
 	if (vram_http_split_hostport(hostport, host, sizeof(host), &(unsigned){ 0 }) < 0)
 		host[0] = '\0'; /* vram_http_listen_tcp split it already */
 	if (ret_port)
 		*ret_port = port;
 	return listener_add(gw, fd, false, NULL, host, port, err, err_size);
+}
+
+int vram_gateway_listen_tcp(struct vram_gateway *gw, const char *hostport, unsigned *ret_port,
+			    char *err, size_t err_size)
+{
+	unsigned port = 0;
+	int fd = vram_http_listen_tcp(hostport, &port, err, err_size);
+	if (fd < 0)
+		return fd;
+	return listen_tcp_on(gw, fd, hostport, port, ret_port, err, err_size);
+}
+
+int vram_gateway_listen_tcp_fd(struct vram_gateway *gw, int fd, const char *hostport,
+			       unsigned *ret_port, char *err, size_t err_size)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	unsigned port = 0;
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+		port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+						: ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	if (evutil_make_socket_nonblocking(fd) < 0) {
+		snprintf(err, err_size, "descriptor %d: cannot make it non-blocking", fd);
+		close(fd);
+		return -EINVAL;
+	}
+	return listen_tcp_on(gw, fd, hostport, port, ret_port, err, err_size);
 }
 
 int vram_gateway_listen_unix(struct vram_gateway *gw, const char *path, char *err, size_t err_size)
@@ -261,6 +285,25 @@ int vram_gateway_listen_unix_shared(struct vram_gateway *gw, const char *path, m
 	if (fd < 0)
 		return fd;
 	int r = listener_add(gw, fd, true, path, NULL, 0, err, err_size);
+	if (r < 0)
+		unlink(path);
+	return r;
+}
+
+int vram_gateway_listen_unix_fd(struct vram_gateway *gw, int fd, const char *path, mode_t mode,
+				gid_t gid, char *err, size_t err_size)
+{
+	/* the config's mode and group now, which may differ from the image's before */
+	int r = vram_http_unix_set_mode(path, mode, gid, err, err_size);
+	if (r == 0 && evutil_make_socket_nonblocking(fd) < 0) {
+		snprintf(err, err_size, "descriptor %d: cannot make it non-blocking", fd);
+		r = -EINVAL;
+	}
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	r = listener_add(gw, fd, true, path, NULL, 0, err, err_size);
 	if (r < 0)
 		unlink(path);
 	return r;

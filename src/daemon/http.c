@@ -42,6 +42,7 @@
 struct listener {
 	struct vram_http *owner;
 	struct evhttp *evh; /* owned */
+	int fd;             /* the listening socket, owned by evh */
 	bool trusted;       /* Unix socket: no token asked */
 	struct vram_accept_guard *guard; /* owned; NULL if it could not be made */
 };
@@ -665,20 +666,29 @@ int vram_http_listen_unix(const char *path, char *err, size_t err_size)
 	return fd;
 }
 
+int vram_http_unix_set_mode(const char *path, mode_t mode, gid_t gid, char *err, size_t err_size)
+{
+	/* the group first: a 0660 socket with the wrong group would let that group in */
+	if ((gid != (gid_t)-1 && chown(path, (uid_t)-1, gid) < 0) || chmod(path, mode) < 0) {
+		int e = errno;
+		snprintf(err, err_size, "cannot give %s group %lu and mode %04o: %s", path,
+			 (unsigned long)gid, (unsigned)mode, strerror(e));
+		return -e;
+	}
+	return 0;
+}
+
 int vram_http_listen_unix_shared(const char *path, mode_t mode, gid_t gid, char *err,
 				 size_t err_size)
 {
 	int fd = vram_http_listen_unix(path, err, err_size);
 	if (fd < 0 || (mode == 0600 && gid == (gid_t)-1))
 		return fd;
-	/* the group first: a 0660 socket with the wrong group would let that group in */
-	if ((gid != (gid_t)-1 && chown(path, (uid_t)-1, gid) < 0) || chmod(path, mode) < 0) {
-		int e = errno;
-		snprintf(err, err_size, "cannot give %s group %lu and mode %04o: %s", path,
-			 (unsigned long)gid, (unsigned)mode, strerror(e));
+	int r = vram_http_unix_set_mode(path, mode, gid, err, err_size);
+	if (r < 0) {
 		unlink(path);
 		close(fd);
-		return -e;
+		return r;
 	}
 	return fd;
 }
@@ -701,6 +711,7 @@ static int listener_accept(struct vram_http *h, int fd, bool trusted, char *err,
 		close(fd);
 		return -e;
 	}
+	l->fd = fd;
 	/* without it the listener would still work, only spin when out of descriptors */
 	l->guard = vram_accept_guard_new(h->base, evhttp_bound_socket_get_listener(bound), "API");
 	return 0;
@@ -713,11 +724,10 @@ int vram_http_bind_tcp(struct vram_http *h, const char *hostport, unsigned *ret_
 	return fd < 0 ? fd : listener_accept(h, fd, false, err, err_size);
 }
 
-int vram_http_bind_unix(struct vram_http *h, const char *path, char *err, size_t err_size)
+int vram_http_accept_unix(struct vram_http *h, int fd, const char *path, char *err,
+			  size_t err_size)
 {
-	int fd = vram_http_listen_unix(path, err, err_size);
-	if (fd < 0)
-		return fd;
+	(void)evutil_make_socket_nonblocking(fd); /* made so; an inherited one is checked only */
 	int r = listener_accept(h, fd, true, err, err_size);
 	if (r < 0) {
 		unlink(path);
@@ -726,6 +736,22 @@ int vram_http_bind_unix(struct vram_http *h, const char *path, char *err, size_t
 	free(h->unix_path);
 	h->unix_path = strdup(path);
 	return 0;
+}
+
+int vram_http_bind_unix(struct vram_http *h, const char *path, char *err, size_t err_size)
+{
+	int fd = vram_http_listen_unix(path, err, err_size);
+	if (fd < 0)
+		return fd;
+	return vram_http_accept_unix(h, fd, path, err, err_size);
+}
+
+int vram_http_unix_fd(const struct vram_http *h)
+{
+	for (size_t i = 0; i < h->n_listeners; i++)
+		if (h->listeners[i].trusted)
+			return h->listeners[i].fd;
+	return -ENOENT;
 }
 
 void vram_http_free(struct vram_http *h)

@@ -98,6 +98,20 @@ int vram_http_listen_unix(const char *path, char *err, size_t err_size);
  */
 int vram_http_listen_unix_shared(const char *path, mode_t mode, gid_t gid, char *err,
 				 size_t err_size);
+/*
+ * Gives the socket file at path group gid (unless it is (gid_t)-1), then
+ * mode. Returns 0 or -errno with a reason in err.
+ */
+int vram_http_unix_set_mode(const char *path, mode_t mode, gid_t gid, char *err, size_t err_size);
+/*
+ * Serves on fd (taken), a listening Unix socket at path handed over by the
+ * image before a restart in place (upgrade.h), as vram_http_bind_unix
+ * would have made it. Returns 0 or -errno with a reason in err.
+ */
+int vram_http_accept_unix(struct vram_http *h, int fd, const char *path, char *err,
+			  size_t err_size);
+/* The listening socket of the Unix listener (for the hand-over), or -ENOENT. */
+int vram_http_unix_fd(const struct vram_http *h);
 
 /*
  * Splits "HOST:PORT" / "[v6]:PORT" into host (NUL-terminated, brackets

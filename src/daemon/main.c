@@ -2,7 +2,10 @@
 /*
  * vramd: loads the config, opens the GPUs, creates the manager, serves the
  * REST API on TCP and on a Unix socket, and on SIGTERM/SIGINT stops every
- * workload before it exits.
+ * workload before it exits. SIGHUP reads the config again; SIGUSR2
+ * restarts vramd in place (upgrade.h), from the binary on disk, keeping
+ * its pid, its workloads and its listening sockets. After such a restart
+ * it starts on the sockets it was handed instead of binding them.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -29,6 +32,7 @@
 #include "daemon/metrics.h"
 #include "daemon/relay.h"
 #include "daemon/spawn.h"
+#include "daemon/upgrade.h"
 #include "gpu/gpu.h"
 
 /* Descriptors the daemon asks for (its soft RLIMIT_NOFILE, up to the hard limit). */
@@ -47,7 +51,8 @@ struct daemon {
 	struct vram_metrics *metrics;
 	struct vram_gateway *gw;
 	struct vram_http *http;
-	struct event *sig_term, *sig_int, *sig_hup, *guard;
+	struct vram_upgrade *up;
+	struct event *sig_term, *sig_int, *sig_hup, *sig_usr2, *guard;
 	bool stopping;
 };
 
@@ -89,6 +94,18 @@ static void on_guard(evutil_socket_t fd, short what, void *arg)
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
 	struct daemon *d = arg;
+	if (sig == SIGUSR2) {
+		char err[1024];
+		if (d->stopping)
+			return;
+		vram_info("SIGUSR2: restarting in place");
+		/* the check's failure is logged by the restart itself */
+		if (vram_upgrade_start(d->up, "SIGUSR2",
+				       vram_manager_config(d->m)->daemon.upgrade_drain_ms, NULL, NULL,
+				       err, sizeof(err)) == -EBUSY)
+			vram_warn("SIGUSR2 ignored: %s", err);
+		return;
+	}
 	if (sig == SIGHUP) {
 		char err[4096];
 		json_t *report = NULL;
@@ -111,6 +128,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	}
 	d->stopping = true;
 	vram_info("%s: stopping all workloads", strsignal((int)sig));
+	vram_upgrade_cancel(d->up);
 	vram_gateway_close_clients(d->gw);
 	vram_api_close_clients(d->api);
 	struct timeval tv = { SHUTDOWN_GUARD_S, 0 };
@@ -118,6 +136,73 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	if (d->guard)
 		evtimer_add(d->guard, &tv);
 	vram_manager_shutdown(d->m, on_stopped, d);
+}
+
+/* ---- what a restart in place borrows (upgrade.h) ---- */
+
+static void up_drain_begin(void *arg)
+{
+	struct daemon *d = arg;
+	vram_gateway_drain_begin(d->gw);
+	vram_api_end_streams(d->api);
+}
+
+static size_t up_drain_left(void *arg, uint64_t idle_grace_ms)
+{
+	struct daemon *d = arg;
+	return vram_gateway_drain_left(d->gw, idle_grace_ms);
+}
+
+static void up_drain_cut(void *arg)
+{
+	struct daemon *d = arg;
+	vram_gateway_drain_cut(d->gw);
+}
+
+static void up_drain_end(void *arg)
+{
+	struct daemon *d = arg;
+	vram_gateway_drain_end(d->gw);
+}
+
+static int up_prepare_exec(void *arg, char *err, size_t err_size)
+{
+	struct daemon *d = arg;
+	return vram_manager_prepare_exec(d->m, err, err_size);
+}
+
+static int up_listeners(void *arg, struct vram_listen_fds *ret)
+{
+	struct daemon *d = arg;
+	size_t n = vram_gateway_listener_count(d->gw);
+	ret->n = 0;
+	for (size_t i = 0; i <= n; i++) {
+		bool is_unix = true;
+		int fd = i < n ? vram_gateway_listener_fd(d->gw, i, &is_unix) : vram_http_unix_fd(d->http);
+		enum vram_listen_role role = i == n ? VRAM_LISTEN_API
+					   : is_unix ? VRAM_LISTEN_CONTROL : VRAM_LISTEN_TCP;
+		if (fd < 0)
+			continue;
+		if (ret->n == VRAM_UPGRADE_FDS_MAX)
+			return -ENOSPC;
+		int r = vram_upgrade_describe_fd(fd, role, &ret->fds[ret->n]);
+		if (r < 0)
+			return r;
+		ret->n++;
+	}
+	return 0;
+}
+
+/* Appends "ROLE ADDR (fd N)" of an inherited listener to buf (size bytes, at *off). */
+static void note_inherited(char *buf, size_t size, size_t *off, enum vram_listen_role role,
+			   const char *addr, int fd)
+{
+	if (fd < 0 || *off >= size)
+		return;
+	int n = snprintf(buf + *off, size - *off, "%s%s %s (fd %d)", *off ? ", " : "",
+			 vram_listen_role_name(role), addr, fd);
+	if (n > 0)
+		*off += (size_t)n;
 }
 
 /* Loads the config; prints its errors (file:line:col) to stderr. Returns 0 or -errno. */
@@ -147,6 +232,7 @@ static int check_config(const char *path, const struct vram_config_overrides *ov
 	printf("ok: %s: %zu workload%s (%zu instance%s), gpus backend %s\n", path, cfg->n_workloads,
 	       cfg->n_workloads == 1 ? "" : "s", instances, instances == 1 ? "" : "s",
 	       vram_gpu_backend_name(cfg->gpus.backend));
+	vram_upgrade_check_note(stdout);
 	vram_config_free(cfg);
 	return 0;
 }
@@ -156,6 +242,16 @@ int main(int argc, char **argv)
 	/* vramd run again as a workload's output relay (relay.h): nothing else is set up */
 	if (vram_relay_requested(argc, argv))
 		return vram_relay_main(argc, argv);
+	/*
+	 * Restarted in place: the listeners handed over. Read and removed from
+	 * the environment before anything can start a process.
+	 */
+	struct vram_listen_fds inherited;
+	char inherit_err[1024] = "";
+	int inherit = vram_upgrade_inherit(&inherited, inherit_err, sizeof(inherit_err));
+	/* the limit children get, and the image after a restart in place */
+	struct rlimit start_nofile;
+	bool has_start_nofile = getrlimit(RLIMIT_NOFILE, &start_nofile) == 0;
 	/* the kernel's link to this very binary, even if the file is replaced meanwhile */
 	vram_relay_set_program("/proc/self/exe");
 	/* clients, upstream connections and workload pipes; children keep the old limit */
@@ -245,6 +341,9 @@ int main(int argc, char **argv)
 	if (r < 0)
 		vram_warn("Failed to open the log file %s: %s; logging to stderr", cfg->daemon.log,
 			  vram_open_strerror(r));
+	if (inherit < 0)
+		vram_err("Ignoring the listeners handed over by a restart in place: %s; binding them "
+			 "anew", inherit_err);
 
 	const char *listen = cfg->daemon.listen ? cfg->daemon.listen : "127.0.0.1:8600";
 	char host[256];
@@ -319,19 +418,67 @@ int main(int argc, char **argv)
 		vram_err("Failed to create the HTTP server: out of memory");
 		goto out_gateway;
 	}
-	if ((r = vram_http_bind_unix(d.http, api_socket, err, sizeof(err))) < 0) {
+	static const struct vram_upgrade_host up_host = {
+		.drain_begin = up_drain_begin,
+		.drain_left = up_drain_left,
+		.drain_cut = up_drain_cut,
+		.drain_end = up_drain_end,
+		.prepare_exec = up_prepare_exec,
+		.listeners = up_listeners,
+	};
+	struct vram_upgrade_host uhost = up_host;
+	uhost.arg = &d;
+	char exe[PATH_MAX];
+	if ((r = vram_upgrade_self_exe(exe, sizeof(exe))) < 0) {
+		vram_log_errno(VRAM_LOG_ERROR, r, "Failed to find vramd's own binary (/proc/self/exe)");
+		goto out_http;
+	}
+	struct vram_upgrade_options uopt = {
+		.exe = exe, .argv = argv, .config = config_path, .listen = ov.listen,
+		.gpus = ov.sim_gpus, .state_dir = ov.state_dir, .restarts = inherited.restarts,
+		.nofile = has_start_nofile ? &start_nofile : NULL,
+	};
+	if (vram_upgrade_new(d.base, &uopt, &uhost, &d.up) < 0) {
+		vram_err("Failed to set up restarts in place: out of memory");
+		goto out_http;
+	}
+	vram_api_set_upgrade(d.api, d.up);
+	/*
+	 * After a restart in place the listeners the config asks for are the
+	 * sockets handed over (connections that arrived meanwhile wait in
+	 * their backlogs); any other one handed over is closed before the rest
+	 * are bound, since it may hold an address they need.
+	 */
+	int api_fd = vram_upgrade_take(&inherited, VRAM_LISTEN_API, api_socket);
+	int tcp_fd = vram_upgrade_take(&inherited, VRAM_LISTEN_TCP, listen);
+	int control_fd = vram_upgrade_take(&inherited, VRAM_LISTEN_CONTROL, socket_path);
+	vram_upgrade_close_rest(&inherited);
+	char handed[1024] = "";
+	size_t handed_len = 0;
+	note_inherited(handed, sizeof(handed), &handed_len, VRAM_LISTEN_TCP, listen, tcp_fd);
+	note_inherited(handed, sizeof(handed), &handed_len, VRAM_LISTEN_CONTROL, socket_path,
+		       control_fd);
+	note_inherited(handed, sizeof(handed), &handed_len, VRAM_LISTEN_API, api_socket, api_fd);
+	r = api_fd >= 0 ? vram_http_accept_unix(d.http, api_fd, api_socket, err, sizeof(err))
+			: vram_http_bind_unix(d.http, api_socket, err, sizeof(err));
+	if (r < 0) {
 		vram_err("Failed to listen on the API socket: %s", err);
 		goto out_http;
 	}
 	unsigned bound_port = 0;
-	if ((r = vram_gateway_listen_tcp(d.gw, listen, &bound_port, err, sizeof(err))) < 0) {
+	r = tcp_fd >= 0 ? vram_gateway_listen_tcp_fd(d.gw, tcp_fd, listen, &bound_port, err, sizeof(err))
+			: vram_gateway_listen_tcp(d.gw, listen, &bound_port, err, sizeof(err));
+	if (r < 0) {
 		vram_err("Failed to listen: %s", err);
 		goto out_http;
 	}
-	if ((r = vram_gateway_listen_unix_shared(
-		     d.gw, socket_path, rcfg->daemon.socket_mode,
-		     rcfg->daemon.has_socket_group ? rcfg->daemon.socket_gid : (gid_t)-1, err,
-		     sizeof(err))) < 0) {
+	gid_t socket_gid = rcfg->daemon.has_socket_group ? rcfg->daemon.socket_gid : (gid_t)-1;
+	r = control_fd >= 0
+		    ? vram_gateway_listen_unix_fd(d.gw, control_fd, socket_path,
+						  rcfg->daemon.socket_mode, socket_gid, err, sizeof(err))
+		    : vram_gateway_listen_unix_shared(d.gw, socket_path, rcfg->daemon.socket_mode,
+						      socket_gid, err, sizeof(err));
+	if (r < 0) {
 		vram_err("Failed to listen on the control socket: %s", err);
 		goto out_http;
 	}
@@ -341,19 +488,31 @@ int main(int argc, char **argv)
 	d.sig_term = evsignal_new(d.base, SIGTERM, on_signal, &d);
 	d.sig_int = evsignal_new(d.base, SIGINT, on_signal, &d);
 	d.sig_hup = evsignal_new(d.base, SIGHUP, on_signal, &d);
-	if (!d.sig_term || !d.sig_int || !d.sig_hup || evsignal_add(d.sig_term, NULL) < 0 ||
-	    evsignal_add(d.sig_int, NULL) < 0 || evsignal_add(d.sig_hup, NULL) < 0) {
+	d.sig_usr2 = evsignal_new(d.base, SIGUSR2, on_signal, &d);
+	if (!d.sig_term || !d.sig_int || !d.sig_hup || !d.sig_usr2 ||
+	    evsignal_add(d.sig_term, NULL) < 0 || evsignal_add(d.sig_int, NULL) < 0 ||
+	    evsignal_add(d.sig_hup, NULL) < 0 || evsignal_add(d.sig_usr2, NULL) < 0) {
 		vram_err("Failed to install signal handlers");
 		goto out_signals;
 	}
+	/* blocked across a restart in place until these handlers were there */
+	sigset_t handled;
+	vram_upgrade_signals(&handled);
+	pthread_sigmask(SIG_UNBLOCK, &handled, NULL);
 	if ((r = vram_manager_run(d.m)) < 0) {
 		vram_log_errno(VRAM_LOG_ERROR, r, "Failed to start the workloads");
 		goto out_signals;
 	}
 	vram_debug("Descriptor limit: %llu (workloads get the one vramd started with)",
 		   (unsigned long long)nofile);
-	vram_info("vramd %s ready with %zu workload%s", VRAM_VERSION, rcfg->n_workloads,
-		  rcfg->n_workloads == 1 ? "" : "s");
+	if (inherit > 0)
+		vram_info("vramd %s restarted in place (pid %ld, restart %u; listening on the sockets "
+			  "handed over: %s), ready with %zu workload%s", VRAM_VERSION, (long)getpid(),
+			  vram_upgrade_restarts(d.up), handed[0] ? handed : "none", rcfg->n_workloads,
+			  rcfg->n_workloads == 1 ? "" : "s");
+	else
+		vram_info("vramd %s ready with %zu workload%s", VRAM_VERSION, rcfg->n_workloads,
+			  rcfg->n_workloads == 1 ? "" : "s");
 	event_base_dispatch(d.base);
 	ret = d.stopping ? 0 : 1;
 
@@ -366,7 +525,11 @@ out_signals:
 		event_free(d.sig_int);
 	if (d.sig_hup)
 		event_free(d.sig_hup);
+	if (d.sig_usr2)
+		event_free(d.sig_usr2);
 out_http:
+	/* before the API goes: a request waiting for the check is answered */
+	vram_upgrade_free(d.up);
 	vram_gateway_close_clients(d.gw);
 	vram_api_close_clients(d.api);
 	vram_http_free(d.http);

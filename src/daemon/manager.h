@@ -78,10 +78,13 @@ int vram_manager_new(struct event_base *base, struct vram_config *cfg, struct vr
 /* Starts eager workloads and the periodic tick. Returns 0 or -errno. */
 int vram_manager_run(struct vram_manager *m);
 /*
- * Before vramd executes itself anew in place (an upgrade): writes the state
- * file now, synchronously, so that the new process takes back every
- * workload. Nothing is stopped. Returns 0, or -errno with err: -EBUSY
- * (shutting down) or the write's error; vramd then goes on as it was.
+ * Before vramd executes itself anew in place (a restart in place, upgrade.h):
+ * writes the state file now, synchronously, so that the new image takes back
+ * every workload. Nothing is stopped and nothing is frozen: when the exec
+ * fails after this, vramd simply goes on. Returns 0, or -errno with err (the
+ * restart is then called off): -EBUSY (shutting down, or an offload or
+ * restore in progress, whose result the state file could not record), or
+ * the write's error.
  */
 int vram_manager_prepare_exec(struct vram_manager *m, char *err, size_t err_size);
 /*

@@ -335,6 +335,14 @@ int vram_manager_prepare_exec(struct vram_manager *m, char *err, size_t err_size
 		snprintf(err, err_size, "vramd is shutting down");
 		return -EBUSY;
 	}
+	for (size_t k = 0; k < m->n_live; k++) {
+		const struct vram_workload *w = m->wptrs[k];
+		if (w->job) {
+			snprintf(err, err_size, "%s is %s; restart once it is done", w->cfg->name,
+				 vram_wl_state_name(w->state));
+			return -EBUSY;
+		}
+	}
 	char why[512];
 	int r = write_file(m, why, sizeof(why));
 	if (r < 0) {

@@ -72,6 +72,7 @@ static const char full_yaml[] =
 	"  workload_log_max: 1MiB\n"
 	"  workload_log_keep: 5\n"
 	"  port_range_start: 20000\n"
+	"  upgrade_drain: 30s\n"
 	"gpus:\n"
 	"  backend: sim\n"
 	"  reserve: 512MiB\n"
@@ -152,6 +153,7 @@ static void test_full_config_round_trip(void **state)
 	assert_int_equal(cfg->daemon.workload_log_max_bytes, VRAM_MiB);
 	assert_int_equal(cfg->daemon.workload_log_keep, 5);
 	assert_int_equal(cfg->daemon.port_range_start, 20000);
+	assert_int_equal(cfg->daemon.upgrade_drain_ms, 30000);
 
 	assert_int_equal(cfg->gpus.backend, VRAM_GPU_BACKEND_SIM);
 	assert_int_equal(cfg->gpus.reserve, 512 * VRAM_MiB);
@@ -165,7 +167,7 @@ static void test_full_config_round_trip(void **state)
 	const struct vram_workload_config *w = &cfg->workloads[0];
 	assert_ptr_equal(vram_config_find(cfg, "llm"), w);
 	assert_string_equal(w->name, "llm");
-	assert_int_equal(w->pos.line, 31);
+	assert_int_equal(w->pos.line, 32);
 	assert_int_equal(w->pos.col, 3);
 	assert_int_equal(w->n_cmd, 6);
 	const char *argv[] = { "vllm", "serve", "${MODEL}", "--port", "${PORT}", "8" };
@@ -287,6 +289,7 @@ static void test_builtin_defaults(void **state)
 	assert_int_equal(cfg->daemon.workload_log_max_bytes, 10 * VRAM_MiB);
 	assert_int_equal(cfg->daemon.workload_log_keep, 3);
 	assert_int_equal(cfg->daemon.port_range_start, 18000);
+	assert_int_equal(cfg->daemon.upgrade_drain_ms, 10000);
 	assert_int_equal(cfg->gpus.backend, VRAM_GPU_BACKEND_AUTO);
 	assert_int_equal(cfg->gpus.reserve, 0);
 	assert_int_equal(cfg->gpus.n_sim, 0);
@@ -566,6 +569,9 @@ static void test_access_keys(void **state)
 	expect_error(WL_A "    first_byte_timeout: 10ms\n",
 		     "t.yaml:4:25: workloads.a.first_byte_timeout: too short, expected at least "
 		     "1s, got \"10ms\"");
+	expect_error("daemon:\n  upgrade_drain: never\n",
+		     "t.yaml:2:18: daemon.upgrade_drain: expected a duration like 500ms, 90s, 10m "
+		     "or 1h, got \"never\"");
 }
 
 static void test_socket_access(void **state)

@@ -325,6 +325,7 @@ static const struct daemon_sample daemon_samples[] = {
 	{ "daemon.workload_log_max", DAEMON_LINE(", workload_log_max: 1MiB") GPUS_LINE },
 	{ "daemon.workload_log_keep", DAEMON_LINE(", workload_log_keep: 9") GPUS_LINE },
 	{ "daemon.port_range_start", DAEMON_LINE(", port_range_start: 30000") GPUS_LINE },
+	{ "daemon.upgrade_drain", DAEMON_LINE(", upgrade_drain: 30s") GPUS_LINE },
 	{ "daemon.allowed_hosts", DAEMON_LINE(", allowed_hosts: [gpu1]") GPUS_LINE },
 	{ "daemon.cors.origins", DAEMON_LINE(", cors: { origins: ['http://ui:3000'] }") GPUS_LINE },
 	{ "daemon.run_as", DAEMON_LINE(", run_as: root") GPUS_LINE },
