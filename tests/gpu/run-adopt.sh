@@ -125,9 +125,13 @@ python3 tests/gpu/load_client.py "$U/w/serving/health" 8 8 >"$W/load-upgrade.jso
 LOAD=$!
 sleep 3
 T0=$(date +%s.%N)
-UP=$($C daemon restart 2>&1)
+# over the control socket: a restart is for vramd's own user or root (or the token)
+UP=$(build/src/ctl/bin/vramctl --url "$S/state/vramd.sock" daemon restart 2>&1)
+URC=$?
 T1=$(date +%s.%N)
-check "vramctl daemon restart" $? "$(echo "$UP" | tail -1) in $(secs "$T0" "$T1") s"
+check "vramctl daemon restart" $URC "$(echo "$UP" | tail -1) in $(secs "$T0" "$T1") s"
+grep -q "restarted in place" "$W/vramd-2.log"
+check "the log says it restarted in place" $? "$(grep -m1 'restarted in place' "$W/vramd-2.log")"
 wait $LOAD
 check "requests failed during the upgrade" $(python3 -c "import json; d=json.load(open('$W/load-upgrade.json')); exit(d['errors'] + d['non_2xx'] != 0)"; echo $?) "$(cat "$W/load-upgrade.json")"
 check "vramd kept its pid (executed in place)" $(kill -0 "$VP" 2>/dev/null && curl -sf "$U/healthz" >/dev/null; echo $?) "pid $VP"
