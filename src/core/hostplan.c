@@ -8,6 +8,7 @@
 #include "core/hostplan.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,6 +43,32 @@ uint64_t vram_host_budget(uint64_t total, uint64_t reserve, uint64_t limit)
 		return limit ? limit : VRAM_HOST_UNKNOWN;
 	uint64_t budget = sat_sub(total, reserve);
 	return limit && limit < budget ? limit : budget;
+}
+
+/* "16GiB" into a buffer of the caller's. */
+#define SIZE(v) vram_units_format_bytes((v), (char[32]){ 0 }, 32)
+
+void vram_host_describe(const struct vram_config *cfg, uint64_t total, char *buf, size_t size)
+{
+	uint64_t reserve = vram_host_reserve(total, cfg->host.reserve);
+	uint64_t budget = vram_host_budget(total, reserve, cfg->host.limit);
+	bool by_default = cfg->host.reserve == VRAM_CONFIG_HOST_RESERVE_DEFAULT;
+	char limit[48] = "no limit";
+	if (cfg->host.limit)
+		snprintf(limit, sizeof(limit), "limit %s", SIZE(cfg->host.limit));
+	char dir[VRAM_CONFIG_PARK_DIR_MAX + 64];
+	if (cfg->host.park_dir)
+		snprintf(dir, sizeof(dir), "%s", cfg->host.park_dir);
+	else
+		snprintf(dir, sizeof(dir), "%s/park", cfg->daemon.state_dir ? cfg->daemon.state_dir : ".");
+	if (total == 0)
+		snprintf(buf, size, "host: budget %s (MemTotal not known; reserve %s%s; %s); park_dir %s",
+			 budget == VRAM_HOST_UNKNOWN ? "not known" : SIZE(budget),
+			 by_default ? "10 % of MemTotal, at least " : "", SIZE(reserve), limit, dir);
+	else
+		snprintf(buf, size, "host: budget %s of %s (reserve %s%s; %s); park_dir %s", SIZE(budget),
+			 SIZE(total), SIZE(reserve),
+			 by_default ? ": 10 % of MemTotal, at least 4GiB" : "", limit, dir);
 }
 
 uint64_t vram_host_held(const struct vram_host_ledger *l)
@@ -198,9 +225,6 @@ static void prune(struct room *rm)
 			rm->park_left -= e->held;
 	}
 }
-
-/* "16GiB" into a buffer of the caller's. */
-#define SIZE(v) vram_units_format_bytes((v), (char[32]){ 0 }, 32)
 
 /* Copies text into the result's message, ending in "..." when it is cut. */
 static void set_message(struct vram_host_room *ret, struct vram_buf *b)

@@ -115,6 +115,14 @@ uint64_t vram_host_reserve(uint64_t total, uint64_t configured);
  */
 uint64_t vram_host_budget(uint64_t total, uint64_t reserve, uint64_t limit);
 
+/*
+ * The config's host section in words, for --check-config, into buf (size
+ * bytes, always terminated): "host: budget 57.6GiB of 64GiB (reserve 6.4GiB:
+ * 10 % of MemTotal, at least 4GiB; no limit); park_dir /run/vramd/park".
+ * total is MemTotal in bytes, 0 when it could not be read.
+ */
+void vram_host_describe(const struct vram_config *cfg, uint64_t total, char *buf, size_t size);
+
 /* Bytes all entries hold in RAM now. */
 uint64_t vram_host_held(const struct vram_host_ledger *l);
 

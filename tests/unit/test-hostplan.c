@@ -603,6 +603,31 @@ static void test_plan_config(void **state)
 	vram_config_free(cfg);
 }
 
+/* --check-config's line: the budget on this host, the reserve and why, the limit, the park directory. */
+static void test_describe(void **state)
+{
+	(void)state;
+	static const char yaml[] = "daemon: { state_dir: /run/v }\nhost: { limit: 20GiB }\n";
+	struct vram_config *cfg = NULL;
+	char *err = NULL, buf[512];
+	assert_int_equal(vram_config_parse(yaml, strlen(yaml), "t.yaml", NULL, &cfg, &err), 0);
+	vram_host_describe(cfg, 64 * GiB, buf, sizeof(buf));
+	assert_string_equal(buf, "host: budget 20GiB of 64GiB (reserve 6.4GiB: 10 % of MemTotal, at "
+				 "least 4GiB; limit 20GiB); park_dir /run/v/park");
+	vram_host_describe(cfg, 0, buf, sizeof(buf));
+	assert_string_equal(buf, "host: budget 20GiB (MemTotal not known; reserve 10 % of MemTotal, "
+				 "at least 4GiB; limit 20GiB); park_dir /run/v/park");
+	vram_config_free(cfg);
+	static const char yaml2[] = "host: { reserve: 2GiB, park_dir: /srv/park }\n";
+	assert_int_equal(vram_config_parse(yaml2, strlen(yaml2), "t.yaml", NULL, &cfg, &err), 0);
+	vram_host_describe(cfg, 64 * GiB, buf, sizeof(buf));
+	assert_string_equal(buf, "host: budget 62GiB of 64GiB (reserve 2GiB; no limit); park_dir /srv/park");
+	vram_host_describe(cfg, 0, buf, sizeof(buf));
+	assert_string_equal(buf, "host: budget not known (MemTotal not known; reserve 2GiB; no limit); "
+				 "park_dir /srv/park");
+	vram_config_free(cfg);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -614,6 +639,7 @@ int main(void)
 		cmocka_unit_test(test_available_reserve),
 		cmocka_unit_test(test_randomized),
 		cmocka_unit_test(test_plan_config),
+		cmocka_unit_test(test_describe),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
