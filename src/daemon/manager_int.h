@@ -15,12 +15,12 @@
  *             mgr_state.c    the state file: written on change, read on start
  *   manager   manager.c      actions, start/offload/restore, placement and
  *                            eviction, the tick and the kick, construction
- *             mgr_host.c     the host ledger: what workloads hold in host
- *                            memory, the host's memory, the budget
  *   instances mgr_instance.c ports, environment, spawn, exit, health and
  *                            liveness probes, port ownership, backoff, MPS
  *   registry  mgr_registry.c slots and the live list, lookup, set_state,
  *                            waiters, events and subscribers
+ *             mgr_host.c     the host ledger: what workloads hold in host
+ *                            memory, the host's memory, the budget (reads only)
  *
  * Data is shared through struct vram_manager and struct mgr_slot below:
  * every floor may read them; a field is written by the floor named at it.
@@ -348,7 +348,7 @@ int mgr_start_logged(struct vram_manager *m, struct vram_workload *w, enum vram_
 void mgr_stop_workload(struct vram_manager *m, struct vram_workload *w,
 		       enum vram_event_reason reason, const char *text);
 
-/* ---- the host ledger: mgr_host.c ---- */
+/* ---- the host ledger: mgr_host.c (on the registry floor: any floor may ask) ---- */
 
 /* What one workload holds in host memory now. */
 struct mgr_host_usage {

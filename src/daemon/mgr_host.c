@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The host ledger of the running daemon, on the manager's floor: what each
+ * The host ledger of the running daemon, on the registry's floor (it calls
+ * none of the manager's files, so every floor above may ask it): what each
  * workload holds in host memory, the host's memory (/proc/meminfo), and the
  * budget of the config, as core/hostplan.h takes them, so that the manager
  * can decide with vram_host_make_room and status, /metrics and the
