@@ -243,7 +243,7 @@ static void describe_steps(struct vram_host_room *ret, const char *name)
 {
 	struct vram_buf b;
 	vram_buf_init(&b, 4 * VRAM_HOST_MSG_MAX);
-	vram_buf_printf(&b, "%s of host memory for %s's offload: ", SIZE(ret->need), name);
+	vram_buf_printf(&b, "room for %s of host memory for %s's offload: ", SIZE(ret->need), name);
 	for (size_t k = 0; k < ret->n_steps; k++) {
 		const struct vram_host_step *s = &ret->steps[k];
 		const char *who = s->name ? s->name : "?";

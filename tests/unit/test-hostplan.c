@@ -124,7 +124,7 @@ static void test_fits_as_it_is(void **state)
 	assert_true(r.shortfall == 1);
 	assert_int_equal(r.n_steps, 1);
 	assert_step(&r, 0, &f, 1, VRAM_HOST_PARK, 20 * GiB);
-	assert_string_equal(r.message, "36.0GiB of host memory for chat's offload: park embed (20GiB)");
+	assert_string_equal(r.message, "room for 36.0GiB of host memory for chat's offload: park embed (20GiB)");
 	/* no ledger or no one asking */
 	assert_int_equal(vram_host_make_room(NULL, &f.w[0], 1, &r), -EINVAL);
 	assert_int_equal(r.error, -EINVAL);
