@@ -98,7 +98,11 @@ struct vram_host_room {
 	uint64_t freeable;      /* bytes every step allowed to this ask could free */
 	struct vram_host_step steps[VRAM_HOST_MAX_STEPS]; /* in the order to take them */
 	size_t n_steps;         /* 0 when it fits, or on a refusal */
-	char message[VRAM_HOST_MSG_MAX]; /* the steps ("room for 16GiB of host memory for chat's offload: park tts (8GiB)"), or why not, with the numbers; "" when it fits */
+	/*
+	 * The steps ("room for 16GiB of host memory for chat's offload: park
+	 * tts (8GiB)"), or why not, with the numbers; "" when it fits.
+	 */
+	char message[VRAM_HOST_MSG_MAX];
 };
 
 /*
