@@ -538,6 +538,9 @@ SAME_CFG(socket_mode, a->daemon.socket_mode == b->daemon.socket_mode)
 SAME_CFG(socket_group, str_eq(a->daemon.socket_group, b->daemon.socket_group))
 SAME_CFG(backend, a->gpus.backend == b->gpus.backend)
 SAME_CFG(reserve, a->gpus.reserve == b->gpus.reserve)
+SAME_CFG(host_reserve, a->host.reserve == b->host.reserve)
+SAME_CFG(host_limit, a->host.limit == b->host.limit)
+SAME_CFG(host_park_dir, str_eq(a->host.park_dir, b->host.park_dir))
 
 static bool same_sim(const struct vram_config *a, const struct vram_config *b)
 {
@@ -565,8 +568,8 @@ struct key_def {
 	const char *key;
 	key_fn fn;        /* NULL: only recorded in at[] */
 	bool in_defaults; /* workload keys: may also appear under `defaults:` */
-	enum vram_reload reload; /* workload, daemon and gpus keys; VRAM_RELOAD_UNSET elsewhere */
-	/* Whether two workloads (workload keys) or two configs (daemon, gpus) agree on it. */
+	enum vram_reload reload; /* workload, daemon, gpus and host keys; VRAM_RELOAD_UNSET elsewhere */
+	/* Whether two workloads (workload keys) or two configs (daemon, gpus, host) agree on it. */
 	bool (*same_wl)(const struct vram_workload_config *a, const struct vram_workload_config *b);
 	bool (*same_cfg)(const struct vram_config *a, const struct vram_config *b);
 	/*
@@ -1878,6 +1881,54 @@ static const struct key_def gpus_keys[] = {
 	{ "sim", g_sim, false, CFG_DAEMON(sim) },
 };
 
+/* ---- host section ---- */
+
+static void h_reserve(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	/* 0 is a choice (nothing kept back), so it is accepted */
+	get_bytes(c, v, true, &CFG(t)->host.reserve);
+}
+
+static void h_limit(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_bytes(c, v, false, &CFG(t)->host.limit);
+}
+
+/*
+ * An absolute directory, short enough for the park files' paths that the
+ * hook is handed (VRAM_CONFIG_PARK_DIR_MAX); whether it exists and is
+ * vramd's alone is checked when it is first used, not here.
+ */
+static void h_park_dir(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	static const char expected[] = "an absolute directory like /var/lib/vramd/park";
+	const char *s = want_scalar(c, v, expected);
+	if (!s)
+		return;
+	if (s[0] != '/') {
+		fail(c, v, "expected %s, got %s", expected, GOT(v));
+		return;
+	}
+	size_t n = strlen(s);
+	if (n > VRAM_CONFIG_PARK_DIR_MAX) {
+		fail(c, v, "%zu bytes, expected a path of at most %d bytes (the park files' paths "
+			   "must fit what the hook takes)", n, VRAM_CONFIG_PARK_DIR_MAX);
+		return;
+	}
+	get_string(c, v, &CFG(t)->host.park_dir);
+}
+
+/*
+ * A host key's reload class: the budget applies at once (live); the park
+ * directory holds the files of parked processes, so only a restart of
+ * vramd moves it (daemon).
+ */
+static const struct key_def host_keys[] = {
+	{ "reserve", h_reserve, false, CFG_LIVE(host_reserve) },
+	{ "limit", h_limit, false, CFG_LIVE(host_limit) },
+	{ "park_dir", h_park_dir, false, CFG_DAEMON(host_park_dir) },
+};
+
 #undef WL_PROCESS
 #undef WL_LIVE
 #undef CFG_DAEMON
@@ -1933,16 +1984,18 @@ bool vram_config_workload_key(size_t i, struct vram_config_key *ret)
 bool vram_config_daemon_key(size_t i, struct vram_config_key *ret)
 {
 	return reload_key_at(daemon_keys, N_KEYS(daemon_keys), "daemon.", &i, ret) ||
-	       reload_key_at(gpus_keys, N_KEYS(gpus_keys), "gpus.", &i, ret);
+	       reload_key_at(gpus_keys, N_KEYS(gpus_keys), "gpus.", &i, ret) ||
+	       reload_key_at(host_keys, N_KEYS(host_keys), "host.", &i, ret);
 }
 
 /* ---- top level, overrides, final defaults ---- */
 
-enum { T_DAEMON, T_GPUS, T_DEFAULTS, T_WORKLOADS, N_TOP_KEYS };
+enum { T_DAEMON, T_GPUS, T_HOST, T_DEFAULTS, T_WORKLOADS, N_TOP_KEYS };
 
 static const struct key_def top_keys[N_TOP_KEYS] = {
 	[T_DAEMON] = { "daemon", NULL, false },
 	[T_GPUS] = { "gpus", NULL, false },
+	[T_HOST] = { "host", NULL, false },
 	[T_DEFAULTS] = { "defaults", NULL, false },
 	[T_WORKLOADS] = { "workloads", NULL, false },
 };
@@ -2079,6 +2132,30 @@ static void check_socket_access(struct ctx *c)
 #undef INSIDE_MSG
 }
 
+/*
+ * The default park directory, <state_dir>/park, must be as short as a
+ * given one: a longer state directory would fail only at the first park.
+ */
+static void check_park_dir(struct ctx *c)
+{
+	const struct vram_config *cfg = c->cfg;
+	if (cfg->host.park_dir || !cfg->daemon.state_dir)
+		return;
+	size_t n = strlen(cfg->daemon.state_dir) + sizeof("/park") - 1;
+	if (n <= VRAM_CONFIG_PARK_DIR_MAX)
+		return;
+#define LONG_MSG "the default park directory (<state_dir>/park) would be %zu bytes, expected " \
+		 "at most %d bytes, or host.park_dir set to a shorter one"
+	if (c->state_dir_at) {
+		size_t mark = path_push(c, "daemon.state_dir");
+		fail(c, c->state_dir_at, LONG_MSG, n, VRAM_CONFIG_PARK_DIR_MAX);
+		path_pop(c, mark);
+	} else {
+		fail_option(c, "--state-dir", LONG_MSG, n, VRAM_CONFIG_PARK_DIR_MAX);
+	}
+#undef LONG_MSG
+}
+
 /* A workload's fixed port cannot be vramd's own: its requests would loop through vramd. */
 static void check_ports_against_listen(struct ctx *c, const struct vram_ynode *const *all_at)
 {
@@ -2132,7 +2209,11 @@ static void finish_daemon(struct ctx *c)
 	if (cfg->gpus.backend == VRAM_GPU_BACKEND_SIM && cfg->gpus.n_sim == 0)
 		fail_option(c, "gpus.backend", "sim needs GPUs, expected gpus.sim like 2x80GiB "
 			    "or --gpus 2x80GiB");
+	unsigned errors = c->n_errs;
 	check_socket_path(c);
+	/* a state directory too long for the socket is reported once, there */
+	if (c->n_errs == errors)
+		check_park_dir(c);
 	check_socket_access(c);
 }
 
@@ -2152,6 +2233,7 @@ void vram_config_free(struct vram_config *config)
 	free_strv(config->daemon.cors_origins);
 	free(config->daemon.run_as);
 	free(config->daemon.socket_group);
+	free(config->host.park_dir);
 	free_sim(config);
 	for (size_t i = 0; i < config->n_workloads; i++)
 		workload_done(&config->workloads[i]);
@@ -2229,6 +2311,7 @@ int vram_config_parse(const char *text, size_t len, const char *name,
 	c.cfg->daemon.workload_log_keep = 3;
 	c.cfg->daemon.port_range_start = 18000;
 	c.cfg->daemon.upgrade_drain_ms = 10000;
+	c.cfg->host.reserve = VRAM_CONFIG_HOST_RESERVE_DEFAULT;
 
 	r = vram_yaml_parse(text ? text : "", text ? len : 0, &root, &yerr);
 	if (r == -EINVAL) {
@@ -2241,13 +2324,14 @@ int vram_config_parse(const char *text, size_t len, const char *name,
 	const struct vram_ynode *top[N_TOP_KEYS] = { 0 };
 	if (root && root->type != VRAM_YNODE_NULL) {
 		if (root->type != VRAM_YNODE_MAP)
-			fail(&c, root, "expected a mapping with daemon, gpus, defaults and "
-				       "workloads, got %s", GOT(root));
+			fail(&c, root, "expected a mapping with daemon, gpus, host, defaults "
+				       "and workloads, got %s", GOT(root));
 		else
 			walk_map(&c, root, top_keys, N_TOP_KEYS, NULL, WALK_ALL, top);
 	}
 	section(&c, top[T_DAEMON], "daemon", daemon_keys, N_KEYS(daemon_keys), c.cfg, WALK_ALL);
 	section(&c, top[T_GPUS], "gpus", gpus_keys, N_KEYS(gpus_keys), c.cfg, WALK_ALL);
+	section(&c, top[T_HOST], "host", host_keys, N_KEYS(host_keys), c.cfg, WALK_ALL);
 	section(&c, top[T_DEFAULTS], "defaults", workload_keys, N_WL_KEYS, &c.defaults,
 		WALK_DEFAULTS);
 	if (top[T_WORKLOADS]) {

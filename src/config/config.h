@@ -172,6 +172,16 @@ struct vram_sim_gpu_config {
 	uint64_t memory; /* bytes */
 };
 
+/* struct vram_config has the host: section (another branch's code tests for it). */
+#define VRAM_CONFIG_HAS_HOST 1
+/* host.reserve when not given: resolved against MemTotal by vram_host_reserve(). */
+#define VRAM_CONFIG_HOST_RESERVE_DEFAULT UINT64_MAX
+/*
+ * Bytes of host.park_dir: the hook is handed a park file's path of at most
+ * 255 bytes, and a file name adds the workload's name (63) and its pid.
+ */
+#define VRAM_CONFIG_PARK_DIR_MAX 160
+
 struct vram_config {
 	char *path; /* owned; the file it was loaded from, or the name given to parse */
 
@@ -213,6 +223,17 @@ struct vram_config {
 		struct vram_sim_gpu_config *sim; /* owned array */
 		size_t n_sim;
 	} gpus;
+
+	/*
+	 * The host: section: how much host memory the parked and kept copies
+	 * of GPU memory may take (core/hostplan.h turns it into a budget).
+	 */
+	struct {
+		uint64_t reserve; /* bytes of host memory they never eat into;
+				     VRAM_CONFIG_HOST_RESERVE_DEFAULT = 10 % of MemTotal, at least 4 GiB */
+		uint64_t limit;   /* bytes they may take in total; 0 = no limit */
+		char *park_dir;   /* owned; absolute; NULL = <state_dir>/park */
+	} host;
 
 	struct vram_workload_config *workloads; /* owned array, in file order */
 	size_t n_workloads;
@@ -276,7 +297,7 @@ struct vram_config_key {
 	/* Whether two workloads agree on it: workload keys; NULL for the others. */
 	bool (*same_workload)(const struct vram_workload_config *a,
 			      const struct vram_workload_config *b);
-	/* Whether two configs agree on it: daemon and gpus keys; NULL for the others. */
+	/* Whether two configs agree on it: daemon, gpus and host keys; NULL for the others. */
 	bool (*same_config)(const struct vram_config *a, const struct vram_config *b);
 };
 
@@ -286,7 +307,10 @@ struct vram_config_key {
  * past the last.
  */
 bool vram_config_workload_key(size_t i, struct vram_config_key *ret);
-/* The same for the keys of the daemon: and gpus: sections ("daemon.listen", "gpus.sim"). */
+/*
+ * The same for the keys of the daemon:, gpus: and host: sections
+ * ("daemon.listen", "gpus.sim", "host.reserve").
+ */
 bool vram_config_daemon_key(size_t i, struct vram_config_key *ret);
 
 /* Names for enums, as written in the YAML. */

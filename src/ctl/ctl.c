@@ -16,6 +16,7 @@
 #include "common/units.h"
 #include "common/version.h"
 #include "config/config.h"
+#include "core/hostplan.h"
 #include "core/plan.h"
 #include "ctl/client.h"
 #include "ctl/hookctl.h"
@@ -43,6 +44,7 @@ struct ctl {
 	size_t n_args;
 	const char *name;   /* run --name */
 	const char *memory; /* run --memory */
+	const char *host_memory; /* plan --host-memory: the host's RAM, as a size */
 	char **cmd;         /* run: the words after --; borrowed from argv */
 	size_t n_cmd;
 };
@@ -54,6 +56,7 @@ static void usage(FILE *f)
 	      "Commands:\n"
 	      "  status [--json]                      GPUs and workloads at a glance\n"
 	      "  plan CONFIG --gpus 4x40GiB [--json]  where the config's workloads would go (no daemon)\n"
+	      "       [--host-memory 64GiB]           and what they would hold in host RAM, offloaded\n"
 	      "  start NAME                           start a workload and wait until it is ready\n"
 	      "  stop NAME                            stop it\n"
 	      "  offload NAME                         park its GPU memory in host RAM\n"
@@ -174,6 +177,9 @@ static int parse_args(int argc, char **argv, struct ctl *c)
 		} else if (strcmp(a, "--memory") == 0) {
 			TAKE_VALUE();
 			c->memory = val;
+		} else if (strcmp(a, "--host-memory") == 0) {
+			TAKE_VALUE();
+			c->host_memory = val;
 		} else if (strcmp(a, "--") == 0) {
 			c->cmd = argv + i + 1;
 			c->n_cmd = (size_t)(argc - i - 1);
@@ -522,10 +528,50 @@ static int cmd_logs(const struct ctl *c)
 	return r;
 }
 
+/*
+ * Adds the host part to a plan's text (*text, replaced): a table of what
+ * each workload would hold in host RAM when offloaded and a line against
+ * the budget, or with --json a "host" object. Returns 0 or -ENOMEM.
+ */
+static int plan_add_host(const struct ctl *c, const struct vram_config *cfg,
+			 const struct vram_plan_table *t, uint64_t host_total, char **text)
+{
+	struct vram_host_plan *hp = NULL;
+	int r = vram_host_plan_config(cfg, t, host_total, &hp);
+	if (r < 0)
+		return r;
+	char *out = NULL;
+	if (c->json) {
+		json_t *root = json_loads(*text, 0, NULL);
+		json_t *host = vram_host_plan_json(hp);
+		if (root && host && json_object_set_new(root, "host", host) == 0) {
+			host = NULL;
+			out = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		}
+		json_decref(host);
+		json_decref(root);
+	} else {
+		char *part = vram_host_plan_format(hp);
+		if (part && asprintf(&out, "%s\n%s", *text, part) < 0)
+			out = NULL;
+		free(part);
+	}
+	vram_host_plan_free(hp);
+	if (!out)
+		return -ENOMEM;
+	free(*text);
+	*text = out;
+	return 0;
+}
+
 static int cmd_plan(const struct ctl *c)
 {
 	if (c->n_args != 2)
 		return usage_error("%s", "plan needs a config file: vramctl plan CONFIG --gpus 4x40GiB");
+	uint64_t host_total = 0;
+	if (c->host_memory && (vram_units_parse_bytes(c->host_memory, &host_total) < 0 || !host_total))
+		return usage_error("--host-memory: expected a size like 64GiB, got \"%s\"",
+				   c->host_memory);
 	const char *path = c->args[1];
 	struct vram_config_overrides ov = { .sim_gpus = c->gpus };
 	struct vram_config *cfg = NULL;
@@ -579,6 +625,10 @@ static int cmd_plan(const struct ctl *c)
 		return VRAM_CTL_EXIT_FAILED;
 	}
 	char *text = c->json ? vram_plan_table_json(t) : vram_plan_table_format(t);
+	if (text && host_total && plan_add_host(c, cfg, t, host_total, &text) < 0) {
+		free(text);
+		text = NULL;
+	}
 	if (text) {
 		fputs(text, stdout);
 		if (*text && text[strlen(text) - 1] != '\n')
@@ -1206,6 +1256,8 @@ int vram_ctl_main(int argc, char **argv)
 		return usage_error("--pid goes with offload, restore or status (not %s)", cmd);
 	if (c.cmd && strcmp(cmd, "run") != 0)
 		return usage_error("%s takes no command after --", cmd);
+	if (c.host_memory && strcmp(cmd, "plan") != 0)
+		return usage_error("--host-memory goes with plan (not %s)", cmd);
 	if (strcmp(cmd, "status") == 0)
 		return cmd_status(&c);
 	if (strcmp(cmd, "plan") == 0)

@@ -211,6 +211,16 @@ static void format_pids(json_t *w, char *buf, size_t size)
 		snprintf(buf, size, "-");
 }
 
+/* "[██░░] 48.0/80.0GiB": a bar and both sides in one unit, which reads best. */
+static void format_used_of(uint64_t used, uint64_t total, char *buf, size_t size)
+{
+	char bar[3 * BAR_WIDTH + 1];
+	double div = total >= VRAM_GiB ? (double)VRAM_GiB : (double)VRAM_MiB;
+	const char *unit = total >= VRAM_GiB ? "GiB" : "MiB";
+	snprintf(buf, size, "[%s] %.1f/%.1f%s", vram_table_bar(used, total, BAR_WIDTH, bar, sizeof(bar)),
+		 (double)used / div, (double)total / div, unit);
+}
+
 static void render_gpus(json_t *gpus, struct table *t)
 {
 	char *row = table_row(t);
@@ -227,7 +237,7 @@ static void render_gpus(json_t *gpus, struct table *t)
 	json_array_foreach(gpus, i, g) {
 		if (!table_row(t))
 			return;
-		char buf[TABLE_CELL_MAX], a[32], b[32], bar[3 * BAR_WIDTH + 1];
+		char buf[TABLE_CELL_MAX], a[32];
 		json_t *idx = GET(g, "index");
 		snprintf(buf, sizeof(buf), "%lld",
 			 json_is_integer(idx) ? (long long)json_integer_value(idx) : (long long)i);
@@ -240,14 +250,7 @@ static void render_gpus(json_t *gpus, struct table *t)
 		if (!have_used && have_total && get_u64(GET(g, "memory.free"), &free_b))
 			used = free_b <= total ? total - free_b : 0, have_used = true;
 		if (have_total) {
-			vram_units_format_bytes(used, a, sizeof(a));
-			vram_units_format_bytes(total, b, sizeof(b));
-			/* Both sides in one unit reads best: "48.0/80.0GiB". */
-			double div = total >= VRAM_GiB ? (double)VRAM_GiB : (double)VRAM_MiB;
-			const char *unit = total >= VRAM_GiB ? "GiB" : "MiB";
-			snprintf(buf, sizeof(buf), "[%s] %.1f/%.1f%s",
-				 vram_table_bar(have_used ? used : 0, total, BAR_WIDTH, bar, sizeof(bar)),
-				 have_used ? (double)used / div : 0.0, (double)total / div, unit);
+			format_used_of(have_used ? used : 0, total, buf, sizeof(buf));
 			table_set(t, 2, buf);
 		} else {
 			table_set(t, 2, "-");
@@ -284,6 +287,35 @@ static void render_gpus(json_t *gpus, struct table *t)
 		}
 		table_set(t, 4, buf[0] ? buf : "-");
 	}
+}
+
+/*
+ * One line for the host's memory: what the workloads hold in RAM (parked
+ * and kept) against the budget, the host's total, and each part, with
+ * what is parked on disk. Nothing from a daemon that does not report it.
+ */
+static void render_host(json_t *host, struct vram_buf *out)
+{
+	if (!json_is_object(host))
+		return;
+	char line[TABLE_CELL_MAX], a[32];
+	uint64_t total = 0, budget = 0, parked = 0, kept = 0, disk = 0;
+	bool have_budget = get_u64(GET(host, "budget"), &budget);
+	bool have_total = get_u64(GET(host, "total"), &total);
+	get_u64(GET(host, "parked"), &parked);
+	get_u64(GET(host, "kept"), &kept);
+	get_u64(GET(host, "on_disk"), &disk);
+	vram_buf_puts(out, "HOST  ");
+	if (have_budget) {
+		format_used_of(parked + kept, budget, line, sizeof(line));
+		vram_buf_printf(out, "%s budget", line);
+	} else {
+		vram_buf_puts(out, "no budget");
+	}
+	vram_buf_printf(out, "  total %s", have_total ? vram_units_format_bytes(total, a, sizeof(a)) : "?");
+	vram_buf_printf(out, "  parked %s", vram_units_format_bytes(parked, a, sizeof(a)));
+	vram_buf_printf(out, "  kept %s", vram_units_format_bytes(kept, a, sizeof(a)));
+	vram_buf_printf(out, "  disk %s\n", vram_units_format_bytes(disk, a, sizeof(a)));
 }
 
 static void render_workloads(json_t *wls, struct table *t, struct vram_buf *notes)
@@ -355,6 +387,7 @@ char *vram_table_status(json_t *status)
 	} else {
 		vram_buf_puts(&out, "no GPUs\n");
 	}
+	render_host(GET(status, "host"), &out);
 	vram_buf_puts(&out, "\n");
 	free(t.cells);
 	t = (struct table){ 0 };

@@ -23,8 +23,10 @@
 
 #include "common/fsutil.h"
 #include "common/log.h"
+#include "common/meminfo.h"
 #include "common/version.h"
 #include "config/config.h"
+#include "core/hostplan.h"
 #include "daemon/api.h"
 #include "daemon/gateway.h"
 #include "daemon/http.h"
@@ -232,6 +234,11 @@ static int check_config(const char *path, const struct vram_config_overrides *ov
 	printf("ok: %s: %zu workload%s (%zu instance%s), gpus backend %s\n", path, cfg->n_workloads,
 	       cfg->n_workloads == 1 ? "" : "s", instances, instances == 1 ? "" : "s",
 	       vram_gpu_backend_name(cfg->gpus.backend));
+	/* the host budget as it would be on this machine */
+	struct vram_meminfo mi;
+	char host[512];
+	vram_host_describe(cfg, vram_meminfo_read(NULL, &mi) == 0 ? mi.total : 0, host, sizeof(host));
+	printf("%s\n", host);
 	vram_upgrade_check_note(stdout);
 	vram_config_free(cfg);
 	return 0;

@@ -250,6 +250,12 @@ json_t *vram_manager_gpus_json(struct vram_manager *m);
 json_t *vram_manager_workload_json(struct vram_manager *m, const char *name);
 /* The TTS-style status object keyed by workload name (see docs/api.md). */
 json_t *vram_manager_compat_status_json(struct vram_manager *m);
+/*
+ * The host's memory as status shows it (docs/api.md, "host"): total,
+ * available, reserve, limit, budget, parked, kept and on_disk, in bytes
+ * (null where not known). New reference; NULL on out of memory.
+ */
+json_t *vram_manager_host_json(struct vram_manager *m);
 
 /* A live workload's state into *ret_state. Returns 0 or -ENOENT (no such workload). */
 int vram_manager_state(struct vram_manager *m, const char *name, enum vram_wl_state *ret_state);

@@ -19,6 +19,8 @@
  *                            liveness probes, port ownership, backoff, MPS
  *   registry  mgr_registry.c slots and the live list, lookup, set_state,
  *                            waiters, events and subscribers
+ *             mgr_host.c     the host ledger: what workloads hold in host
+ *                            memory, the host's memory, the budget (reads only)
  *
  * Data is shared through struct vram_manager and struct mgr_slot below:
  * every floor may read them; a field is written by the floor named at it.
@@ -345,5 +347,29 @@ int mgr_start_logged(struct vram_manager *m, struct vram_workload *w, enum vram_
 /* Stops w whatever it is doing (stop, release, idle release, shutdown); reason and text say why. */
 void mgr_stop_workload(struct vram_manager *m, struct vram_workload *w,
 		       enum vram_event_reason reason, const char *text);
+
+/* ---- the host ledger: mgr_host.c (on the registry floor: any floor may ask) ---- */
+
+/* What one workload holds in host memory now. */
+struct mgr_host_usage {
+	uint64_t held;    /* bytes of host RAM: its offloaded copy and the buffers it kept */
+	uint64_t kept;    /* bytes of held that a ready workload kept after a restore */
+	uint64_t on_disk; /* bytes in its park files (not RAM) */
+};
+
+/* w's host memory now, from where it is known (see mgr_host.c). */
+void mgr_host_usage(struct vram_manager *m, const struct vram_workload *w,
+		    struct mgr_host_usage *ret);
+
+struct vram_host_ledger; /* core/hostplan.h */
+/*
+ * The host ledger of now, for vram_host_make_room: the host's memory
+ * (/proc/meminfo, or $VRAM_MEMINFO), the budget of the config, and an entry
+ * per live workload (allocated: mgr_host_ledger_done frees them). A host
+ * whose meminfo cannot be read has total 0 and available not known.
+ * Returns 0 or -ENOMEM (*ret untouched).
+ */
+int mgr_host_ledger(struct vram_manager *m, struct vram_host_ledger *ret);
+void mgr_host_ledger_done(struct vram_host_ledger *l); /* accepts a zeroed one */
 
 #endif

@@ -325,6 +325,32 @@ static int render_gpus(struct vram_metrics *mx, struct vram_buf *out)
 	return r;
 }
 
+/*
+ * The host's memory as status shows it: one gauge, its kind a label. A
+ * size not known (MemTotal unread, MemAvailable on an old kernel) is left
+ * out, never 0.
+ */
+static int render_host(struct vram_metrics *mx, struct vram_buf *out)
+{
+	static const char *const kinds[] = { "total", "available", "budget", "parked", "kept",
+					     "on_disk" };
+	json_t *host = vram_manager_host_json(mx->m);
+	if (!host)
+		return -ENOMEM;
+	int r = meta(out, "vramd_host_memory_bytes", "gauge",
+		     "Host memory: total and available (/proc/meminfo), the budget of what "
+		     "workloads may hold (host.reserve, host.limit), and what they hold: parked "
+		     "(offloaded copies in RAM), kept (buffers ready workloads kept), on_disk "
+		     "(parked on the disk tier).");
+	for (size_t k = 0; r == 0 && k < N_OF(kinds); k++) {
+		double v = num(host, kinds[k]);
+		if (!isnan(v))
+			r = sample1(out, "vramd_host_memory_bytes", "kind", kinds[k], v);
+	}
+	json_decref(host);
+	return r;
+}
+
 /* The gauges read from the manager, for every workload of the config (borrowed for the call). */
 static int render_workloads(struct vram_metrics *mx, const struct vram_config *cfg,
 			    struct vram_buf *out, struct vram_buf *lb)
@@ -354,6 +380,9 @@ static int render_workloads(struct vram_metrics *mx, const struct vram_config *c
 		  "GPU memory the workload holds, over all its GPUs and replicas." },
 		{ "vram_workload_host_memory_bytes", "gauge", "memory", "offloaded_bytes",
 		  "Host memory holding the workload's offloaded GPU memory." },
+		{ "vramd_workload_host_bytes", "gauge", "memory", "host_bytes",
+		  "Host RAM the workload holds: its offloaded copy and the buffers it kept after "
+		  "a restore (what counts against the host budget)." },
 		{ "vram_workload_restarts_total", "counter", NULL, "restarts",
 		  "Restarts after a crash or a failed start." },
 		{ "vram_workload_in_flight_requests", "gauge", NULL, "in_flight",
@@ -470,6 +499,8 @@ int vram_metrics_render(struct vram_metrics *mx, struct vram_buf *out)
 	/* the config of now: a reload may have freed the one of the last scrape */
 	const struct vram_config *cfg = vram_manager_config(mx->m);
 	int r = render_gpus(mx, out);
+	if (r == 0)
+		r = render_host(mx, out);
 	if (r == 0)
 		r = render_workloads(mx, cfg, out, &lb);
 	if (r == 0)

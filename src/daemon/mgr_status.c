@@ -136,12 +136,14 @@ static json_t *workload_json(struct vram_manager *m, struct vram_workload *w)
 				  "healthy", in->healthy));
 	}
 	const struct vram_instance *first = &w->instances[0];
+	struct mgr_host_usage host;
+	mgr_host_usage(m, w, &host);
 	json_t *models = json_array();
 	for (size_t i = 0; models && i < c->n_models; i++)
 		json_array_append_new(models, json_string(c->models[i]));
 
 	json_t *o = json_pack(
-		"{s:s,s:s,s:f,s:o,s:o,s:o,s:i,s:o,s:{s:o,s:I,s:I,s:I},s:f,s:i,s:{s:o,s:o},"
+		"{s:s,s:s,s:f,s:o,s:o,s:o,s:i,s:o,s:{s:o,s:I,s:I,s:I,s:I},s:f,s:i,s:{s:o,s:o},"
 		"s:{s:o,s:s,s:f},s:o,s:o,s:i,s:o,s:i,s:s,s:s,s:o,s:o}",
 		"name", c->name,
 		"state", vram_wl_state_name(w->state),
@@ -156,6 +158,7 @@ static json_t *workload_json(struct vram_manager *m, struct vram_workload *w)
 		"per_gpu_bytes", (json_int_t)first->bytes_per_gpu,
 		"gpu_bytes", (json_int_t)resident,
 		"offloaded_bytes", (json_int_t)w->offloaded_bytes,
+		"host_bytes", (json_int_t)(host.held > INT64_MAX ? INT64_MAX : host.held),
 		"idle_seconds", (double)vram_policy_idle_ms(w, now) / 1000.0,
 		"in_flight", (int)w->in_flight,
 		"timeouts",
@@ -282,8 +285,40 @@ json_t *vram_manager_status_json(struct vram_manager *m)
 		return NULL;
 	}
 	json_t *mps = vram_mps_status_json(m->mps);
-	return json_pack("{s:o,s:o,s:s,s:o}", "gpus", gpus, "workloads", ws, "backend",
-			 vram_gpu_backend_name_of(m->gpus), "mps", mps ? mps : json_null());
+	json_t *host = vram_manager_host_json(m);
+	return json_pack("{s:o,s:o,s:s,s:o,s:o}", "gpus", gpus, "workloads", ws, "backend",
+			 vram_gpu_backend_name_of(m->gpus), "mps", mps ? mps : json_null(), "host",
+			 host ? host : json_null());
+}
+
+/*
+ * The host object of status in GB (GiB), the TTS-style routes' unit: each
+ * key with "_gb" added, null where status has null. NULL on out of memory.
+ */
+static json_t *compat_host_json(json_t *host)
+{
+	static const char *const keys[] = { "total", "available", "reserve", "limit",
+					     "budget", "parked", "kept", "on_disk" };
+	json_t *o = json_object();
+	for (size_t i = 0; o && i < sizeof(keys) / sizeof(keys[0]); i++) {
+		json_t *v = json_object_get(host, keys[i]);
+		char key[32];
+		snprintf(key, sizeof(key), "%s_gb", keys[i]);
+		json_object_set_new(o, key, json_is_integer(v)
+			? json_real((double)json_integer_value(v) / (double)VRAM_GiB) : json_null());
+	}
+	return o;
+}
+
+/* A workload's own host memory in GB, and the host's (the same object in every entry). */
+static json_t *compat_host_memory_json(struct vram_manager *m, const struct vram_workload *w,
+				       json_t *host)
+{
+	struct mgr_host_usage u;
+	mgr_host_usage(m, w, &u);
+	const double gib = (double)VRAM_GiB;
+	return json_pack("{s:f,s:f,s:f,s:O}", "allocated_gb", (double)u.held / gib, "kept_gb",
+			 (double)u.kept / gib, "on_disk_gb", (double)u.on_disk / gib, "host", host);
 }
 
 json_t *vram_manager_compat_status_json(struct vram_manager *m)
@@ -291,6 +326,13 @@ json_t *vram_manager_compat_status_json(struct vram_manager *m)
 	json_t *o = json_object();
 	uint64_t now = vram_now_ms();
 	const double gib = (double)VRAM_GiB;
+	json_t *status_host = vram_manager_host_json(m);
+	json_t *host = status_host ? compat_host_json(status_host) : NULL;
+	json_decref(status_host);
+	if (!host) {
+		json_decref(o);
+		return NULL;
+	}
 	for (size_t k = 0; o && k < m->n_live; k++) {
 		struct vram_workload *w = m->wptrs[k];
 		const char *location = "unloaded";
@@ -326,13 +368,15 @@ json_t *vram_manager_compat_status_json(struct vram_manager *m)
 		bool monitor = w->offload_after_ms != VRAM_DURATION_NEVER ||
 			       w->release_after_ms != VRAM_DURATION_NEVER;
 		json_object_set_new(o, w->cfg->name,
-			json_pack("{s:s,s:s,s:f,s:o,s:b,s:o,s:s}", "model_name",
+			json_pack("{s:s,s:s,s:f,s:o,s:b,s:o,s:o,s:s}", "model_name",
 				  w->cfg->n_models ? w->cfg->models[0] : w->cfg->name, "location",
 				  location, "idle_time_seconds",
 				  (double)vram_policy_idle_ms(w, now) / 1000.0,
 				  "idle_timeout_seconds", duration_json(w->release_after_ms),
 				  "monitor_running", monitor, "gpu_memory", mem ? mem : json_object(),
+				  "host_memory", compat_host_memory_json(m, w, host),
 				  "state", vram_wl_state_name(w->state)));
 	}
+	json_decref(host);
 	return o;
 }

@@ -610,6 +610,80 @@ static void test_socket_access(void **state)
 		     "/run/vramd.sock");
 }
 
+/*
+ * host: the budget's keys land in the struct; left out, the reserve is the
+ * default (resolved against MemTotal later), there is no limit and the park
+ * directory is the state directory's; each mistake names the key, where it
+ * is and what was expected.
+ */
+static void test_host_section(void **state)
+{
+	struct vram_config *cfg = parse_ok(WL_A);
+	assert_true(cfg->host.reserve == VRAM_CONFIG_HOST_RESERVE_DEFAULT);
+	assert_true(cfg->host.limit == 0);
+	assert_null(cfg->host.park_dir);
+	vram_config_free(cfg);
+
+	cfg = parse_ok("host:\n  reserve: 8GiB\n  limit: 200GiB\n  park_dir: /var/lib/vramd/park\n");
+	assert_true(cfg->host.reserve == 8 * VRAM_GiB);
+	assert_true(cfg->host.limit == 200 * VRAM_GiB);
+	assert_string_equal(cfg->host.park_dir, "/var/lib/vramd/park");
+	vram_config_free(cfg);
+	/* a reserve of 0 is a choice; an empty section is nothing set */
+	cfg = parse_ok("host: {reserve: 0}\n");
+	assert_true(cfg->host.reserve == 0);
+	vram_config_free(cfg);
+	cfg = parse_ok("host:\n");
+	assert_true(cfg->host.reserve == VRAM_CONFIG_HOST_RESERVE_DEFAULT);
+	vram_config_free(cfg);
+
+	expect_error("host:\n  reserve: lots\n",
+		     "t.yaml:2:12: host.reserve: expected a size like 512MiB or 24GiB, got \"lots\"");
+	expect_error("host:\n  reserve: 0.1\n",
+		     "t.yaml:2:12: host.reserve: expected a size like 512MiB or 24GiB, got \"0.1\"");
+	expect_error("host:\n  limit: 0\n",
+		     "t.yaml:2:10: host.limit: expected a size like 512MiB or 24GiB, got \"0\"");
+	expect_error("host:\n  limit: 99999999999999999999\n",
+		     "t.yaml:2:10: host.limit: out of range, expected a size below 16EiB, got "
+		     "\"99999999999999999999\"");
+	expect_error("host:\n  park_dir: park\n",
+		     "t.yaml:2:13: host.park_dir: expected an absolute directory like "
+		     "/var/lib/vramd/park, got \"park\"");
+	expect_error("host:\n  park_dir: [a]\n",
+		     "t.yaml:2:13: host.park_dir: expected an absolute directory like "
+		     "/var/lib/vramd/park, got a list");
+	expect_error("host:\n  reserv: 8GiB\n",
+		     "t.yaml:2:3: host.reserv: unknown key 'reserv', did you mean 'reserve'?");
+	expect_error("host: 8GiB\n",
+		     "t.yaml:1:7: host: expected a mapping of keys to values, got \"8GiB\"");
+	expect_error("hots:\n  reserve: 8GiB\n",
+		     "t.yaml:1:1: hots: unknown key 'hots', did you mean 'host'?");
+
+	/* the park files' paths must fit what the hook takes: the directory is bounded */
+	char yaml[512], dir[VRAM_CONFIG_PARK_DIR_MAX + 2];
+	memset(dir, 'p', sizeof(dir) - 1);
+	dir[0] = '/';
+	dir[sizeof(dir) - 1] = '\0';
+	snprintf(yaml, sizeof(yaml), "host:\n  park_dir: %s\n", dir);
+	expect_error(yaml, "t.yaml:2:13: host.park_dir: 161 bytes, expected a path of at most 160 "
+			   "bytes (the park files' paths must fit what the hook takes)");
+	dir[sizeof(dir) - 2] = '\0';
+	snprintf(yaml, sizeof(yaml), "host:\n  park_dir: %s\n", dir);
+	cfg = parse_ok(yaml);
+	assert_int_equal(strlen(cfg->host.park_dir), VRAM_CONFIG_PARK_DIR_MAX);
+	vram_config_free(cfg);
+	/* so is the default one, <state_dir>/park, unless park_dir is set */
+	dir[sizeof(dir) - 6] = '\0'; /* 156 bytes + "/park" = 161 */
+	snprintf(yaml, sizeof(yaml), "daemon:\n  socket: /tmp/v.sock\n  state_dir: %s\n", dir);
+	expect_error(yaml, "t.yaml:3:14: daemon.state_dir: the default park directory "
+			   "(<state_dir>/park) would be 161 bytes, expected at most 160 bytes, or "
+			   "host.park_dir set to a shorter one");
+	snprintf(yaml, sizeof(yaml), "daemon:\n  socket: /tmp/v.sock\n  state_dir: %s\n"
+		 "host: {park_dir: /var/park}\n", dir);
+	cfg = parse_ok(yaml);
+	vram_config_free(cfg);
+}
+
 /* What --check-config must refuse because it could never run. */
 static void test_error_cannot_work(void **state)
 {
@@ -915,8 +989,8 @@ static void test_error_daemon_and_gpus(void **state)
 static void test_error_yaml(void **state)
 {
 	expect_error("- a\n- b\n",
-		     "t.yaml:1:1: expected a mapping with daemon, gpus, defaults and workloads, "
-		     "got a list");
+		     "t.yaml:1:1: expected a mapping with daemon, gpus, host, defaults and "
+		     "workloads, got a list");
 	expect_error("workloads:\n  a:\n    cmd: [x, y\n",
 		     "t.yaml:4:1: workloads.a.cmd: invalid YAML: flow sequence without a closing "
 		     "bracket");
@@ -1180,6 +1254,7 @@ int main(void)
 		cmocka_unit_test(test_edit_distance),
 		cmocka_unit_test(test_access_keys),
 		cmocka_unit_test(test_error_cannot_work),
+		cmocka_unit_test(test_host_section),
 		cmocka_unit_test(test_socket_access),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

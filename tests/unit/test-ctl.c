@@ -247,6 +247,34 @@ static void test_status_table(void **state)
 	free(text);
 }
 
+/*
+ * The HOST line: what workloads hold in RAM against the budget, the host's
+ * total, parked, kept and on disk; a size the daemon does not know is "?"
+ * or "no budget", never 0; an older daemon without "host" gets no line.
+ */
+static void test_status_host_line(void **state)
+{
+	json_t *j = json_loads("{\"gpus\": [], \"workloads\": [], \"host\": {"
+			       "\"total\": 68719476736, \"available\": 42949672960, \"reserve\": 8589934592,"
+			       " \"limit\": null, \"budget\": 42949672960, \"parked\": 21474836480,"
+			       " \"kept\": 2147483648, \"on_disk\": 17179869184}}", 0, NULL);
+	assert_non_null(j);
+	char *text = vram_table_status(j);
+	json_decref(j);
+	assert_string_equal(text, "no GPUs\n"
+				  "HOST  [" FULL FULL FULL FULL FULL FULL EMPTY EMPTY EMPTY EMPTY
+				  "] 22.0/40.0GiB budget  total 64GiB  parked 20GiB  kept 2GiB  disk 16GiB\n"
+				  "\nno workloads\n");
+	free(text);
+
+	j = json_loads("{\"gpus\": [], \"workloads\": [], \"host\": {\"total\": null,"
+		       " \"budget\": null, \"parked\": 0, \"kept\": 0, \"on_disk\": 0}}", 0, NULL);
+	text = vram_table_status(j);
+	json_decref(j);
+	assert_non_null(strstr(text, "HOST  no budget  total ?  parked 0B  kept 0B  disk 0B\n"));
+	free(text);
+}
+
 static void test_action_line(void **state)
 {
 	char buf[256];
@@ -289,6 +317,7 @@ int main(void)
 		cmocka_unit_test(test_bar),
 		cmocka_unit_test(test_seconds),
 		cmocka_unit_test(test_status_table),
+		cmocka_unit_test(test_status_host_line),
 		cmocka_unit_test(test_action_line),
 		cmocka_unit_test(test_usage_exit_codes),
 	};

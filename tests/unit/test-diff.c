@@ -200,9 +200,10 @@ static void test_every_key_declared(void **state)
 			fail_msg("daemon key %s: no reload class (live or daemon)", k.name);
 		if (!k.same_config || k.same_workload)
 			fail_msg("daemon key %s: no comparison of two configs", k.name);
-		assert_true(strncmp(k.name, "daemon.", 7) == 0 || strncmp(k.name, "gpus.", 5) == 0);
+		assert_true(strncmp(k.name, "daemon.", 7) == 0 || strncmp(k.name, "gpus.", 5) == 0 ||
+			    strncmp(k.name, "host.", 5) == 0);
 	}
-	assert_true(n >= 18);
+	assert_true(n >= 21);
 }
 
 /* A change of one workload key: workload a as it is before and after. */
@@ -336,6 +337,10 @@ static const struct daemon_sample daemon_samples[] = {
 	{ "gpus.backend", DAEMON_LINE("") "gpus: { backend: auto, reserve: 1GiB, sim: [ { name: g, memory: 24GiB } ] }\n" },
 	{ "gpus.reserve", DAEMON_LINE("") "gpus: { backend: sim, reserve: 2GiB, sim: [ { name: g, memory: 24GiB } ] }\n" },
 	{ "gpus.sim", DAEMON_LINE("") "gpus: { backend: sim, reserve: 1GiB, sim: [ { name: g, memory: 48GiB } ] }\n" },
+	/* the budget applies at once; the park directory holds parked processes' files */
+	{ "host.reserve", DAEMON_LINE("") GPUS_LINE "host: { reserve: 8GiB }\n" },
+	{ "host.limit", DAEMON_LINE("") GPUS_LINE "host: { limit: 100GiB }\n" },
+	{ "host.park_dir", DAEMON_LINE("") GPUS_LINE "host: { park_dir: /var/park }\n" },
 };
 
 /* Each daemon or gpus key changed alone: refused under its name, or (live) let through. */

@@ -1,0 +1,160 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The host ledger of the running daemon, on the registry's floor (it calls
+ * none of the manager's files, so every floor above may ask it): what each
+ * workload holds in host memory, the host's memory (/proc/meminfo), and the
+ * budget of the config, as core/hostplan.h takes them, so that the manager
+ * can decide with vram_host_make_room and status, /metrics and the
+ * TTS-style status show the same numbers. It only reads.
+ */
+#include "daemon/manager_int.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "common/meminfo.h"
+#include "core/hostplan.h"
+
+/*
+ * What w holds in host memory now: the one place these numbers come from.
+ * Every engine's is its offloaded_bytes for now (the sim engine's simulated
+ * copy, the checkpoint engine's as it reported it, the hook's as it
+ * answered the offload), which a restore sets back to 0. Once the hook
+ * reports the pinned, kept and parked bytes of its processes
+ * (vram_hookchan_host, daemon/hookchan.h), a workload whose processes it
+ * counts takes those instead:
+ *     held = pinned, kept = kept, on_disk = parked
+ * and the others' on_disk is w->parked_bytes.
+ */
+void mgr_host_usage(struct vram_manager *m, const struct vram_workload *w,
+		    struct mgr_host_usage *ret)
+{
+	(void)m;
+	*ret = (struct mgr_host_usage){ .held = w->offloaded_bytes };
+}
+
+/*
+ * Whether w's engine can move its host copy to the disk tier. No engine of
+ * this tree can yet; with the disk tier, an engine can when its park
+ * function is set.
+ */
+static bool engine_can_park(const struct vram_engine *e)
+{
+	(void)e;
+	return false;
+}
+
+/* The hook frees the pinned buffers it kept after a restore when told to (DROP_HOST). */
+static bool engine_can_drop_kept(const struct vram_engine *e)
+{
+	return e && (e->kind == VRAM_ENGINE_HOOK || e->kind == VRAM_ENGINE_HOOK_CHECKPOINT);
+}
+
+/*
+ * Whether the disk tier can take a park file now, and its free bytes
+ * (VRAM_HOST_UNKNOWN when not known). No engine parks in this tree, so
+ * there is no disk tier to offer; with it, this is the park directory's
+ * room.
+ */
+static void park_room(struct vram_manager *m, bool *ret_usable, uint64_t *ret_free)
+{
+	(void)m;
+	*ret_usable = false;
+	*ret_free = VRAM_HOST_UNKNOWN;
+}
+
+int mgr_host_ledger(struct vram_manager *m, struct vram_host_ledger *ret)
+{
+	struct vram_host_entry *entries = calloc(m->n_live ? m->n_live : 1, sizeof(*entries));
+	if (!entries)
+		return -ENOMEM;
+	for (size_t k = 0; k < m->n_live; k++) {
+		struct vram_workload *w = m->wptrs[k];
+		struct mgr_host_usage u;
+		mgr_host_usage(m, w, &u);
+		entries[k] = (struct vram_host_entry){
+			.w = w,
+			.name = w->cfg->name,
+			.state = w->state,
+			.priority = w->cfg->priority,
+			.last_used_ms = w->last_used_ms,
+			.held = u.held,
+			.kept = u.kept,
+			.on_disk = u.on_disk,
+			.can_park = engine_can_park(w->engine),
+			.can_drop_kept = engine_can_drop_kept(w->engine),
+			/* an action runs or waits on it, or requests wait for it to come back */
+			.busy = w->job || w->awaiting_room || w->evicting ||
+				(w->state != VRAM_WL_READY && w->in_flight > 0),
+		};
+	}
+	struct vram_meminfo mi;
+	bool known = vram_meminfo_read(NULL, &mi) == 0;
+	const struct vram_config *cfg = m->cfg;
+	uint64_t total = known ? mi.total : 0;
+	*ret = (struct vram_host_ledger){
+		.total = total,
+		.available = known && mi.has_available ? mi.available : VRAM_HOST_UNKNOWN,
+		.reserve = vram_host_reserve(total, cfg->host.reserve),
+		.entries = entries,
+		.n_entries = m->n_live,
+	};
+	ret->budget = vram_host_budget(total, ret->reserve, cfg->host.limit);
+	park_room(m, &ret->park_usable, &ret->park_free);
+	return 0;
+}
+
+void mgr_host_ledger_done(struct vram_host_ledger *l)
+{
+	free((void *)l->entries);
+	l->entries = NULL;
+	l->n_entries = 0;
+}
+
+/* Sums of sizes saturate: a process's report must not wrap a total into a small one. */
+static uint64_t sat_add(uint64_t a, uint64_t b)
+{
+	return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+/* Bytes as a JSON number; null for a size not known. */
+static json_t *bytes_json(uint64_t v, bool known)
+{
+	if (!known)
+		return json_null();
+	return json_integer(v > INT64_MAX ? INT64_MAX : (json_int_t)v);
+}
+
+json_t *vram_manager_host_json(struct vram_manager *m)
+{
+	struct vram_host_ledger l;
+	if (mgr_host_ledger(m, &l) < 0)
+		return NULL;
+	uint64_t parked = 0, kept = 0, on_disk = 0;
+	for (size_t i = 0; i < l.n_entries; i++) {
+		const struct vram_host_entry *e = &l.entries[i];
+		uint64_t k = e->kept < e->held ? e->kept : e->held;
+		parked = sat_add(parked, e->held - k);
+		kept = sat_add(kept, k);
+		on_disk = sat_add(on_disk, e->on_disk);
+	}
+	const struct vram_config *cfg = m->cfg;
+	char dir[PATH_MAX];
+	if (cfg->host.park_dir)
+		snprintf(dir, sizeof(dir), "%s", cfg->host.park_dir);
+	else
+		snprintf(dir, sizeof(dir), "%s/park", m->state_dir);
+	json_t *o = json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:s}",
+			      "total", bytes_json(l.total, l.total > 0),
+			      "available", bytes_json(l.available, l.available != VRAM_HOST_UNKNOWN),
+			      "reserve", bytes_json(l.reserve, true),
+			      "limit", bytes_json(cfg->host.limit, cfg->host.limit > 0),
+			      "budget", bytes_json(l.budget, l.budget != VRAM_HOST_UNKNOWN),
+			      "parked", bytes_json(parked, true),
+			      "kept", bytes_json(kept, true),
+			      "on_disk", bytes_json(on_disk, true),
+			      "park_dir", dir);
+	mgr_host_ledger_done(&l);
+	return o;
+}
