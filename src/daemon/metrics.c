@@ -337,7 +337,7 @@ static int render_host(struct vram_metrics *mx, struct vram_buf *out)
 	json_t *host = vram_manager_host_json(mx->m);
 	if (!host)
 		return -ENOMEM;
-	int r = meta(out, "vramd_host_memory_bytes", "gauge",
+	int r = meta(out, "vram_host_memory_bytes", "gauge",
 		     "Host memory: total and available (/proc/meminfo), the budget of what "
 		     "workloads may hold (host.reserve, host.limit), and what they hold: parked "
 		     "(offloaded copies in RAM), kept (buffers ready workloads kept), on_disk "
@@ -345,7 +345,7 @@ static int render_host(struct vram_metrics *mx, struct vram_buf *out)
 	for (size_t k = 0; r == 0 && k < N_OF(kinds); k++) {
 		double v = num(host, kinds[k]);
 		if (!isnan(v))
-			r = sample1(out, "vramd_host_memory_bytes", "kind", kinds[k], v);
+			r = sample1(out, "vram_host_memory_bytes", "kind", kinds[k], v);
 	}
 	json_decref(host);
 	return r;
@@ -380,7 +380,7 @@ static int render_workloads(struct vram_metrics *mx, const struct vram_config *c
 		  "GPU memory the workload holds, over all its GPUs and replicas." },
 		{ "vram_workload_host_memory_bytes", "gauge", "memory", "offloaded_bytes",
 		  "Host memory holding the workload's offloaded GPU memory." },
-		{ "vramd_workload_host_bytes", "gauge", "memory", "host_bytes",
+		{ "vram_workload_host_bytes", "gauge", "memory", "host_bytes",
 		  "Host RAM the workload holds: its offloaded copy and the buffers it kept after "
 		  "a restore (what counts against the host budget)." },
 		{ "vram_workload_restarts_total", "counter", NULL, "restarts",

@@ -80,14 +80,14 @@ def test_status_metrics_and_compat_follow_an_offload(daemon, monkeypatch):
     assert by_name["embed"]["memory"]["host_bytes"] == 0
 
     m = scrape(d)
-    assert m[("vramd_host_memory_bytes", (("kind", "total"),))] == 64 * GiB
-    assert m[("vramd_host_memory_bytes", (("kind", "available"),))] == 40 * GiB
-    assert m[("vramd_host_memory_bytes", (("kind", "budget"),))] == 40 * GiB
-    assert m[("vramd_host_memory_bytes", (("kind", "parked"),))] == 20 * GiB
-    assert m[("vramd_host_memory_bytes", (("kind", "kept"),))] == 0
-    assert m[("vramd_host_memory_bytes", (("kind", "on_disk"),))] == 0
-    assert m[("vramd_workload_host_bytes", (("workload", "chat"),))] == 20 * GiB
-    assert m[("vramd_workload_host_bytes", (("workload", "embed"),))] == 0
+    assert m[("vram_host_memory_bytes", (("kind", "total"),))] == 64 * GiB
+    assert m[("vram_host_memory_bytes", (("kind", "available"),))] == 40 * GiB
+    assert m[("vram_host_memory_bytes", (("kind", "budget"),))] == 40 * GiB
+    assert m[("vram_host_memory_bytes", (("kind", "parked"),))] == 20 * GiB
+    assert m[("vram_host_memory_bytes", (("kind", "kept"),))] == 0
+    assert m[("vram_host_memory_bytes", (("kind", "on_disk"),))] == 0
+    assert m[("vram_workload_host_bytes", (("workload", "chat"),))] == 20 * GiB
+    assert m[("vram_workload_host_bytes", (("workload", "embed"),))] == 0
 
     compat = d.get("/api/gpu/status").json()
     assert compat["chat"]["location"] == "CPU"
@@ -107,7 +107,7 @@ def test_status_metrics_and_compat_follow_an_offload(daemon, monkeypatch):
     act(d, "chat", "restore")
     assert d.status()["host"]["parked"] == 0
     assert d.workload("chat")["memory"]["host_bytes"] == 0
-    assert scrape(d)[("vramd_workload_host_bytes", (("workload", "chat"),))] == 0
+    assert scrape(d)[("vram_workload_host_bytes", (("workload", "chat"),))] == 0
 
 
 def test_reload_applies_the_budget_and_refuses_a_new_park_dir(daemon, monkeypatch):
@@ -142,16 +142,16 @@ def test_unreadable_meminfo_is_not_known_rather_than_zero(daemon, monkeypatch):
     # without MemTotal the limit is the budget
     assert host["budget"] == 40 * GiB and host["reserve"] == 8 * GiB
     m = scrape(d)
-    assert ("vramd_host_memory_bytes", (("kind", "total"),)) not in m
-    assert ("vramd_host_memory_bytes", (("kind", "available"),)) not in m
-    assert m[("vramd_host_memory_bytes", (("kind", "budget"),))] == 40 * GiB
+    assert ("vram_host_memory_bytes", (("kind", "total"),)) not in m
+    assert ("vram_host_memory_bytes", (("kind", "available"),)) not in m
+    assert m[("vram_host_memory_bytes", (("kind", "budget"),))] == 40 * GiB
     assert d.get("/api/gpu/status").json()["chat"]["host_memory"]["host"]["total_gb"] is None
     c = d.ctl("status", check=0)
     assert "HOST  [░░░░░░░░░░] 0.0/40.0GiB budget  total ?  parked 0B" in c.stdout, c.stdout
     # and without a limit there is no budget to show
     d = host_daemon(daemon, monkeypatch, text=CONFIG.replace("  limit: 40GiB\n", ""), meminfo=None)
     assert d.status()["host"]["budget"] is None
-    assert ("vramd_host_memory_bytes", (("kind", "budget"),)) not in scrape(d)
+    assert ("vram_host_memory_bytes", (("kind", "budget"),)) not in scrape(d)
     c = d.ctl("status", check=0)
     assert "HOST  no budget  total ?  parked 0B  kept 0B  disk 0B\n" in c.stdout, c.stdout
 
