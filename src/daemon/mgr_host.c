@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "gpu/gpu.h"
+
 #include "common/meminfo.h"
 #include "core/hostplan.h"
 
@@ -64,6 +66,43 @@ static void park_room(struct vram_manager *m, bool *ret_usable, uint64_t *ret_fr
 	*ret_free = VRAM_HOST_UNKNOWN;
 }
 
+/* Sums of sizes saturate: a process's report must not wrap a total into a small one. */
+static uint64_t sat_add(uint64_t a, uint64_t b)
+{
+	return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+/* Host memory of a simulated machine: this many times its simulated GPUs' memory. */
+#define SIM_HOST_PER_GPU_MEMORY 2
+
+/*
+ * The host's memory. With simulated GPUs the host is simulated too, unless
+ * $VRAM_MEMINFO names a file: the simulated engines' copies are not in this
+ * machine's RAM, and a demo of 2 x 80 GiB GPUs on a laptop must not find its
+ * RAM full. Its total is SIM_HOST_PER_GPU_MEMORY times the GPUs' memory and
+ * what is available is that less what the workloads hold. Returns 0 or
+ * -errno (then nothing is known).
+ */
+static int host_meminfo(struct vram_manager *m, const struct vram_host_entry *entries, size_t n,
+			struct vram_meminfo *ret)
+{
+	if (!vram_gpu_is_sim(m->gpus) || secure_getenv("VRAM_MEMINFO"))
+		return vram_meminfo_read(NULL, ret);
+	uint64_t gpu = 0, held = 0;
+	for (unsigned i = 0; i < vram_gpu_count(m->gpus); i++) {
+		struct vram_gpu_info info;
+		if (vram_gpu_query(m->gpus, i, &info) == 0)
+			gpu = sat_add(gpu, info.mem_total);
+	}
+	for (size_t k = 0; k < n; k++)
+		held = sat_add(held, entries[k].held);
+	uint64_t total = gpu > UINT64_MAX / SIM_HOST_PER_GPU_MEMORY ? UINT64_MAX
+								   : gpu * SIM_HOST_PER_GPU_MEMORY;
+	*ret = (struct vram_meminfo){.total = total, .available = total > held ? total - held : 0,
+				     .has_available = true};
+	return 0;
+}
+
 int mgr_host_ledger(struct vram_manager *m, struct vram_host_ledger *ret)
 {
 	struct vram_host_entry *entries = calloc(m->n_live ? m->n_live : 1, sizeof(*entries));
@@ -90,7 +129,7 @@ int mgr_host_ledger(struct vram_manager *m, struct vram_host_ledger *ret)
 		};
 	}
 	struct vram_meminfo mi;
-	bool known = vram_meminfo_read(NULL, &mi) == 0;
+	bool known = host_meminfo(m, entries, m->n_live, &mi) == 0;
 	const struct vram_config *cfg = m->cfg;
 	uint64_t total = known ? mi.total : 0;
 	*ret = (struct vram_host_ledger){
@@ -110,12 +149,6 @@ void mgr_host_ledger_done(struct vram_host_ledger *l)
 	free((void *)l->entries);
 	l->entries = NULL;
 	l->n_entries = 0;
-}
-
-/* Sums of sizes saturate: a process's report must not wrap a total into a small one. */
-static uint64_t sat_add(uint64_t a, uint64_t b)
-{
-	return a > UINT64_MAX - b ? UINT64_MAX : a + b;
 }
 
 /* Bytes as a JSON number; null for a size not known. */

@@ -221,3 +221,16 @@ def test_plan_host_memory(tmp_path):
     r = subprocess.run([VRAMCTL, "status", "--host-memory", "64GiB"], capture_output=True,
                        text=True, timeout=10)
     assert r.returncode == 2 and "--host-memory goes with plan" in r.stderr
+
+
+def test_simulated_gpus_have_a_simulated_host(daemon, monkeypatch):
+    # without $VRAM_MEMINFO, simulated GPUs get a simulated host: twice their memory, less
+    # what the workloads hold (a demo of big simulated GPUs must not find a laptop's RAM full)
+    monkeypatch.delenv("VRAM_MEMINFO", raising=False)
+    d = daemon(CONFIG.replace("  limit: 40GiB\n", ""), gpus="2x80GiB")
+    host = d.status()["host"]
+    assert host["total"] == 320 * GiB and host["available"] == 320 * GiB, host
+    act(d, "chat", "start")
+    act(d, "chat", "offload")
+    host = d.status()["host"]
+    assert host["available"] == 300 * GiB and host["parked"] == 20 * GiB, host
