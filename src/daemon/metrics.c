@@ -354,6 +354,8 @@ static int render_workloads(struct vram_metrics *mx, const struct vram_config *c
 		  "GPU memory the workload holds, over all its GPUs and replicas." },
 		{ "vram_workload_host_memory_bytes", "gauge", "memory", "offloaded_bytes",
 		  "Host memory holding the workload's offloaded GPU memory." },
+		{ "vram_workload_parked_bytes", "gauge", "memory", "parked_bytes",
+		  "Bytes of the workload's GPU memory parked in files on disk." },
 		{ "vram_workload_restarts_total", "counter", NULL, "restarts",
 		  "Restarts after a crash or a failed start." },
 		{ "vram_workload_in_flight_requests", "gauge", NULL, "in_flight",
