@@ -83,8 +83,9 @@ int vram_manager_run(struct vram_manager *m);
  * writes the state file now, synchronously, so that the new image takes back
  * every workload. Nothing is stopped and nothing is frozen: when the exec
  * fails after this, vramd simply goes on. Returns 0, or -errno with err (the
- * restart is then called off): -EBUSY (shutting down, or an offload or
- * restore in progress, whose result the state file could not record), or
+ * restart is then called off): -EBUSY (shutting down, or an offload,
+ * restore or park in progress, whose result the state file could not
+ * record), or
  * the write's error.
  */
 int vram_manager_prepare_exec(struct vram_manager *m, char *err, size_t err_size);
