@@ -502,6 +502,7 @@ SAME_WL(health_port_owner, a->health.port_owner == b->health.port_owner)
 SAME_WL(port, a->port == b->port)
 SAME_WL(idle_offload_after, a->idle.offload_after_ms == b->idle.offload_after_ms)
 SAME_WL(idle_release_after, a->idle.release_after_ms == b->idle.release_after_ms)
+SAME_WL(idle_park_after, a->idle.park_after_ms == b->idle.park_after_ms)
 SAME_WL(priority, a->priority == b->priority)
 SAME_WL(offload, a->offload == b->offload)
 SAME_WL(restart_policy, a->restart == b->restart)
@@ -1051,9 +1052,15 @@ static void idle_release_after(struct ctx *c, const struct vram_ynode *v, void *
 	get_duration(c, v, true, 0, &IDLE(t)->release_after_ms);
 }
 
+static void idle_park_after(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_duration(c, v, true, 0, &IDLE(t)->park_after_ms);
+}
+
 static const struct key_def idle_keys[] = {
 	{ "offload_after", idle_offload_after, true, WL_LIVE(idle_offload_after) },
 	{ "release_after", idle_release_after, true, WL_LIVE(idle_release_after) },
+	{ "park_after", idle_park_after, true, WL_LIVE(idle_park_after) },
 };
 
 static void wl_idle(struct ctx *c, const struct vram_ynode *v, void *t)
@@ -1062,6 +1069,7 @@ static void wl_idle(struct ctx *c, const struct vram_ynode *v, void *t)
 	if (v->type == VRAM_YNODE_SCALAR && (strcmp(v->text, "never") == 0 ||
 					     strcmp(v->text, "off") == 0)) {
 		idle->offload_after_ms = idle->release_after_ms = VRAM_DURATION_NEVER;
+		idle->park_after_ms = VRAM_DURATION_NEVER;
 		return;
 	}
 	if (v->type != VRAM_YNODE_MAP) {
@@ -1246,7 +1254,8 @@ static void workload_builtin_defaults(struct vram_workload_config *w)
 			.failures = 3,
 			.port_owner = VRAM_PORT_OWNER_WORKLOAD,
 		},
-		.idle = { .offload_after_ms = 10 * 60000, .release_after_ms = 3600000 },
+		.idle = { .offload_after_ms = 10 * 60000, .release_after_ms = 3600000,
+			  .park_after_ms = VRAM_DURATION_NEVER },
 		.offload = VRAM_ENGINE_AUTO,
 		.restart = VRAM_RESTART_ON_FAILURE,
 		.restart_backoff_max_ms = 60000,

@@ -106,6 +106,7 @@ struct vram_gpu_request {
 struct vram_idle {
 	uint64_t offload_after_ms; /* ms idle before offload; VRAM_DURATION_NEVER = off */
 	uint64_t release_after_ms; /* ms idle before release (stop); VRAM_DURATION_NEVER = off */
+	uint64_t park_after_ms;    /* ms idle before an offloaded one is parked (disk); VRAM_DURATION_NEVER = off */
 };
 
 /* Whose listener on a workload's port counts (health.port_owner). */

@@ -138,9 +138,15 @@ struct vram_job *vram_job_new(enum vram_job_kind kind, const struct vram_engine 
 int vram_job_start(struct vram_job *job)
 {
 	job->started_ms = vram_now_ms();
-	if (job->kind == VRAM_JOB_OFFLOAD)
+	switch (job->kind) {
+	case VRAM_JOB_OFFLOAD:
 		return job->engine->offload(job->w, job);
-	return job->engine->restore(job->w, job);
+	case VRAM_JOB_RESTORE:
+		return job->engine->restore(job->w, job);
+	case VRAM_JOB_PARK:
+		return job->engine->park ? job->engine->park(job->w, job) : -EOPNOTSUPP;
+	}
+	return -EINVAL;
 }
 
 void vram_job_complete(struct vram_job *job, int error, uint64_t bytes, const char *fmt, ...)

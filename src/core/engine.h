@@ -2,7 +2,9 @@
 /*
  * Offload engines: one interface, several implementations, listed in one
  * explicit array (vram_engines). An engine moves a workload's GPU memory out
- * (offload) and back (restore). Engines are asynchronous: offload/restore
+ * (offload) and back (restore), and an engine that can moves an offloaded
+ * workload's host copy on to disk (park); its restore brings a parked
+ * workload back too. Engines are asynchronous: offload/restore
  * begin a job and return; the engine later calls vram_job_complete() from the
  * loop (a timer, a reaped child, a worker-pool completion, a hook message),
  * and the job's owner hears about it from the next loop turn. Blocking work
@@ -63,6 +65,14 @@ struct vram_engine_host {
 	 */
 	int (*hook_send)(struct vram_hookchan *hc, pid_t pid, enum vram_hookchan_op op, unsigned flags,
 			 vram_hookchan_done_cb cb, void *arg, struct vram_hookchan_req **ret_req);
+	/*
+	 * hook_send with a path: the park file for VRAM_HOOKCHAN_PARK (at most
+	 * 255 bytes, borrowed for the call), NULL for other ops. Returns as
+	 * hook_send, or -EOPNOTSUPP where the channel cannot send a path.
+	 */
+	int (*hook_send_path)(struct vram_hookchan *hc, pid_t pid, enum vram_hookchan_op op,
+			      unsigned flags, const char *path, vram_hookchan_done_cb cb, void *arg,
+			      struct vram_hookchan_req **ret_req);
 	/* Forgets a request: its cb is not called. Accepts NULL. */
 	void (*hook_cancel)(struct vram_hookchan_req *req);
 	void *ctx;                    /* passed back to the functions below */
@@ -76,11 +86,19 @@ struct vram_engine_host {
 	 * completes job once all are healthy (or failed). Returns 0 or -errno.
 	 */
 	int (*spawn_processes)(void *ctx, struct vram_workload *w, struct vram_job *job);
+	/*
+	 * The park file of w's process pid into buf (size bytes):
+	 * <park_dir>/<workload>-<pid>.park, the directory made (0700) on first
+	 * use. Returns 0, or -errno (-ENAMETOOLONG: over size, or the hook's
+	 * 255 bytes) with the reason in buf.
+	 */
+	int (*park_path)(void *ctx, const struct vram_workload *w, pid_t pid, char *buf, size_t size);
 };
 
 enum vram_job_kind {
 	VRAM_JOB_OFFLOAD = 0,
 	VRAM_JOB_RESTORE,
+	VRAM_JOB_PARK,    /* an offloaded workload's host copy to disk (engine park) */
 };
 
 struct vram_job;
@@ -91,12 +109,14 @@ struct vram_job {
 	const struct vram_engine *engine;     /* borrowed */
 	struct vram_workload *w;              /* borrowed; outlives the job */
 	const struct vram_engine_host *host;  /* borrowed */
+	bool from_disk;          /* VRAM_JOB_RESTORE of a parked workload (set before the start) */
 
 	/* results, set by vram_job_complete() */
 	bool completed;
 	int error;               /* 0 or -errno */
 	bool process_lost;       /* the process is gone or unusable (restore half done) */
-	bool still_offloaded;    /* a failed restore left the process intact and offloaded */
+	bool still_offloaded;    /* a failed restore left the process intact and offloaded (or,
+				    from_disk, parked) */
 	uint64_t bytes;          /* bytes moved */
 	double seconds;          /* wall time from start to completion */
 	char message[512];
@@ -134,6 +154,14 @@ struct vram_engine {
 	 * can move). Returns 0 (completion follows) or -errno.
 	 */
 	int (*restore)(struct vram_workload *w, struct vram_job *job);
+	/*
+	 * Begins writing offloaded w's host copy to disk and freeing that host
+	 * memory; the process lives on and restore brings it back. A failure
+	 * that lost nothing leaves w offloaded (in host RAM); the bytes of a
+	 * failed park are those that did reach disk. NULL: this engine cannot
+	 * park. Returns 0 (completion follows) or -errno.
+	 */
+	int (*park)(struct vram_workload *w, struct vram_job *job);
 	/* Abandons the job's work and frees job->priv; no completion follows. May be NULL. */
 	void (*cancel)(struct vram_job *job);
 };
@@ -167,7 +195,7 @@ const struct vram_engine *vram_engine_select(const struct vram_workload *w,
 struct vram_job *vram_job_new(enum vram_job_kind kind, const struct vram_engine *engine,
 			      struct vram_workload *w, const struct vram_engine_host *host,
 			      vram_job_done_cb done, void *done_arg);
-/* Calls the engine's offload or restore. Returns its result. */
+/* Calls the engine's offload, restore or park. Returns its result (-EOPNOTSUPP: no park). */
 int vram_job_start(struct vram_job *job);
 /*
  * For engines: records the result and schedules done() for the next loop
@@ -187,5 +215,12 @@ uint64_t vram_workload_gpu_bytes(const struct vram_workload *w);
  * offload and restore. Default 50 GB/s, like the hook on PCIe gen5.
  */
 void vram_engine_sim_set_rate(uint64_t offload_bytes_per_s, uint64_t restore_bytes_per_s);
+/*
+ * The simulated disk: parks and restores from parked take bytes / rate
+ * (bytes per second, > 0; default 2 GB/s, like a virtio disk). With
+ * fail_restore, every restore from parked fails as a checksum mismatch
+ * would (for tests: the workload is failed and restarted cold).
+ */
+void vram_engine_sim_set_disk(uint64_t bytes_per_s, bool fail_restore);
 
 #endif

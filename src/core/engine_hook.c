@@ -14,6 +14,17 @@
  * restore that failed for lack of memory leaves every process intact and
  * offloaded (job->still_offloaded), with the hook's message.
  *
+ * Park (the disk tier) sends PARK to every process of an offloaded workload
+ * with its own file, <park_dir>/<workload>-<pid>.park: the hook writes its
+ * host copy there and frees its pinned buffers; RESTORE of a parked process
+ * reads the file back. There is no way back from disk to host RAM but a
+ * restore, so a park that fails in some processes is not rolled back: the
+ * processes that parked stay on disk (the job's bytes count them) and a
+ * restore brings every process back from wherever it is. A restore from
+ * disk that fails in some processes and not others is not rolled back
+ * either: the workload is lost and restarted cold, since its data cannot
+ * be trusted to be whole.
+ *
  * hook+checkpoint: the hook moves the data at link speed, then the
  * checkpoint engine frees what is left, CUDA context included. Restore runs
  * the checkpoint restore, then the hook restore.
@@ -32,6 +43,9 @@
 #include "proto/hook_proto.h"
 
 #define MAX_PROCS 64 /* hooked processes of one workload in one job */
+#define PARK_PATH_MAX 256 /* bytes of a park file's path, NUL included: the protocol's 255 */
+/* enum vram_hook_state of a parked process (protocol version 3, proto/hook_proto.h) */
+#define HOOK_STATE_PARKED 5
 
 enum phase {
 	PHASE_MAIN = 0,  /* the asked operation on every process */
@@ -52,6 +66,7 @@ struct slot {
 struct hook_job {
 	struct vram_job *job;
 	bool with_ckpt;
+	bool from_disk;            /* a restore of a parked workload */
 	enum phase phase;
 	enum vram_hookchan_op op;  /* of the running hook phase */
 	struct slot slots[MAX_PROCS];
@@ -127,21 +142,30 @@ static void finish(struct hook_job *hj)
 	struct vram_job *job = hj->job;
 	job->priv = NULL;
 	bool offload = job->kind == VRAM_JOB_OFFLOAD;
+	bool park = job->kind == VRAM_JOB_PARK;
 	char moved[32], stuck[32];
 	vram_units_format_bytes(hj->bytes, moved, sizeof(moved));
 	vram_units_format_bytes(hj->nonmovable, stuck, sizeof(stuck));
 	if (hj->error) {
 		job->process_lost = hj->lost;
-		job->still_offloaded = !offload && !hj->lost && hj->intact && !hj->with_ckpt;
+		job->still_offloaded = job->kind == VRAM_JOB_RESTORE && !hj->lost && hj->intact &&
+				       !hj->with_ckpt;
 		struct hook_job copy = *hj;
 		free(hj);
+		if (park && copy.bytes) {
+			/* no way back to RAM but a restore: say what stays on disk */
+			vram_job_complete(job, copy.error, copy.bytes, "%s; %s parked by the other "
+					  "processes stay on disk until the restore", copy.errors, moved);
+			return;
+		}
 		vram_job_complete(job, copy.error, 0, "%s%s%s", copy.errors,
 				  copy.ckpt_note[0] ? "; " : "", copy.ckpt_note);
 		return;
 	}
 	struct hook_job copy = *hj;
 	free(hj);
-	set_resident(job->w, !offload);
+	if (!park)
+		set_resident(job->w, !offload);
 	char procs[48] = "";
 	if (copy.n > 1)
 		snprintf(procs, sizeof(procs), " from %zu processes", copy.n);
@@ -149,7 +173,8 @@ static void finish(struct hook_job *hj)
 	if (copy.nonmovable && offload)
 		snprintf(extra, sizeof(extra), ", %s stayed on the GPU (context, IPC/managed)", stuck);
 	vram_job_complete(job, 0, copy.bytes + copy.ckpt_bytes, "%s %s%s%s%s%s", moved,
-			  offload ? "offloaded" : "restored", procs, extra,
+			  offload ? "offloaded" : park ? "parked to disk"
+				  : copy.from_disk ? "restored from disk" : "restored", procs, extra,
 			  copy.ckpt_note[0] ? "; " : "", copy.ckpt_note);
 }
 
@@ -168,13 +193,32 @@ static void on_proc_done(const struct vram_hookchan_result *res, void *arg);
 static void phase_done(struct hook_job *hj);
 static void start_ckpt(struct hook_job *hj);
 
+/*
+ * Sends op to s's process; PARK with its park file's path. Returns 0, or
+ * -errno with, when the path could not be made, the reason in path.
+ */
+static int send_one(struct hook_job *hj, struct slot *s, enum vram_hookchan_op op, char *path,
+		    size_t path_size)
+{
+	const struct vram_engine_host *host = hj->job->host;
+	if (op != VRAM_HOOKCHAN_PARK)
+		return host->hook_send(host->hookchan, s->pid, op, 0, on_proc_done, s, &s->req);
+	if (!host->hook_send_path || !host->park_path)
+		return -EOPNOTSUPP;
+	int r = host->park_path(host->ctx, hj->job->w, s->pid, path, path_size);
+	if (r < 0)
+		return r; /* the reason is in path */
+	r = host->hook_send_path(host->hookchan, s->pid, op, 0, path, on_proc_done, s, &s->req);
+	path[0] = '\0'; /* a path, not a reason */
+	return r;
+}
+
 /* Sends op to every process, or only to those that succeeded in the main phase. */
 static void run_phase(struct hook_job *hj, enum phase phase, enum vram_hookchan_op op, bool only_ok)
 {
 	hj->phase = phase;
 	hj->op = op;
 	hj->pending = 0;
-	const struct vram_engine_host *host = hj->job->host;
 	for (size_t i = 0; i < hj->n; i++)
 		if (!only_ok || hj->slots[i].ok)
 			hj->pending++;
@@ -189,11 +233,16 @@ static void run_phase(struct hook_job *hj, enum phase phase, enum vram_hookchan_
 		if (only_ok && !s->ok)
 			continue;
 		remaining--;
-		int r = host->hook_send(host->hookchan, s->pid, op, 0, on_proc_done, s, &s->req);
+		char path[PARK_PATH_MAX] = "";
+		int r = send_one(hj, s, op, path, sizeof(path));
 		if (r < 0) {
 			struct vram_hookchan_result res = {.pid = s->pid, .status = r};
 			snprintf(res.text, sizeof(res.text), "%s",
-				 r == -ENOENT ? "not connected to the hook channel" : strerror(-r));
+				 path[0] ? path
+				 : r == -ENOENT ? "not connected to the hook channel"
+				 : r == -EOPNOTSUPP && op == VRAM_HOOKCHAN_PARK
+					 ? "this vramd's hook channel cannot send PARK (protocol version 3)"
+					 : strerror(-r));
 			s->req = NULL;
 			on_proc_done(&res, s); /* may finish hj: touch nothing after the last */
 		}
@@ -218,7 +267,14 @@ static void phase_done(struct hook_job *hj)
 			finish(hj);
 		return;
 	}
-	if (n_ok == 0) {
+	if (n_ok == 0 || hj->job->kind == VRAM_JOB_PARK) {
+		/* nothing to take back, or no way back to RAM from disk but a restore */
+		finish(hj);
+		return;
+	}
+	if (hj->from_disk) {
+		/* some read their files and some did not: not whole, and not to be trusted */
+		hj->lost = true;
 		finish(hj);
 		return;
 	}
@@ -243,7 +299,13 @@ static void on_proc_done(const struct vram_hookchan_result *res, void *arg)
 			hj->missing += res->missing;
 			if (res->status == -EPIPE)
 				hj->lost = true;
-			if (res->state != VRAM_HOOK_STATE_OFFLOADED)
+			/*
+			 * Intact: left as it was. From disk, only a lack of GPU
+			 * memory leaves it so; a bad file (a checksum mismatch, a
+			 * short read) never counts, so the workload starts cold.
+			 */
+			if (hj->from_disk ? res->status != -ENOMEM || res->state != HOOK_STATE_PARKED
+					  : res->state != VRAM_HOOK_STATE_OFFLOADED)
 				hj->intact = false;
 			add_error(hj, res->pid, "", res->text[0] ? res->text : strerror(-res->status));
 		}
@@ -325,6 +387,7 @@ static int begin(struct vram_workload *w, struct vram_job *job, bool with_ckpt)
 		return -ENOMEM;
 	hj->job = job;
 	hj->with_ckpt = with_ckpt;
+	hj->from_disk = job->kind == VRAM_JOB_RESTORE && job->from_disk;
 	hj->intact = true;
 	hj->n = n;
 	for (size_t i = 0; i < n; i++) {
@@ -336,7 +399,9 @@ static int begin(struct vram_workload *w, struct vram_job *job, bool with_ckpt)
 		start_ckpt(hj);
 	else
 		run_phase(hj, PHASE_MAIN,
-			  job->kind == VRAM_JOB_OFFLOAD ? VRAM_HOOKCHAN_OFFLOAD : VRAM_HOOKCHAN_RESTORE,
+			  job->kind == VRAM_JOB_OFFLOAD ? VRAM_HOOKCHAN_OFFLOAD
+			  : job->kind == VRAM_JOB_PARK  ? VRAM_HOOKCHAN_PARK
+							: VRAM_HOOKCHAN_RESTORE,
 			  false);
 	return 0;
 }
@@ -347,6 +412,11 @@ static int hook_offload(struct vram_workload *w, struct vram_job *job)
 }
 
 static int hook_restore(struct vram_workload *w, struct vram_job *job)
+{
+	return begin(w, job, false);
+}
+
+static int hook_park(struct vram_workload *w, struct vram_job *job)
 {
 	return begin(w, job, false);
 }
@@ -376,9 +446,14 @@ const struct vram_engine vram_engine_hook = {
 	.supports = hook_supports,
 	.offload = hook_offload,
 	.restore = hook_restore,
+	.park = hook_park,
 	.cancel = hook_cancel,
 };
 
+/*
+ * No park: a checkpointed process cannot run the CUDA calls that free its
+ * pinned buffers until it is restored.
+ */
 const struct vram_engine vram_engine_hook_checkpoint = {
 	.name = "hook+checkpoint",
 	.kind = VRAM_ENGINE_HOOK_CHECKPOINT,

@@ -5,10 +5,16 @@
  * they would with the hook), restore charges it back onto the GPUs now
  * assigned. Both take bytes / rate so that the offloading and restoring states
  * can be watched; the default rate is the hook's measured 50 GB/s.
+ *
+ * Park writes nothing: it takes bytes / the simulated disk's rate (default
+ * 2 GB/s, a virtio disk's), after which the workload holds no host memory;
+ * a restore from parked takes bytes / that rate too. For tests, a restore
+ * from parked can be made to fail as a checksum mismatch would.
  */
 #include "core/engine.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
 #include <event2/event.h>
@@ -17,6 +23,8 @@
 
 static uint64_t sim_offload_rate = UINT64_C(50000000000); /* bytes per second */
 static uint64_t sim_restore_rate = UINT64_C(50000000000); /* bytes per second */
+static uint64_t sim_disk_rate = UINT64_C(2000000000);     /* bytes per second */
+static bool sim_fail_restore;                              /* restores from parked fail */
 
 void vram_engine_sim_set_rate(uint64_t offload_bytes_per_s, uint64_t restore_bytes_per_s)
 {
@@ -24,6 +32,13 @@ void vram_engine_sim_set_rate(uint64_t offload_bytes_per_s, uint64_t restore_byt
 		sim_offload_rate = offload_bytes_per_s;
 	if (restore_bytes_per_s)
 		sim_restore_rate = restore_bytes_per_s;
+}
+
+void vram_engine_sim_set_disk(uint64_t bytes_per_s, bool fail_restore)
+{
+	if (bytes_per_s)
+		sim_disk_rate = bytes_per_s;
+	sim_fail_restore = fail_restore;
 }
 
 static bool sim_supports(const struct vram_workload *w, const struct vram_engine_host *host,
@@ -63,14 +78,26 @@ static void sim_finish(evutil_socket_t fd, short what, void *arg)
 	event_free(timer);
 	uint64_t bytes = vram_workload_gpu_bytes(job->w);
 	int r = 0;
+	if (job->kind == VRAM_JOB_RESTORE && job->from_disk && sim_fail_restore) {
+		/* the file is wrong: the process cannot be trusted with what it read */
+		job->process_lost = true;
+		vram_job_complete(job, -EBADMSG, 0, "checksum mismatch in the park file (simulated: "
+				  "restores from parked fail on request)");
+		return;
+	}
 	if (job->kind == VRAM_JOB_OFFLOAD)
 		r = sim_charge_all(job->w, job->host->gpus, false);
 	if (r < 0)
 		vram_job_complete(job, r, 0, "simulated GPU refused the change");
 	else
-		vram_job_complete(job, 0, bytes, "%s %llu bytes (simulated)",
-				  job->kind == VRAM_JOB_OFFLOAD ? "offloaded" : "restored",
-				  (unsigned long long)bytes);
+		vram_job_complete(job, 0, bytes, "%s %llu bytes%s (simulated)",
+				  job->kind == VRAM_JOB_OFFLOAD ? "offloaded"
+				  : job->kind == VRAM_JOB_PARK  ? "parked"
+								: "restored",
+				  (unsigned long long)bytes,
+				  job->kind == VRAM_JOB_PARK ? " to disk"
+				  : job->from_disk           ? " from disk"
+							     : "");
 }
 
 static int sim_begin(struct vram_workload *w, struct vram_job *job, uint64_t rate)
@@ -101,7 +128,12 @@ static int sim_offload(struct vram_workload *w, struct vram_job *job)
 
 static int sim_restore(struct vram_workload *w, struct vram_job *job)
 {
-	return sim_begin(w, job, sim_restore_rate);
+	return sim_begin(w, job, job->from_disk ? sim_disk_rate : sim_restore_rate);
+}
+
+static int sim_park(struct vram_workload *w, struct vram_job *job)
+{
+	return sim_begin(w, job, sim_disk_rate);
 }
 
 static void sim_cancel(struct vram_job *job)
@@ -119,5 +151,6 @@ const struct vram_engine vram_engine_sim = {
 	.supports = sim_supports,
 	.offload = sim_offload,
 	.restore = sim_restore,
+	.park = sim_park,
 	.cancel = sim_cancel,
 };

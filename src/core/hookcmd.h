@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * A command to one hooked process (offload or restore its GPU memory) and
+ * A command to one hooked process (offload, restore or park its GPU memory) and
  * the process's answer: the part of the hook channel the hook engines use.
  * The types live here, below both, so that the engines (core/engine_hook.c)
  * can drive the channel through the three functions struct vram_engine_host
@@ -18,7 +18,9 @@ struct vram_hookchan_req; /* one command in flight, opaque */
 
 enum vram_hookchan_op {
 	VRAM_HOOKCHAN_OFFLOAD = 0,
-	VRAM_HOOKCHAN_RESTORE,
+	VRAM_HOOKCHAN_RESTORE,   /* also of a parked process: from its park file */
+	VRAM_HOOKCHAN_PARK,      /* an offloaded process writes its host copy to a file (path) */
+	VRAM_HOOKCHAN_DROP_HOST, /* a running process frees the host buffers kept after a restore */
 };
 
 /* What one process answered. */

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "common/units.h"
+#include "core/engine.h"
 
 uint64_t vram_policy_idle_ms(const struct vram_workload *w, uint64_t now_ms)
 {
@@ -25,7 +26,7 @@ enum vram_idle_action vram_policy_idle_action(const struct vram_workload *w, uin
 {
 	if (w->in_flight > 0 || w->evicting)
 		return VRAM_IDLE_NONE;
-	if (w->state != VRAM_WL_READY && w->state != VRAM_WL_OFFLOADED)
+	if (w->state != VRAM_WL_READY && w->state != VRAM_WL_OFFLOADED && w->state != VRAM_WL_PARKED)
 		return VRAM_IDLE_NONE;
 	uint64_t idle = vram_policy_idle_ms(w, now_ms);
 	if (w->release_after_ms != VRAM_DURATION_NEVER && idle >= w->release_after_ms)
@@ -33,6 +34,10 @@ enum vram_idle_action vram_policy_idle_action(const struct vram_workload *w, uin
 	if (w->state == VRAM_WL_READY && w->offload_after_ms != VRAM_DURATION_NEVER &&
 	    idle >= w->offload_after_ms)
 		return VRAM_IDLE_OFFLOAD;
+	/* a park that failed (a full disk) is not tried again every tick */
+	if (w->state == VRAM_WL_OFFLOADED && w->park_after_ms != VRAM_DURATION_NEVER &&
+	    idle >= w->park_after_ms && !w->park_refused && !w->job && w->engine && w->engine->park)
+		return VRAM_IDLE_PARK;
 	return VRAM_IDLE_NONE;
 }
 

@@ -5,8 +5,10 @@
  * Idle timers: a workload is idle when no request is in flight; idle time
  * counts from the end of the last request (or from when it became ready).
  * Once idle for offload_after it is offloaded (from ready), once idle for
- * release_after it is released (from ready or offloaded). A workload with a
- * request in flight is never touched by a timer.
+ * park_after it is parked (from offloaded, when its engine can park and its
+ * last park did not fail), once idle for release_after it is released (from
+ * ready, offloaded or parked). A workload with a request in flight is never
+ * touched by a timer.
  *
  * Eviction: the planner's ledger is built from the runtime (what each GPU
  * holds, which instances are resident and idle), and vram_plan_place decides
@@ -27,6 +29,7 @@ enum vram_idle_action {
 	VRAM_IDLE_NONE = 0,
 	VRAM_IDLE_OFFLOAD,
 	VRAM_IDLE_RELEASE,
+	VRAM_IDLE_PARK,
 };
 
 /* ms w has been idle at now_ms; 0 while a request is in flight. */

@@ -3,7 +3,7 @@
  * The lifecycle table: every allowed (state, event) pair with the state it
  * leads to, as data, so that a reader sees each rule on one line and the
  * tests can walk the whole of it; anything not listed is refused with
- * -EINVAL. The table is short (27 rows) and looked up once per state
+ * -EINVAL. The table is short (40 rows) and looked up once per state
  * change, so a scan costs nothing worth an index.
  */
 #include "core/workload.h"
@@ -20,6 +20,8 @@ static const char *const state_names[VRAM_WL_N_STATES] = {
 	[VRAM_WL_RESTORING] = "restoring",
 	[VRAM_WL_STOPPING] = "stopping",
 	[VRAM_WL_FAILED] = "failed",
+	[VRAM_WL_PARKING] = "parking",
+	[VRAM_WL_PARKED] = "parked",
 };
 
 static const char *const event_names[VRAM_WL_N_EVENTS] = {
@@ -38,6 +40,11 @@ static const char *const event_names[VRAM_WL_N_EVENTS] = {
 	[VRAM_WL_EV_CRASH] = "crash",
 	[VRAM_WL_EV_ADOPTED_READY] = "adopted-ready",
 	[VRAM_WL_EV_ADOPTED_OFFLOADED] = "adopted-offloaded",
+	[VRAM_WL_EV_PARK] = "park",
+	[VRAM_WL_EV_PARKED] = "parked",
+	[VRAM_WL_EV_PARK_FAILED] = "park-failed",
+	[VRAM_WL_EV_UNPARK_ABORTED] = "unpark-aborted",
+	[VRAM_WL_EV_ADOPTED_PARKED] = "adopted-parked",
 };
 
 #define S(x) VRAM_WL_##x
@@ -61,6 +68,13 @@ const struct vram_wl_transition vram_wl_transitions[] = {
 	{ S(RESTORING),  E(RESTORED),        S(READY) },
 	{ S(RESTORING),  E(RESTORE_FAILED),  S(FAILED) },
 	{ S(RESTORING),  E(RESTORE_ABORTED), S(OFFLOADED) },
+	/* the disk tier: only an offloaded workload is parked (a park of a ready one offloads first) */
+	{ S(OFFLOADED),  E(PARK),            S(PARKING) },
+	{ S(PARKING),    E(PARKED),          S(PARKED) },
+	/* a full disk, a write error: the model stays in host RAM */
+	{ S(PARKING),    E(PARK_FAILED),     S(OFFLOADED) },
+	{ S(PARKED),     E(RESTORE),         S(RESTORING) },
+	{ S(RESTORING),  E(UNPARK_ABORTED),  S(PARKED) },
 	/* stop or release: from anything that runs or may run again */
 	{ S(STARTING),   E(STOP),            S(STOPPING) },
 	{ S(READY),      E(STOP),            S(STOPPING) },
@@ -68,15 +82,20 @@ const struct vram_wl_transition vram_wl_transitions[] = {
 	{ S(OFFLOADED),  E(STOP),            S(STOPPING) },
 	{ S(RESTORING),  E(STOP),            S(STOPPING) },
 	{ S(FAILED),     E(STOP),            S(STOPPING) },
+	{ S(PARKING),    E(STOP),            S(STOPPING) },
+	{ S(PARKED),     E(STOP),            S(STOPPING) },
 	{ S(STOPPING),   E(EXITED),          S(STOPPED) },
 	/* the server finished by itself, exit status 0 */
 	{ S(READY),      E(EXITED),          S(STOPPED) },
 	{ S(OFFLOADED),  E(EXITED),          S(STOPPED) },
+	{ S(PARKED),     E(EXITED),          S(STOPPED) },
 	{ S(STARTING),   E(CRASH),           S(FAILED) },
 	{ S(READY),      E(CRASH),           S(FAILED) },
 	{ S(OFFLOADING), E(CRASH),           S(FAILED) },
 	{ S(OFFLOADED),  E(CRASH),           S(FAILED) },
 	{ S(RESTORING),  E(CRASH),           S(FAILED) },
+	{ S(PARKING),    E(CRASH),           S(FAILED) },
+	{ S(PARKED),     E(CRASH),           S(FAILED) },
 	/* another replica of a failed workload */
 	{ S(FAILED),     E(CRASH),           S(FAILED) },
 	/* dying while being stopped is what was asked */
@@ -84,6 +103,7 @@ const struct vram_wl_transition vram_wl_transitions[] = {
 	/* a new vramd takes back the processes of the one before (an adopted start is a start) */
 	{ S(STOPPED),    E(ADOPTED_READY),   S(READY) },
 	{ S(STOPPED),    E(ADOPTED_OFFLOADED), S(OFFLOADED) },
+	{ S(STOPPED),    E(ADOPTED_PARKED),  S(PARKED) },
 };
 
 #undef S
@@ -129,7 +149,7 @@ int vram_wl_state_parse(const char *s, enum vram_wl_state *ret_state)
 bool vram_wl_state_settled(enum vram_wl_state s)
 {
 	return s == VRAM_WL_STOPPED || s == VRAM_WL_READY || s == VRAM_WL_OFFLOADED ||
-	       s == VRAM_WL_FAILED;
+	       s == VRAM_WL_PARKED || s == VRAM_WL_FAILED;
 }
 
 bool vram_wl_state_on_gpu(enum vram_wl_state s)

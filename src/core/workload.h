@@ -3,13 +3,22 @@
  * The workload lifecycle: states, the events that move between them, and the
  * runtime object that the manager, the policy and the offload engines share.
  *
- *   stopped ──start──▶ starting ──healthy──▶ ready ◀──restored── restoring
- *                                             │  ▲                   ▲
- *                                       offload  offload failed      │ restore
- *                                             ▼  │                   │
- *                                          offloading ──offloaded──▶ offloaded
+ *   stopped ──start──▶ starting ──healthy──▶ ready ◀──restored── restoring ◀──────┐
+ *                                             │  ▲                   ▲            │
+ *                                       offload  offload failed      │ restore    │ restore
+ *                                             ▼  │                   │            │
+ *                                          offloading ──offloaded──▶ offloaded    │
+ *                                                                park │  ▲ park   │
+ *                                                                     ▼  │ failed │
+ *                                                                    parking ──parked──▶ parked
  *   any running state ──stop──▶ stopping ──exited──▶ stopped
  *   an unexpected exit, or a failed start/restore ──▶ failed ──start (backoff)──▶ starting
+ *
+ * Parked is the disk tier: the process lives on, its GPU memory is in one
+ * file per process (or, on the sim engine, nowhere at all) and host RAM is
+ * freed. A restore from parked that fails (a checksum mismatch, a missing
+ * file) fails the workload, so that the restart policy starts it cold
+ * rather than let it compute on wrong weights.
  *
  * vram_wl_transitions[] is the whole table, as data, and vram_wl_transition()
  * looks it up, so the rules are testable without a daemon; the manager
@@ -35,6 +44,8 @@ enum vram_wl_state {
 	VRAM_WL_RESTORING,   /* an engine is bringing it back */
 	VRAM_WL_STOPPING,    /* SIGTERM sent, waiting for the process group to exit */
 	VRAM_WL_FAILED,      /* start/restore failed or it crashed; see last_error */
+	VRAM_WL_PARKING,     /* an engine is writing its host copy to disk */
+	VRAM_WL_PARKED,      /* GPU memory in park files on disk, host RAM freed; the process lives */
 	VRAM_WL_N_STATES,
 };
 
@@ -53,7 +64,12 @@ enum vram_wl_event {
 	VRAM_WL_EV_EXITED,             /* every process exited, as asked or cleanly by itself */
 	VRAM_WL_EV_CRASH,              /* a process exited unexpectedly (non-zero, signal) */
 	VRAM_WL_EV_ADOPTED_READY,      /* a new vramd took back its processes, serving */
-	VRAM_WL_EV_ADOPTED_OFFLOADED,  /* a new vramd took back its processes, parked */
+	VRAM_WL_EV_ADOPTED_OFFLOADED,  /* a new vramd took back its processes, offloaded */
+	VRAM_WL_EV_PARK,               /* park asked of an offloaded workload (API or idle timer) */
+	VRAM_WL_EV_PARKED,             /* the engine finished writing it to disk */
+	VRAM_WL_EV_PARK_FAILED,        /* the engine could not park it: still in host RAM */
+	VRAM_WL_EV_UNPARK_ABORTED,     /* a restore from parked did not begin (no room): still parked */
+	VRAM_WL_EV_ADOPTED_PARKED,     /* a new vramd took back its processes, parked */
 	VRAM_WL_N_EVENTS,
 };
 
@@ -80,7 +96,7 @@ const char *vram_wl_event_name(enum vram_wl_event ev);
 /* Parses a state name. Returns 0 or -EINVAL. */
 int vram_wl_state_parse(const char *s, enum vram_wl_state *ret_state);
 
-/* True for the states in which nothing is in progress (stopped, ready, offloaded, failed). */
+/* True for the states in which nothing is in progress (stopped, ready, offloaded, parked, failed). */
 bool vram_wl_state_settled(enum vram_wl_state s);
 /* True when the workload's instances hold their GPU memory in state s. */
 bool vram_wl_state_on_gpu(enum vram_wl_state s);
@@ -129,13 +145,19 @@ struct vram_workload {
 
 	uint64_t offload_after_ms;   /* ms idle before offload; VRAM_DURATION_NEVER = off */
 	uint64_t release_after_ms;   /* ms idle before release; VRAM_DURATION_NEVER = off */
+	uint64_t park_after_ms;      /* ms idle before an offloaded one is parked; VRAM_DURATION_NEVER = off */
 	unsigned in_flight;          /* requests being served now (gateway) */
 	uint64_t last_used_ms;       /* monotonic ms: end of the last request, or became ready */
 
 	const struct vram_engine *engine; /* chosen offload engine */
 	char engine_why[160];        /* why that engine was chosen */
 	struct vram_job *job;        /* offload/restore in progress, or NULL */
-	uint64_t offloaded_bytes;    /* bytes parked in host RAM now */
+	uint64_t offloaded_bytes;    /* bytes held in host RAM now (offloaded) */
+	uint64_t parked_bytes;       /* bytes in park files now (parked, or restoring from parked) */
+	bool on_disk;                /* its GPU memory is in park files: parked, or restoring from there */
+	bool park_queued;            /* a park was asked while it was ready: it parks once offloaded */
+	bool park_refused;           /* the last park failed: the idle timer does not try again
+					until it has been ready */
 	double last_action_seconds;  /* wall time of the last offload/restore */
 
 	unsigned restarts;           /* restarts after a crash or failed start */

@@ -36,6 +36,7 @@ struct ctl {
 	bool json;
 	bool no_wait;
 	bool offload; /* timeout: set offload_after rather than release_after */
+	bool park;    /* timeout: set park_after rather than release_after */
 	bool force;   /* mps stop: even with workers attached */
 	long tail;
 	long timeout_s; /* 0 = the command's default */
@@ -61,11 +62,15 @@ static void usage(FILE *f)
 	      "  stop NAME                            stop it\n"
 	      "  offload NAME                         park its GPU memory in host RAM\n"
 	      "  restore NAME                         bring it back onto the GPUs\n"
+	      "  park NAME                            put its GPU memory on disk and free host RAM\n"
+	      "                                       (a ready one is offloaded first)\n"
 	      "  offload|restore|status --pid N       a process running with libvram.so, through its\n"
 	      "                                       control socket (VRAM_CONTROL), without vramd;\n"
 	      "                                       without one, through vramd's hook channel\n"
 	      "  release NAME                         stop it and free GPU and host memory\n"
-	      "  timeout NAME DURATION [--offload]    idle time before release (or offload): 10m, 1h, never\n"
+	      "  timeout NAME DURATION [--offload|--park]\n"
+	      "                                       idle time before release (or offload, or park\n"
+	      "                                       once offloaded): 10m, 1h, never\n"
 	      "  logs NAME [-n LINES]                 the end of the workload's log\n"
 	      "  run [--name N] [--memory 20GiB] [--gpus N] -- CMD ARGS...\n"
 	      "                                       run a command with libvram.so as an ad-hoc\n"
@@ -148,6 +153,8 @@ static int parse_args(int argc, char **argv, struct ctl *c)
 			c->no_wait = true;
 		} else if (strcmp(a, "--offload") == 0) {
 			c->offload = true;
+		} else if (strcmp(a, "--park") == 0) {
+			c->park = true;
 		} else if (strcmp(a, "--force") == 0) {
 			c->force = true;
 		} else if (strcmp(a, "-n") == 0 || strcmp(a, "--tail") == 0 || strcmp(a, "--lines") == 0) {
@@ -306,7 +313,7 @@ char *vram_ctl_action_line(const char *workload, const char *action, double seco
 		const char *action, *done;
 	} past[] = { { "start", "started" },     { "stop", "stopped" },
 		     { "offload", "offloaded" }, { "restore", "restored" },
-		     { "release", "released" } };
+		     { "release", "released" },  { "park", "parked" } };
 	const char *done = action;
 	for (size_t i = 0; i < sizeof(past) / sizeof(past[0]); i++)
 		if (strcmp(past[i].action, action) == 0)
@@ -316,7 +323,8 @@ char *vram_ctl_action_line(const char *workload, const char *action, double seco
 	if (n > 0 && (unsigned)n < size && bytes > 0)
 		n += snprintf(buf + n, size - (unsigned)n, " (%s)",
 			      vram_units_format_bytes(bytes, b, sizeof(b)));
-	if (n > 0 && (unsigned)n < size && engine && *engine && strcmp(action, "offload") == 0)
+	if (n > 0 && (unsigned)n < size && engine && *engine &&
+	    (strcmp(action, "offload") == 0 || strcmp(action, "park") == 0))
 		snprintf(buf + n, size - (unsigned)n, " via %s", engine);
 	return buf;
 }
@@ -473,7 +481,9 @@ static int cmd_timeout(const struct ctl *c)
 		return usage_error("\"%s\" is out of range: at most " VRAM_DURATION_MAX_TEXT, dur);
 	if (r < 0)
 		return usage_error("\"%s\" is not a duration (like 90s, 10m, 1h or never)", dur);
-	const char *field = c->offload ? "offload_after" : "release_after";
+	if (c->offload && c->park)
+		return usage_error("%s", "timeout takes --offload or --park, not both");
+	const char *field = c->offload ? "offload_after" : c->park ? "park_after" : "release_after";
 	json_t *body = json_pack("{s:s}", field, dur);
 	char *text = json_dumps(body, JSON_COMPACT);
 	json_decref(body);
@@ -494,7 +504,8 @@ static int cmd_timeout(const struct ctl *c)
 		fwrite(resp.body, 1, resp.body_len, stdout);
 	} else {
 		char b[32];
-		printf("%s: %s after %s idle\n", name, c->offload ? "offload" : "release",
+		printf("%s: %s after %s idle\n", name,
+		       c->offload ? "offload" : c->park ? "park (once offloaded)" : "release",
 		       vram_units_format_duration_ms(ms, b, sizeof(b)));
 	}
 	vram_client_response_done(&resp);
@@ -1263,7 +1274,7 @@ int vram_ctl_main(int argc, char **argv)
 	if (strcmp(cmd, "plan") == 0)
 		return cmd_plan(&c);
 	if (strcmp(cmd, "start") == 0 || strcmp(cmd, "stop") == 0 || strcmp(cmd, "offload") == 0 ||
-	    strcmp(cmd, "restore") == 0 || strcmp(cmd, "release") == 0)
+	    strcmp(cmd, "restore") == 0 || strcmp(cmd, "release") == 0 || strcmp(cmd, "park") == 0)
 		return cmd_action(&c, cmd);
 	if (strcmp(cmd, "timeout") == 0)
 		return cmd_timeout(&c);

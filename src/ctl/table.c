@@ -341,30 +341,45 @@ static void render_workloads(json_t *wls, struct table *t, struct vram_buf *note
 		table_set(t, 2, buf);
 		format_pids(w, buf, sizeof(buf));
 		table_set(t, 3, buf);
-		/* GPU memory held now; what is parked in host RAM is marked "host". */
-		uint64_t gpu_bytes = 0, host_bytes = 0;
+		/*
+		 * GPU memory held now; what an offload keeps in host RAM is marked
+		 * "host", what a park put in files "disk".
+		 */
+		uint64_t gpu_bytes = 0, host_bytes = 0, disk_bytes = 0;
 		get_u64(GET(w, "memory.gpu_bytes"), &gpu_bytes);
 		get_u64(GET(w, "memory.offloaded_bytes"), &host_bytes);
+		get_u64(GET(w, "memory.parked_bytes"), &disk_bytes);
 		if (gpu_bytes > 0)
 			vram_units_format_bytes(gpu_bytes, buf, sizeof(buf));
+		else if (host_bytes > 0 && disk_bytes > 0)
+			snprintf(buf, sizeof(buf), "%s host, %s disk",
+				 vram_units_format_bytes(host_bytes, a, sizeof(a)),
+				 vram_units_format_bytes(disk_bytes, b, sizeof(b)));
 		else if (host_bytes > 0)
 			snprintf(buf, sizeof(buf), "%s host", vram_units_format_bytes(host_bytes, a, sizeof(a)));
+		else if (disk_bytes > 0)
+			snprintf(buf, sizeof(buf), "%s disk", vram_units_format_bytes(disk_bytes, a, sizeof(a)));
 		else
 			snprintf(buf, sizeof(buf), "-");
 		table_set(t, 4, buf);
 		/* Idle time means something only while it holds memory. */
 		json_t *idle = GET(w, "idle_seconds");
-		bool holds = state && (strcmp(state, "ready") == 0 || strcmp(state, "offloaded") == 0);
+		bool holds = state && (strcmp(state, "ready") == 0 || strcmp(state, "offloaded") == 0 ||
+				       strcmp(state, "parked") == 0);
 		table_set(t, 5, vram_table_format_seconds(holds && json_is_number(idle) ? json_number_value(idle) : -1,
 							  buf, sizeof(buf)));
 		const char *engine = json_string_value(GET(w, "engine.name", "engine"));
 		table_set(t, 6, engine ? engine : "-");
-		/* offload/release timeouts: "10m/1h", "never" for off. */
+		/* offload/release timeouts: "10m/1h", "never" for off; ", park 2h" when that is on. */
 		json_t *off_s = GET(w, "timeouts.offload_after_seconds");
 		json_t *rel_s = GET(w, "timeouts.release_after_seconds");
-		snprintf(buf, sizeof(buf), "%s/%s",
+		json_t *park_s = GET(w, "timeouts.park_after_seconds");
+		int n = snprintf(buf, sizeof(buf), "%s/%s",
 			 json_is_number(off_s) ? vram_table_format_seconds(json_number_value(off_s), a, sizeof(a)) : "never",
 			 json_is_number(rel_s) ? vram_table_format_seconds(json_number_value(rel_s), b, sizeof(b)) : "never");
+		if (json_is_number(park_s) && n > 0 && (size_t)n < sizeof(buf))
+			snprintf(buf + n, sizeof(buf) - (size_t)n, ", park %s",
+				 vram_table_format_seconds(json_number_value(park_s), a, sizeof(a)));
 		table_set(t, 7, buf);
 		const char *err = json_string_value(GET(w, "last_error"));
 		if (err && *err && name)

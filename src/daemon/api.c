@@ -110,6 +110,7 @@ static const struct vram_api_route routes[] = {
 	{ VRAM_API_POST, "/api/workloads/{name}/offload", h_action, VRAM_ACTION_OFFLOAD },
 	{ VRAM_API_POST, "/api/workloads/{name}/restore", h_action, VRAM_ACTION_RESTORE },
 	{ VRAM_API_POST, "/api/workloads/{name}/release", h_action, VRAM_ACTION_RELEASE },
+	{ VRAM_API_POST, "/api/workloads/{name}/park", h_action, VRAM_ACTION_PARK },
 	{ VRAM_API_PUT, "/api/workloads/{name}/idle", h_idle, 0 },
 	{ VRAM_API_GET, "/api/workloads/{name}/logs", h_logs, 0 },
 	{ VRAM_API_GET, "/api/events", h_events, 0 },
@@ -730,7 +731,7 @@ static int h_compat_action(struct vram_api_call *c, json_t **ret)
 
 static int h_idle(struct vram_api_call *c, json_t **ret)
 {
-	static const char *const fields[] = { "offload_after", "release_after", NULL };
+	static const char *const fields[] = { "offload_after", "release_after", "park_after", NULL };
 	json_t *obj;
 	int st = check_may_act(c, c->match->name, "change the idle timers of", ret);
 	if (st)
@@ -738,24 +739,25 @@ static int h_idle(struct vram_api_call *c, json_t **ret)
 	st = call_object(c, true, fields, &obj, ret);
 	if (st)
 		return st;
-	uint64_t offload_ms = VRAM_IDLE_KEEP, release_ms = VRAM_IDLE_KEEP;
+	struct vram_idle_set set = {VRAM_IDLE_KEEP, VRAM_IDLE_KEEP, VRAM_IDLE_KEEP};
+	uint64_t *const dst[] = {&set.offload_after_ms, &set.release_after_ms, &set.park_after_ms};
 	char msg[512];
-	json_t *v;
-	if ((v = json_object_get(obj, "offload_after")) &&
-	    (st = vram_http_duration_field(v, "offload_after", &offload_ms, msg, sizeof(msg))))
-		goto out_bad;
-	if ((v = json_object_get(obj, "release_after")) &&
-	    (st = vram_http_duration_field(v, "release_after", &release_ms, msg, sizeof(msg))))
-		goto out_bad;
-	if (offload_ms == VRAM_IDLE_KEEP && release_ms == VRAM_IDLE_KEEP) {
+	bool any = false;
+	for (size_t i = 0; fields[i]; i++) {
+		json_t *v = json_object_get(obj, fields[i]);
+		if (v && (st = vram_http_duration_field(v, fields[i], dst[i], msg, sizeof(msg))))
+			goto out_bad;
+		any |= v != NULL;
+	}
+	if (!any) {
 		st = 400;
-		snprintf(msg, sizeof(msg), "expected \"offload_after\" and/or \"release_after\"");
+		snprintf(msg, sizeof(msg),
+			 "expected \"offload_after\", \"release_after\" and/or \"park_after\"");
 		goto out_bad;
 	}
 	json_decref(obj);
 	char err[1024] = "";
-	int r = vram_manager_set_idle(c->api->m, c->match->name, offload_ms, release_ms, err,
-				      sizeof(err));
+	int r = vram_manager_set_idle(c->api->m, c->match->name, &set, err, sizeof(err));
 	if (r < 0)
 		return vram_http_error_out(ret, vram_http_status_of_errno(r),
 					   vram_http_code_of_errno(r), "%s",

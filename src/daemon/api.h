@@ -9,8 +9,9 @@
  *   GET  /healthz
  *   GET  /api/status
  *   GET  /api/workloads/{name}
- *   POST /api/workloads/{name}/start|stop|offload|restore|release  [?wait=0]
- *   PUT  /api/workloads/{name}/idle      {"offload_after": "10m", "release_after": 3600}
+ *   POST /api/workloads/{name}/start|stop|offload|restore|release|park  [?wait=0]
+ *   PUT  /api/workloads/{name}/idle      {"offload_after": "10m", "release_after": 3600,
+ *                                         "park_after": "1h"}
  *   GET  /api/workloads/{name}/logs      [?tail=N]
  *   GET  /api/events                     server-sent events
  *   POST /api/daemon/restart             restart in place (GET: where it stands)

@@ -163,7 +163,7 @@ static void wake(struct gw_wl *wl)
 	int r = vram_manager_act(gw->m, wl->name, VRAM_ACTION_START, on_woken, wl, &wl->waiter,
 				 err, sizeof(err));
 	if (r == -EBUSY) {
-		/* offloading or stopping: ask again when that is over */
+		/* offloading, parking or stopping: ask again when that is over */
 		wl->retry_wake = true;
 		return;
 	}
@@ -300,8 +300,8 @@ static void on_state(struct vram_gateway *gw, const struct vram_event *ev)
 		/* Its processes may change: connections to old ports are useless. */
 		if (wl->in_flight == 0)
 			gw__pool_trim(&wl->pool, 0, 0);
-		if (wl->retry_wake && (ev->to == VRAM_WL_OFFLOADED || ev->to == VRAM_WL_STOPPED ||
-				       ev->to == VRAM_WL_FAILED))
+		if (wl->retry_wake && (ev->to == VRAM_WL_OFFLOADED || ev->to == VRAM_WL_PARKED ||
+				       ev->to == VRAM_WL_STOPPED || ev->to == VRAM_WL_FAILED))
 			wake(wl);
 		return;
 	}

@@ -142,6 +142,14 @@ json_t *vram_hookchan_warning_json(struct vram_hookchan *hc, const char *workloa
  */
 int vram_hookchan_send(struct vram_hookchan *hc, pid_t pid, enum vram_hookchan_op op, unsigned flags,
 		       vram_hookchan_done_cb cb, void *arg, struct vram_hookchan_req **ret_req);
+/*
+ * vram_hookchan_send with a path: the park file for VRAM_HOOKCHAN_PARK (at
+ * most 255 bytes, borrowed for the call), NULL for the other ops. Returns
+ * as vram_hookchan_send.
+ */
+int vram_hookchan_send_path(struct vram_hookchan *hc, pid_t pid, enum vram_hookchan_op op,
+			    unsigned flags, const char *path, vram_hookchan_done_cb cb, void *arg,
+			    struct vram_hookchan_req **ret_req);
 /* Forgets a request: cb is not called. Accepts NULL. */
 void vram_hookchan_cancel(struct vram_hookchan_req *req);
 

@@ -31,6 +31,8 @@
 #define RETRY_WAIT_EXIT_MS 100      /* restart due while processes still exit: look again */
 #define WORKERS_THREADS 2
 #define SIM_RATE_ENV "VRAMD_SIM_BANDWIDTH" /* bytes per second for the sim engine, e.g. 2GiB */
+#define SIM_DISK_RATE_ENV "VRAMD_SIM_DISK_BANDWIDTH" /* bytes per second of the sim engine's disk */
+#define SIM_FAIL_RESTORE_ENV "VRAMD_SIM_FAIL_RESTORE" /* "1": restores from parked fail (tests) */
 #define MPS_REFRESH_TICKS 10        /* ask the MPS daemons for their servers every 10 ticks (5 s) */
 
 /*
@@ -45,7 +47,7 @@ static const struct mgr_feature *const features[] = {&mgr_adhoc_feature, &mgr_re
 #define N_FEATURES (sizeof(features) / sizeof(features[0]))
 
 static void begin_offload(struct vram_manager *m, struct vram_workload *w,
-			  enum vram_event_reason reason, const char *text);
+			  enum vram_event_reason reason, const char *text, bool then_park);
 
 /* ---- restart after backoff (the retry timer) ---- */
 
@@ -84,6 +86,11 @@ static int host_stop_processes(void *ctx, struct vram_workload *w, struct vram_j
 	}
 	mgr_stop_processes(w);
 	return 0;
+}
+
+static int host_park_path(void *ctx, const struct vram_workload *w, pid_t pid, char *buf, size_t size)
+{
+	return mgr_park_path(ctx, w->cfg->name, pid, true, buf, size);
 }
 
 static int host_spawn_processes(void *ctx, struct vram_workload *w, struct vram_job *job)
@@ -167,7 +174,7 @@ static void evict(struct vram_manager *m, struct vram_workload *w,
 		char text[160];
 		snprintf(text, sizeof(text), "evicted to make room for %s", w->cfg->name);
 		victim->evicting = true;
-		begin_offload(m, victim, VRAM_REASON_EVICTED, text);
+		begin_offload(m, victim, VRAM_REASON_EVICTED, text, false);
 	}
 }
 
@@ -194,7 +201,7 @@ int mgr_begin_start(struct vram_manager *m, struct vram_workload *w, enum vram_e
 	r = mgr_assign_ports(m, w, err, err_size);
 	if (r < 0)
 		goto out;
-	w->offloaded_bytes = 0;
+	mgr_drop_copies(w);
 	if (pl->n_victims > 0) {
 		w->awaiting_room = true;
 		mgr_set_state(m, w, VRAM_WL_EV_START, VRAM_REASON_WAIT_ROOM,
@@ -229,50 +236,109 @@ int mgr_start_logged(struct vram_manager *m, struct vram_workload *w, enum vram_
 	return r;
 }
 
+static void begin_park(struct vram_manager *m, struct vram_workload *w, enum vram_event_reason reason,
+		       const char *text);
+
+/* The event of a restore that did not begin: back to where it came from. */
+static enum vram_wl_event restore_aborted(const struct vram_workload *w)
+{
+	return w->on_disk ? VRAM_WL_EV_UNPARK_ABORTED : VRAM_WL_EV_RESTORE_ABORTED;
+}
+
+static void offload_done(struct vram_manager *m, struct vram_workload *w, struct vram_job *job)
+{
+	if (job->error) {
+		w->park_queued = false;
+		mgr_fmt_error(w, job->error, "offload with %s failed: %s", job->engine->name,
+			      job->message);
+		if (job->process_lost)
+			mgr_fail_workload(m, w, VRAM_WL_EV_CRASH, VRAM_REASON_OFFLOAD_FAILED, true);
+		else
+			mgr_set_state(m, w, VRAM_WL_EV_OFFLOAD_FAILED, VRAM_REASON_OFFLOAD_FAILED,
+				      w->last_error);
+		return;
+	}
+	w->last_bytes = job->bytes;
+	w->offloaded_bytes = job->engine->keeps_process ? job->bytes : 0;
+	mgr_set_state(m, w, VRAM_WL_EV_OFFLOADED, VRAM_REASON_OFFLOADED, job->message);
+	/* a park asked while it was ready goes on, unless a start took it back meanwhile */
+	if (w->park_queued && w->state == VRAM_WL_OFFLOADED && !w->job) {
+		w->park_queued = false;
+		begin_park(m, w, VRAM_REASON_ASKED, "park asked");
+	}
+}
+
+static void restore_done(struct vram_manager *m, struct vram_workload *w, struct vram_job *job)
+{
+	if (job->error) {
+		mgr_fmt_error(w, job->error, "restore%s with %s failed: %s",
+			      job->from_disk ? " from disk" : "", job->engine->name, job->message);
+		if (job->process_lost || (job->engine->keeps_process && !job->still_offloaded))
+			mgr_fail_workload(m, w, VRAM_WL_EV_RESTORE_FAILED, VRAM_REASON_RESTORE_FAILED, true);
+		else
+			mgr_set_state(m, w, restore_aborted(w), VRAM_REASON_RESTORE_FAILED, w->last_error);
+		return;
+	}
+	/* the hook has read its files back: the disk is freed now, not at its exit */
+	for (size_t i = 0; (job->from_disk || w->parked_bytes) && i < w->n_instances; i++)
+		mgr_park_remove(m, w->cfg->name, w->instances[i].pid);
+	w->last_bytes = job->bytes;
+	mgr_drop_copies(w);
+	w->last_error[0] = '\0';
+	w->last_errno = 0;
+	mgr_set_state(m, w, VRAM_WL_EV_RESTORED, VRAM_REASON_RESTORED, job->message);
+}
+
+/*
+ * A park that failed without losing the process leaves the model in host
+ * RAM, less what reached disk in processes that did park (a restore reads
+ * those back).
+ */
+static void park_done(struct vram_manager *m, struct vram_workload *w, struct vram_job *job)
+{
+	uint64_t on_disk = job->bytes < w->offloaded_bytes ? job->bytes : w->offloaded_bytes;
+	if (job->error) {
+		mgr_fmt_error(w, job->error, "park with %s failed: %s", job->engine->name, job->message);
+		if (job->process_lost) {
+			mgr_fail_workload(m, w, VRAM_WL_EV_CRASH, VRAM_REASON_PARK_FAILED, true);
+			return;
+		}
+		/* offloaded still: a restore is one from RAM, which the hook does from either */
+		w->park_refused = true;
+		w->parked_bytes = on_disk;
+		w->offloaded_bytes -= on_disk;
+		mgr_set_state(m, w, VRAM_WL_EV_PARK_FAILED, VRAM_REASON_PARK_FAILED, w->last_error);
+		return;
+	}
+	w->last_bytes = job->bytes;
+	w->parked_bytes = job->bytes;
+	w->offloaded_bytes = 0;
+	w->on_disk = true;
+	mgr_set_state(m, w, VRAM_WL_EV_PARKED, VRAM_REASON_PARKED, job->message);
+}
+
 static void on_job_done(struct vram_job *job, void *arg)
 {
 	struct vram_workload *w = arg;
 	struct vram_manager *m = w->ctx;
 	w->job = NULL;
 	w->last_action_seconds = job->seconds;
-	if (job->kind == VRAM_JOB_OFFLOAD) {
-		if (job->error) {
-			mgr_fmt_error(w, job->error, "offload with %s failed: %s", job->engine->name,
-				      job->message);
-			if (job->process_lost)
-				mgr_fail_workload(m, w, VRAM_WL_EV_CRASH, VRAM_REASON_OFFLOAD_FAILED, true);
-			else
-				mgr_set_state(m, w, VRAM_WL_EV_OFFLOAD_FAILED, VRAM_REASON_OFFLOAD_FAILED,
-					      w->last_error);
-		} else {
-			w->last_bytes = job->bytes;
-			w->offloaded_bytes = job->engine->keeps_process ? job->bytes : 0;
-			mgr_set_state(m, w, VRAM_WL_EV_OFFLOADED, VRAM_REASON_OFFLOADED, job->message);
-		}
-	} else {
-		if (job->error) {
-			mgr_fmt_error(w, job->error, "restore with %s failed: %s", job->engine->name,
-				      job->message);
-			if (job->process_lost || (job->engine->keeps_process && !job->still_offloaded)) {
-				mgr_fail_workload(m, w, VRAM_WL_EV_RESTORE_FAILED, VRAM_REASON_RESTORE_FAILED,
-						  true);
-			} else {
-				mgr_set_state(m, w, VRAM_WL_EV_RESTORE_ABORTED, VRAM_REASON_RESTORE_FAILED,
-					      w->last_error);
-			}
-		} else {
-			w->last_bytes = job->bytes;
-			w->offloaded_bytes = 0;
-			w->last_error[0] = '\0';
-			w->last_errno = 0;
-			mgr_set_state(m, w, VRAM_WL_EV_RESTORED, VRAM_REASON_RESTORED, job->message);
-		}
+	switch (job->kind) {
+	case VRAM_JOB_OFFLOAD:
+		offload_done(m, w, job);
+		break;
+	case VRAM_JOB_RESTORE:
+		restore_done(m, w, job);
+		break;
+	case VRAM_JOB_PARK:
+		park_done(m, w, job);
+		break;
 	}
 	vram_job_free(job);
 }
 
 static void begin_offload(struct vram_manager *m, struct vram_workload *w,
-			  enum vram_event_reason reason, const char *text)
+			  enum vram_event_reason reason, const char *text, bool then_park)
 {
 	struct vram_job *job = vram_job_new(VRAM_JOB_OFFLOAD, w->engine, w, &m->host, on_job_done, w);
 	if (!job) {
@@ -281,13 +347,36 @@ static void begin_offload(struct vram_manager *m, struct vram_workload *w,
 	}
 	w->last_bytes = vram_workload_gpu_bytes(w);
 	w->job = job;
+	w->park_queued = then_park;
 	mgr_set_state(m, w, VRAM_WL_EV_OFFLOAD, reason, text);
 	int r = vram_job_start(job);
 	if (r < 0) {
 		w->job = NULL;
+		w->park_queued = false;
 		vram_job_free(job);
 		mgr_fmt_error(w, r, "offload with %s could not begin: %s", w->engine->name, strerror(-r));
 		mgr_set_state(m, w, VRAM_WL_EV_OFFLOAD_FAILED, VRAM_REASON_OFFLOAD_FAILED, w->last_error);
+	}
+}
+
+/* Begins moving offloaded w's host copy to disk with its engine's park. */
+static void begin_park(struct vram_manager *m, struct vram_workload *w, enum vram_event_reason reason,
+		       const char *text)
+{
+	struct vram_job *job = vram_job_new(VRAM_JOB_PARK, w->engine, w, &m->host, on_job_done, w);
+	if (!job) {
+		mgr_fmt_error(w, -ENOMEM, "out of memory");
+		return;
+	}
+	w->job = job;
+	mgr_set_state(m, w, VRAM_WL_EV_PARK, reason, text);
+	int r = vram_job_start(job);
+	if (r < 0) {
+		w->job = NULL;
+		vram_job_free(job);
+		w->park_refused = true;
+		mgr_fmt_error(w, r, "park with %s could not begin: %s", w->engine->name, strerror(-r));
+		mgr_set_state(m, w, VRAM_WL_EV_PARK_FAILED, VRAM_REASON_PARK_FAILED, w->last_error);
 	}
 }
 
@@ -296,16 +385,17 @@ static void run_restore_job(struct vram_manager *m, struct vram_workload *w)
 	struct vram_job *job = vram_job_new(VRAM_JOB_RESTORE, w->engine, w, &m->host, on_job_done, w);
 	if (!job) {
 		mgr_fmt_error(w, -ENOMEM, "out of memory");
-		mgr_set_state(m, w, VRAM_WL_EV_RESTORE_ABORTED, VRAM_REASON_RESTORE_FAILED, w->last_error);
+		mgr_set_state(m, w, restore_aborted(w), VRAM_REASON_RESTORE_FAILED, w->last_error);
 		return;
 	}
+	job->from_disk = w->on_disk;
 	w->job = job;
 	int r = vram_job_start(job);
 	if (r < 0) {
 		w->job = NULL;
 		vram_job_free(job);
 		mgr_fmt_error(w, r, "restore with %s could not begin: %s", w->engine->name, strerror(-r));
-		mgr_set_state(m, w, VRAM_WL_EV_RESTORE_ABORTED, VRAM_REASON_RESTORE_FAILED, w->last_error);
+		mgr_set_state(m, w, restore_aborted(w), VRAM_REASON_RESTORE_FAILED, w->last_error);
 	}
 }
 
@@ -358,6 +448,7 @@ static int begin_restore(struct vram_manager *m, struct vram_workload *w,
 		old_n[i] = w->instances[i].n_gpus;
 		memcpy(old[i], w->instances[i].gpus, old_n[i] * sizeof(unsigned));
 	}
+	w->park_queued = false; /* a start or restore wins over a park asked while it offloaded */
 	r = plan_workload(m, w, true, restore_where(w), pl, err, err_size);
 	if (r < 0)
 		goto out;
@@ -410,7 +501,7 @@ static void retry_awaiting(struct vram_manager *m, struct vram_workload *w)
 		if (w->state == VRAM_WL_STARTING)
 			mgr_set_state(m, w, VRAM_WL_EV_START_FAILED, VRAM_REASON_NO_ROOM, w->last_error);
 		else
-			mgr_set_state(m, w, VRAM_WL_EV_RESTORE_ABORTED, VRAM_REASON_NO_ROOM, w->last_error);
+			mgr_set_state(m, w, restore_aborted(w), VRAM_REASON_NO_ROOM, w->last_error);
 		return;
 	}
 	w->awaiting_room = false;
@@ -442,7 +533,7 @@ void mgr_stop_workload(struct vram_manager *m, struct vram_workload *w,
 		vram_job_cancel(w->job);
 		w->job = NULL;
 	}
-	w->offloaded_bytes = 0;
+	mgr_drop_copies(w); /* park files go with the processes' exits */
 	mgr_mps_detach_idle(w);
 	if (w->state != VRAM_WL_STOPPING)
 		mgr_set_state(m, w, VRAM_WL_EV_STOP, reason, text);
@@ -500,8 +591,9 @@ static void on_mps_refreshed(int result, const char *message, void *arg)
  * Every TICK_MS:
  *   1. the features' tick jobs (an ad-hoc workload that ended
  *      VRAM_MANAGER_ADHOC_LINGER_MS ago is removed);
- *   2. idle timers: offload workloads idle past offload_after, release those
- *      idle past release_after (never one with a request in flight);
+ *   2. idle timers: offload workloads idle past offload_after, park offloaded
+ *      ones idle past park_after, release those idle past release_after
+ *      (never one with a request in flight);
  *   3. restart backoff: a workload ready for BACKOFF_RESET_MS starts its next
  *      backoff from 1 s again;
  *   4. room: workloads waiting for evicted memory look again (the kick,
@@ -523,7 +615,11 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 		switch (vram_policy_idle_action(w, now)) {
 		case VRAM_IDLE_OFFLOAD:
 			snprintf(text, sizeof(text), "idle for %s", dur);
-			begin_offload(m, w, VRAM_REASON_IDLE, text);
+			begin_offload(m, w, VRAM_REASON_IDLE, text, false);
+			break;
+		case VRAM_IDLE_PARK:
+			snprintf(text, sizeof(text), "idle for %s: parked on disk", dur);
+			begin_park(m, w, VRAM_REASON_IDLE, text);
 			break;
 		case VRAM_IDLE_RELEASE:
 			snprintf(text, sizeof(text), "idle for %s: released", dur);
@@ -565,6 +661,7 @@ int mgr_workload_init(struct vram_manager *m, struct vram_workload *w,
 	w->last_used_ms = w->state_since_ms;
 	w->offload_after_ms = cfg->idle.offload_after_ms;
 	w->release_after_ms = cfg->idle.release_after_ms;
+	w->park_after_ms = cfg->idle.park_after_ms;
 	w->n_instances = cfg->replicas ? cfg->replicas : 1;
 	w->instances = calloc(w->n_instances, sizeof(*w->instances));
 	if (!w->instances)
@@ -643,7 +740,8 @@ int vram_manager_new(struct event_base *base, struct vram_config *cfg, struct vr
 	m->state_dir = strdup(cfg->daemon.state_dir ? cfg->daemon.state_dir
 						    : default_state_dir(dir, sizeof(dir)));
 	m->tick = event_new(base, -1, EV_PERSIST, on_tick, m);
-	if (!m->state_dir || !m->tick)
+	m->park_dir = m->state_dir ? mgr_asprintf("%s/park", m->state_dir) : NULL;
+	if (!m->state_dir || !m->tick || !m->park_dir)
 		goto out_free;
 	r = vram_supervisor_new(base, &m->sup);
 	if (r < 0)
@@ -672,15 +770,22 @@ int vram_manager_new(struct event_base *base, struct vram_config *cfg, struct vr
 		.workers = m->workers,
 		.hookchan = m->hookchan,
 		.hook_pids = vram_hookchan_pids, .hook_send = vram_hookchan_send, .hook_cancel = vram_hookchan_cancel,
+		.hook_send_path = vram_hookchan_send_path,
 		.hook_library = m->hook_library != NULL,
 		.ctx = m,
 		.stop_processes = host_stop_processes,
 		.spawn_processes = host_spawn_processes,
+		.park_path = host_park_path,
 	};
 	const char *rate = getenv(SIM_RATE_ENV);
 	uint64_t bps;
 	if (rate && vram_units_parse_bytes(rate, &bps) == 0 && bps > 0)
 		vram_engine_sim_set_rate(bps, bps);
+	rate = getenv(SIM_DISK_RATE_ENV);
+	const char *fail = getenv(SIM_FAIL_RESTORE_ENV);
+	if (!rate || vram_units_parse_bytes(rate, &bps) < 0)
+		bps = 0; /* the default */
+	vram_engine_sim_set_disk(bps, fail && strcmp(fail, "1") == 0);
 
 	for (size_t i = 0; i < cfg->n_workloads; i++) {
 		m->wptrs[i] = &m->ws[i];
@@ -709,6 +814,8 @@ int vram_manager_run(struct vram_manager *m)
 	for (size_t i = 0; i < N_FEATURES; i++)
 		if (features[i]->run)
 			features[i]->run(m);
+	/* after adoption, which keeps the files of the processes it took back parked */
+	mgr_park_sweep(m);
 	for (size_t k = 0; k < m->n_live; k++) {
 		/* an ad-hoc workload starts when it is run, not here (one taken back ended) */
 		if (mgr_is_adhoc(m, m->wptrs[k]))
@@ -749,6 +856,7 @@ void vram_manager_free(struct vram_manager *m)
 	if (m->tick)
 		event_free(m->tick);
 	free(m->state_dir);
+	free(m->park_dir);
 	vram_gpu_close(m->gpus);
 	vram_config_free(m->cfg);
 	free(m);
@@ -819,11 +927,12 @@ int vram_manager_mps_stop(struct vram_manager *m, const unsigned *gpus, size_t n
 static int wrong_state(struct vram_workload *w, enum vram_action a, char *err, size_t err_size)
 {
 	static const char *const allowed[] = {
-		[VRAM_ACTION_START] = "stopped, failed or offloaded (or already starting/ready)",
+		[VRAM_ACTION_START] = "stopped, failed, offloaded or parked (or already starting/ready)",
 		[VRAM_ACTION_STOP] = "any state",
 		[VRAM_ACTION_OFFLOAD] = "ready (or already offloading/offloaded)",
-		[VRAM_ACTION_RESTORE] = "offloaded (or already restoring/ready)",
-		[VRAM_ACTION_RELEASE] = "ready or offloaded (or already stopping/stopped)",
+		[VRAM_ACTION_RESTORE] = "offloaded or parked (or already restoring/ready)",
+		[VRAM_ACTION_RELEASE] = "ready, offloaded or parked (or already stopping/stopped)",
+		[VRAM_ACTION_PARK] = "ready or offloaded (or already offloading/parking/parked)",
 	};
 	snprintf(err, err_size, "%s is %s; %s is allowed when it is %s", w->cfg->name,
 		 vram_wl_state_name(w->state), vram_action_name(a), allowed[a]);
@@ -858,6 +967,43 @@ static void list_names(struct vram_manager *m, char *buf, size_t size)
 					m->wptrs[k]->cfg->name);
 }
 
+/*
+ * park: an offloaded workload is parked; a ready one is offloaded, then
+ * parked (one action for the caller: its waiter waits for parked); one
+ * being offloaded parks once it is offloaded. Refused with -EBUSY for an
+ * engine that cannot park, with the reason.
+ */
+static int act_park(struct vram_manager *m, struct vram_workload *w, const char *why, char *err,
+		    size_t err_size)
+{
+	enum vram_wl_state s = w->state;
+	if (s == VRAM_WL_PARKING)
+		return 0;
+	if (s != VRAM_WL_READY && s != VRAM_WL_OFFLOADED && s != VRAM_WL_OFFLOADING)
+		return wrong_state(w, VRAM_ACTION_PARK, err, err_size);
+	if (!w->engine || !w->engine->park) {
+		const char *name = w->engine ? w->engine->name : "none";
+		snprintf(err, err_size, "%s cannot be parked: its offload engine %s %s; parking needs "
+			 "the hook engine (offload: hook) or, on simulated GPUs, the sim engine",
+			 w->cfg->name, name,
+			 w->engine && !w->engine->keeps_process
+				 ? "stops the process, so there is no memory to put on disk"
+				 : "cannot write a process's memory to disk");
+		return -EBUSY;
+	}
+	if (s == VRAM_WL_OFFLOADED) {
+		w->park_refused = false; /* asked for: the idle timer may try again after this one */
+		begin_park(m, w, VRAM_REASON_ASKED, why);
+	} else if (s == VRAM_WL_OFFLOADING) {
+		w->park_queued = true;
+	} else {
+		char text[128];
+		snprintf(text, sizeof(text), "%s: offloaded first", why);
+		begin_offload(m, w, VRAM_REASON_ASKED, text, true);
+	}
+	return 0;
+}
+
 int vram_manager_act(struct vram_manager *m, const char *name, enum vram_action action,
 		     vram_action_cb cb, void *arg, struct vram_manager_waiter **ret_waiter,
 		     char *err, size_t err_size)
@@ -870,7 +1016,7 @@ int vram_manager_act(struct vram_manager *m, const char *name, enum vram_action 
 			 names[0] ? names : "none");
 		return -ENOENT;
 	}
-	if ((unsigned)action > VRAM_ACTION_RELEASE) {
+	if ((unsigned)action > VRAM_ACTION_PARK) {
 		snprintf(err, err_size, "unknown action");
 		return -EINVAL;
 	}
@@ -890,6 +1036,7 @@ int vram_manager_act(struct vram_manager *m, const char *name, enum vram_action 
 		return -ENOMEM;
 	}
 	wt->target = action == VRAM_ACTION_OFFLOAD                                    ? VRAM_WL_OFFLOADED
+		     : action == VRAM_ACTION_PARK                                   ? VRAM_WL_PARKED
 		     : action == VRAM_ACTION_STOP || action == VRAM_ACTION_RELEASE ? VRAM_WL_STOPPED
 										   : VRAM_WL_READY;
 	/* registered first: a change made below resolves it (from the loop) */
@@ -927,7 +1074,7 @@ int vram_manager_act(struct vram_manager *m, const char *name, enum vram_action 
 			w->backoff_step = 0;
 			vram_startlimit_reset(&slot->start_limit);
 			r = mgr_begin_start(m, w, VRAM_REASON_ASKED, why, err, err_size);
-		} else if (s == VRAM_WL_OFFLOADED) {
+		} else if (s == VRAM_WL_OFFLOADED || s == VRAM_WL_PARKED) {
 			r = begin_restore(m, w, VRAM_REASON_ASKED, why, err, err_size);
 		} else {
 			r = wrong_state(w, action, err, err_size);
@@ -941,14 +1088,14 @@ int vram_manager_act(struct vram_manager *m, const char *name, enum vram_action 
 		if (s == VRAM_WL_OFFLOADING)
 			break;
 		if (s == VRAM_WL_READY)
-			begin_offload(m, w, VRAM_REASON_ASKED, why);
+			begin_offload(m, w, VRAM_REASON_ASKED, why, false);
 		else
 			r = wrong_state(w, action, err, err_size);
 		break;
 	case VRAM_ACTION_RESTORE:
 		if (s == VRAM_WL_RESTORING)
 			break;
-		if (s == VRAM_WL_OFFLOADED)
+		if (s == VRAM_WL_OFFLOADED || s == VRAM_WL_PARKED)
 			r = begin_restore(m, w, VRAM_REASON_ASKED, why, err, err_size);
 		else
 			r = wrong_state(w, action, err, err_size);
@@ -956,10 +1103,13 @@ int vram_manager_act(struct vram_manager *m, const char *name, enum vram_action 
 	case VRAM_ACTION_RELEASE:
 		if (s == VRAM_WL_STOPPING)
 			break;
-		if (s == VRAM_WL_READY || s == VRAM_WL_OFFLOADED)
+		if (s == VRAM_WL_READY || s == VRAM_WL_OFFLOADED || s == VRAM_WL_PARKED)
 			mgr_stop_workload(m, w, VRAM_REASON_ASKED, why);
 		else
 			r = wrong_state(w, action, err, err_size);
+		break;
+	case VRAM_ACTION_PARK:
+		r = act_park(m, w, why, err, err_size);
 		break;
 	}
 out:
@@ -974,8 +1124,8 @@ out:
 	return 0;
 }
 
-int vram_manager_set_idle(struct vram_manager *m, const char *name, uint64_t offload_after_ms,
-			  uint64_t release_after_ms, char *err, size_t err_size)
+int vram_manager_set_idle(struct vram_manager *m, const char *name, const struct vram_idle_set *set,
+			  char *err, size_t err_size)
 {
 	struct vram_workload *w = NULL;
 	if (name) {
@@ -989,10 +1139,12 @@ int vram_manager_set_idle(struct vram_manager *m, const char *name, uint64_t off
 		struct vram_workload *x = m->wptrs[k];
 		if (w ? x != w : mgr_is_adhoc(m, x))
 			continue;
-		if (offload_after_ms != VRAM_IDLE_KEEP)
-			x->offload_after_ms = offload_after_ms;
-		if (release_after_ms != VRAM_IDLE_KEEP)
-			x->release_after_ms = release_after_ms;
+		if (set->offload_after_ms != VRAM_IDLE_KEEP)
+			x->offload_after_ms = set->offload_after_ms;
+		if (set->release_after_ms != VRAM_IDLE_KEEP)
+			x->release_after_ms = set->release_after_ms;
+		if (set->park_after_ms != VRAM_IDLE_KEEP)
+			x->park_after_ms = set->park_after_ms;
 	}
 	return 0;
 }

@@ -36,10 +36,11 @@ enum vram_action {
 	VRAM_ACTION_STOP,      /* any → stopped (SIGTERM, then SIGKILL) */
 	VRAM_ACTION_OFFLOAD,   /* ready → offloaded */
 	VRAM_ACTION_RESTORE,   /* offloaded → ready */
-	VRAM_ACTION_RELEASE,   /* ready/offloaded → stopped, frees GPU and host memory */
+	VRAM_ACTION_RELEASE,   /* ready/offloaded/parked → stopped, frees GPU and host memory */
+	VRAM_ACTION_PARK,      /* ready/offloaded → parked (on disk): a ready one is offloaded first */
 };
 
-/* "start", "stop", "offload", "restore", "release"; "?" for anything else. */
+/* "start", "stop", "offload", "restore", "release", "park"; "?" for anything else. */
 const char *vram_action_name(enum vram_action action);
 
 /*
@@ -82,8 +83,9 @@ int vram_manager_run(struct vram_manager *m);
  * writes the state file now, synchronously, so that the new image takes back
  * every workload. Nothing is stopped and nothing is frozen: when the exec
  * fails after this, vramd simply goes on. Returns 0, or -errno with err (the
- * restart is then called off): -EBUSY (shutting down, or an offload or
- * restore in progress, whose result the state file could not record), or
+ * restart is then called off): -EBUSY (shutting down, or an offload,
+ * restore or park in progress, whose result the state file could not
+ * record), or
  * the write's error.
  */
 int vram_manager_prepare_exec(struct vram_manager *m, char *err, size_t err_size);
@@ -115,6 +117,7 @@ int vram_manager_mps_stop(struct vram_manager *m, const unsigned *gpus, size_t n
  * handle valid until cb runs or it is cancelled. Returns, without calling cb:
  *   -ENOENT unknown workload,
  *   -EBUSY  wrong state for this action (err says which state and what is allowed),
+ *           or a park asked of a workload whose engine cannot park,
  *   -ENOSPC no room on the GPUs (err has the planner's numbers),
  * with a message in err.
  * An action that finds the workload already in its target state succeeds at once
@@ -187,8 +190,13 @@ int vram_manager_reload(struct vram_manager *m, struct vram_config *cfg, json_t 
  * -EINVAL (err).
  */
 #define VRAM_IDLE_KEEP (UINT64_MAX - 1)
-int vram_manager_set_idle(struct vram_manager *m, const char *name, uint64_t offload_after_ms,
-			  uint64_t release_after_ms, char *err, size_t err_size);
+struct vram_idle_set {
+	uint64_t offload_after_ms; /* ms, VRAM_DURATION_NEVER, or VRAM_IDLE_KEEP */
+	uint64_t release_after_ms; /* the same */
+	uint64_t park_after_ms;    /* the same */
+};
+int vram_manager_set_idle(struct vram_manager *m, const char *name, const struct vram_idle_set *set,
+			  char *err, size_t err_size);
 
 /*
  * Ad-hoc workloads (vramctl run, POST /api/workloads): commands started by
@@ -298,6 +306,8 @@ enum vram_event_reason {
 	VRAM_REASON_REMOVED,        /* an ad-hoc workload was removed */
 	VRAM_REASON_SHUTDOWN,       /* vramd is shutting down */
 	VRAM_REASON_ADOPTED,        /* a new vramd took back the processes of the one before */
+	VRAM_REASON_PARKED,         /* parked: the engine finished writing it to disk (its message is the text) */
+	VRAM_REASON_PARK_FAILED,    /* a park failed or could not begin: still in host RAM, or lost */
 };
 
 enum vram_event_kind {

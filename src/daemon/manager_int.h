@@ -17,6 +17,7 @@
  *                            eviction, the tick and the kick, construction
  *   instances mgr_instance.c ports, environment, spawn, exit, health and
  *                            liveness probes, port ownership, backoff, MPS
+ *             mgr_park.c     park files: the directory, a process's file, removal
  *   registry  mgr_registry.c slots and the live list, lookup, set_state,
  *                            waiters, events and subscribers
  *             mgr_host.c     the host ledger: what workloads hold in host
@@ -124,6 +125,7 @@ struct vram_manager {
 	struct vram_workers *workers;
 	struct vram_engine_host host;
 	char *state_dir; /* owned */
+	char *park_dir;  /* owned; <state_dir>/park: the park files' directory unless the config names one */
 	struct vram_mps *mps; /* owned; MPS control daemons for share: mps */
 	struct vram_hookchan *hookchan; /* owned; NULL when the socket could not be opened */
 	char *hook_library;   /* owned; libvram.so to preload, NULL when not found */
@@ -272,6 +274,41 @@ struct vram_adhoc_spec;
 struct vram_workload *mgr_adhoc_restore(struct vram_manager *m, const char *name,
 					const struct vram_adhoc_spec *spec, char *err,
 					size_t err_size);
+
+/*
+ * What w holds outside its GPUs is gone (its processes stopped or failed,
+ * or it is back on them): so is a park asked for, and a park that failed
+ * no longer holds the idle timer back.
+ */
+static inline void mgr_drop_copies(struct vram_workload *w)
+{
+	w->offloaded_bytes = 0;
+	w->parked_bytes = 0;
+	w->on_disk = false;
+	w->park_queued = false;
+	w->park_refused = false;
+}
+
+/* ---- park files: mgr_park.c (beside the instances floor) ---- */
+
+/*
+ * The directory of the park files (borrowed, valid until the next reload):
+ * the config's host.park_dir, else <state_dir>/park.
+ */
+const char *mgr_park_dir(const struct vram_manager *m);
+/*
+ * The park file of workload's process pid, <park_dir>/<workload>-<pid>.park,
+ * into buf (size bytes); with make_dir, the directory is made private to
+ * vramd's user (0700) first. Returns 0, or -errno with the reason in buf:
+ * -ENAMETOOLONG (longer than size or than the hook's 255 bytes), or the
+ * directory's error.
+ */
+int mgr_park_path(struct vram_manager *m, const char *workload, pid_t pid, bool make_dir, char *buf,
+		  size_t size);
+/* Removes the park file of workload's process pid, if there is one (logged when it was). */
+void mgr_park_remove(struct vram_manager *m, const char *workload, pid_t pid);
+/* Removes every park file whose process no longer runs (at start). */
+void mgr_park_sweep(struct vram_manager *m);
 
 /* ---- instances: mgr_instance.c ---- */
 

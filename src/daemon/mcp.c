@@ -213,10 +213,18 @@ static const struct tool tools[] = {
 	  "\"required\": [\"workload\"], \"additionalProperties\": false}",
 	  ACTION_OUT, TOOL_ACTION, VRAM_ACTION_STOP },
 	{ "restore_workload", "Restore a workload",
-	  "Bring an offloaded workload back onto its GPUs and wait until it is ready.",
+	  "Bring an offloaded or parked workload back onto its GPUs and wait until it is ready.",
 	  "{\"type\": \"object\", \"properties\": {" WORKLOAD_REQ ", " WAIT_PROP "}, "
 	  "\"required\": [\"workload\"], \"additionalProperties\": false}",
 	  ACTION_OUT, TOOL_ACTION, VRAM_ACTION_RESTORE },
+	{ "park_workload", "Park a workload on disk",
+	  "Move a workload's GPU memory to disk (one file per process) and free the host RAM it "
+	  "held; a ready workload is offloaded first. The process lives on: its next request or "
+	  "restore_workload reads it back, in seconds rather than a cold start. Waits until it is "
+	  "parked. Same as POST /api/workloads/{name}/park.",
+	  "{\"type\": \"object\", \"properties\": {" WORKLOAD_REQ ", " WAIT_PROP "}, "
+	  "\"required\": [\"workload\"], \"additionalProperties\": false}",
+	  ACTION_OUT, TOOL_ACTION, VRAM_ACTION_PARK },
 	{ "plan", "Plan placement (dry run)",
 	  "Where every workload would go if all started at once, changing nothing: the daemon's "
 	  "config on its GPUs, or on hypothetical GPUs (\"4x40GiB\"), or another config (YAML text).",

@@ -383,6 +383,8 @@ static int render_workloads(struct vram_metrics *mx, const struct vram_config *c
 		{ "vram_workload_host_bytes", "gauge", "memory", "host_bytes",
 		  "Host RAM the workload holds: its offloaded copy and the buffers it kept after "
 		  "a restore (what counts against the host budget)." },
+		{ "vram_workload_parked_bytes", "gauge", "memory", "parked_bytes",
+		  "Bytes of the workload's GPU memory parked in files on disk." },
 		{ "vram_workload_restarts_total", "counter", NULL, "restarts",
 		  "Restarts after a crash or a failed start." },
 		{ "vram_workload_in_flight_requests", "gauge", NULL, "in_flight",

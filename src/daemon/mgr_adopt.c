@@ -14,8 +14,9 @@
  *   - every recorded process must be alive with the same start time and the
  *     same command line, on GPUs this machine still has; then the supervisor
  *     takes it back (a pidfd watches its exit: vramd is not its parent) and
- *     the workload is ready, offloaded (its engine's bytes still parked,
- *     restorable) or starting (its health checks go on), as recorded;
+ *     the workload is ready, offloaded (its engine's bytes still in host
+ *     RAM, restorable), parked (its park files on disk, restorable) or
+ *     starting (its health checks go on), as recorded;
  *   - when not every replica passes, none is taken: the ones that are ours
  *     are sent SIGTERM (their group), a pid that is another program now is
  *     never signalled, and the restart policy decides, as for a crash: with
@@ -56,7 +57,7 @@ struct adopt_ctx {
 
 /* Counts for the summary line. */
 struct adopt_sum {
-	size_t ready, offloaded, starting; /* workloads taken back in each state */
+	size_t ready, offloaded, parked, starting; /* workloads taken back in each state */
 	size_t processes;                  /* processes taken back */
 	size_t refused;                    /* recorded processes not taken back */
 };
@@ -135,6 +136,8 @@ static void apply_runtime(struct vram_workload *w, const struct vram_statefile_w
 		w->offload_after_ms = sw->offload_after.ms;
 	if (sw->release_after.set)
 		w->release_after_ms = sw->release_after.ms;
+	if (sw->park_after.set)
+		w->park_after_ms = sw->park_after.ms;
 }
 
 /*
@@ -181,10 +184,17 @@ static bool check_workload(struct vram_manager *m, const struct vram_workload *w
 			return false;
 		}
 	}
-	if (sw->instances[0].state == VRAM_STATEFILE_OFFLOADED && sw->instances[0].engine &&
-	    !engine_named(sw->instances[0].engine)) {
-		snprintf(why, size, "it was offloaded by the engine \"%s\", which this vramd does not "
-			 "have", sw->instances[0].engine);
+	enum vram_statefile_inst_state st = sw->instances[0].state;
+	bool kept = st == VRAM_STATEFILE_OFFLOADED || st == VRAM_STATEFILE_PARKED;
+	const struct vram_engine *e = engine_named(sw->instances[0].engine);
+	if (kept && sw->instances[0].engine && !e) {
+		snprintf(why, size, "it was %s by the engine \"%s\", which this vramd does not "
+			 "have", vram_statefile_inst_state_name(st), sw->instances[0].engine);
+		return false;
+	}
+	if (st == VRAM_STATEFILE_PARKED && (!e || !e->park)) {
+		snprintf(why, size, "it is recorded parked by %s, which cannot bring a parked "
+			 "workload back", e ? e->name : "no engine");
 		return false;
 	}
 	return true;
@@ -232,8 +242,8 @@ static bool adopt_workload(struct vram_manager *m, struct vram_workload *w,
 		}
 	}
 	enum vram_statefile_inst_state st = sw->instances[0].state;
-	bool resident = st != VRAM_STATEFILE_OFFLOADED;
-	uint64_t parked = 0;
+	bool resident = st != VRAM_STATEFILE_OFFLOADED && st != VRAM_STATEFILE_PARKED;
+	uint64_t in_ram = 0, on_disk = 0;
 	for (size_t i = 0; i < sw->n_instances; i++) {
 		const struct vram_statefile_instance *si = &sw->instances[i];
 		struct vram_instance *in = &w->instances[si->replica];
@@ -252,12 +262,13 @@ static bool adopt_workload(struct vram_manager *m, struct vram_workload *w,
 			mgr_stop_processes(w);
 			goto refuse;
 		}
-		parked += si->offloaded_bytes;
+		in_ram += si->offloaded_bytes;
+		on_disk += si->parked_bytes;
 	}
 	mgr_slot(m, w)->adopted = true;
 	const struct vram_engine *e = engine_named(sw->instances[0].engine);
-	if (st == VRAM_STATEFILE_OFFLOADED && e)
-		w->engine = e; /* what parked it brings it back */
+	if ((st == VRAM_STATEFILE_OFFLOADED || st == VRAM_STATEFILE_PARKED) && e)
+		w->engine = e; /* what offloaded or parked it brings it back */
 	uint64_t now = vram_now_ms();
 	w->last_used_ms = now;
 	const char *text = "taken back from the previous vramd";
@@ -278,9 +289,15 @@ static bool adopt_workload(struct vram_manager *m, struct vram_workload *w,
 		sum->ready++;
 		break;
 	case VRAM_STATEFILE_OFFLOADED:
-		w->offloaded_bytes = parked;
+		w->offloaded_bytes = in_ram;
 		mgr_set_state(m, w, VRAM_WL_EV_ADOPTED_OFFLOADED, VRAM_REASON_ADOPTED, text);
 		sum->offloaded++;
+		break;
+	case VRAM_STATEFILE_PARKED:
+		w->parked_bytes = on_disk;
+		w->on_disk = true;
+		mgr_set_state(m, w, VRAM_WL_EV_ADOPTED_PARKED, VRAM_REASON_ADOPTED, text);
+		sum->parked++;
 		break;
 	case VRAM_STATEFILE_STARTING:
 		mgr_set_state(m, w, VRAM_WL_EV_START, VRAM_REASON_ADOPTED, text);
@@ -428,8 +445,8 @@ static void adopt_file(struct vram_manager *m)
 		(void)adopt_workload(m, w, sw, &ctx, &sum);
 	}
 	vram_info("state file: took back %zu process(es): %zu workload(s) ready, %zu offloaded, "
-		  "%zu starting; %zu recorded process(es) not taken back",
-		  sum.processes, sum.ready, sum.offloaded, sum.starting, sum.refused);
+		  "%zu parked, %zu starting; %zu recorded process(es) not taken back",
+		  sum.processes, sum.ready, sum.offloaded, sum.parked, sum.starting, sum.refused);
 	vram_statefile_done(&sf);
 }
 

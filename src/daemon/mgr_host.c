@@ -11,40 +11,37 @@
 
 #include <limits.h>
 #include <stdio.h>
+#include <errno.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
 
 #include "gpu/gpu.h"
 
 #include "common/meminfo.h"
 #include "core/hostplan.h"
+#include "daemon/hookchan.h"
 
 /*
  * What w holds in host memory now: the one place these numbers come from.
- * Every engine's is its offloaded_bytes for now (the sim engine's simulated
- * copy, the checkpoint engine's as it reported it, the hook's as it
- * answered the offload), which a restore sets back to 0. Once the hook
- * reports the pinned, kept and parked bytes of its processes
- * (vram_hookchan_host, daemon/hookchan.h), a workload whose processes it
- * counts takes those instead:
- *     held = pinned, kept = kept, on_disk = parked
- * and the others' on_disk is w->parked_bytes.
+ * A workload whose processes the hook counts (vram_hookchan_host): what they
+ * report, pinned (held), kept after a restore, and parked on disk. Others:
+ * the engine's offloaded_bytes while offloaded (the sim engine's simulated
+ * copy, the checkpoint engine's as it reported it; a restore and a park set
+ * it back to 0) and parked_bytes on disk.
  */
 void mgr_host_usage(struct vram_manager *m, const struct vram_workload *w,
 		    struct mgr_host_usage *ret)
 {
 	(void)m;
-	*ret = (struct mgr_host_usage){ .held = w->offloaded_bytes };
+	*ret = (struct mgr_host_usage){ .held = w->offloaded_bytes, .on_disk = w->parked_bytes };
+	/* the hook's reports of pinned, kept and parked bytes: with protocol version 3 */
 }
 
-/*
- * Whether w's engine can move its host copy to the disk tier. No engine of
- * this tree can yet; with the disk tier, an engine can when its park
- * function is set.
- */
+/* Whether w's engine can move its host copy to the disk tier. */
 static bool engine_can_park(const struct vram_engine *e)
 {
-	(void)e;
-	return false;
+	return e && e->park;
 }
 
 /* The hook frees the pinned buffers it kept after a restore when told to (DROP_HOST). */
@@ -54,16 +51,27 @@ static bool engine_can_drop_kept(const struct vram_engine *e)
 }
 
 /*
- * Whether the disk tier can take a park file now, and its free bytes
- * (VRAM_HOST_UNKNOWN when not known). No engine parks in this tree, so
- * there is no disk tier to offer; with it, this is the park directory's
- * room.
+ * Whether the disk tier can take a park file now, and its free bytes: the
+ * park directory's file system (statvfs), or its parent's while it does
+ * not exist yet (it is made on the first park).
  */
 static void park_room(struct vram_manager *m, bool *ret_usable, uint64_t *ret_free)
 {
-	(void)m;
 	*ret_usable = false;
 	*ret_free = VRAM_HOST_UNKNOWN;
+	char dir[PATH_MAX];
+	int n = snprintf(dir, sizeof(dir), "%s", mgr_park_dir(m));
+	if (n < 0 || (size_t)n >= sizeof(dir))
+		return;
+	struct statvfs st;
+	while (statvfs(dir, &st) < 0) {
+		char *slash = strrchr(dir, '/');
+		if (errno != ENOENT || !slash || slash == dir)
+			return;
+		*slash = '\0';
+	}
+	*ret_usable = true;
+	*ret_free = (uint64_t)st.f_bavail * st.f_frsize;
 }
 
 /* Sums of sizes saturate: a process's report must not wrap a total into a small one. */
@@ -173,11 +181,7 @@ json_t *vram_manager_host_json(struct vram_manager *m)
 		on_disk = sat_add(on_disk, e->on_disk);
 	}
 	const struct vram_config *cfg = m->cfg;
-	char dir[PATH_MAX];
-	if (cfg->host.park_dir)
-		snprintf(dir, sizeof(dir), "%s", cfg->host.park_dir);
-	else
-		snprintf(dir, sizeof(dir), "%s/park", m->state_dir);
+	const char *dir = mgr_park_dir(m);
 	json_t *o = json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:s}",
 			      "total", bytes_json(l.total, l.total > 0),
 			      "available", bytes_json(l.available, l.available != VRAM_HOST_UNKNOWN),

@@ -585,7 +585,7 @@ void mgr_fail_workload(struct vram_manager *m, struct vram_workload *w, enum vra
 	}
 	mgr_stop_processes(w);
 	mgr_mps_detach_idle(w);
-	w->offloaded_bytes = 0;
+	mgr_drop_copies(w); /* park files go with the processes' exits */
 	if (w->state != VRAM_WL_FAILED)
 		mgr_set_state(m, w, ev, reason, w->last_error);
 	if (retry && !w->retry_pending)
@@ -666,6 +666,7 @@ static void on_child_exit(struct vram_child *c, int status, void *arg)
 	slot->finished_ms = vram_now_ms();
 	if (m->hookchan)
 		vram_hookchan_unclaim(m->hookchan, pid);
+	mgr_park_remove(m, w->cfg->name, pid); /* nothing can read it back now */
 	if (!w->cfg->port)
 		in->port = 0; /* auto: the next start takes a port that is free then */
 	vram_mps_client_free(in->mps_client); /* the last one makes its MPS daemon quit */
@@ -685,7 +686,7 @@ static void on_child_exit(struct vram_child *c, int status, void *arg)
 		if (!all_gone)
 			return;
 		if (w->state == VRAM_WL_STOPPING) {
-			w->offloaded_bytes = 0;
+			mgr_drop_copies(w);
 			mgr_set_state(m, w, VRAM_WL_EV_EXITED, VRAM_REASON_STOPPED, "stopped");
 		} else if (w->state == VRAM_WL_OFFLOADING && w->job && !w->engine->keeps_process) {
 			vram_job_complete(w->job, 0, w->last_bytes, "processes stopped");
@@ -700,10 +701,12 @@ static void on_child_exit(struct vram_child *c, int status, void *arg)
 		return;
 	}
 	bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-	if (clean && w->state == VRAM_WL_READY && w->cfg->restart != VRAM_RESTART_ALWAYS) {
+	if (clean && (w->state == VRAM_WL_READY || w->state == VRAM_WL_PARKED) &&
+	    w->cfg->restart != VRAM_RESTART_ALWAYS) {
 		/* it finished by itself: not a failure, and on-failure does not restart it */
 		mgr_fmt_error(w, 0, "replica %u (pid %d) %s", in->replica, (int)pid, how);
 		if (all_gone) {
+			mgr_drop_copies(w);
 			mgr_set_state(m, w, VRAM_WL_EV_EXITED, VRAM_REASON_EXITED, w->last_error);
 		} else {
 			mgr_set_state(m, w, VRAM_WL_EV_STOP, VRAM_REASON_EXITED, w->last_error);

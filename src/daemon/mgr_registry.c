@@ -265,6 +265,7 @@ const char *vram_action_name(enum vram_action action)
 		[VRAM_ACTION_OFFLOAD] = "offload",
 		[VRAM_ACTION_RESTORE] = "restore",
 		[VRAM_ACTION_RELEASE] = "release",
+		[VRAM_ACTION_PARK] = "park",
 	};
 	return (unsigned)action < sizeof(names) / sizeof(names[0]) ? names[action] : "?";
 }
@@ -333,13 +334,16 @@ void mgr_waiter_resolve(struct vram_manager_waiter *wt, bool ok)
 	if (ok) {
 		res->error = 0;
 		res->outcome = VRAM_OUTCOME_DONE;
-		if (wt->action == VRAM_ACTION_OFFLOAD || wt->action == VRAM_ACTION_RESTORE)
+		if (wt->action == VRAM_ACTION_OFFLOAD || wt->action == VRAM_ACTION_RESTORE ||
+		    wt->action == VRAM_ACTION_PARK)
 			res->bytes = w->last_bytes;
 		char size[32];
 		if (res->bytes)
 			snprintf(res->message, sizeof(res->message), "%s is %s (%s %s in %.2fs with %s)",
 				 w->cfg->name, res->state,
-				 wt->action == VRAM_ACTION_OFFLOAD ? "offloaded" : "restored",
+				 wt->action == VRAM_ACTION_OFFLOAD ? "offloaded"
+				 : wt->action == VRAM_ACTION_PARK  ? "parked"
+								   : "restored",
 				 vram_units_format_bytes(res->bytes, size, sizeof(size)), res->seconds,
 				 res->engine ? res->engine : "?");
 		else
@@ -372,9 +376,11 @@ void mgr_resolve_waiters(struct vram_manager *m, struct vram_workload *w)
 		struct vram_manager_waiter *wt = vram_list_entry(pos, struct vram_manager_waiter, link);
 		if (wt->w != w || wt->resolved || wt->through_restart)
 			continue;
+		/* a park of a ready workload passes through offloaded on its way */
+		bool on_its_way = wt->target == VRAM_WL_PARKED && w->park_queued;
 		if (w->state == wt->target)
 			mgr_waiter_resolve(wt, true);
-		else if (vram_wl_state_settled(w->state))
+		else if (vram_wl_state_settled(w->state) && !on_its_way)
 			mgr_waiter_resolve(wt, false);
 	}
 }

@@ -67,6 +67,8 @@ static void apply_live(struct vram_manager *m, struct vram_workload *w,
 		w->offload_after_ms = cfg->idle.offload_after_ms;
 	if (cfg->idle.release_after_ms != w->cfg->idle.release_after_ms)
 		w->release_after_ms = cfg->idle.release_after_ms;
+	if (cfg->idle.park_after_ms != w->cfg->idle.park_after_ms)
+		w->park_after_ms = cfg->idle.park_after_ms;
 	/* a ready workload's next check follows the new interval, not the one pending */
 	bool rearm = w->state == VRAM_WL_READY &&
 		     (cfg->health.interval_ms != w->cfg->health.interval_ms ||

@@ -42,9 +42,10 @@ static int state_path(const struct vram_manager *m, char *buf, size_t size)
 
 /*
  * The state an instance of w is recorded in, or -1 when it is not recorded.
- * A workload in the middle of an offload or restore is recorded as it was
- * before it: the action has not finished as far as vramd knows, and the
- * next vramd can ask again.
+ * A workload in the middle of an offload, restore or park is recorded as it
+ * was before it: the action has not finished as far as vramd knows, and the
+ * next vramd can ask again (the hook restores a process from wherever it
+ * is, RAM or its park file).
  */
 static int recorded_as(const struct vram_workload *w, const struct vram_instance *in)
 {
@@ -54,9 +55,13 @@ static int recorded_as(const struct vram_workload *w, const struct vram_instance
 	case VRAM_WL_READY:
 	case VRAM_WL_OFFLOADING:
 		return VRAM_STATEFILE_READY;
-	case VRAM_WL_OFFLOADED:
 	case VRAM_WL_RESTORING:
+		return w->on_disk ? VRAM_STATEFILE_PARKED : VRAM_STATEFILE_OFFLOADED;
+	case VRAM_WL_OFFLOADED:
+	case VRAM_WL_PARKING:
 		return VRAM_STATEFILE_OFFLOADED;
+	case VRAM_WL_PARKED:
+		return VRAM_STATEFILE_PARKED;
 	case VRAM_WL_STARTING:
 		return VRAM_STATEFILE_STARTING;
 	default:
@@ -95,15 +100,19 @@ static uint64_t fingerprint(const struct vram_manager *m)
 		h = fnv(h, w->cfg->name, strlen(w->cfg->name) + 1);
 		struct vram_statefile_ms o = runtime_ms(w->offload_after_ms, w->cfg->idle.offload_after_ms);
 		struct vram_statefile_ms r = runtime_ms(w->release_after_ms, w->cfg->idle.release_after_ms);
+		struct vram_statefile_ms p = runtime_ms(w->park_after_ms, w->cfg->idle.park_after_ms);
 		FNV_VAL(h, o.set);
 		FNV_VAL(h, o.ms);
 		FNV_VAL(h, r.set);
 		FNV_VAL(h, r.ms);
+		FNV_VAL(h, p.set);
+		FNV_VAL(h, p.ms);
 		bool adhoc = mgr_is_adhoc(m, w);
 		FNV_VAL(h, adhoc);
 		int as = w->n_instances ? recorded_as(w, &w->instances[0]) : -1;
 		FNV_VAL(h, as);
 		FNV_VAL(h, w->offloaded_bytes);
+		FNV_VAL(h, w->parked_bytes);
 		FNV_VAL(h, w->engine);
 		for (size_t i = 0; i < w->n_instances; i++) {
 			const struct vram_instance *in = &w->instances[i];
@@ -200,6 +209,7 @@ static int fill(struct vram_manager *m, struct vram_statefile *sf)
 		sw->name = (char *)w->cfg->name;
 		sw->offload_after = runtime_ms(w->offload_after_ms, w->cfg->idle.offload_after_ms);
 		sw->release_after = runtime_ms(w->release_after_ms, w->cfg->idle.release_after_ms);
+		sw->park_after = runtime_ms(w->park_after_ms, w->cfg->idle.park_after_ms);
 		const struct vram_runas *owner = mgr_slot(m, w)->owner;
 		if (mgr_is_adhoc(m, w) && owner) {
 			const struct vram_workload_config *c = w->cfg;
@@ -254,6 +264,7 @@ static int fill(struct vram_manager *m, struct vram_statefile *sf)
 			/* the engines count a workload's bytes: shared evenly among its processes */
 			si->offloaded_bytes = si->state == VRAM_STATEFILE_OFFLOADED
 						      ? w->offloaded_bytes / n_with : 0;
+			si->parked_bytes = si->state == VRAM_STATEFILE_PARKED ? w->parked_bytes / n_with : 0;
 			if (in->n_gpus) {
 				si->gpu_uuids = calloc(in->n_gpus + 1, sizeof(char *));
 				if (!si->gpu_uuids)

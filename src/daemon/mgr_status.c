@@ -143,7 +143,7 @@ static json_t *workload_json(struct vram_manager *m, struct vram_workload *w)
 		json_array_append_new(models, json_string(c->models[i]));
 
 	json_t *o = json_pack(
-		"{s:s,s:s,s:f,s:o,s:o,s:o,s:i,s:o,s:{s:o,s:I,s:I,s:I,s:I},s:f,s:i,s:{s:o,s:o},"
+		"{s:s,s:s,s:f,s:o,s:o,s:o,s:i,s:o,s:{s:o,s:I,s:I,s:I,s:I,s:I},s:f,s:i,s:{s:o,s:o,s:o},"
 		"s:{s:o,s:s,s:f},s:o,s:o,s:i,s:o,s:i,s:s,s:s,s:o,s:o}",
 		"name", c->name,
 		"state", vram_wl_state_name(w->state),
@@ -159,11 +159,13 @@ static json_t *workload_json(struct vram_manager *m, struct vram_workload *w)
 		"gpu_bytes", (json_int_t)resident,
 		"offloaded_bytes", (json_int_t)w->offloaded_bytes,
 		"host_bytes", (json_int_t)(host.held > INT64_MAX ? INT64_MAX : host.held),
+		"parked_bytes", (json_int_t)w->parked_bytes,
 		"idle_seconds", (double)vram_policy_idle_ms(w, now) / 1000.0,
 		"in_flight", (int)w->in_flight,
 		"timeouts",
 		"offload_after_seconds", duration_json(w->offload_after_ms),
 		"release_after_seconds", duration_json(w->release_after_ms),
+		"park_after_seconds", duration_json(w->park_after_ms),
 		"engine",
 		"name", w->engine ? json_string(w->engine->name) : json_null(),
 		"why", w->engine_why,
@@ -341,6 +343,8 @@ json_t *vram_manager_compat_status_json(struct vram_manager *m)
 			on_gpu |= w->instances[i].resident && w->instances[i].n_gpus > 0;
 		if (on_gpu)
 			location = "GPU";
+		else if (w->state == VRAM_WL_PARKED)
+			location = "disk";
 		else if (running || w->state == VRAM_WL_OFFLOADED)
 			location = "CPU";
 		json_t *mem = json_object();

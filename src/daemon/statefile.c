@@ -21,6 +21,7 @@ static const char *const inst_state_names[] = {
 	[VRAM_STATEFILE_READY] = "ready",
 	[VRAM_STATEFILE_OFFLOADED] = "offloaded",
 	[VRAM_STATEFILE_STARTING] = "starting",
+	[VRAM_STATEFILE_PARKED] = "parked",
 };
 
 const char *vram_statefile_inst_state_name(enum vram_statefile_inst_state s)
@@ -126,7 +127,9 @@ static json_t *instance_json(const struct vram_statefile_instance *in)
 	    (in->engine && !put(o, "engine", json_string(in->engine))) ||
 	    !put(o, "state", json_string(vram_statefile_inst_state_name(in->state))) ||
 	    (in->state == VRAM_STATEFILE_OFFLOADED &&
-	     !put(o, "offloaded_bytes", json_integer((json_int_t)in->offloaded_bytes)))) {
+	     !put(o, "offloaded_bytes", json_integer((json_int_t)in->offloaded_bytes))) ||
+	    (in->state == VRAM_STATEFILE_PARKED &&
+	     !put(o, "parked_bytes", json_integer((json_int_t)in->parked_bytes)))) {
 		json_decref(o);
 		return NULL;
 	}
@@ -164,7 +167,8 @@ static json_t *workload_json(const struct vram_statefile_workload *w)
 	json_t *o = json_object(), *runtime = json_object(), *insts = json_array();
 	bool ok = o && runtime && insts && put(o, "name", json_string(w->name ? w->name : "")) &&
 		  put_ms(runtime, "offload_after_ms", &w->offload_after) &&
-		  put_ms(runtime, "release_after_ms", &w->release_after);
+		  put_ms(runtime, "release_after_ms", &w->release_after) &&
+		  put_ms(runtime, "park_after_ms", &w->park_after);
 	for (size_t i = 0; ok && i < w->n_instances; i++)
 		ok = json_array_append_new(insts, instance_json(&w->instances[i])) == 0;
 	ok = ok && put(o, "runtime", runtime);
@@ -548,11 +552,14 @@ static int read_instance(struct rd *rd, const char *where, json_t *o,
 	       strcmp(s, inst_state_names[k]) != 0)
 		k++;
 	if (k == sizeof(inst_state_names) / sizeof(inst_state_names[0]))
-		return bad(rd, where, "state", "expected \"ready\", \"offloaded\" or \"starting\"");
+		return bad(rd, where, "state",
+			   "expected \"ready\", \"offloaded\", \"starting\" or \"parked\"");
 	in->state = (enum vram_statefile_inst_state)k;
 	if (in->state == VRAM_STATEFILE_OFFLOADED)
 		return get_uint(rd, where, o, "offloaded_bytes", true, 0, INT64_MAX,
 				&in->offloaded_bytes);
+	if (in->state == VRAM_STATEFILE_PARKED)
+		return get_uint(rd, where, o, "parked_bytes", true, 0, INT64_MAX, &in->parked_bytes);
 	return 0;
 }
 
@@ -639,7 +646,8 @@ static int read_workload(struct rd *rd, const char *where, json_t *o,
 		sub(at, sizeof(at), where, ".runtime", -1);
 		if ((r = want_object(rd, where, "runtime", rt)) < 0 ||
 		    (r = get_ms(rd, at, rt, "offload_after_ms", &w->offload_after)) < 0 ||
-		    (r = get_ms(rd, at, rt, "release_after_ms", &w->release_after)) < 0)
+		    (r = get_ms(rd, at, rt, "release_after_ms", &w->release_after)) < 0 ||
+		    (r = get_ms(rd, at, rt, "park_after_ms", &w->park_after)) < 0)
 			return r;
 	}
 	json_t *ad = json_object_get(o, "adhoc");

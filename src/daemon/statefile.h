@@ -5,7 +5,7 @@
  * "vramd survives its own death"). Per workload, the runtime settings
  * changed through the API, CLI or MCP (idle timers) and its instances (pid
  * with its start time, so that a reused pid is never taken for ours,
- * process group, port, GPUs by UUID, engine, ready or offloaded); ad-hoc
+ * process group, port, GPUs by UUID, engine, ready, offloaded or parked); ad-hoc
  * workloads with their spec and owner; the MPS control daemons.
  *
  * JSON with a "format": "vramd-state" marker and a "version". Written
@@ -50,6 +50,7 @@ enum vram_statefile_inst_state {
 	VRAM_STATEFILE_READY,     /* serving from GPU memory */
 	VRAM_STATEFILE_OFFLOADED, /* its GPU memory parked in host RAM, restorable */
 	VRAM_STATEFILE_STARTING,  /* spawned, not healthy yet: adopted, then checked */
+	VRAM_STATEFILE_PARKED,    /* its GPU memory in its park file on disk, restorable */
 };
 
 /* A runtime setting: not set (the config's value holds), or a value. */
@@ -75,7 +76,8 @@ struct vram_statefile_instance {
 	bool mps;              /* it runs through an MPS control daemon */
 	char *engine;          /* owned; the offload engine's name ("hook"), NULL: none chosen */
 	enum vram_statefile_inst_state state;
-	uint64_t offloaded_bytes; /* bytes parked in host RAM, when offloaded */
+	uint64_t offloaded_bytes; /* bytes held in host RAM, when offloaded */
+	uint64_t parked_bytes;    /* bytes in its park file, when parked */
 };
 
 /* Whom an ad-hoc workload runs as: its owner. */
@@ -102,6 +104,7 @@ struct vram_statefile_workload {
 	char *name;            /* owned, 1..VRAM_STATEFILE_NAME_MAX of [A-Za-z0-9._-] */
 	struct vram_statefile_ms offload_after; /* idle.offload_after set at runtime */
 	struct vram_statefile_ms release_after; /* idle.release_after set at runtime */
+	struct vram_statefile_ms park_after;    /* idle.park_after set at runtime */
 	bool is_adhoc;         /* adhoc is filled: not a workload of the config */
 	struct vram_statefile_adhoc adhoc;
 	struct vram_statefile_instance *instances; /* owned array */
@@ -156,7 +159,7 @@ int vram_statefile_read(const char *path, struct vram_statefile *ret, char *why,
 int vram_statefile_parse(const char *text, size_t size, const char *name,
 			 struct vram_statefile *ret, char *why, size_t why_size);
 
-/* The name of an instance state ("ready", "offloaded", "starting"). */
+/* The name of an instance state ("ready", "offloaded", "starting", "parked"). */
 const char *vram_statefile_inst_state_name(enum vram_statefile_inst_state s);
 
 #endif

@@ -386,7 +386,8 @@ int vram_waitact_compat(struct vram_waitact *wa, struct evhttp_request *req,
 				continue;
 			bool applies = action == VRAM_ACTION_OFFLOAD
 					       ? state == VRAM_WL_READY
-					       : state == VRAM_WL_READY || state == VRAM_WL_OFFLOADED;
+					       : state == VRAM_WL_READY || state == VRAM_WL_OFFLOADED ||
+							 state == VRAM_WL_PARKED;
 			/* another user's command is theirs: "all" means all this client may touch */
 			if (applies && json_is_true(json_object_get(w, "adhoc")))
 				applies = vram_waitact_may_act(wa, peer, n, vram_action_name(action),
@@ -494,7 +495,9 @@ int vram_waitact_compat_timeout(struct vram_waitact *wa, json_t *obj, json_t **r
 	if (ms == 0)
 		ms = VRAM_DURATION_NEVER;
 	char err[1024] = "";
-	int r = vram_manager_set_idle(wa->m, name, VRAM_IDLE_KEEP, ms, err, sizeof(err));
+	struct vram_idle_set set = {.offload_after_ms = VRAM_IDLE_KEEP, .release_after_ms = ms,
+				    .park_after_ms = VRAM_IDLE_KEEP};
+	int r = vram_manager_set_idle(wa->m, name, &set, err, sizeof(err));
 	if (r < 0)
 		return vram_http_error_out(ret, vram_http_status_of_errno(r),
 					   vram_http_code_of_errno(r), "%s",

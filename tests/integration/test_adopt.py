@@ -187,7 +187,7 @@ def test_sigkill_under_load_every_workload_is_taken_back(daemon):
         assert after["parked"]["memory"]["offloaded_bytes"] == before["parked"]["memory"]["offloaded_bytes"]
         assert after["web"]["port"] == before["web"]["port"]
         log = d2.log_text()
-        assert "took back 4 process(es): 1 workload(s) ready, 2 offloaded, 1 starting" in log, log
+        assert "took back 4 process(es): 1 workload(s) ready, 2 offloaded, 0 parked, 1 starting" in log, log
 
         # slow finishes loading under the new vramd; nothing is started twice
         d2.wait_state("slow", "ready", timeout=15)

@@ -19,7 +19,8 @@ from conftest import DEFAULT_CONFIG, SOURCE, VRAMCTL, VRAMD, free_port
 from jsclients import run_node
 
 TOOLS = ["get_gpu_status", "offload_gpu", "release_gpu", "update_gpu_timeout",
-         "list_workloads", "start_workload", "stop_workload", "restore_workload", "plan"]
+         "list_workloads", "start_workload", "stop_workload", "restore_workload", "park_workload",
+         "plan"]
 
 
 def project_version():

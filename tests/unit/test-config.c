@@ -103,7 +103,7 @@ static const char full_yaml[] =
 	"    health: /health\n"
 	"    port: 8001\n"
 	"    priority: -2\n"
-	"    idle: {offload_after: 0s}\n"
+	"    idle: {offload_after: 0s, park_after: 2h}\n"
 	"    offload: hook+checkpoint\n"
 	"    restart: never\n"
 	"    placement: most-free\n"
@@ -201,6 +201,7 @@ static void test_full_config_round_trip(void **state)
 	assert_int_equal(w->priority, -2);
 	assert_int_equal(w->idle.offload_after_ms, 0);
 	assert_true(w->idle.release_after_ms == VRAM_DURATION_NEVER);
+	assert_int_equal(w->idle.park_after_ms, 2 * 3600000);
 	assert_int_equal(w->offload, VRAM_ENGINE_HOOK_CHECKPOINT);
 	assert_int_equal(w->restart, VRAM_RESTART_NEVER);
 	assert_int_equal(w->restart_backoff_max_ms, 30000);
@@ -262,6 +263,8 @@ static void test_full_config_round_trip(void **state)
 	assert_int_equal(w->restart, VRAM_RESTART_ON_FAILURE);
 	assert_true(w->idle.offload_after_ms == VRAM_DURATION_NEVER);
 	assert_true(w->idle.release_after_ms == VRAM_DURATION_NEVER);
+	/* park_after is off unless set: a model goes to disk only when asked to */
+	assert_true(w->idle.park_after_ms == VRAM_DURATION_NEVER);
 	assert_int_equal(w->offload, VRAM_ENGINE_SIM);
 	assert_int_equal(w->port, 0);
 

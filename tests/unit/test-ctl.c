@@ -185,6 +185,11 @@ static const char status_json[] =
 	"  \"memory\": {\"gpu_bytes\": 0, \"offloaded_bytes\": 2147483648},"
 	"  \"idle_seconds\": 700, \"engine\": {\"name\": \"sim\"},"
 	"  \"timeouts\": {\"offload_after_seconds\": 0, \"release_after_seconds\": null}},"
+	" {\"name\": \"asr\", \"state\": \"parked\", \"gpus\": [], \"pid\": 78,"
+	"  \"memory\": {\"gpu_bytes\": 0, \"offloaded_bytes\": 0, \"parked_bytes\": 3221225472},"
+	"  \"idle_seconds\": 7300, \"engine\": {\"name\": \"hook\"},"
+	"  \"timeouts\": {\"offload_after_seconds\": 600, \"release_after_seconds\": null,"
+	"                \"park_after_seconds\": 7200}},"
 	" {\"name\": \"embed\", \"state\": \"failed\", \"gpus\": [], \"pid\": null, \"memory\": {\"gpu_bytes\": 0},"
 	"  \"idle_seconds\": 12, \"engine\": {\"name\": null}, \"timeouts\": {},"
 	"  \"last_error\": \"exited with status 3\"}"
@@ -226,6 +231,14 @@ static void test_status_table(void **state)
 	assert_non_null(strstr(row, "2GiB host"));
 	assert_non_null(strstr(row, "11m"));
 	assert_non_null(strstr(row, "0s/never"));
+	/* Parked on disk: its bytes are marked "disk", and park_after shows with the timeouts. */
+	row = strstr(text, "\nasr ");
+	assert_non_null(row);
+	eol = strchr(row + 1, '\n');
+	snprintf(line, sizeof(line), "%.*s", (int)(eol - row - 1), row + 1);
+	assert_non_null(strstr(line, "3GiB disk"));
+	assert_non_null(strstr(line, "2h01m"));
+	assert_non_null(strstr(line, "10m/never, park 2h00m"));
 	/* The failed one shows dashes for what it does not have, and its error below. */
 	row = strstr(text, "\nembed ");
 	assert_non_null(row);
@@ -285,6 +298,9 @@ static void test_action_line(void **state)
 			    "llm: started in 2.00 s");
 	assert_string_equal(vram_ctl_action_line("tts", "release", 0.05, 0, NULL, buf, sizeof(buf)),
 			    "tts: released in 0.05 s");
+	assert_string_equal(vram_ctl_action_line("asr", "park", 1.5, 3 * VRAM_GiB, "hook", buf,
+						 sizeof(buf)),
+			    "asr: parked in 1.50 s (3GiB) via hook");
 }
 
 static void test_usage_exit_codes(void **state)

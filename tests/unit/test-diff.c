@@ -233,6 +233,7 @@ static const struct wl_sample wl_samples[] = {
 	{ "port", "", "    port: 9000\n" },
 	{ "idle.offload_after", "", "    idle: { offload_after: 1m }\n" },
 	{ "idle.release_after", "", "    idle: { release_after: 2h }\n" },
+	{ "idle.park_after", "", "    idle: { park_after: 3h }\n" },
 	{ "priority", "", "    priority: 5\n" },
 	{ "offload", "", "    offload: restart\n" },
 	{ "restart.policy", "", "    restart: never\n" },

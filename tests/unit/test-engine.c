@@ -2,8 +2,10 @@
 /*
  * Engine tests: `offload: auto` selection and the reason recorded for it;
  * the sim engine moving simulated GPU memory out and back at its rate, with
- * completion always from a later loop turn; cancellation; and the worker
- * pool that asynchronous engines use for blocking work.
+ * completion always from a later loop turn, and parking at its disk's rate;
+ * cancellation; the hook engines' rollback, and their park (no rollback
+ * from disk) and restore from disk; and the worker pool that asynchronous
+ * engines use for blocking work.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -173,6 +175,59 @@ static void test_sim_offload_restore(void **state)
 	vram_job_free(job);
 }
 
+/*
+ * Park at the simulated disk's rate, a restore from parked at that rate
+ * too, and a restore from parked made to fail: the process is lost.
+ */
+static void test_sim_park(void **state)
+{
+	struct fixture *f = *state;
+	vram_engine_sim_set_rate(64 * GiB, 64 * GiB);
+	vram_engine_sim_set_disk(8 * GiB, false); /* 4 GiB: half a second */
+	struct vram_job *job = vram_job_new(VRAM_JOB_OFFLOAD, &vram_engine_sim, &f->w, &f->host,
+					    on_done, f);
+	assert_int_equal(vram_job_start(job), 0);
+	run_until_done(f, 1);
+	vram_job_free(job);
+
+	job = vram_job_new(VRAM_JOB_PARK, &vram_engine_sim, &f->w, &f->host, on_done, f);
+	assert_int_equal(vram_job_start(job), 0);
+	run_until_done(f, 2);
+	assert_int_equal(job->error, 0);
+	assert_int_equal(job->bytes, 4 * GiB);
+	assert_true(job->seconds >= 0.45);
+	assert_string_equal(job->message, "parked 4294967296 bytes to disk (simulated)");
+	assert_int_equal(used(f, 1), 0);
+	vram_job_free(job);
+
+	job = vram_job_new(VRAM_JOB_RESTORE, &vram_engine_sim, &f->w, &f->host, on_done, f);
+	job->from_disk = true;
+	assert_int_equal(vram_job_start(job), 0);
+	run_until_done(f, 3);
+	assert_int_equal(job->error, 0);
+	assert_true(job->seconds >= 0.45); /* the disk's rate, not the link's */
+	assert_string_equal(job->message, "restored 4294967296 bytes from disk (simulated)");
+	assert_int_equal(used(f, 1), 4 * GiB);
+	vram_job_free(job);
+
+	/* a bad park file: the restore fails and the process cannot be trusted */
+	vram_engine_sim_set_disk(0, true);
+	job = vram_job_new(VRAM_JOB_RESTORE, &vram_engine_sim, &f->w, &f->host, on_done, f);
+	job->from_disk = true;
+	assert_int_equal(vram_job_start(job), 0);
+	run_until_done(f, 4);
+	assert_int_equal(job->error, -EBADMSG);
+	assert_true(job->process_lost);
+	assert_non_null(strstr(job->message, "checksum mismatch in the park file"));
+	vram_job_free(job);
+	vram_engine_sim_set_disk(2000000000, false);
+	vram_engine_sim_set_rate(UINT64_C(50000000000), UINT64_C(50000000000));
+	/* an engine without park: the job cannot begin */
+	job = vram_job_new(VRAM_JOB_PARK, &vram_engine_restart, &f->w, &f->host, on_done, f);
+	assert_int_equal(vram_job_start(job), -EOPNOTSUPP);
+	vram_job_free(job);
+}
+
 static void test_cancel(void **state)
 {
 	struct fixture *f = *state;
@@ -266,6 +321,7 @@ struct fake_chan {
 	pid_t pids[2];
 	struct fake_cmd sent[8];
 	size_t n_sent;
+	char paths[8][64]; /* of sent[i], for PARK */
 };
 
 static size_t fake_pids(struct vram_hookchan *hc, const char *workload, pid_t *pids, size_t max)
@@ -285,6 +341,21 @@ static int fake_send(struct vram_hookchan *hc, pid_t pid, enum vram_hookchan_op 
 	*c = (struct fake_cmd){.pid = pid, .op = op, .cb = cb, .arg = arg, .live = true};
 	if (ret_req)
 		*ret_req = (struct vram_hookchan_req *)(void *)c;
+	return 0;
+}
+
+static int fake_send_path(struct vram_hookchan *hc, pid_t pid, enum vram_hookchan_op op,
+			  unsigned flags, const char *path, vram_hookchan_done_cb cb, void *arg,
+			  struct vram_hookchan_req **ret_req)
+{
+	struct fake_chan *fc = (struct fake_chan *)(void *)hc;
+	snprintf(fc->paths[fc->n_sent], sizeof(fc->paths[0]), "%s", path ? path : "");
+	return fake_send(hc, pid, op, flags, cb, arg, ret_req);
+}
+
+static int fake_park_path(void *ctx, const struct vram_workload *w, pid_t pid, char *buf, size_t size)
+{
+	snprintf(buf, size, "/park/%s-%d.park", w->cfg->name, (int)pid);
 	return 0;
 }
 
@@ -359,6 +430,109 @@ static void test_hook_restore_rolls_back(void **state)
 	assert_string_equal(why, "the hook channel is not open");
 }
 
+/* The hook engine over fc, for the workload "h" (two processes). */
+static struct vram_engine_host fake_host(struct fixture *f, struct fake_chan *fc)
+{
+	struct vram_engine_host host = f->host;
+	host.hookchan = (struct vram_hookchan *)(void *)fc;
+	host.hook_pids = fake_pids;
+	host.hook_send = fake_send;
+	host.hook_send_path = fake_send_path;
+	host.hook_cancel = fake_cancel;
+	host.park_path = fake_park_path;
+	return host;
+}
+
+/*
+ * Park sends PARK with each process's own file; one that fails leaves the
+ * others on disk (there is no way back to RAM but a restore) and the job
+ * counts what reached disk. A restore from disk that fails in one process
+ * of two is not rolled back: the workload is lost. One that fails for lack
+ * of memory in every process, which are still parked, leaves it parked.
+ */
+static void test_hook_park(void **state)
+{
+	struct fixture *f = *state;
+	const unsigned parked = 5; /* VRAM_HOOK_STATE_PARKED, protocol version 3 */
+	struct vram_workload w = f->w;
+	w.cfg = &f->cfg->workloads[2];
+
+	/* both park */
+	struct fake_chan fc = {.pids = {101, 102}};
+	struct vram_engine_host host = fake_host(f, &fc);
+	f->done_calls = 0;
+	struct vram_job *job = vram_job_new(VRAM_JOB_PARK, &vram_engine_hook, &w, &host, on_done, f);
+	assert_int_equal(vram_job_start(job), 0);
+	assert_int_equal(fc.n_sent, 2);
+	assert_int_equal(fc.sent[0].op, VRAM_HOOKCHAN_PARK);
+	assert_string_equal(fc.paths[0], "/park/h-101.park");
+	assert_string_equal(fc.paths[1], "/park/h-102.park");
+	fake_answer(&fc, 0, 0, parked, GiB, "parked");
+	fake_answer(&fc, 1, 0, parked, GiB, "parked");
+	run_until_done(f, 1);
+	assert_int_equal(job->error, 0);
+	assert_int_equal(job->bytes, 2 * GiB);
+	assert_string_equal(job->message, "2GiB parked to disk from 2 processes");
+	vram_job_free(job);
+
+	/* one fails (a full disk): nothing is sent back, what parked is counted */
+	fc = (struct fake_chan){.pids = {101, 102}};
+	job = vram_job_new(VRAM_JOB_PARK, &vram_engine_hook, &w, &host, on_done, f);
+	assert_int_equal(vram_job_start(job), 0);
+	fake_answer(&fc, 0, 0, parked, GiB, "parked");
+	fake_answer(&fc, 1, -ENOSPC, VRAM_HOOK_STATE_OFFLOADED, 0, "No space left on device");
+	run_until_done(f, 2);
+	assert_int_equal(fc.n_sent, 2);
+	assert_int_equal(job->error, -ENOSPC);
+	assert_false(job->process_lost);
+	assert_int_equal(job->bytes, GiB);
+	assert_string_equal(job->message, "pid 102: No space left on device; 1GiB parked by the other "
+					  "processes stay on disk until the restore");
+	vram_job_free(job);
+
+	/* restore from disk: one back, one with a bad file: lost, no rollback */
+	fc = (struct fake_chan){.pids = {101, 102}};
+	job = vram_job_new(VRAM_JOB_RESTORE, &vram_engine_hook, &w, &host, on_done, f);
+	job->from_disk = true;
+	assert_int_equal(vram_job_start(job), 0);
+	assert_int_equal(fc.sent[0].op, VRAM_HOOKCHAN_RESTORE);
+	fake_answer(&fc, 0, 0, VRAM_HOOK_STATE_RUNNING, GiB, "restored");
+	fake_answer(&fc, 1, -EBADMSG, parked, 0, "checksum mismatch in piece 3");
+	run_until_done(f, 3);
+	assert_int_equal(fc.n_sent, 2);
+	assert_true(job->process_lost);
+	assert_non_null(strstr(job->message, "pid 102: checksum mismatch in piece 3"));
+	vram_job_free(job);
+
+	/* every process short of GPU memory and still parked: it stays parked */
+	const int status[] = {-ENOMEM, -EBADMSG};
+	for (size_t k = 0; k < 2; k++) {
+		fc = (struct fake_chan){.pids = {101, 102}};
+		job = vram_job_new(VRAM_JOB_RESTORE, &vram_engine_hook, &w, &host, on_done, f);
+		job->from_disk = true;
+		assert_int_equal(vram_job_start(job), 0);
+		fake_answer(&fc, 0, status[k], parked, 0, "no");
+		fake_answer(&fc, 1, -ENOMEM, parked, 0, "out of memory on device 0");
+		run_until_done(f, 4 + (int)k);
+		assert_false(job->process_lost);
+		/* a bad file is never "intact": the workload starts cold */
+		assert_int_equal(job->still_offloaded, status[k] == -ENOMEM);
+		vram_job_free(job);
+	}
+
+	/* a channel that cannot send a path: every process says why */
+	fc = (struct fake_chan){.pids = {101, 102}};
+	host.hook_send_path = NULL;
+	job = vram_job_new(VRAM_JOB_PARK, &vram_engine_hook, &w, &host, on_done, f);
+	assert_int_equal(vram_job_start(job), 0);
+	run_until_done(f, 6);
+	assert_int_equal(job->error, -EOPNOTSUPP);
+	assert_non_null(strstr(job->message, "pid 101: this vramd's hook channel cannot send PARK"));
+	vram_job_free(job);
+	/* hook+checkpoint cannot park */
+	assert_null(vram_engine_hook_checkpoint.park);
+}
+
 /*
  * Real GPUs without a driver that has the checkpoint API (VRAM_LIBCUDA points
  * nowhere, see main): auto and `offload: checkpoint` fall back to restart and
@@ -412,6 +586,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_complete_once_and_deferred, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_workers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hook_restore_rolls_back, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sim_park, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hook_park, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

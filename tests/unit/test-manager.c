@@ -9,7 +9,11 @@
  * nvidia-cuda-mps-control (one daemon for both replicas, each client with its
  * MPS variables, the daemon quits with the workload; a crash fails the
  * workload with the MPS log and restarts it; fallback exclusive without the
- * binary, and a clear failure without the fallback).
+ * binary, and a clear failure without the fallback); the disk tier: a park
+ * of a ready workload (offloaded first, one action), restore from parked,
+ * park_after, a park refused for the restart engine, a failed restore from
+ * parked that restarts cold, and park files removed at start, on restore
+ * and on exit.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,10 +22,13 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -118,6 +125,8 @@ static int setup(void **state)
 	assert_non_null(c->base);
 	/* 4 GiB at 16 GiB/s: offload and restore take a quarter second */
 	vram_engine_sim_set_rate(16 * GiB, 16 * GiB);
+	/* and a park or a restore from parked half a second; restores from parked succeed */
+	vram_engine_sim_set_disk(8 * GiB, false);
 	*state = c;
 	return 0;
 }
@@ -218,6 +227,14 @@ static int act_wait(struct ctx *c, const char *name, enum vram_action a)
 	return vram_waitact_status_of(&c->res);
 }
 
+/* Sets the idle timers (ms, VRAM_DURATION_NEVER or VRAM_IDLE_KEEP) of name, or of all. */
+static int set_idle(struct ctx *c, const char *name, uint64_t offload_ms, uint64_t release_ms,
+		    uint64_t park_ms, char *err, size_t err_size)
+{
+	struct vram_idle_set set = {offload_ms, release_ms, park_ms};
+	return vram_manager_set_idle(c->m, name, &set, err, err_size);
+}
+
 static void test_lifecycle(void **state)
 {
 	struct ctx *c = *state;
@@ -295,6 +312,207 @@ static void test_lifecycle(void **state)
 	vram_manager_unsubscribe(sub);
 }
 
+static json_int_t mem_int(struct ctx *c, const char *name, const char *key)
+{
+	json_t *w = vram_manager_workload_json(c->m, name);
+	json_int_t v = json_integer_value(json_object_get(json_object_get(w, "memory"), key));
+	json_decref(w);
+	return v;
+}
+
+static bool has_event(struct ctx *c, const char *event)
+{
+	return reason_of(c, event) >= 0;
+}
+
+static void test_park(void **state)
+{
+	struct ctx *c = *state;
+	start_manager(c, "2x24GiB", NULL);
+	struct vram_manager_sub *sub;
+	assert_int_equal(vram_manager_subscribe(c->m, on_event, c, &sub), 0);
+	assert_int_equal(act_wait(c, "demo", VRAM_ACTION_START), 200);
+	pid_t pid = (pid_t)wl_int(c, "demo", "pid");
+
+	/* park of a ready workload: offloaded, then parked, and the caller hears once, parked */
+	int n0 = c->n_events;
+	assert_int_equal(act_wait(c, "demo", VRAM_ACTION_PARK), 200);
+	assert_string_equal(c->res.state, "parked");
+	assert_int_equal(c->res.bytes, 4 * GiB);
+	assert_non_null(strstr(c->res.message, "demo is parked (parked 4GiB in "));
+	const char *path[] = {"demo:ready>offloading", "demo:offloading>offloaded",
+			      "demo:offloaded>parking", "demo:parking>parked"};
+	assert_int_equal(c->n_events - n0, 4);
+	for (int i = 0; i < 4; i++)
+		assert_string_equal(c->events[n0 + i], path[i]);
+	assert_int_equal(reason_of(c, "demo:parking>parked"), VRAM_REASON_PARKED);
+	/* neither GPU nor host memory: its bytes are on disk; the process lives */
+	assert_int_equal(gpu_used(c, 0) + gpu_used(c, 1), 0);
+	assert_int_equal(mem_int(c, "demo", "offloaded_bytes"), 0);
+	assert_int_equal(mem_int(c, "demo", "parked_bytes"), 4 * GiB);
+	assert_int_equal(kill(pid, 0), 0);
+	json_t *compat = vram_manager_compat_status_json(c->m);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(compat, "demo"),
+							      "location")), "disk");
+	json_decref(compat);
+
+	/* parked already; an offload of a parked one says what it is and what to do */
+	assert_int_equal(act_wait(c, "demo", VRAM_ACTION_PARK), 200);
+	assert_string_equal(c->res.message, "demo is already parked");
+	char err[512];
+	assert_int_equal(vram_manager_act(c->m, "demo", VRAM_ACTION_OFFLOAD, on_result, c, NULL, err,
+					  sizeof(err)), -EBUSY);
+	assert_string_equal(err, "demo is parked; offload is allowed when it is ready (or already "
+				 "offloading/offloaded)");
+
+	/* restore from disk: the same process, at the disk's rate */
+	assert_int_equal(act_wait(c, "demo", VRAM_ACTION_RESTORE), 200);
+	assert_string_equal(c->res.state, "ready");
+	assert_int_equal(c->res.bytes, 4 * GiB);
+	assert_true(c->res.seconds >= 0.4);
+	assert_int_equal((pid_t)wl_int(c, "demo", "pid"), pid);
+	assert_int_equal(gpu_used(c, 0) + gpu_used(c, 1), 4 * GiB);
+	assert_int_equal(mem_int(c, "demo", "parked_bytes"), 0);
+
+	/* park of an offloaded one; then a start (a gateway request's way in) restores it */
+	assert_int_equal(act_wait(c, "demo", VRAM_ACTION_OFFLOAD), 200);
+	assert_int_equal(act_wait(c, "demo", VRAM_ACTION_PARK), 200);
+	assert_string_equal(c->res.state, "parked");
+	assert_int_equal(act_wait(c, "demo", VRAM_ACTION_START), 200);
+	assert_string_equal(c->res.state, "ready");
+	assert_int_equal((pid_t)wl_int(c, "demo", "pid"), pid);
+
+	/* park_after: idle past offload_after it is offloaded, past park_after parked */
+	c->n_events = 0;
+	assert_int_equal(set_idle(c, "demo", 100, VRAM_IDLE_KEEP, 600, err, sizeof(err)), 0);
+	json_t *w = vram_manager_workload_json(c->m, "demo");
+	assert_true(json_real_value(json_object_get(json_object_get(w, "timeouts"),
+						    "park_after_seconds")) == 0.6);
+	json_decref(w);
+	const char *parked[] = {"demo", "parked"};
+	assert_true(run_until(c, in_state, parked, 5));
+	assert_int_equal(reason_of(c, "demo:ready>offloading"), VRAM_REASON_IDLE);
+	assert_int_equal(reason_of(c, "demo:offloaded>parking"), VRAM_REASON_IDLE);
+	assert_int_equal(set_idle(c, "demo", VRAM_DURATION_NEVER, VRAM_IDLE_KEEP, VRAM_DURATION_NEVER,
+				  err, sizeof(err)), 0);
+	/* a parked process that ends cleanly is stopped, not failed */
+	assert_int_equal(kill(pid, SIGTERM), 0);
+	const char *stopped[] = {"demo", "stopped"};
+	assert_true(run_until(c, in_state, stopped, 5));
+	assert_int_equal(wl_int(c, "demo", "restarts"), 0);
+	assert_true(has_event(c, "demo:parked>stopped"));
+	vram_manager_unsubscribe(sub);
+}
+
+/* The manager with demo and "cpu", a CPU-only demo server with the restart engine. */
+static void start_with_cpu(struct ctx *c)
+{
+	char cpu[512];
+	snprintf(cpu, sizeof(cpu),
+		 "  cpu:\n"
+		 "    cmd: [%s, --port, \"${PORT}\", --load-time, 50ms]\n"
+		 "    gpus: 0\n"
+		 "    offload: restart\n"
+		 "    health: { tcp: true, interval: 50ms }\n",
+		 DEMO);
+	start_manager(c, "2x24GiB", cpu);
+}
+
+static void test_park_refused_and_failed_restore(void **state)
+{
+	struct ctx *c = *state;
+	start_with_cpu(c);
+	/* the restart engine stops the process: nothing to park, said at once */
+	assert_int_equal(act_wait(c, "cpu", VRAM_ACTION_START), 200);
+	char err[512];
+	assert_int_equal(vram_manager_act(c->m, "cpu", VRAM_ACTION_PARK, on_result, c, NULL, err,
+					  sizeof(err)), -EBUSY);
+	assert_non_null(strstr(err, "cpu cannot be parked: its offload engine restart stops the "
+				    "process"));
+	assert_string_equal(state_of(c, "cpu", (char[32]){0}, 32), "ready"); /* untouched */
+
+	/* a restore from parked that fails (a checksum mismatch) fails it; it starts again cold */
+	assert_int_equal(act_wait(c, "demo", VRAM_ACTION_START), 200);
+	pid_t pid = (pid_t)wl_int(c, "demo", "pid");
+	assert_int_equal(act_wait(c, "demo", VRAM_ACTION_PARK), 200);
+	vram_engine_sim_set_disk(0, true);
+	assert_int_equal(act_wait(c, "demo", VRAM_ACTION_RESTORE), 500);
+	vram_engine_sim_set_disk(0, false);
+	assert_string_equal(c->res.state, "failed");
+	assert_non_null(strstr(c->res.message, "restore from disk with sim failed: checksum mismatch"));
+	const char *ready[] = {"demo", "ready"};
+	assert_true(run_until(c, in_state, ready, 10));
+	pid_t again = (pid_t)wl_int(c, "demo", "pid");
+	assert_true(again > 0 && again != pid);
+	assert_int_equal(wl_int(c, "demo", "restarts"), 1);
+	assert_int_equal(mem_int(c, "demo", "parked_bytes"), 0);
+	for (int i = 0; i < 100 && kill(pid, 0) == 0; i++)
+		usleep(10000);
+	assert_int_equal(kill(pid, 0), -1);
+}
+
+/* Writes an empty file dir/name. */
+static void touch(const char *dir, const char *name)
+{
+	char path[256];
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+}
+
+static bool exists(const char *dir, const char *name)
+{
+	char path[256];
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	return access(path, F_OK) == 0;
+}
+
+static bool file_gone(struct ctx *c, const void *arg)
+{
+	return access(arg, F_OK) < 0;
+}
+
+static void test_park_files_removed(void **state)
+{
+	struct ctx *c = *state;
+	char dir[128], name[64], path[256];
+	snprintf(dir, sizeof(dir), "%s/park", c->dir);
+	assert_int_equal(mkdir(dir, 0700), 0);
+	/* at start: the file of a pid that no longer runs goes, others stay */
+	pid_t dead = fork();
+	if (dead == 0)
+		_exit(0);
+	assert_int_equal(waitpid(dead, NULL, 0), dead);
+	char dead_name[64], live_name[64];
+	snprintf(dead_name, sizeof(dead_name), "old-%d.park", (int)dead);
+	snprintf(live_name, sizeof(live_name), "other-%d.park", (int)getpid());
+	touch(dir, dead_name);
+	touch(dir, live_name);
+	touch(dir, "notes.txt");
+	start_manager(c, "2x24GiB", NULL);
+	assert_false(exists(dir, dead_name));
+	assert_true(exists(dir, live_name));
+	assert_true(exists(dir, "notes.txt"));
+
+	/* after a restore from parked, the file has been read back: it goes */
+	assert_int_equal(act_wait(c, "demo", VRAM_ACTION_START), 200);
+	pid_t pid = (pid_t)wl_int(c, "demo", "pid");
+	snprintf(name, sizeof(name), "demo-%d.park", (int)pid);
+	assert_int_equal(act_wait(c, "demo", VRAM_ACTION_PARK), 200);
+	touch(dir, name); /* where the hook would have written it */
+	assert_int_equal(act_wait(c, "demo", VRAM_ACTION_RESTORE), 200);
+	assert_false(exists(dir, name));
+
+	/* a process that exits takes its file with it (a release stops it) */
+	assert_int_equal(act_wait(c, "demo", VRAM_ACTION_PARK), 200);
+	touch(dir, name);
+	assert_int_equal(act_wait(c, "demo", VRAM_ACTION_RELEASE), 200);
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	assert_true(run_until(c, file_gone, path, 5));
+	assert_true(exists(dir, live_name));
+}
+
 static void test_errors(void **state)
 {
 	struct ctx *c = *state;
@@ -316,7 +534,7 @@ static void test_errors(void **state)
 	assert_true(run_until(c, have_results, &(int){1}, 5));
 	assert_int_equal(vram_waitact_status_of(&c->res), 200);
 	assert_string_equal(c->res.message, "demo is already stopped");
-	assert_int_equal(vram_manager_set_idle(c->m, "nope", 1, 1, err, sizeof(err)), -ENOENT);
+	assert_int_equal(set_idle(c, "nope", 1, 1, VRAM_IDLE_KEEP, err, sizeof(err)), -ENOENT);
 	assert_int_equal(vram_manager_request_begin(c->m, "nope"), -ENOENT);
 
 	/* a cancelled waiter is never called, the action goes on */
@@ -378,7 +596,7 @@ static void test_idle_offload_waits_for_requests(void **state)
 	assert_int_equal(act_wait(c, "demo", VRAM_ACTION_START), 200);
 	char err[256];
 	assert_int_equal(vram_manager_request_begin(c->m, "demo"), 0);
-	assert_int_equal(vram_manager_set_idle(c->m, NULL, 200, VRAM_IDLE_KEEP, err, sizeof(err)), 0);
+	assert_int_equal(set_idle(c, NULL, 200, VRAM_IDLE_KEEP, VRAM_IDLE_KEEP, err, sizeof(err)), 0);
 	const char *offloaded[] = {"demo", "offloaded"};
 	/* a request in flight: several ticks pass and nothing happens */
 	assert_false(run_until(c, in_state, offloaded, 1.2));
@@ -386,7 +604,7 @@ static void test_idle_offload_waits_for_requests(void **state)
 	assert_true(run_until(c, in_state, offloaded, 3));
 	assert_int_equal(gpu_used(c, 0), 0);
 	/* release_after then stops it */
-	assert_int_equal(vram_manager_set_idle(c->m, "demo", VRAM_IDLE_KEEP, 300, err, sizeof(err)), 0);
+	assert_int_equal(set_idle(c, "demo", VRAM_IDLE_KEEP, 300, VRAM_IDLE_KEEP, err, sizeof(err)), 0);
 	const char *stopped[] = {"demo", "stopped"};
 	assert_true(run_until(c, in_state, stopped, 3));
 	json_t *w = vram_manager_workload_json(c->m, "demo");
@@ -432,15 +650,7 @@ static void test_eviction(void **state)
 static void test_restart_engine(void **state)
 {
 	struct ctx *c = *state;
-	char cpu[512];
-	snprintf(cpu, sizeof(cpu),
-		 "  cpu:\n"
-		 "    cmd: [%s, --port, \"${PORT}\", --load-time, 50ms]\n"
-		 "    gpus: 0\n"
-		 "    offload: restart\n"
-		 "    health: { tcp: true, interval: 50ms }\n",
-		 DEMO);
-	start_manager(c, "2x24GiB", cpu);
+	start_with_cpu(c);
 	assert_int_equal(act_wait(c, "cpu", VRAM_ACTION_START), 200);
 	pid_t pid = (pid_t)wl_int(c, "cpu", "pid");
 	json_t *w = vram_manager_workload_json(c->m, "cpu");
@@ -799,7 +1009,7 @@ static void test_adhoc_runs_as_its_owner(void **state)
 	assert_true(json_is_null(json_object_get(w, "owner")));
 	json_decref(w);
 	/* idle timers set for all apply to the config's workloads, not to a user's command */
-	assert_int_equal(vram_manager_set_idle(c->m, NULL, VRAM_IDLE_KEEP, 1000, err, sizeof(err)), 0);
+	assert_int_equal(set_idle(c, NULL, VRAM_IDLE_KEEP, 1000, VRAM_IDLE_KEEP, err, sizeof(err)), 0);
 	w = vram_manager_workload_json(c->m, "theirs");
 	assert_true(json_is_null(json_object_get(json_object_get(w, "timeouts"), "release_after_seconds")));
 	json_decref(w);
@@ -890,6 +1100,9 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_lifecycle, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_park, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_park_refused_and_failed_restore, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_park_files_removed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_crash_restarts_with_backoff, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idle_offload_waits_for_requests, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_eviction, setup, teardown),

@@ -184,7 +184,7 @@ static void test_stateless(void **state)
 	r = send_msg(f, v, "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"tools/list\",\"params\":{"
 			   META_2026 "}}");
 	res = json_object_get(r, "result");
-	assert_int_equal(json_array_size(json_object_get(res, "tools")), 9);
+	assert_int_equal(json_array_size(json_object_get(res, "tools")), 10);
 	assert_true(json_integer_value(json_object_get(res, "ttlMs")) > 0);
 	assert_string_equal(json_string_value(json_object_get(res, "resultType")), "complete");
 	r = send_msg(f, v, "{\"jsonrpc\":\"2.0\",\"id\":8,\"method\":\"tools/call\",\"params\":{"
@@ -211,7 +211,7 @@ static void test_tools_list_cursor(void **state)
 	r = send_msg(f, "2025-11-25", "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/list\","
 				      "\"params\":{}}");
 	assert_null(json_object_get(json_object_get(r, "result"), "nextCursor"));
-	assert_int_equal(json_array_size(json_object_get(json_object_get(r, "result"), "tools")), 9);
+	assert_int_equal(json_array_size(json_object_get(json_object_get(r, "result"), "tools")), 10);
 }
 
 static void test_jsonrpc_errors(void **state)
@@ -256,7 +256,8 @@ static void test_tools_list(void **state)
 	struct fixture *f = *state;
 	static const char *const names[] = { "get_gpu_status", "offload_gpu", "release_gpu",
 					     "update_gpu_timeout", "list_workloads", "start_workload",
-					     "stop_workload", "restore_workload", "plan" };
+					     "stop_workload", "restore_workload", "park_workload",
+					     "plan" };
 	json_t *r = send_msg(f, "2025-06-18", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}");
 	json_t *list = json_object_get(json_object_get(r, "result"), "tools");
 	assert_int_equal(json_array_size(list), sizeof(names) / sizeof(names[0]));

@@ -67,14 +67,16 @@ static void test_ledger_of_the_manager(void **state)
 	assert_int_equal(mgr_host_ledger(m, &l), 0);
 	assert_true(l.total == 64 * GiB && l.available == 50 * GiB);
 	assert_true(l.reserve == 8 * GiB && l.budget == 40 * GiB);
-	assert_false(l.park_usable);
+	/* the park directory's file system (its parent until the first park makes it) */
+	assert_true(l.park_usable && l.park_free > 0 && l.park_free != VRAM_HOST_UNKNOWN);
 	assert_int_equal(l.n_entries, 3);
 	assert_string_equal(l.entries[1].name, "b");
 	assert_int_equal(l.entries[1].priority, 1);
 	assert_int_equal(l.entries[0].state, VRAM_WL_STOPPED);
 	assert_true(l.entries[0].held == 0 && !l.entries[0].busy);
-	/* the sim engine neither parks nor keeps buffers */
-	assert_false(l.entries[0].can_park || l.entries[0].can_drop_kept);
+	/* the sim engine parks, and keeps no buffers */
+	assert_true(l.entries[0].can_park);
+	assert_false(l.entries[0].can_drop_kept);
 	mgr_host_ledger_done(&l);
 
 	/* b and c offloaded (as the engine leaves them); a asks for 20 GiB */
@@ -85,12 +87,21 @@ static void test_ledger_of_the_manager(void **state)
 	assert_int_equal(mgr_host_ledger(m, &l), 0);
 	assert_true(vram_host_held(&l) == 30 * GiB);
 	struct vram_host_room r;
-	/* 10 over the budget: b (priority 1, below a's 2) goes; c (5) stays; no disk tier: released */
+	/* 10 over the budget: b (priority 1, below a's 2) goes; c (5) stays; the sim engine parks */
+	assert_int_equal(vram_host_make_room(&l, a, 20 * GiB, &r), 0);
+	assert_int_equal(r.n_steps, 1);
+	assert_ptr_equal(r.steps[0].w, b);
+	assert_int_equal(r.steps[0].action, VRAM_HOST_PARK);
+	assert_true(r.steps[0].bytes == 15 * GiB);
+	mgr_host_ledger_done(&l);
+
+	/* without a disk tier (its file system full), b is released instead */
+	assert_int_equal(mgr_host_ledger(m, &l), 0);
+	l.park_free = 0;
 	assert_int_equal(vram_host_make_room(&l, a, 20 * GiB, &r), 0);
 	assert_int_equal(r.n_steps, 1);
 	assert_ptr_equal(r.steps[0].w, b);
 	assert_int_equal(r.steps[0].action, VRAM_HOST_RELEASE);
-	assert_true(r.steps[0].bytes == 15 * GiB);
 	mgr_host_ledger_done(&l);
 
 	/* b waits for room (an action on it): out of reach, so the ask is refused with the numbers */
@@ -98,11 +109,14 @@ static void test_ledger_of_the_manager(void **state)
 	assert_int_equal(mgr_host_ledger(m, &l), 0);
 	assert_true(l.entries[1].busy);
 	assert_int_equal(vram_host_make_room(&l, a, 20 * GiB, &r), -ENOSPC);
-	assert_string_equal(r.message,
-			    "needs 20GiB of host memory for a's offload: budget 40GiB, 30GiB held by "
-			    "2 offloaded workloads, 0B could be freed; 50GiB available, of which 8GiB "
-			    "stays in reserve; not touched: b (busy, 15GiB), c (priority 5, above 2, "
-			    "15GiB); no disk tier to park on");
+	static const char want[] =
+		"needs 20GiB of host memory for a's offload: budget 40GiB, 30GiB held by "
+		"2 offloaded workloads, 0B could be freed; 50GiB available, of which 8GiB "
+		"stays in reserve; not touched: b (busy, 15GiB), c (priority 5, above 2, "
+		"15GiB); ";
+	/* then the disk tier's free space, which is this machine's */
+	assert_int_equal(strncmp(r.message, want, strlen(want)), 0);
+	assert_non_null(strstr(r.message, "free on the disk tier"));
 	mgr_host_ledger_done(&l);
 
 	/* status's host object is the ledger's */

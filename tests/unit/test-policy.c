@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Policy tests: idle timers (never with a request in flight, idle counted
- * from the last request) and the choice of eviction victim from a ledger
+ * from the last request; park only of an offloaded workload whose engine
+ * can park, and not again after a park failed) and the choice of eviction victim from a ledger
  * built out of runtime workloads on simulated GPUs; anti-affinity that holds
  * from either side; a resident's measured use counted over what it was
  * given; a victim's memory freed once across replicas; where a restore may
@@ -20,6 +21,7 @@
 
 #include "common/units.h"
 #include "config/config.h"
+#include "core/engine.h"
 #include "core/policy.h"
 
 #define GiB VRAM_GiB
@@ -33,6 +35,7 @@ static struct vram_workload mkw(enum vram_wl_state st, uint64_t last_used, uint6
 	w.last_used_ms = last_used;
 	w.offload_after_ms = off;
 	w.release_after_ms = rel;
+	w.park_after_ms = VRAM_DURATION_NEVER;
 	return w;
 }
 
@@ -61,6 +64,42 @@ static void test_idle_timers(void **state)
 	/* offload after 0: right after the request ends */
 	struct vram_workload z = mkw(VRAM_WL_READY, 500, 0, VRAM_DURATION_NEVER);
 	assert_int_equal(vram_policy_idle_action(&z, 500), VRAM_IDLE_OFFLOAD);
+}
+
+static void test_idle_park(void **state)
+{
+	/* offloaded, idle since 1 s: parked at 11 s, released at 61 s */
+	struct vram_workload w = mkw(VRAM_WL_OFFLOADED, 1000, 5000, 60000);
+	w.park_after_ms = 10000;
+	w.engine = &vram_engine_sim;
+	assert_int_equal(vram_policy_idle_action(&w, 10999), VRAM_IDLE_NONE);
+	assert_int_equal(vram_policy_idle_action(&w, 11000), VRAM_IDLE_PARK);
+	assert_int_equal(vram_policy_idle_action(&w, 61000), VRAM_IDLE_RELEASE);
+	/* a request in flight holds it too */
+	w.in_flight = 1;
+	assert_int_equal(vram_policy_idle_action(&w, 11000), VRAM_IDLE_NONE);
+	w.in_flight = 0;
+	/* a park that failed (a full disk) is not tried again on every tick */
+	w.park_refused = true;
+	assert_int_equal(vram_policy_idle_action(&w, 11000), VRAM_IDLE_NONE);
+	w.park_refused = false;
+	/* an engine that cannot park: the timer asks nothing of it */
+	w.engine = &vram_engine_restart;
+	assert_int_equal(vram_policy_idle_action(&w, 11000), VRAM_IDLE_NONE);
+	w.engine = NULL;
+	assert_int_equal(vram_policy_idle_action(&w, 11000), VRAM_IDLE_NONE);
+	w.engine = &vram_engine_sim;
+	/* a ready one is offloaded by its own timer, never parked directly */
+	w.state = VRAM_WL_READY;
+	w.offload_after_ms = VRAM_DURATION_NEVER;
+	assert_int_equal(vram_policy_idle_action(&w, 11000), VRAM_IDLE_NONE);
+	/* parked: only release_after is left */
+	w.state = VRAM_WL_PARKED;
+	assert_int_equal(vram_policy_idle_action(&w, 30000), VRAM_IDLE_NONE);
+	assert_int_equal(vram_policy_idle_action(&w, 61000), VRAM_IDLE_RELEASE);
+	/* while it parks, nothing */
+	w.state = VRAM_WL_PARKING;
+	assert_int_equal(vram_policy_idle_action(&w, 1000000), VRAM_IDLE_NONE);
 }
 
 struct fixture {
@@ -371,6 +410,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_idle_timers),
+		cmocka_unit_test(test_idle_park),
 		cmocka_unit_test(test_victim_least_recently_used),
 		cmocka_unit_test(test_victim_busy_or_higher_priority),
 		cmocka_unit_test(test_evictable),

@@ -58,15 +58,19 @@ static char **strv(const char *const *words, size_t n)
 	return v;
 }
 
-/* Two workloads (one of the config with runtime timers, one ad-hoc, offloaded) and an MPS daemon. */
+/*
+ * Three workloads (one of the config with runtime timers, one ad-hoc,
+ * offloaded, one parked on disk with park_after set at runtime) and an MPS
+ * daemon.
+ */
 static void fill(struct vram_statefile *sf)
 {
 	static const char *const uuids[] = { "GPU-0000-aaaa", "GPU-1111-bbbb" };
 	static const char *const cmd[] = { "python3", "-m", "server", "--port", "${PORT}" };
 	static const char *const env[] = { "A=1", "B=two words", "C=" };
 	*sf = (struct vram_statefile){ 0 };
-	sf->n_workloads = 2;
-	sf->workloads = calloc(2, sizeof(*sf->workloads));
+	sf->n_workloads = 3;
+	sf->workloads = calloc(3, sizeof(*sf->workloads));
 	struct vram_statefile_workload *w = &sf->workloads[0];
 	w->name = strdup("chat");
 	w->offload_after = (struct vram_statefile_ms){ .set = true, .ms = 90000 };
@@ -105,6 +109,16 @@ static void fill(struct vram_statefile *sf)
 		.gpu_uuids = strv(uuids + 1, 1), .n_gpus = 1, .engine = strdup("hook"),
 		.state = VRAM_STATEFILE_OFFLOADED, .offloaded_bytes = 21474836480ull,
 	};
+	w = &sf->workloads[2];
+	w->name = strdup("tts");
+	w->park_after = (struct vram_statefile_ms){ .set = true, .ms = 3600000 };
+	w->n_instances = 1;
+	w->instances = calloc(1, sizeof(*w->instances));
+	w->instances[0] = (struct vram_statefile_instance){
+		.pid = 6000, .start_ticks = 42, .pgid = 6000, .port = 8003,
+		.gpu_uuids = strv(uuids, 1), .n_gpus = 1, .engine = strdup("hook"),
+		.state = VRAM_STATEFILE_PARKED, .parked_bytes = 14710262988ull,
+	};
 	sf->n_mps = 1;
 	sf->mps = calloc(1, sizeof(*sf->mps));
 	sf->mps[0] = (struct vram_statefile_mps){ .pipe_dir = strdup("/run/vramd/mps/0"),
@@ -121,6 +135,8 @@ static void assert_same(const struct vram_statefile *a, const struct vram_statef
 		assert_true(x->offload_after.ms == y->offload_after.ms);
 		assert_int_equal(x->release_after.set, y->release_after.set);
 		assert_true(x->release_after.ms == y->release_after.ms);
+		assert_int_equal(x->park_after.set, y->park_after.set);
+		assert_true(x->park_after.ms == y->park_after.ms);
 		assert_int_equal(x->is_adhoc, y->is_adhoc);
 		if (x->is_adhoc) {
 			assert_int_equal(x->adhoc.n_cmd, y->adhoc.n_cmd);
@@ -165,6 +181,7 @@ static void assert_same(const struct vram_statefile *a, const struct vram_statef
 				assert_null(q->engine);
 			assert_int_equal(p->state, q->state);
 			assert_true(p->offloaded_bytes == q->offloaded_bytes);
+			assert_true(p->parked_bytes == q->parked_bytes);
 		}
 	}
 	assert_int_equal(a->n_mps, b->n_mps);
@@ -197,14 +214,13 @@ static void test_round_trip(void **state)
 
 	/* a second write replaces the first: one workload fewer reads back as such */
 	vram_statefile_done(&b);
-	struct vram_statefile_workload last = a.workloads[1];
+	size_t n = a.n_workloads;
 	a.n_workloads = 1;
 	assert_int_equal(vram_statefile_write(path, &a, why, sizeof(why)), 0);
 	assert_int_equal(vram_statefile_read(path, &b, why, sizeof(why)), 0);
 	assert_int_equal(b.n_workloads, 1);
 	assert_same(&a, &b);
-	a.n_workloads = 2;
-	a.workloads[1] = last;
+	a.n_workloads = n;
 	vram_statefile_done(&a);
 	vram_statefile_done(&b);
 	vram_statefile_done(&b); /* twice is harmless */
@@ -307,7 +323,7 @@ static void test_bad_values(void **state)
 		  "workloads[0].instances[0].pid: expected a whole number from 1 to 4194304, got a "
 		  "string" },
 		{ HEAD "\"workloads\": [{\"name\": \"a\", \"instances\": [{" INST "\"state\": \"x\"}]}]}",
-		  "workloads[0].instances[0].state: expected \"ready\", \"offloaded\" or \"starting\"" },
+		  "workloads[0].instances[0].state: expected \"ready\", \"offloaded\", \"starting\" or \"parked\"" },
 		{ HEAD "\"workloads\": [{\"name\": \"a\", \"instances\": [{" INST
 		       "\"gpu_bytes\": [1], \"state\": \"ready\"}]}]}",
 		  "workloads[0].instances[0].gpu_bytes: expected an array of 0 byte counts, one per GPU, "
@@ -319,6 +335,12 @@ static void test_bad_values(void **state)
 		{ HEAD "\"workloads\": [{\"name\": \"a\", \"instances\": [{" INST
 		       "\"state\": \"offloaded\"}]}]}",
 		  "workloads[0].instances[0].offloaded_bytes: missing" },
+		{ HEAD "\"workloads\": [{\"name\": \"a\", \"instances\": [{" INST
+		       "\"state\": \"parked\"}]}]}",
+		  "workloads[0].instances[0].parked_bytes: missing" },
+		{ HEAD "\"workloads\": [{\"name\": \"a\", \"runtime\": {\"park_after_ms\": -1}}]}",
+		  "workloads[0].runtime.park_after_ms: expected a whole number from 0 to "
+		  "9223372036854775807, got one out of range" },
 		{ HEAD "\"workloads\": [{\"name\": \"a\", \"instances\": [{" INST
 		       "\"port\": 70000, \"state\": \"ready\"}]}]}",
 		  "!duplicate object key near '\"port\"'" },

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Lifecycle table tests: the paths a user sees (lazy start, idle offload and
- * restore, release), crashes in every running state including during start
- * and during offload, every transition the table must refuse, and the whole
- * table against a copy written out here.
+ * restore, release, park to disk and back), crashes in every running state
+ * including during start, offload and park, every transition the table
+ * must refuse, and the whole table against a copy written out here.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,6 +25,16 @@ static int walk(enum vram_wl_state from, const enum vram_wl_event *evs, size_t n
 	return s;
 }
 
+/* Applies evs in order from stopped; after each, the state must be expect[i]. */
+static void expect_path(const enum vram_wl_event *evs, const enum vram_wl_state *expect, size_t n)
+{
+	int s = VRAM_WL_STOPPED;
+	for (size_t i = 0; i < n; i++) {
+		s = vram_wl_transition((enum vram_wl_state)s, evs[i]);
+		assert_int_equal(s, expect[i]);
+	}
+}
+
 static void test_happy_path(void **state)
 {
 	const enum vram_wl_event evs[] = {
@@ -35,11 +45,7 @@ static void test_happy_path(void **state)
 		VRAM_WL_STARTING, VRAM_WL_READY, VRAM_WL_OFFLOADING, VRAM_WL_OFFLOADED,
 		VRAM_WL_RESTORING, VRAM_WL_READY, VRAM_WL_STOPPING, VRAM_WL_STOPPED,
 	};
-	int s = VRAM_WL_STOPPED;
-	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++) {
-		s = vram_wl_transition((enum vram_wl_state)s, evs[i]);
-		assert_int_equal(s, expect[i]);
-	}
+	expect_path(evs, expect, sizeof(evs) / sizeof(evs[0]));
 }
 
 static void test_crash_during_start(void **state)
@@ -80,10 +86,56 @@ static void test_restore_outcomes(void **state)
 			 VRAM_WL_OFFLOADED);
 }
 
+/* offloaded -park-> parking -parked-> parked -restore-> restoring -restored-> ready */
+static void test_park_round_trip(void **state)
+{
+	const enum vram_wl_event evs[] = {
+		VRAM_WL_EV_START, VRAM_WL_EV_HEALTHY, VRAM_WL_EV_OFFLOAD, VRAM_WL_EV_OFFLOADED,
+		VRAM_WL_EV_PARK, VRAM_WL_EV_PARKED, VRAM_WL_EV_RESTORE, VRAM_WL_EV_RESTORED,
+	};
+	const enum vram_wl_state expect[] = {
+		VRAM_WL_STARTING, VRAM_WL_READY, VRAM_WL_OFFLOADING, VRAM_WL_OFFLOADED,
+		VRAM_WL_PARKING, VRAM_WL_PARKED, VRAM_WL_RESTORING, VRAM_WL_READY,
+	};
+	expect_path(evs, expect, sizeof(evs) / sizeof(evs[0]));
+	/* only an offloaded workload parks: a ready one is offloaded first by the manager */
+	assert_int_equal(vram_wl_transition(VRAM_WL_READY, VRAM_WL_EV_PARK), -EINVAL);
+	assert_int_equal(vram_wl_transition(VRAM_WL_PARKED, VRAM_WL_EV_PARK), -EINVAL);
+	assert_int_equal(vram_wl_transition(VRAM_WL_PARKED, VRAM_WL_EV_OFFLOAD), -EINVAL);
+}
+
+static void test_park_outcomes(void **state)
+{
+	/* a full disk: the model stays in host RAM */
+	assert_int_equal(vram_wl_transition(VRAM_WL_PARKING, VRAM_WL_EV_PARK_FAILED),
+			 VRAM_WL_OFFLOADED);
+	/* a restore from disk that fails (a checksum mismatch) fails it: it restarts cold */
+	const enum vram_wl_event bad[] = {VRAM_WL_EV_RESTORE, VRAM_WL_EV_RESTORE_FAILED,
+					  VRAM_WL_EV_START};
+	assert_int_equal(walk(VRAM_WL_PARKED, bad, 3), VRAM_WL_STARTING);
+	/* a restore from disk that did not begin (no room) leaves it parked, not offloaded */
+	assert_int_equal(vram_wl_transition(VRAM_WL_RESTORING, VRAM_WL_EV_UNPARK_ABORTED),
+			 VRAM_WL_PARKED);
+	assert_int_equal(vram_wl_transition(VRAM_WL_RESTORING, VRAM_WL_EV_RESTORE_ABORTED),
+			 VRAM_WL_OFFLOADED);
+	/* crashes, a stop, and a process that ends cleanly while parked */
+	assert_int_equal(vram_wl_transition(VRAM_WL_PARKING, VRAM_WL_EV_CRASH), VRAM_WL_FAILED);
+	assert_int_equal(vram_wl_transition(VRAM_WL_PARKED, VRAM_WL_EV_CRASH), VRAM_WL_FAILED);
+	assert_int_equal(vram_wl_transition(VRAM_WL_PARKED, VRAM_WL_EV_STOP), VRAM_WL_STOPPING);
+	assert_int_equal(vram_wl_transition(VRAM_WL_PARKING, VRAM_WL_EV_STOP), VRAM_WL_STOPPING);
+	assert_int_equal(vram_wl_transition(VRAM_WL_PARKED, VRAM_WL_EV_EXITED), VRAM_WL_STOPPED);
+	assert_int_equal(vram_wl_transition(VRAM_WL_PARKING, VRAM_WL_EV_EXITED), -EINVAL);
+	/* a new vramd takes a parked workload back parked */
+	assert_int_equal(vram_wl_transition(VRAM_WL_STOPPED, VRAM_WL_EV_ADOPTED_PARKED),
+			 VRAM_WL_PARKED);
+	assert_int_equal(vram_wl_transition(VRAM_WL_READY, VRAM_WL_EV_ADOPTED_PARKED), -EINVAL);
+}
+
 static void test_stop_allowed_and_refused(void **state)
 {
 	const enum vram_wl_state ok[] = {VRAM_WL_STARTING, VRAM_WL_READY, VRAM_WL_OFFLOADING,
-					  VRAM_WL_OFFLOADED, VRAM_WL_RESTORING, VRAM_WL_FAILED};
+					  VRAM_WL_OFFLOADED, VRAM_WL_RESTORING, VRAM_WL_FAILED,
+					  VRAM_WL_PARKING, VRAM_WL_PARKED};
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
 		assert_int_equal(vram_wl_transition(ok[i], VRAM_WL_EV_STOP), VRAM_WL_STOPPING);
 	assert_int_equal(vram_wl_transition(VRAM_WL_STOPPED, VRAM_WL_EV_STOP), -EINVAL);
@@ -92,13 +144,19 @@ static void test_stop_allowed_and_refused(void **state)
 
 static void test_refused(void **state)
 {
-	/* offload only from ready, restore only from offloaded, start only from stopped/failed */
+	/*
+	 * offload only from ready, restore only from offloaded or parked, park only
+	 * from offloaded, start only from stopped/failed
+	 */
 	for (int s = 0; s < VRAM_WL_N_STATES; s++) {
 		int off = vram_wl_transition((enum vram_wl_state)s, VRAM_WL_EV_OFFLOAD);
 		int res = vram_wl_transition((enum vram_wl_state)s, VRAM_WL_EV_RESTORE);
+		int park = vram_wl_transition((enum vram_wl_state)s, VRAM_WL_EV_PARK);
 		int start = vram_wl_transition((enum vram_wl_state)s, VRAM_WL_EV_START);
 		assert_int_equal(off, s == VRAM_WL_READY ? VRAM_WL_OFFLOADING : -EINVAL);
-		assert_int_equal(res, s == VRAM_WL_OFFLOADED ? VRAM_WL_RESTORING : -EINVAL);
+		assert_int_equal(res, s == VRAM_WL_OFFLOADED || s == VRAM_WL_PARKED ? VRAM_WL_RESTORING
+										      : -EINVAL);
+		assert_int_equal(park, s == VRAM_WL_OFFLOADED ? VRAM_WL_PARKING : -EINVAL);
 		assert_int_equal(start, s == VRAM_WL_STOPPED || s == VRAM_WL_FAILED
 						? VRAM_WL_STARTING : -EINVAL);
 		assert_int_equal(vram_wl_transition((enum vram_wl_state)s, VRAM_WL_EV_HEALTHY),
@@ -128,24 +186,35 @@ static void test_table_exact(void **state)
 		{VRAM_WL_RESTORING, VRAM_WL_EV_RESTORED, VRAM_WL_READY},
 		{VRAM_WL_RESTORING, VRAM_WL_EV_RESTORE_FAILED, VRAM_WL_FAILED},
 		{VRAM_WL_RESTORING, VRAM_WL_EV_RESTORE_ABORTED, VRAM_WL_OFFLOADED},
+		{VRAM_WL_OFFLOADED, VRAM_WL_EV_PARK, VRAM_WL_PARKING},
+		{VRAM_WL_PARKING, VRAM_WL_EV_PARKED, VRAM_WL_PARKED},
+		{VRAM_WL_PARKING, VRAM_WL_EV_PARK_FAILED, VRAM_WL_OFFLOADED},
+		{VRAM_WL_PARKED, VRAM_WL_EV_RESTORE, VRAM_WL_RESTORING},
+		{VRAM_WL_RESTORING, VRAM_WL_EV_UNPARK_ABORTED, VRAM_WL_PARKED},
 		{VRAM_WL_STARTING, VRAM_WL_EV_STOP, VRAM_WL_STOPPING},
 		{VRAM_WL_READY, VRAM_WL_EV_STOP, VRAM_WL_STOPPING},
 		{VRAM_WL_OFFLOADING, VRAM_WL_EV_STOP, VRAM_WL_STOPPING},
 		{VRAM_WL_OFFLOADED, VRAM_WL_EV_STOP, VRAM_WL_STOPPING},
 		{VRAM_WL_RESTORING, VRAM_WL_EV_STOP, VRAM_WL_STOPPING},
 		{VRAM_WL_FAILED, VRAM_WL_EV_STOP, VRAM_WL_STOPPING},
+		{VRAM_WL_PARKING, VRAM_WL_EV_STOP, VRAM_WL_STOPPING},
+		{VRAM_WL_PARKED, VRAM_WL_EV_STOP, VRAM_WL_STOPPING},
 		{VRAM_WL_STOPPING, VRAM_WL_EV_EXITED, VRAM_WL_STOPPED},
 		{VRAM_WL_READY, VRAM_WL_EV_EXITED, VRAM_WL_STOPPED},
 		{VRAM_WL_OFFLOADED, VRAM_WL_EV_EXITED, VRAM_WL_STOPPED},
+		{VRAM_WL_PARKED, VRAM_WL_EV_EXITED, VRAM_WL_STOPPED},
 		{VRAM_WL_STARTING, VRAM_WL_EV_CRASH, VRAM_WL_FAILED},
 		{VRAM_WL_READY, VRAM_WL_EV_CRASH, VRAM_WL_FAILED},
 		{VRAM_WL_OFFLOADING, VRAM_WL_EV_CRASH, VRAM_WL_FAILED},
 		{VRAM_WL_OFFLOADED, VRAM_WL_EV_CRASH, VRAM_WL_FAILED},
 		{VRAM_WL_RESTORING, VRAM_WL_EV_CRASH, VRAM_WL_FAILED},
+		{VRAM_WL_PARKING, VRAM_WL_EV_CRASH, VRAM_WL_FAILED},
+		{VRAM_WL_PARKED, VRAM_WL_EV_CRASH, VRAM_WL_FAILED},
 		{VRAM_WL_FAILED, VRAM_WL_EV_CRASH, VRAM_WL_FAILED},
 		{VRAM_WL_STOPPING, VRAM_WL_EV_CRASH, VRAM_WL_STOPPED},
 		{VRAM_WL_STOPPED, VRAM_WL_EV_ADOPTED_READY, VRAM_WL_READY},
 		{VRAM_WL_STOPPED, VRAM_WL_EV_ADOPTED_OFFLOADED, VRAM_WL_OFFLOADED},
+		{VRAM_WL_STOPPED, VRAM_WL_EV_ADOPTED_PARKED, VRAM_WL_PARKED},
 	};
 	const size_t n_expect = sizeof(expect) / sizeof(expect[0]);
 
@@ -192,9 +261,11 @@ static void test_names(void **state)
 		assert_int_equal(back, s);
 	}
 	assert_string_equal(vram_wl_state_name(VRAM_WL_OFFLOADED), "offloaded");
+	assert_string_equal(vram_wl_state_name(VRAM_WL_PARKING), "parking");
+	assert_string_equal(vram_wl_state_name(VRAM_WL_PARKED), "parked");
 	assert_string_equal(vram_wl_state_name(VRAM_WL_N_STATES), "?");
 	enum vram_wl_state untouched = VRAM_WL_READY;
-	assert_int_equal(vram_wl_state_parse("parked", &untouched), -EINVAL);
+	assert_int_equal(vram_wl_state_parse("on-disk", &untouched), -EINVAL);
 	assert_int_equal(untouched, VRAM_WL_READY);
 	for (int e = 0; e < VRAM_WL_N_EVENTS; e++)
 		assert_string_not_equal(vram_wl_event_name((enum vram_wl_event)e), "?");
@@ -202,6 +273,11 @@ static void test_names(void **state)
 	assert_false(vram_wl_state_settled(VRAM_WL_OFFLOADING));
 	assert_true(vram_wl_state_on_gpu(VRAM_WL_READY));
 	assert_false(vram_wl_state_on_gpu(VRAM_WL_OFFLOADED));
+	/* parked is where a park ends (its waiters resolve); parking is under way */
+	assert_true(vram_wl_state_settled(VRAM_WL_PARKED));
+	assert_false(vram_wl_state_settled(VRAM_WL_PARKING));
+	assert_false(vram_wl_state_on_gpu(VRAM_WL_PARKED));
+	assert_false(vram_wl_state_on_gpu(VRAM_WL_PARKING));
 }
 
 int main(void)
@@ -212,6 +288,8 @@ int main(void)
 		cmocka_unit_test(test_crash_during_offload),
 		cmocka_unit_test(test_crash_in_other_states),
 		cmocka_unit_test(test_restore_outcomes),
+		cmocka_unit_test(test_park_round_trip),
+		cmocka_unit_test(test_park_outcomes),
 		cmocka_unit_test(test_stop_allowed_and_refused),
 		cmocka_unit_test(test_refused),
 		cmocka_unit_test(test_table_exact),
