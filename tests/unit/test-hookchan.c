@@ -942,6 +942,43 @@ static void test_park_result_alone(void **state)
 	spin(f);
 }
 
+/*
+ * A hook of protocol 3 sends its USAGE right before the RESULT: that USAGE
+ * is the truth after the command, and the result is not applied on top of
+ * it (an offload of 64 MiB out of 128 would otherwise show 0 resident).
+ */
+static void test_usage_before_result_is_not_applied_twice(void **state)
+{
+	struct fixture *f = *state;
+	const uint64_t MiB = 1 << 20;
+	int fd = dial(f);
+	hello(fd, getpid(), "llm", 128 * MiB);
+	usage_v3(fd, VRAM_HOOK_STATE_RUNNING, 128 * MiB, 128 * MiB, 0, 0, 0);
+	spin(f);
+	struct seen s = { .hc = f->hc };
+	assert_int_equal(vram_hookchan_send(f->hc, getpid(), VRAM_HOOKCHAN_OFFLOAD, 0, on_done_look, &s, NULL), 0);
+	struct vram_hook_proto_msg cmd;
+	recv_msg(fd, &cmd);
+	usage_v3(fd, VRAM_HOOK_STATE_OFFLOADED, 128 * MiB, 64 * MiB, 64 * MiB, 0, 0);
+	result_msg(fd, &cmd, 0, VRAM_HOOK_STATE_OFFLOADED, 64 * MiB, "offloaded");
+	spin(f);
+	assert_int_equal(s.calls, 1);
+	assert_int_equal(s.info.resident, 64 * MiB);
+	assert_int_equal(s.info.host_pinned, 64 * MiB);
+	/* a DROP_HOST whose USAGE says 16 MiB are still pinned: not taken down to 0 by the result */
+	command_and_result(f, fd, &s, VRAM_HOOKCHAN_RESTORE, 0, 64 * MiB, VRAM_HOOK_STATE_RUNNING);
+	assert_int_equal(vram_hookchan_send(f->hc, getpid(), VRAM_HOOKCHAN_DROP_HOST, 0, on_done_look, &s, NULL), 0);
+	recv_msg(fd, &cmd);
+	usage_v3(fd, VRAM_HOOK_STATE_RUNNING, 128 * MiB, 128 * MiB, 16 * MiB, 16 * MiB, 0);
+	result_msg(fd, &cmd, 0, VRAM_HOOK_STATE_RUNNING, 48 * MiB, "dropped");
+	spin(f);
+	assert_int_equal(s.calls, 3);
+	assert_int_equal(s.info.host_pinned, 16 * MiB);
+	assert_int_equal(s.info.host_kept, 16 * MiB);
+	close(fd);
+	spin(f);
+}
+
 /* Hooks of protocol 1 and 2 know neither PARK nor DROP_HOST, nor report host memory: unknown, not 0. */
 static void test_old_hook_no_disk_tier(void **state)
 {
@@ -1014,6 +1051,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_shared_socket_other_users, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_park_and_drop_host, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_park_result_alone, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_usage_before_result_is_not_applied_twice, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_old_hook_no_disk_tier, setup, teardown),
 		cmocka_unit_test(test_state_names),
 	};
