@@ -433,6 +433,7 @@ struct slot {
 	char why[200];
 	int ev_dev;                    /* the device whose event follows the copies out of buf; -1: none */
 	CUevent ev[VRAM_HOOK_MAX_DEVICES];
+	CUcontext ctx[VRAM_HOOK_MAX_DEVICES]; /* each event's context, made current to wait for it */
 };
 
 struct vram_hook_park_reader {
@@ -518,8 +519,10 @@ static void *reader_main(void *arg)
 			break;
 		/* the copies out of the buffer must be done before it is overwritten; one that
 		 * failed is the restore's to see when it synchronizes its streams */
-		if (ev_dev >= 0)
+		if (ev_dev >= 0) {
+			(void)VRAM_REAL(cuCtxSetCurrent)(s->ctx[ev_dev]);
 			(void)VRAM_REAL(cuEventSynchronize)(s->ev[ev_dev]);
+		}
 		char why[sizeof(s->why)];
 		int err = read_piece(r, i, s->buf, why, sizeof(why));
 		pthread_mutex_lock(&r->lock);
@@ -798,7 +801,8 @@ int vram_hook_park_read_done(struct vram_hook_park_reader *r, int dev, CUstream 
 	int err = 0, ev_dev = -1;
 	if (dev >= 0 && dev < VRAM_HOOK_MAX_DEVICES) {
 		/* the event is made in dev's context, current on this thread: the copy's */
-		if (!s->ev[dev] && VRAM_REAL(cuEventCreate)(&s->ev[dev], CU_EVENT_DISABLE_TIMING) != CUDA_SUCCESS)
+		if (!s->ev[dev] && (VRAM_REAL(cuCtxGetCurrent)(&s->ctx[dev]) != CUDA_SUCCESS ||
+				    VRAM_REAL(cuEventCreate)(&s->ev[dev], CU_EVENT_DISABLE_TIMING) != CUDA_SUCCESS))
 			s->ev[dev] = NULL;
 		if (s->ev[dev] && VRAM_REAL(cuEventRecord)(s->ev[dev], stream) == CUDA_SUCCESS)
 			ev_dev = dev;
