@@ -43,9 +43,7 @@
 #include "proto/hook_proto.h"
 
 #define MAX_PROCS 64 /* hooked processes of one workload in one job */
-#define PARK_PATH_MAX 256 /* bytes of a park file's path, NUL included: the protocol's 255 */
-/* enum vram_hook_state of a parked process (protocol version 3, proto/hook_proto.h) */
-#define HOOK_STATE_PARKED 5
+#define PARK_PATH_MAX VRAM_HOOK_PROTO_PATH_MAX /* bytes of a park file's path, NUL included */
 
 enum phase {
 	PHASE_MAIN = 0,  /* the asked operation on every process */
@@ -304,7 +302,7 @@ static void on_proc_done(const struct vram_hookchan_result *res, void *arg)
 			 * memory leaves it so; a bad file (a checksum mismatch, a
 			 * short read) never counts, so the workload starts cold.
 			 */
-			if (hj->from_disk ? res->status != -ENOMEM || res->state != HOOK_STATE_PARKED
+			if (hj->from_disk ? res->status != -ENOMEM || res->state != VRAM_HOOK_STATE_PARKED
 					  : res->state != VRAM_HOOK_STATE_OFFLOADED)
 				hj->intact = false;
 			add_error(hj, res->pid, "", res->text[0] ? res->text : strerror(-res->status));

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * A command to one hooked process (offload, restore or park its GPU memory) and
- * the process's answer: the part of the hook channel the hook engines use.
+ * A command to one hooked process (offload or restore its GPU memory, park
+ * its host copy on disk, drop the host buffers it kept) and the process's
+ * answer: the part of the hook channel the hook engines use.
  * The types live here, below both, so that the engines (core/engine_hook.c)
- * can drive the channel through the three functions struct vram_engine_host
+ * can drive the channel through the functions struct vram_engine_host
  * lends them without including a daemon header, and the channel
  * (daemon/hookchan.h) implements exactly these.
  */
@@ -18,9 +19,9 @@ struct vram_hookchan_req; /* one command in flight, opaque */
 
 enum vram_hookchan_op {
 	VRAM_HOOKCHAN_OFFLOAD = 0,
-	VRAM_HOOKCHAN_RESTORE,   /* also of a parked process: from its park file */
-	VRAM_HOOKCHAN_PARK,      /* an offloaded process writes its host copy to a file (path) */
-	VRAM_HOOKCHAN_DROP_HOST, /* a running process frees the host buffers kept after a restore */
+	VRAM_HOOKCHAN_RESTORE,   /* of an offloaded or a parked process */
+	VRAM_HOOKCHAN_PARK,      /* an offloaded process writes its host copy to a file and frees it */
+	VRAM_HOOKCHAN_DROP_HOST, /* a running process frees the host buffers it kept after a restore */
 };
 
 /* What one process answered. */
@@ -28,7 +29,7 @@ struct vram_hookchan_result {
 	pid_t pid;
 	int status;              /* 0 or -errno; -EPIPE: the process went away */
 	unsigned state;          /* enum vram_hook_state (proto/hook_proto.h) after the operation */
-	uint64_t bytes;          /* bytes moved */
+	uint64_t bytes;          /* bytes moved; PARK: written to the file; DROP_HOST: freed */
 	uint64_t nonmovable;     /* bytes that stayed on the device */
 	uint64_t missing;        /* bytes a failed restore lacked */
 	double seconds;

@@ -58,6 +58,9 @@ struct proc {
 	bool limit_invalid;
 	char limit_text[VRAM_HOOK_PROTO_LIMIT_TEXT_MAX]; /* printable ASCII; "" unless limit_invalid */
 	bool external;      /* started before the channel opened: not spawned by this vramd */
+	unsigned version;   /* protocol version of its hook */
+	bool host_reported; /* a USAGE of version 3 or later came: the three below are known */
+	uint64_t host_pinned, host_kept, parked; /* bytes, as last reported */
 };
 
 struct vram_hookchan_req {
@@ -82,6 +85,7 @@ struct conn {
 	struct event *ev;
 	struct proc *proc;  /* NULL until HELLO */
 	struct vram_hookchan_req *req; /* in flight, or NULL */
+	bool usage_since_send; /* a USAGE came after the command in flight was sent */
 	size_t len;
 	uint8_t buf[VRAM_HOOK_PROTO_MAX_MESSAGE];
 };
@@ -221,6 +225,18 @@ static struct proc *proc_find(struct vram_hookchan *hc, pid_t pid)
 	return NULL;
 }
 
+/* The command a channel op is sent as, and a result answers. */
+static uint32_t op_msg(enum vram_hookchan_op op)
+{
+	switch (op) {
+	case VRAM_HOOKCHAN_OFFLOAD: return VRAM_HOOK_MSG_OFFLOAD;
+	case VRAM_HOOKCHAN_RESTORE: return VRAM_HOOK_MSG_RESTORE;
+	case VRAM_HOOKCHAN_PARK: return VRAM_HOOK_MSG_PARK;
+	case VRAM_HOOKCHAN_DROP_HOST: return VRAM_HOOK_MSG_DROP_HOST;
+	}
+	return 0;
+}
+
 static void proc_set_devs(struct proc *p, const struct vram_hook_proto_dev *dev, uint32_t ndev)
 {
 	p->ndev = ndev;
@@ -250,12 +266,23 @@ static void req_finish(struct vram_hookchan_req *req, struct vram_hookchan_resul
 		cb(res, arg);
 }
 
-/* Fails req with "<why> the <offload|restore>". */
+/* A channel op's name, for messages. */
+static const char *op_name(enum vram_hookchan_op op)
+{
+	switch (op) {
+	case VRAM_HOOKCHAN_OFFLOAD: return "offload";
+	case VRAM_HOOKCHAN_RESTORE: return "restore";
+	case VRAM_HOOKCHAN_PARK: return "park";
+	case VRAM_HOOKCHAN_DROP_HOST: return "drop of host buffers";
+	}
+	return "command";
+}
+
+/* Fails req with "<why> the <offload|restore|park|...>". */
 static void req_fail(struct vram_hookchan_req *req, pid_t pid, int status, const char *why)
 {
 	struct vram_hookchan_result res = {.pid = pid, .status = status};
-	snprintf(res.text, sizeof(res.text), "%s the %s", why,
-		 req->op == VRAM_HOOKCHAN_OFFLOAD ? "offload" : "restore");
+	snprintf(res.text, sizeof(res.text), "%s the %s", why, op_name(req->op));
 	req_finish(req, &res);
 }
 
@@ -365,6 +392,10 @@ static int on_hello(struct conn *c, uint16_t version, const struct vram_hook_pro
 	p->limit_invalid = (h->flags & VRAM_HOOK_HELLO_LIMIT_INVALID) != 0;
 	copy_printable(p->limit_text, p->limit_invalid ? h->limit_text : "", sizeof(p->limit_text));
 	p->external = proc_external(hc, p->pid);
+	p->version = version;
+	/* unknown until its first USAGE (which follows the HELLO at once) */
+	p->host_reported = false;
+	p->host_pinned = p->host_kept = p->parked = 0;
 	c->proc = p;
 	c->version = version;
 	vram_info("hook: process %d registered for %s (%u device(s), protocol %u)%s", (int)p->pid,
@@ -379,21 +410,39 @@ static int on_hello(struct conn *c, uint16_t version, const struct vram_hook_pro
 
 /*
  * What a successful command moved, applied to the process's numbers at
- * once: the hook's next USAGE comes up to a second later (it reports at
- * most once a second), and whoever asked for the command reads the status
- * as soon as it is answered. An offload takes bytes off the device, a
- * restore puts them back; USAGE stays the source of truth and overwrites
- * this when it comes.
+ * once: whoever asked for the command reads the status as soon as it is
+ * answered. A hook of protocol 3 sends a USAGE right before each RESULT,
+ * and then that USAGE already says it all (usage_since_send); an older
+ * hook's next USAGE comes up to a second later (it reports at most once a
+ * second), so meanwhile: an offload takes bytes off the device, a restore
+ * puts them back, a park moves the host copy to the file, a drop frees the
+ * kept buffers. USAGE stays the source of truth and overwrites this when it
+ * comes.
  */
-static void proc_apply_result(struct proc *p, const struct vram_hook_proto_result *r)
+static void proc_apply_result(struct proc *p, bool usage_since_send, const struct vram_hook_proto_result *r)
 {
-	if (r->status != 0)
+	if (r->status != 0 || usage_since_send)
 		return;
-	if (r->op == VRAM_HOOK_MSG_OFFLOAD) {
+	switch (r->op) {
+	case VRAM_HOOK_MSG_OFFLOAD:
 		p->resident = p->resident > r->bytes ? p->resident - r->bytes : 0;
-	} else {
+		break;
+	case VRAM_HOOK_MSG_RESTORE: {
 		uint64_t room = p->used > p->resident ? p->used - p->resident : 0;
 		p->resident += r->bytes < room ? r->bytes : room;
+		p->parked = 0; /* a parked process's file is gone once it is back */
+		break;
+	}
+	case VRAM_HOOK_MSG_PARK:
+		p->parked = r->bytes;
+		p->host_pinned = p->host_kept = 0; /* its pinned buffers are freed */
+		break;
+	case VRAM_HOOK_MSG_DROP_HOST:
+		p->host_pinned = p->host_pinned > r->bytes ? p->host_pinned - r->bytes : 0;
+		p->host_kept = 0;
+		break;
+	default:
+		break;
 	}
 }
 
@@ -401,9 +450,8 @@ static void on_result(struct conn *c, const struct vram_hook_proto_result *r)
 {
 	struct vram_hookchan_req *req = c->req;
 	c->proc->state = r->state;
-	proc_apply_result(c->proc, r);
-	if (!req || req->id != r->request_id ||
-	    r->op != (req->op == VRAM_HOOKCHAN_OFFLOAD ? VRAM_HOOK_MSG_OFFLOAD : VRAM_HOOK_MSG_RESTORE)) {
+	proc_apply_result(c->proc, c->usage_since_send, r);
+	if (!req || req->id != r->request_id || r->op != op_msg(req->op)) {
 		vram_debug("hook: process %d: result %u answers nothing in flight", (int)c->proc->pid,
 			   r->request_id);
 		return;
@@ -432,6 +480,13 @@ static int conn_handle(struct conn *c, const struct vram_hook_proto_msg *m)
 	case VRAM_HOOK_MSG_USAGE:
 		c->proc->state = m->u.usage.state;
 		proc_set_devs(c->proc, m->u.usage.dev, m->u.usage.ndev);
+		if (m->version >= VRAM_HOOK_PROTO_VERSION_PARK) {
+			c->proc->host_reported = true;
+			c->proc->host_pinned = m->u.usage.host_pinned;
+			c->proc->host_kept = m->u.usage.host_kept;
+			c->proc->parked = m->u.usage.parked;
+		}
+		c->usage_since_send = true;
 		return 0;
 	case VRAM_HOOK_MSG_RESULT:
 		on_result(c, &m->u.result);
@@ -716,6 +771,28 @@ size_t vram_hookchan_usage(struct vram_hookchan *hc, const char *workload, uint6
 	return n;
 }
 
+size_t vram_hookchan_host(struct vram_hookchan *hc, const char *workload, uint64_t *pinned, uint64_t *kept,
+			  uint64_t *parked)
+{
+	size_t n = 0;
+	uint64_t sum_pinned = 0, sum_kept = 0, sum_parked = 0;
+	vram_list_for_each_entry(p, &hc->procs, struct proc, link) {
+		if (!proc_matches(p, workload, false) || !p->host_reported)
+			continue;
+		sum_pinned += p->host_pinned;
+		sum_kept += p->host_kept;
+		sum_parked += p->parked;
+		n++;
+	}
+	if (pinned)
+		*pinned = sum_pinned;
+	if (kept)
+		*kept = sum_kept;
+	if (parked)
+		*parked = sum_parked;
+	return n;
+}
+
 int vram_hookchan_proc(struct vram_hookchan *hc, pid_t pid, struct vram_hookchan_proc_info *ret)
 {
 	procs_prune(hc);
@@ -733,6 +810,11 @@ int vram_hookchan_proc(struct vram_hookchan *hc, pid_t pid, struct vram_hookchan
 		.cap = p->cap,
 		.limit_invalid = p->limit_invalid,
 		.external = p->external,
+		.host_pinned = p->host_pinned,
+		.host_kept = p->host_kept,
+		.parked = p->parked,
+		.host_reported = p->host_reported,
+		.version = p->version,
 	};
 	snprintf(ret->workload, sizeof(ret->workload), "%s", p->workload);
 	return 0;
@@ -772,8 +854,9 @@ json_t *vram_hookchan_warning_json(struct vram_hookchan *hc, const char *workloa
 
 const char *vram_hookchan_state_name(unsigned state)
 {
-	static const char *const states[] = {"running", "offloading", "offloaded", "restoring"};
-	return states[state & 3];
+	static const char *const states[] = {"running", "offloading", "offloaded", "restoring", "parking", "parked"};
+	_Static_assert(sizeof(states) / sizeof(states[0]) == VRAM_HOOK_STATE_PARKED + 1, "a name per state");
+	return state < sizeof(states) / sizeof(states[0]) ? states[state] : "unknown";
 }
 
 /* One listed process; with_workload adds its workload's name. New reference, NULL on out of memory. */
@@ -786,6 +869,15 @@ static json_t *proc_json(const struct proc *p, bool with_workload)
 		"nonmovable_bytes", (json_int_t)p->nonmovable,
 		"cap_bytes", p->cap ? json_integer((json_int_t)p->cap) : json_null(),
 		"limit_invalid", p->limit_invalid, "external", p->external);
+	if (o) {
+		/* unknown, not 0, for a hook too old to report them */
+		json_object_set_new(o, "host_pinned_bytes",
+				    p->host_reported ? json_integer((json_int_t)p->host_pinned) : json_null());
+		json_object_set_new(o, "host_kept_bytes",
+				    p->host_reported ? json_integer((json_int_t)p->host_kept) : json_null());
+		json_object_set_new(o, "parked_bytes",
+				    p->host_reported ? json_integer((json_int_t)p->parked) : json_null());
+	}
 	if (o && with_workload)
 		json_object_set_new(o, "workload", json_string(p->workload));
 	return o;
@@ -819,10 +911,27 @@ json_t *vram_hookchan_json(struct vram_hookchan *hc)
 int vram_hookchan_send(struct vram_hookchan *hc, pid_t pid, enum vram_hookchan_op op, unsigned flags,
 		       vram_hookchan_done_cb cb, void *arg, struct vram_hookchan_req **ret_req)
 {
+	return vram_hookchan_send_path(hc, pid, op, flags, NULL, cb, arg, ret_req);
+}
+
+/* Whether path may name a park file: absolute, and short enough for the protocol's field. */
+static bool park_path_ok(const char *path)
+{
+	return path && path[0] == '/' && strnlen(path, VRAM_HOOK_PROTO_PATH_MAX) < VRAM_HOOK_PROTO_PATH_MAX;
+}
+
+int vram_hookchan_send_path(struct vram_hookchan *hc, pid_t pid, enum vram_hookchan_op op, unsigned flags,
+			    const char *path, vram_hookchan_done_cb cb, void *arg,
+			    struct vram_hookchan_req **ret_req)
+{
+	if (!op_msg(op) || (op == VRAM_HOOKCHAN_PARK ? !park_path_ok(path) : path != NULL))
+		return -EINVAL;
 	struct proc *p = proc_find(hc, pid);
 	if (!p || !p->conn)
 		return -ENOENT;
 	struct conn *c = p->conn;
+	if ((op == VRAM_HOOKCHAN_PARK || op == VRAM_HOOKCHAN_DROP_HOST) && c->version < VRAM_HOOK_PROTO_VERSION_PARK)
+		return -EOPNOTSUPP; /* the hook predates the disk tier */
 	if (c->req)
 		return -EBUSY;
 	struct vram_hookchan_req *req = calloc(1, sizeof(*req));
@@ -844,10 +953,12 @@ int vram_hookchan_send(struct vram_hookchan *hc, pid_t pid, enum vram_hookchan_o
 
 	struct vram_hook_proto_msg m;
 	memset(&m, 0, sizeof(m));
-	m.type = op == VRAM_HOOKCHAN_OFFLOAD ? VRAM_HOOK_MSG_OFFLOAD : VRAM_HOOK_MSG_RESTORE;
+	m.type = (uint16_t)op_msg(op);
 	m.seq = hc->seq++;
 	m.u.command.request_id = req->id;
 	m.u.command.flags = flags;
+	if (path)
+		snprintf(m.u.command.path, sizeof(m.u.command.path), "%s", path);
 	int r = conn_send(c, &m);
 	if (r < 0) {
 		event_free(req->timer);
@@ -858,6 +969,7 @@ int vram_hookchan_send(struct vram_hookchan *hc, pid_t pid, enum vram_hookchan_o
 	struct timeval tv = {.tv_sec = VRAM_HOOKCHAN_TIMEOUT_MS / 1000};
 	evtimer_add(req->timer, &tv);
 	c->req = req;
+	c->usage_since_send = false;
 	if (ret_req)
 		*ret_req = req;
 	return 0;

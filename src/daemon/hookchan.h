@@ -5,8 +5,10 @@
  * hooked process (src/proto/hook_proto.h). Every process registers with its
  * pid and workload name (VRAM_WORKLOAD), so a workload of several processes
  * is offloaded and restored as a whole by the hook engine. The channel keeps
- * each process's last usage (bytes, non-movable bytes, cap), sends OFFLOAD
- * and RESTORE commands and delivers their results through callbacks.
+ * each process's last usage (bytes, non-movable bytes, cap, and from
+ * protocol version 3 the host memory it holds: pinned, kept, parked), sends
+ * OFFLOAD, RESTORE, PARK and DROP_HOST commands and delivers their results
+ * through callbacks.
  *
  * A process that disconnects stays listed (connected: false) until it exits
  * or connects again; a command in flight to it fails at once.
@@ -35,6 +37,7 @@ struct event_base;
 #define VRAM_HOOKCHAN_MAX_PROCS 512      /* processes listed (connected or not) */
 #define VRAM_HOOKCHAN_TIMEOUT_MS 600000  /* ms an offload or restore may take */
 #define VRAM_HOOKCHAN_NAME_MAX 64        /* bytes of a workload name, NUL included (the protocol's) */
+#define VRAM_HOOKCHAN_PATH_MAX 256       /* bytes of a park file's path, NUL included (the protocol's) */
 
 /* A hooked process as last reported. */
 struct vram_hookchan_proc_info {
@@ -49,6 +52,10 @@ struct vram_hookchan_proc_info {
 	uint64_t cap;            /* bytes, the largest per-device cap; 0 = none */
 	bool limit_invalid;      /* its VRAM_MEMORY_LIMIT did not parse: it runs uncapped */
 	bool external;           /* started before the channel opened: not spawned by this vramd */
+	uint64_t host_pinned, host_kept, parked; /* bytes: pinned host memory it holds, the part of
+						  * it kept after a restore, bytes in its park file */
+	bool host_reported;      /* false for a hook older than protocol 3: the three above are unknown (0) */
+	unsigned version;        /* protocol version of its hook */
 };
 
 /*
@@ -112,14 +119,29 @@ size_t vram_hookchan_external_pids(struct vram_hookchan *hc, const char *workloa
  */
 size_t vram_hookchan_usage(struct vram_hookchan *hc, const char *workload, uint64_t *ret_used,
 			   uint64_t *ret_nonmovable);
+/*
+ * Sums of the host memory of workload's connected processes that are not
+ * external, as their hooks last reported it (bytes): pinned host memory,
+ * the part of it kept after a restore (droppable), bytes in park files.
+ * Processes of a hook older than protocol 3 do not report these and are
+ * left out. Any of the outputs may be NULL. Returns how many processes
+ * were counted.
+ */
+size_t vram_hookchan_host(struct vram_hookchan *hc, const char *workload, uint64_t *pinned, uint64_t *kept,
+			  uint64_t *parked);
 /* The listed process pid into *ret. Returns 0 or -ENOENT. */
 int vram_hookchan_proc(struct vram_hookchan *hc, pid_t pid, struct vram_hookchan_proc_info *ret);
-/* "running", "offloading", "offloaded", "restoring" for an enum vram_hook_state (static string). */
+/*
+ * "running", "offloading", "offloaded", "restoring", "parking", "parked" for
+ * an enum vram_hook_state, "unknown" for anything else (static string).
+ */
 const char *vram_hookchan_state_name(unsigned state);
 /*
  * Every listed process of workload, as a JSON array of {pid, connected,
  * state, devices, used_bytes, resident_bytes, nonmovable_bytes, cap_bytes,
- * limit_invalid, external} (new reference; NULL on out of memory).
+ * limit_invalid, external, host_pinned_bytes, host_kept_bytes,
+ * parked_bytes} (the last three null for a hook older than protocol 3)
+ * (new reference; NULL on out of memory).
  */
 json_t *vram_hookchan_workload_json(struct vram_hookchan *hc, const char *workload);
 /* Every listed process of every workload, the same objects with "workload" added. */
@@ -137,19 +159,20 @@ json_t *vram_hookchan_warning_json(struct vram_hookchan *hc, const char *workloa
  * Sends op to the connected process pid (flags: VRAM_HOOK_OFFLOAD_*). cb
  * runs once, later, from the loop, with its answer or an error (the process
  * went away, timeout). ret_req, if not NULL, receives a handle valid until
- * cb runs or it is cancelled. Returns 0, -ENOENT (no such connected
- * process), -EBUSY (a command is already in flight to it) or -errno.
+ * cb runs or it is cancelled. path (borrowed for the call) is the park file
+ * for VRAM_HOOKCHAN_PARK: an absolute path of at most
+ * VRAM_HOOKCHAN_PATH_MAX - 1 bytes, which the hook creates (it must not
+ * exist); NULL for every other op. Returns 0, -ENOENT (no such connected
+ * process), -EBUSY (a command is already in flight to it), -EOPNOTSUPP (PARK
+ * or DROP_HOST to a hook older than protocol 3, which knows neither),
+ * -EINVAL (a PARK without a valid path, a path with another op) or -errno.
  */
+int vram_hookchan_send_path(struct vram_hookchan *hc, pid_t pid, enum vram_hookchan_op op, unsigned flags,
+			    const char *path, vram_hookchan_done_cb cb, void *arg,
+			    struct vram_hookchan_req **ret_req);
+/* vram_hookchan_send_path() without a path (every op but PARK). */
 int vram_hookchan_send(struct vram_hookchan *hc, pid_t pid, enum vram_hookchan_op op, unsigned flags,
 		       vram_hookchan_done_cb cb, void *arg, struct vram_hookchan_req **ret_req);
-/*
- * vram_hookchan_send with a path: the park file for VRAM_HOOKCHAN_PARK (at
- * most 255 bytes, borrowed for the call), NULL for the other ops. Returns
- * as vram_hookchan_send.
- */
-int vram_hookchan_send_path(struct vram_hookchan *hc, pid_t pid, enum vram_hookchan_op op,
-			    unsigned flags, const char *path, vram_hookchan_done_cb cb, void *arg,
-			    struct vram_hookchan_req **ret_req);
 /* Forgets a request: cb is not called. Accepts NULL. */
 void vram_hookchan_cancel(struct vram_hookchan_req *req);
 

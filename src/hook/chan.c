@@ -12,14 +12,20 @@
  *    connection starts with HELLO and a USAGE carrying the current state
  *    (a process the previous vramd offloaded shows as offloaded in the
  *    next). A VRAM_MEMORY_LIMIT that did not parse is flagged in every
- *    HELLO, so vramd can warn about it.
+ *    HELLO, so vramd can warn about it. PARK and DROP_HOST (protocol 3) are
+ *    run like OFFLOAD and RESTORE, and every RESULT comes right after a
+ *    USAGE, so that vramd's numbers (the host memory above all) are
+ *    already those after the command when it hears the answer.
  *
  *  - VRAM_CONTROL: a socket of the process's own ("%p" in the path becomes
  *    the pid), mode 0600, for offloading by hand without vramd. One command
  *    per line, one answer line each:
  *        offload [drop-host]  ->  ok offload bytes=N nonmovable=N missing=0 usec=N state=offloaded text=...
  *        restore              ->  ok restore ...   or   error restore status=-12 ... missing=N ... text=...
- *        status               ->  ok status state=running pid=N ndev=K dev0=used:N,resident:N,nonmovable:N,cap:N ...
+ *        park PATH            ->  ok park bytes=N ... state=parked text=...  (PATH absolute, new)
+ *        drop-host            ->  ok drop-host bytes=N ... state=running text=...
+ *        status               ->  ok status state=running pid=N ndev=K host_pinned=N host_kept=N parked=N
+ *                                 dev0=used:N,resident:N,nonmovable:N,cap:N ...
  *    Lines are at most 255 bytes; a longer one closes the connection.
  *
  * The thread blocks every signal, so it never runs the program's handlers.
@@ -60,7 +66,13 @@ static uint8_t daemon_buf[VRAM_HOOK_PROTO_MAX_MESSAGE];
 static size_t daemon_len;
 static uint32_t send_seq;
 
-static const char *const state_names[] = { "running", "offloading", "offloaded", "restoring" };
+static const char *const state_names[] = { "running", "offloading", "offloaded", "restoring", "parking", "parked" };
+
+static const char *state_name(void)
+{
+	unsigned st = (unsigned)atomic_load(&vram_hook_state);
+	return st < sizeof(state_names) / sizeof(state_names[0]) ? state_names[st] : "unknown";
+}
 
 static uint64_t now_ms(void)
 {
@@ -158,6 +170,7 @@ static void send_usage(void)
 	m.type = VRAM_HOOK_MSG_USAGE;
 	m.u.usage.state = (uint32_t)atomic_load(&vram_hook_state);
 	fill_devs(m.u.usage.dev, &m.u.usage.ndev);
+	vram_hook_host_usage(&m.u.usage.host_pinned, &m.u.usage.host_kept, &m.u.usage.parked);
 	daemon_send(&m);
 }
 
@@ -196,12 +209,23 @@ static void daemon_connect(void)
 	send_usage();
 }
 
-static void run_command(uint16_t op, uint32_t flags, struct vram_hook_op_result *res)
+/* Runs a command (VRAM_HOOK_MSG_*); path: PARK's file. */
+static void run_command(uint16_t op, uint32_t flags, const char *path, struct vram_hook_op_result *res)
 {
-	if (op == VRAM_HOOK_MSG_OFFLOAD)
+	switch (op) {
+	case VRAM_HOOK_MSG_OFFLOAD:
 		vram_hook_offload(flags & VRAM_HOOK_OFFLOAD_DROP_HOST, res);
-	else
+		break;
+	case VRAM_HOOK_MSG_PARK:
+		vram_hook_park(path, res);
+		break;
+	case VRAM_HOOK_MSG_DROP_HOST:
+		vram_hook_drop_host(res);
+		break;
+	default:
 		vram_hook_restore(res);
+		break;
+	}
 }
 
 static void daemon_handle(const struct vram_hook_proto_msg *in)
@@ -210,12 +234,17 @@ static void daemon_handle(const struct vram_hook_proto_msg *in)
 		send_usage();
 		return;
 	}
-	if (in->type != VRAM_HOOK_MSG_OFFLOAD && in->type != VRAM_HOOK_MSG_RESTORE) {
+	if (in->type != VRAM_HOOK_MSG_OFFLOAD && in->type != VRAM_HOOK_MSG_RESTORE && in->type != VRAM_HOOK_MSG_PARK &&
+	    in->type != VRAM_HOOK_MSG_DROP_HOST) {
 		vram_hook_log(VRAM_HOOK_LOG_WARN, "ignoring message type %u from vramd", in->type);
 		return;
 	}
 	struct vram_hook_op_result res;
-	run_command(in->type, in->u.command.flags, &res);
+	run_command(in->type, in->u.command.flags, in->u.command.path, &res);
+	/* the numbers after the command first, so that they are vramd's when it hears the answer */
+	send_usage();
+	if (daemon_fd < 0)
+		return;
 	struct vram_hook_proto_msg m;
 	memset(&m, 0, sizeof(m));
 	m.type = VRAM_HOOK_MSG_RESULT;
@@ -290,7 +319,7 @@ static void format_result(char *out, size_t cap, const char *op, const struct vr
 	snprintf(out, cap, "%s %s status=%d bytes=%llu nonmovable=%llu missing=%llu usec=%llu state=%s text=%s\n",
 		 r->status == 0 ? "ok" : "error", op, r->status, (unsigned long long)r->bytes,
 		 (unsigned long long)r->nonmovable, (unsigned long long)r->missing, (unsigned long long)r->usec,
-		 state_names[atomic_load(&vram_hook_state) & 3], r->text);
+		 state_name(), r->text);
 }
 
 static void control_line(struct client *c, char *line)
@@ -301,17 +330,26 @@ static void control_line(struct client *c, char *line)
 	while (len && (line[len - 1] == '\r' || line[len - 1] == ' '))
 		line[--len] = '\0';
 	if (strcmp(line, "offload") == 0 || strcmp(line, "offload drop-host") == 0) {
-		run_command(VRAM_HOOK_MSG_OFFLOAD, line[7] ? VRAM_HOOK_OFFLOAD_DROP_HOST : 0, &res);
+		run_command(VRAM_HOOK_MSG_OFFLOAD, line[7] ? VRAM_HOOK_OFFLOAD_DROP_HOST : 0, NULL, &res);
 		format_result(out, sizeof(out), "offload", &res);
 	} else if (strcmp(line, "restore") == 0) {
-		run_command(VRAM_HOOK_MSG_RESTORE, 0, &res);
+		run_command(VRAM_HOOK_MSG_RESTORE, 0, NULL, &res);
 		format_result(out, sizeof(out), "restore", &res);
+	} else if (strncmp(line, "park ", 5) == 0) {
+		run_command(VRAM_HOOK_MSG_PARK, 0, line + 5, &res);
+		format_result(out, sizeof(out), "park", &res);
+	} else if (strcmp(line, "drop-host") == 0) {
+		run_command(VRAM_HOOK_MSG_DROP_HOST, 0, NULL, &res);
+		format_result(out, sizeof(out), "drop-host", &res);
 	} else if (strcmp(line, "status") == 0) {
 		struct vram_hook_proto_dev dev[VRAM_HOOK_PROTO_MAX_DEVICES];
 		uint32_t n;
+		uint64_t pinned, kept, parked;
 		fill_devs(dev, &n);
-		int o = snprintf(out, sizeof(out), "ok status state=%s pid=%d ndev=%u",
-				 state_names[atomic_load(&vram_hook_state) & 3], (int)getpid(), n);
+		vram_hook_host_usage(&pinned, &kept, &parked);
+		int o = snprintf(out, sizeof(out), "ok status state=%s pid=%d ndev=%u host_pinned=%llu host_kept=%llu "
+				 "parked=%llu", state_name(), (int)getpid(), n, (unsigned long long)pinned,
+				 (unsigned long long)kept, (unsigned long long)parked);
 		for (uint32_t d = 0; d < n && o > 0 && (size_t)o < sizeof(out) - 2; d++)
 			o += snprintf(out + o, sizeof(out) - (size_t)o,
 				      " dev%u=used:%llu,resident:%llu,nonmovable:%llu,cap:%llu", d,
@@ -323,7 +361,7 @@ static void control_line(struct client *c, char *line)
 			strcpy(out + sizeof(out) - 2, "\n");
 	} else {
 		snprintf(out, sizeof(out), "error unknown status=%d text=unknown command; "
-			 "expected offload, offload drop-host, restore or status\n", -EINVAL);
+			 "expected offload, offload drop-host, restore, park PATH, drop-host or status\n", -EINVAL);
 	}
 	if (write_all(c->fd, out, strlen(out)) < 0) {
 		close(c->fd);
@@ -484,4 +522,6 @@ __attribute__((destructor)) static void chan_cleanup(void)
 {
 	if (control_path[0] && control_owner == getpid())
 		unlink(control_path);
+	/* best effort: a process killed by a signal runs no destructor, and vramd removes its file */
+	vram_hook_park_exit();
 }

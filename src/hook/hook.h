@@ -7,8 +7,9 @@
  *
  * Modules: interpose.c (symbol resolution, dlsym, cuGetProcAddress, plain
  * gated wrappers, log), alloc.c (allocations and VMM tracking), limit.c
- * (caps, cuMemGetInfo), suspend.c (gate, offload, restore), chan.c (vramd
- * channel and the per-process control socket).
+ * (caps, cuMemGetInfo), suspend.c (gate, offload, restore, park, drop of
+ * host buffers), park.c (the park file's I/O), chan.c (vramd channel and
+ * the per-process control socket).
  */
 #ifndef VRAM_HOOK_H
 #define VRAM_HOOK_H
@@ -16,7 +17,9 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "hook/cuda_api.h"
 
@@ -64,7 +67,7 @@
 	X(cuMemGetAllocationGranularity) X(cuMemGetAddressRange_v2) X(cuMemHostAlloc) \
 	X(cuMemFreeHost) X(cuMemHostRegister_v2) X(cuMemHostUnregister) \
 	X(cuStreamCreate) X(cuStreamSynchronize) X(cuDeviceGetDefaultMemPool) \
-	X(cuMemPoolTrimTo) X(cuEventCreate) X(cuEventRecord) X(cuEventSynchronize)
+	X(cuMemPoolTrimTo) X(cuEventCreate) X(cuEventRecord) X(cuEventSynchronize) X(cuEventDestroy_v2)
 
 enum vram_hook_sym {
 #define VRAM_HOOK_X(n) VRAM_HOOK_SYM_##n,
@@ -100,6 +103,12 @@ static inline bool vram_hook_resolve(void)
 
 enum vram_hook_log_level { VRAM_HOOK_LOG_ERROR, VRAM_HOOK_LOG_WARN, VRAM_HOOK_LOG_INFO, VRAM_HOOK_LOG_DEBUG };
 void vram_hook_log(enum vram_hook_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * snprintf into a fixed field for people (an answer's text, an error),
+ * cut to cap bytes on purpose: a long path must not cost the message.
+ */
+void vram_hook_textf(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Parses "20GiB", "512MiB", "1.5G", "123" into bytes. Returns 0 or -EINVAL. */
 int vram_hook_parse_bytes(const char *s, uint64_t *ret_bytes);
@@ -226,8 +235,10 @@ struct vram_hook_phys {
 	bool movable;
 	bool imported;
 	bool offloaded;
-	void *host;                   /* pinned copy, size bytes; kept across restores */
+	void *host;                   /* pinned copy, size bytes; kept across restores; NULL while parked */
 	uint64_t host_piece;          /* bytes per cuMemHostRegister range of host; 0: cuMemHostAlloc */
+	bool parked;                  /* offloaded, its copy in the park file only */
+	uint32_t park_index;          /* while parked: its allocation's index in the park file */
 	struct vram_hook_map *maps;
 	struct vram_hook_phys *prev, *next;
 };
@@ -249,16 +260,103 @@ struct vram_hook_op_result {
 	char text[256];
 };
 
-enum vram_hook_state_e { VRAM_HOOK_RUNNING, VRAM_HOOK_OFFLOADING, VRAM_HOOK_OFFLOADED, VRAM_HOOK_RESTORING };
+/* As enum vram_hook_state of the protocol, which carries them as they are. */
+enum vram_hook_state_e {
+	VRAM_HOOK_RUNNING, VRAM_HOOK_OFFLOADING, VRAM_HOOK_OFFLOADED, VRAM_HOOK_RESTORING,
+	VRAM_HOOK_PARKING, VRAM_HOOK_PARKED,
+};
 extern _Atomic int vram_hook_state;
 
 /* Frees p's pinned host buffer, however it was made; p->host becomes NULL. */
 void vram_hook_host_free(struct vram_hook_phys *p);
 void vram_hook_offload(bool drop_host, struct vram_hook_op_result *ret);
+/* Restores an offloaded process from its host buffers, a parked one from its park file. */
 void vram_hook_restore(struct vram_hook_op_result *ret);
+/*
+ * An offloaded process writes its host copy to a new file at path (absolute,
+ * < VRAM_HOOK_PARK_PATH_MAX bytes) and frees its pinned buffers; on any
+ * failure the file is removed and the process stays offloaded in host
+ * memory. ret->bytes: bytes written.
+ */
+void vram_hook_park(const char *path, struct vram_hook_op_result *ret);
+/* A running process frees the pinned buffers it kept after a restore. ret->bytes: bytes freed. */
+void vram_hook_drop_host(struct vram_hook_op_result *ret);
+/* Bytes of pinned host memory held now, the part of it kept after a restore, bytes in the park file. */
+void vram_hook_host_usage(uint64_t *ret_pinned, uint64_t *ret_kept, uint64_t *ret_parked);
+/* At exit: removes the park file of this process, if it has one (best effort). */
+void vram_hook_park_exit(void);
 void vram_hook_suspend_atfork_prepare(void);
 void vram_hook_suspend_atfork_parent(void);
 void vram_hook_suspend_atfork_child(void);
+
+/* ---- park files (park.c, format in proto/park_file.h) */
+
+#define VRAM_HOOK_PARK_PATH_MAX 256   /* bytes, NUL included: the protocol's */
+
+/* One allocation's host copy, to be written. */
+struct vram_hook_park_alloc {
+	const void *host;             /* borrowed for the write */
+	uint64_t size;                /* bytes */
+};
+
+struct vram_hook_park_stats {
+	uint64_t total;               /* bytes of the host copy */
+	uint64_t written;             /* of them written (a failed write: how far it got) */
+	uint64_t file_bytes;          /* the file's size, header and padding included */
+	uint64_t staging_bytes;       /* read: bytes per staging buffer */
+	uint64_t usec;                /* write: the whole write; read: time the restore waited for the disk */
+	size_t pieces;
+	unsigned threads;             /* writers, or readers (one per staging buffer) */
+	bool direct;                  /* O_DIRECT; false: buffered */
+	dev_t dev;                    /* the file written or read, for vram_hook_park_remove */
+	ino_t ino;
+};
+
+/*
+ * Removes path if it still is the file dev/ino (from the stats of its write
+ * or read): a file that took its place is not ours to remove.
+ */
+void vram_hook_park_remove(const char *path, dev_t dev, ino_t ino);
+/* This process's start time, clock ticks since boot (/proc/self/stat). Returns 0 or -errno. */
+int vram_hook_self_start_ticks(uint64_t *ret);
+/*
+ * Writes allocs[0, n) to a new file at path (see park.c). Returns 0, or
+ * -errno with why (cap bytes) saying what failed and how many bytes were
+ * written; the file is then removed (unless it existed before: -EEXIST).
+ */
+int vram_hook_park_write(const char *path, const struct vram_hook_park_alloc *allocs, size_t n,
+			 struct vram_hook_park_stats *st, char *why, size_t cap);
+
+struct vram_hook_park_reader;
+/* One piece, read and verified, in a staging buffer until handed back. */
+struct vram_hook_park_chunk {
+	size_t index;                 /* of the piece in the file */
+	uint32_t alloc;               /* the allocation's index in the file */
+	uint64_t offset, length;      /* bytes in the allocation */
+	const void *data;             /* length bytes, pinned; valid until vram_hook_park_read_done */
+};
+/*
+ * Opens the park file at path and checks it against this process (pid,
+ * start time; expected[i]: the size of allocation i here, 0 when it is gone),
+ * then starts reading pieces into the staging ring. Returns 0, or -errno
+ * with why: -ENOENT (missing), -EPERM (not this process's, or not its
+ * user's), -EBADMSG (not a park file, or not of this memory), -ENODATA
+ * (truncated). *ret is freed with vram_hook_park_read_close.
+ */
+int vram_hook_park_read_open(const char *path, const uint64_t *expected, size_t n,
+			     struct vram_hook_park_reader **ret, char *why, size_t cap);
+/* The next piece in file order, waiting for it: 1, 0 at the end, or -errno with why (-EBADMSG: checksum). */
+int vram_hook_park_read_next(struct vram_hook_park_reader *r, struct vram_hook_park_chunk *ret, char *why,
+			     size_t cap);
+/*
+ * Hands the last piece's buffer back: its copies were issued on stream of
+ * dev (whose context is current), and the buffer is read into again once
+ * they are done; dev -1: nothing was copied from it. Returns 0 or -EIO.
+ */
+int vram_hook_park_read_done(struct vram_hook_park_reader *r, int dev, CUstream stream);
+void vram_hook_park_read_info(const struct vram_hook_park_reader *r, struct vram_hook_park_stats *ret);
+/* Stops the readers and frees everything. Accepts NULL. The streams must be synchronized first. */
+void vram_hook_park_read_close(struct vram_hook_park_reader *r);
 
 /* ---- channel (chan.c) */
 

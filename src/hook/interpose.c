@@ -362,6 +362,14 @@ void vram_hook_log(enum vram_hook_log_level level, const char *fmt, ...)
 	(void)w;
 }
 
+void vram_hook_textf(char *out, size_t cap, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	(void)vsnprintf(out, cap, fmt, ap);
+	va_end(ap);
+}
+
 int vram_hook_parse_bytes(const char *s, uint64_t *ret_bytes)
 {
 	if (!s)

@@ -928,24 +928,27 @@ static uint64_t device_free(int dev)
 	return f;
 }
 
-/*
- * Brings items[0, n) back to the device: for each in turn, new physical
- * memory, its mappings, then its copies, so that the copies of one run while
- * the next is created and mapped. Returns 0 (the items are on the device
- * again), or with everything undone (the items stay offloaded, their host
- * copies untouched): -ENOMEM (the device has too little memory;
- * *ret_missing says how many bytes) or -EIO; why (cap bytes) then says
- * what failed.
- */
-static int restore_items(struct item *items, size_t n, struct copier *cp, struct phases *ph, char *why,
-			 size_t cap, uint64_t *ret_missing)
-{
-	size_t mapped = 0; /* items[0, mapped) have their memory and mappings */
-	int err = 0, short_dev = -1;
-	uint64_t short_size = 0;
+/* How far map_items got: what settle_items must undo, and what it lacked. */
+struct map_run {
+	size_t mapped;                 /* items[0, mapped) have their memory and mappings */
+	int short_dev;                 /* the device that had too little memory; -1: none */
+	uint64_t short_size;           /* bytes of the allocation it could not give */
+};
 
-	while (mapped < n && !err) {
-		struct item *it = &items[mapped];
+/*
+ * For items[0, n) in turn: new physical memory, its mappings, then (with
+ * cp) its copies from its host buffer, so that the copies of one run while
+ * the next is created and mapped. Without cp nothing is copied: the caller
+ * fills the memory (a restore from the park file). Returns 0, -ENOMEM (the
+ * device has too little memory: run says which) or -EIO with why (cap
+ * bytes); either way settle_items comes next.
+ */
+static int map_items(struct item *items, size_t n, struct copier *cp, struct phases *ph, struct map_run *run,
+		     char *why, size_t cap)
+{
+	int err = 0;
+	while (run->mapped < n && !err) {
+		struct item *it = &items[run->mapped];
 		struct vram_hook_phys *p = it->phys;
 		uint64_t t0 = now_usec();
 		CUresult r = VRAM_REAL(cuMemCreate)(&it->fresh, p->size, &p->prop, 0);
@@ -953,16 +956,17 @@ static int restore_items(struct item *items, size_t n, struct copier *cp, struct
 		ph->create_us += t1 - t0;
 		if (r != CUDA_SUCCESS) {
 			it->fresh = 0;
-			short_dev = p->dev;
-			short_size = p->size;
-			err = -ENOMEM;
-			break;
+			run->short_dev = p->dev;
+			run->short_size = p->size;
+			return -ENOMEM;
 		}
 		err = map_item(it, why, cap);
 		ph->map_us += now_usec() - t1;
 		if (err < 0)
 			break;
-		mapped++;
+		run->mapped++;
+		if (!cp)
+			continue;
 		if (!ph->first_copy)
 			ph->first_copy = now_usec();
 		if (copy_item(it, false, cp) < 0) {
@@ -970,27 +974,41 @@ static int restore_items(struct item *items, size_t n, struct copier *cp, struct
 			err = -EIO;
 		}
 	}
+	return err;
+}
+
+/*
+ * Waits for every copy issued, then either (err 0, and every copy done)
+ * makes items[0, n) the device memory of their allocations, no longer
+ * offloaded nor parked, or undoes what map_items did: the items stay
+ * offloaded, their host copies (or park file) untouched. Returns 0, or
+ * the error with why (cap bytes); for -ENOMEM *ret_missing says how many
+ * bytes the device lacked.
+ */
+static int settle_items(struct item *items, size_t n, const struct map_run *run, int err, struct phases *ph,
+			char *why, size_t cap, uint64_t *ret_missing)
+{
 	/* Nothing may copy into memory that is mapped away below. */
 	if (sync_all_streams() < 0 && !err) {
 		snprintf(why, cap, "a copy to the device failed");
 		err = -EIO;
 	}
 	ph->copies_done = now_usec();
-	for (size_t i = 0; i < mapped; i++)
+	for (size_t i = 0; i < run->mapped; i++)
 		temp_unmap(&items[i]);
 	if (err) {
-		for (size_t i = 0; i < mapped; i++)
+		for (size_t i = 0; i < run->mapped; i++)
 			unmap_upto(items[i].phys, NULL);
 		free_fresh(items, n);
-		if (err == -ENOMEM) {
+		if (err == -ENOMEM && run->short_dev >= 0) {
 			uint64_t need = 0;
 			for (size_t j = 0; j < n; j++)
-				if (items[j].phys->dev == short_dev)
+				if (items[j].phys->dev == run->short_dev)
 					need += items[j].phys->size;
-			uint64_t avail = device_free(short_dev);
-			*ret_missing = need > avail ? need - avail : short_size;
+			uint64_t avail = device_free(run->short_dev);
+			*ret_missing = need > avail ? need - avail : run->short_size;
 			snprintf(why, cap, "device %d needs %llu bytes but has %llu free (%llu bytes missing)",
-				 short_dev, (unsigned long long)need, (unsigned long long)avail,
+				 run->short_dev, (unsigned long long)need, (unsigned long long)avail,
 				 (unsigned long long)*ret_missing);
 		}
 		return err;
@@ -1000,9 +1018,25 @@ static int restore_items(struct item *items, size_t n, struct copier *cp, struct
 		p->real = items[i].fresh;
 		items[i].fresh = 0;
 		p->offloaded = false;
+		p->parked = false;
 		atomic_fetch_sub(&vram_hook_usage[p->dev].offloaded, p->size);
 	}
 	return 0;
+}
+
+/*
+ * Brings items[0, n) back to the device from their host buffers. Returns
+ * 0 (the items are on the device again), or with everything undone (the
+ * items stay offloaded, their host copies untouched): -ENOMEM (the device
+ * has too little memory; *ret_missing says how many bytes) or -EIO; why
+ * (cap bytes) then says what failed.
+ */
+static int restore_items(struct item *items, size_t n, struct copier *cp, struct phases *ph, char *why,
+			 size_t cap, uint64_t *ret_missing)
+{
+	struct map_run run = { .short_dev = -1 };
+	int err = map_items(items, n, cp, ph, &run, why, cap);
+	return settle_items(items, n, &run, err, ph, why, cap, ret_missing);
 }
 
 /* ---------------------------------------------------------------- offload */
@@ -1023,7 +1057,8 @@ void vram_hook_offload(bool drop_host, struct vram_hook_op_result *ret)
 	pthread_mutex_lock(&suspend_mutex);
 	if (atomic_load(&vram_hook_state) != VRAM_HOOK_RUNNING) {
 		ret->status = -EALREADY;
-		snprintf(ret->text, sizeof(ret->text), "Failed to offload: the process is already offloaded");
+		snprintf(ret->text, sizeof(ret->text), "Failed to offload: the process is already %s",
+			 atomic_load(&vram_hook_state) == VRAM_HOOK_PARKED ? "parked" : "offloaded");
 		goto out_unlock;
 	}
 	if (!vram_hook_resolve()) {
@@ -1196,6 +1231,8 @@ out_unlock:
 
 /* ---------------------------------------------------------------- restore */
 
+static void restore_parked(struct vram_hook_op_result *ret);
+
 void vram_hook_restore(struct vram_hook_op_result *ret)
 {
 	struct item *items = NULL;
@@ -1208,6 +1245,11 @@ void vram_hook_restore(struct vram_hook_op_result *ret)
 
 	memset(ret, 0, sizeof(*ret));
 	pthread_mutex_lock(&suspend_mutex);
+	if (atomic_load(&vram_hook_state) == VRAM_HOOK_PARKED) {
+		restore_parked(ret);
+		pthread_mutex_unlock(&suspend_mutex);
+		return;
+	}
 	if (atomic_load(&vram_hook_state) != VRAM_HOOK_OFFLOADED) {
 		ret->status = -EALREADY;
 		snprintf(ret->text, sizeof(ret->text), "Failed to restore: the process is not offloaded");
@@ -1265,6 +1307,333 @@ out_fail:
 	vram_hook_log(VRAM_HOOK_LOG_ERROR, "%s", ret->text);
 	atomic_store(&vram_hook_state, VRAM_HOOK_OFFLOADED);
 	pthread_mutex_unlock(&suspend_mutex);
+}
+
+/* ------------------------------------------------------------------ park */
+
+/*
+ * The disk tier. PARK takes an offloaded process's host copy to a file
+ * (park.c writes it) and frees the pinned buffers; the virtual address
+ * ranges and every allocation's bookkeeping stay, as for an offload, so a
+ * restore brings the memory back from the file to the same addresses. Each
+ * parked allocation remembers its index in the file. A failed park leaves
+ * the process offloaded in host memory, as it was.
+ */
+static char park_path[VRAM_HOOK_PARK_PATH_MAX]; /* the park file; "" when not parked */
+static uint32_t park_allocs;                   /* allocations in it */
+static _Atomic uint64_t park_bytes;            /* bytes of memory in it */
+static pid_t park_owner;                       /* the process that wrote it (not a forked child) */
+static dev_t park_dev;                         /* the file as written, to remove it and nothing else */
+static ino_t park_ino;
+
+void vram_hook_park(const char *path, struct vram_hook_op_result *ret)
+{
+	uint64_t start = now_usec();
+	struct vram_hook_park_alloc *allocs = NULL;
+	struct vram_hook_park_stats st;
+	size_t n = 0;
+	char why[200];
+
+	memset(ret, 0, sizeof(*ret));
+	pthread_mutex_lock(&suspend_mutex);
+	int state = atomic_load(&vram_hook_state);
+	if (state != VRAM_HOOK_OFFLOADED) {
+		ret->status = -EALREADY;
+		if (state == VRAM_HOOK_PARKED)
+			vram_hook_textf(ret->text, sizeof(ret->text),
+					"Failed to park: the process is parked already (in %s)", park_path);
+		else
+			vram_hook_textf(ret->text, sizeof(ret->text),
+					"Failed to park: the process is not offloaded: offload it first");
+		goto out_unlock;
+	}
+	if (!path || path[0] != '/' || strnlen(path, VRAM_HOOK_PARK_PATH_MAX) >= VRAM_HOOK_PARK_PATH_MAX) {
+		ret->status = -EINVAL;
+		vram_hook_textf(ret->text, sizeof(ret->text),
+				"Failed to park: the park file must be an absolute path of at most %d bytes",
+				VRAM_HOOK_PARK_PATH_MAX - 1);
+		goto out_unlock;
+	}
+	atomic_store(&vram_hook_state, VRAM_HOOK_PARKING);
+	atomic_fetch_add(&vram_hook_usage_seq, 1);
+	pthread_mutex_lock(&vram_hook_lock);
+	for (struct vram_hook_phys *p = vram_hook_phys_list; p; p = p->next)
+		if (p->offloaded)
+			n++;
+	allocs = n ? calloc(n, sizeof(*allocs)) : NULL;
+	if (n && !allocs) {
+		ret->status = -ENOMEM;
+		vram_hook_textf(ret->text, sizeof(ret->text), "Failed to park: out of host memory for bookkeeping");
+		goto out_refused;
+	}
+	n = 0;
+	for (struct vram_hook_phys *p = vram_hook_phys_list; p; p = p->next) {
+		if (!p->offloaded)
+			continue;
+		if (!p->host) { /* every offloaded allocation has its copy in a host buffer */
+			ret->status = -EIO;
+			vram_hook_textf(ret->text, sizeof(ret->text),
+					"Failed to park: an offloaded allocation of %llu bytes has no host copy",
+					(unsigned long long)p->size);
+			goto out_refused;
+		}
+		allocs[n++] = (struct vram_hook_park_alloc){ .host = p->host, .size = p->size };
+	}
+	int err = vram_hook_park_write(path, allocs, n, &st, why, sizeof(why));
+	if (err < 0) {
+		ret->status = err;
+		vram_hook_textf(ret->text, sizeof(ret->text),
+				"Failed to park: %s; the process stays offloaded in host memory", why);
+		goto out_refused;
+	}
+	uint64_t freed = 0;
+	uint32_t index = 0;
+	for (struct vram_hook_phys *p = vram_hook_phys_list; p; p = p->next) {
+		if (!p->offloaded)
+			continue;
+		p->parked = true;
+		p->park_index = index++;
+		freed += p->size;
+		vram_hook_host_free(p);
+	}
+	pthread_mutex_unlock(&vram_hook_lock);
+	snprintf(park_path, sizeof(park_path), "%s", path);
+	park_allocs = index;
+	park_owner = getpid();
+	park_dev = st.dev;
+	park_ino = st.ino;
+	atomic_store(&park_bytes, st.total);
+	atomic_store(&vram_hook_state, VRAM_HOOK_PARKED);
+	atomic_fetch_add(&vram_hook_usage_seq, 1);
+	ret->bytes = st.total;
+	ret->nonmovable = vram_hook_nonmovable_total();
+	ret->usec = now_usec() - start;
+	vram_hook_textf(ret->text, sizeof(ret->text),
+			"parked %llu bytes to %s in %.3f s (%.1f GB/s, %s, %u writers, %zu pieces); "
+			"freed %llu bytes of pinned host memory", (unsigned long long)st.total, path,
+			(double)ret->usec / 1e6, gbps(st.total, ret->usec), st.direct ? "O_DIRECT" : "buffered",
+			st.threads, st.pieces, (unsigned long long)freed);
+	vram_hook_log(VRAM_HOOK_LOG_INFO, "%s", ret->text);
+	free(allocs);
+	pthread_mutex_unlock(&suspend_mutex);
+	return;
+
+out_refused:
+	pthread_mutex_unlock(&vram_hook_lock);
+	free(allocs);
+	ret->usec = now_usec() - start;
+	vram_hook_log(VRAM_HOOK_LOG_ERROR, "%s", ret->text);
+	atomic_store(&vram_hook_state, VRAM_HOOK_OFFLOADED);
+	atomic_fetch_add(&vram_hook_usage_seq, 1);
+out_unlock:
+	pthread_mutex_unlock(&suspend_mutex);
+}
+
+/* Issues the copies of one piece (len bytes at src, pinned) to offset off of an item, on one stream. */
+static int copy_piece(struct item *it, const void *src, uint64_t off, uint64_t len, struct copier *cp,
+		      CUstream *ret_stream)
+{
+	int dev = it->phys->dev;
+	if (use_device(dev) < 0)
+		return -ENODEV;
+	CUstream s = devctx[dev].streams[cp->next++ % cp->streams];
+	for (uint64_t done = 0; done < len; done += cp->chunk) {
+		uint64_t n = len - done < cp->chunk ? len - done : cp->chunk;
+		CUresult r = VRAM_REAL(cuMemcpyHtoDAsync_v2)(it->va + off + done, (const char *)src + done, n, s);
+		if (r != CUDA_SUCCESS)
+			return -EIO;
+	}
+	*ret_stream = s;
+	return 0;
+}
+
+/*
+ * Feeds every piece of the park file to the device as it arrives: items
+ * by their index in the file (slot[i]: the item of allocation i, -1 when it
+ * is gone), each piece copied from its staging buffer, which goes back to
+ * the reader once the copies are issued. Returns 0 or -errno with why.
+ */
+static int copy_pieces(struct vram_hook_park_reader *rd, struct item *items, const long *slot, size_t nslot,
+		       struct copier *cp, struct phases *ph, char *why, size_t cap)
+{
+	struct vram_hook_park_chunk c;
+	int r;
+	while ((r = vram_hook_park_read_next(rd, &c, why, cap)) > 0) {
+		if (!ph->first_copy)
+			ph->first_copy = now_usec();
+		long i = c.alloc < nslot ? slot[c.alloc] : -1;
+		CUstream stream = NULL;
+		int dev = -1;
+		if (i >= 0) {
+			if (copy_piece(&items[i], c.data, c.offset, c.length, cp, &stream) < 0) {
+				vram_hook_textf(why, cap, "a copy to the device failed (piece %zu of %s)", c.index,
+						park_path);
+				vram_hook_park_read_done(rd, -1, NULL);
+				return -EIO;
+			}
+			dev = items[i].phys->dev;
+		}
+		if (vram_hook_park_read_done(rd, dev, stream) < 0) {
+			vram_hook_textf(why, cap, "a copy to the device failed (piece %zu of %s)", c.index, park_path);
+			return -EIO;
+		}
+	}
+	return r;
+}
+
+/*
+ * RESTORE of a parked process (suspend_mutex held): the memory is made and
+ * mapped while the readers fill the staging ring, then every piece is
+ * copied as it arrives. Any failure (the file missing, not this process's,
+ * truncated, a checksum, the device short of memory) undoes everything on
+ * the device and the process stays parked: nothing it computes ever sees
+ * memory that did not come back whole. After a success the file goes.
+ */
+static void restore_parked(struct vram_hook_op_result *ret)
+{
+	struct phases ph = { .start = now_usec() };
+	struct copier cp = copier_new();
+	struct map_run run = { .short_dev = -1 };
+	struct vram_hook_park_reader *rd = NULL;
+	struct vram_hook_park_stats st;
+	struct item *items = NULL;
+	uint64_t *expected = NULL;
+	long *slot = NULL;
+	size_t n = 0;
+	char why[200];
+	int err = -ENOMEM;
+
+	atomic_store(&vram_hook_state, VRAM_HOOK_RESTORING);
+	pthread_mutex_lock(&vram_hook_lock);
+	for (struct vram_hook_phys *p = vram_hook_phys_list; p; p = p->next)
+		if (p->parked)
+			n++;
+	items = n ? calloc(n, sizeof(*items)) : NULL;
+	expected = park_allocs ? calloc(park_allocs, sizeof(*expected)) : NULL;
+	slot = park_allocs ? calloc(park_allocs, sizeof(*slot)) : NULL;
+	if ((n && !items) || (park_allocs && (!expected || !slot))) {
+		vram_hook_textf(why, sizeof(why), "out of host memory for bookkeeping");
+		goto out_fail;
+	}
+	for (uint32_t a = 0; a < park_allocs; a++)
+		slot[a] = -1;
+	n = 0;
+	for (struct vram_hook_phys *p = vram_hook_phys_list; p; p = p->next) {
+		if (!p->parked || p->park_index >= park_allocs)
+			continue;
+		expected[p->park_index] = p->size;
+		slot[p->park_index] = (long)n;
+		items[n++].phys = p;
+	}
+	if (n && use_device(items[0].phys->dev) < 0) { /* the staging buffers are pinned in its context */
+		err = -ENODEV;
+		vram_hook_textf(why, sizeof(why), "device %d cannot be used", items[0].phys->dev);
+		goto out_fail;
+	}
+	err = vram_hook_park_read_open(park_path, expected, park_allocs, &rd, why, sizeof(why));
+	if (err < 0)
+		goto out_fail;
+	err = map_items(items, n, NULL, &ph, &run, why, sizeof(why));
+	if (!err)
+		err = copy_pieces(rd, items, slot, park_allocs, &cp, &ph, why, sizeof(why));
+	err = settle_items(items, n, &run, err, &ph, why, sizeof(why), &ret->missing);
+	vram_hook_park_read_info(rd, &st);
+	vram_hook_park_read_close(rd);
+	if (err < 0)
+		goto out_fail;
+	pthread_mutex_unlock(&vram_hook_lock);
+
+	/* the memory is back: the file it came from has served */
+	vram_hook_park_remove(park_path, st.dev, st.ino);
+	uint64_t end = now_usec();
+	char phase_text[96];
+	phases_format(phase_text, sizeof(phase_text), &ph, false, end);
+	ret->bytes = st.total;
+	ret->nonmovable = vram_hook_nonmovable_total();
+	ret->usec = end - ph.start;
+	vram_hook_textf(ret->text, sizeof(ret->text), "restored %llu bytes from %s in %.3f s (%.1f GB/s, %s, %u x %llu "
+			"bytes staging, waited %.1f ms for the disk) %s", (unsigned long long)st.total, park_path,
+			(double)ret->usec / 1e6, gbps(st.total, ret->usec), st.direct ? "O_DIRECT" : "buffered",
+			st.threads, (unsigned long long)st.staging_bytes, (double)st.usec / 1000.0, phase_text);
+	vram_hook_log(VRAM_HOOK_LOG_INFO, "%s", ret->text);
+	park_path[0] = '\0';
+	park_allocs = 0;
+	atomic_store(&park_bytes, 0);
+	free(items);
+	free(expected);
+	free(slot);
+	atomic_store(&vram_hook_state, VRAM_HOOK_RUNNING);
+	atomic_fetch_add(&vram_hook_usage_seq, 1);
+	gate_open();
+	return;
+
+out_fail:
+	pthread_mutex_unlock(&vram_hook_lock);
+	free(items);
+	free(expected);
+	free(slot);
+	ret->status = err;
+	ret->usec = now_usec() - ph.start;
+	vram_hook_textf(ret->text, sizeof(ret->text), "Failed to restore: %s; the process stays parked", why);
+	vram_hook_log(VRAM_HOOK_LOG_ERROR, "%s", ret->text);
+	atomic_store(&vram_hook_state, VRAM_HOOK_PARKED);
+}
+
+void vram_hook_drop_host(struct vram_hook_op_result *ret)
+{
+	uint64_t start = now_usec(), freed = 0;
+	memset(ret, 0, sizeof(*ret));
+	pthread_mutex_lock(&suspend_mutex);
+	int state = atomic_load(&vram_hook_state);
+	if (state != VRAM_HOOK_RUNNING) {
+		/* offloaded: the buffers hold its memory; parked: it has none */
+		ret->status = -EBUSY;
+		vram_hook_textf(ret->text, sizeof(ret->text),
+				"Failed to drop the host buffers: the process is %s, its host memory is not kept "
+				"but in use (restore it first)", state == VRAM_HOOK_PARKED ? "parked" : "offloaded");
+		pthread_mutex_unlock(&suspend_mutex);
+		return;
+	}
+	pthread_mutex_lock(&vram_hook_lock);
+	for (struct vram_hook_phys *p = vram_hook_phys_list; p; p = p->next) {
+		if (p->host && !p->offloaded) {
+			freed += p->size;
+			vram_hook_host_free(p);
+		}
+	}
+	pthread_mutex_unlock(&vram_hook_lock);
+	atomic_fetch_add(&vram_hook_usage_seq, 1);
+	ret->bytes = freed;
+	ret->nonmovable = vram_hook_nonmovable_total();
+	ret->usec = now_usec() - start;
+	vram_hook_textf(ret->text, sizeof(ret->text), "dropped %llu bytes of pinned host buffers kept after a restore",
+			(unsigned long long)freed);
+	vram_hook_log(VRAM_HOOK_LOG_INFO, "%s", ret->text);
+	pthread_mutex_unlock(&suspend_mutex);
+}
+
+void vram_hook_host_usage(uint64_t *ret_pinned, uint64_t *ret_kept, uint64_t *ret_parked)
+{
+	uint64_t pinned = 0, kept = 0;
+	pthread_mutex_lock(&vram_hook_lock);
+	for (const struct vram_hook_phys *p = vram_hook_phys_list; p; p = p->next) {
+		if (!p->host)
+			continue;
+		pinned += p->size;
+		if (!p->offloaded)
+			kept += p->size;
+	}
+	pthread_mutex_unlock(&vram_hook_lock);
+	*ret_pinned = pinned;
+	*ret_kept = kept;
+	*ret_parked = atomic_load(&park_bytes);
+}
+
+void vram_hook_park_exit(void)
+{
+	/* a forked child never removes its parent's file; nor is the lock taken at exit */
+	if (park_path[0] && park_owner == getpid())
+		vram_hook_park_remove(park_path, park_dev, park_ino);
 }
 
 /* ------------------------------------------------------------------- fork */

@@ -11,18 +11,25 @@
  * anything that is not exactly a message of a version it knows: wrong magic
  * or version, unknown type, a length that does not match the type and
  * version, a device count above VRAM_HOOK_PROTO_MAX_DEVICES, an unterminated
- * string, an unknown operation or state, an unknown hello flag.
+ * string, an unknown operation or state (for the version), an unknown hello
+ * flag.
  *
- * Versions: 2 (current) adds to HELLO a flags word and the text of a
- * VRAM_MEMORY_LIMIT that did not parse; every other message is the same as
- * in 1. The decoder accepts both and says which it read (msg.version); the
- * encoder writes msg.version (0 = current), so vramd answers a version-1
- * hook in version 1 and hooks loaded before an upgrade keep working. A
- * version-2 hook needs a vramd that knows version 2.
+ * Versions: 2 adds to HELLO a flags word and the text of a VRAM_MEMORY_LIMIT
+ * that did not parse; every other message is the same as in 1. 3 (current)
+ * adds the disk tier: the commands PARK (with the path of the park file)
+ * and DROP_HOST, the states PARKING and PARKED, and to USAGE the host
+ * memory the process holds (host_pinned, host_kept, parked). The decoder
+ * accepts every version from VRAM_HOOK_PROTO_VERSION_MIN and says which it
+ * read (msg.version); the encoder writes msg.version (0 = current), so vramd
+ * answers an older hook in its version and hooks loaded before an upgrade
+ * keep working. What an older version cannot carry (PARK, DROP_HOST, the
+ * new states, hello flags in version 1) is refused by the encoder rather
+ * than dropped. A hook needs a vramd that knows its version.
  *
  * Conversation: the hook connects and sends HELLO, then USAGE whenever its
- * numbers change (at most once a second) and in answer to PING. vramd sends
- * OFFLOAD or RESTORE; the hook answers each with one RESULT carrying the same
+ * numbers change (at most once a second), in answer to PING and, from
+ * version 3, right before each RESULT. vramd sends OFFLOAD, RESTORE, PARK
+ * or DROP_HOST; the hook answers each with one RESULT carrying the same
  * request_id.
  */
 #ifndef VRAM_HOOK_PROTO_H
@@ -35,12 +42,14 @@
 #include <string.h>
 
 #define VRAM_HOOK_PROTO_MAGIC 0x4b485256u /* "VRHK" on the wire */
-#define VRAM_HOOK_PROTO_VERSION 2     /* written by default */
+#define VRAM_HOOK_PROTO_VERSION 3     /* written by default */
+#define VRAM_HOOK_PROTO_VERSION_PARK 3 /* the first with PARK, DROP_HOST and host numbers */
 #define VRAM_HOOK_PROTO_VERSION_MIN 1 /* oldest still read and written */
 #define VRAM_HOOK_PROTO_MAX_DEVICES 16
 #define VRAM_HOOK_PROTO_NAME_MAX 64   /* bytes, NUL included */
 #define VRAM_HOOK_PROTO_TEXT_MAX 256  /* bytes, NUL included */
 #define VRAM_HOOK_PROTO_LIMIT_TEXT_MAX 128 /* bytes, NUL included */
+#define VRAM_HOOK_PROTO_PATH_MAX 256  /* bytes of a park file's path, NUL included */
 #define VRAM_HOOK_PROTO_HEADER_SIZE 16
 #define VRAM_HOOK_PROTO_MAX_MESSAGE 2048 /* bytes, header included */
 
@@ -51,6 +60,8 @@ enum vram_hook_msg_type {
 	VRAM_HOOK_MSG_RESTORE = 4, /* vramd -> hook */
 	VRAM_HOOK_MSG_RESULT = 5,  /* hook -> vramd, answers OFFLOAD/RESTORE */
 	VRAM_HOOK_MSG_PING = 6,    /* vramd -> hook, answered by USAGE */
+	VRAM_HOOK_MSG_PARK = 7,    /* vramd -> hook (version 3): write the host copy to a file, free it */
+	VRAM_HOOK_MSG_DROP_HOST = 8, /* vramd -> hook (version 3): free the host buffers kept after a restore */
 };
 
 enum vram_hook_state {
@@ -58,6 +69,8 @@ enum vram_hook_state {
 	VRAM_HOOK_STATE_OFFLOADING = 1,
 	VRAM_HOOK_STATE_OFFLOADED = 2,
 	VRAM_HOOK_STATE_RESTORING = 3,
+	VRAM_HOOK_STATE_PARKING = 4, /* version 3: writing its host copy to its park file */
+	VRAM_HOOK_STATE_PARKED = 5,  /* version 3: offloaded, its copy in its park file only */
 };
 
 /* OFFLOAD flags. */
@@ -91,16 +104,21 @@ struct vram_hook_proto_usage {
 	uint32_t state;          /* enum vram_hook_state */
 	uint32_t ndev;
 	struct vram_hook_proto_dev dev[VRAM_HOOK_PROTO_MAX_DEVICES];
+	/* version 3; zero when read from an older one */
+	uint64_t host_pinned;    /* bytes of pinned host memory the process holds now */
+	uint64_t host_kept;      /* bytes of host_pinned kept after a restore (DROP_HOST frees them) */
+	uint64_t parked;         /* bytes of its memory in its park file */
 };
 
 struct vram_hook_proto_command {
 	uint32_t request_id;
 	uint32_t flags;          /* VRAM_HOOK_OFFLOAD_* */
+	char path[VRAM_HOOK_PROTO_PATH_MAX]; /* PARK only: the file to write; on the wire only for PARK */
 };
 
 struct vram_hook_proto_result {
 	uint32_t request_id;
-	uint32_t op;             /* VRAM_HOOK_MSG_OFFLOAD or VRAM_HOOK_MSG_RESTORE */
+	uint32_t op;             /* the VRAM_HOOK_MSG_* command it answers */
 	int32_t status;          /* 0 or -errno */
 	uint32_t state;          /* enum vram_hook_state after the operation */
 	uint64_t bytes;          /* bytes moved */
@@ -126,8 +144,10 @@ struct vram_hook_proto_msg {
 #define VRAM_HOOK_PROTO_HELLO_V1_SIZE \
 	(8 + VRAM_HOOK_PROTO_NAME_MAX + VRAM_HOOK_PROTO_MAX_DEVICES * VRAM_HOOK_PROTO_DEV_SIZE)
 #define VRAM_HOOK_PROTO_HELLO_SIZE (VRAM_HOOK_PROTO_HELLO_V1_SIZE + 4 + VRAM_HOOK_PROTO_LIMIT_TEXT_MAX)
-#define VRAM_HOOK_PROTO_USAGE_SIZE (8 + VRAM_HOOK_PROTO_MAX_DEVICES * VRAM_HOOK_PROTO_DEV_SIZE)
+#define VRAM_HOOK_PROTO_USAGE_V2_SIZE (8 + VRAM_HOOK_PROTO_MAX_DEVICES * VRAM_HOOK_PROTO_DEV_SIZE)
+#define VRAM_HOOK_PROTO_USAGE_SIZE (VRAM_HOOK_PROTO_USAGE_V2_SIZE + 3 * 8)
 #define VRAM_HOOK_PROTO_COMMAND_SIZE 8
+#define VRAM_HOOK_PROTO_PARK_SIZE (VRAM_HOOK_PROTO_COMMAND_SIZE + VRAM_HOOK_PROTO_PATH_MAX)
 #define VRAM_HOOK_PROTO_RESULT_SIZE (16 + 4 * 8 + VRAM_HOOK_PROTO_TEXT_MAX)
 #define VRAM_HOOK_PROTO_PING_SIZE 0
 
@@ -135,25 +155,47 @@ _Static_assert(VRAM_HOOK_PROTO_HEADER_SIZE + VRAM_HOOK_PROTO_HELLO_SIZE <= VRAM_
 	       "hello fits");
 _Static_assert(VRAM_HOOK_PROTO_HEADER_SIZE + VRAM_HOOK_PROTO_USAGE_SIZE <= VRAM_HOOK_PROTO_MAX_MESSAGE,
 	       "usage fits");
+_Static_assert(VRAM_HOOK_PROTO_HEADER_SIZE + VRAM_HOOK_PROTO_PARK_SIZE <= VRAM_HOOK_PROTO_MAX_MESSAGE,
+	       "park fits");
 
 static inline bool vram_hook_proto_version_ok(uint16_t version)
 {
 	return version >= VRAM_HOOK_PROTO_VERSION_MIN && version <= VRAM_HOOK_PROTO_VERSION;
 }
 
-/* Payload length of a message type in a known version, or -1 for an unknown type. */
+/* Payload length of a message type in a known version, or -1 for a type the version lacks. */
 static inline long vram_hook_proto_payload_size(uint16_t version, uint16_t type)
 {
 	switch (type) {
 	case VRAM_HOOK_MSG_HELLO:
 		return version >= 2 ? VRAM_HOOK_PROTO_HELLO_SIZE : VRAM_HOOK_PROTO_HELLO_V1_SIZE;
-	case VRAM_HOOK_MSG_USAGE: return VRAM_HOOK_PROTO_USAGE_SIZE;
+	case VRAM_HOOK_MSG_USAGE:
+		return version >= VRAM_HOOK_PROTO_VERSION_PARK ? VRAM_HOOK_PROTO_USAGE_SIZE
+							     : VRAM_HOOK_PROTO_USAGE_V2_SIZE;
 	case VRAM_HOOK_MSG_OFFLOAD:
 	case VRAM_HOOK_MSG_RESTORE: return VRAM_HOOK_PROTO_COMMAND_SIZE;
 	case VRAM_HOOK_MSG_RESULT: return VRAM_HOOK_PROTO_RESULT_SIZE;
 	case VRAM_HOOK_MSG_PING: return VRAM_HOOK_PROTO_PING_SIZE;
+	case VRAM_HOOK_MSG_PARK:
+		return version >= VRAM_HOOK_PROTO_VERSION_PARK ? VRAM_HOOK_PROTO_PARK_SIZE : -1;
+	case VRAM_HOOK_MSG_DROP_HOST:
+		return version >= VRAM_HOOK_PROTO_VERSION_PARK ? VRAM_HOOK_PROTO_COMMAND_SIZE : -1;
 	default: return -1;
 	}
+}
+
+/* The highest hook state a version knows. */
+static inline uint32_t vram_hook_proto_max_state(uint16_t version)
+{
+	return version >= VRAM_HOOK_PROTO_VERSION_PARK ? VRAM_HOOK_STATE_PARKED : VRAM_HOOK_STATE_RESTORING;
+}
+
+/* Whether a RESULT of version may answer the command op. */
+static inline bool vram_hook_proto_result_op_ok(uint16_t version, uint32_t op)
+{
+	if (op == VRAM_HOOK_MSG_OFFLOAD || op == VRAM_HOOK_MSG_RESTORE)
+		return true;
+	return version >= VRAM_HOOK_PROTO_VERSION_PARK && (op == VRAM_HOOK_MSG_PARK || op == VRAM_HOOK_MSG_DROP_HOST);
 }
 
 /* ---- little-endian cursor helpers (bounds are checked by the callers) */
@@ -241,8 +283,10 @@ static inline const uint8_t *vram_hook_proto_get_devs(const uint8_t *p, struct v
 /*
  * Encodes m into buf (cap bytes) in version m->version (0: the current one).
  * Returns the number of bytes written, or -EINVAL (unknown version or type,
- * too many devices, hello flags that the version cannot carry) or -ENOBUFS
- * (cap too small).
+ * too many devices, anything the version cannot carry: hello flags in
+ * version 1, PARK, DROP_HOST, the park states and host numbers before
+ * version 3; a park path without a NUL in its field) or -ENOBUFS (cap too
+ * small).
  */
 static inline long vram_hook_proto_encode(const struct vram_hook_proto_msg *m, uint8_t *buf, size_t cap)
 {
@@ -280,18 +324,38 @@ static inline long vram_hook_proto_encode(const struct vram_hook_proto_msg *m, u
 		p = vram_hook_proto_putstr(p, m->u.hello.limit_text, VRAM_HOOK_PROTO_LIMIT_TEXT_MAX);
 		break;
 	case VRAM_HOOK_MSG_USAGE:
-		if (m->u.usage.ndev > VRAM_HOOK_PROTO_MAX_DEVICES)
+		if (m->u.usage.ndev > VRAM_HOOK_PROTO_MAX_DEVICES || m->u.usage.state > vram_hook_proto_max_state(version))
 			return -EINVAL;
 		p = vram_hook_proto_put32(p, m->u.usage.state);
 		p = vram_hook_proto_put32(p, m->u.usage.ndev);
 		p = vram_hook_proto_put_devs(p, m->u.usage.dev, m->u.usage.ndev);
+		if (version < VRAM_HOOK_PROTO_VERSION_PARK) {
+			if (m->u.usage.host_pinned || m->u.usage.host_kept || m->u.usage.parked)
+				return -EINVAL;
+			break;
+		}
+		p = vram_hook_proto_put64(p, m->u.usage.host_pinned);
+		p = vram_hook_proto_put64(p, m->u.usage.host_kept);
+		p = vram_hook_proto_put64(p, m->u.usage.parked);
 		break;
 	case VRAM_HOOK_MSG_OFFLOAD:
 	case VRAM_HOOK_MSG_RESTORE:
+	case VRAM_HOOK_MSG_DROP_HOST:
 		p = vram_hook_proto_put32(p, m->u.command.request_id);
 		p = vram_hook_proto_put32(p, m->u.command.flags);
 		break;
+	case VRAM_HOOK_MSG_PARK:
+		/* a path cut to fit would name another file: refused instead */
+		if (strnlen(m->u.command.path, VRAM_HOOK_PROTO_PATH_MAX) >= VRAM_HOOK_PROTO_PATH_MAX)
+			return -EINVAL;
+		p = vram_hook_proto_put32(p, m->u.command.request_id);
+		p = vram_hook_proto_put32(p, m->u.command.flags);
+		p = vram_hook_proto_putstr(p, m->u.command.path, VRAM_HOOK_PROTO_PATH_MAX);
+		break;
 	case VRAM_HOOK_MSG_RESULT:
+		if (m->u.result.state > vram_hook_proto_max_state(version) ||
+		    !vram_hook_proto_result_op_ok(version, m->u.result.op))
+			return -EINVAL;
 		p = vram_hook_proto_put32(p, m->u.result.request_id);
 		p = vram_hook_proto_put32(p, m->u.result.op);
 		p = vram_hook_proto_put32(p, (uint32_t)m->u.result.status);
@@ -365,14 +429,27 @@ static inline long vram_hook_proto_decode(const uint8_t *buf, size_t len, struct
 	case VRAM_HOOK_MSG_USAGE:
 		p = vram_hook_proto_get32(p, &m.u.usage.state);
 		p = vram_hook_proto_get32(p, &m.u.usage.ndev);
-		if (m.u.usage.ndev > VRAM_HOOK_PROTO_MAX_DEVICES || m.u.usage.state > VRAM_HOOK_STATE_RESTORING)
+		if (m.u.usage.ndev > VRAM_HOOK_PROTO_MAX_DEVICES || m.u.usage.state > vram_hook_proto_max_state(version))
 			return -EBADMSG;
 		p = vram_hook_proto_get_devs(p, m.u.usage.dev);
+		if (version < VRAM_HOOK_PROTO_VERSION_PARK)
+			break;
+		p = vram_hook_proto_get64(p, &m.u.usage.host_pinned);
+		p = vram_hook_proto_get64(p, &m.u.usage.host_kept);
+		p = vram_hook_proto_get64(p, &m.u.usage.parked);
 		break;
 	case VRAM_HOOK_MSG_OFFLOAD:
 	case VRAM_HOOK_MSG_RESTORE:
+	case VRAM_HOOK_MSG_DROP_HOST:
 		p = vram_hook_proto_get32(p, &m.u.command.request_id);
 		p = vram_hook_proto_get32(p, &m.u.command.flags);
+		break;
+	case VRAM_HOOK_MSG_PARK:
+		p = vram_hook_proto_get32(p, &m.u.command.request_id);
+		p = vram_hook_proto_get32(p, &m.u.command.flags);
+		if (!vram_hook_proto_getstr(p, m.u.command.path, VRAM_HOOK_PROTO_PATH_MAX))
+			return -EBADMSG;
+		p += VRAM_HOOK_PROTO_PATH_MAX;
 		break;
 	case VRAM_HOOK_MSG_RESULT: {
 		uint32_t status;
@@ -385,9 +462,9 @@ static inline long vram_hook_proto_decode(const uint8_t *buf, size_t len, struct
 		p = vram_hook_proto_get64(p, &m.u.result.nonmovable);
 		p = vram_hook_proto_get64(p, &m.u.result.missing);
 		p = vram_hook_proto_get64(p, &m.u.result.usec);
-		if (m.u.result.op != VRAM_HOOK_MSG_OFFLOAD && m.u.result.op != VRAM_HOOK_MSG_RESTORE)
+		if (!vram_hook_proto_result_op_ok(version, m.u.result.op))
 			return -EBADMSG;
-		if (m.u.result.state > VRAM_HOOK_STATE_RESTORING || m.u.result.status > 0)
+		if (m.u.result.state > vram_hook_proto_max_state(version) || m.u.result.status > 0)
 			return -EBADMSG;
 		if (!vram_hook_proto_getstr(p, m.u.result.text, VRAM_HOOK_PROTO_TEXT_MAX))
 			return -EBADMSG;

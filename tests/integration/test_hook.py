@@ -202,6 +202,7 @@ def test_hook_unparsable_limit_warns(daemon):
 
 # The hook channel's wire format (src/proto/hook_proto.h), enough to stand in for vramd.
 PROTO_MAGIC = 0x4b485256
+PROTO_VERSION = 3  # the hook's; it reads the commands below in version 2 as well
 MSG_HELLO, MSG_USAGE, MSG_OFFLOAD, MSG_RESTORE, MSG_RESULT = 1, 2, 3, 4, 5
 
 
@@ -216,7 +217,7 @@ def recv_exact(conn, n):
 
 def recv_msg(conn):
     magic, version, mtype, length, _seq = struct.unpack("<IHHII", recv_exact(conn, 16))
-    assert magic == PROTO_MAGIC and version == 2, (magic, version)
+    assert magic == PROTO_MAGIC and version == PROTO_VERSION, (magic, version)
     return mtype, recv_exact(conn, length)
 
 

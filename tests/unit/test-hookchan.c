@@ -4,7 +4,9 @@
  * usage, a command and its result, several processes of one workload,
  * a process gone mid-offload, a hook of the previous protocol version, the
  * warning for an unparsable VRAM_MEMORY_LIMIT, a process from before the
- * channel opened (external), and bad input (garbage, a wrong length, a
+ * channel opened (external), the disk tier's commands (PARK with its path,
+ * DROP_HOST) and host numbers, refused to hooks too old for them, and bad
+ * input (garbage, a wrong length, a
  * pid that is not the peer's, a command sent by the hook) closing only the
  * offending connection; the shared socket for other users' processes.
  */
@@ -747,6 +749,293 @@ static void test_shared_socket_other_users(void **state)
 	assert_int_equal(vram_hookchan_new(f->base, f->path, &f->hc), 0);
 }
 
+
+/* A USAGE of version 3 as the hook sends it, with its host numbers. */
+static void usage_v3(int fd, unsigned state, uint64_t used, uint64_t resident, uint64_t pinned, uint64_t kept,
+		     uint64_t parked)
+{
+	struct vram_hook_proto_msg m;
+	memset(&m, 0, sizeof(m));
+	m.type = VRAM_HOOK_MSG_USAGE;
+	m.u.usage.state = state;
+	m.u.usage.ndev = 1;
+	m.u.usage.dev[0].used = used;
+	m.u.usage.dev[0].resident = resident;
+	m.u.usage.host_pinned = pinned;
+	m.u.usage.host_kept = kept;
+	m.u.usage.parked = parked;
+	send_msg(fd, &m);
+}
+
+static void result_msg(int fd, const struct vram_hook_proto_msg *cmd, int status, unsigned state, uint64_t bytes,
+		       const char *text)
+{
+	struct vram_hook_proto_msg m;
+	memset(&m, 0, sizeof(m));
+	m.type = VRAM_HOOK_MSG_RESULT;
+	m.u.result.request_id = cmd->u.command.request_id;
+	m.u.result.op = cmd->type;
+	m.u.result.status = status;
+	m.u.result.state = state;
+	m.u.result.bytes = bytes;
+	snprintf(m.u.result.text, sizeof(m.u.result.text), "%s", text);
+	send_msg(fd, &m);
+}
+
+/* Connects as a hook of "llm" that uses 128 MiB and has offloaded 64 MiB of it to pinned host memory. */
+static int offloaded_hook(struct fixture *f)
+{
+	const uint64_t MiB = 1 << 20;
+	int fd = dial(f);
+	hello(fd, getpid(), "llm", 128 * MiB);
+	usage_v3(fd, VRAM_HOOK_STATE_OFFLOADED, 128 * MiB, 64 * MiB, 64 * MiB, 0, 0);
+	spin(f);
+	return fd;
+}
+
+static uint64_t json_u64(json_t *o, const char *key)
+{
+	json_t *v = json_object_get(o, key);
+	assert_true(json_is_integer(v));
+	return (uint64_t)json_integer_value(v);
+}
+
+/*
+ * PARK reaches the hook with its path; the hook's USAGE before its RESULT
+ * says where the memory went (parked, no pinned host memory), and the
+ * status shows it with the state "parked" as soon as the result is in.
+ * DROP_HOST frees the kept buffers. Bad paths are refused before anything
+ * is sent.
+ */
+static void test_park_and_drop_host(void **state)
+{
+	struct fixture *f = *state;
+	const uint64_t MiB = 1 << 20;
+	int fd = offloaded_hook(f);
+	uint64_t pinned = 1, kept = 1, parked = 1;
+	assert_int_equal(vram_hookchan_host(f->hc, "llm", &pinned, &kept, &parked), 1);
+	assert_int_equal(pinned, 64 * MiB);
+	assert_int_equal(kept, 0);
+	assert_int_equal(parked, 0);
+
+	struct got g = {0};
+	char path[300];
+	/* refused before anything is sent: no path, a relative one, one too long, a path for another op */
+	assert_int_equal(vram_hookchan_send_path(f->hc, getpid(), VRAM_HOOKCHAN_PARK, 0, NULL, on_done, &g, NULL),
+			 -EINVAL);
+	assert_int_equal(vram_hookchan_send(f->hc, getpid(), VRAM_HOOKCHAN_PARK, 0, on_done, &g, NULL), -EINVAL);
+	assert_int_equal(vram_hookchan_send_path(f->hc, getpid(), VRAM_HOOKCHAN_PARK, 0, "park/x", on_done, &g, NULL),
+			 -EINVAL);
+	memset(path, 'p', sizeof(path));
+	path[0] = '/';
+	path[VRAM_HOOKCHAN_PATH_MAX] = '\0';
+	assert_int_equal(vram_hookchan_send_path(f->hc, getpid(), VRAM_HOOKCHAN_PARK, 0, path, on_done, &g, NULL),
+			 -EINVAL);
+	assert_int_equal(vram_hookchan_send_path(f->hc, getpid(), VRAM_HOOKCHAN_RESTORE, 0, "/p", on_done, &g, NULL),
+			 -EINVAL);
+	assert_int_equal(vram_hookchan_send_path(f->hc, getpid(), (enum vram_hookchan_op)9, 0, NULL, on_done, &g,
+						 NULL), -EINVAL);
+	/* the longest path that fits goes through whole */
+	path[VRAM_HOOKCHAN_PATH_MAX - 1] = '\0';
+	assert_int_equal(vram_hookchan_send_path(f->hc, getpid(), VRAM_HOOKCHAN_PARK, 0, path, on_done, &g, NULL), 0);
+	struct vram_hook_proto_msg cmd;
+	recv_msg(fd, &cmd);
+	assert_int_equal(cmd.version, 3);
+	assert_int_equal(cmd.type, VRAM_HOOK_MSG_PARK);
+	assert_string_equal(cmd.u.command.path, path);
+	/* a full disk: refused, the process stays offloaded in host memory */
+	result_msg(fd, &cmd, -ENOSPC, VRAM_HOOK_STATE_OFFLOADED, 0,
+		   "Failed to park: no space on /park: wrote 1048576 of 67108864 bytes");
+	spin(f);
+	assert_int_equal(g.calls, 1);
+	assert_int_equal(g.res.status, -ENOSPC);
+	assert_string_equal(g.res.text, "Failed to park: no space on /park: wrote 1048576 of 67108864 bytes");
+	vram_hookchan_host(f->hc, "llm", &pinned, &kept, &parked);
+	assert_int_equal(pinned, 64 * MiB);
+	assert_int_equal(parked, 0);
+
+	const char *file = "/var/lib/vramd/park/llm-1.park";
+	assert_int_equal(vram_hookchan_send_path(f->hc, getpid(), VRAM_HOOKCHAN_PARK, 0, file, on_done, &g, NULL), 0);
+	recv_msg(fd, &cmd);
+	assert_string_equal(cmd.u.command.path, file);
+	usage_v3(fd, VRAM_HOOK_STATE_PARKED, 128 * MiB, 64 * MiB, 0, 0, 64 * MiB);
+	result_msg(fd, &cmd, 0, VRAM_HOOK_STATE_PARKED, 64 * MiB, "parked");
+	spin(f);
+	assert_int_equal(g.calls, 2);
+	assert_int_equal(g.res.status, 0);
+	assert_int_equal(g.res.bytes, 64 * MiB);
+	struct vram_hookchan_proc_info info;
+	assert_int_equal(vram_hookchan_proc(f->hc, getpid(), &info), 0);
+	assert_int_equal(info.state, VRAM_HOOK_STATE_PARKED);
+	assert_true(info.host_reported);
+	assert_int_equal(info.version, 3);
+	assert_int_equal(info.parked, 64 * MiB);
+	assert_int_equal(info.host_pinned, 0);
+	assert_int_equal(info.resident, 64 * MiB); /* the USAGE said so: the result is not applied on top */
+	json_t *j = vram_hookchan_workload_json(f->hc, "llm");
+	json_t *p = json_array_get(j, 0);
+	assert_string_equal(json_string_value(json_object_get(p, "state")), "parked");
+	assert_int_equal(json_u64(p, "parked_bytes"), 64 * MiB);
+	assert_int_equal(json_u64(p, "host_pinned_bytes"), 0);
+	assert_int_equal(json_u64(p, "host_kept_bytes"), 0);
+	json_decref(j);
+
+	/* restored from the file, keeping the host buffers: the USAGE says so */
+	assert_int_equal(vram_hookchan_send(f->hc, getpid(), VRAM_HOOKCHAN_RESTORE, 0, on_done, &g, NULL), 0);
+	recv_msg(fd, &cmd);
+	assert_int_equal(cmd.type, VRAM_HOOK_MSG_RESTORE);
+	usage_v3(fd, VRAM_HOOK_STATE_RUNNING, 128 * MiB, 128 * MiB, 64 * MiB, 64 * MiB, 0);
+	result_msg(fd, &cmd, 0, VRAM_HOOK_STATE_RUNNING, 64 * MiB, "restored");
+	spin(f);
+	assert_int_equal(g.calls, 3);
+	vram_hookchan_host(f->hc, "llm", &pinned, &kept, &parked);
+	assert_int_equal(pinned, 64 * MiB);
+	assert_int_equal(kept, 64 * MiB);
+	assert_int_equal(parked, 0);
+	assert_int_equal(vram_hookchan_proc(f->hc, getpid(), &info), 0);
+	assert_int_equal(info.resident, 128 * MiB);
+
+	/* DROP_HOST, answered without a USAGE first: the result's bytes apply at once */
+	assert_int_equal(vram_hookchan_send(f->hc, getpid(), VRAM_HOOKCHAN_DROP_HOST, 0, on_done, &g, NULL), 0);
+	recv_msg(fd, &cmd);
+	assert_int_equal(cmd.type, VRAM_HOOK_MSG_DROP_HOST);
+	result_msg(fd, &cmd, 0, VRAM_HOOK_STATE_RUNNING, 64 * MiB, "dropped 67108864 bytes of host buffers");
+	spin(f);
+	assert_int_equal(g.calls, 4);
+	assert_int_equal(g.res.bytes, 64 * MiB);
+	vram_hookchan_host(f->hc, "llm", &pinned, &kept, &parked);
+	assert_int_equal(pinned, 0);
+	assert_int_equal(kept, 0);
+	/* a process that went away mid-park fails the park with that */
+	assert_int_equal(vram_hookchan_send_path(f->hc, getpid(), VRAM_HOOKCHAN_PARK, 0, file, on_done, &g, NULL), 0);
+	close(fd);
+	spin(f);
+	assert_int_equal(g.calls, 5);
+	assert_int_equal(g.res.status, -EPIPE);
+	assert_string_equal(g.res.text, "the process went away during the park");
+	/* other workloads and disconnected processes are not counted */
+	assert_int_equal(vram_hookchan_host(f->hc, "llm", NULL, NULL, NULL), 0);
+	assert_int_equal(vram_hookchan_host(f->hc, "other", NULL, NULL, NULL), 0);
+}
+
+/* A park result applies at once when no USAGE came with it. */
+static void test_park_result_alone(void **state)
+{
+	struct fixture *f = *state;
+	const uint64_t MiB = 1 << 20;
+	int fd = offloaded_hook(f);
+	struct seen s = { .hc = f->hc };
+	assert_int_equal(vram_hookchan_send_path(f->hc, getpid(), VRAM_HOOKCHAN_PARK, 0, "/p/1", on_done_look, &s,
+						 NULL), 0);
+	struct vram_hook_proto_msg cmd;
+	recv_msg(fd, &cmd);
+	result_msg(fd, &cmd, 0, VRAM_HOOK_STATE_PARKED, 64 * MiB, "parked");
+	spin(f);
+	assert_int_equal(s.calls, 1);
+	assert_int_equal(s.info.state, VRAM_HOOK_STATE_PARKED);
+	assert_int_equal(s.info.parked, 64 * MiB);
+	assert_int_equal(s.info.host_pinned, 0);
+	command_and_result(f, fd, &s, VRAM_HOOKCHAN_RESTORE, 0, 64 * MiB, VRAM_HOOK_STATE_RUNNING);
+	assert_int_equal(s.info.parked, 0);
+	assert_int_equal(s.info.resident, 128 * MiB);
+	close(fd);
+	spin(f);
+}
+
+/*
+ * A hook of protocol 3 sends its USAGE right before the RESULT: that USAGE
+ * is the truth after the command, and the result is not applied on top of
+ * it (an offload of 64 MiB out of 128 would otherwise show 0 resident).
+ */
+static void test_usage_before_result_is_not_applied_twice(void **state)
+{
+	struct fixture *f = *state;
+	const uint64_t MiB = 1 << 20;
+	int fd = dial(f);
+	hello(fd, getpid(), "llm", 128 * MiB);
+	usage_v3(fd, VRAM_HOOK_STATE_RUNNING, 128 * MiB, 128 * MiB, 0, 0, 0);
+	spin(f);
+	struct seen s = { .hc = f->hc };
+	assert_int_equal(vram_hookchan_send(f->hc, getpid(), VRAM_HOOKCHAN_OFFLOAD, 0, on_done_look, &s, NULL), 0);
+	struct vram_hook_proto_msg cmd;
+	recv_msg(fd, &cmd);
+	usage_v3(fd, VRAM_HOOK_STATE_OFFLOADED, 128 * MiB, 64 * MiB, 64 * MiB, 0, 0);
+	result_msg(fd, &cmd, 0, VRAM_HOOK_STATE_OFFLOADED, 64 * MiB, "offloaded");
+	spin(f);
+	assert_int_equal(s.calls, 1);
+	assert_int_equal(s.info.resident, 64 * MiB);
+	assert_int_equal(s.info.host_pinned, 64 * MiB);
+	/* a DROP_HOST whose USAGE says 16 MiB are still pinned: not taken down to 0 by the result */
+	command_and_result(f, fd, &s, VRAM_HOOKCHAN_RESTORE, 0, 64 * MiB, VRAM_HOOK_STATE_RUNNING);
+	assert_int_equal(vram_hookchan_send(f->hc, getpid(), VRAM_HOOKCHAN_DROP_HOST, 0, on_done_look, &s, NULL), 0);
+	recv_msg(fd, &cmd);
+	usage_v3(fd, VRAM_HOOK_STATE_RUNNING, 128 * MiB, 128 * MiB, 16 * MiB, 16 * MiB, 0);
+	result_msg(fd, &cmd, 0, VRAM_HOOK_STATE_RUNNING, 48 * MiB, "dropped");
+	spin(f);
+	assert_int_equal(s.calls, 3);
+	assert_int_equal(s.info.host_pinned, 16 * MiB);
+	assert_int_equal(s.info.host_kept, 16 * MiB);
+	close(fd);
+	spin(f);
+}
+
+/* Hooks of protocol 1 and 2 know neither PARK nor DROP_HOST, nor report host memory: unknown, not 0. */
+static void test_old_hook_no_disk_tier(void **state)
+{
+	struct fixture *f = *state;
+	for (uint16_t version = 1; version <= 2; version++) {
+		int fd = dial(f);
+		struct vram_hook_proto_msg m;
+		hello_msg(&m, getpid(), "old", 1 << 30);
+		m.version = version;
+		send_msg(fd, &m);
+		memset(&m, 0, sizeof(m));
+		m.version = version;
+		m.type = VRAM_HOOK_MSG_USAGE;
+		m.u.usage.state = VRAM_HOOK_STATE_OFFLOADED;
+		m.u.usage.ndev = 1;
+		send_msg(fd, &m);
+		spin(f);
+		struct got g = {0};
+		assert_int_equal(vram_hookchan_send_path(f->hc, getpid(), VRAM_HOOKCHAN_PARK, 0, "/p/old", on_done, &g,
+							 NULL), -EOPNOTSUPP);
+		assert_int_equal(vram_hookchan_send(f->hc, getpid(), VRAM_HOOKCHAN_DROP_HOST, 0, on_done, &g, NULL),
+				 -EOPNOTSUPP);
+		assert_int_equal(g.calls, 0);
+		struct vram_hookchan_proc_info info;
+		assert_int_equal(vram_hookchan_proc(f->hc, getpid(), &info), 0);
+		assert_false(info.host_reported);
+		assert_int_equal(info.version, version);
+		assert_int_equal(vram_hookchan_host(f->hc, "old", NULL, NULL, NULL), 0);
+		json_t *j = vram_hookchan_workload_json(f->hc, "old");
+		json_t *p = json_array_get(j, 0);
+		assert_true(json_is_null(json_object_get(p, "host_pinned_bytes")));
+		assert_true(json_is_null(json_object_get(p, "host_kept_bytes")));
+		assert_true(json_is_null(json_object_get(p, "parked_bytes")));
+		json_decref(j);
+		/* it still offloads and restores, answered in its version */
+		assert_int_equal(vram_hookchan_send(f->hc, getpid(), VRAM_HOOKCHAN_RESTORE, 0, on_done, &g, NULL), 0);
+		struct vram_hook_proto_msg cmd;
+		recv_msg(fd, &cmd);
+		assert_int_equal(cmd.version, version);
+		close(fd);
+		spin(f);
+		assert_int_equal(g.calls, 1); /* it went away */
+	}
+}
+
+static void test_state_names(void **state)
+{
+	(void)state;
+	assert_string_equal(vram_hookchan_state_name(VRAM_HOOK_STATE_RUNNING), "running");
+	assert_string_equal(vram_hookchan_state_name(VRAM_HOOK_STATE_RESTORING), "restoring");
+	assert_string_equal(vram_hookchan_state_name(VRAM_HOOK_STATE_PARKING), "parking");
+	assert_string_equal(vram_hookchan_state_name(VRAM_HOOK_STATE_PARKED), "parked");
+	/* not "running" (what the old table's mask made of 4): a state it does not know */
+	assert_string_equal(vram_hookchan_state_name(6), "unknown");
+	assert_string_equal(vram_hookchan_state_name(~0u), "unknown");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -760,6 +1049,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_version_1_hook, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_external_process, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shared_socket_other_users, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_park_and_drop_host, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_park_result_alone, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_usage_before_result_is_not_applied_twice, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_old_hook_no_disk_tier, setup, teardown),
+		cmocka_unit_test(test_state_names),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
