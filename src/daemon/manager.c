@@ -337,8 +337,34 @@ static void on_job_done(struct vram_job *job, void *arg)
 	vram_job_free(job);
 }
 
+/*
+ * Begins offloading w, once its host copy has room in the host budget
+ * (mgr_host_gate): at once, or when room has been made; refused with the
+ * numbers when none can be.
+ */
 static void begin_offload(struct vram_manager *m, struct vram_workload *w,
 			  enum vram_event_reason reason, const char *text, bool then_park)
+{
+	struct mgr_slot *slot = mgr_slot(m, w);
+	if (slot->host_wait)
+		return; /* it begins once the room is made */
+	char err[1024];
+	int r = mgr_host_gate(m, w, reason, text, then_park, err, sizeof(err));
+	if (r == -EAGAIN)
+		return;
+	if (r < 0) {
+		mgr_fmt_error(w, r, "offload refused: %s", err);
+		vram_warn("%s: %s", w->cfg->name, w->last_error);
+		if (reason == VRAM_REASON_IDLE)
+			w->last_used_ms = vram_now_ms(); /* the idle timer tries again a period later */
+		mgr_resolve_waiters(m, w);
+		return;
+	}
+	mgr_begin_offload_now(m, w, reason, text, then_park);
+}
+
+void mgr_begin_offload_now(struct vram_manager *m, struct vram_workload *w,
+			   enum vram_event_reason reason, const char *text, bool then_park)
 {
 	struct vram_job *job = vram_job_new(VRAM_JOB_OFFLOAD, w->engine, w, &m->host, on_job_done, w);
 	if (!job) {
@@ -570,6 +596,8 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
 		if (w->awaiting_room && !m->shutting_down)
 			retry_awaiting(m, w);
 	}
+	if (!m->shutting_down)
+		mgr_host_kick(m);
 	for (size_t i = 0; i < N_FEATURES; i++)
 		if (features[i]->kick)
 			features[i]->kick(m);
@@ -1147,4 +1175,10 @@ int vram_manager_set_idle(struct vram_manager *m, const char *name, const struct
 			x->park_after_ms = set->park_after_ms;
 	}
 	return 0;
+}
+
+void mgr_begin_park(struct vram_manager *m, struct vram_workload *w, enum vram_event_reason reason,
+		    const char *text)
+{
+	begin_park(m, w, reason, text);
 }

@@ -306,6 +306,7 @@ enum vram_event_reason {
 	VRAM_REASON_REMOVED,        /* an ad-hoc workload was removed */
 	VRAM_REASON_SHUTDOWN,       /* vramd is shutting down */
 	VRAM_REASON_ADOPTED,        /* a new vramd took back the processes of the one before */
+	VRAM_REASON_HOST_ROOM,      /* park or release to make room in host memory for an offload */
 	VRAM_REASON_PARKED,         /* parked: the engine finished writing it to disk (its message is the text) */
 	VRAM_REASON_PARK_FAILED,    /* a park failed or could not begin: still in host RAM, or lost */
 };

@@ -90,6 +90,12 @@ struct mgr_slot {
 					   (borrowed from its ad-hoc record); NULL for the config's */
 	/* written by mgr_instance.c */
 	bool exited;          /* its process ended since the last spawn */
+	/* written by mgr_hostroom.c: an offload waiting for host memory to be made room for */
+	bool host_wait;       /* the offload below begins once there is room */
+	enum vram_event_reason host_reason;
+	char host_text[160];
+	bool host_then_park;
+	uint64_t host_since_ms; /* monotonic ms it began to wait */
 	bool adopted;         /* its processes were taken back from the previous vramd, not
 				 spawned (written by mgr_adopt.c; cleared by the next spawn) */
 	int wait_status;      /* waitpid status of that end */
@@ -160,6 +166,9 @@ struct vram_manager {
 	char *cfg_path;       /* owned; the file a reload reads, or NULL */
 	char *ov_listen, *ov_sim_gpus, *ov_state_dir; /* owned; the command line's overrides */
 	bool keep_log_level;  /* the command line set it: a reload leaves it */
+
+	/* mgr_hostroom.c */
+	unsigned host_drops; /* DROP_HOST commands in flight (room being made) */
 
 	/* mgr_state.c */
 	bool state_written;   /* state_print is of a file written (or tried) */
@@ -361,6 +370,21 @@ int mgr_adopt_instance(struct vram_manager *m, struct vram_workload *w, struct v
 /* Arms w's start timeout and its first health probe (its processes run). */
 void mgr_arm_start_checks(struct vram_manager *m, struct vram_workload *w);
 
+/* ---- host memory for offloads: mgr_hostroom.c (manager floor) ---- */
+
+/*
+ * Whether w's offload may begin now as far as host memory goes (the host
+ * ledger, core/hostplan.h): 0 (it fits, or nothing can be known); -EAGAIN:
+ * room is being made (kept buffers dropped, workloads parked or released,
+ * each step begun now) and the offload is remembered in w's slot, to begin
+ * once there is room (mgr_host_kick); -ENOSPC with the numbers in err: no
+ * room can be made. Only engines that keep the process hold host memory.
+ */
+int mgr_host_gate(struct vram_manager *m, struct vram_workload *w, enum vram_event_reason reason,
+		  const char *text, bool then_park, char *err, size_t err_size);
+/* From the kick: offloads waiting for host memory begin, wait on, or are refused. */
+void mgr_host_kick(struct vram_manager *m);
+
 /* ---- the manager proper: manager.c ---- */
 
 /*
@@ -378,6 +402,14 @@ void mgr_workload_done(struct vram_manager *m, struct vram_workload *w);
  */
 int mgr_begin_start(struct vram_manager *m, struct vram_workload *w, enum vram_event_reason reason,
 		    const char *text, char *err, size_t err_size);
+/*
+ * Begins offloading w now, whatever host memory holds (mgr_hostroom.c has
+ * decided); then_park: a park follows. And begins parking offloaded w.
+ */
+void mgr_begin_offload_now(struct vram_manager *m, struct vram_workload *w,
+			   enum vram_event_reason reason, const char *text, bool then_park);
+void mgr_begin_park(struct vram_manager *m, struct vram_workload *w, enum vram_event_reason reason,
+		    const char *text);
 /* mgr_begin_start; a refusal is logged and kept as w's last error. Returns 0 or -errno. */
 int mgr_start_logged(struct vram_manager *m, struct vram_workload *w, enum vram_event_reason reason,
 		     const char *text);

@@ -33,9 +33,15 @@
 void mgr_host_usage(struct vram_manager *m, const struct vram_workload *w,
 		    struct mgr_host_usage *ret)
 {
-	(void)m;
 	*ret = (struct mgr_host_usage){ .held = w->offloaded_bytes, .on_disk = w->parked_bytes };
-	/* the hook's reports of pinned, kept and parked bytes: with protocol version 3 */
+	if (!m->hookchan || !w->engine || (w->engine->kind != VRAM_ENGINE_HOOK &&
+					   w->engine->kind != VRAM_ENGINE_HOOK_CHECKPOINT))
+		return;
+	uint64_t pinned = 0, kept = 0, parked = 0;
+	if (vram_hookchan_host(m->hookchan, w->cfg->name, &pinned, &kept, &parked) == 0)
+		return; /* no process of it reports them (a hook older than protocol 3) */
+	*ret = (struct mgr_host_usage){ .held = pinned, .kept = kept < pinned ? kept : pinned,
+					.on_disk = parked };
 }
 
 /* Whether w's engine can move its host copy to the disk tier. */

@@ -377,7 +377,8 @@ void mgr_resolve_waiters(struct vram_manager *m, struct vram_workload *w)
 		if (wt->w != w || wt->resolved || wt->through_restart)
 			continue;
 		/* a park of a ready workload passes through offloaded on its way */
-		bool on_its_way = wt->target == VRAM_WL_PARKED && w->park_queued;
+		bool on_its_way = (wt->target == VRAM_WL_PARKED && w->park_queued) ||
+				  mgr_slot(m, w)->host_wait; /* its offload waits for host memory */
 		if (w->state == wt->target)
 			mgr_waiter_resolve(wt, true);
 		else if (vram_wl_state_settled(w->state) && !on_its_way)

@@ -234,3 +234,55 @@ def test_simulated_gpus_have_a_simulated_host(daemon, monkeypatch):
     act(d, "chat", "offload")
     host = d.status()["host"]
     assert host["available"] == 300 * GiB and host["parked"] == 20 * GiB, host
+
+
+POLICY_CONFIG = """
+daemon:
+  log_level: debug
+gpus:
+  reserve: 0
+host:
+  reserve: 8GiB
+  limit: 24GiB
+defaults:
+  idle: { offload_after: never, release_after: never }
+  stop_grace: 3s
+workloads:
+  a:
+    cmd: [{demo}, --port, "${PORT}", --model, a, --memory, 20GiB, --load-time, 50ms]
+    memory: 20GiB
+    health: /health
+  b:
+    cmd: [{demo}, --port, "${PORT}", --model, b, --memory, 20GiB, --load-time, 50ms]
+    memory: 20GiB
+    health: /health
+    priority: 9
+  c:
+    cmd: [{demo}, --port, "${PORT}", --model, c, --memory, 20GiB, --load-time, 50ms]
+    memory: 20GiB
+    health: /health
+"""
+
+
+def test_an_offload_makes_room_in_host_memory_or_is_refused_with_the_numbers(daemon, monkeypatch):
+    monkeypatch.setenv("VRAMD_SIM_DISK_BANDWIDTH", "200GiB")  # parks of 20 GiB in 0.1 s
+    d = host_daemon(daemon, monkeypatch, POLICY_CONFIG)
+    for n in ("a", "b", "c"):
+        act(d, n, "start")
+    act(d, "a", "offload")                      # 20 of the 24 GiB budget
+    assert d.status()["host"]["parked"] == 20 * GiB
+    # b's copy does not fit next to a's: a (lower priority, least recently used) is parked first
+    w = act(d, "b", "offload")
+    assert w["state"] == "offloaded", w
+    assert d.state("a") == "parked"
+    host = d.status()["host"]
+    assert host["parked"] == 20 * GiB and host["on_disk"] == 20 * GiB, host
+    assert "host memory: park a to free 20GiB of host memory for b's offload" in d.log_text()
+    # c's copy would need b's room, and b ranks above c: refused with the numbers, nothing moved
+    r = d.post("/api/workloads/c/offload")
+    assert r.status_code != 200, r.text
+    msg = json.dumps(r.json())
+    assert "needs 20GiB of host memory for c's offload: budget 24GiB, 20GiB held by" in msg, msg
+    assert "b (priority 9, above 0, 20GiB)" in msg, msg
+    assert [d.state(n) for n in ("a", "b", "c")] == ["parked", "offloaded", "ready"]
+    assert d.status()["host"]["parked"] <= 24 * GiB
