@@ -34,9 +34,10 @@ SHAPES = {
 }
 
 p = argparse.ArgumentParser()
-p.add_argument("--port", type=int, required=True)
+p.add_argument("--port", type=int, default=0)
 p.add_argument("--size", choices=sorted(SHAPES), default="1b")
 p.add_argument("--cache", required=True)
+p.add_argument("--prepare", action="store_true", help="only write the weights, then exit")
 args = p.parse_args()
 
 lock = threading.Lock()
@@ -114,6 +115,11 @@ class H(BaseHTTPRequestHandler):
             self.reply(404 if self.path != "/generate" else 503, {"error": "not ready"})
             return
         self.reply(200, generate(body.get("prompt", [1, 2, 3, 4]), int(body.get("max_new_tokens", 16))))
+
+
+if args.prepare:
+    print(weights_dir())
+    raise SystemExit(0)
 
 
 class Server(ThreadingHTTPServer):
