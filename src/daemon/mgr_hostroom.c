@@ -110,10 +110,25 @@ static bool room_in_progress(const struct vram_manager *m)
 	return false;
 }
 
+/*
+ * The host memory w's offload will take: what its hooked processes report
+ * they use and can move (a declared cap, 60 GiB for a model of 7, is not
+ * what moves), else the GPU bytes charged to it.
+ */
+static uint64_t offload_need(struct vram_manager *m, const struct vram_workload *w)
+{
+	uint64_t used = 0, nonmovable = 0;
+	if (m->hookchan && w->engine && (w->engine->kind == VRAM_ENGINE_HOOK ||
+					 w->engine->kind == VRAM_ENGINE_HOOK_CHECKPOINT) &&
+	    vram_hookchan_usage(m->hookchan, w->cfg->name, &used, &nonmovable) > 0)
+		return used > nonmovable ? used - nonmovable : 0;
+	return vram_workload_gpu_bytes(w);
+}
+
 /* The plan for w's offload now: 0 (fits: no steps), -EAGAIN (steps begun), -ENOSPC (err). */
 static int plan(struct vram_manager *m, struct vram_workload *w, char *err, size_t err_size)
 {
-	uint64_t need = vram_workload_gpu_bytes(w);
+	uint64_t need = offload_need(m, w);
 	if (!w->engine || !w->engine->keeps_process || need == 0)
 		return 0;
 	struct vram_host_ledger l;

@@ -49,7 +49,8 @@ row "  dd read, O_DIRECT, 4 GiB" "$(tail -1 "$W/dd-read.txt")"
 rm -f "$PARK/dd.test"
 
 echo "== weights (once)"
-python3 tests/gpu/tf_server.py --size 8b --cache "$CACHE" --prepare >"$W/prepare-8b.txt" 2>&1 &&
+echo "$PARTS" | grep -q B || touch "$W/no-8b"
+[ -e "$W/no-8b" ] || python3 tests/gpu/tf_server.py --size 8b --cache "$CACHE" --prepare >"$W/prepare-8b.txt" 2>&1 &&
 	python3 tests/gpu/tf_server.py --size 4b --cache "$CACHE" --prepare >"$W/prepare-4b.txt" 2>&1 ||
 	{ echo "weights could not be written" >&2; cat "$W"/prepare-*.txt >&2; exit 1; }
 
@@ -67,6 +68,8 @@ gen() { # workload -> "seconds tokens" (time of the whole request through the ga
 }
 field() { curl -sf "$U/api/workloads/$1" | python3 -c "import json,sys; print(json.load(sys.stdin)$2)"; }
 
+PARTS=${PARTS:-BC} # which of B and C run (A always)
+if echo "$PARTS" | grep -q B; then
 echo "== B. one 8B model: warm, offloaded, parked, cold"
 cat >"$W/b.yaml" <<EOF
 daemon: { listen: "127.0.0.1:$PORT", hook_library: $HOOK }
@@ -107,7 +110,9 @@ $C stop big >/dev/null
 sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null
 set -- $(gen big); check "  request on stopped (cold, page cache dropped): same tokens" $([ "$2" = "$REF" ]; echo $?) "$1 s"
 stop_vramd
+fi
 
+if echo "$PARTS" | grep -q C; then
 echo "== C. three 4B models take turns; one parked copy fits in RAM"
 cat >"$W/c.yaml" <<EOF
 daemon: { listen: "127.0.0.1:$PORT", hook_library: $HOOK }
@@ -143,6 +148,7 @@ check "  host memory held never above the budget" $([ "$MAX" -le "$BUDGET" ]; ec
 grep -h "host memory:" "$W/vramd-c.log" | head -20 >"$W/host-steps.txt"
 row "  steps taken" "$(grep -c . "$W/host-steps.txt") (host-steps.txt)"
 stop_vramd
+fi
 
 echo
 echo "== summary"
