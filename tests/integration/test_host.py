@@ -286,3 +286,35 @@ def test_an_offload_makes_room_in_host_memory_or_is_refused_with_the_numbers(dae
     assert "b (priority 9, above 0, 20GiB)" in msg, msg
     assert [d.state(n) for n in ("a", "b", "c")] == ["parked", "offloaded", "ready"]
     assert d.status()["host"]["parked"] <= 24 * GiB
+
+
+def test_the_budget_holds_through_1000_random_actions(daemon, monkeypatch):
+    """8 workloads of random sizes offloaded, restored, parked, started and stopped in random
+    order: after every action, what status says is held in host RAM is within the budget."""
+    import random
+    rnd = random.Random(1207)
+    sizes = [rnd.randint(1, 12) for _ in range(8)]
+    text = POLICY_CONFIG[:POLICY_CONFIG.index("workloads:")] + "workloads:\n"
+    for i, g in enumerate(sizes):
+        text += (f"  w{i}:\n    cmd: [{{demo}}, --port, \"${{PORT}}\", --model, w{i}, --memory, {g}GiB]\n"
+                 f"    memory: {g}GiB\n    health: /health\n    priority: {rnd.choice((0, 0, 5))}\n")
+    monkeypatch.setenv("VRAMD_SIM_DISK_BANDWIDTH", "1000GiB")
+    monkeypatch.setenv("VRAMD_SIM_BANDWIDTH", "1000GiB")
+    d = host_daemon(daemon, monkeypatch, text)
+    budget = d.status()["host"]["budget"]
+    assert budget == 24 * GiB
+    counts = {}
+    for step in range(1000):
+        name = f"w{rnd.randrange(8)}"
+        action = rnd.choice(("start", "offload", "offload", "restore", "park", "stop"))
+        r = d.post(f"/api/workloads/{name}/{action}")
+        key = (action, r.status_code)
+        counts[key] = counts.get(key, 0) + 1
+        host = d.status()["host"]
+        held = host["parked"] + host["kept"]
+        assert held <= budget, (step, name, action, host, r.text)
+    # the walk did reach the budget: some offloads made room, some were refused
+    log = d.log_text()
+    assert "host memory: park" in log or "host memory: release" in log, counts
+    assert any(a == "offload" and c == 200 for (a, c) in counts), counts
+    print(counts)
