@@ -95,11 +95,19 @@ static json_t *workload_hook_json(struct vram_manager *m, const struct vram_work
 		json_decref(procs);
 		return json_null();
 	}
-	uint64_t used = 0, nonmovable = 0;
+	uint64_t used = 0, nonmovable = 0, pinned = 0, kept = 0, parked = 0;
 	size_t n = vram_hookchan_usage(m->hookchan, w->cfg->name, &used, &nonmovable);
-	return json_pack("{s:o,s:o,s:I,s:o}", "processes", procs, "measured_bytes",
+	/* host numbers: null unless a process reports them (protocol version 3) */
+	size_t nh = vram_hookchan_host(m->hookchan, w->cfg->name, &pinned, &kept, &parked);
+	return json_pack("{s:o,s:o,s:I,s:o,s:o,s:o,s:o}", "processes", procs, "measured_bytes",
 			 n ? json_integer((json_int_t)used) : json_null(), "nonmovable_bytes",
-			 (json_int_t)nonmovable, "warning", vram_hookchan_warning_json(m->hookchan, w->cfg->name));
+			 (json_int_t)nonmovable, "host_pinned_bytes",
+			 nh ? json_integer((json_int_t)(pinned > INT64_MAX ? INT64_MAX : pinned)) : json_null(),
+			 "host_kept_bytes",
+			 nh ? json_integer((json_int_t)(kept > INT64_MAX ? INT64_MAX : kept)) : json_null(),
+			 "parked_bytes",
+			 nh ? json_integer((json_int_t)(parked > INT64_MAX ? INT64_MAX : parked)) : json_null(),
+			 "warning", vram_hookchan_warning_json(m->hookchan, w->cfg->name));
 }
 
 /* How an ad-hoc workload's process ended; "status" is what a shell would say (128+signal). */

@@ -279,8 +279,13 @@ def test_hook_engine_park_and_restore(daemon):
     st = os.stat(path)
     assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_size >= 64 * MIB, st
     assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
-    procs = d.workload("fcs")["hook"]["processes"]
+    hook = d.workload("fcs")["hook"]
+    procs = hook["processes"]
     assert [p["state"] for p in procs] == ["parked"], procs
+    # the hook's own numbers, summed for the workload and in the host ledger: nothing in RAM
+    assert (hook["host_pinned_bytes"], hook["parked_bytes"]) == (0, 64 * MIB), hook
+    host = d.status()["host"]
+    assert host["on_disk"] == 64 * MIB and host["parked"] == 0, host
     # back from disk through the gateway's first request, contents intact; the file is gone
     r = requests.get(f"{d.url}/w/fcs/check", timeout=60)
     assert r.status_code == 200 and r.text == f"ok {64 * MIB}", r.text
