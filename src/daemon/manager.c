@@ -353,10 +353,7 @@ static void begin_offload(struct vram_manager *m, struct vram_workload *w,
 	if (r == -EAGAIN)
 		return;
 	if (r < 0) {
-		mgr_fmt_error(w, r, "offload refused: %s", err);
-		vram_warn("%s: %s", w->cfg->name, w->last_error);
-		if (reason == VRAM_REASON_IDLE)
-			w->last_used_ms = vram_now_ms(); /* the idle timer tries again a period later */
+		mgr_host_refused(m, w, reason, r, err);
 		mgr_resolve_waiters(m, w);
 		return;
 	}

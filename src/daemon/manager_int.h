@@ -382,6 +382,14 @@ void mgr_arm_start_checks(struct vram_manager *m, struct vram_workload *w);
  */
 int mgr_host_gate(struct vram_manager *m, struct vram_workload *w, enum vram_event_reason reason,
 		  const char *text, bool then_park, char *err, size_t err_size);
+/*
+ * An offload of w refused for host memory (error, why: the plan's numbers):
+ * its last error says so; an idle offload is tried again an idle period
+ * later; an eviction's victim is released instead, since the GPU room is
+ * still needed.
+ */
+void mgr_host_refused(struct vram_manager *m, struct vram_workload *w, enum vram_event_reason reason,
+		      int error, const char *why);
 /* From the kick: offloads waiting for host memory begin, wait on, or are refused. */
 void mgr_host_kick(struct vram_manager *m);
 

@@ -172,13 +172,24 @@ static void end_wait(struct vram_manager *m, struct vram_workload *w, int r, con
 				      slot->host_then_park);
 		return;
 	}
-	if (r < 0) {
-		mgr_fmt_error(w, r, "offload refused: %s", why);
-		vram_warn("%s: %s", w->cfg->name, w->last_error);
-		if (slot->host_reason == VRAM_REASON_IDLE)
-			w->last_used_ms = vram_now_ms(); /* tried again an idle period later */
-	}
+	if (r < 0)
+		mgr_host_refused(m, w, slot->host_reason, r, why);
 	mgr_resolve_waiters(m, w);
+}
+
+void mgr_host_refused(struct vram_manager *m, struct vram_workload *w, enum vram_event_reason reason,
+		      int error, const char *why)
+{
+	mgr_fmt_error(w, error, "offload refused: %s", why);
+	vram_warn("%s: %s", w->cfg->name, w->last_error);
+	if (reason == VRAM_REASON_IDLE)
+		w->last_used_ms = vram_now_ms(); /* tried again an idle period later */
+	if (reason == VRAM_REASON_EVICTED && w->state == VRAM_WL_READY) {
+		/* the GPU room is still needed: released, as an engine that cannot offload is */
+		w->evicting = true;
+		mgr_stop_workload(m, w, VRAM_REASON_EVICTED,
+				  "released to make room on the GPU: no room in host memory for its copy");
+	}
 }
 
 void mgr_host_kick(struct vram_manager *m)

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 
 from conftest import VRAMCTL, VRAMD
 from test_gateway import error_of, scrape
@@ -318,3 +319,22 @@ def test_the_budget_holds_through_1000_random_actions(daemon, monkeypatch):
     assert "host memory: park" in log or "host memory: release" in log, counts
     assert any(a == "offload" and c == 200 for (a, c) in counts), counts
     print(counts)
+
+
+def test_an_eviction_whose_copy_has_no_host_room_releases_the_victim(daemon, monkeypatch):
+    text = POLICY_CONFIG.replace("limit: 24GiB", "limit: 10GiB").replace(
+        "    priority: 9\n", "")
+    monkeypatch.setenv("VRAM_MEMINFO", os.path.join(tempfile.mkdtemp(), "meminfo"))
+    with open(os.environ["VRAM_MEMINFO"], "w") as f:
+        f.write(MEMINFO)
+    d = daemon(text, gpus="1x30GiB")
+    act(d, "a", "start")
+    # b needs a's GPU; a's 20 GiB copy cannot go to host RAM (10 GiB budget, nothing to park):
+    # a is released instead of holding b up until its start times out
+    t = time.monotonic()
+    w = act(d, "b", "start")
+    assert w["state"] == "ready" and time.monotonic() - t < 10, w
+    a = d.workload("a")
+    assert a["state"] == "stopped", a
+    assert "released to make room on the GPU: no room in host memory for its copy" in d.log_text()
+    assert d.status()["host"]["parked"] == 0
