@@ -14,7 +14,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,6 +25,15 @@
 
 static enum vram_log_level log_level = VRAM_LOG_INFO;
 static FILE *log_file; /* NULL means stderr; owned when not NULL */
+static bool log_journal; /* the sink is stderr and stderr is the journal */
+
+/* syslog(3) priorities: LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG */
+static const int level_priorities[] = {
+	[VRAM_LOG_ERROR] = 3,
+	[VRAM_LOG_WARN] = 4,
+	[VRAM_LOG_INFO] = 6,
+	[VRAM_LOG_DEBUG] = 7,
+};
 
 static const char *const level_names[] = {
 	[VRAM_LOG_ERROR] = "error",
@@ -35,8 +46,10 @@ int vram_log_init(enum vram_log_level level, const char *path)
 {
 	log_level = level;
 	vram_log_done();
-	if (!path || !*path || strcmp(path, "-") == 0)
+	if (!path || !*path || strcmp(path, "-") == 0) {
+		log_journal = vram_log_fd_is_journal(STDERR_FILENO);
 		return 0;
+	}
 	/* not through a symbolic link someone put in its place; not inherited by children */
 	int fd = vram_open_file(path, O_WRONLY | O_APPEND | O_CREAT, 0644);
 	if (fd < 0)
@@ -52,8 +65,29 @@ int vram_log_init(enum vram_log_level level, const char *path)
 	return 0;
 }
 
+bool vram_log_fd_is_journal(int fd)
+{
+	const char *e = getenv("JOURNAL_STREAM");
+	if (!e || !*e)
+		return false;
+	char *end;
+	errno = 0;
+	unsigned long long dev = strtoull(e, &end, 10);
+	if (errno || end == e || *end != ':')
+		return false;
+	const char *ino_s = end + 1;
+	unsigned long long ino = strtoull(ino_s, &end, 10);
+	if (errno || end == ino_s || *end)
+		return false;
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return false;
+	return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
 void vram_log_done(void)
 {
+	log_journal = false;
 	if (log_file) {
 		fclose(log_file);
 		log_file = NULL;
@@ -85,6 +119,11 @@ void vram_logv(enum vram_log_level level, const char *fmt, va_list ap)
 	char line[4 * sizeof(msg)];
 	vram_str_escape_control(line, sizeof(line), msg,
 				n < 0 ? 0 : (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1);
+
+	if (log_journal && !log_file) {
+		fprintf(stderr, "<%d>%s\n", level_priorities[level], line);
+		return;
+	}
 
 	struct timespec ts;
 	struct tm tm;

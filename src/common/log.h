@@ -2,6 +2,10 @@
 /*
  * Logging for vramd and vramctl. One line per message, prefixed with a
  * timestamp and level, written to stderr or to the file given at init.
+ * When stderr is the journal (systemd sets JOURNAL_STREAM to its
+ * "device:inode"), a line is "<N>message" instead: N is the syslog
+ * priority, which journald takes off and records, and the journal stamps
+ * the time itself.
  * Library code logs at debug only; the caller that decides what to do about
  * an error logs it once ("Failed to <do what>: <why>").
  *
@@ -27,6 +31,12 @@ enum vram_log_level {
  */
 int vram_log_init(enum vram_log_level level, const char *path);
 void vram_log_done(void);
+
+/*
+ * Whether fd is the stream JOURNAL_STREAM ("DEV:INO", decimal) names.
+ * False when the variable is unset or malformed, or fd cannot be stat'ed.
+ */
+bool vram_log_fd_is_journal(int fd);
 
 /* Parses "error|warn|info|debug". Returns 0 or -EINVAL. */
 int vram_log_level_parse(const char *s, enum vram_log_level *ret_level);

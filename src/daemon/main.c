@@ -34,6 +34,7 @@
 #include "daemon/metrics.h"
 #include "daemon/relay.h"
 #include "daemon/spawn.h"
+#include "daemon/notify.h"
 #include "daemon/upgrade.h"
 #include "gpu/gpu.h"
 
@@ -130,6 +131,9 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	}
 	d->stopping = true;
 	vram_info("%s: stopping all workloads", strsignal((int)sig));
+	vram_notify(VRAM_NOTIFY_STOPPING, "Stopping %zu workload%s (%s)",
+		    vram_manager_config(d->m)->n_workloads,
+		    vram_manager_config(d->m)->n_workloads == 1 ? "" : "s", strsignal((int)sig));
 	vram_upgrade_cancel(d->up);
 	vram_gateway_close_clients(d->gw);
 	vram_api_close_clients(d->api);
@@ -520,6 +524,10 @@ int main(int argc, char **argv)
 	else
 		vram_info("vramd %s ready with %zu workload%s", VRAM_VERSION, rcfg->n_workloads,
 			  rcfg->n_workloads == 1 ? "" : "s");
+	/* also after a restart in place: the new image says READY again (same pid) */
+	vram_notify(VRAM_NOTIFY_READY, "Ready with %zu workload%s on %s:%u%s", rcfg->n_workloads,
+		    rcfg->n_workloads == 1 ? "" : "s", host, bound_port,
+		    inherit > 0 ? " (restarted in place)" : "");
 	event_base_dispatch(d.base);
 	ret = d.stopping ? 0 : 1;
 

@@ -20,6 +20,7 @@
 #include "core/plan.h"
 #include "daemon/liveness.h"
 #include "daemon/mps.h"
+#include "daemon/notify.h"
 #include "daemon/supervise.h"
 
 /* A config replaced by a reload, kept while a workload still runs with it. */
@@ -416,8 +417,7 @@ const struct mgr_feature mgr_reload_feature = {
 	.done = reload_done,
 };
 
-int vram_manager_reload_file(struct vram_manager *m, json_t **ret_report, char *err,
-			     size_t err_size)
+static int reload_file(struct vram_manager *m, json_t **ret_report, char *err, size_t err_size)
 {
 	if (!m->cfg_path) {
 		snprintf(err, err_size, "vramd was started without a config file to read again");
@@ -437,4 +437,23 @@ int vram_manager_reload_file(struct vram_manager *m, json_t **ret_report, char *
 	}
 	free(msg);
 	return vram_manager_reload(m, cfg, ret_report, err, err_size);
+}
+
+/*
+ * The one way in for SIGHUP and POST /api/reload, so the service manager
+ * hears of both: RELOADING=1 before the file is read, READY=1 after,
+ * whether it was applied or refused (a refused reload leaves vramd running
+ * the config it had, which is ready).
+ */
+int vram_manager_reload_file(struct vram_manager *m, json_t **ret_report, char *err,
+			     size_t err_size)
+{
+	vram_notify(VRAM_NOTIFY_RELOADING, "Reloading %s", m->cfg_path ? m->cfg_path : "the config");
+	int r = reload_file(m, ret_report, err, err_size);
+	if (r < 0)
+		vram_notify(VRAM_NOTIFY_READY, "Config reload refused; running the previous config");
+	else
+		vram_notify(VRAM_NOTIFY_READY, "Config reloaded; %zu workload%s",
+			    m->cfg->n_workloads, m->cfg->n_workloads == 1 ? "" : "s");
+	return r;
 }
