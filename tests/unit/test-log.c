@@ -162,6 +162,56 @@ static void test_symlink_not_followed(void **state)
 	vram_log_done();
 }
 
+/*
+ * With stderr the journal (JOURNAL_STREAM is its dev:ino), a line is the
+ * syslog priority and the message: journald shows one timestamp, not two,
+ * and filters by priority. Any other stderr keeps the timestamped format.
+ */
+static void test_journal_format(void **state)
+{
+	struct dir *d = *state;
+	int saved = dup(STDERR_FILENO);
+	int fd = open(d->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	assert_true(saved >= 0 && fd >= 0);
+	assert_true(dup2(fd, STDERR_FILENO) >= 0);
+	struct stat st;
+	assert_int_equal(fstat(STDERR_FILENO, &st), 0);
+	char stream[64];
+	snprintf(stream, sizeof(stream), "%llu:%llu", (unsigned long long)st.st_dev,
+		 (unsigned long long)st.st_ino);
+	setenv("JOURNAL_STREAM", stream, 1);
+	assert_true(vram_log_fd_is_journal(STDERR_FILENO));
+	assert_int_equal(vram_log_init(VRAM_LOG_DEBUG, NULL), 0);
+	vram_info("listening");
+	vram_warn("slow");
+	vram_err("failed");
+	vram_debug("detail");
+	/* another stream (the inode differs): the usual format */
+	snprintf(stream, sizeof(stream), "%llu:%llu", (unsigned long long)st.st_dev,
+		 (unsigned long long)st.st_ino + 1);
+	setenv("JOURNAL_STREAM", stream, 1);
+	assert_false(vram_log_fd_is_journal(STDERR_FILENO));
+	assert_int_equal(vram_log_init(VRAM_LOG_DEBUG, NULL), 0);
+	vram_info("plain");
+	setenv("JOURNAL_STREAM", "garbage", 1);
+	assert_false(vram_log_fd_is_journal(STDERR_FILENO));
+	unsetenv("JOURNAL_STREAM");
+	fflush(stderr);
+	assert_true(dup2(saved, STDERR_FILENO) >= 0);
+	close(saved);
+	close(fd);
+	vram_log_done();
+
+	char *text = slurp(d->log);
+	const char *want = "<6>listening\n<4>slow\n<3>failed\n<7>detail\n";
+	assert_memory_equal(text, want, strlen(want));
+	const char *plain = text + strlen(want);
+	/* "YYYY-MM-DD HH:MM:SS.mmm info  plain" */
+	assert_true(plain[0] >= '0' && plain[0] <= '9' && plain[4] == '-');
+	assert_non_null(strstr(plain, " info  plain\n"));
+	free(text);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -169,6 +219,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_long_message_stays_one_line, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_threshold, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_symlink_not_followed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_journal_format, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
