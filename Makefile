@@ -3,18 +3,22 @@
 # (as root); `make run` builds and runs vramd on the demo config; `make test`
 # runs every test: unit, fake-driver, fuzz corpus and integration tests in a
 # normal build, all of them again under ASan+UBSan, and the unit tests under
-# valgrind.
+# valgrind. `make install` installs under PREFIX (default /usr/local; DESTDIR
+# honoured); `make deb` builds a Debian package into DEB_OUT.
 
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 CONFIG     ?= examples/demo.yaml
 MESON_OPTS ?=
+PREFIX     ?= /usr/local
+DEB_BUILD  ?= build-deb
+DEB_OUT    ?= .
 
 DEB_PACKAGES = build-essential pkg-config meson ninja-build \
 	libevent-dev libjansson-dev libfyaml-dev libcmocka-dev \
 	python3 python3-pytest python3-requests valgrind wrk curl liburing-dev
 
-.PHONY: all build deps bench-deps test-clients run test test-normal test-asan test-valgrind bench clean
+.PHONY: all build deps bench-deps test-clients run install deb test test-normal test-asan test-valgrind bench clean
 
 all: build
 
@@ -32,7 +36,7 @@ test-clients:
 	npm ci --no-audit --no-fund --prefix tests/integration/js
 
 $(BUILD)/build.ninja:
-	meson setup $(BUILD) $(MESON_OPTS)
+	meson setup $(BUILD) --prefix $(PREFIX) $(MESON_OPTS)
 
 $(ASAN_BUILD)/build.ninja:
 	meson setup $(ASAN_BUILD) -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug $(MESON_OPTS)
@@ -40,8 +44,23 @@ $(ASAN_BUILD)/build.ninja:
 build: $(BUILD)/build.ninja
 	ninja -C $(BUILD)
 
+# The examples name their commands (vram-demo-server) as an install has them,
+# on PATH: the build tree's are put first.
 run: build
-	./$(BUILD)/src/daemon/bin/vramd --config $(CONFIG)
+	PATH="$(CURDIR)/$(BUILD)/src/demo:$(CURDIR)/$(BUILD)/src/ctl/bin:$$PATH" \
+		./$(BUILD)/src/daemon/bin/vramd --config $(CONFIG)
+
+# The prefix is compiled in (the default config, libvram.so), so the build
+# directory takes PREFIX before it builds. DESTDIR stages the install.
+install: $(BUILD)/build.ninja
+	meson configure $(BUILD) -Dprefix=$(PREFIX)
+	ninja -C $(BUILD)
+	meson install -C $(BUILD) --no-rebuild $(if $(DESTDIR),--destdir "$(DESTDIR)")
+
+# A .deb of a /usr install, by dpkg-deb over a staged `meson install`
+# (packaging/mkdeb.sh); its own build directory, without the tests.
+deb:
+	packaging/mkdeb.sh $(DEB_BUILD) $(DEB_OUT)
 
 test: test-normal test-asan test-valgrind
 	@echo "all test suites passed"
@@ -71,4 +90,4 @@ bench: build
 	./bench/run-all.sh $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(DEB_BUILD)

@@ -59,9 +59,14 @@ struct daemon {
 	bool stopping;
 };
 
+/* meson defines it as <prefix>/<sysconfdir>/vramd/vramd.yaml */
+#ifndef VRAM_DEFAULT_CONFIG
+#define VRAM_DEFAULT_CONFIG "/etc/vramd/vramd.yaml"
+#endif
+
 static void usage(FILE *f)
 {
-	fputs("Usage: vramd --config FILE [--listen HOST:PORT] [--gpus 2x80GiB]\n"
+	fputs("Usage: vramd [--config FILE] [--listen HOST:PORT] [--gpus 2x80GiB]\n"
 	      "             [--state-dir DIR] [--log-level error|warn|info|debug]\n"
 	      "       vramd --check-config FILE [--gpus ...]\n"
 	      "       vramd --help | --version\n"
@@ -69,7 +74,7 @@ static void usage(FILE *f)
 	      "Places AI model services on GPUs, caps their memory, starts them on\n"
 	      "demand and parks idle ones in host RAM.\n"
 	      "\n"
-	      "  -c, --config FILE        the YAML config to run\n"
+	      "  -c, --config FILE        the YAML config to run (default: " VRAM_DEFAULT_CONFIG ")\n"
 	      "      --check-config FILE  validate FILE, print its errors (file:line:col), exit\n"
 	      "  -l, --listen HOST:PORT   API address (overrides daemon.listen)\n"
 	      "  -g, --gpus LIST          simulated GPUs, e.g. 2x80GiB or 1x24GiB,1x80GiB\n"
@@ -211,6 +216,25 @@ static void note_inherited(char *buf, size_t size, size_t *off, enum vram_listen
 		*off += (size_t)n;
 }
 
+/*
+ * The config read when no --config is given: the one under the install's
+ * sysconfdir, then /etc/vramd/vramd.yaml (where a /usr/local install still
+ * finds what the package or the administrator put in /etc). Returns a
+ * static path, or NULL after saying on stderr where it looked.
+ */
+static const char *default_config(void)
+{
+	static const char *const paths[] = { VRAM_DEFAULT_CONFIG, "/etc/vramd/vramd.yaml" };
+	size_t n = strcmp(paths[0], paths[1]) == 0 ? 1 : 2;
+	for (size_t i = 0; i < n; i++)
+		if (access(paths[i], F_OK) == 0)
+			return paths[i];
+	fprintf(stderr, "vramd: no --config given and no config at %s%s%s; "
+		"give one with --config FILE (examples: share/vramd/examples of the install)\n",
+		paths[0], n > 1 ? " or " : "", n > 1 ? paths[1] : "");
+	return NULL;
+}
+
 /* Loads the config; prints its errors (file:line:col) to stderr. Returns 0 or -errno. */
 static int load_config(const char *path, const struct vram_config_overrides *ov,
 		       struct vram_config **ret)
@@ -317,11 +341,8 @@ int main(int argc, char **argv)
 	}
 	if (check_path)
 		return check_config(check_path, &ov);
-	if (!config_path) {
-		fprintf(stderr, "vramd: --config FILE is required\n");
-		usage(stderr);
+	if (!config_path && !(config_path = default_config()))
 		return 2;
-	}
 	vram_log_init(level, NULL);
 
 	int ret = 1;

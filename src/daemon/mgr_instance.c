@@ -966,6 +966,11 @@ static char *find_hook_library(const struct vram_config *cfg)
 		}
 		free(p);
 	}
+#ifdef VRAM_HOOK_LIBRARY
+	/* where the install put it, for a vramd binary copied elsewhere */
+	if (access(VRAM_HOOK_LIBRARY, R_OK) == 0)
+		return strdup(VRAM_HOOK_LIBRARY);
+#endif
 	return NULL;
 }
 

@@ -153,10 +153,10 @@ def test_unit_file_verifies(tmp_path):
         pytest.skip("systemd-analyze is not installed")
     unit = open(os.path.join(SOURCE, "packaging", "vramd.service")).read()
     assert "\nType=notify\n" in unit and "\nKillMode=process\n" in unit
-    assert "ExecStart=/usr/bin/vramd\n" in unit
-    # verify checks that ExecStart exists: the built binary stands in for /usr/bin/vramd
+    assert "ExecStart=@BINDIR@/vramd\n" in unit  # meson fills the install's bindir
+    # verify checks that ExecStart exists: the built binary stands in for the installed one
     (tmp_path / "vramd.service").write_text(
-        unit.replace("ExecStart=/usr/bin/vramd", f"ExecStart={os.path.abspath(VRAMD)}"))
+        unit.replace("ExecStart=@BINDIR@/vramd", f"ExecStart={os.path.abspath(VRAMD)}"))
     r = subprocess.run([analyze, "verify", str(tmp_path / "vramd.service")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
