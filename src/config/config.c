@@ -611,6 +611,7 @@ SAME_CFG(socket_mode, a->daemon.socket_mode == b->daemon.socket_mode)
 SAME_CFG(socket_group, str_eq(a->daemon.socket_group, b->daemon.socket_group))
 SAME_CFG(backend, a->gpus.backend == b->gpus.backend)
 SAME_CFG(reserve, a->gpus.reserve == b->gpus.reserve)
+SAME_CFG(visible_devices, a->gpus.visible_devices == b->gpus.visible_devices)
 SAME_CFG(host_reserve, a->host.reserve == b->host.reserve)
 SAME_CFG(host_limit, a->host.limit == b->host.limit)
 SAME_CFG(host_park_dir, str_eq(a->host.park_dir, b->host.park_dir))
@@ -758,6 +759,10 @@ static const char *const backend_names[] = {
 	[VRAM_GPU_BACKEND_AUTO] = "auto",
 	[VRAM_GPU_BACKEND_NVML] = "nvml",
 	[VRAM_GPU_BACKEND_SIM] = "sim",
+};
+static const char *const visible_devices_names[] = {
+	[VRAM_VISIBLE_INDEX] = "index",
+	[VRAM_VISIBLE_UUID] = "uuid",
 };
 static const char *const log_level_names[] = { "error", "warn", "info", "debug" };
 
@@ -2001,10 +2006,16 @@ static void g_sim(struct ctx *c, const struct vram_ynode *v, void *t)
 	}
 }
 
+static void g_visible_devices(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	CHOICE(c, v, visible_devices_names, &CFG(t)->gpus.visible_devices);
+}
+
 static const struct key_def gpus_keys[] = {
 	{ "backend", g_backend, false, CFG_DAEMON(backend) },
 	{ "reserve", g_reserve, false, CFG_LIVE(reserve) },
 	{ "sim", g_sim, false, CFG_DAEMON(sim) },
+	{ "visible_devices", g_visible_devices, false, CFG_LIVE(visible_devices) },
 };
 
 /* ---- host section ---- */

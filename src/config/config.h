@@ -49,6 +49,13 @@ enum vram_gpu_backend_kind {
 	VRAM_GPU_BACKEND_SIM,
 };
 
+/* How CUDA_VISIBLE_DEVICES names a workload's GPUs. */
+enum vram_visible_devices {
+	VRAM_VISIBLE_INDEX = 0, /* CUDA indices under CUDA_DEVICE_ORDER=PCI_BUS_ID (default):
+				 * every vLLM release accepts them */
+	VRAM_VISIBLE_UUID,      /* GPU UUIDs */
+};
+
 enum vram_placement {
 	VRAM_PLACEMENT_PACK = 0,  /* fill used GPUs first; keep whole GPUs free */
 	VRAM_PLACEMENT_SPREAD,    /* replicas/workloads on distinct GPUs where possible */
@@ -229,6 +236,7 @@ struct vram_config {
 	struct {
 		enum vram_gpu_backend_kind backend;
 		uint64_t reserve; /* bytes kept free on every GPU */
+		enum vram_visible_devices visible_devices;
 		struct vram_sim_gpu_config *sim; /* owned array */
 		size_t n_sim;
 	} gpus;

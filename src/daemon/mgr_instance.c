@@ -252,7 +252,15 @@ static char **instance_env(struct vram_manager *m, struct vram_workload *w, stru
 	size_t len = 0;
 	for (size_t g = 0; g < in->n_gpus; g++) {
 		char idx[16];
-		const char *id = vram_gpu_uuid(m->gpus, in->gpus[g]);
+		/*
+		 * The backend's index is the CUDA index under PCI_BUS_ID order
+		 * (manager.c checks the order at start). vramd itself keeps to
+		 * UUIDs (MPS daemons, checkpoint moves); only this names GPUs by
+		 * index, the naming every vLLM release accepts.
+		 */
+		const char *id = m->cfg->gpus.visible_devices == VRAM_VISIBLE_UUID
+					 ? vram_gpu_uuid(m->gpus, in->gpus[g])
+					 : NULL;
 		if (!id)
 			id = (snprintf(idx, sizeof(idx), "%u", in->gpus[g]), idx);
 		len += (size_t)snprintf(uuids + len, sizeof(uuids) - len, "%s%s", g ? "," : "", id);
