@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """daemon.token_file and daemon.tokens: several tokens, any one accepted; a
 token file others may read is refused; a reload applies a changed file."""
 
