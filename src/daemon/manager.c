@@ -757,8 +757,12 @@ static void check_gpu_order(struct vram_manager *m)
 	struct vram_gpu_info prev, cur;
 	unsigned n = vram_gpu_count(m->gpus);
 	for (unsigned i = 0; i < n; i++) {
-		if (vram_gpu_query(m->gpus, i, &cur) < 0 || !cur.pci_bus_id[0])
+		int r = vram_gpu_query(m->gpus, i, &cur);
+		if (r < 0 || !cur.pci_bus_id[0]) {
+			vram_debug("GPU order not checked: GPU %u has no PCI bus id (%s)", i,
+				   r < 0 ? strerror(-r) : "not reported");
 			return;
+		}
 		if (i && strcasecmp(prev.pci_bus_id, cur.pci_bus_id) > 0) {
 			vram_warn("GPU %u (%s) comes before GPU %u (%s) but not in PCI bus order, "
 				  "so CUDA_VISIBLE_DEVICES indices may name other GPUs; set "

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from conftest import SOURCE, pids_of, wait_for
+from conftest import BUILD, SOURCE, pids_of, wait_for
 
 FAKE_MPS = os.path.join(SOURCE, "tests", "unit", "data", "mps-fake-control")
 
@@ -50,3 +50,19 @@ def test_mps_keeps_uuids_and_clients_count_from_0(daemon, monkeypatch, naming):
     client = environ_of(pids_of(d.workload("a"))[0])
     assert client["CUDA_MPS_PIPE_DIRECTORY"] == dm["pipe_dir"]
     assert client["CUDA_VISIBLE_DEVICES"] == ("0" if naming == "index" else daemon_visible)
+
+
+FAKE_NVML = os.path.join(BUILD, "tests", "fakenvml", "libnvidia-ml.so.1")
+
+
+@pytest.mark.parametrize("swapped", [False, True])
+def test_start_warns_when_gpu_order_is_not_pci_order(daemon, monkeypatch, swapped):
+    """Index naming is only right when the backend lists GPUs in PCI bus order."""
+    monkeypatch.setenv("VRAM_NVML_LIBRARY", FAKE_NVML)
+    monkeypatch.setenv("FAKENVML_BUS_SWAPPED", "1" if swapped else "0")
+    d = daemon("gpus:\n  backend: nvml\nworkloads: {}\n", gpus=None)
+    warned = "not in PCI bus order" in d.log_text()
+    assert warned == swapped, d.log_text()
+    if swapped:
+        assert ("GPU 0 (00000000:65:00.0) comes before GPU 1 (00000000:17:00.0) but not in "
+                "PCI bus order") in d.log_text()
