@@ -1578,14 +1578,19 @@ static const char listen_expected[] = "HOST:PORT like 127.0.0.1:8600 or [::1]:86
 static void d_listen(struct ctx *c, const struct vram_ynode *v, void *t)
 {
 	char host[256];
-	const char *s = want_scalar(c, v, listen_expected);
-	if (!s)
+	char *listen = NULL;
+	get_daemon_string(c, v, &listen);
+	if (!listen)
 		return;
-	if (!listen_split(s, host, sizeof(host))) {
-		fail(c, v, "expected %s, got %s", listen_expected, GOT(v));
+	/* checked once ${env:...} is replaced: the address is what vramd binds */
+	if (!listen_split(listen, host, sizeof(host))) {
+		fail(c, v, "expected %s, got %s%s", listen_expected, GOT(v),
+		     strcmp(listen, v->text) ? " once ${env:...} is replaced" : "");
+		free(listen);
 		return;
 	}
-	get_daemon_string(c, v, &CFG(t)->daemon.listen);
+	free(CFG(t)->daemon.listen);
+	CFG(t)->daemon.listen = listen;
 	c->listen_at = v;
 }
 

@@ -533,6 +533,15 @@ static void test_env_in_daemon_keys(void **state)
 	assert_string_equal(cfg->daemon.token, "from-env\nx-from-env");
 	assert_string_equal(cfg->daemon.state_dir, "/tmp/vramd-env-test/state");
 	vram_config_free(cfg);
+	/* listen is checked as vramd will bind it, after the replacement */
+	setenv("VRAMD_TEST_LISTEN", "127.0.0.1:8611", 1);
+	cfg = parse_ok("daemon:\n  listen: ${env:VRAMD_TEST_LISTEN}\n");
+	assert_string_equal(cfg->daemon.listen, "127.0.0.1:8611");
+	vram_config_free(cfg);
+	setenv("VRAMD_TEST_LISTEN", "nowhere", 1);
+	expect_error("daemon:\n  listen: ${env:VRAMD_TEST_LISTEN}\n",
+		     "t.yaml:2:11: daemon.listen: expected HOST:PORT like 127.0.0.1:8600 or "
+		     "[::1]:8600, got \"${env:VRAMD_TEST_LISTEN}\" once ${env:...} is replaced");
 	unsetenv("VRAMD_TEST_UNSET");
 	expect_error("daemon:\n  token: ${env:VRAMD_TEST_UNSET}\n",
 		     "t.yaml:2:10: daemon.token: environment variable VRAMD_TEST_UNSET is not "
