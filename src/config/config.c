@@ -58,6 +58,8 @@ struct ctx {
 	const struct vram_ynode *socket_at;   /* where daemon.socket was set */
 	const struct vram_ynode *state_dir_at; /* where daemon.state_dir was set */
 	const struct vram_ynode *socket_mode_at; /* where daemon.socket_mode was set */
+	const struct vram_ynode *token_file_at; /* where daemon.token_file was set */
+	const struct vram_ynode *tokens_at;     /* where daemon.tokens was set */
 };
 
 /* ---- errors and key paths ---- */
@@ -375,6 +377,76 @@ static void get_string(struct ctx *c, const struct vram_ynode *v, char **slot)
 	*slot = p;
 }
 
+/*
+ * s with each "${env:NAME}" replaced by the variable's value, so that a
+ * secret or a path need not be written into the file. NULL after an error
+ * (reported at v: the variable is not set, or the reference is not closed)
+ * or out of memory; caller frees.
+ */
+static char *expand_env(struct ctx *c, const struct vram_ynode *v, const char *s)
+{
+	struct vram_buf b;
+	vram_buf_init(&b, VRAM_CONFIG_EXPANDED_MAX);
+	const char *p = s;
+	for (;;) {
+		const char *ref = strstr(p, "${env:");
+		if (!ref) {
+			if (vram_buf_append(&b, p, strlen(p)) < 0)
+				goto out_too_big;
+			break;
+		}
+		if (vram_buf_append(&b, p, (size_t)(ref - p)) < 0)
+			goto out_too_big;
+		const char *name = ref + 6, *end = strchr(name, '}');
+		size_t n = end ? (size_t)(end - name) : 0;
+		char var[128];
+		if (!end || n == 0 || n >= sizeof(var)) {
+			fail(c, v, "expected ${env:NAME} with a variable name of 1 to %zu characters "
+			     "and a closing }", sizeof(var) - 1);
+			goto out_free;
+		}
+		memcpy(var, name, n);
+		var[n] = '\0';
+		const char *val = getenv(var);
+		if (!val) {
+			fail(c, v, "environment variable %s is not set, expected it set in vramd's "
+			     "environment for ${env:%s}", var, var);
+			goto out_free;
+		}
+		if (vram_buf_append(&b, val, strlen(val)) < 0)
+			goto out_too_big;
+		p = end + 1;
+	}
+	char *out = vram_buf_take(&b);
+	if (!out)
+		out = xstrdup(c, "");
+	return out;
+out_too_big:
+	fail(c, v, "expected a value of at most %d bytes once ${env:...} is replaced",
+	     VRAM_CONFIG_EXPANDED_MAX);
+out_free:
+	vram_buf_done(&b);
+	return NULL;
+}
+
+/* get_string() for daemon keys, which may name environment variables. */
+static void get_daemon_string(struct ctx *c, const struct vram_ynode *v, char **slot)
+{
+	const char *s = want_scalar(c, v, "a non-empty string");
+	if (!s)
+		return;
+	char *x = expand_env(c, v, s);
+	if (!x)
+		return;
+	if (!*x) {
+		fail(c, v, "expected a non-empty string, got \"\"%s", strcmp(s, x) ? " after ${env:...}" : "");
+		free(x);
+		return;
+	}
+	free(*slot);
+	*slot = x;
+}
+
 /* Replaces *slot (NULL-terminated, count in *ret_n) with a list of strings. */
 static void get_string_list(struct ctx *c, const struct vram_ynode *v, size_t max,
 			    const char *expected, char ***slot, size_t *ret_n)
@@ -539,6 +611,7 @@ SAME_CFG(socket_mode, a->daemon.socket_mode == b->daemon.socket_mode)
 SAME_CFG(socket_group, str_eq(a->daemon.socket_group, b->daemon.socket_group))
 SAME_CFG(backend, a->gpus.backend == b->gpus.backend)
 SAME_CFG(reserve, a->gpus.reserve == b->gpus.reserve)
+SAME_CFG(visible_devices, a->gpus.visible_devices == b->gpus.visible_devices)
 SAME_CFG(host_reserve, a->host.reserve == b->host.reserve)
 SAME_CFG(host_limit, a->host.limit == b->host.limit)
 SAME_CFG(host_park_dir, str_eq(a->host.park_dir, b->host.park_dir))
@@ -686,6 +759,10 @@ static const char *const backend_names[] = {
 	[VRAM_GPU_BACKEND_AUTO] = "auto",
 	[VRAM_GPU_BACKEND_NVML] = "nvml",
 	[VRAM_GPU_BACKEND_SIM] = "sim",
+};
+static const char *const visible_devices_names[] = {
+	[VRAM_VISIBLE_INDEX] = "index",
+	[VRAM_VISIBLE_UUID] = "uuid",
 };
 static const char *const log_level_names[] = { "error", "warn", "info", "debug" };
 
@@ -1501,31 +1578,79 @@ static const char listen_expected[] = "HOST:PORT like 127.0.0.1:8600 or [::1]:86
 static void d_listen(struct ctx *c, const struct vram_ynode *v, void *t)
 {
 	char host[256];
-	const char *s = want_scalar(c, v, listen_expected);
-	if (!s)
+	char *listen = NULL;
+	get_daemon_string(c, v, &listen);
+	if (!listen)
 		return;
-	if (!listen_split(s, host, sizeof(host))) {
-		fail(c, v, "expected %s, got %s", listen_expected, GOT(v));
+	/* checked once ${env:...} is replaced: the address is what vramd binds */
+	if (!listen_split(listen, host, sizeof(host))) {
+		fail(c, v, "expected %s, got %s%s", listen_expected, GOT(v),
+		     strcmp(listen, v->text) ? " once ${env:...} is replaced" : "");
+		free(listen);
 		return;
 	}
-	get_string(c, v, &CFG(t)->daemon.listen);
+	free(CFG(t)->daemon.listen);
+	CFG(t)->daemon.listen = listen;
 	c->listen_at = v;
 }
 
 static void d_socket(struct ctx *c, const struct vram_ynode *v, void *t)
 {
-	get_string(c, v, &CFG(t)->daemon.socket);
+	get_daemon_string(c, v, &CFG(t)->daemon.socket);
 	c->socket_at = v;
 }
 
 static void d_state_dir(struct ctx *c, const struct vram_ynode *v, void *t)
 {
-	get_string(c, v, &CFG(t)->daemon.state_dir);
+	get_daemon_string(c, v, &CFG(t)->daemon.state_dir);
 	c->state_dir_at = v;
 }
-static void d_log(struct ctx *c, const struct vram_ynode *v, void *t) { get_string(c, v, &CFG(t)->daemon.log); }
-static void d_token(struct ctx *c, const struct vram_ynode *v, void *t) { get_string(c, v, &CFG(t)->daemon.token); }
-static void d_hook_library(struct ctx *c, const struct vram_ynode *v, void *t) { get_string(c, v, &CFG(t)->daemon.hook_library); }
+static void d_log(struct ctx *c, const struct vram_ynode *v, void *t) { get_daemon_string(c, v, &CFG(t)->daemon.log); }
+static void d_hook_library(struct ctx *c, const struct vram_ynode *v, void *t) { get_daemon_string(c, v, &CFG(t)->daemon.hook_library); }
+
+/* A token is one line of the joined daemon.token: no line break, no blank. */
+static bool token_is_valid(const char *s)
+{
+	for (; *s; s++)
+		if (isspace((unsigned char)*s) || iscntrl((unsigned char)*s))
+			return false;
+	return true;
+}
+
+static void d_token(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	char **slot = &CFG(t)->daemon.token;
+	get_daemon_string(c, v, slot);
+	if (*slot && !token_is_valid(*slot))
+		fail(c, v, "expected a token without spaces or control characters");
+}
+
+static void d_tokens(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	struct vram_config *cfg = CFG(t);
+	get_string_list(c, v, VRAM_CONFIG_TOKENS_MAX, "a list of tokens", &cfg->daemon.tokens,
+			&cfg->daemon.n_tokens);
+	for (size_t i = 0; i < cfg->daemon.n_tokens; i++) {
+		char *x = expand_env(c, v->items[i], cfg->daemon.tokens[i]);
+		if (!x)
+			continue;
+		free(cfg->daemon.tokens[i]);
+		cfg->daemon.tokens[i] = x;
+		if (!*x || !token_is_valid(x)) {
+			size_t mark = path_push(c, "[%zu]", i);
+			fail(c, v->items[i], "expected a non-empty token without spaces or "
+			     "control characters");
+			path_pop(c, mark);
+		}
+	}
+	c->tokens_at = v;
+}
+
+static void d_token_file(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_daemon_string(c, v, &CFG(t)->daemon.token_file);
+	c->token_file_at = v;
+}
 
 static void d_log_level(struct ctx *c, const struct vram_ynode *v, void *t)
 {
@@ -1758,7 +1883,9 @@ static const struct key_def daemon_keys[] = {
 	{ "state_dir", d_state_dir, false, CFG_DAEMON(state_dir) },
 	{ "log", d_log, false, CFG_DAEMON(log) },
 	{ "log_level", d_log_level, false, CFG_LIVE(log_level) },
-	{ "token", d_token, false, CFG_DAEMON(token) },
+	{ "token", d_token, false, CFG_LIVE(token) },
+	{ "tokens", d_tokens, false, CFG_LIVE(token) },
+	{ "token_file", d_token_file, false, CFG_LIVE(token) },
 	{ "hook_library", d_hook_library, false, CFG_DAEMON(hook_library) },
 	{ "workload_log_max", d_workload_log_max, false, CFG_DAEMON(workload_log_max) },
 	{ "workload_log_keep", d_workload_log_keep, false, CFG_DAEMON(workload_log_keep) },
@@ -1884,10 +2011,16 @@ static void g_sim(struct ctx *c, const struct vram_ynode *v, void *t)
 	}
 }
 
+static void g_visible_devices(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	CHOICE(c, v, visible_devices_names, &CFG(t)->gpus.visible_devices);
+}
+
 static const struct key_def gpus_keys[] = {
 	{ "backend", g_backend, false, CFG_DAEMON(backend) },
 	{ "reserve", g_reserve, false, CFG_LIVE(reserve) },
 	{ "sim", g_sim, false, CFG_DAEMON(sim) },
+	{ "visible_devices", g_visible_devices, false, CFG_LIVE(visible_devices) },
 };
 
 /* ---- host section ---- */
@@ -2185,6 +2318,147 @@ static void check_ports_against_listen(struct ctx *c, const struct vram_ynode *c
 	}
 }
 
+
+/*
+ * Reads daemon.token_file into *list: one token a line, blank lines and
+ * lines starting with # skipped. The file holds a secret, so it must be
+ * readable by its owner only, and the owner must be vramd's user or root:
+ * anyone else could have written a token of their choosing into it.
+ */
+static void read_token_file(struct ctx *c, struct vram_buf *list, size_t *n)
+{
+	const char *path = c->cfg->daemon.token_file;
+	const struct vram_ynode *at = c->token_file_at;
+	size_t mark = path_push(c, "daemon.token_file");
+	char *text = NULL;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0) {
+		fail(c, at, "cannot open %s: %s, expected a readable file of tokens, one a line",
+		     path, strerror(errno));
+		goto out;
+	}
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		fail(c, at, "cannot stat %s: %s", path, strerror(errno));
+		goto out_close;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		fail(c, at, "%s is not a regular file, expected a file of tokens, one a line", path);
+		goto out_close;
+	}
+	if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+		fail(c, at, "%s has mode %04o, expected no access for group and others "
+		     "(chmod 600 %s)", path, (unsigned)(st.st_mode & 07777), path);
+		goto out_close;
+	}
+	if (st.st_uid != geteuid() && st.st_uid != 0) {
+		fail(c, at, "%s is owned by uid %u, expected vramd's user (uid %u) or root", path,
+		     (unsigned)st.st_uid, (unsigned)geteuid());
+		goto out_close;
+	}
+	if (st.st_size > VRAM_CONFIG_TOKEN_FILE_MAX) {
+		fail(c, at, "%s is %lld bytes, expected at most %d", path, (long long)st.st_size,
+		     VRAM_CONFIG_TOKEN_FILE_MAX);
+		goto out_close;
+	}
+	text = malloc(VRAM_CONFIG_TOKEN_FILE_MAX + 1);
+	if (!text) {
+		c->oom = true;
+		goto out_close;
+	}
+	size_t len = 0;
+	for (;;) {
+		ssize_t r = read(fd, text + len, VRAM_CONFIG_TOKEN_FILE_MAX + 1 - len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			fail(c, at, "cannot read %s: %s", path, strerror(errno));
+			goto out_close;
+		}
+		if (r == 0)
+			break;
+		len += (size_t)r;
+		if (len > VRAM_CONFIG_TOKEN_FILE_MAX) {
+			fail(c, at, "%s is over %d bytes, expected at most %d", path,
+			     VRAM_CONFIG_TOKEN_FILE_MAX, VRAM_CONFIG_TOKEN_FILE_MAX);
+			goto out_close;
+		}
+	}
+	text[len] = '\0';
+	unsigned line_no = 0;
+	for (char *line = text, *next; line && *line; line = next) {
+		line_no++;
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = '\0';
+		size_t l = strlen(line);
+		while (l && isspace((unsigned char)line[l - 1]))
+			line[--l] = '\0';
+		while (isspace((unsigned char)*line))
+			line++;
+		if (!*line || *line == '#')
+			continue;
+		if (!token_is_valid(line)) {
+			fail(c, at, "%s line %u: expected one token without spaces or control "
+			     "characters", path, line_no);
+			continue;
+		}
+		if (++*n > VRAM_CONFIG_TOKENS_MAX) {
+			fail(c, at, "%s has more than %d tokens, expected at most %d", path,
+			     VRAM_CONFIG_TOKENS_MAX, VRAM_CONFIG_TOKENS_MAX);
+			break;
+		}
+		if ((list->len && vram_buf_puts(list, "\n") < 0) || vram_buf_puts(list, line) < 0)
+			c->oom = true;
+	}
+	if (*n == 0 && c->n_errs == 0)
+		fail(c, at, "%s holds no token, expected one token a line", path);
+	explicit_bzero(text, VRAM_CONFIG_TOKEN_FILE_MAX + 1);
+out_close:
+	close(fd);
+out:
+	free(text);
+	path_pop(c, mark);
+}
+
+/*
+ * Joins daemon.token, daemon.tokens and the lines of daemon.token_file into
+ * daemon.token, one token a line, which is what the API and the gateway
+ * check a request against (any one of them is accepted).
+ */
+static void join_tokens(struct ctx *c)
+{
+	struct vram_config *cfg = c->cfg;
+	if (!cfg->daemon.n_tokens && !cfg->daemon.token_file)
+		return;
+	struct vram_buf list;
+	size_t n = 0;
+	vram_buf_init(&list, (size_t)VRAM_CONFIG_TOKEN_FILE_MAX * 2);
+	if (cfg->daemon.token && vram_buf_puts(&list, cfg->daemon.token) < 0)
+		c->oom = true;
+	n += cfg->daemon.token != NULL;
+	for (size_t i = 0; i < cfg->daemon.n_tokens; i++, n++)
+		if ((list.len && vram_buf_puts(&list, "\n") < 0) ||
+		    vram_buf_puts(&list, cfg->daemon.tokens[i]) < 0)
+			c->oom = true;
+	if (cfg->daemon.token_file)
+		read_token_file(c, &list, &n);
+	if (list.len == 0) {
+		vram_buf_done(&list);
+		return;
+	}
+	char *joined = vram_buf_take(&list);
+	if (!joined) {
+		c->oom = true;
+		return;
+	}
+	if (cfg->daemon.token) {
+		explicit_bzero(cfg->daemon.token, strlen(cfg->daemon.token));
+		free(cfg->daemon.token);
+	}
+	cfg->daemon.token = joined;
+}
+
 static void finish_daemon(struct ctx *c)
 {
 	struct vram_config *cfg = c->cfg;
@@ -2202,6 +2476,7 @@ static void finish_daemon(struct ctx *c)
 		else
 			c->oom = true;
 	}
+	join_tokens(c);
 	if (cfg->daemon.listen && !cfg->daemon.token && !listen_is_loopback(cfg->daemon.listen)) {
 		if (c->listen_at) {
 			size_t mark = path_push(c, "daemon.listen");
@@ -2237,6 +2512,8 @@ void vram_config_free(struct vram_config *config)
 	free(config->daemon.log);
 	free(config->daemon.log_level);
 	free(config->daemon.token);
+	free_strv(config->daemon.tokens);
+	free(config->daemon.token_file);
 	free(config->daemon.hook_library);
 	free_strv(config->daemon.allowed_hosts);
 	free_strv(config->daemon.cors_origins);

@@ -27,6 +27,9 @@
 #define VRAM_CONFIG_MAX_FILE_BYTES (1024 * 1024) /* bytes; larger files are refused */
 #define VRAM_CONFIG_MAX_HOSTS 64 /* entries of daemon.allowed_hosts and daemon.cors.origins */
 #define VRAM_CONFIG_MAX_ERRORS 20
+#define VRAM_CONFIG_TOKENS_MAX 64          /* tokens in daemon.tokens, and in daemon.token_file */
+#define VRAM_CONFIG_TOKEN_FILE_MAX 16384   /* bytes of daemon.token_file */
+#define VRAM_CONFIG_EXPANDED_MAX 4096      /* bytes of a daemon value once ${env:...} is replaced */
 #define VRAM_CONFIG_RESTART_LIMIT_MAX 100 /* restart.limit: failures kept per workload */
 #define VRAM_HEALTH_PATH_MAX 1024 /* bytes of a health check path */
 /* The private API socket is the control socket's path with this appended. */
@@ -44,6 +47,13 @@ enum vram_gpu_backend_kind {
 	VRAM_GPU_BACKEND_AUTO = 0, /* nvml when the driver loads and shows a GPU, else sim */
 	VRAM_GPU_BACKEND_NVML,
 	VRAM_GPU_BACKEND_SIM,
+};
+
+/* How CUDA_VISIBLE_DEVICES names a workload's GPUs. */
+enum vram_visible_devices {
+	VRAM_VISIBLE_INDEX = 0, /* CUDA indices under CUDA_DEVICE_ORDER=PCI_BUS_ID (default):
+				 * every vLLM release accepts them */
+	VRAM_VISIBLE_UUID,      /* GPU UUIDs */
 };
 
 enum vram_placement {
@@ -192,7 +202,12 @@ struct vram_config {
 		char *state_dir; /* owned; logs, sockets, MPS dirs; default /run/vramd as root, else $XDG_RUNTIME_DIR/vramd or /tmp/vramd-$UID */
 		char *log;       /* owned; daemon log file; NULL = stderr */
 		char *log_level; /* owned; error|warn|info|debug; default info */
-		char *token;     /* owned; bearer token, required when listen is not loopback */
+		char *token;     /* owned; the bearer tokens accepted, one a line (daemon.token,
+				  * daemon.tokens and daemon.token_file joined); required when
+				  * listen is not loopback */
+		char **tokens;   /* owned, NULL-terminated; daemon.tokens as written (joined into token) */
+		size_t n_tokens;
+		char *token_file; /* owned; daemon.token_file: tokens, one a line (joined into token) */
 		uint64_t workload_log_max_bytes; /* bytes per workload log before rotation */
 		unsigned workload_log_keep;      /* rotated files kept */
 		unsigned port_range_start;       /* first port for `port: auto` */
@@ -221,6 +236,7 @@ struct vram_config {
 	struct {
 		enum vram_gpu_backend_kind backend;
 		uint64_t reserve; /* bytes kept free on every GPU */
+		enum vram_visible_devices visible_devices;
 		struct vram_sim_gpu_config *sim; /* owned array */
 		size_t n_sim;
 	} gpus;

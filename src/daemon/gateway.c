@@ -109,6 +109,24 @@ void vram_gateway_handle(struct evhttp_request *req, bool trusted, void *arg)
 	vram_api_handle(req, trusted, gw->api);
 }
 
+/*
+ * Replaces the tokens a client must show (one a line, config.h; NULL or ""
+ * = none): at start, and on each reload, so that a changed daemon.token_file
+ * applies without a restart. Out of memory, the old tokens stay.
+ */
+int gw__set_token(struct vram_gateway *gw, const char *token)
+{
+	char *copy = NULL;
+	if (token && *token && !(copy = strdup(token)))
+		return -ENOMEM;
+	if (gw->token) {
+		explicit_bzero(gw->token, strlen(gw->token));
+		free(gw->token);
+	}
+	gw->token = copy;
+	return 0;
+}
+
 /* ---------------------------------------------------------- lifecycle */
 
 int vram_gateway_new(struct event_base *base, struct vram_manager *m, struct vram_api *api,
@@ -129,7 +147,7 @@ int vram_gateway_new(struct event_base *base, struct vram_manager *m, struct vra
 	vram_list_init(&gw->api_pool.idle);
 	vram_buf_init(&gw->head, VRAM_GATEWAY_UP_HEADERS_MAX + 4096);
 	vram_buf_init(&gw->dechunked, GW_READ_MAX + VRAM_GATEWAY_UP_HEADERS_MAX);
-	gw->token = token && *token ? strdup(token) : NULL;
+	int token_r = gw__set_token(gw, token);
 	gw->api_socket = strdup(api_socket);
 	gw->addrs = calloc(GW_ADDR_SLOTS, sizeof(*gw->addrs));
 	if (getrandom(&gw->addr_seed, sizeof(gw->addr_seed), GRND_NONBLOCK) < 0)
@@ -147,7 +165,7 @@ int vram_gateway_new(struct event_base *base, struct vram_manager *m, struct vra
 	}
 	gw->sweep = event_new(base, -1, EV_PERSIST, on_sweep, gw);
 	struct timeval tv = { GW_SWEEP_S, 0 };
-	if (!gw->api_socket || (token && *token && !gw->token) || !gw->addrs || !gw->sweep ||
+	if (!gw->api_socket || token_r < 0 || !gw->addrs || !gw->sweep ||
 	    event_add(gw->sweep, &tv) < 0)
 		goto out_free;
 	for (size_t i = 0; i < cfg->n_workloads; i++)

@@ -298,6 +298,9 @@ static inline int gw__append_to_buf(void *arg, const char *p, size_t n)
 	return vram_buf_append(arg, p, n);
 }
 
+/* Replaces gw->token with a copy of token (NULL or "" = none); 0 or -ENOMEM (old kept). */
+int gw__set_token(struct vram_gateway *gw, const char *token);
+
 /*
  * True when v carries vramd's token, as "Bearer <token>" (an Authorization
  * value) or bare (an X-Api-Key value); compared in constant time. The

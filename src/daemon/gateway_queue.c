@@ -452,6 +452,10 @@ void gw__on_event(const struct vram_event *ev, void *arg)
 		break;
 	case VRAM_EVENT_RELOAD:
 		on_reload(arg, ev->reload);
+		if (gw__set_token(arg, vram_manager_config(((struct vram_gateway *)arg)->m)
+					       ->daemon.token) < 0)
+			vram_warn("Failed to apply the reloaded tokens: out of memory; the old "
+				  "ones stay");
 		break;
 	}
 }

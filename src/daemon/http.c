@@ -271,12 +271,23 @@ int vram_http_body(struct evhttp_request *req, size_t body_max, char **ret_body,
 
 bool vram_http_token_equal(const char *given, size_t len, const char *token)
 {
-	size_t tlen = strlen(token);
-	/* Constant time in the token's content; the length is not a secret worth hiding. */
-	unsigned char diff = len != tlen;
-	for (size_t i = 0; i < tlen; i++)
-		diff |= (unsigned char)token[i] ^ (unsigned char)(i < len ? given[i] : 0);
-	return diff == 0;
+	/*
+	 * token holds one token a line (config.h). Each is compared in full,
+	 * and all of them are, so the time does not tell which one matched or
+	 * how far a guess got; the lengths are not secrets worth hiding.
+	 */
+	bool match = false;
+	while (*token) {
+		size_t tlen = strcspn(token, "\n");
+		unsigned char diff = len != tlen;
+		for (size_t i = 0; i < tlen; i++)
+			diff |= (unsigned char)token[i] ^ (unsigned char)(i < len ? given[i] : 0);
+		match |= diff == 0;
+		token += tlen;
+		if (*token == '\n')
+			token++;
+	}
+	return match;
 }
 
 bool vram_http_token_ok_n(const char *authorization, size_t len, const char *token)

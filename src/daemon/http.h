@@ -135,12 +135,13 @@ bool vram_http_host_is_loopback(const char *host);
 
 /*
  * Checks an Authorization header against token: "Bearer <token>", compared in
- * constant time. A NULL or empty token accepts everything.
+ * constant time. token may hold several tokens, one a line: any one is accepted. A NULL or empty token accepts everything.
  */
 bool vram_http_token_ok(const char *authorization, const char *token);
 /* The same for len bytes at authorization (no NUL needed). */
 bool vram_http_token_ok_n(const char *authorization, size_t len, const char *token);
-/* True when the len bytes at given are token (not NULL), compared in constant time. */
+/* True when the len bytes at given are token, or one line of it (not NULL), compared in
+ * constant time. */
 bool vram_http_token_equal(const char *given, size_t len, const char *token);
 
 /* "Bad Request", … for a status; "Error" for one it does not know. */

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -742,6 +743,37 @@ void mgr_workload_done(struct vram_manager *m, struct vram_workload *w)
 	memset(slot, 0, sizeof(*slot));
 }
 
+
+/*
+ * A workload's CUDA_VISIBLE_DEVICES names GPUs by the backend's index, with
+ * CUDA_DEVICE_ORDER=PCI_BUS_ID: that is only the same GPU when the backend
+ * lists GPUs by PCI bus id, as NVML does. Says so once at start when it does
+ * not, naming the first pair out of order.
+ */
+static void check_gpu_order(struct vram_manager *m)
+{
+	if (m->cfg->gpus.visible_devices != VRAM_VISIBLE_INDEX)
+		return;
+	struct vram_gpu_info prev, cur;
+	unsigned n = vram_gpu_count(m->gpus);
+	for (unsigned i = 0; i < n; i++) {
+		int r = vram_gpu_query(m->gpus, i, &cur);
+		if (r < 0 || !cur.pci_bus_id[0]) {
+			vram_debug("GPU order not checked: GPU %u has no PCI bus id (%s)", i,
+				   r < 0 ? strerror(-r) : "not reported");
+			return;
+		}
+		if (i && strcasecmp(prev.pci_bus_id, cur.pci_bus_id) > 0) {
+			vram_warn("GPU %u (%s) comes before GPU %u (%s) but not in PCI bus order, "
+				  "so CUDA_VISIBLE_DEVICES indices may name other GPUs; set "
+				  "gpus.visible_devices: uuid", i - 1, prev.pci_bus_id, i,
+				  cur.pci_bus_id);
+			return;
+		}
+		prev = cur;
+	}
+}
+
 int vram_manager_new(struct event_base *base, struct vram_config *cfg, struct vram_gpus *gpus,
 		     struct vram_manager **ret)
 {
@@ -754,6 +786,7 @@ int vram_manager_new(struct event_base *base, struct vram_config *cfg, struct vr
 	m->base = base;
 	m->cfg = cfg;
 	m->gpus = gpus;
+	check_gpu_order(m);
 	for (size_t i = 0; i < N_FEATURES; i++)
 		if (features[i]->init)
 			features[i]->init(m);

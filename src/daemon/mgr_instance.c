@@ -221,6 +221,25 @@ static char *preload_with_hook(const char *hook, const char *pre)
 	return mgr_asprintf("LD_PRELOAD=%s:%s", hook, pre);
 }
 
+
+/*
+ * An MPS client's CUDA_VISIBLE_DEVICES under index naming, given the MPS
+ * daemon's (UUIDs, mps.c): the server renumbers the devices it was started
+ * with from 0, so a client names them 0..n-1 in the daemon's order; the
+ * host's indices would name other GPUs or none. Caller frees; NULL when out
+ * of memory.
+ */
+static char *mps_client_indices(const char *daemon_visible)
+{
+	char list[VRAM_PLAN_MAX_GPUS * 4] = "";
+	size_t n = *daemon_visible ? 1 : 0, len = 0;
+	for (const char *p = daemon_visible; *p; p++)
+		n += *p == ',';
+	for (size_t g = 0; g < n && len < sizeof(list); g++)
+		len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%zu", g ? "," : "", g);
+	return mgr_asprintf("CUDA_VISIBLE_DEVICES=%s", list);
+}
+
 /*
  * The environment a workload instance gets on top of the daemon's, then
  * extra (NULL-terminated, may be NULL; copied; the MPS client's variables,
@@ -252,7 +271,15 @@ static char **instance_env(struct vram_manager *m, struct vram_workload *w, stru
 	size_t len = 0;
 	for (size_t g = 0; g < in->n_gpus; g++) {
 		char idx[16];
-		const char *id = vram_gpu_uuid(m->gpus, in->gpus[g]);
+		/*
+		 * The backend's index is the CUDA index under PCI_BUS_ID order
+		 * (manager.c checks the order at start). vramd itself keeps to
+		 * UUIDs (MPS daemons, checkpoint moves); only this names GPUs by
+		 * index, the naming every vLLM release accepts.
+		 */
+		const char *id = m->cfg->gpus.visible_devices == VRAM_VISIBLE_UUID
+					 ? vram_gpu_uuid(m->gpus, in->gpus[g])
+					 : NULL;
 		if (!id)
 			id = (snprintf(idx, sizeof(idx), "%u", in->gpus[g]), idx);
 		len += (size_t)snprintf(uuids + len, sizeof(uuids) - len, "%s%s", g ? "," : "", id);
@@ -278,7 +305,10 @@ static char **instance_env(struct vram_manager *m, struct vram_workload *w, stru
 		env[k++] = mgr_asprintf("VRAM_HOOK_SOCKET=%s", hook_socket);
 	}
 	for (size_t i = 0; i < n_extra; i++)
-		env[k++] = strdup(extra[i]);
+		env[k++] = m->cfg->gpus.visible_devices == VRAM_VISIBLE_INDEX &&
+				   strncmp(extra[i], "CUDA_VISIBLE_DEVICES=", 21) == 0
+			   ? mps_client_indices(extra[i] + 21)
+			   : strdup(extra[i]);
 	bool ok = true;
 	for (size_t i = 0; i < k; i++)
 		ok &= env[i] != NULL;

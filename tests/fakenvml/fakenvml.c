@@ -94,6 +94,15 @@ static int valid(nvmlDevice_t d)
 	       (unsigned)(d - devices) < gpu_count();
 }
 
+/* FAKENVML_BUS_SWAPPED=1: the first GPU on the higher bus, an order that
+ * CUDA's PCI_BUS_ID order would not give. */
+static unsigned bus_of(nvmlDevice_t d)
+{
+	if (env_uint("FAKENVML_BUS_SWAPPED", 0))
+		return devices[d == &devices[0] ? 1 : 0].bus;
+	return d->bus;
+}
+
 static void copy_str(char *dst, unsigned int len, const char *src)
 {
 	size_t n = strlen(src);
@@ -217,7 +226,7 @@ nvmlReturn_t nvmlDeviceGetPciInfo(nvmlDevice_t dev, nvmlPciInfo_v1_t *pci)
 	if (!valid(dev))
 		return NVML_ERROR_INVALID_ARGUMENT;
 	memset(pci, 0, sizeof(*pci));
-	pci->bus = dev->bus;
+	pci->bus = bus_of(dev);
 	copy_str(pci->busId, sizeof(pci->busId), "0000:??:00.0"); /* must not be used */
 	return NVML_SUCCESS;
 }
@@ -268,11 +277,11 @@ nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t dev, nvmlPciInfo_t *pci)
 	if (!valid(dev))
 		return NVML_ERROR_INVALID_ARGUMENT;
 	memset(pci, 0, sizeof(*pci));
-	pci->bus = dev->bus;
+	pci->bus = bus_of(dev);
 	char id[32] = "00000000:00:00.0";
 	const char hex[] = "0123456789ABCDEF";
-	id[9] = hex[(dev->bus >> 4) & 15];
-	id[10] = hex[dev->bus & 15];
+	id[9] = hex[(pci->bus >> 4) & 15];
+	id[10] = hex[pci->bus & 15];
 	copy_str(pci->busId, sizeof(pci->busId), id);
 	return NVML_SUCCESS;
 }

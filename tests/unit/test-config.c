@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -460,6 +461,96 @@ static void test_token_allows_public_listen(void **state)
 	cfg = parse_ok("daemon:\n  listen: \"[::1]:8600\"\n");
 	vram_config_free(cfg);
 	cfg = parse_ok("daemon:\n  listen: localhost:1\n");
+	vram_config_free(cfg);
+}
+
+/* ---- secrets: several tokens, a token file, ${env:NAME} ---- */
+
+/* Writes text to a fresh file of the given mode; returns its path (static). */
+static const char *token_file(const char *text, mode_t mode)
+{
+	static char path[] = "/tmp/test-config-tokens-XXXXXX";
+	strcpy(path, "/tmp/test-config-tokens-XXXXXX");
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	assert_int_equal(fchmod(fd, mode), 0);
+	close(fd);
+	return path;
+}
+
+static void test_tokens(void **state)
+{
+	(void)state;
+	/* token and tokens join, one a line: what the API checks against */
+	struct vram_config *cfg = parse_ok("daemon:\n  token: a1\n  tokens: [b2, c3]\n");
+	assert_string_equal(cfg->daemon.token, "a1\nb2\nc3");
+	vram_config_free(cfg);
+
+	const char *path = token_file("# rotated 2026-12\nold-tok\n\n  new-tok  \n", 0600);
+	char yaml[256];
+	snprintf(yaml, sizeof(yaml), "daemon:\n  listen: \"0.0.0.0:1\"\n  token_file: %s\n", path);
+	cfg = parse_ok(yaml);
+	assert_string_equal(cfg->daemon.token, "old-tok\nnew-tok");
+	vram_config_free(cfg);
+
+	/* a file others may read is refused, naming the file and what was expected */
+	assert_int_equal(chmod(path, 0644), 0);
+	char want[512];
+	snprintf(want, sizeof(want), "t.yaml:2:15: daemon.token_file: %s has mode 0644, expected "
+		 "no access for group and others (chmod 600 %s)", path, path);
+	snprintf(yaml, sizeof(yaml), "daemon:\n  token_file: %s\n", path);
+	expect_error(yaml, want);
+	assert_int_equal(chmod(path, 0640), 0);
+	snprintf(want, sizeof(want), "t.yaml:2:15: daemon.token_file: %s has mode 0640, expected "
+		 "no access for group and others (chmod 600 %s)", path, path);
+	expect_error(yaml, want);
+	unlink(path);
+	snprintf(want, sizeof(want), "t.yaml:2:15: daemon.token_file: cannot open %s: No such file "
+		 "or directory, expected a readable file of tokens, one a line", path);
+	expect_error(yaml, want);
+
+	path = token_file("# nothing yet\n", 0600);
+	snprintf(yaml, sizeof(yaml), "daemon:\n  token_file: %s\n", path);
+	snprintf(want, sizeof(want), "t.yaml:2:15: daemon.token_file: %s holds no token, expected "
+		 "one token a line", path);
+	expect_error(yaml, want);
+	unlink(path);
+
+	expect_error("daemon:\n  tokens: [ok, \"a b\"]\n",
+		     "t.yaml:2:16: daemon.tokens[1]: expected a non-empty token without spaces "
+		     "or control characters");
+}
+
+static void test_env_in_daemon_keys(void **state)
+{
+	(void)state;
+	setenv("VRAMD_TEST_TOKEN", "from-env", 1);
+	setenv("VRAMD_TEST_DIR", "/tmp/vramd-env-test", 1);
+	struct vram_config *cfg = parse_ok("daemon:\n  token: ${env:VRAMD_TEST_TOKEN}\n"
+					   "  tokens: [\"x-${env:VRAMD_TEST_TOKEN}\"]\n"
+					   "  state_dir: ${env:VRAMD_TEST_DIR}/state\n");
+	assert_string_equal(cfg->daemon.token, "from-env\nx-from-env");
+	assert_string_equal(cfg->daemon.state_dir, "/tmp/vramd-env-test/state");
+	vram_config_free(cfg);
+	/* listen is checked as vramd will bind it, after the replacement */
+	setenv("VRAMD_TEST_LISTEN", "127.0.0.1:8611", 1);
+	cfg = parse_ok("daemon:\n  listen: ${env:VRAMD_TEST_LISTEN}\n");
+	assert_string_equal(cfg->daemon.listen, "127.0.0.1:8611");
+	vram_config_free(cfg);
+	setenv("VRAMD_TEST_LISTEN", "nowhere", 1);
+	expect_error("daemon:\n  listen: ${env:VRAMD_TEST_LISTEN}\n",
+		     "t.yaml:2:11: daemon.listen: expected HOST:PORT like 127.0.0.1:8600 or "
+		     "[::1]:8600, got \"${env:VRAMD_TEST_LISTEN}\" once ${env:...} is replaced");
+	unsetenv("VRAMD_TEST_UNSET");
+	expect_error("daemon:\n  token: ${env:VRAMD_TEST_UNSET}\n",
+		     "t.yaml:2:10: daemon.token: environment variable VRAMD_TEST_UNSET is not "
+		     "set, expected it set in vramd's environment for ${env:VRAMD_TEST_UNSET}");
+	expect_error("daemon:\n  log: ${env:VRAMD_TEST_DIR\n",
+		     "t.yaml:2:8: daemon.log: expected ${env:NAME} with a variable name of 1 "
+		     "to 127 characters and a closing }");
+	/* outside the daemon section the text is taken as written */
+	cfg = parse_ok(WL_A "    env: {T: \"${env:VRAMD_TEST_UNSET}\"}\n");
 	vram_config_free(cfg);
 }
 
@@ -1259,6 +1350,8 @@ int main(void)
 		cmocka_unit_test(test_error_cannot_work),
 		cmocka_unit_test(test_host_section),
 		cmocka_unit_test(test_socket_access),
+		cmocka_unit_test(test_tokens),
+		cmocka_unit_test(test_env_in_daemon_keys),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

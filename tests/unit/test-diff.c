@@ -6,6 +6,7 @@
  * and the changed keys are named. Every key of the loader's tables has a
  * class and a comparison, and each key changed alone is reported with it.
  */
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -311,6 +313,7 @@ struct daemon_sample {
  * directory would change with it), and the gpus: line.
  */
 #define DAEMON_LINE(extra) "daemon: { listen: 127.0.0.1:8600, log_level: info, socket: /tmp/t.sock" extra " }\n"
+#define TOKEN_FILE "/tmp/vramd-test-diff-tokens"
 #define GPUS_LINE "gpus: { backend: sim, reserve: 1GiB, sim: [ { name: g, memory: 24GiB } ] }\n"
 
 static const struct daemon_sample daemon_samples[] = {
@@ -323,6 +326,9 @@ static const struct daemon_sample daemon_samples[] = {
 	{ "daemon.log_level", "daemon: { listen: 127.0.0.1:8600, log_level: debug, socket: /tmp/t.sock }\n"
 			      GPUS_LINE },
 	{ "daemon.token", DAEMON_LINE(", token: s3cret-t0ken-0123456789") GPUS_LINE },
+	/* the tokens apply at once: a rotated token file needs no restart */
+	{ "daemon.tokens", DAEMON_LINE(", tokens: [s3cret-t0ken-0123456789]") GPUS_LINE },
+	{ "daemon.token_file", DAEMON_LINE(", token_file: " TOKEN_FILE) GPUS_LINE },
 	{ "daemon.hook_library", DAEMON_LINE(", hook_library: /tmp/libvram.so") GPUS_LINE },
 	{ "daemon.workload_log_max", DAEMON_LINE(", workload_log_max: 1MiB") GPUS_LINE },
 	{ "daemon.workload_log_keep", DAEMON_LINE(", workload_log_keep: 9") GPUS_LINE },
@@ -337,6 +343,7 @@ static const struct daemon_sample daemon_samples[] = {
 	  DAEMON_LINE(", socket_mode: '0660'") GPUS_LINE },
 	{ "gpus.backend", DAEMON_LINE("") "gpus: { backend: auto, reserve: 1GiB, sim: [ { name: g, memory: 24GiB } ] }\n" },
 	{ "gpus.reserve", DAEMON_LINE("") "gpus: { backend: sim, reserve: 2GiB, sim: [ { name: g, memory: 24GiB } ] }\n" },
+	{ "gpus.visible_devices", DAEMON_LINE("") "gpus: { backend: sim, reserve: 1GiB, visible_devices: uuid, sim: [ { name: g, memory: 24GiB } ] }\n" },
 	{ "gpus.sim", DAEMON_LINE("") "gpus: { backend: sim, reserve: 1GiB, sim: [ { name: g, memory: 48GiB } ] }\n" },
 	/* the budget applies at once; the park directory holds parked processes' files */
 	{ "host.reserve", DAEMON_LINE("") GPUS_LINE "host: { reserve: 8GiB }\n" },
@@ -350,6 +357,11 @@ static void test_each_daemon_key_changed(void **state)
 	const size_t n_samples = sizeof(daemon_samples) / sizeof(daemon_samples[0]);
 	bool used[sizeof(daemon_samples) / sizeof(daemon_samples[0])] = { false };
 	struct vram_config_key k;
+	unlink(TOKEN_FILE);
+	int fd = open(TOKEN_FILE, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "t0ken-from-file\n", 16), 16);
+	close(fd);
 	for (size_t i = 0; vram_config_daemon_key(i, &k); i++) {
 		const struct daemon_sample *sm = NULL;
 		for (size_t j = 0; j < n_samples; j++)
@@ -382,6 +394,7 @@ static void test_each_daemon_key_changed(void **state)
 	for (size_t j = 0; j < n_samples; j++)
 		if (!used[j])
 			fail_msg("sample %s names no daemon or gpus key", daemon_samples[j].key);
+	unlink(TOKEN_FILE);
 }
 
 int main(void)

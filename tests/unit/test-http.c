@@ -74,6 +74,12 @@ static void test_token(void **state)
 	assert_false(vram_http_token_ok("Bearer s3cret2", "s3cret"));
 	assert_false(vram_http_token_ok("Basic s3cret", "s3cret"));
 	assert_false(vram_http_token_ok("Bearer ", "s3cret"));
+	/* several tokens, one a line: any is accepted, no part or join of them is */
+	assert_true(vram_http_token_ok("Bearer old-one", "old-one\nnew-one"));
+	assert_true(vram_http_token_ok("Bearer new-one", "old-one\nnew-one"));
+	assert_false(vram_http_token_ok("Bearer old-one\nnew-one", "old-one\nnew-one"));
+	assert_false(vram_http_token_ok("Bearer new", "old-one\nnew-one"));
+	assert_false(vram_http_token_ok("Bearer ", "old-one\nnew-one"));
 }
 
 static void test_error_json(void **state)
