@@ -18,7 +18,7 @@ import stat
 import pytest
 import requests
 
-from conftest import DEFAULT_CONFIG, SOURCE, wait_for
+from conftest import DEFAULT_CONFIG, wait_for
 from test_adopt import kill_all, processes_of, recorded, restart
 from test_gateway import scrape
 from test_hook import CONFIG as HOOK_CONFIG, check
@@ -246,12 +246,6 @@ def test_failed_restore_from_disk_starts_cold(daemon, disk):
 
 # ---------------------------------------------------------------- the hook engine
 
-HOOK_PARK = pytest.mark.skipif(
-    os.path.exists(os.path.join(SOURCE, "src", "daemon", "hookchan_path_stub.c")),
-    reason="vram_hookchan_send_path is the stub that refuses every send (-EOPNOTSUPP): the hook "
-           "channel does not speak protocol version 3 (PARK) in this tree yet")
-
-
 def park_file(d, name, pid):
     return os.path.join(d.workdir, "state", "park", f"{name}-{pid}.park")
 
@@ -264,7 +258,6 @@ def hooked(d):
     return w
 
 
-@HOOK_PARK
 def test_hook_engine_park_and_restore(daemon):
     d = daemon(HOOK_CONFIG)
     w = hooked(d)
@@ -293,7 +286,6 @@ def test_hook_engine_park_and_restore(daemon):
     assert not os.path.exists(path)
 
 
-@HOOK_PARK
 @pytest.mark.parametrize("damage", ["byte", "truncate"])
 def test_hook_engine_damaged_park_file_starts_cold(daemon, damage):
     d = daemon(HOOK_CONFIG)
