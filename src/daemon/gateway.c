@@ -91,7 +91,7 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 	}
 	for (size_t i = 0; i < gw->n_wls; i++)
 		gw__pool_trim(&gw->wls[i]->pool, VRAM_GATEWAY_IDLE_CONNS_MAX,
-			      VRAM_GATEWAY_UPSTREAM_IDLE_S);
+			      gw->wls[i]->asleep ? 0 : VRAM_GATEWAY_UPSTREAM_IDLE_S);
 	gw__pool_trim(&gw->api_pool, VRAM_GATEWAY_IDLE_CONNS_MAX, VRAM_GATEWAY_UPSTREAM_IDLE_S);
 }
 

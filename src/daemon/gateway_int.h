@@ -142,6 +142,9 @@ struct gw_wl {
 	bool retry_wake;                    /* act was refused (busy): retry on a state change */
 	bool removed;                       /* by a reload: in gw->removed until in_flight is 0 */
 	struct vram_list removed_link;      /* in gw->removed while removed */
+	bool asleep;                        /* offloaded or parked, or moving between: the same
+					     * process on the same port, so its idle connections
+					     * stay, with no age limit (see on_state) */
 	struct gw_pool pool;
 };
 
@@ -399,5 +402,7 @@ void gw__up_resume(struct gw_up *up);
 void gw__up_close(struct gw_up *up);
 /* Closes idle connections of p, oldest first, over keep or older than max_idle_s (0: any age). */
 void gw__pool_trim(struct gw_pool *p, unsigned keep, time_t max_idle_s);
+/* Counts the age of p's idle connections from now. */
+void gw__pool_touch(struct gw_pool *p);
 
 #endif

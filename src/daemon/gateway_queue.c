@@ -297,14 +297,32 @@ static void on_state(struct vram_gateway *gw, const struct vram_event *ev)
 	if (!wl)
 		return;
 	if (ev->to != VRAM_WL_READY) {
-		/* Its processes may change: connections to old ports are useless. */
-		if (wl->in_flight == 0)
+		/*
+		 * An offload, a park and a restore keep the process and its
+		 * port: its idle connections stay, without an age limit, so
+		 * that the first request after a restore goes to a connection
+		 * the server has served before. Servers that give each
+		 * connection a thread (Python's ThreadingHTTPServer, many
+		 * model servers) pay a new thread's first request: 0.6 s more
+		 * for a 16-token greedy request of an 8B model in transformers,
+		 * with or without the hook (docs/benchmarks.md). A server that
+		 * closes them meanwhile is seen by their read event. Otherwise
+		 * its processes may change: connections to old ports are
+		 * useless.
+		 */
+		wl->asleep = ev->to == VRAM_WL_OFFLOADING || ev->to == VRAM_WL_OFFLOADED ||
+			     ev->to == VRAM_WL_PARKING || ev->to == VRAM_WL_PARKED ||
+			     ev->to == VRAM_WL_RESTORING;
+		if (!wl->asleep && wl->in_flight == 0)
 			gw__pool_trim(&wl->pool, 0, 0);
 		if (wl->retry_wake && (ev->to == VRAM_WL_OFFLOADED || ev->to == VRAM_WL_PARKED ||
 				       ev->to == VRAM_WL_STOPPED || ev->to == VRAM_WL_FAILED))
 			wake(wl);
 		return;
 	}
+	if (wl->asleep)
+		gw__pool_touch(&wl->pool);
+	wl->asleep = false;
 	if (!wl->waiter)
 		gw__drain(wl, false);
 }

@@ -66,6 +66,14 @@ void gw__pool_trim(struct gw_pool *p, unsigned keep, time_t max_idle_s)
 	}
 }
 
+void gw__pool_touch(struct gw_pool *p)
+{
+	struct vram_list *pos;
+	time_t now = gw__now_s();
+	vram_list_for_each(pos, &p->idle)
+		vram_list_entry(pos, struct gw_up, link)->stamp = now;
+}
+
 static void pool_put(struct gw_up *up)
 {
 	struct gw_pool *p = up->pool;

@@ -10,6 +10,10 @@ from_pretrained onto cuda:0 in bfloat16.
                   the same prompt gives the same tokens as long as the
                   weights are intact
   GET  /info      parameters, bytes on the GPU, load seconds
+  POST /probe     {"what": "touch"|"matmul"|"forward"} -> {"seconds": s}:
+                  one pass over every weight (a sum per tensor), one matmul
+                  of the largest weight, or one forward pass, timed with a
+                  device synchronize: where a first request's time goes
 
 Sizes: 8b (Llama-3-8B shape, about 16 GB in bf16), 4b (about 7 GB), 1b.
 Usage: tf_server.py --port P --size 8b --cache DIR
@@ -77,13 +81,48 @@ def load():
     state["ready"] = True
 
 
+class Steps:
+    """A streamer that notes when each step's tokens come out of generate."""
+
+    def __init__(self):
+        self.times = []
+
+    def put(self, value):
+        self.times.append(time.monotonic())
+
+    def end(self):
+        pass
+
+
 def generate(prompt, n):
     with lock, torch.inference_mode():
         t = time.monotonic()
         ids = torch.tensor([prompt], device="cuda:0")
-        out = model.generate(ids, max_new_tokens=n, do_sample=False, min_new_tokens=n)
+        steps = Steps()
+        out = model.generate(ids, max_new_tokens=n, do_sample=False, min_new_tokens=n, streamer=steps)
         torch.cuda.synchronize()
-        return {"tokens": out[0, len(prompt):].tolist(), "seconds": round(time.monotonic() - t, 4)}
+        # steps[0] is the prompt, steps[1] the first new token: the prefill
+        marks = [round(x - t, 4) for x in steps.times]
+        return {"tokens": out[0, len(prompt):].tolist(), "seconds": round(time.monotonic() - t, 4),
+                "steps": marks}
+
+
+def probe(what):
+    with lock, torch.inference_mode():
+        torch.cuda.synchronize()
+        t = time.monotonic()
+        if what == "touch":
+            acc = torch.zeros((), device="cuda:0", dtype=torch.float32)
+            for p in model.parameters():
+                acc += p.float().sum() if p.numel() < (1 << 20) else p.sum(dtype=torch.float32)
+        elif what == "matmul":
+            w = max(model.parameters(), key=lambda x: x.numel())
+            x = torch.ones((8, w.shape[-1]), device="cuda:0", dtype=w.dtype)
+            (x @ w.t()).sum()
+        else:
+            model(torch.tensor([[1, 2, 3, 4]], device="cuda:0"))
+        torch.cuda.synchronize()
+        return {"seconds": round(time.monotonic() - t, 4)}
 
 
 class H(BaseHTTPRequestHandler):
@@ -111,8 +150,11 @@ class H(BaseHTTPRequestHandler):
     def do_POST(self):
         n = int(self.headers.get("Content-Length", "0"))
         body = json.loads(self.rfile.read(n) or b"{}")
-        if self.path != "/generate" or not state["ready"]:
-            self.reply(404 if self.path != "/generate" else 503, {"error": "not ready"})
+        if self.path not in ("/generate", "/probe") or not state["ready"]:
+            self.reply(404 if self.path not in ("/generate", "/probe") else 503, {"error": "not ready"})
+            return
+        if self.path == "/probe":
+            self.reply(200, probe(body.get("what", "touch")))
             return
         self.reply(200, generate(body.get("prompt", [1, 2, 3, 4]), int(body.get("max_new_tokens", 16))))
 

@@ -346,6 +346,35 @@ def test_idle_upstream_connections_are_closed(echo):
     s.close()
 
 
+def test_upstream_connection_outlives_offload_and_restore(daemon):
+    """An offload and a restore keep the process and its port, so the
+    request after the restore goes over the connection used before it: a
+    server that gives each connection its own thread serves it on a warm
+    thread (a new thread's first request cost transformers 0.6 s more)."""
+    d = daemon(config().replace("    health: { tcp: true }\n", "    health: { tcp: true }\n    offload: sim\n"))
+    s = connect(d)
+    r = Reader(s)
+    s.sendall(request("GET", "/w/echo/a"))
+    status, _, body = r.response()
+    assert status == 200
+    before = echoed(body)["peer"]
+    for act, state in (("offload", "offloaded"), ("restore", "ready")):
+        assert d.post(f"/api/workloads/echo/{act}", timeout=10).status_code == 200
+        d.wait_state("echo", state, timeout=10)
+    s.sendall(request("GET", "/w/echo/b"))
+    status, _, body = r.response()
+    assert status == 200
+    assert echoed(body)["peer"] == before, "a new upstream connection after the restore"
+    # A stop changes the process: its connections go.
+    assert d.post("/api/workloads/echo/stop", timeout=10).status_code == 200
+    d.wait_state("echo", "stopped", timeout=10)
+    s.sendall(request("GET", "/w/echo/c"))
+    status, _, body = r.response()
+    assert status == 200
+    assert echoed(body)["peer"] != before
+    s.close()
+
+
 def test_out_of_descriptors_pauses_accepting_instead_of_spinning(echo):
     """With its descriptors used up, vramd neither spins on the listening
     socket nor floods its log: one warning, little CPU, and the connections
