@@ -24,13 +24,20 @@
  * answers an older hook in its version and hooks loaded before an upgrade
  * keep working. What an older version cannot carry (PARK, DROP_HOST, the
  * new states, hello flags in version 1) is refused by the encoder rather
- * than dropped. A hook needs a vramd that knows its version.
+ * than dropped. A hook needs a vramd that knows its version. 4 (current)
+ * adds overlapped swaps: PROGRESS (the device memory an offload has given
+ * back so far, per device), GRANT (the device memory a restore may take,
+ * per device), the OFFLOAD flag PROGRESS and the RESTORE flag GRANTED.
  *
  * Conversation: the hook connects and sends HELLO, then USAGE whenever its
  * numbers change (at most once a second), in answer to PING and, from
  * version 3, right before each RESULT. vramd sends OFFLOAD, RESTORE, PARK
  * or DROP_HOST; the hook answers each with one RESULT carrying the same
- * request_id.
+ * request_id. An OFFLOAD with the flag PROGRESS is followed, before its
+ * RESULT, by PROGRESS messages whenever device memory has been given back;
+ * a RESTORE with the flag GRANTED creates device memory only within what
+ * GRANT messages for its request_id allow (none: nothing), and a GRANT with
+ * the flag CANCEL ends it: the restore is undone and answered -ECANCELED.
  */
 #ifndef VRAM_HOOK_PROTO_H
 #define VRAM_HOOK_PROTO_H
@@ -42,8 +49,9 @@
 #include <string.h>
 
 #define VRAM_HOOK_PROTO_MAGIC 0x4b485256u /* "VRHK" on the wire */
-#define VRAM_HOOK_PROTO_VERSION 3     /* written by default */
+#define VRAM_HOOK_PROTO_VERSION 4     /* written by default */
 #define VRAM_HOOK_PROTO_VERSION_PARK 3 /* the first with PARK, DROP_HOST and host numbers */
+#define VRAM_HOOK_PROTO_VERSION_GRANT 4 /* the first with PROGRESS, GRANT and their flags */
 #define VRAM_HOOK_PROTO_VERSION_MIN 1 /* oldest still read and written */
 #define VRAM_HOOK_PROTO_MAX_DEVICES 16
 #define VRAM_HOOK_PROTO_NAME_MAX 64   /* bytes, NUL included */
@@ -62,6 +70,8 @@ enum vram_hook_msg_type {
 	VRAM_HOOK_MSG_PING = 6,    /* vramd -> hook, answered by USAGE */
 	VRAM_HOOK_MSG_PARK = 7,    /* vramd -> hook (version 3): write the host copy to a file, free it */
 	VRAM_HOOK_MSG_DROP_HOST = 8, /* vramd -> hook (version 3): free the host buffers kept after a restore */
+	VRAM_HOOK_MSG_PROGRESS = 9,  /* hook -> vramd (version 4): an offload's memory given back so far */
+	VRAM_HOOK_MSG_GRANT = 10,    /* vramd -> hook (version 4): what a GRANTED restore may take */
 };
 
 enum vram_hook_state {
@@ -75,6 +85,19 @@ enum vram_hook_state {
 
 /* OFFLOAD flags. */
 #define VRAM_HOOK_OFFLOAD_DROP_HOST 0x1u /* free the host buffers after the next restore */
+/*
+ * Version 4: report PROGRESS, and never take back memory once some is
+ * given back: a copy that fails then leaves the process offloaded (the
+ * RESULT has the error and state OFFLOADED), since what it gave back may
+ * be granted to another process already.
+ */
+#define VRAM_HOOK_OFFLOAD_PROGRESS 0x2u
+/* RESTORE flags (version 4): create device memory only within the GRANTs. */
+#define VRAM_HOOK_RESTORE_GRANTED 0x4u
+#define VRAM_HOOK_COMMAND_KNOWN_FLAGS \
+	(VRAM_HOOK_OFFLOAD_DROP_HOST | VRAM_HOOK_OFFLOAD_PROGRESS | VRAM_HOOK_RESTORE_GRANTED)
+/* GRANT flags. */
+#define VRAM_HOOK_GRANT_CANCEL 0x1u /* give up the restore: undo it, answer -ECANCELED */
 
 /* HELLO flags (version 2). */
 #define VRAM_HOOK_HELLO_LIMIT_INVALID 0x1u /* VRAM_MEMORY_LIMIT did not parse: no cap; see limit_text */
@@ -116,6 +139,18 @@ struct vram_hook_proto_command {
 	char path[VRAM_HOOK_PROTO_PATH_MAX]; /* PARK only: the file to write; on the wire only for PARK */
 };
 
+/*
+ * PROGRESS (hook -> vramd): bytes of device memory the offload request_id
+ * has given back so far, per device ordinal of the process. GRANT (vramd ->
+ * hook): bytes of device memory the GRANTED restore request_id may have
+ * created in all, per device ordinal; grants only grow.
+ */
+struct vram_hook_proto_grant {
+	uint32_t request_id;
+	uint32_t flags;          /* GRANT: VRAM_HOOK_GRANT_*; PROGRESS: 0 */
+	uint64_t bytes[VRAM_HOOK_PROTO_MAX_DEVICES];
+};
+
 struct vram_hook_proto_result {
 	uint32_t request_id;
 	uint32_t op;             /* the VRAM_HOOK_MSG_* command it answers */
@@ -137,6 +172,7 @@ struct vram_hook_proto_msg {
 		struct vram_hook_proto_usage usage;
 		struct vram_hook_proto_command command;
 		struct vram_hook_proto_result result;
+		struct vram_hook_proto_grant grant; /* PROGRESS and GRANT */
 	} u;
 };
 
@@ -150,6 +186,7 @@ struct vram_hook_proto_msg {
 #define VRAM_HOOK_PROTO_PARK_SIZE (VRAM_HOOK_PROTO_COMMAND_SIZE + VRAM_HOOK_PROTO_PATH_MAX)
 #define VRAM_HOOK_PROTO_RESULT_SIZE (16 + 4 * 8 + VRAM_HOOK_PROTO_TEXT_MAX)
 #define VRAM_HOOK_PROTO_PING_SIZE 0
+#define VRAM_HOOK_PROTO_GRANT_SIZE (8 + VRAM_HOOK_PROTO_MAX_DEVICES * 8)
 
 _Static_assert(VRAM_HOOK_PROTO_HEADER_SIZE + VRAM_HOOK_PROTO_HELLO_SIZE <= VRAM_HOOK_PROTO_MAX_MESSAGE,
 	       "hello fits");
@@ -180,6 +217,9 @@ static inline long vram_hook_proto_payload_size(uint16_t version, uint16_t type)
 		return version >= VRAM_HOOK_PROTO_VERSION_PARK ? VRAM_HOOK_PROTO_PARK_SIZE : -1;
 	case VRAM_HOOK_MSG_DROP_HOST:
 		return version >= VRAM_HOOK_PROTO_VERSION_PARK ? VRAM_HOOK_PROTO_COMMAND_SIZE : -1;
+	case VRAM_HOOK_MSG_PROGRESS:
+	case VRAM_HOOK_MSG_GRANT:
+		return version >= VRAM_HOOK_PROTO_VERSION_GRANT ? VRAM_HOOK_PROTO_GRANT_SIZE : -1;
 	default: return -1;
 	}
 }
@@ -341,8 +381,20 @@ static inline long vram_hook_proto_encode(const struct vram_hook_proto_msg *m, u
 	case VRAM_HOOK_MSG_OFFLOAD:
 	case VRAM_HOOK_MSG_RESTORE:
 	case VRAM_HOOK_MSG_DROP_HOST:
+		if ((m->u.command.flags & ~VRAM_HOOK_COMMAND_KNOWN_FLAGS) ||
+		    (version < VRAM_HOOK_PROTO_VERSION_GRANT && (m->u.command.flags & ~VRAM_HOOK_OFFLOAD_DROP_HOST)))
+			return -EINVAL;
 		p = vram_hook_proto_put32(p, m->u.command.request_id);
 		p = vram_hook_proto_put32(p, m->u.command.flags);
+		break;
+	case VRAM_HOOK_MSG_PROGRESS:
+	case VRAM_HOOK_MSG_GRANT:
+		if (m->u.grant.flags & ~(m->type == VRAM_HOOK_MSG_GRANT ? VRAM_HOOK_GRANT_CANCEL : 0u))
+			return -EINVAL;
+		p = vram_hook_proto_put32(p, m->u.grant.request_id);
+		p = vram_hook_proto_put32(p, m->u.grant.flags);
+		for (int i = 0; i < VRAM_HOOK_PROTO_MAX_DEVICES; i++)
+			p = vram_hook_proto_put64(p, m->u.grant.bytes[i]);
 		break;
 	case VRAM_HOOK_MSG_PARK:
 		/* a path cut to fit would name another file: refused instead */
@@ -443,6 +495,17 @@ static inline long vram_hook_proto_decode(const uint8_t *buf, size_t len, struct
 	case VRAM_HOOK_MSG_DROP_HOST:
 		p = vram_hook_proto_get32(p, &m.u.command.request_id);
 		p = vram_hook_proto_get32(p, &m.u.command.flags);
+		if (version >= VRAM_HOOK_PROTO_VERSION_GRANT && (m.u.command.flags & ~VRAM_HOOK_COMMAND_KNOWN_FLAGS))
+			return -EBADMSG;
+		break;
+	case VRAM_HOOK_MSG_PROGRESS:
+	case VRAM_HOOK_MSG_GRANT:
+		p = vram_hook_proto_get32(p, &m.u.grant.request_id);
+		p = vram_hook_proto_get32(p, &m.u.grant.flags);
+		if (m.u.grant.flags & ~(type == VRAM_HOOK_MSG_GRANT ? VRAM_HOOK_GRANT_CANCEL : 0u))
+			return -EBADMSG;
+		for (int i = 0; i < VRAM_HOOK_PROTO_MAX_DEVICES; i++)
+			p = vram_hook_proto_get64(p, &m.u.grant.bytes[i]);
 		break;
 	case VRAM_HOOK_MSG_PARK:
 		p = vram_hook_proto_get32(p, &m.u.command.request_id);

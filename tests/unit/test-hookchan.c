@@ -840,7 +840,7 @@ static void test_park_and_drop_host(void **state)
 	assert_int_equal(vram_hookchan_send_path(f->hc, getpid(), VRAM_HOOKCHAN_PARK, 0, path, on_done, &g, NULL), 0);
 	struct vram_hook_proto_msg cmd;
 	recv_msg(fd, &cmd);
-	assert_int_equal(cmd.version, 3);
+	assert_int_equal(cmd.version, VRAM_HOOK_PROTO_VERSION);
 	assert_int_equal(cmd.type, VRAM_HOOK_MSG_PARK);
 	assert_string_equal(cmd.u.command.path, path);
 	/* a full disk: refused, the process stays offloaded in host memory */
@@ -868,7 +868,7 @@ static void test_park_and_drop_host(void **state)
 	assert_int_equal(vram_hookchan_proc(f->hc, getpid(), &info), 0);
 	assert_int_equal(info.state, VRAM_HOOK_STATE_PARKED);
 	assert_true(info.host_reported);
-	assert_int_equal(info.version, 3);
+	assert_int_equal(info.version, VRAM_HOOK_PROTO_VERSION);
 	assert_int_equal(info.parked, 64 * MiB);
 	assert_int_equal(info.host_pinned, 0);
 	assert_int_equal(info.resident, 64 * MiB); /* the USAGE said so: the result is not applied on top */

@@ -84,9 +84,54 @@ static void test_wire_layout_is_fixed(void **state)
 	m.u.command.flags = VRAM_HOOK_OFFLOAD_DROP_HOST;
 	uint8_t buf[64];
 	assert_int_equal(vram_hook_proto_encode(&m, buf, sizeof(buf)), 24);
-	static const uint8_t want[24] = { 'V', 'R', 'H', 'K', 3, 0, 3, 0, 8, 0, 0, 0, 4, 3, 2, 1,
+	static const uint8_t want[24] = { 'V', 'R', 'H', 'K', 4, 0, 3, 0, 8, 0, 0, 0, 4, 3, 2, 1,
 					  0x0d, 0x0c, 0x0b, 0x0a, 1, 0, 0, 0 };
 	assert_memory_equal(buf, want, sizeof(want));
+}
+
+/* Version 4: PROGRESS and GRANT round-trip with every device's bytes, the
+ * new flags go only where they belong, and older versions cannot carry them. */
+static void test_progress_and_grant(void **state)
+{
+	(void)state;
+	struct vram_hook_proto_msg m, out;
+	long n;
+	memset(&m, 0, sizeof(m));
+	m.type = VRAM_HOOK_MSG_GRANT;
+	m.u.grant.request_id = 7;
+	m.u.grant.flags = VRAM_HOOK_GRANT_CANCEL;
+	for (int i = 0; i < VRAM_HOOK_PROTO_MAX_DEVICES; i++)
+		m.u.grant.bytes[i] = ((uint64_t)i << 40) | 0x1234;
+	out = roundtrip(&m, &n);
+	assert_int_equal(n, VRAM_HOOK_PROTO_HEADER_SIZE + 8 + 8 * VRAM_HOOK_PROTO_MAX_DEVICES);
+	assert_int_equal(out.u.grant.request_id, 7);
+	assert_int_equal(out.u.grant.flags, VRAM_HOOK_GRANT_CANCEL);
+	for (int i = 0; i < VRAM_HOOK_PROTO_MAX_DEVICES; i++)
+		assert_true(out.u.grant.bytes[i] == (((uint64_t)i << 40) | 0x1234));
+
+	uint8_t buf[VRAM_HOOK_PROTO_MAX_MESSAGE];
+	m.type = VRAM_HOOK_MSG_PROGRESS; /* PROGRESS has no flags */
+	assert_int_equal(vram_hook_proto_encode(&m, buf, sizeof(buf)), -EINVAL);
+	m.u.grant.flags = 0;
+	out = roundtrip(&m, &n);
+	assert_int_equal(out.type, VRAM_HOOK_MSG_PROGRESS);
+	assert_true(out.u.grant.bytes[3] == (((uint64_t)3 << 40) | 0x1234));
+	/* a version-3 hook knows neither message nor the new command flags */
+	m.version = 3;
+	assert_int_equal(vram_hook_proto_encode(&m, buf, sizeof(buf)), -EINVAL);
+	memset(&m, 0, sizeof(m));
+	m.version = 3;
+	m.type = VRAM_HOOK_MSG_RESTORE;
+	m.u.command.flags = VRAM_HOOK_RESTORE_GRANTED;
+	assert_int_equal(vram_hook_proto_encode(&m, buf, sizeof(buf)), -EINVAL);
+	m.version = 0;
+	out = roundtrip(&m, &n);
+	assert_int_equal(out.u.command.flags, VRAM_HOOK_RESTORE_GRANTED);
+	/* an unknown command flag is not a message of version 4 */
+	long len = vram_hook_proto_encode(&m, buf, sizeof(buf));
+	assert_true(len > 0);
+	buf[VRAM_HOOK_PROTO_HEADER_SIZE + 4] = 0x80;
+	assert_int_equal(vram_hook_proto_decode(buf, (size_t)len, &out), -EBADMSG);
 }
 
 static void test_partial_and_stream(void **state)
@@ -273,7 +318,7 @@ static void test_park_and_drop_host(void **state)
 	long n;
 	out = roundtrip(&m, &n);
 	assert_int_equal(n, VRAM_HOOK_PROTO_HEADER_SIZE + 8 + VRAM_HOOK_PROTO_PATH_MAX);
-	assert_int_equal(out.version, 3);
+	assert_int_equal(out.version, VRAM_HOOK_PROTO_VERSION);
 	assert_int_equal(out.type, VRAM_HOOK_MSG_PARK);
 	assert_int_equal(out.u.command.request_id, 0x0a0b0c0d);
 	assert_string_equal(out.u.command.path, "/var/lib/vramd/park/llm-4242.park");
@@ -281,7 +326,7 @@ static void test_park_and_drop_host(void **state)
 	/* the bytes: header, id, flags, then the path NUL-padded to 256 */
 	uint8_t buf[VRAM_HOOK_PROTO_MAX_MESSAGE];
 	n = vram_hook_proto_encode(&m, buf, sizeof(buf));
-	static const uint8_t head[24] = { 'V', 'R', 'H', 'K', 3, 0, 7, 0, 0x08, 0x01, 0, 0, 4, 3, 2, 1,
+	static const uint8_t head[24] = { 'V', 'R', 'H', 'K', VRAM_HOOK_PROTO_VERSION, 0, 7, 0, 0x08, 0x01, 0, 0, 4, 3, 2, 1,
 					  0x0d, 0x0c, 0x0b, 0x0a, 0, 0, 0, 0 };
 	assert_memory_equal(buf, head, sizeof(head));
 	assert_memory_equal(buf + 24, "/var/lib/vramd/park/llm-4242.park", 34);
@@ -595,6 +640,7 @@ int main(void)
 		cmocka_unit_test(test_hello_roundtrip),
 		cmocka_unit_test(test_result_roundtrip),
 		cmocka_unit_test(test_wire_layout_is_fixed),
+		cmocka_unit_test(test_progress_and_grant),
 		cmocka_unit_test(test_partial_and_stream),
 		cmocka_unit_test(test_rejects_bad_input),
 		cmocka_unit_test(test_long_strings_are_cut),
