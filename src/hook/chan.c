@@ -209,12 +209,113 @@ static void daemon_connect(void)
 	send_usage();
 }
 
-/* Runs a command (VRAM_HOOK_MSG_*); path: PARK's file. */
-static void run_command(uint16_t op, uint32_t flags, const char *path, struct vram_hook_op_result *res)
+/* ------------------------------------------------------- overlapped swaps */
+
+/*
+ * The command from vramd being run, for an overlapped swap: an OFFLOAD with
+ * the flag PROGRESS sends PROGRESS as memory is given back; a RESTORE with
+ * the flag GRANTED reads GRANTs for it while it waits for room. Both run on
+ * this (the control) thread, between the command and its RESULT.
+ */
+struct swap_cmd {
+	uint32_t request_id;
+	uint64_t grant[VRAM_HOOK_MAX_DEVICES]; /* bytes the restore may create, per device */
+	bool cancelled;
+};
+
+#define GRANT_WAIT_MS 120000 /* a restore gives up after this long without a grant that suffices */
+
+static void swap_progress(void *arg, const uint64_t freed[VRAM_HOOK_MAX_DEVICES])
 {
+	struct swap_cmd *sc = arg;
+	if (daemon_fd < 0)
+		return;
+	struct vram_hook_proto_msg m;
+	memset(&m, 0, sizeof(m));
+	m.type = VRAM_HOOK_MSG_PROGRESS;
+	m.u.grant.request_id = sc->request_id;
+	for (int i = 0; i < VRAM_HOOK_MAX_DEVICES && i < VRAM_HOOK_PROTO_MAX_DEVICES; i++)
+		m.u.grant.bytes[i] = freed[i];
+	daemon_send(&m);
+}
+
+/* A message from vramd while a granted restore waits: GRANT, or PING. */
+static void swap_message(struct swap_cmd *sc, const struct vram_hook_proto_msg *m)
+{
+	if (m->type == VRAM_HOOK_MSG_PING) {
+		send_usage();
+		return;
+	}
+	if (m->type != VRAM_HOOK_MSG_GRANT || m->u.grant.request_id != sc->request_id) {
+		vram_hook_log(VRAM_HOOK_LOG_WARN, "ignoring message type %u from vramd during a restore", m->type);
+		return;
+	}
+	if (m->u.grant.flags & VRAM_HOOK_GRANT_CANCEL)
+		sc->cancelled = true;
+	for (int i = 0; i < VRAM_HOOK_MAX_DEVICES && i < VRAM_HOOK_PROTO_MAX_DEVICES; i++)
+		if (m->u.grant.bytes[i] > sc->grant[i])
+			sc->grant[i] = m->u.grant.bytes[i];
+}
+
+static int swap_wait_grant(void *arg, int dev, uint64_t need)
+{
+	struct swap_cmd *sc = arg;
+	uint64_t deadline = now_ms() + GRANT_WAIT_MS;
+	for (;;) {
+		if (sc->cancelled)
+			return -ECANCELED;
+		if (dev >= 0 && dev < VRAM_HOOK_MAX_DEVICES && sc->grant[dev] >= need)
+			return 0;
+		if (daemon_fd < 0)
+			return -EPIPE;
+		/* the messages already read first, then the socket */
+		struct vram_hook_proto_msg m;
+		long used = vram_hook_proto_decode(daemon_buf, daemon_len, &m);
+		if (used < 0) {
+			daemon_close();
+			return -EPIPE;
+		}
+		if (used > 0) {
+			memmove(daemon_buf, daemon_buf + used, daemon_len - (size_t)used);
+			daemon_len -= (size_t)used;
+			swap_message(sc, &m);
+			continue;
+		}
+		uint64_t now = now_ms();
+		if (now >= deadline)
+			return -ETIMEDOUT;
+		struct pollfd pfd = { .fd = daemon_fd, .events = POLLIN };
+		int r = poll(&pfd, 1, (int)(deadline - now));
+		if (r < 0 && errno != EINTR)
+			return -EPIPE;
+		if (r <= 0)
+			continue;
+		ssize_t got = recv(daemon_fd, daemon_buf + daemon_len, sizeof(daemon_buf) - daemon_len, 0);
+		if (got < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (got <= 0) {
+			daemon_close();
+			return -EPIPE;
+		}
+		daemon_len += (size_t)got;
+	}
+}
+
+/*
+ * Runs a command (VRAM_HOOK_MSG_*); path: PARK's file; request_id: vramd's
+ * (0 for the control socket, which has no swaps).
+ */
+static void run_command(uint16_t op, uint32_t flags, uint32_t request_id, const char *path,
+			struct vram_hook_op_result *res)
+{
+	struct swap_cmd sc = { .request_id = request_id };
+	struct vram_hook_swap swap = {
+		.progress = swap_progress, .wait_grant = swap_wait_grant, .arg = &sc,
+	};
 	switch (op) {
 	case VRAM_HOOK_MSG_OFFLOAD:
-		vram_hook_offload(flags & VRAM_HOOK_OFFLOAD_DROP_HOST, res);
+		vram_hook_offload(flags & VRAM_HOOK_OFFLOAD_DROP_HOST,
+				  (flags & VRAM_HOOK_OFFLOAD_PROGRESS) ? &swap : NULL, res);
 		break;
 	case VRAM_HOOK_MSG_PARK:
 		vram_hook_park(path, res);
@@ -223,7 +324,8 @@ static void run_command(uint16_t op, uint32_t flags, const char *path, struct vr
 		vram_hook_drop_host(res);
 		break;
 	default:
-		vram_hook_restore(res);
+		vram_hook_restore((flags & VRAM_HOOK_RESTORE_GRANTED) ? &(struct vram_hook_swap){
+					  .wait_grant = swap_wait_grant, .arg = &sc } : NULL, res);
 		break;
 	}
 }
@@ -234,13 +336,15 @@ static void daemon_handle(const struct vram_hook_proto_msg *in)
 		send_usage();
 		return;
 	}
+	if (in->type == VRAM_HOOK_MSG_GRANT)
+		return; /* for a restore that has ended meanwhile */
 	if (in->type != VRAM_HOOK_MSG_OFFLOAD && in->type != VRAM_HOOK_MSG_RESTORE && in->type != VRAM_HOOK_MSG_PARK &&
 	    in->type != VRAM_HOOK_MSG_DROP_HOST) {
 		vram_hook_log(VRAM_HOOK_LOG_WARN, "ignoring message type %u from vramd", in->type);
 		return;
 	}
 	struct vram_hook_op_result res;
-	run_command(in->type, in->u.command.flags, in->u.command.path, &res);
+	run_command(in->type, in->u.command.flags, in->u.command.request_id, in->u.command.path, &res);
 	/* the numbers after the command first, so that they are vramd's when it hears the answer */
 	send_usage();
 	if (daemon_fd < 0)
@@ -330,16 +434,16 @@ static void control_line(struct client *c, char *line)
 	while (len && (line[len - 1] == '\r' || line[len - 1] == ' '))
 		line[--len] = '\0';
 	if (strcmp(line, "offload") == 0 || strcmp(line, "offload drop-host") == 0) {
-		run_command(VRAM_HOOK_MSG_OFFLOAD, line[7] ? VRAM_HOOK_OFFLOAD_DROP_HOST : 0, NULL, &res);
+		run_command(VRAM_HOOK_MSG_OFFLOAD, line[7] ? VRAM_HOOK_OFFLOAD_DROP_HOST : 0, 0, NULL, &res);
 		format_result(out, sizeof(out), "offload", &res);
 	} else if (strcmp(line, "restore") == 0) {
-		run_command(VRAM_HOOK_MSG_RESTORE, 0, NULL, &res);
+		run_command(VRAM_HOOK_MSG_RESTORE, 0, 0, NULL, &res);
 		format_result(out, sizeof(out), "restore", &res);
 	} else if (strncmp(line, "park ", 5) == 0) {
-		run_command(VRAM_HOOK_MSG_PARK, 0, line + 5, &res);
+		run_command(VRAM_HOOK_MSG_PARK, 0, 0, line + 5, &res);
 		format_result(out, sizeof(out), "park", &res);
 	} else if (strcmp(line, "drop-host") == 0) {
-		run_command(VRAM_HOOK_MSG_DROP_HOST, 0, NULL, &res);
+		run_command(VRAM_HOOK_MSG_DROP_HOST, 0, 0, NULL, &res);
 		format_result(out, sizeof(out), "drop-host", &res);
 	} else if (strcmp(line, "status") == 0) {
 		struct vram_hook_proto_dev dev[VRAM_HOOK_PROTO_MAX_DEVICES];

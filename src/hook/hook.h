@@ -269,9 +269,34 @@ extern _Atomic int vram_hook_state;
 
 /* Frees p's pinned host buffer, however it was made; p->host becomes NULL. */
 void vram_hook_host_free(struct vram_hook_phys *p);
-void vram_hook_offload(bool drop_host, struct vram_hook_op_result *ret);
+/*
+ * How an offload and a restore take part in an overlapped swap (chan.c
+ * implements both over the connection to vramd). NULL: a plain offload or
+ * restore.
+ */
+struct vram_hook_swap {
+	/*
+	 * An offload with it reports the device memory it has given back so
+	 * far (freed[dev], bytes, cumulative) as it goes, and never takes
+	 * memory back once some is given back: a copy that fails then leaves
+	 * the process offloaded, since vramd may have granted that memory to
+	 * another process already.
+	 */
+	void (*progress)(void *arg, const uint64_t freed[VRAM_HOOK_MAX_DEVICES]);
+	/*
+	 * A restore with it creates device memory only within the grant:
+	 * before creating more on dev it waits until the grant covers need
+	 * (bytes created on dev by this restore, in all). Returns 0, or
+	 * -ECANCELED (vramd gave up the restore), -ETIMEDOUT or -EPIPE (vramd
+	 * is gone); the restore is then undone.
+	 */
+	int (*wait_grant)(void *arg, int dev, uint64_t need);
+	void *arg;
+};
+
+void vram_hook_offload(bool drop_host, const struct vram_hook_swap *swap, struct vram_hook_op_result *ret);
 /* Restores an offloaded process from its host buffers, a parked one from its park file. */
-void vram_hook_restore(struct vram_hook_op_result *ret);
+void vram_hook_restore(const struct vram_hook_swap *swap, struct vram_hook_op_result *ret);
 /*
  * An offloaded process writes its host copy to a new file at path (absolute,
  * < VRAM_HOOK_PARK_PATH_MAX bytes) and frees its pinned buffers; on any

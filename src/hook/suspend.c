@@ -697,6 +697,10 @@ static bool keep_host_default(void)
 
 static bool drop_host_after_restore;
 
+/* The running offload's or restore's part in an overlapped swap; NULL:
+ * none (see vram_hook_offload). */
+static const struct vram_hook_swap *swap_now;
+
 static double gbps(uint64_t bytes, uint64_t usec)
 {
 	return usec ? (double)bytes / (double)usec / 1000.0 : 0.0;
@@ -782,6 +786,7 @@ struct ticket {
 struct release_pipe {
 	struct item *items;
 	struct copier *cp;
+	uint64_t freed[VRAM_HOOK_MAX_DEVICES]; /* bytes released so far, per device */
 	struct ticket ring[TICKETS];
 	unsigned head, count;          /* slot of the oldest pending ticket; pending tickets */
 	size_t issued;                 /* items whose copies are all issued */
@@ -803,9 +808,13 @@ static int pipe_release_oldest(struct release_pipe *pp)
 			return -EIO;
 	uint64_t t0 = now_usec();
 	pp->copies_done = t0;
-	for (; pp->released < t->end; pp->released++)
+	for (; pp->released < t->end; pp->released++) {
+		pp->freed[pp->items[pp->released].phys->dev] += pp->items[pp->released].phys->size;
 		release_item(&pp->items[pp->released]);
+	}
 	pp->release_us += now_usec() - t0;
+	if (swap_now && swap_now->progress)
+		swap_now->progress(swap_now->arg, pp->freed);
 	pp->head = (pp->head + 1) % TICKETS;
 	pp->count--;
 	return 0;
@@ -946,10 +955,22 @@ struct map_run {
 static int map_items(struct item *items, size_t n, struct copier *cp, struct phases *ph, struct map_run *run,
 		     char *why, size_t cap)
 {
+	uint64_t created[VRAM_HOOK_MAX_DEVICES] = { 0 }; /* bytes, for the grant */
 	int err = 0;
 	while (run->mapped < n && !err) {
 		struct item *it = &items[run->mapped];
 		struct vram_hook_phys *p = it->phys;
+		if (swap_now && swap_now->wait_grant) {
+			/* the copies issued so far run on while this waits */
+			err = swap_now->wait_grant(swap_now->arg, p->dev, created[p->dev] + p->size);
+			if (err < 0) {
+				snprintf(why, cap, "%s", err == -ECANCELED ? "vramd gave the restore up"
+							 : err == -ETIMEDOUT ? "no grant of device memory came in time"
+									     : "vramd went away during the restore");
+				break;
+			}
+		}
+		created[p->dev] += p->size;
 		uint64_t t0 = now_usec();
 		CUresult r = VRAM_REAL(cuMemCreate)(&it->fresh, p->size, &p->prop, 0);
 		uint64_t t1 = now_usec();
@@ -1041,7 +1062,7 @@ static int restore_items(struct item *items, size_t n, struct copier *cp, struct
 
 /* ---------------------------------------------------------------- offload */
 
-void vram_hook_offload(bool drop_host, struct vram_hook_op_result *ret)
+static void offload_run(bool drop_host, struct vram_hook_op_result *ret)
 {
 	struct item *items = NULL;
 	size_t n = 0;
@@ -1132,9 +1153,13 @@ void vram_hook_offload(bool drop_host, struct vram_hook_op_result *ret)
 		if (sync_all_streams() < 0 && !err)
 			err = -EIO;
 		ph.copies_done = now_usec();
-		for (size_t i = 0; i < n && !err; i++)
+		for (size_t i = 0; i < n && !err; i++) {
+			pipe.freed[items[i].phys->dev] += items[i].phys->size;
 			release_item(&items[i]);
+		}
 		ph.release_us = err ? 0 : now_usec() - ph.copies_done;
+		if (!err && n && swap_now && swap_now->progress)
+			swap_now->progress(swap_now->arg, pipe.freed);
 	}
 	if (err) {
 		uint64_t need = 0, back = 0;
@@ -1152,6 +1177,13 @@ void vram_hook_offload(bool drop_host, struct vram_hook_op_result *ret)
 				 (unsigned long long)need);
 		} else if (!pipe.released) {
 			snprintf(ret->text, sizeof(ret->text), "Failed to offload: a copy to host memory failed");
+		} else if (swap_now && swap_now->progress) {
+			/* what went may be another process's already: nothing comes back */
+			snprintf(ret->text, sizeof(ret->text),
+				 "Failed to offload: a copy to host memory failed after %llu bytes were given "
+				 "back; the process stays offloaded and a restore brings it all back",
+				 (unsigned long long)back);
+			goto out_partial;
 		} else {
 			/* Bring back what went already, from its complete host copy. */
 			struct phases again = { .start = now_usec() };
@@ -1233,7 +1265,27 @@ out_unlock:
 
 static void restore_parked(struct vram_hook_op_result *ret);
 
-void vram_hook_restore(struct vram_hook_op_result *ret)
+/*
+ * The swap part is passed through swap_now: offloads and restores run on
+ * the hook's control thread only, one at a time.
+ */
+void vram_hook_offload(bool drop_host, const struct vram_hook_swap *swap, struct vram_hook_op_result *ret)
+{
+	swap_now = swap;
+	offload_run(drop_host, ret);
+	swap_now = NULL;
+}
+
+static void restore_run(struct vram_hook_op_result *ret);
+
+void vram_hook_restore(const struct vram_hook_swap *swap, struct vram_hook_op_result *ret)
+{
+	swap_now = swap;
+	restore_run(ret);
+	swap_now = NULL;
+}
+
+static void restore_run(struct vram_hook_op_result *ret)
 {
 	struct item *items = NULL;
 	size_t n = 0;
