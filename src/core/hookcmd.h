@@ -39,4 +39,17 @@ struct vram_hookchan_result {
 /* Runs once, from the loop, with the answer (borrowed for the call). */
 typedef void (*vram_hookchan_done_cb)(const struct vram_hookchan_result *res, void *arg);
 
+/*
+ * Overlapped swaps (protocol 4). Command flags: an offload that reports
+ * the memory it gives back as it goes (and never takes any back), a restore
+ * that creates memory only within its grants.
+ */
+#define VRAM_HOOKCHAN_PROGRESS 0x2u /* = VRAM_HOOK_OFFLOAD_PROGRESS */
+#define VRAM_HOOKCHAN_GRANTED 0x4u  /* = VRAM_HOOK_RESTORE_GRANTED */
+#define VRAM_HOOKCHAN_MAX_DEVICES 16 /* device ordinals of a process in PROGRESS and GRANT */
+
+/* From the loop, for each PROGRESS of an offload sent with VRAM_HOOKCHAN_PROGRESS:
+ * freed[d], bytes given back so far on the process's device ordinal d. */
+typedef void (*vram_hookchan_progress_cb)(const uint64_t freed[VRAM_HOOKCHAN_MAX_DEVICES], void *arg);
+
 #endif

@@ -44,6 +44,9 @@
 #include "proto/hook_proto.h"
 
 _Static_assert(VRAM_HOOKCHAN_NAME_MAX == VRAM_HOOK_PROTO_NAME_MAX, "workload names as on the wire");
+_Static_assert(VRAM_HOOKCHAN_PROGRESS == VRAM_HOOK_OFFLOAD_PROGRESS && VRAM_HOOKCHAN_GRANTED == VRAM_HOOK_RESTORE_GRANTED,
+	       "swap flags as on the wire");
+_Static_assert(VRAM_HOOKCHAN_MAX_DEVICES == VRAM_HOOK_PROTO_MAX_DEVICES, "devices as on the wire");
 
 struct conn;
 
@@ -70,6 +73,9 @@ struct vram_hookchan_req {
 	enum vram_hookchan_op op;
 	vram_hookchan_done_cb cb;
 	void *arg;
+	unsigned flags;                      /* as sent: VRAM_HOOKCHAN_PROGRESS, _GRANTED */
+	vram_hookchan_progress_cb progress;  /* for PROGRESS; may be NULL */
+	void *progress_arg;
 	struct event *timer;
 	uint64_t sent_ms;
 };
@@ -491,6 +497,13 @@ static int conn_handle(struct conn *c, const struct vram_hook_proto_msg *m)
 	case VRAM_HOOK_MSG_RESULT:
 		on_result(c, &m->u.result);
 		return 0;
+	case VRAM_HOOK_MSG_PROGRESS: {
+		struct vram_hookchan_req *req = c->req;
+		/* a late one, after its offload was answered or given up, is dropped */
+		if (req && req->id == m->u.grant.request_id && req->op == VRAM_HOOKCHAN_OFFLOAD && req->progress)
+			req->progress(m->u.grant.bytes, req->progress_arg);
+		return 0;
+	}
 	default:
 		return -EPROTO; /* commands go the other way */
 	}
@@ -932,6 +945,12 @@ int vram_hookchan_send_path(struct vram_hookchan *hc, pid_t pid, enum vram_hookc
 	struct conn *c = p->conn;
 	if ((op == VRAM_HOOKCHAN_PARK || op == VRAM_HOOKCHAN_DROP_HOST) && c->version < VRAM_HOOK_PROTO_VERSION_PARK)
 		return -EOPNOTSUPP; /* the hook predates the disk tier */
+	if ((flags & (VRAM_HOOKCHAN_PROGRESS | VRAM_HOOKCHAN_GRANTED)) && c->version < VRAM_HOOK_PROTO_VERSION_GRANT)
+		return -EOPNOTSUPP; /* the hook predates overlapped swaps */
+	if ((flags & VRAM_HOOKCHAN_PROGRESS) && op != VRAM_HOOKCHAN_OFFLOAD)
+		return -EINVAL;
+	if ((flags & VRAM_HOOKCHAN_GRANTED) && op != VRAM_HOOKCHAN_RESTORE)
+		return -EINVAL;
 	if (c->req)
 		return -EBUSY;
 	struct vram_hookchan_req *req = calloc(1, sizeof(*req));
@@ -950,6 +969,7 @@ int vram_hookchan_send_path(struct vram_hookchan *hc, pid_t pid, enum vram_hookc
 	req->op = op;
 	req->cb = cb;
 	req->arg = arg;
+	req->flags = flags;
 
 	struct vram_hook_proto_msg m;
 	memset(&m, 0, sizeof(m));
@@ -973,4 +993,37 @@ int vram_hookchan_send_path(struct vram_hookchan *hc, pid_t pid, enum vram_hookc
 	if (ret_req)
 		*ret_req = req;
 	return 0;
+}
+
+void vram_hookchan_on_progress(struct vram_hookchan_req *req, vram_hookchan_progress_cb progress, void *arg)
+{
+	if (!req)
+		return;
+	req->progress = progress;
+	req->progress_arg = arg;
+}
+
+int vram_hookchan_grant(struct vram_hookchan_req *req, const uint64_t bytes[VRAM_HOOKCHAN_MAX_DEVICES], bool cancel)
+{
+	if (!req || !req->conn || req->conn->req != req || !(req->flags & VRAM_HOOKCHAN_GRANTED))
+		return -EALREADY;
+	struct vram_hook_proto_msg m;
+	memset(&m, 0, sizeof(m));
+	m.type = VRAM_HOOK_MSG_GRANT;
+	m.seq = req->hc->seq++;
+	m.u.grant.request_id = req->id;
+	m.u.grant.flags = cancel ? VRAM_HOOK_GRANT_CANCEL : 0;
+	for (int i = 0; i < VRAM_HOOKCHAN_MAX_DEVICES && i < VRAM_HOOK_PROTO_MAX_DEVICES; i++)
+		m.u.grant.bytes[i] = bytes ? bytes[i] : 0;
+	struct conn *c = req->conn;
+	int r = conn_send(c, &m);
+	if (r < 0)
+		conn_close(c, "could not send a grant"); /* fails req too */
+	return r;
+}
+
+bool vram_hookchan_can_swap(struct vram_hookchan *hc, pid_t pid)
+{
+	struct proc *p = proc_find(hc, pid);
+	return p && p->conn && p->conn->version >= VRAM_HOOK_PROTO_VERSION_GRANT;
 }

@@ -170,6 +170,23 @@ json_t *vram_hookchan_warning_json(struct vram_hookchan *hc, const char *workloa
 int vram_hookchan_send_path(struct vram_hookchan *hc, pid_t pid, enum vram_hookchan_op op, unsigned flags,
 			    const char *path, vram_hookchan_done_cb cb, void *arg,
 			    struct vram_hookchan_req **ret_req);
+/*
+ * Overlapped swaps: progress (may be NULL) runs for each PROGRESS the
+ * offload req reports (sent with VRAM_HOOKCHAN_PROGRESS), until it is
+ * answered or cancelled.
+ */
+void vram_hookchan_on_progress(struct vram_hookchan_req *req, vram_hookchan_progress_cb progress, void *arg);
+/*
+ * Lets the restore req (sent with VRAM_HOOKCHAN_GRANTED) create up to
+ * bytes[d] of device memory on the process's device ordinal d, in all, or
+ * with cancel gives it up (it is undone and answered -ECANCELED). Returns 0,
+ * -EALREADY (req is not a granted restore in flight) or -errno.
+ */
+int vram_hookchan_grant(struct vram_hookchan_req *req, const uint64_t bytes[VRAM_HOOKCHAN_MAX_DEVICES],
+			bool cancel);
+/* Whether the hook of process pid takes VRAM_HOOKCHAN_PROGRESS and GRANTED (protocol 4). */
+bool vram_hookchan_can_swap(struct vram_hookchan *hc, pid_t pid);
+
 /* vram_hookchan_send_path() without a path (every op but PARK). */
 int vram_hookchan_send(struct vram_hookchan *hc, pid_t pid, enum vram_hookchan_op op, unsigned flags,
 		       vram_hookchan_done_cb cb, void *arg, struct vram_hookchan_req **ret_req);

@@ -1024,6 +1024,94 @@ static void test_old_hook_no_disk_tier(void **state)
 	}
 }
 
+struct progress_seen {
+	int calls;
+	uint64_t freed0;
+};
+
+static void on_progress(const uint64_t freed[VRAM_HOOKCHAN_MAX_DEVICES], void *arg)
+{
+	struct progress_seen *p = arg;
+	p->calls++;
+	p->freed0 = freed[0];
+}
+
+/* Overlapped swaps: an offload's PROGRESS reaches its callback, a granted
+ * restore gets its GRANTs and a cancel; a version-3 hook gets neither flag. */
+static void test_progress_and_grant(void **state)
+{
+	struct fixture *f = *state;
+	int fd = dial(f);
+	hello(fd, getpid(), "llm", 3ull << 30);
+	spin(f);
+	assert_true(vram_hookchan_can_swap(f->hc, getpid()));
+	struct got g = {0};
+	struct vram_hookchan_req *req = NULL;
+	/* the flags belong to their own commands */
+	assert_int_equal(vram_hookchan_send(f->hc, getpid(), VRAM_HOOKCHAN_RESTORE, VRAM_HOOKCHAN_PROGRESS, on_done,
+					    &g, NULL), -EINVAL);
+	assert_int_equal(vram_hookchan_send(f->hc, getpid(), VRAM_HOOKCHAN_OFFLOAD, VRAM_HOOKCHAN_GRANTED, on_done,
+					    &g, NULL), -EINVAL);
+	assert_int_equal(vram_hookchan_send(f->hc, getpid(), VRAM_HOOKCHAN_OFFLOAD, VRAM_HOOKCHAN_PROGRESS, on_done,
+					    &g, &req), 0);
+	struct progress_seen ps = {0};
+	vram_hookchan_on_progress(req, on_progress, &ps);
+	assert_int_equal(vram_hookchan_grant(req, NULL, false), -EALREADY); /* not a granted restore */
+	struct vram_hook_proto_msg cmd, m;
+	recv_msg(fd, &cmd);
+	assert_int_equal(cmd.u.command.flags, VRAM_HOOK_OFFLOAD_PROGRESS);
+	memset(&m, 0, sizeof(m));
+	m.type = VRAM_HOOK_MSG_PROGRESS;
+	m.u.grant.request_id = cmd.u.command.request_id;
+	m.u.grant.bytes[0] = 256 << 20;
+	send_msg(fd, &m);
+	m.u.grant.request_id = cmd.u.command.request_id + 7; /* another request's: dropped */
+	m.u.grant.bytes[0] = 1;
+	send_msg(fd, &m);
+	spin(f);
+	assert_int_equal(ps.calls, 1);
+	assert_int_equal(ps.freed0, 256 << 20);
+	result_msg(fd, &cmd, 0, VRAM_HOOK_STATE_OFFLOADED, 512 << 20, "");
+	spin(f);
+	assert_int_equal(g.calls, 1);
+
+	assert_int_equal(vram_hookchan_send(f->hc, getpid(), VRAM_HOOKCHAN_RESTORE, VRAM_HOOKCHAN_GRANTED, on_done,
+					    &g, &req), 0);
+	recv_msg(fd, &cmd);
+	assert_int_equal(cmd.type, VRAM_HOOK_MSG_RESTORE);
+	assert_int_equal(cmd.u.command.flags, VRAM_HOOK_RESTORE_GRANTED);
+	uint64_t grant[VRAM_HOOKCHAN_MAX_DEVICES] = { 128 << 20 };
+	assert_int_equal(vram_hookchan_grant(req, grant, false), 0);
+	recv_msg(fd, &m);
+	assert_int_equal(m.type, VRAM_HOOK_MSG_GRANT);
+	assert_int_equal(m.u.grant.request_id, cmd.u.command.request_id);
+	assert_int_equal(m.u.grant.flags, 0);
+	assert_int_equal(m.u.grant.bytes[0], 128 << 20);
+	assert_int_equal(vram_hookchan_grant(req, grant, true), 0);
+	recv_msg(fd, &m);
+	assert_int_equal(m.u.grant.flags, VRAM_HOOK_GRANT_CANCEL);
+	result_msg(fd, &cmd, -ECANCELED, VRAM_HOOK_STATE_OFFLOADED, 0, "cancelled");
+	spin(f);
+	assert_int_equal(g.calls, 2);
+	assert_int_equal(g.res.status, -ECANCELED);
+	close(fd);
+	spin(f);
+
+	/* a version-3 hook */
+	fd = dial(f);
+	hello_msg(&m, getpid(), "old", 1 << 30);
+	m.version = 3;
+	send_msg(fd, &m);
+	spin(f);
+	assert_false(vram_hookchan_can_swap(f->hc, getpid()));
+	assert_int_equal(vram_hookchan_send(f->hc, getpid(), VRAM_HOOKCHAN_OFFLOAD, VRAM_HOOKCHAN_PROGRESS, on_done,
+					    &g, NULL), -EOPNOTSUPP);
+	assert_int_equal(vram_hookchan_send(f->hc, getpid(), VRAM_HOOKCHAN_RESTORE, VRAM_HOOKCHAN_GRANTED, on_done,
+					    &g, NULL), -EOPNOTSUPP);
+	close(fd);
+	spin(f);
+}
+
 static void test_state_names(void **state)
 {
 	(void)state;
@@ -1053,6 +1141,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_park_result_alone, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_usage_before_result_is_not_applied_twice, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_old_hook_no_disk_tier, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_progress_and_grant, setup, teardown),
 		cmocka_unit_test(test_state_names),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
