@@ -167,6 +167,13 @@ void vram_job_complete(struct vram_job *job, int error, uint64_t bytes, const ch
 	event_active(job->done_ev, 0, 0);
 }
 
+int vram_job_grant(struct vram_job *job, uint64_t bytes, bool cancel)
+{
+	if (!job->granted || job->completed || !job->engine->grant)
+		return -EOPNOTSUPP;
+	return job->engine->grant(job, bytes, cancel);
+}
+
 void vram_job_cancel(struct vram_job *job)
 {
 	if (!job)

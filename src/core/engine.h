@@ -75,6 +75,16 @@ struct vram_engine_host {
 			      struct vram_hookchan_req **ret_req);
 	/* Forgets a request: its cb is not called. Accepts NULL. */
 	void (*hook_cancel)(struct vram_hookchan_req *req);
+	/*
+	 * Overlapped swaps (may be NULL: none): whether pid's hook takes the
+	 * flags VRAM_HOOKCHAN_PROGRESS and _GRANTED; progress for an offload
+	 * sent with PROGRESS; the grant of a restore sent with GRANTED (its
+	 * done cb may run before hook_grant returns, when the process is gone).
+	 */
+	bool (*hook_can_swap)(struct vram_hookchan *hc, pid_t pid);
+	void (*hook_on_progress)(struct vram_hookchan_req *req, vram_hookchan_progress_cb cb, void *arg);
+	int (*hook_grant)(struct vram_hookchan_req *req, const uint64_t bytes[VRAM_HOOKCHAN_MAX_DEVICES],
+			  bool cancel);
 	void *ctx;                    /* passed back to the functions below */
 	/*
 	 * Stops every process of w (SIGTERM to its group, SIGKILL after the
@@ -110,13 +120,27 @@ struct vram_job {
 	struct vram_workload *w;              /* borrowed; outlives the job */
 	const struct vram_engine_host *host;  /* borrowed */
 	bool from_disk;          /* VRAM_JOB_RESTORE of a parked workload (set before the start) */
+	/*
+	 * Overlapped swaps, set before the start for an engine whose
+	 * can_overlap said yes. progress (OFFLOAD): freed counts the bytes
+	 * given back so far, and on_progress(job, done_arg) runs from the loop
+	 * each time it grows; the offload never takes memory back, so a
+	 * failure after some went leaves w offloaded (still_offloaded).
+	 * granted (RESTORE): the restore creates device memory only within
+	 * what vram_job_grant allows.
+	 */
+	bool progress;
+	bool granted;
+	uint64_t freed;
+	void (*on_progress)(struct vram_job *job, void *arg);
 
 	/* results, set by vram_job_complete() */
 	bool completed;
 	int error;               /* 0 or -errno */
 	bool process_lost;       /* the process is gone or unusable (restore half done) */
 	bool still_offloaded;    /* a failed restore left the process intact and offloaded (or,
-				    from_disk, parked) */
+				    from_disk, parked); a failed offload with progress left it
+				    offloaded */
 	uint64_t bytes;          /* bytes moved */
 	double seconds;          /* wall time from start to completion */
 	char message[512];
@@ -164,6 +188,15 @@ struct vram_engine {
 	int (*park)(struct vram_workload *w, struct vram_job *job);
 	/* Abandons the job's work and frees job->priv; no completion follows. May be NULL. */
 	void (*cancel)(struct vram_job *job);
+	/*
+	 * Overlapped swaps (NULL: this engine cannot): whether w's offload can
+	 * report progress and its restore take grants (one process on one GPU
+	 * whose hook speaks protocol 4), and the grant of a granted restore
+	 * job: bytes of device memory it may create in all, or cancel. The
+	 * job may complete before grant returns.
+	 */
+	bool (*can_overlap)(const struct vram_workload *w, const struct vram_engine_host *host);
+	int (*grant)(struct vram_job *job, uint64_t bytes, bool cancel);
 };
 
 extern const struct vram_engine vram_engine_checkpoint;
@@ -203,6 +236,8 @@ int vram_job_start(struct vram_job *job);
  */
 void vram_job_complete(struct vram_job *job, int error, uint64_t bytes, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+/* The grant of a granted restore (engine grant). Returns 0, -EOPNOTSUPP or -errno. */
+int vram_job_grant(struct vram_job *job, uint64_t bytes, bool cancel);
 /* Stops the engine's work (engine cancel), and frees the job; done() is not called. */
 void vram_job_cancel(struct vram_job *job);
 void vram_job_free(struct vram_job *job); /* accepts NULL */

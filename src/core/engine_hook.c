@@ -74,7 +74,8 @@ struct hook_job {
 	/* the main phase's outcome */
 	int error;
 	bool lost;
-	bool intact;               /* every failed process is still offloaded (restore) */
+	bool intact;               /* every failed process is still offloaded (restore; an offload
+				      with progress: every failed one is offloaded all the same) */
 	uint64_t bytes, nonmovable, missing;
 	uint64_t ckpt_bytes;
 	char errors[400];
@@ -146,8 +147,10 @@ static void finish(struct hook_job *hj)
 	vram_units_format_bytes(hj->nonmovable, stuck, sizeof(stuck));
 	if (hj->error) {
 		job->process_lost = hj->lost;
-		job->still_offloaded = job->kind == VRAM_JOB_RESTORE && !hj->lost && hj->intact &&
-				       !hj->with_ckpt;
+		job->still_offloaded = (job->kind == VRAM_JOB_RESTORE || job->progress) && !hj->lost &&
+				       hj->intact && !hj->with_ckpt;
+		if (job->kind == VRAM_JOB_OFFLOAD && job->still_offloaded)
+			set_resident(job->w, false);
 		struct hook_job copy = *hj;
 		free(hj);
 		if (park && copy.bytes) {
@@ -189,6 +192,21 @@ static void add_error(struct hook_job *hj, pid_t pid, const char *what, const ch
 
 static void on_proc_done(const struct vram_hookchan_result *res, void *arg);
 static void phase_done(struct hook_job *hj);
+
+/* PROGRESS of the one process of an offload with progress (can_overlap). */
+static void on_hook_progress(const uint64_t freed[VRAM_HOOKCHAN_MAX_DEVICES], void *arg)
+{
+	struct slot *s = arg;
+	struct vram_job *job = s->hj->job;
+	uint64_t sum = 0;
+	for (int d = 0; d < VRAM_HOOKCHAN_MAX_DEVICES; d++)
+		sum += freed[d];
+	if (sum <= job->freed)
+		return;
+	job->freed = sum;
+	if (job->on_progress)
+		job->on_progress(job, job->done_arg);
+}
 static void start_ckpt(struct hook_job *hj);
 
 /*
@@ -199,8 +217,17 @@ static int send_one(struct hook_job *hj, struct slot *s, enum vram_hookchan_op o
 		    size_t path_size)
 {
 	const struct vram_engine_host *host = hj->job->host;
-	if (op != VRAM_HOOKCHAN_PARK)
-		return host->hook_send(host->hookchan, s->pid, op, 0, on_proc_done, s, &s->req);
+	if (op != VRAM_HOOKCHAN_PARK) {
+		/* overlapped swaps in the main phase only: a rollback is plain */
+		bool main = hj->phase == PHASE_MAIN;
+		unsigned flags = main && op == VRAM_HOOKCHAN_OFFLOAD && hj->job->progress ? VRAM_HOOKCHAN_PROGRESS
+				 : main && op == VRAM_HOOKCHAN_RESTORE && hj->job->granted ? VRAM_HOOKCHAN_GRANTED
+											   : 0;
+		int r = host->hook_send(host->hookchan, s->pid, op, flags, on_proc_done, s, &s->req);
+		if (r == 0 && (flags & VRAM_HOOKCHAN_PROGRESS) && host->hook_on_progress)
+			host->hook_on_progress(s->req, on_hook_progress, s);
+		return r;
+	}
 	if (!host->hook_send_path || !host->park_path)
 		return -EOPNOTSUPP;
 	int r = host->park_path(host->ctx, hj->job->w, s->pid, path, path_size);
@@ -429,6 +456,31 @@ static int hook_ckpt_restore(struct vram_workload *w, struct vram_job *job)
 	return begin(w, job, true);
 }
 
+/*
+ * Overlapped swaps take one process on one GPU: its device ordinal 0 is
+ * that GPU, and its offload's progress is the workload's.
+ */
+static bool hook_can_overlap(const struct vram_workload *w, const struct vram_engine_host *host)
+{
+	pid_t pids[2];
+	if (!have_channel(host) || !host->hook_can_swap || !host->hook_on_progress || !host->hook_grant)
+		return false;
+	if (w->n_instances != 1 || w->instances[0].n_gpus != 1)
+		return false;
+	if (host->hook_pids(host->hookchan, w->cfg->name, pids, 2) != 1)
+		return false;
+	return host->hook_can_swap(host->hookchan, pids[0]);
+}
+
+static int hook_grant(struct vram_job *job, uint64_t bytes, bool cancel)
+{
+	struct hook_job *hj = job->priv;
+	if (!hj || hj->phase != PHASE_MAIN || hj->op != VRAM_HOOKCHAN_RESTORE || hj->n != 1 || !hj->slots[0].req)
+		return -EALREADY;
+	uint64_t per_dev[VRAM_HOOKCHAN_MAX_DEVICES] = { bytes };
+	return job->host->hook_grant(hj->slots[0].req, per_dev, cancel);
+}
+
 static void hook_cancel(struct vram_job *job)
 {
 	if (job->priv)
@@ -446,6 +498,8 @@ const struct vram_engine vram_engine_hook = {
 	.restore = hook_restore,
 	.park = hook_park,
 	.cancel = hook_cancel,
+	.can_overlap = hook_can_overlap,
+	.grant = hook_grant,
 };
 
 /*

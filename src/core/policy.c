@@ -108,6 +108,13 @@ static int add_resident(struct vram_policy_ledger *l, struct vram_workload *owne
 	for (size_t g = 0; g < in->n_gpus; g++) {
 		uint64_t given = in->bytes_on_gpu[g] ? in->bytes_on_gpu[g] : in->bytes_per_gpu;
 		uint64_t used = measured_on(info_of(infos, n_infos, in->gpus[g]), in);
+		/*
+		 * An offload that reports its progress (one process on one GPU)
+		 * holds less as it goes: what it has given back may be granted
+		 * to a restore. Measured bytes that lag behind still count.
+		 */
+		if (in->swap_freed && owner->state == VRAM_WL_OFFLOADING && in->n_gpus == 1)
+			given = given > in->swap_freed ? given - in->swap_freed : 0;
 		bytes[g] = used > given ? used : given;
 		if (bytes[g] > r->bytes_per_gpu)
 			r->bytes_per_gpu = bytes[g];
@@ -182,6 +189,24 @@ int vram_policy_ledger_build(struct vram_policy_ledger *l, const struct vram_gpu
 		}
 	}
 	return 0;
+}
+
+uint64_t vram_policy_room(const struct vram_policy_ledger *l, unsigned index)
+{
+	const struct vram_plan_gpu *g = NULL;
+	for (size_t i = 0; i < l->n_gpus; i++)
+		if (l->gpus[i].index == index)
+			g = &l->gpus[i];
+	if (!g)
+		return 0;
+	uint64_t held = g->reserve + g->unmanaged;
+	for (size_t i = 0; i < l->n_residents; i++) {
+		const struct vram_plan_resident *r = &l->residents[i];
+		for (size_t k = 0; k < r->n_gpus; k++)
+			if (r->gpus[k] == index)
+				held += r->bytes_on_gpu ? r->bytes_on_gpu[k] : r->bytes_per_gpu;
+	}
+	return g->total > held ? g->total - held : 0;
 }
 
 void vram_policy_ledger_done(struct vram_policy_ledger *l)

@@ -64,6 +64,8 @@ int vram_policy_ledger_build(struct vram_policy_ledger *l, const struct vram_gpu
 			     size_t n_gpus, uint64_t reserve, struct vram_workload *const *ws,
 			     size_t n_ws, const struct vram_workload *exclude);
 void vram_policy_ledger_done(struct vram_policy_ledger *l);
+/* Bytes free on GPU index in l: its total less the reserve, other processes and every resident there. */
+uint64_t vram_policy_room(const struct vram_policy_ledger *l, unsigned index);
 
 /* Where one workload's instances go. */
 struct vram_policy_placement {

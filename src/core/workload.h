@@ -120,6 +120,8 @@ struct vram_instance {
 	uint64_t bytes_per_gpu;    /* bytes charged on each of its GPUs while resident */
 	uint64_t bytes_on_gpu[VRAM_PLAN_MAX_GPUS]; /* bytes given on gpus[i] (a fraction differs by GPU size); 0 = bytes_per_gpu */
 	bool resident;             /* its GPU memory is held now */
+	uint64_t swap_freed;       /* bytes an offload has given back so far (overlapped swaps:
+				      counted off its bytes while it offloads); 0 otherwise */
 	bool healthy;              /* passed the health check since the last spawn */
 	bool port_verified;        /* its port's listener was found to be its own since the last spawn */
 	bool stop_requested;       /* an exit now is expected, not a crash */
@@ -165,6 +167,9 @@ struct vram_workload {
 	bool awaiting_room;          /* start/restore waits for evicted workloads */
 	bool retry_pending;          /* a restart after backoff is scheduled */
 	bool evicting;               /* being offloaded/released to make room for another */
+	bool swap_progress;          /* its next offload reports progress (overlapped swaps) */
+	bool swap_granted;           /* its restore in flight creates memory within grants */
+	uint64_t swap_grant;         /* bytes granted to that restore so far */
 	char last_error[512];        /* "" when none */
 	int last_errno;              /* -errno of the last failure (-ENOSPC: no room), 0 when none */
 	uint64_t last_bytes;         /* bytes moved by the last offload/restore */

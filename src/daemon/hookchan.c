@@ -299,10 +299,22 @@ static void on_req_timeout(evutil_socket_t fd, short what, void *arg)
 	req_fail(req, pid, -ETIMEDOUT, "the hook took too long to answer");
 }
 
+static int conn_send(struct conn *c, const struct vram_hook_proto_msg *m);
+
 void vram_hookchan_cancel(struct vram_hookchan_req *req)
 {
 	if (!req)
 		return;
+	if (req->conn && req->conn->req == req && (req->flags & VRAM_HOOKCHAN_GRANTED)) {
+		/* a restore waiting for room would wait for its own timeout: give it up now */
+		struct vram_hook_proto_msg m;
+		memset(&m, 0, sizeof(m));
+		m.type = VRAM_HOOK_MSG_GRANT;
+		m.seq = req->hc->seq++;
+		m.u.grant.request_id = req->id;
+		m.u.grant.flags = VRAM_HOOK_GRANT_CANCEL;
+		(void)conn_send(req->conn, &m); /* best effort: the hook gives up on its own later */
+	}
 	if (req->conn && req->conn->req == req)
 		req->conn->req = NULL;
 	event_free(req->timer);

@@ -131,18 +131,24 @@ static int gpu_infos(struct vram_manager *m, struct vram_gpu_info **ret, size_t 
  * Plans w's instances. On success writes the assignment into w (GPUs, bytes)
  * and the victims to evict into *ret_victims. Returns 0, -ENOSPC/-EINVAL (err).
  */
-static int plan_workload(struct vram_manager *m, struct vram_workload *w, bool allow_evict,
-			 enum vram_policy_where where, struct vram_policy_placement *pl, char *err,
-			 size_t err_size)
+int mgr_ledger_build(struct vram_manager *m, const struct vram_workload *exclude, struct vram_policy_ledger *l)
 {
 	struct vram_gpu_info *infos;
 	size_t n;
 	int r = gpu_infos(m, &infos, &n);
 	if (r < 0)
 		return r;
-	struct vram_policy_ledger l;
-	r = vram_policy_ledger_build(&l, infos, n, m->cfg->gpus.reserve, m->wptrs, m->n_live, w);
+	r = vram_policy_ledger_build(l, infos, n, m->cfg->gpus.reserve, m->wptrs, m->n_live, exclude);
 	free(infos);
+	return r;
+}
+
+static int plan_workload(struct vram_manager *m, struct vram_workload *w, bool allow_evict,
+			 enum vram_policy_where where, struct vram_policy_placement *pl, char *err,
+			 size_t err_size)
+{
+	struct vram_policy_ledger l;
+	int r = mgr_ledger_build(m, w, &l);
 	if (r < 0)
 		return r;
 	r = vram_policy_place(&l, w, allow_evict, where, pl);
@@ -164,9 +170,13 @@ static int plan_workload(struct vram_manager *m, struct vram_workload *w, bool a
 	return 0;
 }
 
-/* Makes room for w: offloads (or, for engines that cannot, stops) each victim. */
+/*
+ * Makes room for w: offloads (or, for engines that cannot, stops) each
+ * victim; with overlap, those that can report their progress (w's restore
+ * is granted the memory as it comes: mgr_overlap.c).
+ */
 static void evict(struct vram_manager *m, struct vram_workload *w,
-		  const struct vram_policy_placement *pl)
+		  const struct vram_policy_placement *pl, bool overlap)
 {
 	for (size_t v = 0; v < pl->n_victims; v++) {
 		struct vram_workload *victim = pl->victims[v];
@@ -175,6 +185,7 @@ static void evict(struct vram_manager *m, struct vram_workload *w,
 		char text[160];
 		snprintf(text, sizeof(text), "evicted to make room for %s", w->cfg->name);
 		victim->evicting = true;
+		victim->swap_progress = overlap && mgr_overlap_can(m, victim);
 		begin_offload(m, victim, VRAM_REASON_EVICTED, text, false);
 	}
 }
@@ -209,7 +220,7 @@ int mgr_begin_start(struct vram_manager *m, struct vram_workload *w, enum vram_e
 			      "waiting for evicted workloads to free memory");
 		struct timeval tv = mgr_tv(w->cfg->health.start_timeout_ms);
 		evtimer_add(mgr_slot(m, w)->start_timer, &tv);
-		evict(m, w, pl);
+		evict(m, w, pl, false);
 		goto out;
 	}
 	mgr_set_state(m, w, VRAM_WL_EV_START, reason, text);
@@ -248,6 +259,16 @@ static enum vram_wl_event restore_aborted(const struct vram_workload *w)
 
 static void offload_done(struct vram_manager *m, struct vram_workload *w, struct vram_job *job)
 {
+	for (size_t i = 0; i < w->n_instances; i++)
+		w->instances[i].swap_freed = 0;
+	if (job->error && job->still_offloaded) {
+		/* an offload with progress takes nothing back: offloaded all the same */
+		mgr_fmt_error(w, job->error, "offload with %s failed: %s", job->engine->name, job->message);
+		vram_warn("%s: %s", w->cfg->name, w->last_error);
+		w->offloaded_bytes = 0; /* not known: a restore brings back what went */
+		mgr_set_state(m, w, VRAM_WL_EV_OFFLOADED, VRAM_REASON_OFFLOADED, w->last_error);
+		return;
+	}
 	if (job->error) {
 		w->park_queued = false;
 		mgr_fmt_error(w, job->error, "offload with %s failed: %s", job->engine->name,
@@ -271,6 +292,8 @@ static void offload_done(struct vram_manager *m, struct vram_workload *w, struct
 
 static void restore_done(struct vram_manager *m, struct vram_workload *w, struct vram_job *job)
 {
+	w->swap_granted = false;
+	w->swap_grant = 0;
 	if (job->error) {
 		mgr_fmt_error(w, job->error, "restore%s with %s failed: %s",
 			      job->from_disk ? " from disk" : "", job->engine->name, job->message);
@@ -372,6 +395,9 @@ void mgr_begin_offload_now(struct vram_manager *m, struct vram_workload *w,
 	w->last_bytes = vram_workload_gpu_bytes(w);
 	w->job = job;
 	w->park_queued = then_park;
+	job->progress = w->swap_progress;
+	job->on_progress = mgr_overlap_on_progress;
+	w->swap_progress = false;
 	mgr_set_state(m, w, VRAM_WL_EV_OFFLOAD, reason, text);
 	int r = vram_job_start(job);
 	if (r < 0) {
@@ -413,9 +439,12 @@ static void run_restore_job(struct vram_manager *m, struct vram_workload *w)
 		return;
 	}
 	job->from_disk = w->on_disk;
+	job->granted = w->swap_granted;
+	w->swap_grant = 0;
 	w->job = job;
 	int r = vram_job_start(job);
 	if (r < 0) {
+		w->swap_granted = false;
 		w->job = NULL;
 		vram_job_free(job);
 		mgr_fmt_error(w, r, "restore with %s could not begin: %s", w->engine->name, strerror(-r));
@@ -482,19 +511,30 @@ static int begin_restore(struct vram_manager *m, struct vram_workload *w,
 		snprintf(why + len, sizeof(why) - len, ": %s", text);
 		text = why;
 	}
-	if (pl->n_victims)
+	/* restored as its victims' memory comes, when it and they can (mgr_overlap.c) */
+	bool overlap = pl->n_victims > 0 && mgr_overlap_can(m, w);
+	if (pl->n_victims && !overlap)
 		mgr_set_state(m, w, VRAM_WL_EV_RESTORE, VRAM_REASON_WAIT_ROOM,
 			      "waiting for evicted workloads to free memory");
+	else if (overlap)
+		mgr_set_state(m, w, VRAM_WL_EV_RESTORE, reason,
+			      "restoring as evicted workloads free memory (overlapped)");
 	else
 		mgr_set_state(m, w, VRAM_WL_EV_RESTORE, reason, text);
-	if (pl->n_victims > 0) {
+	if (pl->n_victims > 0 && !overlap) {
 		w->awaiting_room = true;
 		struct timeval tv = mgr_tv(w->cfg->health.start_timeout_ms);
 		evtimer_add(mgr_slot(m, w)->start_timer, &tv);
-		evict(m, w, pl);
+		evict(m, w, pl, false);
 		goto out;
 	}
+	if (overlap) {
+		evict(m, w, pl, true);
+		w->swap_granted = true;
+	}
 	run_restore_job(m, w);
+	if (overlap)
+		mgr_overlap_regrant(m); /* the room there is already */
 out:
 	free(pl);
 	free(old);
@@ -553,6 +593,7 @@ void mgr_stop_workload(struct vram_manager *m, struct vram_workload *w,
 	evtimer_del(mgr_slot(m, w)->retry_timer);
 	w->retry_pending = false;
 	w->awaiting_room = false;
+	w->swap_granted = false;
 	if (w->job) {
 		vram_job_cancel(w->job);
 		w->job = NULL;
@@ -594,8 +635,10 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
 		if (w->awaiting_room && !m->shutting_down)
 			retry_awaiting(m, w);
 	}
-	if (!m->shutting_down)
+	if (!m->shutting_down) {
 		mgr_host_kick(m);
+		mgr_overlap_regrant(m); /* an eviction that ended frees its memory for a granted restore */
+	}
 	for (size_t i = 0; i < N_FEATURES; i++)
 		if (features[i]->kick)
 			features[i]->kick(m);
@@ -829,6 +872,8 @@ int vram_manager_new(struct event_base *base, struct vram_config *cfg, struct vr
 		.hookchan = m->hookchan,
 		.hook_pids = vram_hookchan_pids, .hook_send = vram_hookchan_send, .hook_cancel = vram_hookchan_cancel,
 		.hook_send_path = vram_hookchan_send_path,
+		.hook_can_swap = vram_hookchan_can_swap, .hook_on_progress = vram_hookchan_on_progress,
+		.hook_grant = vram_hookchan_grant,
 		.hook_library = m->hook_library != NULL,
 		.ctx = m,
 		.stop_processes = host_stop_processes,

@@ -424,6 +424,18 @@ int mgr_start_logged(struct vram_manager *m, struct vram_workload *w, enum vram_
 /* Stops w whatever it is doing (stop, release, idle release, shutdown); reason and text say why. */
 void mgr_stop_workload(struct vram_manager *m, struct vram_workload *w,
 		       enum vram_event_reason reason, const char *text);
+struct vram_policy_ledger;
+/* The GPU ledger of now (core/policy.h), every live workload but exclude (may be NULL). 0 or -ENOMEM. */
+int mgr_ledger_build(struct vram_manager *m, const struct vram_workload *exclude, struct vram_policy_ledger *l);
+
+/* ---- overlapped swaps: mgr_overlap.c (the manager floor) ---- */
+
+/* Whether w's restore can overlap its victims' offloads, and a victim's offload report progress. */
+bool mgr_overlap_can(struct vram_manager *m, const struct vram_workload *w);
+/* job->on_progress of an offload with progress (arg: its workload). */
+void mgr_overlap_on_progress(struct vram_job *job, void *arg);
+/* Sends each granted restore the room there is now, or gives it up when none can come. */
+void mgr_overlap_regrant(struct vram_manager *m);
 
 /* ---- the host ledger: mgr_host.c (on the registry floor: any floor may ask) ---- */
 

@@ -24,10 +24,18 @@
  * VRAM_FAKE_CONTEXT_MEMORY (default 64 MiB per device). Test programs can
  * inspect and steer the fake through the fakecuda_* functions at the end.
  *
+ * Several processes can share one tally of device memory: with
+ * VRAM_FAKE_SHARED_USAGE=FILE each adds what it charges to the two 64-bit
+ * counters in FILE (bytes in use on all devices, and the most ever), so a
+ * test sees the peak of a whole swap between processes. From the
+ * environment too: VRAM_FAKE_COPY_DELAY_US, VRAM_FAKE_FAIL_COPY and
+ * VRAM_FAKE_FAIL_MAP (as the functions below, counted from the start).
+ *
  * The library is linked with -Bsymbolic-functions so that the pointers
  * cuGetProcAddress hands out are its own functions, as with the real driver.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -220,6 +228,44 @@ static size_t parse_size(const char *s, size_t dflt)
 	return (size_t)(v * (double)mul);
 }
 
+/* VRAM_FAKE_SHARED_USAGE: bytes in use by every process that shares it, and the peak. */
+struct fake_shared {
+	_Atomic uint64_t used;
+	_Atomic uint64_t peak;
+};
+static struct fake_shared *fake_shared;
+
+static void shared_open(const char *path)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return;
+	struct stat st;
+	if (fstat(fd, &st) == 0 && (size_t)st.st_size < sizeof(struct fake_shared) &&
+	    ftruncate(fd, sizeof(struct fake_shared)) < 0) {
+		close(fd);
+		return;
+	}
+	void *p = mmap(NULL, sizeof(struct fake_shared), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	if (p != MAP_FAILED)
+		fake_shared = p;
+}
+
+static void shared_add(size_t bytes, bool add)
+{
+	if (!fake_shared)
+		return;
+	if (!add) {
+		atomic_fetch_sub(&fake_shared->used, bytes);
+		return;
+	}
+	uint64_t now = atomic_fetch_add(&fake_shared->used, bytes) + bytes;
+	uint64_t peak = atomic_load(&fake_shared->peak);
+	while (now > peak && !atomic_compare_exchange_weak(&fake_shared->peak, &peak, now))
+		;
+}
+
 static void fake_setup(void)
 {
 	const char *s = getenv("VRAM_FAKE_DEVICES");
@@ -235,6 +281,18 @@ static void fake_setup(void)
 	s = getenv("VRAM_FAKE_ADDRESS_FREE_DELAY_US");
 	if (s && atoi(s) > 0)
 		fake_address_free_delay_us = (unsigned)atoi(s);
+	s = getenv("VRAM_FAKE_SHARED_USAGE");
+	if (s && s[0])
+		shared_open(s);
+	s = getenv("VRAM_FAKE_COPY_DELAY_US");
+	if (s && atoi(s) > 0)
+		atomic_store(&fake_copy_delay_us, (unsigned)atoi(s));
+	s = getenv("VRAM_FAKE_FAIL_COPY");
+	if (s && atol(s) > 0)
+		atomic_store(&fake_copy_fail_in, atol(s));
+	s = getenv("VRAM_FAKE_FAIL_MAP");
+	if (s && atol(s) > 0)
+		atomic_store(&fake_map_fail_in, atol(s));
 	for (int i = 0; i < fake_ndev; i++) {
 		fake_total[i] = total;
 		fake_available[i] = total;
@@ -249,12 +307,14 @@ static bool charge(int dev, size_t bytes)
 		if (cur + bytes > fake_available[dev])
 			return false;
 	} while (!atomic_compare_exchange_weak(&fake_used_bytes[dev], &cur, cur + bytes));
+	shared_add(bytes, true);
 	return true;
 }
 
 static void uncharge(int dev, size_t bytes)
 {
 	atomic_fetch_sub(&fake_used_bytes[dev], bytes);
+	shared_add(bytes, false);
 }
 
 static size_t round_up(size_t v, size_t a)
