@@ -110,11 +110,15 @@ static int add_resident(struct vram_policy_ledger *l, struct vram_workload *owne
 		uint64_t used = measured_on(info_of(infos, n_infos, in->gpus[g]), in);
 		/*
 		 * An offload that reports its progress (one process on one GPU)
-		 * holds less as it goes: what it has given back may be granted
-		 * to a restore. Measured bytes that lag behind still count.
+		 * holds less as it goes: what it held when it began, less what
+		 * it has given back, which may be granted to a restore.
 		 */
-		if (in->swap_freed && owner->state == VRAM_WL_OFFLOADING && in->n_gpus == 1)
-			given = given > in->swap_freed ? given - in->swap_freed : 0;
+		if (in->swap_base && owner->state == VRAM_WL_OFFLOADING && in->n_gpus == 1) {
+			bytes[g] = in->swap_base > in->swap_freed ? in->swap_base - in->swap_freed : 0;
+			if (bytes[g] > r->bytes_per_gpu)
+				r->bytes_per_gpu = bytes[g];
+			continue;
+		}
 		bytes[g] = used > given ? used : given;
 		if (bytes[g] > r->bytes_per_gpu)
 			r->bytes_per_gpu = bytes[g];

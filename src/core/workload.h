@@ -120,8 +120,10 @@ struct vram_instance {
 	uint64_t bytes_per_gpu;    /* bytes charged on each of its GPUs while resident */
 	uint64_t bytes_on_gpu[VRAM_PLAN_MAX_GPUS]; /* bytes given on gpus[i] (a fraction differs by GPU size); 0 = bytes_per_gpu */
 	bool resident;             /* its GPU memory is held now */
-	uint64_t swap_freed;       /* bytes an offload has given back so far (overlapped swaps:
-				      counted off its bytes while it offloads); 0 otherwise */
+	uint64_t swap_base;        /* overlapped swaps: bytes it held on its GPU when an offload
+				      with progress began; 0 otherwise */
+	uint64_t swap_freed;       /* bytes that offload has given back so far: while it
+				      offloads it holds swap_base less these */
 	bool healthy;              /* passed the health check since the last spawn */
 	bool port_verified;        /* its port's listener was found to be its own since the last spawn */
 	bool stop_requested;       /* an exit now is expected, not a crash */

@@ -260,7 +260,7 @@ static enum vram_wl_event restore_aborted(const struct vram_workload *w)
 static void offload_done(struct vram_manager *m, struct vram_workload *w, struct vram_job *job)
 {
 	for (size_t i = 0; i < w->n_instances; i++)
-		w->instances[i].swap_freed = 0;
+		w->instances[i].swap_base = w->instances[i].swap_freed = 0;
 	if (job->error && job->still_offloaded) {
 		/* an offload with progress takes nothing back: offloaded all the same */
 		mgr_fmt_error(w, job->error, "offload with %s failed: %s", job->engine->name, job->message);
@@ -398,6 +398,10 @@ void mgr_begin_offload_now(struct vram_manager *m, struct vram_workload *w,
 	job->progress = w->swap_progress;
 	job->on_progress = mgr_overlap_on_progress;
 	w->swap_progress = false;
+	for (size_t i = 0; i < w->n_instances; i++)
+		w->instances[i].swap_base = w->instances[i].swap_freed = 0;
+	if (job->progress)
+		mgr_overlap_offload_begins(m, w);
 	mgr_set_state(m, w, VRAM_WL_EV_OFFLOAD, reason, text);
 	int r = vram_job_start(job);
 	if (r < 0) {

@@ -432,6 +432,8 @@ int mgr_ledger_build(struct vram_manager *m, const struct vram_workload *exclude
 
 /* Whether w's restore can overlap its victims' offloads, and a victim's offload report progress. */
 bool mgr_overlap_can(struct vram_manager *m, const struct vram_workload *w);
+/* Notes what w holds on its GPU as its offload with progress begins. */
+void mgr_overlap_offload_begins(struct vram_manager *m, struct vram_workload *w);
 /* job->on_progress of an offload with progress (arg: its workload). */
 void mgr_overlap_on_progress(struct vram_job *job, void *arg);
 /* Sends each granted restore the room there is now, or gives it up when none can come. */

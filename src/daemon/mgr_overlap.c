@@ -35,6 +35,22 @@ bool mgr_overlap_can(struct vram_manager *m, const struct vram_workload *w)
 	       w->engine->can_overlap(w, &m->host);
 }
 
+void mgr_overlap_offload_begins(struct vram_manager *m, struct vram_workload *w)
+{
+	struct vram_instance *in = &w->instances[0];
+	in->swap_base = in->swap_freed = 0;
+	if (w->n_instances != 1 || in->n_gpus != 1)
+		return;
+	struct vram_policy_ledger l;
+	if (mgr_ledger_build(m, NULL, &l) < 0)
+		return;
+	for (size_t i = 0; i < l.n_residents; i++)
+		if (l.owners[i] == w && l.residents[i].n_gpus == 1)
+			in->swap_base = l.residents[i].bytes_on_gpu ? l.residents[i].bytes_on_gpu[0]
+								    : l.residents[i].bytes_per_gpu;
+	vram_policy_ledger_done(&l);
+}
+
 void mgr_overlap_on_progress(struct vram_job *job, void *arg)
 {
 	struct vram_workload *w = arg;
@@ -42,6 +58,9 @@ void mgr_overlap_on_progress(struct vram_job *job, void *arg)
 	if (w->job != job || w->n_instances != 1)
 		return;
 	w->instances[0].swap_freed = job->freed;
+	char b[32];
+	vram_units_format_bytes(job->freed, b, sizeof(b));
+	vram_debug("%s: the offload has given back %s", w->cfg->name, b);
 	mgr_overlap_regrant(m);
 }
 

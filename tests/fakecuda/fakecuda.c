@@ -29,7 +29,9 @@
  * counters in FILE (bytes in use on all devices, and the most ever), so a
  * test sees the peak of a whole swap between processes. From the
  * environment too: VRAM_FAKE_COPY_DELAY_US, VRAM_FAKE_FAIL_COPY and
- * VRAM_FAKE_FAIL_MAP (as the functions below, counted from the start).
+ * VRAM_FAKE_FAIL_MAP (as the functions below, counted from the start, or
+ * with VRAM_FAKE_ARM=FILE from the first copy or map after FILE appears,
+ * which the fake then removes).
  *
  * The library is linked with -Bsymbolic-functions so that the pointers
  * cuGetProcAddress hands out are its own functions, as with the real driver.
@@ -228,6 +230,25 @@ static size_t parse_size(const char *s, size_t dflt)
 	return (size_t)(v * (double)mul);
 }
 
+/* The failures asked for in the environment, and the file that arms them. */
+static long fake_env_fail_copy, fake_env_fail_map;
+static char fake_arm_path[256];
+
+static void fake_arm_now(void)
+{
+	if (fake_env_fail_copy)
+		atomic_store(&fake_copy_fail_in, fake_env_fail_copy);
+	if (fake_env_fail_map)
+		atomic_store(&fake_map_fail_in, fake_env_fail_map);
+}
+
+/* With VRAM_FAKE_ARM: arms the failures once its file appears. */
+static void fake_arm_check(void)
+{
+	if (fake_arm_path[0] && access(fake_arm_path, F_OK) == 0 && unlink(fake_arm_path) == 0)
+		fake_arm_now();
+}
+
 /* VRAM_FAKE_SHARED_USAGE: bytes in use by every process that shares it, and the peak. */
 struct fake_shared {
 	_Atomic uint64_t used;
@@ -288,11 +309,14 @@ static void fake_setup(void)
 	if (s && atoi(s) > 0)
 		atomic_store(&fake_copy_delay_us, (unsigned)atoi(s));
 	s = getenv("VRAM_FAKE_FAIL_COPY");
-	if (s && atol(s) > 0)
-		atomic_store(&fake_copy_fail_in, atol(s));
+	fake_env_fail_copy = s && atol(s) > 0 ? atol(s) : 0;
 	s = getenv("VRAM_FAKE_FAIL_MAP");
-	if (s && atol(s) > 0)
-		atomic_store(&fake_map_fail_in, atol(s));
+	fake_env_fail_map = s && atol(s) > 0 ? atol(s) : 0;
+	s = getenv("VRAM_FAKE_ARM");
+	if (s && s[0])
+		snprintf(fake_arm_path, sizeof(fake_arm_path), "%s", s);
+	else
+		fake_arm_now();
 	for (int i = 0; i < fake_ndev; i++) {
 		fake_total[i] = total;
 		fake_available[i] = total;
@@ -881,6 +905,7 @@ FAKE_EXPORT CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset, CUmem
 	if (!handle)
 		return CUDA_ERROR_INVALID_HANDLE;
 	note_call(DURING_MAP);
+	fake_arm_check();
 	long fail = atomic_load(&fake_map_fail_in);
 	if (fail > 0 && atomic_fetch_sub(&fake_map_fail_in, 1) == 1)
 		return CUDA_ERROR_OUT_OF_MEMORY;
@@ -1716,6 +1741,7 @@ static CUresult copy_async(void *dst, const void *src, size_t n, CUstream h)
 	op->u.copy.dst = dst;
 	op->u.copy.src = src;
 	op->u.copy.n = n;
+	fake_arm_check();
 	long fail = atomic_load(&fake_copy_fail_in);
 	op->u.copy.fail = fail > 0 && atomic_fetch_sub(&fake_copy_fail_in, 1) == 1;
 	atomic_fetch_add(&fake_copies_pending, 1);

@@ -2,7 +2,8 @@
 /*
  * A tiny model server on the fake driver, for vramd's integration tests of
  * the hook engine: it allocates FC_SERVER_MIB MiB of device memory (default
- * 64) with cuMemAlloc, fills it with a pattern, and answers on 127.0.0.1:PORT
+ * 64) with cuMemAlloc, in FC_SERVER_PIECES allocations of equal size
+ * (default 1; at most 64), fills it with a pattern, and answers on 127.0.0.1:PORT
  *   GET /health  200 "ok"
  *   GET /check   200 "ok <bytes>" when the device memory still holds the
  *                pattern, 500 "mismatch at <offset>" otherwise
@@ -17,8 +18,11 @@
 #include <netinet/in.h>
 #include <signal.h>
 
-static CUdeviceptr dev_mem;
-static size_t dev_bytes;
+#define MAX_PIECES 64
+
+static CUdeviceptr dev_mem[MAX_PIECES];
+static size_t dev_bytes;  /* in all */
+static size_t n_pieces = 1;
 
 static unsigned char pattern(size_t i)
 {
@@ -31,7 +35,9 @@ static void fill(void)
 	CHECK(buf);
 	for (size_t i = 0; i < dev_bytes; i++)
 		buf[i] = pattern(i);
-	CK(cuMemcpyHtoD_v2(dev_mem, buf, dev_bytes));
+	size_t piece = dev_bytes / n_pieces;
+	for (size_t k = 0; k < n_pieces; k++)
+		CK(cuMemcpyHtoD_v2(dev_mem[k], buf + k * piece, piece));
 	free(buf);
 }
 
@@ -40,7 +46,9 @@ static long check(void)
 {
 	unsigned char *buf = malloc(dev_bytes);
 	CHECK(buf);
-	CK(cuMemcpyDtoH_v2(buf, dev_mem, dev_bytes));
+	size_t piece = dev_bytes / n_pieces;
+	for (size_t k = 0; k < n_pieces; k++)
+		CK(cuMemcpyDtoH_v2(buf + k * piece, dev_mem[k], piece));
 	long bad = -1;
 	for (size_t i = 0; i < dev_bytes && bad < 0; i++)
 		if (buf[i] != pattern(i))
@@ -107,9 +115,14 @@ int main(void)
 {
 	const char *mib = getenv("FC_SERVER_MIB");
 	dev_bytes = (size_t)(mib ? strtoul(mib, NULL, 10) : 64) * MiB;
+	const char *pieces = getenv("FC_SERVER_PIECES");
+	if (pieces && atoi(pieces) >= 1)
+		n_pieces = atoi(pieces) > MAX_PIECES ? MAX_PIECES : (size_t)atoi(pieces);
+	dev_bytes -= dev_bytes % n_pieces;
 	CHECK(dev_bytes > 0);
 	fc_setup(0);
-	CK(cuMemAlloc_v2(&dev_mem, dev_bytes));
+	for (size_t k = 0; k < n_pieces; k++)
+		CK(cuMemAlloc_v2(&dev_mem[k], dev_bytes / n_pieces));
 	fill();
 
 	const char *port = getenv("PORT");
