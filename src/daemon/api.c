@@ -28,6 +28,8 @@
 #include "common/log.h"
 #include "common/strutil.h"
 #include "common/units.h"
+#include "daemon/decisions.h"
+#include "daemon/history.h"
 #include "daemon/http.h"
 #include "daemon/manager.h"
 #include "daemon/mps.h"
@@ -35,6 +37,7 @@
 #include "daemon/runas.h"
 #include "daemon/upgrade.h"
 #include "daemon/waitact.h"
+#include "daemon/web.h"
 
 struct sse_client;
 
@@ -52,6 +55,7 @@ struct vram_api {
 	struct vram_manager_sub *status_sub; /* state changes drop it */
 	struct vram_mcp *mcp;          /* the MCP server at /mcp */
 	struct vram_upgrade *upgrade;  /* borrowed; restart in place; NULL: not offered */
+	struct vram_history *history;  /* GPU memory over the last minutes (/api/history) */
 };
 
 /*
@@ -97,6 +101,9 @@ static int h_hook_processes(struct vram_api_call *c, json_t **ret);
 static int h_hook_action(struct vram_api_call *c, json_t **ret);
 static int h_reload(struct vram_api_call *c, json_t **ret);
 static int h_daemon_restart(struct vram_api_call *c, json_t **ret);
+static int h_web(struct vram_api_call *c, json_t **ret);
+static int h_history(struct vram_api_call *c, json_t **ret);
+static int h_decisions(struct vram_api_call *c, json_t **ret);
 static int run_action(struct vram_api_call *c, enum vram_action action, json_t **ret);
 
 static const struct vram_api_route routes[] = {
@@ -127,6 +134,10 @@ static const struct vram_api_route routes[] = {
 	{ VRAM_API_GET, "/api/hook/processes", h_hook_processes, 0 },
 	{ VRAM_API_POST, "/api/hook/processes/{name}/offload", h_hook_action, VRAM_ACTION_OFFLOAD },
 	{ VRAM_API_POST, "/api/hook/processes/{name}/restore", h_hook_action, VRAM_ACTION_RESTORE },
+	{ VRAM_API_GET, "/", h_web, 0 },
+	{ VRAM_API_GET, VRAM_WEB_PREFIX "{name}", h_web, 0 },
+	{ VRAM_API_GET, "/api/history", h_history, 0 },
+	{ VRAM_API_GET, "/api/decisions", h_decisions, 0 },
 };
 
 /*
@@ -797,6 +808,29 @@ static int h_mcp(struct vram_api_call *c, json_t **ret)
 	return 0;
 }
 
+/* ------------------------------------------------------------- dashboard */
+
+/* GET / and /ui/{file}: the dashboard's files (web.h). */
+static int h_web(struct vram_api_call *c, json_t **ret)
+{
+	vram_web_reply(c->req, c->match->name);
+	return 0;
+}
+
+/* GET /api/history: GPU memory over the last minutes (history.h). */
+static int h_history(struct vram_api_call *c, json_t **ret)
+{
+	*ret = vram_history_json(c->api->history);
+	return 200;
+}
+
+/* GET /api/decisions: the last placements and evictions (decisions.h). */
+static int h_decisions(struct vram_api_call *c, json_t **ret)
+{
+	*ret = vram_manager_decisions_json(c->api->m);
+	return 200;
+}
+
 /* ------------------------------------------------------------------ logs */
 
 /*
@@ -1334,7 +1368,9 @@ int vram_api_new(struct event_base *base, struct vram_manager *m, struct vram_ap
 		free(api);
 		return -ENOMEM;
 	}
-	if (vram_mcp_new(base, m, api->wa, &api->mcp) < 0) {
+	if (vram_mcp_new(base, m, api->wa, &api->mcp) < 0 ||
+	    vram_history_new(base, m, &api->history) < 0) {
+		vram_mcp_free(api->mcp);
 		vram_waitact_free(api->wa);
 		vram_manager_unsubscribe(api->status_sub);
 		free(api);
@@ -1377,6 +1413,7 @@ void vram_api_free(struct vram_api *api)
 		return;
 	vram_api_close_clients(api);
 	vram_mcp_free(api->mcp);
+	vram_history_free(api->history);
 	vram_waitact_free(api->wa);
 	vram_manager_unsubscribe(api->status_sub);
 	status_drop(api);
