@@ -169,7 +169,7 @@ function bar(total, segments, label) {
     if (!total || !seg.value) continue;
     const w = Math.max(0, Math.min(1000 - x, (seg.value / total) * 1000));
     const r = svg('rect', { x, y: 0, width: w, height: 24, class: seg.cls || 'seg' });
-    if (seg.fill) r.setAttribute('fill', seg.fill);
+    if (seg.fill) r.style.fill = seg.fill; // over the class's colour
     const t = svg('title');
     t.textContent = seg.title;
     r.append(t);
@@ -230,7 +230,7 @@ function renderGpus() {
 function swatch(fill, cls, text) {
   const s = svg('svg', { viewBox: '0 0 10 10', class: 'swatch' });
   const r = svg('rect', { x: 0, y: 0, width: 10, height: 10 });
-  if (fill) r.setAttribute('fill', fill);
+  if (fill) r.style.fill = fill;
   if (cls) r.setAttribute('class', cls);
   s.append(r);
   return el('span', { class: 'legend-item' }, s, ' ' + text);
@@ -377,7 +377,7 @@ async function loadDecisions() {
   list.replaceChildren();
   for (const r of d.decisions.slice().reverse().slice(0, 20)) {
     const what = r.kind === 'placed'
-      ? 'on GPU ' + (r.gpus || []).join(', ') + (r.evicts && r.evicts.length ? ', evicting ' + r.evicts.join(', ') : '')
+      ? ((r.gpus || []).length ? 'on GPU ' + r.gpus.join(', ') : 'on the CPU') + (r.evicts && r.evicts.length ? ', evicting ' + r.evicts.join(', ') : '')
       : r.from ? r.from + ' → ' + r.to : '';
     list.append(el('li', { 'data-kind': r.kind },
       el('time', {}, clock(r.time)), ' ',

@@ -20,10 +20,26 @@
 #define GPUS_MAX 16        /* GPUs of a placement listed */
 #define EVICTS_MAX 8       /* victims of a placement listed */
 
+enum decision_kind {
+	DECISION_PLACED,    /* the planner placed a start or restore */
+	DECISION_REFUSED,   /* the planner found no room (first try) */
+	DECISION_EVICTED,   /* offloaded to make room for another workload */
+	DECISION_IDLE,      /* offloaded or released by an idle timer */
+	DECISION_HOST_ROOM, /* parked or released to make room in host memory */
+	DECISION_NO_ROOM,   /* a start or restore given up for want of room */
+};
+
+/* The names in the JSON ("kind"), by enum decision_kind. */
+static const char *const kind_names[] = {
+	[DECISION_PLACED] = "placed",       [DECISION_REFUSED] = "refused",
+	[DECISION_EVICTED] = "evicted",     [DECISION_IDLE] = "idle",
+	[DECISION_HOST_ROOM] = "host_room", [DECISION_NO_ROOM] = "no_room",
+};
+
 struct decision {
 	uint64_t id;            /* 1, 2, ...: grows by one a record */
 	double wall_s;          /* s since the epoch */
-	const char *kind;       /* static: "placed", "refused", "evicted", ... */
+	enum decision_kind kind;
 	char workload[NAME_MAX_BYTES];
 	char reason[VRAM_DECISIONS_TEXT_MAX];
 	unsigned gpus[GPUS_MAX]; /* placed: the GPUs of every instance, in order, without repeats */
@@ -49,7 +65,7 @@ static double wall_now(void)
 }
 
 /* A fresh record at the ring's head (the oldest is dropped); NULL on out of memory. */
-static struct decision *record(struct vram_manager *m, const char *kind, const char *workload,
+static struct decision *record(struct vram_manager *m, enum decision_kind kind, const char *workload,
 			       const char *reason)
 {
 	if (!m->decisions) {
@@ -78,10 +94,10 @@ void mgr_decision_plan(struct vram_manager *m, const struct vram_workload *w,
 	if (result < 0 && !first_try)
 		return;
 	if (result < 0) {
-		record(m, "refused", w->cfg->name, pl->message[0] ? pl->message : "does not fit");
+		record(m, DECISION_REFUSED, w->cfg->name, pl->message[0] ? pl->message : "does not fit");
 		return;
 	}
-	struct decision *r = record(m, "placed", w->cfg->name, pl->message);
+	struct decision *r = record(m, DECISION_PLACED, w->cfg->name, pl->message);
 	if (!r)
 		return;
 	for (size_t i = 0; i < pl->n_results; i++) {
@@ -106,25 +122,25 @@ void mgr_decision_plan(struct vram_manager *m, const struct vram_workload *w,
 	}
 }
 
-/* The kind of record a state change's reason makes, or NULL when it is no decision. */
-static const char *kind_of(enum vram_event_reason reason)
+/* The kind of record a state change's reason makes into *ret; false when it is no decision. */
+static bool kind_of(enum vram_event_reason reason, enum decision_kind *ret)
 {
 	switch (reason) {
-	case VRAM_REASON_EVICTED: return "evicted";
-	case VRAM_REASON_IDLE: return "idle";
-	case VRAM_REASON_HOST_ROOM: return "host_room";
-	case VRAM_REASON_NO_ROOM: return "no_room";
-	default: return NULL;
+	case VRAM_REASON_EVICTED: *ret = DECISION_EVICTED; return true;
+	case VRAM_REASON_IDLE: *ret = DECISION_IDLE; return true;
+	case VRAM_REASON_HOST_ROOM: *ret = DECISION_HOST_ROOM; return true;
+	case VRAM_REASON_NO_ROOM: *ret = DECISION_NO_ROOM; return true;
+	default: return false;
 	}
 }
 
 void mgr_decision_state(struct vram_manager *m, const struct vram_workload *w,
 			enum vram_wl_state from, enum vram_event_reason reason, const char *text)
 {
-	const char *kind = kind_of(reason);
-	if (!kind)
+	enum decision_kind kind;
+	if (!kind_of(reason, &kind))
 		return;
-	struct decision *r = record(m, kind, w->cfg->name, text && *text ? text : kind);
+	struct decision *r = record(m, kind, w->cfg->name, text && *text ? text : kind_names[kind]);
 	if (r) {
 		r->from = vram_wl_state_name(from);
 		r->to = vram_wl_state_name(w->state);
@@ -139,9 +155,9 @@ json_t *vram_manager_decisions_json(struct vram_manager *m)
 		const struct decision *r =
 			&d->ring[(d->next + VRAM_DECISIONS_MAX - d->n + i) % VRAM_DECISIONS_MAX];
 		json_t *o = json_pack("{s:I,s:f,s:s,s:s,s:s}", "id", (json_int_t)r->id, "time",
-				      r->wall_s, "kind", r->kind, "workload", r->workload, "reason",
+				      r->wall_s, "kind", kind_names[r->kind], "workload", r->workload, "reason",
 				      r->reason);
-		if (o && strcmp(r->kind, "placed") == 0) {
+		if (o && r->kind == DECISION_PLACED) {
 			json_t *gpus = json_array(), *evicts = json_array();
 			for (size_t k = 0; gpus && k < r->n_gpus; k++)
 				json_array_append_new(gpus, json_integer(r->gpus[k]));
