@@ -150,7 +150,13 @@ async function actions(page) {
   await page.click('#confirm-ok');
   await waitState(page, 'embed', 'stopped');
   await shot(page, 'after-actions');
-  result.status_fetches = requests.filter((u) => u.endsWith('/api/status')).length;
+  // No polling loop for state: while nothing changes, the page asks for no status.
+  const fetches = () => requests.filter((u) => u.endsWith('/api/status')).length;
+  const before = fetches();
+  await page.waitForTimeout(3000); // an absence: there is no event to wait for
+  result.status_fetches_while_quiet = fetches() - before;
+  check(result.status_fetches_while_quiet === 0,
+    'no /api/status fetch while nothing changes (saw ' + result.status_fetches_while_quiet + ')');
 }
 
 async function tokenScenario(page) {
