@@ -17,6 +17,8 @@ DEB_OUT    ?= .
 DEB_PACKAGES = build-essential pkg-config meson ninja-build \
 	libevent-dev libjansson-dev libfyaml-dev libcmocka-dev \
 	python3 python3-pytest python3-requests valgrind wrk curl liburing-dev
+# The dashboard's browser tests (tests/browser): Playwright drives this Chromium.
+DEB_PACKAGES += chromium
 
 .PHONY: all build deps bench-deps test-clients run install deb test test-normal test-asan test-valgrind bench clean
 
@@ -31,9 +33,12 @@ deps:
 	$(MAKE) test-clients
 
 # The npm clients the integration tests drive vramd with (the MCP SDK and the
-# openai package), pinned by tests/integration/js/package-lock.json.
+# openai package), pinned by tests/integration/js/package-lock.json; and
+# playwright-core for the dashboard's browser tests, which uses the system
+# Chromium (no browser download).
 test-clients:
 	npm ci --no-audit --no-fund --prefix tests/integration/js
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --prefix tests/browser
 
 $(BUILD)/build.ninja:
 	meson setup $(BUILD) --prefix $(PREFIX) $(MESON_OPTS)

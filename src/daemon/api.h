@@ -17,6 +17,9 @@
  *   POST /api/daemon/restart             restart in place (GET: where it stands)
  *   GET  /api/gpu/status, POST /api/gpu/offload|release|timeout   (TTS-style)
  *   POST /mcp (GET, DELETE)              the MCP server, see mcp.h
+ *   GET  /, /ui/{file}                   the dashboard's files (web.h)
+ *   GET  /api/history, /api/decisions    GPU memory over time (history.h), the last
+ *                                        placements and evictions (decisions.h)
  *
  * A call that is refused (bad JSON, unknown field, unknown workload, wrong
  * state) changes nothing.

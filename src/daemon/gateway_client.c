@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "daemon/http.h"
+#include "daemon/web.h"
 
 /* what the gateway relays, evhttp takes: it would answer a longer body with an HTML page */
 _Static_assert(VRAM_GATEWAY_API_BODY_MAX <= VRAM_HTTP_HARD_BODY_MAX, "API bodies over evhttp's limit");
@@ -312,7 +313,9 @@ static enum gw_door front_door(struct gw_client *c, const struct vram_h1_head *h
 		return GW_DOOR_ANSWERED;
 	}
 
-	if (!c->trusted && gw->token) {
+	/* the dashboard's files hold no secret: the page asks for the token (web.h) */
+	bool open_file = vram_web_is_public(h->method.p, h->method.n, t, tlen);
+	if (!c->trusted && gw->token && !open_file) {
 		const struct vram_h1_header *auth = vram_h1_find(h, "Authorization");
 		if (!auth || !gw__carries_token(gw, auth->value, true))
 			return door_refuse(c, h, 401, NULL, 0, "this API needs \"Authorization: Bearer "

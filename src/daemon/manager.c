@@ -43,7 +43,8 @@
  */
 /* adopt before state: what it takes back is what the first state file written records */
 static const struct mgr_feature *const features[] = {&mgr_adhoc_feature, &mgr_reload_feature,
-						     &mgr_adopt_feature, &mgr_state_feature};
+						     &mgr_adopt_feature, &mgr_state_feature,
+						     &mgr_decisions_feature};
 
 #define N_FEATURES (sizeof(features) / sizeof(features[0]))
 
@@ -153,6 +154,7 @@ static int plan_workload(struct vram_manager *m, struct vram_workload *w, bool a
 		return r;
 	r = vram_policy_place(&l, w, allow_evict, where, pl);
 	vram_policy_ledger_done(&l);
+	mgr_decision_plan(m, w, pl, r, allow_evict);
 	if (r < 0) {
 		snprintf(err, err_size, "%s", pl->message[0] ? pl->message : "does not fit");
 		return r == -EINVAL ? -EINVAL : -ENOSPC;

@@ -175,6 +175,9 @@ struct vram_manager {
 	bool state_removed;   /* a clean stop removed it: nothing is written any more */
 	uint64_t state_print; /* fingerprint of what was last written (or tried) */
 	uint64_t state_warned_ms; /* monotonic ms of the last failed write's warning; 0 = none */
+
+	/* mgr_decisions.c */
+	struct mgr_decisions *decisions; /* owned; NULL until the first record */
 };
 
 /*
@@ -195,6 +198,22 @@ extern const struct mgr_feature mgr_adhoc_feature;  /* mgr_adhoc.c */
 extern const struct mgr_feature mgr_adopt_feature;  /* mgr_adopt.c */
 extern const struct mgr_feature mgr_reload_feature; /* mgr_reload.c */
 extern const struct mgr_feature mgr_state_feature;  /* mgr_state.c */
+extern const struct mgr_feature mgr_decisions_feature; /* mgr_decisions.c */
+
+/* ---- decisions: mgr_decisions.c (decisions.h) ---- */
+
+struct vram_policy_placement;
+
+/*
+ * Records the planner's outcome for w (result: what plan_workload returns).
+ * first_try: the plan may evict; a retry of a start that waits for room
+ * records only a success.
+ */
+void mgr_decision_plan(struct vram_manager *m, const struct vram_workload *w,
+		       const struct vram_policy_placement *pl, int result, bool first_try);
+/* Records w's change from `from` when reason is a decision (eviction, idle timer, room). */
+void mgr_decision_state(struct vram_manager *m, const struct vram_workload *w,
+			enum vram_wl_state from, enum vram_event_reason reason, const char *text);
 
 static inline struct timeval mgr_tv(uint64_t ms)
 {

@@ -166,6 +166,7 @@ void mgr_emit(struct vram_manager *m, const struct vram_event *ev)
 static void emit_state(struct vram_manager *m, struct vram_workload *w, enum vram_wl_state from,
 		       enum vram_event_reason reason, const char *text, uint64_t now_ms)
 {
+	mgr_decision_state(m, w, from, reason, text);
 	if (vram_list_empty(&m->subs))
 		return;
 	struct vram_event ev = {
