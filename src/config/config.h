@@ -168,6 +168,9 @@ struct vram_workload_config {
 	uint64_t restart_window_ms; /* ms of trying (waits between retries not counted) */
 	uint64_t stop_grace_ms;  /* ms between SIGTERM and SIGKILL */
 	char **models;           /* owned; OpenAI "model" names routed here, NULL-terminated */
+	char **model_upstreams;  /* owned, NULL-terminated, n_models entries: the name the
+				  * model server knows models[i] by (`{name: alias, upstream:
+				  * real}`), models[i]'s own text when it is no alias */
 	size_t n_models;
 	enum vram_share_kind share;
 	unsigned compute_percent; /* MPS active thread percentage; 0 = not set */
@@ -220,6 +223,8 @@ struct vram_config {
 		char **cors_origins;   /* owned, NULL-terminated; browser origins allowed to call the
 					* API: "scheme://host[:port]", lower case, no path */
 		size_t n_cors_origins;
+		bool open_healthz;     /* GET /healthz answers without a token (liveness only);
+					* default true */
 		char *run_as;          /* owned; the user (name or uid, as written) ad-hoc workloads
 					* asked for over TCP run as; NULL = such requests are refused */
 		unsigned socket_mode;  /* permission bits of the control socket: 0600 (default),
