@@ -793,6 +793,7 @@ const char *vram_health_kind_name(enum vram_health_kind h)
 		[VRAM_HEALTH_HTTP] = "http",
 		[VRAM_HEALTH_TCP] = "tcp",
 		[VRAM_HEALTH_NONE] = "none",
+		[VRAM_HEALTH_MODEL] = "model",
 	};
 	return NAME_OF(names, h);
 }
@@ -1029,6 +1030,7 @@ static void health_path(struct ctx *c, const struct vram_ynode *v, void *t)
 	free(h->path);
 	h->path = p;
 	h->kind = VRAM_HEALTH_HTTP;
+	h->kind_given = true;
 }
 
 static void health_tcp(struct ctx *c, const struct vram_ynode *v, void *t)
@@ -1040,6 +1042,7 @@ static void health_tcp(struct ctx *c, const struct vram_ynode *v, void *t)
 	free(h->path);
 	h->path = NULL;
 	h->kind = VRAM_HEALTH_TCP;
+	h->kind_given = true;
 }
 
 /* never: no liveness checks once ready (probes while starting still run every 500 ms) */
@@ -1100,6 +1103,7 @@ static void wl_health(struct ctx *c, const struct vram_ynode *v, void *t)
 		free(h->path);
 		h->path = NULL;
 		h->kind = s[0] == 't' ? VRAM_HEALTH_TCP : VRAM_HEALTH_NONE;
+		h->kind_given = true;
 		return;
 	}
 	if (s[0] != '/') {
@@ -1458,6 +1462,14 @@ static void workload_check(struct ctx *c, const struct vram_ynode *key,
 
 	if (!at[K_CMD])
 		fail(c, key, "missing key 'cmd', expected an argv list like [python3, server.py]");
+
+	/*
+	 * A model server listens long before its model is loaded (vLLM,
+	 * llama.cpp answer 503 meanwhile): a TCP connect would call it ready
+	 * and hand it requests it refuses. Its own routes say when it serves.
+	 */
+	if (!w->health.kind_given && w->n_models)
+		w->health.kind = VRAM_HEALTH_MODEL;
 
 	bool cpu_only = w->gpus.kind == VRAM_GPUS_COUNT && w->gpus.count == 0;
 	if (cpu_only && at[K_MEMORY]) {

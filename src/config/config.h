@@ -78,6 +78,9 @@ enum vram_health_kind {
 	VRAM_HEALTH_HTTP = 0, /* GET health.path on the port, 2xx = healthy */
 	VRAM_HEALTH_TCP,      /* a TCP connect to the port succeeds */
 	VRAM_HEALTH_NONE,     /* healthy as soon as it is spawned */
+	VRAM_HEALTH_MODEL,    /* a model server's own routes: GET /health 2xx, or, when that is
+			       * no 2xx and no 503 (loading), GET /v1/models 2xx; the default
+			       * of a workload with models: and no health check chosen */
 };
 
 enum vram_engine_kind {
@@ -129,6 +132,7 @@ enum vram_port_owner {
 
 struct vram_health {
 	enum vram_health_kind kind;
+	bool kind_given;        /* the kind was written (path, tcp, none), here or in defaults: */
 	char *path;             /* owned; HTTP path beginning with '/', for HTTP */
 	uint64_t interval_ms;   /* ms between liveness checks of a ready workload, VRAM_DURATION_NEVER
 				   = none; while starting, probes run every min(interval, 500 ms) */
@@ -343,7 +347,7 @@ const char *vram_restart_name(enum vram_restart_policy r);
 const char *vram_gpu_backend_name(enum vram_gpu_backend_kind b);
 const char *vram_start_mode_name(enum vram_start_mode s);
 const char *vram_share_name(enum vram_share_kind s);
-const char *vram_health_kind_name(enum vram_health_kind h); /* "http", "tcp", "none" */
+const char *vram_health_kind_name(enum vram_health_kind h); /* "http", "tcp", "none", "model" */
 const char *vram_port_owner_name(enum vram_port_owner o); /* "workload", "any" */
 
 #endif

@@ -156,3 +156,51 @@ def test_alias_in_a_form_body_routes_and_goes_up_unchanged(daemon):
     r = d.post("/v1/audio/transcriptions", data={"model": "chat"}, timeout=60)
     assert r.status_code == 200, r.text
     assert r.json()["body"] == "model=chat"
+
+
+# ---------------------------------------------------------------- readiness
+
+LOADING = os.path.join(os.path.dirname(__file__), "loading_server.py")
+
+
+def loading_config(flag, extra_args=""):
+    return f"""
+daemon:
+  log_level: debug
+gpus:
+  reserve: 0
+defaults:
+  idle: {{ offload_after: never, release_after: never }}
+  stop_grace: 3s
+workloads:
+  llm:
+    cmd: [{sys.executable}, {LOADING}, "${{PORT}}", {flag}{extra_args}]
+    gpus: 1
+    memory: 1GiB
+    models: [llm-model]
+"""
+
+
+@pytest.mark.parametrize("no_health", [False, True], ids=["health", "v1-models"])
+def test_model_server_is_ready_when_it_says_so_not_when_it_listens(daemon, tmp_path, no_health):
+    flag = tmp_path / "loaded"
+    d = daemon(loading_config(flag, ", --no-health" if no_health else ""))
+    assert d.post("/api/workloads/llm/start?wait=0").status_code in (200, 202)
+    # it listens and answers 503 "loading": vramd keeps it starting
+    wait_for(lambda: os.path.exists(f"{flag}.hits") and
+             open(f"{flag}.hits").read().count("\n") >= 3, 30, what="health probes")
+    assert d.state("llm") == "starting"
+    hits = open(f"{flag}.hits").read().split()
+    assert "/health" in hits
+    assert ("/v1/models" in hits) == no_health  # a 503 on /health is believed
+    # a request meanwhile waits for the model instead of getting the 503
+    out = {}
+    t = threading.Thread(target=lambda: out.update(r=d.post(
+        "/v1/chat/completions", json={"model": "llm-model"}, timeout=60)))
+    t.start()
+    time.sleep(0.5)
+    assert t.is_alive()
+    flag.write_text("")
+    d.wait_state("llm", "ready", timeout=30)
+    t.join(30)
+    assert out["r"].status_code == 200 and out["r"].json() == {"answer": "hello"}

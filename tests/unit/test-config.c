@@ -547,6 +547,25 @@ static void test_model_aliases(void **state)
 		     "workload 'a', expected each model name once");
 }
 
+/* A model server is ready when its own routes say so, unless health: says how. */
+static void test_model_server_health_default(void **state)
+{
+	(void)state;
+	struct vram_config *cfg = parse_ok("workloads:\n"
+					   "  llm: { cmd: [x], models: [m1] }\n"
+					   "  tcp: { cmd: [x], models: [m2], health: tcp }\n"
+					   "  plain: { cmd: [x] }\n"
+					   "  timed: { cmd: [x], models: [m3], health: { interval: 2s } }\n");
+	assert_int_equal(cfg->workloads[0].health.kind, VRAM_HEALTH_MODEL);
+	assert_int_equal(cfg->workloads[1].health.kind, VRAM_HEALTH_TCP);
+	assert_int_equal(cfg->workloads[2].health.kind, VRAM_HEALTH_TCP);
+	assert_int_equal(cfg->workloads[3].health.kind, VRAM_HEALTH_MODEL);
+	vram_config_free(cfg);
+	cfg = parse_ok("defaults: { health: /ready }\nworkloads:\n  llm: { cmd: [x], models: [m1] }\n");
+	assert_int_equal(cfg->workloads[0].health.kind, VRAM_HEALTH_HTTP);
+	vram_config_free(cfg);
+}
+
 static void test_env_in_daemon_keys(void **state)
 {
 	(void)state;
@@ -1385,6 +1404,7 @@ int main(void)
 		cmocka_unit_test(test_tokens),
 		cmocka_unit_test(test_env_in_daemon_keys),
 		cmocka_unit_test(test_model_aliases),
+		cmocka_unit_test(test_model_server_health_default),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
