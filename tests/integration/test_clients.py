@@ -204,3 +204,33 @@ def test_model_server_is_ready_when_it_says_so_not_when_it_listens(daemon, tmp_p
     d.wait_state("llm", "ready", timeout=30)
     t.join(30)
     assert out["r"].status_code == 200 and out["r"].json() == {"answer": "hello"}
+
+
+# ---------------------------------------------------------------- compat status
+
+def test_gpu_status_keeps_one_gpu_memory_shape(daemon):
+    d = daemon()  # chat (20GiB) and embed, on two simulated 80GiB GPUs
+
+    def shape(st):
+        return {name: {gpu: sorted(v) for gpu, v in w["gpu_memory"].items()}
+                for name, w in st.items()}
+
+    before = d.get("/api/gpu/status").json()
+    every_gpu = {"GPU_0": ["allocated_gb", "reserved_gb", "total_gb"],
+                 "GPU_1": ["allocated_gb", "reserved_gb", "total_gb"]}
+    assert shape(before) == {"chat": every_gpu, "embed": every_gpu}
+    assert before["chat"]["gpu_memory"]["GPU_0"] == {"allocated_gb": 0.0, "reserved_gb": 0.0,
+                                                     "total_gb": 80.0}
+    assert d.post("/api/workloads/chat/start").status_code == 200
+    after = d.get("/api/gpu/status").json()
+    assert shape(after) == shape(before)
+    gpu = f"GPU_{d.workload('chat')['gpus'][0]['index']}"
+    assert after["chat"]["gpu_memory"][gpu]["reserved_gb"] == 20.0
+    assert after["chat"]["gpu_memory"][gpu]["allocated_gb"] > 0
+    other = "GPU_1" if gpu == "GPU_0" else "GPU_0"
+    assert after["chat"]["gpu_memory"][other]["reserved_gb"] == 0.0
+    # offloaded: the same keys, nothing held
+    assert d.post("/api/workloads/chat/offload").status_code == 200
+    off = d.get("/api/gpu/status").json()
+    assert shape(off) == shape(before)
+    assert off["chat"]["gpu_memory"][gpu]["reserved_gb"] == 0.0
