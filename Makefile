@@ -31,9 +31,12 @@ deps:
 	$(MAKE) test-clients
 
 # The npm clients the integration tests drive vramd with (the MCP SDK and the
-# openai package), pinned by tests/integration/js/package-lock.json.
+# openai package), pinned by tests/integration/js/package-lock.json; and the
+# official MCP conformance suite with the Node 22 it runs on, pinned by
+# tests/conformance/package-lock.json.
 test-clients:
 	npm ci --no-audit --no-fund --prefix tests/integration/js
+	npm ci --no-audit --no-fund --prefix tests/conformance
 
 $(BUILD)/build.ninja:
 	meson setup $(BUILD) --prefix $(PREFIX) $(MESON_OPTS)

@@ -1418,13 +1418,14 @@ void vram_mcp_handle_http(struct vram_mcp *mcp, struct evhttp_request *req, cons
 				    "no such session (it ended or was dropped): initialize again");
 			goto out;
 		}
-		if (hv && strcmp(hv, s->version) != 0) {
-			snprintf(text, sizeof(text),
-				 "MCP-Protocol-Version \"%s\" differs from the session's \"%s\"", hv,
-				 s->version);
-			http_refuse(req, 400, id, VRAM_MCP_INVALID_REQUEST, text);
-			goto out;
-		}
+		/*
+		 * The header names a revision we speak (checked above), maybe not
+		 * the session's: clients send 2025-03-26 on a session they
+		 * negotiated otherwise (the conformance suite's multiple-streams
+		 * scenario does), and the official SDK's server serves them. The
+		 * session's revision is the one that answers. 2026-07-28 was
+		 * served statelessly above.
+		 */
 		session_unlink(mcp, s);
 		session_push(mcp, s);
 		version = s->version;

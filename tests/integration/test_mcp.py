@@ -141,9 +141,11 @@ def test_mcp_http_sessions_revisions_and_origin(daemon):
     # No session, another session's revision, an unknown session.
     r = requests.post(url, json=rpc("ping"), timeout=10)
     assert r.status_code == 400 and "Mcp-Session-Id" in r.json()["error"]["message"]
-    r = requests.post(url, json=rpc("ping"),
-                      headers={**h, "MCP-Protocol-Version": "2025-11-25"}, timeout=10)
-    assert r.status_code == 400
+    # Another revision we speak, on a 2025-06-18 session: served by the session's
+    # revision (clients send 2025-03-26 so; the official SDK serves it too).
+    r = requests.post(url, json=rpc("tools/call", name="start_workload", arguments={}),
+                      headers={**h, "MCP-Protocol-Version": "2025-03-26"}, timeout=10)
+    assert r.status_code == 200 and r.json()["error"]["code"] == -32602
     r = requests.post(url, json=rpc("ping"),
                       headers={**h, "MCP-Protocol-Version": "2099-01-01"}, timeout=10)
     assert r.status_code == 400
