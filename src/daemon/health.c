@@ -139,7 +139,7 @@ static void on_read(struct bufferevent *bev, void *arg)
 		return;
 	}
 	int code = 0;
-	char why[96];
+	char why[128];
 	if (sscanf(line, "HTTP/%*d.%*d %d", &code) != 1) {
 		probe_finish(p, false, "not an HTTP answer");
 	} else if (code >= 200 && code < 300) {
@@ -151,6 +151,11 @@ static void on_read(struct bufferevent *bev, void *arg)
 		p->path = strdup("/v1/models");
 		if (!p->path || probe_connect(p) < 0)
 			probe_finish(p, false, "out of memory");
+	} else if (p->second && (code == 404 || code == 405)) {
+		/* a server with models: but neither route: say how to check it instead */
+		snprintf(why, sizeof(why), "GET /health and GET /v1/models answered HTTP %d: "
+			 "set health: to a path it has, or tcp", code);
+		probe_finish(p, false, why);
 	} else {
 		snprintf(why, sizeof(why), "GET %s answered HTTP %d%s", p->path, code,
 			 code == 503 ? " (still loading)" : "");

@@ -2,9 +2,10 @@
 """A model server that listens at once and loads its model until a file
 appears, as vLLM and llama.cpp do: while loading, its health route answers
 503 {"error": "Loading model"}; every other route too.
-    loading_server.py PORT FLAG_FILE [--no-health]
+    loading_server.py PORT FLAG_FILE [--no-health | --no-routes]
 --no-health: GET /health is 404 (a server without that route): only
-/v1/models tells that it is ready. Each probe is counted in FLAG_FILE.hits.
+/v1/models tells that it is ready. --no-routes: every GET is 404. Each
+probe is counted in FLAG_FILE.hits.
 """
 import json
 import os
@@ -13,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PORT, FLAG = int(sys.argv[1]), sys.argv[2]
 NO_HEALTH = "--no-health" in sys.argv
+NO_ROUTES = "--no-routes" in sys.argv
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -32,7 +34,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         with open(FLAG + ".hits", "a") as f:
             f.write(self.path + "\n")
-        if self.path == "/health" and NO_HEALTH:
+        if NO_ROUTES or (self.path == "/health" and NO_HEALTH):
             return self.reply(404, {"error": "not found"})
         if not os.path.exists(FLAG):
             return self.reply(503, {"error": {"message": "Loading model", "code": 503}})

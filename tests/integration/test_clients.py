@@ -163,7 +163,7 @@ def test_alias_in_a_form_body_routes_and_goes_up_unchanged(daemon):
 LOADING = os.path.join(os.path.dirname(__file__), "loading_server.py")
 
 
-def loading_config(flag, extra_args=""):
+def loading_config(flag, extra_args="", start_timeout="120s"):
     return f"""
 daemon:
   log_level: debug
@@ -178,6 +178,7 @@ workloads:
     gpus: 1
     memory: 1GiB
     models: [llm-model]
+    health: {{ start_timeout: {start_timeout} }}
 """
 
 
@@ -234,3 +235,13 @@ def test_gpu_status_keeps_one_gpu_memory_shape(daemon):
     off = d.get("/api/gpu/status").json()
     assert shape(off) == shape(before)
     assert off["chat"]["gpu_memory"][gpu]["reserved_gb"] == 0.0
+
+
+def test_a_server_without_either_route_says_how_to_check_it(daemon, tmp_path):
+    flag = tmp_path / "loaded"
+    flag.write_text("")
+    d = daemon(loading_config(flag, ", --no-routes", start_timeout="3s"))
+    r = d.post("/api/workloads/llm/start")
+    w = d.wait_state("llm", "failed", timeout=30)
+    assert ("GET /health and GET /v1/models answered HTTP 404: set health: to a path it "
+            "has, or tcp") in w["last_error"], (r.text, w["last_error"])
