@@ -33,12 +33,14 @@ deps:
 	$(MAKE) test-clients
 
 # The npm clients the integration tests drive vramd with (the MCP SDK and the
-# openai package), pinned by tests/integration/js/package-lock.json; and
+# openai package), pinned by tests/integration/js/package-lock.json;
 # playwright-core for the dashboard's browser tests, which uses the system
-# Chromium (no browser download).
+# Chromium (no browser download); and the official MCP conformance suite
+# with the Node 22 it runs on, pinned by tests/conformance/package-lock.json.
 test-clients:
 	npm ci --no-audit --no-fund --prefix tests/integration/js
 	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --prefix tests/browser
+	npm ci --no-audit --no-fund --prefix tests/conformance
 
 $(BUILD)/build.ninja:
 	meson setup $(BUILD) --prefix $(PREFIX) $(MESON_OPTS)

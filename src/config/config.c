@@ -448,17 +448,25 @@ static void get_daemon_string(struct ctx *c, const struct vram_ynode *v, char **
 }
 
 /* Replaces *slot (NULL-terminated, count in *ret_n) with a list of strings. */
-static void get_string_list(struct ctx *c, const struct vram_ynode *v, size_t max,
-			    const char *expected, char ***slot, size_t *ret_n)
+/* True when v is a sequence of at most max items; else reports what was expected. */
+static bool want_seq(struct ctx *c, const struct vram_ynode *v, size_t max, const char *expected)
 {
 	if (v->type != VRAM_YNODE_SEQ) {
 		fail(c, v, "expected %s, got %s", expected, GOT(v));
-		return;
+		return false;
 	}
 	if (v->n_items > max) {
 		fail(c, v, "%zu entries, expected at most %zu", v->n_items, max);
-		return;
+		return false;
 	}
+	return true;
+}
+
+static void get_string_list(struct ctx *c, const struct vram_ynode *v, size_t max,
+			    const char *expected, char ***slot, size_t *ret_n)
+{
+	if (!want_seq(c, v, max, expected))
+		return;
 	char **list = calloc(v->n_items + 1, sizeof(*list));
 	if (!list) {
 		c->oom = true;
@@ -582,7 +590,8 @@ SAME_WL(restart_backoff_max, a->restart_backoff_max_ms == b->restart_backoff_max
 SAME_WL(restart_limit, a->restart_limit == b->restart_limit)
 SAME_WL(restart_window, a->restart_window_ms == b->restart_window_ms)
 SAME_WL(stop_grace, a->stop_grace_ms == b->stop_grace_ms)
-SAME_WL(models, strv_eq(a->models, a->n_models, b->models, b->n_models))
+SAME_WL(models, strv_eq(a->models, a->n_models, b->models, b->n_models) &&
+		       strv_eq(a->model_upstreams, a->n_models, b->model_upstreams, b->n_models))
 SAME_WL(share, a->share == b->share)
 SAME_WL(compute, a->compute_percent == b->compute_percent)
 SAME_WL(max_concurrency, a->max_concurrency == b->max_concurrency)
@@ -606,6 +615,7 @@ SAME_CFG(allowed_hosts, strv_eq(a->daemon.allowed_hosts, a->daemon.n_allowed_hos
 				b->daemon.allowed_hosts, b->daemon.n_allowed_hosts))
 SAME_CFG(cors_origins, strv_eq(a->daemon.cors_origins, a->daemon.n_cors_origins,
 			       b->daemon.cors_origins, b->daemon.n_cors_origins))
+SAME_CFG(open_healthz, a->daemon.open_healthz == b->daemon.open_healthz)
 SAME_CFG(run_as, str_eq(a->daemon.run_as, b->daemon.run_as))
 SAME_CFG(socket_mode, a->daemon.socket_mode == b->daemon.socket_mode)
 SAME_CFG(socket_group, str_eq(a->daemon.socket_group, b->daemon.socket_group))
@@ -783,6 +793,7 @@ const char *vram_health_kind_name(enum vram_health_kind h)
 		[VRAM_HEALTH_HTTP] = "http",
 		[VRAM_HEALTH_TCP] = "tcp",
 		[VRAM_HEALTH_NONE] = "none",
+		[VRAM_HEALTH_MODEL] = "model",
 	};
 	return NAME_OF(names, h);
 }
@@ -1019,6 +1030,7 @@ static void health_path(struct ctx *c, const struct vram_ynode *v, void *t)
 	free(h->path);
 	h->path = p;
 	h->kind = VRAM_HEALTH_HTTP;
+	h->kind_given = true;
 }
 
 static void health_tcp(struct ctx *c, const struct vram_ynode *v, void *t)
@@ -1030,6 +1042,7 @@ static void health_tcp(struct ctx *c, const struct vram_ynode *v, void *t)
 	free(h->path);
 	h->path = NULL;
 	h->kind = VRAM_HEALTH_TCP;
+	h->kind_given = true;
 }
 
 /* never: no liveness checks once ready (probes while starting still run every 500 ms) */
@@ -1090,6 +1103,7 @@ static void wl_health(struct ctx *c, const struct vram_ynode *v, void *t)
 		free(h->path);
 		h->path = NULL;
 		h->kind = s[0] == 't' ? VRAM_HEALTH_TCP : VRAM_HEALTH_NONE;
+		h->kind_given = true;
 		return;
 	}
 	if (s[0] != '/') {
@@ -1210,11 +1224,81 @@ static void wl_stop_grace(struct ctx *c, const struct vram_ynode *v, void *t)
 	get_duration(c, v, false, 0, &WL(t)->stop_grace_ms);
 }
 
+/* One `models:` entry in a mapping: {name: alias, upstream: real-name}. */
+static void model_alias(struct ctx *c, const struct vram_ynode *it, const char **ret_name,
+			const char **ret_upstream)
+{
+	for (size_t k = 0; k + 1 < it->n_items; k += 2) {
+		const struct vram_ynode *key = it->items[k], *val = it->items[k + 1];
+		const char *kname = key->type == VRAM_YNODE_SCALAR ? key->text : "";
+		size_t mark = path_push(c, ".%s", kname);
+		const char **slot = strcmp(kname, "name") == 0	   ? ret_name
+				    : strcmp(kname, "upstream") == 0 ? ret_upstream
+								     : NULL;
+		if (!slot)
+			fail(c, key, "unknown key '%s', expected name or upstream", kname);
+		else if ((*slot = want_scalar(c, val, "a model name")) && !**slot) {
+			fail(c, val, "expected a non-empty model name, got \"\"");
+			*slot = NULL;
+		}
+		path_pop(c, mark);
+	}
+	if (!*ret_name)
+		fail(c, it, "expected a model name: a string, or {name: alias, upstream: "
+			    "the name the model server knows}");
+}
+
+/*
+ * models: [a, {name: alias, upstream: real-name}, ...]. A plain string is
+ * routed and sent upstream as written; an alias is routed by name, and the
+ * gateway rewrites a JSON body's "model" to upstream on the way up.
+ */
 static void wl_models(struct ctx *c, const struct vram_ynode *v, void *t)
 {
+	static const char expected[] = "a list of model names like [Qwen/Qwen2.5-7B] or "
+				       "{name: alias, upstream: real-name}";
 	struct vram_workload_config *w = WL(t);
-	get_string_list(c, v, VRAM_CONFIG_MAX_ARGS, "a list of model names like [Qwen/Qwen2.5-7B]",
-			&w->models, &w->n_models);
+	if (!want_seq(c, v, VRAM_CONFIG_MAX_ARGS, expected))
+		return;
+	char **names = calloc(v->n_items + 1, sizeof(*names));
+	char **ups = calloc(v->n_items + 1, sizeof(*ups));
+	bool ok = names && ups;
+	if (!ok)
+		c->oom = true;
+	for (size_t i = 0; ok && i < v->n_items; i++) {
+		const struct vram_ynode *it = v->items[i];
+		size_t mark = path_push(c, "[%zu]", i);
+		const char *name = NULL, *upstream = NULL;
+		if (it->type == VRAM_YNODE_MAP)
+			model_alias(c, it, &name, &upstream);
+		else if ((name = want_scalar(c, it, "a model name or {name: alias, upstream: "
+						    "real-name}")) && !*name) {
+			fail(c, it, "expected a non-empty string, got \"\"");
+			name = NULL;
+		}
+		path_pop(c, mark);
+		if (!name) {
+			ok = false;
+			break;
+		}
+		names[i] = xstrdup(c, name);
+		ups[i] = xstrdup(c, upstream ? upstream : name);
+		ok = names[i] && ups[i];
+	}
+	if (!ok) {
+		for (size_t i = 0; names && ups && i < v->n_items; i++) {
+			free(names[i]);
+			free(ups[i]);
+		}
+		free(names);
+		free(ups);
+		return;
+	}
+	free_strv(w->models);
+	free_strv(w->model_upstreams);
+	w->models = names;
+	w->model_upstreams = ups;
+	w->n_models = v->n_items;
 }
 
 static void wl_share(struct ctx *c, const struct vram_ynode *v, void *t)
@@ -1356,6 +1440,7 @@ static void workload_done(struct vram_workload_config *w)
 	free_strv(w->avoid);
 	free(w->health.path);
 	free_strv(w->models);
+	free_strv(w->model_upstreams);
 }
 
 bool vram_config_name_ok(const char *s)
@@ -1377,6 +1462,14 @@ static void workload_check(struct ctx *c, const struct vram_ynode *key,
 
 	if (!at[K_CMD])
 		fail(c, key, "missing key 'cmd', expected an argv list like [python3, server.py]");
+
+	/*
+	 * A model server listens long before its model is loaded (vLLM,
+	 * llama.cpp answer 503 meanwhile): a TCP connect would call it ready
+	 * and hand it requests it refuses. Its own routes say when it serves.
+	 */
+	if (!w->health.kind_given && w->n_models)
+		w->health.kind = VRAM_HEALTH_MODEL;
 
 	bool cpu_only = w->gpus.kind == VRAM_GPUS_COUNT && w->gpus.count == 0;
 	if (cpu_only && at[K_MEMORY]) {
@@ -1790,6 +1883,11 @@ static void cors_origins(struct ctx *c, const struct vram_ynode *v, void *t)
 		   expected);
 }
 
+static void d_open_healthz(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_bool(c, v, &CFG(t)->daemon.open_healthz);
+}
+
 static const struct key_def cors_keys[] = {
 	{ "origins", cors_origins, false, CFG_DAEMON(cors_origins) },
 };
@@ -1893,6 +1991,7 @@ static const struct key_def daemon_keys[] = {
 	{ "upgrade_drain", d_upgrade_drain, false, CFG_DAEMON(upgrade_drain) },
 	{ "allowed_hosts", d_allowed_hosts, false, CFG_DAEMON(allowed_hosts) },
 	{ "cors", d_cors, false, .sub = cors_keys, .n_sub = N_KEYS(cors_keys) },
+	{ "open_healthz", d_open_healthz, false, CFG_LIVE(open_healthz) },
 	{ "run_as", d_run_as, false, CFG_DAEMON(run_as) },
 	{ "socket_mode", d_socket_mode, false, CFG_DAEMON(socket_mode) },
 	{ "socket_group", d_socket_group, false, CFG_DAEMON(socket_group) },
@@ -2597,6 +2696,7 @@ int vram_config_parse(const char *text, size_t len, const char *name,
 	c.cfg->daemon.workload_log_keep = 3;
 	c.cfg->daemon.port_range_start = 18000;
 	c.cfg->daemon.upgrade_drain_ms = 10000;
+	c.cfg->daemon.open_healthz = true;
 	c.cfg->host.reserve = VRAM_CONFIG_HOST_RESERVE_DEFAULT;
 
 	r = vram_yaml_parse(text ? text : "", text ? len : 0, &root, &yerr);

@@ -78,6 +78,9 @@ enum vram_health_kind {
 	VRAM_HEALTH_HTTP = 0, /* GET health.path on the port, 2xx = healthy */
 	VRAM_HEALTH_TCP,      /* a TCP connect to the port succeeds */
 	VRAM_HEALTH_NONE,     /* healthy as soon as it is spawned */
+	VRAM_HEALTH_MODEL,    /* a model server's own routes: GET /health 2xx, or, when that is
+			       * no 2xx and no 503 (loading), GET /v1/models 2xx; the default
+			       * of a workload with models: and no health check chosen */
 };
 
 enum vram_engine_kind {
@@ -129,6 +132,7 @@ enum vram_port_owner {
 
 struct vram_health {
 	enum vram_health_kind kind;
+	bool kind_given;        /* the kind was written (path, tcp, none), here or in defaults: */
 	char *path;             /* owned; HTTP path beginning with '/', for HTTP */
 	uint64_t interval_ms;   /* ms between liveness checks of a ready workload, VRAM_DURATION_NEVER
 				   = none; while starting, probes run every min(interval, 500 ms) */
@@ -168,6 +172,9 @@ struct vram_workload_config {
 	uint64_t restart_window_ms; /* ms of trying (waits between retries not counted) */
 	uint64_t stop_grace_ms;  /* ms between SIGTERM and SIGKILL */
 	char **models;           /* owned; OpenAI "model" names routed here, NULL-terminated */
+	char **model_upstreams;  /* owned, NULL-terminated, n_models entries: the name the
+				  * model server knows models[i] by (`{name: alias, upstream:
+				  * real}`), models[i]'s own text when it is no alias */
 	size_t n_models;
 	enum vram_share_kind share;
 	unsigned compute_percent; /* MPS active thread percentage; 0 = not set */
@@ -220,6 +227,8 @@ struct vram_config {
 		char **cors_origins;   /* owned, NULL-terminated; browser origins allowed to call the
 					* API: "scheme://host[:port]", lower case, no path */
 		size_t n_cors_origins;
+		bool open_healthz;     /* GET /healthz answers without a token (liveness only);
+					* default true */
 		char *run_as;          /* owned; the user (name or uid, as written) ad-hoc workloads
 					* asked for over TCP run as; NULL = such requests are refused */
 		unsigned socket_mode;  /* permission bits of the control socket: 0600 (default),
@@ -338,7 +347,7 @@ const char *vram_restart_name(enum vram_restart_policy r);
 const char *vram_gpu_backend_name(enum vram_gpu_backend_kind b);
 const char *vram_start_mode_name(enum vram_start_mode s);
 const char *vram_share_name(enum vram_share_kind s);
-const char *vram_health_kind_name(enum vram_health_kind h); /* "http", "tcp", "none" */
+const char *vram_health_kind_name(enum vram_health_kind h); /* "http", "tcp", "none", "model" */
 const char *vram_port_owner_name(enum vram_port_owner o); /* "workload", "any" */
 
 #endif

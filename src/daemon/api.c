@@ -787,7 +787,7 @@ out_bad:
 
 static int h_compat_timeout(struct vram_api_call *c, json_t **ret)
 {
-	static const char *const fields[] = { "timeout", "workload", NULL };
+	static const char *const fields[] = { "timeout", "timeout_seconds", "workload", NULL };
 	json_t *obj;
 	int st = call_object(c, true, fields, &obj, ret);
 	if (st)

@@ -171,4 +171,15 @@ void vram_gateway_handle(struct evhttp_request *req, bool trusted, void *arg);
 int vram_gateway_find_model(const char *content_type, const char *body, size_t len,
 			    const char *query, char *ret, size_t size);
 
+/*
+ * An alias's rewrite: a copy of the JSON object body (len bytes) with the
+ * string value of each of its top-level "model" keys replaced by upstream
+ * (UTF-8), every other byte as sent. *ret_body (caller frees, NUL after)
+ * gets at most max bytes. Returns 0, -ENOENT when body is no JSON object
+ * with a top-level string "model" (a form, a query: sent as it is),
+ * -E2BIG past max, -EINVAL for an upstream jansson cannot encode, -ENOMEM.
+ */
+int vram_gateway_rewrite_model(const char *body, size_t len, const char *upstream, size_t max,
+			       char **ret_body, size_t *ret_len);
+
 #endif

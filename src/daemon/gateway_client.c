@@ -278,6 +278,38 @@ static enum gw_door door_refuse(struct gw_client *c, const struct vram_h1_head *
 }
 
 /*
+ * True when the request carries one of vramd's tokens, as
+ * "Authorization: Bearer <token>" or as "X-Api-Key: <token>" (what
+ * Anthropic's SDKs send); either header may be the one that matches.
+ */
+static bool door_carries_token(const struct vram_gateway *gw, const struct vram_h1_head *h)
+{
+	const struct vram_h1_header *auth = vram_h1_find(h, "Authorization");
+	const struct vram_h1_header *key = vram_h1_find(h, "X-Api-Key");
+	/* both are compared when both are sent: the time does not tell which one matched */
+	bool bearer = auth && gw__carries_token(gw, auth->value, true);
+	bool api_key = key && gw__carries_token(gw, key->value, false);
+	return bearer || api_key;
+}
+
+/*
+ * True for a GET of /healthz while daemon.open_healthz is on: a liveness
+ * probe (a load balancer, systemd, a container runtime) needs no token.
+ * The route answers {"status":"ok"} and nothing else, so it tells no more
+ * than that the port answers.
+ */
+static bool door_open_healthz(const struct vram_gateway *gw, const struct vram_h1_head *h,
+			      const char *t, size_t tlen)
+{
+	static const char path[] = "/healthz";
+	const char *q = memchr(t, '?', tlen);
+	size_t plen = q ? (size_t)(q - t) : tlen;
+	return vram_manager_config(gw->m)->daemon.open_healthz &&
+	       vram_h1_span_eq(h->method, "GET") && plen == sizeof(path) - 1 &&
+	       memcmp(t, path, plen) == 0;
+}
+
+/*
  * Everything decided from a request's head, before its body is read: the
  * target's form, the browser rules (Host, Origin, preflights), the token on
  * TCP, the API's methods and body type, the body's size against its route's
@@ -316,11 +348,11 @@ static enum gw_door front_door(struct gw_client *c, const struct vram_h1_head *h
 	/* the dashboard's files hold no secret: the page asks for the token (web.h) */
 	bool open_file = vram_web_is_public(h->method.p, h->method.n, t, tlen);
 	if (!c->trusted && gw->token && !open_file) {
-		const struct vram_h1_header *auth = vram_h1_find(h, "Authorization");
-		if (!auth || !gw__carries_token(gw, auth->value, true))
+		if (door_carries_token(gw, h))
+			c->ident.token = true;
+		else if (!door_open_healthz(gw, h, t, tlen))
 			return door_refuse(c, h, 401, NULL, 0, "this API needs \"Authorization: Bearer "
-					   "<token>\" (daemon.token)");
-		c->ident.token = true;
+					   "<token>\" or \"X-Api-Key: <token>\" (daemon.token)");
 	}
 
 	bool api = gw__route_of(t, tlen) == GW_ROUTE_API;

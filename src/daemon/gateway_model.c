@@ -166,3 +166,134 @@ int vram_gateway_find_model(const char *content_type, const char *body, size_t l
 		r = model_from_query(query, strlen(query), ret, size);
 	return r;
 }
+
+/* ------------------------------------------------------- alias rewrite */
+
+/*
+ * A scanner of just enough JSON to find the top-level keys of an object and
+ * their values' extent, so that the rewrite changes the bytes of the model
+ * name and nothing else (a re-encoding by jansson would reformat numbers
+ * and whitespace). Each returns the index after what it skipped, or len
+ * when the text ends first.
+ */
+static size_t json_ws(const char *p, size_t i, size_t len)
+{
+	while (i < len && (p[i] == ' ' || p[i] == '\t' || p[i] == '\r' || p[i] == '\n'))
+		i++;
+	return i;
+}
+
+/* p[i] is the opening quote. */
+static size_t json_string_end(const char *p, size_t i, size_t len)
+{
+	for (i++; i < len; i++) {
+		if (p[i] == '\\')
+			i++;
+		else if (p[i] == '"')
+			return i + 1;
+	}
+	return len;
+}
+
+static size_t json_value_end(const char *p, size_t i, size_t len)
+{
+	if (i < len && p[i] == '"')
+		return json_string_end(p, i, len);
+	if (i < len && (p[i] == '{' || p[i] == '[')) {
+		size_t depth = 0;
+		while (i < len) {
+			if (p[i] == '"') {
+				i = json_string_end(p, i, len);
+				continue;
+			}
+			if (p[i] == '{' || p[i] == '[')
+				depth++;
+			else if ((p[i] == '}' || p[i] == ']') && --depth == 0)
+				return i + 1;
+			i++;
+		}
+		return len;
+	}
+	while (i < len && !strchr(",}] \t\r\n", p[i]))
+		i++;
+	return i;
+}
+
+/* True when the key (quotes included, n bytes at k) is "model", escaped or not. */
+static bool json_key_is_model(const char *k, size_t n)
+{
+	if (n == 7 && memcmp(k, "\"model\"", 7) == 0)
+		return true;
+	if (n > 64 || !memchr(k, '\\', n))
+		return false;
+	json_t *s = json_loadb(k, n, JSON_DECODE_ANY, NULL);
+	bool is = json_is_string(s) && strcmp(json_string_value(s), "model") == 0;
+	json_decref(s);
+	return is;
+}
+
+#define REWRITE_SPANS_MAX 8 /* top-level "model" keys rewritten in one body (duplicates) */
+
+int vram_gateway_rewrite_model(const char *body, size_t len, const char *upstream, size_t max,
+			       char **ret_body, size_t *ret_len)
+{
+	size_t start[REWRITE_SPANS_MAX], end[REWRITE_SPANS_MAX], n = 0;
+	size_t i = json_ws(body, 0, len);
+	if (i >= len || body[i] != '{')
+		return -ENOENT;
+	i = json_ws(body, i + 1, len);
+	while (i < len && body[i] == '"') {
+		size_t kend = json_string_end(body, i, len);
+		bool model = json_key_is_model(body + i, kend - i);
+		i = json_ws(body, kend, len);
+		if (i >= len || body[i] != ':')
+			return -ENOENT;
+		i = json_ws(body, i + 1, len);
+		size_t vend = json_value_end(body, i, len);
+		if (model && i < len && body[i] == '"') {
+			if (n == REWRITE_SPANS_MAX)
+				return -E2BIG;
+			start[n] = i;
+			end[n++] = vend;
+		}
+		i = json_ws(body, vend, len);
+		if (i < len && body[i] == ',')
+			i = json_ws(body, i + 1, len);
+	}
+	if (n == 0)
+		return -ENOENT;
+
+	json_t *s = json_string(upstream); /* NULL for text that is not UTF-8 */
+	if (!s)
+		return -EINVAL;
+	char *enc = json_dumps(s, JSON_ENCODE_ANY);
+	json_decref(s);
+	if (!enc)
+		return -ENOMEM;
+	size_t elen = strlen(enc), out_len = len;
+	for (size_t k = 0; k < n; k++)
+		out_len = out_len - (end[k] - start[k]) + elen;
+	if (out_len > max) {
+		free(enc);
+		return -E2BIG;
+	}
+	char *out = malloc(out_len + 1);
+	if (!out) {
+		free(enc);
+		return -ENOMEM;
+	}
+	size_t from = 0, at = 0;
+	for (size_t k = 0; k < n; k++) {
+		memcpy(out + at, body + from, start[k] - from);
+		at += start[k] - from;
+		memcpy(out + at, enc, elen);
+		at += elen;
+		from = end[k];
+	}
+	memcpy(out + at, body + from, len - from);
+	out[out_len] = '\0';
+	free(enc);
+	*ret_body = out;
+	*ret_len = out_len;
+	return 0;
+}

@@ -183,9 +183,9 @@ static void route_by_model(struct gw_client *c, const struct vram_h1_head *h, co
 		gw__client_error(c, 500, NULL, 0, true, "out of memory");
 		return;
 	}
-	const char *name = NULL;
+	const char *name = NULL, *upstream = NULL;
 	struct gw_wl *wl = NULL;
-	if (vram_manager_find_model(gw->m, model, &name) == 0 && name)
+	if (vram_manager_find_model(gw->m, model, &name, &upstream) == 0 && name)
 		wl = gw__wl_by_name(gw, name);
 	if (!wl) {
 		list_known(gw, true, known, sizeof(known));
@@ -195,7 +195,26 @@ static void route_by_model(struct gw_client *c, const struct vram_h1_head *h, co
 				 known[0] ? known : "none");
 		return;
 	}
-	gw__admit(c, wl, h, target, body, blen, started);
+	char *rewritten = NULL;
+	if (upstream && strcmp(upstream, model) != 0) {
+		/* an alias: the model server knows the model by its upstream name */
+		r = vram_gateway_rewrite_model(body, blen, upstream, VRAM_GATEWAY_BODY_MAX,
+					       &rewritten, &blen);
+		if (r == -E2BIG) {
+			gw__client_error(c, 413, NULL, 0, close,
+					 "the body with model \"%s\" written as \"%s\" is over %u "
+					 "bytes, or names \"model\" more than 8 times", model,
+					 upstream, VRAM_GATEWAY_BODY_MAX);
+			return;
+		}
+		if (r < 0 && r != -ENOENT) {
+			gw__client_error(c, 500, NULL, 0, true, "failed to write model \"%s\" as "
+					 "\"%s\": %s", model, upstream, strerror(-r));
+			return;
+		}
+	}
+	gw__admit(c, wl, h, target, rewritten ? rewritten : body, blen, started);
+	free(rewritten);
 }
 
 /*

@@ -2,7 +2,10 @@
 /*
  * Health probes on the loop: a bufferevent connects to 127.0.0.1:port; for
  * TCP that is the whole check, for HTTP it sends one GET and reads the status
- * line. One timer bounds the whole probe. The callback always comes from the
+ * line. A model server's probe (VRAM_HEALTH_MODEL) asks GET /health, and
+ * GET /v1/models on a second connection when /health is no 2xx and no 503
+ * (a server without that route); 503 is a server still loading its model.
+ * One timer bounds the whole probe. The callback always comes from the
  * loop (a zero-delay timer for errors found at once), so callers never see it
  * re-enter them.
  */
@@ -35,6 +38,7 @@ struct vram_health_probe {
 	struct event *timer;     /* overall timeout, or the deferred result */
 	bool finished;
 	bool result_ok;
+	bool second;             /* MODEL: /health answered, /v1/models is being asked */
 	char why[128];
 	vram_probe_cb cb;
 	void *arg;
@@ -90,6 +94,39 @@ static void probe_finish(struct vram_health_probe *p, bool ok, const char *why)
 	evtimer_add(p->timer, &zero);
 }
 
+static void on_read(struct bufferevent *bev, void *arg);
+static void on_event(struct bufferevent *bev, short events, void *arg);
+
+/*
+ * Connects p to its port (a connection of its own: the last one, if any,
+ * is freed), the GET or the TCP verdict following in on_event. Returns 0,
+ * the result then coming from the loop, or -errno.
+ */
+static int probe_connect(struct vram_health_probe *p)
+{
+	if (p->bev) {
+		bufferevent_free(p->bev);
+		p->bev = NULL;
+	}
+	/* not libevent's socket: that one lacks O_CLOEXEC, and processes spawned meanwhile would keep it */
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	p->bev = bufferevent_socket_new(p->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (!p->bev) {
+		close(fd);
+		return -ENOMEM;
+	}
+	bufferevent_setcb(p->bev, on_read, NULL, on_event, p);
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p->port)};
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bufferevent_socket_connect(p->bev, (struct sockaddr *)&sin, sizeof(sin)) < 0) {
+		/* the bufferevent is still ours; the result comes from the loop */
+		probe_finish(p, false, "connect failed");
+	}
+	return 0;
+}
+
 static void on_read(struct bufferevent *bev, void *arg)
 {
 	struct vram_health_probe *p = arg;
@@ -102,13 +139,26 @@ static void on_read(struct bufferevent *bev, void *arg)
 		return;
 	}
 	int code = 0;
-	char why[64];
+	char why[128];
 	if (sscanf(line, "HTTP/%*d.%*d %d", &code) != 1) {
 		probe_finish(p, false, "not an HTTP answer");
 	} else if (code >= 200 && code < 300) {
 		probe_finish(p, true, NULL);
+	} else if (p->kind == VRAM_HEALTH_MODEL && !p->second && code != 503) {
+		/* no /health route: the OpenAI model list answers once the model is loaded */
+		p->second = true;
+		free(p->path);
+		p->path = strdup("/v1/models");
+		if (!p->path || probe_connect(p) < 0)
+			probe_finish(p, false, "out of memory");
+	} else if (p->second && (code == 404 || code == 405)) {
+		/* a server with models: but neither route: say how to check it instead */
+		snprintf(why, sizeof(why), "GET /health and GET /v1/models answered HTTP %d: "
+			 "set health: to a path it has, or tcp", code);
+		probe_finish(p, false, why);
 	} else {
-		snprintf(why, sizeof(why), "GET %s answered HTTP %d", p->path, code);
+		snprintf(why, sizeof(why), "GET %s answered HTTP %d%s", p->path, code,
+			 code == 503 ? " (still loading)" : "");
 		probe_finish(p, false, why);
 	}
 	free(line);
@@ -153,7 +203,7 @@ int vram_health_probe_start(struct event_base *base, enum vram_health_kind kind,
 	p->timeout_ms = timeout_ms;
 	p->cb = cb;
 	p->arg = arg;
-	p->path = strdup(path && path[0] ? path : "/");
+	p->path = strdup(kind == VRAM_HEALTH_MODEL ? "/health" : path && path[0] ? path : "/");
 	p->timer = evtimer_new(base, on_timer, p);
 	if (!p->path || !p->timer) {
 		probe_free(p);
@@ -167,26 +217,10 @@ int vram_health_probe_start(struct event_base *base, enum vram_health_kind kind,
 	struct timeval tv = {.tv_sec = (time_t)(timeout_ms / 1000),
 			     .tv_usec = (suseconds_t)(timeout_ms % 1000) * 1000};
 	evtimer_add(p->timer, &tv);
-
-	/* not libevent's socket: that one lacks O_CLOEXEC, and processes spawned meanwhile would keep it */
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		int r = -errno;
+	int r = probe_connect(p);
+	if (r < 0) {
 		probe_free(p);
 		return r;
-	}
-	p->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (!p->bev) {
-		close(fd);
-		probe_free(p);
-		return -ENOMEM;
-	}
-	bufferevent_setcb(p->bev, on_read, NULL, on_event, p);
-	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (bufferevent_socket_connect(p->bev, (struct sockaddr *)&sin, sizeof(sin)) < 0) {
-		/* the bufferevent is still ours; the result comes from the loop */
-		probe_finish(p, false, "connect failed");
 	}
 	*ret = p;
 	return 0;

@@ -82,6 +82,8 @@ enum vram_liveness_verdict vram_liveness_record(struct vram_workload *w, struct 
 	char what[160], every[32], window[32], stalled[96] = "";
 	if (h->kind == VRAM_HEALTH_HTTP)
 		snprintf(what, sizeof(what), "GET %s", h->path ? h->path : "/");
+	else if (h->kind == VRAM_HEALTH_MODEL)
+		snprintf(what, sizeof(what), "GET /health or /v1/models");
 	else
 		snprintf(what, sizeof(what), "(TCP connect)");
 	vram_units_format_duration_ms(h->interval_ms, every, sizeof(every));

@@ -370,11 +370,14 @@ int vram_manager_note_progress(struct vram_manager *m, const char *name, unsigne
 
 /*
  * For the gateway. find_model: the workload serving an OpenAI "model" name
- * (*ret_name borrowed, valid until the next config reload); returns 0 or -ENOENT.
+ * and the name its model server knows it by (*ret_name and *ret_upstream
+ * borrowed, valid until the next config reload; ret_upstream may be NULL;
+ * *ret_upstream equals model unless model is an alias); returns 0 or -ENOENT.
  * endpoint: the loopback port of a healthy instance of a ready workload,
  * round-robin over replicas; returns 0, -ENOENT, or -EAGAIN (not ready).
  */
-int vram_manager_find_model(struct vram_manager *m, const char *model, const char **ret_name);
+int vram_manager_find_model(struct vram_manager *m, const char *model, const char **ret_name,
+			    const char **ret_upstream);
 int vram_manager_endpoint(struct vram_manager *m, const char *name, unsigned *ret_port);
 
 #endif

@@ -35,9 +35,10 @@
 #include "daemon/peer.h"
 #include "daemon/waitact.h"
 
-const char *const vram_mcp_versions[] = { "2025-06-18", VRAM_MCP_VERSION_HANDSHAKE_LATEST,
+const char *const vram_mcp_versions[] = { "2025-03-26", "2025-06-18",
+					  VRAM_MCP_VERSION_HANDSHAKE_LATEST,
 					  VRAM_MCP_VERSION_STATELESS, NULL };
-#define SUPPORTED_TEXT "2025-06-18, 2025-11-25, 2026-07-28"
+#define SUPPORTED_TEXT "2025-03-26, 2025-06-18, 2025-11-25, 2026-07-28"
 /* The per-request fields of 2026-07-28, in params._meta and result._meta. */
 #define META_VERSION_KEY "io.modelcontextprotocol/protocolVersion"
 #define META_CAPABILITIES_KEY "io.modelcontextprotocol/clientCapabilities"
@@ -128,7 +129,7 @@ bool vram_mcp_version_supported(const char *version)
 /* SEP-1303 (2025-11-25): bad tool arguments are a tool result, not a protocol error. */
 static bool args_errors_are_results(const char *version)
 {
-	return strcmp(version, "2025-06-18") != 0;
+	return strcmp(version, "2025-03-26") != 0 && strcmp(version, "2025-06-18") != 0;
 }
 
 /* ------------------------------------------------------------------ tools */
@@ -150,6 +151,14 @@ struct tool {
 	const char *output_schema; /* JSON text */
 	enum tool_kind kind;
 	enum vram_action action;
+	/*
+	 * The hints of the tool's annotations (MCP 2025-03-26 on), for a
+	 * client deciding what to ask its user before a call: changes nothing
+	 * (read_only); may end something a user would miss, processes and
+	 * their loaded models (destructive); a repeat does no more (idempotent).
+	 * openWorldHint is false for every tool: they reach this vramd only.
+	 */
+	bool read_only, destructive, idempotent;
 };
 
 #define WORKLOAD_OPT "\"workload\": {\"type\": \"string\", \"description\": \"a workload name; all when left out\"}"
@@ -174,49 +183,53 @@ static const struct tool tools[] = {
 	  "and idle timers: the same object as GET /api/gpu/status.",
 	  "{\"type\": \"object\", \"properties\": {}, \"additionalProperties\": false}",
 	  "{\"type\": \"object\", \"additionalProperties\": {\"type\": \"object\"}}",
-	  TOOL_GPU_STATUS, 0 },
+	  TOOL_GPU_STATUS, 0, .read_only = true, .idempotent = true },
 	{ "offload_gpu", "Offload to host RAM",
 	  "Park a workload's GPU memory in host RAM (or every ready workload's when no workload is "
 	  "given); it is restored on its next request. Same as POST /api/gpu/offload.",
 	  "{\"type\": \"object\", \"properties\": {" WORKLOAD_OPT "}, \"additionalProperties\": false}",
-	  COMPAT_OUT, TOOL_COMPAT_ACTION, VRAM_ACTION_OFFLOAD },
+	  COMPAT_OUT, TOOL_COMPAT_ACTION, VRAM_ACTION_OFFLOAD, .idempotent = true },
 	{ "release_gpu", "Release GPU and host memory",
 	  "Stop a workload and free its GPU and host memory (or every loaded workload's when no "
 	  "workload is given); it starts again on its next request. Same as POST /api/gpu/release.",
 	  "{\"type\": \"object\", \"properties\": {" WORKLOAD_OPT "}, \"additionalProperties\": false}",
-	  COMPAT_OUT, TOOL_COMPAT_ACTION, VRAM_ACTION_RELEASE },
+	  COMPAT_OUT, TOOL_COMPAT_ACTION, VRAM_ACTION_RELEASE, .destructive = true,
+	  .idempotent = true },
 	{ "update_gpu_timeout", "Set the idle release timeout",
 	  "Seconds of idle time before a workload (or every workload) is released; 0 means never. "
 	  "Same as POST /api/gpu/timeout.",
-	  "{\"type\": \"object\", \"properties\": {\"timeout\": {\"type\": [\"number\", \"string\"], "
-	  "\"description\": \"seconds (0 = never), or a duration like \\\"10m\\\" or \\\"never\\\"\"}, "
-	  WORKLOAD_OPT "}, \"required\": [\"timeout\"], \"additionalProperties\": false}",
+	  "{\"type\": \"object\", \"properties\": {\"timeout_seconds\": {\"type\": [\"number\", "
+	  "\"string\"], \"description\": \"seconds (0 = never), or a duration like \\\"10m\\\" or "
+	  "\\\"never\\\"; required unless timeout is given\"}, \"timeout\": {\"type\": [\"number\", "
+	  "\"string\"], \"description\": \"the same as timeout_seconds (the REST route's name)\"}, "
+	  WORKLOAD_OPT "}, \"anyOf\": [{\"required\": [\"timeout_seconds\"]}, "
+	  "{\"required\": [\"timeout\"]}], \"additionalProperties\": false}",
 	  "{\"type\": \"object\", \"properties\": {\"success\": {\"type\": \"boolean\"}, "
 	  "\"message\": {\"type\": \"string\"}, \"timeout\": {\"type\": \"number\"}, "
 	  "\"workload\": {\"type\": \"string\"}}, \"required\": [\"success\", \"timeout\"]}",
-	  TOOL_GPU_TIMEOUT, 0 },
+	  TOOL_GPU_TIMEOUT, 0, .idempotent = true },
 	{ "list_workloads", "List workloads",
 	  "The GPUs and every workload with its state, placement, memory, idle timers and the "
 	  "models it serves: the same as GET /api/status.",
 	  "{\"type\": \"object\", \"properties\": {}, \"additionalProperties\": false}",
 	  "{\"type\": \"object\", \"properties\": {\"gpus\": {\"type\": \"array\"}, "
 	  "\"workloads\": {\"type\": \"array\"}}, \"required\": [\"gpus\", \"workloads\"]}",
-	  TOOL_LIST, 0 },
+	  TOOL_LIST, 0, .read_only = true, .idempotent = true },
 	{ "start_workload", "Start a workload",
 	  "Start a stopped workload and wait until it is ready (bounded by timeout).",
 	  "{\"type\": \"object\", \"properties\": {" WORKLOAD_REQ ", " WAIT_PROP "}, "
 	  "\"required\": [\"workload\"], \"additionalProperties\": false}",
-	  ACTION_OUT, TOOL_ACTION, VRAM_ACTION_START },
+	  ACTION_OUT, TOOL_ACTION, VRAM_ACTION_START, .idempotent = true },
 	{ "stop_workload", "Stop a workload",
 	  "Stop a workload (SIGTERM, then SIGKILL after its grace) and wait until it has stopped.",
 	  "{\"type\": \"object\", \"properties\": {" WORKLOAD_REQ ", " WAIT_PROP "}, "
 	  "\"required\": [\"workload\"], \"additionalProperties\": false}",
-	  ACTION_OUT, TOOL_ACTION, VRAM_ACTION_STOP },
+	  ACTION_OUT, TOOL_ACTION, VRAM_ACTION_STOP, .destructive = true, .idempotent = true },
 	{ "restore_workload", "Restore a workload",
 	  "Bring an offloaded or parked workload back onto its GPUs and wait until it is ready.",
 	  "{\"type\": \"object\", \"properties\": {" WORKLOAD_REQ ", " WAIT_PROP "}, "
 	  "\"required\": [\"workload\"], \"additionalProperties\": false}",
-	  ACTION_OUT, TOOL_ACTION, VRAM_ACTION_RESTORE },
+	  ACTION_OUT, TOOL_ACTION, VRAM_ACTION_RESTORE, .idempotent = true },
 	{ "park_workload", "Park a workload on disk",
 	  "Move a workload's GPU memory to disk (one file per process) and free the host RAM it "
 	  "held; a ready workload is offloaded first. The process lives on: its next request or "
@@ -224,7 +237,7 @@ static const struct tool tools[] = {
 	  "parked. Same as POST /api/workloads/{name}/park.",
 	  "{\"type\": \"object\", \"properties\": {" WORKLOAD_REQ ", " WAIT_PROP "}, "
 	  "\"required\": [\"workload\"], \"additionalProperties\": false}",
-	  ACTION_OUT, TOOL_ACTION, VRAM_ACTION_PARK },
+	  ACTION_OUT, TOOL_ACTION, VRAM_ACTION_PARK, .idempotent = true },
 	{ "plan", "Plan placement (dry run)",
 	  "Where every workload would go if all started at once, changing nothing: the daemon's "
 	  "config on its GPUs, or on hypothetical GPUs (\"4x40GiB\"), or another config (YAML text).",
@@ -235,7 +248,7 @@ static const struct tool tools[] = {
 	  "{\"type\": \"object\", \"properties\": {\"gpus\": {\"type\": \"array\"}, "
 	  "\"workloads\": {\"type\": \"array\"}, \"fits\": {\"type\": \"boolean\"}}, "
 	  "\"required\": [\"gpus\", \"workloads\", \"fits\"]}",
-	  TOOL_PLAN, 0 },
+	  TOOL_PLAN, 0, .read_only = true, .idempotent = true },
 };
 #define N_TOOLS (sizeof(tools) / sizeof(tools[0]))
 
@@ -337,6 +350,24 @@ static bool args_valid(json_t *schema, json_t *args, char *msg, size_t msg_size)
 			snprintf(msg, msg_size, "%s: required", json_string_value(r));
 			return false;
 		}
+	}
+	/* anyOf: [{required: [a]}, {required: [b]}]: one of a, b (a name and its alias) */
+	json_t *any = json_object_get(schema, "anyOf");
+	bool one = json_array_size(any) == 0;
+	json_array_foreach(any, i, r)
+		one = one || json_object_get(args, json_string_value(json_array_get(
+							   json_object_get(r, "required"), 0)));
+	if (!one) {
+		size_t off = 0;
+		json_array_foreach(any, i, r)
+			if (off < msg_size)
+				off += (size_t)snprintf(msg + off, msg_size - off, "%s%s",
+							i ? " or " : "",
+							json_string_value(json_array_get(
+								json_object_get(r, "required"), 0)));
+		if (off < msg_size)
+			snprintf(msg + off, msg_size - off, ": required");
+		return false;
 	}
 	return true;
 }
@@ -1387,13 +1418,14 @@ void vram_mcp_handle_http(struct vram_mcp *mcp, struct evhttp_request *req, cons
 				    "no such session (it ended or was dropped): initialize again");
 			goto out;
 		}
-		if (hv && strcmp(hv, s->version) != 0) {
-			snprintf(text, sizeof(text),
-				 "MCP-Protocol-Version \"%s\" differs from the session's \"%s\"", hv,
-				 s->version);
-			http_refuse(req, 400, id, VRAM_MCP_INVALID_REQUEST, text);
-			goto out;
-		}
+		/*
+		 * The header names a revision we speak (checked above), maybe not
+		 * the session's: clients send 2025-03-26 on a session they
+		 * negotiated otherwise (the conformance suite's multiple-streams
+		 * scenario does), and the official SDK's server serves them. The
+		 * session's revision is the one that answers. 2026-07-28 was
+		 * served statelessly above.
+		 */
 		session_unlink(mcp, s);
 		session_push(mcp, s);
 		version = s->version;
@@ -1444,10 +1476,15 @@ int vram_mcp_new(struct event_base *base, struct vram_manager *m, struct vram_wa
 	for (size_t i = 0; !r && i < N_TOOLS; i++) {
 		json_t *in = json_loads(tools[i].input_schema, 0, NULL);
 		json_t *outs = json_loads(tools[i].output_schema, 0, NULL);
-		json_t *t = in && outs ? json_pack("{s:s, s:s, s:s, s:O, s:O}", "name", tools[i].name,
-						   "title", tools[i].title, "description",
-						   tools[i].description, "inputSchema", in,
-						   "outputSchema", outs)
+		const struct tool *d = &tools[i];
+		json_t *t = in && outs ? json_pack("{s:s, s:s, s:s, s:O, s:O, s:{s:s, s:b, s:b, s:b, s:b}}",
+						   "name", d->name, "title", d->title,
+						   "description", d->description, "inputSchema", in,
+						   "outputSchema", outs, "annotations", "title",
+						   d->title, "readOnlyHint", d->read_only,
+						   "destructiveHint", d->destructive,
+						   "idempotentHint", d->idempotent,
+						   "openWorldHint", 0)
 				       : NULL;
 		if (!t || json_array_append_new(mcp->tools, t) < 0)
 			r = in && outs ? -ENOMEM : -EINVAL;

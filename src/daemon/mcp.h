@@ -6,8 +6,8 @@
  * the REST compatibility routes (waitact.h), the workload tools are manager
  * actions, and plan is the planner's dry run.
  *
- * Revisions: 2025-06-18 and 2025-11-25 (a session made by initialize, its
- * id in the Mcp-Session-Id header), and 2026-07-28 (stateless: no
+ * Revisions: 2025-03-26, 2025-06-18 and 2025-11-25 (a session made by
+ * initialize, its id in the Mcp-Session-Id header), and 2026-07-28 (stateless: no
  * initialize and no session; each request carries its revision and the
  * client's capabilities in params._meta, mirrored on HTTP by the
  * MCP-Protocol-Version, Mcp-Method and Mcp-Name headers, and each result
@@ -69,8 +69,8 @@ extern const char *const vram_mcp_versions[];
 bool vram_mcp_version_supported(const char *version);
 /*
  * The revision initialize answers a client asking for requested (may be
- * NULL): requested itself if it is one with a handshake (2025-06-18,
- * 2025-11-25), else VRAM_MCP_VERSION_HANDSHAKE_LATEST; the client decides
+ * NULL): requested itself if it is one with a handshake (2025-03-26,
+ * 2025-06-18, 2025-11-25), else VRAM_MCP_VERSION_HANDSHAKE_LATEST; the client decides
  * whether to go on. 2026-07-28 has no initialize, so asking for it there
  * gets 2025-11-25 too. Static string.
  */

@@ -55,7 +55,8 @@ int vram_manager_note_progress(struct vram_manager *m, const char *name, unsigne
 	return -ENOENT;
 }
 
-int vram_manager_find_model(struct vram_manager *m, const char *model, const char **ret_name)
+int vram_manager_find_model(struct vram_manager *m, const char *model, const char **ret_name,
+			    const char **ret_upstream)
 {
 	for (size_t k = 0; model && k < m->n_live; k++) {
 		const struct mgr_slot *s = mgr_slot(m, m->wptrs[k]);
@@ -66,6 +67,8 @@ int vram_manager_find_model(struct vram_manager *m, const char *model, const cha
 		for (size_t i = 0; i < c->n_models; i++) {
 			if (strcmp(c->models[i], model) == 0) {
 				*ret_name = c->name;
+				if (ret_upstream)
+					*ret_upstream = c->model_upstreams[i];
 				return 0;
 			}
 		}

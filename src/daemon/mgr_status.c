@@ -331,16 +331,84 @@ static json_t *compat_host_memory_json(struct vram_manager *m, const struct vram
 			 (double)u.kept / gib, "on_disk_gb", (double)u.on_disk / gib, "host", host);
 }
 
+/* One GPU as the compat status reads it: queried once a call, for every workload. */
+struct compat_gpu {
+	bool valid;
+	uint64_t total; /* bytes */
+	pid_t pids[VRAM_GPU_MAX_PROCS];
+	uint64_t used[VRAM_GPU_MAX_PROCS]; /* bytes each pid holds; UINT64_MAX = not known */
+	size_t n_procs;
+};
+
+/*
+ * A workload's gpu_memory: one "GPU_<index>" entry for every GPU of the
+ * machine, the same keys whether it was ever placed or not (what it does
+ * not hold is 0), so that the TTS apps' readers see one shape.
+ * allocated_gb: what its process holds (per-process usage where the
+ * backend has it, else its reservation); reserved_gb: what vramd reserved
+ * for it; total_gb: the GPU's memory (null when the GPU could not be read).
+ */
+static json_t *compat_gpu_memory_json(const struct vram_workload *w, const struct compat_gpu *gpus,
+				      unsigned n_gpus)
+{
+	const double gib = (double)VRAM_GiB;
+	json_t *mem = json_object();
+	for (unsigned g = 0; mem && g < n_gpus; g++) {
+		uint64_t used = 0, reserved = 0;
+		for (size_t i = 0; i < w->n_instances; i++) {
+			const struct vram_instance *in = &w->instances[i];
+			for (size_t k = 0; k < in->n_gpus; k++) {
+				if (in->gpus[k] != g || !in->resident)
+					continue;
+				uint64_t mine = in->bytes_per_gpu;
+				for (size_t p = 0; p < gpus[g].n_procs; p++)
+					if (in->pid > 0 && gpus[g].pids[p] == in->pid &&
+					    gpus[g].used[p] != UINT64_MAX)
+						mine = gpus[g].used[p];
+				used += mine;
+				reserved += in->bytes_per_gpu;
+			}
+		}
+		char key[32];
+		snprintf(key, sizeof(key), "GPU_%u", g);
+		json_object_set_new(mem, key,
+			json_pack("{s:f,s:f,s:o}", "allocated_gb", (double)used / gib, "reserved_gb",
+				  (double)reserved / gib, "total_gb",
+				  gpus[g].valid ? json_real((double)gpus[g].total / gib) : json_null()));
+	}
+	return mem;
+}
+
 json_t *vram_manager_compat_status_json(struct vram_manager *m)
 {
+	unsigned n_gpus = vram_gpu_count(m->gpus);
+	struct compat_gpu *gpus = calloc(n_gpus ? n_gpus : 1, sizeof(*gpus));
+	struct vram_gpu_info *info = malloc(sizeof(*info));
+	if (!gpus || !info) {
+		free(gpus);
+		free(info);
+		return NULL;
+	}
+	for (unsigned g = 0; g < n_gpus; g++) {
+		if (vram_gpu_query(m->gpus, g, info) < 0)
+			continue;
+		gpus[g].valid = true;
+		gpus[g].total = info->mem_total;
+		for (size_t p = 0; info->procs_valid && p < info->n_procs; p++) {
+			gpus[g].pids[p] = info->procs[p].pid;
+			gpus[g].used[p] = info->procs[p].used_bytes;
+		}
+		gpus[g].n_procs = info->procs_valid ? info->n_procs : 0;
+	}
+	free(info);
 	json_t *o = json_object();
 	uint64_t now = vram_now_ms();
-	const double gib = (double)VRAM_GiB;
 	json_t *status_host = vram_manager_host_json(m);
 	json_t *host = status_host ? compat_host_json(status_host) : NULL;
 	json_decref(status_host);
 	if (!host) {
 		json_decref(o);
+		free(gpus);
 		return NULL;
 	}
 	for (size_t k = 0; o && k < m->n_live; k++) {
@@ -355,28 +423,7 @@ json_t *vram_manager_compat_status_json(struct vram_manager *m)
 			location = "disk";
 		else if (running || w->state == VRAM_WL_OFFLOADED)
 			location = "CPU";
-		json_t *mem = json_object();
-		for (size_t i = 0; mem && i < w->n_instances; i++) {
-			const struct vram_instance *in = &w->instances[i];
-			for (size_t g = 0; g < in->n_gpus; g++) {
-				struct vram_gpu_info info;
-				if (vram_gpu_query(m->gpus, in->gpus[g], &info) < 0)
-					continue;
-				uint64_t used = in->resident ? in->bytes_per_gpu : 0;
-				for (size_t p = 0; info.procs_valid && p < info.n_procs; p++) {
-					if (in->pid > 0 && info.procs[p].pid == in->pid &&
-					    info.procs[p].used_bytes != UINT64_MAX)
-						used = info.procs[p].used_bytes;
-				}
-				char key[32];
-				snprintf(key, sizeof(key), "GPU_%u", in->gpus[g]);
-				json_object_set_new(mem, key,
-					json_pack("{s:f,s:f,s:f}", "allocated_gb", (double)used / gib,
-						  "reserved_gb",
-						  (double)(in->resident ? in->bytes_per_gpu : 0) / gib,
-						  "total_gb", (double)info.mem_total / gib));
-			}
-		}
+		json_t *mem = compat_gpu_memory_json(w, gpus, n_gpus);
 		bool monitor = w->offload_after_ms != VRAM_DURATION_NEVER ||
 			       w->release_after_ms != VRAM_DURATION_NEVER;
 		json_object_set_new(o, w->cfg->name,
@@ -390,5 +437,6 @@ json_t *vram_manager_compat_status_json(struct vram_manager *m)
 				  "state", vram_wl_state_name(w->state)));
 	}
 	json_decref(host);
+	free(gpus);
 	return o;
 }

@@ -468,20 +468,31 @@ int vram_waitact_compat_timeout(struct vram_waitact *wa, json_t *obj, json_t **r
 	int st;
 	char msg[512];
 	uint64_t ms;
-	json_t *t = json_object_get(obj, "timeout");
+	/* timeout_seconds is what the TTS apps send to the MCP tool; timeout, to the route */
+	json_t *ts = json_object_get(obj, "timeout_seconds");
+	json_t *t = ts ? ts : json_object_get(obj, "timeout");
+	const char *key = ts ? "timeout_seconds" : "timeout";
 	json_t *wv = json_object_get(obj, "workload");
 	const char *name = NULL;
+	if (ts && json_object_get(obj, "timeout")) {
+		st = 400;
+		snprintf(msg, sizeof(msg), "timeout and timeout_seconds are the same setting: "
+					   "expected one of them");
+		goto out_bad;
+	}
 	if (!t) {
 		st = 400;
-		snprintf(msg, sizeof(msg), "timeout: required (seconds of idle time before release)");
+		snprintf(msg, sizeof(msg), "timeout_seconds (or timeout): required (seconds of idle "
+					   "time before release)");
 		goto out_bad;
 	}
 	if (json_is_null(t)) {
 		st = 400;
-		snprintf(msg, sizeof(msg), "timeout: expected a number of seconds or a duration string");
+		snprintf(msg, sizeof(msg), "%s: expected a number of seconds or a duration string",
+			 key);
 		goto out_bad;
 	}
-	if ((st = vram_http_duration_field(t, "timeout", &ms, msg, sizeof(msg))))
+	if ((st = vram_http_duration_field(t, key, &ms, msg, sizeof(msg))))
 		goto out_bad;
 	if (wv && !json_is_null(wv)) {
 		if (!json_is_string(wv)) {
@@ -508,7 +519,8 @@ int vram_waitact_compat_timeout(struct vram_waitact *wa, json_t *obj, json_t **r
 	snprintf(msg, sizeof(msg), "idle release timeout set to %s",
 		 ms == VRAM_DURATION_NEVER ? "never"
 					   : vram_units_format_duration_ms(ms, fmt, sizeof(fmt)));
-	*ret = json_pack("{s:b, s:s, s:o, s:s?}", "success", 1, "message", msg, "timeout", tv,
+	/* no "workload" for all of them: its type is string, never null (the MCP output schema) */
+	*ret = json_pack("{s:b, s:s, s:o, s:s*}", "success", 1, "message", msg, "timeout", tv,
 			 "workload", name);
 	return 200;
 

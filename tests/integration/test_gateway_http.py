@@ -283,7 +283,7 @@ def test_requests_that_could_be_read_two_ways_are_refused(echo, raw, status):
 def test_token_on_tcp_not_on_the_control_socket(daemon):
     d = daemon(config(token="s3cret"), wait=False)
     wait_for(lambda: os.path.exists(d.sock), 10, what="the control socket")
-    wait_for(lambda: d.get("/healthz").status_code == 401, 10, what="vramd to answer")
+    wait_for(lambda: d.get("/api/status").status_code == 401, 10, what="vramd to answer")
     for target in ("/w/echo/x", "/v1/models", "/api/status", "/metrics"):
         s = connect(d)
         s.sendall(request("GET", target))

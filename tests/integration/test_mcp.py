@@ -47,7 +47,9 @@ def check_conversation(d, out):
     assert all(t["hasOutputSchema"] for t in out["tools"])
     tools = {t["name"]: t for t in out["tools"]}
     assert tools["start_workload"]["required"] == ["workload"]
-    assert tools["update_gpu_timeout"]["required"] == ["timeout"]
+    # timeout_seconds or timeout (anyOf), so neither is required by name
+    assert tools["update_gpu_timeout"]["required"] == []
+    assert tools["update_gpu_timeout"]["properties"] == ["timeout_seconds", "timeout", "workload"]
     assert out["server"]["name"] == "vramd"
     assert out["server"]["version"] == project_version()
 
@@ -139,14 +141,17 @@ def test_mcp_http_sessions_revisions_and_origin(daemon):
     # No session, another session's revision, an unknown session.
     r = requests.post(url, json=rpc("ping"), timeout=10)
     assert r.status_code == 400 and "Mcp-Session-Id" in r.json()["error"]["message"]
-    r = requests.post(url, json=rpc("ping"),
-                      headers={**h, "MCP-Protocol-Version": "2025-11-25"}, timeout=10)
-    assert r.status_code == 400
+    # Another revision we speak, on a 2025-06-18 session: served by the session's
+    # revision (clients send 2025-03-26 so; the official SDK serves it too).
+    r = requests.post(url, json=rpc("tools/call", name="start_workload", arguments={}),
+                      headers={**h, "MCP-Protocol-Version": "2025-03-26"}, timeout=10)
+    assert r.status_code == 200 and r.json()["error"]["code"] == -32602
     r = requests.post(url, json=rpc("ping"),
                       headers={**h, "MCP-Protocol-Version": "2099-01-01"}, timeout=10)
     assert r.status_code == 400
     assert r.json()["error"]["code"] == -32022
-    assert r.json()["error"]["data"] == {"supported": ["2025-06-18", "2025-11-25", "2026-07-28"],
+    assert r.json()["error"]["data"] == {"supported": ["2025-03-26", "2025-06-18", "2025-11-25",
+                                                       "2026-07-28"],
                                          "requested": "2099-01-01"}
     # A cursor tools/list never handed out.
     r = requests.post(url, json=rpc("tools/list", cursor="x"), headers=h, timeout=10)
@@ -214,7 +219,7 @@ def test_mcp_http_stateless_revision(daemon):
     r = requests.post(url, json=msg, headers=h, timeout=10)
     assert r.status_code == 200 and "Mcp-Session-Id" not in r.headers
     res = r.json()["result"]
-    assert res["supportedVersions"] == ["2025-06-18", "2025-11-25", "2026-07-28"]
+    assert res["supportedVersions"] == ["2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"]
     assert res["resultType"] == "complete" and res["cacheScope"] == "public"
     assert res["_meta"]["io.modelcontextprotocol/serverInfo"]["version"] == project_version()
 
@@ -420,3 +425,88 @@ def test_vramctl_mcp_over_tcp(daemon):
     assert err["id"] == "a" and err["error"]["code"] == -32603
     assert "cannot connect to vramd at http://127.0.0.1:" in err["error"]["message"]
     b.close()
+
+
+def test_every_tool_result_validates_in_the_sdk(daemon):
+    """Each tool in the forms the TTS apps and other clients send it; the
+    SDK's callTool checks structuredContent against the outputSchema."""
+    d = daemon()
+    out = run_node("mcp-tools.mjs", "--http", d.url + "/mcp", "--workload", "embed")
+    failed = [c for c in out["calls"] if "error" in c or c["isError"]]
+    assert not failed, failed
+    called = {c["tool"] for c in out["calls"]}
+    assert called == {t["name"] for t in out["tools"]}  # every tool
+    by_args = {(c["tool"], json.dumps(c["args"], sort_keys=True)): c for c in out["calls"]}
+    # update_gpu_timeout {"timeout_seconds": 300}, exactly as the TTS apps send it
+    r = by_args[("update_gpu_timeout", '{"timeout_seconds": 300}')]["structured"]
+    assert r == {"success": True, "message": "idle release timeout set to 5m", "timeout": 300.0}
+    r = by_args[("update_gpu_timeout", '{"timeout": 600}')]["structured"]
+    assert r["timeout"] == 600.0 and "workload" not in r
+    r = by_args[("update_gpu_timeout", '{"timeout_seconds": "10m", "workload": "embed"}')]
+    assert r["structured"]["workload"] == "embed"
+    # the last call, 0 for all: never
+    assert d.workload("chat")["timeouts"]["release_after_seconds"] is None
+
+
+def test_tool_annotations(daemon):
+    d = daemon()
+    out = run_node("mcp-tools.mjs", "--http", d.url + "/mcp", "--workload", "embed")
+    ann = {t["name"]: t["annotations"] for t in out["tools"]}
+    for name, a in ann.items():
+        assert a is not None, name
+        assert set(a) == {"title", "readOnlyHint", "destructiveHint", "idempotentHint",
+                          "openWorldHint"}, name
+        assert a["openWorldHint"] is False
+    reads = {n for n, a in ann.items() if a["readOnlyHint"]}
+    assert reads == {"get_gpu_status", "list_workloads", "plan"}
+    destructive = {n for n, a in ann.items() if a["destructiveHint"]}
+    assert destructive == {"release_gpu", "stop_workload"}
+    assert all(a["idempotentHint"] for a in ann.values())
+
+
+def test_update_gpu_timeout_arguments(daemon):
+    d = daemon()
+    url = d.url + "/mcp"
+    r = requests.post(url, json=rpc("initialize", protocolVersion="2025-11-25", capabilities={},
+                                    clientInfo={"name": "t", "version": "1"}), timeout=10)
+    h = {"Mcp-Session-Id": r.headers["Mcp-Session-Id"], "MCP-Protocol-Version": "2025-11-25"}
+
+    def call(args):
+        r = requests.post(url, json=rpc("tools/call", name="update_gpu_timeout", arguments=args),
+                          headers=h, timeout=10)
+        return r.json()["result"]
+
+    res = call({"timeout_seconds": 300, "timeout": 300})
+    assert res["isError"] and "expected one of them" in res["content"][0]["text"]
+    res = call({})
+    assert res["isError"]
+    assert res["content"][0]["text"] == "update_gpu_timeout: timeout_seconds or timeout: required"
+    res = call({"timeout_seconds": "soon"})
+    assert res["isError"] and "timeout_seconds" in res["content"][0]["text"]
+    # the REST route takes either name too
+    r = d.post("/api/gpu/timeout", json={"timeout_seconds": 120})
+    assert r.status_code == 200 and r.json() == {
+        "success": True, "message": "idle release timeout set to 2m", "timeout": 120.0}
+
+
+def test_revision_2025_03_26_is_accepted(daemon):
+    """What many clients still send: initialize answers with it, and the
+    session serves without the MCP-Protocol-Version header (2025-06-18 on)."""
+    d = daemon()
+    url = d.url + "/mcp"
+    r = requests.post(url, json=rpc("initialize", protocolVersion="2025-03-26", capabilities={},
+                                    clientInfo={"name": "t", "version": "1"}), timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.json()["result"]["protocolVersion"] == "2025-03-26"
+    h = {"Mcp-Session-Id": r.headers["Mcp-Session-Id"]}
+    r = requests.post(url, json=rpc("notifications/initialized", id=None), headers=h, timeout=10)
+    assert r.status_code == 202
+    r = requests.post(url, json=rpc("tools/list"), headers=h, timeout=10)
+    assert r.status_code == 200 and len(r.json()["result"]["tools"]) == 10
+    r = requests.post(url, json=rpc("tools/call", name="get_gpu_status", arguments={}),
+                      headers={**h, "MCP-Protocol-Version": "2025-03-26"}, timeout=10)
+    assert r.status_code == 200 and r.json()["result"]["isError"] is False
+    # bad arguments are a protocol error before 2025-11-25
+    r = requests.post(url, json=rpc("tools/call", name="start_workload", arguments={}),
+                      headers=h, timeout=10)
+    assert r.json()["error"]["code"] == -32602

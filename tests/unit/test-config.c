@@ -522,6 +522,50 @@ static void test_tokens(void **state)
 		     "or control characters");
 }
 
+/* models: plain names go up as written; an alias names its upstream. */
+static void test_model_aliases(void **state)
+{
+	(void)state;
+	struct vram_config *cfg = parse_ok(WL_A "    models:\n      - plain\n"
+					   "      - {name: chat, upstream: Qwen/Qwen2.5-7B}\n"
+					   "      - {name: same}\n");
+	const struct vram_workload_config *w = &cfg->workloads[0];
+	assert_int_equal(w->n_models, 3);
+	assert_string_equal(w->models[0], "plain");
+	assert_string_equal(w->model_upstreams[0], "plain");
+	assert_string_equal(w->models[1], "chat");
+	assert_string_equal(w->model_upstreams[1], "Qwen/Qwen2.5-7B");
+	assert_string_equal(w->models[2], "same");
+	assert_string_equal(w->model_upstreams[2], "same");
+	assert_null(w->models[3]);
+	assert_null(w->model_upstreams[3]);
+	vram_config_free(cfg);
+	/* an alias's name is a model name like any: once across workloads */
+	expect_error("workloads:\n  a:\n    cmd: [x]\n    models: [chat]\n"
+		     "  b:\n    cmd: [x]\n    models: [{name: chat, upstream: y}]\n",
+		     "t.yaml:7:14: workloads.b.models[0]: model 'chat' is already routed to "
+		     "workload 'a', expected each model name once");
+}
+
+/* A model server is ready when its own routes say so, unless health: says how. */
+static void test_model_server_health_default(void **state)
+{
+	(void)state;
+	struct vram_config *cfg = parse_ok("workloads:\n"
+					   "  llm: { cmd: [x], models: [m1] }\n"
+					   "  tcp: { cmd: [x], models: [m2], health: tcp }\n"
+					   "  plain: { cmd: [x] }\n"
+					   "  timed: { cmd: [x], models: [m3], health: { interval: 2s } }\n");
+	assert_int_equal(cfg->workloads[0].health.kind, VRAM_HEALTH_MODEL);
+	assert_int_equal(cfg->workloads[1].health.kind, VRAM_HEALTH_TCP);
+	assert_int_equal(cfg->workloads[2].health.kind, VRAM_HEALTH_TCP);
+	assert_int_equal(cfg->workloads[3].health.kind, VRAM_HEALTH_MODEL);
+	vram_config_free(cfg);
+	cfg = parse_ok("defaults: { health: /ready }\nworkloads:\n  llm: { cmd: [x], models: [m1] }\n");
+	assert_int_equal(cfg->workloads[0].health.kind, VRAM_HEALTH_HTTP);
+	vram_config_free(cfg);
+}
+
 static void test_env_in_daemon_keys(void **state)
 {
 	(void)state;
@@ -920,10 +964,17 @@ static void test_error_values(void **state)
 		     "digits and _, got \"1BAD\"\n"
 		     "t.yaml:4:24: workloads.a.env.OK: expected a string, got a list");
 	expect_error(WL_A "    models: [a, {b: c}]\n",
-		     "t.yaml:4:17: workloads.a.models[1]: expected a string, got a mapping");
+		     "t.yaml:4:17: workloads.a.models[1]: expected a model name: a string, or "
+		     "{name: alias, upstream: the name the model server knows}\n"
+		     "t.yaml:4:18: workloads.a.models[1].b: unknown key 'b', expected name or upstream");
+	expect_error(WL_A "    models: [a, [b]]\n",
+		     "t.yaml:4:17: workloads.a.models[1]: expected a model name or "
+		     "{name: alias, upstream: real-name}, got a list");
+	expect_error(WL_A "    models: [{name: x, upstream: ''}]\n",
+		     "t.yaml:4:34: workloads.a.models[0].upstream: expected a non-empty model name, got \"\"");
 	expect_error(WL_A "    models: m\n",
 		     "t.yaml:4:13: workloads.a.models: expected a list of model names like "
-		     "[Qwen/Qwen2.5-7B], got \"m\"");
+		     "[Qwen/Qwen2.5-7B] or {name: alias, upstream: real-name}, got \"m\"");
 }
 
 static void test_error_gpus(void **state)
@@ -1352,6 +1403,8 @@ int main(void)
 		cmocka_unit_test(test_socket_access),
 		cmocka_unit_test(test_tokens),
 		cmocka_unit_test(test_env_in_daemon_keys),
+		cmocka_unit_test(test_model_aliases),
+		cmocka_unit_test(test_model_server_health_default),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

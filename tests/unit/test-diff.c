@@ -244,6 +244,9 @@ static const struct wl_sample wl_samples[] = {
 	{ "restart.window", "", "    restart: { window: 1m }\n" },
 	{ "stop_grace", "", "    stop_grace: 30s\n" },
 	{ "models", "", "    models: [m1]\n" },
+	/* an alias's upstream alone changes what goes up */
+	{ "models", "    models: [{name: m1, upstream: u1}]\n",
+	  "    models: [{name: m1, upstream: u2}]\n" },
 	{ "share", "", "    share: mps\n" },
 	{ "compute", "    share: mps\n", "    share: mps\n    compute: 50%\n" },
 	{ "max_concurrency", "", "    max_concurrency: 4\n" },
@@ -336,6 +339,7 @@ static const struct daemon_sample daemon_samples[] = {
 	{ "daemon.upgrade_drain", DAEMON_LINE(", upgrade_drain: 30s") GPUS_LINE },
 	{ "daemon.allowed_hosts", DAEMON_LINE(", allowed_hosts: [gpu1]") GPUS_LINE },
 	{ "daemon.cors.origins", DAEMON_LINE(", cors: { origins: ['http://ui:3000'] }") GPUS_LINE },
+	{ "daemon.open_healthz", DAEMON_LINE(", open_healthz: false") GPUS_LINE },
 	{ "daemon.run_as", DAEMON_LINE(", run_as: root") GPUS_LINE },
 	{ "daemon.socket_mode", DAEMON_LINE(", socket_mode: '0666'") GPUS_LINE },
 	/* a group makes the mode 0660 unless it is given */

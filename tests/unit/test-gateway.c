@@ -74,6 +74,42 @@ static void test_model_from_json(void **state)
 	assert_string_equal(m, "q x");
 }
 
+/* An alias's rewrite: the model's bytes change, nothing else does. */
+static void expect_rewrite(const char *body, const char *upstream, size_t max, int want,
+			   const char *want_body)
+{
+	char *out = NULL;
+	size_t len = 0;
+	assert_int_equal(vram_gateway_rewrite_model(body, strlen(body), upstream, max, &out, &len),
+			 want);
+	if (want == 0) {
+		assert_int_equal(len, strlen(want_body));
+		assert_string_equal(out, want_body);
+	} else {
+		assert_null(out);
+	}
+	free(out);
+}
+
+static void test_rewrite_model(void **state)
+{
+	(void)state;
+	expect_rewrite("{\"model\":\"a\"}", "Qwen/Q", 1024, 0, "{\"model\":\"Qwen/Q\"}");
+	/* whitespace, numbers and a nested "model" as sent */
+	expect_rewrite(" {\n \"t\": 0.70, \"x\": {\"model\": \"a\"},\"model\" : \"a\" }", "b", 1024, 0,
+		       " {\n \"t\": 0.70, \"x\": {\"model\": \"a\"},\"model\" : \"b\" }");
+	/* an escaped key, and an upstream that needs escapes */
+	expect_rewrite("{\"\\u006dodel\": \"a\"}", "q\"ü", 1024, 0, "{\"\\u006dodel\": \"q\\\"ü\"}");
+	/* every top-level "model" (jansson keeps the last) */
+	expect_rewrite("{\"model\":\"a\",\"model\":\"b\"}", "c", 1024, 0, "{\"model\":\"c\",\"model\":\"c\"}");
+	/* not a JSON object with a string model: sent as it is */
+	expect_rewrite("model=a", "c", 1024, -ENOENT, NULL);
+	expect_rewrite("{\"model\": 42}", "c", 1024, -ENOENT, NULL);
+	expect_rewrite("[{\"model\": \"a\"}]", "c", 1024, -ENOENT, NULL);
+	/* bounded */
+	expect_rewrite("{\"model\":\"a\"}", "a-much-longer-name", 20, -E2BIG, NULL);
+}
+
 static void test_model_from_forms(void **state)
 {
 	char m[64];
@@ -351,6 +387,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_model_from_json),
 		cmocka_unit_test(test_model_from_forms),
+		cmocka_unit_test(test_rewrite_model),
 		cmocka_unit_test(test_reload),
 		cmocka_unit_test(test_upstream_headers),
 	};

@@ -255,7 +255,7 @@ static void test_lifecycle(void **state)
 	assert_int_equal(vram_manager_endpoint(c->m, "demo", &port), 0);
 	assert_int_equal(port, (unsigned)wl_int(c, "demo", "port"));
 	const char *by_model = NULL;
-	assert_int_equal(vram_manager_find_model(c->m, "demo-model", &by_model), 0);
+	assert_int_equal(vram_manager_find_model(c->m, "demo-model", &by_model, NULL), 0);
 	assert_string_equal(by_model, "demo");
 	const char *log = vram_manager_log_path(c->m, "demo");
 	assert_non_null(strstr(log, "/logs/demo.log"));

@@ -87,12 +87,14 @@ static void test_negotiate(void **state)
 	/* Older or unknown: our latest with a handshake, and the client decides
 	 * whether to go on; 2026-07-28 has no initialize to answer with it. */
 	assert_string_equal(vram_mcp_negotiate("2024-11-05"), "2025-11-25");
-	assert_string_equal(vram_mcp_negotiate("2025-03-26"), "2025-11-25");
+	/* 2025-03-26, which many clients still send, is answered with itself */
+	assert_string_equal(vram_mcp_negotiate("2025-03-26"), "2025-03-26");
 	assert_string_equal(vram_mcp_negotiate("2099-01-01"), "2025-11-25");
 	assert_string_equal(vram_mcp_negotiate("2026-07-28"), "2025-11-25");
 	assert_string_equal(vram_mcp_negotiate(NULL), "2025-11-25");
 	assert_true(vram_mcp_version_supported("2025-11-25"));
-	assert_false(vram_mcp_version_supported("2025-03-26"));
+	assert_true(vram_mcp_version_supported("2025-03-26"));
+	assert_false(vram_mcp_version_supported("2024-11-05"));
 	assert_false(vram_mcp_version_supported(NULL));
 	assert_true(vram_mcp_version_has_session("2025-06-18"));
 	assert_true(vram_mcp_version_has_session("2025-11-25"));
@@ -156,8 +158,9 @@ static void test_stateless(void **state)
 				   "\"params\":{" META_2026 "}}");
 	json_t *res = json_object_get(r, "result");
 	json_t *sv = json_object_get(res, "supportedVersions");
-	assert_int_equal(json_array_size(sv), 3);
-	assert_string_equal(json_string_value(json_array_get(sv, 2)), "2026-07-28");
+	assert_int_equal(json_array_size(sv), 4);
+	assert_string_equal(json_string_value(json_array_get(sv, 0)), "2025-03-26");
+	assert_string_equal(json_string_value(json_array_get(sv, 3)), "2026-07-28");
 	assert_non_null(json_object_get(json_object_get(res, "capabilities"), "tools"));
 	assert_string_equal(json_string_value(json_object_get(res, "resultType")), "complete");
 	assert_true(json_integer_value(json_object_get(res, "ttlMs")) > 0);
@@ -178,7 +181,7 @@ static void test_stateless(void **state)
 	assert_int_equal(error_code(r), VRAM_MCP_UNSUPPORTED_VERSION);
 	json_t *data = json_object_get(json_object_get(r, "error"), "data");
 	assert_string_equal(json_string_value(json_object_get(data, "requested")), "1900-01-01");
-	assert_int_equal(json_array_size(json_object_get(data, "supported")), 3);
+	assert_int_equal(json_array_size(json_object_get(data, "supported")), 4);
 
 	/* tools/list may be cached; a result says what it is and who sent it. */
 	r = send_msg(f, v, "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"tools/list\",\"params\":{"
@@ -331,7 +334,7 @@ static void test_tool_arguments(void **state)
 	assert_string_equal(text,
 			    "update_gpu_timeout: timeout: expected a number or string, got boolean");
 	text = tool_error_text(call_tool(f, "2026-07-28", "update_gpu_timeout", "{}"));
-	assert_string_equal(text, "update_gpu_timeout: timeout: required");
+	assert_string_equal(text, "update_gpu_timeout: timeout_seconds or timeout: required");
 
 	/* In 2025-06-18 they are protocol errors. */
 	r = call_tool(f, "2025-06-18", "start_workload", "{}");

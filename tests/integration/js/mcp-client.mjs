@@ -7,6 +7,7 @@
 // [{tool, args, isError, text, structured} | {tool, args, error: {code, message}}]}.
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { recorder } from './mcp-calls.mjs';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 
 function argValue(name) {
@@ -53,20 +54,8 @@ out.tools = listed.tools.map((t) => ({
   hasOutputSchema: Boolean(t.outputSchema),
 }));
 
-async function call(tool, args) {
-  const rec = { tool, args };
-  try {
-    // The SDK checks structuredContent against the tool's outputSchema.
-    const r = await client.callTool({ name: tool, arguments: args });
-    rec.isError = Boolean(r.isError);
-    rec.text = r.content?.[0]?.text ?? '';
-    rec.structured = r.structuredContent ?? null;
-  } catch (e) {
-    rec.error = { code: e.code ?? null, message: String(e.message ?? e) };
-  }
-  out.calls.push(rec);
-  return rec;
-}
+// The SDK checks structuredContent against the tool's outputSchema.
+const call = recorder(client, out.calls);
 
 await call('get_gpu_status', {});
 await call('list_workloads', {});
