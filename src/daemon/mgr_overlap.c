@@ -23,14 +23,21 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/log.h"
 #include "common/units.h"
 #include "core/policy.h"
 
+/* VRAMD_SWAP_OVERLAP=0 turns overlap off, for measuring swaps one transfer after the other. */
+#define OVERLAP_ENV "VRAMD_SWAP_OVERLAP"
+
 bool mgr_overlap_can(struct vram_manager *m, const struct vram_workload *w)
 {
+	const char *env = getenv(OVERLAP_ENV);
+	if (env && strcmp(env, "0") == 0)
+		return false;
 	return w->engine && w->engine->can_overlap && w->engine->grant &&
 	       w->engine->can_overlap(w, &m->host);
 }
