@@ -195,6 +195,10 @@ extern const struct mgr_feature mgr_adhoc_feature;  /* mgr_adhoc.c */
 extern const struct mgr_feature mgr_adopt_feature;  /* mgr_adopt.c */
 extern const struct mgr_feature mgr_reload_feature; /* mgr_reload.c */
 extern const struct mgr_feature mgr_state_feature;  /* mgr_state.c */
+extern const struct mgr_feature mgr_container_feature; /* mgr_hookpid.c */
+
+/* Forgets in's container process (it ended): its claim on the hook channel goes. */
+void mgr_container_forget(struct vram_manager *m, struct vram_instance *in);
 
 static inline struct timeval mgr_tv(uint64_t ms)
 {

@@ -848,6 +848,7 @@ static void on_child_exit(struct vram_child *c, int status, void *arg)
 	slot->finished_ms = vram_now_ms();
 	if (m->hookchan)
 		vram_hookchan_unclaim(m->hookchan, pid);
+	mgr_container_forget(m, in);
 	mgr_park_remove(m, w->cfg->name, pid); /* nothing can read it back now */
 	if (!w->cfg->port)
 		in->port = 0; /* auto: the next start takes a port that is free then */

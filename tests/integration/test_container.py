@@ -172,6 +172,10 @@ def test_container_workload(daemon, image):
     assert hp["pid"] != runtime_pid
     assert inner_pid(hp["pid"]) == 1, "the hooked process is the container's first process"
     assert d.workload("fcs")["hook"]["measured_bytes"] == 128 * MIB
+    # and it is the instance's container process, to which GPU memory is accounted
+    ct = wait_for(lambda: (lambda c: c if c["pid"] else None)(d.workload("fcs")["instances"][0]["container"]),
+                  timeout=30, what="the container's process to be found")
+    assert ct == {"name": "vramd-fcs-0", "image": IMAGE, "pid": hp["pid"]}, ct
 
     # offload and restore through the hook, the bytes intact
     r = d.ctl("offload", "fcs", check=0, timeout=120)
