@@ -40,6 +40,7 @@
 
 #include "common/log.h"
 #include "common/proc.h"
+#include "daemon/container.h"
 #include "daemon/mps.h"
 #include "daemon/peer.h"
 #include "daemon/runas.h"
@@ -248,12 +249,19 @@ static bool adopt_workload(struct vram_manager *m, struct vram_workload *w,
 		const struct vram_statefile_instance *si = &sw->instances[i];
 		struct vram_instance *in = &w->instances[si->replica];
 		place_instance(m, in, si);
+		/* a container's run is taken back as one: it is stopped through its runtime again */
+		char ct_name[VRAM_CONTAINER_NAME_MAX];
+		const char *runtime = w->cfg->container.image ? vram_container_runtime(w->cfg->container.runtime)
+							      : NULL;
+		vram_container_name(w->cfg->name, si->replica, ct_name, sizeof(ct_name));
 		struct vram_adopt a = {
 			.pid = si->pid,
 			.start_ticks = si->start_ticks,
 			.relay_pid = si->relay_pid,
 			.relay_start_ticks = si->relay_start_ticks,
 			.log = w->log,
+			.container_runtime = runtime,
+			.container_name = runtime ? ct_name : NULL,
 		};
 		char err[256];
 		if (mgr_adopt_instance(m, w, in, &a, resident, si->mps, err, sizeof(err)) < 0) {

@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <unistd.h>
 #include <stdio.h>
@@ -179,16 +180,43 @@ static void container_find(struct vram_manager *m, struct vram_workload *w)
 	}
 }
 
+int mgr_container_hook_socket(struct vram_manager *m, char *ret_path, size_t size)
+{
+	const char *sock = m->hookchan ? vram_hookchan_path(m->hookchan) : NULL;
+	if (!sock || !m->state_dir)
+		return -ENOENT;
+	char dir[4096];
+	if ((size_t)snprintf(dir, sizeof(dir), "%s/ct", m->state_dir) >= sizeof(dir) ||
+	    (size_t)snprintf(ret_path, size, "%s/hook.sock", dir) >= size)
+		return -ENAMETOOLONG;
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	struct stat want, have;
+	if (stat(sock, &want) < 0)
+		return -errno;
+	if (stat(ret_path, &have) == 0 && have.st_ino == want.st_ino && have.st_dev == want.st_dev)
+		return 0;
+	(void)unlink(ret_path);
+	return link(sock, ret_path) == 0 ? 0 : -errno;
+}
+
 static void container_tick(struct vram_manager *m, uint64_t now_ms)
 {
 	(void)now_ms;
 	if (!m->hookchan)
 		return;
+	bool any = false;
 	for (size_t k = 0; k < m->n_live; k++) {
 		struct vram_workload *w = m->wptrs[k];
-		if (w->cfg->container.image)
-			container_find(m, w);
+		if (!w->cfg->container.image)
+			continue;
+		any = true;
+		container_find(m, w);
 	}
+	/* containers taken back from the previous vramd reach the new socket through the link */
+	char path[4096];
+	if (any)
+		(void)mgr_container_hook_socket(m, path, sizeof(path));
 }
 
 const struct mgr_feature mgr_container_feature = {

@@ -360,6 +360,7 @@ static int container_command(struct vram_manager *m, struct vram_workload *w, st
 	char idx[VRAM_PLAN_MAX_GPUS][16];
 	const char *hook_socket = NULL;
 	char *visible = NULL; /* CUDA_VISIBLE_DEVICES renumbered inside, or NULL */
+	char *hook_env = NULL, *hook_dir = NULL; /* the hook socket's link, for inside */
 	bool real_gpus = !vram_gpu_is_sim(m->gpus) && in->n_gpus > 0;
 	int r = -ENOMEM;
 	if (!inside || !outside)
@@ -399,6 +400,18 @@ static int container_command(struct vram_manager *m, struct vram_workload *w, st
 				inside[i] = visible;
 			}
 	}
+	/* through a directory of its own, which a container taken back after a restart still sees */
+	char hook_link[4096];
+	if (hook_socket && mgr_container_hook_socket(m, hook_link, sizeof(hook_link)) == 0) {
+		hook_env = mgr_asprintf("VRAM_HOOK_SOCKET=%s", hook_link);
+		hook_dir = strdup(hook_link);
+		if (!hook_env || !hook_dir)
+			goto out;
+		*strrchr(hook_dir, '/') = '\0';
+		for (size_t i = 0; i < n_in; i++)
+			if (env_is(inside[i], "VRAM_HOOK_SOCKET="))
+				inside[i] = hook_env;
+	}
 	struct stat st;
 	const char *park = mgr_park_dir(m);
 	struct vram_container_run run = {
@@ -408,6 +421,7 @@ static int container_command(struct vram_manager *m, struct vram_workload *w, st
 		.env = inside,
 		.hook_library = hook_socket ? m->hook_library : NULL,
 		.hook_socket = hook_socket,
+		.hook_dir = hook_dir,
 		.park_dir = hook_socket && park && stat(park, &st) == 0 && S_ISDIR(st.st_mode) ? park : NULL,
 		.dirs = dirs,
 		.ipc_host = in->mps_client != NULL,
@@ -440,6 +454,8 @@ out:
 	if (r == -ENOMEM && !err[0])
 		snprintf(err, err_size, "out of memory");
 	free(visible);
+	free(hook_env);
+	free(hook_dir);
 	free(inside);
 	free(outside);
 	return r;

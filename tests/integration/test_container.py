@@ -24,7 +24,7 @@ import tempfile
 import pytest
 import requests
 
-from conftest import BUILD, wait_for
+from conftest import BUILD, Daemon, pid_alive, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("podman") is None,
                                 reason="podman is not installed (make deps installs podman, "
@@ -216,3 +216,36 @@ def test_container_crash_restarts(daemon, image):
     # vramd's own stop (SIGTERM) stops the container through the runtime
     assert d.stop(timeout=60) == 0
     wait_for(lambda: not our_containers(), timeout=30, what="the container to be removed")
+
+
+def test_container_taken_back_after_vramd_is_killed(daemon, image):
+    """vramd killed with SIGKILL: the runtime's run and its container live on; the next vramd
+    takes the run back (state file), the hook inside reconnects to the new socket through the
+    directory mounted for it, offload and restore work, and a stop still removes the container."""
+    d = daemon(CONFIG)
+    d.ctl("start", "fcs", check=0, timeout=120)
+    runtime_pid = d.workload("fcs")["pid"]
+    hp = hooked(d)[0]["pid"]
+    os.killpg(d.proc.pid, signal.SIGKILL)
+    d.proc.wait()
+    d.log.close()
+    assert our_containers() == ["vramd-fcs-0"] and pid_alive(runtime_pid) and pid_alive(hp)
+
+    d2 = Daemon(d.workdir, d.config_path, d.port, d.sock, ["--gpus", "2x80GiB"])
+    try:
+        d2.wait_ready()
+        w = d2.wait_state("fcs", "ready", timeout=60)
+        assert w["pid"] == runtime_pid, w
+        # the same process, back on the new hook socket, and the workload's own (not external)
+        procs = hooked(d2, lambda ps: any(p["pid"] == hp and p["connected"] and not p["external"]
+                                          for p in ps))
+        assert [p["pid"] for p in procs if p["connected"]] == [hp], procs
+        r = d2.ctl("offload", "fcs", check=0, timeout=120)
+        assert "64MiB" in r.stdout and "via hook" in r.stdout, r.stdout
+        d2.ctl("restore", "fcs", check=0, timeout=120)
+        assert d2.get("/w/fcs/check").text == f"ok {64 * MIB}"
+        d2.ctl("stop", "fcs", check=0, timeout=120)
+        wait_for(lambda: not our_containers(), timeout=30, what="the container to be removed")
+        assert not pid_alive(runtime_pid)
+    finally:
+        d2.stop(timeout=60)
