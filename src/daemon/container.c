@@ -117,8 +117,8 @@ int vram_container_argv(const struct vram_container_run *r, char ***ret)
 		push(&b, "--ipc=host");
 	if (r->hook_library)
 		pushf(&b, "--volume=%s:%s:ro", r->hook_library, r->hook_library);
-	if (r->hook_dir)
-		pushf(&b, "--volume=%s:%s", r->hook_dir, r->hook_dir);
+	if (r->hook_dir) /* read-only: a container cannot put a socket of its own there for others */
+		pushf(&b, "--volume=%s:%s:ro", r->hook_dir, r->hook_dir);
 	else if (r->hook_socket)
 		pushf(&b, "--volume=%s:%s", r->hook_socket, r->hook_socket);
 	if (r->park_dir)

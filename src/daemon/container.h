@@ -40,7 +40,7 @@ struct vram_container_run {
 				       NULL-terminated; may be NULL */
 	const char *hook_library;   /* libvram.so, mounted read-only at its path; NULL: none */
 	const char *hook_socket;    /* the hook socket, mounted at its path; NULL: none */
-	const char *hook_dir;       /* instead: the directory holding it, mounted at its path */
+	const char *hook_dir;       /* instead: the directory holding it, mounted read-only at its path */
 	const char *park_dir;       /* the park directory, mounted read-write at its path; NULL: none */
 	char *const *dirs;          /* more directories mounted read-write at their paths (the MPS
 				       pipe directory), NULL-terminated; may be NULL */
