@@ -114,6 +114,7 @@ def image():
     for n in our_containers():
         podman("rm", "-f", n, check=False)
     yield IMAGE
+    podman("rmi", "-f", IMAGE, check=False)  # each run imports it anew: none piles up
     if old is None:
         del os.environ["CONTAINERS_CONF"]
     else:
@@ -191,6 +192,7 @@ def test_container_workload(daemon, image):
     # the container's output is in the workload's log
     log = d.get("/api/workloads/fcs/logs?tail=200").text
     assert "container vramd-fcs-0 through podman" in log, log
+    assert f"fc-server: {64 * MIB} bytes on the device, listening on {port}" in log, log
 
     # a stop goes through the runtime and leaves no container behind
     d.ctl("stop", "fcs", check=0, timeout=120)
