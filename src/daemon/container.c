@@ -26,21 +26,15 @@ void vram_container_name(const char *workload, unsigned replica, char *buf, size
 	snprintf(buf, size, "vramd-%s-%u", workload, replica);
 }
 
-const char *vram_container_runtime(enum vram_container_runtime rt)
+enum vram_container_runtime vram_container_resolve(enum vram_container_runtime rt)
 {
-	switch (rt) {
-	case VRAM_CONTAINER_PODMAN:
-		return "podman";
-	case VRAM_CONTAINER_DOCKER:
-		return "docker";
-	case VRAM_CONTAINER_AUTO:
-		break;
-	}
-	if (vram_spawn_check_executable("podman", NULL) == 0)
-		return "podman";
-	if (vram_spawn_check_executable("docker", NULL) == 0)
-		return "docker";
-	return NULL;
+	if (rt != VRAM_CONTAINER_AUTO)
+		return rt;
+	if (vram_spawn_check_executable(vram_container_runtime_name(VRAM_CONTAINER_PODMAN), NULL) == 0)
+		return VRAM_CONTAINER_PODMAN;
+	if (vram_spawn_check_executable(vram_container_runtime_name(VRAM_CONTAINER_DOCKER), NULL) == 0)
+		return VRAM_CONTAINER_DOCKER;
+	return VRAM_CONTAINER_AUTO;
 }
 
 /* A growing argv; a failed push leaves it marked failed, checked once at the end. */
@@ -105,8 +99,8 @@ static void builder_free(struct argv_builder *b)
 int vram_container_argv(const struct vram_container_run *r, char ***ret)
 {
 	struct argv_builder b = {0};
-	bool podman = strcmp(r->runtime, "docker") != 0;
-	push(&b, r->runtime);
+	bool podman = r->runtime != VRAM_CONTAINER_DOCKER;
+	push(&b, vram_container_runtime_name(r->runtime));
 	push(&b, "run");
 	push(&b, "--rm");
 	if (podman)

@@ -33,7 +33,7 @@
 /* What one replica's container is run with. Everything is borrowed for the call. */
 struct vram_container_run {
 	const struct vram_container_config *cfg;
-	const char *runtime;        /* the program: "podman" or "docker" (vram_container_runtime) */
+	enum vram_container_runtime runtime; /* podman or docker (vram_container_resolve) */
 	const char *name;           /* vram_container_name() */
 	char *const *env;           /* "KEY=VALUE" set inside after cfg->env, so they win (vramd's
 				       variables; LD_PRELOAD holds cfg->env's after the hook),
@@ -53,10 +53,11 @@ struct vram_container_run {
 void vram_container_name(const char *workload, unsigned replica, char *buf, size_t size);
 
 /*
- * The runtime's program for rt: "podman" or "docker"; for auto, podman if
- * it is on PATH, else docker if that is, else NULL (static strings).
+ * The runtime rt stands for: itself, or for auto, podman if it is on PATH,
+ * else docker if that is, else VRAM_CONTAINER_AUTO (none). Its program is
+ * vram_container_runtime_name().
  */
-const char *vram_container_runtime(enum vram_container_runtime rt);
+enum vram_container_runtime vram_container_resolve(enum vram_container_runtime rt);
 
 /*
  * The runtime's foreground command line for r: run --rm, --replace

@@ -251,8 +251,10 @@ static bool adopt_workload(struct vram_manager *m, struct vram_workload *w,
 		place_instance(m, in, si);
 		/* a container's run is taken back as one: it is stopped through its runtime again */
 		char ct_name[VRAM_CONTAINER_NAME_MAX];
-		const char *runtime = w->cfg->container.image ? vram_container_runtime(w->cfg->container.runtime)
-							      : NULL;
+		enum vram_container_runtime kind = w->cfg->container.image
+							   ? vram_container_resolve(w->cfg->container.runtime)
+							   : VRAM_CONTAINER_AUTO;
+		const char *runtime = kind != VRAM_CONTAINER_AUTO ? vram_container_runtime_name(kind) : NULL;
 		vram_container_name(w->cfg->name, si->replica, ct_name, sizeof(ct_name));
 		struct vram_adopt a = {
 			.pid = si->pid,

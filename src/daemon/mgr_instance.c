@@ -347,7 +347,8 @@ static bool env_is(const char *e, const char *name)
  * which go inside. Caller frees both (strv). Returns 0 or -errno with err.
  */
 static int container_command(struct vram_manager *m, struct vram_workload *w, struct vram_instance *in,
-			     char *const *env, size_t first_own, const char *runtime, const char *name,
+			     char *const *env, size_t first_own, enum vram_container_runtime runtime,
+			     const char *name,
 			     char ***ret_argv, char ***ret_env, char *err, size_t err_size)
 {
 	size_t n = 0;
@@ -477,10 +478,11 @@ static int spawn_instance(struct vram_manager *m, struct vram_workload *w, struc
 		return -ENOMEM;
 	}
 	char **ct_argv = NULL;
-	const char *runtime = NULL;
+	const char *runtime = NULL; /* the runtime's program, for a container */
 	char ct_name[VRAM_CONTAINER_NAME_MAX] = "";
 	if (w->cfg->container.image) {
-		runtime = vram_container_runtime(w->cfg->container.runtime);
+		enum vram_container_runtime kind = vram_container_resolve(w->cfg->container.runtime);
+		runtime = kind != VRAM_CONTAINER_AUTO ? vram_container_runtime_name(kind) : NULL;
 		if (!runtime) {
 			snprintf(err, err_size, "container: neither podman nor docker is on vramd's PATH");
 			mgr_strv_free(env);
@@ -489,14 +491,14 @@ static int spawn_instance(struct vram_manager *m, struct vram_workload *w, struc
 		vram_container_name(w->cfg->name, in->replica, ct_name, sizeof(ct_name));
 		char **ct_env = NULL;
 		err[0] = '\0';
-		int r = container_command(m, w, in, env, first_own, runtime, ct_name, &ct_argv, &ct_env, err,
+		int r = container_command(m, w, in, env, first_own, kind, ct_name, &ct_argv, &ct_env, err,
 					  err_size);
 		mgr_strv_free(env);
 		if (r < 0)
 			return r;
 		env = ct_env;
 		/* docker has no run --replace: a leftover of a vramd that crashed goes first */
-		if (strcmp(runtime, "docker") == 0)
+		if (kind == VRAM_CONTAINER_DOCKER)
 			(void)vram_container_remove(runtime, ct_name);
 	}
 	const struct vram_runas *as = runs_as_other(m, w);

@@ -49,7 +49,7 @@ static void test_podman(void **state)
 	char *devices[] = {"0", "2", NULL};
 	char *dirs[] = {"/run/vramd/mps/pipe", NULL};
 	struct vram_container_run r = {
-		.cfg = &cfg, .runtime = "podman", .name = "vramd-tts-0", .env = env,
+		.cfg = &cfg, .runtime = VRAM_CONTAINER_PODMAN, .name = "vramd-tts-0", .env = env,
 		.hook_library = "/lib/vramd/libvram.so", .hook_socket = "/run/vramd/hook.sock",
 		.hook_dir = "/run/vramd/ct", .park_dir = "/run/vramd/park", .dirs = dirs, .ipc_host = true,
 		.devices = devices,
@@ -72,7 +72,7 @@ static void test_docker_and_no_devices(void **state)
 	(void)state;
 	char *devices[] = {"GPU-aaaa", "GPU-bbbb", NULL};
 	struct vram_container_run r = {
-		.cfg = &cfg, .runtime = "docker", .name = "vramd-tts-1",
+		.cfg = &cfg, .runtime = VRAM_CONTAINER_DOCKER, .name = "vramd-tts-1",
 		.hook_socket = "/run/vramd/hook.sock", .devices = devices,
 	};
 	char **argv = NULL;
@@ -86,7 +86,7 @@ static void test_docker_and_no_devices(void **state)
 	free_argv(argv);
 	/* simulated GPUs: no device at all, no CDI name asked for */
 	char *none[] = {NULL};
-	r.runtime = "podman";
+	r.runtime = VRAM_CONTAINER_PODMAN;
 	r.devices = none;
 	assert_int_equal(vram_container_argv(&r, &argv), 0);
 	assert_null(strstr(joined(argv), "--device"));
@@ -110,7 +110,7 @@ static void test_name_and_bounds(void **state)
 	struct vram_container_config big = cfg;
 	big.args = many;
 	big.n_args = VRAM_CONTAINER_ARGV_MAX - 1;
-	struct vram_container_run r = {.cfg = &big, .runtime = "podman", .name = "n"};
+	struct vram_container_run r = {.cfg = &big, .runtime = VRAM_CONTAINER_PODMAN, .name = "n"};
 	char **argv = NULL;
 	assert_int_equal(vram_container_argv(&r, &argv), -E2BIG);
 	assert_null(argv);
