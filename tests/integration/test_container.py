@@ -251,3 +251,17 @@ def test_container_taken_back_after_vramd_is_killed(daemon, image):
         assert not pid_alive(runtime_pid)
     finally:
         d2.stop(timeout=60)
+
+
+def test_container_whose_image_cannot_be_had_fails_with_the_runtimes_words(daemon, image):
+    """A wrong image name: the start fails, and the runtime's own error is in the log."""
+    cfg = CONFIG.replace(f"image: {IMAGE}", "image: localhost/vramd-no-such-image:1").replace(
+        "restart: { policy: always, backoff_max: 1s }", "restart: never")
+    d = daemon(cfg)
+    r = d.ctl("start", "fcs", timeout=120)
+    assert r.returncode != 0, r.stdout
+    w = d.wait_state("fcs", "failed", timeout=60)
+    assert "exited with status 125" in (w["last_error"] or ""), w["last_error"]
+    log = d.get("/api/workloads/fcs/logs?tail=200").text
+    assert "localhost/vramd-no-such-image:1" in log, log
+    assert not our_containers()
