@@ -87,6 +87,33 @@ static bool same_process(const struct vram_statefile_instance *si, char *why, si
 	return true;
 }
 
+#define RECORDED_CONTAINER_GRACE_MS 10000 /* the stop_grace default: the config may not name it any more */
+
+/*
+ * When the recorded process is a container runtime's run of the replica's
+ * container (its command line as recorded holds --name=vramd-<name>-<N>),
+ * the container is stopped through the runtime as well: the runtime passes
+ * SIGTERM on, but a container's PID 1 may ignore it, and the container
+ * would outlive everything that knows of it.
+ */
+static void stop_recorded_container(const char *name, const struct vram_statefile_instance *si)
+{
+	char ct[VRAM_CONTAINER_NAME_MAX], opt[VRAM_CONTAINER_NAME_MAX + 8];
+	vram_container_name(name, si->replica, ct, sizeof(ct));
+	snprintf(opt, sizeof(opt), "--name=%s", ct);
+	for (size_t a = 1; a < si->n_cmdline; a++) {
+		if (strcmp(si->cmdline[a], opt) != 0)
+			continue;
+		int r = vram_container_stop(si->cmdline[0], ct, RECORDED_CONTAINER_GRACE_MS);
+		if (r < 0)
+			vram_warn("Failed to run %s stop %s: %s", si->cmdline[0], ct, strerror(-r));
+		else
+			vram_info("state file: %s replica %u: container %s is stopped through %s", name,
+				  si->replica, ct, si->cmdline[0]);
+		return;
+	}
+}
+
 /*
  * SIGTERM to the group of a process recorded as ours and found to be the
  * same one (a pidfd pins it while the start time is checked again, so a pid
@@ -107,6 +134,7 @@ static void stop_recorded(const char *name, const struct vram_statefile_instance
 	(void)kill(-si->pgid, SIGTERM);
 	(void)syscall(SYS_pidfd_send_signal, pfd, SIGTERM, NULL, 0);
 	close(pfd);
+	stop_recorded_container(name, si);
 }
 
 /* The index of the GPU called uuid on this machine, or -1. */

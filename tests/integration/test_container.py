@@ -265,3 +265,26 @@ def test_container_whose_image_cannot_be_had_fails_with_the_runtimes_words(daemo
     log = d.get("/api/workloads/fcs/logs?tail=200").text
     assert "localhost/vramd-no-such-image:1" in log, log
     assert not our_containers()
+
+
+def test_container_of_a_workload_gone_from_the_config_is_stopped(daemon, image):
+    """vramd killed, its config then left without the container's workload: the next vramd
+    stops the recorded run, and the container with it, through the runtime (its PID 1 does
+    not act on the SIGTERM the runtime passes on)."""
+    d = daemon(CONFIG)
+    d.ctl("start", "fcs", check=0, timeout=120)
+    runtime_pid = d.workload("fcs")["pid"]
+    os.killpg(d.proc.pid, signal.SIGKILL)
+    d.proc.wait()
+    d.log.close()
+    with open(d.config_path, "w") as f:
+        f.write(CONFIG[:CONFIG.index("workloads:")] + "workloads:\n  other:\n"
+                "    cmd: [sleep, \"1000\"]\n    gpus: 0\n    health: none\n")
+    d2 = Daemon(d.workdir, d.config_path, d.port, d.sock, ["--gpus", "2x80GiB"])
+    try:
+        d2.wait_ready()
+        wait_for(lambda: not our_containers(), timeout=60, what="the container to be removed")
+        wait_for(lambda: not pid_alive(runtime_pid), timeout=30, what="the runtime's run to end")
+        assert "container vramd-fcs-0 is stopped through" in d2.log_text()
+    finally:
+        d2.stop(timeout=60)
