@@ -19,6 +19,8 @@ DEB_PACKAGES = build-essential pkg-config meson ninja-build \
 	python3 python3-pytest python3-requests valgrind wrk curl liburing-dev
 # The dashboard's browser tests (tests/browser): Playwright drives this Chromium.
 DEB_PACKAGES += chromium
+# the container test runs podman (with runc: crun fails on some hosts) on an image of busybox
+DEB_PACKAGES += podman runc busybox-static
 
 .PHONY: all build deps bench-deps test-clients run install deb test test-normal test-asan test-valgrind bench clean
 

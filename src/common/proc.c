@@ -111,3 +111,31 @@ bool vram_proc_cmdline_is(pid_t pid, const char *const *argv, size_t n)
 	free(buf);
 	return same;
 }
+
+int vram_proc_inner_pid(pid_t pid, pid_t *ret)
+{
+	/* NSpid comes after Name..Tgid..Ngid..Pid..PPid..; a few KiB hold it whatever the name */
+	char buf[4096];
+	ssize_t n = read_proc_file(pid, "status", buf, sizeof(buf) - 1);
+	if (n < 0)
+		return (int)n;
+	buf[n] = '\0';
+	const char *line = strstr(buf, "\nNSpid:");
+	if (!line)
+		return -ENODATA;
+	line += 7;
+	long last = -1;
+	for (;;) {
+		while (*line == ' ' || *line == '\t')
+			line++;
+		if (*line < '0' || *line > '9')
+			break;
+		char *end;
+		last = strtol(line, &end, 10);
+		line = end;
+	}
+	if (last <= 0)
+		return -EINVAL;
+	*ret = (pid_t)last;
+	return 0;
+}

@@ -40,4 +40,13 @@ ssize_t vram_proc_cmdline(pid_t pid, char *buf, size_t size);
  */
 bool vram_proc_cmdline_is(pid_t pid, const char *const *argv, size_t n);
 
+/*
+ * pid (as this process's pid namespace numbers it) as the innermost pid
+ * namespace it is in numbers it: the last field of NSpid in
+ * /proc/<pid>/status, which is pid itself for a process of our own
+ * namespace, 1 for a container's first process. Returns 0 or -errno
+ * (-ENOENT: no such process; -ENODATA: the kernel has no NSpid, < 4.1).
+ */
+int vram_proc_inner_pid(pid_t pid, pid_t *ret);
+
 #endif

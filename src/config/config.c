@@ -563,6 +563,12 @@ static bool mem_eq(const struct vram_mem *a, const struct vram_mem *b)
 	}
 
 SAME_WL(cmd, strv_eq(a->cmd, a->n_cmd, b->cmd, b->n_cmd))
+SAME_WL(container, str_eq(a->container.image, b->container.image) &&
+		   strv_eq(a->container.args, a->container.n_args, b->container.args, b->container.n_args) &&
+		   a->container.runtime == b->container.runtime &&
+		   strv_eq(a->container.volumes, a->container.n_volumes, b->container.volumes,
+			   b->container.n_volumes) &&
+		   strv_eq(a->container.env, a->container.n_env, b->container.env, b->container.n_env))
 SAME_WL(env, env_eq(a, b))
 SAME_WL(cwd, str_eq(a->cwd, b->cwd))
 SAME_WL(gpus, gpus_eq(&a->gpus, &b->gpus))
@@ -787,6 +793,17 @@ const char *vram_gpu_backend_name(enum vram_gpu_backend_kind b) { return NAME_OF
 const char *vram_start_mode_name(enum vram_start_mode s) { return NAME_OF(start_names, s); }
 const char *vram_share_name(enum vram_share_kind s) { return NAME_OF(share_names, s); }
 
+static const char *const container_runtime_names[] = {
+	[VRAM_CONTAINER_AUTO] = "auto",
+	[VRAM_CONTAINER_PODMAN] = "podman",
+	[VRAM_CONTAINER_DOCKER] = "docker",
+};
+
+const char *vram_container_runtime_name(enum vram_container_runtime r)
+{
+	return NAME_OF(container_runtime_names, r);
+}
+
 const char *vram_health_kind_name(enum vram_health_kind h)
 {
 	static const char *const names[] = {
@@ -835,9 +852,9 @@ static bool env_name_ok(const char *s)
 	return true;
 }
 
-static void wl_env(struct ctx *c, const struct vram_ynode *v, void *t)
+/* Replaces *slot (count in *ret_n) with a mapping of variables as "KEY=VALUE" strings. */
+static void get_env_map(struct ctx *c, const struct vram_ynode *v, char ***slot, size_t *ret_n)
 {
-	struct vram_workload_config *w = WL(t);
 	if (v->type == VRAM_YNODE_NULL)
 		return;
 	if (v->type != VRAM_YNODE_MAP) {
@@ -885,9 +902,14 @@ static void wl_env(struct ctx *c, const struct vram_ynode *v, void *t)
 		free(env);
 		return;
 	}
-	free_strv(w->env);
-	w->env = env;
-	w->n_env = n;
+	free_strv(*slot);
+	*slot = env;
+	*ret_n = n;
+}
+
+static void wl_env(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_env_map(c, v, &WL(t)->env, &WL(t)->n_env);
 }
 
 static void wl_cwd(struct ctx *c, const struct vram_ynode *v, void *t)
@@ -1354,8 +1376,115 @@ static void wl_stream_timeout(struct ctx *c, const struct vram_ynode *v, void *t
 	get_duration(c, v, true, 1000, &WL(t)->stream_timeout_ms);
 }
 
+/* ---- container: (a workload that is an image; the daemon's container.c runs it) ---- */
+
+#define CT(target) (&WL(target)->container)
+
+static void container_image(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	static const char expected[] = "an image name like docker.io/library/nginx:1.27";
+	const char *s = want_scalar(c, v, expected);
+	if (!s)
+		return;
+	/* it is an argument of the runtime's command line: never an option, never split */
+	bool ok = *s && *s != '-' && strlen(s) <= VRAM_CONTAINER_IMAGE_MAX;
+	for (const char *p = s; ok && *p; p++)
+		ok = isgraph((unsigned char)*p);
+	if (!ok) {
+		fail(c, v, "expected %s (1 to %d printable characters, no spaces, not beginning "
+			   "with '-'), got %s", expected, VRAM_CONTAINER_IMAGE_MAX, GOT(v));
+		return;
+	}
+	get_string(c, v, &CT(t)->image);
+}
+
+static void container_args(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	if (v->type == VRAM_YNODE_NULL)
+		return;
+	get_string_list(c, v, VRAM_CONFIG_MAX_ARGS, "a list of arguments after the image, like "
+			"[--port, \"${PORT}\"]", &CT(t)->args, &CT(t)->n_args);
+}
+
+static void container_runtime(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	const char *s = want_scalar(c, v, "auto, podman or docker");
+	if (!s)
+		return;
+	for (size_t i = 0; i < N_KEYS(container_runtime_names); i++) {
+		if (strcmp(s, container_runtime_names[i]) == 0) {
+			CT(t)->runtime = (enum vram_container_runtime)i;
+			return;
+		}
+	}
+	fail(c, v, "expected auto, podman or docker, got %s", GOT(v));
+}
+
+/* "SOURCE:/path[:options]": a host path or a named volume, then an absolute path inside. */
+static bool volume_ok(const char *s)
+{
+	const char *colon = strchr(s, ':');
+	if (!colon || colon == s || *s == '-' || colon[1] != '/' || strlen(s) > VRAM_CONTAINER_VOLUME_MAX)
+		return false;
+	for (const char *p = s; *p; p++)
+		if (!isgraph((unsigned char)*p))
+			return false;
+	return true;
+}
+
+static void container_volumes(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	struct vram_container_config *ct = CT(t);
+	if (v->type == VRAM_YNODE_NULL)
+		return;
+	get_string_list(c, v, VRAM_CONTAINER_VOLUMES_MAX, "a list of volumes like [/data/hf:/root/.cache/hf:ro]",
+			&ct->volumes, &ct->n_volumes);
+	for (size_t i = 0; ct->volumes && i < ct->n_volumes; i++) {
+		if (volume_ok(ct->volumes[i]))
+			continue;
+		size_t mark = path_push(c, "[%zu]", i);
+		fail(c, v->items[i], "expected SOURCE:/path[:options] (a host path or a volume name, then an "
+				     "absolute path in the container; no spaces; at most %d bytes), got %s",
+		     VRAM_CONTAINER_VOLUME_MAX, GOT(v->items[i]));
+		path_pop(c, mark);
+	}
+}
+
+static void container_env(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_env_map(c, v, &CT(t)->env, &CT(t)->n_env);
+}
+
+static const struct key_def container_keys[] = {
+	{ "image", container_image, false, WL_PROCESS(container) },
+	{ "args", container_args, false, WL_PROCESS(container) },
+	{ "runtime", container_runtime, false, WL_PROCESS(container) },
+	{ "volumes", container_volumes, false, WL_PROCESS(container) },
+	{ "env", container_env, false, WL_PROCESS(container) },
+};
+
+static void wl_container(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	if (v->type != VRAM_YNODE_MAP) {
+		fail(c, v, "expected a mapping like {image: ..., args: [...]}, got %s", GOT(v));
+		return;
+	}
+	const struct vram_ynode *at[N_KEYS(container_keys)] = { 0 };
+	walk_map(c, v, container_keys, N_KEYS(container_keys), t, WALK_ALL, at);
+	if (!at[0])
+		fail(c, v, "missing key 'image', expected an image name like docker.io/library/nginx:1.27");
+}
+
+static void container_done(struct vram_container_config *ct)
+{
+	free(ct->image);
+	free_strv(ct->args);
+	free_strv(ct->volumes);
+	free_strv(ct->env);
+}
+
 enum {
-	K_CMD, K_ENV, K_CWD, K_GPUS, K_MEMORY, K_REPLICAS, K_AVOID, K_PLACEMENT,
+	K_CMD, K_CONTAINER, K_ENV, K_CWD, K_GPUS, K_MEMORY, K_REPLICAS, K_AVOID, K_PLACEMENT,
 	K_FALLBACK, K_START, K_HEALTH, K_PORT, K_IDLE, K_PRIORITY, K_OFFLOAD,
 	K_RESTART, K_STOP_GRACE, K_MODELS, K_SHARE, K_COMPUTE, K_MAX_CONCURRENCY,
 	K_QUEUE_MAX, K_QUEUE_TIMEOUT, K_FIRST_BYTE_TIMEOUT, K_STREAM_TIMEOUT, N_WL_KEYS
@@ -1368,6 +1497,8 @@ enum {
  */
 static const struct key_def workload_keys[N_WL_KEYS] = {
 	[K_CMD] = { "cmd", wl_cmd, false, WL_PROCESS(cmd) },
+	[K_CONTAINER] = { "container", wl_container, false, .reported = "container", .sub = container_keys,
+			  .n_sub = N_KEYS(container_keys) },
 	[K_ENV] = { "env", wl_env, false, WL_PROCESS(env) },
 	[K_CWD] = { "cwd", wl_cwd, false, WL_PROCESS(cwd) },
 	[K_GPUS] = { "gpus", wl_gpus, false, WL_PROCESS(gpus) },
@@ -1434,6 +1565,7 @@ static void workload_done(struct vram_workload_config *w)
 {
 	free(w->name);
 	free_strv(w->cmd);
+	container_done(&w->container);
 	free_strv(w->env);
 	free(w->cwd);
 	free(w->gpus.pins);
@@ -1460,8 +1592,21 @@ static void workload_check(struct ctx *c, const struct vram_ynode *key,
 {
 	size_t mark;
 
-	if (!at[K_CMD])
-		fail(c, key, "missing key 'cmd', expected an argv list like [python3, server.py]");
+	if (!at[K_CMD] && !at[K_CONTAINER])
+		fail(c, key, "missing key 'cmd', expected an argv list like [python3, server.py] "
+			     "(or container: {image: ...})");
+	if (at[K_CMD] && at[K_CONTAINER]) {
+		mark = path_push_key(c, "container");
+		fail(c, at[K_CONTAINER], "both cmd and container are set, expected one of them "
+					 "(a container's command goes into container.args)");
+		path_pop(c, mark);
+	}
+	if (at[K_CONTAINER] && at[K_CWD]) {
+		mark = path_push_key(c, "cwd");
+		fail(c, at[K_CWD], "cwd does not apply to a container, expected none (the image's "
+				   "working directory applies; set it in the image)");
+		path_pop(c, mark);
+	}
 
 	/*
 	 * A model server listens long before its model is loaded (vLLM,

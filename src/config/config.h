@@ -142,12 +142,40 @@ struct vram_health {
 	enum vram_port_owner port_owner;
 };
 
+/* Which program runs a workload's container (container.runtime). */
+enum vram_container_runtime {
+	VRAM_CONTAINER_AUTO = 0, /* podman if it is on PATH, else docker */
+	VRAM_CONTAINER_PODMAN,
+	VRAM_CONTAINER_DOCKER,
+};
+
+#define VRAM_CONTAINER_IMAGE_MAX 255  /* bytes of container.image */
+#define VRAM_CONTAINER_VOLUMES_MAX 64 /* entries of container.volumes */
+#define VRAM_CONTAINER_VOLUME_MAX 1024 /* bytes of one volume */
+
+/*
+ * A workload that is a container image rather than a command (container:).
+ * image == NULL: the workload has cmd instead.
+ */
+struct vram_container_config {
+	char *image;             /* owned; "name[:tag]" as the runtime takes it; never begins with '-' */
+	char **args;             /* owned, NULL-terminated; after the image; ${VAR} left unexpanded */
+	size_t n_args;
+	enum vram_container_runtime runtime;
+	char **volumes;          /* owned, NULL-terminated; "SOURCE:/path[:options]" as -v takes them */
+	size_t n_volumes;
+	char **env;              /* owned, NULL-terminated; "KEY=VALUE", set inside the container */
+	size_t n_env;
+};
+
 struct vram_workload_config {
 	char *name;              /* owned; the key under `workloads:` */
 	struct vram_src_pos pos; /* of the key */
 
-	char **cmd;              /* owned; argv, NULL-terminated; ${VAR} left unexpanded */
+	char **cmd;              /* owned; argv, NULL-terminated; ${VAR} left unexpanded;
+				    NULL for a container */
 	size_t n_cmd;
+	struct vram_container_config container; /* container.image set: the workload is a container */
 	char **env;              /* owned; "KEY=VALUE" strings, NULL-terminated */
 	size_t n_env;
 	char *cwd;               /* owned; NULL = the daemon's working directory */
@@ -347,6 +375,7 @@ const char *vram_restart_name(enum vram_restart_policy r);
 const char *vram_gpu_backend_name(enum vram_gpu_backend_kind b);
 const char *vram_start_mode_name(enum vram_start_mode s);
 const char *vram_share_name(enum vram_share_kind s);
+const char *vram_container_runtime_name(enum vram_container_runtime r);
 const char *vram_health_kind_name(enum vram_health_kind h); /* "http", "tcp", "none", "model" */
 const char *vram_port_owner_name(enum vram_port_owner o); /* "workload", "any" */
 

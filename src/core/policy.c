@@ -53,7 +53,10 @@ static uint64_t measured_on(const struct vram_gpu_info *info, const struct vram_
 	if (!info || !info->procs_valid || in->pid <= 0)
 		return 0;
 	for (size_t p = 0; p < info->n_procs; p++) {
-		if (info->procs[p].pid == in->pid && info->procs[p].used_bytes != UINT64_MAX)
+		/* a container's memory is its process's, not the runtime's that vramd started */
+		bool ours = info->procs[p].pid == in->pid ||
+			    (in->container_pid > 0 && info->procs[p].pid == in->container_pid);
+		if (ours && info->procs[p].used_bytes != UINT64_MAX)
 			sum += info->procs[p].used_bytes;
 	}
 	return sum;

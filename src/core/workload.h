@@ -132,6 +132,10 @@ struct vram_instance {
 	uint64_t progress_ms;      /* monotonic ms response bytes last came from it through the
 				      gateway; 0 = none since it became ready */
 	struct vram_mps_client *mps_client; /* its MPS client from before spawn until its process is gone, or NULL */
+	pid_t container_pid;       /* a container's: its process connected to the hook, by its host pid
+				      (GPU memory is accounted to it as to pid); 0: none known */
+	pid_t container_pgid;      /* that process's group, claimed on the hook channel for a container
+				      taken back from the previous vramd; 0: none */
 };
 
 /*

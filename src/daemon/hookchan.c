@@ -376,7 +376,18 @@ static int on_hello(struct conn *c, uint16_t version, const struct vram_hook_pro
 	struct vram_hookchan *hc = c->hc;
 	if (c->proc)
 		return -EPROTO; /* a second hello */
-	if (h->pid == 0 || (c->peer > 0 && (pid_t)h->pid != c->peer)) {
+	/*
+	 * A process in a container (a pid namespace of its own) knows itself by
+	 * its pid there, while the kernel gives vramd its pid here: that is the
+	 * one it is listed, signalled and accounted under.
+	 */
+	pid_t pid = (pid_t)h->pid, inner;
+	if (c->peer > 0 && pid != c->peer && vram_proc_inner_pid(c->peer, &inner) == 0 && inner == pid &&
+	    inner != c->peer) {
+		vram_debug("hook: process %d is pid %d in its own pid namespace", (int)c->peer, (int)pid);
+		pid = c->peer;
+	}
+	if (pid == 0 || (c->peer > 0 && pid != c->peer)) {
 		vram_warn("hook: a process said it was pid %u but is %d; closing", h->pid, (int)c->peer);
 		return -EPERM;
 	}
@@ -387,7 +398,7 @@ static int on_hello(struct conn *c, uint16_t version, const struct vram_hook_pro
 			  "that user; closing", (int)c->peer, (unsigned long)c->uid, name);
 		return -EPERM;
 	}
-	struct proc *p = proc_find(hc, (pid_t)h->pid);
+	struct proc *p = proc_find(hc, pid);
 	if (p && p->conn) {
 		/* the same process again: the new connection wins */
 		p->conn->proc = NULL;
@@ -401,7 +412,7 @@ static int on_hello(struct conn *c, uint16_t version, const struct vram_hook_pro
 		vram_list_push_back(&hc->procs, &p->link);
 		hc->n_procs++;
 	}
-	p->pid = (pid_t)h->pid;
+	p->pid = pid;
 	/* the process's VRAM_WORKLOAD, whatever it holds: it goes into JSON, which wants UTF-8 */
 	vram_utf8_sanitize(p->workload, sizeof(p->workload), h->workload, strlen(h->workload));
 	p->conn = c;

@@ -44,7 +44,7 @@
 /* adopt before state: what it takes back is what the first state file written records */
 static const struct mgr_feature *const features[] = {&mgr_adhoc_feature, &mgr_reload_feature,
 						     &mgr_adopt_feature, &mgr_state_feature,
-						     &mgr_decisions_feature};
+						     &mgr_decisions_feature, &mgr_container_feature};
 
 #define N_FEATURES (sizeof(features) / sizeof(features[0]))
 

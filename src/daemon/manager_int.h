@@ -215,6 +215,19 @@ void mgr_decision_plan(struct vram_manager *m, const struct vram_workload *w,
 void mgr_decision_state(struct vram_manager *m, const struct vram_workload *w,
 			enum vram_wl_state from, enum vram_event_reason reason, const char *text);
 
+extern const struct mgr_feature mgr_container_feature; /* mgr_hookpid.c */
+
+/*
+ * The hook socket as containers reach it: a hard link to it in
+ * <state_dir>/ct (made or renewed here), a directory of its own that is
+ * mounted into them, so that a container taken back after a vramd restart
+ * sees the new socket, which a mount of the socket file itself would not.
+ * Writes its path into ret_path. Returns 0 or -errno.
+ */
+int mgr_container_hook_socket(struct vram_manager *m, char *ret_path, size_t size);
+/* Forgets in's container process (it ended): its claim on the hook channel goes. */
+void mgr_container_forget(struct vram_manager *m, struct vram_instance *in);
+
 static inline struct timeval mgr_tv(uint64_t ms)
 {
 	struct timeval tv = {.tv_sec = (time_t)(ms / 1000),

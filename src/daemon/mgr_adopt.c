@@ -40,6 +40,7 @@
 
 #include "common/log.h"
 #include "common/proc.h"
+#include "daemon/container.h"
 #include "daemon/mps.h"
 #include "daemon/peer.h"
 #include "daemon/runas.h"
@@ -86,6 +87,33 @@ static bool same_process(const struct vram_statefile_instance *si, char *why, si
 	return true;
 }
 
+#define RECORDED_CONTAINER_GRACE_MS 10000 /* the stop_grace default: the config may not name it any more */
+
+/*
+ * When the recorded process is a container runtime's run of the replica's
+ * container (its command line as recorded holds --name=vramd-<name>-<N>),
+ * the container is stopped through the runtime as well: the runtime passes
+ * SIGTERM on, but a container's PID 1 may ignore it, and the container
+ * would outlive everything that knows of it.
+ */
+static void stop_recorded_container(const char *name, const struct vram_statefile_instance *si)
+{
+	char ct[VRAM_CONTAINER_NAME_MAX], opt[VRAM_CONTAINER_NAME_MAX + 8];
+	vram_container_name(name, si->replica, ct, sizeof(ct));
+	snprintf(opt, sizeof(opt), "--name=%s", ct);
+	for (size_t a = 1; a < si->n_cmdline; a++) {
+		if (strcmp(si->cmdline[a], opt) != 0)
+			continue;
+		int r = vram_container_stop(si->cmdline[0], ct, RECORDED_CONTAINER_GRACE_MS);
+		if (r < 0)
+			vram_warn("Failed to run %s stop %s: %s", si->cmdline[0], ct, strerror(-r));
+		else
+			vram_info("state file: %s replica %u: container %s is stopped through %s", name,
+				  si->replica, ct, si->cmdline[0]);
+		return;
+	}
+}
+
 /*
  * SIGTERM to the group of a process recorded as ours and found to be the
  * same one (a pidfd pins it while the start time is checked again, so a pid
@@ -106,6 +134,7 @@ static void stop_recorded(const char *name, const struct vram_statefile_instance
 	(void)kill(-si->pgid, SIGTERM);
 	(void)syscall(SYS_pidfd_send_signal, pfd, SIGTERM, NULL, 0);
 	close(pfd);
+	stop_recorded_container(name, si);
 }
 
 /* The index of the GPU called uuid on this machine, or -1. */
@@ -248,12 +277,21 @@ static bool adopt_workload(struct vram_manager *m, struct vram_workload *w,
 		const struct vram_statefile_instance *si = &sw->instances[i];
 		struct vram_instance *in = &w->instances[si->replica];
 		place_instance(m, in, si);
+		/* a container's run is taken back as one: it is stopped through its runtime again */
+		char ct_name[VRAM_CONTAINER_NAME_MAX];
+		enum vram_container_runtime kind = w->cfg->container.image
+							   ? vram_container_resolve(w->cfg->container.runtime)
+							   : VRAM_CONTAINER_AUTO;
+		const char *runtime = kind != VRAM_CONTAINER_AUTO ? vram_container_runtime_name(kind) : NULL;
+		vram_container_name(w->cfg->name, si->replica, ct_name, sizeof(ct_name));
 		struct vram_adopt a = {
 			.pid = si->pid,
 			.start_ticks = si->start_ticks,
 			.relay_pid = si->relay_pid,
 			.relay_start_ticks = si->relay_start_ticks,
 			.log = w->log,
+			.container_runtime = runtime,
+			.container_name = runtime ? ct_name : NULL,
 		};
 		char err[256];
 		if (mgr_adopt_instance(m, w, in, &a, resident, si->mps, err, sizeof(err)) < 0) {

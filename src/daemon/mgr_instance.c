@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -29,6 +30,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/units.h"
+#include "daemon/container.h"
 #include "daemon/hookchan.h"
 #include "daemon/liveness.h"
 #include "daemon/mps.h"
@@ -246,7 +248,7 @@ static char *mps_client_indices(const char *daemon_visible)
  * whose CUDA_VISIBLE_DEVICES wins). Caller frees (strv).
  */
 static char **instance_env(struct vram_manager *m, struct vram_workload *w, struct vram_instance *in,
-			   char *const *extra)
+			   char *const *extra, size_t *ret_first_own)
 {
 	size_t n_extra = 0;
 	while (extra && extra[n_extra])
@@ -266,6 +268,7 @@ static char **instance_env(struct vram_manager *m, struct vram_workload *w, stru
 	k += (size_t)n_id;
 	for (size_t i = 0; i < w->cfg->n_env; i++)
 		env[k++] = strdup(w->cfg->env[i]);
+	*ret_first_own = k;
 
 	char uuids[VRAM_PLAN_MAX_GPUS * (VRAM_GPU_UUID_MAX + 1)] = "";
 	size_t len = 0;
@@ -296,11 +299,18 @@ static char **instance_env(struct vram_manager *m, struct vram_workload *w, stru
 		env[k++] = mgr_asprintf("VRAM_MEMORY_LIMIT=%" PRIu64, in->bytes_per_gpu);
 	const char *hook_socket = uses_hook(m, w) ? hook_socket_for(m, w) : NULL;
 	if (hook_socket) {
-		/* the workload's own LD_PRELOAD, else the daemon's, stays after ours */
-		const char *pre = getenv("LD_PRELOAD");
-		for (size_t i = 0; i < w->cfg->n_env; i++)
-			if (strncmp(w->cfg->env[i], "LD_PRELOAD=", 11) == 0)
-				pre = w->cfg->env[i] + 11;
+		/*
+		 * The workload's own LD_PRELOAD, else the daemon's, stays after
+		 * ours; in a container, the one of its env (the host's paths mean
+		 * nothing there).
+		 */
+		const struct vram_container_config *ct = &w->cfg->container;
+		char *const *own = ct->image ? ct->env : w->cfg->env;
+		size_t n_own = ct->image ? ct->n_env : w->cfg->n_env;
+		const char *pre = ct->image ? NULL : getenv("LD_PRELOAD");
+		for (size_t i = 0; i < n_own; i++)
+			if (strncmp(own[i], "LD_PRELOAD=", 11) == 0)
+				pre = own[i] + 11;
 		env[k++] = preload_with_hook(m->hook_library, pre);
 		env[k++] = mgr_asprintf("VRAM_HOOK_SOCKET=%s", hook_socket);
 	}
@@ -321,6 +331,137 @@ static char **instance_env(struct vram_manager *m, struct vram_workload *w, stru
 	return env;
 }
 
+/* ---- a container (container.h) ---- */
+
+/* Whether env entry e sets variable name (name with its '='). */
+static bool env_is(const char *e, const char *name)
+{
+	return strncmp(e, name, strlen(name)) == 0;
+}
+
+/*
+ * Builds w's instance in as a container: *ret_argv, the runtime's
+ * command line, and *ret_env, the runtime process's own environment (env
+ * less LD_PRELOAD: the runtime is never hooked), from env, the instance's
+ * environment, whose entries from first_own on are vramd's variables,
+ * which go inside. Caller frees both (strv). Returns 0 or -errno with err.
+ */
+static int container_command(struct vram_manager *m, struct vram_workload *w, struct vram_instance *in,
+			     char *const *env, size_t first_own, enum vram_container_runtime runtime,
+			     const char *name,
+			     char ***ret_argv, char ***ret_env, char *err, size_t err_size)
+{
+	size_t n = 0;
+	while (env[n])
+		n++;
+	char **inside = calloc(n + 1, sizeof(*inside));
+	char **outside = calloc(n + 1, sizeof(*outside));
+	char *dirs[3] = {NULL, NULL, NULL};
+	char *devices[VRAM_PLAN_MAX_GPUS + 1] = {NULL};
+	char idx[VRAM_PLAN_MAX_GPUS][16];
+	const char *hook_socket = NULL;
+	char *visible = NULL; /* CUDA_VISIBLE_DEVICES renumbered inside, or NULL */
+	char *hook_env = NULL, *hook_dir = NULL; /* the hook socket's link, for inside */
+	bool real_gpus = !vram_gpu_is_sim(m->gpus) && in->n_gpus > 0;
+	int r = -ENOMEM;
+	if (!inside || !outside)
+		goto out;
+	size_t n_in = 0, n_out = 0, n_dirs = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (!env_is(env[i], "LD_PRELOAD="))
+			outside[n_out++] = env[i];
+		if (i < first_own)
+			continue;
+		if (env_is(env[i], "VRAM_HOOK_SOCKET="))
+			hook_socket = env[i] + 17;
+		if ((env_is(env[i], "CUDA_MPS_PIPE_DIRECTORY=") || env_is(env[i], "CUDA_MPS_LOG_DIRECTORY=")) &&
+		    n_dirs < 2)
+			dirs[n_dirs++] = strchr(env[i], '=') + 1;
+		inside[n_in++] = env[i];
+	}
+	/*
+	 * GPUs passed into a container are numbered from 0 there, in the order
+	 * given: index naming names them so; UUIDs stay valid. Simulated GPUs
+	 * pass nothing (there is no device, and no CDI spec to name one), and
+	 * the names stay the host's.
+	 */
+	if (real_gpus) {
+		for (size_t g = 0; g < in->n_gpus; g++) {
+			const char *uuid = m->cfg->gpus.visible_devices == VRAM_VISIBLE_UUID
+						   ? vram_gpu_uuid(m->gpus, in->gpus[g]) : NULL;
+			snprintf(idx[g], sizeof(idx[g]), "%u", in->gpus[g]);
+			devices[g] = uuid ? (char *)uuid : idx[g];
+		}
+		for (size_t i = 0; i < n_in; i++)
+			if (m->cfg->gpus.visible_devices == VRAM_VISIBLE_INDEX &&
+			    env_is(inside[i], "CUDA_VISIBLE_DEVICES=") && !in->mps_client) {
+				visible = mps_client_indices(inside[i] + 21);
+				if (!visible)
+					goto out;
+				inside[i] = visible;
+			}
+	}
+	/* through a directory of its own, which a container taken back after a restart still sees */
+	char hook_link[4096];
+	if (hook_socket && mgr_container_hook_socket(m, hook_link, sizeof(hook_link)) == 0) {
+		hook_env = mgr_asprintf("VRAM_HOOK_SOCKET=%s", hook_link);
+		hook_dir = strdup(hook_link);
+		if (!hook_env || !hook_dir)
+			goto out;
+		*strrchr(hook_dir, '/') = '\0';
+		for (size_t i = 0; i < n_in; i++)
+			if (env_is(inside[i], "VRAM_HOOK_SOCKET="))
+				inside[i] = hook_env;
+	}
+	struct stat st;
+	const char *park = mgr_park_dir(m);
+	struct vram_container_run run = {
+		.cfg = &w->cfg->container,
+		.runtime = runtime,
+		.name = name,
+		.env = inside,
+		.hook_library = hook_socket ? m->hook_library : NULL,
+		.hook_socket = hook_socket,
+		.hook_dir = hook_dir,
+		.park_dir = hook_socket && park && stat(park, &st) == 0 && S_ISDIR(st.st_mode) ? park : NULL,
+		.dirs = dirs,
+		.ipc_host = in->mps_client != NULL,
+		.devices = devices,
+	};
+	r = vram_container_argv(&run, ret_argv);
+	if (r < 0) {
+		snprintf(err, err_size, "container %s: %s", name,
+			 r == -E2BIG ? "its command line would be too long" : "out of memory");
+		goto out;
+	}
+	/* the strings stay env's: only the array is new */
+	char **copy = calloc(n_out + 1, sizeof(*copy));
+	for (size_t i = 0; copy && i < n_out; i++) {
+		copy[i] = strdup(outside[i]);
+		if (!copy[i]) {
+			mgr_strv_free(copy);
+			copy = NULL;
+		}
+	}
+	if (!copy) {
+		mgr_strv_free(*ret_argv);
+		r = -ENOMEM;
+		snprintf(err, err_size, "out of memory");
+		goto out;
+	}
+	*ret_env = copy;
+	r = 0;
+out:
+	if (r == -ENOMEM && !err[0])
+		snprintf(err, err_size, "out of memory");
+	free(visible);
+	free(hook_env);
+	free(hook_dir);
+	free(inside);
+	free(outside);
+	return r;
+}
+
 static int spawn_instance(struct vram_manager *m, struct vram_workload *w, struct vram_instance *in,
 			  char *err, size_t err_size)
 {
@@ -329,11 +470,36 @@ static int spawn_instance(struct vram_manager *m, struct vram_workload *w, struc
 		snprintf(err, err_size, "out of memory");
 		return -ENOMEM;
 	}
-	char **env = instance_env(m, w, in, mps_env);
+	size_t first_own = 0;
+	char **env = instance_env(m, w, in, mps_env, &first_own);
 	vram_mps_env_free(mps_env);
 	if (!env) {
 		snprintf(err, err_size, "out of memory");
 		return -ENOMEM;
+	}
+	char **ct_argv = NULL;
+	const char *runtime = NULL; /* the runtime's program, for a container */
+	char ct_name[VRAM_CONTAINER_NAME_MAX] = "";
+	if (w->cfg->container.image) {
+		enum vram_container_runtime kind = vram_container_resolve(w->cfg->container.runtime);
+		runtime = kind != VRAM_CONTAINER_AUTO ? vram_container_runtime_name(kind) : NULL;
+		if (!runtime) {
+			snprintf(err, err_size, "container: neither podman nor docker is on vramd's PATH");
+			mgr_strv_free(env);
+			return -ENOENT;
+		}
+		vram_container_name(w->cfg->name, in->replica, ct_name, sizeof(ct_name));
+		char **ct_env = NULL;
+		err[0] = '\0';
+		int r = container_command(m, w, in, env, first_own, kind, ct_name, &ct_argv, &ct_env, err,
+					  err_size);
+		mgr_strv_free(env);
+		if (r < 0)
+			return r;
+		env = ct_env;
+		/* docker has no run --replace: a leftover of a vramd that crashed goes first */
+		if (kind == VRAM_CONTAINER_DOCKER)
+			(void)vram_container_remove(runtime, ct_name);
 	}
 	const struct vram_runas *as = runs_as_other(m, w);
 	struct vram_creds creds = {0};
@@ -341,15 +507,18 @@ static int spawn_instance(struct vram_manager *m, struct vram_workload *w, struc
 		creds = (struct vram_creds){.uid = as->uid, .gid = as->gid, .groups = as->groups,
 					    .n_groups = as->n_groups};
 	struct vram_spawn sp = {
-		.argv = w->cfg->cmd,
+		.argv = ct_argv ? ct_argv : w->cfg->cmd,
 		.env = env,
 		.cwd = w->cfg->cwd,
 		.log = w->log,
 		.creds = as ? &creds : NULL,
+		.container_runtime = runtime,
+		.container_name = runtime ? ct_name : NULL,
 	};
 	struct vram_child *c;
 	int r = vram_supervisor_spawn(m->sup, &sp, on_child_exit, w, &c, err, err_size);
 	mgr_strv_free(env);
+	mgr_strv_free(ct_argv);
 	if (r < 0)
 		return r;
 	in->child = c;
@@ -364,8 +533,9 @@ static int spawn_instance(struct vram_manager *m, struct vram_workload *w, struc
 	in->resident = in->n_gpus > 0;
 	(void)sim_charge(m, in, true);
 	if (w->log)
-		vram_logfile_note(w->log, "replica %u: pid %d, port %u, %zu GPU(s)%s%s%s", in->replica,
-				  (int)in->pid, in->port, in->n_gpus, as ? ", as user " : "",
+		vram_logfile_note(w->log, "replica %u: pid %d, port %u, %zu GPU(s)%s%s%s%s%s%s%s", in->replica,
+				  (int)in->pid, in->port, in->n_gpus, runtime ? ", container " : "", ct_name,
+				  runtime ? " through " : "", runtime ? runtime : "", as ? ", as user " : "",
 				  as ? as->user : "", uses_hook(m, w) && !hook_socket_for(m, w)
 					  ? ", without the hook: its socket for other users could not be opened"
 					  : "");
@@ -696,6 +866,7 @@ static void on_child_exit(struct vram_child *c, int status, void *arg)
 	slot->finished_ms = vram_now_ms();
 	if (m->hookchan)
 		vram_hookchan_unclaim(m->hookchan, pid);
+	mgr_container_forget(m, in);
 	mgr_park_remove(m, w->cfg->name, pid); /* nothing can read it back now */
 	if (!w->cfg->port)
 		in->port = 0; /* auto: the next start takes a port that is free then */
@@ -805,7 +976,13 @@ static void start_give_up(struct vram_manager *m, struct vram_workload *w,
  */
 static bool port_is_ours(struct vram_manager *m, struct vram_workload *w, struct vram_instance *in)
 {
-	if (w->cfg->health.port_owner == VRAM_PORT_OWNER_ANY || w->cfg->health.kind == VRAM_HEALTH_NONE)
+	/*
+	 * A container's listener is in processes of the runtime's monitor, not
+	 * of the runtime's foreground process, which is the instance's pid: as
+	 * with port_owner: any, it is not checked.
+	 */
+	if (w->cfg->health.port_owner == VRAM_PORT_OWNER_ANY || w->cfg->health.kind == VRAM_HEALTH_NONE ||
+	    w->cfg->container.image)
 		return true;
 	struct vram_portowner po;
 	int r = vram_portowner_check(in->port, in->pid, &po);
@@ -939,7 +1116,7 @@ void mgr_on_start_timer(evutil_socket_t fd, short what, void *arg)
 bool mgr_endpoint_port_ours(struct vram_manager *m, struct vram_workload *w,
 			    struct vram_instance *in)
 {
-	if (in->port_verified || w->cfg->health.port_owner == VRAM_PORT_OWNER_ANY)
+	if (in->port_verified || w->cfg->health.port_owner == VRAM_PORT_OWNER_ANY || w->cfg->container.image)
 		return true;
 	struct vram_portowner po;
 	int r = vram_portowner_check(in->port, in->pid, &po);

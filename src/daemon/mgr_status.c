@@ -14,6 +14,7 @@
 #include "common/strutil.h"
 #include "common/units.h"
 #include "core/policy.h"
+#include "daemon/container.h"
 #include "daemon/hookchan.h"
 #include "daemon/liveness.h"
 #include "daemon/mps.h"
@@ -136,12 +137,21 @@ static json_t *workload_json(struct vram_manager *m, struct vram_workload *w)
 		const struct vram_instance *in = &w->instances[i];
 		if (in->resident)
 			resident += in->bytes_per_gpu * in->n_gpus;
-		json_array_append_new(instances,
-			json_pack("{s:i,s:o,s:o,s:o,s:I,s:b}", "replica", (int)in->replica, "pid",
-				  in->pid ? json_integer(in->pid) : json_null(), "port",
-				  in->port ? json_integer(in->port) : json_null(), "gpus",
-				  gpu_refs_json(m, in), "bytes_per_gpu", (json_int_t)in->bytes_per_gpu,
-				  "healthy", in->healthy));
+		json_t *inst = json_pack("{s:i,s:o,s:o,s:o,s:I,s:b}", "replica", (int)in->replica, "pid",
+					 in->pid ? json_integer(in->pid) : json_null(), "port",
+					 in->port ? json_integer(in->port) : json_null(), "gpus",
+					 gpu_refs_json(m, in), "bytes_per_gpu", (json_int_t)in->bytes_per_gpu,
+					 "healthy", in->healthy);
+		if (inst && c->container.image) {
+			/* pid is the runtime's; the container's own process, by its host pid, is here */
+			char name[VRAM_CONTAINER_NAME_MAX];
+			vram_container_name(c->name, in->replica, name, sizeof(name));
+			json_object_set_new(inst, "container",
+					    json_pack("{s:s,s:s,s:o}", "name", name, "image", c->container.image,
+						      "pid", in->container_pid ? json_integer(in->container_pid)
+									   : json_null()));
+		}
+		json_array_append_new(instances, inst);
 	}
 	const struct vram_instance *first = &w->instances[0];
 	struct mgr_host_usage host;
@@ -227,7 +237,8 @@ static const char *owner_of(struct vram_manager *m, pid_t pid, unsigned *ret_rep
 {
 	for (size_t k = 0; pid > 0 && k < m->n_live; k++) {
 		for (size_t i = 0; i < m->wptrs[k]->n_instances; i++) {
-			if (m->wptrs[k]->instances[i].pid == pid) {
+			const struct vram_instance *in = &m->wptrs[k]->instances[i];
+			if (in->pid == pid || (in->container_pid > 0 && in->container_pid == pid)) {
 				*ret_replica = (unsigned)i;
 				return m->wptrs[k]->cfg->name;
 			}
@@ -362,7 +373,8 @@ static json_t *compat_gpu_memory_json(const struct vram_workload *w, const struc
 					continue;
 				uint64_t mine = in->bytes_per_gpu;
 				for (size_t p = 0; p < gpus[g].n_procs; p++)
-					if (in->pid > 0 && gpus[g].pids[p] == in->pid &&
+					if (((in->pid > 0 && gpus[g].pids[p] == in->pid) ||
+					     (in->container_pid > 0 && gpus[g].pids[p] == in->container_pid)) &&
 					    gpus[g].used[p] != UINT64_MAX)
 						mine = gpus[g].used[p];
 				used += mine;

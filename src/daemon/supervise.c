@@ -37,6 +37,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -57,6 +58,7 @@
 #include "common/list.h"
 #include "common/log.h"
 #include "common/proc.h"
+#include "daemon/container.h"
 #include "daemon/relay.h"
 #include "daemon/spawn.h"
 
@@ -119,7 +121,17 @@ struct vram_child {
 	struct event *handover_ev;  /* handover_fd readable */
 	vram_child_exit_cb cb;
 	void *arg;
+	struct vram_container_ref *container; /* owned; NULL: a process, stopped with signals */
 };
+
+/* A child that is a container runtime's foreground run of a container (container.h). */
+struct vram_container_ref {
+	char *runtime; /* owned; "podman" or "docker" */
+	char *name;    /* owned; the container's name */
+};
+
+/* Extra time the runtime's own stop gets past the grace before vramd removes the container. */
+#define CONTAINER_STOP_MARGIN_MS 5000
 
 struct vram_supervisor {
 	struct event_base *base; /* borrowed */
@@ -301,6 +313,11 @@ static void child_unwatch_relay(struct vram_child *c)
 
 static void child_free(struct vram_child *c)
 {
+	if (c->container) {
+		free(c->container->runtime);
+		free(c->container->name);
+		free(c->container);
+	}
 	late_report_free(c->late);
 	child_close_output(c);
 	child_unwatch_relay(c);
@@ -643,6 +660,21 @@ static void child_kill_leftovers(struct vram_child *c)
 	(void)kill(-c->pid, SIGKILL);
 }
 
+/*
+ * SIGKILL to c's group; a container's runtime is told to remove it as well
+ * (killing the runtime's foreground process leaves the container running).
+ */
+static void child_kill_now(struct vram_child *c)
+{
+	if (c->container) {
+		int r = vram_container_remove(c->container->runtime, c->container->name);
+		if (r < 0)
+			vram_warn("Failed to run %s rm -f %s: %s", c->container->runtime, c->container->name,
+				  strerror(-r));
+	}
+	child_signal_group(c, SIGKILL);
+}
+
 static void on_kill_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct vram_child *c = arg;
@@ -650,7 +682,7 @@ static void on_kill_timer(evutil_socket_t fd, short what, void *arg)
 		return;
 	vram_debug("pid %d did not exit within its grace: SIGKILL to its group", (int)c->pid);
 	c->escalated = true;
-	child_signal_group(c, SIGKILL);
+	child_kill_now(c);
 }
 
 static void on_finish_timer(evutil_socket_t fd, short what, void *arg)
@@ -762,6 +794,8 @@ void vram_supervisor_free(struct vram_supervisor *s)
 	vram_list_for_each_entry(c, &s->children, struct vram_child, link) {
 		if (c->reaped)
 			continue;
+		if (c->container)
+			(void)vram_container_remove(c->container->runtime, c->container->name);
 		bool sent = child_signal_group(c, SIGKILL);
 		if (c->our_child) {
 			while (waitpid(c->pid, NULL, 0) < 0 && errno == EINTR)
@@ -1059,6 +1093,19 @@ static struct vram_child *child_new(struct vram_supervisor *s, struct vram_logfi
 	return c;
 }
 
+/* Makes c a container's (runtime and name copied; both NULL: a process). Returns 0 or -ENOMEM. */
+static int child_set_container(struct vram_child *c, const char *runtime, const char *name)
+{
+	if (!runtime || !name)
+		return 0;
+	c->container = calloc(1, sizeof(*c->container));
+	if (!c->container)
+		return -ENOMEM;
+	c->container->runtime = strdup(runtime);
+	c->container->name = strdup(name);
+	return c->container->runtime && c->container->name ? 0 : -ENOMEM;
+}
+
 /* Adds c, which runs now, to the children whose exit is awaited. */
 static void child_link(struct vram_child *c)
 {
@@ -1149,7 +1196,7 @@ int vram_supervisor_spawn(struct vram_supervisor *s, const struct vram_spawn *sp
 		goto out;
 
 	c = child_new(s, sp->log, cb, arg);
-	if (!c)
+	if (!c || child_set_container(c, sp->container_runtime, sp->container_name) < 0)
 		goto out;
 	c->our_child = true;
 
@@ -1362,7 +1409,7 @@ int vram_supervisor_adopt(struct vram_supervisor *s, const struct vram_adopt *a,
 	}
 	r = -ENOMEM;
 	c = child_new(s, a->log, cb, arg);
-	if (!c)
+	if (!c || child_set_container(c, a->container_runtime, a->container_name) < 0)
 		goto out;
 	c->adopted = true;
 	c->our_child = ours;
@@ -1407,9 +1454,21 @@ void vram_child_stop(struct vram_child *c, uint64_t grace_ms)
 	if (c->stopping || c->reaped)
 		return;
 	c->stopping = true;
-	child_signal_group(c, SIGTERM);
-	/* a stopped process (SIGSTOP, a debugger gone) acts on SIGTERM only once it runs again */
-	child_signal_group(c, SIGCONT);
+	if (c->container) {
+		/* the runtime signals the container's process and kills it after the grace */
+		int r = vram_container_stop(c->container->runtime, c->container->name, grace_ms);
+		if (r < 0)
+			vram_warn("Failed to run %s stop %s: %s", c->container->runtime, c->container->name,
+				  strerror(-r));
+		if (c->log)
+			vram_logfile_note(c->log, "stopping container %s through %s (grace %" PRIu64 " ms)",
+					  c->container->name, c->container->runtime, grace_ms);
+		grace_ms += CONTAINER_STOP_MARGIN_MS;
+	} else {
+		child_signal_group(c, SIGTERM);
+		/* a stopped process (SIGSTOP, a debugger gone) acts on SIGTERM only once it runs again */
+		child_signal_group(c, SIGCONT);
+	}
 	struct timeval tv = {.tv_sec = (time_t)(grace_ms / 1000),
 			     .tv_usec = (suseconds_t)(grace_ms % 1000) * 1000};
 	evtimer_add(c->kill_timer, &tv);
@@ -1420,7 +1479,12 @@ void vram_child_kill(struct vram_child *c)
 	if (c->reaped)
 		return;
 	c->stopping = true;
-	child_signal_group(c, SIGKILL);
+	child_kill_now(c);
+}
+
+const char *vram_child_container(const struct vram_child *c)
+{
+	return c->container ? c->container->name : NULL;
 }
 
 bool vram_child_escalated(const struct vram_child *c)

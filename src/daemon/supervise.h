@@ -93,6 +93,16 @@ struct vram_spawn {
 	 * where a bare cmd[0] is looked for.
 	 */
 	const struct vram_creds *creds;
+	/*
+	 * Borrowed, copied; both NULL for a process. Otherwise argv is a
+	 * container runtime's foreground run of the container named so
+	 * (container.h): vram_child_stop has the runtime stop it (with the
+	 * grace, plus 5 s for the runtime's own kill before vramd's), and each
+	 * SIGKILL comes with the runtime's rm -f, since the container outlives
+	 * the runtime's process.
+	 */
+	const char *container_runtime;
+	const char *container_name;
 };
 
 /*
@@ -132,6 +142,8 @@ pid_t vram_child_relay_pid(const struct vram_child *c);
 void vram_child_stop(struct vram_child *c, uint64_t grace_ms);
 /* SIGKILL to the group now. */
 void vram_child_kill(struct vram_child *c);
+/* The name of the container the child runs (borrowed, valid while c is), NULL for a process. */
+const char *vram_child_container(const struct vram_child *c);
 /* Whether the child was sent SIGKILL because its grace ran out. */
 bool vram_child_escalated(const struct vram_child *c);
 
@@ -147,6 +159,8 @@ struct vram_adopt {
 	pid_t relay_pid;            /* its output relay, 0: none known */
 	uint64_t relay_start_ticks; /* the relay's start time as recorded */
 	struct vram_logfile *log;   /* borrowed, outlives the child, as in struct vram_spawn */
+	const char *container_runtime; /* borrowed, as in struct vram_spawn: a container's run */
+	const char *container_name;
 };
 
 /*

@@ -859,7 +859,7 @@ static void test_error_unknown_keys(void **state)
 		     "t.yaml:1:1: deamon: unknown key 'deamon', did you mean 'daemon'?");
 	expect_error(WL_A "    zzzzzz: 1\n",
 		     "t.yaml:4:5: workloads.a.zzzzzz: unknown key 'zzzzzz', expected one of: "
-		     "cmd, env, cwd, gpus, memory, replicas, avoid, placement, fallback, start, "
+		     "cmd, container, env, cwd, gpus, memory, replicas, avoid, placement, fallback, start, "
 		     "health, port, idle, priority, offload, restart, stop_grace, models, share, "
 		     "compute, max_concurrency, queue_max, queue_timeout, first_byte_timeout, stream_timeout");
 	expect_error(WL_A "    idle: {offload_afer: 1m}\n",
@@ -1018,7 +1018,7 @@ static void test_error_cmd(void **state)
 		     "t.yaml:3:20: workloads.a.cmd[1]: expected a string, got a list");
 	expect_error("workloads:\n  a:\n    gpus: 1\n",
 		     "t.yaml:2:3: workloads.a: missing key 'cmd', expected an argv list like "
-		     "[python3, server.py]");
+		     "[python3, server.py] (or container: {image: ...})");
 	expect_error("workloads:\n  a:\n",
 		     "t.yaml:2:3: workloads.a: expected a mapping with at least cmd, got nothing");
 	expect_error("workloads:\n  a: [x]\n",
@@ -1026,6 +1026,72 @@ static void test_error_cmd(void **state)
 	expect_error("workloads: [a, b]\n",
 		     "t.yaml:1:12: workloads: expected a mapping of workload names to workloads, "
 		     "got a list");
+}
+
+/* A container workload: every key read; cmd stays NULL. */
+static void test_container(void **state)
+{
+	(void)state;
+	struct vram_config *cfg = parse_ok(
+		"workloads:\n  tts:\n    container:\n      image: localhost/tts:1\n"
+		"      args: [--port, \"${PORT}\"]\n      runtime: podman\n"
+		"      volumes: [\"/data/voices:/voices:ro\", \"hf:/root/.cache\"]\n"
+		"      env: { HF_HOME: /root/.cache, EMPTY: }\n");
+	const struct vram_workload_config *w = vram_config_find(cfg, "tts");
+	assert_non_null(w);
+	assert_null(w->cmd);
+	assert_string_equal(w->container.image, "localhost/tts:1");
+	assert_int_equal(w->container.n_args, 2);
+	assert_string_equal(w->container.args[1], "${PORT}");
+	assert_int_equal(w->container.runtime, VRAM_CONTAINER_PODMAN);
+	assert_int_equal(w->container.n_volumes, 2);
+	assert_string_equal(w->container.volumes[1], "hf:/root/.cache");
+	assert_int_equal(w->container.n_env, 2);
+	assert_string_equal(w->container.env[0], "HF_HOME=/root/.cache");
+	assert_string_equal(w->container.env[1], "EMPTY=");
+	assert_string_equal(vram_container_runtime_name(w->container.runtime), "podman");
+	vram_config_free(cfg);
+	cfg = parse_ok("workloads:\n  a:\n    container: {image: i}\n");
+	assert_int_equal(vram_config_find(cfg, "a")->container.runtime, VRAM_CONTAINER_AUTO);
+	vram_config_free(cfg);
+}
+
+/* What a user who got a container wrong is told: the key, what was expected. */
+static void test_error_container(void **state)
+{
+	(void)state;
+	expect_error(WL_A "    container: {image: i}\n",
+		     "t.yaml:4:16: workloads.a.container: both cmd and container are set, expected "
+		     "one of them (a container's command goes into container.args)");
+	expect_error("workloads:\n  a:\n    container: {args: [x]}\n",
+		     "t.yaml:3:16: workloads.a.container: missing key 'image', expected an image name "
+		     "like docker.io/library/nginx:1.27");
+	expect_error("workloads:\n  a:\n    container: {image: --privileged}\n",
+		     "t.yaml:3:24: workloads.a.container.image: expected an image name like "
+		     "docker.io/library/nginx:1.27 (1 to 255 printable characters, no spaces, not "
+		     "beginning with '-'), got \"--privileged\"");
+	expect_error("workloads:\n  a:\n    container: {image: i, runtime: lxc}\n",
+		     "t.yaml:3:36: workloads.a.container.runtime: expected auto, podman or docker, "
+		     "got \"lxc\"");
+	expect_error("workloads:\n  a:\n    container: {image: i, volumes: [/data]}\n",
+		     "t.yaml:3:37: workloads.a.container.volumes[0]: expected SOURCE:/path[:options] "
+		     "(a host path or a volume name, then an absolute path in the container; no "
+		     "spaces; at most 1024 bytes), got \"/data\"");
+	expect_error("workloads:\n  a:\n    container: {image: i, env: {1X: y}}\n",
+		     "t.yaml:3:33: workloads.a.container.env.1X: invalid variable name, expected "
+		     "letters, digits and _, got \"1X\"");
+	expect_error("workloads:\n  a:\n    container: {image: i}\n    cwd: /srv\n",
+		     "t.yaml:4:10: workloads.a.cwd: cwd does not apply to a container, expected none "
+		     "(the image's working directory applies; set it in the image)");
+	expect_error("workloads:\n  a:\n    container: i\n",
+		     "t.yaml:3:16: workloads.a.container: expected a mapping like {image: ..., args: "
+		     "[...]}, got \"i\"");
+	/* bounded: more volumes than allowed */
+	char yaml[2048] = "workloads:\n  a:\n    container: {image: i, volumes: [";
+	for (int i = 0; i < VRAM_CONTAINER_VOLUMES_MAX + 1; i++)
+		strcat(yaml, i ? ",\"/d:/d\"" : "\"/d:/d\"");
+	strcat(yaml, "]}\n");
+	expect_error(yaml, "t.yaml:3:36: workloads.a.container.volumes: 65 entries, expected at most 64");
 }
 
 static void test_error_names(void **state)
@@ -1385,6 +1451,8 @@ int main(void)
 		cmocka_unit_test(test_error_values),
 		cmocka_unit_test(test_error_gpus),
 		cmocka_unit_test(test_error_cmd),
+		cmocka_unit_test(test_container),
+		cmocka_unit_test(test_error_container),
 		cmocka_unit_test(test_error_names),
 		cmocka_unit_test(test_error_cross_workload),
 		cmocka_unit_test(test_error_daemon_and_gpus),

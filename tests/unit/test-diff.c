@@ -216,6 +216,12 @@ struct wl_sample {
 
 static const struct wl_sample wl_samples[] = {
 	{ "cmd", "", "    cmd: [serve2]\n" },
+	{ "container.image", "    container: { image: i1 }\n", "    container: { image: i2 }\n" },
+	{ "container.args", "    container: { image: i }\n", "    container: { image: i, args: [x] }\n" },
+	{ "container.runtime", "    container: { image: i }\n", "    container: { image: i, runtime: docker }\n" },
+	{ "container.volumes", "    container: { image: i }\n",
+	  "    container: { image: i, volumes: [\"/d:/d\"] }\n" },
+	{ "container.env", "    container: { image: i }\n", "    container: { image: i, env: { A: x } }\n" },
 	{ "env", "", "    env: { A: x }\n" },
 	{ "cwd", "", "    cwd: /tmp\n" },
 	{ "gpus", "", "    gpus: 2\n" },
@@ -256,12 +262,12 @@ static const struct wl_sample wl_samples[] = {
 	{ "stream_timeout", "", "    stream_timeout: 1m\n" },
 };
 
-/* Parses BASE with workloads b and a (a's body after cmd: [serve] unless it has a cmd). */
+/* Parses BASE with workloads b and a (a's body after cmd: [serve] unless it has a cmd or a container). */
 static struct vram_config *parse_with(const char *body)
 {
 	char yaml[1024];
 	snprintf(yaml, sizeof(yaml), BASE "workloads:\n  b:\n    cmd: [other]\n  a:\n%s%s",
-		 strstr(body, "cmd:") ? "" : "    cmd: [serve]\n", body);
+		 strstr(body, "cmd:") || strstr(body, "container:") ? "" : "    cmd: [serve]\n", body);
 	return parse(yaml);
 }
 

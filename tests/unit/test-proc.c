@@ -10,7 +10,10 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -87,6 +90,69 @@ static void test_child_later(void **state)
 	assert_true(child_ticks > 0);
 }
 
+/*
+ * A process's pid in its own pid namespace: ours is ours; the first process
+ * of a new namespace (a container's) is 1 there. The hook channel takes a
+ * container's hello by it.
+ */
+static void test_inner_pid(void **state)
+{
+	(void)state;
+	pid_t inner = 0;
+	assert_int_equal(vram_proc_inner_pid(getpid(), &inner), 0);
+	assert_int_equal(inner, getpid());
+	assert_int_equal(vram_proc_inner_pid(999999999, &inner), -ENOENT);
+
+	int go[2];
+	assert_int_equal(pipe(go), 0);
+	pid_t outer = fork();
+	assert_true(outer >= 0);
+	if (outer == 0) {
+		/* the child of one that unshared its pid namespace is that namespace's pid 1 */
+		close(go[1]); /* the grandchild waits for the end of the pipe */
+		if (unshare(CLONE_NEWPID) < 0)
+			_exit(77);
+		pid_t p = fork();
+		if (p == 0) {
+			char b;
+			(void)!read(go[0], &b, 1);
+			_exit(0);
+		}
+		int st;
+		waitpid(p, &st, 0);
+		_exit(0);
+	}
+	close(go[0]);
+	/* find the grandchild: the child of outer */
+	pid_t grandchild = 0;
+	for (int i = 0; i < 500 && !grandchild; i++) {
+		char path[64], buf[256] = "";
+		snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)outer, (int)outer);
+		FILE *f = fopen(path, "r");
+		if (f) {
+			if (fgets(buf, sizeof(buf), f))
+				grandchild = (pid_t)atoi(buf);
+			fclose(f);
+		}
+		if (!grandchild) {
+			int st;
+			if (waitpid(outer, &st, WNOHANG) == outer) {
+				close(go[1]);
+				if (WIFEXITED(st) && WEXITSTATUS(st) == 77)
+					skip(); /* no right to a pid namespace here */
+				fail_msg("the child ended early");
+			}
+			usleep(10000);
+		}
+	}
+	assert_true(grandchild > 0);
+	assert_int_equal(vram_proc_inner_pid(grandchild, &inner), 0);
+	assert_int_equal(inner, 1);
+	close(go[1]);
+	int st;
+	assert_int_equal(waitpid(outer, &st, 0), outer);
+}
+
 int main(int argc, char **argv)
 {
 	g_argc = argc;
@@ -95,6 +161,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_start_ticks),
 		cmocka_unit_test(test_cmdline),
 		cmocka_unit_test(test_child_later),
+		cmocka_unit_test(test_inner_pid),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
