@@ -631,6 +631,7 @@ SAME_CFG(visible_devices, a->gpus.visible_devices == b->gpus.visible_devices)
 SAME_CFG(host_reserve, a->host.reserve == b->host.reserve)
 SAME_CFG(host_limit, a->host.limit == b->host.limit)
 SAME_CFG(host_park_dir, str_eq(a->host.park_dir, b->host.park_dir))
+SAME_CFG(host_premake, a->host.premake_buffers == b->host.premake_buffers)
 
 static bool same_sim(const struct vram_config *a, const struct vram_config *b)
 {
@@ -2304,6 +2305,11 @@ static void h_park_dir(struct ctx *c, const struct vram_ynode *v, void *t)
 	get_string(c, v, &CFG(t)->host.park_dir);
 }
 
+static void h_premake(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_bool(c, v, &CFG(t)->host.premake_buffers);
+}
+
 /*
  * A host key's reload class: the budget applies at once (live); the park
  * directory holds the files of parked processes, so only a restart of
@@ -2313,6 +2319,7 @@ static const struct key_def host_keys[] = {
 	{ "reserve", h_reserve, false, CFG_LIVE(host_reserve) },
 	{ "limit", h_limit, false, CFG_LIVE(host_limit) },
 	{ "park_dir", h_park_dir, false, CFG_DAEMON(host_park_dir) },
+	{ "premake_buffers", h_premake, false, CFG_LIVE(host_premake) },
 };
 
 #undef WL_PROCESS
@@ -2842,6 +2849,7 @@ int vram_config_parse(const char *text, size_t len, const char *name,
 	c.cfg->daemon.port_range_start = 18000;
 	c.cfg->daemon.upgrade_drain_ms = 10000;
 	c.cfg->daemon.open_healthz = true;
+	c.cfg->host.premake_buffers = true;
 	c.cfg->host.reserve = VRAM_CONFIG_HOST_RESERVE_DEFAULT;
 
 	r = vram_yaml_parse(text ? text : "", text ? len : 0, &root, &yerr);

@@ -287,6 +287,8 @@ struct vram_config {
 				     VRAM_CONFIG_HOST_RESERVE_DEFAULT = 10 % of MemTotal, at least 4 GiB */
 		uint64_t limit;   /* bytes they may take in total; 0 = no limit */
 		char *park_dir;   /* owned; absolute; NULL = <state_dir>/park */
+		bool premake_buffers; /* a ready hooked workload makes the pinned buffers of its
+					 first offload ahead, where the budget has room (default on) */
 	} host;
 
 	struct vram_workload_config *workloads; /* owned array, in file order */

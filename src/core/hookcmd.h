@@ -22,6 +22,7 @@ enum vram_hookchan_op {
 	VRAM_HOOKCHAN_RESTORE,   /* of an offloaded or a parked process */
 	VRAM_HOOKCHAN_PARK,      /* an offloaded process writes its host copy to a file and frees it */
 	VRAM_HOOKCHAN_DROP_HOST, /* a running process frees the host buffers it kept after a restore */
+	VRAM_HOOKCHAN_PREPARE_HOST, /* a running process makes its host buffers ahead, in the background */
 };
 
 /* What one process answered. */

@@ -64,6 +64,7 @@ struct proc {
 	unsigned version;   /* protocol version of its hook */
 	bool host_reported; /* a USAGE of version 3 or later came: the three below are known */
 	uint64_t host_pinned, host_kept, parked; /* bytes, as last reported */
+	bool premade_asked; /* asked to make its host buffers ahead */
 };
 
 struct vram_hookchan_req {
@@ -239,6 +240,7 @@ static uint32_t op_msg(enum vram_hookchan_op op)
 	case VRAM_HOOKCHAN_RESTORE: return VRAM_HOOK_MSG_RESTORE;
 	case VRAM_HOOKCHAN_PARK: return VRAM_HOOK_MSG_PARK;
 	case VRAM_HOOKCHAN_DROP_HOST: return VRAM_HOOK_MSG_DROP_HOST;
+	case VRAM_HOOKCHAN_PREPARE_HOST: return VRAM_HOOK_MSG_PREPARE_HOST;
 	}
 	return 0;
 }
@@ -280,6 +282,7 @@ static const char *op_name(enum vram_hookchan_op op)
 	case VRAM_HOOKCHAN_RESTORE: return "restore";
 	case VRAM_HOOKCHAN_PARK: return "park";
 	case VRAM_HOOKCHAN_DROP_HOST: return "drop of host buffers";
+	case VRAM_HOOKCHAN_PREPARE_HOST: return "making of host buffers";
 	}
 	return "command";
 }
@@ -851,6 +854,7 @@ int vram_hookchan_proc(struct vram_hookchan *hc, pid_t pid, struct vram_hookchan
 		.parked = p->parked,
 		.host_reported = p->host_reported,
 		.version = p->version,
+		.premade_asked = p->premade_asked,
 	};
 	snprintf(ret->workload, sizeof(ret->workload), "%s", p->workload);
 	return 0;
@@ -956,9 +960,28 @@ static bool park_path_ok(const char *path)
 	return path && path[0] == '/' && strnlen(path, VRAM_HOOK_PROTO_PATH_MAX) < VRAM_HOOK_PROTO_PATH_MAX;
 }
 
+static int send_cmd(struct vram_hookchan *hc, pid_t pid, enum vram_hookchan_op op, unsigned flags,
+		    const char *path, uint64_t limit, vram_hookchan_done_cb cb, void *arg,
+		    struct vram_hookchan_req **ret_req);
+
 int vram_hookchan_send_path(struct vram_hookchan *hc, pid_t pid, enum vram_hookchan_op op, unsigned flags,
 			    const char *path, vram_hookchan_done_cb cb, void *arg,
 			    struct vram_hookchan_req **ret_req)
+{
+	if (op == VRAM_HOOKCHAN_PREPARE_HOST)
+		return -EINVAL; /* it takes a limit: vram_hookchan_prepare_host */
+	return send_cmd(hc, pid, op, flags, path, 0, cb, arg, ret_req);
+}
+
+int vram_hookchan_prepare_host(struct vram_hookchan *hc, pid_t pid, uint64_t limit, vram_hookchan_done_cb cb,
+			       void *arg)
+{
+	return send_cmd(hc, pid, VRAM_HOOKCHAN_PREPARE_HOST, 0, NULL, limit, cb, arg, NULL);
+}
+
+static int send_cmd(struct vram_hookchan *hc, pid_t pid, enum vram_hookchan_op op, unsigned flags,
+		    const char *path, uint64_t limit, vram_hookchan_done_cb cb, void *arg,
+		    struct vram_hookchan_req **ret_req)
 {
 	if (!op_msg(op) || (op == VRAM_HOOKCHAN_PARK ? !park_path_ok(path) : path != NULL))
 		return -EINVAL;
@@ -968,8 +991,9 @@ int vram_hookchan_send_path(struct vram_hookchan *hc, pid_t pid, enum vram_hookc
 	struct conn *c = p->conn;
 	if ((op == VRAM_HOOKCHAN_PARK || op == VRAM_HOOKCHAN_DROP_HOST) && c->version < VRAM_HOOK_PROTO_VERSION_PARK)
 		return -EOPNOTSUPP; /* the hook predates the disk tier */
-	if ((flags & (VRAM_HOOKCHAN_PROGRESS | VRAM_HOOKCHAN_GRANTED)) && c->version < VRAM_HOOK_PROTO_VERSION_GRANT)
-		return -EOPNOTSUPP; /* the hook predates overlapped swaps */
+	if (((flags & (VRAM_HOOKCHAN_PROGRESS | VRAM_HOOKCHAN_GRANTED)) || op == VRAM_HOOKCHAN_PREPARE_HOST) &&
+	    c->version < VRAM_HOOK_PROTO_VERSION_GRANT)
+		return -EOPNOTSUPP; /* the hook predates overlapped swaps and buffers made ahead */
 	if ((flags & VRAM_HOOKCHAN_PROGRESS) && op != VRAM_HOOKCHAN_OFFLOAD)
 		return -EINVAL;
 	if ((flags & VRAM_HOOKCHAN_GRANTED) && op != VRAM_HOOKCHAN_RESTORE)
@@ -1002,6 +1026,7 @@ int vram_hookchan_send_path(struct vram_hookchan *hc, pid_t pid, enum vram_hookc
 	m.u.command.flags = flags;
 	if (path)
 		snprintf(m.u.command.path, sizeof(m.u.command.path), "%s", path);
+	m.u.command.limit = limit;
 	int r = conn_send(c, &m);
 	if (r < 0) {
 		event_free(req->timer);
@@ -1049,4 +1074,11 @@ bool vram_hookchan_can_swap(struct vram_hookchan *hc, pid_t pid)
 {
 	struct proc *p = proc_find(hc, pid);
 	return p && p->conn && p->conn->version >= VRAM_HOOK_PROTO_VERSION_GRANT;
+}
+
+void vram_hookchan_mark_premade(struct vram_hookchan *hc, pid_t pid)
+{
+	struct proc *p = proc_find(hc, pid);
+	if (p)
+		p->premade_asked = true;
 }

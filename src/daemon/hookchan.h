@@ -56,6 +56,7 @@ struct vram_hookchan_proc_info {
 						  * it kept after a restore, bytes in its park file */
 	bool host_reported;      /* false for a hook older than protocol 3: the three above are unknown (0) */
 	unsigned version;        /* protocol version of its hook */
+	bool premade_asked;      /* it was asked to make its host buffers ahead (vram_hookchan_mark_premade) */
 };
 
 /*
@@ -184,6 +185,15 @@ void vram_hookchan_on_progress(struct vram_hookchan_req *req, vram_hookchan_prog
  */
 int vram_hookchan_grant(struct vram_hookchan_req *req, const uint64_t bytes[VRAM_HOOKCHAN_MAX_DEVICES],
 			bool cancel);
+/*
+ * Has running process pid make the pinned host buffers of its first offload
+ * ahead, in the background, at most limit bytes (protocol 4); cb answers at
+ * once with the bytes it will make. Returns as vram_hookchan_send.
+ */
+int vram_hookchan_prepare_host(struct vram_hookchan *hc, pid_t pid, uint64_t limit, vram_hookchan_done_cb cb,
+			       void *arg);
+/* Notes that process pid was asked to make its host buffers ahead: once per process. */
+void vram_hookchan_mark_premade(struct vram_hookchan *hc, pid_t pid);
 /* Whether the hook of process pid takes VRAM_HOOKCHAN_PROGRESS and GRANTED (protocol 4). */
 bool vram_hookchan_can_swap(struct vram_hookchan *hc, pid_t pid);
 

@@ -644,6 +644,7 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
 	if (!m->shutting_down) {
 		mgr_host_kick(m);
 		mgr_overlap_regrant(m); /* an eviction that ended frees its memory for a granted restore */
+		mgr_premake_kick(m);
 	}
 	for (size_t i = 0; i < N_FEATURES; i++)
 		if (features[i]->kick)

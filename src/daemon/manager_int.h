@@ -460,6 +460,11 @@ struct vram_policy_ledger;
 /* The GPU ledger of now (core/policy.h), every live workload but exclude (may be NULL). 0 or -ENOMEM. */
 int mgr_ledger_build(struct vram_manager *m, const struct vram_workload *exclude, struct vram_policy_ledger *l);
 
+/* ---- host buffers made ahead: mgr_premake.c (the manager floor) ---- */
+
+/* Asks the processes of ready hooked workloads to make their host buffers ahead, where the budget has room. */
+void mgr_premake_kick(struct vram_manager *m);
+
 /* ---- overlapped swaps: mgr_overlap.c (the manager floor) ---- */
 
 /* Whether w's restore can overlap its victims' offloads, and a victim's offload report progress. */

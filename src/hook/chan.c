@@ -305,7 +305,7 @@ static int swap_wait_grant(void *arg, int dev, uint64_t need)
  * Runs a command (VRAM_HOOK_MSG_*); path: PARK's file; request_id: vramd's
  * (0 for the control socket, which has no swaps).
  */
-static void run_command(uint16_t op, uint32_t flags, uint32_t request_id, const char *path,
+static void run_command(uint16_t op, uint32_t flags, uint32_t request_id, const char *path, uint64_t limit,
 			struct vram_hook_op_result *res)
 {
 	struct swap_cmd sc = { .request_id = request_id };
@@ -323,6 +323,9 @@ static void run_command(uint16_t op, uint32_t flags, uint32_t request_id, const 
 	case VRAM_HOOK_MSG_DROP_HOST:
 		vram_hook_drop_host(res);
 		break;
+	case VRAM_HOOK_MSG_PREPARE_HOST:
+		vram_hook_prepare_host(limit, res);
+		break;
 	default:
 		vram_hook_restore((flags & VRAM_HOOK_RESTORE_GRANTED) ? &(struct vram_hook_swap){
 					  .wait_grant = swap_wait_grant, .arg = &sc } : NULL, res);
@@ -339,12 +342,13 @@ static void daemon_handle(const struct vram_hook_proto_msg *in)
 	if (in->type == VRAM_HOOK_MSG_GRANT)
 		return; /* for a restore that has ended meanwhile */
 	if (in->type != VRAM_HOOK_MSG_OFFLOAD && in->type != VRAM_HOOK_MSG_RESTORE && in->type != VRAM_HOOK_MSG_PARK &&
-	    in->type != VRAM_HOOK_MSG_DROP_HOST) {
+	    in->type != VRAM_HOOK_MSG_DROP_HOST && in->type != VRAM_HOOK_MSG_PREPARE_HOST) {
 		vram_hook_log(VRAM_HOOK_LOG_WARN, "ignoring message type %u from vramd", in->type);
 		return;
 	}
 	struct vram_hook_op_result res;
-	run_command(in->type, in->u.command.flags, in->u.command.request_id, in->u.command.path, &res);
+	run_command(in->type, in->u.command.flags, in->u.command.request_id, in->u.command.path,
+		    in->u.command.limit, &res);
 	/* the numbers after the command first, so that they are vramd's when it hears the answer */
 	send_usage();
 	if (daemon_fd < 0)
@@ -434,16 +438,16 @@ static void control_line(struct client *c, char *line)
 	while (len && (line[len - 1] == '\r' || line[len - 1] == ' '))
 		line[--len] = '\0';
 	if (strcmp(line, "offload") == 0 || strcmp(line, "offload drop-host") == 0) {
-		run_command(VRAM_HOOK_MSG_OFFLOAD, line[7] ? VRAM_HOOK_OFFLOAD_DROP_HOST : 0, 0, NULL, &res);
+		run_command(VRAM_HOOK_MSG_OFFLOAD, line[7] ? VRAM_HOOK_OFFLOAD_DROP_HOST : 0, 0, NULL, 0, &res);
 		format_result(out, sizeof(out), "offload", &res);
 	} else if (strcmp(line, "restore") == 0) {
-		run_command(VRAM_HOOK_MSG_RESTORE, 0, 0, NULL, &res);
+		run_command(VRAM_HOOK_MSG_RESTORE, 0, 0, NULL, 0, &res);
 		format_result(out, sizeof(out), "restore", &res);
 	} else if (strncmp(line, "park ", 5) == 0) {
-		run_command(VRAM_HOOK_MSG_PARK, 0, 0, line + 5, &res);
+		run_command(VRAM_HOOK_MSG_PARK, 0, 0, line + 5, 0, &res);
 		format_result(out, sizeof(out), "park", &res);
 	} else if (strcmp(line, "drop-host") == 0) {
-		run_command(VRAM_HOOK_MSG_DROP_HOST, 0, 0, NULL, &res);
+		run_command(VRAM_HOOK_MSG_DROP_HOST, 0, 0, NULL, 0, &res);
 		format_result(out, sizeof(out), "drop-host", &res);
 	} else if (strcmp(line, "status") == 0) {
 		struct vram_hook_proto_dev dev[VRAM_HOOK_PROTO_MAX_DEVICES];

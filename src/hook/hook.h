@@ -304,6 +304,12 @@ void vram_hook_restore(const struct vram_hook_swap *swap, struct vram_hook_op_re
  * memory. ret->bytes: bytes written.
  */
 void vram_hook_park(const char *path, struct vram_hook_op_result *ret);
+/*
+ * A running process makes the pinned buffers of its first offload ahead, in
+ * the background, at most limit bytes of them; answers at once (ret->bytes:
+ * what it will make).
+ */
+void vram_hook_prepare_host(uint64_t limit, struct vram_hook_op_result *ret);
 /* A running process frees the pinned buffers it kept after a restore. ret->bytes: bytes freed. */
 void vram_hook_drop_host(struct vram_hook_op_result *ret);
 /* Bytes of pinned host memory held now, the part of it kept after a restore, bytes in the park file. */

@@ -689,6 +689,164 @@ out_free:
 	return err;
 }
 
+/* ------------------------------------------------- buffers made ahead */
+
+/*
+ * PREPARE_HOST: vramd, when its host budget allows, has a running process
+ * make the pinned buffers of its first offload ahead of time, so that the
+ * offload runs at link speed. One background thread at the lowest CPU
+ * priority (SCHED_IDLE) makes them allocation by allocation, piece by
+ * piece as the first offload does, and hands each complete buffer to its
+ * allocation under the allocation lock, provided the allocation is still
+ * there, on the device and without one. It stops as soon as the process is
+ * no longer running (an offload takes over: it holds the lock throughout
+ * and makes the rest itself), at a DROP_HOST (which waits for it), or when
+ * its limit of bytes is made. The buffers are kept buffers like those kept
+ * after a restore: they count in vramd's host ledger and DROP_HOST frees
+ * them first when host memory is short.
+ */
+static pthread_mutex_t prep_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_t prep_thread;
+static bool prep_joinable;          /* under prep_lock */
+static _Atomic bool prep_stop;
+static _Atomic bool prep_busy;
+static _Atomic uint64_t prep_limit; /* bytes the running one may still make */
+
+/* The next allocation that has no buffer, or NULL; under vram_hook_lock. */
+static struct vram_hook_phys *prep_next(uint64_t *ret_size, CUmemGenericAllocationHandle *ret_real, int *ret_dev)
+{
+	for (struct vram_hook_phys *p = vram_hook_phys_list; p; p = p->next) {
+		if (p->movable && p->real && p->dev >= 0 && !p->host && !p->offloaded) {
+			*ret_size = p->size;
+			*ret_real = p->real;
+			*ret_dev = p->dev;
+			return p;
+		}
+	}
+	return NULL;
+}
+
+static void *prep_main(void *arg)
+{
+	(void)arg;
+	struct sched_param sp = { 0 };
+	pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
+	struct pin_settings ps = pin_settings();
+	uint64_t made = 0, start = now_usec();
+	unsigned buffers = 0;
+	CUcontext ctx = NULL;
+	int ctx_dev = -1;
+	for (;;) {
+		uint64_t size = 0;
+		CUmemGenericAllocationHandle real = 0;
+		int dev = -1;
+		pthread_mutex_lock(&vram_hook_lock);
+		struct vram_hook_phys *p = atomic_load(&vram_hook_state) == VRAM_HOOK_RUNNING
+						   ? prep_next(&size, &real, &dev) : NULL;
+		pthread_mutex_unlock(&vram_hook_lock);
+		if (!p || atomic_load(&prep_stop) || size > atomic_load(&prep_limit))
+			break;
+		if (dev != ctx_dev) {
+			/* retained for good, as the copy streams' contexts are (use_device) */
+			ctx = NULL;
+			if (VRAM_REAL(cuDevicePrimaryCtxRetain)(&ctx, dev) != CUDA_SUCCESS ||
+			    VRAM_REAL(cuCtxSetCurrent)(ctx) != CUDA_SUCCESS)
+				break;
+			ctx_dev = dev;
+		}
+		char *h = host_map(size);
+		if (!h)
+			break;
+		uint64_t done = 0;
+		for (; done < size && !atomic_load(&prep_stop) &&
+		       atomic_load(&vram_hook_state) == VRAM_HOOK_RUNNING; done += ps.piece) {
+			uint64_t len = size - done < ps.piece ? size - done : ps.piece;
+			host_populate(h + done, len);
+			if (VRAM_REAL(cuMemHostRegister_v2)(h + done, len, CU_MEMHOSTREGISTER_PORTABLE) != CUDA_SUCCESS)
+				break;
+		}
+		bool given = false;
+		if (done >= size) {
+			pthread_mutex_lock(&vram_hook_lock);
+			/* still there as it was, on the device, running, without a buffer */
+			for (struct vram_hook_phys *q = vram_hook_phys_list; q; q = q->next)
+				if (q == p && q->real == real && q->size == size && !q->host && !q->offloaded &&
+				    atomic_load(&vram_hook_state) == VRAM_HOOK_RUNNING && !atomic_load(&prep_stop)) {
+					q->host = h;
+					q->host_piece = ps.piece;
+					given = true;
+				}
+			pthread_mutex_unlock(&vram_hook_lock);
+		}
+		if (!given) {
+			for (uint64_t off = 0; off < done && off < size; off += ps.piece)
+				VRAM_REAL(cuMemHostUnregister)(h + off);
+			munmap(h, size);
+			if (done < size)
+				break;
+			continue;
+		}
+		made += size;
+		buffers++;
+		atomic_fetch_sub(&prep_limit, size);
+		atomic_fetch_add(&vram_hook_usage_seq, 1);
+	}
+	vram_hook_log(VRAM_HOOK_LOG_INFO, "made %llu bytes of pinned host buffers ahead (%u buffers) in %.3f s",
+		      (unsigned long long)made, buffers, (double)(now_usec() - start) / 1e6);
+	atomic_store(&prep_busy, false);
+	return NULL;
+}
+
+/* Stops the buffer maker and waits for it; a no-op when none runs. */
+static void prep_join(void)
+{
+	pthread_mutex_lock(&prep_lock);
+	if (prep_joinable) {
+		atomic_store(&prep_stop, true);
+		pthread_join(prep_thread, NULL);
+		prep_joinable = false;
+	}
+	pthread_mutex_unlock(&prep_lock);
+}
+
+void vram_hook_prepare_host(uint64_t limit, struct vram_hook_op_result *ret)
+{
+	memset(ret, 0, sizeof(*ret));
+	uint64_t want = 0;
+	pthread_mutex_lock(&vram_hook_lock);
+	for (struct vram_hook_phys *p = vram_hook_phys_list; p; p = p->next)
+		if (p->movable && p->real && p->dev >= 0 && !p->host && !p->offloaded)
+			want += p->size;
+	pthread_mutex_unlock(&vram_hook_lock);
+	if (atomic_load(&vram_hook_state) != VRAM_HOOK_RUNNING) {
+		ret->status = -EBUSY;
+		vram_hook_textf(ret->text, sizeof(ret->text),
+				"Failed to make host buffers ahead: the process is not running on the GPU");
+		return;
+	}
+	if (atomic_load(&prep_busy)) {
+		ret->status = -EALREADY;
+		vram_hook_textf(ret->text, sizeof(ret->text), "host buffers are being made already");
+		return;
+	}
+	prep_join(); /* the last one's thread, finished */
+	pthread_mutex_lock(&prep_lock);
+	atomic_store(&prep_stop, false);
+	atomic_store(&prep_limit, limit);
+	atomic_store(&prep_busy, true);
+	if (want && pthread_create(&prep_thread, NULL, prep_main, NULL) == 0) {
+		prep_joinable = true;
+	} else {
+		atomic_store(&prep_busy, false);
+		if (want)
+			ret->status = -EAGAIN;
+	}
+	pthread_mutex_unlock(&prep_lock);
+	ret->bytes = want < limit ? want : limit;
+	vram_hook_textf(ret->text, sizeof(ret->text), "%s %llu bytes of host buffers ahead, in the background",
+			ret->status ? "could not start making" : "making", (unsigned long long)ret->bytes);
+}
+
 static bool keep_host_default(void)
 {
 	const char *s = secure_getenv("VRAM_HOOK_KEEP_HOST");
@@ -1646,6 +1804,7 @@ void vram_hook_drop_host(struct vram_hook_op_result *ret)
 		pthread_mutex_unlock(&suspend_mutex);
 		return;
 	}
+	prep_join(); /* nothing is made behind the drop */
 	pthread_mutex_lock(&vram_hook_lock);
 	for (struct vram_hook_phys *p = vram_hook_phys_list; p; p = p->next) {
 		if (p->host && !p->offloaded) {

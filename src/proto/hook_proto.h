@@ -27,7 +27,9 @@
  * than dropped. A hook needs a vramd that knows its version. 4 (current)
  * adds overlapped swaps: PROGRESS (the device memory an offload has given
  * back so far, per device), GRANT (the device memory a restore may take,
- * per device), the OFFLOAD flag PROGRESS and the RESTORE flag GRANTED.
+ * per device), the OFFLOAD flag PROGRESS and the RESTORE flag GRANTED, and
+ * PREPARE_HOST (make the pinned host buffers of a running process ahead of
+ * its first offload, in the background, up to a number of bytes).
  *
  * Conversation: the hook connects and sends HELLO, then USAGE whenever its
  * numbers change (at most once a second), in answer to PING and, from
@@ -72,6 +74,7 @@ enum vram_hook_msg_type {
 	VRAM_HOOK_MSG_DROP_HOST = 8, /* vramd -> hook (version 3): free the host buffers kept after a restore */
 	VRAM_HOOK_MSG_PROGRESS = 9,  /* hook -> vramd (version 4): an offload's memory given back so far */
 	VRAM_HOOK_MSG_GRANT = 10,    /* vramd -> hook (version 4): what a GRANTED restore may take */
+	VRAM_HOOK_MSG_PREPARE_HOST = 11, /* vramd -> hook (version 4): make host buffers ahead, up to limit */
 };
 
 enum vram_hook_state {
@@ -137,6 +140,7 @@ struct vram_hook_proto_command {
 	uint32_t request_id;
 	uint32_t flags;          /* VRAM_HOOK_OFFLOAD_* */
 	char path[VRAM_HOOK_PROTO_PATH_MAX]; /* PARK only: the file to write; on the wire only for PARK */
+	uint64_t limit;          /* PREPARE_HOST only: bytes of buffers it may make; on the wire only there */
 };
 
 /*
@@ -187,6 +191,7 @@ struct vram_hook_proto_msg {
 #define VRAM_HOOK_PROTO_RESULT_SIZE (16 + 4 * 8 + VRAM_HOOK_PROTO_TEXT_MAX)
 #define VRAM_HOOK_PROTO_PING_SIZE 0
 #define VRAM_HOOK_PROTO_GRANT_SIZE (8 + VRAM_HOOK_PROTO_MAX_DEVICES * 8)
+#define VRAM_HOOK_PROTO_PREPARE_SIZE (VRAM_HOOK_PROTO_COMMAND_SIZE + 8)
 
 _Static_assert(VRAM_HOOK_PROTO_HEADER_SIZE + VRAM_HOOK_PROTO_HELLO_SIZE <= VRAM_HOOK_PROTO_MAX_MESSAGE,
 	       "hello fits");
@@ -220,6 +225,8 @@ static inline long vram_hook_proto_payload_size(uint16_t version, uint16_t type)
 	case VRAM_HOOK_MSG_PROGRESS:
 	case VRAM_HOOK_MSG_GRANT:
 		return version >= VRAM_HOOK_PROTO_VERSION_GRANT ? VRAM_HOOK_PROTO_GRANT_SIZE : -1;
+	case VRAM_HOOK_MSG_PREPARE_HOST:
+		return version >= VRAM_HOOK_PROTO_VERSION_GRANT ? VRAM_HOOK_PROTO_PREPARE_SIZE : -1;
 	default: return -1;
 	}
 }
@@ -235,6 +242,8 @@ static inline bool vram_hook_proto_result_op_ok(uint16_t version, uint32_t op)
 {
 	if (op == VRAM_HOOK_MSG_OFFLOAD || op == VRAM_HOOK_MSG_RESTORE)
 		return true;
+	if (op == VRAM_HOOK_MSG_PREPARE_HOST)
+		return version >= VRAM_HOOK_PROTO_VERSION_GRANT;
 	return version >= VRAM_HOOK_PROTO_VERSION_PARK && (op == VRAM_HOOK_MSG_PARK || op == VRAM_HOOK_MSG_DROP_HOST);
 }
 
@@ -387,6 +396,13 @@ static inline long vram_hook_proto_encode(const struct vram_hook_proto_msg *m, u
 		p = vram_hook_proto_put32(p, m->u.command.request_id);
 		p = vram_hook_proto_put32(p, m->u.command.flags);
 		break;
+	case VRAM_HOOK_MSG_PREPARE_HOST:
+		if (m->u.command.flags)
+			return -EINVAL;
+		p = vram_hook_proto_put32(p, m->u.command.request_id);
+		p = vram_hook_proto_put32(p, m->u.command.flags);
+		p = vram_hook_proto_put64(p, m->u.command.limit);
+		break;
 	case VRAM_HOOK_MSG_PROGRESS:
 	case VRAM_HOOK_MSG_GRANT:
 		if (m->u.grant.flags & ~(m->type == VRAM_HOOK_MSG_GRANT ? VRAM_HOOK_GRANT_CANCEL : 0u))
@@ -496,6 +512,13 @@ static inline long vram_hook_proto_decode(const uint8_t *buf, size_t len, struct
 		p = vram_hook_proto_get32(p, &m.u.command.request_id);
 		p = vram_hook_proto_get32(p, &m.u.command.flags);
 		if (version >= VRAM_HOOK_PROTO_VERSION_GRANT && (m.u.command.flags & ~VRAM_HOOK_COMMAND_KNOWN_FLAGS))
+			return -EBADMSG;
+		break;
+	case VRAM_HOOK_MSG_PREPARE_HOST:
+		p = vram_hook_proto_get32(p, &m.u.command.request_id);
+		p = vram_hook_proto_get32(p, &m.u.command.flags);
+		p = vram_hook_proto_get64(p, &m.u.command.limit);
+		if (m.u.command.flags)
 			return -EBADMSG;
 		break;
 	case VRAM_HOOK_MSG_PROGRESS:

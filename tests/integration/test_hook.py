@@ -202,7 +202,7 @@ def test_hook_unparsable_limit_warns(daemon):
 
 # The hook channel's wire format (src/proto/hook_proto.h), enough to stand in for vramd.
 PROTO_MAGIC = 0x4b485256
-PROTO_VERSION = 3  # the hook's; it reads the commands below in version 2 as well
+PROTO_VERSION = 4  # the hook's; it reads the commands below in version 2 as well
 MSG_HELLO, MSG_USAGE, MSG_OFFLOAD, MSG_RESTORE, MSG_RESULT = 1, 2, 3, 4, 5
 
 

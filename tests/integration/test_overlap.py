@@ -172,3 +172,41 @@ def test_restore_fails_mid_swap(daemon, tmp_path):
     assert d.state("b") == "ready"
     assert check(d, "b") == f"ok {192 * MIB}"
     assert tally(tmp)[1] <= GPU
+
+
+def host_kept(d, name):
+    procs = (d.workload(name).get("hook") or {}).get("processes") or []
+    return sum(p.get("host_kept_bytes") or 0 for p in procs)
+
+
+def test_host_buffers_made_ahead(daemon, tmp_path):
+    """A ready workload makes the pinned buffers of its first offload in the
+    background when the host budget has room: they count as kept, and that
+    first offload makes none (it runs at link speed)."""
+    tmp = str(tmp_path)
+    d = daemon(config(tmp), gpus=f"1x{GPU}")
+    d.ctl("start", "a", check=0)
+    wait_for(lambda: host_kept(d, "a") == 192 * MIB, what="a's host buffers made ahead")
+    assert d.status()["host"]["kept"] >= 192 * MIB
+    d.ctl("offload", "a", check=0)
+    log = open(os.path.join(tmp, "hook-a.log")).read()
+    assert "made 201326592 bytes of pinned host buffers ahead" in log, log
+    offload = [l for l in log.splitlines() if "offloaded 201326592 bytes" in l]
+    assert offload and "pinned" not in offload[0], offload  # nothing made on the spot
+    d.ctl("restore", "a", check=0)
+    assert check(d, "a") == f"ok {192 * MIB}"
+
+
+def test_host_buffers_not_made_ahead_without_room(daemon, tmp_path):
+    """Off in the config, or more than the budget has room for: nothing is made ahead."""
+    tmp = str(tmp_path)
+    d = daemon(config(tmp).replace("host:\n  reserve: 0\n", "host:\n  reserve: 0\n  limit: 100MiB\n"),
+               gpus=f"1x{GPU}")
+    d.ctl("start", "a", check=0)
+    time.sleep(2)
+    assert host_kept(d, "a") == 0
+    d2 = daemon(config(tmp).replace("host:\n  reserve: 0\n", "host:\n  reserve: 0\n  premake_buffers: false\n"),
+                gpus=f"1x{GPU}")
+    d2.ctl("start", "b", check=0)
+    time.sleep(2)
+    assert host_kept(d2, "b") == 0

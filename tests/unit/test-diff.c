@@ -359,6 +359,7 @@ static const struct daemon_sample daemon_samples[] = {
 	{ "host.reserve", DAEMON_LINE("") GPUS_LINE "host: { reserve: 8GiB }\n" },
 	{ "host.limit", DAEMON_LINE("") GPUS_LINE "host: { limit: 100GiB }\n" },
 	{ "host.park_dir", DAEMON_LINE("") GPUS_LINE "host: { park_dir: /var/park }\n" },
+	{ "host.premake_buffers", DAEMON_LINE("") GPUS_LINE "host: { premake_buffers: false }\n" },
 };
 
 /* Each daemon or gpus key changed alone: refused under its name, or (live) let through. */
