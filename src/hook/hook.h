@@ -47,6 +47,8 @@
 	X(cuMemExportToShareableHandle) X(cuMemImportFromShareableHandle) \
 	X(cuMemAllocAsync) X(cuMemAllocAsync_ptsz) X(cuMemAllocFromPoolAsync) \
 	X(cuMemAllocFromPoolAsync_ptsz) X(cuMemFreeAsync) X(cuMemFreeAsync_ptsz) \
+	X(cuMemPoolCreate) X(cuMemPoolDestroy) X(cuMemPoolTrimTo) X(cuMemPoolSetAttribute) \
+	X(cuMemPoolGetAttribute) \
 	X(cuMemcpy) X(cuMemcpy_ptds) X(cuMemcpyAsync) X(cuMemcpyAsync_ptsz) \
 	X(cuMemcpyHtoD_v2) X(cuMemcpyHtoD_v2_ptds) X(cuMemcpyDtoH_v2) X(cuMemcpyDtoH_v2_ptds) \
 	X(cuMemcpyDtoD_v2) X(cuMemcpyDtoD_v2_ptds) X(cuMemcpyHtoDAsync_v2) X(cuMemcpyHtoDAsync_v2_ptsz) \
@@ -66,8 +68,9 @@
 	X(cuCtxSynchronize) X(cuMemAddressReserve) X(cuMemAddressFree) \
 	X(cuMemGetAllocationGranularity) X(cuMemGetAddressRange_v2) X(cuMemHostAlloc) \
 	X(cuMemFreeHost) X(cuMemHostRegister_v2) X(cuMemHostUnregister) \
-	X(cuStreamCreate) X(cuStreamSynchronize) X(cuDeviceGetDefaultMemPool) \
-	X(cuMemPoolTrimTo) X(cuEventCreate) X(cuEventRecord) X(cuEventSynchronize) X(cuEventDestroy_v2)
+	X(cuStreamCreate) X(cuStreamSynchronize) X(cuDeviceGetDefaultMemPool) X(cuDeviceGetMemPool) \
+	X(cuEventCreate) X(cuEventRecord) X(cuEventSynchronize) X(cuEventDestroy_v2) \
+	X(cuEventQuery) X(cuStreamWaitEvent)
 
 enum vram_hook_sym {
 #define VRAM_HOOK_X(n) VRAM_HOOK_SYM_##n,
@@ -209,7 +212,68 @@ static inline void vram_hook_gate_leave(struct vram_hook_gate_slot *s)
 		atomic_fetch_sub_explicit(&s->inflight, 1, memory_order_release);
 }
 
+/* Opens and closes the body of a wrapper that allocates or frees: it waits
+ * at the gate while the process is offloaded. */
+#define GATED_BEGIN()                                                   \
+	if (vram_hook_unlikely(!vram_hook_resolve()))                   \
+		return CUDA_ERROR_NOT_FOUND;                            \
+	struct vram_hook_gate_slot *gate_ = vram_hook_gate_enter()
+#define GATED_END(r) do { vram_hook_gate_leave(gate_); return (r); } while (0)
+
 /* ---- allocation tracking (alloc.c) */
+
+/* Open-addressing hash table over 64-bit keys; keys 0 and 1 are reserved
+ * (no pointer or handle is either). The caller guards it. */
+struct vram_hook_table {
+	uint64_t *keys;
+	void **vals;
+	size_t cap;                   /* slots, a power of two */
+	size_t filled;                /* live + deleted */
+	size_t live;
+};
+#define VRAM_HOOK_TABLE_EMPTY 0
+#define VRAM_HOOK_TABLE_DELETED 1
+void *vram_hook_table_get(const struct vram_hook_table *t, uint64_t key);
+/* Returns 0 or -ENOMEM. */
+int vram_hook_table_put(struct vram_hook_table *t, uint64_t key, void *val);
+/* Returns the value removed, or NULL. */
+void *vram_hook_table_del(struct vram_hook_table *t, uint64_t key);
+
+/* false when VRAM_HOOK_VMM_ALLOC=0: cuMemAlloc and pools are left to the driver. */
+bool vram_hook_use_vmm(void);
+/* The current thread's device, or -1 (no context). */
+int vram_hook_current_device(void);
+/*
+ * Movable memory for a pool (pool.c): bytes on dev, rounded up to the
+ * granularity (*ret_size), charged against the cap (CUDA_ERROR_OUT_OF_MEMORY
+ * past it), mapped read-write at *ret_va and moved by offloads like
+ * cuMemAlloc memory, but unknown to cuMemFree.
+ */
+CUresult vram_hook_vmm_alloc(CUdeviceptr *ret_va, uint64_t bytes, int dev, uint64_t *ret_size);
+/* Unmaps, releases and uncharges what vram_hook_vmm_alloc gave at va; no work may still use it. */
+CUresult vram_hook_vmm_release(CUdeviceptr va);
+/*
+ * Stream-ordered memory the driver serves itself (pools made for export):
+ * r_call is the driver's answer for bytes on dev, already charged; records
+ * it as non-movable or uncharges it. Returns r_call.
+ */
+CUresult vram_hook_async_passthrough(CUresult r_call, CUdeviceptr *dptr, size_t bytes, int dev);
+/* Forgets a pass-through stream-ordered allocation at dptr after its free; uncharges it. */
+void vram_hook_async_passthrough_freed(CUdeviceptr dptr);
+
+/* ---- stream-ordered pools (pool.c) */
+
+/*
+ * cuMemFree of pool memory (allowed by the driver, synchronous): returns
+ * true when dptr was a pool block of ours, now free; false: not ours.
+ */
+bool vram_hook_pool_free_sync(CUdeviceptr dptr, CUresult *ret);
+/*
+ * Called by an offload with the gate closed, before it lists the memory:
+ * waits for the frees in flight and gives every pool's idle memory back,
+ * so that only memory in use is copied. Returns the bytes released.
+ */
+uint64_t vram_hook_pool_trim_idle(void);
 
 struct vram_hook_phys;
 

@@ -1081,6 +1081,8 @@ void vram_hook_offload(bool drop_host, struct vram_hook_op_result *ret)
 		goto out_unlock;
 	}
 
+	/* Idle pool memory is given back, not copied (pool.c). */
+	vram_hook_pool_trim_idle();
 	pthread_mutex_lock(&vram_hook_lock);
 	for (struct vram_hook_phys *p = vram_hook_phys_list; p; p = p->next)
 		if (p->movable && p->real && p->dev >= 0)

@@ -98,6 +98,7 @@ struct fake_alloc {
 struct fake_pool {
 	int dev;
 	size_t reserved;        /* bytes */
+	cuuint64_t release_threshold; /* bytes; recorded and answered, nothing else */
 };
 
 struct fake_op {
@@ -161,6 +162,7 @@ static size_t fake_granularity = 2u << 20; /* bytes, VRAM_FAKE_GRANULARITY */
 static unsigned fake_address_free_delay_us; /* VRAM_FAKE_ADDRESS_FREE_DELAY_US */
 static struct CUctx_st *fake_primary[FAKE_MAX_DEVICES];
 static struct fake_pool fake_default_pool[FAKE_MAX_DEVICES];
+static struct fake_pool *fake_current_pool[FAKE_MAX_DEVICES]; /* cuDeviceSetMemPool; NULL: the default */
 static _Thread_local struct CUctx_st *fake_current;
 static struct fake_stream *fake_streams;
 static _Atomic int fake_live_phys_count;
@@ -1342,7 +1344,8 @@ static CUresult alloc_async(CUdeviceptr *dptr, size_t bytesize, struct fake_pool
 	if (!stream_of(h))
 		return CUDA_ERROR_INVALID_HANDLE;
 	if (!pool)
-		pool = &fake_default_pool[fake_current->dev];
+		pool = fake_current_pool[fake_current->dev] ? fake_current_pool[fake_current->dev]
+							    : &fake_default_pool[fake_current->dev];
 	return alloc_linear(dptr, bytesize, FAKE_POOL, pool->dev, pool, NULL);
 }
 
@@ -1422,6 +1425,9 @@ FAKE_EXPORT CUresult cuMemPoolDestroy(CUmemoryPool pool)
 	NEED_INIT();
 	if (!pool)
 		return CUDA_ERROR_INVALID_VALUE;
+	for (int d = 0; d < FAKE_MAX_DEVICES; d++)
+		if (fake_current_pool[d] == (struct fake_pool *)pool)
+			fake_current_pool[d] = NULL;
 	free(pool); /* the fake does not check for live allocations */
 	return CUDA_SUCCESS;
 }
@@ -1446,9 +1452,44 @@ FAKE_EXPORT CUresult cuMemPoolGetAttribute(CUmemoryPool pool, CUmemPool_attribut
 		*(cuuint64_t *)value = p->reserved;
 		pthread_mutex_unlock(&fake_lock);
 		return CUDA_SUCCESS;
+	case CU_MEMPOOL_ATTR_RELEASE_THRESHOLD:
+		*(cuuint64_t *)value = p->release_threshold;
+		return CUDA_SUCCESS;
 	default:
 		return CUDA_ERROR_NOT_SUPPORTED;
 	}
+}
+
+FAKE_EXPORT CUresult cuMemPoolSetAttribute(CUmemoryPool pool, CUmemPool_attribute attr, void *value)
+{
+	NEED_INIT();
+	if (!pool || !value)
+		return CUDA_ERROR_INVALID_VALUE;
+	struct fake_pool *p = (struct fake_pool *)pool;
+	switch (attr) {
+	case CU_MEMPOOL_ATTR_RELEASE_THRESHOLD:
+		p->release_threshold = *(cuuint64_t *)value;
+		return CUDA_SUCCESS;
+	case CU_MEMPOOL_ATTR_REUSE_FOLLOW_EVENT_DEPENDENCIES:
+	case CU_MEMPOOL_ATTR_REUSE_ALLOW_OPPORTUNISTIC:
+	case CU_MEMPOOL_ATTR_REUSE_ALLOW_INTERNAL_DEPENDENCIES:
+		return CUDA_SUCCESS;
+	case CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH:
+	case CU_MEMPOOL_ATTR_USED_MEM_HIGH:
+		return *(cuuint64_t *)value == 0 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+	default:
+		return CUDA_ERROR_INVALID_VALUE;
+	}
+}
+
+FAKE_EXPORT CUresult cuDeviceSetMemPool(CUdevice dev, CUmemoryPool pool)
+{
+	NEED_INIT();
+	CHECK_DEV(dev);
+	if (!pool || ((struct fake_pool *)pool)->dev != dev)
+		return CUDA_ERROR_INVALID_VALUE;
+	fake_current_pool[dev] = (struct fake_pool *)pool;
+	return CUDA_SUCCESS;
 }
 
 FAKE_EXPORT CUresult cuDeviceGetDefaultMemPool(CUmemoryPool *pool_out, CUdevice dev)
@@ -1463,6 +1504,12 @@ FAKE_EXPORT CUresult cuDeviceGetDefaultMemPool(CUmemoryPool *pool_out, CUdevice 
 
 FAKE_EXPORT CUresult cuDeviceGetMemPool(CUmemoryPool *pool, CUdevice dev)
 {
+	NEED_INIT();
+	CHECK_DEV(dev);
+	if (pool && fake_current_pool[dev]) {
+		*pool = (CUmemoryPool)fake_current_pool[dev];
+		return CUDA_SUCCESS;
+	}
 	return cuDeviceGetDefaultMemPool(pool, dev);
 }
 
@@ -1976,6 +2023,8 @@ static const struct fake_sym fake_syms[] = {
 	SYM("cuMemPoolDestroy", 11020, false, cuMemPoolDestroy),
 	SYM("cuMemPoolTrimTo", 11020, false, cuMemPoolTrimTo),
 	SYM("cuMemPoolGetAttribute", 11020, false, cuMemPoolGetAttribute),
+	SYM("cuMemPoolSetAttribute", 11020, false, cuMemPoolSetAttribute),
+	SYM("cuDeviceSetMemPool", 11020, false, cuDeviceSetMemPool),
 	SYM("cuDeviceGetDefaultMemPool", 11020, false, cuDeviceGetDefaultMemPool),
 	SYM("cuDeviceGetMemPool", 11020, false, cuDeviceGetMemPool),
 	SYM("cuStreamCreate", 2000, false, cuStreamCreate),
