@@ -109,7 +109,7 @@ struct fake_op {
 		struct { void *dst; const void *src; size_t n; bool fail; } copy;
 		struct { void *dst; uint32_t value; size_t n; int width; } set;
 		struct { int kind; uint64_t a, b, c, d; } kernel;
-		struct { struct fake_event *ev; } event;
+		struct { struct fake_event *ev; uint64_t gen; } event;
 		struct { CUdeviceptr ptr; } free;
 	} u;
 };
@@ -125,10 +125,16 @@ struct fake_stream {
 	struct fake_stream *next_all;
 };
 
+/*
+ * As with the driver, an event stands for its latest record: a record that
+ * an older, still queued one completes after is not done; a stream waits
+ * for the record that was the latest when it was told to wait.
+ */
 struct fake_event {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	bool done;
+	uint64_t recorded;      /* records made */
+	uint64_t completed;     /* the latest record that ran */
 	CUresult error;         /* the stream's error when the event ran */
 };
 
@@ -1582,7 +1588,6 @@ FAKE_EXPORT CUresult cuEventCreate(CUevent *phEvent, unsigned int Flags)
 		abort();
 	pthread_mutex_init(&e->lock, NULL);
 	pthread_cond_init(&e->cond, NULL);
-	e->done = true;
 	*phEvent = (CUevent)e;
 	return CUDA_SUCCESS;
 }
@@ -1603,8 +1608,11 @@ static void run_event(struct fake_op *op)
 	CUresult error = op->stream->error;
 	pthread_mutex_unlock(&op->stream->lock);
 	pthread_mutex_lock(&e->lock);
-	e->error = error;
-	e->done = true;
+	if (op->u.event.gen > e->completed) {
+		e->completed = op->u.event.gen;
+		if (e->completed == e->recorded)
+			e->error = error;
+	}
 	pthread_cond_broadcast(&e->cond);
 	pthread_mutex_unlock(&e->lock);
 }
@@ -1615,11 +1623,11 @@ FAKE_EXPORT CUresult cuEventRecord(CUevent hEvent, CUstream hStream)
 	if (!hEvent)
 		return CUDA_ERROR_INVALID_HANDLE;
 	struct fake_event *e = (struct fake_event *)hEvent;
+	struct fake_op *op = op_new(run_event);
 	pthread_mutex_lock(&e->lock);
-	e->done = false;
+	op->u.event.gen = ++e->recorded;
 	e->error = CUDA_SUCCESS;
 	pthread_mutex_unlock(&e->lock);
-	struct fake_op *op = op_new(run_event);
 	op->u.event.ev = e;
 	return enqueue(hStream, op);
 }
@@ -1629,11 +1637,11 @@ FAKE_EXPORT CUresult cuEventRecord_ptsz(CUevent hEvent, CUstream hStream)
 	return cuEventRecord(hEvent, hStream);
 }
 
-/* Returns the error of the stream's work before the event. */
-static CUresult event_wait(struct fake_event *e)
+/* Waits until record gen ran. Returns the error of the stream's work before the event. */
+static CUresult event_wait_gen(struct fake_event *e, uint64_t gen)
 {
 	pthread_mutex_lock(&e->lock);
-	while (!e->done)
+	while (e->completed < gen)
 		pthread_cond_wait(&e->cond, &e->lock);
 	CUresult r = e->error;
 	pthread_mutex_unlock(&e->lock);
@@ -1645,7 +1653,11 @@ FAKE_EXPORT CUresult cuEventSynchronize(CUevent hEvent)
 	NEED_INIT();
 	if (!hEvent)
 		return CUDA_ERROR_INVALID_HANDLE;
-	return event_wait((struct fake_event *)hEvent);
+	struct fake_event *e = (struct fake_event *)hEvent;
+	pthread_mutex_lock(&e->lock);
+	uint64_t gen = e->recorded;
+	pthread_mutex_unlock(&e->lock);
+	return event_wait_gen(e, gen);
 }
 
 FAKE_EXPORT CUresult cuEventQuery(CUevent hEvent)
@@ -1655,14 +1667,14 @@ FAKE_EXPORT CUresult cuEventQuery(CUevent hEvent)
 		return CUDA_ERROR_INVALID_HANDLE;
 	struct fake_event *e = (struct fake_event *)hEvent;
 	pthread_mutex_lock(&e->lock);
-	CUresult r = e->done ? e->error : CUDA_ERROR_NOT_READY;
+	CUresult r = e->completed == e->recorded ? e->error : CUDA_ERROR_NOT_READY;
 	pthread_mutex_unlock(&e->lock);
 	return r;
 }
 
 static void run_wait_event(struct fake_op *op)
 {
-	(void)event_wait(op->u.event.ev);
+	(void)event_wait_gen(op->u.event.ev, op->u.event.gen);
 }
 
 FAKE_EXPORT CUresult cuStreamWaitEvent(CUstream hStream, CUevent hEvent, unsigned int Flags)
@@ -1671,8 +1683,12 @@ FAKE_EXPORT CUresult cuStreamWaitEvent(CUstream hStream, CUevent hEvent, unsigne
 	NEED_CTX();
 	if (!hEvent)
 		return CUDA_ERROR_INVALID_HANDLE;
+	struct fake_event *e = (struct fake_event *)hEvent;
 	struct fake_op *op = op_new(run_wait_event);
-	op->u.event.ev = (struct fake_event *)hEvent;
+	pthread_mutex_lock(&e->lock);
+	op->u.event.gen = e->recorded;
+	pthread_mutex_unlock(&e->lock);
+	op->u.event.ev = e;
 	return enqueue(hStream, op);
 }
 
