@@ -16,10 +16,12 @@
  * physical memory goes away when the program has released its handle and
  * unmapped every mapping, as with the driver.
  *
- * Memory the hook cannot move is charged and counted as non-movable:
- * stream-ordered (pool) allocations, managed memory, arrays, IPC imports and
- * exports, VMM memory exported or imported through shareable handles, and
- * cuMemAlloc memory when VRAM_HOOK_VMM_ALLOC=0. Host allocations are not
+ * Stream-ordered pool memory is served from VMM too (pool.c, through
+ * vram_hook_vmm_alloc). Memory the hook cannot move is charged and counted
+ * as non-movable: allocations of pools made for export, managed memory,
+ * arrays, IPC imports and exports, VMM memory exported or imported through
+ * shareable handles, and cuMemAlloc and pool memory when
+ * VRAM_HOOK_VMM_ALLOC=0. Host allocations are not
  * charged and not wrapped. A free of a pointer the hook does not know always
  * reaches the driver.
  */

@@ -6,7 +6,8 @@
  * cu* wrappers and dlsym (see libvram.map).
  *
  * Modules: interpose.c (symbol resolution, dlsym, cuGetProcAddress, plain
- * gated wrappers, log), alloc.c (allocations and VMM tracking), limit.c
+ * gated wrappers, log), alloc.c (allocations and VMM tracking), pool.c
+ * (stream-ordered allocations and pools on movable memory), limit.c
  * (caps, cuMemGetInfo), suspend.c (gate, offload, restore, park, drop of
  * host buffers), park.c (the park file's I/O), chan.c (vramd channel and
  * the per-process control socket).
