@@ -142,6 +142,7 @@ static struct vram_hook_table other_table;  /* pointer or handle -> struct other
 static _Atomic uint64_t granularity[VRAM_HOOK_MAX_DEVICES]; /* bytes, 0 until asked */
 static _Atomic int pitch_align;                              /* bytes, 0 until asked */
 static int vmm_alloc_enabled = -1;                           /* VRAM_HOOK_VMM_ALLOC */
+static _Atomic int ipc_handle_ok;                            /* -1: the driver refuses POSIX fd memory */
 
 /*
  * A zeroed record. Not calloc: glibc's calloc (2.36 at least) skips the
@@ -240,6 +241,7 @@ static void phys_destroy(struct vram_hook_phys *p)
 			atomic_fetch_sub(&vram_hook_usage[p->dev].offloaded, p->size);
 	}
 	vram_hook_host_free(p);
+	vram_hook_ipc_forget(p);
 	vram_hook_table_del(&phys_table, (uint64_t)(uintptr_t)p);
 	if (p->prev)
 		p->prev->next = p->next;
@@ -260,6 +262,7 @@ static void phys_maybe_destroy(struct vram_hook_phys *p)
 /* Makes p non-movable from now on (it was exported). */
 static void phys_pin(struct vram_hook_phys *p)
 {
+	p->ipc_pinned = false; /* for good now, not only while an importer has it open */
 	if (!p->movable)
 		return;
 	p->movable = false;
@@ -383,7 +386,20 @@ static CUresult vmm_alloc(CUdeviceptr *dptr, uint64_t bytes, int dev, bool for_f
 	r = VRAM_REAL(cuMemAddressReserve)(&va, size, gran, 0, 0);
 	if (r != CUDA_SUCCESS)
 		goto out_uncharge;
+	/*
+	 * cuMemAlloc memory can be shared with cuIpcGetMemHandle (ipc.c),
+	 * which hands over a file descriptor of the physical memory: only
+	 * memory created for that handle type can be exported. Where the
+	 * driver refuses the type, memory is made without it (not shareable).
+	 */
+	if (for_free && atomic_load(&ipc_handle_ok) >= 0)
+		prop.requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
 	r = VRAM_REAL(cuMemCreate)(&h, size, &prop, 0);
+	if (r != CUDA_SUCCESS && prop.requestedHandleTypes && r != CUDA_ERROR_OUT_OF_MEMORY) {
+		atomic_store(&ipc_handle_ok, -1);
+		prop.requestedHandleTypes = CU_MEM_HANDLE_TYPE_NONE;
+		r = VRAM_REAL(cuMemCreate)(&h, size, &prop, 0);
+	}
 	if (r != CUDA_SUCCESS)
 		goto out_free_va;
 	r = VRAM_REAL(cuMemMap)(va, size, 0, h, 0);
@@ -617,9 +633,30 @@ VRAM_HOOK_EXPORT CUresult cuArrayDestroy(CUarray hArray)
 
 /* ------------------------------------------------------------------- IPC */
 
-VRAM_HOOK_EXPORT CUresult cuIpcGetMemHandle(CUipcMemHandle *pHandle, CUdeviceptr dptr)
+/* The wrappers are in ipc.c; what the driver serves itself is counted here. */
+
+struct vram_hook_phys *vram_hook_alloc_lookup(CUdeviceptr dptr)
 {
-	GATED_BEGIN();
+	return vram_hook_table_get(&alloc_table, dptr);
+}
+
+void vram_hook_phys_share(struct vram_hook_phys *p, bool on)
+{
+	if (on) {
+		if (p->ipc_opens++ == 0 && p->movable && p->dev >= 0) {
+			p->movable = false;
+			p->ipc_pinned = true;
+			vram_hook_nonmovable_add(p->dev, p->size);
+		}
+	} else if (p->ipc_opens && --p->ipc_opens == 0 && p->ipc_pinned) {
+		p->ipc_pinned = false;
+		p->movable = true;
+		vram_hook_nonmovable_sub(p->dev, p->size);
+	}
+}
+
+CUresult vram_hook_ipc_passthrough_get(CUipcMemHandle *pHandle, CUdeviceptr dptr)
+{
 	CUresult r = VRAM_REAL(cuIpcGetMemHandle)(pHandle, dptr);
 	if (r == CUDA_SUCCESS) {
 		/* Another process may map it: it must stay where it is. */
@@ -629,11 +666,11 @@ VRAM_HOOK_EXPORT CUresult cuIpcGetMemHandle(CUipcMemHandle *pHandle, CUdeviceptr
 			phys_pin(p);
 		pthread_mutex_unlock(&vram_hook_lock);
 	}
-	GATED_END(r);
+	return r;
 }
 
-static CUresult ipc_open(CUresult (*real)(CUdeviceptr *, CUipcMemHandle, unsigned int), CUdeviceptr *pdptr,
-			 CUipcMemHandle handle, unsigned int flags)
+CUresult vram_hook_ipc_passthrough_open(CUresult (*real)(CUdeviceptr *, CUipcMemHandle, unsigned int),
+					CUdeviceptr *pdptr, CUipcMemHandle handle, unsigned int flags)
 {
 	if (!real)
 		return CUDA_ERROR_NOT_FOUND;
@@ -653,27 +690,12 @@ static CUresult ipc_open(CUresult (*real)(CUdeviceptr *, CUipcMemHandle, unsigne
 	return r;
 }
 
-VRAM_HOOK_EXPORT CUresult cuIpcOpenMemHandle(CUdeviceptr *pdptr, CUipcMemHandle handle, unsigned int Flags)
+CUresult vram_hook_ipc_passthrough_close(CUdeviceptr dptr)
 {
-	GATED_BEGIN();
-	CUresult r = ipc_open(VRAM_REAL(cuIpcOpenMemHandle), pdptr, handle, Flags);
-	GATED_END(r);
-}
-
-VRAM_HOOK_EXPORT CUresult cuIpcOpenMemHandle_v2(CUdeviceptr *pdptr, CUipcMemHandle handle, unsigned int Flags)
-{
-	GATED_BEGIN();
-	CUresult r = ipc_open(VRAM_REAL(cuIpcOpenMemHandle_v2), pdptr, handle, Flags);
-	GATED_END(r);
-}
-
-VRAM_HOOK_EXPORT CUresult cuIpcCloseMemHandle(CUdeviceptr dptr)
-{
-	GATED_BEGIN();
 	CUresult r = VRAM_REAL(cuIpcCloseMemHandle)(dptr);
 	if (r == CUDA_SUCCESS)
 		other_remove(dptr, 1u << OTHER_IPC);
-	GATED_END(r);
+	return r;
 }
 
 /* ------------------------------------------------------------------- VMM */

@@ -7,7 +7,8 @@
  *
  * Modules: interpose.c (symbol resolution, dlsym, cuGetProcAddress, plain
  * gated wrappers, log), alloc.c (allocations and VMM tracking), pool.c
- * (stream-ordered allocations and pools on movable memory), limit.c
+ * (stream-ordered allocations and pools on movable memory), ipc.c (legacy
+ * CUDA IPC on hook memory), limit.c
  * (caps, cuMemGetInfo), suspend.c (gate, offload, restore, park, drop of
  * host buffers), park.c (the park file's I/O), chan.c (vramd channel and
  * the per-process control socket).
@@ -214,12 +215,18 @@ static inline void vram_hook_gate_leave(struct vram_hook_gate_slot *s)
 }
 
 /* Opens and closes the body of a wrapper that allocates or frees: it waits
- * at the gate while the process is offloaded. */
+ * at the gate while the process is offloaded. GATED_END evaluates its
+ * argument (often the call itself) before it leaves the gate. */
 #define GATED_BEGIN()                                                   \
 	if (vram_hook_unlikely(!vram_hook_resolve()))                   \
 		return CUDA_ERROR_NOT_FOUND;                            \
 	struct vram_hook_gate_slot *gate_ = vram_hook_gate_enter()
-#define GATED_END(r) do { vram_hook_gate_leave(gate_); return (r); } while (0)
+#define GATED_END(r)                                                    \
+	do {                                                            \
+		CUresult gated_r_ = (r);                                \
+		vram_hook_gate_leave(gate_);                            \
+		return gated_r_;                                        \
+	} while (0)
 
 /* ---- allocation tracking (alloc.c) */
 
@@ -261,6 +268,25 @@ CUresult vram_hook_vmm_release(CUdeviceptr va);
 CUresult vram_hook_async_passthrough(CUresult r_call, CUdeviceptr *dptr, size_t bytes, int dev);
 /* Forgets a pass-through stream-ordered allocation at dptr after its free; uncharges it. */
 void vram_hook_async_passthrough_freed(CUdeviceptr dptr);
+
+/* Called with vram_hook_lock held: the cuMemAlloc allocation at dptr, or NULL. */
+struct vram_hook_phys *vram_hook_alloc_lookup(CUdeviceptr dptr);
+/*
+ * Called with vram_hook_lock held: another process opened (on) or closed
+ * (off) p through IPC; p stays resident (non-movable) while one has it open.
+ */
+void vram_hook_phys_share(struct vram_hook_phys *p, bool on);
+/* The driver's own legacy IPC, for memory the hook does not serve: counted, not movable. */
+CUresult vram_hook_ipc_passthrough_get(CUipcMemHandle *pHandle, CUdeviceptr dptr);
+CUresult vram_hook_ipc_passthrough_open(CUresult (*real)(CUdeviceptr *, CUipcMemHandle, unsigned int),
+					CUdeviceptr *pdptr, CUipcMemHandle handle, unsigned int flags);
+CUresult vram_hook_ipc_passthrough_close(CUdeviceptr dptr);
+
+/* ---- legacy IPC on hook memory (ipc.c) */
+
+/* Called with vram_hook_lock held when p goes: its export, if any, is forgotten. */
+void vram_hook_ipc_forget(struct vram_hook_phys *p);
+void vram_hook_ipc_atfork_child(void);
 
 /* ---- stream-ordered pools (pool.c) */
 
@@ -304,6 +330,9 @@ struct vram_hook_phys {
 	uint64_t host_piece;          /* bytes per cuMemHostRegister range of host; 0: cuMemHostAlloc */
 	bool parked;                  /* offloaded, its copy in the park file only */
 	uint32_t park_index;          /* while parked: its allocation's index in the park file */
+	uint64_t ipc_id;              /* its cuIpcGetMemHandle export (ipc.c), 0: none */
+	unsigned ipc_opens;           /* processes that have it open through IPC */
+	bool ipc_pinned;              /* non-movable only while ipc_opens > 0 */
 	struct vram_hook_map *maps;
 	struct vram_hook_phys *prev, *next;
 };

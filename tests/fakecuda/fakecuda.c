@@ -921,6 +921,9 @@ FAKE_EXPORT CUresult cuMemExportToShareableHandle(void *shareableHandle, CUmemGe
 	NEED_INIT();
 	if (!shareableHandle || !handle || handleType != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR)
 		return CUDA_ERROR_INVALID_VALUE;
+	/* As the driver: only memory created for this handle type can be exported. */
+	if (!(((struct fake_phys *)(uintptr_t)handle)->prop.requestedHandleTypes & CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR))
+		return CUDA_ERROR_INVALID_VALUE;
 	int fd = dup(((struct fake_phys *)(uintptr_t)handle)->fd);
 	if (fd < 0)
 		return CUDA_ERROR_OPERATING_SYSTEM;

@@ -1,0 +1,527 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Legacy CUDA IPC (cuIpcGetMemHandle, cuIpcOpenMemHandle, cuIpcCloseMemHandle)
+ * on the hook's movable memory.
+ *
+ * The driver refuses cuIpcGetMemHandle on VMM memory, and every cuMemAlloc
+ * allocation is VMM memory under the hook. So for an allocation of ours the
+ * hook answers with a handle of its own (the 64 opaque bytes, layout below)
+ * naming this process and an export id; the physical memory (created with
+ * the POSIX file descriptor handle type, see alloc.c) is handed over as a
+ * file descriptor when the importing process asks:
+ *
+ *  - every exporting process listens on the abstract Unix socket
+ *    "\0vram-ipc-<uid>-<pid>" (started at its first export; a thread that
+ *    answers one short request per connection);
+ *  - the importer's hook connects, checks with SO_PEERCRED that the peer is
+ *    the pid of the handle and of its own uid, and asks for the id; the
+ *    exporter checks the importer's uid the same way and answers with the
+ *    size and the descriptor (SCM_RIGHTS);
+ *  - the importer imports it (cuMemImportFromShareableHandle), reserves an
+ *    address range, maps it and grants its current device read-write
+ *    access; cuIpcCloseMemHandle unmaps it and tells the exporter.
+ *
+ * An allocation opened by another process stays resident while it is open
+ * (counted non-movable, so an offload reports it): moving it would leave
+ * the importer on the old memory. An export request that arrives while the
+ * exporter is not running (offloading, offloaded, parked) is refused and the
+ * importer's cuIpcOpenMemHandle fails with CUDA_ERROR_INVALID_HANDLE.
+ * Handles the driver made (memory the hook does not own) pass through.
+ *
+ * Lock order: ipc_lock, then vram_hook_lock.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "hook/hook.h"
+
+/* The handle's 64 bytes, little-endian as the host. */
+struct ipc_handle {
+	char magic[8];                 /* IPC_MAGIC */
+	uint32_t pid;                  /* the exporting process */
+	uint32_t uid;                  /* its user */
+	uint64_t start_ticks;          /* its start time (pid reuse), clock ticks since boot */
+	uint64_t id;                   /* the export, unique in the process */
+	uint64_t size;                 /* bytes of the allocation */
+	uint8_t zero[24];
+};
+_Static_assert(sizeof(struct ipc_handle) == 64, "an IPC handle is 64 bytes");
+static const char IPC_MAGIC[8] = { 'V', 'R', 'A', 'M', 'I', 'P', 'C', '1' };
+
+enum { IPC_OP_OPEN = 1, IPC_OP_CLOSE = 2 };
+
+struct ipc_request {
+	uint32_t op;
+	uint32_t zero;
+	uint64_t id;
+	uint64_t start_ticks;          /* the exporter's, from the handle */
+};
+
+struct ipc_answer {
+	int32_t status;                /* 0 or -errno */
+	uint32_t zero;
+	uint64_t size;                 /* bytes */
+};
+
+#define IPC_IO_TIMEOUT_MS 5000     /* a peer that does not answer in time is dropped */
+#define IPC_MAX_IMPORTS 4096       /* handles open at once in one process */
+
+/* An allocation of another process mapped here. */
+struct import {
+	uint32_t pid;
+	uint64_t id, start_ticks;
+	CUdeviceptr va;
+	uint64_t size;                 /* bytes mapped */
+	CUmemGenericAllocationHandle real;
+	unsigned refs;                 /* opens of the same handle */
+	struct import *next;
+};
+
+static pthread_mutex_t ipc_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct import *imports;
+static unsigned nimports;
+static struct vram_hook_table exports;   /* id -> struct vram_hook_phys; under vram_hook_lock */
+static uint64_t next_id = 2;             /* 0 and 1 are the table's */
+static pthread_once_t server_once = PTHREAD_ONCE_INIT;
+static int server_fd = -1;
+static uint64_t self_ticks;
+
+static void socket_name(struct sockaddr_un *sa, socklen_t *len, uint32_t uid, uint32_t pid)
+{
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	int n = snprintf(sa->sun_path + 1, sizeof(sa->sun_path) - 1, "vram-ipc-%u-%u", uid, pid);
+	*len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+}
+
+static int set_timeouts(int fd)
+{
+	struct timeval tv = { IPC_IO_TIMEOUT_MS / 1000, (IPC_IO_TIMEOUT_MS % 1000) * 1000 };
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0)
+		return -errno;
+	return 0;
+}
+
+/* The peer's credentials; 0 or -errno. */
+static int peer_cred(int fd, struct ucred *ret)
+{
+	socklen_t len = sizeof(*ret);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, ret, &len) < 0)
+		return -errno;
+	return 0;
+}
+
+static int read_full(int fd, void *buf, size_t n)
+{
+	size_t got = 0;
+	while (got < n) {
+		ssize_t r = read(fd, (char *)buf + got, n - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return r < 0 ? -errno : -ECONNRESET;
+		got += (size_t)r;
+	}
+	return 0;
+}
+
+/* Sends the answer, with fd attached when fd >= 0. */
+static int send_answer(int sock, const struct ipc_answer *a, int fd)
+{
+	struct iovec iov = { (void *)a, sizeof(*a) };
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+	if (fd >= 0) {
+		memset(&ctl, 0, sizeof(ctl));
+		msg.msg_control = ctl.buf;
+		msg.msg_controllen = sizeof(ctl.buf);
+		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	}
+	ssize_t r;
+	do
+		r = sendmsg(sock, &msg, MSG_NOSIGNAL);
+	while (r < 0 && errno == EINTR);
+	return r == (ssize_t)sizeof(*a) ? 0 : -EIO;
+}
+
+/* Receives the answer and the descriptor that may come with it (*ret_fd, -1 if none). */
+static int recv_answer(int sock, struct ipc_answer *a, int *ret_fd)
+{
+	struct iovec iov = { a, sizeof(*a) };
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+			      .msg_controllen = sizeof(ctl.buf) };
+	*ret_fd = -1;
+	ssize_t r;
+	do
+		r = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+	while (r < 0 && errno == EINTR);
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); r > 0 && c; c = CMSG_NXTHDR(&msg, c))
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+		    c->cmsg_len == CMSG_LEN(sizeof(int)))
+			memcpy(ret_fd, CMSG_DATA(c), sizeof(int));
+	if (r != (ssize_t)sizeof(*a)) {
+		if (*ret_fd >= 0)
+			close(*ret_fd);
+		*ret_fd = -1;
+		return -EIO;
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------ exporter */
+
+/* Answers one request on sock from a process of our uid. */
+static void serve_one(int sock)
+{
+	struct ipc_request q;
+	struct ipc_answer a = { 0 };
+	int fd = -1;
+	if (read_full(sock, &q, sizeof(q)) < 0)
+		return;
+	if (q.start_ticks != self_ticks) {
+		a.status = -ESRCH; /* a handle of an earlier process with this pid */
+		goto out_answer;
+	}
+	pthread_mutex_lock(&vram_hook_lock);
+	struct vram_hook_phys *p = q.id > 1 ? vram_hook_table_get(&exports, q.id) : NULL;
+	if (!p) {
+		a.status = -ENOENT; /* freed */
+	} else if (q.op == IPC_OP_CLOSE) {
+		vram_hook_phys_share(p, false);
+	} else if (q.op != IPC_OP_OPEN) {
+		a.status = -EINVAL;
+	} else if (atomic_load(&vram_hook_state) != VRAM_HOOK_RUNNING || !p->real) {
+		/* The offload lists what it moves under this lock once the
+		 * state has left running: what is shared from now on would move
+		 * under the importer. */
+		a.status = -EAGAIN;
+	} else if (VRAM_REAL(cuMemExportToShareableHandle)(&fd, p->real, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
+							      0) != CUDA_SUCCESS) {
+		fd = -1;
+		a.status = -EOPNOTSUPP;
+	} else {
+		a.size = p->size;
+		vram_hook_phys_share(p, true);
+	}
+	pthread_mutex_unlock(&vram_hook_lock);
+out_answer:
+	if (send_answer(sock, &a, fd) < 0 && q.op == IPC_OP_OPEN && a.status == 0) {
+		/* The importer never got it: not shared after all. */
+		pthread_mutex_lock(&vram_hook_lock);
+		struct vram_hook_phys *p2 = vram_hook_table_get(&exports, q.id);
+		if (p2)
+			vram_hook_phys_share(p2, false);
+		pthread_mutex_unlock(&vram_hook_lock);
+	}
+	if (fd >= 0)
+		close(fd);
+}
+
+static void *server_main(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		int c = accept4(server_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (c < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+				usleep(100000);
+				continue;
+			}
+			vram_hook_log(VRAM_HOOK_LOG_ERROR, "IPC export socket failed: %s", strerror(errno));
+			return NULL;
+		}
+		struct ucred cr;
+		if (peer_cred(c, &cr) == 0 && cr.uid == getuid() && set_timeouts(c) == 0)
+			serve_one(c);
+		else
+			vram_hook_log(VRAM_HOOK_LOG_WARN, "IPC export: refused a connection from another user");
+		close(c);
+	}
+	return NULL;
+}
+
+static void server_start(void)
+{
+	if (vram_hook_self_start_ticks(&self_ticks) < 0)
+		return;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	struct sockaddr_un sa;
+	socklen_t len;
+	socket_name(&sa, &len, (uint32_t)getuid(), (uint32_t)getpid());
+	if (bind(fd, (struct sockaddr *)&sa, len) < 0 || listen(fd, 64) < 0) {
+		vram_hook_log(VRAM_HOOK_LOG_ERROR, "Failed to listen for IPC imports: %s", strerror(errno));
+		close(fd);
+		return;
+	}
+	server_fd = fd;
+	pthread_t t;
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old); /* the program's signals are not ours to take */
+	if (pthread_create(&t, &attr, server_main, NULL) != 0) {
+		close(fd);
+		server_fd = -1;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
+}
+
+void vram_hook_ipc_forget(struct vram_hook_phys *p)
+{
+	if (p->ipc_id)
+		vram_hook_table_del(&exports, p->ipc_id);
+	p->ipc_id = 0;
+}
+
+void vram_hook_ipc_atfork_child(void)
+{
+	/* The listener and its thread stay with the parent; a child exports anew. */
+	if (server_fd >= 0)
+		close(server_fd);
+	server_fd = -1;
+	server_once = (pthread_once_t)PTHREAD_ONCE_INIT;
+}
+
+static CUresult ipc_export(CUipcMemHandle *ret, struct vram_hook_phys *p)
+{
+	pthread_once(&server_once, server_start);
+	if (server_fd < 0)
+		return CUDA_ERROR_OPERATING_SYSTEM;
+	if (!(p->prop.requestedHandleTypes & CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR))
+		return CUDA_ERROR_NOT_SUPPORTED; /* made before export was possible (see alloc.c) */
+	if (!p->ipc_id) {
+		p->ipc_id = next_id++;
+		if (vram_hook_table_put(&exports, p->ipc_id, p) < 0) {
+			p->ipc_id = 0;
+			return CUDA_ERROR_OUT_OF_MEMORY;
+		}
+	}
+	struct ipc_handle h = { .pid = (uint32_t)getpid(), .uid = (uint32_t)getuid(), .start_ticks = self_ticks,
+				.id = p->ipc_id, .size = p->size };
+	memcpy(h.magic, IPC_MAGIC, sizeof(h.magic));
+	memset(ret, 0, sizeof(*ret));
+	memcpy(ret, &h, sizeof(h));
+	return CUDA_SUCCESS;
+}
+
+VRAM_HOOK_EXPORT CUresult cuIpcGetMemHandle(CUipcMemHandle *pHandle, CUdeviceptr dptr)
+{
+	GATED_BEGIN();
+	CUresult r;
+	pthread_mutex_lock(&vram_hook_lock);
+	struct vram_hook_phys *p = pHandle && dptr ? vram_hook_alloc_lookup(dptr) : NULL;
+	if (p)
+		r = ipc_export(pHandle, p);
+	pthread_mutex_unlock(&vram_hook_lock);
+	if (!p)
+		r = vram_hook_ipc_passthrough_get(pHandle, dptr);
+	GATED_END(r);
+}
+
+/* ------------------------------------------------------------ importer */
+
+static bool is_ours(const CUipcMemHandle *handle)
+{
+	return memcmp(handle, IPC_MAGIC, sizeof(IPC_MAGIC)) == 0;
+}
+
+/* Asks the exporter of h; for an open, *ret_fd gets the descriptor. Returns 0 or -errno. */
+static int ipc_ask(const struct ipc_handle *h, uint32_t op, int *ret_fd, uint64_t *ret_size)
+{
+	int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (sock < 0)
+		return -errno;
+	int err;
+	struct sockaddr_un sa;
+	socklen_t len;
+	socket_name(&sa, &len, h->uid, h->pid);
+	if (set_timeouts(sock) < 0 || connect(sock, (struct sockaddr *)&sa, len) < 0) {
+		err = -errno;
+		goto out_close;
+	}
+	struct ucred cr;
+	/* The name is not proof: check who listens on it. */
+	if (peer_cred(sock, &cr) < 0 || cr.uid != getuid() || (uint32_t)cr.pid != h->pid) {
+		err = -EPERM;
+		goto out_close;
+	}
+	struct ipc_request q = { .op = op, .id = h->id, .start_ticks = h->start_ticks };
+	if (write(sock, &q, sizeof(q)) != (ssize_t)sizeof(q)) {
+		err = -EIO;
+		goto out_close;
+	}
+	struct ipc_answer a;
+	int fd = -1;
+	err = recv_answer(sock, &a, &fd);
+	if (err == 0 && a.status < 0)
+		err = a.status;
+	if (err == 0 && op == IPC_OP_OPEN && (fd < 0 || a.size != h->size))
+		err = -EPROTO;
+	if (err < 0 && fd >= 0)
+		close(fd);
+	if (err == 0 && ret_fd)
+		*ret_fd = fd;
+	else if (err == 0 && fd >= 0)
+		close(fd);
+	if (err == 0 && ret_size)
+		*ret_size = a.size;
+out_close:
+	close(sock);
+	return err;
+}
+
+static CUresult map_import(const struct ipc_handle *h, int fd, struct import *im)
+{
+	int dev = vram_hook_current_device();
+	if (dev < 0)
+		return CUDA_ERROR_INVALID_CONTEXT;
+	CUresult r = VRAM_REAL(cuMemImportFromShareableHandle)(&im->real, (void *)(intptr_t)fd,
+								 CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
+	if (r != CUDA_SUCCESS)
+		return r;
+	im->size = h->size;
+	r = VRAM_REAL(cuMemAddressReserve)(&im->va, im->size, 0, 0, 0);
+	if (r != CUDA_SUCCESS)
+		goto out_release;
+	r = VRAM_REAL(cuMemMap)(im->va, im->size, 0, im->real, 0);
+	if (r != CUDA_SUCCESS)
+		goto out_free_va;
+	CUmemAccessDesc access = { { CU_MEM_LOCATION_TYPE_DEVICE, dev }, CU_MEM_ACCESS_FLAGS_PROT_READWRITE };
+	r = VRAM_REAL(cuMemSetAccess)(im->va, im->size, &access, 1);
+	if (r == CUDA_SUCCESS)
+		return r;
+	VRAM_REAL(cuMemUnmap)(im->va, im->size);
+out_free_va:
+	VRAM_REAL(cuMemAddressFree)(im->va, im->size);
+out_release:
+	VRAM_REAL(cuMemRelease)(im->real);
+	return r;
+}
+
+static CUresult ipc_import(CUdeviceptr *pdptr, const CUipcMemHandle *handle)
+{
+	struct ipc_handle h;
+	memcpy(&h, handle, sizeof(h));
+	if (!pdptr)
+		return CUDA_ERROR_INVALID_VALUE;
+	pthread_mutex_lock(&ipc_lock);
+	CUresult r = CUDA_SUCCESS;
+	for (struct import *im = imports; im; im = im->next) {
+		if (im->pid == h.pid && im->id == h.id && im->start_ticks == h.start_ticks) {
+			im->refs++;
+			*pdptr = im->va;
+			goto out_unlock;
+		}
+	}
+	if (nimports >= IPC_MAX_IMPORTS) {
+		r = CUDA_ERROR_OUT_OF_MEMORY;
+		goto out_unlock;
+	}
+	int fd = -1;
+	int err = ipc_ask(&h, IPC_OP_OPEN, &fd, NULL);
+	if (err < 0) {
+		vram_hook_log(VRAM_HOOK_LOG_WARN, "Failed to open an IPC handle of pid %u: %s", h.pid,
+			      strerror(-err));
+		r = CUDA_ERROR_INVALID_HANDLE;
+		goto out_unlock;
+	}
+	struct import *im = calloc(1, sizeof(*im));
+	if (!im) {
+		r = CUDA_ERROR_OUT_OF_MEMORY;
+	} else {
+		im->pid = h.pid;
+		im->id = h.id;
+		im->start_ticks = h.start_ticks;
+		im->refs = 1;
+		r = map_import(&h, fd, im);
+	}
+	close(fd);
+	if (r != CUDA_SUCCESS) {
+		free(im);
+		(void)ipc_ask(&h, IPC_OP_CLOSE, NULL, NULL);
+		goto out_unlock;
+	}
+	im->next = imports;
+	imports = im;
+	nimports++;
+	*pdptr = im->va;
+out_unlock:
+	pthread_mutex_unlock(&ipc_lock);
+	return r;
+}
+
+VRAM_HOOK_EXPORT CUresult cuIpcOpenMemHandle(CUdeviceptr *pdptr, CUipcMemHandle handle, unsigned int Flags)
+{
+	GATED_BEGIN();
+	if (is_ours(&handle))
+		GATED_END(ipc_import(pdptr, &handle));
+	GATED_END(vram_hook_ipc_passthrough_open(VRAM_REAL(cuIpcOpenMemHandle), pdptr, handle, Flags));
+}
+
+VRAM_HOOK_EXPORT CUresult cuIpcOpenMemHandle_v2(CUdeviceptr *pdptr, CUipcMemHandle handle, unsigned int Flags)
+{
+	GATED_BEGIN();
+	if (is_ours(&handle))
+		GATED_END(ipc_import(pdptr, &handle));
+	GATED_END(vram_hook_ipc_passthrough_open(VRAM_REAL(cuIpcOpenMemHandle_v2), pdptr, handle, Flags));
+}
+
+VRAM_HOOK_EXPORT CUresult cuIpcCloseMemHandle(CUdeviceptr dptr)
+{
+	GATED_BEGIN();
+	pthread_mutex_lock(&ipc_lock);
+	struct import **pp = &imports, *im = NULL;
+	for (; *pp; pp = &(*pp)->next) {
+		if ((*pp)->va == dptr) {
+			im = *pp;
+			break;
+		}
+	}
+	if (im && --im->refs == 0) {
+		*pp = im->next;
+		nimports--;
+	} else if (im) {
+		im = NULL; /* still open through another cuIpcOpenMemHandle */
+		pthread_mutex_unlock(&ipc_lock);
+		GATED_END(CUDA_SUCCESS);
+	}
+	pthread_mutex_unlock(&ipc_lock);
+	if (!im)
+		GATED_END(vram_hook_ipc_passthrough_close(dptr));
+	/* cuIpcCloseMemHandle waits for the work that may use the mapping. */
+	VRAM_CALL_REAL(cuCtxSynchronize);
+	VRAM_REAL(cuMemUnmap)(im->va, im->size);
+	VRAM_REAL(cuMemAddressFree)(im->va, im->size);
+	VRAM_REAL(cuMemRelease)(im->real);
+	struct ipc_handle h = { .pid = im->pid, .uid = (uint32_t)getuid(), .start_ticks = im->start_ticks,
+				.id = im->id };
+	(void)ipc_ask(&h, IPC_OP_CLOSE, NULL, NULL); /* best effort: the exporter may be gone */
+	free(im);
+	GATED_END(CUDA_SUCCESS);
+}
