@@ -1,0 +1,206 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Legacy CUDA IPC between two hooked processes on the fake driver (whose
+ * physical memory is a memfd, so the two really share bytes), the pattern
+ * of vLLM's custom all-reduce and torch.multiprocessing:
+ *  - the exporter's cuMemAlloc memory gets a handle of the hook's; an
+ *    offload and restore between cuIpcGetMemHandle and the open moves it
+ *    (nobody has it open yet) and the importer still opens it, contents
+ *    intact;
+ *  - the importer sees the exporter's bytes and the exporter the
+ *    importer's; the importer is not charged for it;
+ *  - while the importer has it open, an offload of the exporter leaves it
+ *    resident and says so (nonmovable), and sharing goes on after the
+ *    restore;
+ *  - after cuIpcCloseMemHandle it is movable again and moves;
+ *  - a handle of memory since freed, a forged id, and a handle naming a
+ *    process that does not listen are refused with CUDA_ERROR_INVALID_HANDLE.
+ * Usage: fc-ipc (the exporter; it starts itself as "fc-ipc import HEX").
+ */
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include "fc-test.h"
+
+#define CTX (64 * MiB)
+#define SIZE (8 * MiB)
+
+extern char **environ;
+
+static void put_pattern(CUdeviceptr p, size_t bytes, uint32_t seed)
+{
+	uint32_t *h = malloc(bytes);
+	CHECK(h);
+	for (size_t i = 0; i < bytes / 4; i++)
+		h[i] = seed * 2654435761u + (uint32_t)i;
+	CK(cuMemcpyHtoD_v2(p, h, bytes));
+	free(h);
+}
+
+static bool has_pattern(CUdeviceptr p, size_t bytes, uint32_t seed)
+{
+	uint32_t *h = malloc(bytes);
+	CHECK(h);
+	CK(cuMemcpyDtoH_v2(h, p, bytes));
+	bool ok = true;
+	for (size_t i = 0; i < bytes / 4 && ok; i++)
+		ok = h[i] == seed * 2654435761u + (uint32_t)i;
+	free(h);
+	return ok;
+}
+
+static void ctl_ok(const char *cmd, char *out, size_t cap)
+{
+	fc_ctl(cmd, out, cap);
+	if (strncmp(out, "ok ", 3) != 0) {
+		fprintf(stderr, "%s: %s\n", cmd, out);
+		abort();
+	}
+}
+
+static void to_hex(const CUipcMemHandle *h, char *out)
+{
+	for (int i = 0; i < 64; i++)
+		sprintf(out + 2 * i, "%02x", (unsigned char)h->reserved[i]);
+}
+
+static void from_hex(const char *in, CUipcMemHandle *h)
+{
+	CHECK(strlen(in) == 128);
+	for (int i = 0; i < 64; i++) {
+		unsigned v;
+		CHECK(sscanf(in + 2 * i, "%2x", &v) == 1);
+		h->reserved[i] = (char)v;
+	}
+}
+
+static void read_line(FILE *f, const char *want)
+{
+	char line[256];
+	CHECK(fgets(line, sizeof(line), f));
+	line[strcspn(line, "\n")] = '\0';
+	if (strcmp(line, want) != 0) {
+		fprintf(stderr, "expected \"%s\" from the other process, got \"%s\"\n", want, line);
+		abort();
+	}
+}
+
+/* The importer: opens the handle, checks and writes, waits for "check", checks, closes. */
+static int importer(const char *hex)
+{
+	fc_setup(0);
+	CUipcMemHandle h;
+	from_hex(hex, &h);
+	CUdeviceptr q;
+	CK(cuIpcOpenMemHandle_v2(&q, h, CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS));
+	CHECK(has_pattern(q, SIZE / 2, 7));
+	put_pattern(q + SIZE / 2, SIZE / 2, 9);
+	/* Opened twice: the same address, closed twice. */
+	CUdeviceptr q2;
+	CK(cuIpcOpenMemHandle_v2(&q2, h, CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS));
+	CHECK(q2 == q);
+	CK(cuIpcCloseMemHandle(q2));
+	/* The exporter pays for it. */
+	CHECK_EQ_U64(fc_hook_used(0), CTX);
+
+	/* A forged id is refused. */
+	CUipcMemHandle bad = h;
+	bad.reserved[24] ^= 0x40;
+	CUdeviceptr r;
+	CHECK(cuIpcOpenMemHandle_v2(&r, bad, 0) == CUDA_ERROR_INVALID_HANDLE);
+	printf("opened\n");
+	fflush(stdout);
+
+	read_line(stdin, "check");
+	CHECK(has_pattern(q, SIZE / 4, 11)); /* written by the exporter after its offload */
+	CHECK(has_pattern(q + SIZE / 2, SIZE / 2, 9));
+	CK(cuIpcCloseMemHandle(q));
+	CHECK(!fc_is_mapped(q));
+	printf("closed\n");
+	fflush(stdout);
+
+	read_line(stdin, "freed");
+	CHECK(cuIpcOpenMemHandle_v2(&r, h, 0) == CUDA_ERROR_INVALID_HANDLE);
+	/* A handle naming a process that does not listen. */
+	bad = h;
+	uint32_t nobody = 0x3fffffff;
+	memcpy(bad.reserved + 8, &nobody, sizeof(nobody));
+	CHECK(cuIpcOpenMemHandle_v2(&r, bad, 0) == CUDA_ERROR_INVALID_HANDLE);
+	printf("done\n");
+	fflush(stdout);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc == 3 && !strcmp(argv[1], "import"))
+		return importer(argv[2]);
+	fc_setup(0);
+	char out[1024];
+	CUdeviceptr p;
+	CK(cuMemAlloc_v2(&p, SIZE));
+	put_pattern(p, SIZE / 2, 7);
+	CUipcMemHandle h;
+	CK(cuIpcGetMemHandle(&h, p));
+
+	/* Nobody has it open yet: it moves. */
+	ctl_ok("offload", out, sizeof(out));
+	CHECK_EQ_U64(fc_field(out, "bytes="), SIZE);
+	CHECK_EQ_U64(fc_field(out, "nonmovable="), CTX);
+	CHECK(!fc_is_mapped(p));
+	ctl_ok("restore", out, sizeof(out));
+	CHECK(has_pattern(p, SIZE / 2, 7));
+
+	char hex[129];
+	to_hex(&h, hex);
+	int to_child[2], from_child[2];
+	CHECK(pipe(to_child) == 0 && pipe(from_child) == 0);
+	posix_spawn_file_actions_t fa;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, to_child[0], 0);
+	posix_spawn_file_actions_adddup2(&fa, from_child[1], 1);
+	posix_spawn_file_actions_addclose(&fa, to_child[1]);
+	posix_spawn_file_actions_addclose(&fa, from_child[0]);
+	char *child_argv[] = { argv[0], "import", hex, NULL };
+	pid_t child;
+	CHECK(posix_spawn(&child, "/proc/self/exe", &fa, NULL, child_argv, environ) == 0);
+	close(to_child[0]);
+	close(from_child[1]);
+	FILE *in = fdopen(from_child[0], "r");
+	FILE *cmd = fdopen(to_child[1], "w");
+	CHECK(in && cmd);
+
+	read_line(in, "opened");
+	CHECK(has_pattern(p + SIZE / 2, SIZE / 2, 9)); /* the importer's bytes */
+	CHECK_EQ_U64(fc_hook_nonmovable(0), CTX + SIZE);
+
+	/* Open in another process: it stays, and the offload says so. */
+	ctl_ok("offload", out, sizeof(out));
+	CHECK_EQ_U64(fc_field(out, "bytes="), 0);
+	CHECK_EQ_U64(fc_field(out, "nonmovable="), CTX + SIZE);
+	CHECK(fc_is_mapped(p));
+	ctl_ok("restore", out, sizeof(out));
+	put_pattern(p, SIZE / 4, 11);
+	fprintf(cmd, "check\n");
+	fflush(cmd);
+	read_line(in, "closed");
+
+	/* Closed everywhere: movable again. */
+	CHECK_EQ_U64(fc_hook_nonmovable(0), CTX);
+	ctl_ok("offload", out, sizeof(out));
+	CHECK_EQ_U64(fc_field(out, "bytes="), SIZE);
+	CHECK(!fc_is_mapped(p));
+	ctl_ok("restore", out, sizeof(out));
+	CHECK(has_pattern(p, SIZE / 4, 11));
+	CHECK(has_pattern(p + SIZE / 2, SIZE / 2, 9));
+
+	CK(cuMemFree_v2(p));
+	fprintf(cmd, "freed\n");
+	fflush(cmd);
+	read_line(in, "done");
+	int status = 0;
+	CHECK(waitpid(child, &status, 0) == child);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	CHECK_EQ_U64(fc_hook_used(0), CTX);
+	return 0;
+}
