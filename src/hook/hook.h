@@ -287,6 +287,21 @@ CUresult vram_hook_ipc_passthrough_close(CUdeviceptr dptr);
 /* Called with vram_hook_lock held when p goes: its export, if any, is forgotten. */
 void vram_hook_ipc_forget(struct vram_hook_phys *p);
 void vram_hook_ipc_atfork_child(void);
+/*
+ * Offload, with the gate closed and before listing the memory: an export
+ * that other processes have open is made movable for this offload when all
+ * of them are gated too (waiting up to 2 s for them), else it stays.
+ */
+void vram_hook_ipc_offload_begin(void);
+/* Offload done (the device idle): the imported mappings are unmapped, the addresses kept. */
+void vram_hook_ipc_offloaded(void);
+/*
+ * Restore done, before the gate opens: moved exports are resident again
+ * while shared; imports are mapped again at their addresses from what their
+ * exporters hold now (waiting up to 60 s for an exporter being restored).
+ * Returns 0, or -errno with why.
+ */
+int vram_hook_ipc_restored(char *why, size_t cap);
 
 /* ---- stream-ordered pools (pool.c) */
 
@@ -333,6 +348,7 @@ struct vram_hook_phys {
 	uint64_t ipc_id;              /* its cuIpcGetMemHandle export (ipc.c), 0: none */
 	unsigned ipc_opens;           /* processes that have it open through IPC */
 	bool ipc_pinned;              /* non-movable only while ipc_opens > 0 */
+	bool ipc_moving;              /* shared, moved by this offload with every importer gated */
 	struct vram_hook_map *maps;
 	struct vram_hook_phys *prev, *next;
 };

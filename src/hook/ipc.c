@@ -38,6 +38,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "hook/hook.h"
@@ -55,7 +56,13 @@ struct ipc_handle {
 _Static_assert(sizeof(struct ipc_handle) == 64, "an IPC handle is 64 bytes");
 static const char IPC_MAGIC[8] = { 'V', 'R', 'A', 'M', 'I', 'P', 'C', '1' };
 
-enum { IPC_OP_OPEN = 1, IPC_OP_CLOSE = 2 };
+/*
+ * OPEN: a process maps the allocation (counted); REOPEN: an importer maps it
+ * again after its own restore (not counted again); CLOSE: it unmapped it
+ * for good; STATE: the answer's status is the process's enum
+ * vram_hook_state_e (asked by an exporter about its importers).
+ */
+enum { IPC_OP_OPEN = 1, IPC_OP_CLOSE = 2, IPC_OP_REOPEN = 3, IPC_OP_STATE = 4 };
 
 struct ipc_request {
 	uint32_t op;
@@ -72,6 +79,18 @@ struct ipc_answer {
 
 #define IPC_IO_TIMEOUT_MS 5000     /* a peer that does not answer in time is dropped */
 #define IPC_MAX_IMPORTS 4096       /* handles open at once in one process */
+#define IPC_MAX_IMPORTERS 16       /* processes one export keeps track of; beyond, it never moves */
+#define IPC_GATE_WAIT_MS 2000      /* an offload waits this long for the importers to be gated too */
+#define IPC_REOPEN_WAIT_MS 60000   /* a restore waits this long for an exporter to be back */
+
+/* The processes that have one of our exports open (IPC_OP_OPEN minus CLOSE). */
+struct export_info {
+	uint64_t id;
+	pid_t pids[IPC_MAX_IMPORTERS];
+	unsigned npids;
+	bool overflow;                 /* more importers than pids holds */
+	struct export_info *next;
+};
 
 /* An allocation of another process mapped here. */
 struct import {
@@ -79,7 +98,8 @@ struct import {
 	uint64_t id, start_ticks;
 	CUdeviceptr va;
 	uint64_t size;                 /* bytes mapped */
-	CUmemGenericAllocationHandle real;
+	CUmemGenericAllocationHandle real; /* 0 while unmapped for an offload */
+	int dev;                       /* the device granted access */
 	unsigned refs;                 /* opens of the same handle */
 	struct import *next;
 };
@@ -88,6 +108,7 @@ static pthread_mutex_t ipc_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct import *imports;
 static unsigned nimports;
 static struct vram_hook_table exports;   /* id -> struct vram_hook_phys; under vram_hook_lock */
+static struct export_info *export_infos; /* under vram_hook_lock */
 static uint64_t next_id = 2;             /* 0 and 1 are the table's */
 static pthread_once_t server_once = PTHREAD_ONCE_INIT;
 static int server_fd = -1;
@@ -189,14 +210,73 @@ static int recv_answer(int sock, struct ipc_answer *a, int *ret_fd)
 
 /* ------------------------------------------------------------ exporter */
 
-/* Answers one request on sock from a process of our uid. */
-static void serve_one(int sock)
+static struct export_info *info_of(uint64_t id, bool create)
+{
+	for (struct export_info *e = export_infos; e; e = e->next)
+		if (e->id == id)
+			return e;
+	if (!create)
+		return NULL;
+	struct export_info *e = calloc(1, sizeof(*e));
+	if (e) {
+		e->id = id;
+		e->next = export_infos;
+		export_infos = e;
+	}
+	return e;
+}
+
+/* Called with vram_hook_lock held: pid opened (on) or closed id. */
+static void note_importer(uint64_t id, pid_t pid, bool on)
+{
+	struct export_info *e = info_of(id, on);
+	if (!e) {
+		if (on)
+			vram_hook_log(VRAM_HOOK_LOG_WARN, "IPC export %llu: out of memory for its importers",
+				      (unsigned long long)id);
+		return;
+	}
+	for (unsigned i = 0; i < e->npids; i++) {
+		if (e->pids[i] == pid) {
+			if (!on)
+				e->pids[i] = e->pids[--e->npids];
+			return; /* a second open of one process is one importer */
+		}
+	}
+	if (!on)
+		return;
+	if (e->npids < IPC_MAX_IMPORTERS)
+		e->pids[e->npids++] = pid;
+	else
+		e->overflow = true;
+}
+
+/* May p be handed to an importer now? Called with vram_hook_lock held. */
+static bool exportable_now(const struct vram_hook_phys *p)
+{
+	int state = atomic_load(&vram_hook_state);
+	/*
+	 * Running; or restoring with p already back (an importer that is
+	 * being restored too maps the new memory before either gate opens).
+	 * Never while offloading: the offload lists what it moves under this
+	 * lock once the state has left running, and what is shared from now
+	 * on would move under the importer.
+	 */
+	return p->real && !p->offloaded && (state == VRAM_HOOK_RUNNING || state == VRAM_HOOK_RESTORING);
+}
+
+/* Answers one request on sock from process peer of our uid. */
+static void serve_one(int sock, pid_t peer)
 {
 	struct ipc_request q;
 	struct ipc_answer a = { 0 };
 	int fd = -1;
 	if (read_full(sock, &q, sizeof(q)) < 0)
 		return;
+	if (q.op == IPC_OP_STATE) {
+		a.status = atomic_load(&vram_hook_state);
+		goto out_answer;
+	}
 	if (q.start_ticks != self_ticks) {
 		a.status = -ESRCH; /* a handle of an earlier process with this pid */
 		goto out_answer;
@@ -206,13 +286,11 @@ static void serve_one(int sock)
 	if (!p) {
 		a.status = -ENOENT; /* freed */
 	} else if (q.op == IPC_OP_CLOSE) {
+		note_importer(q.id, peer, false);
 		vram_hook_phys_share(p, false);
-	} else if (q.op != IPC_OP_OPEN) {
+	} else if (q.op != IPC_OP_OPEN && q.op != IPC_OP_REOPEN) {
 		a.status = -EINVAL;
-	} else if (atomic_load(&vram_hook_state) != VRAM_HOOK_RUNNING || !p->real) {
-		/* The offload lists what it moves under this lock once the
-		 * state has left running: what is shared from now on would move
-		 * under the importer. */
+	} else if (!exportable_now(p)) {
 		a.status = -EAGAIN;
 	} else if (VRAM_REAL(cuMemExportToShareableHandle)(&fd, p->real, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
 							      0) != CUDA_SUCCESS) {
@@ -220,7 +298,10 @@ static void serve_one(int sock)
 		a.status = -EOPNOTSUPP;
 	} else {
 		a.size = p->size;
-		vram_hook_phys_share(p, true);
+		if (q.op == IPC_OP_OPEN) {
+			note_importer(q.id, peer, true);
+			vram_hook_phys_share(p, true);
+		}
 	}
 	pthread_mutex_unlock(&vram_hook_lock);
 out_answer:
@@ -228,8 +309,10 @@ out_answer:
 		/* The importer never got it: not shared after all. */
 		pthread_mutex_lock(&vram_hook_lock);
 		struct vram_hook_phys *p2 = vram_hook_table_get(&exports, q.id);
-		if (p2)
+		if (p2) {
+			note_importer(q.id, peer, false);
 			vram_hook_phys_share(p2, false);
+		}
 		pthread_mutex_unlock(&vram_hook_lock);
 	}
 	if (fd >= 0)
@@ -253,7 +336,7 @@ static void *server_main(void *arg)
 		}
 		struct ucred cr;
 		if (peer_cred(c, &cr) == 0 && cr.uid == getuid() && set_timeouts(c) == 0)
-			serve_one(c);
+			serve_one(c, cr.pid);
 		else
 			vram_hook_log(VRAM_HOOK_LOG_WARN, "IPC export: refused a connection from another user");
 		close(c);
@@ -294,8 +377,17 @@ static void server_start(void)
 
 void vram_hook_ipc_forget(struct vram_hook_phys *p)
 {
-	if (p->ipc_id)
+	if (p->ipc_id) {
 		vram_hook_table_del(&exports, p->ipc_id);
+		for (struct export_info **pp = &export_infos; *pp; pp = &(*pp)->next) {
+			if ((*pp)->id == p->ipc_id) {
+				struct export_info *e = *pp;
+				*pp = e->next;
+				free(e);
+				break;
+			}
+		}
+	}
 	p->ipc_id = 0;
 }
 
@@ -381,7 +473,9 @@ static int ipc_ask(const struct ipc_handle *h, uint32_t op, int *ret_fd, uint64_
 	err = recv_answer(sock, &a, &fd);
 	if (err == 0 && a.status < 0)
 		err = a.status;
-	if (err == 0 && op == IPC_OP_OPEN && (fd < 0 || a.size != h->size))
+	if (err == 0 && op == IPC_OP_STATE)
+		err = a.status;
+	if (err == 0 && (op == IPC_OP_OPEN || op == IPC_OP_REOPEN) && (fd < 0 || a.size != h->size))
 		err = -EPROTO;
 	if (err < 0 && fd >= 0)
 		close(fd);
@@ -396,31 +490,50 @@ out_close:
 	return err;
 }
 
-static CUresult map_import(const struct ipc_handle *h, int fd, struct import *im)
+/* Maps the memory behind fd at im->va (reserved), read-write for im->dev. */
+static CUresult map_fd(int fd, struct import *im)
 {
-	int dev = vram_hook_current_device();
-	if (dev < 0)
-		return CUDA_ERROR_INVALID_CONTEXT;
 	CUresult r = VRAM_REAL(cuMemImportFromShareableHandle)(&im->real, (void *)(intptr_t)fd,
 								 CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
-	if (r != CUDA_SUCCESS)
+	if (r != CUDA_SUCCESS) {
+		im->real = 0;
 		return r;
-	im->size = h->size;
-	r = VRAM_REAL(cuMemAddressReserve)(&im->va, im->size, 0, 0, 0);
-	if (r != CUDA_SUCCESS)
-		goto out_release;
+	}
 	r = VRAM_REAL(cuMemMap)(im->va, im->size, 0, im->real, 0);
 	if (r != CUDA_SUCCESS)
-		goto out_free_va;
-	CUmemAccessDesc access = { { CU_MEM_LOCATION_TYPE_DEVICE, dev }, CU_MEM_ACCESS_FLAGS_PROT_READWRITE };
+		goto out_release;
+	CUmemAccessDesc access = { { CU_MEM_LOCATION_TYPE_DEVICE, im->dev }, CU_MEM_ACCESS_FLAGS_PROT_READWRITE };
 	r = VRAM_REAL(cuMemSetAccess)(im->va, im->size, &access, 1);
 	if (r == CUDA_SUCCESS)
 		return r;
 	VRAM_REAL(cuMemUnmap)(im->va, im->size);
-out_free_va:
-	VRAM_REAL(cuMemAddressFree)(im->va, im->size);
 out_release:
 	VRAM_REAL(cuMemRelease)(im->real);
+	im->real = 0;
+	return r;
+}
+
+static void unmap_import(struct import *im)
+{
+	if (!im->real)
+		return;
+	VRAM_REAL(cuMemUnmap)(im->va, im->size);
+	VRAM_REAL(cuMemRelease)(im->real);
+	im->real = 0;
+}
+
+static CUresult map_import(const struct ipc_handle *h, int fd, struct import *im)
+{
+	im->dev = vram_hook_current_device();
+	if (im->dev < 0)
+		return CUDA_ERROR_INVALID_CONTEXT;
+	im->size = h->size;
+	CUresult r = VRAM_REAL(cuMemAddressReserve)(&im->va, im->size, 0, 0, 0);
+	if (r != CUDA_SUCCESS)
+		return r;
+	r = map_fd(fd, im);
+	if (r != CUDA_SUCCESS)
+		VRAM_REAL(cuMemAddressFree)(im->va, im->size);
 	return r;
 }
 
@@ -430,6 +543,10 @@ static CUresult ipc_import(CUdeviceptr *pdptr, const CUipcMemHandle *handle)
 	memcpy(&h, handle, sizeof(h));
 	if (!pdptr)
 		return CUDA_ERROR_INVALID_VALUE;
+	/* The exporter asks an importer whether it is gated before it moves shared memory. */
+	pthread_once(&server_once, server_start);
+	if (server_fd < 0)
+		return CUDA_ERROR_OPERATING_SYSTEM;
 	pthread_mutex_lock(&ipc_lock);
 	CUresult r = CUDA_SUCCESS;
 	for (struct import *im = imports; im; im = im->next) {
@@ -516,12 +633,163 @@ VRAM_HOOK_EXPORT CUresult cuIpcCloseMemHandle(CUdeviceptr dptr)
 		GATED_END(vram_hook_ipc_passthrough_close(dptr));
 	/* cuIpcCloseMemHandle waits for the work that may use the mapping. */
 	VRAM_CALL_REAL(cuCtxSynchronize);
-	VRAM_REAL(cuMemUnmap)(im->va, im->size);
+	unmap_import(im);
 	VRAM_REAL(cuMemAddressFree)(im->va, im->size);
-	VRAM_REAL(cuMemRelease)(im->real);
 	struct ipc_handle h = { .pid = im->pid, .uid = (uint32_t)getuid(), .start_ticks = im->start_ticks,
 				.id = im->id };
 	(void)ipc_ask(&h, IPC_OP_CLOSE, NULL, NULL); /* best effort: the exporter may be gone */
 	free(im);
 	GATED_END(CUDA_SUCCESS);
+}
+
+/* ------------------------------------------------------------ offload */
+
+/* true for the states in which a process runs nothing on the device. */
+static bool gated_state(int state)
+{
+	return state == VRAM_HOOK_OFFLOADING || state == VRAM_HOOK_OFFLOADED || state == VRAM_HOOK_PARKING ||
+	       state == VRAM_HOOK_PARKED;
+}
+
+/* Asks pid (of our uid) for its state; -errno when it does not answer. */
+static int state_of(pid_t pid)
+{
+	struct ipc_handle h = { .pid = (uint32_t)pid, .uid = (uint32_t)getuid() };
+	return ipc_ask(&h, IPC_OP_STATE, NULL, NULL);
+}
+
+void vram_hook_ipc_offload_begin(void)
+{
+	struct shared {
+		uint64_t id;
+		pid_t pids[IPC_MAX_IMPORTERS];
+		unsigned npids;
+	} *list = NULL;
+	size_t n = 0, cap = 0;
+
+	pthread_mutex_lock(&vram_hook_lock);
+	for (struct export_info *e = export_infos; e; e = e->next) {
+		struct vram_hook_phys *p = vram_hook_table_get(&exports, e->id);
+		if (!p || !p->ipc_pinned || e->overflow || !e->npids)
+			continue;
+		if (n == cap) {
+			size_t ncap = cap ? cap * 2 : 16;
+			struct shared *nl = realloc(list, ncap * sizeof(*nl));
+			if (!nl)
+				break;
+			list = nl;
+			cap = ncap;
+		}
+		list[n].id = e->id;
+		list[n].npids = e->npids;
+		memcpy(list[n].pids, e->pids, e->npids * sizeof(pid_t));
+		n++;
+	}
+	pthread_mutex_unlock(&vram_hook_lock);
+	if (!n) {
+		free(list);
+		return;
+	}
+
+	/*
+	 * Shared memory moves only when every process that maps it is gated
+	 * too (the processes of one workload, offloaded together): give them
+	 * a moment to get there, then leave the rest resident.
+	 */
+	struct timespec t0, now;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (size_t i = 0; i < n; i++) {
+		for (unsigned k = 0; k < list[i].npids;) {
+			int st = state_of(list[i].pids[k]);
+			if (st >= 0 && gated_state(st)) {
+				k++;
+				continue;
+			}
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			long ms = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
+			if (st < 0 || ms >= IPC_GATE_WAIT_MS) {
+				vram_hook_log(VRAM_HOOK_LOG_INFO, "IPC export %llu stays on the device: pid %d, which "
+					      "has it open, is %s", (unsigned long long)list[i].id,
+					      (int)list[i].pids[k], st < 0 ? "not answering" : "running");
+				list[i].npids = 0; /* stays */
+				break;
+			}
+			usleep(10000);
+		}
+	}
+
+	pthread_mutex_lock(&vram_hook_lock);
+	for (size_t i = 0; i < n; i++) {
+		struct vram_hook_phys *p = vram_hook_table_get(&exports, list[i].id);
+		if (!list[i].npids || !p || !p->ipc_pinned)
+			continue;
+		p->ipc_pinned = false;
+		p->ipc_moving = true;
+		p->movable = true;
+		vram_hook_nonmovable_sub(p->dev, p->size);
+	}
+	pthread_mutex_unlock(&vram_hook_lock);
+	free(list);
+}
+
+void vram_hook_ipc_offloaded(void)
+{
+	/*
+	 * Nothing runs on the device now: the imported mappings go, so that
+	 * an exporter that moves the memory really frees it, and the restore
+	 * maps whatever memory the exporter has then.
+	 */
+	pthread_mutex_lock(&ipc_lock);
+	for (struct import *im = imports; im; im = im->next)
+		unmap_import(im);
+	pthread_mutex_unlock(&ipc_lock);
+}
+
+int vram_hook_ipc_restored(char *why, size_t cap)
+{
+	/* Exports that moved are shared again: resident until closed. */
+	pthread_mutex_lock(&vram_hook_lock);
+	for (struct vram_hook_phys *p = vram_hook_phys_list; p; p = p->next) {
+		if (!p->ipc_moving || p->offloaded)
+			continue;
+		p->ipc_moving = false;
+		if (p->ipc_opens && p->movable) {
+			p->ipc_pinned = true;
+			p->movable = false;
+			vram_hook_nonmovable_add(p->dev, p->size);
+		}
+	}
+	pthread_mutex_unlock(&vram_hook_lock);
+
+	/* Imports: the exporter's memory as it is now, at the same addresses. */
+	int err = 0;
+	pthread_mutex_lock(&ipc_lock);
+	for (struct import *im = imports; im; im = im->next) {
+		if (im->real)
+			continue;
+		struct ipc_handle h = { .pid = im->pid, .uid = (uint32_t)getuid(), .start_ticks = im->start_ticks,
+					.id = im->id, .size = im->size };
+		int fd = -1, r;
+		struct timespec t0, now;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		for (;;) {
+			r = ipc_ask(&h, IPC_OP_REOPEN, &fd, NULL);
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			long ms = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
+			if (r != -EAGAIN || ms >= IPC_REOPEN_WAIT_MS)
+				break;
+			usleep(5000); /* the exporter is offloaded or being restored */
+		}
+		if (r == 0 && map_fd(fd, im) != CUDA_SUCCESS)
+			r = -EIO;
+		if (fd >= 0)
+			close(fd);
+		if (r < 0 && !err) {
+			err = r;
+			vram_hook_textf(why, cap, "the memory opened from pid %u (IPC) could not be mapped again: %s",
+					im->pid, r == -EAGAIN ? "its exporter was not restored in time" : strerror(-r));
+		}
+	}
+	pthread_mutex_unlock(&ipc_lock);
+	return err;
 }

@@ -1081,8 +1081,10 @@ void vram_hook_offload(bool drop_host, struct vram_hook_op_result *ret)
 		goto out_unlock;
 	}
 
-	/* Idle pool memory is given back, not copied (pool.c). */
+	/* Idle pool memory is given back, not copied (pool.c); shared memory
+	 * moves only with its importers gated (ipc.c). */
 	vram_hook_pool_trim_idle();
+	vram_hook_ipc_offload_begin();
 	pthread_mutex_lock(&vram_hook_lock);
 	for (struct vram_hook_phys *p = vram_hook_phys_list; p; p = p->next)
 		if (p->movable && p->real && p->dev >= 0)
@@ -1174,6 +1176,7 @@ void vram_hook_offload(bool drop_host, struct vram_hook_op_result *ret)
 		goto out_abort;
 	}
 	pthread_mutex_unlock(&vram_hook_lock);
+	vram_hook_ipc_offloaded();
 
 	drop_host_after_restore = drop_host || !keep_host_default();
 	atomic_store(&vram_hook_state, VRAM_HOOK_OFFLOADED);
@@ -1207,6 +1210,7 @@ out_partial:
 	for (size_t i = 0; i < n; i++)
 		temp_unmap(&items[i]);
 	pthread_mutex_unlock(&vram_hook_lock);
+	vram_hook_ipc_offloaded();
 	free(items);
 	ret->status = err;
 	ret->usec = now_usec() - ph.start;
@@ -1286,6 +1290,14 @@ void vram_hook_restore(struct vram_hook_op_result *ret)
 	}
 	pthread_mutex_unlock(&vram_hook_lock);
 	free(items);
+	items = NULL;
+	err = vram_hook_ipc_restored(why, sizeof(why));
+	if (err < 0) {
+		/* Its own memory is back; the gate stays closed until a restore maps the rest. */
+		snprintf(ret->text, sizeof(ret->text), "Failed to restore: %s; the process stays offloaded", why);
+		pthread_mutex_lock(&vram_hook_lock);
+		goto out_fail;
+	}
 	uint64_t end = now_usec();
 	char phase_text[96];
 	phases_format(phase_text, sizeof(phase_text), &ph, false, end);
@@ -1564,6 +1576,17 @@ static void restore_parked(struct vram_hook_op_result *ret)
 	free(items);
 	free(expected);
 	free(slot);
+	if (vram_hook_ipc_restored(why, sizeof(why)) < 0) {
+		/* Its own memory is back, the file gone: offloaded with nothing
+		 * in host memory, until a restore maps the rest. */
+		ret->status = -EAGAIN;
+		vram_hook_textf(ret->text, sizeof(ret->text), "Failed to restore: %s; the process stays offloaded",
+				why);
+		vram_hook_log(VRAM_HOOK_LOG_ERROR, "%s", ret->text);
+		atomic_store(&vram_hook_state, VRAM_HOOK_OFFLOADED);
+		atomic_fetch_add(&vram_hook_usage_seq, 1);
+		return;
+	}
 	atomic_store(&vram_hook_state, VRAM_HOOK_RUNNING);
 	atomic_fetch_add(&vram_hook_usage_seq, 1);
 	gate_open();

@@ -9,9 +9,13 @@
  *    intact;
  *  - the importer sees the exporter's bytes and the exporter the
  *    importer's; the importer is not charged for it;
- *  - while the importer has it open, an offload of the exporter leaves it
- *    resident and says so (nonmovable), and sharing goes on after the
- *    restore;
+ *  - while the importer has it open and runs, an offload of the exporter
+ *    leaves it resident and says so (nonmovable), and sharing goes on after
+ *    the restore;
+ *  - with the importer offloaded too, it moves: the importer's mapping goes
+ *    with its offload, and its restore (made first, waiting for the
+ *    exporter's) maps the new memory at the same address, contents intact
+ *    and shared again;
  *  - after cuIpcCloseMemHandle it is movable again and moves;
  *  - a handle of memory since freed, a forged id, and a handle naming a
  *    process that does not listen are refused with CUDA_ERROR_INVALID_HANDLE.
@@ -114,6 +118,31 @@ static int importer(const char *hex)
 	read_line(stdin, "check");
 	CHECK(has_pattern(q, SIZE / 4, 11)); /* written by the exporter after its offload */
 	CHECK(has_pattern(q + SIZE / 2, SIZE / 2, 9));
+	printf("checked\n");
+	fflush(stdout);
+
+	/* Offloaded together: the mapping goes with the offload and comes back with the restore. */
+	char out[1024];
+	read_line(stdin, "offload");
+	fc_ctl("offload", out, sizeof(out));
+	CHECK(strncmp(out, "ok ", 3) == 0);
+	CHECK(!fc_is_mapped(q));
+	printf("offloaded\n");
+	fflush(stdout);
+	read_line(stdin, "restore");
+	fc_ctl("restore", out, sizeof(out)); /* waits for the exporter to be back */
+	if (strncmp(out, "ok ", 3) != 0) {
+		fprintf(stderr, "restore: %s\n", out);
+		abort();
+	}
+	CHECK(fc_is_mapped(q));
+	CHECK(has_pattern(q, SIZE / 4, 11));
+	CHECK(has_pattern(q + SIZE / 2, SIZE / 2, 9));
+	put_pattern(q + SIZE / 4, SIZE / 4, 15);
+	printf("restored\n");
+	fflush(stdout);
+
+	read_line(stdin, "close");
 	CK(cuIpcCloseMemHandle(q));
 	CHECK(!fc_is_mapped(q));
 	printf("closed\n");
@@ -182,6 +211,26 @@ int main(int argc, char **argv)
 	ctl_ok("restore", out, sizeof(out));
 	put_pattern(p, SIZE / 4, 11);
 	fprintf(cmd, "check\n");
+	fflush(cmd);
+	read_line(in, "checked");
+
+	/* Both gated: the shared memory moves, and comes back shared. */
+	fprintf(cmd, "offload\n");
+	fflush(cmd);
+	read_line(in, "offloaded");
+	ctl_ok("offload", out, sizeof(out));
+	CHECK_EQ_U64(fc_field(out, "bytes="), SIZE);
+	CHECK_EQ_U64(fc_field(out, "nonmovable="), CTX);
+	CHECK(!fc_is_mapped(p));
+	fprintf(cmd, "restore\n"); /* the importer's restore waits for ours */
+	fflush(cmd);
+	usleep(200000);
+	ctl_ok("restore", out, sizeof(out));
+	read_line(in, "restored");
+	CHECK(has_pattern(p + SIZE / 4, SIZE / 4, 15)); /* written into the new memory by the importer */
+	CHECK_EQ_U64(fc_hook_nonmovable(0), CTX + SIZE);
+
+	fprintf(cmd, "close\n");
 	fflush(cmd);
 	read_line(in, "closed");
 
