@@ -31,37 +31,6 @@
 
 extern char **environ;
 
-static void put_pattern(CUdeviceptr p, size_t bytes, uint32_t seed)
-{
-	uint32_t *h = malloc(bytes);
-	CHECK(h);
-	for (size_t i = 0; i < bytes / 4; i++)
-		h[i] = seed * 2654435761u + (uint32_t)i;
-	CK(cuMemcpyHtoD_v2(p, h, bytes));
-	free(h);
-}
-
-static bool has_pattern(CUdeviceptr p, size_t bytes, uint32_t seed)
-{
-	uint32_t *h = malloc(bytes);
-	CHECK(h);
-	CK(cuMemcpyDtoH_v2(h, p, bytes));
-	bool ok = true;
-	for (size_t i = 0; i < bytes / 4 && ok; i++)
-		ok = h[i] == seed * 2654435761u + (uint32_t)i;
-	free(h);
-	return ok;
-}
-
-static void ctl_ok(const char *cmd, char *out, size_t cap)
-{
-	fc_ctl(cmd, out, cap);
-	if (strncmp(out, "ok ", 3) != 0) {
-		fprintf(stderr, "%s: %s\n", cmd, out);
-		abort();
-	}
-}
-
 static void to_hex(const CUipcMemHandle *h, char *out)
 {
 	for (int i = 0; i < 64; i++)
@@ -97,8 +66,8 @@ static int importer(const char *hex)
 	from_hex(hex, &h);
 	CUdeviceptr q;
 	CK(cuIpcOpenMemHandle_v2(&q, h, CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS));
-	CHECK(has_pattern(q, SIZE / 2, 7));
-	put_pattern(q + SIZE / 2, SIZE / 2, 9);
+	CHECK(fc_has_pattern(q, SIZE / 2, 7, NULL));
+	fc_put_pattern(q + SIZE / 2, SIZE / 2, 9, NULL);
 	/* Opened twice: the same address, closed twice. */
 	CUdeviceptr q2;
 	CK(cuIpcOpenMemHandle_v2(&q2, h, CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS));
@@ -116,8 +85,8 @@ static int importer(const char *hex)
 	fflush(stdout);
 
 	read_line(stdin, "check");
-	CHECK(has_pattern(q, SIZE / 4, 11)); /* written by the exporter after its offload */
-	CHECK(has_pattern(q + SIZE / 2, SIZE / 2, 9));
+	CHECK(fc_has_pattern(q, SIZE / 4, 11, NULL)); /* written by the exporter after its offload */
+	CHECK(fc_has_pattern(q + SIZE / 2, SIZE / 2, 9, NULL));
 	printf("checked\n");
 	fflush(stdout);
 
@@ -136,9 +105,9 @@ static int importer(const char *hex)
 		abort();
 	}
 	CHECK(fc_is_mapped(q));
-	CHECK(has_pattern(q, SIZE / 4, 11));
-	CHECK(has_pattern(q + SIZE / 2, SIZE / 2, 9));
-	put_pattern(q + SIZE / 4, SIZE / 4, 15);
+	CHECK(fc_has_pattern(q, SIZE / 4, 11, NULL));
+	CHECK(fc_has_pattern(q + SIZE / 2, SIZE / 2, 9, NULL));
+	fc_put_pattern(q + SIZE / 4, SIZE / 4, 15, NULL);
 	printf("restored\n");
 	fflush(stdout);
 
@@ -168,17 +137,17 @@ int main(int argc, char **argv)
 	char out[1024];
 	CUdeviceptr p;
 	CK(cuMemAlloc_v2(&p, SIZE));
-	put_pattern(p, SIZE / 2, 7);
+	fc_put_pattern(p, SIZE / 2, 7, NULL);
 	CUipcMemHandle h;
 	CK(cuIpcGetMemHandle(&h, p));
 
 	/* Nobody has it open yet: it moves. */
-	ctl_ok("offload", out, sizeof(out));
+	fc_ctl_ok("offload", out, sizeof(out));
 	CHECK_EQ_U64(fc_field(out, "bytes="), SIZE);
 	CHECK_EQ_U64(fc_field(out, "nonmovable="), CTX);
 	CHECK(!fc_is_mapped(p));
-	ctl_ok("restore", out, sizeof(out));
-	CHECK(has_pattern(p, SIZE / 2, 7));
+	fc_ctl_ok("restore", out, sizeof(out));
+	CHECK(fc_has_pattern(p, SIZE / 2, 7, NULL));
 
 	char hex[129];
 	to_hex(&h, hex);
@@ -200,16 +169,16 @@ int main(int argc, char **argv)
 	CHECK(in && cmd);
 
 	read_line(in, "opened");
-	CHECK(has_pattern(p + SIZE / 2, SIZE / 2, 9)); /* the importer's bytes */
+	CHECK(fc_has_pattern(p + SIZE / 2, SIZE / 2, 9, NULL)); /* the importer's bytes */
 	CHECK_EQ_U64(fc_hook_nonmovable(0), CTX + SIZE);
 
 	/* Open in another process: it stays, and the offload says so. */
-	ctl_ok("offload", out, sizeof(out));
+	fc_ctl_ok("offload", out, sizeof(out));
 	CHECK_EQ_U64(fc_field(out, "bytes="), 0);
 	CHECK_EQ_U64(fc_field(out, "nonmovable="), CTX + SIZE);
 	CHECK(fc_is_mapped(p));
-	ctl_ok("restore", out, sizeof(out));
-	put_pattern(p, SIZE / 4, 11);
+	fc_ctl_ok("restore", out, sizeof(out));
+	fc_put_pattern(p, SIZE / 4, 11, NULL);
 	fprintf(cmd, "check\n");
 	fflush(cmd);
 	read_line(in, "checked");
@@ -218,16 +187,16 @@ int main(int argc, char **argv)
 	fprintf(cmd, "offload\n");
 	fflush(cmd);
 	read_line(in, "offloaded");
-	ctl_ok("offload", out, sizeof(out));
+	fc_ctl_ok("offload", out, sizeof(out));
 	CHECK_EQ_U64(fc_field(out, "bytes="), SIZE);
 	CHECK_EQ_U64(fc_field(out, "nonmovable="), CTX);
 	CHECK(!fc_is_mapped(p));
 	fprintf(cmd, "restore\n"); /* the importer's restore waits for ours */
 	fflush(cmd);
 	usleep(200000);
-	ctl_ok("restore", out, sizeof(out));
+	fc_ctl_ok("restore", out, sizeof(out));
 	read_line(in, "restored");
-	CHECK(has_pattern(p + SIZE / 4, SIZE / 4, 15)); /* written into the new memory by the importer */
+	CHECK(fc_has_pattern(p + SIZE / 4, SIZE / 4, 15, NULL)); /* written into the new memory by the importer */
 	CHECK_EQ_U64(fc_hook_nonmovable(0), CTX + SIZE);
 
 	fprintf(cmd, "close\n");
@@ -236,12 +205,12 @@ int main(int argc, char **argv)
 
 	/* Closed everywhere: movable again. */
 	CHECK_EQ_U64(fc_hook_nonmovable(0), CTX);
-	ctl_ok("offload", out, sizeof(out));
+	fc_ctl_ok("offload", out, sizeof(out));
 	CHECK_EQ_U64(fc_field(out, "bytes="), SIZE);
 	CHECK(!fc_is_mapped(p));
-	ctl_ok("restore", out, sizeof(out));
-	CHECK(has_pattern(p, SIZE / 4, 11));
-	CHECK(has_pattern(p + SIZE / 2, SIZE / 2, 9));
+	fc_ctl_ok("restore", out, sizeof(out));
+	CHECK(fc_has_pattern(p, SIZE / 4, 11, NULL));
+	CHECK(fc_has_pattern(p + SIZE / 2, SIZE / 2, 9, NULL));
 
 	CK(cuMemFree_v2(p));
 	fprintf(cmd, "freed\n");

@@ -28,40 +28,6 @@
 
 #define CTX (64 * MiB)
 
-static void ctl_ok(const char *cmd, char *out, size_t cap)
-{
-	fc_ctl(cmd, out, cap);
-	if (strncmp(out, "ok ", 3) != 0) {
-		fprintf(stderr, "%s: %s\n", cmd, out);
-		abort();
-	}
-}
-
-/* Fills bytes at p with a pattern of seed, through the host. */
-static void put_pattern(CUdeviceptr p, size_t bytes, uint32_t seed, CUstream s)
-{
-	uint32_t *h = malloc(bytes);
-	CHECK(h);
-	for (size_t i = 0; i < bytes / 4; i++)
-		h[i] = seed * 2654435761u + (uint32_t)i;
-	CK(cuMemcpyHtoDAsync_v2(p, h, bytes, s));
-	CK(cuStreamSynchronize(s));
-	free(h);
-}
-
-static bool has_pattern(CUdeviceptr p, size_t bytes, uint32_t seed, CUstream s)
-{
-	uint32_t *h = malloc(bytes);
-	CHECK(h);
-	CK(cuMemcpyDtoHAsync_v2(h, p, bytes, s));
-	CK(cuStreamSynchronize(s));
-	bool ok = true;
-	for (size_t i = 0; i < bytes / 4 && ok; i++)
-		ok = h[i] == seed * 2654435761u + (uint32_t)i;
-	free(h);
-	return ok;
-}
-
 static cuuint64_t pool_attr(CUmemoryPool pool, CUmemPool_attribute a)
 {
 	cuuint64_t v = 0;
@@ -72,12 +38,12 @@ static cuuint64_t pool_attr(CUmemoryPool pool, CUmemPool_attribute a)
 static void offload_restore(uint64_t want_moved, uint64_t want_resident)
 {
 	char out[1024];
-	ctl_ok("offload", out, sizeof(out));
+	fc_ctl_ok("offload", out, sizeof(out));
 	if (want_moved)
 		CHECK_EQ_U64(fc_field(out, "bytes="), want_moved);
 	CHECK_EQ_U64(fc_field(out, "nonmovable="), CTX);
 	CHECK_EQ_U64(fc_used(0), want_resident);
-	ctl_ok("restore", out, sizeof(out));
+	fc_ctl_ok("restore", out, sizeof(out));
 }
 
 static void test_xla(void)
@@ -98,11 +64,11 @@ static void test_xla(void)
 	CHECK_EQ_U64(fc_hook_nonmovable(0), CTX);
 	/* The program's own allocator cuts the arena into buffers. */
 	for (int i = 0; i < 12; i++)
-		put_pattern(arena + (uint64_t)i * 8 * MiB, 8 * MiB, 100 + (uint32_t)i, s);
+		fc_put_pattern(arena + (uint64_t)i * 8 * MiB, 8 * MiB, 100 + (uint32_t)i, s);
 	for (int round = 0; round < 2; round++) {
 		offload_restore(big, CTX);
 		for (int i = 0; i < 12; i++)
-			CHECK(has_pattern(arena + (uint64_t)i * 8 * MiB, 8 * MiB, 100 + (uint32_t)i, s));
+			CHECK(fc_has_pattern(arena + (uint64_t)i * 8 * MiB, 8 * MiB, 100 + (uint32_t)i, s));
 	}
 	CHECK_EQ_U64(pool_attr(pool, CU_MEMPOOL_ATTR_USED_MEM_CURRENT), big);
 	CK(cuMemFreeAsync(arena, s));
@@ -139,7 +105,7 @@ static void test_tf(void)
 	for (int i = 0; i < N; i++) {
 		sz[i] = (i % 5 == 0) ? (size_t)(3 + i / 5) * MiB : (size_t)(4096u << (i % 7));
 		CK(cuMemAllocAsync(&p[i], sz[i], s));
-		put_pattern(p[i], sz[i], (uint32_t)i, s);
+		fc_put_pattern(p[i], sz[i], (uint32_t)i, s);
 	}
 	/* The warm block was reused in place of a new allocation. */
 	CHECK(p[0] == warm);
@@ -147,16 +113,16 @@ static void test_tf(void)
 		CK(cuMemFreeAsync(p[i], s));
 	CK(cuStreamSynchronize(s));
 	char out[1024];
-	ctl_ok("offload", out, sizeof(out));
+	fc_ctl_ok("offload", out, sizeof(out));
 	CHECK_EQ_U64(fc_field(out, "nonmovable="), CTX);
 	CHECK_EQ_U64(fc_used(0), CTX);
 	uint64_t moved = fc_field(out, "bytes=");
-	ctl_ok("restore", out, sizeof(out));
+	fc_ctl_ok("restore", out, sizeof(out));
 	/* Idle blocks were given back before the copy, not copied. */
 	CHECK(moved == pool_attr(pool, CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT));
 	CHECK(moved < 4 * MiB + 2 * MiB * N);
 	for (int i = 0; i < N; i += 2)
-		CHECK(has_pattern(p[i], sz[i], (uint32_t)i, s));
+		CHECK(fc_has_pattern(p[i], sz[i], (uint32_t)i, s));
 	for (int i = 0; i < N; i += 2)
 		CK(cuMemFreeAsync(p[i], s));
 	CK(cuStreamSynchronize(s));
@@ -189,7 +155,7 @@ static void *async_worker(void *arg)
 	for (long n = 0; !atomic_load(&stop); n++) {
 		int i = (int)(n % LIVE);
 		if (p[i]) {
-			CHECK(has_pattern(p[i], sz[i], seed[i], s));
+			CHECK(fc_has_pattern(p[i], sz[i], seed[i], s));
 			/* Half on the legacy per-thread path, as libcudart with --default-stream per-thread. */
 			if (n & 1)
 				CK(cuMemFreeAsync(p[i], s));
@@ -202,11 +168,11 @@ static void *async_worker(void *arg)
 			CK(cuMemAllocAsync(&p[i], sz[i], s));
 		else
 			CK(cuMemAllocAsync_ptsz(&p[i], sz[i], s));
-		put_pattern(p[i], sz[i], seed[i], s);
+		fc_put_pattern(p[i], sz[i], seed[i], s);
 		atomic_fetch_add(&rounds[id], 1);
 	}
 	for (int i = 0; i < LIVE; i++) {
-		CHECK(has_pattern(p[i], sz[i], seed[i], s));
+		CHECK(fc_has_pattern(p[i], sz[i], seed[i], s));
 		CK(cuMemFreeAsync(p[i], s));
 	}
 	CK(cuStreamSynchronize(s));
@@ -227,10 +193,10 @@ static void test_async(int cycles)
 		for (int i = 0; i < WORKERS; i++)
 			while (atomic_load(&rounds[i]) < before[i] + 3)
 				usleep(1000);
-		ctl_ok("offload", out, sizeof(out));
+		fc_ctl_ok("offload", out, sizeof(out));
 		CHECK_EQ_U64(fc_field(out, "nonmovable="), CTX);
 		CHECK_EQ_U64(fc_used(0), CTX);
-		ctl_ok("restore", out, sizeof(out));
+		fc_ctl_ok("restore", out, sizeof(out));
 	}
 	atomic_store(&stop, 1);
 	for (int i = 0; i < WORKERS; i++)
@@ -377,10 +343,10 @@ static void test_attrs(void)
 	CK(cuMemAllocFromPoolAsync(&f, 4 * MiB, shared, s));
 	CHECK_EQ_U64(fc_hook_nonmovable(0), CTX + 4 * MiB);
 	char out[1024];
-	ctl_ok("offload", out, sizeof(out));
+	fc_ctl_ok("offload", out, sizeof(out));
 	CHECK_EQ_U64(fc_field(out, "nonmovable="), CTX + 4 * MiB);
 	CHECK(fc_is_mapped(f));
-	ctl_ok("restore", out, sizeof(out));
+	fc_ctl_ok("restore", out, sizeof(out));
 	CK(cuMemFreeAsync(f, s));
 	CK(cuStreamSynchronize(s));
 	CK(cuMemPoolDestroy(shared));
