@@ -828,7 +828,7 @@ int vram_manager_new(struct event_base *base, struct vram_config *cfg, struct vr
 		.workers = m->workers,
 		.hookchan = m->hookchan,
 		.hook_pids = vram_hookchan_pids, .hook_send = vram_hookchan_send, .hook_cancel = vram_hookchan_cancel,
-		.hook_send_path = vram_hookchan_send_path,
+		.hook_send_path = vram_hookchan_send_path, .hook_group = vram_hookchan_group,
 		.hook_library = m->hook_library != NULL,
 		.ctx = m,
 		.stop_processes = host_stop_processes,

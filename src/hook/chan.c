@@ -194,6 +194,7 @@ static void daemon_connect(void)
 	const char *w = secure_getenv("VRAM_WORKLOAD");
 	snprintf(m.u.hello.workload, sizeof(m.u.hello.workload), "%s", w ? w : "");
 	fill_devs(m.u.hello.dev, &m.u.hello.ndev);
+	m.u.hello.flags = VRAM_HOOK_HELLO_GROUP;
 	const char *bad_limit = vram_hook_limit_invalid_text();
 	if (bad_limit) {
 		m.u.hello.flags |= VRAM_HOOK_HELLO_LIMIT_INVALID;
@@ -214,7 +215,10 @@ static void run_command(uint16_t op, uint32_t flags, const char *path, struct vr
 {
 	switch (op) {
 	case VRAM_HOOK_MSG_OFFLOAD:
-		vram_hook_offload(flags & VRAM_HOOK_OFFLOAD_DROP_HOST, res);
+		if (flags & VRAM_HOOK_OFFLOAD_GATE_ONLY)
+			vram_hook_gate_hold(res);
+		else
+			vram_hook_offload(flags & VRAM_HOOK_OFFLOAD_DROP_HOST, res);
 		break;
 	case VRAM_HOOK_MSG_PARK:
 		vram_hook_park(path, res);
@@ -223,7 +227,10 @@ static void run_command(uint16_t op, uint32_t flags, const char *path, struct vr
 		vram_hook_drop_host(res);
 		break;
 	default:
-		vram_hook_restore(res);
+		if (flags & VRAM_HOOK_RESTORE_HOLD_GATE)
+			vram_hook_restore_hold(res);
+		else
+			vram_hook_restore(res);
 		break;
 	}
 }
@@ -334,6 +341,12 @@ static void control_line(struct client *c, char *line)
 		format_result(out, sizeof(out), "offload", &res);
 	} else if (strcmp(line, "restore") == 0) {
 		run_command(VRAM_HOOK_MSG_RESTORE, 0, NULL, &res);
+		format_result(out, sizeof(out), "restore", &res);
+	} else if (strcmp(line, "gate") == 0) {
+		run_command(VRAM_HOOK_MSG_OFFLOAD, VRAM_HOOK_OFFLOAD_GATE_ONLY, NULL, &res);
+		format_result(out, sizeof(out), "gate", &res);
+	} else if (strcmp(line, "restore hold") == 0) {
+		run_command(VRAM_HOOK_MSG_RESTORE, VRAM_HOOK_RESTORE_HOLD_GATE, NULL, &res);
 		format_result(out, sizeof(out), "restore", &res);
 	} else if (strncmp(line, "park ", 5) == 0) {
 		run_command(VRAM_HOOK_MSG_PARK, 0, line + 5, &res);

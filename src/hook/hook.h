@@ -380,8 +380,13 @@ extern _Atomic int vram_hook_state;
 /* Frees p's pinned host buffer, however it was made; p->host becomes NULL. */
 void vram_hook_host_free(struct vram_hook_phys *p);
 void vram_hook_offload(bool drop_host, struct vram_hook_op_result *ret);
-/* Restores an offloaded process from its host buffers, a parked one from its park file. */
+/* Restores an offloaded process from its host buffers, a parked one from its park file;
+ * opens a gate held by a group (vram_hook_gate_hold, vram_hook_restore_hold). */
 void vram_hook_restore(struct vram_hook_op_result *ret);
+/* Groups: closes the gate and waits for the calls in it (state offloading); the next offload copies. */
+void vram_hook_gate_hold(struct vram_hook_op_result *ret);
+/* Groups: restores and keeps the gate closed (state restoring) until the next vram_hook_restore. */
+void vram_hook_restore_hold(struct vram_hook_op_result *ret);
 /*
  * An offloaded process writes its host copy to a new file at path (absolute,
  * < VRAM_HOOK_PARK_PATH_MAX bytes) and frees its pinned buffers; on any

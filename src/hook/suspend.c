@@ -1041,6 +1041,67 @@ static int restore_items(struct item *items, size_t n, struct copier *cp, struct
 
 /* ---------------------------------------------------------------- offload */
 
+/*
+ * Groups (see proto/hook_proto.h): the gate of a process held closed by
+ * vramd between the phases of a group's offload or restore. Guarded by
+ * suspend_mutex.
+ */
+static bool gate_held;
+static bool restore_keeps_gate; /* set by vram_hook_restore_hold for its call */
+
+void vram_hook_gate_hold(struct vram_hook_op_result *ret)
+{
+	memset(ret, 0, sizeof(*ret));
+	uint64_t start = now_usec();
+	pthread_mutex_lock(&suspend_mutex);
+	if (gate_held || atomic_load(&vram_hook_state) != VRAM_HOOK_RUNNING) {
+		ret->status = -EALREADY;
+		snprintf(ret->text, sizeof(ret->text), "Failed to close the gate: the process is not running");
+		goto out_unlock;
+	}
+	atomic_store(&vram_hook_state, VRAM_HOOK_OFFLOADING);
+	int err = gate_close(DRAIN_TIMEOUT_MS);
+	if (err < 0) {
+		ret->status = err;
+		snprintf(ret->text, sizeof(ret->text),
+			 err == -EIO ? "Failed to close the gate: membarrier failed"
+				     : "Failed to close the gate: CUDA calls of the program did not finish within %d ms",
+			 DRAIN_TIMEOUT_MS);
+		atomic_store(&vram_hook_state, VRAM_HOOK_RUNNING);
+		goto out_unlock;
+	}
+	gate_held = true;
+	ret->usec = now_usec() - start;
+	ret->nonmovable = vram_hook_nonmovable_total();
+	snprintf(ret->text, sizeof(ret->text), "gate closed in %.1f ms; the process waits for the offload",
+		 (double)ret->usec / 1000.0);
+	atomic_fetch_add(&vram_hook_usage_seq, 1);
+out_unlock:
+	pthread_mutex_unlock(&suspend_mutex);
+}
+
+/* A RESTORE to a process whose gate is held: opens it. Called with suspend_mutex held. */
+static void gate_release(struct vram_hook_op_result *ret)
+{
+	gate_held = false;
+	ret->nonmovable = vram_hook_nonmovable_total();
+	snprintf(ret->text, sizeof(ret->text), "gate opened; the process runs");
+	atomic_store(&vram_hook_state, VRAM_HOOK_RUNNING);
+	atomic_fetch_add(&vram_hook_usage_seq, 1);
+	gate_open();
+}
+
+void vram_hook_restore_hold(struct vram_hook_op_result *ret)
+{
+	pthread_mutex_lock(&suspend_mutex);
+	restore_keeps_gate = true;
+	pthread_mutex_unlock(&suspend_mutex);
+	vram_hook_restore(ret);
+	pthread_mutex_lock(&suspend_mutex);
+	restore_keeps_gate = false;
+	pthread_mutex_unlock(&suspend_mutex);
+}
+
 void vram_hook_offload(bool drop_host, struct vram_hook_op_result *ret)
 {
 	struct item *items = NULL;
@@ -1055,7 +1116,10 @@ void vram_hook_offload(bool drop_host, struct vram_hook_op_result *ret)
 
 	memset(ret, 0, sizeof(*ret));
 	pthread_mutex_lock(&suspend_mutex);
-	if (atomic_load(&vram_hook_state) != VRAM_HOOK_RUNNING) {
+	/* A group's offload closed the gate already (vram_hook_gate_hold), or
+	 * rolls back a restore that kept it closed. */
+	bool held = gate_held;
+	if (!held && atomic_load(&vram_hook_state) != VRAM_HOOK_RUNNING) {
 		ret->status = -EALREADY;
 		snprintf(ret->text, sizeof(ret->text), "Failed to offload: the process is already %s",
 			 atomic_load(&vram_hook_state) == VRAM_HOOK_PARKED ? "parked" : "offloaded");
@@ -1067,7 +1131,8 @@ void vram_hook_offload(bool drop_host, struct vram_hook_op_result *ret)
 		goto out_unlock;
 	}
 	atomic_store(&vram_hook_state, VRAM_HOOK_OFFLOADING);
-	err = gate_close(DRAIN_TIMEOUT_MS);
+	gate_held = false;
+	err = held ? 0 : gate_close(DRAIN_TIMEOUT_MS);
 	ph.drain_us = now_usec() - ph.start;
 	if (err < 0) {
 		ret->status = err;
@@ -1251,6 +1316,11 @@ void vram_hook_restore(struct vram_hook_op_result *ret)
 
 	memset(ret, 0, sizeof(*ret));
 	pthread_mutex_lock(&suspend_mutex);
+	if (gate_held && atomic_load(&vram_hook_state) != VRAM_HOOK_OFFLOADED) {
+		gate_release(ret);
+		pthread_mutex_unlock(&suspend_mutex);
+		return;
+	}
 	if (atomic_load(&vram_hook_state) == VRAM_HOOK_PARKED) {
 		restore_parked(ret);
 		pthread_mutex_unlock(&suspend_mutex);
@@ -1307,6 +1377,14 @@ void vram_hook_restore(struct vram_hook_op_result *ret)
 	snprintf(ret->text, sizeof(ret->text), "restored %llu bytes in %.3f s (%.1f GB/s) %s",
 		 (unsigned long long)bytes, (double)ret->usec / 1e6, gbps(bytes, ret->usec), phase_text);
 	vram_hook_log(VRAM_HOOK_LOG_INFO, "%s", ret->text);
+	if (restore_keeps_gate) {
+		/* A group's restore: the gate opens with everyone's (a RESTORE). */
+		gate_held = true;
+		atomic_store(&vram_hook_state, VRAM_HOOK_RESTORING);
+		atomic_fetch_add(&vram_hook_usage_seq, 1);
+		pthread_mutex_unlock(&suspend_mutex);
+		return;
+	}
 	atomic_store(&vram_hook_state, VRAM_HOOK_RUNNING);
 	atomic_fetch_add(&vram_hook_usage_seq, 1);
 	gate_open();
@@ -1584,6 +1662,12 @@ static void restore_parked(struct vram_hook_op_result *ret)
 				why);
 		vram_hook_log(VRAM_HOOK_LOG_ERROR, "%s", ret->text);
 		atomic_store(&vram_hook_state, VRAM_HOOK_OFFLOADED);
+		atomic_fetch_add(&vram_hook_usage_seq, 1);
+		return;
+	}
+	if (restore_keeps_gate) {
+		gate_held = true;
+		atomic_store(&vram_hook_state, VRAM_HOOK_RESTORING);
 		atomic_fetch_add(&vram_hook_usage_seq, 1);
 		return;
 	}
