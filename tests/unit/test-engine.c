@@ -475,6 +475,17 @@ static void assert_phase(const struct fake_chan *fc, size_t from, enum vram_hook
  * gate held) out again, and no gate opens. A process whose hook does not
  * know groups makes it the one-phase way.
  */
+/* Starts a job of kind on the workload "h" over a fresh fc. */
+static struct vram_job *group_job(struct fixture *f, struct fake_chan *fc, struct vram_workload *w,
+				  struct vram_engine_host *host, enum vram_job_kind kind)
+{
+	*fc = (struct fake_chan){.pids = {101, 102}};
+	f->done_calls = 0;
+	struct vram_job *job = vram_job_new(kind, &vram_engine_hook, w, host, on_done, f);
+	assert_int_equal(vram_job_start(job), 0);
+	return job;
+}
+
 static void test_hook_group(void **state)
 {
 	struct fixture *f = *state;
@@ -482,12 +493,10 @@ static void test_hook_group(void **state)
 	w.cfg = &f->cfg->workloads[2];
 
 	/* offload: gate, gate, then copy, copy */
-	struct fake_chan fc = {.pids = {101, 102}};
+	struct fake_chan fc;
 	struct vram_engine_host host = fake_host(f, &fc);
 	host.hook_group = fake_group;
-	f->done_calls = 0;
-	struct vram_job *job = vram_job_new(VRAM_JOB_OFFLOAD, &vram_engine_hook, &w, &host, on_done, f);
-	assert_int_equal(vram_job_start(job), 0);
+	struct vram_job *job = group_job(f, &fc, &w, &host, VRAM_JOB_OFFLOAD);
 	assert_int_equal(fc.n_sent, 2);
 	assert_phase(&fc, 0, VRAM_HOOKCHAN_OFFLOAD, VRAM_HOOK_OFFLOAD_GATE_ONLY);
 	fake_answer(&fc, 0, 0, VRAM_HOOK_STATE_OFFLOADING, 0, "gate closed");
@@ -502,10 +511,7 @@ static void test_hook_group(void **state)
 	vram_job_free(job);
 
 	/* restore: both with the gate held, then both gates open */
-	fc = (struct fake_chan){.pids = {101, 102}};
-	f->done_calls = 0;
-	job = vram_job_new(VRAM_JOB_RESTORE, &vram_engine_hook, &w, &host, on_done, f);
-	assert_int_equal(vram_job_start(job), 0);
+	job = group_job(f, &fc, &w, &host, VRAM_JOB_RESTORE);
 	assert_phase(&fc, 0, VRAM_HOOKCHAN_RESTORE, VRAM_HOOK_RESTORE_HOLD_GATE);
 	fake_answer(&fc, 0, 0, VRAM_HOOK_STATE_RESTORING, GiB, "1 GiB restored");
 	assert_int_equal(fc.n_sent, 2); /* no gate opens while a rank is still offloaded */
@@ -520,10 +526,7 @@ static void test_hook_group(void **state)
 	vram_job_free(job);
 
 	/* a gate that does not close: the other opens again, nothing is copied */
-	fc = (struct fake_chan){.pids = {101, 102}};
-	f->done_calls = 0;
-	job = vram_job_new(VRAM_JOB_OFFLOAD, &vram_engine_hook, &w, &host, on_done, f);
-	assert_int_equal(vram_job_start(job), 0);
+	job = group_job(f, &fc, &w, &host, VRAM_JOB_OFFLOAD);
 	fake_answer(&fc, 0, 0, VRAM_HOOK_STATE_OFFLOADING, 0, "gate closed");
 	fake_answer(&fc, 1, -EBUSY, VRAM_HOOK_STATE_RUNNING, 0, "CUDA calls of the program did not finish");
 	assert_int_equal(fc.n_sent, 3);
@@ -537,10 +540,7 @@ static void test_hook_group(void **state)
 	vram_job_free(job);
 
 	/* a restore that fails in one rank: the other goes out again, no gate opens */
-	fc = (struct fake_chan){.pids = {101, 102}};
-	f->done_calls = 0;
-	job = vram_job_new(VRAM_JOB_RESTORE, &vram_engine_hook, &w, &host, on_done, f);
-	assert_int_equal(vram_job_start(job), 0);
+	job = group_job(f, &fc, &w, &host, VRAM_JOB_RESTORE);
 	fake_answer(&fc, 0, 0, VRAM_HOOK_STATE_RESTORING, GiB, "1 GiB restored");
 	fake_answer(&fc, 1, -ENOMEM, VRAM_HOOK_STATE_OFFLOADED, 0, "out of memory on device 1");
 	assert_int_equal(fc.n_sent, 3);
@@ -555,11 +555,8 @@ static void test_hook_group(void **state)
 	vram_job_free(job);
 
 	/* one hook without groups: one phase, as before */
-	fc = (struct fake_chan){.pids = {101, 102}};
 	host.hook_group = fake_group_not_102;
-	f->done_calls = 0;
-	job = vram_job_new(VRAM_JOB_OFFLOAD, &vram_engine_hook, &w, &host, on_done, f);
-	assert_int_equal(vram_job_start(job), 0);
+	job = group_job(f, &fc, &w, &host, VRAM_JOB_OFFLOAD);
 	assert_phase(&fc, 0, VRAM_HOOKCHAN_OFFLOAD, 0);
 	fake_answer(&fc, 0, 0, VRAM_HOOK_STATE_OFFLOADED, GiB, "1 GiB offloaded");
 	fake_answer(&fc, 1, 0, VRAM_HOOK_STATE_OFFLOADED, GiB, "1 GiB offloaded");
