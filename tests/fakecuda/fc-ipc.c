@@ -17,6 +17,9 @@
  *    exporter's) maps the new memory at the same address, contents intact
  *    and shared again;
  *  - after cuIpcCloseMemHandle it is movable again and moves;
+ *  - moved as vramd moves a group (gate, gate, offload, offload, restore
+ *    hold, restore hold, restore, restore), the shared memory moves without
+ *    waiting and both see each other's bytes after;
  *  - a handle of memory since freed, a forged id, and a handle naming a
  *    process that does not listen are refused with CUDA_ERROR_INVALID_HANDLE.
  * Usage: fc-ipc (the exporter; it starts itself as "fc-ipc import HEX").
@@ -111,6 +114,31 @@ static int importer(const char *hex)
 	printf("restored\n");
 	fflush(stdout);
 
+	/* As vramd moves a group: gates, copies, restores with the gates held, gates. */
+	read_line(stdin, "gate");
+	fc_ctl_ok("gate", out, sizeof(out));
+	CHECK(strstr(out, "state=offloading"));
+	printf("gated\n");
+	fflush(stdout);
+	read_line(stdin, "offload");
+	fc_ctl_ok("offload", out, sizeof(out));
+	CHECK(!fc_is_mapped(q));
+	printf("offloaded\n");
+	fflush(stdout);
+	read_line(stdin, "restore hold");
+	fc_ctl_ok("restore hold", out, sizeof(out));
+	CHECK(strstr(out, "state=restoring"));
+	CHECK(fc_is_mapped(q)); /* mapped again while both gates are held */
+	printf("held\n");
+	fflush(stdout);
+	read_line(stdin, "restore");
+	fc_ctl_ok("restore", out, sizeof(out));
+	CHECK(strstr(out, "state=running"));
+	CHECK(fc_has_pattern(q + SIZE / 4, SIZE / 4, 15, NULL));
+	fc_put_pattern(q + SIZE / 4, SIZE / 4, 17, NULL);
+	printf("running\n");
+	fflush(stdout);
+
 	read_line(stdin, "close");
 	CK(cuIpcCloseMemHandle(q));
 	CHECK(!fc_is_mapped(q));
@@ -198,6 +226,42 @@ int main(int argc, char **argv)
 	read_line(in, "restored");
 	CHECK(fc_has_pattern(p + SIZE / 4, SIZE / 4, 15, NULL)); /* written into the new memory by the importer */
 	CHECK_EQ_U64(fc_hook_nonmovable(0), CTX + SIZE);
+
+	/* A group move, as vramd makes it for the processes of one workload:
+	 * every gate closes, then every process copies; every process restores
+	 * with its gate held, then every gate opens. */
+	fprintf(cmd, "gate\n");
+	fflush(cmd);
+	read_line(in, "gated");
+	fc_ctl_ok("gate", out, sizeof(out));
+	CHECK(strstr(out, "state=offloading"));
+	fc_ctl_ok("offload", out, sizeof(out));
+	CHECK_EQ_U64(fc_field(out, "bytes="), SIZE); /* the importer is gated: shared memory moves */
+	CHECK(!fc_is_mapped(p));
+	fprintf(cmd, "offload\n");
+	fflush(cmd);
+	read_line(in, "offloaded");
+	fc_ctl_ok("restore hold", out, sizeof(out));
+	CHECK(strstr(out, "state=restoring"));
+	CHECK(fc_is_mapped(p));
+	fprintf(cmd, "restore hold\n");
+	fflush(cmd);
+	read_line(in, "held");
+	fc_ctl_ok("restore", out, sizeof(out));
+	CHECK(strstr(out, "state=running"));
+	fprintf(cmd, "restore\n");
+	fflush(cmd);
+	read_line(in, "running");
+	CHECK(fc_has_pattern(p + SIZE / 4, SIZE / 4, 17, NULL));
+	CHECK(fc_has_pattern(p, SIZE / 4, 11, NULL));
+	CHECK_EQ_U64(fc_hook_nonmovable(0), CTX + SIZE);
+	/* A gate held already cannot be closed again; a restore opens it. */
+	fc_ctl("gate", out, sizeof(out));
+	CHECK(strncmp(out, "ok ", 3) == 0);
+	fc_ctl("gate", out, sizeof(out));
+	CHECK(strncmp(out, "error ", 6) == 0);
+	fc_ctl_ok("restore", out, sizeof(out)); /* opens the gate */
+	CHECK(strstr(out, "state=running"));
 
 	fprintf(cmd, "close\n");
 	fflush(cmd);
