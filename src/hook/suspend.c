@@ -1075,6 +1075,7 @@ void vram_hook_gate_hold(struct vram_hook_op_result *ret)
 	ret->nonmovable = vram_hook_nonmovable_total();
 	snprintf(ret->text, sizeof(ret->text), "gate closed in %.1f ms; the process waits for the offload",
 		 (double)ret->usec / 1000.0);
+	vram_hook_log(VRAM_HOOK_LOG_INFO, "%s", ret->text);
 	atomic_fetch_add(&vram_hook_usage_seq, 1);
 out_unlock:
 	pthread_mutex_unlock(&suspend_mutex);
@@ -1086,6 +1087,7 @@ static void gate_release(struct vram_hook_op_result *ret)
 	gate_held = false;
 	ret->nonmovable = vram_hook_nonmovable_total();
 	snprintf(ret->text, sizeof(ret->text), "gate opened; the process runs");
+	vram_hook_log(VRAM_HOOK_LOG_INFO, "%s", ret->text);
 	atomic_store(&vram_hook_state, VRAM_HOOK_RUNNING);
 	atomic_fetch_add(&vram_hook_usage_seq, 1);
 	gate_open();
