@@ -72,7 +72,7 @@
 	X(cuMemFreeHost) X(cuMemHostRegister_v2) X(cuMemHostUnregister) \
 	X(cuStreamCreate) X(cuStreamSynchronize) X(cuDeviceGetDefaultMemPool) X(cuDeviceGetMemPool) \
 	X(cuEventCreate) X(cuEventRecord) X(cuEventSynchronize) X(cuEventDestroy_v2) \
-	X(cuEventQuery) X(cuStreamWaitEvent)
+	X(cuEventQuery) X(cuStreamWaitEvent) X(cuStreamIsCapturing)
 
 enum vram_hook_sym {
 #define VRAM_HOOK_X(n) VRAM_HOOK_SYM_##n,

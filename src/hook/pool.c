@@ -34,8 +34,10 @@
  * copying.
  *
  * Pools made for export (a shareable handle type), pools not located on
- * a device, and every pool under VRAM_HOOK_VMM_ALLOC=0 are left to the
- * driver: their memory is charged and non-movable.
+ * a device, allocations made while the stream is captured into a CUDA graph,
+ * and every pool under VRAM_HOOK_VMM_ALLOC=0 are left to the driver: their
+ * memory is charged and non-movable. cuMemPoolSetAccess is not applied to
+ * the hook's memory: only the pool's own device can access it.
  *
  * Lock order: pool_lock, then vram_hook_lock (taken inside vram_hook_vmm_*).
  */
@@ -71,6 +73,7 @@ struct block {
 	CUevent ev;                    /* recorded at the free; NULL until the first one */
 	bool ev_pending;               /* ev may not be done yet */
 	bool idle;
+	bool freed_in_capture;         /* freed by a graph being captured: never handed out again */
 	struct block *next, *prev;     /* in the pool's idle list of its class */
 };
 
@@ -386,6 +389,18 @@ static CUmemoryPool current_pool(int dev)
 	return p;
 }
 
+/*
+ * A stream being captured into a CUDA graph: its allocations and frees
+ * become graph nodes that run at every replay, which the hook cannot
+ * emulate; allocations are left to the driver (resident), and a block of
+ * ours freed in a capture stays allocated (a replay may still use it).
+ */
+static bool capturing(CUstream s)
+{
+	CUstreamCaptureStatus st = 0;
+	return VRAM_REAL(cuStreamIsCapturing)(s, &st) == CUDA_SUCCESS && st != 0;
+}
+
 static bool is_passthrough(CUmemoryPool real)
 {
 	return vram_hook_table_get(&passthrough_pools, (uint64_t)(uintptr_t)real) != NULL;
@@ -413,6 +428,8 @@ static CUresult pool_alloc(CUdeviceptr *dptr, size_t bytes, CUmemoryPool real, C
 	pthread_mutex_lock(&pool_lock);
 	bool ours = real && !is_passthrough(real) && vram_hook_use_vmm();
 	pthread_mutex_unlock(&pool_lock);
+	if (ours && capturing(s))
+		ours = false;
 	if (!ours) {
 		/* A pool made for export, or no pool: the driver serves it, charged. */
 		if (dev < 0)
@@ -492,7 +509,13 @@ static CUresult pool_free_async(CUdeviceptr dptr, CUstream s, CUresult (*driver)
 {
 	pthread_mutex_lock(&pool_lock);
 	struct block *b = dptr ? vram_hook_table_get(&block_table, dptr) : NULL;
-	CUresult r = b ? block_free(b, s, false) : CUDA_SUCCESS;
+	CUresult r = CUDA_SUCCESS;
+	if (b && b->freed_in_capture)
+		r = CUDA_ERROR_INVALID_VALUE; /* freed twice */
+	else if (b && capturing(s))
+		b->freed_in_capture = true;
+	else if (b)
+		r = block_free(b, s, false);
 	pthread_mutex_unlock(&pool_lock);
 	if (b)
 		return r;

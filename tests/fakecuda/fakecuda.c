@@ -122,6 +122,7 @@ struct fake_stream {
 	bool busy;
 	bool quit;
 	CUresult error;         /* of a failed op, until cuStreamSynchronize reports it */
+	bool capturing;         /* between cuStreamBeginCapture and cuStreamEndCapture (work still runs) */
 	struct fake_stream *next_all;
 };
 
@@ -1568,6 +1569,39 @@ FAKE_EXPORT CUresult cuStreamSynchronize_ptsz(CUstream hStream)
 	return cuStreamSynchronize(hStream);
 }
 
+/* Capture: only the state is kept (cuStreamIsCapturing); the work still runs and no graph is made. */
+FAKE_EXPORT CUresult cuStreamBeginCapture_v2(CUstream hStream, int mode)
+{
+	(void)mode;
+	NEED_CTX();
+	struct fake_stream *s = stream_of(hStream);
+	if (!s || s->capturing)
+		return CUDA_ERROR_INVALID_VALUE;
+	s->capturing = true;
+	return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuStreamEndCapture(CUstream hStream, CUgraph *phGraph)
+{
+	NEED_CTX();
+	struct fake_stream *s = stream_of(hStream);
+	if (!s || !s->capturing || !phGraph)
+		return CUDA_ERROR_INVALID_VALUE;
+	s->capturing = false;
+	*phGraph = (CUgraph)s;
+	return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuStreamIsCapturing(CUstream hStream, CUstreamCaptureStatus *status)
+{
+	NEED_CTX();
+	struct fake_stream *s = stream_of(hStream);
+	if (!s || !status)
+		return CUDA_ERROR_INVALID_VALUE;
+	*status = s->capturing ? 1 : 0;
+	return CUDA_SUCCESS;
+}
+
 FAKE_EXPORT CUresult cuStreamQuery(CUstream hStream)
 {
 	NEED_CTX();
@@ -2051,6 +2085,9 @@ static const struct fake_sym fake_syms[] = {
 	SYM("cuStreamSynchronize", 2000, false, cuStreamSynchronize),
 	SYM("cuStreamSynchronize", 7000, true, cuStreamSynchronize_ptsz),
 	SYM("cuStreamQuery", 2000, false, cuStreamQuery),
+	SYM("cuStreamBeginCapture", 10010, false, cuStreamBeginCapture_v2),
+	SYM("cuStreamEndCapture", 10000, false, cuStreamEndCapture),
+	SYM("cuStreamIsCapturing", 10000, false, cuStreamIsCapturing),
 	SYM("cuStreamWaitEvent", 3020, false, cuStreamWaitEvent),
 	SYM("cuEventCreate", 2000, false, cuEventCreate),
 	SYM("cuEventDestroy", 4000, false, cuEventDestroy_v2),

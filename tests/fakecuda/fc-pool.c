@@ -352,6 +352,27 @@ static void test_attrs(void)
 	CK(cuMemPoolDestroy(shared));
 	CHECK_EQ_U64(fc_hook_used(0), CTX);
 	CHECK_EQ_U64(fc_hook_nonmovable(0), CTX);
+
+	/* Stream capture (CUDA graphs): what a capture allocates is the
+	 * driver's, resident; a block freed in a capture is never handed out
+	 * again (a replay may still use it). */
+	cuuint64_t keep_all = 1ull << 40;
+	CK(cuMemPoolSetAttribute(dflt, CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, &keep_all));
+	CUdeviceptr before, in_graph, again;
+	CK(cuMemAllocAsync(&before, 4 * MiB, s));
+	CK(cuStreamBeginCapture_v2(s, 0));
+	CK(cuMemAllocAsync(&in_graph, 2 * MiB, s));
+	CHECK_EQ_U64(fc_hook_nonmovable(0), CTX + 2 * MiB);
+	CK(cuMemFreeAsync(before, s));
+	CK(cuMemFreeAsync(in_graph, s));
+	CUgraph graph;
+	CK(cuStreamEndCapture(s, &graph));
+	CK(cuStreamSynchronize(s));
+	CK(cuMemAllocAsync(&again, 4 * MiB, s));
+	CHECK(again != before);
+	CHECK(cuMemFreeAsync(before, s) == CUDA_ERROR_INVALID_VALUE);
+	CK(cuMemFreeAsync(again, s));
+	CK(cuStreamSynchronize(s));
 }
 
 int main(int argc, char **argv)
