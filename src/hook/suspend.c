@@ -1256,7 +1256,7 @@ void vram_hook_offload(bool drop_host, struct vram_hook_op_result *ret)
 	ret->usec = end - ph.start;
 	int len = snprintf(ret->text, sizeof(ret->text),
 			   "offloaded %llu bytes in %.3f s (%.1f GB/s) %s; %llu bytes stay on the device "
-			   "(context, pools, managed, IPC, exported)",
+			   "(context, managed, shared through IPC, exported, export pools)",
 			   (unsigned long long)bytes, (double)ret->usec / 1e6, gbps(bytes, ret->usec), phase_text,
 			   (unsigned long long)ret->nonmovable);
 	if (pinned.bytes && len > 0 && (size_t)len < sizeof(ret->text))
