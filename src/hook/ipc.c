@@ -265,6 +265,22 @@ static bool exportable_now(const struct vram_hook_phys *p)
 	return p->real && !p->offloaded && (state == VRAM_HOOK_RUNNING || state == VRAM_HOOK_RESTORING);
 }
 
+/*
+ * vram_hook_lock, if it can be had within about a second: an offload or a
+ * restore holds it while it copies, and the importer asking (whose restore
+ * may be waiting on us) is better told to ask again than kept past its
+ * timeout.
+ */
+static bool lock_briefly(void)
+{
+	for (int i = 0; i < 1000; i++) {
+		if (pthread_mutex_trylock(&vram_hook_lock) == 0)
+			return true;
+		usleep(1000);
+	}
+	return false;
+}
+
 /* Answers one request on sock from process peer of our uid. */
 static void serve_one(int sock, pid_t peer)
 {
@@ -281,7 +297,13 @@ static void serve_one(int sock, pid_t peer)
 		a.status = -ESRCH; /* a handle of an earlier process with this pid */
 		goto out_answer;
 	}
-	pthread_mutex_lock(&vram_hook_lock);
+	/* A close always counts, however long it waits (the importer may stop waiting). */
+	if (q.op == IPC_OP_CLOSE)
+		pthread_mutex_lock(&vram_hook_lock);
+	else if (!lock_briefly()) {
+		a.status = -EAGAIN;
+		goto out_answer;
+	}
 	struct vram_hook_phys *p = q.id > 1 ? vram_hook_table_get(&exports, q.id) : NULL;
 	if (!p) {
 		a.status = -ENOENT; /* freed */
