@@ -73,6 +73,13 @@ struct vram_engine_host {
 	int (*hook_send_path)(struct vram_hookchan *hc, pid_t pid, enum vram_hookchan_op op,
 			      unsigned flags, const char *path, vram_hookchan_done_cb cb, void *arg,
 			      struct vram_hookchan_req **ret_req);
+	/*
+	 * true when pid's hook moves with a group (VRAM_HOOK_HELLO_GROUP):
+	 * the hook engine then offloads and restores a workload of several
+	 * processes in phases (gate all, copy; restore all, open all). NULL:
+	 * never.
+	 */
+	bool (*hook_group)(struct vram_hookchan *hc, pid_t pid);
 	/* Forgets a request: its cb is not called. Accepts NULL. */
 	void (*hook_cancel)(struct vram_hookchan_req *req);
 	/*

@@ -29,6 +29,17 @@
  * checkpoint engine frees what is left, CUDA context included. Restore runs
  * the checkpoint restore, then the hook restore.
  *
+ * Groups: a workload of several processes whose hooks all take part
+ * (VRAM_HOOK_HELLO_GROUP, e.g. the ranks of a tensor-parallel model, which
+ * wait on each other in every collective and may share memory through
+ * IPC) moves in phases. Offload: every gate closes first (OFFLOAD with
+ * GATE_ONLY), then every process copies and releases (OFFLOAD); a process
+ * whose gate does not close makes the others open theirs (RESTORE) and the
+ * offload fails with nothing moved. Restore: every process restores with
+ * its gate held (RESTORE with HOLD_GATE), and only when all have, every
+ * gate opens (RESTORE); one that fails makes the others move out again
+ * (OFFLOAD), so no rank runs while another is still offloaded.
+ *
  * The hook channel is the daemon's (daemon/hookchan.c); the engines reach it
  * only through the functions struct vram_engine_host lends them.
  */
@@ -49,6 +60,8 @@ enum phase {
 	PHASE_MAIN = 0,  /* the asked operation on every process */
 	PHASE_ROLLBACK,  /* the opposite operation on those that succeeded */
 	PHASE_CKPT,      /* the checkpoint engine's part (hook+checkpoint) */
+	PHASE_GATE,      /* a group's offload: every gate closes first */
+	PHASE_RELEASE,   /* a group's restore: every gate opens last */
 };
 
 struct hook_job;
@@ -67,6 +80,8 @@ struct hook_job {
 	bool from_disk;            /* a restore of a parked workload */
 	enum phase phase;
 	enum vram_hookchan_op op;  /* of the running hook phase */
+	unsigned flags;            /* VRAM_HOOK_OFFLOAD_* / VRAM_HOOK_RESTORE_* of the running phase */
+	bool group;                /* moved in phases (see the top of the file) */
 	struct slot slots[MAX_PROCS];
 	size_t n;
 	size_t pending;
@@ -220,9 +235,10 @@ static int send_one(struct hook_job *hj, struct slot *s, enum vram_hookchan_op o
 	if (op != VRAM_HOOKCHAN_PARK) {
 		/* overlapped swaps in the main phase only: a rollback is plain */
 		bool main = hj->phase == PHASE_MAIN;
-		unsigned flags = main && op == VRAM_HOOKCHAN_OFFLOAD && hj->job->progress ? VRAM_HOOKCHAN_PROGRESS
-				 : main && op == VRAM_HOOKCHAN_RESTORE && hj->job->granted ? VRAM_HOOKCHAN_GRANTED
-											   : 0;
+		unsigned flags = hj->flags |
+				 (main && op == VRAM_HOOKCHAN_OFFLOAD && hj->job->progress ? VRAM_HOOKCHAN_PROGRESS
+				  : main && op == VRAM_HOOKCHAN_RESTORE && hj->job->granted ? VRAM_HOOKCHAN_GRANTED
+											    : 0);
 		int r = host->hook_send(host->hookchan, s->pid, op, flags, on_proc_done, s, &s->req);
 		if (r == 0 && (flags & VRAM_HOOKCHAN_PROGRESS) && host->hook_on_progress)
 			host->hook_on_progress(s->req, on_hook_progress, s);
@@ -238,11 +254,13 @@ static int send_one(struct hook_job *hj, struct slot *s, enum vram_hookchan_op o
 	return r;
 }
 
-/* Sends op to every process, or only to those that succeeded in the main phase. */
-static void run_phase(struct hook_job *hj, enum phase phase, enum vram_hookchan_op op, bool only_ok)
+/* Sends op with flags to every process, or only to those that succeeded in the main phase. */
+static void run_phase_flags(struct hook_job *hj, enum phase phase, enum vram_hookchan_op op, unsigned flags,
+			    bool only_ok)
 {
 	hj->phase = phase;
 	hj->op = op;
+	hj->flags = flags;
 	hj->pending = 0;
 	for (size_t i = 0; i < hj->n; i++)
 		if (!only_ok || hj->slots[i].ok)
@@ -274,11 +292,23 @@ static void run_phase(struct hook_job *hj, enum phase phase, enum vram_hookchan_
 	}
 }
 
+static void run_phase(struct hook_job *hj, enum phase phase, enum vram_hookchan_op op, bool only_ok)
+{
+	run_phase_flags(hj, phase, op, 0, only_ok);
+}
+
 static void phase_done(struct hook_job *hj)
 {
 	bool offload = hj->job->kind == VRAM_JOB_OFFLOAD;
-	if (hj->phase == PHASE_ROLLBACK) {
+	if (hj->phase == PHASE_ROLLBACK || hj->phase == PHASE_RELEASE) {
 		finish(hj);
+		return;
+	}
+	if (hj->phase == PHASE_GATE) {
+		if (hj->error) /* open the gates that closed: nothing moved */
+			run_phase(hj, PHASE_ROLLBACK, VRAM_HOOKCHAN_RESTORE, true);
+		else
+			run_phase(hj, PHASE_MAIN, VRAM_HOOKCHAN_OFFLOAD, false);
 		return;
 	}
 	/* PHASE_MAIN */
@@ -288,6 +318,8 @@ static void phase_done(struct hook_job *hj)
 	if (!hj->error) {
 		if (hj->with_ckpt && offload)
 			start_ckpt(hj);
+		else if (hj->group && hj->job->kind == VRAM_JOB_RESTORE)
+			run_phase(hj, PHASE_RELEASE, VRAM_HOOKCHAN_RESTORE, false); /* every rank is back: go */
 		else
 			finish(hj);
 		return;
@@ -312,12 +344,20 @@ static void on_proc_done(const struct vram_hookchan_result *res, void *arg)
 	struct slot *s = arg;
 	struct hook_job *hj = s->hj;
 	s->req = NULL;
-	if (hj->phase == PHASE_MAIN) {
+	if (hj->phase == PHASE_MAIN || hj->phase == PHASE_GATE) {
 		s->res = *res;
 		s->ok = res->status == 0;
 		if (s->ok) {
-			hj->bytes += res->bytes;
-			hj->nonmovable += res->nonmovable;
+			if (hj->phase == PHASE_MAIN) {
+				hj->bytes += res->bytes;
+				hj->nonmovable += res->nonmovable;
+			}
+		} else if (hj->phase == PHASE_GATE) {
+			if (!hj->error)
+				hj->error = res->status;
+			if (res->status == -EPIPE)
+				hj->lost = true;
+			add_error(hj, res->pid, " (closing its gate)", res->text[0] ? res->text : strerror(-res->status));
 		} else {
 			if (!hj->error)
 				hj->error = res->status;
@@ -415,13 +455,22 @@ static int begin(struct vram_workload *w, struct vram_job *job, bool with_ckpt)
 	hj->from_disk = job->kind == VRAM_JOB_RESTORE && job->from_disk;
 	hj->intact = true;
 	hj->n = n;
+	/* several processes whose hooks all know groups (a plain hook+checkpoint
+	 * job and parking keep the one-phase way) */
+	hj->group = n > 1 && host->hook_group && !with_ckpt && job->kind != VRAM_JOB_PARK;
 	for (size_t i = 0; i < n; i++) {
 		hj->slots[i].hj = hj;
 		hj->slots[i].pid = pids[i];
+		if (hj->group && !host->hook_group(host->hookchan, pids[i]))
+			hj->group = false;
 	}
 	job->priv = hj;
 	if (with_ckpt && job->kind == VRAM_JOB_RESTORE)
 		start_ckpt(hj);
+	else if (hj->group && job->kind == VRAM_JOB_OFFLOAD)
+		run_phase_flags(hj, PHASE_GATE, VRAM_HOOKCHAN_OFFLOAD, VRAM_HOOK_OFFLOAD_GATE_ONLY, false);
+	else if (hj->group && job->kind == VRAM_JOB_RESTORE)
+		run_phase_flags(hj, PHASE_MAIN, VRAM_HOOKCHAN_RESTORE, VRAM_HOOK_RESTORE_HOLD_GATE, false);
 	else
 		run_phase(hj, PHASE_MAIN,
 			  job->kind == VRAM_JOB_OFFLOAD ? VRAM_HOOKCHAN_OFFLOAD

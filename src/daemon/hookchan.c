@@ -61,6 +61,7 @@ struct proc {
 	bool limit_invalid;
 	char limit_text[VRAM_HOOK_PROTO_LIMIT_TEXT_MAX]; /* printable ASCII; "" unless limit_invalid */
 	bool external;      /* started before the channel opened: not spawned by this vramd */
+	bool group;         /* its hook moves with a group (VRAM_HOOK_HELLO_GROUP) */
 	unsigned version;   /* protocol version of its hook */
 	bool host_reported; /* a USAGE of version 3 or later came: the three below are known */
 	uint64_t host_pinned, host_kept, parked; /* bytes, as last reported */
@@ -422,6 +423,7 @@ static int on_hello(struct conn *c, uint16_t version, const struct vram_hook_pro
 	p->state = VRAM_HOOK_STATE_RUNNING;
 	proc_set_devs(p, h->dev, h->ndev);
 	p->limit_invalid = (h->flags & VRAM_HOOK_HELLO_LIMIT_INVALID) != 0;
+	p->group = (h->flags & VRAM_HOOK_HELLO_GROUP) != 0;
 	copy_printable(p->limit_text, p->limit_invalid ? h->limit_text : "", sizeof(p->limit_text));
 	p->external = proc_external(hc, p->pid);
 	p->version = version;
@@ -784,6 +786,12 @@ static size_t collect_pids(struct vram_hookchan *hc, const char *workload, bool 
 size_t vram_hookchan_pids(struct vram_hookchan *hc, const char *workload, pid_t *pids, size_t max)
 {
 	return collect_pids(hc, workload, false, pids, max);
+}
+
+bool vram_hookchan_group(struct vram_hookchan *hc, pid_t pid)
+{
+	struct proc *p = proc_find(hc, pid);
+	return p && p->conn && p->group;
 }
 
 size_t vram_hookchan_external_pids(struct vram_hookchan *hc, const char *workload, pid_t *pids, size_t max)

@@ -102,6 +102,8 @@ const char *vram_hookchan_path(const struct vram_hookchan *hc);
  * max, in registration order. Returns how many there are (may exceed max).
  */
 size_t vram_hookchan_pids(struct vram_hookchan *hc, const char *workload, pid_t *pids, size_t max);
+/* true when pid is connected and its hook takes part in group moves (VRAM_HOOK_HELLO_GROUP). */
+bool vram_hookchan_group(struct vram_hookchan *hc, pid_t pid);
 /*
  * Claims the process group pgid as this vramd's: its processes are not
  * external even though they started before the channel opened (a workload

@@ -706,6 +706,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 		}
 		mgr_backoff_reset_if_settled(w);
 	}
+	/* the hook's numbers come after ready, at most once a second: look again */
+	if (!m->shutting_down)
+		mgr_premake_kick(m);
 	if (++m->ticks % MPS_REFRESH_TICKS == 0 && !m->shutting_down)
 		(void)vram_mps_refresh(m->mps, on_mps_refreshed, m);
 	mgr_kick(m);
@@ -878,7 +881,7 @@ int vram_manager_new(struct event_base *base, struct vram_config *cfg, struct vr
 		.workers = m->workers,
 		.hookchan = m->hookchan,
 		.hook_pids = vram_hookchan_pids, .hook_send = vram_hookchan_send, .hook_cancel = vram_hookchan_cancel,
-		.hook_send_path = vram_hookchan_send_path,
+		.hook_send_path = vram_hookchan_send_path, .hook_group = vram_hookchan_group,
 		.hook_can_swap = vram_hookchan_can_swap, .hook_on_progress = vram_hookchan_on_progress,
 		.hook_grant = vram_hookchan_grant,
 		.hook_library = m->hook_library != NULL,

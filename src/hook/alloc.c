@@ -16,10 +16,12 @@
  * physical memory goes away when the program has released its handle and
  * unmapped every mapping, as with the driver.
  *
- * Memory the hook cannot move is charged and counted as non-movable:
- * stream-ordered (pool) allocations, managed memory, arrays, IPC imports and
- * exports, VMM memory exported or imported through shareable handles, and
- * cuMemAlloc memory when VRAM_HOOK_VMM_ALLOC=0. Host allocations are not
+ * Stream-ordered pool memory is served from VMM too (pool.c, through
+ * vram_hook_vmm_alloc). Memory the hook cannot move is charged and counted
+ * as non-movable: allocations of pools made for export, managed memory,
+ * arrays, IPC imports and exports, VMM memory exported or imported through
+ * shareable handles, and cuMemAlloc and pool memory when
+ * VRAM_HOOK_VMM_ALLOC=0. Host allocations are not
  * charged and not wrapped. A free of a pointer the hook does not know always
  * reaches the driver.
  */
@@ -36,18 +38,10 @@ struct vram_hook_phys *vram_hook_phys_list;
 
 /* ------------------------------------------------------------ hash table */
 
-/* Open addressing over 64-bit keys; 0 is empty and 1 a deleted slot, which
- * no pointer or handle is. Guarded by vram_hook_lock. */
-struct table {
-	uint64_t *keys;
-	void **vals;
-	size_t cap;               /* slots, a power of two */
-	size_t filled;            /* live + deleted */
-	size_t live;
-};
-
-#define KEY_EMPTY 0
-#define KEY_DELETED 1
+/* Open addressing over 64-bit keys (struct vram_hook_table in hook.h). The
+ * tables of this file are guarded by vram_hook_lock. */
+#define KEY_EMPTY VRAM_HOOK_TABLE_EMPTY
+#define KEY_DELETED VRAM_HOOK_TABLE_DELETED
 
 static size_t hash64(uint64_t k)
 {
@@ -57,7 +51,7 @@ static size_t hash64(uint64_t k)
 	return (size_t)k;
 }
 
-static void *table_get(const struct table *t, uint64_t key)
+void *vram_hook_table_get(const struct vram_hook_table *t, uint64_t key)
 {
 	if (!t->cap)
 		return NULL;
@@ -69,12 +63,10 @@ static void *table_get(const struct table *t, uint64_t key)
 	}
 }
 
-static int table_put(struct table *t, uint64_t key, void *val);
-
-static int table_grow(struct table *t)
+static int table_grow(struct vram_hook_table *t)
 {
 	size_t ncap = t->cap ? (t->live * 4 >= t->cap ? t->cap * 2 : t->cap) : 256;
-	struct table n = { calloc(ncap, sizeof(uint64_t)), calloc(ncap, sizeof(void *)), ncap, 0, 0 };
+	struct vram_hook_table n = { calloc(ncap, sizeof(uint64_t)), calloc(ncap, sizeof(void *)), ncap, 0, 0 };
 	if (!n.keys || !n.vals) {
 		free(n.keys);
 		free(n.vals);
@@ -82,14 +74,14 @@ static int table_grow(struct table *t)
 	}
 	for (size_t i = 0; i < t->cap; i++)
 		if (t->keys[i] > KEY_DELETED)
-			table_put(&n, t->keys[i], t->vals[i]);
+			vram_hook_table_put(&n, t->keys[i], t->vals[i]);
 	free(t->keys);
 	free(t->vals);
 	*t = n;
 	return 0;
 }
 
-static int table_put(struct table *t, uint64_t key, void *val)
+int vram_hook_table_put(struct vram_hook_table *t, uint64_t key, void *val)
 {
 	if ((t->filled + 1) * 4 > t->cap * 3 && table_grow(t) < 0)
 		return -ENOMEM;
@@ -114,7 +106,7 @@ static int table_put(struct table *t, uint64_t key, void *val)
 	return 0;
 }
 
-static void *table_del(struct table *t, uint64_t key)
+void *vram_hook_table_del(struct vram_hook_table *t, uint64_t key)
 {
 	if (!t->cap)
 		return NULL;
@@ -142,14 +134,15 @@ struct other {
 	uint64_t size;            /* bytes */
 };
 
-static struct table phys_table;   /* our handle -> struct vram_hook_phys */
-static struct table map_table;    /* mapped address -> struct vram_hook_map */
-static struct table alloc_table;  /* cuMemAlloc address -> struct vram_hook_phys */
-static struct table other_table;  /* pointer or handle -> struct other */
+static struct vram_hook_table phys_table;   /* our handle -> struct vram_hook_phys */
+static struct vram_hook_table map_table;    /* mapped address -> struct vram_hook_map */
+static struct vram_hook_table alloc_table;  /* cuMemAlloc address -> struct vram_hook_phys */
+static struct vram_hook_table other_table;  /* pointer or handle -> struct other */
 
 static _Atomic uint64_t granularity[VRAM_HOOK_MAX_DEVICES]; /* bytes, 0 until asked */
 static _Atomic int pitch_align;                              /* bytes, 0 until asked */
 static int vmm_alloc_enabled = -1;                           /* VRAM_HOOK_VMM_ALLOC */
+static _Atomic int ipc_handle_ok;                            /* -1: the driver refuses POSIX fd memory */
 
 /*
  * A zeroed record. Not calloc: glibc's calloc (2.36 at least) skips the
@@ -169,7 +162,7 @@ static uint64_t round_up(uint64_t v, uint64_t a)
 	return (v + a - 1) / a * a;
 }
 
-static bool use_vmm(void)
+bool vram_hook_use_vmm(void)
 {
 	if (vmm_alloc_enabled < 0) {
 		const char *s = secure_getenv("VRAM_HOOK_VMM_ALLOC");
@@ -195,7 +188,7 @@ static uint64_t device_granularity(int dev)
 }
 
 /* The current thread's device, or -1 (no context yet: the driver decides). */
-static int current_device(void)
+int vram_hook_current_device(void)
 {
 	CUdevice dev = -1;
 	if (VRAM_CALL_REAL(cuCtxGetDevice, &dev) != CUDA_SUCCESS)
@@ -205,7 +198,7 @@ static int current_device(void)
 
 static struct vram_hook_phys *phys_lookup(CUmemGenericAllocationHandle h)
 {
-	struct vram_hook_phys *p = table_get(&phys_table, h);
+	struct vram_hook_phys *p = vram_hook_table_get(&phys_table, h);
 	return p && p->magic == PHYS_MAGIC ? p : NULL;
 }
 
@@ -224,7 +217,7 @@ static struct vram_hook_phys *phys_new(CUmemGenericAllocationHandle real, uint64
 		p->prop = *prop;
 	p->app_refs = 1;
 	p->movable = movable && dev >= 0;
-	if (table_put(&phys_table, (uint64_t)(uintptr_t)p, p) < 0) {
+	if (vram_hook_table_put(&phys_table, (uint64_t)(uintptr_t)p, p) < 0) {
 		free(p);
 		return NULL;
 	}
@@ -248,7 +241,8 @@ static void phys_destroy(struct vram_hook_phys *p)
 			atomic_fetch_sub(&vram_hook_usage[p->dev].offloaded, p->size);
 	}
 	vram_hook_host_free(p);
-	table_del(&phys_table, (uint64_t)(uintptr_t)p);
+	vram_hook_ipc_forget(p);
+	vram_hook_table_del(&phys_table, (uint64_t)(uintptr_t)p);
 	if (p->prev)
 		p->prev->next = p->next;
 	else
@@ -268,6 +262,7 @@ static void phys_maybe_destroy(struct vram_hook_phys *p)
 /* Makes p non-movable from now on (it was exported). */
 static void phys_pin(struct vram_hook_phys *p)
 {
+	p->ipc_pinned = false; /* for good now, not only while an importer has it open */
 	if (!p->movable)
 		return;
 	p->movable = false;
@@ -284,7 +279,7 @@ static struct vram_hook_map *map_add(CUdeviceptr va, uint64_t size, uint64_t off
 	m->size = size;
 	m->offset = offset;
 	m->phys = p;
-	if (table_put(&map_table, va, m) < 0) {
+	if (vram_hook_table_put(&map_table, va, m) < 0) {
 		free(m);
 		return NULL;
 	}
@@ -298,7 +293,7 @@ static struct vram_hook_map *map_add(CUdeviceptr va, uint64_t size, uint64_t off
 static void map_remove(struct vram_hook_map *m)
 {
 	struct vram_hook_phys *p = m->phys;
-	table_del(&map_table, m->va);
+	vram_hook_table_del(&map_table, m->va);
 	for (struct vram_hook_map **pp = &p->maps; *pp; pp = &(*pp)->next_in_phys) {
 		if (*pp == m) {
 			*pp = m->next_in_phys;
@@ -313,7 +308,7 @@ static void map_remove(struct vram_hook_map *m)
 /* The mapping that contains va, or NULL. Exact starts are the common case. */
 static struct vram_hook_map *map_containing(CUdeviceptr va)
 {
-	struct vram_hook_map *m = table_get(&map_table, va);
+	struct vram_hook_map *m = vram_hook_table_get(&map_table, va);
 	if (m)
 		return m;
 	for (size_t i = 0; i < map_table.cap; i++) {
@@ -343,7 +338,7 @@ static void other_add(uint64_t key, enum other_kind kind, int dev, uint64_t size
 	o->dev = dev;
 	o->size = size;
 	pthread_mutex_lock(&vram_hook_lock);
-	if (table_put(&other_table, key, o) < 0)
+	if (vram_hook_table_put(&other_table, key, o) < 0)
 		free(o);
 	pthread_mutex_unlock(&vram_hook_lock);
 	vram_hook_nonmovable_add(dev, size);
@@ -353,9 +348,9 @@ static void other_add(uint64_t key, enum other_kind kind, int dev, uint64_t size
 static bool other_remove(uint64_t key, unsigned kind_mask)
 {
 	pthread_mutex_lock(&vram_hook_lock);
-	struct other *o = table_get(&other_table, key);
+	struct other *o = vram_hook_table_get(&other_table, key);
 	if (o && (kind_mask & (1u << o->kind)))
-		table_del(&other_table, key);
+		vram_hook_table_del(&other_table, key);
 	else
 		o = NULL;
 	pthread_mutex_unlock(&vram_hook_lock);
@@ -369,14 +364,13 @@ static bool other_remove(uint64_t key, unsigned kind_mask)
 
 /* ------------------------------------------------------ cuMemAlloc family */
 
-#define GATED_BEGIN()                                                   \
-	if (vram_hook_unlikely(!vram_hook_resolve()))                   \
-		return CUDA_ERROR_NOT_FOUND;                            \
-	struct vram_hook_gate_slot *gate_ = vram_hook_gate_enter()
-#define GATED_END(r) do { vram_hook_gate_leave(gate_); return (r); } while (0)
-
-/* Serves one allocation of bytes on dev from VMM. */
-static CUresult vmm_alloc(CUdeviceptr *dptr, uint64_t bytes, int dev)
+/*
+ * Serves one allocation of bytes on dev from VMM; *ret_size: the bytes
+ * mapped and charged (bytes rounded up to the granularity). A cuMemAlloc
+ * allocation (for_free) is found by cuMemFree; a pool's is not (pool.c
+ * owns it and gives it back with vram_hook_vmm_release).
+ */
+static CUresult vmm_alloc(CUdeviceptr *dptr, uint64_t bytes, int dev, bool for_free, uint64_t *ret_size)
 {
 	uint64_t gran = device_granularity(dev);
 	uint64_t size = round_up(bytes, gran);
@@ -392,7 +386,20 @@ static CUresult vmm_alloc(CUdeviceptr *dptr, uint64_t bytes, int dev)
 	r = VRAM_REAL(cuMemAddressReserve)(&va, size, gran, 0, 0);
 	if (r != CUDA_SUCCESS)
 		goto out_uncharge;
+	/*
+	 * cuMemAlloc memory can be shared with cuIpcGetMemHandle (ipc.c),
+	 * which hands over a file descriptor of the physical memory: only
+	 * memory created for that handle type can be exported. Where the
+	 * driver refuses the type, memory is made without it (not shareable).
+	 */
+	if (for_free && atomic_load(&ipc_handle_ok) >= 0)
+		prop.requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
 	r = VRAM_REAL(cuMemCreate)(&h, size, &prop, 0);
+	if (r != CUDA_SUCCESS && prop.requestedHandleTypes && r != CUDA_ERROR_OUT_OF_MEMORY) {
+		atomic_store(&ipc_handle_ok, -1);
+		prop.requestedHandleTypes = CU_MEM_HANDLE_TYPE_NONE;
+		r = VRAM_REAL(cuMemCreate)(&h, size, &prop, 0);
+	}
 	if (r != CUDA_SUCCESS)
 		goto out_free_va;
 	r = VRAM_REAL(cuMemMap)(va, size, 0, h, 0);
@@ -405,9 +412,9 @@ static CUresult vmm_alloc(CUdeviceptr *dptr, uint64_t bytes, int dev)
 	pthread_mutex_lock(&vram_hook_lock);
 	struct vram_hook_phys *p = phys_new(h, size, dev, &prop, true);
 	struct vram_hook_map *m = p ? map_add(va, size, 0, p) : NULL;
-	if (!m || table_put(&alloc_table, va, p) < 0) {
+	if (!m || (for_free && vram_hook_table_put(&alloc_table, va, p) < 0)) {
 		if (m) {
-			table_del(&map_table, va);
+			vram_hook_table_del(&map_table, va);
 			free(m);
 		}
 		if (p) {
@@ -425,6 +432,8 @@ static CUresult vmm_alloc(CUdeviceptr *dptr, uint64_t bytes, int dev)
 	m->naccess = 1;
 	pthread_mutex_unlock(&vram_hook_lock);
 	*dptr = va;
+	if (ret_size)
+		*ret_size = size;
 	return CUDA_SUCCESS;
 
 out_unmap:
@@ -456,11 +465,11 @@ VRAM_HOOK_EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize)
 {
 	GATED_BEGIN();
 	CUresult r;
-	int dev = current_device();
+	int dev = vram_hook_current_device();
 	if (!dptr || bytesize == 0 || dev < 0 || dev >= VRAM_HOOK_MAX_DEVICES)
 		r = VRAM_REAL(cuMemAlloc_v2)(dptr, bytesize); /* the driver reports the error */
-	else if (use_vmm())
-		r = vmm_alloc(dptr, bytesize, dev);
+	else if (vram_hook_use_vmm())
+		r = vmm_alloc(dptr, bytesize, dev, true, NULL);
 	else
 		r = plain_alloc(dptr, bytesize, dev);
 	GATED_END(r);
@@ -471,13 +480,13 @@ VRAM_HOOK_EXPORT CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pPitch, 
 {
 	GATED_BEGIN();
 	CUresult r;
-	int dev = current_device();
+	int dev = vram_hook_current_device();
 	if (!dptr || !pPitch || WidthInBytes == 0 || Height == 0 || dev < 0 || dev >= VRAM_HOOK_MAX_DEVICES ||
 	    (ElementSizeBytes != 4 && ElementSizeBytes != 8 && ElementSizeBytes != 16)) {
 		r = VRAM_REAL(cuMemAllocPitch_v2)(dptr, pPitch, WidthInBytes, Height, ElementSizeBytes);
 		GATED_END(r);
 	}
-	if (!use_vmm()) {
+	if (!vram_hook_use_vmm()) {
 		r = VRAM_REAL(cuMemAllocPitch_v2)(dptr, pPitch, WidthInBytes, Height, ElementSizeBytes);
 		if (r == CUDA_SUCCESS) {
 			uint64_t bytes = (uint64_t)*pPitch * Height;
@@ -496,17 +505,20 @@ VRAM_HOOK_EXPORT CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pPitch, 
 		atomic_store(&pitch_align, align);
 	}
 	uint64_t pitch = round_up(WidthInBytes, (uint64_t)align);
-	r = vmm_alloc(dptr, pitch * Height, dev);
+	r = vmm_alloc(dptr, pitch * Height, dev, true, NULL);
 	if (r == CUDA_SUCCESS)
 		*pPitch = pitch;
 	GATED_END(r);
 }
 
-/* Frees one of our cuMemAlloc allocations. */
-static CUresult vmm_free(struct vram_hook_phys *p, CUdeviceptr va)
+CUresult vram_hook_vmm_alloc(CUdeviceptr *ret_va, uint64_t bytes, int dev, uint64_t *ret_size)
 {
-	/* cuMemFree waits for the device; unmapping under running work would fault. */
-	VRAM_CALL_REAL(cuCtxSynchronize);
+	return vmm_alloc(ret_va, bytes, dev, false, ret_size);
+}
+
+/* Unmaps and releases p, mapped once at va; nothing on the device may still use it. */
+static CUresult vmm_unmap_release(struct vram_hook_phys *p, CUdeviceptr va)
+{
 	uint64_t size = p->size;
 	/*
 	 * The record goes in the same hold of the lock as the address range:
@@ -516,7 +528,7 @@ static CUresult vmm_free(struct vram_hook_phys *p, CUdeviceptr va)
 	 * mapping that no longer exists for the next offload to copy from.
 	 */
 	pthread_mutex_lock(&vram_hook_lock);
-	struct vram_hook_map *m = table_get(&map_table, va);
+	struct vram_hook_map *m = vram_hook_table_get(&map_table, va);
 	CUresult r = VRAM_REAL(cuMemUnmap)(va, size);
 	VRAM_REAL(cuMemAddressFree)(va, size);
 	p->app_refs--;
@@ -528,17 +540,38 @@ static CUresult vmm_free(struct vram_hook_phys *p, CUdeviceptr va)
 	return r;
 }
 
+/* Frees one of our cuMemAlloc allocations. */
+static CUresult vmm_free(struct vram_hook_phys *p, CUdeviceptr va)
+{
+	/* cuMemFree waits for the device; unmapping under running work would fault. */
+	VRAM_CALL_REAL(cuCtxSynchronize);
+	return vmm_unmap_release(p, va);
+}
+
+CUresult vram_hook_vmm_release(CUdeviceptr va)
+{
+	pthread_mutex_lock(&vram_hook_lock);
+	struct vram_hook_map *m = vram_hook_table_get(&map_table, va);
+	struct vram_hook_phys *p = m ? m->phys : NULL;
+	pthread_mutex_unlock(&vram_hook_lock);
+	if (!p)
+		return CUDA_ERROR_INVALID_VALUE;
+	return vmm_unmap_release(p, va);
+}
+
 VRAM_HOOK_EXPORT CUresult cuMemFree_v2(CUdeviceptr dptr)
 {
 	GATED_BEGIN();
 	CUresult r;
 	pthread_mutex_lock(&vram_hook_lock);
-	struct vram_hook_phys *p = dptr ? table_del(&alloc_table, dptr) : NULL;
+	struct vram_hook_phys *p = dptr ? vram_hook_table_del(&alloc_table, dptr) : NULL;
 	pthread_mutex_unlock(&vram_hook_lock);
 	if (p) {
 		r = vmm_free(p, dptr);
 		GATED_END(r);
 	}
+	if (dptr && vram_hook_pool_free_sync(dptr, &r))
+		GATED_END(r);
 	r = VRAM_REAL(cuMemFree_v2)(dptr);
 	if (r == CUDA_SUCCESS && dptr)
 		other_remove(dptr, 1u << OTHER_PLAIN | 1u << OTHER_MANAGED | 1u << OTHER_ASYNC);
@@ -548,7 +581,7 @@ VRAM_HOOK_EXPORT CUresult cuMemFree_v2(CUdeviceptr dptr)
 VRAM_HOOK_EXPORT CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytesize, unsigned int flags)
 {
 	GATED_BEGIN();
-	int dev = current_device();
+	int dev = vram_hook_current_device();
 	if (dptr && bytesize && vram_hook_charge(dev, bytesize) < 0)
 		GATED_END(CUDA_ERROR_OUT_OF_MEMORY);
 	CUresult r = VRAM_REAL(cuMemAllocManaged)(dptr, bytesize, flags);
@@ -575,7 +608,7 @@ static uint64_t array_bytes(const CUDA_ARRAY_DESCRIPTOR *d)
 VRAM_HOOK_EXPORT CUresult cuArrayCreate_v2(CUarray *pHandle, const CUDA_ARRAY_DESCRIPTOR *desc)
 {
 	GATED_BEGIN();
-	int dev = current_device();
+	int dev = vram_hook_current_device();
 	uint64_t bytes = desc ? array_bytes(desc) : 0;
 	if (pHandle && bytes && vram_hook_charge(dev, bytes) < 0)
 		GATED_END(CUDA_ERROR_OUT_OF_MEMORY);
@@ -600,23 +633,44 @@ VRAM_HOOK_EXPORT CUresult cuArrayDestroy(CUarray hArray)
 
 /* ------------------------------------------------------------------- IPC */
 
-VRAM_HOOK_EXPORT CUresult cuIpcGetMemHandle(CUipcMemHandle *pHandle, CUdeviceptr dptr)
+/* The wrappers are in ipc.c; what the driver serves itself is counted here. */
+
+struct vram_hook_phys *vram_hook_alloc_lookup(CUdeviceptr dptr)
 {
-	GATED_BEGIN();
+	return vram_hook_table_get(&alloc_table, dptr);
+}
+
+void vram_hook_phys_share(struct vram_hook_phys *p, bool on)
+{
+	if (on) {
+		if (p->ipc_opens++ == 0 && p->movable && p->dev >= 0) {
+			p->movable = false;
+			p->ipc_pinned = true;
+			vram_hook_nonmovable_add(p->dev, p->size);
+		}
+	} else if (p->ipc_opens && --p->ipc_opens == 0 && p->ipc_pinned) {
+		p->ipc_pinned = false;
+		p->movable = true;
+		vram_hook_nonmovable_sub(p->dev, p->size);
+	}
+}
+
+CUresult vram_hook_ipc_passthrough_get(CUipcMemHandle *pHandle, CUdeviceptr dptr)
+{
 	CUresult r = VRAM_REAL(cuIpcGetMemHandle)(pHandle, dptr);
 	if (r == CUDA_SUCCESS) {
 		/* Another process may map it: it must stay where it is. */
 		pthread_mutex_lock(&vram_hook_lock);
-		struct vram_hook_phys *p = table_get(&alloc_table, dptr);
+		struct vram_hook_phys *p = vram_hook_table_get(&alloc_table, dptr);
 		if (p)
 			phys_pin(p);
 		pthread_mutex_unlock(&vram_hook_lock);
 	}
-	GATED_END(r);
+	return r;
 }
 
-static CUresult ipc_open(CUresult (*real)(CUdeviceptr *, CUipcMemHandle, unsigned int), CUdeviceptr *pdptr,
-			 CUipcMemHandle handle, unsigned int flags)
+CUresult vram_hook_ipc_passthrough_open(CUresult (*real)(CUdeviceptr *, CUipcMemHandle, unsigned int),
+					CUdeviceptr *pdptr, CUipcMemHandle handle, unsigned int flags)
 {
 	if (!real)
 		return CUDA_ERROR_NOT_FOUND;
@@ -625,7 +679,7 @@ static CUresult ipc_open(CUresult (*real)(CUdeviceptr *, CUipcMemHandle, unsigne
 		return r;
 	CUdeviceptr base = 0;
 	size_t size = 0;
-	int dev = current_device();
+	int dev = vram_hook_current_device();
 	if (VRAM_CALL_REAL(cuMemGetAddressRange_v2, &base, &size, *pdptr) != CUDA_SUCCESS)
 		size = 0;
 	if (vram_hook_charge(dev, size) < 0) {
@@ -636,27 +690,12 @@ static CUresult ipc_open(CUresult (*real)(CUdeviceptr *, CUipcMemHandle, unsigne
 	return r;
 }
 
-VRAM_HOOK_EXPORT CUresult cuIpcOpenMemHandle(CUdeviceptr *pdptr, CUipcMemHandle handle, unsigned int Flags)
+CUresult vram_hook_ipc_passthrough_close(CUdeviceptr dptr)
 {
-	GATED_BEGIN();
-	CUresult r = ipc_open(VRAM_REAL(cuIpcOpenMemHandle), pdptr, handle, Flags);
-	GATED_END(r);
-}
-
-VRAM_HOOK_EXPORT CUresult cuIpcOpenMemHandle_v2(CUdeviceptr *pdptr, CUipcMemHandle handle, unsigned int Flags)
-{
-	GATED_BEGIN();
-	CUresult r = ipc_open(VRAM_REAL(cuIpcOpenMemHandle_v2), pdptr, handle, Flags);
-	GATED_END(r);
-}
-
-VRAM_HOOK_EXPORT CUresult cuIpcCloseMemHandle(CUdeviceptr dptr)
-{
-	GATED_BEGIN();
 	CUresult r = VRAM_REAL(cuIpcCloseMemHandle)(dptr);
 	if (r == CUDA_SUCCESS)
 		other_remove(dptr, 1u << OTHER_IPC);
-	GATED_END(r);
+	return r;
 }
 
 /* ------------------------------------------------------------------- VMM */
@@ -742,7 +781,7 @@ static void for_maps_in(CUdeviceptr ptr, uint64_t size, void (*fn)(struct vram_h
 {
 	CUdeviceptr va = ptr;
 	while (va < ptr + size) {
-		struct vram_hook_map *m = table_get(&map_table, va);
+		struct vram_hook_map *m = vram_hook_table_get(&map_table, va);
 		if (!m)
 			break;
 		va += m->size;
@@ -890,7 +929,9 @@ VRAM_HOOK_EXPORT CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationH
 
 /* ------------------------------------------------- stream-ordered memory */
 
-static CUresult async_alloc(CUresult r_call, CUdeviceptr *dptr, size_t bytes, int dev)
+/* The wrappers are in pool.c; memory of pools made for export stays here. */
+
+CUresult vram_hook_async_passthrough(CUresult r_call, CUdeviceptr *dptr, size_t bytes, int dev)
 {
 	if (r_call == CUDA_SUCCESS && dptr)
 		other_add(*dptr, OTHER_ASYNC, dev, bytes);
@@ -899,50 +940,7 @@ static CUresult async_alloc(CUresult r_call, CUdeviceptr *dptr, size_t bytes, in
 	return r_call;
 }
 
-#define ASYNC_ALLOC(call)                                                      \
-	GATED_BEGIN();                                                         \
-	int dev = current_device();                                            \
-	if (dptr && bytesize && vram_hook_charge(dev, bytesize) < 0)           \
-		GATED_END(CUDA_ERROR_OUT_OF_MEMORY);                           \
-	CUresult r = async_alloc(call, dptr, bytesize, dev);                   \
-	GATED_END(r)
-
-VRAM_HOOK_EXPORT CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytesize, CUstream hStream)
+void vram_hook_async_passthrough_freed(CUdeviceptr dptr)
 {
-	ASYNC_ALLOC(VRAM_REAL(cuMemAllocAsync)(dptr, bytesize, hStream));
-}
-
-VRAM_HOOK_EXPORT CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t bytesize, CUstream hStream)
-{
-	ASYNC_ALLOC(VRAM_REAL(cuMemAllocAsync_ptsz)(dptr, bytesize, hStream));
-}
-
-VRAM_HOOK_EXPORT CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t bytesize, CUmemoryPool pool,
-						  CUstream hStream)
-{
-	ASYNC_ALLOC(VRAM_REAL(cuMemAllocFromPoolAsync)(dptr, bytesize, pool, hStream));
-}
-
-VRAM_HOOK_EXPORT CUresult cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t bytesize, CUmemoryPool pool,
-						       CUstream hStream)
-{
-	ASYNC_ALLOC(VRAM_REAL(cuMemAllocFromPoolAsync_ptsz)(dptr, bytesize, pool, hStream));
-}
-
-VRAM_HOOK_EXPORT CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream hStream)
-{
-	GATED_BEGIN();
-	CUresult r = VRAM_REAL(cuMemFreeAsync)(dptr, hStream);
-	if (r == CUDA_SUCCESS)
-		other_remove(dptr, 1u << OTHER_ASYNC);
-	GATED_END(r);
-}
-
-VRAM_HOOK_EXPORT CUresult cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream hStream)
-{
-	GATED_BEGIN();
-	CUresult r = VRAM_REAL(cuMemFreeAsync_ptsz)(dptr, hStream);
-	if (r == CUDA_SUCCESS)
-		other_remove(dptr, 1u << OTHER_ASYNC);
-	GATED_END(r);
+	other_remove(dptr, 1u << OTHER_ASYNC);
 }

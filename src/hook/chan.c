@@ -194,6 +194,7 @@ static void daemon_connect(void)
 	const char *w = secure_getenv("VRAM_WORKLOAD");
 	snprintf(m.u.hello.workload, sizeof(m.u.hello.workload), "%s", w ? w : "");
 	fill_devs(m.u.hello.dev, &m.u.hello.ndev);
+	m.u.hello.flags = VRAM_HOOK_HELLO_GROUP;
 	const char *bad_limit = vram_hook_limit_invalid_text();
 	if (bad_limit) {
 		m.u.hello.flags |= VRAM_HOOK_HELLO_LIMIT_INVALID;
@@ -314,8 +315,11 @@ static void run_command(uint16_t op, uint32_t flags, uint32_t request_id, const 
 	};
 	switch (op) {
 	case VRAM_HOOK_MSG_OFFLOAD:
-		vram_hook_offload(flags & VRAM_HOOK_OFFLOAD_DROP_HOST,
-				  (flags & VRAM_HOOK_OFFLOAD_PROGRESS) ? &swap : NULL, res);
+		if (flags & VRAM_HOOK_OFFLOAD_GATE_ONLY)
+			vram_hook_gate_hold(res);
+		else
+			vram_hook_offload(flags & VRAM_HOOK_OFFLOAD_DROP_HOST,
+					  (flags & VRAM_HOOK_OFFLOAD_PROGRESS) ? &swap : NULL, res);
 		break;
 	case VRAM_HOOK_MSG_PARK:
 		vram_hook_park(path, res);
@@ -327,8 +331,11 @@ static void run_command(uint16_t op, uint32_t flags, uint32_t request_id, const 
 		vram_hook_prepare_host(limit, res);
 		break;
 	default:
-		vram_hook_restore((flags & VRAM_HOOK_RESTORE_GRANTED) ? &(struct vram_hook_swap){
-					  .wait_grant = swap_wait_grant, .arg = &sc } : NULL, res);
+		if (flags & VRAM_HOOK_RESTORE_HOLD_GATE)
+			vram_hook_restore_hold(res);
+		else
+			vram_hook_restore((flags & VRAM_HOOK_RESTORE_GRANTED) ? &(struct vram_hook_swap){
+						  .wait_grant = swap_wait_grant, .arg = &sc } : NULL, res);
 		break;
 	}
 }
@@ -442,6 +449,12 @@ static void control_line(struct client *c, char *line)
 		format_result(out, sizeof(out), "offload", &res);
 	} else if (strcmp(line, "restore") == 0) {
 		run_command(VRAM_HOOK_MSG_RESTORE, 0, 0, NULL, 0, &res);
+		format_result(out, sizeof(out), "restore", &res);
+	} else if (strcmp(line, "gate") == 0) {
+		run_command(VRAM_HOOK_MSG_OFFLOAD, VRAM_HOOK_OFFLOAD_GATE_ONLY, 0, NULL, 0, &res);
+		format_result(out, sizeof(out), "gate", &res);
+	} else if (strcmp(line, "restore hold") == 0) {
+		run_command(VRAM_HOOK_MSG_RESTORE, VRAM_HOOK_RESTORE_HOLD_GATE, 0, NULL, 0, &res);
 		format_result(out, sizeof(out), "restore", &res);
 	} else if (strncmp(line, "park ", 5) == 0) {
 		run_command(VRAM_HOOK_MSG_PARK, 0, 0, line + 5, 0, &res);

@@ -6,7 +6,9 @@
  * cu* wrappers and dlsym (see libvram.map).
  *
  * Modules: interpose.c (symbol resolution, dlsym, cuGetProcAddress, plain
- * gated wrappers, log), alloc.c (allocations and VMM tracking), limit.c
+ * gated wrappers, log), alloc.c (allocations and VMM tracking), pool.c
+ * (stream-ordered allocations and pools on movable memory), ipc.c (legacy
+ * CUDA IPC on hook memory), limit.c
  * (caps, cuMemGetInfo), suspend.c (gate, offload, restore, park, drop of
  * host buffers), park.c (the park file's I/O), chan.c (vramd channel and
  * the per-process control socket).
@@ -47,6 +49,8 @@
 	X(cuMemExportToShareableHandle) X(cuMemImportFromShareableHandle) \
 	X(cuMemAllocAsync) X(cuMemAllocAsync_ptsz) X(cuMemAllocFromPoolAsync) \
 	X(cuMemAllocFromPoolAsync_ptsz) X(cuMemFreeAsync) X(cuMemFreeAsync_ptsz) \
+	X(cuMemPoolCreate) X(cuMemPoolDestroy) X(cuMemPoolTrimTo) X(cuMemPoolSetAttribute) \
+	X(cuMemPoolGetAttribute) \
 	X(cuMemcpy) X(cuMemcpy_ptds) X(cuMemcpyAsync) X(cuMemcpyAsync_ptsz) \
 	X(cuMemcpyHtoD_v2) X(cuMemcpyHtoD_v2_ptds) X(cuMemcpyDtoH_v2) X(cuMemcpyDtoH_v2_ptds) \
 	X(cuMemcpyDtoD_v2) X(cuMemcpyDtoD_v2_ptds) X(cuMemcpyHtoDAsync_v2) X(cuMemcpyHtoDAsync_v2_ptsz) \
@@ -66,8 +70,9 @@
 	X(cuCtxSynchronize) X(cuMemAddressReserve) X(cuMemAddressFree) \
 	X(cuMemGetAllocationGranularity) X(cuMemGetAddressRange_v2) X(cuMemHostAlloc) \
 	X(cuMemFreeHost) X(cuMemHostRegister_v2) X(cuMemHostUnregister) \
-	X(cuStreamCreate) X(cuStreamSynchronize) X(cuDeviceGetDefaultMemPool) \
-	X(cuMemPoolTrimTo) X(cuEventCreate) X(cuEventRecord) X(cuEventSynchronize) X(cuEventDestroy_v2)
+	X(cuStreamCreate) X(cuStreamSynchronize) X(cuDeviceGetDefaultMemPool) X(cuDeviceGetMemPool) \
+	X(cuEventCreate) X(cuEventRecord) X(cuEventSynchronize) X(cuEventDestroy_v2) \
+	X(cuEventQuery) X(cuStreamWaitEvent) X(cuStreamIsCapturing)
 
 enum vram_hook_sym {
 #define VRAM_HOOK_X(n) VRAM_HOOK_SYM_##n,
@@ -209,7 +214,108 @@ static inline void vram_hook_gate_leave(struct vram_hook_gate_slot *s)
 		atomic_fetch_sub_explicit(&s->inflight, 1, memory_order_release);
 }
 
+/* Opens and closes the body of a wrapper that allocates or frees: it waits
+ * at the gate while the process is offloaded. GATED_END evaluates its
+ * argument (often the call itself) before it leaves the gate. */
+#define GATED_BEGIN()                                                   \
+	if (vram_hook_unlikely(!vram_hook_resolve()))                   \
+		return CUDA_ERROR_NOT_FOUND;                            \
+	struct vram_hook_gate_slot *gate_ = vram_hook_gate_enter()
+#define GATED_END(r)                                                    \
+	do {                                                            \
+		CUresult gated_r_ = (r);                                \
+		vram_hook_gate_leave(gate_);                            \
+		return gated_r_;                                        \
+	} while (0)
+
 /* ---- allocation tracking (alloc.c) */
+
+/* Open-addressing hash table over 64-bit keys; keys 0 and 1 are reserved
+ * (no pointer or handle is either). The caller guards it. */
+struct vram_hook_table {
+	uint64_t *keys;
+	void **vals;
+	size_t cap;                   /* slots, a power of two */
+	size_t filled;                /* live + deleted */
+	size_t live;
+};
+#define VRAM_HOOK_TABLE_EMPTY 0
+#define VRAM_HOOK_TABLE_DELETED 1
+void *vram_hook_table_get(const struct vram_hook_table *t, uint64_t key);
+/* Returns 0 or -ENOMEM. */
+int vram_hook_table_put(struct vram_hook_table *t, uint64_t key, void *val);
+/* Returns the value removed, or NULL. */
+void *vram_hook_table_del(struct vram_hook_table *t, uint64_t key);
+
+/* false when VRAM_HOOK_VMM_ALLOC=0: cuMemAlloc and pools are left to the driver. */
+bool vram_hook_use_vmm(void);
+/* The current thread's device, or -1 (no context). */
+int vram_hook_current_device(void);
+/*
+ * Movable memory for a pool (pool.c): bytes on dev, rounded up to the
+ * granularity (*ret_size), charged against the cap (CUDA_ERROR_OUT_OF_MEMORY
+ * past it), mapped read-write at *ret_va and moved by offloads like
+ * cuMemAlloc memory, but unknown to cuMemFree.
+ */
+CUresult vram_hook_vmm_alloc(CUdeviceptr *ret_va, uint64_t bytes, int dev, uint64_t *ret_size);
+/* Unmaps, releases and uncharges what vram_hook_vmm_alloc gave at va; no work may still use it. */
+CUresult vram_hook_vmm_release(CUdeviceptr va);
+/*
+ * Stream-ordered memory the driver serves itself (pools made for export):
+ * r_call is the driver's answer for bytes on dev, already charged; records
+ * it as non-movable or uncharges it. Returns r_call.
+ */
+CUresult vram_hook_async_passthrough(CUresult r_call, CUdeviceptr *dptr, size_t bytes, int dev);
+/* Forgets a pass-through stream-ordered allocation at dptr after its free; uncharges it. */
+void vram_hook_async_passthrough_freed(CUdeviceptr dptr);
+
+/* Called with vram_hook_lock held: the cuMemAlloc allocation at dptr, or NULL. */
+struct vram_hook_phys *vram_hook_alloc_lookup(CUdeviceptr dptr);
+/*
+ * Called with vram_hook_lock held: another process opened (on) or closed
+ * (off) p through IPC; p stays resident (non-movable) while one has it open.
+ */
+void vram_hook_phys_share(struct vram_hook_phys *p, bool on);
+/* The driver's own legacy IPC, for memory the hook does not serve: counted, not movable. */
+CUresult vram_hook_ipc_passthrough_get(CUipcMemHandle *pHandle, CUdeviceptr dptr);
+CUresult vram_hook_ipc_passthrough_open(CUresult (*real)(CUdeviceptr *, CUipcMemHandle, unsigned int),
+					CUdeviceptr *pdptr, CUipcMemHandle handle, unsigned int flags);
+CUresult vram_hook_ipc_passthrough_close(CUdeviceptr dptr);
+
+/* ---- legacy IPC on hook memory (ipc.c) */
+
+/* Called with vram_hook_lock held when p goes: its export, if any, is forgotten. */
+void vram_hook_ipc_forget(struct vram_hook_phys *p);
+void vram_hook_ipc_atfork_child(void);
+/*
+ * Offload, with the gate closed and before listing the memory: an export
+ * that other processes have open is made movable for this offload when all
+ * of them are gated too (waiting up to 2 s for them), else it stays.
+ */
+void vram_hook_ipc_offload_begin(void);
+/* Offload done (the device idle): the imported mappings are unmapped, the addresses kept. */
+void vram_hook_ipc_offloaded(void);
+/*
+ * Restore done, before the gate opens: moved exports are resident again
+ * while shared; imports are mapped again at their addresses from what their
+ * exporters hold now (waiting up to 60 s for an exporter being restored).
+ * Returns 0, or -errno with why.
+ */
+int vram_hook_ipc_restored(char *why, size_t cap);
+
+/* ---- stream-ordered pools (pool.c) */
+
+/*
+ * cuMemFree of pool memory (allowed by the driver, synchronous): returns
+ * true when dptr was a pool block of ours, now free; false: not ours.
+ */
+bool vram_hook_pool_free_sync(CUdeviceptr dptr, CUresult *ret);
+/*
+ * Called by an offload with the gate closed, before it lists the memory:
+ * waits for the frees in flight and gives every pool's idle memory back,
+ * so that only memory in use is copied. Returns the bytes released.
+ */
+uint64_t vram_hook_pool_trim_idle(void);
 
 struct vram_hook_phys;
 
@@ -239,6 +345,10 @@ struct vram_hook_phys {
 	uint64_t host_piece;          /* bytes per cuMemHostRegister range of host; 0: cuMemHostAlloc */
 	bool parked;                  /* offloaded, its copy in the park file only */
 	uint32_t park_index;          /* while parked: its allocation's index in the park file */
+	uint64_t ipc_id;              /* its cuIpcGetMemHandle export (ipc.c), 0: none */
+	unsigned ipc_opens;           /* processes that have it open through IPC */
+	bool ipc_pinned;              /* non-movable only while ipc_opens > 0 */
+	bool ipc_moving;              /* shared, moved by this offload with every importer gated */
 	struct vram_hook_map *maps;
 	struct vram_hook_phys *prev, *next;
 };
@@ -295,8 +405,13 @@ struct vram_hook_swap {
 };
 
 void vram_hook_offload(bool drop_host, const struct vram_hook_swap *swap, struct vram_hook_op_result *ret);
-/* Restores an offloaded process from its host buffers, a parked one from its park file. */
+/* Restores an offloaded process from its host buffers, a parked one from its park file;
+ * opens a gate held by a group (vram_hook_gate_hold, vram_hook_restore_hold). */
 void vram_hook_restore(const struct vram_hook_swap *swap, struct vram_hook_op_result *ret);
+/* Groups: closes the gate and waits for the calls in it (state offloading); the next offload copies. */
+void vram_hook_gate_hold(struct vram_hook_op_result *ret);
+/* Groups: restores and keeps the gate closed (state restoring) until the next vram_hook_restore. */
+void vram_hook_restore_hold(struct vram_hook_op_result *ret);
 /*
  * An offloaded process writes its host copy to a new file at path (absolute,
  * < VRAM_HOOK_PARK_PATH_MAX bytes) and frees its pinned buffers; on any

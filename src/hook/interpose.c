@@ -222,6 +222,7 @@ static void atfork_child(void)
 {
 	vram_hook_suspend_atfork_child();
 	vram_hook_chan_atfork_child();
+	vram_hook_ipc_atfork_child();
 }
 
 static void start_after_init(void)

@@ -1220,6 +1220,69 @@ static int restore_items(struct item *items, size_t n, struct copier *cp, struct
 
 /* ---------------------------------------------------------------- offload */
 
+/*
+ * Groups (see proto/hook_proto.h): the gate of a process held closed by
+ * vramd between the phases of a group's offload or restore. Guarded by
+ * suspend_mutex.
+ */
+static bool gate_held;
+static bool restore_keeps_gate; /* set by vram_hook_restore_hold for its call */
+
+void vram_hook_gate_hold(struct vram_hook_op_result *ret)
+{
+	memset(ret, 0, sizeof(*ret));
+	uint64_t start = now_usec();
+	pthread_mutex_lock(&suspend_mutex);
+	if (gate_held || atomic_load(&vram_hook_state) != VRAM_HOOK_RUNNING) {
+		ret->status = -EALREADY;
+		snprintf(ret->text, sizeof(ret->text), "Failed to close the gate: the process is not running");
+		goto out_unlock;
+	}
+	atomic_store(&vram_hook_state, VRAM_HOOK_OFFLOADING);
+	int err = gate_close(DRAIN_TIMEOUT_MS);
+	if (err < 0) {
+		ret->status = err;
+		snprintf(ret->text, sizeof(ret->text),
+			 err == -EIO ? "Failed to close the gate: membarrier failed"
+				     : "Failed to close the gate: CUDA calls of the program did not finish within %d ms",
+			 DRAIN_TIMEOUT_MS);
+		atomic_store(&vram_hook_state, VRAM_HOOK_RUNNING);
+		goto out_unlock;
+	}
+	gate_held = true;
+	ret->usec = now_usec() - start;
+	ret->nonmovable = vram_hook_nonmovable_total();
+	snprintf(ret->text, sizeof(ret->text), "gate closed in %.1f ms; the process waits for the offload",
+		 (double)ret->usec / 1000.0);
+	vram_hook_log(VRAM_HOOK_LOG_INFO, "%s", ret->text);
+	atomic_fetch_add(&vram_hook_usage_seq, 1);
+out_unlock:
+	pthread_mutex_unlock(&suspend_mutex);
+}
+
+/* A RESTORE to a process whose gate is held: opens it. Called with suspend_mutex held. */
+static void gate_release(struct vram_hook_op_result *ret)
+{
+	gate_held = false;
+	ret->nonmovable = vram_hook_nonmovable_total();
+	snprintf(ret->text, sizeof(ret->text), "gate opened; the process runs");
+	vram_hook_log(VRAM_HOOK_LOG_INFO, "%s", ret->text);
+	atomic_store(&vram_hook_state, VRAM_HOOK_RUNNING);
+	atomic_fetch_add(&vram_hook_usage_seq, 1);
+	gate_open();
+}
+
+void vram_hook_restore_hold(struct vram_hook_op_result *ret)
+{
+	pthread_mutex_lock(&suspend_mutex);
+	restore_keeps_gate = true;
+	pthread_mutex_unlock(&suspend_mutex);
+	vram_hook_restore(NULL, ret);
+	pthread_mutex_lock(&suspend_mutex);
+	restore_keeps_gate = false;
+	pthread_mutex_unlock(&suspend_mutex);
+}
+
 static void offload_run(bool drop_host, struct vram_hook_op_result *ret)
 {
 	struct item *items = NULL;
@@ -1234,7 +1297,10 @@ static void offload_run(bool drop_host, struct vram_hook_op_result *ret)
 
 	memset(ret, 0, sizeof(*ret));
 	pthread_mutex_lock(&suspend_mutex);
-	if (atomic_load(&vram_hook_state) != VRAM_HOOK_RUNNING) {
+	/* A group's offload closed the gate already (vram_hook_gate_hold), or
+	 * rolls back a restore that kept it closed. */
+	bool held = gate_held;
+	if (!held && atomic_load(&vram_hook_state) != VRAM_HOOK_RUNNING) {
 		ret->status = -EALREADY;
 		snprintf(ret->text, sizeof(ret->text), "Failed to offload: the process is already %s",
 			 atomic_load(&vram_hook_state) == VRAM_HOOK_PARKED ? "parked" : "offloaded");
@@ -1246,7 +1312,8 @@ static void offload_run(bool drop_host, struct vram_hook_op_result *ret)
 		goto out_unlock;
 	}
 	atomic_store(&vram_hook_state, VRAM_HOOK_OFFLOADING);
-	err = gate_close(DRAIN_TIMEOUT_MS);
+	gate_held = false;
+	err = held ? 0 : gate_close(DRAIN_TIMEOUT_MS);
 	ph.drain_us = now_usec() - ph.start;
 	if (err < 0) {
 		ret->status = err;
@@ -1260,6 +1327,10 @@ static void offload_run(bool drop_host, struct vram_hook_op_result *ret)
 		goto out_unlock;
 	}
 
+	/* Idle pool memory is given back, not copied (pool.c); shared memory
+	 * moves only with its importers gated (ipc.c). */
+	vram_hook_pool_trim_idle();
+	vram_hook_ipc_offload_begin();
 	pthread_mutex_lock(&vram_hook_lock);
 	for (struct vram_hook_phys *p = vram_hook_phys_list; p; p = p->next)
 		if (p->movable && p->real && p->dev >= 0)
@@ -1362,6 +1433,7 @@ static void offload_run(bool drop_host, struct vram_hook_op_result *ret)
 		goto out_abort;
 	}
 	pthread_mutex_unlock(&vram_hook_lock);
+	vram_hook_ipc_offloaded();
 
 	drop_host_after_restore = drop_host || !keep_host_default();
 	atomic_store(&vram_hook_state, VRAM_HOOK_OFFLOADED);
@@ -1374,7 +1446,7 @@ static void offload_run(bool drop_host, struct vram_hook_op_result *ret)
 	ret->usec = end - ph.start;
 	int len = snprintf(ret->text, sizeof(ret->text),
 			   "offloaded %llu bytes in %.3f s (%.1f GB/s) %s; %llu bytes stay on the device "
-			   "(context, pools, managed, IPC, exported)",
+			   "(context, managed, shared through IPC, exported, export pools)",
 			   (unsigned long long)bytes, (double)ret->usec / 1e6, gbps(bytes, ret->usec), phase_text,
 			   (unsigned long long)ret->nonmovable);
 	if (pinned.bytes && len > 0 && (size_t)len < sizeof(ret->text))
@@ -1395,6 +1467,7 @@ out_partial:
 	for (size_t i = 0; i < n; i++)
 		temp_unmap(&items[i]);
 	pthread_mutex_unlock(&vram_hook_lock);
+	vram_hook_ipc_offloaded();
 	free(items);
 	ret->status = err;
 	ret->usec = now_usec() - ph.start;
@@ -1455,6 +1528,11 @@ static void restore_run(struct vram_hook_op_result *ret)
 
 	memset(ret, 0, sizeof(*ret));
 	pthread_mutex_lock(&suspend_mutex);
+	if (gate_held && atomic_load(&vram_hook_state) != VRAM_HOOK_OFFLOADED) {
+		gate_release(ret);
+		pthread_mutex_unlock(&suspend_mutex);
+		return;
+	}
 	if (atomic_load(&vram_hook_state) == VRAM_HOOK_PARKED) {
 		restore_parked(ret);
 		pthread_mutex_unlock(&suspend_mutex);
@@ -1494,6 +1572,14 @@ static void restore_run(struct vram_hook_op_result *ret)
 	}
 	pthread_mutex_unlock(&vram_hook_lock);
 	free(items);
+	items = NULL;
+	err = vram_hook_ipc_restored(why, sizeof(why));
+	if (err < 0) {
+		/* Its own memory is back; the gate stays closed until a restore maps the rest. */
+		snprintf(ret->text, sizeof(ret->text), "Failed to restore: %s; the process stays offloaded", why);
+		pthread_mutex_lock(&vram_hook_lock);
+		goto out_fail;
+	}
 	uint64_t end = now_usec();
 	char phase_text[96];
 	phases_format(phase_text, sizeof(phase_text), &ph, false, end);
@@ -1503,6 +1589,14 @@ static void restore_run(struct vram_hook_op_result *ret)
 	snprintf(ret->text, sizeof(ret->text), "restored %llu bytes in %.3f s (%.1f GB/s) %s",
 		 (unsigned long long)bytes, (double)ret->usec / 1e6, gbps(bytes, ret->usec), phase_text);
 	vram_hook_log(VRAM_HOOK_LOG_INFO, "%s", ret->text);
+	if (restore_keeps_gate) {
+		/* A group's restore: the gate opens with everyone's (a RESTORE). */
+		gate_held = true;
+		atomic_store(&vram_hook_state, VRAM_HOOK_RESTORING);
+		atomic_fetch_add(&vram_hook_usage_seq, 1);
+		pthread_mutex_unlock(&suspend_mutex);
+		return;
+	}
 	atomic_store(&vram_hook_state, VRAM_HOOK_RUNNING);
 	atomic_fetch_add(&vram_hook_usage_seq, 1);
 	gate_open();
@@ -1772,6 +1866,23 @@ static void restore_parked(struct vram_hook_op_result *ret)
 	free(items);
 	free(expected);
 	free(slot);
+	if (vram_hook_ipc_restored(why, sizeof(why)) < 0) {
+		/* Its own memory is back, the file gone: offloaded with nothing
+		 * in host memory, until a restore maps the rest. */
+		ret->status = -EAGAIN;
+		vram_hook_textf(ret->text, sizeof(ret->text), "Failed to restore: %s; the process stays offloaded",
+				why);
+		vram_hook_log(VRAM_HOOK_LOG_ERROR, "%s", ret->text);
+		atomic_store(&vram_hook_state, VRAM_HOOK_OFFLOADED);
+		atomic_fetch_add(&vram_hook_usage_seq, 1);
+		return;
+	}
+	if (restore_keeps_gate) {
+		gate_held = true;
+		atomic_store(&vram_hook_state, VRAM_HOOK_RESTORING);
+		atomic_fetch_add(&vram_hook_usage_seq, 1);
+		return;
+	}
 	atomic_store(&vram_hook_state, VRAM_HOOK_RUNNING);
 	atomic_fetch_add(&vram_hook_usage_seq, 1);
 	gate_open();

@@ -97,14 +97,27 @@ enum vram_hook_state {
 #define VRAM_HOOK_OFFLOAD_PROGRESS 0x2u
 /* RESTORE flags (version 4): create device memory only within the GRANTs. */
 #define VRAM_HOOK_RESTORE_GRANTED 0x4u
-#define VRAM_HOOK_COMMAND_KNOWN_FLAGS \
-	(VRAM_HOOK_OFFLOAD_DROP_HOST | VRAM_HOOK_OFFLOAD_PROGRESS | VRAM_HOOK_RESTORE_GRANTED)
+#define VRAM_HOOK_COMMAND_KNOWN_FLAGS                                                                  \
+	(VRAM_HOOK_OFFLOAD_DROP_HOST | VRAM_HOOK_OFFLOAD_PROGRESS | VRAM_HOOK_RESTORE_GRANTED |         \
+	 VRAM_HOOK_OFFLOAD_GATE_ONLY | VRAM_HOOK_RESTORE_HOLD_GATE)
 /* GRANT flags. */
 #define VRAM_HOOK_GRANT_CANCEL 0x1u /* give up the restore: undo it, answer -ECANCELED */
+/*
+ * Groups (the processes of one workload moved as one; only to a hook whose
+ * HELLO has VRAM_HOOK_HELLO_GROUP): OFFLOAD with GATE_ONLY closes the gate
+ * and waits for the calls in it, nothing more (state offloading); the
+ * OFFLOAD that follows copies. RESTORE with HOLD_GATE restores and keeps
+ * the gate closed (state restoring); a RESTORE to a process whose gate is
+ * held (after either) opens it. An OFFLOAD to a restored process whose gate
+ * is held moves it again (a group's rollback).
+ */
+#define VRAM_HOOK_OFFLOAD_GATE_ONLY 0x8u
+#define VRAM_HOOK_RESTORE_HOLD_GATE 0x10u
 
 /* HELLO flags (version 2). */
 #define VRAM_HOOK_HELLO_LIMIT_INVALID 0x1u /* VRAM_MEMORY_LIMIT did not parse: no cap; see limit_text */
-#define VRAM_HOOK_HELLO_KNOWN_FLAGS VRAM_HOOK_HELLO_LIMIT_INVALID
+#define VRAM_HOOK_HELLO_GROUP 0x2u         /* understands GATE_ONLY and HOLD_GATE */
+#define VRAM_HOOK_HELLO_KNOWN_FLAGS (VRAM_HOOK_HELLO_LIMIT_INVALID | VRAM_HOOK_HELLO_GROUP)
 
 struct vram_hook_proto_dev {
 	uint32_t index;          /* CUDA device ordinal in the process */

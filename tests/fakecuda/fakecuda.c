@@ -108,6 +108,7 @@ struct fake_alloc {
 struct fake_pool {
 	int dev;
 	size_t reserved;        /* bytes */
+	cuuint64_t release_threshold; /* bytes; recorded and answered, nothing else */
 };
 
 struct fake_op {
@@ -118,7 +119,7 @@ struct fake_op {
 		struct { void *dst; const void *src; size_t n; bool fail; } copy;
 		struct { void *dst; uint32_t value; size_t n; int width; } set;
 		struct { int kind; uint64_t a, b, c, d; } kernel;
-		struct { struct fake_event *ev; } event;
+		struct { struct fake_event *ev; uint64_t gen; } event;
 		struct { CUdeviceptr ptr; } free;
 	} u;
 };
@@ -131,13 +132,20 @@ struct fake_stream {
 	bool busy;
 	bool quit;
 	CUresult error;         /* of a failed op, until cuStreamSynchronize reports it */
+	bool capturing;         /* between cuStreamBeginCapture and cuStreamEndCapture (work still runs) */
 	struct fake_stream *next_all;
 };
 
+/*
+ * As with the driver, an event stands for its latest record: a record that
+ * an older, still queued one completes after is not done; a stream waits
+ * for the record that was the latest when it was told to wait.
+ */
 struct fake_event {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	bool done;
+	uint64_t recorded;      /* records made */
+	uint64_t completed;     /* the latest record that ran */
 	CUresult error;         /* the stream's error when the event ran */
 };
 
@@ -171,6 +179,7 @@ static size_t fake_granularity = 2u << 20; /* bytes, VRAM_FAKE_GRANULARITY */
 static unsigned fake_address_free_delay_us; /* VRAM_FAKE_ADDRESS_FREE_DELAY_US */
 static struct CUctx_st *fake_primary[FAKE_MAX_DEVICES];
 static struct fake_pool fake_default_pool[FAKE_MAX_DEVICES];
+static struct fake_pool *fake_current_pool[FAKE_MAX_DEVICES]; /* cuDeviceSetMemPool; NULL: the default */
 static _Thread_local struct CUctx_st *fake_current;
 static struct fake_stream *fake_streams;
 static _Atomic int fake_live_phys_count;
@@ -998,6 +1007,9 @@ FAKE_EXPORT CUresult cuMemExportToShareableHandle(void *shareableHandle, CUmemGe
 	NEED_INIT();
 	if (!shareableHandle || !handle || handleType != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR)
 		return CUDA_ERROR_INVALID_VALUE;
+	/* As the driver: only memory created for this handle type can be exported. */
+	if (!(((struct fake_phys *)(uintptr_t)handle)->prop.requestedHandleTypes & CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR))
+		return CUDA_ERROR_INVALID_VALUE;
 	int fd = dup(((struct fake_phys *)(uintptr_t)handle)->fd);
 	if (fd < 0)
 		return CUDA_ERROR_OPERATING_SYSTEM;
@@ -1427,7 +1439,8 @@ static CUresult alloc_async(CUdeviceptr *dptr, size_t bytesize, struct fake_pool
 	if (!stream_of(h))
 		return CUDA_ERROR_INVALID_HANDLE;
 	if (!pool)
-		pool = &fake_default_pool[fake_current->dev];
+		pool = fake_current_pool[fake_current->dev] ? fake_current_pool[fake_current->dev]
+							    : &fake_default_pool[fake_current->dev];
 	return alloc_linear(dptr, bytesize, FAKE_POOL, pool->dev, pool, NULL);
 }
 
@@ -1507,6 +1520,9 @@ FAKE_EXPORT CUresult cuMemPoolDestroy(CUmemoryPool pool)
 	NEED_INIT();
 	if (!pool)
 		return CUDA_ERROR_INVALID_VALUE;
+	for (int d = 0; d < FAKE_MAX_DEVICES; d++)
+		if (fake_current_pool[d] == (struct fake_pool *)pool)
+			fake_current_pool[d] = NULL;
 	free(pool); /* the fake does not check for live allocations */
 	return CUDA_SUCCESS;
 }
@@ -1531,9 +1547,44 @@ FAKE_EXPORT CUresult cuMemPoolGetAttribute(CUmemoryPool pool, CUmemPool_attribut
 		*(cuuint64_t *)value = p->reserved;
 		pthread_mutex_unlock(&fake_lock);
 		return CUDA_SUCCESS;
+	case CU_MEMPOOL_ATTR_RELEASE_THRESHOLD:
+		*(cuuint64_t *)value = p->release_threshold;
+		return CUDA_SUCCESS;
 	default:
 		return CUDA_ERROR_NOT_SUPPORTED;
 	}
+}
+
+FAKE_EXPORT CUresult cuMemPoolSetAttribute(CUmemoryPool pool, CUmemPool_attribute attr, void *value)
+{
+	NEED_INIT();
+	if (!pool || !value)
+		return CUDA_ERROR_INVALID_VALUE;
+	struct fake_pool *p = (struct fake_pool *)pool;
+	switch (attr) {
+	case CU_MEMPOOL_ATTR_RELEASE_THRESHOLD:
+		p->release_threshold = *(cuuint64_t *)value;
+		return CUDA_SUCCESS;
+	case CU_MEMPOOL_ATTR_REUSE_FOLLOW_EVENT_DEPENDENCIES:
+	case CU_MEMPOOL_ATTR_REUSE_ALLOW_OPPORTUNISTIC:
+	case CU_MEMPOOL_ATTR_REUSE_ALLOW_INTERNAL_DEPENDENCIES:
+		return CUDA_SUCCESS;
+	case CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH:
+	case CU_MEMPOOL_ATTR_USED_MEM_HIGH:
+		return *(cuuint64_t *)value == 0 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+	default:
+		return CUDA_ERROR_INVALID_VALUE;
+	}
+}
+
+FAKE_EXPORT CUresult cuDeviceSetMemPool(CUdevice dev, CUmemoryPool pool)
+{
+	NEED_INIT();
+	CHECK_DEV(dev);
+	if (!pool || ((struct fake_pool *)pool)->dev != dev)
+		return CUDA_ERROR_INVALID_VALUE;
+	fake_current_pool[dev] = (struct fake_pool *)pool;
+	return CUDA_SUCCESS;
 }
 
 FAKE_EXPORT CUresult cuDeviceGetDefaultMemPool(CUmemoryPool *pool_out, CUdevice dev)
@@ -1548,6 +1599,12 @@ FAKE_EXPORT CUresult cuDeviceGetDefaultMemPool(CUmemoryPool *pool_out, CUdevice 
 
 FAKE_EXPORT CUresult cuDeviceGetMemPool(CUmemoryPool *pool, CUdevice dev)
 {
+	NEED_INIT();
+	CHECK_DEV(dev);
+	if (pool && fake_current_pool[dev]) {
+		*pool = (CUmemoryPool)fake_current_pool[dev];
+		return CUDA_SUCCESS;
+	}
 	return cuDeviceGetDefaultMemPool(pool, dev);
 }
 
@@ -1597,6 +1654,39 @@ FAKE_EXPORT CUresult cuStreamSynchronize_ptsz(CUstream hStream)
 	return cuStreamSynchronize(hStream);
 }
 
+/* Capture: only the state is kept (cuStreamIsCapturing); the work still runs and no graph is made. */
+FAKE_EXPORT CUresult cuStreamBeginCapture_v2(CUstream hStream, int mode)
+{
+	(void)mode;
+	NEED_CTX();
+	struct fake_stream *s = stream_of(hStream);
+	if (!s || s->capturing)
+		return CUDA_ERROR_INVALID_VALUE;
+	s->capturing = true;
+	return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuStreamEndCapture(CUstream hStream, CUgraph *phGraph)
+{
+	NEED_CTX();
+	struct fake_stream *s = stream_of(hStream);
+	if (!s || !s->capturing || !phGraph)
+		return CUDA_ERROR_INVALID_VALUE;
+	s->capturing = false;
+	*phGraph = (CUgraph)s;
+	return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult cuStreamIsCapturing(CUstream hStream, CUstreamCaptureStatus *status)
+{
+	NEED_CTX();
+	struct fake_stream *s = stream_of(hStream);
+	if (!s || !status)
+		return CUDA_ERROR_INVALID_VALUE;
+	*status = s->capturing ? 1 : 0;
+	return CUDA_SUCCESS;
+}
+
 FAKE_EXPORT CUresult cuStreamQuery(CUstream hStream)
 {
 	NEED_CTX();
@@ -1620,7 +1710,6 @@ FAKE_EXPORT CUresult cuEventCreate(CUevent *phEvent, unsigned int Flags)
 		abort();
 	pthread_mutex_init(&e->lock, NULL);
 	pthread_cond_init(&e->cond, NULL);
-	e->done = true;
 	*phEvent = (CUevent)e;
 	return CUDA_SUCCESS;
 }
@@ -1641,8 +1730,11 @@ static void run_event(struct fake_op *op)
 	CUresult error = op->stream->error;
 	pthread_mutex_unlock(&op->stream->lock);
 	pthread_mutex_lock(&e->lock);
-	e->error = error;
-	e->done = true;
+	if (op->u.event.gen > e->completed) {
+		e->completed = op->u.event.gen;
+		if (e->completed == e->recorded)
+			e->error = error;
+	}
 	pthread_cond_broadcast(&e->cond);
 	pthread_mutex_unlock(&e->lock);
 }
@@ -1653,11 +1745,11 @@ FAKE_EXPORT CUresult cuEventRecord(CUevent hEvent, CUstream hStream)
 	if (!hEvent)
 		return CUDA_ERROR_INVALID_HANDLE;
 	struct fake_event *e = (struct fake_event *)hEvent;
+	struct fake_op *op = op_new(run_event);
 	pthread_mutex_lock(&e->lock);
-	e->done = false;
+	op->u.event.gen = ++e->recorded;
 	e->error = CUDA_SUCCESS;
 	pthread_mutex_unlock(&e->lock);
-	struct fake_op *op = op_new(run_event);
 	op->u.event.ev = e;
 	return enqueue(hStream, op);
 }
@@ -1667,11 +1759,11 @@ FAKE_EXPORT CUresult cuEventRecord_ptsz(CUevent hEvent, CUstream hStream)
 	return cuEventRecord(hEvent, hStream);
 }
 
-/* Returns the error of the stream's work before the event. */
-static CUresult event_wait(struct fake_event *e)
+/* Waits until record gen ran. Returns the error of the stream's work before the event. */
+static CUresult event_wait_gen(struct fake_event *e, uint64_t gen)
 {
 	pthread_mutex_lock(&e->lock);
-	while (!e->done)
+	while (e->completed < gen)
 		pthread_cond_wait(&e->cond, &e->lock);
 	CUresult r = e->error;
 	pthread_mutex_unlock(&e->lock);
@@ -1683,7 +1775,11 @@ FAKE_EXPORT CUresult cuEventSynchronize(CUevent hEvent)
 	NEED_INIT();
 	if (!hEvent)
 		return CUDA_ERROR_INVALID_HANDLE;
-	return event_wait((struct fake_event *)hEvent);
+	struct fake_event *e = (struct fake_event *)hEvent;
+	pthread_mutex_lock(&e->lock);
+	uint64_t gen = e->recorded;
+	pthread_mutex_unlock(&e->lock);
+	return event_wait_gen(e, gen);
 }
 
 FAKE_EXPORT CUresult cuEventQuery(CUevent hEvent)
@@ -1693,14 +1789,14 @@ FAKE_EXPORT CUresult cuEventQuery(CUevent hEvent)
 		return CUDA_ERROR_INVALID_HANDLE;
 	struct fake_event *e = (struct fake_event *)hEvent;
 	pthread_mutex_lock(&e->lock);
-	CUresult r = e->done ? e->error : CUDA_ERROR_NOT_READY;
+	CUresult r = e->completed == e->recorded ? e->error : CUDA_ERROR_NOT_READY;
 	pthread_mutex_unlock(&e->lock);
 	return r;
 }
 
 static void run_wait_event(struct fake_op *op)
 {
-	(void)event_wait(op->u.event.ev);
+	(void)event_wait_gen(op->u.event.ev, op->u.event.gen);
 }
 
 FAKE_EXPORT CUresult cuStreamWaitEvent(CUstream hStream, CUevent hEvent, unsigned int Flags)
@@ -1709,8 +1805,12 @@ FAKE_EXPORT CUresult cuStreamWaitEvent(CUstream hStream, CUevent hEvent, unsigne
 	NEED_CTX();
 	if (!hEvent)
 		return CUDA_ERROR_INVALID_HANDLE;
+	struct fake_event *e = (struct fake_event *)hEvent;
 	struct fake_op *op = op_new(run_wait_event);
-	op->u.event.ev = (struct fake_event *)hEvent;
+	pthread_mutex_lock(&e->lock);
+	op->u.event.gen = e->recorded;
+	pthread_mutex_unlock(&e->lock);
+	op->u.event.ev = e;
 	return enqueue(hStream, op);
 }
 
@@ -2062,6 +2162,8 @@ static const struct fake_sym fake_syms[] = {
 	SYM("cuMemPoolDestroy", 11020, false, cuMemPoolDestroy),
 	SYM("cuMemPoolTrimTo", 11020, false, cuMemPoolTrimTo),
 	SYM("cuMemPoolGetAttribute", 11020, false, cuMemPoolGetAttribute),
+	SYM("cuMemPoolSetAttribute", 11020, false, cuMemPoolSetAttribute),
+	SYM("cuDeviceSetMemPool", 11020, false, cuDeviceSetMemPool),
 	SYM("cuDeviceGetDefaultMemPool", 11020, false, cuDeviceGetDefaultMemPool),
 	SYM("cuDeviceGetMemPool", 11020, false, cuDeviceGetMemPool),
 	SYM("cuStreamCreate", 2000, false, cuStreamCreate),
@@ -2069,6 +2171,9 @@ static const struct fake_sym fake_syms[] = {
 	SYM("cuStreamSynchronize", 2000, false, cuStreamSynchronize),
 	SYM("cuStreamSynchronize", 7000, true, cuStreamSynchronize_ptsz),
 	SYM("cuStreamQuery", 2000, false, cuStreamQuery),
+	SYM("cuStreamBeginCapture", 10010, false, cuStreamBeginCapture_v2),
+	SYM("cuStreamEndCapture", 10000, false, cuStreamEndCapture),
+	SYM("cuStreamIsCapturing", 10000, false, cuStreamIsCapturing),
 	SYM("cuStreamWaitEvent", 3020, false, cuStreamWaitEvent),
 	SYM("cuEventCreate", 2000, false, cuEventCreate),
 	SYM("cuEventDestroy", 4000, false, cuEventDestroy_v2),

@@ -61,7 +61,7 @@ static void test_host_and_unknown(void)
 	CHECK_EQ_U64(fc_hook_used(0), CTX);
 }
 
-static void test_nonmovable(void)
+static void test_nonmovable(bool plain)
 {
 	CUdeviceptr m;
 	CK(cuMemAllocManaged(&m, MiB, CU_MEM_ATTACH_GLOBAL));
@@ -91,15 +91,28 @@ static void test_nonmovable(void)
 	props.location.id = 0;
 	CK(cuMemPoolCreate(&pool, &props));
 	CK(cuMemAllocFromPoolAsync(&a3, 3 * MiB, pool, s));
-	CHECK_EQ_U64(fc_hook_used(0), CTX + 6 * MiB);
-	CHECK_EQ_U64(fc_hook_nonmovable(0), CTX + 6 * MiB);
+	if (plain) {
+		/* Left to the driver: charged as asked, non-movable. */
+		CHECK_EQ_U64(fc_hook_used(0), CTX + 6 * MiB);
+		CHECK_EQ_U64(fc_hook_nonmovable(0), CTX + 6 * MiB);
+	} else {
+		/* Movable: a 1 MiB block is cut from a 2 MiB chunk, 2 and 3 MiB
+		 * get 2 and 4 MiB of their own. */
+		CHECK_EQ_U64(fc_hook_used(0), CTX + 8 * MiB);
+		CHECK_EQ_U64(fc_hook_nonmovable(0), CTX);
+	}
 	CK(cuMemFreeAsync(a1, s));
 	CK(cuMemFreeAsync_ptsz(a2, s));
 	CK(cuMemFree_v2(a3)); /* a plain free of pool memory is allowed */
 	CK(cuStreamSynchronize(s));
+	/* Idle pool memory goes back on a trim and with its pool. */
+	CUmemoryPool dflt;
+	CK(cuDeviceGetDefaultMemPool(&dflt, 0));
+	CK(cuMemPoolTrimTo(dflt, 0));
+	CK(cuMemPoolDestroy(pool));
 	CHECK_EQ_U64(fc_hook_used(0), CTX);
 	CHECK_EQ_U64(fc_used(0), CTX);
-	CK(cuMemPoolDestroy(pool));
+	CHECK_EQ_U64(fc_hook_nonmovable(0), CTX);
 }
 
 static void test_vmm(void)
@@ -153,6 +166,7 @@ static void test_vmm(void)
 
 	/* Exported memory stays where it is: non-movable. */
 	prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+	prop.requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
 	CK(cuMemCreate(&h, 2 * MiB, &prop, 0));
 	int fd = -1;
 	CK(cuMemExportToShareableHandle(&fd, h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0));
@@ -176,8 +190,11 @@ static void test_ipc(bool plain)
 	CUipcMemHandle ipc;
 	CUresult r = cuIpcGetMemHandle(&ipc, p);
 	if (!plain) {
-		/* Like the real driver, VMM memory has no legacy IPC handle. */
-		CHECK(r != CUDA_SUCCESS);
+		/* VMM memory: the hook's own handle (fc-ipc opens it from another
+		 * process); movable until another process opens it. */
+		CK(r);
+		CHECK(memcmp(ipc.reserved, "VRAMIPC1", 8) == 0);
+		CHECK_EQ_U64(fc_hook_nonmovable(0), CTX);
 		CK(cuMemFree_v2(p));
 		return;
 	}
@@ -197,7 +214,7 @@ int main(int argc, char **argv)
 	fc_setup(0);
 	test_linear(plain);
 	test_host_and_unknown();
-	test_nonmovable();
+	test_nonmovable(plain);
 	test_vmm();
 	test_ipc(plain);
 	printf("accounting%s: ok\n", plain ? " (plain)" : "");

@@ -74,15 +74,6 @@ static uint64_t checksum(CUdeviceptr p, size_t bytes, CUdeviceptr out, CUstream 
 	return res;
 }
 
-static void ctl_ok(const char *cmd, char *out, size_t cap)
-{
-	fc_ctl(cmd, out, cap);
-	if (strncmp(out, "ok ", 3) != 0) {
-		fprintf(stderr, "%s: %s\n", cmd, out);
-		abort();
-	}
-}
-
 /* ------------------------------------------------------------ layouts */
 
 struct region {
@@ -195,13 +186,14 @@ static void test_layouts(void)
 	for (int i = 0; i < nr; i++)
 		CHECK_EQ_U64(checksum(r[i].va, r[i].bytes, res, NULL), expected(r[i].seed, r[i].bytes / 4));
 
+	/* The pool block moves with its 2 MiB chunk; managed memory stays. */
 	const uint64_t movable = 2 * MiB /* res */ + 2 * MiB + 6 * MiB + 2 * MiB + 8 * MiB + 4 * MiB + 4 * MiB +
-				 2 * MiB;
-	const uint64_t stays = CTX + 2 * MiB;
-	const uint64_t fake_stays = CTX + 4 * MiB; /* the fake rounds each to 2 MiB */
+				 2 * MiB + 2 * MiB /* pooled */;
+	const uint64_t stays = CTX + MiB;
+	const uint64_t fake_stays = CTX + 2 * MiB; /* the fake rounds it to 2 MiB */
 
 	for (int round = 0; round < 2; round++) {
-		ctl_ok("offload", out, sizeof(out));
+		fc_ctl_ok("offload", out, sizeof(out));
 		CHECK_EQ_U64(fc_field(out, "bytes="), movable);
 		CHECK_EQ_U64(fc_field(out, "nonmovable="), stays);
 		CHECK(strstr(out, "state=offloaded"));
@@ -217,7 +209,7 @@ static void test_layouts(void)
 			CHECK(pthread_create(&th, NULL, late_launcher, NULL) == 0);
 			usleep(100 * 1000);
 			CHECK(!atomic_load(&late_launch_done));
-			ctl_ok("restore", out, sizeof(out));
+			fc_ctl_ok("restore", out, sizeof(out));
 			pthread_join(th, NULL);
 			CHECK(atomic_load(&late_launch_done));
 			r[0].seed = 777;
@@ -235,7 +227,7 @@ static void test_layouts(void)
 			fc_ctl("offload", out, sizeof(out));
 			CHECK(strncmp(out, "error offload", 13) == 0);
 			fc_set_available(0, 0);
-			ctl_ok("restore", out, sizeof(out));
+			fc_ctl_ok("restore", out, sizeof(out));
 		}
 		CHECK_EQ_U64(fc_field(out, "bytes="), movable);
 		CHECK_EQ_U64(fc_used(0), fake_stays + movable);
@@ -283,6 +275,9 @@ static void test_layouts(void)
 	CK(cuMemFree_v2(managed));
 	CK(cuMemFreeAsync(pooled, NULL));
 	CK(cuCtxSynchronize());
+	CUmemoryPool dflt;
+	CK(cuDeviceGetDefaultMemPool(&dflt, 0));
+	CK(cuMemPoolTrimTo(dflt, 0));
 	CHECK_EQ_U64(fc_hook_used(0), CTX);
 	CHECK_EQ_U64(fc_used(0), CTX);
 }
@@ -366,10 +361,10 @@ static void test_stress(int cycles)
 		if (c == cycles / 2)
 			for (int i = 0; i < WORKERS; i++)
 				before[i] = atomic_load(&iterations[i]);
-		ctl_ok(c % 100 == 7 ? "offload drop-host" : "offload", out, sizeof(out));
+		fc_ctl_ok(c % 100 == 7 ? "offload drop-host" : "offload", out, sizeof(out));
 		CHECK(!fc_is_mapped(w[c % WORKERS].buf));
 		CHECK_EQ_U64(fc_used(0), CTX);
-		ctl_ok("restore", out, sizeof(out));
+		fc_ctl_ok("restore", out, sizeof(out));
 	}
 	double t1 = now_s();
 	/* Let the workers run a little after the last restore. */
@@ -465,20 +460,20 @@ static void test_pieces(bool registered)
 
 	/* First offload: new buffers, in pieces, on several threads. */
 	long unpinned = fc_unpinned_copies();
-	ctl_ok("offload", out, sizeof(out));
+	fc_ctl_ok("offload", out, sizeof(out));
 	CHECK_EQ_U64(pinned_pieces(out, &threads), expect_pieces);
 	CHECK(threads == 4);
 	CHECK_EQ_U64(fc_unpinned_copies(), unpinned);
 	CHECK_EQ_U64(fc_host_registered(), registered ? expect_pieces : 0);
-	ctl_ok("restore", out, sizeof(out));
+	fc_ctl_ok("restore", out, sizeof(out));
 	check_regions(r, nr, res);
 
 	/* Warm: the same buffers, no new ones; new contents come back. */
 	fill_regions(r, nr, 200);
 	unpinned = fc_unpinned_copies();
-	ctl_ok("offload", out, sizeof(out));
+	fc_ctl_ok("offload", out, sizeof(out));
 	CHECK_EQ_U64(pinned_pieces(out, &threads), 0);
-	ctl_ok("restore", out, sizeof(out));
+	fc_ctl_ok("restore", out, sizeof(out));
 	CHECK_EQ_U64(fc_unpinned_copies(), unpinned);
 	check_regions(r, nr, res);
 
@@ -489,8 +484,8 @@ static void test_pieces(bool registered)
 		CHECK_EQ_U64(fc_host_registered(), expect_pieces - 6 * MiB / PIECE);
 
 	/* drop-host: every buffer is gone after the restore. */
-	ctl_ok("offload drop-host", out, sizeof(out));
-	ctl_ok("restore", out, sizeof(out));
+	fc_ctl_ok("offload drop-host", out, sizeof(out));
+	fc_ctl_ok("restore", out, sizeof(out));
 	CHECK_EQ_U64(fc_host_registered(), 0);
 	check_regions(r, nr, res);
 
@@ -505,9 +500,9 @@ static void test_pieces(bool registered)
 		fill_regions(r, nr, 300);
 		check_regions(r, nr, res);
 		fc_set_register_limit(-1);
-		ctl_ok("offload", out, sizeof(out));
+		fc_ctl_ok("offload", out, sizeof(out));
 		CHECK(pinned_pieces(out, &threads) > 0);
-		ctl_ok("restore", out, sizeof(out));
+		fc_ctl_ok("restore", out, sizeof(out));
 		check_regions(r, nr, res);
 	}
 
@@ -565,9 +560,9 @@ static void test_reuse(void)
 	printf("reuse: the freed range came back %d of 8 times\n", reused);
 	CK(cuCtxSynchronize());
 	CHECK_EQ_U64(fc_hook_used(0), CTX + (uint64_t)(nkeep + 1) * WBUF);
-	ctl_ok("offload", out, sizeof(out));
+	fc_ctl_ok("offload", out, sizeof(out));
 	CHECK_EQ_U64(fc_field(out, "bytes="), (uint64_t)(nkeep + 1) * WBUF);
-	ctl_ok("restore", out, sizeof(out));
+	fc_ctl_ok("restore", out, sizeof(out));
 	for (int i = 0; i < nkeep; i++)
 		CHECK_EQ_U64(checksum(keep[i], WBUF, res, NULL), expected(100u + (uint32_t)i, WBUF / 4));
 	for (int i = 0; i < nkeep; i++)
@@ -609,9 +604,9 @@ static void test_pipeline(void)
 	const uint64_t movable = PIPE_SMALL_BYTES /* res */ + PIPE_BIG * 4 * MiB + PIPE_SMALL * PIPE_SMALL_BYTES;
 
 	fill_regions(r, PIPE_REGIONS, 100);
-	ctl_ok("offload", out, sizeof(out));
+	fc_ctl_ok("offload", out, sizeof(out));
 	CHECK(pinned_pieces(out, &threads) > 0);
-	ctl_ok("restore", out, sizeof(out));
+	fc_ctl_ok("restore", out, sizeof(out));
 	check_regions(r, PIPE_REGIONS, res);
 	int registered = fc_host_registered();
 
@@ -619,7 +614,7 @@ static void test_pipeline(void)
 	fc_set_copy_delay(200);
 	fill_regions(r, PIPE_REGIONS, 200);
 	long unmaps = fc_calls_during_copies("cuMemUnmap"), releases = fc_calls_during_copies("cuMemRelease");
-	ctl_ok("offload", out, sizeof(out));
+	fc_ctl_ok("offload", out, sizeof(out));
 	CHECK_EQ_U64(fc_field(out, "bytes="), movable);
 	CHECK(strstr(out, "[ms: drain="));
 	CHECK(strstr(out, " copy=") && strstr(out, " release=") && strstr(out, " tail="));
@@ -628,7 +623,7 @@ static void test_pipeline(void)
 	CHECK_EQ_U64(fc_used(0), CTX);
 	check_unmapped(r, PIPE_REGIONS);
 	long creates = fc_calls_during_copies("cuMemCreate"), maps = fc_calls_during_copies("cuMemMap");
-	ctl_ok("restore", out, sizeof(out));
+	fc_ctl_ok("restore", out, sizeof(out));
 	CHECK_EQ_U64(fc_field(out, "bytes="), movable);
 	CHECK(strstr(out, "[ms: create=") && strstr(out, " head="));
 	CHECK(fc_calls_during_copies("cuMemCreate") > creates);
@@ -638,7 +633,7 @@ static void test_pipeline(void)
 	/* Out of device memory half-way through the restore: the allocations
 	 * made so far, copies in flight, are given back; the host copies stay. */
 	fill_regions(r, PIPE_REGIONS, 300);
-	ctl_ok("offload", out, sizeof(out));
+	fc_ctl_ok("offload", out, sizeof(out));
 	fc_set_available(0, fc_used(0) + MiB);
 	creates = fc_calls_during_copies("cuMemCreate");
 	fc_ctl("restore", out, sizeof(out));
@@ -650,19 +645,19 @@ static void test_pipeline(void)
 	check_unmapped(r, PIPE_REGIONS);
 	CHECK(fc_host_registered() == registered);
 	fc_set_available(0, 0);
-	ctl_ok("restore", out, sizeof(out));
+	fc_ctl_ok("restore", out, sizeof(out));
 	check_regions(r, PIPE_REGIONS, res);
 
 	/* A mapping fails half-way: the same. */
 	fill_regions(r, PIPE_REGIONS, 400);
-	ctl_ok("offload", out, sizeof(out));
+	fc_ctl_ok("offload", out, sizeof(out));
 	fc_fail_map(30);
 	fc_ctl("restore", out, sizeof(out));
 	CHECK(strncmp(out, "error restore", 13) == 0);
 	CHECK(strstr(out, "state=offloaded") && strstr(out, "cannot map"));
 	CHECK_EQ_U64(fc_used(0), CTX);
 	check_unmapped(r, PIPE_REGIONS);
-	ctl_ok("restore", out, sizeof(out));
+	fc_ctl_ok("restore", out, sizeof(out));
 	check_regions(r, PIPE_REGIONS, res);
 
 	/* A copy fails after the small allocations and one big one were
@@ -676,8 +671,8 @@ static void test_pipeline(void)
 	CHECK(fc_calls_during_copies("cuMemRelease") > releases);
 	CHECK_EQ_U64(fc_used(0), CTX + movable);
 	check_regions(r, PIPE_REGIONS, res);
-	ctl_ok("offload", out, sizeof(out));
-	ctl_ok("restore", out, sizeof(out));
+	fc_ctl_ok("offload", out, sizeof(out));
+	fc_ctl_ok("restore", out, sizeof(out));
 	check_regions(r, PIPE_REGIONS, res);
 
 	/* The same, and bringing them back fails too: the process stays
@@ -689,14 +684,14 @@ static void test_pipeline(void)
 	CHECK(strncmp(out, "error offload", 13) == 0);
 	CHECK(strstr(out, "state=offloaded") && strstr(out, "could not come back"));
 	CHECK(fc_used(0) < CTX + movable);
-	ctl_ok("restore", out, sizeof(out));
+	fc_ctl_ok("restore", out, sizeof(out));
 	CHECK(fc_field(out, "bytes=") < movable);
 	CHECK_EQ_U64(fc_used(0), CTX + movable);
 	check_regions(r, PIPE_REGIONS, res);
 	fc_set_copy_delay(0);
-	ctl_ok("offload", out, sizeof(out));
+	fc_ctl_ok("offload", out, sizeof(out));
 	CHECK_EQ_U64(fc_field(out, "bytes="), movable);
-	ctl_ok("restore", out, sizeof(out));
+	fc_ctl_ok("restore", out, sizeof(out));
 	check_regions(r, PIPE_REGIONS, res);
 	CHECK(fc_host_registered() == registered);
 

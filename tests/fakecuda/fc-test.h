@@ -170,6 +170,42 @@ static inline void fc_ctl(const char *cmd, char *out, size_t cap)
 	out[n] = '\0';
 }
 
+/* Sends cmd and aborts unless the answer starts with "ok ". */
+static inline void fc_ctl_ok(const char *cmd, char *out, size_t cap)
+{
+	fc_ctl(cmd, out, cap);
+	if (strncmp(out, "ok ", 3) != 0) {
+		fprintf(stderr, "%s: %s\n", cmd, out);
+		abort();
+	}
+}
+
+/* Writes a pattern of seed to bytes at p through the host (on stream s, synchronized). */
+static inline void fc_put_pattern(CUdeviceptr p, size_t bytes, uint32_t seed, CUstream s)
+{
+	uint32_t *h = malloc(bytes);
+	CHECK(h);
+	for (size_t i = 0; i < bytes / 4; i++)
+		h[i] = seed * 2654435761u + (uint32_t)i;
+	CHECK(cuMemcpyHtoDAsync_v2(p, h, bytes, s) == CUDA_SUCCESS);
+	CHECK(cuStreamSynchronize(s) == CUDA_SUCCESS);
+	free(h);
+}
+
+/* true when bytes at p hold fc_put_pattern's pattern of seed. */
+static inline bool fc_has_pattern(CUdeviceptr p, size_t bytes, uint32_t seed, CUstream s)
+{
+	uint32_t *h = malloc(bytes);
+	CHECK(h);
+	CHECK(cuMemcpyDtoHAsync_v2(h, p, bytes, s) == CUDA_SUCCESS);
+	CHECK(cuStreamSynchronize(s) == CUDA_SUCCESS);
+	bool ok = true;
+	for (size_t i = 0; i < bytes / 4 && ok; i++)
+		ok = h[i] == seed * 2654435761u + (uint32_t)i;
+	free(h);
+	return ok;
+}
+
 /* A numeric field "key=value" or "key:value" of an answer line. */
 static inline unsigned long long fc_field(const char *line, const char *key)
 {

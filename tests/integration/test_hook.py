@@ -5,7 +5,9 @@ fc-server (tests/fakecuda) fills 64 MiB of "device" memory with a pattern and
 answers /health and /check; vramd preloads libvram.so into it (offload: hook)
 and moves that memory out and back over the hook channel. The same program,
 started by hand with LD_PRELOAD and VRAM_CONTROL, is offloaded with
-`vramctl offload --pid`.
+`vramctl offload --pid`. Two of them in one workload (two ranks) move as a
+group: every gate closes before any copies, every rank is restored before
+any gate opens.
 """
 import os
 import socket
@@ -301,3 +303,57 @@ def test_hook_survives_vramd_and_reconnects():
         srv.close()
         proc.kill()
         proc.wait()
+
+
+GROUP_CONFIG = CONFIG.replace(
+    "cmd: [{}]".format(SERVER),
+    # two ranks of one workload: the second on a port of its own
+    "cmd: [sh, -c, 'PORT=@port2@ {0} & exec {0}']".format(SERVER))
+
+
+def hook_log_events(path):
+    """(pid, what) for each gate, offload, restore line of the shared hook log, in order."""
+    events = []
+    for line in open(path, errors="replace"):
+        if "libvram[" not in line:
+            continue
+        pid = int(line.split("libvram[")[1].split("]")[0])
+        for what in ("gate closed", "gate opened", "offloaded", "restored"):
+            if f"info: {what}" in line:
+                events.append((pid, what))
+    return events
+
+
+def test_hook_engine_moves_ranks_as_a_group(daemon):
+    port2 = free_port()
+    d = daemon(GROUP_CONFIG.replace("@port2@", str(port2)))
+    d.ctl("start", "fcs", check=0)
+    hook = wait_for(lambda: (lambda h: h if h and len(h["processes"]) == 2 and
+                             h["measured_bytes"] == 2 * 128 * MIB else None)(
+        d.workload("fcs")["hook"]), what="both ranks to register and report their usage")
+    pids = sorted(p["pid"] for p in hook["processes"])
+    log = os.path.join(d.workdir, "hook.log")
+
+    r = d.ctl("offload", "fcs", check=0)
+    assert "128MiB" in r.stdout, r.stdout
+    assert d.state("fcs") == "offloaded"
+    ev = hook_log_events(log)
+    gates = [i for i, e in enumerate(ev) if e[1] == "gate closed"]
+    copies = [i for i, e in enumerate(ev) if e[1] == "offloaded"]
+    # every gate closed before any rank copied
+    assert sorted(ev[i][0] for i in gates) == pids, ev
+    assert sorted(ev[i][0] for i in copies) == pids, ev
+    assert max(gates) < min(copies), ev
+
+    d.ctl("restore", "fcs", check=0)
+    assert d.state("fcs") == "ready"
+    ev = hook_log_events(log)[len(ev):]
+    restores = [i for i, e in enumerate(ev) if e[1] == "restored"]
+    opens = [i for i, e in enumerate(ev) if e[1] == "gate opened"]
+    # every rank restored before any gate opened
+    assert sorted(ev[i][0] for i in restores) == pids, ev
+    assert sorted(ev[i][0] for i in opens) == pids, ev
+    assert max(restores) < min(opens), ev
+    for port in (d.workload("fcs")["port"], port2):
+        c = check(port)
+        assert c.status_code == 200 and c.text == f"ok {64 * MIB}", c.text

@@ -312,6 +312,7 @@ static void test_workers(void **state)
 struct fake_cmd {
 	pid_t pid;
 	enum vram_hookchan_op op;
+	unsigned flags;
 	vram_hookchan_done_cb cb;
 	void *arg;
 	bool live; /* sent, neither answered nor cancelled */
@@ -338,7 +339,7 @@ static int fake_send(struct vram_hookchan *hc, pid_t pid, enum vram_hookchan_op 
 	struct fake_chan *fc = (struct fake_chan *)(void *)hc;
 	assert_true(fc->n_sent < 8);
 	struct fake_cmd *c = &fc->sent[fc->n_sent++];
-	*c = (struct fake_cmd){.pid = pid, .op = op, .cb = cb, .arg = arg, .live = true};
+	*c = (struct fake_cmd){.pid = pid, .op = op, .flags = flags, .cb = cb, .arg = arg, .live = true};
 	if (ret_req)
 		*ret_req = (struct vram_hookchan_req *)(void *)c;
 	return 0;
@@ -441,6 +442,127 @@ static struct vram_engine_host fake_host(struct fixture *f, struct fake_chan *fc
 	host.hook_cancel = fake_cancel;
 	host.park_path = fake_park_path;
 	return host;
+}
+
+static bool fake_group(struct vram_hookchan *hc, pid_t pid)
+{
+	(void)hc;
+	return pid != 0;
+}
+
+static bool fake_group_not_102(struct vram_hookchan *hc, pid_t pid)
+{
+	(void)hc;
+	return pid != 102;
+}
+
+/* Asserts that commands [from, from+2) went to both processes as op with flags. */
+static void assert_phase(const struct fake_chan *fc, size_t from, enum vram_hookchan_op op, unsigned flags)
+{
+	assert_true(fc->n_sent >= from + 2);
+	for (size_t i = from; i < from + 2; i++) {
+		assert_int_equal(fc->sent[i].op, op);
+		assert_int_equal(fc->sent[i].flags, flags);
+	}
+	assert_int_not_equal(fc->sent[from].pid, fc->sent[from + 1].pid);
+}
+
+/*
+ * A group (two processes whose hooks take part): the offload closes both
+ * gates before either copies, and the restore opens both gates only after
+ * both restored. A gate that does not close opens the other and moves
+ * nothing; a restore that fails in one rank sends the other (restored, its
+ * gate held) out again, and no gate opens. A process whose hook does not
+ * know groups makes it the one-phase way.
+ */
+/* Starts a job of kind on the workload "h" over a fresh fc. */
+static struct vram_job *group_job(struct fixture *f, struct fake_chan *fc, struct vram_workload *w,
+				  struct vram_engine_host *host, enum vram_job_kind kind)
+{
+	*fc = (struct fake_chan){.pids = {101, 102}};
+	f->done_calls = 0;
+	struct vram_job *job = vram_job_new(kind, &vram_engine_hook, w, host, on_done, f);
+	assert_int_equal(vram_job_start(job), 0);
+	return job;
+}
+
+static void test_hook_group(void **state)
+{
+	struct fixture *f = *state;
+	struct vram_workload w = f->w;
+	w.cfg = &f->cfg->workloads[2];
+
+	/* offload: gate, gate, then copy, copy */
+	struct fake_chan fc;
+	struct vram_engine_host host = fake_host(f, &fc);
+	host.hook_group = fake_group;
+	struct vram_job *job = group_job(f, &fc, &w, &host, VRAM_JOB_OFFLOAD);
+	assert_int_equal(fc.n_sent, 2);
+	assert_phase(&fc, 0, VRAM_HOOKCHAN_OFFLOAD, VRAM_HOOK_OFFLOAD_GATE_ONLY);
+	fake_answer(&fc, 0, 0, VRAM_HOOK_STATE_OFFLOADING, 0, "gate closed");
+	assert_int_equal(fc.n_sent, 2); /* no copy while a gate is still open */
+	fake_answer(&fc, 1, 0, VRAM_HOOK_STATE_OFFLOADING, 0, "gate closed");
+	assert_phase(&fc, 2, VRAM_HOOKCHAN_OFFLOAD, 0);
+	fake_answer(&fc, 2, 0, VRAM_HOOK_STATE_OFFLOADED, GiB, "1 GiB offloaded");
+	fake_answer(&fc, 3, 0, VRAM_HOOK_STATE_OFFLOADED, 2 * GiB, "2 GiB offloaded");
+	run_until_done(f, 1);
+	assert_int_equal(job->error, 0);
+	assert_int_equal(job->bytes, 3 * GiB);
+	vram_job_free(job);
+
+	/* restore: both with the gate held, then both gates open */
+	job = group_job(f, &fc, &w, &host, VRAM_JOB_RESTORE);
+	assert_phase(&fc, 0, VRAM_HOOKCHAN_RESTORE, VRAM_HOOK_RESTORE_HOLD_GATE);
+	fake_answer(&fc, 0, 0, VRAM_HOOK_STATE_RESTORING, GiB, "1 GiB restored");
+	assert_int_equal(fc.n_sent, 2); /* no gate opens while a rank is still offloaded */
+	fake_answer(&fc, 1, 0, VRAM_HOOK_STATE_RESTORING, 2 * GiB, "2 GiB restored");
+	assert_phase(&fc, 2, VRAM_HOOKCHAN_RESTORE, 0);
+	assert_int_equal(f->done_calls, 0);
+	fake_answer(&fc, 2, 0, VRAM_HOOK_STATE_RUNNING, 0, "gate opened");
+	fake_answer(&fc, 3, 0, VRAM_HOOK_STATE_RUNNING, 0, "gate opened");
+	run_until_done(f, 1);
+	assert_int_equal(job->error, 0);
+	assert_int_equal(job->bytes, 3 * GiB);
+	vram_job_free(job);
+
+	/* a gate that does not close: the other opens again, nothing is copied */
+	job = group_job(f, &fc, &w, &host, VRAM_JOB_OFFLOAD);
+	fake_answer(&fc, 0, 0, VRAM_HOOK_STATE_OFFLOADING, 0, "gate closed");
+	fake_answer(&fc, 1, -EBUSY, VRAM_HOOK_STATE_RUNNING, 0, "CUDA calls of the program did not finish");
+	assert_int_equal(fc.n_sent, 3);
+	assert_int_equal(fc.sent[2].pid, 101);
+	assert_int_equal(fc.sent[2].op, VRAM_HOOKCHAN_RESTORE);
+	assert_int_equal(fc.sent[2].flags, 0);
+	fake_answer(&fc, 2, 0, VRAM_HOOK_STATE_RUNNING, 0, "gate opened");
+	run_until_done(f, 1);
+	assert_int_equal(job->error, -EBUSY);
+	assert_non_null(strstr(job->message, "pid 102 (closing its gate): CUDA calls"));
+	vram_job_free(job);
+
+	/* a restore that fails in one rank: the other goes out again, no gate opens */
+	job = group_job(f, &fc, &w, &host, VRAM_JOB_RESTORE);
+	fake_answer(&fc, 0, 0, VRAM_HOOK_STATE_RESTORING, GiB, "1 GiB restored");
+	fake_answer(&fc, 1, -ENOMEM, VRAM_HOOK_STATE_OFFLOADED, 0, "out of memory on device 1");
+	assert_int_equal(fc.n_sent, 3);
+	assert_int_equal(fc.sent[2].pid, 101);
+	assert_int_equal(fc.sent[2].op, VRAM_HOOKCHAN_OFFLOAD);
+	fake_answer(&fc, 2, 0, VRAM_HOOK_STATE_OFFLOADED, GiB, "1 GiB offloaded");
+	run_until_done(f, 1);
+	assert_int_equal(job->error, -ENOMEM);
+	assert_true(job->still_offloaded);
+	for (size_t i = 0; i < fc.n_sent; i++)
+		assert_false(fc.sent[i].op == VRAM_HOOKCHAN_RESTORE && fc.sent[i].flags == 0);
+	vram_job_free(job);
+
+	/* one hook without groups: one phase, as before */
+	host.hook_group = fake_group_not_102;
+	job = group_job(f, &fc, &w, &host, VRAM_JOB_OFFLOAD);
+	assert_phase(&fc, 0, VRAM_HOOKCHAN_OFFLOAD, 0);
+	fake_answer(&fc, 0, 0, VRAM_HOOK_STATE_OFFLOADED, GiB, "1 GiB offloaded");
+	fake_answer(&fc, 1, 0, VRAM_HOOK_STATE_OFFLOADED, GiB, "1 GiB offloaded");
+	run_until_done(f, 1);
+	assert_int_equal(job->error, 0);
+	vram_job_free(job);
 }
 
 /*
@@ -588,6 +710,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_hook_restore_rolls_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sim_park, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hook_park, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hook_group, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -235,8 +235,13 @@ static void test_hello_limit_invalid(void **state)
 	strcpy(m.u.hello.limit_text, "lots");
 	n = vram_hook_proto_encode(&m, buf, sizeof(buf));
 	size_t flags_at = VRAM_HOOK_PROTO_HEADER_SIZE + VRAM_HOOK_PROTO_HELLO_V1_SIZE;
-	buf[flags_at] |= 0x2;
+	buf[flags_at] |= 0x4;
 	assert_int_equal(vram_hook_proto_decode(buf, (size_t)n, &out), -EBADMSG);
+	buf[flags_at] &= (uint8_t)~0x4u;
+	/* The group flag (a hook that moves with its workload's other processes) is known. */
+	buf[flags_at] |= 0x2;
+	assert_int_equal(vram_hook_proto_decode(buf, (size_t)n, &out), n);
+	assert_int_equal(out.u.hello.flags, VRAM_HOOK_HELLO_LIMIT_INVALID | VRAM_HOOK_HELLO_GROUP);
 	buf[flags_at] &= (uint8_t)~0x2u;
 	memset(buf + flags_at + 4, 'a', VRAM_HOOK_PROTO_LIMIT_TEXT_MAX);
 	assert_int_equal(vram_hook_proto_decode(buf, (size_t)n, &out), -EBADMSG);
