@@ -287,7 +287,7 @@ out_proto:
 	return -EPROTO;
 }
 
-static long long now_ms(void)
+long long vram_client_now_ms(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -295,12 +295,12 @@ static long long now_ms(void)
 }
 
 /* Waits for fd to be ready for events, within the deadline. Returns 0 or -errno. */
-static int wait_fd(int fd, short events, long long deadline_ms)
+int vram_client_wait_fd(int fd, short events, long long deadline_ms)
 {
 	for (;;) {
 		int timeout = -1;
 		if (deadline_ms) {
-			long long left = deadline_ms - now_ms();
+			long long left = deadline_ms - vram_client_now_ms();
 			if (left <= 0)
 				return -ETIMEDOUT;
 			timeout = left > INT32_MAX ? INT32_MAX : (int)left;
@@ -316,7 +316,7 @@ static int wait_fd(int fd, short events, long long deadline_ms)
 	}
 }
 
-static int connect_to(const struct vram_client_url *url, char *err, size_t err_size)
+int vram_client_connect(const struct vram_client_url *url, char *err, size_t err_size)
 {
 	char where[512];
 	vram_client_url_format(url, where, sizeof(where));
@@ -362,6 +362,17 @@ static int connect_to(const struct vram_client_url *url, char *err, size_t err_s
 	return -e;
 }
 
+void vram_client_io_error(const struct vram_client_url *url, int r, int timeout_ms, char *err,
+			  size_t err_size)
+{
+	char where[512];
+	vram_client_url_format(url, where, sizeof(where));
+	if (r == -ETIMEDOUT)
+		snprintf(err, err_size, "vramd at %s did not answer within %d ms", where, timeout_ms);
+	else
+		snprintf(err, err_size, "talking to vramd at %s: %s", where, strerror(-r));
+}
+
 int vram_client_format_request(struct vram_buf *out, const struct vram_client_url *url,
 			       const char *method, const char *path, const char *headers,
 			       const char *json_body, const char *token)
@@ -400,8 +411,8 @@ int vram_client_request_headers(const struct vram_client_url *url, const char *m
 				const char *token, int timeout_ms, struct vram_client_response *ret,
 				char *err, size_t err_size)
 {
-	long long deadline = timeout_ms > 0 ? now_ms() + timeout_ms : 0;
-	int fd = connect_to(url, err, err_size);
+	long long deadline = timeout_ms > 0 ? vram_client_now_ms() + timeout_ms : 0;
+	int fd = vram_client_connect(url, err, err_size);
 	if (fd < 0)
 		return fd;
 
@@ -414,7 +425,7 @@ int vram_client_request_headers(const struct vram_client_url *url, const char *m
 	}
 
 	for (size_t off = 0; off < req.len;) {
-		if ((r = wait_fd(fd, POLLOUT, deadline)) < 0)
+		if ((r = vram_client_wait_fd(fd, POLLOUT, deadline)) < 0)
 			goto out_io;
 		ssize_t n = send(fd, req.data + off, req.len - off, MSG_NOSIGNAL);
 		if (n < 0) {
@@ -430,7 +441,7 @@ int vram_client_request_headers(const struct vram_client_url *url, const char *m
 	vram_buf_init(&resp, VRAM_CLIENT_RESPONSE_MAX);
 	for (;;) {
 		char chunk[16384];
-		if ((r = wait_fd(fd, POLLIN, deadline)) < 0)
+		if ((r = vram_client_wait_fd(fd, POLLIN, deadline)) < 0)
 			break;
 		ssize_t n = recv(fd, chunk, sizeof(chunk), 0);
 		if (n < 0) {
@@ -456,14 +467,8 @@ int vram_client_request_headers(const struct vram_client_url *url, const char *m
 	vram_buf_done(&resp);
 	goto out;
 
-out_io: {
-	char where[512];
-	vram_client_url_format(url, where, sizeof(where));
-	if (r == -ETIMEDOUT)
-		snprintf(err, err_size, "vramd at %s did not answer within %d ms", where, timeout_ms);
-	else
-		snprintf(err, err_size, "talking to vramd at %s: %s", where, strerror(-r));
-}
+out_io:
+	vram_client_io_error(url, r, timeout_ms, err, err_size);
 out:
 	vram_buf_done(&req);
 	close(fd);

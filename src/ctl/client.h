@@ -88,4 +88,20 @@ int vram_client_format_request(struct vram_buf *out, const struct vram_client_ur
 			       const char *method, const char *path, const char *headers,
 			       const char *json_body, const char *token);
 
+/*
+ * Connects to the daemon (blocking). Returns the socket (close-on-exec;
+ * caller closes), or -errno with a reason in err.
+ */
+int vram_client_connect(const struct vram_client_url *url, char *err, size_t err_size);
+/*
+ * Waits for fd to be ready for events (POLLIN, POLLOUT) until deadline_ms
+ * (CLOCK_MONOTONIC ms, vram_client_now_ms; 0 = no deadline). Returns 0,
+ * -ETIMEDOUT or -errno.
+ */
+int vram_client_wait_fd(int fd, short events, long long deadline_ms);
+long long vram_client_now_ms(void); /* ms, CLOCK_MONOTONIC */
+/* The words for a failed exchange (r: -errno; -ETIMEDOUT after timeout_ms) into err. */
+void vram_client_io_error(const struct vram_client_url *url, int r, int timeout_ms, char *err,
+			  size_t err_size);
+
 #endif

@@ -21,6 +21,7 @@
 #include "ctl/client.h"
 #include "ctl/hookctl.h"
 #include "ctl/mcp.h"
+#include "ctl/stream.h"
 #include "ctl/table.h"
 
 #define CTL_MAX_ARGS 16
@@ -38,6 +39,7 @@ struct ctl {
 	bool offload; /* timeout: set offload_after rather than release_after */
 	bool park;    /* timeout: set park_after rather than release_after */
 	bool force;   /* mps stop: even with workers attached */
+	bool follow;  /* logs -f: go on with what is appended */
 	long tail;
 	long timeout_s; /* 0 = the command's default */
 	long pid;       /* offload|restore|status --pid: a hooked process by hand; 0 = none */
@@ -71,7 +73,8 @@ static void usage(FILE *f)
 	      "  timeout NAME DURATION [--offload|--park]\n"
 	      "                                       idle time before release (or offload, or park\n"
 	      "                                       once offloaded): 10m, 1h, never\n"
-	      "  logs NAME [-n LINES]                 the end of the workload's log\n"
+	      "  logs NAME [-n LINES] [-f]            the end of the workload's log; -f: then follow it\n"
+	      "                                       until interrupted or the workload is removed\n"
 	      "  run [--name N] [--memory 20GiB] [--gpus N] -- CMD ARGS...\n"
 	      "                                       run a command with libvram.so as an ad-hoc\n"
 	      "                                       workload; its output here, its exit status\n"
@@ -157,6 +160,8 @@ static int parse_args(int argc, char **argv, struct ctl *c)
 			c->park = true;
 		} else if (strcmp(a, "--force") == 0) {
 			c->force = true;
+		} else if (strcmp(a, "-f") == 0 || strcmp(a, "--follow") == 0) {
+			c->follow = true;
 		} else if (strcmp(a, "-n") == 0 || strcmp(a, "--tail") == 0 || strcmp(a, "--lines") == 0) {
 			TAKE_VALUE();
 			char *end;
@@ -512,6 +517,47 @@ static int cmd_timeout(const struct ctl *c)
 	return r;
 }
 
+/*
+ * logs -f: GET .../logs?follow=1 as a stream, each piece written out as it
+ * comes, until the daemon ends it (the workload was removed, vramd drains)
+ * or vramctl is interrupted.
+ */
+static int logs_follow(const struct ctl *c, const char *name, const char *path)
+{
+	struct vram_client_url url;
+	int r = connect_url(c, &url);
+	if (r)
+		return r;
+	char err[1024];
+	struct vram_stream *s = NULL;
+	struct vram_client_response resp;
+	r = vram_stream_open(&url, path, getenv("VRAMD_TOKEN"), CTL_STATUS_TIMEOUT_MS, &s, &resp, err,
+			     sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "vramctl: %s\n", err);
+		return VRAM_CTL_EXIT_FAILED;
+	}
+	if (!s) {
+		char what[128];
+		snprintf(what, sizeof(what), "logs %s", name);
+		r = report_error(what, &resp);
+		vram_client_response_done(&resp);
+		return r;
+	}
+	char buf[16384];
+	ssize_t n;
+	while ((n = vram_stream_read(s, buf, sizeof(buf), -1, err, sizeof(err))) > 0) {
+		if (fwrite(buf, 1, (size_t)n, stdout) != (size_t)n || fflush(stdout) != 0)
+			break; /* the reader went away (a pipe into head) */
+	}
+	vram_stream_close(s);
+	if (n < 0) {
+		fprintf(stderr, "vramctl: logs %s: %s\n", name, err);
+		return VRAM_CTL_EXIT_FAILED;
+	}
+	return 0;
+}
+
 static int cmd_logs(const struct ctl *c)
 {
 	if (c->n_args != 2)
@@ -520,10 +566,16 @@ static int cmd_logs(const struct ctl *c)
 	if (!vram_config_name_ok(name))
 		return usage_error("\"%s\" is not a workload name", name);
 	char path[256];
-	if (c->tail >= 0)
-		snprintf(path, sizeof(path), "/api/workloads/%s/logs?tail=%ld", name, c->tail);
-	else
-		snprintf(path, sizeof(path), "/api/workloads/%s/logs", name);
+	int len = snprintf(path, sizeof(path), "/api/workloads/%s/logs", name);
+	const char *sep = "?";
+	if (c->tail >= 0) {
+		len += snprintf(path + len, sizeof(path) - (size_t)len, "%stail=%ld", sep, c->tail);
+		sep = "&";
+	}
+	if (c->follow) {
+		snprintf(path + len, sizeof(path) - (size_t)len, "%sfollow=1", sep);
+		return logs_follow(c, name, path);
+	}
 	struct vram_client_response resp;
 	int r = call(c, "GET", path, NULL, CTL_STATUS_TIMEOUT_MS, &resp);
 	if (r)

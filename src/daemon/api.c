@@ -29,6 +29,7 @@
 #include "common/strutil.h"
 #include "common/units.h"
 #include "daemon/http.h"
+#include "daemon/logfollow.h"
 #include "daemon/manager.h"
 #include "daemon/mps.h"
 #include "daemon/mcp.h"
@@ -52,6 +53,7 @@ struct vram_api {
 	struct vram_manager_sub *status_sub; /* state changes drop it */
 	struct vram_mcp *mcp;          /* the MCP server at /mcp */
 	struct vram_upgrade *upgrade;  /* borrowed; restart in place; NULL: not offered */
+	struct vram_logfollow *follow; /* clients following a log (logs?follow=1) */
 };
 
 /*
@@ -846,6 +848,15 @@ static int h_logs(struct vram_api_call *c, json_t **ret)
 						   "tail: expected a number of lines 0..%d, got \"%.32s\"",
 						   VRAM_API_LOG_TAIL_MAX, ts);
 	}
+	/* ?follow=1: the tail, then what is appended, streamed (logfollow.h) */
+	bool follow = false;
+	const char *fs = evhttp_find_header(&c->query, "follow");
+	if (fs) {
+		if (strcmp(fs, "1") != 0 && strcmp(fs, "0") != 0)
+			return vram_http_error_out(ret, 400, NULL,
+						   "follow: expected 1 or 0, got \"%.32s\"", fs);
+		follow = fs[0] == '1';
+	}
 	/* ?offset=N: the bytes from N on (for following a log); X-Log-Next-Offset says where to go on */
 	long long offset = -1;
 	const char *os = evhttp_find_header(&c->query, "offset");
@@ -857,6 +868,10 @@ static int h_logs(struct vram_api_call *c, json_t **ret)
 			return vram_http_error_out(ret, 400, NULL,
 						   "offset: expected a byte offset, got \"%.32s\"",
 						   os);
+		if (follow)
+			return vram_http_error_out(ret, 400, NULL,
+						   "offset and follow=1 do not go together: a "
+						   "followed log starts with its last lines (tail)");
 	}
 	json_t *w = vram_manager_workload_json(c->api->m, c->match->name);
 	if (!w)
@@ -865,41 +880,36 @@ static int h_logs(struct vram_api_call *c, json_t **ret)
 	int refused = check_may_act(c, c->match->name, "read the log of", ret);
 	if (refused)
 		return refused;
+	if (follow) {
+		size_t n, n_tcp;
+		vram_logfollow_count(c->api->follow, &n, &n_tcp);
+		if (!vram_peer_share_left(&c->peer, n, n_tcp, VRAM_LOGFOLLOW_MAX,
+					  VRAM_LOGFOLLOW_UNIX_RESERVED)) {
+			char msg[256];
+			vram_peer_share_refusal(&c->peer, "clients following a log",
+						VRAM_LOGFOLLOW_MAX, VRAM_LOGFOLLOW_UNIX_RESERVED,
+						msg, sizeof(msg));
+			return vram_http_error_out(ret, 503, "busy", "%s", msg);
+		}
+		if (vram_logfollow_start(c->api->follow, c->req, c->match->name, tail,
+					 c->peer.transport == VRAM_PEER_TCP) < 0)
+			return vram_http_error_out(ret, 500, NULL, "out of memory");
+		return 0;
+	}
 	const char *path = vram_manager_log_path(c->api->m, c->match->name);
 	if (offset >= 0)
 		return logs_from(c, path, (off_t)offset);
 
 	char *text = NULL;
 	size_t len = 0;
+	off_t end;
 	int fd = path ? vram_open_file(path, O_RDONLY, 0) : -1; /* not through a link */
-	if (fd >= 0) {
-		struct stat st;
-		if (fstat(fd, &st) == 0 && st.st_size > 0) {
-			off_t size = st.st_size;
-			size_t want = size > VRAM_API_LOG_BYTES_MAX ? VRAM_API_LOG_BYTES_MAX : (size_t)size;
-			text = malloc(want + 1);
-			if (text) {
-				ssize_t n = pread(fd, text, want, size - (off_t)want);
-				len = n > 0 ? (size_t)n : 0;
-			}
-		}
+	int r = vram_logfollow_tail(fd, tail, VRAM_API_LOG_BYTES_MAX, &text, &len, &end);
+	if (fd >= 0)
 		close(fd);
-	}
-	/* Keep the last `tail` lines (a last line without '\n' counts). */
-	size_t start = 0;
-	if (text) {
-		long lines = 0;
-		size_t i = len;
-		if (i > 0 && text[i - 1] == '\n')
-			i--;
-		while (i > 0) {
-			if (text[i - 1] == '\n' && ++lines == tail)
-				break;
-			i--;
-		}
-		start = tail == 0 ? len : i;
-	}
-	vram_http_reply_text(c->req, 200, text ? text + start : "", text ? len - start : 0);
+	if (r < 0)
+		return vram_http_error_out(ret, 500, NULL, "out of memory");
+	vram_http_reply_text(c->req, 200, text ? text : "", len);
 	free(text);
 	return 0;
 }
@@ -1334,7 +1344,9 @@ int vram_api_new(struct event_base *base, struct vram_manager *m, struct vram_ap
 		free(api);
 		return -ENOMEM;
 	}
-	if (vram_mcp_new(base, m, api->wa, &api->mcp) < 0) {
+	if (vram_mcp_new(base, m, api->wa, &api->mcp) < 0 ||
+	    vram_logfollow_new(base, m, &api->follow) < 0) {
+		vram_mcp_free(api->mcp);
 		vram_waitact_free(api->wa);
 		vram_manager_unsubscribe(api->status_sub);
 		free(api);
@@ -1351,6 +1363,7 @@ void vram_api_set_upgrade(struct vram_api *api, struct vram_upgrade *up)
 
 void vram_api_end_streams(struct vram_api *api)
 {
+	vram_logfollow_end_all(api->follow);
 	while (!vram_list_empty(&api->sse)) {
 		struct sse_client *s = vram_list_entry(vram_list_first(&api->sse), struct sse_client, link);
 		struct evhttp_connection *evcon = evhttp_request_get_connection(s->req);
@@ -1376,6 +1389,7 @@ void vram_api_free(struct vram_api *api)
 	if (!api)
 		return;
 	vram_api_close_clients(api);
+	vram_logfollow_free(api->follow);
 	vram_mcp_free(api->mcp);
 	vram_waitact_free(api->wa);
 	vram_manager_unsubscribe(api->status_sub);
