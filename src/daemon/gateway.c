@@ -349,6 +349,11 @@ int vram_gateway_listener_fd(const struct vram_gateway *gw, size_t i, bool *ret_
 	return evconnlistener_get_fd(gw->listeners[i].l);
 }
 
+void vram_gateway_set_access_log(struct vram_gateway *gw, struct vram_accesslog *al)
+{
+	gw->alog = al;
+}
+
 void vram_gateway_free(struct vram_gateway *gw)
 {
 	if (!gw)
