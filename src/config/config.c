@@ -2001,11 +2001,15 @@ static void g_sim(struct ctx *c, const struct vram_ynode *v, void *t)
 
 	if (v->type == VRAM_YNODE_SCALAR) {
 		uint64_t sizes[VRAM_CONFIG_MAX_GPUS];
+		char hint[256];
 		int n = vram_units_parse_gpu_list(v->text, sizes, VRAM_CONFIG_MAX_GPUS);
 		if (n == -ENOMEM)
 			c->oom = true;
 		else if (n == -E2BIG)
 			fail(c, v, "too many GPUs, expected at most %d", VRAM_CONFIG_MAX_GPUS);
+		else if (n == -EDOM)
+			fail(c, v, "a GPU size needs a unit: %s, not %s",
+			     vram_units_gpu_list_hint(v->text, hint, sizeof(hint)), GOT(v));
 		else if (n < 0)
 			fail(c, v, "expected %s, got %s", expected, GOT(v));
 		else
@@ -2208,8 +2212,13 @@ static void apply_overrides(struct ctx *c, const struct vram_config_overrides *o
 	if (ov->sim_gpus) {
 		uint64_t sizes[VRAM_CONFIG_MAX_GPUS];
 		int n = vram_units_parse_gpu_list(ov->sim_gpus, sizes, VRAM_CONFIG_MAX_GPUS);
+		char hint[256];
 		if (n == -ENOMEM) {
 			c->oom = true;
+		} else if (n == -EDOM) {
+			fail_option(c, "--gpus", "a GPU size needs a unit: --gpus %s, not \"%s\"",
+				    vram_units_gpu_list_hint(ov->sim_gpus, hint, sizeof(hint)),
+				    ov->sim_gpus);
 		} else if (n < 0) {
 			fail_option(c, "--gpus", "expected a list like 2x80GiB or 1x24GiB,1x80GiB "
 				    "(at most %d GPUs), got \"%s\"", VRAM_CONFIG_MAX_GPUS,

@@ -652,6 +652,12 @@ static int cmd_plan(const struct ctl *c)
 	if (c->gpus) {
 		uint64_t sizes[VRAM_PLAN_MAX_GPUS];
 		int n = vram_units_parse_gpu_list(c->gpus, sizes, VRAM_PLAN_MAX_GPUS);
+		if (n == -EDOM) {
+			char hint[256];
+			vram_config_free(cfg);
+			return usage_error("--gpus: a GPU size needs a unit: --gpus %s, not \"%s\"",
+					   vram_units_gpu_list_hint(c->gpus, hint, sizeof(hint)), c->gpus);
+		}
 		if (n <= 0) {
 			vram_config_free(cfg);
 			return usage_error("--gpus: expected a list like 4x40GiB or 1x24GiB,1x80GiB, got \"%s\"",
