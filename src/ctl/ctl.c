@@ -59,6 +59,8 @@ static void usage(FILE *f)
 	      "\n"
 	      "Commands:\n"
 	      "  status [--json]                      GPUs and workloads at a glance\n"
+	      "  top                                  a live view: GPUs, workloads, request rates;\n"
+	      "                                       keys start, stop, offload, restore (q quits)\n"
 	      "  plan CONFIG --gpus 4x40GiB [--json]  where the config's workloads would go (no daemon)\n"
 	      "       [--host-memory 64GiB]           and what they would hold in host RAM, offloaded\n"
 	      "  start NAME                           start a workload and wait until it is ready\n"
@@ -1363,6 +1365,28 @@ static int cmd_daemon(const struct ctl *c)
 	return 0;
 }
 
+static vram_ctl_top_fn top_fn; /* the binary's `top`, NULL where there is none (tests) */
+
+void vram_ctl_set_top(vram_ctl_top_fn top)
+{
+	top_fn = top;
+}
+
+static int cmd_top(const struct ctl *c)
+{
+	if (c->n_args != 1)
+		return usage_error("%s", "top takes no arguments");
+	if (!top_fn) {
+		fprintf(stderr, "vramctl: top is not part of this build\n");
+		return VRAM_CTL_EXIT_FAILED;
+	}
+	struct vram_client_url url;
+	int r = connect_url(c, &url);
+	if (r)
+		return r;
+	return top_fn(&url, getenv("VRAMD_TOKEN"));
+}
+
 int vram_ctl_main(int argc, char **argv)
 {
 	struct ctl c;
@@ -1401,6 +1425,8 @@ int vram_ctl_main(int argc, char **argv)
 		return cmd_mps(&c);
 	if (strcmp(cmd, "logs") == 0)
 		return cmd_logs(&c);
+	if (strcmp(cmd, "top") == 0)
+		return cmd_top(&c);
 	if (strcmp(cmd, "run") == 0)
 		return cmd_run(&c);
 	if (strcmp(cmd, "reload") == 0)

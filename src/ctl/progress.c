@@ -55,39 +55,25 @@ static void *call_thread(void *arg)
 
 /* What the event stream said of the workload last. */
 struct seen {
+	const char *workload; /* borrowed */
 	char state[32];
 	char reason[256];
-	char line[4096]; /* an event-stream line being read */
-	size_t line_len;
+	struct vram_sse_reader sse;
 };
 
-/* One line of the event stream: a state change of our workload is noted. */
-static void stream_line(struct seen *s, const char *workload)
+/* One event: a state change of our workload is noted. */
+static void on_event(const char *data, void *arg)
 {
-	if (strncmp(s->line, "data: ", 6) != 0)
-		return;
-	json_t *j = json_loads(s->line + 6, 0, NULL);
+	struct seen *s = arg;
+	json_t *j = json_loads(data, 0, NULL);
 	const char *w = json_string_value(json_object_get(j, "workload"));
 	const char *to = json_string_value(json_object_get(j, "to"));
 	const char *why = json_string_value(json_object_get(j, "reason"));
-	if (w && to && strcmp(w, workload) == 0) {
+	if (w && to && strcmp(w, s->workload) == 0) {
 		snprintf(s->state, sizeof(s->state), "%s", to);
 		snprintf(s->reason, sizeof(s->reason), "%s", why ? why : "");
 	}
 	json_decref(j);
-}
-
-static void stream_bytes(struct seen *s, const char *workload, const char *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		if (p[i] == '\n') {
-			s->line[s->line_len] = '\0';
-			stream_line(s, workload);
-			s->line_len = 0;
-		} else if (s->line_len + 1 < sizeof(s->line)) {
-			s->line[s->line_len++] = p[i];
-		}
-	}
 }
 
 int vram_progress_request(const struct vram_client_url *url, const char *method, const char *path,
@@ -120,6 +106,8 @@ int vram_progress_request(const struct vram_client_url *url, const char *method,
 					   err_size);
 	}
 	struct seen *s = calloc(1, sizeof(*s));
+	if (s)
+		s->workload = workload;
 	long long t0 = vram_client_now_ms(), next_draw = t0;
 	for (bool done = false; !done;) {
 		long long now = vram_client_now_ms();
@@ -145,7 +133,7 @@ int vram_progress_request(const struct vram_client_url *url, const char *method,
 			char buf[4096];
 			ssize_t n = vram_stream_read(events, buf, sizeof(buf), 0, serr, sizeof(serr));
 			if (n > 0 && s)
-				stream_bytes(s, workload, buf, (size_t)n);
+				vram_sse_feed(&s->sse, buf, (size_t)n, on_event, s);
 			else if (n != -ETIMEDOUT) {
 				vram_stream_close(events); /* ended or broken: the time goes on alone */
 				events = NULL;
