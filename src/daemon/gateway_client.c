@@ -244,6 +244,8 @@ static int client_preflight(struct gw_client *c, const struct vram_h1_head *h, b
 	vram_access_preflight_headers(c->cors_origin, h, cors, sizeof(cors));
 	int n = snprintf(head, sizeof(head), "HTTP/1.1 204 No Content\r\n%s%s\r\n", cors,
 			 close ? "Connection: close\r\n" : "");
+	if (c->acc.pending)
+		gw__access_end(c->gw, &c->acc, 204, (uint64_t)n, -1);
 	int r = client_send(c, head, (size_t)n);
 	if (r == 0 && close)
 		gw__client_close_soon(c);
@@ -384,13 +386,13 @@ static void client_process(struct gw_client *c)
 			bad_request(c, hl);
 			break;
 		}
-		if (!c->acc.pending)
-			gw__access_begin(c, &h);
 		/* draining for a restart: answered, then the connection ends (a new one waits for
 		 * the next image in the kernel's backlog) */
 		if (c->gw->draining)
 			h.keep_alive = false;
 		if (!c->admitted) {
+			/* once per request: its head is read again while its body comes */
+			gw__access_begin(c, &h);
 			enum gw_door d = front_door(c, &h);
 			if (d == GW_DOOR_CLOSED)
 				break;

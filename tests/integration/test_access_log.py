@@ -6,6 +6,8 @@ import json
 import os
 import re
 
+import requests
+
 from conftest import wait_for
 from test_gateway import chat, config
 
@@ -91,3 +93,21 @@ def test_access_log_refused_values(daemon):
     d.proc.wait(20)
     assert d.proc.returncode != 0
     assert "access_log.max_size" in d.log_text(), d.log_text()
+
+
+def test_each_request_on_a_connection_has_its_line(daemon):
+    # A CORS preflight answered by the front door, then a request on the same
+    # connection: each has its own line (the second is not logged as the first).
+    d = daemon(access_config("  access_log: {workdir}/access.log\n"
+                             "  cors: { origins: ['http://ui.example:3000'] }\n"))
+    path = os.path.join(d.workdir, "access.log")
+    s = requests.Session()
+    r = s.options(d.url + "/api/gpu/status", headers={
+        "Origin": "http://ui.example:3000", "Access-Control-Request-Method": "GET"})
+    assert r.status_code == 204, r.text
+    assert s.get(d.url + "/api/gpu/status?after=preflight").status_code == 200
+    s.close()
+    got = wait_for(lambda: (lambda ls: ls if len(ls) >= 2 else None)(lines(path)), 10,
+                   what="two lines")
+    assert [(l["method"], l["path"], l["status"]) for l in got] == [
+        ("OPTIONS", "/api/gpu/status", 204), ("GET", "/api/gpu/status?after=preflight", 200)]
