@@ -384,7 +384,7 @@ static void print_placement_note(const struct ctl *c, const char *name)
 {
 	json_t *w = get_workload(c, name);
 	const char *note = json_string_value(json_object_get(w, "placement_note"));
-	if (note && strstr(note, "fallback"))
+	if (note && json_is_true(json_object_get(w, "placement_fallback")))
 		fprintf(stderr, "%s: placed by its fallback, not as asked: %s\n", name, note);
 	json_decref(w);
 }

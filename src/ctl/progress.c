@@ -23,8 +23,7 @@ bool vram_progress_wanted(void)
 char *vram_progress_line(const char *workload, const char *action, const char *state,
 			 const char *reason, double seconds, char *buf, size_t size)
 {
-	/* a reason that only says what was asked ("start asked") adds nothing */
-	bool say_reason = state && reason && *reason && !strstr(reason, " asked");
+	bool say_reason = state && reason && *reason;
 	snprintf(buf, size, "%s: %s%s%.160s%s, %.1f s", workload, state ? state : action,
 		 say_reason ? " (" : "", say_reason ? reason : "", say_reason ? ")" : "", seconds);
 	return buf;

@@ -33,10 +33,11 @@ int vram_progress_request(const struct vram_client_url *url, const char *method,
 			  size_t err_size);
 
 /*
- * The line shown (without the erase and carriage return): "NAME: STATE,
- * 3.2 s", or with the reason of the last change when it says more than the
- * state ("chat: starting (waiting for evicted workloads to free memory),
- * 1.0 s"). state NULL: the action's name, not yet a state. Into buf.
+ * The line shown (without the erase and carriage return): "NAME: STATE
+ * (REASON), 3.2 s", the reason of the last change as the event said it
+ * ("chat: starting (waiting for evicted workloads to free memory), 1.0 s").
+ * state NULL: the action's name ("chat: start, 0.1 s"), not yet a state.
+ * Into buf.
  */
 char *vram_progress_line(const char *workload, const char *action, const char *state,
 			 const char *reason, double seconds, char *buf, size_t size);

@@ -163,6 +163,11 @@ static int plan_workload(struct vram_manager *m, struct vram_workload *w, bool a
 		vram_info("%s: %s", w->cfg->name, pl->message);
 	/* shown in its status: a fallback (fewer GPUs than asked, the CPU) is the user's to know */
 	snprintf(w->placement_note, sizeof(w->placement_note), "%s", pl->message);
+	w->placement_fallback = false;
+	for (size_t i = 0; i < pl->n_results; i++)
+		w->placement_fallback |= pl->results[i].outcome == VRAM_PLAN_SHARED ||
+					 (pl->results[i].outcome == VRAM_PLAN_CPU &&
+					  w->cfg->gpus.count > 0);
 	return 0;
 }
 

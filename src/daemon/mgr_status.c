@@ -205,6 +205,8 @@ static json_t *workload_json(struct vram_manager *m, struct vram_workload *w)
 		json_object_set_new(o, "placement_note",
 				    w->placement_note[0] ? text_json(w->placement_note) : json_null());
 	if (o)
+		json_object_set_new(o, "placement_fallback", json_boolean(w->placement_fallback));
+	if (o)
 		json_object_set_new(o, "mps", workload_mps_json(w));
 	if (o)
 		json_object_set_new(o, "hook", workload_hook_json(m, w));

@@ -98,10 +98,12 @@ def test_fallback_placement_is_shown(daemon):
     assert re.search(r"^wide: placed by its fallback, not as asked: fallback share: only 1 GPU here; on GPU0 as 1 GPU x 20GiB$",
                      r.stderr, re.M), r.stderr
     assert "fallback share" in d.workload("wide")["placement_note"]
+    assert d.workload("wide")["placement_fallback"] is True
     # one that fits as asked says nothing of it
     r = d.ctl("start", "chat", check=0)
     assert r.stderr == ""
     assert d.workload("chat")["placement_note"] is None
+    assert d.workload("chat")["placement_fallback"] is False
 
 
 def run_on_terminal(args, timeout=60):
@@ -136,14 +138,15 @@ def test_progress_line_on_a_terminal(daemon):
     assert re.fullmatch(r"slow: started in \d+\.\d\d s\n", out), out
     # the line is redrawn in place: carriage return, erase, "NAME: STATE, SECONDS s"
     frames = [f for f in term.split("\r\x1b[K") if f]
-    assert any(re.fullmatch(r"slow: starting, 1\.\d s", f) for f in frames), frames  # 1.5 s load
+    assert any(re.fullmatch(r"slow: starting \(start asked\), 1\.\d s", f) for f in frames), \
+        frames  # 1.5 s load
     seconds = [float(m.group(1)) for f in frames for m in [re.search(r", (\d+\.\d) s$", f)] if m]
     assert seconds == sorted(seconds) and len(seconds) >= 5, frames
     assert term.endswith("\r\x1b[K")  # erased: the terminal keeps the result only
     # Over HTTP too.
     d.ctl("stop", "slow", check=0)
     rc, out, term = run_on_terminal(["--url", d.url, "start", "slow"])
-    assert rc == 0 and "slow: starting, " in term
+    assert rc == 0 and "slow: starting (start asked), " in term
     # --no-wait, or no terminal: nothing of it
     d.ctl("stop", "slow", check=0)
     rc, out, term = run_on_terminal(["--url", d.sock, "start", "--no-wait", "slow"])

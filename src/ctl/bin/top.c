@@ -25,6 +25,7 @@
 #include <jansson.h>
 
 #include "common/units.h"
+#include "core/workload.h"
 #include "ctl/client.h"
 #include "ctl/ctl.h"
 #include "ctl/stream.h"
@@ -169,20 +170,23 @@ static void bar(int y, int x, int width, uint64_t used, uint64_t total)
 
 static int state_color(const char *state)
 {
-	if (strcmp(state, "ready") == 0)
-		return COLOR_OK;
-	if (strcmp(state, "failed") == 0)
-		return COLOR_BAD;
-	if (strcmp(state, "stopped") == 0 || strcmp(state, "offloaded") == 0 ||
-	    strcmp(state, "parked") == 0)
+	enum vram_wl_state st;
+	if (vram_wl_state_parse(state, &st) < 0)
 		return 0;
+	if (st == VRAM_WL_READY)
+		return COLOR_OK;
+	if (st == VRAM_WL_FAILED)
+		return COLOR_BAD;
+	if (vram_wl_state_settled(st))
+		return 0; /* stopped, offloaded, parked */
 	return COLOR_BUSY; /* on its way somewhere */
 }
 
 static void fmt_idle(const struct vram_top_wl *w, char *buf, size_t size)
 {
 	double s = w->idle_s;
-	if (strcmp(w->state, "ready") != 0 || s < 0)
+	enum vram_wl_state st;
+	if (vram_wl_state_parse(w->state, &st) < 0 || st != VRAM_WL_READY || s < 0)
 		snprintf(buf, size, "-");
 	else if (s < 60)
 		snprintf(buf, size, "%.0fs", s);
