@@ -16,11 +16,11 @@ from conftest import VRAMCTL, wait_for
 
 from test_output_relay import CHATTY
 
-# chatty prints "tick N" every 50 ms; a 2 KiB log rotates every ~250 ticks.
+# chatty prints "tick N" every 50 ms; a 1 KiB log rotates every ~110 ticks.
 CONFIG = f"""
 daemon:
   log_level: debug
-  workload_log_max: 2KiB
+  workload_log_max: 1KiB
   workload_log_keep: 2
 gpus:
   reserve: 0
@@ -78,13 +78,13 @@ def test_follow_sends_the_tail_then_every_line_across_rotations(daemon):
         # The tail came at once: 3 lines of what was already there.
         wait_for(lambda: len(f.text.splitlines()) >= 3, 10, what="the tail")
         first = f.ticks()[0]
-        # Then on: 600 ticks is past two rotations of the 2 KiB file, none lost or repeated.
-        wait_for(lambda: len(f.ticks()) >= 600 or f.ended, 120, interval=0.2,
-                 what="600 ticks through the stream")
+        # Then on: 300 ticks is past two rotations of the 1 KiB file, none lost or repeated.
+        wait_for(lambda: len(f.ticks()) >= 300 or f.ended, 120, interval=0.2,
+                 what="300 ticks through the stream")
         got = f.ticks()
         assert consecutive(got), [(a, b) for a, b in zip(got, got[1:]) if b != a + 1][:5]
         assert got[0] == first
-        assert os.path.exists(os.path.join(d.workdir, "state", "logs", "chatty.log.1"))
+        assert os.path.exists(os.path.join(d.workdir, "state", "logs", "chatty.log.2"))
         assert not f.ended
     finally:
         f.close()
