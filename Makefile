@@ -21,6 +21,8 @@ DEB_PACKAGES = build-essential pkg-config meson ninja-build \
 DEB_PACKAGES += chromium
 # the container test runs podman (with runc: crun fails on some hosts) on an image of busybox
 DEB_PACKAGES += podman runc busybox-static
+# vramctl top draws with ncurses; its test drives it in tmux
+DEB_PACKAGES += libncurses-dev tmux
 
 .PHONY: all build deps bench-deps test-clients run install deb test test-normal test-asan test-valgrind bench clean
 

@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <inttypes.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -263,6 +264,35 @@ char *vram_units_format_mem(const struct vram_mem *mem, char *buf, size_t size)
 	return vram_units_format_bytes(mem->bytes, buf, size);
 }
 
+/* Whether a size ends in a unit (a letter), trailing blanks aside. */
+static bool has_unit(const char *size_s)
+{
+	size_t n = strlen(size_s);
+	while (n > 0 && size_s[n - 1] == ' ')
+		n--;
+	return n > 0 && isalpha((unsigned char)size_s[n - 1]);
+}
+
+char *vram_units_gpu_list_hint(const char *s, char *buf, size_t size)
+{
+	size_t o = 0;
+	if (size == 0)
+		return buf;
+	for (const char *p = s;; p++) {
+		bool end_of_item = *p == ',' || *p == '\0';
+		/* a digit closing an item: the size had no unit */
+		if (end_of_item && p > s && isdigit((unsigned char)p[-1]))
+			o += (size_t)snprintf(buf + (o < size ? o : size - 1), o < size ? size - o : 1,
+					      "GiB");
+		if (*p == '\0')
+			break;
+		if (o + 1 < size)
+			buf[o++] = *p;
+	}
+	buf[o < size ? o : size - 1] = '\0';
+	return buf;
+}
+
 int vram_units_parse_gpu_list(const char *s, uint64_t *ret_sizes, size_t max)
 {
 	if (!s || !*s)
@@ -296,6 +326,10 @@ int vram_units_parse_gpu_list(const char *s, uint64_t *ret_sizes, size_t max)
 		r = vram_units_parse_bytes(size_s, &bytes);
 		if (r < 0 || bytes == 0) {
 			r = -EINVAL;
+			goto out_free;
+		}
+		if (!has_unit(size_s)) {
+			r = -EDOM;
 			goto out_free;
 		}
 		for (unsigned long i = 0; i < count; i++) {

@@ -60,9 +60,17 @@ char *vram_units_format_mem(const struct vram_mem *mem, char *buf, size_t size);
 
 /*
  * Parses "2x80GiB" or "1x24GiB,1x80GiB" (a list of COUNTxSIZE, COUNT may be
- * omitted for 1). Fills up to max entries of ret_sizes (bytes) and returns
- * the number of GPUs, or -EINVAL / -E2BIG (more than max).
+ * omitted for 1). Each size needs a unit: "2x80" is not two 80-byte GPUs
+ * but a mistake (-EDOM). Fills up to max entries of ret_sizes (bytes) and
+ * returns the number of GPUs, or -EINVAL, -EDOM (a size without a unit) or
+ * -E2BIG (more than max).
  */
 int vram_units_parse_gpu_list(const char *s, uint64_t *ret_sizes, size_t max);
+/*
+ * For a list vram_units_parse_gpu_list refused with -EDOM: s with "GiB"
+ * after each size that has no unit ("2x80" -> "2x80GiB"), into buf.
+ * Returns buf.
+ */
+char *vram_units_gpu_list_hint(const char *s, char *buf, size_t size);
 
 #endif

@@ -615,6 +615,9 @@ SAME_CFG(token, str_eq(a->daemon.token, b->daemon.token))
 SAME_CFG(hook_library, str_eq(a->daemon.hook_library, b->daemon.hook_library))
 SAME_CFG(workload_log_max, a->daemon.workload_log_max_bytes == b->daemon.workload_log_max_bytes)
 SAME_CFG(workload_log_keep, a->daemon.workload_log_keep == b->daemon.workload_log_keep)
+SAME_CFG(access_log, str_eq(a->daemon.access_log, b->daemon.access_log))
+SAME_CFG(access_log_max, a->daemon.access_log_max_bytes == b->daemon.access_log_max_bytes)
+SAME_CFG(access_log_keep, a->daemon.access_log_keep == b->daemon.access_log_keep)
 SAME_CFG(port_range_start, a->daemon.port_range_start == b->daemon.port_range_start)
 SAME_CFG(upgrade_drain, a->daemon.upgrade_drain_ms == b->daemon.upgrade_drain_ms)
 SAME_CFG(allowed_hosts, strv_eq(a->daemon.allowed_hosts, a->daemon.n_allowed_hosts,
@@ -1908,6 +1911,36 @@ static void d_workload_log_keep(struct ctx *c, const struct vram_ynode *v, void 
 	get_unsigned(c, v, 0, 100, &CFG(t)->daemon.workload_log_keep);
 }
 
+static void al_path(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_daemon_string(c, v, &CFG(t)->daemon.access_log);
+}
+
+static void al_max_size(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_bytes(c, v, false, &CFG(t)->daemon.access_log_max_bytes);
+}
+
+static void al_keep(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	get_unsigned(c, v, 0, 100, &CFG(t)->daemon.access_log_keep);
+}
+
+static const struct key_def access_log_keys[] = {
+	{ "path", al_path, false, CFG_DAEMON(access_log) },
+	{ "max_size", al_max_size, false, CFG_DAEMON(access_log_max) },
+	{ "keep", al_keep, false, CFG_DAEMON(access_log_keep) },
+};
+
+/* daemon.access_log: {path, max_size, keep}, or just the path */
+static void d_access_log(struct ctx *c, const struct vram_ynode *v, void *t)
+{
+	if (v->type == VRAM_YNODE_MAP)
+		walk_map(c, v, access_log_keys, N_KEYS(access_log_keys), t, WALK_ALL, NULL);
+	else
+		al_path(c, v, t);
+}
+
 static void d_port_range_start(struct ctx *c, const struct vram_ynode *v, void *t)
 {
 	get_unsigned(c, v, 1, 65535, &CFG(t)->daemon.port_range_start);
@@ -2133,6 +2166,7 @@ static const struct key_def daemon_keys[] = {
 	{ "hook_library", d_hook_library, false, CFG_DAEMON(hook_library) },
 	{ "workload_log_max", d_workload_log_max, false, CFG_DAEMON(workload_log_max) },
 	{ "workload_log_keep", d_workload_log_keep, false, CFG_DAEMON(workload_log_keep) },
+	{ "access_log", d_access_log, false, .sub = access_log_keys, .n_sub = N_KEYS(access_log_keys) },
 	{ "port_range_start", d_port_range_start, false, CFG_DAEMON(port_range_start) },
 	{ "upgrade_drain", d_upgrade_drain, false, CFG_DAEMON(upgrade_drain) },
 	{ "allowed_hosts", d_allowed_hosts, false, CFG_DAEMON(allowed_hosts) },
@@ -2212,11 +2246,15 @@ static void g_sim(struct ctx *c, const struct vram_ynode *v, void *t)
 
 	if (v->type == VRAM_YNODE_SCALAR) {
 		uint64_t sizes[VRAM_CONFIG_MAX_GPUS];
+		char hint[256];
 		int n = vram_units_parse_gpu_list(v->text, sizes, VRAM_CONFIG_MAX_GPUS);
 		if (n == -ENOMEM)
 			c->oom = true;
 		else if (n == -E2BIG)
 			fail(c, v, "too many GPUs, expected at most %d", VRAM_CONFIG_MAX_GPUS);
+		else if (n == -EDOM)
+			fail(c, v, "a GPU size needs a unit: %s, not %s",
+			     vram_units_gpu_list_hint(v->text, hint, sizeof(hint)), GOT(v));
 		else if (n < 0)
 			fail(c, v, "expected %s, got %s", expected, GOT(v));
 		else
@@ -2425,8 +2463,13 @@ static void apply_overrides(struct ctx *c, const struct vram_config_overrides *o
 	if (ov->sim_gpus) {
 		uint64_t sizes[VRAM_CONFIG_MAX_GPUS];
 		int n = vram_units_parse_gpu_list(ov->sim_gpus, sizes, VRAM_CONFIG_MAX_GPUS);
+		char hint[256];
 		if (n == -ENOMEM) {
 			c->oom = true;
+		} else if (n == -EDOM) {
+			fail_option(c, "--gpus", "a GPU size needs a unit: --gpus %s, not \"%s\"",
+				    vram_units_gpu_list_hint(ov->sim_gpus, hint, sizeof(hint)),
+				    ov->sim_gpus);
 		} else if (n < 0) {
 			fail_option(c, "--gpus", "expected a list like 2x80GiB or 1x24GiB,1x80GiB "
 				    "(at most %d GPUs), got \"%s\"", VRAM_CONFIG_MAX_GPUS,
@@ -2766,6 +2809,7 @@ void vram_config_free(struct vram_config *config)
 	free_strv(config->daemon.tokens);
 	free(config->daemon.token_file);
 	free(config->daemon.hook_library);
+	free(config->daemon.access_log);
 	free_strv(config->daemon.allowed_hosts);
 	free_strv(config->daemon.cors_origins);
 	free(config->daemon.run_as);
@@ -2846,6 +2890,8 @@ int vram_config_parse(const char *text, size_t len, const char *name,
 	c.cfg->path = xstrdup(&c, c.name);
 	c.cfg->daemon.workload_log_max_bytes = 10 * VRAM_MiB;
 	c.cfg->daemon.workload_log_keep = 3;
+	c.cfg->daemon.access_log_max_bytes = 10 * VRAM_MiB;
+	c.cfg->daemon.access_log_keep = 3;
 	c.cfg->daemon.port_range_start = 18000;
 	c.cfg->daemon.upgrade_drain_ms = 10000;
 	c.cfg->daemon.open_healthz = true;

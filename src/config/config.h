@@ -245,6 +245,10 @@ struct vram_config {
 		char *token_file; /* owned; daemon.token_file: tokens, one a line (joined into token) */
 		uint64_t workload_log_max_bytes; /* bytes per workload log before rotation */
 		unsigned workload_log_keep;      /* rotated files kept */
+		char *access_log;                /* owned; daemon.access_log.path: the gateway's
+						  * access log; NULL = off */
+		uint64_t access_log_max_bytes;   /* bytes per access log file before rotation */
+		unsigned access_log_keep;        /* rotated access log files kept */
 		unsigned port_range_start;       /* first port for `port: auto` */
 		uint64_t upgrade_drain_ms;       /* ms a restart in place waits for the requests in
 						  * flight before it executes the new binary */

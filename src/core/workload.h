@@ -193,6 +193,9 @@ struct vram_workload {
 	char *log_path;              /* owned */
 	struct vram_logfile *log;    /* owned; daemon/logfile.h */
 	bool use_mps;                /* this run goes through MPS (share: mps and MPS is there) */
+	char placement_note[VRAM_PLAN_MSG_MAX]; /* the planner's note on the last placement (a
+					* fallback, evictions); "" when it simply fit */
+	bool placement_fallback;     /* the last placement was the fallback's, not as asked */
 	char mps_note[256];          /* why share: mps runs without MPS (fallback: exclusive); "" when it does not */
 };
 

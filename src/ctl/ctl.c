@@ -21,6 +21,7 @@
 #include "ctl/client.h"
 #include "ctl/hookctl.h"
 #include "ctl/mcp.h"
+#include "ctl/progress.h"
 #include "ctl/stream.h"
 #include "ctl/table.h"
 
@@ -58,6 +59,8 @@ static void usage(FILE *f)
 	      "\n"
 	      "Commands:\n"
 	      "  status [--json]                      GPUs and workloads at a glance\n"
+	      "  top                                  a live view: GPUs, workloads, request rates;\n"
+	      "                                       keys start, stop, offload, restore (q quits)\n"
 	      "  plan CONFIG --gpus 4x40GiB [--json]  where the config's workloads would go (no daemon)\n"
 	      "       [--host-memory 64GiB]           and what they would hold in host RAM, offloaded\n"
 	      "  start NAME                           start a workload and wait until it is ready\n"
@@ -334,6 +337,58 @@ char *vram_ctl_action_line(const char *workload, const char *action, double seco
 	return buf;
 }
 
+/* The workload's JSON (caller decrefs), NULL when it cannot be read. */
+static json_t *get_workload(const struct ctl *c, const char *name)
+{
+	char path[256];
+	snprintf(path, sizeof(path), "/api/workloads/%s", name);
+	struct vram_client_response resp;
+	if (call(c, "GET", path, NULL, CTL_STATUS_TIMEOUT_MS, &resp))
+		return NULL;
+	json_t *j = resp.status == 200 ? json_loadb(resp.body, resp.body_len, 0, NULL) : NULL;
+	vram_client_response_done(&resp);
+	return j;
+}
+
+/*
+ * After a failed action: the end of the workload's log, where the reason
+ * is (a CUDA out of memory, a traceback), on stderr, indented. At most
+ * CTL_LOG_TAIL_LINES lines.
+ */
+#define CTL_LOG_TAIL_LINES 20
+static void print_log_tail(const struct ctl *c, const char *name)
+{
+	json_t *w = get_workload(c, name);
+	const char *tail = json_string_value(json_object_get(w, "log_tail"));
+	if (tail && *tail) {
+		size_t len = strlen(tail);
+		while (len > 0 && tail[len - 1] == '\n')
+			len--;
+		size_t start = len;
+		for (int lines = 0; start > 0; start--)
+			if (tail[start - 1] == '\n' && ++lines == CTL_LOG_TAIL_LINES)
+				break;
+		fprintf(stderr, "%s: the end of its log:\n", name);
+		for (const char *p = tail + start; p < tail + len;) {
+			const char *nl = memchr(p, '\n', (size_t)(tail + len - p));
+			size_t n = nl ? (size_t)(nl - p) : (size_t)(tail + len - p);
+			fprintf(stderr, "    %.*s\n", (int)n, p);
+			p += n + 1;
+		}
+	}
+	json_decref(w);
+}
+
+/* After a start or restore: a fallback placement (fewer GPUs than asked, the CPU) is said. */
+static void print_placement_note(const struct ctl *c, const char *name)
+{
+	json_t *w = get_workload(c, name);
+	const char *note = json_string_value(json_object_get(w, "placement_note"));
+	if (note && json_is_true(json_object_get(w, "placement_fallback")))
+		fprintf(stderr, "%s: placed by its fallback, not as asked: %s\n", name, note);
+	json_decref(w);
+}
+
 static int cmd_action(const struct ctl *c, const char *action)
 {
 	if (c->n_args != 2)
@@ -345,14 +400,29 @@ static int cmd_action(const struct ctl *c, const char *action)
 	snprintf(path, sizeof(path), "/api/workloads/%s/%s%s", name, action,
 		 c->no_wait ? "?wait=0" : "");
 	struct vram_client_response resp;
-	int r = call(c, "POST", path, NULL, CTL_ACTION_TIMEOUT_MS, &resp);
-	if (r)
+	int r;
+	if (!c->no_wait && vram_progress_wanted()) {
+		struct vram_client_url url;
+		if ((r = connect_url(c, &url)))
+			return r;
+		char err[1024];
+		int timeout_ms = c->timeout_s > 0 ? (int)(c->timeout_s * 1000) : CTL_ACTION_TIMEOUT_MS;
+		if (vram_progress_request(&url, "POST", path, NULL, getenv("VRAMD_TOKEN"), timeout_ms,
+					  name, action, &resp, err, sizeof(err)) < 0) {
+			fprintf(stderr, "vramctl: %s\n", err);
+			return VRAM_CTL_EXIT_FAILED;
+		}
+	} else if ((r = call(c, "POST", path, NULL, CTL_ACTION_TIMEOUT_MS, &resp))) {
 		return r;
+	}
 	if (resp.status != 200 && resp.status != 202) {
 		char what[128];
 		snprintf(what, sizeof(what), "%s %s", action, name);
 		r = report_error(what, &resp);
+		int status = resp.status;
 		vram_client_response_done(&resp);
+		if (status >= 500) /* it ran and failed: the reason is in its log */
+			print_log_tail(c, name);
 		return r;
 	}
 	if (c->json) {
@@ -363,20 +433,23 @@ static int cmd_action(const struct ctl *c, const char *action)
 	json_t *j = json_loadb(resp.body, resp.body_len, 0, NULL);
 	int status = resp.status;
 	vram_client_response_done(&resp);
+	const char *state = json_string_value(json_object_get(j, "state"));
 	if (status == 202) {
-		const char *state = json_string_value(json_object_get(j, "state"));
 		printf("%s: %s accepted (now %s)\n", name, action, state ? state : "?");
+	} else if (json_is_true(json_object_get(j, "already"))) {
+		/* nothing was done: no "started in 0.00 s" */
+		printf("%s: already %s\n", name, state ? state : "there");
 	} else {
 		char line[512];
 		json_t *bytes = json_object_get(j, "bytes");
-		const char *msg = json_string_value(json_object_get(j, "message"));
 		printf("%s\n", vram_ctl_action_line(
 				       name, action, json_number_value(json_object_get(j, "seconds")),
 				       json_is_integer(bytes) ? (uint64_t)json_integer_value(bytes) : 0,
 				       json_string_value(json_object_get(j, "engine")), line,
 				       sizeof(line)));
-		if (msg && *msg)
-			fprintf(stderr, "%s: %s\n", name, msg);
+		fflush(stdout);
+		if (strcmp(action, "start") == 0 || strcmp(action, "restore") == 0)
+			print_placement_note(c, name);
 	}
 	json_decref(j);
 	return 0;
@@ -509,9 +582,12 @@ static int cmd_timeout(const struct ctl *c)
 		fwrite(resp.body, 1, resp.body_len, stdout);
 	} else {
 		char b[32];
-		printf("%s: %s after %s idle\n", name,
-		       c->offload ? "offload" : c->park ? "park (once offloaded)" : "release",
-		       vram_units_format_duration_ms(ms, b, sizeof(b)));
+		const char *what = c->offload ? "offload" : c->park ? "park (once offloaded)" : "release";
+		if (ms == VRAM_DURATION_NEVER)
+			printf("%s: no %s when idle\n", name, c->park ? "park" : what);
+		else
+			printf("%s: %s after %s idle\n", name, what,
+			       vram_units_format_duration_ms(ms, b, sizeof(b)));
 	}
 	vram_client_response_done(&resp);
 	return r;
@@ -652,6 +728,12 @@ static int cmd_plan(const struct ctl *c)
 	if (c->gpus) {
 		uint64_t sizes[VRAM_PLAN_MAX_GPUS];
 		int n = vram_units_parse_gpu_list(c->gpus, sizes, VRAM_PLAN_MAX_GPUS);
+		if (n == -EDOM) {
+			char hint[256];
+			vram_config_free(cfg);
+			return usage_error("--gpus: a GPU size needs a unit: --gpus %s, not \"%s\"",
+					   vram_units_gpu_list_hint(c->gpus, hint, sizeof(hint)), c->gpus);
+		}
 		if (n <= 0) {
 			vram_config_free(cfg);
 			return usage_error("--gpus: expected a list like 4x40GiB or 1x24GiB,1x80GiB, got \"%s\"",
@@ -1023,19 +1105,6 @@ static void run_follow(const struct ctl *c, const char *name, long long *offset,
 	vram_client_response_done(&resp);
 }
 
-/* The workload's JSON, NULL when it cannot be read. Caller frees (decref). */
-static json_t *run_get(const struct ctl *c, const char *name)
-{
-	char path[256];
-	snprintf(path, sizeof(path), "/api/workloads/%s", name);
-	struct vram_client_response resp;
-	if (call(c, "GET", path, NULL, CTL_STATUS_TIMEOUT_MS, &resp))
-		return NULL;
-	json_t *j = resp.status == 200 ? json_loadb(resp.body, resp.body_len, 0, NULL) : NULL;
-	vram_client_response_done(&resp);
-	return j;
-}
-
 static int cmd_run(const struct ctl *c)
 {
 	if (c->n_cmd == 0)
@@ -1108,7 +1177,7 @@ static int cmd_run(const struct ctl *c)
 			stop_sent = true;
 		}
 		run_follow(c, name, &offset, partial, sizeof(partial), false);
-		json_t *w = run_get(c, name);
+		json_t *w = get_workload(c, name);
 		if (!w) {
 			fprintf(stderr, "vramctl: run %s: the workload is gone\n", name);
 			break;
@@ -1296,6 +1365,28 @@ static int cmd_daemon(const struct ctl *c)
 	return 0;
 }
 
+static vram_ctl_top_fn top_fn; /* the binary's `top`, NULL where there is none (tests) */
+
+void vram_ctl_set_top(vram_ctl_top_fn top)
+{
+	top_fn = top;
+}
+
+static int cmd_top(const struct ctl *c)
+{
+	if (c->n_args != 1)
+		return usage_error("%s", "top takes no arguments");
+	if (!top_fn) {
+		fprintf(stderr, "vramctl: top is not part of this build\n");
+		return VRAM_CTL_EXIT_FAILED;
+	}
+	struct vram_client_url url;
+	int r = connect_url(c, &url);
+	if (r)
+		return r;
+	return top_fn(&url, getenv("VRAMD_TOKEN"));
+}
+
 int vram_ctl_main(int argc, char **argv)
 {
 	struct ctl c;
@@ -1334,6 +1425,8 @@ int vram_ctl_main(int argc, char **argv)
 		return cmd_mps(&c);
 	if (strcmp(cmd, "logs") == 0)
 		return cmd_logs(&c);
+	if (strcmp(cmd, "top") == 0)
+		return cmd_top(&c);
 	if (strcmp(cmd, "run") == 0)
 		return cmd_run(&c);
 	if (strcmp(cmd, "reload") == 0)

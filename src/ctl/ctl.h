@@ -17,6 +17,16 @@
 
 int vram_ctl_main(int argc, char **argv);
 
+struct vram_client_url;
+/*
+ * `vramctl top`, the live terminal view: it needs ncurses, so it lives in
+ * the vramctl binary (ctl/bin/top.c) and is handed here by its main():
+ * url is where the daemon is (borrowed), token may be NULL. Returns an
+ * exit code.
+ */
+typedef int (*vram_ctl_top_fn)(const struct vram_client_url *url, const char *token);
+void vram_ctl_set_top(vram_ctl_top_fn top);
+
 /*
  * The line printed after a successful action, e.g.
  * "llm: offloaded in 0.31 s (20.0GiB)". Written into buf; returns buf.

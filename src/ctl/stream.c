@@ -237,3 +237,24 @@ void vram_stream_close(struct vram_stream *s)
 	close(s->fd);
 	free(s);
 }
+
+void vram_sse_feed(struct vram_sse_reader *r, const char *p, size_t n,
+		   void (*on_data)(const char *data, void *arg), void *arg)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] != '\n') {
+			if (r->len + 1 < sizeof(r->line))
+				r->line[r->len++] = p[i];
+			else
+				r->overflow = true;
+			continue;
+		}
+		if (r->len && r->line[r->len - 1] == '\r')
+			r->len--;
+		r->line[r->len] = '\0';
+		if (!r->overflow && strncmp(r->line, "data: ", 6) == 0)
+			on_data(r->line + 6, arg);
+		r->len = 0;
+		r->overflow = false;
+	}
+}

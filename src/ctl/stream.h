@@ -41,4 +41,18 @@ int vram_stream_fd(const struct vram_stream *s);
 bool vram_stream_buffered(const struct vram_stream *s);
 void vram_stream_close(struct vram_stream *s); /* accepts NULL */
 
+/*
+ * Splits an event stream (text/event-stream) into its "data:" lines: feed
+ * it the bytes as they come; on_data gets each data line's text (without
+ * "data: "), NUL-terminated, borrowed for the call. A line over the buffer
+ * is dropped.
+ */
+struct vram_sse_reader {
+	char line[8192];
+	size_t len;
+	bool overflow; /* the current line did not fit: dropped */
+};
+void vram_sse_feed(struct vram_sse_reader *r, const char *p, size_t n,
+		   void (*on_data)(const char *data, void *arg), void *arg);
+
 #endif

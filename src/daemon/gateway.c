@@ -204,6 +204,13 @@ static void listeners_pause(struct vram_gateway *gw)
  * adds Retry-After) and their connection closes; a response under way is
  * cut off where it is.
  */
+/* Whether r relays a chunked API response, passed on chunked, now between two chunks. */
+static bool api_stream_between_chunks(const struct gw_req *r)
+{
+	return !r->wl && r->up && r->up->head_done && r->up->body == VRAM_H1_BODY_CHUNKED &&
+	       !r->dechunk && vram_h1_chunked_between(&r->up->ck);
+}
+
 static void end_requests(struct vram_gateway *gw, const char *code, int retry_after,
 			 const char *message)
 {
@@ -222,7 +229,20 @@ static void end_requests(struct vram_gateway *gw, const char *code, int retry_af
 	while (!vram_list_empty(&gw->active)) {
 		struct gw_req *r = gw__req_of(gw->active.next);
 		struct gw_client *c = r->c;
-		if (r->replying) {
+		if (r->replying && api_stream_between_chunks(r)) {
+			/*
+			 * A stream of the API (the event stream, a followed log) between two
+			 * chunks: its last chunk tells the client it ended, rather than a
+			 * cut it would take for a failure.
+			 */
+			static const char last[] = "0\r\n\r\n";
+			struct iovec iov = { (void *)last, sizeof(last) - 1 };
+			int status = r->status;
+			if (gw__client_sendv(c, &iov, 1) < 0)
+				continue; /* c and r are gone */
+			gw__finish(r, status);
+			gw__client_close_soon(c);
+		} else if (r->replying) {
 			gw__finish(r, 503);
 			gw__client_close_soon(c);
 		} else {
@@ -347,6 +367,11 @@ int vram_gateway_listener_fd(const struct vram_gateway *gw, size_t i, bool *ret_
 		return -ENOENT;
 	*ret_unix = gw->listeners[i].trusted;
 	return evconnlistener_get_fd(gw->listeners[i].l);
+}
+
+void vram_gateway_set_access_log(struct vram_gateway *gw, struct vram_accesslog *al)
+{
+	gw->alog = al;
 }
 
 void vram_gateway_free(struct vram_gateway *gw)

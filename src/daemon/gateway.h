@@ -104,6 +104,9 @@ struct vram_gateway;
 int vram_gateway_new(struct event_base *base, struct vram_manager *m, struct vram_api *api,
 		     struct vram_metrics *mx, const char *token, const char *api_socket,
 		     struct vram_gateway **ret);
+/* Writes a line per request to al (borrowed, outlives the gateway; NULL: none). */
+struct vram_accesslog;
+void vram_gateway_set_access_log(struct vram_gateway *gw, struct vram_accesslog *al);
 /*
  * Listens on "HOST:PORT" (clients must give the token, if any) or on a Unix
  * socket at path (mode 0600, trusted: no token). *ret_port (may be NULL)

@@ -155,6 +155,9 @@ int gw__client_reply(struct gw_client *c, int status, const char *extra, const c
 			 status, vram_http_reason(status), ctype, len, extra ? extra : "", cors,
 			 close ? "Connection: close\r\n" : "");
 	struct iovec iov[2] = { { head, (size_t)n }, { (void *)body, len } };
+	/* the gateway's own answer to the request being read (a refusal, an error, a list) */
+	if (c->acc.pending && !c->req)
+		gw__access_end(c->gw, &c->acc, status, (uint64_t)n + len, -1);
 	int r = gw__client_sendv(c, iov, 2);
 	if (r == 0 && close)
 		gw__client_close_soon(c);
@@ -242,6 +245,8 @@ static int client_preflight(struct gw_client *c, const struct vram_h1_head *h, b
 	vram_access_preflight_headers(c->cors_origin, h, cors, sizeof(cors));
 	int n = snprintf(head, sizeof(head), "HTTP/1.1 204 No Content\r\n%s%s\r\n", cors,
 			 close ? "Connection: close\r\n" : "");
+	if (c->acc.pending)
+		gw__access_end(c->gw, &c->acc, 204, (uint64_t)n, -1);
 	int r = client_send(c, head, (size_t)n);
 	if (r == 0 && close)
 		gw__client_close_soon(c);
@@ -421,6 +426,8 @@ static void client_process(struct gw_client *c)
 		if (c->gw->draining)
 			h.keep_alive = false;
 		if (!c->admitted) {
+			/* once per request: its head is read again while its body comes */
+			gw__access_begin(c, &h);
 			enum gw_door d = front_door(c, &h);
 			if (d == GW_DOOR_CLOSED)
 				break;
@@ -498,6 +505,22 @@ static void client_process(struct gw_client *c)
 		c->read_paused = false;
 		event_add(c->rev, NULL);
 	}
+}
+
+void gw__access_begin(struct gw_client *c, const struct vram_h1_head *h)
+{
+	struct gw_access *a = &c->acc;
+	a->pending = true;
+	snprintf(a->client, sizeof(a->client), "%s", c->trusted ? "unix" : c->ident.addr);
+	size_t n = h->method.n < sizeof(a->method) ? h->method.n : sizeof(a->method) - 1;
+	memcpy(a->method, h->method.p, n);
+	a->method[n] = '\0';
+	n = h->target.n < sizeof(a->target) ? h->target.n : sizeof(a->target) - 1;
+	memcpy(a->target, h->target.p, n);
+	a->target[n] = '\0';
+	a->model[0] = a->workload[0] = '\0';
+	a->queue_s = 0;
+	clock_gettime(CLOCK_MONOTONIC, &a->started);
 }
 
 /* The request in service ended: on to the next one if it is already here. */

@@ -73,6 +73,7 @@
 #include "common/buf.h"
 #include "common/list.h"
 #include "daemon/access.h"
+#include "daemon/accesslog.h"
 #include "daemon/gateway.h"
 #include "daemon/h1.h"
 #include "daemon/http.h"
@@ -150,6 +151,18 @@ struct gw_wl {
 
 struct gw_listener;
 
+/* What the access log says of a request (accesslog.h), gathered while it is served. */
+struct gw_access {
+	bool pending;                  /* a request is in service and not logged yet */
+	char client[VRAM_PEER_ADDR_MAX]; /* TCP address, or "unix" */
+	char method[16];
+	char target[VRAM_ACCESSLOG_PATH_MAX + 1]; /* as sent, cut */
+	char model[VRAM_GATEWAY_MODEL_MAX];
+	char workload[VRAM_CONFIG_NAME_MAX + 1];
+	struct timespec started;       /* CLOCK_MONOTONIC: its head was read */
+	double queue_s;                /* s waited in its workload's queue */
+};
+
 struct gw_client {
 	struct vram_gateway *gw;
 	struct gw_listener *listener;  /* borrowed: where it came in */
@@ -184,6 +197,8 @@ struct gw_client {
 	bool continue_sent;            /* "100 Continue" sent for the request being read */
 	bool admitted;                 /* the request being read passed the front door */
 	bool read_paused;              /* the input buffer is full */
+	struct gw_access acc;          /* the request being read or answered by the gateway itself;
+					* moves into its gw_req when one is made */
 };
 
 enum gw_phase { GW_QUEUED, GW_PROXYING };
@@ -215,6 +230,9 @@ struct gw_req {
 	bool dechunk;                /* chunked upstream body decoded for an HTTP/1.0 client */
 	bool close_after;            /* the client connection ends with this response */
 	bool retried;                /* resent once after a kept-alive connection failed */
+	struct gw_access acc;        /* for the access log */
+	uint64_t bytes_out;          /* bytes of the response sent to the client, head included */
+	double first_byte_s;         /* s from its head's arrival to the response head going out */
 };
 
 struct gw_listener {
@@ -255,6 +273,7 @@ struct vram_gateway {
 	struct event *sweep;       /* owned */
 	struct vram_buf head;      /* a response head being built */
 	struct vram_buf dechunked; /* body bytes decoded for an HTTP/1.0 client */
+	struct vram_accesslog *alog; /* borrowed; NULL: no access log */
 	bool closing;
 	bool draining;             /* a restart in place: not accepting, every answer closes */
 };
@@ -347,6 +366,17 @@ void gw__client_close_soon(struct gw_client *c);
 void gw__client_next(struct gw_client *c);
 /* Closes and frees c, its request and that request's upstream (deferred inside client_process). */
 void gw__client_drop(struct gw_client *c);
+
+/* ---------------------------------------------------- the access log */
+
+/* A request head of c was read: its access record starts (once per request). */
+void gw__access_begin(struct gw_client *c, const struct vram_h1_head *h);
+/*
+ * a's request ended with status after bytes (first_byte_s < 0: nothing
+ * was sent): one line in the access log, and a is done.
+ */
+void gw__access_end(struct vram_gateway *gw, struct gw_access *a, int status, uint64_t bytes,
+		    double first_byte_s);
 
 /* ----------------------------------------------------- gateway_route.c */
 

@@ -84,6 +84,14 @@ void gw__finish(struct gw_req *r, int status)
 	if (wl)
 		vram_metrics_gateway_request(gw->mx, wl->name, status,
 					     gw__seconds_since(&r->started));
+	if (r->acc.pending) {
+		if (r->phase == GW_QUEUED)
+			r->acc.queue_s = gw__seconds_since(&r->started);
+		if (wl)
+			vram_metrics_gateway_timing(gw->mx, wl->name, r->bytes_out,
+						    r->replying ? r->first_byte_s : -1, r->acc.queue_s);
+		gw__access_end(gw, &r->acc, status, r->bytes_out, r->replying ? r->first_byte_s : -1);
+	}
 	if (r->timeout)
 		event_free(r->timeout);
 	if (r->c)
@@ -93,6 +101,21 @@ void gw__finish(struct gw_req *r, int status)
 	free(r);
 	if (wl && wl->removed && wl->in_flight == 0 && vram_list_empty(&wl->queue))
 		wl_release(wl);
+}
+
+void gw__access_end(struct vram_gateway *gw, struct gw_access *a, int status, uint64_t bytes,
+		    double first_byte_s)
+{
+	a->pending = false;
+	if (!gw->alog)
+		return;
+	struct vram_accesslog_entry e = {
+		.client = a->client, .method = a->method, .path = a->target, .model = a->model,
+		.workload = a->workload, .status = status, .bytes = bytes,
+		.total_s = gw__seconds_since(&a->started), .queue_s = a->queue_s,
+	};
+	e.first_byte_s = first_byte_s < 0 ? (status > 0 ? e.total_s : -1) : first_byte_s;
+	vram_accesslog_write(gw->alog, &e);
 }
 
 /* Answers a request whose response has not started, and finishes it. */
@@ -106,6 +129,13 @@ void gw__fail_req(struct gw_req *r, int status, const char *code, int retry_afte
 	va_end(ap);
 	struct gw_client *c = r->c;
 	bool close = !r->keep_alive;
+	/* the access line waits for the error reply, to count its bytes */
+	if (c && r->acc.pending) {
+		c->acc = r->acc;
+		if (r->phase == GW_QUEUED)
+			c->acc.queue_s = gw__seconds_since(&r->started);
+		r->acc.pending = false;
+	}
 	gw__finish(r, status);
 	if (gw__client_error(c, status, code, retry_after, close, "%s", message) == 0 && !close)
 		gw__client_next(c);
@@ -118,8 +148,10 @@ void gw__forward(struct gw_req *r, unsigned port)
 	struct gw_wl *wl = r->wl;
 	if (r->timeout)
 		event_del(r->timeout);
-	if (r->phase == GW_QUEUED && wl)
+	if (r->phase == GW_QUEUED && wl) {
 		queue_unlink(r);
+		r->acc.queue_s = gw__seconds_since(&r->started);
+	}
 	r->phase = GW_PROXYING;
 	vram_list_push_front(&gw->active, &r->link);
 	if (wl) {
@@ -225,6 +257,11 @@ struct gw_req *gw__req_new(struct gw_client *c, struct gw_wl *wl,
 	r->minor = h->minor;
 	r->keep_alive = h->keep_alive;
 	r->head_request = vram_h1_span_eq(h->method, "HEAD");
+	/* the access record goes with the request from here on */
+	r->acc = c->acc;
+	c->acc.pending = false;
+	if (wl)
+		snprintf(r->acc.workload, sizeof(r->acc.workload), "%s", wl->name);
 	int e = gw__build_request(r, h, target, body, blen);
 	if (e < 0) {
 		vram_buf_done(&r->wire);
@@ -247,6 +284,7 @@ void gw__admit(struct gw_client *c, struct gw_wl *wl, const struct vram_h1_head 
 	unsigned port = 0;
 	int ready = vram_manager_endpoint(gw->m, wl->name, &port);
 	unsigned max = wl->max_concurrency;
+	snprintf(c->acc.workload, sizeof(c->acc.workload), "%s", wl->name);
 	if (ready == 0 && vram_list_empty(&wl->queue) && max && wl->in_flight >= max) {
 		vram_metrics_gateway_request(gw->mx, wl->name, 429, gw__seconds_since(started));
 		gw__client_error(c, 429, "too_many_requests", VRAM_GATEWAY_RETRY_AFTER_S,

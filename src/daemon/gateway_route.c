@@ -183,6 +183,7 @@ static void route_by_model(struct gw_client *c, const struct vram_h1_head *h, co
 		gw__client_error(c, 500, NULL, 0, true, "out of memory");
 		return;
 	}
+	snprintf(c->acc.model, sizeof(c->acc.model), "%s", model);
 	const char *name = NULL, *upstream = NULL;
 	struct gw_wl *wl = NULL;
 	if (vram_manager_find_model(gw->m, model, &name, &upstream) == 0 && name)

@@ -519,8 +519,12 @@ static void up_process(struct gw_up *up)
 		iov[n++] = (struct iovec){ (void *)bp, take };
 	if (end && pos + take < up->in.len)
 		up->keep_alive = false; /* bytes beyond the response: not a connection to reuse */
-	if (send_head)
+	if (send_head) {
 		r->replying = true;
+		r->first_byte_s = gw__seconds_since(&r->acc.started);
+	}
+	for (int i = 0; i < n; i++)
+		r->bytes_out += iov[i].iov_len;
 	struct gw_client *c = r->c;
 	if (gw__client_sendv(c, iov, n) < 0)
 		return; /* c, r and up are gone */

@@ -302,6 +302,11 @@ static int hexval(char c)
 	return -1;
 }
 
+bool vram_h1_chunked_between(const struct vram_h1_chunked *c)
+{
+	return c->state == CK_SIZE && c->digits == 0;
+}
+
 ssize_t vram_h1_chunked_scan(struct vram_h1_chunked *c, const char *p, size_t n, bool *done,
 			     vram_h1_data_fn data, void *arg)
 {

@@ -105,5 +105,10 @@ typedef int (*vram_h1_data_fn)(void *arg, const char *p, size_t n);
  */
 ssize_t vram_h1_chunked_scan(struct vram_h1_chunked *c, const char *p, size_t n, bool *done,
 			     vram_h1_data_fn data, void *arg);
+/*
+ * Whether what c scanned ends on a chunk boundary (or nothing was scanned):
+ * a last chunk sent now would end the body well-formed.
+ */
+bool vram_h1_chunked_between(const struct vram_h1_chunked *c);
 
 #endif

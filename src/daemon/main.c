@@ -27,6 +27,7 @@
 #include "common/version.h"
 #include "config/config.h"
 #include "core/hostplan.h"
+#include "daemon/accesslog.h"
 #include "daemon/api.h"
 #include "daemon/gateway.h"
 #include "daemon/http.h"
@@ -55,6 +56,7 @@ struct daemon {
 	struct vram_gateway *gw;
 	struct vram_http *http;
 	struct vram_upgrade *up;
+	struct vram_accesslog *alog; /* daemon.access_log; NULL: off */
 	struct event *sig_term, *sig_int, *sig_hup, *sig_usr2, *guard;
 	bool stopping;
 };
@@ -445,6 +447,14 @@ int main(int argc, char **argv)
 		vram_err("Failed to create the gateway: out of memory");
 		goto out_gateway;
 	}
+	if (rcfg->daemon.access_log) {
+		r = vram_accesslog_open(rcfg->daemon.access_log, rcfg->daemon.access_log_max_bytes,
+					rcfg->daemon.access_log_keep, &d.alog);
+		if (r < 0)
+			vram_warn("Failed to open the access log %s: %s; requests are not logged",
+				  rcfg->daemon.access_log, vram_open_strerror(-r));
+		vram_gateway_set_access_log(d.gw, d.alog);
+	}
 	struct vram_http_options hopt = { .body_max = VRAM_GATEWAY_BODY_MAX };
 	if (vram_http_new(d.base, &hopt, vram_gateway_handle, d.gw, &d.http) < 0) {
 		vram_err("Failed to create the HTTP server: out of memory");
@@ -571,6 +581,7 @@ out_http:
 	vram_http_free(d.http);
 out_gateway:
 	vram_gateway_free(d.gw);
+	vram_accesslog_close(d.alog);
 	vram_metrics_free(d.metrics);
 	vram_api_free(d.api);
 out_manager:

@@ -169,6 +169,13 @@ static int plan_workload(struct vram_manager *m, struct vram_workload *w, bool a
 	}
 	if (pl->message[0])
 		vram_info("%s: %s", w->cfg->name, pl->message);
+	/* shown in its status: a fallback (fewer GPUs than asked, the CPU) is the user's to know */
+	snprintf(w->placement_note, sizeof(w->placement_note), "%s", pl->message);
+	w->placement_fallback = false;
+	for (size_t i = 0; i < pl->n_results; i++)
+		w->placement_fallback |= pl->results[i].outcome == VRAM_PLAN_SHARED ||
+					 (pl->results[i].outcome == VRAM_PLAN_CPU &&
+					  w->cfg->gpus.count > 0);
 	return 0;
 }
 
@@ -1175,6 +1182,7 @@ int vram_manager_act(struct vram_manager *m, const char *name, enum vram_action 
 		snprintf(wt->res.message, sizeof(wt->res.message), "%s is already %s", w->cfg->name,
 			 vram_wl_state_name(s));
 		wt->res.bytes = 0;
+		wt->res.already = true;
 		goto out;
 	}
 	switch (action) {

@@ -65,6 +65,7 @@ struct vram_action_result {
 	const char *engine;   /* engine used, or NULL */
 	char message[1024];   /* what happened, or why it failed */
 	pid_t pid;            /* the process of an action by pid (vram_manager_hook_act); 0 otherwise */
+	bool already;         /* the workload was in the asked state already: nothing was done */
 };
 
 typedef void (*vram_action_cb)(const struct vram_action_result *res, void *arg);

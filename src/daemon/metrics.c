@@ -42,6 +42,9 @@ struct wl_metrics {
 	struct vram_histogram offload_seconds, restore_seconds;
 	uint64_t requests[CC_N];
 	struct vram_histogram request_seconds;
+	uint64_t response_bytes;                 /* bytes sent to clients, heads included */
+	struct vram_histogram first_byte_seconds; /* arrival to the response's first byte */
+	struct vram_histogram queue_seconds;     /* time waited for a start or restore */
 	unsigned queue_depth;
 };
 
@@ -150,6 +153,8 @@ static void wl_init(struct wl_metrics *w, const char *name)
 	vram_histogram_init(&w->offload_seconds, action_bounds, N_OF(action_bounds));
 	vram_histogram_init(&w->restore_seconds, action_bounds, N_OF(action_bounds));
 	vram_histogram_init(&w->request_seconds, request_bounds, N_OF(request_bounds));
+	vram_histogram_init(&w->first_byte_seconds, request_bounds, N_OF(request_bounds));
+	vram_histogram_init(&w->queue_seconds, request_bounds, N_OF(request_bounds));
 }
 
 /* The entry of workload name, or NULL. A scan: the gateway calls it for every request. */
@@ -273,6 +278,18 @@ void vram_metrics_gateway_request(struct vram_metrics *mx, const char *workload,
 			   : status < 400 ? CC_3XX : status < 500 ? CC_4XX : CC_5XX;
 	w->requests[cc]++;
 	vram_histogram_observe(&w->request_seconds, seconds);
+}
+
+void vram_metrics_gateway_timing(struct vram_metrics *mx, const char *workload, uint64_t bytes,
+				 double first_byte_s, double queue_s)
+{
+	struct wl_metrics *w = wl_of(mx, workload);
+	if (!w)
+		return;
+	w->response_bytes += bytes;
+	if (first_byte_s >= 0)
+		vram_histogram_observe(&w->first_byte_seconds, first_byte_s);
+	vram_histogram_observe(&w->queue_seconds, queue_s);
 }
 
 void vram_metrics_gateway_queue(struct vram_metrics *mx, const char *workload, unsigned depth)
@@ -475,15 +492,38 @@ static int render_counters(struct vram_metrics *mx, const struct vram_config *cf
 						    lb->data, code_class_names[c],
 						    (unsigned long long)ws[i]->requests[c]);
 	}
-	if (r == 0)
-		r = meta(out, "vram_gateway_request_duration_seconds", "histogram",
-			 "Time from a gateway request's arrival to the end of its response.");
-	for (size_t i = 0; r == 0 && i <= n; i++) {
-		r = wl_labels(lb, ws[i]->name);
-		if (r == 0)
-			r = vram_histogram_write(out, "vram_gateway_request_duration_seconds", lb->data,
-						 &ws[i]->request_seconds);
+	static const struct {
+		const char *name, *help;
+		size_t offset;
+	} gw_hists[] = {
+		{ "vram_gateway_request_duration_seconds",
+		  "Time from a gateway request's arrival to the end of its response.",
+		  offsetof(struct wl_metrics, request_seconds) },
+		{ "vram_gateway_first_byte_seconds",
+		  "Time from a gateway request's arrival to the first byte of its response.",
+		  offsetof(struct wl_metrics, first_byte_seconds) },
+		{ "vram_gateway_queue_wait_seconds",
+		  "Time a gateway request waited for its workload to start or restore.",
+		  offsetof(struct wl_metrics, queue_seconds) },
+	};
+	for (size_t k = 0; r == 0 && k < N_OF(gw_hists); k++) {
+		r = meta(out, gw_hists[k].name, "histogram", gw_hists[k].help);
+		/* request durations have a row for requests that matched no workload */
+		size_t rows = k == 0 ? n + 1 : n;
+		for (size_t i = 0; r == 0 && i < rows; i++) {
+			r = wl_labels(lb, ws[i]->name);
+			if (r == 0)
+				r = vram_histogram_write(out, gw_hists[k].name, lb->data,
+					(const struct vram_histogram *)((const char *)ws[i] +
+									gw_hists[k].offset));
+		}
 	}
+	if (r == 0)
+		r = meta(out, "vram_gateway_response_bytes_total", "counter",
+			 "Bytes of gateway responses sent to clients, heads included.");
+	for (size_t i = 0; r == 0 && i < n; i++)
+		r = sample1(out, "vram_gateway_response_bytes_total", "workload", ws[i]->name,
+			    (double)ws[i]->response_bytes);
 	if (r == 0)
 		r = meta(out, "vram_gateway_queue_depth", "gauge",
 			 "Gateway requests waiting for the workload to start or restore.");

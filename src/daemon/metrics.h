@@ -63,6 +63,13 @@ void vram_metrics_free(struct vram_metrics *mx); /* accepts NULL */
 void vram_metrics_gateway_request(struct vram_metrics *mx, const char *workload, int status,
 				  double seconds);
 void vram_metrics_gateway_queue(struct vram_metrics *mx, const char *workload, unsigned depth);
+/*
+ * From the gateway, for a request of workload that went upstream or waited
+ * for it: bytes of the response sent to the client (head included), s from
+ * arrival to its first byte (< 0: none sent) and s it waited in the queue.
+ */
+void vram_metrics_gateway_timing(struct vram_metrics *mx, const char *workload, uint64_t bytes,
+				 double first_byte_s, double queue_s);
 
 /* Writes the whole exposition into out. Returns 0, -E2BIG or -ENOMEM. */
 int vram_metrics_render(struct vram_metrics *mx, struct vram_buf *out);

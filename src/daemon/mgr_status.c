@@ -27,6 +27,16 @@ static json_t *duration_json(uint64_t ms)
 	return json_real((double)ms / 1000.0);
 }
 
+/*
+ * Whether w's GPUs are its own now: a stopped or failed workload keeps its
+ * last placement (a restart may prefer it) but holds no GPU, and showing
+ * one tells the user it still runs there.
+ */
+static bool holds_gpus(const struct vram_workload *w)
+{
+	return w->state != VRAM_WL_STOPPED && w->state != VRAM_WL_FAILED;
+}
+
 static json_t *gpu_refs_json(struct vram_manager *m, const struct vram_instance *in)
 {
 	json_t *a = json_array();
@@ -140,7 +150,7 @@ static json_t *workload_json(struct vram_manager *m, struct vram_workload *w)
 		json_t *inst = json_pack("{s:i,s:o,s:o,s:o,s:I,s:b}", "replica", (int)in->replica, "pid",
 					 in->pid ? json_integer(in->pid) : json_null(), "port",
 					 in->port ? json_integer(in->port) : json_null(), "gpus",
-					 gpu_refs_json(m, in), "bytes_per_gpu", (json_int_t)in->bytes_per_gpu,
+					 holds_gpus(w) ? gpu_refs_json(m, in) : json_array(), "bytes_per_gpu", (json_int_t)in->bytes_per_gpu,
 					 "healthy", in->healthy);
 		if (inst && c->container.image) {
 			/* pid is the runtime's; the container's own process, by its host pid, is here */
@@ -166,7 +176,7 @@ static json_t *workload_json(struct vram_manager *m, struct vram_workload *w)
 		"name", c->name,
 		"state", vram_wl_state_name(w->state),
 		"state_seconds", (double)(now - w->state_since_ms) / 1000.0,
-		"gpus", gpu_refs_json(m, first),
+		"gpus", holds_gpus(w) ? gpu_refs_json(m, first) : json_array(),
 		"pid", first->pid ? json_integer(first->pid) : json_null(),
 		"port", first->port ? json_integer(first->port) : json_null(),
 		"replicas", (int)w->n_instances,
@@ -201,6 +211,11 @@ static json_t *workload_json(struct vram_manager *m, struct vram_workload *w)
 		"log", w->log_path ? w->log_path : "",
 		"models", models ? models : json_array(),
 		"in_transition", json_boolean(!vram_wl_state_settled(w->state)));
+	if (o)
+		json_object_set_new(o, "placement_note",
+				    w->placement_note[0] ? text_json(w->placement_note) : json_null());
+	if (o)
+		json_object_set_new(o, "placement_fallback", json_boolean(w->placement_fallback));
 	if (o)
 		json_object_set_new(o, "mps", workload_mps_json(w));
 	if (o)

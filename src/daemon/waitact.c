@@ -129,6 +129,8 @@ json_t *vram_waitact_result_json(const struct vram_action_result *res, enum vram
 			      "engine", res->engine, "message", res->message, "ok", res->error == 0);
 	if (o && res->pid > 0)
 		json_object_set_new(o, "pid", json_integer(res->pid));
+	if (o && res->already)
+		json_object_set_new(o, "already", json_true());
 	return o;
 }
 

@@ -6,6 +6,7 @@ the workload is removed or vramd drains."""
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,11 +17,11 @@ from conftest import VRAMCTL, wait_for
 
 from test_output_relay import CHATTY
 
-# chatty prints "tick N" every 50 ms; a 2 KiB log rotates every ~250 ticks.
+# chatty prints "tick N" every 50 ms; a 1 KiB log rotates every ~110 ticks.
 CONFIG = f"""
 daemon:
   log_level: debug
-  workload_log_max: 2KiB
+  workload_log_max: 1KiB
   workload_log_keep: 2
 gpus:
   reserve: 0
@@ -78,13 +79,13 @@ def test_follow_sends_the_tail_then_every_line_across_rotations(daemon):
         # The tail came at once: 3 lines of what was already there.
         wait_for(lambda: len(f.text.splitlines()) >= 3, 10, what="the tail")
         first = f.ticks()[0]
-        # Then on: 600 ticks is past two rotations of the 2 KiB file, none lost or repeated.
-        wait_for(lambda: len(f.ticks()) >= 600 or f.ended, 120, interval=0.2,
-                 what="600 ticks through the stream")
+        # Then on: 300 ticks is past two rotations of the 1 KiB file, none lost or repeated.
+        wait_for(lambda: len(f.ticks()) >= 300 or f.ended, 120, interval=0.2,
+                 what="300 ticks through the stream")
         got = f.ticks()
         assert consecutive(got), [(a, b) for a, b in zip(got, got[1:]) if b != a + 1][:5]
         assert got[0] == first
-        assert os.path.exists(os.path.join(d.workdir, "state", "logs", "chatty.log.1"))
+        assert os.path.exists(os.path.join(d.workdir, "state", "logs", "chatty.log.2"))
         assert not f.ended
     finally:
         f.close()
@@ -124,6 +125,38 @@ def test_follow_ends_cleanly_when_vramd_drains(daemon):
             g.close()
     finally:
         f.close()
+
+
+def test_streams_end_cleanly_when_vramd_stops(daemon):
+    # SIGTERM: a followed log and the event stream get their last chunk (over
+    # TCP and the socket, both through the gateway), not a cut that a client
+    # takes for a broken connection.
+    d = daemon(CONFIG)
+    d.ctl("start", "chatty", check=0)
+    f = Follower(d.url + "/api/workloads/chatty/logs?follow=1")
+    ev = Follower(d.url + "/api/events")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(30)
+    s.connect(d.sock)
+    s.sendall(b"GET /api/workloads/chatty/logs?follow=1 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    got = b""
+    while got.count(b"tick ") < 3:
+        piece = s.recv(65536)
+        assert piece, got
+        got += piece
+    wait_for(lambda: len(f.ticks()) >= 3, 15, what="ticks through the stream")
+    wait_for(lambda: "vramd events" in ev.text, 15, what="the event stream")
+    assert d.stop() == 0
+    wait_for(lambda: (f.ended or f.error) and (ev.ended or ev.error), 10, what="the streams to end")
+    assert f.ended and f.error is None, f.error
+    assert ev.ended and ev.error is None, ev.error
+    while True:
+        piece = s.recv(65536)
+        if not piece:
+            break
+        got += piece
+    s.close()
+    assert got.endswith(b"\r\n0\r\n\r\n"), got[-200:]
 
 
 def test_follow_refusals(daemon):

@@ -248,6 +248,24 @@ static void test_hop_by_hop(void **state)
 	assert_false(vram_h1_list_has(list, "a , b"));
 }
 
+/* Where a body may be ended by a last chunk: only between two chunks, never inside one. */
+static void test_chunked_between(void **state)
+{
+	(void)state;
+	static const char body[] = "5\r\nhello\r\n3;x=1\r\nabc\r\n";
+	struct vram_h1_chunked ck = { 0 };
+	bool done;
+	assert_true(vram_h1_chunked_between(&ck)); /* nothing yet */
+	size_t len = strlen(body);
+	for (size_t i = 0; i < len; i++) {
+		assert_int_equal(vram_h1_chunked_scan(&ck, body + i, 1, &done, NULL, NULL), 1);
+		/* after "hello\r\n" (index 9) and after "abc\r\n" (the end), nowhere else */
+		bool want = i == 9 || i == len - 1;
+		if (vram_h1_chunked_between(&ck) != want)
+			fail_msg("after %zu bytes: between is %d", i + 1, !want);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -255,6 +273,7 @@ int main(void)
 		cmocka_unit_test(test_request_refused),
 		cmocka_unit_test(test_response_head),
 		cmocka_unit_test(test_chunked),
+		cmocka_unit_test(test_chunked_between),
 		cmocka_unit_test(test_hop_by_hop),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

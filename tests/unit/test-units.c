@@ -272,6 +272,20 @@ static void test_gpu_lists(void **state)
 	assert_int_equal(vram_units_parse_gpu_list("9x1GiB", sizes, 8), -E2BIG);
 	assert_int_equal(sizes[0], 0);
 	assert_int_equal(vram_units_parse_gpu_list(NULL, sizes, 8), -EINVAL);
+
+	/* a size without a unit is a mistake, not bytes: refused, with the fix to suggest */
+	static const char *const unitless[] = { "2x80", "80", "1x24GiB,1x80", "2x80 ", "2x1024B,4096" };
+	for (size_t i = 0; i < sizeof(unitless) / sizeof(unitless[0]); i++)
+		if (vram_units_parse_gpu_list(unitless[i], sizes, 8) != -EDOM)
+			fail_msg("\"%s\" was not refused for its missing unit", unitless[i]);
+	assert_int_equal(sizes[0], 0);
+	assert_int_equal(vram_units_parse_gpu_list("2x1024B", sizes, 8), 2); /* B is a unit */
+	char hint[64];
+	assert_string_equal(vram_units_gpu_list_hint("2x80", hint, sizeof(hint)), "2x80GiB");
+	assert_string_equal(vram_units_gpu_list_hint("1x24GiB,1x80", hint, sizeof(hint)),
+			    "1x24GiB,1x80GiB");
+	assert_string_equal(vram_units_gpu_list_hint("24,2x80", hint, sizeof(hint)), "24GiB,2x80GiB");
+	assert_string_equal(vram_units_gpu_list_hint("2x80", hint, 5), "2x80"); /* cut, terminated */
 }
 
 static void test_format(void **state)
