@@ -70,6 +70,13 @@ int vram_manager_attach(struct vram_manager *m, const struct vram_attach_spec *s
 		snprintf(err, err_size, "gpus: expected at most %d GPUs", VRAM_PLAN_MAX_GPUS);
 		return -EINVAL;
 	}
+	struct vram_attach_spec placed = *spec;
+	if (placed.n_gpus == 0 && (spec->memory.bytes || spec->memory.is_fraction) &&
+	    vram_gpu_count(m->gpus) == 1) {
+		/* a cap without GPU indices (gres/shard without device indices) is on the only GPU */
+		placed.n_gpus = 1;
+		placed.gpus[0] = 0;
+	}
 	uint64_t ticks;
 	if (spec->pid <= 1 || vram_proc_start_ticks(spec->pid, &ticks) < 0) {
 		snprintf(err, err_size, "pid: %d is not a running process", (int)spec->pid);
@@ -93,7 +100,7 @@ int vram_manager_attach(struct vram_manager *m, const struct vram_attach_spec *s
 		.runas = &runas,
 		.cmd = cmd,
 		.memory = spec->memory,
-		.gpus = (unsigned)spec->n_gpus,
+		.gpus = (unsigned)placed.n_gpus,
 		.gpus_set = true,
 	};
 	struct vram_workload *w;
@@ -107,7 +114,7 @@ int vram_manager_attach(struct vram_manager *m, const struct vram_attach_spec *s
 	w->offload_after_ms = spec->offload_after_ms;
 	w->engine = vram_engine_select(w, &m->host, w->engine_why, sizeof(w->engine_why));
 	struct vram_instance *in = &w->instances[0];
-	r = place(m, in, spec, err, err_size);
+	r = place(m, in, &placed, err, err_size);
 	if (r < 0)
 		goto out_remove;
 	struct vram_adopt a = {.pid = spec->pid, .start_ticks = ticks, .log = w->log};

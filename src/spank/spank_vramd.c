@@ -7,7 +7,8 @@
  * plugstack.conf): --vram-memory=SIZE|FRACTION (memory=), the cap per GPU;
  * --vram-offload-after=DURATION (offload_after=), the idle timer;
  * --vram-priority=N (priority=). Other plugin arguments: socket= (vramd's
- * control socket, default /run/vramd/vramd.sock), hook= (libvram.so),
+ * control socket, default /run/vramd/vramd.sock; %n is the node's name),
+ * hook= (libvram.so),
  * shard_size= (the memory one gres/shard stands for: a job's shards on the
  * node times this is its cap unless --vram-memory is given).
  *
@@ -218,9 +219,50 @@ static int step_name(spank_t sp)
 	return 0;
 }
 
+static char sock_path[108]; /* socket= with %n replaced; set by resolve_socket */
+
+/*
+ * socket= (or the default) with "%n" replaced by the node's name
+ * (SLURMD_NODENAME, else the host name): several slurmd on one host (-N)
+ * each have their vramd. Returns -1 (logged) when it does not fit.
+ */
+static int resolve_socket(spank_t sp)
+{
+	const char *tmpl = arg_socket ? arg_socket : DEFAULT_SOCKET;
+	char node[128] = "";
+	if (strstr(tmpl, "%n") && spank_getenv(sp, "SLURMD_NODENAME", node, sizeof(node)) != ESPANK_SUCCESS) {
+		/*
+		 * slurmstepd sets SLURMD_NODENAME only in each task's own
+		 * environment; the step's has SLURM_TOPOLOGY_ADDR, which ends
+		 * with this node's name ("n1", "s0.s1.n1").
+		 */
+		if (spank_getenv(sp, "SLURM_TOPOLOGY_ADDR", node, sizeof(node)) == ESPANK_SUCCESS) {
+			const char *dot = strrchr(node, '.');
+			if (dot)
+				memmove(node, dot + 1, strlen(dot + 1) + 1);
+		} else if (gethostname(node, sizeof(node) - 1) < 0) {
+			node[0] = '\0';
+		}
+	}
+	size_t len = 0;
+	for (const char *p = tmpl; *p; p++) {
+		const char *piece = p[0] == '%' && p[1] == 'n' ? node : NULL;
+		size_t plen = piece ? strlen(piece) : 1;
+		if (len + plen >= sizeof(sock_path) - sizeof(HOOK_SUFFIX)) {
+			slurm_error("vramd: socket=%s is too long", tmpl);
+			return -1;
+		}
+		memcpy(sock_path + len, piece ? piece : p, plen);
+		len += plen;
+		p += piece ? 1 : 0;
+	}
+	sock_path[len] = '\0';
+	return 0;
+}
+
 static const char *socket_path(void)
 {
-	return arg_socket ? arg_socket : DEFAULT_SOCKET;
+	return sock_path;
 }
 
 /* A connected socket to path with IO_TIMEOUT_S on reads and writes, or -errno. */
@@ -333,7 +375,8 @@ int slurm_spank_task_post_fork(spank_t sp, int ac, char **av)
 	    spank_get_item(sp, S_TASK_ID, &task) != ESPANK_SUCCESS || task != 0 ||
 	    spank_get_item(sp, S_TASK_PID, &pid) != ESPANK_SUCCESS ||
 	    spank_get_item(sp, S_JOB_UID, &uid) != ESPANK_SUCCESS ||
-	    spank_get_item(sp, S_JOB_GID, &gid) != ESPANK_SUCCESS || step_name(sp) < 0)
+	    spank_get_item(sp, S_JOB_GID, &gid) != ESPANK_SUCCESS || step_name(sp) < 0 ||
+	    resolve_socket(sp) < 0)
 		return 0;
 	char gpus[300], mem[80], idle[300], body[1024], msg[400];
 	step_gpus_json(sp, gpus, sizeof(gpus));
@@ -362,7 +405,8 @@ int slurm_spank_task_post_fork(spank_t sp, int ac, char **av)
 int slurm_spank_task_init(spank_t sp, int ac, char **av)
 {
 	char cap[64], buf[4096];
-	if (!spank_remote(sp) || !step_settings(sp, cap, sizeof(cap)) || step_name(sp) < 0)
+	if (!spank_remote(sp) || !step_settings(sp, cap, sizeof(cap)) || step_name(sp) < 0 ||
+	    resolve_socket(sp) < 0)
 		return 0;
 	const char *hook = arg_hook ? arg_hook : DEFAULT_HOOK;
 	if (access(hook, R_OK) < 0) {
