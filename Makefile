@@ -17,6 +17,7 @@ DEB_OUT    ?= .
 DEB_PACKAGES = build-essential pkg-config meson ninja-build \
 	libevent-dev libjansson-dev libfyaml-dev libcmocka-dev \
 	python3 python3-pytest python3-requests valgrind wrk curl liburing-dev
+DEB_PACKAGES += slurmd slurmctld slurm-client munge libslurm-dev
 
 .PHONY: all build deps bench-deps test-clients run install deb test test-normal test-asan test-valgrind bench clean
 

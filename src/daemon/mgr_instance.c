@@ -582,8 +582,11 @@ int mgr_adopt_instance(struct vram_manager *m, struct vram_workload *w, struct v
 		in->mps_client = NULL;
 		return r;
 	}
-	if (mgr_is_attached(w))
+	if (mgr_is_attached(w)) {
 		vram_child_hands_off(c); /* someone else's process: never signalled */
+		/* its hooks knock on the shared socket, also after a restart of vramd */
+		(void)mgr_shared_hook_socket(m);
+	}
 	in->child = c;
 	in->pid = vram_child_pid(c);
 	if (in->mps_client)

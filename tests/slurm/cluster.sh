@@ -58,7 +58,8 @@ EOC
 	bg "$DIR/vramd-$n.log" "$BUILD/src/daemon/bin/vramd" --config "$DIR/vramd-$n.yaml"
 	tail -n1 "$DIR/pids" >"$DIR/vramd-$n.pid"
 	i=0
-	until [ -S "$DIR/vramd-$n/vramd.sock" ]; do
+	# the socket of a vramd that was killed is still there: wait for an answer
+	until "$BUILD/src/ctl/bin/vramctl" --url "$DIR/vramd-$n/vramd.sock" status >/dev/null 2>&1; do
 		i=$((i + 1)); [ $i -lt 200 ] || { echo "vramd $n did not start" >&2; cat "$DIR/vramd-$n.log" >&2; exit 1; }
 		sleep 0.1
 	done
