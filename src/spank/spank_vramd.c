@@ -30,28 +30,23 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <slurm/slurm.h>
 #include <slurm/spank.h>
 
 #include "common/units.h"
+#include "spank/vramd_client.h"
 
 SPANK_PLUGIN(vramd, 1);
 
-#define DEFAULT_SOCKET "/run/vramd/vramd.sock"
 #define DEFAULT_HOOK "/usr/lib/vramd/libvram.so"
 #define HOOK_SUFFIX ".hook"
-#define IO_TIMEOUT_S 10 /* a vramd that does not answer never holds a step longer */
 #define ARG_MAX_LEN 256 /* bytes of one option or argument value */
 
 /* Settings: plugin arguments first, options over them. Strings are owned copies. */
@@ -228,7 +223,7 @@ static char sock_path[108]; /* socket= with %n replaced; set by resolve_socket *
  */
 static int resolve_socket(spank_t sp)
 {
-	const char *tmpl = arg_socket ? arg_socket : DEFAULT_SOCKET;
+	const char *tmpl = arg_socket ? arg_socket : VRAM_SLURM_DEFAULT_SOCKET;
 	char node[128] = "";
 	if (strstr(tmpl, "%n") && spank_getenv(sp, "SLURMD_NODENAME", node, sizeof(node)) != ESPANK_SUCCESS) {
 		/*
@@ -244,19 +239,10 @@ static int resolve_socket(spank_t sp)
 			node[0] = '\0';
 		}
 	}
-	size_t len = 0;
-	for (const char *p = tmpl; *p; p++) {
-		const char *piece = p[0] == '%' && p[1] == 'n' ? node : NULL;
-		size_t plen = piece ? strlen(piece) : 1;
-		if (len + plen >= sizeof(sock_path) - sizeof(HOOK_SUFFIX)) {
-			slurm_error("vramd: socket=%s is too long", tmpl);
-			return -1;
-		}
-		memcpy(sock_path + len, piece ? piece : p, plen);
-		len += plen;
-		p += piece ? 1 : 0;
+	if (vram_slurm_socket_path(tmpl, node, sock_path, sizeof(sock_path)) < 0) {
+		slurm_error("vramd: socket=%s is too long", tmpl);
+		return -1;
 	}
-	sock_path[len] = '\0';
 	return 0;
 }
 
@@ -265,63 +251,18 @@ static const char *socket_path(void)
 	return sock_path;
 }
 
-/* A connected socket to path with IO_TIMEOUT_S on reads and writes, or -errno. */
-static int connect_unix(const char *path)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	memcpy(sa.sun_path, path, strlen(path) + 1);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	struct timeval tv = { .tv_sec = IO_TIMEOUT_S };
-	(void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	(void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		int e = -errno;
-		close(fd);
-		return e;
-	}
-	return fd;
-}
-
 /*
- * One HTTP/1.1 request on vramd's control socket. Returns the status
- * (201, 404, ...) with the start of the body in msg, or -errno.
+ * One request on vramd's control socket: the HTTP status with the start of
+ * the body in msg, or -errno.
  */
 static int vramd_request(const char *method, const char *path, const char *body, char *msg,
 			 size_t msg_size)
 {
-	msg[0] = '\0';
-	int fd = connect_unix(socket_path());
-	if (fd < 0)
-		return fd;
-	char head[512];
-	size_t blen = body ? strlen(body) : 0;
-	int n = snprintf(head, sizeof(head),
-			 "%s %s HTTP/1.1\r\nHost: vramd\r\nContent-Type: application/json\r\n"
-			 "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-			 method, path, blen);
-	int r = -EIO;
-	if (n < 0 || (size_t)n >= sizeof(head) || write(fd, head, (size_t)n) != n ||
-	    (blen && write(fd, body, blen) != (ssize_t)blen))
-		goto out;
-	char resp[2048];
-	size_t got = 0;
-	ssize_t k;
-	while (got < sizeof(resp) - 1 && (k = read(fd, resp + got, sizeof(resp) - 1 - got)) > 0)
-		got += (size_t)k;
-	resp[got] = '\0';
-	int status;
-	if (sscanf(resp, "HTTP/1.%*d %d", &status) != 1)
-		goto out;
-	const char *b = strstr(resp, "\r\n\r\n");
-	snprintf(msg, msg_size, "%.300s", b ? b + 4 : "");
-	r = status;
-out:
-	close(fd);
-	return r;
+	char *resp = NULL;
+	int st = vram_slurm_request(socket_path(), method, path, body, VRAM_SLURM_IO_TIMEOUT_S, &resp);
+	snprintf(msg, msg_size, "%.300s", resp ? resp : "");
+	free(resp);
+	return st;
 }
 
 /*
@@ -442,7 +383,7 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 	/* the shared hook socket exists once vramd has attached a step: else say so, once a node */
 	int task = -1;
 	int fd = spank_get_item(sp, S_TASK_ID, &task) == ESPANK_SUCCESS && task == 0
-			 ? connect_unix(hook_socket) : 0;
+			 ? vram_slurm_connect(hook_socket, VRAM_SLURM_IO_TIMEOUT_S) : 0;
 	if (fd < 0)
 		fprintf(stderr, "vramd: no vramd on this node (%s: %s): running capped by the hook "
 			"alone (%s)\n", hook_socket, strerror(-fd), cap[0] ? cap : "no cap");

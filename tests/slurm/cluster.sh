@@ -65,6 +65,11 @@ EOC
 	done
 }
 
+# Where Debian's Slurm keeps its own plugins (task/vramd is added after it).
+plugin_dir() {
+	dirname "$(dpkg -L slurm-wlm-basic-plugins 2>/dev/null | grep '/proctrack_linuxproc.so$' | head -n1)"
+}
+
 start() {
 	mkdir -p "$DIR/state" "$DIR/dev" "$DIR/munge"
 	chmod 0755 "$DIR" "$DIR/dev"
@@ -107,7 +112,8 @@ SlurmdLogFile=$DIR/slurmd-%n.log
 SlurmdDebug=debug
 PlugStackConfig=$DIR/plugstack.conf
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+TaskPlugin=task/vramd
+PluginDir=$(plugin_dir):$BUILD/src/spank
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 JobAcctGatherType=jobacct_gather/none
@@ -125,7 +131,10 @@ EOC
 		sleep 0.1
 	done
 	bg "$DIR/slurmctld.out" slurmctld -D -i
-	for n in n1 n2; do bg "$DIR/slurmd-$n.out" slurmd -D -N $n; done
+	# task/vramd finds each node's vramd here (%n: the node's name)
+	for n in n1 n2; do
+		VRAM_SLURM_SOCKET="$DIR/vramd-%n/vramd.sock" bg "$DIR/slurmd-$n.out" slurmd -D -N $n
+	done
 	i=0
 	until [ "$(sinfo -h -o '%T' 2>/dev/null | sort -u | tr -d '\n')" = idle ] && \
 	      [ "$(sinfo -h -N -o '%N' 2>/dev/null | sort -u | wc -l)" = 2 ]; do

@@ -292,19 +292,27 @@ def test_vramd_killed_jobs_run_on_and_are_taken_back(c):
     wait_for(lambda: name not in c.workloads(node), what="the step's end to remove it")
 
 
-def test_suspend_keeps_gpu_memory(c):
-    # Slurm 22.05 tells a SPANK plugin nothing on suspend (docs/scale-out.md):
-    # the step is stopped with SIGTSTP, then SIGSTOP, and keeps its GPU memory,
-    # charged; it runs on after resume with its contents intact.
+def test_suspend_offloads_before_stop_and_restores_on_resume(c):
+    # task/vramd: slurmd offloads the job's steps before slurmstepd stops them
+    # (SIGTSTP, SIGSTOP), and restores them after SIGCONT (docs/scale-out.md)
     j = c.submit(4)
     node, name = j["node"], j["workload"]
-    wait_for(lambda: (lambda w: w and w.get("hook") and w["hook"]["processes"])(c.workloads(node).get(name)),
-             what="the step to be hooked")
+    wait_for(lambda: (lambda w: w and w.get("hook") and w["hook"]["processes"])(
+        c.workloads(node).get(name)), what="the step to be hooked")
     pid = c.workloads(node)[name]["pid"]
     c.slurm("scontrol", "suspend", j["id"])
     wait_for(lambda: open(f"/proc/{pid}/stat").read().split(")")[1].split()[0] == "T",
              what="the task to be stopped")
+    # stopped only after the offload: its memory was in host RAM before SIGSTOP
     w = c.workloads(node)[name]
-    assert w["state"] == "ready" and c.status(node)["gpus"][0]["memory"]["used"] == 4 * SHARD
+    assert w["state"] == "offloaded", w["state"]
+    assert w["memory"]["offloaded_bytes"] == 64 * MIB, w["memory"]
+    assert w["hook"]["processes"][0]["state"] == "offloaded"
+    log = open(os.path.join(c.root, f"slurmd-{node}.log")).read()
+    assert f"task/vramd: {name}: offload done" in log
+    assert c.slurm("squeue", "-h", "-j", j["id"], "-o", "%T").stdout.strip() == "SUSPENDED"
     c.slurm("scontrol", "resume", j["id"])
+    w = wait_for(lambda: (lambda w: w if w["state"] == "ready" else None)(
+        c.workloads(node)[name]), what="the step to be restored on resume")
+    assert w["hook"]["processes"][0]["state"] == "running"
     assert get(f"127.0.0.1:{j['port']}/check") == (200, f"ok {64 * MIB}")
