@@ -8,7 +8,8 @@
 #                                installed)
 #   cluster.sh start DIR BUILD   munged, slurmctld, slurmd -N n1 and -N n2, a vramd
 #                                per node on one simulated 1 GiB GPU, all under DIR;
-#                                spank_vramd.so and libvram.so from the build BUILD
+#                                the plugins from the build BUILD; libvram.so, the
+#                                fake driver and fc-server copied to DIR/lib, DIR/bin
 #   cluster.sh vramd DIR BUILD N (re)starts node N's vramd on its state directory
 #   cluster.sh stop DIR          ends every process it started (their pids are in
 #                                DIR/pids), by pid
@@ -73,7 +74,7 @@ plugin_dir() {
 start() {
 	mkdir -p "$DIR/state" "$DIR/dev" "$DIR/munge"
 	chmod 0755 "$DIR" "$DIR/dev"
-	chmod 0700 "$DIR/munge"
+	chmod 0755 "$DIR/munge" # jobs of other users reach the socket; the key stays 0400
 	: >"$DIR/pids"
 	host=$(hostname -s)
 	# munged of our own: its own key and socket (slurm.conf AuthInfo names it)
@@ -83,6 +84,11 @@ start() {
 		--socket="$DIR/munge/munge.sock" --pid-file="$DIR/munge/munged.pid" \
 		--log-file="$DIR/munge/munged.log" --seed-file="$DIR/munge/munged.seed"
 	: >"$DIR/dev/nvidia0"
+	# what the jobs load, where users other than root reach it (the build may be in /root)
+	mkdir -p "$DIR/lib" "$DIR/bin"
+	cp "$BUILD/src/hook/libvram.so" "$BUILD/tests/fakecuda/libcuda.so.1" "$DIR/lib/"
+	cp "$BUILD/tests/fakecuda/fc-server" "$DIR/bin/"
+	chmod 0755 "$DIR/lib" "$DIR/bin"
 	for n in n1 n2; do vramd_start $n; done
 	# the gres lines of each node as vramd sees its GPUs (both nodes alike here)
 	"$BUILD/src/ctl/bin/vramctl" --url "$DIR/vramd-n1/vramd.sock" slurm-gres \
@@ -94,7 +100,7 @@ CgroupPlugin=autodetect
 IgnoreSystemd=yes
 EOC
 	cat >"$DIR/plugstack.conf" <<EOC
-optional $BUILD/src/spank/spank_vramd.so socket=$DIR/vramd-%n/vramd.sock hook=$BUILD/src/hook/libvram.so shard_size=$SHARD_SIZE
+optional $BUILD/src/spank/spank_vramd.so socket=$DIR/vramd-%n/vramd.sock hook=$DIR/lib/libvram.so shard_size=$SHARD_SIZE
 EOC
 	cat >"$DIR/slurm.conf" <<EOC
 ClusterName=vramt

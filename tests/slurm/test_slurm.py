@@ -24,8 +24,6 @@ BUILD = os.environ.get("VRAM_BUILD_ROOT") or os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "..", "..", "build")
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLUSTER = os.path.join(HERE, "cluster.sh")
-FAKECUDA = os.path.join(BUILD, "tests", "fakecuda")
-SERVER = os.path.join(FAKECUDA, "fc-server")
 VRAMCTL = os.path.join(BUILD, "src", "ctl", "bin", "vramctl")
 MIB = 1 << 20
 SHARD = 64 * MIB
@@ -113,17 +111,21 @@ class Cluster:
             assert r.returncode == 0, f"{args}: {r.stdout}{r.stderr}"
         return r
 
+    @property
+    def server(self):
+        return os.path.join(self.root, "bin", "fc-server")
+
     def submit(self, shards, *opts):
         """Starts fc-server as a one-task job asking for shards; returns its record."""
         port = free_port()
         name = f"fc{port}"
-        env = dict(self.env, PORT=str(port), LD_LIBRARY_PATH=FAKECUDA,
+        env = dict(self.env, PORT=str(port), LD_LIBRARY_PATH=os.path.join(self.root, "lib"),
                    VRAM_HOOK_CONTEXT_MEMORY="64MiB", VRAM_FAKE_CONTEXT_MEMORY="64MiB",
                    FC_SERVER_MIB="64")
         out = open(os.path.join(self.root, f"{name}.out"), "wb")
         gres = [f"--gres=shard:{shards}"] if shards else []
         p = subprocess.Popen(["srun", "-J", name, "-n1", "--mem=100"] + gres + list(opts) +
-                             [SERVER], env=env, stdout=out, stderr=subprocess.STDOUT,
+                             [self.server], env=env, stdout=out, stderr=subprocess.STDOUT,
                              start_new_session=True)
         job = {"name": name, "port": port, "srun": p, "shards": shards, "out": out.name}
         self.jobs.append(job)
@@ -224,13 +226,13 @@ def test_shards_place_cap_list_and_end(c):
         assert c.status(node)["gpus"][0]["memory"]["used"] == 0
 
 
-def job_pid(port):
+def job_pid(server, port):
     """The pid of the job's fc-server: the process whose environment has PORT=port."""
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
         try:
-            if os.readlink(f"/proc/{d}/exe") != os.path.realpath(SERVER):
+            if os.readlink(f"/proc/{d}/exe") != os.path.realpath(server):
                 continue
             env = open(f"/proc/{d}/environ", "rb").read().split(b"\0")
         except OSError:
@@ -245,7 +247,7 @@ def test_no_shards_no_cap(c):
     # a job that asks for nothing is left alone: not preloaded, not attached, no cap
     assert get(f"127.0.0.1:{j['port']}/alloc/512") == (200, f"ok {512 * MIB}")
     assert not any(n.startswith("slurm-") for n in c.workloads(j["node"]))
-    _, env = job_pid(j["port"])
+    _, env = job_pid(c.server, j["port"])
     assert not any(e.startswith(b"LD_PRELOAD=") and b"libvram.so" in e for e in env)
 
 
@@ -315,4 +317,20 @@ def test_suspend_offloads_before_stop_and_restores_on_resume(c):
     w = wait_for(lambda: (lambda w: w if w["state"] == "ready" else None)(
         c.workloads(node)[name]), what="the step to be restored on resume")
     assert w["hook"]["processes"][0]["state"] == "running"
+    assert get(f"127.0.0.1:{j['port']}/check") == (200, f"ok {64 * MIB}")
+
+
+def test_job_of_another_user(c):
+    # a step of a user other than root: owned by that user, its hook on the shared socket
+    j = c.submit(4, "--uid=nobody")
+    node, name = j["node"], j["workload"]
+    w = wait_for(lambda: (lambda w: w if w and w.get("hook") and w["hook"]["processes"] and
+                          w["hook"]["processes"][0]["connected"] else None)(
+        c.workloads(node).get(name)), what="the other user's step to be hooked")
+    assert w["owner"]["user"] == "nobody", w["owner"]
+    assert w["hook"]["processes"][0]["cap_bytes"] == 4 * SHARD
+    assert get(f"127.0.0.1:{j['port']}/alloc/160")[0] == 507
+    for action in ("offload", "restore"):
+        r = c.ctl(node, action, name)
+        assert r.returncode == 0, r.stdout + r.stderr
     assert get(f"127.0.0.1:{j['port']}/check") == (200, f"ok {64 * MIB}")
