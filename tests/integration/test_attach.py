@@ -94,6 +94,9 @@ def test_attach_leader_exit_spares_the_rest_of_its_group(daemon):
         time.sleep(0.5)
         # a spawned workload's leftovers are killed with its leader; another task of a step is not
         assert pid_alive(other), "vramd killed the rest of an attached group"
+        # and there is nothing to start again: vramd would run the marker word as a command
+        r = d.sock_request("POST", "/api/workloads/slurm-7.0/start")
+        assert r.status_code == 409 and "is attached" in r.json()["error"]["message"], r.text
         os.kill(other, signal.SIGKILL)
     finally:
         kill_group(p)
