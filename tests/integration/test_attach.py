@@ -69,6 +69,10 @@ def test_attach_lists_charges_and_remove_lets_go(daemon):
         assert w["adhoc"] and w["pid"] == p.pid
         assert w["memory"]["per_gpu_bytes"] == 256 * MIB
         assert d.status()["gpus"][0]["memory"]["used"] == 256 * MIB  # charged in the ledger
+        # and in /metrics, as ad-hoc workloads are
+        m = d.get("/metrics").text
+        assert 'vram_workload_state{workload="slurm-7.0",state="ready"} 1' in m, m
+        assert 'vram_workload_gpu_memory_bytes{workload="slurm-7.0"} 268435456' in m, m
         # removing it lets go of the processes: none of them is signalled
         r = d.sock_request("DELETE", "/api/workloads/slurm-7.0")
         assert r.status_code == 200, r.text

@@ -93,6 +93,17 @@ class Cluster:
         finally:
             c.close()
 
+    def raw(self, node, path):
+        """The text of GET path on the node's control socket."""
+        c = _Unix(self.sock(node))
+        try:
+            c.request("GET", path)
+            r = c.getresponse()
+            assert r.status == 200, r.status
+            return r.read().decode()
+        finally:
+            c.close()
+
     def status(self, node):
         st, body = self.api(node, "GET", "/api/status")
         assert st == 200, body
@@ -206,6 +217,9 @@ def test_shards_place_cap_list_and_end(c):
         # charged on the node's GPU: what Slurm gave, not what the jobs use
         gpu = c.status(node)["gpus"][0]["memory"]
         assert gpu["used"] == sum(j["shards"] for j in mine) * SHARD, gpu
+        metrics = c.raw(node, "/metrics")
+        for j in mine:
+            assert f'workload="{j["workload"]}"' in metrics, metrics[:2000]
         table = c.ctl(node, "status")
         assert table.returncode == 0 and all(j["workload"] in table.stdout for j in mine), table.stdout
         # past its shards the small job's allocation fails inside it; its neighbour is untouched
