@@ -222,6 +222,8 @@ static inline bool mgr_is_adhoc(const struct vram_manager *m, const struct vram_
  * signals them; a stop lets go of them.
  */
 #define MGR_ATTACHED_CMD "(attached)"
+/* Names that only attached workloads may take: Slurm's steps, slurm-JOBID.STEP. */
+#define MGR_ATTACHED_PREFIX "slurm-"
 
 /* Whether w is an attached workload (see MGR_ATTACHED_CMD). */
 static inline bool mgr_is_attached(const struct vram_workload *w)

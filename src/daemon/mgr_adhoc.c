@@ -151,6 +151,12 @@ int mgr_adhoc_create(struct vram_manager *m, const struct vram_adhoc_spec *spec,
 				 VRAM_CONFIG_NAME_MAX, spec->name);
 			return -EINVAL;
 		}
+		if (!attached && strncmp(spec->name, MGR_ATTACHED_PREFIX, strlen(MGR_ATTACHED_PREFIX)) == 0) {
+			/* a user's command must not take the name a Slurm step attaches under */
+			snprintf(err, err_size, "name: \"%s...\" is kept for Slurm steps, got \"%.64s\"",
+				 MGR_ATTACHED_PREFIX, spec->name);
+			return -EINVAL;
+		}
 		if (mgr_find(m, spec->name)) {
 			snprintf(err, err_size, "a workload named \"%s\" exists", spec->name);
 			return -EEXIST;

@@ -141,6 +141,9 @@ def test_attach_refusals(daemon):
         assert attach(d, p.pid).status_code == 201
         r = attach(d, p.pid)
         assert r.status_code == 409 and r.json()["error"]["code"] == "name_taken", r.text
+        # nor the names of Slurm's steps: a user could keep a step from attaching
+        r = d.sock_request("POST", "/api/workloads", json={"name": "slurm-8.0", "cmd": ["true"]})
+        assert r.status_code == 400 and "kept for Slurm steps" in r.json()["error"]["message"], r.text
         # the command word that marks attached workloads is not for vramctl run
         r = d.sock_request("POST", "/api/workloads", json={"cmd": ["(attached)"]})
         assert r.status_code == 400 and "(attached)" in r.json()["error"]["message"], r.text
