@@ -324,8 +324,12 @@ def test_suspend_offloads_before_stop_and_restores_on_resume(c):
     assert w["state"] == "offloaded", w["state"]
     assert w["memory"]["offloaded_bytes"] == 64 * MIB, w["memory"]
     assert w["hook"]["processes"][0]["state"] == "offloaded"
+    # in slurmd's log (slurmstepd writes there too): the offload ended before the step's
+    # slurmstepd began to suspend it
     log = open(os.path.join(c.root, f"slurmd-{node}.log")).read()
-    assert f"task/vramd: {name}: offload done" in log
+    done = log.find(f"task/vramd: {name}: offload done")
+    suspend = log.find(f"_handle_suspend for StepId={j['id']}.0")
+    assert 0 <= done < suspend, log[-3000:]
     assert c.slurm("squeue", "-h", "-j", j["id"], "-o", "%T").stdout.strip() == "SUSPENDED"
     c.slurm("scontrol", "resume", j["id"])
     w = wait_for(lambda: (lambda w: w if w["state"] == "ready" else None)(
