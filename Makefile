@@ -23,6 +23,8 @@ DEB_PACKAGES += chromium
 DEB_PACKAGES += podman runc busybox-static
 # vramctl top draws with ncurses; its test drives it in tmux
 DEB_PACKAGES += libncurses-dev tmux
+# the two-node Slurm test (tests/slurm) runs Debian's slurmd, slurmctld and munge
+DEB_PACKAGES += slurmd slurmctld slurm-client munge libslurm-dev
 
 .PHONY: all build deps bench-deps test-clients run install deb test test-normal test-asan test-valgrind bench clean
 

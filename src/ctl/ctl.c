@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* vramctl's command line and commands; see ctl.h. */
 #include "ctl/ctl.h"
+#include "ctl/slurmgres.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -85,6 +86,9 @@ static void usage(FILE *f)
 	      "  daemon restart                       restart vramd in place from the binary on disk\n"
 	      "                                       (same pid, workloads and sockets); waits for the\n"
 	      "                                       new one to answer\n"
+	      "  slurm-gres [--memory 1GiB] [--name NODE] [DEVDIR]\n"
+	      "                                       gres.conf/slurm.conf lines for this node's GPUs,\n"
+	      "                                       one shard = --memory of GPU memory\n"
 	      "  mcp                                  MCP over stdio, bridged to the daemon's /mcp\n"
 	      "  mps status|start|stop [--gpus 0,1] [--force]\n"
 	      "                                       MPS control daemons: show, start, stop (--force: with workers)\n"
@@ -1387,6 +1391,38 @@ static int cmd_top(const struct ctl *c)
 	return top_fn(&url, getenv("VRAMD_TOKEN"));
 }
 
+/* slurm-gres [--memory SHARD_SIZE] [--name NODENAME] [DEVICE_DIR]: slurmgres.h */
+static int cmd_slurm_gres(const struct ctl *c)
+{
+	if (c->n_args > 2)
+		return usage_error("slurm-gres takes at most a device directory (got %s)", c->args[2]);
+	uint64_t shard = VRAM_SLURM_GRES_DEFAULT_SHARD;
+	if (c->memory && (vram_units_parse_bytes(c->memory, &shard) < 0 || shard == 0))
+		return usage_error("--memory: expected the size of one shard like 1GiB, got \"%s\"",
+				   c->memory);
+	char host[256] = "";
+	if (!c->name && gethostname(host, sizeof(host) - 1) == 0)
+		host[strcspn(host, ".")] = '\0';
+	struct vram_client_response resp;
+	int r = call_ok(c, "GET", "/api/status", NULL, CTL_STATUS_TIMEOUT_MS, 200, "status", &resp);
+	if (r)
+		return r;
+	json_t *j = json_loadb(resp.body, resp.body_len, 0, NULL);
+	vram_client_response_done(&resp);
+	char err[256];
+	char *text = j ? vram_slurm_gres_lines(j, shard, c->name ? c->name : host,
+					       c->n_args == 2 ? c->args[1] : "/dev", err, sizeof(err))
+		       : NULL;
+	json_decref(j);
+	if (!text) {
+		fprintf(stderr, "vramctl: slurm-gres: %s\n", j ? err : "the daemon sent invalid JSON");
+		return VRAM_CTL_EXIT_FAILED;
+	}
+	fputs(text, stdout);
+	free(text);
+	return 0;
+}
+
 int vram_ctl_main(int argc, char **argv)
 {
 	struct ctl c;
@@ -1433,6 +1469,8 @@ int vram_ctl_main(int argc, char **argv)
 		return cmd_reload(&c);
 	if (strcmp(cmd, "daemon") == 0)
 		return cmd_daemon(&c);
+	if (strcmp(cmd, "slurm-gres") == 0)
+		return cmd_slurm_gres(&c);
 	if (strcmp(cmd, "mcp") == 0) {
 		struct vram_client_url url;
 		if (c.n_args != 1)

@@ -5,6 +5,7 @@
  * changes nothing.
  */
 #include "daemon/api.h"
+#include "daemon/api_attach.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -89,6 +90,7 @@ static int h_status(struct vram_api_call *c, json_t **ret);
 static int h_workload(struct vram_api_call *c, json_t **ret);
 static int h_action(struct vram_api_call *c, json_t **ret);
 static int h_create(struct vram_api_call *c, json_t **ret);
+static int h_attach(struct vram_api_call *c, json_t **ret);
 static int h_remove(struct vram_api_call *c, json_t **ret);
 static int h_idle(struct vram_api_call *c, json_t **ret);
 static int h_logs(struct vram_api_call *c, json_t **ret);
@@ -113,6 +115,7 @@ static const struct vram_api_route routes[] = {
 	{ VRAM_API_GET, "/api/status", h_status, 0 },
 	{ VRAM_API_GET, "/api/workloads/{name}", h_workload, 0 },
 	{ VRAM_API_POST, "/api/workloads", h_create, 0 },
+	{ VRAM_API_POST, "/api/attach", h_attach, 0 },
 	{ VRAM_API_DELETE, "/api/workloads/{name}", h_remove, 0 },
 	{ VRAM_API_POST, "/api/workloads/{name}/start", h_action, VRAM_ACTION_START },
 	{ VRAM_API_POST, "/api/workloads/{name}/stop", h_action, VRAM_ACTION_STOP },
@@ -1077,6 +1080,20 @@ out:
 	free(env);
 	free(cmd);
 	json_decref(obj);
+	return st;
+}
+
+/* POST /api/attach: a process group vramd did not start (api_attach.h). */
+static int h_attach(struct vram_api_call *c, json_t **ret)
+{
+	json_t *obj;
+	int st = call_object(c, true, vram_api_attach_fields, &obj, ret);
+	if (st)
+		return st;
+	st = vram_api_attach(c->api->m, &c->peer, obj, ret);
+	json_decref(obj);
+	if (st == 201)
+		status_drop(c->api);
 	return st;
 }
 

@@ -204,6 +204,12 @@ static void evict(struct vram_manager *m, struct vram_workload *w,
 int mgr_begin_start(struct vram_manager *m, struct vram_workload *w, enum vram_event_reason reason,
 		    const char *text, char *err, size_t err_size)
 {
+	if (mgr_is_attached(w)) {
+		/* there is no command to run: someone else started its processes */
+		snprintf(err, err_size, "%s is attached (its processes were started by someone else, "
+			 "e.g. a Slurm step): vramd does not start it", w->cfg->name);
+		return -EBUSY;
+	}
 	w->engine = vram_engine_select(w, &m->host, w->engine_why, sizeof(w->engine_why));
 	char why[512];
 	if (mgr_mps_decide(m, w, why, sizeof(why)) < 0) {

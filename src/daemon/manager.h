@@ -253,6 +253,34 @@ bool vram_manager_adhoc_owner(struct vram_manager *m, const char *name, uid_t *r
  */
 int vram_manager_remove_adhoc(struct vram_manager *m, const char *name, char *err, size_t err_size);
 
+/* What makes a running process group an attached workload (mgr_attach.c). */
+struct vram_attach_spec {
+	const char *name;         /* the workload's name; borrowed */
+	pid_t pid;                /* the leader of the process group */
+	uid_t uid;                /* its user: the workload's owner */
+	gid_t gid;
+	struct vram_mem memory;   /* its cap per GPU, charged there; zero: none */
+	unsigned gpus[VRAM_PLAN_MAX_GPUS]; /* vramd's indices of its GPUs */
+	size_t n_gpus;
+	uint64_t offload_after_ms; /* idle timer; VRAM_DURATION_NEVER: none */
+	int priority;             /* as the config's priority */
+};
+
+/*
+ * Makes the running process group spec->pid an ad-hoc workload that vramd
+ * did not start and never signals (attached): ready, charged on its GPUs,
+ * offloaded and restored through the hooks of its processes; a stop or
+ * DELETE lets go of it. *ret_name (borrowed, valid until it is removed) and
+ * *ret_hook_socket (the shared hook socket its processes use, borrowed; NULL
+ * if it cannot be opened) are set on success. Returns 0, or -errno with
+ * err: -EINVAL (bad name, GPUs), -ESRCH (no such process, not a group
+ * leader), -EEXIST (name taken), -EPERM (vramd cannot act for that user),
+ * -EAGAIN (no ad-hoc slot), -EBUSY (shutting down).
+ */
+int vram_manager_attach(struct vram_manager *m, const struct vram_attach_spec *spec,
+			const char **ret_name, const char **ret_hook_socket, char *err,
+			size_t err_size);
+
 /* New references; NULL on out of memory (or, for one workload, if unknown). */
 json_t *vram_manager_status_json(struct vram_manager *m);
 json_t *vram_manager_gpus_json(struct vram_manager *m);

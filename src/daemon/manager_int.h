@@ -35,6 +35,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/time.h>
 #include <sys/types.h>
 
@@ -247,6 +248,21 @@ static inline bool mgr_is_adhoc(const struct vram_manager *m, const struct vram_
 	return (size_t)(w - m->ws) >= m->n_cfg;
 }
 
+/*
+ * The first word of an attached workload's command (mgr_attach.c): its
+ * processes were started by someone else (a Slurm step) and vramd never
+ * signals them; a stop lets go of them.
+ */
+#define MGR_ATTACHED_CMD "(attached)"
+/* Names that only attached workloads may take: Slurm's steps, slurm-JOBID.STEP. */
+#define MGR_ATTACHED_PREFIX "slurm-"
+
+/* Whether w is an attached workload (see MGR_ATTACHED_CMD). */
+static inline bool mgr_is_attached(const struct vram_workload *w)
+{
+	return w->cfg && w->cfg->n_cmd > 0 && strcmp(w->cfg->cmd[0], MGR_ATTACHED_CMD) == 0;
+}
+
 /* What the daemon keeps beside w. */
 static inline struct mgr_slot *mgr_slot(struct vram_manager *m, const struct vram_workload *w)
 {
@@ -304,6 +320,16 @@ bool mgr_waiter_holds(struct vram_manager *m, const struct vram_workload *w);
 /* The start waiters held back by a pending restart of w take part from here on. */
 void mgr_release_held_waiters(struct vram_manager *m, struct vram_workload *w);
 
+/*
+ * The shared hook socket beside the control socket (hookchan.h), opened the
+ * first time it is needed: processes of other users register there (only
+ * for their own ad-hoc workloads), and root and vramd's user are served as
+ * on hook.sock, since that user must already reach the control socket's
+ * directory to ask for a command. NULL when it cannot be opened (logged
+ * once; such commands then run without the hook). Borrowed (mgr_instance.c).
+ */
+const char *mgr_shared_hook_socket(struct vram_manager *m);
+
 /* ---- ad-hoc workloads: mgr_adhoc.c (top floor; for the others on it) ---- */
 
 /*
@@ -312,6 +338,16 @@ void mgr_release_held_waiters(struct vram_manager *m, struct vram_workload *w);
  * NULL with err.
  */
 struct vram_adhoc_spec;
+/*
+ * Checks spec and makes its workload in a free ad-hoc slot, stopped (fresh:
+ * its log starts empty). attached: a workload of processes vramd did not
+ * start (mgr_attach.c), which alone may have the command MGR_ATTACHED_CMD
+ * and is not held to the per-user limit (whoever placed the processes
+ * decided). Sets *ret_w. Returns 0 or -errno with err, as
+ * vram_manager_add_adhoc.
+ */
+int mgr_adhoc_create(struct vram_manager *m, const struct vram_adhoc_spec *spec, bool fresh,
+		     bool attached, struct vram_workload **ret_w, char *err, size_t err_size);
 struct vram_workload *mgr_adhoc_restore(struct vram_manager *m, const char *name,
 					const struct vram_adhoc_spec *spec, char *err,
 					size_t err_size);

@@ -368,23 +368,44 @@ static int render_host(struct vram_metrics *mx, struct vram_buf *out)
 	return r;
 }
 
-/* The gauges read from the manager, for every workload of the config (borrowed for the call). */
+/*
+ * The gauges read from the manager, for every workload of the config, then
+ * every ad-hoc one (vramctl run, attached Slurm steps) in status order
+ * (borrowed for the call).
+ */
 static int render_workloads(struct vram_metrics *mx, const struct vram_config *cfg,
 			    struct vram_buf *out, struct vram_buf *lb)
 {
-	size_t n = cfg->n_workloads;
-	json_t **ws = calloc(n ? n : 1, sizeof(*ws));
-	if (!ws)
+	json_t *status = vram_manager_status_json(mx->m);
+	json_t *all = json_object_get(status, "workloads");
+	size_t n = cfg->n_workloads, n_all = json_array_size(all);
+	json_t **ws = calloc(n + n_all + 1, sizeof(*ws));
+	const char **names = calloc(n + n_all + 1, sizeof(*names));
+	if (!ws || !names) {
+		free(ws);
+		free(names);
+		json_decref(status);
 		return -ENOMEM;
-	for (size_t i = 0; i < n; i++)
-		ws[i] = vram_manager_workload_json(mx->m, cfg->workloads[i].name);
+	}
+	for (size_t i = 0; i < n; i++) {
+		names[i] = cfg->workloads[i].name;
+		ws[i] = vram_manager_workload_json(mx->m, names[i]);
+	}
+	for (size_t k = 0; k < n_all; k++) {
+		json_t *w = json_array_get(all, k);
+		const char *name = json_string_value(json_object_get(w, "name"));
+		if (name && json_is_true(json_object_get(w, "adhoc"))) {
+			names[n] = name; /* borrowed from status, freed last */
+			ws[n++] = json_incref(w);
+		}
+	}
 	int r = meta(out, "vram_workload_state", "gauge",
 		     "1 for the state the workload is in, 0 for the others.");
 	for (size_t i = 0; r == 0 && i < n; i++) {
 		const char *state = json_string_value(json_object_get(ws[i], "state"));
 		for (int s = 0; r == 0 && s < VRAM_WL_N_STATES; s++) {
 			const char *sn = vram_wl_state_name((enum vram_wl_state)s);
-			r = wl_labels(lb, cfg->workloads[i].name);
+			r = wl_labels(lb, names[i]);
 			if (r == 0)
 				r = vram_buf_printf(out, "vram_workload_state{%s,state=\"%s\"} %d\n",
 						    lb->data, sn, state && strcmp(state, sn) == 0);
@@ -415,12 +436,14 @@ static int render_workloads(struct vram_metrics *mx, const struct vram_config *c
 			json_t *obj = rows[k].group ? json_object_get(ws[i], rows[k].group) : ws[i];
 			double v = num(obj, rows[k].key);
 			if (!isnan(v))
-				r = sample1(out, rows[k].name, "workload", cfg->workloads[i].name, v);
+				r = sample1(out, rows[k].name, "workload", names[i], v);
 		}
 	}
 	for (size_t i = 0; i < n; i++)
 		json_decref(ws[i]);
 	free(ws);
+	free(names);
+	json_decref(status);
 	return r;
 }
 

@@ -107,19 +107,19 @@ static char **strv_copy(const char *const *v, size_t n)
 	return out;
 }
 
-/*
- * Checks spec and makes its workload in a free ad-hoc slot, stopped (fresh:
- * its log starts empty). Sets *ret_w. Returns 0 or -errno with err, as
- * vram_manager_add_adhoc.
- */
-static int adhoc_create(struct vram_manager *m, const struct vram_adhoc_spec *spec, bool fresh,
-			struct vram_workload **ret_w, char *err, size_t err_size)
+int mgr_adhoc_create(struct vram_manager *m, const struct vram_adhoc_spec *spec, bool fresh,
+		     bool attached, struct vram_workload **ret_w, char *err, size_t err_size)
 {
 	size_t n_cmd = 0, n_env = 0;
 	while (spec->cmd && spec->cmd[n_cmd])
 		n_cmd++;
 	if (n_cmd == 0 || !spec->cmd[0][0] || n_cmd > VRAM_CONFIG_MAX_ARGS) {
 		snprintf(err, err_size, "cmd: expected a command of 1..%d words", VRAM_CONFIG_MAX_ARGS);
+		return -EINVAL;
+	}
+	if (!attached && strcmp(spec->cmd[0], MGR_ATTACHED_CMD) == 0) {
+		/* that word marks a workload whose processes vramd never signals */
+		snprintf(err, err_size, "cmd: \"%s\" is not a command", MGR_ATTACHED_CMD);
 		return -EINVAL;
 	}
 	for (; spec->env && spec->env[n_env]; n_env++) {
@@ -151,6 +151,12 @@ static int adhoc_create(struct vram_manager *m, const struct vram_adhoc_spec *sp
 				 VRAM_CONFIG_NAME_MAX, spec->name);
 			return -EINVAL;
 		}
+		if (!attached && strncmp(spec->name, MGR_ATTACHED_PREFIX, strlen(MGR_ATTACHED_PREFIX)) == 0) {
+			/* a user's command must not take the name a Slurm step attaches under */
+			snprintf(err, err_size, "name: \"%s...\" is kept for Slurm steps, got \"%.64s\"",
+				 MGR_ATTACHED_PREFIX, spec->name);
+			return -EINVAL;
+		}
 		if (mgr_find(m, spec->name)) {
 			snprintf(err, err_size, "a workload named \"%s\" exists", spec->name);
 			return -EEXIST;
@@ -161,7 +167,7 @@ static int adhoc_create(struct vram_manager *m, const struct vram_adhoc_spec *sp
 			snprintf(name, sizeof(name), "run-%u", ++m->adhoc_seq);
 		while (mgr_find(m, name));
 	}
-	if (spec->runas && !spec->runas->as_daemon && spec->runas->uid != 0) {
+	if (!attached && spec->runas && !spec->runas->as_daemon && spec->runas->uid != 0) {
 		/* one user cannot take every slot from the others and the owner */
 		unsigned held = 0;
 		for (size_t i = 0; i < VRAM_MANAGER_ADHOC_MAX; i++)
@@ -253,7 +259,7 @@ int vram_manager_add_adhoc(struct vram_manager *m, const struct vram_adhoc_spec 
 		return -EBUSY;
 	}
 	struct vram_workload *w;
-	int r = adhoc_create(m, spec, true, &w, err, err_size);
+	int r = mgr_adhoc_create(m, spec, true, false, &w, err, err_size);
 	if (r < 0)
 		return r;
 	r = mgr_begin_start(m, w, VRAM_REASON_RUN, "run by hand", err, err_size);
@@ -273,7 +279,8 @@ struct vram_workload *mgr_adhoc_restore(struct vram_manager *m, const char *name
 	struct vram_adhoc_spec named = *spec;
 	named.name = name;
 	struct vram_workload *w;
-	if (adhoc_create(m, &named, false, &w, err, err_size) < 0)
+	bool attached = spec->cmd && spec->cmd[0] && strcmp(spec->cmd[0], MGR_ATTACHED_CMD) == 0;
+	if (mgr_adhoc_create(m, &named, false, attached, &w, err, err_size) < 0)
 		return NULL;
 	/* "run-<n>" names go on after the highest one taken back */
 	unsigned n;

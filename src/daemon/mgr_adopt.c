@@ -353,7 +353,11 @@ refuse:
 	bool ours_alive = false;
 	for (size_t i = 0; i < sw->n_instances; i++) {
 		char pwhy[128];
-		if (same_process(&sw->instances[i], pwhy, sizeof(pwhy))) {
+		if (mgr_is_attached(w)) {
+			/* someone else's processes (a Slurm step): never signalled */
+			vram_info("state file: %s replica %u: left running (attached)", name,
+				  sw->instances[i].replica);
+		} else if (same_process(&sw->instances[i], pwhy, sizeof(pwhy))) {
 			stop_recorded(name, &sw->instances[i], "not every replica could be taken back");
 			ours_alive = true;
 		} else {

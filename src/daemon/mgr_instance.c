@@ -177,20 +177,9 @@ static bool hook_authorize(uid_t uid, const char *workload, void *arg)
 	return false;
 }
 
-/*
- * The hook socket for w's processes: hook.sock, in the state directory,
- * which is vramd's alone, for processes of vramd's own user or root; for
- * another user, the shared one beside the control socket (hookchan.h),
- * opened the first time it is needed, since that user must already reach
- * the control socket's directory to ask for a command. NULL when the
- * shared one cannot be opened (logged once; such commands then run
- * without the hook).
- */
-static const char *hook_socket_for(struct vram_manager *m, const struct vram_workload *w)
+/* See manager_int.h. */
+const char *mgr_shared_hook_socket(struct vram_manager *m)
 {
-	const struct vram_runas *r = runs_as_other(m, w);
-	if (!r || r->uid == 0 || r->uid == geteuid())
-		return vram_hookchan_path(m->hookchan);
 	if (vram_hookchan_shared_path(m->hookchan) || m->shared_hook_failed)
 		return vram_hookchan_shared_path(m->hookchan);
 	char *path = mgr_asprintf("%s" VRAM_MANAGER_SHARED_HOOK_SUFFIX, m->cfg->daemon.socket);
@@ -202,6 +191,19 @@ static const char *hook_socket_for(struct vram_manager *m, const struct vram_wor
 	}
 	free(path);
 	return vram_hookchan_shared_path(m->hookchan);
+}
+
+/*
+ * The hook socket for w's processes: hook.sock, in the state directory,
+ * which is vramd's alone, for processes of vramd's own user or root; for
+ * another user, the shared one.
+ */
+static const char *hook_socket_for(struct vram_manager *m, const struct vram_workload *w)
+{
+	const struct vram_runas *r = runs_as_other(m, w);
+	if (!r || r->uid == 0 || r->uid == geteuid())
+		return vram_hookchan_path(m->hookchan);
+	return mgr_shared_hook_socket(m);
 }
 
 /*
@@ -749,6 +751,11 @@ int mgr_adopt_instance(struct vram_manager *m, struct vram_workload *w, struct v
 		vram_mps_client_free(in->mps_client);
 		in->mps_client = NULL;
 		return r;
+	}
+	if (mgr_is_attached(w)) {
+		vram_child_hands_off(c); /* someone else's process: never signalled */
+		/* its hooks knock on the shared socket, also after a restart of vramd */
+		(void)mgr_shared_hook_socket(m);
 	}
 	in->child = c;
 	in->pid = vram_child_pid(c);

@@ -252,7 +252,8 @@ static int fill(struct vram_manager *m, struct vram_statefile *sf)
 			si->pid = in->pid;
 			si->start_ticks = ticks;
 			si->pgid = pgid > 0 ? pgid : in->pid; /* spawn makes each its own group */
-			if (read_cmdline(in->pid, si) < 0)
+			/* an attached one may not have executed its command yet: its start time names it */
+			if (!mgr_is_attached(w) && read_cmdline(in->pid, si) < 0)
 				return -ENOMEM;
 			pid_t relay = in->child ? vram_child_relay_pid(in->child) : 0;
 			if (relay > 0 && vram_proc_start_ticks(relay, &si->relay_start_ticks) == 0)

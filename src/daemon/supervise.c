@@ -108,6 +108,7 @@ struct vram_child {
 	uint64_t start_ticks;       /* its start time (clock ticks since boot); 0: unknown */
 	uint64_t relay_start_ticks; /* the relay's; 0: unknown or none */
 	bool adopted;               /* taken back by vram_supervisor_adopt, not spawned here */
+	bool hands_off;             /* adopted and never signalled: a stop lets go of it */
 	bool our_child;             /* waitpid reaps it: spawned, or adopted after an exec in place */
 	bool relay_our_child;       /* the same for its relay */
 	int pidfd;                  /* adopted: the process, -1 for a spawned one */
@@ -631,12 +632,12 @@ static void on_relay_ended(evutil_socket_t fd, short what, void *arg)
 /*
  * Sends sig to c's process group while its leader is known to hold the pid:
  * a child of ours until it is reaped (its zombie keeps the pid), an adopted
- * process that is not ours while its pidfd says it has not ended. Returns
- * whether it was sent.
+ * process that is not ours while its pidfd says it has not ended; never a
+ * hands-off one. Returns whether it was sent.
  */
 static bool child_signal_group(struct vram_child *c, int sig)
 {
-	if (c->reaped)
+	if (c->reaped || c->hands_off)
 		return false;
 	if (!c->our_child && pidfd_ended(c->pidfd))
 		return false;
@@ -652,6 +653,8 @@ static bool child_signal_group(struct vram_child *c, int sig)
  */
 static void child_kill_leftovers(struct vram_child *c)
 {
+	if (c->hands_off)
+		return; /* the other tasks of a step run on */
 	if (!c->our_child) {
 		uint64_t ticks;
 		if (vram_proc_start_ticks(c->pid, &ticks) == 0 && ticks != c->start_ticks)
@@ -1323,7 +1326,7 @@ static void on_adopted_ended(evutil_socket_t fd, short what, void *arg)
 	if (c->reaped)
 		return;
 	int status = VRAM_WAIT_STATUS_UNKNOWN;
-	if (c->our_child) {
+	if (c->our_child && !(c->hands_off && c->stopping)) {
 		/*
 		 * Reaped here as well as by the SIGCHLD loop: one that ended while
 		 * vramd executed itself anew sent its SIGCHLD to nobody.
@@ -1449,9 +1452,29 @@ pid_t vram_child_relay_pid(const struct vram_child *c)
 	return c->relay_pid;
 }
 
+/*
+ * A hands-off child is let go of instead of signalled: its end is reported
+ * from the loop (status unknown), as if its pidfd had said so, and the
+ * process runs on.
+ */
+static bool let_go(struct vram_child *c)
+{
+	if (!c->hands_off)
+		return false;
+	c->stopping = true;
+	event_active(c->pidfd_ev, EV_READ, 0);
+	return true;
+}
+
+void vram_child_hands_off(struct vram_child *c)
+{
+	if (c->adopted && c->pidfd_ev)
+		c->hands_off = true;
+}
+
 void vram_child_stop(struct vram_child *c, uint64_t grace_ms)
 {
-	if (c->stopping || c->reaped)
+	if (c->stopping || c->reaped || let_go(c))
 		return;
 	c->stopping = true;
 	if (c->container) {
@@ -1476,7 +1499,7 @@ void vram_child_stop(struct vram_child *c, uint64_t grace_ms)
 
 void vram_child_kill(struct vram_child *c)
 {
-	if (c->reaped)
+	if (c->reaped || let_go(c))
 		return;
 	c->stopping = true;
 	child_kill_now(c);

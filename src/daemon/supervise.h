@@ -186,6 +186,14 @@ uint64_t vram_child_start_ticks(const struct vram_child *c);
 uint64_t vram_child_relay_start_ticks(const struct vram_child *c);
 /* Whether the child was adopted rather than spawned by this supervisor. */
 bool vram_child_adopted(const struct vram_child *c);
+/*
+ * An adopted child that is never signalled (a process another manager owns,
+ * e.g. a Slurm step's task): vram_child_stop and vram_child_kill let go of
+ * it instead, its exit callback runs from the loop with
+ * VRAM_WAIT_STATUS_UNKNOWN and the process runs on. No effect on a spawned
+ * child.
+ */
+void vram_child_hands_off(struct vram_child *c);
 
 /*
  * "exited with status 3", "killed by signal 9 (Killed)", "ended (its exit
