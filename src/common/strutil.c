@@ -2,6 +2,8 @@
 /* String helpers; see strutil.h. */
 #include "common/strutil.h"
 
+#include <stdio.h>
+
 #include <stdint.h>
 #include <string.h>
 
@@ -172,4 +174,12 @@ size_t vram_str_escape_control(char *out, size_t size, const char *in, size_t le
 	}
 	out[off] = '\0';
 	return off;
+}
+
+char *vram_str_vprintf(const char *fmt, va_list ap)
+{
+	char *s = NULL;
+	if (vasprintf(&s, fmt, ap) < 0)
+		s = NULL;
+	return s;
 }

@@ -8,6 +8,7 @@
 #ifndef VRAM_STRUTIL_H
 #define VRAM_STRUTIL_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -21,6 +22,9 @@
  * longer than VRAM_STR_DISTANCE_MAX_LEN.
  */
 size_t vram_str_distance(const char *a, const char *b);
+
+/* vasprintf: a new string (caller frees), or NULL when out of memory. */
+char *vram_str_vprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 
 /*
  * The candidate closest to word, if it is close enough to be a likely typo

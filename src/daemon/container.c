@@ -7,6 +7,8 @@
  */
 #include "daemon/container.h"
 
+#include "common/strutil.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -82,9 +84,7 @@ static void pushf(struct argv_builder *b, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	char *s = NULL;
-	if (vasprintf(&s, fmt, ap) < 0)
-		s = NULL;
+	char *s = vram_str_vprintf(fmt, ap);
 	va_end(ap);
 	push_owned(b, s);
 }

@@ -11,6 +11,8 @@
  */
 #include "daemon/manager_int.h"
 
+#include "common/strutil.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -131,9 +133,7 @@ char *mgr_asprintf(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	char *s = NULL;
-	if (vasprintf(&s, fmt, ap) < 0)
-		s = NULL;
+	char *s = vram_str_vprintf(fmt, ap);
 	va_end(ap);
 	return s;
 }
