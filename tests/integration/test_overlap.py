@@ -100,7 +100,7 @@ def grants(d):
 
 def test_overlapped_swap_stays_within_the_gpu(daemon, tmp_path):
     tmp = str(tmp_path)
-    d = daemon(config(tmp), gpus=f"1x{GPU}")
+    d = daemon(config(tmp), gpus=f"1x{GPU // MIB}MiB")
     both_offloaded_a_warm(d, tmp)
     t0 = time.monotonic()
     r = d.ctl("restore", "b", check=0)
@@ -134,7 +134,7 @@ def test_victim_copy_fails_mid_swap(daemon, tmp_path):
     tmp = str(tmp_path)
     # armed right before the swap: the 6th of a's 12 copies out fails
     d = daemon(config(tmp, extra_a='      VRAM_FAKE_FAIL_COPY: "6"\n      VRAM_FAKE_ARM: "@arm@"\n'
-                      .replace("@arm@", os.path.join(tmp, "arm-a"))), gpus=f"1x{GPU}")
+                      .replace("@arm@", os.path.join(tmp, "arm-a"))), gpus=f"1x{GPU // MIB}MiB")
     both_offloaded_a_warm(d, tmp)
     open(os.path.join(tmp, "arm-a"), "w").close()
     d.ctl("restore", "b", check=None)
@@ -158,7 +158,7 @@ def test_restore_fails_mid_swap(daemon, tmp_path):
     tmp = str(tmp_path)
     # armed right before the swap: the 7th of b's 12 mappings fails
     d = daemon(config(tmp, extra_b='      VRAM_FAKE_FAIL_MAP: "7"\n      VRAM_FAKE_ARM: "@arm@"\n'
-                      .replace("@arm@", os.path.join(tmp, "arm-b"))), gpus=f"1x{GPU}")
+                      .replace("@arm@", os.path.join(tmp, "arm-b"))), gpus=f"1x{GPU // MIB}MiB")
     both_offloaded_a_warm(d, tmp)
     open(os.path.join(tmp, "arm-b"), "w").close()
     d.ctl("restore", "b", check=None)
@@ -184,7 +184,7 @@ def test_host_buffers_made_ahead(daemon, tmp_path):
     background when the host budget has room: they count as kept, and that
     first offload makes none (it runs at link speed)."""
     tmp = str(tmp_path)
-    d = daemon(config(tmp), gpus=f"1x{GPU}")
+    d = daemon(config(tmp), gpus=f"1x{GPU // MIB}MiB")
     d.ctl("start", "a", check=0)
     wait_for(lambda: host_kept(d, "a") == 192 * MIB, what="a's host buffers made ahead")
     assert d.status()["host"]["kept"] >= 192 * MIB
@@ -201,12 +201,12 @@ def test_host_buffers_not_made_ahead_without_room(daemon, tmp_path):
     """Off in the config, or more than the budget has room for: nothing is made ahead."""
     tmp = str(tmp_path)
     d = daemon(config(tmp).replace("host:\n  reserve: 0\n", "host:\n  reserve: 0\n  limit: 100MiB\n"),
-               gpus=f"1x{GPU}")
+               gpus=f"1x{GPU // MIB}MiB")
     d.ctl("start", "a", check=0)
     time.sleep(2)
     assert host_kept(d, "a") == 0
     d2 = daemon(config(tmp).replace("host:\n  reserve: 0\n", "host:\n  reserve: 0\n  premake_buffers: false\n"),
-                gpus=f"1x{GPU}")
+                gpus=f"1x{GPU // MIB}MiB")
     d2.ctl("start", "b", check=0)
     time.sleep(2)
     assert host_kept(d2, "b") == 0
