@@ -139,3 +139,18 @@ int vram_proc_inner_pid(pid_t pid, pid_t *ret)
 	*ret = (pid_t)last;
 	return 0;
 }
+
+int vram_proc_rss(pid_t pid, uint64_t *ret_bytes)
+{
+	char buf[256];
+	ssize_t n = read_proc_file(pid, "statm", buf, sizeof(buf) - 1);
+	if (n < 0)
+		return (int)n;
+	buf[n] = '\0';
+	unsigned long long size, resident;
+	if (sscanf(buf, "%llu %llu", &size, &resident) != 2)
+		return -EINVAL;
+	long page = sysconf(_SC_PAGESIZE);
+	*ret_bytes = (uint64_t)resident * (uint64_t)(page > 0 ? page : 4096);
+	return 0;
+}

@@ -49,4 +49,7 @@ bool vram_proc_cmdline_is(pid_t pid, const char *const *argv, size_t n);
  */
 int vram_proc_inner_pid(pid_t pid, pid_t *ret);
 
+/* Bytes of pid's memory resident in RAM now (/proc/<pid>/statm). 0 or -errno. */
+int vram_proc_rss(pid_t pid, uint64_t *ret_bytes);
+
 #endif

@@ -149,6 +149,8 @@ struct vram_job {
 				    from_disk, parked); a failed offload with progress left it
 				    offloaded */
 	uint64_t bytes;          /* bytes moved */
+	uint64_t host_bytes;     /* OFFLOAD: host RAM the copy takes, where the engine measures it
+				    (checkpoint: the processes' resident growth); 0 = not measured */
 	double seconds;          /* wall time from start to completion */
 	char message[512];
 

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "common/list.h"
+#include "common/proc.h"
 #include "common/workers.h"
 #include "gpu/cudadrv.h"
 #include "gpu/gpu.h"
@@ -93,6 +94,7 @@ struct part {
 	size_t n_pairs;     /* 0: in place */
 	uint64_t bytes;     /* bytes on its GPUs, as NVML saw them (0 = unknown) */
 	/* results, written by the worker */
+	uint64_t host_growth; /* offload: bytes its processes' resident memory grew by */
 	int error;
 	bool lost;          /* a process is FAILED or half restored */
 };
@@ -154,6 +156,16 @@ static void offload_part(struct ckpt_job *cj, struct part *p)
 		p->error = -ESRCH;
 		return;
 	}
+	/*
+	 * The driver keeps the checkpoint in the process's own host memory: its
+	 * growth is what the offload takes of host RAM (for the host ledger).
+	 */
+	uint64_t before = 0;
+	for (size_t i = 0; i < p->n_pids; i++) {
+		uint64_t rss = 0;
+		if (vram_proc_rss(p->pids[i], &rss) == 0)
+			before += rss;
+	}
 	/* Lock all first: no process is checkpointed while another still runs work. */
 	for (; locked < p->n_pids; locked++) {
 		r = vram_cudadrv_lock(drv, p->pids[locked], LOCK_TIMEOUT_MS, &e);
@@ -165,6 +177,13 @@ static void offload_part(struct ckpt_job *cj, struct part *p)
 		if (r < 0)
 			goto out_restore;
 	}
+	uint64_t after = 0;
+	for (size_t i = 0; i < p->n_pids; i++) {
+		uint64_t rss = 0;
+		if (vram_proc_rss(p->pids[i], &rss) == 0)
+			after += rss;
+	}
+	p->host_growth = after > before ? after - before : 0;
 	return;
 
 out_restore:
@@ -292,8 +311,11 @@ static void ckpt_done(void *arg)
 			if (in)
 				in->resident = true;
 		}
-		if (p->error == 0)
+		if (p->error == 0) {
 			bytes += p->bytes;
+			if (cj->kind == VRAM_JOB_OFFLOAD)
+				job->host_bytes += p->host_growth;
+		}
 	}
 	if (!bytes)
 		bytes = vram_workload_gpu_bytes(job->w);

@@ -173,6 +173,8 @@ struct vram_workload {
 	bool awaiting_room;          /* start/restore waits for evicted workloads */
 	bool retry_pending;          /* a restart after backoff is scheduled */
 	bool evicting;               /* being offloaded/released to make room for another */
+	uint64_t host_held_bytes;    /* host RAM its offloaded copy takes, as its engine measured it
+					(checkpoint: the processes' growth); 0 = not measured */
 	bool swap_progress;          /* its next offload reports progress (overlapped swaps) */
 	bool swap_granted;           /* its restore in flight creates memory within grants */
 	uint64_t swap_grant;         /* bytes granted to that restore so far */

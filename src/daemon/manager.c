@@ -297,6 +297,7 @@ static void offload_done(struct vram_manager *m, struct vram_workload *w, struct
 	}
 	w->last_bytes = job->bytes;
 	w->offloaded_bytes = job->engine->keeps_process ? job->bytes : 0;
+	w->host_held_bytes = job->engine->keeps_process ? job->host_bytes : 0;
 	mgr_set_state(m, w, VRAM_WL_EV_OFFLOADED, VRAM_REASON_OFFLOADED, job->message);
 	/* a park asked while it was ready goes on, unless a start took it back meanwhile */
 	if (w->park_queued && w->state == VRAM_WL_OFFLOADED && !w->job) {

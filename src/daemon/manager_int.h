@@ -360,6 +360,7 @@ struct vram_workload *mgr_adhoc_restore(struct vram_manager *m, const char *name
 static inline void mgr_drop_copies(struct vram_workload *w)
 {
 	w->offloaded_bytes = 0;
+	w->host_held_bytes = 0;
 	w->parked_bytes = 0;
 	w->on_disk = false;
 	w->park_queued = false;

@@ -26,14 +26,17 @@
  * What w holds in host memory now: the one place these numbers come from.
  * A workload whose processes the hook counts (vram_hookchan_host): what they
  * report, pinned (held), kept after a restore, and parked on disk. Others:
- * the engine's offloaded_bytes while offloaded (the sim engine's simulated
- * copy, the checkpoint engine's as it reported it; a restore and a park set
- * it back to 0) and parked_bytes on disk.
+ * while offloaded, what the engine measured its copy takes of host RAM (the
+ * checkpoint engine: how much its processes' resident memory grew, since
+ * the driver keeps the checkpoint in them), else the bytes it moved (the
+ * sim engine's simulated copy); a restore and a park set them back to 0;
+ * and parked_bytes on disk.
  */
 void mgr_host_usage(struct vram_manager *m, const struct vram_workload *w,
 		    struct mgr_host_usage *ret)
 {
-	*ret = (struct mgr_host_usage){ .held = w->offloaded_bytes, .on_disk = w->parked_bytes };
+	*ret = (struct mgr_host_usage){ .held = w->host_held_bytes ? w->host_held_bytes : w->offloaded_bytes,
+					.on_disk = w->parked_bytes };
 	if (!m->hookchan || !w->engine || (w->engine->kind != VRAM_ENGINE_HOOK &&
 					   w->engine->kind != VRAM_ENGINE_HOOK_CHECKPOINT))
 		return;

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sched.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -95,6 +96,23 @@ static void test_child_later(void **state)
  * of a new namespace (a container's) is 1 there. The hook channel takes a
  * container's hello by it.
  */
+/* Resident memory: what the checkpoint engine measures an offload's host copy by. */
+static void test_rss_grows_with_touched_memory(void **state)
+{
+	(void)state;
+	uint64_t before = 0, after = 0;
+	assert_int_equal(vram_proc_rss(getpid(), &before), 0);
+	assert_true(before > 0);
+	size_t len = 64u << 20;
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(p != MAP_FAILED);
+	memset(p, 1, len);
+	assert_int_equal(vram_proc_rss(getpid(), &after), 0);
+	assert_true(after >= before + len - (4u << 20));
+	munmap(p, len);
+	assert_int_equal(vram_proc_rss(999999999, &after), -ENOENT);
+}
+
 static void test_inner_pid(void **state)
 {
 	(void)state;
@@ -162,6 +180,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_cmdline),
 		cmocka_unit_test(test_child_later),
 		cmocka_unit_test(test_inner_pid),
+		cmocka_unit_test(test_rss_grows_with_touched_memory),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
