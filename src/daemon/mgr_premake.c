@@ -6,7 +6,8 @@
  * memory: 3-19 GB/s against the link's 55). So once a hooked workload is
  * ready, and the host budget has room for all of its buffers besides what
  * every workload holds already, each of its processes is asked to make
- * them in the background at the lowest CPU priority (PREPARE_HOST); its
+ * them in the background at the lowest CPU priority (PREPARE_HOST), once it
+ * has been ready for PREMAKE_SETTLE_MS; its
  * first offload then runs at link speed. The buffers are kept buffers: the
  * host ledger counts them, and they are the first thing the host policy
  * frees (DROP_HOST) when host memory is short. A workload is asked once per
@@ -24,6 +25,12 @@
 #include "core/hostplan.h"
 
 #define PREMAKE_PROCS 16 /* processes of one workload asked at once */
+/*
+ * ms a workload is ready before it is asked: its hook reports its usage at
+ * most once a second, and the numbers must hold all it allocated, or the
+ * ask would be for part of its buffers only.
+ */
+#define PREMAKE_SETTLE_MS 2500
 
 static void on_prepared(const struct vram_hookchan_result *res, void *arg)
 {
@@ -89,6 +96,7 @@ void mgr_premake_kick(struct vram_manager *m)
 	for (size_t k = 0; k < m->n_live; k++) {
 		struct vram_workload *w = m->wptrs[k];
 		if (w->state != VRAM_WL_READY || w->job || !w->engine ||
+		    vram_now_ms() - w->ready_since_ms < PREMAKE_SETTLE_MS ||
 		    (w->engine->kind != VRAM_ENGINE_HOOK && w->engine->kind != VRAM_ENGINE_HOOK_CHECKPOINT))
 			continue;
 		if (!room_known) {
