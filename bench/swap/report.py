@@ -75,6 +75,8 @@ for name in ("overlap", "sequential"):
                       line.strip())
         if m and m.group(4):
             print(f"  {int(m.group(1)) / 2**30:.1f} GiB in {m.group(2)} s ({m.group(3)} GB/s), {m.group(4)}")
+        elif "ahead" in line:
+            print("  " + line.strip().split("info: ")[-1])
 p = os.path.join(d, "to.json")
 if os.path.exists(p) and os.path.getsize(p):
     t = json.load(open(p))

@@ -45,26 +45,29 @@ workloads:
     memory: $DECLARE
     health: { path: /health, start_timeout: 300s }
     offload: hook
+    env: { VRAM_HOOK_LOG: "$S/hooklogs/big.log" }
   small:
     cmd: [python3, $ROOT/tests/gpu/tf_server.py, --port, "\${PORT}", --size, 4b, --cache, $CACHE]
     gpus: [0]
     memory: $DECLARE
     health: { path: /health, start_timeout: 300s }
     offload: hook
+    env: { VRAM_HOOK_LOG: "$S/hooklogs/small.log" }
 YAML
 run_mode() { # name [env...]
 	name=$1
 	shift
-	rm -rf "$S/state"
+	rm -rf "$S/state" "$S/hooklogs"
+	mkdir -p "$S/hooklogs"
 	env "$@" "$VRAMD" --config "$W/swap.yaml" --state-dir "$S/state" >"$W/vramd-$name.log" 2>&1 &
 	VPID=$!
 	for _ in $(seq 1 100); do curl -sf "$U/healthz" >/dev/null && break; sleep 0.1; done
 	C="build/src/ctl/bin/vramctl --url $S/state/vramd.sock"
 	$C start big >/dev/null && $C start small >/dev/null || { tail -20 "$W/vramd-$name.log" >&2; return 1; }
 	python3 bench/swap/swap.py "$U" build/src/ctl/bin/vramctl "$S/state/vramd.sock" "$W/vramd-$name.log" \
-		"$W/$name.json" --swaps "$SWAPS" || return 1
-	grep -h "offloaded .* bytes in\|restored .* bytes in" "$S/state/logs/big.log" "$S/state/logs/small.log" \
-		>"$W/hook-$name.txt" 2>/dev/null
+		"$W/$name.json" --swaps "$SWAPS" --logs "$S/hooklogs" || return 1
+	grep -h "offloaded .* bytes in\|restored .* bytes in\|made .* bytes of pinned host buffers ahead" \
+		"$S/hooklogs/big.log" "$S/hooklogs/small.log" >"$W/hook-$name.txt" 2>/dev/null
 	kill -TERM "$VPID"
 	wait "$VPID" 2>/dev/null
 	VPID=

@@ -29,6 +29,7 @@ p.add_argument("sock")
 p.add_argument("log")
 p.add_argument("out")
 p.add_argument("--swaps", type=int, default=8)
+p.add_argument("--logs", help="the workloads' log directory: the hooks' own durations of each move")
 args = p.parse_args()
 PROMPT = [128000, 791, 6864, 315, 9822, 374]
 
@@ -66,6 +67,35 @@ def transitions():
             t = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
             out.append((t, m.group(2), m.group(3), m.group(4)))
     return out
+
+
+HOOK = re.compile(r"(offloaded|restored) (\d+) bytes in ([\d.]+) s")
+
+
+def hook_moves(name):
+    """The durations the hook logged for name's offloads and restores, in order."""
+    out = {"offloaded": [], "restored": []}
+    if args.logs:
+        try:
+            for line in open(f"{args.logs}/{name}.log", errors="replace"):
+                m = HOOK.search(line)
+                if m and "Failed" not in line:
+                    out[m.group(1)].append(float(m.group(3)))
+        except OSError:
+            pass
+    return out
+
+
+def exact(trs, name, kind, end):
+    """The interval of name's move that ended at end, from the hook's own duration:
+    vramd's state can turn restoring long before the copy begins (waiting for room)."""
+    ends = [t for t, w, a, b in trs if w == name and
+            ((kind == "restored" and a == "restoring" and b == "ready") or
+             (kind == "offloaded" and a == "offloading" and b == "offloaded"))]
+    moves = hook_moves(name)[kind]
+    if end in ends and len(moves) == len(ends):
+        return end - moves[ends.index(end)], end
+    return None
 
 
 def span(trs, name, frm, to, after, before):
@@ -111,6 +141,8 @@ trs = transitions()
 for s in res["swaps"]:
     off = span(trs, s["victim"], ("ready", "offloading"), ("offloading", "offloaded"), s["sent"], s["first_byte"])
     rst = span(trs, s["target"], ("offloaded", "restoring"), ("restoring", "ready"), s["sent"], s["first_byte"])
+    off = (exact(trs, s["victim"], "offloaded", off[1]) or off) if off else None
+    rst = (exact(trs, s["target"], "restored", rst[1]) or rst) if rst else None
     s["offload"], s["restore"] = off, rst
     if off and rst:
         s["overlap_s"] = max(0.0, min(off[1], rst[1]) - max(off[0], rst[0]))
@@ -126,5 +158,7 @@ for n, a in res["alone"].items():
         frm, to = ((("ready", "offloading"), ("offloading", "offloaded")) if k == "offload"
                    else (("offloaded", "restoring"), ("restoring", "ready")))
         sp = span(trs, n, frm, to, a[k]["sent"], a[k]["done"])
+        if sp:
+            sp = exact(trs, n, "offloaded" if k == "offload" else "restored", sp[1]) or sp
         a[k]["seconds"] = sp[1] - sp[0] if sp else None
 json.dump(res, open(args.out, "w"), indent=1)
