@@ -9,7 +9,7 @@
 # a GPU whose budget holds one of them (each declares 60 % of the GPU).
 # Requests through the gateway alternate (bench/swap/swap.py), first with
 # overlapped swaps, then with VRAMD_SWAP_OVERLAP=0 (one transfer after the
-# other), each in a vramd of its own; then the model moved by hand with
+# other, and without host buffers made ahead), each in a vramd of its own; then the model moved by hand with
 # .to('cpu') / .to('cuda') (to_baseline.py). Results: $OUT (or a temporary
 # directory): overlap.json, sequential.json, to.json, summary.txt.
 set -u
@@ -36,7 +36,7 @@ DECLARE=$((TOTAL * 6 / 10))MiB
 cat >"$W/swap.yaml" <<YAML
 daemon: { listen: "127.0.0.1:$PORT", hook_library: $HOOK, log_level: debug }
 gpus: { backend: nvml, reserve: 1GiB }
-host: { limit: 100GiB }
+host: { limit: 100GiB, premake_buffers: PREMAKE }
 defaults: { idle: { offload_after: never, release_after: never } }
 workloads:
   big:
@@ -54,16 +54,19 @@ workloads:
     offload: hook
     env: { VRAM_HOOK_LOG: "$S/hooklogs/small.log" }
 YAML
-run_mode() { # name [env...]
+run_mode() { # name premake(true|false) [env...]
 	name=$1
-	shift
+	sed "s/PREMAKE/$2/" "$W/swap.yaml" >"$W/swap-$name.yaml"
+	shift 2
 	rm -rf "$S/state" "$S/hooklogs"
 	mkdir -p "$S/hooklogs"
-	env "$@" "$VRAMD" --config "$W/swap.yaml" --state-dir "$S/state" >"$W/vramd-$name.log" 2>&1 &
+	env "$@" "$VRAMD" --config "$W/swap-$name.yaml" --state-dir "$S/state" >"$W/vramd-$name.log" 2>&1 &
 	VPID=$!
 	for _ in $(seq 1 100); do curl -sf "$U/healthz" >/dev/null && break; sleep 0.1; done
 	C="build/src/ctl/bin/vramctl --url $S/state/vramd.sock"
-	$C start big >/dev/null && $C start small >/dev/null || { tail -20 "$W/vramd-$name.log" >&2; return 1; }
+	$C start big >/dev/null || { tail -20 "$W/vramd-$name.log" >&2; return 1; }
+	sleep 5 # time for big's host buffers to be made ahead, where they are
+	$C start small >/dev/null || { tail -20 "$W/vramd-$name.log" >&2; return 1; }
 	python3 bench/swap/swap.py "$U" build/src/ctl/bin/vramctl "$S/state/vramd.sock" "$W/vramd-$name.log" \
 		"$W/$name.json" --swaps "$SWAPS" --logs "$S/hooklogs" || return 1
 	grep -h "offloaded .* bytes in\|restored .* bytes in\|made .* bytes of pinned host buffers ahead" \
@@ -72,7 +75,9 @@ run_mode() { # name [env...]
 	wait "$VPID" 2>/dev/null
 	VPID=
 }
-run_mode overlap || exit 1
-run_mode sequential VRAMD_SWAP_OVERLAP=0 || exit 1
+# overlapped, host buffers made ahead; then one transfer after the other,
+# with every first offload making its buffers on the spot
+run_mode overlap true || exit 1
+run_mode sequential false VRAMD_SWAP_OVERLAP=0 || exit 1
 python3 bench/swap/to_baseline.py --cache "$CACHE" >"$W/to.json" 2>"$W/to.err" || tail -5 "$W/to.err" >&2
 python3 bench/swap/report.py "$W" | tee "$W/summary.txt"
