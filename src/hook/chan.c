@@ -243,10 +243,10 @@ static void swap_progress(void *arg, const uint64_t freed[VRAM_HOOK_MAX_DEVICES]
 /* A message from vramd while a granted restore waits: GRANT, or PING. */
 static void swap_message(struct swap_cmd *sc, const struct vram_hook_proto_msg *m)
 {
-	if (m->type == VRAM_HOOK_MSG_PING) {
-		send_usage();
+	/* not answered now: the restore holds the allocation lock the numbers
+	 * are read under; the USAGE before its RESULT answers it */
+	if (m->type == VRAM_HOOK_MSG_PING)
 		return;
-	}
 	if (m->type != VRAM_HOOK_MSG_GRANT || m->u.grant.request_id != sc->request_id) {
 		vram_hook_log(VRAM_HOOK_LOG_WARN, "ignoring message type %u from vramd during a restore", m->type);
 		return;
