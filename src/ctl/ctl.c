@@ -99,15 +99,49 @@ static void usage(FILE *f)
 	      "  --json           print the daemon's JSON as is\n"
 	      "  --no-wait        actions: return once the action is accepted\n"
 	      "  --timeout SECS   give up waiting for the daemon after SECS\n"
+	      "  --token-file F   the token, from the file F (or $VRAMD_TOKEN_FILE)\n"
 	      "  -h, --help       this text\n"
 	      "  -V, --version    print the version\n"
 	      "\n"
-	      "The token for a daemon that asks for one is read from $VRAMD_TOKEN.\n"
+	      "The token for a daemon that asks for one is read from $VRAMD_TOKEN, or\n"
+	      "from --token-file (its first token: the file daemon.token_file names).\n"
 	      "Exit status: 0 ok, 1 failed, 2 usage.\n",
 	      f);
 }
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#define TOKEN_FILE_MAX 4096 /* bytes read of a token file */
+
+/*
+ * The first token of path, into $VRAMD_TOKEN for every
+ * request this run makes. Returns 0, or 2 (a usage error: the message said
+ * what is wrong with the file).
+ */
+static int load_token_file(const char *path)
+{
+	char buf[TOKEN_FILE_MAX + 1];
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return usage_error("--token-file %s: %s", path, strerror(errno));
+	size_t n = fread(buf, 1, TOKEN_FILE_MAX, f);
+	fclose(f);
+	buf[n] = '\0';
+	/* as daemon.token_file reads it: one token a line, blank lines and # comments skipped */
+	for (char *line = buf, *next; line && *line; line = next) {
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = '\0';
+		line += strspn(line, " \t");
+		size_t len = strcspn(line, " \t\r");
+		if (len && line[0] != '#') {
+			line[len] = '\0';
+			setenv("VRAMD_TOKEN", line, 1);
+			return 0;
+		}
+	}
+	return usage_error("--token-file %s: expected a token on a line of its own, found none", path);
+}
 static int usage_error(const char *fmt, ...)
 {
 	va_list ap;
@@ -154,6 +188,11 @@ static int parse_args(int argc, char **argv, struct ctl *c)
 		} else if (strcmp(a, "--url") == 0) {
 			TAKE_VALUE();
 			c->url = val;
+		} else if (strcmp(a, "--token-file") == 0) {
+			TAKE_VALUE();
+			int r = load_token_file(val);
+			if (r)
+				return r;
 		} else if (strcmp(a, "--gpus") == 0) {
 			TAKE_VALUE();
 			c->gpus = val;
@@ -1019,7 +1058,7 @@ static int cmd_mps(const struct ctl *c)
 
 /* Not passed to an ad-hoc workload: vramctl's own settings and what vramd sets itself. */
 static const char *const run_env_denied[] = {
-	"VRAMD_URL", "VRAMD_TOKEN", "VRAM_HOOK_SOCKET", "VRAM_CONTROL", "VRAM_WORKLOAD",
+	"VRAMD_URL", "VRAMD_TOKEN", "VRAMD_TOKEN_FILE", "VRAM_HOOK_SOCKET", "VRAM_CONTROL", "VRAM_WORKLOAD",
 	"VRAM_REPLICA", "VRAM_MEMORY_LIMIT", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER",
 	"PORT", "GPU_COUNT", NULL,
 };
@@ -1430,6 +1469,9 @@ int vram_ctl_main(int argc, char **argv)
 	if (r < 0)
 		return VRAM_CTL_EXIT_OK; /* --help, --version */
 	if (r)
+		return r;
+	const char *token_file = getenv("VRAMD_TOKEN_FILE");
+	if (token_file && token_file[0] && !getenv("VRAMD_TOKEN") && (r = load_token_file(token_file)) != 0)
 		return r;
 	if (c.n_args == 0) {
 		usage(stderr);

@@ -6,7 +6,7 @@ import os
 import subprocess
 import tempfile
 
-from conftest import VRAMD
+from conftest import VRAMCTL, VRAMD
 
 OLD = "old-token-0123456789"
 NEW = "new-token-9876543210"
@@ -50,6 +50,28 @@ def test_token_file_several_tokens_and_reload(daemon):
     assert r.status_code == 400
     assert f"{tokens} has mode 0644, expected no access for group and others" in r.text
     assert status_with(d, NEW) == 200 and status_with(d, OLD) == 401
+
+
+def test_vramctl_reads_the_token_file(daemon, tmp_path):
+    """vramctl over TCP takes the token from the daemon's own token file
+    (its first token, past comments), by --token-file or $VRAMD_TOKEN_FILE."""
+    tokens = str(tmp_path / "tokens")
+    write_tokens(tokens, f"# rotated monthly\n\n  {OLD}  \n{NEW}\n")
+    d = daemon(f"daemon:\n  token_file: {tokens}\nworkloads: {{}}\n", wait=False)
+    d.http.headers["Authorization"] = f"Bearer {OLD}"
+    d.wait_ready()
+    env = {k: v for k, v in os.environ.items() if k not in ("VRAMD_TOKEN", "VRAMD_TOKEN_FILE")}
+    run = lambda *a, **kw: subprocess.run([VRAMCTL, "--url", d.url, *a], capture_output=True, text=True,
+                                          env=dict(env, **kw), timeout=30)
+    assert run("status").returncode == 1  # no token: 401
+    assert run("--token-file", tokens, "status").returncode == 0
+    assert run("status", VRAMD_TOKEN_FILE=tokens).returncode == 0
+    empty = str(tmp_path / "empty")
+    write_tokens(empty, "# nothing yet\n")
+    r = run("--token-file", empty, "status")
+    assert r.returncode == 2 and "found none" in r.stderr, r.stderr
+    r = run("--token-file", str(tmp_path / "missing"), "status")
+    assert r.returncode == 2 and "No such file" in r.stderr, r.stderr
 
 
 def test_world_readable_token_file_is_refused_at_start(tmp_path):
