@@ -954,9 +954,30 @@ size_t vram_supervisor_live(const struct vram_supervisor *s)
 }
 
 /*
- * base (the daemon's environment, or only PATH=VRAM_SPAWN_DEFAULT_PATH) with
- * extra on top (same key: replaced). Array freed by caller; the strings are
- * borrowed.
+ * What the service manager told vramd itself, which a workload must not
+ * take as said to it: a model server that speaks sd_notify would report
+ * READY or STOPPING for vramd, or claim vramd's sockets. A workload's own
+ * env: may still set them.
+ */
+static const char *const daemon_only_env[] = {
+	"NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES",
+	"JOURNAL_STREAM", NULL,
+};
+
+static bool daemon_only(const char *e)
+{
+	for (const char *const *d = daemon_only_env; *d; d++) {
+		size_t len = strlen(*d);
+		if (strncmp(e, *d, len) == 0 && e[len] == '=')
+			return true;
+	}
+	return false;
+}
+
+/*
+ * base (the daemon's environment, or only PATH=VRAM_SPAWN_DEFAULT_PATH) less
+ * what the service manager said to vramd alone, with extra on top (same key:
+ * replaced). Array freed by caller; the strings are borrowed.
  */
 static char **build_env(char *const *base, char *const *extra)
 {
@@ -970,7 +991,8 @@ static char **build_env(char *const *base, char *const *extra)
 		return NULL;
 	size_t n = 0;
 	for (size_t i = 0; i < n_base; i++)
-		env[n++] = base[i];
+		if (!daemon_only(base[i]))
+			env[n++] = base[i];
 	for (size_t i = 0; i < n_extra; i++) {
 		const char *eq = strchr(extra[i], '=');
 		size_t key_len = eq ? (size_t)(eq - extra[i]) : strlen(extra[i]);

@@ -99,6 +99,25 @@ def test_ready_reload_stopping(daemon, monkeypatch, abstract):
         mgr.close()
 
 
+def test_workloads_do_not_inherit_the_service_managers_variables(daemon, monkeypatch):
+    """NOTIFY_SOCKET and the rest were said to vramd: a workload that speaks
+    sd_notify must not report READY or STOPPING in its name."""
+    mgr = Manager()
+    monkeypatch.setenv("NOTIFY_SOCKET", mgr.addr)
+    monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
+    monkeypatch.setenv("WATCHDOG_USEC", "30000000")
+    try:
+        d = daemon(config({"name": "a"}))
+        d.ctl("start", "a", check=0)
+        pid = d.workload("a")["pid"]
+        env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+        names = {e.split(b"=", 1)[0] for e in env if e}
+        assert not names & {b"NOTIFY_SOCKET", b"JOURNAL_STREAM", b"WATCHDOG_USEC"}, names
+        assert b"PORT" in names and b"PATH" in names  # the rest of the environment is there
+    finally:
+        mgr.close()
+
+
 def test_restart_in_place_says_ready_again(daemon, monkeypatch):
     mgr = Manager()
     monkeypatch.setenv("NOTIFY_SOCKET", mgr.addr)
