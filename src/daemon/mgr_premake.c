@@ -23,6 +23,7 @@
 #include "common/log.h"
 #include "common/units.h"
 #include "core/hostplan.h"
+#include "proto/hook_proto.h"
 
 #define PREMAKE_PROCS 16 /* processes of one workload asked at once */
 /*
@@ -64,7 +65,13 @@ static uint64_t host_room(struct vram_manager *m)
 	return room;
 }
 
-static void premake_one(struct vram_manager *m, struct vram_workload *w, uint64_t *room)
+/* The host's room, read (meminfo) only when a process is to be asked: this runs every tick. */
+struct room {
+	uint64_t bytes;
+	bool known;
+};
+
+static void premake_one(struct vram_manager *m, struct vram_workload *w, struct room *room)
 {
 	pid_t pids[PREMAKE_PROCS];
 	size_t n = vram_hookchan_pids(m->hookchan, w->cfg->name, pids, PREMAKE_PROCS);
@@ -74,15 +81,22 @@ static void premake_one(struct vram_manager *m, struct vram_workload *w, uint64_
 		struct vram_hookchan_proc_info info;
 		if (vram_hookchan_proc(m->hookchan, pids[i], &info) < 0 || info.premade_asked)
 			continue;
-		if (!info.connected || info.version < 4 || info.state != 0 /* running */)
+		if (!info.connected || info.version < VRAM_HOOK_PROTO_VERSION_GRANT ||
+		    info.state != VRAM_HOOK_STATE_RUNNING)
 			continue;
 		uint64_t movable = info.used > info.nonmovable ? info.used - info.nonmovable : 0;
 		uint64_t need = movable > info.host_pinned ? movable - info.host_pinned : 0;
-		if (!need || need > *room)
+		if (!need)
+			continue;
+		if (!room->known) {
+			room->bytes = host_room(m);
+			room->known = true;
+		}
+		if (need > room->bytes)
 			continue;
 		if (vram_hookchan_prepare_host(m->hookchan, pids[i], need, on_prepared, NULL) == 0) {
 			vram_hookchan_mark_premade(m->hookchan, pids[i]);
-			*room -= need;
+			room->bytes -= need;
 		}
 	}
 }
@@ -91,18 +105,13 @@ void mgr_premake_kick(struct vram_manager *m)
 {
 	if (!m->hookchan || !m->cfg->host.premake_buffers)
 		return;
-	uint64_t room = UINT64_MAX;
-	bool room_known = false;
+	struct room room = { 0 };
 	for (size_t k = 0; k < m->n_live; k++) {
 		struct vram_workload *w = m->wptrs[k];
 		if (w->state != VRAM_WL_READY || w->job || !w->engine ||
 		    vram_now_ms() - w->ready_since_ms < PREMAKE_SETTLE_MS ||
 		    (w->engine->kind != VRAM_ENGINE_HOOK && w->engine->kind != VRAM_ENGINE_HOOK_CHECKPOINT))
 			continue;
-		if (!room_known) {
-			room = host_room(m);
-			room_known = true;
-		}
 		premake_one(m, w, &room);
 	}
 }
